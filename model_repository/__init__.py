@@ -1,0 +1,63 @@
+"""The artifact contract between training (writes) and serving (reads)."""
+
+from .errors import (
+    AliasNotFoundError,
+    IntegrityError,
+    InvalidNameError,
+    ManifestError,
+    RepositoryError,
+    SchemaVersionError,
+    ScenarioNotFoundError,
+    VersionNotFoundError,
+)
+from .manifest import (
+    MANIFEST_NAME,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    BaseEncoderRef,
+    BaseModelRef,
+    ExportRecord,
+    FileEntry,
+    HeadSpec,
+    Manifest,
+    Parity,
+)
+from .repository import (
+    BaseDraft,
+    ModelRepository,
+    VersionDraft,
+    code_revision,
+    default_root,
+    read_manifest,
+    sha256_file,
+    validate_name,
+)
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PRECISIONS",
+    "SCHEMA_VERSION",
+    "AliasNotFoundError",
+    "BaseDraft",
+    "BaseEncoderRef",
+    "BaseModelRef",
+    "ExportRecord",
+    "FileEntry",
+    "HeadSpec",
+    "IntegrityError",
+    "InvalidNameError",
+    "Manifest",
+    "ManifestError",
+    "ModelRepository",
+    "Parity",
+    "RepositoryError",
+    "ScenarioNotFoundError",
+    "SchemaVersionError",
+    "VersionDraft",
+    "VersionNotFoundError",
+    "code_revision",
+    "default_root",
+    "read_manifest",
+    "sha256_file",
+    "validate_name",
+]

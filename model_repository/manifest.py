@@ -1,0 +1,97 @@
+"""The manifest: everything needed to serve a version and to trust it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+Strategy = Literal["full", "frozen", "lora"]
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(description="Hex sha256 of the file's bytes.", pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0, description="File size in bytes.")
+
+
+class BaseModelRef(_Strict):
+    id: str = Field(description="Hub id or local path the encoder was loaded from.")
+    revision: str | None = Field(default=None, description="Hub revision (commit) when known.")
+    content_hash: str | None = Field(
+        default=None, description="sha256 over the base weights, for local paths without a revision."
+    )
+    architecture: str | None = Field(default=None, description="HF model_type, e.g. roberta or bert.")
+
+
+class Parity(_Strict):
+    n_samples: int = Field(ge=0, description="Rows compared against the torch model.")
+    max_abs_logit_diff: float | None = Field(description="Max |logit_onnx - logit_torch| over the rows.")
+    agreement: float | None = Field(description="Share of rows with the same argmax as torch.")
+    accuracy_delta: float | None = Field(default=None, description="ONNX accuracy minus torch accuracy.")
+    verified: bool = Field(description="False when parity could not be checked on this machine.")
+    note: str | None = None
+
+
+class ExportRecord(_Strict):
+    precision: Precision
+    path: str = Field(description="Path of the graph, relative to the version folder.")
+    opset: int | None = None
+    size_bytes: int = Field(ge=0)
+    inputs: list[str] = Field(default_factory=list, description="Graph input names, in order.")
+    parity: Parity | None = None
+
+
+class BaseEncoderRef(_Strict):
+    key: str = Field(description="Key of the shared base encoder under <root>/_bases/.")
+    precisions: list[Precision] = Field(description="Precisions the base encoder was exported in.")
+
+
+class HeadSpec(_Strict):
+    kind: Literal["roberta", "linear"] = Field(
+        description="roberta: dense -> tanh -> out_proj on the first token; linear: one dense layer "
+        "on the pooled output (BERT's pooler is part of the base encoder graph)."
+    )
+    path: str = Field(description="npz with the head weights, relative to the version folder.")
+
+
+class Manifest(_Strict):
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Manifest schema version.")
+    scenario: str
+    version: int = Field(ge=1)
+    parent_version: int | None = Field(default=None, description="Version this one was derived from.")
+    strategy: Strategy
+    base_model: BaseModelRef
+    labels: list[str] = Field(min_length=2, description="Label names in logit order.")
+    max_length_tokens: int = Field(gt=0)
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics.")
+    files: dict[str, FileEntry] = Field(default_factory=dict, description="Every file but the manifest.")
+    exports: list[ExportRecord] = Field(default_factory=list)
+    base_encoder: BaseEncoderRef | None = None
+    head: HeadSpec | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    train_time_s: float | None = None
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    code_revision: str = "unknown"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    extra: dict[str, Any] = Field(default_factory=dict, description="Free-form notes (e.g. a tune summary).")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        return labels
+
+    def export(self, precision: str) -> ExportRecord | None:
+        return next((e for e in self.exports if e.precision == precision), None)

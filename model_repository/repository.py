@@ -1,0 +1,380 @@
+"""A versioned, checksummed, write-once folder of scenario models.
+
+Layout::
+
+    <root>/<scenario>/<version>/manifest.json   written once, never modified
+    <root>/<scenario>/_aliases/<alias>.json      {"version": N}, switched by write-then-rename
+    <root>/_bases/<key>/<precision>/             shared base encoders, written once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import (
+    AliasNotFoundError,
+    IntegrityError,
+    InvalidNameError,
+    ManifestError,
+    SchemaVersionError,
+    ScenarioNotFoundError,
+    VersionNotFoundError,
+)
+from .manifest import MANIFEST_NAME, SCHEMA_VERSION, FileEntry, Manifest
+
+DEFAULT_ROOT = "./var/model-repository"
+BASES_DIR = "_bases"
+ALIASES_DIR = "_aliases"
+BASE_MANIFEST = "base.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_TMP_PREFIX = ".tmp-"
+
+
+def default_root() -> Path:
+    """The repository root from LABELWISE_REPOSITORY, else ./var/model-repository."""
+    return Path(os.environ.get("LABELWISE_REPOSITORY", DEFAULT_ROOT))
+
+
+def validate_name(name: str, what: str = "scenario") -> str:
+    """Return name if it is a safe lowercase name, else raise InvalidNameError naming it."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidNameError(
+            f"invalid {what} name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit (no '/', '..' or spaces)"
+        )
+    return name
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_revision() -> str:
+    """The git commit of the code that made an artifact, or 'unknown' outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_files(folder: Path, skip: set[str]) -> dict[str, FileEntry]:
+    entries: dict[str, FileEntry] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel in skip:
+            continue
+        entries[rel] = FileEntry(sha256=sha256_file(path), size_bytes=path.stat().st_size)
+    return entries
+
+
+def _check_files(folder: Path, files: dict[str, FileEntry], what: str) -> None:
+    for rel, entry in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise IntegrityError(f"{what}: file {rel!r} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != entry.size_bytes:
+            raise IntegrityError(f"{what}: file {rel!r} is {size} bytes, manifest says {entry.size_bytes}")
+        if sha256_file(path) != entry.sha256:
+            raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in the manifest")
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class VersionDraft:
+    """A version being written: put files under `path` and manifest fields in `fields`."""
+
+    scenario: str
+    path: Path
+    fields: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None
+    manifest: Manifest | None = None
+
+
+@dataclass
+class BaseDraft:
+    """A shared base encoder being written for one precision."""
+
+    key: str
+    precision: str
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+    published: bool = False
+
+
+class ModelRepository:
+    """Publish, resolve, alias and verify scenario versions under one root folder."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    # ---- paths -------------------------------------------------------------------------
+    def scenario_path(self, scenario: str) -> Path:
+        return self.root / validate_name(scenario)
+
+    def version_path(self, scenario: str, version: int) -> Path:
+        return self.scenario_path(scenario) / str(int(version))
+
+    def base_path(self, key: str, precision: str | None = None) -> Path:
+        path = self.root / BASES_DIR / validate_name(key, "base key")
+        return path / validate_name(precision, "precision") if precision else path
+
+    # ---- listing and resolving ------------------------------------------------------------
+    def list_scenarios(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self._versions_in(p)
+        )
+
+    def list_versions(self, scenario: str) -> list[int]:
+        path = self.scenario_path(scenario)
+        versions = self._versions_in(path) if path.is_dir() else []
+        if not versions:
+            raise ScenarioNotFoundError(f"scenario {scenario!r} has no published version under {self.root}")
+        return versions
+
+    @staticmethod
+    def _versions_in(path: Path) -> list[int]:
+        return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def aliases(self, scenario: str) -> dict[str, int]:
+        folder = self.scenario_path(scenario) / ALIASES_DIR
+        if not folder.is_dir():
+            return {}
+        out = {}
+        for path in sorted(folder.glob("*.json")):
+            if path.name.startswith(_TMP_PREFIX):
+                continue
+            out[path.stem] = int(json.loads(path.read_text())["version"])
+        return out
+
+    def resolve(self, scenario: str, ref: str | int = "production") -> int:
+        """Turn an alias, 'latest' or a version number into a published version number."""
+        versions = self.list_versions(scenario)
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            version = int(ref)
+            if version not in versions:
+                raise VersionNotFoundError(
+                    f"scenario {scenario!r} has no version {version} (published: {versions})"
+                )
+            return version
+        if ref == "latest":
+            return versions[-1]
+        validate_name(ref, "alias")
+        path = self.scenario_path(scenario) / ALIASES_DIR / f"{ref}.json"
+        if not path.is_file():
+            known = sorted(self.aliases(scenario))
+            raise AliasNotFoundError(f"scenario {scenario!r} has no alias {ref!r} (aliases: {known})")
+        return int(json.loads(path.read_text())["version"])
+
+    def set_alias(self, scenario: str, alias: str, version: int) -> None:
+        """Point alias at version, atomically; the version must exist and verify."""
+        validate_name(alias, "alias")
+        if alias == "latest":
+            raise InvalidNameError("alias 'latest' is reserved: it always means the newest version")
+        self.verify(scenario, version)
+        folder = self.scenario_path(scenario) / ALIASES_DIR
+        folder.mkdir(exist_ok=True)
+        _write_json_atomic(folder / f"{alias}.json", {"version": int(version)})
+
+    # ---- manifests ------------------------------------------------------------------------
+    def load_manifest(self, scenario: str, version: int) -> Manifest:
+        path = self.version_path(scenario, version)
+        if not path.is_dir():
+            self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
+            raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}")
+        return read_manifest(path / MANIFEST_NAME)
+
+    def verify(self, scenario: str, version: int) -> Manifest:
+        """Re-hash every file of a version; raise naming the first file that does not match."""
+        manifest = self.load_manifest(scenario, version)
+        folder = self.version_path(scenario, version)
+        what = f"{scenario} v{version}"
+        if manifest.scenario != scenario or manifest.version != int(version):
+            raise ManifestError(
+                f"{what}: manifest says {manifest.scenario} v{manifest.version}; the folder was moved"
+            )
+        _check_files(folder, manifest.files, what)
+        if manifest.base_encoder is not None:
+            for precision in manifest.base_encoder.precisions:
+                self.verify_base(manifest.base_encoder.key, precision)
+        return manifest
+
+    # ---- publishing -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def new_version(self, scenario: str, **fields: Any) -> Iterator[VersionDraft]:
+        """Write a new version: files go into draft.path, manifest fields into draft.fields.
+
+        On a clean exit the files are hashed, the manifest written, everything fsynced and the
+        folder renamed to the next free version number. On any error nothing is published.
+        """
+        scenario_dir = self.scenario_path(scenario)
+        scenario_dir.mkdir(parents=True, exist_ok=True)
+        tmp = scenario_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        draft = VersionDraft(scenario=scenario, path=tmp, fields=dict(fields))
+        try:
+            yield draft
+            if (tmp / MANIFEST_NAME).exists():
+                raise ManifestError("a draft must not write manifest.json itself")
+            files = _hash_files(tmp, skip=set())
+            with _locked(scenario_dir / ".publish.lock"):
+                existing = self._versions_in(scenario_dir)
+                version = (existing[-1] if existing else 0) + 1
+                try:
+                    manifest = Manifest(
+                        scenario=scenario,
+                        version=version,
+                        files=files,
+                        code_revision=draft.fields.pop("code_revision", None) or code_revision(),
+                        **draft.fields,
+                    )
+                except ValidationError as exc:
+                    raise ManifestError(f"{scenario}: manifest fields are invalid: {exc}") from exc
+                (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+                _fsync_tree(tmp)
+                target = scenario_dir / str(version)
+                # rename() refuses a non-empty target: a version folder is never replaced.
+                os.rename(tmp, target)
+                _fsync_dir(scenario_dir)
+            draft.version, draft.manifest = version, manifest
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- shared base encoders -------------------------------------------------------------
+    def has_base(self, key: str, precision: str) -> bool:
+        return (self.base_path(key, precision) / BASE_MANIFEST).is_file()
+
+    @contextlib.contextmanager
+    def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
+        """Write a base encoder once. If another writer got there first, ours is discarded."""
+        target = self.base_path(key, precision)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
+        try:
+            yield draft
+            payload = {
+                "schema_version": SCHEMA_VERSION,
+                "key": key,
+                "precision": precision,
+                "info": draft.info,
+                "files": {k: v.model_dump() for k, v in _hash_files(tmp, skip=set()).items()},
+            }
+            (tmp / BASE_MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True))
+            _fsync_tree(tmp)
+            with _locked(target.parent / ".publish.lock"):
+                if not target.exists():
+                    os.rename(tmp, target)
+                    _fsync_dir(target.parent)
+                    draft.published = True
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def base_info(self, key: str, precision: str) -> dict[str, Any]:
+        path = self.base_path(key, precision) / BASE_MANIFEST
+        if not path.is_file():
+            raise VersionNotFoundError(f"base encoder {key!r} has no {precision} export under {self.root}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_MANIFEST} is not JSON") from exc
+
+    def verify_base(self, key: str, precision: str) -> dict[str, Any]:
+        info = self.base_info(key, precision)
+        if info.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"base encoder {key!r} {precision}: schema version {info.get('schema_version')!r}, "
+                f"this code reads {SCHEMA_VERSION}"
+            )
+        files = {k: FileEntry(**v) for k, v in info["files"].items()}
+        _check_files(self.base_path(key, precision), files, f"base {key} {precision}")
+        return info
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Parse manifest.json, raising ManifestError or SchemaVersionError naming the file."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest.json is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path}: schema version {raw.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{path}: does not match the manifest schema: {exc}") from exc

@@ -1,0 +1,59 @@
+"""The one typed configuration of the service, read from Serve YAML args and LABELWISE_* env vars."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ScenarioSpec(BaseModel):
+    """One scenario to serve, and which alias or version of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Scenario name in the model repository.")
+    alias: str = Field(default="production", description="Alias, 'latest' or a version number to serve.")
+
+
+class ServingConfig(BaseSettings):
+    """Everything a deployment needs. Field names are the keys of the Serve app's `args`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELWISE_", env_nested_delimiter="__", extra="forbid", protected_namespaces=()
+    )
+
+    repository: str = Field(default="./var/model-repository", description="Model repository root.")
+    scenarios: list[ScenarioSpec] | None = Field(
+        default=None, description="Scenarios to serve; None serves every scenario with the default alias."
+    )
+    default_alias: str = Field(default="production", description="Alias served when a scenario names none.")
+    # batching
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per @serve.batch call.")
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1, description="Max wait to fill a batch.")
+    max_batch_tokens: int = Field(default=16384, ge=16, description="Token budget per batch (rows x length).")
+    # replicas and resources
+    num_replicas: int | Literal["auto"] = Field(default=1, description="Fixed replicas, or 'auto'.")
+    autoscaling_config: dict[str, Any] | None = Field(
+        default=None, description="Ray Serve autoscaling_config; used when num_replicas is 'auto'."
+    )
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per classifier replica.")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per classifier replica (fractions allowed).")
+    max_ongoing_requests: int = Field(default=256, ge=1, description="Per-replica in-flight request cap.")
+    max_queued_requests: int = Field(default=1024, ge=-1, description="Per-handle queue cap; -1 unbounded.")
+    # ONNX Runtime
+    ort_intra_op_threads: int = Field(default=0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
+    ort_providers: list[str] | None = Field(
+        default=None, description="ORT execution providers in order; None picks CUDA when available, else CPU."
+    )
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        default="auto", description="auto: fp16 on GPU, int8 on CPU, falling back to fp32."
+    )
+    lora_mode: Literal["merged", "shared"] = Field(
+        default="merged", description="merged: each LoRA scenario's merged graph; shared: one multi-adapter graph."
+    )
+    # limits
+    max_texts_per_request: int = Field(default=64, ge=1, description="Texts allowed in one request.")
+    max_chars_per_text: int = Field(default=20000, ge=1, description="Characters allowed per text.")
+    reload_poll_interval_s: float = Field(default=2.0, gt=0, description="How often replicas check aliases.")
+    api_key: str | None = Field(default=None, description="Bearer token required on /v1 routes when set.")

