@@ -44,16 +44,29 @@ class ServingConfig(BaseSettings):
     # ONNX Runtime
     ort_intra_op_threads: int = Field(default=0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
     ort_providers: list[str] | None = Field(
-        default=None, description="ORT execution providers in order; None picks CUDA when available, else CPU."
+        default=None,
+        description="ORT execution providers in order; None picks CUDA when available, else CPU.",
     )
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         default="auto", description="auto: fp16 on GPU, int8 on CPU, falling back to fp32."
     )
     lora_mode: Literal["merged", "shared"] = Field(
-        default="merged", description="merged: each LoRA scenario's merged graph; shared: one multi-adapter graph."
+        default="merged",
+        description="merged: each LoRA scenario's merged graph; shared: one multi-adapter graph.",
     )
     # limits
     max_texts_per_request: int = Field(default=64, ge=1, description="Texts allowed in one request.")
     max_chars_per_text: int = Field(default=20000, ge=1, description="Characters allowed per text.")
+    # deployment shape and overload answers
+    ingress_mode: Literal["combined", "separate"] = Field(
+        default="combined",
+        description="combined: the FastAPI app runs on the classifier replica (measured faster on CPU, "
+        "see docs/serving.md); separate: its own ingress deployment calling the classifier by handle.",
+    )
+    ingress_num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved for a separate ingress.")
+    backpressure_status_code: Literal[429, 503] = Field(
+        default=503, description="Status when max_queued_requests is exceeded."
+    )
+    retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After sent with overload answers.")
     reload_poll_interval_s: float = Field(default=2.0, gt=0, description="How often replicas check aliases.")
     api_key: str | None = Field(default=None, description="Bearer token required on /v1 routes when set.")

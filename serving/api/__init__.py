@@ -1,0 +1,18 @@
+"""HTTP surface: FastAPI routes, request/response schemas, errors -> HTTP in one place."""
+
+from ._app import ClassifyBackend, check_limits, create_api
+from ._errors import error_response
+from ._schemas import ClassifyRequest, ClassifyResponse, ErrorBody, LabelScore, Readiness, ScenarioInfo
+
+__all__ = [
+    "ClassifyBackend",
+    "ClassifyRequest",
+    "ClassifyResponse",
+    "ErrorBody",
+    "LabelScore",
+    "Readiness",
+    "ScenarioInfo",
+    "check_limits",
+    "create_api",
+    "error_response",
+]

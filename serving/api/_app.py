@@ -1,0 +1,117 @@
+"""The FastAPI app: routes, validation, auth, request metrics. No model code: it calls a backend."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any, Protocol
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..config import ServingConfig
+from ..errors import InvalidRequestError, ServingError, UnauthorizedError
+from ..metrics import ServingMetrics
+from ._errors import error_response, install_error_handlers
+from ._schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
+
+
+class ClassifyBackend(Protocol):
+    """What the routes need: the classifier replica itself, or a handle to it."""
+
+    async def classify(
+        self, scenario: str, texts: list[str], top_k: int | None, truncate: bool
+    ) -> dict[str, Any]: ...
+
+    async def list_scenarios(self) -> list[dict[str, Any]]: ...
+
+    async def missing_scenarios(self) -> list[str]: ...
+
+    async def engine_metrics(self) -> bytes: ...
+
+
+_ERRORS = {s: {"model": ErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
+
+
+def check_limits(body: ClassifyRequest, config: ServingConfig) -> None:
+    """Limits that come from config, so they cannot live in the static schema."""
+    if len(body.texts) > config.max_texts_per_request:
+        raise InvalidRequestError(
+            f"texts: {len(body.texts)} texts, at most {config.max_texts_per_request} per request",
+            field="texts",
+        )
+    for i, text in enumerate(body.texts):
+        if len(text) > config.max_chars_per_text:
+            raise InvalidRequestError(
+                f"texts.{i}: {len(text)} characters, at most {config.max_chars_per_text}", field=f"texts.{i}"
+            )
+
+
+def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> FastAPI:
+    app = FastAPI(
+        title="labelwise",
+        description="Text classification for many scenarios: POST /v1/classify.",
+        version="1",
+    )
+    install_error_handlers(
+        app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
+    )
+
+    def require_key(request: Request) -> None:
+        if not config.api_key:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+            raise UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")
+
+    @app.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=_ERRORS,
+        dependencies=[Depends(require_key)],
+    )
+    async def classify(body: ClassifyRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        status, label = "200", body.scenario
+        try:
+            check_limits(body, config)
+            return await backend.classify(body.scenario, body.texts, body.top_k, body.truncate)
+        except ServingError as exc:
+            status = str(exc.status_code)
+            if exc.status_code == 404:
+                label = "_unknown"  # bounded label cardinality whatever names clients send
+            raise
+        except Exception:
+            status = "500"
+            raise
+        finally:
+            metrics.requests.labels(label, status).inc()
+            if status == "200":
+                metrics.request_latency.labels(label).observe(time.perf_counter() - start)
+
+    @app.get("/v1/scenarios", response_model=ScenarioList, dependencies=[Depends(require_key)])
+    async def scenarios() -> dict[str, Any]:
+        return {"scenarios": await backend.list_scenarios()}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz() -> Any:
+        missing = await backend.missing_scenarios()
+        body = Readiness(ready=not missing, missing=missing).model_dump()
+        if missing:
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        return body
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render() + await backend.engine_metrics(), media_type=metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return error_response(404, "not_found", "see /docs for the API")
+
+    return app

@@ -1,0 +1,69 @@
+"""Every exception -> one HTTP status and the one JSON error shape, in one place."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import InvalidRequestError, NotReadyError, ServingError
+from ._schemas import ErrorBody, ErrorDetail
+
+logger = logging.getLogger("labelwise.serving")
+RETRY_AFTER_S = 1.0
+
+
+def error_response(
+    status: int, type_: str, message: str, field: str | None = None, retry_after_s: float | None = None
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(type=type_, message=message, code=status, field=field))
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI, on_error=None) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        if on_error is not None:
+            on_error(422)
+        return error_response(422, "invalid_request", f"{field}: {first.get('msg')}", field=field)
+
+    @app.exception_handler(ServingError)
+    async def _serving(request: Request, exc: ServingError) -> JSONResponse:
+        field = exc.field if isinstance(exc, InvalidRequestError) else None
+        if exc.status_code >= 500 and not isinstance(exc, NotReadyError):
+            logger.error("%s on %s: %s", exc.code, request.url.path, exc)
+            return error_response(exc.status_code, exc.code, "internal error; see the service log")
+        retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
+        return error_response(exc.status_code, exc.code, str(exc), field=field, retry_after_s=retry)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        backpressure = _backpressure(exc)
+        if backpressure is not None:
+            return error_response(
+                backpressure, "overloaded", "service overloaded; retry later", None, RETRY_AFTER_S
+            )
+        # Never leak internals: the message goes to the log, the client gets a fixed text.
+        logger.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "internal_error", "internal error; see the service log")
+
+
+def _backpressure(exc: Exception) -> int | None:
+    try:
+        from ray.serve.exceptions import BackPressureError
+    except ImportError:  # pragma: no cover - ray is part of the serving extra
+        return None
+    if isinstance(exc, BackPressureError):
+        return int(getattr(exc, "status_code", 503) or 503)
+    return None

@@ -1,0 +1,74 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
+
+NonEmptyText = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
+class ClassifyRequest(BaseModel):
+    """POST /v1/classify."""
+
+    model_config = ConfigDict(extra="forbid")
+    scenario: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="Scenario name, as listed by GET /v1/scenarios.", examples=["review_sentiment"]
+    )
+    texts: list[NonEmptyText] = Field(
+        min_length=1,
+        description="Texts to classify (non-empty strings).",
+        examples=[["Great value, works well."]],
+    )
+    top_k: StrictInt | None = Field(
+        default=None, ge=1, description="Labels per text, best first; null returns every label."
+    )
+    truncate: StrictBool = Field(
+        default=True,
+        description="Cut texts longer than the model's max length (flagged in `truncated`); false answers 413.",
+    )
+
+
+class LabelScore(BaseModel):
+    label: str = Field(description="Label name.")
+    score: float = Field(description="Softmax probability in [0, 1].")
+
+
+class ClassifyResponse(BaseModel):
+    scenario: str = Field(description="Scenario that answered.")
+    version: int = Field(description="Model version that answered every text of this request.")
+    results: list[list[LabelScore]] = Field(description="Per text, labels with scores, best first.")
+    truncated: list[bool] = Field(description="Per text, whether it was cut to the model's max length.")
+
+
+class ScenarioInfo(BaseModel):
+    name: str = Field(description="Scenario name.")
+    alias: str = Field(description="Alias (or version) this deployment follows.")
+    version: int | None = Field(description="Version serving now; null while not loaded.")
+    strategy: str | None = Field(default=None, description="full, frozen or lora.")
+    precision: str | None = Field(default=None, description="Precision of the graph in use.")
+    labels: list[str] = Field(default_factory=list, description="Labels in logit order.")
+    max_length_tokens: int | None = Field(default=None, description="Longer texts are truncated.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics of the version.")
+    last_error: str | None = Field(default=None, description="Why the latest load attempt failed, if it did.")
+
+
+class ScenarioList(BaseModel):
+    scenarios: list[ScenarioInfo] = Field(description="Every configured scenario.")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="True when every configured scenario is loaded.")
+    missing: list[str] = Field(default_factory=list, description="Scenarios not loaded yet.")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Machine-readable error code, e.g. unknown_scenario.")
+    message: str = Field(description="What is wrong, naming the field when there is one.")
+    code: int = Field(description="HTTP status code.")
+    field: str | None = Field(default=None, description="The request field at fault, dotted.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,107 @@
+"""ScenarioRouter: which version of each scenario answers, and swapping it atomically on reload."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from model_repository import ModelRepository, RepositoryError
+
+from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
+from ._scenario import BaseEncoderCache, EngineSettings, LoadedScenario, load_scenario
+
+logger = logging.getLogger("labelwise.serving")
+
+
+@dataclass
+class ScenarioState:
+    """What a replica knows about one configured scenario."""
+
+    name: str
+    alias: str
+    loaded: LoadedScenario | None = None
+    refused_version: int | None = None
+    last_error: str | None = None
+
+
+class ScenarioRouter:
+    """Maps a scenario name to the LoadedScenario serving it; reloads when its alias moves.
+
+    A swap replaces one dict entry (atomic under the GIL): rows already bound to the old
+    LoadedScenario finish on it, new rows get the new one.
+    """
+
+    def __init__(
+        self,
+        repo: ModelRepository,
+        scenarios: dict[str, str] | None,
+        default_alias: str,
+        settings: EngineSettings,
+        on_loaded: Callable[[str, int, bool], None] | None = None,
+        on_refused: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.default_alias = default_alias
+        self.serve_all = scenarios is None
+        self._states: dict[str, ScenarioState] = {
+            name: ScenarioState(name, alias) for name, alias in (scenarios or {}).items()
+        }
+        self._bases = BaseEncoderCache()
+        self._on_loaded = on_loaded
+        self._on_refused = on_refused
+        self._lock = threading.Lock()  # one poll at a time; lookups never take it
+
+    # ---- lookups (request path) -------------------------------------------------------------
+    def get(self, name: str) -> LoadedScenario:
+        state = self._states.get(name)
+        if state is None:
+            raise UnknownScenarioError(f"unknown scenario {name!r}; served: {sorted(self._states)}")
+        loaded = state.loaded
+        if loaded is None:
+            raise NotReadyError(f"scenario {name!r} is not loaded yet")
+        return loaded
+
+    def states(self) -> list[ScenarioState]:
+        return [self._states[k] for k in sorted(self._states)]
+
+    def missing(self) -> list[str]:
+        """Configured scenarios that have no loaded version (readiness is this list being empty)."""
+        return [s.name for s in self.states() if s.loaded is None]
+
+    # ---- loading (background) --------------------------------------------------------------
+    def poll_once(self) -> None:
+        """Resolve every alias; load and swap in any version that differs from the one serving."""
+        with self._lock:
+            if self.serve_all:
+                for name in self.repo.list_scenarios():
+                    self._states.setdefault(name, ScenarioState(name, self.default_alias))
+            for state in list(self._states.values()):
+                self._refresh(state)
+
+    def _refresh(self, state: ScenarioState) -> None:
+        try:
+            target = self.repo.resolve(state.name, state.alias)
+        except RepositoryError as exc:
+            if state.last_error != str(exc):
+                logger.warning("scenario %s: cannot resolve %r: %s", state.name, state.alias, exc)
+            state.last_error = str(exc)
+            return
+        current = state.loaded.version if state.loaded else None
+        if target == current or target == state.refused_version:
+            return
+        try:
+            loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases)
+        except ModelLoadError as exc:
+            state.refused_version, state.last_error = target, str(exc)
+            kept = f"v{current} keeps serving" if current else "nothing is serving it"
+            logger.error("REFUSED %s v%s: %s (%s)", state.name, target, exc, kept)
+            if self._on_refused is not None:
+                self._on_refused(state.name, target)
+            return
+        state.loaded, state.refused_version, state.last_error = loaded, None, None
+        logger.info("serving %s v%s (%s, %s)", state.name, target, loaded.manifest.strategy, loaded.precision)
+        if self._on_loaded is not None:
+            self._on_loaded(state.name, target, current is not None)

@@ -1,0 +1,176 @@
+"""Load one published version into something that can classify: verify, open sessions, warm up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_repository import Manifest, ModelRepository
+
+from ..errors import ModelLoadError
+from ._session import OnnxGraph
+from ._tokenize import TextTokenizer
+
+logger = logging.getLogger("labelwise.serving")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What a replica decided about hardware: providers, precisions to try, threads."""
+
+    providers: list[str]
+    precisions: list[str]
+    intra_op_threads: int = 0
+
+
+class NumpyHead:
+    """A frozen scenario's classifier head, applied to the shared base encoder's features."""
+
+    def __init__(self, kind: str, arrays: dict[str, np.ndarray]) -> None:
+        self.kind = kind
+        self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+        need = (
+            ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias")
+            if kind == "roberta"
+            else (
+                "weight",
+                "bias",
+            )
+        )
+        missing = [k for k in need if k not in self.arrays]
+        if missing:
+            raise ModelLoadError(f"head.npz of kind {kind!r} lacks arrays {missing}")
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        a = self.arrays
+        if self.kind == "roberta":
+            hidden = np.tanh(features @ a["dense_weight"].T + a["dense_bias"])
+            return hidden @ a["out_proj_weight"].T + a["out_proj_bias"]
+        return features @ a["weight"].T + a["bias"]
+
+
+@dataclass
+class LoadedScenario:
+    """One version ready to serve. Immutable once built: a reload builds a new one and swaps it in."""
+
+    name: str
+    version: int
+    manifest: Manifest
+    tokenizer: TextTokenizer
+    precision: str
+    graph: OnnxGraph | None = None
+    head: NumpyHead | None = None
+    base_key: str | None = None
+    base_graph: OnnxGraph | None = None
+    tokenizer_sha: str = ""
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    @property
+    def group_key(self) -> tuple:
+        """Rows with the same key share one forward pass."""
+        if self.head is not None:
+            return (
+                "base",
+                self.base_key,
+                self.precision,
+                self.tokenizer_sha,
+                self.tokenizer.max_length_tokens,
+            )
+        return ("graph", self.name, self.version)
+
+
+class BaseEncoderCache:
+    """Shared base encoders, one session per (key, precision), opened once per replica."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple[str, str], OnnxGraph] = {}
+
+    def get(self, repo: ModelRepository, key: str, precision: str, settings: EngineSettings) -> OnnxGraph:
+        if (key, precision) not in self._graphs:
+            path = repo.base_path(key, precision) / "encoder.onnx"
+            self._graphs[(key, precision)] = OnnxGraph(path, settings.providers, settings.intra_op_threads)
+        return self._graphs[(key, precision)]
+
+
+def load_scenario(
+    repo: ModelRepository, name: str, version: int, settings: EngineSettings, bases: BaseEncoderCache
+) -> LoadedScenario:
+    """Verify checksums, open the graph (or base + head), and run one warm-up row; raise ModelLoadError."""
+    try:
+        manifest = repo.verify(name, version)
+    except Exception as exc:
+        raise ModelLoadError(f"{name} v{version} failed verification: {exc}") from exc
+    folder = repo.version_path(name, version)
+    try:
+        tokenizer = TextTokenizer(folder / "tokenizer", manifest.max_length_tokens)
+        tok_entry = manifest.files.get("tokenizer/tokenizer.json")
+        loaded = _open_model(repo, manifest, folder, settings, bases, tokenizer)
+        loaded.tokenizer_sha = tok_entry.sha256 if tok_entry else f"{name}-{version}"
+        _warm_up(loaded)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{name} v{version} failed to load: {type(exc).__name__}: {exc}") from exc
+    return loaded
+
+
+def _open_model(
+    repo: ModelRepository,
+    manifest: Manifest,
+    folder: Path,
+    settings: EngineSettings,
+    bases: BaseEncoderCache,
+    tokenizer: TextTokenizer,
+) -> LoadedScenario:
+    common = {
+        "name": manifest.scenario,
+        "version": manifest.version,
+        "manifest": manifest,
+        "tokenizer": tokenizer,
+    }
+    # Frozen scenarios share one base encoder pass; LoRA (merged) and full run their own graph.
+    if manifest.strategy == "frozen" and manifest.head is not None and manifest.base_encoder is not None:
+        for precision in settings.precisions:
+            if precision in manifest.base_encoder.precisions:
+                graph = bases.get(repo, manifest.base_encoder.key, precision, settings)
+                with np.load(folder / manifest.head.path) as npz:
+                    head = NumpyHead(manifest.head.kind, dict(npz))
+                return LoadedScenario(
+                    **common,
+                    precision=precision,
+                    head=head,
+                    base_graph=graph,
+                    base_key=manifest.base_encoder.key,
+                )
+    for precision in settings.precisions:
+        record = manifest.export(precision)
+        if record is not None and (folder / record.path).is_file():
+            graph = OnnxGraph(folder / record.path, settings.providers, settings.intra_op_threads)
+            return LoadedScenario(**common, precision=precision, graph=graph)
+        candidate = folder / "onnx" / f"model.{precision}.onnx"
+        if candidate.is_file():
+            graph = OnnxGraph(candidate, settings.providers, settings.intra_op_threads)
+            return LoadedScenario(**common, precision=precision, graph=graph)
+    raise ModelLoadError(
+        f"{manifest.scenario} v{manifest.version}: no ONNX graph in precisions {settings.precisions} "
+        f"(exports: {[e.precision for e in manifest.exports]})"
+    )
+
+
+def _warm_up(loaded: LoadedScenario) -> None:
+    ids, mask = loaded.tokenizer.pad(loaded.tokenizer.encode_ids(["warm up"])[0])
+    if loaded.head is not None:
+        logits = loaded.head(loaded.base_graph.run(ids, mask))  # type: ignore[union-attr]
+    else:
+        logits = loaded.graph.run(ids, mask)  # type: ignore[union-attr]
+    if logits.shape != (1, len(loaded.labels)) or not np.all(np.isfinite(logits)):
+        raise ModelLoadError(
+            f"{loaded.name} v{loaded.version}: warm-up gave logits of shape {logits.shape}, "
+            f"expected (1, {len(loaded.labels)}) finite values"
+        )

@@ -1,0 +1,56 @@
+"""Every error serving raises. `serving.api.errors` maps each to one HTTP status and JSON shape."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base class: `code` is the machine-readable error code clients see."""
+
+    code = "internal_error"
+    status_code = 500
+
+
+class InvalidRequestError(ServingError):
+    """The request is well-formed JSON but breaks a limit; names the field."""
+
+    code = "invalid_request"
+    status_code = 422
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TextTooLongError(InvalidRequestError):
+    """A text exceeds the model's max length and the request asked not to truncate."""
+
+    code = "text_too_long"
+    status_code = 413
+
+
+class UnknownScenarioError(ServingError, LookupError):
+    """The scenario is not served by this deployment."""
+
+    code = "unknown_scenario"
+    status_code = 404
+
+
+class NotReadyError(ServingError):
+    """The scenario (or the service) has not finished loading."""
+
+    code = "not_ready"
+    status_code = 503
+
+
+class UnauthorizedError(ServingError):
+    """A bearer API key is configured and the request did not carry it."""
+
+    code = "unauthorized"
+    status_code = 401
+
+
+class ModelLoadError(ServingError):
+    """A version could not be verified or loaded; the previous version keeps serving."""
+
+    code = "model_load_failed"
+    status_code = 500
