@@ -1,0 +1,123 @@
+"""Classifier heads as numpy arrays, the encoder that feeds them, and LoRA matrices as numpy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEAD_FILE = "head.npz"
+LORA_FILE = "lora.npz"
+# RoBERTa-style heads (dense -> tanh -> out_proj on the first token).
+ROBERTA_TYPES = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "xlm-roberta-xl"}
+
+
+def _encoder_of(model: Any) -> Any:
+    return getattr(model, model.base_model_prefix, None)
+
+
+def head_kind(model: Any) -> str | None:
+    """'roberta', 'linear' or None (no numpy head: the version serves through its own graph)."""
+    import torch
+
+    classifier = getattr(model, "classifier", None)
+    model_type = getattr(model.config, "model_type", None)
+    if (
+        model_type in ROBERTA_TYPES
+        and isinstance(getattr(classifier, "dense", None), torch.nn.Linear)
+        and isinstance(getattr(classifier, "out_proj", None), torch.nn.Linear)
+    ):
+        return "roberta"
+    encoder = _encoder_of(model)
+    if isinstance(classifier, torch.nn.Linear) and getattr(encoder, "pooler", None) is not None:
+        return "linear"
+    return None
+
+
+def head_arrays(model: Any, kind: str) -> dict[str, np.ndarray]:
+    """The head's weights in torch layout (out x in), float32, under the names docs/artifacts.md gives."""
+    c = model.classifier
+
+    def arr(t: Any) -> np.ndarray:
+        return t.detach().float().cpu().numpy().astype(np.float32)
+
+    if kind == "roberta":
+        return {
+            "dense_weight": arr(c.dense.weight),
+            "dense_bias": arr(c.dense.bias),
+            "out_proj_weight": arr(c.out_proj.weight),
+            "out_proj_bias": arr(c.out_proj.bias),
+        }
+    return {"weight": arr(c.weight), "bias": arr(c.bias)}
+
+
+def apply_head(kind: str, arrays: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """What serving does with head.npz and the base encoder's features."""
+    if kind == "roberta":
+        hidden = np.tanh(features @ arrays["dense_weight"].T + arrays["dense_bias"])
+        return hidden @ arrays["out_proj_weight"].T + arrays["out_proj_bias"]
+    return features @ arrays["weight"].T + arrays["bias"]
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+class FeatureEncoder:
+    """Factory for a torch module: token ids -> exactly what the head consumes (`features`)."""
+
+    @staticmethod
+    def build(encoder: Any, kind: str, input_names: list[str]) -> Any:
+        import torch
+
+        class _Features(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, *inputs: Any) -> Any:
+                out = self.encoder(**dict(zip(input_names, inputs, strict=True)), return_dict=True)
+                return out.pooler_output if kind == "linear" else out.last_hidden_state[:, 0]
+
+        return _Features().eval()
+
+
+def lora_arrays(peft_model: Any) -> dict[str, np.ndarray] | None:
+    """Stack each targeted projection's LoRA A [r, in], B [out, r] and scaling across layers.
+
+    Keys: `<proj>.A` [n, r, in], `<proj>.B` [n, out, r], `<proj>.scaling` [n], `<proj>.layers` [n]
+    where <proj> is the module path inside a layer (e.g. `attention.self.query`). None when the
+    model holds no plain LoRA layer (DoRA and other variants are not stacked).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    adapter = getattr(peft_model, "active_adapter", "default")
+    adapter = adapter[0] if isinstance(adapter, list | tuple) else adapter
+    stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
+    for name, module in peft_model.named_modules():
+        if not isinstance(module, LoraLayer) or adapter not in getattr(module, "lora_A", {}):
+            continue
+        if getattr(module, "use_dora", {}).get(adapter, False):
+            return None
+        match = re.search(r"\.layer\.(\d+)\.(.+)$", name)
+        if match is None:
+            continue  # e.g. LoRA on the classifier: it lives in head.npz once merged
+        layer, proj = int(match.group(1)), match.group(2)
+        a = module.lora_A[adapter].weight.detach().float().cpu().numpy()
+        b = module.lora_B[adapter].weight.detach().float().cpu().numpy()
+        stacks.setdefault(proj, []).append((layer, a, b, float(module.scaling[adapter])))
+    if not stacks:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for proj, rows in stacks.items():
+        rows.sort(key=lambda r: r[0])
+        out[f"{proj}.layers"] = np.asarray([r[0] for r in rows], dtype=np.int64)
+        out[f"{proj}.A"] = np.stack([r[1] for r in rows]).astype(np.float32)
+        out[f"{proj}.B"] = np.stack([r[2] for r in rows]).astype(np.float32)
+        out[f"{proj}.scaling"] = np.asarray([r[3] for r in rows], dtype=np.float32)
+    return out
