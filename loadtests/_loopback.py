@@ -1,0 +1,35 @@
+"""The loopback guard: load tests and benchmarks only ever talk to this machine."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .errors import NotLoopbackError
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def require_loopback(url: str) -> str:
+    """Return url without a trailing slash if its host is a loopback address, else raise NotLoopbackError.
+
+    Names are not resolved (a resolver could map anything anywhere): only literal loopback IPs and
+    the name localhost pass.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise NotLoopbackError(f"target {url!r}: expected an http:// URL such as http://127.0.0.1:8000")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise NotLoopbackError(f"target {url!r} names no host; use http://127.0.0.1:8000")
+    if host not in _LOOPBACK_NAMES:
+        try:
+            is_loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            is_loopback = False
+        if not is_loopback:
+            raise NotLoopbackError(
+                f"refusing to send load to {host!r}: load tests and benchmarks only target this machine "
+                "(127.0.0.1, ::1 or localhost)"
+            )
+    return url.rstrip("/")

@@ -1,0 +1,1 @@
+"""Baselines to measure labelwise against: the seed's one-request-at-a-time transformers server."""

@@ -1,0 +1,19 @@
+"""Every error the load tests and the benchmark raise; each message says what to do."""
+
+from __future__ import annotations
+
+
+class LoadTestError(Exception):
+    """Base class for load-test and benchmark errors."""
+
+
+class NotLoopbackError(LoadTestError, ValueError):
+    """A target URL that is not on 127.0.0.1 / localhost: this tooling never sends traffic elsewhere."""
+
+
+class ServerNotUpError(LoadTestError, TimeoutError):
+    """The server did not answer its readiness probe within the bounded wait."""
+
+
+class BenchError(LoadTestError, RuntimeError):
+    """A benchmark step failed (a child process exited, a measurement came back empty)."""

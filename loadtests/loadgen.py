@@ -1,0 +1,282 @@
+"""A lean closed-loop HTTP load generator: C workers, each sends its next request when the last returns.
+
+Run it in its own process (`python -m loadtests.loadgen ...`, one JSON line on stdout) so that it does
+not share an event loop, or a GIL, with the server it measures. Bodies are encoded once up front and
+responses are not parsed beyond a sample, so the client spends little CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ._loopback import require_loopback
+from ._sentences import load_sentences
+from .errors import ServerNotUpError
+
+CLASSIFY_PATH = "/v1/classify"
+READY_PATH = "/readyz"
+_BODY_POOL = 512  # distinct pre-encoded bodies per run: enough variety, no per-request JSON cost
+_CHECK_EVERY = 64  # parse one response in this many, to catch a server that answers 200 with nonsense
+
+
+class LoadSpec(BaseModel):
+    """One closed-loop load: who to hit, with what, for how long."""
+
+    url: str = Field(description="Server base URL; must be loopback.")
+    scenarios: list[str] = Field(
+        min_length=1, description="Scenarios; requests cycle through them uniformly."
+    )
+    texts_per_request: int = Field(default=1, ge=1, description="Texts in each request body.")
+    concurrency: int = Field(default=8, ge=1, description="Workers, each with one request in flight.")
+    duration_s: float = Field(default=10.0, gt=0, description="Measured time after the warm-up.")
+    warmup_s: float = Field(default=2.0, ge=0, description="Time under load before measuring starts.")
+    max_requests: int | None = Field(
+        default=None, ge=1, description="Stop the measured phase after this many."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    seed: int = Field(default=0, description="Seed for picking texts.")
+
+
+class LoadResult(BaseModel):
+    """What the measured phase saw."""
+
+    requests: int = Field(description="Requests answered with HTTP 200 in the measured phase.")
+    errors: int = Field(
+        description="Requests that failed (non-200 or transport error) in the measured phase."
+    )
+    error_kinds: dict[str, int] = Field(default_factory=dict, description="Failures by status or exception.")
+    sequences: int = Field(description="Texts classified (200 responses x texts per request).")
+    elapsed_s: float = Field(description="Wall time of the measured phase.")
+    req_per_s: float = Field(description="Successful requests per second.")
+    seq_per_s: float = Field(description="Texts classified per second.")
+    p50_ms: float | None = Field(description="Median latency of successful requests.")
+    p90_ms: float | None = Field(description="90th percentile latency.")
+    p99_ms: float | None = Field(description="99th percentile latency.")
+    mean_ms: float | None = Field(description="Mean latency.")
+    concurrency: int = Field(description="Workers.")
+    texts_per_request: int = Field(description="Texts per request.")
+    scenarios: list[str] = Field(description="Scenarios the load cycled through.")
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an ascending list; None when empty."""
+    if not sorted_values:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n*q/100), at least 1
+    return sorted_values[int(rank) - 1]
+
+
+def build_bodies(spec: LoadSpec, texts: list[str]) -> list[tuple[str, bytes]]:
+    """Pre-encoded JSON bodies; scenarios alternate so that every scenario gets the same share."""
+    rng = random.Random(spec.seed)
+    bodies = []
+    for i in range(_BODY_POOL):
+        scenario = spec.scenarios[i % len(spec.scenarios)]
+        chosen = [rng.choice(texts) for _ in range(spec.texts_per_request)]
+        body = {"scenario": scenario, "texts": chosen, "top_k": 1}
+        bodies.append((scenario, json.dumps(body).encode()))
+    return bodies
+
+
+async def wait_ready(url: str, timeout_s: float, interval_s: float = 0.5) -> None:
+    """Poll GET /readyz until 200, or raise ServerNotUpError after timeout_s."""
+    import aiohttp
+
+    base = require_loopback(url)
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(base + READY_PATH, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(interval_s)
+    raise ServerNotUpError(
+        f"{base}{READY_PATH} was not ready after {timeout_s:.0f}s (last: {last}); "
+        "start the server first, e.g. `labelwise serve`"
+    )
+
+
+async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
+    """Drive the closed loop and return the measured phase's figures."""
+    import aiohttp
+
+    base = require_loopback(spec.url)
+    bodies = build_bodies(spec, texts)
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+    state = {"measuring": False, "stop": False, "count": 0}
+    connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
+    headers = {"content-type": "application/json"}
+
+    async def worker(index: int, session: aiohttp.ClientSession) -> None:
+        i = index
+        sent = 0
+        while not state["stop"]:
+            _scenario, body = bodies[i % len(bodies)]
+            i += spec.concurrency
+            sent += 1
+            start = time.perf_counter()
+            try:
+                async with session.post(base + CLASSIFY_PATH, data=body, headers=headers) as resp:
+                    payload = await resp.read()
+                    status = resp.status
+                kind = None if status == 200 else f"HTTP {status}"
+                if kind is None and sent % _CHECK_EVERY == 1:
+                    kind = _check_response(payload, spec.texts_per_request)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                kind = type(exc).__name__
+            elapsed = time.perf_counter() - start
+            if not state["measuring"] or state["stop"]:
+                continue
+            if kind is None:
+                latencies.append(elapsed)
+            else:
+                failures[kind] += 1
+            state["count"] += 1
+            if spec.max_requests and state["count"] >= spec.max_requests:
+                state["stop"] = True
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = [asyncio.create_task(worker(i, session)) for i in range(spec.concurrency)]
+        await asyncio.sleep(spec.warmup_s)
+        state["measuring"] = True
+        t0 = time.perf_counter()
+        deadline = t0 + spec.duration_s
+        while not state["stop"] and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        state["stop"] = True
+        elapsed_s = time.perf_counter() - t0
+        # In-flight requests finish (bounded by the request timeout) but are not counted.
+        await asyncio.gather(*tasks)
+    return summarize(latencies, failures, elapsed_s, spec)
+
+
+def _check_response(payload: bytes, texts_per_request: int) -> str | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return "invalid JSON"
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, list) or len(results) != texts_per_request:
+        return "wrong result count"
+    return None
+
+
+def summarize(
+    latencies_s: list[float], failures: Counter[str], elapsed_s: float, spec: LoadSpec
+) -> LoadResult:
+    ordered = sorted(v * 1000 for v in latencies_s)
+    n = len(ordered)
+    elapsed_s = max(elapsed_s, 1e-9)
+    return LoadResult(
+        requests=n,
+        errors=sum(failures.values()),
+        error_kinds=dict(failures),
+        sequences=n * spec.texts_per_request,
+        elapsed_s=round(elapsed_s, 3),
+        req_per_s=round(n / elapsed_s, 2),
+        seq_per_s=round(n * spec.texts_per_request / elapsed_s, 2),
+        p50_ms=_round(percentile(ordered, 50)),
+        p90_ms=_round(percentile(ordered, 90)),
+        p99_ms=_round(percentile(ordered, 99)),
+        mean_ms=_round(sum(ordered) / n if n else None),
+        concurrency=spec.concurrency,
+        texts_per_request=spec.texts_per_request,
+        scenarios=spec.scenarios,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.loadgen", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--scenario", action="append", required=True, help="Repeat for a uniform mix.")
+    parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--max-requests", type=int, default=None)
+    parser.add_argument("--texts-file", default=None, help=".txt (one per line) or .csv with a text column")
+    parser.add_argument("--ready-timeout-s", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    spec = LoadSpec(
+        url=args.url,
+        scenarios=args.scenario,
+        texts_per_request=args.texts_per_request,
+        concurrency=args.concurrency,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        max_requests=args.max_requests,
+    )
+    texts = load_sentences(args.texts_file)
+    _use_uvloop()
+
+    async def _main() -> LoadResult:
+        await wait_ready(spec.url, args.ready_timeout_s)
+        return await run_load(spec, texts)
+
+    result = asyncio.run(_main())
+    sys.stdout.write(result.model_dump_json() + "\n")
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_in_subprocess(
+    spec: LoadSpec, texts_file: str | None, ready_timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """Run one load in a child process and return its JSON result (raises on failure)."""
+    import subprocess
+
+    from .errors import BenchError
+
+    cmd = [sys.executable, "-m", "loadtests.loadgen", "--url", spec.url]
+    for scenario in spec.scenarios:
+        cmd += ["--scenario", scenario]
+    cmd += [
+        "--texts-per-request", str(spec.texts_per_request),
+        "--concurrency", str(spec.concurrency),
+        "--duration-s", str(spec.duration_s),
+        "--warmup-s", str(spec.warmup_s),
+        "--ready-timeout-s", str(ready_timeout_s),
+    ]  # fmt: skip
+    if spec.max_requests:
+        cmd += ["--max-requests", str(spec.max_requests)]
+    if texts_file:
+        cmd += ["--texts-file", texts_file]
+    bound_s = ready_timeout_s + spec.warmup_s + spec.duration_s + spec.timeout_s + 30
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=bound_s)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchError(f"load generator failed (exit {out.returncode}): {tail[0]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Locust users for labelwise: one-text requests and batched requests, mixed by weights.
+
+Settings come from CLI options (after `locust -f loadtests/locustfile.py`) or environment variables:
+
+| option | env | default |
+|---|---|---|
+| --scenarios a,b | LABELWISE_LOCUST_SCENARIOS | every scenario GET /v1/scenarios lists |
+| --texts-per-request N | LABELWISE_LOCUST_TEXTS_PER_REQUEST | 32 (batched users) |
+| --weights one=3,batch=1 | LABELWISE_LOCUST_WEIGHTS | one=3,batch=1 |
+| --texts-file PATH | LABELWISE_LOCUST_TEXTS_FILE | loadtests/sentences.txt |
+
+`make loadtest HOST=http://127.0.0.1:8000` (loadtests/run.py) runs it headless for a bounded time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
+
+from loadtests._sentences import load_sentences
+
+DEFAULT_WEIGHTS = "one=3,batch=1"
+DEFAULT_TEXTS_PER_REQUEST = 32
+
+
+def parse_weights(spec: str) -> dict[str, int]:
+    """'one=3,batch=1' -> {'one': 3, 'batch': 1}; unknown names or negative weights raise ValueError."""
+    weights = {"one": 0, "batch": 0}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in weights:
+            raise ValueError(f"weights: expected one=N,batch=M, got {part!r} in {spec!r}")
+        try:
+            weights[name] = int(value)
+        except ValueError as exc:
+            raise ValueError(f"weights: {name}={value!r} is not an integer") from exc
+        if weights[name] < 0:
+            raise ValueError(f"weights: {name} must be >= 0, got {weights[name]}")
+    if not any(weights.values()):
+        raise ValueError(f"weights: at least one weight must be positive, got {spec!r}")
+    return weights
+
+
+def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_texts: int) -> dict[str, Any]:
+    """One POST /v1/classify body: a uniformly chosen scenario and n_texts sentences."""
+    if not scenarios:
+        raise ValueError("no scenario to send requests to")
+    return {
+        "scenario": rng.choice(scenarios),
+        "texts": [rng.choice(texts) for _ in range(n_texts)],
+        "top_k": 1,
+    }
+
+
+class _Settings:
+    """Resolved once per process; users read it."""
+
+    scenarios: list[str] = [s for s in os.environ.get("LABELWISE_LOCUST_SCENARIOS", "").split(",") if s]
+    texts_per_request: int = int(
+        os.environ.get("LABELWISE_LOCUST_TEXTS_PER_REQUEST", DEFAULT_TEXTS_PER_REQUEST)
+    )
+    texts: list[str] = load_sentences(os.environ.get("LABELWISE_LOCUST_TEXTS_FILE") or None)
+    weights: dict[str, int] = parse_weights(os.environ.get("LABELWISE_LOCUST_WEIGHTS", DEFAULT_WEIGHTS))
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--scenarios", default="", help="Comma-separated scenarios (default: all served).")
+    parser.add_argument("--texts-per-request", type=int, default=0, help="Texts per batched request.")
+    parser.add_argument("--weights", default="", help="User mix, e.g. one=3,batch=1.")
+    parser.add_argument(
+        "--texts-file", default="", help="Sentences, one per line, or a CSV with a text column."
+    )
+
+
+@events.init.add_listener
+def _apply_options(environment: Environment, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    if options is None:
+        return
+    if options.scenarios:
+        _Settings.scenarios = [s for s in options.scenarios.split(",") if s]
+    if options.texts_per_request:
+        if options.texts_per_request < 1:
+            raise ValueError("--texts-per-request must be >= 1")
+        _Settings.texts_per_request = options.texts_per_request
+    if options.texts_file:
+        _Settings.texts = load_sentences(options.texts_file)
+    if options.weights:
+        _Settings.weights = parse_weights(options.weights)
+    OneTextUser.weight = _Settings.weights["one"]
+    BatchUser.weight = _Settings.weights["batch"]
+
+
+class _ClassifyUser(FastHttpUser):
+    abstract = True
+    wait_time = between(0, 0)  # closed loop: the next request leaves when the last one returns
+    texts_per_request = 1
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        if not _Settings.scenarios:
+            with self.client.get("/v1/scenarios", name="/v1/scenarios", catch_response=True) as resp:
+                names = [s["name"] for s in resp.json().get("scenarios", [])] if resp.ok else []
+                if not names:
+                    resp.failure("the server lists no scenario: pass --scenarios")
+                    raise RuntimeError("no scenario to load-test")
+            _Settings.scenarios = names
+
+    def payload(self) -> dict[str, Any]:
+        return build_payload(self.rng, _Settings.scenarios, _Settings.texts, self.texts_per_request)
+
+    def post(self, name: str) -> None:
+        body = self.payload()
+        with self.client.post("/v1/classify", json=body, name=name, catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            elif len(resp.json().get("results", [])) != len(body["texts"]):
+                resp.failure("result count differs from text count")
+
+
+class OneTextUser(_ClassifyUser):
+    """One text per request: the latency-bound interactive case."""
+
+    weight = _Settings.weights["one"]
+
+    @task
+    def classify_one(self) -> None:
+        self.post("/v1/classify [1 text]")
+
+
+class BatchUser(_ClassifyUser):
+    """Many texts per request (--texts-per-request): the throughput-bound backfill case."""
+
+    weight = _Settings.weights["batch"]
+
+    @property
+    def texts_per_request(self) -> int:  # type: ignore[override]
+        return _Settings.texts_per_request
+
+    @task
+    def classify_batch(self) -> None:
+        self.post(f"/v1/classify [{_Settings.texts_per_request} texts]")

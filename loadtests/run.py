@@ -1,0 +1,87 @@
+"""`make loadtest HOST=http://127.0.0.1:8000`: Locust headless, bounded; CSV + HTML in loadtests/reports/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ._loopback import require_loopback
+from .errors import LoadTestError
+from .loadgen import wait_ready
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+REPORTS_DIR = Path(__file__).resolve().parent / "reports"
+
+
+def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "locust",
+        "-f", str(LOCUSTFILE),
+        "--headless",
+        "--host", host,
+        "--users", str(args.users),
+        "--spawn-rate", str(args.spawn_rate),
+        "--run-time", f"{args.run_time_s}s",
+        "--stop-timeout", "10",
+        "--csv", str(prefix),
+        "--html", f"{prefix}.html",
+        "--only-summary",
+        "--weights", args.weights,
+        "--texts-per-request", str(args.texts_per_request),
+    ]  # fmt: skip
+    if args.scenarios:
+        cmd += ["--scenarios", args.scenarios]
+    if args.texts_file:
+        cmd += ["--texts-file", args.texts_file]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__)
+    parser.add_argument("--host", default="http://127.0.0.1:8000", help="Server URL (loopback only).")
+    parser.add_argument("--users", type=int, default=32, help="Concurrent Locust users.")
+    parser.add_argument("--spawn-rate", type=float, default=32, help="Users started per second.")
+    parser.add_argument("--run-time-s", type=int, default=60, help="Bounded run time in seconds.")
+    parser.add_argument("--weights", default="one=3,batch=1", help="User mix: one-text vs batched users.")
+    parser.add_argument("--texts-per-request", type=int, default=32, help="Texts per batched request.")
+    parser.add_argument("--scenarios", default="", help="Comma-separated scenarios (default: all served).")
+    parser.add_argument("--texts-file", default="", help="Sentences file (default: loadtests/sentences.txt).")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
+    parser.add_argument("--ready-timeout-s", type=float, default=15.0, help="Wait this long for /readyz.")
+    args = parser.parse_args(argv)
+    try:
+        host = require_loopback(args.host)
+        if args.run_time_s < 1 or args.users < 1:
+            raise LoadTestError("--run-time-s and --users must be >= 1")
+        asyncio.run(wait_ready(host, args.ready_timeout_s))
+    except LoadTestError as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 2
+    args.reports_dir.mkdir(parents=True, exist_ok=True)
+    prefix = args.reports_dir / datetime.now().strftime("locust-%Y%m%d-%H%M%S")
+    cmd = locust_command(args, host, prefix)
+    print(
+        f"loadtest: {args.users} users for {args.run_time_s}s against {host}; reports -> {prefix}*",
+        flush=True,
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(LOCUSTFILE.parents[1]), os.environ.get("PYTHONPATH")])),
+    )
+    try:
+        # Locust stops itself at --run-time; the timeout only guards against a wedged process.
+        done = subprocess.run(cmd, env=env, timeout=args.run_time_s + 60)
+    except subprocess.TimeoutExpired:
+        print("loadtest: locust did not stop within run time + 60 s; killed", file=sys.stderr)
+        return 1
+    print(f"loadtest: CSV {prefix}_stats.csv, HTML {prefix}.html", flush=True)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
