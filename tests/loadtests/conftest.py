@@ -1,0 +1,94 @@
+"""A tiny FastAPI server on 127.0.0.1 that speaks the /v1/classify shape and counts what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+SLOW_EVERY = 10  # every 10th request waits SLOW_S: the slowest tenth fixes p99 from below
+SLOW_S = 0.2
+FAIL_EVERY = 7  # every 7th request answers 500
+
+
+@dataclass
+class Counts:
+    requests: int = 0
+    texts: int = 0
+    failed: int = 0
+    slow: int = 0
+    scenarios: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TinyServer:
+    url: str
+    counts: Counts
+    behaviour: dict[str, bool]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/classify")
+    async def classify(body: dict[str, Any]) -> Any:
+        counts.requests += 1
+        n = counts.requests
+        counts.scenarios[body["scenario"]] = counts.scenarios.get(body["scenario"], 0) + 1
+        if behaviour["faults"] and n % FAIL_EVERY == 0:
+            counts.failed += 1
+            return JSONResponse({"error": {"type": "internal", "message": "boom", "code": 500}}, 500)
+        if behaviour["faults"] and n % SLOW_EVERY == 0:
+            counts.slow += 1
+            await asyncio.sleep(SLOW_S)
+        counts.texts += len(body["texts"])
+        results = [[{"label": "positive", "score": 0.9}] for _ in body["texts"]]
+        return {"scenario": body["scenario"], "version": 1, "results": results, "truncated": [False]}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.get("/v1/scenarios")
+    async def scenarios() -> dict[str, Any]:
+        return {"scenarios": [{"name": "alpha"}, {"name": "beta"}]}
+
+    return app
+
+
+@pytest.fixture
+def tiny_server() -> Iterator[TinyServer]:
+    """A fresh counting server per test; `behaviour['faults']` turns on slow and failing answers."""
+    import uvicorn
+
+    counts = Counts()
+    behaviour = {"faults": False}
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(_app(counts, behaviour), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the tiny test server did not start within 10 s")
+        time.sleep(0.02)
+    yield TinyServer(f"http://127.0.0.1:{port}", counts, behaviour)
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,47 @@
+"""Load tests and benchmarks refuse any target that is not this machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtests._loopback import require_loopback
+from loadtests.errors import NotLoopbackError
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1:8000",
+        "http://example.com",
+        "https://example.com:443/v1",
+        "http://192.168.1.5:8000",
+        "http://0.0.0.0:8000",
+        "http://127.0.0.1.example.com:8000",
+        "ftp://127.0.0.1/",
+        "127.0.0.1:8000",
+        "http://:8000",
+    ],
+)
+def test_refuses_non_loopback(url: str) -> None:
+    with pytest.raises(NotLoopbackError):
+        require_loopback(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+        ("http://localhost:8000", "http://localhost:8000"),
+        ("http://[::1]:8000", "http://[::1]:8000"),
+        ("http://127.0.0.2:9000", "http://127.0.0.2:9000"),
+    ],
+)
+def test_accepts_loopback(url: str, expected: str) -> None:
+    assert require_loopback(url) == expected
+
+
+def test_loadtest_runner_refuses_remote_host(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtests.run import main
+
+    assert main(["--host", "http://10.0.0.1:8000", "--run-time-s", "1"]) == 2
+    assert "refusing to send load" in capsys.readouterr().err
