@@ -1,0 +1,158 @@
+{{/* Names and labels. */}}
+{{- define "labelwise.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* RayService names its clusters <name>-raycluster-<hash>: keep room for the suffix. */}}
+{{- define "labelwise.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains (include "labelwise.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "labelwise.name" .) | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "labelwise.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "labelwise.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "labelwise.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "labelwise.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "labelwise.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+
+{{- define "labelwise.pvcName" -}}
+{{- default (printf "%s-models" (include "labelwise.fullname" .)) .Values.modelRepository.pvc.existingClaim -}}
+{{- end -}}
+
+{{/*
+The Serve config (serveConfigV2): files/serve-config.yaml, the same file `labelwise serve` reads, with
+values.serve.httpOptions and values.serve.args set on it key by key (`set`, never mergeOverwrite, which
+skips false and 0), values.serve.deployments and .loggingConfig set on the application when not empty,
+then toYaml. Kept this plain on purpose: tests/deploy/chart_render.py reproduces it in a few lines of
+Python so that CI, which has no helm binary, validates what this renders with Ray's ServeDeploySchema.
+*/}}
+{{- define "labelwise.serveConfig" -}}
+{{- $config := .Files.Get "files/serve-config.yaml" | fromYaml -}}
+{{- $http := $config.http_options -}}
+{{- range $key, $value := .Values.serve.httpOptions }}
+{{- $_ := set $http $key $value -}}
+{{- end }}
+{{- $app := first $config.applications -}}
+{{- range $key, $value := .Values.serve.args }}
+{{- $_ := set $app.args $key $value -}}
+{{- end }}
+{{- with .Values.serve.deployments }}
+{{- $_ := set $app "deployments" . -}}
+{{- end }}
+{{- with .Values.serve.loggingConfig }}
+{{- $_ := set $app "logging_config" . -}}
+{{- end }}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Volumes every Ray pod mounts. */}}
+{{- define "labelwise.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shmSizeLimit }}
+- name: model-repository
+{{- if eq .Values.modelRepository.source "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ include "labelwise.pvcName" . }}
+    readOnly: true
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.modelRepository.objectStore.sizeLimit }}
+{{- end }}
+{{- end -}}
+
+{{- define "labelwise.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: dshm
+  mountPath: /dev/shm
+- name: model-repository
+  mountPath: {{ .Values.modelRepository.mountPath }}
+  readOnly: true
+{{- end -}}
+
+{{- define "labelwise.env" -}}
+# Ray and Python write only under /tmp: the root filesystem is read-only.
+- name: HOME
+  value: /tmp/home
+- name: LABELWISE_REPOSITORY
+  value: {{ .Values.modelRepository.mountPath | quote }}
+{{- with .Values.apiKey.existingSecret }}
+- name: LABELWISE_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.apiKey.key }}
+{{- end }}
+{{- with .Values.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "labelwise.ports" -}}
+- containerPort: 6379
+  name: gcs-server
+- containerPort: 8265
+  name: dashboard
+- containerPort: 10001
+  name: client
+- containerPort: 8000
+  name: serve
+- containerPort: 8080
+  name: metrics
+{{- end -}}
+
+{{/* Object-store sync: rclone copies the repository into the pod's emptyDir. */}}
+{{- define "labelwise.syncContainer" -}}
+{{- $store := .root.Values.modelRepository.objectStore -}}
+- name: {{ .name }}
+  image: {{ $store.image }}
+  imagePullPolicy: IfNotPresent
+  {{- if .loop }}
+  command: ["/bin/sh", "-c"]
+  args:
+    - |
+      while true; do
+        sleep {{ $store.syncIntervalSeconds }}
+        rclone sync --checksum --exclude '.tmp-*/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} || echo "rclone sync failed; retrying in {{ $store.syncIntervalSeconds }} s"
+      done
+  {{- else }}
+  args: ["sync", "--checksum", "--exclude", ".tmp-*/**", {{ $store.url | quote }}, {{ .root.Values.modelRepository.mountPath | quote }}]
+  {{- end }}
+  env:
+    - name: HOME
+      value: /tmp
+  {{- with $store.envFromSecret }}
+  envFrom:
+    - secretRef:
+        name: {{ . }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .root.Values.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml $store.resources | nindent 4 }}
+  volumeMounts:
+    - name: model-repository
+      mountPath: {{ .root.Values.modelRepository.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+{{- end -}}

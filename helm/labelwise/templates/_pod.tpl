@@ -1,0 +1,108 @@
+{{/*
+The pod template of a Ray node. Called with (dict "root" $ "group" <head or a worker group> "kind" "head"|"worker").
+The Ray container must stay first: KubeRay treats containers[0] as the Ray container and replaces its
+command with `ray start`.
+*/}}
+{{- define "labelwise.podTemplate" -}}
+{{- $root := .root -}}
+{{- $group := .group -}}
+metadata:
+  labels:
+    {{- include "labelwise.selectorLabels" $root | nindent 4 }}
+    labelwise/ray-node: {{ .kind }}
+    {{- with $root.Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $root.Values.podAnnotations }}
+  # No hash of the Serve config here on purpose: KubeRay applies serveConfigV2 changes in place,
+  # while any change to the pod template rebuilds the whole Ray cluster.
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- if eq $root.Values.modelRepository.source "objectStore" }}
+  initContainers:
+    {{- include "labelwise.syncContainer" (dict "root" $root "name" "model-sync-init" "loop" false) | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: ray-{{ .kind }}
+      image: {{ include "labelwise.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      ports:
+        {{- include "labelwise.ports" $root | nindent 8 }}
+      env:
+        {{- include "labelwise.env" $root | nindent 8 }}
+      resources:
+        {{- toYaml $group.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
+      volumeMounts:
+        {{- include "labelwise.volumeMounts" $root | nindent 8 }}
+      {{- if eq .kind "head" }}
+      {{- with $group.readinessProbe }}
+      readinessProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $group.livenessProbe }}
+      livenessProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- else }}
+      {{- with $root.Values.workerProbes.readiness }}
+      {{- if .enabled }}
+      # Ready when the raylet is healthy, this pod's Serve proxy is healthy (what KubeRay checks by
+      # default) and the labelwise app answers /readyz (models loaded).
+      readinessProbe:
+        exec:
+          command:
+            - bash
+            - -c
+            - >-
+              wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success &&
+              wget -T 2 -q -O- http://localhost:8000/-/healthz | grep success &&
+              wget -T {{ .timeoutSeconds }} -q -O /dev/null http://localhost:8000/readyz
+        periodSeconds: {{ .periodSeconds }}
+        timeoutSeconds: {{ .timeoutSeconds }}
+        failureThreshold: {{ .failureThreshold }}
+      {{- end }}
+      {{- end }}
+      {{- with $root.Values.workerProbes.liveness }}
+      {{- if .enabled }}
+      # Liveness checks the raylet only: a proxy without replicas on this node, or a model still
+      # loading, must not restart the pod. /healthz is checked by `helm test` and the readiness path.
+      livenessProbe:
+        exec:
+          command:
+            - bash
+            - -c
+            - wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success
+        periodSeconds: {{ .periodSeconds }}
+        timeoutSeconds: {{ .timeoutSeconds }}
+        failureThreshold: {{ .failureThreshold }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+    {{- if and (eq $root.Values.modelRepository.source "objectStore") (gt (int $root.Values.modelRepository.objectStore.syncIntervalSeconds) 0) }}
+    {{- include "labelwise.syncContainer" (dict "root" $root "name" "model-sync" "loop" true) | nindent 4 }}
+    {{- end }}
+  volumes:
+    {{- include "labelwise.volumes" $root | nindent 4 }}
+  {{- with $group.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
