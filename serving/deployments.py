@@ -95,7 +95,7 @@ class ClassifierCore:
         loaded = self.router.get(scenario)
         if not truncate:
             for i, text in enumerate(texts):
-                n_tokens, cut = loaded.tokenizer.count(text)
+                _tokens, cut = loaded.tokenizer.count(text)
                 if cut:
                     raise TextTooLongError(
                         f"texts.{i}: longer than {loaded.tokenizer.max_length_tokens} tokens and truncate is "

@@ -26,7 +26,7 @@ class ClassifyRequest(BaseModel):
     )
     truncate: StrictBool = Field(
         default=True,
-        description="Cut texts longer than the model's max length (flagged in `truncated`); false answers 413.",
+        description="Cut texts over the max length (flagged in `truncated`); false answers 413.",
     )
 
 

@@ -1,0 +1,110 @@
+"""One real Ray Serve app on 127.0.0.1 for the whole integration session, over tiny published models."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_repository import ModelRepository
+
+from ._models import Reference, publish_frozen, publish_full
+
+SCENARIOS = {
+    "sentiment_full": ["negative", "neutral", "positive"],
+    "topic_frozen": ["sports", "politics", "science", "arts"],
+    "mood_frozen": ["calm", "angry"],
+}
+LATE_SCENARIO = "late_frozen"  # configured but published only by the readiness test
+
+
+@dataclass
+class ServedApp:
+    url: str
+    repo: ModelRepository
+    tiny_dir: Path
+    references: dict[str, Reference]
+    client: httpx.Client
+
+    def wait_for(self, predicate, timeout_s: float = 60.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Samples of one metric from /metrics: {label-string: value}."""
+        out = {}
+        for line in self.client.get("/metrics").text.splitlines():
+            if line.startswith(name):
+                key, _, value = line.rpartition(" ")
+                out[key[len(name) :]] = float(value)
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
+    pytest.importorskip("ray.serve")
+    from ray import serve
+
+    from serving._ray_local import start_local_ray, stop_local_ray
+    from serving.app import build_app
+
+    repo = ModelRepository(tmp_path_factory.mktemp("repo"))
+    refs = {
+        "sentiment_full": publish_full(
+            repo, "sentiment_full", tiny_roberta_dir, SCENARIOS["sentiment_full"], 1
+        )
+    }
+    refs["topic_frozen"] = publish_frozen(
+        repo, "topic_frozen", tiny_roberta_dir, SCENARIOS["topic_frozen"], 2
+    )
+    refs["mood_frozen"] = publish_frozen(repo, "mood_frozen", tiny_roberta_dir, SCENARIOS["mood_frozen"], 3)
+    for name in SCENARIOS:
+        repo.set_alias(name, "production", 1)
+
+    port = _free_port()
+    start_local_ray(port=port, num_cpus=2)
+    app = build_app(
+        {
+            "repository": str(repo.root),
+            "scenarios": [{"name": n} for n in [*SCENARIOS, LATE_SCENARIO]],
+            "max_batch_size": 32,
+            "batch_wait_timeout_s": 0.05,
+            "reload_poll_interval_s": 0.25,
+            "max_texts_per_request": 8,
+            "max_chars_per_text": 500,
+            "num_cpus": 1,
+        }
+    )
+    serve.run(app, name="labelwise", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=30)
+    served_app = ServedApp(url, repo, tiny_roberta_dir, refs, client)
+
+    def _up() -> bool:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        served_app.wait_for(_up, 120, "/healthz")
+        yield served_app
+    finally:
+        client.close()
+        stop_local_ray()
