@@ -1,0 +1,291 @@
+"""ONNX export of tiny models: each strategy exports, loads in ORT, matches torch; bad input fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model_repository import IntegrityError, ModelRepository
+
+from .conftest import LABELS, MAX_LENGTH_TOKENS
+
+pytest.importorskip("optimum.exporters.onnx", reason="the training extra is not installed")
+ort = pytest.importorskip("onnxruntime")
+
+
+def publish(
+    repo: ModelRepository,
+    scenario: str,
+    strategy: str,
+    model: Any,
+    tokenizer: Any,
+    base_ref: Any,
+    base_dir: Path,
+    rows: tuple[list[str], list[str]],
+    precisions: Any = ("fp32", "int8"),
+    logs: list[str] | None = None,
+) -> Any:
+    from training.export import export_into
+
+    texts, labels = rows
+    with repo.new_version(
+        scenario,
+        strategy=strategy,
+        base_model=base_ref,
+        labels=LABELS,
+        max_length_tokens=MAX_LENGTH_TOKENS,
+        training_config={"data": {"validation_path": "does-not-exist.csv"}},
+    ) as draft:
+        tokenizer.save_pretrained(draft.path / "tokenizer")
+        if strategy == "full":
+            model.save_pretrained(draft.path / "weights", safe_serialization=True)
+        elif strategy == "lora":
+            model.save_pretrained(draft.path / "weights" / "adapter")
+        draft.fields.update(
+            export_into(
+                draft.path,
+                model=model,
+                tokenizer=tokenizer,
+                strategy=strategy,
+                base_model=base_ref,
+                base_model_path=base_dir,
+                precisions=precisions,
+                parity_texts=texts,
+                parity_labels=labels,
+                max_length_tokens=MAX_LENGTH_TOKENS,
+                repository=repo,
+                say=(logs.append if logs is not None else lambda _m: None),
+            )
+        )
+    return draft.manifest
+
+
+def torch_logits(model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
+    import torch
+
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH_TOKENS, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**enc).logits.numpy()
+
+
+def ort_run(path: Path, tokenizer: Any, texts: list[str]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH_TOKENS, return_tensors="np")
+    return session.run(None, {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows):
+    """A repository with full, frozen and lora scenarios, plus a second frozen scenario on the same base."""
+    repo = ModelRepository(tmp_path_factory.mktemp("repo"))
+    logs: dict[str, list[str]] = {}
+    manifests = {}
+    for scenario, strategy in (
+        ("full", "full"),
+        ("frozen", "frozen"),
+        ("lora", "lora"),
+        ("frozen-b", "frozen"),
+    ):
+        logs[scenario] = []
+        manifests[scenario] = publish(
+            repo,
+            scenario,
+            strategy,
+            tiny_models[strategy],
+            tiny_tokenizer,
+            tiny_base_ref,
+            tiny_roberta_dir,
+            toy_rows,
+            logs=logs[scenario],
+        )
+    return repo, manifests, logs
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "lora"])
+def test_each_strategy_exports_graphs_that_match_torch(
+    published, tiny_models, tiny_tokenizer, toy_rows, strategy
+):
+    repo, manifests, _ = published
+    manifest = manifests[strategy]
+    folder = repo.version_path(strategy, manifest.version)
+    assert [e.precision for e in manifest.exports] == ["fp32", "int8"]
+    fp32, int8 = manifest.exports
+    assert fp32.path == "onnx/model.fp32.onnx" and int8.path == "onnx/model.int8.onnx"
+    assert fp32.inputs == ["input_ids", "attention_mask"]  # RoBERTa takes no token_type_ids
+    assert fp32.parity.verified and fp32.parity.n_samples == len(toy_rows[0])
+    assert fp32.parity.max_abs_logit_diff <= 1e-3 and fp32.parity.agreement == 1.0
+    assert int8.parity.agreement >= 0.9 and int8.size_bytes < fp32.size_bytes
+    # Independently of the recorded figures: what ORT computes now matches the caller's torch model.
+    texts = [*toy_rows[0][:20], "ok", "a much longer sentence " * 20]
+    expected = torch_logits(tiny_models[strategy], tiny_tokenizer, texts)
+    assert np.abs(ort_run(folder / fp32.path, tiny_tokenizer, texts) - expected).max() <= 1e-3
+    repo.verify(strategy, manifest.version)
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "lora"])
+def test_head_on_shared_base_encoder(published, tiny_models, tiny_tokenizer, toy_rows, strategy):
+    from training.export import apply_head
+
+    repo, manifests, _ = published
+    manifest = manifests[strategy]
+    assert manifest.head is not None and manifest.head.kind == "roberta"
+    assert manifest.base_encoder is not None and manifest.base_encoder.precisions == ["fp32", "int8"]
+    encoder = repo.base_path(manifest.base_encoder.key, "fp32") / "encoder.onnx"
+    session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["features"]
+    head = dict(np.load(repo.version_path(strategy, manifest.version) / manifest.head.path))
+    assert set(head) == {"dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"}
+    texts = toy_rows[0][:30]
+    logits = apply_head("roberta", head, ort_run(encoder, tiny_tokenizer, texts))
+    expected = torch_logits(tiny_models[strategy], tiny_tokenizer, texts)
+    if strategy == "frozen":
+        assert np.abs(logits - expected).max() <= 1e-3
+    else:
+        # LoRA changes the encoder: the base alone must NOT reproduce it; lora.npz carries the difference.
+        assert np.abs(logits - expected).max() > 1e-3
+        lora = dict(np.load(repo.version_path(strategy, manifest.version) / "lora.npz"))
+        assert lora["attention.self.query.A"].shape == (2, 4, 32)  # [layers, r, in]
+        assert lora["attention.self.value.B"].shape == (2, 32, 4)  # [layers, out, r]
+        assert list(lora["attention.self.query.layers"]) == [0, 1]
+
+
+def test_base_encoder_is_exported_once_for_scenarios_on_the_same_base(published):
+    repo, manifests, logs = published
+    keys = {manifests[s].base_encoder.key for s in ("frozen", "lora", "frozen-b")}
+    assert len(keys) == 1
+    (key,) = keys
+    assert sorted(p.name for p in repo.base_path(key).iterdir() if not p.name.startswith(".")) == [
+        "fp32",
+        "int8",
+    ]
+    assert any("exported" in m and key in m and "reused" not in m for m in logs["frozen"])
+    assert sum("reused" in m for m in logs["frozen-b"]) == 2 and not any(
+        "reused" in m for m in logs["frozen"]
+    )
+    assert "base_encoder" not in manifests["full"].model_dump(exclude_none=True)
+
+
+def test_corrupted_graph_fails_verify_and_is_not_reexported(published):
+    from training.export import SourceVersionError
+    from training.export._reexport import reexport_version
+
+    repo, manifests, _ = published
+    folder = repo.version_path("full", manifests["full"].version)
+    graph = folder / "onnx" / "model.int8.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.chmod(0o644)
+    graph.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"model\.int8\.onnx"):
+        repo.verify("full", manifests["full"].version)
+    before = repo.list_versions("full")
+    with pytest.raises(SourceVersionError, match=r"model\.int8\.onnx"):
+        reexport_version(repo, "full", manifests["full"].version, "fp32")
+    assert repo.list_versions("full") == before
+
+
+def test_unknown_precision_publishes_nothing(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    from training.export import UnknownPrecisionError
+
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(UnknownPrecisionError, match="bf16"):
+        publish(
+            repo,
+            "x",
+            "full",
+            tiny_models["full"],
+            tiny_tokenizer,
+            tiny_base_ref,
+            tiny_roberta_dir,
+            toy_rows,
+            precisions="fp32,bf16",
+        )
+    assert repo.list_scenarios() == []
+
+
+def test_frozen_model_whose_encoder_is_not_the_base_publishes_nothing(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """A 'frozen' version must be servable as base features + head; a fine-tuned encoder is not."""
+    from training.export import ParityError
+
+    repo = ModelRepository(tmp_path)
+    with pytest.raises(ParityError, match=r"head\.npz"):
+        publish(
+            repo,
+            "x",
+            "frozen",
+            tiny_models["full"],
+            tiny_tokenizer,
+            tiny_base_ref,
+            tiny_roberta_dir,
+            toy_rows,
+            precisions="fp32",
+        )
+    assert repo.list_scenarios() == []
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="checks the CPU-only path"
+)
+def test_fp16_without_gpu_is_exported_and_recorded_unverified(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    repo = ModelRepository(tmp_path)
+    manifest = publish(
+        repo,
+        "x",
+        "full",
+        tiny_models["full"],
+        tiny_tokenizer,
+        tiny_base_ref,
+        tiny_roberta_dir,
+        toy_rows,
+        precisions="fp16",
+    )
+    (record,) = manifest.exports
+    assert record.precision == "fp16" and record.path == "onnx/model.fp16.onnx"
+    assert record.parity.verified is False and "unverified" in record.parity.note
+    import onnx
+
+    graph = onnx.load(str(repo.version_path("x", manifest.version) / record.path))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+
+
+def test_cli_export_publishes_a_child_version(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_toy_csv
+
+    repo = ModelRepository(tmp_path / "repo")
+    parent = publish(
+        repo,
+        "s",
+        "full",
+        tiny_models["full"],
+        tiny_tokenizer,
+        tiny_base_ref,
+        tiny_roberta_dir,
+        toy_rows,
+        precisions="fp32",
+    )
+    csv_path = write_toy_csv(tmp_path / "validation.csv", 10, seed=3)
+    args = ["export", "--scenario", "s", "--version", "1", "--precision", "fp32,int8", "-r", str(repo.root)]
+    result = CliRunner().invoke(app, [*args, "--validation", str(csv_path)])
+    assert result.exit_code == 0, result.output
+    child = repo.verify("s", 2)
+    assert child.parent_version == 1 and [e.precision for e in child.exports] == ["fp32", "int8"]
+    assert child.exports[0].parity.max_abs_logit_diff <= 1e-3 and child.exports[0].parity.n_samples == 30
+    assert child.files["weights/model.safetensors"] == parent.files["weights/model.safetensors"]
+    assert repo.verify("s", 1).exports == parent.exports  # the parent is untouched
+    bad = CliRunner().invoke(app, ["export", "--scenario", "s", "--precision", "int4", "-r", str(repo.root)])
+    assert bad.exit_code != 0 and "int4" in bad.output
+    assert repo.list_versions("s") == [1, 2]

@@ -1,0 +1,91 @@
+"""In-process ONNX Runtime throughput of a published version: seq/s per precision and batch size."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model_repository import ModelRepository
+
+from ._parity import ort_session, session_input_names
+from .errors import ExportError
+
+BATCH_SIZES = (1, 8, 32)
+
+
+def _texts(path: Path, rows: int) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if "text" not in (reader.fieldnames or []):
+            raise ExportError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
+        texts = [r["text"] for r in reader if r["text"]]
+    return texts[:rows]
+
+
+def _encode(
+    tokenizer_json: Path, texts: list[str], batch: int, max_length: int
+) -> list[dict[str, np.ndarray]]:
+    """What serving does: tokenizers' fast tokenizer, truncation, padding to the longest row per batch."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.enable_truncation(max_length)
+    pad_id = (
+        tok.token_to_id("<pad>") if tok.token_to_id("<pad>") is not None else tok.token_to_id("[PAD]") or 0
+    )
+    tok.enable_padding(pad_id=pad_id)
+    out = []
+    for start in range(0, len(texts), batch):
+        enc = tok.encode_batch(texts[start : start + batch])
+        out.append(
+            {
+                "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.asarray([e.type_ids for e in enc], dtype=np.int64),
+            }
+        )
+    return out
+
+
+def run_bench(
+    repository: ModelRepository,
+    scenario: str,
+    version: str | int,
+    data: Path,
+    threads: int = 2,
+    rows: int = 512,
+) -> dict[str, dict[int, float]]:
+    """Print and return {precision: {batch: seq/s}}; tokenisation is done before timing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    number = repository.resolve(scenario, version)
+    manifest = repository.verify(scenario, number)
+    folder = repository.version_path(scenario, number)
+    texts = _texts(data, rows)
+    results: dict[str, dict[int, float]] = {}
+    for record in manifest.exports:
+        if record.precision == "fp16":
+            continue  # a GPU graph: not measured on the CPU provider
+        session = ort_session(folder / record.path, threads=threads)
+        names = session_input_names(session)
+        results[record.precision] = {}
+        for batch in BATCH_SIZES:
+            batches = _encode(
+                folder / "tokenizer" / "tokenizer.json", texts, batch, manifest.max_length_tokens
+            )
+            for b in batches[:3]:  # warm-up: first runs allocate and pick kernels
+                session.run(None, {n: b[n] for n in names})
+            start = time.perf_counter()
+            for b in batches:
+                session.run(None, {n: b[n] for n in names})
+            results[record.precision][batch] = len(texts) / (time.perf_counter() - start)
+    table = Table("precision", *(f"batch {b} (seq/s)" for b in BATCH_SIZES), title=f"{scenario} v{number}")
+    for precision, by_batch in results.items():
+        table.add_row(precision, *(f"{by_batch[b]:.1f}" for b in BATCH_SIZES))
+    Console().print(table)
+    Console().print(f"{len(texts)} sentences from {data}, {threads} intra-op threads, dynamic padding")
+    return results
