@@ -1,3 +1,83 @@
-"""Training: fine-tune, export and publish scenario models. Never imports ray."""
+"""Training: fine-tune scenario classifiers (full, frozen, LoRA) and publish them. Never imports ray.
 
-__all__: list[str] = []
+Python API (what the CLI and the demo use)::
+
+    from model_repository import ModelRepository
+    from training import custom_scenario, load_scenario, make_train_config, train_and_publish
+
+    config = make_train_config("spam", "lora", base_model="minilm", max_train_samples=1000)
+    manifest = train_and_publish(config, ModelRepository(), export_precisions=["fp32", "int8"])
+
+    # a scenario of your own, from a folder with train.csv (+ validation.csv) holding text,label
+    scenario = custom_scenario("tickets", ["billing", "bug", "other"], "data/tickets", max_length_tokens=64)
+
+Heavy libraries (torch, transformers, peft, datasets) are imported inside the functions that need them.
+"""
+
+from ._config import (
+    DEFAULT_BASE_MODEL,
+    STRATEGIES,
+    CleaningConfig,
+    ScenarioConfig,
+    StrategyParams,
+    TrainConfig,
+    custom_scenario,
+    default_data_dir,
+    list_scenarios,
+    load_scenario,
+    make_train_config,
+)
+from ._data import PreparedData, clean_text, prepare_data
+from ._evaluate import (
+    ComparisonRow,
+    compare_strategies,
+    comparison_markdown,
+    evaluate_published,
+    predict_logits,
+)
+from ._metrics import class_weights, classification_metrics
+from ._models import LORA_TARGETS, ResolvedBase, build_model, count_params, resolve_base_model
+from ._publish import export_available, load_published_model, publish_run, save_weights, train_and_publish
+from ._trainer import TrainedModel, train
+from .errors import BaseModelNotFoundError, DataError, ScenarioConfigError, StrategyError, TrainingError
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "LORA_TARGETS",
+    "STRATEGIES",
+    "BaseModelNotFoundError",
+    "CleaningConfig",
+    "ComparisonRow",
+    "DataError",
+    "PreparedData",
+    "ResolvedBase",
+    "ScenarioConfig",
+    "ScenarioConfigError",
+    "StrategyError",
+    "StrategyParams",
+    "TrainConfig",
+    "TrainedModel",
+    "TrainingError",
+    "build_model",
+    "class_weights",
+    "classification_metrics",
+    "clean_text",
+    "compare_strategies",
+    "comparison_markdown",
+    "count_params",
+    "custom_scenario",
+    "default_data_dir",
+    "evaluate_published",
+    "export_available",
+    "list_scenarios",
+    "load_published_model",
+    "load_scenario",
+    "make_train_config",
+    "predict_logits",
+    "prepare_data",
+    "publish_run",
+    "resolve_base_model",
+    "save_weights",
+    "train",
+    "train_and_publish",
+]

@@ -1,0 +1,301 @@
+"""Scenario configs (YAML, validated here) and the resolved configuration of one training run."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ScenarioConfigError
+
+Strategy = Literal["full", "frozen", "lora"]
+STRATEGIES: tuple[str, ...] = ("full", "frozen", "lora")
+DEFAULT_BASE_MODEL = "distilroberta-base"
+SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class CleaningConfig(_Strict):
+    """Text cleaning before tokenizing. Lower-casing and removing punctuation/digits hurt cased BPE models,
+    so they are opt-in only."""
+
+    normalize_whitespace: bool = Field(
+        default=True, description="Collapse runs of whitespace and strip ends."
+    )
+    strip_html: bool = Field(default=True, description="Remove HTML tags and unescape HTML entities.")
+    strip_urls: bool = Field(default=True, description="Remove http(s):// and www. URLs.")
+    lowercase: bool = Field(default=False, description="Lower-case the text (opt-in: hurts cased models).")
+    remove_punctuation: bool = Field(default=False, description="Drop punctuation (opt-in).")
+    remove_digits: bool = Field(default=False, description="Drop digits (opt-in).")
+
+
+class StrategyParams(_Strict):
+    """Hyperparameters of one strategy; every field can be overridden per run."""
+
+    learning_rate: float = Field(default=5e-5, gt=0, description="Peak AdamW learning rate.")
+    num_train_epochs: float = Field(
+        default=3.0, gt=0, description="Epochs over the (possibly capped) train set."
+    )
+    batch_size: int = Field(default=16, ge=1, description="Rows per training step per device.")
+    eval_batch_size: int = Field(default=64, ge=1, description="Rows per evaluation step.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank (lora only).")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha (lora only).")
+    lora_dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the LoRA path (lora only).")
+    lora_target_modules: list[str] | None = Field(
+        default=None, description="Modules to adapt; None picks them from the architecture (lora only)."
+    )
+
+
+def _default_strategies() -> dict[str, StrategyParams]:
+    return {
+        "full": StrategyParams(learning_rate=5e-5),
+        "frozen": StrategyParams(learning_rate=1e-3),
+        "lora": StrategyParams(learning_rate=5e-4),
+    }
+
+
+class ScenarioConfig(_Strict):
+    """One business scenario: its labels, where its data is and how to train it."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Scenario name in the repository.")
+    description: str = Field(default="", description="What the scenario classifies.")
+    labels: list[str] = Field(description="Label names; their order is the logit order.")
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label name.")
+    max_length_tokens: int = Field(default=128, ge=8, le=4096, description="Truncation length in tokens.")
+    train_file: str = Field(
+        default="train.csv",
+        description="Train file (csv, jsonl, json or parquet); relative paths are under <data_dir>/<name>/.",
+    )
+    validation_file: str | None = Field(
+        default="validation.csv",
+        description="Validation file; when it does not exist a stratified split of train is used.",
+    )
+    validation_split: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Share of train held out when no validation file is given."
+    )
+    unknown_validation_labels: Literal["error", "drop"] = Field(
+        default="error",
+        description="A validation label not in `labels`: stop, or drop its rows with a warning.",
+    )
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Text cleaning.")
+    class_weighting: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Class-weighted cross-entropy; auto turns it on above the imbalance ratio.",
+    )
+    imbalance_ratio: float = Field(
+        default=3.0, gt=1, description="auto weighting turns on when max/min train class count exceeds this."
+    )
+    weighted_sampling: bool = Field(
+        default=False, description="Sample train rows inversely to class frequency."
+    )
+    strategies: dict[Strategy, StrategyParams] = Field(
+        default_factory=_default_strategies, description="Default hyperparameters per strategy."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, labels: list[str]) -> list[str]:
+        if len(labels) < 2:
+            raise ValueError(f"a scenario needs at least 2 labels, got {labels}")
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"labels must be unique; repeated: {dupes}")
+        return labels
+
+    @model_validator(mode="after")
+    def _fill_strategies(self) -> ScenarioConfig:
+        # A YAML may tune one strategy only; the others keep their defaults.
+        defaults = _default_strategies()
+        for name in STRATEGIES:
+            self.strategies.setdefault(name, defaults[name])  # type: ignore[index]
+        return self
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs, fully resolved; stored in the manifest as `training_config`."""
+
+    scenario: ScenarioConfig = Field(description="The scenario being trained.")
+    strategy: Strategy = Field(
+        description="full: every weight; frozen: the head only; lora: adapters + head."
+    )
+    base_model: str = Field(
+        default=DEFAULT_BASE_MODEL,
+        description="Hub id, local folder, or the alias 'minilm' (packaged MiniLM).",
+    )
+    train_path: Path = Field(description="Resolved train file.")
+    validation_path: Path | None = Field(description="Resolved validation file; None splits the train file.")
+    params: StrategyParams = Field(description="Resolved hyperparameters of the strategy.")
+    max_train_samples: int | None = Field(default=None, ge=2, description="Stratified cap on train rows.")
+    max_eval_samples: int | None = Field(default=None, ge=2, description="Stratified cap on validation rows.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Evaluate every N steps; None evaluates once per epoch."
+    )
+    early_stopping_patience: int | None = Field(
+        default=2,
+        ge=1,
+        description="Evaluations without macro-F1 improvement before stopping; None disables.",
+    )
+    logging_steps: int = Field(default=20, ge=1, description="Log the training loss every N steps.")
+    seed: int = Field(default=42, description="Seed for sampling, splits and weight init.")
+    mixed_precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU."
+    )
+    qlora: bool = Field(default=False, description="Load the base in 4-bit (lora on CUDA with bitsandbytes).")
+    output_dir: Path = Field(description="Run folder: logs, plots, metrics (git-ignored runs/ by default).")
+    keep_checkpoints: bool = Field(default=False, description="Keep Trainer checkpoints after the run.")
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> TrainConfig:
+        if self.qlora and self.strategy != "lora":
+            raise ValueError("qlora applies to the lora strategy only")
+        return self
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> Path:
+    """$LABELWISE_DATA_DIR, else the shared/data folder beside the checkout."""
+    env = os.environ.get("LABELWISE_DATA_DIR")
+    return Path(env) if env else repo_root().parent / "shared" / "data"
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("LABELWISE_RUNS_DIR", "runs"))
+
+
+def list_scenarios() -> list[str]:
+    """Names of the packaged scenario YAMLs."""
+    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
+
+
+def _validate(raw: Any, source: str) -> ScenarioConfig:
+    if not isinstance(raw, dict):
+        raise ScenarioConfigError(f"{source}: expected a mapping of scenario settings")
+    try:
+        return ScenarioConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioConfigError(f"{source}: invalid scenario config: {exc}") from exc
+
+
+def load_scenario(name_or_path: str | os.PathLike[str]) -> ScenarioConfig:
+    """A packaged scenario by name (e.g. 'sentiment') or a scenario YAML by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SCENARIOS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ScenarioConfigError(
+                f"unknown scenario {str(name_or_path)!r}: packaged scenarios are {list_scenarios()}; "
+                "or pass the path of a scenario YAML"
+            )
+    if not path.is_file():
+        raise ScenarioConfigError(f"scenario file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScenarioConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return _validate(raw, str(path))
+
+
+def custom_scenario(
+    name: str, labels: list[str], data_dir: str | os.PathLike[str], **settings: Any
+) -> ScenarioConfig:
+    """A scenario built in Python: data files default to <data_dir>/train.csv and validation.csv.
+
+    Example::
+
+        scenario = custom_scenario("tickets", ["billing", "bug", "other"], "data/tickets")
+        config = make_train_config(scenario, "lora", base_model="minilm", max_train_samples=500)
+        manifest = train_and_publish(config, ModelRepository("var/model-repository"))
+    """
+    folder = Path(data_dir)
+    settings.setdefault("train_file", str(folder / "train.csv"))
+    if "validation_file" not in settings:
+        val = folder / "validation.csv"
+        settings["validation_file"] = str(val) if val.exists() else None
+    return _validate({"name": name, "labels": list(labels), **settings}, f"scenario {name!r}")
+
+
+def _resolve_file(value: str | None, scenario: ScenarioConfig, data_dir: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else data_dir / scenario.name / path
+
+
+def make_train_config(
+    scenario: ScenarioConfig | str,
+    strategy: str,
+    *,
+    base_model: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    validation_data: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """Resolve a scenario, a strategy and per-run overrides into a validated TrainConfig.
+
+    `overrides` may name any TrainConfig field (max_train_samples, max_steps, seed, ...), any
+    StrategyParams field (learning_rate, num_train_epochs, batch_size, lora_r, ...), or the scenario's
+    `max_length_tokens`, `class_weighting` and `weighted_sampling`. None values are ignored.
+    """
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    if strategy not in STRATEGIES:
+        raise ScenarioConfigError(f"unknown strategy {strategy!r}: choose one of {list(STRATEGIES)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    scenario_keys = {"max_length_tokens", "class_weighting", "weighted_sampling", "imbalance_ratio"}
+    scenario_over = {k: overrides.pop(k) for k in list(overrides) if k in scenario_keys}
+    param_over = {k: overrides.pop(k) for k in list(overrides) if k in StrategyParams.model_fields}
+    try:
+        if scenario_over:
+            scenario = ScenarioConfig.model_validate({**scenario.model_dump(), **scenario_over})
+        params = StrategyParams.model_validate(
+            {**scenario.strategies[strategy].model_dump(), **param_over}  # type: ignore[index]
+        )
+    except ValidationError as exc:
+        raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid override: {exc}") from exc
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if data is not None:
+        train_path = Path(data)
+        # --data without --validation-data: a sibling validation file when present, else a split.
+        sibling = train_path.with_name("validation" + train_path.suffix)
+        val_path = Path(validation_data) if validation_data else (sibling if sibling.is_file() else None)
+    else:
+        train_path = _resolve_file(scenario.train_file, scenario, root)  # type: ignore[assignment]
+        val_path = (
+            Path(validation_data)
+            if validation_data
+            else _resolve_file(scenario.validation_file, scenario, root)
+        )
+        if val_path is not None and not val_path.exists() and not validation_data:
+            val_path = None  # the scenario names a default that this dataset lacks: split train instead
+    if output_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        output_dir = default_runs_dir() / scenario.name / f"{strategy}-{stamp}"
+    try:
+        return TrainConfig(
+            scenario=scenario,
+            strategy=strategy,  # type: ignore[arg-type]
+            base_model=base_model or DEFAULT_BASE_MODEL,
+            train_path=train_path,
+            validation_path=val_path,
+            params=params,
+            output_dir=Path(output_dir),
+            **overrides,
+        )
+    except ValidationError as exc:
+        raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid training setting: {exc}") from exc

