@@ -22,7 +22,8 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
 DEPLOYMENT_ARGS = {"repository": "/models"}  # the mounted model repository volume
 STATIC_YAML = [CHART / "Chart.yaml", CHART / "values.yaml", CHART / "values-gpu.yaml", SERVE_CONFIG_FILE]
 YAMLLINT_CONFIG = (
-    "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}"
+    "{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
+    "truthy: {check-keys: false}}}"
 )
 
 
@@ -100,7 +101,11 @@ def test_chart_defaults_are_serving_config_defaults() -> None:
 
     chart_args = render_serve_config(load_values())["applications"][0]["args"]
     defaults = ServingConfig.model_validate({}).model_dump(mode="json")
-    differing = {k: v for k, v in chart_args.items() if ServingConfig(**{k: v}).model_dump(mode="json")[k] != defaults[k]}
+    differing = {
+        k: v
+        for k, v in chart_args.items()
+        if ServingConfig(**{k: v}).model_dump(mode="json")[k] != defaults[k]
+    }
     assert differing == DEPLOYMENT_ARGS
 
 
@@ -121,7 +126,9 @@ def test_chart_and_labelwise_serve_share_one_serve_config() -> None:
 
 
 def test_ray_version_matches_the_image() -> None:
-    pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
     assert load_values()["rayVersion"] == pins["ray"]
 
 

@@ -66,7 +66,7 @@ spec:
             - >-
               wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success &&
               wget -T 2 -q -O- http://localhost:8000/-/healthz | grep success &&
-              wget -T {{ .timeoutSeconds }} -q -O /dev/null http://localhost:8000/readyz
+              wget -T 4 -q -O /dev/null http://localhost:8000/readyz
         periodSeconds: {{ .periodSeconds }}
         timeoutSeconds: {{ .timeoutSeconds }}
         failureThreshold: {{ .failureThreshold }}
