@@ -1,0 +1,117 @@
+"""Tiny LoRA scenarios on tiny random bases, and their multi-adapter graphs in a throwaway repository."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("peft", reason="the training extra is not installed")
+
+RANK = 4
+
+
+@dataclass
+class Scenario:
+    """One LoRA scenario: its peft model, the merged torch model it must agree with, and its npz arrays."""
+
+    name: str
+    peft_model: Any
+    merged: Any
+    lora: dict[str, np.ndarray]
+    head: dict[str, np.ndarray]
+    num_labels: int
+
+
+def make_scenario(
+    base_dir: Path, name: str, num_labels: int, seed: int, *, rank: int = RANK, targets=None
+) -> Scenario:
+    """Build the classifier as training does, then give B and the head random non-zero weights."""
+    import torch
+
+    from training._models import build_model, resolve_base_model
+    from training.export._heads import head_arrays, head_kind, lora_arrays
+
+    labels = [f"{name}-{i}" for i in range(num_labels)]
+    model = build_model(
+        resolve_base_model(str(base_dir)),
+        "lora",
+        labels,
+        lora_r=rank,
+        lora_alpha=2 * rank,
+        lora_target_modules=targets,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, param in model.named_parameters():
+            # lora_B starts at zero (the adapter adds nothing): random B makes each scenario distinct.
+            if "lora_B" in pname or "lora_A" in pname or "modules_to_save" in pname:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    model.eval()
+    merged = copy.deepcopy(model).merge_and_unload().eval()
+    lora = lora_arrays(model)
+    assert lora is not None
+    return Scenario(name, model, merged, lora, head_arrays(merged, head_kind(merged)), num_labels)
+
+
+def _build_tiny_bert(folder: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
+    torch.manual_seed(1)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer, 32-wide BERT encoder with a pooler (linear head kind); no tokenizer needed."""
+    return _build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from model_repository import ModelRepository
+
+    return ModelRepository(tmp_path_factory.mktemp("multi-repo"))
+
+
+@pytest.fixture(scope="session")
+def roberta_graphs(repo: Any, tiny_roberta_dir: Path) -> dict[str, Path]:
+    from training.multi_adapter import export_multi_adapter_base
+
+    return export_multi_adapter_base(repo, tiny_roberta_dir, rank=RANK, precisions=("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def roberta_scenarios(tiny_roberta_dir: Path) -> list[Scenario]:
+    return [
+        make_scenario(tiny_roberta_dir, "reviews", 3, seed=1),
+        make_scenario(tiny_roberta_dir, "spam", 2, seed=2),
+        make_scenario(tiny_roberta_dir, "intent", 5, seed=3, rank=2),  # zero-padded to the table rank
+    ]
+
+
+@pytest.fixture(scope="session")
+def roberta_tokens(tiny_roberta_dir: Path) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    from tests.conftest import toy_sentences
+
+    texts = toy_sentences("positive", 4, seed=5) + toy_sentences("negative", 4, seed=6)
+    texts[1] = texts[1] + " and " + texts[2] + " but " + texts[3]  # one long row: ragged padding
+    enc = AutoTokenizer.from_pretrained(tiny_roberta_dir)(texts, padding=True, return_tensors="np")
+    return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
