@@ -1,0 +1,58 @@
+"""The Dockerfile, read as text (no docker engine here): its entrypoint parses with the real CLI, every
+file it copies is in the build context, and the two targets install the right ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .chart_render import ROOT
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+
+
+def _instruction(name: str) -> list[str]:
+    (line,) = [line for line in DOCKERFILE.splitlines() if line.startswith(name + " ")]
+    return json.loads(line[len(name) + 1 :])
+
+
+def test_entrypoint_and_cmd_parse_with_the_labelwise_cli() -> None:
+    import typer.main
+
+    from labelwise.cli import app
+
+    entrypoint, cmd = _instruction("ENTRYPOINT"), _instruction("CMD")
+    assert entrypoint == ["labelwise", "serve"]
+    group = typer.main.get_command(app)
+    with group.make_context("labelwise", ["serve"]) as ctx:
+        serve = group.get_command(ctx, "serve")
+        params = serve.make_context("serve", list(cmd)).params  # an unknown flag raises here
+    assert params["host"] == "0.0.0.0"
+    config = Path(params["config"])
+    copied = re.search(rf"^COPY (\S+) {re.escape(str(config))}$", DOCKERFILE, re.M)
+    assert copied and (ROOT / copied.group(1)).is_file()
+
+
+def test_build_context_holds_every_copied_path() -> None:
+    rules = [r for r in (ROOT / ".dockerignore").read_text().splitlines() if r and not r.startswith("#")]
+    assert rules[0] == "*"  # everything out, then each needed path back in
+    included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    sources = [m.group(1) for m in re.finditer(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M)]
+    for group in sources:
+        for source in group.split():
+            assert source.rstrip("/") in included, f"{source} is copied but .dockerignore leaves it out"
+            assert (ROOT / source).exists(), source
+
+
+def test_targets_install_one_onnxruntime_each() -> None:
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.M)
+    build_cpu = next(s for s in stages if " AS build-cpu" in s.splitlines()[0])
+    build_gpu = next(s for s in stages if " AS build-gpu" in s.splitlines()[0])
+    assert '".[serving]"' in build_cpu and "onnxruntime-gpu" not in build_cpu.replace(
+        "pip show --quiet onnxruntime-gpu", ""
+    )
+    assert '".[gpu]"' in build_gpu and '"onnxruntime-gpu==${ORT_GPU_VERSION}"' in build_gpu
+    assert "! uv pip show --python /opt/venv/bin/python onnxruntime " in build_gpu  # the build fails on both
+    assert re.search(r"^USER 1000$", DOCKERFILE, re.M)
+    assert "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
