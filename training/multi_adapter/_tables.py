@@ -3,7 +3,8 @@
 Serving builds these tables without torch: one row per hosted LoRA scenario, in the order of the
 `adapter_index` values it feeds. Array names follow docs/artifacts.md:
 
-- lora.npz  ``<proj>.A [L, r, in]``, ``<proj>.B [L, out, r]``, ``<proj>.scaling [L]``, ``<proj>.layers [L]``
+- lora.npz  ``<proj>.A [n, r, in]``, ``<proj>.B [n, out, r]``, ``<proj>.scaling [n]``, ``<proj>.layers [n]``
+  over the n layers that carry the projection (missing layers get zero blocks)
 - head.npz  roberta: ``dense_weight [H, H]``, ``dense_bias [H]``, ``out_proj_weight [C, H]``,
   ``out_proj_bias [C]``; linear: ``weight [C, H]``, ``bias [C]``
 
@@ -119,13 +120,14 @@ def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
             if f"{proj}.{part}" not in entry.lora:
                 raise AdapterMismatchError(f"adapter {who}: lora.npz lacks array {proj}.{part!r}")
         a, b = entry.lora[f"{proj}.A"], entry.lora[f"{proj}.B"]
-        layers = np.asarray(entry.lora[f"{proj}.layers"])
-        if layers.tolist() != list(range(spec.num_layers)):
+        layers = np.asarray(entry.lora[f"{proj}.layers"]).reshape(-1).tolist()
+        # A subset of layers is fine (the others get a zero block, which adds nothing).
+        if len(set(layers)) != len(layers) or not all(0 <= x < spec.num_layers for x in layers):
             raise AdapterMismatchError(
-                f"adapter {who}: {proj} is adapted in layers {layers.tolist()}, the graph needs all "
-                f"{spec.num_layers} layers (0..{spec.num_layers - 1})"
+                f"adapter {who}: {proj} is adapted in layers {layers}, the graph has layers "
+                f"0..{spec.num_layers - 1}"
             )
-        if a.ndim != 3 or b.ndim != 3 or a.shape[0] != spec.num_layers or b.shape[0] != spec.num_layers:
+        if a.ndim != 3 or b.ndim != 3 or a.shape[0] != len(layers) or b.shape[0] != len(layers):
             raise AdapterMismatchError(
                 f"adapter {who}: {proj}.A {a.shape} / {proj}.B {b.shape} "
                 "are not [layers, r, in] / [layers, out, r]"
@@ -178,9 +180,10 @@ def build_tables(
             a = np.asarray(e.lora[f"{proj}.A"], dtype=np.float32)
             b = np.asarray(e.lora[f"{proj}.B"], dtype=np.float32)
             scaling = np.asarray(e.lora[f"{proj}.scaling"], dtype=np.float32).reshape(-1, 1, 1)
+            layers = np.asarray(e.lora[f"{proj}.layers"], dtype=np.int64).reshape(-1)
             rank = a.shape[1]
-            a_tab[i, :, :rank] = a
-            b_tab[i, :, :, :rank] = b * scaling
+            a_tab[i, layers, :rank] = a
+            b_tab[i, layers, :, :rank] = b * scaling
         tables[f"lora.{proj}.A"], tables[f"lora.{proj}.B"] = a_tab, b_tab
     for name in HEAD_ARRAYS[spec.head_kind]:
         rows = [np.asarray(e.head[name], dtype=np.float32) for e in entries]

@@ -28,7 +28,7 @@ class Scenario:
 
 
 def make_scenario(
-    base_dir: Path, name: str, num_labels: int, seed: int, *, rank: int = RANK, targets=None
+    base_dir: Path, name: str, num_labels: int, seed: int, *, rank: int = RANK, targets=None, layers=None
 ) -> Scenario:
     """Build the classifier as training does, then give B and the head random non-zero weights."""
     import torch
@@ -37,14 +37,20 @@ def make_scenario(
     from training.export._heads import head_arrays, head_kind, lora_arrays
 
     labels = [f"{name}-{i}" for i in range(num_labels)]
-    model = build_model(
-        resolve_base_model(str(base_dir)),
-        "lora",
-        labels,
-        lora_r=rank,
-        lora_alpha=2 * rank,
-        lora_target_modules=targets,
-    )
+    base = resolve_base_model(str(base_dir))
+    model = build_model(base, "lora", labels, lora_r=rank, lora_alpha=2 * rank, lora_target_modules=targets)
+    if layers is not None:  # training has no layers_to_transform setting: rebuild with peft directly
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        config = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=rank,
+            lora_alpha=2 * rank,
+            target_modules=["query", "value"],
+            layers_to_transform=layers,
+            modules_to_save=["classifier"],
+        )
+        model = get_peft_model(build_model(base, "full", labels), config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for pname, param in model.named_parameters():

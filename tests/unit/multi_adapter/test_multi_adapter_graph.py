@@ -193,7 +193,7 @@ def test_mismatched_adapter_is_refused_by_name(
     elif change == "base":
         base = "some-other-base-0123456789ab"
     elif change == "layers":
-        lora = {k: v[:1] for k, v in lora.items()}  # adapted in layer 0 only
+        lora = {k: (v + 5 if k.endswith(".layers") else v) for k, v in lora.items()}  # layers 5, 6 of 2
     else:
         head["out_proj_weight"] = head["out_proj_weight"][:, :-1]
     bad = AdapterEntry("bad v1", base, "roberta", lora, head)
@@ -202,3 +202,17 @@ def test_mismatched_adapter_is_refused_by_name(
     assert "bad v1" in str(err.value)
     # The others keep going: the table without the refused adapter still builds.
     assert build_tables(spec, _entries([good], spec.base_key))["head.num_labels"].tolist() == [3]
+
+
+def test_adapter_on_a_subset_of_layers_matches_its_merged_model(
+    repo: Any, tiny_roberta_dir: Path, roberta_graphs: dict[str, Path], roberta_tokens
+) -> None:
+    """peft's layers_to_transform: the layers without LoRA get a zero block in the table."""
+    from training.multi_adapter import build_tables
+
+    spec = _spec(repo, tiny_roberta_dir)
+    top_only = make_scenario(tiny_roberta_dir, "top", 3, seed=12, layers=[1])
+    assert top_only.lora["attention.self.query.layers"].tolist() == [1]
+    tables = build_tables(spec, _entries([top_only], spec.base_key))
+    logits = _run(_session(roberta_graphs["fp32"]), roberta_tokens, np.zeros(8, dtype=np.int64), tables)
+    assert np.abs(logits - _merged_logits(top_only, roberta_tokens)).max() <= FP32_TOLERANCE
