@@ -289,3 +289,18 @@ def test_cli_export_publishes_a_child_version(
     bad = CliRunner().invoke(app, ["export", "--scenario", "s", "--precision", "int4", "-r", str(repo.root)])
     assert bad.exit_code != 0 and "int4" in bad.output
     assert repo.list_versions("s") == [1, 2]
+
+
+def test_lora_version_is_reexported_from_base_plus_adapter(published, tmp_path):
+    from tests.conftest import write_toy_csv
+    from training.export._reexport import reexport_version
+
+    repo, manifests, _ = published
+    parent = manifests["lora"]
+    child = reexport_version(
+        repo, "lora", parent.version, "fp32", write_toy_csv(tmp_path / "v.csv", 10, seed=4)
+    )
+    assert child.parent_version == parent.version and child.base_encoder.key == parent.base_encoder.key
+    assert child.exports[0].parity.max_abs_logit_diff <= 1e-3
+    assert child.files["head.npz"] == parent.files["head.npz"]
+    assert child.files["lora.npz"] == parent.files["lora.npz"]
