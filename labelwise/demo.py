@@ -37,7 +37,8 @@ def train_scenarios(repository: Path, epochs: float) -> None:
     for name, (labels, strategy) in DEMO_SCENARIOS.items():
         if "production" in (repo.aliases(name) if repo.scenario_path(name).is_dir() else {}):
             _log(
-                f"{name}: already published (production -> v{repo.resolve(name)}); delete {repository} to retrain"
+                f"{name}: already published (production -> v{repo.resolve(name)}); "
+                f"delete {repository} to retrain"
             )
             continue
         start = time.perf_counter()
