@@ -1,0 +1,207 @@
+"""Microbenchmark: one shared multi-adapter graph vs one merged graph per scenario, same rows, ORT CPU.
+
+    python -m training.multi_adapter._bench [--scenarios 1,4,8,16,32] [--batches 8] [--threads 2]
+
+Each (mode, N) runs in a fresh subprocess so that RSS is that configuration's alone. The batch of 32
+rows is a uniform mix of N scenarios; `merged` splits it into one run per scenario present (what a
+per-model server must do), `shared` runs it once with a per-row adapter index. The merged sessions all
+load the same merged graph file: ONNX Runtime still holds one copy of the weights per session, so
+throughput and RSS are what N distinct merged scenarios cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH_ROWS = 32
+RANK = 8
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _texts(n: int) -> list[str]:
+    """Real validation sentences when the shared data is beside the checkout, else fixed synthetic ones."""
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "emotion" / "validation.csv"
+    if path.is_file():
+        with open(path, encoding="utf-8") as fh:
+            rows = [r["text"] for r in csv.DictReader(fh)]
+        return rows[:n]
+    return [f"sentence number {i} says something {'long ' * (i % 30)}" for i in range(n)]
+
+
+def _batches(minilm: Path, n_batches: int) -> list[dict[str, np.ndarray]]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    tok.enable_truncation(128)
+    texts = _texts(n_batches * BATCH_ROWS)
+    out = []
+    for start in range(0, len(texts), BATCH_ROWS):
+        enc = tok.encode_batch(texts[start : start + BATCH_ROWS])
+        width = max(len(e.ids) for e in enc)
+        ids = np.zeros((len(enc), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, e in enumerate(enc):
+            ids[row, : len(e.ids)], mask[row, : len(e.ids)] = e.ids, 1
+        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    return out
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n: int, threads: int) -> dict:
+    """One configuration, in this (fresh) process: load, warm up, time, measure RSS."""
+    from training.multi_adapter._graph import random_tables
+    from training.multi_adapter._tables import GraphSpec
+
+    minilm = Path(spec_json.pop("_minilm"))
+    batches = _batches(minilm, batches_n + 1)
+    rng = np.random.default_rng(n)
+    # Uniform mix: every batch holds each scenario's rows in (near-)equal share, shuffled.
+    indices = [rng.permutation(np.arange(BATCH_ROWS) % n) for _ in batches]
+    rss_before = _rss_mb()
+    if mode == "shared":
+        spec = GraphSpec.from_json(spec_json)
+        session = _session(graph, threads)
+        tables = random_tables(spec, n, [6] * n, seed=n)
+
+        def step(batch: dict[str, np.ndarray], index: np.ndarray) -> None:
+            session.run(None, {**batch, **tables, "adapter_index": index})
+
+    else:
+        sessions = [_session(graph, threads) for _ in range(n)]
+
+        def step(batch: dict[str, np.ndarray], index: np.ndarray) -> None:
+            for k in np.unique(index):
+                rows = index == k
+                sessions[k].run(None, {name: v[rows] for name, v in batch.items()})
+
+    step(batches[0], indices[0])
+    if mode == "merged":  # warm every session once, as a replica would at load
+        for k in range(n):
+            sessions[k].run(None, {name: v[:1] for name, v in batches[0].items()})
+    rss_after = _rss_mb()
+    # The machine is shared: several rounds, and the best round is the figure least hurt by neighbours.
+    rounds, latencies = [], []
+    for _ in range(3):
+        start, rows = time.perf_counter(), 0
+        for batch, index in zip(batches[1:], indices[1:], strict=True):
+            t0 = time.perf_counter()
+            step(batch, index)
+            latencies.append(time.perf_counter() - t0)
+            rows += len(index)
+        rounds.append(rows / (time.perf_counter() - start))
+    return {
+        "mode": mode,
+        "scenarios": n,
+        "seq_per_s": max(rounds),
+        "seq_per_s_median": float(np.median(rounds)),
+        "load_avg_1m": os.getloadavg()[0],
+        "batch_p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "batch_max_ms": float(np.max(latencies) * 1e3),
+        "rss_mb": rss_after,
+        "rss_added_mb": rss_after - rss_before,
+    }
+
+
+def _prepare(work: Path, minilm: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """The shared graph (r=8, fp32) and one merged MiniLM classifier graph, as training.export writes it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from training.export import _graphs
+    from training.multi_adapter._graph import build_module, export_onnx
+
+    module, spec = build_module(minilm, "bench", RANK, ["query", "value"])
+    config = AutoConfig.from_pretrained(minilm)
+    raw = export_onnx(module, spec, work / "shared-raw" / "multi_adapter.onnx", config.vocab_size)
+    shared = _graphs.optimize_graph(raw, config, work / "shared" / "multi_adapter.onnx")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm, num_labels=6, attn_implementation="eager"
+    )
+    merged_raw = _graphs.export_sequence_classifier(model.eval(), work / "merged-export")
+    merged = _graphs.optimize_graph(merged_raw, config, work / "merged" / "model.fp32.onnx")
+    return shared, merged, spec.to_json()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenarios", default="1,4,8,16,32")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches of 32 rows per configuration")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", default="shared,merged")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        job = json.loads(args._child)
+        print(json.dumps(run_one(**job)))
+        return
+    from training._models import resolve_base_model
+
+    minilm = resolve_base_model("minilm").path
+    results = []
+    with tempfile.TemporaryDirectory(prefix="labelwise-bench-multi-") as tmp:
+        print("exporting the shared multi-adapter graph and one merged MiniLM graph ...", flush=True)
+        shared, merged, spec_json = _prepare(Path(tmp), minilm)
+        sizes = {"shared": shared.stat().st_size / 2**20, "merged": merged.stat().st_size / 2**20}
+        print(f"graph sizes: shared {sizes['shared']:.1f} MB, merged {sizes['merged']:.1f} MB", flush=True)
+        for n in [int(x) for x in args.scenarios.split(",")]:
+            for mode in args.modes.split(","):
+                job = {
+                    "mode": mode,
+                    "n": n,
+                    "graph": str(shared if mode == "shared" else merged),
+                    "spec_json": {**spec_json, "_minilm": str(minilm)},
+                    "batches_n": args.batches,
+                    "threads": args.threads,
+                }
+                out = subprocess.run(
+                    [sys.executable, "-m", "training.multi_adapter._bench", "--_child", json.dumps(job)],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+                )
+                if out.returncode != 0:
+                    raise SystemExit(f"{mode} N={n} failed:\n{out.stderr[-3000:]}")
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                results.append(row)
+                print(
+                    f"{mode:>6} N={n:>2}: {row['seq_per_s']:6.1f} seq/s, "
+                    f"batch p50 {row['batch_p50_ms']:7.1f} ms, "
+                    f"max {row['batch_max_ms']:7.1f} ms, RSS {row['rss_mb']:7.1f} MB "
+                    f"(+{row['rss_added_mb']:.1f} MB for sessions and tables), load {row['load_avg_1m']:.1f}",
+                    flush=True,
+                )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
