@@ -88,7 +88,7 @@ def _overrides(**kwargs: Any) -> dict[str, Any]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    _console.print(f"[red]error:[/red] {exc}")
+    _console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # one line: easy to grep in CI logs
     return typer.Exit(2)
 
 

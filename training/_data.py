@@ -172,8 +172,7 @@ def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
     present = set(labels[sample].tolist())
     # Rare classes can round to zero rows: add one of each so a capped run still sees every class.
     extra = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels) if c not in present]
-    out = np.concatenate([sample, np.asarray(extra, dtype=int)])[: max(n, len(extra))]
-    return out
+    return np.concatenate([np.asarray(extra, dtype=int), sample])[: max(n, len(extra))]
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:

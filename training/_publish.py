@@ -18,6 +18,7 @@ from .errors import TrainingError
 log = logging.getLogger(__name__)
 
 PARITY_ROWS = 512
+DEFAULT_EXPORT = ("fp32", "int8")
 
 
 def export_available() -> bool:
@@ -57,14 +58,19 @@ def publish_run(
     result: TrainedModel,
     repository: ModelRepository,
     *,
-    export_precisions: list[str] | None = None,
+    export_precisions: list[str] | str | None = "auto",
     alias: str | None = None,
 ) -> Manifest:
     """Publish a trained model as the next version of its scenario; nothing is published on any error.
 
     export_precisions: ONNX precisions to export through training.export.export_into before the
-    version is sealed (e.g. ["fp32", "int8"]); None or [] publishes torch weights only.
+    version is sealed; "auto" means fp32 + int8 when the export hook is installed; None or []
+    publishes torch weights only (such a version cannot be served by ONNX Runtime).
     """
+    if export_precisions == "auto":
+        export_precisions = list(DEFAULT_EXPORT) if export_available() else []
+    elif isinstance(export_precisions, str):
+        export_precisions = [p.strip() for p in export_precisions.split(",") if p.strip()]
     config = result.config
     base = result.base
     fields: dict[str, Any] = {
@@ -118,7 +124,7 @@ def train_and_publish(
     config: TrainConfig,
     repository: ModelRepository,
     *,
-    export_precisions: list[str] | None = None,
+    export_precisions: list[str] | str | None = "auto",
     alias: str | None = None,
 ) -> Manifest:
     """Train one scenario and publish it; returns the published manifest.

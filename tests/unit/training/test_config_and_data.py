@@ -1,0 +1,256 @@
+"""Scenario configs, data loading and every bad input: each stops before training with one clear message."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from training import (
+    BaseModelNotFoundError,
+    CleaningConfig,
+    DataError,
+    ScenarioConfigError,
+    StrategyError,
+    class_weights,
+    classification_metrics,
+    clean_text,
+    custom_scenario,
+    list_scenarios,
+    load_scenario,
+    make_train_config,
+    prepare_data,
+    resolve_base_model,
+    train,
+)
+from training._metrics import use_class_weights
+from training._models import lora_targets
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def _csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_packaged_scenarios_load_with_their_label_sets() -> None:
+    expected = {
+        "sentiment": 3,
+        "news_topic": 5,
+        "intent": 77,
+        "intent_atis": 21,
+        "spam": 2,
+        "emotion": 6,
+        "sst2": 2,
+    }
+    assert set(expected) <= set(list_scenarios())
+    for name, n_labels in expected.items():
+        scenario = load_scenario(name)
+        assert scenario.name == name and len(scenario.labels) == n_labels
+        assert set(scenario.strategies) == {"full", "frozen", "lora"}
+    assert load_scenario("sentiment").labels == ["negative", "neutral", "positive"]
+
+
+def test_data_dir_setting_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELWISE_DATA_DIR", str(tmp_path))
+    _csv(tmp_path / "spam" / "train.csv", [("hi", "ham")])
+    _csv(tmp_path / "spam" / "validation.csv", [("win", "spam")])
+    config = make_train_config(
+        "spam", "lora", max_train_samples=100, lora_r=4, num_train_epochs=1, max_length_tokens=32
+    )
+    assert config.train_path == tmp_path / "spam" / "train.csv"
+    assert config.validation_path == tmp_path / "spam" / "validation.csv"
+    assert config.params.lora_r == 4 and config.params.num_train_epochs == 1
+    assert config.scenario.max_length_tokens == 32 and config.max_train_samples == 100
+    with pytest.raises(ScenarioConfigError, match="learning_rate"):
+        make_train_config("spam", "full", learning_rate=-1)
+    with pytest.raises(ScenarioConfigError, match="unknown strategy 'adapter'"):
+        make_train_config("spam", "adapter")
+    with pytest.raises(ScenarioConfigError, match="unknown scenario 'nope'"):
+        load_scenario("nope")
+
+
+def test_cleaning_defaults_keep_case_punctuation_and_digits() -> None:
+    text = "  <b>Great</b>   phone!! See https://x.io/a?b=1 or www.shop.com &amp; call 555 \n"
+    assert clean_text(text, CleaningConfig()) == "Great phone!! See or & call 555"
+    seed_style = CleaningConfig(lowercase=True, remove_punctuation=True, remove_digits=True)
+    assert clean_text(text, seed_style) == "great phone see or call"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_formats_load_and_labels_follow_the_config_order(fmt: str, tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows = [("good one", "positive"), ("bad one", "negative"), ("meh", "neutral"), ("fine", "positive")]
+    frame = pd.DataFrame(rows, columns=["body", "tag"])
+    path = tmp_path / f"train.{fmt}"
+    {
+        "csv": lambda: frame.to_csv(path, index=False),
+        "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        "parquet": lambda: frame.to_parquet(path),
+    }[fmt]()
+    scenario = custom_scenario(
+        "fmt",
+        ["neutral", "negative", "positive"],
+        tmp_path,
+        text_column="body",
+        label_column="tag",
+        train_file=str(path),
+        validation_file=str(path),
+    )
+    data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+    assert data.train.texts == ["good one", "bad one", "meh", "fine"]
+    assert data.train.label_ids == [2, 1, 0, 2]
+
+
+def test_stratified_validation_split_and_caps(tmp_path: Path) -> None:
+    rows = [(f"text {i}", "positive") for i in range(80)] + [(f"other {i}", "negative") for i in range(20)]
+    rows += [("lonely", "neutral")]
+    _csv(tmp_path / "train.csv", rows)
+    scenario = custom_scenario("split", LABELS, tmp_path, validation_split=0.2)
+    data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+    assert data.validation_is_split
+    assert sorted(data.validation.label_ids).count(0) == 16 and data.validation.label_ids.count(1) == 4
+    assert 2 in data.train.label_ids and 2 not in data.validation.label_ids  # a single row stays in train
+    assert not set(data.train.texts) & set(data.validation.texts)
+    capped = prepare_data(
+        make_train_config(scenario, "full", output_dir=tmp_path / "run", max_train_samples=10)
+    )
+    assert len(capped.train) <= 10 and set(capped.train.label_ids) == {0, 1, 2}
+
+
+def test_class_weights_and_auto_switch() -> None:
+    assert class_weights([10, 30, 60]) == pytest.approx([100 / 30, 100 / 90, 100 / 180])
+    assert class_weights([5, 0, 5]) == pytest.approx([1.0, 1.0, 1.0])
+    assert use_class_weights("auto", [10, 40], 3.0) and not use_class_weights("auto", [10, 30], 3.0)
+    assert use_class_weights("on", [10, 10], 3.0) and not use_class_weights("off", [1, 100], 3.0)
+
+
+def test_metrics_macro_f1_and_per_class() -> None:
+    m = classification_metrics([0, 0, 1, 1, 2, 2], [0, 0, 1, 0, 2, 2], ["a", "b", "c", "d"])
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3 + 1.0) / 3)  # 'd' has no rows: not averaged
+    assert m["confusion_matrix"][1] == [1, 1, 0, 0]
+
+
+# ---- bad input: one clear message, nothing trained ---------------------------------------------------
+
+
+def _config(tmp_path: Path, tiny: Path, strategy: str = "full", **settings):
+    scenario = custom_scenario("bad", settings.pop("labels", LABELS), tmp_path / "data", **settings)
+    return make_train_config(scenario, strategy, base_model=str(tiny), output_dir=tmp_path / "run")
+
+
+def _stops(config, error: type[Exception], *needles: str) -> None:
+    with pytest.raises(error) as info:
+        train(config)
+    for needle in needles:
+        assert needle in str(info.value), str(info.value)
+    assert not Path(config.output_dir).exists()  # nothing was written: training never started
+
+
+def test_missing_file(tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    config = _config(tmp_path, tiny_roberta_dir)
+    _stops(config, DataError, "train.csv", "does not exist")
+
+
+def test_missing_column(tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    _csv(tmp_path / "data" / "train.csv", [("good", "positive")], header=("sentence", "label"))
+    _stops(_config(tmp_path, tiny_roberta_dir), DataError, "train.csv", "missing column 'text'", "sentence")
+
+
+@pytest.mark.parametrize("content", ["", "text,label\n"])
+def test_empty_file(content: str, tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(content)
+    _stops(_config(tmp_path, tiny_roberta_dir), DataError, "train.csv")
+
+
+def test_validation_label_not_in_config(tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    _csv(tmp_path / "data" / "train.csv", [("good", "positive"), ("bad", "negative")])
+    _csv(tmp_path / "data" / "validation.csv", [("good", "positive"), ("so so", "mixed")])
+    _stops(_config(tmp_path, tiny_roberta_dir), DataError, "validation.csv", "'mixed'", "not in the scenario")
+
+
+def test_validation_label_can_be_dropped_by_config(tmp_path: Path) -> None:
+    _csv(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])
+    _csv(tmp_path / "validation.csv", [("good", "positive"), ("so so", "mixed")])
+    scenario = custom_scenario("drop", LABELS, tmp_path, unknown_validation_labels="drop")
+    data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+    assert data.validation.texts == ["good"] and data.dropped_validation_rows == 1
+
+
+def test_fewer_than_two_classes(tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    with pytest.raises(ScenarioConfigError, match="at least 2 labels"):
+        custom_scenario("one", ["positive"], tmp_path)
+    _csv(tmp_path / "data" / "train.csv", [("good", "positive"), ("great", "positive")])
+    _stops(_config(tmp_path, tiny_roberta_dir), DataError, "train.csv", "fewer than 2 classes")
+
+
+def test_base_model_not_available_offline(tmp_path: Path, toy_data_dir: Path) -> None:
+    scenario = custom_scenario("toy", LABELS, toy_data_dir)
+    config = make_train_config(
+        scenario, "full", base_model="some-org/never-downloaded", output_dir=tmp_path / "r"
+    )
+    _stops(config, BaseModelNotFoundError, "some-org/never-downloaded", "--base-model /path/to/local/copy")
+
+
+def test_minilm_alias_resolves_to_the_packaged_copy(minilm_dir: Path) -> None:
+    base = resolve_base_model("minilm")
+    assert base.path == minilm_dir and base.architecture == "bert"
+    assert base.id == "sentence-transformers/all-MiniLM-L6-v2" and len(base.content_hash or "") == 64
+
+
+def test_lora_targets_per_architecture() -> None:
+    assert lora_targets("roberta", None) == ["query", "value"]
+    assert lora_targets("distilbert", None) == ["q_lin", "v_lin"]
+    assert lora_targets("gpt_neox", ["query_key_value"]) == ["query_key_value"]
+    with pytest.raises(StrategyError, match="gpt_neox"):
+        lora_targets("gpt_neox", None)
+
+
+def test_qlora_needs_cuda(tmp_path: Path, toy_data_dir: Path, tiny_roberta_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the CPU refusal cannot be seen here")
+    scenario = custom_scenario("toy", LABELS, toy_data_dir)
+    config = make_train_config(
+        scenario, "lora", base_model=str(tiny_roberta_dir), qlora=True, output_dir=tmp_path / "r"
+    )
+    with pytest.raises(StrategyError, match="CUDA"):
+        train(config)
+    with pytest.raises(ScenarioConfigError, match="lora"):
+        make_train_config(scenario, "full", qlora=True)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--scenario",
+            "spam",
+            "--strategy",
+            "lora",
+            "--data",
+            str(tmp_path / "absent.csv"),
+            "--no-publish",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "absent.csv" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output

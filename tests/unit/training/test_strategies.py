@@ -1,0 +1,132 @@
+"""Each strategy trains what it should, and what it publishes reloads to the same model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_repository import ModelRepository
+from training import (
+    build_model,
+    load_published_model,
+    predict_logits,
+    publish_run,
+    resolve_base_model,
+    save_weights,
+)
+
+
+def _loss_falls(run) -> tuple[float, float]:
+    losses = run.train_losses()
+    assert len(losses) >= 6, losses
+    return float(np.mean(losses[:3])), float(np.mean(losses[-3:]))
+
+
+@pytest.mark.parametrize("name", ["full_run", "frozen_run", "lora_run"])
+def test_loss_falls_and_validation_beats_chance(name: str, request: pytest.FixtureRequest) -> None:
+    run = request.getfixturevalue(name)
+    first, last = _loss_falls(run)
+    assert last < 0.8 * first, (first, last)
+    assert run.metrics["accuracy"] > 0.6  # 3 balanced classes: chance is 0.33
+    assert set(run.metrics["per_class"]) == {"positive", "negative", "neutral"}
+    assert run.train_time_s > 0
+
+
+def test_frozen_changes_only_head_weights(frozen_run, pretrained_base: Path) -> None:
+    base = resolve_base_model(str(pretrained_base))
+    initial = build_model(base, "frozen", frozen_run.labels, seed=frozen_run.config.seed).state_dict()
+    trained = frozen_run.model.state_dict()
+    encoder = [k for k in initial if k.startswith("roberta.")]
+    head = [k for k in initial if k.startswith("classifier.")]
+    assert encoder and head
+    assert all(torch.equal(initial[k], trained[k]) for k in encoder)
+    assert all(not torch.equal(initial[k], trained[k]) for k in head)
+    assert frozen_run.trainable_params == sum(initial[k].numel() for k in head)
+
+
+def test_lora_leaves_base_weights_unchanged(lora_run, pretrained_base: Path) -> None:
+    from transformers import RobertaModel
+
+    original = RobertaModel.from_pretrained(str(pretrained_base), add_pooling_layer=False).state_dict()
+    inner = lora_run.model.get_base_model().state_dict()
+    compared = 0
+    for name, value in original.items():
+        key = f"roberta.{name}"
+        key = (
+            key
+            if key in inner
+            else key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        )
+        assert torch.equal(value, inner[key]), name
+        compared += 1
+    assert compared == len(original)
+    lora_names = [n for n, p in lora_run.model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in lora_names) and any("modules_to_save" in n for n in lora_names)
+    assert lora_run.trainable_params == sum(p.numel() for p in lora_run.model.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="module")
+def published(full_run, frozen_run, lora_run, tmp_path_factory: pytest.TempPathFactory):
+    repo = ModelRepository(tmp_path_factory.mktemp("repo"))
+    return repo, {
+        run.config.strategy: publish_run(run, repo, export_precisions=[])
+        for run in (full_run, frozen_run, lora_run)
+    }
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "lora"])
+def test_published_version_verifies_and_reloads_to_identical_logits(
+    strategy: str, published, request: pytest.FixtureRequest
+) -> None:
+    repo, manifests = published
+    manifest = manifests[strategy]
+    run = request.getfixturevalue(f"{strategy}_run")
+    assert repo.verify("toy", manifest.version) == manifest
+    assert manifest.strategy == strategy
+    assert manifest.labels == ["positive", "negative", "neutral"]
+    assert manifest.base_model.content_hash == run.base.content_hash
+    assert manifest.trainable_params == run.trainable_params and manifest.total_params == run.total_params
+    assert manifest.metrics["macro_f1"] == run.metrics["macro_f1"]
+    assert manifest.training_config["strategy"] == strategy
+    assert "tokenizer/tokenizer.json" in manifest.files
+    weights = [f for f in manifest.files if f.startswith("weights/")]
+    assert not [f for f in weights if f.endswith((".bin", ".pt", ".pth"))]
+    expected = {
+        "full": "weights/model.safetensors",
+        "frozen": "weights/head.safetensors",
+        "lora": "weights/adapter/adapter_model.safetensors",
+    }[strategy]
+    assert expected in weights
+
+    model, tokenizer, _ = load_published_model(repo, "toy", manifest.version)
+    texts = run.data.validation.texts[:16]
+    before = predict_logits(run.model, run.tokenizer, texts, 32)
+    after = predict_logits(model, tokenizer, texts, 32)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_artifact_sizes_follow_the_strategy(full_run, frozen_run, lora_run, tmp_path: Path) -> None:
+    sizes = {
+        r.config.strategy: save_weights(r, tmp_path / r.config.strategy)
+        for r in (full_run, frozen_run, lora_run)
+    }
+    assert sizes["frozen"] < sizes["lora"] < sizes["full"]
+
+
+def test_a_failing_publish_leaves_no_version(frozen_run, tmp_path: Path) -> None:
+    from training import TrainingError, export_available
+
+    repo = ModelRepository(tmp_path / "repo")
+    if export_available():
+        from training.export import ExportError
+
+        expected: tuple[type[Exception], ...] = (ExportError, ValueError)
+    else:
+        expected = (TrainingError,)
+    with pytest.raises(expected):
+        publish_run(frozen_run, repo, export_precisions=["fp64"])
+    assert repo.list_scenarios() == []
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "repo").rglob("*"))
