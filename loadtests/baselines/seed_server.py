@@ -15,37 +15,29 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from model_repository import read_manifest
+from pydantic import BaseModel, Field
+
+
+class Body(BaseModel):
+    """The subset of labelwise's POST /v1/classify body the seed understood."""
+
+    scenario: str = Field(description="Must be the one scenario this baseline serves.")
+    texts: list[str] = Field(min_length=1, description="Texts to classify.")
+    top_k: int | None = Field(default=None, ge=1, description="Labels per text; None returns all.")
 
 
 def load_model(version_dir: Path) -> tuple[Any, Any, Any]:
-    """The version's torch sequence classifier (fp32, eval), its tokenizer and manifest."""
+    """The version's torch sequence classifier (fp32, eval, LoRA merged), its tokenizer and manifest."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    manifest = read_manifest(version_dir / "manifest.json")
-    tokenizer = AutoTokenizer.from_pretrained(version_dir / "tokenizer")
-    labels = manifest.labels
-    label_maps = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-    weights = version_dir / "weights"
-    if manifest.strategy == "full":
-        model = AutoModelForSequenceClassification.from_pretrained(weights, **label_maps)
-    elif manifest.strategy == "lora":
-        from peft import PeftModel
+    from model_repository import ModelRepository
+    from training import load_published_model
 
-        base = AutoModelForSequenceClassification.from_pretrained(
-            manifest.base_model.id, num_labels=len(labels), **label_maps
-        )
-        model = PeftModel.from_pretrained(base, weights / "adapter").merge_and_unload()
-    else:  # frozen: the base encoder with the trained head's state dict on top
-        from safetensors.torch import load_file
-
-        model = AutoModelForSequenceClassification.from_pretrained(
-            manifest.base_model.id, num_labels=len(labels), **label_maps
-        )
-        _missing, unexpected = model.load_state_dict(load_file(weights / "head.safetensors"), strict=False)
-        if unexpected:
-            raise ValueError(f"{weights / 'head.safetensors'}: unexpected keys {unexpected[:5]}")
+    # <root>/<scenario>/<version>: the training package resolves the base and verifies checksums.
+    repo = ModelRepository(version_dir.parent.parent)
+    model, tokenizer, manifest = load_published_model(repo, version_dir.parent.name, int(version_dir.name))
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     model.to(dtype=torch.float32).eval()
     return model, tokenizer, manifest
 
@@ -53,7 +45,6 @@ def load_model(version_dir: Path) -> tuple[Any, Any, Any]:
 def create_app(version_dir: Path, threads: int | None = None) -> Any:
     import torch
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel, Field
     from transformers import pipeline
 
     if threads:
@@ -61,11 +52,6 @@ def create_app(version_dir: Path, threads: int | None = None) -> Any:
     model, tokenizer, manifest = load_model(version_dir)
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     lock = threading.Lock()  # the seed served one request at a time
-
-    class Body(BaseModel):
-        scenario: str = Field(description="Must be the one scenario this baseline serves.")
-        texts: list[str] = Field(min_length=1, description="Texts to classify.")
-        top_k: int | None = Field(default=None, ge=1, description="Labels per text; None returns all.")
 
     app = FastAPI(title="seed baseline")
 

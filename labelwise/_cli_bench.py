@@ -1,0 +1,88 @@
+"""`labelwise bench`: one bounded benchmark run on this machine (loadtests/bench.py does the work)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
+
+
+def _serve_args(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(
+                f"--serve-arg {item!r}: expected FIELD=VALUE, e.g. batch_wait_timeout_s=0.002"
+            )
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def bench_command(
+    url: str | None = typer.Option(
+        None, help="Measure a server already running on 127.0.0.1 (serving the bench scenarios) instead."
+    ),
+    duration_s: float = typer.Option(10.0, help="Measured seconds per load (each after a warm-up)."),
+    warmup_s: float = typer.Option(2.0, help="Warm-up seconds before each measured load."),
+    threads: int = typer.Option(
+        0, help="ORT/torch intra-op threads for server, ceiling and seed; 0 = cores."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="3 s loads, 1 s warm-ups: a smoke run, noisy figures."),
+    seed_baseline: bool = typer.Option(True, "--seed/--no-seed", help="Measure the seed baseline too."),
+    scenario_mix: bool = typer.Option(True, "--mix/--no-mix", help="Measure 1/4/8-scenario mixes too."),
+    rebuild_models: bool = typer.Option(False, help="Retrain the bench scenarios even when cached."),
+    repository: Path = typer.Option(Path("var/bench-repository"), help="Bench-only model repository."),
+    out_dir: Path = typer.Option(Path("var/bench"), help="JSON, markdown and server logs go here."),
+    port: int = typer.Option(8123, help="Port for the labelwise server the bench starts."),
+    serve_arg: list[str] = typer.Option(
+        [], "--serve-arg", help="Extra ServingConfig field for the started server, FIELD=VALUE (repeatable)."
+    ),
+    json_only: bool = typer.Option(False, "--json", help="Print only the JSON report."),
+) -> None:
+    """Measure the engine-alone ceiling, the served figures, the seed baseline and scenario mixes."""
+    from rich.console import Console
+
+    from loadtests.bench import BenchOptions, run_bench
+    from loadtests.errors import LoadTestError, NotLoopbackError
+
+    console = Console(stderr=True, highlight=False)
+    if url is not None:
+        try:
+            from loadtests._loopback import require_loopback
+
+            require_loopback(url)
+        except NotLoopbackError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--url") from exc
+    options = BenchOptions(
+        url=url,
+        duration_s=3.0 if quick else duration_s,
+        warmup_s=1.0 if quick else warmup_s,
+        ceiling_seconds_per_size=1.0 if quick else 2.0,
+        threads=threads,
+        seed_baseline=seed_baseline,
+        scenario_mix=scenario_mix,
+        rebuild_models=rebuild_models,
+        repository=repository,
+        out_dir=out_dir,
+        port=port,
+        serve_overrides=_serve_args(serve_arg),
+    )
+    try:
+        report = run_bench(options, say=lambda msg: console.print(f"[cyan]\\[bench][/cyan] {msg}"))
+    except LoadTestError as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    from loadtests._bench_report import render_markdown
+
+    if not json_only:
+        typer.echo(render_markdown(report))
+        typer.echo(f"JSON: {report['json_path']}")
+    typer.echo(json.dumps(report, indent=None if not json_only else 2))

@@ -1,0 +1,127 @@
+"""Child processes of the benchmark: start them, measure their memory, stop them and all they spawned."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BenchError, ServerNotUpError
+from .loadgen import wait_ready
+
+
+@dataclass
+class ServerProcess:
+    """A server we started on 127.0.0.1, with its log file."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    seen: dict[int, object] = field(default_factory=dict)  # pid -> psutil.Process
+
+    def tree(self) -> list:
+        """The process and all its live descendants (psutil.Process objects)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return procs
+
+    def memory_mb(self) -> dict[str, float | int]:
+        """RSS and PSS summed over the process tree (PSS counts shared pages once, split among sharers)."""
+        import psutil
+
+        rss = pss = 0
+        count = 0
+        for proc in self.tree():
+            try:
+                info = proc.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+            count += 1
+        return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "processes": count}
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def start_server(
+    name: str, cmd: list[str], url: str, log_path: Path, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start cmd in its own session (so that stopping it reaches its children), logging to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child owns it until it exits
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+    )
+    log.close()
+    return ServerProcess(name, url, proc, log_path)
+
+
+def wait_server_ready(server: ServerProcess, timeout_s: float) -> float:
+    """Wait for /readyz; fail fast if the process exits. Returns seconds waited."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"{server.name} exited with code {server.proc.returncode} while starting; "
+                f"log {server.log_path}:\n{server.tail()}"
+            )
+        server.tree()  # remember the pids it spawns, to clean up after it
+        try:
+            asyncio.run(wait_ready(server.url, min(5.0, max(0.5, deadline - time.monotonic()))))
+            return time.monotonic() - start
+        except ServerNotUpError:
+            continue
+    raise ServerNotUpError(
+        f"{server.name} at {server.url} was not ready after {timeout_s:.0f}s; "
+        f"log {server.log_path}:\n{server.tail()}"
+    )
+
+
+def stop_server(server: ServerProcess, grace_s: float = 30.0) -> None:
+    """SIGINT (a clean shutdown: Ray stops its workers), then SIGKILL what is left of the tree."""
+    import psutil
+
+    server.tree()
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGINT)
+        try:
+            server.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+    # Anything the server spawned and left behind is ours to end, by pid.
+    # psutil.Process remembers each process's start time, so a reused pid is never signalled.
+    leftovers = []
+    for pid, proc in server.seen.items():
+        if pid == server.proc.pid:
+            continue
+        try:
+            if proc.is_running():
+                proc.kill()
+                leftovers.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(leftovers, timeout=10)
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, *args]

@@ -1,0 +1,292 @@
+"""`labelwise bench`: the in-process ceiling, the served figures, the seed baseline and the scenario mix.
+
+Everything runs on this machine, in one bounded command: it trains (or reuses) the bench scenarios,
+measures the engine alone, starts `labelwise serve` on 127.0.0.1, drives it with the closed-loop load
+generator in a separate process, does the same for the seed baseline, stops what it started, and
+prints a markdown table and the JSON behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ._bench_models import BenchModels, prepare_bench_models
+from ._bench_report import render_markdown, targets
+from ._loopback import require_loopback
+from ._processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
+from ._sentences import real_texts_file
+from .errors import BenchError
+from .loadgen import LoadSpec, run_in_subprocess
+
+# The loads the issue names: (label, texts per request, concurrency).
+SERVED_LOADS = (("1 text, c=8", 1, 8), ("1 text, c=32", 1, 32), ("32 texts, c=4", 32, 4))
+MIX_SIZES = (1, 4, 8)
+MIX_LOAD = ("1 text, c=32", 1, 32)
+
+
+class BenchOptions(BaseModel):
+    """What `labelwise bench` measures and how long each step may take."""
+
+    repository: Path = Field(default=Path("var/bench-repository"), description="Bench-only model repository.")
+    out_dir: Path = Field(
+        default=Path("var/bench"), description="Where the JSON, markdown and server logs go."
+    )
+    url: str | None = Field(
+        default=None, description="Measure an already running server (loopback only) instead of starting one."
+    )
+    port: int = Field(
+        default=8123, ge=1, le=65535, description="Port of the labelwise server the bench starts."
+    )
+    seed_port: int = Field(default=8124, ge=1, le=65535, description="Port of the seed baseline server.")
+    threads: int = Field(default=0, ge=0, description="ORT (and torch) intra-op threads; 0 = CPU cores.")
+    duration_s: float = Field(default=10.0, gt=0, description="Measured seconds per load.")
+    warmup_s: float = Field(default=2.0, ge=0, description="Seconds under load before each measurement.")
+    ceiling_seconds_per_size: float = Field(
+        default=2.0, gt=0, description="Engine-alone seconds per batch size."
+    )
+    n_lora: int = Field(default=4, ge=1, description="LoRA scenarios in the bench repository.")
+    n_frozen: int = Field(default=4, ge=1, description="Frozen scenarios in the bench repository.")
+    train_steps: int = Field(default=4, ge=1, description="Optimizer steps per bench scenario.")
+    rebuild_models: bool = Field(default=False, description="Retrain the bench scenarios even if cached.")
+    seed_baseline: bool = Field(default=True, description="Also measure the seed's transformers server.")
+    scenario_mix: bool = Field(default=True, description="Also measure 1/4/8-scenario mixes.")
+    ready_timeout_s: float = Field(default=240.0, gt=0, description="Bound on a started server's start-up.")
+    attach_timeout_s: float = Field(default=15.0, gt=0, description="Bound on waiting for a --url server.")
+    serve_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra ServingConfig fields.")
+
+
+def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every step and return the report (also written as JSON and markdown under out_dir)."""
+    if options.url is not None:
+        require_loopback(options.url)  # refuse before anything is trained or started
+    threads = options.threads or (os.cpu_count() or 1)
+    t_start = time.monotonic()
+    models = prepare_bench_models(
+        options.repository,
+        n_lora=options.n_lora,
+        n_frozen=options.n_frozen,
+        train_steps=options.train_steps,
+        rebuild=options.rebuild_models,
+        say=say,
+    )
+    texts_file = str(real_texts_file())
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "model": {
+            "base_model": models.base_model,
+            "precision": models.precision,
+            "primary_scenario": models.primary,
+            "lora": models.lora,
+            "frozen": models.frozen,
+            "train_steps": models.train_steps,
+        },
+        "texts_file": texts_file,
+        "threads": threads,
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+    }
+    say(f"ceiling: serving engine alone on {models.primary}, {threads} thread(s)")
+    report["ceiling"] = ceiling(models, threads, texts_file, options)
+    say(f"ceiling: {report['ceiling']['seq_per_s']} seq/s at batch {report['ceiling']['best_batch_size']}")
+
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
+        models, threads, texts_file, options, say
+    )
+    if options.seed_baseline:
+        report["seed"] = measure_seed(models, threads, texts_file, options, say)
+    report["targets"] = targets(report)
+    report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = options.out_dir / f"bench-{stamp}.json"
+    json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    markdown = render_markdown(report)
+    (options.out_dir / f"bench-{stamp}.md").write_text(markdown, encoding="utf-8")
+    report["json_path"] = str(json_path)
+    return report
+
+
+def ceiling(models: BenchModels, threads: int, texts_file: str, options: BenchOptions) -> dict[str, Any]:
+    cmd = python_cmd(
+        "-m", "loadtests._ceiling",
+        "--repository", models.repository,
+        "--scenario", models.primary,
+        "--threads", str(threads),
+        "--precision", models.precision,
+        "--texts-file", texts_file,
+        "--seconds-per-size", str(options.ceiling_seconds_per_size),
+    )  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise BenchError(f"the ceiling measurement failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _load(
+    url: str, scenarios: list[str], n_texts: int, concurrency: int, options: BenchOptions, texts_file: str
+):
+    spec = LoadSpec(
+        url=url,
+        scenarios=scenarios,
+        texts_per_request=n_texts,
+        concurrency=concurrency,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+    )
+    result = run_in_subprocess(spec, texts_file, ready_timeout_s=options.attach_timeout_s)
+    if result["requests"] == 0:
+        raise BenchError(f"every request to {url} failed ({result['error_kinds']}): see the server log")
+    return result
+
+
+def serve_config(models: BenchModels, threads: int, options: BenchOptions) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "repository": str(Path(models.repository).resolve()),
+        "scenarios": [
+            {"name": s, "alias": "production"} for s in models.mix(len(models.lora) + len(models.frozen))
+        ],
+        "precision": models.precision,
+        "ort_intra_op_threads": threads,
+    }
+    config.update(options.serve_overrides)
+    return config
+
+
+def measure_labelwise(
+    models: BenchModels, threads: int, texts_file: str, options: BenchOptions, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    config = serve_config(models, threads, options)
+    server: ServerProcess | None = None
+    if options.url is None:
+        import yaml
+
+        config_path = options.out_dir / "serve.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        url = f"http://127.0.0.1:{options.port}"
+        cmd = python_cmd(
+            "-m", "labelwise.cli", "serve", "--config", str(config_path), "--host", "127.0.0.1",
+            "--port", str(options.port),
+        )  # fmt: skip
+        say(f"labelwise: starting `labelwise serve` on {url} (log {options.out_dir / 'labelwise-serve.log'})")
+        server = start_server("labelwise serve", cmd, url, options.out_dir / "labelwise-serve.log")
+    else:
+        url = require_loopback(options.url)
+    try:
+        if server is not None:
+            waited = wait_server_ready(server, options.ready_timeout_s)
+            say(f"labelwise: ready after {waited:.0f}s")
+        served = []
+        for label, n_texts, concurrency in SERVED_LOADS:
+            say(f"labelwise: {label} on {models.primary} for {options.duration_s:.0f}s")
+            result = _load(url, [models.primary], n_texts, concurrency, options, texts_file)
+            result["load"] = label
+            if server is not None:
+                result["memory"] = server.memory_mb()
+            served.append(result)
+        mix = []
+        if options.scenario_mix:
+            for n in MIX_SIZES:
+                scenarios = models.mix(n)
+                say(f"labelwise: {MIX_LOAD[0]} spread over {n} scenario(s)")
+                result = _load(url, scenarios, MIX_LOAD[1], MIX_LOAD[2], options, texts_file)
+                result["load"] = MIX_LOAD[0]
+                result["n_scenarios"] = n
+                result["strategies"] = {
+                    "lora": sum(s in models.lora for s in scenarios),
+                    "frozen": sum(s in models.frozen for s in scenarios),
+                }
+                if server is not None:
+                    result["memory"] = server.memory_mb()
+                mix.append(result)
+        return served, mix, config
+    finally:
+        if server is not None:
+            say("labelwise: stopping the server")
+            stop_server(server)
+
+
+def measure_seed(
+    models: BenchModels, threads: int, texts_file: str, options: BenchOptions, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    from model_repository import ModelRepository
+
+    repo = ModelRepository(models.repository)
+    version_dir = repo.version_path(models.primary, repo.resolve(models.primary, "production"))
+    url = f"http://127.0.0.1:{options.seed_port}"
+    cmd = python_cmd(
+        "-m", "loadtests.baselines.seed_server", "--version-dir", str(version_dir),
+        "--port", str(options.seed_port), "--threads", str(threads),
+    )  # fmt: skip
+    say(f"seed baseline: starting on {url} (log {options.out_dir / 'seed-server.log'})")
+    server = start_server("seed baseline", cmd, url, options.out_dir / "seed-server.log")
+    try:
+        waited = wait_server_ready(server, options.ready_timeout_s)
+        say(f"seed baseline: ready after {waited:.0f}s")
+        results = []
+        for label, n_texts, concurrency in SERVED_LOADS:
+            say(f"seed baseline: {label} for {options.duration_s:.0f}s")
+            result = _load(url, [models.primary], n_texts, concurrency, options, texts_file)
+            result["load"] = label
+            result["memory"] = server.memory_mb()
+            results.append(result)
+        return results
+    finally:
+        say("seed baseline: stopping")
+        stop_server(server)
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from model_repository import code_revision
+
+    out = {"python": sys.version.split()[0], "labelwise_commit": code_revision()[:12]}
+    for name in (
+        "onnxruntime",
+        "ray",
+        "tokenizers",
+        "torch",
+        "transformers",
+        "fastapi",
+        "uvicorn",
+        "aiohttp",
+    ):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
