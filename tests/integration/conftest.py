@@ -1,4 +1,5 @@
-"""One real Ray Serve app on 127.0.0.1 for the whole integration session, over tiny published models."""
+"""One real Ray Serve app on 127.0.0.1 for the whole integration session, over tiny versions that the
+real training + export pipeline published."""
 
 from __future__ import annotations
 
@@ -13,14 +14,7 @@ import pytest
 
 from model_repository import ModelRepository
 
-from ._models import Reference, publish_frozen, publish_full
-
-SCENARIOS = {
-    "sentiment_full": ["negative", "neutral", "positive"],
-    "topic_frozen": ["sports", "politics", "science", "arts"],
-    "mood_frozen": ["calm", "angry"],
-}
-LATE_SCENARIO = "late_frozen"  # configured but published only by the readiness test
+from ._published import LATE_SCENARIO, SCENARIOS, Reference, publish
 
 
 @dataclass
@@ -28,8 +22,13 @@ class ServedApp:
     url: str
     repo: ModelRepository
     tiny_dir: Path
+    work_dir: Path
     references: dict[str, Reference]
     client: httpx.Client
+
+    def publish(self, scenario: str, seed: int) -> Reference:
+        """Train and publish the next version of scenario through the real pipeline."""
+        return publish(self.repo, scenario, self.tiny_dir, self.work_dir, seed)
 
     def wait_for(self, predicate, timeout_s: float = 60.0, what: str = "condition"):
         deadline = time.monotonic() + timeout_s
@@ -65,15 +64,11 @@ def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from serving.app import build_app
 
     repo = ModelRepository(tmp_path_factory.mktemp("repo"))
+    work_dir = tmp_path_factory.mktemp("integration-runs")
     refs = {
-        "sentiment_full": publish_full(
-            repo, "sentiment_full", tiny_roberta_dir, SCENARIOS["sentiment_full"], 1
-        )
+        name: publish(repo, name, tiny_roberta_dir, work_dir, seed)
+        for seed, name in enumerate(SCENARIOS, start=1)
     }
-    refs["topic_frozen"] = publish_frozen(
-        repo, "topic_frozen", tiny_roberta_dir, SCENARIOS["topic_frozen"], 2
-    )
-    refs["mood_frozen"] = publish_frozen(repo, "mood_frozen", tiny_roberta_dir, SCENARIOS["mood_frozen"], 3)
     for name in SCENARIOS:
         repo.set_alias(name, "production", 1)
 
@@ -94,7 +89,7 @@ def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     serve.run(app, name="labelwise", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)
-    served_app = ServedApp(url, repo, tiny_roberta_dir, refs, client)
+    served_app = ServedApp(url, repo, tiny_roberta_dir, work_dir, refs, client)
 
     def _up() -> bool:
         try:

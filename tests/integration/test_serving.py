@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from ._models import publish_frozen, publish_full
-from .conftest import LATE_SCENARIO, SCENARIOS, ServedApp
+from ._published import LATE_SCENARIO, SCENARIOS, labels_of
+from .conftest import ServedApp
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,15 @@ def test_readyz_is_503_until_every_configured_scenario_is_loaded(served: ServedA
     assert response.json()["missing"] == [LATE_SCENARIO]
     assert _classify(served, LATE_SCENARIO, ["hi"]).status_code == 503
 
-    publish_frozen(served.repo, LATE_SCENARIO, served.tiny_dir, ["yes", "no"], 4)
+    served.publish(LATE_SCENARIO, 9)
     served.repo.set_alias(LATE_SCENARIO, "production", 1)
     served.wait_for(lambda: served.client.get("/readyz").status_code == 200, 60, "/readyz 200")
     assert served.client.get("/healthz").json() == {"status": "ok"}
 
 
 def test_classify_matches_the_torch_models(served: ServedApp) -> None:
-    for scenario, labels in SCENARIOS.items():
+    for scenario in SCENARIOS:
+        labels = labels_of(scenario)
         body = _classify(served, scenario, TEXTS).json()
         assert body["scenario"] == scenario and body["version"] == 1
         expected = served.references[scenario].probs(TEXTS)
@@ -80,7 +81,7 @@ def test_concurrent_mixed_scenarios_are_batched_and_keep_their_labels(served: Se
         t.join()
     for i, name in enumerate(names):
         assert answers[i]["scenario"] == name
-        assert {r["label"] for r in answers[i]["results"][0]} == set(SCENARIOS[name])
+        assert {r["label"] for r in answers[i]["results"][0]} == set(labels_of(name))
     rows = sum(served.metric("labelwise_batch_rows_sum").values()) - before
     batches = sum(served.metric("labelwise_batch_rows_count").values()) - count_before
     assert rows == len(names)
@@ -113,7 +114,8 @@ def test_bad_input_gets_its_status_and_the_error_shape(served: ServedApp, payloa
 def test_scenarios_docs_and_metrics(served: ServedApp) -> None:
     listed = {s["name"]: s for s in served.client.get("/v1/scenarios").json()["scenarios"]}
     assert listed["topic_frozen"]["strategy"] == "frozen"
-    assert listed["sentiment_full"]["labels"] == SCENARIOS["sentiment_full"]
+    assert listed["intent_lora"]["strategy"] == "lora"
+    assert listed["sentiment_full"]["labels"] == labels_of("sentiment_full")
     assert served.client.get("/docs").status_code == 200
     assert "/v1/classify" in served.client.get("/openapi.json").json()["paths"]
     text = served.client.get("/metrics").text
@@ -129,7 +131,7 @@ def test_scenarios_docs_and_metrics(served: ServedApp) -> None:
 
 
 def test_promote_under_load_has_no_failures_and_moves_to_the_new_version(served: ServedApp) -> None:
-    ref2 = publish_full(served.repo, "sentiment_full", served.tiny_dir, SCENARIOS["sentiment_full"], 11)
+    ref2 = served.publish("sentiment_full", 11)
     stop = threading.Event()
     failures: list[str] = []
     versions: list[int] = []
@@ -158,14 +160,14 @@ def test_promote_under_load_has_no_failures_and_moves_to_the_new_version(served:
     body = _classify(served, "sentiment_full", TEXTS).json()
     assert body["version"] == 2
     got = [
-        [{i["label"]: i["score"] for i in row}[lab] for lab in SCENARIOS["sentiment_full"]]
+        [{i["label"]: i["score"] for i in row}[lab] for lab in labels_of("sentiment_full")]
         for row in body["results"]
     ]
     np.testing.assert_allclose(got, ref2.probs(TEXTS), atol=1e-4)
 
 
 def test_a_corrupted_version_is_refused_and_the_old_keeps_serving(served: ServedApp) -> None:
-    publish_full(served.repo, "sentiment_full", served.tiny_dir, SCENARIOS["sentiment_full"], 12)
+    served.publish("sentiment_full", 12)
     graph = served.repo.version_path("sentiment_full", 3) / "onnx" / "model.fp32.onnx"
     graph.chmod(0o644)
     data = bytearray(graph.read_bytes())
