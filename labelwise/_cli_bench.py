@@ -45,6 +45,7 @@ def bench_command(
     serve_arg: list[str] = typer.Option(
         [], "--serve-arg", help="Extra ServingConfig field for the started server, FIELD=VALUE (repeatable)."
     ),
+    attach_timeout_s: float = typer.Option(15.0, help="With --url: how long to wait for /readyz."),
     json_only: bool = typer.Option(False, "--json", help="Print only the JSON report."),
 ) -> None:
     """Measure the engine-alone ceiling, the served figures, the seed baseline and scenario mixes."""
@@ -74,6 +75,7 @@ def bench_command(
         out_dir=out_dir,
         port=port,
         serve_overrides=_serve_args(serve_arg),
+        attach_timeout_s=attach_timeout_s,
     )
     try:
         report = run_bench(options, say=lambda msg: console.print(f"[cyan]\\[bench][/cyan] {msg}"))

@@ -8,6 +8,7 @@ prints a markdown table and the JSON behind it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -27,7 +28,7 @@ from ._loopback import require_loopback
 from ._processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
 from ._sentences import real_texts_file
 from .errors import BenchError
-from .loadgen import LoadSpec, run_in_subprocess
+from .loadgen import LoadSpec, run_in_subprocess, wait_ready
 
 # The loads the issue names: (label, texts per request, concurrency).
 SERVED_LOADS = (("1 text, c=8", 1, 8), ("1 text, c=32", 1, 32), ("32 texts, c=4", 32, 4))
@@ -55,6 +56,8 @@ class BenchOptions(BaseModel):
     ceiling_seconds_per_size: float = Field(
         default=2.0, gt=0, description="Engine-alone seconds per batch size."
     )
+    base_model: str = Field(default="minilm", description="Encoder the bench scenarios are trained from.")
+    precision: str = Field(default="int8", description="Export precision served and measured.")
     n_lora: int = Field(default=4, ge=1, description="LoRA scenarios in the bench repository.")
     n_frozen: int = Field(default=4, ge=1, description="Frozen scenarios in the bench repository.")
     train_steps: int = Field(default=4, ge=1, description="Optimizer steps per bench scenario.")
@@ -69,13 +72,16 @@ class BenchOptions(BaseModel):
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every step and return the report (also written as JSON and markdown under out_dir)."""
     if options.url is not None:
-        require_loopback(options.url)  # refuse before anything is trained or started
+        # Refuse a remote target, and give up on a server that is not up, before anything is trained.
+        asyncio.run(wait_ready(require_loopback(options.url), options.attach_timeout_s))
     threads = options.threads or (os.cpu_count() or 1)
     t_start = time.monotonic()
     models = prepare_bench_models(
         options.repository,
         n_lora=options.n_lora,
         n_frozen=options.n_frozen,
+        base_model=options.base_model,
+        precision=options.precision,
         train_steps=options.train_steps,
         rebuild=options.rebuild_models,
         say=say,
@@ -198,7 +204,8 @@ def measure_labelwise(
             served.append(result)
         mix = []
         if options.scenario_mix:
-            for n in MIX_SIZES:
+            available = len(models.lora) + len(models.frozen)
+            for n in [n for n in MIX_SIZES if n <= available]:
                 scenarios = models.mix(n)
                 say(f"labelwise: {MIX_LOAD[0]} spread over {n} scenario(s)")
                 result = _load(url, scenarios, MIX_LOAD[1], MIX_LOAD[2], options, texts_file)

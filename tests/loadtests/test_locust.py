@@ -51,7 +51,7 @@ def test_bad_weights_fail_with_a_clear_message() -> None:
 
 def test_headless_run_writes_csv_and_html(tiny_server: TinyServer, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "loadtests.run", "--host", tiny_server.url, "--users", "4",
-           "--run-time-s", "2", "--texts-per-request", "4", "--reports-dir", str(tmp_path)]  # fmt: skip
+           "--run-time-s", "5", "--texts-per-request", "4", "--reports-dir", str(tmp_path)]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env())
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     stats = next(tmp_path.glob("*_stats.csv")).read_text()

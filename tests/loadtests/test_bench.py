@@ -1,0 +1,194 @@
+"""`labelwise bench`: refuses remote targets, gives up on absent servers; its parts measure real things."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loadtests._bench_models import LABELS, BenchModels, prepare_bench_models, write_bench_data
+from loadtests._bench_report import render_markdown, targets
+
+from .conftest import _free_port
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "labelwise.cli", "bench", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_refuses_a_remote_url() -> None:
+    out = _cli("--url", "http://example.com:8000")
+    assert out.returncode == 2
+    assert "refusing to send load to 'example.com'" in out.stderr
+
+
+def test_cli_gives_up_on_a_server_that_is_not_up(tmp_path: Path) -> None:
+    start = time.monotonic()
+    out = _cli(
+        "--url", f"http://127.0.0.1:{_free_port()}", "--attach-timeout-s", "1", "--out-dir", str(tmp_path)
+    )
+    assert out.returncode == 1
+    assert "was not ready after 1s" in out.stderr
+    assert time.monotonic() - start < 60
+    assert not list(tmp_path.iterdir())  # nothing was trained or measured
+
+
+def _row(load: str, req: float, seq: float, p99: float) -> dict:
+    return {"load": load, "req_per_s": float(req), "seq_per_s": float(seq), "p50_ms": p99 / 2,
+            "p99_ms": float(p99), "errors": 0}  # fmt: skip
+
+
+def _report() -> dict:
+    mix = []
+    for n in (1, 4, 8):
+        extra = {"n_scenarios": n, "strategies": {"lora": max(1, n // 2), "frozen": n // 2}}
+        mix.append(
+            _row("1 text, c=32", 100, 100, 300) | extra | {"memory": {"rss_mb": 1000.0 + n, "pss_mb": 800.0}}
+        )
+    mix[2]["seq_per_s"] = 85.0
+    return {
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "model": {"base_model": "minilm", "precision": "int8"},
+        "threads": 2,
+        "ceiling": {"seq_per_s": 200.0, "best_batch_size": 32},
+        "served": [
+            _row("1 text, c=8", 80, 80, 150),
+            _row("1 text, c=32", 150, 150, 400),
+            _row("32 texts, c=4", 6, 192, 900),
+        ],
+        "seed": [_row("1 text, c=32", 20, 20, 1600)],
+        "scenario_mix": mix,
+        "machine": {
+            "logical_cores": 2,
+            "physical_cores": 2,
+            "cpu_model": "x",
+            "memory_gb": 8.0,
+            "load_average_1m_at_start": 0.1,
+        },
+        "versions": {
+            k: "v" for k in ("python", "onnxruntime", "ray", "torch", "transformers", "labelwise_commit")
+        },
+        "texts_file": "sentences.txt",
+        "warmup_s": 2.0,
+        "duration_s": 10.0,
+    }
+
+
+def test_targets_compare_each_ratio_with_its_bar() -> None:
+    verdicts = {t["target"]: t for t in targets(_report())}
+    one = verdicts["served/ceiling, 1 text at c=32"]
+    assert (one["measured"], one["met"]) == (0.75, True)
+    batch = verdicts["served/ceiling, 32 texts at c=4"]
+    assert (batch["measured"], batch["met"]) == (0.96, True)
+    seed = verdicts["labelwise/seed req/s at c=32"]
+    assert (seed["measured"], seed["met"]) == (7.5, True)
+    mix = verdicts["8 scenarios mixed / 1 scenario, seq/s"]
+    assert (mix["measured"], mix["met"]) == (0.85, False)
+
+
+def test_seed_target_also_needs_a_lower_p99() -> None:
+    report = _report()
+    report["seed"][0]["p99_ms"] = 350.0  # faster tail than labelwise's 400 ms
+    seed = next(t for t in targets(report) if t["target"].startswith("labelwise/seed"))
+    assert seed["met"] is False
+
+
+def test_markdown_holds_every_row_and_verdict() -> None:
+    report = _report()
+    report["targets"] = targets(report)
+    text = render_markdown(report)
+    assert "| ceiling: engine alone, batch 32 | in-process | — | 200.0 |" in text
+    assert "| labelwise | 1 text, c=32 | 150.0 | 150.0 | 200.0 | 400.0 | 0 | 0.75 |" in text
+    assert "| seed baseline | 1 text, c=32 | 20.0 | 20.0 |" in text
+    assert "| 8 (4 + 4) | 1 text, c=32 | 100.0 | 85.0 | 300.0 | 0.85 | 1,008.0 | 800.0 |" in text
+    assert "| 8 scenarios mixed / 1 scenario, seq/s | 0.85 | 0.9 | **no** |" in text
+
+
+def test_mix_alternates_strategies() -> None:
+    models = BenchModels(repository="r", base_model="m", precision="int8", lora=["l0", "l1"],
+                         frozen=["f0", "f1"], train_steps=1)  # fmt: skip
+    assert models.primary == "l0"
+    assert models.mix(1) == ["l0"]
+    assert models.mix(4) == ["l0", "f0", "l1", "f1"]
+    with pytest.raises(ValueError, match="has 4"):
+        models.mix(8)
+
+
+def test_bench_data_covers_every_label(tmp_path: Path) -> None:
+    folder = write_bench_data(tmp_path)
+    for name in ("train.csv", "validation.csv"):
+        text = (folder / name).read_text(encoding="utf-8")
+        assert text.startswith("text,label")
+        assert all(f",{label}" in text for label in LABELS)
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BenchModels:
+    """One LoRA and one frozen scenario on the tiny RoBERTa, fp32, one training step each."""
+    root = tmp_path_factory.mktemp("bench-repo")
+    return prepare_bench_models(
+        root, n_lora=1, n_frozen=1, base_model=str(tiny_roberta_dir), precision="fp32", train_steps=1
+    )
+
+
+def test_bench_models_are_reused_when_cached(tiny_bench: BenchModels, tiny_roberta_dir: Path) -> None:
+    said: list[str] = []
+    again = prepare_bench_models(
+        Path(tiny_bench.repository), n_lora=1, n_frozen=1, base_model=str(tiny_roberta_dir),
+        precision="fp32", train_steps=1, say=said.append,
+    )  # fmt: skip
+    assert again == tiny_bench
+    assert said == [f"bench models: reusing 2 scenarios in {tiny_bench.repository}"]
+
+
+def test_ceiling_measures_the_engine_at_each_batch_size(tiny_bench: BenchModels) -> None:
+    from loadtests._ceiling import measure_ceiling
+
+    texts = ["The app crashes on start.", "Great value, fast shipping.", "Where is my parcel?"]
+    result = measure_ceiling(tiny_bench.repository, tiny_bench.primary, 1, texts, "fp32", (1, 4), 0.2)
+    assert result["precision"] == "fp32"
+    assert set(result["seq_per_s_by_batch_size"]) == {"1", "4"}
+    assert result["seq_per_s"] == max(result["seq_per_s_by_batch_size"].values()) > 0
+
+
+def test_seed_baseline_answers_like_labelwise(tiny_bench: BenchModels) -> None:
+    from fastapi.testclient import TestClient
+
+    from loadtests.baselines.seed_server import create_app
+    from model_repository import ModelRepository
+
+    repo = ModelRepository(tiny_bench.repository)
+    version_dir = repo.version_path(tiny_bench.primary, repo.resolve(tiny_bench.primary, "production"))
+    client = TestClient(create_app(version_dir, threads=1))
+    body = {"scenario": tiny_bench.primary, "texts": ["refund please?", "a long sentence about a phone"],
+            "top_k": 1}  # fmt: skip
+    resp = client.post("/v1/classify", json=body)
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert len(results) == 2 and all(len(r) == 1 and r[0]["label"] in LABELS for r in results)
+    assert client.post("/v1/classify", json=body | {"scenario": "other"}).status_code == 404
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_bench_end_to_end_on_tiny_models(
+    tiny_bench: BenchModels, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    from loadtests.bench import BenchOptions, run_bench
+
+    options = BenchOptions(
+        repository=Path(tiny_bench.repository), out_dir=tmp_path, port=_free_port(), seed_port=_free_port(),
+        base_model=str(tiny_roberta_dir), precision="fp32", n_lora=1, n_frozen=1, train_steps=1,
+        duration_s=1.5, warmup_s=0.5, ceiling_seconds_per_size=0.3, threads=1,
+    )  # fmt: skip
+    report = run_bench(options, say=lambda _msg: None)
+    assert [r["load"] for r in report["served"]] == ["1 text, c=8", "1 text, c=32", "32 texts, c=4"]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["served"] + report["seed"])
+    assert [r["n_scenarios"] for r in report["scenario_mix"]] == [1]  # 2 scenarios: no 4 or 8 mix
+    assert report["served"][0]["memory"]["processes"] > 1  # Ray's processes are in the tree
+    assert Path(report["json_path"]).is_file()
