@@ -1,41 +1,78 @@
-"""Dynamic batching of rows with Ray Serve's @serve.batch: one result per row, in order."""
+"""Dynamic batching: a plain async handler over a list of rows, wrapped in Ray Serve's @serve.batch
+when a replica builds its RowBatcher. The handler itself knows nothing of Ray, so it is tested with
+plain asyncio (tests/unit/serving/test_batching.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
-
-from ray import serve
+from dataclasses import dataclass
 
 from .engine import BatchStats, Row, RowResult
 
+logger = logging.getLogger("labelwise.serving")
+
+ClassifyRows = Callable[[list[Row]], list[RowResult | Exception]]
+OnBatch = Callable[[int, list[float]], None]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One row waiting for a batch, and when it started waiting (time.perf_counter seconds)."""
+
+    row: Row
+    queued_at_s: float
+
+
+async def classify_batch(
+    items: list[BatchItem], classify: ClassifyRows, on_batch: OnBatch | None = None
+) -> list[RowResult | Exception]:
+    """One result per item, in order; a failed item carries its exception (the others still answer)."""
+    now = time.perf_counter()
+    if on_batch is not None:
+        on_batch(len(items), [now - item.queued_at_s for item in items])
+    rows = [item.row for item in items]
+    try:
+        # ONNX Runtime and the Rust tokenizer release the GIL: a worker thread keeps HTTP responsive.
+        results = await asyncio.to_thread(classify, rows)
+    except Exception as exc:  # every item of a batch that failed as a whole gets it
+        logger.exception("batch of %d rows failed", len(rows))
+        return [exc] * len(items)
+    if len(results) != len(items):
+        error = RuntimeError(f"the engine returned {len(results)} results for {len(items)} rows")
+        return [error] * len(items)
+    for exc in {id(r): r for r in results if isinstance(r, Exception)}.values():
+        logger.error("rows failed: %s: %s", type(exc).__name__, exc)
+    return results
+
 
 class RowBatcher:
-    """Collects rows from concurrent requests into batches and runs them off the event loop."""
+    """Collects rows of concurrent requests into batches with @serve.batch (size and wait from config)."""
 
     def __init__(
         self,
-        classify: Callable[[list[Row]], list[RowResult]],
+        classify: ClassifyRows,
         max_batch_size: int,
         batch_wait_timeout_s: float,
-        on_batch: Callable[[int, list[float]], None] | None = None,
+        on_batch: OnBatch | None = None,
     ) -> None:
-        self._classify = classify
-        self._on_batch = on_batch
-        self._run.set_max_batch_size(max_batch_size)
-        self._run.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        from ray import serve
+
+        async def handler(items: list[BatchItem]) -> list[RowResult | Exception]:
+            return await classify_batch(items, classify, on_batch)
+
+        self._run = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
+            handler
+        )
 
     async def submit(self, row: Row) -> RowResult:
-        return await self._run((row, time.perf_counter()))
-
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _run(self, items: list[tuple[Row, float]]) -> list[RowResult]:
-        now = time.perf_counter()
-        if self._on_batch is not None:
-            self._on_batch(len(items), [now - queued for _row, queued in items])
-        # ONNX Runtime and the Rust tokenizer release the GIL: a worker thread keeps HTTP responsive.
-        return await asyncio.to_thread(self._classify, [row for row, _queued in items])
+        result = await self._run(BatchItem(row, time.perf_counter()))
+        if isinstance(result, Exception):
+            raise result
+        return result
 
 
-__all__ = ["BatchStats", "RowBatcher"]
+__all__ = ["BatchItem", "BatchStats", "RowBatcher", "classify_batch"]

@@ -51,46 +51,73 @@ class OnnxEngine:
         self.max_batch_tokens = max_batch_tokens
         self._on_pass = on_pass
 
-    def classify(self, rows: list[Row]) -> list[RowResult]:
-        results: list[RowResult | None] = [None] * len(rows)
+    def classify(self, rows: list[Row]) -> list[RowResult | Exception]:
+        """One result per row, in order; a row that failed carries its exception instead. A pass that
+        fails fails its group's rows, a frozen head that fails only its scenario's rows, so one broken
+        scenario never fails the rows of another that shared the batch."""
+        results: list[RowResult | Exception | None] = [None] * len(rows)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
             groups[row.scenario.group_key].append(i)
         for key, indices in groups.items():
-            first = rows[indices[0]].scenario
-            ids, truncated = first.tokenizer.encode_ids([rows[i].text for i in indices])
-            logits = self._forward(first, ids, [rows[i].scenario for i in indices], key[0])
-            for pos, i in enumerate(indices):
-                results[i] = RowResult(softmax(logits[pos]), truncated[pos])
+            try:
+                first = rows[indices[0]].scenario
+                ids, truncated = first.tokenizer.encode_ids([rows[i].text for i in indices])
+                logits = self._forward(first, ids, [rows[i].scenario for i in indices], key[0])
+                for pos, i in enumerate(indices):
+                    row_logits = logits[pos]
+                    failed = isinstance(row_logits, Exception)
+                    results[i] = row_logits if failed else RowResult(softmax(row_logits), truncated[pos])
+            except Exception as exc:  # handed to each row of the group, logged by the caller
+                for i in indices:
+                    results[i] = exc
         return results  # type: ignore[return-value]
 
     def _forward(
         self, first: LoadedScenario, ids: list[list[int]], scenarios: list[LoadedScenario], group: str
     ) -> list[np.ndarray]:
         # Sorting by length keeps padding small; the token budget splits the group into micro-batches.
+        # A new kind of group (e.g. LoRA adapters on one shared base) is one more entry in _PASSES.
+        run_pass = self._PASSES[group]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[np.ndarray | None] = [None] * len(ids)
         for chunk in self._chunks(order, ids):
             input_ids, mask = first.tokenizer.pad([ids[i] for i in chunk])
             start = time.perf_counter()
-            if first.head is not None:
-                features = first.base_graph.run(input_ids, mask)  # type: ignore[union-attr]
-                # Each row through its own scenario's head; rows of one scenario in one matmul.
-                by_scenario: dict[int, list[int]] = defaultdict(list)
-                for pos, i in enumerate(chunk):
-                    by_scenario[id(scenarios[i])].append(pos)
-                for positions in by_scenario.values():
-                    head = scenarios[chunk[positions[0]]].head
-                    logits = head(features[positions])  # type: ignore[misc]
-                    for pos, row_logits in zip(positions, logits, strict=True):
-                        out[chunk[pos]] = row_logits
-            else:
-                logits = first.graph.run(input_ids, mask)  # type: ignore[union-attr]
-                for pos, i in enumerate(chunk):
-                    out[i] = logits[pos]
+            logits = run_pass(first, input_ids, mask, [scenarios[i] for i in chunk])
+            for pos, i in enumerate(chunk):
+                out[i] = logits[pos]
             if self._on_pass is not None:
                 self._on_pass(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
+
+    @staticmethod
+    def _graph_pass(
+        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, _scenarios: list[LoadedScenario]
+    ) -> list[np.ndarray]:
+        """A scenario's own graph (full, or LoRA merged): logits directly."""
+        return list(first.graph.run(input_ids, mask))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _shared_base_pass(
+        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
+    ) -> list[np.ndarray | Exception]:
+        """One base-encoder pass for rows of every frozen scenario, then each row's own numpy head."""
+        features = first.base_graph.run(input_ids, mask)  # type: ignore[union-attr]
+        out: list[np.ndarray | None] = [None] * len(scenarios)
+        by_scenario: dict[int, list[int]] = defaultdict(list)
+        for pos, scenario in enumerate(scenarios):
+            by_scenario[id(scenario)].append(pos)
+        for positions in by_scenario.values():  # rows of one scenario in one matmul
+            try:
+                logits = scenarios[positions[0]].head(features[positions])  # type: ignore[misc]
+            except Exception as exc:  # a bad head fails its own rows, not the pass
+                logits = [exc] * len(positions)
+            for pos, row_logits in zip(positions, logits, strict=True):
+                out[pos] = row_logits
+        return out  # type: ignore[return-value]
+
+    _PASSES = {"graph": _graph_pass, "base": _shared_base_pass}
 
     def _chunks(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
         chunks: list[list[int]] = []

@@ -1,0 +1,99 @@
+"""The batched handler behind @serve.batch, run with plain asyncio on real ONNX graphs (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import numpy as np
+
+from serving.batching import BatchItem, classify_batch
+from serving.engine import BatchStats, NumpyHead, OnnxEngine, Row
+
+# Different lengths, so that the engine's sort by length has to be undone to keep the order.
+TEXTS = [
+    "The film was great today.",
+    "ok",
+    "My order was awful again and the team was horrible as usual, I think.",
+    "The flight was listed by noon.",
+    "the app was brilliant",
+    "His plan was dreadful overall.",
+]
+
+
+def _run(engine: OnnxEngine, rows: list[Row], on_batch=None) -> list:
+    items = [BatchItem(row, time.perf_counter()) for row in rows]
+    return asyncio.run(classify_batch(items, engine.classify, on_batch))
+
+
+def _mixed_rows(loaded: dict) -> list[Row]:
+    names = list(loaded)
+    return [Row(loaded[names[i % len(names)]], text) for i, text in enumerate(TEXTS * 2)]
+
+
+def test_one_result_per_row_in_order_equal_to_running_each_row_alone(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(max_batch_tokens=4096)
+    rows = _mixed_rows(loaded_scenarios)
+    results = _run(engine, rows)
+    assert len(results) == len(rows)
+    for row, result in zip(rows, results, strict=True):
+        alone = engine.classify([row])[0]
+        assert len(result.probs) == len(row.scenario.labels)
+        np.testing.assert_allclose(result.probs, alone.probs, atol=1e-5)
+        assert result.truncated == alone.truncated
+    assert [r.truncated for r in results[:3]] == [False, False, True]  # 16 tokens at most
+
+
+def test_rows_of_frozen_scenarios_share_one_base_pass_and_full_rows_run_their_graph(
+    loaded_scenarios: dict,
+) -> None:
+    passes: list[BatchStats] = []
+    batches: list[tuple[int, list[float]]] = []
+    engine = OnnxEngine(max_batch_tokens=4096, on_pass=passes.append)
+    rows = _mixed_rows(loaded_scenarios)
+    _run(engine, rows, on_batch=lambda n, waits: batches.append((n, waits)))
+    per_group = {p.group: p.rows for p in passes}
+    assert len(passes) == 2, passes
+    assert per_group == {"graph": 4, "base": 8}  # full_three: 4 rows; frozen_three + frozen_two: 8
+    assert batches[0][0] == len(rows) and all(w >= 0 for w in batches[0][1])
+
+
+def test_a_token_budget_splits_a_group_into_micro_batches(loaded_scenarios: dict) -> None:
+    passes: list[BatchStats] = []
+    engine = OnnxEngine(max_batch_tokens=32, on_pass=passes.append)
+    rows = [Row(loaded_scenarios["frozen_three"], text) for text in TEXTS]
+    results = _run(engine, rows)
+    assert sum(p.rows for p in passes) == len(rows) and len(passes) > 1
+    assert all(p.tokens <= 32 for p in passes)
+    reference = OnnxEngine(max_batch_tokens=4096).classify(rows)
+    for got, want in zip(results, reference, strict=True):
+        np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
+
+
+def test_a_broken_scenario_fails_its_own_rows_only(loaded_scenarios: dict) -> None:
+    good = loaded_scenarios["frozen_two"]
+    # A head fitted on a 33-wide encoder: it cannot read this base's 32 features.
+    broken = dataclasses.replace(
+        good,
+        name="frozen_broken",
+        head=NumpyHead("linear", {"weight": np.zeros((2, 33)), "bias": np.zeros(2)}),
+    )
+    engine = OnnxEngine(max_batch_tokens=4096)
+    rows = [
+        Row(loaded_scenarios["full_three"], TEXTS[0]),
+        Row(broken, TEXTS[1]),
+        Row(good, TEXTS[2]),
+        Row(broken, TEXTS[3]),
+        Row(loaded_scenarios["frozen_three"], TEXTS[4]),
+    ]
+    results = _run(engine, rows)
+    assert [type(r).__name__ for r in results] == [
+        "RowResult",
+        "ValueError",
+        "RowResult",
+        "ValueError",
+        "RowResult",
+    ]
+    for i in (0, 2, 4):
+        np.testing.assert_allclose(results[i].probs, engine.classify([rows[i]])[0].probs, atol=1e-5)
