@@ -1,4 +1,4 @@
-"""Figures for docs/results.md: a briefly fine-tuned MiniLM (LoRA + head) on sentiment, exported and benchmarked.
+"""Figures for docs/results.md: a briefly fine-tuned MiniLM (LoRA + head) on sentiment, exported, timed.
 
 Bounded on purpose (2k training rows, one epoch, 2 CPU threads): the point is export parity and
 ORT throughput on a model whose head is trained, not the best sentiment accuracy.
