@@ -189,6 +189,10 @@ def train(config: TrainConfig) -> TrainedModel:
         config.max_steps is not None and config.max_steps < steps_per_epoch
     )
     eval_steps = config.eval_steps or (max(1, config.max_steps // 2) if config.max_steps else None)
+    # A single-epoch run has one evaluation point: the final prediction below is that evaluation, so
+    # evaluating (and checkpointing) inside the loop as well would only double the validation cost.
+    single_pass = not by_steps and config.max_steps is None and params.num_train_epochs <= 1
+    strategy = "no" if single_pass else ("steps" if by_steps else "epoch")
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         logging_dir=str(out / "tensorboard"),
@@ -200,12 +204,12 @@ def train(config: TrainConfig) -> TrainedModel:
         per_device_eval_batch_size=params.eval_batch_size,
         weight_decay=params.weight_decay,
         warmup_ratio=params.warmup_ratio,
-        eval_strategy="steps" if by_steps else "epoch",
-        save_strategy="steps" if by_steps else "epoch",
+        eval_strategy=strategy,
+        save_strategy=strategy,
         eval_steps=eval_steps if by_steps else None,
         save_steps=eval_steps if by_steps else None,
         save_total_limit=1,
-        load_best_model_at_end=True,
+        load_best_model_at_end=not single_pass,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         logging_steps=config.logging_steps,
@@ -219,7 +223,7 @@ def train(config: TrainConfig) -> TrainedModel:
     )
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
-        if config.early_stopping_patience
+        if config.early_stopping_patience and not single_pass
         else []
     )
     trainer = _trainer_class()(

@@ -130,3 +130,67 @@ def test_a_failing_publish_leaves_no_version(frozen_run, tmp_path: Path) -> None
         publish_run(frozen_run, repo, export_precisions=["fp64"])
     assert repo.list_scenarios() == []
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "repo").rglob("*"))
+
+
+def test_evaluate_published_matches_training_metrics(
+    published, lora_run, toy_data_dir: Path, tmp_path: Path
+) -> None:
+    from training import evaluate_published
+
+    repo, manifests = published
+    metrics = evaluate_published(
+        repo, "toy", toy_data_dir / "validation.csv", ref=manifests["lora"].version, output_dir=tmp_path
+    )
+    assert metrics["n_samples"] == len(lora_run.data.validation)
+    assert metrics["accuracy"] == pytest.approx(lora_run.metrics["accuracy"])
+    assert metrics["macro_f1"] == pytest.approx(lora_run.metrics["macro_f1"])
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_comparison_table_and_chart(full_run, frozen_run, lora_run, tmp_path: Path) -> None:
+    from training import ComparisonRow, comparison_markdown
+    from training._plots import plot_comparison
+
+    rows = [
+        ComparisonRow(
+            r.config.strategy,
+            r.metrics["accuracy"],
+            r.metrics["macro_f1"],
+            r.train_time_s,
+            r.trainable_params,
+            r.total_params,
+            save_weights(r, tmp_path / r.config.strategy),
+        )
+        for r in (full_run, frozen_run, lora_run)
+    ]
+    table = comparison_markdown(rows, "toy")
+    assert table.count("\n| ") == 4  # header + one row per strategy
+    assert f"| frozen | {frozen_run.metrics['accuracy']:.4f} |" in table
+    png = plot_comparison([r.as_dict() for r in rows], tmp_path / "comparison.png", "toy")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_single_epoch_run_is_scored_once_without_checkpoints(
+    toy_scenario, pretrained_base: Path, tmp_path
+) -> None:
+    from training import make_train_config, train
+
+    config = make_train_config(
+        toy_scenario,
+        "frozen",
+        base_model=str(pretrained_base),
+        output_dir=tmp_path / "run",
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        batch_size=8,
+    )
+    run = train(config)
+    assert not [e for e in run.log_history if "eval_loss" in e]  # no in-loop evaluation
+    assert run.metrics["n_samples"] == len(run.data.validation) and run.metrics["accuracy"] > 0.4
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {
+        "metrics.json",
+        "confusion_matrix.png",
+        "label_distribution.png",
+        "tensorboard",
+    }
