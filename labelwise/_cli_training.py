@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our progress at INFO; libraries (e.g. onnxruntime's quantizer logs per tensor) only at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("training").setLevel(logging.INFO)
 
 
 def _default_export() -> str:
