@@ -69,6 +69,8 @@ def _session(path: Path, threads: int) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # No spin-waiting: on a shared machine CPU time then counts work, not threads waiting for cores.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -106,6 +108,7 @@ def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n
     rss_after = _rss_mb()
     # The machine is shared: several rounds, and the best round is the figure least hurt by neighbours.
     rounds, latencies = [], []
+    cpu_start = os.times()
     for _ in range(3):
         start, rows = time.perf_counter(), 0
         for batch, index in zip(batches[1:], indices[1:], strict=True):
@@ -114,17 +117,60 @@ def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n
             latencies.append(time.perf_counter() - t0)
             rows += len(index)
         rounds.append(rows / (time.perf_counter() - start))
+    cpu_end = os.times()
+    cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     return {
         "mode": mode,
         "scenarios": n,
         "seq_per_s": max(rounds),
         "seq_per_s_median": float(np.median(rounds)),
+        # CPU time per sequence barely depends on what the neighbours run: the load-robust figure.
+        "cpu_ms_per_seq": cpu_s * 1e3 / (3 * rows),
         "load_avg_1m": os.getloadavg()[0],
         "batch_p50_ms": float(np.percentile(latencies, 50) * 1e3),
         "batch_max_ms": float(np.max(latencies) * 1e3),
         "rss_mb": rss_after,
         "rss_added_mb": rss_after - rss_before,
     }
+
+
+def interleaved(
+    shared: Path, merged: Path, spec_json: dict[str, Any], scenarios: list[int], threads: int
+) -> dict:
+    """One process, one shared session and one merged session; configurations alternate round by round.
+
+    Neighbours' load then hits every configuration alike, so the ratios are trustworthy even when
+    the absolute figures are not. Merged runs one session per scenario group of the batch (the same
+    session: per-run cost does not depend on which weights it holds).
+    """
+    from training.multi_adapter._graph import random_tables
+    from training.multi_adapter._tables import GraphSpec
+
+    minilm = Path(spec_json.pop("_minilm"))
+    spec = GraphSpec.from_json(spec_json)
+    batches = _batches(minilm, 4)
+    shared_s, merged_s = _session(shared, threads), _session(merged, threads)
+    tables = {n: random_tables(spec, n, [6] * n, seed=n) for n in scenarios}
+    rng = np.random.default_rng(0)
+    cpu: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for _round in range(4):
+        for n in scenarios:
+            for mode in ("shared", "merged"):
+                key = f"{mode}-{n}"
+                t0 = os.times()
+                for batch in batches:
+                    index = rng.permutation(np.arange(BATCH_ROWS) % n)
+                    if mode == "shared":
+                        shared_s.run(None, {**batch, **tables[n], "adapter_index": index})
+                    else:
+                        for k in np.unique(index):
+                            merged_s.run(None, {name: v[index == k] for name, v in batch.items()})
+                t1 = os.times()
+                if _round:  # round 0 warms up every configuration
+                    cpu[key] = cpu.get(key, 0.0) + (t1.user - t0.user) + (t1.system - t0.system)
+                    rows[key] = rows.get(key, 0) + BATCH_ROWS * len(batches)
+    return {key: cpu[key] * 1e3 / rows[key] for key in cpu}
 
 
 def _prepare(work: Path, minilm: Path) -> tuple[Path, Path, dict[str, Any]]:
@@ -156,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=8, help="timed batches of 32 rows per configuration")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default="shared,merged")
+    parser.add_argument(
+        "--interleaved", action="store_true", help="also run the one-process A/B of CPU ms/seq"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -172,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         shared, merged, spec_json = _prepare(Path(tmp), minilm)
         sizes = {"shared": shared.stat().st_size / 2**20, "merged": merged.stat().st_size / 2**20}
         print(f"graph sizes: shared {sizes['shared']:.1f} MB, merged {sizes['merged']:.1f} MB", flush=True)
-        for n in [int(x) for x in args.scenarios.split(",")]:
+        scenarios = [int(x) for x in args.scenarios.split(",")]
+        for n in scenarios if args.modes else []:
             for mode in args.modes.split(","):
                 job = {
                     "mode": mode,
@@ -193,12 +243,25 @@ def main(argv: list[str] | None = None) -> None:
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 results.append(row)
                 print(
-                    f"{mode:>6} N={n:>2}: {row['seq_per_s']:6.1f} seq/s, "
+                    f"{mode:>6} N={n:>2}: {row['cpu_ms_per_seq']:6.1f} CPU ms/seq, "
+                    f"{row['seq_per_s']:6.1f} seq/s, "
                     f"batch p50 {row['batch_p50_ms']:7.1f} ms, "
                     f"max {row['batch_max_ms']:7.1f} ms, RSS {row['rss_mb']:7.1f} MB "
                     f"(+{row['rss_added_mb']:.1f} MB for sessions and tables), load {row['load_avg_1m']:.1f}",
                     flush=True,
                 )
+        if args.interleaved:
+            print("interleaved, one process (CPU ms per sequence, lower is better):", flush=True)
+            ab = interleaved(shared, merged, {**spec_json, "_minilm": str(minilm)}, scenarios, args.threads)
+            base = ab["shared-1"]
+            for n in scenarios:
+                print(
+                    f"  N={n:>2}: shared {ab[f'shared-{n}']:6.1f} "
+                    f"(throughput x{base / ab[f'shared-{n}']:.2f} "
+                    f"of shared N=1), merged {ab[f'merged-{n}']:6.1f}",
+                    flush=True,
+                )
+            results.append({"interleaved_cpu_ms_per_seq": ab})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

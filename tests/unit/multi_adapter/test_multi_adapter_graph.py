@@ -216,3 +216,35 @@ def test_adapter_on_a_subset_of_layers_matches_its_merged_model(
     tables = build_tables(spec, _entries([top_only], spec.base_key))
     logits = _run(_session(roberta_graphs["fp32"]), roberta_tokens, np.zeros(8, dtype=np.int64), tables)
     assert np.abs(logits - _merged_logits(top_only, roberta_tokens)).max() <= FP32_TOLERANCE
+
+
+@pytest.mark.slow
+def test_minilm_mixed_rows_match_merged_models(tmp_path: Path, minilm_dir: Path) -> None:
+    """The real pretrained base: two rank-8 adapters interleaved, each row vs its merged torch model."""
+    from transformers import AutoTokenizer
+
+    from model_repository import ModelRepository
+    from training.multi_adapter import build_tables, export_multi_adapter_base, load_spec, resolve_base
+
+    repo = ModelRepository(tmp_path)
+    graphs = export_multi_adapter_base(repo, minilm_dir, rank=8, precisions=("fp32",))
+    spec = load_spec(repo, resolve_base(minilm_dir)[2], 8)
+    scenarios = [
+        make_scenario(minilm_dir, "a", 6, seed=1, rank=8),
+        make_scenario(minilm_dir, "b", 3, seed=2, rank=8),
+    ]
+    texts = [
+        "i feel great today",
+        "the flight to denver was delayed again and nobody told us why",
+        "ok",
+        "meh",
+    ]
+    enc = AutoTokenizer.from_pretrained(minilm_dir)(texts * 2, padding=True, return_tensors="np")
+    tokens = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    index = np.asarray([0, 1] * 4)
+    logits = _run(
+        _session(graphs["fp32"]), tokens, index, build_tables(spec, _entries(scenarios, spec.base_key))
+    )
+    for i, scenario in enumerate(scenarios):
+        own = _merged_logits(scenario, tokens)[index == i]
+        assert np.abs(logits[index == i, : scenario.num_labels] - own).max() <= FP32_TOLERANCE
