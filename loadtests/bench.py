@@ -50,7 +50,12 @@ class BenchOptions(BaseModel):
         default=8123, ge=1, le=65535, description="Port of the labelwise server the bench starts."
     )
     seed_port: int = Field(default=8124, ge=1, le=65535, description="Port of the seed baseline server.")
-    threads: int = Field(default=0, ge=0, description="ORT (and torch) intra-op threads; 0 = CPU cores.")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="ORT (and torch) intra-op threads, the same for server, ceiling and seed; 0 = CPU cores. "
+        "1 is what a replica with num_cpus=1 uses by default, and it leaves a core for HTTP and the proxy.",
+    )
     duration_s: float = Field(default=10.0, gt=0, description="Measured seconds per load.")
     warmup_s: float = Field(default=2.0, ge=0, description="Seconds under load before each measurement.")
     ceiling_seconds_per_size: float = Field(
