@@ -1,13 +1,14 @@
 """The artifact contract between training (writes) and serving (reads)."""
 
 from .errors import (
+    AdapterMismatchError,
     AliasNotFoundError,
     IntegrityError,
     InvalidNameError,
     ManifestError,
     RepositoryError,
-    SchemaVersionError,
     ScenarioNotFoundError,
+    SchemaVersionError,
     VersionNotFoundError,
 )
 from .manifest import (
@@ -37,6 +38,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PRECISIONS",
     "SCHEMA_VERSION",
+    "AdapterMismatchError",
     "AliasNotFoundError",
     "BaseDraft",
     "BaseEncoderRef",

@@ -33,3 +33,7 @@ class SchemaVersionError(ManifestError):
 
 class IntegrityError(RepositoryError):
     """A file listed in the manifest is missing, has the wrong size, or the wrong sha256."""
+
+
+class AdapterMismatchError(RepositoryError, ValueError):
+    """An adapter or head does not fit a multi-adapter graph (rank, targets, base, layers or head shape)."""

@@ -30,8 +30,8 @@ from .errors import (
     IntegrityError,
     InvalidNameError,
     ManifestError,
-    SchemaVersionError,
     ScenarioNotFoundError,
+    SchemaVersionError,
     VersionNotFoundError,
 )
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, FileEntry, Manifest

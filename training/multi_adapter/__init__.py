@@ -1,8 +1,9 @@
 """The multi-adapter base graph (issue 9): rows of different LoRA scenarios share one batch and one graph."""
 
+from model_repository.multi_adapter import AdapterEntry, GraphSpec, build_tables, check_adapter, table_bytes
+
 from ._export import GRAPH_FILE, export_multi_adapter_base, graph_folder_name, load_spec, resolve_base
 from ._graph import build_module
-from ._tables import AdapterEntry, GraphSpec, build_tables, check_adapter, table_bytes
 from .errors import AdapterMismatchError, MultiAdapterError, UnsupportedBaseError
 
 __all__ = [

@@ -76,8 +76,8 @@ def _session(path: Path, threads: int) -> Any:
 
 def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n: int, threads: int) -> dict:
     """One configuration, in this (fresh) process: load, warm up, time, measure RSS."""
+    from model_repository.multi_adapter import GraphSpec
     from training.multi_adapter._graph import random_tables
-    from training.multi_adapter._tables import GraphSpec
 
     minilm = Path(spec_json.pop("_minilm"))
     batches = _batches(minilm, batches_n + 1)
@@ -143,8 +143,8 @@ def interleaved(
     the absolute figures are not. Merged runs one session per scenario group of the batch (the same
     session: per-run cost does not depend on which weights it holds).
     """
+    from model_repository.multi_adapter import GraphSpec
     from training.multi_adapter._graph import random_tables
-    from training.multi_adapter._tables import GraphSpec
 
     minilm = Path(spec_json.pop("_minilm"))
     spec = GraphSpec.from_json(spec_json)

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from model_repository import BaseModelRef, ModelRepository, RepositoryError
+from model_repository.multi_adapter import ADAPTER_INDEX_INPUT, GraphSpec
 
 from . import _graph
-from ._tables import ADAPTER_INDEX_INPUT, GraphSpec
 from .errors import MultiAdapterError
 
 GRAPH_FILE = "multi_adapter.onnx"

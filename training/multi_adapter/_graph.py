@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._tables import ADAPTER_INDEX_INPUT, HEAD_ARRAYS, NUM_LABELS_INPUT, GraphSpec
+from model_repository.multi_adapter import ADAPTER_INDEX_INPUT, HEAD_ARRAYS, NUM_LABELS_INPUT, GraphSpec
+
 from .errors import UnsupportedBaseError
 
 # RoBERTa-style heads read the first token; BERT-style (linear) heads read the pooler output.

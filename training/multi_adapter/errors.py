@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from model_repository.errors import AdapterMismatchError
+
+__all__ = ["AdapterMismatchError", "MultiAdapterError", "UnsupportedBaseError"]
+
 
 class MultiAdapterError(Exception):
     """Base class: the multi-adapter base graph cannot be built, stored or fed."""
-
-
-class AdapterMismatchError(MultiAdapterError, ValueError):
-    """An adapter or head does not fit the graph: other rank, target modules, base, layers or head shape."""
 
 
 class UnsupportedBaseError(MultiAdapterError):
