@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +17,87 @@ def register(app: typer.Typer) -> None:
     app.command("promote")(promote_command)
 
 
-def load_serving_args(config: Path | None, **overrides: Any) -> dict[str, Any]:
-    """ServingConfig fields from a YAML file (flat, or a Serve deploy file's first app `args`) plus flags."""
+# The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
+CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
+DEFAULT_APP_NAME = "labelwise"
+DEFAULT_ROUTE_PREFIX = "/"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+@dataclass
+class ServeFile:
+    """What `labelwise serve` takes from a Serve config: the app's args, name, route and listen address."""
+
+    args: dict[str, Any] = field(default_factory=dict)
+    app_name: str = DEFAULT_APP_NAME
+    route_prefix: str = DEFAULT_ROUTE_PREFIX
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    source: Path | None = None
+
+
+def default_serve_config() -> Path | None:
+    """The chart's serve-config.yaml beside the package (a checkout or editable install), else None:
+    an installed wheel has no chart, and ServingConfig's defaults apply."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        candidate = root / CHART_SERVE_CONFIG
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_serve_file(config: Path | None) -> ServeFile:
+    """A Serve deploy file (http_options + the first application), or a flat mapping of ServingConfig
+    fields; None gives the defaults."""
     import yaml
 
-    args: dict[str, Any] = {}
-    if config is not None:
+    if config is None:
+        return ServeFile()
+    try:
         raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise typer.BadParameter(f"{config}: expected a mapping of ServingConfig fields")
-        if "applications" in raw:  # a `serve deploy` file: take the labelwise app's args
-            raw = (raw["applications"][0] or {}).get("args", {}) or {}
-        args.update(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"{config}: cannot read the Serve config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise typer.BadParameter(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+    if "applications" not in raw:
+        return ServeFile(args=raw, source=config)
+    apps = raw.get("applications") or []
+    if not isinstance(apps, list) or not apps or not isinstance(apps[0], dict):
+        raise typer.BadParameter(f"{config}: applications must list at least one application")
+    app = apps[0]
+    http = raw.get("http_options") or {}
+    args = app.get("args") or {}
+    if not isinstance(args, dict):
+        raise typer.BadParameter(f"{config}: applications[0].args must be a mapping of ServingConfig fields")
+    return ServeFile(
+        args=dict(args),
+        app_name=str(app.get("name", DEFAULT_APP_NAME)),
+        route_prefix=str(app.get("route_prefix", DEFAULT_ROUTE_PREFIX)),
+        host=str(http.get("host", DEFAULT_HOST)),
+        port=int(http.get("port", DEFAULT_PORT)),
+        source=config,
+    )
+
+
+def load_serving_args(config: Path | None, **overrides: Any) -> dict[str, Any]:
+    """ServingConfig fields from a Serve config file (or flat YAML) plus the flags that were given."""
+    args = load_serve_file(config).args
     args.update({k: v for k, v in overrides.items() if v is not None})
     return args
 
 
 def serve_command(
     repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML of ServingConfig fields."),
-    host: str = typer.Option("127.0.0.1", help="Address the HTTP proxy binds."),
-    port: int = typer.Option(8000, help="HTTP port."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Serve config (a `serve deploy` file or flat ServingConfig fields); default: the chart's "
+        "helm/labelwise/files/serve-config.yaml when present, else ServingConfig's defaults.",
+    ),
+    host: str | None = typer.Option(None, help="Address the HTTP proxy binds (default: the config's)."),
+    port: int | None = typer.Option(None, help="HTTP port (default: the config's, else 8000)."),
     ingress_mode: str | None = typer.Option(None, help="combined (default) or separate."),
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C."""
@@ -44,27 +105,50 @@ def serve_command(
 
     from serving import ServingConfig
 
-    args = load_serving_args(
-        config, repository=str(repository) if repository else None, ingress_mode=ingress_mode
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"{config} does not exist", param_hint="--config")
+    serve_file = load_serve_file(config if config is not None else default_serve_config())
+    args = {**serve_file.args}
+    args.update(
+        {
+            k: v
+            for k, v in {
+                "repository": str(repository) if repository else None,
+                "ingress_mode": ingress_mode,
+            }.items()
+            if v is not None
+        }
     )
     try:
         ServingConfig(**args)
     except ValidationError as exc:
-        raise typer.BadParameter(f"serving config: {exc}") from exc
-    run_server(args, host, port)
+        raise typer.BadParameter(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
+    run_server(
+        args,
+        host or serve_file.host,
+        port or serve_file.port,
+        app_name=serve_file.app_name,
+        route_prefix=serve_file.route_prefix,
+    )
 
 
-def run_server(args: dict[str, Any], host: str, port: int, block: bool = True) -> None:
+def run_server(
+    args: dict[str, Any],
+    host: str,
+    port: int,
+    block: bool = True,
+    app_name: str = DEFAULT_APP_NAME,
+    route_prefix: str = DEFAULT_ROUTE_PREFIX,
+) -> None:
     from ray import serve
 
     from serving._ray_local import start_local_ray, stop_local_ray
     from serving.app import build_app
 
     start_local_ray(host=host, port=port)
-    serve.run(build_app(args), name="labelwise", route_prefix="/", blocking=False)
-    typer.echo(
-        f"labelwise serving on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it"
-    )
+    serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
+    base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+    typer.echo(f"labelwise serving on {base} (docs: {base}/docs); Ctrl-C stops it")
     if not block:
         return
     try:

@@ -1,13 +1,60 @@
-"""Prometheus metrics of one replica process; `/metrics` serves them beside Ray Serve's own.
-
-Each process has its own registry, so a replica's figures never mix with another deployment's.
+"""The labelwise_* metrics, recorded twice: in the replica's own prometheus_client registry (served on
+`/metrics`: one replica's view, whichever the proxy picked) and, inside Ray, with ray.serve.metrics
+(ray.util.metrics plus deployment/replica/application tags), which Ray's metrics agent exports on
+every node (port 8080 by default) as `ray_labelwise_*`: every replica, ready to sum. See docs/serving.md.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
+from typing import Any
 
 from ._optional import require
+
+logger = logging.getLogger("labelwise.serving")
+
+
+def _ray_metrics() -> Any | None:
+    """ray.serve.metrics when this process is a Ray worker, else None (unit tests, the dashboard test)."""
+    try:
+        import ray
+        from ray.serve import metrics
+    except ImportError:
+        return None
+    return metrics if ray.is_initialized() else None
+
+
+class _Series:
+    """One metric (or one label set of it): writes go to prometheus_client and to the Ray twin."""
+
+    def __init__(
+        self, prom: Any, ray_metric: Any, label_names: list[str], tags: dict[str, str] | None = None
+    ) -> None:
+        self._prom = prom
+        self._ray = ray_metric
+        self._label_names = label_names
+        self._tags = tags
+
+    def labels(self, *values: str) -> _Series:
+        tags = dict(zip(self._label_names, (str(v) for v in values), strict=True))
+        return _Series(self._prom.labels(*values), self._ray, self._label_names, tags)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._prom.inc(amount)
+        if self._ray is not None:
+            self._ray.inc(amount, tags=self._tags)
+
+    def observe(self, value: float) -> None:
+        self._prom.observe(value)
+        if self._ray is not None:
+            self._ray.observe(value, tags=self._tags)
+
+    def set(self, value: float) -> None:
+        self._prom.set(value)
+        if self._ray is not None:
+            self._ray.set(value, tags=self._tags)
+
 
 _LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -20,60 +67,95 @@ class ServingMetrics:
     def __init__(self, request_metrics: bool = True, engine_metrics: bool = True) -> None:
         prom = require("prometheus_client")
         self._prom = prom
+        self._ray = _ray_metrics()
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        # A part this process does not own is created unregistered, so /metrics never lists it twice.
-        r = self.registry if request_metrics else None
-        self.requests = prom.Counter(
+        # A part this process does not own is created unregistered (and without a Ray twin), so
+        # neither /metrics nor Ray's export lists it twice.
+        own = request_metrics
+        self.requests = self._counter(
+            own,
             "labelwise_requests",
             "Classify requests by scenario and HTTP status.",
             ["scenario", "status"],
-            registry=r,
         )
-        self.request_latency = prom.Histogram(
+        self.request_latency = self._histogram(
+            own,
             "labelwise_request_latency_seconds",
             "Classify request latency inside the service.",
+            _LATENCY_BUCKETS_S,
             ["scenario"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=r,
         )
-        r = self.registry if engine_metrics else None
-        self.queue_wait = prom.Histogram(
+        own = engine_metrics
+        self.queue_wait = self._histogram(
+            own,
             "labelwise_queue_wait_seconds",
             "Time a row waited for its batch to start.",
-            buckets=_LATENCY_BUCKETS_S,
-            registry=r,
+            _LATENCY_BUCKETS_S,
         )
-        self.batch_rows = prom.Histogram(
-            "labelwise_batch_rows", "Rows per @serve.batch call.", buckets=_ROW_BUCKETS, registry=r
+        self.batch_rows = self._histogram(
+            own, "labelwise_batch_rows", "Rows per @serve.batch call.", _ROW_BUCKETS
         )
-        self.pass_rows = prom.Histogram(
-            "labelwise_forward_rows", "Rows per ONNX forward pass.", buckets=_ROW_BUCKETS, registry=r
+        self.pass_rows = self._histogram(
+            own, "labelwise_forward_rows", "Rows per ONNX forward pass.", _ROW_BUCKETS
         )
-        self.pass_tokens = prom.Histogram(
+        self.pass_tokens = self._histogram(
+            own,
             "labelwise_forward_tokens",
             "Padded tokens (rows x width) per ONNX forward pass.",
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
+            _TOKEN_BUCKETS,
         )
-        self.inference = prom.Histogram(
+        self.inference = self._histogram(
+            own,
             "labelwise_inference_seconds",
             "ONNX Runtime time per forward pass.",
+            _LATENCY_BUCKETS_S,
             ["group"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=r,
         )
-        self.loaded_version = prom.Gauge(
-            "labelwise_loaded_version", "Version each scenario is serving.", ["scenario"], registry=r
+        self.loaded_version = self._gauge(
+            own, "labelwise_loaded_version", "Version each scenario is serving.", ["scenario"]
         )
-        self.reloads = prom.Counter(
-            "labelwise_reloads", "Versions swapped in after an alias change.", ["scenario"], registry=r
+        self.reloads = self._counter(
+            own, "labelwise_reloads", "Versions swapped in after an alias change.", ["scenario"]
         )
-        self.reload_failures = prom.Counter(
+        self.reload_failures = self._counter(
+            own,
             "labelwise_reload_failures",
             "Versions refused because they failed verification or loading.",
             ["scenario"],
-            registry=r,
         )
+
+    # prometheus_client appends _total to a counter's name; Ray's export does the same and prefixes ray_.
+    def _counter(self, own: bool, name: str, doc: str, labels: list[str] | None = None) -> _Series:
+        prom = self._prom.Counter(name, doc, labels or [], registry=self.registry if own else None)
+        twin = self._twin("Counter", own, name, doc, labels)
+        return _Series(prom, twin, labels or [])
+
+    def _gauge(self, own: bool, name: str, doc: str, labels: list[str] | None = None) -> _Series:
+        prom = self._prom.Gauge(name, doc, labels or [], registry=self.registry if own else None)
+        return _Series(prom, self._twin("Gauge", own, name, doc, labels), labels or [])
+
+    def _histogram(
+        self,
+        own: bool,
+        name: str,
+        doc: str,
+        buckets: tuple[float, ...],
+        labels: list[str] | None = None,
+    ) -> _Series:
+        prom = self._prom.Histogram(
+            name, doc, labels or [], buckets=buckets, registry=self.registry if own else None
+        )
+        twin = self._twin("Histogram", own, name, doc, labels, boundaries=list(buckets))
+        return _Series(prom, twin, labels or [])
+
+    def _twin(self, kind: str, own: bool, name: str, doc: str, labels: list[str] | None, **extra: Any) -> Any:
+        if not own or self._ray is None:
+            return None
+        try:
+            return getattr(self._ray, kind)(name, description=doc, tag_keys=tuple(labels or ()), **extra)
+        except Exception as exc:  # Ray's export is extra: /metrics must work without it
+            logger.warning("Ray metric %s not created: %s", name, exc)
+            return None
 
     def render(self) -> bytes:
         return self._prom.generate_latest(self.registry)

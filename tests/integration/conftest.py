@@ -25,6 +25,7 @@ class ServedApp:
     work_dir: Path
     references: dict[str, Reference]
     client: httpx.Client
+    ray_metrics_url: str
 
     def publish(self, scenario: str, seed: int) -> Reference:
         """Train and publish the next version of scenario through the real pipeline."""
@@ -38,6 +39,17 @@ class ServedApp:
                 return value
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+    def ray_metric(self, name: str, **tags: str) -> float:
+        """Sum of one metric over every series in Ray's metrics export whose tags include `tags`."""
+        total = 0.0
+        for line in httpx.get(self.ray_metrics_url, timeout=10).text.splitlines():
+            head, _, value = line.rpartition(" ")
+            if not line.startswith(name + "{"):
+                continue
+            if all(f'{key}="{val}"' in head for key, val in tags.items()):
+                total += float(value)
+        return total
 
     def metric(self, name: str) -> dict[str, float]:
         """Samples of one metric from /metrics: {label-string: value}."""
@@ -74,6 +86,10 @@ def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     port = _free_port()
     start_local_ray(port=port, num_cpus=2)
+    import ray
+
+    # Ray's per-node metrics export (the agent binds loopback here; 8080 on a cluster node).
+    ray_metrics_url = f"http://127.0.0.1:{ray._private.worker.global_worker.node.metrics_export_port}/metrics"
     app = build_app(
         {
             "repository": str(repo.root),
@@ -89,7 +105,7 @@ def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     serve.run(app, name="labelwise", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)
-    served_app = ServedApp(url, repo, tiny_roberta_dir, work_dir, refs, client)
+    served_app = ServedApp(url, repo, tiny_roberta_dir, work_dir, refs, client, ray_metrics_url)
 
     def _up() -> bool:
         try:

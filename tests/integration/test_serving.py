@@ -130,6 +130,22 @@ def test_scenarios_docs_and_metrics(served: ServedApp) -> None:
         assert name in text
 
 
+def test_ray_metrics_export_carries_the_labelwise_metrics_of_every_replica(served: ServedApp) -> None:
+    for _ in range(3):
+        assert _classify(served, "mood_frozen", TEXTS[:1]).status_code == 200
+    # One replica here, so its /metrics and the node's Ray export must agree once the agent caught up.
+    local = served.metric('labelwise_requests_total{scenario="mood_frozen",status="200"}')[""]
+    served.wait_for(
+        lambda: (
+            served.ray_metric("ray_labelwise_requests_total", scenario="mood_frozen", status="200") == local
+        ),
+        60,
+        f"ray_labelwise_requests_total == {local}",
+    )
+    assert served.ray_metric("ray_labelwise_batch_rows_count", deployment="labelwise") > 0
+    assert served.ray_metric("ray_labelwise_loaded_version", scenario="mood_frozen") == 1
+
+
 def test_promote_under_load_has_no_failures_and_moves_to_the_new_version(served: ServedApp) -> None:
     ref2 = served.publish("sentiment_full", 11)
     stop = threading.Event()

@@ -9,9 +9,6 @@ import pytest
 from model_repository import ModelRepository
 from tests.conftest import write_toy_csv
 
-pytest.importorskip("torch", reason="the training extra builds the tiny versions")
-pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
-
 # scenario -> (strategy, labels present in the toy data)
 SCENARIOS = {
     "full_three": ("full", ("positive", "negative", "neutral")),
@@ -23,6 +20,7 @@ SCENARIOS = {
 @pytest.fixture(scope="session")
 def loaded_scenarios(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """{name: LoadedScenario}; a few optimizer steps each: the engine needs real graphs, not accuracy."""
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
     from serving.engine import BaseEncoderCache, EngineSettings, load_scenario
     from training import custom_scenario, make_train_config, train_and_publish
 

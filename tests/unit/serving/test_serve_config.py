@@ -1,0 +1,64 @@
+"""`labelwise serve` reads the chart's Serve config: app name, route prefix, port and args from the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from labelwise._cli_serving import default_serve_config, load_serve_file, load_serving_args
+from serving import ServingConfig
+
+CHART_FILE = Path(__file__).resolve().parents[3] / "helm" / "labelwise" / "files" / "serve-config.yaml"
+
+
+def test_the_default_is_the_charts_file_and_its_args_validate() -> None:
+    assert default_serve_config() == CHART_FILE
+    loaded = load_serve_file(default_serve_config())
+    raw = yaml.safe_load(CHART_FILE.read_text(encoding="utf-8"))
+    app = raw["applications"][0]
+    assert (loaded.app_name, loaded.route_prefix) == (app["name"], app["route_prefix"])
+    assert (loaded.host, loaded.port) == (raw["http_options"]["host"], raw["http_options"]["port"])
+    ServingConfig(**loaded.args)
+
+
+def test_name_route_port_and_args_come_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "http_options": {"host": "127.0.0.1", "port": 8123},
+                "applications": [
+                    {
+                        "name": "lw-test",
+                        "route_prefix": "/lw",
+                        "import_path": "serving.app:build_app",
+                        "args": {"max_batch_size": 8},
+                    }
+                ],
+            }
+        )
+    )
+    loaded = load_serve_file(path)
+    assert (loaded.app_name, loaded.route_prefix, loaded.port) == ("lw-test", "/lw", 8123)
+    assert load_serving_args(path, repository="r", ingress_mode=None) == {
+        "max_batch_size": 8,
+        "repository": "r",
+    }
+
+
+def test_a_flat_file_gives_args_and_default_address(tmp_path: Path) -> None:
+    path = tmp_path / "flat.yaml"
+    path.write_text("max_batch_size: 4\n")
+    loaded = load_serve_file(path)
+    assert loaded.args == {"max_batch_size": 4}
+    assert (loaded.app_name, loaded.route_prefix, loaded.port) == ("labelwise", "/", 8000)
+
+
+def test_a_bad_file_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("applications: []\n")
+    with pytest.raises(typer.BadParameter, match=r"bad\.yaml"):
+        load_serve_file(path)
