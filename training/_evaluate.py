@@ -167,7 +167,7 @@ def comparison_markdown(rows: list[ComparisonRow], title: str) -> str:
     for r in rows:
         lines.append(
             f"| {r.strategy} | {r.accuracy:.4f} | {r.macro_f1:.4f} | {r.train_time_s:.0f} | "
-            f"{r.trainable_params:,} | {r.trainable_params / r.total_params:.2%} | "
+            f"{r.trainable_params:,} | {r.trainable_params / r.total_params:.3%} | "
             f"{_size(r.artifact_bytes)} |"
         )
     return "\n".join(lines)
