@@ -51,6 +51,7 @@ def measure_ceiling(
         "scenario": scenario,
         "precision": loaded.precision,
         "threads": threads,
+        "max_batch_tokens": max_batch_tokens,
         "best_batch_size": int(best),
         "seq_per_s": per_size[best],
         "seq_per_s_by_batch_size": per_size,
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts-file", default=None)
     parser.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
     parser.add_argument("--seconds-per-size", type=float, default=3.0)
+    parser.add_argument("--max-batch-tokens", type=int, default=16384, help="The server's token budget.")
     args = parser.parse_args(argv)
     result = measure_ceiling(
         args.repository,
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args.precision,
         tuple(int(b) for b in args.batch_sizes.split(",") if b),
         args.seconds_per_size,
+        args.max_batch_tokens,
     )
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

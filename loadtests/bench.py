@@ -139,11 +139,19 @@ def ceiling(models: BenchModels, threads: int, texts_file: str, options: BenchOp
         "--precision", models.precision,
         "--texts-file", texts_file,
         "--seconds-per-size", str(options.ceiling_seconds_per_size),
+        # The engine cuts batches by the same token budget as the server's replicas.
+        "--max-batch-tokens", str(_max_batch_tokens(options)),
     )  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise BenchError(f"the ceiling measurement failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _max_batch_tokens(options: BenchOptions) -> int:
+    from serving import ServingConfig
+
+    return int(options.serve_overrides.get("max_batch_tokens", ServingConfig().max_batch_tokens))
 
 
 def _load(
