@@ -165,6 +165,7 @@ def test_promote_under_load_has_no_failures_and_moves_to_the_new_version(served:
     for w in workers:
         w.start()
     try:
+        served.wait_for(lambda: len(versions) >= 4, 60, "responses from v1 under load")
         served.repo.set_alias("sentiment_full", "production", 2)
         served.wait_for(lambda: versions and versions[-1] == 2, 60, "responses from v2")
     finally:
