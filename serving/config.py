@@ -52,7 +52,13 @@ class ServingConfig(BaseSettings):
     )
     lora_mode: Literal["merged", "shared"] = Field(
         default="merged",
-        description="merged: each LoRA scenario's merged graph; shared: one multi-adapter graph.",
+        description="merged: each LoRA scenario's merged graph; shared: one multi-adapter graph per base "
+        "(rows of every LoRA scenario on it share one batch and one run).",
+    )
+    lora_table_rank: int = Field(
+        default=8,
+        ge=1,
+        description="lora_mode shared: rank of the multi-adapter graph; adapters of higher rank are refused.",
     )
     # limits
     max_texts_per_request: int = Field(default=64, ge=1, description="Texts allowed in one request.")

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 PARITY_ROWS = 512
 DEFAULT_EXPORT = ("fp32", "int8")
+# Table rank of the multi-adapter graph published beside LoRA versions; serving's lora_table_rank
+# defaults to the same, so every adapter of rank <= 8 on a base shares one graph and one batch.
+SHARED_TABLE_RANK = 8
 
 
 def export_available() -> bool:
@@ -113,11 +116,35 @@ def publish_run(
                     repository=repository,
                 )
             )
+            if config.strategy == "lora" and (draft.path / "lora.npz").is_file():
+                export_shared_graph(repository, base.path, config.params.lora_r, export_precisions)
     assert draft.manifest is not None
     if alias:
         repository.set_alias(config.scenario.name, alias, draft.manifest.version)
     log.info("published %s v%d to %s", config.scenario.name, draft.manifest.version, repository.root)
     return draft.manifest
+
+
+def export_shared_graph(
+    repository: ModelRepository, base_path: Path, lora_r: int, precisions: list[str]
+) -> None:
+    """Export the base's multi-adapter graph (lora_mode: shared) unless it exists, so serving needs no torch.
+
+    Default target modules: one graph per base serves every adapter with the default targets; an
+    adapter with others is refused by shared serving and keeps its merged graph. An unsupported
+    architecture only logs: the version is still served by its merged graph (lora_mode: merged).
+    """
+    from training.multi_adapter import MultiAdapterError, export_multi_adapter_base
+
+    wanted = [p for p in precisions if p in ("fp32", "int8")]
+    if not wanted:
+        return
+    try:
+        export_multi_adapter_base(
+            repository, base_path, rank=max(SHARED_TABLE_RANK, lora_r), precisions=wanted, say=log.info
+        )
+    except MultiAdapterError as exc:
+        log.warning("no multi-adapter graph for %s: %s (lora_mode: shared will refuse it)", base_path, exc)
 
 
 def train_and_publish(

@@ -36,6 +36,7 @@ class BatchStats:
     tokens: int
     seconds: float
     group: str
+    scenarios: int = 1  # distinct scenario versions whose rows shared this pass
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -77,18 +78,21 @@ class OnnxEngine:
         self, first: LoadedScenario, ids: list[list[int]], scenarios: list[LoadedScenario], group: str
     ) -> list[np.ndarray]:
         # Sorting by length keeps padding small; the token budget splits the group into micro-batches.
-        # A new kind of group (e.g. LoRA adapters on one shared base) is one more entry in _PASSES.
+        # Each kind of group (own graph, frozen heads on a base, LoRA on a base) is one entry in _PASSES.
         run_pass = self._PASSES[group]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[np.ndarray | None] = [None] * len(ids)
         for chunk in self._chunks(order, ids):
             input_ids, mask = first.tokenizer.pad([ids[i] for i in chunk])
             start = time.perf_counter()
-            logits = run_pass(first, input_ids, mask, [scenarios[i] for i in chunk])
+            chunk_scenarios = [scenarios[i] for i in chunk]
+            logits = run_pass(first, input_ids, mask, chunk_scenarios)
             for pos, i in enumerate(chunk):
                 out[i] = logits[pos]
             if self._on_pass is not None:
-                self._on_pass(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group))
+                mixed = len({(s.name, s.version) for s in chunk_scenarios})
+                seconds = time.perf_counter() - start
+                self._on_pass(BatchStats(len(chunk), int(mask.size), seconds, group, mixed))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
 
     @staticmethod
@@ -117,7 +121,17 @@ class OnnxEngine:
                 out[pos] = row_logits
         return out  # type: ignore[return-value]
 
-    _PASSES = {"graph": _graph_pass, "base": _shared_base_pass}
+    @staticmethod
+    def _shared_lora_pass(
+        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
+    ) -> list[np.ndarray]:
+        """LoRA rows of every scenario on one base in one multi-adapter run, each with its own adapter."""
+        rows = [((s.name, s.version), s.adapter) for s in scenarios]
+        logits = first.shared.run(input_ids, mask, rows)  # type: ignore[union-attr,arg-type]
+        # Columns past a row's label count are the -inf padding of wider scenarios: never scored.
+        return [logits[pos, : len(s.labels)] for pos, s in enumerate(scenarios)]
+
+    _PASSES = {"graph": _graph_pass, "base": _shared_base_pass, "lora": _shared_lora_pass}
 
     def _chunks(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
         chunks: list[list[int]] = []

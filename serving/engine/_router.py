@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from model_repository import ModelRepository, RepositoryError
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
+from ._adapters import MultiAdapterCache
 from ._scenario import BaseEncoderCache, EngineSettings, LoadedScenario, load_scenario
 
 logger = logging.getLogger("labelwise.serving")
@@ -50,6 +51,7 @@ class ScenarioRouter:
             name: ScenarioState(name, alias) for name, alias in (scenarios or {}).items()
         }
         self._bases = BaseEncoderCache()
+        self.adapters = MultiAdapterCache()  # lora_mode shared: one graph + table per base
         self._on_loaded = on_loaded
         self._on_refused = on_refused
         self._lock = threading.Lock()  # one poll at a time; lookups never take it
@@ -93,7 +95,7 @@ class ScenarioRouter:
         if target == current or target == state.refused_version:
             return
         try:
-            loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases)
+            loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
             state.refused_version, state.last_error = target, str(exc)
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
@@ -102,6 +104,7 @@ class ScenarioRouter:
                 self._on_refused(state.name, target)
             return
         state.loaded, state.refused_version, state.last_error = loaded, None, None
-        logger.info("serving %s v%s (%s, %s)", state.name, target, loaded.manifest.strategy, loaded.precision)
+        how = f"row of {loaded.shared.folder}" if loaded.shared is not None else loaded.precision
+        logger.info("serving %s v%s (%s, %s)", state.name, target, loaded.manifest.strategy, how)
         if self._on_loaded is not None:
             self._on_loaded(state.name, target, current is not None)

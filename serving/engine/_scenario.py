@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model_repository import Manifest, ModelRepository
+from model_repository import AdapterMismatchError, Manifest, ModelRepository, RepositoryError
+from model_repository.multi_adapter import AdapterEntry, check_adapter
 
 from ..errors import ModelLoadError
+from ._adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name, num_labels_of
 from ._session import OnnxGraph
 from ._tokenize import TextTokenizer
 
@@ -24,6 +26,9 @@ class EngineSettings:
     providers: list[str]
     precisions: list[str]
     intra_op_threads: int = 0
+    # merged: a LoRA version runs its own merged graph; shared: the base's multi-adapter graph
+    lora_mode: str = "merged"
+    lora_table_rank: int = 8
 
 
 class NumpyHead:
@@ -66,6 +71,8 @@ class LoadedScenario:
     base_key: str | None = None
     base_graph: OnnxGraph | None = None
     tokenizer_sha: str = ""
+    shared: SharedAdapterGraph | None = None  # lora_mode shared: the graph whose table holds our row
+    adapter: AdapterEntry | None = None  # this version's own adapter and head (never another's)
 
     @property
     def labels(self) -> list[str]:
@@ -74,6 +81,13 @@ class LoadedScenario:
     @property
     def group_key(self) -> tuple:
         """Rows with the same key share one forward pass."""
+        if self.shared is not None:
+            return (
+                "lora",
+                id(self.shared),
+                self.tokenizer_sha,
+                self.tokenizer.max_length_tokens,
+            )
         if self.head is not None:
             return (
                 "base",
@@ -99,9 +113,18 @@ class BaseEncoderCache:
 
 
 def load_scenario(
-    repo: ModelRepository, name: str, version: int, settings: EngineSettings, bases: BaseEncoderCache
+    repo: ModelRepository,
+    name: str,
+    version: int,
+    settings: EngineSettings,
+    bases: BaseEncoderCache,
+    adapters: MultiAdapterCache | None = None,
 ) -> LoadedScenario:
-    """Verify checksums, open the graph (or base + head), and run one warm-up row; raise ModelLoadError."""
+    """Verify checksums, open the graph (or base + head), and run one warm-up row; raise ModelLoadError.
+
+    With `lora_mode: shared` a LoRA version joins its base's multi-adapter table instead (the table
+    is swapped only after the warm-up row passed); an adapter the graph cannot take is refused.
+    """
     try:
         manifest = repo.verify(name, version)
     except Exception as exc:
@@ -110,9 +133,15 @@ def load_scenario(
     try:
         tokenizer = TextTokenizer(folder / "tokenizer", manifest.max_length_tokens)
         tok_entry = manifest.files.get("tokenizer/tokenizer.json")
-        loaded = _open_model(repo, manifest, folder, settings, bases, tokenizer)
-        loaded.tokenizer_sha = tok_entry.sha256 if tok_entry else f"{name}-{version}"
-        _warm_up(loaded)
+        sha = tok_entry.sha256 if tok_entry else f"{name}-{version}"
+        if settings.lora_mode == "shared" and manifest.strategy == "lora":
+            # No merged graph is opened: a shared scenario costs its table row, not a session.
+            loaded = LoadedScenario(name, version, manifest, tokenizer, precision="", tokenizer_sha=sha)
+            _join_shared(repo, loaded, folder, settings, adapters or MultiAdapterCache())
+        else:
+            loaded = _open_model(repo, manifest, folder, settings, bases, tokenizer)
+            loaded.tokenizer_sha = sha
+            _warm_up(loaded)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -161,6 +190,65 @@ def _open_model(
         f"{manifest.scenario} v{manifest.version}: no ONNX graph in precisions {settings.precisions} "
         f"(exports: {[e.precision for e in manifest.exports]})"
     )
+
+
+def _join_shared(
+    repo: ModelRepository,
+    loaded: LoadedScenario,
+    folder: Path,
+    settings: EngineSettings,
+    adapters: MultiAdapterCache,
+) -> None:
+    """Check the adapter against the base's multi-adapter graph, warm up its row, swap the table in."""
+    m = loaded.manifest
+    who = f"{m.scenario} v{m.version}"
+    if m.base_encoder is None or m.head is None or not (folder / "lora.npz").is_file():
+        raise ModelLoadError(
+            f"{who}: lora_mode shared needs base_encoder, head and lora.npz in the version "
+            "(a DoRA adapter or a version exported without a head cannot share the base graph)"
+        )
+    key = m.base_encoder.key
+    tried = []
+    for precision in settings.precisions:
+        graph_folder = graph_folder_name(settings.lora_table_rank, precision)
+        tried.append(graph_folder)
+        if repo.has_base(key, graph_folder):
+            break
+    else:
+        raise ModelLoadError(
+            f"{who}: no multi-adapter graph for base {key!r} in {tried}; publishing a LoRA version exports "
+            "it, or run training.multi_adapter.export_multi_adapter_base(repo, <base>, "
+            f"rank={settings.lora_table_rank})"
+        )
+    try:
+        shared = adapters.get(repo, key, graph_folder, settings.providers, settings.intra_op_threads)
+    except (RepositoryError, AdapterMismatchError) as exc:
+        raise ModelLoadError(
+            f"{who}: multi-adapter graph {key}/{graph_folder} failed verification: {exc}"
+        ) from exc
+    with np.load(folder / "lora.npz") as lora, np.load(folder / m.head.path) as head:
+        entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
+    try:
+        n_labels = check_adapter(shared.spec, entry)
+    except AdapterMismatchError as exc:
+        raise ModelLoadError(f"refused by the multi-adapter graph {key}/{graph_folder}: {exc}") from exc
+    if n_labels != len(m.labels):
+        raise ModelLoadError(f"{who}: head.npz has {n_labels} labels, the manifest {len(m.labels)}")
+    loaded.shared, loaded.adapter = shared, entry
+    loaded.precision = graph_folder.rsplit("-", 1)[1]
+    loaded.base_key = key
+
+    def warm_up(table: AdapterTable, row: int) -> None:
+        ids, mask = loaded.tokenizer.pad(loaded.tokenizer.encode_ids(["warm up"])[0])
+        logits = shared.run(ids, mask, [((m.scenario, m.version), entry)], table)
+        width = num_labels_of(table, row)
+        if logits.shape[0] != 1 or width != n_labels or not np.all(np.isfinite(logits[0, :width])):
+            raise ModelLoadError(
+                f"{who}: warm-up on the multi-adapter graph gave logits of shape {logits.shape} "
+                f"({width} labels in its table row, expected {n_labels}, finite)"
+            )
+
+    shared.install(m.scenario, m.version, entry, check=warm_up)
 
 
 def _warm_up(loaded: LoadedScenario) -> None:

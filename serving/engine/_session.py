@@ -54,8 +54,11 @@ class OnnxGraph:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, extra: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The first output; `extra` feeds further inputs (the multi-adapter graph's tables and index)."""
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **(extra or {})}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         unknown = [n for n in self.input_names if n not in feeds]

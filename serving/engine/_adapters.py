@@ -1,0 +1,198 @@
+"""LoRA scenarios on one base share one multi-adapter graph (`lora_mode: shared`) and one forward pass.
+
+A replica opens the graph once per (base key, table rank, precision) and keeps an immutable
+`AdapterTable`: the stacked adapter and head tensors the graph takes as inputs, one row per hosted
+scenario. Load and promote build a new table and swap one reference, so a pass reads one consistent
+table and in-flight passes finish on the old one. Every row carries its own version's adapter: a row
+whose version is not in the table it reads (bound just before a promote) gets its adapter appended
+for that pass only, so nothing is dropped and no row is ever answered with another adapter's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model_repository import ModelRepository
+from model_repository.multi_adapter import (
+    ADAPTER_INDEX_INPUT,
+    NUM_LABELS_INPUT,
+    AdapterEntry,
+    GraphSpec,
+    build_tables,
+)
+
+from ._session import OnnxGraph
+
+logger = logging.getLogger("labelwise.serving")
+
+GRAPH_FILE = "multi_adapter.onnx"
+_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def graph_folder_name(rank: int, precision: str) -> str:
+    """`multi-lora-r8-fp32`: the folder under `_bases/<key>/` (training.multi_adapter writes the same)."""
+    return f"multi-lora-r{int(rank)}-{precision}"
+
+
+AdapterKey = tuple[str, int]  # (scenario, version)
+
+
+@dataclass(frozen=True)
+class AdapterTable:
+    """The graph's table inputs, row i = one scenario version; never mutated once built."""
+
+    tables: Mapping[str, np.ndarray]
+    row_of: Mapping[AdapterKey, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_of)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(t.nbytes for t in self.tables.values()))
+
+
+def _concat_tables(
+    first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Rows of second after rows of first; label axes (the one after the adapter axis) padded to the wider."""
+    out = {}
+    for name, a in first.items():
+        b = second[name]
+        if a.ndim >= 2 and a.shape[1:] != b.shape[1:] and name.startswith("head."):
+            width = max(a.shape[1], b.shape[1])
+            a = np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+            b = np.pad(b, [(0, 0), (0, width - b.shape[1])] + [(0, 0)] * (b.ndim - 2))
+        out[name] = np.concatenate([a, b])
+    return out
+
+
+class SharedAdapterGraph:
+    """One multi-adapter session and the table its passes read; `install` swaps the table atomically."""
+
+    def __init__(
+        self, path: Path, spec: GraphSpec, folder: str, providers: list[str], intra_op_threads: int
+    ) -> None:
+        self.graph = OnnxGraph(path, providers, intra_op_threads)
+        self.spec = spec
+        self.folder = folder  # e.g. multi-lora-r8-fp32, for messages and metrics
+        types = {i.name: i.type for i in self.graph.session.get_inputs()}
+        # An fp16 graph (GPU) takes fp16 tables; the phase-1 export writes fp32 and int8 (fp32 tables).
+        self.table_dtype = _ORT_FLOAT.get(types.get(f"lora.{next(iter(spec.projections))}.A", ""), np.float32)
+        self._entries: dict[str, tuple[int, AdapterEntry]] = {}
+        self._lock = threading.Lock()  # writers only; a pass reads self.table once, without it
+        self.table: AdapterTable | None = None
+
+    def _build(self, entries: Sequence[tuple[AdapterKey, AdapterEntry]]) -> AdapterTable:
+        tables = build_tables(self.spec, [e for _k, e in entries], dtype=self.table_dtype)
+        return AdapterTable(tables, {key: i for i, (key, _e) in enumerate(entries)})
+
+    def install(
+        self,
+        name: str,
+        version: int,
+        entry: AdapterEntry,
+        check: Callable[[AdapterTable, int], None] | None = None,
+    ) -> AdapterTable:
+        """Put (name, version) in the row of name, check the new table, then swap it in; return it.
+
+        If check raises, the table in service is untouched.
+        """
+        with self._lock:
+            entries = {**self._entries, name: (version, entry)}
+            ordered = [((n, v), e) for n, (v, e) in sorted(entries.items())]
+            table = self._build(ordered)
+            if check is not None:
+                check(table, table.row_of[(name, version)])
+            self._entries = entries
+            self.table = table  # one reference assignment: a pass sees the old table or the new one
+        return table
+
+    def remove(self, name: str) -> None:
+        """Drop a scenario's row (an unloaded scenario); rows already bound to it still run (see run)."""
+        with self._lock:
+            if name not in self._entries:
+                return
+            entries = {k: v for k, v in self._entries.items() if k != name}
+            ordered = [((n, v), e) for n, (v, e) in sorted(entries.items())]
+            self._entries = entries
+            self.table = self._build(ordered) if ordered else None
+
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        rows: Sequence[tuple[AdapterKey, AdapterEntry]],
+        table: AdapterTable | None = None,
+    ) -> np.ndarray:
+        """Logits [rows, widest label count] in one session call; row i uses rows[i]'s own adapter."""
+        table = table if table is not None else self.table
+        index: list[int] = []
+        extra: dict[AdapterKey, int] = {}
+        extra_entries: list[tuple[AdapterKey, AdapterEntry]] = []
+        base = table.rows if table is not None else 0
+        for key, entry in rows:
+            i = table.row_of.get(key) if table is not None else None
+            if i is None:  # bound to a version the table no longer (or not yet) holds
+                if key not in extra:
+                    extra[key] = base + len(extra_entries)
+                    extra_entries.append((key, entry))
+                i = extra[key]
+            index.append(i)
+        if extra_entries:
+            added = self._build(extra_entries).tables
+            tables = _concat_tables(table.tables, added) if table is not None else added
+        else:
+            tables = table.tables  # type: ignore[union-attr]
+        feeds = {**tables, ADAPTER_INDEX_INPUT: np.asarray(index, dtype=np.int64)}
+        return self.graph.run(input_ids, attention_mask, extra=feeds)
+
+    @property
+    def hosted(self) -> dict[str, int]:
+        return {name: version for name, (version, _e) in self._entries.items()}
+
+
+class MultiAdapterCache:
+    """Multi-adapter graphs, one per (base key, table rank, precision), opened once per replica."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple[str, str], SharedAdapterGraph] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, repo: ModelRepository, key: str, folder: str, providers: list[str], intra_op_threads: int
+    ) -> SharedAdapterGraph:
+        with self._lock:
+            if (key, folder) not in self._graphs:
+                info = repo.verify_base(key, folder)  # checksums first, as for any version
+                spec = GraphSpec.from_json(info["info"]["spec"])
+                path = repo.base_path(key, folder) / GRAPH_FILE
+                self._graphs[(key, folder)] = SharedAdapterGraph(
+                    path, spec, folder, providers, intra_op_threads
+                )
+                logger.info("opened multi-adapter graph %s/%s (rank %d)", key, folder, spec.rank)
+            return self._graphs[(key, folder)]
+
+    def graphs(self) -> list[SharedAdapterGraph]:
+        return list(self._graphs.values())
+
+
+def num_labels_of(table: AdapterTable, row: int) -> int:
+    return int(table.tables[NUM_LABELS_INPUT][row])
+
+
+__all__ = [
+    "GRAPH_FILE",
+    "AdapterTable",
+    "MultiAdapterCache",
+    "SharedAdapterGraph",
+    "graph_folder_name",
+    "num_labels_of",
+]
