@@ -46,7 +46,9 @@ class ClassifierCore:
         self.metrics = ServingMetrics()
         providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
         threads = cfg.ort_intra_op_threads or max(1, int(cfg.num_cpus) or 1)
-        settings = EngineSettings(providers, precision_order(cfg.precision, providers), threads)
+        settings = EngineSettings(
+            providers, precision_order(cfg.precision, providers), threads, cfg.lora_mode, cfg.lora_table_rank
+        )
         specs = {s.name: s.alias for s in cfg.scenarios} if cfg.scenarios is not None else None
         self.router = ScenarioRouter(
             ModelRepository(cfg.repository),
@@ -80,6 +82,7 @@ class ClassifierCore:
     def _on_pass(self, stats: BatchStats) -> None:
         self.metrics.pass_rows.observe(stats.rows)
         self.metrics.pass_tokens.observe(stats.tokens)
+        self.metrics.pass_scenarios.labels(stats.group).observe(stats.scenarios)
         self.metrics.inference.labels(stats.group).observe(stats.seconds)
 
     def _on_batch(self, rows: int, waits_s: list[float]) -> None:

@@ -104,6 +104,13 @@ class ServingMetrics:
             "Padded tokens (rows x width) per ONNX forward pass.",
             _TOKEN_BUCKETS,
         )
+        self.pass_scenarios = self._histogram(
+            own,
+            "labelwise_forward_scenarios",
+            "Distinct scenario versions whose rows shared one ONNX forward pass.",
+            _ROW_BUCKETS,
+            ["group"],
+        )
         self.inference = self._histogram(
             own,
             "labelwise_inference_seconds",
