@@ -1,0 +1,153 @@
+"""lora_mode shared: LoRA versions published by the real pipeline, served through the multi-adapter graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_repository import ModelRepository
+from tests.conftest import write_toy_csv
+
+TEXTS = [
+    "The film was great today.",
+    "ok",
+    "My order was awful again and the team was horrible as usual, I think.",
+    "The flight was listed by noon.",
+    "the app was brilliant",
+]
+# name -> (labels, LoRA target modules; None = the architecture's default, which the graph adapts)
+SCENARIOS = {
+    "lora_two": (("negative", "positive"), None),
+    "lora_three": (("positive", "negative", "neutral"), None),
+    "lora_qkv": (("positive", "negative"), ["query", "key", "value"]),
+}
+
+
+def _publish(repo: ModelRepository, work: Path, tiny: Path, name: str, seed: int) -> int:
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    labels, targets = SCENARIOS[name]
+    data = work / "data" / f"{name}-{seed}"
+    write_toy_csv(data / "train.csv", 8, seed=seed, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=seed + 100, labels=labels)
+    config = make_train_config(
+        custom_scenario(name, list(labels), data, max_length_tokens=16),
+        "lora",
+        base_model=str(tiny),
+        output_dir=work / "runs" / f"{name}-{seed}",
+        max_steps=3,
+        batch_size=8,
+        early_stopping_patience=None,
+        learning_rate=5e-2,  # large: adapters far from zero, so a wrong adapter would show
+        lora_target_modules=targets,
+        seed=seed,
+    )
+    return train_and_publish(config, repo, export_precisions=["fp32"]).version
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """lora_two v1 + v2, lora_three v1, lora_qkv v1 (other targets), each with its merged graph too."""
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    work = tmp_path_factory.mktemp("shared-lora")
+    repository = ModelRepository(work / "repo")
+    for seed, name in enumerate(SCENARIOS, start=1):
+        _publish(repository, work, tiny_roberta_dir, name, seed)
+    assert _publish(repository, work, tiny_roberta_dir, "lora_two", 11) == 2
+    return repository
+
+
+def _settings(mode: str):
+    from serving.engine import EngineSettings
+
+    return EngineSettings(["CPUExecutionProvider"], ["fp32"], 1, lora_mode=mode, lora_table_rank=8)
+
+
+def _load(repo: ModelRepository, name: str, version: int, mode: str, adapters=None):
+    from serving.engine import BaseEncoderCache, load_scenario
+
+    return load_scenario(repo, name, version, _settings(mode), BaseEncoderCache(), adapters)
+
+
+def _merged_logits(loaded, texts: list[str]) -> np.ndarray:
+    ids, mask = loaded.tokenizer.pad(loaded.tokenizer.encode_ids(texts)[0])
+    return loaded.graph.run(ids, mask)
+
+
+def test_rows_of_two_scenarios_share_one_pass_and_each_matches_its_own_merged_graph(
+    repo: ModelRepository,
+) -> None:
+    from serving.engine import BatchStats, MultiAdapterCache, OnnxEngine, Row
+
+    cache = MultiAdapterCache()
+    shared = {n: _load(repo, n, 1, "shared", cache) for n in ("lora_two", "lora_three")}
+    merged = {n: _load(repo, n, 1, "merged") for n in shared}
+    assert shared["lora_two"].shared is shared["lora_three"].shared  # one graph, one table
+    assert shared["lora_two"].graph is None  # no merged session is opened in shared mode
+    passes: list[BatchStats] = []
+    engine = OnnxEngine(max_batch_tokens=4096, on_pass=passes.append)
+    rows = [Row(shared[("lora_two", "lora_three")[i % 2]], t) for i, t in enumerate(TEXTS * 2)]
+    results = engine.classify(rows)
+    assert [(p.group, p.rows, p.scenarios) for p in passes] == [("lora", 10, 2)]
+    for row, result in zip(rows, results, strict=True):
+        expected = engine.classify([Row(merged[row.scenario.name], row.text)])[0]
+        assert result.probs.shape == (len(row.scenario.labels),)
+        np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+
+    # Logits, row by row, in one mixed run: each equals its merged graph, and the other adapter differs.
+    graph = shared["lora_two"].shared
+    ids, mask = shared["lora_two"].tokenizer.pad(shared["lora_two"].tokenizer.encode_ids(TEXTS)[0])
+    own = [(("lora_two", 1), shared["lora_two"].adapter), (("lora_three", 1), shared["lora_three"].adapter)]
+    logits = graph.run(ids, mask, [own[i % 2] for i in range(len(TEXTS))])
+    expect = {n: _merged_logits(merged[n], TEXTS) for n in merged}
+    for i in range(len(TEXTS)):
+        name = ("lora_two", "lora_three")[i % 2]
+        width = len(merged[name].labels)
+        np.testing.assert_allclose(logits[i, :width], expect[name][i], atol=1e-4)
+        assert np.all(np.isneginf(logits[i, width:]))
+    swapped = graph.run(ids, mask, [own[(i + 1) % 2] for i in range(len(TEXTS))])
+    assert np.abs(swapped[:, :2] - logits[:, :2]).max() > 1e-3  # the check above is not vacuous
+
+
+def test_an_adapter_with_other_targets_is_refused_and_the_others_keep_serving(repo: ModelRepository) -> None:
+    from serving.engine import MultiAdapterCache, OnnxEngine, Row
+    from serving.errors import ModelLoadError
+
+    cache = MultiAdapterCache()
+    two = _load(repo, "lora_two", 1, "shared", cache)
+    before = two.shared.table
+    with pytest.raises(ModelLoadError, match=r"lora_qkv v1: LoRA targets .*key.*the graph adapts"):
+        _load(repo, "lora_qkv", 1, "shared", cache)
+    assert two.shared.table is before and two.shared.hosted == {"lora_two": 1}
+    assert OnnxEngine(4096).classify([Row(two, "the app was brilliant")])[0].probs.shape == (2,)
+    # lora_mode merged still serves it through its own merged graph.
+    assert _load(repo, "lora_qkv", 1, "merged").graph is not None
+
+
+def test_promote_swaps_one_table_row_and_rows_bound_to_the_old_version_still_get_their_own_adapter(
+    repo: ModelRepository,
+) -> None:
+    from serving.engine import MultiAdapterCache, OnnxEngine, Row
+
+    cache = MultiAdapterCache()
+    v1 = _load(repo, "lora_two", 1, "shared", cache)
+    three = _load(repo, "lora_three", 1, "shared", cache)
+    old_table = v1.shared.table
+    v2 = _load(repo, "lora_two", 2, "shared", cache)  # promote: a new table, swapped by reference
+    new_table = v2.shared.table
+    assert new_table is not old_table and dict(new_table.row_of) == {("lora_three", 1): 0, ("lora_two", 2): 1}
+    assert dict(old_table.row_of) == {("lora_three", 1): 0, ("lora_two", 1): 1}  # never mutated
+    for name, table in new_table.tables.items():  # lora_three's row is unchanged
+        np.testing.assert_array_equal(table[0], old_table.tables[name][0])
+
+    engine = OnnxEngine(4096)
+    # A request bound to v1 just before the swap runs in the same pass as v2 and lora_three rows.
+    rows = [Row(v1, TEXTS[0]), Row(v2, TEXTS[0]), Row(three, TEXTS[0])]
+    got = engine.classify(rows)
+    for row, result in zip(rows, got, strict=True):
+        merged = _load(repo, row.scenario.name, row.scenario.version, "merged")
+        expected = engine.classify([Row(merged, row.text)])[0]
+        np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+    assert np.abs(got[0].probs - got[1].probs).max() > 1e-4  # v1 and v2 really differ
