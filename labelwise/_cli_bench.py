@@ -48,9 +48,21 @@ def bench_command(
     ),
     attach_timeout_s: float = typer.Option(15.0, help="With --url: how long to wait for /readyz."),
     json_only: bool = typer.Option(False, "--json", help="Print only the JSON report."),
+    lora_modes: str | None = typer.Option(
+        None,
+        help="Instead of the main bench: compare lora_mode values (e.g. merged,shared) over many MiniLM "
+        "LoRA scenarios (loadtests/bench_lora.py).",
+    ),
+    lora_scenarios: str = typer.Option("1,4,8,16,32", help="With --lora-modes: LoRA scenario counts."),
 ) -> None:
     """Measure the engine-alone ceiling, the served figures, the seed baseline and scenario mixes."""
     from rich.console import Console
+
+    if lora_modes is not None:
+        _bench_lora(
+            lora_modes, lora_scenarios, repository, out_dir, port, threads, quick, duration_s, json_only
+        )
+        return
 
     from loadtests.bench import BenchOptions, run_bench
     from loadtests.errors import LoadTestError, NotLoopbackError
@@ -87,5 +99,47 @@ def bench_command(
 
     if not json_only:
         typer.echo(render_markdown(report))
+        typer.echo(f"JSON: {report['json_path']}")
+    typer.echo(json.dumps(report, indent=None if not json_only else 2))
+
+
+def _bench_lora(
+    modes: str,
+    counts: str,
+    repository: Path,
+    out_dir: Path,
+    port: int,
+    threads: int,
+    quick: bool,
+    duration_s: float,
+    json_only: bool,
+) -> None:
+    from rich.console import Console
+
+    from loadtests.bench_lora import LoraBenchOptions, render_lora_markdown, run_lora_bench
+    from loadtests.errors import LoadTestError
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        scenario_counts = [int(c) for c in counts.split(",") if c.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated integers, got {counts!r}") from exc
+    options = LoraBenchOptions(
+        repository=repository,
+        out_dir=out_dir / "lora",
+        modes=[m.strip() for m in modes.split(",") if m.strip()],
+        scenario_counts=scenario_counts,
+        port=port,
+        threads=threads or 1,
+        duration_s=3.0 if quick else duration_s,
+        warmup_s=1.0 if quick else 2.0,
+    )
+    try:
+        report = run_lora_bench(options, say=lambda msg: console.print(f"[cyan]\\[bench-lora][/cyan] {msg}"))
+    except LoadTestError as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not json_only:
+        typer.echo(render_lora_markdown(report))
         typer.echo(f"JSON: {report['json_path']}")
     typer.echo(json.dumps(report, indent=None if not json_only else 2))

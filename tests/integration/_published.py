@@ -25,6 +25,15 @@ SCENARIOS: dict[str, tuple[str, dict[str, str]]] = {
     "mood_frozen": ("frozen", {"neutral": "calm", "negative": "angry"}),
     "intent_lora": ("lora", {"positive": "buy", "negative": "cancel"}),
 }
+# lora_mode shared (tests/integration/test_shared_lora.py): three LoRA scenarios on the tiny base, and
+# one whose adapter targets other modules than the base's multi-adapter graph (refused in shared mode).
+SHARED_LORA: dict[str, tuple[str, dict[str, str]]] = {
+    "ask_lora": ("lora", {"positive": "yes", "negative": "no"}),
+    "tone_lora": ("lora", {"positive": "warm", "negative": "cold", "neutral": "flat"}),
+    "risk_lora": ("lora", {"negative": "high", "positive": "low"}),
+    "wide_lora": ("lora", {"positive": "up", "negative": "down"}),
+}
+SHARED_LORA_OVERRIDES = {"wide_lora": {"lora_target_modules": ["query", "key", "value"]}}
 LATE_SCENARIO = "late_frozen"  # configured but published only by the readiness test
 LATE_LABELS = {"positive": "yes", "negative": "no"}
 # Bounded: ~16-24 optimizer steps per version, no early stopping, fp32 export only (int8 would not
@@ -40,7 +49,9 @@ LEARNING_RATE = {"full": 3e-3, "frozen": 1e-2, "lora": 1e-2}
 
 
 def labels_of(scenario: str) -> list[str]:
-    mapping = LATE_LABELS if scenario == LATE_SCENARIO else SCENARIOS[scenario][1]
+    mapping = (
+        LATE_LABELS if scenario == LATE_SCENARIO else (SCENARIOS.get(scenario) or SHARED_LORA[scenario])[1]
+    )
     return list(mapping.values())
 
 
@@ -82,7 +93,7 @@ def publish(repo: ModelRepository, scenario: str, base_dir: Path, work_dir: Path
     if scenario == LATE_SCENARIO:
         strategy, mapping = "frozen", LATE_LABELS
     else:
-        strategy, mapping = SCENARIOS[scenario]
+        strategy, mapping = SCENARIOS.get(scenario) or SHARED_LORA[scenario]
     data = _write_data(work_dir / f"{scenario}-{seed}", mapping, seed)
     config = make_train_config(
         custom_scenario(scenario, list(mapping.values()), data, max_length_tokens=MAX_LENGTH_TOKENS),
@@ -92,6 +103,7 @@ def publish(repo: ModelRepository, scenario: str, base_dir: Path, work_dir: Path
         learning_rate=LEARNING_RATE[strategy],
         seed=seed,
         **TRAINING,
+        **SHARED_LORA_OVERRIDES.get(scenario, {}),
     )
     manifest = train_and_publish(config, repo, export_precisions=["fp32"])
     model, tokenizer, _ = load_published_model(repo, scenario, manifest.version)
