@@ -8,7 +8,9 @@ import re
 from .chart_render import ROOT
 
 DASHBOARD = json.loads((ROOT / "deploy" / "grafana" / "labelwise-dashboard.json").read_text(encoding="utf-8"))
-_SERIES = re.compile(r"\b((?:labelwise|ray_serve)_[a-z0-9_]+)\b")
+# labelwise_* is recorded twice: prometheus_client per replica (/metrics) and ray.serve.metrics, which
+# Ray exports on every node as ray_labelwise_* (all replicas). The dashboard reads the Ray export.
+_SERIES = re.compile(r"\b((?:ray_labelwise|ray_serve)_[a-z0-9_]+)\b")
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
@@ -26,7 +28,12 @@ def _exported_labelwise_series() -> set[str]:
 
 
 def test_every_labelwise_series_is_exported_by_serving() -> None:
-    used = {name for expr in _exprs() for name in _SERIES.findall(expr) if name.startswith("labelwise_")}
+    used = {
+        name.removeprefix("ray_")
+        for expr in _exprs()
+        for name in _SERIES.findall(expr)
+        if name.startswith("ray_labelwise_")
+    }
     exported = _exported_labelwise_series()
     assert used, "the dashboard queries no labelwise_ metric"
     assert used - exported == set(), f"not exported by serving.metrics: {sorted(used - exported)}"
@@ -35,13 +42,13 @@ def test_every_labelwise_series_is_exported_by_serving() -> None:
 def test_dashboard_covers_rate_latency_batches_queue_errors_versions() -> None:
     exprs = "\n".join(_exprs())
     for needed in (
-        "rate(labelwise_requests_total",  # request rate and errors by scenario
+        "rate(ray_labelwise_requests_total",  # request rate and errors by scenario
         'status!~"2.."',
-        "labelwise_request_latency_seconds_bucket",
-        "labelwise_batch_rows_bucket",
-        "labelwise_forward_tokens_bucket",
-        "labelwise_queue_wait_seconds_bucket",
-        "labelwise_loaded_version",
+        "ray_labelwise_request_latency_seconds_bucket",
+        "ray_labelwise_batch_rows_bucket",
+        "ray_labelwise_forward_tokens_bucket",
+        "ray_labelwise_queue_wait_seconds_bucket",
+        "ray_labelwise_loaded_version",
         "ray_serve_num_http_requests_total",
     ):
         assert needed in exprs, needed
