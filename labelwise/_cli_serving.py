@@ -99,6 +99,13 @@ def serve_command(
     host: str | None = typer.Option(None, help="Address the HTTP proxy binds (default: the config's)."),
     port: int | None = typer.Option(None, help="HTTP port (default: the config's, else 8000)."),
     ingress_mode: str | None = typer.Option(None, help="combined (default) or separate."),
+    direct_ingress: bool = typer.Option(
+        True,
+        "--direct-ingress/--proxy",
+        help="direct: the ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress, "
+        "no proxy hop; measured faster, see docs/benchmarks.md); proxy: Serve's HTTP proxy forwards to "
+        "the replicas (what a cluster runs). Direct needs a single ingress replica.",
+    ),
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C."""
     from pydantic import ValidationError
@@ -120,16 +127,28 @@ def serve_command(
         }
     )
     try:
-        ServingConfig(**args)
+        serving_config = ServingConfig(**args)
     except ValidationError as exc:
         raise typer.BadParameter(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
+    if direct_ingress and not single_ingress_replica(serving_config):
+        raise typer.BadParameter(
+            "direct ingress serves HTTP from one ingress replica: set num_replicas: 1 (ingress_mode "
+            "combined) or use ingress_mode separate, or pass --proxy",
+            param_hint="--direct-ingress",
+        )
     run_server(
         args,
         host or serve_file.host,
         port or serve_file.port,
         app_name=serve_file.app_name,
         route_prefix=serve_file.route_prefix,
+        direct_ingress=direct_ingress,
     )
+
+
+def single_ingress_replica(config: Any) -> bool:
+    """Whether the app has exactly one ingress replica (what direct ingress on one port needs)."""
+    return config.ingress_mode == "separate" or config.num_replicas == 1
 
 
 def run_server(
@@ -139,25 +158,77 @@ def run_server(
     block: bool = True,
     app_name: str = DEFAULT_APP_NAME,
     route_prefix: str = DEFAULT_ROUTE_PREFIX,
+    direct_ingress: bool = False,
 ) -> None:
+    """Start Ray and the app; with block, serve until SIGINT/SIGTERM/SIGHUP, then stop Ray entirely."""
+    # Ray's GCS, raylet and workers are children of this process: stop them on every way out, including
+    # SIGTERM (kill, docker stop, systemd), which would otherwise end this process without cleanup.
+    stop_signals = _raise_on_stop_signals() if block else None
     from ray import serve
 
     from serving._ray_local import start_local_ray, stop_local_ray
     from serving.app import build_app
 
-    start_local_ray(host=host, port=port)
-    serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
-    base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
-    typer.echo(f"labelwise serving on {base} (docs: {base}/docs); Ctrl-C stops it")
-    if not block:
-        return
     try:
+        start_local_ray(host=host, port=port, direct_ingress=direct_ingress)
+        serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
+        base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+        how = "direct ingress" if direct_ingress else "Serve proxy"
+        typer.echo(f"labelwise serving on {base} ({how}; docs: {base}/docs); Ctrl-C stops it")
+        if not block:
+            return
         while True:
             time.sleep(1)
+    except _StopServing as stop:
+        typer.echo(f"stopping ({stop})")
     except KeyboardInterrupt:
         typer.echo("stopping")
-    finally:
+    except BaseException:
         stop_local_ray()
+        raise
+    finally:
+        if stop_signals is not None:
+            _restore_signals(stop_signals)
+    if block:
+        _stop_quietly(stop_local_ray)
+
+
+class _StopServing(BaseException):
+    """Raised in the main thread by a stop signal (BaseException: no `except Exception` swallows it)."""
+
+
+def _raise_on_stop_signals() -> dict[int, Any]:
+    import signal
+
+    def _handler(signum: int, _frame: Any) -> None:
+        # Further signals during the shutdown are ignored: a second Ctrl-C must not cut it short and
+        # leave Ray's processes behind.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise _StopServing(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, _handler)
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, signal.SIG_IGN if handler is None else handler)
+
+
+def _stop_quietly(stop: Any) -> None:
+    import signal
+
+    # Keep stop signals away while Ray shuts down (serve.shutdown, then ray.shutdown ends GCS/raylet).
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop()
+    finally:
+        _restore_signals(held)
 
 
 def promote_command(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -14,11 +15,49 @@ LOCAL_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+# How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's
+# default (30 s) lets a cluster's load balancer drain it; a local server has no load balancer, and
+# 30 s would hold every Ctrl-C for half a minute.
+_LOCAL_DRAIN_S = "1"
 
-def start_local_ray(host: str = "127.0.0.1", port: int = 8000, num_cpus: int | None = None) -> Path:
-    """ray.init bound to 127.0.0.1 with its own temp dir, no dashboard; then Serve's proxy on host:port."""
-    for key, value in LOCAL_ENV.items():
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Environment for Ray Serve's direct ingress with the one ingress replica listening on `port`.
+
+    Ray 2.60 (experimental): an ingress replica runs its own HTTP server on a port the controller
+    hands out from [MIN, MAX); a range of exactly one port puts the replica on the port the user asked
+    for. Serve still starts its proxy on the head node; start_local_ray moves it to a spare port."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": _LOCAL_DRAIN_S,
+    }
+
+
+def start_local_ray(
+    host: str = "127.0.0.1", port: int = 8000, num_cpus: int | None = None, direct_ingress: bool = False
+) -> Path:
+    """ray.init bound to 127.0.0.1 with its own temp dir, no dashboard; then Serve on host:port.
+
+    direct_ingress: the ingress replica serves HTTP on host:port itself (no proxy hop; one ingress
+    replica only); otherwise Serve's proxy listens there and forwards to the replicas."""
+    env = dict(LOCAL_ENV)
+    proxy_port = port
+    if direct_ingress:
+        env.update(direct_ingress_env(port))
+        proxy_port = _free_loopback_port()
+    for key, value in env.items():
         os.environ.setdefault(key, value)
+    if direct_ingress:
+        # These must win over anything inherited: the replica and the controller read them at import.
+        os.environ.update(direct_ingress_env(port))
     import ray
     from ray import serve
 
@@ -33,9 +72,9 @@ def start_local_ray(host: str = "127.0.0.1", port: int = 8000, num_cpus: int | N
             logging_level="WARNING",
             log_to_driver=False,
             configure_logging=True,
-            runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+            runtime_env={"env_vars": {k: os.environ[k] for k in env}},
         )
-    serve.start(http_options={"host": host, "port": port, "location": "HeadOnly"})
+    serve.start(http_options={"host": host, "port": proxy_port, "location": "HeadOnly"})
     return temp_dir
 
 
@@ -44,6 +83,7 @@ def stop_local_ray() -> None:
     from ray import serve
 
     try:
-        serve.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
     finally:
         ray.shutdown()

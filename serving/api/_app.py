@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from typing import Any, Protocol
 
@@ -47,6 +48,11 @@ def check_limits(body: ClassifyRequest, config: ServingConfig) -> None:
             )
 
 
+def json_bytes(payload: Any) -> bytes:
+    """Compact JSON, as FastAPI's JSONResponse writes it."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> FastAPI:
     app = FastAPI(
         title="labelwise",
@@ -57,7 +63,9 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
     )
 
-    def require_key(request: Request) -> None:
+    # async: FastAPI runs a sync dependency in a worker thread, one thread hop per request for a
+    # header comparison (measured in docs/benchmarks.md).
+    async def require_key(request: Request) -> None:
         if not config.api_key:
             return
         header = request.headers.get("authorization", "")
@@ -71,12 +79,16 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         responses=_ERRORS,
         dependencies=[Depends(require_key)],
     )
-    async def classify(body: ClassifyRequest) -> dict[str, Any]:
+    async def classify(body: ClassifyRequest) -> Response:
         start = time.perf_counter()
         status, label = "200", body.scenario
         try:
             check_limits(body, config)
-            return await backend.classify(body.scenario, body.texts, body.top_k, body.truncate)
+            result = await backend.classify(body.scenario, body.texts, body.top_k, body.truncate)
+            # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
+            # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
+            # response_model above still documents it in OpenAPI.
+            return Response(json_bytes(result), media_type="application/json")
         except ServingError as exc:
             status = str(exc.status_code)
             if exc.status_code == 404:
