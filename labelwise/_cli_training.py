@@ -117,6 +117,11 @@ def train_command(
     lora_dropout: float | None = LoraDropoutOpt,
     lora_target_modules: str | None = LoraTargetsOpt,
     qlora: bool = typer.Option(False, "--qlora", help="4-bit base for lora (CUDA + bitsandbytes only)."),
+    adversarial: str | None = typer.Option(
+        None, "--adversarial", help="fgm | pgd: adversarial training on the embeddings (needs --epsilon)."
+    ),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="L2 radius of the embedding perturbation."),
+    pgd_steps: int | None = typer.Option(None, "--pgd-steps", help="PGD ascent steps (default 3)."),
     repository: Path | None = RepoOpt,
     output_dir: Path | None = OutOpt,
     export: str | None = typer.Option(
@@ -158,6 +163,9 @@ def train_command(
                 lora_dropout=lora_dropout,
                 lora_target_modules=lora_target_modules,
                 qlora=qlora or None,
+                adversarial=adversarial,
+                adversarial_epsilon=epsilon,
+                pgd_steps=pgd_steps,
             ),
         )
         precisions = _precisions(export) if publish else []

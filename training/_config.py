@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ScenarioConfigError
+from .tuning._space import SearchSpace
 
 Strategy = Literal["full", "frozen", "lora"]
 STRATEGIES: tuple[str, ...] = ("full", "frozen", "lora")
@@ -101,6 +102,9 @@ class ScenarioConfig(_Strict):
     strategies: dict[Strategy, StrategyParams] = Field(
         default_factory=_default_strategies, description="Default hyperparameters per strategy."
     )
+    search_space: SearchSpace | None = Field(
+        default=None, description="What `labelwise tune` searches; None uses the default space."
+    )
 
     @field_validator("labels")
     @classmethod
@@ -154,11 +158,21 @@ class TrainConfig(_Strict):
     qlora: bool = Field(default=False, description="Load the base in 4-bit (lora on CUDA with bitsandbytes).")
     output_dir: Path = Field(description="Run folder: logs, plots, metrics (git-ignored runs/ by default).")
     keep_checkpoints: bool = Field(default=False, description="Keep Trainer checkpoints after the run.")
+    adversarial: Literal["none", "fgm", "pgd"] = Field(
+        default="none",
+        description="Adversarial training on the input embeddings' output: FGM (one step) or PGD (K steps).",
+    )
+    adversarial_epsilon: float | None = Field(
+        default=None, gt=0, description="L2 radius of the embedding perturbation per row (fgm/pgd)."
+    )
+    pgd_steps: int = Field(default=3, ge=1, description="Ascent steps of PGD (pgd only).")
 
     @model_validator(mode="after")
     def _qlora_needs_lora(self) -> TrainConfig:
         if self.qlora and self.strategy != "lora":
             raise ValueError("qlora applies to the lora strategy only")
+        if self.adversarial != "none" and self.adversarial_epsilon is None:
+            raise ValueError(f"adversarial {self.adversarial} needs adversarial_epsilon > 0 (--epsilon)")
         return self
 
 

@@ -63,8 +63,11 @@ def publish_run(
     *,
     export_precisions: list[str] | str | None = "auto",
     alias: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Manifest:
     """Publish a trained model as the next version of its scenario; nothing is published on any error.
+
+    extra: free-form notes stored in the manifest's `extra` (e.g. the tune study summary).
 
     export_precisions: ONNX precisions to export through training.export.export_into before the
     version is sealed; "auto" means fp32 + int8 when the export hook is installed; None or []
@@ -89,6 +92,8 @@ def publish_run(
         "train_time_s": round(result.train_time_s, 3),
         "training_config": json.loads(config.model_dump_json()),
     }
+    if extra:
+        fields["extra"] = extra
     if export_precisions and not export_available():
         raise TrainingError(
             "ONNX export was requested but training.export.export_into is not available in this checkout; "

@@ -72,13 +72,27 @@ def _trainer_class() -> type:
             *args: Any,
             loss_weights: list[float] | None = None,
             sample_weights: list[float] | None = None,
+            adversarial: dict[str, Any] | None = None,
             **kwargs: Any,
         ) -> None:
             super().__init__(*args, **kwargs)
             self._loss_weights = torch.tensor(loss_weights, dtype=torch.float32) if loss_weights else None
             self._sample_weights = sample_weights
+            self._adversarial = adversarial
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            # Adversarial steps only while training: evaluation and prediction see the plain model.
+            if self._adversarial and model.training and not return_outputs and torch.is_grad_enabled():
+                from ._adversarial import adversarial_loss
+
+                return adversarial_loss(
+                    lambda: self._plain_loss(model, dict(inputs), False, num_items_in_batch),
+                    model,
+                    **self._adversarial,
+                )
+            return self._plain_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _plain_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
             if self._loss_weights is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs.pop("labels")
@@ -126,8 +140,11 @@ def load_tokenizer(base: ResolvedBase) -> Any:
     return tokenizer
 
 
-def train(config: TrainConfig) -> TrainedModel:
-    """Run one training: every input check happens before the first step; metrics are on validation."""
+def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> TrainedModel:
+    """Run one training: every input check happens before the first step; metrics are on validation.
+
+    extra_callbacks: extra transformers TrainerCallbacks (the tuner's pruning reporter).
+    """
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
     data = prepare_data(config)
@@ -226,6 +243,16 @@ def train(config: TrainConfig) -> TrainedModel:
         if config.early_stopping_patience and not single_pass
         else []
     )
+    callbacks += list(extra_callbacks or [])
+    adversarial = (
+        None
+        if config.adversarial == "none"
+        else {
+            "method": config.adversarial,
+            "epsilon": config.adversarial_epsilon,
+            "pgd_steps": config.pgd_steps,
+        }
+    )
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -237,6 +264,7 @@ def train(config: TrainConfig) -> TrainedModel:
         callbacks=callbacks,
         loss_weights=weights,
         sample_weights=sample_weights,
+        adversarial=adversarial,
     )
     started = time.perf_counter()
     trainer.train()
