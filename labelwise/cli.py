@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _cli_bench, _cli_export, _cli_repo, _cli_serving, _cli_training
+from . import _cli_bench, _cli_export, _cli_repo, _cli_serving, _cli_training, _cli_tune
 
 app = typer.Typer(
     name="labelwise",
@@ -12,7 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-for _module in (_cli_repo, _cli_training, _cli_export, _cli_serving, _cli_bench):
+for _module in (_cli_repo, _cli_training, _cli_tune, _cli_export, _cli_serving, _cli_bench):
     _module.register(app)
 
 

@@ -1,0 +1,158 @@
+"""`labelwise tune` (Optuna search) and `labelwise robustness` (the typo / word-drop perturbation test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ._cli_training import (
+    BaseModelOpt,
+    DataDirOpt,
+    DataOpt,
+    MaxEvalOpt,
+    MaxLenOpt,
+    MaxStepsOpt,
+    MaxTrainOpt,
+    RepoOpt,
+    SeedOpt,
+    ValDataOpt,
+    _fail,
+    _precisions,
+    _setup_logging,
+)
+
+_console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune_command)
+    app.command("robustness")(robustness_command)
+
+
+def tune_command(
+    scenario: str = typer.Option(
+        ...,
+        "--scenario",
+        "-s",
+        help="Packaged scenario or a scenario YAML (its search_space is searched).",
+    ),
+    strategy: str = typer.Option(..., "--strategy", help="full | frozen | lora"),
+    trials: int = typer.Option(..., "--trials", "-n", help="Finished (complete or pruned) trials to reach."),
+    timeout_s: float | None = typer.Option(None, "--timeout-s", help="Stop starting trials after this long."),
+    study_name: str | None = typer.Option(
+        None, "--study-name", help="Name of the study; an existing one under the run folder is resumed."
+    ),
+    pruner: str = typer.Option("median", "--pruner", help="median | hyperband | none"),
+    evals_per_epoch: int = typer.Option(
+        2, "--evals-per-epoch", help="Validation passes per epoch, each reported to the pruner."
+    ),
+    default_trial: bool = typer.Option(
+        True, "--default-trial/--no-default-trial", help="Trial 0 runs the strategy's default values."
+    ),
+    base_model: str | None = BaseModelOpt,
+    data: Path | None = DataOpt,
+    validation_data: Path | None = ValDataOpt,
+    data_dir: Path | None = DataDirOpt,
+    max_train_samples: int | None = MaxTrainOpt,
+    max_eval_samples: int | None = MaxEvalOpt,
+    max_steps: int | None = MaxStepsOpt,
+    max_length: int | None = MaxLenOpt,
+    seed: int = SeedOpt,
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Study folder (default runs/<scenario>/tune-<study name>)."
+    ),
+    publish: bool = typer.Option(False, "--publish", help="Train the best configuration and publish it."),
+    repository: Path | None = RepoOpt,
+    export: str | None = typer.Option(None, "--export", help="ONNX precisions with --publish; 'none' skips."),
+    alias: str | None = typer.Option(None, "--alias", help="With --publish: point this alias at it."),
+) -> None:
+    """Search hyperparameters with Optuna (TPE + pruning on macro-F1); the study resumes by name."""
+    _setup_logging()
+    from model_repository import ModelRepository, RepositoryError
+    from training import TrainingError
+    from training.tuning import run_study
+
+    try:
+        summary = run_study(
+            scenario,
+            strategy,
+            trials=trials,
+            timeout_s=timeout_s,
+            study_name=study_name,
+            pruner=pruner,  # type: ignore[arg-type]
+            evals_per_epoch=evals_per_epoch,
+            default_trial=default_trial,
+            output_dir=output_dir,
+            publish=publish,
+            repository=ModelRepository(repository) if publish else None,
+            export_precisions=_precisions(export) if publish else None,
+            alias=alias,
+            say=lambda line: _console.print(line, soft_wrap=True, highlight=False),
+            base_model=base_model,
+            data=data,
+            validation_data=validation_data,
+            data_dir=data_dir,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            max_steps=max_steps,
+            max_length_tokens=max_length,
+            seed=seed,
+        )
+    except (TrainingError, RepositoryError) as exc:
+        raise _fail(exc) from exc
+    best = f"{summary.best_macro_f1:.4f}" if summary.best_macro_f1 is not None else "n/a"
+    default = f"{summary.default_macro_f1:.4f}" if summary.default_macro_f1 is not None else "n/a"
+    _console.print(
+        f"[green]done[/green] study {summary.study_name}: {summary.trials} trials "
+        f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed) in "
+        f"{summary.wall_time_s:.0f} s; best macro-F1 {best} "
+        f"(trial {summary.best_trial}, {summary.best_params}) vs default {default}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if summary.published_version is not None:
+        _console.print(f"published {summary.scenario} v{summary.published_version}")
+    _console.print(
+        f"best config {summary.best_config_path}; summary and plots in {summary.output_dir}; "
+        f"resume with --study-name {summary.study_name}",
+        soft_wrap=True,
+    )
+
+
+def robustness_command(
+    scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
+    data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
+    version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
+    repository: Path | None = RepoOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the perturbation."),
+    typo_rate: float = typer.Option(0.15, "--typo-rate", help="Share of words given one typo."),
+    drop_rate: float = typer.Option(0.1, "--drop-rate", help="Share of words dropped."),
+    max_rows: int | None = typer.Option(None, "--max-rows", help="Score the first N rows only."),
+) -> None:
+    """Accuracy of a published version on clean rows and on the same rows with typos and word drops."""
+    _setup_logging()
+    from model_repository import ModelRepository, RepositoryError
+    from training import TrainingError
+    from training.tuning import robustness_of_published
+
+    try:
+        report = robustness_of_published(
+            ModelRepository(repository),
+            scenario,
+            data,
+            ref=int(version) if version.isdigit() else version,
+            seed=seed,
+            typo_rate=typo_rate,
+            drop_rate=drop_rate,
+            max_rows=max_rows,
+        )
+    except (TrainingError, RepositoryError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _console.print_json(report.model_dump_json())
+    _console.print(
+        f"{scenario} v{report.version} ({report.adversarial}): accuracy {report.clean_accuracy:.4f} clean, "
+        f"{report.perturbed_accuracy:.4f} perturbed; {report.flipped_share:.1%} of predictions flipped",
+        highlight=False,
+    )

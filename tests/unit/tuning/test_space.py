@@ -1,0 +1,86 @@
+"""Bad search spaces and tune settings fail with one clear message before any trial runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training import ScenarioConfigError, custom_scenario, load_scenario
+from training.tuning import SearchSpace, TuningError, default_search_space, run_study
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ({"learning_rate": {"low": 1e-3, "high": 1e-5}}, "empty or inverted range"),
+        ({"weight_decay": {"low": 0.1, "high": 0.1}}, "empty or inverted range"),
+        ({"batch_size": {"choices": []}}, "choices is empty"),
+        ({"momentum": {"low": 0.1, "high": 0.9}}, r"unknown search parameter\(s\) \['momentum'\]"),
+        ({"learning_rate": {"low": 0.0, "high": 1e-3, "log": True}}, "log range needs low > 0"),
+        ({"batch_size": {"low": 8, "high": 32.5}}, "batch_size is an integer"),
+        ({"learning_rate": {"low": 1e-5}}, "needs both low and high"),
+        ({}, "search space is empty"),
+    ],
+)
+def test_bad_space_is_refused(space: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        SearchSpace.model_validate(space)
+
+
+def test_scenario_yaml_with_a_bad_space_names_the_file(tmp_path: Path) -> None:
+    raw = yaml.safe_load(Path(load_scenario.__globals__["SCENARIOS_DIR"], "spam.yaml").read_text())
+    raw["search_space"] = {"learning_rate": {"low": 1e-2, "high": 1e-4, "log": True}}
+    path = tmp_path / "spam.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ScenarioConfigError, match=r"(?s)spam\.yaml.*empty or inverted range"):
+        load_scenario(path)
+
+
+def test_packaged_scenarios_declare_valid_spaces() -> None:
+    for name in ("spam", "sentiment"):
+        space = load_scenario(name).search_space
+        assert space is not None and "learning_rate" in space.ranges("lora")
+
+
+def test_lora_dimensions_apply_to_lora_only() -> None:
+    space = default_search_space()
+    assert "lora_r" in space.ranges("lora")
+    assert "lora_r" not in space.ranges("full")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"trials": 0}, "--trials must be at least 1"),
+        ({"trials": 2, "timeout_s": 0}, "--timeout-s must be > 0"),
+        ({"trials": 2, "pruner": "percentile"}, "unknown pruner"),
+        ({"trials": 2, "study_name": "../x"}, "study name"),
+    ],
+)
+def test_bad_tune_settings_fail_before_any_trial(kwargs: dict, needle: str, toy_data_dir, tmp_path) -> None:
+    scenario = custom_scenario("toy", ["positive", "negative", "neutral"], toy_data_dir)
+    with pytest.raises(TuningError, match=needle):
+        run_study(scenario, "full", output_dir=tmp_path / "study", say=lambda line: None, **kwargs)
+    assert not (tmp_path / "study").exists()
+
+
+def test_space_without_a_dimension_for_the_strategy(toy_data_dir, tmp_path) -> None:
+    scenario = custom_scenario(
+        "toy", ["positive", "negative", "neutral"], toy_data_dir, search_space={"lora_r": {"choices": [4, 8]}}
+    )
+    with pytest.raises(TuningError, match="no dimension for strategy 'full'"):
+        run_study(scenario, "full", trials=1, output_dir=tmp_path / "study", say=lambda line: None)
+    assert not (tmp_path / "study").exists()
+
+
+def test_space_values_outside_the_strategy_limits(toy_data_dir, tmp_path) -> None:
+    scenario = custom_scenario(
+        "toy",
+        ["positive", "negative", "neutral"],
+        toy_data_dir,
+        search_space={"warmup_ratio": {"low": 0.1, "high": 1.5}},
+    )
+    with pytest.raises(TuningError, match=r"search_space\.warmup_ratio: value 1\.5"):
+        run_study(scenario, "full", trials=1, output_dir=tmp_path / "study", say=lambda line: None)

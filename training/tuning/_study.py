@@ -1,0 +1,370 @@
+"""An Optuna study over a scenario's search space: TPE sampling, pruning on intermediate macro-F1, SQLite.
+
+Every trial is one `training.train` run whose evaluations (evals_per_epoch per epoch) are reported to
+Optuna, so the pruner sees a learning curve and stops trials below the median early. The study lives in
+<run folder>/study.db and resumes by name; trial 0 of a new study runs the strategy's default values, so
+the summary can say what tuning bought.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ._space import SearchSpace, default_search_space
+from .errors import TuningError
+
+log = logging.getLogger(__name__)
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+class StudySummary(BaseModel):
+    """What a tune run found; written to summary.json and, with --publish, into the manifest's extra."""
+
+    study_name: str = Field(description="Optuna study name (pass it as --study-name to resume).")
+    scenario: str = Field(description="Scenario tuned.")
+    strategy: str = Field(description="Strategy tuned.")
+    storage: str = Field(description="Optuna storage URL (SQLite under the run folder).")
+    output_dir: str = Field(description="Run folder of the study.")
+    trials: int = Field(description="Trials in the study, any state.")
+    complete: int = Field(description="Trials that finished.")
+    pruned: int = Field(description="Trials the pruner stopped early.")
+    failed: int = Field(description="Trials that raised or were interrupted.")
+    best_trial: int | None = Field(description="Number of the best trial.")
+    best_macro_f1: float | None = Field(description="Validation macro-F1 of the best trial.")
+    best_accuracy: float | None = Field(description="Validation accuracy of the best trial.")
+    best_params: dict[str, Any] = Field(description="Hyperparameters of the best trial.")
+    default_macro_f1: float | None = Field(description="Macro-F1 of the default-hyperparameter trial.")
+    default_params: dict[str, Any] = Field(description="Values the default trial ran with.")
+    search_space: dict[str, Any] = Field(description="The dimensions searched.")
+    wall_time_s: float = Field(description="Wall time of this invocation in seconds.")
+    best_config_path: str | None = Field(
+        description="best_config.json: the resolved TrainConfig of the best."
+    )
+    plots: list[str] = Field(default_factory=list, description="PNG plots written.")
+    published_version: int | None = Field(default=None, description="Version published with --publish.")
+
+
+def tune_dir(scenario: str, study_name: str) -> Path:
+    """runs/<scenario>/tune-<study name>/ (under $LABELWISE_RUNS_DIR)."""
+    from .._config import default_runs_dir
+
+    return default_runs_dir() / scenario / f"tune-{study_name}"
+
+
+def _pruner(name: str) -> Any:
+    import optuna
+
+    if name == "median":
+        # Two complete curves before judging anyone; then any evaluation below the median prunes.
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _reporter(trial: Any) -> Any:
+    """A TrainerCallback that reports each evaluation's macro-F1 and prunes the trial when told to."""
+    import optuna
+    from transformers import TrainerCallback
+
+    class PruningReporter(TrainerCallback):
+        def __init__(self) -> None:
+            self.evaluations = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            if not metrics or "eval_macro_f1" not in metrics:
+                return
+            self.evaluations += 1
+            # Step = evaluation index: comparable across batch sizes, unlike the optimizer step.
+            trial.report(float(metrics["eval_macro_f1"]), step=self.evaluations)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"macro-F1 {metrics['eval_macro_f1']:.4f} at evaluation {self.evaluations}"
+                )
+
+    return PruningReporter()
+
+
+def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[str, Any]:
+    """Every extreme of every dimension must make valid StrategyParams: fail before any trial runs."""
+    from pydantic import ValidationError
+
+    from .._config import StrategyParams
+
+    ranges = space.ranges(strategy)
+    if not ranges:
+        raise TuningError(
+            f"the search space has no dimension for strategy {strategy!r} "
+            f"(declared: {sorted(space.ranges())}; LoRA ones apply to lora only)"
+        )
+    for name, spec in ranges.items():
+        for value in spec.choices if spec.choices is not None else [spec.low, spec.high]:
+            try:
+                StrategyParams.model_validate({**base_params.model_dump(), name: value})
+            except ValidationError as exc:
+                raise TuningError(f"search_space.{name}: value {value} is not allowed: {exc}") from exc
+    return ranges
+
+
+def _default_values(ranges: dict[str, Any], base_params: Any) -> dict[str, Any]:
+    """The strategy's own values for the searched dimensions (categoricals only when they are a choice)."""
+    values: dict[str, Any] = {}
+    for name, spec in ranges.items():
+        value = getattr(base_params, name)
+        if spec.choices is not None and float(value) not in [float(c) for c in spec.choices]:
+            continue
+        values[name] = value
+    return values
+
+
+def _mark_stale_running(study: Any, say: Callable[[str], None]) -> None:
+    """A killed process leaves its trial RUNNING forever: fail it so that resuming counts it correctly."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        say(f"trial {trial.number} was left running by an interrupted run: marked failed")
+
+
+def run_study(
+    scenario: Any,
+    strategy: str,
+    *,
+    trials: int,
+    timeout_s: float | None = None,
+    study_name: str | None = None,
+    pruner: Literal["median", "hyperband", "none"] = "median",
+    evals_per_epoch: int = 2,
+    sampler_seed: int = 0,
+    default_trial: bool = True,
+    output_dir: str | Path | None = None,
+    publish: bool = False,
+    repository: Any = None,
+    export_precisions: list[str] | str | None = "auto",
+    alias: str | None = None,
+    say: Callable[[str], None] = print,
+    **overrides: Any,
+) -> StudySummary:
+    """Run (or resume) a study until it holds `trials` finished (complete or pruned) trials.
+
+    overrides go to every trial's make_train_config (base_model, max_train_samples, max_length_tokens,
+    data, ...); the sampled hyperparameters take precedence over them.
+    """
+    import optuna
+
+    from .._config import load_scenario, make_train_config
+    from .._data import prepare_data
+    from .._publish import publish_run
+    from .._trainer import train
+
+    if trials < 1:
+        raise TuningError(f"--trials must be at least 1, got {trials}")
+    if timeout_s is not None and timeout_s <= 0:
+        raise TuningError(f"--timeout-s must be > 0, got {timeout_s}")
+    if pruner not in PRUNERS:
+        raise TuningError(f"unknown pruner {pruner!r}: choose one of {list(PRUNERS)}")
+    if evals_per_epoch < 1:
+        raise TuningError(f"evals_per_epoch must be at least 1, got {evals_per_epoch}")
+    if study_name is not None and not study_name.replace("-", "").replace("_", "").isalnum():
+        raise TuningError(f"study name {study_name!r}: use letters, digits, '-' and '_' only")
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    base_config = make_train_config(scenario, strategy, output_dir=Path("unused"), **overrides)
+    space = scenario.search_space or default_search_space()
+    ranges = _check_space(space, strategy, base_config.params)
+    n_train = len(prepare_data(base_config).train)  # data errors surface here, before any trial
+
+    study_name = study_name or f"{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = Path(output_dir) if output_dir is not None else tune_dir(scenario.name, study_name)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        pruner=_pruner(pruner),
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
+    if recorded == (None, None):
+        study.set_user_attr("scenario", scenario.name)
+        study.set_user_attr("strategy", strategy)
+        study.set_user_attr("search_space", {k: v.model_dump(exclude_none=True) for k, v in ranges.items()})
+    elif recorded != (scenario.name, strategy):
+        raise TuningError(
+            f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, not {scenario.name}/{strategy}"
+        )
+    _mark_stale_running(study, say)
+    from optuna.trial import TrialState
+
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if default_trial and not study.trials:
+        study.enqueue_trial(_default_values(ranges, base_config.params), user_attrs={"default": True})
+    done = len(study.get_trials(deepcopy=False, states=finished_states))
+    remaining = trials - done
+    if done:
+        say(f"resuming study {study_name!r}: {done} finished trial(s), {remaining} to go")
+    started = time.perf_counter()
+
+    def objective(trial: Any) -> float:
+        params = space.suggest(trial, strategy)
+        batch = params.get("batch_size", base_config.params.batch_size)
+        eval_steps = max(1, math.ceil(math.ceil(n_train / batch) / evals_per_epoch))
+        config = make_train_config(
+            scenario,
+            strategy,
+            output_dir=out / f"trial-{trial.number:03d}",
+            **{"eval_steps": eval_steps, **overrides, **params},
+        )
+        reporter = _reporter(trial)
+        try:
+            result = train(config, extra_callbacks=[reporter])
+        finally:
+            # A pruned trial leaves its checkpoints behind: only the study and the plots matter.
+            shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
+        trial.set_user_attr("accuracy", result.metrics["accuracy"])
+        trial.set_user_attr("train_time_s", round(result.train_time_s, 2))
+        trial.set_user_attr("evaluations", reporter.evaluations)
+        value = float(result.metrics["macro_f1"])
+        del result
+        gc.collect()
+        return value
+
+    def progress(study: Any, trial: Any) -> None:
+        n = len(study.get_trials(deepcopy=False, states=finished_states))
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        if trial.state == TrialState.COMPLETE:
+            what = f"macro-F1 {trial.value:.4f}"
+        elif trial.state == TrialState.PRUNED:
+            last = max(trial.intermediate_values) if trial.intermediate_values else 0
+            what = f"pruned at evaluation {last}"
+        else:
+            what = trial.state.name.lower()
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        say(f"trial {trial.number} [{n}/{trials}]: {what} ({params}); {best}")
+
+    if remaining > 0:
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout_s, callbacks=[progress], gc_after_trial=True
+        )
+    else:
+        say(f"study {study_name!r} already holds {done} finished trial(s): nothing to run")
+    summary = _summarize(study, scenario, strategy, storage, out, ranges, time.perf_counter() - started)
+    if summary.best_trial is not None:
+        best = study.best_trial
+        best_config = make_train_config(
+            scenario, strategy, output_dir=out / "best", **{**overrides, **best.params}
+        )
+        path = out / "best_config.json"
+        path.write_text(best_config.model_dump_json(indent=2))
+        summary.best_config_path = str(path)
+        if publish:
+            from model_repository import ModelRepository
+
+            repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+            say(f"training the best configuration (trial {best.number}) to publish it")
+            manifest = publish_run(
+                train(best_config),
+                repo,
+                export_precisions=export_precisions,
+                alias=alias,
+                extra={"tune": summary.model_dump(mode="json")},
+            )
+            summary.published_version = manifest.version
+    summary.plots = _plots(study, out)
+    (out / "summary.json").write_text(summary.model_dump_json(indent=2))
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _summarize(
+    study: Any,
+    scenario: Any,
+    strategy: str,
+    storage: str,
+    out: Path,
+    ranges: dict[str, Any],
+    wall_time_s: float,
+) -> StudySummary:
+    from optuna.trial import TrialState
+
+    all_trials = study.get_trials(deepcopy=False)
+    count = {s: sum(1 for t in all_trials if t.state == s) for s in TrialState}
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    default = next((t for t in all_trials if t.user_attrs.get("default")), None)
+    return StudySummary(
+        study_name=study.study_name,
+        scenario=scenario.name,
+        strategy=strategy,
+        storage=storage,
+        output_dir=str(out),
+        trials=len(all_trials),
+        complete=count[TrialState.COMPLETE],
+        pruned=count[TrialState.PRUNED],
+        failed=count[TrialState.FAIL],
+        best_trial=best.number if best else None,
+        best_macro_f1=best.value if best else None,
+        best_accuracy=best.user_attrs.get("accuracy") if best else None,
+        best_params=dict(best.params) if best else {},
+        default_macro_f1=default.value if default and default.state == TrialState.COMPLETE else None,
+        default_params=dict(default.params) if default else {},
+        search_space={k: v.model_dump(exclude_none=True) for k, v in ranges.items()},
+        wall_time_s=round(wall_time_s, 1),
+        best_config_path=None,
+    )
+
+
+def _plots(study: Any, out: Path) -> list[str]:
+    """Optimisation history, intermediate values and parameter importances (when computable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as vis
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    jobs: list[tuple[str, Callable[[Any], Any]]] = [
+        ("optimization_history.png", vis.plot_optimization_history),
+        ("intermediate_values.png", vis.plot_intermediate_values),
+    ]
+    if len(complete) >= 2:
+        jobs.append(("param_importances.png", vis.plot_param_importances))
+    written: list[str] = []
+    for name, plot in jobs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. importances need params that varied
+            log.warning("skipped %s: %s", name, exc)
+            continue
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(str(out / name))
+    return written
