@@ -31,7 +31,13 @@ class ServingConfig(BaseSettings):
     # batching
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per @serve.batch call.")
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1, description="Max wait to fill a batch.")
-    max_batch_tokens: int = Field(default=16384, ge=16, description="Token budget per batch (rows x length).")
+    max_batch_tokens: int = Field(
+        default=256,
+        ge=16,
+        description="Token budget per ONNX pass (rows x padded length). 256 suits CPU replicas (int8 "
+        "MiniLM: 1.75x the seq/s of 16384 for 32-text requests, docs/benchmarks.md); GPU replicas want "
+        "large passes (helm/labelwise/values-gpu.yaml sets 32768).",
+    )
     # replicas and resources
     num_replicas: int | Literal["auto"] = Field(default=1, description="Fixed replicas, or 'auto'.")
     autoscaling_config: dict[str, Any] | None = Field(
