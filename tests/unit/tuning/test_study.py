@@ -88,3 +88,32 @@ def test_resuming_with_another_strategy_is_refused(resumed_study, tune_scenario,
             base_model=str(tiny_roberta_dir),
             say=lambda line: None,
         )
+
+
+def test_publish_trains_the_best_and_records_the_study(
+    resumed_study, tune_scenario, tiny_roberta_dir
+) -> None:
+    from model_repository import ModelRepository
+
+    _, _, study, _, out = resumed_study
+    repo = ModelRepository(out / "repo")
+    summary = run_study(  # the study already holds 3 finished trials: only the publish step runs
+        tune_scenario,
+        "full",
+        trials=3,
+        study_name="toy-study",
+        output_dir=out,
+        base_model=str(tiny_roberta_dir),
+        num_train_epochs=1,
+        say=lambda line: None,
+        publish=True,
+        repository=repo,
+        export_precisions=None,
+        **FAST,
+    )
+    assert summary.trials == 4  # nothing new ran
+    manifest = repo.verify("toy", summary.published_version)
+    assert manifest.extra["tune"]["study_name"] == "toy-study"
+    assert manifest.extra["tune"]["best_trial"] == study.best_trial.number
+    params = manifest.training_config["params"]
+    assert params["learning_rate"] == pytest.approx(study.best_params["learning_rate"])
