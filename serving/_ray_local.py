@@ -13,6 +13,10 @@ LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "ORT_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Ray starts its workers at nice 15 so that its own daemons keep the CPU on a busy node. Locally the
+    # replica IS the service: at nice 15 it yields to every other process on the machine (a test run, an
+    # editor), which docs/benchmarks.md measured as lost throughput. Normal priority, like any server.
+    "RAY_worker_niceness": "0",
 }
 
 # How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's
