@@ -31,6 +31,13 @@ class ServingConfig(BaseSettings):
     # batching
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per @serve.batch call.")
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1, description="Max wait to fill a batch.")
+    max_concurrent_batches: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Batches a replica runs at once (@serve.batch max_concurrent_batches); each ORT pass "
+        "uses ort_intra_op_threads, so 2 on a 1-thread replica uses up to 2 cores (docs/benchmarks.md).",
+    )
     max_batch_tokens: int = Field(
         default=256,
         ge=16,
