@@ -58,15 +58,20 @@ class RowBatcher:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         on_batch: OnBatch | None = None,
+        max_concurrent_batches: int = 1,
     ) -> None:
         from ray import serve
 
         async def handler(items: list[BatchItem]) -> list[RowResult | Exception]:
             return await classify_batch(items, classify, on_batch)
 
-        self._run = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
-            handler
-        )
+        # More than one batch at a time: ONNX Runtime's Run is thread-safe and releases the GIL, so a
+        # second batch's tokenizer and ORT pass overlap the first's on another core.
+        self._run = serve.batch(
+            max_batch_size=max_batch_size,
+            batch_wait_timeout_s=batch_wait_timeout_s,
+            max_concurrent_batches=max_concurrent_batches,
+        )(handler)
 
     async def submit(self, row: Row) -> RowResult:
         result = await self._run(BatchItem(row, time.perf_counter()))

@@ -60,7 +60,11 @@ class ClassifierCore:
         )
         self.engine = OnnxEngine(cfg.max_batch_tokens, on_pass=self._on_pass)
         self.batcher = RowBatcher(
-            self.engine.classify, cfg.max_batch_size, cfg.batch_wait_timeout_s, on_batch=self._on_batch
+            self.engine.classify,
+            cfg.max_batch_size,
+            cfg.batch_wait_timeout_s,
+            on_batch=self._on_batch,
+            max_concurrent_batches=cfg.max_concurrent_batches,
         )
         logger.info(
             "replica pid %s: providers %s, precisions %s, %s ORT threads",

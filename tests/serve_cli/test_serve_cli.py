@@ -57,7 +57,13 @@ def test_serve_answers_on_its_port_and_sigint_stops_ray(
     port = _free_port()
     config = tmp_path / "serve.yaml"
     config.write_text(
-        yaml.safe_dump({"repository": str(one_scenario_repo.root), "scenarios": [{"name": SCENARIO}]}),
+        yaml.safe_dump(
+            {
+                "repository": str(one_scenario_repo.root),
+                "scenarios": [{"name": SCENARIO}],
+                "max_concurrent_batches": 2,  # the non-default path: two @serve.batch calls at once
+            }
+        ),
         encoding="utf-8",
     )
     # Ray's unix sockets live under its temp dir: pytest's tmp_path is too long a path for them.
