@@ -196,9 +196,14 @@ def run_study(
         study_name=study_name,
         storage=storage,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=_pruner(pruner),
         load_if_exists=True,
+    )
+    # Offset the seed by the trials already stored: a resumed run with the same seed would otherwise
+    # replay the first run's random draws and repeat its trials. Small studies leave random startup
+    # sooner than Optuna's default of 10 trials, so that TPE gets to model some of them.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed + len(study.trials), n_startup_trials=max(3, min(10, trials // 3))
     )
     recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
     if recorded == (None, None):

@@ -48,6 +48,8 @@ def test_study_resumes_the_same_trials(resumed_study) -> None:
     assert second.complete + second.pruned == 3 and second.failed == 1
     assert any("resuming study 'toy-study': 2 finished" in line for line in lines)
     assert any(line.startswith("trial 3 [3/3]") for line in lines)  # one progress line per trial
+    # The resumed run draws new values: it does not replay the first run's sampler stream.
+    assert study.trials[3].params != study.trials[1].params
 
 
 def test_trials_report_intermediate_macro_f1(resumed_study, tune_scenario) -> None:
