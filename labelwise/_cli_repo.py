@@ -12,7 +12,9 @@ from model_repository import ModelRepository, RepositoryError
 
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
-RepositoryOption = typer.Option(None, "--repository", "-r", help="Root folder (default: $LABELWISE_REPOSITORY).")
+RepositoryOption = typer.Option(
+    None, "--repository", "-r", help="Root folder (default: $LABELWISE_REPOSITORY)."
+)
 
 
 def register(app: typer.Typer) -> None:

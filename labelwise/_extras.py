@@ -33,6 +33,4 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         extra = _EXTRA_OF.get(module.split(".")[0], "dev")
-        raise MissingExtraError(
-            f"{module} is not installed; run: pip install 'labelwise[{extra}]'"
-        ) from exc
+        raise MissingExtraError(f"{module} is not installed; run: pip install 'labelwise[{extra}]'") from exc

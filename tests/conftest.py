@@ -23,8 +23,22 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-_SUBJECTS = ["the film", "this phone", "our hotel", "the service", "my order", "the update", "the team",
-             "this book", "the concert", "the app", "the pizza", "her answer", "the flight", "his plan"]
+_SUBJECTS = [
+    "the film",
+    "this phone",
+    "our hotel",
+    "the service",
+    "my order",
+    "the update",
+    "the team",
+    "this book",
+    "the concert",
+    "the app",
+    "the pizza",
+    "her answer",
+    "the flight",
+    "his plan",
+]
 _WORDS = {
     "positive": ["great", "wonderful", "excellent", "lovely", "fantastic", "brilliant", "superb"],
     "negative": ["awful", "terrible", "horrible", "broken", "useless", "dreadful", "disappointing"],
@@ -42,7 +56,9 @@ def toy_sentences(label: str, n: int, seed: int = 0) -> list[str]:
     ]
 
 
-def write_toy_csv(path: Path, n_per_label: int, seed: int = 0, labels: tuple[str, ...] = tuple(_WORDS)) -> Path:
+def write_toy_csv(
+    path: Path, n_per_label: int, seed: int = 0, labels: tuple[str, ...] = tuple(_WORDS)
+) -> Path:
     rows = [(text, label) for label in labels for text in toy_sentences(label, n_per_label, seed)]
     random.Random(seed).shuffle(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +136,9 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """../shared/data beside the checkout (real labeled data), or skip."""
-    path = Path(os.environ.get("LABELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = Path(
+        os.environ.get("LABELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path

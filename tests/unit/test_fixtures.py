@@ -11,7 +11,9 @@ def test_tiny_roberta_loads_as_classifier(tiny_roberta_dir: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_roberta_dir, num_labels=3)
-    batch = tokenizer(["The film was great today.", "Our hotel was awful."], padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["The film was great today.", "Our hotel was awful."], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         logits = model(**batch).logits
     assert model.config.model_type == "roberta"

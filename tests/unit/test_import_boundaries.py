@@ -36,7 +36,10 @@ def test_package_does_not_import(package: str, banned: tuple[str, ...]) -> None:
 
 
 def test_cli_starts_without_heavy_imports() -> None:
-    probe = "import sys, labelwise.cli; print(' '.join(m for m in ('torch','ray','onnxruntime') if m in sys.modules))"
+    probe = (
+        "import sys, labelwise.cli; "
+        "print(' '.join(m for m in ('torch', 'ray', 'onnxruntime') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == ""
