@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -65,7 +66,7 @@ def bench_command(
         return
 
     from loadtests.bench import BenchOptions, run_bench
-    from loadtests.errors import LoadTestError, NotLoopbackError
+    from loadtests.errors import NotLoopbackError
 
     console = Console(stderr=True, highlight=False)
     if url is not None:
@@ -90,17 +91,9 @@ def bench_command(
         serve_overrides=_serve_args(serve_arg),
         attach_timeout_s=attach_timeout_s,
     )
-    try:
-        report = run_bench(options, say=lambda msg: console.print(f"[cyan]\\[bench][/cyan] {msg}"))
-    except LoadTestError as exc:
-        console.print(f"[red]bench failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
     from loadtests._bench_report import render_markdown
 
-    if not json_only:
-        typer.echo(render_markdown(report))
-        typer.echo(f"JSON: {report['json_path']}")
-    typer.echo(json.dumps(report, indent=None if not json_only else 2))
+    _run_and_print(run_bench, options, "bench", render_markdown, json_only, console)
 
 
 def _bench_lora(
@@ -117,7 +110,6 @@ def _bench_lora(
     from rich.console import Console
 
     from loadtests.bench_lora import LoraBenchOptions, render_lora_markdown, run_lora_bench
-    from loadtests.errors import LoadTestError
 
     console = Console(stderr=True, highlight=False)
     try:
@@ -134,12 +126,19 @@ def _bench_lora(
         duration_s=3.0 if quick else duration_s,
         warmup_s=1.0 if quick else 2.0,
     )
+    _run_and_print(run_lora_bench, options, "bench-lora", render_lora_markdown, json_only, console)
+
+
+def _run_and_print(run: Any, options: Any, tag: str, render: Any, json_only: bool, console: Any) -> None:
+    """Run one benchmark; print its markdown (unless --json-only) and its JSON report."""
+    from loadtests.errors import LoadTestError
+
     try:
-        report = run_lora_bench(options, say=lambda msg: console.print(f"[cyan]\\[bench-lora][/cyan] {msg}"))
+        report = run(options, say=lambda msg: console.print(f"[cyan]\\[{tag}][/cyan] {msg}"))
     except LoadTestError as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     if not json_only:
-        typer.echo(render_lora_markdown(report))
+        typer.echo(render(report))
         typer.echo(f"JSON: {report['json_path']}")
     typer.echo(json.dumps(report, indent=None if not json_only else 2))
