@@ -71,7 +71,7 @@ def bench_command(
     console = Console(stderr=True, highlight=False)
     if url is not None:
         try:
-            from loadtests._loopback import require_loopback
+            from loadtests.loopback import require_loopback
 
             require_loopback(url)
         except NotLoopbackError as exc:
@@ -91,7 +91,7 @@ def bench_command(
         serve_overrides=_serve_args(serve_arg),
         attach_timeout_s=attach_timeout_s,
     )
-    from loadtests._bench_report import render_markdown
+    from loadtests.bench_report import render_markdown
 
     _run_and_print(run_bench, options, "bench", render_markdown, json_only, console)
 

@@ -28,11 +28,11 @@ def export(
     """Export an existing version to ONNX by publishing a NEW version whose manifest names its parent."""
     from model_repository import ModelRepository
 
-    from ._extras import require
+    from .extras import require
 
     require("torch")
     from training.export import ExportError, parse_precisions
-    from training.export._reexport import reexport_version
+    from training.export.reexport import reexport_version
 
     try:
         parse_precisions(precision)
@@ -59,9 +59,9 @@ def export_bench(
     """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding."""
     from model_repository import ModelRepository
 
-    from ._extras import require
+    from .extras import require
 
     require("onnxruntime")
-    from training.export._bench import run_bench
+    from training.export.bench import run_bench
 
     run_bench(ModelRepository(repository), scenario, version, data, threads=threads, rows=rows)

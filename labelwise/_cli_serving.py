@@ -166,8 +166,8 @@ def run_server(
     stop_signals = _raise_on_stop_signals() if block else None
     from ray import serve
 
-    from serving._ray_local import start_local_ray, stop_local_ray
     from serving.app import build_app
+    from serving.local_ray import start_local_ray, stop_local_ray
 
     try:
         start_local_ray(host=host, port=port, direct_ingress=direct_ingress)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from labelwise._cli_serving import run_server
     from labelwise.client import LabelwiseClient
-    from serving._ray_local import stop_local_ray
+    from serving.local_ray import stop_local_ray
 
     url = f"http://127.0.0.1:{args.port}"
     serving_args = {"repository": str(repository), "scenarios": [{"name": n} for n in DEMO_SCENARIOS]}

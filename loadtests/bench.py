@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ._bench_models import BenchModels, prepare_bench_models
-from ._bench_report import render_markdown, targets
-from ._loopback import require_loopback
-from ._processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
-from ._sentences import real_texts_file
+from .bench_models import BenchModels, prepare_bench_models
+from .bench_report import render_markdown, targets
 from .errors import BenchError
 from .loadgen import LoadSpec, run_in_subprocess, wait_ready
+from .loopback import require_loopback
+from .processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
+from .sentences import real_texts_file
 
 # The loads the issue names: (label, texts per request, concurrency).
 SERVED_LOADS = (("1 text, c=8", 1, 8), ("1 text, c=32", 1, 32), ("32 texts, c=4", 32, 4))
@@ -132,7 +132,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
 
 def ceiling(models: BenchModels, threads: int, texts_file: str, options: BenchOptions) -> dict[str, Any]:
     cmd = python_cmd(
-        "-m", "loadtests._ceiling",
+        "-m", "loadtests.ceiling",
         "--repository", models.repository,
         "--scenario", models.primary,
         "--threads", str(threads),

@@ -27,11 +27,11 @@ from pydantic import BaseModel, Field
 
 from model_repository import ModelRepository
 
-from ._bench_models import prepare_bench_models
-from ._processes import python_cmd, start_server, stop_server, wait_server_ready
-from ._sentences import real_texts_file
+from .bench_models import prepare_bench_models
 from .errors import BenchError
 from .loadgen import LoadSpec, run_in_subprocess
+from .processes import python_cmd, start_server, stop_server, wait_server_ready
+from .sentences import real_texts_file
 
 MIX_PREFIX = "lora-mix-"
 _COPIED = ("tokenizer", "weights", "onnx")

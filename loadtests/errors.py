@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from model_repository.errors import EXIT_USAGE, LabelwiseError
 
-class LoadTestError(Exception):
+
+class LoadTestError(LabelwiseError):
     """Base class for load-test and benchmark errors."""
 
 
 class NotLoopbackError(LoadTestError, ValueError):
     """A target URL that is not on 127.0.0.1 / localhost: this tooling never sends traffic elsewhere."""
+
+    exit_code = EXIT_USAGE
 
 
 class ServerNotUpError(LoadTestError, TimeoutError):

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ._loopback import require_loopback
-from ._sentences import load_sentences
 from .errors import ServerNotUpError
+from .loopback import require_loopback
+from .sentences import load_sentences
 
 CLASSIFY_PATH = "/v1/classify"
 READY_PATH = "/readyz"

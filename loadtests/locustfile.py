@@ -21,7 +21,7 @@ from typing import Any
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from loadtests._sentences import load_sentences
+from loadtests.sentences import load_sentences
 
 DEFAULT_WEIGHTS = "one=3,batch=1"
 DEFAULT_TEXTS_PER_REQUEST = 32

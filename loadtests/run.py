@@ -10,9 +10,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ._loopback import require_loopback
 from .errors import LoadTestError
 from .loadgen import wait_ready
+from .loopback import require_loopback
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"

@@ -1,18 +1,30 @@
-"""The artifact contract between training (writes) and serving (reads)."""
+"""The artifact contract between training (writes) and serving (reads).
 
+Everything a version folder holds is defined here once: its layout (`layout`), its manifest
+(`manifest`), the numpy head (`heads`), the base encoder's identity (`identity`) and the stacked
+adapter tables of the multi-adapter graph (`multi_adapter`). It also holds `LabelwiseError`, the root
+of every error the project raises on purpose.
+"""
+
+from . import layout
 from .errors import (
+    EXIT_RUNTIME,
+    EXIT_USAGE,
     AdapterMismatchError,
     AliasNotFoundError,
     IntegrityError,
     InvalidNameError,
+    LabelwiseError,
     ManifestError,
     RepositoryError,
     ScenarioNotFoundError,
     SchemaVersionError,
+    UsageError,
     VersionNotFoundError,
 )
+from .heads import HEAD_ARRAYS, ROBERTA_TYPES, NumpyHead, apply_head
+from .identity import base_key, file_sha256, weights_hash
 from .manifest import (
-    MANIFEST_NAME,
     PRECISIONS,
     SCHEMA_VERSION,
     BaseEncoderRef,
@@ -23,6 +35,15 @@ from .manifest import (
     Manifest,
     Parity,
 )
+from .multi_adapter import (
+    ADAPTER_INDEX_INPUT,
+    NUM_LABELS_INPUT,
+    AdapterEntry,
+    GraphSpec,
+    build_tables,
+    check_adapter,
+    table_bytes,
+)
 from .repository import (
     BaseDraft,
     ModelRepository,
@@ -30,14 +51,19 @@ from .repository import (
     code_revision,
     default_root,
     read_manifest,
-    sha256_file,
     validate_name,
 )
 
 __all__ = [
-    "MANIFEST_NAME",
+    "ADAPTER_INDEX_INPUT",
+    "EXIT_RUNTIME",
+    "EXIT_USAGE",
+    "HEAD_ARRAYS",
+    "NUM_LABELS_INPUT",
     "PRECISIONS",
+    "ROBERTA_TYPES",
     "SCHEMA_VERSION",
+    "AdapterEntry",
     "AdapterMismatchError",
     "AliasNotFoundError",
     "BaseDraft",
@@ -45,21 +71,32 @@ __all__ = [
     "BaseModelRef",
     "ExportRecord",
     "FileEntry",
+    "GraphSpec",
     "HeadSpec",
     "IntegrityError",
     "InvalidNameError",
+    "LabelwiseError",
     "Manifest",
     "ManifestError",
     "ModelRepository",
+    "NumpyHead",
     "Parity",
     "RepositoryError",
     "ScenarioNotFoundError",
     "SchemaVersionError",
+    "UsageError",
     "VersionDraft",
     "VersionNotFoundError",
+    "apply_head",
+    "base_key",
+    "build_tables",
+    "check_adapter",
     "code_revision",
     "default_root",
+    "file_sha256",
+    "layout",
     "read_manifest",
-    "sha256_file",
+    "table_bytes",
     "validate_name",
+    "weights_hash",
 ]

@@ -1,14 +1,37 @@
-"""Every error the model repository raises; each message names the thing that is wrong."""
+"""The root of every labelwise error, and every error the model repository raises.
+
+`LabelwiseError` lives here because model_repository is the one package every other imports; each
+package subclasses it once (RepositoryError, ServingError, TrainingError, LoadTestError) and the CLI
+turns any of them into one line on stderr and exit code `exit_code` (1 runtime, 2 usage/bad input).
+Each message names the thing that is wrong.
+"""
 
 from __future__ import annotations
 
+EXIT_RUNTIME = 1  # the command ran and failed (a server did not come up, an export broke parity)
+EXIT_USAGE = 2  # the command was asked something wrong (bad option, missing file, invalid name)
 
-class RepositoryError(Exception):
+
+class LabelwiseError(Exception):
+    """Base class of every error labelwise raises on purpose; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class UsageError(LabelwiseError, ValueError):
+    """A command-line option or argument is wrong; raised by the CLI before any work starts."""
+
+    exit_code = EXIT_USAGE
+
+
+class RepositoryError(LabelwiseError):
     """Base class for model repository errors."""
 
 
 class InvalidNameError(RepositoryError, ValueError):
     """A scenario, alias or base key that is not a safe, lowercase name."""
+
+    exit_code = EXIT_USAGE
 
 
 class ScenarioNotFoundError(RepositoryError, LookupError):

@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 Strategy = Literal["full", "frozen", "lora"]
 Precision = Literal["fp32", "fp16", "int8"]

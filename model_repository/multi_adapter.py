@@ -23,11 +23,8 @@ from typing import Any
 import numpy as np
 
 from .errors import AdapterMismatchError
+from .heads import HEAD_ARRAYS
 
-HEAD_ARRAYS: dict[str, tuple[str, ...]] = {
-    "roberta": ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
-    "linear": ("weight", "bias"),
-}
 # Arrays whose first axis is the label axis: padded to the widest scenario.
 _LABEL_AXIS = {"out_proj_weight", "out_proj_bias", "weight", "bias"}
 NUM_LABELS_INPUT = "head.num_labels"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -34,12 +33,11 @@ from .errors import (
     SchemaVersionError,
     VersionNotFoundError,
 )
-from .manifest import MANIFEST_NAME, SCHEMA_VERSION, FileEntry, Manifest
+from .identity import file_sha256
+from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE
+from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 
 DEFAULT_ROOT = "./var/model-repository"
-BASES_DIR = "_bases"
-ALIASES_DIR = "_aliases"
-BASE_MANIFEST = "base.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _TMP_PREFIX = ".tmp-"
 
@@ -57,14 +55,6 @@ def validate_name(name: str, what: str = "scenario") -> str:
             "starting with a letter or digit (no '/', '..' or spaces)"
         )
     return name
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def code_revision() -> str:
@@ -107,7 +97,7 @@ def _hash_files(folder: Path, skip: set[str]) -> dict[str, FileEntry]:
         rel = path.relative_to(folder).as_posix()
         if rel in skip:
             continue
-        entries[rel] = FileEntry(sha256=sha256_file(path), size_bytes=path.stat().st_size)
+        entries[rel] = FileEntry(sha256=file_sha256(path), size_bytes=path.stat().st_size)
     return entries
 
 
@@ -119,7 +109,7 @@ def _check_files(folder: Path, files: dict[str, FileEntry], what: str) -> None:
         size = path.stat().st_size
         if size != entry.size_bytes:
             raise IntegrityError(f"{what}: file {rel!r} is {size} bytes, manifest says {entry.size_bytes}")
-        if sha256_file(path) != entry.sha256:
+        if file_sha256(path) != entry.sha256:
             raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in the manifest")
 
 
@@ -248,7 +238,7 @@ class ModelRepository:
         if not path.is_dir():
             self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
             raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}")
-        return read_manifest(path / MANIFEST_NAME)
+        return read_manifest(path / MANIFEST_FILE)
 
     def verify(self, scenario: str, version: int) -> Manifest:
         """Re-hash every file of a version; raise naming the first file that does not match."""
@@ -280,7 +270,7 @@ class ModelRepository:
         draft = VersionDraft(scenario=scenario, path=tmp, fields=dict(fields))
         try:
             yield draft
-            if (tmp / MANIFEST_NAME).exists():
+            if (tmp / MANIFEST_FILE).exists():
                 raise ManifestError("a draft must not write manifest.json itself")
             files = _hash_files(tmp, skip=set())
             with _locked(scenario_dir / ".publish.lock"):
@@ -296,7 +286,7 @@ class ModelRepository:
                     )
                 except ValidationError as exc:
                     raise ManifestError(f"{scenario}: manifest fields are invalid: {exc}") from exc
-                (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+                (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
                 _fsync_tree(tmp)
                 target = scenario_dir / str(version)
                 # rename() refuses a non-empty target: a version folder is never replaced.
@@ -309,7 +299,7 @@ class ModelRepository:
 
     # ---- shared base encoders -------------------------------------------------------------
     def has_base(self, key: str, precision: str) -> bool:
-        return (self.base_path(key, precision) / BASE_MANIFEST).is_file()
+        return (self.base_path(key, precision) / BASE_INFO_FILE).is_file()
 
     @contextlib.contextmanager
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
@@ -328,7 +318,7 @@ class ModelRepository:
                 "info": draft.info,
                 "files": {k: v.model_dump() for k, v in _hash_files(tmp, skip=set()).items()},
             }
-            (tmp / BASE_MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True))
+            (tmp / BASE_INFO_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
             _fsync_tree(tmp)
             with _locked(target.parent / ".publish.lock"):
                 if not target.exists():
@@ -340,13 +330,13 @@ class ModelRepository:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def base_info(self, key: str, precision: str) -> dict[str, Any]:
-        path = self.base_path(key, precision) / BASE_MANIFEST
+        path = self.base_path(key, precision) / BASE_INFO_FILE
         if not path.is_file():
             raise VersionNotFoundError(f"base encoder {key!r} has no {precision} export under {self.root}")
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_MANIFEST} is not JSON") from exc
+            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
 
     def verify_base(self, key: str, precision: str) -> dict[str, Any]:
         info = self.base_info(key, precision)

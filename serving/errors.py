@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from model_repository.errors import LabelwiseError
 
-class ServingError(Exception):
+
+class ServingError(LabelwiseError):
     """Base class: `code` is the machine-readable error code clients see."""
 
     code = "internal_error"

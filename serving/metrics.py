@@ -10,7 +10,7 @@ import logging
 from functools import cached_property
 from typing import Any
 
-from ._optional import require
+from .optional import require
 
 logger = logging.getLogger("labelwise.serving")
 

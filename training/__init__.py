@@ -14,7 +14,7 @@ Python API (what the CLI and the demo use)::
 Heavy libraries (torch, transformers, peft, datasets) are imported inside the functions that need them.
 """
 
-from ._config import (
+from .config import (
     DEFAULT_BASE_MODEL,
     STRATEGIES,
     CleaningConfig,
@@ -27,19 +27,19 @@ from ._config import (
     load_scenario,
     make_train_config,
 )
-from ._data import PreparedData, clean_text, prepare_data
-from ._evaluate import (
+from .data import PreparedData, clean_text, prepare_data
+from .errors import BaseModelNotFoundError, DataError, ScenarioConfigError, StrategyError, TrainingError
+from .evaluate import (
     ComparisonRow,
     compare_strategies,
     comparison_markdown,
     evaluate_published,
     predict_logits,
 )
-from ._metrics import class_weights, classification_metrics
-from ._models import LORA_TARGETS, ResolvedBase, build_model, count_params, resolve_base_model
-from ._publish import export_available, load_published_model, publish_run, save_weights, train_and_publish
-from ._trainer import TrainedModel, train
-from .errors import BaseModelNotFoundError, DataError, ScenarioConfigError, StrategyError, TrainingError
+from .metrics import class_weights, classification_metrics
+from .model import LORA_TARGETS, ResolvedBase, build_model, count_params, resolve_base_model
+from .publish import export_available, load_published_model, publish_run, save_weights, train_and_publish
+from .trainer import TrainedModel, train
 
 __all__ = [
     "DEFAULT_BASE_MODEL",

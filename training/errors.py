@@ -2,22 +2,89 @@
 
 from __future__ import annotations
 
+from model_repository.errors import EXIT_USAGE, AdapterMismatchError, LabelwiseError
 
-class TrainingError(Exception):
+
+class TrainingError(LabelwiseError):
     """Base class for training errors: raised before training starts whenever input is bad."""
 
 
 class ScenarioConfigError(TrainingError, ValueError):
     """A scenario YAML or a training setting is missing or invalid."""
 
+    exit_code = EXIT_USAGE
+
 
 class DataError(TrainingError, ValueError):
     """A data file is missing, empty, unreadable, lacks a column or holds an unknown label."""
+
+    exit_code = EXIT_USAGE
 
 
 class BaseModelNotFoundError(TrainingError, LookupError):
     """The base encoder is neither a local folder nor in the offline Hugging Face cache."""
 
+    exit_code = EXIT_USAGE
+
 
 class StrategyError(TrainingError, ValueError):
     """A strategy cannot run here: unknown LoRA targets for an architecture, QLoRA without CUDA, ..."""
+
+    exit_code = EXIT_USAGE
+
+
+# ---- export (training.export) ----------------------------------------------------------------------
+class ExportError(TrainingError):
+    """The export could not produce trustworthy graphs; nothing is published."""
+
+
+class UnknownPrecisionError(ExportError, ValueError):
+    """A precision other than fp32, fp16 or int8 was asked for."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnsupportedArchitectureError(ExportError):
+    """optimum cannot export this architecture to ONNX."""
+
+
+class ParityError(ExportError):
+    """The ONNX graph does not compute what the torch model computes (fp32 over the threshold)."""
+
+
+class SourceVersionError(ExportError):
+    """The version to re-export is missing, fails verification, or lacks the files it needs."""
+
+
+# ---- multi-adapter graph (training.multi_adapter) ------------------------------------------------
+class MultiAdapterError(TrainingError):
+    """The multi-adapter base graph cannot be built, stored or fed."""
+
+
+class UnsupportedBaseError(MultiAdapterError):
+    """The base encoder's architecture has no numpy head kind or LoRA layout this graph knows."""
+
+
+# ---- tuning (training.tuning) --------------------------------------------------------------------
+class TuningError(TrainingError, ValueError):
+    """A tune setting is invalid (trials, timeout, study name) or a study cannot run or resume."""
+
+    exit_code = EXIT_USAGE
+
+
+__all__ = [
+    "AdapterMismatchError",
+    "BaseModelNotFoundError",
+    "DataError",
+    "ExportError",
+    "MultiAdapterError",
+    "ParityError",
+    "ScenarioConfigError",
+    "SourceVersionError",
+    "StrategyError",
+    "TrainingError",
+    "TuningError",
+    "UnknownPrecisionError",
+    "UnsupportedArchitectureError",
+    "UnsupportedBaseError",
+]

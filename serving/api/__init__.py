@@ -1,8 +1,8 @@
 """HTTP surface: FastAPI routes, request/response schemas, errors -> HTTP in one place."""
 
-from ._app import ClassifyBackend, check_limits, create_api
-from ._errors import error_response
-from ._schemas import ClassifyRequest, ClassifyResponse, ErrorBody, LabelScore, Readiness, ScenarioInfo
+from .http_errors import error_response
+from .routes import ClassifyBackend, check_limits, create_api
+from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, LabelScore, Readiness, ScenarioInfo
 
 __all__ = [
     "ClassifyBackend",

@@ -1,11 +1,11 @@
 """Tokenize -> ONNX Runtime -> probabilities, for many scenarios in one batch."""
 
-from ._adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name
-from ._engine import BatchStats, OnnxEngine, Row, RowResult, softmax
-from ._router import ScenarioRouter, ScenarioState
-from ._scenario import BaseEncoderCache, EngineSettings, LoadedScenario, NumpyHead, load_scenario
-from ._session import OnnxGraph, choose_providers, precision_order
-from ._tokenize import TextTokenizer, TokenBatch
+from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name
+from .loader import BaseEncoderCache, EngineSettings, LoadedScenario, NumpyHead, load_scenario
+from .registry import ScenarioRouter, ScenarioState
+from .runner import BatchStats, OnnxEngine, Row, RowResult, softmax
+from .session import OnnxGraph, choose_providers, precision_order
+from .tokenize import TextTokenizer, TokenBatch
 
 __all__ = [
     "AdapterTable",

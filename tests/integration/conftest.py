@@ -14,7 +14,7 @@ import pytest
 
 from model_repository import ModelRepository
 
-from ._published import LATE_SCENARIO, SCENARIOS, Reference, publish
+from .published import LATE_SCENARIO, SCENARIOS, Reference, publish
 
 
 @dataclass
@@ -72,8 +72,8 @@ def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     pytest.importorskip("ray.serve")
     from ray import serve
 
-    from serving._ray_local import start_local_ray, stop_local_ray
     from serving.app import build_app
+    from serving.local_ray import start_local_ray, stop_local_ray
 
     repo = ModelRepository(tmp_path_factory.mktemp("repo"))
     work_dir = tmp_path_factory.mktemp("integration-runs")

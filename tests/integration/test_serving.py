@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from ._published import LATE_SCENARIO, SCENARIOS, labels_of
 from .conftest import ServedApp
+from .published import LATE_SCENARIO, SCENARIOS, labels_of
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 
 from model_repository import ModelRepository
 
-from ._published import SHARED_LORA, Reference, labels_of, publish
+from .published import SHARED_LORA, Reference, labels_of, publish
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +67,8 @@ def shared_app(
     import ray
     from ray import serve
 
-    from serving._ray_local import start_local_ray, stop_local_ray
     from serving.app import build_app
+    from serving.local_ray import start_local_ray, stop_local_ray
 
     repo = ModelRepository(tmp_path_factory.mktemp("shared-repo"))
     work = tmp_path_factory.mktemp("shared-runs")

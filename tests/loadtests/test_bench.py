@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests._bench_models import LABELS, BenchModels, prepare_bench_models, write_bench_data
-from loadtests._bench_report import render_markdown, targets
+from loadtests.bench_models import LABELS, BenchModels, prepare_bench_models, write_bench_data
+from loadtests.bench_report import render_markdown, targets
 
 from .conftest import _free_port
 
@@ -147,7 +147,7 @@ def test_bench_models_are_reused_when_cached(tiny_bench: BenchModels, tiny_rober
 
 
 def test_ceiling_measures_the_engine_at_each_batch_size(tiny_bench: BenchModels) -> None:
-    from loadtests._ceiling import measure_ceiling
+    from loadtests.ceiling import measure_ceiling
 
     texts = ["The app crashes on start.", "Great value, fast shipping.", "Where is my parcel?"]
     result = measure_ceiling(tiny_bench.repository, tiny_bench.primary, 1, texts, "fp32", (1, 4), 0.2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests._loopback import require_loopback
 from loadtests.errors import NotLoopbackError
+from loadtests.loopback import require_loopback
 
 
 @pytest.mark.parametrize(

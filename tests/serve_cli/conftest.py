@@ -13,7 +13,7 @@ SCENARIO = "topic_frozen"
 
 @pytest.fixture(scope="module")
 def one_scenario_repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
-    from tests.integration._published import publish
+    from tests.integration.published import publish
 
     repo = ModelRepository(tmp_path_factory.mktemp("serve-cli-repo"))
     publish(repo, SCENARIO, tiny_roberta_dir, tmp_path_factory.mktemp("serve-cli-runs"), seed=1)

@@ -2,9 +2,9 @@
 
 from model_repository.multi_adapter import AdapterEntry, GraphSpec, build_tables, check_adapter, table_bytes
 
-from ._export import GRAPH_FILE, export_multi_adapter_base, graph_folder_name, load_spec, resolve_base
-from ._graph import build_module
-from .errors import AdapterMismatchError, MultiAdapterError, UnsupportedBaseError
+from ..errors import AdapterMismatchError, MultiAdapterError, UnsupportedBaseError
+from .base_graph import GRAPH_FILE, export_multi_adapter_base, graph_folder_name, load_spec, resolve_base
+from .graph import build_module
 
 __all__ = [
     "GRAPH_FILE",

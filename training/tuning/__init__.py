@@ -6,10 +6,10 @@
 Optuna and torch are imported inside the functions that use them.
 """
 
-from ._perturb import PerturbationReport, perturb_text, perturb_texts, robustness_of_published
-from ._space import ParamRange, SearchSpace, default_search_space
-from ._study import StudySummary, run_study, tune_dir
-from .errors import TuningError
+from ..errors import TuningError
+from .perturb import PerturbationReport, perturb_text, perturb_texts, robustness_of_published
+from .space import ParamRange, SearchSpace, default_search_space
+from .study import StudySummary, run_study, tune_dir
 
 __all__ = [
     "ParamRange",

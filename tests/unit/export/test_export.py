@@ -170,7 +170,7 @@ def test_base_encoder_is_exported_once_for_scenarios_on_the_same_base(published)
 
 def test_corrupted_graph_fails_verify_and_is_not_reexported(published):
     from training.export import SourceVersionError
-    from training.export._reexport import reexport_version
+    from training.export.reexport import reexport_version
 
     repo, manifests, _ = published
     folder = repo.version_path("full", manifests["full"].version)
@@ -293,7 +293,7 @@ def test_cli_export_publishes_a_child_version(
 
 def test_lora_version_is_reexported_from_base_plus_adapter(published, tmp_path):
     from tests.conftest import write_toy_csv
-    from training.export._reexport import reexport_version
+    from training.export.reexport import reexport_version
 
     repo, manifests, _ = published
     parent = manifests["lora"]

@@ -33,8 +33,8 @@ def make_scenario(
     """Build the classifier as training does, then give B and the head random non-zero weights."""
     import torch
 
-    from training._models import build_model, resolve_base_model
-    from training.export._heads import head_arrays, head_kind, lora_arrays
+    from training.export.heads import head_arrays, head_kind, lora_arrays
+    from training.model import build_model, resolve_base_model
 
     labels = [f"{name}-{i}" for i in range(num_labels)]
     base = resolve_base_model(str(base_dir))

@@ -14,7 +14,7 @@ FP32_TOLERANCE = 1e-3
 
 
 def _session(path: Path) -> Any:
-    from training.export._parity import ort_session
+    from training.export.parity import ort_session
 
     return ort_session(path, threads=1)
 

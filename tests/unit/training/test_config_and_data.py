@@ -24,8 +24,8 @@ from training import (
     resolve_base_model,
     train,
 )
-from training._metrics import use_class_weights
-from training._models import lora_targets
+from training.metrics import use_class_weights
+from training.model import lora_targets
 
 LABELS = ["positive", "negative", "neutral"]
 

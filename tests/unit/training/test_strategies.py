@@ -149,7 +149,7 @@ def test_evaluate_published_matches_training_metrics(
 
 def test_comparison_table_and_chart(full_run, frozen_run, lora_run, tmp_path: Path) -> None:
     from training import ComparisonRow, comparison_markdown
-    from training._plots import plot_comparison
+    from training.plots import plot_comparison
 
     rows = [
         ComparisonRow(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training import build_model, make_train_config, predict_logits, resolve_base_model
-from training._adversarial import adversarial_loss
+from training.adversarial import adversarial_loss
 from training.errors import ScenarioConfigError
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from model_repository import ModelRepository
 from training import evaluate_published, predict_logits, publish_run
-from training._data import load_labeled
+from training.data import load_labeled
 from training.tuning import perturb_texts, robustness_of_published
 
 TEXTS = ["The film was great today.", "My order was awful again and again.", "Fine"]

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import InvalidRequestError, NotReadyError, ServingError
-from ._schemas import ErrorBody, ErrorDetail
+from .schemas import ErrorBody, ErrorDetail
 
 logger = logging.getLogger("labelwise.serving")
 RETRY_AFTER_S = 1.0

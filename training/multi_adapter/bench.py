@@ -1,6 +1,6 @@
 """Microbenchmark: one shared multi-adapter graph vs one merged graph per scenario, same rows, ORT CPU.
 
-    python -m training.multi_adapter._bench [--scenarios 1,4,8,16,32] [--batches 8] [--threads 2]
+    python -m training.multi_adapter.bench [--scenarios 1,4,8,16,32] [--batches 8] [--threads 2]
 
 Each (mode, N) runs in a fresh subprocess so that RSS is that configuration's alone. The batch of 32
 rows is a uniform mix of N scenarios; `merged` splits it into one run per scenario present (what a
@@ -77,7 +77,7 @@ def _session(path: Path, threads: int) -> Any:
 def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n: int, threads: int) -> dict:
     """One configuration, in this (fresh) process: load, warm up, time, measure RSS."""
     from model_repository.multi_adapter import GraphSpec
-    from training.multi_adapter._graph import random_tables
+    from training.multi_adapter.graph import random_tables
 
     minilm = Path(spec_json.pop("_minilm"))
     batches = _batches(minilm, batches_n + 1)
@@ -144,7 +144,7 @@ def interleaved(
     session: per-run cost does not depend on which weights it holds).
     """
     from model_repository.multi_adapter import GraphSpec
-    from training.multi_adapter._graph import random_tables
+    from training.multi_adapter.graph import random_tables
 
     minilm = Path(spec_json.pop("_minilm"))
     spec = GraphSpec.from_json(spec_json)
@@ -178,19 +178,19 @@ def _prepare(work: Path, minilm: Path) -> tuple[Path, Path, dict[str, Any]]:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from training.export import _graphs
-    from training.multi_adapter._graph import build_module, export_onnx
+    from training.export import graphs
+    from training.multi_adapter.graph import build_module, export_onnx
 
     module, spec = build_module(minilm, "bench", RANK, ["query", "value"])
     config = AutoConfig.from_pretrained(minilm)
     raw = export_onnx(module, spec, work / "shared-raw" / "multi_adapter.onnx", config.vocab_size)
-    shared = _graphs.optimize_graph(raw, config, work / "shared" / "multi_adapter.onnx")
+    shared = graphs.optimize_graph(raw, config, work / "shared" / "multi_adapter.onnx")
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
         minilm, num_labels=6, attn_implementation="eager"
     )
-    merged_raw = _graphs.export_sequence_classifier(model.eval(), work / "merged-export")
-    merged = _graphs.optimize_graph(merged_raw, config, work / "merged" / "model.fp32.onnx")
+    merged_raw = graphs.export_sequence_classifier(model.eval(), work / "merged-export")
+    merged = graphs.optimize_graph(merged_raw, config, work / "merged" / "model.fp32.onnx")
     return shared, merged, spec.to_json()
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         job = json.loads(args._child)
         print(json.dumps(run_one(**job)))
         return
-    from training._models import resolve_base_model
+    from training.model import resolve_base_model
 
     minilm = resolve_base_model("minilm").path
     results = []
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
                     "threads": args.threads,
                 }
                 out = subprocess.run(
-                    [sys.executable, "-m", "training.multi_adapter._bench", "--_child", json.dumps(job)],
+                    [sys.executable, "-m", "training.multi_adapter.bench", "--_child", json.dumps(job)],
                     capture_output=True,
                     text=True,
                     env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},

@@ -13,12 +13,12 @@ import numpy as np
 
 from model_repository import ModelRepository
 
-from ._config import STRATEGIES, ScenarioConfig, TrainConfig, default_runs_dir, make_train_config
-from ._data import load_labeled
-from ._metrics import classification_metrics
-from ._plots import plot_comparison, plot_confusion_matrix
-from ._publish import load_published_model, publish_run, save_weights
-from ._trainer import train
+from .config import STRATEGIES, ScenarioConfig, TrainConfig, default_runs_dir, make_train_config
+from .data import load_labeled
+from .metrics import classification_metrics
+from .plots import plot_comparison, plot_confusion_matrix
+from .publish import load_published_model, publish_run, save_weights
+from .trainer import train
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import numpy as np
 from model_repository import BaseModelRef, ModelRepository, RepositoryError
 from model_repository.multi_adapter import ADAPTER_INDEX_INPUT, GraphSpec
 
-from . import _graph
-from .errors import MultiAdapterError
+from ..errors import MultiAdapterError
+from .graph import build_module, dummy_tokens, export_onnx, random_tables, run_torch
 
 GRAPH_FILE = "multi_adapter.onnx"
 FP32_MAX_ABS_DIFF = 1e-3
@@ -29,8 +29,8 @@ def graph_folder_name(rank: int, precision: str) -> str:
 
 def resolve_base(base_model: str | Path) -> tuple[BaseModelRef, Path, str]:
     """(manifest ref, local folder, base key) exactly as training and export name this base."""
-    from training._models import resolve_base_model
-    from training.export._base_encoder import base_key
+    from training.export.base_encoder import base_key
+    from training.model import resolve_base_model
 
     resolved = resolve_base_model(str(base_model))
     ref = BaseModelRef(
@@ -55,11 +55,11 @@ def load_spec(repository: ModelRepository, key: str, rank: int, precision: str =
 def _check(session: Any, module: Any, spec: GraphSpec, vocab_size: int) -> dict[str, Any]:
     """Random non-zero adapters, mixed rows, ragged padding: ONNX vs the traced torch module."""
     feed = {
-        **_graph.dummy_tokens(spec, 8, 24, vocab_size, seed=7),
-        **_graph.random_tables(spec, 3, [2, 5, 3], seed=7),
+        **dummy_tokens(spec, 8, 24, vocab_size, seed=7),
+        **random_tables(spec, 3, [2, 5, 3], seed=7),
     }
     feed[ADAPTER_INDEX_INPUT] = np.asarray([0, 1, 2, 1, 0, 2, 2, 1], dtype=np.int64)
-    reference = _graph.run_torch(module, spec, feed)
+    reference = run_torch(module, spec, feed)
     wanted = [i.name for i in session.get_inputs()]
     out = np.asarray(session.run(None, {n: feed[n] for n in wanted})[0])
     finite = np.isfinite(reference)
@@ -85,9 +85,9 @@ def export_multi_adapter_base(
     say: Callable[[str], None] = _LOG.info,
 ) -> dict[str, Path]:
     """Export (or verify and reuse) the multi-adapter graph of a base; return precision -> graph path."""
-    from training._models import lora_targets
-    from training.export import _graphs
-    from training.export._parity import ort_session
+    from training.export import graphs
+    from training.export.parity import ort_session
+    from training.model import lora_targets
 
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
@@ -114,20 +114,20 @@ def export_multi_adapter_base(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
-    module, spec = _graph.build_module(path, key, rank, list(targets))
+    module, spec = build_module(path, key, rank, list(targets))
     with tempfile.TemporaryDirectory(prefix="labelwise-multi-") as tmp:
         work = Path(tmp)
         say(f"multi-adapter graph {key}: tracing {spec.num_layers} layers, targets {list(spec.projections)}")
-        raw = _graph.export_onnx(module, spec, work / "raw" / GRAPH_FILE, config.vocab_size, opset)
+        raw = export_onnx(module, spec, work / "raw" / GRAPH_FILE, config.vocab_size, opset)
         try:
-            fp32 = _graphs.optimize_graph(raw, config, work / "fp32" / GRAPH_FILE)
+            fp32 = graphs.optimize_graph(raw, config, work / "fp32" / GRAPH_FILE)
         except Exception as exc:  # the fusions are an optimisation; the raw graph is correct as it is
             say(
                 f"multi-adapter graph {key}: ORT fusions failed ({type(exc).__name__}), keeping the raw graph"
             )
             fp32 = raw
         for precision in missing:
-            graph = fp32 if precision == "fp32" else _graphs.quantize_int8(fp32, work / "int8" / GRAPH_FILE)
+            graph = fp32 if precision == "fp32" else graphs.quantize_int8(fp32, work / "int8" / GRAPH_FILE)
             parity = _check(ort_session(graph, threads=threads), module, spec, config.vocab_size)
             if precision == "fp32" and parity["max_abs_logit_diff"] > FP32_MAX_ABS_DIFF:
                 raise MultiAdapterError(
@@ -141,7 +141,7 @@ def export_multi_adapter_base(
                 "base_model": ref.model_dump(mode="json"),
                 "spec": spec.to_json(),
                 "inputs": spec.input_names(),
-                "opset": _graphs.graph_opset(graph),
+                "opset": graphs.graph_opset(graph),
                 "parity": parity,
             }
             with repository.new_base(key, folder, **info) as draft:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._optional import require
+from ..optional import require
 
 logger = logging.getLogger("labelwise.serving")
 

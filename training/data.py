@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._config import CleaningConfig, ScenarioConfig, TrainConfig
+from .config import CleaningConfig, ScenarioConfig, TrainConfig
 from .errors import DataError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import numpy as np
 
 from model_repository import ModelRepository
 
-from ._parity import ort_session, session_input_names
-from .errors import ExportError
+from ..errors import ExportError
+from .parity import ort_session, session_input_names
 
 BATCH_SIZES = (1, 8, 32)
 

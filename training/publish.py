@@ -10,10 +10,10 @@ from typing import Any
 
 from model_repository import BaseModelRef, Manifest, ModelRepository
 
-from ._config import TrainConfig
-from ._models import head_prefixes, resolve_base_model
-from ._trainer import TrainedModel, train
+from .config import TrainConfig
 from .errors import TrainingError
+from .model import head_prefixes, resolve_base_model
+from .trainer import TrainedModel, train
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ScenarioConfigError
-from .tuning._space import SearchSpace
+from .tuning.space import SearchSpace
 
 Strategy = Literal["full", "frozen", "lora"]
 STRATEGIES: tuple[str, ...] = ("full", "frozen", "lora")

@@ -2,7 +2,7 @@
 
 Same code path as a replica's batch (serving.engine: tokenize -> ONNX Runtime -> softmax), same
 model, precision and ORT threads as the served run, on the same sentences. Runs in its own process
-(`python -m loadtests._ceiling`, one JSON line out) so that its ORT thread pool is gone before the
+(`python -m loadtests.ceiling`, one JSON line out) so that its ORT thread pool is gone before the
 server starts.
 """
 
@@ -59,9 +59,9 @@ def measure_ceiling(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._sentences import load_sentences
+    from .sentences import load_sentences
 
-    parser = argparse.ArgumentParser(prog="python -m loadtests._ceiling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.ceiling", description=__doc__.splitlines()[0])
     parser.add_argument("--repository", required=True)
     parser.add_argument("--scenario", required=True)
     parser.add_argument("--threads", type=int, required=True)

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ._space import SearchSpace, default_search_space
-from .errors import TuningError
+from ..errors import TuningError
+from .space import SearchSpace, default_search_space
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class StudySummary(BaseModel):
 
 def tune_dir(scenario: str, study_name: str) -> Path:
     """runs/<scenario>/tune-<study name>/ (under $LABELWISE_RUNS_DIR)."""
-    from .._config import default_runs_dir
+    from ..config import default_runs_dir
 
     return default_runs_dir() / scenario / f"tune-{study_name}"
 
@@ -101,7 +101,7 @@ def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[st
     """Every extreme of every dimension must make valid StrategyParams: fail before any trial runs."""
     from pydantic import ValidationError
 
-    from .._config import StrategyParams
+    from ..config import StrategyParams
 
     ranges = space.ranges(strategy)
     if not ranges:
@@ -164,10 +164,10 @@ def run_study(
     """
     import optuna
 
-    from .._config import load_scenario, make_train_config
-    from .._data import prepare_data
-    from .._publish import publish_run
-    from .._trainer import train
+    from ..config import load_scenario, make_train_config
+    from ..data import prepare_data
+    from ..publish import publish_run
+    from ..trainer import train
 
     if trials < 1:
         raise TuningError(f"--trials must be at least 1, got {trials}")

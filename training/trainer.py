@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ._config import TrainConfig
-from ._data import LabeledTexts, PreparedData, prepare_data
-from ._metrics import class_weights, classification_metrics, imbalance_ratio, use_class_weights
-from ._models import ResolvedBase, build_model, count_params, resolve_base_model
-from ._plots import plot_confusion_matrix, plot_label_distribution
+from .config import TrainConfig
+from .data import LabeledTexts, PreparedData, prepare_data
+from .metrics import class_weights, classification_metrics, imbalance_ratio, use_class_weights
+from .model import ResolvedBase, build_model, count_params, resolve_base_model
+from .plots import plot_confusion_matrix, plot_label_distribution
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _trainer_class() -> type:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             # Adversarial steps only while training: evaluation and prediction see the plain model.
             if self._adversarial and model.training and not return_outputs and torch.is_grad_enabled():
-                from ._adversarial import adversarial_loss
+                from .adversarial import adversarial_loss
 
                 return adversarial_loss(
                     lambda: self._plain_loss(model, dict(inputs), False, num_items_in_batch),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportError
+from ..errors import ExportError
 
 # Sentences of very different lengths, so that the load check pads and truncates.
 LOAD_CHECK_TEXTS = [

@@ -12,9 +12,9 @@ from model_repository import AdapterMismatchError, Manifest, ModelRepository, Re
 from model_repository.multi_adapter import AdapterEntry, check_adapter
 
 from ..errors import ModelLoadError
-from ._adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name, num_labels_of
-from ._session import OnnxGraph
-from ._tokenize import TextTokenizer
+from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name, num_labels_of
+from .session import OnnxGraph
+from .tokenize import TextTokenizer
 
 logger = logging.getLogger("labelwise.serving")
 

@@ -3,7 +3,7 @@
 Bounded on purpose (2k training rows, one epoch, 2 CPU threads): the point is export parity and
 ORT throughput on a model whose head is trained, not the best sentiment accuracy.
 
-    python -m training.export._minilm_figures --repository var/export-figures
+    python -m training.export.minilm_figures --repository var/export-figures
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from model_repository import BaseModelRef, ModelRepository
 
-from ._base_encoder import content_hash
-from ._bench import run_bench
-from ._hook import export_into
+from .base_encoder import content_hash
+from .bench import run_bench
+from .exporter import export_into
 
 
 def _rows(path: Path) -> tuple[list[str], list[str]]:

@@ -12,8 +12,8 @@ import numpy as np
 
 from model_repository import BaseModelRef, ModelRepository, RepositoryError
 
-from . import _graphs, _heads, _parity
-from .errors import ExportError, ParityError
+from ..errors import ExportError, ParityError
+from . import graphs, heads, parity
 
 ENCODER_FILE = "encoder.onnx"
 FP32_MAX_ABS_DIFF = 1e-3
@@ -68,7 +68,7 @@ def load_base_encoder(base_model_path: str | Path, kind: str, input_names: list[
     if kind == "roberta":
         kwargs["add_pooling_layer"] = False  # the roberta head reads the first token, not the pooler
     encoder = AutoModel.from_pretrained(base_model_path, config=config, **kwargs).eval()
-    return _heads.FeatureEncoder.build(encoder, kind, input_names), config
+    return heads.FeatureEncoder.build(encoder, kind, input_names), config
 
 
 def ensure_base(
@@ -102,25 +102,25 @@ def ensure_base(
         return paths
 
     wrapper, config = load_base_encoder(base_model_path, kind, input_names)
-    reference = _parity.torch_outputs(
+    reference = parity.torch_outputs(
         lambda **kw: wrapper(*(kw[n] for n in input_names)), batches, input_names
     )
     with tempfile.TemporaryDirectory(prefix="labelwise-base-") as tmp:
         work = Path(tmp)
-        raw = _graphs.export_feature_encoder(wrapper, input_names, work / "raw" / "encoder.onnx", opset)
-        fp32 = _graphs.optimize_graph(raw, config, work / "fp32" / ENCODER_FILE)
+        raw = graphs.export_feature_encoder(wrapper, input_names, work / "raw" / "encoder.onnx", opset)
+        fp32 = graphs.optimize_graph(raw, config, work / "fp32" / ENCODER_FILE)
         for precision in missing:
             if precision == "fp32":
                 graph = fp32
             elif precision == "int8":
-                graph = _graphs.quantize_int8(fp32, work / "int8" / ENCODER_FILE)
+                graph = graphs.quantize_int8(fp32, work / "int8" / ENCODER_FILE)
             else:
-                graph = _graphs.optimize_graph(raw, config, work / "fp16" / ENCODER_FILE, fp16=True)
+                graph = graphs.optimize_graph(raw, config, work / "fp16" / ENCODER_FILE, fp16=True)
             info: dict[str, Any] = {
                 "base_model": base_model.model_dump(mode="json"),
                 "head_kind": kind,
                 "features_dim": int(reference.shape[1]),
-                "opset": _graphs.graph_opset(graph),
+                "opset": graphs.graph_opset(graph),
                 "inputs": input_names,
                 "max_length_tokens_checked": max_length_tokens,
             }
@@ -155,9 +155,9 @@ def _base_parity(
     providers = _fp16_providers() if precision == "fp16" else None
     if precision == "fp16" and providers is None:
         return {"verified": False, "max_abs_feature_diff": None, "note": "no CUDA provider here: unverified"}
-    session = _parity.ort_session(graph, providers, threads)
-    _parity.load_check(session, tokenizer, max_length_tokens, reference.shape[1], f"base encoder {precision}")
-    features = _parity.ort_outputs(session, batches)
+    session = parity.ort_session(graph, providers, threads)
+    parity.load_check(session, tokenizer, max_length_tokens, reference.shape[1], f"base encoder {precision}")
+    features = parity.ort_outputs(session, batches)
     return {
         "verified": True,
         "n_samples": int(reference.shape[0]),

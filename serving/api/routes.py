@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from ..config import ServingConfig
 from ..errors import InvalidRequestError, ServingError, UnauthorizedError
 from ..metrics import ServingMetrics
-from ._errors import error_response, install_error_handlers
-from ._schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
+from .http_errors import error_response, install_error_handlers
+from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
 
 
 class ClassifyBackend(Protocol):

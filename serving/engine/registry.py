@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from model_repository import ModelRepository, RepositoryError
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
-from ._adapters import MultiAdapterCache
-from ._scenario import BaseEncoderCache, EngineSettings, LoadedScenario, load_scenario
+from .adapters import MultiAdapterCache
+from .loader import BaseEncoderCache, EngineSettings, LoadedScenario, load_scenario
 
 logger = logging.getLogger("labelwise.serving")
 

@@ -21,8 +21,19 @@ from model_repository import (
     Parity,
 )
 
-from . import _base_encoder, _graphs, _heads, _parity
-from .errors import ExportError, ParityError, UnknownPrecisionError
+from ..errors import ExportError, ParityError, UnknownPrecisionError
+from . import base_encoder, graphs, heads
+from .parity import (
+    compare,
+    label_ids,
+    load_check,
+    ort_outputs,
+    ort_session,
+    sample_rows,
+    session_input_names,
+    tokenize_batches,
+    torch_outputs,
+)
 
 FP32_MAX_ABS_LOGIT_DIFF = 1e-3
 INT8_MAX_ACCURACY_DROP = 0.01
@@ -65,7 +76,7 @@ def export_into(
     parity_labels: Sequence[Any] | None = None,
     max_length_tokens: int = 128,
     repository: ModelRepository | None = None,
-    opset: int = _graphs.DEFAULT_OPSET,
+    opset: int = graphs.DEFAULT_OPSET,
     parity_rows: int = DEFAULT_PARITY_ROWS,
     threads: int = 2,
     say: Callable[[str], None] = _say,
@@ -81,19 +92,19 @@ def export_into(
     if not parity_texts:
         raise ExportError("parity_texts is empty: export needs validation rows to check parity")
     version_dir = Path(version_dir)
-    texts, labels = _parity.sample_rows(parity_texts, parity_labels, parity_rows)
+    texts, labels = sample_rows(parity_texts, parity_labels, parity_rows)
     label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
-    gold = _parity.label_ids(labels, label2id)
-    batches = _parity.tokenize_batches(tokenizer, texts, max_length_tokens)
+    gold = label_ids(labels, label2id)
+    batches = tokenize_batches(tokenizer, texts, max_length_tokens)
 
     was_training = model.training
     model.eval()
     try:
         merged = copy.deepcopy(model).merge_and_unload() if _is_peft(model) else model
         merged.eval()
-        kind = _heads.head_kind(merged) if strategy in ("frozen", "lora") else None
+        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
         # The reference is the caller's own model (unmerged for lora), so the merge is checked too.
-        reference = _parity.torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))
+        reference = torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))
         exports = _export_graphs(
             version_dir,
             merged,
@@ -116,20 +127,20 @@ def export_into(
                 )
             return fields
 
-        arrays = _heads.head_arrays(merged, kind)
-        _heads.save_npz(version_dir / _heads.HEAD_FILE, arrays)
-        fields["head"] = HeadSpec(kind=kind, path=_heads.HEAD_FILE).model_dump(mode="json")
+        arrays = heads.head_arrays(merged, kind)
+        heads.save_npz(version_dir / heads.HEAD_FILE, arrays)
+        fields["head"] = HeadSpec(kind=kind, path=heads.HEAD_FILE).model_dump(mode="json")
         if strategy == "lora":
-            lora = _heads.lora_arrays(model)
+            lora = heads.lora_arrays(model)
             if lora is not None:
-                _heads.save_npz(version_dir / _heads.LORA_FILE, lora)
+                heads.save_npz(version_dir / heads.LORA_FILE, lora)
         if base_model_path is None or repository is None:
             raise ExportError(
                 f"{strategy} versions need base_model_path and repository for the shared base encoder"
             )
-        key = _base_encoder.base_key(base_model, base_model_path)
+        key = base_encoder.base_key(base_model, base_model_path)
         input_names = list(exports[0].inputs) if exports else list(batches[0])
-        paths = _base_encoder.ensure_base(
+        paths = base_encoder.ensure_base(
             repository,
             key,
             wanted,
@@ -170,17 +181,17 @@ def _export_graphs(
     with tempfile.TemporaryDirectory(prefix="labelwise-export-") as tmp:
         work = Path(tmp)
         say(f"optimum export ({merged.config.model_type}, opset {opset})")
-        raw = _graphs.export_sequence_classifier(merged, work, opset)
-        fp32 = _graphs.optimize_graph(raw, merged.config, work / "final" / "model.fp32.onnx")
+        raw = graphs.export_sequence_classifier(merged, work, opset)
+        fp32 = graphs.optimize_graph(raw, merged.config, work / "final" / "model.fp32.onnx")
         # fp32 parity is checked even when fp32 is not kept: int8 is quantised from it.
         order = ["fp32"] + [p for p in wanted if p != "fp32"]
         for precision in order:
             if precision == "fp32":
                 graph = fp32
             elif precision == "int8":
-                graph = _graphs.quantize_int8(fp32, work / "final" / "model.int8.onnx")
+                graph = graphs.quantize_int8(fp32, work / "final" / "model.int8.onnx")
             else:
-                graph = _graphs.optimize_graph(
+                graph = graphs.optimize_graph(
                     raw, merged.config, work / "final" / "model.fp16.onnx", fp16=True
                 )
             parity, inputs = _graph_parity(
@@ -215,7 +226,7 @@ def _export_graphs(
                 ExportRecord(
                     precision=precision,
                     path=rel,
-                    opset=_graphs.graph_opset(graph),
+                    opset=graphs.graph_opset(graph),
                     size_bytes=(version_dir / rel).stat().st_size,
                     inputs=inputs,
                     parity=parity,
@@ -236,7 +247,7 @@ def _graph_parity(
     threads: int,
 ) -> tuple[Parity, list[str]]:
     """Load with ORT, run the load-check batch, compare with torch on the parity rows."""
-    providers = _base_encoder._fp16_providers() if precision == "fp16" else None
+    providers = base_encoder._fp16_providers() if precision == "fp16" else None
     if precision == "fp16" and providers is None:
         import onnx
 
@@ -244,12 +255,12 @@ def _graph_parity(
         note = "fp16 exported on a machine without a CUDA execution provider: parity unverified"
         return Parity(n_samples=0, max_abs_logit_diff=None, agreement=None, verified=False, note=note), inputs
     try:
-        session = _parity.ort_session(graph, providers, threads)
+        session = ort_session(graph, providers, threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors on a bad graph
         raise ExportError(f"{precision} graph does not load in onnxruntime: {exc}") from exc
-    inputs = _parity.session_input_names(session)
-    _parity.load_check(session, tokenizer, max_length_tokens, num_labels, f"{precision} graph")
-    cmp = _parity.compare(reference, _parity.ort_outputs(session, batches), gold)
+    inputs = session_input_names(session)
+    load_check(session, tokenizer, max_length_tokens, num_labels, f"{precision} graph")
+    cmp = compare(reference, ort_outputs(session, batches), gold)
     note = "checked on CUDAExecutionProvider" if precision == "fp16" else "checked on CPUExecutionProvider"
     return (
         Parity(
@@ -277,8 +288,8 @@ def _check_head_on_base(
     if fp32_base is None:
         say("frozen: fp32 base encoder not requested; head-on-base parity not checked")
         return
-    session = _parity.ort_session(fp32_base, None, threads)
-    logits = _heads.apply_head(kind, arrays, _parity.ort_outputs(session, batches))
+    session = ort_session(fp32_base, None, threads)
+    logits = heads.apply_head(kind, arrays, ort_outputs(session, batches))
     diff = float(np.abs(logits - reference).max())
     say(f"frozen: head.npz on the shared base encoder, max |Δlogit| {diff:.2e}")
     if diff > FP32_MAX_ABS_LOGIT_DIFF:

@@ -27,7 +27,7 @@ from model_repository.multi_adapter import (
     build_tables,
 )
 
-from ._session import OnnxGraph
+from .session import OnnxGraph
 
 logger = logging.getLogger("labelwise.serving")
 

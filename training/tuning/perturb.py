@@ -83,11 +83,11 @@ def robustness_of_published(
     """Score a published version (torch weights) on a labeled file, clean and perturbed."""
     import numpy as np
 
-    from .._config import ScenarioConfig
-    from .._data import load_labeled
-    from .._evaluate import predict_logits
-    from .._metrics import classification_metrics
-    from .._publish import load_published_model
+    from ..config import ScenarioConfig
+    from ..data import load_labeled
+    from ..evaluate import predict_logits
+    from ..metrics import classification_metrics
+    from ..publish import load_published_model
 
     model, tokenizer, manifest = load_published_model(repository, scenario, ref)
     cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from model_repository import ModelRepository
 
-from ._sentences import load_sentences
+from .sentences import load_sentences
 
 MARKER = ".bench-models.json"
 BENCH_DATA = "_bench-data"  # inside the bench repository root; not a scenario (leading underscore)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._scenario import LoadedScenario
+from .loader import LoadedScenario
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError, UnsupportedArchitectureError
+from ..errors import ExportError, UnsupportedArchitectureError
 
 # optimum's recommended minimum for BERT/RoBERTa in this release; has LayerNormalization as one op.
 DEFAULT_OPSET = 18

@@ -1,0 +1,61 @@
+"""Who a base encoder is: one content hash and one key, for the manifest and the `_bases/` folder."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from .errors import ManifestError
+from .manifest import BaseModelRef
+
+# Folder names that say nothing about the model; the key takes the folder above them.
+_GENERIC_NAMES = {"model", "models", "weights", "snapshots", "main", "base", "encoder"}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of one file's bytes: the checksum of every manifest entry."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 over a model folder's *.safetensors (else *.bin) files, names and bytes, in name order."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise ManifestError(f"base model folder {folder} holds no *.safetensors or *.bin weights")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def base_key(ref: BaseModelRef, base_model_path: str | Path | None = None) -> str:
+    """`<sanitised name>-<12 hex of revision or weights hash>`, e.g. all-minilm-l6-v2-3f2a1b0c9d8e."""
+    parts = [p for p in re.split(r"[\\/]", ref.id) if p]
+    name = next(
+        (p for p in reversed(parts) if p.lower() not in _GENERIC_NAMES), parts[-1] if parts else "base"
+    )
+    name = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    name = re.sub(r"^gt-", "", name)[:48] or "base"  # gt_ is the offline wheel's prefix, not the model
+    digest = ref.revision or ref.content_hash
+    if not digest:
+        if base_model_path is None or not Path(base_model_path).is_dir():
+            raise ManifestError(
+                f"base model {ref.id!r} has neither a revision nor a content_hash, "
+                "and no local folder to hash"
+            )
+        digest = weights_hash(base_model_path)
+    cleaned = re.sub(r"[^a-z0-9]", "", digest.lower())
+    if not cleaned:
+        raise ManifestError(
+            f"base model {ref.id!r}: revision/content_hash {digest!r} has no usable characters"
+        )
+    return f"{name}-{cleaned[:12]}"
+
+
+__all__ = ["base_key", "file_sha256", "weights_hash"]

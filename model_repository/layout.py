@@ -1,0 +1,75 @@
+"""Every file and folder name of a published version and of a shared base: defined here only.
+
+A version folder::
+
+    <root>/<scenario>/<version>/
+        manifest.json                 what to serve and how to trust it (schema in manifest.py)
+        tokenizer/tokenizer.json      the fast tokenizer (+ its config files)
+        onnx/model.<precision>.onnx   full and merged-LoRA graphs, one per precision
+        head.npz                      frozen / LoRA: the classifier head as numpy arrays (heads.py)
+        lora.npz                      LoRA: the stacked adapter matrices (multi_adapter.py)
+        weights/                      the torch weights training saved (re-export, evaluate)
+    <root>/<scenario>/_aliases/<alias>.json     {"version": N}
+    <root>/_bases/<key>/<precision>/encoder.onnx              shared base encoder (frozen heads)
+    <root>/_bases/<key>/multi-lora-r<rank>-<precision>/multi_adapter.onnx   shared LoRA graph
+    <root>/_bases/<key>/<folder>/base.json                    what the base folder holds
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILE = f"{TOKENIZER_DIR}/tokenizer.json"
+ONNX_DIR = "onnx"
+HEAD_FILE = "head.npz"
+LORA_FILE = "lora.npz"
+WEIGHTS_DIR = "weights"
+
+ALIASES_DIR = "_aliases"
+BASES_DIR = "_bases"
+BASE_INFO_FILE = "base.json"
+ENCODER_FILE = "encoder.onnx"
+MULTI_ADAPTER_FILE = "multi_adapter.onnx"
+
+
+def graph_file(precision: str) -> str:
+    """`onnx/model.int8.onnx`: a version's own graph in one precision, relative to the version folder."""
+    return f"{ONNX_DIR}/model.{precision}.onnx"
+
+
+def multi_adapter_folder(rank: int, precision: str) -> str:
+    """`multi-lora-r8-fp32`: the folder under `_bases/<key>/` of the shared multi-adapter graph."""
+    return f"multi-lora-r{int(rank)}-{precision}"
+
+
+def precision_of_folder(folder: str) -> str:
+    """The precision a base folder holds: `fp32` for `fp32`, `int8` for `multi-lora-r8-int8`."""
+    return folder.rsplit("-", 1)[-1]
+
+
+def is_contained(relative: str) -> bool:
+    """True when a manifest path stays inside its folder: relative, no `..`, no drive or root."""
+    path = PurePosixPath(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts and "\\" not in relative
+
+
+__all__ = [
+    "ALIASES_DIR",
+    "BASES_DIR",
+    "BASE_INFO_FILE",
+    "ENCODER_FILE",
+    "HEAD_FILE",
+    "LORA_FILE",
+    "MANIFEST_FILE",
+    "MULTI_ADAPTER_FILE",
+    "ONNX_DIR",
+    "TOKENIZER_DIR",
+    "TOKENIZER_FILE",
+    "WEIGHTS_DIR",
+    "graph_file",
+    "is_contained",
+    "multi_adapter_folder",
+    "precision_of_folder",
+]
