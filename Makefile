@@ -48,6 +48,7 @@ test-all: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(LOCAL_ENV) $(PY) -m labelwise.cli bench $(BENCH_ARGS)

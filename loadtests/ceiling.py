@@ -30,12 +30,13 @@ def measure_ceiling(
 ) -> dict[str, Any]:
     """seq/s of OnnxEngine.classify at each batch size; the best one is the ceiling."""
     from model_repository import ModelRepository
+    from serving.batching import BatchPolicy
     from serving.engine import BaseEncoderCache, EngineSettings, OnnxEngine, Row, load_scenario
 
     repo = ModelRepository(repository)
     settings = EngineSettings(["CPUExecutionProvider"], [precision], threads)
     loaded = load_scenario(repo, scenario, repo.resolve(scenario, "production"), settings, BaseEncoderCache())
-    engine = OnnxEngine(max_batch_tokens)
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=max_batch_tokens))
     stream = itertools.cycle(texts)
     per_size: dict[str, float] = {}
     for size in batch_sizes:

@@ -1,6 +1,7 @@
 """Serving: Ray Serve deployments over ONNX Runtime. Never imports torch, peft or training.
 
-`import serving` stays light: the builder and deployments live in `serving.app` (imports ray).
+`import serving` stays light: the Serve app lives in `serving.app` (imports ray), the replica's
+service in `serving.service`. The request path is drawn in docs/architecture.md.
 """
 
 from .config import ScenarioSpec, ServingConfig

@@ -1,4 +1,11 @@
-"""The application builder: `serve run serving.app:build_app repository=...` or a `serve deploy` YAML."""
+"""The Ray Serve application: `serve run serving.app:build_app repository=...` or a `serve deploy` YAML.
+
+Two shapes, one service:
+- `ingress_mode: combined` (default): one deployment, `ClassifierDeployment`, whose replicas hold a
+  ClassifierService and serve the FastAPI routes themselves (no extra hop).
+- `ingress_mode: separate`: an `IngressDeployment` serves the routes and forwards each service call
+  to the classifier replicas through a deployment handle.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,71 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
+from .api import create_api
 from .config import ServingConfig
-from .deployments import ClassifierCore, ClassifierServer, IngressServer
+from .metrics import ServingMetrics
+from .service import ClassifierService
+
+
+class ClassifierDeployment:
+    """A classifier replica: its ClassifierService, and the HTTP routes when it is the ingress."""
+
+    async def __init__(self, config: dict[str, Any]) -> None:
+        self.config = ServingConfig(**config)
+        self.service = ClassifierService(self.config)
+        self.service.start()
+
+    # What a separate ingress calls through its handle: the service's own methods.
+    async def call(self, method: str, *args: Any) -> Any:
+        return await getattr(self.service, method)(*args)
+
+
+@serve.ingress()
+class ClassifierIngress(ClassifierDeployment):
+    """ingress_mode combined: the FastAPI app sits on the classifier replica."""
+
+    def __serve_build_asgi_app__(self):
+        return create_api(self.service, self.config, self.service.metrics)
+
+
+class HandleBackend:
+    """The service seen through a deployment handle: any service method, awaited on a replica."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await self._handle.call.remote(method, *args)
+        except Exception as exc:  # Ray wraps the replica's exception; the routes map the original
+            raise (getattr(exc, "cause", None) or exc) from None
+
+    def __getattr__(self, method: str) -> Any:
+        async def call(*args: Any) -> Any:
+            return await self._call(method, *args)
+
+        return call
+
+    async def engine_metrics(self) -> bytes:
+        # One classifier replica's figures; with several replicas scrape Ray's metrics export instead.
+        return await self._call("metrics_text")
+
+
+@serve.ingress()
+class IngressDeployment:
+    """ingress_mode separate: routes here, model work on the classifier deployment."""
+
+    def __init__(self, config: dict[str, Any], classifier: Any) -> None:
+        self.config = ServingConfig(**config)
+        self.metrics = ServingMetrics(request_metrics=True, engine_metrics=False)
+        self.backend = HandleBackend(classifier)
+
+    def __serve_build_asgi_app__(self):
+        return create_api(self.backend, self.config, self.metrics)
+
+
+def _overload(config: ServingConfig) -> BackpressureConfig:
+    return BackpressureConfig(status_code=config.backpressure_status_code, retry_after_s=config.retry_after_s)
 
 
 def classifier_options(config: ServingConfig) -> dict[str, Any]:
@@ -18,9 +88,7 @@ def classifier_options(config: ServingConfig) -> dict[str, Any]:
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         "max_ongoing_requests": config.max_ongoing_requests,
         "max_queued_requests": config.max_queued_requests,
-        "backpressure_config": BackpressureConfig(
-            status_code=config.backpressure_status_code, retry_after_s=config.retry_after_s
-        ),
+        "backpressure_config": _overload(config),
         "health_check_period_s": 10,
         "graceful_shutdown_timeout_s": 20,
     }
@@ -41,19 +109,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config = ServingConfig(**(args or {}))
     payload = config.model_dump(mode="json")
     if config.ingress_mode == "combined":
-        deployment = serve.deployment(ClassifierServer, name="labelwise").options(
-            **classifier_options(config)
-        )
-        return deployment.bind(payload)
-    classifier = serve.deployment(ClassifierCore, name="labelwise-classifier").options(
-        **classifier_options(config)
-    )
-    ingress = serve.deployment(IngressServer, name="labelwise").options(
+        deployment = serve.deployment(ClassifierIngress, name="labelwise")
+        return deployment.options(**classifier_options(config)).bind(payload)
+    classifier = serve.deployment(ClassifierDeployment, name="labelwise-classifier")
+    ingress = serve.deployment(IngressDeployment, name="labelwise").options(
         ray_actor_options={"num_cpus": config.ingress_num_cpus},
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
-        backpressure_config=BackpressureConfig(
-            status_code=config.backpressure_status_code, retry_after_s=config.retry_after_s
-        ),
+        backpressure_config=_overload(config),
     )
-    return ingress.bind(payload, classifier.bind(payload))
+    return ingress.bind(payload, classifier.options(**classifier_options(config)).bind(payload))

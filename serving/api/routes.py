@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..config import ServingConfig
@@ -18,7 +20,7 @@ from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, Sc
 
 
 class ClassifyBackend(Protocol):
-    """What the routes need: the classifier replica itself, or a handle to it."""
+    """What the routes call: the replica's ClassifierService, or serving.app.HandleBackend to it."""
 
     async def classify(
         self, scenario: str, texts: list[str], top_k: int | None, truncate: bool
@@ -53,15 +55,8 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
-def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> FastAPI:
-    app = FastAPI(
-        title="labelwise",
-        description="Text classification for many scenarios: POST /v1/classify.",
-        version="1",
-    )
-    install_error_handlers(
-        app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
-    )
+def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency that refuses a request without the configured bearer key (none: open)."""
 
     # async: FastAPI runs a sync dependency in a worker thread, one thread hop per request for a
     # header comparison (measured in docs/benchmarks.md).
@@ -73,44 +68,60 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         if not hmac.compare_digest(given.encode(), config.api_key.encode()):
             raise UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")
 
-    @app.post(
-        "/v1/classify",
-        response_model=ClassifyResponse,
-        responses=_ERRORS,
-        dependencies=[Depends(require_key)],
-    )
+    return require_key
+
+
+@contextlib.contextmanager
+def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
+    """Count the request by scenario and status, and time it when it succeeds."""
+    start = time.perf_counter()
+    status, label = "200", scenario
+    try:
+        yield
+    except ServingError as exc:
+        status = str(exc.status_code)
+        if exc.status_code == 404:
+            label = "_unknown"  # bounded label cardinality whatever names clients send
+        raise
+    except Exception:
+        status = "500"
+        raise
+    finally:
+        metrics.requests.labels(label, status).inc()
+        if status == "200":
+            metrics.request_latency.labels(label).observe(time.perf_counter() - start)
+
+
+def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
+    """The API: /v1/classify and /v1/scenarios, behind the API key when one is configured."""
+    router = APIRouter(dependencies=[Depends(api_key_dependency(config))])
+
+    @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
     async def classify(body: ClassifyRequest) -> Response:
-        start = time.perf_counter()
-        status, label = "200", body.scenario
-        try:
+        with counted(metrics, body.scenario):
             check_limits(body, config)
             result = await backend.classify(body.scenario, body.texts, body.top_k, body.truncate)
-            # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
-            # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
-            # response_model above still documents it in OpenAPI.
-            return Response(json_bytes(result), media_type="application/json")
-        except ServingError as exc:
-            status = str(exc.status_code)
-            if exc.status_code == 404:
-                label = "_unknown"  # bounded label cardinality whatever names clients send
-            raise
-        except Exception:
-            status = "500"
-            raise
-        finally:
-            metrics.requests.labels(label, status).inc()
-            if status == "200":
-                metrics.request_latency.labels(label).observe(time.perf_counter() - start)
+        # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
+        # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
+        # response_model above still documents it in OpenAPI.
+        return Response(json_bytes(result), media_type="application/json")
 
-    @app.get("/v1/scenarios", response_model=ScenarioList, dependencies=[Depends(require_key)])
+    @router.get("/v1/scenarios", response_model=ScenarioList)
     async def scenarios() -> dict[str, Any]:
         return {"scenarios": await backend.list_scenarios()}
 
-    @app.get("/healthz")
+    return router
+
+
+def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter:
+    """Liveness, readiness and Prometheus metrics: never behind the API key."""
+    router = APIRouter()
+
+    @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
         missing = await backend.missing_scenarios()
         body = Readiness(ready=not missing, missing=missing).model_dump()
@@ -118,12 +129,27 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
         return body
 
-    @app.get("/metrics", include_in_schema=False)
+    @router.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(metrics.render() + await backend.engine_metrics(), media_type=metrics.content_type)
 
-    @app.get("/", include_in_schema=False)
+    @router.get("/", include_in_schema=False)
     async def root() -> Response:
         return error_response(404, "not_found", "see /docs for the API")
 
+    return router
+
+
+def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> FastAPI:
+    """The FastAPI app of a replica (or of a separate ingress): routes over `backend`, errors in one shape."""
+    app = FastAPI(
+        title="labelwise",
+        description="Text classification for many scenarios: POST /v1/classify.",
+        version="1",
+    )
+    install_error_handlers(
+        app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
+    )
+    app.include_router(v1_routes(backend, config, metrics))
+    app.include_router(probe_routes(backend, metrics))
     return app

@@ -1,31 +1,39 @@
-"""Tokenize -> ONNX Runtime -> probabilities, for many scenarios in one batch."""
+"""The engine: load versions (loader), know which serves (registry), tokenize, run ONNX Runtime (runner)."""
 
-from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name
-from .loader import BaseEncoderCache, EngineSettings, LoadedScenario, NumpyHead, load_scenario
-from .registry import ScenarioRouter, ScenarioState
-from .runner import BatchStats, OnnxEngine, Row, RowResult, softmax
-from .session import OnnxGraph, choose_providers, precision_order
+from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph
+from .loader import (
+    BaseEncoderCache,
+    EngineSettings,
+    LoadedScenario,
+    available_providers,
+    choose_providers,
+    load_scenario,
+    precision_order,
+)
+from .registry import LoadEvent, ScenarioRegistry, ScenarioState
+from .runner import BatchOutcome, BatchStats, OnnxEngine, OnnxGraph, Row, RowResult, softmax
 from .tokenize import TextTokenizer, TokenBatch
 
 __all__ = [
     "AdapterTable",
     "BaseEncoderCache",
+    "BatchOutcome",
     "BatchStats",
     "EngineSettings",
+    "LoadEvent",
     "LoadedScenario",
     "MultiAdapterCache",
-    "NumpyHead",
     "OnnxEngine",
     "OnnxGraph",
     "Row",
     "RowResult",
-    "ScenarioRouter",
+    "ScenarioRegistry",
     "ScenarioState",
     "SharedAdapterGraph",
     "TextTokenizer",
     "TokenBatch",
+    "available_providers",
     "choose_providers",
-    "graph_folder_name",
     "load_scenario",
     "precision_order",
     "softmax",

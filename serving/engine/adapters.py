@@ -18,26 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from model_repository import ModelRepository
-from model_repository.multi_adapter import (
+from model_repository import (
     ADAPTER_INDEX_INPUT,
     NUM_LABELS_INPUT,
     AdapterEntry,
     GraphSpec,
+    ModelRepository,
     build_tables,
+    layout,
 )
 
-from .session import OnnxGraph
+from .runner import OnnxGraph
 
 logger = logging.getLogger("labelwise.serving")
 
-GRAPH_FILE = "multi_adapter.onnx"
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-
-
-def graph_folder_name(rank: int, precision: str) -> str:
-    """`multi-lora-r8-fp32`: the folder under `_bases/<key>/` (training.multi_adapter writes the same)."""
-    return f"multi-lora-r{int(rank)}-{precision}"
 
 
 AdapterKey = tuple[str, int]  # (scenario, version)
@@ -173,7 +168,7 @@ class MultiAdapterCache:
             if (key, folder) not in self._graphs:
                 info = repo.verify_base(key, folder)  # checksums first, as for any version
                 spec = GraphSpec.from_json(info["info"]["spec"])
-                path = repo.base_path(key, folder) / GRAPH_FILE
+                path = repo.base_path(key, folder) / layout.MULTI_ADAPTER_FILE
                 self._graphs[(key, folder)] = SharedAdapterGraph(
                     path, spec, folder, providers, intra_op_threads
                 )
@@ -189,10 +184,8 @@ def num_labels_of(table: AdapterTable, row: int) -> int:
 
 
 __all__ = [
-    "GRAPH_FILE",
     "AdapterTable",
     "MultiAdapterCache",
     "SharedAdapterGraph",
-    "graph_folder_name",
     "num_labels_of",
 ]

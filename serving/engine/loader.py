@@ -8,15 +8,50 @@ from pathlib import Path
 
 import numpy as np
 
-from model_repository import AdapterMismatchError, Manifest, ModelRepository, RepositoryError
-from model_repository.multi_adapter import AdapterEntry, check_adapter
+from model_repository import (
+    AdapterEntry,
+    AdapterMismatchError,
+    Manifest,
+    ModelRepository,
+    NumpyHead,
+    RepositoryError,
+    check_adapter,
+    layout,
+)
 
 from ..errors import ModelLoadError
-from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, graph_folder_name, num_labels_of
-from .session import OnnxGraph
+from ..optional import require
+from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, num_labels_of
+from .runner import OnnxGraph
 from .tokenize import TextTokenizer
 
 logger = logging.getLogger("labelwise.serving")
+
+
+def available_providers() -> list[str]:
+    return list(require("onnxruntime").get_available_providers())
+
+
+def choose_providers(configured: list[str] | None, num_gpus: float) -> list[str]:
+    """Configured providers, else CUDA when the replica has a GPU and onnxruntime-gpu, else CPU."""
+    available = available_providers()
+    if configured:
+        missing = [p for p in configured if p not in available]
+        if missing:
+            raise ValueError(f"ort_providers: {missing} not available in this onnxruntime (has {available})")
+        return list(configured)
+    if num_gpus > 0 and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def precision_order(preference: str, providers: list[str]) -> list[str]:
+    """Precisions to try in order: auto means fp16 on GPU, int8 on CPU, then fp32."""
+    if preference != "auto":
+        return [preference, "fp32"] if preference != "fp32" else ["fp32"]
+    if providers and providers[0] == "CUDAExecutionProvider":
+        return ["fp16", "fp32"]
+    return ["int8", "fp32"]
 
 
 @dataclass(frozen=True)
@@ -29,32 +64,6 @@ class EngineSettings:
     # merged: a LoRA version runs its own merged graph; shared: the base's multi-adapter graph
     lora_mode: str = "merged"
     lora_table_rank: int = 8
-
-
-class NumpyHead:
-    """A frozen scenario's classifier head, applied to the shared base encoder's features."""
-
-    def __init__(self, kind: str, arrays: dict[str, np.ndarray]) -> None:
-        self.kind = kind
-        self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
-        need = (
-            ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias")
-            if kind == "roberta"
-            else (
-                "weight",
-                "bias",
-            )
-        )
-        missing = [k for k in need if k not in self.arrays]
-        if missing:
-            raise ModelLoadError(f"head.npz of kind {kind!r} lacks arrays {missing}")
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        a = self.arrays
-        if self.kind == "roberta":
-            hidden = np.tanh(features @ a["dense_weight"].T + a["dense_bias"])
-            return hidden @ a["out_proj_weight"].T + a["out_proj_bias"]
-        return features @ a["weight"].T + a["bias"]
 
 
 @dataclass
@@ -107,7 +116,7 @@ class BaseEncoderCache:
 
     def get(self, repo: ModelRepository, key: str, precision: str, settings: EngineSettings) -> OnnxGraph:
         if (key, precision) not in self._graphs:
-            path = repo.base_path(key, precision) / "encoder.onnx"
+            path = repo.base_path(key, precision) / layout.ENCODER_FILE
             self._graphs[(key, precision)] = OnnxGraph(path, settings.providers, settings.intra_op_threads)
         return self._graphs[(key, precision)]
 
@@ -131,8 +140,8 @@ def load_scenario(
         raise ModelLoadError(f"{name} v{version} failed verification: {exc}") from exc
     folder = repo.version_path(name, version)
     try:
-        tokenizer = TextTokenizer(folder / "tokenizer", manifest.max_length_tokens)
-        tok_entry = manifest.files.get("tokenizer/tokenizer.json")
+        tokenizer = TextTokenizer(folder / layout.TOKENIZER_DIR, manifest.max_length_tokens)
+        tok_entry = manifest.files.get(layout.TOKENIZER_FILE)
         sha = tok_entry.sha256 if tok_entry else f"{name}-{version}"
         if settings.lora_mode == "shared" and manifest.strategy == "lora":
             # No merged graph is opened: a shared scenario costs its table row, not a session.
@@ -169,7 +178,7 @@ def _open_model(
             if precision in manifest.base_encoder.precisions:
                 graph = bases.get(repo, manifest.base_encoder.key, precision, settings)
                 with np.load(folder / manifest.head.path) as npz:
-                    head = NumpyHead(manifest.head.kind, dict(npz))
+                    head = NumpyHead(manifest.head.kind, dict(npz))  # ManifestError names what is missing
                 return LoadedScenario(
                     **common,
                     precision=precision,
@@ -182,7 +191,7 @@ def _open_model(
         if record is not None and (folder / record.path).is_file():
             graph = OnnxGraph(folder / record.path, settings.providers, settings.intra_op_threads)
             return LoadedScenario(**common, precision=precision, graph=graph)
-        candidate = folder / "onnx" / f"model.{precision}.onnx"
+        candidate = folder / layout.graph_file(precision)
         if candidate.is_file():
             graph = OnnxGraph(candidate, settings.providers, settings.intra_op_threads)
             return LoadedScenario(**common, precision=precision, graph=graph)
@@ -202,7 +211,7 @@ def _join_shared(
     """Check the adapter against the base's multi-adapter graph, warm up its row, swap the table in."""
     m = loaded.manifest
     who = f"{m.scenario} v{m.version}"
-    if m.base_encoder is None or m.head is None or not (folder / "lora.npz").is_file():
+    if m.base_encoder is None or m.head is None or not (folder / layout.LORA_FILE).is_file():
         raise ModelLoadError(
             f"{who}: lora_mode shared needs base_encoder, head and lora.npz in the version "
             "(a DoRA adapter or a version exported without a head cannot share the base graph)"
@@ -210,7 +219,7 @@ def _join_shared(
     key = m.base_encoder.key
     tried = []
     for precision in settings.precisions:
-        graph_folder = graph_folder_name(settings.lora_table_rank, precision)
+        graph_folder = layout.multi_adapter_folder(settings.lora_table_rank, precision)
         tried.append(graph_folder)
         if repo.has_base(key, graph_folder):
             break
@@ -226,7 +235,7 @@ def _join_shared(
         raise ModelLoadError(
             f"{who}: multi-adapter graph {key}/{graph_folder} failed verification: {exc}"
         ) from exc
-    with np.load(folder / "lora.npz") as lora, np.load(folder / m.head.path) as head:
+    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / m.head.path) as head:
         entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
     try:
         n_labels = check_adapter(shared.spec, entry)
@@ -235,7 +244,7 @@ def _join_shared(
     if n_labels != len(m.labels):
         raise ModelLoadError(f"{who}: head.npz has {n_labels} labels, the manifest {len(m.labels)}")
     loaded.shared, loaded.adapter = shared, entry
-    loaded.precision = graph_folder.rsplit("-", 1)[1]
+    loaded.precision = layout.precision_of_folder(graph_folder)
     loaded.base_key = key
 
     def warm_up(table: AdapterTable, row: int) -> None:

@@ -1,10 +1,9 @@
-"""ScenarioRouter: which version of each scenario answers, and swapping it atomically on reload."""
+"""ScenarioRegistry: which version of each scenario answers, and swapping it atomically on reload."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_repository import ModelRepository, RepositoryError
@@ -27,7 +26,17 @@ class ScenarioState:
     last_error: str | None = None
 
 
-class ScenarioRouter:
+@dataclass(frozen=True)
+class LoadEvent:
+    """What one poll did to one scenario: loaded a version (swapping out `previous`) or refused it."""
+
+    name: str
+    version: int
+    previous: int | None
+    refused: bool = False
+
+
+class ScenarioRegistry:
     """Maps a scenario name to the LoadedScenario serving it; reloads when its alias moves.
 
     A swap replaces one dict entry (atomic under the GIL): rows already bound to the old
@@ -40,8 +49,6 @@ class ScenarioRouter:
         scenarios: dict[str, str] | None,
         default_alias: str,
         settings: EngineSettings,
-        on_loaded: Callable[[str, int, bool], None] | None = None,
-        on_refused: Callable[[str, int], None] | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -52,8 +59,6 @@ class ScenarioRouter:
         }
         self._bases = BaseEncoderCache()
         self.adapters = MultiAdapterCache()  # lora_mode shared: one graph + table per base
-        self._on_loaded = on_loaded
-        self._on_refused = on_refused
         self._lock = threading.Lock()  # one poll at a time; lookups never take it
 
     # ---- lookups (request path) -------------------------------------------------------------
@@ -74,37 +79,34 @@ class ScenarioRouter:
         return [s.name for s in self.states() if s.loaded is None]
 
     # ---- loading (background) --------------------------------------------------------------
-    def poll_once(self) -> None:
+    def poll_once(self) -> list[LoadEvent]:
         """Resolve every alias; load and swap in any version that differs from the one serving."""
         with self._lock:
             if self.serve_all:
                 for name in self.repo.list_scenarios():
                     self._states.setdefault(name, ScenarioState(name, self.default_alias))
-            for state in list(self._states.values()):
-                self._refresh(state)
+            events = [self._refresh(state) for state in list(self._states.values())]
+        return [e for e in events if e is not None]
 
-    def _refresh(self, state: ScenarioState) -> None:
+    def _refresh(self, state: ScenarioState) -> LoadEvent | None:
         try:
             target = self.repo.resolve(state.name, state.alias)
         except RepositoryError as exc:
             if state.last_error != str(exc):
                 logger.warning("scenario %s: cannot resolve %r: %s", state.name, state.alias, exc)
             state.last_error = str(exc)
-            return
+            return None
         current = state.loaded.version if state.loaded else None
         if target == current or target == state.refused_version:
-            return
+            return None
         try:
             loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
             state.refused_version, state.last_error = target, str(exc)
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             logger.error("REFUSED %s v%s: %s (%s)", state.name, target, exc, kept)
-            if self._on_refused is not None:
-                self._on_refused(state.name, target)
-            return
+            return LoadEvent(state.name, target, current, refused=True)
         state.loaded, state.refused_version, state.last_error = loaded, None, None
         how = f"row of {loaded.shared.folder}" if loaded.shared is not None else loaded.precision
         logger.info("serving %s v%s (%s, %s)", state.name, target, loaded.manifest.strategy, how)
-        if self._on_loaded is not None:
-            self._on_loaded(state.name, target, current is not None)
+        return LoadEvent(state.name, target, current)

@@ -1,15 +1,26 @@
-"""OnnxEngine: a batch of (scenario, text) rows -> tokenize once per group -> infer -> probabilities."""
+"""Run a batch: (scenario version, text) rows -> tokenize once per group -> ONNX Runtime -> probabilities.
+
+Rows that can share a forward pass form a group (`LoadedScenario.group_key`): a full or merged-LoRA
+version runs its own graph, frozen scenarios on one base share one base-encoder pass and then each
+row's numpy head, and shared-LoRA scenarios on one base share one multi-adapter pass. The batching
+policy (`serving.batching.BatchPolicy`) cuts each group into passes under the token budget.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .loader import LoadedScenario
+from ..batching import BatchPolicy
+from ..optional import require
+
+if TYPE_CHECKING:
+    from .loader import LoadedScenario
 
 
 @dataclass(frozen=True)
@@ -39,24 +50,65 @@ class BatchStats:
     scenarios: int = 1  # distinct scenario versions whose rows shared this pass
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One result (or the exception that failed it) per row, in order, and what each pass cost."""
+
+    results: list[RowResult | Exception]
+    passes: list[BatchStats] = field(default_factory=list)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-class OnnxEngine:
-    """Runs mixed-scenario batches: frozen rows share one base-encoder pass, others their own graph."""
+class OnnxGraph:
+    """One ONNX Runtime session; feeds only the inputs the graph declares."""
 
-    def __init__(self, max_batch_tokens: int, on_pass: Callable[[BatchStats], None] | None = None) -> None:
-        self.max_batch_tokens = max_batch_tokens
-        self._on_pass = on_pass
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int) -> None:
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        # One request stream per replica: inter-op parallelism only adds thread contention.
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, extra: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The first output; `extra` feeds further inputs (the multi-adapter graph's tables and index)."""
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, **(extra or {})}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        unknown = [n for n in self.input_names if n not in feeds]
+        if unknown:
+            raise ValueError(f"{self.path}: graph wants inputs {unknown} that serving cannot provide")
+        return self.session.run([self.output_name], {n: feeds[n] for n in self.input_names})[0]
+
+
+class OnnxEngine:
+    """Runs mixed-scenario batches: each group of rows that can share a pass, in token-budgeted passes."""
+
+    def __init__(self, policy: BatchPolicy | None = None) -> None:
+        self.policy = policy or BatchPolicy()
 
     def classify(self, rows: list[Row]) -> list[RowResult | Exception]:
+        """One result per row, in order (see `run`)."""
+        return self.run(rows).results
+
+    def run(self, rows: list[Row]) -> BatchOutcome:
         """One result per row, in order; a row that failed carries its exception instead. A pass that
         fails fails its group's rows, a frozen head that fails only its scenario's rows, so one broken
         scenario never fails the rows of another that shared the batch."""
         results: list[RowResult | Exception | None] = [None] * len(rows)
+        passes: list[BatchStats] = []
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
             groups[row.scenario.group_key].append(i)
@@ -64,84 +116,77 @@ class OnnxEngine:
             try:
                 first = rows[indices[0]].scenario
                 ids, truncated = first.tokenizer.encode_ids([rows[i].text for i in indices])
-                logits = self._forward(first, ids, [rows[i].scenario for i in indices], key[0])
+                scenarios = [rows[i].scenario for i in indices]
+                logits = self._forward(first, ids, scenarios, key[0], passes)
                 for pos, i in enumerate(indices):
                     row_logits = logits[pos]
                     failed = isinstance(row_logits, Exception)
                     results[i] = row_logits if failed else RowResult(softmax(row_logits), truncated[pos])
-            except Exception as exc:  # handed to each row of the group, logged by the caller
+            except Exception as exc:  # handed to each row of the group, logged by the batcher
                 for i in indices:
                     results[i] = exc
-        return results  # type: ignore[return-value]
+        return BatchOutcome(results, passes)  # type: ignore[arg-type]
 
     def _forward(
-        self, first: LoadedScenario, ids: list[list[int]], scenarios: list[LoadedScenario], group: str
+        self,
+        first: LoadedScenario,
+        ids: list[list[int]],
+        scenarios: list[LoadedScenario],
+        group: str,
+        passes: list[BatchStats],
     ) -> list[np.ndarray]:
-        # Sorting by length keeps padding small; the token budget splits the group into micro-batches.
-        # Each kind of group (own graph, frozen heads on a base, LoRA on a base) is one entry in _PASSES.
-        run_pass = self._PASSES[group]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        run_pass = _PASSES[group]
         out: list[np.ndarray | None] = [None] * len(ids)
-        for chunk in self._chunks(order, ids):
+        for chunk in self.policy.micro_batches([len(row) for row in ids]):
             input_ids, mask = first.tokenizer.pad([ids[i] for i in chunk])
             start = time.perf_counter()
             chunk_scenarios = [scenarios[i] for i in chunk]
             logits = run_pass(first, input_ids, mask, chunk_scenarios)
             for pos, i in enumerate(chunk):
                 out[i] = logits[pos]
-            if self._on_pass is not None:
-                mixed = len({(s.name, s.version) for s in chunk_scenarios})
-                seconds = time.perf_counter() - start
-                self._on_pass(BatchStats(len(chunk), int(mask.size), seconds, group, mixed))
+            mixed = len({(s.name, s.version) for s in chunk_scenarios})
+            passes.append(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group, mixed))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
 
-    @staticmethod
-    def _graph_pass(
-        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, _scenarios: list[LoadedScenario]
-    ) -> list[np.ndarray]:
-        """A scenario's own graph (full, or LoRA merged): logits directly."""
-        return list(first.graph.run(input_ids, mask))  # type: ignore[union-attr]
 
-    @staticmethod
-    def _shared_base_pass(
-        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
-    ) -> list[np.ndarray | Exception]:
-        """One base-encoder pass for rows of every frozen scenario, then each row's own numpy head."""
-        features = first.base_graph.run(input_ids, mask)  # type: ignore[union-attr]
-        out: list[np.ndarray | None] = [None] * len(scenarios)
-        by_scenario: dict[int, list[int]] = defaultdict(list)
-        for pos, scenario in enumerate(scenarios):
-            by_scenario[id(scenario)].append(pos)
-        for positions in by_scenario.values():  # rows of one scenario in one matmul
-            try:
-                logits = scenarios[positions[0]].head(features[positions])  # type: ignore[misc]
-            except Exception as exc:  # a bad head fails its own rows, not the pass
-                logits = [exc] * len(positions)
-            for pos, row_logits in zip(positions, logits, strict=True):
-                out[pos] = row_logits
-        return out  # type: ignore[return-value]
+def _graph_pass(
+    first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, _scenarios: list[LoadedScenario]
+) -> list[np.ndarray]:
+    """A scenario's own graph (full, or LoRA merged): logits directly."""
+    return list(first.graph.run(input_ids, mask))  # type: ignore[union-attr]
 
-    @staticmethod
-    def _shared_lora_pass(
-        first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
-    ) -> list[np.ndarray]:
-        """LoRA rows of every scenario on one base in one multi-adapter run, each with its own adapter."""
-        rows = [((s.name, s.version), s.adapter) for s in scenarios]
-        logits = first.shared.run(input_ids, mask, rows)  # type: ignore[union-attr,arg-type]
-        # Columns past a row's label count are the -inf padding of wider scenarios: never scored.
-        return [logits[pos, : len(s.labels)] for pos, s in enumerate(scenarios)]
 
-    _PASSES = {"graph": _graph_pass, "base": _shared_base_pass, "lora": _shared_lora_pass}
+def _shared_base_pass(
+    first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
+) -> list[np.ndarray | Exception]:
+    """One base-encoder pass for rows of every frozen scenario, then each row's own numpy head."""
+    features = first.base_graph.run(input_ids, mask)  # type: ignore[union-attr]
+    out: list[np.ndarray | Exception | None] = [None] * len(scenarios)
+    by_scenario: dict[int, list[int]] = defaultdict(list)
+    for pos, scenario in enumerate(scenarios):
+        by_scenario[id(scenario)].append(pos)
+    for positions in by_scenario.values():  # rows of one scenario in one matmul
+        try:
+            logits = scenarios[positions[0]].head(features[positions])  # type: ignore[misc]
+        except Exception as exc:  # a bad head fails its own rows, not the pass
+            logits = [exc] * len(positions)
+        for pos, row_logits in zip(positions, logits, strict=True):
+            out[pos] = row_logits
+    return out  # type: ignore[return-value]
 
-    def _chunks(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
-        chunks: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            # Sorted ascending, so the padded width of the chunk is this row's length.
-            if current and (len(current) + 1) * len(ids[i]) > self.max_batch_tokens:
-                chunks.append(current)
-                current = []
-            current.append(i)
-        if current:
-            chunks.append(current)
-        return chunks
+
+def _shared_lora_pass(
+    first: LoadedScenario, input_ids: np.ndarray, mask: np.ndarray, scenarios: list[LoadedScenario]
+) -> list[np.ndarray]:
+    """LoRA rows of every scenario on one base in one multi-adapter run, each with its own adapter."""
+    rows = [((s.name, s.version), s.adapter) for s in scenarios]
+    logits = first.shared.run(input_ids, mask, rows)  # type: ignore[union-attr,arg-type]
+    # Columns past a row's label count are the -inf padding of wider scenarios: never scored.
+    return [logits[pos, : len(s.labels)] for pos, s in enumerate(scenarios)]
+
+
+# group kind (LoadedScenario.group_key[0]) -> how one pass of that group runs
+_PASSES = {"graph": _graph_pass, "base": _shared_base_pass, "lora": _shared_lora_pass}
+
+
+__all__ = ["BatchOutcome", "BatchStats", "OnnxEngine", "OnnxGraph", "Row", "RowResult", "softmax"]

@@ -8,8 +8,10 @@ import time
 
 import numpy as np
 
-from serving.batching import BatchItem, classify_batch
-from serving.engine import BatchStats, NumpyHead, OnnxEngine, Row
+from model_repository import NumpyHead
+from serving.batching import BatchItem, BatchPolicy, run_batch
+from serving.engine import OnnxEngine, Row
+from serving.metrics import ServingMetrics
 
 # Different lengths, so that the engine's sort by length has to be undone to keep the order.
 TEXTS = [
@@ -22,9 +24,21 @@ TEXTS = [
 ]
 
 
-def _run(engine: OnnxEngine, rows: list[Row], on_batch=None) -> list:
+def _engine(max_batch_tokens: int) -> OnnxEngine:
+    return OnnxEngine(BatchPolicy(max_batch_tokens=max_batch_tokens))
+
+
+def _run(engine: OnnxEngine, rows: list[Row], metrics: ServingMetrics | None = None) -> list:
     items = [BatchItem(row, time.perf_counter()) for row in rows]
-    return asyncio.run(classify_batch(items, engine.classify, on_batch))
+    return asyncio.run(run_batch(items, engine.run, metrics))
+
+
+def _sample_count(metrics: ServingMetrics, name: str, **labels: str) -> float:
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == f"{name}_count" and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
 
 
 def _mixed_rows(loaded: dict) -> list[Row]:
@@ -33,7 +47,7 @@ def _mixed_rows(loaded: dict) -> list[Row]:
 
 
 def test_one_result_per_row_in_order_equal_to_running_each_row_alone(loaded_scenarios: dict) -> None:
-    engine = OnnxEngine(max_batch_tokens=4096)
+    engine = _engine(4096)
     rows = _mixed_rows(loaded_scenarios)
     results = _run(engine, rows)
     assert len(results) == len(rows)
@@ -48,25 +62,28 @@ def test_one_result_per_row_in_order_equal_to_running_each_row_alone(loaded_scen
 def test_rows_of_frozen_scenarios_share_one_base_pass_and_full_rows_run_their_graph(
     loaded_scenarios: dict,
 ) -> None:
-    passes: list[BatchStats] = []
-    batches: list[tuple[int, list[float]]] = []
-    engine = OnnxEngine(max_batch_tokens=4096, on_pass=passes.append)
+    engine = _engine(4096)
     rows = _mixed_rows(loaded_scenarios)
-    _run(engine, rows, on_batch=lambda n, waits: batches.append((n, waits)))
+    passes = engine.run(rows).passes
     per_group = {p.group: p.rows for p in passes}
     assert len(passes) == 2, passes
     assert per_group == {"graph": 4, "base": 8}  # full_three: 4 rows; frozen_three + frozen_two: 8
-    assert batches[0][0] == len(rows) and all(w >= 0 for w in batches[0][1])
+    # The batch handler records what it learns: rows per batch, each row's wait, each pass.
+    metrics = ServingMetrics()
+    _run(engine, rows, metrics)
+    assert _sample_count(metrics, "labelwise_batch_rows") == 1
+    assert _sample_count(metrics, "labelwise_queue_wait_seconds") == len(rows)
+    assert _sample_count(metrics, "labelwise_forward_scenarios", group="base") == 1
 
 
 def test_a_token_budget_splits_a_group_into_micro_batches(loaded_scenarios: dict) -> None:
-    passes: list[BatchStats] = []
-    engine = OnnxEngine(max_batch_tokens=32, on_pass=passes.append)
+    engine = _engine(32)
     rows = [Row(loaded_scenarios["frozen_three"], text) for text in TEXTS]
     results = _run(engine, rows)
+    passes = engine.run(rows).passes
     assert sum(p.rows for p in passes) == len(rows) and len(passes) > 1
     assert all(p.tokens <= 32 for p in passes)
-    reference = OnnxEngine(max_batch_tokens=4096).classify(rows)
+    reference = _engine(4096).classify(rows)
     for got, want in zip(results, reference, strict=True):
         np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
 
@@ -79,7 +96,7 @@ def test_a_broken_scenario_fails_its_own_rows_only(loaded_scenarios: dict) -> No
         name="frozen_broken",
         head=NumpyHead("linear", {"weight": np.zeros((2, 33)), "bias": np.zeros(2)}),
     )
-    engine = OnnxEngine(max_batch_tokens=4096)
+    engine = _engine(4096)
     rows = [
         Row(loaded_scenarios["full_three"], TEXTS[0]),
         Row(broken, TEXTS[1]),
@@ -97,3 +114,14 @@ def test_a_broken_scenario_fails_its_own_rows_only(loaded_scenarios: dict) -> No
     ]
     for i in (0, 2, 4):
         np.testing.assert_allclose(results[i].probs, engine.classify([rows[i]])[0].probs, atol=1e-5)
+
+
+def test_micro_batches_sort_by_length_and_keep_each_pass_under_the_token_budget() -> None:
+    lengths = [9, 2, 5, 30, 3, 5]
+    chunks = BatchPolicy(max_batch_tokens=12).micro_batches(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))  # every row, once
+    flat = [lengths[i] for c in chunks for i in c]
+    assert flat == sorted(lengths)
+    for chunk in chunks:  # a row over the budget alone gets a pass of its own
+        assert len(chunk) * max(lengths[i] for i in chunk) <= 12 or len(chunk) == 1
+    assert [lengths[i] for i in chunks[-1]] == [30]

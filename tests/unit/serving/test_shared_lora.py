@@ -79,17 +79,17 @@ def _merged_logits(loaded, texts: list[str]) -> np.ndarray:
 def test_rows_of_two_scenarios_share_one_pass_and_each_matches_its_own_merged_graph(
     repo: ModelRepository,
 ) -> None:
-    from serving.engine import BatchStats, MultiAdapterCache, OnnxEngine, Row
+    from serving.engine import MultiAdapterCache, OnnxEngine, Row
 
     cache = MultiAdapterCache()
     shared = {n: _load(repo, n, 1, "shared", cache) for n in ("lora_two", "lora_three")}
     merged = {n: _load(repo, n, 1, "merged") for n in shared}
     assert shared["lora_two"].shared is shared["lora_three"].shared  # one graph, one table
     assert shared["lora_two"].graph is None  # no merged session is opened in shared mode
-    passes: list[BatchStats] = []
-    engine = OnnxEngine(max_batch_tokens=4096, on_pass=passes.append)
+    engine = OnnxEngine()
     rows = [Row(shared[("lora_two", "lora_three")[i % 2]], t) for i, t in enumerate(TEXTS * 2)]
-    results = engine.classify(rows)
+    outcome = engine.run(rows)
+    results, passes = outcome.results, outcome.passes
     assert [(p.group, p.rows, p.scenarios) for p in passes] == [("lora", 10, 2)]
     for row, result in zip(rows, results, strict=True):
         expected = engine.classify([Row(merged[row.scenario.name], row.text)])[0]
@@ -121,7 +121,7 @@ def test_an_adapter_with_other_targets_is_refused_and_the_others_keep_serving(re
     with pytest.raises(ModelLoadError, match=r"lora_qkv v1: LoRA targets .*key.*the graph adapts"):
         _load(repo, "lora_qkv", 1, "shared", cache)
     assert two.shared.table is before and two.shared.hosted == {"lora_two": 1}
-    assert OnnxEngine(4096).classify([Row(two, "the app was brilliant")])[0].probs.shape == (2,)
+    assert OnnxEngine().classify([Row(two, "the app was brilliant")])[0].probs.shape == (2,)
     # lora_mode merged still serves it through its own merged graph.
     assert _load(repo, "lora_qkv", 1, "merged").graph is not None
 
@@ -142,7 +142,7 @@ def test_promote_swaps_one_table_row_and_rows_bound_to_the_old_version_still_get
     for name, table in new_table.tables.items():  # lora_three's row is unchanged
         np.testing.assert_array_equal(table[0], old_table.tables[name][0])
 
-    engine = OnnxEngine(4096)
+    engine = OnnxEngine()
     # A request bound to v1 just before the swap runs in the same pass as v2 and lora_three rows.
     rows = [Row(v1, TEXTS[0]), Row(v2, TEXTS[0]), Row(three, TEXTS[0])]
     got = engine.classify(rows)

@@ -1,0 +1,158 @@
+"""ClassifierService: the one object a classifier replica holds, and what every route calls.
+
+    routes (serving/api/routes.py) -> ClassifierService.classify -> Batcher (serving/batching.py)
+        -> OnnxEngine.run (serving/engine/runner.py) -> tokenizer + ONNX Runtime
+
+It owns the replica's registry of loaded versions, the engine, the batcher, the alias poll loop and
+the metrics; nothing below it calls back up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from model_repository import ModelRepository
+
+from .batching import Batcher, BatchPolicy
+from .config import ServingConfig
+from .engine import (
+    EngineSettings,
+    LoadEvent,
+    OnnxEngine,
+    Row,
+    ScenarioRegistry,
+    choose_providers,
+    precision_order,
+)
+from .errors import TextTooLongError
+from .metrics import ServingMetrics
+
+logger = logging.getLogger("labelwise.serving")
+
+
+def top_labels(labels: list[str], probs: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
+    """Labels with scores, best first, at most top_k of them."""
+    order = probs.argsort()[::-1]
+    if top_k is not None:
+        order = order[:top_k]
+    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+
+
+class ClassifierService:
+    """A replica's model side: registry (versions), engine (ONNX), batcher (@serve.batch), alias poll."""
+
+    def __init__(self, config: ServingConfig, metrics: ServingMetrics | None = None) -> None:
+        self.config = cfg = config
+        self.metrics = metrics or ServingMetrics()
+        providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
+        threads = cfg.ort_intra_op_threads or max(1, int(cfg.num_cpus) or 1)
+        settings = EngineSettings(
+            providers, precision_order(cfg.precision, providers), threads, cfg.lora_mode, cfg.lora_table_rank
+        )
+        specs = {s.name: s.alias for s in cfg.scenarios} if cfg.scenarios is not None else None
+        self.registry = ScenarioRegistry(ModelRepository(cfg.repository), specs, cfg.default_alias, settings)
+        policy = BatchPolicy.from_config(cfg)
+        self.engine = OnnxEngine(policy)
+        self.batcher = Batcher(self.engine.run, policy, self.metrics)
+        self._poll_task: asyncio.Task[None] | None = None
+        logger.info(
+            "replica pid %s: providers %s, precisions %s, %s ORT threads",
+            os.getpid(),
+            providers,
+            settings.precisions,
+            threads,
+        )
+
+    # ---- loading: the alias poll loop ---------------------------------------------------------
+    def start(self) -> None:
+        """Load in the background: /readyz answers 503 until every configured scenario is in."""
+        self._poll_task = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+
+    async def _poll_forever(self) -> None:
+        # Polling, not file watching: the repository may be a network volume or an object-store mount
+        # where inotify does not fire; a poll is one small JSON read per scenario.
+        interval = self.config.reload_poll_interval_s
+        while True:
+            try:
+                for event in await asyncio.to_thread(self.registry.poll_once):
+                    self._record(event)
+            except Exception:
+                # A bad repository state must not stop future polls.
+                logger.exception("alias poll failed; retrying in %.1fs", interval)
+            await asyncio.sleep(interval)
+
+    def _record(self, event: LoadEvent) -> None:
+        if event.refused:
+            self.metrics.reload_failures.labels(event.name).inc()
+            return
+        self.metrics.loaded_version.labels(event.name).set(event.version)
+        if event.previous is not None:
+            self.metrics.reloads.labels(event.name).inc()
+
+    # ---- what the routes call ----------------------------------------------------------------
+    async def classify(
+        self, scenario: str, texts: list[str], top_k: int | None, truncate: bool
+    ) -> dict[str, Any]:
+        # Bind the version once: every text of this request is answered by the same version.
+        loaded = self.registry.get(scenario)
+        if not truncate:
+            for i, text in enumerate(texts):
+                _tokens, cut = loaded.tokenizer.count(text)
+                if cut:
+                    raise TextTooLongError(
+                        f"texts.{i}: longer than {loaded.tokenizer.max_length_tokens} tokens and truncate is "
+                        "false",
+                        field=f"texts.{i}",
+                    )
+        results = await asyncio.gather(*(self.batcher.submit(Row(loaded, t)) for t in texts))
+        return {
+            "scenario": scenario,
+            "version": loaded.version,
+            "results": [top_labels(loaded.labels, r.probs, top_k) for r in results],
+            "truncated": [r.truncated for r in results],
+        }
+
+    async def list_scenarios(self) -> list[dict[str, Any]]:
+        out = []
+        for state in self.registry.states():
+            info: dict[str, Any] = {
+                "name": state.name,
+                "alias": state.alias,
+                "version": None,
+                "last_error": state.last_error,
+            }
+            if state.loaded is not None:
+                m = state.loaded.manifest
+                info.update(
+                    version=m.version,
+                    strategy=m.strategy,
+                    precision=state.loaded.precision,
+                    labels=m.labels,
+                    max_length_tokens=m.max_length_tokens,
+                    metrics=m.metrics,
+                )
+            out.append(info)
+        return out
+
+    async def missing_scenarios(self) -> list[str]:
+        return self.registry.missing()
+
+    async def engine_metrics(self) -> bytes:
+        """Engine metrics not already in the metrics the routes render (none when co-located)."""
+        return b""
+
+    async def metrics_text(self) -> bytes:
+        """This replica's whole Prometheus text, for a separate ingress to serve on /metrics."""
+        return self.metrics.render()
+
+
+__all__ = ["ClassifierService", "top_labels"]
