@@ -12,7 +12,7 @@ from .loader import (
 )
 from .registry import LoadEvent, ScenarioRegistry, ScenarioState
 from .runner import BatchOutcome, BatchStats, OnnxEngine, OnnxGraph, Row, RowResult, softmax
-from .tokenize import TextTokenizer, TokenBatch
+from .tokenize import TextTokenizer
 
 __all__ = [
     "AdapterTable",
@@ -31,7 +31,6 @@ __all__ = [
     "ScenarioState",
     "SharedAdapterGraph",
     "TextTokenizer",
-    "TokenBatch",
     "available_providers",
     "choose_providers",
     "load_scenario",

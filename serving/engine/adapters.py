@@ -175,9 +175,6 @@ class MultiAdapterCache:
                 logger.info("opened multi-adapter graph %s/%s (rank %d)", key, folder, spec.rank)
             return self._graphs[(key, folder)]
 
-    def graphs(self) -> list[SharedAdapterGraph]:
-        return list(self._graphs.values())
-
 
 def num_labels_of(table: AdapterTable, row: int) -> int:
     return int(table.tables[NUM_LABELS_INPUT][row])

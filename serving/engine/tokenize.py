@@ -1,27 +1,13 @@
-"""Tokenize a batch once, with dynamic padding, from a version's tokenizer/tokenizer.json."""
+"""Tokenize a batch once, with dynamic padding, from a version's tokenizer folder."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 _PAD_CANDIDATES = ("<pad>", "[PAD]", "<PAD>", "[pad]")
-
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """int64 arrays [rows, longest row] and, per row, whether the text was cut to max length."""
-
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    truncated: list[bool]
-
-    @property
-    def tokens(self) -> int:
-        return int(self.input_ids.size)
 
 
 def _pad_token(folder: Path) -> str | None:
@@ -65,11 +51,6 @@ class TextTokenizer:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return ids, mask
-
-    def encode(self, texts: list[str]) -> TokenBatch:
-        rows, truncated = self.encode_ids(texts)
-        ids, mask = self.pad(rows)
-        return TokenBatch(ids, mask, truncated)
 
     def count(self, text: str) -> tuple[int, bool]:
         """Tokens after truncation, and whether it was truncated."""
