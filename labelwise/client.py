@@ -8,6 +8,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from .errors import ClientError
+
+__all__ = ["ClassifyResult", "ClientError", "LabelScore", "LabelwiseClient"]
+
 _RETRY_STATUSES = {429, 502, 503, 504}
 
 
@@ -23,19 +27,9 @@ class ClassifyResult(BaseModel):
     truncated: list[bool] = Field(description="Per text, whether it was cut to the max length.")
 
 
-class LabelwiseError(Exception):
-    """The service answered with an error; `status`, `type` and `field` come from its error body."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        self.status = status
-        self.type = error.get("type", "http_error")
-        self.field = error.get("field")
-        super().__init__(f"{status} {self.type}: {error.get('message', body)}")
-
-
 class LabelwiseClient:
-    """Synchronous client. Retries 429/502/503/504 and connection errors, waiting Retry-After when sent."""
+    """Synchronous client. Retries 429/502/503/504 and connection errors, waiting Retry-After when sent;
+    an error answer raises ClientError (a LabelwiseError) with its status and body."""
 
     def __init__(
         self,
@@ -86,7 +80,7 @@ class LabelwiseClient:
                         body = response.json()
                     except ValueError:
                         body = {"error": {"message": response.text[:200]}}
-                    raise LabelwiseError(response.status_code, body)
+                    raise ClientError(response.status_code, body)
             time.sleep(self._wait_s(attempt, response))
         raise AssertionError("unreachable")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import MissingExtraError
+
+__all__ = ["MissingExtraError", "require"]
+
 _EXTRA_OF = {
     "torch": "training",
     "transformers": "training",
@@ -23,12 +27,8 @@ _EXTRA_OF = {
 }
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed."""
-
-
 def require(module: str) -> ModuleType:
-    """Import module or raise MissingExtraError naming the pip command that installs it."""
+    """Import module or raise MissingExtraError (exit code 2) naming the pip command that installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
