@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"validation accuracy {name} ({DEMO_SCENARIOS[name][1]}): {shown}")
     _log(f"models ready in {train_s:.0f}s; starting Ray Serve on 127.0.0.1:{args.port}")
 
-    from labelwise._cli_serving import run_server
     from labelwise.client import LabelwiseClient
+    from labelwise.server import run_server
     from serving.local_ray import stop_local_ray
 
     url = f"http://127.0.0.1:{args.port}"

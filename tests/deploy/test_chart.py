@@ -118,7 +118,7 @@ def test_chart_and_labelwise_serve_share_one_serve_config() -> None:
         doc["http_options"].pop("host")
         doc["applications"][0].pop("args")
     assert chart == local
-    from labelwise._cli_serving import default_serve_config
+    from labelwise.server import default_serve_config
 
     assert default_serve_config() == SERVE_CONFIG_FILE.resolve()  # `labelwise serve` reads this very file
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
 
-from labelwise._cli_serving import default_serve_config, load_serve_file, load_serving_args
+from labelwise.server import default_serve_config, load_serve_file, load_serving_args
+from model_repository import UsageError
 from serving import ServingConfig
 
 CHART_FILE = Path(__file__).resolve().parents[3] / "helm" / "labelwise" / "files" / "serve-config.yaml"
@@ -60,5 +60,5 @@ def test_a_flat_file_gives_args_and_default_address(tmp_path: Path) -> None:
 def test_a_bad_file_names_itself(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("applications: []\n")
-    with pytest.raises(typer.BadParameter, match=r"bad\.yaml"):
+    with pytest.raises(UsageError, match=r"bad\.yaml"):
         load_serve_file(path)

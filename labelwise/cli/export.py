@@ -1,4 +1,6 @@
-"""`labelwise export` and `labelwise export-bench`: training.export is imported inside each command."""
+"""`labelwise export` and `labelwise export-bench`: training.export is imported inside each command.
+
+An ExportError means nothing was published: versions are written whole or not at all."""
 
 from __future__ import annotations
 
@@ -26,20 +28,15 @@ def export(
     repository: Path | None = RepositoryOption,
 ) -> None:
     """Export an existing version to ONNX by publishing a NEW version whose manifest names its parent."""
+    from labelwise.extras import require
     from model_repository import ModelRepository
 
-    from .extras import require
-
     require("torch")
-    from training.export import ExportError, parse_precisions
+    from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
-    try:
-        parse_precisions(precision)
-        manifest = reexport_version(ModelRepository(repository), scenario, version, precision, validation)
-    except ExportError as exc:
-        typer.secho(f"export failed, nothing published: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    parse_precisions(precision)  # a bad precision fails before the model loads
+    manifest = reexport_version(ModelRepository(repository), scenario, version, precision, validation)
     summary = ", ".join(
         f"{e.precision} max|Δlogit|={e.parity.max_abs_logit_diff} agreement={e.parity.agreement}"
         for e in manifest.exports
@@ -57,9 +54,8 @@ def export_bench(
     repository: Path | None = RepositoryOption,
 ) -> None:
     """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding."""
+    from labelwise.extras import require
     from model_repository import ModelRepository
-
-    from .extras import require
 
     require("onnxruntime")
     from training.export.bench import run_bench

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ._cli_training import (
+from labelwise.training_runs import export_precisions
+
+from .options import (
     BaseModelOpt,
     DataDirOpt,
     DataOpt,
@@ -18,9 +20,7 @@ from ._cli_training import (
     RepoOpt,
     SeedOpt,
     ValDataOpt,
-    _fail,
-    _precisions,
-    _setup_logging,
+    setup_logging,
 )
 
 _console = Console()
@@ -69,39 +69,35 @@ def tune_command(
     alias: str | None = typer.Option(None, "--alias", help="With --publish: point this alias at it."),
 ) -> None:
     """Search hyperparameters with Optuna (TPE + pruning on macro-F1); the study resumes by name."""
-    _setup_logging()
-    from model_repository import ModelRepository, RepositoryError
-    from training import TrainingError
+    setup_logging()
+    from model_repository import ModelRepository
     from training.tuning import run_study
 
-    try:
-        summary = run_study(
-            scenario,
-            strategy,
-            trials=trials,
-            timeout_s=timeout_s,
-            study_name=study_name,
-            pruner=pruner,  # type: ignore[arg-type]
-            evals_per_epoch=evals_per_epoch,
-            default_trial=default_trial,
-            output_dir=output_dir,
-            publish=publish,
-            repository=ModelRepository(repository) if publish else None,
-            export_precisions=_precisions(export) if publish else None,
-            alias=alias,
-            say=lambda line: _console.print(line, soft_wrap=True, highlight=False),
-            base_model=base_model,
-            data=data,
-            validation_data=validation_data,
-            data_dir=data_dir,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            max_steps=max_steps,
-            max_length_tokens=max_length,
-            seed=seed,
-        )
-    except (TrainingError, RepositoryError) as exc:
-        raise _fail(exc) from exc
+    summary = run_study(
+        scenario,
+        strategy,
+        trials=trials,
+        timeout_s=timeout_s,
+        study_name=study_name,
+        pruner=pruner,  # type: ignore[arg-type]
+        evals_per_epoch=evals_per_epoch,
+        default_trial=default_trial,
+        output_dir=output_dir,
+        publish=publish,
+        repository=ModelRepository(repository) if publish else None,
+        export_precisions=export_precisions(export) if publish else None,
+        alias=alias,
+        say=lambda line: _console.print(line, soft_wrap=True, highlight=False),
+        base_model=base_model,
+        data=data,
+        validation_data=validation_data,
+        data_dir=data_dir,
+        max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples,
+        max_steps=max_steps,
+        max_length_tokens=max_length,
+        seed=seed,
+    )
     best = f"{summary.best_macro_f1:.4f}" if summary.best_macro_f1 is not None else "n/a"
     default = f"{summary.default_macro_f1:.4f}" if summary.default_macro_f1 is not None else "n/a"
     _console.print(
@@ -121,35 +117,41 @@ def tune_command(
     )
 
 
+def _below_one(value: float) -> float:
+    if value >= 1:
+        raise typer.BadParameter(f"{value} is not in the range 0<=x<1.")
+    return value
+
+
 def robustness_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
     data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     repository: Path | None = RepoOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the perturbation."),
-    typo_rate: float = typer.Option(0.15, "--typo-rate", help="Share of words given one typo."),
-    drop_rate: float = typer.Option(0.1, "--drop-rate", help="Share of words dropped."),
+    typo_rate: float = typer.Option(
+        0.15, "--typo-rate", min=0.0, max=1.0, help="Share of words given one typo, in [0, 1]."
+    ),
+    drop_rate: float = typer.Option(
+        0.1, "--drop-rate", callback=_below_one, min=0.0, help="Share of words dropped, in [0, 1)."
+    ),
     max_rows: int | None = typer.Option(None, "--max-rows", help="Score the first N rows only."),
 ) -> None:
     """Accuracy of a published version on clean rows and on the same rows with typos and word drops."""
-    _setup_logging()
-    from model_repository import ModelRepository, RepositoryError
-    from training import TrainingError
+    setup_logging()
+    from model_repository import ModelRepository
     from training.tuning import robustness_of_published
 
-    try:
-        report = robustness_of_published(
-            ModelRepository(repository),
-            scenario,
-            data,
-            ref=int(version) if version.isdigit() else version,
-            seed=seed,
-            typo_rate=typo_rate,
-            drop_rate=drop_rate,
-            max_rows=max_rows,
-        )
-    except (TrainingError, RepositoryError, ValueError) as exc:
-        raise _fail(exc) from exc
+    report = robustness_of_published(
+        ModelRepository(repository),
+        scenario,
+        data,
+        ref=int(version) if version.isdigit() else version,
+        seed=seed,
+        typo_rate=typo_rate,
+        drop_rate=drop_rate,
+        max_rows=max_rows,
+    )
     _console.print_json(report.model_dump_json())
     _console.print(
         f"{scenario} v{report.version} ({report.adversarial}): accuracy {report.clean_accuracy:.4f} clean, "

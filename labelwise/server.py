@@ -1,4 +1,7 @@
-"""`labelwise serve|promote`: ray and serving are imported inside each command, never at start-up."""
+"""`labelwise serve` as functions: read a Serve config, check it, start Ray and the app on loopback.
+
+ray and serving.app are imported inside `run_server`, never at import time.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from model_repository import ModelRepository, RepositoryError
-
-
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_command)
-    app.command("promote")(promote_command)
-
+from model_repository.errors import UsageError
 
 # The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
 CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
@@ -37,6 +32,18 @@ class ServeFile:
     source: Path | None = None
 
 
+@dataclass
+class ServePlan:
+    """A checked `labelwise serve` run: the app's ServingConfig fields and where it listens."""
+
+    args: dict[str, Any]
+    host: str
+    port: int
+    app_name: str = DEFAULT_APP_NAME
+    route_prefix: str = DEFAULT_ROUTE_PREFIX
+    direct_ingress: bool = False
+
+
 def default_serve_config() -> Path | None:
     """The chart's serve-config.yaml beside the package (a checkout or editable install), else None:
     an installed wheel has no chart, and ServingConfig's defaults apply."""
@@ -49,7 +56,7 @@ def default_serve_config() -> Path | None:
 
 def load_serve_file(config: Path | None) -> ServeFile:
     """A Serve deploy file (http_options + the first application), or a flat mapping of ServingConfig
-    fields; None gives the defaults."""
+    fields; None gives the defaults. A file that cannot be used raises UsageError naming it."""
     import yaml
 
     if config is None:
@@ -57,19 +64,19 @@ def load_serve_file(config: Path | None) -> ServeFile:
     try:
         raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"{config}: cannot read the Serve config ({exc})") from exc
+        raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
     if not isinstance(raw, dict):
-        raise typer.BadParameter(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+        raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
     if "applications" not in raw:
         return ServeFile(args=raw, source=config)
     apps = raw.get("applications") or []
     if not isinstance(apps, list) or not apps or not isinstance(apps[0], dict):
-        raise typer.BadParameter(f"{config}: applications must list at least one application")
+        raise UsageError(f"{config}: applications must list at least one application")
     app = apps[0]
     http = raw.get("http_options") or {}
     args = app.get("args") or {}
     if not isinstance(args, dict):
-        raise typer.BadParameter(f"{config}: applications[0].args must be a mapping of ServingConfig fields")
+        raise UsageError(f"{config}: applications[0].args must be a mapping of ServingConfig fields")
     return ServeFile(
         args=dict(args),
         app_name=str(app.get("name", DEFAULT_APP_NAME)),
@@ -87,68 +94,51 @@ def load_serving_args(config: Path | None, **overrides: Any) -> dict[str, Any]:
     return args
 
 
-def serve_command(
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
-    config: Path | None = typer.Option(
-        None,
-        "--config",
-        "-c",
-        help="Serve config (a `serve deploy` file or flat ServingConfig fields); default: the chart's "
-        "helm/labelwise/files/serve-config.yaml when present, else ServingConfig's defaults.",
-    ),
-    host: str | None = typer.Option(None, help="Address the HTTP proxy binds (default: the config's)."),
-    port: int | None = typer.Option(None, help="HTTP port (default: the config's, else 8000)."),
-    ingress_mode: str | None = typer.Option(None, help="combined (default) or separate."),
-    direct_ingress: bool = typer.Option(
-        True,
-        "--direct-ingress/--proxy",
-        help="direct: the ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress, "
-        "no proxy hop; measured faster, see docs/benchmarks.md); proxy: Serve's HTTP proxy forwards to "
-        "the replicas (what a cluster runs). Direct needs a single ingress replica.",
-    ),
-) -> None:
-    """Start a local Ray on loopback and serve every configured scenario until Ctrl-C."""
+def single_ingress_replica(config: Any) -> bool:
+    """Whether the app has exactly one ingress replica (what direct ingress on one port needs)."""
+    return config.ingress_mode == "separate" or config.num_replicas == 1
+
+
+def plan_server(
+    config: Path | None = None,
+    *,
+    repository: Path | None = None,
+    ingress_mode: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    direct_ingress: bool = True,
+) -> ServePlan:
+    """Read the Serve config (None: the chart's, else the defaults), apply the flags given and validate
+    the result as a ServingConfig; anything wrong raises UsageError before Ray starts."""
     from pydantic import ValidationError
 
     from serving import ServingConfig
 
     if config is not None and not config.is_file():
-        raise typer.BadParameter(f"{config} does not exist", param_hint="--config")
+        raise UsageError(f"--config {config} does not exist")
     serve_file = load_serve_file(config if config is not None else default_serve_config())
     args = {**serve_file.args}
-    args.update(
-        {
-            k: v
-            for k, v in {
-                "repository": str(repository) if repository else None,
-                "ingress_mode": ingress_mode,
-            }.items()
-            if v is not None
-        }
-    )
+    if repository:
+        args["repository"] = str(repository)
+    if ingress_mode is not None:
+        args["ingress_mode"] = ingress_mode
     try:
         serving_config = ServingConfig(**args)
     except ValidationError as exc:
-        raise typer.BadParameter(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
+        raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
     if direct_ingress and not single_ingress_replica(serving_config):
-        raise typer.BadParameter(
+        raise UsageError(
             "direct ingress serves HTTP from one ingress replica: set num_replicas: 1 (ingress_mode "
-            "combined) or use ingress_mode separate, or pass --proxy",
-            param_hint="--direct-ingress",
+            "combined) or use ingress_mode separate, or pass --proxy"
         )
-    run_server(
-        args,
-        host or serve_file.host,
-        port or serve_file.port,
+    return ServePlan(
+        args=args,
+        host=host or serve_file.host,
+        port=port or serve_file.port,
         app_name=serve_file.app_name,
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,
     )
-
-
-def single_ingress_replica(config: Any) -> bool:
-    """Whether the app has exactly one ingress replica (what direct ingress on one port needs)."""
-    return config.ingress_mode == "separate" or config.num_replicas == 1
 
 
 def run_server(
@@ -174,15 +164,15 @@ def run_server(
         serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
         base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
         how = "direct ingress" if direct_ingress else "Serve proxy"
-        typer.echo(f"labelwise serving on {base} ({how}; docs: {base}/docs); Ctrl-C stops it")
+        print(f"labelwise serving on {base} ({how}; docs: {base}/docs); Ctrl-C stops it", flush=True)
         if not block:
             return
         while True:
             time.sleep(1)
     except _StopServing as stop:
-        typer.echo(f"stopping ({stop})")
+        print(f"stopping ({stop})", flush=True)
     except KeyboardInterrupt:
-        typer.echo("stopping")
+        print("stopping", flush=True)
     except BaseException:
         stop_local_ray()
         raise
@@ -229,20 +219,3 @@ def _stop_quietly(stop: Any) -> None:
         stop()
     finally:
         _restore_signals(held)
-
-
-def promote_command(
-    scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name."),
-    version: int = typer.Option(..., "--version", "-v", help="Version to point the alias at."),
-    alias: str = typer.Option("production", "--alias", "-a", help="Alias to switch."),
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
-) -> None:
-    """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
-    repo = ModelRepository(repository)
-    try:
-        before = repo.aliases(scenario).get(alias)
-        repo.set_alias(scenario, alias, version)
-    except RepositoryError as exc:
-        typer.secho(f"refused: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{scenario}: {alias} {before} -> {version}")

@@ -1,0 +1,79 @@
+"""The `labelwise` command: one typer app; each command group registers from its own module.
+
+Errors are handled here once: any LabelwiseError a command raises becomes one line on stderr,
+`error: <message>`, and the exit code the error carries (1 runtime failure, 2 usage or bad input;
+see labelwise.errors). Click's own usage errors exit 2. Commands import heavy libraries inside.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from model_repository.errors import LabelwiseError
+
+from . import bench, export, repo, serve, train, tune
+
+__all__ = ["app", "main", "one_line"]
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (multi-line messages, e.g. pydantic's, are joined with '; ')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+class LabelwiseGroup(TyperGroup):
+    """The root command group: turns a LabelwiseError from any command into one line and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LabelwiseError as exc:
+            typer.echo(f"error: {one_line(exc)}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def _version() -> str:
+    try:
+        return _package_version("labelwise")
+    except PackageNotFoundError:  # running from a checkout that was never pip-installed
+        from labelwise import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"labelwise {_version()}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="labelwise",
+    cls=LabelwiseGroup,
+    help="Train, export, publish and serve text classifiers for many scenarios on one encoder.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, export, publish and serve text classifiers for many scenarios on one encoder."""
+
+
+for _module in (repo, train, tune, export, serve, bench):
+    _module.register(app)
+
+
+def main() -> None:
+    app(prog_name="labelwise")

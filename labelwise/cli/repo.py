@@ -1,0 +1,50 @@
+"""`labelwise repo …`: inspect and check the model repository (labelwise.catalog does the work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelwise.catalog import list_scenarios, show_version, verify_version
+from model_repository import ModelRepository
+
+repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
+_console = Console()
+RepositoryOption = typer.Option(
+    None, "--repository", "-r", help="Root folder (default: $LABELWISE_REPOSITORY)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(repo_app, name="repo")
+
+
+@repo_app.command("list")
+def list_command(repository: Path | None = RepositoryOption) -> None:
+    """List scenarios, their versions and aliases."""
+    table = Table("scenario", "versions", "aliases")
+    for row in list_scenarios(ModelRepository(repository)):
+        aliases = ", ".join(f"{k}→{v}" for k, v in row.aliases.items())
+        table.add_row(row.scenario, " ".join(map(str, row.versions)), aliases)
+    _console.print(table)
+
+
+@repo_app.command("show")
+def show_command(
+    scenario: str, version: str = typer.Argument("latest"), repository: Path | None = RepositoryOption
+) -> None:
+    """Print a version's manifest."""
+    manifest = show_version(ModelRepository(repository), scenario, version)
+    typer.echo(manifest.model_dump_json(indent=2))
+
+
+@repo_app.command("verify")
+def verify_command(
+    scenario: str, version: str = typer.Argument("latest"), repository: Path | None = RepositoryOption
+) -> None:
+    """Re-hash every file of a version."""
+    manifest = verify_version(ModelRepository(repository), scenario, version)
+    _console.print(f"[green]OK[/green] {scenario} v{manifest.version}: {len(manifest.files)} files verified")

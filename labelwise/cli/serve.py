@@ -1,0 +1,66 @@
+"""`labelwise serve|promote`: labelwise.server and labelwise.catalog do the work; ray loads only to serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from labelwise.catalog import promote
+from labelwise.server import plan_server, run_server
+from model_repository import ModelRepository
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
+    app.command("promote")(promote_command)
+
+
+def serve_command(
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Serve config (a `serve deploy` file or flat ServingConfig fields); default: the chart's "
+        "helm/labelwise/files/serve-config.yaml when present, else ServingConfig's defaults.",
+    ),
+    host: str | None = typer.Option(None, help="Address the HTTP proxy binds (default: the config's)."),
+    port: int | None = typer.Option(None, help="HTTP port (default: the config's, else 8000)."),
+    ingress_mode: str | None = typer.Option(None, help="combined (default) or separate."),
+    direct_ingress: bool = typer.Option(
+        True,
+        "--direct-ingress/--proxy",
+        help="direct: the ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress, "
+        "no proxy hop; measured faster, see docs/benchmarks.md); proxy: Serve's HTTP proxy forwards to "
+        "the replicas (what a cluster runs). Direct needs a single ingress replica.",
+    ),
+) -> None:
+    """Start a local Ray on loopback and serve every configured scenario until Ctrl-C."""
+    plan = plan_server(
+        config,
+        repository=repository,
+        ingress_mode=ingress_mode,
+        host=host,
+        port=port,
+        direct_ingress=direct_ingress,
+    )
+    run_server(
+        plan.args,
+        plan.host,
+        plan.port,
+        app_name=plan.app_name,
+        route_prefix=plan.route_prefix,
+        direct_ingress=plan.direct_ingress,
+    )
+
+
+def promote_command(
+    scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name."),
+    version: int = typer.Option(..., "--version", "-v", help="Version to point the alias at."),
+    alias: str = typer.Option("production", "--alias", "-a", help="Alias to switch."),
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+) -> None:
+    """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
+    before = promote(ModelRepository(repository), scenario, version, alias)
+    typer.echo(f"{scenario}: {alias} {before} -> {version}")

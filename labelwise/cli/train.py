@@ -1,0 +1,208 @@
+"""`labelwise train|compare|evaluate`: training is imported inside each command, never at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelwise.training_runs import export_precisions, run_training, train_overrides
+
+from .options import (
+    BaseModelOpt,
+    BatchOpt,
+    DataDirOpt,
+    DataOpt,
+    EpochsOpt,
+    LoraAlphaOpt,
+    LoraDropoutOpt,
+    LoraROpt,
+    LoraTargetsOpt,
+    LrOpt,
+    MaxEvalOpt,
+    MaxLenOpt,
+    MaxStepsOpt,
+    MaxTrainOpt,
+    OutOpt,
+    PatienceOpt,
+    RepoOpt,
+    SamplingOpt,
+    ScenarioOpt,
+    SeedOpt,
+    ValDataOpt,
+    WeightsOpt,
+    setup_logging,
+)
+
+_console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("compare")(compare_command)
+    app.command("evaluate")(evaluate_command)
+
+
+def train_command(
+    scenario: str = ScenarioOpt,
+    strategy: str = typer.Option(..., "--strategy", help="full | frozen | lora"),
+    base_model: str | None = BaseModelOpt,
+    data: Path | None = DataOpt,
+    validation_data: Path | None = ValDataOpt,
+    data_dir: Path | None = DataDirOpt,
+    max_train_samples: int | None = MaxTrainOpt,
+    max_eval_samples: int | None = MaxEvalOpt,
+    epochs: float | None = EpochsOpt,
+    max_steps: int | None = MaxStepsOpt,
+    batch_size: int | None = BatchOpt,
+    learning_rate: float | None = LrOpt,
+    max_length: int | None = MaxLenOpt,
+    class_weights: str | None = WeightsOpt,
+    weighted_sampling: bool | None = SamplingOpt,
+    seed: int = SeedOpt,
+    early_stopping_patience: int = PatienceOpt,
+    lora_r: int | None = LoraROpt,
+    lora_alpha: int | None = LoraAlphaOpt,
+    lora_dropout: float | None = LoraDropoutOpt,
+    lora_target_modules: str | None = LoraTargetsOpt,
+    qlora: bool = typer.Option(False, "--qlora", help="4-bit base for lora (CUDA + bitsandbytes only)."),
+    adversarial: str | None = typer.Option(
+        None, "--adversarial", help="fgm | pgd: adversarial training on the embeddings (needs --epsilon)."
+    ),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="L2 radius of the embedding perturbation."),
+    pgd_steps: int | None = typer.Option(None, "--pgd-steps", help="PGD ascent steps (default 3)."),
+    repository: Path | None = RepoOpt,
+    output_dir: Path | None = OutOpt,
+    export: str | None = typer.Option(
+        None, "--export", help="ONNX precisions to export before publishing, e.g. fp32,int8; 'none' skips."
+    ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Point this alias (e.g. production) at the new version."
+    ),
+    publish: bool = typer.Option(True, "--publish/--no-publish", help="Publish to the model repository."),
+) -> None:
+    """Fine-tune one scenario with one strategy and publish it to the model repository."""
+    setup_logging()
+    from model_repository import ModelRepository
+    from training import make_train_config
+
+    config = make_train_config(
+        scenario,
+        strategy,
+        base_model=base_model,
+        data=data,
+        validation_data=validation_data,
+        data_dir=data_dir,
+        output_dir=output_dir,
+        **train_overrides(
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_length_tokens=max_length,
+            class_weighting=class_weights,
+            weighted_sampling=weighted_sampling,
+            seed=seed,
+            early_stopping_patience=early_stopping_patience,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_target_modules=lora_target_modules,
+            qlora=qlora or None,
+            adversarial=adversarial,
+            adversarial_epsilon=epsilon,
+            pgd_steps=pgd_steps,
+        ),
+    )
+    outcome = run_training(config, ModelRepository(repository), publish=publish, export=export, alias=alias)
+    result = outcome.result
+    m = result.metrics
+    _console.print(
+        f"[green]done[/green] {config.scenario.name}/{config.strategy}: accuracy {m['accuracy']:.4f}, "
+        f"macro-F1 {m['macro_f1']:.4f}, {result.train_time_s:.0f} s, "
+        f"trainable {result.trainable_params:,} of {result.total_params:,} params; "
+        f"{outcome.where()}; run folder {config.output_dir}"
+    )
+
+
+def compare_command(
+    scenario: str = ScenarioOpt,
+    base_model: str | None = BaseModelOpt,
+    strategies: str = typer.Option("full,frozen,lora", "--strategies", help="Comma-separated strategies."),
+    data: Path | None = DataOpt,
+    validation_data: Path | None = ValDataOpt,
+    data_dir: Path | None = DataDirOpt,
+    max_train_samples: int | None = MaxTrainOpt,
+    max_eval_samples: int | None = MaxEvalOpt,
+    epochs: float | None = EpochsOpt,
+    max_steps: int | None = MaxStepsOpt,
+    batch_size: int | None = BatchOpt,
+    max_length: int | None = MaxLenOpt,
+    class_weights: str | None = WeightsOpt,
+    seed: int = SeedOpt,
+    early_stopping_patience: int = PatienceOpt,
+    output_dir: Path | None = OutOpt,
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="Also publish each run here."),
+    export: str = typer.Option("none", "--export", help="ONNX precisions when publishing; 'none' skips."),
+) -> None:
+    """Train full, frozen and LoRA on the same data; write comparison.md and comparison.png."""
+    setup_logging()
+    from model_repository import ModelRepository
+    from training import compare_strategies, comparison_markdown
+
+    rows, out = compare_strategies(
+        scenario,
+        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
+        output_dir=output_dir,
+        repository=ModelRepository(repository) if repository else None,
+        export_precisions=export_precisions(export) if repository else None,
+        base_model=base_model,
+        data=data,
+        validation_data=validation_data,
+        data_dir=data_dir,
+        **train_overrides(
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            max_length_tokens=max_length,
+            class_weighting=class_weights,
+            seed=seed,
+            early_stopping_patience=early_stopping_patience,
+        ),
+    )
+    _console.print(comparison_markdown(rows, scenario))
+    _console.print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
+
+
+def evaluate_command(
+    scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
+    data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
+    version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
+    repository: Path | None = RepoOpt,
+    output_dir: Path | None = OutOpt,
+) -> None:
+    """Score a published version on a labeled file: metrics and a confusion matrix PNG."""
+    setup_logging()
+    from model_repository import ModelRepository
+    from training import evaluate_published
+
+    metrics = evaluate_published(
+        ModelRepository(repository), scenario, data, ref=version, output_dir=output_dir
+    )
+    table = Table("label", "precision", "recall", "F1", "support")
+    for name, row in metrics["per_class"].items():
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    _console.print(table)
+    _console.print(
+        f"{scenario} v{metrics['version']} on {data}: accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f} over {metrics['n_samples']} rows"
+    )
+    _console.print(f"confusion matrix and metrics.json in {metrics['output_dir']}")

@@ -1,0 +1,77 @@
+"""What `labelwise train|compare|tune` run besides training's own API: option parsing and train-then-publish.
+
+training (and torch behind it) is imported inside each function, never at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model_repository import Manifest, ModelRepository
+    from training import TrainConfig, TrainedModel
+
+
+def default_export() -> str:
+    """fp32,int8 when the export extra (optimum, onnx) is installed, else none."""
+    from training import export_available
+
+    return "fp32,int8" if export_available() else "none"
+
+
+def export_precisions(value: str | None) -> list[str]:
+    """A comma list such as 'fp32,int8' as a list; 'none' gives [], None or '' the default export."""
+    value = value or default_export()
+    return [] if value.strip().lower() in ("", "none") else [p.strip() for p in value.split(",") if p.strip()]
+
+
+def train_overrides(**kwargs: Any) -> dict[str, Any]:
+    """TrainConfig overrides from command-line values: None means not given; a comma list of LoRA
+    target modules becomes a list; early-stopping patience 0 disables it."""
+    out = {k: v for k, v in kwargs.items() if v is not None}
+    if "lora_target_modules" in out:
+        out["lora_target_modules"] = [m.strip() for m in out["lora_target_modules"].split(",") if m.strip()]
+    if out.get("early_stopping_patience") == 0:
+        out["early_stopping_patience"] = None
+    return out
+
+
+@dataclass
+class TrainingOutcome:
+    """A finished run: the trained model, and either the published manifest or the saved weights' size."""
+
+    config: TrainConfig
+    result: TrainedModel
+    manifest: Manifest | None = None
+    weights_bytes: int | None = None
+
+    def where(self) -> str:
+        """Where the run's model went, in words."""
+        if self.manifest is not None:
+            return f"published {self.manifest.scenario} v{self.manifest.version}"
+        return f"not published; weights ({self.weights_bytes:,} bytes) in {self.config.output_dir}/weights"
+
+
+def run_training(
+    config: TrainConfig,
+    repository: ModelRepository | None = None,
+    *,
+    publish: bool = True,
+    export: str | None = None,
+    alias: str | None = None,
+) -> TrainingOutcome:
+    """Train config; publish to repository (exporting the `export` precisions, then pointing alias at
+    the new version) or, without publish, save the weights under the run folder."""
+    from model_repository import ModelRepository
+    from training import publish_run, save_weights, train
+
+    precisions = export_precisions(export) if publish else []
+    result = train(config)
+    if not publish:
+        size = save_weights(result, Path(config.output_dir) / "weights")
+        return TrainingOutcome(config, result, weights_bytes=size)
+    repo = repository if repository is not None else ModelRepository()
+    manifest = publish_run(result, repo, export_precisions=precisions, alias=alias)
+    return TrainingOutcome(config, result, manifest=manifest)

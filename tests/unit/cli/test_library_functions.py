@@ -1,0 +1,153 @@
+"""What each `labelwise` command runs is a library function that works without the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from labelwise import catalog, errors
+from labelwise.client import ClientError, LabelwiseClient
+from labelwise.extras import MissingExtraError, require
+from labelwise.server import ServePlan, plan_server
+from labelwise.training_runs import export_precisions, run_training, train_overrides
+from model_repository import (
+    BaseModelRef,
+    InvalidNameError,
+    LabelwiseError,
+    ModelRepository,
+    ScenarioNotFoundError,
+    UsageError,
+)
+
+FIELDS = dict(
+    strategy="full",
+    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
+    labels=["negative", "positive"],
+    max_length_tokens=64,
+)
+
+
+def _publish(repo: ModelRepository, scenario: str) -> int:
+    with repo.new_version(scenario, **FIELDS) as draft:
+        (draft.path / "labels.txt").write_text("negative\npositive\n")
+    return draft.version
+
+
+def test_every_package_error_derives_from_the_root() -> None:
+    for name in errors.__all__:
+        if name.startswith("EXIT_"):
+            continue
+        assert issubclass(getattr(errors, name), LabelwiseError), name
+    assert (errors.EXIT_RUNTIME, errors.EXIT_USAGE) == (1, 2)
+    assert errors.UsageError.exit_code == 2 and errors.RepositoryError.exit_code == 1
+
+
+def test_catalog_lists_shows_verifies_and_promotes(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    assert catalog.list_scenarios(repo) == []
+    _publish(repo, "spam")
+    _publish(repo, "spam")
+    assert catalog.promote(repo, "spam", 1) is None
+    assert catalog.promote(repo, "spam", 2) == 1
+    (row,) = catalog.list_scenarios(repo)
+    assert (row.scenario, row.versions, row.aliases) == ("spam", [1, 2], {"production": 2})
+    assert catalog.show_version(repo, "spam", "production").version == 2
+    assert catalog.verify_version(repo, "spam", "1").version == 1
+    with pytest.raises(ScenarioNotFoundError):
+        catalog.show_version(repo, "absent")
+    with pytest.raises(InvalidNameError):
+        catalog.promote(repo, "spam", 1, alias="Not Valid")
+
+
+def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "http_options": {"host": "127.0.0.1", "port": 8123},
+                "applications": [{"name": "lw", "route_prefix": "/lw", "args": {"max_batch_size": 8}}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    plan = plan_server(config, repository=tmp_path, port=9000)
+    assert plan == ServePlan(
+        args={"max_batch_size": 8, "repository": str(tmp_path)},
+        host="127.0.0.1",
+        port=9000,
+        app_name="lw",
+        route_prefix="/lw",
+        direct_ingress=True,
+    )
+
+
+def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        plan_server(tmp_path / "absent.yaml")
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 2}), encoding="utf-8")
+    with pytest.raises(UsageError, match="--proxy"):
+        plan_server(config)
+    assert plan_server(config, direct_ingress=False).args["num_replicas"] == 2
+    config.write_text(yaml.safe_dump({"max_batch_size": "many"}), encoding="utf-8")
+    with pytest.raises(UsageError, match="max_batch_size"):
+        plan_server(config)
+
+
+def test_option_parsing_for_training() -> None:
+    assert export_precisions("fp32, int8") == ["fp32", "int8"]
+    assert export_precisions("none") == []
+    assert train_overrides(
+        lora_r=None, lora_target_modules="query, value", early_stopping_patience=0, seed=3
+    ) == {"lora_target_modules": ["query", "value"], "early_stopping_patience": None, "seed": 3}
+
+
+def test_run_training_saves_or_publishes(tiny_roberta_dir: Path, toy_data_dir: Path, tmp_path: Path) -> None:
+    from training import custom_scenario, make_train_config
+
+    scenario = custom_scenario("toy", ["positive", "negative", "neutral"], toy_data_dir, max_length_tokens=32)
+
+    def config(folder: str):
+        return make_train_config(
+            scenario,
+            "frozen",
+            base_model=str(tiny_roberta_dir),
+            output_dir=tmp_path / folder,
+            max_steps=2,
+            max_train_samples=30,
+            max_eval_samples=15,
+        )
+
+    saved = run_training(config("saved"), publish=False)
+    assert saved.manifest is None and saved.weights_bytes and saved.weights_bytes > 0
+    assert "not published" in saved.where()
+    repo = ModelRepository(tmp_path / "repo")
+    published = run_training(config("published"), repo, export="none", alias="production")
+    assert published.manifest is not None and published.where() == "published toy v1"
+    assert repo.aliases("toy") == {"production": 1}
+    repo.verify("toy", 1)
+
+
+def test_client_error_is_a_labelwise_error() -> None:
+    body = {"error": {"type": "unknown_scenario", "message": "no scenario 'x'", "code": 404}}
+    client = LabelwiseClient(max_retries=0)
+    client._http = httpx.Client(
+        base_url="http://127.0.0.1:8000",
+        transport=httpx.MockTransport(lambda _r: httpx.Response(404, json=body)),
+    )
+    with client, pytest.raises(ClientError) as caught:
+        client.classify("x", ["a"])
+    exc = caught.value
+    assert isinstance(exc, LabelwiseError) and exc.exit_code == 1
+    assert (exc.status, exc.type, exc.body) == (404, "unknown_scenario", body)
+    assert str(exc) == "404 unknown_scenario: no scenario 'x'"
+
+
+def test_require_names_the_extra() -> None:
+    assert require("json").dumps([]) == "[]"
+    with pytest.raises(MissingExtraError, match=r"pip install 'labelwise\[dev\]'") as caught:
+        require("labelwise_no_such_module")
+    assert isinstance(caught.value, ImportError) and caught.value.exit_code == 2
