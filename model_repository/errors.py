@@ -58,5 +58,10 @@ class IntegrityError(RepositoryError):
     """A file listed in the manifest is missing, has the wrong size, or the wrong sha256."""
 
 
+class UnsafePathError(IntegrityError):
+    """A manifest or base.json names a path that leaves its folder (`..`, absolute, a symlink out),
+    a graph or head no checksum covers, or a file the folder holds that the manifest does not list."""
+
+
 class AdapterMismatchError(RepositoryError, ValueError):
     """An adapter or head does not fit a multi-adapter graph (rank, targets, base, layers or head shape)."""

@@ -50,9 +50,14 @@ def precision_of_folder(folder: str) -> str:
 
 
 def is_contained(relative: str) -> bool:
-    """True when a manifest path stays inside its folder: relative, no `..`, no drive or root."""
+    """True when a manifest path stays inside its folder: relative, no `..`, no drive or root.
+
+    Lexical only: the repository also resolves symlinks (repository.py) before trusting a path.
+    """
+    if not isinstance(relative, str) or not relative or "\\" in relative or "\x00" in relative:
+        return False
     path = PurePosixPath(relative)
-    return bool(relative) and not path.is_absolute() and ".." not in path.parts and "\\" not in relative
+    return not path.is_absolute() and ".." not in path.parts
 
 
 __all__ = [

@@ -92,5 +92,22 @@ class Manifest(_Strict):
             raise ValueError(f"labels must be unique, got {labels}")
         return labels
 
+    def named_paths(self) -> list[tuple[str, str]]:
+        """(field, path) for every file path this manifest names, each relative to the version folder.
+
+        A new path field must be added here: the repository refuses a version whose paths leave its
+        folder, and checks only what this lists. (base_model.id and training_config name paths on the
+        training machine, outside the repository by design; nothing reads them from a version folder.)
+        """
+        named = [(f"files key {rel!r}", rel) for rel in self.files]
+        return named + [(field, rel) for field, rel in self.artifact_paths()]
+
+    def artifact_paths(self) -> list[tuple[str, str]]:
+        """(field, path) of the files serving opens by the name the manifest gives: graphs and head."""
+        named = [(f"exports[{i}].path", e.path) for i, e in enumerate(self.exports)]
+        if self.head is not None:
+            named.append(("head.path", self.head.path))
+        return named
+
     def export(self, precision: str) -> ExportRecord | None:
         return next((e for e in self.exports if e.precision == precision), None)

@@ -5,6 +5,9 @@ Layout::
     <root>/<scenario>/<version>/manifest.json   written once, never modified
     <root>/<scenario>/_aliases/<alias>.json      {"version": N}, switched by write-then-rename
     <root>/_bases/<key>/<precision>/             shared base encoders, written once
+
+Every path a manifest or base.json names resolves inside its folder and carries a checksum; publish,
+set_alias, verify and verify_base refuse anything else (UnsafePathError).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from .errors import (
     ManifestError,
     ScenarioNotFoundError,
     SchemaVersionError,
+    UnsafePathError,
     VersionNotFoundError,
 )
 from .identity import file_sha256
-from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE
+from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE, is_contained
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 
 DEFAULT_ROOT = "./var/model-repository"
@@ -91,14 +95,72 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _files_in(folder: Path) -> list[str]:
+    """Every file under folder, relative and in posix form (symlinked folders are not descended)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def _hash_files(folder: Path, skip: set[str]) -> dict[str, FileEntry]:
     entries: dict[str, FileEntry] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
+    for rel in _files_in(folder):
         if rel in skip:
             continue
+        path = folder / rel
         entries[rel] = FileEntry(sha256=file_sha256(path), size_bytes=path.stat().st_size)
     return entries
+
+
+def _check_no_link_out(folder: Path, what: str) -> None:
+    """Refuse a symlink anywhere under folder that resolves outside it: its bytes could change unseen."""
+    root = folder.resolve()
+    for dirpath, dirs, files in os.walk(folder):  # does not follow symlinked folders
+        for name in dirs + files:
+            path = Path(dirpath, name)
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
+                rel = path.relative_to(folder).as_posix()
+                raise UnsafePathError(
+                    f"{what}: {rel!r} is a symlink to {os.readlink(path)!r}, outside the folder {folder}"
+                )
+
+
+def _check_contained(folder: Path, named: list[tuple[str, str]], what: str) -> None:
+    """Every named path must be relative, free of `..`, and still inside folder once symlinks resolve."""
+    root = folder.resolve()
+    for field_name, rel in named:
+        if not is_contained(rel):
+            raise UnsafePathError(
+                f"{what}: {field_name} {rel!r} is not a relative path inside the folder {folder}"
+            )
+        try:
+            resolved = (folder / rel).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise UnsafePathError(f"{what}: {field_name} {rel!r} cannot be resolved: {exc}") from exc
+        if not resolved.is_relative_to(root):
+            raise UnsafePathError(
+                f"{what}: {field_name} {rel!r} resolves to {resolved}, outside the folder {folder}"
+            )
+
+
+def _check_all_listed(folder: Path, files: dict[str, FileEntry], info_file: str, what: str) -> None:
+    """Every file the folder holds must carry a checksum: serving opens some by fixed name."""
+    unlisted = [rel for rel in _files_in(folder) if rel != info_file and rel not in files]
+    if unlisted:
+        raise UnsafePathError(
+            f"{what}: {unlisted[0]!r} is in the folder but has no checksum in {info_file}"
+            + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else "")
+        )
+
+
+def _check_manifest_paths(folder: Path, manifest: Manifest, what: str) -> None:
+    """The whole containment check of a version: paths, symlinks, and a checksum for each artifact."""
+    _check_no_link_out(folder, what)
+    _check_contained(folder, manifest.named_paths(), what)
+    for field_name, rel in manifest.artifact_paths():
+        if rel not in manifest.files:
+            raise UnsafePathError(
+                f"{what}: {field_name} {rel!r} has no checksum: it is not a key of the manifest's files"
+            )
+    _check_all_listed(folder, manifest.files, MANIFEST_FILE, what)
 
 
 def _check_files(folder: Path, files: dict[str, FileEntry], what: str) -> None:
@@ -241,7 +303,11 @@ class ModelRepository:
         return read_manifest(path / MANIFEST_FILE)
 
     def verify(self, scenario: str, version: int) -> Manifest:
-        """Re-hash every file of a version; raise naming the first file that does not match."""
+        """Re-hash every file of a version; raise naming the first file that does not match.
+
+        First, UnsafePathError for a path that leaves the folder (`..`, absolute, a symlink out), a
+        graph or head without a checksum, or a file the manifest does not list.
+        """
         manifest = self.load_manifest(scenario, version)
         folder = self.version_path(scenario, version)
         what = f"{scenario} v{version}"
@@ -249,6 +315,7 @@ class ModelRepository:
             raise ManifestError(
                 f"{what}: manifest says {manifest.scenario} v{manifest.version}; the folder was moved"
             )
+        _check_manifest_paths(folder, manifest, what)
         _check_files(folder, manifest.files, what)
         if manifest.base_encoder is not None:
             for precision in manifest.base_encoder.precisions:
@@ -272,6 +339,7 @@ class ModelRepository:
             yield draft
             if (tmp / MANIFEST_FILE).exists():
                 raise ManifestError("a draft must not write manifest.json itself")
+            _check_no_link_out(tmp, f"{scenario} (draft, nothing published)")
             files = _hash_files(tmp, skip=set())
             with _locked(scenario_dir / ".publish.lock"):
                 existing = self._versions_in(scenario_dir)
@@ -286,6 +354,7 @@ class ModelRepository:
                     )
                 except ValidationError as exc:
                     raise ManifestError(f"{scenario}: manifest fields are invalid: {exc}") from exc
+                _check_manifest_paths(tmp, manifest, f"{scenario} v{version} (draft, nothing published)")
                 (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
                 _fsync_tree(tmp)
                 target = scenario_dir / str(version)
@@ -311,6 +380,10 @@ class ModelRepository:
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
         try:
             yield draft
+            what = f"base {key} {precision} (draft, nothing published)"
+            if (tmp / BASE_INFO_FILE).exists():
+                raise ManifestError(f"{what}: a draft must not write {BASE_INFO_FILE} itself")
+            _check_no_link_out(tmp, what)
             payload = {
                 "schema_version": SCHEMA_VERSION,
                 "key": key,
@@ -345,8 +418,16 @@ class ModelRepository:
                 f"base encoder {key!r} {precision}: schema version {info.get('schema_version')!r}, "
                 f"this code reads {SCHEMA_VERSION}"
             )
-        files = {k: FileEntry(**v) for k, v in info["files"].items()}
-        _check_files(self.base_path(key, precision), files, f"base {key} {precision}")
+        what = f"base {key} {precision}"
+        folder = self.base_path(key, precision)
+        try:
+            files = {k: FileEntry(**v) for k, v in info["files"].items()}
+        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            raise ManifestError(f"{what}: {BASE_INFO_FILE} has no valid 'files' table ({exc})") from exc
+        _check_no_link_out(folder, what)
+        _check_contained(folder, [(f"files key {rel!r}", rel) for rel in files], what)
+        _check_all_listed(folder, files, BASE_INFO_FILE, what)
+        _check_files(folder, files, what)
         return info
 
 
