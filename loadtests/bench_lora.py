@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from model_repository import ModelRepository
+from model_repository import ModelRepository, layout
 
 from .bench_models import prepare_bench_models
 from .errors import BenchError
@@ -34,7 +34,8 @@ from .processes import python_cmd, start_server, stop_server, wait_server_ready
 from .sentences import real_texts_file
 
 MIX_PREFIX = "lora-mix-"
-_COPIED = ("tokenizer", "weights", "onnx")
+TABLE_RANK = 8  # the multi-adapter graph's rank: serving's default lora_table_rank
+_COPIED = (layout.TOKENIZER_DIR, layout.WEIGHTS_DIR, layout.ONNX_DIR)
 _MANIFEST_KEEP = (
     "strategy",
     "base_model",
@@ -88,12 +89,12 @@ def prepare_lora_scenarios(
     manifest = repo.verify(source, src_version)
     if manifest.base_encoder is None:
         raise BenchError(f"{source} v{src_version} has no base encoder: rebuild with --rebuild-models")
-    folder = graph_folder(precision)
+    folder = layout.multi_adapter_folder(TABLE_RANK, precision)
     if not repo.has_base(manifest.base_encoder.key, folder):
         from training.multi_adapter import export_multi_adapter_base
 
         say(f"exporting the multi-adapter graph {manifest.base_encoder.key}/{folder} (once)")
-        export_multi_adapter_base(repo, models.base_model, rank=8, precisions=[precision], say=say)
+        export_multi_adapter_base(repo, models.base_model, rank=TABLE_RANK, precisions=[precision], say=say)
     src = repo.version_path(source, src_version)
     names = [f"{MIX_PREFIX}{i:02d}" for i in range(n)]
     fields = {k: getattr(manifest, k) for k in _MANIFEST_KEEP}
@@ -109,17 +110,13 @@ def prepare_lora_scenarios(
         with repo.new_version(name, **fields) as draft:
             for part in _COPIED:
                 shutil.copytree(src / part, draft.path / part)
-            for npz in ("lora.npz", manifest.head.path):  # type: ignore[union-attr]
+            for npz in (layout.LORA_FILE, manifest.head.path):  # type: ignore[union-attr]
                 with np.load(src / npz) as arrays:
                     np.savez(draft.path / npz, **_perturb(dict(arrays), rng))
         assert draft.manifest is not None
         repo.set_alias(name, "production", draft.manifest.version)
         say(f"published {name} v{draft.manifest.version} (adapter and head of {source}, perturbed)")
     return names
-
-
-def graph_folder(precision: str, rank: int = 8) -> str:
-    return f"multi-lora-r{rank}-{precision}"
 
 
 def _point(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_repository.errors import EXIT_USAGE, AdapterMismatchError, LabelwiseError
+from model_repository import EXIT_USAGE, AdapterMismatchError, LabelwiseError
 
 
 class TrainingError(LabelwiseError):

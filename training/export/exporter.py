@@ -6,22 +6,25 @@ import copy
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model_repository import (
-    PRECISIONS,
     BaseEncoderRef,
     BaseModelRef,
     ExportRecord,
     HeadSpec,
     ModelRepository,
     Parity,
+    apply_head,
+    base_key,
+    layout,
 )
 
-from ..errors import ExportError, ParityError, UnknownPrecisionError
+from ..errors import ExportError, ParityError
 from . import base_encoder, graphs, heads
 from .parity import (
     compare,
@@ -34,23 +37,9 @@ from .parity import (
     tokenize_batches,
     torch_outputs,
 )
+from .precisions import RECIPES, GraphBuilder, parse_precisions
 
-FP32_MAX_ABS_LOGIT_DIFF = 1e-3
-INT8_MAX_ACCURACY_DROP = 0.01
 DEFAULT_PARITY_ROWS = 512
-ONNX_DIR = "onnx"
-
-
-def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
-    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise."""
-    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
-    wanted = [p.strip().lower() for p in items if p and p.strip()]
-    unknown = sorted(set(wanted) - set(PRECISIONS))
-    if unknown or not wanted:
-        raise UnknownPrecisionError(
-            f"unknown precision {', '.join(unknown) or '(none given)'}: choose from {', '.join(PRECISIONS)}"
-        )
-    return [p for p in PRECISIONS if p in wanted]
 
 
 def _say(message: str) -> None:
@@ -61,6 +50,18 @@ def _say(message: str) -> None:
 
 def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+@dataclass
+class _ParityRows:
+    """The rows every graph of one export is checked on, and what torch computed for them."""
+
+    batches: list[dict[str, np.ndarray]]
+    gold: np.ndarray | None
+    reference: np.ndarray
+    tokenizer: Any
+    max_length_tokens: int
+    threads: int
 
 
 def export_into(
@@ -92,33 +93,17 @@ def export_into(
     if not parity_texts:
         raise ExportError("parity_texts is empty: export needs validation rows to check parity")
     version_dir = Path(version_dir)
-    texts, labels = sample_rows(parity_texts, parity_labels, parity_rows)
-    label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
-    gold = label_ids(labels, label2id)
-    batches = tokenize_batches(tokenizer, texts, max_length_tokens)
-
     was_training = model.training
     model.eval()
     try:
         merged = copy.deepcopy(model).merge_and_unload() if _is_peft(model) else model
         merged.eval()
-        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
-        # The reference is the caller's own model (unmerged for lora), so the merge is checked too.
-        reference = torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))
-        exports = _export_graphs(
-            version_dir,
-            merged,
-            wanted,
-            reference,
-            gold,
-            batches,
-            tokenizer,
-            max_length_tokens,
-            opset,
-            threads,
-            say,
+        rows = _parity_rows(
+            model, tokenizer, parity_texts, parity_labels, parity_rows, max_length_tokens, threads
         )
+        exports = _export_graphs(version_dir, merged, wanted, rows, opset, say)
         fields: dict[str, Any] = {"exports": [e.model_dump(mode="json") for e in exports]}
+        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
         if kind is None:
             if strategy != "full":
                 say(
@@ -126,20 +111,14 @@ def export_into(
                     "it is served by its own graph"
                 )
             return fields
-
-        arrays = heads.head_arrays(merged, kind)
-        heads.save_npz(version_dir / heads.HEAD_FILE, arrays)
-        fields["head"] = HeadSpec(kind=kind, path=heads.HEAD_FILE).model_dump(mode="json")
-        if strategy == "lora":
-            lora = heads.lora_arrays(model)
-            if lora is not None:
-                heads.save_npz(version_dir / heads.LORA_FILE, lora)
         if base_model_path is None or repository is None:
             raise ExportError(
                 f"{strategy} versions need base_model_path and repository for the shared base encoder"
             )
-        key = base_encoder.base_key(base_model, base_model_path)
-        input_names = list(exports[0].inputs) if exports else list(batches[0])
+        arrays = _save_head(version_dir, model, merged, strategy, kind)
+        fields["head"] = HeadSpec(kind=kind, path=layout.HEAD_FILE).model_dump(mode="json")
+        key = base_key(base_model, base_model_path)
+        input_names = list(exports[0].inputs) if exports else list(rows.batches[0])
         paths = base_encoder.ensure_base(
             repository,
             key,
@@ -149,151 +128,168 @@ def export_into(
             kind=kind,
             tokenizer=tokenizer,
             input_names=input_names,
-            batches=batches,
+            batches=rows.batches,
             max_length_tokens=max_length_tokens,
             opset=opset,
             threads=threads,
             say=say,
         )
         if strategy == "frozen":
-            _check_head_on_base(paths.get("fp32"), kind, arrays, reference, batches, threads, say)
+            _check_head_on_base(paths.get("fp32"), kind, arrays, rows, say)
         fields["base_encoder"] = BaseEncoderRef(key=key, precisions=wanted).model_dump(mode="json")
         return fields
     finally:
         model.train(was_training)
 
 
+def _parity_rows(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[Any] | None,
+    max_rows: int,
+    max_length_tokens: int,
+    threads: int,
+) -> _ParityRows:
+    """A seeded sample of the rows, tokenized as serving does, with the caller's model's logits on them.
+
+    The reference is the caller's own model (unmerged for lora), so the merge is checked too.
+    """
+    sampled, sampled_labels = sample_rows(texts, labels, max_rows)
+    label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
+    batches = tokenize_batches(tokenizer, sampled, max_length_tokens)
+    return _ParityRows(
+        batches=batches,
+        gold=label_ids(sampled_labels, label2id),
+        reference=torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0])),
+        tokenizer=tokenizer,
+        max_length_tokens=max_length_tokens,
+        threads=threads,
+    )
+
+
+def _save_head(version_dir: Path, model: Any, merged: Any, strategy: str, kind: str) -> dict[str, np.ndarray]:
+    """Write head.npz (and lora.npz for LoRA, when its layers stack); return the head's arrays."""
+    arrays = heads.head_arrays(merged, kind)
+    heads.save_npz(version_dir / layout.HEAD_FILE, arrays)
+    if strategy == "lora":
+        lora = heads.lora_arrays(model)
+        if lora is not None:
+            heads.save_npz(version_dir / layout.LORA_FILE, lora)
+    return arrays
+
+
 def _export_graphs(
     version_dir: Path,
     merged: Any,
     wanted: list[str],
-    reference: np.ndarray,
-    gold: np.ndarray | None,
-    batches: list[dict[str, np.ndarray]],
-    tokenizer: Any,
-    max_length_tokens: int,
+    rows: _ParityRows,
     opset: int,
-    threads: int,
     say: Callable[[str], None],
 ) -> list[ExportRecord]:
+    """Build, check and copy each wanted graph; fp32 is always checked, as the others derive from it."""
     records = []
-    num_labels = reference.shape[1]
     with tempfile.TemporaryDirectory(prefix="labelwise-export-") as tmp:
         work = Path(tmp)
         say(f"optimum export ({merged.config.model_type}, opset {opset})")
         raw = graphs.export_sequence_classifier(merged, work, opset)
-        fp32 = graphs.optimize_graph(raw, merged.config, work / "final" / "model.fp32.onnx")
-        # fp32 parity is checked even when fp32 is not kept: int8 is quantised from it.
-        order = ["fp32"] + [p for p in wanted if p != "fp32"]
-        for precision in order:
-            if precision == "fp32":
-                graph = fp32
-            elif precision == "int8":
-                graph = graphs.quantize_int8(fp32, work / "final" / "model.int8.onnx")
-            else:
-                graph = graphs.optimize_graph(
-                    raw, merged.config, work / "final" / "model.fp16.onnx", fp16=True
-                )
-            parity, inputs = _graph_parity(
-                graph, precision, reference, gold, batches, tokenizer, max_length_tokens, num_labels, threads
-            )
-            say(
-                f"{precision}: {graph.stat().st_size / 1e6:.1f} MB, "
-                f"max |Δlogit| {parity.max_abs_logit_diff}, "
-                f"agreement {parity.agreement}, accuracy Δ {parity.accuracy_delta}"
-                + ("" if parity.verified else f" (UNVERIFIED: {parity.note})")
-            )
-            if precision == "fp32" and parity.max_abs_logit_diff > FP32_MAX_ABS_LOGIT_DIFF:
-                raise ParityError(
-                    f"fp32 graph: max |Δlogit| {parity.max_abs_logit_diff:.2e} vs torch exceeds "
-                    f"{FP32_MAX_ABS_LOGIT_DIFF:g} over {parity.n_samples} rows; nothing published"
-                )
-            if (
-                precision == "int8"
-                and parity.accuracy_delta is not None
-                and parity.accuracy_delta < -INT8_MAX_ACCURACY_DROP
-            ):
-                say(
-                    f"[yellow]WARNING[/yellow] int8 accuracy drops "
-                    f"{-parity.accuracy_delta * 100:.1f} points vs torch"
-                )
-            if precision not in wanted:
-                continue
-            rel = f"{ONNX_DIR}/model.{precision}.onnx"
-            (version_dir / ONNX_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(graph, version_dir / rel)
-            records.append(
-                ExportRecord(
-                    precision=precision,
-                    path=rel,
-                    opset=graphs.graph_opset(graph),
-                    size_bytes=(version_dir / rel).stat().st_size,
-                    inputs=inputs,
-                    parity=parity,
-                )
-            )
+        builder = GraphBuilder(raw, merged.config, work, "model.onnx")
+        for precision in ["fp32"] + [p for p in wanted if p != "fp32"]:
+            graph = builder.build(precision)
+            parity, inputs = _graph_parity(graph, precision, rows)
+            _gate(precision, graph, parity, say)
+            if precision in wanted:
+                records.append(_keep(version_dir, graph, precision, inputs, parity))
     return records
 
 
-def _graph_parity(
-    graph: Path,
-    precision: str,
-    reference: np.ndarray,
-    gold: np.ndarray | None,
-    batches: list[dict[str, np.ndarray]],
-    tokenizer: Any,
-    max_length_tokens: int,
-    num_labels: int,
-    threads: int,
-) -> tuple[Parity, list[str]]:
+def _gate(precision: str, graph: Path, parity: Parity, say: Callable[[str], None]) -> None:
+    """Report a graph's parity; raise ParityError when it fails its precision's gate."""
+    recipe = RECIPES[precision]
+    say(
+        f"{precision}: {graph.stat().st_size / 1e6:.1f} MB, "
+        f"max |Δlogit| {parity.max_abs_logit_diff}, "
+        f"agreement {parity.agreement}, accuracy Δ {parity.accuracy_delta}"
+        + ("" if parity.verified else f" (UNVERIFIED: {parity.note})")
+    )
+    if recipe.exceeds(parity.max_abs_logit_diff):
+        raise ParityError(
+            f"{precision} graph: max |Δlogit| {parity.max_abs_logit_diff:.2e} vs torch exceeds "
+            f"{recipe.max_abs_diff:g} over {parity.n_samples} rows; nothing published"
+        )
+    if recipe.drops_accuracy(parity.accuracy_delta):
+        say(
+            f"[yellow]WARNING[/yellow] {precision} accuracy drops "
+            f"{-(parity.accuracy_delta or 0.0) * 100:.1f} points vs torch"
+        )
+
+
+def _keep(version_dir: Path, graph: Path, precision: str, inputs: list[str], parity: Parity) -> ExportRecord:
+    """Copy a checked graph into the version folder; return its manifest record."""
+    rel = layout.graph_file(precision)
+    target = version_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(graph, target)
+    return ExportRecord(
+        precision=precision,
+        path=rel,
+        opset=graphs.graph_opset(graph),
+        size_bytes=target.stat().st_size,
+        inputs=inputs,
+        parity=parity,
+    )
+
+
+def _graph_parity(graph: Path, precision: str, rows: _ParityRows) -> tuple[Parity, list[str]]:
     """Load with ORT, run the load-check batch, compare with torch on the parity rows."""
-    providers = base_encoder._fp16_providers() if precision == "fp16" else None
-    if precision == "fp16" and providers is None:
+    providers = RECIPES[precision].providers()
+    if providers is None:
         import onnx
 
         inputs = [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
-        note = "fp16 exported on a machine without a CUDA execution provider: parity unverified"
+        note = f"{precision} exported on a machine without a CUDA execution provider: parity unverified"
         return Parity(n_samples=0, max_abs_logit_diff=None, agreement=None, verified=False, note=note), inputs
     try:
-        session = ort_session(graph, providers, threads)
+        session = ort_session(graph, providers, rows.threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors on a bad graph
         raise ExportError(f"{precision} graph does not load in onnxruntime: {exc}") from exc
     inputs = session_input_names(session)
-    load_check(session, tokenizer, max_length_tokens, num_labels, f"{precision} graph")
-    cmp = compare(reference, ort_outputs(session, batches), gold)
-    note = "checked on CUDAExecutionProvider" if precision == "fp16" else "checked on CPUExecutionProvider"
-    return (
-        Parity(
-            n_samples=cmp.n_samples,
-            max_abs_logit_diff=cmp.max_abs_diff,
-            agreement=cmp.agreement,
-            accuracy_delta=cmp.accuracy_delta,
-            verified=True,
-            note=note,
-        ),
-        inputs,
+    num_labels = rows.reference.shape[1]
+    load_check(session, rows.tokenizer, rows.max_length_tokens, num_labels, f"{precision} graph")
+    cmp = compare(rows.reference, ort_outputs(session, rows.batches), rows.gold)
+    parity = Parity(
+        n_samples=cmp.n_samples,
+        max_abs_logit_diff=cmp.max_abs_diff,
+        agreement=cmp.agreement,
+        accuracy_delta=cmp.accuracy_delta,
+        verified=True,
+        note=f"checked on {providers[0]}",
     )
+    return parity, inputs
 
 
 def _check_head_on_base(
     fp32_base: str | None,
     kind: str,
     arrays: dict[str, np.ndarray],
-    reference: np.ndarray,
-    batches: list[dict[str, np.ndarray]],
-    threads: int,
+    rows: _ParityRows,
     say: Callable[[str], None],
 ) -> None:
     """Serving's frozen path (base features, then the numpy head) must reproduce the torch logits."""
     if fp32_base is None:
         say("frozen: fp32 base encoder not requested; head-on-base parity not checked")
         return
-    session = ort_session(fp32_base, None, threads)
-    logits = heads.apply_head(kind, arrays, ort_outputs(session, batches))
-    diff = float(np.abs(logits - reference).max())
-    say(f"frozen: head.npz on the shared base encoder, max |Δlogit| {diff:.2e}")
-    if diff > FP32_MAX_ABS_LOGIT_DIFF:
+    session = ort_session(fp32_base, None, rows.threads)
+    logits = apply_head(kind, arrays, ort_outputs(session, rows.batches))
+    diff = float(np.abs(logits - rows.reference).max())
+    say(f"frozen: {layout.HEAD_FILE} on the shared base encoder, max |Δlogit| {diff:.2e}")
+    fp32 = RECIPES["fp32"]
+    if fp32.exceeds(diff):
         raise ParityError(
-            f"head.npz applied to the shared base encoder's features differs from the torch model by "
-            f"{diff:.2e} > {FP32_MAX_ABS_LOGIT_DIFF:g}: the frozen encoder is not the base; nothing published"
+            f"{layout.HEAD_FILE} applied to the shared base encoder's features differs from the torch "
+            f"model by {diff:.2e} > {fp32.max_abs_diff:g}: the frozen encoder is not the base; "
+            "nothing published"
         )
+
+
+__all__ = ["DEFAULT_PARITY_ROWS", "export_into", "parse_precisions"]

@@ -1,4 +1,7 @@
-"""Classifier heads as numpy arrays, the encoder that feeds them, and LoRA matrices as numpy."""
+"""Torch heads as numpy arrays, the encoder that feeds them, and LoRA matrices as numpy.
+
+The math that applies a head.npz lives in model_repository.heads (serving applies it too).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,7 @@ from typing import Any
 
 import numpy as np
 
-HEAD_FILE = "head.npz"
-LORA_FILE = "lora.npz"
-# RoBERTa-style heads (dense -> tanh -> out_proj on the first token).
-ROBERTA_TYPES = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "xlm-roberta-xl"}
+from model_repository import ROBERTA_TYPES
 
 
 def _encoder_of(model: Any) -> Any:
@@ -51,14 +51,6 @@ def head_arrays(model: Any, kind: str) -> dict[str, np.ndarray]:
             "out_proj_bias": arr(c.out_proj.bias),
         }
     return {"weight": arr(c.weight), "bias": arr(c.bias)}
-
-
-def apply_head(kind: str, arrays: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-    """What serving does with head.npz and the base encoder's features."""
-    if kind == "roberta":
-        hidden = np.tanh(features @ arrays["dense_weight"].T + arrays["dense_bias"])
-        return hidden @ arrays["out_proj_weight"].T + arrays["out_proj_bias"]
-    return features @ arrays["weight"].T + arrays["bias"]
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

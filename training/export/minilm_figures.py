@@ -14,9 +14,11 @@ import random
 import time
 from pathlib import Path
 
-from model_repository import BaseModelRef, ModelRepository
+from model_repository import BaseModelRef, ModelRepository, layout
 
-from .base_encoder import content_hash
+from ..errors import BaseModelNotFoundError
+from ..model import resolve_base_model
+from ..publish import ADAPTER_DIR
 from .bench import run_bench
 from .exporter import export_into
 
@@ -42,13 +44,13 @@ def main() -> None:
     from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tests.conftest import minilm_path
-
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    base = minilm_path()
-    if base is None:
-        raise SystemExit("all-MiniLM-L6-v2 is not installed")
+    try:
+        resolved = resolve_base_model("minilm")
+    except BaseModelNotFoundError as exc:
+        raise SystemExit(str(exc)) from exc
+    base = resolved.path
     train_x, train_y = _rows(args.data / "train.csv")
     val_x, val_y = _rows(args.data / "validation.csv")
     labels = sorted(set(train_y))
@@ -88,7 +90,7 @@ def main() -> None:
     model.eval()
 
     repo = ModelRepository(args.repository)
-    ref = BaseModelRef(id=str(base), content_hash=content_hash(base), architecture="bert")
+    ref = BaseModelRef(id=str(base), content_hash=resolved.content_hash, architecture=resolved.architecture)
     with repo.new_version(
         "sentiment",
         strategy="lora",
@@ -101,8 +103,8 @@ def main() -> None:
             "validation_path": str(args.data / "validation.csv"),
         },
     ) as draft:
-        tokenizer.save_pretrained(draft.path / "tokenizer")
-        model.save_pretrained(draft.path / "weights" / "adapter")
+        tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
+        model.save_pretrained(draft.path / layout.WEIGHTS_DIR / ADAPTER_DIR)
         start = time.perf_counter()
         draft.fields.update(
             export_into(

@@ -1,13 +1,12 @@
 """The multi-adapter base graph (issue 9): rows of different LoRA scenarios share one batch and one graph."""
 
-from model_repository.multi_adapter import AdapterEntry, GraphSpec, build_tables, check_adapter, table_bytes
+from model_repository import AdapterEntry, GraphSpec, build_tables, check_adapter, table_bytes
 
 from ..errors import AdapterMismatchError, MultiAdapterError, UnsupportedBaseError
-from .base_graph import GRAPH_FILE, export_multi_adapter_base, graph_folder_name, load_spec, resolve_base
+from .base_graph import export_multi_adapter_base, load_spec, resolve_base
 from .graph import build_module
 
 __all__ = [
-    "GRAPH_FILE",
     "AdapterEntry",
     "AdapterMismatchError",
     "GraphSpec",
@@ -17,7 +16,6 @@ __all__ = [
     "build_tables",
     "check_adapter",
     "export_multi_adapter_base",
-    "graph_folder_name",
     "load_spec",
     "resolve_base",
     "table_bytes",

@@ -10,28 +10,28 @@ from typing import Any
 
 import numpy as np
 
-from model_repository import BaseModelRef, ModelRepository, RepositoryError
-from model_repository.multi_adapter import ADAPTER_INDEX_INPUT, GraphSpec
+from model_repository import (
+    ADAPTER_INDEX_INPUT,
+    BaseModelRef,
+    GraphSpec,
+    ModelRepository,
+    RepositoryError,
+    base_key,
+    layout,
+)
 
 from ..errors import MultiAdapterError
+from ..export import graphs
+from ..export.parity import ort_session
+from ..export.precisions import MULTI_ADAPTER_PRECISIONS, RECIPES, GraphBuilder
+from ..model import lora_targets, resolve_base_model
 from .graph import build_module, dummy_tokens, export_onnx, random_tables, run_torch
 
-GRAPH_FILE = "multi_adapter.onnx"
-FP32_MAX_ABS_DIFF = 1e-3
-PRECISIONS = ("fp32", "int8")
 _LOG = logging.getLogger(__name__)
-
-
-def graph_folder_name(rank: int, precision: str) -> str:
-    """The precision folder under _bases/<key>/: `multi-lora-r8-fp32` (beside the plain `fp32` encoder)."""
-    return f"multi-lora-r{int(rank)}-{precision}"
 
 
 def resolve_base(base_model: str | Path) -> tuple[BaseModelRef, Path, str]:
     """(manifest ref, local folder, base key) exactly as training and export name this base."""
-    from training.export.base_encoder import base_key
-    from training.model import resolve_base_model
-
     resolved = resolve_base_model(str(base_model))
     ref = BaseModelRef(
         id=resolved.id,
@@ -44,7 +44,7 @@ def resolve_base(base_model: str | Path) -> tuple[BaseModelRef, Path, str]:
 
 def load_spec(repository: ModelRepository, key: str, rank: int, precision: str = "fp32") -> GraphSpec:
     """The spec of a published multi-adapter graph (verified against its checksums)."""
-    folder = graph_folder_name(rank, precision)
+    folder = layout.multi_adapter_folder(rank, precision)
     try:
         info = repository.verify_base(key, folder)
     except RepositoryError as exc:
@@ -85,14 +85,10 @@ def export_multi_adapter_base(
     say: Callable[[str], None] = _LOG.info,
 ) -> dict[str, Path]:
     """Export (or verify and reuse) the multi-adapter graph of a base; return precision -> graph path."""
-    from training.export import graphs
-    from training.export.parity import ort_session
-    from training.model import lora_targets
-
-    unknown = [p for p in precisions if p not in PRECISIONS]
+    unknown = [p for p in precisions if p not in MULTI_ADAPTER_PRECISIONS]
     if unknown:
         raise MultiAdapterError(
-            f"unknown precisions {unknown} for the multi-adapter graph (known: {PRECISIONS})"
+            f"unknown precisions {unknown} for the multi-adapter graph (known: {MULTI_ADAPTER_PRECISIONS})"
         )
     if rank < 1:
         raise MultiAdapterError(f"rank must be >= 1, got {rank}")
@@ -101,13 +97,13 @@ def export_multi_adapter_base(
     out: dict[str, Path] = {}
     missing = []
     for precision in precisions:
-        folder = graph_folder_name(rank, precision)
+        folder = layout.multi_adapter_folder(rank, precision)
         if repository.has_base(key, folder):
             load_spec(repository, key, rank, precision)  # verifies checksums
             say(f"multi-adapter graph {key}/{folder}: already exported, verified, reused")
         else:
             missing.append(precision)
-        out[precision] = repository.base_path(key, folder) / GRAPH_FILE
+        out[precision] = repository.base_path(key, folder) / layout.MULTI_ADAPTER_FILE
     if not missing:
         return out
 
@@ -118,23 +114,25 @@ def export_multi_adapter_base(
     with tempfile.TemporaryDirectory(prefix="labelwise-multi-") as tmp:
         work = Path(tmp)
         say(f"multi-adapter graph {key}: tracing {spec.num_layers} layers, targets {list(spec.projections)}")
-        raw = export_onnx(module, spec, work / "raw" / GRAPH_FILE, config.vocab_size, opset)
+        raw = export_onnx(module, spec, work / "raw" / layout.MULTI_ADAPTER_FILE, config.vocab_size, opset)
+        builder = GraphBuilder(raw, config, work, layout.MULTI_ADAPTER_FILE)
         try:
-            fp32 = graphs.optimize_graph(raw, config, work / "fp32" / GRAPH_FILE)
+            builder.build("fp32")
         except Exception as exc:  # the fusions are an optimisation; the raw graph is correct as it is
             say(
                 f"multi-adapter graph {key}: ORT fusions failed ({type(exc).__name__}), keeping the raw graph"
             )
-            fp32 = raw
+            builder = GraphBuilder(raw, config, work, layout.MULTI_ADAPTER_FILE, built={"fp32": raw})
         for precision in missing:
-            graph = fp32 if precision == "fp32" else graphs.quantize_int8(fp32, work / "int8" / GRAPH_FILE)
+            graph = builder.build(precision)
             parity = _check(ort_session(graph, threads=threads), module, spec, config.vocab_size)
-            if precision == "fp32" and parity["max_abs_logit_diff"] > FP32_MAX_ABS_DIFF:
+            recipe = RECIPES[precision]
+            if recipe.exceeds(parity["max_abs_logit_diff"]):
                 raise MultiAdapterError(
-                    f"multi-adapter graph {key} fp32: max |Δlogit| {parity['max_abs_logit_diff']:.2e} "
-                    f"> {FP32_MAX_ABS_DIFF:g} against the torch module; nothing published"
+                    f"multi-adapter graph {key} {precision}: max |Δlogit| {parity['max_abs_logit_diff']:.2e} "
+                    f"> {recipe.max_abs_diff:g} against the torch module; nothing published"
                 )
-            folder = graph_folder_name(rank, precision)
+            folder = layout.multi_adapter_folder(rank, precision)
             info = {
                 "kind": "multi-lora",
                 "graph_precision": precision,
@@ -145,7 +143,7 @@ def export_multi_adapter_base(
                 "parity": parity,
             }
             with repository.new_base(key, folder, **info) as draft:
-                (draft.path / GRAPH_FILE).write_bytes(graph.read_bytes())
+                (draft.path / layout.MULTI_ADAPTER_FILE).write_bytes(graph.read_bytes())
             say(
                 f"multi-adapter graph {key}/{folder}: "
                 + ("exported" if draft.published else "exported by another writer first; theirs kept")

@@ -76,7 +76,7 @@ def _session(path: Path, threads: int) -> Any:
 
 def run_one(mode: str, n: int, graph: Path, spec_json: dict[str, Any], batches_n: int, threads: int) -> dict:
     """One configuration, in this (fresh) process: load, warm up, time, measure RSS."""
-    from model_repository.multi_adapter import GraphSpec
+    from model_repository import GraphSpec
     from training.multi_adapter.graph import random_tables
 
     minilm = Path(spec_json.pop("_minilm"))
@@ -143,7 +143,7 @@ def interleaved(
     the absolute figures are not. Merged runs one session per scenario group of the batch (the same
     session: per-run cost does not depend on which weights it holds).
     """
-    from model_repository.multi_adapter import GraphSpec
+    from model_repository import GraphSpec
     from training.multi_adapter.graph import random_tables
 
     minilm = Path(spec_json.pop("_minilm"))
@@ -178,19 +178,20 @@ def _prepare(work: Path, minilm: Path) -> tuple[Path, Path, dict[str, Any]]:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from model_repository import layout
     from training.export import graphs
     from training.multi_adapter.graph import build_module, export_onnx
 
     module, spec = build_module(minilm, "bench", RANK, ["query", "value"])
     config = AutoConfig.from_pretrained(minilm)
-    raw = export_onnx(module, spec, work / "shared-raw" / "multi_adapter.onnx", config.vocab_size)
-    shared = graphs.optimize_graph(raw, config, work / "shared" / "multi_adapter.onnx")
+    raw = export_onnx(module, spec, work / "shared-raw" / layout.MULTI_ADAPTER_FILE, config.vocab_size)
+    shared = graphs.optimize_graph(raw, config, work / "shared" / layout.MULTI_ADAPTER_FILE)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
         minilm, num_labels=6, attn_implementation="eager"
     )
     merged_raw = graphs.export_sequence_classifier(model.eval(), work / "merged-export")
-    merged = graphs.optimize_graph(merged_raw, config, work / "merged" / "model.fp32.onnx")
+    merged = graphs.optimize_graph(merged_raw, config, work / "merged" / layout.graph_file("fp32"))
     return shared, merged, spec.to_json()
 
 

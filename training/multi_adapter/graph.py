@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from model_repository.multi_adapter import ADAPTER_INDEX_INPUT, HEAD_ARRAYS, NUM_LABELS_INPUT, GraphSpec
+from model_repository import ADAPTER_INDEX_INPUT, HEAD_ARRAYS, NUM_LABELS_INPUT, ROBERTA_TYPES, GraphSpec
 
 from ..errors import UnsupportedBaseError
 
-# RoBERTa-style heads read the first token; BERT-style (linear) heads read the pooler output.
-ROBERTA_TYPES = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "xlm-roberta-xl"}
 LOGITS_OUTPUT = "logits"
 
 

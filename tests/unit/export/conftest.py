@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from model_repository import BaseModelRef
+from model_repository import BaseModelRef, weights_hash
 from tests.conftest import toy_sentences
 
 LABELS = ["positive", "negative", "neutral"]
@@ -23,10 +23,8 @@ def toy_rows() -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="session")
 def tiny_base_ref(tiny_roberta_dir: Path) -> BaseModelRef:
-    from training.export import content_hash
-
     return BaseModelRef(
-        id=str(tiny_roberta_dir), content_hash=content_hash(tiny_roberta_dir), architecture="roberta"
+        id=str(tiny_roberta_dir), content_hash=weights_hash(tiny_roberta_dir), architecture="roberta"
     )
 
 

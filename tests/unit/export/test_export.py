@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model_repository import IntegrityError, ModelRepository
+from model_repository import IntegrityError, ModelRepository, apply_head, layout
 
 from .conftest import LABELS, MAX_LENGTH_TOKENS
 
@@ -39,11 +39,11 @@ def publish(
         max_length_tokens=MAX_LENGTH_TOKENS,
         training_config={"data": {"validation_path": "does-not-exist.csv"}},
     ) as draft:
-        tokenizer.save_pretrained(draft.path / "tokenizer")
+        tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
         if strategy == "full":
-            model.save_pretrained(draft.path / "weights", safe_serialization=True)
+            model.save_pretrained(draft.path / layout.WEIGHTS_DIR, safe_serialization=True)
         elif strategy == "lora":
-            model.save_pretrained(draft.path / "weights" / "adapter")
+            model.save_pretrained(draft.path / layout.WEIGHTS_DIR / "adapter")
         draft.fields.update(
             export_into(
                 draft.path,
@@ -127,8 +127,6 @@ def test_each_strategy_exports_graphs_that_match_torch(
 
 @pytest.mark.parametrize("strategy", ["frozen", "lora"])
 def test_head_on_shared_base_encoder(published, tiny_models, tiny_tokenizer, toy_rows, strategy):
-    from training.export import apply_head
-
     repo, manifests, _ = published
     manifest = manifests[strategy]
     assert manifest.head is not None and manifest.head.kind == "roberta"

@@ -1,0 +1,128 @@
+"""Every export precision in one table: how its graph is built, and how far it may drift from torch.
+
+Version graphs (exporter.py), shared base encoders (base_encoder.py), re-exports (reexport.py) and
+the multi-adapter graph (training.multi_adapter) all build and check precisions from `RECIPES`;
+adding a precision is one entry here (and its name in model_repository's PRECISIONS, which a
+test keeps equal to these keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnknownPrecisionError
+from . import graphs
+
+RAW = "raw"  # the source name of the unoptimised graph the exporter wrote
+
+
+@dataclass(frozen=True)
+class PrecisionRecipe:
+    """One precision: the graph it is built from, the build step, and its parity rules."""
+
+    name: str
+    source: str  # RAW or the precision whose graph this one is built from
+    make: Callable[[Path, Any, Path], Path]  # (source graph, HF config, output path) -> output path
+    max_abs_diff: float | None  # over this |Δ| against torch nothing is published; None: reported only
+    max_accuracy_drop: float | None  # over this accuracy drop the export warns; None: not checked
+    needs_cuda: bool  # a GPU graph: verified on the CUDA provider only (else recorded unverified)
+    multi_adapter: bool  # the shared multi-adapter LoRA graph is exported in this precision
+
+    def exceeds(self, max_abs_diff: float | None) -> bool:
+        """Whether a measured max |Δ| against torch fails this precision's parity gate."""
+        return self.max_abs_diff is not None and max_abs_diff is not None and max_abs_diff > self.max_abs_diff
+
+    def drops_accuracy(self, accuracy_delta: float | None) -> bool:
+        """Whether the accuracy change against torch is a drop worth a warning."""
+        return (
+            self.max_accuracy_drop is not None
+            and accuracy_delta is not None
+            and accuracy_delta < -self.max_accuracy_drop
+        )
+
+    def providers(self) -> list[str] | None:
+        """ONNX Runtime providers to verify parity on; None when this machine cannot verify it."""
+        if not self.needs_cuda:
+            return ["CPUExecutionProvider"]
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return None
+
+
+def _optimize_fp32(source: Path, config: Any, out: Path) -> Path:
+    return graphs.optimize_graph(source, config, out)
+
+
+def _optimize_fp16(source: Path, config: Any, out: Path) -> Path:
+    return graphs.optimize_graph(source, config, out, fp16=True)
+
+
+def _quantize_int8(source: Path, config: Any, out: Path) -> Path:
+    return graphs.quantize_int8(source, out)
+
+
+RECIPES: dict[str, PrecisionRecipe] = {
+    "fp32": PrecisionRecipe(
+        "fp32", RAW, _optimize_fp32, max_abs_diff=1e-3, max_accuracy_drop=None, needs_cuda=False,
+        multi_adapter=True,
+    ),
+    "fp16": PrecisionRecipe(
+        "fp16", RAW, _optimize_fp16, max_abs_diff=None, max_accuracy_drop=None, needs_cuda=True,
+        multi_adapter=False,
+    ),
+    "int8": PrecisionRecipe(
+        "int8", "fp32", _quantize_int8, max_abs_diff=None, max_accuracy_drop=0.01, needs_cuda=False,
+        multi_adapter=True,
+    ),
+}  # fmt: skip
+MULTI_ADAPTER_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if recipe.multi_adapter)
+
+
+def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
+    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise."""
+    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
+    wanted = [p.strip().lower() for p in items if p and p.strip()]
+    unknown = sorted(set(wanted) - set(RECIPES))
+    if unknown or not wanted:
+        raise UnknownPrecisionError(
+            f"unknown precision {', '.join(unknown) or '(none given)'}: choose from {', '.join(RECIPES)}"
+        )
+    return [p for p in RECIPES if p in wanted]
+
+
+class GraphBuilder:
+    """Builds each precision's graph from one raw export, each graph once, under a work folder.
+
+    `built` seeds graphs made another way (the multi-adapter graph keeps its raw fp32 graph when
+    ORT's fusions fail).
+    """
+
+    def __init__(
+        self, raw: Path, config: Any, work: Path, filename: str, built: dict[str, Path] | None = None
+    ) -> None:
+        self.config = config
+        self.work = work
+        self.filename = filename
+        self._graphs: dict[str, Path] = {RAW: raw, **(built or {})}
+
+    def build(self, precision: str) -> Path:
+        """The graph of one precision, building the graph it derives from first."""
+        if precision not in self._graphs:
+            recipe = RECIPES[precision]
+            source = self.build(recipe.source)
+            self._graphs[precision] = recipe.make(source, self.config, self.work / precision / self.filename)
+        return self._graphs[precision]
+
+
+__all__ = [
+    "MULTI_ADAPTER_PRECISIONS",
+    "RECIPES",
+    "GraphBuilder",
+    "PrecisionRecipe",
+    "parse_precisions",
+]
