@@ -145,17 +145,51 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
 
     extra_callbacks: extra transformers TrainerCallbacks (the tuner's pruning reporter).
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers import set_seed
 
     data = prepare_data(config)
     base = resolve_base_model(config.base_model)
-    params = config.params
     set_seed(config.seed)
     tokenizer = load_tokenizer(base)
-    model = build_model(
+    model = _build_model(config, base, data.labels)
+    trainable, total = count_params(model)
+    out = _start_run_folder(config, data)
+    balance = _class_balance(config, data)
+    _log_start(config, base, data, balance, trainable, total)
+    max_len = config.scenario.max_length_tokens
+    train_ds = tokenize(data.train, tokenizer, max_len)
+    val_ds = tokenize(data.validation, tokenizer, max_len)
+    trainer = _make_trainer(
+        config, model, tokenizer, data.labels, train_ds, val_ds, balance, out, extra_callbacks
+    )
+    started = time.perf_counter()
+    trainer.train()
+    train_time_s = time.perf_counter() - started
+    metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
+    trainer.model.eval()
+    result = TrainedModel(
+        config=config,
+        model=trainer.model,
+        tokenizer=tokenizer,
+        base=base,
+        data=data,
+        metrics=metrics,
+        trainable_params=trainable,
+        total_params=total,
+        train_time_s=train_time_s,
+        class_weights=balance.loss_weights,
+        log_history=list(trainer.state.log_history),
+    )
+    _finish_run_folder(result, out)
+    return result
+
+
+def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> Any:
+    params = config.params
+    return build_model(
         base,
         config.strategy,
-        data.labels,
+        labels,
         lora_r=params.lora_r,
         lora_alpha=params.lora_alpha,
         lora_dropout=params.lora_dropout,
@@ -163,21 +197,47 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
         qlora=config.qlora,
         seed=config.seed,
     )
-    trainable, total = count_params(model)
+
+
+def _start_run_folder(config: TrainConfig, data: PreparedData) -> Path:
+    """The run's output folder, with the config it ran with and the label distribution figure."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2))
-    counts = data.train_counts()
     val_counts = np.bincount(data.validation.label_ids, minlength=len(data.labels)).tolist()
     plot_label_distribution(
-        {"train": counts, "validation": val_counts}, data.labels, out / "label_distribution.png"
+        {"train": data.train_counts(), "validation": val_counts}, data.labels, out / "label_distribution.png"
     )
+    return out
+
+
+@dataclass(frozen=True)
+class _ClassBalance:
+    """How an imbalanced training set is evened out: loss weights per class, sampling weights per row."""
+
+    weighted: bool
+    loss_weights: list[float] | None
+    sample_weights: list[float] | None
+
+
+def _class_balance(config: TrainConfig, data: PreparedData) -> _ClassBalance:
+    counts = data.train_counts()
     weighted = use_class_weights(config.scenario.class_weighting, counts, config.scenario.imbalance_ratio)
-    weights = class_weights(counts) if weighted else None
     sample_weights = None
     if config.scenario.weighted_sampling:
         per_class = [1.0 / c if c else 0.0 for c in counts]
         sample_weights = [per_class[i] for i in data.train.label_ids]
+    return _ClassBalance(weighted, class_weights(counts) if weighted else None, sample_weights)
+
+
+def _log_start(
+    config: TrainConfig,
+    base: ResolvedBase,
+    data: PreparedData,
+    balance: _ClassBalance,
+    trainable: int,
+    total: int,
+) -> None:
     log.info(
         "%s/%s on %s: %d train, %d validation rows, %d labels, imbalance %.1f, class weights %s, "
         "trainable %d of %d params",
@@ -187,21 +247,19 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
         len(data.train),
         len(data.validation),
         len(data.labels),
-        imbalance_ratio(counts),
-        "on" if weighted else "off",
+        imbalance_ratio(data.train_counts()),
+        "on" if balance.weighted else "off",
         trainable,
         total,
     )
-    max_len = config.scenario.max_length_tokens
-    train_ds = tokenize(data.train, tokenizer, max_len)
-    val_ds = tokenize(data.validation, tokenizer, max_len)
 
-    def compute_metrics(pred: Any) -> dict[str, float]:
-        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        m = classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), data.labels)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
-    steps_per_epoch = math.ceil(len(train_ds) / params.batch_size)
+def _training_arguments(config: TrainConfig, out: Path, train_rows: int) -> tuple[Any, bool]:
+    """HF TrainingArguments for the run, and whether it is a single pass (no evaluation inside the loop)."""
+    from transformers import TrainingArguments
+
+    params = config.params
+    steps_per_epoch = math.ceil(train_rows / params.batch_size)
     by_steps = config.eval_steps is not None or (
         config.max_steps is not None and config.max_steps < steps_per_epoch
     )
@@ -238,6 +296,28 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
         disable_tqdm=False,
         **_precision_flags(config.mixed_precision),
     )
+    return args, single_pass
+
+
+def _make_trainer(
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    labels: list[str],
+    train_ds: Any,
+    val_ds: Any,
+    balance: _ClassBalance,
+    out: Path,
+    extra_callbacks: list[Any] | None,
+) -> Any:
+    """The HF Trainer with the run's loss weights, sampling, adversarial steps and early stopping."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        m = classification_metrics(pred.label_ids, np.argmax(_logits(pred), axis=-1), labels)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+    args, single_pass = _training_arguments(config, out, len(train_ds))
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
         if config.early_stopping_patience and not single_pass
@@ -253,7 +333,7 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
             "pgd_steps": config.pgd_steps,
         }
     )
-    trainer = _trainer_class()(
+    return _trainer_class()(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -262,27 +342,36 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
-        loss_weights=weights,
-        sample_weights=sample_weights,
+        loss_weights=balance.loss_weights,
+        sample_weights=balance.sample_weights,
         adversarial=adversarial,
     )
-    started = time.perf_counter()
-    trainer.train()
-    train_time_s = time.perf_counter() - started
+
+
+def _logits(prediction: Any) -> np.ndarray:
+    """The logits of a Trainer prediction (models may return them first in a tuple)."""
+    predictions = prediction.predictions
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def _validation_metrics(trainer: Any, val_ds: Any, data: PreparedData, weighted: bool) -> dict[str, Any]:
+    """Metrics of the trained (best) model on the validation rows."""
     prediction = trainer.predict(val_ds)
-    logits = (
-        prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    )
+    logits = _logits(prediction)
     metrics = classification_metrics(data.validation.label_ids, np.argmax(logits, axis=-1), data.labels)
     metrics["eval_loss"] = float(prediction.metrics.get("test_loss", float("nan")))
     metrics["class_weighting"] = weighted
-    model = trainer.model
-    model.eval()
+    return metrics
+
+
+def _finish_run_folder(result: TrainedModel, out: Path) -> None:
+    """Drop checkpoints unless kept; write the confusion matrix and metrics.json; log the figures."""
+    config, metrics = result.config, result.metrics
     if not config.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
-        data.labels,
+        result.labels,
         out / "confusion_matrix.png",
         f"{config.scenario.name} / {config.strategy}: "
         f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
@@ -290,13 +379,13 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     summary = {
         "scenario": config.scenario.name,
         "strategy": config.strategy,
-        "base_model": base.id,
-        "train_rows": len(data.train),
-        "validation_rows": len(data.validation),
-        "train_time_s": round(train_time_s, 2),
-        "trainable_params": trainable,
-        "total_params": total,
-        "class_weights": weights,
+        "base_model": result.base.id,
+        "train_rows": len(result.data.train),
+        "validation_rows": len(result.data.validation),
+        "train_time_s": round(result.train_time_s, 2),
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "class_weights": result.class_weights,
         "metrics": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -306,18 +395,5 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
         config.strategy,
         metrics["accuracy"],
         metrics["macro_f1"],
-        train_time_s,
-    )
-    return TrainedModel(
-        config=config,
-        model=model,
-        tokenizer=tokenizer,
-        base=base,
-        data=data,
-        metrics=metrics,
-        trainable_params=trainable,
-        total_params=total,
-        train_time_s=train_time_s,
-        class_weights=weights,
-        log_history=list(trainer.state.log_history),
+        result.train_time_s,
     )
