@@ -19,6 +19,7 @@ from .errors import (
     RepositoryError,
     ScenarioNotFoundError,
     SchemaVersionError,
+    UnsafePathError,
     UsageError,
     VersionNotFoundError,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "RepositoryError",
     "ScenarioNotFoundError",
     "SchemaVersionError",
+    "UnsafePathError",
     "UsageError",
     "VersionDraft",
     "VersionNotFoundError",

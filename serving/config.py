@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,15 @@ class ServingConfig(BaseSettings):
     # limits
     max_texts_per_request: int = Field(default=64, ge=1, description="Texts allowed in one request.")
     max_chars_per_text: int = Field(default=20000, ge=1, description="Characters allowed per text.")
+    max_body_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Request body limit, answered 413 before parsing (from Content-Length, and while "
+        "streaming); None sizes it from the text limits (every text at its longest, JSON-escaped).",
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="A classify request still unanswered after this is answered 504."
+    )
     # deployment shape and overload answers
     ingress_mode: Literal["combined", "separate"] = Field(
         default="combined",
@@ -88,4 +97,20 @@ class ServingConfig(BaseSettings):
     )
     retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After sent with overload answers.")
     reload_poll_interval_s: float = Field(default=2.0, gt=0, description="How often replicas check aliases.")
-    api_key: str | None = Field(default=None, description="Bearer token required on /v1 routes when set.")
+    api_key: str | None = Field(
+        default=None, min_length=1, description="Bearer token required on /v1 routes when set (never empty)."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_blank_key(cls, key: str | None) -> str | None:
+        if key is not None and not key.strip():
+            raise ValueError("api_key is blank: set a real token, or leave it unset for an open API")
+        return key
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """max_body_bytes, or room for every text at its longest with each character JSON-escaped."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_texts_per_request * (self.max_chars_per_text * 6 + 16) + 64 * 1024

@@ -56,3 +56,10 @@ class ModelLoadError(ServingError):
 
     code = "model_load_failed"
     status_code = 500
+
+
+class RequestTimeoutError(ServingError):
+    """The request was not answered within request_timeout_s."""
+
+    code = "timeout"
+    status_code = 504

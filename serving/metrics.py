@@ -69,6 +69,9 @@ class ServingMetrics:
         self._prom = prom
         self._ray = _ray_metrics()
         self.registry = prom.CollectorRegistry(auto_describe=True)
+        # Scenario names that may become a label value (what the replica serves); any other name a
+        # client sends is counted as `_unknown`, so clients cannot grow the label set.
+        self.served_scenarios: frozenset[str] = frozenset()
         # A part this process does not own is created unregistered (and without a Ray twin), so
         # neither /metrics nor Ray's export lists it twice.
         own = request_metrics
@@ -163,6 +166,10 @@ class ServingMetrics:
         except Exception as exc:  # Ray's export is extra: /metrics must work without it
             logger.warning("Ray metric %s not created: %s", name, exc)
             return None
+
+    def scenario_label(self, name: str, answered: bool = False) -> str:
+        """The label for a request naming `name`: itself when served (or answered), else `_unknown`."""
+        return name if answered or name in self.served_scenarios else "_unknown"
 
     def render(self) -> bytes:
         return self._prom.generate_latest(self.registry)

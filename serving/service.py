@@ -49,6 +49,9 @@ class ClassifierService:
     def __init__(self, config: ServingConfig, metrics: ServingMetrics | None = None) -> None:
         self.config = cfg = config
         self.metrics = metrics or ServingMetrics()
+        self.metrics.served_scenarios = frozenset(s.name for s in cfg.scenarios or ())
+        # Version swaps and refusals are INFO/WARNING: kept whatever level the root logger runs at.
+        logging.getLogger("labelwise").setLevel(logging.INFO)
         providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
         threads = cfg.ort_intra_op_threads or max(1, int(cfg.num_cpus) or 1)
         settings = EngineSettings(
@@ -85,6 +88,7 @@ class ClassifierService:
             try:
                 for event in await asyncio.to_thread(self.registry.poll_once):
                     self._record(event)
+                self.metrics.served_scenarios = frozenset(self.registry.served())
             except Exception:
                 # A bad repository state must not stop future polls.
                 logger.exception("alias poll failed; retrying in %.1fs", interval)
@@ -129,6 +133,7 @@ class ClassifierService:
                 "alias": state.alias,
                 "version": None,
                 "last_error": state.last_error,
+                "skipped": state.skipped,
             }
             if state.loaded is not None:
                 m = state.loaded.manifest
@@ -143,8 +148,9 @@ class ClassifierService:
             out.append(info)
         return out
 
-    async def missing_scenarios(self) -> list[str]:
-        return self.registry.missing()
+    async def readiness(self) -> dict[str, Any]:
+        missing = self.registry.missing()
+        return {"ready": not missing, "missing": missing, "skipped": self.registry.skipped()}
 
     async def engine_metrics(self) -> bytes:
         """Engine metrics not already in the metrics the routes render (none when co-located)."""

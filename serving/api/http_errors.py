@@ -8,12 +8,15 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InvalidRequestError, NotReadyError, ServingError
+from ..errors import InvalidRequestError, NotReadyError, RequestTimeoutError, ServingError
 from .schemas import ErrorBody, ErrorDetail
 
 logger = logging.getLogger("labelwise.serving")
 RETRY_AFTER_S = 1.0
+# Starlette's own HTTP errors (unknown path, wrong method, unparseable body) -> the error type clients see
+_HTTP_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 def error_response(
@@ -34,14 +37,29 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
         field = _field(tuple(first.get("loc", ())))
+        # A body that is not JSON at all is a bad request (400), not a JSON that breaks the schema (422).
+        status = 400 if first.get("type") == "json_invalid" else 422
         if on_error is not None:
-            on_error(422)
-        return error_response(422, "invalid_request", f"{field}: {first.get('msg')}", field=field)
+            on_error(status)
+        return error_response(status, "invalid_request", f"{field}: {first.get('msg')}", field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if on_error is not None:
+            on_error(exc.status_code)
+        type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
+        if exc.status_code == 400:  # e.g. invalid UTF-8, JSON nested past the parser's depth limit
+            detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
+        response = error_response(exc.status_code, type_, detail)
+        for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            response.headers[key] = value
+        return response
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
         field = exc.field if isinstance(exc, InvalidRequestError) else None
-        if exc.status_code >= 500 and not isinstance(exc, NotReadyError):
+        if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
             logger.error("%s on %s: %s", exc.code, request.url.path, exc)
             return error_response(exc.status_code, exc.code, "internal error; see the service log")
         retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -13,8 +14,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..config import ServingConfig
-from ..errors import InvalidRequestError, ServingError, UnauthorizedError
+from ..errors import InvalidRequestError, RequestTimeoutError, ServingError, UnauthorizedError
 from ..metrics import ServingMetrics
+from .body_limit import BodyLimitMiddleware
 from .http_errors import error_response, install_error_handlers
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
 
@@ -28,7 +30,7 @@ class ClassifyBackend(Protocol):
 
     async def list_scenarios(self) -> list[dict[str, Any]]: ...
 
-    async def missing_scenarios(self) -> list[str]: ...
+    async def readiness(self) -> dict[str, Any]: ...
 
     async def engine_metrics(self) -> bytes: ...
 
@@ -73,20 +75,22 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
 
 @contextlib.contextmanager
 def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
-    """Count the request by scenario and status, and time it when it succeeds."""
+    """Count the request by scenario and status, and time it when it succeeds.
+
+    The label is the scenario only when it is served (or answered): names clients make up are all
+    `_unknown`, so the label set stays bounded whatever they send."""
     start = time.perf_counter()
-    status, label = "200", scenario
+    status = "200"
     try:
         yield
     except ServingError as exc:
         status = str(exc.status_code)
-        if exc.status_code == 404:
-            label = "_unknown"  # bounded label cardinality whatever names clients send
         raise
     except Exception:
         status = "500"
         raise
     finally:
+        label = metrics.scenario_label(scenario, answered=status == "200")
         metrics.requests.labels(label, status).inc()
         if status == "200":
             metrics.request_latency.labels(label).observe(time.perf_counter() - start)
@@ -100,7 +104,15 @@ def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingM
     async def classify(body: ClassifyRequest) -> Response:
         with counted(metrics, body.scenario):
             check_limits(body, config)
-            result = await backend.classify(body.scenario, body.texts, body.top_k, body.truncate)
+            try:
+                result = await asyncio.wait_for(
+                    backend.classify(body.scenario, body.texts, body.top_k, body.truncate),
+                    config.request_timeout_s,
+                )
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"not answered within {config.request_timeout_s:g} s (request_timeout_s)"
+                ) from None
         # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
         # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
         # response_model above still documents it in OpenAPI.
@@ -123,9 +135,8 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
-        missing = await backend.missing_scenarios()
-        body = Readiness(ready=not missing, missing=missing).model_dump()
-        if missing:
+        body = Readiness(**await backend.readiness()).model_dump()
+        if not body["ready"]:
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
         return body
 
@@ -152,4 +163,5 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     )
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
     return app

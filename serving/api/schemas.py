@@ -52,6 +52,7 @@ class ScenarioInfo(BaseModel):
     max_length_tokens: int | None = Field(default=None, description="Longer texts are truncated.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics of the version.")
     last_error: str | None = Field(default=None, description="Why the latest load attempt failed, if it did.")
+    skipped: bool = Field(default=False, description="Serve-all mode: no alias to serve; not served.")
 
 
 class ScenarioList(BaseModel):
@@ -59,8 +60,14 @@ class ScenarioList(BaseModel):
 
 
 class Readiness(BaseModel):
-    ready: bool = Field(description="True when every configured scenario is loaded.")
+    ready: bool = Field(
+        description="True when every configured scenario (serve-all: every one with the alias) is loaded."
+    )
     missing: list[str] = Field(default_factory=list, description="Scenarios not loaded yet.")
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="Serve-all mode: scenarios in the repository without the alias; not served, not awaited.",
+    )
 
 
 class ErrorDetail(BaseModel):

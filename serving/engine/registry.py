@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 
-from model_repository import ModelRepository, RepositoryError
+from model_repository import AliasNotFoundError, ModelRepository, RepositoryError, layout
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
 from .adapters import MultiAdapterCache
@@ -17,13 +18,16 @@ logger = logging.getLogger("labelwise.serving")
 
 @dataclass
 class ScenarioState:
-    """What a replica knows about one configured scenario."""
+    """What a replica knows about one scenario."""
 
     name: str
     alias: str
     loaded: LoadedScenario | None = None
-    refused_version: int | None = None
+    # (version, fingerprint of its files and alias) last refused: retried only when that changes
+    refused: tuple[int, tuple] | None = None
     last_error: str | None = None
+    # serve-all mode: the scenario has versions but not the alias, so it is not expected to load
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,8 @@ class ScenarioRegistry:
     # ---- lookups (request path) -------------------------------------------------------------
     def get(self, name: str) -> LoadedScenario:
         state = self._states.get(name)
-        if state is None:
-            raise UnknownScenarioError(f"unknown scenario {name!r}; served: {sorted(self._states)}")
+        if state is None or state.skipped:
+            raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
         loaded = state.loaded
         if loaded is None:
             raise NotReadyError(f"scenario {name!r} is not loaded yet")
@@ -75,38 +79,93 @@ class ScenarioRegistry:
         return [self._states[k] for k in sorted(self._states)]
 
     def missing(self) -> list[str]:
-        """Configured scenarios that have no loaded version (readiness is this list being empty)."""
-        return [s.name for s in self.states() if s.loaded is None]
+        """Scenarios expected to serve that have no loaded version (readiness is this list being empty)."""
+        return [s.name for s in self.states() if s.loaded is None and not s.skipped]
+
+    def skipped(self) -> list[str]:
+        """Serve-all mode: scenarios in the repository without the default alias (not served)."""
+        return [s.name for s in self.states() if s.loaded is None and s.skipped]
+
+    def served(self) -> set[str]:
+        """Names that may answer: configured ones, and in serve-all mode those with the alias."""
+        return {s.name for s in self._states.values() if not s.skipped}
 
     # ---- loading (background) --------------------------------------------------------------
     def poll_once(self) -> list[LoadEvent]:
-        """Resolve every alias; load and swap in any version that differs from the one serving."""
+        """Resolve every alias; load and swap in any version that differs from the one serving.
+
+        Each scenario is refreshed on its own: whatever one scenario's alias, manifest or files hold
+        (garbage JSON, a missing folder, a broken graph), the others are still polled.
+        """
         with self._lock:
             if self.serve_all:
-                for name in self.repo.list_scenarios():
-                    self._states.setdefault(name, ScenarioState(name, self.default_alias))
-            events = [self._refresh(state) for state in list(self._states.values())]
-        return [e for e in events if e is not None]
+                self._follow_repository()
+            events = []
+            for state in list(self._states.values()):
+                try:
+                    event = self._refresh(state)
+                except Exception as exc:  # isolation: one scenario's state never ends the pass
+                    self._note_error(state, f"{type(exc).__name__}: {exc}")
+                    event = None
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _follow_repository(self) -> None:
+        """Serve-all mode: add new scenarios, forget removed ones (never one that is serving)."""
+        present = set(self.repo.list_scenarios())
+        for name in present:
+            self._states.setdefault(name, ScenarioState(name, self.default_alias))
+        for name in [n for n, s in self._states.items() if n not in present and s.loaded is None]:
+            del self._states[name]
+
+    def _note_error(self, state: ScenarioState, message: str, level: int = logging.WARNING) -> None:
+        """Record why a scenario is not (re)loading; log it once per change, not once per poll."""
+        if state.last_error != message:
+            logger.log(level, "scenario %s: %s", state.name, message)
+        state.last_error = message
+
+    def _fingerprint(self, state: ScenarioState, version: int) -> tuple:
+        """What must change for a refused version to be tried again: its files or the alias file."""
+        folder = self.repo.version_path(state.name, version)
+        paths = sorted(folder.rglob("*")) if folder.is_dir() else []
+        paths.append(self.repo.scenario_path(state.name) / layout.ALIASES_DIR / f"{state.alias}.json")
+        stats = []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                stats.append((str(path), st.st_size, st.st_mtime_ns))
+        return tuple(stats)
 
     def _refresh(self, state: ScenarioState) -> LoadEvent | None:
         try:
             target = self.repo.resolve(state.name, state.alias)
-        except RepositoryError as exc:
-            if state.last_error != str(exc):
-                logger.warning("scenario %s: cannot resolve %r: %s", state.name, state.alias, exc)
-            state.last_error = str(exc)
+        except AliasNotFoundError as exc:
+            if self.serve_all and state.loaded is None:
+                # Versions without the alias: listed as skipped, not awaited by readiness.
+                state.skipped, state.last_error = True, None
+                return None
+            self._note_error(state, f"cannot resolve {state.alias!r}: {exc}")
             return None
+        except (RepositoryError, ValueError, KeyError, TypeError) as exc:  # garbage alias JSON too
+            self._note_error(state, f"cannot resolve {state.alias!r}: {type(exc).__name__}: {exc}")
+            return None
+        state.skipped = False
         current = state.loaded.version if state.loaded else None
-        if target == current or target == state.refused_version:
+        if target == current:
             return None
+        fingerprint = self._fingerprint(state, target)
+        if state.refused == (target, fingerprint):
+            return None  # same version, same files: refused already, logged already
         try:
             loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
-            state.refused_version, state.last_error = target, str(exc)
+            state.refused = (target, fingerprint)
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
-            logger.error("REFUSED %s v%s: %s (%s)", state.name, target, exc, kept)
+            self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
             return LoadEvent(state.name, target, current, refused=True)
-        state.loaded, state.refused_version, state.last_error = loaded, None, None
+        state.loaded, state.refused, state.last_error = loaded, None, None
         how = f"row of {loaded.shared.folder}" if loaded.shared is not None else loaded.precision
-        logger.info("serving %s v%s (%s, %s)", state.name, target, loaded.manifest.strategy, how)
+        was = f", was v{current}" if current else ""
+        logger.info("serving %s v%s (%s, %s%s)", state.name, target, loaded.manifest.strategy, how, was)
         return LoadEvent(state.name, target, current)

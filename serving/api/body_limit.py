@@ -1,0 +1,77 @@
+"""A request body limit enforced before any parsing: from Content-Length, and while the body streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from .http_errors import error_response
+
+
+class BodyTooLarge(HTTPException):
+    """Raised inside receive() when a streamed body passes the limit: FastAPI passes an HTTPException
+    through its body parsing untouched, and the error handlers answer it 413 in the error shape."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(413, f"body: request body over {limit_bytes} bytes (max_body_bytes)")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed.
+
+    A declared Content-Length over the limit is refused before one byte is read; a chunked body (or a
+    Content-Length that lies) is counted as it streams and refused the moment it passes the limit, so
+    a 100 MB body never sits in the replica's memory.
+    """
+
+    def __init__(self, app: Any, limit_bytes: int) -> None:
+        self.app = app
+        self.limit_bytes = limit_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.limit_bytes
+            except ValueError:
+                await self._refuse(scope, receive, send, 400, "invalid_request", "invalid Content-Length")
+                return
+            if too_large:
+                await self._refuse(
+                    scope, receive, send, 413, "body_too_large", BodyTooLarge(self.limit_bytes).detail
+                )
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit_bytes:
+                    raise BodyTooLarge(self.limit_bytes)
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:  # raised outside the routes' error handlers
+            if not started:
+                await self._refuse(scope, receive, send, 413, "body_too_large", exc.detail)
+
+    @staticmethod
+    async def _refuse(scope: dict, receive: Any, send: Any, status: int, type_: str, message: str) -> None:
+        await error_response(status, type_, message, field="body")(scope, receive, send)
+
+
+__all__ = ["BodyLimitMiddleware"]

@@ -1,0 +1,100 @@
+"""ScenarioRegistry on a real repository: isolation between scenarios, serve-all readiness, retries."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model_repository import ModelRepository
+from tests.conftest import write_toy_csv
+
+
+def _publish(repo: ModelRepository, work: Path, base: Path, name: str, seed: int) -> int:
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    labels = ("positive", "negative")
+    data = work / "data" / name
+    write_toy_csv(data / "train.csv", 8, seed=seed, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=seed + 100, labels=labels)
+    config = make_train_config(
+        custom_scenario(name, list(labels), data, max_length_tokens=16),
+        "frozen",
+        base_model=str(base),
+        output_dir=work / "runs" / f"{name}-{seed}",
+        max_steps=2,
+        batch_size=8,
+        early_stopping_patience=None,
+        seed=seed,
+    )
+    return train_and_publish(config, repo, export_precisions=["fp32"]).version
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    work = tmp_path_factory.mktemp("registry")
+    repository = ModelRepository(work / "repo")
+    for seed, name in enumerate(("alpha", "beta", "gamma"), start=1):
+        _publish(repository, work, tiny_roberta_dir, name, seed)
+    repository.set_alias("alpha", "production", 1)
+    repository.set_alias("beta", "production", 1)  # gamma: versions, no alias
+    return repository
+
+
+def _registry(repo: ModelRepository, scenarios: dict[str, str] | None):
+    from serving.engine import EngineSettings, ScenarioRegistry
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
+    return ScenarioRegistry(repo, scenarios, "production", settings)
+
+
+def test_serve_all_readiness_skips_scenarios_without_the_alias_and_forgets_removed_ones(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    registry = _registry(copy, None)
+    registry.poll_once()
+    assert registry.missing() == [] and registry.skipped() == ["gamma"]
+    assert registry.served() == {"alpha", "beta"}
+    shutil.rmtree(copy.scenario_path("gamma"))
+    registry.poll_once()
+    assert [s.name for s in registry.states()] == ["alpha", "beta"]
+
+
+def test_a_garbage_alias_stops_only_its_own_scenario_and_is_reported_once(
+    repo: ModelRepository, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    alias = copy.scenario_path("alpha") / "_aliases" / "production.json"
+    alias.write_bytes(b"\xff\xfe not json")
+    registry = _registry(copy, {"alpha": "production", "beta": "production"})
+    with caplog.at_level("WARNING", logger="labelwise.serving"):
+        for _ in range(3):
+            registry.poll_once()
+    assert registry.missing() == ["alpha"]  # beta loaded despite alpha's garbage
+    state = {s.name: s for s in registry.states()}["alpha"]
+    assert "UnicodeDecodeError" in state.last_error or "JSONDecodeError" in state.last_error
+    assert sum("scenario alpha" in r.getMessage() for r in caplog.records) == 1  # once, not per poll
+    alias.write_text('{"version": 1}')
+    registry.poll_once()
+    assert registry.missing() == [] and state.last_error is None
+
+
+def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepository, tmp_path: Path) -> None:
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    head = copy.version_path("beta", 1) / "head.npz"
+    good = head.read_bytes()
+    head.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    registry = _registry(copy, {"beta": "production"})
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.refused) for e in events] == [("beta", 1, True)]
+    assert registry.poll_once() == []  # same files: not tried again
+    head.write_bytes(good)
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.refused) for e in events] == [("beta", 1, False)]
+    assert registry.missing() == []
