@@ -75,9 +75,12 @@ def test_serve_config_validates_with_ray_schema(chart_values: tuple[str, dict[st
     assert (config.http_options.host, config.http_options.port) == ("0.0.0.0", 8000)
     served = ServingConfig(**app.args)  # extra="forbid": an unknown arg fails here
     assert served.repository == values["modelRepository"]["mountPath"]
+    # Replicas are set per deployment, where Serve reads autoscaling_config (see test_chart_objects.py).
+    (deployment,) = app.deployments
+    assert deployment.name == "labelwise" and deployment.num_replicas == "auto"
     if name == "gpu":
-        assert served.num_gpus == 1 and served.num_replicas == "auto"
-        assert served.autoscaling_config["max_replicas"] == 4
+        assert served.num_gpus == 1
+        assert deployment.autoscaling_config["max_replicas"] == 4
         assert served.ort_providers[0] == "CUDAExecutionProvider"
 
 
@@ -110,13 +113,14 @@ def test_chart_defaults_are_serving_config_defaults() -> None:
 
 
 def test_chart_and_labelwise_serve_share_one_serve_config() -> None:
-    """The chart renders the file `labelwise serve` reads: only the listen host and args differ."""
+    """The chart renders the file `labelwise serve` reads: only listen host, args and deployments differ."""
     local = yaml.safe_load(SERVE_CONFIG_FILE.read_text(encoding="utf-8"))
     chart = render_serve_config(load_values())
     assert local["http_options"]["host"] == "127.0.0.1"  # local runs stay on loopback
     for doc in (local, chart):
         doc["http_options"].pop("host")
         doc["applications"][0].pop("args")
+        doc["applications"][0].pop("deployments", None)  # the chart's per-deployment autoscaling
     assert chart == local
     from labelwise.server import default_serve_config
 

@@ -30,6 +30,31 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
 
+{{/* The Secret holding the API key: existingSecret, else the chart's own (from value or generated), else none. */}}
+{{- define "labelwise.apiKeySecret" -}}
+{{- if .Values.apiKey.existingSecret -}}
+{{- .Values.apiKey.existingSecret -}}
+{{- else if or .Values.apiKey.value .Values.apiKey.generate -}}
+{{- printf "%s-api-key" (include "labelwise.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Render-time checks of values that the schema cannot express. */}}
+{{- define "labelwise.checks" -}}
+{{- if hasKey .Values.serve.args "api_key" }}
+{{- fail "serve.args.api_key would put the API key in the RayService in clear: set apiKey.existingSecret or apiKey.value" }}
+{{- end }}
+{{- if and (eq .Values.modelRepository.source "objectStore") (not .Values.modelRepository.objectStore.url) }}
+{{- fail "modelRepository.objectStore.url is required when modelRepository.source is objectStore" }}
+{{- end }}
+{{- if and .Values.gcsFaultTolerance.enabled (not .Values.gcsFaultTolerance.redisAddress) }}
+{{- fail "gcsFaultTolerance.redisAddress is required when gcsFaultTolerance.enabled is true" }}
+{{- end }}
+{{- if and .Values.rayAuth.enabled (not (semverCompare ">=2.52.0" .Values.rayVersion)) }}
+{{- fail "rayAuth.enabled needs Ray >= 2.52.0 (token authentication); set rayAuth.enabled=false for an older rayVersion" }}
+{{- end }}
+{{- end -}}
+
 {{- define "labelwise.pvcName" -}}
 {{- default (printf "%s-models" (include "labelwise.fullname" .)) .Values.modelRepository.pvc.existingClaim -}}
 {{- end -}}
@@ -96,12 +121,12 @@ Python so that CI, which has no helm binary, validates what this renders with Ra
   value: /tmp/home
 - name: LABELWISE_REPOSITORY
   value: {{ .Values.modelRepository.mountPath | quote }}
-{{- with .Values.apiKey.existingSecret }}
+{{- if include "labelwise.apiKeySecret" . }}
 - name: LABELWISE_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ . }}
-      key: {{ $.Values.apiKey.key }}
+      name: {{ include "labelwise.apiKeySecret" . }}
+      key: {{ .Values.apiKey.key }}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}

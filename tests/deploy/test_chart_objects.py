@@ -1,0 +1,447 @@
+"""Every object the chart renders, for several value sets, checked against the Kubernetes schemas; and the
+install-safety properties of the chart: NetworkPolicy, API key from a Secret, Ray token auth, worker PDB,
+Serve autoscaling per deployment, GCS fault tolerance, object storage by default.
+
+The chart's real templates are rendered by tests/deploy/gotemplate.py (no helm binary in CI); when helm is
+on PATH, test_helm_template_matches_python_engine checks that engine against `helm template`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from .chart_render import CHART, coalesce, load_values, render_serve_config
+from .gotemplate import TemplateError, render_chart, render_objects
+
+# kubernetes-validate ships the schemas of each Kubernetes release; the chart needs >= 1.25 (Chart.yaml).
+K8S_VERSION = "1.30.0"
+RELEASE = "labelwise"
+RELEASE_LABELS = {"app.kubernetes.io/name": "labelwise", "app.kubernetes.io/instance": RELEASE}
+# Custom resources: their schemas come with their operators (KubeRay, Prometheus Operator), not with
+# Kubernetes, so kubernetes-validate has none. The RayService's pod templates and Service spec are core
+# objects and are validated on their own (_embedded_core_objects); its Serve config is validated with Ray's
+# ServeDeploySchema.
+CRD_KINDS = {
+    "RayService": "KubeRay CRD (ray.io/v1)",
+    "ServiceMonitor": "Prometheus Operator CRD (monitoring.coreos.com/v1)",
+    "PodMonitor": "Prometheus Operator CRD (monitoring.coreos.com/v1)",
+}
+RAY_CONTROL_PORTS = {6379: "GCS", 8265: "dashboard", 10001: "Ray client"}
+API_KEY = "an-api-key-that-must-never-appear-in-the-rayservice"
+
+# The PVC alternative with everything optional switched on: GCS fault tolerance, monitors, restricted serve
+# sources, the API key from a value, separate ingress.
+_PVC_FT = {
+    "modelRepository": {"source": "pvc"},
+    "gcsFaultTolerance": {
+        "enabled": True,
+        "redisAddress": "redis-master.redis.svc.cluster.local:6379",
+        "redisPassword": {"existingSecret": "labelwise-redis", "key": "password"},
+        "externalStorageNamespace": "labelwise",
+    },
+    "apiKey": {"value": API_KEY},
+    "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+    "networkPolicy": {
+        "serveFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+        "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+    },
+    "serve": {
+        "args": {"ingress_mode": "separate"},
+        "deployments": [
+            {
+                "name": "labelwise",
+                "num_replicas": "auto",
+                "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 64},
+            },
+            {
+                "name": "labelwise-classifier",
+                "num_replicas": "auto",
+                "autoscaling_config": {"min_replicas": 1, "max_replicas": 16, "target_ongoing_requests": 16},
+            },
+        ],
+    },
+}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": load_values(),
+    "gpu": load_values(CHART / "values-gpu.yaml"),
+    "pvc-gcs-ft": coalesce(load_values(), _PVC_FT),
+    "existing-secret": coalesce(load_values(), {"apiKey": {"existingSecret": "team-api-key"}}),
+}
+
+
+Rendered = tuple[str, dict[str, Any], list[dict[str, Any]]]
+
+
+def _render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return render_objects(CHART, values, release=RELEASE, kube_version=K8S_VERSION)
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    values = VALUE_SETS[request.param]
+    return request.param, values, _render(values)
+
+
+def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def _pod_templates(service: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = service["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+def _embedded_core_objects(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The RayService's core Kubernetes parts, wrapped as the objects they become."""
+    pods = [
+        {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"ray-{i}"}, "template": template}
+        for i, template in enumerate(_pod_templates(service))
+    ]
+    serve = service["spec"]["serveService"]
+    return [*pods, {"apiVersion": "v1", "kind": "Service", **serve}]
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+
+def test_every_object_validates_against_kubernetes_schemas(
+    rendered: Rendered,
+) -> None:
+    import kubernetes_validate
+
+    name, _, objects = rendered
+    to_check, skipped = [], []
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            skipped.append(f"{obj['kind']}: {CRD_KINDS[obj['kind']]}")
+            if obj["kind"] == "RayService":
+                to_check.extend(_embedded_core_objects(obj))
+        else:
+            to_check.append(obj)
+    errors = []
+    for obj in to_check:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {exc.message} at {list(exc.path)}")
+    print(f"[{name}] validated {len(to_check)} objects against Kubernetes {K8S_VERSION}; not in its schemas:")
+    print("\n".join(f"  {s}" for s in skipped))
+    assert errors == [], name
+    kinds = {o["kind"] for o in to_check}
+    assert {"NetworkPolicy", "PodDisruptionBudget", "PodTemplate", "Service", "Pod"} <= kinds
+
+
+def test_serve_config_validates_with_ray_schema_and_matches_chart_render(
+    rendered: Rendered,
+) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    name, values, objects = rendered
+    serve_config = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    # The engine and chart_render.py (the short Python copy test_chart.py uses) agree.
+    assert serve_config == render_serve_config(values), name
+
+
+def test_values_sets_validate_against_values_schema(
+    rendered: Rendered,
+) -> None:
+    import jsonschema
+
+    name, values, _ = rendered
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
+    assert errors == [], name
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+def _peer_is_release_pods(peer: dict[str, Any]) -> bool:
+    """A peer that matches only this release's pods in the policy's own namespace."""
+    return set(peer) == {"podSelector"} and peer["podSelector"].get("matchLabels") == RELEASE_LABELS
+
+
+def _rule_allows(rule: dict[str, Any], port: int) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p.get("port") == port for p in ports)
+
+
+def test_network_policy_keeps_ray_control_ports_to_release_pods(
+    rendered: Rendered,
+) -> None:
+    name, values, objects = rendered
+    policy = _one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    # Every Ray pod of every Ray cluster of the release.
+    assert spec["podSelector"]["matchLabels"] == RELEASE_LABELS
+    operator = values["networkPolicy"]["kuberayOperator"]
+    operator_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator["namespace"]}},
+        "podSelector": {"matchLabels": operator["podLabels"]},
+    }
+    for port, what in RAY_CONTROL_PORTS.items():
+        rules = [r for r in spec["ingress"] if _rule_allows(r, port)]
+        assert rules, f"{name}: nothing may reach the {what} port, not even the cluster itself"
+        for rule in rules:
+            peers = rule.get("from")
+            assert peers, f"{name}: the {what} port ({port}) is open to any source: {rule}"
+            for peer in peers:
+                # The KubeRay operator deploys the Serve config through the dashboard: that one exception.
+                allowed = _peer_is_release_pods(peer) or (port == 8265 and peer == operator_peer)
+                assert allowed, f"{name}: the {what} port ({port}) admits {peer}"
+    # The Serve port: from networkPolicy.serveFrom, anyone when empty.
+    serve_rules = [r for r in spec["ingress"] if r.get("ports") and _rule_allows(r, 8000)]
+    serve_from = values["networkPolicy"]["serveFrom"]
+    assert any(r.get("from", []) == serve_from for r in serve_rules), name
+    # Ray's metrics port: metricsFrom when set (the monitoring namespace), else release pods only.
+    metrics_rules = [r for r in spec["ingress"] if r.get("ports") and _rule_allows(r, 8080)]
+    assert [r["from"] for r in metrics_rules] == (
+        [values["networkPolicy"]["metricsFrom"]] if values["networkPolicy"]["metricsFrom"] else []
+    ), name
+
+
+def test_network_policy_selects_the_ray_pods(rendered: Rendered) -> None:
+    _, _, objects = rendered
+    selector = _one(objects, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+    for template in _pod_templates(_one(objects, "RayService")):
+        labels = template["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def test_network_policy_can_be_switched_off() -> None:
+    objects = _render(coalesce(load_values(), {"networkPolicy": {"enabled": False}}))
+    assert [o for o in objects if o["kind"] == "NetworkPolicy"] == []
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+def _ray_containers(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t["spec"]["containers"][0] for t in _pod_templates(service)]
+
+
+def test_api_key_comes_from_a_secret(rendered: Rendered) -> None:
+    name, values, objects = rendered
+    service = _one(objects, "RayService")
+    secret_name = values["apiKey"]["existingSecret"] or f"{RELEASE}-api-key"
+    for container in _ray_containers(service):
+        (env,) = [e for e in container["env"] if e["name"] == "LABELWISE_API_KEY"]
+        assert "value" not in env, f"{name}: a plain API key in the pod spec"
+        assert env["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": values["apiKey"]["key"]}
+    args = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert "api_key" not in args
+    assert API_KEY not in json.dumps(service)
+    secrets_made = [o for o in objects if o["kind"] == "Secret"]
+    if values["apiKey"]["existingSecret"]:
+        assert secrets_made == [], name  # the chart never overwrites a Secret it does not own
+    else:
+        (secret,) = secrets_made
+        assert secret["metadata"]["name"] == secret_name
+        assert set(secret["data"]) == {values["apiKey"]["key"]}
+        if values["apiKey"]["value"]:
+            assert base64.b64decode(secret["data"]["api-key"]).decode() == API_KEY
+
+
+def test_api_key_in_serve_args_is_refused() -> None:
+    with pytest.raises(TemplateError, match=re.escape("serve.args.api_key")):
+        _render(coalesce(load_values(), {"serve": {"args": {"api_key": API_KEY}}}))
+
+
+def test_api_key_can_be_turned_off_explicitly() -> None:
+    objects = _render(coalesce(load_values(), {"apiKey": {"generate": False}}))
+    assert [o for o in objects if o["kind"] == "Secret"] == []
+    for container in _ray_containers(_one(objects, "RayService")):
+        assert "LABELWISE_API_KEY" not in {e["name"] for e in container["env"]}
+
+
+def test_ray_token_auth_is_on_by_default(rendered: Rendered) -> None:
+    _, values, objects = rendered
+    from packaging.version import Version
+
+    assert Version(values["rayVersion"]) >= Version("2.52.0")  # RAY_AUTH_MODE=token exists from Ray 2.52
+    cluster = _one(objects, "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    # The token is KubeRay's (a Secret it creates): never a literal RAY_AUTH_TOKEN in the chart.
+    for container in _ray_containers(_one(objects, "RayService")):
+        assert not {"RAY_AUTH_TOKEN", "RAY_AUTH_MODE"} & {e["name"] for e in container["env"]}
+
+
+def test_ray_token_auth_refuses_a_ray_without_it() -> None:
+    with pytest.raises(TemplateError, match=re.escape("Ray >= 2.52.0")):
+        _render(coalesce(load_values(), {"rayVersion": "2.40.0"}))
+    objects = _render(coalesce(load_values(), {"rayVersion": "2.40.0", "rayAuth": {"enabled": False}}))
+    assert "authOptions" not in _one(objects, "RayService")["spec"]["rayClusterConfig"]
+
+
+# ---------------------------------------------------------------------------------------------- availability
+
+
+def test_worker_pod_disruption_budget(rendered: Rendered) -> None:
+    name, values, objects = rendered
+    pdb = _one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == values["podDisruptionBudget"]["maxUnavailable"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    head, *workers = _pod_templates(_one(objects, "RayService"))
+    assert workers, name
+    for template in workers:
+        assert selector.items() <= template["metadata"]["labels"].items()
+    assert not selector.items() <= head["metadata"]["labels"].items(), "the PDB must not hold the single head"
+
+
+def _cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_autoscaling_config_per_deployment(rendered: Rendered) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    name, values, objects = rendered
+    serve_config = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])
+    (app,) = ServeDeploySchema.model_validate(serve_config).applications
+    assert app.deployments, f"{name}: no per-deployment options: Serve would not autoscale"
+    args = app.args
+    groups = values["workerGroups"]
+    for deployment in app.deployments:
+        scaling = deployment.autoscaling_config
+        assert deployment.num_replicas == "auto" and scaling, f"{name}: {deployment.name} has fixed replicas"
+        low, high = scaling["min_replicas"], scaling["max_replicas"]
+        assert 1 <= low < high and scaling["target_ongoing_requests"] > 0
+        if deployment.name == "labelwise-classifier" or args.get("ingress_mode", "combined") == "combined":
+            # The classifier replicas fit the workers at maxReplicas, and outgrow them at minReplicas, so the
+            # Ray autoscaler really adds pods when Serve scales up.
+            if args.get("num_gpus", 0):
+                unit, per_replica = "nvidia.com/gpu", args["num_gpus"]
+            else:
+                unit, per_replica = "cpu", args.get("num_cpus", 1.0)
+            per_pod = [_cpus(g["resources"]["requests"].get(unit, 0)) for g in groups]
+            at_max = sum(p * g["maxReplicas"] for p, g in zip(per_pod, groups, strict=True))
+            at_min = sum(p * g["minReplicas"] for p, g in zip(per_pod, groups, strict=True))
+            assert high * per_replica <= at_max, f"{name}: {high} replicas do not fit the workers"
+            assert high * per_replica > at_min, f"{name}: the worker autoscaler would never add a pod"
+
+
+def test_deployment_options_name_real_deployments(
+    rendered: Rendered,
+) -> None:
+    try:
+        from serving.app import build_app
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"serving.app does not import: {exc}")
+    from ray.serve._private.build_app import build_app as build
+
+    name, _, objects = rendered
+    app = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])["applications"][0]
+    built = build(build_app(app["args"]), name=app["name"])
+    real = {d.name for d in built.deployments}
+    assert {d["name"] for d in app["deployments"]} <= real, name  # Serve refuses an unknown deployment name
+
+
+def test_gcs_fault_tolerance_is_an_option(rendered: Rendered) -> None:
+    _, values, objects = rendered
+    cluster = _one(objects, "RayService")["spec"]["rayClusterConfig"]
+    ft = values["gcsFaultTolerance"]
+    if not ft["enabled"]:
+        assert "gcsFaultToleranceOptions" not in cluster
+        return
+    assert cluster["gcsFaultToleranceOptions"] == {
+        "redisAddress": ft["redisAddress"],
+        "redisPassword": {
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": ft["redisPassword"]["existingSecret"],
+                    "key": ft["redisPassword"]["key"],
+                }
+            }
+        },
+        "externalStorageNamespace": ft["externalStorageNamespace"],
+    }
+
+
+def test_gcs_fault_tolerance_is_off_by_default_and_needs_redis() -> None:
+    assert load_values()["gcsFaultTolerance"]["enabled"] is False
+    with pytest.raises(TemplateError, match="redisAddress"):
+        _render(coalesce(load_values(), {"gcsFaultTolerance": {"enabled": True}}))
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def test_object_storage_is_the_default_with_credentials_from_a_secret() -> None:
+    values = load_values()
+    assert values["modelRepository"]["source"] == "objectStore"
+    objects = _render(values)
+    assert [o for o in objects if o["kind"] == "PersistentVolumeClaim"] == []
+    store = values["modelRepository"]["objectStore"]
+    for template in _pod_templates(_one(objects, "RayService")):
+        spec = template["spec"]
+        (init,) = spec["initContainers"]
+        sidecars = [c for c in spec["containers"] if c["name"] == "model-sync"]
+        for container in [init, *sidecars]:
+            assert container["envFrom"] == [{"secretRef": {"name": store["envFromSecret"]}}]
+        # The Ray container never sees the object-store credentials.
+        assert "envFrom" not in spec["containers"][0]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "model-repository"]
+        assert "emptyDir" in volume
+
+
+def test_pvc_alternative_mounts_the_claim() -> None:
+    objects = _render(VALUE_SETS["pvc-gcs-ft"])
+    (claim,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    for template in _pod_templates(_one(objects, "RayService")):
+        assert "initContainers" not in template["spec"]
+        (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "model-repository"]
+        assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
+
+
+def test_object_store_needs_a_url() -> None:
+    values = coalesce(load_values(), {"modelRepository": {"objectStore": {"url": ""}}})
+    with pytest.raises(TemplateError, match=re.escape("objectStore.url")):
+        _render(values)
+
+
+def test_notes_render(rendered: Rendered) -> None:
+    _, values, _ = rendered
+    notes = render_chart(CHART, values, release=RELEASE)["templates/NOTES.txt"]
+    assert "kubectl port-forward" in notes
+    assert API_KEY not in notes
+
+
+# ---------------------------------------------------------------------------------------------- helm
+
+
+def test_helm_template_matches_python_engine(rendered: Rendered) -> None:
+    helm = shutil.which("helm")
+    if helm is None:
+        pytest.skip("helm is not on PATH: the Python template engine is not compared with helm")
+    name, values, objects = rendered
+    out = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), "--kube-version", K8S_VERSION, "-f", "-"],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from_helm = [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    def comparable(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        docs = json.loads(json.dumps(docs))
+        for doc in docs:
+            if doc["kind"] == "Secret" and not values["apiKey"]["value"]:
+                doc["data"] = "<generated>"
+        return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+    assert comparable(from_helm) == comparable(objects), name
