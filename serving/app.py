@@ -1,7 +1,7 @@
 """The Ray Serve application: `serve run serving.app:build_app repository=...` or a `serve deploy` YAML.
 
 Two shapes, one service:
-- `ingress_mode: combined` (default): one deployment, `ClassifierDeployment`, whose replicas hold a
+- `ingress_mode: combined` (default): one deployment, `ClassifierIngress`, whose replicas hold a
   ClassifierService and serve the FastAPI routes themselves (no extra hop).
 - `ingress_mode: separate`: an `IngressDeployment` serves the routes and forwards each service call
   to the classifier replicas through a deployment handle.
@@ -104,15 +104,24 @@ def classifier_options(config: ServingConfig) -> dict[str, Any]:
     return options
 
 
+INGRESS_NAME = "labelwise"
+CLASSIFIER_NAME = "labelwise-classifier"
+
+
+def deployment_names(config: ServingConfig) -> list[str]:
+    """The deployments `build_app` makes for this config: what a Serve `deployments:` entry may name."""
+    return [INGRESS_NAME] if config.ingress_mode == "combined" else [INGRESS_NAME, CLASSIFIER_NAME]
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Build the Serve app; args are ServingConfig fields, LABELWISE_* env vars fill the rest."""
     config = ServingConfig(**(args or {}))
     payload = config.model_dump(mode="json")
     if config.ingress_mode == "combined":
-        deployment = serve.deployment(ClassifierIngress, name="labelwise")
+        deployment = serve.deployment(ClassifierIngress, name=INGRESS_NAME)
         return deployment.options(**classifier_options(config)).bind(payload)
-    classifier = serve.deployment(ClassifierDeployment, name="labelwise-classifier")
-    ingress = serve.deployment(IngressDeployment, name="labelwise").options(
+    classifier = serve.deployment(ClassifierDeployment, name=CLASSIFIER_NAME)
+    ingress = serve.deployment(IngressDeployment, name=INGRESS_NAME).options(
         ray_actor_options={"num_cpus": config.ingress_num_cpus},
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
