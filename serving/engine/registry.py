@@ -153,6 +153,7 @@ class ScenarioRegistry:
         state.skipped = False
         current = state.loaded.version if state.loaded else None
         if target == current:
+            state.last_error = None  # the alias names what is serving: nothing is wrong any more
             return None
         fingerprint = self._fingerprint(state, target)
         if state.refused == (target, fingerprint):
