@@ -56,6 +56,24 @@ class _Series:
             self._ray.set(value, tags=self._tags)
 
 
+class _ProviderSeries:
+    """An engine metric whose first label is the execution provider the replica runs on.
+
+    The provider is read from the owner at each write, so callers keep writing `observe(v)` or
+    `labels(group).observe(v)` and the replica sets `ServingMetrics.provider` once it knows it.
+    """
+
+    def __init__(self, series: _Series, owner: ServingMetrics) -> None:
+        self._series = series
+        self._owner = owner
+
+    def labels(self, *values: str) -> _Series:
+        return self._series.labels(self._owner.provider, *values)
+
+    def observe(self, value: float) -> None:
+        self.labels().observe(value)
+
+
 _LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -72,6 +90,9 @@ class ServingMetrics:
         # Scenario names that may become a label value (what the replica serves); any other name a
         # client sends is counted as `_unknown`, so clients cannot grow the label set.
         self.served_scenarios: frozenset[str] = frozenset()
+        # ONNX Runtime provider the replica's sessions run on (a label on every engine metric);
+        # ClassifierService sets it once its providers are chosen and checked.
+        self.provider = "unknown"
         # A part this process does not own is created unregistered (and without a Ray twin), so
         # neither /metrics nor Ray's export lists it twice.
         own = request_metrics
@@ -89,37 +110,40 @@ class ServingMetrics:
             ["scenario"],
         )
         own = engine_metrics
-        self.queue_wait = self._histogram(
+        p = "provider"  # first label of every engine metric: the ONNX Runtime execution provider
+        self.queue_wait = self._engine(
             own,
             "labelwise_queue_wait_seconds",
             "Time a row waited for its batch to start.",
             _LATENCY_BUCKETS_S,
+            [p],
         )
-        self.batch_rows = self._histogram(
-            own, "labelwise_batch_rows", "Rows per @serve.batch call.", _ROW_BUCKETS
+        self.batch_rows = self._engine(
+            own, "labelwise_batch_rows", "Rows per @serve.batch call.", _ROW_BUCKETS, [p]
         )
-        self.pass_rows = self._histogram(
-            own, "labelwise_forward_rows", "Rows per ONNX forward pass.", _ROW_BUCKETS
+        self.pass_rows = self._engine(
+            own, "labelwise_forward_rows", "Rows per ONNX forward pass.", _ROW_BUCKETS, [p]
         )
-        self.pass_tokens = self._histogram(
+        self.pass_tokens = self._engine(
             own,
             "labelwise_forward_tokens",
             "Padded tokens (rows x width) per ONNX forward pass.",
             _TOKEN_BUCKETS,
+            [p],
         )
-        self.pass_scenarios = self._histogram(
+        self.pass_scenarios = self._engine(
             own,
             "labelwise_forward_scenarios",
             "Distinct scenario versions whose rows shared one ONNX forward pass.",
             _ROW_BUCKETS,
-            ["group"],
+            [p, "group"],
         )
-        self.inference = self._histogram(
+        self.inference = self._engine(
             own,
             "labelwise_inference_seconds",
             "ONNX Runtime time per forward pass.",
             _LATENCY_BUCKETS_S,
-            ["group"],
+            [p, "group"],
         )
         self.loaded_version = self._gauge(
             own, "labelwise_loaded_version", "Version each scenario is serving.", ["scenario"]
@@ -157,6 +181,11 @@ class ServingMetrics:
         )
         twin = self._twin("Histogram", own, name, doc, labels, boundaries=list(buckets))
         return _Series(prom, twin, labels or [])
+
+    def _engine(
+        self, own: bool, name: str, doc: str, buckets: tuple[float, ...], labels: list[str]
+    ) -> _ProviderSeries:
+        return _ProviderSeries(self._histogram(own, name, doc, buckets, labels), self)
 
     def _twin(self, kind: str, own: bool, name: str, doc: str, labels: list[str] | None, **extra: Any) -> Any:
         if not own or self._ray is None:

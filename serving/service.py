@@ -53,6 +53,8 @@ class ClassifierService:
         # Version swaps and refusals are INFO/WARNING: kept whatever level the root logger runs at.
         logging.getLogger("labelwise").setLevel(logging.INFO)
         providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
+        # Every session is checked to run on providers[0] (engine/providers.py): a label, not a guess.
+        self.metrics.provider = providers[0]
         threads = cfg.ort_intra_op_threads or max(1, int(cfg.num_cpus) or 1)
         settings = EngineSettings(
             providers, precision_order(cfg.precision, providers), threads, cfg.lora_mode, cfg.lora_table_rank
@@ -141,6 +143,7 @@ class ClassifierService:
                     version=m.version,
                     strategy=m.strategy,
                     precision=state.loaded.precision,
+                    provider=state.loaded.provider,
                     labels=m.labels,
                     max_length_tokens=m.max_length_tokens,
                     metrics=m.metrics,

@@ -48,6 +48,9 @@ class ScenarioInfo(BaseModel):
     version: int | None = Field(description="Version serving now; null while not loaded.")
     strategy: str | None = Field(default=None, description="full, frozen or lora.")
     precision: str | None = Field(default=None, description="Precision of the graph in use.")
+    provider: str | None = Field(
+        default=None, description="ONNX Runtime execution provider the graph runs on (CUDA or CPU)."
+    )
     labels: list[str] = Field(default_factory=list, description="Labels in logit order.")
     max_length_tokens: int | None = Field(default=None, description="Longer texts are truncated.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics of the version.")

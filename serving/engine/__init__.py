@@ -10,6 +10,7 @@ from .loader import (
     load_scenario,
     precision_order,
 )
+from .providers import check_session_providers, installed_ort, likely_cause
 from .registry import LoadEvent, ScenarioRegistry, ScenarioState
 from .runner import BatchOutcome, BatchStats, OnnxEngine, OnnxGraph, Row, RowResult, softmax
 from .tokenize import TextTokenizer
@@ -32,7 +33,10 @@ __all__ = [
     "SharedAdapterGraph",
     "TextTokenizer",
     "available_providers",
+    "check_session_providers",
     "choose_providers",
+    "installed_ort",
+    "likely_cause",
     "load_scenario",
     "precision_order",
     "softmax",

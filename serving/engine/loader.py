@@ -1,4 +1,7 @@
-"""Load one published version into something that can classify: verify, open sessions, warm up."""
+"""Load one published version into something that can classify: verify, open sessions, warm up.
+
+Providers are chosen and checked in `providers.py`; the precision each replica tries is chosen here.
+"""
 
 from __future__ import annotations
 
@@ -20,38 +23,37 @@ from model_repository import (
 )
 
 from ..errors import ModelLoadError
-from ..optional import require
 from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, num_labels_of
+from .providers import CPU, CUDA, available_providers, choose_providers
 from .runner import OnnxGraph
 from .tokenize import TextTokenizer
 
 logger = logging.getLogger("labelwise.serving")
 
 
-def available_providers() -> list[str]:
-    return list(require("onnxruntime").get_available_providers())
-
-
-def choose_providers(configured: list[str] | None, num_gpus: float) -> list[str]:
-    """Configured providers, else CUDA when the replica has a GPU and onnxruntime-gpu, else CPU."""
-    available = available_providers()
-    if configured:
-        missing = [p for p in configured if p not in available]
-        if missing:
-            raise ValueError(f"ort_providers: {missing} not available in this onnxruntime (has {available})")
-        return list(configured)
-    if num_gpus > 0 and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 def precision_order(preference: str, providers: list[str]) -> list[str]:
-    """Precisions to try in order: auto means fp16 on GPU, int8 on CPU, then fp32."""
+    """Precisions to try in order: auto means fp16 on GPU, int8 on CPU, then fp32.
+
+    fp16 asked for on a replica without the CUDA provider is refused: ONNX Runtime runs fp16 graphs
+    on the CPU provider, but many times slower than int8 or fp32, which is never what was meant.
+    """
+    on_gpu = bool(providers) and providers[0] == CUDA
+    if preference == "fp16" and not on_gpu:
+        raise ModelLoadError(
+            f"precision fp16 on a replica without a GPU (providers {providers}): fp16 graphs run many times "
+            "slower on the CPU provider than int8 or fp32; set precision to auto, int8 or fp32, or give the "
+            "replica a GPU (num_gpus > 0 with onnxruntime-gpu installed)"
+        )
     if preference != "auto":
         return [preference, "fp32"] if preference != "fp32" else ["fp32"]
-    if providers and providers[0] == "CUDAExecutionProvider":
-        return ["fp16", "fp32"]
-    return ["int8", "fp32"]
+    order = ["fp16", "fp32"] if on_gpu else ["int8", "fp32"]
+    logger.info(
+        "precision auto: %s on %s (%s), falling back to fp32 for versions exported without it",
+        order[0],
+        providers[0] if providers else CPU,
+        "GPU" if on_gpu else "CPU",
+    )
+    return order
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ class LoadedScenario:
     @property
     def labels(self) -> list[str]:
         return self.manifest.labels
+
+    @property
+    def provider(self) -> str:
+        """The execution provider this version's pass runs on (its own, base or shared graph)."""
+        graph = self.graph or self.base_graph or (self.shared.graph if self.shared is not None else None)
+        return graph.provider if graph is not None else ""
 
     @property
     def group_key(self) -> tuple:
@@ -271,3 +279,14 @@ def _warm_up(loaded: LoadedScenario) -> None:
             f"{loaded.name} v{loaded.version}: warm-up gave logits of shape {logits.shape}, "
             f"expected (1, {len(loaded.labels)}) finite values"
         )
+
+
+__all__ = [
+    "BaseEncoderCache",
+    "EngineSettings",
+    "LoadedScenario",
+    "available_providers",
+    "choose_providers",
+    "load_scenario",
+    "precision_order",
+]
