@@ -24,15 +24,153 @@ from training.errors import ExportError, TrainingError, TuningError
 
 
 class ClientError(LabelwiseError):
-    """The service answered with an error; `status`, `type`, `field` and `body` come from its answer."""
+    """The service answered with an error (or could not be reached); `status`, `type`, `field` and
+    `body` come from its answer. Each error code the service sends has its own subclass
+    (`ClientError.for_answer` picks it); a code this client does not know stays a plain ClientError."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    code: str | None = None  # the service's error type this subclass stands for
+
+    def __init__(self, status: int | None, body: dict[str, Any]) -> None:
         error = body.get("error", {}) if isinstance(body, dict) else {}
         self.status = status
         self.body = body
-        self.type = error.get("type", "http_error")
+        self.type = error.get("type", self.code or "http_error")
         self.field = error.get("field")
-        super().__init__(f"{status} {self.type}: {error.get('message', body)}")
+        head = f"{status} {self.type}" if status is not None else self.type
+        super().__init__(f"{head}: {error.get('message', body)}")
+
+    @staticmethod
+    def for_answer(status: int, body: dict[str, Any]) -> ClientError:
+        """The subclass for the answer's error type, else one for its status, else ClientError."""
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        kind = _ERROR_BY_CODE.get(str(error.get("type"))) or _ERROR_BY_STATUS.get(status, ClientError)
+        return kind(status, body)
+
+
+class BadRequestError(ClientError):
+    """400/422 invalid_request: the request breaks the schema or a limit; `field` names what."""
+
+    code = "invalid_request"
+    exit_code = EXIT_USAGE
+
+
+class TextTooLongError(ClientError):
+    """413 text_too_long: a text is over the model's max length and the request asked not to truncate."""
+
+    code = "text_too_long"
+    exit_code = EXIT_USAGE
+
+
+class BodyTooLargeError(ClientError):
+    """413 body_too_large: the request body is over the service's byte limit."""
+
+    code = "body_too_large"
+    exit_code = EXIT_USAGE
+
+
+class AuthenticationError(ClientError):
+    """401 unauthorized: the service wants a bearer API key and got none or a wrong one."""
+
+    code = "unauthorized"
+    exit_code = EXIT_USAGE
+
+
+class ScenarioNotServedError(ClientError, LookupError):
+    """404 unknown_scenario: the service does not serve this scenario (GET /v1/scenarios lists them)."""
+
+    code = "unknown_scenario"
+
+
+class EndpointNotFoundError(ClientError, LookupError):
+    """404 not_found: no such route (a wrong base URL or route prefix)."""
+
+    code = "not_found"
+
+
+class MethodNotAllowedError(ClientError):
+    """405 method_not_allowed."""
+
+    code = "method_not_allowed"
+
+
+class ServiceNotReadyError(ClientError):
+    """503 not_ready: the scenario is still loading (retried, honouring Retry-After, before raising)."""
+
+    code = "not_ready"
+
+
+class OverloadedError(ClientError):
+    """429/503 overloaded: the service shed the request (retried, honouring Retry-After, before raising)."""
+
+    code = "overloaded"
+
+
+class ServerTimeoutError(ClientError):
+    """504 timeout: the service did not answer within its request_timeout_s."""
+
+    code = "timeout"
+
+
+class ModelLoadFailedError(ClientError):
+    """500 model_load_failed: the service could not load a version."""
+
+    code = "model_load_failed"
+
+
+class InternalServerError(ClientError):
+    """500 internal_error (or any other 5xx answer without a known type)."""
+
+    code = "internal_error"
+
+
+class ConnectionFailedError(ClientError, ConnectionError):
+    """No answer at all: connect, read, write or pool errors outlasted every retry (`status` is None)."""
+
+    code = "connection_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, {"error": {"type": self.code, "message": message}})
+
+
+_ANSWER_ERRORS: tuple[type[ClientError], ...] = (
+    BadRequestError,
+    TextTooLongError,
+    BodyTooLargeError,
+    AuthenticationError,
+    ScenarioNotServedError,
+    EndpointNotFoundError,
+    MethodNotAllowedError,
+    ServiceNotReadyError,
+    OverloadedError,
+    ServerTimeoutError,
+    ModelLoadFailedError,
+    InternalServerError,
+)
+_ERROR_BY_CODE: dict[str, type[ClientError]] = {cls.code: cls for cls in _ANSWER_ERRORS if cls.code}
+_ERROR_BY_STATUS: dict[int, type[ClientError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    404: EndpointNotFoundError,
+    405: MethodNotAllowedError,
+    413: BodyTooLargeError,
+    422: BadRequestError,
+    429: OverloadedError,
+    500: InternalServerError,
+    503: OverloadedError,
+    504: ServerTimeoutError,
+}
+
+
+class InputRowError(UsageError):
+    """A row of an input file cannot be scored (no text column, an empty line, invalid UTF-8, bad JSON);
+    the message names the file, the row (1-based, header excluded) and the line."""
+
+    def __init__(self, path: object, row: int, line: int | None, what: str) -> None:
+        self.path = path
+        self.row = row
+        self.line = line
+        where = f"row {row}" + (f" (line {line})" if line is not None else "")
+        super().__init__(f"{path}: {where}: {what}")
 
 
 class MissingExtraError(LabelwiseError, ImportError):
@@ -44,13 +182,27 @@ class MissingExtraError(LabelwiseError, ImportError):
 __all__ = [
     "EXIT_RUNTIME",
     "EXIT_USAGE",
+    "AuthenticationError",
+    "BadRequestError",
+    "BodyTooLargeError",
     "ClientError",
+    "ConnectionFailedError",
+    "EndpointNotFoundError",
     "ExportError",
+    "InputRowError",
+    "InternalServerError",
     "LabelwiseError",
     "LoadTestError",
+    "MethodNotAllowedError",
     "MissingExtraError",
+    "ModelLoadFailedError",
+    "OverloadedError",
     "RepositoryError",
+    "ScenarioNotServedError",
+    "ServerTimeoutError",
+    "ServiceNotReadyError",
     "ServingError",
+    "TextTooLongError",
     "TrainingError",
     "TuningError",
     "UsageError",

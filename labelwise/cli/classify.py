@@ -1,0 +1,113 @@
+"""`labelwise classify`: score a CSV / JSONL / Parquet file (labelwise.file_scoring does the work)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from model_repository.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify_command)
+
+
+def classify_command(
+    scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario to score with."),
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="File to score: .csv, .jsonl (.ndjson) or .parquet, with a text column."
+    ),
+    output_path: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Where rows go (.jsonl, .csv or .parquet): row, label, score, version per input row, in "
+        "input order. An existing partial output is resumed; see --overwrite.",
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="Column (or JSON field) holding the text."),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        envvar="LABELWISE_URL",
+        help="Score through a running server at this URL; without it, in this process on --repository.",
+    ),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="LABELWISE_API_KEY", help="Bearer key for --url.", show_default=False
+    ),
+    repository: Path | None = typer.Option(
+        None,
+        "--repository",
+        "-r",
+        envvar="LABELWISE_REPOSITORY",
+        help="Model repository for in-process scoring (default ./var/model-repository).",
+    ),
+    version: str = typer.Option(
+        "production", "--version", "-v", help="In-process: alias, 'latest' or version number to score with."
+    ),
+    threads: int = typer.Option(0, "--threads", help="In-process: ONNX Runtime threads (0: ORT's default)."),
+    concurrency: int = typer.Option(4, "--concurrency", help="With --url: requests in flight at once."),
+    batch_rows: int = typer.Option(512, "--batch-rows", help="Rows scored (and written) per step."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output instead of resuming it."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Score every row of a file: labels and scores in input order, resumable, with the throughput."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from labelwise.file_scoring import EngineScorer, HttpScorer, file_format, score_file
+
+    file_format(input_path, "--input")
+    file_format(output_path, "--output")
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    if url is not None:
+
+        def make_scorer() -> HttpScorer:
+            return HttpScorer(url, scenario, api_key=api_key, concurrency=concurrency)
+
+    else:
+
+        def make_scorer() -> EngineScorer:  # type: ignore[misc]
+            return EngineScorer(repository, scenario, version=version, threads=threads)
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn(f"[cyan]{scenario}[/cyan]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
+    task = bar.add_task("classify", total=None)
+
+    def on_progress(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=max(total, done) if total is not None else None)
+
+    with bar:
+        summary = score_file(
+            input_path,
+            output_path,
+            scenario,
+            make_scorer,
+            text_column=text_column,
+            batch_rows=batch_rows,
+            overwrite=overwrite,
+            on_progress=on_progress,
+        )
+    if json_output:
+        typer.echo(json.dumps(summary.as_dict()))
+        return
+    skipped = f"; {summary.rows_skipped} already in the output" if summary.rows_skipped else ""
+    if summary.rows_scored == 0:
+        typer.echo(f"nothing to score: {output_path} already holds every row{skipped}")
+        return
+    typer.echo(
+        f"scored {summary.rows_scored} rows in {summary.seconds:.2f} s ({summary.rows_per_s:.0f} rows/s)"
+        f"{skipped} -> {output_path}"
+    )

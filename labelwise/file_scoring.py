@@ -1,0 +1,525 @@
+"""`labelwise classify` as functions: score a CSV / JSONL / Parquet file, row by row, into an output file.
+
+    input rows (read_texts) -> chunks of `batch_rows` -> a scorer (the serving engine in this process,
+    or a server over HTTP) -> output rows (OutputFile), flushed after every chunk
+
+The output holds one row per input row, in input order: `row` (0-based input row), `label`, `score`,
+`version`. A run that stops part-way (Ctrl-C, a bad row, a crash) leaves a valid prefix; the next run
+on the same output skips the rows already there (`resume`). A bad input row stops the run after every
+row before it is written, with an InputRowError naming the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from model_repository.errors import UsageError
+
+from .errors import InputRowError, LabelwiseError
+
+__all__ = [
+    "FORMATS",
+    "EngineScorer",
+    "HttpScorer",
+    "OutputFile",
+    "ScoreSummary",
+    "Scorer",
+    "count_rows",
+    "file_format",
+    "read_texts",
+    "score_file",
+]
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+OUTPUT_FIELDS = ("row", "label", "score", "version")
+
+
+class ScoringError(LabelwiseError):
+    """The scorer could not be set up or failed on a chunk (exit 1)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The answer for one text: the best label, its score and the version that gave it."""
+
+    label: str
+    score: float
+    version: int
+
+
+class Scorer(Protocol):
+    """What score_file needs from a model: the best label of each text, in order."""
+
+    def score(self, texts: list[str]) -> list[Scored]: ...
+
+    def close(self) -> None: ...
+
+
+def file_format(path: Path, what: str) -> str:
+    """csv, jsonl or parquet from the file's extension; UsageError naming the option otherwise."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"{what} {path}: unknown extension {path.suffix!r}; use one of {', '.join(FORMATS)}")
+    return kind
+
+
+# ---- input ---------------------------------------------------------------------------------------
+class _Lines:
+    """A binary file's lines decoded as UTF-8 one by one, so that a bad byte is named by its line."""
+
+    def __init__(self, fh: BinaryIO, path: Path) -> None:
+        self._fh = fh
+        self._path = path
+        self.line = 0
+        self.rows_done = 0  # set by the reader: rows yielded so far
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._fh:
+            self.line += 1
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.end].hex(" ")
+                raise InputRowError(
+                    self._path,
+                    self.rows_done + 1,
+                    self.line,
+                    f"invalid UTF-8 (byte {bad} at column {exc.start + 1})",
+                ) from None
+
+
+def _csv_texts(path: Path, column: str) -> Iterator[str]:
+    with open(path, "rb") as fh:
+        lines = _Lines(fh, path)
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if not header:
+            raise UsageError(f"{path}: empty file; expected a header row naming a {column!r} column")
+        header[0] = header[0].removeprefix("\ufeff")
+        if column not in header:
+            raise UsageError(
+                f"{path}: no {column!r} column in the header (line 1: {', '.join(header)}); "
+                "name the text column with --text-column"
+            )
+        index = header.index(column)
+        for fields in reader:
+            row = lines.rows_done + 1
+            if not fields:
+                raise InputRowError(path, row, reader.line_num, "empty line")
+            if index >= len(fields):
+                raise InputRowError(
+                    path, row, reader.line_num, f"{len(fields)} field(s), no value for column {column!r}"
+                )
+            text = fields[index]
+            if not text.strip():
+                raise InputRowError(path, row, reader.line_num, f"empty text in column {column!r}")
+            lines.rows_done = row
+            yield text
+
+
+def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
+    with open(path, "rb") as fh:
+        lines = _Lines(fh, path)
+        for line in lines:
+            row = lines.rows_done + 1
+            if not line.strip():
+                raise InputRowError(path, row, lines.line, "empty line")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputRowError(path, row, lines.line, f"not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise InputRowError(
+                    path, row, lines.line, f"expected a JSON object, got {type(record).__name__}"
+                )
+            if column not in record:
+                fields = ", ".join(record) or "none"
+                raise InputRowError(
+                    path, row, lines.line, f"no {column!r} field (fields: {fields}); see --text-column"
+                )
+            text = record[column]
+            if not isinstance(text, str) or not text.strip():
+                raise InputRowError(
+                    path, row, lines.line, f"{column!r} is not a non-empty string: {text!r:.60}"
+                )
+            lines.rows_done = row
+            yield text
+
+
+def _parquet_texts(path: Path, column: str) -> Iterator[str]:
+    from .extras import require
+
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
+    try:
+        source = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: not a readable Parquet file ({exc})") from None
+    names = source.schema_arrow.names
+    if column not in names:
+        raise UsageError(f"{path}: no {column!r} column (columns: {', '.join(names)}); see --text-column")
+    kind = source.schema_arrow.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)):
+        raise UsageError(f"{path}: column {column!r} holds {kind}, not text")
+    row = 0
+    for batch in source.iter_batches(columns=[column], batch_size=4096):
+        # As bytes: Arrow does not check UTF-8 when reading, so each value is decoded here, by row.
+        for value in batch.column(0).cast(pa.binary()).to_pylist():
+            row += 1
+            if value is None:
+                raise InputRowError(path, row, None, f"null in column {column!r}")
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputRowError(
+                    path, row, None, f"invalid UTF-8 in column {column!r} ({exc.reason})"
+                ) from None
+            if not text.strip():
+                raise InputRowError(path, row, None, f"empty text in column {column!r}")
+            yield text
+
+
+def read_texts(path: Path, column: str = "text") -> Iterator[str]:
+    """The texts of a CSV / JSONL / Parquet file, in order; an unusable row raises InputRowError when
+    it is reached (the rows before it have been yielded)."""
+    if not path.is_file():
+        raise UsageError(f"--input {path} does not exist")
+    reader = {"csv": _csv_texts, "jsonl": _jsonl_texts, "parquet": _parquet_texts}[
+        file_format(path, "--input")
+    ]
+    return reader(path, column)
+
+
+def count_rows(path: Path) -> int | None:
+    """The number of rows, cheaply (for the progress bar): Parquet's footer, else newlines (an upper
+    bound for CSV with multi-line fields); None when it cannot tell."""
+    kind = file_format(path, "--input")
+    try:
+        if kind == "parquet":
+            from .extras import require
+
+            return int(require("pyarrow.parquet").ParquetFile(path).metadata.num_rows)
+        newlines = 0
+        last = b"\n"
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                newlines += block.count(b"\n")
+                last = block[-1:]
+        lines = newlines + (last != b"\n")
+        return max(0, lines - 1) if kind == "csv" else lines
+    except (OSError, LabelwiseError):
+        return None
+
+
+# ---- output --------------------------------------------------------------------------------------
+def _cut_partial_line(path: Path) -> None:
+    """A run killed mid-write leaves half a line: drop it (it is written again)."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            fh.truncate(end)
+
+
+class OutputFile:
+    """Rows appended to a JSONL or CSV file (Parquet: to `<output>.partial.jsonl`, written out as Parquet
+    by `finish`), each chunk flushed; `done` rows were already there when it was opened."""
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        self.path = path
+        self.kind = file_format(path, "--output")
+        self.staging = path.with_name(path.name + ".partial.jsonl") if self.kind == "parquet" else path
+        if overwrite:
+            for p in {self.path, self.staging}:
+                p.unlink(missing_ok=True)
+        self.complete_rows: int | None = None  # a finished Parquet output already holds these
+        if self.kind == "parquet" and self.path.exists() and not self.staging.exists():
+            from .extras import require
+
+            self.complete_rows = int(require("pyarrow.parquet").ParquetFile(self.path).metadata.num_rows)
+            self.done = self.complete_rows
+            self._fh = None
+            return
+        self.done = self._existing_rows()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.staging, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed by finish)
+        self._csv = csv.writer(self._fh) if self.kind == "csv" else None
+        if self._csv is not None and self.done == 0 and self._fh.tell() == 0:
+            self._csv.writerow(OUTPUT_FIELDS)
+            self._fh.flush()
+
+    def _existing_rows(self) -> int:
+        """Rows already in the output, checked to be rows 0..n-1 of an earlier run of this command."""
+        if not self.staging.exists() or self.staging.stat().st_size == 0:
+            return 0
+        _cut_partial_line(self.staging)
+        with open(self.staging, encoding="utf-8", newline="") as fh:
+            if self.kind == "csv":
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if header is None:
+                    return 0
+                if tuple(header) != OUTPUT_FIELDS:
+                    raise self._foreign(f"its header is {header}")
+                rows = [r[0] if r else "" for r in reader]
+            else:
+                rows = []
+                for n, line in enumerate(fh, start=1):
+                    try:
+                        rows.append(json.loads(line)["row"])
+                    except (ValueError, KeyError, TypeError):
+                        raise self._foreign(f"line {n} is not an output row") from None
+        for expected, value in enumerate(rows):
+            if str(value) != str(expected):
+                raise self._foreign(f"output row {expected + 1} is input row {value}, expected {expected}")
+        return len(rows)
+
+    def _foreign(self, why: str) -> UsageError:
+        return UsageError(
+            f"--output {self.path} exists and is not a partial output of `labelwise classify` ({why}); "
+            "pass --overwrite to replace it"
+        )
+
+    def append(self, first_row: int, scored: list[Scored]) -> None:
+        assert self._fh is not None
+        for i, s in enumerate(scored, start=first_row):
+            if self._csv is not None:
+                self._csv.writerow((i, s.label, f"{s.score:.6g}", s.version))
+            else:
+                record = {"row": i, "label": s.label, "score": round(s.score, 6), "version": s.version}
+                self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        self.done = first_row + len(scored)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def finish(self) -> None:
+        """Close; for Parquet, write the staged rows to the output (atomically) and drop the staging."""
+        self.close()
+        if self.kind != "parquet" or self.complete_rows is not None:
+            return
+        from .extras import require
+
+        pa = require("pyarrow")
+        pq = require("pyarrow.parquet")
+        columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_FIELDS}
+        with open(self.staging, encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                for name in OUTPUT_FIELDS:
+                    columns[name].append(record[name])
+        schema = pa.schema(
+            [("row", pa.int64()), ("label", pa.string()), ("score", pa.float64()), ("version", pa.int64())]
+        )
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        pq.write_table(pa.table(columns, schema=schema), tmp)
+        os.replace(tmp, self.path)
+        self.staging.unlink()
+
+
+# ---- scorers -------------------------------------------------------------------------------------
+class HttpScorer:
+    """Scores through a running labelwise server with the Python client (chunks, concurrency, retries)."""
+
+    def __init__(
+        self,
+        url: str,
+        scenario: str,
+        api_key: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+    ) -> None:
+        from .client import LabelwiseClient
+
+        self.scenario = scenario
+        self._client = LabelwiseClient(url, api_key=api_key, timeout_s=timeout_s, concurrency=concurrency)
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        result = self._client.classify(self.scenario, texts, top_k=1)
+        versions = result.versions or [result.version] * len(texts)
+        return [
+            Scored(row[0].label, row[0].score, v) for row, v in zip(result.results, versions, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class EngineScorer:
+    """Scores in this process on the serving engine, as a replica does: a ClassifierService's registry
+    (checksums verified, the same precision choice and tokenizer) and its OnnxEngine (token-budgeted
+    passes). Only @serve.batch is left out: it gathers rows of concurrent requests inside a Serve
+    replica, and here each chunk already is one batch."""
+
+    def __init__(
+        self,
+        repository: Path | None,
+        scenario: str,
+        version: str = "production",
+        threads: int = 0,
+        precision: str = "auto",
+    ) -> None:
+        from .extras import require
+
+        require("onnxruntime")
+        require("ray")  # serving.service builds its batcher with ray.serve
+        from serving import ServingConfig
+        from serving.engine import Row
+        from serving.service import ClassifierService, top_labels
+
+        fields: dict[str, Any] = {
+            "scenarios": [{"name": scenario, "alias": version}],
+            "ort_intra_op_threads": threads,
+            "precision": precision,
+        }
+        if repository is not None:
+            fields["repository"] = str(repository)
+        config = ServingConfig(**fields)
+        if not Path(config.repository).is_dir():
+            raise UsageError(f"--repository {config.repository} does not exist")
+        self._row, self._top = Row, top_labels
+        self._service = ClassifierService(config)
+        self._service.registry.poll_once()
+        state = next(s for s in self._service.registry.states() if s.name == scenario)
+        if state.loaded is None:
+            why = state.last_error or "not in the repository"
+            raise ScoringError(
+                f"cannot load scenario {scenario!r} ({version}) from {config.repository}: {why}"
+            )
+        self.scenario = scenario
+        self.version = state.loaded.version
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        loaded = self._service.registry.get(self.scenario)  # bound once per chunk, as per request
+        results = self._service.engine.classify([self._row(loaded, t) for t in texts])
+        out = []
+        for result in results:
+            if isinstance(result, Exception):
+                raise ScoringError(f"the engine failed on a chunk: {type(result).__name__}: {result}")
+            best = self._top(loaded.labels, result.probs, 1)[0]
+            out.append(Scored(best["label"], best["score"], loaded.version))
+        return out
+
+    def close(self) -> None:
+        self._service.stop()
+
+
+# ---- the run -------------------------------------------------------------------------------------
+@dataclass
+class ScoreSummary:
+    """What one run did: rows scored now, rows found already scored, wall time, and where it wrote."""
+
+    input: str
+    output: str
+    scenario: str
+    rows_scored: int
+    rows_skipped: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_scored / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "scenario": self.scenario,
+            "rows_scored": self.rows_scored,
+            "rows_skipped": self.rows_skipped,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_s, 1),
+        }
+
+
+def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
+    """(first row index, texts) chunks after `skip` rows; on a bad row, the rows before it come out as
+    a last chunk, then its InputRowError."""
+    chunk: list[str] = []
+    first = skip
+    index = -1
+    try:
+        for index, text in enumerate(texts):
+            if index < skip:
+                continue
+            chunk.append(text)
+            if len(chunk) == size:
+                yield first, chunk
+                first, chunk = index + 1, []
+    except InputRowError:
+        if chunk:
+            yield first, chunk
+        raise
+    if chunk:
+        yield first, chunk
+    if index + 1 < skip:
+        raise UsageError(f"the output already holds {skip} rows but the input has only {index + 1}")
+
+
+def score_file(
+    input_path: Path,
+    output_path: Path,
+    scenario: str,
+    make_scorer: Callable[[], Scorer],
+    *,
+    text_column: str = "text",
+    batch_rows: int = 512,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> ScoreSummary:
+    """Score every input row not yet in the output; `on_progress(rows done, total)` after each chunk.
+
+    A bad row raises InputRowError once the rows before it are written; the message says so."""
+    if batch_rows < 1:
+        raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}")
+    if input_path.resolve() == output_path.resolve():
+        raise UsageError(f"--output {output_path} is the input file")
+    texts = read_texts(input_path, text_column)
+    total = count_rows(input_path)
+    out = OutputFile(output_path, overwrite=overwrite)
+    skipped = out.done
+    start = time.perf_counter()
+    scorer: Scorer | None = None
+    try:
+        if out.complete_rows is not None:
+            if total is not None and out.complete_rows != total:
+                raise out._foreign(f"it holds {out.complete_rows} rows, the input {total}")
+            return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
+        if on_progress is not None:
+            on_progress(out.done, total)
+        for first, chunk in _chunked(texts, skipped, batch_rows):
+            if scorer is None:
+                scorer = make_scorer()
+                start = time.perf_counter()  # throughput counts scoring, not loading the model
+            out.append(first, scorer.score(chunk))
+            if on_progress is not None:
+                on_progress(out.done, total)
+    except InputRowError as exc:
+        out.close()
+        kept = f"the {out.done} rows before it are in {output_path}" if out.done else "nothing was written"
+        raise InputRowError(
+            exc.path, exc.row, exc.line, f"{_what(exc)}; {kept}; fix the row and run again to resume"
+        ) from None
+    finally:
+        if scorer is not None:
+            scorer.close()
+        out.close()
+    out.finish()
+    seconds = time.perf_counter() - start
+    return ScoreSummary(str(input_path), str(output_path), scenario, out.done - skipped, skipped, seconds)
+
+
+def _what(exc: InputRowError) -> str:
+    """The part of an InputRowError's message after `path: row N (line L): `."""
+    where = f"row {exc.row}" + (f" (line {exc.line})" if exc.line is not None else "")
+    return str(exc).split(f"{where}: ", 1)[-1]
