@@ -130,14 +130,21 @@ def _error_of(response: httpx.Response) -> ClientError:
     return ClientError.for_answer(response.status_code, body)
 
 
-def _limit_from_refusal(error: ClientError, sent: int) -> int | None:
-    """A smaller chunk size when the server refused `sent` texts as too many, else None."""
-    if not isinstance(error, BadRequestError) or error.field != "texts" or sent <= 1:
-        return None
-    message = str(error.body.get("error", {}).get("message", "")) if isinstance(error.body, dict) else ""
-    found = _AT_MOST.search(message)
-    limit = int(found.group(1)) if found else sent // 2
-    return limit if 1 <= limit < sent else None
+class _TooMany(Exception):
+    """The server refused a chunk as too many texts; `limit` is the chunk size to use instead."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    @staticmethod
+    def of(error: BadRequestError, sent: int) -> _TooMany | None:
+        """_TooMany when the refusal is about the number of texts and a smaller chunk can help."""
+        if error.field != "texts" or sent <= 1:
+            return None
+        message = error.body.get("error", {}).get("message", "") if isinstance(error.body, dict) else ""
+        found = _AT_MOST.search(str(message))
+        limit = int(found.group(1)) if found else sent // 2
+        return _TooMany(limit) if 1 <= limit < sent else None
 
 
 def _limit_from_scenarios(body: Any) -> int | None:
@@ -310,17 +317,14 @@ class LabelwiseClient(_Base):
             except ClientError:  # an older server or a stricter proxy: keep the default until refused
                 self._discovered = True
 
-    def _classify_chunk(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """Answers for one chunk; split again (in order) when the server says it was too many."""
+    def _classify_chunk(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            return [self.request("POST", "/v1/classify", json=body)]
+            return self.request("POST", "/v1/classify", json=body)
         except BadRequestError as exc:
-            smaller = _limit_from_refusal(exc, len(body["texts"]))
-            if smaller is None:
+            refusal = _TooMany.of(exc, len(body["texts"]))
+            if refusal is None:
                 raise
-            self._learn_limit(smaller)
-            parts = _chunks(body["texts"], smaller)
-            return [a for part in parts for a in self._classify_chunk({**body, "texts": part})]
+            raise refusal from exc
 
     def classify(
         self,
@@ -336,13 +340,18 @@ class LabelwiseClient(_Base):
         if not texts:
             raise ValueError("texts is empty: give at least one text")
         self._discover()
-        parts = _chunks(texts, self.max_texts_per_request)
-        bodies = [self._classify_body(scenario, p, top_k, truncate, extra) for p in parts]
-        if len(bodies) == 1 or self.concurrency == 1:
-            answers = [a for b in bodies for a in self._classify_chunk(b)]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
-                answers = [a for group in pool.map(self._classify_chunk, bodies) for a in group]
+        while True:
+            parts = _chunks(texts, self.max_texts_per_request)
+            bodies = [self._classify_body(scenario, p, top_k, truncate, extra) for p in parts]
+            try:
+                if len(bodies) == 1 or self.concurrency == 1:
+                    answers = [self._classify_chunk(b) for b in bodies]
+                else:
+                    with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
+                        answers = list(pool.map(self._classify_chunk, bodies))
+                break
+            except _TooMany as refused:  # the server's limit is lower than assumed: chunk again
+                self._limit = refused.limit  # the server's word beats a given or announced limit
         return _merge(answers)
 
     def ready(self) -> bool:
@@ -432,18 +441,15 @@ class AsyncLabelwiseClient(_Base):
             except ClientError:
                 self._discovered = True
 
-    async def _classify_chunk(self, body: dict[str, Any], gate: asyncio.Semaphore) -> list[dict[str, Any]]:
+    async def _classify_chunk(self, body: dict[str, Any], gate: asyncio.Semaphore) -> dict[str, Any]:
         try:
             async with gate:
-                return [await self.request("POST", "/v1/classify", json=body)]
+                return await self.request("POST", "/v1/classify", json=body)
         except BadRequestError as exc:
-            smaller = _limit_from_refusal(exc, len(body["texts"]))
-            if smaller is None:
+            refusal = _TooMany.of(exc, len(body["texts"]))
+            if refusal is None:
                 raise
-            self._learn_limit(smaller)
-            parts = _chunks(body["texts"], smaller)
-            groups = await asyncio.gather(*(self._classify_chunk({**body, "texts": p}, gate) for p in parts))
-            return [a for group in groups for a in group]
+            raise refusal from exc
 
     async def classify(
         self,
@@ -459,14 +465,14 @@ class AsyncLabelwiseClient(_Base):
             raise ValueError("texts is empty: give at least one text")
         await self._discover()
         gate = asyncio.Semaphore(self.concurrency)
-        parts = _chunks(texts, self.max_texts_per_request)
-        groups = await asyncio.gather(
-            *(
-                self._classify_chunk(self._classify_body(scenario, p, top_k, truncate, extra), gate)
-                for p in parts
-            )
-        )
-        return _merge([a for group in groups for a in group])
+        while True:
+            parts = _chunks(texts, self.max_texts_per_request)
+            bodies = [self._classify_body(scenario, p, top_k, truncate, extra) for p in parts]
+            try:
+                answers = await asyncio.gather(*(self._classify_chunk(b, gate) for b in bodies))
+                return _merge(answers)
+            except _TooMany as refused:  # the server's limit is lower than assumed: chunk again
+                self._limit = refused.limit  # the server's word beats a given or announced limit
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""

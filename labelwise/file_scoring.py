@@ -506,7 +506,8 @@ def score_file(
                 on_progress(out.done, total)
     except InputRowError as exc:
         out.close()
-        kept = f"the {out.done} rows before it are in {output_path}" if out.done else "nothing was written"
+        where = output_path if out.staging == output_path else f"{out.staging} (Parquet once complete)"
+        kept = f"the {out.done} row(s) before it are in {where}" if out.done else "nothing was written"
         raise InputRowError(
             exc.path, exc.row, exc.line, f"{_what(exc)}; {kept}; fix the row and run again to resume"
         ) from None

@@ -1,0 +1,263 @@
+"""LabelwiseClient and AsyncLabelwiseClient against a real HTTP server on 127.0.0.1 that answers as
+scripted: chunking to the server's limit, order under concurrency, retries, Retry-After, error types."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from labelwise.client import MAX_TEXTS_HEADER, AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
+from labelwise.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ClientError,
+    ConnectionFailedError,
+    OverloadedError,
+    ScenarioNotServedError,
+    ServiceNotReadyError,
+    TextTooLongError,
+)
+
+# (status, body, headers) or None for "answer classify normally"
+Script = Callable[[str, dict[str, Any] | None], tuple[int, dict[str, Any], dict[str, str]] | None]
+
+
+class FakeService:
+    """A labelwise-shaped HTTP API: labels each text by its length, refuses more than `limit` texts."""
+
+    def __init__(self, limit: int = 5, announce: str | None = None, delay_s: float = 0.0) -> None:
+        self.limit = limit
+        self.announce = announce  # "scenarios" | "header" | None: how the limit is told
+        self.delay_s = delay_s
+        self.script: Script | None = None
+        self.requests: list[tuple[str, dict[str, Any] | None]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    def answer(self, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self.lock:
+            self.requests.append((path, body))
+        if self.script is not None:
+            scripted = self.script(path, body)
+            if scripted is not None:
+                return scripted
+        headers = {MAX_TEXTS_HEADER: str(self.limit)} if self.announce == "header" else {}
+        if path == "/v1/scenarios":
+            out: dict[str, Any] = {"scenarios": [{"name": "len", "alias": "production", "version": 3}]}
+            if self.announce == "scenarios":
+                out["max_texts_per_request"] = self.limit
+            return 200, out, headers
+        assert body is not None
+        texts = body["texts"]
+        if len(texts) > self.limit:
+            message = f"texts: {len(texts)} texts, at most {self.limit} per request"
+            error = {"type": "invalid_request", "message": message, "code": 422, "field": "texts"}
+            return 422, {"error": error}, headers
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.in_flight -= 1
+        results = [[{"label": f"len{len(t)}", "score": 1.0 / len(t)}] for t in texts]
+        return 200, {"scenario": body["scenario"], "version": 3, "results": results, "truncated": [False] * len(texts)}, headers
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[FakeService, str]]:
+    fake = FakeService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, body: dict[str, Any] | None) -> None:
+            status, payload, headers = fake.answer(self.path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply(None)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            self._reply(json.loads(self.rfile.read(length)))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _texts(n: int) -> list[str]:
+    rng = random.Random(n)
+    return ["x" * rng.randint(1, 40) for _ in range(n)]
+
+
+def _fast(**kwargs: Any) -> RetryPolicy:
+    return RetryPolicy(backoff_s=0.01, max_wait_s=2.0, rng=random.Random(0), **kwargs)
+
+
+def _classify_posts(fake: FakeService) -> list[int]:
+    return [len(b["texts"]) for p, b in fake.requests if p == "/v1/classify" and b is not None]
+
+
+@pytest.mark.parametrize("announce", ["scenarios", "header", None])
+def test_a_long_list_is_chunked_to_the_servers_limit_and_kept_in_order(
+    service: tuple[FakeService, str], announce: str | None
+) -> None:
+    fake, url = service
+    fake.announce, fake.delay_s = announce, 0.05
+    texts = _texts(47)
+    with LabelwiseClient(url, concurrency=4, retry=_fast()) as client:
+        result = client.classify("len", texts)
+        assert client.max_texts_per_request == 5
+    assert result.labels == [f"len{len(t)}" for t in texts]
+    assert result.versions == [3] * 47 and len(result.truncated) == 47
+    sizes = _classify_posts(fake)
+    assert sum(s for s in sizes if s <= 5) == 47 and max(sizes) <= (64 if announce != "scenarios" else 5)
+    assert 1 < fake.max_in_flight <= 4
+
+
+def test_the_async_client_chunks_with_bounded_concurrency(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.announce, fake.delay_s, fake.limit = "scenarios", 0.05, 3
+
+    async def run() -> Any:
+        async with AsyncLabelwiseClient(url, concurrency=2, retry=_fast()) as client:
+            return await client.classify("len", _texts(20))
+
+    result = asyncio.run(run())
+    assert result.labels == [f"len{len(t)}" for t in _texts(20)]
+    assert _classify_posts(fake) == [3, 3, 3, 3, 3, 3, 2]
+    assert fake.max_in_flight == 2
+
+
+def test_503_and_429_are_retried_after_the_retry_after_they_carry(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    refusals = iter([(503, "not_ready"), (429, "overloaded")])
+
+    def script(path: str, body: Any) -> Any:
+        if path != "/v1/classify":
+            return None
+        refusal = next(refusals, None)
+        if refusal is None:
+            return None
+        status, kind = refusal
+        return status, {"error": {"type": kind, "message": "later", "code": status}}, {"Retry-After": "1"}
+
+    fake.script = script
+    with LabelwiseClient(url, retry=_fast(max_retries=3), max_texts_per_request=5) as client:
+        start = time.perf_counter()
+        result = client.classify("len", ["abc"])
+        elapsed = time.perf_counter() - start
+    assert result.labels == ["len3"]
+    assert 2.0 <= elapsed < 4.0  # two waits of Retry-After 1 s (plus at most 10% jitter each)
+    assert _classify_posts(fake) == [1, 1, 1]
+
+
+def test_retries_give_up_with_the_error_type_of_the_last_answer(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script = lambda p, b: (
+        (503, {"error": {"type": "not_ready", "message": "loading", "code": 503}}, {})
+        if p == "/v1/classify"
+        else None
+    )
+    with LabelwiseClient(url, retry=_fast(max_retries=2)) as client, pytest.raises(ServiceNotReadyError) as caught:
+        client.classify("len", ["a"])
+    assert caught.value.status == 503 and caught.value.exit_code == 1
+    assert _classify_posts(fake) == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "error_type", "exit_code"),
+    [
+        (404, "unknown_scenario", ScenarioNotServedError, 1),
+        (401, "unauthorized", AuthenticationError, 2),
+        (413, "text_too_long", TextTooLongError, 2),
+        (422, "invalid_request", BadRequestError, 2),
+        (418, "teapot", ClientError, 1),
+    ],
+)
+def test_each_error_code_has_its_own_type_and_is_not_retried(
+    service: tuple[FakeService, str], status: int, kind: str, error_type: type, exit_code: int
+) -> None:
+    fake, url = service
+    error = {"type": kind, "message": f"{kind} here", "code": status, "field": "texts.0"}
+    fake.script = lambda p, b: (status, {"error": error}, {}) if p == "/v1/classify" else None
+    with LabelwiseClient(url, retry=_fast()) as client, pytest.raises(ClientError) as caught:
+        client.classify("len", ["a"])
+    assert type(caught.value) is error_type
+    assert (caught.value.status, caught.value.type, caught.value.exit_code) == (status, kind, exit_code)
+    assert str(caught.value) == f"{status} {kind}: {kind} here"
+    assert _classify_posts(fake) == [1]
+
+
+def test_a_status_without_a_known_type_maps_by_status(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script = lambda p, b: (503, {"detail": "busy"}, {}) if p == "/v1/classify" else None
+    with LabelwiseClient(url, retry=_fast(max_retries=1)) as client, pytest.raises(OverloadedError):
+        client.classify("len", ["a"])
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_is_retried_then_raises_connection_failed() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with LabelwiseClient(url, retry=_fast(max_retries=2)) as client:
+        waits: list[float] = []
+        client._sleep = waits.append
+        with pytest.raises(ConnectionFailedError, match=r"ConnectError.*after 3 attempts") as caught:
+            client.classify("len", ["a"], top_k=1)
+    assert caught.value.status is None and caught.value.exit_code == 1
+    # discovery (GET /v1/scenarios) gives up quietly, then classify: 2 waits each, full jitter
+    assert len(waits) == 4 and all(0 <= w <= 0.04 for w in waits)
+
+
+def test_a_read_timeout_is_retried(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    slow = iter([True])
+
+    def script(path: str, body: Any) -> Any:
+        if path == "/v1/classify" and next(slow, False):
+            time.sleep(0.6)
+        return None
+
+    fake.script = script
+    with LabelwiseClient(url, timeout_s=0.3, retry=_fast(), max_texts_per_request=5) as client:
+        assert client.classify("len", ["abcd"]).labels == ["len4"]
+    assert _classify_posts(fake) == [1, 1]
+
+
+def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(backoff_s=0.5, max_wait_s=3.0, rng=random.Random(1))
+    waits = [[policy.wait_s(attempt, None) for _ in range(200)] for attempt in range(5)]
+    for attempt, sample in enumerate(waits):
+        ceiling = min(0.5 * 2**attempt, 3.0)
+        assert all(0 <= w <= ceiling for w in sample)
+        assert max(sample) > 0.8 * ceiling  # spread over the whole range, not a fixed value
+    assert len({round(w, 6) for w in waits[2]}) > 150
