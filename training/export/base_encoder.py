@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from model_repository import BaseModelRef, ModelRepository, RepositoryError, layout
+from model_repository import BaseModelRef, ModelRepository, RepositoryError, apply_head, layout
 
 from ..errors import ExportError, ParityError
 from . import graphs, heads, parity
@@ -42,8 +42,13 @@ def ensure_base(
     opset: int,
     threads: int,
     say: Any,
+    head: tuple[str, dict[str, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, str]:
-    """Export the base in each missing precision; verify those already there. Return precision -> path."""
+    """Export the base in each missing precision; verify those already there. Return precision -> path.
+
+    head: (kind, arrays, torch logits) of the frozen version being exported, so that base.json also
+    records each precision's logit parity and label agreement through a real head.
+    """
     paths: dict[str, str] = {}
     missing = [p for p in precisions if not repository.has_base(key, p)]
     for precision in precisions:
@@ -75,7 +80,7 @@ def ensure_base(
                 "inputs": input_names,
                 "max_length_tokens_checked": max_length_tokens,
                 "parity": _base_parity(
-                    graph, precision, reference, batches, tokenizer, max_length_tokens, threads
+                    graph, precision, reference, batches, tokenizer, max_length_tokens, threads, head
                 ),
             }
             diff = info["parity"]["max_abs_feature_diff"]
@@ -102,15 +107,21 @@ def _base_parity(
     tokenizer: Any,
     max_length_tokens: int,
     threads: int,
+    head: tuple[str, dict[str, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    providers = RECIPES[precision].providers()
-    if providers is None:
-        return {"verified": False, "max_abs_feature_diff": None, "note": "no CUDA provider here: unverified"}
-    session = parity.ort_session(graph, providers, threads)
+    """Features against the fp32 torch base on the validation rows (fp16: on CPU when there is no GPU)."""
+    session = parity.ort_session(graph, RECIPES[precision].providers(), threads)
     parity.load_check(session, tokenizer, max_length_tokens, reference.shape[1], f"base encoder {precision}")
     features = parity.ort_outputs(session, batches)
-    return {
+    out: dict[str, Any] = {
         "verified": True,
         "n_samples": int(reference.shape[0]),
         "max_abs_feature_diff": float(np.abs(features - reference).max()),
+        "checked_on": session.get_providers()[0],
+        "reference": "fp32 torch base encoder",
     }
+    if head is not None:
+        kind, arrays, torch_logits = head
+        cmp = parity.compare(torch_logits, apply_head(kind, arrays, features), None)
+        out.update(max_abs_logit_diff=cmp.max_abs_diff, agreement=cmp.agreement)
+    return out

@@ -69,7 +69,7 @@ def run_bench(
     texts = _texts(data, rows)
     results: dict[str, dict[int, float]] = {}
     for record in manifest.exports:
-        if RECIPES[record.precision].needs_cuda:
+        if RECIPES[record.precision].gpu_graph:
             continue  # a GPU graph (fp16): not measured on the CPU provider
         session = ort_session(folder / record.path, threads=threads)
         names = session_input_names(session)

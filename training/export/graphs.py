@@ -120,6 +120,19 @@ def optimize_graph(raw: Path, config: Any, out: Path, *, fp16: bool = False) -> 
     return out
 
 
+def convert_fp16(source: Path, out: Path) -> Path:
+    """fp16 weights and compute without fusions; inputs and outputs keep their types (ids, fp32 logits)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    with _quiet():
+        converted = convert_float_to_float16(model, keep_io_types=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(converted, str(out))
+    return out
+
+
 def quantize_int8(fp32: Path, out: Path) -> Path:
     """Dynamic int8 (s8 weights, u8 activations), per-channel weights.
 

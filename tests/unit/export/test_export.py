@@ -231,7 +231,7 @@ def test_frozen_model_whose_encoder_is_not_the_base_publishes_nothing(
 @pytest.mark.skipif(
     "CUDAExecutionProvider" in ort.get_available_providers(), reason="checks the CPU-only path"
 )
-def test_fp16_without_gpu_is_exported_and_recorded_unverified(
+def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
     tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
 ):
     repo = ModelRepository(tmp_path)
@@ -248,7 +248,10 @@ def test_fp16_without_gpu_is_exported_and_recorded_unverified(
     )
     (record,) = manifest.exports
     assert record.precision == "fp16" and record.path == "onnx/model.fp16.onnx"
-    assert record.parity.verified is False and "unverified" in record.parity.note
+    # No GPU here: the fp16 graph ran on the CPU provider against the fp32 torch logits.
+    assert record.parity.verified and "CPUExecutionProvider" in record.parity.note
+    assert record.parity.n_samples == len(toy_rows[0])
+    assert 0 < record.parity.max_abs_logit_diff < 0.05 and record.parity.agreement >= 0.95
     import onnx
 
     graph = onnx.load(str(repo.version_path("x", manifest.version) / record.path))

@@ -15,7 +15,7 @@ def test_every_manifest_precision_has_one_recipe_in_manifest_order() -> None:
     assert tuple(RECIPES) == PRECISIONS
     assert all(name == recipe.name for name, recipe in RECIPES.items())
     assert all(r.source == RAW or r.source in RECIPES for r in RECIPES.values())
-    assert MULTI_ADAPTER_PRECISIONS == ("fp32", "int8")
+    assert MULTI_ADAPTER_PRECISIONS == ("fp32", "fp16", "int8")
 
 
 def test_parse_precisions_orders_dedupes_and_names_the_unknown() -> None:
@@ -47,7 +47,7 @@ def test_graph_builder_builds_each_graph_once_from_its_source(
             out.write_text(name)
             return out
 
-        return PrecisionRecipe(name, source, make, None, None, needs_cuda=False, multi_adapter=False)
+        return PrecisionRecipe(name, source, make, None, None, gpu_graph=False, multi_adapter=False)
 
     monkeypatch.setitem(RECIPES, "fp32", fake("fp32", RAW))
     monkeypatch.setitem(RECIPES, "int8", fake("int8", "fp32"))
