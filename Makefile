@@ -19,8 +19,10 @@ LOCAL_ENV := RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAG
 	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
 	TOKENIZERS_PARALLELISM=false
 HOST ?= http://127.0.0.1:8000
+# Peers for `labelwise bench`, each in its own venv under var/ (never a project dependency).
+PEERS_DIR ?= var/peers
 
-.PHONY: install demo test test-all lint bench loadtest lock clean
+.PHONY: install demo test test-all lint bench loadtest lock clean wrk peers
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +54,17 @@ lint: install
 
 bench: install
 	$(LOCAL_ENV) $(PY) -m labelwise.cli bench $(BENCH_ARGS)
+
+# wrk drives the bench's HTTP load when present (Debian's package; we run as root here).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@wrk --version 2>&1 | head -1 || true
+
+# Infinity (infinity-emb[server,optimum], pinned in loadtests/peer_requirements/) in $(PEERS_DIR)/infinity,
+# CPU torch first. Without the package index: a clear message, and the bench runs without the peer.
+peers:
+	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		bash loadtests/peer_requirements/make_peer_venv.sh infinity $(PEERS_DIR)/infinity
 
 loadtest: install
 	$(LOCAL_ENV) $(PY) -m loadtests.run --host $(HOST) $(LOADTEST_ARGS)
