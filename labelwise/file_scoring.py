@@ -293,7 +293,7 @@ class OutputFile:
             if self._csv is not None:
                 self._csv.writerow((i, s.label, f"{s.score:.6g}", s.version))
             else:
-                record = {"row": i, "label": s.label, "score": round(s.score, 6), "version": s.version}
+                record = {"row": i, "label": s.label, "score": float(f"{s.score:.6g}"), "version": s.version}
                 self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()
         self.done = first_row + len(scored)

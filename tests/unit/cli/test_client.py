@@ -70,7 +70,16 @@ class FakeService:
         with self.lock:
             self.in_flight -= 1
         results = [[{"label": f"len{len(t)}", "score": 1.0 / len(t)}] for t in texts]
-        return 200, {"scenario": body["scenario"], "version": 3, "results": results, "truncated": [False] * len(texts)}, headers
+        return (
+            200,
+            {
+                "scenario": body["scenario"],
+                "version": 3,
+                "results": results,
+                "truncated": [False] * len(texts),
+            },
+            headers,
+        )
 
 
 @pytest.fixture
@@ -183,7 +192,10 @@ def test_retries_give_up_with_the_error_type_of_the_last_answer(service: tuple[F
         if p == "/v1/classify"
         else None
     )
-    with LabelwiseClient(url, retry=_fast(max_retries=2)) as client, pytest.raises(ServiceNotReadyError) as caught:
+    with (
+        LabelwiseClient(url, retry=_fast(max_retries=2)) as client,
+        pytest.raises(ServiceNotReadyError) as caught,
+    ):
         client.classify("len", ["a"])
     assert caught.value.status == 503 and caught.value.exit_code == 1
     assert _classify_posts(fake) == [1, 1, 1]

@@ -1,0 +1,195 @@
+"""labelwise.file_scoring: reading CSV / JSONL / Parquet, naming bad rows, keeping the rows before them,
+resuming a partial output. The model here is a plain function of the text (the engine is exercised in
+tests/integration/test_classify_cli.py); the file handling is what is under test."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from labelwise.errors import InputRowError
+from labelwise.file_scoring import Scored, count_rows, read_texts, score_file
+from model_repository import UsageError
+
+TEXTS = [f"sentence number {i} " + "word " * (i % 7) for i in range(1000)]
+
+
+class LengthScorer:
+    """Label = word count parity; score = a function of the length. Records what it was asked."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.closed = False
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        self.seen.extend(texts)
+        return [Scored("even" if len(t.split()) % 2 == 0 else "odd", 1 / (1 + len(t)), 1) for t in texts]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _expected(text: str) -> tuple[str, float]:
+    return ("even" if len(text.split()) % 2 == 0 else "odd"), 1 / (1 + len(text))
+
+
+def _write(path: Path, texts: list[str], column: str = "text") -> Path:
+    if path.suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", column])
+            writer.writerows((i, t) for i, t in enumerate(texts))
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"id": i, column: t}) + "\n" for i, t in enumerate(texts)))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"id": list(range(len(texts))), column: texts}), path)
+    return path
+
+
+def _read_output(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    if path.suffix == ".csv":
+        with open(path, newline="") as fh:
+            return [
+                {
+                    "row": int(r["row"]),
+                    "label": r["label"],
+                    "score": float(r["score"]),
+                    "version": int(r["version"]),
+                }
+                for r in csv.DictReader(fh)
+            ]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.mark.parametrize("fmt_in", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("fmt_out", [".csv", ".jsonl", ".parquet"])
+def test_every_row_in_input_order_in_every_format(tmp_path: Path, fmt_in: str, fmt_out: str) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / f"in{fmt_in}", TEXTS, column="body")
+    scorer = LengthScorer()
+    summary = score_file(
+        source, tmp_path / f"out{fmt_out}", "toy", lambda: scorer, text_column="body", batch_rows=128
+    )
+    assert scorer.seen == TEXTS and scorer.closed
+    assert (summary.rows_scored, summary.rows_skipped) == (1000, 0)
+    rows = _read_output(tmp_path / f"out{fmt_out}")
+    assert [r["row"] for r in rows] == list(range(1000))
+    for text, row in zip(TEXTS, rows, strict=True):
+        label, score = _expected(text)
+        assert row["label"] == label and row["score"] == pytest.approx(score, rel=1e-5)
+    assert count_rows(source) == 1000
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv", ".parquet"])
+def test_a_partial_output_is_resumed_not_redone(tmp_path: Path, fmt_out: str) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS)
+    full = tmp_path / f"full{fmt_out}"
+    score_file(source, full, "toy", LengthScorer)
+    # An interrupted run: 300 rows, then half of row 300 (as a kill mid-write leaves it).
+    partial = tmp_path / f"partial{fmt_out}"
+    target = partial if fmt_out != ".parquet" else partial.with_name(partial.name + ".partial.jsonl")
+    ref = tmp_path / "ref.jsonl" if fmt_out == ".parquet" else full
+    if fmt_out == ".parquet":
+        score_file(source, ref, "toy", LengthScorer)
+    lines = ref.read_text().splitlines(keepends=True)
+    header = 1 if fmt_out == ".csv" else 0
+    target.write_text("".join(lines[: header + 300]) + lines[header + 300][:7])
+    scorer = LengthScorer()
+    summary = score_file(source, partial, "toy", lambda: scorer, batch_rows=64)
+    assert (summary.rows_skipped, summary.rows_scored) == (300, 700)
+    assert scorer.seen == TEXTS[300:]
+    assert _read_output(partial) == _read_output(full)
+    again = LengthScorer()
+    assert score_file(source, partial, "toy", lambda: again).rows_scored == 0 and again.seen == []
+
+
+def test_an_output_that_is_not_ours_is_refused_unless_overwritten(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", TEXTS[:10])
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"row": 0, "label": "a"}\n{"row": 5, "label": "b"}\n')
+    with pytest.raises(UsageError, match=r"out\.jsonl exists and is not a partial output.*--overwrite"):
+        score_file(source, out, "toy", LengthScorer)
+    assert score_file(source, out, "toy", LengthScorer, overwrite=True).rows_scored == 10
+    assert [r["row"] for r in _read_output(out)] == list(range(10))
+
+
+def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    good = "".join(f"{t},x\n" for t in TEXTS[:5])
+    if kind == "csv-utf8":
+        path = tmp_path / "in.csv"
+        path.write_bytes(b"text,other\n" + good.encode() + b"caf\xe9 au lait,x\n" + b"after,x\n")
+        return path, r"in\.csv: row 6 \(line 7\): invalid UTF-8 \(byte e9 at column 4\)"
+    if kind == "csv-empty-line":
+        path = tmp_path / "in.csv"
+        path.write_text("text,other\n" + good + "\nafter,x\n")
+        return path, r"in\.csv: row 6 \(line 7\): empty line"
+    if kind == "csv-empty-text":
+        path = tmp_path / "in.csv"
+        path.write_text("text,other\n" + good + ",x\n")
+        return path, r"in\.csv: row 6 \(line 7\): empty text in column 'text'"
+    lines = [json.dumps({"text": t}) + "\n" for t in TEXTS[:5]]
+    path = tmp_path / "in.jsonl"
+    if kind == "jsonl-missing-field":
+        path.write_text("".join(lines) + '{"body": "wrong field"}\n')
+        return path, r"in\.jsonl: row 6 \(line 6\): no 'text' field \(fields: body\)"
+    if kind == "jsonl-empty-line":
+        path.write_text("".join(lines) + "\n" + lines[0])
+        return path, r"in\.jsonl: row 6 \(line 6\): empty line"
+    path.write_bytes("".join(lines).encode() + b'{"text": "\xff"}\n')
+    return path, r"in\.jsonl: row 6 \(line 6\): invalid UTF-8 \(byte ff"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["csv-utf8", "csv-empty-line", "csv-empty-text", "jsonl-missing-field", "jsonl-empty-line", "jsonl-utf8"],
+)
+def test_a_bad_row_is_named_and_the_rows_before_it_are_kept(tmp_path: Path, kind: str) -> None:
+    source, message = _bad_row_case(tmp_path, kind)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InputRowError, match=message) as caught:
+        score_file(source, out, "toy", LengthScorer, batch_rows=2)
+    assert caught.value.row == 6 and caught.value.exit_code == 2
+    assert "the 5 row(s) before it are in" in str(caught.value)
+    assert [r["row"] for r in _read_output(out)] == [0, 1, 2, 3, 4]
+
+
+def test_parquet_bad_rows_are_named(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.parquet"
+    values = [t.encode() for t in TEXTS[:3]] + [b"\xc3\x28 broken"]
+    pq.write_table(pa.table({"text": pa.array(values, type=pa.binary())}), path)
+    with pytest.raises(InputRowError, match=r"in\.parquet: row 4: invalid UTF-8 in column 'text'"):
+        list(read_texts(path))
+    pq.write_table(pa.table({"text": ["a", None]}), path)
+    with pytest.raises(InputRowError, match=r"row 2: null in column 'text'"):
+        list(read_texts(path))
+
+
+def test_a_missing_column_names_the_columns_there_are(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.csv", TEXTS[:3], column="body")
+    with pytest.raises(
+        UsageError, match=r"no 'text' column in the header \(line 1: id, body\).*--text-column"
+    ):
+        score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer)
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
+
+
+def test_unknown_extensions_and_missing_files_are_usage_errors(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", TEXTS[:3])
+    with pytest.raises(UsageError, match=r"--output .*out\.xlsx: unknown extension '\.xlsx'"):
+        score_file(source, tmp_path / "out.xlsx", "toy", LengthScorer)
+    with pytest.raises(UsageError, match=r"--input .*absent\.csv does not exist"):
+        score_file(tmp_path / "absent.csv", tmp_path / "out.jsonl", "toy", LengthScorer)
