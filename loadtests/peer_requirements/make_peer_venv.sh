@@ -21,7 +21,8 @@ fi
 
 fail() {
   echo "make peers: could not install $spec into $venv: $1." >&2
-  echo "make peers: the package index (${PIP_INDEX_URL:-pip's configured index}) is needed once; pip said: ${2:-see above}" >&2
+  local index="${PIP_INDEX_URL:-the configured index}"
+  echo "make peers: the package index ($index) is needed once; pip said: ${2:-see above}" >&2
   echo "make peers: \`labelwise bench\` runs without the $peer peer until \`make peers\` succeeds." >&2
   rm -rf "$venv"
   exit 1
