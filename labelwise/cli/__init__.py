@@ -59,6 +59,8 @@ app = typer.Typer(
     help="Train, export, publish and serve text classifiers for many scenarios on one encoder.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    epilog="Exit codes: 0 success; 1 the command ran and failed; 2 bad usage or input. "
+    "Environment variables an option reads are shown beside it as [env var: ...].",
 )
 
 

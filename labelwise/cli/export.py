@@ -9,7 +9,11 @@ from pathlib import Path
 import typer
 
 RepositoryOption = typer.Option(
-    None, "--repository", "-r", help="Root folder (default: $LABELWISE_REPOSITORY)."
+    None,
+    "--repository",
+    "-r",
+    envvar="LABELWISE_REPOSITORY",
+    help="Root folder (default ./var/model-repository).",
 )
 
 

@@ -20,7 +20,10 @@ ValDataOpt = typer.Option(
     None, "--validation-data", help="Validation file; default: the scenario's, else a split."
 )
 DataDirOpt = typer.Option(
-    None, "--data-dir", help="Folder of <scenario>/ data folders (default $LABELWISE_DATA_DIR)."
+    None,
+    "--data-dir",
+    envvar="LABELWISE_DATA_DIR",
+    help="Folder of <scenario>/ data folders (default: ../shared/data beside the checkout).",
 )
 MaxTrainOpt = typer.Option(None, "--max-train-samples", help="Stratified cap on train rows.")
 MaxEvalOpt = typer.Option(None, "--max-eval-samples", help="Stratified cap on validation rows.")
@@ -40,7 +43,11 @@ PatienceOpt = typer.Option(
     2, "--early-stopping-patience", help="Evaluations without macro-F1 gain; 0 disables."
 )
 RepoOpt = typer.Option(
-    None, "--repository", "-r", help="Model repository root (default $LABELWISE_REPOSITORY)."
+    None,
+    "--repository",
+    "-r",
+    envvar="LABELWISE_REPOSITORY",
+    help="Model repository root (default ./var/model-repository).",
 )
 OutOpt = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<scenario>/...).")
 LoraROpt = typer.Option(None, "--lora-r", help="LoRA rank.")

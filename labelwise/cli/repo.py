@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -14,8 +16,13 @@ from model_repository import ModelRepository
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
 RepositoryOption = typer.Option(
-    None, "--repository", "-r", help="Root folder (default: $LABELWISE_REPOSITORY)."
+    None,
+    "--repository",
+    "-r",
+    envvar="LABELWISE_REPOSITORY",
+    help="Root folder (default ./var/model-repository).",
 )
+JsonOption = typer.Option(False, "--json", help="Print JSON (for scripts) instead of a table.")
 
 
 def register(app: typer.Typer) -> None:
@@ -23,10 +30,14 @@ def register(app: typer.Typer) -> None:
 
 
 @repo_app.command("list")
-def list_command(repository: Path | None = RepositoryOption) -> None:
+def list_command(repository: Path | None = RepositoryOption, json_output: bool = JsonOption) -> None:
     """List scenarios, their versions and aliases."""
+    rows = list_scenarios(ModelRepository(repository))
+    if json_output:
+        typer.echo(json.dumps({"scenarios": [asdict(row) for row in rows]}))
+        return
     table = Table("scenario", "versions", "aliases")
-    for row in list_scenarios(ModelRepository(repository)):
+    for row in rows:
         aliases = ", ".join(f"{k}→{v}" for k, v in row.aliases.items())
         table.add_row(row.scenario, " ".join(map(str, row.versions)), aliases)
     _console.print(table)
@@ -34,11 +45,14 @@ def list_command(repository: Path | None = RepositoryOption) -> None:
 
 @repo_app.command("show")
 def show_command(
-    scenario: str, version: str = typer.Argument("latest"), repository: Path | None = RepositoryOption
+    scenario: str,
+    version: str = typer.Argument("latest"),
+    repository: Path | None = RepositoryOption,
+    json_output: bool = typer.Option(False, "--json", help="Print the manifest as one line of JSON."),
 ) -> None:
-    """Print a version's manifest."""
+    """Print a version's manifest (indented JSON; --json: one line)."""
     manifest = show_version(ModelRepository(repository), scenario, version)
-    typer.echo(manifest.model_dump_json(indent=2))
+    typer.echo(manifest.model_dump_json(indent=None if json_output else 2))
 
 
 @repo_app.command("verify")

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+    repository: Path | None = typer.Option(
+        None, "--repository", "-r", envvar="LABELWISE_REPOSITORY", help="Model repository root."
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -59,7 +61,9 @@ def promote_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name."),
     version: int = typer.Option(..., "--version", "-v", help="Version to point the alias at."),
     alias: str = typer.Option("production", "--alias", "-a", help="Alias to switch."),
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+    repository: Path | None = typer.Option(
+        None, "--repository", "-r", envvar="LABELWISE_REPOSITORY", help="Model repository root."
+    ),
 ) -> None:
     """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
     before = promote(ModelRepository(repository), scenario, version, alias)

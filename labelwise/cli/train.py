@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -186,6 +187,7 @@ def evaluate_command(
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     repository: Path | None = RepoOpt,
     output_dir: Path | None = OutOpt,
+    json_output: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Score a published version on a labeled file: metrics and a confusion matrix PNG."""
     setup_logging()
@@ -195,6 +197,9 @@ def evaluate_command(
     metrics = evaluate_published(
         ModelRepository(repository), scenario, data, ref=version, output_dir=output_dir
     )
+    if json_output:
+        typer.echo(json.dumps(metrics, default=str))
+        return
     table = Table("label", "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():
         table.add_row(
