@@ -55,8 +55,12 @@ def default_serve_config() -> Path | None:
 
 
 def load_serve_file(config: Path | None) -> ServeFile:
-    """A Serve deploy file (http_options + the first application), or a flat mapping of ServingConfig
-    fields; None gives the defaults. A file that cannot be used raises UsageError naming it."""
+    """A Serve deploy file (checked by Ray's own ServeDeploySchema: http_options, then the first
+    application), or a flat mapping of ServingConfig fields; None gives the defaults. A file that cannot
+    be used raises UsageError naming it. `deployments:` and `logging_config:` are validated too, but
+    only `serve deploy` (and the chart) apply them: a local run says so in a warning."""
+    import logging
+
     import yaml
 
     if config is None:
@@ -69,20 +73,41 @@ def load_serve_file(config: Path | None) -> ServeFile:
         raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
     if "applications" not in raw:
         return ServeFile(args=raw, source=config)
-    apps = raw.get("applications") or []
-    if not isinstance(apps, list) or not apps or not isinstance(apps[0], dict):
+    from pydantic import ValidationError
+
+    from .extras import require
+
+    require("ray.serve")
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        schema = ServeDeploySchema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise UsageError(f"{config}: not a valid Serve config ({problems})") from None
+    if not schema.applications:
         raise UsageError(f"{config}: applications must list at least one application")
-    app = apps[0]
-    http = raw.get("http_options") or {}
-    args = app.get("args") or {}
-    if not isinstance(args, dict):
-        raise UsageError(f"{config}: applications[0].args must be a mapping of ServingConfig fields")
+    app = schema.applications[0]
+    ignored = [key for key in ("deployments", "logging_config") if key in app.model_fields_set]
+    ignored += ["logging_config"] if "logging_config" in schema.model_fields_set else []
+    if ignored:
+        logging.getLogger("labelwise").warning(
+            "%s: %s applied by `serve deploy` and the chart, not by `labelwise serve` (set replicas and "
+            "resources with the ServingConfig args)",
+            config,
+            " and ".join(sorted(set(ignored))),
+        )
+    http = schema.http_options
+    # Ray's default host is 0.0.0.0; a local run listens on loopback unless the file says otherwise.
+    host = http.host if "host" in http.model_fields_set else DEFAULT_HOST
     return ServeFile(
-        args=dict(args),
-        app_name=str(app.get("name", DEFAULT_APP_NAME)),
-        route_prefix=str(app.get("route_prefix", DEFAULT_ROUTE_PREFIX)),
-        host=str(http.get("host", DEFAULT_HOST)),
-        port=int(http.get("port", DEFAULT_PORT)),
+        args=dict(app.args),
+        app_name=app.name,
+        route_prefix=app.route_prefix or DEFAULT_ROUTE_PREFIX,
+        host=str(host),
+        port=int(http.port),
         source=config,
     )
 
