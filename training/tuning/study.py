@@ -134,7 +134,8 @@ def _mark_stale_running(study: Any, say: Callable[[str], None]) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        # Study.tell by trial number: Optuna's public way to finish a trial another process started.
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         say(f"trial {trial.number} was left running by an interrupted run: marked failed")
 
 
