@@ -10,10 +10,13 @@ TORCH_INDEX_URL ?=
 GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 ifeq ($(GPU),1)
   RUNTIME_EXTRA := gpu
+  # onnxruntime-gpu (from gpu) serves export too: never onnxruntime and onnxruntime-gpu together
+  TRAINING_EXTRA := training-core
 else
   RUNTIME_EXTRA := serving
+  TRAINING_EXTRA := training
 endif
-EXTRAS := $(RUNTIME_EXTRA),training,loadtest,dev
+EXTRAS := $(RUNTIME_EXTRA),$(TRAINING_EXTRA),loadtest,dev
 # Local-only defaults for this machine and CI (never baked into the image or chart).
 LOCAL_ENV := RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
 	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
