@@ -32,7 +32,7 @@ def test_asking_for_cuda_without_it_fails_fast_naming_the_provider_and_cause() -
 
 @cpu_only
 def test_a_replica_given_a_gpu_never_falls_back_to_cpu_silently() -> None:
-    with pytest.raises(ModelLoadError, match="num_gpus=0.5 but CUDAExecutionProvider"):
+    with pytest.raises(ModelLoadError, match=r"num_gpus=0\.5 but CUDAExecutionProvider"):
         choose_providers(None, num_gpus=0.5)
     assert choose_providers(None, num_gpus=0) == ["CPUExecutionProvider"]
 
