@@ -11,8 +11,9 @@ ARG PYTHON_VERSION=3.11
 # cuDNN 9 on CUDA 12: what onnxruntime-gpu 1.2x/1.3x wheels on PyPI are built against.
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.8.22
-# Pinned here, not in constraints.txt: it replaces onnxruntime, and the two must never share an env.
-ARG ORT_GPU_VERSION=1.32.0
+# The same pin as constraints.txt (tests/unit/test_gpu_packaging.py keeps them equal): it replaces
+# onnxruntime, and the two must never share an env. 1.31.1 is the newest onnxruntime-gpu on PyPI.
+ARG ORT_GPU_VERSION=1.31.1
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${UV_IMAGE} AS uv

