@@ -16,6 +16,8 @@ from .errors import (
     InvalidNameError,
     LabelwiseError,
     ManifestError,
+    MissingStoragePackageError,
+    ObjectStoreError,
     RepositoryError,
     ScenarioNotFoundError,
     SchemaVersionError,
@@ -45,15 +47,18 @@ from .multi_adapter import (
     check_adapter,
     table_bytes,
 )
+from .object_repository import ObjectStoreRepository
 from .repository import (
     BaseDraft,
     ModelRepository,
     VersionDraft,
     code_revision,
     default_root,
+    parse_manifest,
     read_manifest,
     validate_name,
 )
+from .storage import ObjectStore, is_object_store, parse_root
 
 __all__ = [
     "ADAPTER_INDEX_INPUT",
@@ -79,8 +84,12 @@ __all__ = [
     "LabelwiseError",
     "Manifest",
     "ManifestError",
+    "MissingStoragePackageError",
     "ModelRepository",
     "NumpyHead",
+    "ObjectStore",
+    "ObjectStoreError",
+    "ObjectStoreRepository",
     "Parity",
     "RepositoryError",
     "ScenarioNotFoundError",
@@ -96,7 +105,10 @@ __all__ = [
     "code_revision",
     "default_root",
     "file_sha256",
+    "is_object_store",
     "layout",
+    "parse_manifest",
+    "parse_root",
     "read_manifest",
     "table_bytes",
     "validate_name",

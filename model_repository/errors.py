@@ -65,3 +65,13 @@ class UnsafePathError(IntegrityError):
 
 class AdapterMismatchError(RepositoryError, ValueError):
     """An adapter or head does not fit a multi-adapter graph (rank, targets, base, layers or head shape)."""
+
+
+class ObjectStoreError(RepositoryError):
+    """The repository's object store refused or failed: no credentials, no bucket, no endpoint, a bad URL."""
+
+
+class MissingStoragePackageError(ObjectStoreError):
+    """A repository URL whose scheme needs a package that is not installed (gs:// without gcsfs)."""
+
+    exit_code = EXIT_USAGE

@@ -10,6 +10,7 @@ A version folder::
         lora.npz                      LoRA: the stacked adapter matrices (multi_adapter.py)
         weights/                      the torch weights training saved (re-export, evaluate)
     <root>/<scenario>/_aliases/<alias>.json     {"version": N}
+    <root>/<scenario>/_claims/<N>               object stores: who took version number N (written first)
     <root>/_bases/<key>/<precision>/encoder.onnx              shared base encoder (frozen heads)
     <root>/_bases/<key>/multi-lora-r<rank>-<precision>/multi_adapter.onnx   shared LoRA graph
     <root>/_bases/<key>/<folder>/base.json                    what the base folder holds
@@ -28,6 +29,7 @@ LORA_FILE = "lora.npz"
 WEIGHTS_DIR = "weights"
 
 ALIASES_DIR = "_aliases"
+CLAIMS_DIR = "_claims"  # object stores only: a conditional PUT per version number keeps numbers unique
 BASES_DIR = "_bases"
 BASE_INFO_FILE = "base.json"
 ENCODER_FILE = "encoder.onnx"
@@ -64,6 +66,7 @@ __all__ = [
     "ALIASES_DIR",
     "BASES_DIR",
     "BASE_INFO_FILE",
+    "CLAIMS_DIR",
     "ENCODER_FILE",
     "HEAD_FILE",
     "LORA_FILE",

@@ -8,6 +8,9 @@ Layout::
 
 Every path a manifest or base.json names resolves inside its folder and carries a checksum; publish,
 set_alias, verify and verify_base refuse anything else (UnsafePathError).
+
+The root may also be an object-store URL (`s3://bucket/prefix`): `ModelRepository(url)` is then an
+`ObjectStoreRepository` (object_repository.py) with the same layout and guarantees.
 """
 
 from __future__ import annotations
@@ -40,15 +43,16 @@ from .errors import (
 from .identity import file_sha256
 from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE, is_contained
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
+from .storage import is_object_store, parse_root
 
 DEFAULT_ROOT = "./var/model-repository"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _TMP_PREFIX = ".tmp-"
 
 
-def default_root() -> Path:
-    """The repository root from LABELWISE_REPOSITORY, else ./var/model-repository."""
-    return Path(os.environ.get("LABELWISE_REPOSITORY", DEFAULT_ROOT))
+def default_root() -> str | Path:
+    """The root from LABELWISE_REPOSITORY (a path or an object-store URL), else ./var/model-repository."""
+    return parse_root(os.environ.get("LABELWISE_REPOSITORY", DEFAULT_ROOT))
 
 
 def validate_name(name: str, what: str = "scenario") -> str:
@@ -219,10 +223,25 @@ class BaseDraft:
 
 
 class ModelRepository:
-    """Publish, resolve, alias and verify scenario versions under one root folder."""
+    """Publish, resolve, alias and verify scenario versions under one root folder.
+
+    `ModelRepository("s3://bucket/prefix")` (or LABELWISE_REPOSITORY set to such a URL) gives an
+    ObjectStoreRepository, so every caller works on either without a change.
+    """
+
+    root: Any
+
+    def __new__(
+        cls, root: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any
+    ) -> ModelRepository:
+        if cls is ModelRepository and is_object_store(root if root is not None else default_root()):
+            from .object_repository import ObjectStoreRepository
+
+            return super().__new__(ObjectStoreRepository)
+        return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else default_root()
+        self.root = Path(parse_root(root)) if root is not None else Path(default_root())
 
     # ---- paths -------------------------------------------------------------------------
     def scenario_path(self, scenario: str) -> Path:
@@ -244,11 +263,14 @@ class ModelRepository:
         )
 
     def list_versions(self, scenario: str) -> list[int]:
-        path = self.scenario_path(scenario)
-        versions = self._versions_in(path) if path.is_dir() else []
+        versions = self._published_versions(scenario)
         if not versions:
             raise ScenarioNotFoundError(f"scenario {scenario!r} has no published version under {self.root}")
         return versions
+
+    def _published_versions(self, scenario: str) -> list[int]:
+        path = self.scenario_path(scenario)
+        return self._versions_in(path) if path.is_dir() else []
 
     @staticmethod
     def _versions_in(path: Path) -> list[int]:
@@ -278,10 +300,17 @@ class ModelRepository:
         if ref == "latest":
             return versions[-1]
         validate_name(ref, "alias")
-        path = self.scenario_path(scenario) / ALIASES_DIR / f"{ref}.json"
-        if not path.is_file():
+        version = self._alias_version(scenario, ref)
+        if version is None:
             known = sorted(self.aliases(scenario))
             raise AliasNotFoundError(f"scenario {scenario!r} has no alias {ref!r} (aliases: {known})")
+        return version
+
+    def _alias_version(self, scenario: str, alias: str) -> int | None:
+        """The version an alias names, or None when the scenario has no such alias."""
+        path = self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json"
+        if not path.is_file():
+            return None
         return int(json.loads(path.read_text())["version"])
 
     def set_alias(self, scenario: str, alias: str, version: int) -> None:
@@ -290,9 +319,24 @@ class ModelRepository:
         if alias == "latest":
             raise InvalidNameError("alias 'latest' is reserved: it always means the newest version")
         self.verify(scenario, version)
+        self._write_alias(scenario, alias, int(version))
+
+    def _write_alias(self, scenario: str, alias: str, version: int) -> None:
         folder = self.scenario_path(scenario) / ALIASES_DIR
         folder.mkdir(exist_ok=True)
-        _write_json_atomic(folder / f"{alias}.json", {"version": int(version)})
+        _write_json_atomic(folder / f"{alias}.json", {"version": version})
+
+    def fingerprint(self, scenario: str, version: int, alias: str) -> tuple:
+        """What changes when a version's files or the alias are rewritten (a refused version is retried)."""
+        folder = self.version_path(scenario, version)
+        paths = sorted(folder.rglob("*")) if folder.is_dir() else []
+        paths.append(self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json")
+        stats = []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                stats.append((str(path), st.st_size, st.st_mtime_ns))
+        return tuple(stats)
 
     # ---- manifests ------------------------------------------------------------------------
     def load_manifest(self, scenario: str, version: int) -> Manifest:
@@ -435,8 +479,13 @@ def read_manifest(path: Path) -> Manifest:
     """Parse manifest.json, raising ManifestError or SchemaVersionError naming the file."""
     if not path.is_file():
         raise ManifestError(f"{path}: manifest.json is missing")
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def parse_manifest(data: bytes, path: str) -> Manifest:
+    """Parse manifest.json's bytes; errors name `path` (a file or an object-store key)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass
 
-from model_repository import AliasNotFoundError, ModelRepository, RepositoryError, layout
+from model_repository import AliasNotFoundError, ModelRepository, RepositoryError
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
 from .adapters import MultiAdapterCache
@@ -127,15 +126,7 @@ class ScenarioRegistry:
 
     def _fingerprint(self, state: ScenarioState, version: int) -> tuple:
         """What must change for a refused version to be tried again: its files or the alias file."""
-        folder = self.repo.version_path(state.name, version)
-        paths = sorted(folder.rglob("*")) if folder.is_dir() else []
-        paths.append(self.repo.scenario_path(state.name) / layout.ALIASES_DIR / f"{state.alias}.json")
-        stats = []
-        for path in paths:
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                stats.append((str(path), st.st_size, st.st_mtime_ns))
-        return tuple(stats)
+        return self.repo.fingerprint(state.name, version, state.alias)
 
     def _refresh(self, state: ScenarioState) -> LoadEvent | None:
         try:

@@ -1,0 +1,442 @@
+"""The model repository in an object store (`s3://bucket/prefix`), with the guarantees of the local one.
+
+Same layout as a local root (layout.py). What replaces fsync + rename, since object stores have no
+rename (docs/artifacts.md, "Object storage"):
+
+- **Write-once versions.** A publisher first claims the version number with a conditional PUT of
+  `<scenario>/_claims/<N>` (`If-None-Match: *`: one publisher wins each number), uploads every file, and
+  writes `<scenario>/<N>/manifest.json` **last**, conditionally too. A version exists only once its
+  manifest does: a publisher that dies half-way leaves a torn prefix that nothing lists, resolves or
+  serves, and the next publisher takes N+1.
+- **Alias switch by a single PUT** of `<scenario>/_aliases/<alias>.json`: a reader gets the old object or
+  the new one (S3 is strongly consistent for reads, overwrites and listings since December 2020).
+- **Bases** (`_bases/<key>/<folder>/`): claimed by `_bases/<key>/_claims/<folder>`, `base.json` last.
+- **Local cache, verified.** `verify` checks the manifest's paths (relative, no `..`), that every object
+  under the version is listed with its size, then downloads the version into a local folder (a local
+  repository with the same layout), checking each file's sha256 as it lands, and runs the local checks on
+  it. `version_path` and `base_path` name that local copy, so the ONNX loader opens local files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import (
+    IntegrityError,
+    ManifestError,
+    RepositoryError,
+    SchemaVersionError,
+    UnsafePathError,
+    VersionNotFoundError,
+)
+from .identity import file_sha256
+from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, CLAIMS_DIR, MANIFEST_FILE, is_contained
+from .manifest import SCHEMA_VERSION, FileEntry, Manifest
+from .repository import (
+    _NAME,
+    _TMP_PREFIX,
+    BaseDraft,
+    ModelRepository,
+    VersionDraft,
+    _check_manifest_paths,
+    _check_no_link_out,
+    _hash_files,
+    code_revision,
+    default_root,
+    parse_manifest,
+    validate_name,
+)
+from .storage import ObjectStore, parse_root
+
+CACHE_ENV = "LABELWISE_REPOSITORY_CACHE"
+_MAX_CLAIM_TRIES = 1000
+
+
+def default_cache_dir(url: str) -> Path:
+    """`$LABELWISE_REPOSITORY_CACHE/<url slug>`, else `~/.cache/labelwise/repositories/<url slug>`."""
+    base = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "labelwise" / "repositories"
+    slug = "".join(c if c.isalnum() else "-" for c in url.split("://", 1)[-1])[:80].strip("-")
+    return Path(base) / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+def _claim_body() -> bytes:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+
+
+class ObjectStoreRepository(ModelRepository):
+    """A ModelRepository whose root is an object-store URL; `ModelRepository(url)` returns one.
+
+    Opening it lists the bucket once: missing credentials, a missing bucket or an unreachable endpoint
+    are refused here, by name (ObjectStoreError), not at the first request that needs a file.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, cache_dir: str | Path | None = None
+    ) -> None:
+        url = parse_root(root if root is not None else default_root())
+        if not isinstance(url, str):
+            raise ValueError(f"{root!r} is a local path, not an object-store URL: use ModelRepository")
+        self.root = url
+        self.store = ObjectStore(url)
+        self.store.check_access()
+        self.cache = ModelRepository(Path(cache_dir) if cache_dir is not None else default_cache_dir(url))
+
+    def __repr__(self) -> str:
+        return f"ObjectStoreRepository({self.root!r}, cache={str(self.cache.root)!r})"
+
+    # ---- keys in the store; paths in the local cache ------------------------------------
+    @staticmethod
+    def _version_key(scenario: str, version: int) -> str:
+        return f"{validate_name(scenario)}/{int(version)}"
+
+    @staticmethod
+    def _base_key(key: str, folder: str) -> str:
+        return f"{BASES_DIR}/{validate_name(key, 'base key')}/{validate_name(folder, 'precision')}"
+
+    def scenario_path(self, scenario: str) -> Path:
+        """The scenario's folder in the local cache."""
+        return self.cache.scenario_path(scenario)
+
+    def version_path(self, scenario: str, version: int) -> Path:
+        """The local, checksum-verified copy of a version (present once `verify` has run)."""
+        return self.cache.version_path(scenario, version)
+
+    def base_path(self, key: str, precision: str | None = None) -> Path:
+        """The local, checksum-verified copy of a base (present once `verify_base` has run)."""
+        return self.cache.base_path(key, precision)
+
+    # ---- listing and resolving ----------------------------------------------------------
+    def list_scenarios(self) -> list[str]:
+        found = set()
+        for rel in self.store.files(""):
+            parts = rel.split("/")
+            if len(parts) == 3 and _NAME.match(parts[0]) and parts[1].isdigit() and parts[2] == MANIFEST_FILE:
+                found.add(parts[0])
+        return sorted(found)
+
+    def _published_versions(self, scenario: str) -> list[int]:
+        """Versions whose marker (manifest.json) exists: a torn upload is not a version."""
+        listing = self.store.files(validate_name(scenario))
+        return sorted(
+            int(rel.split("/")[0])
+            for rel in listing
+            if rel.endswith(f"/{MANIFEST_FILE}") and _is_version(rel)
+        )
+
+    def aliases(self, scenario: str) -> dict[str, int]:
+        out = {}
+        prefix = f"{validate_name(scenario)}/{ALIASES_DIR}"
+        for name in self.store.children(prefix):
+            if name.endswith(".json") and not name.startswith(_TMP_PREFIX):
+                version = self._alias_version(scenario, name[: -len(".json")])
+                if version is not None:
+                    out[name[: -len(".json")]] = version
+        return out
+
+    def _alias_version(self, scenario: str, alias: str) -> int | None:
+        try:
+            data = self.store.read_bytes(f"{validate_name(scenario)}/{ALIASES_DIR}/{alias}.json")
+        except FileNotFoundError:
+            return None
+        return int(json.loads(data)["version"])
+
+    def _write_alias(self, scenario: str, alias: str, version: int) -> None:
+        body = json.dumps({"version": version}, indent=2, sort_keys=True).encode()
+        self.store.put_bytes(f"{scenario}/{ALIASES_DIR}/{alias}.json", body)
+
+    def fingerprint(self, scenario: str, version: int, alias: str) -> tuple:
+        """Keys, sizes and ETags of the version's objects and of the alias object."""
+        listing = self.store.files(self._version_key(scenario, version))
+        alias_key = f"{ALIASES_DIR}/{alias}.json"
+        alias_entry = self.store.files(validate_name(scenario)).get(alias_key, {})
+        stats = [(rel, e["size"], e["etag"]) for rel, e in sorted(listing.items())]
+        stats.append((alias_key, alias_entry.get("size"), alias_entry.get("etag")))
+        return tuple(stats)
+
+    # ---- manifests ----------------------------------------------------------------------
+    def _manifest_bytes(self, scenario: str, version: int) -> bytes:
+        try:
+            return self.store.read_bytes(f"{self._version_key(scenario, version)}/{MANIFEST_FILE}")
+        except FileNotFoundError:
+            self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
+            raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}") from None
+
+    def load_manifest(self, scenario: str, version: int) -> Manifest:
+        data = self._manifest_bytes(scenario, version)
+        return parse_manifest(data, f"{self.root}/{self._version_key(scenario, version)}/{MANIFEST_FILE}")
+
+    def verify(self, scenario: str, version: int) -> Manifest:
+        """Check the version in the store, copy it into the local cache hashing each file, verify the copy.
+
+        UnsafePathError for a path that leaves the version (`..`, absolute), a graph or head without a
+        checksum, or an object the manifest does not list; IntegrityError for a missing object, a wrong
+        size or sha256. Nothing that fails lands in the cache.
+        """
+        data = self._manifest_bytes(scenario, version)
+        key = self._version_key(scenario, version)
+        manifest = parse_manifest(data, f"{self.root}/{key}/{MANIFEST_FILE}")
+        what = f"{scenario} v{version}"
+        if manifest.scenario != scenario or manifest.version != int(version):
+            raise ManifestError(
+                f"{what}: manifest says {manifest.scenario} v{manifest.version}; the objects were moved"
+            )
+        for field_name, rel in manifest.named_paths():
+            if not is_contained(rel):
+                raise UnsafePathError(
+                    f"{what}: {field_name} {rel!r} is not a relative path inside {self.root}/{key}"
+                )
+        for field_name, rel in manifest.artifact_paths():
+            if rel not in manifest.files:
+                raise UnsafePathError(
+                    f"{what}: {field_name} {rel!r} has no checksum: it is not a key of the manifest's files"
+                )
+        self._check_listing(key, manifest.files, MANIFEST_FILE, what)
+        if manifest.base_encoder is not None:
+            for precision in manifest.base_encoder.precisions:
+                self.verify_base(manifest.base_encoder.key, precision)
+        target = self.cache.version_path(scenario, version)
+        return self._cached(
+            key, target, manifest.files, MANIFEST_FILE, data, what, self.cache.verify, scenario, version
+        )
+
+    def _check_listing(self, key: str, files: dict[str, FileEntry], marker: str, what: str) -> None:
+        """Every object under key is the marker or a listed file; every listed file is there, at its size."""
+        listing = self.store.files(key)
+        unlisted = sorted(rel for rel in listing if rel != marker and rel not in files)
+        if unlisted:
+            raise UnsafePathError(
+                f"{what}: {unlisted[0]!r} is in {self.root}/{key} but has no checksum in {marker}"
+                + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else "")
+            )
+        for rel, entry in files.items():
+            if rel not in listing:
+                raise IntegrityError(
+                    f"{what}: file {rel!r} listed in {marker} is missing from {self.root}/{key}"
+                )
+            if listing[rel]["size"] != entry.size_bytes:
+                raise IntegrityError(
+                    f"{what}: file {rel!r} is {listing[rel]['size']} bytes, {marker} says {entry.size_bytes}"
+                )
+
+    def _cached(
+        self,
+        key: str,
+        target: Path,
+        files: dict[str, FileEntry],
+        marker: str,
+        marker_bytes: bytes,
+        what: str,
+        verify_local: Any,
+        *args: Any,
+    ) -> Any:
+        """Make target the local copy of key (downloading when absent or stale) and verify it locally."""
+        for attempt in range(2):
+            self._materialize(key, target, files, marker, marker_bytes, what)
+            try:
+                return verify_local(*args)
+            except IntegrityError:
+                if attempt:
+                    raise
+                _discard(target)  # the cached copy rotted on disk: fetch it again once
+        raise AssertionError("unreachable")
+
+    def _materialize(
+        self, key: str, target: Path, files: dict[str, FileEntry], marker: str, marker_bytes: bytes, what: str
+    ) -> None:
+        if target.is_dir():
+            cached = target / marker
+            if cached.is_file() and cached.read_bytes() == marker_bytes:
+                return
+            _discard(target)  # another version under the same number (a re-created bucket): not ours
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            for rel, entry in files.items():
+                local = tmp / rel  # rel was checked to be relative and free of `..`
+                self.store.download(f"{key}/{rel}", local)
+                if local.stat().st_size != entry.size_bytes or file_sha256(local) != entry.sha256:
+                    raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {marker}")
+            (tmp / marker).write_bytes(marker_bytes)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():  # another process of this node cached it first: theirs is kept
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- publishing ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def new_version(self, scenario: str, **fields: Any) -> Iterator[VersionDraft]:
+        """Write a new version: files go into draft.path (local), manifest fields into draft.fields.
+
+        On a clean exit: hash and check as for a local root, claim the next number, upload every file,
+        then the manifest last. On any error before the manifest, nothing is published.
+        """
+        staging = self.cache.scenario_path(scenario)
+        staging.mkdir(parents=True, exist_ok=True)
+        tmp = staging / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        draft = VersionDraft(scenario=scenario, path=tmp, fields=dict(fields))
+        try:
+            yield draft
+            if (tmp / MANIFEST_FILE).exists():
+                raise ManifestError("a draft must not write manifest.json itself")
+            _check_no_link_out(tmp, f"{scenario} (draft, nothing published)")
+            files = _hash_files(tmp, skip=set())
+            revision = draft.fields.pop("code_revision", None) or code_revision()
+            version = self._claim(scenario, self._next_number(scenario))
+            try:
+                manifest = Manifest(
+                    scenario=scenario, version=version, files=files, code_revision=revision, **draft.fields
+                )
+            except ValidationError as exc:
+                raise ManifestError(f"{scenario}: manifest fields are invalid: {exc}") from exc
+            _check_manifest_paths(tmp, manifest, f"{scenario} v{version} (draft, nothing published)")
+            key = self._version_key(scenario, version)
+            for rel in files:
+                self.store.upload(tmp / rel, f"{key}/{rel}")
+            body = manifest.model_dump_json(indent=2).encode()
+            if not self.store.create_bytes(f"{key}/{MANIFEST_FILE}", body):
+                raise ManifestError(f"{scenario} v{version}: its manifest exists already; nothing published")
+            (tmp / MANIFEST_FILE).write_bytes(body)
+            with contextlib.suppress(OSError):  # the published files become the cached copy
+                os.rename(tmp, self.cache.version_path(scenario, version))
+            draft.version, draft.manifest = version, manifest
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _next_number(self, scenario: str) -> int:
+        """One past every number in use: published, torn (files without a manifest) or claimed."""
+        name = validate_name(scenario)
+        taken = [int(n) for n in self.store.children(name) if n.isdigit()]
+        taken += [int(n) for n in self.store.children(f"{name}/{CLAIMS_DIR}") if n.isdigit()]
+        return max(taken, default=0) + 1
+
+    def _claim(self, scenario: str, first: int) -> int:
+        for version in range(first, first + _MAX_CLAIM_TRIES):
+            if self.store.create_bytes(f"{scenario}/{CLAIMS_DIR}/{version}", _claim_body()):
+                return version
+        raise RepositoryError(
+            f"{scenario}: no free version number in {first}..{version} (claims under {CLAIMS_DIR}/)"
+        )
+
+    # ---- shared base encoders -----------------------------------------------------------
+    def has_base(self, key: str, precision: str) -> bool:
+        return self.store.exists(f"{self._base_key(key, precision)}/{BASE_INFO_FILE}")
+
+    @contextlib.contextmanager
+    def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
+        """Write a base once; if another writer claimed it first, ours is discarded (published False)."""
+        target = self.cache.base_path(key, precision)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
+        try:
+            yield draft
+            what = f"base {key} {precision} (draft, nothing published)"
+            if (tmp / BASE_INFO_FILE).exists():
+                raise ManifestError(f"{what}: a draft must not write {BASE_INFO_FILE} itself")
+            _check_no_link_out(tmp, what)
+            files = _hash_files(tmp, skip=set())
+            payload = {
+                "schema_version": SCHEMA_VERSION,
+                "key": key,
+                "precision": precision,
+                "info": draft.info,
+                "files": {k: v.model_dump() for k, v in files.items()},
+            }
+            body = json.dumps(payload, indent=2, sort_keys=True).encode()
+            base_key = self._base_key(key, precision)
+            claim = f"{BASES_DIR}/{key}/{CLAIMS_DIR}/{precision}"
+            if not self.has_base(key, precision) and self.store.create_bytes(claim, _claim_body()):
+                for rel in files:
+                    self.store.upload(tmp / rel, f"{base_key}/{rel}")
+                if self.store.create_bytes(f"{base_key}/{BASE_INFO_FILE}", body):
+                    (tmp / BASE_INFO_FILE).write_bytes(body)
+                    with contextlib.suppress(OSError):
+                        os.rename(tmp, target)
+                    draft.published = True
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _base_bytes(self, key: str, precision: str) -> bytes:
+        try:
+            return self.store.read_bytes(f"{self._base_key(key, precision)}/{BASE_INFO_FILE}")
+        except FileNotFoundError:
+            claim = f"{BASES_DIR}/{key}/{CLAIMS_DIR}/{precision}"
+            being_written = (
+                f" (claimed by a writer, {self.root}/{claim}: if none is running, delete that object)"
+                if self.store.exists(claim)
+                else ""
+            )
+            raise VersionNotFoundError(
+                f"base encoder {key!r} has no {precision} export under {self.root}{being_written}"
+            ) from None
+
+    def base_info(self, key: str, precision: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._base_bytes(key, precision))
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
+
+    def verify_base(self, key: str, precision: str) -> dict[str, Any]:
+        data = self._base_bytes(key, precision)
+        try:
+            info = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
+        if info.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"base encoder {key!r} {precision}: schema version {info.get('schema_version')!r}, "
+                f"this code reads {SCHEMA_VERSION}"
+            )
+        what = f"base {key} {precision}"
+        try:
+            files = {k: FileEntry(**v) for k, v in info["files"].items()}
+        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            raise ManifestError(f"{what}: {BASE_INFO_FILE} has no valid 'files' table ({exc})") from exc
+        base_key = self._base_key(key, precision)
+        for rel in files:
+            if not is_contained(rel):
+                raise UnsafePathError(
+                    f"{what}: files key {rel!r} is not a relative path inside {self.root}/{base_key}"
+                )
+        self._check_listing(base_key, files, BASE_INFO_FILE, what)
+        target = self.cache.base_path(key, precision)
+        return self._cached(
+            base_key, target, files, BASE_INFO_FILE, data, what, self.cache.verify_base, key, precision
+        )
+
+
+def _is_version(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0].isdigit()
+
+
+def _discard(folder: Path) -> None:
+    """Move a cached folder out of the way, then delete it (a reader never sees it half-deleted)."""
+    trash = folder.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    with contextlib.suppress(OSError):
+        os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+__all__ = ["CACHE_ENV", "ObjectStoreRepository", "default_cache_dir"]

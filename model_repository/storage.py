@@ -1,0 +1,208 @@
+"""Where a repository's bytes live: a local folder, or an object store reached through fsspec.
+
+A root is a plain path, a `file://` URL (both local), or an object-store URL such as
+`s3://bucket/prefix` (s3fs) or `gs://bucket/prefix` (gcsfs). S3 credentials and endpoint come from the
+standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+`AWS_ENDPOINT_URL`, `AWS_PROFILE`, ...), read by botocore as for any AWS tool.
+
+What the store must give (docs/artifacts.md, "Object storage"): strong read-after-write and list
+consistency (AWS S3 since December 2020), a single PUT that replaces an object whole, and a conditional
+PUT (`If-None-Match: *`) for the claim and marker objects that keep versions write-once. There is no
+atomic rename: a version becomes visible when its marker, `manifest.json`, is written last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import MissingStoragePackageError, ObjectStoreError, UnsafePathError
+from .layout import is_contained
+
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://(?P<rest>.*)$")
+# A URL that went through pathlib (typer's Path options) has lost one slash: `s3:/bucket/prefix`.
+_COLLAPSED = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?P<rest>[^/].*)$")
+_EXTRA = "pip install 'labelwise[object-store]'"
+
+
+def parse_root(root: str | os.PathLike[str]) -> str | Path:
+    """A local root as a Path (plain paths, `file://`), an object-store root as a normalised URL string."""
+    text = os.fspath(root)
+    collapsed = _COLLAPSED.match(text) if isinstance(root, os.PathLike) else None
+    match = _SCHEME.match(text) or collapsed
+    if match is None:
+        return Path(text)
+    scheme, rest = match["scheme"].lower(), match["rest"]
+    if scheme == "file":
+        return Path(rest if rest.startswith("/") else "/" + rest)
+    rest = rest.strip("/")
+    if not rest:
+        raise ObjectStoreError(f"repository URL {text!r} names no bucket: use {scheme}://BUCKET/PREFIX")
+    return f"{scheme}://{rest}"
+
+
+def is_object_store(root: str | os.PathLike[str] | None) -> bool:
+    """Whether root names an object store (s3://, gs://, ...) rather than a local folder."""
+    return root is not None and isinstance(parse_root(root), str)
+
+
+def _filesystem(scheme: str) -> Any:
+    """The fsspec filesystem of a scheme; a missing package raises naming what to install."""
+    if importlib.util.find_spec("fsspec") is None:
+        raise MissingStoragePackageError(
+            f"a {scheme}:// model repository needs fsspec and the store's package: {_EXTRA}"
+        )
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    known = known_implementations.get(scheme)
+    if known is None:
+        names = ", ".join(sorted(s for s in known_implementations if len(s) > 1))
+        raise ObjectStoreError(f"unknown repository URL scheme {scheme}://; fsspec knows: {names}")
+    package = known["class"].split(".", 1)[0]
+    if importlib.util.find_spec(package) is None:
+        hint = _EXTRA if package == "s3fs" else f"pip install {package}"
+        raise MissingStoragePackageError(
+            f"a {scheme}:// model repository needs the Python package {package!r}, which is not "
+            f"installed: {hint}"
+        )
+    # No instance or listing cache: a replica polling for a new alias must see the store as it is now.
+    return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
+
+
+def _no_credentials(exc: BaseException) -> bool:
+    return type(exc).__name__ in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
+
+
+class ObjectStore:
+    """The objects under one repository URL, addressed by keys relative to it (`spam/3/manifest.json`).
+
+    Every key is checked to stay under the root (UnsafePathError), so nothing a manifest or a listing
+    names can reach another prefix of the bucket, nor a path outside a local folder it is copied into.
+    """
+
+    def __init__(self, url: str) -> None:
+        scheme, _, rest = url.partition("://")
+        self.url = url
+        self.scheme = scheme
+        self.fs = _filesystem(scheme)
+        self._base = rest.strip("/")
+        self.bucket = self._base.split("/", 1)[0]
+
+    # ---- keys ------------------------------------------------------------------------------
+    def key(self, relative: str) -> str:
+        """The full path of a relative key, refused unless it stays under the root."""
+        if relative == "":
+            return self._base
+        if not is_contained(relative):
+            raise UnsafePathError(f"{self.url}: key {relative!r} leaves the repository root")
+        return f"{self._base}/{relative}"
+
+    def relative(self, full: str) -> str:
+        """The key of a listed path relative to the root (listings give full paths)."""
+        full = full.strip("/")
+        if not full.startswith(self._base + "/"):
+            raise UnsafePathError(f"{self.url}: listed object {full!r} is outside the repository root")
+        return full[len(self._base) + 1 :]
+
+    # ---- reads ------------------------------------------------------------------------------
+    def check_access(self) -> None:
+        """One listing of the bucket: refuse now, by name, a missing bucket, credentials or endpoint."""
+        self._call("open", lambda: self.fs.ls(self.bucket, detail=False))
+
+    def exists(self, relative: str) -> bool:
+        path = self.key(relative)
+        return bool(self._call(relative, lambda: self.fs.isfile(path)))
+
+    def read_bytes(self, relative: str) -> bytes:
+        """The object's bytes; FileNotFoundError when there is none."""
+        path = self.key(relative)
+        return self._call(relative, lambda: self.fs.cat_file(path), missing_ok=True)
+
+    def children(self, relative: str) -> list[str]:
+        """Names directly under a prefix (objects and sub-prefixes); [] when there are none."""
+        path = self.key(relative)
+        try:
+            listed = self._call(relative, lambda: self.fs.ls(path, detail=False), missing_ok=True)
+        except FileNotFoundError:
+            return []
+        return sorted({PurePosixPath(self.relative(p)).name for p in listed if p.strip("/") != path})
+
+    def files(self, relative: str) -> dict[str, dict[str, Any]]:
+        """Every object under a prefix, by key relative to the prefix: {key: {"size": ..., "etag": ...}}."""
+        path = self.key(relative)
+        try:
+            found = self._call(relative, lambda: self.fs.find(path, detail=True), missing_ok=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for full, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            rel = self.relative(full)
+            if relative:
+                rel = rel[len(relative) + 1 :] if rel.startswith(relative + "/") else rel
+            out[rel] = {
+                "size": int(info.get("size") or 0),
+                "etag": str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""),
+            }
+        return out
+
+    def download(self, relative: str, local: Path) -> None:
+        path = self.key(relative)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self._call(relative, lambda: self.fs.get_file(path, str(local)), missing_ok=True)
+
+    # ---- writes -----------------------------------------------------------------------------
+    def put_bytes(self, relative: str, data: bytes) -> None:
+        """One PUT: readers see the old object or the new one, never a mix."""
+        path = self.key(relative)
+        self._call(relative, lambda: self.fs.pipe_file(path, data))
+
+    def create_bytes(self, relative: str, data: bytes) -> bool:
+        """Write the object only if there is none (a conditional PUT); False when it already exists."""
+        path = self.key(relative)
+        try:
+            self._call(relative, lambda: self.fs.pipe_file(path, data, mode="create"))
+        except FileExistsError:
+            return False
+        return True
+
+    def upload(self, local: Path, relative: str) -> None:
+        path = self.key(relative)
+        self._call(relative, lambda: self.fs.put_file(str(local), path))
+
+    # ---- errors -----------------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, missing_ok: bool = False) -> Any:
+        """Run one store call; turn the client's errors into ObjectStoreError naming the URL and key."""
+        try:
+            return fn()
+        except FileNotFoundError as exc:
+            if missing_ok and what != "open":
+                raise
+            if what == "open":
+                raise ObjectStoreError(
+                    f"cannot open the model repository {self.url}: bucket {self.bucket!r} does not exist "
+                    "(or these credentials cannot see it)"
+                ) from exc
+            raise ObjectStoreError(f"{self.url}: {what}: not found ({exc})") from exc
+        except FileExistsError:
+            raise
+        except PermissionError as exc:
+            raise ObjectStoreError(f"{self.url}: {what}: access denied ({exc})") from exc
+        except Exception as exc:
+            if _no_credentials(exc):
+                raise ObjectStoreError(
+                    f"no credentials for the model repository {self.url}: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or a role the pod assumes), and AWS_ENDPOINT_URL "
+                    f"for a store other than AWS S3 ({type(exc).__name__})"
+                    if self.scheme in {"s3", "s3a"}
+                    else f"no credentials for the model repository {self.url} ({type(exc).__name__}: {exc})"
+                ) from exc
+            raise ObjectStoreError(f"{self.url}: {what}: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = ["ObjectStore", "is_object_store", "parse_root"]
