@@ -23,7 +23,11 @@ class ServingConfig(BaseSettings):
         env_prefix="LABELWISE_", env_nested_delimiter="__", extra="forbid", protected_namespaces=()
     )
 
-    repository: str = Field(default="./var/model-repository", description="Model repository root.")
+    repository: str = Field(
+        default="./var/model-repository",
+        description="Model repository root: a folder, or an object-store URL (s3://bucket/prefix; "
+        "credentials and endpoint from the AWS_* variables), opened and checked here.",
+    )
     scenarios: list[ScenarioSpec] | None = Field(
         default=None, description="Scenarios to serve; None serves every scenario with the default alias."
     )
@@ -100,6 +104,19 @@ class ServingConfig(BaseSettings):
     api_key: str | None = Field(
         default=None, min_length=1, description="Bearer token required on /v1 routes when set (never empty)."
     )
+
+    @field_validator("repository")
+    @classmethod
+    def _open_repository(cls, root: str) -> str:
+        """An object-store root is opened here: a missing package, bucket or credentials fails at start."""
+        from model_repository import ModelRepository, RepositoryError, is_object_store
+
+        try:
+            if is_object_store(root):
+                ModelRepository(root)
+        except RepositoryError as exc:
+            raise ValueError(str(exc)) from exc
+        return root
 
     @field_validator("api_key")
     @classmethod
