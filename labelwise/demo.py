@@ -2,16 +2,23 @@
 
 Bounded mode for CI and tests: `--smoke` or LABELWISE_DEMO_EXIT_AFTER_S=<seconds> sends real requests,
 then exits instead of serving until Ctrl-C.
+
+Quiet by default: the demo's own lines and one progress bar per step on the terminal; everything the
+libraries print (Trainer logs, export lines, warnings, Ray) goes to a log file (`--log-file`, default
+`var/demo.log`). `--verbose` shows it all on the terminal instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "training" / "sample_data"
 # scenario -> (labels, strategy): one LoRA scenario with its merged graph, one frozen head on the shared base.
@@ -29,14 +36,97 @@ EXAMPLES = {
 }
 
 
+class _Terminal:
+    """Where the demo's own output goes: the real terminal, even while the libraries' output is sent to
+    the log file (quiet mode moves file descriptors 1 and 2 there, so C++ and Ray output go too)."""
+
+    def __init__(self) -> None:
+        self.out: IO[str] = sys.stdout
+        self.err: IO[str] = sys.stderr
+        self.quiet = False
+
+    def to_log(self, log_file: Path) -> None:
+        """From now on, fds 1 and 2 write to log_file; the demo keeps copies of the terminal's."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.out = os.fdopen(os.dup(1), "w", buffering=1)
+        self.err = os.fdopen(os.dup(2), "w", buffering=1)
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        self.quiet = True
+
+    @contextlib.contextmanager
+    def step(self, title: str, total: int | None = None) -> Iterator[Any]:
+        """One progress bar for one step (quiet mode); `advance(n)` / `total(n)` on what it yields."""
+        if not self.quiet:
+            yield _NoBar()
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(file=self.err)
+        bar = Progress(
+            TextColumn(f"[demo] {title}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            redirect_stdout=False,  # library prints go to the log, not above the bar
+            redirect_stderr=False,
+        )
+        task = bar.add_task(title, total=total)
+        with bar:
+            yield _Bar(bar, task)
+            bar.update(task, completed=bar.tasks[0].total or 1, total=bar.tasks[0].total or 1)
+
+
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def total(self, n: int) -> None:
+        pass
+
+
+class _Bar:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def total(self, n: int) -> None:
+        self._progress.update(self._task, total=n)
+
+
+TERMINAL = _Terminal()
+
+
 def _log(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", file=TERMINAL.out, flush=True)
+
+
+def _step_callback(bar: Any) -> Any:
+    """A transformers TrainerCallback that moves the step's bar with the optimizer steps."""
+    from transformers import TrainerCallback
+
+    class _Steps(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            bar.total(int(state.max_steps) + 1)  # + 1: export and publish
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            bar.advance()
+
+    return _Steps()
 
 
 def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float | None]:
     """Train and publish each demo scenario not yet published; return its validation accuracy."""
     from model_repository import ModelRepository
-    from training import custom_scenario, make_train_config, train_and_publish
+    from training import custom_scenario, make_train_config, publish_run, train
 
     repo = ModelRepository(repository)
     accuracy: dict[str, float | None] = {}
@@ -60,7 +150,9 @@ def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float |
             learning_rate=lr,
             seed=0,
         )
-        manifest = train_and_publish(config, repo, export_precisions=["fp32", "int8"], alias="production")
+        with TERMINAL.step(f"{name}: train ({strategy}), export, publish") as bar:
+            trained = train(config, extra_callbacks=[_step_callback(bar)])
+            manifest = publish_run(trained, repo, export_precisions=["fp32", "int8"], alias="production")
         accuracy[name] = manifest.metrics.get("accuracy")
         _log(
             f"{name}: {strategy} v{manifest.version} published in {time.perf_counter() - start:.0f}s "
@@ -82,7 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         help="Epochs for every scenario (default: per strategy, see DEMO_TRAINING).",
     )
     parser.add_argument("--smoke", action="store_true", help="Send a few requests, then exit.")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Show every library's output too (default: to --log-file)."
+    )
+    parser.add_argument(
+        "--log-file",
+        default=os.environ.get("LABELWISE_DEMO_LOG", "var/demo.log"),
+        help="Where library output and warnings go when not --verbose.",
+    )
     args = parser.parse_args(argv)
+    if not args.verbose:
+        TERMINAL.to_log(Path(args.log_file).resolve())
+        _log(f"library output and warnings go to {args.log_file} (--verbose shows them here)")
     exit_after = os.environ.get("LABELWISE_DEMO_EXIT_AFTER_S")
     start = time.perf_counter()
     repository = Path(args.repository).resolve()
@@ -101,15 +204,18 @@ def main(argv: list[str] | None = None) -> int:
 
     url = f"http://127.0.0.1:{args.port}"
     serving_args = {"repository": str(repository), "scenarios": [{"name": n} for n in DEMO_SCENARIOS]}
-    run_server(serving_args, "127.0.0.1", args.port, block=False)
+    with TERMINAL.step("start Ray Serve and load the scenarios", total=2) as bar:
+        run_server(serving_args, "127.0.0.1", args.port, block=False)
+        bar.advance()
     try:
         with LabelwiseClient(url, timeout_s=30) as client:
             deadline = time.monotonic() + 300
-            while not client.ready():
-                if time.monotonic() > deadline:
-                    _log("scenarios did not load within 300s; see the Ray logs")
-                    return 1
-                time.sleep(0.5)
+            with TERMINAL.step("wait for /readyz", total=1):
+                while not client.ready():
+                    if time.monotonic() > deadline:
+                        _log("scenarios did not load within 300s; see the Ray logs")
+                        return 1
+                    time.sleep(0.5)
             for name, texts in EXAMPLES.items():
                 try:
                     result = client.classify(name, texts, top_k=1)
@@ -125,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             f"\nServing. Try:\n  curl -s {url}/v1/classify -H 'Content-Type: application/json' -d '{body}'\n"
             f"  API docs: {url}/docs    scenarios: {url}/v1/scenarios    metrics: {url}/metrics\n"
             f"Demo ready in {time.perf_counter() - start:.0f}s (training + export {train_s:.0f}s).",
+            file=TERMINAL.out,
             flush=True,
         )
         if args.smoke or exit_after is not None:
             time.sleep(float(exit_after or 0))
             return 0
-        print("Ctrl-C stops the server.", flush=True)
+        print("Ctrl-C stops the server.", file=TERMINAL.out, flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
@@ -139,5 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         stop_local_ray()
 
 
+def run() -> int:
+    """main(), with a failure told on the terminal even when its traceback goes to the log file."""
+    try:
+        return main()
+    except Exception as exc:
+        if not TERMINAL.quiet:
+            raise
+        import traceback
+
+        traceback.print_exc()  # fd 2: the log file
+        print(f"demo failed: {type(exc).__name__}: {exc} (traceback in the log file)", file=TERMINAL.err)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -52,8 +52,15 @@ def classify_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output instead of resuming it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log what the engine does (loads, refusals)."),
 ) -> None:
     """Score every row of a file: labels and scores in input order, resumable, with the throughput."""
+    import logging
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:  # a failed load is reported once, as the command's error line, not also as a log line
+        logging.getLogger("labelwise.serving").addHandler(logging.NullHandler())
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
