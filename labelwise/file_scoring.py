@@ -345,7 +345,14 @@ class HttpScorer:
         self._client = LabelwiseClient(url, api_key=api_key, timeout_s=timeout_s, concurrency=concurrency)
 
     def score(self, texts: list[str]) -> list[Scored]:
-        result = self._client.classify(self.scenario, texts, top_k=1)
+        from .errors import ScenarioNotServedError
+
+        try:
+            result = self._client.classify(self.scenario, texts, top_k=1)
+        except ScenarioNotServedError as exc:  # the server's message does not echo the name back
+            raise ScoringError(
+                f"scenario {self.scenario!r} is not served at {self._client.base_url} ({exc})"
+            ) from None
         versions = result.versions or [result.version] * len(texts)
         return [
             Scored(row[0].label, row[0].score, v) for row, v in zip(result.results, versions, strict=True)
