@@ -1,0 +1,474 @@
+"""`make gpu-bench`: one device script, one table: fp16 seq/s in-process and over HTTP vs the physical bound.
+
+On a single-GPU machine with Python, torch and the project's wheels (no model hub: the encoder is a
+distilroberta-base-shaped RoBERTa with random weights, which runs exactly as fast as the trained one):
+
+1. builds the model and publishes it through the project's export (`training.export.export_into`:
+   fp32 gate, fp16 graph, parity on the CUDA provider);
+2. measures in-process seq/s at L = 32/64/128 tokens and B = 1..512 rows per pass: serving's
+   `OnnxGraph` (IO binding) on the CUDA provider where onnxruntime-gpu is installed, else torch fp16
+   with SDPA attention as the reference;
+3. measures the same model through HTTP (`labelwise serve` on 127.0.0.1 and the closed-loop load
+   generator) when Ray Serve and the CUDA provider are there;
+4. measures matmul TFLOP/s on the device and prints each figure's ratio to the physical bound
+   (measured TFLOP/s / FLOPs per sequence).
+
+`--dry-run` (`make gpu-bench DRY_RUN=1`): a tiny model on the CPU provider in fp32, short timings;
+the same steps and the same table, so the script is tested where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BenchError
+
+LENGTHS = (32, 64, 128)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+LABELS = ["a", "b", "c"]
+SCENARIO = "gpu-bench"
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """An encoder's shape: what its FLOPs, and so the physical bound, depend on."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab: int
+
+    def flops_per_sequence(self, length: int) -> float:
+        """Multiply-adds x 2 of one sequence of `length` tokens through the encoder and the head."""
+        h, i, n = self.hidden, self.intermediate, length
+        per_layer = 8 * n * h * h + 4 * n * h * i + 4 * n * n * h  # QKVO, FFN, scores and AV
+        head = 2 * h * h + 2 * h * len(LABELS)  # dense + out_proj on the first token
+        return float(self.layers * per_layer + head)
+
+
+DISTILROBERTA = ModelShape("distilroberta-base (random weights)", 6, 768, 12, 3072, 50265)
+TINY = ModelShape("tiny RoBERTa (dry run)", 2, 32, 2, 64, 1000)
+
+
+@dataclass
+class Plan:
+    """What one run measures and for how long."""
+
+    dry_run: bool
+    out_dir: Path
+    lengths: tuple[int, ...] = LENGTHS
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    seconds_per_cell: float = 0.6
+    http: bool = True
+    http_duration_s: float = 8.0
+    http_concurrency: int = 32
+    http_texts_per_request: int = 32
+    port: int = 8131
+    threads: int = 0
+
+    @property
+    def shape(self) -> ModelShape:
+        return TINY if self.dry_run else DISTILROBERTA
+
+
+@dataclass
+class Row:
+    path: str  # "in-process" or "HTTP"
+    length: int
+    batch: str
+    seq_per_s: float
+    bound_seq_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.seq_per_s / self.bound_seq_per_s if self.bound_seq_per_s else 0.0
+
+
+@dataclass
+class Report:
+    device: str
+    backend: str
+    precision: str
+    model: str
+    matmul_tflops: float
+    flops_per_seq: dict[int, float]
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+# ---- the device -----------------------------------------------------------------------------------
+def pick_backend(dry_run: bool) -> tuple[str, str, str]:
+    """(backend, device, precision): ORT CUDA fp16, else torch CUDA fp16 (SDPA), else (dry run) ORT CPU."""
+    import onnxruntime as ort
+    import torch
+
+    if CUDA in ort.get_available_providers() and torch.cuda.is_available() and not dry_run:
+        return "onnxruntime CUDA EP (IO binding)", "cuda", "fp16"
+    if torch.cuda.is_available() and not dry_run:
+        return "torch fp16 + SDPA (no onnxruntime-gpu here)", "cuda", "fp16"
+    if not dry_run:
+        raise BenchError(
+            "no CUDA device visible to torch or onnxruntime: run `make gpu-bench DRY_RUN=1` to check the "
+            "script on CPU, or run it on a GPU machine (`labelwise doctor` says what the engine sees)"
+        )
+    return "onnxruntime CPU EP (IO binding), dry run", "cpu", "fp32"
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def matmul_tflops(device: str, seconds: float) -> float:
+    """Dense matmul TFLOP/s on the device (fp16 on GPU, fp32 on CPU): the roof the bound uses."""
+    import torch
+
+    n, dtype = (8192, torch.float16) if device == "cuda" else (512, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    runs, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
+        a @ b
+        runs += 1
+        if device == "cuda" and runs % 10 == 0:
+            torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return 2 * n**3 * runs / elapsed / 1e12
+
+
+# ---- the model ------------------------------------------------------------------------------------
+def build_base(folder: Path, shape: ModelShape) -> Path:
+    """A random RoBERTa of `shape` and a byte-level BPE tokenizer trained on the packaged sentences."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    from .sentences import load_sentences
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        load_sentences() * 2,
+        vocab_size=min(shape.vocab, 2000),
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    RobertaTokenizerFast(tokenizer_object=bpe, model_max_length=max(LENGTHS)).save_pretrained(folder)
+    config = RobertaConfig(
+        vocab_size=max(shape.vocab, bpe.get_vocab_size()),
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=max(LENGTHS) + 2,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def publish(repo_root: Path, base: Path, precision: str, texts: list[str], say: Any) -> Path:
+    """Publish the classifier through the project's export; return its graph in `precision`."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from model_repository import BaseModelRef, ModelRepository, layout, weights_hash
+    from training.export import export_into
+
+    shutil.rmtree(repo_root, ignore_errors=True)
+    repo = ModelRepository(repo_root)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={x: i for i, x in enumerate(LABELS)},
+    ).eval()
+    ref = BaseModelRef(id=str(base), content_hash=weights_hash(base), architecture="roberta")
+    precisions = ["fp32"] if precision == "fp32" else ["fp32", precision]
+    with repo.new_version(
+        SCENARIO, strategy="full", base_model=ref, labels=LABELS, max_length_tokens=max(LENGTHS)
+    ) as draft:
+        tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
+        draft.fields.update(
+            export_into(
+                draft.path,
+                model=model,
+                tokenizer=tokenizer,
+                strategy="full",
+                base_model=ref,
+                precisions=precisions,
+                parity_texts=texts[:32],
+                max_length_tokens=max(LENGTHS),
+                parity_rows=32,
+                say=say,
+            )
+        )
+    repo.set_alias(SCENARIO, "production", draft.version)
+    return repo.version_path(SCENARIO, draft.version) / layout.graph_file(precision)
+
+
+# ---- in-process ---------------------------------------------------------------------------------
+def _timed(run: Any, batch: int, seconds: float) -> float:
+    for _ in range(2):  # first runs allocate and pick kernels for this shape
+        run()
+    runs, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
+        run()
+        runs += 1
+    return batch * runs / elapsed
+
+
+def in_process_ort(graph_path: Path, device: str, plan: Plan, vocab: int) -> dict[tuple[int, int], float]:
+    """seq/s of serving's OnnxGraph (IO binding: inputs copied once, logits fetched once) per (L, B)."""
+    from serving.engine import OnnxGraph
+
+    providers = [CUDA, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    graph = OnnxGraph(graph_path, providers, plan.threads)
+    rng = np.random.default_rng(0)
+    out = {}
+    for length in plan.lengths:
+        for batch in plan.batch_sizes:
+            ids = rng.integers(5, vocab, (batch, length), dtype=np.int64)
+            mask = np.ones_like(ids)
+            out[(length, batch)] = _timed(lambda i=ids, m=mask: graph.run(i, m), batch, plan.seconds_per_cell)
+    return out
+
+
+def in_process_torch(base: Path, device: str, plan: Plan, vocab: int) -> dict[tuple[int, int], float]:
+    """The reference where onnxruntime-gpu is absent: torch fp16, SDPA attention, same model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(LABELS), attn_implementation="sdpa", dtype=dtype
+    ).to(device)
+    model.eval()
+    out = {}
+    with torch.inference_mode():
+        for length in plan.lengths:
+            for batch in plan.batch_sizes:
+                ids = torch.randint(5, vocab, (batch, length), device=device)
+                mask = torch.ones_like(ids)
+
+                def run(i: Any = ids, m: Any = mask) -> None:
+                    model(input_ids=i, attention_mask=m).logits.float().cpu()  # fetched, as serving does
+
+                out[(length, batch)] = _timed(run, batch, plan.seconds_per_cell)
+    return out
+
+
+# ---- through HTTP -------------------------------------------------------------------------------
+def texts_of_length(tokenizer_dir: Path, length: int, n: int) -> list[str]:
+    """n different texts that tokenize to `length` tokens (specials included), cut on word boundaries."""
+    from transformers import AutoTokenizer
+
+    from .sentences import load_sentences
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    words = " ".join(load_sentences()).split()
+    out = []
+    for start in range(n):
+        picked: list[str] = []
+        pos = start * 7
+        while len(tok(" ".join(picked))["input_ids"]) < length:
+            picked.append(words[pos % len(words)])
+            pos += 1
+        out.append(" ".join(picked))
+    return out
+
+
+def through_http(
+    plan: Plan, repo_root: Path, tokenizer_dir: Path, precision: str, device: str, say: Any
+) -> dict[int, float]:
+    """Closed-loop seq/s per L through `labelwise serve` on 127.0.0.1 (batching as values-gpu.yaml)."""
+    import yaml
+
+    from .loadgen import LoadSpec, run_in_subprocess
+    from .processes import python_cmd, start_server, stop_server, wait_server_ready
+
+    config = {
+        "repository": str(repo_root),
+        "scenarios": [{"name": SCENARIO}],
+        "precision": precision,
+        "num_gpus": 1.0 if device == "cuda" else 0.0,
+        "num_cpus": 1.0,
+        "max_batch_size": 512,
+        "max_batch_tokens": 65536,
+        "max_concurrent_batches": 4 if device == "cuda" else 1,
+        "batch_wait_timeout_s": 0.01,
+        "max_ongoing_requests": 1024,
+        "max_texts_per_request": max(plan.http_texts_per_request, 64),
+    }
+    cfg = plan.out_dir / "serve-config.yaml"
+    cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
+    url = f"http://127.0.0.1:{plan.port}"
+    cmd = python_cmd("-m", "labelwise.cli", "serve", "--config", str(cfg), "--port", str(plan.port))
+    server = start_server("labelwise serve", cmd, url, plan.out_dir / "serve.log")
+    out = {}
+    try:
+        waited = wait_server_ready(server, 300)
+        say(f"HTTP: labelwise serve ready in {waited:.0f}s")
+        for length in plan.lengths:
+            texts_file = plan.out_dir / f"texts-{length}.txt"
+            texts_file.write_text("\n".join(texts_of_length(tokenizer_dir, length, 64)), encoding="utf-8")
+            spec = LoadSpec(
+                url=url,
+                scenarios=[SCENARIO],
+                texts_per_request=plan.http_texts_per_request,
+                concurrency=plan.http_concurrency,
+                duration_s=plan.http_duration_s,
+                warmup_s=max(0.5, plan.http_duration_s / 4),
+            )
+            result = run_in_subprocess(spec, str(texts_file))
+            if result["errors"]:
+                raise BenchError(
+                    f"HTTP at L={length}: {result['errors']} failed requests {result['error_kinds']}"
+                )
+            out[length] = float(result["seq_per_s"])
+    finally:
+        stop_server(server)
+    return out
+
+
+def free_port_pair() -> int:
+    """A loopback port p with p + 1 also free (direct ingress takes both)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise BenchError("no two adjacent free loopback ports for the HTTP measurement")
+
+
+# ---- the table ----------------------------------------------------------------------------------
+def render(report: Report) -> str:
+    lines = [
+        f"device: {report.device}; backend: {report.backend}; precision: {report.precision}",
+        f"model: {report.model}; matmul: {report.matmul_tflops:.2f} TFLOP/s measured; "
+        + "; ".join(f"L={n}: {f / 1e9:.3g} GFLOP/seq" for n, f in report.flops_per_seq.items()),
+        "",
+        "| path | L | B | seq/s | bound seq/s | ratio to bound |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.rows:
+        figures = f"{r.seq_per_s:,.0f} | {r.bound_seq_per_s:,.0f} | {r.ratio:.3f}"
+        lines.append(f"| {r.path} | {r.length} | {r.batch} | {figures} |")
+    lines += [f"note: {n}" for n in report.notes]
+    lines.append(f"total {report.elapsed_s:.0f}s")
+    return "\n".join(lines)
+
+
+def run(plan: Plan, say: Any = print) -> Report:
+    start = time.perf_counter()
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    backend, device, precision = pick_backend(plan.dry_run)
+    shape = plan.shape
+    say(f"gpu-bench: {backend}, {precision}, {shape.name}")
+    tflops = matmul_tflops(device, 0.5 if plan.dry_run else 3.0)
+    base = build_base(plan.out_dir / "base", shape)
+    from .sentences import load_sentences
+
+    graph = publish(plan.out_dir / "repository", base, precision, load_sentences(), say)
+    vocab = min(shape.vocab, 2000)  # ids the tokenizer can produce; the embedding size does not matter
+    if backend.startswith("torch"):
+        measured = in_process_torch(base, device, plan, vocab)
+    else:
+        measured = in_process_ort(graph, device, plan, vocab)
+    flops = {n: shape.flops_per_sequence(n) for n in plan.lengths}
+    report = Report(device_name(device), backend, precision, shape.name, tflops, flops)
+    for (length, batch), seq_s in measured.items():
+        report.rows.append(Row("in-process", length, str(batch), seq_s, tflops * 1e12 / flops[length]))
+    report.notes.append(f"in-process: B = {', '.join(map(str, plan.batch_sizes))} rows of exactly L tokens")
+    if plan.http and not backend.startswith("torch"):
+        try:
+            import ray.serve  # noqa: F401
+        except ImportError:
+            report.notes.append("HTTP: Ray Serve is not installed (pip install 'labelwise[gpu]')")
+        else:
+            served = through_http(plan, plan.out_dir / "repository", base, precision, device, say)
+            label = f"{plan.http_texts_per_request} texts x c={plan.http_concurrency}"
+            for length, seq_s in served.items():
+                report.rows.append(Row("HTTP", length, label, seq_s, tflops * 1e12 / flops[length]))
+                best = max(v for (n, _b), v in measured.items() if n == length)
+                report.notes.append(f"HTTP L={length}: {seq_s / best:.2f} of the best in-process figure")
+    elif plan.http:
+        report.notes.append("HTTP: skipped, serving needs onnxruntime-gpu for the CUDA provider")
+    report.elapsed_s = time.perf_counter() - start
+    (plan.out_dir / "gpu_bench.json").write_text(
+        json.dumps(
+            {**asdict(report), "rows": [{**asdict(r), "ratio": r.ratio} for r in report.rows]}, indent=2
+        ),
+        encoding="utf-8",
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.gpu_bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Tiny model on CPU, short timings, same table."
+    )
+    parser.add_argument("--out", type=Path, default=Path("var/gpu-bench"))
+    parser.add_argument("--no-http", action="store_true", help="Skip the HTTP measurement.")
+    parser.add_argument("--port", type=int, default=8131)
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        plan = Plan(
+            True, args.out, seconds_per_cell=0.02, http_duration_s=1.5, http_concurrency=4,
+            http_texts_per_request=8, port=args.port, threads=1,
+        )  # fmt: skip
+    else:
+        plan = Plan(False, args.out, port=args.port)
+    plan.http = not args.no_http
+    plan.port = args.port or free_port_pair()
+    try:
+        report = run(plan, say=lambda m: print(f"[gpu-bench] {m}", file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
