@@ -1,0 +1,112 @@
+"""`labelwise doctor`: what the engine will use here: providers, threads, precision per scenario, GPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from labelwise.extras import require
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_command)
+
+
+def gpus() -> list[str]:
+    """'name, memory' per GPU from nvidia-smi; empty when there is none (or no driver)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def diagnose(args: dict[str, Any]) -> dict[str, Any]:
+    """The engine's choices for a ServingConfig's fields, as a replica would make them (nothing is served)."""
+    from model_repository import ModelRepository
+    from serving import ServingConfig
+    from serving.engine import available_providers, choose_providers, installed_ort, precision_order
+
+    require("onnxruntime")
+    config = ServingConfig(**args)
+    report: dict[str, Any] = {
+        "onnxruntime_packages": installed_ort(),
+        "providers_available": available_providers(),
+        "gpus": gpus(),
+        "num_gpus": config.num_gpus,
+        "cpu_cores": os.cpu_count(),
+    }
+    if len(report["onnxruntime_packages"]) > 1:
+        report["problem"] = "onnxruntime and onnxruntime-gpu are both installed: keep only one"
+    try:
+        providers = choose_providers(config.ort_providers, config.num_gpus)
+        precisions = precision_order(config.precision, providers)
+    except Exception as exc:  # the refusal a replica would raise at start, shown instead of raised
+        report["refused"] = str(exc)
+        return report
+    report["providers"] = providers
+    report["intra_op_threads"] = config.ort_intra_op_threads or max(1, int(config.num_cpus) or 1)
+    report["precision_order"] = precisions
+    repo = ModelRepository(config.repository)
+    names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
+    aliases = {s.name: s.alias for s in config.scenarios or ()}
+    scenarios = {}
+    for name in names:
+        alias = aliases.get(name, config.default_alias)
+        try:
+            manifest = repo.load_manifest(name, repo.resolve(name, alias))
+        except Exception as exc:
+            scenarios[name] = f"not servable with alias {alias!r}: {exc}"
+            continue
+        have = [e.precision for e in manifest.exports]
+        if manifest.strategy == "frozen" and manifest.base_encoder is not None:
+            have = list(manifest.base_encoder.precisions)
+        chosen = next((p for p in precisions if p in have), None)
+        scenarios[name] = (
+            f"v{manifest.version} {manifest.strategy}: {chosen} (exported: {', '.join(have) or 'none'})"
+            if chosen
+            else f"v{manifest.version}: none of {precisions} exported (has {have}); refused at load"
+        )
+    report["scenarios"] = scenarios
+    return report
+
+
+def doctor_command(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Serve config to diagnose (as `labelwise serve --config`)."
+    ),
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+) -> None:
+    """Print what the engine will use here: providers, threads, precision per scenario, GPU name and memory.
+
+    Exits 1 when a replica with this config would refuse to start (e.g. CUDA asked for and absent).
+    """
+    from labelwise.server import load_serving_args
+
+    overrides = {"repository": str(repository)} if repository is not None else {}
+    report = diagnose(load_serving_args(config, **overrides))
+    typer.echo(f"onnxruntime packages: {report['onnxruntime_packages'] or 'none'}")
+    typer.echo(f"providers available: {', '.join(report['providers_available'])}")
+    typer.echo(f"GPUs: {'; '.join(report['gpus']) or 'none visible (nvidia-smi)'}")
+    typer.echo(f"num_gpus per replica: {report['num_gpus']:g}; CPU cores: {report['cpu_cores']}")
+    if "problem" in report:
+        typer.echo(f"problem: {report['problem']}")
+    if "refused" in report:
+        typer.echo(f"error: a replica would refuse to start: {report['refused']}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"providers used: {', '.join(report['providers'])}")
+    typer.echo(f"ORT intra-op threads: {report['intra_op_threads']}")
+    typer.echo(f"precision order: {' > '.join(report['precision_order'])}")
+    for name, what in report["scenarios"].items():
+        typer.echo(f"  {name}: {what}")
+    if not report["scenarios"]:
+        typer.echo("  (no scenario in the repository)")
