@@ -1,9 +1,10 @@
-"""`labelwise bench`: the in-process ceiling, the served figures, the seed baseline and the scenario mix.
+"""`labelwise bench`: the in-process ceiling, served figures, the seed baseline, peers and the scenario mix.
 
 Everything runs on this machine, in one bounded command: it trains (or reuses) the bench scenarios,
-measures the engine alone, starts `labelwise serve` on 127.0.0.1, drives it with the closed-loop load
-generator in a separate process, does the same for the seed baseline, stops what it started, and
-prints a markdown table and the JSON behind it.
+measures the engine alone on all cores, starts `labelwise serve` on 127.0.0.1, drives it with a
+closed-loop client in a separate process (wrk when installed, else the Python generator), does the
+same for the seed baseline and for Infinity (when `make peers` installed it) on the same model,
+stops what it started, and prints markdown tables and the JSON behind them.
 """
 
 from __future__ import annotations
@@ -18,20 +19,31 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from .bench_models import BenchModels, prepare_bench_models
 from .bench_report import render_markdown, targets
+from .ceiling import all_cores, measure_ceiling_processes
 from .errors import BenchError
-from .loadgen import LoadSpec, run_in_subprocess, wait_ready
+from .load_drivers import resolve_driver, run_one_load
+from .loadgen import LoadSpec, wait_ready
 from .loopback import require_loopback
+from .peers import (
+    INFINITY_SPEC,
+    INFINITY_VARIANTS,
+    infinity_command,
+    infinity_env,
+    infinity_missing,
+    prepare_infinity_models,
+)
 from .processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
 from .sentences import real_texts_file
 
 # The loads the issue names: (label, texts per request, concurrency).
 SERVED_LOADS = (("1 text, c=8", 1, 8), ("1 text, c=32", 1, 32), ("32 texts, c=4", 32, 4))
+PEER_LOADS = SERVED_LOADS[:2]  # the side-by-side table: one-text requests at c=8 and c=32
 MIX_SIZES = (1, 4, 8)
 MIX_LOAD = ("1 text, c=32", 1, 32)
 
@@ -72,6 +84,20 @@ class BenchOptions(BaseModel):
     ready_timeout_s: float = Field(default=240.0, gt=0, description="Bound on a started server's start-up.")
     attach_timeout_s: float = Field(default=15.0, gt=0, description="Bound on waiting for a --url server.")
     serve_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra ServingConfig fields.")
+    load_driver: Literal["auto", "wrk", "python"] = Field(
+        default="auto", description="HTTP load client: wrk when on PATH (auto), or the Python generator."
+    )
+    wrk_threads: int = Field(
+        default=1, ge=1, le=2, description="wrk threads (-t); each drives a share of the connections."
+    )
+    infinity: bool = Field(default=True, description="Also measure Infinity when `make peers` installed it.")
+    infinity_variants: list[Literal["fp32", "int8"]] = Field(
+        default=list(INFINITY_VARIANTS), description="Which Infinity model folders to serve."
+    )
+    peers_dir: Path = Field(default=Path("var/peers"), description="Where `make peers` put the peers' venvs.")
+    peer_port: int = Field(
+        default=8125, ge=1, le=65535, description="Port of the peer server the bench starts."
+    )
 
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -80,6 +106,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         # Refuse a remote target, and give up on a server that is not up, before anything is trained.
         asyncio.run(wait_ready(require_loopback(options.url), options.attach_timeout_s))
     threads = options.threads or (os.cpu_count() or 1)
+    driver = resolve_driver(options.load_driver)
     t_start = time.monotonic()
     models = prepare_bench_models(
         options.repository,
@@ -108,17 +135,26 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         "threads": threads,
         "duration_s": options.duration_s,
         "warmup_s": options.warmup_s,
+        "load_driver": driver,
+        "wrk_threads": options.wrk_threads if driver == "wrk" else None,
     }
-    say(f"ceiling: serving engine alone on {models.primary}, {threads} thread(s)")
-    report["ceiling"] = ceiling(models, threads, texts_file, options)
-    say(f"ceiling: {report['ceiling']['seq_per_s']} seq/s at batch {report['ceiling']['best_batch_size']}")
+    say(f"load driver: {driver}" + (f" ({options.wrk_threads} thread(s))" if driver == "wrk" else ""))
+    report["ceiling"] = ceiling(models, texts_file, options, say)
+    say(
+        f"ceiling: {report['ceiling']['seq_per_s']} seq/s at batch {report['ceiling']['best_batch_size']} "
+        f"({report['ceiling']['variant']})"
+    )
 
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Runner(options, texts_file, driver)
     report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
-        models, threads, texts_file, options, say
+        models, threads, run, say
     )
     if options.seed_baseline:
-        report["seed"] = measure_seed(models, threads, texts_file, options, say)
+        report["seed"] = measure_seed(models, threads, run, say)
+    report["peers"], report["peer_notes"] = ([], [])
+    if options.infinity:
+        report["peers"], report["peer_notes"] = measure_infinity(models, run, say)
     report["targets"] = targets(report)
     report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -130,22 +166,38 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     return report
 
 
-def ceiling(models: BenchModels, threads: int, texts_file: str, options: BenchOptions) -> dict[str, Any]:
+def ceiling(models: BenchModels, texts_file: str, options: BenchOptions, say: Callable[[str], None]) -> dict:
+    """The engine alone on every core, two ways; the higher is the ceiling, both are reported."""
+    cores = all_cores()
+    seconds = options.ceiling_seconds_per_size
+    budget = _max_batch_tokens(options)  # the engine cuts batches by the replicas' token budget
+    say(f"ceiling: serving engine alone on {models.primary}, 1 process x {cores} ORT threads")
     cmd = python_cmd(
         "-m", "loadtests.ceiling",
         "--repository", models.repository,
         "--scenario", models.primary,
-        "--threads", str(threads),
+        "--threads", str(cores),
         "--precision", models.precision,
         "--texts-file", texts_file,
-        "--seconds-per-size", str(options.ceiling_seconds_per_size),
-        # The engine cuts batches by the same token budget as the server's replicas.
-        "--max-batch-tokens", str(_max_batch_tokens(options)),
+        "--seconds-per-size", str(seconds),
+        "--max-batch-tokens", str(budget),
     )  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise BenchError(f"the ceiling measurement failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    variants = [json.loads(out.stdout.strip().splitlines()[-1]) | {"variant": f"1 process x {cores} threads"}]
+    if cores > 1:
+        say(f"ceiling: {cores} processes x 1 ORT thread, at the same time")
+        try:
+            per_core = measure_ceiling_processes(
+                cores, models.repository, models.primary, texts_file, models.precision,
+                seconds_per_size=seconds, max_batch_tokens=budget,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise BenchError(f"the per-core ceiling measurement failed: {exc}") from exc
+        variants.append(per_core | {"variant": f"{cores} processes x 1 thread"})
+    best = max(variants, key=lambda v: v["seq_per_s"])
+    return {**best, "cores": cores, "variants": variants}
 
 
 def _max_batch_tokens(options: BenchOptions) -> int:
@@ -154,21 +206,30 @@ def _max_batch_tokens(options: BenchOptions) -> int:
     return int(options.serve_overrides.get("max_batch_tokens", ServingConfig().max_batch_tokens))
 
 
-def _load(
-    url: str, scenarios: list[str], n_texts: int, concurrency: int, options: BenchOptions, texts_file: str
-):
-    spec = LoadSpec(
-        url=url,
-        scenarios=scenarios,
-        texts_per_request=n_texts,
-        concurrency=concurrency,
-        duration_s=options.duration_s,
-        warmup_s=options.warmup_s,
-    )
-    result = run_in_subprocess(spec, texts_file, ready_timeout_s=options.attach_timeout_s)
-    if result["requests"] == 0:
-        raise BenchError(f"every request to {url} failed ({result['error_kinds']}): see the server log")
-    return result
+class _Runner:
+    """Runs one load against a system with the bench's driver, texts and timings."""
+
+    def __init__(self, options: BenchOptions, texts_file: str, driver: str) -> None:
+        self.options, self.texts_file, self.driver = options, texts_file, driver
+
+    def load(
+        self, url: str, scenarios: list[str], n_texts: int, concurrency: int, shape: str = "labelwise"
+    ) -> dict[str, Any]:
+        spec = LoadSpec(
+            url=url,
+            scenarios=scenarios,
+            texts_per_request=n_texts,
+            concurrency=concurrency,
+            duration_s=self.options.duration_s,
+            warmup_s=self.options.warmup_s,
+            shape=shape,
+        )
+        result = run_one_load(
+            spec, self.texts_file, self.driver, self.options.attach_timeout_s, self.options.wrk_threads
+        )
+        if result["requests"] == 0:
+            raise BenchError(f"every request to {url} failed ({result['error_kinds']}): see the server log")
+        return result
 
 
 def serve_config(models: BenchModels, threads: int, options: BenchOptions) -> dict[str, Any]:
@@ -185,8 +246,9 @@ def serve_config(models: BenchModels, threads: int, options: BenchOptions) -> di
 
 
 def measure_labelwise(
-    models: BenchModels, threads: int, texts_file: str, options: BenchOptions, say: Callable[[str], None]
+    models: BenchModels, threads: int, run: _Runner, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    options = run.options
     config = serve_config(models, threads, options)
     server: ServerProcess | None = None
     if options.url is None:
@@ -210,7 +272,7 @@ def measure_labelwise(
         served = []
         for label, n_texts, concurrency in SERVED_LOADS:
             say(f"labelwise: {label} on {models.primary} for {options.duration_s:.0f}s")
-            result = _load(url, [models.primary], n_texts, concurrency, options, texts_file)
+            result = run.load(url, [models.primary], n_texts, concurrency)
             result["load"] = label
             if server is not None:
                 result["memory"] = server.memory_mb()
@@ -221,7 +283,7 @@ def measure_labelwise(
             for n in [n for n in MIX_SIZES if n <= available]:
                 scenarios = models.mix(n)
                 say(f"labelwise: {MIX_LOAD[0]} spread over {n} scenario(s)")
-                result = _load(url, scenarios, MIX_LOAD[1], MIX_LOAD[2], options, texts_file)
+                result = run.load(url, scenarios, MIX_LOAD[1], MIX_LOAD[2])
                 result["load"] = MIX_LOAD[0]
                 result["n_scenarios"] = n
                 result["strategies"] = {
@@ -239,10 +301,11 @@ def measure_labelwise(
 
 
 def measure_seed(
-    models: BenchModels, threads: int, texts_file: str, options: BenchOptions, say: Callable[[str], None]
+    models: BenchModels, threads: int, run: _Runner, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     from model_repository import ModelRepository
 
+    options = run.options
     repo = ModelRepository(models.repository)
     version_dir = repo.version_path(models.primary, repo.resolve(models.primary, "production"))
     url = f"http://127.0.0.1:{options.seed_port}"
@@ -258,7 +321,7 @@ def measure_seed(
         results = []
         for label, n_texts, concurrency in SERVED_LOADS:
             say(f"seed baseline: {label} for {options.duration_s:.0f}s")
-            result = _load(url, [models.primary], n_texts, concurrency, options, texts_file)
+            result = run.load(url, [models.primary], n_texts, concurrency)
             result["load"] = label
             result["memory"] = server.memory_mb()
             results.append(result)
@@ -266,6 +329,52 @@ def measure_seed(
     finally:
         say("seed baseline: stopping")
         stop_server(server)
+
+
+def measure_infinity(
+    models: BenchModels, run: _Runner, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Infinity (optimum engine) on the primary scenario: fp32 export and labelwise's int8 graph.
+
+    A peer that is not installed, or that fails, is a note in the report, not a failed bench.
+    """
+    options = run.options
+    missing = infinity_missing(options.peers_dir)
+    if missing:
+        say(f"infinity: skipped: {missing}")
+        return [], [f"Infinity not measured: {missing}"]
+    folders = prepare_infinity_models(models.repository, models.primary, options.peers_dir / "models", say)
+    url = f"http://127.0.0.1:{options.peer_port}"
+    systems, notes = [], []
+    for variant in options.infinity_variants:
+        name = f"Infinity 0.0.78 optimum {variant}"
+        if variant not in folders:
+            notes.append(f"{name} not measured: {models.primary} has no {variant} graph")
+            continue
+        log = options.out_dir / f"infinity-{variant}.log"
+        say(f"infinity: starting {name} on {url} (log {log})")
+        server = start_server(
+            name, infinity_command(options.peers_dir, models.primary, options.peer_port), url, log,
+            env=infinity_env(options.peers_dir, variant), cwd=folders[variant], ready_path="/health",
+        )  # fmt: skip
+        try:
+            waited = wait_server_ready(server, options.ready_timeout_s)
+            say(f"infinity {variant}: ready after {waited:.0f}s")
+            results = []
+            for label, n_texts, concurrency in PEER_LOADS:
+                say(f"infinity {variant}: {label} for {options.duration_s:.0f}s")
+                result = run.load(url, [models.primary], n_texts, concurrency, shape="infinity")
+                result["load"] = label
+                result["memory"] = server.memory_mb()
+                results.append(result)
+            systems.append({"system": name, "variant": variant, "spec": INFINITY_SPEC, "results": results})
+        except BenchError as exc:
+            say(f"infinity {variant}: failed: {str(exc).splitlines()[0]}")
+            notes.append(f"{name} failed: {str(exc).splitlines()[0]} (log {log})")
+        finally:
+            say(f"infinity {variant}: stopping")
+            stop_server(server)
+    return systems, notes
 
 
 def machine_info() -> dict[str, Any]:

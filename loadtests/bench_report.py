@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-TARGET_ONE_TEXT_RATIO = 0.7  # served/ceiling, one-text requests at c=32
-TARGET_BATCH_RATIO = 0.9  # served/ceiling, 32-text requests at c=4
+TARGET_ONE_TEXT_RATIO = 0.8  # served/ceiling, one-text requests at c=32 (ceiling: engine on all cores)
+TARGET_BATCH_RATIO = 0.95  # served/ceiling, 32-text requests at c=4
 TARGET_SEED_SPEEDUP = 6.0  # labelwise req/s over the seed's at c=32 (with a lower p99)
+TARGET_PEER_SPEEDUP_C32 = 2.5  # labelwise req/s over the best Infinity variant's at c=32
+TARGET_PEER_SPEEDUP_C8 = 2.0  # ... and at c=8
+TARGET_PEER_P99_RATIO = 0.5  # labelwise p99 / that Infinity variant's p99 at c=32, at most
+TARGET_SAME_PRECISION = 1.5  # labelwise fp32 over Infinity fp32 at c=32 (when the bench serves fp32)
 TARGET_MIX_RATIO = 0.9  # 8 scenarios mixed vs one scenario
+TARGET_TREE_PSS_MB = 800.0  # labelwise serving process tree, one scenario, at most
+COMPARED_LOADS = ("1 text, c=8", "1 text, c=32")
 
 
 def _by_load(rows: list[dict[str, Any]] | None, load: str) -> dict[str, Any] | None:
@@ -16,6 +22,50 @@ def _by_load(rows: list[dict[str, Any]] | None, load: str) -> dict[str, Any] | N
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
+
+
+def best_peer(report: dict[str, Any], load: str) -> tuple[str, dict[str, Any]] | None:
+    """The peer system with the most req/s at this load, and its row."""
+    rows = [(p["system"], _by_load(p["results"], load)) for p in report.get("peers") or []]
+    rows = [(name, row) for name, row in rows if row]
+    return max(rows, key=lambda item: item[1]["req_per_s"]) if rows else None
+
+
+def labelwise_name(report: dict[str, Any]) -> str:
+    return f"labelwise {report['model']['precision']}"
+
+
+def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """System x concurrency, one-text requests: req/s, p50, p99, tree PSS, ratios to best peer and seed."""
+    systems = [(labelwise_name(report), report.get("served"))]
+    if report.get("seed"):
+        systems.append(("seed design: FastAPI + transformers pipeline", report["seed"]))
+    systems += [(p["system"], p["results"]) for p in report.get("peers") or []]
+    out = []
+    for load in COMPARED_LOADS:
+        peer = best_peer(report, load)
+        seed = _by_load(report.get("seed"), load)
+        for name, rows in systems:
+            row = _by_load(rows, load)
+            if row is None:
+                continue
+            out.append(
+                {
+                    "system": name,
+                    "load": load,
+                    "concurrency": row["concurrency"],
+                    "req_per_s": row["req_per_s"],
+                    "p50_ms": row["p50_ms"],
+                    "p99_ms": row["p99_ms"],
+                    "errors": row["errors"],
+                    "pss_mb": (row.get("memory") or {}).get("pss_mb"),
+                    "vs_best_peer": _ratio(row["req_per_s"], peer and peer[1]["req_per_s"]),
+                    "vs_seed": _ratio(row["req_per_s"], seed and seed["req_per_s"]),
+                    "client_cpu_share": row.get("client_cpu_share"),
+                    "driver": row.get("driver"),
+                }
+            )
+    return out
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,20 +87,38 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         row["note"] = f"p99 {one['p99_ms']} ms vs seed {seed_one['p99_ms']} ms"
         row["met"] = row["met"] and lower_p99
     rows.append(row)
+    for load, bar in (("1 text, c=32", TARGET_PEER_SPEEDUP_C32), ("1 text, c=8", TARGET_PEER_SPEEDUP_C8)):
+        mine, peer = _by_load(served, load), best_peer(report, load)
+        row = _target(f"labelwise/best Infinity req/s at {load.split(', ')[1]}",
+                      _ratio(mine and mine["req_per_s"], peer and peer[1]["req_per_s"]), bar)  # fmt: skip
+        if peer:
+            row["note"] = f"vs {peer[0]}"
+        rows.append(row)
+    peer = best_peer(report, "1 text, c=32")
+    row = _target("labelwise p99 / that Infinity's p99 at c=32",
+                  _ratio(one and one["p99_ms"], peer and peer[1]["p99_ms"]), TARGET_PEER_P99_RATIO,
+                  lower_is_better=True)  # fmt: skip
+    rows.append(row)
+    fp32_peer = next((p for p in report.get("peers") or [] if p.get("variant") == "fp32"), None)
+    same = None
+    if report["model"]["precision"] == "fp32" and fp32_peer:
+        fp32_row = _by_load(fp32_peer["results"], "1 text, c=32")
+        same = _ratio(one and one["req_per_s"], fp32_row and fp32_row["req_per_s"])
+    rows.append(_target("labelwise fp32/Infinity fp32 req/s at c=32", same, TARGET_SAME_PRECISION))
     single = next((r for r in mix or [] if r.get("n_scenarios") == 1), None)
     eight = next((r for r in mix or [] if r.get("n_scenarios") == 8), None)
     rows.append(_target("8 scenarios mixed / 1 scenario, seq/s", _ratio(eight and eight["seq_per_s"],
                         single and single["seq_per_s"]), TARGET_MIX_RATIO))  # fmt: skip
+    one_scenario = single or one
+    pss = ((one_scenario or {}).get("memory") or {}).get("pss_mb")
+    rows.append(_target("labelwise serving tree PSS MB, one scenario", pss, TARGET_TREE_PSS_MB,
+                        lower_is_better=True))  # fmt: skip
     return rows
 
 
-def _target(name: str, measured: float | None, bar: float) -> dict[str, Any]:
-    return {
-        "target": name,
-        "measured": measured,
-        "bar": bar,
-        "met": None if measured is None else measured >= bar,
-    }
+def _target(name: str, measured: float | None, bar: float, lower_is_better: bool = False) -> dict[str, Any]:
+    met = None if measured is None else (measured <= bar if lower_is_better else measured >= bar)
+    return {"target": name, "measured": measured, "bar": bar, "lower_is_better": lower_is_better, "met": met}
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -61,6 +129,35 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def render_comparison(report: dict[str, Any]) -> list[str]:
+    """The side-by-side table: every system at c=8 and c=32, and the ceiling."""
+    c = report["ceiling"]
+    driver = report.get("load_driver", "python")
+    lines = [
+        "| system | c | req/s | p50 ms | p99 ms | errors | tree PSS MB | vs best peer | vs seed "
+        "| client CPU share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in comparison_rows(report):
+        share = r["client_cpu_share"]
+        lines.append(
+            f"| {r['system']} | {r['concurrency']} | {_fmt(r['req_per_s'])} | {_fmt(r['p50_ms'])} "
+            f"| {_fmt(r['p99_ms'])} | {r['errors']} | {_fmt(r['pss_mb'])} | {_fmt(r['vs_best_peer'], 2)} "
+            f"| {_fmt(r['vs_seed'], 2)} | {'—' if share is None else f'{share:.1%}'} |"
+        )
+    variants = "; ".join(f"{v['variant']}: {_fmt(v['seq_per_s'])}" for v in c.get("variants", []))
+    lines.append(
+        f"| ceiling: engine in-process on all cores, {c.get('variant', '')}, batch {c['best_batch_size']} "
+        f"| — | {_fmt(c['seq_per_s'])} seq/s | — | — | — | — | — | — | — |"
+    )
+    lines += ["", f"Ceiling variants (seq/s): {variants or 'one'}. Load client: {driver}"
+              + (f" with {report.get('wrk_threads')} thread(s)" if driver == "wrk" else "")
+              + "; its CPU share is its CPU time / wall time / logical cores."]  # fmt: skip
+    for note in report.get("peer_notes") or []:
+        lines.append(f"Note: {note}.")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     c = report["ceiling"]
     ceiling = c["seq_per_s"]
@@ -68,10 +165,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"### labelwise bench — {report['model']['base_model']} {report['model']['precision']}, "
         f"{report['threads']} ORT thread(s), {report['started_at']}",
         "",
+        *render_comparison(report),
+        "",
         "| system | load | req/s | seq/s | p50 ms | p99 ms | errors | served/ceiling |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
-        f"| ceiling: engine alone, batch {c['best_batch_size']} | in-process | — | {_fmt(ceiling)} "
-        "| — | — | — | 1.00 |",
+        f"| ceiling: engine alone on all cores, batch {c['best_batch_size']} | in-process | — "
+        f"| {_fmt(ceiling)} | — | — | — | 1.00 |",
     ]
     for name, rows in (("labelwise", report.get("served")), ("seed baseline", report.get("seed"))):
         for r in rows or []:
@@ -101,7 +200,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for t in report.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         note = f" ({t['note']})" if t.get("note") else ""
-        lines.append(f"| {t['target']} | {_fmt(t['measured'], 2)} | {t['bar']} | {met}{note} |")
+        bar = f"{'≤' if t.get('lower_is_better') else '≥'} {t['bar']:g}"
+        lines.append(f"| {t['target']} | {_fmt(t['measured'], 2)} | {bar} | {met}{note} |")
     m, v = report["machine"], report["versions"]
     lines += [
         "",
@@ -110,6 +210,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Versions: Python {v['python']}, onnxruntime {v['onnxruntime']}, ray {v['ray']}, "
         f"torch {v['torch']}, transformers {v['transformers']}, labelwise {v['labelwise_commit']}. "
         f"Texts: {report['texts_file']}. Each load: {report['warmup_s']:g} s warm-up + "
-        f"{report['duration_s']:g} s measured, closed loop, client in its own process on the same cores.",
+        f"{report['duration_s']:g} s measured, closed loop, client ({report.get('load_driver', 'python')}) "
+        "in its own process on the same cores.",
     ]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
+import os
 import sys
 import time
 from collections import Counter
@@ -20,11 +20,12 @@ from pydantic import BaseModel, Field
 
 from .errors import ServerNotUpError
 from .loopback import require_loopback
+from .request_shapes import SHAPES, RequestShape, shape_named
+from .request_shapes import build_bodies as _shape_bodies
 from .sentences import load_sentences
 
-CLASSIFY_PATH = "/v1/classify"
-READY_PATH = "/readyz"
-_BODY_POOL = 512  # distinct pre-encoded bodies per run: enough variety, no per-request JSON cost
+CLASSIFY_PATH = SHAPES["labelwise"].path
+READY_PATH = SHAPES["labelwise"].ready_path
 _CHECK_EVERY = 64  # parse one response in this many, to catch a server that answers 200 with nonsense
 
 
@@ -44,6 +45,12 @@ class LoadSpec(BaseModel):
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
     seed: int = Field(default=0, description="Seed for picking texts.")
+    shape: str = Field(
+        default="labelwise", description="Request shape: labelwise (also the seed) or infinity."
+    )
+
+    def request_shape(self) -> RequestShape:
+        return shape_named(self.shape)
 
 
 class LoadResult(BaseModel):
@@ -65,6 +72,13 @@ class LoadResult(BaseModel):
     concurrency: int = Field(description="Workers.")
     texts_per_request: int = Field(description="Texts per request.")
     scenarios: list[str] = Field(description="Scenarios the load cycled through.")
+    driver: str = Field(default="python", description="What generated the load: python or wrk.")
+    client_cpu_s: float | None = Field(
+        default=None, description="CPU seconds (user + system) the client spent in the measured phase."
+    )
+    client_cpu_share: float | None = Field(
+        default=None, description="client_cpu_s / elapsed_s / logical cores: the machine's share it took."
+    )
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -78,19 +92,14 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def build_bodies(spec: LoadSpec, texts: list[str]) -> list[tuple[str, bytes]]:
-    """Pre-encoded JSON bodies; scenarios alternate so that every scenario gets the same share."""
-    rng = random.Random(spec.seed)
-    bodies = []
-    for i in range(_BODY_POOL):
-        scenario = spec.scenarios[i % len(spec.scenarios)]
-        chosen = [rng.choice(texts) for _ in range(spec.texts_per_request)]
-        body = {"scenario": scenario, "texts": chosen, "top_k": 1}
-        bodies.append((scenario, json.dumps(body).encode()))
-    return bodies
+    """Pre-encoded JSON bodies in the spec's request shape, scenarios alternating."""
+    return _shape_bodies(spec.request_shape(), spec.scenarios, texts, spec.texts_per_request, spec.seed)
 
 
-async def wait_ready(url: str, timeout_s: float, interval_s: float = 0.5) -> None:
-    """Poll GET /readyz until 200, or raise ServerNotUpError after timeout_s."""
+async def wait_ready(
+    url: str, timeout_s: float, interval_s: float = 0.5, ready_path: str = READY_PATH
+) -> None:
+    """Poll GET ready_path (/readyz) until 200, or raise ServerNotUpError after timeout_s."""
     import aiohttp
 
     base = require_loopback(url)
@@ -99,7 +108,7 @@ async def wait_ready(url: str, timeout_s: float, interval_s: float = 0.5) -> Non
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:
-                async with session.get(base + READY_PATH, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                async with session.get(base + ready_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
                         return
                     last = f"HTTP {resp.status}"
@@ -107,7 +116,7 @@ async def wait_ready(url: str, timeout_s: float, interval_s: float = 0.5) -> Non
                 last = type(exc).__name__
             await asyncio.sleep(interval_s)
     raise ServerNotUpError(
-        f"{base}{READY_PATH} was not ready after {timeout_s:.0f}s (last: {last}); "
+        f"{base}{ready_path} was not ready after {timeout_s:.0f}s (last: {last}); "
         "start the server first, e.g. `labelwise serve`"
     )
 
@@ -117,6 +126,7 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
     import aiohttp
 
     base = require_loopback(spec.url)
+    shape = spec.request_shape()
     bodies = build_bodies(spec, texts)
     latencies: list[float] = []
     failures: Counter[str] = Counter()
@@ -134,12 +144,12 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
             sent += 1
             start = time.perf_counter()
             try:
-                async with session.post(base + CLASSIFY_PATH, data=body, headers=headers) as resp:
+                async with session.post(base + shape.path, data=body, headers=headers) as resp:
                     payload = await resp.read()
                     status = resp.status
                 kind = None if status == 200 else f"HTTP {status}"
                 if kind is None and sent % _CHECK_EVERY == 1:
-                    kind = _check_response(payload, spec.texts_per_request)
+                    kind = _check_response(payload, spec.texts_per_request, shape.results_key)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 kind = type(exc).__name__
             elapsed = time.perf_counter() - start
@@ -157,23 +167,39 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
         tasks = [asyncio.create_task(worker(i, session)) for i in range(spec.concurrency)]
         await asyncio.sleep(spec.warmup_s)
         state["measuring"] = True
+        cpu0 = _cpu_s()
         t0 = time.perf_counter()
         deadline = t0 + spec.duration_s
         while not state["stop"] and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
         state["stop"] = True
         elapsed_s = time.perf_counter() - t0
+        cpu_s = _cpu_s() - cpu0
         # In-flight requests finish (bounded by the request timeout) but are not counted.
         await asyncio.gather(*tasks)
-    return summarize(latencies, failures, elapsed_s, spec)
+    result = summarize(latencies, failures, elapsed_s, spec)
+    result.client_cpu_s = round(cpu_s, 3)
+    result.client_cpu_share = cpu_share(cpu_s, elapsed_s)
+    return result
 
 
-def _check_response(payload: bytes, texts_per_request: int) -> str | None:
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def cpu_share(cpu_s: float, wall_s: float, cores: int | None = None) -> float | None:
+    """The fraction of the machine (all logical cores) a client used: CPU time / wall time / cores."""
+    cores = cores or os.cpu_count() or 1
+    return round(cpu_s / wall_s / cores, 4) if wall_s > 0 else None
+
+
+def _check_response(payload: bytes, texts_per_request: int, results_key: str = "results") -> str | None:
     try:
         data = json.loads(payload)
     except ValueError:
         return "invalid JSON"
-    results = data.get("results") if isinstance(data, dict) else None
+    results = data.get(results_key) if isinstance(data, dict) else None
     if not isinstance(results, list) or len(results) != texts_per_request:
         return "wrong result count"
     return None
@@ -218,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=None)
     parser.add_argument("--texts-file", default=None, help=".txt (one per line) or .csv with a text column")
     parser.add_argument("--ready-timeout-s", type=float, default=10.0)
+    parser.add_argument("--shape", default="labelwise", choices=sorted(SHAPES), help="Request shape.")
     args = parser.parse_args(argv)
     spec = LoadSpec(
         url=args.url,
@@ -227,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration_s,
         warmup_s=args.warmup_s,
         max_requests=args.max_requests,
+        shape=args.shape,
     )
     texts = load_sentences(args.texts_file)
     _use_uvloop()
 
     async def _main() -> LoadResult:
-        await wait_ready(spec.url, args.ready_timeout_s)
+        await wait_ready(spec.url, args.ready_timeout_s, ready_path=spec.request_shape().ready_path)
         return await run_load(spec, texts)
 
     result = asyncio.run(_main())
@@ -265,6 +293,7 @@ def run_in_subprocess(
         "--duration-s", str(spec.duration_s),
         "--warmup-s", str(spec.warmup_s),
         "--ready-timeout-s", str(ready_timeout_s),
+        "--shape", spec.shape,
     ]  # fmt: skip
     if spec.max_requests:
         cmd += ["--max-requests", str(spec.max_requests)]

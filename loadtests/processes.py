@@ -23,6 +23,7 @@ class ServerProcess:
     url: str
     proc: subprocess.Popen
     log_path: Path
+    ready_path: str = "/readyz"
     seen: dict[int, object] = field(default_factory=dict)  # pid -> psutil.Process
 
     def tree(self) -> list:
@@ -62,16 +63,27 @@ class ServerProcess:
 
 
 def start_server(
-    name: str, cmd: list[str], url: str, log_path: Path, env: dict[str, str] | None = None
+    name: str,
+    cmd: list[str],
+    url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_path: str = "/readyz",
 ) -> ServerProcess:
     """Start cmd in its own session (so that stopping it reaches its children), logging to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child owns it until it exits
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,
     )
     log.close()
-    return ServerProcess(name, url, proc, log_path)
+    return ServerProcess(name, url, proc, log_path, ready_path=ready_path)
 
 
 def wait_server_ready(server: ServerProcess, timeout_s: float) -> float:
@@ -86,7 +98,8 @@ def wait_server_ready(server: ServerProcess, timeout_s: float) -> float:
             )
         server.tree()  # remember the pids it spawns, to clean up after it
         try:
-            asyncio.run(wait_ready(server.url, min(5.0, max(0.5, deadline - time.monotonic()))))
+            wait_s = min(5.0, max(0.5, deadline - time.monotonic()))
+            asyncio.run(wait_ready(server.url, wait_s, ready_path=server.ready_path))
             return time.monotonic() - start
         except ServerNotUpError:
             continue

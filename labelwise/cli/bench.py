@@ -49,6 +49,19 @@ def bench_command(
     ),
     attach_timeout_s: float = typer.Option(15.0, help="With --url: how long to wait for /readyz."),
     json_only: bool = typer.Option(False, "--json", help="Print only the JSON report."),
+    load_driver: str = typer.Option(
+        "auto", help="HTTP load client: auto (wrk when on PATH, `make wrk`), wrk, or python."
+    ),
+    wrk_threads: int = typer.Option(
+        1, min=1, max=2, help="wrk threads (-t); 1 leaves the cores to the servers."
+    ),
+    infinity: bool = typer.Option(
+        True, "--infinity/--no-infinity", help="Also measure Infinity when `make peers` installed it."
+    ),
+    infinity_variants: str = typer.Option(
+        "fp32,int8", help="Infinity model folders: fp32 (optimum export), int8 (labelwise's int8 graph)."
+    ),
+    peers_dir: Path = typer.Option(Path("var/peers"), help="Where `make peers` put the peers' venvs."),
     lora_modes: str | None = typer.Option(
         None,
         help="Instead of the main bench: compare lora_mode values (e.g. merged,shared) over many MiniLM "
@@ -85,10 +98,23 @@ def bench_command(
         port=port,
         serve_overrides=_serve_args(serve_arg),
         attach_timeout_s=attach_timeout_s,
+        load_driver=_choice(load_driver, ("auto", "wrk", "python"), "--load-driver"),
+        wrk_threads=wrk_threads,
+        infinity=infinity,
+        infinity_variants=[
+            _choice(v.strip(), ("fp32", "int8"), "--infinity-variants") for v in infinity_variants.split(",")
+        ],
+        peers_dir=peers_dir,
     )
     from loadtests.bench_report import render_markdown
 
     _run_and_print(run_bench, options, "bench", render_markdown, json_only, console)
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{option} {value!r}: choose one of {', '.join(allowed)}")
+    return value
 
 
 def _bench_lora(

@@ -64,6 +64,17 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
     async def readyz() -> dict[str, bool]:
         return {"ready": True}
 
+    @app.post("/classify")  # Infinity's shape: {"model", "input"} -> {"data": [[{label, score}...]...]}
+    async def infinity_classify(body: dict[str, Any]) -> Any:
+        counts.requests += 1
+        counts.scenarios[body["model"]] = counts.scenarios.get(body["model"], 0) + 1
+        counts.texts += len(body["input"])
+        return {"object": "classify", "data": [[{"label": "positive", "score": 0.9}] for _ in body["input"]]}
+
+    @app.get("/health")
+    async def health() -> dict[str, float]:
+        return {"unix": time.time()}
+
     @app.get("/v1/scenarios")
     async def scenarios() -> dict[str, Any]:
         return {"scenarios": [{"name": "alpha"}, {"name": "beta"}]}

@@ -1,0 +1,144 @@
+"""Infinity as a peer in `labelwise bench`: its model folders, its venv, how to start it.
+
+Infinity (infinity-emb 0.0.78, optimum engine) lives in its own venv made by `make peers`
+(var/peers/infinity); it is never imported here, only started as a subprocess on 127.0.0.1.
+
+What its optimum engine loads (infinity_emb/transformer/utils_optimum.py in 0.0.78): a local folder
+with config.json (id2label gives the label names), the tokenizer, and `*.onnx` files found
+recursively. On CPU it prefers a file whose name contains "quantize" unless
+INFINITY_ONNX_DO_NOT_PREFER_QUANTIZED is set, then "model.onnx"; unless INFINITY_ONNX_DISABLE_OPTIMIZE
+is set it runs ORTOptimizer (level 99) once and writes `<name>_optimized.onnx` under its cache, reusing it
+afterwards. It hands optimum the file's path as globbed under the model id, and optimum 2.x only accepts
+a path relative to the folder, so Infinity runs with the model folder as its working directory and
+`--model-id .` (an absolute or relative folder path fails with "Could not find any ONNX files").
+The bench hands it two folders built from the same published version labelwise serves:
+
+- fp32/: `model.onnx`, optimum's own export of the version's torch weights (LoRA merged), and
+  Infinity optimises it as it does by default;
+- int8/: `model_quantized.onnx`, byte for byte the int8 graph labelwise serves (already optimised
+  before it was quantised), loaded with optimisation off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import BenchError
+
+INFINITY_SPEC = "infinity-emb[server,optimum]==0.0.78"
+INFINITY_VARIANTS = ("fp32", "int8")
+_MARKER = ".peer-model.json"
+
+
+def infinity_venv(peers_dir: Path) -> Path:
+    return peers_dir / "infinity"
+
+
+def infinity_missing(peers_dir: Path) -> str | None:
+    """None when `make peers` made Infinity's venv, else why the bench runs without it."""
+    venv = infinity_venv(peers_dir)
+    if not (venv / ".installed").is_file() or not (venv / "bin" / "infinity_emb").is_file():
+        return f"Infinity is not installed in {venv} (`make peers` installs {INFINITY_SPEC})"
+    return None
+
+
+def prepare_infinity_models(
+    repository: str | Path, scenario: str, out_dir: Path, say: Callable[[str], None] = print
+) -> dict[str, Path]:
+    """fp32/ and (when the version has an int8 graph) int8/ folders for Infinity, cached per version."""
+    from model_repository import ModelRepository, layout
+
+    repo = ModelRepository(repository)
+    version = repo.resolve(scenario, "production")
+    repo.verify(scenario, version)  # checksums first, as serving does
+    version_dir = repo.version_path(scenario, version)
+    root = (out_dir / f"{scenario}-v{version}").resolve()
+    plan = {"scenario": scenario, "version": version, "repository": str(Path(repository).resolve())}
+    folders = {"fp32": root / "fp32"}
+    int8_graph = version_dir / layout.graph_file("int8")
+    if int8_graph.is_file():
+        folders["int8"] = root / "int8"
+    marker = root / _MARKER
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == plan:
+        say(f"infinity: reusing its model folders in {root}")
+        return folders
+    shutil.rmtree(root, ignore_errors=True)
+    say(f"infinity: exporting {scenario} v{version} to fp32 ONNX with optimum for Infinity")
+    export_fp32(repo, scenario, version, folders["fp32"])
+    if "int8" in folders:
+        copy_int8(folders["fp32"], int8_graph, folders["int8"])
+    marker.write_text(json.dumps(plan), encoding="utf-8")
+    return folders
+
+
+def export_fp32(repo: Any, scenario: str, version: int, out: Path) -> None:
+    """optimum's text-classification export of the version's torch model: model.onnx, config, tokenizer."""
+    import tempfile
+
+    from optimum.exporters.onnx import main_export
+
+    from training import load_published_model
+
+    model, tokenizer, _manifest = load_published_model(repo, scenario, version)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    with tempfile.TemporaryDirectory(prefix="infinity-export-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        main_export(
+            tmp,
+            output=str(out),
+            task="text-classification",
+            library_name="transformers",
+            do_validation=False,
+            local_files_only=True,
+        )
+    if not (out / "model.onnx").is_file() or not (out / "config.json").is_file():
+        raise BenchError(f"optimum wrote no model.onnx and config.json under {out}")
+
+
+def copy_int8(fp32_folder: Path, int8_graph: Path, out: Path) -> None:
+    """The int8 graph labelwise serves, beside the same config and tokenizer files."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in fp32_folder.iterdir():
+        if item.is_file() and item.suffix != ".onnx" and item.name != _MARKER:
+            shutil.copy2(item, out / item.name)
+    shutil.copy2(int8_graph, out / "model_quantized.onnx")
+
+
+def infinity_command(peers_dir: Path, served_name: str, port: int) -> list[str]:
+    """Run it with cwd = the model folder: `--model-id .` (see infinity_cwd)."""
+    return [
+        str(infinity_venv(peers_dir).resolve() / "bin" / "infinity_emb"), "v2",
+        "--model-id", ".", "--served-model-name", served_name,
+        "--engine", "optimum", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+def infinity_env(peers_dir: Path, variant: str) -> dict[str, str]:
+    """Offline, no telemetry, caches under the peers folder; int8 as it is, fp32 optimised by Infinity."""
+    home = (peers_dir / "infinity-home").resolve()
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(home / "hf"),
+        "INFINITY_HOME": str(home),
+        "DO_NOT_TRACK": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "INFINITY_LOG_LEVEL": "warning",
+        # Its warm-up sends 512-token rows; with MiniLM's 512 positions plus two special tokens
+        # the pipeline (which does not truncate) fails at start-up, so it is skipped.
+        "INFINITY_MODEL_WARMUP": "false",
+    }
+    if variant == "int8":
+        env["INFINITY_ONNX_DISABLE_OPTIMIZE"] = "true"
+    else:
+        env["INFINITY_ONNX_DO_NOT_PREFER_QUANTIZED"] = "true"
+    # The bench's own venv must not leak into the peer's interpreter (Python ignores an empty PYTHONPATH).
+    env["PYTHONPATH"] = ""
+    env["VIRTUAL_ENV"] = str(infinity_venv(peers_dir).resolve())
+    return env

@@ -1,0 +1,255 @@
+"""Closed-loop HTTP load from wrk: a C client that costs the server far less CPU than a Python one.
+
+The bench writes a Lua script that cycles through the same pre-encoded bodies the Python generator
+sends (in the target's own request shape), runs `wrk -c N -t T --latency` for a fixed time against
+127.0.0.1 (one warm-up run, then the measured one), and reads the figures from one JSON line that the
+script's `done()` prints. wrk's own text report is parsed too, as a cross-check. The client's CPU time
+comes from the kernel's accounting of the wrk process (`os.wait4`), so its share of the machine is
+measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import BenchError
+from .loadgen import LoadResult, LoadSpec, cpu_share, wait_ready
+from .loopback import require_loopback
+from .request_shapes import RequestShape
+
+JSON_MARK = "labelwise-wrk-json "
+CHECK_EVERY = 64  # look inside one 2xx body in this many for the answer's result list
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def find_wrk() -> str | None:
+    """The wrk binary on PATH, or None (`make wrk` installs Debian's package)."""
+    return shutil.which("wrk")
+
+
+def lua_string(data: bytes) -> str:
+    """A double-quoted Lua literal holding exactly these bytes (anything unusual as a \\ddd escape)."""
+    out = []
+    for byte in data:
+        char = chr(byte)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def lua_script(shape: RequestShape, bodies: list[bytes]) -> str:
+    """The wrk script: POST the bodies in turn, count non-2xx answers and bodies without results."""
+    if not bodies:
+        raise ValueError("a wrk script needs at least one body")
+    table = ",\n".join(f"  {lua_string(b)}" for b in bodies)
+    return f"""-- written by loadtests/wrk.py for one load; safe to delete
+local bodies = {{
+{table}
+}}
+local path = {lua_string(shape.path.encode())}
+local results_key = {lua_string(json.dumps(shape.results_key).encode())}
+local threads = {{}}
+local counter = 0
+local answers = 0
+non2xx = 0
+bad_bodies = 0
+statuses = {{}}
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+function setup(thread)
+  thread:set("offset", #threads * 97)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  counter = offset or 0
+end
+
+function request()
+  counter = counter + 1
+  return wrk.format(nil, path, nil, bodies[(counter % #bodies) + 1])
+end
+
+function response(status, headers, body)
+  answers = answers + 1
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+    local key = tostring(status)
+    statuses[key] = (statuses[key] or 0) + 1
+  elseif answers % {CHECK_EVERY} == 1 and not string.find(body, results_key, 1, true) then
+    bad_bodies = bad_bodies + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local n2, bad, merged = 0, 0, {{}}
+  for _, thread in ipairs(threads) do
+    n2 = n2 + thread:get("non2xx")
+    bad = bad + thread:get("bad_bodies")
+    for key, count in pairs(thread:get("statuses")) do
+      merged[key] = (merged[key] or 0) + count
+    end
+  end
+  local parts = {{}}
+  for key, count in pairs(merged) do
+    table.insert(parts, string.format('"%s":%d', key, count))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{JSON_MARK}{{"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}},' ..
+    '"non2xx":%d,"bad_bodies":%d,"statuses":{{%s}},' ..
+    '"latency_us":{{"min":%d,"max":%d,"mean":%.1f,"p50":%d,"p90":%d,"p99":%d}}}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    n2, bad, table.concat(parts, ","),
+    latency.min, latency.max, latency.mean,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+"""
+
+
+def parse_done_line(output: str) -> dict[str, Any]:
+    """The JSON line the script's done() printed; BenchError when wrk never got that far."""
+    for line in output.splitlines():
+        if line.startswith(JSON_MARK):
+            return json.loads(line[len(JSON_MARK) :])
+    raise BenchError(f"wrk printed no result line; its output ended with: {output.strip()[-500:]!r}")
+
+
+def _to_ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS_MS[unit]
+
+
+def parse_wrk_text(output: str) -> dict[str, Any]:
+    """wrk's own report: requests, duration, req/s, latency percentiles (--latency), error lines."""
+    out: dict[str, Any] = {"percentiles_ms": {}, "non2xx": 0, "socket_errors": {}}
+    if m := re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", output, re.M):
+        out["requests"] = int(m.group(1))
+        out["duration_s"] = _to_ms(m.group(2), m.group(3)) / 1000
+    if m := re.search(r"^Requests/sec:\s*([\d.]+)", output, re.M):
+        out["req_per_s"] = float(m.group(1))
+    for m in re.finditer(r"^\s*(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.M):
+        out["percentiles_ms"][m.group(1)] = round(_to_ms(m.group(2), m.group(3)), 3)
+    if m := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output):
+        out["non2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        kinds = ("connect", "read", "write", "timeout")
+        out["socket_errors"] = dict(zip(kinds, map(int, m.groups()), strict=True))
+    return out
+
+
+def _run_timed(cmd: list[str], bound_s: float) -> tuple[int, str, float, float]:
+    """Run cmd; return (exit code, stdout+stderr, wall s, CPU s of the process from the kernel)."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        timer = threading.Timer(bound_s, proc.kill)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall_s = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return proc.returncode, text, wall_s, usage.ru_utime + usage.ru_stime
+
+
+def wrk_command(wrk: str, url: str, script: Path, connections: int, threads: int, seconds: int,
+                timeout_s: float) -> list[str]:  # fmt: skip
+    return [
+        wrk, "-c", str(connections), "-t", str(max(1, min(threads, connections))),
+        "-d", f"{seconds}s", "--timeout", f"{max(1, math.ceil(timeout_s))}s", "--latency",
+        "-s", str(script), url,
+    ]  # fmt: skip
+
+
+def run_wrk(
+    spec: LoadSpec, texts: list[str], threads: int = 1, ready_timeout_s: float = 10.0, wrk: str | None = None
+) -> dict[str, Any]:
+    """One closed-loop load with wrk: warm-up run, measured run; the LoadResult fields plus wrk's own."""
+    from .loadgen import build_bodies
+
+    wrk = wrk or find_wrk()
+    if wrk is None:
+        raise BenchError("wrk is not on PATH: `make wrk` installs it, or use the Python load generator")
+    base = require_loopback(spec.url)
+    shape = spec.request_shape()
+    asyncio.run(wait_ready(base, ready_timeout_s, ready_path=shape.ready_path))
+    with tempfile.TemporaryDirectory(prefix="labelwise-wrk-") as tmp:
+        script = Path(tmp) / "load.lua"
+        script.write_text(lua_script(shape, [b for _, b in build_bodies(spec, texts)]), encoding="utf-8")
+        url = base + shape.path
+
+        def run(seconds: int) -> tuple[str, float, float]:
+            cmd = wrk_command(wrk, url, script, spec.concurrency, threads, seconds, spec.timeout_s)
+            code, text, wall_s, cpu_s = _run_timed(cmd, seconds + spec.timeout_s + 30)
+            if code != 0:
+                raise BenchError(f"wrk exited with code {code}: {text.strip()[-500:]}")
+            return text, wall_s, cpu_s
+
+        if spec.warmup_s > 0:
+            run(math.ceil(spec.warmup_s))
+        text, wall_s, cpu_s = run(max(1, math.ceil(spec.duration_s)))
+    return wrk_result(spec, parse_done_line(text), parse_wrk_text(text), cpu_s, wall_s, threads)
+
+
+def wrk_result(spec: LoadSpec, done: dict[str, Any], report: dict[str, Any], cpu_s: float, wall_s: float,
+               threads: int) -> dict[str, Any]:  # fmt: skip
+    """LoadResult's fields from wrk's figures; latencies cover every answer, as wrk records them."""
+    errors = done["errors"]
+    kinds = {f"HTTP {status}": n for status, n in done["statuses"].items()}
+    # errors.status is wrk's count of answers >= 400, already in the per-status counts.
+    for kind in ("connect", "read", "write", "timeout"):
+        if errors[kind]:
+            kinds[f"socket {kind}"] = errors[kind]
+    if done["bad_bodies"]:
+        kinds["no results in body"] = done["bad_bodies"]
+    ok = max(0, done["requests"] - done["non2xx"] - done["bad_bodies"])
+    elapsed_s = max(done["duration_us"] / 1e6, 1e-9)
+    lat = done["latency_us"]
+    result = LoadResult(
+        requests=ok,
+        errors=sum(kinds.values()),
+        error_kinds=kinds,
+        sequences=ok * spec.texts_per_request,
+        elapsed_s=round(elapsed_s, 3),
+        req_per_s=round(ok / elapsed_s, 2),
+        seq_per_s=round(ok * spec.texts_per_request / elapsed_s, 2),
+        p50_ms=round(lat["p50"] / 1000, 2) if ok else None,
+        p90_ms=round(lat["p90"] / 1000, 2) if ok else None,
+        p99_ms=round(lat["p99"] / 1000, 2) if ok else None,
+        mean_ms=round(lat["mean"] / 1000, 2) if ok else None,
+        concurrency=spec.concurrency,
+        texts_per_request=spec.texts_per_request,
+        scenarios=spec.scenarios,
+        driver="wrk",
+        client_cpu_s=round(cpu_s, 3),
+        client_cpu_share=cpu_share(cpu_s, wall_s),
+    ).model_dump()
+    result["wrk"] = {
+        "threads": max(1, min(threads, spec.concurrency)),
+        "req_per_s_reported": report.get("req_per_s"),
+        "percentiles_ms_reported": report.get("percentiles_ms"),
+        "non2xx_reported": report.get("non2xx"),
+    }
+    return result
