@@ -1,0 +1,69 @@
+"""Repository roots: which are local folders, which are object-store URLs, and what a bad one says."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from model_repository import (
+    MissingStoragePackageError,
+    ModelRepository,
+    ObjectStoreError,
+    UnsafePathError,
+    is_object_store,
+    parse_root,
+)
+from model_repository.storage import ObjectStore
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("s3://bucket/prefix/", "s3://bucket/prefix"),
+        ("S3://bucket", "s3://bucket"),
+        (Path("s3://bucket/prefix"), "s3://bucket/prefix"),  # pathlib collapsed it to s3:/bucket/prefix
+        ("gs://bucket/a/b", "gs://bucket/a/b"),
+        ("file:///srv/models", Path("/srv/models")),
+        ("var/model-repository", Path("var/model-repository")),
+        (Path("/abs/repo"), Path("/abs/repo")),
+    ],
+)
+def test_parse_root(root: str | Path, expected: str | Path) -> None:
+    assert parse_root(root) == expected
+    assert is_object_store(root) == isinstance(expected, str)
+
+
+def test_a_url_without_a_bucket_is_refused() -> None:
+    with pytest.raises(ObjectStoreError, match=r"names no bucket: use s3://BUCKET/PREFIX"):
+        parse_root("s3://")
+
+
+def test_local_roots_stay_local_repositories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = ModelRepository(f"file://{tmp_path}")
+    assert type(repo) is ModelRepository and repo.root == tmp_path
+    monkeypatch.setenv("LABELWISE_REPOSITORY", str(tmp_path / "env-root"))
+    assert ModelRepository().root == tmp_path / "env-root"
+
+
+def test_an_unknown_scheme_and_a_missing_package_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fsspec")
+    with pytest.raises(ObjectStoreError, match=r"unknown repository URL scheme nosuch://"):
+        ModelRepository("nosuch://bucket/repo")
+    if importlib.util.find_spec("gcsfs") is None:
+        monkeypatch.setenv("LABELWISE_REPOSITORY", "gs://bucket/repo")
+        with pytest.raises(MissingStoragePackageError, match=r"'gcsfs'.*pip install gcsfs") as caught:
+            ModelRepository()
+        assert caught.value.exit_code == 2
+
+
+def test_object_keys_never_leave_the_root() -> None:
+    pytest.importorskip("s3fs")
+    store = ObjectStore("s3://bucket/repo")  # no request is made until a call
+    assert store.key("spam/1/manifest.json") == "bucket/repo/spam/1/manifest.json"
+    for bad in ("../other/x", "spam/../../x", "/bucket/other", "a\\b"):
+        with pytest.raises(UnsafePathError, match="leaves the repository root"):
+            store.key(bad)
+    with pytest.raises(UnsafePathError, match="outside the repository root"):
+        store.relative("bucket/repository-2/spam/1/manifest.json")
