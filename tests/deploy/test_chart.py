@@ -79,8 +79,8 @@ def test_serve_config_validates_with_ray_schema(chart_values: tuple[str, dict[st
     (deployment,) = app.deployments
     assert deployment.name == "labelwise" and deployment.num_replicas == "auto"
     if name == "gpu":
-        assert served.num_gpus == 1
-        assert deployment.autoscaling_config["max_replicas"] == 4
+        assert served.num_gpus == 0.5  # two replicas per GPU (values-gpu.yaml says why)
+        assert deployment.autoscaling_config["max_replicas"] == 8
         assert served.ort_providers[0] == "CUDAExecutionProvider"
 
 
