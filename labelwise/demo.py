@@ -65,11 +65,12 @@ class _Terminal:
             yield _NoBar()
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         console = Console(file=self.err)
         bar = Progress(
-            TextColumn(f"[demo] {title}"),
+            TextColumn(escape(f"[demo] {title}")),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

@@ -38,7 +38,7 @@ def test_quiet_mode_sends_library_output_to_the_log(tmp_path: Path) -> None:
     done, log = _run(tmp_path, "quiet")
     terminal = done.stdout + done.stderr
     assert "step one starts" in done.stdout and "step one done" in done.stdout
-    assert "train toy" in done.stderr and "3/3" in done.stderr  # the step's one bar, finished
+    assert "[demo] train toy" in done.stderr and "3/3" in done.stderr  # the step's one bar, finished
     for noise in ("'loss': 0.7", "torch_dtype is deprecated", "C++ side warning"):
         assert noise not in terminal, noise
         assert noise in log, noise
