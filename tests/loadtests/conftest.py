@@ -8,9 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from loadtests.bench_models import BenchModels, prepare_bench_models
 
 SLOW_EVERY = 10  # every 10th request waits SLOW_S: the slowest tenth fixes p99 from below
 SLOW_S = 0.2
@@ -103,3 +106,12 @@ def tiny_server() -> Iterator[TinyServer]:
     yield TinyServer(f"http://127.0.0.1:{port}", counts, behaviour)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BenchModels:
+    """One LoRA and one frozen scenario on the tiny RoBERTa, fp32, one training step each."""
+    root = tmp_path_factory.mktemp("bench-repo")
+    return prepare_bench_models(
+        root, n_lora=1, n_frozen=1, base_model=str(tiny_roberta_dir), precision="fp32", train_steps=1
+    )

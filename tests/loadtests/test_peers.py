@@ -1,0 +1,93 @@
+"""Peers in `labelwise bench`: `make peers` without the index, Infinity's model folders, all-core ceiling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench import BenchOptions, _Runner, measure_infinity
+from loadtests.bench_models import BenchModels
+from loadtests.peers import infinity_missing, prepare_infinity_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_peers_without_the_index_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",  # nothing listens on the discard port
+        "PIP_CONFIG_FILE": os.devnull,  # no configured mirror or wheel folder to fall back on
+        "PIP_FIND_LINKS": "",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_RETRIES": "0",
+    }
+    peers = tmp_path / "peers"
+    out = subprocess.run(["make", "-C", str(REPO), "peers", f"PEERS_DIR={peers}"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "could not install infinity-emb[server,optimum]==0.0.78" in out.stderr
+    assert "http://127.0.0.1:9/simple" in out.stderr
+    assert "`labelwise bench` runs without the infinity peer" in out.stderr
+    assert not (peers / "infinity").exists()  # no half-made venv for the bench to trip on
+    assert "Traceback" not in out.stderr
+
+
+def test_bench_runs_without_an_installed_peer(tmp_path: Path) -> None:
+    assert "make peers" in (infinity_missing(tmp_path) or "")
+    options = BenchOptions(peers_dir=tmp_path, out_dir=tmp_path / "out")
+    models = BenchModels(repository=str(tmp_path), base_model="m", precision="int8", lora=["l0"],
+                         frozen=["f0"], train_steps=1)  # fmt: skip
+    said: list[str] = []
+    systems, notes = measure_infinity(models, _Runner(options, "texts.txt", "python"), said.append)
+    assert systems == []
+    assert len(notes) == 1 and notes[0].startswith("Infinity not measured: Infinity is not installed")
+    assert said and said[0].startswith("infinity: skipped")
+
+
+def test_infinity_folders_hold_an_optimum_export_with_the_labels(
+    tiny_bench: BenchModels, tmp_path: Path
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    said: list[str] = []
+    folders = prepare_infinity_models(tiny_bench.repository, tiny_bench.primary, tmp_path, said.append)
+    assert set(folders) == {"fp32"}  # the tiny bench publishes fp32 only: no int8 graph to hand over
+    fp32 = folders["fp32"]
+    config = json.loads((fp32 / "config.json").read_text())
+    assert list(config["id2label"].values()) == ["question", "short", "long"]
+    session = ort.InferenceSession(str(fp32 / "model.onnx"), providers=["CPUExecutionProvider"])
+    encoding = Tokenizer.from_file(str(fp32 / "tokenizer.json")).encode("where is my parcel?")
+    feeds = {"input_ids": np.array([encoding.ids]), "attention_mask": np.array([encoding.attention_mask])}
+    logits = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    assert logits.shape == (1, 3)
+    again: list[str] = []
+    assert (
+        prepare_infinity_models(tiny_bench.repository, tiny_bench.primary, tmp_path, again.append) == folders
+    )
+    assert again[0].startswith("infinity: reusing")
+
+
+def test_ceiling_processes_run_together_and_sum(tiny_bench: BenchModels) -> None:
+    from loadtests.ceiling import measure_ceiling_processes
+
+    result = measure_ceiling_processes(
+        2, tiny_bench.repository, tiny_bench.primary, None, "fp32", batch_sizes=(1, 4), seconds_per_size=0.3
+    )
+    assert (result["processes"], result["threads"]) == (2, 1)
+    assert set(result["seq_per_s_by_batch_size"]) == {"1", "4"}
+    assert result["seq_per_s"] == max(result["seq_per_s_by_batch_size"].values()) > 0
+
+
+def test_ceiling_process_failure_is_reported(tmp_path: Path) -> None:
+    from loadtests.ceiling import measure_ceiling_processes
+
+    with pytest.raises(RuntimeError, match="a ceiling process exited before it was ready"):
+        measure_ceiling_processes(2, str(tmp_path), "absent", None, "fp32", seconds_per_size=0.1)
