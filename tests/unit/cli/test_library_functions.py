@@ -68,7 +68,14 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
         yaml.safe_dump(
             {
                 "http_options": {"host": "127.0.0.1", "port": 8123},
-                "applications": [{"name": "lw", "route_prefix": "/lw", "args": {"max_batch_size": 8}}],
+                "applications": [
+                    {
+                        "name": "lw",
+                        "route_prefix": "/lw",
+                        "import_path": "serving.app:build_app",  # Ray's ServeDeploySchema requires it
+                        "args": {"max_batch_size": 8},
+                    }
+                ],
             }
         ),
         encoding="utf-8",
