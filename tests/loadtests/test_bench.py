@@ -239,8 +239,11 @@ def test_bench_end_to_end_on_tiny_models(
         repository=Path(tiny_bench.repository), out_dir=tmp_path, port=_free_port(), seed_port=_free_port(),
         base_model=str(tiny_roberta_dir), precision="fp32", n_lora=1, n_frozen=1, train_steps=1,
         duration_s=1.5, warmup_s=0.5, ceiling_seconds_per_size=0.3, threads=1,
+        infinity=False,  # its own test below starts it; here the bench's own systems
     )  # fmt: skip
     report = run_bench(options, say=lambda _msg: None)
+    assert all(r["driver"] == report["load_driver"] and r["client_cpu_share"] < 1 for r in report["served"])
+    assert {v["variant"].split(" x ")[0] for v in report["ceiling"]["variants"]} >= {"1 process"}
     assert [r["load"] for r in report["served"]] == ["1 text, c=8", "1 text, c=32", "32 texts, c=4"]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["served"] + report["seed"])
     assert [r["n_scenarios"] for r in report["scenario_mix"]] == [1]  # 2 scenarios: no 4 or 8 mix
