@@ -314,6 +314,8 @@ class LabelwiseClient(_Base):
                 return
             try:
                 self.scenarios()
+            except ConnectionFailedError:
+                raise  # no server at all: classify would only wait through the same retries again
             except ClientError:  # an older server or a stricter proxy: keep the default until refused
                 self._discovered = True
 
@@ -438,6 +440,8 @@ class AsyncLabelwiseClient(_Base):
                 return
             try:
                 await self.scenarios()
+            except ConnectionFailedError:
+                raise
             except ClientError:
                 self._discovered = True
 

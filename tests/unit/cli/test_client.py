@@ -243,11 +243,19 @@ def test_connection_refused_is_retried_then_raises_connection_failed() -> None:
     with LabelwiseClient(url, retry=_fast(max_retries=2)) as client:
         waits: list[float] = []
         client._sleep = waits.append
-        with pytest.raises(ConnectionFailedError, match=r"ConnectError.*after 3 attempts") as caught:
+        with pytest.raises(
+            ConnectionFailedError, match=r"GET .*/v1/scenarios: ConnectError.*after 3 attempts"
+        ) as caught:
             client.classify("len", ["a"], top_k=1)
+        assert len(waits) == 2 and all(0 <= w <= 0.02 * 2**i for i, w in enumerate(waits))  # full jitter
+        waits.clear()
+        client._discovered = True  # a client that knows its limit goes straight to POST /v1/classify
+        with pytest.raises(
+            ConnectionFailedError, match=r"POST .*/v1/classify: ConnectError.*after 3 attempts"
+        ):
+            client.classify("len", ["a"])
+        assert len(waits) == 2
     assert caught.value.status is None and caught.value.exit_code == 1
-    # discovery (GET /v1/scenarios) gives up quietly, then classify: 2 waits each, full jitter
-    assert len(waits) == 4 and all(0 <= w <= 0.04 for w in waits)
 
 
 def test_a_read_timeout_is_retried(service: tuple[FakeService, str]) -> None:
@@ -273,3 +281,32 @@ def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
         assert all(0 <= w <= ceiling for w in sample)
         assert max(sample) > 0.8 * ceiling  # spread over the whole range, not a fixed value
     assert len({round(w, 6) for w in waits[2]}) > 150
+
+
+def test_the_async_client_retries_as_the_sync_one(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    refusals = iter([429])
+    fake.script = lambda p, b: (
+        (429, {"error": {"type": "overloaded", "message": "busy", "code": 429}}, {"Retry-After": "1"})
+        if p == "/v1/classify" and next(refusals, None)
+        else None
+    )
+
+    async def run() -> tuple[Any, float]:
+        async with AsyncLabelwiseClient(url, retry=_fast(), max_texts_per_request=5) as client:
+            start = time.perf_counter()
+            result = await client.classify("len", ["ab", "abc"])
+            return result, time.perf_counter() - start
+
+    result, elapsed = asyncio.run(run())
+    assert result.labels == ["len2", "len3"] and 1.0 <= elapsed < 2.0
+    assert _classify_posts(fake) == [2, 2]
+
+    async def unreachable() -> None:
+        async with AsyncLabelwiseClient(
+            f"http://127.0.0.1:{_closed_port()}", retry=_fast(max_retries=1)
+        ) as client:
+            await client.classify("len", ["a"])
+
+    with pytest.raises(ConnectionFailedError, match=r"after 2 attempts"):
+        asyncio.run(unreachable())
