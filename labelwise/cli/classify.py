@@ -46,7 +46,9 @@ def classify_command(
     version: str = typer.Option(
         "production", "--version", "-v", help="In-process: alias, 'latest' or version number to score with."
     ),
-    threads: int = typer.Option(0, "--threads", help="In-process: ONNX Runtime threads (0: ORT's default)."),
+    threads: int = typer.Option(
+        0, "--threads", help="In-process: ONNX Runtime threads (0: one, as a replica with num_cpus 1)."
+    ),
     concurrency: int = typer.Option(4, "--concurrency", help="With --url: requests in flight at once."),
     batch_rows: int = typer.Option(512, "--batch-rows", help="Rows scored (and written) per step."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output instead of resuming it."),

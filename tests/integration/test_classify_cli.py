@@ -129,6 +129,7 @@ def test_against_the_server_the_answers_are_the_in_process_ones(
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
+    print(summary)  # the served throughput, for the record (pytest -s)
     assert (summary["rows_scored"], summary["rows_skipped"]) == (400, 0) and summary["rows_per_s"] > 0
     import pyarrow.parquet as pq
 
