@@ -109,6 +109,8 @@ def classify_command(
             overwrite=overwrite,
             on_progress=on_progress,
         )
+        done = summary.rows_scored + summary.rows_skipped
+        bar.update(task, completed=done, total=done)  # the row count was an estimate (newlines)
     if json_output:
         typer.echo(json.dumps(summary.as_dict()))
         return
