@@ -186,6 +186,10 @@ def run_server(
 
     try:
         start_local_ray(host=host, port=port, direct_ingress=direct_ingress)
+        if stop_signals is not None:
+            # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
+            # ours again, so SIGTERM takes the same stop path as Ctrl-C.
+            _raise_on_stop_signals()
         serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
         base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
         how = "direct ingress" if direct_ingress else "Serve proxy"

@@ -17,8 +17,13 @@ from ray.serve.config import BackpressureConfig
 
 from .api import create_api
 from .config import ServingConfig
+from .direct_ingress import allow_rebind
+from .errors import NotReadyError
 from .metrics import ServingMetrics
 from .service import ClassifierService
+
+# Runs where Ray imports this module: in the ingress replica, before it starts its HTTP server.
+allow_rebind()
 
 
 class ClassifierDeployment:
@@ -32,6 +37,11 @@ class ClassifierDeployment:
     # What a separate ingress calls through its handle: the service's own methods.
     async def call(self, method: str, *args: Any) -> Any:
         return await getattr(self.service, method)(*args)
+
+    async def check_health(self) -> None:
+        """Ray Serve calls this every health_check_period_s: raising marks the replica unhealthy, and
+        Ray replaces it (a replica whose ONNX sessions fail, or whose poll loop ended)."""
+        await self.service.check_health()
 
 
 @serve.ingress()
@@ -49,8 +59,16 @@ class HandleBackend:
         self._handle = handle
 
     async def _call(self, method: str, *args: Any) -> Any:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
         try:
             return await self._handle.call.remote(method, *args)
+        except (ActorDiedError, ActorUnavailableError) as exc:
+            # The classifier replica died (or restarts) with this call on it: Serve replaces it within
+            # seconds, so the client is told to retry, not that the service is broken.
+            raise NotReadyError(
+                f"the classifier replica became unavailable ({type(exc).__name__}); retry"
+            ) from None
         except Exception as exc:  # Ray wraps the replica's exception; the routes map the original
             raise (getattr(exc, "cause", None) or exc) from None
 
@@ -82,14 +100,25 @@ def _overload(config: ServingConfig) -> BackpressureConfig:
     return BackpressureConfig(status_code=config.backpressure_status_code, retry_after_s=config.retry_after_s)
 
 
-def classifier_options(config: ServingConfig) -> dict[str, Any]:
+def http_ingress_cap(config: ServingConfig) -> int:
+    """Ray's max_ongoing_requests for a deployment that serves HTTP.
+
+    The app admits `max_ongoing_requests` API requests and refuses the rest itself, in JSON
+    (serving/api/admission.py); Ray's cap sits well above that, so that refusals still in flight and
+    the probes never meet Ray's text/plain backpressure or wait in its queue."""
+    return 2 * config.max_ongoing_requests + 64
+
+
+def classifier_options(config: ServingConfig, serves_http: bool) -> dict[str, Any]:
     """Ray Serve deployment options of the classifier replicas, from the one config."""
+    cap = http_ingress_cap(config) if serves_http else config.max_ongoing_requests
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
-        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_ongoing_requests": cap,
         "max_queued_requests": config.max_queued_requests,
         "backpressure_config": _overload(config),
-        "health_check_period_s": 10,
+        # Short: a replica whose sessions broke (check_health) or that died is replaced within seconds.
+        "health_check_period_s": config.health_check_period_s,
         "graceful_shutdown_timeout_s": 20,
     }
     if config.num_replicas == "auto":
@@ -119,12 +148,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     payload = config.model_dump(mode="json")
     if config.ingress_mode == "combined":
         deployment = serve.deployment(ClassifierIngress, name=INGRESS_NAME)
-        return deployment.options(**classifier_options(config)).bind(payload)
+        return deployment.options(**classifier_options(config, serves_http=True)).bind(payload)
     classifier = serve.deployment(ClassifierDeployment, name=CLASSIFIER_NAME)
     ingress = serve.deployment(IngressDeployment, name=INGRESS_NAME).options(
         ray_actor_options={"num_cpus": config.ingress_num_cpus},
-        max_ongoing_requests=config.max_ongoing_requests,
+        max_ongoing_requests=http_ingress_cap(config),
         max_queued_requests=config.max_queued_requests,
         backpressure_config=_overload(config),
+        health_check_period_s=config.health_check_period_s,
     )
-    return ingress.bind(payload, classifier.options(**classifier_options(config)).bind(payload))
+    classifier_app = classifier.options(**classifier_options(config, serves_http=False)).bind(payload)
+    return ingress.bind(payload, classifier_app)

@@ -56,7 +56,12 @@ class ServingConfig(BaseSettings):
     )
     num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per classifier replica.")
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs per classifier replica (fractions allowed).")
-    max_ongoing_requests: int = Field(default=256, ge=1, description="Per-replica in-flight request cap.")
+    max_ongoing_requests: int = Field(
+        default=256,
+        ge=1,
+        description="API requests a replica admits at once; more are refused at once with "
+        "backpressure_status_code in the error shape (probes are never counted).",
+    )
     max_queued_requests: int = Field(default=1024, ge=-1, description="Per-handle queue cap; -1 unbounded.")
     # ONNX Runtime
     ort_intra_op_threads: int = Field(default=0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
@@ -97,10 +102,16 @@ class ServingConfig(BaseSettings):
     )
     ingress_num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved for a separate ingress.")
     backpressure_status_code: Literal[429, 503] = Field(
-        default=503, description="Status when max_queued_requests is exceeded."
+        default=503, description="Status of an overload refusal (max_ongoing_requests or Ray's queue full)."
     )
     retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After sent with overload answers.")
     reload_poll_interval_s: float = Field(default=2.0, gt=0, description="How often replicas check aliases.")
+    health_check_period_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often Ray Serve checks each replica (a dead one, or one whose ONNX sessions fail, "
+        "is replaced); short, because until Ray notices, a dead replica's traffic fails.",
+    )
     api_key: str | None = Field(
         default=None, min_length=1, description="Bearer token required on /v1 routes when set (never empty)."
     )

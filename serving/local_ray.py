@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -42,6 +43,13 @@ def direct_ingress_env(port: int) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": _LOCAL_DRAIN_S,
+        # Ray keeps a released port out of use for 150 s, so that a load balancer in front of several
+        # apps never sends one app's traffic to another's new replica. With a one-port range that
+        # turned a killed replica into 157 s of outage (its replacement had no port to bind). A local
+        # server has one app and no balancer: the port goes back at once, and the replacement takes it.
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        # ...and may bind it while the dead one's connections are still in TIME_WAIT (direct_ingress.py).
+        "LABELWISE_DIRECT_INGRESS_REBIND": "1",
     }
 
 
@@ -65,7 +73,7 @@ def start_local_ray(
     import ray
     from ray import serve
 
-    temp_dir = Path(os.environ.get("LABELWISE_RAY_TEMP_DIR") or tempfile.mkdtemp(prefix="lw-ray-"))
+    temp_dir = _ray_temp_dir()
     if not ray.is_initialized():
         ray.init(
             address="local",
@@ -82,7 +90,27 @@ def start_local_ray(
     return temp_dir
 
 
+# The folder start_local_ray made for Ray's files (None: the user named one, or none was made).
+_owned_temp_root: Path | None = None
+
+
+def _ray_temp_dir() -> Path:
+    """Ray's temp dir: LABELWISE_RAY_TEMP_DIR when set (kept), else `ray/` inside a new 0700 folder.
+
+    Ray makes its temp dir world-writable (0777, for several users on one node): the 0700 folder
+    around it keeps other local users out, and stop_local_ray removes it."""
+    global _owned_temp_root
+    given = os.environ.get("LABELWISE_RAY_TEMP_DIR")
+    if given:
+        return Path(given)
+    _owned_temp_root = Path(tempfile.mkdtemp(prefix="lw-ray-"))  # mode 0700
+    return _owned_temp_root / "ray"
+
+
 def stop_local_ray() -> None:
+    """serve.shutdown (drains the replicas), ray.shutdown (ends GCS, raylet and workers), then remove
+    the temp folder start_local_ray made."""
+    global _owned_temp_root
     import ray
     from ray import serve
 
@@ -91,3 +119,6 @@ def stop_local_ray() -> None:
             serve.shutdown()
     finally:
         ray.shutdown()
+        if _owned_temp_root is not None:
+            shutil.rmtree(_owned_temp_root, ignore_errors=True)
+            _owned_temp_root = None

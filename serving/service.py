@@ -151,6 +151,32 @@ class ClassifierService:
             out.append(info)
         return out
 
+    async def check_health(self) -> None:
+        """Raise when this replica cannot answer, so that Ray Serve replaces it: the alias poll loop has
+        ended, or a one-row pass through a loaded scenario's graph fails or hangs."""
+        if self._poll_task is not None and self._poll_task.done():
+            raise RuntimeError("the alias poll loop has ended; this replica can no longer load versions")
+        loaded = [(state.name, state.loaded) for state in self.registry.states() if state.loaded]
+        if not loaded:
+            return
+        rows = [Row(scenario, "health check") for _name, scenario in loaded]
+        try:
+            outcome = await asyncio.wait_for(
+                asyncio.to_thread(self.engine.run, rows), self.config.request_timeout_s
+            )
+        except TimeoutError:
+            raise RuntimeError(
+                f"a one-row pass took over {self.config.request_timeout_s:g} s (request_timeout_s)"
+            ) from None
+        failed = {
+            name: out
+            for (name, _), out in zip(loaded, outcome.results, strict=True)
+            if isinstance(out, Exception)
+        }
+        if failed:
+            detail = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed.items())
+            raise RuntimeError(f"ONNX Runtime fails on this replica ({detail})")
+
     async def readiness(self) -> dict[str, Any]:
         missing = self.registry.missing()
         return {"ready": not missing, "missing": missing, "skipped": self.registry.skipped()}

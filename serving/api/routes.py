@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ..config import ServingConfig
 from ..errors import InvalidRequestError, RequestTimeoutError, ServingError, UnauthorizedError
 from ..metrics import ServingMetrics
+from .admission import AdmissionMiddleware
 from .body_limit import BodyLimitMiddleware
 from .http_errors import error_response, install_error_handlers
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
@@ -164,4 +165,12 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
     app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
+    # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=config.max_ongoing_requests,
+        status=config.backpressure_status_code,
+        retry_after_s=config.retry_after_s,
+        on_refuse=lambda status: metrics.requests.labels("_overloaded", str(status)).inc(),
+    )
     return app

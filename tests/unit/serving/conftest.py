@@ -18,17 +18,14 @@ SCENARIOS = {
 
 
 @pytest.fixture(scope="session")
-def loaded_scenarios(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """{name: LoadedScenario}; a few optimizer steps each: the engine needs real graphs, not accuracy."""
+def published_repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """A repository holding version 1 of every scenario above, with the production alias on it; a few
+    optimizer steps each: the engine needs real graphs, not accuracy."""
     pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
-    from serving.engine import BaseEncoderCache, EngineSettings, load_scenario
     from training import custom_scenario, make_train_config, train_and_publish
 
     work = tmp_path_factory.mktemp("serving-unit")
     repo = ModelRepository(work / "repo")
-    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
-    bases = BaseEncoderCache()
-    loaded = {}
     for seed, (name, (strategy, labels)) in enumerate(SCENARIOS.items(), start=1):
         data = work / "data" / name
         write_toy_csv(data / "train.csv", 8, seed=seed, labels=labels)
@@ -45,5 +42,15 @@ def loaded_scenarios(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFa
             seed=seed,
         )
         manifest = train_and_publish(config, repo, export_precisions=["fp32"])
-        loaded[name] = load_scenario(repo, name, manifest.version, settings, bases)
-    return loaded
+        repo.set_alias(name, "production", manifest.version)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def loaded_scenarios(published_repo: ModelRepository) -> dict:
+    """{name: LoadedScenario} of version 1 of each scenario."""
+    from serving.engine import BaseEncoderCache, EngineSettings, load_scenario
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
+    bases = BaseEncoderCache()
+    return {name: load_scenario(published_repo, name, 1, settings, bases) for name in SCENARIOS}

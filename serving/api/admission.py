@@ -1,0 +1,61 @@
+"""Admission control in the app: a bounded number of API requests in flight, the rest refused at once.
+
+Ray Serve has its own per-replica cap (max_ongoing_requests + max_queued_requests), but what it answers
+past the cap is a text/plain "Request dropped due to backpressure", and the probes wait in the same
+queue as classify traffic. So the app admits API requests itself, up to `max_ongoing_requests`, and
+refuses the rest in the one JSON error shape with Retry-After; Ray's own cap is set well above it
+(serving.app.ray_request_caps) so that it never answers first. Probes (/healthz, /readyz, /metrics) are
+never counted and never refused: they answer within milliseconds however busy the replica is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .http_errors import error_response
+
+# Paths that are never refused for load: liveness, readiness, metrics (and their compat spellings).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
+class AdmissionMiddleware:
+    """Pure ASGI middleware: at most `limit` non-probe HTTP requests in the app at once.
+
+    A request over the limit gets `status` (429 or 503) with the error body and Retry-After, before its
+    body is read; the count drops when the response has been sent (or the request failed)."""
+
+    def __init__(
+        self,
+        app: Any,
+        limit: int,
+        status: int = 503,
+        retry_after_s: float = 1.0,
+        on_refuse: Callable[[int], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.on_refuse = on_refuse
+        self.in_flight = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            if self.on_refuse is not None:
+                self.on_refuse(self.status)
+            message = f"service overloaded: {self.limit} requests in flight on this replica; retry later"
+            refusal = error_response(self.status, "overloaded", message, retry_after_s=self.retry_after_s)
+            await refusal(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+__all__ = ["PROBE_PATHS", "AdmissionMiddleware"]
