@@ -23,7 +23,8 @@ from .errors import MissingStoragePackageError, ObjectStoreError, UnsafePathErro
 from .layout import is_contained
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://(?P<rest>.*)$")
-# A URL that went through pathlib (typer's Path options) has lost one slash: `s3:/bucket/prefix`.
+# A URL that went through pathlib (typer's Path options, LABELWISE_REPOSITORY read into a Path, then
+# str()) has lost one slash: `s3:/bucket/prefix`. Read as the URL: a local folder named `s3:` is not meant.
 _COLLAPSED = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?P<rest>[^/].*)$")
 _EXTRA = "pip install 'labelwise[object-store]'"
 
@@ -31,8 +32,7 @@ _EXTRA = "pip install 'labelwise[object-store]'"
 def parse_root(root: str | os.PathLike[str]) -> str | Path:
     """A local root as a Path (plain paths, `file://`), an object-store root as a normalised URL string."""
     text = os.fspath(root)
-    collapsed = _COLLAPSED.match(text) if isinstance(root, os.PathLike) else None
-    match = _SCHEME.match(text) or collapsed
+    match = _SCHEME.match(text) or _COLLAPSED.match(text)
     if match is None:
         return Path(text)
     scheme, rest = match["scheme"].lower(), match["rest"]

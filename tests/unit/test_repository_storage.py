@@ -24,6 +24,7 @@ from model_repository.storage import ObjectStore
         ("s3://bucket/prefix/", "s3://bucket/prefix"),
         ("S3://bucket", "s3://bucket"),
         (Path("s3://bucket/prefix"), "s3://bucket/prefix"),  # pathlib collapsed it to s3:/bucket/prefix
+        ("s3:/bucket/prefix", "s3://bucket/prefix"),  # str() of that Path (the CLI's --repository)
         ("gs://bucket/a/b", "gs://bucket/a/b"),
         ("file:///srv/models", Path("/srv/models")),
         ("var/model-repository", Path("var/model-repository")),
