@@ -6,17 +6,21 @@ Infinity (infinity-emb 0.0.78, optimum engine) lives in its own venv made by `ma
 What its optimum engine loads (infinity_emb/transformer/utils_optimum.py in 0.0.78): a local folder
 with config.json (id2label gives the label names), the tokenizer, and `*.onnx` files found
 recursively. On CPU it prefers a file whose name contains "quantize" unless
-INFINITY_ONNX_DO_NOT_PREFER_QUANTIZED is set, then "model.onnx"; unless INFINITY_ONNX_DISABLE_OPTIMIZE
-is set it runs ORTOptimizer (level 99) once and writes `<name>_optimized.onnx` under its cache, reusing it
-afterwards. It hands optimum the file's path as globbed under the model id, and optimum 2.x only accepts
-a path relative to the folder, so Infinity runs with the model folder as its working directory and
-`--model-id .` (an absolute or relative folder path fails with "Could not find any ONNX files").
-The bench hands it two folders built from the same published version labelwise serves:
+INFINITY_ONNX_DO_NOT_PREFER_QUANTIZED is set, then "model.onnx". Unless INFINITY_ONNX_DISABLE_OPTIMIZE
+is set it then runs ORTOptimizer with OptimizationConfig(optimization_level=99, optimize_for_gpu=False,
+fp16=False, optimize_with_onnxruntime_only=False); with the optimum 2.x that pip resolves for it the
+last argument no longer exists, so that step fails and Infinity logs a warning and serves the raw
+export. The bench therefore runs that optimisation itself, with the same settings less the removed
+argument, and tells Infinity not to repeat it. Infinity hands optimum the file's path as globbed under
+the model id, and optimum 2.x only accepts a path relative to the folder, so Infinity runs with the
+model folder as its working directory and `--model-id .`.
 
-- fp32/: `model.onnx`, optimum's own export of the version's torch weights (LoRA merged), and
-  Infinity optimises it as it does by default;
+The two folders, built from the same published version labelwise serves:
+
+- fp32/: `model.onnx`, optimum's export of the version's torch weights (LoRA merged), optimised as
+  Infinity would (ORT level 99 for CPU);
 - int8/: `model_quantized.onnx`, byte for byte the int8 graph labelwise serves (already optimised
-  before it was quantised), loaded with optimisation off.
+  before it was quantised).
 """
 
 from __future__ import annotations
@@ -57,7 +61,12 @@ def prepare_infinity_models(
     repo.verify(scenario, version)  # checksums first, as serving does
     version_dir = repo.version_path(scenario, version)
     root = (out_dir / f"{scenario}-v{version}").resolve()
-    plan = {"scenario": scenario, "version": version, "repository": str(Path(repository).resolve())}
+    plan = {
+        "scenario": scenario,
+        "version": version,
+        "repository": str(Path(repository).resolve()),
+        "fp32": "optimum export, ORT level 99",
+    }
     folders = {"fp32": root / "fp32"}
     int8_graph = version_dir / layout.graph_file("int8")
     if int8_graph.is_file():
@@ -99,6 +108,25 @@ def export_fp32(repo: Any, scenario: str, version: int, out: Path) -> None:
         )
     if not (out / "model.onnx").is_file() or not (out / "config.json").is_file():
         raise BenchError(f"optimum wrote no model.onnx and config.json under {out}")
+    optimize_like_infinity(out / "model.onnx")
+
+
+def optimize_like_infinity(graph: Path) -> None:
+    """Replace graph with what Infinity 0.0.78's optimize_model makes of it on CPU (ORT level 99)."""
+    import tempfile
+
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(graph.parent))
+    opt = OptimizationConfig(optimization_level=99, optimize_for_gpu=False, fp16=False)
+    with tempfile.TemporaryDirectory(prefix="infinity-optimize-", dir=graph.parent) as tmp:
+        ORTOptimizer([graph], config=config).optimize(opt, save_dir=tmp, file_suffix="")
+        produced = Path(tmp) / graph.name
+        if not produced.is_file():
+            raise BenchError(f"ORTOptimizer wrote no {graph.name} under {tmp}")
+        shutil.move(produced, graph)
 
 
 def copy_int8(fp32_folder: Path, int8_graph: Path, out: Path) -> None:
@@ -120,7 +148,7 @@ def infinity_command(peers_dir: Path, served_name: str, port: int) -> list[str]:
 
 
 def infinity_env(peers_dir: Path, variant: str) -> dict[str, str]:
-    """Offline, no telemetry, caches under the peers folder; int8 as it is, fp32 optimised by Infinity."""
+    """Offline, no telemetry, caches under the peers folder; both graphs are already optimised."""
     home = (peers_dir / "infinity-home").resolve()
     env = {
         "HF_HUB_OFFLINE": "1",
@@ -134,9 +162,8 @@ def infinity_env(peers_dir: Path, variant: str) -> dict[str, str]:
         # the pipeline (which does not truncate) fails at start-up, so it is skipped.
         "INFINITY_MODEL_WARMUP": "false",
     }
-    if variant == "int8":
-        env["INFINITY_ONNX_DISABLE_OPTIMIZE"] = "true"
-    else:
+    env["INFINITY_ONNX_DISABLE_OPTIMIZE"] = "true"
+    if variant == "fp32":
         env["INFINITY_ONNX_DO_NOT_PREFER_QUANTIZED"] = "true"
     # The bench's own venv must not leak into the peer's interpreter (Python ignores an empty PYTHONPATH).
     env["PYTHONPATH"] = ""
