@@ -95,6 +95,10 @@ class _Lines:
                 ) from None
 
 
+# Each reader yields this once its file-level checks pass, so that read_texts can run them eagerly.
+_READY = ""
+
+
 def _csv_texts(path: Path, column: str) -> Iterator[str]:
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
@@ -109,6 +113,7 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
                 "name the text column with --text-column"
             )
         index = header.index(column)
+        yield _READY
         for fields in reader:
             row = lines.rows_done + 1
             if not fields:
@@ -127,6 +132,7 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
 def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
+        yield _READY
         for line in lines:
             row = lines.rows_done + 1
             if not line.strip():
@@ -168,6 +174,7 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
     kind = source.schema_arrow.field(column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)):
         raise UsageError(f"{path}: column {column!r} holds {kind}, not text")
+    yield _READY
     row = 0
     for batch in source.iter_batches(columns=[column], batch_size=4096):
         # As bytes: Arrow does not check UTF-8 when reading, so each value is decoded here, by row.
@@ -194,7 +201,9 @@ def read_texts(path: Path, column: str = "text") -> Iterator[str]:
     reader = {"csv": _csv_texts, "jsonl": _jsonl_texts, "parquet": _parquet_texts}[
         file_format(path, "--input")
     ]
-    return reader(path, column)
+    texts = reader(path, column)
+    next(texts)  # runs the file-level checks (readable, the column exists) now, before any output
+    return texts
 
 
 def count_rows(path: Path) -> int | None:
@@ -214,7 +223,7 @@ def count_rows(path: Path) -> int | None:
                 last = block[-1:]
         lines = newlines + (last != b"\n")
         return max(0, lines - 1) if kind == "csv" else lines
-    except (OSError, LabelwiseError):
+    except (OSError, ValueError, LabelwiseError):  # pyarrow's ArrowInvalid is a ValueError
         return None
 
 

@@ -184,7 +184,12 @@ def test_a_missing_column_names_the_columns_there_are(tmp_path: Path) -> None:
         UsageError, match=r"no 'text' column in the header \(line 1: id, body\).*--text-column"
     ):
         score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer)
-    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
+    assert not (tmp_path / "out.jsonl").exists()  # refused before any output is made
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(UsageError, match=r"broken\.parquet: not a readable Parquet file"):
+        score_file(broken, tmp_path / "out.csv", "toy", LengthScorer)
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_unknown_extensions_and_missing_files_are_usage_errors(tmp_path: Path) -> None:
