@@ -252,13 +252,22 @@ class OutputFile:
         if self.kind == "parquet" and self.path.exists() and not self.staging.exists():
             from .extras import require
 
-            self.complete_rows = int(require("pyarrow.parquet").ParquetFile(self.path).metadata.num_rows)
+            try:
+                self.complete_rows = int(require("pyarrow.parquet").ParquetFile(self.path).metadata.num_rows)
+            except (OSError, ValueError) as exc:
+                raise self._foreign(f"not a readable Parquet file: {exc}") from None
             self.done = self.complete_rows
             self._fh = None
             return
-        self.done = self._existing_rows()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.staging, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed by finish)
+        try:
+            self.done = self._existing_rows()
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise self._foreign(str(exc)) from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.staging, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed by finish)
+        except OSError as exc:
+            raise UsageError(f"--output {path}: cannot write there ({exc.strerror or exc})") from None
         self._csv = csv.writer(self._fh) if self.kind == "csv" else None
         if self._csv is not None and self.done == 0 and self._fh.tell() == 0:
             self._csv.writerow(OUTPUT_FIELDS)

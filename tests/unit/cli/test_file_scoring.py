@@ -198,3 +198,22 @@ def test_unknown_extensions_and_missing_files_are_usage_errors(tmp_path: Path) -
         score_file(source, tmp_path / "out.xlsx", "toy", LengthScorer)
     with pytest.raises(UsageError, match=r"--input .*absent\.csv does not exist"):
         score_file(tmp_path / "absent.csv", tmp_path / "out.jsonl", "toy", LengthScorer)
+
+
+def test_an_unusable_output_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS[:3])
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"\xff\xfe{}\n")
+    fake_parquet = tmp_path / "junk.parquet"
+    fake_parquet.write_bytes(b"not parquet")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    for out, fragment in (
+        (junk, "is not a partial output"),
+        (fake_parquet, "not a readable Parquet file"),
+        (blocked / "out.jsonl", "cannot write there"),
+    ):
+        with pytest.raises(UsageError, match=fragment):
+            score_file(source, out, "toy", LengthScorer)
+    assert score_file(source, junk, "toy", LengthScorer, overwrite=True).rows_scored == 3
