@@ -169,6 +169,7 @@ class InputRowError(UsageError):
         self.path = path
         self.row = row
         self.line = line
+        self.what = what
         where = f"row {row}" + (f" (line {line})" if line is not None else "")
         super().__init__(f"{path}: {where}: {what}")
 

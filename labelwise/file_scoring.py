@@ -536,7 +536,7 @@ def score_file(
         where = output_path if out.staging == output_path else f"{out.staging} (Parquet once complete)"
         kept = f"the {out.done} row(s) before it are in {where}" if out.done else "nothing was written"
         raise InputRowError(
-            exc.path, exc.row, exc.line, f"{_what(exc)}; {kept}; fix the row and run again to resume"
+            exc.path, exc.row, exc.line, f"{exc.what}; {kept}; fix the row and run again to resume"
         ) from None
     finally:
         if scorer is not None:
@@ -545,9 +545,3 @@ def score_file(
     out.finish()
     seconds = time.perf_counter() - start
     return ScoreSummary(str(input_path), str(output_path), scenario, out.done - skipped, skipped, seconds)
-
-
-def _what(exc: InputRowError) -> str:
-    """The part of an InputRowError's message after `path: row N (line L): `."""
-    where = f"row {exc.row}" + (f" (line {exc.line})" if exc.line is not None else "")
-    return str(exc).split(f"{where}: ", 1)[-1]
