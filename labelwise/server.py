@@ -5,6 +5,7 @@ ray and serving.app are imported inside `run_server`, never at import time.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,10 @@ def plan_server(
         serving_config = ServingConfig(**args)
     except ValidationError as exc:
         raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
+    if "num_cpus" not in args and "LABELWISE_NUM_CPUS" not in os.environ:
+        # The whole machine by default: the local Ray node has every core this process may use, and
+        # the classifier replicas share them (each runs num_cpus ORT threads). docs/serving.md.
+        args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, local_cores())
     if direct_ingress and not single_ingress_replica(serving_config):
         raise UsageError(
             "direct ingress serves HTTP from one ingress replica: set num_replicas: 1 (ingress_mode "
@@ -164,6 +169,24 @@ def plan_server(
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,
     )
+
+
+def local_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_replica_cpus(config: Any, cores: int) -> float:
+    """CPUs (and so ORT threads) per classifier replica when the config names none, on `cores` cores:
+    the cores split evenly over a fixed number of replicas, less what a separate ingress reserves;
+    at least 1. An autoscaled deployment keeps 1 CPU per replica, so that scaling out has room."""
+    if config.num_replicas == "auto":
+        return 1.0
+    free = cores - (config.ingress_num_cpus if config.ingress_mode == "separate" else 0.0)
+    return float(max(1, int(free // config.num_replicas)))
 
 
 def run_server(
@@ -193,7 +216,12 @@ def run_server(
         serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
         base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
         how = "direct ingress" if direct_ingress else "Serve proxy"
-        print(f"labelwise serving on {base} ({how}; docs: {base}/docs); Ctrl-C stops it", flush=True)
+        cpus = args.get("num_cpus", "default")
+        print(
+            f"labelwise serving on {base} ({how}, {cpus} CPUs and ORT threads per replica; docs: "
+            f"{base}/docs); Ctrl-C stops it",
+            flush=True,
+        )
         if not block:
             return
         while True:

@@ -11,7 +11,7 @@ import yaml
 from labelwise import catalog, errors
 from labelwise.client import ClientError, LabelwiseClient
 from labelwise.extras import MissingExtraError, require
-from labelwise.server import ServePlan, plan_server
+from labelwise.server import ServePlan, local_cores, local_replica_cpus, plan_server
 from labelwise.training_runs import export_precisions, run_training, train_overrides
 from model_repository import (
     BaseModelRef,
@@ -82,13 +82,37 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
     )
     plan = plan_server(config, repository=tmp_path, port=9000)
     assert plan == ServePlan(
-        args={"max_batch_size": 8, "repository": str(tmp_path)},
+        # num_cpus: not in the file, so the one replica gets every core this process may use
+        args={"max_batch_size": 8, "repository": str(tmp_path), "num_cpus": float(local_cores())},
         host="127.0.0.1",
         port=9000,
         app_name="lw",
         route_prefix="/lw",
         direct_ingress=True,
     )
+
+
+@pytest.mark.parametrize(
+    "fields, cores, expected",
+    [
+        ({}, 2, 2.0),  # one replica: every core, and as many ORT threads
+        ({}, 16, 16.0),
+        ({"num_replicas": 2}, 16, 8.0),  # --proxy with two replicas: the cores split between them
+        ({"num_replicas": 3}, 2, 1.0),  # never below one
+        ({"ingress_mode": "separate"}, 4, 3.0),  # the separate ingress keeps its 0.5 CPU
+        ({"num_replicas": "auto"}, 16, 1.0),  # autoscaling: room to scale out
+    ],
+)
+def test_local_replicas_share_every_core(fields: dict, cores: int, expected: float) -> None:
+    from serving import ServingConfig
+
+    assert local_replica_cpus(ServingConfig(**fields), cores) == expected
+
+
+def test_a_configured_num_cpus_is_kept(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"num_cpus": 1}), encoding="utf-8")
+    assert plan_server(config, repository=tmp_path).args["num_cpus"] == 1
 
 
 def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
