@@ -35,12 +35,24 @@ from .metrics import ServingMetrics
 logger = logging.getLogger("labelwise.serving")
 
 
-def top_labels(labels: list[str], probs: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
-    """Labels with scores, best first, at most top_k of them."""
+def top_labels(
+    labels: list[str], probs: np.ndarray, top_k: int | None, values: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Labels with scores, best first, at most top_k of them; `values` (the logits) replace the
+    probabilities as scores, in the same order."""
     order = probs.argsort()[::-1]
     if top_k is not None:
         order = order[:top_k]
-    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+    scores = probs if values is None else values
+    return [{"label": labels[i], "score": float(scores[i])} for i in order]
+
+
+def decision_threshold(metrics: dict[str, Any]) -> float | None:
+    """The version's abstain threshold (chosen on validation at training time), or None without one."""
+    value = metrics.get("decision_threshold")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return None
 
 
 class ClassifierService:
@@ -106,8 +118,16 @@ class ClassifierService:
 
     # ---- what the routes call ----------------------------------------------------------------
     async def classify(
-        self, scenario: str, texts: list[str], top_k: int | None, truncate: bool
+        self,
+        scenario: str,
+        texts: list[str],
+        top_k: int | None,
+        truncate: bool,
+        raw_scores: bool = False,
+        abstain: bool = False,
     ) -> dict[str, Any]:
+        """Per text, labels with probabilities and token counts; with `raw_scores` the logits too; with
+        `abstain` the best label, or None when it scores under the version's decision threshold."""
         # Bind the version once: every text of this request is answered by the same version.
         loaded = self.registry.get(scenario)
         if not truncate:
@@ -120,12 +140,27 @@ class ClassifierService:
                         field=f"texts.{i}",
                     )
         results = await asyncio.gather(*(self.batcher.submit(Row(loaded, t)) for t in texts))
-        return {
+        labels = loaded.labels
+        tokens = [r.tokens for r in results]
+        answer: dict[str, Any] = {
             "scenario": scenario,
             "version": loaded.version,
-            "results": [top_labels(loaded.labels, r.probs, top_k) for r in results],
+            "results": [top_labels(labels, r.probs, top_k) for r in results],
             "truncated": [r.truncated for r in results],
+            "usage": {"tokens": tokens, "total_tokens": sum(tokens)},
         }
+        if raw_scores:
+            answer["raw_scores"] = [top_labels(labels, r.probs, top_k, r.logits) for r in results]
+        if abstain:
+            threshold = decision_threshold(loaded.manifest.metrics)
+            answer["threshold"] = threshold
+            answer["decisions"] = [
+                labels[int(r.probs.argmax())]
+                if threshold is None or float(r.probs.max()) >= threshold
+                else None
+                for r in results
+            ]
+        return answer
 
     async def list_scenarios(self) -> list[dict[str, Any]]:
         out = []
@@ -190,4 +225,4 @@ class ClassifierService:
         return self.metrics.render()
 
 
-__all__ = ["ClassifierService", "top_labels"]
+__all__ = ["ClassifierService", "decision_threshold", "top_labels"]

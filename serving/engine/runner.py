@@ -36,10 +36,13 @@ class Row:
 
 @dataclass(frozen=True)
 class RowResult:
-    """Probabilities in the scenario's label order, and whether the text was truncated."""
+    """Probabilities (and the logits they came from) in the scenario's label order, whether the text was
+    truncated, and how many tokens it took (special tokens included, after truncation)."""
 
     probs: np.ndarray
     truncated: bool
+    logits: np.ndarray | None = None
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,11 @@ class OnnxEngine:
                 for pos, i in enumerate(indices):
                     row_logits = logits[pos]
                     failed = isinstance(row_logits, Exception)
-                    results[i] = row_logits if failed else RowResult(softmax(row_logits), truncated[pos])
+                    results[i] = (
+                        row_logits
+                        if failed
+                        else RowResult(softmax(row_logits), truncated[pos], row_logits, len(ids[pos]))
+                    )
             except Exception as exc:  # handed to each row of the group, logged by the batcher
                 for i in indices:
                     results[i] = exc
