@@ -61,3 +61,35 @@ def classification_metrics(
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
     }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities from logits (shifted by the row max, so large logits do not overflow)."""
+    shifted = np.asarray(logits, dtype=float) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+# Share of kept validation texts that must be right for a confidence cut to count (see decision_threshold).
+DECISION_TARGET_ACCURACY = 0.9
+
+
+def decision_threshold(
+    label_ids: np.ndarray, probs: np.ndarray, target_accuracy: float = DECISION_TARGET_ACCURACY
+) -> float | None:
+    """The lowest top-label probability such that the validation texts scoring at least it are right
+    `target_accuracy` of the time, keeping as many texts as possible; None when no cut gets there.
+
+    Serving answers a text under it with a null label when the request asks to abstain."""
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or len(probs) == 0:
+        return None
+    confidence = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == np.asarray(label_ids)
+    order = np.argsort(-confidence, kind="stable")
+    confidence, correct = confidence[order], correct[order]
+    accuracy = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    # A cut keeps every text at or above its confidence, so it can only fall after the last of a tie.
+    ends = np.append(confidence[:-1] > confidence[1:], True)
+    cuts = np.nonzero(ends & (accuracy >= target_accuracy))[0]
+    return float(confidence[cuts[-1]]) if len(cuts) else None

@@ -15,7 +15,14 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import LabeledTexts, PreparedData, prepare_data
-from .metrics import class_weights, classification_metrics, imbalance_ratio, use_class_weights
+from .metrics import (
+    class_weights,
+    classification_metrics,
+    decision_threshold,
+    imbalance_ratio,
+    softmax,
+    use_class_weights,
+)
 from .model import ResolvedBase, build_model, count_params, resolve_base_model
 from .plots import plot_confusion_matrix, plot_label_distribution
 
@@ -359,6 +366,8 @@ def _validation_metrics(trainer: Any, val_ds: Any, data: PreparedData, weighted:
     prediction = trainer.predict(val_ds)
     logits = _logits(prediction)
     metrics = classification_metrics(data.validation.label_ids, np.argmax(logits, axis=-1), data.labels)
+    # Chosen here, on validation, stored with the metrics in the manifest; serving applies it on request.
+    metrics["decision_threshold"] = decision_threshold(data.validation.label_ids, softmax(logits))
     metrics["eval_loss"] = float(prediction.metrics.get("test_loss", float("nan")))
     metrics["class_weighting"] = weighted
     return metrics
