@@ -32,6 +32,12 @@ class ServingConfig(BaseSettings):
         default=None, description="Scenarios to serve; None serves every scenario with the default alias."
     )
     default_alias: str = Field(default="production", description="Alias served when a scenario names none.")
+    default_scenario: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Scenario for requests that cannot name one (TEI's POST /predict without the "
+        "X-Labelwise-Scenario header); None: the only scenario served, if there is exactly one.",
+    )
     # batching
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per @serve.batch call.")
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1, description="Max wait to fill a batch.")
