@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .bench_models import BenchModels, prepare_bench_models
+from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
 from .bench_report import render_markdown, targets
 from .ceiling import all_cores, measure_ceiling_processes
 from .errors import BenchError
@@ -209,7 +209,7 @@ def _max_batch_tokens(options: BenchOptions) -> int:
 class _Runner:
     """Runs one load against a system with the bench's driver, texts and timings."""
 
-    def __init__(self, options: BenchOptions, texts_file: str, driver: str) -> None:
+    def __init__(self, options: BenchOptions, texts_file: str | None, driver: str) -> None:
         self.options, self.texts_file, self.driver = options, texts_file, driver
 
     def load(
@@ -346,7 +346,9 @@ def measure_infinity(
     if missing:
         say(f"infinity: skipped: {missing}")
         return [], [f"Infinity not measured: {missing}"]
-    folders = prepare_infinity_models(models.repository, models.primary, options.peers_dir / "models", say)
+    # Beside the bench scenarios (an underscore folder is not a scenario), so each repository has its own.
+    peer_models = Path(models.repository) / PEER_MODELS / "infinity"
+    folders = prepare_infinity_models(models.repository, models.primary, peer_models, say)
     url = f"http://127.0.0.1:{options.peer_port}"
     systems, notes = [], []
     for variant in options.infinity_variants:

@@ -21,6 +21,7 @@ from .sentences import load_sentences
 
 MARKER = ".bench-models.json"
 BENCH_DATA = "_bench-data"  # inside the bench repository root; not a scenario (leading underscore)
+PEER_MODELS = "_peer-models"  # the peers' copies of the primary scenario (loadtests/peers.py)
 LABELS = ["question", "short", "long"]
 MAX_LENGTH_TOKENS = 128
 

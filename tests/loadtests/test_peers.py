@@ -12,6 +12,7 @@ import pytest
 
 from loadtests.bench import BenchOptions, _Runner, measure_infinity
 from loadtests.bench_models import BenchModels
+from loadtests.load_drivers import resolve_driver
 from loadtests.peers import infinity_missing, prepare_infinity_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,3 +92,28 @@ def test_ceiling_process_failure_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="a ceiling process exited before it was ready"):
         measure_ceiling_processes(2, str(tmp_path), "absent", None, "fp32", seconds_per_size=0.1)
+
+
+PEERS_DIR = REPO / "var" / "peers"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(
+    infinity_missing(PEERS_DIR) is not None, reason="Infinity is not installed (`make peers`)"
+)
+def test_infinity_serves_the_bench_scenario_under_load(tiny_bench: BenchModels, tmp_path: Path) -> None:
+    from .conftest import _free_port
+
+    options = BenchOptions(peers_dir=PEERS_DIR, out_dir=tmp_path, peer_port=_free_port(), duration_s=1,
+                           warmup_s=0.5, ready_timeout_s=120)  # fmt: skip
+    said: list[str] = []
+    systems, notes = measure_infinity(tiny_bench, _Runner(options, None, resolve_driver("auto")), said.append)
+    assert notes == [f"Infinity 0.0.78 optimum int8 not measured: {tiny_bench.primary} has no int8 graph"]
+    (fp32,) = systems
+    assert [r["load"] for r in fp32["results"]] == ["1 text, c=8", "1 text, c=32"]
+    for row in fp32["results"]:
+        assert row["requests"] > 0 and row["errors"] == 0
+        assert row["memory"]["pss_mb"] > 0 and row["memory"]["processes"] >= 1
+    assert (Path(tiny_bench.repository) / "_peer-models" / "infinity").is_dir()
+    assert "infinity fp32: stopping" in said
