@@ -18,6 +18,7 @@ from loadtests.bench_models import BenchModels, prepare_bench_models
 SLOW_EVERY = 10  # every 10th request waits SLOW_S: the slowest tenth fixes p99 from below
 SLOW_S = 0.2
 FAIL_EVERY = 7  # every 7th request answers 500
+STALL_S = 2.5  # with behaviour["stall"]: every answer takes this long
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Counts:
 class TinyServer:
     url: str
     counts: Counts
-    behaviour: dict[str, bool]
+    behaviour: dict[str, bool]  # "faults": slow and failing answers; "stall": every answer takes STALL_S
 
 
 def _free_port() -> int:
@@ -59,6 +60,8 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
         if behaviour["faults"] and n % SLOW_EVERY == 0:
             counts.slow += 1
             await asyncio.sleep(SLOW_S)
+        if behaviour.get("stall"):
+            await asyncio.sleep(STALL_S)
         counts.texts += len(body["texts"])
         results = [[{"label": "positive", "score": 0.9}] for _ in body["texts"]]
         return {"scenario": body["scenario"], "version": 1, "results": results, "truncated": [False]}

@@ -12,7 +12,7 @@ import pytest
 from loadtests.bench_models import LABELS, BenchModels, prepare_bench_models, write_bench_data
 from loadtests.bench_report import comparison_rows, render_markdown, targets
 
-from .conftest import _free_port
+from .conftest import TinyServer, _free_port
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -249,3 +249,17 @@ def test_bench_end_to_end_on_tiny_models(
     assert [r["n_scenarios"] for r in report["scenario_mix"]] == [1]  # 2 scenarios: no 4 or 8 mix
     assert report["served"][0]["memory"]["processes"] > 1  # Ray's processes are in the tree
     assert Path(report["json_path"]).is_file()
+
+
+@pytest.mark.parametrize("driver", ["python", "wrk"])
+def test_a_load_with_no_answer_in_its_window_is_a_note(tiny_server: TinyServer, driver: str) -> None:
+    from loadtests.bench import BenchOptions, _Runner
+    from loadtests.wrk import find_wrk
+
+    if driver == "wrk" and find_wrk() is None:
+        pytest.skip("wrk is not installed (`make wrk`)")
+    tiny_server.behaviour["stall"] = True  # every answer takes longer than the 1 s window
+    options = BenchOptions(duration_s=1, warmup_s=0, attach_timeout_s=5)
+    result = _Runner(options, None, driver).load(tiny_server.url, ["alpha"], 1, 2)
+    assert (result["requests"], result["errors"]) == (0, 0)
+    assert result["note"] == "no answer within the 1 s measured window"
