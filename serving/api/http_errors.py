@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InvalidRequestError, NotReadyError, RequestTimeoutError, ServingError
+from .request_id import request_id_of
 from .schemas import ErrorBody, ErrorDetail
 
 logger = logging.getLogger("labelwise.serving")
@@ -25,6 +26,11 @@ def error_response(
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, code=status, field=field))
     headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def internal_message(request_id: str) -> str:
+    """What a client is told about a server fault: where to look, never what went wrong."""
+    return f"internal error; see the service log (request {request_id})"
 
 
 def _field(loc: tuple) -> str:
@@ -60,8 +66,9 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
         field = exc.field if isinstance(exc, InvalidRequestError) else None
         if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
-            logger.error("%s on %s: %s", exc.code, request.url.path, exc)
-            return error_response(exc.status_code, exc.code, "internal error; see the service log")
+            request_id = request_id_of(request)
+            logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
+            return error_response(exc.status_code, exc.code, internal_message(request_id))
         retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
         return error_response(exc.status_code, exc.code, str(exc), field=field, retry_after_s=retry)
 
@@ -73,8 +80,9 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
                 backpressure, "overloaded", "service overloaded; retry later", None, RETRY_AFTER_S
             )
         # Never leak internals: the message goes to the log, the client gets a fixed text.
-        logger.exception("unexpected error on %s", request.url.path)
-        return error_response(500, "internal_error", "internal error; see the service log")
+        request_id = request_id_of(request)
+        logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
+        return error_response(500, "internal_error", internal_message(request_id))
 
 
 def _backpressure(exc: Exception) -> int | None:

@@ -19,6 +19,7 @@ from ..metrics import ServingMetrics
 from .admission import AdmissionMiddleware
 from .body_limit import BodyLimitMiddleware
 from .http_errors import error_response, install_error_handlers
+from .request_id import RequestIdMiddleware
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
 
 
@@ -26,7 +27,13 @@ class ClassifyBackend(Protocol):
     """What the routes call: the replica's ClassifierService, or serving.app.HandleBackend to it."""
 
     async def classify(
-        self, scenario: str, texts: list[str], top_k: int | None, truncate: bool
+        self,
+        scenario: str,
+        texts: list[str],
+        top_k: int | None,
+        truncate: bool,
+        raw_scores: bool = False,
+        abstain: bool = False,
     ) -> dict[str, Any]: ...
 
     async def list_scenarios(self) -> list[dict[str, Any]]: ...
@@ -37,19 +44,25 @@ class ClassifyBackend(Protocol):
 
 
 _ERRORS = {s: {"model": ErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
+MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 
 
 def check_limits(body: ClassifyRequest, config: ServingConfig) -> None:
     """Limits that come from config, so they cannot live in the static schema."""
-    if len(body.texts) > config.max_texts_per_request:
+    check_texts(body.texts, config)
+
+
+def check_texts(texts: list[str], config: ServingConfig, field: str = "texts") -> None:
+    """The config's text limits on `texts`, sent as the request field `field`."""
+    if len(texts) > config.max_texts_per_request:
         raise InvalidRequestError(
-            f"texts: {len(body.texts)} texts, at most {config.max_texts_per_request} per request",
-            field="texts",
+            f"{field}: {len(texts)} texts, at most {config.max_texts_per_request} per request", field=field
         )
-    for i, text in enumerate(body.texts):
+    for i, text in enumerate(texts):
         if len(text) > config.max_chars_per_text:
             raise InvalidRequestError(
-                f"texts.{i}: {len(text)} characters, at most {config.max_chars_per_text}", field=f"texts.{i}"
+                f"{field}.{i}: {len(text)} characters, at most {config.max_chars_per_text}",
+                field=f"{field}.{i}",
             )
 
 
@@ -72,6 +85,16 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
             raise UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")
 
     return require_key
+
+
+async def within_timeout(call: Awaitable[Any], config: ServingConfig) -> Any:
+    """The backend's answer, or RequestTimeoutError after request_timeout_s."""
+    try:
+        return await asyncio.wait_for(call, config.request_timeout_s)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"not answered within {config.request_timeout_s:g} s (request_timeout_s)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -100,28 +123,30 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
 def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     """The API: /v1/classify and /v1/scenarios, behind the API key when one is configured."""
     router = APIRouter(dependencies=[Depends(api_key_dependency(config))])
+    # Clients size their chunks from this (labelwise.client reads it).
+    limit_headers = {MAX_TEXTS_HEADER: str(config.max_texts_per_request)}
 
     @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
     async def classify(body: ClassifyRequest) -> Response:
         with counted(metrics, body.scenario):
             check_limits(body, config)
-            try:
-                result = await asyncio.wait_for(
-                    backend.classify(body.scenario, body.texts, body.top_k, body.truncate),
-                    config.request_timeout_s,
-                )
-            except TimeoutError:
-                raise RequestTimeoutError(
-                    f"not answered within {config.request_timeout_s:g} s (request_timeout_s)"
-                ) from None
+            # Positional: a separate ingress forwards the arguments through a deployment handle.
+            call = backend.classify(
+                body.scenario, body.texts, body.top_k, body.truncate, body.raw_scores, body.abstain
+            )
+            result = await within_timeout(call, config)
         # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
         # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
         # response_model above still documents it in OpenAPI.
-        return Response(json_bytes(result), media_type="application/json")
+        return Response(json_bytes(result), media_type="application/json", headers=limit_headers)
 
     @router.get("/v1/scenarios", response_model=ScenarioList)
     async def scenarios() -> dict[str, Any]:
-        return {"scenarios": await backend.list_scenarios()}
+        limits = {
+            "max_texts_per_request": config.max_texts_per_request,
+            "max_chars_per_text": config.max_chars_per_text,
+        }
+        return {"scenarios": await backend.list_scenarios(), "limits": limits}
 
     return router
 
@@ -164,6 +189,9 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     )
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
+    from .compat import compat_routes  # here: compat builds on this module's helpers
+
+    app.include_router(compat_routes(backend, config, metrics))
     app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
     app.add_middleware(
@@ -173,4 +201,5 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         retry_after_s=config.retry_after_s,
         on_refuse=lambda status: metrics.requests.labels("_overloaded", str(status)).inc(),
     )
+    app.add_middleware(RequestIdMiddleware)  # outermost: refusals carry an id as well
     return app

@@ -28,6 +28,14 @@ class ClassifyRequest(BaseModel):
         default=True,
         description="Cut texts over the max length (flagged in `truncated`); false answers 413.",
     )
+    raw_scores: StrictBool = Field(
+        default=False, description="Also answer `raw_scores`: per text, the logits of the same labels."
+    )
+    abstain: StrictBool = Field(
+        default=False,
+        description="Also answer `decisions`: per text, the best label, or null when its probability is "
+        "under the version's decision threshold (chosen on validation at training time; `threshold`).",
+    )
 
 
 class LabelScore(BaseModel):
@@ -35,11 +43,28 @@ class LabelScore(BaseModel):
     score: float = Field(description="Softmax probability in [0, 1].")
 
 
+class Usage(BaseModel):
+    tokens: list[int] = Field(description="Per text, the tokens the model read (special tokens included).")
+    total_tokens: int = Field(description="Tokens of every text of the request.")
+
+
 class ClassifyResponse(BaseModel):
     scenario: str = Field(description="Scenario that answered.")
     version: int = Field(description="Model version that answered every text of this request.")
     results: list[list[LabelScore]] = Field(description="Per text, labels with scores, best first.")
     truncated: list[bool] = Field(description="Per text, whether it was cut to the model's max length.")
+    usage: Usage = Field(description="Token counts, per text and in total.")
+    raw_scores: list[list[LabelScore]] | None = Field(
+        default=None, description="raw_scores requests: per text, the logits of the labels in `results`."
+    )
+    decisions: list[str | None] | None = Field(
+        default=None, description="abstain requests: per text, the best label, or null under `threshold`."
+    )
+    threshold: float | None = Field(
+        default=None,
+        description="abstain requests: the version's decision threshold; null when it has none (then "
+        "no text abstains).",
+    )
 
 
 class ScenarioInfo(BaseModel):
@@ -58,8 +83,14 @@ class ScenarioInfo(BaseModel):
     skipped: bool = Field(default=False, description="Serve-all mode: no alias to serve; not served.")
 
 
+class Limits(BaseModel):
+    max_texts_per_request: int = Field(description="Texts allowed in one classify request.")
+    max_chars_per_text: int = Field(description="Characters allowed per text.")
+
+
 class ScenarioList(BaseModel):
     scenarios: list[ScenarioInfo] = Field(description="Every configured scenario.")
+    limits: Limits = Field(description="This server's request limits.")
 
 
 class Readiness(BaseModel):

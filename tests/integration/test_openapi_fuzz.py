@@ -1,5 +1,6 @@
 """A bounded fuzz run of the service's own OpenAPI schema (schemathesis) against the real app: whatever
-a client sends, the answer is never a 5xx, and every refusal is in the one JSON error shape."""
+a client sends, the answer is never a 5xx, and every refusal is in the one JSON error shape, except on
+the compatibility routes, each of which refuses in its own ecosystem's documented shape (docs/compat.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,45 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402 - hypothesis c
 pytestmark = pytest.mark.integration
 
 
+def _in_compat_shape(path: str, body: Any, status: int) -> bool:
+    """Whether `body` is the error shape of the compatibility route at `path` (None: not such a route)."""
+    if path == "/classify":  # Infinity (OpenAI style)
+        error = body.get("error") if isinstance(body, dict) else None
+        return (
+            isinstance(error, dict)
+            and set(error) == {"message", "type", "param", "code"}
+            and error["code"] == status
+            and bool(error["message"])
+        )
+    if path == "/predict":  # TEI
+        return (
+            isinstance(body, dict)
+            and set(body) == {"error", "error_type"}
+            and bool(body["error"])
+            and body["error_type"]
+            in {"validation", "tokenizer", "backend", "overloaded", "unhealthy", "empty"}
+        )
+    # KServe v2 / Triton
+    return (
+        isinstance(body, dict)
+        and set(body) == {"error"}
+        and isinstance(body["error"], str)
+        and bool(body["error"])
+    )
+
+
 def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/classify", "/v1/scenarios", "/readyz"}
+    assert {op.path for op in operations} >= {
+        "/v1/classify",
+        "/v1/scenarios",
+        "/readyz",
+        "/classify",
+        "/predict",
+        "/v2/health/ready",
+        "/v2/models/{scenario}/infer",
+    }
     seen: dict[str, set[int]] = {}
 
     for operation in operations:
@@ -45,6 +81,9 @@ def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) 
             if case.path == "/readyz":  # readiness answers 503 with its own body, not an error
                 assert response.json()["ready"] is False, where
                 return
+            if case.path == "/classify" or case.path == "/predict" or case.path.startswith("/v2"):
+                assert _in_compat_shape(case.path, response.json(), response.status_code), where
+                return
             error = response.json()["error"]
             assert error["code"] == response.status_code and error["type"] and error["message"], where
 
@@ -52,3 +91,6 @@ def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) 
     print(f"\nfuzzed: {seen}")
     # The run reached refusals as well as answers on the classify route.
     assert any(s >= 400 for s in seen["POST /v1/classify"]) and 200 in seen["GET /v1/scenarios"]
+    # The compatibility routes were reached and refused bad input in their own shapes.
+    for route in ("POST /classify", "POST /predict", "POST /v2/models/{scenario}/infer"):
+        assert any(s >= 400 for s in seen[route]), (route, seen[route])

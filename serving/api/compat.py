@@ -1,0 +1,537 @@
+"""Drop-in routes for clients written against other servers, each a thin adapter over the backend that
+/v1/classify calls: Infinity's `POST /classify`, TEI's `POST /predict`, and the KServe v2 / Triton open
+inference protocol (`/v2/...`). Each answers its errors in its own ecosystem's JSON shape, with the
+statuses that ecosystem uses; docs/compat.md says what each shape cannot carry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+
+from ..config import ServingConfig
+from ..errors import (
+    InvalidRequestError,
+    NotReadyError,
+    RequestTimeoutError,
+    ServingError,
+    UnknownScenarioError,
+)
+from ..metrics import ServingMetrics
+from .http_errors import RETRY_AFTER_S, _backpressure, internal_message
+from .request_id import request_id_of
+from .routes import ClassifyBackend, api_key_dependency, check_texts, counted, json_bytes, within_timeout
+from .schemas import NonEmptyText
+
+logger = logging.getLogger("labelwise.serving")
+SCENARIO_HEADER = "X-Labelwise-Scenario"
+VERSION_HEADER = "X-Labelwise-Version"  # the version that answered: none of these shapes has a field for it
+
+# An ecosystem's error body from (status, our error code, message, request field or None).
+ErrorShape = Callable[[int, str, str, str | None], dict[str, Any]]
+
+
+def infinity_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    """Infinity (OpenAI style): {"error": {"message", "type", "param", "code"}}."""
+    return {"error": {"message": message, "type": code, "param": field, "code": status}}
+
+
+def tei_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    """TEI: {"error", "error_type"}, the type one of TEI's (validation, overloaded, unhealthy, backend)."""
+    if code == "overloaded" or status == 429:
+        kind = "overloaded"
+    elif code == "not_ready":
+        kind = "unhealthy"
+    elif status >= 500:
+        kind = "backend"
+    else:
+        kind = "validation"
+    return {"error": message, "error_type": kind}
+
+
+def kserve_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    """KServe v2 / Triton: {"error": message}."""
+    return {"error": message}
+
+
+def _invalid(exc: RequestValidationError) -> tuple[int, str, str]:
+    """(status, field, message) of the first validation error: 400 for a body that is not JSON, else 422."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "header")) or "body"
+    status = 400 if first.get("type") == "json_invalid" else 422
+    return status, field, f"{field}: {first.get('msg')}"
+
+
+def ecosystem_route(
+    shape: ErrorShape, statuses: dict[int, int], on_invalid: Callable[[int], None]
+) -> type[APIRoute]:
+    """An APIRoute whose every refusal (validation, API key, backend error, fault) is in `shape`, with
+    our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400)."""
+
+    def answer(status: int, code: str, message: str, field: str | None, retry: bool) -> JSONResponse:
+        status = statuses.get(status, status)
+        headers = {"Retry-After": str(max(1, math.ceil(RETRY_AFTER_S)))} if retry else None
+        return JSONResponse(shape(status, code, message, field), status_code=status, headers=headers)
+
+    class EcosystemRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    status, field, message = _invalid(exc)
+                    on_invalid(status)
+                    return answer(status, "invalid_request", message, field, retry=False)
+                except ServingError as exc:
+                    field = exc.field if isinstance(exc, InvalidRequestError) else None
+                    if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
+                        request_id = request_id_of(request)
+                        logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
+                        return answer(exc.status_code, exc.code, internal_message(request_id), None, False)
+                    return answer(exc.status_code, exc.code, str(exc), field, isinstance(exc, NotReadyError))
+                except Exception as exc:
+                    status = _backpressure(exc)
+                    if status is not None:
+                        return answer(status, "overloaded", "service overloaded; retry later", None, True)
+                    request_id = request_id_of(request)
+                    logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
+                    return answer(500, "internal_error", internal_message(request_id), None, False)
+
+            return guarded
+
+    return EcosystemRoute
+
+
+async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any]:
+    """The /v1/scenarios entry of a served scenario; UnknownScenarioError for any other name."""
+    for entry in await backend.list_scenarios():
+        if entry["name"] == scenario and not entry.get("skipped"):
+            return entry
+    raise UnknownScenarioError("unknown model: GET /v1/scenarios lists the scenarios served here")
+
+
+async def default_scenario(backend: ClassifyBackend, config: ServingConfig) -> str:
+    """config.default_scenario, else the only scenario served; a request that needs one names it otherwise."""
+    if config.default_scenario:
+        return config.default_scenario
+    served = [e["name"] for e in await backend.list_scenarios() if not e.get("skipped")]
+    if len(served) == 1:
+        return served[0]
+    raise InvalidRequestError(
+        f"{SCENARIO_HEADER}: this server serves {len(served)} scenarios and has no default_scenario; "
+        f"name one in the {SCENARIO_HEADER} header (GET /v1/scenarios lists them)",
+        field=SCENARIO_HEADER,
+    )
+
+
+def _scored(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Rows of {label, score} as Infinity and TEI write them: score first."""
+    return [[{"score": x["score"], "label": x["label"]} for x in row] for row in rows]
+
+
+# ---- Infinity: POST /classify ---------------------------------------------------------------------
+class InfinityClassifyRequest(BaseModel):
+    """Infinity's ClassifyInput."""
+
+    input: list[NonEmptyText] = Field(min_length=1, description="Texts to classify.", examples=[["Great!"]])
+    model: StrictStr | None = Field(
+        default=None, description="The scenario; absent: default_scenario, else the only one served."
+    )
+    raw_scores: StrictBool = Field(default=False, description="Scores are logits instead of probabilities.")
+
+
+class InfinityLabelScore(BaseModel):
+    score: float
+    label: str
+
+
+class InfinityUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class InfinityClassifyResult(BaseModel):
+    """Infinity's ClassifyResult."""
+
+    object: Literal["classify"] = "classify"
+    data: list[list[InfinityLabelScore]] = Field(description="Per text, every label, best first.")
+    model: str = Field(description="The scenario that answered.")
+    usage: InfinityUsage
+    id: str = Field(description="labelwise-<X-Request-Id>.")
+    created: int = Field(description="Unix time of the answer.")
+
+
+class InfinityError(BaseModel):
+    message: str
+    type: str | None = None
+    param: str | None = None
+    code: int
+
+
+class InfinityErrorBody(BaseModel):
+    error: InfinityError
+
+
+def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
+    route = ecosystem_route(
+        infinity_error, {404: 400}, lambda s: metrics.requests.labels("_invalid", str(s)).inc()
+    )
+    router = APIRouter(
+        route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: Infinity"]
+    )
+    errors = {s: {"model": InfinityErrorBody} for s in (400, 401, 413, 422, 500, 503)}
+
+    @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
+    async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
+        """Infinity's /classify: `model` names the scenario; every label per text, best first."""
+        scenario = body.model or await default_scenario(backend, config)
+        with counted(metrics, scenario):
+            check_texts(body.input, config, "input")
+            call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
+            result = await within_timeout(call, config)
+        answer = {
+            "object": "classify",
+            "data": _scored(result["raw_scores"] if body.raw_scores else result["results"]),
+            "model": result["scenario"],
+            "usage": {
+                "prompt_tokens": result["usage"]["total_tokens"],
+                "total_tokens": result["usage"]["total_tokens"],
+            },
+            "id": f"labelwise-{request_id_of(request)}",
+            "created": int(time.time()),
+        }
+        return Response(
+            json_bytes(answer),
+            media_type="application/json",
+            headers={VERSION_HEADER: str(result["version"])},
+        )
+
+    return router
+
+
+# ---- TEI: POST /predict ---------------------------------------------------------------------------
+class TeiPredictRequest(BaseModel):
+    """TEI's PredictRequest."""
+
+    inputs: StrictStr | list[StrictStr] | list[list[StrictStr]] = Field(
+        description='A text ("t"), the same as a one-text list (["t"]), or a batch ([["t1"], ["t2"]]). '
+        'A pair (["a", "b"] or [["a", "b"]] in a batch) is refused: the models here read one text.',
+        examples=["What a lovely day"],
+    )
+    raw_scores: StrictBool = Field(default=False, description="Scores are logits instead of probabilities.")
+    truncate: StrictBool | None = Field(
+        default=False, description="Cut texts over the model's max length; false or null: such a text is 413."
+    )
+    truncation_direction: Literal["right", "Right", "left", "Left"] = Field(
+        default="right", description="Only right truncation is served; left is refused (422)."
+    )
+
+
+class TeiPrediction(BaseModel):
+    score: float
+    label: str
+
+
+class TeiErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+def tei_texts(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
+    """TEI's reading of `inputs`: (texts, whether it was a batch). Pairs and empty texts are refused."""
+    pair = 'a pair of texts; the models served here read one text (a batch is [["t1"], ["t2"]])'
+    if isinstance(inputs, str):
+        texts, batch = [inputs], False
+    elif not inputs:
+        raise InvalidRequestError('inputs: empty; send a text or a batch [["t1"], ["t2"]]', field="inputs")
+    elif all(isinstance(x, str) for x in inputs):
+        if len(inputs) == 2:
+            raise InvalidRequestError(f"inputs: {pair}", field="inputs")
+        if len(inputs) > 2:
+            raise InvalidRequestError(
+                f'inputs: {len(inputs)} strings; a batch is a list of one-text lists [["t1"], ["t2"]]',
+                field="inputs",
+            )
+        texts, batch = [inputs[0]], False  # type: ignore[list-item]
+    else:
+        texts, batch = [], True
+        for i, sequence in enumerate(inputs):
+            if len(sequence) != 1:
+                what = pair if len(sequence) == 2 else f'{len(sequence)} strings; each item is ["text"]'
+                raise InvalidRequestError(f"inputs.{i}: {what}", field=f"inputs.{i}")
+            texts.append(sequence[0])
+    for i, text in enumerate(texts):
+        if not text:
+            raise InvalidRequestError(f"inputs.{i}: an empty text", field=f"inputs.{i}")
+    return texts, batch
+
+
+def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
+    route = ecosystem_route(tei_error, {}, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
+    router = APIRouter(
+        route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: TEI"]
+    )
+    errors = {s: {"model": TeiErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
+
+    @router.post("/predict", response_model=list[TeiPrediction] | list[list[TeiPrediction]], responses=errors)
+    async def predict(
+        body: TeiPredictRequest,
+        scenario: Annotated[
+            str | None,
+            Header(
+                alias=SCENARIO_HEADER,
+                description="The scenario; absent: default_scenario, else the only one served.",
+            ),
+        ] = None,
+    ) -> Response:
+        """TEI's /predict: one text answers a list of predictions, a batch a list of such lists."""
+        if body.truncation_direction.lower() == "left":
+            raise InvalidRequestError(
+                "truncation_direction: only right truncation is served", "truncation_direction"
+            )
+        texts, batch = tei_texts(body.inputs)
+        name = scenario or await default_scenario(backend, config)
+        with counted(metrics, name):
+            check_texts(texts, config, "inputs")
+            call = backend.classify(name, texts, None, bool(body.truncate), body.raw_scores, False)
+            result = await within_timeout(call, config)
+        rows = _scored(result["raw_scores"] if body.raw_scores else result["results"])
+        headers = {VERSION_HEADER: str(result["version"])}
+        return Response(
+            json_bytes(rows if batch else rows[0]), media_type="application/json", headers=headers
+        )
+
+    return router
+
+
+# ---- KServe v2 / Triton: /v2 ----------------------------------------------------------------------
+class V2Tensor(BaseModel):
+    name: StrictStr = Field(description="Any name: the one input is the texts.")
+    shape: list[StrictInt] = Field(description="[N] or [N, 1].")
+    datatype: StrictStr = Field(description="BYTES (UTF-8 strings in JSON).")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="The N texts, flat or nested row-major.")
+
+
+class V2RequestedOutput(BaseModel):
+    name: StrictStr
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    id: StrictStr | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='{"truncate": false} refuses over-long texts (413) instead of cutting them.'
+    )
+    inputs: list[V2Tensor] = Field(min_length=1, description="One BYTES tensor of texts.")
+    outputs: list[V2RequestedOutput] | None = Field(
+        default=None, description="Outputs to return (label, score, labels, scores, logits); absent: all."
+    )
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[V2OutputTensor]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ErrorBody(BaseModel):
+    error: str
+
+
+# name -> (datatype, whether it has one column per label)
+V2_OUTPUTS: dict[str, tuple[str, bool]] = {
+    "label": ("BYTES", False),
+    "score": ("FP32", False),
+    "labels": ("BYTES", True),
+    "scores": ("FP32", True),
+    "logits": ("FP32", True),
+}
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flat(item) if isinstance(item, list) else [item])
+    return out
+
+
+def v2_texts(body: V2InferRequest) -> list[str]:
+    """The texts of a v2 request: one BYTES input of shape [N] or [N, 1] whose N elements are strings."""
+    if len(body.inputs) != 1:
+        raise InvalidRequestError(
+            f"inputs: {len(body.inputs)} tensors; send one BYTES tensor of texts", "inputs"
+        )
+    tensor = body.inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidRequestError(
+            f"inputs.0.datatype: {tensor.datatype}; the texts are BYTES", "inputs.0.datatype"
+        )
+    texts = _flat(tensor.data)
+    if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+        raise InvalidRequestError(f"inputs.0.shape: {tensor.shape}; expected [N] or [N, 1]", "inputs.0.shape")
+    if tensor.shape[0] != len(texts) or not texts:
+        raise InvalidRequestError(
+            f"inputs.0.shape: {tensor.shape} does not match {len(texts)} elements of data (at least one)",
+            "inputs.0.shape",
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise InvalidRequestError(f"inputs.0.data.{i}: not a non-empty string", f"inputs.0.data.{i}")
+    return texts
+
+
+def v2_outputs(result: dict[str, Any], wanted: list[str]) -> list[dict[str, Any]]:
+    """The output tensors asked for, from a classify answer with every label and raw scores."""
+    rows, raw = result["results"], result["raw_scores"]
+    n, k = len(rows), len(rows[0]) if rows else 0
+    values = {
+        "label": [row[0]["label"] for row in rows],
+        "score": [row[0]["score"] for row in rows],
+        "labels": [x["label"] for row in rows for x in row],
+        "scores": [x["score"] for row in rows for x in row],
+        "logits": [x["score"] for row in raw for x in row],
+    }
+    return [
+        {
+            "name": name,
+            "datatype": V2_OUTPUTS[name][0],
+            "shape": [n, k] if V2_OUTPUTS[name][1] else [n],
+            "data": values[name],
+        }
+        for name in wanted
+    ]
+
+
+def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
+    # The protocol answers bad input 400 (KServe's InvalidInput), where /v1 says 422.
+    route = ecosystem_route(
+        kserve_error, {422: 400}, lambda s: metrics.requests.labels("_invalid", str(s)).inc()
+    )
+    tags: list[str] = ["compat: KServe v2 / Triton"]
+    probes = APIRouter(route_class=route, tags=list(tags))  # never behind the API key, never refused for load
+    router = APIRouter(route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=tags)
+    errors = {s: {"model": V2ErrorBody} for s in (400, 401, 404, 413, 500, 503)}
+
+    @probes.get(
+        "/v2/health/live", responses={200: {"content": {"application/json": {"example": {"live": True}}}}}
+    )
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @probes.get("/v2/health/ready", responses={503: {"model": V2ErrorBody}})
+    async def ready() -> dict[str, bool]:
+        readiness = await backend.readiness()
+        if not readiness["ready"]:
+            raise NotReadyError(f"not ready: {len(readiness['missing'])} scenarios still loading")
+        return {"ready": True}
+
+    @router.get("/v2", responses=errors)
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "labelwise", "version": "1", "extensions": []}
+
+    @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
+    async def model_metadata(scenario: str) -> dict[str, Any]:
+        entry = await served_entry(backend, scenario)
+        k = len(entry.get("labels") or []) or -1
+        return {
+            "name": scenario,
+            "versions": [str(entry["version"])] if entry.get("version") is not None else [],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": name, "datatype": datatype, "shape": [-1, k] if per_label else [-1]}
+                for name, (datatype, per_label) in V2_OUTPUTS.items()
+            ],
+        }
+
+    @router.get("/v2/models/{scenario}/ready", responses=errors)
+    async def model_ready(scenario: str) -> dict[str, Any]:
+        entry = await served_entry(backend, scenario)
+        if entry.get("version") is None:
+            raise NotReadyError("model not loaded yet")
+        return {"name": scenario, "ready": True}
+
+    @router.post("/v2/models/{scenario}/infer", response_model=V2InferResponse, responses=errors)
+    async def infer(scenario: str, body: V2InferRequest, request: Request) -> Response:
+        """Texts in one BYTES tensor; per text the best label and its probability, and every label."""
+        with counted(metrics, scenario):
+            texts = v2_texts(body)
+            check_texts(texts, config, "inputs.0.data")
+            wanted = [o.name for o in body.outputs] if body.outputs else list(V2_OUTPUTS)
+            unknown = [name for name in wanted if name not in V2_OUTPUTS]
+            if unknown:
+                raise InvalidRequestError(
+                    f"outputs: {unknown[0]!r} is not an output; the outputs are {', '.join(V2_OUTPUTS)}",
+                    "outputs",
+                )
+            truncate = (body.parameters or {}).get("truncate", True)
+            if not isinstance(truncate, bool):
+                raise InvalidRequestError("parameters.truncate: not a boolean", "parameters.truncate")
+            result = await within_timeout(
+                backend.classify(scenario, texts, None, truncate, True, False), config
+            )
+        answer = {
+            "model_name": result["scenario"],
+            "model_version": str(result["version"]),
+            "id": body.id if body.id is not None else request_id_of(request),
+            "outputs": v2_outputs(result, wanted),
+        }
+        return Response(json_bytes(answer), media_type="application/json")
+
+    probes.include_router(router)
+    return probes
+
+
+def compat_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
+    """Every compatibility route, for create_api to include."""
+    router = APIRouter()
+    for routes in (infinity_routes, tei_routes, kserve_routes):
+        router.include_router(routes(backend, config, metrics))
+    return router
+
+
+__all__ = [
+    "SCENARIO_HEADER",
+    "VERSION_HEADER",
+    "compat_routes",
+    "infinity_error",
+    "kserve_error",
+    "tei_error",
+    "tei_texts",
+    "v2_texts",
+]
