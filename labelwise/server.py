@@ -5,13 +5,15 @@ ray and serving.app are imported inside `run_server`, never at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_repository.errors import UsageError
+from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError
 
 # The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
 CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
@@ -19,6 +21,7 @@ DEFAULT_APP_NAME = "labelwise"
 DEFAULT_ROUTE_PREFIX = "/"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+DEFAULT_START_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -197,8 +200,14 @@ def run_server(
     app_name: str = DEFAULT_APP_NAME,
     route_prefix: str = DEFAULT_ROUTE_PREFIX,
     direct_ingress: bool = False,
+    start_timeout_s: float | None = None,
 ) -> None:
-    """Start Ray and the app; with block, serve until SIGINT/SIGTERM/SIGHUP, then stop Ray entirely."""
+    """Start Ray and the app; with block, serve until SIGINT/SIGTERM/SIGHUP, then stop Ray entirely.
+
+    While the app starts, what Serve says of a deployment that is not coming up (replicas pending for
+    resources: a GPU the node does not have, say; a constructor that fails) is printed as it changes,
+    and a start that takes over start_timeout_s (None: LABELWISE_SERVE_START_TIMEOUT_S, else 300 s) fails
+    with the last of it (ServeStartError, exit 1)."""
     # Ray's GCS, raylet and workers are children of this process: stop them on every way out, including
     # SIGTERM (kill, docker stop, systemd), which would otherwise end this process without cleanup.
     stop_signals = _raise_on_stop_signals() if block else None
@@ -213,7 +222,15 @@ def run_server(
             # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
             # ours again, so SIGTERM takes the same stop path as Ctrl-C.
             _raise_on_stop_signals()
-        serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
+        if start_timeout_s is None:
+            start_timeout_s = float(
+                os.environ.get("LABELWISE_SERVE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
+            )
+        with _start_watch(app_name, start_timeout_s):
+            try:
+                serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
+            except RuntimeError as exc:  # DEPLOY_FAILED: a replica constructor kept raising
+                raise ServeStartError(f"the app did not start: {exc}") from None
         base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
         how = "direct ingress" if direct_ingress else "Serve proxy"
         cpus = args.get("num_cpus", "default")
@@ -238,6 +255,61 @@ def run_server(
             _restore_signals(stop_signals)
     if block:
         _stop_quietly(stop_local_ray)
+
+
+class ServeStartError(LabelwiseError):
+    """The Serve app did not come up: its deployment failed, or it was still not running at the timeout."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class _StartTimedOut(BaseException):
+    """Raised in the main thread (by SIGUSR1 from the start watch) to end a serve.run that waits on."""
+
+
+@contextlib.contextmanager
+def _start_watch(app_name: str, timeout_s: float) -> Iterator[None]:
+    """Print Serve's deployment messages while the app starts; past timeout_s, end the start."""
+    import signal
+    import threading
+
+    from ray import serve
+
+    done = threading.Event()
+    said: list[str] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done.wait(2.0):
+            try:
+                app = serve.status().applications.get(app_name)
+            except Exception:  # the controller may still be starting; ask again
+                continue
+            for name, deployment in (app.deployments if app else {}).items():
+                message = f"{name}: {deployment.status}: {deployment.message}"
+                if deployment.message and message not in said:
+                    said.append(message)
+                    print(f"[serve] {message}", flush=True)
+            if time.monotonic() > deadline and not done.is_set():
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                return
+
+    def timed_out(_signum: int, _frame: Any) -> None:
+        raise _StartTimedOut
+
+    previous = signal.signal(signal.SIGUSR1, timed_out)
+    watcher = threading.Thread(target=watch, name="labelwise-start-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except _StartTimedOut:
+        last = said[-1] if said else "Serve gave no reason"
+        raise ServeStartError(
+            f"the app was not running after {timeout_s:g} s; last from Serve: {last}"
+        ) from None
+    finally:
+        done.set()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 class _StopServing(BaseException):
@@ -276,3 +348,270 @@ def _stop_quietly(stop: Any) -> None:
         stop()
     finally:
         _restore_signals(held)
+
+
+# --- A running Ray cluster: `labelwise serve --address` and `labelwise deploy` -------------------------
+
+# How long reaching a cluster may take before the command gives up (the issue asks for under 30 s).
+CLUSTER_CONNECT_TIMEOUT_S = 10.0
+SERVING_IMPORT_PATH = "serving.app:build_app"
+_DEFAULT_PORTS = {"ray": 10001, "http": 80, "https": 443, "": 6379}
+_SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+
+
+@dataclass
+class ClusterStatus:
+    """One application's status on a cluster, as Serve reports it, and the lines `labelwise` prints."""
+
+    app_name: str
+    status: str
+    message: str = ""
+    deployments: dict[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        head = f"{self.app_name}: {self.status}" + (f" ({self.message})" if self.message else "")
+        return [head, *(f"  {name}: {text}" for name, text in self.deployments.items())]
+
+
+def cluster_endpoint(address: str) -> tuple[str, int] | None:
+    """Host and port a cluster address points at: `ray://HOST[:10001]` (Ray Client), `HOST:PORT` (the
+    GCS), `http(s)://HOST:PORT` (the dashboard). None for `auto`, which Ray resolves itself."""
+    from urllib.parse import urlsplit
+
+    if address == "auto":
+        return None
+    scheme = address.split("://", 1)[0] if "://" in address else ""
+    if scheme not in _DEFAULT_PORTS:
+        raise UsageError(
+            f"--address {address}: expected ray://HOST:10001, HOST:6379 (the GCS), http://HOST:8265 "
+            "(the dashboard) or auto"
+        )
+    try:
+        parts = urlsplit(address if scheme else f"gcs://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise UsageError(f"--address {address}: {exc}") from None
+    if not host:
+        raise UsageError(f"--address {address}: no host")
+    return host, port or _DEFAULT_PORTS[scheme]
+
+
+def check_reachable(address: str, timeout_s: float = CLUSTER_CONNECT_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to the address's port, so that a wrong or firewalled address fails
+    within timeout_s with a clear message instead of in Ray's own, much longer, retries."""
+    import socket
+
+    endpoint = cluster_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise LabelwiseError(
+            f"cannot reach the Ray cluster at {address} ({reason} after at most {timeout_s:g} s): is the "
+            "cluster running and the port open to this machine?"
+        ) from None
+
+
+def connect_cluster(address: str) -> Any:
+    """ray.init onto a running cluster (never a new local one); the connection's context, whose
+    `dashboard_url` names the cluster's dashboard."""
+    import os
+
+    check_reachable(address)
+    # Ray Client tries 3 times, waiting 5, 10 and 15 s for a channel to an accepting but silent port: 2 s
+    # first keeps the whole try under 30 s (read when ray is first imported).
+    os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", "2")
+    import ray
+
+    try:
+        return ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+        raise LabelwiseError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+
+
+def serve_on_cluster(
+    plan: ServePlan, address: str, proxy_location: str = "EveryNode", timeout_s: float = 300
+) -> ClusterStatus:
+    """Deploy the app of a checked plan onto the running cluster at address; return once it runs.
+
+    The app stays on the cluster after this returns (Serve's controller is a detached actor); the plan's
+    host, port and proxy_location only apply when Serve is not running there yet. The cluster's nodes
+    need labelwise installed (the chart's image has it): the app's code is imported there, not shipped.
+    An app not running after timeout_s raises, with Serve's status of it; it stays deploying there."""
+    import threading
+
+    from ray import serve
+
+    from serving.app import build_app
+
+    connect_cluster(address)
+    import ray
+
+    outcome: list[BaseException | None] = []
+
+    def _run() -> None:
+        try:
+            # serve.run waits until every deployment is healthy, or raises when the app fails to deploy.
+            serve.run(build_app(plan.args), name=plan.app_name, route_prefix=plan.route_prefix)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        serve.start(proxy_location=proxy_location, http_options={"host": plan.host, "port": plan.port})
+        runner = threading.Thread(target=_run, name="labelwise-serve-run", daemon=True)
+        runner.start()
+        runner.join(timeout_s)
+        app = serve.status().applications.get(plan.app_name)
+        status = _cluster_status(plan.app_name, app)
+    finally:
+        ray.shutdown()  # this driver only: the app keeps running on the cluster
+    if outcome and outcome[0] is not None:
+        raise LabelwiseError(f"deploying {plan.app_name} onto {address} failed: {outcome[0]}")
+    if not outcome:
+        raise LabelwiseError(f"not running after {timeout_s:g} s: " + "; ".join(status.lines()))
+    return status
+
+
+def _cluster_status(app_name: str, app: Any) -> ClusterStatus:
+    """A ClusterStatus from Serve's ApplicationStatusOverview (serve.status) or ApplicationDetails (the
+    dashboard's details); None: the app is not on the cluster."""
+    from collections import Counter
+
+    if app is None:
+        return ClusterStatus(app_name, "NOT_STARTED")
+    deployments = {}
+    for name, deployment in app.deployments.items():
+        states = getattr(deployment, "replica_states", None)
+        if states is None:  # DeploymentDetails lists the replicas themselves
+            states = Counter(_text(replica.state) for replica in deployment.replicas)
+        replicas = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        text = f"{_text(deployment.status)} ({replicas or 'no replicas'})"
+        deployments[name] = text + (f": {deployment.message}" if deployment.message else "")
+    return ClusterStatus(app_name, _text(app.status), app.message or "", deployments)
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def read_deploy_config(config: Path) -> dict[str, Any]:
+    """A Serve deploy file, checked by Ray's ServeDeploySchema and each labelwise app's args by
+    ServingConfig, as the JSON `serve deploy` sends; a flat mapping of ServingConfig fields becomes one
+    app named labelwise. Anything wrong raises UsageError before the cluster is contacted."""
+    import yaml
+    from pydantic import ValidationError
+
+    from serving import ServingConfig
+
+    if not config.is_file():
+        raise UsageError(f"--config {config} does not exist")
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+    if "applications" not in raw:
+        app = {
+            "name": DEFAULT_APP_NAME,
+            "route_prefix": DEFAULT_ROUTE_PREFIX,
+            "import_path": SERVING_IMPORT_PATH,
+        }
+        raw = {"applications": [{**app, "args": raw}]}
+    schema = _deploy_schema(raw, config)
+    for app in schema.applications:
+        if app.import_path == SERVING_IMPORT_PATH:
+            try:
+                ServingConfig(**app.args)
+            except ValidationError as exc:
+                raise UsageError(f"{config}: application {app.name}: {exc}") from None
+    return schema.model_dump(mode="json", exclude_unset=True)
+
+
+def _deploy_schema(raw: dict[str, Any], source: Path) -> Any:
+    from pydantic import ValidationError
+
+    from .extras import require
+
+    require("ray.serve")
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        schema = ServeDeploySchema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise UsageError(f"{source}: not a valid Serve config ({problems})") from None
+    if not schema.applications:
+        raise UsageError(f"{source}: applications must list at least one application")
+    return schema
+
+
+def dashboard_address(address: str) -> str:
+    """The dashboard URL of the cluster at address: an http(s) URL as it is; for ray://, a GCS address or
+    auto, the one the cluster reports through a short ray.init."""
+    if address.startswith(("http://", "https://")):
+        return address.rstrip("/")
+    import ray
+
+    try:
+        url = connect_cluster(address).dashboard_url
+    finally:
+        ray.shutdown()
+    if not url:
+        raise LabelwiseError(f"the Ray cluster at {address} runs no dashboard: `labelwise deploy` needs it")
+    return url if "://" in url else f"http://{url}"
+
+
+def deploy_to_cluster(
+    config: Path, address: str, timeout_s: float = 300, poll_s: float = 1.0
+) -> list[ClusterStatus]:
+    """`serve deploy` for labelwise: PUT the checked config on the cluster's dashboard (Ray's
+    ServeSubmissionClient), then wait up to timeout_s (0: not at all) for each app to settle (RUNNING,
+    DEPLOY_FAILED or UNHEALTHY) and return their statuses. Like `serve deploy`, the config replaces every
+    Serve app on the cluster; apps it no longer names are deleted."""
+    payload = read_deploy_config(config)
+    url = dashboard_address(address)
+    check_reachable(url)
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from ray.serve.schema import ServeInstanceDetails
+
+    try:
+        client = ServeSubmissionClient(url)
+        client.deploy_applications(payload)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise LabelwiseError(f"deploying {config} to {url} failed: {exc}") from None
+    sent = {app["name"]: app for app in payload["applications"]}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            details = ServeInstanceDetails(**client.get_serve_details())
+        except (ConnectionError, RuntimeError) as exc:
+            raise LabelwiseError(f"reading the Serve status from {url} failed: {exc}") from None
+        statuses = [_cluster_status(name, details.applications.get(name)) for name in sent]
+        # An app is settled once Serve applied this config to it (its deployed args are the ones sent).
+        applied = all(
+            name in details.applications
+            and (details.applications[name].deployed_app_config or None) is not None
+            and details.applications[name].deployed_app_config.args == sent[name].get("args", {})
+            for name in sent
+        )
+        if applied and all(s.status in _SETTLED for s in statuses):
+            break
+        if time.monotonic() >= deadline:
+            if timeout_s > 0:
+                raise LabelwiseError(
+                    f"not settled after {timeout_s:g} s: "
+                    + "; ".join(line for s in statuses for line in s.lines())
+                )
+            break
+        time.sleep(poll_s)
+    failed = [s for s in statuses if s.status in {"DEPLOY_FAILED", "UNHEALTHY"}]
+    if failed:
+        raise LabelwiseError("; ".join(line for s in failed for line in s.lines()))
+    return statuses
