@@ -25,7 +25,7 @@ HOST ?= http://127.0.0.1:8000
 # Peers for `labelwise bench`, each in its own venv under var/ (never a project dependency).
 PEERS_DIR ?= var/peers
 
-.PHONY: install demo test test-all lint bench gpu-bench loadtest lock clean wrk peers
+.PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean wrk peers
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,11 @@ demo: install
 	$(LOCAL_ENV) $(PY) -m labelwise.demo
 
 test: install
-	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu and not cluster" $(PYTEST_ARGS)
+
+# Two Ray nodes on 127.0.0.1 (`ray start`), a node lost and back under load, a rolling upgrade (~4 min).
+test-cluster: install
+	$(LOCAL_ENV) $(PY) -m pytest -s -m cluster tests/cluster $(PYTEST_ARGS)
 
 test-all: install
 	$(LOCAL_ENV) $(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
