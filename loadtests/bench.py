@@ -62,11 +62,11 @@ class BenchOptions(BaseModel):
         default=8123, ge=1, le=65535, description="Port of the labelwise server the bench starts."
     )
     seed_port: int = Field(default=8124, ge=1, le=65535, description="Port of the seed baseline server.")
-    threads: int = Field(
-        default=1,
+    threads: int | None = Field(
+        default=None,
         ge=0,
-        description="ORT (and torch) intra-op threads, the same for server, ceiling and seed; 0 = CPU cores. "
-        "1 is what a replica with num_cpus=1 uses by default, and it leaves a core for HTTP and the proxy.",
+        description="ORT (and torch) intra-op threads for the labelwise server and the seed; 0 = CPU cores. "
+        "None: each system's own default, as a new user runs it (the ceiling always uses every core).",
     )
     duration_s: float = Field(default=10.0, gt=0, description="Measured seconds per load.")
     warmup_s: float = Field(default=2.0, ge=0, description="Seconds under load before each measurement.")
@@ -105,7 +105,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     if options.url is not None:
         # Refuse a remote target, and give up on a server that is not up, before anything is trained.
         asyncio.run(wait_ready(require_loopback(options.url), options.attach_timeout_s))
-    threads = options.threads or (os.cpu_count() or 1)
+    threads = None if options.threads is None else (options.threads or (os.cpu_count() or 1))
     driver = resolve_driver(options.load_driver)
     t_start = time.monotonic()
     models = prepare_bench_models(
@@ -235,21 +235,22 @@ class _Runner:
         return result
 
 
-def serve_config(models: BenchModels, threads: int, options: BenchOptions) -> dict[str, Any]:
+def serve_config(models: BenchModels, threads: int | None, options: BenchOptions) -> dict[str, Any]:
     config: dict[str, Any] = {
         "repository": str(Path(models.repository).resolve()),
         "scenarios": [
             {"name": s, "alias": "production"} for s in models.mix(len(models.lora) + len(models.frozen))
         ],
         "precision": models.precision,
-        "ort_intra_op_threads": threads,
     }
+    if threads is not None:  # else labelwise serve's own default
+        config["ort_intra_op_threads"] = threads
     config.update(options.serve_overrides)
     return config
 
 
 def measure_labelwise(
-    models: BenchModels, threads: int, run: _Runner, say: Callable[[str], None]
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     options = run.options
     config = serve_config(models, threads, options)
@@ -304,7 +305,7 @@ def measure_labelwise(
 
 
 def measure_seed(
-    models: BenchModels, threads: int, run: _Runner, say: Callable[[str], None]
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     from model_repository import ModelRepository
 
@@ -314,7 +315,7 @@ def measure_seed(
     url = f"http://127.0.0.1:{options.seed_port}"
     cmd = python_cmd(
         "-m", "loadtests.baselines.seed_server", "--version-dir", str(version_dir),
-        "--port", str(options.seed_port), "--threads", str(threads),
+        "--port", str(options.seed_port), "--threads", str(threads or 0),  # 0: torch's default
     )  # fmt: skip
     say(f"seed baseline: starting on {url} (log {options.out_dir / 'seed-server.log'})")
     server = start_server("seed baseline", cmd, url, options.out_dir / "seed-server.log")

@@ -158,12 +158,16 @@ def render_comparison(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _threads(threads: int | None) -> str:
+    return "serving's default threads" if threads is None else f"{threads} ORT thread(s)"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     c = report["ceiling"]
     ceiling = c["seq_per_s"]
     lines = [
         f"### labelwise bench — {report['model']['base_model']} {report['model']['precision']}, "
-        f"{report['threads']} ORT thread(s), {report['started_at']}",
+        f"{_threads(report['threads'])}, {report['started_at']}",
         "",
         *render_comparison(report),
         "",

@@ -33,9 +33,10 @@ def bench_command(
     ),
     duration_s: float = typer.Option(10.0, help="Measured seconds per load (each after a warm-up)."),
     warmup_s: float = typer.Option(2.0, help="Warm-up seconds before each measured load."),
-    threads: int = typer.Option(
-        1,
-        help="ORT/torch intra-op threads for server, ceiling and seed (1 = a replica's default); 0 = cores.",
+    threads: int | None = typer.Option(
+        None,
+        help="ORT/torch intra-op threads for the labelwise server and the seed; 0 = cores. "
+        "Unset: each system's own default (the ceiling always uses every core).",
     ),
     quick: bool = typer.Option(False, "--quick", help="3 s loads, 1 s warm-ups: a smoke run, noisy figures."),
     seed_baseline: bool = typer.Option(True, "--seed/--no-seed", help="Measure the seed baseline too."),

@@ -263,3 +263,13 @@ def test_a_load_with_no_answer_in_its_window_is_a_note(tiny_server: TinyServer, 
     result = _Runner(options, None, driver).load(tiny_server.url, ["alpha"], 1, 2)
     assert (result["requests"], result["errors"]) == (0, 0)
     assert result["note"] == "no answer within the 1 s measured window"
+
+
+def test_labelwise_runs_with_its_own_thread_default_unless_told() -> None:
+    from loadtests.bench import BenchOptions, serve_config
+
+    models = BenchModels(repository="r", base_model="m", precision="int8", lora=["l0"], frozen=["f0"],
+                         train_steps=1)  # fmt: skip
+    assert "ort_intra_op_threads" not in serve_config(models, None, BenchOptions())
+    assert serve_config(models, 2, BenchOptions())["ort_intra_op_threads"] == 2
+    assert BenchOptions().threads is None
