@@ -29,8 +29,9 @@ COPY serving ./serving
 COPY model_repository ./model_repository
 COPY training ./training
 COPY loadtests ./loadtests
-RUN /opt/venv/bin/pip install -c constraints.txt ".[serving]" \
-    && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli" \
+# object-store: replicas read an s3:// (or other fsspec) LABELWISE_REPOSITORY themselves.
+RUN /opt/venv/bin/pip install -c constraints.txt ".[serving,object-store]" \
+    && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli, s3fs" \
     && ! /opt/venv/bin/pip show --quiet onnxruntime-gpu 2>/dev/null
 
 # Build stage, GPU: the CUDA image has no Python 3.11, so uv installs a standalone CPython under
@@ -51,9 +52,9 @@ COPY training ./training
 COPY loadtests ./loadtests
 # The gpu extra asks for onnxruntime-gpu and never for onnxruntime; the check fails the build if
 # anything pulled the CPU package in beside it.
-RUN uv pip install --python /opt/venv/bin/python -c constraints.txt ".[gpu]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+RUN uv pip install --python /opt/venv/bin/python -c constraints.txt ".[gpu,object-store]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && ! uv pip show --python /opt/venv/bin/python onnxruntime >/dev/null 2>&1 \
-    && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli"
+    && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli, s3fs"
 
 # ---------------------------------------------------------------------------------------------------
 # Runtime bases. wget: KubeRay's default probes and the HEALTHCHECK call it. ca-certificates stays
