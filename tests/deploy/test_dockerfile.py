@@ -49,10 +49,10 @@ def test_targets_install_one_onnxruntime_each() -> None:
     stages = re.split(r"^FROM ", DOCKERFILE, flags=re.M)
     build_cpu = next(s for s in stages if " AS build-cpu" in s.splitlines()[0])
     build_gpu = next(s for s in stages if " AS build-gpu" in s.splitlines()[0])
-    assert '".[serving]"' in build_cpu and "onnxruntime-gpu" not in build_cpu.replace(
+    assert '".[serving,object-store]"' in build_cpu and "onnxruntime-gpu" not in build_cpu.replace(
         "pip show --quiet onnxruntime-gpu", ""
     )
-    assert '".[gpu]"' in build_gpu and '"onnxruntime-gpu==${ORT_GPU_VERSION}"' in build_gpu
+    assert '".[gpu,object-store]"' in build_gpu and '"onnxruntime-gpu==${ORT_GPU_VERSION}"' in build_gpu
     assert "! uv pip show --python /opt/venv/bin/python onnxruntime " in build_gpu  # the build fails on both
     assert re.search(r"^USER 1000$", DOCKERFILE, re.M)
     assert "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
