@@ -49,9 +49,10 @@ demo: install
 	$(LOCAL_ENV) $(PY) -m labelwise.demo
 
 test: install
-	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu and not cluster" $(PYTEST_ARGS)
+	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
-# Two Ray nodes on 127.0.0.1 (`ray start`), a node lost and back under load, a rolling upgrade (~4 min).
+# Two Ray nodes on loopback (`ray start`), a node lost and back under load, a rolling upgrade (~2.5 min).
+# `make test` runs it only in CI (CI set, as .ci/run does): tests/cluster/conftest.py.
 test-cluster: install
 	$(LOCAL_ENV) $(PY) -m pytest -s -m cluster tests/cluster $(PYTEST_ARGS)
 

@@ -1,6 +1,9 @@
-"""`labelwise serve` as functions: read a Serve config, check it, start Ray and the app on loopback.
+"""`labelwise serve` and `labelwise deploy` as functions: read a Serve config, check it, then start Ray and
+the app on loopback (`run_server`), deploy the app onto a running cluster through ray.init
+(`serve_on_cluster`), or submit the config to the cluster's dashboard like `serve deploy`
+(`deploy_to_cluster`).
 
-ray and serving.app are imported inside `run_server`, never at import time.
+ray and serving.app are imported inside the functions, never at import time.
 """
 
 from __future__ import annotations
@@ -419,6 +422,7 @@ def connect_cluster(address: str) -> Any:
     """ray.init onto a running cluster (never a new local one); the connection's context, whose
     `dashboard_url` names the cluster's dashboard."""
     import os
+    import warnings
 
     check_reachable(address)
     # Ray Client tries 3 times, waiting 5, 10 and 15 s for a channel to an accepting but silent port: 2 s
@@ -427,7 +431,9 @@ def connect_cluster(address: str) -> Any:
     import ray
 
     try:
-        return ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        with warnings.catch_warnings():  # Ray Client's own timeout warning: the error below says it
+            warnings.simplefilter("ignore")
+            return ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
         raise LabelwiseError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
 
@@ -573,8 +579,9 @@ def deploy_to_cluster(
 ) -> list[ClusterStatus]:
     """`serve deploy` for labelwise: PUT the checked config on the cluster's dashboard (Ray's
     ServeSubmissionClient), then wait up to timeout_s (0: not at all) for each app to settle (RUNNING,
-    DEPLOY_FAILED or UNHEALTHY) and return their statuses. Like `serve deploy`, the config replaces every
-    Serve app on the cluster; apps it no longer names are deleted."""
+    DEPLOY_FAILED or UNHEALTHY) and return their statuses. Like `serve deploy`, the config is the whole
+    declared state: apps an earlier config deployed and this one no longer names are deleted (an app put
+    there by `labelwise serve --address` stays unless named)."""
     payload = read_deploy_config(config)
     url = dashboard_address(address)
     check_reachable(url)

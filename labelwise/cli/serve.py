@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from labelwise.catalog import promote
-from labelwise.server import plan_server, run_server
+from labelwise.server import plan_server, run_server, serve_on_cluster
 from model_repository import ModelRepository
 
 
@@ -37,16 +37,32 @@ def serve_command(
         "no proxy hop; measured faster, see docs/benchmarks.md); proxy: Serve's HTTP proxy forwards to "
         "the replicas (what a cluster runs). Direct needs a single ingress replica.",
     ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Deploy onto this running Ray cluster instead of starting a local one, and return once the "
+        "app runs (it keeps running there): ray://HOST:10001 (Ray Client), HOST:6379 (the GCS, from a "
+        "node of the cluster) or auto. Always Serve's proxy; host and port apply when Serve is not "
+        "running there yet.",
+    ),
+    proxy_location: str = typer.Option(
+        "EveryNode", help="With --address: EveryNode or HeadOnly (where Serve runs its HTTP proxies)."
+    ),
 ) -> None:
-    """Start a local Ray on loopback and serve every configured scenario until Ctrl-C."""
+    """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with
+    --address, deploy them onto a running cluster)."""
     plan = plan_server(
         config,
         repository=repository,
         ingress_mode=ingress_mode,
         host=host,
         port=port,
-        direct_ingress=direct_ingress,
+        direct_ingress=direct_ingress and address is None,
     )
+    if address is not None:
+        status = serve_on_cluster(plan, address, proxy_location=proxy_location)
+        typer.echo("\n".join(status.lines()))
+        return
     run_server(
         plan.args,
         plan.host,

@@ -1,0 +1,40 @@
+"""`labelwise deploy`: submit a Serve config to a running cluster (labelwise.server does the work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from labelwise.server import deploy_to_cluster
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_command)
+
+
+def deploy_command(
+    address: str = typer.Option(
+        ...,
+        "--address",
+        "-a",
+        envvar="RAY_DASHBOARD_ADDRESS",
+        help="The cluster: its dashboard (http://HOST:8265), or ray://HOST:10001, HOST:6379 or auto, "
+        "through which the dashboard is found.",
+    ),
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="Serve config (a `serve deploy` file, e.g. helm/labelwise/files/serve-config.yaml, or flat "
+        "ServingConfig fields for one app named labelwise).",
+    ),
+    timeout_s: float = typer.Option(
+        300, "--timeout-s", help="Seconds to wait for the apps to settle; 0 prints the status at once."
+    ),
+) -> None:
+    """Submit a Serve config declaratively (like `serve deploy`: the file is the whole declared state, and
+    apps an earlier config deployed that it no longer names are deleted) and print each app's status;
+    exit 1 when one fails to deploy or does not settle in time."""
+    for status in deploy_to_cluster(config, address, timeout_s=timeout_s):
+        typer.echo("\n".join(status.lines()))

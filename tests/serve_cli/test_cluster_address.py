@@ -1,0 +1,83 @@
+"""`labelwise serve --address` and `labelwise deploy` against addresses where no cluster answers: one clear
+line and exit 1 within 30 s; a malformed address or config is a usage error (exit 2) before any contact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labelwise.server import read_deploy_config
+from model_repository.errors import UsageError
+
+from .serve_process import LOCAL_ENV, ROOT, free_port
+
+
+def _labelwise(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "labelwise.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **LOCAL_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, time.monotonic() - start
+
+
+@pytest.fixture
+def flat_config(tmp_path: Path) -> Path:
+    config = tmp_path / "serving.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 2}), encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize(
+    "command, address",
+    [
+        ("serve", "ray://127.0.0.1:{port}"),
+        ("serve", "127.0.0.1:{port}"),
+        ("deploy", "http://127.0.0.1:{port}"),
+    ],
+    ids=["serve-ray-client", "serve-gcs", "deploy-dashboard"],
+)
+def test_an_unreachable_address_fails_clearly_within_30s(
+    flat_config: Path, command: str, address: str
+) -> None:
+    address = address.format(port=free_port())  # nothing listens there
+    done, took = _labelwise(command, "--address", address, "--config", str(flat_config))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert took < 30, f"{took:.1f} s"
+    lines = done.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[-1].startswith(f"error: cannot reach the Ray cluster at {address}")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_malformed_address_is_a_usage_error(flat_config: Path) -> None:
+    done, _ = _labelwise("serve", "--address", "tcp://head:6379", "--config", str(flat_config))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ray://HOST:10001" in done.stderr
+
+
+def test_deploy_checks_the_config_before_contacting_the_cluster(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"ingress_mode": "sideways"}), encoding="utf-8")
+    # The address would fail with exit 1: exit 2 shows the config was refused first.
+    done, _ = _labelwise("deploy", "--address", f"http://127.0.0.1:{free_port()}", "--config", str(bad))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ingress_mode" in done.stderr
+
+
+def test_a_flat_config_deploys_as_one_labelwise_app(flat_config: Path) -> None:
+    payload = read_deploy_config(flat_config)
+    (app,) = payload["applications"]
+    assert app["name"] == "labelwise" and app["import_path"] == "serving.app:build_app"
+    assert app["args"]["num_replicas"] == 2
+    with pytest.raises(UsageError, match="does not exist"):
+        read_deploy_config(flat_config.with_name("missing.yaml"))
