@@ -51,7 +51,7 @@ demo: install
 test: install
 	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
-# Two Ray nodes on loopback (`ray start`), a node lost and back under load, a rolling upgrade (~2.5 min).
+# Two Ray nodes on loopback (`ray start`), a node lost and back under load, a rolling upgrade (2.5-3.5 min).
 # `make test` runs it only in CI (CI set, as .ci/run does): tests/cluster/conftest.py.
 test-cluster: install
 	$(LOCAL_ENV) $(PY) -m pytest -s -m cluster tests/cluster $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""The two-node tests start whole Ray clusters (2.5 min on 2 cores, gRPC servers on every interface): a
+"""The two-node tests start whole Ray clusters (2.5-3.5 min on 2 cores, gRPC servers on every interface): a
 run that names the `cluster` marker (`make test-cluster`, `pytest -m cluster`) or CI (`CI` set, as
 .ci/run does) runs them; a developer's plain `make test` on a shared machine skips them."""
 
