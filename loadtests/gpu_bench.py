@@ -11,7 +11,12 @@ distilroberta-base-shaped RoBERTa with random weights, which runs exactly as fas
 3. measures the same model through HTTP (`labelwise serve` on 127.0.0.1 and the closed-loop load
    generator) when Ray Serve and the CUDA provider are there;
 4. measures matmul TFLOP/s on the device and prints each figure's ratio to the physical bound
-   (measured TFLOP/s / FLOPs per sequence).
+   (measured TFLOP/s / FLOPs per sequence);
+5. LoRA mix: 32 random rank-8 adapters on the same base in the shared multi-adapter graph
+   (`training.multi_adapter`, published into the repository, fed by serving's `SharedAdapterGraph`);
+   seq/s of a batch whose rows are a uniform mix of the 32 vs the same batch all on one adapter,
+   at L = 64, and the ratio beside its target (>= 0.9). Where only torch sees the GPU, the traced
+   torch module runs the same tables as the reference.
 
 `--dry-run` (`make gpu-bench DRY_RUN=1`): a tiny model on the CPU provider in fp32, short timings;
 the same steps and the same table, so the script is tested where there is no GPU.
@@ -36,6 +41,12 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LABELS = ["a", "b", "c"]
 SCENARIO = "gpu-bench"
 CUDA = "CUDAExecutionProvider"
+LORA_ADAPTERS = 32
+LORA_RANK = 8
+LORA_LENGTH = 64
+LORA_BATCH_SIZES = (64, 256)
+DRY_RUN_LORA_BATCH_SIZES = (8, 32)
+LORA_TARGET = 0.9  # issue 19: 32 LoRA scenarios mixed in one batch >= 0.9x one scenario
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,11 @@ class Plan:
     http_texts_per_request: int = 32
     port: int = 8131
     threads: int = 0
+    lora: bool = True
+    lora_adapters: int = LORA_ADAPTERS
+    lora_length: int = LORA_LENGTH
+    lora_batch_sizes: tuple[int, ...] = LORA_BATCH_SIZES
+    lora_rounds: int = 3  # mixed and one-adapter alternate round by round; the best round counts
 
     @property
     def shape(self) -> ModelShape:
@@ -96,6 +112,22 @@ class Row:
 
 
 @dataclass
+class LoraMix:
+    """One (L, B) of the LoRA-mix measurement: the same tokens, rows mixed over n adapters or all on one."""
+
+    length: int
+    batch: int
+    adapters: int
+    mixed_seq_per_s: float
+    one_seq_per_s: float
+    plain_seq_per_s: float | None = None  # the plain (merged) graph in-process at the same L and B
+
+    @property
+    def ratio(self) -> float:
+        return self.mixed_seq_per_s / self.one_seq_per_s if self.one_seq_per_s else 0.0
+
+
+@dataclass
 class Report:
     device: str
     backend: str
@@ -105,6 +137,8 @@ class Report:
     flops_per_seq: dict[int, float]
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lora: list[LoraMix] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
@@ -288,6 +322,203 @@ def in_process_torch(base: Path, device: str, plan: Plan, vocab: int) -> dict[tu
     return out
 
 
+# ---- 32 LoRA scenarios in one batch ---------------------------------------------------------------
+def random_adapters(spec: Any, n: int, seed: int = 0) -> list[Any]:
+    """n LoRA scenario versions as serving reads them (lora.npz / head.npz arrays), random, rank spec.rank.
+
+    Label counts vary from 2 to 6, as different scenarios' would: the tables pad and mask them.
+    """
+    from model_repository import HEAD_ARRAYS, AdapterEntry
+
+    rng = np.random.default_rng(seed)
+    layers, h, r = spec.num_layers, spec.hidden_size, spec.rank
+    out = []
+    for k in range(n):
+        lora: dict[str, np.ndarray] = {}
+        for proj, (d_in, d_out) in spec.projections.items():
+            lora[f"{proj}.A"] = rng.normal(0, 0.05, (layers, r, d_in)).astype(np.float32)
+            lora[f"{proj}.B"] = rng.normal(0, 0.05, (layers, d_out, r)).astype(np.float32)
+            lora[f"{proj}.scaling"] = np.full(layers, 2.0, dtype=np.float32)  # lora_alpha 16 / r 8
+            lora[f"{proj}.layers"] = np.arange(layers, dtype=np.int64)
+        labels = 2 + k % 5
+        shapes = {
+            "dense_weight": (h, h),
+            "dense_bias": (h,),
+            "out_proj_weight": (labels, h),
+            "out_proj_bias": (labels,),
+            "weight": (labels, h),
+            "bias": (labels,),
+        }
+        head = {
+            name: rng.normal(0, 0.1, shapes[name]).astype(np.float32) for name in HEAD_ARRAYS[spec.head_kind]
+        }
+        out.append(AdapterEntry(f"lora-{k:02d} v1", spec.base_key, spec.head_kind, lora, head))
+    return out
+
+
+def lora_flops_per_sequence(shape: ModelShape, spec: Any, length: int) -> float:
+    """The encoder's FLOPs plus each adapted projection's two rank-r matmuls per layer."""
+    extra = sum(2 * length * spec.rank * (d_in + d_out) for d_in, d_out in spec.projections.values())
+    return shape.flops_per_sequence(length) + shape.layers * extra
+
+
+def _check_mix(
+    mixed: np.ndarray, one: np.ndarray, order: np.ndarray, num_labels: np.ndarray, fp16: bool
+) -> None:
+    """Rows of adapter 0 agree between the two passes; rows of other adapters do not: each row ran its own."""
+    width = int(num_labels[0])
+    same = order == 0
+    tol = 5e-2 if fp16 else 1e-4
+    if not np.allclose(mixed[same, :width], one[same, :width], atol=tol, rtol=tol):
+        raise BenchError("LoRA mix: rows of adapter 0 differ between the mixed and the one-adapter pass")
+    other = ~same
+    if other.any() and np.allclose(mixed[other, :width], one[other, :width], atol=tol, rtol=tol):
+        raise BenchError("LoRA mix: rows of other adapters gave adapter 0's logits")
+    # Columns past a row's own label count are masked (-inf), so no row reads another's labels.
+    for row, k in enumerate(order):
+        if np.isfinite(mixed[row, int(num_labels[k]) :]).any():
+            raise BenchError(f"LoRA mix: row {row} (adapter {k}) has logits past its {num_labels[k]} labels")
+
+
+def _time_mix(
+    plan: Plan, n: int, vocab: int, make_pass: Any, num_labels: np.ndarray, fp16: bool
+) -> list[tuple[int, float, float]]:
+    """(B, mixed seq/s, one-adapter seq/s) per B; make_pass(ids, mask, index) -> a callable pass."""
+    rng = np.random.default_rng(1)
+    out = []
+    for batch in plan.lora_batch_sizes:
+        ids = rng.integers(5, vocab, (batch, plan.lora_length), dtype=np.int64)
+        mask = np.ones_like(ids)
+        order = rng.permutation(np.arange(batch) % n)  # uniform: each adapter B/n rows, shuffled
+        mixed = make_pass(ids, mask, order)
+        one = make_pass(ids, mask, np.zeros(batch, dtype=np.int64))
+        _check_mix(mixed(), one(), order, num_labels, fp16)
+        best = {"mixed": 0.0, "one": 0.0}
+        for _round in range(plan.lora_rounds):  # alternate: drifts (clocks, neighbours) hit both alike
+            for name, run in (("mixed", mixed), ("one", one)):
+                seconds = plan.seconds_per_cell / 2
+                best[name] = max(best[name], _timed(run, batch, seconds))
+        out.append((batch, best["mixed"], best["one"]))
+    return out
+
+
+def lora_mix_ort(
+    plan: Plan, repo_root: Path, base: Path, device: str, precision: str, vocab: int, say: Any
+) -> tuple[list[tuple[int, float, float]], Any, str]:
+    """Export the shared graph into the repository and time it through serving's SharedAdapterGraph."""
+    from model_repository import ModelRepository, layout
+    from serving.engine import MultiAdapterCache
+    from training.multi_adapter import export_multi_adapter_base, resolve_base
+
+    repo = ModelRepository(repo_root)
+    start = time.perf_counter()
+    export_multi_adapter_base(
+        repo, base, rank=LORA_RANK, precisions=[precision], threads=plan.threads or 2, say=say
+    )
+    exported_s = time.perf_counter() - start
+    _ref, _path, key = resolve_base(base)
+    providers = [CUDA, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    folder = layout.multi_adapter_folder(LORA_RANK, precision)
+    shared = MultiAdapterCache().get(repo, key, folder, providers, plan.threads)
+    entries = random_adapters(shared.spec, plan.lora_adapters)
+    start = time.perf_counter()
+    for entry in entries:  # one load after another, as a replica hosting them does
+        shared.install(entry.name, 1, entry)
+    installed_s = time.perf_counter() - start
+    table = shared.table
+    assert table is not None
+    entry_of = {e.name: e for e in entries}
+    by_row = {row: (k, entry_of[k[0]]) for k, row in table.row_of.items()}
+
+    def make_pass(ids: np.ndarray, mask: np.ndarray, index: np.ndarray) -> Any:
+        rows = [by_row[int(i)] for i in index]  # bound per row, as the batcher binds each text's version
+        return lambda: shared.run(ids, mask, rows, table)
+
+    from model_repository import NUM_LABELS_INPUT
+
+    num_labels = np.asarray(table.tables[NUM_LABELS_INPUT])
+    timed = _time_mix(plan, plan.lora_adapters, vocab, make_pass, num_labels, precision == "fp16")
+    how = (
+        f"shared multi-adapter graph {key}/{folder} (exported and checked in {exported_s:.0f}s), "
+        f"serving's SharedAdapterGraph on {shared.graph.provider}, {len(entries)} installed in "
+        f"{installed_s:.1f}s, table {table.nbytes / 2**20:.1f} MB"
+    )
+    return timed, shared.spec, how
+
+
+def lora_mix_torch(
+    plan: Plan, base: Path, device: str, vocab: int
+) -> tuple[list[tuple[int, float, float]], Any, str]:
+    """The reference where onnxruntime-gpu is absent: the module the graph is traced from, same tables."""
+    import torch
+
+    from model_repository import ADAPTER_INDEX_INPUT, NUM_LABELS_INPUT, build_tables
+    from training.model import lora_targets
+    from training.multi_adapter import build_module, resolve_base
+
+    ref, path, key = resolve_base(base)
+    module, spec = build_module(path, key, LORA_RANK, lora_targets(ref.architecture or "roberta", None))
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    module = module.to(device=device, dtype=dtype).eval()
+    tables = build_tables(spec, random_adapters(spec, plan.lora_adapters), dtype=np.float32)
+    on_device = {
+        name: torch.from_numpy(t).to(device=device, dtype=dtype if t.dtype == np.float32 else None)
+        for name, t in tables.items()
+    }
+    names = spec.input_names()
+
+    def make_pass(ids: np.ndarray, mask: np.ndarray, index: np.ndarray) -> Any:
+        feed = {
+            **on_device,
+            "input_ids": torch.from_numpy(ids).to(device),
+            "attention_mask": torch.from_numpy(mask).to(device),
+            ADAPTER_INDEX_INPUT: torch.from_numpy(np.asarray(index, dtype=np.int64)).to(device),
+        }
+        args = tuple(feed[n] for n in names)
+
+        def run() -> np.ndarray:
+            with torch.inference_mode():
+                return module(*args).float().cpu().numpy()  # fetched, as serving does
+
+        return run
+
+    num_labels = np.asarray(tables[NUM_LABELS_INPUT])
+    timed = _time_mix(plan, plan.lora_adapters, vocab, make_pass, num_labels, device == "cuda")
+    how = f"torch reference: the traced multi-adapter module ({dtype}, eager attention) on {device}"
+    return timed, spec, how
+
+
+def add_lora_rows(
+    report: Report,
+    plan: Plan,
+    timed: list[tuple[int, float, float]],
+    spec: Any,
+    how: str,
+    measured: dict[tuple[int, int], float],
+) -> None:
+    length, n = plan.lora_length, plan.lora_adapters
+    bound = report.matmul_tflops * 1e12 / lora_flops_per_sequence(plan.shape, spec, length)
+    targets = "/".join(p.rsplit(".", 1)[-1] for p in spec.projections)
+    for batch, mixed, one in timed:
+        result = LoraMix(length, batch, n, mixed, one, measured.get((length, batch)))
+        report.lora.append(result)
+        report.rows.append(Row(f"LoRA r{spec.rank}, {n} adapters mixed", length, str(batch), mixed, bound))
+        report.rows.append(Row(f"LoRA r{spec.rank}, all rows on 1 adapter", length, str(batch), one, bound))
+        verdict = (
+            "dry run, no verdict" if plan.dry_run else ("met" if result.ratio >= LORA_TARGET else "NOT met")
+        )
+        note = (
+            f"LoRA mix L={length} B={batch}: {n} adapters mixed = {result.ratio:.2f} x one adapter "
+            f"(target >= {LORA_TARGET}: {verdict})"
+        )
+        if result.plain_seq_per_s:
+            note += f"; {mixed / result.plain_seq_per_s:.2f} x the plain graph in-process at this L and B"
+        report.notes.append(note)
+    report.notes.append(
+        f"LoRA mix: {n} random rank-{spec.rank} adapters on {targets}, 2-6 labels each; {how}"
+    )
+
+
 # ---- through HTTP -------------------------------------------------------------------------------
 def texts_of_length(tokenizer_dir: Path, length: int, n: int) -> list[str]:
     """n different texts that tokenize to `length` tokens (specials included), cut on word boundaries."""
@@ -392,6 +623,7 @@ def render(report: Report) -> str:
         figures = f"{r.seq_per_s:,.0f} | {r.bound_seq_per_s:,.0f} | {r.ratio:.3f}"
         lines.append(f"| {r.path} | {r.length} | {r.batch} | {figures} |")
     lines += [f"note: {n}" for n in report.notes]
+    lines += [f"FAILED: {f}" for f in report.failures]
     lines.append(f"total {report.elapsed_s:.0f}s")
     return "\n".join(lines)
 
@@ -417,6 +649,20 @@ def run(plan: Plan, say: Any = print) -> Report:
     for (length, batch), seq_s in measured.items():
         report.rows.append(Row("in-process", length, str(batch), seq_s, tflops * 1e12 / flops[length]))
     report.notes.append(f"in-process: B = {', '.join(map(str, plan.batch_sizes))} rows of exactly L tokens")
+    if plan.lora:
+        try:
+            if backend.startswith("torch"):
+                report.notes.append(
+                    "LoRA mix: onnxruntime-gpu is not installed, so serving's shared graph cannot run on "
+                    "the GPU; the figures are the torch reference (same module and tables, not ORT)"
+                )
+                timed, spec, how = lora_mix_torch(plan, base, device, vocab)
+            else:
+                repo_root = plan.out_dir / "repository"
+                timed, spec, how = lora_mix_ort(plan, repo_root, base, device, precision, vocab, say)
+            add_lora_rows(report, plan, timed, spec, how, measured)
+        except Exception as exc:  # the other figures still print; the run exits 1
+            report.failures.append(f"LoRA mix: {type(exc).__name__}: {exc}")
     if plan.http and not backend.startswith("torch"):
         try:
             import ray.serve  # noqa: F401
@@ -434,7 +680,12 @@ def run(plan: Plan, say: Any = print) -> Report:
     report.elapsed_s = time.perf_counter() - start
     (plan.out_dir / "gpu_bench.json").write_text(
         json.dumps(
-            {**asdict(report), "rows": [{**asdict(r), "ratio": r.ratio} for r in report.rows]}, indent=2
+            {
+                **asdict(report),
+                "rows": [{**asdict(r), "ratio": r.ratio} for r in report.rows],
+                "lora": [{**asdict(m), "ratio": m.ratio, "target": LORA_TARGET} for m in report.lora],
+            },
+            indent=2,
         ),
         encoding="utf-8",
     )
@@ -450,16 +701,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("var/gpu-bench"))
     parser.add_argument("--no-http", action="store_true", help="Skip the HTTP measurement.")
+    parser.add_argument("--no-lora", action="store_true", help="Skip the 32-LoRA mixed-batch measurement.")
     parser.add_argument("--port", type=int, default=8131)
     args = parser.parse_args(argv)
     if args.dry_run:
         plan = Plan(
             True, args.out, seconds_per_cell=0.02, http_duration_s=1.5, http_concurrency=4,
-            http_texts_per_request=8, port=args.port, threads=1,
+            http_texts_per_request=8, port=args.port, threads=1, lora_batch_sizes=DRY_RUN_LORA_BATCH_SIZES,
         )  # fmt: skip
     else:
         plan = Plan(False, args.out, port=args.port)
     plan.http = not args.no_http
+    plan.lora = not args.no_lora
     plan.port = args.port or free_port_pair()
     try:
         report = run(plan, say=lambda m: print(f"[gpu-bench] {m}", file=sys.stderr, flush=True))
@@ -467,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(render(report))
-    return 0
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":
