@@ -103,6 +103,11 @@ class ClassifierService:
                 for event in await asyncio.to_thread(self.registry.poll_once):
                     self._record(event)
                 self.metrics.served_scenarios = frozenset(self.registry.served())
+                # Set again on every poll, not only at a swap: Ray's metrics export drops a gauge
+                # series that was not recorded for a while, and the served version must not vanish.
+                for state in self.registry.states():
+                    if state.loaded is not None:
+                        self.metrics.loaded_version.labels(state.name).set(state.loaded.version)
             except Exception:
                 # A bad repository state must not stop future polls.
                 logger.exception("alias poll failed; retrying in %.1fs", interval)
