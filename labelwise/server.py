@@ -80,22 +80,7 @@ def load_serve_file(config: Path | None) -> ServeFile:
         raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
     if "applications" not in raw:
         return ServeFile(args=raw, source=config)
-    from pydantic import ValidationError
-
-    from .extras import require
-
-    require("ray.serve")
-    from ray.serve.schema import ServeDeploySchema
-
-    try:
-        schema = ServeDeploySchema.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise UsageError(f"{config}: not a valid Serve config ({problems})") from None
-    if not schema.applications:
-        raise UsageError(f"{config}: applications must list at least one application")
+    schema = _deploy_schema(raw, config)
     app = schema.applications[0]
     ignored = [key for key in ("deployments", "logging_config") if key in app.model_fields_set]
     ignored += ["logging_config"] if "logging_config" in schema.model_fields_set else []

@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serving import local_ray
+
 RAY = str(Path(sys.executable).parent / "ray")
+# What serving.local_ray sets for a local Ray, plus no model hub.
 LOCAL_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "ORT_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
+    **local_ray.LOCAL_ENV,
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
