@@ -83,7 +83,12 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
     plan = plan_server(config, repository=tmp_path, port=9000)
     assert plan == ServePlan(
         # num_cpus: not in the file, so the one replica gets every core this process may use
-        args={"max_batch_size": 8, "repository": str(tmp_path), "num_cpus": float(local_cores())},
+        args={
+            "max_batch_size": 8,
+            "repository": str(tmp_path),
+            "num_cpus": float(local_cores()),
+            **({"max_concurrent_batches": 2} if local_cores() >= 2 else {}),
+        },
         host="127.0.0.1",
         port=9000,
         app_name="lw",
