@@ -124,9 +124,12 @@ def plan_server(
     host: str | None = None,
     port: int | None = None,
     direct_ingress: bool = True,
+    local: bool = True,
 ) -> ServePlan:
     """Read the Serve config (None: the chart's, else the defaults), apply the flags given and validate
-    the result as a ServingConfig; anything wrong raises UsageError before Ray starts."""
+    the result as a ServingConfig; anything wrong raises UsageError before Ray starts. local: the app
+    runs on this machine's own Ray, so a config without num_cpus gets its cores (not with --address:
+    a cluster's replicas get the config's num_cpus)."""
     from pydantic import ValidationError
 
     from serving import ServingConfig
@@ -143,7 +146,7 @@ def plan_server(
         serving_config = ServingConfig(**args)
     except ValidationError as exc:
         raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
-    if "num_cpus" not in args and "LABELWISE_NUM_CPUS" not in os.environ:
+    if local and "num_cpus" not in args and "LABELWISE_NUM_CPUS" not in os.environ:
         # The whole machine by default: the local Ray node has every core this process may use, and
         # the classifier replicas share them (each runs num_cpus ORT threads). docs/serving.md.
         args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, local_cores())

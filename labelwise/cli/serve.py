@@ -58,6 +58,7 @@ def serve_command(
         host=host,
         port=port,
         direct_ingress=direct_ingress and address is None,
+        local=address is None,
     )
     if address is not None:
         status = serve_on_cluster(plan, address, proxy_location=proxy_location)

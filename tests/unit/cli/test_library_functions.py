@@ -114,10 +114,12 @@ def test_local_replicas_share_every_core(fields: dict, cores: int, expected: flo
     assert local_replica_cpus(ServingConfig(**fields), cores) == expected
 
 
-def test_a_configured_num_cpus_is_kept(tmp_path: Path) -> None:
+def test_a_configured_num_cpus_is_kept_and_a_cluster_gets_none_of_this_machine(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump({"num_cpus": 1}), encoding="utf-8")
     assert plan_server(config, repository=tmp_path).args["num_cpus"] == 1
+    config.write_text(yaml.safe_dump({"max_batch_size": 8}), encoding="utf-8")
+    assert "num_cpus" not in plan_server(config, repository=tmp_path, local=False).args
 
 
 def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
