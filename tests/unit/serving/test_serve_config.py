@@ -62,3 +62,23 @@ def test_a_bad_file_names_itself(tmp_path: Path) -> None:
     path.write_text("applications: []\n")
     with pytest.raises(UsageError, match=r"bad\.yaml"):
         load_serve_file(path)
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_a_blank_api_key_is_a_config_error_not_an_open_api(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="api_key"):
+        ServingConfig(repository=str(tmp_path), api_key=key)
+    monkeypatch.setenv("LABELWISE_API_KEY", key)  # the same through the environment
+    with pytest.raises(ValidationError, match="api_key"):
+        ServingConfig(repository=str(tmp_path))
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"api_key": key}), encoding="utf-8")
+    monkeypatch.delenv("LABELWISE_API_KEY")
+    from labelwise.server import plan_server
+
+    with pytest.raises(UsageError, match="api_key"):  # `labelwise serve` refuses before Ray starts
+        plan_server(config, repository=tmp_path)
