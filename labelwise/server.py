@@ -68,16 +68,9 @@ def load_serve_file(config: Path | None) -> ServeFile:
     only `serve deploy` (and the chart) apply them: a local run says so in a warning."""
     import logging
 
-    import yaml
-
     if config is None:
         return ServeFile()
-    try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+    raw = _read_serve_yaml(config)
     if "applications" not in raw:
         return ServeFile(args=raw, source=config)
     schema = _deploy_schema(raw, config)
@@ -506,19 +499,13 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     """A Serve deploy file, checked by Ray's ServeDeploySchema and each labelwise app's args by
     ServingConfig, as the JSON `serve deploy` sends; a flat mapping of ServingConfig fields becomes one
     app named labelwise. Anything wrong raises UsageError before the cluster is contacted."""
-    import yaml
     from pydantic import ValidationError
 
     from serving import ServingConfig
 
     if not config.is_file():
         raise UsageError(f"--config {config} does not exist")
-    try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+    raw = _read_serve_yaml(config)
     if "applications" not in raw:
         app = {
             "name": DEFAULT_APP_NAME,
@@ -534,6 +521,19 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
     return schema.model_dump(mode="json", exclude_unset=True)
+
+
+def _read_serve_yaml(config: Path) -> dict[str, Any]:
+    """The YAML mapping of a Serve config file (a deploy file or flat ServingConfig fields), or UsageError."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
+    return raw
 
 
 def _deploy_schema(raw: dict[str, Any], source: Path) -> Any:
