@@ -51,10 +51,10 @@ from .repository import (
     ModelRepository,
     VersionDraft,
     _check_manifest_paths,
-    _check_no_link_out,
-    _hash_files,
     code_revision,
     default_root,
+    draft_files,
+    draft_folder,
     parse_manifest,
     validate_name,
 )
@@ -287,17 +287,11 @@ class ObjectStoreRepository(ModelRepository):
         On a clean exit: hash and check as for a local root, claim the next number, upload every file,
         then the manifest last. On any error before the manifest, nothing is published.
         """
-        staging = self.cache.scenario_path(scenario)
-        staging.mkdir(parents=True, exist_ok=True)
-        tmp = staging / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        tmp = draft_folder(self.cache.scenario_path(scenario))
         draft = VersionDraft(scenario=scenario, path=tmp, fields=dict(fields))
         try:
             yield draft
-            if (tmp / MANIFEST_FILE).exists():
-                raise ManifestError("a draft must not write manifest.json itself")
-            _check_no_link_out(tmp, f"{scenario} (draft, nothing published)")
-            files = _hash_files(tmp, skip=set())
+            files = draft_files(tmp, f"{scenario} (draft, nothing published)", MANIFEST_FILE)
             revision = draft.fields.pop("code_revision", None) or code_revision()
             version = self._claim(scenario, self._next_number(scenario))
             try:
@@ -344,17 +338,12 @@ class ObjectStoreRepository(ModelRepository):
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
         """Write a base once; if another writer claimed it first, ours is discarded (published False)."""
         target = self.cache.base_path(key, precision)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        tmp = draft_folder(target.parent)
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
         try:
             yield draft
             what = f"base {key} {precision} (draft, nothing published)"
-            if (tmp / BASE_INFO_FILE).exists():
-                raise ManifestError(f"{what}: a draft must not write {BASE_INFO_FILE} itself")
-            _check_no_link_out(tmp, what)
-            files = _hash_files(tmp, skip=set())
+            files = draft_files(tmp, what, BASE_INFO_FILE)
             payload = {
                 "schema_version": SCHEMA_VERSION,
                 "key": key,

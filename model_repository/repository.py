@@ -114,6 +114,23 @@ def _hash_files(folder: Path, skip: set[str]) -> dict[str, FileEntry]:
     return entries
 
 
+def draft_folder(parent: Path) -> Path:
+    """A new, empty temp folder for a draft version or base under parent (made if needed)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp.mkdir()
+    return tmp
+
+
+def draft_files(tmp: Path, what: str, own_file: str) -> dict[str, FileEntry]:
+    """A finished draft's files, hashed, once checked to hold no `own_file` (the repository writes it:
+    manifest.json or base.json) and no link that leaves the draft."""
+    if (tmp / own_file).exists():
+        raise ManifestError(f"{what}: a draft must not write {own_file} itself")
+    _check_no_link_out(tmp, what)
+    return _hash_files(tmp, skip=set())
+
+
 def _check_no_link_out(folder: Path, what: str) -> None:
     """Refuse a symlink anywhere under folder that resolves outside it: its bytes could change unseen."""
     root = folder.resolve()
@@ -375,16 +392,11 @@ class ModelRepository:
         folder renamed to the next free version number. On any error nothing is published.
         """
         scenario_dir = self.scenario_path(scenario)
-        scenario_dir.mkdir(parents=True, exist_ok=True)
-        tmp = scenario_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        tmp = draft_folder(scenario_dir)
         draft = VersionDraft(scenario=scenario, path=tmp, fields=dict(fields))
         try:
             yield draft
-            if (tmp / MANIFEST_FILE).exists():
-                raise ManifestError("a draft must not write manifest.json itself")
-            _check_no_link_out(tmp, f"{scenario} (draft, nothing published)")
-            files = _hash_files(tmp, skip=set())
+            files = draft_files(tmp, f"{scenario} (draft, nothing published)", MANIFEST_FILE)
             with _locked(scenario_dir / ".publish.lock"):
                 existing = self._versions_in(scenario_dir)
                 version = (existing[-1] if existing else 0) + 1
@@ -418,22 +430,18 @@ class ModelRepository:
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
         """Write a base encoder once. If another writer got there first, ours is discarded."""
         target = self.base_path(key, precision)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        tmp = draft_folder(target.parent)
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
         try:
             yield draft
             what = f"base {key} {precision} (draft, nothing published)"
-            if (tmp / BASE_INFO_FILE).exists():
-                raise ManifestError(f"{what}: a draft must not write {BASE_INFO_FILE} itself")
-            _check_no_link_out(tmp, what)
+            files = draft_files(tmp, what, BASE_INFO_FILE)
             payload = {
                 "schema_version": SCHEMA_VERSION,
                 "key": key,
                 "precision": precision,
                 "info": draft.info,
-                "files": {k: v.model_dump() for k, v in _hash_files(tmp, skip=set()).items()},
+                "files": {k: v.model_dump() for k, v in files.items()},
             }
             (tmp / BASE_INFO_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
             _fsync_tree(tmp)
