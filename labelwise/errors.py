@@ -174,6 +174,10 @@ class InputRowError(UsageError):
         super().__init__(f"{path}: {where}: {what}")
 
 
+class EvaluationError(LabelwiseError):
+    """`labelwise evaluate` through the serving engine failed on a row (exit 1)."""
+
+
 class MissingExtraError(LabelwiseError, ImportError):
     """An optional dependency is not installed; the message names the pip command that installs it."""
 
@@ -189,6 +193,7 @@ __all__ = [
     "ClientError",
     "ConnectionFailedError",
     "EndpointNotFoundError",
+    "EvaluationError",
     "ExportError",
     "InputRowError",
     "InternalServerError",

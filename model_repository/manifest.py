@@ -39,6 +39,11 @@ class Parity(_Strict):
     accuracy_delta: float | None = Field(default=None, description="ONNX accuracy minus torch accuracy.")
     verified: bool = Field(description="False when parity could not be checked on this machine.")
     note: str | None = None
+    test_rows: int | None = Field(
+        default=None, ge=0, description="Rows of the scenario's held-out test split this graph was scored on."
+    )
+    test_accuracy: float | None = Field(default=None, description="This graph's accuracy on the test rows.")
+    test_macro_f1: float | None = Field(default=None, description="This graph's macro-F1 on the test rows.")
 
 
 class ExportRecord(_Strict):
@@ -72,7 +77,11 @@ class Manifest(_Strict):
     base_model: BaseModelRef
     labels: list[str] = Field(min_length=2, description="Label names in logit order.")
     max_length_tokens: int = Field(gt=0)
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Validation metrics.")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Validation metrics; `test` (when the scenario holds out a test split and the version "
+        "was exported): the torch model's {rows, accuracy, macro_f1} on it and `int8_delta_vs_fp32`.",
+    )
     files: dict[str, FileEntry] = Field(default_factory=dict, description="Every file but the manifest.")
     exports: list[ExportRecord] = Field(default_factory=list)
     base_encoder: BaseEncoderRef | None = None

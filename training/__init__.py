@@ -30,11 +30,16 @@ from .config import (
 from .data import PreparedData, clean_text, prepare_data
 from .errors import BaseModelNotFoundError, DataError, ScenarioConfigError, StrategyError, TrainingError
 from .evaluate import (
+    SPLITS,
     ComparisonRow,
+    EvaluationRows,
     compare_strategies,
     comparison_markdown,
     evaluate_published,
+    evaluation_rows,
     predict_logits,
+    torch_logits,
+    write_evaluation,
 )
 from .metrics import class_weights, classification_metrics
 from .model import LORA_TARGETS, ResolvedBase, build_model, count_params, resolve_base_model
@@ -44,11 +49,13 @@ from .trainer import TrainedModel, train
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "LORA_TARGETS",
+    "SPLITS",
     "STRATEGIES",
     "BaseModelNotFoundError",
     "CleaningConfig",
     "ComparisonRow",
     "DataError",
+    "EvaluationRows",
     "PreparedData",
     "ResolvedBase",
     "ScenarioConfig",
@@ -68,6 +75,7 @@ __all__ = [
     "custom_scenario",
     "default_data_dir",
     "evaluate_published",
+    "evaluation_rows",
     "export_available",
     "list_scenarios",
     "load_published_model",
@@ -78,6 +86,8 @@ __all__ = [
     "publish_run",
     "resolve_base_model",
     "save_weights",
+    "torch_logits",
     "train",
     "train_and_publish",
+    "write_evaluation",
 ]

@@ -1,20 +1,23 @@
-"""Score a published version on a labeled file, and run the three strategies side by side."""
+"""Score a published version on a labeled file or its run's test/validation split; compare strategies."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from model_repository import ModelRepository
+from model_repository import Manifest, ModelRepository
 
 from .config import STRATEGIES, ScenarioConfig, TrainConfig, default_runs_dir, make_train_config
-from .data import load_labeled
+from .data import LabeledTexts, load_labeled, load_test_split, prepare_data
+from .errors import DataError
 from .metrics import classification_metrics
 from .plots import plot_comparison, plot_confusion_matrix
 from .publish import load_published_model, publish_run, save_weights
@@ -47,32 +50,130 @@ def predict_logits(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def evaluate_published(
-    repository: ModelRepository,
-    scenario: str,
-    data_path: Path,
+SPLITS = ("test", "validation")
+
+
+@dataclass
+class EvaluationRows:
+    """The labeled rows a version is scored on, and what they are, in words."""
+
+    rows: LabeledTexts
+    source: str  # "test split", "validation rows" or the file's path
+    dropped_rows: int = 0
+
+    @property
+    def slug(self) -> str:
+        """A short name for folders: test, validation or the file's stem."""
+        return (
+            self.source.split()[0]
+            if self.source in ("test split", "validation rows")
+            else Path(self.source).stem
+        )
+
+
+def run_config(manifest: Manifest) -> TrainConfig:
+    """The TrainConfig a version was trained with, rebuilt from its manifest."""
+    try:
+        return TrainConfig.model_validate(manifest.training_config)
+    except ValidationError as exc:
+        raise DataError(
+            f"{manifest.scenario} v{manifest.version}: its training_config does not rebuild a run config "
+            f"({exc.error_count()} errors, first: {exc.errors()[0]['loc']}); score a file with --data instead"
+        ) from exc
+
+
+def evaluation_rows(
+    manifest: Manifest, data_path: Path | None = None, split: str | None = None
+) -> EvaluationRows:
+    """A labeled file's rows, or the version's run's `test` split (held out from its train file, never
+    trained or tuned on) or `validation` rows (as the run validated on them: its file or split, capped)."""
+    if (data_path is None) == (split is None):
+        raise DataError("give a labeled file (--data) or a split (--split test|validation), not both or none")
+    if data_path is not None:
+        cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])
+        rows, dropped = load_labeled(
+            Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels
+        )
+        return EvaluationRows(rows, str(data_path), dropped)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose {' or '.join(SPLITS)}")
+    config = run_config(manifest)
+    if split == "test":
+        return EvaluationRows(load_test_split(config), "test split")
+    data = prepare_data(config)
+    return EvaluationRows(data.validation, "validation rows", data.dropped_validation_rows)
+
+
+def torch_logits(repository: ModelRepository, scenario: str, version: int, texts: list[str]) -> np.ndarray:
+    """The published torch model's logits on cleaned texts."""
+    model, tokenizer, manifest = load_published_model(repository, scenario, version)
+    return predict_logits(model, tokenizer, texts, manifest.max_length_tokens)
+
+
+def write_evaluation(
+    manifest: Manifest,
+    data: EvaluationRows,
+    logits: np.ndarray,
     *,
-    ref: str | int = "latest",
+    precision: str,
+    seconds: float,
     output_dir: Path | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a published version on a labeled file; writes confusion_matrix.png and metrics.json."""
-    model, tokenizer, manifest = load_published_model(repository, scenario, ref)
-    cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])
-    data, dropped = load_labeled(Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels)
-    logits = predict_logits(model, tokenizer, data.texts, manifest.max_length_tokens)
-    metrics = classification_metrics(np.asarray(data.label_ids), logits.argmax(-1), manifest.labels)
-    metrics.update({"version": manifest.version, "data": str(data_path), "dropped_rows": dropped})
-    out = output_dir or default_runs_dir() / scenario / f"evaluate-v{manifest.version}"
+    """Metrics of logits on data's rows; writes confusion_matrix.png and metrics.json; returns the metrics."""
+    metrics = classification_metrics(np.asarray(data.rows.label_ids), logits.argmax(-1), manifest.labels)
+    metrics.update(
+        {
+            "version": manifest.version,
+            "data": data.source,
+            "rows_from": data.rows.source,
+            "precision": precision,
+            "dropped_rows": data.dropped_rows,
+            "scoring_s": round(seconds, 3),
+            **(extra or {}),
+        }
+    )
+    out = output_dir or default_runs_dir() / manifest.scenario / (
+        f"evaluate-v{manifest.version}-{data.slug}-{precision}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
         manifest.labels,
         out / "confusion_matrix.png",
-        f"{scenario} v{manifest.version} on {Path(data_path).name}",
+        f"{manifest.scenario} v{manifest.version} ({precision}) on {data.slug}: {len(data.rows)} rows, "
+        f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["output_dir"] = str(out)
     return metrics
+
+
+def evaluate_published(
+    repository: ModelRepository,
+    scenario: str,
+    data_path: Path | None = None,
+    *,
+    split: str | None = None,
+    ref: str | int = "latest",
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a published version's torch weights on a labeled file or its run's test/validation
+    split; writes confusion_matrix.png and metrics.json. (`labelwise evaluate --precision fp32|int8|fp16`
+    scores the exported graphs through the serving engine instead: labelwise.evaluation.)"""
+    version = repository.resolve(scenario, ref)
+    manifest = repository.verify(scenario, version)
+    data = evaluation_rows(manifest, data_path, split)
+    started = time.perf_counter()
+    logits = torch_logits(repository, scenario, version, data.rows.texts)
+    return write_evaluation(
+        manifest,
+        data,
+        logits,
+        precision="torch",
+        seconds=time.perf_counter() - started,
+        output_dir=output_dir,
+    )
 
 
 @dataclass
@@ -135,7 +236,8 @@ def compare_strategies(
     first = configs[0]
     title = (
         f"{first.scenario.name}: {first.base_model.split('/')[-1]}, "
-        f"{_rows(out / first.strategy)} train rows, max {first.scenario.max_length_tokens} tokens"
+        f"{_rows(out / first.strategy)} train rows, max {first.scenario.max_length_tokens} tokens; "
+        f"validation scores on {_rows(out / first.strategy, 'validation_rows')} rows"
     )
     (out / "comparison.md").write_text(comparison_markdown(rows, title) + "\n")
     (out / "comparison.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -143,9 +245,9 @@ def compare_strategies(
     return rows, out
 
 
-def _rows(run_dir: Path) -> str:
+def _rows(run_dir: Path, key: str = "train_rows") -> str:
     try:
-        return str(json.loads((run_dir / "metrics.json").read_text())["train_rows"])
+        return str(json.loads((run_dir / "metrics.json").read_text())[key])
     except (OSError, ValueError, KeyError):
         return "?"
 

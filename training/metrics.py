@@ -93,3 +93,28 @@ def decision_threshold(
     ends = np.append(confidence[:-1] > confidence[1:], True)
     cuts = np.nonzero(ends & (accuracy >= target_accuracy))[0]
     return float(confidence[cuts[-1]]) if len(cuts) else None
+
+
+def training_epochs(log_history: list[dict[str, Any]]) -> tuple[float | None, float]:
+    """(epoch of the best validation macro-F1, epochs run) from an HF Trainer's log history.
+
+    The best epoch is None when the loop never evaluated (a single pass, scored after its last step).
+    """
+    ran = max((float(e["epoch"]) for e in log_history if "epoch" in e), default=0.0)
+    evals = [e for e in log_history if "eval_macro_f1" in e and "epoch" in e]
+    # The first best, as the Trainer keeps it (a later tie does not replace the best checkpoint).
+    best = float(max(evals, key=lambda e: e["eval_macro_f1"])["epoch"]) if evals else None
+    return best, ran
+
+
+def epoch_summary(log_history: list[dict[str, Any]]) -> str:
+    """'best epoch 2 of 3 run', or '1 epoch run' when the loop never evaluated."""
+    best, ran = training_epochs(log_history)
+
+    def short(x: float) -> str:
+        return f"{x:.2f}".rstrip("0").rstrip(".")
+
+    plural = "" if ran == 1 else "s"
+    return (
+        f"{short(ran)} epoch{plural} run" if best is None else f"best epoch {short(best)} of {short(ran)} run"
+    )

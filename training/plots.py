@@ -37,25 +37,40 @@ def plot_label_distribution(counts: dict[str, list[int]], labels: list[str], pat
     return path
 
 
+# Above this many labels the cells are too small to hold a count: colour (row share) only.
+CONFUSION_COUNTS_MAX_LABELS = 12
+
+
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (rows: true label) with counts written in small problems."""
+    """Row-normalised confusion matrix (rows: true label, colour: share of the row), counts written in
+    each cell up to 12 labels; above that the figure grows with the labels and only colours remain."""
     import numpy as np
 
     plt = _pyplot()
     cm = np.asarray(matrix, dtype=float)
+    n = len(labels)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4.5, 0.18 * len(labels) + 3)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    small = len(labels) <= 12
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7 if small else 4)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7 if small else 4)
+    small = n <= CONFUSION_COUNTS_MAX_LABELS
+    # ~0.2 inch per label (77 labels: 18 inches), never below a readable 5 inches.
+    size = max(5.0, min(0.2 * n + 3, 24.0))
+    tick_font = 8 if small else max(5.0, min(7.0, 450 / n))  # a 0.2-inch cell holds 6-point text
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colorbar.set_label("share of the true label's rows", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=tick_font)
+    ax.set_yticks(range(n), labels, fontsize=tick_font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "Confusion matrix (row-normalised)")
+    total = int(cm.sum())
+    ax.set_title(
+        (title or "Confusion matrix") + f"\n(row-normalised, {total} rows, {n} labels)",
+        fontsize=9 if small else 10,
+    )
     if small:
-        for i in range(len(labels)):
-            for j in range(len(labels)):
+        for i in range(n):
+            for j in range(n):
                 if cm[i, j]:
                     ax.text(
                         j,
@@ -66,9 +81,14 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
                         fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
+    else:  # faint grid lines so that a cell can be traced back to its row and column
+        ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
+        ax.grid(which="minor", color="#dddddd", linewidth=0.3)
+        ax.tick_params(which="minor", length=0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90 if small else 100)
     plt.close(fig)
     return path
 

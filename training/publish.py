@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,7 @@ def _export_onnx(
 
     config = result.config
     n = min(PARITY_ROWS, len(result.data.validation))
+    test = result.data.test  # the scenario's held-out split: each graph's test figures go in the manifest
     fields = export_into(
         version_dir,
         model=result.model,
@@ -150,7 +153,11 @@ def _export_onnx(
         parity_labels=result.data.validation.label_ids[:n],
         max_length_tokens=config.scenario.max_length_tokens,
         repository=repository,
+        test_texts=test.texts if test else None,
+        test_labels=test.label_ids if test else None,
     )
+    if "metrics" in fields:  # metrics.test, beside the run's validation metrics
+        fields["metrics"] = {**result.metrics, **fields["metrics"]}
     if config.strategy == "lora" and (version_dir / layout.LORA_FILE).is_file():
         export_shared_graph(repository, result.base.path, config.params.lora_r, precisions)
     return fields
@@ -222,12 +229,13 @@ def load_published_model(
                 f"{str(base.content_hash)[:12]}"
             )
         labels = manifest.labels
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(base.path),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={n: i for i, n in enumerate(labels)},
-        )
+        with _quiet_transformers():  # the head is loaded below: "newly initialized ... TRAIN" is wrong here
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(base.path),
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={n: i for i, n in enumerate(labels)},
+            )
         if manifest.strategy == "frozen":
             from safetensors.torch import load_file
 
@@ -243,3 +251,16 @@ def load_published_model(
             model = PeftModel.from_pretrained(model, str(weights / ADAPTER_DIR))
     model.eval()
     return model, tokenizer, manifest
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off for one call (errors still shown)."""
+    from transformers import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)

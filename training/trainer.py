@@ -19,6 +19,7 @@ from .metrics import (
     class_weights,
     classification_metrics,
     decision_threshold,
+    epoch_summary,
     imbalance_ratio,
     softmax,
     use_class_weights,
@@ -382,8 +383,9 @@ def _finish_run_folder(result: TrainedModel, out: Path) -> None:
         metrics["confusion_matrix"],
         result.labels,
         out / "confusion_matrix.png",
-        f"{config.scenario.name} / {config.strategy}: "
-        f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        f"{config.scenario.name} / {config.strategy}: validation, {len(result.data.validation)} rows, "
+        f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}; "
+        f"{epoch_summary(result.log_history)}",
     )
     summary = {
         "scenario": config.scenario.name,
@@ -395,6 +397,7 @@ def _finish_run_folder(result: TrainedModel, out: Path) -> None:
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "class_weights": result.class_weights,
+        "epochs": epoch_summary(result.log_history),
         "metrics": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))

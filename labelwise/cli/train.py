@@ -88,6 +88,7 @@ def train_command(
     setup_logging()
     from model_repository import ModelRepository
     from training import make_train_config
+    from training.metrics import epoch_summary
 
     config = make_train_config(
         scenario,
@@ -123,8 +124,9 @@ def train_command(
     result = outcome.result
     m = result.metrics
     _console.print(
-        f"[green]done[/green] {config.scenario.name}/{config.strategy}: accuracy {m['accuracy']:.4f}, "
-        f"macro-F1 {m['macro_f1']:.4f}, {result.train_time_s:.0f} s, "
+        f"[green]done[/green] {config.scenario.name}/{config.strategy}: validation ({m['n_samples']} rows) "
+        f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, {epoch_summary(result.log_history)}, "
+        f"{result.train_time_s:.0f} s, "
         f"trainable {result.trainable_params:,} of {result.total_params:,} params; "
         f"{outcome.where()}; run folder {config.output_dir}"
     )
@@ -183,19 +185,52 @@ def compare_command(
 
 def evaluate_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
-    data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
+    data: Path | None = typer.Option(None, "--data", help="Labeled file (csv, jsonl, parquet) to score."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Instead of --data: test (the scenario's held-out test split, never trained on) or "
+        "validation (the rows the run validated on).",
+    ),
+    precision: str = typer.Option(
+        "torch",
+        "--precision",
+        help="torch: the published torch weights; fp32 | int8 | fp16: the exported graph, scored through "
+        "the serving engine in this process (raw texts, as served).",
+    ),
+    lora_mode: str = typer.Option(
+        "merged", "--lora-mode", help="LoRA versions in fp32/int8/fp16: merged graph or shared (as served)."
+    ),
+    threads: int = typer.Option(
+        0, "--threads", help="fp32/int8/fp16: ONNX Runtime threads (0: its default)."
+    ),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     repository: Path | None = RepoOpt,
     output_dir: Path | None = OutOpt,
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
-    """Score a published version on a labeled file: metrics and a confusion matrix PNG."""
+    """Score a published version on a labeled file or its test/validation split: metrics, confusion matrix."""
     setup_logging()
+    from labelwise.evaluation import EVAL_PRECISIONS, evaluate_version
     from model_repository import ModelRepository
-    from training import evaluate_published
+    from model_repository.errors import UsageError
 
-    metrics = evaluate_published(
-        ModelRepository(repository), scenario, data, ref=version, output_dir=output_dir
+    if (data is None) == (split is None):
+        raise UsageError("give either --data FILE or --split test|validation")
+    if split is not None and split not in ("test", "validation"):
+        raise UsageError(f"--split {split!r}: choose test or validation")
+    if precision not in EVAL_PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(EVAL_PRECISIONS)}")
+    metrics = evaluate_version(
+        ModelRepository(repository),
+        scenario,
+        data=data,
+        split=split,
+        ref=version,
+        precision=precision,
+        lora_mode=lora_mode,
+        threads=threads,
+        output_dir=output_dir,
     )
     if json_output:
         typer.echo(json.dumps(metrics, default=str))
@@ -206,8 +241,10 @@ def evaluate_command(
             name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
         )
     _console.print(table)
+    where = f" on {metrics['provider']}" if metrics.get("provider") else ""
     _console.print(
-        f"{scenario} v{metrics['version']} on {data}: accuracy {metrics['accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f} over {metrics['n_samples']} rows"
+        f"{scenario} v{metrics['version']} on {metrics['data']} ({metrics['n_samples']} rows), "
+        f"precision {metrics['precision']}{where}: accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f}; scored in {metrics['scoring_s']:.1f} s"
     )
     _console.print(f"confusion matrix and metrics.json in {metrics['output_dir']}")

@@ -40,6 +40,9 @@ from .parity import (
 from .precisions import RECIPES, GraphBuilder, parse_precisions
 
 DEFAULT_PARITY_ROWS = 512
+# The scenario's test split scored by every exported graph at publish: all of it up to this many rows,
+# so that publishing stays bounded (~3 passes over 2000 rows of MiniLM at 64 tokens on 2 cores).
+DEFAULT_TEST_ROWS = 2000
 
 
 def _say(message: str) -> None:
@@ -62,6 +65,24 @@ class _ParityRows:
     tokenizer: Any
     max_length_tokens: int
     threads: int
+    test: _TestRows | None = None
+
+
+@dataclass
+class _TestRows:
+    """The scenario's held-out test rows, tokenized as for parity, with the labels and torch's scores."""
+
+    batches: list[dict[str, np.ndarray]]
+    gold: np.ndarray
+    num_labels: int
+    torch: dict[str, Any]
+
+    def scores(self, logits: np.ndarray) -> dict[str, Any]:
+        """{rows, accuracy, macro_f1} of logits against the test labels."""
+        from ..metrics import classification_metrics
+
+        m = classification_metrics(self.gold, logits.argmax(-1), [str(i) for i in range(self.num_labels)])
+        return {"rows": len(self.gold), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
 def export_into(
@@ -80,9 +101,17 @@ def export_into(
     opset: int = graphs.DEFAULT_OPSET,
     parity_rows: int = DEFAULT_PARITY_ROWS,
     threads: int = 2,
+    test_texts: Sequence[str] | None = None,
+    test_labels: Sequence[Any] | None = None,
+    test_rows: int = DEFAULT_TEST_ROWS,
     say: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
     """Export ONNX graphs (and head/base encoder for frozen/lora) into a draft; return manifest fields.
+
+    With the scenario's held-out test rows (`test_texts`, `test_labels`: the first `test_rows`), every
+    graph's parity record also holds its accuracy and macro-F1 on them, and the fields hold
+    `metrics: {"test": {rows, accuracy, macro_f1 (the torch model), int8_delta_vs_fp32}}` for the
+    caller to merge into the version's metrics.
 
     Raises ExportError (nothing must be published) when fp32 parity fails, a precision is
     unknown, the architecture cannot be exported, or a graph does not load back.
@@ -101,8 +130,12 @@ def export_into(
         rows = _parity_rows(
             model, tokenizer, parity_texts, parity_labels, parity_rows, max_length_tokens, threads
         )
+        if test_texts:
+            rows.test = _test_rows(model, tokenizer, test_texts, test_labels, test_rows, max_length_tokens)
         exports = _export_graphs(version_dir, merged, wanted, rows, opset, say)
         fields: dict[str, Any] = {"exports": [e.model_dump(mode="json") for e in exports]}
+        if rows.test is not None:
+            fields["metrics"] = {"test": _test_summary(rows.test, exports, say)}
         kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
         if kind is None:
             if strategy != "full":
@@ -169,6 +202,50 @@ def _parity_rows(
     )
 
 
+def _test_rows(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[Any] | None,
+    max_rows: int,
+    max_length_tokens: int,
+) -> _TestRows:
+    """The first max_rows test rows (the split is already a fixed sample), with torch's scores on them."""
+    if labels is None or len(labels) != len(texts):
+        raise ExportError("test_texts need test_labels, one per text")
+    label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
+    texts, gold = [str(t) for t in texts[:max_rows]], label_ids(list(labels[:max_rows]), label2id)
+    batches = tokenize_batches(tokenizer, texts, max_length_tokens)
+    logits = torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))
+    assert gold is not None
+    test = _TestRows(batches, gold, int(logits.shape[1]), {})
+    test.torch = test.scores(logits)
+    return test
+
+
+def _test_summary(test: _TestRows, exports: list[ExportRecord], say: Callable[[str], None]) -> dict[str, Any]:
+    """The manifest's metrics.test: torch's figures and the int8-minus-fp32 accuracy; one line said."""
+    by_precision = {e.precision: e.parity for e in exports if e.parity and e.parity.test_accuracy is not None}
+    summary: dict[str, Any] = dict(test.torch)
+    if "int8" in by_precision and "fp32" in by_precision:
+        delta = by_precision["int8"].test_accuracy - by_precision["fp32"].test_accuracy  # type: ignore[operator]
+        summary["int8_delta_vs_fp32"] = round(delta, 6)
+    graphs_said = ", ".join(
+        f"{p} {v.test_accuracy:.4f} / {v.test_macro_f1:.4f}" for p, v in by_precision.items()
+    )
+    say(
+        f"test split ({summary['rows']} held-out rows), accuracy / macro-F1: "
+        f"torch {summary['accuracy']:.4f} / {summary['macro_f1']:.4f}"
+        + (f", {graphs_said}" if graphs_said else "")
+        + (
+            f"; int8 - fp32 accuracy {summary['int8_delta_vs_fp32'] * 100:+.2f} points"
+            if "int8_delta_vs_fp32" in summary
+            else ""
+        )
+    )
+    return summary
+
+
 def _save_head(version_dir: Path, model: Any, merged: Any, strategy: str, kind: str) -> dict[str, np.ndarray]:
     """Write head.npz (and lora.npz for LoRA, when its layers stack); return the head's arrays."""
     arrays = heads.head_arrays(merged, kind)
@@ -192,8 +269,8 @@ def _export_graphs(
     records = []
     with tempfile.TemporaryDirectory(prefix="labelwise-export-") as tmp:
         work = Path(tmp)
-        say(f"optimum export ({merged.config.model_type}, opset {opset})")
-        raw = graphs.export_sequence_classifier(merged, work, opset)
+        say(f"ONNX export ({merged.config.model_type}, opset {opset})")
+        raw = graphs.export_sequence_classifier(merged, work, opset, list(rows.batches[0]))
         builder = GraphBuilder(raw, merged.config, work, "model.onnx")
         for precision in ["fp32"] + [p for p in wanted if p != "fp32"]:
             graph = builder.build(precision)
@@ -257,6 +334,14 @@ def _graph_parity(graph: Path, precision: str, rows: _ParityRows) -> tuple[Parit
     load_check(session, rows.tokenizer, rows.max_length_tokens, num_labels, f"{precision} graph")
     cmp = compare(rows.reference, ort_outputs(session, rows.batches), rows.gold)
     ran_on = session.get_providers()[0]
+    test: dict[str, Any] = {}
+    if rows.test is not None:
+        scores = rows.test.scores(ort_outputs(session, rows.test.batches))
+        test = {
+            "test_rows": scores["rows"],
+            "test_accuracy": scores["accuracy"],
+            "test_macro_f1": scores["macro_f1"],
+        }
     parity = Parity(
         n_samples=cmp.n_samples,
         max_abs_logit_diff=cmp.max_abs_diff,
@@ -264,6 +349,7 @@ def _graph_parity(graph: Path, precision: str, rows: _ParityRows) -> tuple[Parit
         accuracy_delta=cmp.accuracy_delta,
         verified=True,
         note=f"checked on {ran_on} against the fp32 torch logits of the validation rows",
+        **test,
     )
     return parity, inputs
 
@@ -299,4 +385,4 @@ def _check_head_on_base(
             )
 
 
-__all__ = ["DEFAULT_PARITY_ROWS", "export_into", "parse_precisions"]
+__all__ = ["DEFAULT_PARITY_ROWS", "DEFAULT_TEST_ROWS", "export_into", "parse_precisions"]

@@ -1,0 +1,43 @@
+"""Run-folder figures: a confusion matrix that stays readable with many labels; the epochs a run took."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import epoch_summary, training_epochs
+from training.plots import plot_confusion_matrix
+
+
+def test_a_77_label_confusion_matrix_renders_larger_than_a_3_label_one(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    n = 77  # the intent scenario (banking77)
+    matrix = (np.eye(n, dtype=int) * 20 + rng.poisson(0.3, (n, n))).tolist()
+    labels = [f"card_payment_reason_{i}" for i in range(n)]
+    big = plot_confusion_matrix(matrix, labels, tmp_path / "cm77.png", "intent: validation, 1540 rows")
+    small = plot_confusion_matrix([[5, 1, 0], [0, 4, 2], [1, 0, 7]], ["a", "b", "c"], tmp_path / "cm3.png")
+    with Image.open(big) as image, Image.open(small) as other:
+        assert image.width >= 1500 and image.height >= 1500  # ~0.2 inch per label
+        assert other.width < 800
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.min() < 128 and pixels.std() > 10  # drawn, not blank
+
+
+def test_epochs_come_from_the_trainers_log_history() -> None:
+    history = [
+        {"loss": 1.0, "epoch": 0.5},
+        {"eval_macro_f1": 0.6, "epoch": 1.0},
+        {"eval_macro_f1": 0.8, "epoch": 2.0},
+        {"eval_macro_f1": 0.8, "epoch": 3.0},  # a tie does not replace the best checkpoint
+        {"train_runtime": 9.0, "epoch": 3.0},
+    ]
+    assert training_epochs(history) == (2.0, 3.0)
+    assert epoch_summary(history) == "best epoch 2 of 3 run"
+    single_pass = [{"loss": 1.0, "epoch": 0.25}, {"train_runtime": 1.0, "epoch": 1.0}]
+    assert epoch_summary(single_pass) == "1 epoch run"
+    assert epoch_summary([{"eval_macro_f1": 0.5, "epoch": 0.48}, {"epoch": 0.97}]) == (
+        "best epoch 0.48 of 0.97 run"
+    )
