@@ -25,7 +25,7 @@ from .errors import (
     UsageError,
     VersionNotFoundError,
 )
-from .heads import HEAD_ARRAYS, ROBERTA_TYPES, NumpyHead, apply_head
+from .heads import FEATURES_OF_KIND, HEAD_ARRAYS, ROBERTA_TYPES, NumpyHead, apply_head
 from .identity import base_key, file_sha256, weights_hash
 from .manifest import (
     PRECISIONS,
@@ -64,6 +64,7 @@ __all__ = [
     "ADAPTER_INDEX_INPUT",
     "EXIT_RUNTIME",
     "EXIT_USAGE",
+    "FEATURES_OF_KIND",
     "HEAD_ARRAYS",
     "NUM_LABELS_INPUT",
     "PRECISIONS",

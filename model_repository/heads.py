@@ -16,7 +16,14 @@ from .errors import ManifestError
 HEAD_ARRAYS: dict[str, tuple[str, ...]] = {
     "roberta": ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
     "linear": ("weight", "bias"),
+    "mean_mlp": ("mean", "scale", "dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
 }
+# Head kind -> what the shared base encoder's `features` output is for it. The base key of a pooling
+# other than the historic two carries it as a suffix (identity.base_key), so that a mean-pooling base
+# and a first-token or pooler base of the same model never share a graph.
+FEATURES_OF_KIND: dict[str, str] = {"roberta": "first-token", "linear": "pooler", "mean_mlp": "mean"}
+# Floor of the L2 norm in mean_mlp, as in torch.nn.functional.normalize.
+_NORM_EPS = 1e-12
 # HF model_types whose sequence-classification head is dense -> tanh -> out_proj on the first token.
 ROBERTA_TYPES = frozenset({"roberta", "xlm-roberta", "camembert", "data2vec-text", "xlm-roberta-xl"})
 
@@ -25,6 +32,11 @@ def apply_head(kind: str, arrays: Mapping[str, np.ndarray], features: np.ndarray
     """Logits [rows, labels] from the base encoder's features [rows, hidden]."""
     if kind == "roberta":
         hidden = np.tanh(features @ arrays["dense_weight"].T + arrays["dense_bias"])
+        return hidden @ arrays["out_proj_weight"].T + arrays["out_proj_bias"]
+    if kind == "mean_mlp":
+        unit = features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), _NORM_EPS)
+        z = (unit - arrays["mean"]) / arrays["scale"]
+        hidden = np.maximum(z @ arrays["dense_weight"].T + arrays["dense_bias"], 0.0)
         return hidden @ arrays["out_proj_weight"].T + arrays["out_proj_bias"]
     return features @ arrays["weight"].T + arrays["bias"]
 
@@ -43,10 +55,12 @@ class NumpyHead:
 
     @property
     def num_labels(self) -> int:
-        return int(self.arrays["out_proj_bias" if self.kind == "roberta" else "bias"].shape[0])
+        return int(
+            self.arrays["out_proj_bias" if "out_proj_bias" in HEAD_ARRAYS[self.kind] else "bias"].shape[0]
+        )
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return apply_head(self.kind, self.arrays, features)
 
 
-__all__ = ["HEAD_ARRAYS", "ROBERTA_TYPES", "NumpyHead", "apply_head"]
+__all__ = ["FEATURES_OF_KIND", "HEAD_ARRAYS", "ROBERTA_TYPES", "NumpyHead", "apply_head"]

@@ -34,8 +34,19 @@ def weights_hash(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def base_key(ref: BaseModelRef, base_model_path: str | Path | None = None) -> str:
-    """`<sanitised name>-<12 hex of revision or weights hash>`, e.g. all-minilm-l6-v2-3f2a1b0c9d8e."""
+# Features whose bases keep the historic key without a suffix (published repositories hold them).
+_UNSUFFIXED_FEATURES = {None, "first-token", "pooler"}
+
+
+def base_key(
+    ref: BaseModelRef, base_model_path: str | Path | None = None, features: str | None = None
+) -> str:
+    """`<sanitised name>-<12 hex of revision or weights hash>`, e.g. all-minilm-l6-v2-3f2a1b0c9d8e.
+
+    features: what the base graph outputs (heads.FEATURES_OF_KIND). Mean pooling gets its own key,
+    `<...>-mean`: a model's mean-pooling base and its first-token or pooler base are different graphs.
+    (One model has either a first-token or a pooler head, never both, so those two keep the plain key.)
+    """
     parts = [p for p in re.split(r"[\\/]", ref.id) if p]
     name = next(
         (p for p in reversed(parts) if p.lower() not in _GENERIC_NAMES), parts[-1] if parts else "base"
@@ -55,7 +66,13 @@ def base_key(ref: BaseModelRef, base_model_path: str | Path | None = None) -> st
         raise ManifestError(
             f"base model {ref.id!r}: revision/content_hash {digest!r} has no usable characters"
         )
-    return f"{name}-{cleaned[:12]}"
+    key = f"{name}-{cleaned[:12]}"
+    if features in _UNSUFFIXED_FEATURES:
+        return key
+    suffix = re.sub(r"[^a-z0-9]+", "-", str(features).lower()).strip("-")
+    if not suffix:
+        raise ManifestError(f"base model {ref.id!r}: features {features!r} has no usable characters")
+    return f"{key}-{suffix}"
 
 
 __all__ = ["base_key", "file_sha256", "weights_hash"]

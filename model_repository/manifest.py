@@ -61,9 +61,11 @@ class BaseEncoderRef(_Strict):
 
 
 class HeadSpec(_Strict):
-    kind: Literal["roberta", "linear"] = Field(
+    kind: Literal["roberta", "linear", "mean_mlp"] = Field(
         description="roberta: dense -> tanh -> out_proj on the first token; linear: one dense layer "
-        "on the pooled output (BERT's pooler is part of the base encoder graph)."
+        "on the pooled output (BERT's pooler is part of the base encoder graph); mean_mlp: L2 "
+        "normalisation, dense -> ReLU -> out_proj on the attention-mask-weighted mean of the last hidden "
+        "state (the frozen strategy's sentence embedding)."
     )
     path: str = Field(description="npz with the head weights, relative to the version folder.")
 

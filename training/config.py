@@ -59,7 +59,8 @@ class StrategyParams(_Strict):
 def _default_strategies() -> dict[str, StrategyParams]:
     return {
         "full": StrategyParams(learning_rate=5e-5),
-        "frozen": StrategyParams(learning_rate=1e-3),
+        # a small head on embeddings computed once (training/frozen.py): epochs cost milliseconds
+        "frozen": StrategyParams(learning_rate=3e-4, num_train_epochs=200, batch_size=64, weight_decay=0.05),
         "lora": StrategyParams(learning_rate=5e-4),
     }
 

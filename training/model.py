@@ -161,12 +161,20 @@ def build_model(
     qlora: bool = False,
     seed: int = 42,
 ) -> Any:
-    """A sequence classifier on the base with only the strategy's parameters trainable."""
+    """A sequence classifier on the base with only the strategy's parameters trainable.
+
+    frozen: the encoder without its pooler + masked mean pooling + a small head
+    (training.frozen.MeanPoolingClassifier), for every architecture.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers import logging as hf_logging
 
     torch.manual_seed(seed)
+    if strategy == "frozen":
+        from .frozen import build_frozen_model
+
+        return build_frozen_model(base.path, labels)
     kwargs: dict[str, Any] = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -182,10 +190,6 @@ def build_model(
         hf_logging.set_verbosity(verbosity)
     heads = head_prefixes(model)
     if strategy == "full":
-        return model
-    if strategy == "frozen":
-        for name, param in model.named_parameters():
-            param.requires_grad = name.split(".")[0] in heads
         return model
     if strategy != "lora":
         raise StrategyError(f"unknown strategy {strategy!r}")

@@ -41,7 +41,8 @@ def export_available() -> bool:
 def save_weights(result: TrainedModel, folder: Path) -> int:
     """Save the strategy's weights (safetensors only) under folder; return their size in bytes.
 
-    full: model.safetensors + config.json; frozen: head.safetensors + config.json; lora: adapter/ (peft).
+    full: model.safetensors + config.json; frozen: head.safetensors (its metadata names the pooling)
+    + config.json; lora: adapter/ (peft).
     """
     from safetensors.torch import save_file
 
@@ -51,11 +52,10 @@ def save_weights(result: TrainedModel, folder: Path) -> int:
     if strategy == "full":
         model.save_pretrained(folder, safe_serialization=True)
     elif strategy == "frozen":
-        heads = tuple(f"{h}." for h in head_prefixes(model))
-        state = {
-            k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(heads)
-        }
-        save_file(state, str(folder / HEAD_WEIGHTS_FILE), metadata={"format": "pt"})
+        from .frozen import POOLING, POOLING_METADATA_KEY, head_state
+
+        metadata = {"format": "pt", POOLING_METADATA_KEY: POOLING}
+        save_file(head_state(model), str(folder / HEAD_WEIGHTS_FILE), metadata=metadata)
         model.config.save_pretrained(folder)
     else:
         model.save_pretrained(folder / ADAPTER_DIR, safe_serialization=True)
@@ -228,6 +228,14 @@ def load_published_model(
                 f"{manifest.base_model.content_hash[:12]}, but {base.path} hashes to "
                 f"{str(base.content_hash)[:12]}"
             )
+        if manifest.strategy == "frozen":
+            from .frozen import load_mean_pooling_model
+
+            mean_model = load_mean_pooling_model(
+                weights / HEAD_WEIGHTS_FILE, base.path, manifest.labels, f"{scenario} v{version}"
+            )
+            if mean_model is not None:
+                return mean_model, tokenizer, manifest
         labels = manifest.labels
         with _quiet_transformers():  # the head is loaded below: "newly initialized ... TRAIN" is wrong here
             model = AutoModelForSequenceClassification.from_pretrained(

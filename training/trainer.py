@@ -155,6 +155,14 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     """
     from transformers import set_seed
 
+    if config.strategy == "frozen" and config.adversarial != "none":
+        from .errors import StrategyError
+
+        raise StrategyError(
+            f"adversarial {config.adversarial} perturbs the encoder's input on every step; the frozen "
+            "strategy trains its head on embeddings computed once, so it takes no adversarial training "
+            "(use --strategy lora or full)"
+        )
     data = prepare_data(config)
     base = resolve_base_model(config.base_model)
     set_seed(config.seed)
@@ -164,6 +172,10 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     out = _start_run_folder(config, data)
     balance = _class_balance(config, data)
     _log_start(config, base, data, balance, trainable, total)
+    if config.strategy == "frozen":
+        return _train_frozen(
+            config, model, tokenizer, base, data, balance, out, trainable, total, extra_callbacks
+        )
     max_len = config.scenario.max_length_tokens
     train_ds = tokenize(data.train, tokenizer, max_len)
     val_ds = tokenize(data.validation, tokenizer, max_len)
@@ -190,6 +202,60 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     )
     _finish_run_folder(result, out)
     return result
+
+
+def _train_frozen(
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    base: ResolvedBase,
+    data: PreparedData,
+    balance: _ClassBalance,
+    out: Path,
+    trainable: int,
+    total: int,
+    extra_callbacks: list[Any] | None,
+) -> TrainedModel:
+    """Frozen: embed the rows once, train the head on the embeddings (training/frozen.py), no Trainer."""
+    from .frozen import train_frozen
+
+    run = train_frozen(
+        model, tokenizer, data, config, balance.loss_weights, balance.sample_weights, extra_callbacks
+    )
+    metrics = _metrics_from_logits(run.fit.val_logits, data, balance.weighted, run.fit.eval_loss)
+    metrics["head_epochs"] = run.fit.epochs_run
+    metrics["head_best_epoch"] = run.fit.best_epoch
+    metrics["embed_time_s"] = round(run.embed_time_s, 3)
+    _write_tensorboard(out, run.fit.log_history)
+    result = TrainedModel(
+        config=config,
+        model=run.model,
+        tokenizer=tokenizer,
+        base=base,
+        data=data,
+        metrics=metrics,
+        trainable_params=trainable,
+        total_params=total,
+        train_time_s=run.train_time_s,
+        class_weights=balance.loss_weights,
+        log_history=run.fit.log_history,
+    )
+    _finish_run_folder(result, out)
+    return result
+
+
+def _write_tensorboard(out: Path, history: list[dict[str, Any]]) -> None:
+    """The head's per-epoch losses and validation figures, where the Trainer would write its own."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional for the frozen path: the figures are in metrics.json
+        return
+    with SummaryWriter(str(out / "tensorboard")) as writer:
+        for entry in history:
+            for name, value in entry.items():
+                if name not in ("epoch", "step"):
+                    tag = f"eval/{name[5:]}" if name.startswith("eval_") else f"train/{name}"
+                    writer.add_scalar(tag, value, int(entry["epoch"]))
 
 
 def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> Any:
@@ -365,11 +431,17 @@ def _logits(prediction: Any) -> np.ndarray:
 def _validation_metrics(trainer: Any, val_ds: Any, data: PreparedData, weighted: bool) -> dict[str, Any]:
     """Metrics of the trained (best) model on the validation rows."""
     prediction = trainer.predict(val_ds)
-    logits = _logits(prediction)
+    eval_loss = float(prediction.metrics.get("test_loss", float("nan")))
+    return _metrics_from_logits(_logits(prediction), data, weighted, eval_loss)
+
+
+def _metrics_from_logits(
+    logits: np.ndarray, data: PreparedData, weighted: bool, eval_loss: float
+) -> dict[str, Any]:
     metrics = classification_metrics(data.validation.label_ids, np.argmax(logits, axis=-1), data.labels)
     # Chosen here, on validation, stored with the metrics in the manifest; serving applies it on request.
     metrics["decision_threshold"] = decision_threshold(data.validation.label_ids, softmax(logits))
-    metrics["eval_loss"] = float(prediction.metrics.get("test_loss", float("nan")))
+    metrics["eval_loss"] = eval_loss
     metrics["class_weighting"] = weighted
     return metrics
 

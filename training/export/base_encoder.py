@@ -18,12 +18,24 @@ from .precisions import RECIPES, GraphBuilder
 def load_base_encoder(base_model_path: str | Path, kind: str, input_names: list[str]) -> Any:
     """The un-adapted base, wrapped to output `features` (what the head consumes)."""
     from transformers import AutoConfig, AutoModel
+    from transformers import logging as hf_logging
 
     config = AutoConfig.from_pretrained(base_model_path)
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
-    if kind == "roberta":
-        kwargs["add_pooling_layer"] = False  # the roberta head reads the first token, not the pooler
-    encoder = AutoModel.from_pretrained(base_model_path, config=config, **kwargs).eval()
+    if kind in ("roberta", "mean_mlp"):
+        kwargs["add_pooling_layer"] = False  # these heads read the first token or the mean, not the pooler
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "pooler weights not used" is expected without the pooler
+    try:
+        encoder = AutoModel.from_pretrained(base_model_path, config=config, **kwargs).eval()
+    except TypeError:
+        if kind != "mean_mlp":
+            raise
+        # An architecture without a pooler takes no add_pooling_layer; the mean needs none.
+        kwargs.pop("add_pooling_layer")
+        encoder = AutoModel.from_pretrained(base_model_path, config=config, **kwargs).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return heads.FeatureEncoder.build(encoder, kind, input_names), config
 
 

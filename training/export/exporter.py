@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from model_repository import (
+    FEATURES_OF_KIND,
     BaseEncoderRef,
     BaseModelRef,
     ExportRecord,
@@ -150,7 +151,7 @@ def export_into(
             )
         arrays = _save_head(version_dir, model, merged, strategy, kind)
         fields["head"] = HeadSpec(kind=kind, path=layout.HEAD_FILE).model_dump(mode="json")
-        key = base_key(base_model, base_model_path)
+        key = base_key(base_model, base_model_path, FEATURES_OF_KIND[kind])
         input_names = list(exports[0].inputs) if exports else list(rows.batches[0])
         paths = base_encoder.ensure_base(
             repository,

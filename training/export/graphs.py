@@ -37,9 +37,26 @@ def _quiet() -> Any:
             yield
 
 
-def export_sequence_classifier(model: Any, workdir: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export a (merged) transformers sequence classifier with optimum; return the raw graph path."""
+def export_sequence_classifier(
+    model: Any, workdir: Path, opset: int = DEFAULT_OPSET, input_names: list[str] | None = None
+) -> Path:
+    """Export a (merged) transformers sequence classifier with optimum; return the raw graph path.
+
+    A model optimum has no task for (the frozen strategy's mean-pooling classifier, which is no
+    PreTrainedModel) is traced directly with input_names (the tokenizer's) and output `logits`.
+    """
     from optimum.exporters.onnx import main_export
+
+    if not hasattr(model, "save_pretrained"):
+        if not input_names:
+            raise ExportError(f"{type(model).__name__}: tracing it needs the tokenizer's input names")
+        return export_traced(
+            _logits_module(model, input_names),
+            input_names,
+            workdir / "traced" / "model.onnx",
+            opset,
+            "logits",
+        )
 
     source = workdir / "torch"
     model.save_pretrained(source, safe_serialization=True)
@@ -68,10 +85,32 @@ def export_sequence_classifier(model: Any, workdir: Path, opset: int = DEFAULT_O
     return graph
 
 
+def _logits_module(model: Any, input_names: list[str]) -> Any:
+    """A module taking the inputs positionally, in input_names order, and returning the logits only."""
+    import torch
+
+    class _Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(input_names, inputs, strict=True))).logits
+
+    return _Logits().eval()
+
+
 def export_feature_encoder(
     encoder: Any, input_names: list[str], path: Path, opset: int = DEFAULT_OPSET
 ) -> Path:
     """Export a torch module (input ids, mask[, token types]) -> features [batch, H] with one output."""
+    return export_traced(encoder, input_names, path, opset, "features")
+
+
+def export_traced(
+    module: Any, input_names: list[str], path: Path, opset: int = DEFAULT_OPSET, output_name: str = "features"
+) -> Path:
+    """Export a torch module (input ids, mask[, token types]) -> [batch, n] under output_name."""
     import torch
 
     batch, seq = 2, 8
@@ -82,15 +121,15 @@ def export_feature_encoder(
         for name in input_names
     )
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in input_names}
-    axes["features"] = {0: "batch_size"}
+    axes[output_name] = {0: "batch_size"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet(), torch.no_grad():
         torch.onnx.export(
-            encoder,
+            module,
             dummy,
             str(path),
             input_names=input_names,
-            output_names=["features"],
+            output_names=[output_name],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,

@@ -19,9 +19,13 @@ def _encoder_of(model: Any) -> Any:
 
 
 def head_kind(model: Any) -> str | None:
-    """'roberta', 'linear' or None (no numpy head: the version serves through its own graph)."""
+    """'mean_mlp', 'roberta', 'linear' or None (no numpy head: served through its own graph)."""
     import torch
 
+    from ..frozen import HEAD_KIND, MeanPoolingClassifier
+
+    if isinstance(model, MeanPoolingClassifier):
+        return HEAD_KIND
     classifier = getattr(model, "classifier", None)
     model_type = getattr(model.config, "model_type", None)
     if (
@@ -43,8 +47,10 @@ def head_arrays(model: Any, kind: str) -> dict[str, np.ndarray]:
     def arr(t: Any) -> np.ndarray:
         return t.detach().float().cpu().numpy().astype(np.float32)
 
-    if kind == "roberta":
+    if kind in ("roberta", "mean_mlp"):
+        standardise = {"mean": arr(c.mean), "scale": arr(c.scale)} if kind == "mean_mlp" else {}
         return {
+            **standardise,
             "dense_weight": arr(c.dense.weight),
             "dense_bias": arr(c.dense.bias),
             "out_proj_weight": arr(c.out_proj.weight),
@@ -73,7 +79,12 @@ class FeatureEncoder:
                 self.encoder = encoder
 
             def forward(self, *inputs: Any) -> Any:
-                out = self.encoder(**dict(zip(input_names, inputs, strict=True)), return_dict=True)
+                named = dict(zip(input_names, inputs, strict=True))
+                out = self.encoder(**named, return_dict=True)
+                if kind == "mean_mlp":
+                    from ..frozen import mean_pool
+
+                    return mean_pool(out.last_hidden_state, named["attention_mask"])
                 return out.pooler_output if kind == "linear" else out.last_hidden_state[:, 0]
 
         return _Features().eval()

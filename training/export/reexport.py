@@ -68,12 +68,24 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
     """Rebuild the torch model and tokenizer of a published version from its own files."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    from ..frozen import load_mean_pooling_model
+
     tokenizer = AutoTokenizer.from_pretrained(folder / layout.TOKENIZER_DIR)
     labels = manifest.labels
     label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {v: i for i, v in enumerate(labels)}}
     weights = folder / layout.WEIGHTS_DIR
     if manifest.strategy == "full":
         model = AutoModelForSequenceClassification.from_pretrained(weights)
+    elif (
+        manifest.strategy == "frozen"
+        and (
+            mean_model := load_mean_pooling_model(
+                weights / HEAD_WEIGHTS_FILE, manifest.base_model.id, labels, f"{folder}"
+            )
+        )
+        is not None
+    ):
+        model = mean_model
     elif manifest.strategy == "frozen":
         from safetensors.torch import load_file
 

@@ -43,13 +43,18 @@ def build_classifier(
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
+    if strategy == "frozen":  # what training's frozen strategy builds: the encoder's masked mean + head
+        from training.frozen import build_frozen_model
+
+        model = build_frozen_model(base_dir, LABELS)
+        return _fit(model, model.classifier.parameters(), texts, labels, tokenizer)
     model = AutoModelForSequenceClassification.from_pretrained(
         base_dir,
         num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)),
         label2id={v: i for i, v in enumerate(LABELS)},
     )
-    if strategy == "frozen":
+    if strategy == "frozen_legacy":  # frozen as published before mean pooling: HF head, first token
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("classifier.")
     elif strategy == "lora":
@@ -65,9 +70,15 @@ def build_classifier(
                 task_type="SEQ_CLS",
             ),
         )
+    return _fit(model, [p for p in model.parameters() if p.requires_grad], texts, labels, tokenizer)
+
+
+def _fit(model: Any, params: Any, texts: list[str], labels: list[str], tokenizer: Any) -> Any:
+    import torch
+
     enc = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH_TOKENS, return_tensors="pt")
     gold = torch.tensor([LABELS.index(y) for y in labels])
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    optim = torch.optim.AdamW(params, lr=1e-2)
     model.train()
     for _ in range(15):
         optim.zero_grad()
@@ -83,5 +94,5 @@ def tiny_models(
     texts, labels = toy_rows
     return {
         s: build_classifier(tiny_roberta_dir, s, texts, labels, tiny_tokenizer)
-        for s in ("full", "frozen", "lora")
+        for s in ("full", "frozen", "frozen_legacy", "lora")
     }

@@ -83,18 +83,19 @@ def published(tmp_path_factory, tiny_models, tiny_tokenizer, tiny_base_ref, tiny
     repo = ModelRepository(tmp_path_factory.mktemp("repo"))
     logs: dict[str, list[str]] = {}
     manifests = {}
-    for scenario, strategy in (
-        ("full", "full"),
-        ("frozen", "frozen"),
-        ("lora", "lora"),
-        ("frozen-b", "frozen"),
+    for scenario, strategy, model in (
+        ("full", "full", "full"),
+        ("frozen", "frozen", "frozen"),
+        ("lora", "lora", "lora"),
+        ("frozen-b", "frozen", "frozen"),
+        ("frozen-legacy", "frozen", "frozen_legacy"),
     ):
         logs[scenario] = []
         manifests[scenario] = publish(
             repo,
             scenario,
             strategy,
-            tiny_models[strategy],
+            tiny_models[model],
             tiny_tokenizer,
             tiny_base_ref,
             tiny_roberta_dir,
@@ -104,13 +105,22 @@ def published(tmp_path_factory, tiny_models, tiny_tokenizer, tiny_base_ref, tiny
     return repo, manifests, logs
 
 
-@pytest.mark.parametrize("strategy", ["full", "frozen", "lora"])
+# scenario of the published fixture -> (tiny model it was exported from, head kind)
+HEADS = {
+    "frozen": ("frozen", "mean_mlp"),
+    "frozen-legacy": ("frozen_legacy", "roberta"),
+    "lora": ("lora", "roberta"),
+}
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "lora", "frozen_legacy"])
 def test_each_strategy_exports_graphs_that_match_torch(
     published, tiny_models, tiny_tokenizer, toy_rows, strategy
 ):
     repo, manifests, _ = published
-    manifest = manifests[strategy]
-    folder = repo.version_path(strategy, manifest.version)
+    scenario = strategy.replace("_", "-")
+    manifest = manifests[scenario]
+    folder = repo.version_path(scenario, manifest.version)
     assert [e.precision for e in manifest.exports] == ["fp32", "int8"]
     fp32, int8 = manifest.exports
     assert fp32.path == "onnx/model.fp32.onnx" and int8.path == "onnx/model.int8.onnx"
@@ -122,29 +132,31 @@ def test_each_strategy_exports_graphs_that_match_torch(
     texts = [*toy_rows[0][:20], "ok", "a much longer sentence " * 20]
     expected = torch_logits(tiny_models[strategy], tiny_tokenizer, texts)
     assert np.abs(ort_run(folder / fp32.path, tiny_tokenizer, texts) - expected).max() <= 1e-3
-    repo.verify(strategy, manifest.version)
+    repo.verify(scenario, manifest.version)
 
 
-@pytest.mark.parametrize("strategy", ["frozen", "lora"])
-def test_head_on_shared_base_encoder(published, tiny_models, tiny_tokenizer, toy_rows, strategy):
+@pytest.mark.parametrize("scenario", list(HEADS))
+def test_head_on_shared_base_encoder(published, tiny_models, tiny_tokenizer, toy_rows, scenario):
     repo, manifests, _ = published
-    manifest = manifests[strategy]
-    assert manifest.head is not None and manifest.head.kind == "roberta"
+    manifest = manifests[scenario]
+    model, kind = HEADS[scenario]
+    assert manifest.head is not None and manifest.head.kind == kind
     assert manifest.base_encoder is not None and manifest.base_encoder.precisions == ["fp32", "int8"]
     encoder = repo.base_path(manifest.base_encoder.key, "fp32") / "encoder.onnx"
     session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["features"]
-    head = dict(np.load(repo.version_path(strategy, manifest.version) / manifest.head.path))
-    assert set(head) == {"dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"}
-    texts = toy_rows[0][:30]
-    logits = apply_head("roberta", head, ort_run(encoder, tiny_tokenizer, texts))
-    expected = torch_logits(tiny_models[strategy], tiny_tokenizer, texts)
-    if strategy == "frozen":
+    head = dict(np.load(repo.version_path(scenario, manifest.version) / manifest.head.path))
+    standardise = {"mean", "scale"} if kind == "mean_mlp" else set()
+    assert set(head) == {"dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"} | standardise
+    texts = [*toy_rows[0][:30], "ok", "a much longer sentence " * 20]  # padding and truncation
+    logits = apply_head(kind, head, ort_run(encoder, tiny_tokenizer, texts))
+    expected = torch_logits(tiny_models[model], tiny_tokenizer, texts)
+    if manifest.strategy == "frozen":
         assert np.abs(logits - expected).max() <= 1e-3
     else:
         # LoRA changes the encoder: the base alone must NOT reproduce it; lora.npz carries the difference.
         assert np.abs(logits - expected).max() > 1e-3
-        lora = dict(np.load(repo.version_path(strategy, manifest.version) / "lora.npz"))
+        lora = dict(np.load(repo.version_path(scenario, manifest.version) / "lora.npz"))
         assert lora["attention.self.query.A"].shape == (2, 4, 32)  # [layers, r, in]
         assert lora["attention.self.value.B"].shape == (2, 32, 4)  # [layers, out, r]
         assert list(lora["attention.self.query.layers"]) == [0, 1]
@@ -152,18 +164,33 @@ def test_head_on_shared_base_encoder(published, tiny_models, tiny_tokenizer, toy
 
 def test_base_encoder_is_exported_once_for_scenarios_on_the_same_base(published):
     repo, manifests, logs = published
-    keys = {manifests[s].base_encoder.key for s in ("frozen", "lora", "frozen-b")}
-    assert len(keys) == 1
-    (key,) = keys
-    assert sorted(p.name for p in repo.base_path(key).iterdir() if not p.name.startswith(".")) == [
-        "fp32",
-        "int8",
-    ]
+    key = manifests["frozen"].base_encoder.key
+    first_token = manifests["lora"].base_encoder.key
+    assert manifests["frozen-b"].base_encoder.key == key and key == f"{first_token}-mean"
+    assert manifests["frozen-legacy"].base_encoder.key == first_token  # old kinds keep the plain key
+    for shared in (key, first_token):
+        assert sorted(p.name for p in repo.base_path(shared).iterdir() if not p.name.startswith(".")) == [
+            "fp32",
+            "int8",
+        ]
     assert any("exported" in m and key in m and "reused" not in m for m in logs["frozen"])
     assert sum("reused" in m for m in logs["frozen-b"]) == 2 and not any(
         "reused" in m for m in logs["frozen"]
     )
+    assert sum("reused" in m for m in logs["frozen-legacy"]) == 2  # the lora scenario exported it
     assert "base_encoder" not in manifests["full"].model_dump(exclude_none=True)
+
+
+def test_mean_pooling_base_records_its_parity_in_each_precision(published):
+    """fp32 features and logits through head.npz match torch; int8 is checked through the head too."""
+    repo, manifests, _ = published
+    key = manifests["frozen"].base_encoder.key
+    fp32, int8 = (repo.base_info(key, p)["info"] for p in ("fp32", "int8"))
+    for info in (fp32, int8):
+        assert info["head_kind"] == "mean_mlp" and info["features_dim"] == 32
+        assert info["parity"]["verified"] and info["parity"]["n_samples"] == 90
+    assert fp32["parity"]["max_abs_feature_diff"] <= 1e-4 and fp32["parity"]["max_abs_logit_diff"] <= 1e-3
+    assert fp32["parity"]["agreement"] == 1.0 and int8["parity"]["agreement"] >= 0.9
 
 
 def test_corrupted_graph_fails_verify_and_is_not_reexported(published):

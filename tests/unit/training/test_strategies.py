@@ -37,14 +37,80 @@ def test_loss_falls_and_validation_beats_chance(name: str, request: pytest.Fixtu
 
 def test_frozen_changes_only_head_weights(frozen_run, pretrained_base: Path) -> None:
     base = resolve_base_model(str(pretrained_base))
-    initial = build_model(base, "frozen", frozen_run.labels, seed=frozen_run.config.seed).state_dict()
-    trained = frozen_run.model.state_dict()
-    encoder = [k for k in initial if k.startswith("roberta.")]
-    head = [k for k in initial if k.startswith("classifier.")]
-    assert encoder and head
+    fresh = build_model(base, "frozen", frozen_run.labels, seed=frozen_run.config.seed)
+    initial, trained = fresh.state_dict(), frozen_run.model.state_dict()
+    encoder = [k for k in initial if k.startswith("encoder.")]
+    head = [k for k in initial if k.startswith("classifier.")]  # weights + standardisation buffers
+    assert encoder and head and len(encoder) + len(head) == len(initial)
+    assert not [k for k in encoder if "pooler" in k]  # the mean replaces the pooler
     assert all(torch.equal(initial[k], trained[k]) for k in encoder)
     assert all(not torch.equal(initial[k], trained[k]) for k in head)
-    assert frozen_run.trainable_params == sum(initial[k].numel() for k in head)
+    assert frozen_run.trainable_params == sum(p.numel() for p in fresh.classifier.parameters())
+
+
+def _masked_mean_by_hand(encoder, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Each text alone (no padding at all): the plain mean of its token states."""
+    rows = []
+    with torch.inference_mode():
+        for text in texts:
+            enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=32)
+            rows.append(encoder(**enc).last_hidden_state[0].mean(dim=0))
+    return torch.stack(rows)
+
+
+def test_frozen_reads_the_masked_mean_of_the_last_hidden_state(frozen_run) -> None:
+    """Not the pooler, not the first token: the logits are the head on the mean of the real tokens."""
+    model, tokenizer = frozen_run.model, frozen_run.tokenizer
+    texts = ["ok", *frozen_run.data.validation.texts[:7], "a much longer sentence " * 5]
+    expected_features = _masked_mean_by_hand(model.encoder, tokenizer, texts)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    assert int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()  # the batch pads
+    with torch.inference_mode():
+        features = model.features(**batch)
+        logits = model(**batch).logits
+        first_token = model.encoder(**batch).last_hidden_state[:, 0]
+    torch.testing.assert_close(features, expected_features, atol=1e-5, rtol=1e-4)
+    assert (features - first_token).abs().max() > 1e-2
+    head = model.classifier
+    unit = torch.nn.functional.normalize(expected_features, dim=-1)
+    z = (unit - head.mean) / head.scale
+    by_hand = torch.relu(z @ head.dense.weight.T + head.dense.bias) @ head.out_proj.weight.T
+    torch.testing.assert_close(logits, by_hand + head.out_proj.bias, atol=1e-5, rtol=1e-4)
+
+
+def test_frozen_trains_the_head_on_embeddings_computed_once(frozen_run) -> None:
+    from training.frozen import MeanPoolingClassifier
+
+    assert isinstance(frozen_run.model, MeanPoolingClassifier)
+    evaluations = [e for e in frozen_run.log_history if "eval_macro_f1" in e]
+    epochs, best_epoch = frozen_run.metrics["head_epochs"], frozen_run.metrics["head_best_epoch"]
+    assert len(evaluations) == epochs and [e["epoch"] for e in evaluations] == list(range(1, epochs + 1))
+    # Early stopping counts epochs: 10 per unit of patience (the default 2), or all 30 epochs ran.
+    assert epochs == 30 or epochs - best_epoch == 20
+    best = max(e["eval_macro_f1"] for e in evaluations)
+    assert frozen_run.metrics["macro_f1"] == pytest.approx(best, abs=1e-9)  # the best head is kept
+    assert best_epoch == next(e["epoch"] for e in evaluations if e["eval_macro_f1"] == best)
+    assert frozen_run.metrics["embed_time_s"] < frozen_run.train_time_s
+    assert {"decision_threshold", "eval_loss", "class_weighting", "confusion_matrix"} <= set(
+        frozen_run.metrics
+    )
+    run_dir = Path(frozen_run.config.output_dir)
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "confusion_matrix.png").is_file()
+
+
+def test_frozen_refuses_adversarial_training(toy_scenario, pretrained_base: Path, tmp_path: Path) -> None:
+    from training import StrategyError, make_train_config, train
+
+    config = make_train_config(
+        toy_scenario,
+        "frozen",
+        base_model=str(pretrained_base),
+        output_dir=tmp_path,
+        adversarial="fgm",
+        adversarial_epsilon=1.0,
+    )
+    with pytest.raises(StrategyError, match="adversarial"):
+        train(config)
 
 
 def test_lora_leaves_base_weights_unchanged(lora_run, pretrained_base: Path) -> None:
@@ -177,7 +243,7 @@ def test_single_epoch_run_is_scored_once_without_checkpoints(
 
     config = make_train_config(
         toy_scenario,
-        "frozen",
+        "lora",  # the Trainer's single pass (frozen trains its head without the Trainer)
         base_model=str(pretrained_base),
         output_dir=tmp_path / "run",
         num_train_epochs=1,
