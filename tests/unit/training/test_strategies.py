@@ -260,3 +260,15 @@ def test_single_epoch_run_is_scored_once_without_checkpoints(
         "label_distribution.png",
         "tensorboard",
     }
+
+
+def test_the_head_early_stops_on_the_macro_f1_the_run_reports() -> None:
+    """The per-epoch macro-F1 (numpy) is classification_metrics' (macro over the classes present)."""
+    from training import classification_metrics
+    from training.frozen import macro_f1
+
+    rng = np.random.default_rng(0)
+    gold = rng.choice([0, 1, 3], size=200)  # class 2 absent from the reference
+    predicted = rng.integers(0, 4, size=200)
+    expected = classification_metrics(gold, predicted, ["a", "b", "c", "d"])["macro_f1"]
+    assert macro_f1(gold, predicted, 4) == pytest.approx(expected, abs=1e-12)
