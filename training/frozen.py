@@ -188,14 +188,22 @@ def encode_features(
 
     if not texts:
         return torch.zeros((0, model.config.hidden_size))
-    encoded = tokenizer(texts, truncation=True, max_length=max_length_tokens)
-    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    lengths = [
+        len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length_tokens)["input_ids"]
+    ]
+    order = np.argsort(lengths, kind="stable")
     out = torch.empty((len(texts), model.config.hidden_size))
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc="embedding", leave=False):
             rows = order[start : start + batch_size]
-            batch = tokenizer.pad([{k: encoded[k][i] for k in encoded} for i in rows], return_tensors="pt")
+            batch = tokenizer(
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=max_length_tokens,
+                return_tensors="pt",
+            )
             batch = {k: v.to(model.device) for k, v in batch.items()}
             out[torch.as_tensor(rows)] = model.features(**batch).float().cpu()
     return out
