@@ -25,7 +25,7 @@ HOST ?= http://127.0.0.1:8000
 # Peers for `labelwise bench`, each in its own venv under var/ (never a project dependency).
 PEERS_DIR ?= var/peers
 
-.PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean wrk peers
+.PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean wrk peers results
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ lint: install
 
 bench: install
 	$(LOCAL_ENV) $(PY) -m labelwise.cli bench $(BENCH_ARGS)
+
+# docs/results.md: six scenarios x three strategies at 1,000 and 4,000 rows, a learning curve, ATIS weighting,
+# FGM over 3 seeds and the seed article's SST-2 table, all on held-out test splits. Resumable: a rerun skips
+# finished cells (runs/results/cells/). Minutes measured on a 2-core machine: see the top of docs/results.md.
+results: install
+	$(LOCAL_ENV) $(PY) -m labelwise.cli results $(RESULTS_ARGS)
 
 # wrk drives the bench's HTTP load when present (Debian's package; we run as root here).
 wrk:

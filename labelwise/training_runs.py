@@ -29,12 +29,10 @@ def export_precisions(value: str | None) -> list[str]:
 
 def train_overrides(**kwargs: Any) -> dict[str, Any]:
     """TrainConfig overrides from command-line values: None means not given; a comma list of LoRA
-    target modules becomes a list; early-stopping patience 0 disables it."""
+    target modules becomes a list (early-stopping patience 0 disables it: TrainConfig)."""
     out = {k: v for k, v in kwargs.items() if v is not None}
     if "lora_target_modules" in out:
         out["lora_target_modules"] = [m.strip() for m in out["lora_target_modules"].split(",") if m.strip()]
-    if out.get("early_stopping_patience") == 0:
-        out["early_stopping_patience"] = None
     return out
 
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .text import TextNormalization
+
 SCHEMA_VERSION = 1
 
 Strategy = Literal["full", "frozen", "lora"]
@@ -79,6 +81,11 @@ class Manifest(_Strict):
     base_model: BaseModelRef
     labels: list[str] = Field(min_length=2, description="Label names in logit order.")
     max_length_tokens: int = Field(gt=0)
+    text_normalization: TextNormalization | None = Field(
+        default=None,
+        description="Cleaning applied to every text before tokenizing, in training, evaluation and "
+        "serving alike; None (versions published before it was recorded) tokenizes the raw text.",
+    )
     metrics: dict[str, Any] = Field(
         default_factory=dict,
         description="Validation metrics; `test` (when the scenario holds out a test split and the version "

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from model_repository.text import TextNormalization
+
 from .errors import ScenarioConfigError
 from .tuning.space import SearchSpace
 
@@ -23,18 +25,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class CleaningConfig(_Strict):
-    """Text cleaning before tokenizing. Lower-casing and removing punctuation/digits hurt cased BPE models,
-    so they are opt-in only."""
-
-    normalize_whitespace: bool = Field(
-        default=True, description="Collapse runs of whitespace and strip ends."
-    )
-    strip_html: bool = Field(default=True, description="Remove HTML tags and unescape HTML entities.")
-    strip_urls: bool = Field(default=True, description="Remove http(s):// and www. URLs.")
-    lowercase: bool = Field(default=False, description="Lower-case the text (opt-in: hurts cased models).")
-    remove_punctuation: bool = Field(default=False, description="Drop punctuation (opt-in).")
-    remove_digits: bool = Field(default=False, description="Drop digits (opt-in).")
+# The scenario's cleaning is the one text normalisation serving applies too (model_repository.text).
+CleaningConfig = TextNormalization
 
 
 class StrategyParams(_Strict):
@@ -43,6 +35,20 @@ class StrategyParams(_Strict):
     learning_rate: float = Field(default=5e-5, gt=0, description="Peak AdamW learning rate.")
     num_train_epochs: float = Field(
         default=3.0, gt=0, description="Epochs over the (possibly capped) train set."
+    )
+    min_train_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train at least this many optimizer steps: a small train set gets more epochs than "
+        "num_train_epochs (early stopping on validation macro-F1 still ends a run that stops improving).",
+    )
+    max_train_epochs: float = Field(
+        default=20.0, gt=0, description="Upper bound on the epochs min_train_steps may add."
+    )
+    head_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Learning rate of the classification head (full and lora); None: learning_rate.",
     )
     batch_size: int = Field(default=16, ge=1, description="Rows per training step per device.")
     eval_batch_size: int = Field(default=64, ge=1, description="Rows per evaluation step.")
@@ -84,6 +90,16 @@ class ScenarioConfig(_Strict):
     )
     validation_split: float = Field(
         default=0.1, gt=0, lt=0.5, description="Share of train held out when no validation file is given."
+    )
+    test_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=0.5,
+        description="Share of the train file held out as the scenario's own test split (fixed seed, "
+        "stratified, never trained or tuned on); 0 keeps every row for training.",
+    )
+    test_max_rows: int = Field(
+        default=2000, ge=1, description="At most this many test rows (the rest stay in train)."
     )
     unknown_validation_labels: Literal["error", "drop"] = Field(
         default="error",
@@ -148,8 +164,8 @@ class TrainConfig(_Strict):
     )
     early_stopping_patience: int | None = Field(
         default=2,
-        ge=1,
-        description="Evaluations without macro-F1 improvement before stopping; None disables.",
+        ge=0,
+        description="Evaluations without macro-F1 improvement before stopping; 0 (or None) disables.",
     )
     logging_steps: int = Field(default=20, ge=1, description="Log the training loss every N steps.")
     seed: int = Field(default=42, description="Seed for sampling, splits and weight init.")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,33 +10,40 @@ from typing import Any
 
 import numpy as np
 
+from model_repository.text import normalize_text
+
 from .config import CleaningConfig, ScenarioConfig, TrainConfig
 from .errors import DataError
 
 log = logging.getLogger(__name__)
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-_TAG = re.compile(r"<[^>]{1,200}>")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]")
-_DIGIT = re.compile(r"\d")
+
+
+# The test split's seed is the project's, not the run's: every run, budget and tuning trial of a
+# scenario holds out the same rows.
+TEST_SPLIT_SEED = 20161
 
 
 @dataclass
 class LabeledTexts:
-    """Cleaned texts with label ids in the scenario's label order."""
+    """Cleaned texts with label ids in the scenario's label order; `raw` keeps the file's texts (what a
+    client would send: the serving engine cleans them itself)."""
 
     texts: list[str]
     label_ids: list[int]
     source: str
+    raw: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: np.ndarray | list[int], source: str | None = None) -> LabeledTexts:
         return LabeledTexts(
-            [self.texts[i] for i in index], [self.label_ids[i] for i in index], source or self.source
+            [self.texts[i] for i in index],
+            [self.label_ids[i] for i in index],
+            source or self.source,
+            None if self.raw is None else [self.raw[i] for i in index],
         )
 
 
@@ -51,6 +56,7 @@ class PreparedData:
     labels: list[str]
     validation_is_split: bool
     dropped_validation_rows: int = 0
+    test: LabeledTexts | None = None
 
     def train_counts(self) -> list[int]:
         counts = Counter(self.train.label_ids)
@@ -58,19 +64,8 @@ class PreparedData:
 
 
 def clean_text(text: str, cleaning: CleaningConfig) -> str:
-    if cleaning.strip_html:
-        text = html.unescape(_TAG.sub(" ", text))
-    if cleaning.strip_urls:
-        text = _URL.sub(" ", text)
-    if cleaning.lowercase:
-        text = text.lower()
-    if cleaning.remove_punctuation:
-        text = _PUNCT.sub(" ", text)
-    if cleaning.remove_digits:
-        text = _DIGIT.sub(" ", text)
-    if cleaning.normalize_whitespace:
-        text = _SPACE.sub(" ", text).strip()
-    return text
+    """The scenario's cleaning: the same function serving applies to a request's text."""
+    return normalize_text(text, cleaning)
 
 
 def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
@@ -113,6 +108,7 @@ def load_labeled(
     table = read_table(path, [scenario.text_column, scenario.label_column])
     label_to_id = {name: i for i, name in enumerate(labels)}
     texts: list[str] = []
+    raw: list[str] = []
     ids: list[int] = []
     unknown_counts: Counter[str] = Counter()
     for row, (text, label) in enumerate(
@@ -127,7 +123,8 @@ def load_labeled(
         if name not in label_to_id:
             unknown_counts[name] += 1
             continue
-        texts.append(clean_text(str(text), scenario.cleaning))
+        raw.append(str(text))
+        texts.append(clean_text(raw[-1], scenario.cleaning))
         ids.append(label_to_id[name])
     if unknown_counts:
         first = next(iter(unknown_counts))
@@ -146,7 +143,7 @@ def load_labeled(
         )
     if not texts:
         raise DataError(f"data file {path}: no rows left with a known label")
-    return LabeledTexts(texts, ids, str(path)), sum(unknown_counts.values())
+    return LabeledTexts(texts, ids, str(path), raw), sum(unknown_counts.values())
 
 
 def stratified_split(label_ids: list[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,11 +172,40 @@ def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
     return np.concatenate([np.asarray(extra, dtype=int), sample])[: max(n, len(extra))]
 
 
+def split_test(train: LabeledTexts, scenario: ScenarioConfig) -> tuple[LabeledTexts, LabeledTexts | None]:
+    """(rest, test): the scenario's own test split, carved from its train file with a fixed seed.
+
+    Stratified, `test_fraction` of the rows but at most `test_max_rows`; the same rows whatever the
+    run's seed, budget or hyperparameters, so no run, comparison or tuning trial ever trains on them.
+    """
+    if scenario.test_fraction <= 0:
+        return train, None
+    fraction = min(scenario.test_fraction, scenario.test_max_rows / len(train))
+    keep, held = stratified_split(train.label_ids, fraction, TEST_SPLIT_SEED)
+    test = train.subset(
+        np.sort(held), f"{train.source} (test split {len(held)} rows, seed {TEST_SPLIT_SEED})"
+    )
+    return train.subset(np.sort(keep)), test
+
+
+def load_test_split(config: TrainConfig) -> LabeledTexts:
+    """The held-out test rows of a run's scenario (what `labelwise evaluate --split test` scores)."""
+    train, _ = load_labeled(config.train_path, config.scenario, config.scenario.labels, unknown="error")
+    _, test = split_test(train, config.scenario)
+    if test is None:
+        raise DataError(
+            f"scenario {config.scenario.name!r} holds out no test split (test_fraction is 0): "
+            "pass a labeled file with --data instead"
+        )
+    return test
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Load, clean, map, split and cap the data of a run; every bad input stops here, before training."""
     scenario = config.scenario
     labels = scenario.labels
     train, _ = load_labeled(config.train_path, scenario, labels, unknown="error")
+    train, test = split_test(train, scenario)
     present = {labels[i] for i in set(train.label_ids)}
     if len(present) < 2:
         raise DataError(
@@ -206,4 +232,4 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         validation = validation.subset(
             stratified_cap(validation.label_ids, config.max_eval_samples, config.seed)
         )
-    return PreparedData(train, validation, list(labels), is_split, dropped)
+    return PreparedData(train, validation, list(labels), is_split, dropped, test)

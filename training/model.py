@@ -206,8 +206,22 @@ def build_model(
         lora_dropout=lora_dropout,
         target_modules=lora_targets(base.architecture, lora_target_modules),
         modules_to_save=heads,
+        exclude_modules=outside_layers(model) or None,
     )
     return get_peft_model(model, config)
+
+
+def outside_layers(model: Any) -> list[str]:
+    """Linear modules outside the encoder's layer stack (BERT's pooler, the head): LoRA never adapts
+    them, even when a target name such as `dense` also names them. The head trains in full
+    (modules_to_save), and the served graphs adapt the layers only."""
+    import torch
+
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layer." not in f".{name}."
+    ]
 
 
 def _qlora_kwargs() -> dict[str, Any]:

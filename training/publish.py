@@ -121,6 +121,7 @@ def _manifest_fields(result: TrainedModel, extra: dict[str, Any] | None) -> dict
         "base_model": _base_ref(result),
         "labels": result.labels,
         "max_length_tokens": config.scenario.max_length_tokens,
+        "text_normalization": config.scenario.cleaning,
         "metrics": result.metrics,
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,

@@ -328,26 +328,68 @@ def _log_start(
     )
 
 
+def planned_epochs(params: Any, train_rows: int) -> float:
+    """num_train_epochs, raised so that the run makes at least min_train_steps optimizer steps (a small
+    train set needs more passes to converge), never above max_train_epochs."""
+    epochs = float(params.num_train_epochs)
+    if params.min_train_steps:
+        steps_per_epoch = max(1, math.ceil(train_rows / params.batch_size))
+        epochs = max(epochs, min(params.max_train_epochs, params.min_train_steps / steps_per_epoch))
+    return round(epochs, 2)
+
+
+def head_optimizer(model: Any, params: Any) -> Any:
+    """AdamW with the classification head at head_learning_rate and everything else at learning_rate;
+    no weight decay on biases and LayerNorm weights (as the Trainer's own optimizer)."""
+    import torch
+
+    from .model import head_prefixes
+
+    inner = getattr(model, "base_model", model) if hasattr(model, "peft_config") else model
+    inner = getattr(inner, "model", inner) if hasattr(model, "peft_config") else inner
+    heads = tuple(head_prefixes(inner))
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        parts = name.split(".")
+        # A peft model names the head base_model.model.classifier.modules_to_save.default.weight.
+        is_head = any(p in heads for p in parts[:4]) and not any("lora_" in p for p in parts)
+        decay = param.ndim >= 2 and "LayerNorm" not in name and "layer_norm" not in name
+        groups.setdefault((is_head, decay), []).append(param)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": tensors,
+                "lr": params.head_learning_rate if is_head else params.learning_rate,
+                "weight_decay": params.weight_decay if decay else 0.0,
+            }
+            for (is_head, decay), tensors in groups.items()
+        ]
+    )
+
+
 def _training_arguments(config: TrainConfig, out: Path, train_rows: int) -> tuple[Any, bool]:
     """HF TrainingArguments for the run, and whether it is a single pass (no evaluation inside the loop)."""
     from transformers import TrainingArguments
 
     params = config.params
     steps_per_epoch = math.ceil(train_rows / params.batch_size)
+    epochs = planned_epochs(params, train_rows)
     by_steps = config.eval_steps is not None or (
         config.max_steps is not None and config.max_steps < steps_per_epoch
     )
     eval_steps = config.eval_steps or (max(1, config.max_steps // 2) if config.max_steps else None)
     # A single-epoch run has one evaluation point: the final prediction below is that evaluation, so
     # evaluating (and checkpointing) inside the loop as well would only double the validation cost.
-    single_pass = not by_steps and config.max_steps is None and params.num_train_epochs <= 1
+    single_pass = not by_steps and config.max_steps is None and epochs <= 1
     strategy = "no" if single_pass else ("steps" if by_steps else "epoch")
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         logging_dir=str(out / "tensorboard"),
         report_to=["tensorboard"],
         learning_rate=params.learning_rate,
-        num_train_epochs=params.num_train_epochs,
+        num_train_epochs=epochs,
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=params.eval_batch_size,
@@ -407,7 +449,9 @@ def _make_trainer(
             "pgd_steps": config.pgd_steps,
         }
     )
+    optimizer = head_optimizer(model, config.params) if config.params.head_learning_rate else None
     return _trainer_class()(
+        optimizers=(optimizer, None),
         model=model,
         args=args,
         train_dataset=train_ds,

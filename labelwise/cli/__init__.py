@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from model_repository.errors import LabelwiseError
 
-from . import bench, classify, deploy, doctor, export, repo, serve, train, tune
+from . import bench, classify, deploy, doctor, export, repo, results, serve, train, tune
 
 __all__ = ["app", "main", "one_line"]
 
@@ -73,7 +73,7 @@ def _root(
     """Train, export, publish and serve text classifiers for many scenarios on one encoder."""
 
 
-for _module in (repo, train, tune, export, serve, deploy, bench, classify, doctor):
+for _module in (repo, train, tune, export, serve, deploy, bench, classify, doctor, results):
     _module.register(app)
 
 

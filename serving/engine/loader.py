@@ -148,7 +148,9 @@ def load_scenario(
         raise ModelLoadError(f"{name} v{version} failed verification: {exc}") from exc
     folder = repo.version_path(name, version)
     try:
-        tokenizer = TextTokenizer(folder / layout.TOKENIZER_DIR, manifest.max_length_tokens)
+        tokenizer = TextTokenizer(
+            folder / layout.TOKENIZER_DIR, manifest.max_length_tokens, manifest.text_normalization
+        )
         tok_entry = manifest.files.get(layout.TOKENIZER_FILE)
         sha = tok_entry.sha256 if tok_entry else f"{name}-{version}"
         if settings.lora_mode == "shared" and manifest.strategy == "lora":

@@ -186,7 +186,9 @@ class OnnxEngine:
         for key, indices in groups.items():
             try:
                 first = rows[indices[0]].scenario
-                ids, truncated = first.tokenizer.encode_ids([rows[i].text for i in indices])
+                # Each row is cleaned as its own version was trained, then the group tokenizes once.
+                texts = [rows[i].scenario.tokenizer.normalize(rows[i].text) for i in indices]
+                ids, truncated = first.tokenizer.encode_ids(texts, normalized=True)
                 scenarios = [rows[i].scenario for i in indices]
                 logits = self._forward(first, ids, scenarios, key[0], passes)
                 for pos, i in enumerate(indices):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model_repository.text import TextNormalization, normalize_text
+
 _PAD_CANDIDATES = ("<pad>", "[PAD]", "<PAD>", "[pad]")
 
 
@@ -23,12 +25,19 @@ def _pad_token(folder: Path) -> str | None:
 
 
 class TextTokenizer:
-    """A fast tokenizer with truncation at the manifest's max length and no padding of its own."""
+    """A fast tokenizer with truncation at the manifest's max length and no padding of its own.
 
-    def __init__(self, folder: Path, max_length_tokens: int) -> None:
+    `normalization` is the version's recorded text normalisation (None: raw text, as versions published
+    before it was recorded were served): the text is cleaned exactly as training and evaluation did.
+    """
+
+    def __init__(
+        self, folder: Path, max_length_tokens: int, normalization: TextNormalization | None = None
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.max_length_tokens = max_length_tokens
+        self.normalization = None if normalization is None or normalization.is_identity else normalization
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=max_length_tokens)
@@ -37,8 +46,17 @@ class TextTokenizer:
         # RoBERTa derives position ids from input_ids != pad id, so the pad id must be the model's own.
         self.pad_id = next((i for c in candidates if (i := self._tok.token_to_id(c)) is not None), 0)
 
-    def encode_ids(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids per text (truncated, unpadded) and the truncation flags, in one Rust call."""
+    def normalize(self, text: str) -> str:
+        """The text this version's model reads: the request's text after the recorded normalisation."""
+        return text if self.normalization is None else normalize_text(text, self.normalization)
+
+    def encode_ids(self, texts: list[str], *, normalized: bool = False) -> tuple[list[list[int]], list[bool]]:
+        """Token ids per text (truncated, unpadded) and the truncation flags, in one Rust call.
+
+        normalized: the texts went through `normalize` already (a batch that mixes scenarios
+        normalises each row with its own version's settings, then tokenizes once)."""
+        if not normalized:
+            texts = [self.normalize(t) for t in texts]
         encodings = self._tok.encode_batch(texts, add_special_tokens=True)
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
@@ -54,5 +72,5 @@ class TextTokenizer:
 
     def count(self, text: str) -> tuple[int, bool]:
         """Tokens after truncation, and whether it was truncated."""
-        enc = self._tok.encode(text, add_special_tokens=True)
+        enc = self._tok.encode(self.normalize(text), add_special_tokens=True)
         return len(enc.ids), bool(enc.overflowing)

@@ -1,0 +1,57 @@
+"""`labelwise results`: the resumable strategy x scenario job behind `make results` and docs/results.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .options import setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("results")(results_command)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def results_command(
+    out: Path = typer.Option(Path("runs/results"), "--out", help="Cell results, runs and the repository."),
+    stages: str = typer.Option(
+        "matrix,curve,atis,fgm,sst2",
+        "--stages",
+        help="Comma list of stages: matrix,curve,atis,fgm,sst2, and search (the defaults search, on "
+        "validation).",
+    ),
+    scenarios: str = typer.Option(
+        "sentiment,emotion,intent,intent_atis,news_topic,spam", "--scenarios", help="Scenarios of the matrix."
+    ),
+    budgets: str = typer.Option("1000,4000", "--budgets", help="Train rows per matrix cell (comma list)."),
+    docs: Path = typer.Option(Path("docs/results.md"), "--docs", help="Report written after every cell."),
+    time_budget_s: float | None = typer.Option(
+        None, "--time-budget-s", help="Start no new cell after this long; a rerun resumes."
+    ),
+    report_only: bool = typer.Option(False, "--report-only", help="Only regenerate the report from cells."),
+) -> None:
+    """Train every strategy on every scenario at stated budgets; score each on the held-out test split."""
+    from labelwise import results
+
+    setup_logging()
+    if report_only:
+        path = results.write_report(out, docs, results.load_done(out))
+        typer.echo(f"wrote {path}")
+        return
+    for stage in _split(stages):
+        if stage not in results.STAGES:
+            raise typer.BadParameter(f"unknown stage {stage!r}: choose from {', '.join(results.STAGES)}")
+    results.run(
+        out,
+        _split(stages),
+        _split(scenarios),
+        tuple(int(b) for b in _split(budgets)),
+        docs,
+        typer.echo,
+        time_budget_s,
+    )

@@ -1,0 +1,135 @@
+"""The plots of docs/results.md, drawn from result records (labelwise.results): labelled, files only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLORS = {"full": "#4c72b0", "lora": "#dd8452", "frozen": "#55a868"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _pyplot().close(fig)
+    return path
+
+
+def strategy_bars(
+    done: dict[str, dict[str, Any]],
+    rows: int,
+    scenarios: tuple[str, ...],
+    strategies: tuple[str, ...],
+    path: Path,
+) -> Path:
+    """Test macro-F1 per scenario and strategy at one budget, the majority-class accuracy marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    x = np.arange(len(scenarios))
+    width = 0.8 / len(strategies)
+    epochs: list[float] = []
+    for i, strategy in enumerate(strategies):
+        values = []
+        for scenario in scenarios:
+            rec = next(
+                (
+                    r
+                    for r in done.values()
+                    if r["cell"]["stage"] == "matrix"
+                    and r["cell"]["scenario"] == scenario
+                    and r["cell"]["strategy"] == strategy
+                    and r["cell"]["rows"] == rows
+                ),
+                None,
+            )
+            values.append(np.nan if rec is None else rec["test"]["macro_f1"])
+            if rec is not None and rec.get("epochs_run"):
+                epochs.append(rec["epochs_run"])
+        ax.bar(x + i * width, values, width, label=strategy, color=COLORS.get(strategy))
+    for j, scenario in enumerate(scenarios):
+        rec = next(
+            (
+                r
+                for r in done.values()
+                if r["cell"]["scenario"] == scenario and r["cell"]["stage"] == "matrix"
+            ),
+            None,
+        )
+        if rec is not None:
+            ax.hlines(rec["majority_test_accuracy"], j - 0.1, j + 0.8, colors="black", linestyles="dotted")
+    ax.set_xticks(x + width * (len(strategies) - 1) / 2, scenarios)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("macro-F1 on the test split")
+    span = f", {min(epochs):.1f}-{max(epochs):.1f} epochs run" if epochs else ""
+    ax.set_title(f"Test macro-F1, {rows:,} train rows, MiniLM{span} (dotted: majority-class accuracy)")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def learning_curve(points: list[dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy in ("full", "lora"):
+        pts = sorted(
+            (r["train_rows"], r["test"]["macro_f1"]) for r in points if r["cell"]["strategy"] == strategy
+        )
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=strategy, color=COLORS[strategy])
+    ax.set_xscale("log")
+    ax.set_xlabel("train rows")
+    ax.set_ylabel("macro-F1 on the test split")
+    test_rows = points[0]["test_rows"]
+    ax.set_title(f"sentiment: full vs LoRA by train rows ({test_rows:,} test rows)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def per_class_f1(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]], path: Path) -> Path:
+    """ATIS per-class test F1, class weighting on vs off, per strategy."""
+    plt = _pyplot()
+    labels = pairs[0][1]["labels"]
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(11, 3.2 * len(pairs)), squeeze=False)
+    x = np.arange(len(labels))
+    for ax, (strategy, weighted, plain) in zip(axes[:, 0], pairs, strict=True):
+        ax.bar(
+            x - 0.2, [weighted["test"]["per_class_f1"].get(n, 0) for n in labels], 0.4, label="weighting on"
+        )
+        ax.bar(x + 0.2, [plain["test"]["per_class_f1"].get(n, 0) for n in labels], 0.4, label="weighting off")
+        ax.set_xticks(x, labels, rotation=90, fontsize=7)
+        ax.set_ylabel("test F1")
+        ax.set_title(
+            f"ATIS {strategy}, {weighted['train_rows']:,} train rows, {weighted['test_rows']} test rows"
+        )
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def validation_vs_test(done: dict[str, dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for strategy, color in COLORS.items():
+        pts = [
+            (r["validation"]["macro_f1"], r["test"]["macro_f1"])
+            for r in done.values()
+            if r["cell"]["strategy"] == strategy
+        ]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), label=strategy, color=color, s=18)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.set_xlabel("validation macro-F1 (early-stopping rows)")
+    ax.set_ylabel("test macro-F1 (held-out split)")
+    ax.set_title(f"Validation vs test, {len(done)} runs")
+    ax.legend()
+    return _save(fig, path)

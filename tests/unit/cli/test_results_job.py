@@ -1,0 +1,66 @@
+"""`make results` on a tiny encoder: every cell trains, is scored on the held-out split, resumes, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_toy_csv
+
+pytest.importorskip("torch", reason="the training extra is not installed")
+pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+
+SENTIMENT = ("negative", "neutral", "positive")
+
+
+def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_roberta_dir: Path
+) -> None:
+    from labelwise import results
+
+    data = tmp_path / "data"
+    write_toy_csv(data / "sentiment" / "train.csv", 30, seed=1, labels=SENTIMENT)
+    write_toy_csv(data / "sentiment" / "validation.csv", 8, seed=2, labels=SENTIMENT)
+    monkeypatch.setenv("LABELWISE_DATA_DIR", str(data))
+    out, docs = tmp_path / "results", tmp_path / "docs" / "results.md"
+    said: list[str] = []
+    done = results.run(
+        out, ("matrix",), ("sentiment",), (40,), docs, said.append, base_model=str(tiny_roberta_dir)
+    )
+
+    assert sorted(done) == sorted(f"matrix-sentiment-{s}-n40-s42" for s in ("full", "lora", "frozen"))
+    for key, record in done.items():
+        assert record["test_rows"] == 9  # 10% of the 90 train rows, 3 per class, carved before the cap
+        assert record["train_rows"] <= 40
+        assert 0.0 <= record["test"]["accuracy"] <= 1.0 and set(record["test"]["per_class_f1"]) == set(
+            SENTIMENT
+        )
+        assert record["trainable_params"] > 0 and record["artifact_bytes"] > 0
+        # The largest budget exports: both graphs were scored through the serving engine.
+        for precision in ("fp32", "int8"):
+            assert 0.0 <= record[f"test_{precision}"]["accuracy"] <= 1.0, key
+        run_config = json.loads((out / "cells" / key / "run" / "train_config.json").read_text())
+        assert run_config["scenario"]["test_fraction"] == 0.1
+    assert said[0].startswith("results: 3 cells planned, 0 already done, 3 to run")
+
+    report = docs.read_text()
+    assert "| sentiment (9, 0.333) | full |" in report and "not run yet" not in report
+    assert (docs.parent / "img" / "results-matrix-40.png").stat().st_size > 0
+
+    again: list[str] = []
+    assert results.run(out, ("matrix",), ("sentiment",), (40,), docs, again.append) == done
+    assert again[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
+
+
+def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
+    from labelwise.results import plan
+
+    cells = plan(("matrix", "curve", "atis", "fgm", "sst2"), ("sentiment", "intent_atis"), (1000, 4000))
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys))
+    assert sum(c.export for c in cells) == 6  # the 1,000-row matrix cells export fp32 + int8
+    assert "atis-intent_atis-full-n1000-s42-cw-off" in keys
+    assert sum(c.adversarial == "fgm" for c in cells) == 3
+    assert [c.rows for c in cells if c.stage == "curve"] == [16000, 16000]

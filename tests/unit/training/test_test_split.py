@@ -1,0 +1,56 @@
+"""The scenario's own test split: fixed rows, stratified, never in train or validation, whatever the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_toy_csv
+from training import custom_scenario, load_scenario, make_train_config, prepare_data
+from training.data import load_test_split
+from training.errors import DataError
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def _config(data: Path, tmp_path: Path, **overrides):  # type: ignore[no-untyped-def]
+    settings = {k: overrides.pop(k) for k in ("test_fraction", "test_max_rows") if k in overrides}
+    scenario = custom_scenario("split", LABELS, data, **settings)
+    return make_train_config(scenario, "full", output_dir=tmp_path / "run", **overrides)
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    write_toy_csv(tmp_path / "data" / "train.csv", 40, seed=3, labels=tuple(LABELS))
+    return tmp_path / "data"
+
+
+def test_test_rows_are_the_same_for_every_run_and_never_trained_on(data: Path, tmp_path: Path) -> None:
+    first = prepare_data(_config(data, tmp_path, test_fraction=0.2, seed=1))
+    other = prepare_data(_config(data, tmp_path, test_fraction=0.2, seed=7, max_train_samples=30))
+    assert first.test is not None and other.test is not None
+    assert first.test.raw == other.test.raw  # the run's seed and budget do not move the test rows
+    assert len(first.test) == 24  # 20% of 120, 8 per class
+    assert sorted(first.test.label_ids) == sorted([0, 1, 2] * 8)
+    test_texts = set(first.test.raw or [])
+    for prepared in (first, other):
+        assert not test_texts & set(prepared.train.raw or [])
+        assert not test_texts & set(prepared.validation.raw or [])  # validation split from what is left
+    assert len(first.train) + len(first.validation) + len(first.test) == 120
+    assert load_test_split(_config(data, tmp_path, test_fraction=0.2)).raw == first.test.raw
+
+
+def test_the_test_split_is_capped_and_off_by_default_for_custom_scenarios(data: Path, tmp_path: Path) -> None:
+    capped = prepare_data(_config(data, tmp_path, test_fraction=0.3, test_max_rows=12))
+    assert capped.test is not None and len(capped.test) == 12
+    plain = prepare_data(_config(data, tmp_path))
+    assert plain.test is None and len(plain.train) + len(plain.validation) == 120
+    with pytest.raises(DataError, match="no test split"):
+        load_test_split(_config(data, tmp_path))
+
+
+def test_packaged_scenarios_hold_out_a_tenth_of_train_up_to_2000_rows() -> None:
+    for name in ("sentiment", "emotion", "intent", "intent_atis", "news_topic", "spam", "sst2"):
+        scenario = load_scenario(name)
+        assert (scenario.test_fraction, scenario.test_max_rows) == (0.1, 2000)
