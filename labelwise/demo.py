@@ -121,6 +121,10 @@ def _step_callback(bar: Any) -> Any:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             bar.advance()
 
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state is None:  # the frozen head trains without a Trainer: one call per head epoch
+                bar.advance()
+
     return _Steps()
 
 

@@ -46,7 +46,8 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     assert said[0].startswith("results: 3 cells planned, 0 already done, 3 to run")
 
     report = docs.read_text()
-    assert "| sentiment (9, 0.333) | full |" in report and "not run yet" not in report
+    assert "| sentiment (9, 0.333) | full |" in report and "| sentiment | full | not run yet" not in report
+    assert "| emotion | full | not run yet" in report  # a partial run says what it has not run
     assert (docs.parent / "img" / "results-matrix-40.png").stat().st_size > 0
 
     again: list[str] = []
