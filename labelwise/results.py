@@ -349,6 +349,8 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         f"`{out}/cells/`; do not edit by hand. {len(done)} cells, {total_s / 60:.0f} minutes of training and "
         f"scoring in all, on {platform.machine()} with {_cores()} CPU cores, no GPU.",
         "",
+        remaining_text(done),
+        "",
         "- **Encoder**: the packaged all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M parameters).",
         "- **Test split**: each scenario's own, carved once from its train file (stratified, 10%, at most "
         "2,000 rows, fixed seed `training.data.TEST_SPLIT_SEED`); no run, budget or tuning trial ever trains "
@@ -373,6 +375,55 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text("\n".join(r.lines).rstrip() + "\n")
     return docs
+
+
+def estimate_s(cell: Cell, done: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds a cell not yet run should take, from the finished cells of its strategy: seconds per train
+    row and epoch, times its rows and planned epochs, plus their mean time outside training (scoring,
+    export). None until a cell of the strategy has finished."""
+    from training import load_scenario
+    from training.trainer import planned_epochs
+
+    same = [
+        r for r in done.values() if r["cell"]["strategy"] == cell.strategy and r["cell"]["stage"] != "search"
+    ]
+    if not same:
+        return None
+    overhead = float(np.mean([r["cell_wall_s"] - r["train_time_s"] for r in same]))
+    if cell.strategy == "frozen":  # embedding dominates: proportional to rows
+        per_row = float(np.mean([r["train_time_s"] / r["train_rows"] for r in same]))
+        return per_row * (cell.rows or 40000) + overhead
+    per_row_epoch = float(
+        np.mean([r["train_time_s"] / (r["train_rows"] * (r["epochs_run"] or 1)) for r in same])
+    )
+    params = load_scenario(cell.scenario).strategies[cell.strategy]  # type: ignore[index]
+    rows = cell.rows or 40000
+    factor = 2.0 if cell.adversarial else 1.0  # FGM: a second forward and backward pass per step
+    return per_row_epoch * rows * planned_epochs(params, rows) * factor + overhead
+
+
+def remaining_text(done: dict[str, dict[str, Any]]) -> str:
+    """One line: what the default job has left and how long it should take at the measured speed."""
+    left = [
+        c
+        for c in plan(DEFAULT_STAGES, SCENARIOS, (1000, 4000))
+        if c.key not in done and _reuse(c, done) is None
+    ]
+    if not left:
+        return "Every cell of the default job (`make results`) has run."
+    estimates = [estimate_s(c, done) for c in left]
+    known = [e for e in estimates if e is not None]
+    when = (
+        f"about {sum(known) / 60:.0f} minutes more at the speed measured here, counting every planned "
+        "epoch (early stopping ends runs sooner)"
+        if len(known) == len(left)
+        else "no estimate until each strategy has one finished cell"
+    )
+    stages = sorted({c.stage for c in left}, key=STAGES.index)
+    return (
+        f"**Not yet run**: {len(left)} cells of the default job ({', '.join(stages)}): {when}. "
+        "`make results` resumes them; the tables below mark what is missing."
+    )
 
 
 def _cores() -> int:

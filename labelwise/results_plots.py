@@ -131,5 +131,6 @@ def validation_vs_test(done: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_xlabel("validation macro-F1 (early-stopping rows)")
     ax.set_ylabel("test macro-F1 (held-out split)")
     ax.set_title(f"Validation vs test, {len(done)} runs")
-    ax.legend()
+    if done:
+        ax.legend()
     return _save(fig, path)

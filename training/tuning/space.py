@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # Parameters that StrategyParams holds as integers: Optuna must suggest ints for them.
 INT_PARAMS = frozenset({"batch_size", "lora_r", "lora_alpha"})
 LORA_PARAMS = frozenset({"lora_r", "lora_alpha", "lora_dropout"})
+# The frozen head trains up to its configured epochs on cached embeddings and keeps the best one: a search
+# over 1-3 epochs would only cut it short.
+FROZEN_SKIPS = frozenset({"num_train_epochs"})
 
 
 class ParamRange(BaseModel):
@@ -93,10 +96,13 @@ class SearchSpace(BaseModel):
         return self
 
     def ranges(self, strategy: str | None = None) -> dict[str, ParamRange]:
-        """The declared dimensions, without the LoRA ones unless the strategy is lora (or None)."""
+        """The declared dimensions, without the LoRA ones unless the strategy is lora (or None), and
+        without epochs for frozen (its head keeps its best epoch of many)."""
         out = {name: spec for name in type(self).model_fields if (spec := getattr(self, name)) is not None}
         if strategy is not None and strategy != "lora":
             out = {k: v for k, v in out.items() if k not in LORA_PARAMS}
+        if strategy == "frozen":
+            out = {k: v for k, v in out.items() if k not in FROZEN_SKIPS}
         return out
 
     def suggest(self, trial: Any, strategy: str) -> dict[str, Any]:

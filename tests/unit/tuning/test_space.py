@@ -50,6 +50,12 @@ def test_lora_dimensions_apply_to_lora_only() -> None:
     assert "lora_r" not in space.ranges("full")
 
 
+def test_frozen_searches_no_epochs_its_head_keeps_the_best_of_many() -> None:
+    space = default_search_space()
+    assert "num_train_epochs" in space.ranges("full") and "num_train_epochs" in space.ranges("lora")
+    assert "num_train_epochs" not in space.ranges("frozen") and "learning_rate" in space.ranges("frozen")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
