@@ -140,7 +140,7 @@ def test_option_parsing_for_training() -> None:
     assert export_precisions("none") == []
     assert train_overrides(
         lora_r=None, lora_target_modules="query, value", early_stopping_patience=0, seed=3
-    ) == {"lora_target_modules": ["query", "value"], "early_stopping_patience": None, "seed": 3}
+    ) == {"lora_target_modules": ["query", "value"], "early_stopping_patience": 0, "seed": 3}  # 0: off
 
 
 def test_run_training_saves_or_publishes(tiny_roberta_dir: Path, toy_data_dir: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_repository import ModelRepository, layout
+from model_repository import ModelRepository, base_key, layout
 from tests.conftest import write_toy_csv
 
 pytest.importorskip("peft", reason="the training extra is not installed")
@@ -99,6 +99,11 @@ def test_fp16_parity_is_recorded_for_every_graph_kind(fp16_repo: ModelRepository
     base = fp16_repo.verify_base(key, "fp16")["info"]
     assert base["parity"]["verified"] and base["parity"]["checked_on"] == "CPUExecutionProvider"
     assert {"max_abs_feature_diff", "max_abs_logit_diff", "agreement"} <= set(base["parity"])
-    multi = fp16_repo.verify_base(key, layout.multi_adapter_folder(8, "fp16"))["info"]
+    # The frozen head reads the mean-pooling base (`<key>-mean`); the multi-adapter graph adapts the
+    # model's own first-token/pooler base, which keeps the plain key.
+    lora = fp16_repo.verify("lora_s", 1)
+    plain = base_key(lora.base_model)
+    assert key == f"{plain}-mean"
+    multi = fp16_repo.verify_base(plain, layout.multi_adapter_folder(8, "fp16"))["info"]
     assert multi["graph_precision"] == "fp16" and multi["parity"]["agreement"] >= 0.75
     assert multi["parity"]["checked_on"] == "CPUExecutionProvider"
