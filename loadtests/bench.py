@@ -81,6 +81,10 @@ class BenchOptions(BaseModel):
     rebuild_models: bool = Field(default=False, description="Retrain the bench scenarios even if cached.")
     seed_baseline: bool = Field(default=True, description="Also measure the seed's transformers server.")
     scenario_mix: bool = Field(default=True, description="Also measure 1/4/8-scenario mixes.")
+    memory_one_scenario: bool = Field(
+        default=True,
+        description="Also start a server with the primary scenario alone and measure its memory.",
+    )
     ready_timeout_s: float = Field(default=240.0, gt=0, description="Bound on a started server's start-up.")
     attach_timeout_s: float = Field(default=15.0, gt=0, description="Bound on waiting for a --url server.")
     serve_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra ServingConfig fields.")
@@ -150,6 +154,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
         models, threads, run, say
     )
+    if options.url is None and options.memory_one_scenario:
+        report["memory_one_scenario"] = measure_one_scenario_memory(models, threads, run, say)
     if options.seed_baseline:
         report["seed"] = measure_seed(models, threads, run, say)
     report["peers"], report["peer_notes"] = ([], [])
@@ -249,6 +255,52 @@ def serve_config(models: BenchModels, threads: int | None, options: BenchOptions
     return config
 
 
+def _start_labelwise(
+    config: dict[str, Any], options: BenchOptions, port: int, stem: str, say: Callable[[str], None]
+) -> ServerProcess:
+    """`labelwise serve` on 127.0.0.1:port with this config (written to out_dir/<stem>.yaml)."""
+    import yaml
+
+    config_path = options.out_dir / f"{stem}.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    url = f"http://127.0.0.1:{port}"
+    cmd = python_cmd(
+        "-m", "labelwise.cli", "serve", "--config", str(config_path),
+        "--host", "127.0.0.1", "--port", str(port),
+    )  # fmt: skip
+    log = options.out_dir / f"labelwise-{stem}.log"
+    say(f"labelwise: starting `labelwise serve` on {url} (log {log})")
+    return start_server("labelwise serve", cmd, url, log)
+
+
+def measure_one_scenario_memory(
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The issue's memory figure: `labelwise serve` with the primary scenario alone, its process tree's PSS
+    after the 1-text c=32 load (totals and per process). The main server holds all bench scenarios."""
+    options = run.options
+    config = {
+        **serve_config(models, threads, options),
+        "scenarios": [{"name": models.primary, "alias": "production"}],
+    }
+    port = options.port + 3  # not the main server's port: its connections may still be in TIME_WAIT
+    server = _start_labelwise(config, options, port, "serve-one", say)
+    try:
+        waited = wait_server_ready(server, options.ready_timeout_s)
+        say(
+            f"labelwise (one scenario): ready after {waited:.0f}s; "
+            f"{MIX_LOAD[0]} for {options.duration_s:.0f}s"
+        )
+        result = run.load(server.url, [models.primary], MIX_LOAD[1], MIX_LOAD[2])
+        result["load"] = MIX_LOAD[0]
+        result["memory"] = server.memory_mb()
+        result["processes"] = server.memory_by_process()
+        return result
+    finally:
+        say("labelwise (one scenario): stopping the server")
+        stop_server(server)
+
+
 def measure_labelwise(
     models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
@@ -256,17 +308,8 @@ def measure_labelwise(
     config = serve_config(models, threads, options)
     server: ServerProcess | None = None
     if options.url is None:
-        import yaml
-
-        config_path = options.out_dir / "serve.yaml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         url = f"http://127.0.0.1:{options.port}"
-        cmd = python_cmd(
-            "-m", "labelwise.cli", "serve", "--config", str(config_path), "--host", "127.0.0.1",
-            "--port", str(options.port),
-        )  # fmt: skip
-        say(f"labelwise: starting `labelwise serve` on {url} (log {options.out_dir / 'labelwise-serve.log'})")
-        server = start_server("labelwise serve", cmd, url, options.out_dir / "labelwise-serve.log")
+        server = _start_labelwise(config, options, options.port, "serve", say)
     else:
         url = require_loopback(options.url)
     try:

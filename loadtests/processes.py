@@ -55,11 +55,47 @@ class ServerProcess:
             count += 1
         return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "processes": count}
 
+    def memory_by_process(self) -> list[dict[str, float | str]]:
+        """PSS and RSS per process of the tree, largest PSS first, named as `ps` shows them (Ray renames its
+        workers `ray::ServeReplica:...`; its daemons by their executable or script)."""
+        import psutil
+
+        rows: list[dict[str, float | str]] = []
+        for proc in self.tree():
+            try:
+                info = proc.memory_full_info()
+                cmdline = proc.cmdline()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rows.append(
+                {
+                    "process": process_label(cmdline),
+                    "pss_mb": round(getattr(info, "pss", info.rss) / 2**20, 1),
+                    "rss_mb": round(info.rss / 2**20, 1),
+                }
+            )
+        return sorted(rows, key=lambda r: -float(r["pss_mb"]))
+
     def tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def process_label(cmdline: list[str]) -> str:
+    """`ray::ServeController`, `gcs_server`, `labelwise serve`, `dashboard/agent.py`: what a process is."""
+    if not cmdline:
+        return "?"
+    first = cmdline[0]
+    if first.startswith("ray::"):
+        return first.split()[0].split(".")[0]  # `ray::ServeController.listen_for_change` -> the actor
+    for i, arg in enumerate(cmdline[1:], 1):
+        if arg == "-m" and i + 1 < len(cmdline):
+            return " ".join(cmdline[i + 1 : i + 3])  # `-m labelwise.cli serve`
+        if arg.endswith(".py") or (not arg.startswith("-") and "/" in arg):
+            return "/".join(Path(arg).parts[-2:])
+    return Path(first).name
 
 
 def start_server(

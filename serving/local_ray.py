@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger("labelwise.serving")
 
 LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -30,6 +36,70 @@ def _free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# LABELWISE_RAY_FULL_HEAD=1 keeps every process Ray starts by default (the autoscaler monitor, the log
+# monitor, the API server behind `ray job` and the state API) and pandas in Serve's processes.
+FULL_HEAD_ENV = "LABELWISE_RAY_FULL_HEAD"
+# Modules Serve's processes import only because they are installed: ray.serve._private.utils imports
+# pandas (and pandas pyarrow) to JSON-encode DataFrames a handler might return. labelwise's handlers
+# return none, and the two cost ~35 MB in each of the driver, controller, proxy and replica.
+UNUSED_IN_SERVING = ("pandas",)
+
+
+def keep_unused_modules_out() -> None:
+    """Make `import pandas` fail in this process, so that Ray Serve takes its no-pandas path.
+
+    Ray runs this in every worker before it loads an actor (runtime_env `worker_process_setup_hook`);
+    `labelwise serve` runs it first thing (a process that only serves); a driver that also trains (the demo,
+    the tests) keeps pandas. A module already imported stays."""
+    for name in UNUSED_IN_SERVING:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not available"
+
+
+def full_head_requested() -> bool:
+    return os.environ.get(FULL_HEAD_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+@contextlib.contextmanager
+def _lean_head() -> Iterator[None]:
+    """While ray.init starts a new local node: no autoscaler monitor (one fixed node: nothing to scale),
+    no log monitor (log_to_driver is off: nobody reads what it forwards), no API server (no dashboard,
+    no job submission; Serve runs through the Python API). ~170 MB PSS (docs/benchmarks.md, "Memory").
+
+    Ray 2.60 has these switches on RayParams (`ray start --no-monitor --include-log-monitor=false`) but not
+    on ray.init; the switches are applied for the length of the call only, and a Ray whose internals
+    differ starts its normal set, with a warning."""
+    try:
+        from ray._private import node as node_module
+        from ray._private import parameter
+    except ImportError:  # pragma: no cover - another Ray layout
+        logger.warning("local Ray: cannot trim the head node's processes on this Ray version")
+        yield
+        return
+    params_init = parameter.RayParams.__init__
+    start_api_server = getattr(node_module.Node, "start_api_server", None)
+    if start_api_server is None or not hasattr(node_module.Node, "start_head_processes"):
+        logger.warning("local Ray: cannot trim the head node's processes on this Ray version")
+        yield
+        return
+
+    def lean_params_init(self: object, *args: object, **kwargs: object) -> None:
+        params_init(self, *args, **kwargs)
+        self.no_monitor = True  # type: ignore[attr-defined]
+        self.include_log_monitor = False  # type: ignore[attr-defined]
+
+    def no_api_server(self: object, **_kwargs: object) -> None:
+        self._webui_url = None  # type: ignore[attr-defined]
+
+    parameter.RayParams.__init__ = lean_params_init  # type: ignore[method-assign]
+    node_module.Node.start_api_server = no_api_server  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = params_init  # type: ignore[method-assign]
+        node_module.Node.start_api_server = start_api_server  # type: ignore[method-assign]
 
 
 def direct_ingress_env(port: int) -> dict[str, str]:
@@ -75,17 +145,22 @@ def start_local_ray(
 
     temp_dir = _ray_temp_dir()
     if not ray.is_initialized():
-        ray.init(
-            address="local",
-            _node_ip_address="127.0.0.1",
-            _temp_dir=str(temp_dir),
-            include_dashboard=False,
-            num_cpus=num_cpus,
-            logging_level="WARNING",
-            log_to_driver=False,
-            configure_logging=True,
-            runtime_env={"env_vars": {k: os.environ[k] for k in env}},
-        )
+        full = full_head_requested()
+        runtime_env: dict[str, object] = {"env_vars": {k: os.environ[k] for k in env}}
+        if not full:
+            runtime_env["worker_process_setup_hook"] = f"{__name__}.keep_unused_modules_out"
+        with contextlib.nullcontext() if full else _lean_head():
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                _temp_dir=str(temp_dir),
+                include_dashboard=False,
+                num_cpus=num_cpus,
+                logging_level="WARNING",
+                log_to_driver=False,
+                configure_logging=True,
+                runtime_env=runtime_env,
+            )
     serve.start(http_options={"host": host, "port": proxy_port, "location": "HeadOnly"})
     return temp_dir
 

@@ -64,6 +64,10 @@ def serve_command(
         status = serve_on_cluster(plan, address, proxy_location=proxy_location)
         typer.echo("\n".join(status.lines()))
         return
+    from serving.local_ray import full_head_requested, keep_unused_modules_out
+
+    if not full_head_requested():
+        keep_unused_modules_out()  # this process only serves: no pandas (serving.local_ray)
     run_server(
         plan.args,
         plan.host,

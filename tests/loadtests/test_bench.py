@@ -248,6 +248,11 @@ def test_bench_end_to_end_on_tiny_models(
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["served"] + report["seed"])
     assert [r["n_scenarios"] for r in report["scenario_mix"]] == [1]  # 2 scenarios: no 4 or 8 mix
     assert report["served"][0]["memory"]["processes"] > 1  # Ray's processes are in the tree
+    alone = report["memory_one_scenario"]  # a second server with the primary scenario alone
+    names = [p["process"] for p in alone["processes"]]
+    assert alone["requests"] > 0 and alone["memory"]["pss_mb"] > 0
+    assert "labelwise.cli serve" in names and any(n.startswith("ray::ServeReplica") for n in names)
+    assert not [n for n in names if n.endswith(("monitor.py", "dashboard.py"))]  # the lean local head
     assert Path(report["json_path"]).is_file()
 
 
@@ -273,3 +278,36 @@ def test_labelwise_runs_with_its_own_thread_default_unless_told() -> None:
     assert "ort_intra_op_threads" not in serve_config(models, None, BenchOptions())
     assert serve_config(models, 2, BenchOptions())["ort_intra_op_threads"] == 2
     assert BenchOptions().threads is None
+
+
+def test_the_memory_target_reads_the_one_scenario_server_when_measured() -> None:
+    report = _report()
+    assert next(t for t in targets(report) if "PSS" in t["target"])["note"].startswith("the server holding")
+    report["memory_one_scenario"] = {
+        "load": "1 text, c=32",
+        "req_per_s": 150.0,
+        "memory": {"pss_mb": 702.3, "rss_mb": 1100.0, "processes": 3},
+        "processes": [
+            {"process": "ray::ServeReplica:labelwise:labelwise", "pss_mb": 400.0, "rss_mb": 500.0},
+            {"process": "gcs_server", "pss_mb": 46.0, "rss_mb": 50.0},
+        ],
+    }
+    pss = next(t for t in targets(report) if "PSS" in t["target"])
+    assert (pss["measured"], pss["met"], pss.get("note")) == (702.3, True, None)
+    report["targets"] = targets(report)
+    text = render_markdown(report)
+    assert "tree PSS 702.3 MB, RSS 1,100.0 MB, 3 processes" in text
+    assert "| ray::ServeReplica:labelwise:labelwise | 400.0 | 500.0 |" in text
+
+
+def test_process_labels_name_what_each_process_is() -> None:
+    from loadtests.processes import process_label
+
+    assert process_label(["ray::ServeController.listen_for_change"]) == "ray::ServeController"
+    assert (
+        process_label(["/v/bin/python", "-m", "labelwise.cli", "serve", "--config", "x"])
+        == "labelwise.cli serve"
+    )
+    assert process_label(["/v/ray/core/src/ray/gcs/gcs_server", "--log_dir=/tmp"]) == "gcs_server"
+    assert process_label(["/v/bin/python", "-u", "/v/ray/dashboard/agent.py", "--x"]) == "dashboard/agent.py"
+    assert process_label([]) == "?"

@@ -1,0 +1,55 @@
+"""The local Ray that `labelwise serve` starts carries only what serving uses (issue 14, memory)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import psutil
+import pytest
+
+from .conftest import ServedApp
+
+pytestmark = pytest.mark.integration
+
+# Scripts of the head-node daemons a local serve does without (serving.local_ray._lean_head).
+LEFT_OUT = ("autoscaler/_private/monitor.py", "_private/log_monitor.py", "dashboard/dashboard.py")
+
+
+def _ray_processes() -> list[str]:
+    out = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            out.append(" ".join(proc.cmdline()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def test_the_local_head_runs_no_monitors_and_no_api_server(served: ServedApp) -> None:
+    cmdlines = _ray_processes()
+    assert any("gcs_server" in c for c in cmdlines) and any("raylet" in c for c in cmdlines)
+    assert any(c.startswith("ray::ServeReplica") for c in cmdlines)
+    for script in LEFT_OUT:
+        assert not [c for c in cmdlines if script in c], script
+    assert served.client.get("/healthz").status_code == 200
+
+
+def test_serve_workers_do_without_pandas(served: ServedApp) -> None:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def modules() -> tuple[bool, bool, bool]:
+        from ray import serve  # noqa: F401  # what made replicas import pandas
+
+        return (
+            "pandas" in sys.modules and sys.modules["pandas"] is not None,
+            "pyarrow" in sys.modules,
+            ("ray.serve" in sys.modules),
+        )
+
+    has_pandas, has_pyarrow, has_serve = ray.get(modules.remote(), timeout=60)
+    assert has_serve and not has_pandas and not has_pyarrow
+    # The replicas answer all the same, with pandas kept out of them.
+    body = {"scenario": "sentiment_full", "texts": ["fine"]}
+    assert served.client.post("/v1/classify", json=body).status_code == 200
