@@ -81,6 +81,11 @@ class BenchOptions(BaseModel):
     rebuild_models: bool = Field(default=False, description="Retrain the bench scenarios even if cached.")
     seed_baseline: bool = Field(default=True, description="Also measure the seed's transformers server.")
     scenario_mix: bool = Field(default=True, description="Also measure 1/4/8-scenario mixes.")
+    same_precision: bool = Field(
+        default=True,
+        description="When serving int8: also serve the primary scenario's fp32 graph (1 text, c=8 and c=32), "
+        "the same precision as Infinity's fp32 folder.",
+    )
     memory_one_scenario: bool = Field(
         default=True,
         description="Also start a server with the primary scenario alone and measure its memory.",
@@ -154,6 +159,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
         models, threads, run, say
     )
+    if options.url is None and options.same_precision and models.precision != "fp32":
+        report["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
     if options.url is None and options.memory_one_scenario:
         report["memory_one_scenario"] = measure_one_scenario_memory(models, threads, run, say)
     if options.seed_baseline:
@@ -298,6 +305,51 @@ def measure_one_scenario_memory(
         return result
     finally:
         say("labelwise (one scenario): stopping the server")
+        stop_server(server)
+
+
+def fp32_version(models: BenchModels, say: Callable[[str], None]) -> int:
+    """A version of the primary scenario with an fp32 graph: the served one when it has it, else its fp32
+    re-export (a new version whose parent is the served one; made once, found again by later runs)."""
+    from model_repository import ModelRepository
+    from training.export.reexport import reexport_version
+
+    repo = ModelRepository(Path(models.repository))
+    served = repo.resolve(models.primary, "production")
+    for version in [served, *sorted(repo.list_versions(models.primary), reverse=True)]:
+        manifest = repo.load_manifest(models.primary, version)
+        if (version == served or manifest.parent_version == served) and manifest.export("fp32") is not None:
+            return version
+    say(f"bench models: exporting {models.primary} v{served} to fp32 (once)")
+    return reexport_version(repo, models.primary, served, "fp32").version
+
+
+def measure_labelwise_fp32(
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """labelwise serving the primary scenario's fp32 graph: the serving path against Infinity's fp32 folder
+    (the same weights, the same precision)."""
+    options = run.options
+    version = fp32_version(models, say)
+    config = {
+        **serve_config(models, threads, options),
+        "scenarios": [{"name": models.primary, "alias": str(version)}],
+        "precision": "fp32",
+    }
+    server = _start_labelwise(config, options, options.port + 4, "serve-fp32", say)
+    rows = []
+    try:
+        waited = wait_server_ready(server, options.ready_timeout_s)
+        say(f"labelwise fp32: ready after {waited:.0f}s")
+        for label, n_texts, concurrency in PEER_LOADS:
+            say(f"labelwise fp32: {label} on {models.primary} v{version} for {options.duration_s:.0f}s")
+            result = run.load(server.url, [models.primary], n_texts, concurrency)
+            result["load"] = label
+            result["memory"] = server.memory_mb()
+            rows.append(result)
+        return rows
+    finally:
+        say("labelwise fp32: stopping the server")
         stop_server(server)
 
 

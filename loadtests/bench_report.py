@@ -38,6 +38,8 @@ def labelwise_name(report: dict[str, Any]) -> str:
 def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """System x concurrency, one-text requests: req/s, p50, p99, tree PSS, ratios to best peer and seed."""
     systems = [(labelwise_name(report), report.get("served"))]
+    if report.get("served_fp32"):
+        systems.append(("labelwise fp32", report["served_fp32"]))
     if report.get("seed"):
         systems.append(("seed design: FastAPI + transformers pipeline", report["seed"]))
     systems += [(p["system"], p["results"]) for p in report.get("peers") or []]
@@ -101,9 +103,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(row)
     fp32_peer = next((p for p in report.get("peers") or [] if p.get("variant") == "fp32"), None)
     same = None
-    if report["model"]["precision"] == "fp32" and fp32_peer:
+    mine_fp32 = (
+        one if report["model"]["precision"] == "fp32" else _by_load(report.get("served_fp32"), "1 text, c=32")
+    )
+    if fp32_peer:
         fp32_row = _by_load(fp32_peer["results"], "1 text, c=32")
-        same = _ratio(one and one["req_per_s"], fp32_row and fp32_row["req_per_s"])
+        same = _ratio(mine_fp32 and mine_fp32["req_per_s"], fp32_row and fp32_row["req_per_s"])
     rows.append(_target("labelwise fp32/Infinity fp32 req/s at c=32", same, TARGET_SAME_PRECISION))
     single = next((r for r in mix or [] if r.get("n_scenarios") == 1), None)
     eight = next((r for r in mix or [] if r.get("n_scenarios") == 8), None)

@@ -41,6 +41,12 @@ def bench_command(
     quick: bool = typer.Option(False, "--quick", help="3 s loads, 1 s warm-ups: a smoke run, noisy figures."),
     seed_baseline: bool = typer.Option(True, "--seed/--no-seed", help="Measure the seed baseline too."),
     scenario_mix: bool = typer.Option(True, "--mix/--no-mix", help="Measure 1/4/8-scenario mixes too."),
+    same_precision: bool = typer.Option(
+        True, "--fp32/--no-fp32", help="Also serve the primary scenario's fp32 graph (vs Infinity fp32)."
+    ),
+    memory_one_scenario: bool = typer.Option(
+        True, "--memory/--no-memory", help="Also measure the memory of a server holding one scenario."
+    ),
     rebuild_models: bool = typer.Option(False, help="Retrain the bench scenarios even when cached."),
     repository: Path = typer.Option(Path("var/bench-repository"), help="Bench-only model repository."),
     out_dir: Path = typer.Option(Path("var/bench"), help="JSON, markdown and server logs go here."),
@@ -93,6 +99,8 @@ def bench_command(
         threads=threads,
         seed_baseline=seed_baseline,
         scenario_mix=scenario_mix,
+        same_precision=same_precision,
+        memory_one_scenario=memory_one_scenario,
         rebuild_models=rebuild_models,
         repository=repository,
         out_dir=out_dir,

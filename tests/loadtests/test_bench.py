@@ -311,3 +311,29 @@ def test_process_labels_name_what_each_process_is() -> None:
     assert process_label(["/v/ray/core/src/ray/gcs/gcs_server", "--log_dir=/tmp"]) == "gcs_server"
     assert process_label(["/v/bin/python", "-u", "/v/ray/dashboard/agent.py", "--x"]) == "dashboard/agent.py"
     assert process_label([]) == "?"
+
+
+def test_an_int8_bench_compares_its_fp32_graph_with_infinity_fp32() -> None:
+    report = _report()  # serves int8; the fp32 server of the primary scenario beside it
+    report["served_fp32"] = [_row("1 text, c=8", 45, 45, 300), _row("1 text, c=32", 90, 90, 500)]
+    same = next(t for t in targets(report) if t["target"].startswith("labelwise fp32/"))
+    assert (same["measured"], same["met"]) == (1.5, True)  # 90 / 60, at the bar
+    rows = [r for r in comparison_rows(report) if r["system"] == "labelwise fp32"]
+    assert [(r["concurrency"], r["req_per_s"]) for r in rows] == [(8, 45), (32, 90)]
+
+
+def test_the_fp32_graph_of_an_int8_bench_is_exported_once(tiny_roberta_dir: Path, tmp_path: Path) -> None:
+    from loadtests.bench import fp32_version
+    from model_repository import ModelRepository
+
+    models = prepare_bench_models(
+        tmp_path, n_lora=1, n_frozen=1, base_model=str(tiny_roberta_dir), precision="int8", train_steps=1
+    )
+    repo = ModelRepository(tmp_path)
+    assert repo.load_manifest(models.primary, 1).export("fp32") is None
+    said: list[str] = []
+    version = fp32_version(models, said.append)
+    manifest = repo.load_manifest(models.primary, version)
+    assert version == 2 and manifest.parent_version == 1 and manifest.export("fp32") is not None
+    assert repo.resolve(models.primary, "production") == 1  # the int8 bench still serves what it served
+    assert fp32_version(models, said.append) == 2 and len(said) == 1  # found again, not re-exported
