@@ -173,9 +173,46 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     balance = _class_balance(config, data)
     _log_start(config, base, data, balance, trainable, total)
     if config.strategy == "frozen":
-        return _train_frozen(
-            config, model, tokenizer, base, data, balance, out, trainable, total, extra_callbacks
-        )
+        fitted = _train_frozen(config, model, tokenizer, data, balance, out, extra_callbacks)
+    else:
+        fitted = _train_with_trainer(config, model, tokenizer, data, balance, out, extra_callbacks)
+    result = TrainedModel(
+        config=config,
+        model=fitted.model,
+        tokenizer=tokenizer,
+        base=base,
+        data=data,
+        metrics=fitted.metrics,
+        trainable_params=trainable,
+        total_params=total,
+        train_time_s=fitted.train_time_s,
+        class_weights=balance.loss_weights,
+        log_history=fitted.log_history,
+    )
+    _finish_run_folder(result, out)
+    return result
+
+
+@dataclass
+class _Fitted:
+    """What a strategy's training loop hands back to train()."""
+
+    model: Any
+    metrics: dict[str, Any]
+    train_time_s: float
+    log_history: list[dict[str, Any]]
+
+
+def _train_with_trainer(
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    balance: _ClassBalance,
+    out: Path,
+    extra_callbacks: list[Any] | None,
+) -> _Fitted:
+    """Full and LoRA: the transformers Trainer, early stopping on validation macro-F1."""
     max_len = config.scenario.max_length_tokens
     train_ds = tokenize(data.train, tokenizer, max_len)
     val_ds = tokenize(data.validation, tokenizer, max_len)
@@ -187,35 +224,18 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     train_time_s = time.perf_counter() - started
     metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
     trainer.model.eval()
-    result = TrainedModel(
-        config=config,
-        model=trainer.model,
-        tokenizer=tokenizer,
-        base=base,
-        data=data,
-        metrics=metrics,
-        trainable_params=trainable,
-        total_params=total,
-        train_time_s=train_time_s,
-        class_weights=balance.loss_weights,
-        log_history=list(trainer.state.log_history),
-    )
-    _finish_run_folder(result, out)
-    return result
+    return _Fitted(trainer.model, metrics, train_time_s, list(trainer.state.log_history))
 
 
 def _train_frozen(
     config: TrainConfig,
     model: Any,
     tokenizer: Any,
-    base: ResolvedBase,
     data: PreparedData,
     balance: _ClassBalance,
     out: Path,
-    trainable: int,
-    total: int,
     extra_callbacks: list[Any] | None,
-) -> TrainedModel:
+) -> _Fitted:
     """Frozen: embed the rows once, train the head on the embeddings (training/frozen.py), no Trainer."""
     from .frozen import train_frozen
 
@@ -227,21 +247,7 @@ def _train_frozen(
     metrics["head_best_epoch"] = run.fit.best_epoch
     metrics["embed_time_s"] = round(run.embed_time_s, 3)
     _write_tensorboard(out, run.fit.log_history)
-    result = TrainedModel(
-        config=config,
-        model=run.model,
-        tokenizer=tokenizer,
-        base=base,
-        data=data,
-        metrics=metrics,
-        trainable_params=trainable,
-        total_params=total,
-        train_time_s=run.train_time_s,
-        class_weights=balance.loss_weights,
-        log_history=run.fit.log_history,
-    )
-    _finish_run_folder(result, out)
-    return result
+    return _Fitted(run.model, metrics, run.train_time_s, run.fit.log_history)
 
 
 def _write_tensorboard(out: Path, history: list[dict[str, Any]]) -> None:
