@@ -55,8 +55,8 @@ def strategy_bars(
                 None,
             )
             values.append(np.nan if rec is None else rec["test"]["macro_f1"])
-            if rec is not None and rec.get("epochs_run"):
-                epochs.append(rec["epochs_run"])
+            if rec is not None and rec.get("epochs_run") and strategy != "frozen":
+                epochs.append(rec["epochs_run"])  # frozen epochs are the head's, on cached embeddings
         ax.bar(x + i * width, values, width, label=strategy, color=COLORS.get(strategy))
     for j, scenario in enumerate(scenarios):
         rec = next(
@@ -72,8 +72,8 @@ def strategy_bars(
     ax.set_xticks(x + width * (len(strategies) - 1) / 2, scenarios)
     ax.set_ylim(0, 1)
     ax.set_ylabel("macro-F1 on the test split")
-    span = f", {min(epochs):.1f}-{max(epochs):.1f} epochs run" if epochs else ""
-    ax.set_title(f"Test macro-F1, {rows:,} train rows, MiniLM{span} (dotted: majority-class accuracy)")
+    span = f", full/LoRA {min(epochs):.1f}-{max(epochs):.1f} epochs run" if epochs else ""
+    ax.set_title(f"Test macro-F1, {rows:,} train rows, MiniLM{span}\n(dotted: majority-class accuracy)")
     ax.legend(loc="lower right")
     return _save(fig, path)
 
