@@ -34,6 +34,9 @@ def results_command(
         None, "--time-budget-s", help="Start no new cell after this long; a rerun resumes."
     ),
     report_only: bool = typer.Option(False, "--report-only", help="Only regenerate the report from cells."),
+    variants: str | None = typer.Option(
+        None, "--variants", help="With the search stage: only these candidates (comma list; default all)."
+    ),
 ) -> None:
     """Train every strategy on every scenario at stated budgets; score each on the held-out test split."""
     from labelwise import results
@@ -46,6 +49,11 @@ def results_command(
     for stage in _split(stages):
         if stage not in results.STAGES:
             raise typer.BadParameter(f"unknown stage {stage!r}: choose from {', '.join(results.STAGES)}")
+    for variant in _split(variants or ""):
+        if variant not in results.SEARCH:
+            raise typer.BadParameter(
+                f"unknown search candidate {variant!r}: choose from {', '.join(results.SEARCH)}"
+            )
     results.run(
         out,
         _split(stages),
@@ -54,4 +62,5 @@ def results_command(
         docs,
         typer.echo,
         time_budget_s,
+        variants=None if variants is None else _split(variants),
     )

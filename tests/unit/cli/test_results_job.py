@@ -65,3 +65,18 @@ def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
     assert "atis-intent_atis-full-n1000-s42-cw-off" in keys
     assert sum(c.adversarial == "fgm" for c in cells) == 3
     assert [c.rows for c in cells if c.stage == "curve"] == [16000, 16000]
+
+
+def test_search_candidates_can_be_chosen_and_run_on_their_scenarios() -> None:
+    from labelwise.results import SEARCH, SEARCH_ON, plan
+
+    every = plan(("search",), (), (1000,))
+    assert len(every) == len(SEARCH) + sum(len(on) - 1 for on in SEARCH_ON.values())
+    chosen = plan(("search",), (), (1000,), variants=("lora-qv-r16-lr2e-3-1200steps",))
+    assert [(c.scenario, c.variant) for c in chosen] == [
+        ("emotion", "lora-qv-r16-lr2e-3-1200steps"),
+        ("sentiment", "lora-qv-r16-lr2e-3-1200steps"),
+    ]
+    # A second-round candidate runs as a matrix cell does: its settings win over the search's fixed ones.
+    settings = SEARCH["lora-qv-r16-lr2e-3-1200steps"][1]
+    assert settings["min_train_steps"] == 1200 and settings["max_eval_samples"] == 500
