@@ -337,20 +337,35 @@ def measure_labelwise_fp32(
         "precision": "fp32",
     }
     server = _start_labelwise(config, options, options.port + 4, "serve-fp32", say)
-    rows = []
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(f"labelwise fp32: ready after {waited:.0f}s")
-        for label, n_texts, concurrency in PEER_LOADS:
-            say(f"labelwise fp32: {label} on {models.primary} v{version} for {options.duration_s:.0f}s")
-            result = run.load(server.url, [models.primary], n_texts, concurrency)
-            result["load"] = label
-            result["memory"] = server.memory_mb()
-            rows.append(result)
-        return rows
+        return _loads_on(
+            server, server.url, models.primary, PEER_LOADS, run, f"labelwise fp32 (v{version})", say
+        )
     finally:
         say("labelwise fp32: stopping the server")
         stop_server(server)
+
+
+def _loads_on(
+    server: ServerProcess,
+    url: str,
+    scenario: str,
+    loads: tuple[tuple[str, int, int], ...],
+    run: _Runner,
+    name: str,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Each (label, texts per request, concurrency) load on one scenario, with the tree's memory after it."""
+    results = []
+    for label, n_texts, concurrency in loads:
+        say(f"{name}: {label} for {run.options.duration_s:.0f}s")
+        result = run.load(url, [scenario], n_texts, concurrency)
+        result["load"] = label
+        result["memory"] = server.memory_mb()
+        results.append(result)
+    return results
 
 
 def measure_labelwise(
@@ -417,14 +432,7 @@ def measure_seed(
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(f"seed baseline: ready after {waited:.0f}s")
-        results = []
-        for label, n_texts, concurrency in SERVED_LOADS:
-            say(f"seed baseline: {label} for {options.duration_s:.0f}s")
-            result = run.load(url, [models.primary], n_texts, concurrency)
-            result["load"] = label
-            result["memory"] = server.memory_mb()
-            results.append(result)
-        return results
+        return _loads_on(server, url, models.primary, SERVED_LOADS, run, "seed baseline", say)
     finally:
         say("seed baseline: stopping")
         stop_server(server)

@@ -172,10 +172,8 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     out = _start_run_folder(config, data)
     balance = _class_balance(config, data)
     _log_start(config, base, data, balance, trainable, total)
-    if config.strategy == "frozen":
-        fitted = _train_frozen(config, model, tokenizer, data, balance, out, extra_callbacks)
-    else:
-        fitted = _train_with_trainer(config, model, tokenizer, data, balance, out, extra_callbacks)
+    job = _Job(config, model, tokenizer, data, balance, out, extra_callbacks)
+    fitted = _train_frozen(job) if config.strategy == "frozen" else _train_with_trainer(job)
     result = TrainedModel(
         config=config,
         model=fitted.model,
@@ -194,6 +192,19 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
 
 
 @dataclass
+class _Job:
+    """What a strategy's training loop starts from."""
+
+    config: TrainConfig
+    model: Any
+    tokenizer: Any
+    data: PreparedData
+    balance: _ClassBalance
+    out: Path
+    extra_callbacks: list[Any] | None
+
+
+@dataclass
 class _Fitted:
     """What a strategy's training loop hands back to train()."""
 
@@ -203,21 +214,14 @@ class _Fitted:
     log_history: list[dict[str, Any]]
 
 
-def _train_with_trainer(
-    config: TrainConfig,
-    model: Any,
-    tokenizer: Any,
-    data: PreparedData,
-    balance: _ClassBalance,
-    out: Path,
-    extra_callbacks: list[Any] | None,
-) -> _Fitted:
+def _train_with_trainer(job: _Job) -> _Fitted:
     """Full and LoRA: the transformers Trainer, early stopping on validation macro-F1."""
+    config, tokenizer, data, balance = job.config, job.tokenizer, job.data, job.balance
     max_len = config.scenario.max_length_tokens
     train_ds = tokenize(data.train, tokenizer, max_len)
     val_ds = tokenize(data.validation, tokenizer, max_len)
     trainer = _make_trainer(
-        config, model, tokenizer, data.labels, train_ds, val_ds, balance, out, extra_callbacks
+        config, job.model, tokenizer, data.labels, train_ds, val_ds, balance, job.out, job.extra_callbacks
     )
     started = time.perf_counter()
     trainer.train()
@@ -227,26 +231,25 @@ def _train_with_trainer(
     return _Fitted(trainer.model, metrics, train_time_s, list(trainer.state.log_history))
 
 
-def _train_frozen(
-    config: TrainConfig,
-    model: Any,
-    tokenizer: Any,
-    data: PreparedData,
-    balance: _ClassBalance,
-    out: Path,
-    extra_callbacks: list[Any] | None,
-) -> _Fitted:
+def _train_frozen(job: _Job) -> _Fitted:
     """Frozen: embed the rows once, train the head on the embeddings (training/frozen.py), no Trainer."""
     from .frozen import train_frozen
 
+    balance = job.balance
     run = train_frozen(
-        model, tokenizer, data, config, balance.loss_weights, balance.sample_weights, extra_callbacks
+        job.model,
+        job.tokenizer,
+        job.data,
+        job.config,
+        balance.loss_weights,
+        balance.sample_weights,
+        job.extra_callbacks,
     )
-    metrics = _metrics_from_logits(run.fit.val_logits, data, balance.weighted, run.fit.eval_loss)
+    metrics = _metrics_from_logits(run.fit.val_logits, job.data, balance.weighted, run.fit.eval_loss)
     metrics["head_epochs"] = run.fit.epochs_run
     metrics["head_best_epoch"] = run.fit.best_epoch
     metrics["embed_time_s"] = round(run.embed_time_s, 3)
-    _write_tensorboard(out, run.fit.log_history)
+    _write_tensorboard(job.out, run.fit.log_history)
     return _Fitted(run.model, metrics, run.train_time_s, run.fit.log_history)
 
 
