@@ -338,8 +338,8 @@ def run(
 
 
 def _reuse(cell: Cell, done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    if cell.stage == "matrix":
-        return None
+    if cell.stage == "matrix" or cell.variant is not None or cell.adversarial is not None:
+        return None  # a search candidate or an adversarial run is never a matrix cell
     return _matrix_alias(cell, done)
 
 

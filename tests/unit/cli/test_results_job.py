@@ -80,3 +80,15 @@ def test_search_candidates_can_be_chosen_and_run_on_their_scenarios() -> None:
     # A second-round candidate runs as a matrix cell does: its settings win over the search's fixed ones.
     settings = SEARCH["lora-qv-r16-lr2e-3-1200steps"][1]
     assert settings["min_train_steps"] == 1200 and settings["max_eval_samples"] == 500
+
+
+def test_a_search_candidate_is_never_taken_for_the_matrix_cell() -> None:
+    from labelwise.results import Cell, _reuse
+
+    matrix = Cell("matrix", "emotion", "lora", 1000, export=True)
+    done = {matrix.key: {"key": matrix.key}}
+    assert _reuse(Cell("atis", "emotion", "lora", 1000), done) == {"key": matrix.key}
+    assert (
+        _reuse(Cell("search", "emotion", "lora", 1000, variant="lora-qv-r16-lr2e-3-1200steps"), done) is None
+    )
+    assert _reuse(Cell("fgm", "emotion", "lora", 1000, adversarial="fgm"), done) is None
