@@ -66,7 +66,8 @@ def full_head_requested() -> bool:
 def _lean_head() -> Iterator[None]:
     """While ray.init starts a new local node: no autoscaler monitor (one fixed node: nothing to scale),
     no log monitor (log_to_driver is off: nobody reads what it forwards), no API server (no dashboard,
-    no job submission; Serve runs through the Python API). ~170 MB PSS (docs/benchmarks.md, "Memory").
+    no job submission; Serve runs through the Python API): 173 MB PSS (docs/serving.md, "What a local
+    serve runs").
 
     Ray 2.60 has these switches on RayParams (`ray start --no-monitor --include-log-monitor=false`) but not
     on ray.init; the switches are applied for the length of the call only, and a Ray whose internals
