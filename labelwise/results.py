@@ -65,6 +65,14 @@ SEARCH: dict[str, tuple[str, dict[str, Any]]] = {
         | {"num_train_epochs": 3, "min_train_steps": 1200, "early_stopping_patience": 3}
         | {"max_eval_samples": MAX_EVAL_ROWS},
     ),
+    # The shared-batch serving mode (lora_mode: shared) serves adapters on the architecture's default
+    # targets (query/value) from one multi-adapter graph: the default kept on them, with more steps.
+    "lora-qv-r8-lr3e-3-1200steps": (
+        "lora",
+        {"learning_rate": 3e-3, "lora_target_modules": ["query", "value"]}
+        | {"num_train_epochs": 3, "min_train_steps": 1200, "early_stopping_patience": 3}
+        | {"max_eval_samples": MAX_EVAL_ROWS},
+    ),
 }
 # Candidates searched on more scenarios than SEARCH_SCENARIOS.
 SEARCH_ON: dict[str, tuple[str, ...]] = {
