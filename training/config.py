@@ -50,6 +50,12 @@ class StrategyParams(_Strict):
         gt=0,
         description="Learning rate of the classification head (full and lora); None: learning_rate.",
     )
+    early_stopping_patience: int | None = Field(
+        default=None,
+        ge=0,
+        description="This strategy's patience (evaluations without a better validation macro-F1); None: the "
+        "run's (2); a run that names one (--early-stopping-patience) wins; 0 disables.",
+    )
     batch_size: int = Field(default=16, ge=1, description="Rows per training step per device.")
     eval_batch_size: int = Field(default=64, ge=1, description="Rows per evaluation step.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
@@ -299,6 +305,8 @@ def make_train_config(
         )
     except ValidationError as exc:
         raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid override: {exc}") from exc
+    if params.early_stopping_patience is not None:  # the strategy's, or this run's override of it
+        overrides["early_stopping_patience"] = params.early_stopping_patience
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if data is not None:
         train_path = Path(data)

@@ -68,3 +68,18 @@ def test_packaged_defaults_scale_steps_with_the_data() -> None:
         scenario = load_scenario(name)
         for strategy in ("full", "lora"):
             assert scenario.strategies[strategy].min_train_steps, (name, strategy)
+
+
+def test_a_strategy_may_set_its_patience_and_a_run_override_wins() -> None:
+    scenario = load_scenario("emotion")
+    own = scenario.model_copy(deep=True)
+    own.strategies["lora"] = own.strategies["lora"].model_copy(update={"early_stopping_patience": 3})
+    assert make_train_config(own, "lora", output_dir="/tmp/lw-p").early_stopping_patience == 3
+    assert make_train_config(own, "full", output_dir="/tmp/lw-p").early_stopping_patience == 2  # the run's
+    assert (
+        make_train_config(
+            own, "lora", output_dir="/tmp/lw-p", early_stopping_patience=0
+        ).early_stopping_patience
+        == 0
+    )
+    assert StrategyParams().early_stopping_patience is None
