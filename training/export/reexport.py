@@ -64,6 +64,14 @@ def _find_validation_file(config: Any) -> Path | None:
     return None
 
 
+def _base_folder(manifest: Manifest) -> str:
+    """Where the version's base encoder is on this machine: a local folder, the packaged MiniLM or the
+    offline hub cache (training.model.resolve_base_model), never a download."""
+    from ..model import resolve_base_model
+
+    return str(resolve_base_model(manifest.base_model.id).path)
+
+
 def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
     """Rebuild the torch model and tokenizer of a published version from its own files."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -80,7 +88,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         manifest.strategy == "frozen"
         and (
             mean_model := load_mean_pooling_model(
-                weights / HEAD_WEIGHTS_FILE, manifest.base_model.id, labels, f"{folder}"
+                weights / HEAD_WEIGHTS_FILE, _base_folder(manifest), labels, f"{folder}"
             )
         )
         is not None
@@ -90,7 +98,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         from safetensors.torch import load_file
 
         config = AutoConfig.from_pretrained(weights)
-        model = AutoModelForSequenceClassification.from_pretrained(manifest.base_model.id, config=config)
+        model = AutoModelForSequenceClassification.from_pretrained(_base_folder(manifest), config=config)
         head = load_file(str(weights / HEAD_WEIGHTS_FILE))
         prefix = "" if any(k.startswith("classifier.") for k in head) else "classifier."
         missing = model.load_state_dict({prefix + k: v for k, v in head.items()}, strict=False)
@@ -102,7 +110,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         from peft import PeftModel
 
         base = AutoModelForSequenceClassification.from_pretrained(
-            manifest.base_model.id, num_labels=len(labels), **label_kwargs
+            _base_folder(manifest), num_labels=len(labels), **label_kwargs
         )
         model = PeftModel.from_pretrained(base, weights / ADAPTER_DIR)
     return model.eval(), tokenizer

