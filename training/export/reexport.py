@@ -155,7 +155,7 @@ def reexport_version(
                 tokenizer=tokenizer,
                 strategy=source.strategy,
                 base_model=source.base_model,
-                base_model_path=source.base_model.id,
+                base_model_path=_base_folder(source),
                 precisions=wanted,
                 parity_texts=texts,
                 parity_labels=labels,
