@@ -514,6 +514,22 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
             f"{' | '.join(history)} | {'–' if ran is None else f'{ran:.1f}'} | {best:.3f} "
             f"| {rec['train_time_s']:.0f} |"
         )
+    second = sorted({rec["cell"]["scenario"] for rec in recs if rec["cell"]["variant"] in SEARCH_ON})
+    matrix = {
+        (rec["cell"]["scenario"], rec["cell"]["strategy"]): rec["validation"]["macro_f1"]
+        for rec in done.values()
+        if rec["cell"]["stage"] == "matrix" and rec["cell"]["rows"] == 1000
+    }
+    beside = [
+        f"{scenario} full {matrix[(scenario, 'full')]:.3f}, LoRA {matrix[(scenario, 'lora')]:.3f}"
+        for scenario in second
+        if (scenario, "full") in matrix and (scenario, "lora") in matrix
+    ]
+    if beside:
+        r.add(
+            "",
+            "The matrix cells at 1,000 rows (the defaults), validation macro-F1: " + "; ".join(beside) + ".",
+        )
     r.add("")
 
 
