@@ -316,7 +316,7 @@ def fp32_version(models: BenchModels, say: Callable[[str], None]) -> int:
 
     repo = ModelRepository(Path(models.repository))
     served = repo.resolve(models.primary, "production")
-    for version in [served, *sorted(repo.list_versions(models.primary), reverse=True)]:
+    for version in sorted(repo.list_versions(models.primary), key=lambda v: (v != served, -v)):
         manifest = repo.load_manifest(models.primary, version)
         if (version == served or manifest.parent_version == served) and manifest.export("fp32") is not None:
             return version
@@ -340,9 +340,7 @@ def measure_labelwise_fp32(
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(f"labelwise fp32: ready after {waited:.0f}s")
-        return _loads_on(
-            server, server.url, models.primary, PEER_LOADS, run, f"labelwise fp32 (v{version})", say
-        )
+        return _loads_on(server, models.primary, PEER_LOADS, run, f"labelwise fp32 (v{version})", say)
     finally:
         say("labelwise fp32: stopping the server")
         stop_server(server)
@@ -350,7 +348,6 @@ def measure_labelwise_fp32(
 
 def _loads_on(
     server: ServerProcess,
-    url: str,
     scenario: str,
     loads: tuple[tuple[str, int, int], ...],
     run: _Runner,
@@ -361,7 +358,7 @@ def _loads_on(
     results = []
     for label, n_texts, concurrency in loads:
         say(f"{name}: {label} for {run.options.duration_s:.0f}s")
-        result = run.load(url, [scenario], n_texts, concurrency)
+        result = run.load(server.url, [scenario], n_texts, concurrency)
         result["load"] = label
         result["memory"] = server.memory_mb()
         results.append(result)
@@ -432,7 +429,7 @@ def measure_seed(
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(f"seed baseline: ready after {waited:.0f}s")
-        return _loads_on(server, url, models.primary, SERVED_LOADS, run, "seed baseline", say)
+        return _loads_on(server, models.primary, SERVED_LOADS, run, "seed baseline", say)
     finally:
         say("seed baseline: stopping")
         stop_server(server)

@@ -39,41 +39,37 @@ class ServerProcess:
             self.seen.setdefault(p.pid, p)
         return procs
 
-    def memory_mb(self) -> dict[str, float | int]:
-        """RSS and PSS summed over the process tree (PSS counts shared pages once, split among sharers)."""
+    def _readings(self) -> list[tuple[list[str], int, int]]:
+        """(command line, RSS bytes, PSS bytes) of each live process of the tree."""
         import psutil
 
-        rss = pss = 0
-        count = 0
+        out = []
         for proc in self.tree():
             try:
                 info = proc.memory_full_info()
+                out.append((proc.cmdline(), info.rss, getattr(info, "pss", info.rss)))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-            count += 1
-        return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "processes": count}
+        return out
+
+    def memory_mb(self) -> dict[str, float | int]:
+        """RSS and PSS summed over the process tree (PSS counts shared pages once, split among sharers)."""
+        readings = self._readings()
+        rss = sum(r[1] for r in readings)
+        pss = sum(r[2] for r in readings)
+        return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "processes": len(readings)}
 
     def memory_by_process(self) -> list[dict[str, float | str]]:
         """PSS and RSS per process of the tree, largest PSS first, named as `ps` shows them (Ray renames its
         workers `ray::ServeReplica:...`; its daemons by their executable or script)."""
-        import psutil
-
-        rows: list[dict[str, float | str]] = []
-        for proc in self.tree():
-            try:
-                info = proc.memory_full_info()
-                cmdline = proc.cmdline()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            rows.append(
-                {
-                    "process": process_label(cmdline),
-                    "pss_mb": round(getattr(info, "pss", info.rss) / 2**20, 1),
-                    "rss_mb": round(info.rss / 2**20, 1),
-                }
-            )
+        rows: list[dict[str, float | str]] = [
+            {
+                "process": process_label(cmdline),
+                "pss_mb": round(pss / 2**20, 1),
+                "rss_mb": round(rss / 2**20, 1),
+            }
+            for cmdline, rss, pss in self._readings()
+        ]
         return sorted(rows, key=lambda r: -float(r["pss_mb"]))
 
     def tail(self, lines: int = 15) -> str:

@@ -14,7 +14,7 @@ from model_repository import BaseModelRef, Manifest, ModelRepository, layout
 
 from .config import TrainConfig
 from .errors import TrainingError
-from .model import head_prefixes, resolve_base_model
+from .model import ResolvedBase, head_prefixes, resolve_base_model
 from .trainer import TrainedModel, train
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,19 @@ def train_and_publish(
     return publish_run(train(config), repository, export_precisions=export_precisions, alias=alias)
 
 
+def local_base(manifest: Manifest, who: str) -> ResolvedBase:
+    """The version's base encoder on this machine (a local folder, the packaged MiniLM or the offline
+    cache; never a download), refused when its weights differ from the ones the version was trained on."""
+    base = resolve_base_model(manifest.base_model.id)
+    if manifest.base_model.content_hash and base.content_hash != manifest.base_model.content_hash:
+        raise TrainingError(
+            f"{who} was trained on base {manifest.base_model.id} with content hash "
+            f"{manifest.base_model.content_hash[:12]}, but {base.path} hashes to "
+            f"{str(base.content_hash)[:12]}"
+        )
+    return base
+
+
 def load_published_model(
     repository: ModelRepository, scenario: str, ref: str | int = "latest"
 ) -> tuple[Any, Any, Manifest]:
@@ -222,13 +235,7 @@ def load_published_model(
     if manifest.strategy == "full":
         model = AutoModelForSequenceClassification.from_pretrained(str(weights))
     else:
-        base = resolve_base_model(manifest.base_model.id)
-        if manifest.base_model.content_hash and base.content_hash != manifest.base_model.content_hash:
-            raise TrainingError(
-                f"{scenario} v{version} was trained on base {manifest.base_model.id} with content hash "
-                f"{manifest.base_model.content_hash[:12]}, but {base.path} hashes to "
-                f"{str(base.content_hash)[:12]}"
-            )
+        base = local_base(manifest, f"{scenario} v{version}")
         if manifest.strategy == "frozen":
             from .frozen import load_mean_pooling_model
 

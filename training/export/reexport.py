@@ -11,7 +11,7 @@ from typing import Any
 from model_repository import Manifest, ModelRepository, RepositoryError, layout
 
 from ..errors import ExportError, SourceVersionError
-from ..publish import ADAPTER_DIR, HEAD_WEIGHTS_FILE
+from ..publish import ADAPTER_DIR, HEAD_WEIGHTS_FILE, local_base
 from .exporter import export_into
 from .precisions import parse_precisions
 
@@ -64,16 +64,9 @@ def _find_validation_file(config: Any) -> Path | None:
     return None
 
 
-def _base_folder(manifest: Manifest) -> str:
-    """Where the version's base encoder is on this machine: a local folder, the packaged MiniLM or the
-    offline hub cache (training.model.resolve_base_model), never a download."""
-    from ..model import resolve_base_model
-
-    return str(resolve_base_model(manifest.base_model.id).path)
-
-
-def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
-    """Rebuild the torch model and tokenizer of a published version from its own files."""
+def load_torch_model(folder: Path, manifest: Manifest, base_path: Path | None) -> tuple[Any, Any]:
+    """Rebuild the torch model and tokenizer of a published version from its own files; base_path: its
+    base encoder on this machine (training.publish.local_base), None for a full fine-tune."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from ..frozen import load_mean_pooling_model
@@ -88,7 +81,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         manifest.strategy == "frozen"
         and (
             mean_model := load_mean_pooling_model(
-                weights / HEAD_WEIGHTS_FILE, _base_folder(manifest), labels, f"{folder}"
+                weights / HEAD_WEIGHTS_FILE, str(base_path), labels, f"{folder}"
             )
         )
         is not None
@@ -98,7 +91,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         from safetensors.torch import load_file
 
         config = AutoConfig.from_pretrained(weights)
-        model = AutoModelForSequenceClassification.from_pretrained(_base_folder(manifest), config=config)
+        model = AutoModelForSequenceClassification.from_pretrained(str(base_path), config=config)
         head = load_file(str(weights / HEAD_WEIGHTS_FILE))
         prefix = "" if any(k.startswith("classifier.") for k in head) else "classifier."
         missing = model.load_state_dict({prefix + k: v for k, v in head.items()}, strict=False)
@@ -110,7 +103,7 @@ def load_torch_model(folder: Path, manifest: Manifest) -> tuple[Any, Any]:
         from peft import PeftModel
 
         base = AutoModelForSequenceClassification.from_pretrained(
-            _base_folder(manifest), num_labels=len(labels), **label_kwargs
+            str(base_path), num_labels=len(labels), **label_kwargs
         )
         model = PeftModel.from_pretrained(base, weights / ADAPTER_DIR)
     return model.eval(), tokenizer
@@ -138,7 +131,8 @@ def reexport_version(
                 f"{scenario} v{number}: no validation CSV in its training_config; pass --validation PATH"
             )
     texts, labels = read_parity_csv(parity_csv)
-    model, tokenizer = load_torch_model(folder, source)
+    base_path = None if source.strategy == "full" else local_base(source, f"{scenario} v{number}").path
+    model, tokenizer = load_torch_model(folder, source, base_path)
     fields = source.model_dump(exclude=_NOT_INHERITED)
     fields["parent_version"] = number
     with repository.new_version(scenario, **fields) as draft:
@@ -155,7 +149,7 @@ def reexport_version(
                 tokenizer=tokenizer,
                 strategy=source.strategy,
                 base_model=source.base_model,
-                base_model_path=_base_folder(source),
+                base_model_path=source.base_model.id if base_path is None else str(base_path),
                 precisions=wanted,
                 parity_texts=texts,
                 parity_labels=labels,

