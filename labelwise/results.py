@@ -113,9 +113,10 @@ def plan(
     scenarios: tuple[str, ...],
     budgets: tuple[int, ...],
     variants: tuple[str, ...] | None = None,
+    strategies: tuple[str, ...] = STRATEGY_ORDER,
 ) -> list[Cell]:
     """The cells of the requested stages, cheapest first within each stage (variants: search candidates
-    to run, default all)."""
+    to run, default all; strategies: those of the matrix, curve, atis and sst2 cells)."""
     cells: list[Cell] = []
     smallest = min(budgets)
     if "matrix" in stages:
@@ -123,20 +124,20 @@ def plan(
         # served-graph figures even when a run is stopped before the larger budgets.
         for rows in sorted(budgets):
             for scenario in scenarios:
-                for strategy in STRATEGY_ORDER:
+                for strategy in strategies:
                     cells.append(Cell("matrix", scenario, strategy, rows, export=rows == smallest))
     if "curve" in stages:
-        for strategy in ("full", "lora"):
+        for strategy in [s for s in ("full", "lora") if s in strategies]:
             cells.append(Cell("curve", "sentiment", strategy, 16000))
     if "atis" in stages:
-        for strategy in ("full", "lora"):
+        for strategy in [s for s in ("full", "lora") if s in strategies]:
             cells.append(Cell("atis", "intent_atis", strategy, 1000, class_weighting="off"))
-    if "fgm" in stages:
+    if "fgm" in stages and "lora" in strategies:
         for seed in (1, 2, 3):
             for adversarial in (None, "fgm"):
                 cells.append(Cell("fgm", "sentiment", "lora", 1000, seed=seed, adversarial=adversarial))
     if "sst2" in stages:
-        for strategy in STRATEGY_ORDER:
+        for strategy in strategies:
             cells.append(Cell("sst2", "sst2", strategy, max(budgets)))
     if "search" in stages:
         for variant, (strategy, _settings) in SEARCH.items():
@@ -303,6 +304,7 @@ def run(
     time_budget_s: float | None = None,
     base_model: str = BASE_MODEL,
     variants: tuple[str, ...] | None = None,
+    strategies: tuple[str, ...] = STRATEGY_ORDER,
 ) -> dict[str, dict[str, Any]]:
     """Run the cells not yet done (in plan order), regenerating the report after each one."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -311,7 +313,7 @@ def run(
 
     out.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(out / "repository")
-    cells = plan(stages, scenarios, budgets, variants)
+    cells = plan(stages, scenarios, budgets, variants, strategies)
     done = load_done(out)
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")

@@ -95,6 +95,11 @@ class AdapterEntry:
     head: Mapping[str, np.ndarray]
 
 
+def adapted_projections(entry: AdapterEntry) -> list[str]:
+    """The projection paths (e.g. `attention.self.query`) whose A, B, ... arrays an adapter's lora.npz holds."""
+    return sorted({k.rsplit(".", 1)[0] for k in entry.lora})
+
+
 def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
     """Raise AdapterMismatchError naming what differs; return the adapter's number of labels."""
     who = entry.name
@@ -107,12 +112,16 @@ def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
         raise AdapterMismatchError(
             f"adapter {who}: head kind {entry.head_kind!r}, the graph takes {spec.head_kind!r}"
         )
-    projections = sorted({k.rsplit(".", 1)[0] for k in entry.lora})
-    if projections != sorted(spec.projections):
+    projections = adapted_projections(entry)
+    # A subset of the graph's projections is fine: the others get zero blocks, which add nothing.
+    outside = [p for p in projections if p not in spec.projections]
+    if outside or not projections:
         raise AdapterMismatchError(
             f"adapter {who}: LoRA targets {projections}, the graph adapts {sorted(spec.projections)}"
+            + (f" (not {outside})" if outside else "")
         )
-    for proj, (d_in, d_out) in spec.projections.items():
+    for proj in projections:
+        d_in, d_out = spec.projections[proj]
         for part in ("A", "B", "scaling", "layers"):
             if f"{proj}.{part}" not in entry.lora:
                 raise AdapterMismatchError(f"adapter {who}: lora.npz lacks array {proj}.{part!r}")
@@ -174,6 +183,8 @@ def build_tables(
         a_tab = np.zeros((n, spec.num_layers, r, d_in), dtype=dtype)
         b_tab = np.zeros((n, spec.num_layers, d_out, r), dtype=dtype)
         for i, e in enumerate(entries):
+            if f"{proj}.A" not in e.lora:
+                continue  # a projection this adapter leaves alone: zero blocks
             a = np.asarray(e.lora[f"{proj}.A"], dtype=np.float32)
             b = np.asarray(e.lora[f"{proj}.B"], dtype=np.float32)
             scaling = np.asarray(e.lora[f"{proj}.scaling"], dtype=np.float32).reshape(-1, 1, 1)

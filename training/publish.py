@@ -169,9 +169,11 @@ def export_shared_graph(
 ) -> None:
     """Export the base's multi-adapter graph (lora_mode: shared) unless it exists, so serving needs no torch.
 
-    Default target modules: one graph per base serves every adapter with the default targets; an
-    adapter with others is refused by shared serving and keeps its merged graph. An unsupported
-    architecture only logs: the version is still served by its merged graph (lora_mode: merged).
+    The graph adapts the architecture's default target modules (every linear projection of a BERT-like
+    layer): one graph per base serves every adapter whose targets are among them (query/value only
+    included); an adapter on others is refused by shared serving and keeps its merged graph. An
+    unsupported architecture, or a graph exported earlier on fewer targets, only logs: the version is
+    still served by its merged graph (lora_mode: merged).
     """
     from training.export.precisions import MULTI_ADAPTER_PRECISIONS
     from training.multi_adapter import MultiAdapterError, export_multi_adapter_base

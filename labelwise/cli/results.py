@@ -29,6 +29,11 @@ def results_command(
         "sentiment,emotion,intent,intent_atis,news_topic,spam", "--scenarios", help="Scenarios of the matrix."
     ),
     budgets: str = typer.Option("1000,4000", "--budgets", help="Train rows per matrix cell (comma list)."),
+    strategies: str = typer.Option(
+        "full,lora,frozen",
+        "--strategies",
+        help="Strategies of the matrix, curve and sst2 cells (comma list).",
+    ),
     docs: Path = typer.Option(Path("docs/results.md"), "--docs", help="Report written after every cell."),
     time_budget_s: float | None = typer.Option(
         None, "--time-budget-s", help="Start no new cell after this long; a rerun resumes."
@@ -49,6 +54,11 @@ def results_command(
     for stage in _split(stages):
         if stage not in results.STAGES:
             raise typer.BadParameter(f"unknown stage {stage!r}: choose from {', '.join(results.STAGES)}")
+    for strategy in _split(strategies):
+        if strategy not in results.STRATEGY_ORDER:
+            raise typer.BadParameter(
+                f"unknown strategy {strategy!r}: choose from {', '.join(results.STRATEGY_ORDER)}"
+            )
     for variant in _split(variants or ""):
         if variant not in results.SEARCH:
             raise typer.BadParameter(
@@ -63,4 +73,5 @@ def results_command(
         typer.echo,
         time_budget_s,
         variants=None if variants is None else _split(variants),
+        strategies=_split(strategies),
     )

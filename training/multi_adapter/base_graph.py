@@ -105,7 +105,16 @@ def export_multi_adapter_base(
     for precision in precisions:
         folder = layout.multi_adapter_folder(rank, precision)
         if repository.has_base(key, folder):
-            load_spec(repository, key, rank, precision)  # verifies checksums
+            spec = load_spec(repository, key, rank, precision)  # verifies checksums
+            adapted = sorted({p.rsplit(".", 1)[-1] for p in spec.projections})
+            if not set(targets) <= set(adapted):
+                raise MultiAdapterError(
+                    f"multi-adapter graph {key}/{folder} adapts {adapted}, not every one of {targets} "
+                    "(it was exported when the default LoRA targets were attention query/value only); "
+                    f"adapters on {targets} need one that does: remove _bases/{key}/{folder} and publish "
+                    "a LoRA version (or call export_multi_adapter_base) to export it; the adapters on the "
+                    "old targets keep working with the new graph"
+                )
             say(f"multi-adapter graph {key}/{folder}: already exported, verified, reused")
         else:
             missing.append(precision)

@@ -180,10 +180,11 @@ def _prepare(work: Path, minilm: Path) -> tuple[Path, Path, dict[str, Any]]:
 
     from model_repository import layout
     from training.export import graphs
+    from training.model import lora_targets
     from training.multi_adapter.graph import build_module, export_onnx
 
-    module, spec = build_module(minilm, "bench", RANK, ["query", "value"])
     config = AutoConfig.from_pretrained(minilm)
+    module, spec = build_module(minilm, "bench", RANK, lora_targets(config.model_type, None))
     raw = export_onnx(module, spec, work / "shared-raw" / layout.MULTI_ADAPTER_FILE, config.vocab_size)
     shared = graphs.optimize_graph(raw, config, work / "shared" / layout.MULTI_ADAPTER_FILE)
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,10 @@ def test_reexport_reuses_the_published_graph(
     ("change", "message"),
     [
         ("rank", "exceeds the graph's table rank 4"),
-        ("targets", "LoRA targets"),
+        (
+            "targets",
+            r"adapts \['attention.self.query', 'attention.self.value'\] \(not \['attention.output.dense'",
+        ),
         ("base", "trained on base"),
         ("layers", "adapted in layers"),
         ("head", "head output weight"),
@@ -186,10 +190,20 @@ def test_mismatched_adapter_is_refused_by_name(
     spec = _spec(repo, tiny_roberta_dir)
     good = roberta_scenarios[0]
     lora, head, base = dict(good.lora), dict(good.head), spec.base_key
+    assert sorted(spec.projections) == [
+        "attention.output.dense",
+        "attention.self.key",
+        "attention.self.query",
+        "attention.self.value",
+        "intermediate.dense",
+        "output.dense",
+    ]
     if change == "rank":
         lora = make_scenario(tiny_roberta_dir, "wide", 3, seed=9, rank=8).lora
-    elif change == "targets":
-        lora = make_scenario(tiny_roberta_dir, "keys", 3, seed=9, targets=["query", "key", "value"]).lora
+    elif change == "targets":  # a graph exported on query/value only: every-projection adapters don't fit
+        qv = {k: v for k, v in spec.projections.items() if k.endswith(("query", "value"))}
+        spec = replace(spec, projections=qv)
+        good = make_scenario(tiny_roberta_dir, "qv", 3, seed=9, targets=["query", "value"])
     elif change == "base":
         base = "some-other-base-0123456789ab"
     elif change == "layers":
@@ -248,3 +262,21 @@ def test_minilm_mixed_rows_match_merged_models(tmp_path: Path, minilm_dir: Path)
     for i, scenario in enumerate(scenarios):
         own = _merged_logits(scenario, tokens)[index == i]
         assert np.abs(logits[index == i, : scenario.num_labels] - own).max() <= FP32_TOLERANCE
+
+
+def test_a_graph_on_fewer_projections_is_not_reused_for_the_default_targets(
+    tmp_path: Path, tiny_roberta_dir: Path
+) -> None:
+    """A repository whose graph was exported on query/value only: exporting for every projection says
+    what to do instead of reusing a graph the new adapters cannot join."""
+    from model_repository import ModelRepository
+    from training.multi_adapter import MultiAdapterError, export_multi_adapter_base
+
+    repo = ModelRepository(tmp_path)
+    export_multi_adapter_base(
+        repo, tiny_roberta_dir, rank=RANK, targets=["query", "value"], precisions=("fp32",)
+    )
+    with pytest.raises(
+        MultiAdapterError, match=r"adapts \['query', 'value'\], not every one of .*remove _bases/"
+    ):
+        export_multi_adapter_base(repo, tiny_roberta_dir, rank=RANK, precisions=("fp32",))

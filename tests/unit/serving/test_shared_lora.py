@@ -21,7 +21,7 @@ TEXTS = [
 SCENARIOS = {
     "lora_two": (("negative", "positive"), None),
     "lora_three": (("positive", "negative", "neutral"), None),
-    "lora_qkv": (("positive", "negative"), ["query", "key", "value"]),
+    "lora_qv": (("positive", "negative"), ["query", "value"]),  # fewer: zero blocks for the others
 }
 
 
@@ -49,7 +49,7 @@ def _publish(repo: ModelRepository, work: Path, tiny: Path, name: str, seed: int
 
 @pytest.fixture(scope="module")
 def repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
-    """lora_two v1 + v2, lora_three v1, lora_qkv v1 (other targets), each with its merged graph too."""
+    """lora_two v1 + v2, lora_three v1, lora_qv v1 (query/value only), each with its merged graph too."""
     pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
     work = tmp_path_factory.mktemp("shared-lora")
     repository = ModelRepository(work / "repo")
@@ -111,19 +111,50 @@ def test_rows_of_two_scenarios_share_one_pass_and_each_matches_its_own_merged_gr
     assert np.abs(swapped[:, :2] - logits[:, :2]).max() > 1e-3  # the check above is not vacuous
 
 
-def test_an_adapter_with_other_targets_is_refused_and_the_others_keep_serving(repo: ModelRepository) -> None:
+def test_an_adapter_on_fewer_projections_shares_the_default_graph(repo: ModelRepository) -> None:
+    """query/value only (the default before every linear projection): same graph, same pass, own answer."""
     from serving.engine import MultiAdapterCache, OnnxEngine, Row
-    from serving.errors import ModelLoadError
 
     cache = MultiAdapterCache()
-    two = _load(repo, "lora_two", 1, "shared", cache)
-    before = two.shared.table
-    with pytest.raises(ModelLoadError, match=r"lora_qkv v1: LoRA targets .*key.*the graph adapts"):
-        _load(repo, "lora_qkv", 1, "shared", cache)
-    assert two.shared.table is before and two.shared.hosted == {"lora_two": 1}
-    assert OnnxEngine().classify([Row(two, "the app was brilliant")])[0].probs.shape == (2,)
-    # lora_mode merged still serves it through its own merged graph.
-    assert _load(repo, "lora_qkv", 1, "merged").graph is not None
+    shared = {n: _load(repo, n, 1, "shared", cache) for n in ("lora_two", "lora_qv")}
+    assert shared["lora_two"].shared is shared["lora_qv"].shared
+    assert sorted(k.rsplit(".", 1)[0] for k in shared["lora_qv"].adapter.lora if k.endswith(".A")) == [
+        "attention.self.query",
+        "attention.self.value",
+    ]
+    engine = OnnxEngine()
+    rows = [Row(shared[("lora_two", "lora_qv")[i % 2]], t) for i, t in enumerate(TEXTS * 2)]
+    outcome = engine.run(rows)
+    assert [(p.group, p.rows, p.scenarios) for p in outcome.passes] == [("lora", 10, 2)]
+    for row, result in zip(rows, outcome.results, strict=True):
+        expected = engine.classify([Row(_load(repo, row.scenario.name, 1, "merged"), row.text)])[0]
+        np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+
+
+def test_a_graph_on_fewer_projections_refuses_a_default_adapter_and_keeps_serving(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """A repository whose graph predates the every-projection default: publishing a new LoRA version
+    keeps that graph (and says so), shared serving refuses the new adapter by name and keeps serving
+    the ones it has, and merged serving still serves the new one."""
+    from serving.engine import MultiAdapterCache, OnnxEngine, Row
+    from serving.errors import ModelLoadError
+    from training.multi_adapter import export_multi_adapter_base
+
+    repository = ModelRepository(tmp_path / "repo")
+    export_multi_adapter_base(
+        repository, tiny_roberta_dir, rank=8, targets=["query", "value"], precisions=["fp32"]
+    )
+    _publish(repository, tmp_path, tiny_roberta_dir, "lora_qv", 1)
+    _publish(repository, tmp_path, tiny_roberta_dir, "lora_two", 2)
+    cache = MultiAdapterCache()
+    qv = _load(repository, "lora_qv", 1, "shared", cache)
+    before = qv.shared.table
+    with pytest.raises(ModelLoadError, match=r"lora_two v1: LoRA targets .*the graph adapts .*\(not \["):
+        _load(repository, "lora_two", 1, "shared", cache)
+    assert qv.shared.table is before and qv.shared.hosted == {"lora_qv": 1}
+    assert OnnxEngine().classify([Row(qv, "the app was brilliant")])[0].probs.shape == (2,)
+    assert _load(repository, "lora_two", 1, "merged").graph is not None
 
 
 def test_promote_swaps_one_table_row_and_rows_bound_to_the_old_version_still_get_their_own_adapter(

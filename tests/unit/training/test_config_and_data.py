@@ -209,7 +209,7 @@ def test_minilm_alias_resolves_to_the_packaged_copy(minilm_dir: Path) -> None:
 
 
 def test_lora_targets_per_architecture() -> None:
-    assert lora_targets("roberta", None) == ["query", "value"]
+    assert lora_targets("roberta", None) == ["query", "key", "value", "dense"]
     assert lora_targets("distilbert", None) == ["q_lin", "v_lin"]
     assert lora_targets("gpt_neox", ["query_key_value"]) == ["query_key_value"]
     with pytest.raises(StrategyError, match="gpt_neox"):
