@@ -96,7 +96,7 @@ class AdapterEntry:
 
 
 def adapted_projections(entry: AdapterEntry) -> list[str]:
-    """The projection paths (e.g. `attention.self.query`) whose A, B, ... arrays an adapter's lora.npz holds."""
+    """The projection paths (e.g. `attention.self.query`) an adapter's lora.npz holds arrays for."""
     return sorted({k.rsplit(".", 1)[0] for k in entry.lora})
 
 
