@@ -46,6 +46,11 @@ class Parity(_Strict):
     )
     test_accuracy: float | None = Field(default=None, description="This graph's accuracy on the test rows.")
     test_macro_f1: float | None = Field(default=None, description="This graph's macro-F1 on the test rows.")
+    quantization: str | None = Field(
+        default=None,
+        description="int8: how the graph was quantised, when the export's int8 guard had to choose (nodes "
+        "kept fp32 and why); None: every MatMul quantised.",
+    )
 
 
 class ExportRecord(_Strict):

@@ -41,6 +41,9 @@ from .parity import (
 from .precisions import RECIPES, GraphBuilder, parse_precisions
 
 DEFAULT_PARITY_ROWS = 512
+# Validation accuracy the fully quantised int8 graph may lose against the fp32 graph before the export
+# tries keeping its most sensitive nodes fp32 (_guard_int8).
+INT8_MAX_DROP = 0.005
 # The scenario's test split scored by every exported graph at publish: all of it up to this many rows,
 # so that publishing stays bounded (~3 passes over 2000 rows of MiniLM at 64 tokens on 2 cores).
 DEFAULT_TEST_ROWS = 2000
@@ -273,13 +276,52 @@ def _export_graphs(
         say(f"ONNX export ({merged.config.model_type}, opset {opset})")
         raw = graphs.export_sequence_classifier(merged, work, opset, list(rows.batches[0]))
         builder = GraphBuilder(raw, merged.config, work, "model.onnx")
+        checked: dict[str, Parity] = {}
         for precision in ["fp32"] + [p for p in wanted if p != "fp32"]:
             graph = builder.build(precision)
             parity, inputs = _graph_parity(graph, precision, rows)
+            if precision == "int8":
+                graph, parity = _guard_int8(builder, graph, parity, checked["fp32"], rows, work, say)
+            checked[precision] = parity
             _gate(precision, graph, parity, say)
             if precision in wanted:
                 records.append(_keep(version_dir, graph, precision, inputs, parity))
     return records
+
+
+def _guard_int8(
+    builder: GraphBuilder,
+    graph: Path,
+    parity: Parity,
+    fp32: Parity,
+    rows: _ParityRows,
+    work: Path,
+    say: Callable[[str], None],
+) -> tuple[Path, Parity]:
+    """The int8 graph to publish: every MatMul quantised, unless that loses more than INT8_MAX_DROP of
+    validation accuracy against the fp32 graph; then the attention blocks and feed-forward output
+    projections stay fp32 too, and whichever of the two agrees with torch on more validation rows is
+    kept (the choice and its figures in `parity.quantization`). Chosen on validation rows only."""
+    if parity.accuracy_delta is None or fp32.accuracy_delta is None:
+        return graph, parity
+    drop = fp32.accuracy_delta - parity.accuracy_delta
+    if drop <= INT8_MAX_DROP:
+        return graph, parity
+    keep = graphs.int8_sensitive_nodes(builder.build("fp32"))
+    if not keep:
+        return graph, parity
+    mixed = graphs.quantize_int8(builder.build("fp32"), work / "int8-mixed" / graph.name, keep_fp32=keep)
+    partial, _inputs = _graph_parity(mixed, "int8", rows)
+    why = (
+        f"every MatMul int8: validation accuracy {-drop * 100:+.1f} points vs fp32, agreement "
+        f"{parity.agreement:.3f}; {len(keep)} attention / feed-forward output nodes kept fp32: agreement "
+        f"{partial.agreement:.3f}"
+    )
+    if (partial.agreement or 0.0) > (parity.agreement or 0.0):
+        say(f"int8 guard: {why}; publishing the partly quantised graph")
+        return mixed, partial.model_copy(update={"quantization": f"{len(keep)} nodes kept fp32 ({why})"})
+    say(f"int8 guard: {why}; keeping every MatMul int8")
+    return graph, parity.model_copy(update={"quantization": f"every MatMul int8 ({why})"})
 
 
 def _gate(precision: str, graph: Path, parity: Parity, say: Callable[[str], None]) -> None:

