@@ -227,48 +227,53 @@ def load_published_model(
     repository: ModelRepository, scenario: str, ref: str | int = "latest"
 ) -> tuple[Any, Any, Manifest]:
     """(torch model in eval mode, tokenizer, manifest) of a published version, checksums verified first."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     version = repository.resolve(scenario, ref)
     manifest = repository.verify(scenario, version)
-    folder = repository.version_path(scenario, version)
+    who = f"{scenario} v{version}"
+    base_path = None if manifest.strategy == "full" else local_base(manifest, who).path
+    model, tokenizer = load_version_model(
+        repository.version_path(scenario, version), manifest, base_path, who
+    )
+    return model, tokenizer, manifest
+
+
+def load_version_model(folder: Path, manifest: Manifest, base_path: Path | None, who: str) -> tuple[Any, Any]:
+    """(torch model in eval mode, tokenizer) rebuilt from a version folder's own files; base_path: its base
+    encoder on this machine (local_base), None for a full fine-tune. Frozen heads: mean-pooled, or on the
+    encoder's pooler / first token as published before mean pooling (keys with or without `classifier.`)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(folder / layout.TOKENIZER_DIR))
     weights = folder / layout.WEIGHTS_DIR
     if manifest.strategy == "full":
-        model = AutoModelForSequenceClassification.from_pretrained(str(weights))
+        return AutoModelForSequenceClassification.from_pretrained(str(weights)).eval(), tokenizer
+    if manifest.strategy == "frozen":
+        from .frozen import load_mean_pooling_model
+
+        mean_model = load_mean_pooling_model(weights / HEAD_WEIGHTS_FILE, base_path, manifest.labels, who)
+        if mean_model is not None:
+            return mean_model.eval(), tokenizer
+    labels = manifest.labels
+    with _quiet_transformers():  # the head is loaded below: "newly initialized ... TRAIN" is wrong here
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_path),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+        )
+    if manifest.strategy == "frozen":
+        from safetensors.torch import load_file
+
+        head = load_file(str(weights / HEAD_WEIGHTS_FILE))
+        prefix = "" if any(k.split(".")[0] in head_prefixes(model) for k in head) else "classifier."
+        missing, unexpected = model.load_state_dict({prefix + k: v for k, v in head.items()}, strict=False)
+        if unexpected or any(k.split(".")[0] in head_prefixes(model) for k in missing):
+            raise TrainingError(f"{who}: {HEAD_WEIGHTS_FILE} does not match the base architecture")
     else:
-        base = local_base(manifest, f"{scenario} v{version}")
-        if manifest.strategy == "frozen":
-            from .frozen import load_mean_pooling_model
+        from peft import PeftModel
 
-            mean_model = load_mean_pooling_model(
-                weights / HEAD_WEIGHTS_FILE, base.path, manifest.labels, f"{scenario} v{version}"
-            )
-            if mean_model is not None:
-                return mean_model, tokenizer, manifest
-        labels = manifest.labels
-        with _quiet_transformers():  # the head is loaded below: "newly initialized ... TRAIN" is wrong here
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(base.path),
-                num_labels=len(labels),
-                id2label=dict(enumerate(labels)),
-                label2id={n: i for i, n in enumerate(labels)},
-            )
-        if manifest.strategy == "frozen":
-            from safetensors.torch import load_file
-
-            head = load_file(str(weights / HEAD_WEIGHTS_FILE))
-            missing, unexpected = model.load_state_dict(head, strict=False)
-            if unexpected or any(k.split(".")[0] in head_prefixes(model) for k in missing):
-                raise TrainingError(
-                    f"{scenario} v{version}: head.safetensors does not match the base architecture"
-                )
-        else:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(weights / ADAPTER_DIR))
-    model.eval()
-    return model, tokenizer, manifest
+        model = PeftModel.from_pretrained(model, str(weights / ADAPTER_DIR))
+    return model.eval(), tokenizer
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 from model_repository import Manifest, ModelRepository, RepositoryError, layout
 
 from ..errors import ExportError, SourceVersionError
-from ..publish import ADAPTER_DIR, HEAD_WEIGHTS_FILE, local_base
+from ..publish import load_version_model, local_base
 from .exporter import export_into
 from .precisions import parse_precisions
 
@@ -64,51 +64,6 @@ def _find_validation_file(config: Any) -> Path | None:
     return None
 
 
-def load_torch_model(folder: Path, manifest: Manifest, base_path: Path | None) -> tuple[Any, Any]:
-    """Rebuild the torch model and tokenizer of a published version from its own files; base_path: its
-    base encoder on this machine (training.publish.local_base), None for a full fine-tune."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    from ..frozen import load_mean_pooling_model
-
-    tokenizer = AutoTokenizer.from_pretrained(folder / layout.TOKENIZER_DIR)
-    labels = manifest.labels
-    label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {v: i for i, v in enumerate(labels)}}
-    weights = folder / layout.WEIGHTS_DIR
-    if manifest.strategy == "full":
-        model = AutoModelForSequenceClassification.from_pretrained(weights)
-    elif (
-        manifest.strategy == "frozen"
-        and (
-            mean_model := load_mean_pooling_model(
-                weights / HEAD_WEIGHTS_FILE, str(base_path), labels, f"{folder}"
-            )
-        )
-        is not None
-    ):
-        model = mean_model
-    elif manifest.strategy == "frozen":
-        from safetensors.torch import load_file
-
-        config = AutoConfig.from_pretrained(weights)
-        model = AutoModelForSequenceClassification.from_pretrained(str(base_path), config=config)
-        head = load_file(str(weights / HEAD_WEIGHTS_FILE))
-        prefix = "" if any(k.startswith("classifier.") for k in head) else "classifier."
-        missing = model.load_state_dict({prefix + k: v for k, v in head.items()}, strict=False)
-        if missing.unexpected_keys:
-            raise SourceVersionError(
-                f"{folder}: {HEAD_WEIGHTS_FILE} has unknown keys {missing.unexpected_keys}"
-            )
-    else:
-        from peft import PeftModel
-
-        base = AutoModelForSequenceClassification.from_pretrained(
-            str(base_path), num_labels=len(labels), **label_kwargs
-        )
-        model = PeftModel.from_pretrained(base, weights / ADAPTER_DIR)
-    return model.eval(), tokenizer
-
-
 def reexport_version(
     repository: ModelRepository,
     scenario: str,
@@ -131,8 +86,9 @@ def reexport_version(
                 f"{scenario} v{number}: no validation CSV in its training_config; pass --validation PATH"
             )
     texts, labels = read_parity_csv(parity_csv)
-    base_path = None if source.strategy == "full" else local_base(source, f"{scenario} v{number}").path
-    model, tokenizer = load_torch_model(folder, source, base_path)
+    who = f"{scenario} v{number}"
+    base_path = None if source.strategy == "full" else local_base(source, who).path
+    model, tokenizer = load_version_model(folder, source, base_path, who)
     fields = source.model_dump(exclude=_NOT_INHERITED)
     fields["parent_version"] = number
     with repository.new_version(scenario, **fields) as draft:
