@@ -434,10 +434,11 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     return docs
 
 
-def estimate_s(cell: Cell, done: dict[str, dict[str, Any]]) -> float | None:
-    """Seconds a cell not yet run should take, from the finished cells of its strategy: seconds per train
-    row and epoch, times its rows and planned epochs, plus their mean time outside training (scoring,
-    export). None until a cell of the strategy has finished."""
+def estimate_s(cell: Cell, done: dict[str, dict[str, Any]], every_epoch: bool = False) -> float | None:
+    """Seconds a cell not yet run should take, from the finished cells of its strategy (of its scenario
+    when there are some): seconds per train row and epoch, times its rows and planned epochs, times the
+    share of planned epochs those cells ran before early stopping (every_epoch: all of them), plus their
+    mean time outside training (scoring, export). None until a cell of the strategy has finished."""
     from training import load_scenario
     from training.trainer import planned_epochs
 
@@ -446,6 +447,9 @@ def estimate_s(cell: Cell, done: dict[str, dict[str, Any]]) -> float | None:
     ]
     if not same:
         return None
+    # The scenario's own cells when it has some: its texts' length sets the cost of a row (news_topic's
+    # articles fill 128 tokens, the tweets a fraction of that).
+    same = [r for r in same if r["cell"]["scenario"] == cell.scenario] or same
     overhead = float(np.mean([r["cell_wall_s"] - r["train_time_s"] for r in same]))
     if cell.strategy == "frozen":  # embedding dominates: proportional to rows
         per_row = float(np.mean([r["train_time_s"] / r["train_rows"] for r in same]))
@@ -453,10 +457,21 @@ def estimate_s(cell: Cell, done: dict[str, dict[str, Any]]) -> float | None:
     per_row_epoch = float(
         np.mean([r["train_time_s"] / (r["train_rows"] * (r["epochs_run"] or 1)) for r in same])
     )
-    params = load_scenario(cell.scenario).strategies[cell.strategy]  # type: ignore[index]
+
+    def planned(scenario: str, rows: int) -> float:
+        return planned_epochs(load_scenario(scenario).strategies[cell.strategy], rows)  # type: ignore[index]
+
+    share = 1.0
+    if not every_epoch:
+        ran = [
+            min(1.0, r["epochs_run"] / planned(r["cell"]["scenario"], r["train_rows"]))
+            for r in same
+            if r.get("epochs_run")
+        ]
+        share = float(np.mean(ran)) if ran else 1.0
     rows = cell.rows or 40000
     factor = 2.0 if cell.adversarial else 1.0  # FGM: a second forward and backward pass per step
-    return per_row_epoch * rows * planned_epochs(params, rows) * factor + overhead
+    return per_row_epoch * rows * planned(cell.scenario, rows) * share * factor + overhead
 
 
 def remaining_text(done: dict[str, dict[str, Any]]) -> str:
@@ -470,9 +485,11 @@ def remaining_text(done: dict[str, dict[str, Any]]) -> str:
         return "Every cell of the default job (`make results`) has run."
     estimates = [estimate_s(c, done) for c in left]
     known = [e for e in estimates if e is not None]
+    most = sum(estimate_s(c, done, every_epoch=True) or 0.0 for c in left)
     when = (
-        f"about {sum(known) / 60:.0f} minutes more at the speed measured here, counting every planned "
-        "epoch (early stopping ends runs sooner)"
+        f"about {sum(known) / 60:.0f} minutes more at the speed measured here, if early stopping ends "
+        f"each run as it ended the finished runs of its scenario and strategy ({most / 60:.0f} minutes "
+        "if every run trains every planned epoch)"
         if len(known) == len(left)
         else "no estimate until each strategy has one finished cell"
     )
