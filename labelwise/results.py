@@ -253,7 +253,12 @@ def run_cell(
         for precision in ("fp32", "int8"):
             export = manifest.export(precision)
             parity = export.parity if export is not None else None
-            if parity is not None and parity.test_accuracy is not None and parity.test_rows == len(test):
+            if (
+                cell.strategy != "frozen"  # served as the shared base encoder + head, not its own graph
+                and parity is not None
+                and parity.test_accuracy is not None
+                and parity.test_rows == len(test)
+            ):
                 # Publish already scored this graph on every test row with ONNX Runtime: not twice.
                 record[f"test_{precision}"] = {
                     "accuracy": round(parity.test_accuracy, 4),
@@ -284,6 +289,46 @@ def engine_scorer() -> Callable[..., dict[str, Any]]:
 
 
 # ---- the job -------------------------------------------------------------------------------------
+
+
+def score_served_frozen(
+    out: Path,
+    done: dict[str, dict[str, Any]],
+    repository: Any,
+    score_graph: Callable[..., dict[str, Any]],
+    say: Callable[[str], None] = print,
+    base_model: str = BASE_MODEL,
+) -> int:
+    """Frozen cells whose fp32/int8 figures came from publish: those scored the version's own graphs, but
+    serving runs a frozen version as the shared base encoder + its head. Score that path instead, through
+    the serving engine, and save the cell; return how many were rescored."""
+    from training import make_train_config
+    from training.data import load_test_split
+
+    count = 0
+    for key, rec in done.items():
+        scored = [rec.get(f"test_{p}", {}).get("scored_by") for p in ("fp32", "int8")]
+        if rec["cell"]["strategy"] != "frozen" or rec.get("version") is None or "publish" not in scored:
+            continue
+        scenario = rec["cell"]["scenario"]
+        test = load_test_split(make_train_config(scenario, "frozen", base_model=base_model))
+        if len(test) != rec["test_rows"]:
+            raise RuntimeError(
+                f"{key}: the test split has {len(test)} rows, the cell scored {rec['test_rows']}"
+            )
+        manifest = repository.verify(scenario, rec["version"])
+        for precision in ("fp32", "int8"):
+            rec[f"test_{precision}"] = {
+                **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
+                "scored_by": "serving engine",
+            }
+        (out / "cells" / key / "result.json").write_text(json.dumps(rec, indent=2))
+        count += 1
+        say(
+            f"{key}: served path (base encoder + head) fp32 {rec['test_fp32']['accuracy']:.4f}, "
+            f"int8 {rec['test_int8']['accuracy']:.4f}"
+        )
+    return count
 
 
 def load_done(out: Path) -> dict[str, dict[str, Any]]:
@@ -318,6 +363,8 @@ def run(
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
     scorer = engine_scorer()
+    if score_served_frozen(out, done, repository, scorer, say, base_model) and docs is not None:
+        write_report(out, docs, done)
     started = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -409,10 +456,10 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "says validation.",
         "- **Defaults**: each strategy's defaults in `training/scenarios/<scenario>.yaml`; no per-run "
         "tuning.",
-        "- **fp32 / int8**: the version's exported graphs (the files serving loads) scored on every test "
-        "row with ONNX Runtime when the version is published (recorded in its manifest, with "
-        "`int8_delta_vs_fp32`); a graph publish did not score (the frozen strategy's shared base + head) "
-        "is scored through the serving engine from the raw texts. `labelwise evaluate --split test "
+        "- **fp32 / int8**: what serving runs, scored on every test row: the version's exported graphs "
+        "(full, LoRA), scored with ONNX Runtime when the version is published (recorded in its manifest, "
+        "with `int8_delta_vs_fp32`); frozen versions, served as the shared base encoder + their head, "
+        "through the serving engine from the raw texts. `labelwise evaluate --split test "
         "--precision int8` scores any version through the serving engine. int8 quantises every MatMul "
         "dynamically, unless that lost more than 0.5 point of validation accuracy against fp32: then the "
         "export's int8 guard also tries keeping the attention blocks and feed-forward output projections "
@@ -559,6 +606,8 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
 def _int8_mark(repository: Path, rec: dict[str, Any]) -> str:
     """' †' when the cell's published int8 graph keeps some nodes fp32 (the export's int8 guard)."""
     version = rec.get("version")
+    if rec.get("test_int8", {}).get("scored_by") != "publish":
+        return ""  # a frozen version's served int8 is the shared base encoder's, which the guard leaves alone
     manifest = repository / rec["cell"]["scenario"] / str(version) / "manifest.json"
     if version is None or not manifest.is_file():
         return ""

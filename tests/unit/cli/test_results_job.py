@@ -54,6 +54,24 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     assert results.run(out, ("matrix",), ("sentiment",), (40,), docs, again.append) == done
     assert again[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
 
+    # What serving runs is what is scored: full and LoRA graphs by publish, frozen through the engine
+    # (shared base encoder + head). A frozen cell scored by publish, as before, is scored again.
+    scored_by = {k.split("-")[2]: r["test_int8"]["scored_by"] for k, r in done.items()}
+    assert scored_by == {"full": "publish", "lora": "publish", "frozen": "serving engine"}
+    frozen_file = out / "cells" / "matrix-sentiment-frozen-n40-s42" / "result.json"
+    engine_figures = json.loads(frozen_file.read_text())["test_int8"]
+    old = json.loads(frozen_file.read_text())
+    old["test_int8"] = {"accuracy": -1.0, "macro_f1": -1.0, "scored_by": "publish"}
+    frozen_file.write_text(json.dumps(old))
+    from model_repository import ModelRepository
+
+    rescored = results.load_done(out)
+    repository = ModelRepository(out / "repository")
+    n = results.score_served_frozen(
+        out, rescored, repository, results.engine_scorer(), said.append, str(tiny_roberta_dir)
+    )
+    assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
+
 
 def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
     from labelwise.results import plan
