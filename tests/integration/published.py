@@ -26,14 +26,14 @@ SCENARIOS: dict[str, tuple[str, dict[str, str]]] = {
     "intent_lora": ("lora", {"positive": "buy", "negative": "cancel"}),
 }
 # lora_mode shared (tests/integration/test_shared_lora.py): three LoRA scenarios on the tiny base, and
-# one whose adapter targets other modules than the base's multi-adapter graph (refused in shared mode).
+# one whose adapter is of a higher rank than the served multi-adapter graph's table (refused in shared mode).
 SHARED_LORA: dict[str, tuple[str, dict[str, str]]] = {
     "ask_lora": ("lora", {"positive": "yes", "negative": "no"}),
     "tone_lora": ("lora", {"positive": "warm", "negative": "cold", "neutral": "flat"}),
     "risk_lora": ("lora", {"negative": "high", "positive": "low"}),
     "wide_lora": ("lora", {"positive": "up", "negative": "down"}),
 }
-SHARED_LORA_OVERRIDES = {"wide_lora": {"lora_target_modules": ["query", "key", "value"]}}
+SHARED_LORA_OVERRIDES = {"wide_lora": {"lora_r": 16, "lora_alpha": 32}}
 LATE_SCENARIO = "late_frozen"  # configured but published only by the readiness test
 LATE_LABELS = {"positive": "yes", "negative": "no"}
 # Bounded: ~16-24 optimizer steps per version, no early stopping, fp32 export only (int8 would not

@@ -167,7 +167,7 @@ def test_an_adapter_the_graph_cannot_take_is_refused_and_the_others_keep_serving
 ) -> None:
     state = shared_app.scenarios()[REFUSED]
     assert state["version"] is None
-    assert "LoRA targets" in state["last_error"] and "the graph adapts" in state["last_error"]
+    assert "LoRA rank 16" in state["last_error"] and "exceeds the graph's table rank 8" in state["last_error"]
     refused = shared_app.client.post("/v1/classify", json={"scenario": REFUSED, "texts": ["hi"]})
     assert refused.status_code == 503  # never another adapter's answer
     failures = shared_app.metric("labelwise_reload_failures_total")
