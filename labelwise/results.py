@@ -11,6 +11,7 @@ result files alone (`--report-only`), so a partial run still gives a truthful, p
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -481,12 +482,19 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     return docs
 
 
+@functools.cache
+def _strategy_params(scenario: str, strategy: str) -> Any:
+    """A packaged scenario's defaults for one strategy, read once per report (estimate_s asks often)."""
+    from training import load_scenario
+
+    return load_scenario(scenario).strategies[strategy]  # type: ignore[index]
+
+
 def estimate_s(cell: Cell, done: dict[str, dict[str, Any]], every_epoch: bool = False) -> float | None:
     """Seconds a cell not yet run should take, from the finished cells of its strategy (of its scenario
     when there are some): seconds per train row and epoch, times its rows and planned epochs, times the
     share of planned epochs those cells ran before early stopping (every_epoch: all of them), plus their
     mean time outside training (scoring, export). None until a cell of the strategy has finished."""
-    from training import load_scenario
     from training.trainer import planned_epochs
 
     same = [
@@ -506,7 +514,7 @@ def estimate_s(cell: Cell, done: dict[str, dict[str, Any]], every_epoch: bool = 
     )
 
     def planned(scenario: str, rows: int) -> float:
-        return planned_epochs(load_scenario(scenario).strategies[cell.strategy], rows)  # type: ignore[index]
+        return planned_epochs(_strategy_params(scenario, cell.strategy), rows)
 
     share = 1.0
     if not every_epoch:
