@@ -270,6 +270,7 @@ def run_cell(
                 record[f"test_{precision}"] = {
                     **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
                     "scored_by": "serving engine",
+                    **_base_recipe(repository, manifest, precision),
                 }
     record["cell_wall_s"] = round(time.perf_counter() - started, 1)
     folder.mkdir(parents=True, exist_ok=True)
@@ -308,20 +309,26 @@ def score_served_frozen(
 
     count = 0
     for key, rec in done.items():
-        scored = [rec.get(f"test_{p}", {}).get("scored_by") for p in ("fp32", "int8")]
-        if rec["cell"]["strategy"] != "frozen" or rec.get("version") is None or "publish" not in scored:
+        if rec["cell"]["strategy"] != "frozen" or rec.get("version") is None:
             continue
         scenario = rec["cell"]["scenario"]
+        scored = [rec.get(f"test_{p}", {}).get("scored_by") for p in ("fp32", "int8")]
+        manifest = repository.verify(scenario, rec["version"])
+        recipe = _base_recipe(repository, manifest, "int8")
+        if "publish" not in scored and rec.get("test_int8", {}).get("base_quantization") == recipe.get(
+            "base_quantization"
+        ):
+            continue
         test = load_test_split(make_train_config(scenario, "frozen", base_model=base_model))
         if len(test) != rec["test_rows"]:
             raise RuntimeError(
                 f"{key}: the test split has {len(test)} rows, the cell scored {rec['test_rows']}"
             )
-        manifest = repository.verify(scenario, rec["version"])
         for precision in ("fp32", "int8"):
             rec[f"test_{precision}"] = {
                 **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
                 "scored_by": "serving engine",
+                **_base_recipe(repository, manifest, precision),
             }
         (out / "cells" / key / "result.json").write_text(json.dumps(rec, indent=2))
         count += 1
@@ -330,6 +337,15 @@ def score_served_frozen(
             f"int8 {rec['test_int8']['accuracy']:.4f}"
         )
     return count
+
+
+def _base_recipe(repository: Any, manifest: Any, precision: str) -> dict[str, str]:
+    """{"base_quantization": how the shared base's int8 graph was quantised} for a frozen version's int8
+    figures (bases exported before the shared-base recipe quantised every MatMul); {} otherwise."""
+    if precision != "int8" or manifest.strategy != "frozen" or manifest.base_encoder is None:
+        return {}
+    info = repository.base_info(manifest.base_encoder.key, "int8").get("info", {})
+    return {"base_quantization": info.get("quantization", "every MatMul int8")}
 
 
 def load_done(out: Path) -> dict[str, dict[str, Any]]:
@@ -465,7 +481,9 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "dynamically, unless that lost more than 0.5 point of validation accuracy against fp32: then the "
         "export's int8 guard also tries keeping the attention blocks and feed-forward output projections "
         "fp32 and publishes whichever agrees with torch on more validation rows (marked † below when it "
-        "kept them; versions published before the guard have no mark and every MatMul int8).",
+        "kept them; versions published before the guard have no mark and every MatMul int8). The shared "
+        "base encoder serves every frozen scenario, so no one scenario's validation rows can guard it: its "
+        "int8 graph always keeps those nodes fp32 (†).",
         "",
     )
     _search_section(r, done)
@@ -612,10 +630,14 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
 
 
 def _int8_mark(repository: Path, rec: dict[str, Any]) -> str:
-    """' †' when the cell's published int8 graph keeps some nodes fp32 (the export's int8 guard)."""
+    """' †' when the cell's served int8 graph keeps some nodes fp32 (the export's int8 guard, or the shared
+    base encoder's recipe for frozen versions)."""
     version = rec.get("version")
+    base = rec.get("test_int8", {}).get("base_quantization")
+    if base is not None:
+        return " †" if "kept fp32" in base else ""
     if rec.get("test_int8", {}).get("scored_by") != "publish":
-        return ""  # a frozen version's served int8 is the shared base encoder's, which the guard leaves alone
+        return ""
     manifest = repository / rec["cell"]["scenario"] / str(version) / "manifest.json"
     if version is None or not manifest.is_file():
         return ""

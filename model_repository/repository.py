@@ -363,11 +363,12 @@ class ModelRepository:
             raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}")
         return read_manifest(path / MANIFEST_FILE)
 
-    def verify(self, scenario: str, version: int) -> Manifest:
+    def verify(self, scenario: str, version: int, bases: bool = True) -> Manifest:
         """Re-hash every file of a version; raise naming the first file that does not match.
 
         First, UnsafePathError for a path that leaves the folder (`..`, absolute, a symlink out), a
-        graph or head without a checksum, or a file the manifest does not list.
+        graph or head without a checksum, or a file the manifest does not list. bases=False leaves out
+        the shared base encoder the version reads (a re-export verifies or rebuilds it itself).
         """
         manifest = self.load_manifest(scenario, version)
         folder = self.version_path(scenario, version)
@@ -378,7 +379,7 @@ class ModelRepository:
             )
         _check_manifest_paths(folder, manifest, what)
         _check_files(folder, manifest.files, what)
-        if manifest.base_encoder is not None:
+        if bases and manifest.base_encoder is not None:
             for precision in manifest.base_encoder.precisions:
                 self.verify_base(manifest.base_encoder.key, precision)
         return manifest

@@ -71,6 +71,16 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
         out, rescored, repository, results.engine_scorer(), said.append, str(tiny_roberta_dir)
     )
     assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
+    # The figures name the shared base's int8 recipe; figures taken under another recipe (a base exported
+    # before it, since removed and exported again) are scored again, current ones are not.
+    assert engine_figures["base_quantization"].endswith("attention / feed-forward output nodes kept fp32")
+    assert "† |" in docs.read_text()  # the frozen row's int8 is marked as partly quantised
+    assert results.score_served_frozen(out, results.load_done(out), repository, results.engine_scorer()) == 0
+    old = json.loads(frozen_file.read_text())
+    old["test_int8"] = {**old["test_int8"], "accuracy": -1.0, "base_quantization": "every MatMul int8"}
+    frozen_file.write_text(json.dumps(old))
+    n = results.score_served_frozen(out, results.load_done(out), repository, results.engine_scorer())
+    assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
 
 
 def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ def publish(
     logs: list[str] | None = None,
 ) -> Any:
     from training.export import export_into
+    from training.frozen import MeanPoolingClassifier
+    from training.publish import save_weights
 
     texts, labels = rows
     with repo.new_version(
@@ -44,6 +47,9 @@ def publish(
             model.save_pretrained(draft.path / layout.WEIGHTS_DIR, safe_serialization=True)
         elif strategy == "lora":
             model.save_pretrained(draft.path / layout.WEIGHTS_DIR / "adapter")
+        elif strategy == "frozen" and isinstance(model, MeanPoolingClassifier):  # what training saves
+            trained = SimpleNamespace(config=SimpleNamespace(strategy="frozen"), model=model)
+            save_weights(trained, draft.path / layout.WEIGHTS_DIR)  # type: ignore[arg-type]
         draft.fields.update(
             export_into(
                 draft.path,
@@ -191,6 +197,26 @@ def test_mean_pooling_base_records_its_parity_in_each_precision(published):
         assert info["parity"]["verified"] and info["parity"]["n_samples"] == 90
     assert fp32["parity"]["max_abs_feature_diff"] <= 1e-4 and fp32["parity"]["max_abs_logit_diff"] <= 1e-3
     assert fp32["parity"]["agreement"] == 1.0 and int8["parity"]["agreement"] >= 0.9
+
+
+def test_shared_base_int8_keeps_its_sensitive_nodes_fp32(published):
+    """No one scenario can guard the shared base, so its int8 graph always keeps the attention blocks and
+    feed-forward output projections fp32, and base.json says so."""
+    import onnx
+
+    from training.export import graphs
+
+    repo, manifests, _ = published
+    key = manifests["frozen"].base_encoder.key
+    fp32_graph = repo.base_path(key, "fp32") / "encoder.onnx"
+    sensitive = graphs.int8_sensitive_nodes(fp32_graph)
+    assert len(sensitive) >= 2
+    info = repo.base_info(key, "int8")["info"]
+    assert info["quantization"] == f"{len(sensitive)} attention / feed-forward output nodes kept fp32"
+    nodes = onnx.load(str(repo.base_path(key, "int8") / "encoder.onnx")).graph.node
+    ops = {n.name: n.op_type for n in nodes}
+    assert all(ops.get(name) in ("Attention", "MatMul") for name in sensitive)
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes)  # the rest is int8
 
 
 def test_corrupted_graph_fails_verify_and_is_not_reexported(published):
@@ -373,6 +399,32 @@ def test_lora_version_is_reexported_from_base_plus_adapter(published, tmp_path):
     assert child.exports[0].parity.max_abs_logit_diff <= 1e-3
     assert child.files["head.npz"] == parent.files["head.npz"]
     assert child.files["lora.npz"] == parent.files["lora.npz"]
+
+
+def test_a_shared_base_moved_away_is_exported_again_by_a_reexport(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """A base int8 graph from an older recipe is replaced by moving it away and re-exporting one frozen
+    version: the re-export does not require the missing base, exports it, and the old version loads again."""
+    import shutil
+
+    from model_repository import RepositoryError
+    from tests.conftest import write_toy_csv
+    from training.export.reexport import reexport_version
+
+    repo = ModelRepository(tmp_path / "repo")
+    frozen = tiny_models["frozen"]
+    parent = publish(repo, "f", "frozen", frozen, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    key = parent.base_encoder.key
+    shutil.move(repo.base_path(key, "int8"), tmp_path / "old-int8")
+    with pytest.raises(RepositoryError, match="int8"):
+        repo.verify("f", parent.version)
+    child = reexport_version(
+        repo, "f", parent.version, "fp32,int8", write_toy_csv(tmp_path / "v.csv", 10, seed=5)
+    )
+    assert child.base_encoder.key == key and child.base_encoder.precisions == ["fp32", "int8"]
+    assert repo.verify("f", parent.version) == parent  # its base is whole again
+    assert "kept fp32" in repo.base_info(key, "int8")["info"]["quantization"]
 
 
 def test_a_reexport_finds_a_hub_named_base_on_this_machine() -> None:
