@@ -95,6 +95,35 @@ def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
     assert [c.rows for c in cells if c.stage == "curve"] == [16000, 16000]
 
 
+def test_the_fgm_table_takes_the_matrix_cell_as_seed_42_without_fgm() -> None:
+    from labelwise.results import FGM_SEEDS, Cell, Report, _fgm_section
+
+    def rec(cell: Cell, acc: float) -> dict:
+        return {
+            "key": cell.key,
+            "cell": {"stage": cell.stage, "adversarial": cell.adversarial},
+            "test": {"accuracy": acc, "macro_f1": acc - 0.1},
+            "train_time_s": 10.0,
+        }
+
+    matrix = Cell("matrix", "sentiment", "lora", 1000, export=True)
+    done = {matrix.key: rec(matrix, 0.60)}
+    for i, seed in enumerate(FGM_SEEDS):
+        fgm = Cell("fgm", "sentiment", "lora", 1000, seed=seed, adversarial="fgm")
+        done[fgm.key] = rec(fgm, 0.62 + i / 100)
+        if seed != 42:
+            plain = Cell("fgm", "sentiment", "lora", 1000, seed=seed)
+            done[plain.key] = rec(plain, 0.58 + i / 100)
+    report = Report()
+    _fgm_section(report, done)
+    lines = [line for line in report.lines if line.startswith(("| plain", "| FGM"))]
+    # plain: 0.60 (the matrix cell), 0.59, 0.60 -> mean 0.597; FGM: 0.62, 0.63, 0.64 -> 0.630 ± 0.010
+    assert lines == [
+        "| plain | 3 | 0.597 ± 0.006 | 0.497 ± 0.006 | 10 |",
+        "| FGM | 3 | 0.630 ± 0.010 | 0.530 ± 0.010 | 10 |",
+    ]
+
+
 def test_search_candidates_can_be_chosen_and_run_on_their_scenarios() -> None:
     from labelwise.results import SEARCH, SEARCH_ON, plan
 
