@@ -193,6 +193,63 @@ def _scores(label_ids: list[int], logits: np.ndarray, labels: list[str]) -> dict
     }
 
 
+def _overrides(cell: Cell) -> dict[str, Any]:
+    """What a cell changes of its scenario's defaults for its strategy."""
+    overrides: dict[str, Any] = {"max_eval_samples": MAX_EVAL_ROWS, "seed": cell.seed}
+    if cell.rows is not None:
+        overrides["max_train_samples"] = cell.rows
+    if cell.class_weighting:
+        overrides["class_weighting"] = cell.class_weighting
+    if cell.adversarial:
+        overrides.update(adversarial=cell.adversarial, adversarial_epsilon=FGM_EPSILON)
+    if cell.variant:
+        # early_stopping_patience 0: off (make_train_config drops None overrides); a candidate may set epochs
+        overrides.update(num_train_epochs=SEARCH_EPOCHS, min_train_steps=1, early_stopping_patience=0)
+        overrides.update({"max_eval_samples": SEARCH_EVAL_ROWS, **SEARCH[cell.variant][1]})
+    return overrides
+
+
+def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
+    """The training parameters a cell runs with under the current defaults (as its record stores them)."""
+    import tempfile
+
+    from training import make_train_config
+
+    with tempfile.TemporaryDirectory(prefix="labelwise-cell-") as tmp:
+        config = make_train_config(
+            cell.scenario, cell.strategy, base_model=base_model, output_dir=tmp, **_overrides(cell)
+        )
+    return json.loads(json.dumps({k: v for k, v in config.params.model_dump().items() if v is not None}))
+
+
+def set_aside_stale(
+    out: Path, done: dict[str, dict[str, Any]], say: Callable[[str], None], base_model: str = BASE_MODEL
+) -> list[str]:
+    """Cells trained with other parameters than the current defaults give (a default changed since): move
+    them to <out>/stale/ and out of `done`, so that they run again; return their keys. Search cells are the
+    record of how the defaults were chosen and stay."""
+    moved = []
+    for key, rec in list(done.items()):
+        cell = Cell(**rec["cell"])
+        if cell.stage == "search" or rec.get("params") is None:
+            continue
+        if rec["params"] == cell_params(cell, base_model):
+            continue
+        target = out / "stale" / key
+        if target.exists():
+            target = out / "stale" / f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (out / "cells" / key).rename(target)
+        del done[key]
+        moved.append(key)
+    if moved:
+        say(
+            f"results: {len(moved)} cells ran with other defaults than today's, moved to {out / 'stale'} "
+            f"to run again: {', '.join(moved)}"
+        )
+    return moved
+
+
 def run_cell(
     cell: Cell,
     out: Path,
@@ -205,19 +262,8 @@ def run_cell(
     from training.evaluate import predict_logits
 
     folder = out / "cells" / cell.key
-    overrides: dict[str, Any] = {"max_eval_samples": MAX_EVAL_ROWS, "seed": cell.seed}
-    if cell.rows is not None:
-        overrides["max_train_samples"] = cell.rows
-    if cell.class_weighting:
-        overrides["class_weighting"] = cell.class_weighting
-    if cell.adversarial:
-        overrides.update(adversarial=cell.adversarial, adversarial_epsilon=FGM_EPSILON)
-    if cell.variant:
-        # early_stopping_patience 0: off (make_train_config drops None overrides); a candidate may set epochs
-        overrides.update(num_train_epochs=SEARCH_EPOCHS, min_train_steps=1, early_stopping_patience=0)
-        overrides.update({"max_eval_samples": SEARCH_EVAL_ROWS, **SEARCH[cell.variant][1]})
     config = make_train_config(
-        cell.scenario, cell.strategy, base_model=base_model, output_dir=folder / "run", **overrides
+        cell.scenario, cell.strategy, base_model=base_model, output_dir=folder / "run", **_overrides(cell)
     )
     started = time.perf_counter()
     result = train(config)
@@ -389,6 +435,7 @@ def run(
     repository = ModelRepository(out / "repository")
     cells = plan(stages, scenarios, budgets, variants, strategies)
     done = load_done(out)
+    set_aside_stale(out, done, say, base_model)
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
     scorer = engine_scorer()

@@ -82,6 +82,20 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     n = results.score_served_frozen(out, results.load_done(out), repository, results.engine_scorer())
     assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
 
+    # A default changed since a cell ran (here: its recorded learning rate differs): the cell is set aside
+    # under stale/ to run again; cells that match today's defaults stay.
+    full_file = out / "cells" / "matrix-sentiment-full-n40-s42" / "result.json"
+    changed = json.loads(full_file.read_text())
+    changed["params"]["learning_rate"] = 0.5
+    full_file.write_text(json.dumps(changed))
+    current = results.load_done(out)
+    moved = results.set_aside_stale(out, current, said.append, str(tiny_roberta_dir))
+    assert moved == ["matrix-sentiment-full-n40-s42"] and sorted(current) == sorted(
+        f"matrix-sentiment-{s}-n40-s42" for s in ("lora", "frozen")
+    )
+    assert (out / "stale" / "matrix-sentiment-full-n40-s42" / "result.json").is_file()
+    assert "moved to" in said[-1] and "matrix-sentiment-full-n40-s42" in said[-1]
+
 
 def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
     from labelwise.results import plan

@@ -74,6 +74,7 @@ def test_a_strategy_may_set_its_patience_and_a_run_override_wins() -> None:
     scenario = load_scenario("emotion")
     own = scenario.model_copy(deep=True)
     own.strategies["lora"] = own.strategies["lora"].model_copy(update={"early_stopping_patience": 3})
+    own.strategies["full"] = own.strategies["full"].model_copy(update={"early_stopping_patience": None})
     assert make_train_config(own, "lora", output_dir="/tmp/lw-p").early_stopping_patience == 3
     assert make_train_config(own, "full", output_dir="/tmp/lw-p").early_stopping_patience == 2  # the run's
     assert (
