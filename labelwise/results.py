@@ -551,12 +551,45 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     _atis_section(r, done, img)
     _fgm_section(r, done)
     _sst2_section(r, done)
+    _stale_section(r, out)
     scored = {k: v for k, v in done.items() if v.get("test")}
     results_plots.validation_vs_test(scored, img / "results-val-vs-test.png")
     r.add("## Validation vs test", "", "![validation vs test](img/results-val-vs-test.png)", "")
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text("\n".join(r.lines).rstrip() + "\n")
     return docs
+
+
+def _stale_section(r: Report, out: Path) -> None:
+    """The cells set aside because a default changed after they ran: their figures, and what changed."""
+    stale = [json.loads(p.read_text()) for p in sorted((out / "stale").glob("*/result.json"))]
+    stale = [rec for rec in stale if rec.get("test")]
+    if not stale:
+        return
+    r.add(
+        "## Set aside: cells trained under earlier defaults",
+        "",
+        "A default changed after these cells ran, so `make results` runs them again (above: not run yet "
+        "until it has). Kept here for comparison; the parameters that differ from today's defaults are "
+        "named as earlier → today.",
+        "",
+        "| cell | test acc | test macro-F1 | validation F1 | epochs (best) | train s | changed since |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    )
+    for rec in stale:
+        now = cell_params(Cell(**rec["cell"]))
+        changed = ", ".join(
+            f"{k} {rec['params'].get(k)} → {now.get(k)}"
+            for k in sorted(set(now) | set(rec["params"]))
+            if rec["params"].get(k) != now.get(k)
+        )
+        ran, best = rec.get("epochs_run"), rec.get("best_epoch")
+        epochs = "–" if ran is None else f"{ran:.1f} ({'–' if best is None else f'{best:.1f}'})"
+        r.add(
+            f"| {rec['key']} | {rec['test']['accuracy']:.3f} | {rec['test']['macro_f1']:.3f} | "
+            f"{rec['validation']['macro_f1']:.3f} | {epochs} | {rec['train_time_s']:.0f} | {changed} |"
+        )
+    r.add("")
 
 
 @functools.cache

@@ -95,6 +95,11 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     )
     assert (out / "stale" / "matrix-sentiment-full-n40-s42" / "result.json").is_file()
     assert "moved to" in said[-1] and "matrix-sentiment-full-n40-s42" in said[-1]
+    results.write_report(out, docs, current)
+    report = docs.read_text()
+    assert "| sentiment | full | not run yet" in report
+    assert "## Set aside: cells trained under earlier defaults" in report
+    assert "| matrix-sentiment-full-n40-s42 |" in report and "learning_rate 0.5 → " in report
 
 
 def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
