@@ -126,9 +126,9 @@ def _base_graph(builder: GraphBuilder, precision: str, work: Path) -> tuple[Path
     A version's own int8 graph is guarded on its scenario's validation rows (exporter._guard_int8). The
     shared base serves every frozen scenario of its model, so no one scenario can judge it: its int8
     graph always keeps the most sensitive nodes fp32. Measured on the six frozen MiniLM scenarios
-    (1,000 training rows, test splits, docs/results.md): int8 minus fp32 test accuracy -0.89 to +0.56
-    points with every MatMul int8 (intent_atis -0.89), -0.44 to +0.56 with these nodes fp32, for
-    ~25 % more CPU time than the all-int8 graph (still ~20 % less than fp32).
+    (1,000 training rows, test splits scored through the serving engine, docs/results.md): int8 minus
+    fp32 test accuracy -1.11 to +0.94 points with every MatMul int8, -0.67 to +0.50 with these nodes
+    fp32, for ~25 % more CPU time than the all-int8 graph (still ~20 % less than fp32).
     """
     if precision != "int8":
         return builder.build(precision), None
