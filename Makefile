@@ -69,7 +69,8 @@ bench: install
 
 # docs/results.md: six scenarios x three strategies at 1,000 and 4,000 rows, a learning curve, ATIS weighting,
 # FGM over 3 seeds and the seed article's SST-2 table, all on held-out test splits. Resumable: a rerun skips
-# finished cells (runs/results/cells/). Minutes measured on a 2-core machine: see the top of docs/results.md.
+# finished cells, recorded in docs/results-cells/ (in git: a fresh clone resumes where the last machine
+# stopped; runs/results/ holds the runs and repository). Minutes measured: see the top of docs/results.md.
 results: install
 	$(LOCAL_ENV) $(PY) -m labelwise.cli results $(RESULTS_ARGS)
 

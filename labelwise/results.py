@@ -1,7 +1,9 @@
 """`make results`: every strategy on every scenario at stated budgets, scored on the held-out test split.
 
 One cell = one training run (scenario, strategy, train rows, seed, options). A finished cell leaves
-`<out>/cells/<key>/result.json`; a rerun skips it, so the job resumes where it stopped. Each cell trains
+`<out>/cells/<key>/result.json` and a copy in the ledger beside the report (`docs/results-cells/<key>.json`,
+kept in git: `runs/` is scratch that a fresh clone or another machine lacks); a rerun skips every cell of
+either, so the job resumes where it stopped, on this machine or the next. Each cell trains
 with the scenario's defaults (training/scenarios/*.yaml), scores its torch model on the scenario's own
 test split (training.data.split_test: never trained or tuned on), and, for the cells that export, publishes
 the version with fp32 and int8 graphs and scores both graphs on the same test rows through the serving
@@ -223,7 +225,11 @@ def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
 
 
 def set_aside_stale(
-    out: Path, done: dict[str, dict[str, Any]], say: Callable[[str], None], base_model: str = BASE_MODEL
+    out: Path,
+    done: dict[str, dict[str, Any]],
+    say: Callable[[str], None],
+    base_model: str = BASE_MODEL,
+    ledger: Path | None = None,
 ) -> list[str]:
     """Cells trained with other parameters than the current defaults give (a default changed since): move
     them to <out>/stale/ and out of `done`, so that they run again; return their keys. Search cells are the
@@ -235,11 +241,13 @@ def set_aside_stale(
             continue
         if rec["params"] == cell_params(cell, base_model):
             continue
-        target = out / "stale" / key
-        if target.exists():
-            target = out / "stale" / f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (out / "cells" / key).rename(target)
+        name = key if not (out / "stale" / key).exists() else f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
+        if (out / "cells" / key).is_dir():
+            (out / "stale").mkdir(parents=True, exist_ok=True)
+            (out / "cells" / key).rename(out / "stale" / name)
+        if ledger is not None and (ledger / f"{key}.json").is_file():
+            (ledger / "stale").mkdir(parents=True, exist_ok=True)
+            (ledger / f"{key}.json").rename(ledger / "stale" / f"{name}.json")
         del done[key]
         moved.append(key)
     if moved:
@@ -256,6 +264,7 @@ def run_cell(
     repository: Any,
     score_graph: Callable[..., dict[str, Any]] | None,
     base_model: str = BASE_MODEL,
+    ledger: Path | None = None,
 ) -> dict:
     """Train, score on the test split (torch, and the served graphs when the cell exports), save."""
     from training import make_train_config, publish_run, save_weights, train
@@ -308,6 +317,8 @@ def run_cell(
     if cell.export and repository is not None:
         manifest = publish_run(result, repository, export_precisions=["fp32", "int8"])
         record["version"] = manifest.version
+        stored = repository.load_manifest(cell.scenario, manifest.version)
+        record.update(_publish_facts(json.loads(stored.model_dump_json())))
         record["graph_bytes"] = {e.precision: e.size_bytes for e in manifest.exports}
         for precision in ("fp32", "int8"):
             export = manifest.export(precision)
@@ -331,8 +342,11 @@ def run_cell(
                     **_base_recipe(repository, manifest, precision),
                 }
     record["cell_wall_s"] = round(time.perf_counter() - started, 1)
+    import torch
+
+    record["machine"] = _machine(torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(record, indent=2))
+    save_record(out, ledger, record)
     del result
     return record
 
@@ -358,6 +372,7 @@ def score_served_frozen(
     score_graph: Callable[..., dict[str, Any]],
     say: Callable[[str], None] = print,
     base_model: str = BASE_MODEL,
+    ledger: Path | None = None,
 ) -> int:
     """Frozen cells whose fp32/int8 figures came from publish: those scored the version's own graphs, but
     serving runs a frozen version as the shared base encoder + its head. Score that path instead, through
@@ -370,6 +385,8 @@ def score_served_frozen(
         if rec["cell"]["strategy"] != "frozen" or rec.get("version") is None:
             continue
         scenario = rec["cell"]["scenario"]
+        if _published(out, rec) is None:
+            continue  # run on another machine (or its repository is gone): its recorded figures stand
         scored = [rec.get(f"test_{p}", {}).get("scored_by") for p in ("fp32", "int8")]
         manifest = repository.verify(scenario, rec["version"])
         recipe = _base_recipe(repository, manifest, "int8")
@@ -388,7 +405,7 @@ def score_served_frozen(
                 "scored_by": "serving engine",
                 **_base_recipe(repository, manifest, precision),
             }
-        (out / "cells" / key / "result.json").write_text(json.dumps(rec, indent=2))
+        save_record(out, ledger, rec)
         count += 1
         say(
             f"{key}: served path (base encoder + head) fp32 {rec['test_fp32']['accuracy']:.4f}, "
@@ -406,11 +423,69 @@ def _base_recipe(repository: Any, manifest: Any, precision: str) -> dict[str, st
     return {"base_quantization": info.get("quantization", "every MatMul int8")}
 
 
-def load_done(out: Path) -> dict[str, dict[str, Any]]:
+def ledger_dir(docs: Path) -> Path:
+    """The report's cell records in the repository: docs/results-cells/ beside docs/results.md."""
+    return docs.with_name(f"{docs.stem}-cells")
+
+
+def _shown(path: Path) -> str:
+    """A path as the report names it: relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def save_record(out: Path, ledger: Path | None, record: dict[str, Any]) -> None:
+    """Write a cell's record to its run folder (when this machine ran it) and to the ledger."""
+    text = json.dumps(record, indent=2) + "\n"
+    folder = out / "cells" / record["key"]
+    if folder.is_dir():
+        (folder / "result.json").write_text(text)
+    if ledger is not None:
+        ledger.mkdir(parents=True, exist_ok=True)
+        (ledger / f"{record['key']}.json").write_text(text)
+
+
+def _published(out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of the version a cell published, if it is in this machine's repository and is the same
+    one (a repository made again numbers its versions from 1 again: created_at tells them apart)."""
+    version = record.get("version")
+    path = out / "repository" / record["cell"]["scenario"] / str(version) / "manifest.json"
+    if version is None or not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    created = record.get("version_created_at")
+    return manifest if created is None or manifest.get("created_at") == created else None
+
+
+def _publish_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the report needs of a published version, kept in the record so that it outlives the
+    repository: when it was created (its identity) and how its int8 graph was quantised."""
+    exports = manifest.get("exports", [])
+    how = next((e.get("parity", {}).get("quantization") for e in exports if e["precision"] == "int8"), None)
+    created = manifest.get("created_at")
+    created = created if isinstance(created, str) else str(created)
+    return {"version_created_at": created, "int8_quantization": how}
+
+
+def load_done(out: Path, ledger: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every finished cell: this machine's run folders, and the ledger's records of cells run elsewhere
+    (or whose run folder is gone). A run folder's record not yet in the ledger is copied there."""
     done = {}
     for path in sorted((out / "cells").glob("*/result.json")):
         record = json.loads(path.read_text())
+        if record.get("version") is not None and "version_created_at" not in record:
+            manifest = _published(out, record)
+            if manifest is not None:
+                record.update(_publish_facts(manifest))
         done[record["key"]] = record
+        if ledger is not None and not (ledger / f"{record['key']}.json").is_file():
+            save_record(out, ledger, record)
+    if ledger is not None:
+        for path in sorted(ledger.glob("*.json")):
+            record = json.loads(path.read_text())
+            done.setdefault(record["key"], record)
     return done
 
 
@@ -434,12 +509,13 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(out / "repository")
     cells = plan(stages, scenarios, budgets, variants, strategies)
-    done = load_done(out)
-    set_aside_stale(out, done, say, base_model)
+    ledger = ledger_dir(docs) if docs is not None else None
+    done = load_done(out, ledger)
+    set_aside_stale(out, done, say, base_model, ledger)
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
     scorer = engine_scorer()
-    if score_served_frozen(out, done, repository, scorer, say, base_model) and docs is not None:
+    if score_served_frozen(out, done, repository, scorer, say, base_model, ledger) and docs is not None:
         write_report(out, docs, done)
     started = time.perf_counter()
     with Progress(
@@ -454,7 +530,7 @@ def run(
                 say(f"results: time budget {time_budget_s:.0f} s spent; rerun to resume")
                 break
             progress.update(task, description=f"{cell.key}")
-            record = run_cell(cell, out, repository, scorer, base_model)
+            record = run_cell(cell, out, repository, scorer, base_model, ledger)
             done[cell.key] = record
             test = record["test"] or {}
             say(
@@ -515,12 +591,14 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     img = docs.parent / "img"
     r = Report()
     total_s = sum(rec.get("cell_wall_s", 0.0) for rec in done.values())
+    machines = sorted({rec.get("machine") or _machine() for rec in done.values()}) or [_machine()]
     r.add(
         "# Training results: full vs LoRA vs frozen, scored on held-out test splits",
         "",
-        "Generated by `make results` (`labelwise results`) from the cell files under "
-        f"`{out}/cells/`; do not edit by hand. {len(done)} cells, {total_s / 60:.0f} minutes of training and "
-        f"scoring in all, on {platform.machine()} with {_cores()} CPU cores, no GPU.",
+        "Generated by `make results` (`labelwise results`) from the cell records in "
+        f"`{_shown(ledger_dir(docs))}/` (copies of `{out}/cells/*/result.json`, kept in git so that the "
+        f"job resumes on any machine); do not edit by hand. {len(done)} cells, {total_s / 60:.0f} minutes "
+        f"of training and scoring in all, on {' and '.join(machines)}.",
         "",
         remaining_text(done),
         "",
@@ -551,7 +629,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     _atis_section(r, done, img)
     _fgm_section(r, done)
     _sst2_section(r, done)
-    _stale_section(r, out)
+    _stale_section(r, out, ledger_dir(docs))
     scored = {k: v for k, v in done.items() if v.get("test")}
     results_plots.validation_vs_test(scored, img / "results-val-vs-test.png")
     r.add("## Validation vs test", "", "![validation vs test](img/results-val-vs-test.png)", "")
@@ -560,10 +638,11 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     return docs
 
 
-def _stale_section(r: Report, out: Path) -> None:
+def _stale_section(r: Report, out: Path, ledger: Path) -> None:
     """The cells set aside because a default changed after they ran: their figures, and what changed."""
-    stale = [json.loads(p.read_text()) for p in sorted((out / "stale").glob("*/result.json"))]
-    stale = [rec for rec in stale if rec.get("test")]
+    paths = sorted((out / "stale").glob("*/result.json")) + sorted((ledger / "stale").glob("*.json"))
+    unique = {json.dumps(rec, sort_keys=True): rec for rec in (json.loads(p.read_text()) for p in paths)}
+    stale = sorted((rec for rec in unique.values() if rec.get("test")), key=lambda rec: rec["key"])
     if not stale:
         return
     r.add(
@@ -665,6 +744,11 @@ def remaining_text(done: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def _machine(gpu: str | None = None) -> str:
+    """The machine a cell ran on, in the report's words."""
+    return f"{platform.machine()} with {_cores()} CPU cores, " + (f"GPU {gpu}" if gpu else "no GPU")
+
+
 def _cores() -> int:
     import os
 
@@ -731,6 +815,9 @@ def _int8_mark(repository: Path, rec: dict[str, Any]) -> str:
         return " †" if "kept fp32" in base else ""
     if rec.get("test_int8", {}).get("scored_by") != "publish":
         return ""
+    if "int8_quantization" in rec:
+        how = rec["int8_quantization"]
+        return " †" if how and "kept fp32" in how.split("(")[0] else ""
     manifest = repository / rec["cell"]["scenario"] / str(version) / "manifest.json"
     if version is None or not manifest.is_file():
         return ""

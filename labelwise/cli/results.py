@@ -48,7 +48,7 @@ def results_command(
 
     setup_logging()
     if report_only:
-        path = results.write_report(out, docs, results.load_done(out))
+        path = results.write_report(out, docs, results.load_done(out, results.ledger_dir(docs)))
         typer.echo(f"wrote {path}")
         return
     for stage in _split(stages):

@@ -54,6 +54,22 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     assert results.run(out, ("matrix",), ("sentiment",), (40,), docs, again.append) == done
     assert again[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
 
+    # The ledger beside the report (kept in git) holds every cell's record: a fresh clone, without runs/,
+    # resumes from it and writes the same tables; it cannot rescore what it did not publish, and does not.
+    ledger = docs.parent / "results-cells"
+    assert sorted(p.stem for p in ledger.glob("*.json")) == sorted(done)
+    assert all(rec["version_created_at"] and "machine" in rec for rec in done.values())
+    report_before = docs.read_text()
+    elsewhere: list[str] = []
+    fresh = tmp_path / "fresh-clone-runs"
+    assert results.run(fresh, ("matrix",), ("sentiment",), (40,), docs, elsewhere.append) == done
+    assert elsewhere[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
+    assert docs.read_text().replace(str(fresh), str(out)) == report_before
+    assert (
+        results.score_served_frozen(fresh, results.load_done(fresh, ledger), None, results.engine_scorer())
+        == 0
+    )
+
     # What serving runs is what is scored: full and LoRA graphs by publish, frozen through the engine
     # (shared base encoder + head). A frozen cell scored by publish, as before, is scored again.
     scored_by = {k.split("-")[2]: r["test_int8"]["scored_by"] for k, r in done.items()}
@@ -94,6 +110,16 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
         f"matrix-sentiment-{s}-n40-s42" for s in ("lora", "frozen")
     )
     assert (out / "stale" / "matrix-sentiment-full-n40-s42" / "result.json").is_file()
+    # Set aside in the ledger too (the ledger's copy still has the old learning rate: change it there).
+    ledgered = json.loads((ledger / "matrix-sentiment-full-n40-s42.json").read_text())
+    ledgered["params"]["learning_rate"] = 0.5
+    (ledger / "matrix-sentiment-full-n40-s42.json").write_text(json.dumps(ledgered))
+    from_ledger = results.load_done(fresh, ledger)
+    assert results.set_aside_stale(fresh, from_ledger, said.append, str(tiny_roberta_dir), ledger) == [
+        "matrix-sentiment-full-n40-s42"
+    ]
+    assert (ledger / "stale" / "matrix-sentiment-full-n40-s42.json").is_file()
+    assert sorted(results.load_done(fresh, ledger)) == sorted(current)
     assert "moved to" in said[-1] and "matrix-sentiment-full-n40-s42" in said[-1]
     results.write_report(out, docs, current)
     report = docs.read_text()
