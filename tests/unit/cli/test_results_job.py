@@ -210,3 +210,34 @@ def test_the_plan_can_be_narrowed_to_some_strategies() -> None:
     assert sum(c.stage == "fgm" for c in cells) == 6  # FGM runs LoRA: kept
     full_only = plan(("matrix", "fgm", "curve"), ("spam",), (1000,), strategies=("full",))
     assert [c.key for c in full_only] == ["matrix-spam-full-n1000-s42", "curve-sentiment-full-n16000-s42"]
+
+
+def test_a_recovered_search_record_is_marked_and_keeps_its_best_beyond_the_shown_epochs() -> None:
+    from labelwise.results import Cell, Report, _search_section
+
+    cell = Cell("search", "emotion", "lora", 1000, variant="lora-qkvd-r8-lr1e-3-1200steps")
+    ran = Cell("search", "emotion", "full", 1000, variant="full-lr5e-5")
+    done = {
+        cell.key: {
+            "key": cell.key,
+            "cell": {"stage": "search", "scenario": "emotion", "strategy": "lora", "variant": cell.variant},
+            "validation_history": [[float(i), 0.5 + i / 100] for i in range(1, 11)],
+            "validation_best_macro_f1": 0.864,  # reached after the 10 epochs the report showed
+            "epochs_run": 15.0,
+            "train_time_s": 736.0,
+            "recovered": {"from": "docs/results.md at commit 3c81424"},
+        },
+        ran.key: {
+            "key": ran.key,
+            "cell": {"stage": "search", "scenario": "emotion", "strategy": "full", "variant": ran.variant},
+            "validation_history": [[1.0, 0.4], [2.0, 0.7], [3.0, 0.6]],
+            "epochs_run": 3.0,
+            "train_time_s": 100.0,
+        },
+    }
+    report = Report()
+    _search_section(report, done)
+    rows = {line.split(" | ")[1]: line for line in report.lines if line.startswith("| emotion |")}
+    assert rows["lora-qkvd-r8-lr1e-3-1200steps ‡"].endswith("| 15.0 | 0.864 | 736 |")
+    assert rows["full-lr5e-5"].endswith("| 3.0 | 0.700 | 100 |")
+    assert any(line.startswith("‡ Recovered") and "3c81424" in line for line in report.lines)
