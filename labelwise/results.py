@@ -627,7 +627,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "",
     )
     _search_section(r, done)
-    _matrix_section(r, done, img, out / "repository")
+    _matrix_section(r, done, img)
     _curve_section(r, done, img)
     _atis_section(r, done, img)
     _fgm_section(r, done)
@@ -820,27 +820,20 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
     r.add("")
 
 
-def _int8_mark(repository: Path, rec: dict[str, Any]) -> str:
+def _int8_mark(rec: dict[str, Any]) -> str:
     """' †' when the cell's served int8 graph keeps some nodes fp32 (the export's int8 guard, or the shared
     base encoder's recipe for frozen versions)."""
-    version = rec.get("version")
     base = rec.get("test_int8", {}).get("base_quantization")
     if base is not None:
         return " †" if "kept fp32" in base else ""
     if rec.get("test_int8", {}).get("scored_by") != "publish":
         return ""
-    if "int8_quantization" in rec:
-        how = rec["int8_quantization"]
-        return " †" if how and "kept fp32" in how.split("(")[0] else ""
-    manifest = repository / rec["cell"]["scenario"] / str(version) / "manifest.json"
-    if version is None or not manifest.is_file():
-        return ""
-    exports = json.loads(manifest.read_text()).get("exports", [])
-    how = next((e.get("parity", {}).get("quantization") for e in exports if e["precision"] == "int8"), None)
+    # load_done and run_cell record the version's int8 recipe (_publish_facts): no manifest to read here
+    how = rec.get("int8_quantization")
     return " †" if how and "kept fp32" in how.split("(")[0] else ""
 
 
-def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path, repository: Path) -> None:
+def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> None:
     from . import results_plots
 
     budgets = sorted({rec["cell"]["rows"] for rec in done.values() if rec["cell"]["stage"] == "matrix"})
@@ -868,9 +861,7 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path, repos
                 )
                 fp32 = rec.get("test_fp32", {}).get("accuracy")
                 int8 = rec.get("test_int8", {}).get("accuracy")
-                gap = (
-                    "" if fp32 is None or int8 is None else f"{int8 - fp32:+.4f}{_int8_mark(repository, rec)}"
-                )
+                gap = "" if fp32 is None or int8 is None else f"{int8 - fp32:+.4f}{_int8_mark(rec)}"
                 r.add(
                     f"| {scenario} ({rec['test_rows']}, {rec['majority_test_accuracy']:.3f}) | {strategy} | "
                     f"{rec['test']['accuracy']:.3f} | {rec['test']['macro_f1']:.3f} | {delta} | "
