@@ -593,19 +593,19 @@ def through_http(
 
 
 def free_port_pair() -> int:
-    """A loopback port p with p + 1 also free (direct ingress takes both)."""
+    """A loopback port p with p + 1 also free (direct ingress takes both), below the ephemeral range."""
     import socket
 
+    from serving.local_ray import free_loopback_port
+
     for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
+        port = free_loopback_port()
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
     raise BenchError("no two adjacent free loopback ports for the HTTP measurement")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import socket
 import sys
@@ -32,10 +33,26 @@ LOCAL_ENV = {
 _LOCAL_DRAIN_S = "1"
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_loopback_port() -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) is an ephemeral one, and Ray's own processes (GCS, raylet,
+    workers) bind and connect on ephemeral ports while it starts: one of them can take the port before
+    Serve's proxy or a direct-ingress replica binds it (seen in CI: "Failed to bind to address"). Ports
+    below the range are only ever taken by an explicit bind."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default range starts here; other systems: IANA's 49152 is above it
+    candidates = range(max(1024, low - 12000), max(1224, low - 10))
+    for port in random.Random().sample(candidates, min(200, len(candidates))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {candidates.start}..{candidates.stop - 1}")
 
 
 # LABELWISE_RAY_FULL_HEAD=1 keeps every process Ray starts by default (the autoscaler monitor, the log
@@ -135,7 +152,7 @@ def start_local_ray(
     proxy_port = port
     if direct_ingress:
         env.update(direct_ingress_env(port))
-        proxy_port = _free_loopback_port()
+        proxy_port = free_loopback_port()
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if direct_ingress:

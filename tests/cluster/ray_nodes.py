@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import local_ray
+from serving.local_ray import free_loopback_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 # What serving.local_ray sets for a local Ray, plus no model hub.
@@ -35,10 +35,7 @@ _NODE_PORTS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = free_loopback_port  # below the ephemeral range: Ray's own sockets never take it
 
 
 class RayNode:

@@ -3,7 +3,6 @@ real training + export pipeline published."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from model_repository import ModelRepository
+from serving.local_ray import free_loopback_port
 
 from .published import LATE_SCENARIO, SCENARIOS, Reference, publish
 
@@ -61,10 +61,7 @@ class ServedApp:
         return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_free_port = free_loopback_port  # below the ephemeral range: Ray's own sockets never take it
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from loadtests.bench_models import BenchModels, prepare_bench_models
+from serving.local_ray import free_loopback_port
 
 SLOW_EVERY = 10  # every 10th request waits SLOW_S: the slowest tenth fixes p99 from below
 SLOW_S = 0.2
@@ -37,10 +37,7 @@ class TinyServer:
     behaviour: dict[str, bool]  # "faults": slow and failing answers; "stall": every answer takes STALL_S
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_free_port = free_loopback_port  # below the ephemeral range: Ray's own sockets never take it
 
 
 def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:

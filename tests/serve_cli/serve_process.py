@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,19 +27,7 @@ LOCAL_ENV = {
 }
 
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
-    can be taken by one of Ray's own sockets, which bind and connect on ephemeral ports, before the
-    direct-ingress replica binds it (seen once in CI: the replica then found no port)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.Random().sample(range(max(1024, low - 12000), low - 10), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
+free_port = local_ray.free_loopback_port
 
 
 class ServeProcess:
