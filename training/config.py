@@ -66,6 +66,12 @@ class StrategyParams(_Strict):
     lora_target_modules: list[str] | None = Field(
         default=None, description="Modules to adapt; None picks them from the architecture (lora only)."
     )
+    lora_train_pooler: bool = Field(
+        default=False,
+        description="Train the encoder's pooler (BERT's dense + tanh on the first token) in full with the "
+        "head, as RoBERTa's head trains its own dense layer (lora only; no pooler: ignored). Such a "
+        "version is served by its own graph, not the shared base.",
+    )
 
 
 def _default_strategies() -> dict[str, StrategyParams]:

@@ -162,6 +162,7 @@ def build_model(
     lora_alpha: int = 16,
     lora_dropout: float = 0.1,
     lora_target_modules: list[str] | None = None,
+    lora_train_pooler: bool = False,
     qlora: bool = False,
     seed: int = 42,
 ) -> Any:
@@ -199,6 +200,9 @@ def build_model(
         raise StrategyError(f"unknown strategy {strategy!r}")
     from peft import LoraConfig, TaskType, get_peft_model
 
+    encoder = getattr(model, model.base_model_prefix, None)
+    pooler = ["pooler"] if lora_train_pooler and getattr(encoder, "pooler", None) is not None else []
+
     if qlora:
         from peft import prepare_model_for_kbit_training
 
@@ -209,7 +213,7 @@ def build_model(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=lora_targets(base.architecture, lora_target_modules),
-        modules_to_save=heads,
+        modules_to_save=heads + pooler,
         exclude_modules=outside_layers(model) or None,
     )
     return get_peft_model(model, config)

@@ -277,6 +277,7 @@ def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> 
         lora_alpha=params.lora_alpha,
         lora_dropout=params.lora_dropout,
         lora_target_modules=params.lora_target_modules,
+        lora_train_pooler=params.lora_train_pooler,
         qlora=config.qlora,
         seed=config.seed,
     )

@@ -59,6 +59,18 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
 
 
+def _trains_pooler(model: Any) -> bool:
+    """A LoRA model that trained the encoder's pooler (lora_train_pooler): its head is not the shared
+    base's pooler + a linear layer, so it cannot be served from the shared base or multi-adapter graph."""
+    if not _is_peft(model):
+        return False
+    return any(
+        str(name).split(".")[-1] == "pooler"
+        for config in model.peft_config.values()
+        for name in (config.modules_to_save or [])
+    )
+
+
 @dataclass
 class _ParityRows:
     """The rows every graph of one export is checked on, and what torch computed for them."""
@@ -140,11 +152,13 @@ def export_into(
         fields: dict[str, Any] = {"exports": [e.model_dump(mode="json") for e in exports]}
         if rows.test is not None:
             fields["metrics"] = {"test": _test_summary(rows.test, exports, say)}
-        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
+        own_pooler = _trains_pooler(model)
+        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") and not own_pooler else None
         if kind is None:
             if strategy != "full":
+                why = "its own trained pooler" if own_pooler else "no numpy head"
                 say(
-                    f"{strategy}: architecture {merged.config.model_type!r} has no numpy head; "
+                    f"{strategy}: architecture {merged.config.model_type!r} with {why}; "
                     "it is served by its own graph"
                 )
             return fields
