@@ -243,6 +243,17 @@ def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in config.params.model_dump().items() if v is not None}))
 
 
+def same_params(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a record ran with today's parameters. A parameter added to StrategyParams after the record
+    was written is missing from it: at its field default it changes nothing, so it does not make the
+    record stale (else every new option would send every finished cell back to run)."""
+    from training.config import StrategyParams
+
+    defaults = {name: field.default for name, field in StrategyParams.model_fields.items()}
+    added = {k for k in current.keys() - recorded.keys() if k in defaults and current[k] == defaults[k]}
+    return recorded == {k: v for k, v in current.items() if k not in added}
+
+
 def set_aside_stale(
     out: Path,
     done: dict[str, dict[str, Any]],
@@ -258,7 +269,7 @@ def set_aside_stale(
         cell = Cell(**rec["cell"])
         if cell.stage == "search" or rec.get("params") is None:
             continue
-        if rec["params"] == cell_params(cell, base_model):
+        if same_params(rec["params"], cell_params(cell, base_model)):
             continue
         name = key if not (out / "stale" / key).exists() else f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
         if (out / "cells" / key).is_dir():

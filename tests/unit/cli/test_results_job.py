@@ -241,3 +241,16 @@ def test_a_recovered_search_record_is_marked_and_keeps_its_best_beyond_the_shown
     assert rows["lora-qkvd-r8-lr1e-3-1200steps ‡"].endswith("| 15.0 | 0.864 | 736 |")
     assert rows["full-lr5e-5"].endswith("| 3.0 | 0.700 | 100 |")
     assert any(line.startswith("‡ Recovered") and "3c81424" in line for line in report.lines)
+
+
+def test_a_parameter_added_at_its_default_does_not_make_a_record_stale() -> None:
+    from labelwise import results
+
+    recorded = {"learning_rate": 1e-3, "lora_r": 8}
+    # lora_train_pooler came after the record: at its default (False) the run is the same run...
+    assert results.same_params(recorded, {**recorded, "lora_train_pooler": False})
+    # ...but not when today's default turns it on, nor when a recorded value changed.
+    assert not results.same_params(recorded, {**recorded, "lora_train_pooler": True})
+    assert not results.same_params(recorded, {"learning_rate": 2e-3, "lora_r": 8, "lora_train_pooler": False})
+    # A key no StrategyParams field names is never excused.
+    assert not results.same_params(recorded, {**recorded, "not_a_field": None})
