@@ -56,6 +56,12 @@ LoraDropoutOpt = typer.Option(None, "--lora-dropout", help="LoRA dropout.")
 LoraTargetsOpt = typer.Option(
     None, "--lora-target-modules", help="Comma-separated modules, e.g. query,value."
 )
+LoraPoolerOpt = typer.Option(
+    None,
+    "--lora-train-pooler/--lora-frozen-pooler",
+    help="LoRA on BERT-like encoders: train the pooler with the head (served by its own graph) or keep "
+    "it frozen (can join the shared multi-adapter graph). Default: the scenario's setting.",
+)
 
 
 def setup_logging() -> None:

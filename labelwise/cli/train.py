@@ -19,6 +19,7 @@ from .options import (
     EpochsOpt,
     LoraAlphaOpt,
     LoraDropoutOpt,
+    LoraPoolerOpt,
     LoraROpt,
     LoraTargetsOpt,
     LrOpt,
@@ -68,6 +69,7 @@ def train_command(
     lora_alpha: int | None = LoraAlphaOpt,
     lora_dropout: float | None = LoraDropoutOpt,
     lora_target_modules: str | None = LoraTargetsOpt,
+    lora_train_pooler: bool | None = LoraPoolerOpt,
     qlora: bool = typer.Option(False, "--qlora", help="4-bit base for lora (CUDA + bitsandbytes only)."),
     adversarial: str | None = typer.Option(
         None, "--adversarial", help="fgm | pgd: adversarial training on the embeddings (needs --epsilon)."
@@ -114,6 +116,7 @@ def train_command(
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
             lora_target_modules=lora_target_modules,
+            lora_train_pooler=lora_train_pooler,
             qlora=qlora or None,
             adversarial=adversarial,
             adversarial_epsilon=epsilon,
