@@ -799,10 +799,11 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
         "Candidates at 1,000 train rows, judged on validation macro-F1 only (these runs never score the "
         f"test split). First round, on {', '.join(SEARCH_SCENARIOS)}: {SEARCH_EPOCHS} epochs (unless the "
         "candidate says otherwise) without early stopping, 1,000 validation rows. Later rounds "
-        "(`…-1200steps`: LoRA on emotion and sentiment, then full on intent and intent_atis): run as a "
-        "matrix cell runs (3 epochs or min_train_steps, early stopping, 500 validation rows), to compare "
-        f"with the matrix cells' validation F1. Validation macro-F1 after each epoch (the first {shown} "
-        "shown):",
+        "(`…-1200steps`: LoRA on emotion and sentiment, then full on intent and intent_atis, then LoRA on "
+        "intent with BERT's pooler trained (`…-pooler-…`), the matrix LoRA cell being its baseline): run "
+        "as a matrix cell runs (3 epochs or min_train_steps, early stopping, 500 validation rows), to "
+        "compare with the matrix cells' validation F1. Validation macro-F1 after each epoch (the first "
+        f"{shown} shown):",
         "",
         "| scenario | candidate | "
         + " | ".join(f"ep {i}" for i in range(1, shown + 1))
