@@ -25,7 +25,7 @@ from .errors import (
     UsageError,
     VersionNotFoundError,
 )
-from .heads import FEATURES_OF_KIND, HEAD_ARRAYS, ROBERTA_TYPES, NumpyHead, apply_head
+from .heads import FEATURES_OF_KIND, FIRST_TOKEN_MLP, HEAD_ARRAYS, ROBERTA_TYPES, NumpyHead, apply_head
 from .identity import base_key, file_sha256, weights_hash
 from .manifest import (
     PRECISIONS,
@@ -65,6 +65,7 @@ __all__ = [
     "EXIT_RUNTIME",
     "EXIT_USAGE",
     "FEATURES_OF_KIND",
+    "FIRST_TOKEN_MLP",
     "HEAD_ARRAYS",
     "NUM_LABELS_INPUT",
     "PRECISIONS",

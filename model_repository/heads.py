@@ -15,13 +15,24 @@ from .errors import ManifestError
 # kind -> the arrays head.npz must hold (torch layout: out x in)
 HEAD_ARRAYS: dict[str, tuple[str, ...]] = {
     "roberta": ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
+    # A BERT classifier whose pooler (dense + tanh on the first token) was trained with it (LoRA's
+    # lora_train_pooler): the same math as roberta, dense = the pooler, out_proj = the classifier.
+    "bert_pooler": ("dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
     "linear": ("weight", "bias"),
     "mean_mlp": ("mean", "scale", "dense_weight", "dense_bias", "out_proj_weight", "out_proj_bias"),
 }
 # Head kind -> what the shared base encoder's `features` output is for it. The base key of a pooling
 # other than the historic two carries it as a suffix (identity.base_key), so that a mean-pooling base
 # and a first-token or pooler base of the same model never share a graph.
-FEATURES_OF_KIND: dict[str, str] = {"roberta": "first-token", "linear": "pooler", "mean_mlp": "mean"}
+FEATURES_OF_KIND: dict[str, str] = {
+    "roberta": "first-token",
+    "linear": "pooler",
+    "mean_mlp": "mean",
+    # BERT's first token before its pooler: keyed `<...>-pre-pooler`, apart from the same model's pooler base.
+    "bert_pooler": "pre-pooler",
+}
+# Kinds whose head is dense -> tanh -> out_proj on the first token.
+FIRST_TOKEN_MLP = frozenset({"roberta", "bert_pooler"})
 # Floor of the L2 norm in mean_mlp, as in torch.nn.functional.normalize.
 _NORM_EPS = 1e-12
 # HF model_types whose sequence-classification head is dense -> tanh -> out_proj on the first token.
@@ -30,7 +41,7 @@ ROBERTA_TYPES = frozenset({"roberta", "xlm-roberta", "camembert", "data2vec-text
 
 def apply_head(kind: str, arrays: Mapping[str, np.ndarray], features: np.ndarray) -> np.ndarray:
     """Logits [rows, labels] from the base encoder's features [rows, hidden]."""
-    if kind == "roberta":
+    if kind in FIRST_TOKEN_MLP:
         hidden = np.tanh(features @ arrays["dense_weight"].T + arrays["dense_bias"])
         return hidden @ arrays["out_proj_weight"].T + arrays["out_proj_bias"]
     if kind == "mean_mlp":
@@ -63,4 +74,4 @@ class NumpyHead:
         return apply_head(self.kind, self.arrays, features)
 
 
-__all__ = ["FEATURES_OF_KIND", "HEAD_ARRAYS", "ROBERTA_TYPES", "NumpyHead", "apply_head"]
+__all__ = ["FEATURES_OF_KIND", "FIRST_TOKEN_MLP", "HEAD_ARRAYS", "ROBERTA_TYPES", "NumpyHead", "apply_head"]

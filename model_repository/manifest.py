@@ -68,9 +68,10 @@ class BaseEncoderRef(_Strict):
 
 
 class HeadSpec(_Strict):
-    kind: Literal["roberta", "linear", "mean_mlp"] = Field(
+    kind: Literal["roberta", "linear", "mean_mlp", "bert_pooler"] = Field(
         description="roberta: dense -> tanh -> out_proj on the first token; linear: one dense layer "
-        "on the pooled output (BERT's pooler is part of the base encoder graph); mean_mlp: L2 "
+        "on the pooled output (BERT's pooler is part of the base encoder graph); bert_pooler: as roberta, "
+        "the dense layer being a BERT pooler trained with the head (LoRA's lora_train_pooler); mean_mlp: L2 "
         "normalisation, dense -> ReLU -> out_proj on the attention-mask-weighted mean of the last hidden "
         "state (the frozen strategy's sentence embedding)."
     )

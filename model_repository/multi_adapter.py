@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AdapterMismatchError
-from .heads import HEAD_ARRAYS
+from .heads import FIRST_TOKEN_MLP, HEAD_ARRAYS
 
 # Arrays whose first axis is the label axis: padded to the widest scenario.
 _LABEL_AXIS = {"out_proj_weight", "out_proj_bias", "weight", "bias"}
@@ -154,7 +154,7 @@ def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
         raise AdapterMismatchError(f"adapter {who}: head.npz lacks arrays {missing}")
     h = spec.hidden_size
     head = entry.head
-    if spec.head_kind == "roberta":
+    if spec.head_kind in FIRST_TOKEN_MLP:
         if head["dense_weight"].shape != (h, h) or head["dense_bias"].shape != (h,):
             raise AdapterMismatchError(
                 f"adapter {who}: head dense is {head['dense_weight'].shape}, expected ({h}, {h})"

@@ -69,8 +69,8 @@ class StrategyParams(_Strict):
     lora_train_pooler: bool = Field(
         default=False,
         description="Train the encoder's pooler (BERT's dense + tanh on the first token) in full with the "
-        "head, as RoBERTa's head trains its own dense layer (lora only; no pooler: ignored). Such a "
-        "version is served by its own graph, not the shared base.",
+        "head, as RoBERTa's head trains its own dense layer (lora only; no pooler: ignored). Its head "
+        "kind is bert_pooler: shared mode serves it from the base's `-pre-pooler` multi-adapter graph.",
     )
 
 

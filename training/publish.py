@@ -160,12 +160,17 @@ def _export_onnx(
     if "metrics" in fields:  # metrics.test, beside the run's validation metrics
         fields["metrics"] = {**result.metrics, **fields["metrics"]}
     if config.strategy == "lora" and (version_dir / layout.LORA_FILE).is_file():
-        export_shared_graph(repository, result.base.path, config.params.lora_r, precisions)
+        head_kind = (fields.get("head") or {}).get("kind")
+        export_shared_graph(repository, result.base.path, config.params.lora_r, precisions, head_kind)
     return fields
 
 
 def export_shared_graph(
-    repository: ModelRepository, base_path: Path, lora_r: int, precisions: list[str]
+    repository: ModelRepository,
+    base_path: Path,
+    lora_r: int,
+    precisions: list[str],
+    head_kind: str | None = None,
 ) -> None:
     """Export the base's multi-adapter graph (lora_mode: shared) unless it exists, so serving needs no torch.
 
@@ -183,7 +188,12 @@ def export_shared_graph(
         return
     try:
         export_multi_adapter_base(
-            repository, base_path, rank=max(SHARED_TABLE_RANK, lora_r), precisions=wanted, say=log.info
+            repository,
+            base_path,
+            rank=max(SHARED_TABLE_RANK, lora_r),
+            precisions=wanted,
+            say=log.info,
+            head_kind=head_kind,
         )
     except MultiAdapterError as exc:
         log.warning("no multi-adapter graph for %s: %s (lora_mode: shared will refuse it)", base_path, exc)

@@ -59,8 +59,8 @@ LoraTargetsOpt = typer.Option(
 LoraPoolerOpt = typer.Option(
     None,
     "--lora-train-pooler/--lora-frozen-pooler",
-    help="LoRA on BERT-like encoders: train the pooler with the head (served by its own graph) or keep "
-    "it frozen (can join the shared multi-adapter graph). Default: the scenario's setting.",
+    help="LoRA on BERT-like encoders: train the pooler with the head (as RoBERTa's head trains its "
+    "dense layer) or keep the base's. Default: the scenario's setting.",
 )
 
 

@@ -224,8 +224,8 @@ def _join_shared(
     if m.base_encoder is None or m.head is None or not (folder / layout.LORA_FILE).is_file():
         raise ModelLoadError(
             f"{who}: lora_mode shared needs base_encoder, head and lora.npz in the version "
-            "(a DoRA adapter, a LoRA version that trained its own pooler (lora_train_pooler) or a version "
-            "exported without a head cannot share the base graph: serve it with lora_mode merged)"
+            "(a DoRA adapter or a version exported without a head cannot share the base graph: serve it "
+            "with lora_mode merged)"
         )
     key = m.base_encoder.key
     tried = []

@@ -22,7 +22,7 @@ def load_base_encoder(base_model_path: str | Path, kind: str, input_names: list[
 
     config = AutoConfig.from_pretrained(base_model_path)
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
-    if kind in ("roberta", "mean_mlp"):
+    if kind in ("roberta", "mean_mlp", "bert_pooler"):
         kwargs["add_pooling_layer"] = False  # these heads read the first token or the mean, not the pooler
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "pooler weights not used" is expected without the pooler

@@ -60,8 +60,9 @@ def _is_peft(model: Any) -> bool:
 
 
 def _trains_pooler(model: Any) -> bool:
-    """A LoRA model that trained the encoder's pooler (lora_train_pooler): its head is not the shared
-    base's pooler + a linear layer, so it cannot be served from the shared base or multi-adapter graph."""
+    """A LoRA model that trained the encoder's pooler (lora_train_pooler): its head is that pooler + the
+    classifier (kind bert_pooler) on the first token of a base without the pooler, not the linear layer on
+    the shared base's own pooler."""
     if not _is_peft(model):
         return False
     return any(
@@ -152,13 +153,13 @@ def export_into(
         fields: dict[str, Any] = {"exports": [e.model_dump(mode="json") for e in exports]}
         if rows.test is not None:
             fields["metrics"] = {"test": _test_summary(rows.test, exports, say)}
-        own_pooler = _trains_pooler(model)
-        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") and not own_pooler else None
+        kind = heads.head_kind(merged) if strategy in ("frozen", "lora") else None
+        if kind == "linear" and _trains_pooler(model):
+            kind = "bert_pooler"  # its pooler is its own: the shared base gives the first token instead
         if kind is None:
             if strategy != "full":
-                why = "its own trained pooler" if own_pooler else "no numpy head"
                 say(
-                    f"{strategy}: architecture {merged.config.model_type!r} with {why}; "
+                    f"{strategy}: architecture {merged.config.model_type!r} has no numpy head; "
                     "it is served by its own graph"
                 )
             return fields

@@ -19,7 +19,8 @@ def _encoder_of(model: Any) -> Any:
 
 
 def head_kind(model: Any) -> str | None:
-    """'mean_mlp', 'roberta', 'linear' or None (no numpy head: served through its own graph)."""
+    """'mean_mlp', 'roberta', 'linear' or None (no numpy head: served through its own graph). A BERT
+    classifier that trained its pooler is 'bert_pooler': the caller knows (exporter._trains_pooler)."""
     import torch
 
     from ..frozen import HEAD_KIND, MeanPoolingClassifier
@@ -47,6 +48,14 @@ def head_arrays(model: Any, kind: str) -> dict[str, np.ndarray]:
     def arr(t: Any) -> np.ndarray:
         return t.detach().float().cpu().numpy().astype(np.float32)
 
+    if kind == "bert_pooler":  # the trained pooler is the dense layer, the classifier the out_proj
+        pooler = _encoder_of(model).pooler.dense
+        return {
+            "dense_weight": arr(pooler.weight),
+            "dense_bias": arr(pooler.bias),
+            "out_proj_weight": arr(c.weight),
+            "out_proj_bias": arr(c.bias),
+        }
     if kind in ("roberta", "mean_mlp"):
         standardise = {"mean": arr(c.mean), "scale": arr(c.scale)} if kind == "mean_mlp" else {}
         return {

@@ -16,6 +16,7 @@ import numpy as np
 
 from model_repository import (
     ADAPTER_INDEX_INPUT,
+    FEATURES_OF_KIND,
     BaseModelRef,
     GraphSpec,
     ModelRepository,
@@ -34,8 +35,9 @@ from .graph import build_module, dummy_tokens, export_onnx, random_tables, run_t
 _LOG = logging.getLogger(__name__)
 
 
-def resolve_base(base_model: str | Path) -> tuple[BaseModelRef, Path, str]:
-    """(manifest ref, local folder, base key) exactly as training and export name this base."""
+def resolve_base(base_model: str | Path, head_kind: str | None = None) -> tuple[BaseModelRef, Path, str]:
+    """(manifest ref, local folder, base key) exactly as training and export name this base (head_kind
+    bert_pooler: the key of the base without its pooler, as the adapters' manifests name it)."""
     resolved = resolve_base_model(str(base_model))
     ref = BaseModelRef(
         id=resolved.id,
@@ -43,7 +45,8 @@ def resolve_base(base_model: str | Path) -> tuple[BaseModelRef, Path, str]:
         content_hash=resolved.content_hash,
         architecture=resolved.architecture,
     )
-    return ref, resolved.path, base_key(ref, resolved.path)
+    features = FEATURES_OF_KIND["bert_pooler"] if head_kind == "bert_pooler" else None
+    return ref, resolved.path, base_key(ref, resolved.path, features)
 
 
 def load_spec(repository: ModelRepository, key: str, rank: int, precision: str = "fp32") -> GraphSpec:
@@ -89,8 +92,13 @@ def export_multi_adapter_base(
     opset: int = 17,
     threads: int = 2,
     say: Callable[[str], None] = _LOG.info,
+    head_kind: str | None = None,
 ) -> dict[str, Path]:
-    """Export (or verify and reuse) the multi-adapter graph of a base; return precision -> graph path."""
+    """Export (or verify and reuse) the multi-adapter graph of a base; return precision -> graph path.
+
+    head_kind: None, the architecture's (roberta, or linear on BERT's pooler); bert_pooler, a BERT graph
+    whose adapters bring their own trained pooler (first token -> each row's dense + tanh -> out_proj),
+    kept under the base key its adapters name (`<...>-pre-pooler`)."""
     unknown = [p for p in precisions if p not in MULTI_ADAPTER_PRECISIONS]
     if unknown:
         raise MultiAdapterError(
@@ -98,7 +106,7 @@ def export_multi_adapter_base(
         )
     if rank < 1:
         raise MultiAdapterError(f"rank must be >= 1, got {rank}")
-    ref, path, key = resolve_base(base_model)
+    ref, path, key = resolve_base(base_model, head_kind)
     targets = lora_targets(ref.architecture or "", list(targets) if targets else None)
     out: dict[str, Path] = {}
     missing = []
@@ -125,7 +133,7 @@ def export_multi_adapter_base(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
-    module, spec = build_module(path, key, rank, list(targets))
+    module, spec = build_module(path, key, rank, list(targets), head_kind)
     with tempfile.TemporaryDirectory(prefix="labelwise-multi-") as tmp:
         work = Path(tmp)
         say(f"multi-adapter graph {key}: tracing {spec.num_layers} layers, targets {list(spec.projections)}")

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from model_repository import ADAPTER_INDEX_INPUT, HEAD_ARRAYS, NUM_LABELS_INPUT, ROBERTA_TYPES, GraphSpec
+from model_repository import (
+    ADAPTER_INDEX_INPUT,
+    FIRST_TOKEN_MLP,
+    HEAD_ARRAYS,
+    NUM_LABELS_INPUT,
+    ROBERTA_TYPES,
+    GraphSpec,
+)
 
 from ..errors import UnsupportedBaseError
 
@@ -33,7 +40,7 @@ def head_kind_for(config: Any) -> str:
 
 def token_inputs_for(config: Any, head_kind: str) -> tuple[str, ...]:
     # RoBERTa has one token type; feeding token_type_ids would only add an input serving must fake.
-    if head_kind == "linear" and int(getattr(config, "type_vocab_size", 0) or 0) > 1:
+    if head_kind in ("linear", "bert_pooler") and int(getattr(config, "type_vocab_size", 0) or 0) > 1:
         return ("input_ids", "attention_mask", "token_type_ids")
     return ("input_ids", "attention_mask")
 
@@ -92,7 +99,7 @@ def _set_submodule(root: Any, path: str, module: Any) -> None:
 
 
 def build_module(
-    base_model_path: str | Path, base_key: str, rank: int, targets: list[str]
+    base_model_path: str | Path, base_key: str, rank: int, targets: list[str], head_kind: str | None = None
 ) -> tuple[Any, GraphSpec]:
     """The torch module the graph is traced from, and the spec every fed adapter must match."""
     import torch
@@ -101,8 +108,14 @@ def build_module(
 
     config = AutoConfig.from_pretrained(base_model_path)
     kind = head_kind_for(config)
+    if head_kind == "bert_pooler" and kind == "linear":
+        kind = head_kind  # each adapter's own pooler is its head's dense layer: the base's is not used
+    elif head_kind not in (None, kind):
+        raise UnsupportedBaseError(
+            f"architecture {config.model_type!r} has no {head_kind!r} multi-adapter head"
+        )
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
-    if kind == "roberta":
+    if kind in FIRST_TOKEN_MLP:
         kwargs["add_pooling_layer"] = False
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "pooler weights not used" is expected for roberta heads
@@ -144,7 +157,7 @@ def build_module(
                 rows.rows[proj] = (named[f"lora.{proj}.A"][idx], named[f"lora.{proj}.B"][idx])
             out = self.encoder(**{k: named[k] for k in spec.token_inputs}, return_dict=True)
             features = out.pooler_output if kind == "linear" else out.last_hidden_state[:, 0]
-            if kind == "roberta":
+            if kind in FIRST_TOKEN_MLP:
                 dense = torch.bmm(named["head.dense_weight"][idx], features.unsqueeze(-1)).squeeze(-1)
                 features = torch.tanh(dense + named["head.dense_bias"][idx])
                 weight, bias = named["head.out_proj_weight"][idx], named["head.out_proj_bias"][idx]

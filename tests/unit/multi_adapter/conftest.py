@@ -28,7 +28,15 @@ class Scenario:
 
 
 def make_scenario(
-    base_dir: Path, name: str, num_labels: int, seed: int, *, rank: int = RANK, targets=None, layers=None
+    base_dir: Path,
+    name: str,
+    num_labels: int,
+    seed: int,
+    *,
+    rank: int = RANK,
+    targets=None,
+    layers=None,
+    train_pooler: bool = False,
 ) -> Scenario:
     """Build the classifier as training does, then give B and the head random non-zero weights."""
     import torch
@@ -38,7 +46,15 @@ def make_scenario(
 
     labels = [f"{name}-{i}" for i in range(num_labels)]
     base = resolve_base_model(str(base_dir))
-    model = build_model(base, "lora", labels, lora_r=rank, lora_alpha=2 * rank, lora_target_modules=targets)
+    model = build_model(
+        base,
+        "lora",
+        labels,
+        lora_r=rank,
+        lora_alpha=2 * rank,
+        lora_target_modules=targets,
+        lora_train_pooler=train_pooler,
+    )
     if layers is not None:  # training has no layers_to_transform setting: rebuild with peft directly
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -61,7 +77,8 @@ def make_scenario(
     merged = copy.deepcopy(model).merge_and_unload().eval()
     lora = lora_arrays(model)
     assert lora is not None
-    return Scenario(name, model, merged, lora, head_arrays(merged, head_kind(merged)), num_labels)
+    kind = "bert_pooler" if train_pooler else head_kind(merged)
+    return Scenario(name, model, merged, lora, head_arrays(merged, kind), num_labels)
 
 
 def _build_tiny_bert(folder: Path) -> Path:

@@ -103,6 +103,49 @@ def test_bert_base_with_token_types_and_pooler_head(repo: Any, tiny_bert_dir: Pa
         assert np.abs(logits[index == i, : scenario.num_labels] - own).max() <= FP32_TOLERANCE, scenario.name
 
 
+def test_bert_adapters_that_trained_their_pooler_share_one_graph(repo: Any, tiny_bert_dir: Path) -> None:
+    """lora_train_pooler: each adapter's pooler is its head's dense layer, on the first token of a base
+    without the pooler, under the base key the adapters' manifests name (`-pre-pooler`)."""
+    from model_repository import AdapterMismatchError
+    from training.multi_adapter import (
+        AdapterEntry,
+        build_tables,
+        export_multi_adapter_base,
+        load_spec,
+        resolve_base,
+    )
+
+    graphs = export_multi_adapter_base(
+        repo, tiny_bert_dir, rank=RANK, precisions=("fp32",), head_kind="bert_pooler"
+    )
+    key = resolve_base(tiny_bert_dir, "bert_pooler")[2]
+    assert key.endswith("-pre-pooler") and key != resolve_base(tiny_bert_dir)[2]
+    spec = load_spec(repo, key, RANK)
+    assert spec.head_kind == "bert_pooler" and "token_type_ids" in spec.token_inputs
+    scenarios = [
+        make_scenario(tiny_bert_dir, "topic", 4, seed=6, train_pooler=True),
+        make_scenario(tiny_bert_dir, "lang", 3, seed=7, train_pooler=True),
+    ]
+    base_pooler = scenarios[0].peft_model.base_model.model.bert.pooler.original_module.dense.weight
+    for s in scenarios:  # the pooler each adapter trained, not the base's
+        assert not np.allclose(s.head["dense_weight"], base_pooler.detach().numpy())
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, 120, (6, 9))
+    mask = np.ones_like(ids)
+    mask[2, 5:] = 0
+    tokens = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    index = np.asarray([0, 1, 1, 0, 1, 0])
+    entries = [AdapterEntry(s.name, key, "bert_pooler", s.lora, s.head) for s in scenarios]
+    logits = _run(_session(graphs["fp32"]), tokens, index, build_tables(spec, entries))
+    for i, scenario in enumerate(scenarios):
+        own = _merged_logits(scenario, tokens)[index == i]
+        assert np.abs(logits[index == i, : scenario.num_labels] - own).max() <= FP32_TOLERANCE, scenario.name
+    # An adapter on the base's own pooler (kind linear) is refused by this graph, by name.
+    plain = make_scenario(tiny_bert_dir, "plain", 2, seed=8)
+    with pytest.raises(AdapterMismatchError, match="head kind 'linear'"):
+        build_tables(spec, [AdapterEntry("plain", key, "linear", plain.lora, plain.head)])
+
+
 def test_int8_graph_runs_and_mostly_agrees(
     repo: Any,
     tiny_roberta_dir: Path,
