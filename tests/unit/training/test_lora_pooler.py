@@ -11,19 +11,23 @@ from training.export.exporter import _trains_pooler
 from training.model import build_model, resolve_base_model
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _save_tiny_bert(folder: Path, vocab_size: int, seed: int) -> Path:
+    """A random 2-layer, 32-wide BERT encoder with a pooler."""
     import torch
     from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("tiny-bert-pooler")
     config = BertConfig(
-        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=64,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
     )  # fmt: skip
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-pooler"), vocab_size=120, seed=3)
 
 
 def _trainable(model: object) -> set[str]:
@@ -56,7 +60,7 @@ def test_a_pooler_adapter_exports_a_bert_pooler_head_on_the_pre_pooler_base(tmp_
     lora.npz and head.npz, gives the torch model's logits."""
     import numpy as np
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer
 
     from model_repository import BaseModelRef, ModelRepository, layout
     from training.export import export_into
@@ -65,13 +69,7 @@ def test_a_pooler_adapter_exports_a_bert_pooler_head_on_the_pre_pooler_base(tmp_
     from training.publish import export_shared_graph
 
     minilm = resolve_base_model("minilm").path  # its tokenizer; the encoder is a tiny random BERT
-    folder = tmp_path / "tiny-bert-vocab"
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(5)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    folder = _save_tiny_bert(tmp_path / "tiny-bert-vocab", vocab_size=30522, seed=5)  # MiniLM's vocabulary
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     base = resolve_base_model(str(folder))
     model = build_model(base, "lora", ["a", "b", "c"], lora_r=4, lora_alpha=8, lora_train_pooler=True)
