@@ -243,13 +243,18 @@ def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in config.params.model_dump().items() if v is not None}))
 
 
+def _param_defaults() -> dict[str, Any]:
+    """Every StrategyParams field's default: what a record written before the field existed ran with."""
+    from training.config import StrategyParams
+
+    return {name: field.default for name, field in StrategyParams.model_fields.items()}
+
+
 def same_params(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether a record ran with today's parameters. A parameter added to StrategyParams after the record
     was written is missing from it: at its field default it changes nothing, so it does not make the
     record stale (else every new option would send every finished cell back to run)."""
-    from training.config import StrategyParams
-
-    defaults = {name: field.default for name, field in StrategyParams.model_fields.items()}
+    defaults = _param_defaults()
     added = {k for k in current.keys() - recorded.keys() if k in defaults and current[k] == defaults[k]}
     return recorded == {k: v for k, v in current.items() if k not in added}
 
@@ -688,12 +693,16 @@ def _stale_section(r: Report, out: Path, ledger: Path) -> None:
         "| cell | test acc | test macro-F1 | validation F1 | epochs (best) | train s | changed since |",
         "|---|---:|---:|---:|---:|---:|---|",
     )
+    defaults = _param_defaults()
     for rec in stale:
         now = cell_params(Cell(**rec["cell"]))
+        # A parameter added after the record was written ran at its default.
+        added = {k: defaults[k] for k in now.keys() - rec["params"].keys() if k in defaults}
+        then = {**added, **rec["params"]}
         changed = ", ".join(
-            f"{k} {rec['params'].get(k)} → {now.get(k)}"
-            for k in sorted(set(now) | set(rec["params"]))
-            if rec["params"].get(k) != now.get(k)
+            f"{k} {then.get(k)} → {now.get(k)}"
+            for k in sorted(set(now) | set(then))
+            if then.get(k) != now.get(k)
         )
         ran, best = rec.get("epochs_run"), rec.get("best_epoch")
         epochs = "–" if ran is None else f"{ran:.1f} ({'–' if best is None else f'{best:.1f}'})"
