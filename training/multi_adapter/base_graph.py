@@ -45,8 +45,8 @@ def resolve_base(base_model: str | Path, head_kind: str | None = None) -> tuple[
         content_hash=resolved.content_hash,
         architecture=resolved.architecture,
     )
-    features = FEATURES_OF_KIND["bert_pooler"] if head_kind == "bert_pooler" else None
-    return ref, resolved.path, base_key(ref, resolved.path, features)
+    # roberta and linear bases keep the plain key (base_key); bert_pooler's is `<...>-pre-pooler`
+    return ref, resolved.path, base_key(ref, resolved.path, FEATURES_OF_KIND.get(head_kind or ""))
 
 
 def load_spec(repository: ModelRepository, key: str, rank: int, precision: str = "fp32") -> GraphSpec:

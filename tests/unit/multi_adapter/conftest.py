@@ -81,12 +81,13 @@ def make_scenario(
     return Scenario(name, model, merged, lora, head_arrays(merged, kind), num_labels)
 
 
-def _build_tiny_bert(folder: Path) -> Path:
+def build_tiny_bert(folder: Path, vocab_size: int = 120, seed: int = 1) -> Path:
+    """A random 2-layer, 32-wide BERT encoder with a pooler, saved in folder."""
     import torch
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=120,
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -94,7 +95,7 @@ def _build_tiny_bert(folder: Path) -> Path:
         max_position_embeddings=64,
         type_vocab_size=2,
     )
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -102,7 +103,7 @@ def _build_tiny_bert(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer, 32-wide BERT encoder with a pooler (linear head kind); no tokenizer needed."""
-    return _build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -7,27 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.multi_adapter.conftest import build_tiny_bert
 from training.export.exporter import _trains_pooler
 from training.model import build_model, resolve_base_model
 
 
-def _save_tiny_bert(folder: Path, vocab_size: int, seed: int) -> Path:
-    """A random 2-layer, 32-wide BERT encoder with a pooler."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-pooler"), vocab_size=120, seed=3)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-pooler"), seed=3)
 
 
 def _trainable(model: object) -> set[str]:
@@ -69,7 +56,7 @@ def test_a_pooler_adapter_exports_a_bert_pooler_head_on_the_pre_pooler_base(tmp_
     from training.publish import export_shared_graph
 
     minilm = resolve_base_model("minilm").path  # its tokenizer; the encoder is a tiny random BERT
-    folder = _save_tiny_bert(tmp_path / "tiny-bert-vocab", vocab_size=30522, seed=5)  # MiniLM's vocabulary
+    folder = build_tiny_bert(tmp_path / "tiny-bert-vocab", vocab_size=30522, seed=5)  # MiniLM's vocabulary
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     base = resolve_base_model(str(folder))
     model = build_model(base, "lora", ["a", "b", "c"], lora_r=4, lora_alpha=8, lora_train_pooler=True)
