@@ -75,6 +75,7 @@ def serve_command(
         app_name=plan.app_name,
         route_prefix=plan.route_prefix,
         direct_ingress=plan.direct_ingress,
+        ingress_replicas=plan.ingress_replicas,
     )
 
 
