@@ -49,6 +49,7 @@ class ServePlan:
     app_name: str = DEFAULT_APP_NAME
     route_prefix: str = DEFAULT_ROUTE_PREFIX
     direct_ingress: bool = False
+    ingress_replicas: int = 1
 
 
 def default_serve_config() -> Path | None:
@@ -104,9 +105,12 @@ def load_serving_args(config: Path | None, **overrides: Any) -> dict[str, Any]:
     return args
 
 
-def single_ingress_replica(config: Any) -> bool:
-    """Whether the app has exactly one ingress replica (what direct ingress on one port needs)."""
-    return config.ingress_mode == "separate" or config.num_replicas == 1
+def ingress_replicas(config: Any) -> int | None:
+    """How many replicas serve HTTP: the one ingress of `ingress_mode: separate`, else num_replicas;
+    None when autoscaled (direct ingress binds one port per replica, so it needs the number)."""
+    if config.ingress_mode == "separate":
+        return 1
+    return None if config.num_replicas == "auto" else int(config.num_replicas)
 
 
 def plan_server(
@@ -153,10 +157,11 @@ def plan_server(
             # requests): c=32 199 req/s and p99 276 ms against 133 and 329 with one batch at a time;
             # c=8 148 against 136 (docs/benchmarks.md).
             args["max_concurrent_batches"] = serving_config.max_concurrent_batches = 2
-    if direct_ingress and not single_ingress_replica(serving_config):
+    replicas = ingress_replicas(serving_config)
+    if direct_ingress and replicas is None:
         raise UsageError(
-            "direct ingress serves HTTP from one ingress replica: set num_replicas: 1 (ingress_mode "
-            "combined) or use ingress_mode separate, or pass --proxy"
+            "direct ingress needs a fixed number of ingress replicas (they share the port): set "
+            "num_replicas to a number, or pass --proxy to autoscale behind Serve's proxy"
         )
     return ServePlan(
         args=args,
@@ -165,6 +170,7 @@ def plan_server(
         app_name=serve_file.app_name,
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,
+        ingress_replicas=replicas or 1,
     )
 
 
@@ -195,6 +201,7 @@ def run_server(
     route_prefix: str = DEFAULT_ROUTE_PREFIX,
     direct_ingress: bool = False,
     start_timeout_s: float | None = None,
+    ingress_replicas: int = 1,
 ) -> None:
     """Start Ray and the app; with block, serve until SIGINT/SIGTERM/SIGHUP, then stop Ray entirely.
 
@@ -211,7 +218,9 @@ def run_server(
     from serving.local_ray import start_local_ray, stop_local_ray
 
     try:
-        start_local_ray(host=host, port=port, direct_ingress=direct_ingress)
+        start_local_ray(
+            host=host, port=port, direct_ingress=direct_ingress, ingress_replicas=ingress_replicas
+        )
         if stop_signals is not None:
             # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
             # ours again, so SIGTERM takes the same stop path as Ctrl-C.

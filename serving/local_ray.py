@@ -13,6 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .direct_ingress import ENV as REBIND_ENV
+from .direct_ingress import SHARED_PORT_ENV
+
 logger = logging.getLogger("labelwise.serving")
 
 LOCAL_ENV = {
@@ -120,16 +123,19 @@ def _lean_head() -> Iterator[None]:
         node_module.Node.start_api_server = start_api_server  # type: ignore[method-assign]
 
 
-def direct_ingress_env(port: int) -> dict[str, str]:
-    """Environment for Ray Serve's direct ingress with the one ingress replica listening on `port`.
+def direct_ingress_env(port: int, replicas: int = 1) -> dict[str, str]:
+    """Environment for Ray Serve's direct ingress with `replicas` ingress replicas listening on `port`.
 
     Ray 2.60 (experimental): an ingress replica runs its own HTTP server on a port the controller
-    hands out from [MIN, MAX); a range of exactly one port puts the replica on the port the user asked
-    for. Serve still starts its proxy on the head node; start_local_ray moves it to a spare port."""
+    hands out from [MIN, MAX); the range holds one port per replica starting at the one the user asked
+    for. One replica binds that port as handed out; with several, every replica binds the user's port
+    with SO_REUSEPORT (direct_ingress.py) and the kernel spreads the connections over them: one HTTP
+    process per replica, and no proxy hop. Serve still starts its proxy on the head node;
+    start_local_ray moves it to a spare port."""
     return {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + max(1, replicas)),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": _LOCAL_DRAIN_S,
         # Ray keeps a released port out of use for 150 s, so that a load balancer in front of several
         # apps never sends one app's traffic to another's new replica. With a one-port range that
@@ -137,27 +143,33 @@ def direct_ingress_env(port: int) -> dict[str, str]:
         # server has one app and no balancer: the port goes back at once, and the replacement takes it.
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
         # ...and may bind it while the dead one's connections are still in TIME_WAIT (direct_ingress.py).
-        "LABELWISE_DIRECT_INGRESS_REBIND": "1",
+        REBIND_ENV: "1",
+        # The port every ingress replica binds, whichever one of the range the controller handed out.
+        SHARED_PORT_ENV: str(port),
     }
 
 
 def start_local_ray(
-    host: str = "127.0.0.1", port: int = 8000, num_cpus: int | None = None, direct_ingress: bool = False
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    num_cpus: int | None = None,
+    direct_ingress: bool = False,
+    ingress_replicas: int = 1,
 ) -> Path:
     """ray.init bound to 127.0.0.1 with its own temp dir, no dashboard; then Serve on host:port.
 
-    direct_ingress: the ingress replica serves HTTP on host:port itself (no proxy hop; one ingress
-    replica only); otherwise Serve's proxy listens there and forwards to the replicas."""
+    direct_ingress: the ingress replicas (ingress_replicas of them) serve HTTP on host:port themselves
+    (no proxy hop); otherwise Serve's proxy listens there and forwards to the replicas."""
     env = dict(LOCAL_ENV)
     proxy_port = port
     if direct_ingress:
-        env.update(direct_ingress_env(port))
+        env.update(direct_ingress_env(port, ingress_replicas))
         proxy_port = free_loopback_port()
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if direct_ingress:
         # These must win over anything inherited: the replica and the controller read them at import.
-        os.environ.update(direct_ingress_env(port))
+        os.environ.update(direct_ingress_env(port, ingress_replicas))
     import ray
     from ray import serve
 

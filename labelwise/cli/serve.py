@@ -35,7 +35,8 @@ def serve_command(
         "--direct-ingress/--proxy",
         help="direct: the ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress, "
         "no proxy hop; measured faster, see docs/benchmarks.md); proxy: Serve's HTTP proxy forwards to "
-        "the replicas (what a cluster runs). Direct needs a single ingress replica.",
+        "the replicas (what a cluster runs). Direct with num_replicas N: the N replicas share the port "
+        "(SO_REUSEPORT); it needs a fixed num_replicas.",
     ),
     address: str | None = typer.Option(
         None,
@@ -75,6 +76,7 @@ def serve_command(
         app_name=plan.app_name,
         route_prefix=plan.route_prefix,
         direct_ingress=plan.direct_ingress,
+        ingress_replicas=plan.ingress_replicas,
     )
 
 

@@ -3,6 +3,7 @@ its temp folder, and a killed replica is replaced while clients keep sending."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -24,12 +25,12 @@ from .serve_process import ServeProcess
 LABELS = {"sports", "politics", "science"}
 
 
-def test_direct_ingress_refuses_several_ingress_replicas(tmp_path: Path) -> None:
+def test_direct_ingress_refuses_autoscaled_ingress_replicas(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 2}), encoding="utf-8")
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": "auto"}), encoding="utf-8")
     result = CliRunner().invoke(app, ["serve", "--config", str(config)])
     assert result.exit_code == 2
-    assert "--proxy" in result.output
+    assert "fixed number of ingress replicas" in result.output and "--proxy" in result.output
 
 
 def _one_scenario(repo: ModelRepository, **extra: object) -> dict[str, object]:
@@ -82,6 +83,54 @@ def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
         assert "stopping" in server.log_tail()
 
 
+@pytest.mark.integration
+def test_two_direct_ingress_replicas_share_the_port(
+    one_scenario_repo: ModelRepository, tmp_path: Path
+) -> None:
+    """num_replicas 2 without --proxy: both replicas listen on the one port (SO_REUSEPORT) and the
+    kernel hands connections to both; every connection gets full answers."""
+    psutil = pytest.importorskip("psutil")
+    with ServeProcess(tmp_path, _one_scenario(one_scenario_repo, num_replicas=2)) as server:
+        server.wait_ready()
+
+        def listening() -> dict[int, str]:
+            found = {}
+            for p in server.replicas():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for c in p.net_connections(kind="tcp"):
+                        if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port:
+                            found[p.pid] = c.laddr.ip
+            return found
+
+        deadline = time.monotonic() + 120
+        while len(listening()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        listeners = listening()
+        assert len(listeners) == 2, f"{listeners}\n{server.log_tail()}"
+        assert set(listeners.values()) == {"127.0.0.1"}
+
+        # 16 connections held open: each lands on one of the two listening replicas.
+        clients = [httpx.Client(timeout=30) for _ in range(16)]
+        try:
+            for client in clients:
+                response = client.post(
+                    f"{server.url}/v1/classify", json={"scenario": SCENARIO, "texts": ["a"]}
+                )
+                assert response.status_code == 200, response.text
+                assert {r["label"] for r in response.json()["results"][0]} == LABELS
+            owners = {
+                p.pid
+                for p in server.replicas()
+                for c in p.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port
+            }
+        finally:
+            for client in clients:
+                client.close()
+        # All 16 on one replica would happen with probability 2**-15 under the kernel's hashing.
+        assert owners == set(listeners), f"connections held by {owners}, listeners {set(listeners)}"
+
+
 def _load_until(url: str, stop: threading.Event, record: list[tuple[float, int | str]]) -> None:
     """One closed-loop client: (time, status or error name) per request, until stop is set."""
     with httpx.Client(timeout=5) as client:
@@ -102,8 +151,8 @@ def _load_until(url: str, stop: threading.Event, record: list[tuple[float, int |
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "flags, extra",
-    [([], {}), (["--proxy"], {}), ([], {"ingress_mode": "separate"})],
-    ids=["direct-ingress", "proxy", "separate-ingress"],
+    [([], {}), (["--proxy"], {}), ([], {"ingress_mode": "separate"}), ([], {"num_replicas": 2})],
+    ids=["direct-ingress", "proxy", "separate-ingress", "two-replicas-one-port"],
 )
 def test_a_killed_replica_is_replaced_within_30s_under_load(
     one_scenario_repo: ModelRepository, tmp_path: Path, flags: list[str], extra: dict[str, object]

@@ -126,10 +126,18 @@ def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         plan_server(tmp_path / "absent.yaml")
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 2}), encoding="utf-8")
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": "auto"}), encoding="utf-8")
     with pytest.raises(UsageError, match="--proxy"):
         plan_server(config)
-    assert plan_server(config, direct_ingress=False).args["num_replicas"] == 2
+    assert plan_server(config, direct_ingress=False).args["num_replicas"] == "auto"
+    # A fixed number of replicas: each one listens on the port (shared, SO_REUSEPORT).
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 2}), encoding="utf-8")
+    assert plan_server(config).ingress_replicas == 2
+    config.write_text(
+        yaml.safe_dump({"repository": str(tmp_path), "num_replicas": 3, "ingress_mode": "separate"}),
+        encoding="utf-8",
+    )
+    assert plan_server(config).ingress_replicas == 1
     config.write_text(yaml.safe_dump({"max_batch_size": "many"}), encoding="utf-8")
     with pytest.raises(UsageError, match="max_batch_size"):
         plan_server(config)
