@@ -162,14 +162,14 @@ def start_local_ray(
     (no proxy hop); otherwise Serve's proxy listens there and forwards to the replicas."""
     env = dict(LOCAL_ENV)
     proxy_port = port
+    ingress_env = direct_ingress_env(port, ingress_replicas) if direct_ingress else {}
     if direct_ingress:
-        env.update(direct_ingress_env(port, ingress_replicas))
+        env.update(ingress_env)
         proxy_port = free_loopback_port()
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    if direct_ingress:
-        # These must win over anything inherited: the replica and the controller read them at import.
-        os.environ.update(direct_ingress_env(port, ingress_replicas))
+    # These must win over anything inherited: the replica and the controller read them at import.
+    os.environ.update(ingress_env)
     import ray
     from ray import serve
 

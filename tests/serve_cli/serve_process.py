@@ -116,6 +116,20 @@ class ServeProcess:
                     found.append(p)
         return found
 
+    def listeners(self) -> list[tuple[Any, Any]]:
+        """(process, socket) for every socket of the server's tree listening on its port."""
+        self.remember_tree()
+        found = []
+        for p in self.seen.values():
+            with contextlib.suppress(self.psutil.NoSuchProcess):
+                if p.is_running():
+                    found += [
+                        (p, c)
+                        for c in p.net_connections(kind="tcp")
+                        if c.status == self.psutil.CONN_LISTEN and c.laddr.port == self.port
+                    ]
+        return found
+
     def ray_temp_folders(self) -> list[Path]:
         return sorted(self.tmpdir.glob("lw-ray-*"))
 

@@ -3,7 +3,6 @@ its temp folder, and a killed replica is replaced while clients keep sending."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import stat
@@ -46,7 +45,7 @@ def _classify(url: str, timeout: float = 30) -> httpx.Response:
 def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
     one_scenario_repo: ModelRepository, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("psutil")
     # max_concurrent_batches 2: the non-default path, two @serve.batch calls at once
     with ServeProcess(tmp_path, _one_scenario(one_scenario_repo, max_concurrent_batches=2)) as server:
         server.wait_ready()
@@ -57,13 +56,7 @@ def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
         assert {r["label"] for r in body["results"][0]} == LABELS
 
         # Direct ingress: the replica itself listens on the port, on loopback; no proxy in between.
-        listeners = [
-            (p, c)
-            for p in server.seen.values()
-            if p.is_running()
-            for c in p.net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
-        ]
+        listeners = server.listeners()
         assert listeners, "nothing of the server's tree listens on the port"
         for p, c in listeners:
             assert c.laddr.ip == "127.0.0.1"
@@ -94,13 +87,7 @@ def test_two_direct_ingress_replicas_share_the_port(
         server.wait_ready()
 
         def listening() -> dict[int, str]:
-            found = {}
-            for p in server.replicas():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    for c in p.net_connections(kind="tcp"):
-                        if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port:
-                            found[p.pid] = c.laddr.ip
-            return found
+            return {p.pid: c.laddr.ip for p, c in server.listeners()}
 
         deadline = time.monotonic() + 120
         while len(listening()) < 2 and time.monotonic() < deadline:
