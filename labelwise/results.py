@@ -653,10 +653,13 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "with `int8_delta_vs_fp32`); frozen versions, served as the shared base encoder + their head, "
         "through the serving engine from the raw texts. `labelwise evaluate --split test "
         "--precision int8` scores any version through the serving engine. int8 quantises every MatMul "
-        "dynamically, unless that lost more than 0.5 point of validation accuracy against fp32: then the "
-        "export's int8 guard also tries keeping the attention blocks and feed-forward output projections "
-        "fp32 and publishes whichever agrees with torch on more validation rows (marked † below when it "
-        "kept them; versions published before the guard have no mark and every MatMul int8). The shared "
+        "dynamically, unless that loses more than 0.5 point of validation accuracy against fp32 or changes "
+        "more than 0.5 % of the validation labels: then the export's int8 guard tries keeping the "
+        "feed-forward output projections fp32, then those and the attention blocks, and publishes the "
+        "first that passes both bars, else the one that agrees with torch on the most validation rows "
+        "(marked † below when it kept nodes fp32; versions published before the guard have no mark and "
+        "every MatMul int8; versions published before 2 December 2026, 16:00 UTC were guarded on "
+        "accuracy only, with the attention + feed-forward set as the one fallback). The shared "
         "base encoder serves every frozen scenario, so no one scenario's validation rows can guard it: its "
         "int8 graph always keeps those nodes fp32 (†).",
         "",

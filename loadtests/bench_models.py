@@ -78,6 +78,7 @@ def _plan(n_lora: int, n_frozen: int, base_model: str, precision: str, steps: in
         "precision": precision,
         "train_steps": steps,
         "max_length_tokens": MAX_LENGTH_TOKENS,
+        "int8_guard": False,  # a cache from before this key was guarded by chance: it is rebuilt
     }
 
 
@@ -140,7 +141,11 @@ def _train_all(repo: ModelRepository, root: Path, plan: dict, say: Callable[[str
     for i, (name, strategy) in enumerate(tqdm(jobs, desc="bench models", unit="scenario")):
         if _served(repo, name):
             continue  # published by an interrupted earlier run with the same names
-        scenario = custom_scenario(name, LABELS, data, max_length_tokens=plan["max_length_tokens"])
+        # int8_guard off: these 4-step heads' logits are near ties, so their int8-vs-fp32 agreement is noise,
+        # and the bench measures the fastest int8 graph (every MatMul int8) in every run.
+        scenario = custom_scenario(
+            name, LABELS, data, max_length_tokens=plan["max_length_tokens"], int8_guard=False
+        )
         config = make_train_config(
             scenario,
             strategy,

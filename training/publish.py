@@ -156,6 +156,7 @@ def _export_onnx(
         repository=repository,
         test_texts=test.texts if test else None,
         test_labels=test.label_ids if test else None,
+        int8_guard=config.scenario.int8_guard,
     )
     if "metrics" in fields:  # metrics.test, beside the run's validation metrics
         fields["metrics"] = {**result.metrics, **fields["metrics"]}

@@ -200,6 +200,17 @@ def test_bench_models_are_reused_when_cached(tiny_bench: BenchModels, tiny_rober
     assert said == [f"bench models: reusing 2 scenarios in {tiny_bench.repository}"]
 
 
+def test_bench_scenarios_opt_out_of_the_int8_guard(tiny_bench: BenchModels) -> None:
+    """The bench's few-step heads publish every MatMul int8 (their near-tied logits make the guard's
+    agreement bar noise): the setting is recorded in each version's resolved scenario config."""
+    from model_repository import ModelRepository
+
+    repo = ModelRepository(tiny_bench.repository)
+    for name in tiny_bench.lora + tiny_bench.frozen:
+        manifest = repo.load_manifest(name, repo.resolve(name, "production"))
+        assert manifest.training_config["scenario"]["int8_guard"] is False
+
+
 def test_ceiling_measures_the_engine_at_each_batch_size(tiny_bench: BenchModels) -> None:
     from loadtests.ceiling import measure_ceiling
 

@@ -182,18 +182,35 @@ def int8_sensitive_nodes(fp32: Path) -> list[str]:
     carry the largest activations). Measured on MiniLM classifiers (emotion, sentiment test splits):
     keeping them fp32 raised int8-vs-fp32 label agreement from 97.1 / 97.3 % to 98.3 / 98.0 %, for 26 %
     more CPU per sequence than quantising everything (still 18 % less than fp32)."""
+    sets = int8_fallbacks(fp32)
+    return sets[-1][1] if sets else []
+
+
+def int8_fallbacks(fp32: Path) -> list[tuple[str, list[str]]]:
+    """The node sets the int8 guard may keep fp32, cheapest first, as (description, node names): the
+    feed-forward output projections (the MatMuls fed by a GELU: their inputs carry the largest
+    activations), then those and the fused attention blocks. Measured on a MiniLM intent classifier
+    (LoRA, 4,000 rows, 77 labels, test split, CPU time per sequence against fp32): every MatMul int8
+    0.55x, agreement with fp32 99.0 %, accuracy -0.6 points; feed-forward outputs fp32 0.70-0.75x,
+    99.4 %, -0.2; attention too 0.82-0.84x, 99.2 %, -0.3. Empty when the graph has neither."""
     import onnx
 
     model = onnx.load(str(fp32), load_external_data=False)
     producer = {out: node for node in model.graph.node for out in node.output}
-    names = []
+    ffn_out, attention = [], []
     for node in model.graph.node:
         source = producer.get(node.input[0]) if node.input else None
-        if node.op_type == "Attention" or (
-            node.op_type == "MatMul" and source is not None and source.op_type in _GELU_OPS
-        ):
-            names.append(node.name)
-    return names
+        if node.op_type == "Attention":
+            attention.append(node.name)
+        elif node.op_type == "MatMul" and source is not None and source.op_type in _GELU_OPS:
+            ffn_out.append(node.name)
+    sets = []
+    if ffn_out:
+        sets.append((f"{len(ffn_out)} feed-forward output nodes", ffn_out))
+    if attention:
+        both = [n.name for n in model.graph.node if n.name in set(ffn_out) | set(attention)]
+        sets.append((f"{len(both)} attention / feed-forward output nodes", both))
+    return sets
 
 
 def quantize_int8(fp32: Path, out: Path, keep_fp32: Sequence[str] = ()) -> Path:

@@ -113,6 +113,7 @@ def reexport_version(
                 parity_labels=labels,
                 max_length_tokens=source.max_length_tokens,
                 repository=repository,
+                int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
             )
         )
     assert draft.manifest is not None

@@ -28,6 +28,7 @@ def publish(
     rows: tuple[list[str], list[str]],
     precisions: Any = ("fp32", "int8"),
     logs: list[str] | None = None,
+    int8_guard: bool = True,
 ) -> Any:
     from training.export import export_into
     from training.frozen import MeanPoolingClassifier
@@ -63,6 +64,7 @@ def publish(
                 parity_labels=labels,
                 max_length_tokens=MAX_LENGTH_TOKENS,
                 repository=repo,
+                int8_guard=int8_guard,
                 say=(logs.append if logs is not None else lambda _m: None),
             )
         )
@@ -311,17 +313,18 @@ def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
 
 
-def test_int8_guard_keeps_sensitive_nodes_fp32_when_quantising_everything_costs_accuracy(
+def test_int8_guard_tries_the_fallbacks_cheapest_first_when_quantising_everything_fails_its_bars(
     tmp_path, monkeypatch, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
 ):
-    """With the guard's allowance below any real drop, the export tries the partly quantised graph and
-    keeps whichever agrees with torch on more validation rows, saying which in the manifest."""
+    """With the agreement bar above any graph's reach, the export tries every fallback node set (cheapest
+    first), publishes the candidate that agrees with torch on the most validation rows, and says which
+    in the manifest and the log; the published graph keeps exactly that set fp32."""
     import onnx
 
     from training.export import exporter, graphs
 
     said: list[str] = []
-    monkeypatch.setattr(exporter, "INT8_MAX_DROP", -1.0)  # every int8 graph "drops": the guard runs
+    monkeypatch.setattr(exporter, "INT8_MIN_AGREEMENT", 1.01)  # no graph can pass: every fallback is tried
     repo = ModelRepository(tmp_path)
     manifest = publish(
         repo,
@@ -336,20 +339,73 @@ def test_int8_guard_keeps_sensitive_nodes_fp32_when_quantising_everything_costs_
     )
     int8 = manifest.export("int8")
     assert int8 is not None and int8.parity is not None and int8.parity.quantization
-    guard = [line for line in said if line.startswith("int8 guard:")]
-    assert len(guard) == 1 and "agreement" in guard[0]
     fp32_graph = repo.version_path("x", manifest.version) / manifest.export("fp32").path
-    sensitive = graphs.int8_sensitive_nodes(fp32_graph)
-    assert len(sensitive) >= 2  # per layer: the attention block and the feed-forward output projection
+    fallbacks = graphs.int8_fallbacks(fp32_graph)
+    assert [what.split(" ", 1)[1] for what, _ in fallbacks] == [
+        "feed-forward output nodes",
+        "attention / feed-forward output nodes",
+    ]
+    assert set(fallbacks[0][1]) < set(fallbacks[1][1])  # each fallback keeps more nodes fp32
+    guard = [line for line in said if line.startswith("int8 guard")]
+    assert len(guard) == 1
+    assert all(f"{what} kept fp32: accuracy" in guard[0] for what, _ in fallbacks)  # all tried
     nodes = {
         n.name: n.op_type
         for n in onnx.load(str(repo.version_path("x", manifest.version) / int8.path)).graph.node
     }
-    kept = [n for n in sensitive if nodes.get(n) in ("Attention", "MatMul")]
-    if int8.parity.quantization.startswith(f"{len(sensitive)} nodes kept fp32"):
-        assert kept == sensitive  # the published graph is the partly quantised one
+    kept = {name for _, keep in fallbacks for name in keep if nodes.get(name) in ("Attention", "MatMul")}
+    how = int8.parity.quantization.split(" (")[0]
+    chosen = next((keep for what, keep in fallbacks if how == f"{what} kept fp32"), None)
+    if chosen is None:
+        assert how == "every MatMul int8" and not kept
     else:
-        assert int8.parity.quantization.startswith("every MatMul int8") and not kept
+        assert kept == set(chosen)  # the published graph is the chosen partly quantised one
+    assert guard[0].endswith(f"publishing: {how}")
+
+
+def test_int8_guard_stops_at_the_first_fallback_that_passes(
+    tmp_path, monkeypatch, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """The all-int8 graph's measured agreement is overwritten to fail the bar (the tiny random model's
+    real figures cannot be steered); the cheapest fallback then passes and is published, the costlier one
+    is never built. With every bar met by the all-int8 graph, no fallback is built at all."""
+    from training.export import exporter
+
+    real = exporter._graph_parity
+    built: list[str] = []
+
+    def all_int8_flips_labels(graph, precision, rows):
+        parity, inputs = real(graph, precision, rows)
+        built.append(graph.parent.name)
+        if graph.parent.name == "int8":  # GraphBuilder's every-MatMul int8 graph
+            parity = parity.model_copy(update={"agreement": -1.0})
+        return parity, inputs
+
+    monkeypatch.setattr(exporter, "_graph_parity", all_int8_flips_labels)
+    monkeypatch.setattr(exporter, "INT8_MAX_DROP", 1.0)
+    monkeypatch.setattr(exporter, "INT8_MIN_AGREEMENT", 0.0)
+    args = ("x", "full", tiny_models["full"], tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    manifest = publish(ModelRepository(tmp_path / "a"), *args)
+    assert len([name for name in built if name.startswith("int8-keep-")]) == 1
+    how = manifest.export("int8").parity.quantization.split(" (")[0]
+    assert how.endswith(" feed-forward output nodes kept fp32") and "attention" not in how
+
+    def measured(graph, precision, rows):
+        built.append(graph.parent.name)
+        return real(graph, precision, rows)
+
+    built.clear()
+    monkeypatch.setattr(exporter, "_graph_parity", measured)
+    manifest = publish(ModelRepository(tmp_path / "b"), *args)
+    assert "int8" in built and not [name for name in built if name.startswith("int8-keep-")]
+    assert manifest.export("int8").parity.quantization is None
+
+    # A scenario with int8_guard false: every MatMul int8 even when the all-int8 graph fails the bars.
+    built.clear()
+    monkeypatch.setattr(exporter, "_graph_parity", all_int8_flips_labels)
+    manifest = publish(ModelRepository(tmp_path / "c"), *args, int8_guard=False)
+    assert "int8" in built and not [name for name in built if name.startswith("int8-keep-")]
+    assert manifest.export("int8").parity.quantization is None
 
 
 def test_cli_export_publishes_a_child_version(
