@@ -658,7 +658,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "feed-forward output projections fp32, then those and the attention blocks, and publishes the "
         "first that passes both bars, else the one that agrees with torch on the most validation rows "
         "(marked † below when it kept nodes fp32; versions published before the guard have no mark and "
-        "every MatMul int8; versions published before 2 December 2026, 16:00 UTC were guarded on "
+        "every MatMul int8; versions published before 2 December 2026, 15:40 UTC were guarded on "
         "accuracy only, with the attention + feed-forward set as the one fallback). The shared "
         "base encoder serves every frozen scenario, so no one scenario's validation rows can guard it: its "
         "int8 graph always keeps those nodes fp32 (†).",
