@@ -347,10 +347,9 @@ def _guard_int8(
         candidate_graph = graphs.quantize_int8(fp32_graph, work / name / graph.name, keep_fp32=keep)
         candidate, _inputs = _graph_parity(candidate_graph, "int8", rows)
         tried.append(figures(f"{what} kept fp32", candidate))
-        if (candidate.agreement or 0.0) > (best[1].agreement or 0.0):
+        if passes(candidate) or (candidate.agreement or 0.0) > (best[1].agreement or 0.0):
             best = (candidate_graph, candidate, f"{what} kept fp32")
         if passes(candidate):
-            best = (candidate_graph, candidate, f"{what} kept fp32")
             break
     why = "; ".join(tried)
     chosen_graph, chosen, how = best
