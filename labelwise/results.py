@@ -349,7 +349,16 @@ def run_cell(
         ],
         "test": scored,
     }
-    if cell.export and repository is not None:
+    if result.metrics.get("collapse_restarts"):
+        # params stay the defaults the cell ran under (stale detection compares them); this is the rate
+        # of the run that was kept after the collapse restarts (training/trainer.py)
+        record["collapse_restarts"] = result.metrics["collapse_restarts"]
+        record["trained_learning_rate"] = result.config.params.learning_rate
+    if result.metrics.get("collapsed"):
+        record["collapsed"] = True
+    if cell.export and repository is not None and result.metrics.get("collapsed"):
+        record["publish_refused"] = "collapsed at every learning rate tried"
+    elif cell.export and repository is not None:
         manifest = publish_run(result, repository, export_precisions=["fp32", "int8"])
         record["version"] = manifest.version
         stored = repository.load_manifest(cell.scenario, manifest.version)
@@ -646,6 +655,12 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         f"on it. The validation file (at most {MAX_EVAL_ROWS:,} stratified rows here) is for early stopping "
         "on macro-F1 and the decision threshold only. Every figure below is on the test split unless it "
         "says validation.",
+        "- **Early stopping**: patience counts evaluations without a better validation macro-F1 from the first "
+        "one that beats always answering the majority label (a LoRA run can sit on that answer for epochs "
+        "before it learns); a run whose training loss fell and then climbed back while it answered no better "
+        "than the majority label has collapsed: it is stopped there and trained again from the base weights "
+        "at half the learning rate, at most twice (↺ below). Both since 2 December 2026, 17:40 UTC; the "
+        "two runs they would have changed (spam LoRA at 4,000 rows, FGM seed 42) were run again.",
         "- **Defaults**: each strategy's defaults in `training/scenarios/<scenario>.yaml`; no per-run "
         "tuning.",
         "- **fp32 / int8**: what serving runs, scored on every test row: the version's exported graphs "
@@ -906,15 +921,56 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
                 int8 = rec.get("test_int8", {}).get("accuracy")
                 gap = "" if fp32 is None or int8 is None else f"{int8 - fp32:+.4f}{_int8_mark(rec)}"
                 r.add(
-                    f"| {scenario} ({rec['test_rows']}, {rec['majority_test_accuracy']:.3f}) | {strategy} | "
+                    f"| {scenario} ({rec['test_rows']}, {rec['majority_test_accuracy']:.3f}) | "
+                    f"{strategy}{_restart_mark(rec)} | "
                     f"{rec['test']['accuracy']:.3f} | {rec['test']['macro_f1']:.3f} | {delta} | "
                     f"{rec['validation']['macro_f1']:.3f} | {_epoch_text(rec)} | {rec['train_time_s']:.0f} | "
                     f"{rec['trainable_params']:,} | {_size(rec['artifact_bytes'])} | {_pct(fp32)} | "
                     f"{_pct(int8)} | {gap} |"
                 )
+        restarted = [
+            rec
+            for rec in done.values()
+            if rec["cell"]["stage"] == "matrix"
+            and rec["cell"]["rows"] == rows
+            and rec.get("collapse_restarts")
+        ]
+        if restarted:
+            r.add("", _restart_legend(restarted))
         path = img / f"results-matrix-{rows}.png"
         results_plots.strategy_bars(done, rows, SCENARIOS, STRATEGY_ORDER, path)
         r.add("", f"![strategies at {rows} rows](img/{path.name})", "")
+
+
+def _restart_mark(rec: dict[str, Any]) -> str:
+    """' ↺' when the run collapsed at its default learning rate and was trained again at a lower one;
+    ' ✗' when it stayed collapsed (publish refuses it)."""
+    if rec.get("collapsed"):
+        return " ✗"
+    return " ↺" if rec.get("collapse_restarts") else ""
+
+
+def _restart_legend(recs: list[dict[str, Any]]) -> str:
+    """What the ↺ / ✗ marks of one table mean, with each marked run's learning rates."""
+    runs = []
+    for rec in sorted(recs, key=lambda x: x["key"]):
+        tried = " → ".join(
+            f"{x['learning_rate']:g} (stopped at step {x['stopped_at_step']})"
+            for x in rec["collapse_restarts"]
+        )
+        kept = "still collapsed, not published" if rec.get("collapsed") else "kept"
+        cell = rec["cell"]
+        runs.append(
+            f"{cell['scenario']} {cell['strategy']}: {tried} → {rec['trained_learning_rate']:g} ({kept})"
+        )
+    return (
+        "↺: the run collapsed at its default learning rate (its training loss fell, then climbed back, and "
+        "its validation macro-F1 was no better than always answering the majority label), so training "
+        "stopped at that evaluation and started again from the base weights at half the rate (training/trainer.py, "
+        "at most twice; ✗: collapsed every time, and publish refuses it); train s counts every attempt. "
+        + "; ".join(runs)
+        + "."
+    )
 
 
 def _epoch_text(rec: dict[str, Any]) -> str:

@@ -28,7 +28,14 @@ from .config import (
     make_train_config,
 )
 from .data import PreparedData, clean_text, prepare_data
-from .errors import BaseModelNotFoundError, DataError, ScenarioConfigError, StrategyError, TrainingError
+from .errors import (
+    BaseModelNotFoundError,
+    CollapsedRunError,
+    DataError,
+    ScenarioConfigError,
+    StrategyError,
+    TrainingError,
+)
 from .evaluate import (
     SPLITS,
     ComparisonRow,
@@ -53,6 +60,7 @@ __all__ = [
     "STRATEGIES",
     "BaseModelNotFoundError",
     "CleaningConfig",
+    "CollapsedRunError",
     "ComparisonRow",
     "DataError",
     "EvaluationRows",

@@ -33,6 +33,10 @@ class StrategyError(TrainingError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class CollapsedRunError(TrainingError):
+    """The run diverged to a constant answer at every learning rate it tried; it is not published."""
+
+
 # ---- export (training.export) ----------------------------------------------------------------------
 class ExportError(TrainingError):
     """The export could not produce trustworthy graphs; nothing is published."""

@@ -80,6 +80,7 @@ def publish_run(
     """
     precisions = _requested_precisions(export_precisions)
     scenario = result.config.scenario.name
+    _refuse_collapsed(result)
     with repository.new_version(scenario, **_manifest_fields(result, extra)) as draft:
         result.tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
         save_weights(result, draft.path / layout.WEIGHTS_DIR)
@@ -90,6 +91,25 @@ def publish_run(
         repository.set_alias(scenario, alias, draft.manifest.version)
     log.info("published %s v%d to %s", scenario, draft.manifest.version, repository.root)
     return draft.manifest
+
+
+def _refuse_collapsed(result: TrainedModel) -> None:
+    """A run that diverged to a constant answer at every rate it tried answers no better than the majority
+    label: publishing it would replace a serving version with one that ignores its input."""
+    metrics = result.metrics
+    if not metrics.get("collapsed"):
+        return
+    from .errors import CollapsedRunError
+
+    tried = [r["learning_rate"] for r in metrics.get("collapse_restarts", [])]
+    tried.append(result.config.params.learning_rate)
+    raise CollapsedRunError(
+        f"refusing to publish {result.config.scenario.name}/{result.config.strategy}: the run collapsed at "
+        f"every learning rate tried ({', '.join(f'{lr:g}' for lr in tried)}): its training loss climbed "
+        f"back and its validation macro-F1 {metrics['macro_f1']:.3f} is no better than always answering "
+        f"{metrics.get('majority_label')!r} ({metrics.get('majority_macro_f1', 0.0):.3f}); train it at a "
+        "lower learning_rate or with a longer warmup_ratio"
+    )
 
 
 def _requested_precisions(export_precisions: list[str] | str | None) -> list[str]:

@@ -29,6 +29,15 @@ from .plots import plot_confusion_matrix, plot_label_distribution
 
 log = logging.getLogger(__name__)
 
+# A run that diverges (its training loss fell, then climbed back) and ends no better than always answering
+# the most frequent label has collapsed: it is trained again from the start at a lower learning rate, up to
+# MAX_COLLAPSE_RESTARTS times. Seen on spam LoRA at 4,000 rows and lr 1e-3: loss 0.19 at step 80, back to
+# ln 2 (the class-weighted loss of a constant answer) once the warm-up reached the full rate, never recovered.
+MAX_COLLAPSE_RESTARTS = 2
+COLLAPSE_LR_FACTOR = 0.5
+COLLAPSE_LOSS_RISE = 1.6  # the latest losses this many times the lowest one so far: the loss climbed back
+COLLAPSE_F1_MARGIN = 0.01  # validation macro-F1 within this of the majority answer's counts as no better
+
 
 @dataclass
 class TrainedModel:
@@ -172,10 +181,10 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     out = _start_run_folder(config, data)
     balance = _class_balance(config, data)
     _log_start(config, base, data, balance, trainable, total)
-    job = _Job(config, model, tokenizer, data, balance, out, extra_callbacks)
+    job = _Job(config, model, tokenizer, data, balance, out, extra_callbacks, base)
     fitted = _train_frozen(job) if config.strategy == "frozen" else _train_with_trainer(job)
     result = TrainedModel(
-        config=config,
+        config=fitted.config or config,
         model=fitted.model,
         tokenizer=tokenizer,
         base=base,
@@ -202,6 +211,7 @@ class _Job:
     balance: _ClassBalance
     out: Path
     extra_callbacks: list[Any] | None
+    base: ResolvedBase | None = None
 
 
 @dataclass
@@ -212,23 +222,172 @@ class _Fitted:
     metrics: dict[str, Any]
     train_time_s: float
     log_history: list[dict[str, Any]]
+    config: TrainConfig | None = None  # the settings the kept run trained with, when they differ
+
+
+def majority_macro_f1(data: PreparedData) -> tuple[str, float]:
+    """The most frequent train label, and the validation macro-F1 of always answering it."""
+    counts = data.train_counts()
+    top = int(np.argmax(counts))
+    gold = np.asarray(data.validation.label_ids)
+    return data.labels[top], classification_metrics(gold, np.full_like(gold, top), data.labels)["macro_f1"]
+
+
+def loss_climbed_back(log_history: list[dict[str, Any]]) -> bool:
+    """Whether the logged training loss fell and then climbed back (the mean of the last three logged
+    losses COLLAPSE_LOSS_RISE times the lowest before them): a diverged run, not a slow one."""
+    losses = [float(e["loss"]) for e in log_history if "loss" in e]
+    if len(losses) < 4:
+        return False
+    recent = float(np.mean(losses[-3:]))
+    return min(losses[:-3]) * COLLAPSE_LOSS_RISE < recent
+
+
+def _collapse_watch(majority_f1: float) -> Any:
+    """A TrainerCallback that stops a run at the first evaluation where it has collapsed (its loss
+    climbed back and validation macro-F1 is no better than the majority answer's): the rest of the
+    planned steps would not bring it back, and the restart needs the time."""
+    from transformers import TrainerCallback
+
+    class CollapseWatch(TrainerCallback):
+        def __init__(self) -> None:
+            self.collapsed_at: dict[str, float] | None = None
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            f1 = (metrics or {}).get("eval_macro_f1")
+            if (
+                f1 is None
+                or f1 > majority_f1 + COLLAPSE_F1_MARGIN
+                or not loss_climbed_back(state.log_history)
+            ):
+                return control
+            self.collapsed_at = {"step": state.global_step, "epoch": float(state.epoch or 0), "macro_f1": f1}
+            control.should_training_stop = True
+            return control
+
+    return CollapseWatch()
+
+
+def _early_stopping(patience: int, majority_f1: float | None) -> Any:
+    """Stop after `patience` evaluations without a better validation macro-F1, counting only from the first
+    evaluation that beats always answering the majority label (majority_f1 + COLLAPSE_F1_MARGIN): a LoRA
+    run often sits on that answer for an epoch or more before it starts to learn (sentiment, 1,000 rows:
+    0.20 after epoch 1, 0.65 after epoch 2; with FGM it sat there for 4 epochs and the patience of 3 ended
+    it). The planned epochs still bound such a run; a run whose loss climbed back is _collapse_watch's."""
+    from transformers import TrainerCallback
+
+    floor = -math.inf if majority_f1 is None else majority_f1 + COLLAPSE_F1_MARGIN
+
+    class EarlyStopping(TrainerCallback):
+        def __init__(self) -> None:
+            self.best: float | None = None
+            self.waited = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            f1 = (metrics or {}).get("eval_macro_f1")
+            if f1 is None:
+                return control
+            if self.best is None or f1 > self.best:
+                self.best, self.waited = f1, 0
+            elif self.best > floor:
+                self.waited += 1
+                if self.waited >= patience:
+                    control.should_training_stop = True
+            return control
+
+    return EarlyStopping()
+
+
+def _lowered(config: TrainConfig) -> TrainConfig:
+    """The run's config with every learning rate times COLLAPSE_LR_FACTOR."""
+    params = config.params
+    update: dict[str, Any] = {"learning_rate": params.learning_rate * COLLAPSE_LR_FACTOR}
+    if params.head_learning_rate:
+        update["head_learning_rate"] = params.head_learning_rate * COLLAPSE_LR_FACTOR
+    return config.model_copy(update={"params": params.model_copy(update=update)})
 
 
 def _train_with_trainer(job: _Job) -> _Fitted:
-    """Full and LoRA: the transformers Trainer, early stopping on validation macro-F1."""
+    """Full and LoRA: the transformers Trainer, early stopping on validation macro-F1; a collapsed run
+    (see MAX_COLLAPSE_RESTARTS) is trained again from the base weights at a lower learning rate."""
     config, tokenizer, data, balance = job.config, job.tokenizer, job.data, job.balance
     max_len = config.scenario.max_length_tokens
     train_ds = tokenize(data.train, tokenizer, max_len)
     val_ds = tokenize(data.validation, tokenizer, max_len)
-    trainer = _make_trainer(
-        config, job.model, tokenizer, data.labels, train_ds, val_ds, balance, job.out, job.extra_callbacks
-    )
-    started = time.perf_counter()
-    trainer.train()
-    train_time_s = time.perf_counter() - started
-    metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
+    majority_label, majority_f1 = majority_macro_f1(data)
+    model, restarts, spent = job.model, [], 0.0
+    while True:
+        watch = _collapse_watch(majority_f1)
+        trainer = _make_trainer(
+            config,
+            model,
+            tokenizer,
+            data.labels,
+            train_ds,
+            val_ds,
+            balance,
+            job.out,
+            [*(job.extra_callbacks or []), watch],
+            majority_f1,
+        )
+        started = time.perf_counter()
+        trainer.train()
+        spent += time.perf_counter() - started
+        metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
+        collapsed = watch.collapsed_at is not None or (
+            metrics["macro_f1"] <= majority_f1 + COLLAPSE_F1_MARGIN
+            and loss_climbed_back(trainer.state.log_history)
+        )
+        if not collapsed or len(restarts) >= MAX_COLLAPSE_RESTARTS or job.base is None:
+            break
+        at = watch.collapsed_at or {
+            "step": trainer.state.global_step,
+            "epoch": float(trainer.state.epoch or 0),
+        }
+        restarts.append(
+            {
+                "learning_rate": config.params.learning_rate,
+                "stopped_at_step": at["step"],
+                "epoch": at["epoch"],
+            }
+        )
+        config = _lowered(config)
+        log.warning(
+            "%s/%s collapsed at lr %g: its training loss climbed back and validation macro-F1 %.3f is no "
+            "better than always answering %r (%.3f); stopped at step %d, training again from the base "
+            "weights at lr %g (restart %d of %d)",
+            config.scenario.name,
+            config.strategy,
+            restarts[-1]["learning_rate"],
+            metrics["macro_f1"],
+            majority_label,
+            majority_f1,
+            at["step"],
+            config.params.learning_rate,
+            len(restarts),
+            MAX_COLLAPSE_RESTARTS,
+        )
+        del trainer
+        shutil.rmtree(job.out / "checkpoints", ignore_errors=True)
+        from transformers import set_seed
+
+        set_seed(config.seed)
+        model = _build_model(config, job.base, data.labels)
+    if restarts:
+        metrics["collapse_restarts"] = restarts
+    if collapsed:
+        metrics["collapsed"] = True
+        log.warning(
+            "%s/%s is still collapsed at lr %g: validation macro-F1 %.3f, always answering %r scores %.3f",
+            config.scenario.name,
+            config.strategy,
+            config.params.learning_rate,
+            metrics["macro_f1"],
+            majority_label,
+            majority_f1,
+        )
     trainer.model.eval()
-    return _Fitted(trainer.model, metrics, train_time_s, list(trainer.state.log_history))
+    return _Fitted(trainer.model, metrics, spent, list(trainer.state.log_history), config)
 
 
 def _train_frozen(job: _Job) -> _Fitted:
@@ -435,9 +594,11 @@ def _make_trainer(
     balance: _ClassBalance,
     out: Path,
     extra_callbacks: list[Any] | None,
+    majority_f1: float | None = None,
 ) -> Any:
-    """The HF Trainer with the run's loss weights, sampling, adversarial steps and early stopping."""
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+    """The HF Trainer with the run's loss weights, sampling, adversarial steps and early stopping
+    (majority_f1: the validation macro-F1 of always answering the majority label, see _early_stopping)."""
+    from transformers import DataCollatorWithPadding
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         m = classification_metrics(pred.label_ids, np.argmax(_logits(pred), axis=-1), labels)
@@ -445,7 +606,7 @@ def _make_trainer(
 
     args, single_pass = _training_arguments(config, out, len(train_ds))
     callbacks = (
-        [EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+        [_early_stopping(config.early_stopping_patience, majority_f1)]
         if config.early_stopping_patience and not single_pass
         else []
     )
@@ -497,6 +658,7 @@ def _metrics_from_logits(
     metrics["decision_threshold"] = decision_threshold(data.validation.label_ids, softmax(logits))
     metrics["eval_loss"] = eval_loss
     metrics["class_weighting"] = weighted
+    metrics["majority_label"], metrics["majority_macro_f1"] = majority_macro_f1(data)
     return metrics
 
 
