@@ -655,12 +655,13 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         f"on it. The validation file (at most {MAX_EVAL_ROWS:,} stratified rows here) is for early stopping "
         "on macro-F1 and the decision threshold only. Every figure below is on the test split unless it "
         "says validation.",
-        "- **Early stopping**: patience counts evaluations without a better validation macro-F1 from the "
-        "first one that beats always answering the majority label (a LoRA run can sit on that answer for epochs "
-        "before it learns); a run whose training loss fell and then climbed back while it answered no "
-        "better than the majority label has collapsed: it is stopped there and trained again from the base weights "
-        "at half the learning rate, at most twice (↺ below). Both since 2 December 2026, 17:30 UTC; the "
-        "two runs they would have changed (spam LoRA at 4,000 rows, FGM seed 42) were run again.",
+        "- **Early stopping**: patience counts evaluations without a better validation macro-F1 from "
+        "the first one that beats always answering the majority label (a LoRA run can sit on that "
+        "answer for epochs before it learns); a run whose training loss fell and then climbed back "
+        "while it answered no better than the majority label has collapsed: it is stopped there and "
+        "trained again from the base weights at half the learning rate, at most twice (↺ below). Both"
+        " since 2 December 2026, 17:30 UTC; the two runs they would have changed (spam LoRA at 4,000 "
+        "rows, FGM seed 42) were run again.",
         "- **Defaults**: each strategy's defaults in `training/scenarios/<scenario>.yaml`; no per-run "
         "tuning.",
         "- **fp32 / int8**: what serving runs, scored on every test row: the version's exported graphs "
@@ -964,12 +965,11 @@ def _restart_legend(recs: list[dict[str, Any]]) -> str:
             f"{cell['scenario']} {cell['strategy']}: {tried} → {rec['trained_learning_rate']:g} ({kept})"
         )
     return (
-        "↺: the run collapsed at its default learning rate (its training loss fell, then climbed back, and "
-        "its validation macro-F1 was no better than always answering the majority label), so training "
-        "stopped at that evaluation and started again from the base weights at half the rate "
-        "(training/trainer.py, at most twice; ✗: collapsed every time, and publish refuses it); train s counts every attempt. "
-        + "; ".join(runs)
-        + "."
+        "↺: the run collapsed at its default learning rate (its training loss fell, then climbed "
+        "back, and its validation macro-F1 was no better than always answering the majority label), "
+        "so training stopped at that evaluation and started again from the base weights at half the "
+        "rate (training/trainer.py, at most twice; ✗: collapsed every time, and publish refuses it); "
+        "train s counts every attempt. " + "; ".join(runs) + "."
     )
 
 
