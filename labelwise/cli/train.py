@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -131,8 +132,20 @@ def train_command(
         f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, {epoch_summary(result.log_history)}, "
         f"{result.train_time_s:.0f} s, "
         f"trainable {result.trainable_params:,} of {result.total_params:,} params; "
-        f"{outcome.where()}; run folder {config.output_dir}"
+        f"{outcome.where()}; run folder {config.output_dir}" + _restart_text(result)
     )
+
+
+def _restart_text(result: Any) -> str:
+    """What the done line says of collapse restarts (training/trainer.py), if the run had any."""
+    restarts = result.metrics.get("collapse_restarts")
+    if not restarts:
+        return ""
+    tried = ", ".join(f"{r['learning_rate']:g}" for r in restarts)
+    lr = result.config.params.learning_rate
+    if result.metrics.get("collapsed"):
+        return f"\n[red]collapsed[/red] at lr {tried} and {lr:g}: no better than the majority answer"
+    return f"\n[yellow]collapsed[/yellow] at lr {tried}: kept the run trained again at lr {lr:g}"
 
 
 def compare_command(
