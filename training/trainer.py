@@ -157,10 +157,17 @@ def load_tokenizer(base: ResolvedBase) -> Any:
     return tokenizer
 
 
-def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> TrainedModel:
+def train(
+    config: TrainConfig,
+    *,
+    extra_callbacks: list[Any] | None = None,
+    collapse_restarts: int = MAX_COLLAPSE_RESTARTS,
+) -> TrainedModel:
     """Run one training: every input check happens before the first step; metrics are on validation.
 
     extra_callbacks: extra transformers TrainerCallbacks (the tuner's pruning reporter).
+    collapse_restarts: how many times a collapsed full or LoRA run is trained again at half the rate
+    (0: never; a tuning trial is scored as it ran, so that the search sees a rate that collapses).
     """
     from transformers import set_seed
 
@@ -181,7 +188,7 @@ def train(config: TrainConfig, *, extra_callbacks: list[Any] | None = None) -> T
     out = _start_run_folder(config, data)
     balance = _class_balance(config, data)
     _log_start(config, base, data, balance, trainable, total)
-    job = _Job(config, model, tokenizer, data, balance, out, extra_callbacks, base)
+    job = _Job(config, model, tokenizer, data, balance, out, extra_callbacks, base, collapse_restarts)
     fitted = _train_frozen(job) if config.strategy == "frozen" else _train_with_trainer(job)
     result = TrainedModel(
         config=fitted.config or config,
@@ -211,7 +218,8 @@ class _Job:
     balance: _ClassBalance
     out: Path
     extra_callbacks: list[Any] | None
-    base: ResolvedBase | None = None
+    base: ResolvedBase | None = None  # what a collapse restart rebuilds the model from
+    collapse_restarts: int = 0
 
 
 @dataclass
@@ -310,6 +318,8 @@ def _lowered(config: TrainConfig) -> TrainConfig:
 def _train_with_trainer(job: _Job) -> _Fitted:
     """Full and LoRA: the transformers Trainer, early stopping on validation macro-F1; a collapsed run
     (see MAX_COLLAPSE_RESTARTS) is trained again from the base weights at a lower learning rate."""
+    from transformers import set_seed
+
     config, tokenizer, data, balance = job.config, job.tokenizer, job.data, job.balance
     max_len = config.scenario.max_length_tokens
     train_ds = tokenize(data.train, tokenizer, max_len)
@@ -338,7 +348,7 @@ def _train_with_trainer(job: _Job) -> _Fitted:
             metrics["macro_f1"] <= majority_f1 + COLLAPSE_F1_MARGIN
             and loss_climbed_back(trainer.state.log_history)
         )
-        if not collapsed or len(restarts) >= MAX_COLLAPSE_RESTARTS or job.base is None:
+        if not collapsed or len(restarts) >= job.collapse_restarts or job.base is None:
             break
         at = watch.collapsed_at or {
             "step": trainer.state.global_step,
@@ -365,12 +375,10 @@ def _train_with_trainer(job: _Job) -> _Fitted:
             at["step"],
             config.params.learning_rate,
             len(restarts),
-            MAX_COLLAPSE_RESTARTS,
+            job.collapse_restarts,
         )
         del trainer
         shutil.rmtree(job.out / "checkpoints", ignore_errors=True)
-        from transformers import set_seed
-
         set_seed(config.seed)
         model = _build_model(config, job.base, data.labels)
     if restarts:

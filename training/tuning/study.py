@@ -239,7 +239,7 @@ def run_study(
         )
         reporter = _reporter(trial)
         try:
-            result = train(config, extra_callbacks=[reporter])
+            result = train(config, extra_callbacks=[reporter], collapse_restarts=0)
         finally:
             # A pruned trial leaves its checkpoints behind: only the study and the plots matter.
             shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
