@@ -307,7 +307,7 @@ def run_cell(
     ledger: Path | None = None,
 ) -> dict:
     """Train, score on the test split (torch, and the served graphs when the cell exports), save."""
-    from training import make_train_config, publish_run, save_weights, train
+    from training import CollapsedRunError, make_train_config, publish_run, save_weights, train
     from training.evaluate import predict_logits
 
     folder = out / "cells" / cell.key
@@ -363,10 +363,13 @@ def run_cell(
         record["trained_learning_rate"] = result.config.params.learning_rate
     if result.metrics.get("collapsed"):
         record["collapsed"] = True
-    if cell.export and repository is not None and result.metrics.get("collapsed"):
-        record["publish_refused"] = "collapsed at every learning rate tried"
-    elif cell.export and repository is not None:
-        manifest = publish_run(result, repository, export_precisions=["fp32", "int8"])
+    manifest = None
+    if cell.export and repository is not None:
+        try:
+            manifest = publish_run(result, repository, export_precisions=["fp32", "int8"])
+        except CollapsedRunError as exc:
+            record["publish_refused"] = str(exc)
+    if manifest is not None:
         record["version"] = manifest.version
         stored = repository.load_manifest(cell.scenario, manifest.version)
         record.update(_publish_facts(json.loads(stored.model_dump_json())))

@@ -100,9 +100,9 @@ def _refuse_collapsed(result: TrainedModel) -> None:
     if not metrics.get("collapsed"):
         return
     from .errors import CollapsedRunError
+    from .trainer import learning_rates_tried
 
-    tried = [r["learning_rate"] for r in metrics.get("collapse_restarts", [])]
-    tried.append(result.config.params.learning_rate)
+    tried = learning_rates_tried(result)
     raise CollapsedRunError(
         f"refusing to publish {result.config.scenario.name}/{result.config.strategy}: the run collapsed at "
         f"every learning rate tried ({', '.join(f'{lr:g}' for lr in tried)}): its training loss climbed "

@@ -251,6 +251,18 @@ def loss_climbed_back(log_history: list[dict[str, Any]]) -> bool:
     return min(losses[:-3]) * COLLAPSE_LOSS_RISE < recent
 
 
+def has_collapsed(macro_f1: float, majority_f1: float, log_history: list[dict[str, Any]]) -> bool:
+    """A collapsed run: validation macro-F1 no better than the majority answer's and a loss that climbed
+    back (see MAX_COLLAPSE_RESTARTS)."""
+    return macro_f1 <= majority_f1 + COLLAPSE_F1_MARGIN and loss_climbed_back(log_history)
+
+
+def learning_rates_tried(result: TrainedModel) -> list[float]:
+    """The learning rate of every collapsed attempt of a run, then the rate of the run kept."""
+    tried = [r["learning_rate"] for r in result.metrics.get("collapse_restarts", [])]
+    return [*tried, result.config.params.learning_rate]
+
+
 def _collapse_watch(majority_f1: float) -> Any:
     """A TrainerCallback that stops a run at the first evaluation where it has collapsed (its loss
     climbed back and validation macro-F1 is no better than the majority answer's): the rest of the
@@ -263,11 +275,7 @@ def _collapse_watch(majority_f1: float) -> Any:
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
             f1 = (metrics or {}).get("eval_macro_f1")
-            if (
-                f1 is None
-                or f1 > majority_f1 + COLLAPSE_F1_MARGIN
-                or not loss_climbed_back(state.log_history)
-            ):
+            if f1 is None or not has_collapsed(f1, majority_f1, state.log_history):
                 return control
             self.collapsed_at = {"step": state.global_step, "epoch": float(state.epoch or 0), "macro_f1": f1}
             control.should_training_stop = True
@@ -344,9 +352,8 @@ def _train_with_trainer(job: _Job) -> _Fitted:
         trainer.train()
         spent += time.perf_counter() - started
         metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
-        collapsed = watch.collapsed_at is not None or (
-            metrics["macro_f1"] <= majority_f1 + COLLAPSE_F1_MARGIN
-            and loss_climbed_back(trainer.state.log_history)
+        collapsed = watch.collapsed_at is not None or has_collapsed(
+            metrics["macro_f1"], majority_f1, trainer.state.log_history
         )
         if not collapsed or len(restarts) >= job.collapse_restarts or job.base is None:
             break

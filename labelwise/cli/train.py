@@ -138,11 +138,12 @@ def train_command(
 
 def _restart_text(result: Any) -> str:
     """What the done line says of collapse restarts (training/trainer.py), if the run had any."""
-    restarts = result.metrics.get("collapse_restarts")
-    if not restarts:
+    from training.trainer import learning_rates_tried
+
+    if not result.metrics.get("collapse_restarts"):
         return ""
-    tried = ", ".join(f"{r['learning_rate']:g}" for r in restarts)
-    lr = result.config.params.learning_rate
+    *collapsed, lr = learning_rates_tried(result)
+    tried = ", ".join(f"{x:g}" for x in collapsed)
     if result.metrics.get("collapsed"):
         return f"\n[red]collapsed[/red] at lr {tried} and {lr:g}: no better than the majority answer"
     return f"\n[yellow]collapsed[/yellow] at lr {tried}: kept the run trained again at lr {lr:g}"
