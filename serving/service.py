@@ -35,6 +35,24 @@ from .metrics import ServingMetrics
 logger = logging.getLogger("labelwise.serving")
 
 
+def limit_blas_threads() -> int | None:
+    """Run numpy's BLAS on one thread in this process; returns the thread count it had (None: unknown).
+
+    The only BLAS work on a replica is the frozen heads' matmuls (model_repository/heads.py), a few
+    hundred microseconds on one core. OpenBLAS sizes its pool from OMP_NUM_THREADS, which Ray sets to
+    the actor's num_cpus, and its threads spin against ONNX Runtime's: measured on 2 cores, a 32-row head
+    took 0.16 ms on one thread and 0.50 ms on two, and under serving load the head was 9 % of the replica's
+    CPU samples (docs/benchmarks.md)."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:  # the serving extra brings it; a bare image without it keeps BLAS's default
+        logger.warning("threadpoolctl is not installed: numpy's BLAS keeps its own thread count")
+        return None
+    before = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=None)
+    threadpool_limits(limits=1, user_api="blas")
+    return before
+
+
 def top_labels(
     labels: list[str], probs: np.ndarray, top_k: int | None, values: np.ndarray | None = None
 ) -> list[dict[str, Any]]:
@@ -64,6 +82,7 @@ class ClassifierService:
         self.metrics.served_scenarios = frozenset(s.name for s in cfg.scenarios or ())
         # Version swaps and refusals are INFO/WARNING: kept whatever level the root logger runs at.
         logging.getLogger("labelwise").setLevel(logging.INFO)
+        blas_threads = limit_blas_threads()
         providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
         # Every session is checked to run on providers[0] (engine/providers.py): a label, not a guess.
         self.metrics.provider = providers[0]
@@ -78,11 +97,12 @@ class ClassifierService:
         self.batcher = Batcher(self.engine.run, policy, self.metrics)
         self._poll_task: asyncio.Task[None] | None = None
         logger.info(
-            "replica pid %s: providers %s, precisions %s, %s ORT threads",
+            "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS 1 thread (was %s)",
             os.getpid(),
             providers,
             settings.precisions,
             threads,
+            blas_threads,
         )
 
     # ---- loading: the alias poll loop ---------------------------------------------------------
@@ -230,4 +250,4 @@ class ClassifierService:
         return self.metrics.render()
 
 
-__all__ = ["ClassifierService", "decision_threshold", "top_labels"]
+__all__ = ["ClassifierService", "decision_threshold", "limit_blas_threads", "top_labels"]
