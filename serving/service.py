@@ -48,7 +48,9 @@ def limit_blas_threads() -> int | None:
     except ImportError:  # the serving extra brings it; a bare image without it keeps BLAS's default
         logger.warning("threadpoolctl is not installed: numpy's BLAS keeps its own thread count")
         return None
-    before = max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=None)
+    before = max(
+        (pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=None
+    )
     threadpool_limits(limits=1, user_api="blas")
     return before
 
