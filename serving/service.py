@@ -42,7 +42,7 @@ def limit_blas_threads() -> int | None:
     hundred microseconds on one core. OpenBLAS sizes its pool from OMP_NUM_THREADS, which Ray sets to
     the actor's num_cpus, and its threads spin against ONNX Runtime's: measured on 2 cores, a 32-row head
     took 0.16 ms on one thread and 0.50 ms on two, and under serving load the head was 9 % of the replica's
-    CPU samples (docs/benchmarks.md)."""
+    CPU samples (docs/serving.md)."""
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:  # the serving extra brings it; a bare image without it keeps BLAS's default
@@ -99,12 +99,13 @@ class ClassifierService:
         self.batcher = Batcher(self.engine.run, policy, self.metrics)
         self._poll_task: asyncio.Task[None] | None = None
         logger.info(
-            "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS 1 thread (was %s)",
+            "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS threads %s -> %s",
             os.getpid(),
             providers,
             settings.precisions,
             threads,
             blas_threads,
+            "unchanged" if blas_threads is None else 1,
         )
 
     # ---- loading: the alias poll loop ---------------------------------------------------------
