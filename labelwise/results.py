@@ -473,7 +473,9 @@ def _base_recipe(repository: Any, manifest: Any, precision: str) -> dict[str, st
     figures (bases exported before the shared-base recipe quantised every MatMul); {} otherwise."""
     if precision != "int8" or manifest.strategy != "frozen" or manifest.base_encoder is None:
         return {}
-    info = repository.base_info(manifest.base_encoder.key, "int8").get("info", {})
+    info = repository.base_info(manifest.base_encoder.key, manifest.base_encoder.folder("int8")).get(
+        "info", {}
+    )
     return {"base_quantization": info.get("quantization", "every MatMul int8")}
 
 

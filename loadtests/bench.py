@@ -391,9 +391,12 @@ def measure_labelwise(
         mix = []
         if options.scenario_mix:
             available = len(models.lora) + len(models.frozen)
-            for n in [n for n in MIX_SIZES if n <= available]:
-                scenarios = models.mix(n)
-                say(f"labelwise: {MIX_LOAD[0]} spread over {n} scenario(s)")
+            points = [models.mix(n) for n in MIX_SIZES if n <= available]
+            if models.frozen:  # a frozen scenario alone: what its rows cost unmixed, beside the LoRA one
+                points.insert(1, [models.frozen[0]])
+            for scenarios in points:
+                n = len(scenarios)
+                say(f"labelwise: {MIX_LOAD[0]} spread over {n} scenario(s) ({', '.join(scenarios)})")
                 result = run.load(url, scenarios, MIX_LOAD[1], MIX_LOAD[2])
                 result["load"] = MIX_LOAD[0]
                 result["n_scenarios"] = n

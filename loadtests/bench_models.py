@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def _plan(n_lora: int, n_frozen: int, base_model: str, precision: str, steps: in
         "train_steps": steps,
         "max_length_tokens": MAX_LENGTH_TOKENS,
         "int8_guard": False,  # a cache from before this key was guarded by chance: it is rebuilt
+        # frozen rows read the every-MatMul-int8 base, as LoRA rows read all-int8 merged graphs
+        "frozen_base": "all-int8" if precision == "int8" else precision,
     }
 
 
@@ -96,12 +99,17 @@ def prepare_bench_models(
     plan = _plan(n_lora, n_frozen, base_model, precision, train_steps)
     marker = root / MARKER
     repo = ModelRepository(root)
-    if not rebuild and marker.is_file():
+    if marker.is_file():
         cached = json.loads(marker.read_text(encoding="utf-8"))
         names = cached.get("lora", []) + cached.get("frozen", [])
-        if {k: cached.get(k) for k in plan} == plan and all(_served(repo, n) for n in names):
+        if not rebuild and {k: cached.get(k) for k in plan} == plan and all(_served(repo, n) for n in names):
             say(f"bench models: reusing {len(names)} scenarios in {root}")
             return _result(root, plan)
+        # A finished build of another plan (the marker says this folder is the bench's own): start
+        # clean, or its versions (and the peer graphs exported from them) would be served again.
+        say(f"bench models: {root} holds another plan's models; removing them")
+        shutil.rmtree(root)
+        repo = ModelRepository(root)
     say(
         f"bench models: training {n_lora} LoRA + {n_frozen} frozen {base_model} scenarios "
         f"({train_steps} steps each)"

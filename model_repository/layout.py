@@ -34,6 +34,9 @@ BASES_DIR = "_bases"
 BASE_INFO_FILE = "base.json"
 ENCODER_FILE = "encoder.onnx"
 MULTI_ADAPTER_FILE = "multi_adapter.onnx"
+# The shared base's every-MatMul-int8 graph, beside `int8/` (which keeps the sensitive nodes fp32):
+# read by frozen versions published with int8_guard false.
+ALL_INT8_FOLDER = "all-int8"
 
 
 def graph_file(precision: str) -> str:
@@ -64,6 +67,7 @@ def is_contained(relative: str) -> bool:
 
 __all__ = [
     "ALIASES_DIR",
+    "ALL_INT8_FOLDER",
     "BASES_DIR",
     "BASE_INFO_FILE",
     "CLAIMS_DIR",

@@ -65,6 +65,20 @@ class ExportRecord(_Strict):
 class BaseEncoderRef(_Strict):
     key: str = Field(description="Key of the shared base encoder under <root>/_bases/.")
     precisions: list[Precision] = Field(description="Precisions the base encoder was exported in.")
+    folders: dict[Precision, str] = Field(
+        default_factory=dict,
+        description="Folder under _bases/<key>/ of a precision whose graph is not that precision's default "
+        "(all-int8: every MatMul int8, read by versions published with int8_guard false); a precision not "
+        "listed reads the folder of its own name.",
+    )
+
+    def folder(self, precision: str) -> str:
+        """The folder under _bases/<key>/ that this version reads for `precision`."""
+        return self.folders.get(precision, precision)  # type: ignore[call-overload]
+
+    def graph_folders(self) -> list[str]:
+        """Every base folder this version reads, one per precision."""
+        return [self.folder(p) for p in self.precisions]
 
 
 class HeadSpec(_Strict):

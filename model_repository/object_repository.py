@@ -204,8 +204,8 @@ class ObjectStoreRepository(ModelRepository):
                 )
         self._check_listing(key, manifest.files, MANIFEST_FILE, what)
         if manifest.base_encoder is not None:
-            for precision in manifest.base_encoder.precisions:
-                self.verify_base(manifest.base_encoder.key, precision)
+            for folder in manifest.base_encoder.graph_folders():
+                self.verify_base(manifest.base_encoder.key, folder)
         target = self.cache.version_path(scenario, version)
         return self._cached(
             key, target, manifest.files, MANIFEST_FILE, data, what, self.cache.verify, scenario, version

@@ -380,8 +380,8 @@ class ModelRepository:
         _check_manifest_paths(folder, manifest, what)
         _check_files(folder, manifest.files, what)
         if bases and manifest.base_encoder is not None:
-            for precision in manifest.base_encoder.precisions:
-                self.verify_base(manifest.base_encoder.key, precision)
+            for folder in manifest.base_encoder.graph_folders():
+                self.verify_base(manifest.base_encoder.key, folder)
         return manifest
 
     # ---- publishing -----------------------------------------------------------------------

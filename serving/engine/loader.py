@@ -80,6 +80,7 @@ class LoadedScenario:
     graph: OnnxGraph | None = None
     head: NumpyHead | None = None
     base_key: str | None = None
+    base_folder: str = ""  # frozen: the base folder read (int8, all-int8, ...)
     base_graph: OnnxGraph | None = None
     tokenizer_sha: str = ""
     shared: SharedAdapterGraph | None = None  # lora_mode shared: the graph whose table holds our row
@@ -109,7 +110,7 @@ class LoadedScenario:
             return (
                 "base",
                 self.base_key,
-                self.precision,
+                self.base_folder or self.precision,
                 self.tokenizer_sha,
                 self.tokenizer.max_length_tokens,
             )
@@ -117,16 +118,19 @@ class LoadedScenario:
 
 
 class BaseEncoderCache:
-    """Shared base encoders, one session per (key, precision), opened once per replica."""
+    """Shared base encoders, one session per (key, folder), opened once per replica.
+
+    The folder is a precision (`int8`) or a variant of one (`all-int8`: see BaseEncoderRef.folders).
+    """
 
     def __init__(self) -> None:
         self._graphs: dict[tuple[str, str], OnnxGraph] = {}
 
-    def get(self, repo: ModelRepository, key: str, precision: str, settings: EngineSettings) -> OnnxGraph:
-        if (key, precision) not in self._graphs:
-            path = repo.base_path(key, precision) / layout.ENCODER_FILE
-            self._graphs[(key, precision)] = OnnxGraph(path, settings.providers, settings.intra_op_threads)
-        return self._graphs[(key, precision)]
+    def get(self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings) -> OnnxGraph:
+        if (key, folder) not in self._graphs:
+            path = repo.base_path(key, folder) / layout.ENCODER_FILE
+            self._graphs[(key, folder)] = OnnxGraph(path, settings.providers, settings.intra_op_threads)
+        return self._graphs[(key, folder)]
 
 
 def load_scenario(
@@ -186,7 +190,8 @@ def _open_model(
     if manifest.strategy == "frozen" and manifest.head is not None and manifest.base_encoder is not None:
         for precision in settings.precisions:
             if precision in manifest.base_encoder.precisions:
-                graph = bases.get(repo, manifest.base_encoder.key, precision, settings)
+                base_folder = manifest.base_encoder.folder(precision)
+                graph = bases.get(repo, manifest.base_encoder.key, base_folder, settings)
                 with np.load(folder / manifest.head.path) as npz:
                     head = NumpyHead(manifest.head.kind, dict(npz))  # ManifestError names what is missing
                 return LoadedScenario(
@@ -195,6 +200,7 @@ def _open_model(
                     head=head,
                     base_graph=graph,
                     base_key=manifest.base_encoder.key,
+                    base_folder=base_folder,
                 )
     for precision in settings.precisions:
         record = manifest.export(precision)

@@ -172,6 +172,26 @@ def test_markdown_holds_every_row_and_verdict() -> None:
     assert "2 processes x 1 thread: 200.0" in text and "Load client: wrk with 1 thread(s)" in text
 
 
+def test_the_unmixed_rate_weights_each_strategy_alone_by_its_share_of_rows() -> None:
+    from loadtests.bench_report import render_markdown, targets, unmixed_rate
+
+    report = _report()
+    lora_alone, _four, eight = report["scenario_mix"]
+    frozen_alone = _row("1 text, c=32", 50, 50, 300) | {
+        "n_scenarios": 1,
+        "strategies": {"lora": 0, "frozen": 1},
+    }
+    report["scenario_mix"] = [lora_alone, frozen_alone, eight]
+    eight["seq_per_s"] = 60.0
+    # 4 LoRA rows at 100/s and 4 frozen rows at 50/s: 1 / (0.5/100 + 0.5/50) = 66.7 seq/s unmixed
+    assert unmixed_rate(report["scenario_mix"], eight) == pytest.approx(200 / 3)
+    assert unmixed_rate([lora_alone, eight], eight) is None  # no frozen scenario measured alone
+    text = render_markdown(report)
+    assert "8 scenarios: 60.0 seq/s, 0.90× the 66.7 seq/s its rows reach unmixed" in text
+    mix_target = next(t for t in targets(report) if t["target"].startswith("8 scenarios"))
+    assert mix_target["measured"] == pytest.approx(0.6)  # the target stays against the LoRA scenario alone
+
+
 def test_mix_alternates_strategies() -> None:
     models = BenchModels(repository="r", base_model="m", precision="int8", lora=["l0", "l1"],
                          frozen=["f0", "f1"], train_steps=1)  # fmt: skip
@@ -198,6 +218,26 @@ def test_bench_models_are_reused_when_cached(tiny_bench: BenchModels, tiny_rober
     )  # fmt: skip
     assert again == tiny_bench
     assert said == [f"bench models: reusing 2 scenarios in {tiny_bench.repository}"]
+
+
+def test_bench_models_of_another_plan_are_removed_not_served(tmp_path: Path, tiny_roberta_dir: Path) -> None:
+    """A finished build of another plan (here: before frozen rows read the all-int8 base) is removed
+    whole, peer graphs included, instead of being served again under the new plan's marker."""
+    import json
+
+    root = tmp_path / "bench"
+    (root / "_peer-models").mkdir(parents=True)
+    (root / "_peer-models" / "stale.onnx").write_bytes(b"old")
+    (root / ".bench-models.json").write_text(json.dumps({"int8_guard": False, "lora": [], "frozen": []}))
+    said: list[str] = []
+    models = prepare_bench_models(
+        root, n_lora=0, n_frozen=0, base_model=str(tiny_roberta_dir), precision="int8", train_steps=1,
+        say=said.append,
+    )  # fmt: skip
+    assert not (root / "_peer-models").exists()
+    assert said[0] == f"bench models: {root} holds another plan's models; removing them"
+    assert json.loads((root / ".bench-models.json").read_text())["frozen_base"] == "all-int8"
+    assert models.lora == [] and models.frozen == []
 
 
 def test_bench_scenarios_opt_out_of_the_int8_guard(tiny_bench: BenchModels) -> None:
@@ -257,7 +297,11 @@ def test_bench_end_to_end_on_tiny_models(
     assert {v["variant"].split(" x ")[0] for v in report["ceiling"]["variants"]} >= {"1 process"}
     assert [r["load"] for r in report["served"]] == ["1 text, c=8", "1 text, c=32", "32 texts, c=4"]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in report["served"] + report["seed"])
-    assert [r["n_scenarios"] for r in report["scenario_mix"]] == [1]  # 2 scenarios: no 4 or 8 mix
+    # 2 scenarios: the LoRA one alone, the frozen one alone, no 4 or 8 mix
+    assert [(r["n_scenarios"], r["strategies"]) for r in report["scenario_mix"]] == [
+        (1, {"lora": 1, "frozen": 0}),
+        (1, {"lora": 0, "frozen": 1}),
+    ]
     assert report["served"][0]["memory"]["processes"] > 1  # Ray's processes are in the tree
     alone = report["memory_one_scenario"]  # a second server with the primary scenario alone
     names = [p["process"] for p in alone["processes"]]

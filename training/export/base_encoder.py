@@ -55,22 +55,27 @@ def ensure_base(
     threads: int,
     say: Any,
     head: tuple[str, dict[str, np.ndarray], np.ndarray] | None = None,
+    int8_guard: bool = True,
 ) -> dict[str, str]:
-    """Export the base in each missing precision; verify those already there. Return precision -> path.
+    """Export the base in each missing precision; verify those already there. Return folder -> path.
 
     head: (kind, arrays, torch logits) of the frozen version being exported, so that base.json also
-    records each precision's logit parity and label agreement through a real head.
+    records each precision's logit parity and label agreement through a real head. int8_guard (the
+    scenario's setting): True reads `int8/` (the sensitive nodes kept fp32), False `all-int8/` (every
+    MatMul int8, the fastest graph), each exported the first time a version asks for it.
     """
     paths: dict[str, str] = {}
-    missing = [p for p in precisions if not repository.has_base(key, p)]
+    folders = {p: base_folder(p, int8_guard) for p in precisions}
+    missing = [p for p in precisions if not repository.has_base(key, folders[p])]
     for precision in precisions:
+        folder = folders[precision]
         if precision not in missing:
             try:
-                info = repository.verify_base(key, precision)
+                info = repository.verify_base(key, folder)
             except RepositoryError as exc:
-                raise ExportError(f"shared base encoder {key} {precision} fails verification: {exc}") from exc
-            say(f"base encoder {key} {precision}: already exported, verified, reused")
-            if precision == "int8" and "quantization" not in info.get("info", {}):
+                raise ExportError(f"shared base encoder {key} {folder} fails verification: {exc}") from exc
+            say(f"base encoder {key} {folder}: already exported, verified, reused")
+            if folder == "int8" and "quantization" not in info.get("info", {}):
                 say(
                     f"base encoder {key} int8 predates the shared-base recipe (every MatMul int8); "
                     f"it is kept, as published versions read it. To export it again with the attention "
@@ -78,7 +83,7 @@ def ensure_base(
                     f"away and re-export one frozen version on this base (`labelwise export`): until "
                     f"then, versions on this base do not load in int8"
                 )
-        paths[precision] = str(repository.base_path(key, precision) / layout.ENCODER_FILE)
+        paths[folder] = str(repository.base_path(key, folder) / layout.ENCODER_FILE)
     if not missing:
         return paths
 
@@ -91,7 +96,8 @@ def ensure_base(
         raw = graphs.export_feature_encoder(wrapper, input_names, work / "raw" / layout.ENCODER_FILE, opset)
         builder = GraphBuilder(raw, config, work, layout.ENCODER_FILE)
         for precision in missing:
-            graph, quantization = _base_graph(builder, precision, work)
+            folder = folders[precision]
+            graph, quantization = _base_graph(builder, precision, work, guarded=int8_guard)
             info: dict[str, Any] = {
                 "base_model": base_model.model_dump(mode="json"),
                 "head_kind": kind,
@@ -107,31 +113,41 @@ def ensure_base(
             diff = info["parity"]["max_abs_feature_diff"]
             if RECIPES[precision].exceeds(diff):
                 raise ParityError(
-                    f"base encoder {key} {precision}: max |Δfeatures| {diff:.2e} "
+                    f"base encoder {key} {folder}: max |Δfeatures| {diff:.2e} "
                     f"> {RECIPES[precision].max_abs_diff:g}; nothing published"
                 )
-            with repository.new_base(key, precision, **info) as draft:
+            with repository.new_base(key, folder, **info) as draft:
                 (draft.path / layout.ENCODER_FILE).write_bytes(graph.read_bytes())
             say(
-                f"base encoder {key} {precision}: "
+                f"base encoder {key} {folder}: "
                 + ("exported" if draft.published else "exported by another writer first; theirs kept")
                 + f", max |Δfeatures| {diff}"
             )
     return paths
 
 
-def _base_graph(builder: GraphBuilder, precision: str, work: Path) -> tuple[Path, str | None]:
+def base_folder(precision: str, int8_guard: bool = True) -> str:
+    """The folder under _bases/<key>/ that a version with this int8_guard setting reads for `precision`."""
+    return layout.ALL_INT8_FOLDER if precision == "int8" and not int8_guard else precision
+
+
+def _base_graph(
+    builder: GraphBuilder, precision: str, work: Path, guarded: bool = True
+) -> tuple[Path, str | None]:
     """The base graph of one precision, and for int8 how it was quantised.
 
     A version's own int8 graph is guarded on its scenario's validation rows (exporter._guard_int8). The
-    shared base serves every frozen scenario of its model, so no one scenario can judge it: its int8
-    graph always keeps the most sensitive nodes fp32. Measured on the six frozen MiniLM scenarios
-    (1,000 training rows, test splits scored through the serving engine, docs/results.md): int8 minus
-    fp32 test accuracy -1.11 to +0.94 points with every MatMul int8, -0.67 to +0.50 with these nodes
-    fp32, for ~25 % more CPU time than the all-int8 graph (still ~20 % less than fp32).
+    shared base serves every frozen scenario of its model, so no one scenario can judge it: its guarded
+    int8 graph (`int8/`) always keeps the most sensitive nodes fp32. Measured on the six frozen MiniLM
+    scenarios (1,000 training rows, test splits scored through the serving engine, docs/results.md):
+    int8 minus fp32 test accuracy -1.11 to +0.94 points with every MatMul int8, -0.67 to +0.50 with
+    these nodes fp32, for ~25 % more CPU time than the all-int8 graph (still ~20 % less than fp32).
+    Versions that opt out of the guard (`int8_guard: false`) read `all-int8/`: every MatMul int8.
     """
     if precision != "int8":
         return builder.build(precision), None
+    if not guarded:
+        return builder.build("int8"), "every MatMul int8 (int8_guard false)"
     fp32 = builder.build("fp32")
     keep = graphs.int8_sensitive_nodes(fp32)
     if not keep:

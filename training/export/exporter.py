@@ -194,10 +194,13 @@ def export_into(
             threads=threads,
             say=say,
             head=(kind, arrays, rows.reference) if strategy == "frozen" else None,
+            int8_guard=int8_guard,
         )
         if strategy == "frozen":
             _check_head_on_base(paths, kind, arrays, rows, say)
-        fields["base_encoder"] = BaseEncoderRef(key=key, precisions=wanted).model_dump(mode="json")
+        folders = {p: f for p in wanted if (f := base_encoder.base_folder(p, int8_guard)) != p}
+        ref = BaseEncoderRef(key=key, precisions=wanted, folders=folders)  # type: ignore[arg-type]
+        fields["base_encoder"] = ref.model_dump(mode="json", exclude_defaults=True)
         return fields
     finally:
         model.train(was_training)
@@ -444,12 +447,13 @@ def _check_head_on_base(
     """
     if "fp32" not in base_graphs:
         say("frozen: fp32 base encoder not requested; head-on-base parity not gated")
-    for precision, path in base_graphs.items():
+    for folder, path in base_graphs.items():
+        precision = layout.precision_of_folder(folder)
         session = ort_session(path, RECIPES[precision].providers(), rows.threads)
         logits = apply_head(kind, arrays, ort_outputs(session, rows.batches))
         cmp = compare(rows.reference, logits, rows.gold)
         say(
-            f"frozen: {layout.HEAD_FILE} on the shared base encoder ({precision}), "
+            f"frozen: {layout.HEAD_FILE} on the shared base encoder ({folder}), "
             f"max |Δlogit| {cmp.max_abs_diff:.2e}, agreement {cmp.agreement:.3f}"
         )
         recipe = RECIPES[precision]

@@ -494,3 +494,48 @@ def test_a_reexport_finds_a_hub_named_base_on_this_machine() -> None:
     manifest = SimpleNamespace(base_model=SimpleNamespace(id=MINILM_HUB_ID, content_hash=None))
     folder = local_base(manifest, "test v1").path  # type: ignore[arg-type]
     assert (folder / "config.json").is_file() and folder == resolve_base_model("minilm").path
+
+
+def test_a_frozen_version_without_the_int8_guard_reads_the_all_int8_base(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """int8_guard false reaches the shared base too: such a version reads `all-int8/` (every MatMul
+    int8), a guarded one `int8/` (sensitive nodes fp32); serving never runs their rows in one pass."""
+    import shutil
+
+    from model_repository import RepositoryError
+    from serving.engine import OnnxEngine, Row
+    from serving.engine.loader import BaseEncoderCache, EngineSettings, load_scenario
+
+    repo = ModelRepository(tmp_path / "repo")
+    frozen = tiny_models["frozen"]
+    common = (frozen, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    guarded = publish(repo, "guarded", "frozen", *common)
+    fast = publish(repo, "fast", "frozen", *common, int8_guard=False)
+    key = fast.base_encoder.key
+    assert guarded.base_encoder.key == key
+    assert guarded.base_encoder.folders == {} and guarded.base_encoder.folder("int8") == "int8"
+    assert fast.base_encoder.folders == {"int8": layout.ALL_INT8_FOLDER}
+    assert fast.base_encoder.precisions == ["fp32", "int8"]  # still int8: the folder is a variant of it
+    assert "kept fp32" in repo.base_info(key, "int8")["info"]["quantization"]
+    assert repo.base_info(key, layout.ALL_INT8_FOLDER)["info"]["quantization"].startswith("every MatMul int8")
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["int8"], intra_op_threads=1)
+    bases = BaseEncoderCache()
+    loaded = {
+        m.scenario: load_scenario(repo, m.scenario, m.version, settings, bases) for m in (guarded, fast)
+    }
+    assert loaded["fast"].base_graph.path.parent.name == layout.ALL_INT8_FOLDER
+    assert loaded["guarded"].base_graph.path.parent.name == "int8"
+    assert loaded["fast"].group_key != loaded["guarded"].group_key
+    texts = toy_rows[0][:6]
+    rows = [Row(loaded[name], text) for text in texts for name in ("guarded", "fast")]
+    outcome = OnnxEngine().run(rows)
+    assert [p.group for p in outcome.passes] == ["base", "base"]
+    assert not [r for r in outcome.results if isinstance(r, Exception)]
+
+    # Each version verifies the base folder it reads, and only that one.
+    shutil.move(repo.base_path(key, layout.ALL_INT8_FOLDER), tmp_path / "moved")
+    with pytest.raises(RepositoryError, match=layout.ALL_INT8_FOLDER):
+        repo.verify("fast", fast.version)
+    assert repo.verify("guarded", guarded.version) == guarded
