@@ -125,7 +125,8 @@ class ScenarioConfig(_Strict):
         description="int8 export: when quantising every MatMul loses more than 0.5 point of validation "
         "accuracy or changes more than 0.5 % of validation labels against fp32, keep the most sensitive "
         "nodes fp32 (the export's int8 guard; up to ~1.5x the all-int8 graph's CPU time). false: always "
-        "publish every MatMul int8, the fastest graph.",
+        "publish every MatMul int8, the fastest graph; a frozen version then reads the shared base's "
+        "every-MatMul-int8 graph (_bases/<key>/all-int8) instead of its guarded one.",
     )
     class_weighting: Literal["auto", "on", "off"] = Field(
         default="auto",
