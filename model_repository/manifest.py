@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,7 +65,7 @@ class ExportRecord(_Strict):
 class BaseEncoderRef(_Strict):
     key: str = Field(description="Key of the shared base encoder under <root>/_bases/.")
     precisions: list[Precision] = Field(description="Precisions the base encoder was exported in.")
-    folders: dict[Precision, str] = Field(
+    folders: dict[Precision, Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] = Field(
         default_factory=dict,
         description="Folder under _bases/<key>/ of a precision whose graph is not that precision's default "
         "(all-int8: every MatMul int8, read by versions published with int8_guard false); a precision not "

@@ -273,3 +273,16 @@ def test_crafted_base_is_refused_and_so_are_its_versions(
     with pytest.raises(UnsafePathError, match=message):
         repo.set_alias("spam", "production", draft.version)
     assert repo.resolve("spam", "production") == 1
+
+
+def test_a_base_folder_that_leaves_the_base_is_refused(repo: ModelRepository) -> None:
+    """manifest.base_encoder.folders names a folder under _bases/<key>/: a path is refused at parse time."""
+    from pydantic import ValidationError
+
+    from model_repository.manifest import BaseEncoderRef
+
+    with pytest.raises(ValidationError, match="folders"):
+        BaseEncoderRef(key="tiny-abc", precisions=["int8"], folders={"int8": "../../outside"})
+    assert BaseEncoderRef(
+        key="tiny-abc", precisions=["int8"], folders={"int8": "all-int8"}
+    ).graph_folders() == ["all-int8"]
