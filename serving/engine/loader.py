@@ -110,7 +110,7 @@ class LoadedScenario:
             return (
                 "base",
                 self.base_key,
-                self.base_folder or self.precision,
+                self.base_folder,
                 self.tokenizer_sha,
                 self.tokenizer.max_length_tokens,
             )

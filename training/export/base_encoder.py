@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def ensure_base(
     MatMul int8, the fastest graph), each exported the first time a version asks for it.
     """
     paths: dict[str, str] = {}
-    folders = {p: base_folder(p, int8_guard) for p in precisions}
+    variants = base_folders(precisions, int8_guard)
+    folders = {p: variants.get(p, p) for p in precisions}
     missing = [p for p in precisions if not repository.has_base(key, folders[p])]
     for precision in precisions:
         folder = folders[precision]
@@ -126,9 +128,10 @@ def ensure_base(
     return paths
 
 
-def base_folder(precision: str, int8_guard: bool = True) -> str:
-    """The folder under _bases/<key>/ that a version with this int8_guard setting reads for `precision`."""
-    return layout.ALL_INT8_FOLDER if precision == "int8" and not int8_guard else precision
+def base_folders(precisions: Sequence[str], int8_guard: bool = True) -> dict[str, str]:
+    """The precisions that a version with this int8_guard setting reads from another folder than their own
+    under _bases/<key>/ (`manifest.base_encoder.folders`): int8 from `all-int8` when the guard is off."""
+    return {"int8": layout.ALL_INT8_FOLDER} if "int8" in precisions and not int8_guard else {}
 
 
 def _base_graph(

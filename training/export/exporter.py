@@ -198,7 +198,7 @@ def export_into(
         )
         if strategy == "frozen":
             _check_head_on_base(paths, kind, arrays, rows, say)
-        folders = {p: f for p in wanted if (f := base_encoder.base_folder(p, int8_guard)) != p}
+        folders = base_encoder.base_folders(wanted, int8_guard)
         ref = BaseEncoderRef(key=key, precisions=wanted, folders=folders)  # type: ignore[arg-type]
         fields["base_encoder"] = ref.model_dump(mode="json", exclude_defaults=True)
         return fields
