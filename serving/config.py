@@ -39,13 +39,20 @@ class ServingConfig(BaseSettings):
         "X-Labelwise-Scenario header); None: the only scenario served, if there is exactly one.",
     )
     # batching
-    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per @serve.batch call.")
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1, description="Max wait to fill a batch.")
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per batch, at most.")
+    batch_wait_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="How long a free batch slot waits for more rows before it runs a batch that is not "
+        "full. 0: it runs the rows waiting at once; rows that arrive while every slot is busy form the "
+        "next batch (serving/batching.py).",
+    )
     max_concurrent_batches: int = Field(
         default=1,
         ge=1,
         le=16,
-        description="Batches a replica runs at once (@serve.batch max_concurrent_batches); each ORT pass "
+        description="Batch slots: batches a replica runs at once; each ORT pass "
         "uses ort_intra_op_threads, so 2 on a 1-thread replica uses up to 2 cores (docs/benchmarks.md).",
     )
     max_batch_tokens: int = Field(

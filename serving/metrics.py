@@ -118,9 +118,7 @@ class ServingMetrics:
             _LATENCY_BUCKETS_S,
             [p],
         )
-        self.batch_rows = self._engine(
-            own, "labelwise_batch_rows", "Rows per @serve.batch call.", _ROW_BUCKETS, [p]
-        )
+        self.batch_rows = self._engine(own, "labelwise_batch_rows", "Rows per batch.", _ROW_BUCKETS, [p])
         self.pass_rows = self._engine(
             own, "labelwise_forward_rows", "Rows per ONNX forward pass.", _ROW_BUCKETS, [p]
         )

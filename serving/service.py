@@ -76,7 +76,7 @@ def decision_threshold(metrics: dict[str, Any]) -> float | None:
 
 
 class ClassifierService:
-    """A replica's model side: registry (versions), engine (ONNX), batcher (@serve.batch), alias poll."""
+    """A replica's model side: registry (versions), engine (ONNX), batcher (batch slots), alias poll."""
 
     def __init__(self, config: ServingConfig, metrics: ServingMetrics | None = None) -> None:
         self.config = cfg = config

@@ -1,0 +1,213 @@
+"""The batch slots (serving/batching.py Batcher) with plain asyncio over the real engine (no Ray).
+
+Each test wraps the engine's `run` in a recorder that notes every batch's size and, where the test needs
+to hold a slot busy, blocks on a gate until the test opens it: so which rows share a batch is decided
+by the Batcher alone, not by timing luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from serving.batching import Batcher, BatchPolicy
+from serving.engine import BatchOutcome, OnnxEngine, Row
+
+TEXTS = ["great film", "awful service again", "ok", "the plan was fine", "late again", "brilliant app"]
+
+
+class Recorder:
+    """engine.run, recording batch sizes and how many batches run at once; the first `hold` calls wait
+    for `gate`."""
+
+    def __init__(self, engine: OnnxEngine, hold: int = 0, pause_s: float = 0.0) -> None:
+        self.engine = engine
+        self.hold = hold
+        self.pause_s = pause_s
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.sizes: list[int] = []
+        self.texts: list[list[str]] = []
+        self.running = 0
+        self.most_running = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, rows: list[Row]) -> BatchOutcome:
+        with self._lock:
+            self.sizes.append(len(rows))
+            self.texts.append([r.text for r in rows])
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            held = len(self.sizes) <= self.hold
+        try:
+            self.started.set()
+            if held:
+                assert self.gate.wait(10), "the test never opened the gate"
+            if self.pause_s:
+                time.sleep(self.pause_s)
+            return self.engine.run(rows)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def _rows(loaded: dict, texts: list[str]) -> list[Row]:
+    return [Row(loaded["frozen_three"], t) for t in texts]
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.002)
+
+
+def _same_as_alone(engine: OnnxEngine, rows: list[Row], results: list) -> None:
+    for row, got in zip(rows, results, strict=True):
+        np.testing.assert_allclose(got.probs, engine.classify([row])[0].probs, atol=1e-5)
+
+
+def test_rows_that_arrive_while_the_slot_is_busy_run_together_as_the_next_batch(
+    loaded_scenarios: dict,
+) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS)
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await _until(recorder.started.is_set)
+        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+        await asyncio.sleep(0.05)
+        assert recorder.sizes == [1]  # the busy slot took nothing more
+        recorder.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(scenario())
+    assert recorder.sizes == [1, len(rows) - 1]
+    assert recorder.texts[1] == TEXTS[1:]  # in arrival order
+    _same_as_alone(engine, rows, results)
+
+
+def test_no_more_batches_run_at_once_than_there_are_slots(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, pause_s=0.03)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=2))
+    rows = _rows(loaded_scenarios, TEXTS * 3)
+
+    async def scenario() -> list:
+        tasks = []
+        for row in rows:
+            tasks.append(asyncio.ensure_future(batcher.submit(row)))
+            await asyncio.sleep(0.005)
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scenario())
+    assert recorder.most_running == 2
+    assert sum(recorder.sizes) == len(rows)
+    assert len(recorder.sizes) < len(rows)  # rows queued behind busy slots shared batches
+    _same_as_alone(engine, rows, results)
+
+
+def test_a_batch_never_exceeds_max_batch_size(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_batch_size=2, max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS)
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await _until(recorder.started.is_set)
+        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+        await asyncio.sleep(0.02)
+        recorder.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(scenario())
+    assert recorder.sizes == [1, 2, 2, 1]
+    _same_as_alone(engine, rows, results)
+
+
+@pytest.mark.parametrize(("wait_s", "first_batch"), [(0.0, 1), (0.5, 3)])
+def test_a_free_slot_waits_batch_wait_timeout_s_for_more_rows(
+    loaded_scenarios: dict, wait_s: float, first_batch: int
+) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine)
+    batcher = Batcher(recorder, BatchPolicy(batch_wait_timeout_s=wait_s, max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:3])
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await asyncio.sleep(0.05)  # the slot is free: with no wait it has started row 0 alone
+        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(scenario())
+    assert recorder.sizes[0] == first_batch
+    assert sum(recorder.sizes) == 3
+    _same_as_alone(engine, rows, results)
+
+
+def test_a_cancelled_request_row_is_skipped_and_the_others_answer(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:3])
+
+    async def scenario() -> tuple:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await _until(recorder.started.is_set)
+        gone = asyncio.ensure_future(batcher.submit(rows[1]))
+        kept = asyncio.ensure_future(batcher.submit(rows[2]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # e.g. the client went away while its row waited
+        recorder.gate.set()
+        answered = await asyncio.gather(first, kept)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return answered
+
+    first, kept = asyncio.run(scenario())
+    assert recorder.texts == [[TEXTS[0]], [TEXTS[2]]]
+    _same_as_alone(engine, [rows[0], rows[2]], [first, kept])
+
+
+def test_a_batch_that_fails_answers_its_rows_with_the_error_and_the_slot_keeps_serving(
+    loaded_scenarios: dict,
+) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    calls = []
+
+    def run(rows: list[Row]) -> BatchOutcome:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return engine.run(rows)
+
+    batcher = Batcher(run, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:2])
+
+    async def scenario() -> object:
+        with pytest.raises(RuntimeError, match="device lost"):
+            await batcher.submit(rows[0])
+        return await batcher.submit(rows[1])
+
+    result = asyncio.run(scenario())
+    assert calls == [1, 1]
+    _same_as_alone(engine, [rows[1]], [result])
+
+
+def test_a_batcher_used_from_a_new_event_loop_starts_its_slots_there(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    batcher = Batcher(engine.run, BatchPolicy(max_concurrent_batches=2))
+    row = _rows(loaded_scenarios, TEXTS[:1])[0]
+    for _ in range(2):  # each asyncio.run is a new loop; the old loop's slots are gone with it
+        result = asyncio.run(batcher.submit(row))
+        _same_as_alone(engine, [row], [result])
