@@ -64,25 +64,33 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
-        field = exc.field if isinstance(exc, InvalidRequestError) else None
-        if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
-            request_id = request_id_of(request)
-            logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
-            return error_response(exc.status_code, exc.code, internal_message(request_id))
-        retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
-        return error_response(exc.status_code, exc.code, str(exc), field=field, retry_after_s=retry)
+        return serving_error_response(exc, request_id_of(request), request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        backpressure = _backpressure(exc)
-        if backpressure is not None:
-            return error_response(
-                backpressure, "overloaded", "service overloaded; retry later", None, RETRY_AFTER_S
-            )
-        # Never leak internals: the message goes to the log, the client gets a fixed text.
-        request_id = request_id_of(request)
-        logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
-        return error_response(500, "internal_error", internal_message(request_id))
+        return unexpected_error_response(exc, request_id_of(request), request.url.path)
+
+
+def serving_error_response(exc: ServingError, request_id: str, path: str) -> JSONResponse:
+    """A ServingError in the error shape (the route's handler and the classify fast path)."""
+    field = exc.field if isinstance(exc, InvalidRequestError) else None
+    if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
+        logger.error("%s on %s (request %s): %s", exc.code, path, request_id, exc)
+        return error_response(exc.status_code, exc.code, internal_message(request_id))
+    retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
+    return error_response(exc.status_code, exc.code, str(exc), field=field, retry_after_s=retry)
+
+
+def unexpected_error_response(exc: Exception, request_id: str, path: str) -> JSONResponse:
+    """Any other exception: Ray's backpressure as overloaded, else 500 with a fixed text."""
+    backpressure = _backpressure(exc)
+    if backpressure is not None:
+        return error_response(
+            backpressure, "overloaded", "service overloaded; retry later", None, RETRY_AFTER_S
+        )
+    # Never leak internals: the message goes to the log, the client gets a fixed text.
+    logger.exception("unexpected error on %s (request %s)", path, request_id, exc_info=exc)
+    return error_response(500, "internal_error", internal_message(request_id))
 
 
 def _backpressure(exc: Exception) -> int | None:

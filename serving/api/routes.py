@@ -120,25 +120,36 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
             metrics.request_latency.labels(label).observe(time.perf_counter() - start)
 
 
+async def answer_classify(
+    body: ClassifyRequest, backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics
+) -> bytes:
+    """The JSON answer to a validated classify request: limits, backend call, timeout, request metrics.
+    Raises ServingError (the error handlers turn it into the error shape)."""
+    with counted(metrics, body.scenario):
+        check_limits(body, config)
+        # Positional: a separate ingress forwards the arguments through a deployment handle.
+        call = backend.classify(
+            body.scenario, body.texts, body.top_k, body.truncate, body.raw_scores, body.abstain
+        )
+        result = await within_timeout(call, config)
+    # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
+    # FastAPI would otherwise validate it again through ClassifyResponse, per request. The route's
+    # response_model still documents it in OpenAPI.
+    return json_bytes(result)
+
+
 def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     """The API: /v1/classify and /v1/scenarios, behind the API key when one is configured."""
     router = APIRouter(dependencies=[Depends(api_key_dependency(config))])
     # Clients size their chunks from this (labelwise.client reads it).
     limit_headers = {MAX_TEXTS_HEADER: str(config.max_texts_per_request)}
 
+    # A valid JSON body is answered by FastClassifyMiddleware (fast_classify.py) before it gets here,
+    # through the same answer_classify; this route answers the rest and documents the API in OpenAPI.
     @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
     async def classify(body: ClassifyRequest) -> Response:
-        with counted(metrics, body.scenario):
-            check_limits(body, config)
-            # Positional: a separate ingress forwards the arguments through a deployment handle.
-            call = backend.classify(
-                body.scenario, body.texts, body.top_k, body.truncate, body.raw_scores, body.abstain
-            )
-            result = await within_timeout(call, config)
-        # The backend builds this body itself (plain str/int/float/bool), so it is encoded as it is:
-        # FastAPI would otherwise validate it again through ClassifyResponse, per request. The
-        # response_model above still documents it in OpenAPI.
-        return Response(json_bytes(result), media_type="application/json", headers=limit_headers)
+        payload = await answer_classify(body, backend, config, metrics)
+        return Response(payload, media_type="application/json", headers=limit_headers)
 
     @router.get("/v1/scenarios", response_model=ScenarioList)
     async def scenarios() -> dict[str, Any]:
@@ -177,8 +188,11 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
     return router
 
 
-def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> FastAPI:
-    """The FastAPI app of a replica (or of a separate ingress): routes over `backend`, errors in one shape."""
+def create_api(
+    backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics, fast_classify: bool = True
+) -> FastAPI:
+    """The FastAPI app of a replica (or of a separate ingress): routes over `backend`, errors in one shape.
+    fast_classify: valid classify requests skip FastAPI's routing (fast_classify.py); False: to compare."""
     app = FastAPI(
         title="labelwise",
         description="Text classification for many scenarios: POST /v1/classify.",
@@ -190,8 +204,12 @@ def create_api(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
     from .compat import compat_routes  # here: compat builds on this module's helpers
+    from .fast_classify import FastClassifyMiddleware  # here: it builds on answer_classify
 
     app.include_router(compat_routes(backend, config, metrics))
+    # Innermost: inside the request id, admission and body limit, in front of FastAPI's routing.
+    if fast_classify:
+        app.add_middleware(FastClassifyMiddleware, backend=backend, config=config, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
     app.add_middleware(

@@ -1,0 +1,159 @@
+"""The classify fast path (serving/api/fast_classify.py) answers exactly as the FastAPI route does, and hands
+everything else to it: the same requests sent to the app with and without it, on a real ClassifierService
+over published tiny versions, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from model_repository import ModelRepository
+
+LONG = " ".join(["word"] * 40)  # over the tiny versions' 16 tokens, under max_chars_per_text
+VALID = {"scenario": "frozen_two", "texts": ["great value", "awful"]}
+JSON = {"Content-Type": "application/json"}
+
+# (name, method, headers, body): every answer is compared between the two apps
+CASES: list[tuple[str, str, dict[str, str], Any]] = [
+    ("valid", "POST", JSON, VALID),
+    ("options", "POST", JSON, {**VALID, "top_k": 1, "raw_scores": True, "abstain": True}),
+    ("charset", "POST", {"Content-Type": "application/json; charset=utf-8"}, VALID),
+    ("truncated", "POST", JSON, {"scenario": "frozen_two", "texts": [LONG]}),
+    ("too long, no truncation", "POST", JSON, {"scenario": "frozen_two", "texts": [LONG], "truncate": False}),
+    ("unknown scenario", "POST", JSON, {"scenario": "nope", "texts": ["hi"]}),
+    ("too many texts", "POST", JSON, {"scenario": "frozen_two", "texts": ["a"] * 5}),
+    ("text over max chars", "POST", JSON, {"scenario": "frozen_two", "texts": ["x" * 300]}),
+    ("empty texts", "POST", JSON, {"scenario": "frozen_two", "texts": []}),
+    ("empty text", "POST", JSON, {"scenario": "frozen_two", "texts": [""]}),
+    ("extra field", "POST", JSON, {**VALID, "colour": "red"}),
+    ("top_k 0", "POST", JSON, {**VALID, "top_k": 0}),
+    ("scenario not a string", "POST", JSON, {"scenario": 3, "texts": ["hi"]}),
+    ("not JSON", "POST", JSON, b"{scenario: frozen_two"),
+    ("not UTF-8", "POST", JSON, b'{"scenario": "frozen_two", "texts": ["\xff"]}'),
+    ("JSON list", "POST", JSON, b"[1, 2]"),
+    ("text/plain", "POST", {"Content-Type": "text/plain"}, VALID),
+    ("no content type", "POST", {}, VALID),
+    ("GET", "GET", {}, None),
+]
+COMPARED_HEADERS = (
+    "content-type",
+    "content-length",
+    "retry-after",
+    "x-labelwise-max-texts-per-request",
+    "allow",
+)
+
+
+def _config(repo: ModelRepository, **extra: Any):
+    from serving.config import ServingConfig
+
+    return ServingConfig(
+        repository=str(repo.root),
+        scenarios=[{"name": "frozen_two"}],
+        max_texts_per_request=4,
+        max_chars_per_text=200,
+        **extra,
+    )
+
+
+async def _answers(app: Any, cases: list[tuple[str, str, dict[str, str], Any]]) -> dict[str, tuple]:
+    import httpx
+
+    out = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name, method, headers, body in cases:
+            content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+            response = await client.request(method, "/v1/classify", headers=headers, content=content)
+            kept = {h: response.headers.get(h) for h in COMPARED_HEADERS}
+            out[name] = (response.status_code, response.content, kept)
+    return out
+
+
+def _both(repo: ModelRepository, cases: list, **extra: Any) -> tuple[dict, dict]:
+    pytest.importorskip("ray.serve")
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(repo, **extra)
+
+    async def scenario() -> tuple[dict, dict]:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        fast = await _answers(create_api(service, config, service.metrics), cases)
+        route = await _answers(create_api(service, config, service.metrics, fast_classify=False), cases)
+        return fast, route
+
+    return asyncio.run(scenario())
+
+
+def test_the_fast_path_answers_every_request_exactly_as_the_route(published_repo: ModelRepository) -> None:
+    fast, route = _both(published_repo, CASES)
+    for name, *_ in CASES:
+        assert fast[name] == route[name], name
+    # The cases cover what they say: answers, refusals by the backend and by validation.
+    statuses = {name: fast[name][0] for name in fast}
+    assert statuses["valid"] == statuses["options"] == statuses["truncated"] == 200
+    assert json.loads(fast["truncated"][1])["truncated"] == [True]
+    assert statuses["too long, no truncation"] == 413
+    assert statuses["unknown scenario"] == 404
+    assert statuses["too many texts"] == statuses["text over max chars"] == statuses["extra field"] == 422
+    assert statuses["not JSON"] == 400
+    assert statuses["GET"] == 405
+    assert json.loads(fast["too many texts"][1])["error"]["field"] == "texts"
+
+
+def test_with_an_api_key_only_the_right_bearer_key_is_answered(published_repo: ModelRepository) -> None:
+    keyed = [
+        ("no key", "POST", JSON, VALID),
+        ("wrong key", "POST", {**JSON, "Authorization": "Bearer nope"}, VALID),
+        ("not bearer", "POST", {**JSON, "Authorization": "Basic k3y"}, VALID),
+        ("right key", "POST", {**JSON, "Authorization": "Bearer k3y"}, VALID),
+        ("right key, lower-case scheme", "POST", {**JSON, "Authorization": "bearer k3y"}, VALID),
+    ]
+    fast, route = _both(published_repo, keyed, api_key="k3y")
+    assert fast == route
+    assert [fast[name][0] for name, *_ in keyed] == [401, 401, 401, 200, 200]
+
+
+def test_the_middleware_answers_valid_requests_itself_and_replays_the_rest_to_the_app(
+    published_repo: ModelRepository,
+) -> None:
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api.fast_classify import FastClassifyMiddleware
+    from serving.service import ClassifierService
+
+    config = _config(published_repo)
+    reached: list[bytes] = []
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:  # what FastAPI would be
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        reached.append(body)
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def scenario() -> list[int]:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        middleware = FastClassifyMiddleware(app, service, config, service.metrics)
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [
+                (await client.post("/v1/classify", json=VALID)).status_code,
+                (await client.post("/v1/classify", content=b'{"scenario": 1}', headers=JSON)).status_code,
+                (await client.post("/v1/scenarios", json=VALID)).status_code,
+            ]
+
+    assert asyncio.run(scenario()) == [200, 299, 299]
+    assert reached[0] == b'{"scenario": 1}'  # the body it had read, replayed whole
+    assert json.loads(reached[1]) == VALID
