@@ -11,8 +11,9 @@ Two levels, both set from ServingConfig:
 Why not `@serve.batch`: Ray's batch loop closes a batch when its wait ends, whether or not a slot is
 free to run it, so with a short wait it queues many one-row batches behind the busy slots, and with a
 longer one a free core sits idle for the whole wait. On the 2-core box (MiniLM int8, one-text requests,
-wrk, the same service without Ray) the 5 ms wait left the machine 22-40 % idle: 486 req/s at c=32 and
-288 at c=8; `@serve.batch` with no wait 554 and 443; these slots 592 and 454 (docs/serving.md).
+wrk, the same service without Ray) the 5 ms wait left the machine 22-42 % idle: 486 req/s at c=32 and
+288 at c=8; `@serve.batch` with no wait 548-560 and 427-443; these slots 591-593 and 433-476
+(docs/serving.md, "Batch slots").
 
 `run_batch` is what a slot runs. It knows nothing of Ray, so it is tested with plain asyncio
 (tests/unit/serving/test_batching.py); it records the batch and pass metrics, whose values it is the
