@@ -122,10 +122,20 @@ class _Waiting:
     future: asyncio.Future[RowResult | Exception]
 
 
+class _Lane:
+    """One event loop's queue, arrival signal and slot tasks."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self.arrived = asyncio.Event()
+        self.slots: list[asyncio.Task[None]] = []
+
+
 class Batcher:
     """Rows of concurrent requests -> batches, `max_concurrent_batches` at once (see the module doc).
 
-    The slots are tasks on the event loop of the first `submit` (the replica's); ONNX Runtime and the
+    The slots are tasks on the event loop that submits (a replica has one: its user-code loop); another
+    loop gets slots of its own, so no row ever waits on a loop that is not running. ONNX Runtime and the
     tokenizer run in a worker thread (run_batch), so one slot's pass overlaps another's on another core.
     A row whose request is gone (cancelled: client gone, timeout) before its batch starts is skipped.
     """
@@ -134,56 +144,50 @@ class Batcher:
         self._run = run
         self._policy = policy
         self._metrics = metrics
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
-        self._arrived = asyncio.Event()
-        self._slots: list[asyncio.Task[None]] = []
+        self._lanes: dict[asyncio.AbstractEventLoop, _Lane] = {}
 
     async def submit(self, row: Row) -> RowResult:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._start(loop)
+        lane = self._lanes.get(loop)
+        if lane is None:
+            for closed in [other for other in self._lanes if other.is_closed()]:
+                del self._lanes[closed]  # a finished loop (tests: one asyncio.run each) takes its lane along
+            lane = self._lanes[loop] = _Lane()
+            lane.slots = [
+                loop.create_task(self._slot(lane), name=f"labelwise-batch-slot-{i}")
+                for i in range(self._policy.max_concurrent_batches)
+            ]
         waiting = _Waiting(BatchItem(row, time.perf_counter()), loop.create_future())
-        self._queue.put_nowait(waiting)
-        self._arrived.set()
+        lane.queue.put_nowait(waiting)
+        lane.arrived.set()
         result = await waiting.future
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Queue, event and tasks belong to one loop; a new loop (tests: one asyncio.run each) gets its own.
-        self._loop = loop
-        self._queue = asyncio.Queue()
-        self._arrived = asyncio.Event()
-        self._slots = [
-            loop.create_task(self._slot(), name=f"labelwise-batch-slot-{i}")
-            for i in range(self._policy.max_concurrent_batches)
-        ]
-
-    async def _next_batch(self) -> list[_Waiting]:
+    async def _next_batch(self, lane: _Lane) -> list[_Waiting]:
         """The first waiting row, every row queued behind it, and with batch_wait_timeout_s whatever
         arrives within that wait, up to max_batch_size rows."""
-        batch = [await self._queue.get()]
+        batch = [await lane.queue.get()]
         limit = self._policy.max_batch_size
         deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
         while len(batch) < limit:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not lane.queue.empty():
+                batch.append(lane.queue.get_nowait())
                 continue
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
-            self._arrived.clear()
+            lane.arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(lane.arrived.wait(), remaining)
             except TimeoutError:
                 break
         return batch
 
-    async def _slot(self) -> None:
+    async def _slot(self, lane: _Lane) -> None:
         while True:
-            batch = [w for w in await self._next_batch() if not w.future.done()]
+            batch = [w for w in await self._next_batch(lane) if not w.future.done()]
             if not batch:
                 continue
             try:

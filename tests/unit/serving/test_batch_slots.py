@@ -204,10 +204,23 @@ def test_a_batch_that_fails_answers_its_rows_with_the_error_and_the_slot_keeps_s
     _same_as_alone(engine, [rows[1]], [result])
 
 
-def test_a_batcher_used_from_a_new_event_loop_starts_its_slots_there(loaded_scenarios: dict) -> None:
+def test_each_event_loop_that_submits_gets_slots_of_its_own(loaded_scenarios: dict) -> None:
     engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
-    batcher = Batcher(engine.run, BatchPolicy(max_concurrent_batches=2))
-    row = _rows(loaded_scenarios, TEXTS[:1])[0]
-    for _ in range(2):  # each asyncio.run is a new loop; the old loop's slots are gone with it
-        result = asyncio.run(batcher.submit(row))
-        _same_as_alone(engine, [row], [result])
+    batcher = Batcher(engine.run, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:2])
+    for _ in range(2):  # each asyncio.run is a new loop; a closed loop's lane is dropped
+        result = asyncio.run(batcher.submit(rows[0]))
+        _same_as_alone(engine, [rows[0]], [result])
+    assert len(batcher._lanes) == 1
+    # Two loops at once: one slot held busy on a loop in another thread does not hold this loop's rows.
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
+    other: list = []
+    held = threading.Thread(target=lambda: other.append(asyncio.run(batcher.submit(rows[0]))))
+    held.start()
+    assert recorder.started.wait(10)
+    here = asyncio.run(batcher.submit(rows[1]))  # answered while the other loop's slot is still held
+    assert other == [] and recorder.sizes == [1, 1]
+    recorder.gate.set()
+    held.join(10)
+    _same_as_alone(engine, rows, [other[0], here])
