@@ -67,6 +67,20 @@ async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None
         await asyncio.sleep(0.002)
 
 
+async def _first_held_then_the_rest(
+    batcher: Batcher, recorder: Recorder, rows: list[Row]
+) -> tuple[list, list]:
+    """Row 0 into a slot the recorder holds, the other rows submitted meanwhile, then the gate opened:
+    (the batch sizes seen while it was held, every row's result)."""
+    first = asyncio.ensure_future(batcher.submit(rows[0]))
+    await _until(recorder.started.is_set)
+    rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+    await asyncio.sleep(0.05)
+    while_held = list(recorder.sizes)
+    recorder.gate.set()
+    return while_held, await asyncio.gather(first, *rest)
+
+
 def _same_as_alone(engine: OnnxEngine, rows: list[Row], results: list) -> None:
     for row, got in zip(rows, results, strict=True):
         np.testing.assert_allclose(got.probs, engine.classify([row])[0].probs, atol=1e-5)
@@ -80,16 +94,8 @@ def test_rows_that_arrive_while_the_slot_is_busy_run_together_as_the_next_batch(
     batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
     rows = _rows(loaded_scenarios, TEXTS)
 
-    async def scenario() -> list:
-        first = asyncio.ensure_future(batcher.submit(rows[0]))
-        await _until(recorder.started.is_set)
-        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
-        await asyncio.sleep(0.05)
-        assert recorder.sizes == [1]  # the busy slot took nothing more
-        recorder.gate.set()
-        return await asyncio.gather(first, *rest)
-
-    results = asyncio.run(scenario())
+    while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
+    assert while_held == [1]  # the busy slot took nothing more
     assert recorder.sizes == [1, len(rows) - 1]
     assert recorder.texts[1] == TEXTS[1:]  # in arrival order
     _same_as_alone(engine, rows, results)
@@ -121,15 +127,7 @@ def test_a_batch_never_exceeds_max_batch_size(loaded_scenarios: dict) -> None:
     batcher = Batcher(recorder, BatchPolicy(max_batch_size=2, max_concurrent_batches=1))
     rows = _rows(loaded_scenarios, TEXTS)
 
-    async def scenario() -> list:
-        first = asyncio.ensure_future(batcher.submit(rows[0]))
-        await _until(recorder.started.is_set)
-        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
-        await asyncio.sleep(0.02)
-        recorder.gate.set()
-        return await asyncio.gather(first, *rest)
-
-    results = asyncio.run(scenario())
+    _while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
     assert recorder.sizes == [1, 2, 2, 1]
     _same_as_alone(engine, rows, results)
 
