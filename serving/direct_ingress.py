@@ -31,6 +31,7 @@ logger = logging.getLogger("labelwise.serving")
 _MARK = "_labelwise_rebind"
 ENV = "LABELWISE_DIRECT_INGRESS_REBIND"
 SHARED_PORT_ENV = "LABELWISE_DIRECT_INGRESS_PORT"
+APP_DIRECT_ENV = "LABELWISE_DIRECT_INGRESS_APP"
 
 
 def allow_rebind() -> bool:
@@ -54,6 +55,8 @@ def allow_rebind() -> bool:
         kwargs["enable_so_reuseport"] = True
         if shared_port and int(shared_port) != http_options.port:
             http_options = http_options.model_copy(update={"port": int(shared_port)})
+        if os.environ.get(APP_DIRECT_ENV) == "1":
+            app = straight_to_app(app)
         return await start(app, http_options, *args, **kwargs)
 
     setattr(start_reusing_address, _MARK, True)
@@ -61,4 +64,39 @@ def allow_rebind() -> bool:
     return True
 
 
-__all__ = ["ENV", "SHARED_PORT_ENV", "allow_rebind"]
+# Ray's own routes on a direct-ingress replica: they stay on Ray's request path.
+_RAY_ROUTES = frozenset({"/-/healthz", "/-/routes"})
+
+
+def straight_to_app(ray_asgi: Any) -> Any:
+    """The replica's HTTP server calling the deployment's own ASGI app (the FastAPI app of
+    ClassifierIngress, combined mode) on the server's event loop, instead of Ray's per-request wrapper
+    around it. On where LABELWISE_DIRECT_INGRESS_APP is 1: a local `labelwise serve` sets it unless it
+    is set already (0 keeps Ray's path).
+
+    Ray's wrapper (Replica._direct_ingress_asgi) counts each request for Serve (ongoing requests,
+    queue limits, request metrics, the access log line) and runs the app on the user-code event loop,
+    a hop to another thread and back for every message. Locally none of that is used: the app admits
+    and refuses requests itself, keeps its own metrics, and one replica owns the port. Ray's own routes
+    (/-/healthz, /-/routes) still take Ray's path. Returns Ray's wrapper unchanged when the replica is
+    not what this expects (another Ray, a route prefix other than "/", no ASGI app)."""
+    replica = getattr(ray_asgi, "__self__", None)
+    wrapper = getattr(replica, "_user_callable_wrapper", None)
+    user = getattr(wrapper, "user_callable", None)
+    app = getattr(user, "app", None)
+    if getattr(user, "service", None) is None:  # a separate ingress: its handle calls stay on Ray's loop
+        return ray_asgi
+    if app is None or getattr(replica, "_route_prefix", "/") not in ("/", None):
+        logger.warning("direct ingress: the replica's ASGI app is not reachable; keeping Ray's request path")
+        return ray_asgi
+
+    async def serve(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in _RAY_ROUTES:
+            await app(scope, receive, send)
+        else:
+            await ray_asgi(scope, receive, send)
+
+    return serve
+
+
+__all__ = ["APP_DIRECT_ENV", "ENV", "SHARED_PORT_ENV", "allow_rebind", "straight_to_app"]

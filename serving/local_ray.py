@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV
 from .direct_ingress import ENV as REBIND_ENV
-from .direct_ingress import SHARED_PORT_ENV
 
 logger = logging.getLogger("labelwise.serving")
 
@@ -165,6 +165,7 @@ def start_local_ray(
     ingress_env = direct_ingress_env(port, ingress_replicas) if direct_ingress else {}
     if direct_ingress:
         env.update(ingress_env)
+        env[APP_DIRECT_ENV] = os.environ.get(APP_DIRECT_ENV, "1")  # direct_ingress.straight_to_app
         proxy_port = free_loopback_port()
     for key, value in env.items():
         os.environ.setdefault(key, value)
