@@ -64,6 +64,7 @@ def test_a_separate_ingress_or_another_route_prefix_keeps_rays_path() -> None:
     no_app = _Replica(SimpleNamespace(service=object()))
     for replica in (separate, prefixed, no_app):
         assert straight_to_app(replica._direct_ingress_asgi) == replica._direct_ingress_asgi
+
     async def plain(scope: dict, receive: Any, send: Any) -> None:  # not a Replica's bound method
         return None
 
