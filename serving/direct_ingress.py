@@ -77,9 +77,9 @@ def straight_to_app(ray_asgi: Any) -> Any:
     Ray's wrapper (Replica._direct_ingress_asgi) counts each request for Serve (ongoing requests,
     queue limits, request metrics, the access log line) and runs the app on the user-code event loop,
     a hop to another thread and back for every message. Locally none of that is used: the app admits
-    and refuses requests itself, keeps its own metrics, and one replica owns the port. Ray's own routes
-    (/-/healthz, /-/routes) still take Ray's path. Returns Ray's wrapper unchanged when the replica is
-    not what this expects (another Ray, a route prefix other than "/", no ASGI app)."""
+    and refuses requests itself, keeps its own metrics, and no proxy or balancer sits in front. Ray's
+    own routes (/-/healthz, /-/routes) still take Ray's path. Returns Ray's wrapper unchanged when the
+    replica is not what this expects (another Ray, a route prefix other than "/", no ASGI app)."""
     replica = getattr(ray_asgi, "__self__", None)
     wrapper = getattr(replica, "_user_callable_wrapper", None)
     user = getattr(wrapper, "user_callable", None)
