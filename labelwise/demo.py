@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"models ready in {train_s:.0f}s; starting Ray Serve on 127.0.0.1:{args.port}")
 
     from labelwise.client import LabelwiseClient
-    from labelwise.server import run_server
+    from labelwise.server import StopServing, raise_on_stop_signals, run_server
     from serving.local_ray import stop_local_ray
 
     url = f"http://127.0.0.1:{args.port}"
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         run_server(serving_args, "127.0.0.1", args.port, block=False)
         bar.advance()
     try:
+        # SIGTERM and SIGHUP (kill, docker stop, a closed terminal) take Ctrl-C's way out, through the
+        # `finally` below: ray.init's own SIGTERM handler exits without stopping Ray's agents.
+        raise_on_stop_signals()
         with LabelwiseClient(url, timeout_s=30) as client:
             deadline = time.monotonic() + 300
             with TERMINAL.step("wait for /readyz", total=1):
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C stops the server.", file=TERMINAL.out, flush=True)
         while True:
             time.sleep(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopServing):
         return 0
     finally:
         stop_local_ray()

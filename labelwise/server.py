@@ -211,7 +211,7 @@ def run_server(
     with the last of it (ServeStartError, exit 1)."""
     # Ray's GCS, raylet and workers are children of this process: stop them on every way out, including
     # SIGTERM (kill, docker stop, systemd), which would otherwise end this process without cleanup.
-    stop_signals = _raise_on_stop_signals() if block else None
+    stop_signals = raise_on_stop_signals() if block else None
     from ray import serve
 
     from serving.app import build_app
@@ -224,7 +224,7 @@ def run_server(
         if stop_signals is not None:
             # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
             # ours again, so SIGTERM takes the same stop path as Ctrl-C.
-            _raise_on_stop_signals()
+            raise_on_stop_signals()
         if start_timeout_s is None:
             start_timeout_s = float(
                 os.environ.get("LABELWISE_SERVE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
@@ -246,7 +246,7 @@ def run_server(
             return
         while True:
             time.sleep(1)
-    except _StopServing as stop:
+    except StopServing as stop:
         print(f"stopping ({stop})", flush=True)
     except KeyboardInterrupt:
         print("stopping", flush=True)
@@ -315,11 +315,11 @@ def _start_watch(app_name: str, timeout_s: float) -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-class _StopServing(BaseException):
+class StopServing(BaseException):
     """Raised in the main thread by a stop signal (BaseException: no `except Exception` swallows it)."""
 
 
-def _raise_on_stop_signals() -> dict[int, Any]:
+def raise_on_stop_signals() -> dict[int, Any]:
     import signal
 
     def _handler(signum: int, _frame: Any) -> None:
@@ -327,7 +327,7 @@ def _raise_on_stop_signals() -> dict[int, Any]:
         # leave Ray's processes behind.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        raise _StopServing(signal.Signals(signum).name)
+        raise StopServing(signal.Signals(signum).name)
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
