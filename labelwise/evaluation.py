@@ -139,7 +139,7 @@ def engine_logits(
     loaded = load_scenario(
         repository, manifest.scenario, manifest.version, settings, BaseEncoderCache(), MultiAdapterCache()
     )
-    policy = BatchPolicy()  # serving's defaults: the batch a replica's @serve.batch hands the engine
+    policy = BatchPolicy()  # serving's defaults: the batch a replica's batch slot hands the engine
     engine = OnnxEngine(policy)
     out: list[np.ndarray] = []
     step = policy.max_batch_size

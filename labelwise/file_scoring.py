@@ -383,7 +383,7 @@ class HttpScorer:
 class EngineScorer:
     """Scores in this process on the serving engine, as a replica does: a ClassifierService's registry
     (checksums verified, the same precision choice and tokenizer) and its OnnxEngine (token-budgeted
-    passes). Only @serve.batch is left out: it gathers rows of concurrent requests inside a Serve
+    passes). Only the batch slots are left out: they gather rows of concurrent requests inside a Serve
     replica, and here each chunk already is one batch."""
 
     def __init__(

@@ -37,6 +37,8 @@ MULTI_ADAPTER_FILE = "multi_adapter.onnx"
 # The shared base's every-MatMul-int8 graph, beside `int8/` (which keeps the sensitive nodes fp32):
 # read by frozen versions published with int8_guard false.
 ALL_INT8_FOLDER = "all-int8"
+# A scenario, alias or folder name: lowercase, starts with a letter or digit, at most 64 characters.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 def graph_file(precision: str) -> str:
@@ -76,6 +78,7 @@ __all__ = [
     "LORA_FILE",
     "MANIFEST_FILE",
     "MULTI_ADAPTER_FILE",
+    "NAME_PATTERN",
     "ONNX_DIR",
     "TOKENIZER_DIR",
     "TOKENIZER_FILE",

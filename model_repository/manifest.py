@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .layout import NAME_PATTERN
 from .text import TextNormalization
 
 SCHEMA_VERSION = 1
@@ -65,7 +66,7 @@ class ExportRecord(_Strict):
 class BaseEncoderRef(_Strict):
     key: str = Field(description="Key of the shared base encoder under <root>/_bases/.")
     precisions: list[Precision] = Field(description="Precisions the base encoder was exported in.")
-    folders: dict[Precision, Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] = Field(
+    folders: dict[Precision, Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=dict,
         description="Folder under _bases/<key>/ of a precision whose graph is not that precision's default "
         "(all-int8: every MatMul int8, read by versions published with int8_guard false); a precision not "

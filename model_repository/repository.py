@@ -41,12 +41,12 @@ from .errors import (
     VersionNotFoundError,
 )
 from .identity import file_sha256
-from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE, is_contained
+from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE, NAME_PATTERN, is_contained
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 from .storage import is_object_store, parse_root
 
 DEFAULT_ROOT = "./var/model-repository"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_NAME = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
 
 

@@ -27,7 +27,7 @@ from ..config import ServingConfig
 from ..errors import ServingError
 from ..metrics import ServingMetrics
 from .http_errors import serving_error_response, unexpected_error_response
-from .routes import MAX_TEXTS_HEADER, ClassifyBackend, answer_classify
+from .routes import ClassifyBackend, answer_classify, classify_headers
 from .schemas import ClassifyRequest
 
 PATH = "/v1/classify"
@@ -44,9 +44,8 @@ class FastClassifyMiddleware:
         self.config = config
         self.metrics = metrics
         self.key = config.api_key.encode() if config.api_key else None
-        self.headers = [
-            (b"content-type", b"application/json"),
-            (MAX_TEXTS_HEADER.lower().encode(), str(config.max_texts_per_request).encode()),
+        self.headers = [(b"content-type", b"application/json")] + [
+            (k.lower().encode(), v.encode()) for k, v in classify_headers(config).items()
         ]
 
     def takes(self, scope: dict) -> bool:

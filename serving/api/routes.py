@@ -120,6 +120,11 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
             metrics.request_latency.labels(label).observe(time.perf_counter() - start)
 
 
+def classify_headers(config: ServingConfig) -> dict[str, str]:
+    """Headers of every classify answer: clients size their chunks from this (labelwise.client reads it)."""
+    return {MAX_TEXTS_HEADER: str(config.max_texts_per_request)}
+
+
 async def answer_classify(
     body: ClassifyRequest, backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics
 ) -> bytes:
@@ -141,8 +146,7 @@ async def answer_classify(
 def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     """The API: /v1/classify and /v1/scenarios, behind the API key when one is configured."""
     router = APIRouter(dependencies=[Depends(api_key_dependency(config))])
-    # Clients size their chunks from this (labelwise.client reads it).
-    limit_headers = {MAX_TEXTS_HEADER: str(config.max_texts_per_request)}
+    limit_headers = classify_headers(config)
 
     # A valid JSON body is answered by FastClassifyMiddleware (fast_classify.py) before it gets here,
     # through the same answer_classify; this route answers the rest and documents the API in OpenAPI.

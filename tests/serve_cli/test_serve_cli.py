@@ -46,7 +46,7 @@ def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
     one_scenario_repo: ModelRepository, tmp_path: Path, sig: signal.Signals
 ) -> None:
     pytest.importorskip("psutil")
-    # max_concurrent_batches 2: the non-default path, two @serve.batch calls at once
+    # max_concurrent_batches 2: the non-default path, two batch slots at once
     with ServeProcess(tmp_path, _one_scenario(one_scenario_repo, max_concurrent_batches=2)) as server:
         server.wait_ready()
         response = _classify(server.url)

@@ -1,4 +1,4 @@
-"""The batched handler behind @serve.batch, run with plain asyncio on real ONNX graphs (no Ray)."""
+"""The batched handler a batch slot runs (run_batch), run with plain asyncio on real ONNX graphs (no Ray)."""
 
 from __future__ import annotations
 
