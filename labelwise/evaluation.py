@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_repository.errors import UsageError
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS
 
 from .errors import EvaluationError
 
@@ -69,6 +70,7 @@ def evaluate_version(
     precision: str = "torch",
     lora_mode: str = "merged",
     threads: int = 0,
+    max_batch_tokens: int | None = None,
     output_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Score one version on a labeled file or its run's split, in `precision`; metrics (and the files
@@ -97,7 +99,13 @@ def evaluate_version(
         if rows.rows.raw is None:
             raise EvaluationError(f"{rows.source}: the raw texts were not kept; the engine needs them")
         logits, extra = engine_logits(
-            repository, manifest, rows.rows.raw, precision, lora_mode=lora_mode, threads=threads
+            repository,
+            manifest,
+            rows.rows.raw,
+            precision,
+            lora_mode=lora_mode,
+            threads=threads,
+            max_batch_tokens=max_batch_tokens,
         )
     return write_evaluation(
         manifest,
@@ -118,9 +126,12 @@ def engine_logits(
     *,
     lora_mode: str = "merged",
     threads: int = 0,
+    max_batch_tokens: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Logits of RAW texts through the serving engine, as a replica computes them, in serving's batches
-    (`max_batch_size` rows, cut into token-budgeted passes); and how it ran (provider, graph kind)."""
+    (`max_batch_size` rows, cut into passes of at most `max_batch_tokens`: serving's default budget for
+    the precision's device unless given); and how it ran (provider, graph kind, the pass budget). The
+    budget matters for int8: its activation scales are per pass (model_repository.passes)."""
     from tqdm.auto import tqdm
 
     from serving.batching import BatchPolicy
@@ -139,7 +150,10 @@ def engine_logits(
     loaded = load_scenario(
         repository, manifest.scenario, manifest.version, settings, BaseEncoderCache(), MultiAdapterCache()
     )
-    policy = BatchPolicy()  # serving's defaults: the batch a replica's batch slot hands the engine
+    if max_batch_tokens is None:
+        max_batch_tokens = GPU_MAX_BATCH_TOKENS if precision == "fp16" else CPU_MAX_BATCH_TOKENS
+    # serving's batch: what a replica's batch slot hands the engine, cut into passes as a replica cuts it
+    policy = BatchPolicy(max_batch_tokens=max_batch_tokens)
     engine = OnnxEngine(policy)
     out: list[np.ndarray] = []
     step = policy.max_batch_size
@@ -155,7 +169,8 @@ def engine_logits(
             assert result.logits is not None
             out.append(result.logits)
     logits = np.stack(out) if out else np.zeros((0, len(manifest.labels)), dtype=np.float32)
-    return logits, {"provider": loaded.provider, "engine_group": loaded.group_key[0], "lora_mode": lora_mode}
+    how = {"provider": loaded.provider, "engine_group": loaded.group_key[0], "lora_mode": lora_mode}
+    return logits, {**how, "max_batch_tokens": max_batch_tokens}
 
 
 __all__ = ["EVAL_PRECISIONS", "available_precisions", "check_precision", "engine_logits", "evaluate_version"]

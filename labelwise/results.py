@@ -24,9 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
+
 SCENARIOS = ("sentiment", "emotion", "intent", "intent_atis", "news_topic", "spam")
 STRATEGY_ORDER = ("full", "lora", "frozen")
 BASE_MODEL = "minilm"
+# How test figures of the served graphs were cut into passes (model_repository.passes): serving's own cut
+SERVING_PASSES = f"as served: {MAX_BATCH_ROWS} rows per batch, {CPU_MAX_BATCH_TOKENS} tokens per pass"
 MAX_EVAL_ROWS = 500  # validation rows for early stopping and the decision threshold
 SEARCH_EVAL_ROWS = 1000
 STAGES = ("matrix", "curve", "atis", "fgm", "sst2", "search")
@@ -388,11 +392,13 @@ def run_cell(
                     "accuracy": round(parity.test_accuracy, 4),
                     "macro_f1": round(parity.test_macro_f1 or 0.0, 4),
                     "scored_by": "publish",
+                    "passes": SERVING_PASSES,
                 }
             elif score_graph is not None:
                 record[f"test_{precision}"] = {
                     **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
                     "scored_by": "serving engine",
+                    "passes": SERVING_PASSES,
                     **_base_recipe(repository, manifest, precision),
                 }
     record["cell_wall_s"] = round(time.perf_counter() - started, 1)
@@ -419,7 +425,7 @@ def engine_scorer() -> Callable[..., dict[str, Any]]:
 # ---- the job -------------------------------------------------------------------------------------
 
 
-def score_served_frozen(
+def score_served(
     out: Path,
     done: dict[str, dict[str, Any]],
     repository: Any,
@@ -428,42 +434,51 @@ def score_served_frozen(
     base_model: str = BASE_MODEL,
     ledger: Path | None = None,
 ) -> int:
-    """Frozen cells whose fp32/int8 figures came from publish: those scored the version's own graphs, but
-    serving runs a frozen version as the shared base encoder + its head. Score that path instead, through
-    the serving engine, and save the cell; return how many were rescored."""
+    """Score again, through the serving engine, the published cells whose fp32/int8 figures are not those
+    of the served path; save them; return how many. Not served as scored:
+    - a frozen cell scored by publish: that scored the version's own graphs, but serving runs a frozen
+      version as the shared base encoder + its head; or one scored under another base int8 recipe;
+    - any cell scored in other passes than serving's (SERVING_PASSES; before 3 December 2026 publish
+      scored 32 rows per pass in file order and the engine 16,384 tokens per pass): int8's activation
+      scales are per pass, so its figures are those of the passes it ran in (model_repository.passes).
+    Cells published on another machine (no version here) keep their recorded figures."""
     from training import make_train_config
     from training.data import load_test_split
 
     count = 0
     for key, rec in done.items():
-        if rec["cell"]["strategy"] != "frozen" or rec.get("version") is None:
-            continue
-        scenario = rec["cell"]["scenario"]
-        if _published(out, rec) is None:
+        strategy = rec["cell"]["strategy"]
+        if rec.get("version") is None or _published(out, rec) is None:
             continue  # run on another machine (or its repository is gone): its recorded figures stand
-        scored = [rec.get(f"test_{p}", {}).get("scored_by") for p in ("fp32", "int8")]
+        scenario = rec["cell"]["scenario"]
         manifest = repository.verify(scenario, rec["version"])
         recipe = _base_recipe(repository, manifest, "int8")
-        if "publish" not in scored and rec.get("test_int8", {}).get("base_quantization") == recipe.get(
-            "base_quantization"
-        ):
+        int8 = rec.get("test_int8", {})
+        stale = int8.get("passes") != SERVING_PASSES
+        if strategy == "frozen":
+            stale = stale or int8.get("scored_by") == "publish"
+            stale = stale or int8.get("base_quantization") != recipe.get("base_quantization")
+        if not stale:
             continue
-        test = load_test_split(make_train_config(scenario, "frozen", base_model=base_model))
+        test = load_test_split(make_train_config(scenario, strategy, base_model=base_model))
         if len(test) != rec["test_rows"]:
             raise RuntimeError(
                 f"{key}: the test split has {len(test)} rows, the cell scored {rec['test_rows']}"
             )
+        before = {p: rec.get(f"test_{p}", {}).get("accuracy") for p in ("fp32", "int8")}
         for precision in ("fp32", "int8"):
             rec[f"test_{precision}"] = {
                 **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
                 "scored_by": "serving engine",
+                "passes": SERVING_PASSES,
                 **_base_recipe(repository, manifest, precision),
             }
         save_record(out, ledger, rec)
         count += 1
         say(
-            f"{key}: served path (base encoder + head) fp32 {rec['test_fp32']['accuracy']:.4f}, "
-            f"int8 {rec['test_int8']['accuracy']:.4f}"
+            f"{key}: scored as served, fp32 {rec['test_fp32']['accuracy']:.4f}, "
+            f"int8 {rec['test_int8']['accuracy']:.4f} (recorded before: fp32 {before['fp32']}, "
+            f"int8 {before['int8']})"
         )
     return count
 
@@ -571,7 +586,7 @@ def run(
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
     scorer = engine_scorer()
-    if score_served_frozen(out, done, repository, scorer, say, base_model, ledger) and docs is not None:
+    if score_served(out, done, repository, scorer, say, base_model, ledger) and docs is not None:
         write_report(out, docs, done)
     started = time.perf_counter()
     with Progress(
@@ -690,6 +705,14 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "accuracy only, with the attention + feed-forward set as the one fallback). The shared "
         "base encoder serves every frozen scenario, so no one scenario's validation rows can guard it: its "
         "int8 graph always keeps those nodes fp32 (†).",
+        "- **int8 is scored in serving's passes**: dynamic int8 quantises the input of each MatMul with one "
+        "scale per forward pass, so a row's int8 logits move with the rows and padding that share its pass "
+        '(docs/artifacts.md, "int8 depends on the pass"). Serving sorts each batch of up to '
+        f"{MAX_BATCH_ROWS} rows by length and cuts it into passes of at most {CPU_MAX_BATCH_TOKENS} tokens "
+        "(`max_batch_tokens`); since 3 December 2026 publish, `labelwise evaluate` and this report score "
+        "the test rows in exactly those passes, and `make results` scores again every published version it "
+        "still has. ◇: published on another machine before that, scored in passes of 32 rows in file order "
+        "(the engine: 16,384 tokens); its int8 figure is that of those passes.",
         "",
     )
     _search_section(r, done)
@@ -897,8 +920,6 @@ def _int8_mark(rec: dict[str, Any]) -> str:
     base = rec.get("test_int8", {}).get("base_quantization")
     if base is not None:
         return " †" if "kept fp32" in base else ""
-    if rec.get("test_int8", {}).get("scored_by") != "publish":
-        return ""
     # load_done and run_cell record the version's int8 recipe (_publish_facts): no manifest to read here
     how = rec.get("int8_quantization")
     return " †" if how and "kept fp32" in how.split("(")[0] else ""
@@ -933,6 +954,8 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
                 fp32 = rec.get("test_fp32", {}).get("accuracy")
                 int8 = rec.get("test_int8", {}).get("accuracy")
                 gap = "" if fp32 is None or int8 is None else f"{int8 - fp32:+.4f}{_int8_mark(rec)}"
+                if gap and rec.get("test_int8", {}).get("passes") != SERVING_PASSES:
+                    gap += " ◇"
                 r.add(
                     f"| {scenario} ({rec['test_rows']}, {rec['majority_test_accuracy']:.3f}) | "
                     f"{strategy}{_restart_mark(rec)} | "

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, length_passes
+
 if TYPE_CHECKING:
     from .config import ServingConfig
     from .engine import BatchOutcome, Row, RowResult
@@ -41,10 +43,10 @@ logger = logging.getLogger("labelwise.serving")
 class BatchPolicy:
     """How rows become batches and batches become forward passes."""
 
-    max_batch_size: int = 64
+    max_batch_size: int = MAX_BATCH_ROWS
     batch_wait_timeout_s: float = 0.0
     max_concurrent_batches: int = 1
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = CPU_MAX_BATCH_TOKENS
 
     @classmethod
     def from_config(cls, config: ServingConfig) -> BatchPolicy:
@@ -56,21 +58,9 @@ class BatchPolicy:
         )
 
     def micro_batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Row indices sorted by length, cut so that rows x longest row <= max_batch_tokens per pass.
-
-        Sorting keeps padding small; a single row longer than the budget still gets a pass of its own.
-        """
-        chunks: list[list[int]] = []
-        current: list[int] = []
-        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-            # Ascending order: the padded width of the chunk is this row's length.
-            if current and (len(current) + 1) * lengths[i] > self.max_batch_tokens:
-                chunks.append(current)
-                current = []
-            current.append(i)
-        if current:
-            chunks.append(current)
-        return chunks
+        """Row indices sorted by length, cut so that rows x longest row <= max_batch_tokens per pass
+        (model_repository.passes, which export and evaluation share: int8 depends on the pass)."""
+        return length_passes(lengths, self.max_batch_tokens)
 
 
 @dataclass(frozen=True)

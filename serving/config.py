@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
+
 
 class ScenarioSpec(BaseModel):
     """One scenario to serve, and which alias or version of it."""
@@ -39,7 +41,7 @@ class ServingConfig(BaseSettings):
         "X-Labelwise-Scenario header); None: the only scenario served, if there is exactly one.",
     )
     # batching
-    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per batch, at most.")
+    max_batch_size: int = Field(default=MAX_BATCH_ROWS, ge=1, le=4096, description="Rows per batch, at most.")
     batch_wait_timeout_s: float = Field(
         default=0.0,
         ge=0,
@@ -56,11 +58,12 @@ class ServingConfig(BaseSettings):
         "uses ort_intra_op_threads, so 2 on a 1-thread replica uses up to 2 cores (docs/benchmarks.md).",
     )
     max_batch_tokens: int = Field(
-        default=256,
+        default=CPU_MAX_BATCH_TOKENS,
         ge=16,
         description="Token budget per ONNX pass (rows x padded length). 256 suits CPU replicas (int8 "
         "MiniLM: 1.75x the seq/s of 16384 for 32-text requests, docs/benchmarks.md); GPU replicas want "
-        "large passes (helm/labelwise/values-gpu.yaml sets 32768).",
+        "large passes (helm/labelwise/values-gpu.yaml sets 65536). Export and `labelwise evaluate` score "
+        "int8 graphs in passes cut the same way (model_repository.passes).",
     )
     # replicas and resources
     num_replicas: int | Literal["auto"] = Field(default=1, description="Fixed replicas, or 'auto'.")

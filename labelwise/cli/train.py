@@ -221,6 +221,13 @@ def evaluate_command(
     threads: int = typer.Option(
         0, "--threads", help="fp32/int8/fp16: ONNX Runtime threads (0: its default)."
     ),
+    max_batch_tokens: int | None = typer.Option(
+        None,
+        "--max-batch-tokens",
+        min=16,
+        help="fp32/int8/fp16: the token budget per pass, as the deployment's max_batch_tokens (default: "
+        "serving's, 256 on CPU, 65536 for fp16). int8 logits depend on the rows sharing a pass.",
+    ),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     repository: Path | None = RepoOpt,
     output_dir: Path | None = OutOpt,
@@ -247,6 +254,7 @@ def evaluate_command(
         precision=precision,
         lora_mode=lora_mode,
         threads=threads,
+        max_batch_tokens=max_batch_tokens,
         output_dir=output_dir,
     )
     if json_output:

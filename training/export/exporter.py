@@ -35,7 +35,7 @@ from .parity import (
     ort_session,
     sample_rows,
     session_input_names,
-    tokenize_batches,
+    tokenize_passes,
     torch_outputs,
 )
 from .precisions import RECIPES, GraphBuilder, parse_precisions
@@ -215,16 +215,17 @@ def _parity_rows(
     max_length_tokens: int,
     threads: int,
 ) -> _ParityRows:
-    """A seeded sample of the rows, tokenized as serving does, with the caller's model's logits on them.
+    """A seeded sample of the rows, tokenized and cut into passes as serving does, with the caller's model's
+    logits on them.
 
     The reference is the caller's own model (unmerged for lora), so the merge is checked too.
     """
     sampled, sampled_labels = sample_rows(texts, labels, max_rows)
     label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
-    batches = tokenize_batches(tokenizer, sampled, max_length_tokens)
+    batches, order = tokenize_passes(tokenizer, sampled, max_length_tokens)
     return _ParityRows(
         batches=batches,
-        gold=label_ids(sampled_labels, label2id),
+        gold=label_ids(None if sampled_labels is None else [sampled_labels[i] for i in order], label2id),
         reference=torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0])),
         tokenizer=tokenizer,
         max_length_tokens=max_length_tokens,
@@ -245,7 +246,8 @@ def _test_rows(
         raise ExportError("test_texts need test_labels, one per text")
     label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
     texts, gold = [str(t) for t in texts[:max_rows]], label_ids(list(labels[:max_rows]), label2id)
-    batches = tokenize_batches(tokenizer, texts, max_length_tokens)
+    batches, order = tokenize_passes(tokenizer, texts, max_length_tokens)  # int8 scored as served
+    gold = None if gold is None else gold[order]
     logits = torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))
     assert gold is not None
     test = _TestRows(batches, gold, int(logits.shape[1]), {})

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, serving_passes
+
 from ..errors import ExportError
 
 # Sentences of very different lengths, so that the load check pads and truncates.
@@ -75,6 +77,34 @@ def tokenize_batches(
         )
         batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
     return batches
+
+
+def tokenize_passes(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length_tokens: int,
+    max_batch_rows: int = MAX_BATCH_ROWS,
+    max_batch_tokens: int = CPU_MAX_BATCH_TOKENS,
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """The passes serving runs for these rows arriving in order (model_repository.passes.serving_passes),
+    padded to each pass's longest row; and `order`: the k-th output row is texts[order[k]].
+
+    Scoring in serving's passes is what makes an int8 figure the served one: dynamic int8 quantises each
+    pass with one activation scale, so the rows and padding sharing a pass move a row's logits."""
+    texts = [str(t) for t in texts]
+    ids = tokenizer(texts, truncation=True, max_length=max_length_tokens)["input_ids"]
+    passes = serving_passes([len(row) for row in ids], max_batch_rows, max_batch_tokens)
+    batches = []
+    for rows in passes:
+        enc = tokenizer(
+            [texts[i] for i in rows],
+            padding=True,
+            truncation=True,
+            max_length=max_length_tokens,
+            return_tensors="np",
+        )
+        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+    return batches, np.asarray([i for rows in passes for i in rows], dtype=np.int64)
 
 
 def torch_outputs(fn: Any, batches: list[dict[str, np.ndarray]], input_names: list[str]) -> np.ndarray:

@@ -200,3 +200,51 @@ def test_loading_a_lora_version_prints_no_newly_initialized_warning(published, c
     load_published_model(published.repo, SCENARIO, 1)
     err = capfd.readouterr().err
     assert "newly initialized" not in err and "TRAIN this model" not in err
+
+
+def test_publish_scores_the_test_rows_in_the_passes_serving_runs(published) -> None:
+    """int8 quantises each pass with one activation scale, so a row's int8 logits depend on the rows and
+    the padding sharing its pass: publish must cut the test rows as a replica does, or its int8 figure is
+    not the served one. Same rows through the serving engine: the same passes, row for row."""
+    from labelwise.evaluation import engine_logits
+    from serving.batching import BatchPolicy
+    from serving.engine import (
+        BaseEncoderCache,
+        EngineSettings,
+        MultiAdapterCache,
+        OnnxEngine,
+        Row,
+        load_scenario,
+    )
+    from training import evaluation_rows
+    from training.export.parity import tokenize_passes
+    from training.publish import load_published_model
+
+    rows = published.result.data.test
+    more = [" and then some more words" * (i % 5) for i in range(3 * len(rows))]
+    # publish tokenizes the cleaned texts; clients send the raw ones
+    cleaned = [f"{text}{extra}" for text, extra in zip(rows.texts * 3, more, strict=True)]
+    long = [f"{text}{extra}" for text, extra in zip(rows.raw * 3, more, strict=True)]
+    _model, tokenizer, manifest = load_published_model(published.repo, SCENARIO, 1)
+    batches, order = tokenize_passes(tokenizer, cleaned, manifest.max_length_tokens, max_batch_tokens=64)
+    assert sorted(order.tolist()) == list(range(len(long)))
+    shapes = [b["input_ids"].shape for b in batches]
+    assert len(shapes) > 2 and all(r * w <= 64 or r == 1 for r, w in shapes)
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["int8"], 1)
+    loaded = load_scenario(published.repo, SCENARIO, 1, settings, BaseEncoderCache(), MultiAdapterCache())
+    policy = BatchPolicy(max_batch_tokens=64)
+    served = []
+    for start in range(0, len(long), policy.max_batch_size):
+        chunk = long[start : start + policy.max_batch_size]
+        outcome = OnnxEngine(policy).run([Row(loaded, t) for t in chunk])
+        served += [(p.rows, p.tokens) for p in outcome.passes]
+    assert served == [(r, r * w) for r, w in shapes]
+
+    # and the figures publish recorded are the engine's at serving's default budget, to the last row
+    test_rows = evaluation_rows(published.exported, split="test").rows
+    for precision in ("fp32", "int8"):
+        logits, how = engine_logits(published.repo, published.exported, test_rows.raw, precision)
+        assert how["max_batch_tokens"] == 256
+        accuracy = float((logits.argmax(-1) == np.asarray(test_rows.label_ids)).mean())
+        assert accuracy == pytest.approx(published.exported.export(precision).parity.test_accuracy, abs=1e-9)
