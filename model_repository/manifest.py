@@ -110,7 +110,9 @@ class Manifest(_Strict):
     metrics: dict[str, Any] = Field(
         default_factory=dict,
         description="Validation metrics; `test` (when the scenario holds out a test split and the version "
-        "was exported): the torch model's {rows, accuracy, macro_f1} on it and `int8_delta_vs_fp32`.",
+        "was exported): the torch model's {rows, accuracy, macro_f1} on it and `int8_delta_vs_fp32`, "
+        "scored in serving's passes; for frozen versions that delta and `served` ({precision: {accuracy, "
+        "macro_f1}}) are the served path's (shared base encoder + head).",
     )
     files: dict[str, FileEntry] = Field(default_factory=dict, description="Every file but the manifest.")
     exports: list[ExportRecord] = Field(default_factory=list)

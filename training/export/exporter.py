@@ -136,7 +136,8 @@ def export_into(
     With the scenario's held-out test rows (`test_texts`, `test_labels`: the first `test_rows`), every
     graph's parity record also holds its accuracy and macro-F1 on them, and the fields hold
     `metrics: {"test": {rows, accuracy, macro_f1 (the torch model), int8_delta_vs_fp32}}` for the
-    caller to merge into the version's metrics.
+    caller to merge into the version's metrics; for a frozen version the delta, and `served`, are those
+    of the path serving runs (shared base encoder + head), scored in serving's passes.
 
     Raises ExportError (nothing must be published) when fp32 parity fails, a precision is
     unknown, the architecture cannot be exported, or a graph does not load back.
@@ -197,7 +198,9 @@ def export_into(
             int8_guard=int8_guard,
         )
         if strategy == "frozen":
-            _check_head_on_base(paths, kind, arrays, rows, say)
+            served = _check_head_on_base(paths, kind, arrays, rows, say)
+            if served and "metrics" in fields:
+                fields["metrics"]["test"] = _served_test_summary(fields["metrics"]["test"], served, say)
         folders = base_encoder.base_folders(wanted, int8_guard)
         ref = BaseEncoderRef(key=key, precisions=wanted, folders=folders)  # type: ignore[arg-type]
         fields["base_encoder"] = ref.model_dump(mode="json", exclude_defaults=True)
@@ -441,17 +444,23 @@ def _check_head_on_base(
     arrays: dict[str, np.ndarray],
     rows: _ParityRows,
     say: Callable[[str], None],
-) -> None:
+) -> dict[str, dict[str, Any]]:
     """Serving's frozen path (base features, then the numpy head) must reproduce the torch logits.
 
     Checked in every exported precision of the base; only fp32 is a gate, the others are reported
-    (fp16 on the CPU provider when this machine has no GPU).
+    (fp16 on the CPU provider when this machine has no GPU). Returns, with test rows, each precision's
+    test figures on that path (what serving answers for a frozen version), keyed by precision.
     """
     if "fp32" not in base_graphs:
         say("frozen: fp32 base encoder not requested; head-on-base parity not gated")
+    served: dict[str, dict[str, Any]] = {}
     for folder, path in base_graphs.items():
         precision = layout.precision_of_folder(folder)
         session = ort_session(path, RECIPES[precision].providers(), rows.threads)
+        if rows.test is not None:
+            served[precision] = rows.test.scores(
+                apply_head(kind, arrays, ort_outputs(session, rows.test.batches))
+            )
         logits = apply_head(kind, arrays, ort_outputs(session, rows.batches))
         cmp = compare(rows.reference, logits, rows.gold)
         say(
@@ -465,6 +474,31 @@ def _check_head_on_base(
                 f"model by {cmp.max_abs_diff:.2e} > {recipe.max_abs_diff:g}: the frozen encoder is not the "
                 "base; nothing published"
             )
+    return served
+
+
+def _served_test_summary(
+    summary: dict[str, Any], served: dict[str, dict[str, Any]], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """A frozen version's metrics.test with the served path's figures: serving runs the shared base
+    encoder + the numpy head, not the version's own graphs, so `int8_delta_vs_fp32` is that path's (the
+    own graphs' delta stays as `own_graphs_int8_delta_vs_fp32`) and `served` holds each precision's
+    accuracy and macro-F1 on it."""
+    out = dict(summary)
+    if "int8_delta_vs_fp32" in out:
+        out["own_graphs_int8_delta_vs_fp32"] = out.pop("int8_delta_vs_fp32")
+    out["served"] = {
+        p: {"accuracy": round(v["accuracy"], 6), "macro_f1": round(v["macro_f1"], 6)}
+        for p, v in served.items()
+    }
+    if "int8" in served and "fp32" in served:
+        out["int8_delta_vs_fp32"] = round(served["int8"]["accuracy"] - served["fp32"]["accuracy"], 6)
+        say(
+            "frozen, served path (shared base + head) on the test split: "
+            + ", ".join(f"{p} {v['accuracy']:.4f}" for p, v in served.items())
+            + f"; int8 - fp32 accuracy {out['int8_delta_vs_fp32'] * 100:+.2f} points"
+        )
+    return out
 
 
 __all__ = ["DEFAULT_PARITY_ROWS", "DEFAULT_TEST_ROWS", "export_into", "parse_precisions"]

@@ -84,6 +84,13 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
         out, rescored, repository, results.engine_scorer(), said.append, str(tiny_roberta_dir)
     )
     assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
+    # publish's own figures for a frozen version are the served path's (shared base + head) too
+    frozen_manifest = repository.verify("sentiment", json.loads(frozen_file.read_text())["version"])
+    served = frozen_manifest.metrics["test"]["served"]
+    assert served["int8"]["accuracy"] == pytest.approx(engine_figures["accuracy"], abs=1e-4)
+    assert frozen_manifest.metrics["test"]["int8_delta_vs_fp32"] == pytest.approx(
+        served["int8"]["accuracy"] - served["fp32"]["accuracy"], abs=1e-6
+    )
     # The figures name the shared base's int8 recipe; figures taken under another recipe (a base exported
     # before it, since removed and exported again) are scored again, current ones are not.
     assert engine_figures["base_quantization"].endswith("attention / feed-forward output nodes kept fp32")
