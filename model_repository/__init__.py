@@ -3,7 +3,8 @@
 Everything a version folder holds is defined here once: its layout (`layout`), its manifest
 (`manifest`), the numpy head (`heads`), the base encoder's identity (`identity`) and the stacked
 adapter tables of the multi-adapter graph (`multi_adapter`). It also holds `LabelwiseError`, the root
-of every error the project raises on purpose.
+of every error the project raises on purpose, and `passes`: how serving cuts a batch into forward passes,
+which export and evaluation share (int8 logits depend on the pass).
 """
 
 from . import layout
