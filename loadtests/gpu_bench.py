@@ -545,6 +545,8 @@ def through_http(
     """Closed-loop seq/s per L through `labelwise serve` on 127.0.0.1 (batching as values-gpu.yaml)."""
     import yaml
 
+    from model_repository.passes import GPU_MAX_BATCH_TOKENS
+
     from .loadgen import LoadSpec, run_in_subprocess
     from .processes import python_cmd, start_server, stop_server, wait_server_ready
 
@@ -555,7 +557,7 @@ def through_http(
         "num_gpus": 1.0 if device == "cuda" else 0.0,
         "num_cpus": 1.0,
         "max_batch_size": 512,
-        "max_batch_tokens": 65536,
+        "max_batch_tokens": GPU_MAX_BATCH_TOKENS,
         "max_concurrent_batches": 4 if device == "cuda" else 1,
         "batch_wait_timeout_s": 0.01,
         "max_ongoing_requests": 1024,
