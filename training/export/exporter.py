@@ -28,6 +28,7 @@ from model_repository import (
 from ..errors import ExportError, ParityError
 from . import base_encoder, graphs, heads
 from .parity import (
+    Comparison,
     compare,
     label_ids,
     load_check,
@@ -48,6 +49,14 @@ DEFAULT_PARITY_ROWS = 512
 # (sd) even when validation accuracy did not move (intent, LoRA, 4,000 rows: validation 0.0, test -0.6).
 INT8_MAX_DROP = 0.005
 INT8_MIN_AGREEMENT = 0.995
+# A frozen version's int8 is the shared base's int8 graph (its most sensitive nodes already fp32) under the
+# version's own head. The base serves every frozen scenario, so it cannot be re-quantised for one head:
+# when, on the validation rows, the head loses more than FROZEN_INT8_MAX_DROP of accuracy on the int8 base
+# against the fp32 base, the version's int8 reads the fp32 base instead (`base_encoder.folders`). Accuracy
+# alone decides: under a small head the int8 base changes 0.4-2.6 % of the labels on every scenario
+# (MiniLM, docs/results.md), so the agreement bar would send every frozen version to fp32, and fp32 costs
+# such a scenario ~1.7x the CPU per row. The agreement is recorded beside the choice.
+FROZEN_INT8_MAX_DROP = INT8_MAX_DROP
 # The scenario's test split scored by every exported graph at publish: all of it up to this many rows,
 # so that publishing stays bounded (~3 passes over 2000 rows of MiniLM at 64 tokens on 2 cores).
 DEFAULT_TEST_ROWS = 2000
@@ -197,11 +206,18 @@ def export_into(
             head=(kind, arrays, rows.reference) if strategy == "frozen" else None,
             int8_guard=int8_guard,
         )
-        if strategy == "frozen":
-            served = _check_head_on_base(paths, kind, arrays, rows, say)
-            if served and "metrics" in fields:
-                fields["metrics"]["test"] = _served_test_summary(fields["metrics"]["test"], served, say)
         folders = base_encoder.base_folders(wanted, int8_guard)
+        if strategy == "frozen":
+            served, checks = _check_head_on_base(paths, kind, arrays, rows, say)
+            head_guard = _frozen_int8_guard(checks, len(rows.reference)) if int8_guard else None
+            if head_guard is not None:
+                folders["int8"] = "fp32"
+                fields.setdefault("metrics", {})["int8_head_guard"] = head_guard
+                say(f"frozen int8 guard: {head_guard['choice']}")
+                if "fp32" in served:
+                    served["int8"] = served["fp32"]  # what serving answers for int8 now
+            if served and "metrics" in fields and "test" in fields["metrics"]:
+                fields["metrics"]["test"] = _served_test_summary(fields["metrics"]["test"], served, say)
         ref = BaseEncoderRef(key=key, precisions=wanted, folders=folders)  # type: ignore[arg-type]
         fields["base_encoder"] = ref.model_dump(mode="json", exclude_defaults=True)
         return fields
@@ -444,16 +460,18 @@ def _check_head_on_base(
     arrays: dict[str, np.ndarray],
     rows: _ParityRows,
     say: Callable[[str], None],
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, Comparison]]:
     """Serving's frozen path (base features, then the numpy head) must reproduce the torch logits.
 
     Checked in every exported precision of the base; only fp32 is a gate, the others are reported
     (fp16 on the CPU provider when this machine has no GPU). Returns, with test rows, each precision's
-    test figures on that path (what serving answers for a frozen version), keyed by precision.
+    test figures on that path (what serving answers for a frozen version), and each precision's
+    comparison with torch on the validation rows, both keyed by precision.
     """
     if "fp32" not in base_graphs:
         say("frozen: fp32 base encoder not requested; head-on-base parity not gated")
     served: dict[str, dict[str, Any]] = {}
+    checks: dict[str, Comparison] = {}
     for folder, path in base_graphs.items():
         precision = layout.precision_of_folder(folder)
         session = ort_session(path, RECIPES[precision].providers(), rows.threads)
@@ -463,6 +481,7 @@ def _check_head_on_base(
             )
         logits = apply_head(kind, arrays, ort_outputs(session, rows.batches))
         cmp = compare(rows.reference, logits, rows.gold)
+        checks[precision] = cmp
         say(
             f"frozen: {layout.HEAD_FILE} on the shared base encoder ({folder}), "
             f"max |Δlogit| {cmp.max_abs_diff:.2e}, agreement {cmp.agreement:.3f}"
@@ -474,7 +493,32 @@ def _check_head_on_base(
                 f"model by {cmp.max_abs_diff:.2e} > {recipe.max_abs_diff:g}: the frozen encoder is not the "
                 "base; nothing published"
             )
-    return served
+    return served, checks
+
+
+def _frozen_int8_guard(checks: dict[str, Comparison], rows: int) -> dict[str, Any] | None:
+    """When the head loses more than FROZEN_INT8_MAX_DROP of validation accuracy on the int8 base against
+    the fp32 base: what to record (the version's int8 then reads the fp32 base); None when the int8 base
+    holds or either precision was not checked on labelled rows."""
+    fp32, int8 = checks.get("fp32"), checks.get("int8")
+    if fp32 is None or int8 is None or fp32.accuracy_delta is None or int8.accuracy_delta is None:
+        return None
+    drop = fp32.accuracy_delta - int8.accuracy_delta
+    if drop <= FROZEN_INT8_MAX_DROP:
+        return None
+    labels = float((1.0 - int8.agreement) * rows)  # rows whose label the int8 base changes against torch
+    return {
+        "choice": (
+            f"int8 reads the fp32 base: on the int8 base this head loses {drop * 100:.2f} points of "
+            f"validation accuracy against the fp32 base (> {FROZEN_INT8_MAX_DROP * 100:.1f}; {rows} rows, "
+            f"agreement with torch {int8.agreement:.3f})"
+        ),
+        "base_folder": "fp32",
+        "validation_rows": rows,
+        "int8_base_accuracy_drop": round(drop, 6),
+        "int8_base_agreement": round(int8.agreement, 6),
+        "int8_base_labels_changed": round(labels),
+    }
 
 
 def _served_test_summary(

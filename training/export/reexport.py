@@ -100,21 +100,23 @@ def reexport_version(
             target = draft.path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, target)
-        draft.fields.update(
-            export_into(
-                draft.path,
-                model=model,
-                tokenizer=tokenizer,
-                strategy=source.strategy,
-                base_model=source.base_model,
-                base_model_path=source.base_model.id if base_path is None else str(base_path),
-                precisions=wanted,
-                parity_texts=texts,
-                parity_labels=labels,
-                max_length_tokens=source.max_length_tokens,
-                repository=repository,
-                int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
-            )
+        exported = export_into(
+            draft.path,
+            model=model,
+            tokenizer=tokenizer,
+            strategy=source.strategy,
+            base_model=source.base_model,
+            base_model_path=source.base_model.id if base_path is None else str(base_path),
+            precisions=wanted,
+            parity_texts=texts,
+            parity_labels=labels,
+            max_length_tokens=source.max_length_tokens,
+            repository=repository,
+            int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
         )
+        # metrics the export measured again (a frozen version's int8 head guard) replace the source's
+        inherited = {k: v for k, v in (fields.get("metrics") or {}).items() if k != "int8_head_guard"}
+        exported["metrics"] = {**inherited, **exported.get("metrics", {})}
+        draft.fields.update(exported)
     assert draft.manifest is not None
     return draft.manifest
