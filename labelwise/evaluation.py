@@ -170,6 +170,8 @@ def engine_logits(
             out.append(result.logits)
     logits = np.stack(out) if out else np.zeros((0, len(manifest.labels)), dtype=np.float32)
     how = {"provider": loaded.provider, "engine_group": loaded.group_key[0], "lora_mode": lora_mode}
+    if loaded.base_folder:  # frozen: the shared base's folder read (int8, all-int8, or fp32 when guarded)
+        how["base_folder"] = loaded.base_folder
     return logits, {**how, "max_batch_tokens": max_batch_tokens}
 
 

@@ -82,3 +82,8 @@ def test_a_frozen_head_the_int8_base_fails_serves_int8_from_the_fp32_base(
     fp32_logits, fp32_folder = served("fp32")
     assert (int8_folder, fp32_folder) == ("fp32", "fp32")
     assert np.array_equal(int8_logits, fp32_logits)
+    # `labelwise evaluate --precision int8` scores that path and says which base it read
+    from labelwise.evaluation import engine_logits
+
+    scored, how = engine_logits(repo, manifest, TEXTS, "int8")
+    assert how["base_folder"] == "fp32" and np.allclose(scored, fp32_logits, atol=1e-5)
