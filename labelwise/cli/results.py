@@ -22,8 +22,8 @@ def results_command(
     stages: str = typer.Option(
         "matrix,curve,atis,fgm,sst2",
         "--stages",
-        help="Comma list of stages: matrix,curve,atis,fgm,sst2, and search (the defaults search, on "
-        "validation).",
+        help="Comma list of stages: matrix,curve,atis,fgm,sst2, search (the defaults search, on "
+        "validation) and spread (full vs LoRA over more seeds where one run each could not tell them apart).",
     ),
     scenarios: str = typer.Option(
         "sentiment,emotion,intent,intent_atis,news_topic,spam", "--scenarios", help="Scenarios of the matrix."

@@ -277,3 +277,39 @@ def test_a_parameter_added_at_its_default_does_not_make_a_record_stale() -> None
     assert not results.same_params(recorded, {"learning_rate": 2e-3, "lora_r": 8, "lora_train_pooler": False})
     # A key no StrategyParams field names is never excused.
     assert not results.same_params(recorded, {**recorded, "not_a_field": None})
+
+
+def test_the_spread_stage_reuses_the_matrix_cell_as_seed_42_and_reports_the_gap_seed_by_seed() -> None:
+    from labelwise.results import SPREAD, SPREAD_SEEDS, Cell, Report, _spread_section, plan
+
+    cells = plan(("spread",), (), (1000,))
+    ((scenario, rows),) = SPREAD
+    assert [(c.strategy, c.seed) for c in cells] == [
+        (s, seed) for seed in SPREAD_SEEDS for s in ("full", "lora")
+    ]
+    assert {(c.scenario, c.rows) for c in cells} == {(scenario, rows)}
+
+    def record(cell: Cell, f1: float) -> dict:
+        return {
+            "cell": {"seed": cell.seed},
+            "key": cell.key,
+            "test": {"accuracy": f1 + 0.03, "macro_f1": f1},
+            "validation": {"macro_f1": f1 + 0.02},
+            "train_time_s": 100.0,
+        }
+
+    f1 = {("full", 42): 0.872, ("lora", 42): 0.859, ("full", 1): 0.870, ("lora", 1): 0.877}
+    done = {}
+    for (strategy, seed), value in f1.items():
+        cell = Cell("matrix" if seed == 42 else "spread", scenario, strategy, rows, seed=seed)
+        done[cell.key] = record(cell, value)
+    r = Report()
+    _spread_section(r, done)
+    text = "\n".join(r.lines)
+    assert "| full | 2 | 42: 0.872, 1: 0.870 | 0.871 ± 0.001 |" in text
+    assert "| lora | 2 | 42: 0.859, 1: 0.877 | 0.868 ± 0.013 |" in text
+    assert "seed by seed: -1.3, +0.7 points; mean -0.3." in text
+    # one seed per strategy cannot show a spread: no section
+    r = Report()
+    _spread_section(r, {k: v for k, v in done.items() if v["cell"]["seed"] == 42})
+    assert r.lines == []
