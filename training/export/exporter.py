@@ -54,7 +54,7 @@ INT8_MIN_AGREEMENT = 0.995
 # when, on the validation rows, the head loses more than FROZEN_INT8_MAX_DROP of accuracy on the int8 base
 # against the fp32 base, the version's int8 reads the fp32 base instead (`base_encoder.folders`). Accuracy
 # alone decides: under a small head the int8 base changes up to 4.8 % of the validation labels
-# (MiniLM, docs/results.md), so the agreement bar would send every frozen version to fp32, and fp32 costs
+# (MiniLM, docs/artifacts.md), so the agreement bar would send most frozen versions to fp32, and fp32 costs
 # such a scenario ~1.25x the CPU per row of the int8 base. The agreement is recorded beside the choice.
 FROZEN_INT8_MAX_DROP = INT8_MAX_DROP
 # The scenario's test split scored by every exported graph at publish: all of it up to this many rows,
