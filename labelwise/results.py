@@ -930,26 +930,23 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
             f"{' | '.join(history)} | {'–' if ran is None else f'{ran:.1f}'} | {best:.3f} "
             f"| {rec['train_time_s']:.0f} |"
         )
-    second = sorted({rec["cell"]["scenario"] for rec in recs if rec["cell"]["variant"] in SEARCH_ON})
+    # the later rounds ran as matrix cells do: their (budget, scenario) beside the matrix cells
+    compared = sorted(
+        {
+            (rec["cell"]["rows"], rec["cell"]["scenario"])
+            for rec in recs
+            if rec["cell"]["variant"] in SEARCH_ON or rec["cell"]["variant"] in SEARCH_ROWS
+        }
+    )
     matrix = {
         (rec["cell"]["scenario"], rec["cell"]["strategy"], rec["cell"]["rows"]): rec["validation"]["macro_f1"]
         for rec in done.values()
         if rec["cell"]["stage"] == "matrix"
     }
-    budgets = sorted(
-        {SEARCH_ROWS.get(rec["cell"]["variant"], 1000) for rec in recs if rec["cell"]["variant"]}
-    )
     beside = [
         f"{scenario} at {rows:,} rows: full {matrix[(scenario, 'full', rows)]:.3f}, "
         f"LoRA {matrix[(scenario, 'lora', rows)]:.3f}"
-        for rows in budgets
-        for scenario in (
-            second
-            if rows == 1000
-            else sorted(
-                {rec["cell"]["scenario"] for rec in recs if SEARCH_ROWS.get(rec["cell"]["variant"]) == rows}
-            )
-        )
+        for rows, scenario in compared
         if (scenario, "full", rows) in matrix and (scenario, "lora", rows) in matrix
     ]
     if beside:
@@ -1145,13 +1142,11 @@ def _fgm_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
         "|---|---:|---:|---:|---:|",
     )
     for mode, recs in rows.items():
-        acc = np.array([x["test"]["accuracy"] for x in recs])
-        f1 = np.array([x["test"]["macro_f1"] for x in recs])
         secs = np.mean([x["train_time_s"] for x in recs])
-        sd = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
         r.add(
-            f"| {'FGM' if mode else 'plain'} | {len(recs)} | {acc.mean():.3f} ± {sd(acc):.3f} | "
-            f"{f1.mean():.3f} ± {sd(f1):.3f} | {secs:.0f} |"
+            f"| {'FGM' if mode else 'plain'} | {len(recs)} | "
+            f"{_mean_sd([x['test']['accuracy'] for x in recs])} | "
+            f"{_mean_sd([x['test']['macro_f1'] for x in recs])} | {secs:.0f} |"
         )
     r.add(
         "",
