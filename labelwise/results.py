@@ -890,6 +890,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _search_rows(rec: dict[str, Any]) -> int:
+    """A search record's train rows (records recovered from an old report name none: 1,000)."""
+    return rec["cell"].get("rows") or 1000
+
+
 def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
     recs = [rec for rec in done.values() if rec["cell"]["stage"] == "search"]
     if not recs:
@@ -922,7 +927,7 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
             (f1 for _e, f1 in full_history), default=float("nan")
         )
         ran = rec.get("epochs_run")
-        rows = rec["cell"].get("rows") or 1000
+        rows = _search_rows(rec)
         budget = "" if rows == 1000 else f" ({rows:,} rows)"
         r.add(
             f"| {rec['cell']['scenario']} | {rec['cell']['variant']}{budget}"
@@ -933,7 +938,7 @@ def _search_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
     # the later rounds ran as matrix cells do: their (budget, scenario) beside the matrix cells
     compared = sorted(
         {
-            (rec["cell"]["rows"], rec["cell"]["scenario"])
+            (_search_rows(rec), rec["cell"]["scenario"])
             for rec in recs
             if rec["cell"]["variant"] in SEARCH_ON or rec["cell"]["variant"] in SEARCH_ROWS
         }
