@@ -113,6 +113,11 @@ def ingress_replicas(config: Any) -> int | None:
     return None if config.num_replicas == "auto" else int(config.num_replicas)
 
 
+def _set(args: dict[str, object], field: str) -> bool:
+    """Whether the Serve config or a LABELWISE_* env var sets a ServingConfig field."""
+    return field in args or f"LABELWISE_{field.upper()}" in os.environ
+
+
 def plan_server(
     config: Path | None = None,
     *,
@@ -147,16 +152,19 @@ def plan_server(
         # The whole machine by default: the local Ray node has every core this process may use, and
         # the classifier replicas share them (each runs num_cpus ORT threads). docs/serving.md.
         args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, local_cores())
-        if (
-            args["num_cpus"] >= 2
-            and "max_concurrent_batches" not in args
-            and "LABELWISE_MAX_CONCURRENT_BATCHES" not in os.environ
-        ):
+        if args["num_cpus"] >= 2 and not _set(args, "max_concurrent_batches"):
             # Two batches at once on a replica with the whole machine: one batch's tokenizer and HTTP
             # work overlap the other's ORT pass. Measured (MiniLM int8, 2 cores, wrk, one-text
             # requests): c=32 199 req/s and p99 276 ms against 133 and 329 with one batch at a time;
             # c=8 148 against 136 (docs/benchmarks.md).
             args["max_concurrent_batches"] = serving_config.max_concurrent_batches = 2
+            if not _set(args, "share_waiting_rows") and not _set(args, "ort_intra_op_threads"):
+                # ... and each slot runs its share of the rows waiting on half the cores, so that the two
+                # passes do not fight for the same cores (2 cores, interleaved A/B, 4 rounds: one text
+                # +5 % at c=8, +7 % at c=32 with p99 158 ms against 229, 32 texts +21 %; docs/serving.md).
+                args["share_waiting_rows"] = serving_config.share_waiting_rows = True
+                threads = max(1, int(args["num_cpus"]) // 2)
+                args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
     replicas = ingress_replicas(serving_config)
     if direct_ingress and replicas is None:
         raise UsageError(

@@ -4,7 +4,9 @@ Two levels, both set from ServingConfig:
 - **request rows -> a batch**: `Batcher` runs `max_concurrent_batches` batch slots. A slot that is free
   takes every row waiting (up to `max_batch_size`) and runs them as one batch; rows that arrive while
   every slot is busy wait together and become the next batch. `batch_wait_timeout_s` lets a free slot
-  wait that long for more rows when its batch is not full (0, the default: it starts at once).
+  wait that long for more rows when its batch is not full (0, the default: it starts at once). With
+  `share_waiting_rows` a slot that wakes while other slots are idle takes only its share of the rows
+  waiting, so that the idle slots run the rest at once (one ORT thread per pass on every core).
 - **a batch -> forward passes**: the engine groups rows that can share a pass, sorts each group by
   length and cuts it so that no pass pads more than `max_batch_tokens` tokens (`micro_batches`).
 
@@ -47,6 +49,7 @@ class BatchPolicy:
     batch_wait_timeout_s: float = 0.0
     max_concurrent_batches: int = 1
     max_batch_tokens: int = CPU_MAX_BATCH_TOKENS
+    share_waiting_rows: bool = False
 
     @classmethod
     def from_config(cls, config: ServingConfig) -> BatchPolicy:
@@ -55,6 +58,7 @@ class BatchPolicy:
             config.batch_wait_timeout_s,
             config.max_concurrent_batches,
             config.max_batch_tokens,
+            config.share_waiting_rows,
         )
 
     def micro_batches(self, lengths: Sequence[int]) -> list[list[int]]:
@@ -119,6 +123,7 @@ class _Lane:
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self.arrived = asyncio.Event()
         self.slots: list[asyncio.Task[None]] = []
+        self.idle = 0  # slots waiting for a first row
 
 
 class Batcher:
@@ -158,8 +163,15 @@ class Batcher:
     async def _next_batch(self, lane: _Lane) -> list[_Waiting]:
         """The first waiting row, every row queued behind it, and with batch_wait_timeout_s whatever
         arrives within that wait, up to max_batch_size rows."""
-        batch = [await lane.queue.get()]
+        lane.idle += 1
+        try:
+            batch = [await lane.queue.get()]
+        finally:
+            lane.idle -= 1
         limit = self._policy.max_batch_size
+        if self._policy.share_waiting_rows and lane.idle:
+            # leave the other idle slots their share of the rows waiting: one batch per free slot
+            limit = min(limit, -(-(lane.queue.qsize() + 1) // (lane.idle + 1)))
         deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
         while len(batch) < limit:
             if not lane.queue.empty():

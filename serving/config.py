@@ -57,6 +57,12 @@ class ServingConfig(BaseSettings):
         description="Batch slots: batches a replica runs at once; each ORT pass "
         "uses ort_intra_op_threads, so 2 on a 1-thread replica uses up to 2 cores (docs/benchmarks.md).",
     )
+    share_waiting_rows: bool = Field(
+        default=False,
+        description="A batch slot that starts while other slots are idle takes only its share of the "
+        "rows waiting, and the idle slots run the rest at once (with one ORT thread per pass: data "
+        "parallel on CPU cores). False: a free slot takes every row waiting (serving/batching.py).",
+    )
     max_batch_tokens: int = Field(
         default=CPU_MAX_BATCH_TOKENS,
         ge=16,

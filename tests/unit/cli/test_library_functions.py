@@ -87,7 +87,16 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
             "max_batch_size": 8,
             "repository": str(tmp_path),
             "num_cpus": float(local_cores()),
-            **({"max_concurrent_batches": 2} if local_cores() >= 2 else {}),
+            # two batch slots sharing the rows waiting, each pass on half the cores
+            **(
+                {
+                    "max_concurrent_batches": 2,
+                    "share_waiting_rows": True,
+                    "ort_intra_op_threads": local_cores() // 2,
+                }
+                if local_cores() >= 2
+                else {}
+            ),
         },
         host="127.0.0.1",
         port=9000,

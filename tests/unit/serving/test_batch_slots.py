@@ -121,6 +121,27 @@ def test_no_more_batches_run_at_once_than_there_are_slots(loaded_scenarios: dict
     _same_as_alone(engine, rows, results)
 
 
+@pytest.mark.parametrize(("share", "sizes"), [(False, [6]), (True, [3, 3])])
+def test_with_share_waiting_rows_idle_slots_split_the_rows_waiting(
+    loaded_scenarios: dict, share: bool, sizes: list[int]
+) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, pause_s=0.05)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=2, share_waiting_rows=share))
+    rows = _rows(loaded_scenarios, TEXTS)
+
+    async def scenario() -> list:
+        await batcher.submit(rows[0])  # the slots exist and both wait for rows
+        await asyncio.sleep(0.01)
+        return await asyncio.gather(*(batcher.submit(r) for r in rows))  # six rows while both are idle
+
+    results = asyncio.run(scenario())
+    assert sorted(recorder.sizes[1:]) == sizes
+    assert recorder.most_running == len(sizes)
+    assert sorted(t for texts in recorder.texts[1:] for t in texts) == sorted(TEXTS)
+    _same_as_alone(engine, rows, results)
+
+
 def test_a_batch_never_exceeds_max_batch_size(loaded_scenarios: dict) -> None:
     engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
     recorder = Recorder(engine, hold=1)
