@@ -161,8 +161,9 @@ class Batcher:
         return result
 
     async def _next_batch(self, lane: _Lane) -> list[_Waiting]:
-        """The first waiting row, every row queued behind it, and with batch_wait_timeout_s whatever
-        arrives within that wait, up to max_batch_size rows."""
+        """The first waiting row, every row queued behind it (with share_waiting_rows, only this slot's
+        share while other slots are idle), and with batch_wait_timeout_s whatever arrives within that
+        wait, up to max_batch_size rows."""
         lane.idle += 1
         try:
             batch = [await lane.queue.get()]
