@@ -150,7 +150,8 @@ def plan_server(
         raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
     if local and "num_cpus" not in args and "LABELWISE_NUM_CPUS" not in os.environ:
         # The whole machine by default: the local Ray node has every core this process may use, and
-        # the classifier replicas share them (each runs num_cpus ORT threads). docs/serving.md.
+        # the classifier replicas share them (num_cpus ORT threads each, unless the two sharing slots
+        # below split them). docs/serving.md.
         args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, local_cores())
         if args["num_cpus"] >= 2 and not _set(args, "max_concurrent_batches"):
             # Two batches at once on a replica with the whole machine: one batch's tokenizer and HTTP
