@@ -150,6 +150,27 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     assert "## Set aside: cells trained under earlier defaults" in report
     assert "| matrix-sentiment-full-n40-s42 |" in report and "learning_rate 0.5 → " in report
 
+    # A scenario's early stopping moved to another cap of validation rows (EVAL_ROWS) sets its cells aside
+    # too, at the same parameters; a record that does not name its cap ran with MAX_EVAL_ROWS.
+    assert all(rec["max_eval_samples"] == results.MAX_EVAL_ROWS for rec in current.values())
+    del current["matrix-sentiment-lora-n40-s42"]["max_eval_samples"]
+    assert results.set_aside_stale(out, dict(current), said.append, str(tiny_roberta_dir)) == []
+    monkeypatch.setitem(results.EVAL_ROWS, "sentiment", 6)
+    assert sorted(results.set_aside_stale(out, current, said.append, str(tiny_roberta_dir))) == [
+        f"matrix-sentiment-{s}-n40-s42" for s in ("frozen", "lora")
+    ]
+    assert current == {}
+    results.write_report(out, docs, current)
+    assert f"validation rows {results.MAX_EVAL_ROWS} → 6" in docs.read_text()
+    # A cell set aside a second time keeps the first record: the second one is named with the time.
+    first = (ledger / "stale" / "matrix-sentiment-full-n40-s42.json").read_text()
+    (ledger / "matrix-sentiment-full-n40-s42.json").write_text(first)
+    results.set_aside_stale(
+        fresh, results.load_done(fresh, ledger), said.append, str(tiny_roberta_dir), ledger
+    )
+    assert (ledger / "stale" / "matrix-sentiment-full-n40-s42.json").read_text() == first
+    assert len(list((ledger / "stale").glob("matrix-sentiment-full-n40-s42-*.json"))) == 1
+
 
 def test_the_plan_reuses_matrix_cells_and_states_every_stage() -> None:
     from labelwise.results import plan
