@@ -1211,14 +1211,16 @@ def _spread_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
             runs[strategy] = [rec for c in cells if (rec := done.get(c.key) or _reuse(c, done)) is not None]
         if not all(len(recs) > 1 for recs in runs.values()):
             continue
+        read = "/".join(sorted({f"{x['validation_rows']:,}" for recs in runs.values() for x in recs}))
         r.add(
             f"## Run-to-run spread: {scenario}, {rows:,} rows, full vs LoRA over seeds "
             + ", ".join(map(str, SPREAD_SEEDS)),
             "",
-            "Each strategy's defaults, trained again with other seeds: the seed draws the train rows and the "
-            "500 validation rows, orders the batches and initialises the head and LoRA matrices; the test "
-            "split is the same. Seed 42 is the matrix cell. `labelwise results --stages spread`, not part "
-            "of the default job.",
+            "Each strategy's defaults, trained again with other seeds: the seed draws the train rows (and "
+            f"the validation rows where the file has more than {EVAL_ROWS.get(scenario, MAX_EVAL_ROWS):,}; "
+            f"early stopping read {read} of them here), orders the batches and initialises the head and LoRA "
+            "matrices; the test split is the same. Seed 42 is the matrix cell. `labelwise results --stages "
+            "spread`, not part of the default job.",
             "",
             "| strategy | seeds | test macro-F1 per seed | test macro-F1 mean ± sd | test acc mean ± sd | "
             "validation F1 mean ± sd | train s mean |",
