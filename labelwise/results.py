@@ -39,6 +39,8 @@ MAX_EVAL_ROWS = 500  # validation rows for early stopping and the decision thres
 # and the epoch it picks, moved by a few rows (seed 42's LoRA at 4,000 rows stopped at epoch 2 on a
 # validation peak of 0.899 that the test split did not confirm). Since 3 December 2026, 19:45 UTC.
 EVAL_ROWS = {"emotion": 2000}
+
+
 SEARCH_EVAL_ROWS = 1000
 STAGES = ("matrix", "curve", "atis", "fgm", "sst2", "search", "spread")
 DEFAULT_STAGES = ("matrix", "curve", "atis", "fgm", "sst2")
@@ -277,10 +279,20 @@ def _scores(label_ids: list[int], logits: np.ndarray, labels: list[str]) -> dict
     }
 
 
+def eval_rows(scenario: str) -> int:
+    """The cap of validation rows a scenario's cells read today."""
+    return EVAL_ROWS.get(scenario, MAX_EVAL_ROWS)
+
+
+def recorded_eval_rows(rec: dict[str, Any]) -> int:
+    """The cap a cell record ran with (records written before EVAL_ROWS existed ran with MAX_EVAL_ROWS)."""
+    return rec.get("max_eval_samples", MAX_EVAL_ROWS)
+
+
 def _overrides(cell: Cell) -> dict[str, Any]:
     """What a cell changes of its scenario's defaults for its strategy."""
     overrides: dict[str, Any] = {
-        "max_eval_samples": EVAL_ROWS.get(cell.scenario, MAX_EVAL_ROWS),
+        "max_eval_samples": eval_rows(cell.scenario),
         "seed": cell.seed,
     }
     if cell.rows is not None:
@@ -340,9 +352,9 @@ def set_aside_stale(
         cell = Cell(**rec["cell"])
         if cell.stage == "search" or rec.get("params") is None:
             continue
-        # Records written before EVAL_ROWS existed ran with MAX_EVAL_ROWS validation rows
-        same_rows = rec.get("max_eval_samples", MAX_EVAL_ROWS) == _overrides(cell)["max_eval_samples"]
-        if same_rows and same_params(rec["params"], cell_params(cell, base_model)):
+        if recorded_eval_rows(rec) == eval_rows(cell.scenario) and same_params(
+            rec["params"], cell_params(cell, base_model)
+        ):
             continue
         taken = (out / "stale" / key).exists() or (
             ledger is not None and (ledger / "stale" / f"{key}.json").exists()
@@ -823,8 +835,8 @@ def _stale_section(r: Report, out: Path, ledger: Path) -> None:
         # A parameter added after the record was written ran at its default.
         added = {k: defaults[k] for k in now.keys() - rec["params"].keys() if k in defaults}
         then = {**added, **rec["params"]}
-        then["validation rows"] = rec.get("max_eval_samples", MAX_EVAL_ROWS)
-        now["validation rows"] = _overrides(Cell(**rec["cell"]))["max_eval_samples"]
+        then["validation rows"] = recorded_eval_rows(rec)
+        now["validation rows"] = eval_rows(rec["cell"]["scenario"])
         changed = ", ".join(
             f"{k} {then.get(k)} → {now.get(k)}"
             for k in sorted(set(now) | set(then))
@@ -1217,7 +1229,7 @@ def _spread_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
             + ", ".join(map(str, SPREAD_SEEDS)),
             "",
             "Each strategy's defaults, trained again with other seeds: the seed draws the train rows (and "
-            f"the validation rows where the file has more than {EVAL_ROWS.get(scenario, MAX_EVAL_ROWS):,}; "
+            f"the validation rows where the file has more than {eval_rows(scenario):,}; "
             f"early stopping read {read} of them here), orders the batches and initialises the head and LoRA "
             "matrices; the test split is the same. Seed 42 is the matrix cell. `labelwise results --stages "
             "spread`, not part of the default job.",
