@@ -316,6 +316,7 @@ def test_the_spread_stage_reuses_the_matrix_cell_as_seed_42_and_reports_the_gap_
             "key": cell.key,
             "test": {"accuracy": f1 + 0.03, "macro_f1": f1},
             "validation": {"macro_f1": f1 + 0.02},
+            "validation_rows": 2000,
             "train_time_s": 100.0,
         }
 
@@ -328,6 +329,7 @@ def test_the_spread_stage_reuses_the_matrix_cell_as_seed_42_and_reports_the_gap_
     _spread_section(r, done)
     text = "\n".join(r.lines)
     assert "| full | 2 | 42: 0.872, 1: 0.870 | 0.871 ± 0.001 |" in text
+    assert "early stopping read 2,000 of them here" in text
     assert "| lora | 2 | 42: 0.859, 1: 0.877 | 0.868 ± 0.013 |" in text
     assert "seed by seed: -1.3, +0.7 points; mean -0.3." in text
     # one seed per strategy cannot show a spread: no section
