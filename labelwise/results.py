@@ -39,8 +39,6 @@ MAX_EVAL_ROWS = 500  # validation rows for early stopping and the decision thres
 # and the epoch it picks, moved by a few rows (seed 42's LoRA at 4,000 rows stopped at epoch 2 on a
 # validation peak of 0.899 that the test split did not confirm). Since 3 December 2026, 19:45 UTC.
 EVAL_ROWS = {"emotion": 2000}
-
-
 SEARCH_EVAL_ROWS = 1000
 STAGES = ("matrix", "curve", "atis", "fgm", "sst2", "search", "spread")
 DEFAULT_STAGES = ("matrix", "curve", "atis", "fgm", "sst2")
@@ -287,6 +285,11 @@ def eval_rows(scenario: str) -> int:
 def recorded_eval_rows(rec: dict[str, Any]) -> int:
     """The cap a cell record ran with (records written before EVAL_ROWS existed ran with MAX_EVAL_ROWS)."""
     return rec.get("max_eval_samples", MAX_EVAL_ROWS)
+
+
+def _other_passes(rec: dict[str, Any]) -> bool:
+    """Whether a record's int8 test figure was scored in passes other than serving's (◇ in the report)."""
+    return "test_int8" in rec and rec["test_int8"].get("passes") != SERVING_PASSES
 
 
 def _overrides(cell: Cell) -> dict[str, Any]:
@@ -792,8 +795,13 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         f"{MAX_BATCH_ROWS} rows by length and cuts it into passes of at most {CPU_MAX_BATCH_TOKENS} tokens "
         "(`max_batch_tokens`); since 3 December 2026 publish, `labelwise evaluate` and this report score "
         "the test rows in exactly those passes, and `make results` scores again every published version it "
-        "still has. ◇: published on another machine before that, scored in passes of 32 rows in file order "
-        "(the engine: 16,384 tokens); its int8 figure is that of those passes.",
+        "still has."
+        + (
+            " ◇: published on another machine before that, scored in passes of 32 rows in file order "
+            "(the engine: 16,384 tokens); its int8 figure is that of those passes."
+            if any(_other_passes(rec) for rec in done.values() if rec["cell"]["stage"] == "matrix")
+            else ""
+        ),
         "",
     )
     _search_section(r, done)
@@ -1060,7 +1068,7 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
                 fp32 = rec.get("test_fp32", {}).get("accuracy")
                 int8 = rec.get("test_int8", {}).get("accuracy")
                 gap = "" if fp32 is None or int8 is None else f"{int8 - fp32:+.4f}{_int8_mark(rec)}"
-                if gap and rec.get("test_int8", {}).get("passes") != SERVING_PASSES:
+                if gap and _other_passes(rec):
                     gap += " ◇"
                 r.add(
                     f"| {scenario} ({rec['test_rows']}, {rec['majority_test_accuracy']:.3f}) | "
