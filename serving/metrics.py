@@ -35,10 +35,18 @@ class _Series:
         self._ray = ray_metric
         self._label_names = label_names
         self._tags = tags
+        # One child per label set, made once: the request path writes several series per request, and
+        # prometheus_client's labels() (a lock and a lookup) plus a new tags dict each time added up.
+        # Label values are bounded (served scenarios, statuses, providers, pass groups).
+        self._children: dict[tuple[str, ...], _Series] = {}
 
     def labels(self, *values: str) -> _Series:
-        tags = dict(zip(self._label_names, (str(v) for v in values), strict=True))
-        return _Series(self._prom.labels(*values), self._ray, self._label_names, tags)
+        child = self._children.get(values)
+        if child is None:
+            tags = dict(zip(self._label_names, (str(v) for v in values), strict=True))
+            child = _Series(self._prom.labels(*values), self._ray, self._label_names, tags)
+            self._children[values] = child
+        return child
 
     def inc(self, amount: float = 1.0) -> None:
         self._prom.inc(amount)

@@ -90,7 +90,9 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
 async def within_timeout(call: Awaitable[Any], config: ServingConfig) -> Any:
     """The backend's answer, or RequestTimeoutError after request_timeout_s."""
     try:
-        return await asyncio.wait_for(call, config.request_timeout_s)
+        # asyncio.timeout, not wait_for: no task of its own per request.
+        async with asyncio.timeout(config.request_timeout_s):
+            return await call
     except TimeoutError:
         raise RequestTimeoutError(
             f"not answered within {config.request_timeout_s:g} s (request_timeout_s)"
