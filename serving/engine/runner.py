@@ -20,6 +20,7 @@ import numpy as np
 
 from ..batching import BatchPolicy
 from ..optional import require
+from .graph_rewrite import cpu_session_path
 from .providers import check_session_providers, device_of
 
 if TYPE_CHECKING:
@@ -100,7 +101,13 @@ class OnnxGraph:
         # One request stream per replica: inter-op parallelism only adds thread contention.
         options.inter_op_num_threads = 1
         self.path = path
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.unfused_layer_norms = 0
+        if providers[0] == "CPUExecutionProvider":
+            # From the graph with its SkipLayerNormalization nodes unfused (graph_rewrite.py).
+            with cpu_session_path(path) as (source, self.unfused_layer_norms):
+                self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        else:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         # ORT falls back to the CPU provider with a warning when CUDA cannot start: refuse instead.
         self.providers: list[str] = list(self.session.get_providers())
         check_session_providers(self.providers, providers, f"{path.parent.name}/{path.name}")
