@@ -14,11 +14,11 @@ The file on disk is not changed: the artifact, its checksum and what GPU replica
 is fast) load stay as published. ORT 1.32 does not fuse the rewritten nodes back (its optimised graph,
 dumped, holds 13 LayerNormalization and no SkipLayerNormalization; tests/unit/serving/test_graph_rewrite.py).
 
-The math is the same; only the order of the float additions differs. fp32 logits moved by < 1e-7. Under
-int8 a dynamically quantised MatMul re-rounds its slightly different input: on the 17 published results
-versions with a validation file (runs/results/repository, up to 1,000 rows each) 35 of 13,564 top labels changed
-(0.26 %), while only shuffling which rows share a pass, as serving's batches do, changed 64 of 4,500
-(1.4 %) of the same graphs' answers (docs/artifacts.md, "int8 depends on the pass").
+The math is the same; only the order of the float additions differs. fp32 logits moved by < 1e-7.
+Under int8 a dynamically quantised MatMul re-rounds its slightly different input: on the 17 published
+results versions with a validation file (runs/results/repository, up to 1,000 rows each) 35 of 13,564
+top labels changed (0.26 %), while only shuffling which rows share a pass, as serving's batches do,
+changed 64 of 4,500 (1.4 %) of the same graphs' answers (docs/artifacts.md, "int8 depends on the pass").
 `LABELWISE_ORT_CPU_REWRITE=0` turns the rewrite off. A graph with no such node, a node with more than
 one output in use, a file over 1 GiB or external data keep the path as it is.
 """
