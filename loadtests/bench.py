@@ -146,6 +146,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         "warmup_s": options.warmup_s,
         "load_driver": driver,
         "wrk_threads": options.wrk_threads if driver == "wrk" else None,
+        # labelwise's CPU sessions (server and ceiling alike) unfuse SkipLayerNormalization unless turned off
+        "ort_cpu_rewrite": cpu_rewrite_enabled(),
     }
     say(f"load driver: {driver}" + (f" ({options.wrk_threads} thread(s))" if driver == "wrk" else ""))
     report["ceiling"] = ceiling(models, texts_file, options, say)
@@ -484,6 +486,12 @@ def measure_infinity(
             say(f"infinity {variant}: stopping")
             stop_server(server)
     return systems, notes
+
+
+def cpu_rewrite_enabled() -> bool:
+    from serving.engine.graph_rewrite import rewrite_enabled
+
+    return rewrite_enabled()
 
 
 def machine_info() -> dict[str, Any]:

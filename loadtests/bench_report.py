@@ -273,9 +273,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['logical_cores']} logical / {m['physical_cores']} physical cores, {m['cpu_model']}, "
         f"{m['memory_gb']} GiB, load average {m['load_average_1m_at_start']} at start. "
         f"Versions: Python {v['python']}, onnxruntime {v['onnxruntime']}, ray {v['ray']}, "
-        f"torch {v['torch']}, transformers {v['transformers']}, labelwise {v['labelwise_commit']}. "
+        f"torch {v['torch']}, transformers {v['transformers']}, labelwise {v['labelwise_commit']}"
+        f"{_rewrite_note(report)}. "
         f"Texts: {report['texts_file']}. Each load: {report['warmup_s']:g} s warm-up + "
         f"{report['duration_s']:g} s measured, closed loop, client ({report.get('load_driver', 'python')}) "
         "in its own process on the same cores.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _rewrite_note(report: dict[str, Any]) -> str:
+    """Whether labelwise's CPU sessions ran with SkipLayerNormalization unfused (docs/serving.md)."""
+    if "ort_cpu_rewrite" not in report:  # reports written before the rewrite existed
+        return ""
+    state = "on" if report["ort_cpu_rewrite"] else "off (LABELWISE_ORT_CPU_REWRITE=0)"
+    return f" (CPU layer-norm rewrite {state})"

@@ -172,6 +172,16 @@ def test_markdown_holds_every_row_and_verdict() -> None:
     assert "2 processes x 1 thread: 200.0" in text and "Load client: wrk with 1 thread(s)" in text
 
 
+def test_markdown_says_whether_the_cpu_layer_norm_rewrite_was_on() -> None:
+    report = _report()
+    report["targets"] = targets(report)
+    assert "layer-norm rewrite" not in render_markdown(report)  # a report from before it existed
+    report["ort_cpu_rewrite"] = True
+    assert "(CPU layer-norm rewrite on). " in render_markdown(report)
+    report["ort_cpu_rewrite"] = False
+    assert "(CPU layer-norm rewrite off (LABELWISE_ORT_CPU_REWRITE=0)). " in render_markdown(report)
+
+
 def test_the_unmixed_rate_weights_each_strategy_alone_by_its_share_of_rows() -> None:
     from loadtests.bench_report import render_markdown, targets, unmixed_rate
 
