@@ -7,6 +7,9 @@ Two levels, both set from ServingConfig:
   wait that long for more rows when its batch is not full (0, the default: it starts at once). With
   `share_waiting_rows` a slot that wakes while other slots are idle takes only its share of the rows
   waiting, so that the idle slots run the rest at once (one ORT thread per pass on every core).
+  With `pass_padding_tokens` (8 by default; rows tokenized on arrival) a batch is one forward pass of
+  rows of similar length: the oldest row waiting and the rows of its pass group closest to it in length,
+  within `max_batch_tokens` and that much padding a row (`Batcher._take`).
 - **a batch -> forward passes**: the engine groups rows that can share a pass, sorts each group by
   length and cuts it so that no pass pads more than `max_batch_tokens` tokens (`micro_batches`).
 
@@ -25,8 +28,10 @@ first to know.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -50,6 +55,7 @@ class BatchPolicy:
     max_concurrent_batches: int = 1
     max_batch_tokens: int = CPU_MAX_BATCH_TOKENS
     share_waiting_rows: bool = False
+    pass_padding_tokens: int | None = None
 
     @classmethod
     def from_config(cls, config: ServingConfig) -> BatchPolicy:
@@ -59,6 +65,7 @@ class BatchPolicy:
             config.max_concurrent_batches,
             config.max_batch_tokens,
             config.share_waiting_rows,
+            config.pass_padding_tokens,
         )
 
     def micro_batches(self, lengths: Sequence[int]) -> list[list[int]]:
@@ -110,17 +117,20 @@ async def run_batch(
 
 @dataclass
 class _Waiting:
-    """A submitted row and the future its request awaits."""
+    """A submitted row, the future its request awaits, the pass group it belongs to and its token count
+    (None: not tokenized yet, so its length is unknown)."""
 
     item: BatchItem
     future: asyncio.Future[RowResult | Exception]
+    group: tuple
+    tokens: int | None
 
 
 class _Lane:
-    """One event loop's queue, arrival signal and slot tasks."""
+    """One event loop's queue (oldest first), arrival signal and slot tasks."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self.queue: deque[_Waiting] = deque()
         self.arrived = asyncio.Event()
         self.slots: list[asyncio.Task[None]] = []
         self.idle = 0  # slots waiting for a first row
@@ -152,8 +162,10 @@ class Batcher:
                 loop.create_task(self._slot(lane), name=f"labelwise-batch-slot-{i}")
                 for i in range(self._policy.max_concurrent_batches)
             ]
-        waiting = _Waiting(BatchItem(row, time.perf_counter()), loop.create_future())
-        lane.queue.put_nowait(waiting)
+        tokens = None if row.ids is None else len(row.ids)
+        group = row.scenario.group_key
+        waiting = _Waiting(BatchItem(row, time.perf_counter()), loop.create_future(), group, tokens)
+        lane.queue.append(waiting)
         lane.arrived.set()
         result = await waiting.future
         if isinstance(result, Exception):
@@ -161,23 +173,19 @@ class Batcher:
         return result
 
     async def _next_batch(self, lane: _Lane) -> list[_Waiting]:
-        """The first waiting row, every row queued behind it (with share_waiting_rows, only this slot's
-        share while other slots are idle), and with batch_wait_timeout_s whatever arrives within that
-        wait, up to max_batch_size rows."""
+        """The rows of this slot's next batch, at most max_batch_size of them (with share_waiting_rows,
+        only this slot's share of the rows waiting while other slots are idle), after waiting for a first
+        row and, with batch_wait_timeout_s, that long for more. Which rows: see `_take`."""
         lane.idle += 1
         try:
-            batch = [await lane.queue.get()]
+            while not lane.queue:
+                lane.arrived.clear()
+                await lane.arrived.wait()
         finally:
             lane.idle -= 1
         limit = self._policy.max_batch_size
-        if self._policy.share_waiting_rows and lane.idle:
-            # leave the other idle slots their share of the rows waiting: one batch per free slot
-            limit = min(limit, -(-(lane.queue.qsize() + 1) // (lane.idle + 1)))
         deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
-        while len(batch) < limit:
-            if not lane.queue.empty():
-                batch.append(lane.queue.get_nowait())
-                continue
+        while len(lane.queue) < limit:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -186,6 +194,52 @@ class Batcher:
                 await asyncio.wait_for(lane.arrived.wait(), remaining)
             except TimeoutError:
                 break
+        if self._policy.share_waiting_rows and lane.idle:
+            # leave the other idle slots their share of the rows waiting: one batch per free slot
+            limit = min(limit, -(-len(lane.queue) // (lane.idle + 1)))
+        return self._take(lane.queue, limit)
+
+    def _take(self, queue: deque[_Waiting], limit: int) -> list[_Waiting]:
+        """Up to `limit` rows out of `queue`, the oldest always among them.
+
+        Without pass_padding_tokens (or when a row's length is unknown): the oldest rows, in arrival
+        order. With it, the batch is one forward pass: the oldest row, then the waiting rows of its pass
+        group (LoadedScenario.group_key) closest to it in length, each only while the pass stays within
+        max_batch_tokens (rows x longest) and the row costs at most pass_padding_tokens of padding: a
+        shorter row joins when the pass's width exceeds its length by at most that much, a longer one
+        when it widens the pass by at most that much per row already in it. Rows left out stay queued
+        for the next free slot, in order. On CPU a pass's cost is nearly linear in its padded tokens plus
+        a fixed part (the int8 weights read once per pass), so rows of similar length share passes and a
+        row far longer or shorter than the rest waits for a pass of its own kind (docs/serving.md)."""
+        pad = self._policy.pass_padding_tokens
+        head = queue[0]
+        if pad is None or head.tokens is None:
+            return [queue.popleft() for _ in range(min(limit, len(queue)))]
+        budget = self._policy.max_batch_tokens
+        # Only the oldest max_batch_size rows: rows of later requests do not take the older requests'
+        # rows' places (a request answers when its last row has run).
+        scan = list(itertools.islice(queue, 1, self._policy.max_batch_size))
+        candidates = sorted(
+            (w for w in scan if w.group == head.group and w.tokens is not None),
+            key=lambda w: abs(w.tokens - head.tokens),  # type: ignore[operator]
+        )
+        chosen = {id(head)}
+        width = head.tokens
+        for w in candidates:
+            if len(chosen) >= limit:
+                break
+            n, t = len(chosen), w.tokens
+            assert t is not None
+            new_width = max(width, t)
+            padding = (new_width - t) if t <= width else n * (t - width)
+            if padding > pad or (n + 1) * new_width > budget:
+                continue
+            chosen.add(id(w))
+            width = new_width
+        batch = [w for w in queue if id(w) in chosen]
+        kept = [w for w in queue if id(w) not in chosen]
+        queue.clear()
+        queue.extend(kept)
         return batch
 
     async def _slot(self, lane: _Lane) -> None:

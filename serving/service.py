@@ -161,19 +161,22 @@ class ClassifierService:
         `abstain` the best label, or None when it scores under the version's decision threshold."""
         # Bind the version once: every text of this request is answered by the same version.
         loaded = self.registry.get(scenario)
+        # Tokenized on arrival (one Rust call per request), so that the batch slots know each row's
+        # length and build passes of rows of similar length (serving/batching.py).
+        ids, cut = loaded.tokenizer.encode_ids(texts)
         if not truncate:
-            for i, text in enumerate(texts):
-                _tokens, cut = loaded.tokenizer.count(text)
-                if cut:
+            for i, was_cut in enumerate(cut):
+                if was_cut:
                     raise TextTooLongError(
                         f"texts.{i}: longer than {loaded.tokenizer.max_length_tokens} tokens and truncate is "
                         "false",
                         field=f"texts.{i}",
                     )
-        if len(texts) == 1:  # the common case: no task of its own for one row
-            results = [await self.batcher.submit(Row(loaded, texts[0]))]
+        rows = [Row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
+        if len(rows) == 1:  # the common case: no task of its own for one row
+            results = [await self.batcher.submit(rows[0])]
         else:
-            results = await asyncio.gather(*(self.batcher.submit(Row(loaded, t)) for t in texts))
+            results = await asyncio.gather(*(self.batcher.submit(row) for row in rows))
         labels = loaded.labels
         tokens = [r.tokens for r in results]
         answer: dict[str, Any] = {

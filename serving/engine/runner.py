@@ -33,6 +33,10 @@ class Row:
 
     scenario: LoadedScenario
     text: str
+    # Token ids (truncated, unpadded) and whether they were cut, when the caller tokenized already (a
+    # replica does, on arrival, so that the batch slots can group rows by length); None: `run` does.
+    ids: list[int] | None = field(default=None, compare=False, repr=False)
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,9 +197,7 @@ class OnnxEngine:
         for key, indices in groups.items():
             try:
                 first = rows[indices[0]].scenario
-                # Each row is cleaned as its own version was trained, then the group tokenizes once.
-                texts = [rows[i].scenario.tokenizer.normalize(rows[i].text) for i in indices]
-                ids, truncated = first.tokenizer.encode_ids(texts, normalized=True)
+                ids, truncated = _group_ids([rows[i] for i in indices])
                 scenarios = [rows[i].scenario for i in indices]
                 logits = self._forward(first, ids, scenarios, key[0], passes)
                 for pos, i in enumerate(indices):
@@ -231,6 +233,15 @@ class OnnxEngine:
             mixed = len({(s.name, s.version) for s in chunk_scenarios})
             passes.append(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group, mixed))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
+
+
+def _group_ids(rows: list[Row]) -> tuple[list[list[int]], list[bool]]:
+    """Token ids and truncation flags of a group's rows: as given where every row came tokenized, else
+    each row cleaned as its own version was trained, then the group tokenized in one call."""
+    if all(row.ids is not None for row in rows):
+        return [row.ids for row in rows], [row.truncated for row in rows]  # type: ignore[misc]
+    texts = [row.scenario.tokenizer.normalize(row.text) for row in rows]
+    return rows[0].scenario.tokenizer.encode_ids(texts, normalized=True)
 
 
 def _graph_pass(

@@ -243,3 +243,63 @@ def test_each_event_loop_that_submits_gets_slots_of_its_own(loaded_scenarios: di
     recorder.gate.set()
     held.join(10)
     _same_as_alone(engine, rows, [other[0], here])
+
+
+def _sized_rows(loaded: dict, lengths: list[int]) -> list[Row]:
+    """Rows already tokenized (as a replica tokenizes on arrival), `lengths` tokens each, special included."""
+    return [
+        Row(loaded["frozen_three"], f"row {i}", [0] + [100 + i] * (n - 2) + [2], False)
+        for i, n in enumerate(lengths)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("padding", "budget", "batches"),
+    [
+        # rows of similar length share a pass; a row that would pad the others (or be padded) by more
+        # than 2 tokens a row waits for a pass of its own kind; the oldest row always goes first
+        (2, 4096, [[1, 3, 4], [2, 5], [6]]),
+        # any padding, but at most 20 tokens a pass: the rows closest to the oldest fill it first
+        (4096, 20, [[1, 3, 4], [2], [5], [6]]),
+        # off: every row waiting, in arrival order, as before passes by length
+        (None, 4096, [[1, 2, 3, 4, 5, 6]]),
+    ],
+)
+def test_with_pass_padding_tokens_a_batch_is_one_pass_of_rows_of_similar_length(
+    loaded_scenarios: dict, padding: int | None, budget: int, batches: list[list[int]]
+) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    policy = BatchPolicy(max_concurrent_batches=1, max_batch_tokens=budget, pass_padding_tokens=padding)
+    batcher = Batcher(recorder, policy)
+    rows = _sized_rows(loaded_scenarios, [4, 4, 12, 5, 6, 11, 16])
+
+    _while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
+    assert recorder.texts[1:] == [[f"row {i}" for i in batch] for batch in batches]
+    _same_as_alone(engine, rows, results)
+
+
+def test_rows_left_out_of_a_pass_keep_their_turn(loaded_scenarios: dict) -> None:
+    """A long row that no pass of short rows takes is the oldest row of the next batch, not starved."""
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1, pass_padding_tokens=0))
+    rows = _sized_rows(loaded_scenarios, [4, 5, 16, 5, 5, 16, 5])
+
+    _while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
+    assert recorder.texts[1:] == [["row 1", "row 3", "row 4", "row 6"], ["row 2", "row 5"]]
+    _same_as_alone(engine, rows, results)
+
+
+def test_a_pass_looks_no_further_than_the_oldest_max_batch_size_rows(loaded_scenarios: dict) -> None:
+    """Rows of later requests do not take the places of older requests' rows (a request answers when
+    its last row has run): the candidates are the oldest max_batch_size rows waiting."""
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    policy = BatchPolicy(max_batch_size=3, max_concurrent_batches=1, pass_padding_tokens=0)
+    batcher = Batcher(recorder, policy)
+    rows = _sized_rows(loaded_scenarios, [4, 4, 12, 12, 4, 4])
+
+    _while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
+    assert recorder.texts[1:] == [["row 1"], ["row 2", "row 3"], ["row 4", "row 5"]]
+    _same_as_alone(engine, rows, results)
