@@ -68,7 +68,8 @@ class ServingConfig(BaseSettings):
         ge=0,
         description="Passes by length: a batch slot takes the oldest row waiting and the waiting rows of "
         "its pass group closest to it in length, each only while the pass stays within max_batch_tokens "
-        "and the row adds at most this many padded tokens (per row of the pass); the rest wait for the "
+        "and the row adds at most this many padded tokens (its own, or the other rows' when it widens the "
+        "pass); the rest wait for the "
         "next free slot. 8 suits CPU replicas (a pass costs about its padded tokens plus ~10 tokens' "
         "worth of fixed work, docs/serving.md). None: a batch is every row waiting, in arrival order, cut "
         "into passes by length (GPU replicas, whose passes cost about the same for 1 row or 500).",
