@@ -208,9 +208,10 @@ class Batcher:
         max_batch_tokens (rows x longest) and the row costs at most pass_padding_tokens of padding: a
         shorter row joins when the pass's width exceeds its length by at most that much, a longer one
         when widening the pass pads the rows already in it by at most that much in all. Rows left out
-        stay queued for the next free slot, in order. On CPU a pass's cost is nearly linear in its padded tokens plus
-        a fixed part (the int8 weights read once per pass), so rows of similar length share passes and a
-        row far longer or shorter than the rest waits for a pass of its own kind (docs/serving.md)."""
+        stay queued for the next free slot, in order. On CPU a pass's cost is nearly linear in its padded
+        tokens plus a fixed part (the int8 weights read once per pass), so rows of similar length share
+        passes and a row far longer or shorter than the rest waits for a pass of its own kind
+        (docs/serving.md)."""
         pad = self._policy.pass_padding_tokens
         head = queue[0]
         if pad is None or head.tokens is None:
