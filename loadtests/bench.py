@@ -128,6 +128,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         say=say,
     )
     texts_file = str(real_texts_file())
+    from serving.engine.graph_rewrite import rewrite_enabled
+
     report: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
@@ -147,7 +149,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         "load_driver": driver,
         "wrk_threads": options.wrk_threads if driver == "wrk" else None,
         # labelwise's CPU sessions (server and ceiling alike) unfuse SkipLayerNormalization unless turned off
-        "ort_cpu_rewrite": cpu_rewrite_enabled(),
+        "ort_cpu_rewrite": rewrite_enabled(),
     }
     say(f"load driver: {driver}" + (f" ({options.wrk_threads} thread(s))" if driver == "wrk" else ""))
     report["ceiling"] = ceiling(models, texts_file, options, say)
@@ -486,12 +488,6 @@ def measure_infinity(
             say(f"infinity {variant}: stopping")
             stop_server(server)
     return systems, notes
-
-
-def cpu_rewrite_enabled() -> bool:
-    from serving.engine.graph_rewrite import rewrite_enabled
-
-    return rewrite_enabled()
 
 
 def machine_info() -> dict[str, Any]:

@@ -237,8 +237,9 @@ class Batcher:
                 continue
             chosen.add(id(w))
             width = new_width
-        batch = [w for w in queue if id(w) in chosen]
-        kept = [w for w in queue if id(w) not in chosen]
+        batch, kept = [], []
+        for w in queue:
+            (batch if id(w) in chosen else kept).append(w)
         queue.clear()
         queue.extend(kept)
         return batch

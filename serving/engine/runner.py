@@ -8,6 +8,7 @@ policy (`serving.batching.BatchPolicy`) cuts each group into passes under the to
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -105,13 +106,11 @@ class OnnxGraph:
         # One request stream per replica: inter-op parallelism only adds thread contention.
         options.inter_op_num_threads = 1
         self.path = path
-        self.unfused_layer_norms = 0
-        if providers[0] == "CPUExecutionProvider":
-            # From the graph with its SkipLayerNormalization nodes unfused (graph_rewrite.py).
-            with cpu_session_path(path) as (source, self.unfused_layer_norms):
-                self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
-        else:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        # On the CPU provider, from the graph with SkipLayerNormalization unfused (graph_rewrite.py).
+        on_cpu = providers[0] == "CPUExecutionProvider"
+        with cpu_session_path(path) if on_cpu else contextlib.nullcontext((str(path), 0)) as loaded:
+            source, self.unfused_layer_norms = loaded
+            self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         # ORT falls back to the CPU provider with a warning when CUDA cannot start: refuse instead.
         self.providers: list[str] = list(self.session.get_providers())
         check_session_providers(self.providers, providers, f"{path.parent.name}/{path.name}")

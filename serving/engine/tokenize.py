@@ -72,5 +72,5 @@ class TextTokenizer:
 
     def count(self, text: str) -> tuple[int, bool]:
         """Tokens after truncation, and whether it was truncated."""
-        enc = self._tok.encode(self.normalize(text), add_special_tokens=True)
-        return len(enc.ids), bool(enc.overflowing)
+        ids, cut = self.encode_ids([text])
+        return len(ids[0]), cut[0]
