@@ -167,6 +167,16 @@ def plan_server(
                 threads = max(1, int(args["num_cpus"]) // 2)
                 args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
     replicas = ingress_replicas(serving_config)
+    if (
+        local
+        and replicas == 1
+        and serving_config.ingress_mode == "combined"
+        and not _set(args, "ray_metrics_export")
+    ):
+        # One replica answers every request and serves /metrics itself: Ray's copy of the same figures
+        # would only cost request-loop time (its recording ~10 % of the loop in a py-spy profile, and
+        # the metrics agent's CPU). Set ray_metrics_export to keep it.
+        args["ray_metrics_export"] = serving_config.ray_metrics_export = False
     if direct_ingress and replicas is None:
         raise UsageError(
             "direct ingress needs a fixed number of ingress replicas (they share the port): set "

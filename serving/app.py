@@ -89,7 +89,9 @@ class IngressDeployment:
 
     def __init__(self, config: dict[str, Any], classifier: Any) -> None:
         self.config = ServingConfig(**config)
-        self.metrics = ServingMetrics(request_metrics=True, engine_metrics=False)
+        self.metrics = ServingMetrics(
+            request_metrics=True, engine_metrics=False, ray_export=self.config.ray_metrics_export
+        )
         self.backend = HandleBackend(classifier)
 
     def __serve_build_asgi_app__(self):

@@ -134,6 +134,13 @@ class ServingConfig(BaseSettings):
         "see docs/serving.md); separate: its own ingress deployment calling the classifier by handle.",
     )
     ingress_num_cpus: float = Field(default=0.5, ge=0, description="CPUs reserved for a separate ingress.")
+    ray_metrics_export: bool = Field(
+        default=True,
+        description="Record the labelwise_* metrics through Ray's metrics agent too (ray_labelwise_*, every "
+        "replica on every node) besides the replica's own /metrics. A local `labelwise serve` with one "
+        "combined replica turns it off unless set: its /metrics already sees every request, and the "
+        "second recording cost ~10 % of the request loop (docs/serving.md).",
+    )
     backpressure_status_code: Literal[429, 503] = Field(
         default=503, description="Status of an overload refusal (max_ongoing_requests or Ray's queue full)."
     )

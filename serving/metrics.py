@@ -90,10 +90,10 @@ _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 class ServingMetrics:
     """The labelwise_* metrics: requests, latency, queue wait, batch shape, inference time, versions."""
 
-    def __init__(self, request_metrics: bool = True, engine_metrics: bool = True) -> None:
+    def __init__(self, request_metrics: bool = True, engine_metrics: bool = True, ray_export: bool = True) -> None:
         prom = require("prometheus_client")
         self._prom = prom
-        self._ray = _ray_metrics()
+        self._ray = _ray_metrics() if ray_export else None
         self.registry = prom.CollectorRegistry(auto_describe=True)
         # Scenario names that may become a label value (what the replica serves); any other name a
         # client sends is counted as `_unknown`, so clients cannot grow the label set.

@@ -83,7 +83,7 @@ class ClassifierService:
 
     def __init__(self, config: ServingConfig, metrics: ServingMetrics | None = None) -> None:
         self.config = cfg = config
-        self.metrics = metrics or ServingMetrics()
+        self.metrics = metrics or ServingMetrics(ray_export=cfg.ray_metrics_export)
         self.metrics.served_scenarios = frozenset(s.name for s in cfg.scenarios or ())
         # Version swaps and refusals are INFO/WARNING: kept whatever level the root logger runs at.
         logging.getLogger("labelwise").setLevel(logging.INFO)

@@ -97,6 +97,8 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
                 if local_cores() >= 2
                 else {}
             ),
+            # one combined replica: its /metrics sees every request, so no second copy through Ray
+            "ray_metrics_export": False,
         },
         host="127.0.0.1",
         port=9000,
@@ -129,6 +131,27 @@ def test_a_configured_num_cpus_is_kept_and_a_cluster_gets_none_of_this_machine(t
     assert plan_server(config, repository=tmp_path).args["num_cpus"] == 1
     config.write_text(yaml.safe_dump({"max_batch_size": 8}), encoding="utf-8")
     assert "num_cpus" not in plan_server(config, repository=tmp_path, local=False).args
+
+
+@pytest.mark.parametrize(
+    "fields, local, exported",
+    [
+        ({}, True, False),  # one combined replica on this machine: /metrics is the whole picture
+        ({"ray_metrics_export": True}, True, True),  # asked for
+        ({"num_replicas": 2}, True, True),  # /metrics shows one replica of two
+        ({"ingress_mode": "separate"}, True, True),  # the engine metrics live on another replica
+        ({}, False, True),  # a cluster (--address): the chart's PodMonitor reads Ray's export
+    ],
+)
+def test_the_ray_metrics_copy_is_dropped_only_where_metrics_sees_everything(
+    tmp_path: Path, fields: dict, local: bool, exported: bool
+) -> None:
+    from serving import ServingConfig
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), **fields}), encoding="utf-8")
+    args = plan_server(config, local=local).args
+    assert ServingConfig(**args).ray_metrics_export is exported
 
 
 def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
