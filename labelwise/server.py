@@ -166,6 +166,13 @@ def plan_server(
                 args["share_waiting_rows"] = serving_config.share_waiting_rows = True
                 threads = max(1, int(args["num_cpus"]) // 2)
                 args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
+                if threads == 1:
+                    # Single-threaded passes: one slot more than there are cores, so that a core whose
+                    # slot is between passes (answering its rows, waiting for the GIL or for the request
+                    # loop) runs another pass instead of idling. 2 cores: the machine 98 % busy under
+                    # load against 94 %, and +4 to +20 % req/s in 6 of 6 interleaved loads (docs/serving.md).
+                    slots = int(args["num_cpus"]) + 1
+                    args["max_concurrent_batches"] = serving_config.max_concurrent_batches = slots
     replicas = ingress_replicas(serving_config)
     if (
         local
