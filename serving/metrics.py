@@ -1,7 +1,9 @@
 """The labelwise_* metrics, recorded twice: in the replica's own prometheus_client registry (served on
 `/metrics`: one replica's view, whichever the proxy picked) and, inside Ray, with ray.serve.metrics
 (ray.util.metrics plus deployment/replica/application tags), which Ray's metrics agent exports on
-every node (port 8080 by default) as `ray_labelwise_*`: every replica, ready to sum. See docs/serving.md.
+every node (port 8080 by default) as `ray_labelwise_*`: every replica, ready to sum. `ray_export=False`
+(ServingConfig.ray_metrics_export, off on a local one-replica `labelwise serve`) keeps only the first.
+See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 class ServingMetrics:
     """The labelwise_* metrics: requests, latency, queue wait, batch shape, inference time, versions."""
 
-    def __init__(self, request_metrics: bool = True, engine_metrics: bool = True, ray_export: bool = True) -> None:
+    def __init__(
+        self, request_metrics: bool = True, engine_metrics: bool = True, ray_export: bool = True
+    ) -> None:
         prom = require("prometheus_client")
         self._prom = prom
         self._ray = _ray_metrics() if ray_export else None
