@@ -87,7 +87,7 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
             "max_batch_size": 8,
             "repository": str(tmp_path),
             "num_cpus": float(local_cores()),
-            # two batch slots sharing the rows waiting, each pass on half the cores
+            # batch slots sharing the rows waiting, each pass on half the cores
             **(
                 {
                     # single-threaded passes (2-3 cores) get one slot more than the cores
