@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
-from .bench_report import render_markdown, targets
+from .bench_report import median_loads, median_peers, median_record, median_targets, render_markdown, targets
 from .ceiling import all_cores, measure_ceiling_processes
 from .errors import BenchError
 from .load_drivers import resolve_driver, run_one_load
@@ -107,6 +107,14 @@ class BenchOptions(BaseModel):
     peer_port: int = Field(
         default=8125, ge=1, le=65535, description="Port of the peer server the bench starts."
     )
+    rounds: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="Head-to-head rounds: from the second on, the ceiling, labelwise (int8 and fp32) and "
+        "Infinity are measured again, one after the other; tables show each cell's median round and targets "
+        "the median of each round's own ratio (the seed, the mix and memory are measured once).",
+    )
 
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -172,7 +180,10 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     report["peers"], report["peer_notes"] = ([], [])
     if options.infinity:
         report["peers"], report["peer_notes"] = measure_infinity(models, run, say)
-    report["targets"] = targets(report)
+    if options.rounds > 1:
+        head_to_head_rounds(report, models, threads, texts_file, run, say)
+    else:
+        report["targets"] = targets(report)
     report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = options.out_dir / f"bench-{stamp}.json"
@@ -181,6 +192,52 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     (options.out_dir / f"bench-{stamp}.md").write_text(markdown, encoding="utf-8")
     report["json_path"] = str(json_path)
     return report
+
+
+def head_to_head_rounds(
+    report: dict[str, Any],
+    models: BenchModels,
+    threads: int | None,
+    texts_file: str,
+    run: _Runner,
+    say: Callable[[str], None],
+) -> None:
+    """Rounds 2..N of the head-to-head part, then the report's medians (bench_report.median_*).
+
+    The host's speed drifts by a fifth within minutes (docs/benchmarks.md): a ratio of two figures taken
+    minutes apart is off by as much. Each round measures the ceiling, labelwise and Infinity again, one
+    after the other, and scores the targets on its own figures; the report keeps every round."""
+    options = run.options
+    views = [report]
+    for number in range(2, options.rounds + 1):
+        say(f"round {number} of {options.rounds}: the ceiling, labelwise and Infinity again")
+        view = dict(report)  # the seed, the mix and memory: round 1's
+        view["ceiling"] = ceiling(models, texts_file, options, say)
+        view["served"], _, _ = measure_labelwise(models, threads, run, say, mix=False)
+        if report.get("served_fp32") is not None:
+            view["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
+        if options.infinity and report.get("peers"):
+            view["peers"], _ = measure_infinity(models, run, say)
+        views.append(view)
+    report["rounds"] = [
+        {
+            "ceiling_seq_per_s": v["ceiling"]["seq_per_s"],
+            "served": {r["load"]: r["req_per_s"] for r in v["served"]},
+            "served_fp32": {r["load"]: r["req_per_s"] for r in v.get("served_fp32") or []},
+            "peers": {
+                p["system"]: {r["load"]: r["req_per_s"] for r in p["results"]} for p in v.get("peers") or []
+            },
+            "targets": targets(v),
+        }
+        for v in views
+    ]
+    report["targets"] = median_targets([r["targets"] for r in report["rounds"]])
+    report["ceiling"] = median_record([v["ceiling"] for v in views], key="seq_per_s")
+    report["served"] = median_loads([v["served"] for v in views])
+    if report.get("served_fp32") is not None:
+        report["served_fp32"] = median_loads([v["served_fp32"] for v in views])
+    if report.get("peers"):
+        report["peers"] = median_peers([v["peers"] for v in views])
 
 
 def ceiling(models: BenchModels, texts_file: str, options: BenchOptions, say: Callable[[str], None]) -> dict:
@@ -370,7 +427,7 @@ def _loads_on(
 
 
 def measure_labelwise(
-    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None], mix: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     options = run.options
     config = serve_config(models, threads, options)
@@ -392,8 +449,8 @@ def measure_labelwise(
             if server is not None:
                 result["memory"] = server.memory_mb()
             served.append(result)
-        mix = []
-        if options.scenario_mix:
+        mixes = []
+        if options.scenario_mix and mix:
             available = len(models.lora) + len(models.frozen)
             points = [models.mix(n) for n in MIX_SIZES if n <= available]
             if models.frozen:  # a frozen scenario alone: what its rows cost unmixed, beside the LoRA one
@@ -410,8 +467,8 @@ def measure_labelwise(
                 }
                 if server is not None:
                     result["memory"] = server.memory_mb()
-                mix.append(result)
-        return served, mix, config
+                mixes.append(result)
+        return served, mixes, config
     finally:
         if server is not None:
             say("labelwise: stopping the server")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 TARGET_ONE_TEXT_RATIO = 0.8  # served/ceiling, one-text requests at c=32 (ceiling: engine on all cores)
@@ -124,6 +125,64 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         row["note"] = "the server holding every bench scenario"
     rows.append(row)
     return rows
+
+
+def median_record(records: list[dict[str, Any]], key: str = "req_per_s") -> dict[str, Any]:
+    """The record whose `key` is the rounds' median (the lower middle one for an even count), with every
+    round's value beside it as `rounds_<key>`: a real measurement, not averaged figures."""
+    ranked = sorted(records, key=lambda r: r[key])
+    chosen = ranked[(len(ranked) - 1) // 2]
+    return {**chosen, f"rounds_{key}": [r[key] for r in records]}
+
+
+def median_loads(rounds: list[list[dict[str, Any]] | None]) -> list[dict[str, Any]] | None:
+    """Per load (by its label), the median round's record; loads of the first round, in its order."""
+    first = rounds[0]
+    if not first:
+        return first
+    out = []
+    for record in first:
+        same = [r for rows in rounds for r in rows or [] if r.get("load") == record.get("load")]
+        out.append(median_record(same))
+    return out
+
+
+def median_peers(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each peer system of the first round with its loads' median-round records."""
+    out = []
+    for system in rounds[0] or []:
+        same = [next((p for p in peers if p["system"] == system["system"]), None) for peers in rounds]
+        out.append({**system, "results": median_loads([p and p["results"] for p in same])})
+    return out
+
+
+def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each target measured in every round (each round's ratio from figures taken minutes apart at most):
+    the median of the rounds' values against the bar. A round that failed a condition beyond its value
+    (the seed's lower p99) fails the target."""
+    out = []
+    for rows in zip(*rounds, strict=True):
+        first = rows[0]
+        values = [r["measured"] for r in rows if r["measured"] is not None]
+        measured = round(statistics.median(values), 3) if values else None
+        row = _target(first["target"], measured, first["bar"], first["lower_is_better"])
+        # a round whose value passes but whose verdict is "no" failed another condition (the seed's p99)
+        beyond_value = any(
+            r["met"] is False and _target("", r["measured"], r["bar"], r["lower_is_better"])["met"]
+            for r in rows
+        )
+        if row["met"] and beyond_value:
+            row["met"] = False
+        notes = [f"rounds: {', '.join(_fmt(v, 2) for v in values)}"] if len(rows) > 1 and values else []
+        round_notes = [r.get("note") for r in rows]
+        if len(set(round_notes)) == 1 and round_notes[0]:
+            notes.append(round_notes[0])  # the same in every round (the peer compared, what PSS covers)
+        elif all(n and n.startswith("vs ") for n in round_notes):
+            notes.append(" / ".join(dict.fromkeys(round_notes)))  # the best peer changed between rounds
+        if notes:
+            row["note"] = "; ".join(notes)
+        out.append(row)
+    return out
 
 
 def unmixed_rate(mix: list[dict[str, Any]], point: dict[str, Any]) -> float | None:
@@ -261,6 +320,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for p in alone.get("processes", [])
             ),
         ]
+    lines += _rounds_note(report)
     lines += ["", "| target | measured | bar | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
@@ -280,6 +340,36 @@ def render_markdown(report: dict[str, Any]) -> str:
         "in its own process on the same cores.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _rounds_note(report: dict[str, Any]) -> list[str]:
+    """With --rounds N: what each round measured, so that the medians can be checked."""
+    rounds = report.get("rounds") or []
+    if len(rounds) < 2:
+        return []
+    fp32 = list(rounds[0].get("served_fp32") or {})
+    peer_columns = sum(len(v) for v in rounds[0]["peers"].values())
+    lines = [
+        "",
+        f"{len(rounds)} head-to-head rounds (the ceiling, labelwise and Infinity measured again in each, one "
+        "after the other; the seed, the mix and memory once): each table cell above is its median round, and "
+        "each target below the median of the rounds' own ratios. req/s per round:",
+        "",
+        "| round | ceiling seq/s | "
+        + " | ".join(f"labelwise {load}" for load in rounds[0]["served"])
+        + "".join(f" | labelwise fp32 {load}" for load in fp32)
+        + " | "
+        + " | ".join(f"{system} {load}" for system, loads in rounds[0]["peers"].items() for load in loads)
+        + " |",
+        "|---:|" + "---:|" * (1 + len(rounds[0]["served"]) + len(fp32) + peer_columns),
+    ]
+    for number, r in enumerate(rounds, start=1):
+        cells = [_fmt(r["ceiling_seq_per_s"])] + [_fmt(v) for v in r["served"].values()]
+        cells += [_fmt((r.get("served_fp32") or {}).get(load)) for load in fp32]
+        cells += [_fmt(r["peers"].get(system, {}).get(load)) for system, loads in rounds[0]["peers"].items()
+                  for load in loads]  # fmt: skip
+        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _rewrite_note(report: dict[str, Any]) -> str:

@@ -69,6 +69,13 @@ def bench_command(
         "fp32,int8", help="Infinity model folders: fp32 (optimum export), int8 (labelwise's int8 graph)."
     ),
     peers_dir: Path = typer.Option(Path("var/peers"), help="Where `make peers` put the peers' venvs."),
+    rounds: int = typer.Option(
+        1,
+        min=1,
+        max=9,
+        help="Head-to-head rounds: the ceiling, labelwise and Infinity measured again in each; tables and "
+        "targets take each figure's median round (the host's speed drifts within minutes).",
+    ),
     lora_modes: str | None = typer.Option(
         None,
         help="Instead of the main bench: compare lora_mode values (e.g. merged,shared) over many MiniLM "
@@ -114,6 +121,7 @@ def bench_command(
             _choice(v.strip(), ("fp32", "int8"), "--infinity-variants") for v in infinity_variants.split(",")
         ],
         peers_dir=peers_dir,
+        rounds=rounds,
     )
     from loadtests.bench_report import render_markdown
 
