@@ -24,7 +24,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
-from .bench_report import median_loads, median_peers, median_record, median_targets, render_markdown, targets
+from .bench_report import (
+    median_loads,
+    median_peers,
+    median_record,
+    median_targets,
+    mix_key,
+    render_markdown,
+    targets,
+)
 from .ceiling import all_cores, measure_ceiling_processes
 from .errors import BenchError
 from .load_drivers import resolve_driver, run_one_load
@@ -112,8 +120,8 @@ class BenchOptions(BaseModel):
         ge=1,
         le=9,
         description="Head-to-head rounds: from the second on, the ceiling, labelwise (int8 and fp32) and "
-        "Infinity are measured again, one after the other; tables show each cell's median round and targets "
-        "the median of each round's own ratio (the seed, the mix and memory are measured once).",
+        "Infinity (and the scenario mix) are measured again, one after the other; tables show each cell's "
+        "median round and targets the median of each round's own ratio (the seed and memory: once).",
     )
 
 
@@ -202,7 +210,8 @@ def head_to_head_rounds(
     run: _Runner,
     say: Callable[[str], None],
 ) -> None:
-    """Rounds 2..N of the head-to-head part, then the report's medians (bench_report.median_*).
+    """Rounds 2..N of the head-to-head part (the ceiling, labelwise with its scenario mix, labelwise fp32,
+    Infinity), then the report's medians (bench_report.median_*).
 
     The host's speed drifts by a fifth within minutes (docs/benchmarks.md): a ratio of two figures taken
     minutes apart is off by as much. Each round measures the ceiling, labelwise and Infinity again, one
@@ -211,9 +220,9 @@ def head_to_head_rounds(
     views = [report]
     for number in range(2, options.rounds + 1):
         say(f"round {number} of {options.rounds}: the ceiling, labelwise and Infinity again")
-        view = dict(report)  # the seed, the mix and memory: round 1's
+        view = dict(report)  # the seed and memory: round 1's
         view["ceiling"] = ceiling(models, texts_file, options, say)
-        view["served"], _, _ = measure_labelwise(models, threads, run, say, mix=False)
+        view["served"], view["scenario_mix"], _ = measure_labelwise(models, threads, run, say)
         if report.get("served_fp32") is not None:
             view["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
         if options.infinity and report.get("peers"):
@@ -234,6 +243,8 @@ def head_to_head_rounds(
     report["targets"] = median_targets([r["targets"] for r in report["rounds"]])
     report["ceiling"] = median_record([v["ceiling"] for v in views], key="seq_per_s")
     report["served"] = median_loads([v["served"] for v in views])
+    if report.get("scenario_mix"):
+        report["scenario_mix"] = median_loads([v["scenario_mix"] for v in views], key=mix_key)
     if report.get("served_fp32") is not None:
         report["served_fp32"] = median_loads([v["served_fp32"] for v in views])
     if report.get("peers"):
@@ -427,7 +438,7 @@ def _loads_on(
 
 
 def measure_labelwise(
-    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None], mix: bool = True
+    models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     options = run.options
     config = serve_config(models, threads, options)
@@ -450,7 +461,7 @@ def measure_labelwise(
                 result["memory"] = server.memory_mb()
             served.append(result)
         mixes = []
-        if options.scenario_mix and mix:
+        if options.scenario_mix:
             available = len(models.lora) + len(models.frozen)
             points = [models.mix(n) for n in MIX_SIZES if n <= available]
             if models.frozen:  # a frozen scenario alone: what its rows cost unmixed, beside the LoRA one

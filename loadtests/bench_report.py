@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 TARGET_ONE_TEXT_RATIO = 0.8  # served/ceiling, one-text requests at c=32 (ceiling: engine on all cores)
@@ -135,14 +136,26 @@ def median_record(records: list[dict[str, Any]], key: str = "req_per_s") -> dict
     return {**chosen, f"rounds_{key}": [r[key] for r in records]}
 
 
-def median_loads(rounds: list[list[dict[str, Any]] | None]) -> list[dict[str, Any]] | None:
-    """Per load (by its label), the median round's record; loads of the first round, in its order."""
+def _load_key(record: dict[str, Any]) -> Any:
+    return record.get("load")
+
+
+def mix_key(record: dict[str, Any]) -> Any:
+    """A scenario-mix point: every point runs the same load, so it is told apart by its scenarios."""
+    return record.get("n_scenarios"), tuple(sorted((record.get("strategies") or {}).items()))
+
+
+def median_loads(
+    rounds: list[list[dict[str, Any]] | None], key: Callable[[dict[str, Any]], Any] = _load_key
+) -> list[dict[str, Any]] | None:
+    """Per load (told apart by `key`: its label), the median round's record; the first round's loads, in
+    its order."""
     first = rounds[0]
     if not first:
         return first
     out = []
     for record in first:
-        same = [r for rows in rounds for r in rows or [] if r.get("load") == record.get("load")]
+        same = [r for rows in rounds for r in rows or [] if key(r) == key(record)]
         out.append(median_record(same))
     return out
 
@@ -351,9 +364,9 @@ def _rounds_note(report: dict[str, Any]) -> list[str]:
     peer_columns = sum(len(v) for v in rounds[0]["peers"].values())
     lines = [
         "",
-        f"{len(rounds)} head-to-head rounds (the ceiling, labelwise and Infinity measured again in each, one "
-        "after the other; the seed, the mix and memory once): each table cell above is its median round, and "
-        "each target below the median of the rounds' own ratios. req/s per round:",
+        f"{len(rounds)} head-to-head rounds (the ceiling, labelwise with its scenario mix, and Infinity "
+        "measured again in each, one after the other; the seed and memory once): each table cell above is "
+        "its median round, and each target below the median of the rounds' own ratios. req/s per round:",
         "",
         "| round | ceiling seq/s | "
         + " | ".join(f"labelwise {load}" for load in rounds[0]["served"])

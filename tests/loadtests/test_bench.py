@@ -16,6 +16,7 @@ from loadtests.bench_report import (
     median_peers,
     median_record,
     median_targets,
+    mix_key,
     render_markdown,
     targets,
 )
@@ -207,6 +208,14 @@ def test_rounds_take_each_cells_median_round_and_the_median_of_each_rounds_ratio
     peers = median_peers([v["peers"] for v in views])
     assert peers[1]["results"][1]["req_per_s"] == 68.0
     assert median_record([v["ceiling"] for v in views], key="seq_per_s")["seq_per_s"] == 200.0
+    # Mix points all run the same load: told apart by their scenarios.
+    mixes = [v["scenario_mix"] for v in views]
+    mixes[1][2] = {**mixes[1][2], "req_per_s": 50.0}
+    mixes[2][2] = {**mixes[2][2], "req_per_s": 150.0}
+    merged = median_loads(mixes, key=mix_key)
+    assert [m["n_scenarios"] for m in merged] == [1, 4, 8]
+    assert merged[2]["rounds_req_per_s"] == [100.0, 50.0, 150.0]
+    assert merged[0]["rounds_req_per_s"] == [100.0] * 3
     # An even count takes the lower middle round: a real measurement, not an average.
     assert median_record([{"req_per_s": 1.0}, {"req_per_s": 3.0}])["req_per_s"] == 1.0
 
