@@ -24,15 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
-from .bench_report import (
-    median_loads,
-    median_peers,
-    median_record,
-    median_targets,
-    mix_key,
-    render_markdown,
-    targets,
-)
+from .bench_report import merge_rounds, render_markdown, targets
 from .ceiling import all_cores, measure_ceiling_processes
 from .errors import BenchError
 from .load_drivers import resolve_driver, run_one_load
@@ -211,7 +203,7 @@ def head_to_head_rounds(
     say: Callable[[str], None],
 ) -> None:
     """Rounds 2..N of the head-to-head part (the ceiling, labelwise with its scenario mix, labelwise fp32,
-    Infinity), then the report's medians (bench_report.median_*).
+    Infinity), then the report's medians (bench_report.merge_rounds).
 
     The host's speed drifts by a fifth within minutes (docs/benchmarks.md): a ratio of two figures taken
     minutes apart is off by as much. Each round measures the ceiling, labelwise and Infinity again, one
@@ -228,27 +220,7 @@ def head_to_head_rounds(
         if options.infinity and report.get("peers"):
             view["peers"], _ = measure_infinity(models, run, say)
         views.append(view)
-    report["rounds"] = [
-        {
-            "ceiling_seq_per_s": v["ceiling"]["seq_per_s"],
-            "served": {r["load"]: r["req_per_s"] for r in v["served"]},
-            "served_fp32": {r["load"]: r["req_per_s"] for r in v.get("served_fp32") or []},
-            "peers": {
-                p["system"]: {r["load"]: r["req_per_s"] for r in p["results"]} for p in v.get("peers") or []
-            },
-            "targets": targets(v),
-        }
-        for v in views
-    ]
-    report["targets"] = median_targets([r["targets"] for r in report["rounds"]])
-    report["ceiling"] = median_record([v["ceiling"] for v in views], key="seq_per_s")
-    report["served"] = median_loads([v["served"] for v in views])
-    if report.get("scenario_mix"):
-        report["scenario_mix"] = median_loads([v["scenario_mix"] for v in views], key=mix_key)
-    if report.get("served_fp32") is not None:
-        report["served_fp32"] = median_loads([v["served_fp32"] for v in views])
-    if report.get("peers"):
-        report["peers"] = median_peers([v["peers"] for v in views])
+    report.update(merge_rounds(views))
 
 
 def ceiling(models: BenchModels, texts_file: str, options: BenchOptions, say: Callable[[str], None]) -> dict:
@@ -460,7 +432,7 @@ def measure_labelwise(
             if server is not None:
                 result["memory"] = server.memory_mb()
             served.append(result)
-        mixes = []
+        mix = []
         if options.scenario_mix:
             available = len(models.lora) + len(models.frozen)
             points = [models.mix(n) for n in MIX_SIZES if n <= available]
@@ -478,8 +450,8 @@ def measure_labelwise(
                 }
                 if server is not None:
                     result["memory"] = server.memory_mb()
-                mixes.append(result)
-        return served, mixes, config
+                mix.append(result)
+        return served, mix, config
     finally:
         if server is not None:
             say("labelwise: stopping the server")

@@ -198,6 +198,37 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's fields from N rounds' reports (round 1 first): every round's figures and targets
+    (`rounds`), each target's median (median_targets), and each table cell's median round (median_*)."""
+    first = views[0]
+    rounds = [
+        {
+            "ceiling_seq_per_s": v["ceiling"]["seq_per_s"],
+            "served": {r["load"]: r["req_per_s"] for r in v["served"]},
+            "served_fp32": {r["load"]: r["req_per_s"] for r in v.get("served_fp32") or []},
+            "peers": {
+                p["system"]: {r["load"]: r["req_per_s"] for r in p["results"]} for p in v.get("peers") or []
+            },
+            "targets": targets(v),
+        }
+        for v in views
+    ]
+    merged: dict[str, Any] = {
+        "rounds": rounds,
+        "targets": median_targets([r["targets"] for r in rounds]),
+        "ceiling": median_record([v["ceiling"] for v in views], key="seq_per_s"),
+        "served": median_loads([v["served"] for v in views]),
+    }
+    if first.get("scenario_mix"):
+        merged["scenario_mix"] = median_loads([v["scenario_mix"] for v in views], key=mix_key)
+    if first.get("served_fp32") is not None:
+        merged["served_fp32"] = median_loads([v["served_fp32"] for v in views])
+    if first.get("peers"):
+        merged["peers"] = median_peers([v["peers"] for v in views])
+    return merged
+
+
 def unmixed_rate(mix: list[dict[str, Any]], point: dict[str, Any]) -> float | None:
     """seq/s the point's rows would reach if each cost what it costs with its strategy's scenario alone
     (the rows are spread evenly over the point's scenarios): the rate at which mixing itself costs nothing."""
@@ -360,28 +391,30 @@ def _rounds_note(report: dict[str, Any]) -> list[str]:
     rounds = report.get("rounds") or []
     if len(rounds) < 2:
         return []
-    fp32 = list(rounds[0].get("served_fp32") or {})
-    peer_columns = sum(len(v) for v in rounds[0]["peers"].values())
+    first = rounds[0]
+    columns = [("served", load) for load in first["served"]]
+    columns += [("served_fp32", load) for load in first.get("served_fp32") or {}]
+    columns += [(system, load) for system, loads in first["peers"].items() for load in loads]
+
+    def title(part: str, load: str) -> str:
+        return {"served": "labelwise", "served_fp32": "labelwise fp32"}.get(part, part) + f" {load}"
+
+    def cell(r: dict[str, Any], part: str, load: str) -> str:
+        values = r.get(part) if part in ("served", "served_fp32") else r["peers"].get(part)
+        return _fmt((values or {}).get(load))
+
     lines = [
         "",
         f"{len(rounds)} head-to-head rounds (the ceiling, labelwise with its scenario mix, and Infinity "
         "measured again in each, one after the other; the seed and memory once): each table cell above is "
         "its median round, and each target below the median of the rounds' own ratios. req/s per round:",
         "",
-        "| round | ceiling seq/s | "
-        + " | ".join(f"labelwise {load}" for load in rounds[0]["served"])
-        + "".join(f" | labelwise fp32 {load}" for load in fp32)
-        + " | "
-        + " | ".join(f"{system} {load}" for system, loads in rounds[0]["peers"].items() for load in loads)
-        + " |",
-        "|---:|" + "---:|" * (1 + len(rounds[0]["served"]) + len(fp32) + peer_columns),
+        "| " + " | ".join(["round", "ceiling seq/s", *(title(*c) for c in columns)]) + " |",
+        "|" + "---:|" * (2 + len(columns)),
     ]
     for number, r in enumerate(rounds, start=1):
-        cells = [_fmt(r["ceiling_seq_per_s"])] + [_fmt(v) for v in r["served"].values()]
-        cells += [_fmt((r.get("served_fp32") or {}).get(load)) for load in fp32]
-        cells += [_fmt(r["peers"].get(system, {}).get(load)) for system, loads in rounds[0]["peers"].items()
-                  for load in loads]  # fmt: skip
-        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+        cells = [str(number), _fmt(r["ceiling_seq_per_s"]), *(cell(r, *c) for c in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
