@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
 from .bench_report import merge_rounds, render_markdown, targets
-from .ceiling import all_cores, measure_ceiling_processes
+from .ceiling import ResidentCeiling, all_cores, measure_ceiling_processes
 from .errors import BenchError
 from .load_drivers import resolve_driver, run_one_load
 from .loadgen import LoadSpec, wait_ready
@@ -43,6 +43,7 @@ from .sentences import real_texts_file
 
 # The loads the issue names: (label, texts per request, concurrency).
 SERVED_LOADS = (("1 text, c=8", 1, 8), ("1 text, c=32", 1, 32), ("32 texts, c=4", 32, 4))
+BRACKETED_LOADS = frozenset({"1 text, c=32", "32 texts, c=4"})  # the served/ceiling targets' loads
 PEER_LOADS = SERVED_LOADS[:2]  # the side-by-side table: one-text requests at c=8 and c=32
 MIX_SIZES = (1, 4, 8)
 MIX_LOAD = ("1 text, c=32", 1, 32)
@@ -72,6 +73,13 @@ class BenchOptions(BaseModel):
     warmup_s: float = Field(default=2.0, ge=0, description="Seconds under load before each measurement.")
     ceiling_seconds_per_size: float = Field(
         default=2.0, gt=0, description="Engine-alone seconds per batch size."
+    )
+    ceiling_bracket_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="Engine-alone seconds just before and just after each load that has a served/ceiling "
+        "target, at the ceiling's best batch size and way; the target compares against their mean (0: "
+        "against the ceiling measured at the start of the round only).",
     )
     base_model: str = Field(default="minilm", description="Encoder the bench scenarios are trained from.")
     precision: str = Field(default="int8", description="Export precision served and measured.")
@@ -168,22 +176,27 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
 
     options.out_dir.mkdir(parents=True, exist_ok=True)
     run = _Runner(options, texts_file, driver)
-    report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
-        models, threads, run, say
-    )
-    if options.url is None and options.same_precision and models.precision != "fp32":
-        report["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
-    if options.url is None and options.memory_one_scenario:
-        report["memory_one_scenario"] = measure_one_scenario_memory(models, threads, run, say)
-    if options.seed_baseline:
-        report["seed"] = measure_seed(models, threads, run, say)
-    report["peers"], report["peer_notes"] = ([], [])
-    if options.infinity:
-        report["peers"], report["peer_notes"] = measure_infinity(models, run, say)
-    if options.rounds > 1:
-        head_to_head_rounds(report, models, threads, texts_file, run, say)
-    else:
-        report["targets"] = targets(report)
+    try:
+        if options.ceiling_bracket_s > 0:
+            run.resident = resident_ceiling(models, texts_file, report["ceiling"], say)
+        report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
+            models, threads, run, say
+        )
+        if options.url is None and options.same_precision and models.precision != "fp32":
+            report["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
+        if options.url is None and options.memory_one_scenario:
+            report["memory_one_scenario"] = measure_one_scenario_memory(models, threads, run, say)
+        if options.seed_baseline:
+            report["seed"] = measure_seed(models, threads, run, say)
+        report["peers"], report["peer_notes"] = ([], [])
+        if options.infinity:
+            report["peers"], report["peer_notes"] = measure_infinity(models, run, say)
+        if options.rounds > 1:
+            head_to_head_rounds(report, models, threads, texts_file, run, say)
+        else:
+            report["targets"] = targets(report)
+    finally:
+        run.close()
     report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = options.out_dir / f"bench-{stamp}.json"
@@ -257,6 +270,21 @@ def ceiling(models: BenchModels, texts_file: str, options: BenchOptions, say: Ca
     return {**best, "cores": cores, "variants": variants}
 
 
+def resident_ceiling(
+    models: BenchModels, texts_file: str, best: dict[str, Any], say: Callable[[str], None]
+) -> ResidentCeiling:
+    """The ceiling's best way (processes x threads, batch size, token budget), loaded and kept waiting."""
+    processes, threads = best.get("processes", 1), best["threads"]
+    say(f"ceiling: keeping {processes} process(es) x {threads} thread(s) loaded, to measure around loads")
+    try:
+        return ResidentCeiling(
+            processes, threads, models.repository, models.primary, texts_file, models.precision,
+            best["best_batch_size"], best["max_batch_tokens"],
+        )  # fmt: skip
+    except RuntimeError as exc:
+        raise BenchError(f"the resident ceiling failed to start: {exc}") from exc
+
+
 def _max_batch_tokens(options: BenchOptions) -> int:
     from serving import ServingConfig
 
@@ -268,6 +296,31 @@ class _Runner:
 
     def __init__(self, options: BenchOptions, texts_file: str | None, driver: str) -> None:
         self.options, self.texts_file, self.driver = options, texts_file, driver
+        self.resident: ResidentCeiling | None = None  # the ceiling's engines, for bracketed loads
+
+    def close(self) -> None:
+        if self.resident is not None:
+            self.resident.close()
+            self.resident = None
+
+    def bracketed_load(
+        self, url: str, scenarios: list[str], n_texts: int, concurrency: int
+    ) -> dict[str, Any]:
+        """`load`, with the ceiling measured again just before and just after it (when the bench keeps the
+        ceiling's engines): result["ceiling_now"] holds both and their mean, which the served/ceiling
+        targets compare against."""
+        if self.resident is None:
+            return self.load(url, scenarios, n_texts, concurrency)
+        seconds = self.options.ceiling_bracket_s
+        before = self.resident.measure(seconds)
+        result = self.load(url, scenarios, n_texts, concurrency)
+        after = self.resident.measure(seconds)
+        result["ceiling_now"] = {
+            "before": before,
+            "after": after,
+            "seq_per_s": round((before + after) / 2, 2),
+        }
+        return result
 
     def load(
         self, url: str, scenarios: list[str], n_texts: int, concurrency: int, shape: str = "labelwise"
@@ -427,7 +480,13 @@ def measure_labelwise(
         served = []
         for label, n_texts, concurrency in SERVED_LOADS:
             say(f"labelwise: {label} on {models.primary} for {options.duration_s:.0f}s")
-            result = run.load(url, [models.primary], n_texts, concurrency)
+            if label in BRACKETED_LOADS:
+                result = run.bracketed_load(url, [models.primary], n_texts, concurrency)
+                if "ceiling_now" in result:
+                    now = result["ceiling_now"]
+                    say(f"ceiling around it: {now['before']} / {now['after']} seq/s")
+            else:
+                result = run.load(url, [models.primary], n_texts, concurrency)
             result["load"] = label
             if server is not None:
                 result["memory"] = server.memory_mb()

@@ -26,6 +26,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def ceiling_for(row: dict[str, Any] | None, report: dict[str, Any]) -> float:
+    """The ceiling a served load is compared with: the mean of the ceilings measured just before and just
+    after it, when the bench measured them (the host's speed drifts within minutes), else the round's."""
+    now = (row or {}).get("ceiling_now")
+    return now["seq_per_s"] if now else report["ceiling"]["seq_per_s"]
+
+
 def best_peer(report: dict[str, Any], load: str) -> tuple[str, dict[str, Any]] | None:
     """The peer system with the most req/s at this load, and its row."""
     rows = [(p["system"], _by_load(p["results"], load)) for p in report.get("peers") or []]
@@ -74,15 +81,23 @@ def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per target: what was measured, the bar, and whether it was met."""
-    ceiling = report["ceiling"]["seq_per_s"]
     served, seed, mix = report.get("served"), report.get("seed"), report.get("scenario_mix")
     rows = []
     one = _by_load(served, "1 text, c=32")
     batch = _by_load(served, "32 texts, c=4")
-    rows.append(_target("served/ceiling, 1 text at c=32", _ratio(one and one["seq_per_s"], ceiling),
-                        TARGET_ONE_TEXT_RATIO))  # fmt: skip
-    rows.append(_target("served/ceiling, 32 texts at c=4", _ratio(batch and batch["seq_per_s"], ceiling),
-                        TARGET_BATCH_RATIO))  # fmt: skip
+    for name, row, bar in (("1 text at c=32", one, TARGET_ONE_TEXT_RATIO),
+                           ("32 texts at c=4", batch, TARGET_BATCH_RATIO)):  # fmt: skip
+        target = _target(
+            f"served/ceiling, {name}", _ratio(row and row["seq_per_s"], ceiling_for(row, report)), bar
+        )
+        if row and row.get("ceiling_now"):
+            now = row["ceiling_now"]
+            start = _ratio(row["seq_per_s"], report["ceiling"]["seq_per_s"])
+            target["note"] = (
+                f"ceiling around the load {_fmt(now['before'])} / {_fmt(now['after'])} seq/s; "
+                f"against the round's first ceiling: {_fmt(start, 2)}"
+            )
+        rows.append(target)
     seed_one = _by_load(seed, "1 text, c=32")
     speedup = _ratio(one and one["req_per_s"], seed_one and seed_one["req_per_s"])
     row = _target("labelwise/seed req/s at c=32", speedup, TARGET_SEED_SPEEDUP)
@@ -206,6 +221,9 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "ceiling_seq_per_s": v["ceiling"]["seq_per_s"],
             "served": {r["load"]: r["req_per_s"] for r in v["served"]},
+            "ceiling_now": {
+                r["load"]: r["ceiling_now"]["seq_per_s"] for r in v["served"] if r.get("ceiling_now")
+            },
             "served_fp32": {r["load"]: r["req_per_s"] for r in v.get("served_fp32") or []},
             "peers": {
                 p["system"]: {r["load"]: r["req_per_s"] for r in p["results"]} for p in v.get("peers") or []
@@ -304,6 +322,12 @@ def render_comparison(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _now_cell(row: dict[str, Any]) -> str:
+    """The ratio to the ceiling measured around this load, beside the ratio to the round's first one."""
+    now = row.get("ceiling_now")
+    return f" ({_fmt(_ratio(row['seq_per_s'], now['seq_per_s']), 2)} around it)" if now else ""
+
+
 def _threads(threads: int | None) -> str:
     return "serving's default threads" if threads is None else f"{threads} ORT thread(s)"
 
@@ -327,7 +351,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['load']} | {_fmt(r['req_per_s'])} | {_fmt(r['seq_per_s'])} "
                 f"| {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} "
-                f"| {_fmt(_ratio(r['seq_per_s'], ceiling), 2)} |"
+                f"| {_fmt(_ratio(r['seq_per_s'], ceiling), 2)}{_now_cell(r)} |"
             )
     mix = report.get("scenario_mix") or []
     if mix:
@@ -392,15 +416,18 @@ def _rounds_note(report: dict[str, Any]) -> list[str]:
     if len(rounds) < 2:
         return []
     first = rounds[0]
-    columns = [("served", load) for load in first["served"]]
+    columns = [("ceiling_now", load) for load in first.get("ceiling_now") or {}]
+    columns += [("served", load) for load in first["served"]]
     columns += [("served_fp32", load) for load in first.get("served_fp32") or {}]
     columns += [(system, load) for system, loads in first["peers"].items() for load in loads]
 
+    own = {"ceiling_now": "ceiling seq/s around", "served": "labelwise", "served_fp32": "labelwise fp32"}
+
     def title(part: str, load: str) -> str:
-        return {"served": "labelwise", "served_fp32": "labelwise fp32"}.get(part, part) + f" {load}"
+        return own.get(part, part) + f" {load}"
 
     def cell(r: dict[str, Any], part: str, load: str) -> str:
-        values = r.get(part) if part in ("served", "served_fp32") else r["peers"].get(part)
+        values = r.get(part) if part in own else r["peers"].get(part)
         return _fmt((values or {}).get(load))
 
     lines = [

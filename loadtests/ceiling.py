@@ -5,7 +5,9 @@ model and precision as the served run, on the same sentences. "All cores" two wa
 one is the ceiling: one process whose ORT session has one intra-op thread per core, and one
 single-threaded process per core running at the same time (started together behind a barrier,
 figures summed). Runs in child processes (`python -m loadtests.ceiling`, one JSON line out) so
-that their thread pools are gone before the server starts.
+that their thread pools are gone before the server starts. `ResidentCeiling` keeps the best way's
+processes loaded and waiting (blocked on stdin, no CPU) while a server runs, to measure the ceiling
+again just before and just after a served load.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -38,37 +41,136 @@ def measure_ceiling(
 
     barrier, when given, is called once the model is loaded and warm, before measuring starts.
     """
-    from model_repository import ModelRepository
-    from serving.batching import BatchPolicy
-    from serving.engine import BaseEncoderCache, EngineSettings, OnnxEngine, Row, load_scenario
-
-    repo = ModelRepository(repository)
-    settings = EngineSettings(["CPUExecutionProvider"], [precision], threads)
-    loaded = load_scenario(repo, scenario, repo.resolve(scenario, "production"), settings, BaseEncoderCache())
-    engine = OnnxEngine(BatchPolicy(max_batch_tokens=max_batch_tokens))
-    stream = itertools.cycle(texts)
-    for size in batch_sizes:
-        engine.classify([Row(loaded, next(stream)) for _ in range(size)])  # warm each shape
+    engine = _Engine(repository, scenario, threads, texts, precision, max_batch_tokens, batch_sizes)
     if barrier is not None:
         barrier()
-    per_size: dict[str, float] = {}
-    for size in batch_sizes:
-        rows = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds_per_size:
-            engine.classify([Row(loaded, next(stream)) for _ in range(size)])
-            rows += size
-        per_size[str(size)] = round(rows / elapsed, 2)
+    per_size = {str(size): engine.rate(size, seconds_per_size) for size in batch_sizes}
     best = max(per_size, key=per_size.__getitem__)
     return {
         "scenario": scenario,
-        "precision": loaded.precision,
+        "precision": engine.precision,
         "threads": threads,
         "max_batch_tokens": max_batch_tokens,
         "best_batch_size": int(best),
         "seq_per_s": per_size[best],
         "seq_per_s_by_batch_size": per_size,
     }
+
+
+class _Engine:
+    """The serving engine on one scenario version, warm at each batch size, cycling through the texts."""
+
+    def __init__(
+        self,
+        repository: str,
+        scenario: str,
+        threads: int,
+        texts: list[str],
+        precision: str,
+        max_batch_tokens: int,
+        warm_sizes: tuple[int, ...],
+    ) -> None:
+        from model_repository import ModelRepository
+        from serving.batching import BatchPolicy
+        from serving.engine import BaseEncoderCache, EngineSettings, OnnxEngine, Row, load_scenario
+
+        repo = ModelRepository(repository)
+        settings = EngineSettings(["CPUExecutionProvider"], [precision], threads)
+        version = repo.resolve(scenario, "production")
+        self.loaded = load_scenario(repo, scenario, version, settings, BaseEncoderCache())
+        self.precision = self.loaded.precision
+        self.engine = OnnxEngine(BatchPolicy(max_batch_tokens=max_batch_tokens))
+        self.row = Row
+        self.stream = itertools.cycle(texts)
+        for size in warm_sizes:
+            self.classify(size)  # warm each shape
+
+    def classify(self, size: int) -> None:
+        self.engine.classify([self.row(self.loaded, next(self.stream)) for _ in range(size)])
+
+    def rate(self, size: int, seconds: float) -> float:
+        """seq/s of batches of `size` rows, classified one after the other for `seconds`."""
+        rows = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            self.classify(size)
+            rows += size
+        return round(rows / elapsed, 2)
+
+
+def _child_cmd(repository: str, scenario: str, threads: int, texts_file: str | None, precision: str,
+               batch_sizes: tuple[int, ...], seconds_per_size: float, max_batch_tokens: int,
+               mode: str) -> list[str]:  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "loadtests.ceiling", "--repository", repository, "--scenario", scenario,
+        "--threads", str(threads), "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
+        "--seconds-per-size", str(seconds_per_size), "--max-batch-tokens", str(max_batch_tokens), mode,
+    ]  # fmt: skip
+    return cmd + (["--texts-file", texts_file] if texts_file else [])
+
+
+class _Children:
+    """Ceiling processes started together; each says "ready" once loaded and warm, then takes commands
+    on stdin. Their stderr goes to one file, quoted when one fails."""
+
+    def __init__(self, cmd: list[str], processes: int) -> None:
+        self.errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed by close())
+        self.procs: list[subprocess.Popen[str]] = []
+        try:
+            for _ in range(processes):
+                self.procs.append(
+                    subprocess.Popen(
+                        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True
+                    )
+                )
+            for child in self.procs:  # other lines (a library's chatter) are skipped
+                while (line := child.stdout.readline()) and line.strip() != "ready":  # type: ignore[union-attr]
+                    pass
+                if not line:
+                    raise self.failure("exited before it was ready")
+        except BaseException:
+            self.close()
+            raise
+
+    def failure(self, what: str) -> RuntimeError:
+        self.errors.seek(0)
+        return RuntimeError(f"a ceiling process {what}: {self.errors.read()[-2000:]}")
+
+    def tell_all(self, command: str) -> None:
+        """Send one command line to every process, back to back, so that they start together."""
+        for child in self.procs:
+            child.stdin.write(command + "\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+
+    def read_all(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The next JSON line of each process; the processes are killed past timeout_s."""
+        timer = threading.Timer(timeout_s, self._kill)
+        timer.start()
+        try:
+            results = []
+            for child in self.procs:
+                line = child.stdout.readline()  # type: ignore[union-attr]
+                if not line:
+                    child.wait()
+                    raise self.failure(f"failed with exit code {child.returncode}")
+                results.append(json.loads(line))
+            return results
+        finally:
+            timer.cancel()
+
+    def _kill(self) -> None:
+        for child in self.procs:
+            if child.poll() is None:
+                child.kill()
+
+    def close(self) -> None:
+        self._kill()
+        for child in self.procs:
+            child.wait()
+            for stream in (child.stdin, child.stdout):
+                if stream is not None:
+                    stream.close()
+        self.errors.close()
 
 
 def measure_ceiling_processes(
@@ -83,44 +185,14 @@ def measure_ceiling_processes(
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
     """`processes` single-threaded engines measured at the same time; seq/s summed per batch size."""
-    cmd = [
-        sys.executable, "-m", "loadtests.ceiling", "--repository", repository, "--scenario", scenario,
-        "--threads", "1", "--precision", precision, "--batch-sizes", ",".join(map(str, batch_sizes)),
-        "--seconds-per-size", str(seconds_per_size), "--max-batch-tokens", str(max_batch_tokens),
-        "--wait-for-go",
-    ]  # fmt: skip
-    if texts_file:
-        cmd += ["--texts-file", texts_file]
-    with tempfile.TemporaryFile("w+") as errors:
-        children = [
-            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
-            for _ in range(processes)
-        ]
-
-        def failure(what: str) -> RuntimeError:
-            errors.seek(0)
-            return RuntimeError(f"a ceiling process {what}: {errors.read()[-2000:]}")
-
-        try:
-            for child in children:  # each says "ready" once loaded and warm (other lines are skipped)
-                while (line := child.stdout.readline()) and line.strip() != "ready":
-                    pass
-                if not line:
-                    raise failure("exited before it was ready")
-            for child in children:  # then all start measuring together
-                child.stdin.write("go\n")
-                child.stdin.flush()
-            results = []
-            for child in children:
-                out, _ = child.communicate(timeout=timeout_s)
-                if child.returncode != 0:
-                    raise failure(f"failed with exit code {child.returncode}")
-                results.append(json.loads(out.strip().splitlines()[-1]))
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
+    cmd = _child_cmd(repository, scenario, 1, texts_file, precision, batch_sizes, seconds_per_size,
+                     max_batch_tokens, "--wait-for-go")  # fmt: skip
+    children = _Children(cmd, processes)
+    try:
+        children.tell_all("go")  # all start measuring together
+        results = children.read_all(timeout_s)
+    finally:
+        children.close()
     per_size = {
         size: round(sum(r["seq_per_s_by_batch_size"][size] for r in results), 2)
         for size in results[0]["seq_per_s_by_batch_size"]
@@ -138,11 +210,63 @@ def measure_ceiling_processes(
     }
 
 
+class ResidentCeiling:
+    """The ceiling's engines loaded once and kept waiting, to measure the ceiling again between two loads
+    of a served system: `processes` processes of `threads` ORT threads at one batch size, all at once.
+
+    The host's speed drifts within minutes (and a ceiling taken after the machine idled runs faster than
+    one taken between loads), so a served/ceiling ratio is fairest against the ceiling measured just
+    before and just after the served load. Waiting engines take no CPU (they block on stdin)."""
+
+    def __init__(
+        self,
+        processes: int,
+        threads: int,
+        repository: str,
+        scenario: str,
+        texts_file: str | None,
+        precision: str,
+        batch_size: int,
+        max_batch_tokens: int,
+    ) -> None:
+        self.processes, self.threads, self.batch_size = processes, threads, batch_size
+        cmd = _child_cmd(repository, scenario, threads, texts_file, precision, (batch_size,), 0.0,
+                         max_batch_tokens, "--resident")  # fmt: skip
+        self._children = _Children(cmd, processes)
+
+    def measure(self, seconds: float) -> float:
+        """seq/s of every engine at once for `seconds`, summed."""
+        self._children.tell_all(f"go {seconds:g}")
+        results = self._children.read_all(timeout_s=seconds + 60.0)
+        return round(sum(r["seq_per_s"] for r in results), 2)
+
+    def close(self) -> None:
+        self._children.close()
+
+    def __enter__(self) -> ResidentCeiling:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _wait_for_go() -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("ceiling: the parent went away before measuring started")
+
+
+def _resident(engine: _Engine, batch_size: int) -> None:
+    """Say "ready", then for each "go SECONDS" line measure that long and print one JSON line; stop at EOF."""
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        command, _, seconds = line.strip().partition(" ")
+        if command != "go":
+            break
+        sys.stdout.write(json.dumps({"seq_per_s": engine.rate(batch_size, float(seconds))}) + "\n")
+        sys.stdout.flush()
 
 
 def all_cores() -> int:
@@ -166,14 +290,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds-per-size", type=float, default=3.0)
     parser.add_argument("--max-batch-tokens", type=int, default=16384, help="The server's token budget.")
     parser.add_argument("--wait-for-go", action="store_true", help="Print 'ready', wait for 'go' on stdin.")
+    parser.add_argument(
+        "--resident", action="store_true", help="Print 'ready', then measure the first batch size per "
+        "'go SECONDS' line on stdin, one JSON line each, until EOF (ResidentCeiling)."
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    texts = load_sentences(args.texts_file)
+    sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b)
+    if args.resident:
+        engine = _Engine(args.repository, args.scenario, args.threads, texts, args.precision,
+                         args.max_batch_tokens, sizes[:1])  # fmt: skip
+        _resident(engine, sizes[0])
+        return 0
     result = measure_ceiling(
         args.repository,
         args.scenario,
         args.threads,
-        load_sentences(args.texts_file),
+        texts,
         args.precision,
-        tuple(int(b) for b in args.batch_sizes.split(",") if b),
+        sizes,
         args.seconds_per_size,
         args.max_batch_tokens,
         barrier=_wait_for_go if args.wait_for_go else None,

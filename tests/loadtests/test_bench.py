@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import statistics
 import subprocess
 import sys
 import time
@@ -127,6 +129,7 @@ def test_targets_compare_each_ratio_with_its_bar() -> None:
     assert verdicts["labelwise fp32/Infinity fp32 req/s at c=32"]["met"] is None  # the bench served int8
     mix = verdicts["8 scenarios mixed / 1 scenario, seq/s"]
     assert (mix["measured"], mix["met"]) == (0.85, False)
+    assert "note" not in one  # no ceiling measured around the load: the round's ceiling alone
     pss = verdicts["labelwise serving tree PSS MB, one scenario"]
     assert (pss["measured"], pss["met"]) == (800.0, True)  # at most the bar
 
@@ -366,6 +369,35 @@ def test_seed_baseline_answers_like_labelwise(tiny_bench: BenchModels) -> None:
 
 @pytest.mark.slow
 @pytest.mark.integration
+def test_served_ceiling_targets_use_the_ceiling_measured_around_their_load() -> None:
+    report = _report()
+    # The host slowed down after the round's first ceiling (200 seq/s): around the loads it made 180-190.
+    report["served"][1]["ceiling_now"] = {"before": 190.0, "after": 180.0, "seq_per_s": 185.0}
+    report["served"][2]["ceiling_now"] = {"before": 180.0, "after": 200.0, "seq_per_s": 190.0}
+    verdicts = {t["target"]: t for t in targets(report)}
+    one = verdicts["served/ceiling, 1 text at c=32"]
+    assert (one["measured"], one["met"]) == (0.919, True)  # 170 / 185, not 170 / 200
+    note = "ceiling around the load 190.0 / 180.0 seq/s; against the round's first ceiling: 0.85"
+    assert one["note"] == note
+    batch = verdicts["served/ceiling, 32 texts at c=4"]
+    assert (batch["measured"], batch["met"]) == (1.011, True)
+    text = render_markdown(report | {"targets": targets(report)})
+    assert "| labelwise | 1 text, c=32 | 170.0 | 170.0 | 200.0 | 400.0 | 0 | 0.85 (0.92 around it) |" in text
+    assert (
+        "| labelwise | 1 text, c=8 | 80.0 | 80.0 | 75.0 | 150.0 | 0 | 0.40 |" in text
+    )  # not measured around
+    later = copy.deepcopy(report)
+    later["served"][1]["ceiling_now"]["seq_per_s"] = 150.0
+    merged = merge_rounds([report, later])
+    assert [r["ceiling_now"] for r in merged["rounds"]] == [
+        {"1 text, c=32": 185.0, "32 texts, c=4": 190.0},
+        {"1 text, c=32": 150.0, "32 texts, c=4": 190.0},
+    ]
+    one = {t["target"]: t for t in merged["targets"]}["served/ceiling, 1 text at c=32"]
+    assert one["measured"] == round(statistics.median([170 / 185, 170 / 150]), 3)
+    assert "| ceiling seq/s around 1 text, c=32 |" in render_markdown(report | merged)
+
+
 def test_bench_end_to_end_on_tiny_models(
     tiny_bench: BenchModels, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
@@ -380,6 +412,10 @@ def test_bench_end_to_end_on_tiny_models(
     )  # fmt: skip
     report = run_bench(options, say=lambda _msg: None)
     assert len(report["rounds"]) == 2 and all(r["ceiling_seq_per_s"] > 0 for r in report["rounds"])
+    # the ceiling measured again around the two loads with served/ceiling targets, in every round
+    assert [sorted(r["ceiling_now"]) for r in report["rounds"]] == [["1 text, c=32", "32 texts, c=4"]] * 2
+    around = [r.get("ceiling_now") for r in report["served"]]
+    assert around[0] is None and all(a["before"] > 0 and a["after"] > 0 for a in around[1:])
     assert [list(r["served"]) for r in report["rounds"]] == [[r["load"] for r in report["served"]]] * 2
     assert all(len(r["rounds_req_per_s"]) == 2 for r in report["served"])
     assert "2 head-to-head rounds" in Path(report["json_path"]).with_suffix(".md").read_text(encoding="utf-8")

@@ -87,11 +87,26 @@ def test_ceiling_processes_run_together_and_sum(tiny_bench: BenchModels) -> None
     assert result["seq_per_s"] == max(result["seq_per_s_by_batch_size"].values()) > 0
 
 
+def test_resident_ceiling_measures_again_on_each_call(tiny_bench: BenchModels) -> None:
+    from loadtests.ceiling import ResidentCeiling
+
+    with ResidentCeiling(2, 1, tiny_bench.repository, tiny_bench.primary, None, "fp32", 4, 16384) as resident:
+        first, second = resident.measure(0.3), resident.measure(0.3)
+        children = resident._children.procs
+        assert all(child.poll() is None for child in children)  # waiting for the next call, not gone
+    assert first > 0 and second > 0 and first != second  # two measurements, not one figure repeated
+    assert all(child.poll() is not None for child in children)  # closed with the context
+
+
 def test_ceiling_process_failure_is_reported(tmp_path: Path) -> None:
     from loadtests.ceiling import measure_ceiling_processes
 
     with pytest.raises(RuntimeError, match="a ceiling process exited before it was ready"):
         measure_ceiling_processes(2, str(tmp_path), "absent", None, "fp32", seconds_per_size=0.1)
+    from loadtests.ceiling import ResidentCeiling
+
+    with pytest.raises(RuntimeError, match=r"a ceiling process exited before it was ready(.|\n)*absent"):
+        ResidentCeiling(1, 1, str(tmp_path), "absent", None, "fp32", 4, 16384)
 
 
 PEERS_DIR = REPO / "var" / "peers"
