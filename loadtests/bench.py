@@ -10,6 +10,7 @@ stops what it started, and prints markdown tables and the JSON behind them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -304,21 +305,28 @@ class _Runner:
             self.resident = None
 
     def bracketed_load(
-        self, url: str, scenarios: list[str], n_texts: int, concurrency: int
+        self, url: str, scenarios: list[str], n_texts: int, concurrency: int, server: ServerProcess | None
     ) -> dict[str, Any]:
         """`load`, with the ceiling measured again just before and just after it (when the bench keeps the
-        ceiling's engines): result["ceiling_now"] holds both and their mean, which the served/ceiling
-        targets compare against."""
+        ceiling's engines), while `server` (the one loaded, when the bench started it) is paused:
+        result["ceiling_now"] holds both and their mean, which the served/ceiling targets compare with."""
         if self.resident is None:
             return self.load(url, scenarios, n_texts, concurrency)
-        seconds = self.options.ceiling_bracket_s
-        before = self.resident.measure(seconds)
+        resident, seconds = self.resident, self.options.ceiling_bracket_s
+
+        def ceiling_now() -> float:
+            with server.paused() if server is not None else contextlib.nullcontext():
+                return resident.measure(seconds)
+
+        before = ceiling_now()
         result = self.load(url, scenarios, n_texts, concurrency)
-        after = self.resident.measure(seconds)
+        after = ceiling_now()
+        mean = round((before + after) / 2, 2)
         result["ceiling_now"] = {
             "before": before,
             "after": after,
-            "seq_per_s": round((before + after) / 2, 2),
+            "seq_per_s": mean,
+            "server_paused": bool(server),
         }
         return result
 
@@ -481,7 +489,7 @@ def measure_labelwise(
         for label, n_texts, concurrency in SERVED_LOADS:
             say(f"labelwise: {label} on {models.primary} for {options.duration_s:.0f}s")
             if label in BRACKETED_LOADS:
-                result = run.bracketed_load(url, [models.primary], n_texts, concurrency)
+                result = run.bracketed_load(url, [models.primary], n_texts, concurrency, server)
                 if "ceiling_now" in result:
                     now = result["ceiling_now"]
                     say(f"ceiling around it: {now['before']} / {now['after']} seq/s")

@@ -416,6 +416,7 @@ def test_bench_end_to_end_on_tiny_models(
     assert [sorted(r["ceiling_now"]) for r in report["rounds"]] == [["1 text, c=32", "32 texts, c=4"]] * 2
     around = [r.get("ceiling_now") for r in report["served"]]
     assert around[0] is None and all(a["before"] > 0 and a["after"] > 0 for a in around[1:])
+    assert all(a["server_paused"] for a in around[1:])  # the server the bench started sat out the ceiling
     assert [list(r["served"]) for r in report["rounds"]] == [[r["load"] for r in report["served"]]] * 2
     assert all(len(r["rounds_req_per_s"]) == 2 for r in report["served"])
     assert "2 head-to-head rounds" in Path(report["json_path"]).with_suffix(".md").read_text(encoding="utf-8")

@@ -132,3 +132,49 @@ def test_infinity_serves_the_bench_scenario_under_load(tiny_bench: BenchModels, 
         assert row["memory"]["pss_mb"] > 0 and row["memory"]["processes"] >= 1
     assert (Path(tiny_bench.repository) / "_peer-models" / "infinity").is_dir()
     assert "infinity fp32: stopping" in said
+
+
+def test_a_paused_server_tree_is_stopped_and_continued(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    import psutil
+
+    from loadtests.processes import ServerProcess
+
+    # a parent and a child that count in a file: both must stop counting while paused, and go on after
+    script = (
+        "import os, subprocess, sys, time\n"
+        "if len(sys.argv) == 1:\n"
+        "    subprocess.Popen([sys.executable, __file__, 'child'])\n"
+        "while True:\n"
+        "    open(os.path.join(os.path.dirname(__file__), f'tick-{os.getpid()}'), 'a').write('.')\n"
+        "    time.sleep(0.02)\n"
+    )
+    path = tmp_path / "ticks.py"
+    path.write_text(script)
+    proc = subprocess.Popen([sys.executable, str(path)])
+    server = ServerProcess("ticker", "http://127.0.0.1:1", proc, tmp_path / "log")
+    try:
+        deadline = time.monotonic() + 20
+        while len(list(tmp_path.glob("tick-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = server.tree()
+        assert len(tree) == 2
+
+        def ticks() -> list[int]:
+            return [len((tmp_path / f"tick-{p.pid}").read_text()) for p in tree]
+
+        with server.paused():
+            assert all(p.status() == psutil.STATUS_STOPPED for p in tree)
+            time.sleep(0.1)
+            frozen = ticks()
+            time.sleep(0.3)
+            assert ticks() == frozen
+        time.sleep(0.3)
+        assert all(p.status() != psutil.STATUS_STOPPED for p in tree)
+        assert all(after > before for after, before in zip(ticks(), frozen, strict=True))
+    finally:
+        for p in server.tree()[::-1]:
+            p.kill()
+        proc.wait()
