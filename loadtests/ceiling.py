@@ -143,13 +143,15 @@ class _Children:
             child.stdin.flush()  # type: ignore[union-attr]
 
     def read_all(self, timeout_s: float) -> list[dict[str, Any]]:
-        """The next JSON line of each process; the processes are killed past timeout_s."""
+        """The next JSON line of each process (other lines skipped); all are killed past timeout_s."""
         timer = threading.Timer(timeout_s, self._kill)
         timer.start()
         try:
             results = []
             for child in self.procs:
-                line = child.stdout.readline()  # type: ignore[union-attr]
+                # the next JSON object line; anything else a library printed is skipped
+                while (line := child.stdout.readline()) and not line.startswith("{"):  # type: ignore[union-attr]
+                    pass
                 if not line:
                     child.wait()
                     raise self.failure(f"failed with exit code {child.returncode}")
