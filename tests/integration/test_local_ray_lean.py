@@ -53,3 +53,12 @@ def test_serve_workers_do_without_pandas(served: ServedApp) -> None:
     # The replicas answer all the same, with pandas kept out of them.
     body = {"scenario": "sentiment_full", "texts": ["fine"]}
     assert served.client.post("/v1/classify", json=body).status_code == 200
+
+
+def test_the_serve_controller_runs_its_loop_once_a_second(served: ServedApp) -> None:
+    # serving.local_ray.LOCAL_ENV: the controller's control loop at 1 s, not Ray's 0.1 s (idle CPU); Ray
+    # reads the variable when the controller imports its constants
+    tree = psutil.Process(os.getpid()).children(recursive=True)
+    controllers = [p for p in tree if p.name().startswith("ray::ServeCont")]
+    assert controllers, _ray_processes()
+    assert controllers[0].environ().get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S") == "1"
