@@ -80,7 +80,7 @@ class _Engine:
         self.loaded = load_scenario(repo, scenario, version, settings, BaseEncoderCache())
         self.precision = self.loaded.precision
         self.engine = OnnxEngine(BatchPolicy(max_batch_tokens=max_batch_tokens))
-        self.row = Row
+        self.row = Row  # imported here, with the engine: the parent process never loads serving
         self.stream = itertools.cycle(texts)
         for size in warm_sizes:
             self.classify(size)  # warm each shape
