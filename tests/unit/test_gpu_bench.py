@@ -129,3 +129,26 @@ def importlib_has(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def test_the_torch_path_runs_without_exporting(tmp_path: Path) -> None:
+    """`--backend torch`: the path of a GPU machine without onnxruntime-gpu, here on CPU in fp32."""
+    from loadtests.gpu_bench import BATCH_SIZES, LENGTHS
+
+    out = subprocess.run(
+        [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", "--backend", "torch", "--no-lora",
+         "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert report["backend"] == "torch fp32 + SDPA, dry run"
+    cells = {(r["length"], int(r["batch"])) for r in report["rows"] if r["path"] == "in-process"}
+    assert cells == {(n, b) for n in LENGTHS for b in BATCH_SIZES}
+    assert all(r["seq_per_s"] > 0 for r in report["rows"])
+    assert not (tmp_path / "repository").exists()  # nothing was exported: no ORT session reads it
+    assert "HTTP: skipped on the torch path" in out.stdout
