@@ -26,6 +26,8 @@ import logging
 import os
 from typing import Any
 
+from .http_writes import coalesce_server_writes
+
 logger = logging.getLogger("labelwise.serving")
 
 _MARK = "_labelwise_rebind"
@@ -57,7 +59,11 @@ def allow_rebind() -> bool:
             http_options = http_options.model_copy(update={"port": int(shared_port)})
         if os.environ.get(APP_DIRECT_ENV) == "1":
             app = straight_to_app(app)
-        return await start(app, http_options, *args, **kwargs)
+        started = await start(app, http_options, *args, **kwargs)
+        # Ray created the server's task but it has not run yet: its protocol can still be chosen.
+        server = started[1] if isinstance(started, tuple) and len(started) == 2 else None
+        coalesce_server_writes(server)
+        return started
 
     setattr(start_reusing_address, _MARK, True)
     replica_module.start_asgi_http_server = start_reusing_address

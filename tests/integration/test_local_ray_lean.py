@@ -62,3 +62,7 @@ def test_the_serve_controller_runs_its_loop_once_a_second(served: ServedApp) -> 
     controllers = [p for p in tree if p.name().startswith("ray::ServeCont")]
     assert controllers, _ray_processes()
     assert controllers[0].environ().get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S") == "1"
+    # and the replicas hand their cached Serve metrics over once a second, not every 0.1 s
+    replicas = [p for p in tree if p.name().startswith("ray::ServeRepl")]
+    assert replicas, _ray_processes()
+    assert all(r.environ().get("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS") == "1000" for r in replicas)
