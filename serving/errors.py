@@ -58,6 +58,14 @@ class ModelLoadError(ServingError):
     status_code = 500
 
 
+class ScoresNotFiniteError(ServingError):
+    """The model gave a row NaN or infinite scores (a broken graph or weights): answered 500, never as
+    null scores in the JSON."""
+
+    code = "scores_not_finite"
+    status_code = 500
+
+
 class RequestTimeoutError(ServingError):
     """The request was not answered within request_timeout_s."""
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..batching import BatchPolicy
+from ..errors import ScoresNotFiniteError
 from ..optional import require
 from .graph_rewrite import cpu_session_path
 from .providers import check_session_providers, device_of
@@ -201,11 +202,14 @@ class OnnxEngine:
                 logits = self._forward(first, ids, scenarios, key[0], passes)
                 for pos, i in enumerate(indices):
                     row_logits = logits[pos]
-                    failed = isinstance(row_logits, Exception)
+                    if isinstance(row_logits, Exception):
+                        results[i] = row_logits
+                        continue
+                    probs = softmax(row_logits)
                     results[i] = (
-                        row_logits
-                        if failed
-                        else RowResult(softmax(row_logits), truncated[pos], row_logits, len(ids[pos]))
+                        RowResult(probs, truncated[pos], row_logits, len(ids[pos]))
+                        if np.isfinite(probs).all()
+                        else _not_finite(rows[i].scenario, row_logits)
                     )
             except Exception as exc:  # handed to each row of the group, logged by the batcher
                 for i in indices:
@@ -232,6 +236,13 @@ class OnnxEngine:
             mixed = len({(s.name, s.version) for s in chunk_scenarios})
             passes.append(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group, mixed))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
+
+
+def _not_finite(scenario: LoadedScenario, logits: np.ndarray) -> ScoresNotFiniteError:
+    return ScoresNotFiniteError(
+        f"scenario {scenario.name!r} version {scenario.version} gave non-finite scores ({logits.tolist()}): "
+        "its graph or weights are broken"
+    )
 
 
 def _group_ids(rows: list[Row]) -> tuple[list[list[int]], list[bool]]:

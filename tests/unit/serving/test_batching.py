@@ -125,3 +125,21 @@ def test_micro_batches_sort_by_length_and_keep_each_pass_under_the_token_budget(
     for chunk in chunks:  # a row over the budget alone gets a pass of its own
         assert len(chunk) * max(lengths[i] for i in chunk) <= 12 or len(chunk) == 1
     assert [lengths[i] for i in chunks[-1]] == [30]
+
+
+def test_rows_whose_scores_are_not_finite_fail_with_their_scenario_named(loaded_scenarios: dict) -> None:
+    """A NaN score would reach the answer as null (orjson writes NaN so): the engine fails those rows."""
+    from serving.errors import ScoresNotFiniteError
+
+    good = loaded_scenarios["frozen_two"]
+    broken = dataclasses.replace(
+        good,
+        name="frozen_nan",
+        head=NumpyHead("linear", {"weight": np.zeros((2, 32)), "bias": np.array([np.nan, 0.0])}),
+    )
+    results = _run(_engine(4096), [Row(broken, TEXTS[0]), Row(good, TEXTS[1]), Row(broken, TEXTS[2])])
+    names = [type(r).__name__ for r in results]
+    assert names == ["ScoresNotFiniteError", "RowResult", "ScoresNotFiniteError"]
+    assert isinstance(results[0], ScoresNotFiniteError) and results[0].status_code == 500
+    assert "'frozen_nan'" in str(results[0]) and "nan" in str(results[0])
+    assert np.isfinite(results[1].probs).all()

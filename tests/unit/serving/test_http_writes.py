@@ -31,10 +31,14 @@ class _Counted:
         return getattr(self.transport, name)
 
 
-def _serve_once(script: Callable[[CoalescingTransport, asyncio.AbstractEventLoop], Any]) -> tuple[bytes, list]:
+Script = Callable[[CoalescingTransport, asyncio.AbstractEventLoop], Any]
+
+
+def _serve_once(script: Script) -> tuple[bytes, list]:
     """A TCP server on 127.0.0.1 runs `script` on its side of one connection; returns what the client read
     until EOF and the writes the real transport was handed."""
     counted: list[_Counted] = []
+    tasks: list[asyncio.Task] = []
 
     async def main() -> bytes:
         loop = asyncio.get_running_loop()
@@ -46,7 +50,7 @@ def _serve_once(script: Callable[[CoalescingTransport, asyncio.AbstractEventLoop
                 counted.append(real)
                 result = script(CoalescingTransport(real, loop), loop)  # type: ignore[arg-type]
                 if asyncio.iscoroutine(result):
-                    loop.create_task(result)
+                    tasks.append(loop.create_task(result))
 
         server = await loop.create_server(Proto, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -162,7 +166,8 @@ def test_uvicorn_writes_each_answer_once(uvicorn_coalescing: tuple[int, list[_Co
         assert response.status == 200 and response.read() == f"echo:req{i}".encode()
     (real,) = connections
     assert len(real.writes) == 3  # head and body of each answer in one write (uvicorn alone: 6)
-    assert all(w.startswith(b"HTTP/1.1 200 OK") and w.endswith(b"echo:req%d" % i) for i, w in enumerate(real.writes))
+    for i, write in enumerate(real.writes):
+        assert write.startswith(b"HTTP/1.1 200 OK") and write.endswith(b"echo:req%d" % i)
     conn.request("GET", "/stream")
     response = conn.getresponse()
     assert response.status == 200 and response.read() == b"one,two,three"  # chunked, in order
