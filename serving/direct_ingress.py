@@ -96,9 +96,13 @@ def straight_to_app(ray_asgi: Any) -> Any:
         logger.warning("direct ingress: the replica's ASGI app is not reachable; keeping Ray's request path")
         return ray_asgi
 
+    # The app's classify front door (serving.api.fast_classify.ClassifyFrontDoor) when it has one: valid
+    # classify requests answered before FastAPI's layers, everything else handed to the app.
+    front = getattr(getattr(app, "state", None), "classify_front_door", None) or app
+
     async def serve(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] not in _RAY_ROUTES:
-            await app(scope, receive, send)
+            await front(scope, receive, send)
         else:
             await ray_asgi(scope, receive, send)
 

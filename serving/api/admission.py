@@ -19,6 +19,16 @@ from .http_errors import error_response
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
+class InFlight:
+    """The count of API requests in the app, shared by AdmissionMiddleware and the classify front door
+    (fast_classify.ClassifyFrontDoor), which admits requests against the same limit."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class AdmissionMiddleware:
     """Pure ASGI middleware: at most `limit` non-probe HTTP requests in the app at once.
 
@@ -32,13 +42,18 @@ class AdmissionMiddleware:
         status: int = 503,
         retry_after_s: float = 1.0,
         on_refuse: Callable[[int], None] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self.status = status
         self.retry_after_s = retry_after_s
         self.on_refuse = on_refuse
-        self.in_flight = 0
+        self.counter = in_flight if in_flight is not None else InFlight()
+
+    @property
+    def in_flight(self) -> int:
+        return self.counter.count
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path", "") in PROBE_PATHS:
@@ -51,11 +66,11 @@ class AdmissionMiddleware:
             refusal = error_response(self.status, "overloaded", message, retry_after_s=self.retry_after_s)
             await refusal(scope, receive, send)
             return
-        self.in_flight += 1
+        self.counter.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.counter.count -= 1
 
 
-__all__ = ["PROBE_PATHS", "AdmissionMiddleware"]
+__all__ = ["PROBE_PATHS", "AdmissionMiddleware", "InFlight"]

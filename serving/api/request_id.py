@@ -33,10 +33,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
-        text = given.decode("latin-1")
-        request_id = text if _ACCEPTED.fullmatch(text) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = set_request_id(scope)
         if not self.echo:
             await self.app(scope, receive, send)
             return
@@ -51,6 +48,16 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def set_request_id(scope: dict) -> str:
+    """The request's id, from its X-Request-Id when that is a sane token, else a new one; kept in the
+    scope's state, where log lines and error answers read it."""
+    given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
+    text = given.decode("latin-1")
+    request_id = text if _ACCEPTED.fullmatch(text) else uuid.uuid4().hex
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
+
+
 def _behind_ray_serve() -> bool:
     """Whether this app runs on a Serve replica (whose HTTP server already echoes X-Request-Id)."""
     try:
@@ -62,4 +69,4 @@ def _behind_ray_serve() -> bool:
     return True
 
 
-__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of"]
+__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "set_request_id"]

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from ..config import ServingConfig
 from ..errors import InvalidRequestError, RequestTimeoutError, ServingError, UnauthorizedError
 from ..metrics import ServingMetrics
-from .admission import AdmissionMiddleware
+from .admission import AdmissionMiddleware, InFlight
 from .body_limit import BodyLimitMiddleware
 from .http_errors import error_response, install_error_handlers
 from .request_id import RequestIdMiddleware
@@ -213,7 +213,7 @@ def create_api(
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
     from .compat import compat_routes  # here: compat builds on this module's helpers
-    from .fast_classify import FastClassifyMiddleware  # here: it builds on answer_classify
+    from .fast_classify import ClassifyFrontDoor, FastClassifyMiddleware  # here: they build on this module
 
     app.include_router(compat_routes(backend, config, metrics))
     # Innermost: inside the request id, admission and body limit, in front of FastAPI's routing.
@@ -221,12 +221,18 @@ def create_api(
         app.add_middleware(FastClassifyMiddleware, backend=backend, config=config, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
+    in_flight = InFlight()
     app.add_middleware(
         AdmissionMiddleware,
         limit=config.max_ongoing_requests,
         status=config.backpressure_status_code,
         retry_after_s=config.retry_after_s,
         on_refuse=lambda status: metrics.requests.labels("_overloaded", str(status)).inc(),
+        in_flight=in_flight,
     )
     app.add_middleware(RequestIdMiddleware)  # outermost: refusals carry an id as well
+    # In front of all of it, where the server calls it (direct ingress: serving.direct_ingress).
+    app.state.classify_front_door = (
+        ClassifyFrontDoor(app, backend, config, metrics, in_flight) if fast_classify else None
+    )
     return app

@@ -83,7 +83,10 @@ def _both(repo: ModelRepository, cases: list, **extra: Any) -> tuple[dict, dict]
     async def scenario() -> tuple[dict, dict]:
         service = ClassifierService(config)
         await asyncio.to_thread(service.registry.poll_once)
-        fast = await _answers(create_api(service, config, service.metrics), cases)
+        app = create_api(service, config, service.metrics)
+        fast = await _answers(app, cases)
+        front = await _answers(app.state.classify_front_door, cases)
+        assert front == fast, [name for name in fast if front[name] != fast[name]]
         route = await _answers(create_api(service, config, service.metrics, fast_classify=False), cases)
         return fast, route
 
@@ -157,3 +160,47 @@ def test_the_middleware_answers_valid_requests_itself_and_replays_the_rest_to_th
     assert asyncio.run(scenario()) == [200, 299, 299]
     assert reached[0] == b'{"scenario": 1}'  # the body it had read, replayed whole
     assert json.loads(reached[1]) == VALID
+
+
+def test_the_front_door_shares_the_admission_count_and_leaves_refusals_to_the_app(
+    published_repo: ModelRepository,
+) -> None:
+    """ClassifyFrontDoor (in front of the whole app on a direct-ingress server): a replica at its limit,
+    or a body over max_body_bytes, is refused by the app's own middlewares, in the error shape."""
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo, max_ongoing_requests=2, max_body_bytes=1024)
+
+    async def scenario() -> list[tuple[int, str | None]]:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        front = create_api(service, config, service.metrics).state.classify_front_door
+        out = []
+        transport = httpx.ASGITransport(app=front)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+            async def post(body: Any) -> None:
+                response = await client.post("/v1/classify", json=body)
+                error = response.json().get("error", {}).get("type") if response.status_code != 200 else None
+                out.append((response.status_code, error))
+
+            await post(VALID)
+            assert front.in_flight.count == 0  # released after the answer
+            front.in_flight.count = 2  # two requests in flight, counted by either door
+            await post(VALID)
+            front.in_flight.count = 0
+            await post({"scenario": "frozen_two", "texts": ["x" * 150] * 8})  # body over 1024 bytes
+            await post({"scenario": "frozen_two", "texts": "not a list"})  # replayed to the route
+            assert front.in_flight.count == 0
+        return out
+
+    assert asyncio.run(scenario()) == [
+        (200, None),
+        (503, "overloaded"),
+        (413, "body_too_large"),
+        (422, "invalid_request"),
+    ]

@@ -69,3 +69,13 @@ def test_a_separate_ingress_or_another_route_prefix_keeps_rays_path() -> None:
         return None
 
     assert straight_to_app(plain) is plain
+
+
+def test_the_apps_classify_front_door_is_called_when_it_has_one() -> None:
+    app_seen: list[str] = []
+    front_seen: list[str] = []
+    app = SimpleNamespace(state=SimpleNamespace(classify_front_door=_app(front_seen)))
+    replica = _Replica(SimpleNamespace(app=app, service=object()))
+    _send_all(straight_to_app(replica._direct_ingress_asgi))
+    assert front_seen == ["/v1/classify", "/readyz"] and app_seen == []
+    assert replica.seen == ["/-/healthz", "/-/routes", "/ws"]
