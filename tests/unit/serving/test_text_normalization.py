@@ -38,10 +38,11 @@ def test_published_versions_record_it_and_the_engine_serves_the_cleaned_text(loa
 
 def test_one_text_and_a_batch_tokenize_alike(loaded_scenarios: dict) -> None:
     """A one-text request takes the tokenizer's single-text call (it keeps the GIL); a batch the batch
-    call. Same ids and the same truncation flag either way, at and past the version's max length."""
+    call that skips offsets. Same ids and the same truncation flag either way, at and past the version's max length."""
     tokenizer = loaded_scenarios["full_three"].tokenizer
     long_text = " ".join(["word"] * (tokenizer.max_length_tokens * 2))
     texts = [RAW, CLEAN, long_text, "", "é 東京 🙂"]
+    assert tokenizer._encode_batch.__name__ == "encode_batch_fast"  # the batch call without offsets
     ids, truncated = tokenizer.encode_ids(texts)
     assert truncated[2] and not truncated[0] and len(ids[2]) == tokenizer.max_length_tokens
     for text, batch_ids, batch_cut in zip(texts, ids, truncated, strict=True):
