@@ -38,7 +38,8 @@ def test_published_versions_record_it_and_the_engine_serves_the_cleaned_text(loa
 
 def test_one_text_and_a_batch_tokenize_alike(loaded_scenarios: dict) -> None:
     """A one-text request takes the tokenizer's single-text call (it keeps the GIL); a batch the batch
-    call that skips offsets. Same ids and the same truncation flag either way, at and past the version's max length."""
+    call that skips offsets. Same ids and the same truncation flag either way, at and past the version's
+    max length."""
     tokenizer = loaded_scenarios["full_three"].tokenizer
     long_text = " ".join(["word"] * (tokenizer.max_length_tokens * 2))
     texts = [RAW, CLEAN, long_text, "", "é 東京 🙂"]
