@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,13 @@ def loaded_scenarios(published_repo: ModelRepository) -> dict:
     settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
     bases = BaseEncoderCache()
     return {name: load_scenario(published_repo, name, 1, settings, bases) for name in SCENARIOS}
+
+
+async def read_asgi_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI request, for the test apps that stand in for FastAPI."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body

@@ -12,6 +12,8 @@ import pytest
 
 from model_repository import ModelRepository
 
+from .conftest import read_asgi_body
+
 LONG = " ".join(["word"] * 40)  # over the tiny versions' 16 tokens, under max_chars_per_text
 VALID = {"scenario": "frozen_two", "texts": ["great value", "awful"]}
 JSON = {"Content-Type": "application/json"}
@@ -135,13 +137,7 @@ def test_the_middleware_answers_valid_requests_itself_and_replays_the_rest_to_th
     reached: list[bytes] = []
 
     async def app(scope: dict, receive: Any, send: Any) -> None:  # what FastAPI would be
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        reached.append(body)
+        reached.append(await read_asgi_body(receive))
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 

@@ -15,6 +15,8 @@ import pytest
 
 from serving.http_writes import CoalescingTransport, coalesce_server_writes, coalescing_protocol
 
+from .conftest import read_asgi_body
+
 
 class _Counted:
     """The real transport, with every write it is handed recorded."""
@@ -111,12 +113,7 @@ def uvicorn_coalescing() -> Iterator[tuple[int, list[_Counted]]]:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_asgi_body(receive)
         if scope["path"] == "/stream":
             await send({"type": "http.response.start", "status": 200, "headers": []})
             for part in (b"one,", b"two,"):
