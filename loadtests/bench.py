@@ -39,7 +39,14 @@ from .peers import (
     infinity_missing,
     prepare_infinity_models,
 )
-from .processes import ServerProcess, python_cmd, start_server, stop_server, wait_server_ready
+from .processes import (
+    ServerProcess,
+    python_cmd,
+    start_server,
+    stop_server,
+    terminated_as_exit,
+    wait_server_ready,
+)
 from .sentences import real_texts_file
 
 # The loads the issue names: (label, texts per request, concurrency).
@@ -127,7 +134,13 @@ class BenchOptions(BaseModel):
 
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every step and return the report (also written as JSON and markdown under out_dir)."""
+    """Run every step and return the report (also written as JSON and markdown under out_dir). A SIGTERM
+    ends it through its `finally` blocks: every server it started is stopped (terminated_as_exit)."""
+    with terminated_as_exit():
+        return _run_bench(options, say)
+
+
+def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, Any]:
     if options.url is not None:
         # Refuse a remote target, and give up on a server that is not up, before anything is trained.
         asyncio.run(wait_ready(require_loopback(options.url), options.attach_timeout_s))

@@ -117,6 +117,28 @@ def _status(proc: object) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in the main thread for the block, so that `finally` blocks run: the
+    servers the bench started are stopped, and a tree paused for a ceiling measurement is continued.
+    Python's default SIGTERM ends the process at once, leaving them running (or stopped: SIGSTOP'd
+    processes hold their own SIGTERM until someone sends SIGCONT)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_143(_signum: int, _frame: object) -> None:
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def process_label(cmdline: list[str]) -> str:
     """`ray::ServeController`, `gcs_server`, `labelwise serve`, `dashboard/agent.py`: what a process is."""
     if not cmdline:

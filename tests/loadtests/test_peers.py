@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -178,3 +179,45 @@ def test_a_paused_server_tree_is_stopped_and_continued(tmp_path: Path) -> None:
         for p in server.tree()[::-1]:
             p.kill()
         proc.wait()
+
+
+def test_a_terminated_bench_continues_the_tree_it_paused(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a paused ceiling measurement: the bench process exits 143 through its
+    `finally` blocks (terminated_as_exit), and the server tree it had stopped runs again."""
+    import signal
+    import sys
+    import time
+
+    import psutil
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import subprocess, sys, time\n"
+        "from pathlib import Path\n"
+        "from loadtests.processes import ServerProcess, terminated_as_exit\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "server = ServerProcess('sleeper', 'http://127.0.0.1:1', child, Path('log'))\n"
+        "with terminated_as_exit(), server.paused():\n"
+        "    print(child.pid, flush=True)\n"
+        "    time.sleep(30)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    child = None
+    try:
+        child = psutil.Process(int(proc.stdout.readline()))  # type: ignore[union-attr]
+        assert child.status() == psutil.STATUS_STOPPED
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143 and time.monotonic() - start < 5
+        assert child.status() != psutil.STATUS_STOPPED  # continued on the way out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if child is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.resume()
+                child.kill()
