@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -123,8 +124,6 @@ def terminated_as_exit() -> Iterator[None]:
     servers the bench started are stopped, and a tree paused for a ceiling measurement is continued.
     Python's default SIGTERM ends the process at once, leaving them running (or stopped: SIGSTOP'd
     processes hold their own SIGTERM until someone sends SIGCONT)."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -49,28 +49,24 @@ class AdmissionMiddleware:
         self.status = status
         self.retry_after_s = retry_after_s
         self.on_refuse = on_refuse
-        self.counter = in_flight if in_flight is not None else InFlight()
-
-    @property
-    def in_flight(self) -> int:
-        return self.counter.count
+        self.in_flight = in_flight if in_flight is not None else InFlight()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path", "") in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.in_flight.count >= self.limit:
             if self.on_refuse is not None:
                 self.on_refuse(self.status)
             message = f"service overloaded: {self.limit} requests in flight on this replica; retry later"
             refusal = error_response(self.status, "overloaded", message, retry_after_s=self.retry_after_s)
             await refusal(scope, receive, send)
             return
-        self.counter.count += 1
+        self.in_flight.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.counter.count -= 1
+            self.in_flight.count -= 1
 
 
 __all__ = ["PROBE_PATHS", "AdmissionMiddleware", "InFlight"]

@@ -53,26 +53,28 @@ class FastClassifyMiddleware:
             (k.lower().encode(), v.encode()) for k, v in classify_headers(config).items()
         ]
 
-    def takes(self, scope: dict) -> bool:
-        """Whether FastAPI would route this request to the classify route, with a JSON body and the key."""
+    def takes(self, scope: dict) -> dict[bytes, bytes] | None:
+        """The request's headers when FastAPI would route it to the classify route, with a JSON body and
+        the key; else None."""
         if scope["type"] != "http" or scope["method"] != "POST":
-            return False
+            return None
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
         if path != PATH:
-            return False
+            return None
         headers = dict(scope.get("headers", ()))
         media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if media_type != b"application/json":
-            return False
-        if self.key is None:
-            return True
-        given = headers.get(b"authorization", b"")
-        return given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:], self.key)
+            return None
+        if self.key is not None:
+            given = headers.get(b"authorization", b"")
+            if not (given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:], self.key)):
+                return None
+        return headers
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not self.takes(scope):
+        if self.takes(scope) is None:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)  # the body limit outside raises here past max_body_bytes
@@ -125,15 +127,17 @@ class ClassifyFrontDoor(FastClassifyMiddleware):
         self.limit = config.max_ongoing_requests
         self.body_limit = config.body_limit_bytes
 
-    def _within_body_limit(self, scope: dict) -> bool:
-        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-        return declared is not None and declared.isdigit() and int(declared) <= self.body_limit
-
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not self.takes(scope) or self.in_flight.count >= self.limit or not self._within_body_limit(scope):
+        headers = self.takes(scope)
+        declared = b"" if headers is None else headers.get(b"content-length", b"")
+        if (
+            headers is None
+            or self.in_flight.count >= self.limit
+            or not (declared.isdigit() and int(declared) <= self.body_limit)
+        ):
             await self.app(scope, receive, send)  # answered, or refused, by the whole app
             return
-        set_request_id(scope)
+        set_request_id(scope, headers.get(b"x-request-id", b""))
         self.in_flight.count += 1
         admitted = True
         try:

@@ -48,10 +48,12 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def set_request_id(scope: dict) -> str:
-    """The request's id, from its X-Request-Id when that is a sane token, else a new one; kept in the
-    scope's state, where log lines and error answers read it."""
-    given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
+def set_request_id(scope: dict, given: bytes | None = None) -> str:
+    """The request's id, from its X-Request-Id (`given`, when the caller has read the headers already)
+    when that is a sane token, else a new one; kept in the scope's state, where log lines and error
+    answers read it."""
+    if given is None:
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
     text = given.decode("latin-1")
     request_id = text if _ACCEPTED.fullmatch(text) else uuid.uuid4().hex
     scope.setdefault("state", {})["request_id"] = request_id
