@@ -167,12 +167,14 @@ def plan_server(
                 threads = max(1, int(args["num_cpus"]) // 2)
                 args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
                 if threads == 1:
-                    # Single-threaded passes: one slot more than there are cores, so that a core whose
-                    # slot is between passes (answering its rows, waiting for the GIL or for the request
-                    # loop) runs another pass instead of idling. 2 cores: the machine 98 % busy under
-                    # load against 94 %, and +4 to +20 % req/s in 6 of 6 interleaved loads (docs/serving.md).
-                    slots = int(args["num_cpus"]) + 1
-                    args["max_concurrent_batches"] = serving_config.max_concurrent_batches = slots
+                    # Single-threaded passes: one pass worker per core. A worker takes its next batch
+                    # itself as its pass ends (no wait for the request loop), so a third worker on 2
+                    # cores only time-slices them: 32-text requests at c=4, served/ceiling median 0.94
+                    # with 2 workers (9 interleaved loads), 0.91 with 3 (6), 0.90 with the asyncio
+                    # slots before (9); one text at c=8 and c=32 the same within noise
+                    # (docs/serving.md, "Pass workers").
+                    workers = int(args["num_cpus"])
+                    args["max_concurrent_batches"] = serving_config.max_concurrent_batches = workers
     replicas = ingress_replicas(serving_config)
     if (
         local

@@ -28,8 +28,10 @@ first to know.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -85,18 +87,18 @@ class BatchItem:
 RunRows = Callable[[list["Row"]], "BatchOutcome"]
 
 
-async def run_batch(
+def run_items(
     items: list[BatchItem], run: RunRows, metrics: ServingMetrics | None = None
 ) -> list[RowResult | Exception]:
-    """One result per item, in order; a failed item carries its exception (the others still answer)."""
+    """One result per item, in order; a failed item carries its exception (the others still answer).
+    Runs where it is called (a pass worker's thread); records the batch and pass metrics."""
     now = time.perf_counter()
     if metrics is not None:
         metrics.batch_rows.observe(len(items))
         for item in items:
             metrics.queue_wait.observe(now - item.queued_at_s)
     try:
-        # ONNX Runtime and the Rust tokenizer release the GIL: a worker thread keeps HTTP responsive.
-        outcome = await asyncio.to_thread(run, [item.row for item in items])
+        outcome = run([item.row for item in items])
     except Exception as exc:  # every item of a batch that failed as a whole gets it
         logger.exception("batch of %d rows failed", len(items))
         return [exc] * len(items)
@@ -115,89 +117,162 @@ async def run_batch(
     return results
 
 
+async def run_batch(
+    items: list[BatchItem], run: RunRows, metrics: ServingMetrics | None = None
+) -> list[RowResult | Exception]:
+    """run_items in a worker thread (ONNX Runtime and the Rust tokenizer release the GIL)."""
+    return await asyncio.to_thread(run_items, items, run, metrics)
+
+
 @dataclass
 class _Waiting:
-    """A submitted row, the future its request awaits, the pass group it belongs to and its token count
-    (None: not tokenized yet, so its length is unknown)."""
+    """A submitted row, the future its request awaits (on `loop`), the pass group it belongs to and its
+    token count (None: not tokenized yet, so its length is unknown)."""
 
     item: BatchItem
     future: asyncio.Future[RowResult | Exception]
+    loop: asyncio.AbstractEventLoop
     group: tuple
     tokens: int | None
 
 
-class _Lane:
-    """One event loop's queue (oldest first), arrival signal and slot tasks."""
-
-    def __init__(self) -> None:
-        self.queue: deque[_Waiting] = deque()
-        self.arrived = asyncio.Event()
-        self.slots: list[asyncio.Task[None]] = []
-        self.idle = 0  # slots waiting for a first row
+class BatcherClosedError(RuntimeError):
+    """A row submitted to (or still waiting in) a Batcher that was closed."""
 
 
 class Batcher:
-    """Rows of concurrent requests -> batches, `max_concurrent_batches` at once (see the module doc).
+    """Rows of concurrent requests -> batches, run by `max_concurrent_batches` pass workers (see the
+    module doc).
 
-    The slots are tasks on the event loop that submits (a replica has one: its user-code loop); another
-    loop gets slots of its own, so no row ever waits on a loop that is not running. ONNX Runtime and the
-    tokenizer run in a worker thread (run_batch), so one slot's pass overlaps another's on another core.
-    A row whose request is gone (cancelled: client gone, timeout) before its batch starts is skipped.
+    A pass worker is a thread of its own that takes its next batch from the queue as soon as its pass is
+    done, runs it (ONNX Runtime and the tokenizer release the GIL, so workers' passes overlap on the
+    cores) and hands the results to the event loop each row came from (`call_soon_threadsafe`). So the
+    request loop never schedules a pass: between two passes of a worker there is no wait for the loop,
+    which may be busy reading and answering requests. Rows of any event loop share the queue. A row whose
+    request is gone (cancelled: client gone, timeout) before its batch starts is skipped. Workers start
+    with the first row and stop at `close()`.
     """
 
     def __init__(self, run: RunRows, policy: BatchPolicy, metrics: ServingMetrics | None = None) -> None:
         self._run = run
         self._policy = policy
         self._metrics = metrics
-        self._lanes: dict[asyncio.AbstractEventLoop, _Lane] = {}
+        self._ready = threading.Condition(threading.Lock())  # guards everything below
+        self._queue: deque[_Waiting] = deque()  # oldest first
+        self._idle = 0  # workers waiting for a first row
+        self._workers: list[threading.Thread] = []
+        self._closed = False
 
     async def submit(self, row: Row) -> RowResult:
-        loop = asyncio.get_running_loop()
-        lane = self._lanes.get(loop)
-        if lane is None:
-            for closed in [other for other in self._lanes if other.is_closed()]:
-                del self._lanes[closed]  # a finished loop (tests: one asyncio.run each) takes its lane along
-            lane = self._lanes[loop] = _Lane()
-            lane.slots = [
-                loop.create_task(self._slot(lane), name=f"labelwise-batch-slot-{i}")
-                for i in range(self._policy.max_concurrent_batches)
-            ]
-        tokens = None if row.ids is None else len(row.ids)
-        group = row.scenario.group_key
-        waiting = _Waiting(BatchItem(row, time.perf_counter()), loop.create_future(), group, tokens)
-        lane.queue.append(waiting)
-        lane.arrived.set()
-        result = await waiting.future
+        """`row`'s result, once a pass worker has run it; a row that failed raises its exception."""
+        waiting = self._waiting(row, asyncio.get_running_loop())
+        self._enqueue([waiting])
+        try:
+            result = await waiting.future
+        except asyncio.CancelledError:
+            waiting.future.cancel()  # a row whose request is gone is skipped
+            raise
         if isinstance(result, Exception):
             raise result
         return result
 
-    async def _next_batch(self, lane: _Lane) -> list[_Waiting]:
-        """The rows of this slot's next batch, at most max_batch_size of them (with share_waiting_rows,
-        only this slot's share of the rows waiting while other slots are idle), after waiting for a first
-        row and, with batch_wait_timeout_s, that long for more. Which rows: see `_take`."""
-        lane.idle += 1
+    async def submit_many(self, rows: list[Row]) -> list[RowResult]:
+        """The results of one request's rows, in order. The rows join the queue together (one lock, one
+        wake-up), so a worker never starts on part of them: a request's rows share passes the same way
+        whenever it is sent alone. The first row that failed raises its exception, and the rows not yet
+        run are dropped from the queue."""
+        loop = asyncio.get_running_loop()
+        waiting = [self._waiting(row, loop) for row in rows]
+        self._enqueue(waiting)
+        results: list[RowResult] = []
         try:
-            while not lane.queue:
-                lane.arrived.clear()
-                await lane.arrived.wait()
-        finally:
-            lane.idle -= 1
-        limit = self._policy.max_batch_size
-        deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
-        while len(lane.queue) < limit:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            lane.arrived.clear()
+            for w in waiting:
+                result = await w.future
+                if isinstance(result, Exception):
+                    raise result
+                results.append(result)
+        except BaseException:
+            for w in waiting:
+                w.future.cancel()  # no-op on the rows already answered
+            raise
+        return results
+
+    @staticmethod
+    def _waiting(row: Row, loop: asyncio.AbstractEventLoop) -> _Waiting:
+        tokens = None if row.ids is None else len(row.ids)
+        return _Waiting(
+            BatchItem(row, time.perf_counter()), loop.create_future(), loop, row.scenario.group_key, tokens
+        )
+
+    def _enqueue(self, waiting: list[_Waiting]) -> None:
+        with self._ready:
+            if self._closed:
+                raise BatcherClosedError("the batcher is closed: the replica is shutting down")
+            if not self._workers:
+                self._start_workers()
+            self._queue.extend(waiting)
+            self._ready.notify(len(waiting))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the workers once their passes are done; rows still queued are answered with
+        BatcherClosedError (none is left without an answer)."""
+        with self._ready:
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._ready.notify_all()
+            workers = list(self._workers)
+        self._answer(left, [BatcherClosedError("the replica is shutting down")] * len(left))
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout_s)
+
+    def _start_workers(self) -> None:  # with self._ready held
+        for i in range(self._policy.max_concurrent_batches):
+            worker = threading.Thread(target=self._work, name=f"labelwise-pass-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [w for w in batch if not w.future.done()]
+            if not live:
+                continue
             try:
-                await asyncio.wait_for(lane.arrived.wait(), remaining)
-            except TimeoutError:
-                break
-        if self._policy.share_waiting_rows and lane.idle:
-            # leave the other idle slots their share of the rows waiting: one batch per free slot
-            limit = min(limit, -(-len(lane.queue) // (lane.idle + 1)))
-        return self._take(lane.queue, limit)
+                results = run_items([w.item for w in live], self._run, self._metrics)
+            except Exception as exc:
+                # run_items answers per row, so this is a bug in it: fail the batch, keep the worker.
+                logger.exception("pass worker failed on %d rows", len(live))
+                results = [exc] * len(live)
+            self._answer(live, results)
+
+    def _next_batch(self) -> list[_Waiting] | None:
+        """The rows of this worker's next batch, at most max_batch_size of them (with share_waiting_rows,
+        only this worker's share of the rows waiting while other workers are idle), after waiting for a
+        first row and, with batch_wait_timeout_s, that long for more; None once closed. Which rows: see
+        `_take`."""
+        with self._ready:
+            self._idle += 1
+            try:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._ready.wait()
+            finally:
+                self._idle -= 1
+            limit = self._policy.max_batch_size
+            deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
+            while len(self._queue) < limit and not self._closed:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            if not self._queue:  # another worker took them while this one waited for more
+                return []
+            if self._policy.share_waiting_rows and self._idle:
+                # leave the other idle workers their share of the rows waiting: one batch per free worker
+                limit = min(limit, -(-len(self._queue) // (self._idle + 1)))
+            return self._take(self._queue, limit)
 
     def _take(self, queue: deque[_Waiting], limit: int) -> list[_Waiting]:
         """Up to `limit` rows out of `queue`, the oldest always among them.
@@ -244,27 +319,22 @@ class Batcher:
         queue.extend(kept)
         return batch
 
-    async def _slot(self, lane: _Lane) -> None:
-        while True:
-            batch = [w for w in await self._next_batch(lane) if not w.future.done()]
-            if not batch:
-                continue
-            try:
-                results: list[RowResult | Exception] = await run_batch(
-                    [w.item for w in batch], self._run, self._metrics
-                )
-            except asyncio.CancelledError:  # the loop is closing: no row is left without an answer
-                for w in batch:
-                    if not w.future.done():
-                        w.future.cancel()
-                raise
-            except Exception as exc:
-                # run_batch answers per row, so this is a bug in it: fail the batch, keep the slot.
-                logger.exception("batch slot failed on %d rows", len(batch))
-                results = [exc] * len(batch)
-            for w, result in zip(batch, results, strict=True):
-                if not w.future.done():
-                    w.future.set_result(result)
+    @staticmethod
+    def _answer(batch: list[_Waiting], results: list[RowResult | Exception]) -> None:
+        """Each row's result, set on the loop its request awaits it on (skipped where that loop is gone)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiting, RowResult | Exception]]] = {}
+        for w, result in zip(batch, results, strict=True):
+            by_loop.setdefault(w.loop, []).append((w, result))
+        for loop, pairs in by_loop.items():
+            # a closed loop raises RuntimeError: no one awaits these rows any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, pairs)
 
 
-__all__ = ["BatchItem", "BatchPolicy", "Batcher", "run_batch"]
+def _settle(pairs: list[tuple[_Waiting, RowResult | Exception]]) -> None:
+    for w, result in pairs:
+        if not w.future.done():
+            w.future.set_result(result)
+
+
+__all__ = ["BatchItem", "BatchPolicy", "Batcher", "BatcherClosedError", "run_batch", "run_items"]

@@ -119,6 +119,7 @@ class ClassifierService:
     def stop(self) -> None:
         if self._poll_task is not None:
             self._poll_task.cancel()
+        self.batcher.close()
 
     async def _poll_forever(self) -> None:
         # Polling, not file watching: the repository may be a network volume or an object-store mount
@@ -173,10 +174,10 @@ class ClassifierService:
                         field=f"texts.{i}",
                     )
         rows = [Row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
-        if len(rows) == 1:  # the common case: no task of its own for one row
+        if len(rows) == 1:  # the common case
             results = [await self.batcher.submit(rows[0])]
         else:
-            results = await asyncio.gather(*(self.batcher.submit(row) for row in rows))
+            results = await self.batcher.submit_many(rows)
         labels = loaded.labels
         tokens = [r.tokens for r in results]
         answer: dict[str, Any] = {

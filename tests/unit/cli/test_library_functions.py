@@ -90,8 +90,8 @@ def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> Non
             # batch slots sharing the rows waiting, each pass on half the cores
             **(
                 {
-                    # single-threaded passes (2-3 cores) get one slot more than the cores
-                    "max_concurrent_batches": local_cores() + 1 if local_cores() < 4 else 2,
+                    # single-threaded passes (2-3 cores): one pass worker per core
+                    "max_concurrent_batches": local_cores() if local_cores() < 4 else 2,
                     "share_waiting_rows": True,
                     "ort_intra_op_threads": local_cores() // 2,
                 }

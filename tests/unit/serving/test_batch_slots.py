@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from serving.batching import Batcher, BatchPolicy
+from serving.batching import Batcher, BatcherClosedError, BatchPolicy
 from serving.engine import BatchOutcome, OnnxEngine, Row
 
 TEXTS = ["great film", "awful service again", "ok", "the plan was fine", "late again", "brilliant app"]
@@ -198,6 +198,52 @@ def test_a_cancelled_request_row_is_skipped_and_the_others_answer(loaded_scenari
     _same_as_alone(engine, [rows[0], rows[2]], [first, kept])
 
 
+def test_a_requests_rows_join_the_queue_together_so_a_worker_never_starts_on_part_of_them(
+    loaded_scenarios: dict,
+) -> None:
+    # Two idle workers: a request's rows submitted one by one could wake one worker on the first rows
+    # alone; submit_many queues them at once, so each request of 6 rows is one batch of 6, every time.
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=2))
+    rows = _rows(loaded_scenarios, TEXTS)
+
+    async def scenario() -> list:
+        return [await batcher.submit_many(rows) for _ in range(20)]
+
+    answers = asyncio.run(scenario())
+    assert recorder.sizes == [len(rows)] * 20
+    assert recorder.texts[0] == TEXTS  # in order
+    for results in answers:
+        _same_as_alone(engine, rows, results)
+    batcher.close()
+
+
+def test_a_cancelled_request_drops_all_its_rows_that_have_not_run(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:4])
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await _until(recorder.started.is_set)
+        gone = asyncio.ensure_future(batcher.submit_many(rows[1:3]))
+        kept = asyncio.ensure_future(batcher.submit_many(rows[3:]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # the client went away while its rows waited
+        recorder.gate.set()
+        answered = [await first, *(await kept)]
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return answered
+
+    answered = asyncio.run(scenario())
+    assert recorder.texts == [[TEXTS[0]], [TEXTS[3]]]
+    _same_as_alone(engine, [rows[0], rows[3]], answered)
+    batcher.close()
+
+
 def test_a_batch_that_fails_answers_its_rows_with_the_error_and_the_slot_keeps_serving(
     loaded_scenarios: dict,
 ) -> None:
@@ -223,26 +269,63 @@ def test_a_batch_that_fails_answers_its_rows_with_the_error_and_the_slot_keeps_s
     _same_as_alone(engine, [rows[1]], [result])
 
 
-def test_each_event_loop_that_submits_gets_slots_of_its_own(loaded_scenarios: dict) -> None:
+def test_the_workers_answer_rows_of_every_event_loop_on_their_own_loop(
+    loaded_scenarios: dict,
+) -> None:
     engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
     batcher = Batcher(engine.run, BatchPolicy(max_concurrent_batches=1))
     rows = _rows(loaded_scenarios, TEXTS[:2])
-    for _ in range(2):  # each asyncio.run is a new loop; a closed loop's lane is dropped
+    for _ in range(2):  # each asyncio.run is a new loop; the same worker serves both
         result = asyncio.run(batcher.submit(rows[0]))
         _same_as_alone(engine, [rows[0]], [result])
-    assert len(batcher._lanes) == 1
-    # Two loops at once: one slot held busy on a loop in another thread does not hold this loop's rows.
+    assert len(batcher._workers) == 1
+    # Two loops at once, one in another thread: their rows share the worker's batch, and each is
+    # answered on its own loop.
     recorder = Recorder(engine, hold=1)
     batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
     other: list = []
     held = threading.Thread(target=lambda: other.append(asyncio.run(batcher.submit(rows[0]))))
     held.start()
     assert recorder.started.wait(10)
-    here = asyncio.run(batcher.submit(rows[1]))  # answered while the other loop's slot is still held
-    assert other == [] and recorder.sizes == [1, 1]
-    recorder.gate.set()
+
+    async def here_then_open() -> list:
+        mine = asyncio.ensure_future(batcher.submit(rows[1]))
+        await asyncio.sleep(0.05)
+        assert not mine.done()  # waiting behind the held pass: nothing runs it elsewhere
+        recorder.gate.set()
+        return [await mine]
+
+    here = asyncio.run(here_then_open())
     held.join(10)
-    _same_as_alone(engine, rows, [other[0], here])
+    assert recorder.sizes == [1, 1]
+    _same_as_alone(engine, rows, [other[0], here[0]])
+    batcher.close()
+
+
+def test_close_answers_the_rows_still_waiting_and_refuses_new_ones(loaded_scenarios: dict) -> None:
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine, hold=1)
+    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
+    rows = _rows(loaded_scenarios, TEXTS[:3])
+
+    async def scenario() -> tuple[list, list]:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await _until(recorder.started.is_set)
+        waiting = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(asyncio.to_thread(batcher.close))
+        await asyncio.sleep(0.05)
+        recorder.gate.set()  # the pass under way finishes and answers
+        await closing
+        late = [await asyncio.gather(batcher.submit(rows[0]), return_exceptions=True)]
+        return await asyncio.gather(first, *waiting, return_exceptions=True), late[0]
+
+    done, late = asyncio.run(scenario())
+    _same_as_alone(engine, rows[:1], done[:1])
+    assert [type(r) for r in done[1:]] == [BatcherClosedError, BatcherClosedError]
+    assert isinstance(late[0], BatcherClosedError)
+    assert recorder.sizes == [1]
+    assert all(not w.is_alive() for w in batcher._workers)
 
 
 def _sized_rows(loaded: dict, lengths: list[int]) -> list[Row]:
