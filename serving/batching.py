@@ -1,15 +1,15 @@
 """The whole batching policy of a replica, in one place.
 
 Two levels, both set from ServingConfig:
-- **request rows -> a batch**: `Batcher` runs `max_concurrent_batches` batch slots. A slot that is free
-  takes every row waiting (up to `max_batch_size`) and runs them as one batch; rows that arrive while
-  every slot is busy wait together and become the next batch. `batch_wait_timeout_s` lets a free slot
-  wait that long for more rows when its batch is not full (0, the default: it starts at once). With
-  `share_waiting_rows` a slot that wakes while other slots are idle takes only its share of the rows
-  waiting, so that the idle slots run the rest at once (one ORT thread per pass on every core).
-  With `pass_padding_tokens` (8 by default; rows tokenized on arrival) a batch is one forward pass of
-  rows of similar length: the oldest row waiting and the rows of its pass group closest to it in length,
-  within `max_batch_tokens` and that much padding a row (`Batcher._take`).
+- **request rows -> a batch**: `Batcher` runs `max_concurrent_batches` pass workers (threads). A worker
+  that is free takes every row waiting (up to `max_batch_size`) and runs them as one batch; rows that
+  arrive while every worker is busy wait together and become the next batch. `batch_wait_timeout_s` lets
+  a free worker wait that long for more rows when its batch is not full (0, the default: it starts at
+  once). With `share_waiting_rows` a worker that wakes while other workers are idle takes only its share
+  of the rows waiting, so that the idle workers run the rest at once (one ORT thread per pass on every
+  core). With `pass_padding_tokens` (8 by default; rows tokenized on arrival) a batch is one forward pass
+  of rows of similar length: the oldest row waiting and the rows of its pass group closest to it in
+  length, within `max_batch_tokens` and that much padding a row (`Batcher._take`).
 - **a batch -> forward passes**: the engine groups rows that can share a pass, sorts each group by
   length and cuts it so that no pass pads more than `max_batch_tokens` tokens (`micro_batches`).
 
@@ -17,12 +17,13 @@ Why not `@serve.batch`: Ray's batch loop closes a batch when its wait ends, whet
 free to run it, so with a short wait it queues many one-row batches behind the busy slots, and with a
 longer one a free core sits idle for the whole wait. On the 2-core box (MiniLM int8, one-text requests,
 wrk, the same service without Ray) the 5 ms wait left the machine 22-42 % idle: 486 req/s at c=32 and
-288 at c=8; `@serve.batch` with no wait 548-560 and 427-443; these slots 591-593 and 433-476
-(docs/serving.md, "Batch slots").
+288 at c=8; `@serve.batch` with no wait 548-560 and 427-443; batch slots 591-593 and 433-476
+(docs/serving.md, "Batch slots"). The slots were asyncio tasks at first; as threads that take their own
+next batch they no longer wait for the request loop between passes ("Pass workers" there).
 
-`run_batch` is what a slot runs. It knows nothing of Ray, so it is tested with plain asyncio
-(tests/unit/serving/test_batching.py); it records the batch and pass metrics, whose values it is the
-first to know.
+`run_items` is what a worker runs (`run_batch`: the same in a thread, from a coroutine). It knows nothing
+of Ray, so it is tested with plain asyncio (tests/unit/serving/test_batching.py); it records the batch and
+pass metrics, whose values it is the first to know.
 """
 
 from __future__ import annotations
