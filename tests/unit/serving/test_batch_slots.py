@@ -174,28 +174,36 @@ def test_a_free_slot_waits_batch_wait_timeout_s_for_more_rows(
     _same_as_alone(engine, rows, results)
 
 
-def test_a_cancelled_request_row_is_skipped_and_the_others_answer(loaded_scenarios: dict) -> None:
+@pytest.mark.parametrize("gone_rows", [1, 2], ids=["one row (submit)", "two rows (submit_many)"])
+def test_a_cancelled_requests_rows_are_skipped_and_the_others_answer(
+    loaded_scenarios: dict, gone_rows: int
+) -> None:
     engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
     recorder = Recorder(engine, hold=1)
     batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
-    rows = _rows(loaded_scenarios, TEXTS[:3])
+    rows = _rows(loaded_scenarios, TEXTS[: 2 + gone_rows])
+    gone_part, kept_row = rows[1:-1], rows[-1]
 
-    async def scenario() -> tuple:
+    async def scenario() -> list:
         first = asyncio.ensure_future(batcher.submit(rows[0]))
         await _until(recorder.started.is_set)
-        gone = asyncio.ensure_future(batcher.submit(rows[1]))
-        kept = asyncio.ensure_future(batcher.submit(rows[2]))
+        if len(gone_part) == 1:
+            gone = asyncio.ensure_future(batcher.submit(gone_part[0]))
+        else:
+            gone = asyncio.ensure_future(batcher.submit_many(gone_part))
+        kept = asyncio.ensure_future(batcher.submit_many([kept_row]))
         await asyncio.sleep(0.01)
-        gone.cancel()  # e.g. the client went away while its row waited
+        gone.cancel()  # e.g. the client went away while its rows waited
         recorder.gate.set()
-        answered = await asyncio.gather(first, kept)
+        answered = [await first, *(await kept)]
         with pytest.raises(asyncio.CancelledError):
             await gone
         return answered
 
-    first, kept = asyncio.run(scenario())
-    assert recorder.texts == [[TEXTS[0]], [TEXTS[2]]]
-    _same_as_alone(engine, [rows[0], rows[2]], [first, kept])
+    answered = asyncio.run(scenario())
+    assert recorder.texts == [[TEXTS[0]], [kept_row.text]]
+    _same_as_alone(engine, [rows[0], kept_row], answered)
+    batcher.close()
 
 
 def test_a_requests_rows_join_the_queue_together_so_a_worker_never_starts_on_part_of_them(
@@ -216,31 +224,6 @@ def test_a_requests_rows_join_the_queue_together_so_a_worker_never_starts_on_par
     assert recorder.texts[0] == TEXTS  # in order
     for results in answers:
         _same_as_alone(engine, rows, results)
-    batcher.close()
-
-
-def test_a_cancelled_request_drops_all_its_rows_that_have_not_run(loaded_scenarios: dict) -> None:
-    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
-    recorder = Recorder(engine, hold=1)
-    batcher = Batcher(recorder, BatchPolicy(max_concurrent_batches=1))
-    rows = _rows(loaded_scenarios, TEXTS[:4])
-
-    async def scenario() -> list:
-        first = asyncio.ensure_future(batcher.submit(rows[0]))
-        await _until(recorder.started.is_set)
-        gone = asyncio.ensure_future(batcher.submit_many(rows[1:3]))
-        kept = asyncio.ensure_future(batcher.submit_many(rows[3:]))
-        await asyncio.sleep(0.01)
-        gone.cancel()  # the client went away while its rows waited
-        recorder.gate.set()
-        answered = [await first, *(await kept)]
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        return answered
-
-    answered = asyncio.run(scenario())
-    assert recorder.texts == [[TEXTS[0]], [TEXTS[3]]]
-    _same_as_alone(engine, [rows[0], rows[3]], answered)
     batcher.close()
 
 
