@@ -21,9 +21,9 @@ wrk, the same service without Ray) the 5 ms wait left the machine 22-42 % idle: 
 (docs/serving.md, "Batch slots"). The slots were asyncio tasks at first; as threads that take their own
 next batch they no longer wait for the request loop between passes ("Pass workers" there).
 
-`run_items` is what a worker runs (`run_batch`: the same in a thread, from a coroutine). It knows nothing
-of Ray, so it is tested with plain asyncio (tests/unit/serving/test_batching.py); it records the batch and
-pass metrics, whose values it is the first to know.
+`run_items` is what a worker runs. It knows nothing of Ray or asyncio, so it is tested on its own
+(tests/unit/serving/test_batching.py); it records the batch and pass metrics, whose values it is the
+first to know.
 """
 
 from __future__ import annotations
@@ -118,13 +118,6 @@ def run_items(
     return results
 
 
-async def run_batch(
-    items: list[BatchItem], run: RunRows, metrics: ServingMetrics | None = None
-) -> list[RowResult | Exception]:
-    """run_items in a worker thread (ONNX Runtime and the Rust tokenizer release the GIL)."""
-    return await asyncio.to_thread(run_items, items, run, metrics)
-
-
 @dataclass
 class _Waiting:
     """A submitted row, the future its request awaits (on `loop`), the pass group it belongs to and its
@@ -166,24 +159,25 @@ class Batcher:
 
     async def submit(self, row: Row) -> RowResult:
         """`row`'s result, once a pass worker has run it; a row that failed raises its exception."""
-        waiting = self._waiting(row, asyncio.get_running_loop())
-        self._enqueue([waiting])
-        try:
-            result = await waiting.future
-        except asyncio.CancelledError:
-            waiting.future.cancel()  # a row whose request is gone is skipped
-            raise
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return (await self.submit_many([row]))[0]
 
     async def submit_many(self, rows: list[Row]) -> list[RowResult]:
         """The results of one request's rows, in order. The rows join the queue together (one lock, one
         wake-up), so a worker never starts on part of them: a request's rows share passes the same way
         whenever it is sent alone. The first row that failed raises its exception, and the rows not yet
-        run are dropped from the queue."""
+        run (all of them when the request is cancelled) are skipped."""
         loop = asyncio.get_running_loop()
-        waiting = [self._waiting(row, loop) for row in rows]
+        now = time.perf_counter()
+        waiting = [
+            _Waiting(
+                BatchItem(row, now),
+                loop.create_future(),
+                loop,
+                row.scenario.group_key,
+                None if row.ids is None else len(row.ids),
+            )
+            for row in rows
+        ]
         self._enqueue(waiting)
         results: list[RowResult] = []
         try:
@@ -197,13 +191,6 @@ class Batcher:
                 w.future.cancel()  # no-op on the rows already answered
             raise
         return results
-
-    @staticmethod
-    def _waiting(row: Row, loop: asyncio.AbstractEventLoop) -> _Waiting:
-        tokens = None if row.ids is None else len(row.ids)
-        return _Waiting(
-            BatchItem(row, time.perf_counter()), loop.create_future(), loop, row.scenario.group_key, tokens
-        )
 
     def _enqueue(self, waiting: list[_Waiting]) -> None:
         with self._ready:
@@ -338,4 +325,4 @@ def _settle(pairs: list[tuple[_Waiting, RowResult | Exception]]) -> None:
             w.future.set_result(result)
 
 
-__all__ = ["BatchItem", "BatchPolicy", "Batcher", "BatcherClosedError", "run_batch", "run_items"]
+__all__ = ["BatchItem", "BatchPolicy", "Batcher", "BatcherClosedError", "run_items"]

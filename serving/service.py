@@ -174,10 +174,7 @@ class ClassifierService:
                         field=f"texts.{i}",
                     )
         rows = [Row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
-        if len(rows) == 1:  # the common case
-            results = [await self.batcher.submit(rows[0])]
-        else:
-            results = await self.batcher.submit_many(rows)
+        results = await self.batcher.submit_many(rows)
         labels = loaded.labels
         tokens = [r.tokens for r in results]
         answer: dict[str, Any] = {

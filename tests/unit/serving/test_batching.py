@@ -1,15 +1,14 @@
-"""The batched handler a batch slot runs (run_batch), run with plain asyncio on real ONNX graphs (no Ray)."""
+"""What a pass worker runs on a batch (run_items), on real ONNX graphs (no Ray, no event loop)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
 import numpy as np
 
 from model_repository import NumpyHead
-from serving.batching import BatchItem, BatchPolicy, run_batch
+from serving.batching import BatchItem, BatchPolicy, run_items
 from serving.engine import OnnxEngine, Row
 from serving.metrics import ServingMetrics
 
@@ -30,7 +29,7 @@ def _engine(max_batch_tokens: int) -> OnnxEngine:
 
 def _run(engine: OnnxEngine, rows: list[Row], metrics: ServingMetrics | None = None) -> list:
     items = [BatchItem(row, time.perf_counter()) for row in rows]
-    return asyncio.run(run_batch(items, engine.run, metrics))
+    return run_items(items, engine.run, metrics)
 
 
 def _sample_count(metrics: ServingMetrics, name: str, **labels: str) -> float:

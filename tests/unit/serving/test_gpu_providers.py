@@ -86,16 +86,14 @@ def test_io_binding_pass_equals_a_plain_session_run(loaded_scenarios: dict) -> N
 
 
 def test_engine_metrics_and_scenarios_carry_the_provider(loaded_scenarios: dict) -> None:
-    from serving.batching import BatchItem, BatchPolicy, run_batch
+    from serving.batching import BatchItem, BatchPolicy, run_items
 
     metrics = ServingMetrics()
     metrics.provider = loaded_scenarios["full_three"].provider
     assert metrics.provider == "CPUExecutionProvider"
     engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
     items = [BatchItem(Row(s, "the app was lovely"), 0.0) for s in loaded_scenarios.values()]
-    import asyncio
-
-    asyncio.run(run_batch(items, engine.run, metrics))
+    run_items(items, engine.run, metrics)
     text = metrics.render().decode()
     for name in ("labelwise_forward_rows", "labelwise_inference_seconds", "labelwise_queue_wait_seconds"):
         lines = [ln for ln in text.splitlines() if ln.startswith(f"{name}_count")]
