@@ -133,3 +133,23 @@ def test_a_published_full_version_serves_the_same_logits_with_the_rewrite(
     assert as_published.unfused_layer_norms == 0
     assert rewritten.unfused_layer_norms == _ops(path).count("SkipLayerNormalization") > 0
     np.testing.assert_allclose(rewritten.run(ids, mask), as_published.run(ids, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_one_cpu_session_runs_passes_from_several_threads_without_an_arena(published_repo) -> None:
+    """The pass workers share a scenario's session; on CPU it has no memory arena (runner.py says why),
+    and passes of different shapes run at once from 3 threads give each pass its serial logits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    graph = OnnxGraph(published_repo.version_path("full_three", 1) / "onnx" / "model.fp32.onnx", CPU, 1)
+    assert graph.session.get_session_options().enable_cpu_mem_arena is False
+    rng = np.random.default_rng(1)
+    passes = []
+    for rows, width in [(1, 4), (3, 9), (8, 17), (2, 33), (5, 6)] * 4:
+        ids = rng.integers(3, 200, (rows, width))
+        ids[:, 0], ids[:, -1] = 0, 2
+        passes.append((ids, np.ones_like(ids)))
+    serial = [graph.run(ids, mask) for ids, mask in passes]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda p: graph.run(*p), passes))
+    for one, other in zip(serial, together, strict=True):
+        np.testing.assert_allclose(other, one, rtol=1e-5, atol=1e-6)
