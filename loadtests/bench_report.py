@@ -296,6 +296,16 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _fmt_measured(target: dict[str, Any]) -> str:
+    """The measured value to 2 decimals, or to 3 where 2 would read as the bar itself (0.949 against
+    0.95 reads "0.95 ≥ 0.95: no" otherwise)."""
+    measured, bar = target["measured"], float(target["bar"])
+    shown = _fmt(measured, 2)
+    if isinstance(measured, float) and measured != bar and round(measured, 2) == round(bar, 2):
+        shown = _fmt(measured, 3)
+    return shown
+
+
 def render_comparison(report: dict[str, Any]) -> list[str]:
     """The side-by-side table: every system at c=8 and c=32, and the ceiling."""
     c = report["ceiling"]
@@ -397,7 +407,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         note = f" ({t['note']})" if t.get("note") else ""
         bar = f"{'≤' if t.get('lower_is_better') else '≥'} {t['bar']:g}"
-        lines.append(f"| {t['target']} | {_fmt(t['measured'], 2)} | {bar} | {met}{note} |")
+        lines.append(f"| {t['target']} | {_fmt_measured(t)} | {bar} | {met}{note} |")
     m, v = report["machine"], report["versions"]
     lines += [
         "",

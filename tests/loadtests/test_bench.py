@@ -185,6 +185,22 @@ def test_markdown_holds_every_row_and_verdict() -> None:
     assert "2 processes x 1 thread: 200.0" in text and "Load client: wrk with 1 thread(s)" in text
 
 
+def test_a_verdict_is_never_shown_as_the_bar_it_missed() -> None:
+    """0.949 against >= 0.95 is shown to 3 decimals (not "0.95 ≥ 0.95 no"); other values keep 2."""
+    report = _report()
+    report["targets"] = [
+        {"target": "a", "measured": 0.9494, "bar": 0.95, "lower_is_better": False, "met": False},
+        {"target": "b", "measured": 0.951, "bar": 0.95, "lower_is_better": False, "met": True},
+        {"target": "c", "measured": 0.9612, "bar": 0.95, "lower_is_better": False, "met": True},
+        {"target": "d", "measured": 0.95, "bar": 0.95, "lower_is_better": False, "met": True},
+    ]
+    text = render_markdown(report)
+    assert "| a | 0.949 | ≥ 0.95 | **no** |" in text
+    assert "| b | 0.951 | ≥ 0.95 | yes |" in text
+    assert "| c | 0.96 | ≥ 0.95 | yes |" in text
+    assert "| d | 0.95 | ≥ 0.95 | yes |" in text
+
+
 def _round(ceiling: float, c32: float, infinity_c32: float, seed_p99: float = 1600.0) -> dict:
     report = _report()
     report["ceiling"] = {**report["ceiling"], "seq_per_s": float(ceiling)}
