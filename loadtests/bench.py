@@ -241,6 +241,7 @@ def head_to_head_rounds(
         say(f"round {number} of {options.rounds}: the ceiling, labelwise and Infinity again")
         view = dict(report)  # the seed and memory: round 1's
         view["ceiling"] = ceiling(models, texts_file, options, say)
+        run.follow_ceiling(view["ceiling"], say)
         view["served"], view["scenario_mix"], _ = measure_labelwise(models, threads, run, say)
         if report.get("served_fp32") is not None:
             view["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
@@ -294,6 +295,7 @@ def resident_ceiling(
         return ResidentCeiling(
             processes, threads, models.repository, models.primary, texts_file, models.precision,
             best["best_batch_size"], best["max_batch_tokens"],
+            tuple(int(size) for size in best["seq_per_s_by_batch_size"]),
         )  # fmt: skip
     except RuntimeError as exc:
         raise BenchError(f"the resident ceiling failed to start: {exc}") from exc
@@ -317,6 +319,21 @@ class _Runner:
             self.resident.close()
             self.resident = None
 
+    def follow_ceiling(self, fresh: dict[str, Any], say: Callable[[str], None]) -> None:
+        """Measure around this round's loads at the batch size this round's own ceiling found best (for the
+        resident's processes x threads), not round 1's: one disturbed first ceiling (a batch size read
+        low for 3 s) would otherwise skew the ceiling around every load of the run."""
+        resident = self.resident
+        if resident is None:
+            return
+        for variant in fresh.get("variants", [fresh]):
+            if (variant.get("processes", 1), variant["threads"]) != (resident.processes, resident.threads):
+                continue
+            size = int(variant["best_batch_size"])
+            if size != resident.batch_size and size in resident.warm_sizes:
+                say(f"ceiling around loads: batch {resident.batch_size} -> {size}, this round's best")
+                resident.batch_size = size
+
     def bracketed_load(
         self, url: str, scenarios: list[str], n_texts: int, concurrency: int, server: ServerProcess | None
     ) -> dict[str, Any]:
@@ -339,6 +356,7 @@ class _Runner:
             "before": before,
             "after": after,
             "seq_per_s": mean,
+            "batch_size": resident.batch_size,
             "server_paused": bool(server),
         }
         return result

@@ -214,7 +214,8 @@ def measure_ceiling_processes(
 
 class ResidentCeiling:
     """The ceiling's engines loaded once and kept waiting, to measure the ceiling again between two loads
-    of a served system: `processes` processes of `threads` ORT threads at one batch size, all at once.
+    of a served system: `processes` processes of `threads` ORT threads, all at once, at `batch_size`
+    (which the caller may change between calls to any of `warm_sizes`, where each engine is warm).
 
     The host's speed drifts within minutes (and a ceiling taken after the machine idled runs faster than
     one taken between loads), so a served/ceiling ratio is fairest against the ceiling measured just
@@ -230,15 +231,19 @@ class ResidentCeiling:
         precision: str,
         batch_size: int,
         max_batch_tokens: int,
+        warm_sizes: tuple[int, ...] = (),
     ) -> None:
         self.processes, self.threads, self.batch_size = processes, threads, batch_size
-        cmd = _child_cmd(repository, scenario, threads, texts_file, precision, (batch_size,), 0.0,
+        self.warm_sizes = (batch_size, *(size for size in warm_sizes if size != batch_size))
+        cmd = _child_cmd(repository, scenario, threads, texts_file, precision, self.warm_sizes, 0.0,
                          max_batch_tokens, "--resident")  # fmt: skip
         self._children = _Children(cmd, processes)
 
     def measure(self, seconds: float) -> float:
-        """seq/s of every engine at once for `seconds`, summed."""
-        self._children.tell_all(f"go {seconds:g}")
+        """seq/s of every engine at once for `seconds` at `batch_size`, summed."""
+        if self.batch_size not in self.warm_sizes:
+            raise ValueError(f"batch size {self.batch_size} is not one of {self.warm_sizes}")
+        self._children.tell_all(f"go {seconds:g} {self.batch_size}")
         results = self._children.read_all(timeout_s=seconds + 60.0)
         return round(sum(r["seq_per_s"] for r in results), 2)
 
@@ -260,14 +265,16 @@ def _wait_for_go() -> None:
 
 
 def _resident(engine: _Engine, batch_size: int) -> None:
-    """Say "ready", then for each "go SECONDS" line measure that long and print one JSON line; stop at EOF."""
+    """Say "ready", then for each "go SECONDS [BATCH_SIZE]" line measure that long (at batch_size unless
+    the line names one) and print one JSON line; stop at EOF."""
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
-        command, _, seconds = line.strip().partition(" ")
+        command, *args = line.split()
         if command != "go":
             break
-        sys.stdout.write(json.dumps({"seq_per_s": engine.rate(batch_size, float(seconds))}) + "\n")
+        size = int(args[1]) if len(args) > 1 else batch_size
+        sys.stdout.write(json.dumps({"seq_per_s": engine.rate(size, float(args[0]))}) + "\n")
         sys.stdout.flush()
 
 
@@ -293,15 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=16384, help="The server's token budget.")
     parser.add_argument("--wait-for-go", action="store_true", help="Print 'ready', wait for 'go' on stdin.")
     parser.add_argument(
-        "--resident", action="store_true", help="Print 'ready', then measure the first batch size per "
-        "'go SECONDS' line on stdin, one JSON line each, until EOF (ResidentCeiling)."
+        "--resident", action="store_true", help="Print 'ready' (warm at every batch size), then measure per "
+        "'go SECONDS [BATCH_SIZE]' line on stdin (the first size by default), one JSON line each, until EOF "
+        "(ResidentCeiling)."
     )  # fmt: skip
     args = parser.parse_args(argv)
     texts = load_sentences(args.texts_file)
     sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b)
     if args.resident:
         engine = _Engine(args.repository, args.scenario, args.threads, texts, args.precision,
-                         args.max_batch_tokens, sizes[:1])  # fmt: skip
+                         args.max_batch_tokens, sizes)  # fmt: skip
         _resident(engine, sizes[0])
         return 0
     result = measure_ceiling(

@@ -99,6 +99,36 @@ def test_resident_ceiling_measures_again_on_each_call(tiny_bench: BenchModels) -
     assert all(child.poll() is not None for child in children)  # closed with the context
 
 
+def test_resident_ceiling_follows_each_rounds_best_batch_size(tiny_bench: BenchModels) -> None:
+    """Warm at every batch size of the ceiling; each round's fresh ceiling (its variant with the resident's
+    processes x threads) sets the batch size the loads of that round are bracketed at."""
+    from loadtests.bench import BenchOptions, _Runner
+    from loadtests.ceiling import ResidentCeiling
+
+    said: list[str] = []
+    run = _Runner(BenchOptions(), None, "python")
+    model = (tiny_bench.repository, tiny_bench.primary, None, "fp32")
+    run.resident = resident = ResidentCeiling(2, 1, *model, 4, 16384, (1, 4))
+    try:
+        assert resident.warm_sizes == (4, 1)
+        at_four = resident.measure(0.3)
+        fresh = {"variants": [
+            {"threads": 2, "best_batch_size": 4},  # the 1-process variant: not the resident's layout
+            {"processes": 2, "threads": 1, "best_batch_size": 1},
+        ]}  # fmt: skip
+        run.follow_ceiling(fresh, said.append)
+        assert resident.batch_size == 1 and said == ["ceiling around loads: batch 4 -> 1, this round's best"]
+        at_one = resident.measure(0.3)
+        assert at_four > 0 and at_one > 0
+        run.follow_ceiling({"variants": [{"processes": 2, "threads": 1, "best_batch_size": 64}]}, said.append)
+        assert resident.batch_size == 1  # not warm at 64: kept
+        resident.batch_size = 64
+        with pytest.raises(ValueError, match="batch size 64 is not one of"):
+            resident.measure(0.1)
+    finally:
+        run.close()
+
+
 def test_ceiling_process_failure_is_reported(tmp_path: Path) -> None:
     from loadtests.ceiling import measure_ceiling_processes
 
