@@ -326,7 +326,7 @@ class _Runner:
         resident = self.resident
         if resident is None:
             return
-        for variant in fresh.get("variants", [fresh]):
+        for variant in fresh["variants"]:
             if (variant.get("processes", 1), variant["threads"]) != (resident.processes, resident.threads):
                 continue
             size = int(variant["best_batch_size"])

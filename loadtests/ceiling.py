@@ -264,17 +264,17 @@ def _wait_for_go() -> None:
         raise SystemExit("ceiling: the parent went away before measuring started")
 
 
-def _resident(engine: _Engine, batch_size: int) -> None:
-    """Say "ready", then for each "go SECONDS [BATCH_SIZE]" line measure that long (at batch_size unless
-    the line names one) and print one JSON line; stop at EOF."""
+def _resident(engine: _Engine) -> None:
+    """Say "ready", then for each "go SECONDS BATCH_SIZE" line measure that long at that batch size and
+    print one JSON line; stop at EOF."""
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
         command, *args = line.split()
         if command != "go":
             break
-        size = int(args[1]) if len(args) > 1 else batch_size
-        sys.stdout.write(json.dumps({"seq_per_s": engine.rate(size, float(args[0]))}) + "\n")
+        seconds, size = float(args[0]), int(args[1])
+        sys.stdout.write(json.dumps({"seq_per_s": engine.rate(size, seconds)}) + "\n")
         sys.stdout.flush()
 
 
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-for-go", action="store_true", help="Print 'ready', wait for 'go' on stdin.")
     parser.add_argument(
         "--resident", action="store_true", help="Print 'ready' (warm at every batch size), then measure per "
-        "'go SECONDS [BATCH_SIZE]' line on stdin (the first size by default), one JSON line each, until EOF "
+        "'go SECONDS BATCH_SIZE' line on stdin, one JSON line each, until EOF "
         "(ResidentCeiling)."
     )  # fmt: skip
     args = parser.parse_args(argv)
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resident:
         engine = _Engine(args.repository, args.scenario, args.threads, texts, args.precision,
                          args.max_batch_tokens, sizes)  # fmt: skip
-        _resident(engine, sizes[0])
+        _resident(engine)
         return 0
     result = measure_ceiling(
         args.repository,
