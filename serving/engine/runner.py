@@ -22,7 +22,7 @@ import numpy as np
 from ..batching import BatchPolicy
 from ..errors import ScoresNotFiniteError
 from ..optional import require
-from .graph_rewrite import cpu_session_path
+from .graph_rewrite import cpu_disabled_optimizers, cpu_session_path
 from .providers import check_session_providers, device_of
 
 if TYPE_CHECKING:
@@ -77,6 +77,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def session_setup(ort: Any, providers: list[str], intra_op_threads: int) -> tuple[Any, dict[str, Any]]:
+    """The SessionOptions and the extra InferenceSession arguments every serving session is built with."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    # No spin-waiting between passes: the replica's own event loop and tokenizer run on the same
+    # cores as the ORT pool, and spinning pool threads steal them. Measured on the 2-core box with
+    # the int8 MiniLM graph under load: 2 spinning threads gave 54 seq/s at batch 1 and 115 at
+    # batch 8, against 100 and 193 without spinning (1 thread: 95 and 182).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One request stream per replica: inter-op parallelism only adds thread contention.
+    options.inter_op_num_threads = 1
+    extra: dict[str, Any] = {}
+    if providers[0] == "CPUExecutionProvider":
+        # No CPU memory arena: the pass workers run one session from several threads at once, and on
+        # the shared arena they slowed each other down. Measured on the 2-core box (int8 MiniLM, passes
+        # of 8 sorted rows, 2 threads, one session): 20.4-21.8 thousand tokens/s in most 4 s runs with
+        # the arena against 23.8-24.4 without it, and 23.3-24.6 with a session per thread; one thread
+        # alone ran the same either way (12.0-12.8 against 12.1-12.7).
+        options.enable_cpu_mem_arena = False
+        # Layer norms stay unfused on CPU (graph_rewrite.py): ORT must not fuse them again.
+        if disabled := cpu_disabled_optimizers():
+            extra["disabled_optimizers"] = disabled
+    return options, extra
+
+
 class OnnxGraph:
     """One ONNX Runtime session, checked to run on the providers asked for; feeds only declared inputs.
 
@@ -95,30 +122,13 @@ class OnnxGraph:
         self, path: Path, providers: list[str], intra_op_threads: int, io_binding: bool = True
     ) -> None:
         ort = require("onnxruntime")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        # No spin-waiting between passes: the replica's own event loop and tokenizer run on the same
-        # cores as the ORT pool, and spinning pool threads steal them. Measured on the 2-core box with
-        # the int8 MiniLM graph under load: 2 spinning threads gave 54 seq/s at batch 1 and 115 at
-        # batch 8, against 100 and 193 without spinning (1 thread: 95 and 182).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # One request stream per replica: inter-op parallelism only adds thread contention.
-        options.inter_op_num_threads = 1
+        options, extra = session_setup(ort, providers, intra_op_threads)
         self.path = path
         # On the CPU provider, from the graph with SkipLayerNormalization unfused (graph_rewrite.py).
         on_cpu = providers[0] == "CPUExecutionProvider"
-        if on_cpu:
-            # No CPU memory arena: the pass workers run this one session from several threads at once,
-            # and on the shared arena they slowed each other down. Measured on the 2-core box (int8
-            # MiniLM, passes of 8 sorted rows, 2 threads, one session): 20.4-21.8 thousand tokens/s in
-            # most 4 s runs with the arena against 23.8-24.4 without it, and 23.3-24.6 with a session
-            # per thread; one thread alone ran the same either way (12.0-12.8 against 12.1-12.7).
-            options.enable_cpu_mem_arena = False
         with cpu_session_path(path) if on_cpu else contextlib.nullcontext((str(path), 0)) as loaded:
             source, self.unfused_layer_norms = loaded
-            self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(source, sess_options=options, providers=providers, **extra)
         # ORT falls back to the CPU provider with a warning when CUDA cannot start: refuse instead.
         self.providers: list[str] = list(self.session.get_providers())
         check_session_providers(self.providers, providers, f"{path.parent.name}/{path.name}")
@@ -301,4 +311,13 @@ def _shared_lora_pass(
 _PASSES = {"graph": _graph_pass, "base": _shared_base_pass, "lora": _shared_lora_pass}
 
 
-__all__ = ["BatchOutcome", "BatchStats", "OnnxEngine", "OnnxGraph", "Row", "RowResult", "softmax"]
+__all__ = [
+    "BatchOutcome",
+    "BatchStats",
+    "OnnxEngine",
+    "OnnxGraph",
+    "Row",
+    "RowResult",
+    "session_setup",
+    "softmax",
+]

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from serving.engine import OnnxGraph  # noqa: E402
 from serving.engine.graph_rewrite import ENV, cpu_session_path, rewritten_graph, unfuse_skip_layer_norm  # noqa: E402
+from serving.engine.runner import session_setup  # noqa: E402
 
 HIDDEN = 8
 CPU = ["CPUExecutionProvider"]
@@ -118,6 +119,48 @@ def test_the_rewrite_can_be_turned_off_and_skips_what_it_cannot_do(
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a graph")
     assert rewritten_graph(junk) == (None, 0)
+
+
+def _plain_residual_graph(path: Path) -> Path:
+    """x -> 3 x LayerNormalization(x + skip): residual blocks as a raw (unoptimised) export writes them."""
+    model = onnx.load(_residual_graph(path, with_bias=False))
+    nodes = []
+    for node in model.graph.node:
+        current, skip, gamma, beta = node.input
+        nodes += [
+            helper.make_node("Add", [current, skip], [f"{node.name}_sum"], name=f"{node.name}_add"),
+            helper.make_node(
+                "LayerNormalization", [f"{node.name}_sum", gamma, beta], list(node.output), epsilon=1e-5
+            ),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, path)
+    return path
+
+
+def _session_ops(path: Path, tmp_path: Path) -> list[str]:
+    """The ops of the graph a serving CPU session runs, after ORT's own optimisation."""
+    options, extra = session_setup(ort, CPU, 1)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), sess_options=options, providers=CPU, **extra)
+    return _ops(tmp_path / "optimized.onnx")
+
+
+def test_cpu_sessions_do_not_let_ort_fuse_plain_layer_norms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph published with Add + LayerNormalization (nothing to rewrite) keeps them: ORT's own
+    SkipLayerNormFusion would turn them into the slow fused node. With the rewrite off it does."""
+    path = _plain_residual_graph(tmp_path / "plain.onnx")
+    assert rewritten_graph(path) == (None, 0) and "SkipLayerNormalization" not in _ops(path)
+    ops = _session_ops(path, tmp_path)
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 3
+    plain = ort.InferenceSession(str(path), providers=CPU).run(None, _feeds())[0]
+    served = OnnxGraph(path, CPU, 1).session.run(None, _feeds())[0]
+    np.testing.assert_allclose(served, plain, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(ENV, "0")
+    assert _session_ops(path, tmp_path).count("SkipLayerNormalization") == 3
 
 
 def test_a_published_full_version_serves_the_same_logits_with_the_rewrite(
