@@ -115,6 +115,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                       _ratio(mine and mine["req_per_s"], peer and peer[1]["req_per_s"]), bar)  # fmt: skip
         if peer:
             row["note"] = f"vs {peer[0]}"
+            # what a server with no cost of its own would reach: this engine's ceiling over that peer
+            row["bound"] = _ratio(ceiling_for(mine, report), peer[1]["req_per_s"])
         rows.append(row)
     peer = best_peer(report, "1 text, c=32")
     row = _target("labelwise p99 / that Infinity's p99 at c=32",
@@ -210,6 +212,11 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             notes.append(round_notes[0])  # the same in every round (the peer compared, what PSS covers)
         elif all(n and n.startswith("vs ") for n in round_notes):
             notes.append(" / ".join(dict.fromkeys(round_notes)))  # the best peer changed between rounds
+        bounds = [r["bound"] for r in rows if r.get("bound") is not None]
+        if bounds:
+            row["bound"] = round(statistics.median(bounds), 3)
+            if len(rows) > 1:
+                notes.append(f"ceiling/peer: {', '.join(_fmt(b, 2) for b in bounds)}")
         if notes:
             row["note"] = "; ".join(notes)
         out.append(row)
@@ -405,7 +412,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "| target | measured | bar | met |", "|---|---:|---:|---|"]
     for t in report.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        note = f" ({t['note']})" if t.get("note") else ""
+        said = [t["note"]] if t.get("note") else []
+        if t.get("bound") is not None:  # what a server with no cost of its own would have measured
+            said.append(f"the engine's ceiling was {_fmt(t['bound'], 2)}× that peer")
+        note = f" ({'; '.join(said)})" if said else ""
         bar = f"{'≤' if t.get('lower_is_better') else '≥'} {t['bar']:g}"
         lines.append(f"| {t['target']} | {_fmt_measured(t)} | {bar} | {met}{note} |")
     m, v = report["machine"], report["versions"]

@@ -122,6 +122,7 @@ def test_targets_compare_each_ratio_with_its_bar() -> None:
     # The best Infinity at c=32 is int8 (68 req/s), at c=8 fp32 (50 req/s).
     c32 = verdicts["labelwise/best Infinity req/s at c=32"]
     assert (c32["measured"], c32["met"], c32["note"]) == (2.5, True, "vs Infinity 0.0.78 optimum int8")
+    assert c32["bound"] == 2.941  # the ceiling (200 seq/s) over that Infinity: room labelwise left
     c8 = verdicts["labelwise/best Infinity req/s at c=8"]
     assert (c8["measured"], c8["met"]) == (1.6, False)
     p99 = verdicts["labelwise p99 / that Infinity's p99 at c=32"]
@@ -221,7 +222,13 @@ def test_rounds_take_each_cells_median_round_and_the_median_of_each_rounds_ratio
     assert (one["measured"], one["met"]) == (0.85, True) and one["note"] == "rounds: 0.85, 0.85, 0.85"
     c32 = verdicts["labelwise/best Infinity req/s at c=32"]
     assert c32["measured"] == 2.5
-    assert c32["note"] == "rounds: 2.50, 2.50, 2.50; vs Infinity 0.0.78 optimum int8"
+    assert (
+        c32["note"]
+        == "rounds: 2.50, 2.50, 2.50; vs Infinity 0.0.78 optimum int8; ceiling/peer: 2.94, 2.94, 2.94"
+    )
+    assert c32["bound"] == 2.941
+    text = render_markdown(views[0] | {"targets": list(verdicts.values())})
+    assert "the engine's ceiling was 2.94× that peer" in text
     # Each table cell is its median round's own record, with every round's figure beside it.
     served = median_loads([v["served"] for v in views])
     assert served[1]["req_per_s"] == 170.0 and served[1]["rounds_req_per_s"] == [170.0, 136.0, 204.0]
