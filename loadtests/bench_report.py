@@ -216,7 +216,7 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         if bounds:
             row["bound"] = round(statistics.median(bounds), 3)
             if len(rows) > 1:
-                notes.append(f"ceiling/peer: {', '.join(_fmt(b, 2) for b in bounds)}")
+                row["bounds"] = bounds
         if notes:
             row["note"] = "; ".join(notes)
         out.append(row)
@@ -413,7 +413,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     for t in report.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         said = [t["note"]] if t.get("note") else []
-        if t.get("bound") is not None:  # what a server with no cost of its own would have measured
+        if t.get("bounds"):  # what a server with no cost of its own would have measured, per round
+            each = ", ".join(_fmt(b, 2) for b in t["bounds"])
+            said.append(f"the engine's ceiling over that peer: {each}, median {_fmt(t['bound'], 2)}")
+        elif t.get("bound") is not None:
             said.append(f"the engine's ceiling was {_fmt(t['bound'], 2)}× that peer")
         note = f" ({'; '.join(said)})" if said else ""
         bar = f"{'≤' if t.get('lower_is_better') else '≥'} {t['bar']:g}"

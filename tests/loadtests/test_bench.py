@@ -222,13 +222,11 @@ def test_rounds_take_each_cells_median_round_and_the_median_of_each_rounds_ratio
     assert (one["measured"], one["met"]) == (0.85, True) and one["note"] == "rounds: 0.85, 0.85, 0.85"
     c32 = verdicts["labelwise/best Infinity req/s at c=32"]
     assert c32["measured"] == 2.5
-    assert (
-        c32["note"]
-        == "rounds: 2.50, 2.50, 2.50; vs Infinity 0.0.78 optimum int8; ceiling/peer: 2.94, 2.94, 2.94"
-    )
-    assert c32["bound"] == 2.941
+    assert c32["note"] == "rounds: 2.50, 2.50, 2.50; vs Infinity 0.0.78 optimum int8"
+    assert (c32["bound"], c32["bounds"]) == (2.941, [2.941] * 3)
     text = render_markdown(views[0] | {"targets": list(verdicts.values())})
-    assert "the engine's ceiling was 2.94× that peer" in text
+    assert "the engine's ceiling over that peer: 2.94, 2.94, 2.94, median 2.94)" in text
+    assert "the engine's ceiling was 2.94× that peer)" in render_markdown(views[0] | {"targets": rounds[0]})
     # Each table cell is its median round's own record, with every round's figure beside it.
     served = median_loads([v["served"] for v in views])
     assert served[1]["req_per_s"] == 170.0 and served[1]["rounds_req_per_s"] == [170.0, 136.0, 204.0]
