@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from .batching import Batcher, BatchPolicy
 from .config import ServingConfig
 from .engine import (
     EngineSettings,
+    LoadedScenario,
     LoadEvent,
     OnnxEngine,
     Row,
@@ -101,6 +103,9 @@ class ClassifierService:
         self.engine = OnnxEngine(policy)
         self.batcher = Batcher(self.engine.run, policy, self.metrics)
         self._poll_task: asyncio.Task[None] | None = None
+        # scenario name -> (the loaded version that last answered a request in full, when): check_health
+        # runs no probe pass for a version that answered within the last health check period.
+        self._answered: dict[str, tuple[LoadedScenario, float]] = {}
         logger.info(
             "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS threads %s -> %s",
             os.getpid(),
@@ -175,6 +180,7 @@ class ClassifierService:
                     )
         rows = [Row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
         results = await self.batcher.submit_many(rows)
+        self._answered[scenario] = (loaded, time.monotonic())
         labels = loaded.labels
         tokens = [r.tokens for r in results]
         answer: dict[str, Any] = {
@@ -223,10 +229,22 @@ class ClassifierService:
 
     async def check_health(self) -> None:
         """Raise when this replica cannot answer, so that Ray Serve replaces it: the alias poll loop has
-        ended, or a one-row pass through a loaded scenario's graph fails or hangs."""
+        ended, or a one-row pass through a loaded scenario's graph fails or hangs.
+
+        A loaded version that answered a request in full within the last `health_check_period_s` gets no
+        probe pass: its graph has just shown it runs. So a replica under traffic does not run, every 2 s,
+        a pass through each of its graphs besides (with many scenarios, a pass per graph that evicts the
+        busy graphs' weights from the caches), and only idle scenarios are probed. A graph that breaks
+        under traffic fails its requests at once (500, naming the scenario) and is probed, and the
+        replica failed, at the first check after it stops answering."""
         if self._poll_task is not None and self._poll_task.done():
             raise RuntimeError("the alias poll loop has ended; this replica can no longer load versions")
-        loaded = [(state.name, state.loaded) for state in self.registry.states() if state.loaded]
+        recent = time.monotonic() - self.config.health_check_period_s
+        loaded = [
+            (state.name, state.loaded)
+            for state in self.registry.states()
+            if state.loaded and not self._answered_since(state.name, state.loaded, recent)
+        ]
         if not loaded:
             return
         rows = [Row(scenario, "health check") for _name, scenario in loaded]
@@ -246,6 +264,11 @@ class ClassifierService:
         if failed:
             detail = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed.items())
             raise RuntimeError(f"ONNX Runtime fails on this replica ({detail})")
+
+    def _answered_since(self, name: str, loaded: LoadedScenario, since: float) -> bool:
+        """Whether this loaded version of `name` answered a request in full after `since` (monotonic)."""
+        answered = self._answered.get(name)
+        return answered is not None and answered[0] is loaded and answered[1] > since
 
     async def readiness(self) -> dict[str, Any]:
         missing = self.registry.missing()

@@ -66,3 +66,38 @@ def test_check_health_fails_when_the_poll_loop_has_ended(published_repo: ModelRe
             await service.check_health()
 
     asyncio.run(scenario())
+
+
+def test_check_health_skips_versions_that_just_answered(published_repo: ModelRepository) -> None:
+    """A version that answered a request within the last health check period gets no probe pass (its graph
+    just ran): its session broken right after the answer goes unnoticed by the check for that period, and
+    is found by the first check after it (no answer since)."""
+    pytest.importorskip("ray.serve")
+    from serving.config import ServingConfig
+    from serving.service import ClassifierService
+
+    period = 1.0
+    config = ServingConfig(
+        repository=str(published_repo.root),
+        scenarios=[{"name": n} for n in SCENARIOS],
+        health_check_period_s=period,
+    )
+
+    async def scenario() -> None:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        try:
+            answer = await service.classify("full_three", ["the parcel arrived broken"], None, True)
+            assert answer["scenario"] == "full_three" and len(answer["results"]) == 1
+            broken = next(s.loaded for s in service.registry.states() if s.name == "full_three")
+            broken.graph.session = _FailingSession(broken.graph.session)
+            await service.check_health()  # full_three answered just now: not probed; the others pass
+
+            await asyncio.sleep(period * 1.2)  # no answer within the period: probed, and found broken
+            with pytest.raises(RuntimeError, match="full_three") as failed:
+                await service.check_health()
+            assert "frozen_two" not in str(failed.value)
+        finally:
+            service.stop()
+
+    asyncio.run(scenario())
