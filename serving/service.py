@@ -103,9 +103,10 @@ class ClassifierService:
         self.engine = OnnxEngine(policy)
         self.batcher = Batcher(self.engine.run, policy, self.metrics)
         self._poll_task: asyncio.Task[None] | None = None
-        # scenario name -> (the loaded version that last answered a request in full, when): check_health
-        # runs no probe pass for a version that answered within the last health check period.
-        self._answered: dict[str, tuple[LoadedScenario, float]] = {}
+        # scenario name -> (id and number of the loaded version that last answered a request in full, when):
+        # check_health runs no probe pass for a version that answered within the last health check period.
+        # Not the version itself: a version swapped out must not be kept alive here.
+        self._answered: dict[str, tuple[int, int, float]] = {}
         logger.info(
             "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS threads %s -> %s",
             os.getpid(),
@@ -180,7 +181,7 @@ class ClassifierService:
                     )
         rows = [Row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
         results = await self.batcher.submit_many(rows)
-        self._answered[scenario] = (loaded, time.monotonic())
+        self._answered[scenario] = (id(loaded), loaded.version, time.monotonic())
         labels = loaded.labels
         tokens = [r.tokens for r in results]
         answer: dict[str, Any] = {
@@ -268,7 +269,7 @@ class ClassifierService:
     def _answered_since(self, name: str, loaded: LoadedScenario, since: float) -> bool:
         """Whether this loaded version of `name` answered a request in full after `since` (monotonic)."""
         answered = self._answered.get(name)
-        return answered is not None and answered[0] is loaded and answered[1] > since
+        return answered is not None and answered[:2] == (id(loaded), loaded.version) and answered[2] > since
 
     async def readiness(self) -> dict[str, Any]:
         missing = self.registry.missing()
