@@ -27,7 +27,7 @@ from ..errors import (
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
-from .http_errors import RETRY_AFTER_S, _backpressure, internal_message
+from .http_errors import RETRY_AFTER_S, _backpressure, internal_message, validation_refusal
 from .request_id import request_id_of
 from .routes import ClassifyBackend, api_key_dependency, check_texts, counted, json_bytes, within_timeout
 from .schemas import NonEmptyText
@@ -63,15 +63,6 @@ def kserve_error(status: int, code: str, message: str, field: str | None) -> dic
     return {"error": message}
 
 
-def _invalid(exc: RequestValidationError) -> tuple[int, str, str]:
-    """(status, field, message) of the first validation error: 400 for a body that is not JSON, else 422."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "header")) or "body"
-    status = 400 if first.get("type") == "json_invalid" else 422
-    return status, field, f"{field}: {first.get('msg')}"
-
-
 def ecosystem_route(
     shape: ErrorShape, statuses: dict[int, int], on_invalid: Callable[[int], None]
 ) -> type[APIRoute]:
@@ -91,7 +82,7 @@ def ecosystem_route(
                 try:
                     return await handler(request)
                 except RequestValidationError as exc:
-                    status, field, message = _invalid(exc)
+                    status, field, message = validation_refusal(exc)
                     on_invalid(status)
                     return answer(status, "invalid_request", message, field, retry=False)
                 except ServingError as exc:

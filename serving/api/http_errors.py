@@ -33,21 +33,30 @@ def internal_message(request_id: str) -> str:
     return f"internal error; see the service log (request {request_id})"
 
 
-def _field(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
+    """(status, field, message) for the first error of a request that failed validation.
+
+    A body that is not JSON at all is a bad request (400) on the field `body`, with the parser's reason
+    and the character where it stopped (FastAPI puts that offset where a field name would be); a JSON
+    that breaks the schema is 422 on the field's dotted path."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        reason = str((first.get("ctx") or {}).get("error") or first.get("msg") or "decode error")
+        where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        return 400, "body", f"body: not valid JSON ({reason}{where})"
+    field = ".".join(str(p) for p in loc if p not in ("body", "header")) or "body"
+    return 422, field, f"{field}: {first.get('msg')}"
 
 
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
-        field = _field(tuple(first.get("loc", ())))
-        # A body that is not JSON at all is a bad request (400), not a JSON that breaks the schema (422).
-        status = 400 if first.get("type") == "json_invalid" else 422
+        status, field, message = validation_refusal(exc)
         if on_error is not None:
             on_error(status)
-        return error_response(status, "invalid_request", f"{field}: {first.get('msg')}", field=field)
+        return error_response(status, "invalid_request", message, field=field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

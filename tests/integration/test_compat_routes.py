@@ -92,10 +92,11 @@ def test_infinity_refusals_are_in_its_shape(served: ServedApp) -> None:
     # No model and several scenarios served, no default_scenario: the request must name one.
     nameless = _infinity_error(served.client.post("/classify", json={"input": ["hi"]}), 422)
     assert "X-Labelwise-Scenario" in nameless["message"] or "scenario" in nameless["message"]
-    _infinity_error(
+    not_json = _infinity_error(
         served.client.post("/classify", content=b"{not json", headers={"content-type": "application/json"}),
         400,
     )
+    assert not_json["param"] == "body" and "not valid JSON" in not_json["message"], not_json
 
 
 # ---- TEI --------------------------------------------------------------------------------------------

@@ -107,6 +107,10 @@ def test_the_fast_path_answers_every_request_exactly_as_the_route(published_repo
     assert statuses["unknown scenario"] == 404
     assert statuses["too many texts"] == statuses["text over max chars"] == statuses["extra field"] == 422
     assert statuses["not JSON"] == 400
+    not_json = json.loads(fast["not JSON"][1])["error"]
+    # Named as the body, with the parser's reason and where it stopped (not the offset as a field name).
+    assert not_json["field"] == "body" and not_json["message"].startswith("body: not valid JSON (")
+    assert "at character 1)" in not_json["message"], not_json
     assert statuses["GET"] == 405
     assert json.loads(fast["too many texts"][1])["error"]["field"] == "texts"
 
