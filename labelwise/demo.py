@@ -18,7 +18,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labelwise.server import ServePlan
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "training" / "sample_data"
 # scenario -> (labels, strategy): one LoRA scenario with its merged graph, one frozen head on the shared base.
@@ -166,6 +169,19 @@ def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float |
     return accuracy
 
 
+def demo_plan(repository: Path, port: int) -> ServePlan:
+    """How the demo serves: exactly as `labelwise serve --repository R --port P` would (the chart's
+    serve config, every core of this machine, direct ingress), for the demo's scenarios only."""
+    from labelwise.server import plan_server
+
+    return plan_server(
+        repository=repository,
+        host="127.0.0.1",
+        port=port,
+        settings={"scenarios": [{"name": name} for name in DEMO_SCENARIOS]},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -208,9 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     from serving.local_ray import stop_local_ray
 
     url = f"http://127.0.0.1:{args.port}"
-    serving_args = {"repository": str(repository), "scenarios": [{"name": n} for n in DEMO_SCENARIOS]}
+    plan = demo_plan(repository, args.port)
     with TERMINAL.step("start Ray Serve and load the scenarios", total=2) as bar:
-        run_server(serving_args, "127.0.0.1", args.port, block=False)
+        run_server(
+            plan.args,
+            plan.host,
+            plan.port,
+            block=False,
+            app_name=plan.app_name,
+            route_prefix=plan.route_prefix,
+            direct_ingress=plan.direct_ingress,
+            ingress_replicas=plan.ingress_replicas,
+        )
         bar.advance()
     try:
         # SIGTERM and SIGHUP (kill, docker stop, a closed terminal) take Ctrl-C's way out, through the

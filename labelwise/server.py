@@ -127,11 +127,13 @@ def plan_server(
     port: int | None = None,
     direct_ingress: bool = True,
     local: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> ServePlan:
     """Read the Serve config (None: the chart's, else the defaults), apply the flags given and validate
     the result as a ServingConfig; anything wrong raises UsageError before Ray starts. local: the app
     runs on this machine's own Ray, so a config without num_cpus gets its cores (not with --address:
-    a cluster's replicas get the config's num_cpus)."""
+    a cluster's replicas get the config's num_cpus). settings: ServingConfig fields that replace the
+    file's (e.g. the demo's scenarios), applied before the flags."""
     from pydantic import ValidationError
 
     from serving import ServingConfig
@@ -139,7 +141,7 @@ def plan_server(
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config} does not exist")
     serve_file = load_serve_file(config if config is not None else default_serve_config())
-    args = {**serve_file.args}
+    args = {**serve_file.args, **(settings or {})}
     if repository:
         args["repository"] = str(repository)
     if ingress_mode is not None:

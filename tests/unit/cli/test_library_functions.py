@@ -230,3 +230,17 @@ def test_require_names_the_extra() -> None:
     with pytest.raises(MissingExtraError, match=r"pip install 'labelwise\[dev\]'") as caught:
         require("labelwise_no_such_module")
     assert isinstance(caught.value, ImportError) and caught.value.exit_code == 2
+
+
+def test_the_demo_serves_as_labelwise_serve_does(tmp_path: Path) -> None:
+    """`make demo` is a new user's first run: the same plan as `labelwise serve --repository R --port P`
+    (every core, direct ingress), for the demo's own scenarios."""
+    from labelwise.demo import DEMO_SCENARIOS, demo_plan
+
+    plan = demo_plan(tmp_path, 8011)
+    served = plan_server(repository=tmp_path, host="127.0.0.1", port=8011)
+    assert plan.args.pop("scenarios") == [{"name": name} for name in DEMO_SCENARIOS]
+    served.args.pop("scenarios", None)
+    assert plan == served
+    assert plan.direct_ingress and plan.host == "127.0.0.1" and plan.port == 8011
+    assert plan.args["num_cpus"] == float(local_cores())
