@@ -193,10 +193,13 @@ def plan_server(
             "direct ingress needs a fixed number of ingress replicas (they share the port): set "
             "num_replicas to a number, or pass --proxy to autoscale behind Serve's proxy"
         )
+    listen_port = port if port is not None else serve_file.port
+    if not 1 <= listen_port <= 65535:
+        raise UsageError(f"port {listen_port}: use a TCP port from 1 to 65535")
     return ServePlan(
         args=args,
         host=host or serve_file.host,
-        port=port or serve_file.port,
+        port=listen_port,
         app_name=serve_file.app_name,
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,

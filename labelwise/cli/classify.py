@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -95,10 +96,13 @@ def classify_command(
     )
     task = bar.add_task("classify", total=None)
 
-    def on_progress(done: int, total: int | None) -> None:
-        bar.update(task, completed=done, total=max(total, done) if total is not None else None)
+    with contextlib.ExitStack() as shown:
 
-    with bar:
+        def on_progress(done: int, total: int | None) -> None:
+            if not bar.live.is_started:  # from the first progress on: a refused input shows no bar
+                shown.enter_context(bar)
+            bar.update(task, completed=done, total=max(total, done) if total is not None else None)
+
         summary = score_file(
             input_path,
             output_path,

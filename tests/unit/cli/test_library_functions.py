@@ -174,6 +174,11 @@ def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"max_batch_size": "many"}), encoding="utf-8")
     with pytest.raises(UsageError, match="max_batch_size"):
         plan_server(config)
+    # A port no socket can bind is refused here, not by a traceback from Ray's HTTP server
+    for port in (0, 65536, 99999, -1):
+        with pytest.raises(UsageError, match=f"port {port}: use a TCP port from 1 to 65535"):
+            plan_server(None, port=port)
+    assert plan_server(None, port=65535).port == 65535
 
 
 def test_option_parsing_for_training() -> None:
