@@ -6,10 +6,11 @@ statuses that ecosystem uses; docs/compat.md says what each shape cannot carry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -24,6 +25,7 @@ from ..errors import (
     NotReadyError,
     RequestTimeoutError,
     ServingError,
+    TextTooLongError,
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
@@ -113,18 +115,36 @@ async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any
     raise UnknownScenarioError("unknown model: GET /v1/scenarios lists the scenarios served here")
 
 
-async def default_scenario(backend: ClassifyBackend, config: ServingConfig) -> str:
-    """config.default_scenario, else the only scenario served; a request that needs one names it otherwise."""
+async def default_scenario(
+    backend: ClassifyBackend, config: ServingConfig, named_by: str = SCENARIO_HEADER
+) -> str:
+    """config.default_scenario, else the only scenario served; a request that needs one is told to name
+    it in `named_by`, where its own API names one (Infinity: the `model` field; TEI: our header)."""
     if config.default_scenario:
         return config.default_scenario
     served = [e["name"] for e in await backend.list_scenarios() if not e.get("skipped")]
     if len(served) == 1:
         return served[0]
+    where = f"the {named_by} header" if named_by == SCENARIO_HEADER else f"`{named_by}`"
     raise InvalidRequestError(
-        f"{SCENARIO_HEADER}: this server serves {len(served)} scenarios and has no default_scenario; "
-        f"name one in the {SCENARIO_HEADER} header (GET /v1/scenarios lists them)",
-        field=SCENARIO_HEADER,
+        f"{named_by}: this server serves {len(served)} scenarios and has no default_scenario; "
+        f"name one in {where} (GET /v1/scenarios lists them)",
+        field=named_by,
     )
+
+
+@contextlib.contextmanager
+def texts_named(prefix: str, one_text: bool = False) -> Iterator[None]:
+    """A text refused as too long is named as this route's request names it (`prefix.<i>`, or `prefix`
+    for a request of one text), not by /v1's field `texts.<i>`."""
+    try:
+        yield
+    except TextTooLongError as exc:
+        field = exc.field or ""
+        if not field.startswith("texts."):
+            raise
+        named = prefix if one_text else f"{prefix}.{field.removeprefix('texts.')}"
+        raise TextTooLongError(f"{named}{str(exc).removeprefix(field)}", field=named) from None
 
 
 def _scored(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -187,7 +207,7 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
     @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
     async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
         """Infinity's /classify: `model` names the scenario; every label per text, best first."""
-        scenario = body.model or await default_scenario(backend, config)
+        scenario = body.model or await default_scenario(backend, config, named_by="model")
         with counted(metrics, scenario):
             check_texts(body.input, config, "input")
             call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
@@ -297,7 +317,8 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         with counted(metrics, name):
             check_texts(texts, config, "inputs")
             call = backend.classify(name, texts, None, bool(body.truncate), body.raw_scores, False)
-            result = await within_timeout(call, config)
+            with texts_named("inputs", one_text=not batch):
+                result = await within_timeout(call, config)
         rows = _scored(result["raw_scores"] if body.raw_scores else result["results"])
         headers = {VERSION_HEADER: str(result["version"])}
         return Response(
@@ -493,9 +514,10 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             truncate = (body.parameters or {}).get("truncate", True)
             if not isinstance(truncate, bool):
                 raise InvalidRequestError("parameters.truncate: not a boolean", "parameters.truncate")
-            result = await within_timeout(
-                backend.classify(scenario, texts, None, truncate, True, False), config
-            )
+            with texts_named("inputs.0.data"):
+                result = await within_timeout(
+                    backend.classify(scenario, texts, None, truncate, True, False), config
+                )
         answer = {
             "model_name": result["scenario"],
             "model_version": str(result["version"]),

@@ -91,7 +91,7 @@ def test_infinity_refusals_are_in_its_shape(served: ServedApp) -> None:
     assert too_many["param"] == "input" and "at most 8" in too_many["message"]
     # No model and several scenarios served, no default_scenario: the request must name one.
     nameless = _infinity_error(served.client.post("/classify", json={"input": ["hi"]}), 422)
-    assert "X-Labelwise-Scenario" in nameless["message"] or "scenario" in nameless["message"]
+    assert nameless["param"] == "model" and "name one in `model`" in nameless["message"], nameless
     not_json = _infinity_error(
         served.client.post("/classify", content=b"{not json", headers={"content-type": "application/json"}),
         400,
@@ -124,7 +124,10 @@ def test_tei_truncate_pairs_and_scenario_choice(served: ServedApp) -> None:
     _loaded(served)
     long_text = "the film was great and " * 20
     # TEI's default is truncate false: a text over the max length is refused (413, validation).
-    assert "tokens" in _tei_error(_predict(served, {"inputs": long_text}), 413)["error"]
+    # Named as TEI's request names it: `inputs` for one text, `inputs.<i>` in a batch (not /v1's texts.<i>).
+    assert _tei_error(_predict(served, {"inputs": long_text}), 413)["error"].startswith("inputs: longer than")
+    in_batch = _tei_error(_predict(served, {"inputs": [["short"], [long_text]]}), 413)["error"]
+    assert in_batch.startswith("inputs.1: longer than") and "tokens" in in_batch, in_batch
     assert _predict(served, {"inputs": long_text, "truncate": True}).status_code == 200
     pair = _tei_error(_predict(served, {"inputs": ["a question", "an answer"]}), 422)
     assert pair["error_type"] == "validation" and "pair" in pair["error"]
@@ -235,4 +238,4 @@ def test_v2_refusals_are_in_its_shape(served: ServedApp) -> None:
     _v2_error(_infer(served, "topic_frozen", {"inputs": "texts"}), 400)
     long_text = "the film was great and " * 20
     refuse = {**_bytes_input([long_text]), "parameters": {"truncate": False}}
-    _v2_error(_infer(served, "topic_frozen", refuse), 413)
+    assert _v2_error(_infer(served, "topic_frozen", refuse), 413).startswith("inputs.0.data.0: longer than")
