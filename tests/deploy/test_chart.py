@@ -46,6 +46,11 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
         ({"upgradeStrategy": {"type": "Rolling"}}, "upgradeStrategy/type"),
         ({"modelRepository": {"source": "nfs"}}, "modelRepository/source"),
         ({"workerGroups": [{"name": "cpu", "replicas": 1, "minReplicas": 1}]}, "workerGroups/0"),
+        # KubeRay 1.5 serves on the head container's `serve` port (8000) whatever serveService says, and
+        # the probes, NetworkPolicy and helm test are on 8000: other ports would be silently ignored.
+        ({"service": {"port": 9000}}, "service/port"),
+        ({"serve": {"httpOptions": {"port": 9000}}}, "serve/httpOptions/port"),
+        ({"serve": {"httpOptions": {"host": "127.0.0.1"}}}, "serve/httpOptions/host"),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], where: str) -> None:

@@ -279,6 +279,26 @@ def test_ray_token_auth_is_on_by_default(rendered: Rendered) -> None:
         assert not {"RAY_AUTH_TOKEN", "RAY_AUTH_MODE"} & {e["name"] for e in container["env"]}
 
 
+def test_incremental_upgrade_is_refused_since_kuberay_drops_the_serve_service() -> None:
+    with pytest.raises(TemplateError, match="NewClusterWithIncrementalUpgrade"):
+        _render(coalesce(load_values(), {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}))
+
+
+def test_worker_readiness_is_the_pods_own_health_not_the_apps(rendered: Rendered) -> None:
+    """KubeRay's own Serve worker check (raylet + this pod's proxy, failure threshold 1): a draining proxy
+    leaves the endpoints within a period, and the app-wide /readyz never takes every worker out at once."""
+    name, _, objects = rendered
+    _head, *workers = _pod_templates(_one(objects, "RayService"))
+    assert workers, name
+    for template in workers:
+        (container,) = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
+        probe = container["readinessProbe"]
+        command = " ".join(probe["exec"]["command"])
+        assert "/-/healthz" in command and "local_raylet_healthz" in command, name
+        assert "/readyz" not in command and command.count("--tries 1") == 2, name
+        assert probe["failureThreshold"] == 1, name
+
+
 def test_ray_token_auth_refuses_a_ray_without_it() -> None:
     with pytest.raises(TemplateError, match=re.escape("Ray >= 2.52.0")):
         _render(coalesce(load_values(), {"rayVersion": "2.40.0"}))

@@ -50,6 +50,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.gcsFaultTolerance.enabled (not .Values.gcsFaultTolerance.redisAddress) }}
 {{- fail "gcsFaultTolerance.redisAddress is required when gcsFaultTolerance.enabled is true" }}
 {{- end }}
+{{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
+{{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
+{{- end }}
 {{- if and .Values.rayAuth.enabled (not (semverCompare ">=2.52.0" .Values.rayVersion)) }}
 {{- fail "rayAuth.enabled needs Ray >= 2.52.0 (token authentication); set rayAuth.enabled=false for an older rayVersion" }}
 {{- end }}

@@ -56,17 +56,19 @@ spec:
       {{- else }}
       {{- with $root.Values.workerProbes.readiness }}
       {{- if .enabled }}
-      # Ready when the raylet is healthy, this pod's Serve proxy is healthy (what KubeRay checks by
-      # default) and the labelwise app answers /readyz (models loaded).
+      # Ready when the raylet is healthy and this pod's Serve proxy is healthy: what KubeRay checks by
+      # default, so that a draining proxy (503 on /-/healthz) leaves the Service's endpoints at once.
+      # Not the app's /readyz: that is the whole app's state (every scenario loaded), the same on every
+      # pod, and one scenario that cannot load would take every worker out of the Service together.
+      # `helm test` and the labelwise_* metrics watch /readyz instead.
       readinessProbe:
         exec:
           command:
             - bash
             - -c
             - >-
-              wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success &&
-              wget -T 2 -q -O- http://localhost:8000/-/healthz | grep success &&
-              wget -T 4 -q -O /dev/null http://localhost:8000/readyz
+              wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success &&
+              wget --tries 1 -T 2 -q -O- http://localhost:8000/-/healthz | grep success
         periodSeconds: {{ .periodSeconds }}
         timeoutSeconds: {{ .timeoutSeconds }}
         failureThreshold: {{ .failureThreshold }}
