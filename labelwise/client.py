@@ -42,6 +42,11 @@ __all__ = [
 # server says otherwise: in GET /v1/scenarios (`max_texts_per_request`, top level or under `limits`),
 # in this response header, or in a 422 naming the `texts` field.
 DEFAULT_MAX_TEXTS_PER_REQUEST = 64
+# Longer than the service's request_timeout_s default (30 s), so that a slow answer arrives as the
+# server's 504 (ServerTimeoutError, not retried) rather than as a read timeout here, which is retried:
+# a POST sent again to a server that is still working on it only adds to its load.
+DEFAULT_TIMEOUT_S = 35.0
+CONNECT_TIMEOUT_S = 5.0
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 # Transport failures worth another try: nothing, or not all of the answer, came back.
 _RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -200,7 +205,8 @@ class _Base:
             raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.timeout = httpx.Timeout(timeout_s)
+        # A connection that cannot be made fails fast; an answer may take up to timeout_s.
+        self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
         self.retry = retry or RetryPolicy(max_retries, backoff_s, max_wait_s)
         self.concurrency = concurrency
         self._limit = max_texts_per_request
@@ -245,7 +251,7 @@ class LabelwiseClient(_Base):
         self,
         base_url: str = "http://127.0.0.1:8000",
         api_key: str | None = None,
-        timeout_s: float = 10.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = 3,
         backoff_s: float = 0.5,
         max_wait_s: float = 30.0,
@@ -371,7 +377,7 @@ class AsyncLabelwiseClient(_Base):
         self,
         base_url: str = "http://127.0.0.1:8000",
         api_key: str | None = None,
-        timeout_s: float = 10.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = 3,
         backoff_s: float = 0.5,
         max_wait_s: float = 30.0,

@@ -60,7 +60,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     epilog="Exit codes: 0 success; 1 the command ran and failed; 2 bad usage or input. "
-    "Environment variables an option reads are shown beside it as [env var: ...].",
+    "Environment variables an option reads are shown beside it as \\[env var: ...].",
 )
 
 

@@ -58,6 +58,7 @@ def test_root_help_documents_the_exit_codes() -> None:
     result = _invoke("--help")
     assert result.exit_code == 0
     assert "Exit codes: 0 success; 1 the command ran and failed; 2 bad usage or input" in result.output
+    assert "shown beside it as [env var: ...]" in result.output  # not eaten as rich markup
 
 
 def test_repo_list_and_show_print_json_for_scripts(tmp_path: Path) -> None:

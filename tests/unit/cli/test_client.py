@@ -310,3 +310,15 @@ def test_the_async_client_retries_as_the_sync_one(service: tuple[FakeService, st
 
     with pytest.raises(ConnectionFailedError, match=r"after 2 attempts"):
         asyncio.run(unreachable())
+
+
+def test_the_default_timeout_outlasts_the_servers_so_its_504_answers_first() -> None:
+    """A read timeout is retried (the POST sent again to a server still working on it); the server's 504
+    is not. So by default the client waits longer than the service's request_timeout_s."""
+    from serving.config import ServingConfig
+
+    server_timeout = ServingConfig.model_fields["request_timeout_s"].default
+    for client in (LabelwiseClient(), AsyncLabelwiseClient()):
+        assert client.timeout.read > server_timeout
+        assert client.timeout.connect == 5.0  # an unreachable server is told fast
+    assert LabelwiseClient(timeout_s=2).timeout.connect == 2
