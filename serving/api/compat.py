@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServingConfig
 from ..errors import (
@@ -29,7 +30,7 @@ from ..errors import (
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
-from .http_errors import RETRY_AFTER_S, _backpressure, internal_message, validation_refusal
+from .http_errors import RETRY_AFTER_S, _backpressure, http_refusal, internal_message, validation_refusal
 from .request_id import request_id_of
 from .routes import ClassifyBackend, api_key_dependency, check_texts, counted, json_bytes, within_timeout
 from .schemas import NonEmptyText
@@ -87,6 +88,11 @@ def ecosystem_route(
                     status, field, message = validation_refusal(exc)
                     on_invalid(status)
                     return answer(status, "invalid_request", message, field, retry=False)
+                except StarletteHTTPException as exc:  # a body that cannot be read as one (400, 413)
+                    status, code, message = http_refusal(exc)
+                    on_invalid(status)
+                    field = "body" if status in (400, 413) else None
+                    return answer(status, code, message, field, retry=False)
                 except ServingError as exc:
                     field = exc.field if isinstance(exc, InvalidRequestError) else None
                     if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):

@@ -50,6 +50,17 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, field, f"{field}: {first.get('msg')}"
 
 
+def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str]:
+    """(status, error type, message) for Starlette's own HTTP errors: an unknown path, a wrong method, a
+    body that cannot be parsed (invalid UTF-8, JSON nested past the parser's depth limit) or that passes
+    max_body_bytes while it streams in."""
+    type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
+    if exc.status_code == 400:
+        detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
+    return exc.status_code, type_, detail
+
+
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,10 +73,7 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if on_error is not None:
             on_error(exc.status_code)
-        type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
-        detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
-        if exc.status_code == 400:  # e.g. invalid UTF-8, JSON nested past the parser's depth limit
-            detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
+        _, type_, detail = http_refusal(exc)
         response = error_response(exc.status_code, type_, detail)
         for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
             response.headers[key] = value

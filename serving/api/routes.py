@@ -165,6 +165,7 @@ def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingM
         limits = {
             "max_texts_per_request": config.max_texts_per_request,
             "max_chars_per_text": config.max_chars_per_text,
+            "max_body_bytes": config.body_limit_bytes,
         }
         return {"scenarios": await backend.list_scenarios(), "limits": limits}
 

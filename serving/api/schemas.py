@@ -86,6 +86,7 @@ class ScenarioInfo(BaseModel):
 class Limits(BaseModel):
     max_texts_per_request: int = Field(description="Texts allowed in one classify request.")
     max_chars_per_text: int = Field(description="Characters allowed per text.")
+    max_body_bytes: int = Field(description="Request body size allowed (larger: 413 before parsing).")
 
 
 class ScenarioList(BaseModel):

@@ -100,7 +100,9 @@ def test_request_id_is_echoed_or_made(served: ServedApp) -> None:
 
 def test_limits_are_announced(served: ServedApp) -> None:
     body = served.client.get("/v1/scenarios").json()
-    assert body["limits"] == {"max_texts_per_request": 8, "max_chars_per_text": 500}  # the fixture's config
+    limits = body["limits"]
+    assert limits.pop("max_body_bytes") >= 8 * 500  # room for every text at its longest
+    assert limits == {"max_texts_per_request": 8, "max_chars_per_text": 500}  # the fixture's config
     _loaded(served)
     answer = _classify(served, "mood_frozen", ["hi"])
     assert answer.headers["x-labelwise-max-texts-per-request"] == "8"

@@ -239,3 +239,29 @@ def test_v2_refusals_are_in_its_shape(served: ServedApp) -> None:
     long_text = "the film was great and " * 20
     refuse = {**_bytes_input([long_text]), "parameters": {"truncate": False}}
     assert _v2_error(_infer(served, "topic_frozen", refuse), 413).startswith("inputs.0.data.0: longer than")
+
+
+def test_unreadable_bodies_are_refused_in_each_routes_shape(served: ServedApp) -> None:
+    """Not UTF-8 (400) and a chunked body that passes max_body_bytes as it streams in (413): answered in
+    the route's own error shape, never as a 500."""
+    _loaded(served)
+    limit = served.client.get("/v1/scenarios").json()["limits"]["max_body_bytes"]
+    routes = {
+        "/classify": (_infinity_error, b'{"model": "topic_frozen", "input": ["\xff"]}'),
+        "/predict": (_tei_error, b'{"inputs": "\xff"}'),
+        "/v2/models/topic_frozen/infer": (
+            _v2_error,
+            b'{"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["\xff"]}]}',
+        ),
+    }
+
+    def streamed():
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    json_type = {"content-type": "application/json"}
+    for path, (error_of, not_utf8) in routes.items():
+        refused = error_of(served.client.post(path, content=not_utf8, headers=json_type), 400)
+        assert "not UTF-8" in str(refused), (path, refused)
+        too_big = error_of(served.client.post(path, content=streamed(), headers=json_type), 413)
+        assert f"over {limit} bytes" in str(too_big), (path, too_big)
