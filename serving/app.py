@@ -22,6 +22,9 @@ from .errors import NotReadyError
 from .metrics import ServingMetrics
 from .service import ClassifierService
 
+# A replica_payload key, not a ServingConfig field: the key is read from each replica's environment.
+API_KEY_FROM_ENV = "_api_key_from_env"
+
 # Runs where Ray imports this module: in the ingress replica, before it starts its HTTP server.
 allow_rebind()
 
@@ -30,7 +33,7 @@ class ClassifierDeployment:
     """A classifier replica: its ClassifierService, and the HTTP routes when it is the ingress."""
 
     async def __init__(self, config: dict[str, Any]) -> None:
-        self.config = ServingConfig(**config)
+        self.config = replica_config(config)
         self.service = ClassifierService(self.config)
         self.service.start()
 
@@ -88,7 +91,7 @@ class IngressDeployment:
     """ingress_mode separate: routes here, model work on the classifier deployment."""
 
     def __init__(self, config: dict[str, Any], classifier: Any) -> None:
-        self.config = ServingConfig(**config)
+        self.config = replica_config(config)
         self.metrics = ServingMetrics(
             request_metrics=True, engine_metrics=False, ray_export=self.config.ray_metrics_export
         )
@@ -144,10 +147,38 @@ def deployment_names(config: ServingConfig) -> list[str]:
     return [INGRESS_NAME] if config.ingress_mode == "combined" else [INGRESS_NAME, CLASSIFIER_NAME]
 
 
+def replica_payload(config: ServingConfig, args: dict[str, Any]) -> dict[str, Any]:
+    """The ServingConfig a replica is built with, as the deployment's init argument, which Ray keeps in
+    the Serve controller's checkpoint (in the GCS, in Redis with GCS fault tolerance) and shows in its
+    state API. An API key that came from the environment (LABELWISE_API_KEY: the chart's Secret) is left
+    out: each replica reads it from its own environment (replica_config), so the key is stored nowhere in
+    Ray, and a rotated Secret takes effect as pods restart, without a new deployment. A key given in
+    args (a local config file) travels as given."""
+    payload = config.model_dump(mode="json")
+    if config.api_key is not None and "api_key" not in args:
+        del payload["api_key"]
+        payload[API_KEY_FROM_ENV] = True
+    return payload
+
+
+def replica_config(payload: dict[str, Any]) -> ServingConfig:
+    """A replica's ServingConfig from replica_payload's dict. A key expected from the environment but
+    not found there stops the replica (it would otherwise serve /v1 without the key)."""
+    fields = dict(payload)
+    key_from_env = fields.pop(API_KEY_FROM_ENV, False)
+    config = ServingConfig(**fields)
+    if key_from_env and config.api_key is None:
+        raise RuntimeError(
+            "the app was built with an API key from LABELWISE_API_KEY, which this replica's environment "
+            "does not have: refusing to serve /v1 without it (set it on every Ray node)"
+        )
+    return config
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Build the Serve app; args are ServingConfig fields, LABELWISE_* env vars fill the rest."""
     config = ServingConfig(**(args or {}))
-    payload = config.model_dump(mode="json")
+    payload = replica_payload(config, args or {})
     if config.ingress_mode == "combined":
         deployment = serve.deployment(ClassifierIngress, name=INGRESS_NAME)
         return deployment.options(**classifier_options(config, serves_http=True)).bind(payload)

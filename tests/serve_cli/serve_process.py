@@ -37,7 +37,9 @@ class ServeProcess:
     Every process seen in its tree is remembered, so a test can check that none outlives the stop, and
     the context exit kills whatever is left."""
 
-    def __init__(self, workdir: Path, serving_args: dict[str, Any], *flags: str) -> None:
+    def __init__(
+        self, workdir: Path, serving_args: dict[str, Any], *flags: str, env: dict[str, str] | None = None
+    ) -> None:
         import psutil
 
         self.psutil = psutil
@@ -48,11 +50,12 @@ class ServeProcess:
         self.config.write_text(yaml.safe_dump(serving_args), encoding="utf-8")
         self.log_path = workdir / "serve.log"
         self.flags = flags
+        self.extra_env = env or {}
         self.seen: dict[int, Any] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServeProcess:
-        env = {**os.environ, **LOCAL_ENV, "TMPDIR": str(self.tmpdir)}
+        env = {**os.environ, **LOCAL_ENV, "TMPDIR": str(self.tmpdir), **self.extra_env}
         env.pop("LABELWISE_RAY_TEMP_DIR", None)
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(

@@ -81,9 +81,12 @@ def test_two_direct_ingress_replicas_share_the_port(
     one_scenario_repo: ModelRepository, tmp_path: Path
 ) -> None:
     """num_replicas 2 without --proxy: both replicas listen on the one port (SO_REUSEPORT) and the
-    kernel hands connections to both; every connection gets full answers."""
+    kernel hands connections to both; every connection gets full answers. The API key comes from the
+    environment (as the chart's Secret gives it): each replica reads it from its own, and enforces it."""
     psutil = pytest.importorskip("psutil")
-    with ServeProcess(tmp_path, _one_scenario(one_scenario_repo, num_replicas=2)) as server:
+    key = "k3y-from-env"
+    args = _one_scenario(one_scenario_repo, num_replicas=2)
+    with ServeProcess(tmp_path, args, env={"LABELWISE_API_KEY": key}) as server:
         server.wait_ready()
 
         def listening() -> dict[int, str]:
@@ -100,8 +103,11 @@ def test_two_direct_ingress_replicas_share_the_port(
         clients = [httpx.Client(timeout=30) for _ in range(16)]
         try:
             for client in clients:
+                body = {"scenario": SCENARIO, "texts": ["a"]}
+                refused = client.post(f"{server.url}/v1/classify", json=body)
+                assert refused.status_code == 401, refused.text
                 response = client.post(
-                    f"{server.url}/v1/classify", json={"scenario": SCENARIO, "texts": ["a"]}
+                    f"{server.url}/v1/classify", json=body, headers={"Authorization": f"Bearer {key}"}
                 )
                 assert response.status_code == 200, response.text
                 assert {r["label"] for r in response.json()["results"][0]} == LABELS

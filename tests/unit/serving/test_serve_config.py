@@ -82,3 +82,27 @@ def test_a_blank_api_key_is_a_config_error_not_an_open_api(
 
     with pytest.raises(UsageError, match="api_key"):  # `labelwise serve` refuses before Ray starts
         plan_server(config, repository=tmp_path)
+
+
+def test_an_api_key_from_the_environment_never_travels_in_the_deployment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray keeps a deployment's init argument in its controller checkpoint (GCS, Redis) and state API: a
+    key from LABELWISE_API_KEY (the chart's Secret) is left out and read by each replica from its own env."""
+    pytest.importorskip("ray.serve")
+    from serving.app import replica_config, replica_payload
+
+    monkeypatch.setenv("LABELWISE_API_KEY", "s3cret")
+    args = {"repository": str(tmp_path)}
+    payload = replica_payload(ServingConfig(**args), args)
+    assert "s3cret" not in repr(payload) and "api_key" not in payload
+    assert replica_config(payload).api_key == "s3cret"  # the replica's own environment
+    monkeypatch.setenv("LABELWISE_API_KEY", "r0tated")
+    assert replica_config(payload).api_key == "r0tated"  # a rotated Secret, on the next replica start
+    monkeypatch.delenv("LABELWISE_API_KEY")
+    with pytest.raises(RuntimeError, match="LABELWISE_API_KEY"):  # never an open /v1 instead
+        replica_config(payload)
+    # A key given in the app's args (a local config file) travels as given; no key at all stays open.
+    keyed = {**args, "api_key": "from-file"}
+    assert replica_config(replica_payload(ServingConfig(**keyed), keyed)).api_key == "from-file"
+    assert replica_config(replica_payload(ServingConfig(**args), args)).api_key is None
