@@ -26,6 +26,8 @@ from torch import nn
 
 from model_repository import FEATURES_OF_KIND
 
+from .metrics import selection_score
+
 log = logging.getLogger(__name__)
 
 HEAD_KIND = "mean_mlp"  # model_repository head kind of a frozen version (docs/artifacts.md)
@@ -245,7 +247,8 @@ def fit_head(
     on_evaluate: Callable[[dict[str, float]], None] | None = None,
 ) -> HeadFit:
     """Train model.classifier on cached embeddings (AdamW, minibatches, weighted cross-entropy when the
-    run weights classes); keep the head of the best validation macro-F1; early-stop on it.
+    run weights classes); keep the head of the best validation macro-F1 (among equal ones, the lower
+    validation loss: training.metrics.selection_score); early-stop on the same score.
 
     The head standardises the normalised embeddings with the train rows' mean and scale (its
     `mean` and `scale` buffers), so it trains well-conditioned whatever their scale
@@ -297,7 +300,7 @@ def _fit_head(
     sampling = torch.tensor(settings.sample_weights, dtype=torch.float) if settings.sample_weights else None
     n = len(z_train)
     history: list[dict[str, Any]] = []
-    best_f1, best_epoch, best_state = -1.0, 0, {k: v.clone() for k, v in head.state_dict().items()}
+    best_score, best_epoch, best_state = -math.inf, 0, {k: v.clone() for k, v in head.state_dict().items()}
     steps, epoch = 0, 0
     for epoch in range(1, settings.epochs + 1):
         head.train()
@@ -329,14 +332,17 @@ def _fit_head(
             "eval_loss": eval_loss,
             "eval_accuracy": float((predicted == y_val.numpy()).mean()) if len(y_val) else 0.0,
             "eval_macro_f1": f1,
+            # macro-F1, ties broken by the lower validation loss (training.metrics.selection_score)
+            "eval_selection": selection_score(f1, eval_loss),
             "epoch": epoch,
             "step": steps,
         }
         history.append(evaluation)
         if on_evaluate is not None:
             on_evaluate(evaluation)
-        if f1 > best_f1:
-            best_f1, best_epoch = f1, epoch
+        score = evaluation["eval_selection"]
+        if score > best_score:
+            best_score, best_epoch = score, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
         elif settings.patience_epochs is not None and epoch - best_epoch >= settings.patience_epochs:
             break

@@ -21,8 +21,10 @@ from .metrics import (
     decision_threshold,
     epoch_summary,
     imbalance_ratio,
+    selection_score,
     softmax,
     use_class_weights,
+    weighted_cross_entropy,
 )
 from .model import ResolvedBase, build_model, count_params, resolve_base_model
 from .plots import plot_confusion_matrix, plot_label_distribution
@@ -300,11 +302,14 @@ def _early_stopping(patience: int, majority_f1: float | None) -> Any:
             self.waited = 0
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-            f1 = (metrics or {}).get("eval_macro_f1")
+            metrics = metrics or {}
+            f1 = metrics.get("eval_macro_f1")
             if f1 is None:
                 return control
-            if self.best is None or f1 > self.best:
-                self.best, self.waited = f1, 0
+            # Better: a higher selection score (macro-F1, then lower loss), as the kept checkpoint is chosen
+            score = metrics.get("eval_selection", f1)
+            if self.best is None or score > self.best:
+                self.best, self.waited = score, 0
             elif self.best > floor:
                 self.waited += 1
                 if self.waited >= patience:
@@ -585,7 +590,8 @@ def _training_arguments(config: TrainConfig, out: Path, train_rows: int) -> tupl
         save_steps=eval_steps if by_steps else None,
         save_total_limit=1,
         load_best_model_at_end=not single_pass,
-        metric_for_best_model="macro_f1",
+        # macro-F1, ties broken by the lower validation loss (training.metrics.selection_score)
+        metric_for_best_model="selection",
         greater_is_better=True,
         logging_steps=config.logging_steps,
         logging_first_step=True,
@@ -616,8 +622,12 @@ def _make_trainer(
     from transformers import DataCollatorWithPadding
 
     def compute_metrics(pred: Any) -> dict[str, float]:
-        m = classification_metrics(pred.label_ids, np.argmax(_logits(pred), axis=-1), labels)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+        logits = _logits(pred)
+        m = classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), labels)
+        # The loss the run trains on (class-weighted when it is), from the same logits
+        loss = weighted_cross_entropy(logits, pred.label_ids, balance.loss_weights)
+        selection = selection_score(m["macro_f1"], loss)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "selection": selection}
 
     args, single_pass = _training_arguments(config, out, len(train_ds))
     callbacks = (

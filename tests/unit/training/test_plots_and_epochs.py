@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from training.metrics import epoch_summary, training_epochs
+from training.metrics import epoch_summary, selection_score, training_epochs, weighted_cross_entropy
 from training.plots import plot_confusion_matrix
 
 
@@ -35,9 +36,36 @@ def test_epochs_come_from_the_trainers_log_history() -> None:
         {"train_runtime": 9.0, "epoch": 3.0},
     ]
     assert training_epochs(history) == (2.0, 3.0)
+    # A run that logs its selection score (macro-F1, then the lower loss) is read by it
+    scored = [
+        {"eval_macro_f1": 1.0, "eval_loss": 0.73, "eval_selection": selection_score(1.0, 0.73), "epoch": 1.0},
+        {"eval_macro_f1": 1.0, "eval_loss": 0.02, "eval_selection": selection_score(1.0, 0.02), "epoch": 2.0},
+        {"eval_macro_f1": 0.9, "eval_loss": 0.01, "eval_selection": selection_score(0.9, 0.01), "epoch": 3.0},
+    ]
+    assert training_epochs(scored) == (2.0, 3.0)
     assert epoch_summary(history) == "best epoch 2 of 3 run"
     single_pass = [{"loss": 1.0, "epoch": 0.25}, {"train_runtime": 1.0, "epoch": 1.0}]
     assert epoch_summary(single_pass) == "1 epoch run"
     assert epoch_summary([{"eval_macro_f1": 0.5, "epoch": 0.48}, {"epoch": 0.97}]) == (
         "best epoch 0.48 of 0.97 run"
     )
+
+
+def test_selection_breaks_macro_f1_ties_by_the_lower_loss_and_nothing_else() -> None:
+    assert selection_score(1.0, 0.02) > selection_score(1.0, 0.73)  # a tie: the surer checkpoint
+    assert selection_score(0.801, 50.0) > selection_score(0.800, 0.0)  # a better F1 always wins
+    assert selection_score(0.5, 1e9) > selection_score(0.499998, 0.0)  # capped: F1 apart by > 1e-6 stays
+    assert selection_score(0.5, float("nan")) == selection_score(0.5, None) == 0.5
+
+
+def test_weighted_cross_entropy_matches_torch() -> None:
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(9, 3)) * 4, rng.integers(0, 3, 9)
+    for weights in (None, [0.5, 2.0, 1.0]):
+        weight = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+        ce = torch.nn.functional.cross_entropy
+        expected = ce(torch.tensor(logits), torch.tensor(labels), weight=weight)
+        assert weighted_cross_entropy(logits, labels, weights) == pytest.approx(float(expected), rel=1e-9)
+    assert weighted_cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=int), None) == 0.0

@@ -89,7 +89,10 @@ def test_frozen_trains_the_head_on_embeddings_computed_once(frozen_run) -> None:
     assert epochs == 30 or epochs - best_epoch == 20
     best = max(e["eval_macro_f1"] for e in evaluations)
     assert frozen_run.metrics["macro_f1"] == pytest.approx(best, abs=1e-9)  # the best head is kept
-    assert best_epoch == next(e["epoch"] for e in evaluations if e["eval_macro_f1"] == best)
+    # ... and among the epochs of that macro-F1, the one of lowest validation loss
+    tied = [e for e in evaluations if e["eval_macro_f1"] == best]
+    assert best_epoch == min(tied, key=lambda e: (e["eval_loss"], e["epoch"]))["epoch"]
+    assert frozen_run.metrics["eval_loss"] == pytest.approx(min(e["eval_loss"] for e in tied), rel=1e-5)
     assert frozen_run.metrics["embed_time_s"] < frozen_run.train_time_s
     assert {"decision_threshold", "eval_loss", "class_weighting", "confusion_matrix"} <= set(
         frozen_run.metrics
