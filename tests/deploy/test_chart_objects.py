@@ -279,6 +279,14 @@ def test_ray_token_auth_is_on_by_default(rendered: Rendered) -> None:
         assert not {"RAY_AUTH_TOKEN", "RAY_AUTH_MODE"} & {e["name"] for e in container["env"]}
 
 
+def test_a_pod_monitor_behind_a_closed_metrics_port_is_refused() -> None:
+    with pytest.raises(TemplateError, match="metricsFrom"):
+        _render(coalesce(load_values(), {"metrics": {"podMonitor": {"enabled": True}}}))
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    opened = {"metrics": {"podMonitor": {"enabled": True}}, "networkPolicy": {"metricsFrom": monitoring}}
+    assert any(o["kind"] == "PodMonitor" for o in _render(coalesce(load_values(), opened)))
+
+
 def test_incremental_upgrade_is_refused_since_kuberay_drops_the_serve_service() -> None:
     with pytest.raises(TemplateError, match="NewClusterWithIncrementalUpgrade"):
         _render(coalesce(load_values(), {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}))

@@ -50,6 +50,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.gcsFaultTolerance.enabled (not .Values.gcsFaultTolerance.redisAddress) }}
 {{- fail "gcsFaultTolerance.redisAddress is required when gcsFaultTolerance.enabled is true" }}
 {{- end }}
+{{- if and .Values.metrics.podMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
+{{- fail "metrics.podMonitor.enabled scrapes Ray's metrics port (8080), which the NetworkPolicy opens only to networkPolicy.metricsFrom: set it to Prometheus' namespace (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]) or turn networkPolicy off" }}
+{{- end }}
 {{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
 {{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
 {{- end }}
