@@ -27,8 +27,8 @@ def _run(toy_scenario, base: Path, out: Path, lr: float):
     from training import make_train_config, train
 
     # Warm-up, then a rate at which this tiny full fine-tuning run leaves its first good steps for a
-    # constant answer (at 4 epochs: 0.025 learns, macro-F1 0.97-1.0 at every epoch; 0.05 and above end on
-    # one label).
+    # constant answer (at 4 epochs, 0.1 and above end on one label; 0.05 sits on the edge, depending on
+    # the tiny base the session's fixtures trained; 0.025 learns).
     config = make_train_config(
         toy_scenario,
         "full",
@@ -58,12 +58,14 @@ def lenient_rise(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_collapsed_run_restarts_at_half_the_rate_and_keeps_the_run_that_learned(
     toy_scenario, pretrained_base: Path, tmp_path: Path
 ) -> None:
-    run = _run(toy_scenario, pretrained_base, tmp_path / "run", lr=0.05)
+    run = _run(toy_scenario, pretrained_base, tmp_path / "run", lr=0.1)
     restarts = run.metrics["collapse_restarts"]
-    assert [r["learning_rate"] for r in restarts] == [0.05]
+    rates = [r["learning_rate"] for r in restarts]
+    assert rates in ([0.1], [0.1, 0.05]), rates  # halved after each collapse, at most twice
     steps_per_epoch = -(-len(run.data.train) // FAST["batch_size"])
-    assert restarts[0]["stopped_at_step"] < 4 * steps_per_epoch  # stopped at the collapse, not at the end
-    assert run.config.params.learning_rate == pytest.approx(0.025)  # what the kept run trained with
+    for restart in restarts:  # stopped at the collapse, not at the end
+        assert restart["stopped_at_step"] < 4 * steps_per_epoch, restart
+    assert run.config.params.learning_rate == pytest.approx(rates[-1] / 2)  # what the kept run trained with
     assert not run.metrics.get("collapsed")
     assert run.metrics["macro_f1"] > run.metrics["majority_macro_f1"] + 0.2
     assert not (tmp_path / "run" / "checkpoints").exists()
