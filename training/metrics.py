@@ -109,8 +109,12 @@ def selection_score(macro_f1: float, eval_loss: float | None) -> float:
     epochs, and the first of those was kept: the least trained, least sure of itself. The demo's LoRA
     scenario (24 validation rows) was right on all of them from epoch 1 to 3 while its validation loss
     fell 0.73 -> 0.12 -> 0.02, and epoch 1 was published, answering its examples at 0.53-0.58."""
-    finite = eval_loss is not None and bool(np.isfinite(eval_loss))
-    loss = min(float(eval_loss), _SELECTION_LOSS_CAP) if finite else 0.0  # type: ignore[arg-type]
+    if eval_loss is None:  # no loss logged: macro-F1 alone
+        loss = 0.0
+    elif not np.isfinite(eval_loss):  # a diverged evaluation is the least sure of its ties
+        loss = _SELECTION_LOSS_CAP
+    else:
+        loss = min(float(eval_loss), _SELECTION_LOSS_CAP)
     return float(macro_f1) - SELECTION_LOSS_WEIGHT * loss
 
 

@@ -55,7 +55,8 @@ def test_selection_breaks_macro_f1_ties_by_the_lower_loss_and_nothing_else() -> 
     assert selection_score(1.0, 0.02) > selection_score(1.0, 0.73)  # a tie: the surer checkpoint
     assert selection_score(0.801, 50.0) > selection_score(0.800, 0.0)  # a better F1 always wins
     assert selection_score(0.5, 1e9) > selection_score(0.499998, 0.0)  # capped: F1 apart by > 1e-6 stays
-    assert selection_score(0.5, float("nan")) == selection_score(0.5, None) == 0.5
+    assert selection_score(0.5, None) == 0.5  # no loss logged: macro-F1 alone
+    assert selection_score(0.5, float("nan")) < selection_score(0.5, 999.0)  # a diverged tie: the worst
 
 
 def test_weighted_cross_entropy_matches_torch() -> None:
