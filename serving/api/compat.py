@@ -72,9 +72,11 @@ def ecosystem_route(
     """An APIRoute whose every refusal (validation, API key, backend error, fault) is in `shape`, with
     our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400)."""
 
-    def answer(status: int, code: str, message: str, field: str | None, retry: bool) -> JSONResponse:
+    def answer(status: int, code: str, message: str, field: str | None, retry: bool | float) -> JSONResponse:
+        """retry: True for Retry-After RETRY_AFTER_S, a number for that many seconds, False for none."""
         status = statuses.get(status, status)
-        headers = {"Retry-After": str(max(1, math.ceil(RETRY_AFTER_S)))} if retry else None
+        wait = RETRY_AFTER_S if retry is True else float(retry) if retry else None
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else None
         return JSONResponse(shape(status, code, message, field), status_code=status, headers=headers)
 
     class EcosystemRoute(APIRoute):
@@ -101,9 +103,11 @@ def ecosystem_route(
                         return answer(exc.status_code, exc.code, internal_message(request_id), None, False)
                     return answer(exc.status_code, exc.code, str(exc), field, isinstance(exc, NotReadyError))
                 except Exception as exc:
-                    status = _backpressure(exc)
-                    if status is not None:
-                        return answer(status, "overloaded", "service overloaded; retry later", None, True)
+                    backpressure = _backpressure(exc)
+                    if backpressure is not None:
+                        status, retry_after_s = backpressure
+                        message = "service overloaded; retry later"
+                        return answer(status, "overloaded", message, None, retry_after_s)
                     request_id = request_id_of(request)
                     logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
                     return answer(500, "internal_error", internal_message(request_id), None, False)

@@ -102,19 +102,23 @@ def unexpected_error_response(exc: Exception, request_id: str, path: str) -> JSO
     """Any other exception: Ray's backpressure as overloaded, else 500 with a fixed text."""
     backpressure = _backpressure(exc)
     if backpressure is not None:
-        return error_response(
-            backpressure, "overloaded", "service overloaded; retry later", None, RETRY_AFTER_S
-        )
+        status, retry_after_s = backpressure
+        return error_response(status, "overloaded", "service overloaded; retry later", None, retry_after_s)
     # Never leak internals: the message goes to the log, the client gets a fixed text.
     logger.exception("unexpected error on %s (request %s)", path, request_id, exc_info=exc)
     return error_response(500, "internal_error", internal_message(request_id))
 
 
-def _backpressure(exc: Exception) -> int | None:
+def _backpressure(exc: Exception) -> tuple[int, float] | None:
+    """(status, Retry-After seconds) for Ray's BackPressureError (a separate ingress whose handle queue
+    is full): the deployment's backpressure_config, i.e. the config's backpressure_status_code and
+    retry_after_s; None for any other exception."""
     try:
         from ray.serve.exceptions import BackPressureError
     except ImportError:  # pragma: no cover - ray is part of the serving extra
         return None
     if isinstance(exc, BackPressureError):
-        return int(getattr(exc, "status_code", 503) or 503)
+        status = int(getattr(exc, "status_code", 503) or 503)
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        return status, float(retry_after_s) if retry_after_s is not None else RETRY_AFTER_S
     return None

@@ -1,0 +1,35 @@
+"""Ray's BackPressureError (a separate ingress whose handle queue is full) is answered in the error shape
+with the deployment's own status and Retry-After (backpressure_status_code, retry_after_s), never 500."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after_s", "header"), [(429, 7.0, "7"), (503, 2.5, "3"), (503, None, "1")]
+)
+def test_backpressure_keeps_the_deployments_status_and_retry_after(
+    status: int, retry_after_s: float | None, header: str
+) -> None:
+    pytest.importorskip("ray.serve")
+    from ray.serve.exceptions import BackPressureError
+
+    from serving.api.http_errors import unexpected_error_response
+
+    response = unexpected_error_response(
+        BackPressureError(9, 8, status, retry_after_s), "rid-1", "/v1/classify"
+    )
+    assert response.status_code == status
+    assert response.headers["retry-after"] == header  # None: the service's 1 s
+    assert json.loads(response.body)["error"]["type"] == "overloaded"
+
+
+def test_any_other_exception_is_a_500_that_tells_nothing_but_the_request_id() -> None:
+    from serving.api.http_errors import unexpected_error_response
+
+    response = unexpected_error_response(RuntimeError("secret detail"), "rid-2", "/v1/classify")
+    body = json.loads(response.body)["error"]
+    assert response.status_code == 500 and "secret" not in body["message"] and "rid-2" in body["message"]
