@@ -79,8 +79,9 @@ COPY --from=build-gpu /opt/venv /opt/venv
 FROM runtime-${TARGET} AS final
 ARG TARGET
 # Non-root uid 1000, as KubeRay expects (it writes /tmp/ray). The CUDA Ubuntu base ships a user
-# `ubuntu` with that uid: remove it first. KubeRay starts Ray with `bash -lc`, and a login shell
-# resets PATH: the profile script puts the venv back on it (single quotes: expand at login).
+# `ubuntu` with that uid: remove it first. KubeRay starts Ray with `bash -c`, or `bash -lc` when the
+# operator runs with ENABLE_LOGIN_SHELL; a login shell resets PATH, so the profile script puts the venv
+# back on it (single quotes: expand at login). ENV PATH below covers the plain shell.
 # hadolint ignore=SC2016
 RUN (userdel --remove ubuntu 2>/dev/null || true) \
     && useradd --uid 1000 --gid 0 --create-home --home-dir /home/labelwise --shell /bin/bash labelwise \
