@@ -287,6 +287,15 @@ def test_a_pod_monitor_behind_a_closed_metrics_port_is_refused() -> None:
     assert any(o["kind"] == "PodMonitor" for o in _render(coalesce(load_values(), opened)))
 
 
+def test_pod_labels_may_not_repeat_the_charts_own() -> None:
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "labelwise/ray-node"):
+        with pytest.raises(TemplateError, match="podLabels"):
+            _render(coalesce(load_values(), {"podLabels": {key: "x"}}))
+    objects = _render(coalesce(load_values(), {"podLabels": {"team": "search"}}))
+    for template in _pod_templates(_one(objects, "RayService")):
+        assert template["metadata"]["labels"]["team"] == "search"
+
+
 def test_incremental_upgrade_is_refused_since_kuberay_drops_the_serve_service() -> None:
     with pytest.raises(TemplateError, match="NewClusterWithIncrementalUpgrade"):
         _render(coalesce(load_values(), {"upgradeStrategy": {"type": "NewClusterWithIncrementalUpgrade"}}))

@@ -53,6 +53,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.metrics.podMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
 {{- fail "metrics.podMonitor.enabled scrapes Ray's metrics port (8080), which the NetworkPolicy opens only to networkPolicy.metricsFrom: set it to Prometheus' namespace (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]) or turn networkPolicy off" }}
 {{- end }}
+{{- if or (hasKey .Values.podLabels "app.kubernetes.io/name") (hasKey .Values.podLabels "app.kubernetes.io/instance") (hasKey .Values.podLabels "labelwise/ray-node") }}
+{{- fail "podLabels may not set app.kubernetes.io/name, app.kubernetes.io/instance or labelwise/ray-node: the chart sets them (selectors of the PDB, NetworkPolicy and monitors), and a second value would be a duplicate key" }}
+{{- end }}
 {{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
 {{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
 {{- end }}
