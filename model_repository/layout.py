@@ -38,7 +38,15 @@ MULTI_ADAPTER_FILE = "multi_adapter.onnx"
 # read by frozen versions published with int8_guard false.
 ALL_INT8_FOLDER = "all-int8"
 # A scenario, alias or folder name: lowercase, starts with a letter or digit, at most 64 characters.
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NAME_PATTERN = (
+    r"^[a-z0-9][a-z0-9_-]{0,63}$"  # Python: use with fullmatch ($ also matches before a final "\n")
+)
+
+
+def is_number(name: str) -> bool:
+    """A version folder or claim name: ASCII digits only (str.isdigit also takes superscripts and other
+    scripts' digits)."""
+    return name.isascii() and name.isdigit()
 
 
 def graph_file(precision: str) -> str:
@@ -85,6 +93,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "graph_file",
     "is_contained",
+    "is_number",
     "multi_adapter_folder",
     "precision_of_folder",
 ]

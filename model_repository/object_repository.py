@@ -20,6 +20,7 @@ rename (docs/artifacts.md, "Object storage"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .identity import file_sha256
-from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, CLAIMS_DIR, MANIFEST_FILE, is_contained
+from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, CLAIMS_DIR, MANIFEST_FILE, is_contained, is_number
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 from .repository import (
     _NAME,
@@ -122,7 +123,12 @@ class ObjectStoreRepository(ModelRepository):
         found = set()
         for rel in self.store.files(""):
             parts = rel.split("/")
-            if len(parts) == 3 and _NAME.match(parts[0]) and parts[1].isdigit() and parts[2] == MANIFEST_FILE:
+            if (
+                len(parts) == 3
+                and _NAME.fullmatch(parts[0])
+                and is_number(parts[1])
+                and parts[2] == MANIFEST_FILE
+            ):
                 found.add(parts[0])
         return sorted(found)
 
@@ -177,8 +183,10 @@ class ObjectStoreRepository(ModelRepository):
         data = self._manifest_bytes(scenario, version)
         return parse_manifest(data, f"{self.root}/{self._version_key(scenario, version)}/{MANIFEST_FILE}")
 
-    def verify(self, scenario: str, version: int) -> Manifest:
+    def verify(self, scenario: str, version: int, bases: bool = True) -> Manifest:
         """Check the version in the store, copy it into the local cache hashing each file, verify the copy.
+        bases=False leaves out the shared base encoder the version reads, as ModelRepository.verify does
+        (a re-export verifies or rebuilds it itself).
 
         UnsafePathError for a path that leaves the version (`..`, absolute), a graph or head without a
         checksum, or an object the manifest does not list; IntegrityError for a missing object, a wrong
@@ -203,13 +211,13 @@ class ObjectStoreRepository(ModelRepository):
                     f"{what}: {field_name} {rel!r} has no checksum: it is not a key of the manifest's files"
                 )
         self._check_listing(key, manifest.files, MANIFEST_FILE, what)
-        if manifest.base_encoder is not None:
+        if bases and manifest.base_encoder is not None:
             for folder in manifest.base_encoder.graph_folders():
                 self.verify_base(manifest.base_encoder.key, folder)
         target = self.cache.version_path(scenario, version)
-        return self._cached(
-            key, target, manifest.files, MANIFEST_FILE, data, what, self.cache.verify, scenario, version
-        )
+        verify_local = functools.partial(self.cache.verify, bases=bases)
+        files = manifest.files
+        return self._cached(key, target, files, MANIFEST_FILE, data, what, verify_local, scenario, version)
 
     def _check_listing(self, key: str, files: dict[str, FileEntry], marker: str, what: str) -> None:
         """Every object under key is the marker or a listed file; every listed file is there, at its size."""
@@ -307,8 +315,9 @@ class ObjectStoreRepository(ModelRepository):
             body = manifest.model_dump_json(indent=2).encode()
             if not self.store.create_bytes(f"{key}/{MANIFEST_FILE}", body):
                 raise ManifestError(f"{scenario} v{version}: its manifest exists already; nothing published")
-            (tmp / MANIFEST_FILE).write_bytes(body)
+            # Published from here on: a local failure (a full disk) only costs the cached copy.
             with contextlib.suppress(OSError):  # the published files become the cached copy
+                (tmp / MANIFEST_FILE).write_bytes(body)
                 os.rename(tmp, self.cache.version_path(scenario, version))
             draft.version, draft.manifest = version, manifest
         finally:
@@ -318,8 +327,8 @@ class ObjectStoreRepository(ModelRepository):
     def _next_number(self, scenario: str) -> int:
         """One past every number in use: published, torn (files without a manifest) or claimed."""
         name = validate_name(scenario)
-        taken = [int(n) for n in self.store.children(name) if n.isdigit()]
-        taken += [int(n) for n in self.store.children(f"{name}/{CLAIMS_DIR}") if n.isdigit()]
+        taken = [int(n) for n in self.store.children(name) if is_number(n)]
+        taken += [int(n) for n in self.store.children(f"{name}/{CLAIMS_DIR}") if is_number(n)]
         return max(taken, default=0) + 1
 
     def _claim(self, scenario: str, first: int) -> int:
@@ -358,8 +367,8 @@ class ObjectStoreRepository(ModelRepository):
                 for rel in files:
                     self.store.upload(tmp / rel, f"{base_key}/{rel}")
                 if self.store.create_bytes(f"{base_key}/{BASE_INFO_FILE}", body):
-                    (tmp / BASE_INFO_FILE).write_bytes(body)
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError):  # published: a local failure only costs the cache
+                        (tmp / BASE_INFO_FILE).write_bytes(body)
                         os.rename(tmp, target)
                     draft.published = True
         finally:
@@ -417,7 +426,7 @@ class ObjectStoreRepository(ModelRepository):
 
 def _is_version(rel: str) -> bool:
     parts = rel.split("/")
-    return len(parts) == 2 and parts[0].isdigit()
+    return len(parts) == 2 and is_number(parts[0])
 
 
 def _discard(folder: Path) -> None:

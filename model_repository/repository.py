@@ -41,7 +41,15 @@ from .errors import (
     VersionNotFoundError,
 )
 from .identity import file_sha256
-from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, MANIFEST_FILE, NAME_PATTERN, is_contained
+from .layout import (
+    ALIASES_DIR,
+    BASE_INFO_FILE,
+    BASES_DIR,
+    MANIFEST_FILE,
+    NAME_PATTERN,
+    is_contained,
+    is_number,
+)
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 from .storage import is_object_store, parse_root
 
@@ -57,7 +65,7 @@ def default_root() -> str | Path:
 
 def validate_name(name: str, what: str = "scenario") -> str:
     """Return name if it is a safe lowercase name, else raise InvalidNameError naming it."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidNameError(
             f"invalid {what} name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit (no '/', '..' or spaces)"
@@ -198,11 +206,16 @@ def _check_files(folder: Path, files: dict[str, FileEntry], what: str) -> None:
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a failed write (disk full) leaves no temp file behind
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
 
 
@@ -276,7 +289,9 @@ class ModelRepository:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self._versions_in(p)
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and _NAME.fullmatch(p.name) and self._versions_in(p)
         )
 
     def list_versions(self, scenario: str) -> list[int]:
@@ -291,7 +306,7 @@ class ModelRepository:
 
     @staticmethod
     def _versions_in(path: Path) -> list[int]:
-        return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and is_number(p.name))
 
     def aliases(self, scenario: str) -> dict[str, int]:
         folder = self.scenario_path(scenario) / ALIASES_DIR
@@ -307,7 +322,7 @@ class ModelRepository:
     def resolve(self, scenario: str, ref: str | int = "production") -> int:
         """Turn an alias, 'latest' or a version number into a published version number."""
         versions = self.list_versions(scenario)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and is_number(ref)):
             version = int(ref)
             if version not in versions:
                 raise VersionNotFoundError(

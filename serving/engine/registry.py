@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass
 
-from model_repository import AliasNotFoundError, ModelRepository, RepositoryError
+from model_repository import AliasNotFoundError, ModelRepository, ObjectStoreError, RepositoryError
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
 from .adapters import MultiAdapterCache
 from .loader import BaseEncoderCache, EngineSettings, LoadedScenario, load_scenario
 
 logger = logging.getLogger("labelwise.serving")
+
+# A version refused because reading it failed (a timeout or 5xx from the object store, a file system
+# error) is tried again after this long even when its files look the same: the failure was the read,
+# not the version. A refusal for what the files hold (a checksum, a graph that does not load) stands
+# until the files or the alias change.
+IO_REFUSAL_RETRY_S = 30.0
+
+
+def _failed_reading(exc: BaseException) -> bool:
+    """Whether an error, or one in the chain of causes behind it, is a failure to read (I/O), as
+    opposed to something wrong with what was read."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError | ObjectStoreError | TimeoutError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @dataclass
@@ -22,8 +43,10 @@ class ScenarioState:
     name: str
     alias: str
     loaded: LoadedScenario | None = None
-    # (version, fingerprint of its files and alias) last refused: retried only when that changes
+    # (version, fingerprint of its files and alias) last refused: retried only when that changes, or
+    # once refused_until has passed (a refusal for a failed read: IO_REFUSAL_RETRY_S)
     refused: tuple[int, tuple] | None = None
+    refused_until: float = math.inf
     last_error: str | None = None
     # serve-all mode: the scenario has versions but not the alias, so it is not expected to load
     skipped: bool = False
@@ -147,12 +170,14 @@ class ScenarioRegistry:
             state.last_error = None  # the alias names what is serving: nothing is wrong any more
             return None
         fingerprint = self._fingerprint(state, target)
-        if state.refused == (target, fingerprint):
+        if state.refused == (target, fingerprint) and time.monotonic() < state.refused_until:
             return None  # same version, same files: refused already, logged already
         try:
             loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
             state.refused = (target, fingerprint)
+            transient = _failed_reading(exc)
+            state.refused_until = time.monotonic() + IO_REFUSAL_RETRY_S if transient else math.inf
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
             return LoadEvent(state.name, target, current, refused=True)

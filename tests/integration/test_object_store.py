@@ -220,6 +220,11 @@ def test_publish_writes_claim_files_then_manifest_and_a_fresh_reader_verifies_it
     base = verified.base_encoder
     assert base is not None and (reader.base_path(base.key, base.precisions[0]) / "base.json").is_file()
 
+    # bases=False (what `labelwise export` asks before it rebuilds a base): the version alone
+    alone = ObjectStoreRepository(ROOT, cache_dir=tmp_path / "cache-alone")
+    assert alone.verify(FROZEN, 1, bases=False).files == verified.files
+    assert not (alone.base_path(base.key, base.precisions[0]) / "base.json").exists()
+
 
 def test_cli_lists_verifies_and_promotes_through_the_aws_variables(s3_app: S3App) -> None:
     env = {"LABELWISE_REPOSITORY": ROOT}

@@ -90,7 +90,9 @@ def test_invalid_manifest_fields_publish_nothing(tmp_path: Path) -> None:
     assert repo.list_scenarios() == []
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "..", "Spam", "", "white space", "-x", "x" * 65])
+@pytest.mark.parametrize(
+    "name", ["../etc", "a/b", "..", "Spam", "", "white space", "-x", "x" * 65, "spam\n", "spam\r\n"]
+)
 def test_bad_names_rejected_before_writing(tmp_path: Path, name: str) -> None:
     repo = ModelRepository(tmp_path / "root")
     with pytest.raises(InvalidNameError, match="invalid scenario name"), repo.new_version(name, **FIELDS):
@@ -98,6 +100,34 @@ def test_bad_names_rejected_before_writing(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidNameError):
         repo.resolve(name, "production")
     assert not (tmp_path / "root").exists() or list((tmp_path / "root").iterdir()) == []
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path: Path) -> None:
+    """str.isdigit() takes superscripts ('2' raised) and other scripts' digits; a folder so named is not a
+    version (int() would fail on one, or read another as 1)."""
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    for odd in ("\u00b2", "\u0661", "\uff12"):  # superscript two, Arabic-Indic one, fullwidth two
+        (repo.scenario_path("spam") / odd).mkdir()
+    assert repo.list_versions("spam") == [1]
+    assert repo.resolve("spam", "latest") == 1
+
+
+def test_a_failed_alias_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_repository.repository as repository_module
+
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(repository_module.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        repo.set_alias("spam", "production", 1)
+    monkeypatch.undo()
+    assert [p.name for p in (repo.scenario_path("spam") / "_aliases").iterdir()] == []
+    assert repo.aliases("spam") == {}
 
 
 def test_bad_alias_names(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,41 @@ def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepositor
     events = registry.poll_once()
     assert [(e.name, e.version, e.refused) for e in events] == [("beta", 1, False)]
     assert registry.missing() == []
+
+
+def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that failed (an object store's timeout, an I/O error) says nothing about the version: it is
+    loaded again after IO_REFUSAL_RETRY_S though its files are the same. A version whose files are bad
+    stays refused until they change, however long."""
+    import serving.engine.registry as registry_module
+
+    class FlakyRead(ModelRepository):
+        failures = 1
+
+        def verify(self, scenario, version, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.failures:
+                self.failures -= 1
+                raise TimeoutError("read timed out")  # what s3fs raises on a slow GET
+            return super().verify(scenario, version, *args, **kwargs)
+
+    copy = FlakyRead(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    monkeypatch.setattr(registry_module, "IO_REFUSAL_RETRY_S", 0.05)
+    registry = _registry(copy, {"alpha": "production"})
+    assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
+    assert registry.poll_once() == []  # not at once: one read a period, not one per poll
+    time.sleep(0.1)
+    assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, False)]
+    assert registry.missing() == []
+
+    bad = ModelRepository(tmp_path / "bad")
+    shutil.copytree(repo.root, bad.root)
+    head = bad.version_path("beta", 1) / "head.npz"
+    data = head.read_bytes()
+    head.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    registry = _registry(bad, {"beta": "production"})
+    assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
+    time.sleep(0.1)
+    assert registry.poll_once() == []  # a checksum refusal is not a failed read: not tried again
