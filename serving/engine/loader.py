@@ -118,19 +118,27 @@ class LoadedScenario:
 
 
 class BaseEncoderCache:
-    """Shared base encoders, one session per (key, folder), opened once per replica.
+    """Shared base encoders, one session per (key, folder) and graph checksum, opened once per replica.
 
     The folder is a precision (`int8`) or a variant of one (`all-int8`: see BaseEncoderRef.folders).
+    The graph's sha256 (from the base's `base.json`, verified before this is asked) is part of the key:
+    a base exported again (docs/artifacts.md: move `_bases/<key>/int8` away and re-export) gets a new
+    session for the versions loaded after it, while versions already serving keep the one they hold.
     """
 
     def __init__(self) -> None:
-        self._graphs: dict[tuple[str, str], OnnxGraph] = {}
+        self._graphs: dict[tuple[str, str], tuple[str, OnnxGraph]] = {}
 
     def get(self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings) -> OnnxGraph:
-        if (key, folder) not in self._graphs:
+        entry = repo.base_info(key, folder).get("files", {}).get(layout.ENCODER_FILE, {})
+        sha = str(entry.get("sha256", "")) if isinstance(entry, dict) else ""
+        cached = self._graphs.get((key, folder))
+        if cached is None or cached[0] != sha:
             path = repo.base_path(key, folder) / layout.ENCODER_FILE
-            self._graphs[(key, folder)] = OnnxGraph(path, settings.providers, settings.intra_op_threads)
-        return self._graphs[(key, folder)]
+            graph = OnnxGraph(path, settings.providers, settings.intra_op_threads)
+            self._graphs[(key, folder)] = (sha, graph)  # the old session lives while a version holds it
+            return graph
+        return cached[1]
 
 
 def load_scenario(
