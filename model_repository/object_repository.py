@@ -72,6 +72,12 @@ def default_cache_dir(url: str) -> Path:
     return Path(base) / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
+# How long a writer that lost a base's claim waits for the winner's base.json (an int8 MiniLM base
+# uploads in seconds; a large encoder over a slow link in minutes).
+BASE_CLAIM_WAIT_ENV = "LABELWISE_BASE_CLAIM_WAIT_S"
+DEFAULT_BASE_CLAIM_WAIT_S = 600.0
+
+
 def _claim_body() -> bytes:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
 
@@ -345,7 +351,10 @@ class ObjectStoreRepository(ModelRepository):
 
     @contextlib.contextmanager
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:
-        """Write a base once; if another writer claimed it first, ours is discarded (published False)."""
+        """Write a base once; if another writer claimed it first, ours is discarded (published False)
+        once theirs is there: its `base.json` is waited for (LABELWISE_BASE_CLAIM_WAIT_S, 600 s), so that
+        no version is sealed reading a base that does not exist yet; a claim whose base never comes (its
+        writer died while uploading) is refused by name, nothing published."""
         target = self.cache.base_path(key, precision)
         tmp = draft_folder(target.parent)
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
@@ -363,17 +372,34 @@ class ObjectStoreRepository(ModelRepository):
             body = json.dumps(payload, indent=2, sort_keys=True).encode()
             base_key = self._base_key(key, precision)
             claim = f"{BASES_DIR}/{key}/{CLAIMS_DIR}/{precision}"
-            if not self.has_base(key, precision) and self.store.create_bytes(claim, _claim_body()):
-                for rel in files:
-                    self.store.upload(tmp / rel, f"{base_key}/{rel}")
-                if self.store.create_bytes(f"{base_key}/{BASE_INFO_FILE}", body):
-                    with contextlib.suppress(OSError):  # published: a local failure only costs the cache
-                        (tmp / BASE_INFO_FILE).write_bytes(body)
-                        os.rename(tmp, target)
-                    draft.published = True
+            if self.has_base(key, precision):
+                return  # another writer's, complete: theirs is kept
+            if not self.store.create_bytes(claim, _claim_body()):
+                self._await_base(key, precision, claim)
+                return
+            for rel in files:
+                self.store.upload(tmp / rel, f"{base_key}/{rel}")
+            if self.store.create_bytes(f"{base_key}/{BASE_INFO_FILE}", body):
+                with contextlib.suppress(OSError):  # published: a local failure only costs the cache
+                    (tmp / BASE_INFO_FILE).write_bytes(body)
+                    os.rename(tmp, target)
+                draft.published = True
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _await_base(self, key: str, precision: str, claim: str) -> None:
+        """Another writer holds the base's claim: wait until its base.json is there, else refuse."""
+        wait_s = float(os.environ.get(BASE_CLAIM_WAIT_ENV, DEFAULT_BASE_CLAIM_WAIT_S))
+        deadline = time.monotonic() + wait_s
+        while not self.has_base(key, precision):
+            if time.monotonic() >= deadline:
+                raise RepositoryError(
+                    f"base encoder {key} {precision}: another writer claimed it ({self.root}/{claim}) but "
+                    f"its {BASE_INFO_FILE} did not appear within {wait_s:g} s ({BASE_CLAIM_WAIT_ENV}); "
+                    "nothing published. If that writer is gone, delete the claim object and export again"
+                )
+            time.sleep(min(1.0, max(0.05, wait_s / 20)))
 
     def _base_bytes(self, key: str, precision: str) -> bytes:
         try:

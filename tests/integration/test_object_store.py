@@ -27,6 +27,7 @@ from model_repository import (
     ModelRepository,
     ObjectStoreError,
     ObjectStoreRepository,
+    RepositoryError,
     UnsafePathError,
     VersionNotFoundError,
     file_sha256,
@@ -400,3 +401,40 @@ def test_missing_credentials_are_refused_when_the_repository_opens(
 def test_a_missing_bucket_is_named(s3: S3) -> None:
     with pytest.raises(ObjectStoreError, match=r"bucket 'no-such-bucket' does not exist"):
         ModelRepository("s3://no-such-bucket/repo")
+
+
+def test_a_writer_that_lost_a_base_claim_waits_for_the_winners_base_or_refuses(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version must never be sealed reading a base whose base.json is not there: the loser of the
+    base's claim waits for the winner's, and a claim whose writer died while uploading is refused by
+    name (its base would otherwise never come, and every version on it would be refused)."""
+    import threading
+
+    repo = ObjectStoreRepository(ROOT, cache_dir=tmp_path / "cache")
+
+    def draft_base(key: str) -> bool:
+        with repo.new_base(key, "int8", note="test") as draft:
+            (draft.path / "encoder.onnx").write_bytes(b"graph bytes")
+        return draft.published
+
+    # A claim with no base.json behind it, and no writer left to finish it: refused, nothing uploaded.
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", "0.5")
+    s3.fs.pipe(f"{BUCKET}/repo/_bases/stale-claim/_claims/int8", b"{}")
+    with pytest.raises(RepositoryError, match=re.escape("did not appear within 0.5 s")):
+        draft_base("stale-claim")
+    assert not repo.has_base("stale-claim", "int8")
+    assert s3.keys("_bases/stale-claim") == ["_bases/stale-claim/_claims/int8"]
+
+    # The winner finishes while the loser waits: the loser keeps theirs.
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", "30")
+    s3.fs.pipe(f"{BUCKET}/repo/_bases/slow-winner/_claims/int8", b"{}")
+    finish = threading.Timer(
+        0.5, lambda: s3.fs.pipe(f"{BUCKET}/repo/_bases/slow-winner/int8/base.json", b"{}")
+    )
+    finish.start()
+    try:
+        assert draft_base("slow-winner") is False
+    finally:
+        finish.join()
+    assert repo.has_base("slow-winner", "int8")
