@@ -85,12 +85,18 @@ def test_a_garbage_alias_stops_only_its_own_scenario_and_is_reported_once(
     assert registry.missing() == [] and state.last_error is None
 
 
-def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepository, tmp_path: Path) -> None:
-    copy = ModelRepository(tmp_path / "repo")
+def _with_beta_head_corrupted(repo: ModelRepository, root: Path) -> tuple[ModelRepository, Path, bytes]:
+    """A copy of repo whose beta v1 head.npz has its last byte flipped; (copy, head path, good bytes)."""
+    copy = ModelRepository(root)
     shutil.copytree(repo.root, copy.root)
     head = copy.version_path("beta", 1) / "head.npz"
     good = head.read_bytes()
     head.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    return copy, head, good
+
+
+def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepository, tmp_path: Path) -> None:
+    copy, head, good = _with_beta_head_corrupted(repo, tmp_path / "repo")
     registry = _registry(copy, {"beta": "production"})
     events = registry.poll_once()
     assert [(e.name, e.version, e.refused) for e in events] == [("beta", 1, True)]
@@ -128,11 +134,7 @@ def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, False)]
     assert registry.missing() == []
 
-    bad = ModelRepository(tmp_path / "bad")
-    shutil.copytree(repo.root, bad.root)
-    head = bad.version_path("beta", 1) / "head.npz"
-    data = head.read_bytes()
-    head.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    bad, _, _ = _with_beta_head_corrupted(repo, tmp_path / "bad")
     registry = _registry(bad, {"beta": "production"})
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
     time.sleep(0.1)
