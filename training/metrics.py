@@ -118,19 +118,6 @@ def selection_score(macro_f1: float, eval_loss: float | None) -> float:
     return float(macro_f1) - SELECTION_LOSS_WEIGHT * loss
 
 
-def weighted_cross_entropy(logits: np.ndarray, labels: np.ndarray, weights: list[float] | None) -> float:
-    """Mean cross-entropy of `logits` against `labels`, class-weighted as torch's `cross_entropy(weight=)`
-    (the sum of weighted losses over the sum of the rows' weights)."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    if len(y) == 0:
-        return 0.0
-    z = z - z.max(axis=-1, keepdims=True)
-    nll = np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(y)), y]
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)[y]
-    return float((w * nll).sum() / w.sum())
-
-
 def training_epochs(log_history: list[dict[str, Any]]) -> tuple[float | None, float]:
     """(epoch of the best evaluation, epochs run) from an HF Trainer's log history: best by
     `eval_selection` where the run logged it (selection_score), else by macro-F1.

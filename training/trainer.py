@@ -24,7 +24,6 @@ from .metrics import (
     selection_score,
     softmax,
     use_class_weights,
-    weighted_cross_entropy,
 )
 from .model import ResolvedBase, build_model, count_params, resolve_base_model
 from .plots import plot_confusion_matrix, plot_label_distribution
@@ -619,13 +618,18 @@ def _make_trainer(
 ) -> Any:
     """The HF Trainer with the run's loss weights, sampling, adversarial steps and early stopping
     (majority_f1: the validation macro-F1 of always answering the majority label, see _early_stopping)."""
+    import torch
     from transformers import DataCollatorWithPadding
+
+    weight = torch.tensor(balance.loss_weights, dtype=torch.float64) if balance.loss_weights else None
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         logits = _logits(pred)
         m = classification_metrics(pred.label_ids, np.argmax(logits, axis=-1), labels)
         # The loss the run trains on (class-weighted when it is), from the same logits
-        loss = weighted_cross_entropy(logits, pred.label_ids, balance.loss_weights)
+        gold = torch.as_tensor(np.asarray(pred.label_ids), dtype=torch.long)
+        scores = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+        loss = float(torch.nn.functional.cross_entropy(scores, gold, weight=weight)) if len(gold) else 0.0
         selection = selection_score(m["macro_f1"], loss)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "selection": selection}
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from training.metrics import epoch_summary, selection_score, training_epochs, weighted_cross_entropy
+from training.metrics import epoch_summary, selection_score, training_epochs
 from training.plots import plot_confusion_matrix
 
 
@@ -57,16 +56,3 @@ def test_selection_breaks_macro_f1_ties_by_the_lower_loss_and_nothing_else() -> 
     assert selection_score(0.5, 1e9) > selection_score(0.499998, 0.0)  # capped: F1 apart by > 1e-6 stays
     assert selection_score(0.5, None) == 0.5  # no loss logged: macro-F1 alone
     assert selection_score(0.5, float("nan")) < selection_score(0.5, 999.0)  # a diverged tie: the worst
-
-
-def test_weighted_cross_entropy_matches_torch() -> None:
-    import torch
-
-    rng = np.random.default_rng(0)
-    logits, labels = rng.normal(size=(9, 3)) * 4, rng.integers(0, 3, 9)
-    for weights in (None, [0.5, 2.0, 1.0]):
-        weight = None if weights is None else torch.tensor(weights, dtype=torch.float64)
-        ce = torch.nn.functional.cross_entropy
-        expected = ce(torch.tensor(logits), torch.tensor(labels), weight=weight)
-        assert weighted_cross_entropy(logits, labels, weights) == pytest.approx(float(expected), rel=1e-9)
-    assert weighted_cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=int), None) == 0.0
