@@ -236,8 +236,8 @@ class ClassifierService:
         probe pass: its graph has just shown it runs. So a replica under traffic does not run, every 2 s,
         a pass through each of its graphs besides (with many scenarios, a pass per graph that evicts the
         busy graphs' weights from the caches), and only idle scenarios are probed. A graph that breaks
-        under traffic fails its requests at once (500, naming the scenario) and is probed, and the
-        replica failed, at the first check after it stops answering."""
+        under traffic fails its requests at once (500; the log names the scenario) and is probed, and
+        the replica failed, at the first check after it stops answering."""
         if self._poll_task is not None and self._poll_task.done():
             raise RuntimeError("the alias poll loop has ended; this replica can no longer load versions")
         recent = time.monotonic() - self.config.health_check_period_s

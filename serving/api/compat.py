@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, Literal
@@ -30,7 +29,14 @@ from ..errors import (
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
-from .http_errors import RETRY_AFTER_S, _backpressure, http_refusal, internal_message, validation_refusal
+from .http_errors import (
+    RETRY_AFTER_S,
+    _backpressure,
+    http_refusal,
+    internal_message,
+    retry_after_headers,
+    validation_refusal,
+)
 from .request_id import request_id_of
 from .routes import ClassifyBackend, api_key_dependency, check_texts, counted, json_bytes, within_timeout
 from .schemas import NonEmptyText
@@ -72,11 +78,11 @@ def ecosystem_route(
     """An APIRoute whose every refusal (validation, API key, backend error, fault) is in `shape`, with
     our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400)."""
 
-    def answer(status: int, code: str, message: str, field: str | None, retry: bool | float) -> JSONResponse:
-        """retry: True for Retry-After RETRY_AFTER_S, a number for that many seconds, False for none."""
+    def answer(
+        status: int, code: str, message: str, field: str | None, retry_after_s: float | None = None
+    ) -> JSONResponse:
         status = statuses.get(status, status)
-        wait = RETRY_AFTER_S if retry is True else float(retry) if retry else None
-        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else None
+        headers = retry_after_headers(retry_after_s)
         return JSONResponse(shape(status, code, message, field), status_code=status, headers=headers)
 
     class EcosystemRoute(APIRoute):
@@ -89,19 +95,20 @@ def ecosystem_route(
                 except RequestValidationError as exc:
                     status, field, message = validation_refusal(exc)
                     on_invalid(status)
-                    return answer(status, "invalid_request", message, field, retry=False)
+                    return answer(status, "invalid_request", message, field)
                 except StarletteHTTPException as exc:  # a body that cannot be read as one (400, 413)
                     status, code, message = http_refusal(exc)
                     on_invalid(status)
                     field = "body" if status in (400, 413) else None
-                    return answer(status, code, message, field, retry=False)
+                    return answer(status, code, message, field)
                 except ServingError as exc:
                     field = exc.field if isinstance(exc, InvalidRequestError) else None
                     if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
                         request_id = request_id_of(request)
                         logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
-                        return answer(exc.status_code, exc.code, internal_message(request_id), None, False)
-                    return answer(exc.status_code, exc.code, str(exc), field, isinstance(exc, NotReadyError))
+                        return answer(exc.status_code, exc.code, internal_message(request_id), None)
+                    retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
+                    return answer(exc.status_code, exc.code, str(exc), field, retry)
                 except Exception as exc:
                     backpressure = _backpressure(exc)
                     if backpressure is not None:
@@ -110,7 +117,7 @@ def ecosystem_route(
                         return answer(status, "overloaded", message, None, retry_after_s)
                     request_id = request_id_of(request)
                     logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
-                    return answer(500, "internal_error", internal_message(request_id), None, False)
+                    return answer(500, "internal_error", internal_message(request_id), None)
 
             return guarded
 

@@ -20,11 +20,16 @@ RETRY_AFTER_S = 1.0
 _HTTP_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
+def retry_after_headers(retry_after_s: float | None) -> dict[str, str] | None:
+    """The Retry-After header for a wait of retry_after_s (whole seconds, at least 1), or None."""
+    return {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
+
+
 def error_response(
     status: int, type_: str, message: str, field: str | None = None, retry_after_s: float | None = None
 ) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, code=status, field=field))
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
+    headers = retry_after_headers(retry_after_s)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 

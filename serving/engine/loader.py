@@ -130,8 +130,7 @@ class BaseEncoderCache:
         self._graphs: dict[tuple[str, str], tuple[str, OnnxGraph]] = {}
 
     def get(self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings) -> OnnxGraph:
-        entry = repo.base_info(key, folder).get("files", {}).get(layout.ENCODER_FILE, {})
-        sha = str(entry.get("sha256", "")) if isinstance(entry, dict) else ""
+        sha = repo.base_info(key, folder)["files"][layout.ENCODER_FILE]["sha256"]  # verified already
         cached = self._graphs.get((key, folder))
         if cached is None or cached[0] != sha:
             path = repo.base_path(key, folder) / layout.ENCODER_FILE

@@ -29,7 +29,7 @@ def _failed_reading(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, OSError | ObjectStoreError | TimeoutError):
+        if isinstance(current, OSError | ObjectStoreError):  # TimeoutError is an OSError
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
