@@ -97,9 +97,8 @@ def ecosystem_route(
                     on_invalid(status)
                     return answer(status, "invalid_request", message, field)
                 except StarletteHTTPException as exc:  # a body that cannot be read as one (400, 413)
-                    status, code, message = http_refusal(exc)
+                    status, code, message, field = http_refusal(exc)
                     on_invalid(status)
-                    field = "body" if status in (400, 413) else None
                     return answer(status, code, message, field)
                 except ServingError as exc:
                     field = exc.field if isinstance(exc, InvalidRequestError) else None

@@ -55,15 +55,17 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, field, f"{field}: {first.get('msg')}"
 
 
-def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str]:
-    """(status, error type, message) for Starlette's own HTTP errors: an unknown path, a wrong method, a
-    body that cannot be parsed (invalid UTF-8, JSON nested past the parser's depth limit) or that passes
-    max_body_bytes while it streams in."""
+def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None]:
+    """(status, error type, message, field) for Starlette's own HTTP errors: an unknown path, a wrong
+    method, a body that cannot be parsed (invalid UTF-8, JSON nested past the parser's depth limit) or
+    that passes max_body_bytes while it streams in. The field is `body` for the last two, as for a body
+    that is not JSON (validation_refusal), else None."""
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
     if exc.status_code == 400:
         detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
-    return exc.status_code, type_, detail
+    field = "body" if exc.status_code in (400, 413) else None
+    return exc.status_code, type_, detail, field
 
 
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
@@ -78,8 +80,8 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if on_error is not None:
             on_error(exc.status_code)
-        _, type_, detail = http_refusal(exc)
-        response = error_response(exc.status_code, type_, detail)
+        _, type_, detail, field = http_refusal(exc)
+        response = error_response(exc.status_code, type_, detail, field=field)
         for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
             response.headers[key] = value
         return response

@@ -111,6 +111,10 @@ def test_the_fast_path_answers_every_request_exactly_as_the_route(published_repo
     # Named as the body, with the parser's reason and where it stopped (not the offset as a field name).
     assert not_json["field"] == "body" and not_json["message"].startswith("body: not valid JSON (")
     assert "at character 1)" in not_json["message"], not_json
+    # A body that is not UTF-8 is named as the body too, as on the compat routes.
+    not_utf8 = json.loads(fast["not UTF-8"][1])["error"]
+    assert statuses["not UTF-8"] == 400 and not_utf8["field"] == "body", not_utf8
+    assert "not UTF-8" in not_utf8["message"], not_utf8
     assert statuses["GET"] == 405
     assert json.loads(fast["too many texts"][1])["error"]["field"] == "texts"
 
