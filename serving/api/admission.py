@@ -16,7 +16,7 @@ from typing import Any
 from .http_errors import error_response
 
 # Paths that are never refused for load: liveness, readiness, metrics (and their compat spellings).
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/health", "/v2/health/live", "/v2/health/ready"})
 
 
 class InFlight:

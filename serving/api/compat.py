@@ -7,9 +7,12 @@ statuses that ecosystem uses; docs/compat.md says what each shape cannot carry.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import json
 import logging
+import struct
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -43,7 +46,13 @@ from .schemas import NonEmptyText
 
 logger = logging.getLogger("labelwise.serving")
 SCENARIO_HEADER = "X-Labelwise-Scenario"
+SCENARIO_DOC = "The scenario; absent: default_scenario, else the only one served."
 VERSION_HEADER = "X-Labelwise-Version"  # the version that answered: none of these shapes has a field for it
+
+try:
+    LABELWISE_VERSION = importlib.metadata.version("labelwise")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout, not installed
+    LABELWISE_VERSION = "unknown"
 
 # An ecosystem's error body from (status, our error code, message, request field or None).
 ErrorShape = Callable[[int, str, str, str | None], dict[str, Any]]
@@ -73,10 +82,15 @@ def kserve_error(status: int, code: str, message: str, field: str | None) -> dic
 
 
 def ecosystem_route(
-    shape: ErrorShape, statuses: dict[int, int], on_invalid: Callable[[int], None]
+    shape: ErrorShape,
+    statuses: dict[int, int],
+    on_invalid: Callable[[int], None],
+    prepare: Callable[[Request], Awaitable[None]] | None = None,
 ) -> type[APIRoute]:
     """An APIRoute whose every refusal (validation, API key, backend error, fault) is in `shape`, with
-    our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400)."""
+    our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400).
+    `prepare` may rewrite the request before FastAPI reads it (KServe: v2_request_as_json); what it
+    refuses is answered in `shape` too."""
 
     def answer(
         status: int, code: str, message: str, field: str | None, retry_after_s: float | None = None
@@ -91,6 +105,8 @@ def ecosystem_route(
 
             async def guarded(request: Request) -> Response:
                 try:
+                    if prepare is not None:
+                        await prepare(request)
                     return await handler(request)
                 except RequestValidationError as exc:
                     status, field, message = validation_refusal(exc)
@@ -150,9 +166,10 @@ async def default_scenario(
 
 
 @contextlib.contextmanager
-def texts_named(prefix: str, one_text: bool = False) -> Iterator[None]:
+def texts_named(prefix: str, one_text: bool = False, status_422: bool = False) -> Iterator[None]:
     """A text refused as too long is named as this route's request names it (`prefix.<i>`, or `prefix`
-    for a request of one text), not by /v1's field `texts.<i>`."""
+    for a request of one text), not by /v1's field `texts.<i>`. status_422: refused as invalid (422)
+    instead of 413, where the ecosystem says so (TEI: a validation error)."""
     try:
         yield
     except TextTooLongError as exc:
@@ -160,7 +177,8 @@ def texts_named(prefix: str, one_text: bool = False) -> Iterator[None]:
         if not field.startswith("texts."):
             raise
         named = prefix if one_text else f"{prefix}.{field.removeprefix('texts.')}"
-        raise TextTooLongError(f"{named}{str(exc).removeprefix(field)}", field=named) from None
+        refusal = InvalidRequestError if status_422 else TextTooLongError
+        raise refusal(f"{named}{str(exc).removeprefix(field)}", field=named) from None
 
 
 def _scored(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -169,12 +187,18 @@ def _scored(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
 
 
 # ---- Infinity: POST /classify ---------------------------------------------------------------------
+# What Infinity's own client (and ClassifyInput's default) sends when the caller names no model.
+INFINITY_UNNAMED = "default/not-specified"
+
+
 class InfinityClassifyRequest(BaseModel):
     """Infinity's ClassifyInput."""
 
     input: list[NonEmptyText] = Field(min_length=1, description="Texts to classify.", examples=[["Great!"]])
     model: StrictStr | None = Field(
-        default=None, description="The scenario; absent: default_scenario, else the only one served."
+        default=None,
+        description="The scenario; absent or Infinity's `default/not-specified`: default_scenario, else the "
+        "only one served.",
     )
     raw_scores: StrictBool = Field(default=False, description="Scores are logits instead of probabilities.")
 
@@ -216,14 +240,17 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
         infinity_error, {404: 400}, lambda s: metrics.requests.labels("_invalid", str(s)).inc()
     )
     router = APIRouter(
-        route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: Infinity"]
+        route_class=route,
+        dependencies=[Depends(api_key_dependency(config))],
+        tags=["compat: Infinity"],
     )
     errors = {s: {"model": InfinityErrorBody} for s in (400, 401, 413, 422, 500, 503)}
 
     @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
     async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
         """Infinity's /classify: `model` names the scenario; every label per text, best first."""
-        scenario = body.model or await default_scenario(backend, config, named_by="model")
+        named = body.model if body.model != INFINITY_UNNAMED else None
+        scenario = named or await default_scenario(backend, config, named_by="model")
         with counted(metrics, scenario):
             check_texts(body.input, config, "input")
             call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
@@ -259,7 +286,9 @@ class TeiPredictRequest(BaseModel):
     )
     raw_scores: StrictBool = Field(default=False, description="Scores are logits instead of probabilities.")
     truncate: StrictBool | None = Field(
-        default=False, description="Cut texts over the model's max length; false or null: such a text is 413."
+        default=None,
+        description="Cut texts over the model's max length; absent or null: cut them (TEI's auto-truncate "
+        "default since 1.9); false: such a text is refused (422, validation).",
     )
     truncation_direction: Literal["right", "Right", "left", "Left"] = Field(
         default="right", description="Only right truncation is served; left is refused (422)."
@@ -274,6 +303,31 @@ class TeiPrediction(BaseModel):
 class TeiErrorBody(BaseModel):
     error: str
     error_type: str
+
+
+class TeiClassifierModel(BaseModel):
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class TeiInfo(BaseModel):
+    """TEI's Info (GET /info) for the scenario a predict without a header would answer."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    served_model_name: str
+    model_type: dict[Literal["classifier"], TeiClassifierModel]
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str
+    sha: str | None
+    docker_label: str | None
 
 
 def tei_texts(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
@@ -312,18 +366,27 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     )
     errors = {s: {"model": TeiErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
 
+    # TEI serves a classifier's predict on /predict, and on / and /invocations (what
+    # huggingface_hub.InferenceClient(model=<url>) and SageMaker-style callers post to).
     @router.post("/predict", response_model=list[TeiPrediction] | list[list[TeiPrediction]], responses=errors)
+    @router.post(
+        "/invocations",
+        response_model=list[TeiPrediction] | list[list[TeiPrediction]],
+        responses=errors,
+        include_in_schema=False,
+    )
+    @router.post(
+        "/",
+        response_model=list[TeiPrediction] | list[list[TeiPrediction]],
+        responses=errors,
+        include_in_schema=False,
+    )
     async def predict(
         body: TeiPredictRequest,
-        scenario: Annotated[
-            str | None,
-            Header(
-                alias=SCENARIO_HEADER,
-                description="The scenario; absent: default_scenario, else the only one served.",
-            ),
-        ] = None,
+        scenario: Annotated[str | None, Header(alias=SCENARIO_HEADER, description=SCENARIO_DOC)] = None,
     ) -> Response:
-        """TEI's /predict: one text answers a list of predictions, a batch a list of such lists."""
+        """TEI's /predict (also on / and /invocations): one text answers a list of predictions, a batch a
+        list of such lists."""
         if body.truncation_direction.lower() == "left":
             raise InvalidRequestError(
                 "truncation_direction: only right truncation is served", "truncation_direction"
@@ -332,14 +395,63 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         name = scenario or await default_scenario(backend, config)
         with counted(metrics, name):
             check_texts(texts, config, "inputs")
-            call = backend.classify(name, texts, None, bool(body.truncate), body.raw_scores, False)
-            with texts_named("inputs", one_text=not batch):
+            truncate = True if body.truncate is None else body.truncate
+            call = backend.classify(name, texts, None, truncate, body.raw_scores, False)
+            with texts_named("inputs", one_text=not batch, status_422=True):
                 result = await within_timeout(call, config)
         rows = _scored(result["raw_scores"] if body.raw_scores else result["results"])
         headers = {VERSION_HEADER: str(result["version"])}
         return Response(
             json_bytes(rows if batch else rows[0]), media_type="application/json", headers=headers
         )
+
+    @router.get("/info", response_model=TeiInfo, responses=errors)
+    async def info(
+        scenario: Annotated[str | None, Header(alias=SCENARIO_HEADER, description=SCENARIO_DOC)] = None,
+    ) -> dict[str, Any]:
+        """TEI's /info for the scenario that /predict answers (the header's, else the default)."""
+        name = scenario or await default_scenario(backend, config)
+        entry = await served_entry(backend, name)
+        if entry.get("version") is None:
+            raise NotReadyError(f"scenario {name!r} is not loaded yet")
+        labels = entry.get("labels") or []
+        return {
+            "model_id": f"{name}/v{entry['version']}",
+            "model_sha": None,
+            "model_dtype": entry.get("precision") or "",
+            "served_model_name": name,
+            "model_type": {
+                "classifier": {
+                    "id2label": {str(i): label for i, label in enumerate(labels)},
+                    "label2id": {label: i for i, label in enumerate(labels)},
+                }
+            },
+            "max_concurrent_requests": config.max_ongoing_requests,
+            "max_input_length": int(entry.get("max_length_tokens") or 0),
+            "max_batch_tokens": config.max_batch_tokens,
+            "max_batch_requests": None,
+            "max_client_batch_size": config.max_texts_per_request,
+            "auto_truncate": True,
+            "tokenization_workers": 1,
+            "version": LABELWISE_VERSION,
+            "sha": None,
+            "docker_label": None,
+        }
+
+    return router
+
+
+def tei_probes(backend: ClassifyBackend) -> APIRouter:
+    """TEI's GET /health: 200 with an empty body once every scenario is loaded, else 503 in TEI's shape.
+    Never behind the API key, never refused for load (admission.PROBE_PATHS), as TEI's own."""
+    router = APIRouter(tags=["compat: TEI"])
+
+    @router.get("/health", responses={503: {"model": TeiErrorBody}})
+    async def health() -> Response:
+        if not (await backend.readiness())["ready"]:
+            body = tei_error(503, "not_ready", "unhealthy", None)
+            return JSONResponse(body, status_code=503, headers=retry_after_headers(RETRY_AFTER_S))
+        return Response(status_code=200)
 
     return router
 
@@ -465,10 +577,104 @@ def v2_outputs(result: dict[str, Any], wanted: list[str]) -> list[dict[str, Any]
     ]
 
 
+BINARY_HEADER = "inference-header-content-length"
+
+
+def _bytes_elements(blob: bytes, where: str) -> list[str]:
+    """The texts of a binary BYTES tensor: elements of a 4-byte little-endian length and that many bytes."""
+    texts: list[str] = []
+    at = 0
+    while at < len(blob):
+        end = at + 4 + (struct.unpack_from("<I", blob, at)[0] if at + 4 <= len(blob) else len(blob))
+        if end > len(blob):
+            raise InvalidRequestError(
+                f"{where}: binary data ends inside element {len(texts)} (each element is a 4-byte "
+                "little-endian length and that many bytes)",
+                where,
+            )
+        try:
+            texts.append(blob[at + 4 : end].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidRequestError(
+                f"{where}.data.{len(texts)}: not UTF-8", f"{where}.data.{len(texts)}"
+            ) from None
+        at = end
+    return texts
+
+
+def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
+    """The request of a body in the protocol's binary tensor extension, with every binary BYTES input
+    turned into a JSON `data` list: a JSON header of `header_size` bytes, then each input that has
+    `parameters.binary_data_size`, in order, as elements of a 4-byte little-endian length and its bytes
+    (what tritonclient sends by default: `set_data_from_numpy(..., binary_data=True)`)."""
+    try:
+        size = int(header_size)
+    except ValueError:
+        size = -1
+    if not 0 < size <= len(raw):
+        raise InvalidRequestError(
+            f"Inference-Header-Content-Length: {header_size[:32]!r} is not the size of the JSON header of "
+            f"this {len(raw)}-byte body",
+            "Inference-Header-Content-Length",
+        )
+    try:
+        request = json.loads(raw[:size])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"body: the JSON header is not valid JSON ({exc})", "body") from None
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    offset = size
+    for i, tensor in enumerate(inputs if isinstance(inputs, list) else []):
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        if not isinstance(parameters, dict) or "binary_data_size" not in parameters:
+            continue
+        length = parameters.pop("binary_data_size")
+        where = f"inputs.{i}"
+        if not isinstance(length, int) or length < 0 or offset + length > len(raw):
+            raise InvalidRequestError(
+                f"{where}.parameters.binary_data_size: {length!r} bytes, "
+                f"{len(raw) - offset} left in the body",
+                f"{where}.parameters.binary_data_size",
+            )
+        if tensor.get("datatype") != "BYTES":
+            raise InvalidRequestError(
+                f"{where}.datatype: {tensor.get('datatype')!r}; the input is texts, datatype BYTES",
+                f"{where}.datatype",
+            )
+        texts = _bytes_elements(raw[offset : offset + length], where)
+        offset += length
+        tensor["data"] = texts
+    if offset != len(raw):
+        raise InvalidRequestError(
+            f"body: {len(raw) - offset} bytes after the header and the binary inputs it announces", "body"
+        )
+    return request
+
+
+async def v2_request_as_json(request: Request) -> None:
+    """Before FastAPI reads a /v2 body: read it as JSON whatever Content-Type the request names (Triton and
+    KServe do; tritonclient's HTTP client sends none, its aio client application/octet-stream, where
+    FastAPI would hand the body on as bytes), and turn binary tensor inputs into JSON ones."""
+    header_size = request.headers.get(BINARY_HEADER)
+    dropped = {b"content-type"}
+    if header_size is not None:
+        request._body = json.dumps(v2_binary_tensors(await request.body(), header_size)).encode()
+        dropped.add(b"content-length")  # the body FastAPI reads is the JSON made here
+    else:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/json" or content_type.endswith("+json"):
+            return
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in dropped]
+    request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
+    request.__dict__.pop("_headers", None)  # Starlette caches the parsed headers there
+
+
 def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     # The protocol answers bad input 400 (KServe's InvalidInput), where /v1 says 422.
     route = ecosystem_route(
-        kserve_error, {422: 400}, lambda s: metrics.requests.labels("_invalid", str(s)).inc()
+        kserve_error,
+        {422: 400},
+        lambda s: metrics.requests.labels("_invalid", str(s)).inc(),
+        prepare=v2_request_as_json,
     )
     tags: list[str] = ["compat: KServe v2 / Triton"]
     probes = APIRouter(route_class=route, tags=list(tags))  # never behind the API key, never refused for load
@@ -492,9 +698,22 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     async def server_metadata() -> dict[str, Any]:
         return {"name": "labelwise", "version": "1", "extensions": []}
 
-    @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
-    async def model_metadata(scenario: str) -> dict[str, Any]:
+    async def loaded_entry(scenario: str, version: str | None) -> dict[str, Any]:
+        """The scenario's entry; with a version (the `/versions/{version}` paths), only the one loaded."""
         entry = await served_entry(backend, scenario)
+        if version is not None and (entry.get("version") is None or version != str(entry["version"])):
+            served = f"v{entry['version']} is" if entry.get("version") is not None else "no version is yet"
+            raise UnknownScenarioError(
+                f"model {scenario!r} has no version {version!r} here ({served} served)"
+            )
+        return entry
+
+    # Each model route also answers under /versions/{version} (what tritonclient's model_version= calls)
+    # for the version serving, which the metadata lists.
+    @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
+    @router.get("/v2/models/{scenario}/versions/{version}", response_model=V2ModelMetadata, responses=errors)
+    async def model_metadata(scenario: str, version: str | None = None) -> dict[str, Any]:
+        entry = await loaded_entry(scenario, version)
         k = len(entry.get("labels") or []) or -1
         return {
             "name": scenario,
@@ -508,16 +727,24 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
         }
 
     @router.get("/v2/models/{scenario}/ready", responses=errors)
-    async def model_ready(scenario: str) -> dict[str, Any]:
-        entry = await served_entry(backend, scenario)
+    @router.get("/v2/models/{scenario}/versions/{version}/ready", responses=errors)
+    async def model_ready(scenario: str, version: str | None = None) -> dict[str, Any]:
+        entry = await loaded_entry(scenario, version)
         if entry.get("version") is None:
             raise NotReadyError("model not loaded yet")
         return {"name": scenario, "ready": True}
 
     @router.post("/v2/models/{scenario}/infer", response_model=V2InferResponse, responses=errors)
-    async def infer(scenario: str, body: V2InferRequest, request: Request) -> Response:
+    @router.post(
+        "/v2/models/{scenario}/versions/{version}/infer", response_model=V2InferResponse, responses=errors
+    )
+    async def infer(
+        scenario: str, body: V2InferRequest, request: Request, version: str | None = None
+    ) -> Response:
         """Texts in one BYTES tensor; per text the best label and its probability, and every label."""
         with counted(metrics, scenario):
+            if version is not None:
+                await loaded_entry(scenario, version)
             texts = v2_texts(body)
             check_texts(texts, config, "inputs.0.data")
             wanted = [o.name for o in body.outputs] if body.outputs else list(V2_OUTPUTS)
@@ -533,6 +760,10 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             with texts_named("inputs.0.data"):
                 result = await within_timeout(
                     backend.classify(scenario, texts, None, truncate, True, False), config
+                )
+            if version is not None and str(result["version"]) != version:  # swapped while it ran
+                raise UnknownScenarioError(
+                    f"model {scenario!r} has no version {version!r} here (v{result['version']} answered)"
                 )
         answer = {
             "model_name": result["scenario"],
@@ -551,6 +782,7 @@ def compat_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     router = APIRouter()
     for routes in (infinity_routes, tei_routes, kserve_routes):
         router.include_router(routes(backend, config, metrics))
+    router.include_router(tei_probes(backend))
     return router
 
 

@@ -4,6 +4,8 @@ shapes: Infinity's POST /classify, TEI's POST /predict, KServe v2 / Triton's /v2
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import ServedApp
@@ -97,6 +99,29 @@ def test_infinity_refusals_are_in_its_shape(served: ServedApp) -> None:
         400,
     )
     assert not_json["param"] == "body" and "not valid JSON" in not_json["message"], not_json
+    # Infinity's own client sends its default model name when none is chosen: read as no model.
+    unnamed = _infinity_error(
+        served.client.post("/classify", json={"model": "default/not-specified", "input": ["hi"]}), 422
+    )
+    assert unnamed["param"] == "model" and "name one in `model`" in unnamed["message"], unnamed
+
+
+def test_v2_reads_json_whatever_the_content_type(served: ServedApp) -> None:
+    """tritonclient sends no Content-Type (its aio client application/octet-stream); Triton and KServe
+    read the body as JSON anyway, and so does /v2. /v1 (like TEI's axum and Infinity) stays strict."""
+    _loaded(served)
+    infer = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great film"]}]}'
+    for content_type in (None, "application/octet-stream", "text/plain"):
+        headers = {"content-type": content_type} if content_type else {}
+        response = served.client.post("/v2/models/topic_frozen/infer", content=infer, headers=headers)
+        assert response.status_code == 200, (content_type, response.text)
+        assert response.json()["outputs"][0]["shape"] == [1]
+    strict = served.client.post(
+        "/v1/classify",
+        content=b'{"scenario": "topic_frozen", "texts": ["great film"]}',
+        headers={"content-type": "text/plain"},
+    )
+    assert strict.status_code == 422, strict.text
 
 
 # ---- TEI --------------------------------------------------------------------------------------------
@@ -123,12 +148,17 @@ def test_tei_predict_single_and_batch(served: ServedApp) -> None:
 def test_tei_truncate_pairs_and_scenario_choice(served: ServedApp) -> None:
     _loaded(served)
     long_text = "the film was great and " * 20
-    # TEI's default is truncate false: a text over the max length is refused (413, validation).
-    # Named as TEI's request names it: `inputs` for one text, `inputs.<i>` in a batch (not /v1's texts.<i>).
-    assert _tei_error(_predict(served, {"inputs": long_text}), 413)["error"].startswith("inputs: longer than")
-    in_batch = _tei_error(_predict(served, {"inputs": [["short"], [long_text]]}), 413)["error"]
-    assert in_batch.startswith("inputs.1: longer than") and "tokens" in in_batch, in_batch
-    assert _predict(served, {"inputs": long_text, "truncate": True}).status_code == 200
+    # TEI (auto-truncate on by default since 1.9) cuts a long text unless the request says truncate false;
+    # then it is a validation error (422), named as TEI's request names it: `inputs` for one text,
+    # `inputs.<i>` in a batch (not /v1's texts.<i>).
+    cut = _predict(served, {"inputs": long_text})
+    assert cut.status_code == 200, cut.text
+    assert _predict(served, {"inputs": long_text, "truncate": None}).json() == cut.json()
+    assert _predict(served, {"inputs": long_text, "truncate": True}).json() == cut.json()
+    refused = _tei_error(_predict(served, {"inputs": long_text, "truncate": False}), 422)
+    assert refused["error_type"] == "validation" and refused["error"].startswith("inputs: longer than")
+    in_batch = _tei_error(_predict(served, {"inputs": [["short"], [long_text]], "truncate": False}), 422)
+    assert in_batch["error"].startswith("inputs.1: longer than") and "tokens" in in_batch["error"], in_batch
     pair = _tei_error(_predict(served, {"inputs": ["a question", "an answer"]}), 422)
     assert pair["error_type"] == "validation" and "pair" in pair["error"]
     assert "pair" in _tei_error(_predict(served, {"inputs": [["ok"], ["q", "a"]]}), 422)["error"]
@@ -142,6 +172,37 @@ def test_tei_truncate_pairs_and_scenario_choice(served: ServedApp) -> None:
     assert "nope" not in unknown["error"]
     other = _predict(served, {"inputs": "hi"}, scenario="mood_frozen").json()
     assert {x["label"] for x in other} == set(labels_of("mood_frozen"))
+
+
+def test_tei_routes_beside_predict(served: ServedApp) -> None:
+    """TEI also serves predict on / and /invocations (huggingface_hub's InferenceClient posts to the
+    server's root), GET /health, and GET /info describing the model."""
+    _loaded(served)
+    header = {"X-Labelwise-Scenario": "mood_frozen"}
+    predicted = served.client.post("/predict", json={"inputs": TEXTS[0]}, headers=header).json()
+    for path in ("/", "/invocations"):
+        response = served.client.post(path, json={"inputs": TEXTS[0]}, headers=header)
+        assert response.status_code == 200 and response.json() == predicted, (path, response.text)
+    health = served.client.get("/health")
+    assert health.status_code in (200, 503)
+    if health.status_code == 200:
+        assert health.content == b""
+    else:
+        assert _tei_error(health, 503)["error_type"] == "unhealthy"
+    info = served.client.get("/info", headers=header)
+    assert info.status_code == 200, info.text
+    body = info.json()
+    labels = labels_of("mood_frozen")
+    assert body["served_model_name"] == "mood_frozen" and body["auto_truncate"] is True
+    assert body["model_type"] == {
+        "classifier": {
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    }
+    assert body["max_client_batch_size"] == 8 and body["max_input_length"] > 0
+    # Several scenarios and no default: /info needs the header, as /predict does.
+    assert "X-Labelwise-Scenario" in _tei_error(served.client.get("/info"), 422)["error"]
 
 
 # ---- KServe v2 / Triton -------------------------------------------------------------------------------
@@ -174,6 +235,19 @@ def test_v2_health_and_model_metadata(served: ServedApp) -> None:
     assert outputs["label"]["datatype"] == "BYTES" and outputs["score"]["datatype"] == "FP32"
     assert outputs["scores"]["shape"] == [-1, len(labels_of("intent_lora"))]
     assert served.client.get("/v2/models/intent_lora/ready").json() == {"name": "intent_lora", "ready": True}
+    # The version the metadata lists can be asked for by path (tritonclient's model_version=); no other.
+    version = body["versions"][0]
+    assert served.client.get(f"/v2/models/intent_lora/versions/{version}").json() == body
+    ready_v = served.client.get(f"/v2/models/intent_lora/versions/{version}/ready")
+    assert ready_v.json() == {"name": "intent_lora", "ready": True}
+    by_version = f"/v2/models/intent_lora/versions/{version}"
+    infer_v = served.client.post(f"{by_version}/infer", json=_bytes_input(["hi"]))
+    assert infer_v.status_code == 200 and infer_v.json()["model_version"] == version, infer_v.text
+    for path in ("", "/ready", "/infer"):
+        method = served.client.post if path == "/infer" else served.client.get
+        kwargs = {"json": _bytes_input(["hi"])} if path == "/infer" else {}
+        other = method(f"/v2/models/intent_lora/versions/{int(version) + 50}{path}", **kwargs)
+        assert f"v{version} is served" in _v2_error(other, 404), path
     assert "nope" not in _v2_error(served.client.get("/v2/models/nope"), 404)
     _v2_error(served.client.get("/v2/models/nope/ready"), 404)
     late = served.client.get(f"/v2/models/{LATE_SCENARIO}/ready")  # configured; loaded only once published
@@ -222,6 +296,59 @@ def test_v2_infer_answers_labels_and_scores_like_v1(served: ServedApp) -> None:
     assert nested.json()["outputs"][0]["data"] == [
         r[0]["label"] for r in _v1(served, "topic_frozen", TEXTS)["results"]
     ]
+
+
+def _binary_body(texts: list[str], outputs: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
+    """A request in the protocol's binary tensor extension, byte for byte as tritonclient 2.x builds it
+    (InferenceServerClient.generate_request_body with set_data_from_numpy(..., binary_data=True)):
+    a JSON header, then each element as a 4-byte little-endian length and its UTF-8 bytes."""
+    data = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in texts)
+    header = {
+        "inputs": [
+            {
+                "name": "text",
+                "shape": [len(texts)],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(data)},
+            }
+        ]
+    }
+    if outputs:
+        header["outputs"] = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return head + data, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def test_v2_reads_binary_tensor_inputs(served: ServedApp) -> None:
+    """tritonclient sends texts as binary BYTES tensors by default: answered as the same texts in JSON."""
+    _loaded(served)
+    texts = [*TEXTS, "héllo wörld ✓"]
+    body, headers = _binary_body(texts, outputs=["label", "scores"])
+    binary = served.client.post("/v2/models/topic_frozen/infer", content=body, headers=headers)
+    assert binary.status_code == 200, binary.text
+    as_json = _infer(
+        served, "topic_frozen", {**_bytes_input(texts), "outputs": [{"name": "label"}, {"name": "scores"}]}
+    )
+    assert binary.json()["outputs"] == as_json.json()["outputs"]
+    # Malformed binary bodies are refused by name, in the protocol's shape.
+    cut = _v2_error(
+        served.client.post("/v2/models/topic_frozen/infer", content=body[:-3], headers=headers), 400
+    )
+    assert "binary_data_size" in cut, cut
+    wrong_size = {"Inference-Header-Content-Length": str(len(body) + 1)}
+    assert "Inference-Header-Content-Length" in _v2_error(
+        served.client.post("/v2/models/topic_frozen/infer", content=body, headers=wrong_size), 400
+    )
+    trailing = _v2_error(
+        served.client.post("/v2/models/topic_frozen/infer", content=body + b"xx", headers=headers), 400
+    )
+    assert "2 bytes after" in trailing, trailing
+    size = int(headers["Inference-Header-Content-Length"])
+    overlong = body[:size] + (65535).to_bytes(4, "little") + body[size + 4 :]  # element 0 claims 64 KiB
+    inside = _v2_error(
+        served.client.post("/v2/models/topic_frozen/infer", content=overlong, headers=headers), 400
+    )
+    assert "ends inside element 0" in inside, inside
 
 
 def test_v2_refusals_are_in_its_shape(served: ServedApp) -> None:

@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402 - hypothesis c
 pytestmark = pytest.mark.integration
 
 
+TEI_PATHS = ("/predict", "/info", "/health")
+
+
 def _in_compat_shape(path: str, body: Any, status: int) -> bool:
     """Whether `body` is the error shape of the compatibility route at `path` (None: not such a route)."""
     if path == "/classify":  # Infinity (OpenAI style)
@@ -26,7 +29,7 @@ def _in_compat_shape(path: str, body: Any, status: int) -> bool:
             and error["code"] == status
             and bool(error["message"])
         )
-    if path == "/predict":  # TEI
+    if path in TEI_PATHS:
         return (
             isinstance(body, dict)
             and set(body) == {"error", "error_type"}
@@ -52,8 +55,11 @@ def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) 
         "/readyz",
         "/classify",
         "/predict",
+        "/info",
+        "/health",
         "/v2/health/ready",
         "/v2/models/{scenario}/infer",
+        "/v2/models/{scenario}/versions/{version}/infer",
     }
     seen: dict[str, set[int]] = {}
 
@@ -81,7 +87,7 @@ def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) 
             if case.path == "/readyz":  # readiness answers 503 with its own body, not an error
                 assert response.json()["ready"] is False, where
                 return
-            if case.path == "/classify" or case.path == "/predict" or case.path.startswith("/v2"):
+            if case.path == "/classify" or case.path in TEI_PATHS or case.path.startswith("/v2"):
                 assert _in_compat_shape(case.path, response.json(), response.status_code), where
                 return
             error = response.json()["error"]
