@@ -178,7 +178,9 @@ class ServingConfig(BaseSettings):
 
     @property
     def body_limit_bytes(self) -> int:
-        """max_body_bytes, or room for every text at its longest with each character JSON-escaped."""
+        """max_body_bytes, or room for every text at its longest with each character JSON-escaped: 12
+        bytes for a character outside the BMP, which JSON writes as a surrogate pair (`\\ud83d\\ude00`),
+        as Python's json.dumps does by default."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
-        return self.max_texts_per_request * (self.max_chars_per_text * 6 + 16) + 64 * 1024
+        return self.max_texts_per_request * (self.max_chars_per_text * 12 + 16) + 64 * 1024

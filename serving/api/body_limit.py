@@ -18,20 +18,30 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed.
+    """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed; 415 for
+    a compressed one (a Content-Encoding other than identity: bodies are read as sent).
 
     A declared Content-Length over the limit is refused before one byte is read; a chunked body (or a
     Content-Length that lies) is counted as it streams and refused the moment it passes the limit, so
     a 100 MB body never sits in the replica's memory.
     """
 
-    def __init__(self, app: Any, limit_bytes: int) -> None:
+    def __init__(self, app: Any, limit_bytes: int, on_refuse: Any = None) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.on_refuse = on_refuse  # called with the status of each refusal made here (metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        encoding = next((v for k, v in scope.get("headers", ()) if k == b"content-encoding"), b"")
+        if encoding.strip().lower() not in (b"", b"identity"):
+            named = encoding.decode("latin-1")[:40]
+            message = f"Content-Encoding: {named!r} is not read here; send the JSON body uncompressed"
+            await self._refuse(
+                scope, receive, send, 415, "unsupported_media_type", message, "Content-Encoding"
+            )
             return
         declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if declared is not None:
@@ -69,9 +79,12 @@ class BodyLimitMiddleware:
             if not started:
                 await self._refuse(scope, receive, send, 413, "body_too_large", exc.detail)
 
-    @staticmethod
-    async def _refuse(scope: dict, receive: Any, send: Any, status: int, type_: str, message: str) -> None:
-        await error_response(status, type_, message, field="body")(scope, receive, send)
+    async def _refuse(
+        self, scope: dict, receive: Any, send: Any, status: int, type_: str, message: str, field: str = "body"
+    ) -> None:
+        if self.on_refuse is not None:
+            self.on_refuse(status)
+        await error_response(status, type_, message, field=field)(scope, receive, send)
 
 
 __all__ = ["BodyLimitMiddleware"]

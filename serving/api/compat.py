@@ -37,7 +37,9 @@ from .http_errors import (
     _backpressure,
     http_refusal,
     internal_message,
+    refusal_headers,
     retry_after_headers,
+    unreadable_body,
     validation_refusal,
 )
 from .request_id import request_id_of
@@ -96,7 +98,7 @@ def ecosystem_route(
         status: int, code: str, message: str, field: str | None, retry_after_s: float | None = None
     ) -> JSONResponse:
         status = statuses.get(status, status)
-        headers = retry_after_headers(retry_after_s)
+        headers = refusal_headers(status, retry_after_s)
         return JSONResponse(shape(status, code, message, field), status_code=status, headers=headers)
 
     class EcosystemRoute(APIRoute):
@@ -110,12 +112,15 @@ def ecosystem_route(
                     return await handler(request)
                 except RequestValidationError as exc:
                     status, field, message = validation_refusal(exc)
-                    on_invalid(status)
-                    return answer(status, "invalid_request", message, field)
+                    refusal = unreadable_body(request) or (status, "invalid_request", message, field)
+                    on_invalid(refusal[0])
+                    return answer(*refusal)
                 except StarletteHTTPException as exc:  # a body that cannot be read as one (400, 413)
-                    status, code, message, field = http_refusal(exc)
-                    on_invalid(status)
-                    return answer(status, code, message, field)
+                    refusal = http_refusal(exc)
+                    if refusal[0] == 400:
+                        refusal = unreadable_body(request) or refusal
+                    on_invalid(refusal[0])
+                    return answer(*refusal)
                 except ServingError as exc:
                     field = exc.field if isinstance(exc, InvalidRequestError) else None
                     if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):

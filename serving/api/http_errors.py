@@ -25,12 +25,34 @@ def retry_after_headers(retry_after_s: float | None) -> dict[str, str] | None:
     return {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
 
 
+def refusal_headers(status: int, retry_after_s: float | None = None) -> dict[str, str] | None:
+    """Retry-After for a wait, and on a 401 the scheme to authenticate with (RFC 9110)."""
+    headers = retry_after_headers(retry_after_s) or {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers or None
+
+
 def error_response(
     status: int, type_: str, message: str, field: str | None = None, retry_after_s: float | None = None
 ) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, code=status, field=field))
-    headers = retry_after_headers(retry_after_s)
+    headers = refusal_headers(status, retry_after_s)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def unreadable_body(request: Request) -> tuple[int, str, str, str] | None:
+    """(415, error type, message, field) for a body not declared as JSON (FastAPI hands such a body on as
+    bytes, and the schema would only say it is "not a valid dictionary"); None when it was read as JSON.
+    Only asked about refused requests. (A compressed body is refused before: body_limit.py.)"""
+    if request.method != "POST":
+        return None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return None
+    named = repr(content_type[:60]) if content_type else "absent"
+    message = f"Content-Type: {named}; send the body as JSON with Content-Type: application/json"
+    return 415, "unsupported_media_type", message, "Content-Type"
 
 
 def internal_message(request_id: str) -> str:
@@ -71,6 +93,11 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        unreadable = unreadable_body(request)
+        if unreadable is not None:
+            if on_error is not None:
+                on_error(unreadable[0])
+            return error_response(unreadable[0], unreadable[1], unreadable[2], field=unreadable[3])
         status, field, message = validation_refusal(exc)
         if on_error is not None:
             on_error(status)
@@ -78,6 +105,11 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = unreadable_body(request) if exc.status_code == 400 else None
+        if unreadable is not None:
+            if on_error is not None:
+                on_error(unreadable[0])
+            return error_response(unreadable[0], unreadable[1], unreadable[2], field=unreadable[3])
         if on_error is not None:
             on_error(exc.status_code)
         _, type_, detail, field = http_refusal(exc)

@@ -43,7 +43,9 @@ class ClassifyBackend(Protocol):
     async def engine_metrics(self) -> bytes: ...
 
 
-_ERRORS = {s: {"model": ErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 429, 500, 503, 504)}
+# What any route behind the key may answer besides its own: no key, a replica at max_ongoing_requests.
+_GATE_ERRORS = {s: {"model": ErrorBody} for s in (401, 429, 503)}
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 
 
@@ -160,7 +162,7 @@ def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingM
         payload = await answer_classify(body, backend, config, metrics)
         return Response(payload, media_type="application/json", headers=limit_headers)
 
-    @router.get("/v1/scenarios", response_model=ScenarioList)
+    @router.get("/v1/scenarios", response_model=ScenarioList, responses=_GATE_ERRORS)
     async def scenarios() -> dict[str, Any]:
         limits = {
             "max_texts_per_request": config.max_texts_per_request,
@@ -176,11 +178,15 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
     """Liveness, readiness and Prometheus metrics: never behind the API key."""
     router = APIRouter()
 
-    @router.get("/healthz")
+    # GET and HEAD: load balancers and uptime checks probe with either (Starlette's own routes allow HEAD
+    # wherever GET is; FastAPI's do not).
+    @router.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @router.api_route(
+        "/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}}
+    )
     async def readyz() -> Any:
         body = Readiness(**await backend.readiness()).model_dump()
         if not body["ready"]:
@@ -207,6 +213,9 @@ def create_api(
         title="labelwise",
         description="Text classification for many scenarios: POST /v1/classify.",
         version="1",
+        # `/v1/classify/` is an unknown path (404 in the error shape), not a bodyless 307 to an address
+        # built from the Host header that a client would have to follow with its body again.
+        redirect_slashes=False,
     )
     install_error_handlers(
         app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
@@ -220,7 +229,11 @@ def create_api(
     # Innermost: inside the request id, admission and body limit, in front of FastAPI's routing.
     if fast_classify:
         app.add_middleware(FastClassifyMiddleware, backend=backend, config=config, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, limit_bytes=config.body_limit_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_bytes=config.body_limit_bytes,
+        on_refuse=lambda status: metrics.requests.labels("_invalid", str(status)).inc(),
+    )
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
     in_flight = InFlight()
     app.add_middleware(

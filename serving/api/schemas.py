@@ -43,6 +43,11 @@ class LabelScore(BaseModel):
     score: float = Field(description="Softmax probability in [0, 1].")
 
 
+class LabelLogit(BaseModel):
+    label: str = Field(description="Label name.")
+    score: float = Field(description="The label's logit (raw score before the softmax; any real number).")
+
+
 class Usage(BaseModel):
     tokens: list[int] = Field(description="Per text, the tokens the model read (special tokens included).")
     total_tokens: int = Field(description="Tokens of every text of the request.")
@@ -54,7 +59,7 @@ class ClassifyResponse(BaseModel):
     results: list[list[LabelScore]] = Field(description="Per text, labels with scores, best first.")
     truncated: list[bool] = Field(description="Per text, whether it was cut to the model's max length.")
     usage: Usage = Field(description="Token counts, per text and in total.")
-    raw_scores: list[list[LabelScore]] | None = Field(
+    raw_scores: list[list[LabelLogit]] | None = Field(
         default=None, description="raw_scores requests: per text, the logits of the labels in `results`."
     )
     decisions: list[str | None] | None = Field(

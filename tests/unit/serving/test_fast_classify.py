@@ -5,6 +5,7 @@ over published tiny versions, in-process."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 
@@ -39,6 +40,9 @@ CASES: list[tuple[str, str, dict[str, str], Any]] = [
     ("text/plain", "POST", {"Content-Type": "text/plain"}, VALID),
     ("no content type", "POST", {}, VALID),
     ("GET", "GET", {}, None),
+    ("gzip", "POST", {**JSON, "Content-Encoding": "gzip"}, gzip.compress(json.dumps(VALID).encode())),
+    ("says gzip, is not", "POST", {**JSON, "Content-Encoding": "gzip"}, VALID),
+    ("trailing slash", "POST", JSON, VALID),
 ]
 COMPARED_HEADERS = (
     "content-type",
@@ -46,6 +50,7 @@ COMPARED_HEADERS = (
     "retry-after",
     "x-labelwise-max-texts-per-request",
     "allow",
+    "www-authenticate",
 )
 
 
@@ -69,7 +74,8 @@ async def _answers(app: Any, cases: list[tuple[str, str, dict[str, str], Any]]) 
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         for name, method, headers, body in cases:
             content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-            response = await client.request(method, "/v1/classify", headers=headers, content=content)
+            path = "/v1/classify/" if name == "trailing slash" else "/v1/classify"
+            response = await client.request(method, path, headers=headers, content=content)
             kept = {h: response.headers.get(h) for h in COMPARED_HEADERS}
             out[name] = (response.status_code, response.content, kept)
     return out
@@ -116,6 +122,18 @@ def test_the_fast_path_answers_every_request_exactly_as_the_route(published_repo
     assert statuses["not UTF-8"] == 400 and not_utf8["field"] == "body", not_utf8
     assert "not UTF-8" in not_utf8["message"], not_utf8
     assert statuses["GET"] == 405
+    # A body not declared as JSON, or compressed, is 415 naming the header (not "not a dictionary").
+    for name, header in [
+        ("text/plain", "Content-Type"),
+        ("no content type", "Content-Type"),
+        ("gzip", "Content-Encoding"),
+        ("says gzip, is not", "Content-Encoding"),
+    ]:
+        error = json.loads(fast[name][1])["error"]
+        assert statuses[name] == 415 and error["field"] == header, (name, error)
+        assert error["type"] == "unsupported_media_type", error
+    # /v1/classify/ is an unknown path in the error shape, not a redirect.
+    assert statuses["trailing slash"] == 404 and json.loads(fast["trailing slash"][1])["error"]["type"]
     assert json.loads(fast["too many texts"][1])["error"]["field"] == "texts"
 
 
@@ -130,6 +148,7 @@ def test_with_an_api_key_only_the_right_bearer_key_is_answered(published_repo: M
     fast, route = _both(published_repo, keyed, api_key="k3y")
     assert fast == route
     assert [fast[name][0] for name, *_ in keyed] == [401, 401, 401, 200, 200]
+    assert [fast[name][2]["www-authenticate"] for name, *_ in keyed] == ["Bearer"] * 3 + [None] * 2
 
 
 def test_the_middleware_answers_valid_requests_itself_and_replays_the_rest_to_the_app(
@@ -208,3 +227,45 @@ def test_the_front_door_shares_the_admission_count_and_leaves_refusals_to_the_ap
         (413, "body_too_large"),
         (422, "invalid_request"),
     ]
+
+
+def test_probes_take_head_refusals_before_routing_are_counted_and_openapi_names_what_is_answered(
+    published_repo: ModelRepository,
+) -> None:
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo, max_body_bytes=1024)
+
+    async def scenario() -> dict[str, Any]:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        app = create_api(service, config, service.metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            big = json.dumps({"scenario": "frozen_two", "texts": ["x" * 2000]}).encode()
+            return {
+                "head healthz": await client.head("/healthz"),
+                "head readyz": await client.head("/readyz"),
+                "too big": await client.post("/v1/classify", content=big, headers=JSON),
+                "metrics": (await client.get("/metrics")).text,
+                "openapi": (await client.get("/openapi.json")).json(),
+            }
+
+    got = asyncio.run(scenario())
+    assert got["head healthz"].status_code == 200 and got["head readyz"].status_code == 200
+    assert got["too big"].status_code == 413
+    # A refusal made before routing is counted like any other refused request.
+    assert 'labelwise_requests_total{scenario="_invalid",status="413"} 1.0' in got["metrics"]
+    paths = got["openapi"]["paths"]
+    assert {"400", "413", "415", "422", "504"} <= set(paths["/v1/classify"]["post"]["responses"])
+    assert {"401", "429", "503"} <= set(paths["/v1/scenarios"]["get"]["responses"])
+    schemas = got["openapi"]["components"]["schemas"]
+    raw = schemas["ClassifyResponse"]["properties"]["raw_scores"]
+    assert (
+        "LabelLogit" in json.dumps(raw)
+        and "logit" in schemas["LabelLogit"]["properties"]["score"]["description"]
+    )
