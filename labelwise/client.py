@@ -15,11 +15,12 @@ import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,11 @@ MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 # Transport failures worth another try: nothing, or not all of the answer, came back.
 _RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _AT_MOST = re.compile(r"at most (\d+)")
+# A refusal that names one text (`texts.<i>`), in the field and in its message.
+_TEXT_FIELD = re.compile(r"texts\.(\d+)")
+_TEXT_IN_MESSAGE = re.compile(r"(?<![\w.])texts\.(\d+)(?!\d)")
+# A part of the caller's list: (index of its first text in the list, its texts).
+_Part = tuple[int, list[str]]
 
 
 class LabelScore(BaseModel):
@@ -152,6 +158,23 @@ class _TooMany(Exception):
         return _TooMany(limit) if 1 <= limit < sent else None
 
 
+def _rebased(error: ClientError, start: int) -> ClientError:
+    """The error a chunk got, naming a text by its index in the caller's list rather than in the chunk
+    (`texts.600`, not `texts.22`, for the chunk that starts at 578), in `field` and in the message."""
+    field_match = _TEXT_FIELD.fullmatch(error.field) if isinstance(error.field, str) else None
+    detail = error.body.get("error") if isinstance(error.body, dict) else None
+    if start == 0 or field_match is None or not isinstance(detail, dict):
+        return error
+
+    def shift(found: re.Match[str]) -> str:
+        return f"texts.{int(found.group(1)) + start}"
+
+    detail = {**detail, "field": shift(field_match)}
+    if isinstance(detail.get("message"), str):
+        detail["message"] = _TEXT_IN_MESSAGE.sub(shift, detail["message"])
+    return type(error)(error.status, {**error.body, "error": detail})
+
+
 def _limit_from_scenarios(body: Any) -> int | None:
     if not isinstance(body, dict):
         return None
@@ -167,8 +190,25 @@ def _limit_from_header(response: httpx.Response) -> int | None:
     return int(value) if value is not None and value.isdigit() and int(value) >= 1 else None
 
 
+def _merged_usage(answers: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The chunks' `usage` as one: per-text lists (`tokens`) joined in order, integer totals
+    (`total_tokens`) summed, anything else the first chunk's; None when a chunk has none."""
+    usages = [a.get("usage") for a in answers]
+    if not all(isinstance(u, dict) for u in usages):
+        return None
+    merged = dict(usages[0])
+    for key in merged:
+        values = [u.get(key) for u in usages]
+        sizes = [len(a["results"]) for a in answers]
+        if all(isinstance(v, list) and len(v) == n for v, n in zip(values, sizes, strict=True)):
+            merged[key] = [x for v in values for x in v]
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            merged[key] = sum(values)
+    return merged
+
+
 def _merge(answers: Sequence[dict[str, Any]]) -> ClassifyResult:
-    """One result from the chunks' answers, in order; per-text versions kept."""
+    """One result from the chunks' answers, in order; per-text versions kept, usage added up."""
     first = dict(answers[0])
     first["results"] = [row for a in answers for row in a["results"]]
     first["truncated"] = [t for a in answers for t in a["truncated"]]
@@ -177,11 +217,18 @@ def _merge(answers: Sequence[dict[str, Any]]) -> ClassifyResult:
         per_text = all(isinstance(a.get(key), list) and len(a[key]) == len(a["results"]) for a in answers)
         if key not in ("results", "truncated", "versions") and isinstance(value, list) and per_text:
             first[key] = [v for a in answers for v in a[key]]
+    if "usage" in first:
+        usage = _merged_usage(answers)
+        if usage is None:  # some chunk came back without usage: a sum would be wrong
+            del first["usage"]
+        else:
+            first["usage"] = usage
     return ClassifyResult.model_validate(first)
 
 
-def _chunks(texts: Sequence[str], size: int) -> list[list[str]]:
-    return [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+def _parts(start: int, texts: list[str], size: int) -> list[_Part]:
+    """`texts` (which start at `start` in the caller's list) cut into parts of at most `size`."""
+    return [(start + i, texts[i : i + size]) for i in range(0, len(texts), size)]
 
 
 class _Base:
@@ -242,6 +289,26 @@ class _Base:
         self, scenario: str, texts: list[str], top_k: int | None, truncate: bool, extra: dict[str, Any]
     ) -> dict[str, Any]:
         return {"scenario": scenario, "texts": texts, "top_k": top_k, "truncate": truncate, **extra}
+
+    @staticmethod
+    def _raise_for_chunk(error: ClientError, sent: int, start: int) -> NoReturn:
+        """Raises the error of a chunk of `sent` texts from `start` of the caller's list: _TooMany when
+        the server wants smaller chunks, else the error, naming its text by the index in that list."""
+        refusal = _TooMany.of(error, sent) if isinstance(error, BadRequestError) else None
+        if refusal is not None:
+            raise refusal from error
+        rebased = _rebased(error, start)
+        if rebased is error:
+            raise error
+        raise rebased from None
+
+    def _split(self, start: int, part: list[str], refused: _TooMany | None) -> list[_Part]:
+        """The smaller parts to send instead of one the server refused as too many texts (its word beats
+        a given or announced limit), or of one cut before the limit came down."""
+        if refused is not None:
+            self._limit = refused.limit
+        size = refused.limit if refused is not None else self.max_texts_per_request
+        return _parts(start, part, size)
 
 
 class LabelwiseClient(_Base):
@@ -325,14 +392,66 @@ class LabelwiseClient(_Base):
             except ClientError:  # an older server or a stricter proxy: keep the default until refused
                 self._discovered = True
 
-    def _classify_chunk(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
+        """POST one chunk that starts at `start` of the caller's list."""
         try:
             return self.request("POST", "/v1/classify", json=body)
-        except BadRequestError as exc:
-            refusal = _TooMany.of(exc, len(body["texts"]))
-            if refusal is None:
-                raise
-            raise refusal from exc
+        except ClientError as exc:
+            self._raise_for_chunk(exc, len(body["texts"]), start)
+
+    def _score_part(
+        self, body_of: Callable[[list[str]], dict[str, Any]], part: _Part, answers: dict[int, Any]
+    ) -> list[_Part]:
+        """Scores one part into answers[start]; or the smaller parts to send instead, when the server's
+        limit is lower than the part (refused, or learned from another chunk since it was cut)."""
+        start, texts = part
+        if len(texts) > self.max_texts_per_request:
+            return self._split(start, texts, None)
+        try:
+            answers[start] = self._classify_chunk(body_of(texts), start)
+        except _TooMany as refused:
+            return self._split(start, texts, refused)
+        return []
+
+    def _score_in_pool(self, score: Callable[[_Part], list[_Part]], parts: Iterable[_Part]) -> None:
+        """Scores the parts on up to `concurrency` threads, the smaller parts a refusal asks for
+        included. The first error cancels every part not yet sent, and is raised once those in flight
+        are back."""
+        lock = threading.Lock()
+        changed = threading.Event()
+        futures: list[Future[None]] = []
+        errors: list[BaseException] = []
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+
+        def finished(future: Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                with lock:
+                    errors.append(future.exception())
+            changed.set()
+
+        def submit(part: _Part) -> None:
+            future = pool.submit(run, part)
+            with lock:
+                futures.append(future)
+            future.add_done_callback(finished)
+
+        def run(part: _Part) -> None:
+            for smaller in score(part):  # sent before this part counts as done
+                submit(smaller)
+
+        try:
+            for part in parts:
+                submit(part)
+            while True:
+                changed.wait()
+                changed.clear()
+                with lock:
+                    if errors:
+                        raise errors[0]
+                    if all(f.done() for f in futures):  # none running, so none to add parts
+                        return
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def classify(
         self,
@@ -348,19 +467,20 @@ class LabelwiseClient(_Base):
         if not texts:
             raise ValueError("texts is empty: give at least one text")
         self._discover()
-        while True:
-            parts = _chunks(texts, self.max_texts_per_request)
-            bodies = [self._classify_body(scenario, p, top_k, truncate, extra) for p in parts]
-            try:
-                if len(bodies) == 1 or self.concurrency == 1:
-                    answers = [self._classify_chunk(b) for b in bodies]
-                else:
-                    with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
-                        answers = list(pool.map(self._classify_chunk, bodies))
-                break
-            except _TooMany as refused:  # the server's limit is lower than assumed: chunk again
-                self._limit = refused.limit  # the server's word beats a given or announced limit
-        return _merge(answers)
+        answers: dict[int, dict[str, Any]] = {}
+
+        def body_of(part: list[str]) -> dict[str, Any]:
+            return self._classify_body(scenario, part, top_k, truncate, extra)
+
+        def score(part: _Part) -> list[_Part]:
+            return self._score_part(body_of, part, answers)
+
+        todo = deque(_parts(0, texts, self.max_texts_per_request))
+        while todo and (len(todo) == 1 or self.concurrency == 1):  # one at a time: no thread needed
+            todo.extendleft(reversed(score(todo.popleft())))
+        if todo:
+            self._score_in_pool(score, todo)
+        return _merge([answers[start] for start in sorted(answers)])
 
     def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
@@ -451,15 +571,31 @@ class AsyncLabelwiseClient(_Base):
             except ClientError:
                 self._discovered = True
 
-    async def _classify_chunk(self, body: dict[str, Any], gate: asyncio.Semaphore) -> dict[str, Any]:
+    async def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
+        """POST one chunk that starts at `start` of the caller's list."""
         try:
-            async with gate:
-                return await self.request("POST", "/v1/classify", json=body)
-        except BadRequestError as exc:
-            refusal = _TooMany.of(exc, len(body["texts"]))
-            if refusal is None:
-                raise
-            raise refusal from exc
+            return await self.request("POST", "/v1/classify", json=body)
+        except ClientError as exc:
+            self._raise_for_chunk(exc, len(body["texts"]), start)
+
+    async def _score_part(
+        self,
+        body_of: Callable[[list[str]], dict[str, Any]],
+        part: _Part,
+        answers: dict[int, Any],
+        gate: asyncio.Semaphore,
+    ) -> list[_Part]:
+        """Scores one part into answers[start] once `gate` lets it; or the smaller parts to send
+        instead, when the server's limit is lower than the part (refused, or learned since it was cut)."""
+        start, texts = part
+        async with gate:
+            if len(texts) > self.max_texts_per_request:
+                return self._split(start, texts, None)
+            try:
+                answers[start] = await self._classify_chunk(body_of(texts), start)
+            except _TooMany as refused:
+                return self._split(start, texts, refused)
+        return []
 
     async def classify(
         self,
@@ -474,15 +610,27 @@ class AsyncLabelwiseClient(_Base):
         if not texts:
             raise ValueError("texts is empty: give at least one text")
         await self._discover()
+        # One gate for every part of this call, the smaller parts a refusal asks for included; a part
+        # the server answered is never sent again.
         gate = asyncio.Semaphore(self.concurrency)
-        while True:
-            parts = _chunks(texts, self.max_texts_per_request)
-            bodies = [self._classify_body(scenario, p, top_k, truncate, extra) for p in parts]
-            try:
-                answers = await asyncio.gather(*(self._classify_chunk(b, gate) for b in bodies))
-                return _merge(answers)
-            except _TooMany as refused:  # the server's limit is lower than assumed: chunk again
-                self._limit = refused.limit  # the server's word beats a given or announced limit
+        answers: dict[int, dict[str, Any]] = {}
+
+        def body_of(part: list[str]) -> dict[str, Any]:
+            return self._classify_body(scenario, part, top_k, truncate, extra)
+
+        async def score(part: _Part) -> None:
+            for smaller in await self._score_part(body_of, part, answers, gate):
+                group.create_task(score(smaller))
+
+        try:
+            # The first error cancels every other part (waiting for the gate or in flight), and is
+            # raised once they are all done: nothing is left running on a client about to be closed.
+            async with asyncio.TaskGroup() as group:
+                for part in _parts(0, texts, self.max_texts_per_request):
+                    group.create_task(score(part))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return _merge([answers[start] for start in sorted(answers)])
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""

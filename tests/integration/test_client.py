@@ -23,7 +23,7 @@ def _one_by_one(served: ServedApp, scenario: str) -> list[dict]:
     for text in TEXTS:
         response = served.client.post("/v1/classify", json={"scenario": scenario, "texts": [text]})
         assert response.status_code == 200, response.text
-        out.append(response.json()["results"][0][0])
+        out.append({**response.json()["results"][0][0], "tokens": response.json()["usage"]["tokens"][0]})
     return out
 
 
@@ -44,6 +44,8 @@ def test_a_list_over_the_limit_is_chunked_and_answers_as_single_requests(served:
     labels = served.references["topic_frozen"].labels
     assert result.labels == [labels[i] for i in expected.argmax(-1)]
     assert result.versions == [result.version] * 30 and len(result.truncated) == 30
+    tokens = [s["tokens"] for s in single]  # usage adds up over the 4 chunks
+    assert result.usage == {"tokens": tokens, "total_tokens": sum(tokens)}
 
 
 def test_the_async_client_gives_the_same_answers(served: ServedApp) -> None:
@@ -74,4 +76,8 @@ def test_error_answers_raise_their_own_types(served: ServedApp) -> None:
         with pytest.raises(BadRequestError) as bad:
             client.classify("topic_frozen", ["hi"], top_k=0)
         assert bad.value.status == 422 and bad.value.field == "top_k" and bad.value.exit_code == 2
+        with pytest.raises(BadRequestError) as empty:  # the chunk [16:21] refuses its texts.4
+            client.classify("topic_frozen", [*TEXTS[:20], ""])
+        assert empty.value.field == "texts.20"
+        assert str(empty.value) == "422 invalid_request: texts.20: String should have at least 1 character"
     assert httpx.get(f"{served.url}/healthz").status_code == 200

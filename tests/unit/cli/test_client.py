@@ -32,7 +32,8 @@ Script = Callable[[str, dict[str, Any] | None], tuple[int, dict[str, Any], dict[
 
 
 class FakeService:
-    """A labelwise-shaped HTTP API: labels each text by its length, refuses more than `limit` texts."""
+    """A labelwise-shaped HTTP API: labels each text by its length, refuses more than `limit` texts and
+    empty texts (as the service does, naming the text's index in the request: `texts.<i>`)."""
 
     def __init__(self, limit: int = 5, announce: str | None = None, delay_s: float = 0.0) -> None:
         self.limit = limit
@@ -63,6 +64,11 @@ class FakeService:
             message = f"texts: {len(texts)} texts, at most {self.limit} per request"
             error = {"type": "invalid_request", "message": message, "code": 422, "field": "texts"}
             return 422, {"error": error}, headers
+        for i, text in enumerate(texts):
+            if not text:
+                message = f"texts.{i}: String should have at least 1 character"
+                error = {"type": "invalid_request", "message": message, "code": 422, "field": f"texts.{i}"}
+                return 422, {"error": error}, headers
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -77,6 +83,10 @@ class FakeService:
                 "version": 3,
                 "results": results,
                 "truncated": [False] * len(texts),
+                "usage": {
+                    "tokens": [len(t) + 2 for t in texts],
+                    "total_tokens": sum(len(t) + 2 for t in texts),
+                },
             },
             headers,
         )
@@ -129,6 +139,19 @@ def _fast(**kwargs: Any) -> RetryPolicy:
 
 def _classify_posts(fake: FakeService) -> list[int]:
     return [len(b["texts"]) for p, b in fake.requests if p == "/v1/classify" and b is not None]
+
+
+def _classify(kind: str, url: str, texts: list[str], **kwargs: Any) -> Any:
+    """`classify("len", texts)` on a new client of this kind ("sync" or "async")."""
+    if kind == "sync":
+        with LabelwiseClient(url, retry=_fast(), **kwargs) as client:
+            return client.classify("len", texts)
+
+    async def run() -> Any:
+        async with AsyncLabelwiseClient(url, retry=_fast(), **kwargs) as client:
+            return await client.classify("len", texts)
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("announce", ["scenarios", "header", None])
@@ -322,3 +345,79 @@ def test_the_default_timeout_outlasts_the_servers_so_its_504_answers_first() -> 
         assert client.timeout.read > server_timeout
         assert client.timeout.connect == 5.0  # an unreachable server is told fast
     assert LabelwiseClient(timeout_s=2).timeout.connect == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refused_text_is_named_by_its_index_in_the_callers_list(
+    service: tuple[FakeService, str], kind: str
+) -> None:
+    """The chunk [10:15] refuses its third text as `texts.2`: the error names it `texts.12`."""
+    fake, url = service
+    fake.announce = "scenarios"
+    texts = _texts(23)
+    texts[12] = ""
+    with pytest.raises(BadRequestError) as caught:
+        _classify(kind, url, texts, concurrency=4)
+    assert caught.value.field == "texts.12" and caught.value.body["error"]["field"] == "texts.12"
+    assert str(caught.value) == "422 invalid_request: texts.12: String should have at least 1 character"
+    assert caught.value.body["error"]["message"] == "texts.12: String should have at least 1 character"
+    refused = [b["texts"] for p, b in fake.requests if b is not None and "" in b["texts"]]
+    assert refused == [texts[10:15]]  # the server did name texts.2 of its chunk
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_usage_adds_up_over_the_chunks(service: tuple[FakeService, str], kind: str) -> None:
+    fake, url = service
+    fake.announce = "scenarios"
+    texts = _texts(47)
+    result = _classify(kind, url, texts, concurrency=3)
+    assert len(_classify_posts(fake)) == 10
+    tokens = [len(t) + 2 for t in texts]
+    assert result.usage == {"tokens": tokens, "total_tokens": sum(tokens)}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_rechunk_sends_only_the_refused_chunk_again_within_the_concurrency(
+    service: tuple[FakeService, str], kind: str
+) -> None:
+    """70 texts go as 64 + 6 (the default limit); the server takes 8: the 6 it answered meanwhile are not
+    sent again, the 64 go again as 8 chunks of 8, never more than `concurrency` at once."""
+    fake, url = service
+    fake.limit, fake.delay_s = 8, 0.3
+    texts = [f"text {i}" for i in range(70)]
+    result = _classify(kind, url, texts, concurrency=2)
+    assert result.labels == [f"len{len(t)}" for t in texts]
+    assert sorted(_classify_posts(fake)) == [6] + [8] * 8 + [64]
+    scored = [t for p, b in fake.requests if b is not None and len(b["texts"]) <= 8 for t in b["texts"]]
+    assert sorted(scored) == sorted(texts)  # each text scored once
+    assert fake.max_in_flight == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_first_error_stops_the_other_chunks(service: tuple[FakeService, str], kind: str) -> None:
+    """The first of 10 chunks is refused at once, the others take 0.3 s each, two at a time: the error
+    comes back without the other chunks being sent (at most the one in flight with it, and one that took
+    its place in that instant), and no task is left running on the client."""
+    fake, url = service
+    fake.announce, fake.limit, fake.delay_s = "scenarios", 3, 0.3
+    texts = _texts(30)
+    texts[1] = ""
+    if kind == "sync":
+        with LabelwiseClient(url, concurrency=2, retry=_fast()) as client, pytest.raises(BadRequestError):
+            client.classify("len", texts)
+        time.sleep(0.5)
+        assert len(_classify_posts(fake)) <= 3
+        return
+
+    async def run() -> tuple[list[asyncio.Task[Any]], int]:
+        async with AsyncLabelwiseClient(url, concurrency=2, retry=_fast()) as client:
+            with pytest.raises(BadRequestError) as caught:
+                await client.classify("len", texts)
+            assert caught.value.field == "texts.1"
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            await asyncio.sleep(0.5)  # chunks left running would go on sending meanwhile (4 more by now)
+            return left, len(_classify_posts(fake))
+
+    left, sent = asyncio.run(run())
+    assert left == []
+    assert sent <= 3  # a cancelled request may still reach the server a moment after the error
