@@ -22,9 +22,25 @@ def default_export() -> str:
 
 
 def export_precisions(value: str | None) -> list[str]:
-    """A comma list such as 'fp32,int8' as a list; 'none' gives [], None or '' the default export."""
+    """A comma list such as 'fp32,int8' as a list; 'none' gives [], None or '' the default export.
+
+    Checked here, before any training: an unknown precision, or an export this checkout cannot run, is
+    refused at once rather than after the run it would have published (UnknownPrecisionError,
+    TrainingError)."""
     value = value or default_export()
-    return [] if value.strip().lower() in ("", "none") else [p.strip() for p in value.split(",") if p.strip()]
+    if value.strip().lower() in ("", "none"):
+        return []
+    from training import export_available
+    from training.errors import TrainingError
+
+    if not export_available():
+        raise TrainingError(
+            f"--export {value}: ONNX export is not installed in this checkout (the export extra); "
+            "publish with --export none"
+        )
+    from training.export.precisions import parse_precisions
+
+    return parse_precisions(value)
 
 
 def train_overrides(**kwargs: Any) -> dict[str, Any]:

@@ -40,7 +40,9 @@ SamplingOpt = typer.Option(
 )
 SeedOpt = typer.Option(42, "--seed", help="Random seed.")
 PatienceOpt = typer.Option(
-    2, "--early-stopping-patience", help="Evaluations without macro-F1 gain; 0 disables."
+    None,
+    "--early-stopping-patience",
+    help="Evaluations without macro-F1 gain (default: the scenario's for the strategy, else 2); 0 disables.",
 )
 RepoOpt = typer.Option(
     None,

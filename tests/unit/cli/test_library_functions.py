@@ -184,6 +184,11 @@ def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
 def test_option_parsing_for_training() -> None:
     assert export_precisions("fp32, int8") == ["fp32", "int8"]
     assert export_precisions("none") == []
+    # An unknown precision is refused when the options are read, before a run it would have published.
+    from training.errors import UnknownPrecisionError
+
+    with pytest.raises(UnknownPrecisionError, match="unknown precision fp64"):
+        export_precisions("fp32,fp64")
     assert train_overrides(
         lora_r=None, lora_target_modules="query, value", early_stopping_patience=0, seed=3
     ) == {"lora_target_modules": ["query", "value"], "early_stopping_patience": 0, "seed": 3}  # 0: off
@@ -249,3 +254,22 @@ def test_the_demo_serves_as_labelwise_serve_does(tmp_path: Path) -> None:
     assert plan == served
     assert plan.direct_ingress and plan.host == "127.0.0.1" and plan.port == 8011
     assert plan.args["num_cpus"] == float(local_cores())
+
+
+def test_train_and_compare_leave_patience_to_the_scenario_unless_given() -> None:
+    """Not giving --early-stopping-patience means the scenario's patience for the strategy (3 for full and
+    LoRA in the packaged scenarios), not a CLI default that overrides it."""
+    import typer.main
+
+    from labelwise.cli import app
+    from training import make_train_config
+
+    command = typer.main.get_command(app)
+    for name in ("train", "compare"):
+        option = next(p for p in command.commands[name].params if p.name == "early_stopping_patience")
+        assert option.default is None, name
+    assert (
+        make_train_config("emotion", "lora", early_stopping_patience=option.default).early_stopping_patience
+        == 3
+    )
+    assert make_train_config("emotion", "lora", early_stopping_patience=0).early_stopping_patience == 0
