@@ -155,6 +155,13 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     assert all(rec["max_eval_samples"] == results.MAX_EVAL_ROWS for rec in current.values())
     del current["matrix-sentiment-lora-n40-s42"]["max_eval_samples"]
     assert results.set_aside_stale(out, dict(current), said.append, str(tiny_roberta_dir)) == []
+    # Records scored on held-out rows chosen another way (split row by row before SPLIT_VERSION 2: a record
+    # that names no version) are set aside too.
+    assert all(rec["split_version"] == results.split_version() == 2 for rec in current.values())
+    unsplit = {k: dict(v) for k, v in current.items()}
+    del unsplit["matrix-sentiment-frozen-n40-s42"]["split_version"]
+    moved_split = results.set_aside_stale(out / "none", unsplit, said.append, str(tiny_roberta_dir))
+    assert moved_split == ["matrix-sentiment-frozen-n40-s42"]
     monkeypatch.setitem(results.EVAL_ROWS, "sentiment", 6)
     assert sorted(results.set_aside_stale(out, current, said.append, str(tiny_roberta_dir))) == [
         f"matrix-sentiment-{s}-n40-s42" for s in ("frozen", "lora")

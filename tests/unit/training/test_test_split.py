@@ -54,3 +54,25 @@ def test_packaged_scenarios_hold_out_a_tenth_of_train_up_to_2000_rows() -> None:
     for name in ("sentiment", "emotion", "intent", "intent_atis", "news_topic", "spam", "sst2"):
         scenario = load_scenario(name)
         assert (scenario.test_fraction, scenario.test_max_rows) == (0.1, 2000)
+
+
+def test_copies_of_a_text_stay_on_one_side_of_every_held_out_split(tmp_path: Path) -> None:
+    """A file that repeats texts (the SMS spam file does): split row by row, copies of a kept row landed
+    among the test and validation rows; by distinct text, none does."""
+    import csv
+
+    rows = [(f"message number {i % 30} about {LABELS[i % 3]}", LABELS[i % 3]) for i in range(150)]
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    with (folder / "train.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    for seed in (1, 2, 3):
+        prepared = prepare_data(_config(folder, tmp_path, test_fraction=0.2, seed=seed))
+        assert prepared.test is not None
+        train, validation, test = (set(p.texts) for p in (prepared.train, prepared.validation, prepared.test))
+        assert not test & train and not test & validation and not validation & train, seed
+        assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == 150
+        assert len(test) == 6 and len(prepared.test) == 30  # 20% of the 30 texts, with all their copies
+        assert sorted(set(prepared.test.label_ids)) == [0, 1, 2]  # stratified by the texts' classes
