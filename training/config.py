@@ -130,13 +130,15 @@ class ScenarioConfig(_Strict):
     )
     class_weighting: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Class-weighted cross-entropy; auto turns it on above the imbalance ratio.",
+        description="Class-weighted cross-entropy; auto turns it on above the imbalance ratio (and off with "
+        "weighted_sampling, which balances the classes already).",
     )
     imbalance_ratio: float = Field(
         default=3.0, gt=1, description="auto weighting turns on when max/min train class count exceeds this."
     )
     weighted_sampling: bool = Field(
-        default=False, description="Sample train rows inversely to class frequency."
+        default=False,
+        description="Sample train rows inversely to class frequency (auto class_weighting is then off).",
     )
     strategies: dict[Strategy, StrategyParams] = Field(
         default_factory=_default_strategies, description="Default hyperparameters per strategy."

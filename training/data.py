@@ -88,6 +88,10 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
 
     datasets.disable_progress_bars()
     kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if fmt == "csv":
+        # Every cell as written: no guessing of types or missing values, so a text "NA" or "null" stays a
+        # text, labels "true" / "007" stay those strings, and an empty cell is "" (refused by name below).
+        kwargs.update(na_filter=False, converters={c: str for c in columns})
     try:
         table = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
     except Exception as exc:  # datasets wraps parser errors in many types
@@ -118,10 +122,11 @@ def load_labeled(
     for row, (text, label) in enumerate(
         zip(table[scenario.text_column], table[scenario.label_column], strict=True)
     ):
-        if label is None or text is None:
+        if label is None or text is None or str(label).strip() == "" or str(text) == "":
+            empty_label = label is None or str(label).strip() == ""
             raise DataError(
                 f"data file {path}, row {row + 2}: empty "
-                f"{scenario.label_column if label is None else scenario.text_column!r}"
+                f"{scenario.label_column if empty_label else scenario.text_column!r}"
             )
         name = str(label).strip()
         if name not in label_to_id:
@@ -252,6 +257,17 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         validation = train.subset(held, f"{train.source} (held-out {scenario.validation_split:.0%})")
         train = train.subset(keep)
         is_split = True
+    if len(validation) == 0:
+        raise DataError(
+            f"no validation rows for {scenario.name!r}: "
+            + (
+                f"{config.train_path} has too few rows per class to hold out {scenario.validation_split:.0%} "
+                "(a class needs at least 2 rows, one of them left for training)"
+                if is_split
+                else f"{config.validation_path} has none with a known label"
+            )
+            + "; give more rows, or a validation file (--validation-data)"
+        )
     if config.max_train_samples is not None:
         train = train.subset(stratified_cap(train.label_ids, config.max_train_samples, config.seed))
     if config.max_eval_samples is not None:

@@ -254,3 +254,52 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "absent.csv" in result.output and "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_weighted_sampling_turns_auto_loss_weights_off(tmp_path: Path) -> None:
+    """Sampling by 1/count already balances the batches; weighting the loss by 1/count too would turn the
+    imbalance around. auto weighting is off with weighted sampling; `on` still weights, as asked."""
+    from training.trainer import _class_balance
+
+    rows = [(f"text {i}", "positive") for i in range(80)] + [(f"other {i}", "negative") for i in range(10)]
+    _csv(tmp_path / "train.csv", rows)
+    scenario = custom_scenario("balance", LABELS, tmp_path, validation_split=0.2)
+
+    def balance(**settings):  # type: ignore[no-untyped-def]
+        config = make_train_config(scenario, "full", output_dir=tmp_path / "run", **settings)
+        return _class_balance(config, prepare_data(config))
+
+    alone = balance()  # 8:1 imbalance: auto weights the loss
+    assert alone.weighted and alone.loss_weights is not None and alone.sample_weights is None
+    sampled = balance(weighted_sampling=True)
+    assert not sampled.weighted and sampled.loss_weights is None and sampled.sample_weights is not None
+    both = balance(weighted_sampling=True, class_weighting="on")
+    assert both.weighted and both.loss_weights is not None and both.sample_weights is not None
+
+
+def test_csv_cells_are_read_as_written(tmp_path: Path) -> None:
+    """No type or missing-value guessing: a text "NA" or "null" is a text, labels "true" / "007" are those
+    strings; an empty cell is refused by name."""
+    rows = [
+        ("NA", "true"),
+        ("null", "false"),
+        ("None", "007"),
+        ("n/a", "true"),
+        ("#N/A", "false"),
+        ("x", "007"),
+    ]
+    _csv(tmp_path / "train.csv", rows)
+    scenario = custom_scenario("asis", ["true", "false", "007"], tmp_path, validation_split=0.4)
+    data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+    texts = set(data.train.texts) | set(data.validation.texts)
+    assert texts == {"NA", "null", "None", "n/a", "#N/A", "x"}
+    _csv(tmp_path / "train.csv", [*rows, ("", "true")])
+    with pytest.raises(DataError, match="row 8: empty 'text'"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+
+
+def test_a_validation_split_with_no_rows_is_refused_before_training(tmp_path: Path) -> None:
+    _csv(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])  # one row per class
+    scenario = custom_scenario("tiny", LABELS, tmp_path, validation_split=0.2)
+    with pytest.raises(DataError, match=r"no validation rows for 'tiny'.*at least 2 rows"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
