@@ -27,7 +27,10 @@ def export(
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     precision: str = typer.Option("fp32,int8", "--precision", "-p", help="Comma list of fp32, int8, fp16."),
     validation: Path | None = typer.Option(
-        None, "--validation", help="CSV (text,label) for parity; default: the version's validation file."
+        None,
+        "--validation",
+        help="Labeled file (.csv/.jsonl/.parquet, the scenario's columns) for parity; default: the rows the "
+        "version's run validated on.",
     ),
     repository: Path | None = RepositoryOption,
 ) -> None:

@@ -46,12 +46,13 @@ def sample_rows(
 
 
 def label_ids(labels: Sequence[Any] | None, label2id: dict[str, int]) -> np.ndarray | None:
-    """Labels as logit indices; names are looked up in label2id."""
+    """Labels as logit indices: a string is a label name, always looked up in label2id (a scenario's labels
+    may be digits: '1'..'5' are names, not indices); an integer is already an index (training's ids)."""
     if labels is None:
         return None
     out = []
     for value in labels:
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if isinstance(value, str):
             if value not in label2id:
                 raise ExportError(
                     f"parity label {value!r} is not one of the model's labels {sorted(label2id)}"

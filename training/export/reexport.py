@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from model_repository import Manifest, ModelRepository, RepositoryError, layout
 
-from ..errors import ExportError, SourceVersionError
-from ..publish import load_version_model, local_base
+from ..config import ScenarioConfig, TrainConfig
+from ..data import LabeledTexts, load_labeled, prepare_data, stratified_cap
+from ..errors import DataError, ExportError, SourceVersionError
+from ..publish import PARITY_ROWS, load_version_model, local_base
 from .exporter import export_into
 from .precisions import parse_precisions
 
@@ -30,25 +33,46 @@ _NOT_INHERITED = {
 }
 
 
-def read_parity_csv(path: str | Path) -> tuple[list[str], list[str]]:
-    """text,label rows from a CSV, for parity; errors name the file and the missing column."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: parity data file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for column in ("text", "label"):
-            if column not in columns:
-                raise ExportError(f"{path}: missing column {column!r} (columns: {columns})")
-        rows = [(r["text"], r["label"]) for r in reader if r["text"]]
-    if not rows:
-        raise ExportError(f"{path}: no rows")
-    return [r[0] for r in rows], [r[1] for r in rows]
+def _scenario_config(source: Manifest) -> ScenarioConfig:
+    """The scenario config the version was trained with (columns, cleaning, unknown-label handling), from
+    its training_config; a version that recorded none gets the defaults for its labels."""
+    recorded = (source.training_config or {}).get("scenario")
+    if isinstance(recorded, dict):
+        try:
+            return ScenarioConfig.model_validate(recorded)
+        except ValidationError:  # recorded by an older release: keep what reading the rows needs
+            keep = ("name", "labels", "text_column", "label_column", "unknown_validation_labels", "cleaning")
+            recorded = {k: recorded[k] for k in keep if k in recorded}
+    else:
+        recorded = {}
+    try:
+        return ScenarioConfig.model_validate(
+            {"name": source.scenario, "labels": list(source.labels), **recorded}
+        )
+    except ValidationError as exc:
+        raise ExportError(
+            f"{source.scenario} v{source.version}: its training_config holds no usable scenario config "
+            f"({exc.error_count()} errors, first: {exc.errors()[0]['loc']})"
+        ) from exc
+
+
+def _run_validation_rows(config: TrainConfig) -> LabeledTexts:
+    """The rows the run validated on, as training/data.py's prepare_data made them: its validation file
+    (unknown labels handled as the scenario says, capped to max_eval_samples), or its split of train."""
+    scenario = config.scenario
+    if config.validation_path is None:
+        return prepare_data(config).validation
+    rows, _ = load_labeled(
+        config.validation_path, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
+    )
+    if config.max_eval_samples is not None:
+        rows = rows.subset(stratified_cap(rows.label_ids, config.max_eval_samples, config.seed))
+    return rows
 
 
 def _find_validation_file(config: Any) -> Path | None:
-    """The first existing .csv path in the training config whose key mentions validation."""
+    """The first existing .csv path in the training config whose key mentions validation (versions whose
+    training_config is not a TrainConfig)."""
     stack = [("", config)]
     while stack:
         key, value = stack.pop()
@@ -62,6 +86,46 @@ def _find_validation_file(config: Any) -> Path | None:
         ):
             return Path(value)
     return None
+
+
+def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """(cleaned texts, label names) to check a re-export's parity on, read as training read its rows.
+
+    parity_file (--validation): that file, through the scenario's loader (its text_column / label_column,
+    cleaning, and unknown_validation_labels: an unknown label is dropped or stops the export as it did in
+    training). Otherwise the version's own validation rows as its run had them (first PARITY_ROWS, as at
+    publish). Labels are returned as names, which the export maps through the model's label2id."""
+    who = f"{source.scenario} v{source.version}"
+    try:
+        if parity_file is not None:
+            scenario = _scenario_config(source)
+            rows, _ = load_labeled(
+                Path(parity_file), scenario, scenario.labels, unknown=scenario.unknown_validation_labels
+            )
+            labels = scenario.labels
+        else:
+            try:
+                config = TrainConfig.model_validate(source.training_config)
+            except ValidationError:
+                config = None
+            if config is not None:
+                rows, labels = _run_validation_rows(config), config.scenario.labels
+            else:
+                found = _find_validation_file(source.training_config)
+                if found is None:
+                    raise ExportError(
+                        f"{who}: no validation file in its training_config; pass --validation PATH"
+                    )
+                scenario = _scenario_config(source)
+                rows, _ = load_labeled(
+                    found, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
+                )
+                labels = scenario.labels
+            rows = rows.subset(list(range(min(PARITY_ROWS, len(rows)))))
+    except DataError as exc:
+        hint = "" if parity_file is not None else "; pass --validation PATH"
+        raise ExportError(f"{who}: cannot read the parity rows: {exc}{hint}") from exc
+    return list(rows.texts), [labels[i] for i in rows.label_ids]
 
 
 def reexport_version(
@@ -81,13 +145,7 @@ def reexport_version(
     except RepositoryError as exc:
         raise SourceVersionError(f"{scenario} v{version}: cannot re-export, {exc}") from exc
     folder = repository.version_path(scenario, number)
-    if parity_csv is None:
-        parity_csv = _find_validation_file(source.training_config)
-        if parity_csv is None:
-            raise ExportError(
-                f"{scenario} v{number}: no validation CSV in its training_config; pass --validation PATH"
-            )
-    texts, labels = read_parity_csv(parity_csv)
+    texts, labels = parity_rows(source, parity_csv)
     who = f"{scenario} v{number}"
     base_path = None if source.strategy == "full" else local_base(source, who).path
     model, tokenizer = load_version_model(folder, source, base_path, who)
@@ -114,8 +172,13 @@ def reexport_version(
             repository=repository,
             int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
         )
-        # metrics the export measured again (a frozen version's int8 head guard) replace the source's
-        inherited = {k: v for k, v in (fields.get("metrics") or {}).items() if k != "int8_head_guard"}
+        # The validation metrics are the weights', which the child shares. `test` is not inherited: its
+        # int8_delta_vs_fp32 and `served` figures are the parent's graphs' (the child may export other
+        # precisions), and its rows are the test split as it was at training (`labelwise evaluate --split
+        # test` scores the child). The int8 head guard is measured again by this export.
+        inherited = {
+            k: v for k, v in (fields.get("metrics") or {}).items() if k not in ("test", "int8_head_guard")
+        }
         exported["metrics"] = {**inherited, **exported.get("metrics", {})}
         draft.fields.update(exported)
     assert draft.manifest is not None

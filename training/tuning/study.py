@@ -1,9 +1,23 @@
 """An Optuna study over a scenario's search space: TPE sampling, pruning on intermediate macro-F1, SQLite.
 
-Every trial is one `training.train` run whose evaluations (evals_per_epoch per epoch) are reported to
-Optuna, so the pruner sees a learning curve and stops trials below the median early. The study lives in
-<run folder>/study.db and resumes by name; trial 0 of a new study runs the strategy's default values, so
-the summary can say what tuning bought.
+Every trial is one `training.train` run whose evaluations (evals_per_epoch per epoch, i.e. every
+`eval_steps` optimizer steps) are reported to Optuna, so the pruner sees a learning curve and stops trials
+below the median early. The study lives in <run folder>/study.db and resumes by name; trial 0 of a new study
+runs the strategy's default values, so the summary can say what tuning bought.
+
+A pruned trial stops as an early-stopped run does (the Trainer ends its loop and closes its TensorBoard
+writer), so it also pays one last validation pass; the frozen head's loop is stopped by the exception.
+
+best_config.json and the --publish retrain are the best trial's run: its hyperparameters and its evaluation
+schedule (`eval_steps`), on which early-stopping patience (counted in evaluations) and the checkpoint kept
+(the best evaluation's) depend. What still differs: a trial is scored as it ran (no collapse restarts), while
+the retrain keeps them; they change the retrain only when the best trial itself collapsed (it then trains
+again at a lower rate, recorded in metrics.collapse_restarts, instead of being refused at publish).
+
+`num_train_epochs` is not searched when it cannot change a run: when max_steps fixes every run's length, or
+when min_train_steps raises every epoch value of the range to the same planned epochs (trainer's
+planned_epochs: on the packaged scenarios' 1,200 steps, 1, 2 and 3 epochs of 1,000 rows all train ~19
+epochs). The summary's `not_searched` says why.
 """
 
 from __future__ import annotations
@@ -50,7 +64,11 @@ class StudySummary(BaseModel):
     search_space: dict[str, Any] = Field(description="The dimensions searched.")
     wall_time_s: float = Field(description="Wall time of this invocation in seconds.")
     best_config_path: str | None = Field(
-        description="best_config.json: the resolved TrainConfig of the best."
+        description="best_config.json: the resolved TrainConfig of the best (its eval_steps included)."
+    )
+    not_searched: dict[str, str] = Field(
+        default_factory=dict,
+        description="Dimensions of the search space left out because they cannot change a run, and why.",
     )
     plots: list[str] = Field(default_factory=list, description="PNG plots written.")
     published_version: int | None = Field(default=None, description="Version published with --publish.")
@@ -75,26 +93,75 @@ def _pruner(name: str) -> Any:
 
 
 def _reporter(trial: Any) -> Any:
-    """A TrainerCallback that reports each evaluation's macro-F1 and prunes the trial when told to."""
+    """A TrainerCallback that reports each evaluation's macro-F1 and stops the run when the pruner says so.
+
+    In a Trainer run it stops the loop (control.should_training_stop) and records why in `pruned`; the
+    objective raises optuna.TrialPruned once train() has returned. Raising inside the Trainer would skip
+    its on_train_end, and with it the close of the TensorBoard writer: one writer thread leaked per pruned
+    trial. The frozen head's loop passes no control and opens its writer only after the loop: it raises."""
     import optuna
     from transformers import TrainerCallback
 
     class PruningReporter(TrainerCallback):
         def __init__(self) -> None:
             self.evaluations = 0
+            self.pruned: str | None = None
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-            if not metrics or "eval_macro_f1" not in metrics:
+            if self.pruned is not None or not metrics or "eval_macro_f1" not in metrics:
                 return
             self.evaluations += 1
             # Step = evaluation index: comparable across batch sizes, unlike the optimizer step.
             trial.report(float(metrics["eval_macro_f1"]), step=self.evaluations)
             if trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"macro-F1 {metrics['eval_macro_f1']:.4f} at evaluation {self.evaluations}"
-                )
+                self.pruned = f"macro-F1 {metrics['eval_macro_f1']:.4f} at evaluation {self.evaluations}"
+                if control is None:
+                    raise optuna.TrialPruned(self.pruned)
+                control.should_training_stop = True
 
     return PruningReporter()
+
+
+def _eval_steps(n_train: int, batch_size: int, evals_per_epoch: int) -> int:
+    """Optimizer steps between two evaluations of a trial: evals_per_epoch evaluations per epoch."""
+    return max(1, math.ceil(math.ceil(n_train / batch_size) / evals_per_epoch))
+
+
+def _values(spec: Any) -> list[float]:
+    return [float(v) for v in (spec.choices if spec.choices is not None else [spec.low, spec.high])]
+
+
+def _inert_epochs(ranges: dict[str, Any], base_config: Any, n_train: int) -> str | None:
+    """Why searching num_train_epochs cannot change any trial's run, or None when it can.
+
+    max_steps ends every run whatever the epochs. min_train_steps raises num_train_epochs to
+    min_train_steps / steps per epoch (trainer.planned_epochs); that floor is lowest at the smallest batch
+    size searched (most steps per epoch), so when every epoch value of the range plans the same epochs
+    there, it does at every batch size."""
+    from ..trainer import planned_epochs
+
+    spec = ranges.get("num_train_epochs")
+    if spec is None:
+        return None
+    if base_config.max_steps is not None:
+        return f"max_steps {base_config.max_steps} sets the length of every run"
+    params = base_config.params
+    if not params.min_train_steps:
+        return None
+    batch = ranges.get("batch_size")
+    smallest = int(min(_values(batch))) if batch is not None else params.batch_size
+    epochs = _values(spec)
+    planned = {
+        planned_epochs(params.model_copy(update={"num_train_epochs": e, "batch_size": smallest}), n_train)
+        for e in (min(epochs), max(epochs))
+    }
+    if len(planned) > 1:
+        return None
+    return (
+        f"min_train_steps {params.min_train_steps} sets the length of every run: with {n_train} train rows "
+        f"and batch size {smallest} or more, every num_train_epochs from {min(epochs):g} to {max(epochs):g} "
+        f"trains at least {planned.pop():g} epochs"
+    )
 
 
 def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[str, Any]:
@@ -187,6 +254,17 @@ def run_study(
     space = scenario.search_space or default_search_space()
     ranges = _check_space(space, strategy, base_config.params)
     n_train = len(prepare_data(base_config).train)  # data errors surface here, before any trial
+    not_searched: dict[str, str] = {}
+    why = _inert_epochs(ranges, base_config, n_train)
+    if why is not None:
+        not_searched["num_train_epochs"] = why
+        ranges = {k: v for k, v in ranges.items() if k != "num_train_epochs"}
+        space = space.model_copy(update={"num_train_epochs": None})  # what trials suggest
+        if not ranges:
+            raise TuningError(
+                f"the search space holds only num_train_epochs, which cannot change a run: {why}"
+            )
+        say(f"num_train_epochs is not searched: {why}")
 
     study_name = study_name or f"{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(output_dir) if output_dir is not None else tune_dir(scenario.name, study_name)
@@ -215,6 +293,8 @@ def run_study(
         raise TuningError(
             f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, not {scenario.name}/{strategy}"
         )
+    if not_searched or "not_searched" in study.user_attrs:  # this invocation's, on a resume too
+        study.set_user_attr("not_searched", not_searched)
     _mark_stale_running(study, say)
     from optuna.trial import TrialState
 
@@ -230,19 +310,26 @@ def run_study(
     def objective(trial: Any) -> float:
         params = space.suggest(trial, strategy)
         batch = params.get("batch_size", base_config.params.batch_size)
-        eval_steps = max(1, math.ceil(math.ceil(n_train / batch) / evals_per_epoch))
+        eval_steps = _eval_steps(n_train, batch, evals_per_epoch)
         config = make_train_config(
             scenario,
             strategy,
             output_dir=out / f"trial-{trial.number:03d}",
             **{"eval_steps": eval_steps, **overrides, **params},
         )
+        # The schedule the trial is measured on: best_config and the --publish retrain train on it too.
+        trial.set_user_attr("eval_steps", config.eval_steps)
         reporter = _reporter(trial)
         try:
             result = train(config, extra_callbacks=[reporter], collapse_restarts=0)
         finally:
             # A pruned trial leaves its checkpoints behind: only the study and the plots matter.
             shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
+        if reporter.pruned is not None:  # the Trainer stopped at the pruner's word and ended cleanly
+            del result
+            gc.collect()
+            raise optuna.TrialPruned(reporter.pruned)
+        trial.set_user_attr("collapsed", bool(result.metrics.get("collapsed")))
         trial.set_user_attr("accuracy", result.metrics["accuracy"])
         trial.set_user_attr("train_time_s", round(result.train_time_s, 2))
         trial.set_user_attr("evaluations", reporter.evaluations)
@@ -274,10 +361,20 @@ def run_study(
     else:
         say(f"study {study_name!r} already holds {done} finished trial(s): nothing to run")
     summary = _summarize(study, scenario, strategy, storage, out, ranges, time.perf_counter() - started)
+    summary.not_searched = not_searched
     if summary.best_trial is not None:
         best = study.best_trial
+        # The best trial's evaluation schedule: patience counts evaluations, and the checkpoint kept is
+        # the best evaluation's, so evaluating once per epoch instead would train another model. A trial
+        # of a study started before eval_steps was recorded: computed as its objective did.
+        eval_steps = best.user_attrs.get("eval_steps") or _eval_steps(
+            n_train, best.params.get("batch_size", base_config.params.batch_size), evals_per_epoch
+        )
         best_config = make_train_config(
-            scenario, strategy, output_dir=out / "best", **{**overrides, **best.params}
+            scenario,
+            strategy,
+            output_dir=out / "best",
+            **{"eval_steps": eval_steps, **overrides, **best.params},
         )
         path = out / "best_config.json"
         path.write_text(best_config.model_dump_json(indent=2))
@@ -287,6 +384,8 @@ def run_study(
 
             repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
             say(f"training the best configuration (trial {best.number}) to publish it")
+            if best.user_attrs.get("collapsed"):
+                say(f"trial {best.number} collapsed: the retrain may train again at a lower learning rate")
             manifest = publish_run(
                 train(best_config),
                 repo,

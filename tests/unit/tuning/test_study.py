@@ -119,3 +119,139 @@ def test_publish_trains_the_best_and_records_the_study(
     assert manifest.extra["tune"]["best_trial"] == study.best_trial.number
     params = manifest.training_config["params"]
     assert params["learning_rate"] == pytest.approx(study.best_params["learning_rate"])
+
+
+def _trial_eval_steps(config: TrainConfig) -> int:
+    """What a trial of these studies evaluates on: 2 evaluations per epoch of the run's train rows."""
+    import math
+
+    from training.data import prepare_data
+
+    steps_per_epoch = math.ceil(len(prepare_data(config).train) / config.params.batch_size)
+    return math.ceil(steps_per_epoch / 2)
+
+
+def test_best_config_keeps_the_trials_evaluation_schedule(resumed_study) -> None:
+    """Patience counts evaluations and the checkpoint kept is the best evaluation's: best_config must
+    evaluate on the trial's step schedule, not once per epoch."""
+    _, _, study, _, out = resumed_study
+    config = TrainConfig.model_validate_json((out / "best_config.json").read_text())
+    assert config.eval_steps is not None
+    assert config.eval_steps == study.best_trial.user_attrs["eval_steps"] == _trial_eval_steps(config)
+
+
+def test_publish_retrains_on_the_trials_schedule(resumed_study, tune_scenario, tiny_roberta_dir) -> None:
+    from model_repository import ModelRepository
+
+    _, _, study, _, out = resumed_study
+    repo = ModelRepository(out / "repo-schedule")
+    summary = run_study(
+        tune_scenario,
+        "full",
+        trials=3,
+        study_name="toy-study",
+        output_dir=out,
+        base_model=str(tiny_roberta_dir),
+        num_train_epochs=1,
+        say=lambda line: None,
+        publish=True,
+        repository=repo,
+        export_precisions=None,
+        **FAST,
+    )
+    manifest = repo.verify("toy", summary.published_version)
+    config = TrainConfig.model_validate(manifest.training_config)
+    assert config.eval_steps == _trial_eval_steps(config)  # not None: once per epoch
+    assert config.eval_steps == study.best_trial.user_attrs["eval_steps"]
+    # Same seed, same data, same schedule: the published run is the best trial's run.
+    assert manifest.metrics["macro_f1"] == pytest.approx(study.best_value)
+
+
+def test_epochs_are_not_searched_when_min_train_steps_sets_the_run(
+    tune_scenario, tiny_roberta_dir, tmp_path
+) -> None:
+    """min_train_steps 18 on 180 rows: 1, 2 or 3 epochs all train >= 3 epochs (18 steps at batch 32)."""
+    import optuna
+
+    scenario = tune_scenario.model_copy(
+        update={
+            "search_space": tune_scenario.search_space.model_validate(
+                {
+                    "learning_rate": {"low": 1e-3, "high": 5e-3, "log": True},
+                    "batch_size": {"choices": [32, 64]},
+                    "num_train_epochs": {"low": 1, "high": 3, "step": 1},
+                }
+            )
+        }
+    )
+    lines: list[str] = []
+    summary = run_study(
+        scenario,
+        "full",
+        trials=1,
+        output_dir=tmp_path,
+        study_name="epochs",
+        pruner="none",
+        base_model=str(tiny_roberta_dir),
+        min_train_steps=18,
+        evals_per_epoch=1,
+        say=lines.append,
+        **FAST,
+    )
+    study = optuna.load_study(study_name="epochs", storage=summary.storage)
+    assert "num_train_epochs" not in study.trials[0].params
+    assert set(summary.search_space) == {"learning_rate", "batch_size"}
+    assert "min_train_steps 18" in summary.not_searched["num_train_epochs"]
+    assert study.user_attrs["not_searched"] == summary.not_searched
+    assert any(line.startswith("num_train_epochs is not searched: min_train_steps 18") for line in lines)
+
+
+def test_epochs_stay_searched_where_they_change_the_run() -> None:
+    """The packaged emotion LoRA at 1,000 rows (min_train_steps 1200): 1..3 epochs are all ~19; with
+    6,400 rows at batch 8 the floor is 1.5 epochs and 2 or 3 epochs train longer; max_steps fixes all."""
+    from pathlib import Path
+
+    from training import make_train_config
+    from training.tuning.space import default_search_space
+    from training.tuning.study import _inert_epochs
+
+    ranges = default_search_space().ranges("lora")
+    config = make_train_config("emotion", "lora", output_dir=Path("unused"))
+    assert "min_train_steps 1200" in _inert_epochs(ranges, config, 1000)
+    assert _inert_epochs(ranges, config, 6400) is None
+    assert "max_steps 50" in _inert_epochs(ranges, config.model_copy(update={"max_steps": 50}), 6400)
+
+
+def _writer_threads() -> set[int]:
+    import threading
+
+    return {id(t) for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()}
+
+
+def test_pruned_trials_leave_no_tensorboard_writer_running(
+    tune_scenario, tiny_roberta_dir, tmp_path, monkeypatch
+) -> None:
+    """Every trial is pruned at its first evaluation: each Trainer must still close its TensorBoard writer."""
+    import optuna
+
+    from training.tuning import study as study_module
+
+    pytest.importorskip("tensorboard")
+    monkeypatch.setattr(study_module, "_pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.01))
+    before = _writer_threads()
+    summary = run_study(
+        tune_scenario,
+        "full",
+        trials=2,
+        output_dir=tmp_path,
+        study_name="pruned",
+        default_trial=False,
+        base_model=str(tiny_roberta_dir),
+        num_train_epochs=1,
+        say=lambda line: None,
+        **FAST,
+    )
+    assert summary.pruned == 2 and summary.complete == 0
+    study = optuna.load_study(study_name="pruned", storage=summary.storage)
+    assert all(list(t.intermediate_values) == [1] for t in study.trials)  # stopped at evaluation 1
+    assert _writer_threads() - before == set()

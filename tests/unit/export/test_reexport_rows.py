@@ -1,0 +1,193 @@
+"""`labelwise export` reads its parity rows as training read them, maps labels by name and does not carry
+the parent's test figures into the child."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model_repository import ModelRepository, layout
+from tests.conftest import toy_sentences
+
+from .conftest import LABELS, MAX_LENGTH_TOKENS
+
+pytest.importorskip("optimum.exporters.onnx", reason="the training extra is not installed")
+pytest.importorskip("onnxruntime")
+
+# Label names that are digits (star ratings): '1' is the model's index 0, never index 1.
+STARS = ["1", "2", "3"]
+
+
+def test_digit_label_names_map_through_label2id() -> None:
+    from training.export.parity import label_ids
+
+    label2id = {name: i for i, name in enumerate(STARS)}
+    assert label_ids(["1", "3", "2"], label2id).tolist() == [0, 2, 1]
+    assert label_ids([2, np.int64(0)], label2id).tolist() == [2, 0]  # training passes ids: indices
+    from training.errors import ExportError
+
+    with pytest.raises(ExportError, match="'4' is not one of the model's labels"):
+        label_ids(["4"], label2id)
+
+
+def _write_rows(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _publish_full(
+    repo: ModelRepository,
+    name: str,
+    labels: list[str],
+    base_dir: Path,
+    base_ref: Any,
+    tokenizer: Any,
+    config: Any,
+    texts: list[str],
+    metrics: dict[str, Any],
+) -> Any:
+    """A full version of a tiny random classifier, with a real training_config and the given metrics."""
+    import json
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from training.export import export_into
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={v: i for i, v in enumerate(labels)},
+    ).eval()
+    with repo.new_version(
+        name,
+        strategy="full",
+        base_model=base_ref,
+        labels=labels,
+        max_length_tokens=MAX_LENGTH_TOKENS,
+        metrics=metrics,
+        training_config=json.loads(config.model_dump_json()),
+    ) as draft:
+        tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
+        model.save_pretrained(draft.path / layout.WEIGHTS_DIR, safe_serialization=True)
+        draft.fields.update(
+            export_into(
+                draft.path,
+                model=model,
+                tokenizer=tokenizer,
+                strategy="full",
+                base_model=base_ref,
+                precisions="fp32",
+                parity_texts=texts,
+                max_length_tokens=MAX_LENGTH_TOKENS,
+                say=lambda _m: None,
+            )
+        )
+    return draft.manifest
+
+
+@pytest.mark.parametrize(
+    ("columns", "labels", "unknown"),
+    [
+        (("text", "label"), LABELS, "positive#negative"),  # an unknown label the scenario drops
+        (("text", "label"), STARS, "9"),  # digit names: '1' is index 0
+        (("review", "stars"), STARS, "9"),  # the scenario's own columns
+    ],
+)
+def test_reexport_reads_rows_with_the_scenario_loader(
+    columns, labels, unknown, tmp_path, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, monkeypatch
+):
+    """As intent_atis: an unknown validation label that the scenario drops, the scenario's columns, digit
+    labels; the re-export reads the rows as training did (cleaned), and the gold ids are the names'."""
+    from training import custom_scenario, make_train_config
+    from training.export import reexport
+    from training.export.parity import label_ids
+
+    rows = [
+        (f"  <b>{t}</b>  ", name)
+        for name, word in zip(labels, LABELS, strict=True)
+        for t in toy_sentences(word, 8)
+    ]
+    rows += [(t, unknown) for t in toy_sentences("neutral", 3, seed=9)]
+    random.Random(3).shuffle(rows)
+    data = tmp_path / "data"
+    _write_rows(data / "train.csv", columns, rows)
+    validation = _write_rows(data / "validation.csv", columns, rows)
+    scenario = custom_scenario(
+        "rows",
+        labels,
+        data,
+        text_column=columns[0],
+        label_column=columns[1],
+        unknown_validation_labels="drop",
+        max_length_tokens=MAX_LENGTH_TOKENS,
+    )
+    config = make_train_config(
+        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    parent = _publish_full(
+        repo, "rows", labels, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, config, ["ok"], {}
+    )
+    seen: list[dict[str, Any]] = []
+    real = reexport.export_into
+    monkeypatch.setattr(reexport, "export_into", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+
+    known = [(t, name) for t, name in rows if name in labels]
+    label2id = {name: i for i, name in enumerate(labels)}
+    for parity_file in (None, validation):  # the run's own validation rows, then --validation PATH
+        child = reexport.reexport_version(repo, "rows", parent.version, "fp32", parity_file)
+        assert child.exports[0].parity.n_samples == len(known) == 24  # the 3 unknown rows dropped
+        kwargs = seen[-1]
+        assert kwargs["parity_texts"] == [
+            " ".join(t.replace("<b>", " ").replace("</b>", " ").split()) for t, _ in known
+        ]
+        gold = label_ids(kwargs["parity_labels"], label2id)
+        assert gold.tolist() == [label2id[name] for _, name in known]
+
+
+def test_reexport_does_not_inherit_the_parents_test_metrics(
+    tmp_path, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer
+):
+    """The parent's metrics.test describes its own graphs (int8_delta_vs_fp32): an fp32-only child must
+    not claim it; the validation metrics, the weights', stay."""
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config
+    from training.export.reexport import reexport_version
+
+    data = tmp_path / "toy"
+    write_toy_csv(data / "train.csv", 10, seed=1)
+    write_toy_csv(data / "validation.csv", 10, seed=2)
+    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
+    config = make_train_config(
+        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    test = {"rows": 30, "accuracy": 0.5, "macro_f1": 0.4, "int8_delta_vs_fp32": -0.01}
+    parent = _publish_full(
+        repo,
+        "toy",
+        LABELS,
+        tiny_roberta_dir,
+        tiny_base_ref,
+        tiny_tokenizer,
+        config,
+        ["ok"],
+        {"macro_f1": 0.41, "test": test},
+    )
+    child = reexport_version(repo, "toy", parent.version, "fp32")
+    assert [e.precision for e in child.exports] == ["fp32"]
+    assert "test" not in child.metrics
+    assert child.metrics["macro_f1"] == 0.41
+    assert repo.verify("toy", parent.version).metrics["test"] == test  # the parent is untouched
