@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .api.request_id import RAY_MIDDLEWARES_PATH
 from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV
 from .direct_ingress import ENV as REBIND_ENV
 
@@ -36,6 +37,9 @@ LOCAL_ENV = {
     # Each replica and router also hands its cached Serve metrics to Ray's metrics every 0.1 s, on the
     # replica's event loop (2 % of that loop's samples at c=32). Ray exports metrics every 10 s anyway.
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # Ray's HTTP servers (the proxy, a replica's direct ingress) echo the caller's X-Request-Id as it came;
+    # this middleware, outside Ray's, leaves a sane one for Ray to echo: the id in the log (request_id.py).
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": RAY_MIDDLEWARES_PATH,
 }
 
 # How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's

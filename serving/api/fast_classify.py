@@ -139,7 +139,7 @@ class ClassifyFrontDoor(FastClassifyMiddleware):
         ):
             await self.app(scope, receive, send)  # answered, or refused, by the whole app
             return
-        set_request_id(scope, headers.get(b"x-request-id", b""))
+        set_request_id(scope)  # the first X-Request-Id, as RequestIdMiddleware reads it
         self.in_flight.count += 1
         admitted = True
         try:

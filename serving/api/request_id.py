@@ -60,6 +60,40 @@ def set_request_id(scope: dict, given: bytes | None = None) -> str:
     return request_id
 
 
+class SaneRequestIdMiddleware:
+    """Pure ASGI middleware for Ray Serve's HTTP servers (its proxy, and each replica's direct ingress),
+    outside Ray's own request-id middleware, which echoes the caller's X-Request-Id as it came (any
+    length, any characters) while the app, logs and error messages use a sane one: before Ray reads it,
+    the header is left as the first sane id the caller sent, or replaced by a new one, so the id in the
+    response is the one in the log. Ray installs it from RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+    (ray_http_middlewares), set by `labelwise serve` and the chart."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers") or []
+            given = [v for k, v in headers if k.lower() == b"x-request-id"]
+            if len(given) != 1 or not _ACCEPTED.fullmatch(given[0].decode("latin-1")):
+                kept = given[0] if given and _ACCEPTED.fullmatch(given[0].decode("latin-1")) else None
+                value = kept if kept is not None else uuid.uuid4().hex.encode()
+                rest = [(k, v) for k, v in headers if k.lower() != b"x-request-id"]
+                scope = {**scope, "headers": [*rest, (b"x-request-id", value)]}
+        await self.app(scope, receive, send)
+
+
+def ray_http_middlewares() -> list[Any]:
+    """What RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH names: the middlewares Ray puts around its HTTP
+    servers, outside its own request-id middleware."""
+    from starlette.middleware import Middleware
+
+    return [Middleware(SaneRequestIdMiddleware)]
+
+
+RAY_MIDDLEWARES_PATH = "serving.api.request_id.ray_http_middlewares"
+
+
 def _behind_ray_serve() -> bool:
     """Whether this app runs on a Serve replica (whose HTTP server already echoes X-Request-Id)."""
     try:
@@ -71,4 +105,12 @@ def _behind_ray_serve() -> bool:
     return True
 
 
-__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "set_request_id"]
+__all__ = [
+    "RAY_MIDDLEWARES_PATH",
+    "REQUEST_ID_HEADER",
+    "RequestIdMiddleware",
+    "SaneRequestIdMiddleware",
+    "ray_http_middlewares",
+    "request_id_of",
+    "set_request_id",
+]

@@ -96,6 +96,18 @@ def test_request_id_is_echoed_or_made(served: ServedApp) -> None:
         "/v1/classify", json={"scenario": "nope", "texts": ["hi"]}, headers={"X-Request-Id": "trace-43"}
     )
     assert refused.status_code == 404 and refused.headers["x-request-id"] == "trace-43"
+    # An id that is not a sane token (a space, 200 characters), or one of two, is not echoed as it came: the
+    # response carries the id the service uses in its log and messages (Infinity's body shows it).
+    infinity = {"model": "mood_frozen", "input": ["hi"]}
+    for sent in ([("X-Request-Id", "bad id")], [("X-Request-Id", "x" * 200)]):
+        answer = served.client.post("/classify", json=infinity, headers=sent)
+        echoed = answer.headers.get_list("x-request-id")
+        assert len(echoed) == 1 and re.fullmatch(r"[0-9a-f]{32}", echoed[0]), (sent, echoed)
+        assert answer.json()["id"] == f"labelwise-{echoed[0]}"
+    two = served.client.post(
+        "/classify", json=infinity, headers=[("X-Request-Id", "first-1"), ("X-Request-Id", "second-2")]
+    )
+    assert two.headers.get_list("x-request-id") == ["first-1"] and two.json()["id"] == "labelwise-first-1"
 
 
 def test_limits_are_announced(served: ServedApp) -> None:

@@ -130,6 +130,10 @@ Python so that CI, which has no helm binary, validates what this renders with Ra
   value: /tmp/home
 - name: LABELWISE_REPOSITORY
   value: {{ .Values.modelRepository.mountPath | quote }}
+# Serve's HTTP proxy echoes a caller's X-Request-Id as it came; this middleware leaves it sane first, so the
+# id in the response is the one in the log (serving/api/request_id.py).
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: serving.api.request_id.ray_http_middlewares
 {{- if include "labelwise.apiKeySecret" . }}
 - name: LABELWISE_API_KEY
   valueFrom:
