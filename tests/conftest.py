@@ -56,6 +56,18 @@ def toy_sentences(label: str, n: int, seed: int = 0) -> list[str]:
     ]
 
 
+def write_rows(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    """A CSV of (text, label)-like rows under a header, its folder made."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
 def write_toy_csv(
     path: Path, n_per_label: int, seed: int = 0, labels: tuple[str, ...] = tuple(_WORDS)
 ) -> Path:

@@ -3,7 +3,6 @@ the parent's test figures into the child."""
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from model_repository import ModelRepository, layout
-from tests.conftest import toy_sentences
+from tests.conftest import toy_sentences, write_rows
 
 from .conftest import LABELS, MAX_LENGTH_TOKENS
 
@@ -33,15 +32,6 @@ def test_digit_label_names_map_through_label2id() -> None:
 
     with pytest.raises(ExportError, match="'4' is not one of the model's labels"):
         label_ids(["4"], label2id)
-
-
-def _write_rows(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def _publish_full(
@@ -122,8 +112,8 @@ def test_reexport_reads_rows_with_the_scenario_loader(
     rows += [(t, unknown) for t in toy_sentences("neutral", 3, seed=9)]
     random.Random(3).shuffle(rows)
     data = tmp_path / "data"
-    _write_rows(data / "train.csv", columns, rows)
-    validation = _write_rows(data / "validation.csv", columns, rows)
+    write_rows(data / "train.csv", rows, columns)
+    validation = write_rows(data / "validation.csv", rows, columns)
     scenario = custom_scenario(
         "rows",
         labels,

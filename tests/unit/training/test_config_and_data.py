@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_rows
 from training import (
     BaseModelNotFoundError,
     CleaningConfig,
@@ -30,15 +30,6 @@ from training.model import lora_targets
 LABELS = ["positive", "negative", "neutral"]
 
 
-def _csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def test_packaged_scenarios_load_with_their_label_sets() -> None:
     expected = {
         "sentiment": 3,
@@ -59,8 +50,8 @@ def test_packaged_scenarios_load_with_their_label_sets() -> None:
 
 def test_data_dir_setting_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABELWISE_DATA_DIR", str(tmp_path))
-    _csv(tmp_path / "spam" / "train.csv", [("hi", "ham")])
-    _csv(tmp_path / "spam" / "validation.csv", [("win", "spam")])
+    write_rows(tmp_path / "spam" / "train.csv", [("hi", "ham")])
+    write_rows(tmp_path / "spam" / "validation.csv", [("win", "spam")])
     config = make_train_config(
         "spam", "lora", max_train_samples=100, lora_r=4, num_train_epochs=1, max_length_tokens=32
     )
@@ -91,7 +82,7 @@ def test_formats_load_and_labels_follow_the_config_order(fmt: str, tmp_path: Pat
     frame = pd.DataFrame(rows, columns=["body", "tag"])
     path = tmp_path / f"train.{fmt}"
     {
-        "csv": lambda: frame.to_csv(path, index=False),
+        "csv": lambda: frame.towrite_rows(path, index=False),
         "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
         "parquet": lambda: frame.to_parquet(path),
     }[fmt]()
@@ -112,7 +103,7 @@ def test_formats_load_and_labels_follow_the_config_order(fmt: str, tmp_path: Pat
 def test_stratified_validation_split_and_caps(tmp_path: Path) -> None:
     rows = [(f"text {i}", "positive") for i in range(80)] + [(f"other {i}", "negative") for i in range(20)]
     rows += [("lonely", "neutral")]
-    _csv(tmp_path / "train.csv", rows)
+    write_rows(tmp_path / "train.csv", rows)
     scenario = custom_scenario("split", LABELS, tmp_path, validation_split=0.2)
     data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
     assert data.validation_is_split
@@ -162,7 +153,7 @@ def test_missing_file(tmp_path: Path, tiny_roberta_dir: Path) -> None:
 
 
 def test_missing_column(tmp_path: Path, tiny_roberta_dir: Path) -> None:
-    _csv(tmp_path / "data" / "train.csv", [("good", "positive")], header=("sentence", "label"))
+    write_rows(tmp_path / "data" / "train.csv", [("good", "positive")], header=("sentence", "label"))
     _stops(_config(tmp_path, tiny_roberta_dir), DataError, "train.csv", "missing column 'text'", "sentence")
 
 
@@ -174,14 +165,14 @@ def test_empty_file(content: str, tmp_path: Path, tiny_roberta_dir: Path) -> Non
 
 
 def test_validation_label_not_in_config(tmp_path: Path, tiny_roberta_dir: Path) -> None:
-    _csv(tmp_path / "data" / "train.csv", [("good", "positive"), ("bad", "negative")])
-    _csv(tmp_path / "data" / "validation.csv", [("good", "positive"), ("so so", "mixed")])
+    write_rows(tmp_path / "data" / "train.csv", [("good", "positive"), ("bad", "negative")])
+    write_rows(tmp_path / "data" / "validation.csv", [("good", "positive"), ("so so", "mixed")])
     _stops(_config(tmp_path, tiny_roberta_dir), DataError, "validation.csv", "'mixed'", "not in the scenario")
 
 
 def test_validation_label_can_be_dropped_by_config(tmp_path: Path) -> None:
-    _csv(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])
-    _csv(tmp_path / "validation.csv", [("good", "positive"), ("so so", "mixed")])
+    write_rows(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])
+    write_rows(tmp_path / "validation.csv", [("good", "positive"), ("so so", "mixed")])
     scenario = custom_scenario("drop", LABELS, tmp_path, unknown_validation_labels="drop")
     data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
     assert data.validation.texts == ["good"] and data.dropped_validation_rows == 1
@@ -190,7 +181,7 @@ def test_validation_label_can_be_dropped_by_config(tmp_path: Path) -> None:
 def test_fewer_than_two_classes(tmp_path: Path, tiny_roberta_dir: Path) -> None:
     with pytest.raises(ScenarioConfigError, match="at least 2 labels"):
         custom_scenario("one", ["positive"], tmp_path)
-    _csv(tmp_path / "data" / "train.csv", [("good", "positive"), ("great", "positive")])
+    write_rows(tmp_path / "data" / "train.csv", [("good", "positive"), ("great", "positive")])
     _stops(_config(tmp_path, tiny_roberta_dir), DataError, "train.csv", "fewer than 2 classes")
 
 
@@ -262,7 +253,7 @@ def test_weighted_sampling_turns_auto_loss_weights_off(tmp_path: Path) -> None:
     from training.trainer import _class_balance
 
     rows = [(f"text {i}", "positive") for i in range(80)] + [(f"other {i}", "negative") for i in range(10)]
-    _csv(tmp_path / "train.csv", rows)
+    write_rows(tmp_path / "train.csv", rows)
     scenario = custom_scenario("balance", LABELS, tmp_path, validation_split=0.2)
 
     def balance(**settings):  # type: ignore[no-untyped-def]
@@ -288,18 +279,18 @@ def test_csv_cells_are_read_as_written(tmp_path: Path) -> None:
         ("#N/A", "false"),
         ("x", "007"),
     ]
-    _csv(tmp_path / "train.csv", rows)
+    write_rows(tmp_path / "train.csv", rows)
     scenario = custom_scenario("asis", ["true", "false", "007"], tmp_path, validation_split=0.4)
     data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
     texts = set(data.train.texts) | set(data.validation.texts)
     assert texts == {"NA", "null", "None", "n/a", "#N/A", "x"}
-    _csv(tmp_path / "train.csv", [*rows, ("", "true")])
+    write_rows(tmp_path / "train.csv", [*rows, ("", "true")])
     with pytest.raises(DataError, match="row 8: empty 'text'"):
         prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
 
 
 def test_a_validation_split_with_no_rows_is_refused_before_training(tmp_path: Path) -> None:
-    _csv(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])  # one row per class
+    write_rows(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])  # one row per class
     scenario = custom_scenario("tiny", LABELS, tmp_path, validation_split=0.2)
     with pytest.raises(DataError, match=r"no validation rows for 'tiny'.*at least 2 rows"):
         prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))

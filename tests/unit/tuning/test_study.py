@@ -92,14 +92,9 @@ def test_resuming_with_another_strategy_is_refused(resumed_study, tune_scenario,
         )
 
 
-def test_publish_trains_the_best_and_records_the_study(
-    resumed_study, tune_scenario, tiny_roberta_dir
-) -> None:
-    from model_repository import ModelRepository
-
-    _, _, study, _, out = resumed_study
-    repo = ModelRepository(out / "repo")
-    summary = run_study(  # the study already holds 3 finished trials: only the publish step runs
+def _publish_best(tune_scenario, out, tiny_roberta_dir, repo):  # type: ignore[no-untyped-def]
+    """run_study on the resumed toy study with --publish: it trains the best trial again and publishes it."""
+    return run_study(
         tune_scenario,
         "full",
         trials=3,
@@ -113,6 +108,17 @@ def test_publish_trains_the_best_and_records_the_study(
         export_precisions=None,
         **FAST,
     )
+
+
+def test_publish_trains_the_best_and_records_the_study(
+    resumed_study, tune_scenario, tiny_roberta_dir
+) -> None:
+    from model_repository import ModelRepository
+
+    _, _, study, _, out = resumed_study
+    repo = ModelRepository(out / "repo")
+    # The study already holds 3 finished trials: only the publish step runs.
+    summary = _publish_best(tune_scenario, out, tiny_roberta_dir, repo)
     assert summary.trials == 4  # nothing new ran
     manifest = repo.verify("toy", summary.published_version)
     assert manifest.extra["tune"]["study_name"] == "toy-study"
@@ -145,20 +151,7 @@ def test_publish_retrains_on_the_trials_schedule(resumed_study, tune_scenario, t
 
     _, _, study, _, out = resumed_study
     repo = ModelRepository(out / "repo-schedule")
-    summary = run_study(
-        tune_scenario,
-        "full",
-        trials=3,
-        study_name="toy-study",
-        output_dir=out,
-        base_model=str(tiny_roberta_dir),
-        num_train_epochs=1,
-        say=lambda line: None,
-        publish=True,
-        repository=repo,
-        export_precisions=None,
-        **FAST,
-    )
+    summary = _publish_best(tune_scenario, out, tiny_roberta_dir, repo)
     manifest = repo.verify("toy", summary.published_version)
     config = TrainConfig.model_validate(manifest.training_config)
     assert config.eval_steps == _trial_eval_steps(config)  # not None: once per epoch
