@@ -82,7 +82,7 @@ def test_formats_load_and_labels_follow_the_config_order(fmt: str, tmp_path: Pat
     frame = pd.DataFrame(rows, columns=["body", "tag"])
     path = tmp_path / f"train.{fmt}"
     {
-        "csv": lambda: frame.towrite_rows(path, index=False),
+        "csv": lambda: frame.to_csv(path, index=False),
         "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
         "parquet": lambda: frame.to_parquet(path),
     }[fmt]()
