@@ -4,24 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_repository import Manifest, ModelRepository
+from model_repository import Manifest, ManifestError, ModelRepository
+
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
 class ScenarioRow:
-    """One scenario of the repository: its published versions and its aliases."""
+    """One scenario of the repository: its published versions and its aliases (the version each names,
+    or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites it)."""
 
     scenario: str
     versions: list[int]
-    aliases: dict[str, int]
+    aliases: dict[str, int | str]
 
 
 def list_scenarios(repo: ModelRepository) -> list[ScenarioRow]:
-    """Every scenario with its versions and aliases."""
-    return [
-        ScenarioRow(name, repo.list_versions(name), dict(repo.aliases(name)))
-        for name in repo.list_scenarios()
-    ]
+    """Every scenario with its versions and aliases; an unreadable alias file is shown, not raised."""
+    rows = []
+    for name in repo.list_scenarios():
+        aliases = {
+            alias: UNREADABLE if isinstance(version, Exception) else version
+            for alias, version in repo.read_aliases(name).items()
+        }
+        rows.append(ScenarioRow(name, repo.list_versions(name), aliases))
+    return rows
 
 
 def show_version(repo: ModelRepository, scenario: str, ref: str = "latest") -> Manifest:
@@ -35,7 +42,11 @@ def verify_version(repo: ModelRepository, scenario: str, ref: str = "latest") ->
 
 
 def promote(repo: ModelRepository, scenario: str, version: int, alias: str = "production") -> int | None:
-    """Point alias at version (verified first); return the version it pointed at before, if any."""
-    before = repo.aliases(scenario).get(alias)
+    """Point alias at version (verified first); return the version it pointed at before, if any (None
+    also when its alias file was unreadable: it is overwritten). Only this alias is read."""
+    try:
+        before = repo.alias_version(scenario, alias)
+    except ManifestError:
+        before = None
     repo.set_alias(scenario, alias, version)
     return before

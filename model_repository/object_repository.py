@@ -56,6 +56,7 @@ from .repository import (
     default_root,
     draft_files,
     draft_folder,
+    parse_alias,
     parse_manifest,
     validate_name,
 )
@@ -85,8 +86,8 @@ def _claim_body() -> bytes:
 class ObjectStoreRepository(ModelRepository):
     """A ModelRepository whose root is an object-store URL; `ModelRepository(url)` returns one.
 
-    Opening it lists the bucket once: missing credentials, a missing bucket or an unreachable endpoint
-    are refused here, by name (ObjectStoreError), not at the first request that needs a file.
+    Opening it lists one key under its prefix: missing credentials, a missing bucket or an unreachable
+    endpoint are refused here, by name (ObjectStoreError), not at the first request that needs a file.
     """
 
     def __init__(
@@ -126,17 +127,34 @@ class ObjectStoreRepository(ModelRepository):
 
     # ---- listing and resolving ----------------------------------------------------------
     def list_scenarios(self) -> list[str]:
-        found = set()
-        for rel in self.store.files(""):
-            parts = rel.split("/")
-            if (
-                len(parts) == 3
-                and _NAME.fullmatch(parts[0])
-                and is_number(parts[1])
-                and parts[2] == MANIFEST_FILE
-            ):
-                found.add(parts[0])
-        return sorted(found)
+        """Names with a published version: one delimiter listing of the root, then per candidate one of
+        its prefix and a HEAD of its newest manifest (not a listing of every object in the store)."""
+        return [n for n in self.store.children("") if _NAME.fullmatch(n) and self._newest_published(n)]
+
+    def _newest_published(self, scenario: str) -> int | None:
+        """The highest version number whose manifest exists (torn numbers are skipped), or None."""
+        name = validate_name(scenario)
+        numbers = sorted((int(n) for n in self.store.children(name) if is_number(n)), reverse=True)
+        for number in numbers:
+            if self.store.exists(f"{name}/{number}/{MANIFEST_FILE}"):
+                return number
+        return None
+
+    def resolve(self, scenario: str, ref: str | int = "production") -> int:
+        """As ModelRepository.resolve; an alias costs one GET and one HEAD of the manifest it names, and
+        'latest' a delimiter listing and a HEAD: what every replica does every poll."""
+        if isinstance(ref, str) and not is_number(ref):
+            if ref == "latest":
+                newest = self._newest_published(scenario)
+                if newest is not None:
+                    return newest
+            else:
+                version = self.alias_version(scenario, validate_name(ref, "alias"))
+                if version is not None and self.store.exists(
+                    f"{self._version_key(scenario, version)}/{MANIFEST_FILE}"
+                ):
+                    return version
+        return super().resolve(scenario, ref)  # errors, numbers: as a local root
 
     def _published_versions(self, scenario: str) -> list[int]:
         """Versions whose marker (manifest.json) exists: a torn upload is not a version."""
@@ -147,35 +165,50 @@ class ObjectStoreRepository(ModelRepository):
             if rel.endswith(f"/{MANIFEST_FILE}") and _is_version(rel)
         )
 
-    def aliases(self, scenario: str) -> dict[str, int]:
-        out = {}
+    def _alias_names(self, scenario: str) -> list[str]:
         prefix = f"{validate_name(scenario)}/{ALIASES_DIR}"
-        for name in self.store.children(prefix):
-            if name.endswith(".json") and not name.startswith(_TMP_PREFIX):
-                version = self._alias_version(scenario, name[: -len(".json")])
-                if version is not None:
-                    out[name[: -len(".json")]] = version
-        return out
+        names = (n[: -len(".json")] for n in self.store.children(prefix) if n.endswith(".json"))
+        return sorted(n for n in names if _NAME.fullmatch(n))
 
-    def _alias_version(self, scenario: str, alias: str) -> int | None:
+    def alias_version(self, scenario: str, alias: str) -> int | None:
+        key = f"{validate_name(scenario)}/{ALIASES_DIR}/{validate_name(alias, 'alias')}.json"
         try:
-            data = self.store.read_bytes(f"{validate_name(scenario)}/{ALIASES_DIR}/{alias}.json")
+            data = self.store.read_bytes(key)
         except FileNotFoundError:
             return None
-        return int(json.loads(data)["version"])
+        return parse_alias(data, f"{self.root}/{key}")
 
     def _write_alias(self, scenario: str, alias: str, version: int) -> None:
         body = json.dumps({"version": version}, indent=2, sort_keys=True).encode()
         self.store.put_bytes(f"{scenario}/{ALIASES_DIR}/{alias}.json", body)
 
     def fingerprint(self, scenario: str, version: int, alias: str) -> tuple:
-        """Keys, sizes and ETags of the version's objects and of the alias object."""
-        listing = self.store.files(self._version_key(scenario, version))
-        alias_key = f"{ALIASES_DIR}/{alias}.json"
-        alias_entry = self.store.files(validate_name(scenario)).get(alias_key, {})
-        stats = [(rel, e["size"], e["etag"]) for rel, e in sorted(listing.items())]
-        stats.append((alias_key, alias_entry.get("size"), alias_entry.get("etag")))
+        """Keys, sizes, ETags and modification times of the version's objects, of the alias object and of
+        the `base.json` of each base the version reads: promoting the same version again (identical
+        bytes, same ETag) or restoring a base changes it, so a refused version is tried again."""
+        key = self._version_key(scenario, version)
+        listing = self.store.files(key)
+        stats: list[tuple] = [
+            (rel, e["size"], e["etag"], e["modified"]) for rel, e in sorted(listing.items())
+        ]
+        alias_key = f"{validate_name(scenario)}/{ALIASES_DIR}/{alias}.json"
+        stats.append(_stat_row(alias_key, self.store.stat(alias_key)))
+        for base in self._base_info_keys(scenario, version):
+            stats.append(_stat_row(base, self.store.stat(base)))
         return tuple(stats)
+
+    def _base_info_keys(self, scenario: str, version: int) -> list[str]:
+        """The `base.json` keys of the bases a version reads ([] when its manifest cannot be read)."""
+        try:
+            manifest = self.load_manifest(scenario, version)
+        except RepositoryError:
+            return []
+        base = manifest.base_encoder
+        if base is None:
+            return []
+        with contextlib.suppress(RepositoryError):
+            return [f"{self._base_key(base.key, f)}/{BASE_INFO_FILE}" for f in base.graph_folders()]
+        return []
 
     # ---- manifests ----------------------------------------------------------------------
     def _manifest_bytes(self, scenario: str, version: int) -> bytes:
@@ -453,6 +486,12 @@ class ObjectStoreRepository(ModelRepository):
 def _is_version(rel: str) -> bool:
     parts = rel.split("/")
     return len(parts) == 2 and is_number(parts[0])
+
+
+def _stat_row(key: str, entry: dict[str, Any] | None) -> tuple:
+    if entry is None:
+        return (key, None, None, None)
+    return (key, entry["size"], entry["etag"], entry["modified"])
 
 
 def _discard(folder: Path) -> None:

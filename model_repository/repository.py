@@ -35,6 +35,7 @@ from .errors import (
     IntegrityError,
     InvalidNameError,
     ManifestError,
+    RepositoryError,
     ScenarioNotFoundError,
     SchemaVersionError,
     UnsafePathError,
@@ -309,15 +310,33 @@ class ModelRepository:
         return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and is_number(p.name))
 
     def aliases(self, scenario: str) -> dict[str, int]:
+        """Every alias of the scenario and the version it names; ManifestError naming the first alias file
+        that cannot be read (read_aliases gives the others all the same)."""
+        out = {}
+        for alias, version in self.read_aliases(scenario).items():
+            if isinstance(version, RepositoryError):
+                raise version
+            out[alias] = version
+        return out
+
+    def read_aliases(self, scenario: str) -> dict[str, int | RepositoryError]:
+        """Every alias of the scenario: the version it names, or the ManifestError of an unreadable file."""
+        out: dict[str, int | RepositoryError] = {}
+        for alias in self._alias_names(scenario):
+            try:
+                version = self.alias_version(scenario, alias)
+            except ManifestError as exc:
+                out[alias] = exc
+            else:
+                if version is not None:
+                    out[alias] = version
+        return out
+
+    def _alias_names(self, scenario: str) -> list[str]:
         folder = self.scenario_path(scenario) / ALIASES_DIR
         if not folder.is_dir():
-            return {}
-        out = {}
-        for path in sorted(folder.glob("*.json")):
-            if path.name.startswith(_TMP_PREFIX):
-                continue
-            out[path.stem] = int(json.loads(path.read_text())["version"])
-        return out
+            return []
+        return sorted(p.stem for p in folder.glob("*.json") if _NAME.fullmatch(p.stem))
 
     def resolve(self, scenario: str, ref: str | int = "production") -> int:
         """Turn an alias, 'latest' or a version number into a published version number."""
@@ -332,24 +351,28 @@ class ModelRepository:
         if ref == "latest":
             return versions[-1]
         validate_name(ref, "alias")
-        version = self._alias_version(scenario, ref)
+        version = self.alias_version(scenario, ref)
         if version is None:
-            known = sorted(self.aliases(scenario))
+            known = sorted(self.read_aliases(scenario))
             raise AliasNotFoundError(f"scenario {scenario!r} has no alias {ref!r} (aliases: {known})")
         return version
 
-    def _alias_version(self, scenario: str, alias: str) -> int | None:
-        """The version an alias names, or None when the scenario has no such alias."""
-        path = self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json"
+    def alias_version(self, scenario: str, alias: str) -> int | None:
+        """The version an alias names, None when the scenario has no such alias; ManifestError naming the
+        alias file when it cannot be read (not JSON, no whole version number)."""
+        path = self.scenario_path(scenario) / ALIASES_DIR / f"{validate_name(alias, 'alias')}.json"
         if not path.is_file():
             return None
-        return int(json.loads(path.read_text())["version"])
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return parse_alias(data, str(path))
 
     def set_alias(self, scenario: str, alias: str, version: int) -> None:
-        """Point alias at version, atomically; the version must exist and verify."""
-        validate_name(alias, "alias")
-        if alias == "latest":
-            raise InvalidNameError("alias 'latest' is reserved: it always means the newest version")
+        """Point alias at version, atomically; the version must exist and verify. An unreadable alias
+        file is overwritten."""
+        check_alias_name(alias)
         self.verify(scenario, version)
         self._write_alias(scenario, alias, int(version))
 
@@ -363,6 +386,10 @@ class ModelRepository:
         folder = self.version_path(scenario, version)
         paths = sorted(folder.rglob("*")) if folder.is_dir() else []
         paths.append(self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json")
+        with contextlib.suppress(RepositoryError):  # a restored base is tried again, too
+            base = read_manifest(folder / MANIFEST_FILE).base_encoder
+            for name in base.graph_folders() if base is not None else ():
+                paths.append(self.base_path(base.key, name) / BASE_INFO_FILE)
         stats = []
         for path in paths:
             with contextlib.suppress(OSError):
@@ -497,6 +524,36 @@ class ModelRepository:
         _check_all_listed(folder, files, BASE_INFO_FILE, what)
         _check_files(folder, files, what)
         return info
+
+
+def check_alias_name(alias: str) -> str:
+    """alias if it can name an alias: a safe name that is neither 'latest' nor all digits (a version)."""
+    validate_name(alias, "alias")
+    if alias == "latest":
+        raise InvalidNameError("alias 'latest' is reserved: it always means the newest version")
+    if is_number(alias):
+        raise InvalidNameError(
+            f"invalid alias name {alias!r}: an all-digit name is read as a version number; "
+            "use a name with a letter in it"
+        )
+    return alias
+
+
+def parse_alias(data: bytes, path: str) -> int:
+    """The version an alias file's bytes name; ManifestError naming the file when they do not."""
+    try:
+        payload = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"alias file {path} is unreadable: not JSON ({exc})") from None
+    version = payload.get("version") if isinstance(payload, dict) else None
+    if isinstance(version, str) and is_number(version):
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ManifestError(
+            f'alias file {path} is unreadable: expected {{"version": N}} with N a version number, '
+            f"found {data[:80]!r}; promote a version to this alias again to rewrite it"
+        )
+    return version
 
 
 def read_manifest(path: Path) -> Manifest:

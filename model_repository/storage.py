@@ -77,6 +77,21 @@ def _no_credentials(exc: BaseException) -> bool:
     return type(exc).__name__ in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
 
 
+def _folder_marker(full: str, info: dict[str, Any]) -> bool:
+    """A zero-byte `prefix/` object that S3 consoles, MinIO and sync tools make to show a folder."""
+    key = str(info.get("Key") or info.get("name") or full)
+    return (key.endswith("/") or full.endswith("/")) and int(info.get("size") or 0) == 0
+
+
+def _entry(info: dict[str, Any]) -> dict[str, Any]:
+    """Size, ETag and modification time of a listed object (S3 `LastModified`, GCS `updated`)."""
+    return {
+        "size": int(info.get("size") or 0),
+        "etag": str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""),
+        "modified": str(info.get("LastModified") or info.get("updated") or info.get("mtime") or ""),
+    }
+
+
 class ObjectStore:
     """The objects under one repository URL, addressed by keys relative to it (`spam/3/manifest.json`).
 
@@ -110,8 +125,20 @@ class ObjectStore:
 
     # ---- reads ------------------------------------------------------------------------------
     def check_access(self) -> None:
-        """One listing of the bucket: refuse now, by name, a missing bucket, credentials or endpoint."""
-        self._call("open", lambda: self.fs.ls(self.bucket, detail=False))
+        """One listing of at most one key under the repository's prefix (what a prefix-scoped policy
+        allows, whatever the bucket holds): refuse now, by name, a missing bucket, credentials or
+        endpoint. An empty or absent prefix is a new, empty repository, not an error."""
+        prefix = self._base[len(self.bucket) + 1 :]
+        if hasattr(self.fs, "call_s3"):  # s3fs: ListObjectsV2, MaxKeys=1 (NoSuchBucket: FileNotFoundError)
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "MaxKeys": 1}
+            if prefix:
+                kwargs["Prefix"] = prefix + "/"
+            self._call("open", lambda: self.fs.call_s3("list_objects_v2", **kwargs))
+            return
+        try:
+            self._call("open-prefix", lambda: self.fs.ls(self._base, detail=False), missing_ok=True)
+        except FileNotFoundError:  # nothing under the prefix yet, or no bucket: ask about the bucket
+            self._call("open", lambda: self.fs.info(self.bucket))
 
     def exists(self, relative: str) -> bool:
         path = self.key(relative)
@@ -140,16 +167,22 @@ class ObjectStore:
             return {}
         out = {}
         for full, info in found.items():
-            if info.get("type") == "directory":
+            if info.get("type") == "directory" or _folder_marker(full, info):
                 continue
             rel = self.relative(full)
             if relative:
                 rel = rel[len(relative) + 1 :] if rel.startswith(relative + "/") else rel
-            out[rel] = {
-                "size": int(info.get("size") or 0),
-                "etag": str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""),
-            }
+            out[rel] = _entry(info)
         return out
+
+    def stat(self, relative: str) -> dict[str, Any] | None:
+        """One object's {"size", "etag", "modified"} (a HEAD); None when there is none."""
+        path = self.key(relative)
+        try:
+            info = self._call(relative, lambda: self.fs.info(path), missing_ok=True)
+        except FileNotFoundError:
+            return None
+        return None if info.get("type") == "directory" else _entry(info)
 
     def download(self, relative: str, local: Path) -> None:
         path = self.key(relative)
@@ -163,12 +196,20 @@ class ObjectStore:
         self._call(relative, lambda: self.fs.pipe_file(path, data))
 
     def create_bytes(self, relative: str, data: bytes) -> bool:
-        """Write the object only if there is none (a conditional PUT); False when it already exists."""
+        """Write the object only if there is none (a conditional PUT); False when another writer's exists.
+
+        A PUT whose response was lost is retried by the client and answered 412 by our own object: the
+        object is read back, and when it holds exactly these bytes the write was ours (callers make their
+        bytes unique: a claim names host, pid and time; a marker names its version).
+        """
         path = self.key(relative)
         try:
             self._call(relative, lambda: self.fs.pipe_file(path, data, mode="create"))
         except FileExistsError:
-            return False
+            try:
+                return self.read_bytes(relative) == data
+            except FileNotFoundError:
+                return False
         return True
 
     def upload(self, local: Path, relative: str) -> None:

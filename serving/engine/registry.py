@@ -86,6 +86,7 @@ class ScenarioRegistry:
         self._bases = BaseEncoderCache()
         self.adapters = MultiAdapterCache()  # lora_mode shared: one graph + table per base
         self._lock = threading.Lock()  # one poll at a time; lookups never take it
+        self.listing_error: str | None = None  # serve-all mode: why the last listing of scenarios failed
 
     # ---- lookups (request path) -------------------------------------------------------------
     def get(self, name: str) -> LoadedScenario:
@@ -121,7 +122,12 @@ class ScenarioRegistry:
         """
         with self._lock:
             if self.serve_all:
-                self._follow_repository()
+                try:
+                    self._follow_repository()
+                except Exception as exc:  # a failed listing: the known scenarios are still polled
+                    self._note_listing_error(f"{type(exc).__name__}: {exc}")
+                else:
+                    self._note_listing_error(None)
             events = []
             for state in list(self._states.values()):
                 try:
@@ -140,6 +146,16 @@ class ScenarioRegistry:
             self._states.setdefault(name, ScenarioState(name, self.default_alias))
         for name in [n for n, s in self._states.items() if n not in present and s.loaded is None]:
             del self._states[name]
+
+    def _note_listing_error(self, message: str | None) -> None:
+        """Serve-all mode: log a failure to list the repository once per change, and its recovery."""
+        if message is not None and message != self.listing_error:
+            logger.warning(
+                "cannot list the scenarios of %s (known ones are still polled): %s", self.repo.root, message
+            )
+        elif message is None and self.listing_error is not None:
+            logger.info("listing the scenarios of %s works again", self.repo.root)
+        self.listing_error = message
 
     def _note_error(self, state: ScenarioState, message: str, level: int = logging.WARNING) -> None:
         """Record why a scenario is not (re)loading; log it once per change, not once per poll."""

@@ -22,12 +22,18 @@ import numpy as np
 import pytest
 
 from model_repository import (
+    AliasNotFoundError,
+    BaseEncoderRef,
+    BaseModelRef,
     IntegrityError,
+    InvalidNameError,
+    ManifestError,
     MissingStoragePackageError,
     ModelRepository,
     ObjectStoreError,
     ObjectStoreRepository,
     RepositoryError,
+    ScenarioNotFoundError,
     UnsafePathError,
     VersionNotFoundError,
     file_sha256,
@@ -438,3 +444,186 @@ def test_a_writer_that_lost_a_base_claim_waits_for_the_winners_base_or_refuses(
     finally:
         finish.join()
     assert repo.has_base("slow-winner", "int8")
+
+
+# ---- small versions written straight through the repository API (no training) -----------------------
+FIELDS = dict(
+    strategy="frozen",
+    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
+    labels=["negative", "positive"],
+    max_length_tokens=16,
+)
+
+
+def _small_repo(s3: S3, tmp_path: Path, prefix: str) -> ObjectStoreRepository:
+    """A fresh repository under its own prefix of the test bucket."""
+    s3.fs.rm(f"{BUCKET}/{prefix}", recursive=True) if s3.fs.exists(f"{BUCKET}/{prefix}") else None
+    return ObjectStoreRepository(f"s3://{BUCKET}/{prefix}", cache_dir=tmp_path / "cache")
+
+
+def _small_version(repo: ModelRepository, scenario: str, payload: bytes = b"weights", **extra) -> int:
+    with repo.new_version(scenario, **{**FIELDS, **extra}) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.bin").write_bytes(payload)
+        (draft.path / "labels.txt").write_text("negative\npositive\n")
+    return draft.version
+
+
+@pytest.mark.parametrize("body", [b"", b'{"version":"abc"}'])
+def test_an_unreadable_alias_in_s3_is_named_listed_and_overwritten(
+    s3: S3, tmp_path: Path, body: bytes
+) -> None:
+    from labelwise import catalog
+
+    repo = _small_repo(s3, tmp_path, "bad-alias")
+    _small_version(repo, "spam")
+    _small_version(repo, "spam")
+    repo.set_alias("spam", "staging", 1)
+    s3.fs.pipe(f"{BUCKET}/bad-alias/spam/_aliases/production.json", body)
+    with pytest.raises(
+        ManifestError, match=re.escape(f"s3://{BUCKET}/bad-alias/spam/_aliases/production.json")
+    ):
+        repo.resolve("spam", "production")
+    (row,) = catalog.list_scenarios(repo)
+    assert row.aliases == {"production": "unreadable", "staging": 1}
+    assert catalog.promote(repo, "spam", 2, alias="staging") == 1  # the bad alias is not read
+    assert catalog.promote(repo, "spam", 2) is None  # and it is overwritten
+    assert repo.aliases("spam") == {"production": 2, "staging": 2}
+    with pytest.raises(InvalidNameError, match="all-digit"):
+        repo.set_alias("spam", "2", 1)
+
+
+def _losing_responses(monkeypatch: pytest.MonkeyPatch, repo: ObjectStoreRepository, suffix: str) -> list[str]:
+    """Conditional PUTs of keys ending in suffix land, but their response is lost: the client retries,
+    and the retry meets the object the first try wrote (412, FileExistsError)."""
+    real, lost = repo.store.fs.pipe_file, []
+
+    def pipe_file(path, data, **kwargs):
+        real(path, data, **kwargs)
+        if kwargs.get("mode") == "create" and path.endswith(suffix):
+            lost.append(path)
+            real(path, data, **kwargs)  # the retry: raises FileExistsError
+
+    monkeypatch.setattr(repo.store.fs, "pipe_file", pipe_file)
+    return lost
+
+
+def test_a_conditional_write_whose_response_was_lost_is_the_writers_own(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _small_repo(s3, tmp_path, "lost-response")
+    lost = _losing_responses(monkeypatch, repo, "/manifest.json")
+    assert _small_version(repo, "spam") == 1
+    assert lost and repo.list_versions("spam") == [1]
+
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", "0.5")
+    lost = _losing_responses(monkeypatch, repo, "/_claims/int8")
+    with repo.new_base("mini", "int8") as draft:
+        (draft.path / "encoder.onnx").write_bytes(b"graph bytes")
+    assert lost and draft.published and repo.has_base("mini", "int8")
+    # Another writer's object is still another writer's.
+    assert repo.store.create_bytes("_bases/mini/_claims/int8", b"someone else") is False
+
+
+def test_a_refused_version_is_retried_on_s3_after_the_same_promotion_or_a_restored_base(
+    s3: S3, tmp_path: Path
+) -> None:
+    import time
+
+    repo = _small_repo(s3, tmp_path, "fingerprint")
+    with repo.new_base("mini", "int8") as draft:
+        (draft.path / "encoder.onnx").write_bytes(b"graph bytes")
+    base = BaseEncoderRef(key="mini", precisions=["int8"])
+    _small_version(repo, "spam", base_encoder=base)
+    repo.set_alias("spam", "production", 1)
+    before = repo.fingerprint("spam", 1, "production")
+    time.sleep(1.1)  # LastModified has a one-second resolution
+    repo.set_alias("spam", "production", 1)  # the same bytes, the same ETag
+    promoted = repo.fingerprint("spam", 1, "production")
+    assert promoted != before
+    # The base is moved away, then restored: the version it was refused for is tried again.
+    info = s3.fs.cat_file(f"{BUCKET}/fingerprint/_bases/mini/int8/base.json")
+    s3.fs.rm(f"{BUCKET}/fingerprint/_bases/mini/int8/base.json")
+    gone = repo.fingerprint("spam", 1, "production")
+    assert gone != promoted
+    s3.fs.pipe(f"{BUCKET}/fingerprint/_bases/mini/int8/base.json", info)
+    assert repo.fingerprint("spam", 1, "production") not in (gone, promoted)
+
+
+def test_a_base_is_rebuilt_on_s3_as_the_docs_say(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/artifacts.md: delete the objects under `_bases/<key>/int8/` and its claim object, re-export."""
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", "0.5")
+    repo = _small_repo(s3, tmp_path, "rebuild")
+    for payload in (b"old graph", b"new graph"):
+        s3.fs.rm(f"{BUCKET}/rebuild/_bases/mini/int8", recursive=True) if repo.has_base(
+            "mini", "int8"
+        ) else None
+        s3.fs.rm(f"{BUCKET}/rebuild/_bases/mini/_claims/int8") if payload == b"new graph" else None
+        with repo.new_base("mini", "int8") as draft:
+            (draft.path / "encoder.onnx").write_bytes(payload)
+        assert draft.published
+    assert s3.fs.cat_file(f"{BUCKET}/rebuild/_bases/mini/int8/encoder.onnx") == b"new graph"
+
+
+def test_opening_a_repository_lists_only_its_own_prefix(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefix-scoped policy allows ListBucket under the prefix only: opening must not list the root."""
+    from model_repository import storage
+
+    calls: list[tuple[str, dict]] = []
+    real_filesystem = storage._filesystem
+
+    def recording_filesystem(scheme: str):
+        fs = real_filesystem(scheme)
+        real_call, real_ls = fs.call_s3, fs.ls
+        fs.call_s3 = lambda method, **kw: calls.append((method, kw)) or real_call(method, **kw)
+        fs.ls = lambda path, **kw: calls.append(("ls", {"path": path})) or real_ls(path, **kw)
+        return fs
+
+    monkeypatch.setattr(storage, "_filesystem", recording_filesystem)
+    ObjectStoreRepository(f"s3://{BUCKET}/never-written/deeper", cache_dir=tmp_path / "cache")  # empty: fine
+    assert calls == [("list_objects_v2", {"Bucket": BUCKET, "MaxKeys": 1, "Prefix": "never-written/deeper/"})]
+    with pytest.raises(ObjectStoreError, match=r"bucket 'no-such-bucket' does not exist"):
+        ModelRepository("s3://no-such-bucket/repo")
+
+
+def test_zero_byte_folder_markers_are_not_stray_files(s3: S3, tmp_path: Path) -> None:
+    repo = _small_repo(s3, tmp_path, "markers")
+    _small_version(repo, "spam")
+    for marker in ("markers/spam/", "markers/spam/1/", "markers/spam/1/weights/"):
+        s3.fs.pipe(f"{BUCKET}/{marker}", b"")
+    assert sorted(repo.store.files("spam/1")) == ["labels.txt", "manifest.json", "weights/model.bin"]
+    assert repo.verify("spam", 1).version == 1
+    assert repo.list_scenarios() == ["spam"] and repo.list_versions("spam") == [1]
+
+
+def test_resolving_an_alias_does_not_list_every_object(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every replica does every poll: a GET of the alias and a HEAD of its manifest, no recursive
+    listing of the scenario; serve-all's scenario listing goes one level deep."""
+    repo = _small_repo(s3, tmp_path, "poll-cost")
+    for _ in range(3):
+        _small_version(repo, "spam")
+    _small_version(repo, "eggs")
+    repo.set_alias("spam", "production", 2)
+    s3.fs.pipe(f"{BUCKET}/poll-cost/spam/9/weights/model.bin", b"torn")  # files, no manifest
+    recursive: list[str] = []
+    real_find = repo.store.fs.find
+
+    def find(path, *args, **kwargs):
+        recursive.append(path)
+        return real_find(path, *args, **kwargs)
+
+    monkeypatch.setattr(repo.store.fs, "find", find)
+    assert repo.resolve("spam", "production") == 2
+    assert repo.resolve("spam", "latest") == 3
+    assert repo.list_scenarios() == ["eggs", "spam"]
+    assert recursive == []
+    with pytest.raises(AliasNotFoundError):
+        repo.resolve("spam", "staging")
+    with pytest.raises(ScenarioNotFoundError):
+        repo.resolve("absent", "production")

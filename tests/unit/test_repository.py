@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,34 @@ def test_bad_alias_names(tmp_path: Path) -> None:
         repo.set_alias("spam", "../prod", 1)
     with pytest.raises(InvalidNameError, match="reserved"):
         repo.set_alias("spam", "latest", 1)
+
+
+@pytest.mark.parametrize("body", [b"", b'{"version":"abc"}', b"null", b'{"version": 0}', b"\xff"])
+def test_an_unreadable_alias_file_is_a_manifest_error_naming_it(tmp_path: Path, body: bytes) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    repo.set_alias("spam", "staging", 1)
+    bad = tmp_path / "spam" / "_aliases" / "production.json"
+    bad.write_bytes(body)
+    for call in (lambda: repo.resolve("spam", "production"), lambda: repo.aliases("spam")):
+        with pytest.raises(ManifestError, match=re.escape(str(bad))):
+            call()
+    assert repo.resolve("spam", "staging") == 1
+    states = repo.read_aliases("spam")
+    assert states["staging"] == 1 and isinstance(states["production"], ManifestError)
+    with pytest.raises(AliasNotFoundError, match="production"):  # the known list still names it
+        repo.resolve("spam", "canary")
+    repo.set_alias("spam", "production", 1)  # an unreadable alias is overwritten
+    assert repo.aliases("spam") == {"production": 1, "staging": 1}
+
+
+def test_an_all_digit_alias_name_is_refused(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish(repo, "spam")
+    with pytest.raises(InvalidNameError, match="all-digit"):
+        repo.set_alias("spam", "2", 1)
+    repo.set_alias("spam", "v2", 1)
+    assert repo.aliases("spam") == {"v2": 1}
 
 
 def test_unknown_scenario_and_version(tmp_path: Path) -> None:

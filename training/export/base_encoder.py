@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from model_repository import BaseModelRef, ModelRepository, RepositoryError, apply_head, layout
+from model_repository import (
+    BaseModelRef,
+    ModelRepository,
+    RepositoryError,
+    apply_head,
+    is_object_store,
+    layout,
+)
 
 from ..errors import ExportError, ParityError
 from . import graphs, heads, parity
@@ -78,12 +85,19 @@ def ensure_base(
                 raise ExportError(f"shared base encoder {key} {folder} fails verification: {exc}") from exc
             say(f"base encoder {key} {folder}: already exported, verified, reused")
             if folder == "int8" and "quantization" not in info.get("info", {}):
+                if is_object_store(repository.root):  # the store's keys, not the local cache's copy
+                    bases = f"{repository.root}/{layout.BASES_DIR}/{key}"
+                    where = (
+                        f"delete the objects under {bases}/int8/ and the claim object "
+                        f"{bases}/{layout.CLAIMS_DIR}/int8"
+                    )
+                else:
+                    where = f"move {repository.base_path(key, 'int8')} away"
                 say(
                     f"base encoder {key} int8 predates the shared-base recipe (every MatMul int8); "
                     f"it is kept, as published versions read it. To export it again with the attention "
-                    f"blocks and feed-forward outputs fp32, move {repository.base_path(key, 'int8')} "
-                    f"away and re-export one frozen version on this base (`labelwise export`): until "
-                    f"then, versions on this base do not load in int8"
+                    f"blocks and feed-forward outputs fp32, {where} and re-export one frozen version on "
+                    f"this base (`labelwise export`): until then, versions on this base do not load in int8"
                 )
         paths[folder] = str(repository.base_path(key, folder) / layout.ENCODER_FILE)
     if not missing:

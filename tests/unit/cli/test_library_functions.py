@@ -62,6 +62,30 @@ def test_catalog_lists_shows_verifies_and_promotes(tmp_path: Path) -> None:
         catalog.promote(repo, "spam", 1, alias="Not Valid")
 
 
+@pytest.mark.parametrize("body", [b"", b'{"version":"abc"}', b"[1]", b'{"version": true}'])
+def test_an_unreadable_alias_is_listed_as_such_and_promote_overwrites_it(tmp_path: Path, body: bytes) -> None:
+    repo = ModelRepository(tmp_path)
+    _publish(repo, "spam")
+    _publish(repo, "spam")
+    catalog.promote(repo, "spam", 1, alias="staging")
+    (tmp_path / "spam" / "_aliases" / "production.json").write_bytes(body)
+    (row,) = catalog.list_scenarios(repo)
+    assert row.aliases == {"production": "unreadable", "staging": 1}
+    # Another alias of the scenario is promoted without reading the bad one...
+    assert catalog.promote(repo, "spam", 2, alias="staging") == 1
+    # ...and the bad one is overwritten.
+    assert catalog.promote(repo, "spam", 2) is None
+    assert repo.aliases("spam") == {"production": 2, "staging": 2}
+
+
+def test_an_all_digit_alias_is_refused(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    _publish(repo, "spam")
+    with pytest.raises(InvalidNameError, match="all-digit"):
+        catalog.promote(repo, "spam", 1, alias="2")
+    assert not (tmp_path / "spam" / "_aliases" / "2.json").exists()
+
+
 def test_plan_server_reads_the_file_and_applies_the_flags(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text(

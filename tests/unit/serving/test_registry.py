@@ -78,7 +78,7 @@ def test_a_garbage_alias_stops_only_its_own_scenario_and_is_reported_once(
             registry.poll_once()
     assert registry.missing() == ["alpha"]  # beta loaded despite alpha's garbage
     state = {s.name: s for s in registry.states()}["alpha"]
-    assert "UnicodeDecodeError" in state.last_error or "JSONDecodeError" in state.last_error
+    assert "ManifestError" in state.last_error and str(alias) in state.last_error
     assert sum("scenario alpha" in r.getMessage() for r in caplog.records) == 1  # once, not per poll
     alias.write_text('{"version": 1}')
     registry.poll_once()
@@ -139,3 +139,53 @@ def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
     time.sleep(0.1)
     assert registry.poll_once() == []  # a checksum refusal is not a failed read: not tried again
+
+
+def test_a_failed_listing_in_serve_all_mode_still_reloads_the_known_scenarios(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transient error listing the repository must not skip every scenario's reload (nor log a
+    traceback every poll): it is noted once, and the scenarios already known are polled."""
+    import types
+
+    import serving.engine.registry as registry_module
+    from model_repository import BaseModelRef
+
+    fields = dict(
+        strategy="full",
+        base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
+        labels=["negative", "positive"],
+        max_length_tokens=16,
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    for _ in range(2):
+        with repo.new_version("spam", **fields) as draft:
+            (draft.path / "labels.txt").write_text("negative\npositive\n")
+    repo.set_alias("spam", "production", 1)
+
+    def fake_load(repo, name, version, *args):
+        manifest = types.SimpleNamespace(strategy="full")
+        return types.SimpleNamespace(version=version, shared=None, precision="fp32", manifest=manifest)
+
+    monkeypatch.setattr(registry_module, "load_scenario", fake_load)
+    registry = _registry(repo, None)
+    registry.poll_once()
+    assert registry.get("spam").version == 1
+
+    def listing_fails() -> list[str]:
+        raise TimeoutError("the store timed out")
+
+    monkeypatch.setattr(repo, "list_scenarios", listing_fails)
+    repo.set_alias("spam", "production", 2)
+    with caplog.at_level("INFO", logger="labelwise.serving"):
+        events = registry.poll_once()
+        registry.poll_once()
+        assert [(e.name, e.version) for e in events] == [("spam", 2)]
+        assert registry.get("spam").version == 2
+        assert "TimeoutError" in registry.listing_error
+        warned = [r for r in caplog.records if "cannot list the scenarios" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].exc_info is None  # once, no traceback
+        monkeypatch.undo()
+        monkeypatch.setattr(registry_module, "load_scenario", fake_load)
+        registry.poll_once()
+    assert registry.listing_error is None
