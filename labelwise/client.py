@@ -291,6 +291,24 @@ class _Base:
         return {"scenario": scenario, "texts": texts, "top_k": top_k, "truncate": truncate, **extra}
 
     @staticmethod
+    def _checked_answer(answer: Any, sent: int, start: int) -> dict[str, Any]:
+        """The answer to a chunk of `sent` texts from `start` of the caller's list, checked to hold one
+        result (and one `truncated` flag) per text: a short or long answer would shift every later text
+        onto another's result. ClientError otherwise."""
+        results = answer.get("results") if isinstance(answer, dict) else None
+        truncated = answer.get("truncated") if isinstance(answer, dict) else None
+        if isinstance(results, list) and len(results) == sent:
+            if not isinstance(truncated, list) or len(truncated) == sent:
+                return answer  # a missing `truncated` is left to ClassifyResult's own check
+            got = f"{len(truncated)} `truncated` flags"
+        elif isinstance(results, list):
+            got = f"{len(results)} results"
+        else:
+            got = "no `results` list" if isinstance(answer, dict) else f"a JSON {type(answer).__name__}"
+        message = f"POST /v1/classify answered {got} for {sent} texts (texts {start} to {start + sent - 1})"
+        raise ClientError(None, {"error": {"type": "bad_answer", "message": message}})
+
+    @staticmethod
     def _raise_for_chunk(error: ClientError, sent: int, start: int) -> NoReturn:
         """Raises the error of a chunk of `sent` texts from `start` of the caller's list: _TooMany when
         the server wants smaller chunks, else the error, naming its text by the index in that list."""
@@ -395,9 +413,10 @@ class LabelwiseClient(_Base):
     def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
         """POST one chunk that starts at `start` of the caller's list."""
         try:
-            return self.request("POST", "/v1/classify", json=body)
+            answer = self.request("POST", "/v1/classify", json=body)
         except ClientError as exc:
             self._raise_for_chunk(exc, len(body["texts"]), start)
+        return self._checked_answer(answer, len(body["texts"]), start)
 
     def _score_part(
         self, body_of: Callable[[list[str]], dict[str, Any]], part: _Part, answers: dict[int, Any]
@@ -574,9 +593,10 @@ class AsyncLabelwiseClient(_Base):
     async def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
         """POST one chunk that starts at `start` of the caller's list."""
         try:
-            return await self.request("POST", "/v1/classify", json=body)
+            answer = await self.request("POST", "/v1/classify", json=body)
         except ClientError as exc:
             self._raise_for_chunk(exc, len(body["texts"]), start)
+        return self._checked_answer(answer, len(body["texts"]), start)
 
     async def _score_part(
         self,

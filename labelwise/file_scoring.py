@@ -12,8 +12,10 @@ row before it is written, with an InputRowError naming the row.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any, BinaryIO, Protocol
 
 from model_repository.errors import UsageError
 
-from .errors import InputRowError, LabelwiseError
+from .errors import ClientError, InputRowError, LabelwiseError
 
 __all__ = [
     "FORMATS",
@@ -31,14 +33,19 @@ __all__ = [
     "OutputFile",
     "ScoreSummary",
     "Scorer",
+    "check_url",
     "count_rows",
     "file_format",
     "read_texts",
     "score_file",
+    "settings_problem",
 ]
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 OUTPUT_FIELDS = ("row", "label", "score", "version")
+# csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
+# A C long: 2**31 - 1 where that is 32 bits (Windows).
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 class ScoringError(LabelwiseError):
@@ -99,11 +106,38 @@ class _Lines:
 _READY = ""
 
 
+def _csv_problem(exc: csv.Error, start_line: int) -> str:
+    """What a csv.Error means for a record that starts on `start_line`."""
+    message = str(exc)
+    if "unexpected end of data" in message:
+        return f"a quoted field opened on line {start_line} is never closed (an unmatched '\"')"
+    if "new-line character seen in unquoted field" in message:
+        return "a carriage return inside an unquoted field (CR-only line endings? save with LF or CRLF)"
+    return f"not valid CSV ({message})"
+
+
+def _csv_records(reader: Any, lines: _Lines, path: Path) -> Iterator[list[str]]:
+    """The reader's records; a csv.Error becomes an InputRowError naming the record's first line."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputRowError(path, lines.rows_done + 1, start, _csv_problem(exc, start)) from None
+        yield fields
+
+
 def _csv_texts(path: Path, column: str) -> Iterator[str]:
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
-        reader = csv.reader(lines)
-        header = next(reader, None)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise UsageError(f"{path}: the header (line 1): {_csv_problem(exc, 1)}") from None
         if not header:
             raise UsageError(f"{path}: empty file; expected a header row naming a {column!r} column")
         header[0] = header[0].removeprefix("\ufeff")
@@ -114,7 +148,7 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             )
         index = header.index(column)
         yield _READY
-        for fields in reader:
+        for fields in _csv_records(reader, lines, path):
             row = lines.rows_done + 1
             if not fields:
                 raise InputRowError(path, row, reader.line_num, "empty line")
@@ -227,28 +261,28 @@ def count_rows(path: Path) -> int | None:
         return None
 
 
-# ---- output --------------------------------------------------------------------------------------
-def _cut_partial_line(path: Path) -> None:
-    """A run killed mid-write leaves half a line: drop it (it is written again)."""
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            fh.truncate(end)
-
-
+# ---- output ---------------------------------------------------------------------------------------
 class OutputFile:
     """Rows appended to a JSONL or CSV file (Parquet: to `<output>.partial.jsonl`, written out as Parquet
-    by `finish`), each chunk flushed; `done` rows were already there when it was opened."""
+    by `finish`), each chunk flushed; `done` rows were already there when it was opened.
+
+    Opening only reads: an existing output is checked to be a partial output of this command, and is
+    neither changed nor replaced (--overwrite) until the first rows are written, or `finish`."""
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
         self.path = path
         self.kind = file_format(path, "--output")
         self.staging = path.with_name(path.name + ".partial.jsonl") if self.kind == "parquet" else path
-        if overwrite:
-            for p in {self.path, self.staging}:
-                p.unlink(missing_ok=True)
+        self.overwrite = overwrite
         self.complete_rows: int | None = None  # a finished Parquet output already holds these
+        self.done = 0
+        self._fh: Any = None
+        self._csv: Any = None
+        self._keep: int | None = None  # bytes of the staging file to keep (a half-written last line cut)
+        self._replace = overwrite  # the first open empties the output
+        self._check_writable()
+        if overwrite:
+            return
         if self.kind == "parquet" and self.path.exists() and not self.staging.exists():
             from .extras import require
 
@@ -257,47 +291,82 @@ class OutputFile:
             except (OSError, ValueError) as exc:
                 raise self._foreign(f"not a readable Parquet file: {exc}") from None
             self.done = self.complete_rows
-            self._fh = None
             return
         try:
             self.done = self._existing_rows()
         except (UnicodeDecodeError, csv.Error) as exc:
             raise self._foreign(str(exc)) from None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.staging, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed by finish)
-        except OSError as exc:
-            raise UsageError(f"--output {path}: cannot write there ({exc.strerror or exc})") from None
-        self._csv = csv.writer(self._fh) if self.kind == "csv" else None
-        if self._csv is not None and self.done == 0 and self._fh.tell() == 0:
-            self._csv.writerow(OUTPUT_FIELDS)
-            self._fh.flush()
+
+    def _check_writable(self) -> None:
+        """UsageError now, before any model is loaded, when the output cannot be written there."""
+        for p in (self.path, self.staging):
+            if p.is_dir():
+                raise UsageError(f"--output {self.path}: cannot write there ({p} is a directory)")
+        folder = self.path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise UsageError(f"--output {self.path}: cannot write there ({folder} is not a directory)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--output {self.path}: cannot write there (no write permission on {folder})")
+
+    def _first_line(self) -> bytes:
+        """How a file this command writes starts."""
+        return b"row,label,score,version\r\n" if self.kind == "csv" else b'{"row": 0, '
 
     def _existing_rows(self) -> int:
-        """Rows already in the output, checked to be rows 0..n-1 of an earlier run of this command."""
-        if not self.staging.exists() or self.staging.stat().st_size == 0:
+        """Rows already in the output, checked to be rows 0..n-1 of an earlier run of this command. Reads
+        only: a half-written last line (a run killed mid-write) is cut when the file is opened to write."""
+        if not self.staging.exists():
             return 0
-        _cut_partial_line(self.staging)
-        with open(self.staging, encoding="utf-8", newline="") as fh:
-            if self.kind == "csv":
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is None:
-                    return 0
-                if tuple(header) != OUTPUT_FIELDS:
-                    raise self._foreign(f"its header is {header}")
-                rows = [r[0] if r else "" for r in reader]
-            else:
-                rows = []
-                for n, line in enumerate(fh, start=1):
-                    try:
-                        rows.append(json.loads(line)["row"])
-                    except (ValueError, KeyError, TypeError):
-                        raise self._foreign(f"line {n} is not an output row") from None
+        data = self.staging.read_bytes()
+        end = data.rfind(b"\n") + 1
+        complete, partial = data[:end], data[end:]
+        self._keep = end if partial else None
+        if not complete:
+            first = self._first_line()
+            if partial and not (first.startswith(partial) or partial.startswith(first)):
+                raise self._foreign("its first line is not one this command writes")
+            return 0
+        text = complete.decode("utf-8")
+        if self.kind == "csv":
+            reader = csv.reader(io.StringIO(text, newline=""))
+            header = next(reader, None)
+            if header is None:
+                return 0
+            if tuple(header) != OUTPUT_FIELDS:
+                raise self._foreign(f"its header is {header}")
+            rows = [r[0] if r else "" for r in reader]
+        else:
+            rows = []
+            for n, line in enumerate(text.splitlines(), start=1):
+                try:
+                    rows.append(json.loads(line)["row"])
+                except (ValueError, KeyError, TypeError):
+                    raise self._foreign(f"line {n} is not an output row") from None
         for expected, value in enumerate(rows):
             if str(value) != str(expected):
                 raise self._foreign(f"output row {expected + 1} is input row {value}, expected {expected}")
         return len(rows)
+
+    def _open(self) -> None:
+        """Open to write, on the first rows (or at `finish`): --overwrite replaces the old output now; a
+        resumed one loses its half-written last line."""
+        if self._fh is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._keep is not None:
+                os.truncate(self.staging, self._keep)
+            mode = "w" if self._replace else "a"
+            self._fh = open(self.staging, mode, encoding="utf-8", newline="")  # noqa: SIM115 (closed by close)
+        except OSError as exc:
+            raise UsageError(f"--output {self.path}: cannot write there ({exc.strerror or exc})") from None
+        self._keep, self._replace = None, False  # done once: a later open (finish) appends
+        self._csv = csv.writer(self._fh) if self.kind == "csv" else None
+        if self._csv is not None and self.done == 0 and self._fh.tell() == 0:
+            self._csv.writerow(OUTPUT_FIELDS)
+            self._fh.flush()
 
     def _foreign(self, why: str) -> UsageError:
         return UsageError(
@@ -306,7 +375,7 @@ class OutputFile:
         )
 
     def append(self, first_row: int, scored: list[Scored]) -> None:
-        assert self._fh is not None
+        self._open()
         for i, s in enumerate(scored, start=first_row):
             if self._csv is not None:
                 self._csv.writerow((i, s.label, f"{s.score:.6g}", s.version))
@@ -322,9 +391,13 @@ class OutputFile:
             self._fh = None
 
     def finish(self) -> None:
-        """Close; for Parquet, write the staged rows to the output (atomically) and drop the staging."""
+        """Close; for Parquet, write the staged rows to the output (atomically) and drop the staging. An
+        output no rows were written to is made now (an input without rows gives an empty output)."""
+        if self.complete_rows is not None:
+            return
+        self._open()
         self.close()
-        if self.kind != "parquet" or self.complete_rows is not None:
+        if self.kind != "parquet":
             return
         from .extras import require
 
@@ -346,6 +419,35 @@ class OutputFile:
 
 
 # ---- scorers -------------------------------------------------------------------------------------
+def settings_problem(exc: Any) -> str:
+    """A pydantic ValidationError as one line: `field: message` per error, joined by '; '."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error.get("loc", ())) or "settings"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or str(exc).splitlines()[0]
+
+
+def check_url(url: str) -> str:
+    """The server URL for --url, checked (http or https, a host, a valid port); UsageError otherwise."""
+    from urllib.parse import urlsplit
+
+    how = "give it as http://HOST:PORT"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"--url {url!r} is not a valid URL ({exc}); {how}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"scheme {parts.scheme!r}" if parts.scheme and parts.hostname else "no http:// or https://"
+        raise UsageError(f"--url {url!r}: {scheme}; {how}")
+    if not parts.hostname:
+        raise UsageError(f"--url {url!r}: no host; {how}")
+    if port == 0:
+        raise UsageError(f"--url {url!r}: port 0 is not a port; {how}")
+    return url.strip()
+
+
 class HttpScorer:
     """Scores through a running labelwise server with the Python client (chunks, concurrency, retries)."""
 
@@ -360,9 +462,18 @@ class HttpScorer:
         from .client import LabelwiseClient
 
         self.scenario = scenario
-        self._client = LabelwiseClient(url, api_key=api_key, timeout_s=timeout_s, concurrency=concurrency)
+        self._client = LabelwiseClient(
+            check_url(url), api_key=api_key, timeout_s=timeout_s, concurrency=concurrency
+        )
+
+    def _bad_answer(self, why: str) -> ClientError:
+        message = f"{self._client.base_url} did not answer as a labelwise server: {why}"
+        return ClientError(None, {"error": {"type": "bad_answer", "message": message}})
 
     def score(self, texts: list[str]) -> list[Scored]:
+        import httpx
+        from pydantic import ValidationError
+
         from .errors import ScenarioNotServedError
 
         try:
@@ -371,7 +482,18 @@ class HttpScorer:
             raise ScoringError(
                 f"scenario {self.scenario!r} is not served at {self._client.base_url} ({exc})"
             ) from None
+        except ValidationError as exc:  # a JSON answer of the wrong shape
+            raise self._bad_answer(settings_problem(exc)) from None
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:  # not JSON, no fields
+            first = (str(exc).splitlines() or [""])[0]
+            raise self._bad_answer(f"{type(exc).__name__}: {first}") from None
+        except httpx.HTTPError as exc:  # e.g. a body that cannot be decoded
+            raise self._bad_answer(f"{type(exc).__name__}: {exc}") from None
+        if len(result.results) != len(texts) or any(not row for row in result.results):
+            raise self._bad_answer(f"{len(result.results)} result(s) for {len(texts)} text(s)")
         versions = result.versions or [result.version] * len(texts)
+        if len(versions) != len(texts):
+            raise self._bad_answer(f"{len(versions)} version(s) for {len(texts)} text(s)")
         return [
             Scored(row[0].label, row[0].score, v) for row, v in zip(result.results, versions, strict=True)
         ]
@@ -398,6 +520,8 @@ class EngineScorer:
 
         require("onnxruntime")
         require("ray")  # serving.service builds its batcher with ray.serve
+        from pydantic import ValidationError
+
         from serving import ServingConfig
         from serving.engine import Row
         from serving.service import ClassifierService, top_labels
@@ -411,7 +535,10 @@ class EngineScorer:
         }
         if repository is not None:
             fields["repository"] = str(repository)
-        config = ServingConfig(**fields)
+        try:
+            config = ServingConfig(**fields)
+        except ValidationError as exc:  # --threads, or a LABELWISE_* variable, out of range
+            raise UsageError(f"invalid serving settings: {settings_problem(exc)}") from None
         if not Path(config.repository).is_dir():
             raise UsageError(f"--repository {config.repository} does not exist")
         self._row, self._top = Row, top_labels
@@ -515,13 +642,17 @@ def score_file(
     total = count_rows(input_path)
     out = OutputFile(output_path, overwrite=overwrite)
     skipped = out.done
+    if out.complete_rows is not None:
+        # Exact, by the reader: newlines over-count a CSV with multi-line fields.
+        rows = total if file_format(input_path, "--input") == "parquet" else sum(1 for _ in texts)
+        if rows is not None and out.complete_rows != rows:
+            raise out._foreign(f"it holds {out.complete_rows} rows, the input {rows}")
+        return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
     start = time.perf_counter()
+    # The scorer is made (the model loaded, or the server asked) on the first chunk, and the output is
+    # opened only once that chunk is scored: a failed load leaves an existing output as it was.
     scorer: Scorer | None = None
     try:
-        if out.complete_rows is not None:
-            if total is not None and out.complete_rows != total:
-                raise out._foreign(f"it holds {out.complete_rows} rows, the input {total}")
-            return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
         if on_progress is not None:
             on_progress(out.done, total)
         for first, chunk in _chunked(texts, skipped, batch_rows):

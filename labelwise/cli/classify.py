@@ -67,12 +67,16 @@ def classify_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from labelwise.file_scoring import EngineScorer, HttpScorer, file_format, score_file
+    from labelwise.file_scoring import EngineScorer, HttpScorer, check_url, file_format, score_file
 
     file_format(input_path, "--input")
     file_format(output_path, "--output")
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    if threads < 0:
+        raise UsageError(f"--threads must be 0 (one thread) or more, got {threads}")
+    if url is not None:
+        url = check_url(url)
     if url is not None:
 
         def make_scorer() -> HttpScorer:

@@ -421,3 +421,35 @@ def test_the_first_error_stops_the_other_chunks(service: tuple[FakeService, str]
     left, sent = asyncio.run(run())
     assert left == []
     assert sent <= 3  # a cancelled request may still reach the server a moment after the error
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_chunk_answered_with_fewer_results_than_texts_is_an_error(
+    service: tuple[FakeService, str], kind: str
+) -> None:
+    fake, url = service
+
+    def short(path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        if path != "/v1/classify" or body is None or body["texts"][0] != "y":
+            return None
+        n = len(body["texts"]) - 1
+        answer = {"scenario": "len", "version": 3, "results": [[{"label": "a", "score": 1.0}]] * n}
+        return 200, {**answer, "truncated": [False] * n}, {}
+
+    fake.script = short
+    texts = ["x"] * 5 + ["y"] * 5 + ["x"] * 5  # the middle chunk comes back one short
+    expected = r"answered 4 results for 5 texts \(texts 5 to 9\)"
+    if kind == "sync":
+        with (
+            LabelwiseClient(url, max_texts_per_request=5, concurrency=1) as client,
+            pytest.raises(ClientError, match=expected),
+        ):
+            client.classify("len", texts)
+    else:
+
+        async def run() -> None:
+            async with AsyncLabelwiseClient(url, max_texts_per_request=5, concurrency=1) as client:
+                await client.classify("len", texts)
+
+        with pytest.raises(ClientError, match=expected):
+            asyncio.run(run())

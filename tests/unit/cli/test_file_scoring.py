@@ -217,3 +217,104 @@ def test_an_unusable_output_is_a_usage_error_not_a_traceback(tmp_path: Path) -> 
         with pytest.raises(UsageError, match=fragment):
             score_file(source, out, "toy", LengthScorer)
     assert score_file(source, junk, "toy", LengthScorer, overwrite=True).rows_scored == 3
+
+
+class FailingScorer:
+    """A scorer that cannot be made: a misspelt scenario, a server that is not there."""
+
+    def __init__(self) -> None:
+        raise UsageError("cannot load scenario 'typo'")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("precious.csv", b"name,amount\nalice,10\nbob,20"),
+        ("precious.jsonl", b'{"a": 1}\n{"a": 2}'),
+        ("short.csv", b"name,am"),
+        ("rows.jsonl", b'{"row": 0, "label": "a"}\n{"row": 7}\n'),
+    ],
+)
+def test_a_refused_output_is_left_byte_for_byte_as_it_was(tmp_path: Path, name: str, content: bytes) -> None:
+    source = _write(tmp_path / "in.jsonl", TEXTS[:3])
+    out = tmp_path / name
+    out.write_bytes(content)
+    with pytest.raises(UsageError, match="is not a partial output"):
+        score_file(source, out, "toy", LengthScorer)
+    assert out.read_bytes() == content
+
+
+@pytest.mark.parametrize("fmt_out", [".csv", ".jsonl", ".parquet"])
+def test_a_scorer_that_cannot_be_made_leaves_the_old_output_as_it_was(tmp_path: Path, fmt_out: str) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS[:20])
+    out = tmp_path / f"out{fmt_out}"
+    score_file(source, out, "toy", LengthScorer)
+    before = out.read_bytes()
+    _write(source, TEXTS[:25])  # more rows: a resume (csv, jsonl) has some to score
+    for overwrite in (True, False) if fmt_out != ".parquet" else (True,):
+        with pytest.raises(UsageError, match="cannot load"):
+            score_file(source, out, "toy", FailingScorer, overwrite=overwrite)
+        assert out.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", f"out{fmt_out}"]
+    fresh = tmp_path / f"fresh{fmt_out}"
+    with pytest.raises(UsageError, match="cannot load"):
+        score_file(source, fresh, "toy", FailingScorer)
+    assert not fresh.exists()  # no empty output left behind
+    assert not fresh.with_name(fresh.name + ".partial.jsonl").exists()
+    assert score_file(source, out, "toy", LengthScorer, overwrite=True).rows_scored == 25
+    assert [r["row"] for r in _read_output(out)] == list(range(25))
+
+
+def test_an_input_without_rows_still_gives_an_output(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("text\n")
+    out = tmp_path / "out.csv"
+    assert score_file(source, out, "toy", FailingScorer).rows_scored == 0
+    assert out.read_bytes() == b"row,label,score,version\r\n"
+
+
+def test_csv_fields_longer_than_csvs_default_limit_are_read(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    long_text = "word " * 40_000  # 200000 characters, over csv's 131072
+    source.write_text(f'text\nshort\n"{long_text}"\n')
+    assert list(read_texts(source)) == ["short", long_text]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'text\nhello\n"unclosed\nmore\nrows\n',
+            r"row 2 \(line 3\): a quoted field opened on line 3 is never closed",
+        ),
+        (b'text\nhello\n"ab"c\n', r"row 2 \(line 3\): not valid CSV"),
+    ],
+)
+def test_broken_csv_quoting_is_a_named_row_not_a_traceback(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InputRowError, match=message) as caught:
+        score_file(source, out, "toy", LengthScorer)
+    assert caught.value.exit_code == 2
+    assert [r["row"] for r in _read_output(out)] == [0]
+
+
+def test_cr_only_line_endings_are_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"text\rhello\rworld\r")
+    with pytest.raises(UsageError, match=r"in\.csv: the header \(line 1\): a carriage return"):
+        score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer)
+
+
+def test_a_finished_parquet_output_of_a_csv_with_multiline_fields_is_done(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.csv", ["one\nline two", "three", "four\n\nfive"])
+    out = tmp_path / "out.parquet"
+    assert score_file(source, out, "toy", LengthScorer).rows_scored == 3
+    again = LengthScorer()
+    summary = score_file(source, out, "toy", lambda: again)
+    assert (summary.rows_scored, summary.rows_skipped, again.seen) == (0, 3, [])

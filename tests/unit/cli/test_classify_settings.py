@@ -1,0 +1,145 @@
+"""`labelwise classify` and `labelwise doctor`: wrong settings and wrong --url values, and servers that
+answer something else than the labelwise API, end in one `error:` line, never in a traceback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labelwise.cli import app
+from labelwise.errors import ClientError
+from labelwise.file_scoring import HttpScorer, check_url
+from model_repository import UsageError
+
+
+def _run(args: list[str], **env: str) -> Any:
+    return CliRunner().invoke(app, args, env=env)
+
+
+def _input(tmp_path: Path) -> Path:
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\nworld\n")
+    return source
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("127.0.0.1:8699", "no http:// or https://"),
+        ("ftp://127.0.0.1:8699", "scheme 'ftp'"),
+        ("http://127.0.0.1:notaport", "not a valid URL"),
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("http://:8699", "no host"),
+    ],
+)
+def test_a_bad_url_is_a_usage_error(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        check_url(url)
+    out = tmp_path / "out.jsonl"
+    result = _run(["classify", "-s", "s", "-i", str(_input(tmp_path)), "-o", str(out), "--url", url])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    assert check_url("https://example.org:8443/prefix") == "https://example.org:8443/prefix"
+
+
+def test_negative_threads_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    result = _run(["classify", "-s", "s", "-i", str(_input(tmp_path)), "-o", str(out), "--threads", "-3"])
+    assert result.exit_code == 2 and "--threads must be 0" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        ("num_gpus: -1\n", {}, "num_gpus: Input should be greater than or equal to 0"),
+        ("unknown_field: 3\n", {}, "unknown_field: Extra inputs are not permitted"),
+        (None, {"LABELWISE_NUM_GPUS": "abc"}, "num_gpus: Input should be a valid number"),
+    ],
+)
+def test_doctor_refuses_invalid_settings_in_one_line(
+    tmp_path: Path, config: str | None, env: dict[str, str], message: str
+) -> None:
+    pytest.importorskip("onnxruntime")
+    args = ["doctor", "--repository", str(tmp_path)]
+    if config is not None:
+        (tmp_path / "serve.yaml").write_text(config)
+        args += ["--config", str(tmp_path / "serve.yaml")]
+    result = _run(args, **env)
+    assert result.exit_code == 2, result.output
+    assert f"error: invalid serving settings: {message}" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[dict[str, str], str]]:
+    """A server on 127.0.0.1 whose answers `mode["get"]` and `mode["post"]` pick."""
+    mode = {"get": "ok", "post": "ok"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body: str, ctype: str = "application/json") -> None:
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            answers = {"html": "<html>hi</html>", "empty": "{}", "ok": json.dumps({"scenarios": []})}
+            self._send(answers[mode["get"]])
+
+        def do_POST(self) -> None:
+            texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["texts"]
+            if mode["post"] == "html":
+                return self._send("<html>hi</html>", "text/html")
+            if mode["post"] == "no-results":
+                return self._send(json.dumps({"ok": True}))
+            n = len(texts) - (mode["post"] == "short")
+            body = {"scenario": "s", "version": 1, "results": [[{"label": "a", "score": 0.9}]] * n}
+            self._send(json.dumps({**body, "truncated": [False] * n}))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield mode, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("get", "post", "message"),
+    [
+        ("html", "ok", "did not answer as a labelwise server: JSONDecodeError"),
+        ("empty", "ok", "did not answer as a labelwise server: KeyError: 'scenarios'"),
+        ("ok", "html", "did not answer as a labelwise server: JSONDecodeError"),
+        ("ok", "no-results", "answered no `results` list for 2 texts"),
+        ("ok", "short", "answered 1 results for 2 texts"),
+    ],
+)
+def test_a_server_that_answers_something_else_is_a_client_error(
+    server: tuple[dict[str, str], str], tmp_path: Path, get: str, post: str, message: str
+) -> None:
+    mode, url = server
+    mode.update(get=get, post=post)
+    scorer = HttpScorer(url, "s")
+    with pytest.raises(ClientError, match=message):
+        scorer.score(["one", "two"])
+    scorer.close()
+    out = tmp_path / "out.jsonl"
+    args = ["classify", "-s", "s", "-i", str(_input(tmp_path)), "-o", str(out), "--url", url, "--no-progress"]
+    result = _run(args)
+    assert result.exit_code == 1 and message in result.output and isinstance(result.exception, SystemExit)
+    assert not out.exists()
