@@ -54,9 +54,17 @@ def graph_file(precision: str) -> str:
     return f"{ONNX_DIR}/model.{precision}.onnx"
 
 
+MULTI_ADAPTER_PREFIX = "multi-lora-"
+
+
+def is_multi_adapter_folder(name: str) -> bool:
+    """Whether a folder under _bases/<key>/ holds a multi-adapter graph (multi_adapter_folder's names)."""
+    return name.startswith(MULTI_ADAPTER_PREFIX)
+
+
 def multi_adapter_folder(rank: int, precision: str) -> str:
     """`multi-lora-r8-fp32`: the folder under `_bases/<key>/` of the shared multi-adapter graph."""
-    return f"multi-lora-r{int(rank)}-{precision}"
+    return f"{MULTI_ADAPTER_PREFIX}r{int(rank)}-{precision}"
 
 
 def precision_of_folder(folder: str) -> str:
@@ -86,6 +94,7 @@ __all__ = [
     "LORA_FILE",
     "MANIFEST_FILE",
     "MULTI_ADAPTER_FILE",
+    "MULTI_ADAPTER_PREFIX",
     "NAME_PATTERN",
     "ONNX_DIR",
     "TOKENIZER_DIR",
@@ -93,6 +102,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "graph_file",
     "is_contained",
+    "is_multi_adapter_folder",
     "is_number",
     "multi_adapter_folder",
     "precision_of_folder",

@@ -43,7 +43,16 @@ from .errors import (
     VersionNotFoundError,
 )
 from .identity import file_sha256
-from .layout import ALIASES_DIR, BASE_INFO_FILE, BASES_DIR, CLAIMS_DIR, MANIFEST_FILE, is_contained, is_number
+from .layout import (
+    ALIASES_DIR,
+    BASE_INFO_FILE,
+    BASES_DIR,
+    CLAIMS_DIR,
+    MANIFEST_FILE,
+    is_contained,
+    is_multi_adapter_folder,
+    is_number,
+)
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 from .repository import (
     _NAME,
@@ -207,7 +216,12 @@ class ObjectStoreRepository(ModelRepository):
         if base is None:
             return []
         with contextlib.suppress(RepositoryError):
-            return [f"{self._base_key(base.key, f)}/{BASE_INFO_FILE}" for f in base.graph_folders()]
+            folders = list(base.graph_folders())
+            # and the multi-adapter graphs of that base: a version they refused is retried once re-exported
+            folders += [
+                f for f in self.store.children(f"{BASES_DIR}/{base.key}") if is_multi_adapter_folder(f)
+            ]
+            return [f"{self._base_key(base.key, f)}/{BASE_INFO_FILE}" for f in folders]
         return []
 
     # ---- manifests ----------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .layout import (
     BASE_INFO_FILE,
     BASES_DIR,
     MANIFEST_FILE,
+    MULTI_ADAPTER_PREFIX,
     NAME_PATTERN,
     is_contained,
     is_number,
@@ -390,6 +391,10 @@ class ModelRepository:
             base = read_manifest(folder / MANIFEST_FILE).base_encoder
             for name in base.graph_folders() if base is not None else ():
                 paths.append(self.base_path(base.key, name) / BASE_INFO_FILE)
+            if base is not None:  # and so is a version refused by a multi-adapter graph re-exported since
+                bases = self.base_path(base.key)
+                multi = sorted(bases.glob(f"{MULTI_ADAPTER_PREFIX}*")) if bases.is_dir() else []
+                paths.extend(graph / BASE_INFO_FILE for graph in multi)
         stats = []
         for path in paths:
             with contextlib.suppress(OSError):

@@ -155,25 +155,29 @@ class SharedAdapterGraph:
 
 
 class MultiAdapterCache:
-    """Multi-adapter graphs, one per (base key, table rank, precision), opened once per replica."""
+    """Multi-adapter graphs, one per (base key, table rank, precision) and graph checksum, opened once per
+    replica. A graph exported again (its folder replaced, base.json naming another sha256) is opened anew
+    for the versions loaded after it; versions already on the old one keep it (as BaseEncoderCache)."""
 
     def __init__(self) -> None:
-        self._graphs: dict[tuple[str, str], SharedAdapterGraph] = {}
+        self._graphs: dict[tuple[str, str], tuple[str, SharedAdapterGraph]] = {}
         self._lock = threading.Lock()
 
     def get(
         self, repo: ModelRepository, key: str, folder: str, providers: list[str], intra_op_threads: int
     ) -> SharedAdapterGraph:
         with self._lock:
-            if (key, folder) not in self._graphs:
+            sha = repo.base_info(key, folder)["files"][layout.MULTI_ADAPTER_FILE]["sha256"]
+            cached = self._graphs.get((key, folder))
+            if cached is None or cached[0] != sha:
                 info = repo.verify_base(key, folder)  # checksums first, as for any version
                 spec = GraphSpec.from_json(info["info"]["spec"])
                 path = repo.base_path(key, folder) / layout.MULTI_ADAPTER_FILE
-                self._graphs[(key, folder)] = SharedAdapterGraph(
-                    path, spec, folder, providers, intra_op_threads
-                )
+                graph = SharedAdapterGraph(path, spec, folder, providers, intra_op_threads)
+                verified = info["files"][layout.MULTI_ADAPTER_FILE]["sha256"]
+                self._graphs[(key, folder)] = (verified, graph)
                 logger.info("opened multi-adapter graph %s/%s (rank %d)", key, folder, spec.rank)
-            return self._graphs[(key, folder)]
+            return self._graphs[(key, folder)][1]
 
 
 def num_labels_of(table: AdapterTable, row: int) -> int:

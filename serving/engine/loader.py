@@ -244,8 +244,9 @@ def _join_shared(
     tried = []
     for precision in settings.precisions:
         graph_folder = layout.multi_adapter_folder(settings.lora_table_rank, precision)
-        tried.append(graph_folder)
-        if repo.has_base(key, graph_folder):
+        skip = _not_for_this_version(m, precision)
+        tried.append(f"{graph_folder} ({skip})" if skip else graph_folder)
+        if skip is None and repo.has_base(key, graph_folder):
             break
     else:
         raise ModelLoadError(
@@ -282,6 +283,21 @@ def _join_shared(
             )
 
     shared.install(m.scenario, m.version, entry, check=warm_up)
+
+
+def _not_for_this_version(manifest: Manifest, precision: str) -> str | None:
+    """Why a version must not be served from the multi-adapter graph of `precision` (None: it may): it
+    was not published in that precision, or its int8 export's guard kept nodes fp32 because every-MatMul
+    int8 lost accuracy on its validation rows (the shared int8 graph quantises every base MatMul). As in
+    merged mode, which serves only the graphs a version exported. A version that records no export at
+    all is not filtered."""
+    exported = {e.precision for e in manifest.exports}
+    if exported and precision not in exported:
+        return f"not exported in {precision}"
+    record = manifest.export(precision)
+    if precision == "int8" and record is not None and record.parity and record.parity.quantization:
+        return "its int8 guard kept nodes fp32"
+    return None
 
 
 def _warm_up(loaded: LoadedScenario) -> None:

@@ -104,7 +104,9 @@ def lora_arrays(peft_model: Any) -> dict[str, np.ndarray] | None:
 
     Keys: `<proj>.A` [n, r, in], `<proj>.B` [n, out, r], `<proj>.scaling` [n], `<proj>.layers` [n]
     where <proj> is the module path inside a layer (e.g. `attention.self.query`). None when the
-    model holds no plain LoRA layer (DoRA and other variants are not stacked).
+    model holds no plain LoRA layer, or one the multi-adapter graph cannot carry (DoRA, LoRA on an
+    embedding table or on a module outside the encoder's layers other than the classifier): no lora.npz,
+    and `lora_mode: shared` refuses the version by name instead of serving it without part of its adapter.
     """
     from peft.tuners.lora import LoraLayer
 
@@ -112,13 +114,19 @@ def lora_arrays(peft_model: Any) -> dict[str, np.ndarray] | None:
     adapter = adapter[0] if isinstance(adapter, list | tuple) else adapter
     stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
     for name, module in peft_model.named_modules():
-        if not isinstance(module, LoraLayer) or adapter not in getattr(module, "lora_A", {}):
+        if not isinstance(module, LoraLayer):
+            continue
+        if adapter in getattr(module, "lora_embedding_A", {}):
+            return None  # LoRA on an embedding table: the multi-adapter graph adapts layer projections only
+        if adapter not in getattr(module, "lora_A", {}):
             continue
         if getattr(module, "use_dora", {}).get(adapter, False):
             return None
         match = re.search(r"\.layer\.(\d+)\.(.+)$", name)
         if match is None:
-            continue  # e.g. LoRA on the classifier: it lives in head.npz once merged
+            if "classifier" in name:
+                continue  # LoRA on the classifier: it lives in head.npz once merged
+            return None  # e.g. the pooler's dense: not in the table, so shared mode would serve without it
         layer, proj = int(match.group(1)), match.group(2)
         a = module.lora_A[adapter].weight.detach().float().cpu().numpy()
         b = module.lora_B[adapter].weight.detach().float().cpu().numpy()

@@ -323,3 +323,21 @@ def test_a_graph_on_fewer_projections_is_not_reused_for_the_default_targets(
         MultiAdapterError, match=r"adapts \['query', 'value'\], not every one of .*remove _bases/"
     ):
         export_multi_adapter_base(repo, tiny_roberta_dir, rank=RANK, precisions=("fp32",))
+
+
+@pytest.mark.parametrize(
+    ("targets", "stackable"),
+    [(["query", "value"], True), (["query", "value", "word_embeddings"], False)],
+)
+def test_an_adapter_the_table_cannot_carry_gets_no_stack(
+    targets: list[str], stackable: bool, tiny_roberta_dir: Path
+) -> None:
+    """lora.npz stacks layer projections only: an adapter with LoRA elsewhere (the embedding table) gets
+    none, so lora_mode shared refuses it by name rather than serving it without that part (shared and
+    merged logits differed by 2.4 with word-embedding LoRA dropped)."""
+    from training.export.heads import lora_arrays
+    from training.model import build_model, resolve_base_model
+
+    base = resolve_base_model(str(tiny_roberta_dir))
+    model = build_model(base, "lora", ["a", "b"], lora_r=2, lora_target_modules=targets)
+    assert (lora_arrays(model) is not None) == stackable

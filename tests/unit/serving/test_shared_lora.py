@@ -182,3 +182,46 @@ def test_promote_swaps_one_table_row_and_rows_bound_to_the_old_version_still_get
         expected = engine.classify([Row(merged, row.text)])[0]
         np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
     assert np.abs(got[0].probs - got[1].probs).max() > 1e-4  # v1 and v2 really differ
+
+
+def test_a_multi_adapter_graph_exported_again_is_opened_again(tiny_roberta_dir: Path, tmp_path: Path) -> None:
+    """A version the graph refused is served once the graph is exported again as the refusal says: the
+    replica's cache opens the new graph (keyed by its checksum, not its folder), and the version's
+    fingerprint moves, so a registry that refused it tries again."""
+    import shutil
+
+    from model_repository import layout
+    from serving.engine import MultiAdapterCache
+    from serving.errors import ModelLoadError
+    from training.multi_adapter import export_multi_adapter_base
+
+    repository = ModelRepository(tmp_path / "repo")
+    export_multi_adapter_base(
+        repository, tiny_roberta_dir, rank=8, targets=["query", "value"], precisions=["fp32"]
+    )
+    _publish(repository, tmp_path, tiny_roberta_dir, "lora_two", 2)
+    cache = MultiAdapterCache()
+    with pytest.raises(ModelLoadError, match="the graph adapts"):
+        _load(repository, "lora_two", 1, "shared", cache)
+    before = repository.fingerprint("lora_two", 1, "production")
+    key = repository.load_manifest("lora_two", 1).base_encoder.key
+    shutil.rmtree(repository.base_path(key, layout.multi_adapter_folder(8, "fp32")))
+    export_multi_adapter_base(repository, tiny_roberta_dir, rank=8, precisions=["fp32"])  # every projection
+    assert repository.fingerprint("lora_two", 1, "production") != before
+    assert _load(repository, "lora_two", 1, "shared", cache).shared.hosted == {"lora_two": 1}
+
+
+def test_shared_mode_serves_only_a_precision_the_version_was_published_in(repo: ModelRepository) -> None:
+    """A version exported fp32 only is not served from the shared int8 graph, even first in the order."""
+    from serving.engine import BaseEncoderCache, EngineSettings, load_scenario
+    from training.multi_adapter import export_multi_adapter_base
+
+    manifest = repo.load_manifest("lora_three", 1)
+    assert [e.precision for e in manifest.exports] == ["fp32"]
+    base = repo.load_manifest("lora_three", 1).base_model.id
+    export_multi_adapter_base(repo, base, rank=8, precisions=["int8"])
+    settings = EngineSettings(
+        ["CPUExecutionProvider"], ["int8", "fp32"], 1, lora_mode="shared", lora_table_rank=8
+    )
+    loaded = load_scenario(repo, "lora_three", 1, settings, BaseEncoderCache())
+    assert loaded.precision == "fp32" and loaded.shared.folder == "multi-lora-r8-fp32"
