@@ -9,6 +9,7 @@ Two shapes, one service:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray import serve
@@ -64,8 +65,12 @@ class HandleBackend:
     async def _call(self, method: str, *args: Any) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError
 
+        response = self._handle.call.remote(method, *args)
         try:
-            return await self._handle.call.remote(method, *args)
+            return await response
+        except asyncio.CancelledError:  # request_timeout_s (504) or the client left: stop the replica's work
+            response.cancel()
+            raise
         except (ActorDiedError, ActorUnavailableError) as exc:
             # The classifier replica died (or restarts) with this call on it: Serve replaces it within
             # seconds, so the client is told to retry, not that the service is broken.

@@ -120,6 +120,9 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
     except Exception:
         status = "500"
         raise
+    except BaseException:  # cancelled: the client went away (nginx's 499); never counted as answered
+        status = "499"
+        raise
     finally:
         label = metrics.scenario_label(scenario, answered=status == "200")
         metrics.requests.labels(label, status).inc()

@@ -111,6 +111,7 @@ class LoadedScenario:
                 "base",
                 self.base_key,
                 self.base_folder,
+                id(self.base_graph),  # a base exported again is another session: never one pass for both
                 self.tokenizer_sha,
                 self.tokenizer.max_length_tokens,
             )

@@ -87,6 +87,7 @@ class ScenarioRegistry:
         self.adapters = MultiAdapterCache()  # lora_mode shared: one graph + table per base
         self._lock = threading.Lock()  # one poll at a time; lookups never take it
         self.listing_error: str | None = None  # serve-all mode: why the last listing of scenarios failed
+        self.listed = not self.serve_all  # serve-all mode: whether a listing of the repository has succeeded
 
     # ---- lookups (request path) -------------------------------------------------------------
     def get(self, name: str) -> LoadedScenario:
@@ -102,7 +103,11 @@ class ScenarioRegistry:
         return [self._states[k] for k in sorted(self._states)]
 
     def missing(self) -> list[str]:
-        """Scenarios expected to serve that have no loaded version (readiness is this list being empty)."""
+        """Scenarios expected to serve that have no loaded version (readiness is this list being empty).
+        Serve-all mode before a listing of the repository has succeeded: `["(repository not listed yet)"]`,
+        so that a replica does not say ready with nothing to serve."""
+        if not self.listed:
+            return ["(repository not listed yet)"]
         return [s.name for s in self.states() if s.loaded is None and not s.skipped]
 
     def skipped(self) -> list[str]:
@@ -128,6 +133,7 @@ class ScenarioRegistry:
                     self._note_listing_error(f"{type(exc).__name__}: {exc}")
                 else:
                     self._note_listing_error(None)
+                    self.listed = True
             events = []
             for state in list(self._states.values()):
                 try:

@@ -57,6 +57,8 @@ def test_serve_all_readiness_skips_scenarios_without_the_alias_and_forgets_remov
     copy = ModelRepository(tmp_path / "repo")
     shutil.copytree(repo.root, copy.root)
     registry = _registry(copy, None)
+    # Before a listing has succeeded there is nothing to serve yet: not ready (not "nothing missing").
+    assert registry.missing() == ["(repository not listed yet)"]
     registry.poll_once()
     assert registry.missing() == [] and registry.skipped() == ["gamma"]
     assert registry.served() == {"alpha", "beta"}
@@ -189,3 +191,33 @@ def test_a_failed_listing_in_serve_all_mode_still_reloads_the_known_scenarios(
         monkeypatch.setattr(registry_module, "load_scenario", fake_load)
         registry.poll_once()
     assert registry.listing_error is None
+
+
+def test_versions_on_two_sessions_of_one_base_never_share_a_pass(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    """A base exported again is a new session for the versions loaded after it, while those already serving
+    keep the old one: their rows must not be grouped into one pass (it runs on the first row's session)."""
+    from serving.engine import BaseEncoderCache, EngineSettings, load_scenario
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    work = tmp_path / "frozen"
+    write_toy_csv(work / "data" / "train.csv", 8, seed=5)
+    write_toy_csv(work / "data" / "validation.csv", 4, seed=105)
+    config = make_train_config(
+        custom_scenario(
+            "frozen_one", ["positive", "negative", "neutral"], work / "data", max_length_tokens=16
+        ),
+        "frozen",
+        base_model=str(repo.load_manifest("alpha", 1).base_model.id),
+        output_dir=work / "run",
+        max_steps=2,
+        early_stopping_patience=None,
+    )
+    train_and_publish(config, repo, export_precisions=["fp32"])
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
+    one = load_scenario(repo, "frozen_one", 1, settings, BaseEncoderCache())
+    two = load_scenario(repo, "frozen_one", 1, settings, BaseEncoderCache())  # another session, same files
+    assert one.base_graph is not two.base_graph and one.group_key != two.group_key
+    again = load_scenario(repo, "frozen_one", 1, settings, cache := BaseEncoderCache())
+    assert again.group_key == load_scenario(repo, "frozen_one", 1, settings, cache).group_key
