@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -17,6 +18,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"body: request body over {limit_bytes} bytes (max_body_bytes)")
 
 
+class BodyTimeout(HTTPException):
+    """Raised inside receive() when a body has not arrived in full within `timeout_s` of its first read:
+    a client that stops sending would otherwise hold an admission slot as long as its connection lives."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"body: not received in full within {timeout_s:g} s (request_timeout_s)")
+
+
 class BodyLimitMiddleware:
     """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed; 415 for
     a compressed one (a Content-Encoding other than identity: bodies are read as sent).
@@ -26,9 +35,12 @@ class BodyLimitMiddleware:
     a 100 MB body never sits in the replica's memory.
     """
 
-    def __init__(self, app: Any, limit_bytes: int, on_refuse: Any = None) -> None:
+    def __init__(
+        self, app: Any, limit_bytes: int, on_refuse: Any = None, timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.timeout_s = timeout_s  # the whole body within this of the first read (None: no deadline)
         self.on_refuse = on_refuse  # called with the status of each refusal made here (metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -57,14 +69,26 @@ class BodyLimitMiddleware:
                 return
         seen = 0
         started = False
+        deadline: float | None = None
+        complete = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, complete
+            if complete or self.timeout_s is None:
+                message = await receive()  # after the body: a wait for the disconnect, no deadline
+            else:
+                loop = asyncio.get_running_loop()
+                deadline = deadline if deadline is not None else loop.time() + self.timeout_s
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
                     raise BodyTooLarge(self.limit_bytes)
+                complete = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -78,6 +102,9 @@ class BodyLimitMiddleware:
         except BodyTooLarge as exc:  # raised outside the routes' error handlers
             if not started:
                 await self._refuse(scope, receive, send, 413, "body_too_large", exc.detail)
+        except BodyTimeout as exc:
+            if not started:
+                await self._refuse(scope, receive, send, 408, "request_timeout", exc.detail)
 
     async def _refuse(
         self, scope: dict, receive: Any, send: Any, status: int, type_: str, message: str, field: str = "body"
@@ -87,4 +114,4 @@ class BodyLimitMiddleware:
         await error_response(status, type_, message, field=field)(scope, receive, send)
 
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "BodyTimeout", "BodyTooLarge"]

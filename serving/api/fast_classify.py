@@ -21,6 +21,7 @@ server: it does the request-id, admission and body-limit work for the requests i
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -30,7 +31,8 @@ from ..config import ServingConfig
 from ..errors import ServingError
 from ..metrics import ServingMetrics
 from .admission import InFlight
-from .http_errors import serving_error_response, unexpected_error_response
+from .body_limit import BodyTimeout
+from .http_errors import error_response, serving_error_response, unexpected_error_response
 from .request_id import set_request_id
 from .routes import ClassifyBackend, answer_classify, classify_headers
 from .schemas import ClassifyRequest
@@ -89,15 +91,27 @@ class FastClassifyMiddleware:
         await self.answer(scope, receive, send, request)
 
     async def answer(self, scope: dict, receive: Any, send: Any, request: ClassifyRequest) -> None:
-        """Answer a validated request: 200 with the JSON answer, or the error shape."""
+        """Answer a validated request: 200 with the JSON answer, or the error shape. A client that leaves
+        before the answer cancels its request: its rows still waiting are skipped by the batcher and its
+        admission slot is freed (Ray's own per-request wrapper, which this path skips, does the same)."""
+        task = asyncio.current_task()
+        watcher = asyncio.ensure_future(_cancel_when_gone(receive, task)) if task is not None else None
         try:
             payload = await answer_classify(request, self.backend, self.config, self.metrics)
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.done() or watcher.cancelled() or not watcher.result():
+                raise  # cancelled by someone else: let it through
+            task.uncancel()  # type: ignore[union-attr]  # the client is gone: nothing to answer
+            return
         except ServingError as exc:
             await serving_error_response(exc, _request_id(scope), PATH)(scope, receive, send)
             return
         except Exception as exc:
             await unexpected_error_response(exc, _request_id(scope), PATH)(scope, receive, send)
             return
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         headers = [*self.headers, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -143,7 +157,14 @@ class ClassifyFrontDoor(FastClassifyMiddleware):
         self.in_flight.count += 1
         admitted = True
         try:
-            body = await _read_body(receive)
+            try:  # a client that stops sending holds a slot: the body has request_timeout_s to arrive
+                async with asyncio.timeout(self.config.request_timeout_s):
+                    body = await _read_body(receive)
+            except TimeoutError:
+                self.metrics.requests.labels("_invalid", "408").inc()
+                detail = BodyTimeout(self.config.request_timeout_s).detail
+                await error_response(408, "request_timeout", detail, field="body")(scope, receive, send)
+                return
             if body is None:
                 return
             request = _parse(body)
@@ -156,6 +177,16 @@ class ClassifyFrontDoor(FastClassifyMiddleware):
         finally:
             if admitted:
                 self.in_flight.count -= 1
+
+
+async def _cancel_when_gone(receive: Any, task: asyncio.Task) -> bool:
+    """Wait for the client to disconnect (after its whole body was read, uvicorn's receive() returns only
+    then), and cancel the task answering it; True when it did."""
+    message = await receive()
+    if message.get("type") != "http.disconnect":
+        return False
+    task.cancel()
+    return True
 
 
 async def _read_body(receive: Any) -> bytes | None:

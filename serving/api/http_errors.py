@@ -17,7 +17,13 @@ from .schemas import ErrorBody, ErrorDetail
 logger = logging.getLogger("labelwise.serving")
 RETRY_AFTER_S = 1.0
 # Starlette's own HTTP errors (unknown path, wrong method, unparseable body) -> the error type clients see
-_HTTP_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_TYPES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+}
 
 
 def retry_after_headers(retry_after_s: float | None) -> dict[str, str] | None:
@@ -86,7 +92,7 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
     detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
     if exc.status_code == 400:
         detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
-    field = "body" if exc.status_code in (400, 413) else None
+    field = "body" if exc.status_code in (400, 408, 413) else None
     return exc.status_code, type_, detail, field
 
 

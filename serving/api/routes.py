@@ -43,7 +43,7 @@ class ClassifyBackend(Protocol):
     async def engine_metrics(self) -> bytes: ...
 
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 422, 429, 500, 503, 504)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)}
 # What any route behind the key may answer besides its own: no key, a replica at max_ongoing_requests.
 _GATE_ERRORS = {s: {"model": ErrorBody} for s in (401, 429, 503)}
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
@@ -236,6 +236,7 @@ def create_api(
         BodyLimitMiddleware,
         limit_bytes=config.body_limit_bytes,
         on_refuse=lambda status: metrics.requests.labels("_invalid", str(status)).inc(),
+        timeout_s=config.request_timeout_s,
     )
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
     in_flight = InFlight()

@@ -269,3 +269,108 @@ def test_probes_take_head_refusals_before_routing_are_counted_and_openapi_names_
         "LabelLogit" in json.dumps(raw)
         and "logit" in schemas["LabelLogit"]["properties"]["score"]["description"]
     )
+
+
+def test_a_client_that_leaves_cancels_its_rows_and_frees_its_slot(published_repo: ModelRepository) -> None:
+    """The front door skips Ray's per-request wrapper, which cancels a request whose client left: it does
+    that itself, so the rows of a client that gave up are not run and its admission slot is freed."""
+    pytest.importorskip("ray.serve")
+    import time
+
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo, max_concurrent_batches=1)
+    body = json.dumps({"scenario": "frozen_two", "texts": ["first text", "second text"]}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/classify",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+
+    async def scenario() -> tuple[list[int], list[dict], int]:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        ran: list[int] = []
+        run = service.batcher._run
+
+        def slow(rows):  # type: ignore[no-untyped-def]  # each pass takes 0.3 s: the clients leave first
+            time.sleep(0.3)
+            ran.append(len(rows))
+            return run(rows)
+
+        service.batcher._run = slow
+        front = create_api(service, config, service.metrics).state.classify_front_door
+        sent: list[dict] = []
+
+        async def client(leaves_after: float | None) -> None:
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict:
+                if messages:
+                    return messages.pop()
+                await asyncio.sleep(leaves_after if leaves_after is not None else 30)
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append({"leaves": leaves_after, **message})
+
+            await front(dict(scope), receive, send)
+
+        stayer = asyncio.ensure_future(client(None))  # its pass runs first, 0.3 s
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*(client(0.1) for _ in range(4)))  # give up at 0.1 s, before their rows run
+        await stayer
+        return ran, sent, front.in_flight.count
+
+    ran, sent, in_flight = asyncio.run(scenario())
+    assert ran == [2]  # only the client that stayed had its rows run
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+    assert all(m["leaves"] is None for m in sent) and in_flight == 0
+
+
+@pytest.mark.parametrize("front_door", [True, False])
+def test_a_body_that_stops_arriving_is_answered_408_and_frees_its_slot(
+    published_repo: ModelRepository, front_door: bool
+) -> None:
+    """A client that sends part of its body and then nothing would hold an admission slot as long as its
+    connection lives: the body has request_timeout_s to arrive, then the answer is 408 on `body`."""
+    pytest.importorskip("ray.serve")
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo, request_timeout_s=0.3)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/classify",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }
+
+    async def scenario() -> tuple[list[dict], int]:
+        service = ClassifierService(config)
+        app = create_api(service, config, service.metrics)
+        target = app.state.classify_front_door if front_door else app
+        parts = [{"type": "http.request", "body": b'{"scenario": "fro', "more_body": True}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            if parts:
+                return parts.pop()
+            await asyncio.sleep(30)  # the rest never comes
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(target(dict(scope), receive, send), timeout=10)
+        count = app.state.classify_front_door.in_flight.count
+        return sent, count
+
+    sent, in_flight = asyncio.run(scenario())
+    assert sent[0]["status"] == 408 and in_flight == 0
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["type"] == "request_timeout" and error["field"] == "body", error
