@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,22 @@ def toy_sentences(label: str, n: int, seed: int = 0) -> list[str]:
         f"{rng.choice(_SUBJECTS).capitalize()} was {rng.choice(_WORDS[label])} {rng.choice(_TAILS)}."
         for _ in range(n)
     ]
+
+
+@contextlib.contextmanager
+def http_stub(handler: type) -> Iterator[str]:
+    """A ThreadingHTTPServer on 127.0.0.1 answering with `handler`; its base URL while the block runs."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:

@@ -4,9 +4,8 @@ answer something else than the labelwise API, end in one `error:` line, never in
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from labelwise.cli import app
 from labelwise.errors import ClientError
 from labelwise.file_scoring import HttpScorer, check_url
 from model_repository import UsageError
+from tests.conftest import http_stub
 
 
 def _run(args: list[str], **env: str) -> Any:
@@ -109,14 +109,8 @@ def server() -> Iterator[tuple[dict[str, str], str]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield mode, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_stub(Handler) as url:
+        yield mode, url
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from labelwise.errors import (
     ServiceNotReadyError,
     TextTooLongError,
 )
+from tests.conftest import http_stub
 
 # (status, body, headers) or None for "answer classify normally"
 Script = Callable[[str, dict[str, Any] | None], tuple[int, dict[str, Any], dict[str, str]] | None]
@@ -118,14 +119,8 @@ def service() -> Iterator[tuple[FakeService, str]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_stub(Handler) as url:
+        yield fake, url
 
 
 def _texts(n: int) -> list[str]:
