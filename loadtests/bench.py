@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
 from .bench_report import CEILING_TARGETS, merge_rounds, render_markdown, targets
 from .ceiling import ResidentCeiling, all_cores, measure_ceiling_processes
-from .errors import BenchError
+from .errors import BenchError, LoadTestError
 from .load_drivers import resolve_driver, run_one_load
 from .loadgen import LoadSpec, wait_ready
 from .loopback import require_loopback
@@ -580,6 +580,14 @@ def measure_seed(
         stop_server(server)
 
 
+# What a peer's failure can raise: the bench's errors (not ready, a failed load), a child past its bound.
+PEER_FAILURES = (LoadTestError, subprocess.TimeoutExpired)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def measure_infinity(
     models: BenchModels, run: _Runner, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -594,7 +602,11 @@ def measure_infinity(
         return [], [f"Infinity not measured: {missing}"]
     # Beside the bench scenarios (an underscore folder is not a scenario), so each repository has its own.
     peer_models = Path(models.repository) / PEER_MODELS / "infinity"
-    folders = prepare_infinity_models(models.repository, models.primary, peer_models, say)
+    try:
+        folders = prepare_infinity_models(models.repository, models.primary, peer_models, say)
+    except PEER_FAILURES as exc:
+        say(f"infinity: skipped: {_first_line(exc)}")
+        return [], [f"Infinity not measured: {_first_line(exc)}"]
     url = f"http://127.0.0.1:{options.peer_port}"
     systems, notes = [], []
     for variant in options.infinity_variants:
@@ -619,9 +631,11 @@ def measure_infinity(
                 result["memory"] = server.memory_mb()
                 results.append(result)
             systems.append({"system": name, "variant": variant, "spec": INFINITY_SPEC, "results": results})
-        except BenchError as exc:
-            say(f"infinity {variant}: failed: {str(exc).splitlines()[0]}")
-            notes.append(f"{name} failed: {str(exc).splitlines()[0]} (log {log})")
+        except PEER_FAILURES as exc:
+            # Not only BenchError: a peer that never gets ready raises ServerNotUpError (a TimeoutError),
+            # a load generator past its bound subprocess.TimeoutExpired. Either is a note, not the end.
+            say(f"infinity {variant}: failed: {_first_line(exc)}")
+            notes.append(f"{name} failed: {_first_line(exc)} (log {log})")
         finally:
             say(f"infinity {variant}: stopping")
             stop_server(server)

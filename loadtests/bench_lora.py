@@ -30,7 +30,7 @@ from model_repository import ModelRepository, layout
 from .bench_models import prepare_bench_models
 from .errors import BenchError
 from .loadgen import LoadSpec, run_in_subprocess
-from .processes import python_cmd, start_server, stop_server, wait_server_ready
+from .processes import python_cmd, start_server, stop_server, terminated_as_exit, wait_server_ready
 from .sentences import real_texts_file
 
 MIX_PREFIX = "lora-mix-"
@@ -176,7 +176,14 @@ def _point(
 
 
 def run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every (mode, N) point in turn; the report is also written as JSON and markdown under out_dir."""
+    """Every (mode, N) point in turn; the report is also written as JSON and markdown under out_dir.
+
+    A SIGTERM ends it through its `finally` blocks, as for `labelwise bench`: the server is stopped."""
+    with terminated_as_exit():
+        return _run_lora_bench(options, say)
+
+
+def _run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None]) -> dict[str, Any]:
     import os
 
     unknown = [m for m in options.modes if m not in ("merged", "shared")]

@@ -73,7 +73,10 @@ def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "p99_ms": row["p99_ms"],
                     "errors": row["errors"],
                     "pss_mb": (row.get("memory") or {}).get("pss_mb"),
-                    "vs_best_peer": _ratio(row["req_per_s"], peer and peer[1]["req_per_s"]),
+                    "vs_best_peer": _ratio(
+                        row["req_per_s"],
+                        _round_best_peer(row, report, load) or (peer and peer[1]["req_per_s"]),
+                    ),
                     "vs_seed": _ratio(row["req_per_s"], seed and seed["req_per_s"]),
                     "client_cpu_share": row.get("client_cpu_share"),
                     "driver": row.get("driver"),
@@ -223,9 +226,44 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+def _stamped(view: dict[str, Any], n: int) -> dict[str, Any]:
+    """A round's report with `round: n` on each of its records, so that a table cell taken from one round
+    is compared with figures of that same round (round_ceiling, comparison_rows)."""
+
+    def rows(records: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return None if records is None else [{**r, "round": n} for r in records]
+
+    out = {**view, "ceiling": {**view["ceiling"], "round": n}}
+    for key in ("served", "served_fp32", "scenario_mix"):
+        if key in view:
+            out[key] = rows(view[key])
+    if view.get("peers"):
+        out["peers"] = [{**peer, "results": rows(peer["results"])} for peer in view["peers"]]
+    return out
+
+
+def round_ceiling(row: dict[str, Any], report: dict[str, Any]) -> float:
+    """The first ceiling of the round this row was measured in (the report's, without rounds)."""
+    n, rounds = row.get("round"), report.get("rounds")
+    if n and rounds and len(rounds) >= n:
+        return rounds[n - 1]["ceiling_seq_per_s"]
+    return report["ceiling"]["seq_per_s"]
+
+
+def _round_best_peer(row: dict[str, Any], report: dict[str, Any], load: str) -> float | None:
+    """The best peer's req/s at this load in the round this row was measured in, when rounds were run."""
+    n, rounds = row.get("round"), report.get("rounds")
+    if not (n and rounds and len(rounds) >= n):
+        return None
+    rates = [loads.get(load) for loads in rounds[n - 1]["peers"].values()]
+    rates = [r for r in rates if r is not None]
+    return max(rates) if rates else None
+
+
 def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
     """The report's fields from N rounds' reports (round 1 first): every round's figures and targets
     (`rounds`), each target's median (median_targets), and each table cell's median round (median_*)."""
+    views = [_stamped(v, i) for i, v in enumerate(views, start=1)]
     first = views[0]
     rounds = [
         {
@@ -371,7 +409,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['load']} | {_fmt(r['req_per_s'])} | {_fmt(r['seq_per_s'])} "
                 f"| {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} "
-                f"| {_fmt(_ratio(r['seq_per_s'], ceiling), 2)}{_now_cell(r)} |"
+                f"| {_fmt(_ratio(r['seq_per_s'], round_ceiling(r, report)), 2)}{_now_cell(r)} |"
             )
     mix = report.get("scenario_mix") or []
     if mix:

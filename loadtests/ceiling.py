@@ -109,13 +109,18 @@ def _child_cmd(repository: str, scenario: str, threads: int, texts_file: str | N
     return cmd + (["--texts-file", texts_file] if texts_file else [])
 
 
+# Loading the graph and warming every batch size takes ~10-40 s on a busy 2-core box.
+READY_TIMEOUT_S = 300.0
+
+
 class _Children:
     """Ceiling processes started together; each says "ready" once loaded and warm, then takes commands
     on stdin. Their stderr goes to one file, quoted when one fails."""
 
-    def __init__(self, cmd: list[str], processes: int) -> None:
+    def __init__(self, cmd: list[str], processes: int, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         self.errors = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed by close())
         self.procs: list[subprocess.Popen[str]] = []
+        timer = threading.Timer(ready_timeout_s, self._kill)  # a child stuck loading is killed, then refused
         try:
             for _ in range(processes):
                 self.procs.append(
@@ -123,12 +128,17 @@ class _Children:
                         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True
                     )
                 )
+            timer.start()
             for child in self.procs:  # other lines (a library's chatter) are skipped
                 while (line := child.stdout.readline()) and line.strip() != "ready":  # type: ignore[union-attr]
                     pass
                 if not line:
-                    raise self.failure("exited before it was ready")
+                    raise self.failure(
+                        f"exited before it was ready (or was not ready within {ready_timeout_s:.0f} s)"
+                    )
+            timer.cancel()
         except BaseException:
+            timer.cancel()
             self.close()
             raise
 

@@ -97,6 +97,11 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
     BatchUser.weight = _Settings.weights["batch"]
 
 
+def serving_scenarios(listed: list[dict[str, Any]]) -> list[str]:
+    """Names from GET /v1/scenarios that answer now: not skipped by serve-all, and with a loaded version."""
+    return [s["name"] for s in listed if not s.get("skipped") and s.get("version") is not None]
+
+
 class _ClassifyUser(FastHttpUser):
     abstract = True
     wait_time = between(0, 0)  # closed loop: the next request leaves when the last one returns
@@ -106,9 +111,10 @@ class _ClassifyUser(FastHttpUser):
         self.rng = random.Random()
         if not _Settings.scenarios:
             with self.client.get("/v1/scenarios", name="/v1/scenarios", catch_response=True) as resp:
-                names = [s["name"] for s in resp.json().get("scenarios", [])] if resp.ok else []
+                listed = resp.json().get("scenarios", []) if resp.ok else []
+                names = serving_scenarios(listed)
                 if not names:
-                    resp.failure("the server lists no scenario: pass --scenarios")
+                    resp.failure("the server lists no serving scenario: pass --scenarios")
                     raise RuntimeError("no scenario to load-test")
             _Settings.scenarios = names
 

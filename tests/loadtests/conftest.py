@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Request  # at module level: the handlers' annotations are resolved here
 
 from loadtests.bench_models import BenchModels, prepare_bench_models
 from serving.local_ray import free_loopback_port
@@ -28,6 +29,7 @@ class Counts:
     failed: int = 0
     slow: int = 0
     scenarios: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, int] = field(default_factory=dict)  # POSTs per request path
 
 
 @dataclass
@@ -46,8 +48,11 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
 
     app = FastAPI()
 
+    # Also under /mounted: a server behind a route prefix (a Serve route_prefix).
     @app.post("/v1/classify")
-    async def classify(body: dict[str, Any]) -> Any:
+    @app.post("/mounted/v1/classify")
+    async def classify(body: dict[str, Any], request: Request) -> Any:
+        counts.paths[request.url.path] = counts.paths.get(request.url.path, 0) + 1
         counts.requests += 1
         n = counts.requests
         counts.scenarios[body["scenario"]] = counts.scenarios.get(body["scenario"], 0) + 1
@@ -64,6 +69,7 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
         return {"scenario": body["scenario"], "version": 1, "results": results, "truncated": [False]}
 
     @app.get("/readyz")
+    @app.get("/mounted/readyz")
     async def readyz() -> dict[str, bool]:
         return {"ready": True}
 
@@ -80,7 +86,15 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
 
     @app.get("/v1/scenarios")
     async def scenarios() -> dict[str, Any]:
-        return {"scenarios": [{"name": "alpha"}, {"name": "beta"}]}
+        # As serve-all lists them: served ones with their version, one still loading, one skipped.
+        return {
+            "scenarios": [
+                {"name": "alpha", "version": 1},
+                {"name": "beta", "version": 2},
+                {"name": "loading", "version": None},
+                {"name": "no-alias", "version": None, "skipped": True},
+            ]
+        }
 
     return app
 

@@ -245,6 +245,31 @@ def test_rounds_take_each_cells_median_round_and_the_median_of_each_rounds_ratio
     assert median_record([{"req_per_s": 1.0}, {"req_per_s": 3.0}])["req_per_s"] == 1.0
 
 
+def test_table_ratios_compare_figures_of_the_same_round() -> None:
+    # The 32-text cell and the ceiling's median come from different rounds here; its served/ceiling
+    # cell must be that round's own ratio, as the target's, not a ratio of two rounds' figures.
+    views = [_round(200, 170, 68), _round(160, 136, 54.4), _round(240, 204, 81.6)]
+    for v, seq in zip(views, (120.0, 190.0, 180.0), strict=True):
+        v["served"][2] = _row("32 texts, c=4", seq / 32, seq, 900)
+    report = {**views[0], **merge_rounds(views)}
+    assert report["ceiling"]["seq_per_s"] == 200.0 and report["served"][2]["seq_per_s"] == 180.0
+    row = next(
+        line for line in render_markdown(report).splitlines() if line.startswith("| labelwise | 32 texts")
+    )
+    assert row.endswith("| 0.75 |")  # 180 / round 3's 240, not 180 / round 1's 200 (0.90)
+    target = next(t for t in report["targets"] if t["target"] == "served/ceiling, 32 texts at c=4")
+    assert target["measured"] == 0.75
+    # vs best peer: labelwise's median round at c=32 (170, round 1) over round 1's Infinity (68), not the
+    # peers' own median record, which may come from another round.
+    views[0]["peers"][1]["results"][1] = _row("1 text, c=32", 100.0, 100.0, 700)
+    report = {**views[0], **merge_rounds(views)}
+    cell = next(
+        r for r in comparison_rows(report) if r["system"] == "labelwise int8" and r["concurrency"] == 32
+    )
+    assert report["peers"][1]["results"][1]["req_per_s"] == 81.6  # the peer's median round is round 3
+    assert cell["req_per_s"] == 170.0 and cell["vs_best_peer"] == 1.7  # 170 / 100, both round 1
+
+
 def test_a_round_that_fails_the_seeds_p99_fails_the_target() -> None:
     views = [_round(200, 170, 68), _round(200, 170, 68, seed_p99=350.0), _round(200, 170, 68)]
     verdicts = median_targets([targets(v) for v in views])

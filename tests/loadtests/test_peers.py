@@ -251,3 +251,89 @@ def test_a_terminated_bench_continues_the_tree_it_paused(tmp_path: Path) -> None
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.resume()
                 child.kill()
+
+
+def test_an_infinity_that_never_gets_ready_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that starts but never answers /health raises ServerNotUpError (a TimeoutError, not a
+    BenchError): still a note under the table, and the bench goes on."""
+    import sys
+
+    import loadtests.bench as bench
+    from serving.local_ray import free_loopback_port
+
+    monkeypatch.setattr(bench, "infinity_missing", lambda _folder: None)
+    monkeypatch.setattr(bench, "prepare_infinity_models", lambda *_a, **_k: {"fp32": tmp_path})
+    monkeypatch.setattr(
+        bench, "infinity_command", lambda *_a: [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    options = BenchOptions(out_dir=tmp_path / "out", ready_timeout_s=2, infinity_variants=["fp32"],
+                           peer_port=free_loopback_port())  # fmt: skip
+    options.out_dir.mkdir()
+    models = BenchModels(repository=str(tmp_path), base_model="m", precision="int8", lora=["l0"],
+                         frozen=["f0"], train_steps=1)  # fmt: skip
+    said: list[str] = []
+    systems, notes = measure_infinity(models, _Runner(options, None, "python"), said.append)
+    assert systems == []
+    assert len(notes) == 1 and notes[0].startswith("Infinity 0.0.78 optimum fp32 failed: ")
+    assert "not ready" in notes[0] and "infinity fp32: stopping" in said
+
+
+def test_wrk_is_killed_when_the_wait_is_interrupted(tmp_path: Path) -> None:
+    """SIGTERM (as SystemExit) or any error while waiting for wrk: wrk stops loading the server."""
+    import signal
+    import time
+
+    import psutil
+
+    from loadtests.wrk import _run_timed
+
+    pid_file = tmp_path / "pid"
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(SystemExit):
+            _run_timed(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"], bound_s=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    pid = int(pid_file.read_text())
+    time.sleep(0.1)
+    assert not psutil.pid_exists(pid)  # killed and reaped, not left loading for its 30 s
+
+
+def test_the_lora_bench_turns_sigterm_into_an_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`labelwise bench --lora-modes`: a SIGTERM runs its `finally` blocks (its server is stopped)."""
+    import signal
+
+    import loadtests.bench_lora as bench_lora
+
+    cleaned: list[str] = []
+
+    def body(_options: object, _say: object) -> dict:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return {}
+        finally:
+            cleaned.append("server stopped")
+
+    monkeypatch.setattr(bench_lora, "_run_lora_bench", body)
+    with pytest.raises(SystemExit) as exc:
+        bench_lora.run_lora_bench(bench_lora.LoraBenchOptions())
+    assert exc.value.code == 143 and cleaned == ["server stopped"]
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_a_ceiling_process_that_never_gets_ready_is_killed_and_refused() -> None:
+    import sys
+    import time
+
+    from loadtests.ceiling import _Children
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="not ready within 1 s"):
+        _Children([sys.executable, "-c", "import time; time.sleep(60)"], processes=2, ready_timeout_s=1)
+    assert time.monotonic() - start < 10

@@ -90,6 +90,44 @@ def test_wrk_counts_what_the_server_answered(tiny_server: TinyServer) -> None:
 
 
 @needs_wrk
+def test_wrk_posts_under_the_urls_path(tiny_server: TinyServer) -> None:
+    # wrk's request() takes its path from the script: a server under a route prefix gets it too.
+    spec = LoadSpec(url=tiny_server.url + "/mounted", scenarios=["alpha"], concurrency=1, duration_s=1,
+                    warmup_s=0)  # fmt: skip
+    result = run_wrk(spec, TEXTS, threads=1)
+    assert result["errors"] == 0 and result["requests"] > 0
+    assert set(tiny_server.counts.paths) == {"/mounted/v1/classify"}
+
+
+@needs_wrk
+def test_answers_after_the_timeout_are_failures_without_latencies(tiny_server: TinyServer) -> None:
+    # Every answer takes STALL_S, past wrk's 1 s --timeout: wrk counts them in its requests and its
+    # timeouts, and records no latency. None may count as answered, and no p99 of 0 ms may be reported.
+    tiny_server.behaviour["stall"] = True
+    spec = LoadSpec(url=tiny_server.url, scenarios=["alpha"], concurrency=2, duration_s=3, warmup_s=0,
+                    timeout_s=1)  # fmt: skip
+    result = run_wrk(spec, TEXTS, threads=1)
+    assert result["requests"] == 0 and result["req_per_s"] == 0
+    assert result["error_kinds"].get("socket timeout", 0) > 0
+    assert result["p50_ms"] is None and result["p99_ms"] is None
+
+
+def test_a_record_with_late_answers_counts_them_as_failures() -> None:
+    from loadtests.wrk import wrk_result
+
+    spec = LoadSpec(url="http://127.0.0.1:9", scenarios=["a"], duration_s=1, warmup_s=0)
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 3, "status": 0}
+    done = {"requests": 10, "non2xx": 0, "bad_bodies": 0, "errors": errors, "statuses": {},
+            "duration_us": 1_000_000, "latency_us": {"min": 5, "max": 900, "mean": 50.0, "p50": 40, "p90": 80,
+                                                    "p99": 900}}  # fmt: skip
+    result = wrk_result(spec, done, {}, cpu_s=0.1, wall_s=1.0, threads=1)
+    assert result["requests"] == 7 and result["errors"] == 3 and result["p99_ms"] == 0.9
+    empty = {**done, "requests": 3, "latency_us": {k: 0 for k in done["latency_us"]}}
+    result = wrk_result(spec, empty, {}, cpu_s=0.1, wall_s=1.0, threads=1)
+    assert result["requests"] == 0 and result["p50_ms"] is None and result["p99_ms"] is None
+
+
+@needs_wrk
 def test_wrk_drives_the_infinity_shape_with_many_connections(tiny_server: TinyServer) -> None:
     spec = LoadSpec(url=tiny_server.url, scenarios=["bench-model"], concurrency=8, duration_s=1, warmup_s=1,
                     shape="infinity")  # fmt: skip
