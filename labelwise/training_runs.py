@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 
 def default_export() -> str:
-    """fp32,int8 when the export extra (optimum, onnx) is installed, else none."""
+    """fp32,int8 (and fp16 where torch sees a CUDA GPU) when the export extra (optimum, onnx) is
+    installed, else none."""
     from training import export_available
+    from training.publish import default_precisions
 
-    return "fp32,int8" if export_available() else "none"
+    return ",".join(default_precisions()) if export_available() else "none"
 
 
 def export_precisions(value: str | None) -> list[str]:

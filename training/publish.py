@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 PARITY_ROWS = 512
 DEFAULT_EXPORT = ("fp32", "int8")
+# Added to the default where this machine has a CUDA GPU: what GPU replicas load (precision fp16/auto).
+GPU_EXPORT = "fp16"
 # Table rank of the multi-adapter graph published beside LoRA versions; serving's lora_table_rank
 # defaults to the same, so every adapter of rank <= 8 on a base shares one graph and one batch.
 SHARED_TABLE_RANK = 8
@@ -36,6 +38,15 @@ def export_available() -> bool:
     import training.export as export
 
     return hasattr(export, "export_into")
+
+
+def default_precisions() -> list[str]:
+    """The default export: fp32 and int8 (CPU replicas), and fp16 too where torch sees a CUDA GPU, so a
+    version trained on a GPU machine has the graph GPU replicas load; elsewhere fp16 is asked for
+    explicitly (`--export fp32,int8,fp16`, or `labelwise export -p fp16` for a published version)."""
+    import torch
+
+    return [*DEFAULT_EXPORT, GPU_EXPORT] if torch.cuda.is_available() else list(DEFAULT_EXPORT)
 
 
 def save_weights(result: TrainedModel, folder: Path) -> int:
@@ -115,7 +126,7 @@ def _refuse_collapsed(result: TrainedModel) -> None:
 def _requested_precisions(export_precisions: list[str] | str | None) -> list[str]:
     """The precisions to export, from "auto", "fp32,int8", a list or None; the export hook must be there."""
     if export_precisions == "auto":
-        return list(DEFAULT_EXPORT) if export_available() else []
+        return default_precisions() if export_available() else []
     if isinstance(export_precisions, str):
         export_precisions = [p.strip() for p in export_precisions.split(",") if p.strip()]
     if export_precisions and not export_available():

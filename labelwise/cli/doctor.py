@@ -86,6 +86,13 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
             if chosen
             else f"v{manifest.version}: none of {precisions} exported (has {have}); refused at load"
         )
+        if chosen and chosen != precisions[0]:
+            # e.g. a GPU replica asking for fp16 given a version trained and exported on a CPU machine
+            wanted = precisions[0]
+            scenarios[name] += (
+                f"; not {wanted}: `labelwise export -s {name} -v {manifest.version} -p {wanted}` "
+                "adds it as a new version"
+            )
     report["scenarios"] = scenarios
     return report
 

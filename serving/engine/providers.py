@@ -57,8 +57,9 @@ def likely_cause(provider: str) -> str:
             "the CPU build may have overwritten the GPU one: uninstall both, then install 'labelwise[gpu]'"
         )
     return (
-        f"{listed} is installed but CUDA did not start: the CUDA 12 / cuDNN 9 libraries (libcudart, "
-        "libcublas, libcudnn) are not on the library path, or no GPU is visible to this process "
+        f"{listed} is installed but CUDA did not start: the CUDA 13 / cuDNN 9 libraries that PyPI's "
+        "onnxruntime-gpu is built for (libcudart.so.13, libcublas.so.13, libcudnn.so.9) are not on the "
+        "library path, or no GPU is visible to this process "
         "(nvidia-smi, CUDA_VISIBLE_DEVICES, the pod's nvidia.com/gpu limit); ONNX Runtime's own "
         "warning in this log names the library it could not load"
     )
@@ -77,6 +78,13 @@ def choose_providers(configured: list[str] | None, num_gpus: float) -> list[str]
             raise ModelLoadError(
                 f"ort_providers asks for {missing[0]}, which this ONNX Runtime does not offer "
                 f"(it offers {available}): {likely_cause(missing[0])}"
+            )
+        if num_gpus > 0 and all(p == CPU for p in configured):
+            # Ray would reserve a GPU for this replica, and every session would run on the CPU.
+            raise ModelLoadError(
+                f"num_gpus={num_gpus:g} reserves a GPU for each replica, but ort_providers "
+                f"{list(configured)} runs nothing on it: add {CUDA} to ort_providers (or leave it unset), "
+                "or set num_gpus: 0"
             )
         return list(configured)
     if num_gpus > 0:

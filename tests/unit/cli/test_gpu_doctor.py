@@ -44,3 +44,27 @@ def test_dockerfile_gpu_pin_equals_constraints() -> None:
     pin = re.search(r"^onnxruntime-gpu==(\S+)$", (root / "constraints.txt").read_text(), re.M)
     arg = re.search(r"^ARG ORT_GPU_VERSION=(\S+)$", (root / "Dockerfile").read_text(), re.M)
     assert pin and arg and pin.group(1) == arg.group(1)
+
+
+# The CUDA major each pinned onnxruntime-gpu wheel on PyPI is built for (its
+# onnxruntime/capi/build_and_package_info.py: cuda_version; its CUDA provider links libcublas.so.<major>).
+# 1.2x up to 1.26 were CUDA 12 builds; from 1.27 on PyPI carries the CUDA 13 builds.
+ORT_GPU_CUDA_MAJOR = {"1.31.1": 13}
+
+
+def test_the_gpu_image_has_the_cuda_major_the_pinned_wheel_needs() -> None:
+    """The image's CUDA base must provide the libraries the onnxruntime-gpu wheel links against: with
+    CUDA 12 under a CUDA 13 wheel the CUDA provider cannot load and every GPU replica refuses to start."""
+    import re
+
+    root = Path(__file__).resolve().parents[3]
+    dockerfile = (root / "Dockerfile").read_text()
+    version = re.search(r"^ARG ORT_GPU_VERSION=(\S+)$", dockerfile, re.M)
+    image = re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.\d+\.\d+-cudnn-runtime-\S+$", dockerfile, re.M)
+    assert version and image, (
+        "Dockerfile: ARG ORT_GPU_VERSION and ARG CUDA_IMAGE=nvidia/cuda:X.Y.Z-cudnn-runtime-…"
+    )
+    assert version.group(1) in ORT_GPU_CUDA_MAJOR, (
+        f"record the CUDA major of onnxruntime-gpu=={version.group(1)}"
+    )
+    assert int(image.group(1)) == ORT_GPU_CUDA_MAJOR[version.group(1)]

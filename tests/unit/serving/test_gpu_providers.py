@@ -37,6 +37,14 @@ def test_a_replica_given_a_gpu_never_falls_back_to_cpu_silently() -> None:
     assert choose_providers(None, num_gpus=0) == ["CPUExecutionProvider"]
 
 
+def test_a_gpu_replica_configured_for_the_cpu_provider_alone_is_refused() -> None:
+    # num_gpus reserves a GPU from Ray; ort_providers [CPU] would leave it idle while the replica runs on CPU.
+    for num_gpus in (1.0, 0.5):
+        with pytest.raises(ModelLoadError, match=r"reserves a GPU.*runs nothing on it.*num_gpus: 0"):
+            choose_providers(["CPUExecutionProvider"], num_gpus=num_gpus)
+    assert choose_providers(["CPUExecutionProvider"], num_gpus=0) == ["CPUExecutionProvider"]
+
+
 def test_a_session_that_dropped_a_requested_provider_is_refused() -> None:
     # What ORT does when CUDA's libraries do not load: the session runs, on the CPU provider only.
     with pytest.raises(ModelLoadError, match=r"model.fp16.onnx: asked for CUDAExecutionProvider.*runs on"):
