@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -297,3 +298,30 @@ def test_train_and_compare_leave_patience_to_the_scenario_unless_given() -> None
         == 3
     )
     assert make_train_config("emotion", "lora", early_stopping_patience=0).early_stopping_patience == 0
+
+
+def test_local_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
+    """`docker run --cpus 1.5` or a Kubernetes CPU limit sets a CFS quota and leaves the affinity whole:
+    the replica's num_cpus (and ORT threads) must follow the quota, as Ray's own CPU count does, or a
+    replica asks for more CPUs than the node has and never starts."""
+    from labelwise.server import cgroup_cpu_quota
+
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    assert cgroup_cpu_quota(v2) is None and local_cores(v2) == affinity  # no cgroup files: the affinity
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None and local_cores(v2) == affinity  # no quota
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(v2) == 1.5 and local_cores(v2) == 1  # whole cores, as Ray counts them
+    (v2 / "cpu.max").write_text("50000 100000\n")
+    assert local_cores(v2) == 1  # at least one
+    (v2 / "cpu.max").write_text(f"{(affinity + 8) * 100000} 100000\n")
+    assert local_cores(v2) == affinity  # a quota above the affinity does not add cores
+    v1 = tmp_path / "v1" / "cpu,cpuacct"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1.parent) is None
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1.parent) == 1.0 and local_cores(v1.parent) == 1
