@@ -43,6 +43,9 @@ __all__ = [
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 OUTPUT_FIELDS = ("row", "label", "score", "version")
+# What makes two runs the same run for resuming: the scenario, the input's file name and the column (not
+# the input's size: an input that grew is resumed, its new rows scored).
+RUN_IDENTITY = ("scenario", "input_name", "text_column")
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -269,10 +272,14 @@ class OutputFile:
     Opening only reads: an existing output is checked to be a partial output of this command, and is
     neither changed nor replaced (--overwrite) until the first rows are written, or `finish`."""
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, overwrite: bool = False, run: dict[str, Any] | None = None) -> None:
         self.path = path
         self.kind = file_format(path, "--output")
         self.staging = path.with_name(path.name + ".partial.jsonl") if self.kind == "parquet" else path
+        # What this run scores (scenario, input, column): recorded beside the output when its first rows
+        # are written, and checked when a later run resumes it.
+        self.run = run
+        self.run_file = path.with_name(f".{path.name}.classify.json")
         self.overwrite = overwrite
         self.complete_rows: int | None = None  # a finished Parquet output already holds these
         self.done = 0
@@ -291,11 +298,45 @@ class OutputFile:
             except (OSError, ValueError) as exc:
                 raise self._foreign(f"not a readable Parquet file: {exc}") from None
             self.done = self.complete_rows
+            self._check_same_run()
             return
         try:
             self.done = self._existing_rows()
         except (UnicodeDecodeError, csv.Error) as exc:
             raise self._foreign(str(exc)) from None
+        if self.done:
+            self._check_same_run()
+
+    def _check_same_run(self) -> None:
+        """A resumed output must come from the same scenario, input and column: rows of two runs in one
+        file would look like one run's. An output without the record (written before it existed, or by
+        hand) is taken as it is."""
+        if self.run is None:
+            return
+        try:
+            recorded = json.loads(self.run_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            raise self._foreign(f"its run record {self.run_file.name} is unreadable") from None
+        differ = [k for k in RUN_IDENTITY if k in recorded and recorded[k] != self.run.get(k)]
+        if differ:
+            was = ", ".join(f"{k} {recorded[k]!r}" for k in differ)
+            now = ", ".join(f"{k} {self.run.get(k)!r}" for k in differ)
+            raise UsageError(
+                f"--output {self.path} holds {self.done} rows of another run ({was}; this run: {now}); "
+                "pass --overwrite to replace it, or choose another --output"
+            )
+
+    def _record_run(self) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run_file.write_text(json.dumps(self.run, ensure_ascii=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"--output {self.path}: cannot write {self.run_file} ({exc.strerror or exc})"
+            ) from None
 
     def _check_writable(self) -> None:
         """UsageError now, before any model is loaded, when the output cannot be written there."""
@@ -362,6 +403,8 @@ class OutputFile:
             self._fh = open(self.staging, mode, encoding="utf-8", newline="")  # noqa: SIM115 (closed by close)
         except OSError as exc:
             raise UsageError(f"--output {self.path}: cannot write there ({exc.strerror or exc})") from None
+        if self._replace or self.done == 0:
+            self._record_run()
         self._keep, self._replace = None, False  # done once: a later open (finish) appends
         self._csv = csv.writer(self._fh) if self.kind == "csv" else None
         if self._csv is not None and self.done == 0 and self._fh.tell() == 0:
@@ -640,7 +683,13 @@ def score_file(
         raise UsageError(f"--output {output_path} is the input file")
     texts = read_texts(input_path, text_column)
     total = count_rows(input_path)
-    out = OutputFile(output_path, overwrite=overwrite)
+    run = {
+        "scenario": scenario,
+        "input_name": input_path.name,
+        "text_column": text_column,
+        "input": str(input_path.resolve()),
+    }
+    out = OutputFile(output_path, overwrite=overwrite, run=run)
     skipped = out.done
     if out.complete_rows is not None:
         # Exact, by the reader: newlines over-count a CSV with multi-line fields.

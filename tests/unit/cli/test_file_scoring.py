@@ -124,6 +124,49 @@ def test_an_output_that_is_not_ours_is_refused_unless_overwritten(tmp_path: Path
     assert [r["row"] for r in _read_output(out)] == list(range(10))
 
 
+class StopAfter(LengthScorer):
+    """Scores `chunks` chunks, then fails as a crash or Ctrl-C would."""
+
+    def __init__(self, chunks: int) -> None:
+        super().__init__()
+        self.left = chunks
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return super().score(texts)
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".parquet"])
+def test_a_partial_output_resumes_only_for_the_same_scenario_input_and_column(
+    tmp_path: Path, fmt_out: str
+) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS)
+    out = tmp_path / f"out{fmt_out}"
+    with pytest.raises(KeyboardInterrupt):
+        score_file(source, out, "review_sentiment", lambda: StopAfter(2), batch_rows=100)
+    # Another scenario, another column, or a changed input: rows of two runs would sit in one file.
+    with pytest.raises(UsageError, match=r"holds 200 rows of another run \(scenario 'review_sentiment'; "
+                                         r"this run: scenario 'spam'\).*--overwrite"):  # fmt: skip
+        score_file(source, out, "spam", LengthScorer)
+    renamed = _write(tmp_path / "in2.jsonl", TEXTS, column="body")
+    with pytest.raises(UsageError, match=r"input_name 'in.jsonl'.*text_column 'text'"):
+        score_file(renamed, out, "review_sentiment", LengthScorer, text_column="body")
+    # The same run resumes where it stopped; a finished output of it is done, and another scenario
+    # on the finished output is refused too (not "nothing to score").
+    scorer = LengthScorer()
+    summary = score_file(source, out, "review_sentiment", lambda: scorer, batch_rows=100)
+    assert (summary.rows_skipped, summary.rows_scored) == (200, 800) and scorer.seen == TEXTS[200:]
+    assert score_file(source, out, "review_sentiment", LengthScorer).rows_scored == 0
+    with pytest.raises(UsageError, match=r"holds 1000 rows of another run"):
+        score_file(source, out, "spam", LengthScorer)
+    # --overwrite starts the other run, and records it.
+    assert score_file(source, out, "spam", LengthScorer, overwrite=True).rows_scored == 1000
+    assert score_file(source, out, "spam", LengthScorer).rows_scored == 0
+
+
 def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
     good = "".join(f"{t},x\n" for t in TEXTS[:5])
     if kind == "csv-utf8":
@@ -256,7 +299,12 @@ def test_a_scorer_that_cannot_be_made_leaves_the_old_output_as_it_was(tmp_path: 
         with pytest.raises(UsageError, match="cannot load"):
             score_file(source, out, "toy", FailingScorer, overwrite=overwrite)
         assert out.read_bytes() == before
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", f"out{fmt_out}"]
+        # the output, and the record of the run that wrote it (for a later resume)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f".out{fmt_out}.classify.json",
+            "in.jsonl",
+            f"out{fmt_out}",
+        ]
     fresh = tmp_path / f"fresh{fmt_out}"
     with pytest.raises(UsageError, match="cannot load"):
         score_file(source, fresh, "toy", FailingScorer)
