@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from model_repository.errors import LabelwiseError
 
 from .errors import BenchError
 
@@ -140,15 +143,53 @@ class Report:
     notes: list[str] = field(default_factory=list)
     lora: list[LoraMix] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    http_serve_config: dict[str, Any] = field(default_factory=dict)  # what `labelwise serve` was given
     elapsed_s: float = 0.0
 
 
 # ---- the device -----------------------------------------------------------------------------------
-def pick_backend(dry_run: bool, backend: str = "auto") -> tuple[str, str, str]:
+# A one-node ONNX graph (Identity on float[1], opset 13, IR 7), serialized: enough for ORT to try its CUDA
+# provider, without the `onnx` package (this script runs where only torch and onnxruntime are installed).
+PROBE_GRAPH = (
+    b'\x08\x07\x12\x00:;\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12'
+    b"\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
+def cuda_session_fails() -> str | None:
+    """None when an ORT session asked for [CUDA, CPU] runs on CUDA; else why not, in one sentence.
+
+    ORT lists CUDAExecutionProvider wherever onnxruntime-gpu is installed, and a session whose CUDA or
+    cuDNN libraries do not load (a build for CUDA 13 on a CUDA 12 machine, say) runs on the CPU provider
+    after one warning (serving/engine/providers.py): listed is not working, so a session is opened.
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(PROBE_GRAPH, providers=[CUDA, "CPUExecutionProvider"])
+        in_use = session.get_providers()
+    except Exception as exc:  # a build that raises instead of falling back
+        return f"ORT lists {CUDA} but a session on it did not start ({type(exc).__name__}: {exc})"
+    if in_use and in_use[0] == CUDA:
+        return None
+    try:
+        from serving.engine.providers import likely_cause
+
+        cause = likely_cause(CUDA)
+    except ImportError:
+        cause = "the CUDA / cuDNN libraries onnxruntime-gpu is built for did not load, or no GPU is visible"
+    return f"ORT lists {CUDA} but a session asked for it runs on {in_use}: {cause}"
+
+
+def pick_backend(
+    dry_run: bool, backend: str = "auto", notes: list[str] | None = None
+) -> tuple[str, str, str]:
     """(backend, device, precision): ORT CUDA fp16, else torch CUDA fp16 (SDPA), else (dry run) ORT CPU.
 
     `backend="torch"` takes the torch reference even where ORT could run (on CPU in fp32 in a dry run):
-    the path a GPU machine without onnxruntime-gpu takes, runnable anywhere.
+    the path a GPU machine without onnxruntime-gpu takes, runnable anywhere. ORT's CUDA path is taken
+    only when a session on it starts; where CUDA is listed but does not start, the torch path is taken
+    and `notes` gets why.
     """
     import onnxruntime as ort
     import torch
@@ -159,10 +200,15 @@ def pick_backend(dry_run: bool, backend: str = "auto") -> tuple[str, str, str]:
         if backend == "torch":
             return "torch fp32 + SDPA, dry run", "cpu", "fp32"
         return "onnxruntime CPU EP (IO binding), dry run", "cpu", "fp32"
+    why = "asked for" if backend == "torch" else "no onnxruntime-gpu here"
     if backend == "auto" and CUDA in ort.get_available_providers() and torch.cuda.is_available():
-        return "onnxruntime CUDA EP (IO binding)", "cuda", "fp16"
+        failed = cuda_session_fails()
+        if failed is None:
+            return "onnxruntime CUDA EP (IO binding)", "cuda", "fp16"
+        why = "ORT's CUDA provider did not start"
+        if notes is not None:
+            notes.append(f"torch path: {failed}")
     if torch.cuda.is_available():
-        why = "asked for" if backend == "torch" else "no onnxruntime-gpu here"
         return f"torch fp16 + SDPA ({why})", "cuda", "fp16"
     raise BenchError(
         "no CUDA device visible to torch or onnxruntime: run `make gpu-bench DRY_RUN=1` to check the "
@@ -549,30 +595,112 @@ def texts_of_length(tokenizer_dir: Path, length: int, n: int) -> list[str]:
     return out
 
 
-def through_http(
-    plan: Plan, repo_root: Path, tokenizer_dir: Path, precision: str, device: str, say: Any
-) -> dict[int, float]:
-    """Closed-loop seq/s per L through `labelwise serve` on 127.0.0.1 (batching as values-gpu.yaml)."""
+VALUES_GPU = Path(__file__).resolve().parents[1] / "helm" / "labelwise" / "values-gpu.yaml"
+# values-gpu.yaml's serve.args, for a machine that got only part of the tree (a test keeps them equal).
+VALUES_GPU_ARGS: dict[str, Any] = {
+    "repository": "/models",
+    "num_gpus": 0.5,
+    "num_cpus": 3.0,
+    "max_batch_size": 512,
+    "batch_wait_timeout_s": 0.005,
+    "max_batch_tokens": 65536,
+    "pass_padding_tokens": 65536,
+    "max_concurrent_batches": 4,
+    "max_ongoing_requests": 1024,
+    "ort_providers": [CUDA, "CPUExecutionProvider"],
+    "precision": "fp16",
+}
+# The settings the HTTP note prints: replicas per GPU, their resources, and the batching.
+HTTP_SHOWN = (
+    "num_gpus",
+    "num_cpus",
+    "max_batch_size",
+    "max_batch_tokens",
+    "pass_padding_tokens",
+    "batch_wait_timeout_s",
+    "max_concurrent_batches",
+    "max_ongoing_requests",
+)
+
+
+def values_gpu_args(path: Path = VALUES_GPU) -> tuple[dict[str, Any], str]:
+    """values-gpu.yaml's serve.args and where they came from: the file, else VALUES_GPU_ARGS."""
+    import copy
+
     import yaml
 
-    from model_repository.passes import GPU_MAX_BATCH_TOKENS
+    if not path.is_file():
+        return copy.deepcopy(VALUES_GPU_ARGS), f"{path.name} not here: its values as written in gpu_bench.py"
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    args = ((values or {}).get("serve") or {}).get("args")
+    if not isinstance(args, dict):
+        raise BenchError(f"{path}: no serve.args mapping to take the HTTP step's serve config from")
+    return args, f"helm/labelwise/{path.name} serve.args"
+
+
+def local_cpus() -> int:
+    """Cores this process may run on (a container's cpuset narrows them), as the local Ray counts them."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def http_serve_config(
+    plan: Plan, repo_root: Path, precision: str, device: str, values: Path = VALUES_GPU
+) -> tuple[dict[str, Any], str]:
+    """The HTTP step's Serve config: values-gpu.yaml's serve.args with only what the bench must change,
+    and a note saying which replicas per GPU and batching it runs.
+
+    Changed: the repository and scenario (the bench's model), the precision (fp32 in a dry run), the
+    replicas (values-gpu autoscales 2 per GPU worker; here the fixed number per GPU its num_gpus gives,
+    since direct ingress needs a number), max_texts_per_request (the bench's requests), and in a dry
+    run the CPU provider with num_gpus 0; num_cpus only where this machine has fewer cores than the
+    replicas would reserve (they would stay pending).
+    """
+    args, source = values_gpu_args(values)
+    config = dict(args)
+    gpus = float(config.get("num_gpus") or 0.0)
+    replicas = max(1, round(1 / gpus)) if gpus > 0 else 1
+    config.update(
+        repository=str(repo_root),
+        scenarios=[{"name": SCENARIO}],
+        precision=precision,
+        num_replicas=replicas,
+        max_texts_per_request=max(plan.http_texts_per_request, int(config.get("max_texts_per_request", 64))),
+    )
+    config.pop("autoscaling_config", None)
+    changed = [
+        "repository and scenarios (the bench's model)",
+        f"precision {precision}",
+        f"num_replicas {replicas}",
+        f"max_texts_per_request {config['max_texts_per_request']}",
+    ]
+    if device != "cuda":
+        config.update(num_gpus=0.0, ort_providers=["CPUExecutionProvider"])
+        changed += ["num_gpus 0", "ort_providers CPU"]
+    fit = float(max(1, local_cpus() // replicas))
+    if float(config.get("num_cpus", 1.0)) > fit:
+        config["num_cpus"] = fit
+        changed.append(f"num_cpus {fit:g} ({local_cpus()} cores here)")
+    per_gpu = f"{replicas} replicas per GPU" if device == "cuda" else f"{replicas} replicas (CPU, dry run)"
+    shown = ", ".join(f"{k} {config[k]}" for k in HTTP_SHOWN if k in config)
+    note = f"HTTP serve config from {source}: {per_gpu}, {shown}; the bench sets {', '.join(changed)}"
+    return config, note
+
+
+def through_http(plan: Plan, config: dict[str, Any], tokenizer_dir: Path, say: Any) -> dict[int, float]:
+    """Closed-loop seq/s per L through `labelwise serve` on 127.0.0.1 with `config` (http_serve_config)."""
+    import yaml
+
+    from serving.config import ServingConfig
 
     from .loadgen import LoadSpec, run_in_subprocess
     from .processes import python_cmd, start_server, stop_server, wait_server_ready
 
-    config = {
-        "repository": str(repo_root),
-        "scenarios": [{"name": SCENARIO}],
-        "precision": precision,
-        "num_gpus": 1.0 if device == "cuda" else 0.0,
-        "num_cpus": 1.0,
-        "max_batch_size": 512,
-        "max_batch_tokens": GPU_MAX_BATCH_TOKENS,
-        "max_concurrent_batches": 4 if device == "cuda" else 1,
-        "batch_wait_timeout_s": 0.01,
-        "max_ongoing_requests": 1024,
-        "max_texts_per_request": max(plan.http_texts_per_request, 64),
-    }
+    ServingConfig(**config)  # refused here, before a server starts, if values-gpu.yaml has a bad key
     cfg = plan.out_dir / "serve-config.yaml"
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
     url = f"http://127.0.0.1:{plan.port}"
@@ -640,19 +768,52 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
+def write_json(report: Report, out_dir: Path) -> Path:
+    path = out_dir / "gpu_bench.json"
+    path.write_text(
+        json.dumps(
+            {
+                **asdict(report),
+                "rows": [{**asdict(r), "ratio": r.ratio} for r in report.rows],
+                "lora": [{**asdict(m), "ratio": m.ratio, "target": LORA_TARGET} for m in report.lora],
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
 def run(plan: Plan, say: Any = print) -> Report:
+    """Every step; gpu_bench.json is written whatever a step after the first figures raises."""
     start = time.perf_counter()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    backend, device, precision = pick_backend(plan.dry_run, plan.backend)
+    (plan.out_dir / "gpu_bench.json").unlink(missing_ok=True)  # never an earlier run's, if this one fails
+    backend_notes: list[str] = []
+    backend, device, precision = pick_backend(plan.dry_run, plan.backend, backend_notes)
     shape = plan.shape
     say(f"gpu-bench: {backend}, {precision}, {shape.name}")
+    for note in backend_notes:
+        say(note)
     tflops = matmul_tflops(device, 0.5 if plan.dry_run else 3.0)
-    base = build_base(plan.out_dir / "base", shape)
+    flops = {n: shape.flops_per_sequence(n) for n in plan.lengths}
+    report = Report(device_name(device), backend, precision, shape.name, tflops, flops, notes=backend_notes)
+    try:
+        _measure(report, plan, device, say)
+    finally:
+        report.elapsed_s = time.perf_counter() - start
+        write_json(report, plan.out_dir)
+    return report
+
+
+def _measure(report: Report, plan: Plan, device: str, say: Any) -> None:
     from .sentences import load_sentences
 
+    backend, precision, shape, tflops, flops = (
+        report.backend, report.precision, plan.shape, report.matmul_tflops, report.flops_per_seq,
+    )  # fmt: skip
+    base = build_base(plan.out_dir / "base", shape)
     vocab = min(shape.vocab, 2000)  # ids the tokenizer can produce; the embedding size does not matter
-    flops = {n: shape.flops_per_sequence(n) for n in plan.lengths}
-    report = Report(device_name(device), backend, precision, shape.name, tflops, flops)
     if backend.startswith("torch"):
         # No ORT session would read an exported graph: the torch module runs from the base folder.
         report.notes.append("torch path: the classifier is not exported (nothing here reads an ONNX graph)")
@@ -666,7 +827,12 @@ def run(plan: Plan, say: Any = print) -> Report:
     if plan.lora:
         try:
             if backend.startswith("torch"):
-                why = "asked for" if plan.backend == "torch" else "onnxruntime-gpu is not installed"
+                if plan.backend == "torch":
+                    why = "asked for"
+                elif "did not start" in backend:
+                    why = "ORT's CUDA provider did not start"
+                else:
+                    why = "onnxruntime-gpu is not installed"
                 report.notes.append(
                     f"LoRA mix: the torch reference ({why}): the module serving's shared graph is traced "
                     "from, with the same tables, not ORT"
@@ -683,28 +849,23 @@ def run(plan: Plan, say: Any = print) -> Report:
             import ray.serve  # noqa: F401
         except ImportError:
             report.notes.append("HTTP: Ray Serve is not installed (pip install 'labelwise[gpu]')")
-        else:
-            served = through_http(plan, plan.out_dir / "repository", base, precision, device, say)
-            label = f"{plan.http_texts_per_request} texts x c={plan.http_concurrency}"
-            for length, seq_s in served.items():
-                report.rows.append(Row("HTTP", length, label, seq_s, tflops * 1e12 / flops[length]))
-                best = max(v for (n, _b), v in measured.items() if n == length)
-                report.notes.append(f"HTTP L={length}: {seq_s / best:.2f} of the best in-process figure")
+            return
+        try:  # as the LoRA mix: a failed server start or load keeps the other figures; the run exits 1
+            config, how = http_serve_config(plan, plan.out_dir / "repository", precision, device)
+            report.http_serve_config = config
+            report.notes.append(how)
+            say(how)
+            served = through_http(plan, config, base, say)
+        except Exception as exc:
+            report.failures.append(f"HTTP: {type(exc).__name__}: {exc}")
+            return
+        label = f"{plan.http_texts_per_request} texts x c={plan.http_concurrency}"
+        for length, seq_s in served.items():
+            report.rows.append(Row("HTTP", length, label, seq_s, tflops * 1e12 / flops[length]))
+            best = max(v for (n, _b), v in measured.items() if n == length)
+            report.notes.append(f"HTTP L={length}: {seq_s / best:.2f} of the best in-process figure")
     elif plan.http:
         report.notes.append("HTTP: skipped on the torch path (serving runs ORT: onnxruntime-gpu on a GPU)")
-    report.elapsed_s = time.perf_counter() - start
-    (plan.out_dir / "gpu_bench.json").write_text(
-        json.dumps(
-            {
-                **asdict(report),
-                "rows": [{**asdict(r), "ratio": r.ratio} for r in report.rows],
-                "lora": [{**asdict(m), "ratio": m.ratio, "target": LORA_TARGET} for m in report.lora],
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -737,8 +898,10 @@ def main(argv: list[str] | None = None) -> int:
     plan.port = args.port or free_port_pair()
     try:
         report = run(plan, say=lambda m: print(f"[gpu-bench] {m}", file=sys.stderr, flush=True))
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (LabelwiseError, subprocess.TimeoutExpired) as exc:  # LoadTestError, ModelLoadError, ...
+        written = plan.out_dir / "gpu_bench.json"
+        kept = f" (the figures before it: {written})" if written.is_file() else ""
+        print(f"error: {type(exc).__name__}: {exc}{kept}", file=sys.stderr)
         return 1
     print(render(report))
     return 1 if report.failures else 0

@@ -152,3 +152,198 @@ def test_the_torch_path_runs_without_exporting(tmp_path: Path) -> None:
     assert all(r["seq_per_s"] > 0 for r in report["rows"])
     assert not (tmp_path / "repository").exists()  # nothing was exported: no ORT session reads it
     assert "HTTP: skipped on the torch path" in out.stdout
+
+
+# ---- the HTTP step: values-gpu's serve config, and a failed step keeps the report --------------------
+VALUES_GPU = ROOT / "helm" / "labelwise" / "values-gpu.yaml"
+# values-gpu.yaml's replicas-per-GPU and batching settings: the HTTP step serves with these as written.
+GPU_BATCHING = (
+    "max_batch_size",
+    "max_batch_tokens",
+    "pass_padding_tokens",
+    "batch_wait_timeout_s",
+    "max_concurrent_batches",
+    "max_ongoing_requests",
+)
+
+
+def values_gpu_args() -> dict:
+    import yaml
+
+    return yaml.safe_load(VALUES_GPU.read_text(encoding="utf-8"))["serve"]["args"]
+
+
+@pytest.fixture(scope="module")
+def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """A dry run whose HTTP step fails: `labelwise serve` refuses port 70000 and exits."""
+    out_dir = tmp_path_factory.mktemp("gpu-bench-http-fails")
+    out = subprocess.run(
+        [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", "--no-lora", "--port", "70000",
+         "--out", str(out_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return out, out_dir
+
+
+def test_the_http_step_serves_with_values_gpus_batching(http_fails: tuple) -> None:
+    """The serve config written for `labelwise serve` carries values-gpu.yaml's batching (not the CPU
+    defaults: pass_padding_tokens 8 would cut the bench's L..L+4-token rows into passes by length)."""
+    import yaml
+
+    if not importlib_has("ray.serve"):
+        pytest.skip("Ray Serve is not installed: the HTTP step does not run")
+    _out, out_dir = http_fails
+    written = yaml.safe_load((out_dir / "serve-config.yaml").read_text(encoding="utf-8"))
+    gpu = values_gpu_args()
+    assert {k: written.get(k) for k in GPU_BATCHING} == {k: gpu[k] for k in GPU_BATCHING}
+    assert written["pass_padding_tokens"] == 65536 and written["batch_wait_timeout_s"] == 0.005
+    # Two replicas, as values-gpu runs per GPU (num_gpus 0.5); the dry run's CPU provider has no GPU.
+    assert written["num_replicas"] == round(1 / gpu["num_gpus"]) == 2
+    assert written["num_gpus"] == 0 and written["ort_providers"] == ["CPUExecutionProvider"]
+    assert written["precision"] == "fp32" and written["scenarios"] == [{"name": "gpu-bench"}]
+    report = json.loads((out_dir / "gpu_bench.json").read_text())
+    assert report["http_serve_config"] == written
+    note = next(n for n in report["notes"] if n.startswith("HTTP serve config from"))
+    assert "helm/labelwise/values-gpu.yaml" in note and "2 replicas" in note
+    assert "pass_padding_tokens 65536" in note and "batch_wait_timeout_s 0.005" in note
+
+
+def test_the_gpu_serve_config_is_values_gpu_with_only_the_benchs_own_settings(tmp_path: Path) -> None:
+    from loadtests.gpu_bench import VALUES_GPU_ARGS, Plan, http_serve_config
+    from serving.config import ServingConfig
+
+    gpu = values_gpu_args()
+    assert gpu == VALUES_GPU_ARGS  # the fallback for a machine without the chart is the chart's values
+    plan = Plan(False, tmp_path)
+    config, note = http_serve_config(plan, tmp_path / "repository", "fp16", "cuda")
+    own = {"repository", "scenarios", "precision", "num_replicas", "max_texts_per_request", "num_cpus"}
+    assert {k: v for k, v in config.items() if k not in own} == {k: v for k, v in gpu.items() if k not in own}
+    assert config["num_gpus"] == 0.5 and config["num_replicas"] == 2  # two replicas per GPU
+    assert config["ort_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert config["precision"] == "fp16" and config["repository"] == str(tmp_path / "repository")
+    assert "2 replicas per GPU" in note and "pass_padding_tokens 65536" in note
+    checked = ServingConfig(**config)  # what `labelwise serve --config` validates
+    assert checked.pass_padding_tokens == 65536 and checked.batch_wait_timeout_s == 0.005
+    missing, why = http_serve_config(plan, tmp_path / "repository", "fp16", "cuda", tmp_path / "none.yaml")
+    assert missing == config and "not here" in why
+
+
+def test_a_failed_http_step_keeps_the_table_and_the_json(http_fails: tuple) -> None:
+    """The HTTP step fails as the LoRA mix may: FAILED under the table, the other figures kept, exit 1."""
+    from loadtests.gpu_bench import BATCH_SIZES, LENGTHS
+
+    if not importlib_has("ray.serve"):
+        pytest.skip("Ray Serve is not installed: the HTTP step does not run")
+    out, out_dir = http_fails
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "| path | L | B | seq/s | bound seq/s | ratio to bound |" in out.stdout
+    assert re.search(r"^FAILED: HTTP: BenchError: labelwise serve exited with code 2", out.stdout, re.M)
+    report = json.loads((out_dir / "gpu_bench.json").read_text())
+    cells = {(r["length"], int(r["batch"])) for r in report["rows"] if r["path"] == "in-process"}
+    assert cells == {(n, b) for n in LENGTHS for b in BATCH_SIZES}
+    assert all(r["seq_per_s"] > 0 for r in report["rows"])
+    assert [f.split(":")[0] for f in report["failures"]] == ["HTTP"]
+
+
+def test_a_server_that_never_gets_ready_keeps_the_other_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ServerNotUpError is a LoadTestError and a TimeoutError, not a BenchError: still caught."""
+    from loadtests import gpu_bench
+    from loadtests.errors import ServerNotUpError
+
+    if not importlib_has("ray.serve"):
+        pytest.skip("Ray Serve is not installed: the HTTP step does not run")
+
+    def never_ready(*_args: object, **_kwargs: object) -> dict:
+        raise ServerNotUpError("labelwise serve at http://127.0.0.1:1 was not ready after 300s")
+
+    monkeypatch.setattr(gpu_bench, "through_http", never_ready)
+    plan = gpu_bench.Plan(
+        True, tmp_path, lengths=(32,), batch_sizes=(1, 4), seconds_per_cell=0.01, lora=False, threads=1
+    )
+    report = gpu_bench.run(plan, say=lambda _m: None)
+    assert report.failures == [
+        "HTTP: ServerNotUpError: labelwise serve at http://127.0.0.1:1 was not ready after 300s"
+    ]
+    assert [(r.path, r.length, r.batch) for r in report.rows] == [
+        ("in-process", 32, "1"),
+        ("in-process", 32, "4"),
+    ]
+    written = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert written["failures"] == report.failures and len(written["rows"]) == 2
+    assert "FAILED: HTTP: ServerNotUpError" in gpu_bench.render(report)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "loadtests.errors:ServerNotUpError",
+        "serving.errors:ModelLoadError",
+        "subprocess:TimeoutExpired",
+    ],
+)
+def test_main_answers_a_load_test_error_with_a_message_not_a_traceback(
+    error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib
+
+    from loadtests import gpu_bench
+
+    module, name = error.split(":")
+    kind = getattr(importlib.import_module(module), name)
+    exc = kind(["labelwise-loadgen"], 42) if name == "TimeoutExpired" else kind("it did not come up")
+
+    def fails(plan: object, say: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(gpu_bench, "run", fails)
+    assert gpu_bench.main(["--dry-run", "--out", str(tmp_path)]) == 1
+    assert f"error: {name}: " in capsys.readouterr().err
+
+
+# ---- ORT's CUDA provider: listed is not working ------------------------------------------------------
+def test_cuda_listed_but_not_starting_takes_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu built for another CUDA lists CUDAExecutionProvider, but its sessions run on the
+    CPU: simulated here by listing CUDA on this CPU build, whose session then runs on the CPU."""
+    import onnxruntime as ort
+    import torch
+
+    if torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has a GPU")
+    from loadtests.gpu_bench import pick_backend
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    backend, device, precision = pick_backend(dry_run=False)
+    assert backend == "torch fp16 + SDPA (ORT's CUDA provider did not start)"
+    assert (device, precision) == ("cuda", "fp16")
+    notes: list[str] = []
+    pick_backend(False, "auto", notes)
+    assert len(notes) == 1 and "runs on ['CPUExecutionProvider']" in notes[0]
+
+
+def test_the_cuda_probe_needs_no_onnx_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's graph is serialized in the file: gpu_bench runs where only torch and onnxruntime are."""
+    from loadtests.gpu_bench import PROBE_GRAPH, cuda_session_fails
+
+    if importlib_has("onnx"):
+        import onnx
+
+        model = onnx.load_from_string(PROBE_GRAPH)
+        onnx.checker.check_model(model)
+        assert [n.op_type for n in model.graph.node] == ["Identity"]
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    why = cuda_session_fails()
+    import torch
+
+    if torch.cuda.is_available():
+        return  # on a GPU machine: None where ORT's CUDA provider works, else why not
+    assert why is not None and why.startswith("ORT lists CUDAExecutionProvider but")
