@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("optimum.exporters.onnx", reason="the training extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
 
+from loadtests import gpu_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -131,19 +133,18 @@ def importlib_has(module: str) -> bool:
         return False
 
 
+def run_gpu_bench(*args: str, out_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m loadtests.gpu_bench --dry-run ARGS --out OUT_DIR`, bounded in time."""
+    cmd = [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", *args, "--out", str(out_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_the_torch_path_runs_without_exporting(tmp_path: Path) -> None:
     """`--backend torch`: the path of a GPU machine without onnxruntime-gpu, here on CPU in fp32."""
     from loadtests.gpu_bench import BATCH_SIZES, LENGTHS
 
-    out = subprocess.run(
-        [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", "--backend", "torch", "--no-lora",
-         "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    out = run_gpu_bench("--backend", "torch", "--no-lora", out_dir=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert report["backend"] == "torch fp32 + SDPA, dry run"
@@ -157,14 +158,7 @@ def test_the_torch_path_runs_without_exporting(tmp_path: Path) -> None:
 # ---- the HTTP step: values-gpu's serve config, and a failed step keeps the report --------------------
 VALUES_GPU = ROOT / "helm" / "labelwise" / "values-gpu.yaml"
 # values-gpu.yaml's replicas-per-GPU and batching settings: the HTTP step serves with these as written.
-GPU_BATCHING = (
-    "max_batch_size",
-    "max_batch_tokens",
-    "pass_padding_tokens",
-    "batch_wait_timeout_s",
-    "max_concurrent_batches",
-    "max_ongoing_requests",
-)
+GPU_BATCHING = tuple(k for k in gpu_bench.HTTP_SHOWN if k not in ("num_gpus", "num_cpus"))
 
 
 def values_gpu_args() -> dict:
@@ -177,16 +171,7 @@ def values_gpu_args() -> dict:
 def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     """A dry run whose HTTP step fails: `labelwise serve` refuses port 70000 and exits."""
     out_dir = tmp_path_factory.mktemp("gpu-bench-http-fails")
-    out = subprocess.run(
-        [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", "--no-lora", "--port", "70000",
-         "--out", str(out_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    return out, out_dir
+    return run_gpu_bench("--no-lora", "--port", "70000", out_dir=out_dir), out_dir
 
 
 def test_the_http_step_serves_with_values_gpus_batching(http_fails: tuple) -> None:
