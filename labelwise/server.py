@@ -565,7 +565,7 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     app named labelwise. Anything wrong raises UsageError before the cluster is contacted."""
     from pydantic import ValidationError
 
-    from serving import ServingConfig
+    from serving.config import FileServingConfig
 
     if not config.is_file():
         raise UsageError(f"--config {config} does not exist")
@@ -581,7 +581,8 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     for app in schema.applications:
         if app.import_path == SERVING_IMPORT_PATH:
             try:
-                ServingConfig(**app.args)
+                # The file alone: the cluster's replicas do not see this machine's LABELWISE_* variables.
+                FileServingConfig(**app.args)
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
     return schema.model_dump(mode="json", exclude_unset=True)

@@ -184,3 +184,14 @@ class ServingConfig(BaseSettings):
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return self.max_texts_per_request * (self.max_chars_per_text * 12 + 16) + 64 * 1024
+
+
+class FileServingConfig(ServingConfig):
+    """ServingConfig from the given fields alone, without this machine's LABELWISE_* variables: what a
+    deploy file means wherever it runs (`labelwise deploy` checks a file with it before sending it)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, **_other: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)

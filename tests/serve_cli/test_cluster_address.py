@@ -81,3 +81,18 @@ def test_a_flat_config_deploys_as_one_labelwise_app(flat_config: Path) -> None:
     assert app["args"]["num_replicas"] == 2
     with pytest.raises(UsageError, match="does not exist"):
         read_deploy_config(flat_config.with_name("missing.yaml"))
+
+
+def test_deploy_checks_the_file_not_this_machines_labelwise_variables(
+    flat_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cluster's replicas never see this shell's LABELWISE_*: a variable here must neither break a
+    # good file nor stand in for a field the file lacks.
+    monkeypatch.setenv("LABELWISE_MAX_BATCH_SIZE", "0")
+    payload = read_deploy_config(flat_config)
+    assert "max_batch_size" not in payload["applications"][0]["args"]
+    monkeypatch.setenv("LABELWISE_MAX_BATCH_SIZE", "32")
+    bad = flat_config.with_name("bad-batch.yaml")
+    bad.write_text(yaml.safe_dump({"max_batch_size": 0}), encoding="utf-8")
+    with pytest.raises(UsageError, match="max_batch_size"):
+        read_deploy_config(bad)
