@@ -133,20 +133,25 @@ def _step_callback(bar: Any) -> Any:
 
 def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float | None]:
     """Train and publish each demo scenario not yet published; return its validation accuracy."""
-    from model_repository import ModelRepository
+    from model_repository import ModelRepository, RepositoryError
     from training import custom_scenario, make_train_config, publish_run, train
 
     repo = ModelRepository(repository)
     accuracy: dict[str, float | None] = {}
     for name, (labels, strategy) in DEMO_SCENARIOS.items():
         if "production" in (repo.aliases(name) if repo.scenario_path(name).is_dir() else {}):
-            manifest = repo.load_manifest(name, repo.resolve(name))
-            accuracy[name] = manifest.metrics.get("accuracy")
-            _log(
-                f"{name}: already published (production -> v{manifest.version}); "
-                f"delete {repository} to retrain"
-            )
-            continue
+            version = repo.resolve(name)
+            try:
+                manifest = repo.verify(name, version)  # what serving will check: a damaged one is retrained
+            except RepositoryError as exc:
+                _log(f"{name}: v{version} fails verification ({exc}); training a new version")
+            else:
+                accuracy[name] = manifest.metrics.get("accuracy")
+                _log(
+                    f"{name}: already published (production -> v{manifest.version}); "
+                    f"delete {repository} to retrain"
+                )
+                continue
         start = time.perf_counter()
         scenario = custom_scenario(name, labels, SAMPLE_DATA / name, max_length_tokens=64)
         lr, default_epochs = DEMO_TRAINING[strategy]
@@ -210,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     exit_after = os.environ.get("LABELWISE_DEMO_EXIT_AFTER_S")
     start = time.perf_counter()
     repository = Path(args.repository).resolve()
+    from labelwise.server import check_port_free
+    from model_repository.errors import UsageError
+
+    try:
+        check_port_free("127.0.0.1", args.port)  # now, not after minutes of training
+    except UsageError as exc:
+        print(f"demo: {exc} (--port or LABELWISE_DEMO_PORT)", file=TERMINAL.err, flush=True)
+        return 2
 
     _log(f"training {list(DEMO_SCENARIOS)} on the sample data with all-MiniLM-L6-v2 (CPU, offline)")
     accuracy = train_scenarios(repository, args.epochs)
@@ -225,30 +238,30 @@ def main(argv: list[str] | None = None) -> int:
 
     url = f"http://127.0.0.1:{args.port}"
     plan = demo_plan(repository, args.port)
-    with TERMINAL.step("start Ray Serve and load the scenarios", total=2) as bar:
-        run_server(
-            plan.args,
-            plan.host,
-            plan.port,
-            block=False,
-            app_name=plan.app_name,
-            route_prefix=plan.route_prefix,
-            direct_ingress=plan.direct_ingress,
-            ingress_replicas=plan.ingress_replicas,
-        )
-        bar.advance()
     try:
         # SIGTERM and SIGHUP (kill, docker stop, a closed terminal) take Ctrl-C's way out, through the
-        # `finally` below: ray.init's own SIGTERM handler exits without stopping Ray's agents.
+        # `finally` below, from here on (a Ctrl-C while Ray starts too).
+        raise_on_stop_signals()
+        with TERMINAL.step("start Ray Serve and load the scenarios", total=2) as bar:
+            run_server(
+                plan.args,
+                plan.host,
+                plan.port,
+                block=False,
+                app_name=plan.app_name,
+                route_prefix=plan.route_prefix,
+                direct_ingress=plan.direct_ingress,
+                ingress_replicas=plan.ingress_replicas,
+            )
+            bar.advance()
+        # again: ray.init puts its own SIGTERM handler in, which exits without stopping Ray's agents
         raise_on_stop_signals()
         with LabelwiseClient(url, timeout_s=30) as client:
-            deadline = time.monotonic() + 300
             with TERMINAL.step("wait for /readyz", total=1):
-                while not client.ready():
-                    if time.monotonic() > deadline:
-                        _log("scenarios did not load within 300s; see the Ray logs")
-                        return 1
-                    time.sleep(0.5)
+                problem = wait_until_ready(client, timeout_s=300)
+            if problem:
+                _log(problem)
+                return 1
             for name, texts in EXAMPLES.items():
                 try:
                     result = client.classify(name, texts, top_k=1)
@@ -279,10 +292,35 @@ def main(argv: list[str] | None = None) -> int:
         stop_local_ray()
 
 
+def wait_until_ready(client: Any, timeout_s: float) -> str | None:
+    """Poll /readyz until it answers 200: None then, else why not. A scenario the server refused (a
+    version that fails verification, say) will not load by waiting: its error is returned at once."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    next_look = time.monotonic()
+    while not client.ready():
+        if time.monotonic() >= next_look:  # every few seconds: the client retries a server not up yet
+            next_look = time.monotonic() + 3.0
+            with contextlib.suppress(Exception):  # the app may not answer yet while it starts
+                listed = client.scenarios()
+                last = {s.name: s.last_error for s in listed if s.version is None and s.last_error}
+        refused = {name: error for name, error in last.items() if error.startswith("REFUSED")}
+        if refused:
+            return "; ".join(f"{name} was refused: {error}" for name, error in refused.items())
+        if time.monotonic() > deadline:
+            errors = "".join(f"; {name}: {error}" for name, error in last.items())
+            return f"scenarios did not load within {timeout_s:.0f}s{errors}; see the Ray logs"
+        time.sleep(0.5)
+    return None
+
+
 def run() -> int:
     """main(), with a failure told on the terminal even when its traceback goes to the log file."""
     try:
         return main()
+    except KeyboardInterrupt:  # Ctrl-C before serving (training): say so where the user looks
+        print("[demo] interrupted", file=TERMINAL.err, flush=True)
+        return 130
     except Exception as exc:
         if not TERMINAL.quiet:
             raise

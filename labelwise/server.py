@@ -264,6 +264,9 @@ def run_server(
     resources: a GPU the node does not have, say; a constructor that fails) is printed as it changes,
     and a start that takes over start_timeout_s (None: LABELWISE_SERVE_START_TIMEOUT_S, else 300 s) fails
     with the last of it (ServeStartError, exit 1)."""
+    # Before Ray starts: the servers bind with SO_REUSEPORT, so a second one on a port in use would not
+    # fail but share its connections with whatever listens there.
+    check_port_free(host, port)
     # Ray's GCS, raylet and workers are children of this process: stop them on every way out, including
     # SIGTERM (kill, docker stop, systemd), which would otherwise end this process without cleanup.
     stop_signals = raise_on_stop_signals() if block else None
@@ -301,10 +304,12 @@ def run_server(
             return
         while True:
             time.sleep(1)
-    except StopServing as stop:
-        print(f"stopping ({stop})", flush=True)
-    except KeyboardInterrupt:
-        print("stopping", flush=True)
+    except (StopServing, KeyboardInterrupt) as stop:
+        print(f"stopping ({stop})" if str(stop) else "stopping", flush=True)
+        if not block:
+            # The caller goes on after a non-blocking start: it must hear of the Ctrl-C, with Ray stopped.
+            _stop_quietly(stop_local_ray)
+            raise
     except BaseException:
         stop_local_ray()
         raise
@@ -313,6 +318,30 @@ def run_server(
             _restore_signals(stop_signals)
     if block:
         _stop_quietly(stop_local_ray)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """UsageError when something listens on host:port already (port 0: any free port, nothing to check).
+
+    A plain bind (SO_REUSEADDR, which passes over connections closing in TIME_WAIT, but not SO_REUSEPORT)
+    fails on a port another socket listens on, whatever that socket's own options."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"{host}:{port} is in use: another server listens there (an earlier `labelwise serve` "
+                    "or demo still running?); stop it or choose another --port"
+                ) from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class ServeStartError(LabelwiseError):

@@ -8,7 +8,7 @@ import typer
 
 from labelwise.catalog import promote
 from labelwise.server import plan_server, run_server, serve_on_cluster
-from model_repository import ModelRepository
+from model_repository import ModelRepository, UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +65,7 @@ def serve_command(
         status = serve_on_cluster(plan, address, proxy_location=proxy_location)
         typer.echo("\n".join(status.lines()))
         return
+    _require_local_repository(plan.args)
     from serving.local_ray import full_head_requested, keep_unused_modules_out
 
     if not full_head_requested():
@@ -78,6 +79,22 @@ def serve_command(
         direct_ingress=plan.direct_ingress,
         ingress_replicas=plan.ingress_replicas,
     )
+
+
+def _require_local_repository(args: dict) -> None:
+    """A local repository folder that does not exist is a typo (or the wrong folder: the demo publishes
+    to var/demo-repository), not an empty repository to serve: refused (exit 2) before Ray starts."""
+    import os
+
+    from model_repository import is_object_store
+    from model_repository.repository import DEFAULT_ROOT
+
+    root = str(args.get("repository") or os.environ.get("LABELWISE_REPOSITORY") or DEFAULT_ROOT)
+    if not is_object_store(root) and not Path(root).exists():
+        raise UsageError(
+            f"repository {root} does not exist: nothing to serve (publish with `labelwise train`, or pass "
+            "--repository; the demo's is var/demo-repository)"
+        )
 
 
 def promote_command(

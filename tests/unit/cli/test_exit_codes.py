@@ -92,6 +92,20 @@ def test_serve_with_a_missing_config_fails_before_ray(tmp_path: Path) -> None:
     assert "labelwise serving" not in result.output
 
 
+def test_a_repository_folder_that_does_not_exist_is_refused_not_served_empty(tmp_path: Path) -> None:
+    # A typo, or the wrong folder (the demo publishes to var/demo-repository): not an empty repository.
+    missing = tmp_path / "no-such-repository"
+    result = _invoke("serve", "--repository", str(missing), "--port", "8999")
+    assert result.exit_code == EXIT_USAGE
+    _assert_one_error_line(result.stderr, str(missing), "does not exist", "var/demo-repository")
+    assert "labelwise serving" not in result.output
+    result = _invoke("repo", "list", "--repository", str(missing))
+    assert result.exit_code == EXIT_USAGE
+    _assert_one_error_line(result.stderr, str(missing), "does not exist")
+    assert not missing.exists()
+    assert _invoke("repo", "list", "--repository", str(tmp_path), "--json").exit_code == 0  # empty: fine
+
+
 def test_a_multi_line_message_is_printed_on_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     class Broken(LabelwiseError):
         exit_code = 7
