@@ -19,6 +19,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,14 +256,38 @@ def _matrix_alias(cell: Cell, done: dict[str, dict[str, Any]]) -> dict[str, Any]
 # ---- one cell ------------------------------------------------------------------------------------
 
 
+# How a record's best_epoch was chosen: the kept checkpoint's epoch, as training.metrics.training_epochs
+# reads it from the full log history (eval_selection: macro-F1, then the lower validation loss). Records
+# without it (before 5 December 2026) stored the LAST of equal-F1 epochs, which is not the one kept.
+BEST_EPOCH_RULE = "kept checkpoint (training.metrics.training_epochs)"
+
+
 def _epochs(log_history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """(epochs run, epoch of the best validation macro-F1) from a Trainer log history."""
-    epochs = [float(e["epoch"]) for e in log_history if "epoch" in e]
-    evals = [
-        (float(e["eval_macro_f1"]), float(e.get("epoch", 0))) for e in log_history if "eval_macro_f1" in e
-    ]
-    best = max(evals)[1] if evals else None
-    return (max(epochs) if epochs else None), best
+    """(epochs run, epoch of the checkpoint the run kept) from a Trainer log history: the first best by
+    `eval_selection` (macro-F1, ties to the lower validation loss), else by macro-F1, as the Trainer and
+    the frozen head's loop keep it (training.metrics.training_epochs)."""
+    from training.metrics import training_epochs
+
+    best, ran = training_epochs(log_history)
+    return (ran if any("epoch" in e for e in log_history) else None), best
+
+
+def best_epoch(rec: dict[str, Any]) -> float | None:
+    """The epoch of the checkpoint a cell kept. A record written before BEST_EPOCH_RULE stored the last of
+    equal-F1 epochs: recomputed from its validation history, where the run kept the first of them (the
+    Trainer and the frozen head's loop replaced their best only on a higher macro-F1 until 5 December
+    2026, 07:00 UTC). A record scored on SPLIT_VERSION 2 came after that, when equal F1s went to the
+    lower validation loss, which the record does not hold: None where its history has such a tie."""
+    recorded = rec.get("best_epoch")
+    history = rec.get("validation_history") or []
+    if rec.get("best_epoch_rule") == BEST_EPOCH_RULE or recorded is None or not history:
+        return recorded
+    top = max(f1 for _epoch, f1 in history)
+    tied = [float(epoch) for epoch, f1 in history if f1 == top]
+    if len(tied) > 1 and rec.get("split_version", 1) >= 2:
+        return None
+    # the history rounds epochs to 2 decimals: keep the recorded value where it names the same epoch
+    return recorded if round(float(recorded), 2) == tied[0] else tied[0]
 
 
 def _scores(label_ids: list[int], logits: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -274,7 +299,51 @@ def _scores(label_ids: list[int], logits: np.ndarray, labels: list[str]) -> dict
         "accuracy": round(m["accuracy"], 4),
         "macro_f1": round(m["macro_f1"], 4),
         "per_class_f1": per_class,
+        # test rows of each label: macro-F1 averages over the labels with some (an absent one's F1 is 0)
+        "support": {name: int(v["support"]) for name, v in m.get("per_class", {}).items()},
     }
+
+
+def test_labels_present(rec: dict[str, Any]) -> set[str] | None:
+    """The labels with rows in the test split a record was scored on: its per-class support where it
+    records one, else the scenario's test split carved again as the record's split version carved it
+    (test_split_labels); None when that cannot be told (the data file is not here, or it no longer gives
+    the record's number of test rows)."""
+    support = (rec.get("test") or {}).get("support")
+    if support is not None:
+        return {name for name, n in support.items() if n > 0}
+    found = test_split_labels(rec["cell"]["scenario"], rec.get("split_version", 1))
+    if found is None or found[0] != rec.get("test_rows"):
+        return None
+    return set(found[1])
+
+
+@functools.cache
+def test_split_labels(scenario: str, version: int) -> tuple[int, tuple[str, ...]] | None:
+    """(rows, labels present) of a scenario's test split as split version `version` carved it: 2 by
+    distinct text (training.data.split_test), 1 row by row (stratified_split over the same fraction of
+    rows); None when the scenario's train file cannot be read here."""
+    import tempfile
+
+    from training import make_train_config
+    from training.data import TEST_SPLIT_SEED, load_labeled, split_test, stratified_split
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="labelwise-split-") as tmp:
+            config = make_train_config(scenario, "frozen", base_model=BASE_MODEL, output_dir=tmp)
+        labels = config.scenario.labels
+        train, _ = load_labeled(config.train_path, config.scenario, labels, unknown="error")
+    except Exception:
+        return None
+    if version >= 2:
+        _rest, test = split_test(train, config.scenario)
+        ids = [] if test is None else list(test.label_ids)
+    else:
+        s = config.scenario
+        fraction = min(s.test_fraction, s.test_max_rows / len(train)) if s.test_fraction > 0 else 0.0
+        _keep, held = stratified_split(train.label_ids, fraction, TEST_SPLIT_SEED) if fraction else ([], [])
+        ids = [train.label_ids[i] for i in held]
+    return len(ids), tuple(labels[i] for i in sorted(set(ids)))
 
 
 def eval_rows(scenario: str) -> int:
@@ -283,11 +352,17 @@ def eval_rows(scenario: str) -> int:
 
 
 def _split_note(done: dict[str, dict[str, Any]]) -> str:
-    """How many recorded cells were scored on a test split carved row by row (before SPLIT_VERSION 2)."""
-    older = [k for k, rec in done.items() if rec.get("split_version", 1) != split_version()]
+    """How many recorded cells were scored on a test split carved row by row (before SPLIT_VERSION 2).
+    Only cells that score the test split count: search cells never do (and are never run again)."""
+    tested = {k: rec for k, rec in done.items() if rec["cell"]["stage"] != "search" and rec.get("test")}
+    older = [k for k, rec in tested.items() if rec.get("split_version", 1) != split_version()]
     if not older:
         return "every cell below was scored on it."
-    which = f"all {len(done)} cells" if len(older) == len(done) else f"{len(older)} of the {len(done)} cells"
+    which = (
+        f"all {len(tested)} test-scored cells"
+        if len(older) == len(tested)
+        else f"{len(older)} of the {len(tested)} test-scored cells"
+    )
     return (
         f"{which} below were trained and scored before that, on a split carved "
         "row by row, where a file's repeated texts could sit on both sides (spam: 62 of its 446 test rows "
@@ -306,6 +381,14 @@ def split_version() -> int:
 def recorded_eval_rows(rec: dict[str, Any]) -> int:
     """The cap a cell record ran with (records written before EVAL_ROWS existed ran with MAX_EVAL_ROWS)."""
     return rec.get("max_eval_samples", MAX_EVAL_ROWS)
+
+
+def _scored_as_served_now(rec: dict[str, Any]) -> bool:
+    """Whether a cell ran under run_cell's scoring of 5 December 2026 (`finished_at` names it): every
+    strategy's fp32/int8 figures through the serving engine, as a replica runs the graphs (layer norms
+    unfused on CPU). Full and LoRA cells before it took publish's parity, scored on training's ONNX Runtime
+    session (or, scored again by score_served, the engine's before the unfusing)."""
+    return "finished_at" in rec and rec.get("test_int8", {}).get("scored_by") == "serving engine"
 
 
 def _other_passes(rec: dict[str, Any]) -> bool:
@@ -334,6 +417,24 @@ def _overrides(cell: Cell) -> dict[str, Any]:
 
 def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
     """The training parameters a cell runs with under the current defaults (as its record stores them)."""
+    return cell_settings(cell, base_model)["params"]
+
+
+# Scenario fields that are not settings of a run: the strategies' parameters (compared as `params`), the
+# search space (of `labelwise tune`) and the description.
+_NOT_RUN_SETTINGS = ("strategies", "search_space", "description")
+
+
+def scenario_settings(config: Any) -> dict[str, Any]:
+    """A run's scenario-level settings as its record stores them (`scenario_settings`): everything of
+    config.scenario but the strategies, the search space and the description (labels, max_length_tokens,
+    class weighting, imbalance_ratio, the test and validation splits, cleaning, the int8 guard...)."""
+    dump = config.scenario.model_dump(exclude=set(_NOT_RUN_SETTINGS))
+    return json.loads(json.dumps(dump))
+
+
+def cell_settings(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
+    """{"params", "scenario_settings", "base_model"}: what a cell runs with under the current defaults."""
     import tempfile
 
     from training import make_train_config
@@ -342,7 +443,12 @@ def cell_params(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
         config = make_train_config(
             cell.scenario, cell.strategy, base_model=base_model, output_dir=tmp, **_overrides(cell)
         )
-    return json.loads(json.dumps({k: v for k, v in config.params.model_dump().items() if v is not None}))
+    params = {k: v for k, v in config.params.model_dump().items() if v is not None}
+    return {
+        "params": json.loads(json.dumps(params)),
+        "scenario_settings": scenario_settings(config),
+        "base_model": base_model,
+    }
 
 
 def _param_defaults() -> dict[str, Any]:
@@ -361,6 +467,25 @@ def same_params(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
     return recorded == {k: v for k, v in current.items() if k not in added}
 
 
+def is_current(rec: dict[str, Any], base_model: str = BASE_MODEL) -> bool:
+    """Whether a record ran as its cell runs today: the same parameters (same_params), cap of validation
+    rows (EVAL_ROWS), held-out rows (training.data.SPLIT_VERSION) and, where the record names them (since
+    5 December 2026), the same scenario-level settings (scenario_settings) and base model. Search cells are
+    the record of how the defaults were chosen: always current."""
+    cell = Cell(**rec["cell"])
+    if cell.stage == "search" or rec.get("params") is None:
+        return True
+    if recorded_eval_rows(rec) != eval_rows(cell.scenario) or rec.get("split_version", 1) != split_version():
+        return False
+    now = cell_settings(cell, base_model)
+    # a record written before they were recorded is judged on the checks above only
+    return (
+        same_params(rec["params"], now["params"])
+        and rec.get("scenario_settings", now["scenario_settings"]) == now["scenario_settings"]
+        and rec.get("base_model", base_model) == base_model
+    )
+
+
 def set_aside_stale(
     out: Path,
     done: dict[str, dict[str, Any]],
@@ -368,31 +493,16 @@ def set_aside_stale(
     base_model: str = BASE_MODEL,
     ledger: Path | None = None,
 ) -> list[str]:
-    """Cells trained with other parameters than the current defaults give (a default changed since), on
-    another cap of validation rows (EVAL_ROWS), or on other held-out rows (training.data.SPLIT_VERSION):
-    move them to <out>/stale/ and out of `done`, so that they
-    run again; return their keys. Search cells are the record of how the defaults were chosen and stay."""
+    """Cells trained with other parameters or scenario settings than the current defaults give (a default
+    changed since), on another base model, on another cap of validation rows (EVAL_ROWS), or on other
+    held-out rows (training.data.SPLIT_VERSION): move them to <out>/stale/ and out of `done`, so that they
+    run again; return their keys (is_current). Search cells are the record of how the defaults were
+    chosen and stay."""
     moved = []
     for key, rec in list(done.items()):
-        cell = Cell(**rec["cell"])
-        if cell.stage == "search" or rec.get("params") is None:
+        if is_current(rec, base_model):
             continue
-        if (
-            recorded_eval_rows(rec) == eval_rows(cell.scenario)
-            and rec.get("split_version", 1) == split_version()  # scored on the same held-out rows
-            and same_params(rec["params"], cell_params(cell, base_model))
-        ):
-            continue
-        taken = (out / "stale" / key).exists() or (
-            ledger is not None and (ledger / "stale" / f"{key}.json").exists()
-        )
-        name = key if not taken else f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
-        if (out / "cells" / key).is_dir():
-            (out / "stale").mkdir(parents=True, exist_ok=True)
-            (out / "cells" / key).rename(out / "stale" / name)
-        if ledger is not None and (ledger / f"{key}.json").is_file():
-            (ledger / "stale").mkdir(parents=True, exist_ok=True)
-            (ledger / f"{key}.json").rename(ledger / "stale" / f"{name}.json")
+        _move_aside(out, ledger, key)
         del done[key]
         moved.append(key)
     if moved:
@@ -401,6 +511,49 @@ def set_aside_stale(
             f"to run again: {', '.join(moved)}"
         )
     return moved
+
+
+def _move_aside(out: Path, ledger: Path | None, key: str, run_folder: bool = True, copy: bool = True) -> None:
+    """Move a cell's run folder (run_folder) and its ledger copy (copy) to stale/; a cell set aside before
+    keeps its first record there, the later one is named with the time."""
+    taken = (out / "stale" / key).exists() or (
+        ledger is not None and (ledger / "stale" / f"{key}.json").exists()
+    )
+    name = key if not taken else f"{key}-{time.strftime('%Y%m%d%H%M%S')}"
+    if run_folder and (out / "cells" / key).is_dir():
+        (out / "stale").mkdir(parents=True, exist_ok=True)
+        (out / "cells" / key).rename(out / "stale" / name)
+    if copy and ledger is not None and (ledger / f"{key}.json").is_file():
+        (ledger / "stale").mkdir(parents=True, exist_ok=True)
+        (ledger / f"{key}.json").rename(ledger / "stale" / f"{name}.json")
+
+
+def _finished(rec: dict[str, Any]) -> datetime | None:
+    """When a record's run finished: `finished_at` (since 5 December 2026), else when it published."""
+    for stamp in (rec.get("finished_at"), rec.get("version_created_at")):
+        if stamp:
+            try:
+                when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+def _fresher(local: dict[str, Any], ledgered: dict[str, Any], base_model: str) -> str | None:
+    """Which of two different records of one cell load_done keeps: "local" (the run folder's) or "ledger".
+    A current record (is_current) beats a stale one; between two current ones the later finished
+    (_finished). None when that does not tell them apart (both stale: set_aside_stale moves both; no
+    times to compare): the run folder's, the ledger left as it is."""
+    current = is_current(local, base_model), is_current(ledgered, base_model)
+    if current[0] != current[1]:
+        return "local" if current[0] else "ledger"
+    if not current[0]:
+        return None
+    times = _finished(local), _finished(ledgered)
+    if times[0] is None or times[1] is None or times[0] == times[1]:
+        return None
+    return "local" if times[0] > times[1] else "ledger"
 
 
 def run_cell(
@@ -442,10 +595,13 @@ def run_cell(
         "labels": labels,
         "majority_test_accuracy": round(float(counts.max() / counts.sum()), 4),
         "params": {k: v for k, v in config.params.model_dump().items() if v is not None},
+        "scenario_settings": scenario_settings(config),
+        "base_model": base_model,
         "split_version": split_version(),
         "class_weighting": result.metrics.get("class_weighting"),
         "epochs_run": ran,
         "best_epoch": best,
+        "best_epoch_rule": BEST_EPOCH_RULE,
         "train_time_s": round(result.train_time_s, 1),
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
@@ -482,22 +638,11 @@ def run_cell(
         record.update(_publish_facts(json.loads(stored.model_dump_json())))
         record["graph_bytes"] = {e.precision: e.size_bytes for e in manifest.exports}
         for precision in ("fp32", "int8"):
-            export = manifest.export(precision)
-            parity = export.parity if export is not None else None
-            if (
-                cell.strategy != "frozen"  # served as the shared base encoder + head, not its own graph
-                and parity is not None
-                and parity.test_accuracy is not None
-                and parity.test_rows == len(test)
-            ):
-                # Publish already scored this graph on every test row with ONNX Runtime: not twice.
-                record[f"test_{precision}"] = {
-                    "accuracy": round(parity.test_accuracy, 4),
-                    "macro_f1": round(parity.test_macro_f1 or 0.0, 4),
-                    "scored_by": "publish",
-                    "passes": SERVING_PASSES,
-                }
-            elif score_graph is not None:
+            # Every strategy through the serving engine, from the raw texts: what a replica runs (a frozen
+            # version as the shared base encoder + its head; full and LoRA graphs with their layer norms
+            # unfused on CPU, serving/engine/graph_rewrite.py, which moves int8 answers against publish's
+            # parity, scored on training's ONNX Runtime session: not what is served).
+            if score_graph is not None:
                 record[f"test_{precision}"] = {
                     **score_graph(repository, manifest, precision, test.raw or test.texts, test.label_ids),
                     "scored_by": "serving engine",
@@ -505,6 +650,7 @@ def run_cell(
                     **_base_recipe(repository, manifest, precision),
                 }
     record["cell_wall_s"] = round(time.perf_counter() - started, 1)
+    record["finished_at"] = datetime.now(UTC).isoformat()
     import torch
 
     record["machine"] = _machine(torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
@@ -645,9 +791,14 @@ def _publish_facts(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"version_created_at": created, "int8_quantization": how}
 
 
-def load_done(out: Path, ledger: Path | None = None) -> dict[str, dict[str, Any]]:
+def load_done(
+    out: Path, ledger: Path | None = None, base_model: str = BASE_MODEL
+) -> dict[str, dict[str, Any]]:
     """Every finished cell: this machine's run folders, and the ledger's records of cells run elsewhere
-    (or whose run folder is gone). A run folder's record not yet in the ledger is copied there."""
+    (or whose run folder is gone). A run folder's record not yet in the ledger is copied there. Where both
+    hold a different record of a cell, the fresher one is kept (_fresher: the one that ran as the cell
+    runs today, else the later one) and written to both places; a stale loser is moved to stale/ (as
+    set_aside_stale moves it), never the current one."""
     done = {}
     for path in sorted((out / "cells").glob("*/result.json")):
         record = json.loads(path.read_text())
@@ -656,12 +807,29 @@ def load_done(out: Path, ledger: Path | None = None) -> dict[str, dict[str, Any]
             if manifest is not None:
                 record.update(_publish_facts(manifest))
         done[record["key"]] = record
-        if ledger is not None and not (ledger / f"{record['key']}.json").is_file():
-            save_record(out, ledger, record)
     if ledger is not None:
         for path in sorted(ledger.glob("*.json")):
             record = json.loads(path.read_text())
-            done.setdefault(record["key"], record)
+            key = record["key"]
+            local = done.get(key)
+            if local is None:
+                done[key] = record
+                continue
+            if local == record:
+                continue
+            keep = _fresher(local, record, base_model)
+            if keep == "ledger":
+                if not is_current(local, base_model):
+                    _move_aside(out, ledger, key, copy=False)
+                done[key] = record
+                save_record(out, ledger, record)
+            elif keep == "local":
+                if not is_current(record, base_model):
+                    _move_aside(out, ledger, key, run_folder=False)
+                save_record(out, ledger, local)
+        for key, record in done.items():
+            if (out / "cells" / key).is_dir() and not (ledger / f"{key}.json").is_file():
+                save_record(out, ledger, record)
     return done
 
 
@@ -686,7 +854,7 @@ def run(
     repository = ModelRepository(out / "repository")
     cells = plan(stages, scenarios, budgets, variants, strategies)
     ledger = ledger_dir(docs) if docs is not None else None
-    done = load_done(out, ledger)
+    done = load_done(out, ledger, base_model)
     set_aside_stale(out, done, say, base_model, ledger)
     todo = [c for c in cells if c.key not in done and _reuse(c, done) is None]
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
@@ -801,10 +969,19 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "rows, FGM seed 42) were run again.",
         "- **Defaults**: each strategy's defaults in `training/scenarios/<scenario>.yaml`; no per-run "
         "tuning.",
-        "- **fp32 / int8**: what serving runs, scored on every test row: the version's exported graphs "
-        "(full, LoRA), scored with ONNX Runtime when the version is published (recorded in its manifest, "
-        "with `int8_delta_vs_fp32`); frozen versions, served as the shared base encoder + their head, "
-        "through the serving engine from the raw texts. `labelwise evaluate --split test "
+        "- **fp32 / int8**: what serving runs, scored on every test row: "
+        + (
+            "every version through the serving engine from the raw texts, as a replica runs it (frozen "
+            "versions as the shared base encoder + their head). Full and LoRA cells run before 5 December "
+            "2026 were scored with ONNX Runtime when the version was published (recorded in its manifest, "
+            "with `int8_delta_vs_fp32`), unless `make results` scored them again through the engine. "
+            if any(_scored_as_served_now(rec) for rec in done.values())
+            else "the version's exported graphs "
+            "(full, LoRA), scored with ONNX Runtime when the version is published (recorded in its manifest, "
+            "with `int8_delta_vs_fp32`); frozen versions, served as the shared base encoder + their head, "
+            "through the serving engine from the raw texts. "
+        )
+        + "`labelwise evaluate --split test "
         "--precision int8` scores any version through the serving engine. int8 quantises every MatMul "
         "dynamically, unless that loses more than 0.5 point of validation accuracy against fp32 or changes "
         "more than 0.5 % of the validation labels: then the export's int8 guard tries keeping the "
@@ -825,7 +1002,11 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "`make results` scores again every published version it still has. (Since 4 December a CPU replica "
         "builds each pass from the oldest waiting rows by length, close to that cut under load, and runs the "
         "graphs with their layer norms unfused, which moves 0.26 % of int8 answers: docs/serving.md; the "
-        "figures here were scored before both.)"
+        + (
+            "figures of the cells run before 5 December 2026 were scored before both.)"
+            if any(_scored_as_served_now(rec) for rec in done.values())
+            else "figures here were scored before both.)"
+        )
         + (
             " ◇: published on another machine before that, scored in passes of 32 rows in file order "
             "(the engine: 16,384 tokens); its int8 figure is that of those passes."
@@ -869,10 +1050,14 @@ def _stale_section(r: Report, out: Path, ledger: Path) -> None:
     )
     defaults = _param_defaults()
     for rec in stale:
-        now = cell_params(Cell(**rec["cell"]))
+        settings = cell_settings(Cell(**rec["cell"]))
+        now = settings["params"]
         # A parameter added after the record was written ran at its default.
         added = {k: defaults[k] for k in now.keys() - rec["params"].keys() if k in defaults}
         then = {**added, **rec["params"]}
+        if "scenario_settings" in rec:  # recorded since 5 December 2026
+            now.update(_flat(settings["scenario_settings"], "scenario."))
+            then.update(_flat(rec["scenario_settings"], "scenario."))
         then["validation rows"] = recorded_eval_rows(rec)
         now["validation rows"] = eval_rows(rec["cell"]["scenario"])
         then["held-out split"], now["held-out split"] = rec.get("split_version", 1), split_version()
@@ -881,13 +1066,29 @@ def _stale_section(r: Report, out: Path, ledger: Path) -> None:
             for k in sorted(set(now) | set(then))
             if then.get(k) != now.get(k)
         )
-        ran, best = rec.get("epochs_run"), rec.get("best_epoch")
+        ran, best = rec.get("epochs_run"), best_epoch(rec)
         epochs = "–" if ran is None else f"{ran:.1f} ({'–' if best is None else f'{best:.1f}'})"
         r.add(
             f"| {rec['key']} | {rec['test']['accuracy']:.3f} | {rec['test']['macro_f1']:.3f} | "
             f"{rec['validation']['macro_f1']:.3f} | {epochs} | {rec['train_time_s']:.0f} | {changed} |"
         )
     r.add("")
+
+
+def _flat(settings: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Scenario settings one per key (cleaning.lowercase...); a list (labels) as its length and a digest."""
+    import hashlib
+
+    flat: dict[str, Any] = {}
+    for k, v in settings.items():
+        if isinstance(v, dict):
+            flat.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            digest = hashlib.sha256(json.dumps(v).encode()).hexdigest()[:8]
+            flat[f"{prefix}{k}"] = f"[{len(v)}: {digest}]"
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
 @functools.cache
@@ -1154,7 +1355,7 @@ def _restart_legend(recs: list[dict[str, Any]]) -> str:
 
 
 def _epoch_text(rec: dict[str, Any]) -> str:
-    ran, best = rec.get("epochs_run"), rec.get("best_epoch")
+    ran, best = rec.get("epochs_run"), best_epoch(rec)
     if ran is None:
         return "–"
     return f"{ran:.1f}" + ("" if best is None else f" ({best:.1f})")
@@ -1205,14 +1406,36 @@ def _atis_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> None
         "| strategy | weighting | test acc | test macro-F1 | classes with F1 = 0 |",
         "|---|---|---:|---:|---:|",
     )
+    present: dict[str, set[str] | None] = {}
     for strategy, weighted, plain in pairs:
         for name, rec in (("on", weighted), ("off", plain)):
-            zeros = sum(1 for v in rec["test"]["per_class_f1"].values() if v == 0)
+            # a label without test rows has F1 0 whatever the model does: macro-F1 leaves it out, so does
+            # this count (* where the labels present could not be told: every F1 of 0 is counted)
+            present[rec["key"]] = labels = test_labels_present(rec)
+            f1 = rec["test"]["per_class_f1"]
+            zeros = sum(1 for n, v in f1.items() if v == 0 and (labels is None or n in labels))
             r.add(
                 f"| {strategy} | {name} | {rec['test']['accuracy']:.3f} | "
-                f"{rec['test']['macro_f1']:.3f} | {zeros} |"
+                f"{rec['test']['macro_f1']:.3f} | {zeros}{' *' if labels is None else ''} |"
             )
-    results_plots.per_class_f1(pairs, img / "results-atis.png")
+    known = [labels for labels in present.values() if labels is not None]
+    absent = (
+        sorted({n for _s, rec, _p in pairs for n in rec["labels"]} - set().union(*known)) if known else []
+    )
+    if absent:
+        r.add(
+            "",
+            "Counted over the labels with rows in the test split: "
+            f"{len(absent)} of the scenario's labels have none ({', '.join(absent)}), so no F1 is theirs "
+            "to count; macro-F1 leaves them out too, and the plot does not draw them.",
+        )
+    if any(labels is None for labels in present.values()):
+        r.add(
+            "",
+            "\\* The record names no per-class test rows and the scenario's train file is not here to carve "
+            "its test split again: every label of F1 0 is counted, those without test rows included.",
+        )
+    results_plots.per_class_f1(pairs, img / "results-atis.png", present)
     r.add("", "![ATIS per-class F1](img/results-atis.png)", "")
 
 

@@ -96,21 +96,39 @@ def learning_curve(points: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def per_class_f1(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]], path: Path) -> Path:
-    """ATIS per-class test F1, class weighting on vs off, per strategy."""
+def per_class_f1(
+    pairs: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    path: Path,
+    present: dict[str, set[str] | None] | None = None,
+) -> Path:
+    """ATIS per-class test F1, class weighting on vs off, per strategy. present: each record's (by key)
+    labels with rows in its test split (None: not known); a label without test rows has no F1 to draw
+    (sklearn's 0 is not the model's): it gets no bar, and a label no record has test rows of is left out."""
     plt = _pyplot()
-    labels = pairs[0][1]["labels"]
+    present = present or {}
+
+    def has_rows(rec: dict[str, Any], name: str) -> bool:
+        labels = present.get(rec["key"])
+        return labels is None or name in labels
+
+    records = [rec for _strategy, weighted, plain in pairs for rec in (weighted, plain)]
+    labels = [n for n in pairs[0][1]["labels"] if any(has_rows(rec, n) for rec in records)]
     fig, axes = plt.subplots(len(pairs), 1, figsize=(11, 3.2 * len(pairs)), squeeze=False)
     x = np.arange(len(labels))
+
+    def heights(rec: dict[str, Any]) -> list[float]:
+        f1 = rec["test"]["per_class_f1"]
+        return [f1.get(n, 0) if has_rows(rec, n) else np.nan for n in labels]
+
     for ax, (strategy, weighted, plain) in zip(axes[:, 0], pairs, strict=True):
-        ax.bar(
-            x - 0.2, [weighted["test"]["per_class_f1"].get(n, 0) for n in labels], 0.4, label="weighting on"
-        )
-        ax.bar(x + 0.2, [plain["test"]["per_class_f1"].get(n, 0) for n in labels], 0.4, label="weighting off")
+        ax.bar(x - 0.2, heights(weighted), 0.4, label="weighting on")
+        ax.bar(x + 0.2, heights(plain), 0.4, label="weighting off")
         ax.set_xticks(x, labels, rotation=90, fontsize=7)
         ax.set_ylabel("test F1")
+        left_out = len(pairs[0][1]["labels"]) - len(labels)
         ax.set_title(
             f"ATIS {strategy}, {weighted['train_rows']:,} train rows, {weighted['test_rows']} test rows"
+            + (f" ({left_out} labels without test rows left out)" if left_out else "")
         )
         ax.legend(fontsize=8)
     return _save(fig, path)

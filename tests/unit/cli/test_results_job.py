@@ -42,6 +42,8 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
             SENTIMENT
         )
         assert record["trainable_params"] > 0 and record["artifact_bytes"] > 0
+        assert sum(record["test"]["support"].values()) == 9  # each label's test rows
+        assert record["best_epoch_rule"] == results.BEST_EPOCH_RULE and record["finished_at"]
         # The largest budget exports: both graphs were scored through the serving engine.
         for precision in ("fp32", "int8"):
             assert 0.0 <= record[f"test_{precision}"]["accuracy"] <= 1.0, key
@@ -51,11 +53,18 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
 
     report = docs.read_text()
     assert "| sentiment (9, 0.333) | full |" in report and "| sentiment | full | not run yet" not in report
+    assert "every version through the serving engine from the raw texts, as a replica runs it" in report
     assert "| emotion | full | not run yet" in report  # a partial run says what it has not run
     assert (docs.parent / "img" / "results-matrix-40.png").stat().st_size > 0
 
+    # A record names the base model it trained (and its scenario-level settings): a rerun on the same base
+    # skips it (a rerun on another base runs it again: test_results_records.py).
+    tiny = str(tiny_roberta_dir)
+    assert all(
+        rec["base_model"] == tiny and rec["scenario_settings"]["name"] == "sentiment" for rec in done.values()
+    )
     again: list[str] = []
-    assert results.run(out, ("matrix",), ("sentiment",), (40,), docs, again.append) == done
+    assert results.run(out, ("matrix",), ("sentiment",), (40,), docs, again.append, base_model=tiny) == done
     assert again[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
 
     # The ledger beside the report (kept in git) holds every cell's record: a fresh clone, without runs/,
@@ -66,15 +75,19 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     report_before = docs.read_text()
     elsewhere: list[str] = []
     fresh = tmp_path / "fresh-clone-runs"
-    assert results.run(fresh, ("matrix",), ("sentiment",), (40,), docs, elsewhere.append) == done
+    assert (
+        results.run(fresh, ("matrix",), ("sentiment",), (40,), docs, elsewhere.append, base_model=tiny)
+        == done
+    )
     assert elsewhere[0].startswith("results: 3 cells planned, 3 already done, 0 to run")
     assert docs.read_text().replace(str(fresh), str(out)) == report_before
     assert results.score_served(fresh, results.load_done(fresh, ledger), None, results.engine_scorer()) == 0
 
-    # What serving runs is what is scored: full and LoRA graphs by publish, frozen through the engine
-    # (shared base encoder + head). A frozen cell scored by publish, as before, is scored again.
+    # What serving runs is what is scored: every strategy through the serving engine (full and LoRA graphs
+    # as a CPU replica runs them, layer norms unfused; frozen as the shared base encoder + head), not
+    # publish's parity on training's session. A frozen cell scored by publish, as before, is scored again.
     scored_by = {k.split("-")[2]: r["test_int8"]["scored_by"] for k, r in done.items()}
-    assert scored_by == {"full": "publish", "lora": "publish", "frozen": "serving engine"}
+    assert scored_by == {"full": "serving engine", "lora": "serving engine", "frozen": "serving engine"}
     frozen_file = out / "cells" / "matrix-sentiment-frozen-n40-s42" / "result.json"
     engine_figures = json.loads(frozen_file.read_text())["test_int8"]
     old = json.loads(frozen_file.read_text())
@@ -106,7 +119,7 @@ def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     n = results.score_served(out, results.load_done(out), repository, results.engine_scorer())
     assert n == 1 and json.loads(frozen_file.read_text())["test_int8"] == engine_figures
     # Figures scored in other passes than serving's (publish before model_repository.passes cut 32 rows per
-    # pass in file order) are scored again through the engine; publish's own figures today are the same.
+    # pass in file order) are scored again through the engine; run_cell records the same today.
     full_file = out / "cells" / "matrix-sentiment-full-n40-s42" / "result.json"
     published = json.loads(full_file.read_text())
     assert published["test_int8"]["passes"] == results.SERVING_PASSES
