@@ -304,20 +304,34 @@ def run_server(
             return
         while True:
             time.sleep(1)
-    except (StopServing, KeyboardInterrupt) as stop:
+    except BaseException as exc:
+        stop = stop_request(exc)
+        if stop is None:
+            stop_local_ray()
+            raise
         print(f"stopping ({stop})" if str(stop) else "stopping", flush=True)
         if not block:
             # The caller goes on after a non-blocking start: it must hear of the Ctrl-C, with Ray stopped.
             _stop_quietly(stop_local_ray)
-            raise
-    except BaseException:
-        stop_local_ray()
-        raise
+            raise stop from None
     finally:
         if stop_signals is not None:
             _restore_signals(stop_signals)
     if block:
         _stop_quietly(stop_local_ray)
+
+
+def stop_request(exc: BaseException) -> StopServing | KeyboardInterrupt | None:
+    """The Ctrl-C or stop signal behind exc, if any. A signal that lands while Ray's C++ core waits (its
+    `check_signals`, during ray.get) comes out as a SystemError whose cause is what our handler raised."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, StopServing | KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def check_port_free(host: str, port: int) -> None:

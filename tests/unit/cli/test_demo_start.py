@@ -121,7 +121,7 @@ def test_a_damaged_published_version_is_retrained_not_served(
 
 def test_ctrl_c_while_ray_starts_reaches_the_caller_with_ray_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     import serving.local_ray as local_ray
-    from labelwise.server import run_server
+    from labelwise.server import StopServing, run_server
 
     stopped: list[bool] = []
 
@@ -133,3 +133,25 @@ def test_ctrl_c_while_ray_starts_reaches_the_caller_with_ray_stopped(monkeypatch
     with pytest.raises(KeyboardInterrupt):
         run_server({}, "127.0.0.1", free_loopback_port(), block=False)
     assert stopped == [True]
+
+    # A stop signal that lands inside Ray's core (ray.get during serve.start) comes out of Ray as a
+    # SystemError caused by what the handler raised (seen with SIGINT to the demo's process group): it is
+    # the same stop, not a failure with a SystemError message.
+    def wrapped_by_ray(**_kw: object) -> None:
+        try:
+            raise StopServing("SIGINT")
+        except StopServing as stop:
+            raise SystemError("<built-in method __new__> returned a result with an exception set") from stop
+
+    monkeypatch.setattr(local_ray, "start_local_ray", wrapped_by_ray)
+    with pytest.raises(StopServing, match="SIGINT"):
+        run_server({}, "127.0.0.1", free_loopback_port(), block=False)
+    assert stopped == [True, True]
+
+    # A real failure stays one.
+    def fails(**_kw: object) -> None:
+        raise SystemError("boom")
+
+    monkeypatch.setattr(local_ray, "start_local_ray", fails)
+    with pytest.raises(SystemError, match="boom"):
+        run_server({}, "127.0.0.1", free_loopback_port(), block=False)
