@@ -280,7 +280,6 @@ class OutputFile:
         # are written, and checked when a later run resumes it.
         self.run = run
         self.run_file = path.with_name(f".{path.name}.classify.json")
-        self.overwrite = overwrite
         self.complete_rows: int | None = None  # a finished Parquet output already holds these
         self.done = 0
         self._fh: Any = None

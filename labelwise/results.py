@@ -540,12 +540,11 @@ def _finished(rec: dict[str, Any]) -> datetime | None:
     return None
 
 
-def _fresher(local: dict[str, Any], ledgered: dict[str, Any], base_model: str) -> str | None:
+def _fresher(local: dict[str, Any], ledgered: dict[str, Any], current: tuple[bool, bool]) -> str | None:
     """Which of two different records of one cell load_done keeps: "local" (the run folder's) or "ledger".
-    A current record (is_current) beats a stale one; between two current ones the later finished
-    (_finished). None when that does not tell them apart (both stale: set_aside_stale moves both; no
-    times to compare): the run folder's, the ledger left as it is."""
-    current = is_current(local, base_model), is_current(ledgered, base_model)
+    A current record (`current`: is_current of each) beats a stale one; between two current ones the
+    later finished (_finished). None when that does not tell them apart (both stale: set_aside_stale
+    moves both; no times to compare): the run folder's, the ledger left as it is."""
     if current[0] != current[1]:
         return "local" if current[0] else "ledger"
     if not current[0]:
@@ -817,14 +816,15 @@ def load_done(
                 continue
             if local == record:
                 continue
-            keep = _fresher(local, record, base_model)
+            current = is_current(local, base_model), is_current(record, base_model)
+            keep = _fresher(local, record, current)
             if keep == "ledger":
-                if not is_current(local, base_model):
+                if not current[0]:
                     _move_aside(out, ledger, key, copy=False)
                 done[key] = record
                 save_record(out, ledger, record)
             elif keep == "local":
-                if not is_current(record, base_model):
+                if not current[1]:
                     _move_aside(out, ledger, key, run_folder=False)
                 save_record(out, ledger, local)
         for key, record in done.items():
@@ -938,6 +938,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
     total_s = sum(rec.get("cell_wall_s", 0.0) for rec in ran.values())
     machines = sorted({rec.get("machine") or _machine() for rec in ran.values()}) or [_machine()]
     recovered = len(done) - len(ran)
+    served_now = any(_scored_as_served_now(rec) for rec in done.values())
     r.add(
         "# Training results: full vs LoRA vs frozen, scored on held-out test splits",
         "",
@@ -975,7 +976,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
             "versions as the shared base encoder + their head). Full and LoRA cells run before 5 December "
             "2026 were scored with ONNX Runtime when the version was published (recorded in its manifest, "
             "with `int8_delta_vs_fp32`), unless `make results` scored them again through the engine. "
-            if any(_scored_as_served_now(rec) for rec in done.values())
+            if served_now
             else "the version's exported graphs "
             "(full, LoRA), scored with ONNX Runtime when the version is published (recorded in its manifest, "
             "with `int8_delta_vs_fp32`); frozen versions, served as the shared base encoder + their head, "
@@ -1004,7 +1005,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         "graphs with their layer norms unfused, which moves 0.26 % of int8 answers: docs/serving.md; the "
         + (
             "figures of the cells run before 5 December 2026 were scored before both.)"
-            if any(_scored_as_served_now(rec) for rec in done.values())
+            if served_now
             else "figures here were scored before both.)"
         )
         + (

@@ -137,6 +137,7 @@ def plan_server(
     from pydantic import ValidationError
 
     from serving import ServingConfig
+    from serving.local_ray import local_cores
 
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config} does not exist")
@@ -205,36 +206,6 @@ def plan_server(
         direct_ingress=direct_ingress,
         ingress_replicas=replicas or 1,
     )
-
-
-def local_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """Cores this process may use: its CPU affinity (which a container's cpuset narrows), capped by a CPU
-    quota (`docker run --cpus`, a Kubernetes CPU limit: a CFS quota, which leaves the affinity whole).
-    A quota counts whole cores, as Ray counts the CPUs of its node: 2.5 CPUs are 2."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(cgroup)
-    return max(1, min(cores, int(quota))) if quota is not None else cores
-
-
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs a CFS quota allows this container (cgroup v2 cpu.max, else v1 cpu.cfs_quota_us over
-    cpu.cfs_period_us); None when there is no quota or no such file."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else float(quota) / float(period)
-    except (OSError, ValueError):
-        pass
-    for folder in (root / "cpu", root / "cpu,cpuacct"):
-        try:
-            quota_us = float((folder / "cpu.cfs_quota_us").read_text())
-            period_us = float((folder / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    return None
 
 
 def local_replica_cpus(config: Any, cores: int) -> float:

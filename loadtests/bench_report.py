@@ -242,20 +242,24 @@ def _stamped(view: dict[str, Any], n: int) -> dict[str, Any]:
     return out
 
 
+def _row_round(row: dict[str, Any], report: dict[str, Any]) -> dict[str, Any] | None:
+    """The merged report's summary of the round this row was measured in (None without rounds)."""
+    n, rounds = row.get("round"), report.get("rounds")
+    return rounds[n - 1] if n and rounds and len(rounds) >= n else None
+
+
 def round_ceiling(row: dict[str, Any], report: dict[str, Any]) -> float:
     """The first ceiling of the round this row was measured in (the report's, without rounds)."""
-    n, rounds = row.get("round"), report.get("rounds")
-    if n and rounds and len(rounds) >= n:
-        return rounds[n - 1]["ceiling_seq_per_s"]
-    return report["ceiling"]["seq_per_s"]
+    measured_in = _row_round(row, report)
+    return measured_in["ceiling_seq_per_s"] if measured_in else report["ceiling"]["seq_per_s"]
 
 
 def _round_best_peer(row: dict[str, Any], report: dict[str, Any], load: str) -> float | None:
     """The best peer's req/s at this load in the round this row was measured in, when rounds were run."""
-    n, rounds = row.get("round"), report.get("rounds")
-    if not (n and rounds and len(rounds) >= n):
+    measured_in = _row_round(row, report)
+    if measured_in is None:
         return None
-    rates = [loads.get(load) for loads in rounds[n - 1]["peers"].values()]
+    rates = [loads.get(load) for loads in measured_in["peers"].values()]
     rates = [r for r in rates if r is not None]
     return max(rates) if rates else None
 

@@ -638,16 +638,6 @@ def values_gpu_args(path: Path = VALUES_GPU) -> tuple[dict[str, Any], str]:
     return args, f"helm/labelwise/{path.name} serve.args"
 
 
-def local_cpus() -> int:
-    """Cores this process may run on (a container's cpuset narrows them), as the local Ray counts them."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def http_serve_config(
     plan: Plan, repo_root: Path, precision: str, device: str, values: Path = VALUES_GPU
 ) -> tuple[dict[str, Any], str]:
@@ -681,10 +671,13 @@ def http_serve_config(
     if device != "cuda":
         config.update(num_gpus=0.0, ort_providers=["CPUExecutionProvider"])
         changed += ["num_gpus 0", "ort_providers CPU"]
-    fit = float(max(1, local_cpus() // replicas))
+    from serving.local_ray import local_cores  # the cores a local `labelwise serve` (and its Ray) counts
+
+    cores = local_cores()
+    fit = float(max(1, cores // replicas))
     if float(config.get("num_cpus", 1.0)) > fit:
         config["num_cpus"] = fit
-        changed.append(f"num_cpus {fit:g} ({local_cpus()} cores here)")
+        changed.append(f"num_cpus {fit:g} ({cores} cores here)")
     per_gpu = f"{replicas} replicas per GPU" if device == "cuda" else f"{replicas} replicas (CPU, dry run)"
     shown = ", ".join(f"{k} {config[k]}" for k in HTTP_SHOWN if k in config)
     note = f"HTTP serve config from {source}: {per_gpu}, {shown}; the bench sets {', '.join(changed)}"

@@ -65,6 +65,15 @@ def default_root() -> str | Path:
     return parse_root(os.environ.get("LABELWISE_REPOSITORY", DEFAULT_ROOT))
 
 
+def missing_local_root(root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The path a local root (None: default_root()) names when nothing is there; None when something is,
+    or when the root is an object store (opening it checks that)."""
+    parsed = parse_root(root) if root is not None else default_root()
+    if isinstance(parsed, Path) and not parsed.exists():
+        return parsed
+    return None
+
+
 def validate_name(name: str, what: str = "scenario") -> str:
     """Return name if it is a safe lowercase name, else raise InvalidNameError naming it."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):

@@ -34,6 +34,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     """The engine's choices for a ServingConfig's fields, as a replica would make them (nothing is served)."""
     from pydantic import ValidationError
 
+    from labelwise.file_scoring import settings_problem
     from model_repository import ModelRepository
     from model_repository.errors import UsageError
     from serving import ServingConfig
@@ -43,11 +44,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     try:
         config = ServingConfig(**args)
     except ValidationError as exc:  # a config file's field, or a LABELWISE_* variable, that is wrong
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e.get('loc', ())) or 'settings'}: {e.get('msg', 'invalid')}"
-            for e in exc.errors()
-        )
-        raise UsageError(f"invalid serving settings: {problems}") from None
+        raise UsageError(f"invalid serving settings: {settings_problem(exc)}") from None
     report: dict[str, Any] = {
         "onnxruntime_packages": installed_ort(),
         "providers_available": available_providers(),

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labelwise.catalog import list_scenarios, show_version, verify_version
-from model_repository import ModelRepository, UsageError
+from model_repository import ModelRepository, UsageError, missing_local_root
 
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
@@ -32,10 +32,10 @@ def register(app: typer.Typer) -> None:
 @repo_app.command("list")
 def list_command(repository: Path | None = RepositoryOption, json_output: bool = JsonOption) -> None:
     """List scenarios, their versions and aliases."""
-    repo = ModelRepository(repository)
-    if type(repo) is ModelRepository and not repo.root.exists():  # a folder (not an object store)
-        raise UsageError(f"--repository {repo.root} does not exist (the demo's is var/demo-repository)")
-    rows = list_scenarios(repo)
+    missing = missing_local_root(repository)
+    if missing is not None:
+        raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
+    rows = list_scenarios(ModelRepository(repository))
     if json_output:
         typer.echo(json.dumps({"scenarios": [asdict(row) for row in rows]}))
         return

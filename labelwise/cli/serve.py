@@ -8,7 +8,7 @@ import typer
 
 from labelwise.catalog import promote
 from labelwise.server import plan_server, run_server, serve_on_cluster
-from model_repository import ModelRepository, UsageError
+from model_repository import ModelRepository, UsageError, missing_local_root
 
 
 def register(app: typer.Typer) -> None:
@@ -84,16 +84,11 @@ def serve_command(
 def _require_local_repository(args: dict) -> None:
     """A local repository folder that does not exist is a typo (or the wrong folder: the demo publishes
     to var/demo-repository), not an empty repository to serve: refused (exit 2) before Ray starts."""
-    import os
-
-    from model_repository import is_object_store
-    from model_repository.repository import DEFAULT_ROOT
-
-    root = str(args.get("repository") or os.environ.get("LABELWISE_REPOSITORY") or DEFAULT_ROOT)
-    if not is_object_store(root) and not Path(root).exists():
+    missing = missing_local_root(args.get("repository"))
+    if missing is not None:
         raise UsageError(
-            f"repository {root} does not exist: nothing to serve (publish with `labelwise train`, or pass "
-            "--repository; the demo's is var/demo-repository)"
+            f"repository {missing} does not exist: nothing to serve (publish with `labelwise train`, or "
+            "pass --repository; the demo's is var/demo-repository)"
         )
 
 

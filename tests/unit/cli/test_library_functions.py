@@ -12,7 +12,7 @@ import yaml
 from labelwise import catalog, errors
 from labelwise.client import ClientError, LabelwiseClient
 from labelwise.extras import MissingExtraError, require
-from labelwise.server import ServePlan, local_cores, local_replica_cpus, plan_server
+from labelwise.server import ServePlan, local_replica_cpus, plan_server
 from labelwise.training_runs import export_precisions, run_training, train_overrides
 from model_repository import (
     BaseModelRef,
@@ -22,6 +22,7 @@ from model_repository import (
     ScenarioNotFoundError,
     UsageError,
 )
+from serving.local_ray import local_cores
 
 FIELDS = dict(
     strategy="full",
@@ -304,7 +305,7 @@ def test_local_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     """`docker run --cpus 1.5` or a Kubernetes CPU limit sets a CFS quota and leaves the affinity whole:
     the replica's num_cpus (and ORT threads) must follow the quota, as Ray's own CPU count does, or a
     replica asks for more CPUs than the node has and never starts."""
-    from labelwise.server import cgroup_cpu_quota
+    from serving.local_ray import cgroup_cpu_quota
 
     affinity = len(os.sched_getaffinity(0))
     v2 = tmp_path / "v2"
