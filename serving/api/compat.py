@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServingConfig
@@ -43,7 +43,15 @@ from .http_errors import (
     validation_refusal,
 )
 from .request_id import request_id_of
-from .routes import ClassifyBackend, api_key_dependency, check_texts, counted, json_bytes, within_timeout
+from .routes import (
+    ANSWERED_ERRORS,
+    ClassifyBackend,
+    api_key_dependency,
+    check_texts,
+    counted,
+    json_bytes,
+    within_timeout,
+)
 from .schemas import NonEmptyText
 
 logger = logging.getLogger("labelwise.serving")
@@ -249,7 +257,7 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
         dependencies=[Depends(api_key_dependency(config))],
         tags=["compat: Infinity"],
     )
-    errors = {s: {"model": InfinityErrorBody} for s in (400, 401, 413, 422, 500, 503)}
+    errors = {s: {"model": InfinityErrorBody} for s in ANSWERED_ERRORS}
 
     @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
     async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
@@ -281,10 +289,16 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
 
 
 # ---- TEI: POST /predict ---------------------------------------------------------------------------
+TeiInputs = StrictStr | list[StrictStr] | list[list[StrictStr]]
+
+
 class TeiPredictRequest(BaseModel):
     """TEI's PredictRequest."""
 
-    inputs: StrictStr | list[StrictStr] | list[list[StrictStr]] = Field(
+    # Read as any JSON value and checked by tei_texts, which names what is wrong; pydantic's own refusal
+    # of the union named a branch ("inputs.str: Input should be a valid string" for a list). The schema
+    # still documents the union.
+    inputs: Annotated[Any, WithJsonSchema(TypeAdapter(TeiInputs).json_schema())] = Field(
         description='A text ("t"), the same as a one-text list (["t"]), or a batch ([["t1"], ["t2"]]). '
         'A pair (["a", "b"] or [["a", "b"]] in a batch) is refused: the models here read one text.',
         examples=["What a lovely day"],
@@ -335,13 +349,19 @@ class TeiInfo(BaseModel):
     docker_label: str | None
 
 
-def tei_texts(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
-    """TEI's reading of `inputs`: (texts, whether it was a batch). Pairs and empty texts are refused."""
+def tei_texts(inputs: Any) -> tuple[list[str], bool]:
+    """TEI's reading of `inputs` (a text, a one-text list or a batch of one-text lists): (texts, whether
+    it was a batch). Any other JSON value, pairs and empty texts are refused, naming what is wrong."""
     pair = 'a pair of texts; the models served here read one text (a batch is [["t1"], ["t2"]])'
+    shapes = 'a text, ["text"], or a batch [["t1"], ["t2"]]'
     if isinstance(inputs, str):
         texts, batch = [inputs], False
+    elif not isinstance(inputs, list):
+        raise InvalidRequestError(f"inputs: {_json_kind(inputs)}; send {shapes}", field="inputs")
     elif not inputs:
         raise InvalidRequestError('inputs: empty; send a text or a batch [["t1"], ["t2"]]', field="inputs")
+    elif any(isinstance(x, str) for x in inputs) and not all(isinstance(x, str) for x in inputs):
+        raise InvalidRequestError(f"inputs: texts and lists mixed; send {shapes}", field="inputs")
     elif all(isinstance(x, str) for x in inputs):
         if len(inputs) == 2:
             raise InvalidRequestError(f"inputs: {pair}", field="inputs")
@@ -354,14 +374,34 @@ def tei_texts(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], boo
     else:
         texts, batch = [], True
         for i, sequence in enumerate(inputs):
+            if not isinstance(sequence, list) or not all(isinstance(x, str) for x in sequence):
+                what = f'{_json_kind(sequence)}; each item of a batch is ["text"]'
+                raise InvalidRequestError(f"inputs.{i}: {what}", field=f"inputs.{i}")
             if len(sequence) != 1:
                 what = pair if len(sequence) == 2 else f'{len(sequence)} strings; each item is ["text"]'
                 raise InvalidRequestError(f"inputs.{i}: {what}", field=f"inputs.{i}")
             texts.append(sequence[0])
     for i, text in enumerate(texts):
         if not text:
-            raise InvalidRequestError(f"inputs.{i}: an empty text", field=f"inputs.{i}")
+            named = f"inputs.{i}" if batch else "inputs"
+            raise InvalidRequestError(f"{named}: an empty text", field=named)
     return texts, batch
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for a refusal: `null`, `a number`, `a list holding a number`..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, dict):
+        return "an object"
+    odd = [x for x in value if not isinstance(x, str)]
+    return f"a list holding {_json_kind(odd[0])}" if odd else "a list of texts"
 
 
 def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
@@ -369,7 +409,7 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     router = APIRouter(
         route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: TEI"]
     )
-    errors = {s: {"model": TeiErrorBody} for s in (401, 404, 413, 422, 429, 500, 503)}
+    errors = {s: {"model": TeiErrorBody} for s in ANSWERED_ERRORS}
 
     # TEI serves a classifier's predict on /predict, and on / and /invocations (what
     # huggingface_hub.InferenceClient(model=<url>) and SageMaker-style callers post to).
@@ -399,7 +439,7 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         texts, batch = tei_texts(body.inputs)
         name = scenario or await default_scenario(backend, config)
         with counted(metrics, name):
-            check_texts(texts, config, "inputs")
+            check_texts(texts, config, "inputs", one_text=not batch)
             truncate = True if body.truncate is None else body.truncate
             call = backend.classify(name, texts, None, truncate, body.raw_scores, False)
             with texts_named("inputs", one_text=not batch, status_422=True):
@@ -451,6 +491,7 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
     Never behind the API key, never refused for load (admission.PROBE_PATHS), as TEI's own."""
     router = APIRouter(tags=["compat: TEI"])
 
+    @router.head("/health", include_in_schema=False)  # TEI answers HEAD wherever it answers GET
     @router.get("/health", responses={503: {"model": TeiErrorBody}})
     async def health() -> Response:
         if not (await backend.readiness())["ready"]:
@@ -624,6 +665,8 @@ def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
         )
     try:
         request = json.loads(raw[:size])
+    except RecursionError:  # nested past the parser's limit: a plain JSON body gets a 400 for it too
+        raise InvalidRequestError("body: the JSON header is nested too deeply", "body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"body: the JSON header is not valid JSON ({exc})", "body") from None
     inputs = request.get("inputs") if isinstance(request, dict) else None
@@ -684,14 +727,17 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     tags: list[str] = ["compat: KServe v2 / Triton"]
     probes = APIRouter(route_class=route, tags=list(tags))  # never behind the API key, never refused for load
     router = APIRouter(route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=tags)
-    errors = {s: {"model": V2ErrorBody} for s in (400, 401, 404, 413, 500, 503)}
+    # no 415 (a body is read as JSON whatever its Content-Type) and no 422 (the protocol says 400)
+    errors = {s: {"model": V2ErrorBody} for s in ANSWERED_ERRORS if s not in (415, 422)}
 
+    @probes.head("/v2/health/live", include_in_schema=False)  # uptime checks probe with HEAD too
     @probes.get(
         "/v2/health/live", responses={200: {"content": {"application/json": {"example": {"live": True}}}}}
     )
     async def live() -> dict[str, bool]:
         return {"live": True}
 
+    @probes.head("/v2/health/ready", include_in_schema=False)
     @probes.get("/v2/health/ready", responses={503: {"model": V2ErrorBody}})
     async def ready() -> dict[str, bool]:
         readiness = await backend.readiness()

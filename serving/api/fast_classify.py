@@ -40,6 +40,15 @@ from .schemas import ClassifyRequest
 PATH = "/v1/classify"
 
 
+def first_values(raw: Any) -> dict[bytes, bytes]:
+    """Header name -> its first value, as Starlette reads a repeated header (the route and this path must
+    agree on which Content-Type or Authorization counts)."""
+    headers: dict[bytes, bytes] = {}
+    for key, value in raw:
+        headers.setdefault(key, value)
+    return headers
+
+
 class FastClassifyMiddleware:
     """Pure ASGI middleware: the classify route's happy path (see the module doc)."""
 
@@ -65,7 +74,7 @@ class FastClassifyMiddleware:
             path = path[len(root) :]
         if path != PATH:
             return None
-        headers = dict(scope.get("headers", ()))
+        headers = first_values(scope.get("headers", ()))
         media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if media_type != b"application/json":
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -131,6 +132,37 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_error_response(exc, request_id_of(request), request.url.path)
+
+
+class UnexpectedErrorMiddleware:
+    """Pure ASGI middleware inside RequestIdMiddleware: an exception no route handler answered gets its 500
+    (or Ray's backpressure status) here, where the answer still carries the X-Request-Id, and ends here.
+    Starlette's own handler for `Exception` sits outside every middleware of the app: its 500 went out
+    without the id, and it raised the exception again into the server after answering."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except Exception as exc:
+            if started:  # half an answer is out: the server can only drop the connection
+                raise
+            request_id = str(scope.get("state", {}).get("request_id", "-"))
+            response = unexpected_error_response(exc, request_id, scope.get("path", ""))
+            await response(scope, receive, send)
 
 
 def serving_error_response(exc: ServingError, request_id: str, path: str) -> JSONResponse:

@@ -18,7 +18,7 @@ from ..errors import InvalidRequestError, RequestTimeoutError, ServingError, Una
 from ..metrics import ServingMetrics
 from .admission import AdmissionMiddleware, InFlight
 from .body_limit import BodyLimitMiddleware
-from .http_errors import error_response, install_error_handlers
+from .http_errors import UnexpectedErrorMiddleware, error_response, install_error_handlers
 from .request_id import RequestIdMiddleware
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
 
@@ -43,7 +43,10 @@ class ClassifyBackend(Protocol):
     async def engine_metrics(self) -> bytes: ...
 
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)}
+# Every refusal a classify call can get, whatever its shape: bad JSON, no key, unknown scenario, body too
+# slow or too large, not JSON, invalid, overloaded, server fault, not ready, too slow.
+ANSWERED_ERRORS = (400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)
+_ERRORS = {s: {"model": ErrorBody} for s in ANSWERED_ERRORS}
 # What any route behind the key may answer besides its own: no key, a replica at max_ongoing_requests.
 _GATE_ERRORS = {s: {"model": ErrorBody} for s in (401, 429, 503)}
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
@@ -54,17 +57,20 @@ def check_limits(body: ClassifyRequest, config: ServingConfig) -> None:
     check_texts(body.texts, config)
 
 
-def check_texts(texts: list[str], config: ServingConfig, field: str = "texts") -> None:
-    """The config's text limits on `texts`, sent as the request field `field`."""
+def check_texts(
+    texts: list[str], config: ServingConfig, field: str = "texts", one_text: bool = False
+) -> None:
+    """The config's text limits on `texts`, sent as the request field `field` (a list, `field.<i>` naming
+    each text; with one_text, the field is the one text itself)."""
     if len(texts) > config.max_texts_per_request:
         raise InvalidRequestError(
             f"{field}: {len(texts)} texts, at most {config.max_texts_per_request} per request", field=field
         )
     for i, text in enumerate(texts):
         if len(text) > config.max_chars_per_text:
+            named = field if one_text else f"{field}.{i}"
             raise InvalidRequestError(
-                f"{field}.{i}: {len(text)} characters, at most {config.max_chars_per_text}",
-                field=f"{field}.{i}",
+                f"{named}: {len(text)} characters, at most {config.max_chars_per_text}", field=named
             )
 
 
@@ -182,14 +188,15 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
     router = APIRouter()
 
     # GET and HEAD: load balancers and uptime checks probe with either (Starlette's own routes allow HEAD
-    # wherever GET is; FastAPI's do not).
-    @router.api_route("/healthz", methods=["GET", "HEAD"])
+    # wherever GET is; FastAPI's do not). HEAD is a route of its own, out of the schema: one route with
+    # both methods gives both operations one operationId, which breaks OpenAPI client generators.
+    @router.head("/healthz", include_in_schema=False)
+    @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.api_route(
-        "/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}}
-    )
+    @router.head("/readyz", include_in_schema=False)
+    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
         body = Readiness(**await backend.readiness()).model_dump()
         if not body["ready"]:
@@ -248,6 +255,8 @@ def create_api(
         on_refuse=lambda status: metrics.requests.labels("_overloaded", str(status)).inc(),
         in_flight=in_flight,
     )
+    # Inside the request id: an exception no handler answered is answered with the id on it.
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: refusals carry an id as well
     # In front of all of it, where the server calls it (direct ingress: serving.direct_ingress).
     app.state.classify_front_door = (
