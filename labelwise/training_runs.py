@@ -80,10 +80,12 @@ def run_training(
 ) -> TrainingOutcome:
     """Train config; publish to repository (exporting the `export` precisions, then pointing alias at
     the new version) or, without publish, save the weights under the run folder."""
-    from model_repository import ModelRepository
+    from model_repository import ModelRepository, check_alias_name
     from training import publish_run, save_weights, train
 
     precisions = export_precisions(export) if publish else []
+    if publish and alias:  # before training: a bad alias name costs no run
+        check_alias_name(alias)
     result = train(config)
     if not publish:
         size = save_weights(result, Path(config.output_dir) / "weights")

@@ -66,6 +66,7 @@ from .repository import (
     draft_files,
     draft_folder,
     parse_alias,
+    parse_base_info,
     parse_manifest,
     validate_name,
 )
@@ -263,17 +264,21 @@ class ObjectStoreRepository(ModelRepository):
                 raise UnsafePathError(
                     f"{what}: {field_name} {rel!r} has no checksum: it is not a key of the manifest's files"
                 )
-        self._check_listing(key, manifest.files, MANIFEST_FILE, what)
+        listing = self._check_listing(key, manifest.files, MANIFEST_FILE, what)
         if bases and manifest.base_encoder is not None:
             for folder in manifest.base_encoder.graph_folders():
                 self.verify_base(manifest.base_encoder.key, folder)
         target = self.cache.version_path(scenario, version)
         verify_local = functools.partial(self.cache.verify, bases=bases)
         files = manifest.files
-        return self._cached(key, target, files, MANIFEST_FILE, data, what, verify_local, scenario, version)
+        stamp = _stamp(data, files, listing)
+        return self._cached(key, target, files, MANIFEST_FILE, stamp, what, verify_local, scenario, version)
 
-    def _check_listing(self, key: str, files: dict[str, FileEntry], marker: str, what: str) -> None:
-        """Every object under key is the marker or a listed file; every listed file is there, at its size."""
+    def _check_listing(
+        self, key: str, files: dict[str, FileEntry], marker: str, what: str
+    ) -> dict[str, dict[str, Any]]:
+        """Every object under key is the marker or a listed file; every listed file is there, at its size.
+        Returns the listing."""
         listing = self.store.files(key)
         unlisted = sorted(rel for rel in listing if rel != marker and rel not in files)
         if unlisted:
@@ -290,6 +295,7 @@ class ObjectStoreRepository(ModelRepository):
                 raise IntegrityError(
                     f"{what}: file {rel!r} is {listing[rel]['size']} bytes, {marker} says {entry.size_bytes}"
                 )
+        return listing
 
     def _cached(
         self,
@@ -297,14 +303,14 @@ class ObjectStoreRepository(ModelRepository):
         target: Path,
         files: dict[str, FileEntry],
         marker: str,
-        marker_bytes: bytes,
+        stamp: bytes,
         what: str,
         verify_local: Any,
         *args: Any,
     ) -> Any:
         """Make target the local copy of key (downloading when absent or stale) and verify it locally."""
         for attempt in range(2):
-            self._materialize(key, target, files, marker, marker_bytes, what)
+            self._materialize(key, target, files, marker, stamp, what)
             try:
                 return verify_local(*args)
             except IntegrityError:
@@ -314,28 +320,37 @@ class ObjectStoreRepository(ModelRepository):
         raise AssertionError("unreachable")
 
     def _materialize(
-        self, key: str, target: Path, files: dict[str, FileEntry], marker: str, marker_bytes: bytes, what: str
+        self, key: str, target: Path, files: dict[str, FileEntry], marker: str, stamp: bytes, what: str
     ) -> None:
+        """target as a copy of the objects under key, kept while its stamp (`_stamp`: the marker's bytes
+        and every object's ETag) is the store's; else downloaded again, each file checked on the way."""
+        stamp_file = target.parent / f".{target.name}.stamp"
         if target.is_dir():
-            cached = target / marker
-            if cached.is_file() and cached.read_bytes() == marker_bytes:
+            if stamp_file.is_file() and stamp_file.read_bytes() == stamp:
                 return
-            _discard(target)  # another version under the same number (a re-created bucket): not ours
+            # Another version under the same number (a re-created bucket), an object rewritten in the
+            # store since it was cached (whose copy here would hide that it no longer matches), or a
+            # copy cached before stamps: not what the store holds now.
+            _discard(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
             for rel, entry in files.items():
                 local = tmp / rel  # rel was checked to be relative and free of `..`
-                self.store.download(f"{key}/{rel}", local)
+                try:
+                    self.store.download(f"{key}/{rel}", local)
+                except FileNotFoundError:  # deleted since the listing
+                    raise IntegrityError(f"{what}: file {rel!r} is missing from {self.root}/{key}") from None
                 if local.stat().st_size != entry.size_bytes or file_sha256(local) != entry.sha256:
                     raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {marker}")
-            (tmp / marker).write_bytes(marker_bytes)
+            (tmp / marker).write_bytes(json.loads(stamp)["marker"].encode("latin-1"))
             try:
                 os.rename(tmp, target)
             except OSError:
                 if not target.is_dir():  # another process of this node cached it first: theirs is kept
                     raise
+            stamp_file.write_bytes(stamp)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -463,17 +478,11 @@ class ObjectStoreRepository(ModelRepository):
             ) from None
 
     def base_info(self, key: str, precision: str) -> dict[str, Any]:
-        try:
-            return json.loads(self._base_bytes(key, precision))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
+        return parse_base_info(self._base_bytes(key, precision), f"base encoder {key!r} {precision}")
 
     def verify_base(self, key: str, precision: str) -> dict[str, Any]:
         data = self._base_bytes(key, precision)
-        try:
-            info = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
+        info = parse_base_info(data, f"base encoder {key!r} {precision}")
         if info.get("schema_version") != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"base encoder {key!r} {precision}: schema version {info.get('schema_version')!r}, "
@@ -490,11 +499,18 @@ class ObjectStoreRepository(ModelRepository):
                 raise UnsafePathError(
                     f"{what}: files key {rel!r} is not a relative path inside {self.root}/{base_key}"
                 )
-        self._check_listing(base_key, files, BASE_INFO_FILE, what)
+        listing = self._check_listing(base_key, files, BASE_INFO_FILE, what)
         target = self.cache.base_path(key, precision)
+        stamp = _stamp(data, files, listing)
         return self._cached(
-            base_key, target, files, BASE_INFO_FILE, data, what, self.cache.verify_base, key, precision
+            base_key, target, files, BASE_INFO_FILE, stamp, what, self.cache.verify_base, key, precision
         )
+
+
+def _stamp(marker_bytes: bytes, files: dict[str, FileEntry], listing: dict[str, dict[str, Any]]) -> bytes:
+    """What a cached copy was made from: its marker file's bytes and each object's ETag as listed."""
+    etags = {rel: listing[rel].get("etag", "") for rel in sorted(files)}
+    return json.dumps({"marker": marker_bytes.decode("latin-1"), "etags": etags}, sort_keys=True).encode()
 
 
 def _is_version(rel: str) -> bool:

@@ -60,6 +60,10 @@ _NAME = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
 
 
+# The highest version number a local scenario folder ever gave (a deleted version's is never given again).
+LAST_NUMBER_FILE = ".last-version"
+
+
 def default_root() -> str | Path:
     """The root from LABELWISE_REPOSITORY (a path or an object-store URL), else ./var/model-repository."""
     return parse_root(os.environ.get("LABELWISE_REPOSITORY", DEFAULT_ROOT))
@@ -147,7 +151,33 @@ def draft_files(tmp: Path, what: str, own_file: str) -> dict[str, FileEntry]:
     if (tmp / own_file).exists():
         raise ManifestError(f"{what}: a draft must not write {own_file} itself")
     _check_no_link_out(tmp, what)
+    _check_relative_links(tmp, what)
     return _hash_files(tmp, skip=set())
+
+
+def _check_relative_links(folder: Path, what: str) -> None:
+    """Refuse an absolute symlink in a draft: the draft folder is renamed when published, so a link to a
+    path inside it would point into the folder that is gone (relative links move with it)."""
+    for dirpath, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(dirpath, name)
+            if path.is_symlink() and os.path.isabs(os.readlink(path)):
+                rel = path.relative_to(folder).as_posix()
+                raise UnsafePathError(
+                    f"{what}: {rel!r} is an absolute symlink ({os.readlink(path)!r}); the draft folder moves "
+                    "when it is published: link relatively, or copy the file"
+                )
+
+
+def parse_base_info(data: bytes, what: str) -> dict[str, Any]:
+    """A base.json's object, or ManifestError saying what it is instead."""
+    try:
+        info = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{what}: {BASE_INFO_FILE} is not JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise ManifestError(f"{what}: {BASE_INFO_FILE} is not a JSON object but {type(info).__name__}")
+    return info
 
 
 def _check_no_link_out(folder: Path, what: str) -> None:
@@ -317,7 +347,22 @@ class ModelRepository:
 
     @staticmethod
     def _versions_in(path: Path) -> list[int]:
-        return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and is_number(p.name))
+        """Published versions: numbered folders holding their manifest (a folder without one is torn, e.g.
+        a mirror copied from an object store while a publish was half uploaded; S3 lists only prefixes
+        with a manifest as well)."""
+        return sorted(
+            int(p.name) for p in path.iterdir() if is_number(p.name) and (p / MANIFEST_FILE).is_file()
+        )
+
+    @staticmethod
+    def _next_number(scenario_dir: Path) -> int:
+        """The number a new version takes: past every numbered folder, published or torn, and past every
+        number this repository ever gave (LAST_NUMBER_FILE), so that a deleted version's number is never
+        given again and an alias left on it never names another model. With .publish.lock held."""
+        numbers = [int(p.name) for p in scenario_dir.iterdir() if is_number(p.name)]
+        with contextlib.suppress(FileNotFoundError, ValueError):  # none yet, or unreadable: the folders count
+            numbers.append(int((scenario_dir / LAST_NUMBER_FILE).read_text().strip()))
+        return max(numbers, default=0) + 1
 
     def aliases(self, scenario: str) -> dict[str, int]:
         """Every alias of the scenario and the version it names; ManifestError naming the first alias file
@@ -455,8 +500,7 @@ class ModelRepository:
             yield draft
             files = draft_files(tmp, f"{scenario} (draft, nothing published)", MANIFEST_FILE)
             with _locked(scenario_dir / ".publish.lock"):
-                existing = self._versions_in(scenario_dir)
-                version = (existing[-1] if existing else 0) + 1
+                version = self._next_number(scenario_dir)
                 try:
                     manifest = Manifest(
                         scenario=scenario,
@@ -473,6 +517,7 @@ class ModelRepository:
                 target = scenario_dir / str(version)
                 # rename() refuses a non-empty target: a version folder is never replaced.
                 os.rename(tmp, target)
+                _write_json_atomic(scenario_dir / LAST_NUMBER_FILE, version)
                 _fsync_dir(scenario_dir)
             draft.version, draft.manifest = version, manifest
         finally:
@@ -515,10 +560,7 @@ class ModelRepository:
         path = self.base_path(key, precision) / BASE_INFO_FILE
         if not path.is_file():
             raise VersionNotFoundError(f"base encoder {key!r} has no {precision} export under {self.root}")
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"base encoder {key!r} {precision}: {BASE_INFO_FILE} is not JSON") from exc
+        return parse_base_info(path.read_bytes(), f"base encoder {key!r} {precision}")
 
     def verify_base(self, key: str, precision: str) -> dict[str, Any]:
         info = self.base_info(key, precision)

@@ -141,8 +141,9 @@ class ObjectStore:
             self._call("open", lambda: self.fs.info(self.bucket))
 
     def exists(self, relative: str) -> bool:
-        path = self.key(relative)
-        return bool(self._call(relative, lambda: self.fs.isfile(path)))
+        """Whether an object is there; a store error (access denied, endpoint down) raises, not False
+        (fsspec's isfile answers False for any error)."""
+        return self.stat(relative) is not None
 
     def read_bytes(self, relative: str) -> bytes:
         """The object's bytes; FileNotFoundError when there is none."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from model_repository import BaseModelRef, Manifest, ModelRepository, layout
+from model_repository import BaseModelRef, Manifest, ModelRepository, check_alias_name, layout
 
 from .config import TrainConfig
 from .errors import TrainingError
@@ -89,6 +89,8 @@ def publish_run(
     version is sealed; "auto" means fp32 + int8 when the export hook is installed; None or []
     publishes torch weights only (such a version cannot be served by ONNX Runtime).
     """
+    if alias:  # before the version is written: a bad alias name publishes nothing
+        check_alias_name(alias)
     precisions = _requested_precisions(export_precisions)
     scenario = result.config.scenario.name
     _refuse_collapsed(result)
@@ -249,6 +251,8 @@ def train_and_publish(
         config = make_train_config(scenario, "lora", base_model="minilm", num_train_epochs=2)
         manifest = train_and_publish(config, ModelRepository("var/model-repository"), alias="production")
     """
+    if alias:  # before training: a bad alias name costs no run
+        check_alias_name(alias)
     return publish_run(train(config), repository, export_precisions=export_precisions, alias=alias)
 
 

@@ -627,3 +627,57 @@ def test_resolving_an_alias_does_not_list_every_object(
         repo.resolve("spam", "staging")
     with pytest.raises(ScenarioNotFoundError):
         repo.resolve("absent", "production")
+
+
+def test_an_object_rewritten_in_the_store_is_not_hidden_by_a_warm_cache(s3: S3, tmp_path: Path) -> None:
+    """The publisher's cache holds version 2; the store's object is then overwritten (same size, other
+    bytes): verify and promote there must see what a replica with an empty cache sees."""
+    repo = _small_repo(s3, tmp_path, "warm-cache")
+    _small_version(repo, "spam")
+    version = _small_version(repo, "spam", b"GOODv2")
+    repo.verify("spam", version)  # cached now
+    s3.fs.pipe(f"{BUCKET}/warm-cache/spam/{version}/weights/model.bin", b"EVILv2")
+    with pytest.raises(IntegrityError, match=r"'weights/model\.bin' does not match its sha256"):
+        repo.verify("spam", version)
+    with pytest.raises(IntegrityError):
+        repo.set_alias("spam", "production", version)
+    assert repo.read_aliases("spam").get("production") is None
+    # put back: the version verifies again, and a second verify reuses the cache
+    s3.fs.pipe(f"{BUCKET}/warm-cache/spam/{version}/weights/model.bin", b"GOODv2")
+    repo.verify("spam", version)
+    cached = repo.cache.version_path("spam", version) / "weights" / "model.bin"
+    inode = cached.stat().st_ino
+    repo.verify("spam", version)
+    assert cached.stat().st_ino == inode
+
+
+def test_a_store_error_is_not_taken_for_a_missing_object(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _small_repo(s3, tmp_path, "head-denied")
+    _small_version(repo, "spam")
+
+    def denied(*args, **kwargs):
+        raise PermissionError("AccessDenied")
+
+    monkeypatch.setattr(repo.store.fs, "info", denied)
+    monkeypatch.setattr(repo.store.fs, "isfile", lambda *a, **k: False)  # what fsspec answers on any error
+    with pytest.raises(ObjectStoreError, match="access denied"):
+        repo.list_scenarios()
+
+
+def test_an_object_deleted_after_the_listing_is_an_integrity_error(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _small_repo(s3, tmp_path, "deleted-late")
+    version = _small_version(repo, "spam")
+    real_download = repo.store.download
+
+    def download(relative: str, local: Path) -> None:
+        if relative.endswith("weights/model.bin"):
+            s3.fs.rm(f"{BUCKET}/deleted-late/{relative}")
+        real_download(relative, local)
+
+    monkeypatch.setattr(repo.store, "download", download)
+    with pytest.raises(IntegrityError, match=r"'weights/model\.bin' is missing"):
+        repo.verify("spam", version)

@@ -50,10 +50,8 @@ def test_publish_resolve_and_manifest(tmp_path: Path) -> None:
     assert set(manifest.files) == {"weights/model.bin", "labels.txt"}
     assert manifest.files["weights/model.bin"].size_bytes == len(b"better")
     # no temporary folders are left behind
-    assert sorted(p.name for p in (tmp_path / "spam").iterdir() if not p.name.startswith(".publish")) == [
-        "1",
-        "2",
-    ]
+    assert sorted(p.name for p in (tmp_path / "spam").iterdir() if not p.name.startswith(".")) == ["1", "2"]
+    assert (tmp_path / "spam" / ".last-version").read_text() == "2"  # the highest number ever given
 
 
 def test_alias_switch(tmp_path: Path) -> None:

@@ -237,6 +237,10 @@ def run_study(
     from ..publish import publish_run
     from ..trainer import train
 
+    if publish and alias:  # before any trial: a bad alias name costs no study
+        from model_repository import check_alias_name
+
+        check_alias_name(alias)
     if trials < 1:
         raise TuningError(f"--trials must be at least 1, got {trials}")
     if timeout_s is not None and timeout_s <= 0:
