@@ -192,7 +192,9 @@ class TrainConfig(_Strict):
         description="Evaluations without macro-F1 improvement before stopping; 0 (or None) disables.",
     )
     logging_steps: int = Field(default=20, ge=1, description="Log the training loss every N steps.")
-    seed: int = Field(default=42, description="Seed for sampling, splits and weight init.")
+    seed: int = Field(
+        default=42, ge=0, le=2**32 - 1, description="Seed for sampling, splits and weight init (0 to 2**32-1)"
+    )
     mixed_precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU."
     )
@@ -348,8 +350,9 @@ def make_train_config(
             scenario=scenario,
             strategy=strategy,  # type: ignore[arg-type]
             base_model=base_model or DEFAULT_BASE_MODEL,
-            train_path=train_path,
-            validation_path=val_path,
+            # absolute: the manifest records them, and `labelwise evaluate` reads them from anywhere
+            train_path=Path(train_path).absolute(),
+            validation_path=Path(val_path).absolute() if val_path is not None else None,
             params=params,
             output_dir=Path(output_dir),
             **overrides,

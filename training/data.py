@@ -95,7 +95,18 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
     try:
         table = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
     except Exception as exc:  # datasets wraps parser errors in many types
-        raise DataError(f"data file {path} could not be read as {fmt}: {exc}") from exc
+        # Its own message ("An error occurred while generating the dataset") says nothing: the parser's
+        # error at the root of the chain names the cause (a quote left open, a byte that is not UTF-8).
+        root = _root_cause(exc)
+        if isinstance(root, UnicodeDecodeError):
+            raise DataError(
+                f"data file {path} is not UTF-8 text ({_bad_byte(root)}); re-save it as UTF-8"
+            ) from exc
+        if "corresponds to no data" in str(root):  # datasets' words for a file that parsed to zero rows
+            raise DataError(f"data file {path} has {_NO_ROWS[fmt]}") from exc
+        raise DataError(
+            f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
+        ) from exc
     finally:
         datasets.enable_progress_bars()
     missing = [c for c in columns if c not in table.column_names]
@@ -105,8 +116,54 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
             "set text_column / label_column in the scenario config"
         )
     if table.num_rows == 0:
-        raise DataError(f"data file {path} has a header but no rows")
-    return {c: table[c] for c in columns}
+        raise DataError(f"data file {path} has {_NO_ROWS[fmt]}")
+    return {c: _column(table, c, path) for c in columns}
+
+
+_NO_ROWS = {"csv": "a header but no rows", "json": "no rows", "parquet": "no rows"}
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first error of an exception chain (explicit cause, else the error being handled)."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+def _column(table: Any, name: str, path: Path) -> list[Any]:
+    """A column as a list, read now: datasets decodes text lazily, so a JSONL file with bytes that are not
+    UTF-8 loads fine and only fails later, mid-loop, with a bare UnicodeDecodeError."""
+    column = table[name]
+    try:
+        return column[:]
+    except UnicodeDecodeError as exc:
+        # Halve the rows until one is left: a few batch reads, on the error path only.
+        lo, hi = 0, table.num_rows
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            try:
+                column[lo:mid]
+            except UnicodeDecodeError:
+                hi = mid
+            else:
+                lo = mid
+        raise DataError(
+            f"data file {path}, row {_row_number(path, lo)}: column {name!r} is not UTF-8 text "
+            f"({_bad_byte(exc)}); re-save the file as UTF-8"
+        ) from exc
+
+
+def _bad_byte(exc: UnicodeDecodeError) -> str:
+    """The first byte the decoder refused, in the words a person can search the file for."""
+    return f"byte 0x{exc.object[exc.start]:02x}: {exc.reason}"
+
+
+def _row_number(path: Path, row: int) -> int:
+    """The 1-based number a person finds row `row` (0-based) under: a CSV/TSV's line, counting its
+    header line; a JSONL line or Parquet row, which have no header."""
+    return row + (2 if _FORMATS.get(Path(path).suffix.lower()) == "csv" else 1)
 
 
 def load_labeled(
@@ -125,7 +182,7 @@ def load_labeled(
         if label is None or text is None or str(label).strip() == "" or str(text) == "":
             empty_label = label is None or str(label).strip() == ""
             raise DataError(
-                f"data file {path}, row {row + 2}: empty "
+                f"data file {path}, row {_row_number(path, row)}: empty "
                 f"{scenario.label_column if empty_label else scenario.text_column!r}"
             )
         name = str(label).strip()
@@ -191,7 +248,8 @@ def stratified_split(label_ids: list[int], fraction: float, seed: int) -> tuple[
 
 
 def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
-    """At most n indices, class shares kept, at least one row of every class present."""
+    """At most n indices, class shares kept, at least one row of every class present: when n is smaller
+    than the number of classes, one row of each (more than n; callers cap to n >= 2 and take what comes)."""
     if n >= len(label_ids):
         return np.arange(len(label_ids))
     _, sample = stratified_split(label_ids, n / len(label_ids), seed)
@@ -199,7 +257,22 @@ def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
     present = set(labels[sample].tolist())
     # Rare classes can round to zero rows: add one of each so a capped run still sees every class.
     extra = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels) if c not in present]
-    return np.concatenate([np.asarray(extra, dtype=int), sample])[: max(n, len(extra))]
+    rows = np.concatenate([np.asarray(extra, dtype=int), sample])
+    # The per-class minimum of one can overshoot n: drop rows from the end, as a plain cut would, but never
+    # a class's last row (a plain cut lost a 2-row class for half the seeds). Where the cut kept every
+    # class the rows are the same as before, so re-export recomputes the rows a recorded run validated on.
+    excess = len(rows) - max(n, len(np.unique(labels)))
+    counts = Counter(labels[rows].tolist())
+    keep = np.ones(len(rows), dtype=bool)
+    for i in range(len(rows) - 1, -1, -1):
+        if excess <= 0:
+            break
+        cls = int(labels[rows[i]])
+        if counts[cls] > 1:
+            counts[cls] -= 1
+            keep[i] = False
+            excess -= 1
+    return rows[keep]
 
 
 def split_test(train: LabeledTexts, scenario: ScenarioConfig) -> tuple[LabeledTexts, LabeledTexts | None]:

@@ -216,7 +216,20 @@ def build_model(
         modules_to_save=heads + pooler,
         exclude_modules=outside_layers(model) or None,
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # peft's NoMatchingPeftModuleError (a ValueError): no module has the name
+        if type(exc).__name__ != "NoMatchingPeftModuleError":
+            raise
+        import torch
+
+        names = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        raise StrategyError(
+            f"lora_target_modules {sorted(config.target_modules)} name no linear layer inside the encoder "
+            f"layers of {base.architecture!r}; its linear layers are named {names}"
+        ) from None
 
 
 def outside_layers(model: Any) -> list[str]:

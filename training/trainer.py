@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import LabeledTexts, PreparedData, prepare_data
+from .errors import ScenarioConfigError
 from .metrics import (
     class_weights,
     classification_metrics,
@@ -158,6 +159,29 @@ def load_tokenizer(base: ResolvedBase) -> Any:
     return tokenizer
 
 
+def _check_max_length(config: TrainConfig, base: ResolvedBase, tokenizer: Any) -> None:
+    """Refuse a max_length_tokens past the base's position table before any step: a longer row broke
+    the first evaluation (full, lora) or the head (frozen) with a tensor-size error."""
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(str(base.path))
+    positions = getattr(hf, "max_position_embeddings", None)
+    if not positions:
+        return
+    # RoBERTa-type position ids start past the padding index: 514 slots hold 512 tokens.
+    roberta_type = hf.model_type in ("roberta", "xlm-roberta", "camembert")
+    offset = int(hf.pad_token_id or 0) + 1 if roberta_type else 0
+    limit = positions - offset
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < limit:
+        limit = model_max
+    if config.scenario.max_length_tokens > limit:
+        raise ScenarioConfigError(
+            f"max_length_tokens {config.scenario.max_length_tokens} is more than base model {base.id} reads "
+            f"({limit} tokens): set --max-length {limit} or less"
+        )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -184,6 +208,7 @@ def train(
     base = resolve_base_model(config.base_model)
     set_seed(config.seed)
     tokenizer = load_tokenizer(base)
+    _check_max_length(config, base, tokenizer)
     model = _build_model(config, base, data.labels)
     trainable, total = count_params(model)
     out = _start_run_folder(config, data)

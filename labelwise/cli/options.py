@@ -27,7 +27,12 @@ DataDirOpt = typer.Option(
 )
 MaxTrainOpt = typer.Option(None, "--max-train-samples", help="Stratified cap on train rows.")
 MaxEvalOpt = typer.Option(None, "--max-eval-samples", help="Stratified cap on validation rows.")
-EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (default: the scenario's).")
+EpochsOpt = typer.Option(
+    None,
+    "--epochs",
+    help="Training epochs, exactly (default: the scenario's, which its min_train_steps may raise on a "
+    "small train set).",
+)
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps.")
 BatchOpt = typer.Option(None, "--batch-size", help="Rows per training step.")
 LrOpt = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate.")

@@ -1,0 +1,87 @@
+"""Bad data files found in review: each stops with a DataError that names the file, the row and the cause,
+and a capped run keeps every class."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_rows
+from training.config import ScenarioConfig
+from training.data import load_labeled, stratified_cap
+from training.errors import DataError
+
+LABELS = ["pos", "neg"]
+SCENARIO = ScenarioConfig(name="review", labels=LABELS)
+
+
+def _load(path: Path) -> list[str]:
+    rows, _ = load_labeled(path, SCENARIO, LABELS)
+    return rows.texts
+
+
+def test_a_jsonl_file_that_is_not_utf8_names_its_row_and_asks_for_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    lines = ['{"text": "hello", "label": "pos"}', '{"text": "bye", "label": "neg"}']
+    path.write_bytes(("\n".join([*lines, '{"text": "caf\xe9", "label": "pos"}']) + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.jsonl, row 3: column 'text' is not UTF-8.*re-save"):
+        _load(path)
+
+
+def test_a_csv_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncaf\xe9,pos\nbye,neg\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.csv is not UTF-8 text \(byte 0xe9.*re-save it as UTF-8"):
+        _load(path)
+
+
+def test_a_csv_read_error_names_the_parser_cause(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\n"hello,pos\nbye,neg\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv could not be read as csv: .*EOF inside string"):
+        _load(path)
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.tsv"])
+def test_a_header_only_file_says_it_has_no_rows(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("text\tlabel\n" if name.endswith(".tsv") else "text,label\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{name} has a header but no rows")):
+        _load(path)
+
+
+def test_row_numbers_count_lines_of_jsonl_and_rows_of_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text('{"text": "a", "label": "pos"}\n{"text": "", "label": "neg"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl, row 2: empty 'text'"):
+        _load(jsonl)
+    parquet = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": ["a", ""], "label": ["pos", "neg"]}), parquet)
+    with pytest.raises(DataError, match=r"train\.parquet, row 2: empty 'text'"):
+        _load(parquet)
+    # A CSV's row is its line, the header being line 1.
+    write_rows(tmp_path / "train.csv", [("a", "pos"), ("", "neg")])
+    with pytest.raises(DataError, match=r"train\.csv, row 3: empty 'text'"):
+        _load(tmp_path / "train.csv")
+
+
+def test_stratified_cap_keeps_every_class_for_every_seed() -> None:
+    labels = [0] * 100 + [1] * 2 + [2] * 2
+    for seed in range(40):
+        index = stratified_cap(labels, 5, seed)
+        assert len(index) == 5 and len(set(index.tolist())) == 5, seed
+        assert {labels[i] for i in index} == {0, 1, 2}, seed
+        np.testing.assert_array_equal(index, stratified_cap(labels, 5, seed))
+
+
+def test_stratified_cap_below_the_number_of_classes_keeps_one_row_of_each() -> None:
+    labels = [0] * 20 + [1] * 3 + [2] * 3 + [3] * 3
+    for seed in range(10):
+        index = stratified_cap(labels, 2, seed)
+        assert sorted(labels[i] for i in index) == [0, 1, 2, 3], seed

@@ -1,0 +1,85 @@
+"""Training settings found in review: `--epochs` is the epochs run, a seed out of numpy's range, LoRA
+target modules that name nothing and a max length past the base's position table are refused before
+any step, naming the setting; data paths are recorded absolute."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import FAST, LABELS
+
+
+def test_epochs_from_the_command_line_are_the_epochs_run(toy_data_dir: Path) -> None:
+    from labelwise.training_runs import train_overrides
+    from training import custom_scenario, make_train_config
+    from training.config import StrategyParams
+    from training.trainer import planned_epochs
+
+    strategies = {"full": StrategyParams(min_train_steps=1000, batch_size=16)}
+    scenario = custom_scenario("toy", LABELS, toy_data_dir, strategies=strategies)
+    config = make_train_config(
+        scenario, "full", output_dir=toy_data_dir / "unused", **train_overrides(num_train_epochs=2)
+    )
+    assert planned_epochs(config.params, 1000) == 2.0
+    # without --epochs the scenario's floor still raises a small set's epochs (16 steps an epoch)
+    config = make_train_config(scenario, "full", output_dir=toy_data_dir / "unused")
+    assert planned_epochs(config.params, 256) == 20.0
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_out_of_range_is_refused_by_name(toy_scenario, seed: int) -> None:
+    from training import ScenarioConfigError, make_train_config
+
+    with pytest.raises(ScenarioConfigError, match="seed"):
+        make_train_config(toy_scenario, "full", output_dir="unused", seed=seed)
+
+
+def test_relative_data_paths_are_recorded_absolute(toy_scenario, toy_data_dir: Path, monkeypatch) -> None:
+    from training import make_train_config
+
+    monkeypatch.chdir(toy_data_dir)
+    config = make_train_config(
+        toy_scenario, "full", data="train.csv", validation_data="validation.csv", output_dir="unused"
+    )
+    assert config.train_path == toy_data_dir / "train.csv" and config.train_path.is_absolute()
+    assert config.validation_path == toy_data_dir / "validation.csv"
+    monkeypatch.chdir(os.sep)
+    assert config.train_path.is_file()
+
+
+def test_lora_targets_that_name_nothing_are_a_strategy_error(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    from training import StrategyError, make_train_config, train
+
+    config = make_train_config(
+        toy_scenario,
+        "lora",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path,
+        lora_target_modules=["nope"],
+        **FAST,
+    )
+    with pytest.raises(StrategyError, match=r"lora_target_modules \['nope'\].*'query'"):
+        train(config)
+
+
+def test_a_max_length_past_the_bases_positions_is_refused_before_training(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    from training import ScenarioConfigError, make_train_config, train
+
+    config = make_train_config(
+        toy_scenario,
+        "full",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path,
+        max_length_tokens=4096,
+        **FAST,
+    )
+    with pytest.raises(ScenarioConfigError, match=r"max_length_tokens 4096 .* \(\d+ tokens\)"):
+        train(config)
+    assert not (tmp_path / "metrics.json").exists()
