@@ -19,7 +19,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import MissingStoragePackageError, ObjectStoreError, UnsafePathError
+from .errors import MissingStoragePackageError, ObjectStoreError, UnsafePathError, UsageError
 from .layout import is_contained
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://(?P<rest>.*)$")
@@ -32,6 +32,11 @@ _EXTRA = "pip install 'labelwise[object-store]'"
 def parse_root(root: str | os.PathLike[str]) -> str | Path:
     """A local root as a Path (plain paths, `file://`), an object-store root as a normalised URL string."""
     text = os.fspath(root)
+    if not text.strip():  # `LABELWISE_REPOSITORY=` or `-r ""`: not the current folder, silently
+        raise UsageError(
+            "the model repository is an empty string: pass -r PATH or URL, or set LABELWISE_REPOSITORY "
+            "(unset it for ./var/model-repository)"
+        )
     match = _SCHEME.match(text) or _COLLAPSED.match(text)
     if match is None:
         return Path(text)

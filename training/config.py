@@ -216,6 +216,11 @@ class TrainConfig(_Strict):
             raise ValueError("qlora applies to the lora strategy only")
         if self.adversarial != "none" and self.adversarial_epsilon is None:
             raise ValueError(f"adversarial {self.adversarial} needs adversarial_epsilon > 0 (--epsilon)")
+        if self.adversarial == "none" and self.adversarial_epsilon is not None:
+            # not silently ignored: the run would not be the adversarial one its settings suggest
+            raise ValueError(
+                "adversarial_epsilon (--epsilon) is set but adversarial is none: add --adversarial fgm|pgd"
+            )
         return self
 
 

@@ -87,11 +87,13 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
     import datasets
 
     datasets.disable_progress_bars()
-    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    # TSV: tabs separate and nothing quotes (a text `"Great" movie` keeps its quotes, as written).
+    kwargs: dict[str, Any] = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}
     if fmt == "csv":
         # Every cell as written: no guessing of types or missing values, so a text "NA" or "null" stays a
         # text, labels "true" / "007" stay those strings, and an empty cell is "" (refused by name below).
-        kwargs.update(na_filter=False, converters={c: str for c in columns})
+        # index_col=False: a trailing comma on every row is an empty last cell, not a shifted index.
+        kwargs.update(na_filter=False, converters={c: str for c in columns}, index_col=False)
     try:
         table = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
     except Exception as exc:  # datasets wraps parser errors in many types
@@ -179,7 +181,8 @@ def load_labeled(
     for row, (text, label) in enumerate(
         zip(table[scenario.text_column], table[scenario.label_column], strict=True)
     ):
-        if label is None or text is None or str(label).strip() == "" or str(text) == "":
+        # a text of only whitespace is empty too: cleaning leaves nothing of it to train on
+        if label is None or text is None or str(label).strip() == "" or str(text).strip() == "":
             empty_label = label is None or str(label).strip() == ""
             raise DataError(
                 f"data file {path}, row {_row_number(path, row)}: empty "

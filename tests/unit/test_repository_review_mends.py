@@ -78,3 +78,11 @@ def test_a_draft_with_an_absolute_symlink_publishes_nothing(tmp_path: Path) -> N
         (draft.path / "weights" / "model.bin").write_bytes(b"three")
         os.symlink("weights/model.bin", draft.path / "alias.bin")
     assert repo.verify("spam", draft.version).version == draft.version
+
+
+@pytest.mark.parametrize("root", ["", "  "])
+def test_an_empty_repository_root_is_refused_not_taken_for_the_current_folder(root: str) -> None:
+    from model_repository import UsageError
+
+    with pytest.raises(UsageError, match="empty string"):
+        ModelRepository(root)

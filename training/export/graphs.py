@@ -30,12 +30,29 @@ def graph_opset(path: Path) -> int | None:
 def _quiet() -> Any:
     # optimum and the torch exporter print pages of tracer warnings per graph; they say nothing
     # a user can act on, and failures still raise.
+    # onnxruntime's quantizer also logs, on the root logger, advice to pre-process every graph: the
+    # graphs here are optimized already (optimize_graph), so it is left out too.
+    import logging
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+    root = logging.getLogger()
+    advice = _DropQuantizerAdvice()
+    root.addFilter(advice)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropQuantizerAdvice:
+    """A logging filter: everything but onnxruntime's "Please consider to run pre-processing" line."""
+
+    @staticmethod
+    def filter(record: Any) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
 
 
 def export_sequence_classifier(

@@ -83,3 +83,45 @@ def test_a_max_length_past_the_bases_positions_is_refused_before_training(
     with pytest.raises(ScenarioConfigError, match=r"max_length_tokens 4096 .* \(\d+ tokens\)"):
         train(config)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_epsilon_without_adversarial_training_is_refused(toy_scenario) -> None:
+    from training import ScenarioConfigError, make_train_config
+
+    with pytest.raises(ScenarioConfigError, match=r"--adversarial fgm\|pgd"):
+        make_train_config(toy_scenario, "full", output_dir="unused", adversarial_epsilon=0.5)
+
+
+def test_tsv_keeps_quotes_and_a_trailing_comma_is_an_empty_last_cell(tmp_path: Path) -> None:
+    from training.data import read_table
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text('text\tlabel\n"Great" movie\tpositive\nbad one\tnegative\n')
+    assert read_table(tsv, ["text", "label"])["text"] == ['"Great" movie', "bad one"]
+    csv = tmp_path / "train.csv"
+    csv.write_text("text,label,\ngreat movie,positive,\nbad one,negative,\n")
+    assert read_table(csv, ["text", "label"]) == {
+        "text": ["great movie", "bad one"],
+        "label": ["positive", "negative"],
+    }
+
+
+def test_a_whitespace_only_text_is_an_empty_text(toy_scenario, tmp_path: Path) -> None:
+    from training import DataError
+    from training.data import load_labeled
+
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\ngood film,positive\n   ,negative\n")
+    with pytest.raises(DataError, match=r"row 3: empty 'text'"):
+        load_labeled(data, toy_scenario, LABELS, unknown="error")
+
+
+def test_int8_export_does_not_log_the_quantizers_pre_processing_advice(caplog) -> None:
+    import logging
+
+    from training.export.graphs import _quiet
+
+    with caplog.at_level(logging.WARNING), _quiet():
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: x")
+        logging.warning("a real warning")
+    assert [r.getMessage() for r in caplog.records] == ["a real warning"]
