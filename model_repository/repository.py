@@ -478,6 +478,11 @@ class ModelRepository:
             raise ManifestError(
                 f"{what}: manifest says {manifest.scenario} v{manifest.version}; the folder was moved"
             )
+        if folder.is_symlink():  # its bytes live elsewhere and can change unseen, as a link inside can
+            raise UnsafePathError(
+                f"{what}: the version folder {folder} is a symlink (to {os.readlink(folder)!r}); "
+                "a version is a folder of its own"
+            )
         _check_manifest_paths(folder, manifest, what)
         _check_files(folder, manifest.files, what)
         if bases and manifest.base_encoder is not None:

@@ -86,3 +86,16 @@ def test_an_empty_repository_root_is_refused_not_taken_for_the_current_folder(ro
 
     with pytest.raises(UsageError, match="empty string"):
         ModelRepository(root)
+
+
+def test_a_version_folder_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    outside = ModelRepository(tmp_path / "elsewhere")
+    publish(outside, "spam")
+    publish(outside, "spam", b"two")  # its manifest says spam v2, as the link's name does
+    repo = ModelRepository(tmp_path / "repo")
+    publish(repo, "spam")
+    os.symlink(outside.version_path("spam", 2), repo.version_path("spam", 2))
+    with pytest.raises(UnsafePathError, match="is a symlink"):
+        repo.verify("spam", 2)
+    with pytest.raises(UnsafePathError):
+        repo.set_alias("spam", "production", 2)
