@@ -147,6 +147,22 @@ class ScenarioConfig(_Strict):
         default=None, description="What `labelwise tune` searches; None uses the default space."
     )
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _integer_labels(cls, labels: Any) -> Any:
+        """YAML reads `labels: [0, 1]` as numbers: integer labels are the label names "0", "1" (the
+        data files' labels are read as text). A boolean is refused by name: YAML reads yes/no/true/false
+        unquoted as booleans, and its text could be any of those."""
+        if not isinstance(labels, list):
+            return labels
+        for i, label in enumerate(labels):
+            if isinstance(label, bool):
+                raise ValueError(
+                    f"labels[{i}] is the boolean {label} (YAML reads yes/no/true/false/on/off unquoted as "
+                    "booleans): quote the label names, e.g. ['yes', 'no']"
+                )
+        return [str(x) if isinstance(x, int) else x for x in labels]
+
     @field_validator("labels")
     @classmethod
     def _labels_ok(cls, labels: list[str]) -> list[str]:

@@ -125,3 +125,15 @@ def test_int8_export_does_not_log_the_quantizers_pre_processing_advice(caplog) -
         logging.warning("Please consider to run pre-processing before quantization. Refer to example: x")
         logging.warning("a real warning")
     assert [r.getMessage() for r in caplog.records] == ["a real warning"]
+
+
+def test_integer_labels_in_a_scenario_yaml_are_label_names_and_booleans_are_refused(tmp_path: Path) -> None:
+    from training import ScenarioConfigError, load_scenario
+
+    ints = tmp_path / "ints.yaml"
+    ints.write_text("name: digits\nlabels: [0, 1]\n")
+    assert load_scenario(str(ints)).labels == ["0", "1"]
+    yes_no = tmp_path / "yes_no.yaml"
+    yes_no.write_text("name: answers\nlabels: [yes, no]\n")
+    with pytest.raises(ScenarioConfigError, match=r"labels\[0\] is the boolean True .*quote"):
+        load_scenario(str(yes_no))
