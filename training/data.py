@@ -168,6 +168,16 @@ def _row_number(path: Path, row: int) -> int:
     return row + (2 if _FORMATS.get(Path(path).suffix.lower()) == "csv" else 1)
 
 
+def label_text(value: Any) -> str:
+    """A label cell as the label name it spells: JSON `true` is "true" and `1.0` is "1" (JSONL and
+    Parquet keep types; str() gave "True" and "1.0", which matched no label), else its text, stripped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def load_labeled(
     path: Path, scenario: ScenarioConfig, labels: list[str], *, unknown: str = "error"
 ) -> tuple[LabeledTexts, int]:
@@ -188,7 +198,7 @@ def load_labeled(
                 f"data file {path}, row {_row_number(path, row)}: empty "
                 f"{scenario.label_column if empty_label else scenario.text_column!r}"
             )
-        name = str(label).strip()
+        name = label_text(label)
         if name not in label_to_id:
             unknown_counts[name] += 1
             continue

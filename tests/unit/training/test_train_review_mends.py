@@ -137,3 +137,16 @@ def test_integer_labels_in_a_scenario_yaml_are_label_names_and_booleans_are_refu
     yes_no.write_text("name: answers\nlabels: [yes, no]\n")
     with pytest.raises(ScenarioConfigError, match=r"labels\[0\] is the boolean True .*quote"):
         load_scenario(str(yes_no))
+
+
+def test_jsonl_labels_typed_by_json_match_their_names(tmp_path: Path) -> None:
+    from training import custom_scenario
+    from training.data import load_labeled
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        '{"text": "a", "label": true}\n{"text": "b", "label": false}\n{"text": "c", "label": 1.0}\n'
+    )
+    scenario = custom_scenario("flags", ["true", "false", "1"], tmp_path)
+    loaded, _ = load_labeled(data, scenario, scenario.labels, unknown="error")
+    assert list(loaded.label_ids) == [0, 1, 2]
