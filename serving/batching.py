@@ -223,16 +223,22 @@ class Batcher:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            live = [w for w in batch if not w.future.done()]
-            if not live:
-                continue
-            try:
-                results = run_items([w.item for w in live], self._run, self._metrics)
-            except Exception as exc:
-                # run_items answers per row, so this is a bug in it: fail the batch, keep the worker.
-                logger.exception("pass worker failed on %d rows", len(live))
-                results = [exc] * len(live)
-            self._answer(live, results)
+            self._run_batch(batch)
+            # No reference to the batch is left while the worker waits for its next one: its rows hold
+            # their scenario version, whose sessions an idle replica would otherwise keep after a swap.
+            del batch
+
+    def _run_batch(self, batch: list[_Waiting]) -> None:
+        live = [w for w in batch if not w.future.done()]
+        if not live:
+            return
+        try:
+            results = run_items([w.item for w in live], self._run, self._metrics)
+        except Exception as exc:
+            # run_items answers per row, so this is a bug in it: fail the batch, keep the worker.
+            logger.exception("pass worker failed on %d rows", len(live))
+            results = [exc] * len(live)
+        self._answer(live, results)
 
     def _next_batch(self) -> list[_Waiting] | None:
         """The rows of this worker's next batch, at most max_batch_size of them (with share_waiting_rows,

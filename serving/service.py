@@ -203,11 +203,10 @@ class ClassifierService:
         if abstain:
             threshold = decision_threshold(loaded.manifest.metrics)
             answer["threshold"] = threshold
+            # the label results ranks first (on a tie argmax took the lowest index, the ranking the highest)
             answer["decisions"] = [
-                labels[int(r.probs.argmax())]
-                if threshold is None or float(r.probs.max()) >= threshold
-                else None
-                for r in results
+                ranked[0]["label"] if threshold is None or float(r.probs.max()) >= threshold else None
+                for ranked, r in zip(answer["results"], results, strict=True)
             ]
         return answer
 

@@ -8,7 +8,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-from model_repository import AliasNotFoundError, ModelRepository, ObjectStoreError, RepositoryError
+from model_repository import (
+    AliasNotFoundError,
+    ModelRepository,
+    ObjectStoreError,
+    RepositoryError,
+    ScenarioNotFoundError,
+)
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
 from .adapters import MultiAdapterCache
@@ -100,7 +106,8 @@ class ScenarioRegistry:
         return loaded
 
     def states(self) -> list[ScenarioState]:
-        return [self._states[k] for k in sorted(self._states)]
+        # a copy of the values first: a poll (another thread) may add or forget scenarios meanwhile
+        return sorted(list(self._states.values()), key=lambda s: s.name)
 
     def missing(self) -> list[str]:
         """Scenarios expected to serve that have no loaded version (readiness is this list being empty).
@@ -116,7 +123,7 @@ class ScenarioRegistry:
 
     def served(self) -> set[str]:
         """Names that may answer: configured ones, and in serve-all mode those with the alias."""
-        return {s.name for s in self._states.values() if not s.skipped}
+        return {s.name for s in list(self._states.values()) if not s.skipped}
 
     # ---- loading (background) --------------------------------------------------------------
     def poll_once(self) -> list[LoadEvent]:
@@ -146,12 +153,31 @@ class ScenarioRegistry:
         return events
 
     def _follow_repository(self) -> None:
-        """Serve-all mode: add new scenarios, forget removed ones (never one that is serving)."""
+        """Serve-all mode: add new scenarios, forget removed ones. One that is serving is forgotten only
+        when resolving it says too that it has no published version (a listing that missed it once
+        does not unload it)."""
         present = set(self.repo.list_scenarios())
         for name in present:
             self._states.setdefault(name, ScenarioState(name, self.default_alias))
-        for name in [n for n, s in self._states.items() if n not in present and s.loaded is None]:
+        for name, state in [(n, s) for n, s in self._states.items() if n not in present]:
+            if state.loaded is not None:
+                try:
+                    self.repo.resolve(name, state.alias)
+                except ScenarioNotFoundError:
+                    logger.info("scenario %s was removed from the repository: no longer served", name)
+                except Exception:  # cannot tell (the store failed, the alias is garbage): keep serving it
+                    continue
+                else:
+                    continue
+            self._forget_row(state.loaded)
             del self._states[name]
+
+    @staticmethod
+    def _forget_row(loaded: LoadedScenario | None) -> None:
+        """Drop a version's row from its multi-adapter table (shared LoRA), if it has one; rows already
+        bound to it still run (SharedAdapterGraph.remove)."""
+        if loaded is not None and loaded.shared is not None:
+            loaded.shared.remove(loaded.name)
 
     def _note_listing_error(self, message: str | None) -> None:
         """Serve-all mode: log a failure to list the repository once per change, and its recovery."""
@@ -203,7 +229,11 @@ class ScenarioRegistry:
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
             return LoadEvent(state.name, target, current, refused=True)
+        previous = state.loaded
         state.loaded, state.refused, state.last_error = loaded, None, None
+        if previous is not None and previous.shared is not None and previous.shared is not loaded.shared:
+            # it left that multi-adapter table (now a merged or full graph, or another base's table)
+            previous.shared.remove(previous.name)
         how = f"row of {loaded.shared.folder}" if loaded.shared is not None else loaded.precision
         was = f", was v{current}" if current else ""
         logger.info("serving %s v%s (%s, %s%s)", state.name, target, loaded.manifest.strategy, how, was)

@@ -225,3 +225,69 @@ def test_shared_mode_serves_only_a_precision_the_version_was_published_in(repo: 
     )
     loaded = load_scenario(repo, "lora_three", 1, settings, BaseEncoderCache())
     assert loaded.precision == "fp32" and loaded.shared.folder == "multi-lora-r8-fp32"
+
+
+def _copy(repo: ModelRepository, tmp_path: Path) -> ModelRepository:
+    import shutil
+
+    shutil.copytree(repo.root, tmp_path / "repo")
+    return ModelRepository(tmp_path / "repo")
+
+
+def test_serve_all_forgets_a_removed_scenario_and_its_table_row(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    """docs/serving.md, hot reload: in serve-all mode a removed scenario is forgotten, serving or not."""
+    import shutil
+
+    from serving.engine import ScenarioRegistry
+
+    copy = _copy(repo, tmp_path)
+    for name in ("lora_two", "lora_three"):
+        copy.set_alias(name, "production", 1)
+    registry = ScenarioRegistry(copy, None, "production", _settings("shared"))
+    registry.poll_once()
+    shared = registry.get("lora_two").shared
+    assert {"lora_two", "lora_three"} <= registry.served()
+    assert set(shared.hosted) >= {"lora_two", "lora_three"}
+    shutil.rmtree(copy.scenario_path("lora_three"))
+    registry.poll_once()
+    assert "lora_three" not in registry.served()
+    assert "lora_three" not in shared.hosted
+    assert "lora_three" not in {s.name for s in registry.states()}
+
+
+def test_a_scenario_that_leaves_the_shared_table_leaves_no_row(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """lora_two promoted to a full version: it serves from its own graph, and lora_three's passes no
+    longer carry lora_two's adapter and head in their tables."""
+    from serving.engine import ScenarioRegistry
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    copy = _copy(repo, tmp_path)
+    for name in ("lora_two", "lora_three"):
+        copy.set_alias(name, "production", 1)
+    labels = SCENARIOS["lora_two"][0]
+    data = tmp_path / "data"
+    write_toy_csv(data / "train.csv", 8, seed=7, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=107, labels=labels)
+    config = make_train_config(
+        custom_scenario("lora_two", list(labels), data, max_length_tokens=16),
+        "full",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        max_steps=2,
+        batch_size=8,
+        early_stopping_patience=None,
+    )
+    full = train_and_publish(config, copy, export_precisions=["fp32"]).version
+    aliases = {"lora_two": "production", "lora_three": "production"}
+    registry = ScenarioRegistry(copy, aliases, "production", _settings("shared"))
+    registry.poll_once()
+    shared = registry.get("lora_three").shared
+    assert shared.hosted == {"lora_two": 1, "lora_three": 1}
+    copy.set_alias("lora_two", "production", full)
+    registry.poll_once()
+    assert registry.get("lora_two").shared is None
+    assert shared.hosted == {"lora_three": 1} and shared.table.rows == 1

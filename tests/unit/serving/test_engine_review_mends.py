@@ -1,0 +1,87 @@
+"""Replica edges found in review: a pass worker keeps no reference to its last batch while it waits (an
+idle replica freed no swapped-out version), the abstain decision is the label the results rank first
+(also on a tie), and a scenario list read while a poll forgets a scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import weakref
+
+import pytest
+
+from model_repository import ModelRepository
+
+
+def test_an_idle_pass_worker_keeps_no_reference_to_its_last_batch(published_repo: ModelRepository) -> None:
+    from serving.batching import Batcher, BatchPolicy
+    from serving.engine import BaseEncoderCache, EngineSettings, OnnxEngine, Row, load_scenario
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
+    engine = OnnxEngine()
+    batcher = Batcher(engine.run, BatchPolicy(max_concurrent_batches=2))
+
+    async def answer_one() -> weakref.ref:
+        version = load_scenario(published_repo, "full_three", 1, settings, BaseEncoderCache())
+        await batcher.submit(Row(version, "the film was great"))
+        return weakref.ref(version)
+
+    try:
+        ref = asyncio.run(answer_one())
+        threading.Event().wait(0.05)  # the worker is back waiting for its next batch
+        gc.collect()
+        assert ref() is None, "a waiting worker still holds the version its last batch ran"
+    finally:
+        batcher.close()
+
+
+def test_the_abstain_decision_is_the_label_ranked_first_on_a_tie(published_repo: ModelRepository) -> None:
+    pytest.importorskip("ray.serve")
+    from serving.config import ServingConfig
+    from serving.service import ClassifierService
+
+    config = ServingConfig(repository=str(published_repo.root), scenarios=[{"name": "frozen_two"}])
+
+    async def scenario() -> dict:
+        service = ClassifierService(config)
+        try:
+            await asyncio.to_thread(service.registry.poll_once)
+            loaded = service.registry.get("frozen_two")
+            head = loaded.head
+
+            def tied(features):  # every label the same logit (fp16 logits can coincide)
+                out = head(features)
+                out[:, :] = out[:, :1]
+                return out
+
+            loaded.head = tied
+            try:
+                return await service.classify("frozen_two", ["the film was great"], 1, True, abstain=True)
+            finally:
+                loaded.head = head
+        finally:
+            service.batcher.close()
+
+    answer = asyncio.run(scenario())
+    assert answer["decisions"][0] == answer["results"][0][0]["label"]
+
+
+def test_the_scenario_list_survives_a_poll_forgetting_a_scenario_meanwhile(
+    published_repo: ModelRepository,
+) -> None:
+    from serving.engine import EngineSettings, ScenarioRegistry, ScenarioState
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], 1)
+    registry = ScenarioRegistry(published_repo, None, "production", settings)
+
+    class ForgetsWhileRead(dict):
+        """The poll thread deleting an entry between the reader's listing of keys and its lookups."""
+
+        def __getitem__(self, key):
+            self.pop("b", None)
+            return super().__getitem__(key)
+
+    states = {name: ScenarioState(name, "production") for name in ("a", "b")}
+    registry._states = ForgetsWhileRead(states)
+    assert [s.name for s in registry.states()] == ["a", "b"]
