@@ -14,7 +14,6 @@ import email.utils
 import random
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +24,7 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BadRequestError, ClientError, ConnectionFailedError
+from .errors import BadRequestError, BodyTooLargeError, ClientError, ConnectionFailedError
 
 __all__ = [
     "DEFAULT_MAX_TEXTS_PER_REQUEST",
@@ -142,15 +141,21 @@ def _error_of(response: httpx.Response) -> ClientError:
 
 
 class _TooMany(Exception):
-    """The server refused a chunk as too many texts; `limit` is the chunk size to use instead."""
+    """The server refused a chunk as too many texts, or as a body over its byte limit; `limit` is the
+    chunk size to use instead, and `learn` whether it is the server's limit on texts (a body's size
+    depends on its texts: halving one chunk says nothing of the next)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, learn: bool = True) -> None:
         self.limit = limit
+        self.learn = learn
 
     @staticmethod
-    def of(error: BadRequestError, sent: int) -> _TooMany | None:
-        """_TooMany when the refusal is about the number of texts and a smaller chunk can help."""
-        if error.field != "texts" or sent <= 1:
+    def of(error: ClientError, sent: int) -> _TooMany | None:
+        """_TooMany when the refusal is about the number of texts or the body's size and a smaller
+        chunk can help."""
+        if isinstance(error, BodyTooLargeError):
+            return _TooMany(sent // 2, learn=False) if sent > 1 else None
+        if not isinstance(error, BadRequestError) or error.field != "texts" or sent <= 1:
             return None
         message = error.body.get("error", {}).get("message", "") if isinstance(error.body, dict) else ""
         found = _AT_MOST.search(str(message))
@@ -207,8 +212,14 @@ def _merged_usage(answers: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return merged
 
 
-def _merge(answers: Sequence[dict[str, Any]]) -> ClassifyResult:
-    """One result from the chunks' answers, in order; per-text versions kept, usage added up."""
+def _merge(answers: Sequence[dict[str, Any]], expected: int | None = None) -> ClassifyResult:
+    """One result from the chunks' answers, in order; per-text versions kept, usage added up. With
+    `expected`, the chunks must hold that many results: one missing would pair later texts with other
+    texts' labels."""
+    got = sum(len(a["results"]) for a in answers)
+    if expected is not None and got != expected:
+        message = f"the answers to {len(answers)} chunks hold {got} results for {expected} texts"
+        raise ClientError(None, {"error": {"type": "bad_answer", "message": message}})
     first = dict(answers[0])
     first["results"] = [row for a in answers for row in a["results"]]
     first["truncated"] = [t for a in answers for t in a["truncated"]]
@@ -312,7 +323,7 @@ class _Base:
     def _raise_for_chunk(error: ClientError, sent: int, start: int) -> NoReturn:
         """Raises the error of a chunk of `sent` texts from `start` of the caller's list: _TooMany when
         the server wants smaller chunks, else the error, naming its text by the index in that list."""
-        refusal = _TooMany.of(error, sent) if isinstance(error, BadRequestError) else None
+        refusal = _TooMany.of(error, sent)
         if refusal is not None:
             raise refusal from error
         rebased = _rebased(error, start)
@@ -323,7 +334,7 @@ class _Base:
     def _split(self, start: int, part: list[str], refused: _TooMany | None) -> list[_Part]:
         """The smaller parts to send instead of one the server refused as too many texts (its word beats
         a given or announced limit), or of one cut before the limit came down."""
-        if refused is not None:
+        if refused is not None and refused.learn:
             self._limit = refused.limit
         size = refused.limit if refused is not None else self.max_texts_per_request
         return _parts(start, part, size)
@@ -366,7 +377,14 @@ class LabelwiseClient(_Base):
         )
         self._discovered = self._limit_given
         self._discover_lock = threading.Lock()
-        self._sleep: Callable[[float], None] = time.sleep
+        # Set when a pooled classify call ends early (an error, Ctrl-C): its parts waiting to retry stop.
+        self._stopping = threading.Event()
+        self._sleep: Callable[[float], None] = self._wait_unless_stopping
+
+    def _wait_unless_stopping(self, seconds: float) -> None:
+        """A retry's wait, cut short (raising ClientError) once the call it belongs to has ended."""
+        if self._stopping.wait(seconds):
+            raise ClientError(None, {"error": {"type": "cancelled", "message": "the call was stopped"}})
 
     def __enter__(self) -> LabelwiseClient:
         return self
@@ -468,9 +486,18 @@ class LabelwiseClient(_Base):
                     if errors:
                         raise errors[0]
                     if all(f.done() for f in futures):  # none running, so none to add parts
+                        # A future is done before its callback has run: read a failure off the futures
+                        # themselves, not `errors`, or a failed part would go missing from the answer.
+                        failed = [f.exception() for f in futures if not f.cancelled()]
+                        if first := next((e for e in failed if e is not None), None):
+                            raise first
                         return
+        except BaseException:
+            self._stopping.set()  # Ctrl-C or a failed part: the parts still waiting to retry give up now
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._stopping.clear()  # every worker is back: the next call retries as usual
 
     def classify(
         self,
@@ -499,7 +526,7 @@ class LabelwiseClient(_Base):
             todo.extendleft(reversed(score(todo.popleft())))
         if todo:
             self._score_in_pool(score, todo)
-        return _merge([answers[start] for start in sorted(answers)])
+        return _merge([answers[start] for start in sorted(answers)], len(texts))
 
     def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
@@ -650,7 +677,7 @@ class AsyncLabelwiseClient(_Base):
                     group.create_task(score(part))
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
-        return _merge([answers[start] for start in sorted(answers)])
+        return _merge([answers[start] for start in sorted(answers)], len(texts))
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""

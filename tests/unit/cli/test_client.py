@@ -448,3 +448,69 @@ def test_a_chunk_answered_with_fewer_results_than_texts_is_an_error(
 
         with pytest.raises(ClientError, match=expected):
             asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_body_over_the_servers_byte_limit_is_sent_again_in_halves(
+    service: tuple[FakeService, str], kind: str
+) -> None:
+    """413 body_too_large for a chunk of more than 3 of these long texts: halved until it fits, every
+    text answered in order, and no text limit learned from it (the next chunk's bytes differ)."""
+    fake, url = service
+
+    def too_large(
+        path: str, body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        if path != "/v1/classify" or body is None or len(body["texts"]) <= 3:
+            return None
+        error = {"type": "body_too_large", "message": "body: over 1000 bytes", "code": 413, "field": "body"}
+        return 413, {"error": error}, {}
+
+    fake.script = too_large
+    texts = _texts(10)
+    result = _classify(kind, url, texts, max_texts_per_request=10, concurrency=2)
+    assert result.labels == [f"len{len(t)}" for t in texts]
+    posts = _classify_posts(fake)
+    assert posts[0] == 10 and sum(n for n in posts if n <= 3) == 10
+    if kind == "sync":  # a byte limit is not a text limit: the next call starts from 10 again
+        with LabelwiseClient(url, retry=_fast(), max_texts_per_request=10) as client:
+            client.classify("len", texts)
+            assert client.max_texts_per_request == 10
+
+
+def test_a_failed_chunk_stops_the_others_retries_at_once(service: tuple[FakeService, str]) -> None:
+    """Chunk 0 fails (500) while chunks 1-3 wait out a 503's Retry-After: the call raises the 500 and the
+    waiting chunks give up instead of retrying (what Ctrl-C relies on too), and the client works after."""
+    fake, url = service
+    busy = {"on": True}
+
+    def script(path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        if path != "/v1/classify" or body is None or not busy["on"]:
+            return None
+        if body["texts"][0] == "boom":
+            time.sleep(0.2)  # the others have their 503 by now
+            return 500, {"error": {"type": "internal_error", "message": "boom", "code": 500}}, {}
+        return 503, {"error": {"type": "not_ready", "message": "later", "code": 503}}, {"Retry-After": "2"}
+
+    fake.script = script
+    texts = ["boom", "a"] + ["bb", "c"] * 3
+    with LabelwiseClient(url, max_texts_per_request=2, concurrency=4, retry=_fast(max_retries=3)) as client:
+        with pytest.raises(ClientError, match="boom"):
+            client.classify("len", texts)
+        assert len(_classify_posts(fake)) == 4  # each chunk once: no retry after the failure
+        busy["on"] = False
+        assert client.classify("len", ["ok"]).labels == ["len2"]  # the next call retries as usual
+
+
+def test_answers_that_hold_fewer_results_than_texts_never_merge() -> None:
+    from labelwise.client import _merge
+
+    answer = {
+        "scenario": "s",
+        "version": 1,
+        "results": [[{"label": "a", "score": 1.0}]],
+        "truncated": [False],
+    }
+    with pytest.raises(ClientError, match="hold 2 results for 3 texts"):
+        _merge([answer, answer], 3)
+    assert len(_merge([answer, answer], 2).results) == 2
