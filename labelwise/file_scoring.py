@@ -151,10 +151,14 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             )
         index = header.index(column)
         yield _READY
+        blank: tuple[int, int] | None = None  # an empty line, refused once a row follows it
         for fields in _csv_records(reader, lines, path):
             row = lines.rows_done + 1
             if not fields:
-                raise InputRowError(path, row, reader.line_num, "empty line")
+                blank = blank or (row, reader.line_num)
+                continue
+            if blank is not None:
+                raise InputRowError(path, blank[0], blank[1], "empty line")
             if index >= len(fields):
                 raise InputRowError(
                     path, row, reader.line_num, f"{len(fields)} field(s), no value for column {column!r}"
@@ -170,10 +174,14 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
         yield _READY
+        blank: tuple[int, int] | None = None  # empty lines at the end are the end of the file
         for line in lines:
             row = lines.rows_done + 1
             if not line.strip():
-                raise InputRowError(path, row, lines.line, "empty line")
+                blank = blank or (row, lines.line)
+                continue
+            if blank is not None:
+                raise InputRowError(path, blank[0], blank[1], "empty line")
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -379,7 +387,11 @@ class OutputFile:
             rows = [r[0] if r else "" for r in reader]
         else:
             rows = []
-            for n, line in enumerate(text.splitlines(), start=1):
+            # split on "\n" only: a label may hold U+2028 or U+0085, which splitlines() also splits on
+            lines = text.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            for n, line in enumerate(lines, start=1):
                 try:
                     rows.append(json.loads(line)["row"])
                 except (ValueError, KeyError, TypeError):
@@ -431,6 +443,19 @@ class OutputFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def reopen_complete(self) -> None:
+        """A finished Parquet output of an input that has grown since: its rows go back into the staging
+        file, and the run goes on from the first new input row (as a JSONL or CSV output resumes)."""
+        from .extras import require
+
+        table = require("pyarrow.parquet").read_table(self.path)
+        tmp = self.staging.with_name(self.staging.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for record in table.to_pylist():
+                fh.write(json.dumps({k: record[k] for k in OUTPUT_FIELDS}, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.staging)
+        self.complete_rows = None
 
     def finish(self) -> None:
         """Close; for Parquet, write the staged rows to the output (atomically) and drop the staging. An
@@ -693,9 +718,12 @@ def score_file(
     if out.complete_rows is not None:
         # Exact, by the reader: newlines over-count a CSV with multi-line fields.
         rows = total if file_format(input_path, "--input") == "parquet" else sum(1 for _ in texts)
-        if rows is not None and out.complete_rows != rows:
-            raise out._foreign(f"it holds {out.complete_rows} rows, the input {rows}")
-        return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
+        if rows is not None and out.complete_rows > rows:
+            raise out._foreign(f"it holds {out.complete_rows} rows, more than the input's {rows}")
+        if rows is None or out.complete_rows == rows:
+            return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
+        out.reopen_complete()  # the input has grown since: score its new rows
+        texts = read_texts(input_path, text_column)
     start = time.perf_counter()
     # The scorer is made (the model loaded, or the server asked) on the first chunk, and the output is
     # opened only once that chunk is scored: a failed load leaves an existing output as it was.

@@ -35,7 +35,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from labelwise.file_scoring import settings_problem
-    from model_repository import ModelRepository
+    from model_repository import ModelRepository, missing_local_root
     from model_repository.errors import UsageError
     from serving import ServingConfig
     from serving.engine import available_providers, choose_providers, installed_ort, precision_order
@@ -63,6 +63,10 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     report["providers"] = providers
     report["intra_op_threads"] = config.ort_intra_op_threads or max(1, int(config.num_cpus) or 1)
     report["precision_order"] = precisions
+    missing = missing_local_root(config.repository)
+    if missing is not None:  # `labelwise serve` refuses it (exit 2): not an empty repository to report
+        report["refused"] = f"repository {missing} does not exist: nothing to serve"
+        return report
     repo = ModelRepository(config.repository)
     names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
     aliases = {s.name: s.alias for s in config.scenarios or ()}

@@ -137,3 +137,11 @@ def test_a_server_that_answers_something_else_is_a_client_error(
     result = _run(args)
     assert result.exit_code == 1 and message in result.output and isinstance(result.exception, SystemExit)
     assert not out.exists()
+
+
+def test_doctor_refuses_a_repository_folder_that_does_not_exist(tmp_path: Path) -> None:
+    """As `labelwise serve` refuses it: not a clean report of an empty repository."""
+    pytest.importorskip("onnxruntime")
+    result = _run(["doctor", "--repository", str(tmp_path / "typo")])
+    assert result.exit_code == 1, result.output
+    assert "does not exist" in result.output

@@ -366,3 +366,46 @@ def test_a_finished_parquet_output_of_a_csv_with_multiline_fields_is_done(tmp_pa
     again = LengthScorer()
     summary = score_file(source, out, "toy", lambda: again)
     assert (summary.rows_scored, summary.rows_skipped, again.seen) == (0, 3, [])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("in.jsonl", '{"text": "a"}\n{"text": "bb"}\n\n\n'), ("in.csv", "text\r\na\r\nbb\r\n\r\n")],
+)
+def test_empty_lines_at_the_end_of_the_input_are_its_end(tmp_path: Path, name: str, content: str) -> None:
+    source = tmp_path / name
+    source.write_text(content, newline="")
+    summary = score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer)
+    assert summary.rows_scored == 2
+    # an empty line with rows after it is still refused, by its line
+    middle = '{"text": "a"}\n\n{"text": "ccc"}\n' if name.endswith(".jsonl") else "text\na\n\nccc\n"
+    source.write_text(middle, newline="")
+    with pytest.raises(InputRowError, match="empty line"):
+        score_file(source, tmp_path / "again.jsonl", "toy", LengthScorer)
+
+
+def test_a_finished_parquet_output_resumes_when_the_input_has_grown(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.csv", TEXTS[:20])
+    out = tmp_path / "out.parquet"
+    score_file(source, out, "toy", LengthScorer)
+    _write(source, TEXTS[:200])
+    scorer = LengthScorer()
+    summary = score_file(source, out, "toy", lambda: scorer)
+    assert (summary.rows_skipped, summary.rows_scored) == (20, 180) and scorer.seen == TEXTS[20:200]
+    assert [r["row"] for r in _read_output(out)] == list(range(200))
+    assert not (tmp_path / "out.parquet.partial.jsonl").exists()
+
+
+class OddLabelScorer(LengthScorer):
+    def score(self, texts: list[str]) -> list[Scored]:
+        return [Scored("line\u2028sep\x85", 0.5, 1) for _ in texts]
+
+
+def test_a_jsonl_output_whose_labels_hold_line_separators_resumes(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", TEXTS[:10])
+    out = tmp_path / "out.jsonl"
+    score_file(source, out, "toy", OddLabelScorer)
+    _write(source, TEXTS[:15])
+    summary = score_file(source, out, "toy", OddLabelScorer)
+    assert (summary.rows_skipped, summary.rows_scored) == (10, 5)
