@@ -269,6 +269,8 @@ class _Base:
         self.concurrency = concurrency
         self._limit = max_texts_per_request
         self._limit_given = max_texts_per_request is not None
+        # The server's longest text in characters, from GET /v1/scenarios' `limits` (None: not told).
+        self.max_chars_per_text: int | None = None
 
     @property
     def max_texts_per_request(self) -> int:
@@ -278,6 +280,14 @@ class _Base:
     def _learn_limit(self, value: int | None) -> None:
         if value is not None and not self._limit_given:
             self._limit = value
+
+    def _learn_limits(self, body: Any) -> None:
+        """The text limits GET /v1/scenarios announces."""
+        self._learn_limit(_limit_from_scenarios(body))
+        limits = body.get("limits") if isinstance(body, dict) else None
+        chars = limits.get("max_chars_per_text") if isinstance(limits, dict) else None
+        if isinstance(chars, int) and not isinstance(chars, bool) and chars >= 1:
+            self.max_chars_per_text = chars
 
     def _outcome(self, response: httpx.Response, attempt: int) -> tuple[Any, float | None]:
         """(parsed JSON, None) on success; (None, seconds to wait) to retry; raises otherwise."""
@@ -413,7 +423,7 @@ class LabelwiseClient(_Base):
     def scenarios(self) -> list[ScenarioInfo]:
         """GET /v1/scenarios: what the server serves (it also tells the client its text limit)."""
         body = self.request("GET", "/v1/scenarios")
-        self._learn_limit(_limit_from_scenarios(body))
+        self._learn_limits(body)
         self._discovered = True
         return [ScenarioInfo.model_validate(s) for s in body["scenarios"]]
 
@@ -602,7 +612,7 @@ class AsyncLabelwiseClient(_Base):
     async def scenarios(self) -> list[ScenarioInfo]:
         """GET /v1/scenarios: what the server serves (it also tells the client its text limit)."""
         body = await self.request("GET", "/v1/scenarios")
-        self._learn_limit(_limit_from_scenarios(body))
+        self._learn_limits(body)
         self._discovered = True
         return [ScenarioInfo.model_validate(s) for s in body["scenarios"]]
 

@@ -543,7 +543,14 @@ class HttpScorer:
 
         from .errors import ScenarioNotServedError
 
+        # A text over the server's character limit would be refused (422) and stop the file there,
+        # where scoring in-process reads it: the model reads far fewer tokens than that many characters
+        # (max_length_tokens <= 4096), so its first max_chars_per_text characters score the same.
         try:
+            self._client._discover()
+            cut = self._client.max_chars_per_text
+            if cut is not None:
+                texts = [t[:cut] if len(t) > cut else t for t in texts]
             result = self._client.classify(self.scenario, texts, top_k=1)
         except ScenarioNotServedError as exc:  # the server's message does not echo the name back
             raise ScoringError(

@@ -145,3 +145,51 @@ def test_doctor_refuses_a_repository_folder_that_does_not_exist(tmp_path: Path) 
     result = _run(["doctor", "--repository", str(tmp_path / "typo")])
     assert result.exit_code == 1, result.output
     assert "does not exist" in result.output
+
+
+def test_a_text_over_the_servers_character_limit_is_scored_from_its_start(tmp_path: Path) -> None:
+    """In-process scoring reads a 20,001-character text (the model reads its first tokens); through a
+    server whose limit is 20,000 characters it was a 422 that stopped the file there."""
+    seen: list[list[str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._send(
+                200, {"scenarios": [], "limits": {"max_texts_per_request": 64, "max_chars_per_text": 10}}
+            )
+
+        def do_POST(self) -> None:
+            texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["texts"]
+            seen.append(texts)
+            if any(len(t) > 10 for t in texts):
+                error = {
+                    "type": "invalid_request",
+                    "message": "texts.1: too long",
+                    "code": 422,
+                    "field": "texts.1",
+                }
+                return self._send(422, {"error": error})
+            results = [[{"label": "a", "score": 0.9}]] * len(texts)
+            self._send(
+                200, {"scenario": "s", "version": 1, "results": results, "truncated": [True] * len(texts)}
+            )
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_stub(Handler) as url:
+        scorer = HttpScorer(url, "s")
+        try:
+            scored = scorer.score(["short", "x" * 50])
+        finally:
+            scorer.close()
+    assert [s.label for s in scored] == ["a", "a"]
+    assert seen == [["short", "x" * 10]]
