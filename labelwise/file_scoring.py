@@ -177,6 +177,8 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
         blank: tuple[int, int] | None = None  # empty lines at the end are the end of the file
         for line in lines:
             row = lines.rows_done + 1
+            if lines.line == 1:
+                line = line.removeprefix("\ufeff")  # a BOM, as a CSV input may start with
             if not line.strip():
                 blank = blank or (row, lines.line)
                 continue

@@ -112,7 +112,8 @@ def doctor_command(
 
     overrides = {"repository": str(repository)} if repository is not None else {}
     report = diagnose(load_serving_args(config, **overrides))
-    typer.echo(f"onnxruntime packages: {report['onnxruntime_packages'] or 'none'}")
+    packages = ", ".join(f"{name} {version}" for name, version in report["onnxruntime_packages"].items())
+    typer.echo(f"onnxruntime packages: {packages or 'none'}")
     typer.echo(f"providers available: {', '.join(report['providers_available'])}")
     typer.echo(f"GPUs: {'; '.join(report['gpus']) or 'none visible (nvidia-smi)'}")
     typer.echo(f"num_gpus per replica: {report['num_gpus']:g}; CPU cores: {report['cpu_cores']}")

@@ -102,4 +102,5 @@ def promote_command(
 ) -> None:
     """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
     before = promote(ModelRepository(repository), scenario, version, alias)
-    typer.echo(f"{scenario}: {alias} {before} -> {version}")
+    moved = f"{before} -> {version}" if before is not None else f"-> {version} (new)"
+    typer.echo(f"{scenario}: {alias} {moved}")

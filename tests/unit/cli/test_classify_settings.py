@@ -193,3 +193,28 @@ def test_a_text_over_the_servers_character_limit_is_scored_from_its_start(tmp_pa
             scorer.close()
     assert [s.label for s in scored] == ["a", "a"]
     assert seen == [["short", "x" * 10]]
+
+
+def test_promote_says_new_for_a_new_alias_and_doctor_names_packages_plainly(tmp_path: Path) -> None:
+    from model_repository import ModelRepository
+    from tests.unit.test_repository import publish
+
+    repo = ModelRepository(tmp_path / "repo")
+    publish(repo, "spam")
+    publish(repo, "spam", b"two")
+    args = ["promote", "-s", "spam", "-a", "staging", "-r", str(repo.root)]
+    first = _run([*args, "-v", "1"])
+    assert first.exit_code == 0 and "spam: staging -> 1 (new)" in first.output, first.output
+    second = _run([*args, "-v", "2"])
+    assert "spam: staging 1 -> 2" in second.output
+    pytest.importorskip("onnxruntime")
+    doctor = _run(["doctor", "-r", str(repo.root)])
+    assert "onnxruntime packages: onnxruntime " in doctor.output and "{" not in doctor.output.splitlines()[0]
+
+
+def test_a_jsonl_input_that_starts_with_a_bom_is_read(tmp_path: Path) -> None:
+    from labelwise.file_scoring import read_texts
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes('\ufeff{"text": "a"}\n{"text": "b"}\n'.encode())
+    assert [t for t in read_texts(source, "text") if isinstance(t, str)] == ["a", "b"]
