@@ -45,6 +45,19 @@ def _run(toy_scenario, base: Path, out: Path, lr: float):
     return train(config)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These runs sit on the edge between learning and collapsing, and torch's reductions differ with its
+    thread count: one thread, as most of the suite runs by the time these tests do, for the same run
+    whether this file runs alone or in the suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def lenient_rise(monkeypatch: pytest.MonkeyPatch) -> None:
     # The tiny model's loss starts at ln 3 and only ever falls to ~1.0 before it collapses: any climb back
