@@ -520,9 +520,11 @@ class ModelRepository:
                 (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
                 _fsync_tree(tmp)
                 target = scenario_dir / str(version)
+                # The number is recorded as given first: a failure here (a full disk) publishes nothing,
+                # and one after the rename would report a failure for a version that was published.
+                _write_json_atomic(scenario_dir / LAST_NUMBER_FILE, version)
                 # rename() refuses a non-empty target: a version folder is never replaced.
                 os.rename(tmp, target)
-                _write_json_atomic(scenario_dir / LAST_NUMBER_FILE, version)
                 _fsync_dir(scenario_dir)
             draft.version, draft.manifest = version, manifest
         finally:

@@ -99,3 +99,20 @@ def test_a_version_folder_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
         repo.verify("spam", 2)
     with pytest.raises(UnsafePathError):
         repo.set_alias("spam", "production", 2)
+
+
+def test_a_full_disk_while_numbering_publishes_nothing_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    """The number is recorded before the version is renamed into place: an error there publishes nothing
+    (an error after the rename would report a failure for a version that was published)."""
+    import model_repository.repository as repository
+
+    repo = ModelRepository(tmp_path / "repo")
+    publish(repo, "spam")
+
+    def full(path: Path, payload: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(repository, "_write_json_atomic", full)
+    with pytest.raises(OSError, match="No space"):
+        publish(repo, "spam", b"two")
+    assert repo.list_versions("spam") == [1]
