@@ -195,13 +195,15 @@ def _export_onnx(
         fields["metrics"] = {**result.metrics, **fields["metrics"]}
     if config.strategy == "lora" and (version_dir / layout.LORA_FILE).is_file():
         head_kind = (fields.get("head") or {}).get("kind")
-        export_shared_graph(repository, result.base.path, config.params.lora_r, precisions, head_kind)
+        # The base as training named it (a hub id resolves through the cache to the same key): its local
+        # folder would resolve as a plain folder, to a key no version names.
+        export_shared_graph(repository, config.base_model, config.params.lora_r, precisions, head_kind)
     return fields
 
 
 def export_shared_graph(
     repository: ModelRepository,
-    base_path: Path,
+    base_path: str | Path,
     lora_r: int,
     precisions: list[str],
     head_kind: str | None = None,
