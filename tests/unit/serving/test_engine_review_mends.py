@@ -85,3 +85,31 @@ def test_the_scenario_list_survives_a_poll_forgetting_a_scenario_meanwhile(
     states = {name: ScenarioState(name, "production") for name in ("a", "b")}
     registry._states = ForgetsWhileRead(states)
     assert [s.name for s in registry.states()] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("quantization", "refused"),
+    [
+        (None, False),
+        ("every MatMul int8 (every MatMul int8: accuracy -2.0 points vs fp32, agreement 0.965; ...)", False),
+        (
+            "feed-forward kept fp32 (every MatMul int8: accuracy -2.0 points vs fp32, agreement 0.90; ...)",
+            True,
+        ),
+    ],
+)
+def test_shared_int8_refuses_only_a_version_whose_guard_kept_nodes_fp32(
+    published_repo: ModelRepository, quantization: str | None, refused: bool
+) -> None:
+    """The guard records its choice even when, after trying fallbacks, it published every MatMul int8:
+    that graph is what the shared int8 graph runs, so such a version may share it."""
+    from model_repository import ExportRecord, Parity
+    from serving.engine.loader import _not_for_this_version
+
+    manifest = published_repo.load_manifest("full_three", 1)
+    parity = Parity(
+        n_samples=8, max_abs_logit_diff=0.1, agreement=0.9, verified=True, quantization=quantization
+    )
+    int8 = ExportRecord(precision="int8", path="onnx/model.int8.onnx", size_bytes=1, parity=parity)
+    manifest = manifest.model_copy(update={"exports": [*manifest.exports, int8]})
+    assert (_not_for_this_version(manifest, "int8") is not None) == refused
