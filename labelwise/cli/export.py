@@ -25,7 +25,12 @@ def register(app: typer.Typer) -> None:
 def export(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario whose version is re-exported."),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
-    precision: str = typer.Option("fp32,int8", "--precision", "-p", help="Comma list of fp32, int8, fp16."),
+    precision: str = typer.Option(
+        "fp32,int8",
+        "--precision",
+        "-p",
+        help="Comma list of fp32, int8, fp16; the new version also keeps every precision its parent has.",
+    ),
     validation: Path | None = typer.Option(
         None,
         "--validation",

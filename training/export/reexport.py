@@ -135,7 +135,11 @@ def reexport_version(
     precisions: str | Sequence[str] = ("fp32", "int8"),
     parity_csv: str | Path | None = None,
 ) -> Manifest:
-    """Export version V of scenario into a new version with parent_version=V; return its manifest."""
+    """Export version V of scenario into a new version with parent_version=V; return its manifest.
+
+    The new version holds the precisions asked for and every one its parent exported: it replaces the
+    parent under `latest` and, promoted, under an alias, so `-p fp16` adds the GPU graph to the CPU ones
+    instead of publishing a version no CPU replica can load."""
     wanted = parse_precisions(precisions)
     try:
         number = repository.resolve(scenario, version)
@@ -144,6 +148,8 @@ def reexport_version(
         source = repository.verify(scenario, number, bases=False)
     except RepositoryError as exc:
         raise SourceVersionError(f"{scenario} v{version}: cannot re-export, {exc}") from exc
+    inherited = [e.precision for e in source.exports if e.precision not in wanted]
+    wanted = parse_precisions([*wanted, *inherited])
     folder = repository.version_path(scenario, number)
     texts, labels = parity_rows(source, parity_csv)
     who = f"{scenario} v{number}"

@@ -551,3 +551,20 @@ def test_a_frozen_version_without_the_int8_guard_reads_the_all_int8_base(
     with pytest.raises(RepositoryError, match=layout.ALL_INT8_FOLDER):
         repo.verify("fast", fast.version)
     assert repo.verify("guarded", guarded.version) == guarded
+
+
+def test_a_reexport_keeps_every_precision_of_its_parent(published, tmp_path):
+    """`labelwise export -p fp16` on a CPU version published a child holding fp16 only: `latest` then
+    named a version no CPU replica could load. The child keeps the parent's precisions, adds those asked."""
+    from tests.conftest import write_toy_csv
+    from training.export.reexport import reexport_version
+
+    repo, manifests, _ = published
+    parent = manifests["full"]
+    had = {e.precision for e in parent.exports}
+    assert len(had) > 1, had
+    asked = sorted(had)[0]
+    child = reexport_version(
+        repo, "full", parent.version, asked, write_toy_csv(tmp_path / "v.csv", 10, seed=6)
+    )
+    assert {e.precision for e in child.exports} == had
