@@ -555,6 +555,13 @@ class ModelRepository:
             (tmp / BASE_INFO_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
             _fsync_tree(tmp)
             with _locked(target.parent / ".publish.lock"):
+                if target.exists() and not (target / BASE_INFO_FILE).is_file():
+                    # A folder without its base.json (a mirror copied mid-upload, a hand-deleted file)
+                    # is no base: no version can verify against it, and keeping it would keep every
+                    # version that names it broken. A writer renames a whole folder, so none is writing it.
+                    aside = target.parent / f"{_TMP_PREFIX}broken-{uuid.uuid4().hex}-{target.name}"
+                    os.rename(target, aside)
+                    shutil.rmtree(aside, ignore_errors=True)
                 if not target.exists():
                     os.rename(tmp, target)
                     _fsync_dir(target.parent)

@@ -116,3 +116,14 @@ def test_a_full_disk_while_numbering_publishes_nothing_and_says_so(tmp_path: Pat
     with pytest.raises(OSError, match="No space"):
         publish(repo, "spam", b"two")
     assert repo.list_versions("spam") == [1]
+
+
+def test_a_base_folder_without_its_base_json_is_replaced_by_the_next_writer(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    with repo.new_base("mini", "int8") as draft:
+        (draft.path / "encoder.onnx").write_bytes(b"graph")
+    (repo.base_path("mini", "int8") / "base.json").unlink()  # torn: the folder stays, its record is gone
+    with repo.new_base("mini", "int8") as draft:
+        (draft.path / "encoder.onnx").write_bytes(b"graph")
+    assert draft.published
+    assert repo.verify_base("mini", "int8")["key"] == "mini"
