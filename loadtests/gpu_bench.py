@@ -598,7 +598,6 @@ def texts_of_length(tokenizer_dir: Path, length: int, n: int) -> list[str]:
 VALUES_GPU = Path(__file__).resolve().parents[1] / "helm" / "labelwise" / "values-gpu.yaml"
 # values-gpu.yaml's serve.args, for a machine that got only part of the tree (a test keeps them equal).
 VALUES_GPU_ARGS: dict[str, Any] = {
-    "repository": "/models",
     "num_gpus": 0.5,
     "num_cpus": 3.0,
     "max_batch_size": 512,

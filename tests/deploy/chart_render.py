@@ -1,8 +1,9 @@
 """What `helm template` would put in the RayService's serveConfigV2, reproduced in Python for CI (no helm).
 
 Faithful because the template is plain on purpose (helm/labelwise/templates/_helpers.tpl,
-"labelwise.serveConfig"): read files/serve-config.yaml, `set` each key of values.serve.httpOptions and
-values.serve.args, set deployments / logging_config when not empty, toYaml. Values are coalesced the way
+"labelwise.serveConfig"): read files/serve-config.yaml, `set` each key of values.serve.httpOptions, the
+`repository` arg to values.modelRepository.mountPath, then each key of values.serve.args, set deployments /
+logging_config when not empty, toYaml. Values are coalesced the way
 helm does it: maps merge key by key, lists and scalars replace, null deletes. Numbers go through JSON as
 in helm, so a whole float prints as an int (1.0 -> 1). When a helm binary is on PATH,
 test_chart.py::test_helm_template_matches_python_renderer compares this with the real output.
@@ -59,6 +60,8 @@ def render_serve_config(values: dict[str, Any]) -> dict[str, Any]:
     serve = values["serve"]
     config["http_options"].update(serve.get("httpOptions") or {})
     app = config["applications"][0]
+    # The mounted model repository, unless serve.args names another (e.g. s3://...).
+    app["args"]["repository"] = values["modelRepository"]["mountPath"]
     app["args"].update(serve.get("args") or {})
     if serve.get("deployments"):
         app["deployments"] = serve["deployments"]

@@ -409,6 +409,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "int": lambda v: int(float(v or 0)),
     "int64": lambda v: int(float(v or 0)),
     "float64": lambda v: float(v or 0),
+    # sprig's integer arithmetic: operands go through toInt64 (a float64 from values is truncated)
+    "add": lambda *a: sum(int(float(v or 0)) for v in a),
+    "sub": lambda a, b: int(float(a or 0)) - int(float(b or 0)),
+    "max": lambda a, *b: max(int(float(v or 0)) for v in (a, *b)),
     "list": lambda *a: list(a),
     "first": lambda items: items[0] if items else None,
     "last": lambda items: items[-1] if items else None,

@@ -1,6 +1,7 @@
 """Every object the chart renders, for several value sets, checked against the Kubernetes schemas; and the
 install-safety properties of the chart: NetworkPolicy, API key from a Secret, Ray token auth, worker PDB,
-Serve autoscaling per deployment, GCS fault tolerance, object storage by default.
+Serve autoscaling per deployment, GCS fault tolerance, object storage by default, the model repository's
+mount path in the Serve config, the pods' ServiceAccount, and Ray's object store fitting /dev/shm.
 
 The chart's real templates are rendered by tests/deploy/gotemplate.py (no helm binary in CI); when helm is
 on PATH, test_helm_template_matches_python_engine checks that engine against `helm template`.
@@ -9,6 +10,7 @@ on PATH, test_helm_template_matches_python_engine checks that engine against `he
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import shutil
@@ -38,9 +40,10 @@ RAY_CONTROL_PORTS = {6379: "GCS", 8265: "dashboard", 10001: "Ray client"}
 API_KEY = "an-api-key-that-must-never-appear-in-the-rayservice"
 
 # The PVC alternative with everything optional switched on: GCS fault tolerance, monitors, restricted serve
-# sources, the API key from a value, separate ingress.
+# sources, the API key from a value, separate ingress, a ServiceAccount.
 _PVC_FT = {
     "modelRepository": {"source": "pvc"},
+    "serviceAccount": {"name": "labelwise-models"},
     "gcsFaultTolerance": {
         "enabled": True,
         "redisAddress": "redis-master.redis.svc.cluster.local:6379",
@@ -112,15 +115,12 @@ def _embedded_core_objects(service: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pods, {"apiVersion": "v1", "kind": "Service", **serve}]
 
 
-# ---------------------------------------------------------------------------------------------- schemas
-
-
-def test_every_object_validates_against_kubernetes_schemas(
-    rendered: Rendered,
-) -> None:
+def _kubernetes_schema_errors(
+    objects: list[dict[str, Any]],
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """(errors, objects checked, kinds skipped): the rendered objects validated with kubernetes-validate."""
     import kubernetes_validate
 
-    name, _, objects = rendered
     to_check, skipped = [], []
     for obj in objects:
         if obj["kind"] in CRD_KINDS:
@@ -135,6 +135,17 @@ def test_every_object_validates_against_kubernetes_schemas(
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             errors.append(f"{obj['kind']}/{obj['metadata'].get('name')}: {exc.message} at {list(exc.path)}")
+    return errors, to_check, skipped
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+
+def test_every_object_validates_against_kubernetes_schemas(
+    rendered: Rendered,
+) -> None:
+    name, _, objects = rendered
+    errors, to_check, skipped = _kubernetes_schema_errors(objects)
     print(f"[{name}] validated {len(to_check)} objects against Kubernetes {K8S_VERSION}; not in its schemas:")
     print("\n".join(f"  {s}" for s in skipped))
     assert errors == [], name
@@ -326,16 +337,91 @@ def test_ray_token_auth_refuses_a_ray_without_it() -> None:
 # ---------------------------------------------------------------------------------------------- availability
 
 
+def _kept_workers(values: dict[str, Any]) -> int:
+    """The workers a Ray cluster always keeps: minReplicas with the Ray autoscaler, replicas without it."""
+    key = "minReplicas" if values["autoscaler"]["enabled"] else "replicas"
+    return sum(group[key] for group in values["workerGroups"])
+
+
 def test_worker_pod_disruption_budget(rendered: Rendered) -> None:
     name, values, objects = rendered
     pdb = _one(objects, "PodDisruptionBudget")
-    assert pdb["spec"]["maxUnavailable"] == values["podDisruptionBudget"]["maxUnavailable"]
+    # KubeRay's worker pods belong to a RayCluster, which has no scale subresource: for such pods Kubernetes
+    # honours only an integer minAvailable. With maxUnavailable (or a percentage) the disruption controller
+    # sets disruptionsAllowed to 0 and every `kubectl drain` hangs.
+    assert "maxUnavailable" not in pdb["spec"], f"{name}: maxUnavailable blocks every eviction of Ray workers"
+    min_available = pdb["spec"]["minAvailable"]
+    assert isinstance(min_available, int) and min_available >= 0, name
+    at_a_time = values["podDisruptionBudget"]["maxUnavailable"]
+    assert min_available == max(0, _kept_workers(values) - at_a_time), name
     selector = pdb["spec"]["selector"]["matchLabels"]
     head, *workers = _pod_templates(_one(objects, "RayService"))
     assert workers, name
     for template in workers:
         assert selector.items() <= template["metadata"]["labels"].items()
     assert not selector.items() <= head["metadata"]["labels"].items(), "the PDB must not hold the single head"
+
+
+@pytest.mark.parametrize(
+    ("override", "min_available"),
+    [
+        # 3 + 2 workers kept by the autoscaler (minReplicas), 1 at a time: 4 stay.
+        (
+            {
+                "workerGroups": [
+                    {"name": "a", "replicas": 3, "minReplicas": 3, "maxReplicas": 6},
+                    {"name": "b", "replicas": 2, "minReplicas": 2, "maxReplicas": 4},
+                ],
+                "podDisruptionBudget": {"maxUnavailable": 1},
+            },
+            4,
+        ),
+        # Without the autoscaler the cluster keeps `replicas`; 2 at a time.
+        (
+            {
+                "autoscaler": {"enabled": False},
+                "workerGroups": [{"name": "a", "replicas": 4, "minReplicas": 1, "maxReplicas": 4}],
+                "podDisruptionBudget": {"maxUnavailable": 2},
+            },
+            2,
+        ),
+        # More at a time than there are workers: never negative.
+        ({"podDisruptionBudget": {"maxUnavailable": 3}}, 0),
+        # 0 at a time: every worker the cluster keeps is held.
+        (
+            {
+                "workerGroups": [{"name": "a", "replicas": 2, "minReplicas": 2, "maxReplicas": 4}],
+                "podDisruptionBudget": {"maxUnavailable": 0},
+            },
+            2,
+        ),
+    ],
+)
+def test_pod_disruption_budget_is_an_integer_min_available(
+    override: dict[str, Any], min_available: int
+) -> None:
+    import jsonschema
+
+    base = load_values()
+    override = copy.deepcopy(override)
+    for group in override.get("workerGroups", []):
+        group["resources"] = base["workerGroups"][0]["resources"]
+    values = coalesce(base, override)
+    validator = jsonschema.Draft7Validator(
+        json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    )
+    assert list(validator.iter_errors(values)) == []
+    objects = _render(values)
+    errors, _, _ = _kubernetes_schema_errors(objects)
+    assert errors == []
+    spec = _one(objects, "PodDisruptionBudget")["spec"]
+    assert spec["minAvailable"] == min_available and "maxUnavailable" not in spec
+    # What the disruption controller then allows with the kept workers healthy: maxUnavailable at a time.
+    kept = _kept_workers(values)
+    assert max(0, kept - spec["minAvailable"]) == min(kept, values["podDisruptionBudget"]["maxUnavailable"])
+    # A percentage cannot become an integer minAvailable: the values schema refuses it.
+    bad = coalesce(values, {"podDisruptionBudget": {"maxUnavailable": "25%"}})
+    assert list(validator.iter_errors(bad)), "maxUnavailable: 25% accepted"
 
 
 def _cpus(quantity: str | int | float) -> float:
@@ -447,6 +533,109 @@ def test_object_store_needs_a_url() -> None:
     values = coalesce(load_values(), {"modelRepository": {"objectStore": {"url": ""}}})
     with pytest.raises(TemplateError, match=re.escape("objectStore.url")):
         _render(values)
+
+
+@pytest.mark.parametrize("source", ["objectStore", "pvc"])
+def test_serve_config_repository_follows_the_mount_path(source: str) -> None:
+    """The app reads ServingConfig.repository, and a Serve arg wins over LABELWISE_REPOSITORY: the Serve
+    config must name the path where the volume is mounted (and rclone syncs), not a fixed /models."""
+    from ray.serve.schema import ServeDeploySchema
+
+    mount = "/data/models"
+    values = coalesce(load_values(), {"modelRepository": {"mountPath": mount, "source": source}})
+    objects = _render(values)
+    errors, _, _ = _kubernetes_schema_errors(objects)
+    assert errors == []
+    service = _one(objects, "RayService")
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    assert serve_config["applications"][0]["args"]["repository"] == mount
+    assert serve_config == render_serve_config(values)
+    for template in _pod_templates(service):
+        ray = template["spec"]["containers"][0]
+        assert {"name": "LABELWISE_REPOSITORY", "value": mount} in ray["env"]
+        (volume_mount,) = [m for m in ray["volumeMounts"] if m["name"] == "model-repository"]
+        assert volume_mount["mountPath"] == mount
+        for sync in template["spec"].get("initContainers", []):
+            assert sync["args"][-1] == mount  # rclone copies to where the app reads
+    # A repository set in serve.args (a bucket read directly) still wins.
+    direct = coalesce(values, {"serve": {"args": {"repository": "s3://bucket/labelwise"}}})
+    args = yaml.safe_load(_one(_render(direct), "RayService")["spec"]["serveConfigV2"])["applications"][0][
+        "args"
+    ]
+    assert args["repository"] == "s3://bucket/labelwise"
+
+
+def test_service_account_name_applies_to_every_ray_pod() -> None:
+    """Workload identity (IRSA, GKE Workload Identity) needs the Ray pods on a chosen ServiceAccount."""
+    import jsonschema
+
+    default = _render(load_values())
+    for template in _pod_templates(_one(default, "RayService")):
+        assert "serviceAccountName" not in template["spec"]  # empty: the namespace's default account
+    values = coalesce(load_values(), {"serviceAccount": {"name": "labelwise-models"}})
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(values)) == []
+    objects = _render(values)
+    errors, _, _ = _kubernetes_schema_errors(objects)
+    assert errors == []
+    templates = _pod_templates(_one(objects, "RayService"))
+    assert len(templates) == 1 + len(values["workerGroups"])
+    for template in templates:
+        assert template["spec"]["serviceAccountName"] == "labelwise-models"
+
+
+_QUANTITY_SUFFIXES = {
+    **{s: 1024**i for i, s in enumerate(["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"], start=1)},
+    **{s: 1000**i for i, s in enumerate(["k", "M", "G", "T", "P", "E"], start=1)},
+}
+
+
+def _bytes(quantity: str | int | float) -> int:
+    """A Kubernetes memory quantity in bytes."""
+    text = str(quantity)
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix])
+    return int(float(text))
+
+
+def _ray_object_store_bytes(memory_limit: int, shm: int, ray_start_params: dict[str, Any]) -> int:
+    """The object store Ray sizes on a node (ray._private.utils.resolve_object_store_memory), at most: the
+    proportion of the available memory, which inside a container is at most its memory limit."""
+    from ray._private import ray_constants
+
+    if "object-store-memory" in ray_start_params:
+        return int(ray_start_params["object-store-memory"])
+    cap = min(
+        ray_constants.DEFAULT_OBJECT_STORE_MAX_MEMORY_BYTES,
+        max(ray_constants.REQUIRE_SHM_SIZE_THRESHOLD, int(shm * 0.95)),
+    )
+    return min(int(memory_limit * ray_constants.DEFAULT_OBJECT_STORE_MEMORY_PROPORTION), cap)
+
+
+def test_ray_object_store_fits_in_dev_shm(rendered: Rendered) -> None:
+    """Ray puts the object store in /dev/shm only when it fits there; otherwise on the disk-backed /tmp."""
+    name, _, objects = rendered
+    cluster = _one(objects, "RayService")["spec"]["rayClusterConfig"]
+    groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    for group_name, group in groups:
+        spec = group["template"]["spec"]
+        (shm_volume,) = [v for v in spec["volumes"] if v["name"] == "dshm"]
+        assert shm_volume["emptyDir"]["medium"] == "Memory"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in spec["containers"][0]["volumeMounts"]
+        shm = _bytes(shm_volume["emptyDir"]["sizeLimit"])
+        limits = spec["containers"][0]["resources"].get("limits", {})
+        assert "memory" in limits, (
+            f"{name}/{group_name}: Ray would size the object store from the node's memory"
+        )
+        store = _ray_object_store_bytes(_bytes(limits["memory"]), shm, group.get("rayStartParams") or {})
+        # Room besides the object store for what else lives in /dev/shm (Python multiprocessing, NCCL).
+        room = shm - store
+        assert room >= 256 * 1024**2, (
+            f"{name}/{group_name}: Ray's object store ({store / 1024**3:.2f} GiB) does not fit the "
+            f"{shm / 1024**3:.2f} GiB /dev/shm with 256 MiB to spare: it would fall back to disk-backed /tmp"
+        )
 
 
 def test_notes_render(rendered: Rendered) -> None:

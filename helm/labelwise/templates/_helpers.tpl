@@ -70,10 +70,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The Serve config (serveConfigV2): files/serve-config.yaml, the same file `labelwise serve` reads, with
-values.serve.httpOptions and values.serve.args set on it key by key (`set`, never mergeOverwrite, which
-skips false and 0), values.serve.deployments and .loggingConfig set on the application when not empty,
-then toYaml. Kept this plain on purpose: tests/deploy/chart_render.py reproduces it in a few lines of
-Python so that CI, which has no helm binary, validates what this renders with Ray's ServeDeploySchema.
+values.serve.httpOptions set on it key by key, the app's `repository` arg set to modelRepository.mountPath
+(the volume every Ray pod mounts; args win over LABELWISE_REPOSITORY), then values.serve.args set key by
+key (`set`, never mergeOverwrite, which skips false and 0; a repository there wins, e.g. s3://...),
+values.serve.deployments and .loggingConfig set on the application when not empty, then toYaml. Kept
+this plain on purpose: tests/deploy/chart_render.py reproduces it in a few lines of Python so that CI,
+which has no helm binary, validates what this renders with Ray's ServeDeploySchema.
 */}}
 {{- define "labelwise.serveConfig" -}}
 {{- $config := .Files.Get "files/serve-config.yaml" | fromYaml -}}
@@ -82,6 +84,7 @@ Python so that CI, which has no helm binary, validates what this renders with Ra
 {{- $_ := set $http $key $value -}}
 {{- end }}
 {{- $app := first $config.applications -}}
+{{- $_ := set $app.args "repository" .Values.modelRepository.mountPath -}}
 {{- range $key, $value := .Values.serve.args }}
 {{- $_ := set $app.args $key $value -}}
 {{- end }}

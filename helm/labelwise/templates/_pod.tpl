@@ -20,6 +20,10 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
+  {{- with $root.Values.serviceAccount.name }}
+  # Workload identity (IRSA, GKE/Azure Workload Identity) for the Ray and sync containers alike.
+  serviceAccountName: {{ . }}
+  {{- end }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
