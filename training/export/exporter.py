@@ -189,10 +189,14 @@ def export_into(
         fields["head"] = HeadSpec(kind=kind, path=layout.HEAD_FILE).model_dump(mode="json")
         key = base_key(base_model, base_model_path, FEATURES_OF_KIND[kind])
         input_names = list(exports[0].inputs) if exports else list(rows.batches[0])
+        # A frozen version always has the fp32 base too: the head on it is the parity gate (a fine-tuned
+        # encoder passed as the base fails it), and the int8 guard's reference. Asked for int8 or fp16
+        # alone, both checks were skipped and a head on the wrong encoder could be published.
+        base_wanted = ["fp32", *wanted] if strategy == "frozen" and "fp32" not in wanted else list(wanted)
         paths = base_encoder.ensure_base(
             repository,
             key,
-            wanted,
+            base_wanted,
             base_model=base_model,
             base_model_path=base_model_path,
             kind=kind,
@@ -206,7 +210,7 @@ def export_into(
             head=(kind, arrays, rows.reference) if strategy == "frozen" else None,
             int8_guard=int8_guard,
         )
-        folders = base_encoder.base_folders(wanted, int8_guard)
+        folders = base_encoder.base_folders(base_wanted, int8_guard)
         if strategy == "frozen":
             served, checks = _check_head_on_base(paths, kind, arrays, rows, say)
             head_guard = _frozen_int8_guard(checks, len(rows.reference)) if int8_guard else None
@@ -218,7 +222,7 @@ def export_into(
                     served["int8"] = served["fp32"]  # what serving answers for int8 now
             if served and "metrics" in fields and "test" in fields["metrics"]:
                 fields["metrics"]["test"] = _served_test_summary(fields["metrics"]["test"], served, say)
-        ref = BaseEncoderRef(key=key, precisions=wanted, folders=folders)  # type: ignore[arg-type]
+        ref = BaseEncoderRef(key=key, precisions=base_wanted, folders=folders)  # type: ignore[arg-type]
         fields["base_encoder"] = ref.model_dump(mode="json", exclude_defaults=True)
         return fields
     finally:
@@ -468,8 +472,6 @@ def _check_head_on_base(
     test figures on that path (what serving answers for a frozen version), and each precision's
     comparison with torch on the validation rows, both keyed by precision.
     """
-    if "fp32" not in base_graphs:
-        say("frozen: fp32 base encoder not requested; head-on-base parity not gated")
     served: dict[str, dict[str, Any]] = {}
     checks: dict[str, Comparison] = {}
     for folder, path in base_graphs.items():
