@@ -51,6 +51,9 @@ def tune_command(
     default_trial: bool = typer.Option(
         True, "--default-trial/--no-default-trial", help="Trial 0 runs the strategy's default values."
     ),
+    sampler_seed: int = typer.Option(
+        0, "--sampler-seed", help="Seed of the TPE sampler: the same seed draws the same trials again."
+    ),
     base_model: str | None = BaseModelOpt,
     data: Path | None = DataOpt,
     validation_data: Path | None = ValDataOpt,
@@ -82,6 +85,7 @@ def tune_command(
         pruner=pruner,  # type: ignore[arg-type]
         evals_per_epoch=evals_per_epoch,
         default_trial=default_trial,
+        sampler_seed=sampler_seed,
         output_dir=output_dir,
         publish=publish,
         repository=ModelRepository(repository) if publish else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -93,6 +94,23 @@ class SearchSpace(BaseModel):
             values = (spec.choices or [spec.low]) if spec else []
             if any(v is not None and v <= 0 for v in values):
                 raise ValueError(f"{name} must be positive")
+        for name, spec in self.ranges().items():
+            # A dimension with one value searches nothing: every trial would draw the same value, and
+            # Optuna would still record it as a searched parameter (importances, the summary).
+            if spec.choices is not None and len(spec.choices) < 2:
+                raise ValueError(
+                    f"{name}: choices {spec.choices} hold one value, which cannot vary: give at least "
+                    f"2 choices, or leave {name} out of the search space to keep the strategy's value"
+                )
+            step = spec.step if spec.step is not None else (1 if name in INT_PARAMS else None)
+            if step is None or spec.low is None or spec.high is None:
+                continue
+            # isclose: 0.1 + 0.2 lands a hair above 0.3, yet the grid 0.1, 0.3 holds two values.
+            if spec.low + step > spec.high and not math.isclose(spec.low + step, spec.high):
+                raise ValueError(
+                    f"{name}: low {spec.low:g} + step {step:g} exceeds high {spec.high:g}, so the range "
+                    f"holds one value and cannot vary: widen it or shrink the step"
+                )
         return self
 
     def ranges(self, strategy: str | None = None) -> dict[str, ParamRange]:

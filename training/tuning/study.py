@@ -3,7 +3,14 @@
 Every trial is one `training.train` run whose evaluations (evals_per_epoch per epoch, i.e. every
 `eval_steps` optimizer steps) are reported to Optuna, so the pruner sees a learning curve and stops trials
 below the median early. The study lives in <run folder>/study.db and resumes by name; trial 0 of a new study
-runs the strategy's default values, so the summary can say what tuning bought.
+runs the strategy's default values, so the summary can say what tuning bought (run again on resume when the
+run that held it was interrupted).
+
+A study is one experiment: it records its scenario, strategy, search space and overrides (base model, data,
+max_train_samples, seed, ...) when it starts, and a resume that changes any of them is refused, since its
+trials would not be comparable and the --publish retrain would not be the best trial's run. One process
+runs a study at a time: it holds <run folder>/study.lock for the whole run, so that the RUNNING trials a
+resume fails are those of a dead run, never of a live one.
 
 A pruned trial stops as an early-stopped run does (the Trainer ends its loop and closes its TensorBoard
 writer), so it also pays one last validation pass; the frozen head's loop is stopped by the exception.
@@ -22,13 +29,16 @@ epochs). The summary's `not_searched` says why.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -122,9 +132,15 @@ def _reporter(trial: Any) -> Any:
     return PruningReporter()
 
 
-def _eval_steps(n_train: int, batch_size: int, evals_per_epoch: int) -> int:
-    """Optimizer steps between two evaluations of a trial: evals_per_epoch evaluations per epoch."""
-    return max(1, math.ceil(math.ceil(n_train / batch_size) / evals_per_epoch))
+def _eval_steps(n_train: int, batch_size: int, evals_per_epoch: int, max_steps: int | None = None) -> int:
+    """Optimizer steps between two evaluations of a trial: evals_per_epoch evaluations per epoch.
+
+    A max_steps shorter than an epoch is the whole run: it gets the evals_per_epoch evaluations, or the
+    trial would end before its first one and report nothing to the pruner."""
+    steps = max(1, math.ceil(math.ceil(n_train / batch_size) / evals_per_epoch))
+    if max_steps is not None:
+        steps = min(steps, max(1, max_steps // evals_per_epoch))
+    return steps
 
 
 def _values(spec: Any) -> list[float]:
@@ -197,13 +213,101 @@ def _default_values(ranges: dict[str, Any], base_params: Any) -> dict[str, Any]:
 
 
 def _mark_stale_running(study: Any, say: Callable[[str], None]) -> None:
-    """A killed process leaves its trial RUNNING forever: fail it so that resuming counts it correctly."""
+    """A killed process leaves its trial RUNNING forever: fail it so that resuming counts it correctly.
+
+    Only called under the study's lock (_study_lock): no other process runs the study, so every RUNNING
+    trial is a dead run's. Without the lock a second process would fail the first one's live trial, and
+    the first would then crash telling Optuna the trial's result."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         # Study.tell by trial number: Optuna's public way to finish a trial another process started.
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         say(f"trial {trial.number} was left running by an interrupted run: marked failed")
+
+
+@contextlib.contextmanager
+def _study_lock(out: Path, study_name: str) -> Iterator[None]:
+    """Hold <out>/study.lock (flock, exclusive) for a run of the study; refuse at once if another holds it.
+
+    The folder is locked, not the study name: trial folders, best_config.json and summary.json live there
+    too. The lock goes with the process (a killed run leaves no stale lock); the pid and study written into
+    the file only name the holder in the refusal."""
+    path = out / "study.lock"
+    with open(path, "a+") as fh:  # "a+": a refused run must not wipe the holder's pid
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().split()
+            pid = holder[0] if holder else "unknown"
+            other = holder[1] if len(holder) > 1 else study_name
+            if other == study_name:
+                raise TuningError(
+                    f"study {study_name!r} is being run by another process (pid {pid}) in {out}: wait for "
+                    f"it to end, or start a new study with another --study-name"
+                ) from None
+            raise TuningError(
+                f"study {study_name!r}: its folder {out} is in use by another process (pid {pid}) running "
+                f"study {other!r}; give this study another --output-dir or --study-name"
+            ) from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()} {study_name}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _jsonable(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides as the study's user_attrs store them (paths as strings): what a resume compares."""
+    from pydantic_core import to_jsonable_python
+
+    return {k: to_jsonable_python(v) for k, v in sorted(overrides.items())}
+
+
+def _changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'key: recorded -> now' for every key whose value differs ('unset' where a side lacks it)."""
+    unset = object()
+
+    def show(value: Any) -> str:
+        return "unset" if value is unset else repr(value)
+
+    return [
+        f"{k}: {show(was.get(k, unset))} -> {show(now.get(k, unset))}"
+        for k in sorted(set(was) | set(now))
+        if was.get(k, unset) != now.get(k, unset)
+    ]
+
+
+def _check_resume(
+    study: Any, study_name: str, out: Path, overrides: dict[str, Any], space: dict[str, Any]
+) -> None:
+    """A resume must run the experiment the study started: the same overrides and search space.
+
+    Other overrides (max_train_samples, seed, epochs, ...) would score the new trials on other runs than
+    the old ones, and the --publish retrain (these overrides + the best trial's params) would not be the
+    best trial's run. Another search space crashes Optuna mid-trial (a categorical's choices cannot
+    change) or leaves old trials outside the new ranges."""
+    problems: list[str] = []
+    recorded = study.user_attrs.get("overrides")
+    if recorded is not None and recorded != overrides:
+        problems.append(f"other overrides ({'; '.join(_changes(recorded, overrides))})")
+    recorded_space = study.user_attrs.get("search_space")
+    if recorded_space is not None and recorded_space != space:
+        changed = sorted(k for k in set(recorded_space) | set(space) if recorded_space.get(k) != space.get(k))
+        problems.append(
+            f"another search space (changed: {', '.join(changed)}; "
+            f"{'; '.join(_changes(recorded_space, space))})"
+        )
+    if problems:
+        raise TuningError(
+            f"study {study_name!r} in {out} was started with other settings than this run's: "
+            f"{' and '.join(problems)}. A study is one experiment: resume it with the settings it started "
+            f"with, or start a new study with another --study-name"
+        )
 
 
 def run_study(
@@ -273,134 +377,154 @@ def run_study(
     study_name = study_name or f"{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(output_dir) if output_dir is not None else tune_dir(scenario.name, study_name)
     out.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        pruner=_pruner(pruner),
-        load_if_exists=True,
-    )
-    # Offset the seed by the trials already stored: a resumed run with the same seed would otherwise
-    # replay the first run's random draws and repeat its trials. Small studies leave random startup
-    # sooner than Optuna's default of 10 trials, so that TPE gets to model some of them.
-    study.sampler = optuna.samplers.TPESampler(
-        seed=sampler_seed + len(study.trials), n_startup_trials=max(3, min(10, trials // 3))
-    )
-    recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
-    if recorded == (None, None):
-        study.set_user_attr("scenario", scenario.name)
-        study.set_user_attr("strategy", strategy)
-        study.set_user_attr("search_space", {k: v.model_dump(exclude_none=True) for k, v in ranges.items()})
-    elif recorded != (scenario.name, strategy):
-        raise TuningError(
-            f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, not {scenario.name}/{strategy}"
+    with _study_lock(out, study_name):
+        storage = f"sqlite:///{(out / 'study.db').resolve()}"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            direction="maximize",
+            pruner=_pruner(pruner),
+            load_if_exists=True,
         )
-    if not_searched or "not_searched" in study.user_attrs:  # this invocation's, on a resume too
-        study.set_user_attr("not_searched", not_searched)
-    _mark_stale_running(study, say)
-    from optuna.trial import TrialState
-
-    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    if default_trial and not study.trials:
-        study.enqueue_trial(_default_values(ranges, base_config.params), user_attrs={"default": True})
-    done = len(study.get_trials(deepcopy=False, states=finished_states))
-    remaining = trials - done
-    if done:
-        say(f"resuming study {study_name!r}: {done} finished trial(s), {remaining} to go")
-    started = time.perf_counter()
-
-    def objective(trial: Any) -> float:
-        params = space.suggest(trial, strategy)
-        batch = params.get("batch_size", base_config.params.batch_size)
-        eval_steps = _eval_steps(n_train, batch, evals_per_epoch)
-        config = make_train_config(
-            scenario,
-            strategy,
-            output_dir=out / f"trial-{trial.number:03d}",
-            **{"eval_steps": eval_steps, **overrides, **params},
+        # Offset the seed by the trials already stored: a resumed run with the same seed would otherwise
+        # replay the first run's random draws and repeat its trials. Small studies leave random startup
+        # sooner than Optuna's default of 10 trials, so that TPE gets to model some of them.
+        study.sampler = optuna.samplers.TPESampler(
+            seed=sampler_seed + len(study.trials), n_startup_trials=max(3, min(10, trials // 3))
         )
-        # The schedule the trial is measured on: best_config and the --publish retrain train on it too.
-        trial.set_user_attr("eval_steps", config.eval_steps)
-        reporter = _reporter(trial)
-        try:
-            result = train(config, extra_callbacks=[reporter], collapse_restarts=0)
-        finally:
-            # A pruned trial leaves its checkpoints behind: only the study and the plots matter.
-            shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
-        if reporter.pruned is not None:  # the Trainer stopped at the pruner's word and ended cleanly
+        recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
+        searched = {k: v.model_dump(exclude_none=True) for k, v in ranges.items()}
+        run_overrides = _jsonable(overrides)
+        if recorded == (None, None):
+            study.set_user_attr("scenario", scenario.name)
+            study.set_user_attr("strategy", strategy)
+            study.set_user_attr("search_space", searched)
+            study.set_user_attr("overrides", run_overrides)
+        elif recorded != (scenario.name, strategy):
+            raise TuningError(
+                f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, "
+                f"not {scenario.name}/{strategy}"
+            )
+        else:
+            _check_resume(study, study_name, out, run_overrides, searched)
+            if "overrides" not in study.user_attrs:  # a study started before overrides were recorded
+                say(f"study {study_name!r} recorded no overrides: this run's are recorded as the study's")
+                study.set_user_attr("overrides", run_overrides)
+        if not_searched or "not_searched" in study.user_attrs:  # this invocation's, on a resume too
+            study.set_user_attr("not_searched", not_searched)
+        _mark_stale_running(study, say)
+        from optuna.trial import TrialState
+
+        finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+        # The default trial of a run interrupted before it finished is FAIL now: enqueue it again, or the
+        # summary could never say what tuning bought. A study started with --no-default-trial gets none.
+        defaults = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")]
+        kept = (*finished_states, TrialState.WAITING)
+        if default_trial and (not study.trials or defaults) and not any(t.state in kept for t in defaults):
+            if defaults:
+                say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
+            study.enqueue_trial(_default_values(ranges, base_config.params), user_attrs={"default": True})
+        done = len(study.get_trials(deepcopy=False, states=finished_states))
+        remaining = trials - done
+        if done:
+            say(f"resuming study {study_name!r}: {done} finished trial(s), {remaining} to go")
+        started = time.perf_counter()
+
+        def objective(trial: Any) -> float:
+            params = space.suggest(trial, strategy)
+            batch = params.get("batch_size", base_config.params.batch_size)
+            eval_steps = _eval_steps(n_train, batch, evals_per_epoch, base_config.max_steps)
+            config = make_train_config(
+                scenario,
+                strategy,
+                output_dir=out / f"trial-{trial.number:03d}",
+                **{"eval_steps": eval_steps, **overrides, **params},
+            )
+            # The schedule the trial is measured on: best_config and the --publish retrain train on it too.
+            trial.set_user_attr("eval_steps", config.eval_steps)
+            reporter = _reporter(trial)
+            try:
+                result = train(config, extra_callbacks=[reporter], collapse_restarts=0)
+            finally:
+                # A pruned trial leaves its checkpoints behind: only the study and the plots matter.
+                shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
+            if reporter.pruned is not None:  # the Trainer stopped at the pruner's word and ended cleanly
+                del result
+                gc.collect()
+                raise optuna.TrialPruned(reporter.pruned)
+            trial.set_user_attr("collapsed", bool(result.metrics.get("collapsed")))
+            trial.set_user_attr("accuracy", result.metrics["accuracy"])
+            trial.set_user_attr("train_time_s", round(result.train_time_s, 2))
+            trial.set_user_attr("evaluations", reporter.evaluations)
+            value = float(result.metrics["macro_f1"])
             del result
             gc.collect()
-            raise optuna.TrialPruned(reporter.pruned)
-        trial.set_user_attr("collapsed", bool(result.metrics.get("collapsed")))
-        trial.set_user_attr("accuracy", result.metrics["accuracy"])
-        trial.set_user_attr("train_time_s", round(result.train_time_s, 2))
-        trial.set_user_attr("evaluations", reporter.evaluations)
-        value = float(result.metrics["macro_f1"])
-        del result
-        gc.collect()
-        return value
+            return value
 
-    def progress(study: Any, trial: Any) -> None:
-        n = len(study.get_trials(deepcopy=False, states=finished_states))
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        if trial.state == TrialState.COMPLETE:
-            what = f"macro-F1 {trial.value:.4f}"
-        elif trial.state == TrialState.PRUNED:
-            last = max(trial.intermediate_values) if trial.intermediate_values else 0
-            what = f"pruned at evaluation {last}"
-        else:
-            what = trial.state.name.lower()
-        try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
-        say(f"trial {trial.number} [{n}/{trials}]: {what} ({params}); {best}")
+        def progress(study: Any, trial: Any) -> None:
+            n = len(study.get_trials(deepcopy=False, states=finished_states))
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+            if trial.state == TrialState.COMPLETE:
+                what = f"macro-F1 {trial.value:.4f}"
+            elif trial.state == TrialState.PRUNED:
+                last = max(trial.intermediate_values) if trial.intermediate_values else 0
+                what = f"pruned at evaluation {last}"
+            else:
+                what = trial.state.name.lower()
+            try:
+                best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+            except ValueError:
+                best = "no complete trial yet"
+            say(f"trial {trial.number} [{n}/{trials}]: {what} ({params}); {best}")
 
-    if remaining > 0:
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout_s, callbacks=[progress], gc_after_trial=True
-        )
-    else:
-        say(f"study {study_name!r} already holds {done} finished trial(s): nothing to run")
-    summary = _summarize(study, scenario, strategy, storage, out, ranges, time.perf_counter() - started)
-    summary.not_searched = not_searched
-    if summary.best_trial is not None:
-        best = study.best_trial
-        # The best trial's evaluation schedule: patience counts evaluations, and the checkpoint kept is
-        # the best evaluation's, so evaluating once per epoch instead would train another model. A trial
-        # of a study started before eval_steps was recorded: computed as its objective did.
-        eval_steps = best.user_attrs.get("eval_steps") or _eval_steps(
-            n_train, best.params.get("batch_size", base_config.params.batch_size), evals_per_epoch
-        )
-        best_config = make_train_config(
-            scenario,
-            strategy,
-            output_dir=out / "best",
-            **{"eval_steps": eval_steps, **overrides, **best.params},
-        )
-        path = out / "best_config.json"
-        path.write_text(best_config.model_dump_json(indent=2))
-        summary.best_config_path = str(path)
-        if publish:
-            from model_repository import ModelRepository
-
-            repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
-            say(f"training the best configuration (trial {best.number}) to publish it")
-            if best.user_attrs.get("collapsed"):
-                say(f"trial {best.number} collapsed: the retrain may train again at a lower learning rate")
-            manifest = publish_run(
-                train(best_config),
-                repo,
-                export_precisions=export_precisions,
-                alias=alias,
-                extra={"tune": summary.model_dump(mode="json")},
+        if remaining > 0:
+            study.optimize(
+                objective, n_trials=remaining, timeout=timeout_s, callbacks=[progress], gc_after_trial=True
             )
-            summary.published_version = manifest.version
-    summary.plots = _plots(study, out)
-    (out / "summary.json").write_text(summary.model_dump_json(indent=2))
-    return summary
+        else:
+            say(f"study {study_name!r} already holds {done} finished trial(s): nothing to run")
+        summary = _summarize(study, scenario, strategy, storage, out, ranges, time.perf_counter() - started)
+        summary.not_searched = not_searched
+        if summary.best_trial is not None:
+            best = study.best_trial
+            # The best trial's evaluation schedule: patience counts evaluations, and the checkpoint kept is
+            # the best evaluation's, so evaluating once per epoch instead would train another model. A trial
+            # of a study started before eval_steps was recorded: computed as its objective did.
+            eval_steps = best.user_attrs.get("eval_steps") or _eval_steps(
+                n_train, best.params.get("batch_size", base_config.params.batch_size), evals_per_epoch
+            )
+            # overrides are the study's own (recorded at its start; a resume with others is refused), so
+            # the retrain is the best trial's run, not one with the resuming run's settings.
+            best_config = make_train_config(
+                scenario,
+                strategy,
+                output_dir=out / "best",
+                **{"eval_steps": eval_steps, **overrides, **best.params},
+            )
+            path = out / "best_config.json"
+            path.write_text(best_config.model_dump_json(indent=2))
+            summary.best_config_path = str(path)
+            if publish:
+                from model_repository import ModelRepository
+
+                repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+                say(f"training the best configuration (trial {best.number}) to publish it")
+                if best.user_attrs.get("collapsed"):
+                    say(
+                        f"trial {best.number} collapsed: the retrain may train again at a lower learning rate"
+                    )
+                manifest = publish_run(
+                    train(best_config),
+                    repo,
+                    export_precisions=export_precisions,
+                    alias=alias,
+                    extra={"tune": summary.model_dump(mode="json")},
+                )
+                summary.published_version = manifest.version
+        summary.plots = _plots(study, out)
+        (out / "summary.json").write_text(summary.model_dump_json(indent=2))
+        return summary
 
 
 def _fmt(value: Any) -> str:
@@ -422,7 +546,10 @@ def _summarize(
     count = {s: sum(1 for t in all_trials if t.state == s) for s in TrialState}
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value) if complete else None
-    default = next((t for t in all_trials if t.user_attrs.get("default")), None)
+    # An interrupted default trial is enqueued again: the one that finished is the default's score.
+    defaults = [t for t in all_trials if t.user_attrs.get("default")]
+    finished = [t for t in defaults if t.state == TrialState.COMPLETE]
+    default = (finished or defaults or [None])[-1]
     return StudySummary(
         study_name=study.study_name,
         scenario=scenario.name,

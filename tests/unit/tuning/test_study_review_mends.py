@@ -1,0 +1,227 @@
+"""What a review of `labelwise tune` found: a resume with other overrides published another model, a second
+process failed the first one's live trial, an interrupted default trial was lost, short max_steps runs
+reported nothing to the pruner, ranges that cannot vary were accepted, an edited search space crashed
+mid-trial, and the CLI had no sampler seed. Each test runs a few 2-4 step trials of the tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.tuning import SearchSpace, TuningError, run_study
+
+from .conftest import FAST, SPACE
+
+# A short run of the toy study: 180 train rows, so one epoch at batch 16 is 12 steps; 4 steps are a third.
+SHORT = {**FAST, "max_steps": 4, "pruner": "none", "say": lambda line: None}
+
+
+def _load(out: Path, name: str):  # type: ignore[no-untyped-def]
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{(out / 'study.db').resolve()}")
+
+
+@pytest.fixture(scope="module")
+def small_study(tune_scenario, tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-trial study run with max_train_samples 60, 1 epoch and seed 7."""
+    out = tmp_path_factory.mktemp("mends")
+    common = {
+        "study_name": "mends",
+        "output_dir": out,
+        "base_model": str(tiny_roberta_dir),
+        "max_train_samples": 60,
+        "num_train_epochs": 1,
+        "seed": 7,
+        **SHORT,
+    }
+    summary = run_study(tune_scenario, "full", trials=2, **common)
+    return summary, common, out
+
+
+def test_resume_with_other_overrides_is_refused_and_publish_keeps_the_studys(
+    small_study, tune_scenario
+) -> None:
+    from model_repository import ModelRepository
+
+    summary, common, out = small_study
+    repo = ModelRepository(out / "repo")
+    resumed = {k: v for k, v in common.items() if k not in ("max_train_samples", "seed")}
+    with pytest.raises(TuningError) as caught:
+        run_study(
+            tune_scenario,
+            "full",
+            trials=2,
+            publish=True,
+            repository=repo,
+            export_precisions=None,
+            **{**resumed, "num_train_epochs": 3},
+        )
+    message = str(caught.value)
+    assert "study 'mends'" in message and "--study-name" in message
+    for needle in ("max_train_samples: 60 -> unset", "seed: 7 -> unset", "num_train_epochs: 1 -> 3"):
+        assert needle in message
+    study = _load(out, "mends")
+    assert len(study.trials) == summary.trials  # refused before any trial
+    assert study.user_attrs["overrides"]["max_train_samples"] == 60
+    # The same settings resume (and the refused run released the study's lock): the retrain is the best
+    # trial's run, on the study's own max_train_samples and seed.
+    published = run_study(
+        tune_scenario, "full", trials=2, publish=True, repository=repo, export_precisions=None, **common
+    )
+    config = repo.verify("toy", published.published_version).training_config
+    assert config["max_train_samples"] == 60 and config["seed"] == 7
+    assert config["params"]["num_train_epochs"] == 1
+
+
+def test_resume_with_another_search_space_is_refused(small_study, tune_scenario) -> None:
+    _, common, out = small_study
+    before = len(_load(out, "mends").trials)
+    edited = tune_scenario.model_copy(
+        update={"search_space": SearchSpace.model_validate({**SPACE, "batch_size": {"choices": [8, 16]}})}
+    )
+    with pytest.raises(TuningError, match=r"another search space \(changed: batch_size;") as caught:
+        run_study(edited, "full", trials=3, **common)
+    assert "learning_rate" not in str(caught.value)
+    assert len(_load(out, "mends").trials) == before  # refused before any trial, none failed mid-way
+
+
+_HOLDER = """
+import fcntl, os, sys
+fh = open(sys.argv[1], "a+")
+fcntl.flock(fh, fcntl.LOCK_EX)
+fh.seek(0); fh.truncate(); fh.write(f"{os.getpid()} busy\\n"); fh.flush()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_process_on_the_study_is_refused_and_leaves_its_trial_alone(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """Another process runs study 'busy' (it holds the lock and a RUNNING trial): a second run must not
+    fail that live trial; once the holder is gone, the trial is a dead run's and is failed on resume."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    optuna.create_study(study_name="busy", storage=storage, direction="maximize").ask()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path / "study.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    kwargs = {"study_name": "busy", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir)}
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(
+            TuningError, match=rf"study 'busy' is being run by another process \(pid {holder.pid}\)"
+        ):
+            run_study(tune_scenario, "full", trials=1, default_trial=False, **kwargs, **SHORT)
+        assert _load(tmp_path, "busy").trials[0].state == TrialState.RUNNING
+    finally:
+        holder.communicate(input="", timeout=30)
+    summary = run_study(tune_scenario, "full", trials=1, default_trial=False, **kwargs, **SHORT)
+    assert summary.failed == 1 and summary.complete == 1
+
+
+class _Killed(BaseException):
+    """A kill in the middle of trial 0: Optuna catches no BaseException, so the trial stays RUNNING."""
+
+
+def test_an_interrupted_default_trial_runs_again(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.trainer
+
+    def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise _Killed
+
+    kwargs = {"study_name": "killed", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir), **SHORT}
+    with monkeypatch.context() as patch:
+        patch.setattr(training.trainer, "train", killed)
+        with pytest.raises(_Killed):
+            run_study(tune_scenario, "full", trials=2, **kwargs)
+    lines: list[str] = []
+    summary = run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": lines.append})
+    study = _load(tmp_path, "killed")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].user_attrs.get("default") is True
+    default_lr = tune_scenario.strategies["full"].learning_rate
+    assert study.trials[1].params["learning_rate"] == pytest.approx(default_lr)
+    assert summary.default_macro_f1 is not None
+    assert any("the default trial (0) did not finish" in line for line in lines)
+
+
+def test_max_steps_below_half_an_epoch_still_reports_to_the_pruner(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """4 steps of a 12-step epoch: evaluating every 6 steps (half an epoch) would never evaluate."""
+    scenario = tune_scenario.model_copy(
+        update={"search_space": SearchSpace.model_validate({"learning_rate": SPACE["learning_rate"]})}
+    )
+    summary = run_study(
+        scenario,
+        "full",
+        trials=1,
+        study_name="short",
+        output_dir=tmp_path,
+        default_trial=False,
+        base_model=str(tiny_roberta_dir),
+        batch_size=16,
+        **SHORT,
+    )
+    trial = _load(tmp_path, "short").trials[0]
+    assert trial.user_attrs["eval_steps"] == 2  # 4 steps // 2 evaluations per epoch
+    assert len(trial.intermediate_values) == 2
+    assert summary.complete == 1
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ({"batch_size": {"choices": [16]}}, r"batch_size: choices \[16.0\] hold one value"),
+        ({"learning_rate": {"choices": [1e-3]}}, "learning_rate: choices"),
+        ({"num_train_epochs": {"low": 1, "high": 2, "step": 2}}, r"num_train_epochs: low 1 \+ step 2"),
+        ({"weight_decay": {"low": 0.0, "high": 0.05, "step": 0.1}}, r"weight_decay: low 0 \+ step 0.1"),
+    ],
+)
+def test_ranges_that_cannot_vary_are_refused(space: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        SearchSpace.model_validate(space)
+
+
+def test_ranges_of_two_values_are_accepted() -> None:
+    space = SearchSpace.model_validate(
+        {
+            "batch_size": {"choices": [16, 32]},
+            "num_train_epochs": {"low": 1, "high": 2, "step": 1},
+            "weight_decay": {"low": 0.1, "high": 0.3, "step": 0.2},  # 0.1 + 0.2 is a hair above 0.3
+            "lora_r": {"low": 8, "high": 9},
+        }
+    )
+    assert set(space.ranges()) == {"batch_size", "num_train_epochs", "weight_decay", "lora_r"}
+
+
+def test_cli_passes_the_sampler_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import training.tuning
+    from labelwise.cli import app
+
+    seen: list[int] = []
+
+    def fake(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["sampler_seed"])
+        raise TuningError("stop here")
+
+    monkeypatch.setattr(training.tuning, "run_study", fake)
+    base = ["tune", "-s", "spam", "--strategy", "full", "-n", "1"]
+    result = CliRunner().invoke(app, [*base, "--sampler-seed", "5"])
+    assert seen == [5], result.output
+    CliRunner().invoke(app, base)
+    assert seen == [5, 0]
