@@ -82,7 +82,14 @@ def ensure_base(
             try:
                 info = repository.verify_base(key, folder)
             except RepositoryError as exc:
-                raise ExportError(f"shared base encoder {key} {folder} fails verification: {exc}") from exc
+                if is_object_store(repository.root):
+                    fix = f"delete the objects under {repository.root}/{layout.BASES_DIR}/{key}/{folder}/"
+                else:
+                    fix = f"move {repository.base_path(key, folder)} away"
+                raise ExportError(
+                    f"shared base encoder {key} {folder} fails verification: {exc}; every version on it is "
+                    f"refused until it is exported again: {fix} and publish or re-export a version on it"
+                ) from exc
             say(f"base encoder {key} {folder}: already exported, verified, reused")
             if folder == "int8" and "quantization" not in info.get("info", {}):
                 if is_object_store(repository.root):  # the store's keys, not the local cache's copy

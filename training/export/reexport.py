@@ -164,20 +164,24 @@ def reexport_version(
             target = draft.path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, target)
-        exported = export_into(
-            draft.path,
-            model=model,
-            tokenizer=tokenizer,
-            strategy=source.strategy,
-            base_model=source.base_model,
-            base_model_path=source.base_model.id if base_path is None else str(base_path),
-            precisions=wanted,
-            parity_texts=texts,
-            parity_labels=labels,
-            max_length_tokens=source.max_length_tokens,
-            repository=repository,
-            int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
-        )
+        try:
+            exported = export_into(
+                draft.path,
+                model=model,
+                tokenizer=tokenizer,
+                strategy=source.strategy,
+                base_model=source.base_model,
+                base_model_path=source.base_model.id if base_path is None else str(base_path),
+                precisions=wanted,
+                parity_texts=texts,
+                parity_labels=labels,
+                max_length_tokens=source.max_length_tokens,
+                repository=repository,
+                int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
+            )
+        except ExportError as exc:  # named by the version being re-exported (its type kept: ParityError...)
+            exc.args = (f"{who}: {exc}", *exc.args[1:])
+            raise
         # The validation metrics are the weights', which the child shares. `test` is not inherited: its
         # int8_delta_vs_fp32 and `served` figures are the parent's graphs' (the child may export other
         # precisions), and its rows are the test split as it was at training (`labelwise evaluate --split

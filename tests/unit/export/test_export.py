@@ -570,3 +570,21 @@ def test_a_reexport_keeps_every_precision_of_its_parent(
         repo, "full", parent.version, "fp32", write_toy_csv(tmp_path / "v.csv", 10, seed=6)
     )
     assert [e.precision for e in child.exports] == ["fp32", "int8"]
+
+
+def test_a_reexport_on_a_corrupted_base_names_the_version_and_the_fix(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    from tests.conftest import write_toy_csv
+    from training.export import ExportError
+    from training.export.reexport import reexport_version
+
+    repo = ModelRepository(tmp_path / "repo")
+    frozen = tiny_models["frozen"]
+    parent = publish(repo, "f", "frozen", frozen, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    graph = repo.base_path(parent.base_encoder.key, "int8") / "encoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"x")
+    with pytest.raises(ExportError, match=rf"^f v{parent.version}: shared base encoder .* move .* away"):
+        reexport_version(
+            repo, "f", parent.version, "fp32,int8", write_toy_csv(tmp_path / "v.csv", 10, seed=5)
+        )
