@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from .http_errors import error_response
+from .http_errors import StartTracking, error_response
 
 
 class BodyTooLarge(HTTPException):
@@ -68,7 +68,6 @@ class BodyLimitMiddleware:
                 )
                 return
         seen = 0
-        started = False
         deadline: float | None = None
         complete = False
 
@@ -91,19 +90,14 @@ class BodyLimitMiddleware:
                 complete = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = StartTracking(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge as exc:  # raised outside the routes' error handlers
-            if not started:
+            if not tracked.started:
                 await self._refuse(scope, receive, send, 413, "body_too_large", exc.detail)
         except BodyTimeout as exc:
-            if not started:
+            if not tracked.started:
                 await self._refuse(scope, receive, send, 408, "request_timeout", exc.detail)
 
     async def _refuse(

@@ -134,6 +134,20 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
         return unexpected_error_response(exc, request_id_of(request), request.url.path)
 
 
+class StartTracking:
+    """An ASGI `send` that notes whether the response has started: after that, a middleware can no
+    longer answer in its place."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class UnexpectedErrorMiddleware:
     """Pure ASGI middleware inside RequestIdMiddleware: an exception no route handler answered gets its 500
     (or Ray's backpressure status) here, where the answer still carries the X-Request-Id, and ends here.
@@ -147,18 +161,11 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_started(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = StartTracking(send)
         try:
-            await self.app(scope, receive, send_started)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
-            if started:  # half an answer is out: the server can only drop the connection
+            if tracked.started:  # half an answer is out: the server can only drop the connection
                 raise
             request_id = str(scope.get("state", {}).get("request_id", "-"))
             response = unexpected_error_response(exc, request_id, scope.get("path", ""))
