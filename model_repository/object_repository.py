@@ -271,8 +271,8 @@ class ObjectStoreRepository(ModelRepository):
         target = self.cache.version_path(scenario, version)
         verify_local = functools.partial(self.cache.verify, bases=bases)
         files = manifest.files
-        stamp = _stamp(data, files, listing)
-        return self._cached(key, target, files, MANIFEST_FILE, stamp, what, verify_local, scenario, version)
+        cached = (key, target, files, MANIFEST_FILE, data, listing, what)
+        return self._cached(*cached, verify_local, scenario, version)
 
     def _check_listing(
         self, key: str, files: dict[str, FileEntry], marker: str, what: str
@@ -303,14 +303,15 @@ class ObjectStoreRepository(ModelRepository):
         target: Path,
         files: dict[str, FileEntry],
         marker: str,
-        stamp: bytes,
+        marker_bytes: bytes,
+        listing: dict[str, dict[str, Any]],
         what: str,
         verify_local: Any,
         *args: Any,
     ) -> Any:
         """Make target the local copy of key (downloading when absent or stale) and verify it locally."""
         for attempt in range(2):
-            self._materialize(key, target, files, marker, stamp, what)
+            self._materialize(key, target, files, marker, marker_bytes, listing, what)
             try:
                 return verify_local(*args)
             except IntegrityError:
@@ -320,10 +321,18 @@ class ObjectStoreRepository(ModelRepository):
         raise AssertionError("unreachable")
 
     def _materialize(
-        self, key: str, target: Path, files: dict[str, FileEntry], marker: str, stamp: bytes, what: str
+        self,
+        key: str,
+        target: Path,
+        files: dict[str, FileEntry],
+        marker: str,
+        marker_bytes: bytes,
+        listing: dict[str, dict[str, Any]],
+        what: str,
     ) -> None:
         """target as a copy of the objects under key, kept while its stamp (`_stamp`: the marker's bytes
         and every object's ETag) is the store's; else downloaded again, each file checked on the way."""
+        stamp = _stamp(marker_bytes, files, listing)
         stamp_file = target.parent / f".{target.name}.stamp"
         if target.is_dir():
             if stamp_file.is_file() and stamp_file.read_bytes() == stamp:
@@ -344,7 +353,7 @@ class ObjectStoreRepository(ModelRepository):
                     raise IntegrityError(f"{what}: file {rel!r} is missing from {self.root}/{key}") from None
                 if local.stat().st_size != entry.size_bytes or file_sha256(local) != entry.sha256:
                     raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {marker}")
-            (tmp / marker).write_bytes(json.loads(stamp)["marker"].encode("latin-1"))
+            (tmp / marker).write_bytes(marker_bytes)
             try:
                 os.rename(tmp, target)
             except OSError:
@@ -501,10 +510,8 @@ class ObjectStoreRepository(ModelRepository):
                 )
         listing = self._check_listing(base_key, files, BASE_INFO_FILE, what)
         target = self.cache.base_path(key, precision)
-        stamp = _stamp(data, files, listing)
-        return self._cached(
-            base_key, target, files, BASE_INFO_FILE, stamp, what, self.cache.verify_base, key, precision
-        )
+        cached = (base_key, target, files, BASE_INFO_FILE, data, listing, what)
+        return self._cached(*cached, self.cache.verify_base, key, precision)
 
 
 def _stamp(marker_bytes: bytes, files: dict[str, FileEntry], listing: dict[str, dict[str, Any]]) -> bytes:

@@ -231,9 +231,9 @@ class ScenarioRegistry:
             return LoadEvent(state.name, target, current, refused=True)
         previous = state.loaded
         state.loaded, state.refused, state.last_error = loaded, None, None
-        if previous is not None and previous.shared is not None and previous.shared is not loaded.shared:
+        if previous is not None and previous.shared is not loaded.shared:
             # it left that multi-adapter table (now a merged or full graph, or another base's table)
-            previous.shared.remove(previous.name)
+            self._forget_row(previous)
         how = f"row of {loaded.shared.folder}" if loaded.shared is not None else loaded.precision
         was = f", was v{current}" if current else ""
         logger.info("serving %s v%s (%s, %s%s)", state.name, target, loaded.manifest.strategy, how, was)
