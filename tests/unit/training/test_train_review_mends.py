@@ -50,19 +50,21 @@ def test_relative_data_paths_are_recorded_absolute(toy_scenario, toy_data_dir: P
     assert config.train_path.is_file()
 
 
+def _tiny_config(toy_scenario, tiny_roberta_dir: Path, tmp_path: Path, strategy: str, **overrides):
+    from training import make_train_config
+
+    base = str(tiny_roberta_dir)
+    return make_train_config(
+        toy_scenario, strategy, base_model=base, output_dir=tmp_path, **{**FAST, **overrides}
+    )
+
+
 def test_lora_targets_that_name_nothing_are_a_strategy_error(
     toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
-    from training import StrategyError, make_train_config, train
+    from training import StrategyError, train
 
-    config = make_train_config(
-        toy_scenario,
-        "lora",
-        base_model=str(tiny_roberta_dir),
-        output_dir=tmp_path,
-        lora_target_modules=["nope"],
-        **FAST,
-    )
+    config = _tiny_config(toy_scenario, tiny_roberta_dir, tmp_path, "lora", lora_target_modules=["nope"])
     with pytest.raises(StrategyError, match=r"lora_target_modules \['nope'\].*'query'"):
         train(config)
 
@@ -70,16 +72,9 @@ def test_lora_targets_that_name_nothing_are_a_strategy_error(
 def test_a_max_length_past_the_bases_positions_is_refused_before_training(
     toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
-    from training import ScenarioConfigError, make_train_config, train
+    from training import ScenarioConfigError, train
 
-    config = make_train_config(
-        toy_scenario,
-        "full",
-        base_model=str(tiny_roberta_dir),
-        output_dir=tmp_path,
-        max_length_tokens=4096,
-        **FAST,
-    )
+    config = _tiny_config(toy_scenario, tiny_roberta_dir, tmp_path, "full", max_length_tokens=4096)
     with pytest.raises(ScenarioConfigError, match=r"max_length_tokens 4096 .* \(\d+ tokens\)"):
         train(config)
     assert not (tmp_path / "metrics.json").exists()
