@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from model_repository.errors import UsageError
+from model_repository.storage import parse_root
 
 from .errors import ClientError, InputRowError, LabelwiseError
 
@@ -615,7 +616,8 @@ class EngineScorer:
             config = ServingConfig(**fields)
         except ValidationError as exc:  # --threads, or a LABELWISE_* variable, out of range
             raise UsageError(f"invalid serving settings: {settings_problem(exc)}") from None
-        if not Path(config.repository).is_dir():
+        root = parse_root(config.repository)
+        if isinstance(root, Path) and not root.is_dir():  # an object store is checked when it opens
             raise UsageError(f"--repository {config.repository} does not exist")
         self._row, self._top = Row, top_labels
         self._service = ClassifierService(config)

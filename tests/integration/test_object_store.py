@@ -248,6 +248,21 @@ def test_cli_lists_verifies_and_promotes_through_the_aws_variables(s3_app: S3App
     assert s3_app.s3.read_json(f"{FULL}/_aliases/staging.json") == {"version": 1}
 
 
+def test_classify_scores_a_file_in_process_from_the_bucket(s3_app: S3App, tmp_path: Path) -> None:
+    """`labelwise classify -r s3://...` loads the scenario from the store as `labelwise serve` does (it
+    took every root for a local folder and refused the URL as a folder that does not exist)."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.jsonl"
+    source.write_text("text\n" + "".join(f"{t}\n" for t in TEXTS), encoding="utf-8")
+    done = _cli({}, "classify", "-s", FULL, "-i", str(source), "-o", str(out), "-r", ROOT, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    reference = s3_app.references[(FULL, 1)]
+    for row, probs in zip(rows, reference.probs(TEXTS), strict=True):
+        assert row["version"] == 1 and row["label"] == reference.labels[int(probs.argmax())]
+        assert row["score"] == pytest.approx(float(probs.max()), abs=1e-4)
+    assert len(rows) == len(TEXTS)
+
+
 # ---- serving from S3 ---------------------------------------------------------------------------------
 def test_replicas_serve_the_published_versions_from_s3(s3_app: S3App) -> None:
     s3_app.check_answers(FULL, 1)
