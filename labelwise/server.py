@@ -652,14 +652,17 @@ def dashboard_address(address: str) -> str:
 
 
 def deploy_to_cluster(
-    config: Path, address: str, timeout_s: float = 300, poll_s: float = 1.0
+    config: Path, address: str, timeout_s: float = 300, poll_s: float = 1.0, host: str | None = None
 ) -> list[ClusterStatus]:
     """`serve deploy` for labelwise: PUT the checked config on the cluster's dashboard (Ray's
     ServeSubmissionClient), then wait up to timeout_s (0: not at all) for each app to settle (RUNNING,
     DEPLOY_FAILED or UNHEALTHY) and return their statuses. Like `serve deploy`, the config is the whole
     declared state: apps an earlier config deployed and this one no longer names are deleted (an app put
-    there by `labelwise serve --address` stays unless named)."""
+    there by `labelwise serve --address` stays unless named). host: where Serve's proxies listen, in
+    place of the file's http_options.host (the shipped file's 127.0.0.1 is a local run's)."""
     payload = read_deploy_config(config)
+    if host is not None:
+        payload.setdefault("http_options", {})["host"] = host
     url = dashboard_address(address)
     check_reachable(url)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient

@@ -32,9 +32,15 @@ def deploy_command(
     timeout_s: float = typer.Option(
         300, "--timeout-s", help="Seconds to wait for the apps to settle; 0 prints the status at once."
     ),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Where Serve's HTTP proxies listen, in place of the config's http_options.host (the shipped "
+        "file's 127.0.0.1 is for a local run: 0.0.0.0 on a cluster). Serve applies it when it starts there.",
+    ),
 ) -> None:
     """Submit a Serve config declaratively (like `serve deploy`: the file is the whole declared state, and
     apps an earlier config deployed that it no longer names are deleted) and print each app's status;
     exit 1 when one fails to deploy or does not settle in time."""
-    for status in deploy_to_cluster(config, address, timeout_s=timeout_s):
+    for status in deploy_to_cluster(config, address, timeout_s=timeout_s, host=host):
         typer.echo("\n".join(status.lines()))

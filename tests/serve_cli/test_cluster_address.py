@@ -3,9 +3,12 @@ line and exit 1 within 30 s; a malformed address or config is a usage error (exi
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from labelwise.server import read_deploy_config
 from model_repository.errors import UsageError
 
 from .serve_process import LOCAL_ENV, ROOT, free_port
+
+SHIPPED = ROOT / "helm" / "labelwise" / "files" / "serve-config.yaml"
 
 
 def _labelwise(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -96,3 +101,54 @@ def test_deploy_checks_the_file_not_this_machines_labelwise_variables(
     bad.write_text(yaml.safe_dump({"max_batch_size": 0}), encoding="utf-8")
     with pytest.raises(UsageError, match="max_batch_size"):
         read_deploy_config(bad)
+
+
+class _Dashboard(http.server.BaseHTTPRequestHandler):
+    """Serve's REST API as `labelwise deploy` uses it: the PUT config kept, an empty Serve instance read."""
+
+    deployed: list[dict] = []
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self.deployed.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self._answer({})
+
+    def do_GET(self) -> None:  # noqa: N802
+        import ray
+
+        if self.path.endswith("/version"):
+            self._answer({"ray_version": ray.__version__, "version": "4", "ray_commit": "test"})
+        else:
+            self._answer({"applications": {}, "proxies": {}, "proxy_location": "EveryNode"})
+
+    def _answer(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_deploy_host_replaces_the_shipped_files_loopback(host: str | None) -> None:
+    """The shipped Serve config listens on 127.0.0.1 (a local run); on a cluster `--host 0.0.0.0` is what
+    reaches Serve, the rest of the file as it is."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Dashboard.deployed = []
+    try:
+        args = ["--host", host] if host else []
+        done, _ = _labelwise(
+            "deploy", "--address", f"http://127.0.0.1:{server.server_port}", "--config", str(SHIPPED),
+            "--timeout-s", "0", *args,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sent,) = _Dashboard.deployed
+    assert sent["http_options"] == {"host": host or "127.0.0.1", "port": 8000}
+    assert sent["applications"] == read_deploy_config(SHIPPED)["applications"]
