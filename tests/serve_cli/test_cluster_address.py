@@ -108,11 +108,11 @@ class _Dashboard(http.server.BaseHTTPRequestHandler):
 
     deployed: list[dict] = []
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self.deployed.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self._answer({})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         import ray
 
         if self.path.endswith("/version"):
