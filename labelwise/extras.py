@@ -24,6 +24,7 @@ _EXTRA_OF = {
     "tokenizers": "serving",
     "prometheus_client": "serving",
     "locust": "loadtest",
+    "pyarrow": "parquet",  # Parquet input and output of `labelwise classify`, a client-only install too
 }
 
 
