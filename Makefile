@@ -58,7 +58,7 @@ test: install
 	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 # Two Ray nodes on loopback (`ray start`), a node lost and back under load, a rolling upgrade (2.5-3.5 min).
-# `make test` runs it only in CI (CI set, as .ci/run does): tests/cluster/conftest.py.
+# `make test` (and so CI) leaves it out: tests/cluster/conftest.py skips it unless -m names `cluster`.
 test-cluster: install
 	$(LOCAL_ENV) $(PY) -m pytest -s -m cluster tests/cluster $(PYTEST_ARGS)
 
@@ -80,9 +80,13 @@ bench: install
 results: install
 	$(LOCAL_ENV) $(PY) -m labelwise.cli results $(RESULTS_ARGS)
 
-# wrk drives the bench's HTTP load when present (Debian's package; we run as root here).
+# wrk drives the bench's HTTP load when present (Debian's package: apt-get as root, else through sudo).
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+		else echo "[wrk] not root and no sudo: install the package wrk with your package manager"; exit 1; fi; \
+		command -v apt-get >/dev/null 2>&1 || { echo "[wrk] no apt-get: install wrk with your package manager"; exit 1; }; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@wrk --version 2>&1 | head -1 || true
 
 # Infinity (infinity-emb[server,optimum], pinned in loadtests/peer_requirements/) in $(PEERS_DIR)/infinity,

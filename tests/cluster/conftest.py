@@ -1,7 +1,6 @@
 """The two-node tests start whole Ray clusters (2.5-3.5 min on 2 cores, Ray's gRPC servers on every
 interface): only a run that names the `cluster` marker (`make test-cluster`, `pytest -m cluster`) runs
-them. `make test` (and so CI) deselects them with `-m "... and not cluster"`, and a bare `pytest` skips
-them here."""
+them. `make test` (and so CI, `-m "not slow and not gpu"`) and a bare `pytest` skip them here."""
 
 from __future__ import annotations
 
