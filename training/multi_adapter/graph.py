@@ -98,6 +98,23 @@ def _set_submodule(root: Any, path: str, module: Any) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
+def _refuse_random_weights(base_model_path: str | Path, missing: list[str]) -> None:
+    """Weights the base's checkpoint lacks are drawn at random on each load: never the ones the adapters'
+    heads were trained on, so the graph would answer differently from the merged graph and from torch."""
+    if any("pooler" in k.split(".") for k in missing):
+        raise UnsupportedBaseError(
+            f"{base_model_path}: its checkpoint has no pooler weights (saved from a masked-LM model), so a "
+            "linear head on the pooler would get a random one here, not the one it was trained with; "
+            "a LoRA version trained on this base now trains the pooler with its head (head kind "
+            "bert_pooler, served from the base's `-pre-pooler` graph): retrain the version"
+        )
+    if missing:
+        raise UnsupportedBaseError(
+            f"{base_model_path}: weights {missing} are not in its checkpoint and would be drawn at random, "
+            "not the ones the adapters were trained with; use a complete checkpoint of the base"
+        )
+
+
 def build_module(
     base_model_path: str | Path, base_key: str, rank: int, targets: list[str], head_kind: str | None = None
 ) -> tuple[Any, GraphSpec]:
@@ -120,13 +137,17 @@ def build_module(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "pooler weights not used" is expected for roberta heads
     try:
-        encoder = AutoModel.from_pretrained(base_model_path, config=config, **kwargs).eval()
+        encoder, loading = AutoModel.from_pretrained(
+            base_model_path, config=config, output_loading_info=True, **kwargs
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
+    encoder.eval()
     if kind == "linear" and getattr(encoder, "pooler", None) is None:
         raise UnsupportedBaseError(
             f"{base_model_path}: a linear head needs the encoder's pooler, it has none"
         )
+    _refuse_random_weights(base_model_path, list(loading["missing_keys"]))
     projections = find_projections(encoder, targets)
     rows = _Rows()
     layers = _layers(encoder)

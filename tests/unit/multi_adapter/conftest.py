@@ -100,6 +100,37 @@ def build_tiny_bert(folder: Path, vocab_size: int = 120, seed: int = 1) -> Path:
     return folder
 
 
+def build_masked_lm_bert(folder: Path, seed: int = 0) -> Path:
+    """A random 2-layer, 32-wide BERT saved from BertForMaskedLM, with a WordPiece tokenizer: its checkpoint
+    has no pooler weights, as an MLM-adapted (domain) BERT has none."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from tests.conftest import _WORDS, toy_sentences
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(
+        [s for label in _WORDS for s in toy_sentences(label, 150, seed=99)], vocab_size=400, min_frequency=1
+    )
+    wordpiece.save_model(str(folder))
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
+    torch.manual_seed(seed)
+    BertForMaskedLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer, 32-wide BERT encoder with a pooler (linear head kind); no tokenizer needed."""

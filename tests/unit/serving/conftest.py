@@ -65,3 +65,65 @@ async def read_asgi_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+def publish_tiny(
+    repo: ModelRepository,
+    work: Path,
+    base: Path,
+    name: str,
+    labels: tuple[str, ...],
+    seed: int,
+    *,
+    strategy: str = "lora",
+    precisions: tuple[str, ...] = ("fp32",),
+    **overrides: Any,
+) -> int:
+    """Train a few steps of one scenario on a tiny base and publish it as train_and_publish does; its
+    version. The learning rate is large so that a LoRA adapter is far from zero: a wrong one would show."""
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    data = work / "data" / f"{name}-{seed}"
+    write_toy_csv(data / "train.csv", 8, seed=seed, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=seed + 100, labels=labels)
+    settings: dict[str, Any] = {
+        "max_steps": 3,
+        "batch_size": 8,
+        "early_stopping_patience": None,
+        "learning_rate": 5e-2,
+        "seed": seed,
+        **overrides,
+    }
+    config = make_train_config(
+        custom_scenario(name, list(labels), data, max_length_tokens=16),
+        strategy,
+        base_model=str(base),
+        output_dir=work / "runs" / f"{name}-{seed}",
+        **settings,
+    )
+    return train_and_publish(config, repo, export_precisions=list(precisions)).version
+
+
+def engine_settings(mode: str, precisions: tuple[str, ...] = ("fp32",), table_rank: int = 8) -> Any:
+    """EngineSettings of a one-thread CPU replica in the given lora_mode."""
+    from serving.engine import EngineSettings
+
+    return EngineSettings(
+        ["CPUExecutionProvider"], list(precisions), 1, lora_mode=mode, lora_table_rank=table_rank
+    )
+
+
+def load_version(repo: ModelRepository, name: str, version: int, settings: Any) -> Any:
+    """The version loaded as a replica loads it (load_scenario, fresh caches)."""
+    from serving.engine import BaseEncoderCache, MultiAdapterCache, load_scenario
+
+    return load_scenario(repo, name, version, settings, BaseEncoderCache(), MultiAdapterCache())
+
+
+def engine_logits(loaded: Any, texts: list[str]) -> Any:
+    """Logits [texts, labels] of a loaded version through OnnxEngine, one row per text."""
+    import numpy as np
+
+    from serving.engine import OnnxEngine, Row
+
+    return np.stack([r.logits for r in OnnxEngine().run([Row(loaded, t) for t in texts]).results])

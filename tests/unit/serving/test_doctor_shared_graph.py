@@ -1,0 +1,59 @@
+"""`labelwise doctor` with lora_mode shared names the multi-adapter graph a LoRA version is really served
+from (the loader's own choice), or why the load refuses it; not the version's own exports."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model_repository import ModelRepository, layout
+
+from .conftest import engine_settings, load_version, publish_tiny
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """reviews v1, LoRA exported fp32 and int8, whose base lost its int8 multi-adapter graph (a repository
+    whose int8 was added by `labelwise export` before that exported the shared graph too)."""
+    work = tmp_path_factory.mktemp("doctor-shared")
+    repository = ModelRepository(work / "repo")
+    publish_tiny(
+        repository,
+        work,
+        tiny_roberta_dir,
+        "reviews",
+        ("negative", "positive"),
+        1,
+        precisions=("fp32", "int8"),
+    )
+    repository.set_alias("reviews", "production", 1)
+    key = repository.load_manifest("reviews", 1).base_encoder.key  # type: ignore[union-attr]
+    shutil.rmtree(repository.base_path(key, layout.multi_adapter_folder(8, "int8")))
+    return repository
+
+
+def _diagnose(repo: ModelRepository, **fields: object) -> str:
+    from labelwise.cli.doctor import diagnose
+
+    report = diagnose({"repository": str(repo.root), "precision": "int8", **fields})
+    return report["scenarios"]["reviews"]
+
+
+def test_doctor_names_the_graph_shared_mode_reads(repo: ModelRepository) -> None:
+    loaded = load_version(repo, "reviews", 1, engine_settings("shared", ("int8", "fp32")))
+    assert loaded.shared is not None and loaded.precision == "fp32"
+    said = _diagnose(repo, lora_mode="shared")
+    assert said.startswith(f"v1 lora (shared): fp32 from {loaded.base_key}/{loaded.shared.folder} ")
+    assert "adds it, with its base's multi-adapter graph, as a new version" in said
+    assert _diagnose(repo).startswith("v1 lora: int8 ")  # merged: the version's own int8 graph
+
+
+def test_doctor_says_why_a_table_rank_without_a_graph_is_refused(repo: ModelRepository) -> None:
+    said = _diagnose(repo, lora_mode="shared", lora_table_rank=16)
+    assert said.startswith("v1 lora (shared): refused at load: ")
+    assert "no multi-adapter graph of rank 16 (lora_table_rank)" in said
+    assert "multi-lora-r8-fp32" in said and "lora_table_rank: 8" in said

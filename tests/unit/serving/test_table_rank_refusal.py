@@ -1,0 +1,77 @@
+"""An adapter of LoRA rank above serving's lora_table_rank: the refusal names its rank, the multi-adapter
+graphs its base has and the lora_table_rank that serves it; that setting then serves it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_repository import (
+    AdapterEntry,
+    AdapterMismatchError,
+    GraphSpec,
+    ModelRepository,
+    check_adapter,
+    layout,
+)
+from serving.errors import ModelLoadError
+
+from .conftest import engine_logits, engine_settings, load_version, publish_tiny
+
+pytest.importorskip("onnxruntime")
+
+LABELS = ("negative", "positive")
+TEXTS = ["the film was great today", "my order was awful again", "ok"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("table-rank")
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_roberta_dir: Path, work: Path) -> ModelRepository:
+    """wide v1: a LoRA of rank 16 (publish exports the base's rank-16 multi-adapter graph, none of rank 8)."""
+    repository = ModelRepository(work / "repo")
+    publish_tiny(repository, work, tiny_roberta_dir, "wide", LABELS, 3, lora_r=16, lora_alpha=32)
+    return repository
+
+
+def test_the_refusal_names_the_rank_the_graphs_and_the_setting(repo: ModelRepository) -> None:
+    with pytest.raises(ModelLoadError) as refused:
+        load_version(repo, "wide", 1, engine_settings("shared"))
+    message = str(refused.value)
+    assert "no multi-adapter graph of rank 8 (lora_table_rank)" in message
+    assert "LoRA rank 16" in message
+    assert "the base's multi-adapter graphs: multi-lora-r16-fp32" in message
+    assert "set lora_table_rank: 16" in message
+    served = load_version(repo, "wide", 1, engine_settings("shared", table_rank=16))
+    assert served.shared is not None and served.shared.folder == layout.multi_adapter_folder(16, "fp32")
+    merged = load_version(repo, "wide", 1, engine_settings("merged"))
+    assert np.abs(engine_logits(served, TEXTS) - engine_logits(merged, TEXTS)).max() < 1e-4
+
+
+def test_a_graph_of_the_table_rank_too_small_for_it_points_at_the_setting(
+    repo: ModelRepository, tiny_roberta_dir: Path, work: Path
+) -> None:
+    publish_tiny(repo, work, tiny_roberta_dir, "narrow", LABELS, 4)  # rank 8: the base's rank-8 graph
+    key = repo.load_manifest("wide", 1).base_encoder.key  # type: ignore[union-attr]
+    assert repo.has_base(key, layout.multi_adapter_folder(8, "fp32"))
+    with pytest.raises(ModelLoadError) as refused:
+        load_version(repo, "wide", 1, engine_settings("shared"))
+    message = str(refused.value)
+    assert (
+        "LoRA rank 16, which exceeds the graph's table rank 8 (multi-lora-r8-fp32: lora_table_rank)"
+        in message
+    )
+    assert "multi-lora-r8-fp32, multi-lora-r16-fp32" in message
+    assert "set lora_table_rank: 16" in message
+    # The graph's own check says the same to a caller feeding it directly.
+    spec = GraphSpec.from_json(repo.verify_base(key, layout.multi_adapter_folder(8, "fp32"))["info"]["spec"])
+    folder = repo.version_path("wide", 1)
+    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / layout.HEAD_FILE) as head:
+        entry = AdapterEntry("wide v1", key, "roberta", dict(lora), dict(head))
+    with pytest.raises(AdapterMismatchError, match=r"exceeds the graph's table rank 8.*lora_table_rank"):
+        check_adapter(spec, entry)
