@@ -132,11 +132,13 @@ def _step_callback(bar: Any) -> Any:
 
 
 def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float | None]:
-    """Train and publish each demo scenario not yet published; return its validation accuracy."""
+    """Train and publish each demo scenario not yet published; return its validation accuracy. Run folders
+    (logs, figures) go beside the repository, in demo-runs/ (var/demo-runs for var/demo-repository)."""
     from model_repository import ModelRepository, RepositoryError
     from training import custom_scenario, make_train_config, publish_run, train
 
     repo = ModelRepository(repository)
+    runs = Path(repository).parent / "demo-runs"  # beside it, not in ./runs: `make clean` empties var/
     accuracy: dict[str, float | None] = {}
     for name, (labels, strategy) in DEMO_SCENARIOS.items():
         if "production" in (repo.aliases(name) if repo.scenario_path(name).is_dir() else {}):
@@ -162,6 +164,7 @@ def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float |
             num_train_epochs=epochs or default_epochs,
             learning_rate=lr,
             seed=0,
+            output_dir=runs / name / f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}",
         )
         with TERMINAL.step(f"{name}: train ({strategy}), export, publish") as bar:
             trained = train(config, extra_callbacks=[_step_callback(bar)])

@@ -14,6 +14,7 @@ It lives here, above training and serving, because training may not import servi
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 EVAL_PRECISIONS = ("torch", "fp32", "int8", "fp16")
 LORA_MODES = ("merged", "shared")
+# Reading the rows (datasets), the metrics (sklearn) and the confusion matrix (matplotlib): the training
+# extra, which a serving-only install (the Docker image) lacks, whatever the precision scored.
+ROWS_AND_METRICS = ("datasets", "sklearn", "matplotlib")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -78,6 +82,8 @@ def evaluate_version(
     from .extras import require
 
     require("torch") if precision == "torch" else require("onnxruntime")
+    for module in ROWS_AND_METRICS:  # now: not as a traceback once the rows are read
+        require(module)
     from training import evaluation_rows, torch_logits, write_evaluation
 
     if lora_mode not in LORA_MODES:
@@ -93,6 +99,7 @@ def evaluate_version(
     rows = evaluation_rows(manifest, data, split)
     started = time.perf_counter()
     extra: dict[str, Any] = {}
+    variant = ""
     if precision == "torch":
         logits = torch_logits(repository, scenario, version, rows.rows.texts)
     else:
@@ -107,6 +114,7 @@ def evaluate_version(
             threads=threads,
             max_batch_tokens=max_batch_tokens,
         )
+        variant = _variant(manifest, precision, lora_mode, extra["max_batch_tokens"])
     return write_evaluation(
         manifest,
         rows,
@@ -115,7 +123,50 @@ def evaluate_version(
         seconds=time.perf_counter() - started,
         output_dir=output_dir,
         extra=extra,
+        variant=variant,
     )
+
+
+def _variant(manifest: Manifest, precision: str, lora_mode: str, max_batch_tokens: int) -> str:
+    """How an engine run differs from the default, for its folder's name: `shared` (a LoRA version's
+    shared graph), `mbt<N>` (a pass budget other than serving's); empty when it ran as by default."""
+    parts = []
+    if lora_mode != "merged" and manifest.strategy == "lora":
+        parts.append(lora_mode)
+    if max_batch_tokens != default_max_batch_tokens(precision):
+        parts.append(f"mbt{max_batch_tokens}")
+    return "-".join(parts)
+
+
+def default_max_batch_tokens(precision: str) -> int:
+    """serving's token budget per pass on the device a precision runs on (model_repository.passes)."""
+    return GPU_MAX_BATCH_TOKENS if precision == "fp16" else CPU_MAX_BATCH_TOKENS
+
+
+def table_rank(repository: ModelRepository, manifest: Manifest, precision: str) -> int:
+    """The table rank of the multi-adapter graph a LoRA version is scored on in lora_mode shared: serving's
+    default (training.publish.SHARED_TABLE_RANK, 8) when the adapter fits it and that graph is there, else
+    the smallest published graph of the precision whose rank holds the adapter's (publish exports rank
+    max(8, lora_r)); else the one publish would have exported, which the engine's refusal names."""
+    from model_repository import layout
+    from model_repository.multi_adapter import graph_rank, lora_rank, published_graphs
+    from training.publish import SHARED_TABLE_RANK
+
+    path = repository.version_path(manifest.scenario, manifest.version) / layout.LORA_FILE
+    if manifest.base_encoder is None or not path.is_file():
+        return SHARED_TABLE_RANK  # not a shared-mode version: the engine refuses it by name
+    with np.load(path) as lora:
+        adapter = lora_rank(dict(lora))
+    key = manifest.base_encoder.key
+    default = layout.multi_adapter_folder(SHARED_TABLE_RANK, precision)
+    if adapter <= SHARED_TABLE_RANK and repository.has_base(key, default):
+        return SHARED_TABLE_RANK
+    fits = [
+        rank
+        for folder in published_graphs(repository, key)
+        if layout.precision_of_folder(folder) == precision and (rank := graph_rank(folder) or 0) >= adapter
+    ]
+    return min(fits, default=max(SHARED_TABLE_RANK, adapter))
 
 
 def engine_logits(
@@ -145,13 +196,17 @@ def engine_logits(
     )
 
     providers = [CUDA, CPU] if precision == "fp16" else [CPU]
-    # One precision, no fallback: the figures must be those of the graph asked for.
+    shared = lora_mode == "shared" and manifest.strategy == "lora"
+    # One precision, no fallback: the figures must be those of the graph asked for; in shared mode the
+    # graph that holds the adapter's rank (a serving config sets lora_table_rank to it to serve it so).
     settings = EngineSettings(providers, [precision], threads, lora_mode=lora_mode)
+    if shared:
+        settings = replace(settings, lora_table_rank=table_rank(repository, manifest, precision))
     loaded = load_scenario(
         repository, manifest.scenario, manifest.version, settings, BaseEncoderCache(), MultiAdapterCache()
     )
     if max_batch_tokens is None:
-        max_batch_tokens = GPU_MAX_BATCH_TOKENS if precision == "fp16" else CPU_MAX_BATCH_TOKENS
+        max_batch_tokens = default_max_batch_tokens(precision)
     # serving's batch: what a replica's batch slot hands the engine, cut into passes as a replica cuts it
     policy = BatchPolicy(max_batch_tokens=max_batch_tokens)
     engine = OnnxEngine(policy)
@@ -170,6 +225,8 @@ def engine_logits(
             out.append(result.logits)
     logits = np.stack(out) if out else np.zeros((0, len(manifest.labels)), dtype=np.float32)
     how = {"provider": loaded.provider, "engine_group": loaded.group_key[0], "lora_mode": lora_mode}
+    if shared:
+        how["lora_table_rank"] = settings.lora_table_rank
     if loaded.base_folder:  # frozen: the shared base's folder read (int8, all-int8, or fp32 when guarded)
         how["base_folder"] = loaded.base_folder
     return logits, {**how, "max_batch_tokens": max_batch_tokens}

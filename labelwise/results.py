@@ -433,8 +433,29 @@ def scenario_settings(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dump))
 
 
+# TrainConfig fields that are not run-level settings of a cell: where it reads and writes, what the record
+# keeps apart (scenario_settings, params, base_model), and whether checkpoints are kept.
+_NOT_RUN_LEVEL = {
+    "output_dir",
+    "train_path",
+    "validation_path",
+    "scenario",
+    "params",
+    "base_model",
+    "keep_checkpoints",
+}
+
+
+def run_settings(config: Any) -> dict[str, Any]:
+    """A run's TrainConfig-level settings as its record stores them (`run_settings`): the early stopping
+    patience it resolved to (the run's default where the strategy sets none), the adversarial settings,
+    seed, row caps, steps, mixed precision..."""
+    return json.loads(config.model_dump_json(exclude=_NOT_RUN_LEVEL))
+
+
 def cell_settings(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
-    """{"params", "scenario_settings", "base_model"}: what a cell runs with under the current defaults."""
+    """{"params", "scenario_settings", "run_settings", "base_model"}: what a cell runs with under the
+    current defaults."""
     import tempfile
 
     from training import make_train_config
@@ -447,6 +468,7 @@ def cell_settings(cell: Cell, base_model: str = BASE_MODEL) -> dict[str, Any]:
     return {
         "params": json.loads(json.dumps(params)),
         "scenario_settings": scenario_settings(config),
+        "run_settings": run_settings(config),
         "base_model": base_model,
     }
 
@@ -458,32 +480,88 @@ def _param_defaults() -> dict[str, Any]:
     return {name: field.default for name, field in StrategyParams.model_fields.items()}
 
 
-def same_params(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether a record ran with today's parameters. A parameter added to StrategyParams after the record
-    was written is missing from it: at its field default it changes nothing, so it does not make the
-    record stale (else every new option would send every finished cell back to run)."""
-    defaults = _param_defaults()
+def _run_defaults() -> dict[str, Any]:
+    """Every TrainConfig field's default: what a record written before the field existed ran with."""
+    from training.config import TrainConfig
+
+    return {name: field.default for name, field in TrainConfig.model_fields.items()}
+
+
+def same_params(
+    recorded: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> bool:
+    """Whether a record ran with today's parameters (defaults: StrategyParams', or _run_defaults() for
+    run_settings). A parameter added after the record was written is missing from it: at its field default
+    it changes nothing, so it does not make the record stale (else every new option would send every
+    finished cell back to run)."""
+    defaults = _param_defaults() if defaults is None else defaults
     added = {k for k in current.keys() - recorded.keys() if k in defaults and current[k] == defaults[k]}
     return recorded == {k: v for k, v in current.items() if k not in added}
 
 
 def is_current(rec: dict[str, Any], base_model: str = BASE_MODEL) -> bool:
     """Whether a record ran as its cell runs today: the same parameters (same_params), cap of validation
-    rows (EVAL_ROWS), held-out rows (training.data.SPLIT_VERSION) and, where the record names them (since
-    5 December 2026), the same scenario-level settings (scenario_settings) and base model. Search cells are
-    the record of how the defaults were chosen: always current."""
+    rows (EVAL_ROWS), held-out rows (training.data.SPLIT_VERSION) and, where the record names them, the
+    same scenario-level settings (scenario_settings) and base model (since 5 December 2026), run-level
+    settings (run_settings: early stopping patience, adversarial epsilon...; before them, an adversarial
+    cell's epsilon) and test rows (test_sha256, where the scenario's train file is here to carve them
+    again). Search cells are the record of how the defaults were chosen: always current."""
     cell = Cell(**rec["cell"])
     if cell.stage == "search" or rec.get("params") is None:
         return True
     if recorded_eval_rows(rec) != eval_rows(cell.scenario) or rec.get("split_version", 1) != split_version():
         return False
     now = cell_settings(cell, base_model)
+    run = now["run_settings"]
     # a record written before they were recorded is judged on the checks above only
     return (
         same_params(rec["params"], now["params"])
         and rec.get("scenario_settings", now["scenario_settings"]) == now["scenario_settings"]
+        and same_params(rec.get("run_settings", run), run, _run_defaults())
+        and rec.get("adversarial_epsilon", run["adversarial_epsilon"]) == run["adversarial_epsilon"]
         and rec.get("base_model", base_model) == base_model
+        and _same_test_rows(rec)
     )
+
+
+def _same_test_rows(rec: dict[str, Any]) -> bool:
+    """Whether the scenario's test split carved today holds the rows the record was scored on (its train
+    file changed else: rows the cell never saw may have replaced them, rows it trained on among them).
+    True where the record names no digest or the train file is not here to carve it again."""
+    recorded = rec.get("test_sha256")
+    now = None if recorded is None else test_split_digest(rec["cell"]["scenario"])
+    return now is None or now == recorded
+
+
+def test_split_digest(scenario: str) -> str | None:
+    """training.data.rows_digest of a scenario's test split as its train file here gives it today (read
+    again only when the file changed); None when the file cannot be read here or holds no test split."""
+    import tempfile
+
+    from training import make_train_config
+
+    with tempfile.TemporaryDirectory(prefix="labelwise-split-") as tmp:
+        path = make_train_config(scenario, "frozen", base_model=BASE_MODEL, output_dir=tmp).train_path
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _test_split_digest(scenario, str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _test_split_digest(scenario: str, path: str, _size: int, _mtime_ns: int) -> str | None:
+    """test_split_digest of one state of the train file (its size and time key the cache)."""
+    from training import load_scenario
+    from training.data import load_labeled, rows_digest, split_test
+
+    config = load_scenario(scenario)
+    try:
+        train, _ = load_labeled(Path(path), config, config.labels, unknown="error")
+    except Exception:
+        return None
+    _rest, test = split_test(train, config)
+    return None if test is None else rows_digest(test, config.labels)
 
 
 def set_aside_stale(
@@ -565,6 +643,7 @@ def run_cell(
 ) -> dict:
     """Train, score on the test split (torch, and the served graphs when the cell exports), save."""
     from training import CollapsedRunError, make_train_config, publish_run, save_weights, train
+    from training.data import rows_digest
     from training.evaluate import predict_logits
 
     folder = out / "cells" / cell.key
@@ -591,10 +670,13 @@ def run_cell(
         "validation_rows": len(result.data.validation),
         "max_eval_samples": config.max_eval_samples,
         "test_rows": len(test),
+        # which rows: a train file changed since carves other ones (is_current, score_served)
+        "test_sha256": rows_digest(test, labels),
         "labels": labels,
         "majority_test_accuracy": round(float(counts.max() / counts.sum()), 4),
         "params": {k: v for k, v in config.params.model_dump().items() if v is not None},
         "scenario_settings": scenario_settings(config),
+        "run_settings": run_settings(config),
         "base_model": base_model,
         "split_version": split_version(),
         "class_weighting": result.metrics.get("class_weighting"),
@@ -691,7 +773,7 @@ def score_served(
       scales are per pass, so its figures are those of the passes it ran in (model_repository.passes).
     Cells published on another machine (no version here) keep their recorded figures."""
     from training import make_train_config
-    from training.data import load_test_split
+    from training.data import load_test_split, rows_digest
 
     count = 0
     for key, rec in done.items():
@@ -712,6 +794,11 @@ def score_served(
         if len(test) != rec["test_rows"]:
             raise RuntimeError(
                 f"{key}: the test split has {len(test)} rows, the cell scored {rec['test_rows']}"
+            )
+        if rec.get("test_sha256") not in (None, rows_digest(test, rec["labels"])):
+            raise RuntimeError(
+                f"{key}: the test split carved today holds other rows than the {rec['test_rows']} the cell "
+                "was scored on (its train file changed since): run the cell again"
             )
         before = {p: rec.get(f"test_{p}", {}).get("accuracy") for p in ("fp32", "int8")}
         for precision in ("fp32", "int8"):
@@ -860,7 +947,7 @@ def run(
     say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
     scorer = engine_scorer()
     if score_served(out, done, repository, scorer, say, base_model, ledger) and docs is not None:
-        write_report(out, docs, done)
+        write_report(out, docs, done, base_model)
     started = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -884,9 +971,9 @@ def run(
             )
             progress.advance(task)
             if docs is not None:
-                write_report(out, docs, done)
+                write_report(out, docs, done, base_model)
     if docs is not None:
-        write_report(out, docs, done)
+        write_report(out, docs, done, base_model)
     return done
 
 
@@ -928,8 +1015,11 @@ def _find(done: dict[str, dict[str, Any]], **match: Any) -> dict[str, Any] | Non
     return None
 
 
-def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path:
-    """docs/results.md and docs/img/results-*.png from the finished cells only."""
+def write_report(
+    out: Path, docs: Path, done: dict[str, dict[str, Any]], base_model: str = BASE_MODEL
+) -> Path:
+    """docs/results.md and docs/img/results-*.png from the finished cells only. What is left to run counts
+    the records that no longer run as their cell runs today (is_current on `base_model`) as not run."""
     from . import results_plots
 
     img = docs.parent / "img"
@@ -948,7 +1038,7 @@ def write_report(out: Path, docs: Path, done: dict[str, dict[str, Any]]) -> Path
         f"{total_s / 60:.0f} minutes of training and scoring in all, on {' and '.join(machines)}"
         + (f"; {recovered} more recovered from an earlier report (‡)." if recovered else "."),
         "",
-        remaining_text(done),
+        remaining_text({k: rec for k, rec in done.items() if is_current(rec, base_model)}, len(done)),
         "",
         "- **Encoder**: the packaged all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M parameters).",
         "- **Test split**: each scenario's own, carved once from its train file (stratified, 10%, at most "
@@ -1059,6 +1149,18 @@ def _stale_section(r: Report, out: Path, ledger: Path) -> None:
         if "scenario_settings" in rec:  # recorded since 5 December 2026
             now.update(_flat(settings["scenario_settings"], "scenario."))
             then.update(_flat(rec["scenario_settings"], "scenario."))
+        run = settings["run_settings"]
+        if "run_settings" in rec:
+            run_defaults = _run_defaults()
+            ran = {k: run_defaults[k] for k in run.keys() - rec["run_settings"].keys() if k in run_defaults}
+            now.update(_flat(run, "run."))
+            then.update(_flat({**ran, **rec["run_settings"]}, "run."))
+        elif "adversarial_epsilon" in rec:  # the one run-level setting recorded before run_settings
+            then["run.adversarial_epsilon"] = rec["adversarial_epsilon"]
+            now["run.adversarial_epsilon"] = run["adversarial_epsilon"]
+        rows_now = test_split_digest(rec["cell"]["scenario"]) if "test_sha256" in rec else None
+        if rows_now is not None:
+            then["test rows"], now["test rows"] = rec["test_sha256"][:8], rows_now[:8]
         then["validation rows"] = recorded_eval_rows(rec)
         now["validation rows"] = eval_rows(rec["cell"]["scenario"])
         then["held-out split"], now["held-out split"] = rec.get("split_version", 1), split_version()
@@ -1139,15 +1241,24 @@ def estimate_s(cell: Cell, done: dict[str, dict[str, Any]], every_epoch: bool = 
     return per_row_epoch * rows * planned(cell.scenario, rows) * share * factor + overhead
 
 
-def remaining_text(done: dict[str, dict[str, Any]]) -> str:
-    """One line: what the default job has left and how long it should take at the measured speed."""
+def remaining_text(done: dict[str, dict[str, Any]], recorded: int | None = None) -> str:
+    """One line: what the default job has left and how long it should take at the measured speed. `done`:
+    the current records; `recorded`: every record the report shows, stale ones included (named here)."""
+    stale = (recorded or len(done)) - len(done)
+    aside = (
+        f" {stale} of the {recorded} records below no longer run as their cell runs today (a default, the "
+        "base model or the held-out rows changed since): counted here as not run; `make results` sets them "
+        "aside and runs them again."
+        if stale
+        else ""
+    )
     left = [
         c
         for c in plan(DEFAULT_STAGES, SCENARIOS, (1000, 4000))
         if c.key not in done and _reuse(c, done) is None
     ]
     if not left:
-        return "Every cell of the default job (`make results`) has run."
+        return "Every cell of the default job (`make results`) has run." + aside
     estimates = [estimate_s(c, done) for c in left]
     known = [e for e in estimates if e is not None]
     most = sum(estimate_s(c, done, every_epoch=True) or 0.0 for c in left)
@@ -1161,7 +1272,7 @@ def remaining_text(done: dict[str, dict[str, Any]]) -> str:
     stages = sorted({c.stage for c in left}, key=STAGES.index)
     return (
         f"**Not yet run**: {len(left)} cells of the default job ({', '.join(stages)}): {when}. "
-        "`make results` resumes them; the tables below mark what is missing."
+        "`make results` resumes them; the tables below mark what is missing." + aside
     )
 
 
@@ -1276,7 +1387,9 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
     from . import results_plots
 
     budgets = sorted({rec["cell"]["rows"] for rec in done.values() if rec["cell"]["stage"] == "matrix"})
-    r.add("## Six scenarios × three strategies", "")
+    scenarios = matrix_scenarios(done)
+    shown = "Six" if scenarios == SCENARIOS else str(len(scenarios))
+    r.add(f"## {shown} scenarios × three strategies", "")
     for rows in budgets:
         r.add(
             f"### {rows:,} train rows",
@@ -1286,7 +1399,7 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
             "epochs (best) | train s | trainable | artifact | fp32 acc | int8 acc | int8 − fp32 |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             full = _find(done, stage="matrix", scenario=scenario, strategy="full", rows=rows)
             for strategy in STRATEGY_ORDER:
                 rec = _find(done, stage="matrix", scenario=scenario, strategy=strategy, rows=rows)
@@ -1321,8 +1434,15 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
         if restarted:
             r.add("", _restart_legend(restarted))
         path = img / f"results-matrix-{rows}.png"
-        results_plots.strategy_bars(done, rows, SCENARIOS, STRATEGY_ORDER, path)
+        results_plots.strategy_bars(done, rows, scenarios, STRATEGY_ORDER, path)
         r.add("", f"![strategies at {rows} rows](img/{path.name})", "")
+
+
+def matrix_scenarios(done: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The matrix tables' and plots' scenarios: the default job's, then any other a matrix cell ran on
+    (`labelwise results --scenarios sst2,...`)."""
+    ran = {rec["cell"]["scenario"] for rec in done.values() if rec["cell"]["stage"] == "matrix"}
+    return (*SCENARIOS, *sorted(ran - set(SCENARIOS)))
 
 
 def _restart_mark(rec: dict[str, Any]) -> str:
@@ -1530,13 +1650,20 @@ def _sst2_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
     recs = [rec for rec in done.values() if rec["cell"]["stage"] == "sst2"]
     if not recs:
         return
-    rows = recs[0]["train_rows"]
+    # one budget per table: the largest run (rows None: the whole train file); a cell is keyed by its
+    # budget, so runs with other --budgets leave records of their own
+    budgets = {rec["cell"]["rows"] for rec in recs}
+    budget = None if None in budgets else max(budgets)
+    recs = [rec for rec in recs if rec["cell"]["rows"] == budget]
+    rows = max(rec["train_rows"] for rec in recs)
+    others = ", ".join(f"{b:,}" for b in sorted(b for b in budgets if b != budget))
     r.add(
         "## The seed article's table, on SST-2",
         "",
         "The seed's columns (strategy, accuracy, training time, trainable parameters, model size). The seed "
         "used distilroberta-base on a GPU and the full train set; here MiniLM on 2 CPU cores, "
-        f"{rows:,} train rows, scored on SST-2's own held-out test split.",
+        f"{rows:,} train rows, scored on SST-2's own held-out test split"
+        + (f" (cells at other budgets, not shown: {others} rows)." if others else "."),
         "",
         "| strategy | test accuracy | training time (s) | trainable parameters | model size |",
         "|---|---:|---:|---:|---:|",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,6 +14,9 @@ from model_repository.text import TextNormalization
 
 from .errors import ScenarioConfigError
 from .tuning.space import SearchSpace
+
+if TYPE_CHECKING:
+    from model_repository import Manifest
 
 Strategy = Literal["full", "frozen", "lora"]
 STRATEGIES: tuple[str, ...] = ("full", "frozen", "lora")
@@ -380,3 +383,27 @@ def make_train_config(
         )
     except ValidationError as exc:
         raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid training setting: {exc}") from exc
+
+
+def recorded_scenario_config(source: Manifest) -> ScenarioConfig:
+    """The scenario config the version was trained with (columns, cleaning, unknown-label handling), from
+    its training_config; a version that recorded none gets the defaults for its labels (reading a file of
+    its rows needs no more: export's parity rows, `labelwise evaluate --data`)."""
+    recorded = (source.training_config or {}).get("scenario")
+    if isinstance(recorded, dict):
+        try:
+            return ScenarioConfig.model_validate(recorded)
+        except ValidationError:  # recorded by an older release: keep what reading the rows needs
+            keep = ("name", "labels", "text_column", "label_column", "unknown_validation_labels", "cleaning")
+            recorded = {k: recorded[k] for k in keep if k in recorded}
+    else:
+        recorded = {}
+    try:
+        return ScenarioConfig.model_validate(
+            {"name": source.scenario, "labels": list(source.labels), **recorded}
+        )
+    except ValidationError as exc:
+        raise ScenarioConfigError(
+            f"{source.scenario} v{source.version}: its training_config holds no usable scenario config "
+            f"({exc.error_count()} errors, first: {exc.errors()[0]['loc']})"
+        ) from exc

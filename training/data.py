@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -11,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from model_repository.identity import file_sha256
 from model_repository.text import normalize_text
 
 from .config import CleaningConfig, ScenarioConfig, TrainConfig
@@ -27,6 +30,8 @@ TEST_SPLIT_SEED = 20161
 # How held-out rows are chosen: 1 row by row (until 5 December 2026), 2 by distinct cleaned text
 # (grouped_split). Results recorded under another version are scored on other rows (labelwise/results.py).
 SPLIT_VERSION = 2
+# The manifest metrics' key of held_out_record: what identifies the rows a version held out.
+HELD_OUT = "held_out"
 
 
 @dataclass
@@ -315,6 +320,29 @@ def load_test_split(config: TrainConfig) -> LabeledTexts:
             "pass a labeled file with --data instead"
         )
     return test
+
+
+def rows_digest(rows: LabeledTexts, labels: Sequence[str]) -> str:
+    """sha256 of a set of labeled rows, in any order: each row's text as the file holds it, with its label
+    name. Two carvings of a split agree on it exactly when they hold the same rows."""
+    texts = rows.raw if rows.raw is not None else rows.texts
+    pairs = zip(texts, rows.label_ids, strict=True)
+    lines = sorted(json.dumps([text, labels[i]], ensure_ascii=False) for text, i in pairs)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def held_out_record(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
+    """What identifies the rows a run held out (its test split) and validated on: publish records it in the
+    manifest's metrics (`held_out`), `labelwise evaluate --split` carves the rows again and checks them."""
+    labels = data.labels
+    return {
+        "split_version": SPLIT_VERSION,
+        "train_file_sha256": file_sha256(config.train_path),
+        "test_rows": 0 if data.test is None else len(data.test),
+        "test_sha256": None if data.test is None else rows_digest(data.test, labels),
+        "validation_rows": len(data.validation),
+        "validation_sha256": rows_digest(data.validation, labels),
+    }
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -14,10 +15,26 @@ import numpy as np
 from pydantic import ValidationError
 
 from model_repository import Manifest, ModelRepository
+from model_repository.identity import file_sha256
 
-from .config import STRATEGIES, ScenarioConfig, TrainConfig, default_runs_dir, make_train_config
-from .data import LabeledTexts, load_labeled, load_test_split, prepare_data
-from .errors import DataError
+from .config import (
+    STRATEGIES,
+    ScenarioConfig,
+    TrainConfig,
+    default_runs_dir,
+    make_train_config,
+    recorded_scenario_config,
+)
+from .data import (
+    HELD_OUT,
+    SPLIT_VERSION,
+    LabeledTexts,
+    load_labeled,
+    load_test_split,
+    prepare_data,
+    rows_digest,
+)
+from .errors import DataError, ScenarioConfigError
 from .metrics import classification_metrics
 from .plots import plot_comparison, plot_confusion_matrix
 from .publish import load_published_model, publish_run, save_weights
@@ -63,12 +80,12 @@ class EvaluationRows:
 
     @property
     def slug(self) -> str:
-        """A short name for folders: test, validation or the file's stem."""
-        return (
-            self.source.split()[0]
-            if self.source in ("test split", "validation rows")
-            else Path(self.source).stem
-        )
+        """A short name for folders: test, validation, or `file-<stem>-<hash of its resolved path>` (a file
+        named test.csv, or two eval.csv in different folders, each get their own)."""
+        if self.source in ("test split", "validation rows"):
+            return self.source.split()[0]
+        path = Path(self.source).resolve()
+        return f"file-{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
 def run_config(manifest: Manifest) -> TrainConfig:
@@ -90,7 +107,9 @@ def evaluation_rows(
     if (data_path is None) == (split is None):
         raise DataError("give a labeled file (--data) or a split (--split test|validation), not both or none")
     if data_path is not None:
-        cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])
+        # only the columns, the cleaning and the unknown-label rule are needed: read as re-export reads
+        # them, from a version whose training_config is an older release's or holds no scenario at all
+        cfg = recorded_scenario_config(manifest)
         rows, dropped = load_labeled(
             Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels
         )
@@ -99,9 +118,44 @@ def evaluation_rows(
         raise DataError(f"unknown split {split!r}: choose {' or '.join(SPLITS)}")
     config = run_config(manifest)
     if split == "test":
-        return EvaluationRows(load_test_split(config), "test split")
-    data = prepare_data(config)
-    return EvaluationRows(data.validation, "validation rows", data.dropped_validation_rows)
+        rows = EvaluationRows(load_test_split(config), "test split")
+    else:
+        data = prepare_data(config)
+        rows = EvaluationRows(data.validation, "validation rows", data.dropped_validation_rows)
+    check_held_out(manifest, config, split, rows.rows)
+    return rows
+
+
+def check_held_out(manifest: Manifest, config: TrainConfig, split: str, rows: LabeledTexts) -> None:
+    """Refuse `split` rows carved again today that are not the ones the version held out (test) or
+    validated on (validation): its train file changed, or the way splits are carved. A version published
+    before the record existed is scored as before, with a warning that its rows cannot be verified."""
+    who = f"{manifest.scenario} v{manifest.version}"
+    recorded = manifest.metrics.get(HELD_OUT)
+    if not isinstance(recorded, dict):
+        log.warning(
+            "%s was published before its held-out rows were recorded: its %s rows, carved again from %s "
+            "as the file is today, cannot be verified",
+            who,
+            split,
+            config.train_path,
+        )
+        return
+    if rows_digest(rows, manifest.labels) == recorded.get(f"{split}_sha256"):
+        return
+    why = []
+    if recorded.get("split_version") != SPLIT_VERSION:
+        why.append(f"split version {recorded.get('split_version')} then, {SPLIT_VERSION} in this code")
+    if config.train_path.is_file() and file_sha256(config.train_path) != recorded.get("train_file_sha256"):
+        why.append(f"{config.train_path} changed since")
+    if recorded.get(f"{split}_rows") != len(rows):
+        why.append(f"{recorded.get(f'{split}_rows')} rows then, {len(rows)} now")
+    what = "held out" if split == "test" else "validated on"
+    raise DataError(
+        f"{who}: the {split} rows carved today are not the ones it {what} when it was trained "
+        f"({'; '.join(why) or 'other rows'}); those cannot be recovered, and rows it trained on may be among "
+        "today's: score a labeled file with --data instead, or train a new version on the file as it is now"
+    )
 
 
 def torch_logits(repository: ModelRepository, scenario: str, version: int, texts: list[str]) -> np.ndarray:
@@ -119,8 +173,11 @@ def write_evaluation(
     seconds: float,
     output_dir: Path | None = None,
     extra: dict[str, Any] | None = None,
+    variant: str = "",
 ) -> dict[str, Any]:
-    """Metrics of logits on data's rows; writes confusion_matrix.png and metrics.json; returns the metrics."""
+    """Metrics of logits on data's rows; writes confusion_matrix.png and metrics.json; returns the metrics.
+    Without output_dir: runs/<scenario>/evaluate-v<N>-<rows>-<precision>[-<variant>], variant naming how it
+    ran when that is not the default (e.g. `shared-mbt1024`)."""
     metrics = classification_metrics(np.asarray(data.rows.label_ids), logits.argmax(-1), manifest.labels)
     metrics.update(
         {
@@ -134,15 +191,15 @@ def write_evaluation(
         }
     )
     out = output_dir or default_runs_dir() / manifest.scenario / (
-        f"evaluate-v{manifest.version}-{data.slug}-{precision}"
+        f"evaluate-v{manifest.version}-{data.slug}-{precision}" + (f"-{variant}" if variant else "")
     )
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(
         metrics["confusion_matrix"],
         manifest.labels,
         out / "confusion_matrix.png",
-        f"{manifest.scenario} v{manifest.version} ({precision}) on {data.slug}: {len(data.rows)} rows, "
-        f"acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+        f"{manifest.scenario} v{manifest.version} ({precision}) on {Path(data.source).name}: "
+        f"{len(data.rows)} rows, acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["output_dir"] = str(out)
@@ -205,6 +262,8 @@ def compare_strategies(
     Weights are saved under <output_dir>/<strategy>/weights to measure artifact size; with a
     repository each run is also published.
     """
+    if not strategies:
+        raise ScenarioConfigError(f"no strategy to compare: name at least one of {', '.join(STRATEGIES)}")
     name = scenario if isinstance(scenario, str) else scenario.name
     out = output_dir or default_runs_dir() / str(name).split("/")[-1].removesuffix(".yaml") / (
         "compare-" + datetime.now().strftime("%Y%m%d-%H%M%S")

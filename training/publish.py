@@ -13,6 +13,7 @@ from typing import Any
 from model_repository import BaseModelRef, Manifest, ModelRepository, check_alias_name, layout
 
 from .config import TrainConfig
+from .data import HELD_OUT, held_out_record
 from .errors import TrainingError
 from .model import ResolvedBase, head_prefixes, resolve_base_model
 from .trainer import TrainedModel, train
@@ -155,7 +156,7 @@ def _manifest_fields(result: TrainedModel, extra: dict[str, Any] | None) -> dict
         "labels": result.labels,
         "max_length_tokens": config.scenario.max_length_tokens,
         "text_normalization": config.scenario.cleaning,
-        "metrics": result.metrics,
+        "metrics": _run_metrics(result),
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "train_time_s": round(result.train_time_s, 3),
@@ -164,6 +165,12 @@ def _manifest_fields(result: TrainedModel, extra: dict[str, Any] | None) -> dict
     if extra:
         fields["extra"] = extra
     return fields
+
+
+def _run_metrics(result: TrainedModel) -> dict[str, Any]:
+    """The run's validation metrics, and what identifies the rows it held out and validated on
+    (`held_out`: `labelwise evaluate --split` checks that it carves the same rows again)."""
+    return {**result.metrics, HELD_OUT: held_out_record(result.config, result.data)}
 
 
 def _export_onnx(
@@ -192,7 +199,7 @@ def _export_onnx(
         int8_guard=config.scenario.int8_guard,
     )
     if "metrics" in fields:  # metrics.test, beside the run's validation metrics
-        fields["metrics"] = {**result.metrics, **fields["metrics"]}
+        fields["metrics"] = {**_run_metrics(result), **fields["metrics"]}
     if config.strategy == "lora" and (version_dir / layout.LORA_FILE).is_file():
         head_kind = (fields.get("head") or {}).get("kind")
         # The base as training named it (a hub id resolves through the cache to the same key): its local

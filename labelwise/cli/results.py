@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from model_repository.errors import UsageError
+
 from .options import setup_logging
 
 
@@ -15,6 +17,16 @@ def register(app: typer.Typer) -> None:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _budgets(value: str) -> tuple[int, ...]:
+    """--budgets as train rows per cell: positive integers, at least one."""
+    budgets = _split(value)
+    if not budgets or not all(b.isdigit() and int(b) > 0 for b in budgets):
+        raise UsageError(
+            f"--budgets {value!r}: give train rows per cell as positive integers, e.g. 1000,4000"
+        )
+    return tuple(int(b) for b in budgets)
 
 
 def results_command(
@@ -47,6 +59,11 @@ def results_command(
     from labelwise import results
 
     setup_logging()
+    rows = _budgets(budgets)
+    if not _split(strategies):
+        raise UsageError(
+            f"--strategies {strategies!r}: name at least one of {', '.join(results.STRATEGY_ORDER)}"
+        )
     if report_only:
         path = results.write_report(out, docs, results.load_done(out, results.ledger_dir(docs)))
         typer.echo(f"wrote {path}")
@@ -68,7 +85,7 @@ def results_command(
         out,
         _split(stages),
         _split(scenarios),
-        tuple(int(b) for b in _split(budgets)),
+        rows,
         docs,
         typer.echo,
         time_budget_s,

@@ -172,11 +172,15 @@ def compare_command(
     """Train full, frozen and LoRA on the same data; write comparison.md and comparison.png."""
     setup_logging()
     from model_repository import ModelRepository
-    from training import compare_strategies, comparison_markdown
+    from model_repository.errors import UsageError
+    from training import STRATEGIES, compare_strategies, comparison_markdown
 
+    chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    if not chosen:
+        raise UsageError(f"--strategies {strategies!r}: name at least one of {', '.join(STRATEGIES)}")
     rows, out = compare_strategies(
         scenario,
-        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
+        strategies=chosen,
         output_dir=output_dir,
         repository=ModelRepository(repository) if repository else None,
         export_precisions=export_precisions(export) if repository else None,

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from model_repository import Manifest, ModelRepository, RepositoryError, layout
 from model_repository.multi_adapter import lora_rank
 
-from ..config import ScenarioConfig, TrainConfig
+from ..config import TrainConfig, recorded_scenario_config
 from ..data import LabeledTexts, load_labeled, prepare_data, stratified_cap
-from ..errors import DataError, ExportError, SourceVersionError
+from ..errors import DataError, ExportError, ScenarioConfigError, SourceVersionError
 from ..publish import PARITY_ROWS, export_shared_graph, load_version_model, local_base
 from .exporter import export_into
 from .precisions import parse_precisions
@@ -33,29 +33,6 @@ _NOT_INHERITED = {
     "code_revision",
     "created_at",
 }
-
-
-def _scenario_config(source: Manifest) -> ScenarioConfig:
-    """The scenario config the version was trained with (columns, cleaning, unknown-label handling), from
-    its training_config; a version that recorded none gets the defaults for its labels."""
-    recorded = (source.training_config or {}).get("scenario")
-    if isinstance(recorded, dict):
-        try:
-            return ScenarioConfig.model_validate(recorded)
-        except ValidationError:  # recorded by an older release: keep what reading the rows needs
-            keep = ("name", "labels", "text_column", "label_column", "unknown_validation_labels", "cleaning")
-            recorded = {k: recorded[k] for k in keep if k in recorded}
-    else:
-        recorded = {}
-    try:
-        return ScenarioConfig.model_validate(
-            {"name": source.scenario, "labels": list(source.labels), **recorded}
-        )
-    except ValidationError as exc:
-        raise ExportError(
-            f"{source.scenario} v{source.version}: its training_config holds no usable scenario config "
-            f"({exc.error_count()} errors, first: {exc.errors()[0]['loc']})"
-        ) from exc
 
 
 def _run_validation_rows(config: TrainConfig) -> LabeledTexts:
@@ -100,7 +77,7 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
     who = f"{source.scenario} v{source.version}"
     try:
         if parity_file is not None:
-            scenario = _scenario_config(source)
+            scenario = recorded_scenario_config(source)
             rows, _ = load_labeled(
                 Path(parity_file), scenario, scenario.labels, unknown=scenario.unknown_validation_labels
             )
@@ -118,13 +95,13 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
                     raise ExportError(
                         f"{who}: no validation file in its training_config; pass --validation PATH"
                     )
-                scenario = _scenario_config(source)
+                scenario = recorded_scenario_config(source)
                 rows, _ = load_labeled(
                     found, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
                 )
                 labels = scenario.labels
             rows = rows.subset(list(range(min(PARITY_ROWS, len(rows)))))
-    except DataError as exc:
+    except (DataError, ScenarioConfigError) as exc:
         hint = "" if parity_file is not None else "; pass --validation PATH"
         raise ExportError(f"{who}: cannot read the parity rows: {exc}{hint}") from exc
     return list(rows.texts), [labels[i] for i in rows.label_ids]

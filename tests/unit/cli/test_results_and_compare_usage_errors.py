@@ -1,0 +1,47 @@
+"""Bad input to `labelwise results` and `labelwise compare` is one `error:` line and exit 2, not a
+traceback: budgets that are not positive integers, a strategy list with no strategy in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from labelwise.cli import app
+
+
+def _one_error_line(result, *fragments: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in line
+
+
+@pytest.mark.parametrize("budgets", ["1k", "0", "1000,-5", ","])
+def test_results_refuses_budgets_that_are_not_positive_integers(tmp_path: Path, budgets: str) -> None:
+    # --time-budget-s 0: were the budgets taken, no cell would start
+    args = ["results", "--budgets", budgets, "--time-budget-s", "0"]
+    out = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "r.md")])
+    _one_error_line(out, f"--budgets {budgets!r}", "positive integers")
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_results_and_compare_refuse_a_strategy_list_without_a_strategy(tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        app,
+        ["results", "--strategies", ",", "--time-budget-s", "0", "--out", str(tmp_path), "--docs",
+         str(tmp_path / "r.md")],
+    )  # fmt: skip
+    _one_error_line(out, "--strategies ','", "full")
+    out = CliRunner().invoke(app, ["compare", "--scenario", "spam", "--strategies", ",", "-o", str(tmp_path)])
+    _one_error_line(out, "--strategies ','", "full, frozen, lora")
+
+
+def test_compare_strategies_names_the_missing_strategies() -> None:
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    from training import ScenarioConfigError, compare_strategies
+
+    with pytest.raises(ScenarioConfigError, match="no strategy to compare: name at least one of full"):
+        compare_strategies("spam", strategies=())
