@@ -92,7 +92,7 @@ wrk:
 # Infinity (infinity-emb[server,optimum], pinned in loadtests/peer_requirements/) in $(PEERS_DIR)/infinity,
 # CPU torch first. Without the package index: a clear message, and the bench runs without the peer.
 peers:
-	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_CPU_INDEX=$(TORCH_CPU_INDEX) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 		bash loadtests/peer_requirements/make_peer_venv.sh infinity $(PEERS_DIR)/infinity
 
 # One device script (docs/gpu.md): fp16 seq/s in-process and through HTTP, against the physical bound.

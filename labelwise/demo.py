@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_after = os.environ.get("LABELWISE_DEMO_EXIT_AFTER_S")
     start = time.perf_counter()
     repository = Path(args.repository).resolve()
-    from labelwise.server import check_port_free
     from model_repository.errors import UsageError
+    from serving.local_ray import check_port_free
 
     try:
         check_port_free("127.0.0.1", args.port)  # now, not after minutes of training

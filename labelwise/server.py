@@ -9,6 +9,8 @@ ray and serving.app are imported inside the functions, never at import time.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -25,6 +27,9 @@ DEFAULT_ROUTE_PREFIX = "/"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_START_TIMEOUT_S = 300.0
+START_TIMEOUT_ENV = "LABELWISE_SERVE_START_TIMEOUT_S"
+
+logger = logging.getLogger("labelwise")
 
 
 @dataclass
@@ -50,6 +55,8 @@ class ServePlan:
     route_prefix: str = DEFAULT_ROUTE_PREFIX
     direct_ingress: bool = False
     ingress_replicas: int = 1
+    # The validated ServingConfig of args (the LABELWISE_* variables applied), for checks before Ray starts.
+    config: Any = field(default=None, compare=False, repr=False)
 
 
 def default_serve_config() -> Path | None:
@@ -67,8 +74,6 @@ def load_serve_file(config: Path | None) -> ServeFile:
     application), or a flat mapping of ServingConfig fields; None gives the defaults. A file that cannot
     be used raises UsageError naming it. `deployments:` and `logging_config:` are validated too, but
     only `serve deploy` (and the chart) apply them: a local run says so in a warning."""
-    import logging
-
     if config is None:
         return ServeFile()
     raw = _read_serve_yaml(config)
@@ -79,7 +84,7 @@ def load_serve_file(config: Path | None) -> ServeFile:
     ignored = [key for key in ("deployments", "logging_config") if key in app.model_fields_set]
     ignored += ["logging_config"] if "logging_config" in schema.model_fields_set else []
     if ignored:
-        logging.getLogger("labelwise").warning(
+        logger.warning(
             "%s: %s applied by `serve deploy` and the chart, not by `labelwise serve` (set replicas and "
             "resources with the ServingConfig args)",
             config,
@@ -151,11 +156,13 @@ def plan_server(
         serving_config = ServingConfig(**args)
     except ValidationError as exc:
         raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
-    if local and "num_cpus" not in args and "LABELWISE_NUM_CPUS" not in os.environ:
+    cores = local_cores()
+    sized_here = local and not _set(args, "num_cpus")
+    if sized_here:
         # The whole machine by default: the local Ray node has every core this process may use, and
         # the classifier replicas share them (num_cpus ORT threads each, unless the two sharing slots
         # below split them). docs/serving.md.
-        args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, local_cores())
+        args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, cores)
         if args["num_cpus"] >= 2 and not _set(args, "max_concurrent_batches"):
             # Two batches at once on a replica with the whole machine: one batch's tokenizer and HTTP
             # work overlap the other's ORT pass. Measured (MiniLM int8, 2 cores, wrk, one-text
@@ -178,6 +185,8 @@ def plan_server(
                     # (docs/serving.md, "Pass workers").
                     workers = int(args["num_cpus"])
                     args["max_concurrent_batches"] = serving_config.max_concurrent_batches = workers
+    if local:
+        fit_local_cores(args, serving_config, cores, sized_here)
     replicas = ingress_replicas(serving_config)
     if (
         local
@@ -205,6 +214,51 @@ def plan_server(
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,
         ingress_replicas=replicas or 1,
+        config=serving_config,
+    )
+
+
+def fit_local_cores(args: dict[str, Any], config: Any, cores: int, sized_here: bool) -> None:
+    """Make sure the replicas Ray starts first (and a separate ingress) fit the `cores` CPUs of the local
+    Ray node (serving.local_ray.start_local_ray gives it exactly that many), or Ray would never schedule
+    some of them and the start would wait until it times out. CPUs the plan sized itself (sized_here)
+    shrink to an even share, with a warning; num_cpus from the config or LABELWISE_NUM_CPUS that does not
+    fit is refused (UsageError)."""
+    if config.num_replicas == "auto":
+        autoscaling = config.autoscaling_config or {}
+        initial = autoscaling.get("initial_replicas")
+        replicas = int(initial if initial is not None else autoscaling.get("min_replicas", 1))
+    else:
+        replicas = int(config.num_replicas)
+    ingress = config.ingress_num_cpus if config.ingress_mode == "separate" else 0.0
+    needed = replicas * config.num_cpus + ingress
+    if needed <= cores + 1e-9:
+        return
+    # Ray takes fractions of a CPU (to 0.0001): an even share, rounded down to 0.01 so that it fits.
+    share = math.floor((cores - ingress) / replicas * 100) / 100 if replicas else 0.0
+    plural = "s" if replicas != 1 else ""
+    if sized_here and share > 0:
+        args["num_cpus"] = config.num_cpus = share
+        logger.warning(
+            "%s replica%s on %s cores: %s CPUs each%s (set num_cpus to choose)",
+            replicas,
+            plural,
+            cores,
+            f"{share:g}",
+            f", beside the ingress's {ingress:g}" if ingress else "",
+        )
+        return
+    asked = f"{replicas} replica{plural} x num_cpus {config.num_cpus:g}" + (
+        f" + ingress_num_cpus {ingress:g}" if ingress else ""
+    )
+    fix = (
+        f"lower num_replicas, or set num_cpus to {share:g} or less (fractions are allowed)"
+        if share > 0
+        else "lower ingress_num_cpus"
+    )
+    raise UsageError(
+        f"{asked} = {needed:g} CPUs, more than this machine's {cores} cores: Ray would never start the "
+        f"replicas beyond them; {fix}"
     )
 
 
@@ -235,6 +289,10 @@ def run_server(
     resources: a GPU the node does not have, say; a constructor that fails) is printed as it changes,
     and a start that takes over start_timeout_s (None: LABELWISE_SERVE_START_TIMEOUT_S, else 300 s) fails
     with the last of it (ServeStartError, exit 1)."""
+    if start_timeout_s is None:
+        start_timeout_s = start_timeout_from_env()
+    from serving.local_ray import check_port_free
+
     # Before Ray starts: the servers bind with SO_REUSEPORT, so a second one on a port in use would not
     # fail but share its connections with whatever listens there.
     check_port_free(host, port)
@@ -254,21 +312,21 @@ def run_server(
             # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
             # ours again, so SIGTERM takes the same stop path as Ctrl-C.
             raise_on_stop_signals()
-        if start_timeout_s is None:
-            start_timeout_s = float(
-                os.environ.get("LABELWISE_SERVE_START_TIMEOUT_S", DEFAULT_START_TIMEOUT_S)
-            )
         with _start_watch(app_name, start_timeout_s):
             try:
                 serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
             except RuntimeError as exc:  # DEPLOY_FAILED: a replica constructor kept raising
                 raise ServeStartError(f"the app did not start: {exc}") from None
+        import ray
+
+        from serving import ServingConfig
+
         base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
         how = "direct ingress" if direct_ingress else "Serve proxy"
-        cpus = args.get("num_cpus", "default")
+        node = _count(ray.cluster_resources().get("CPU", 0), "CPU")
         print(
-            f"labelwise serving on {base} ({how}, {cpus} CPUs and ORT threads per replica; docs: "
-            f"{base}/docs); Ctrl-C stops it",
+            f"labelwise serving on {base} ({how}; {replica_sizing(ServingConfig(**args))}; Ray node: "
+            f"{node}; docs: {base}/docs); Ctrl-C stops it",
             flush=True,
         )
         if not block:
@@ -292,6 +350,43 @@ def run_server(
         _stop_quietly(stop_local_ray)
 
 
+def start_timeout_from_env() -> float:
+    """LABELWISE_SERVE_START_TIMEOUT_S in seconds (unset: 300); anything else than a number above 0 is a
+    UsageError, raised before Ray starts."""
+    raw = os.environ.get(START_TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_START_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(
+            f"{START_TIMEOUT_ENV}={raw!r}: expected seconds, a number above 0 (unset: "
+            f"{DEFAULT_START_TIMEOUT_S:g})"
+        )
+    return seconds
+
+
+def replica_sizing(config: Any) -> str:
+    """What the classifier replicas run, as the plan set it (ServingConfig): replicas x CPUs, pass
+    workers x ORT threads, and a separate ingress's CPUs."""
+    if config.num_replicas == "auto":
+        replicas = "autoscaled replicas"
+    else:
+        replicas = _count(config.num_replicas, "replica")
+    workers = _count(config.max_concurrent_batches, "pass worker")
+    threads = _count(config.ort_threads, "ORT thread")
+    sizing = f"{replicas} x {_count(config.num_cpus, 'CPU')}: {workers} x {threads}"
+    if config.ingress_mode == "separate":
+        sizing += f", ingress {_count(config.ingress_num_cpus, 'CPU')}"
+    return sizing
+
+
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}{'' if number == 1 else 's'}"
+
+
 def stop_request(exc: BaseException) -> StopServing | KeyboardInterrupt | None:
     """The Ctrl-C or stop signal behind exc, if any. A signal that lands while Ray's C++ core waits (its
     `check_signals`, during ray.get) comes out as a SystemError whose cause is what our handler raised."""
@@ -303,30 +398,6 @@ def stop_request(exc: BaseException) -> StopServing | KeyboardInterrupt | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-def check_port_free(host: str, port: int) -> None:
-    """UsageError when something listens on host:port already (port 0: any free port, nothing to check).
-
-    A plain bind (SO_REUSEADDR, which passes over connections closing in TIME_WAIT, but not SO_REUSEPORT)
-    fails on a port another socket listens on, whatever that socket's own options."""
-    import errno
-    import socket
-
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UsageError(
-                    f"{host}:{port} is in use: another server listens there (an earlier `labelwise serve` "
-                    "or demo still running?); stop it or choose another --port"
-                ) from None
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class ServeStartError(LabelwiseError):
@@ -522,6 +593,7 @@ def serve_on_cluster(
 
     from serving.app import build_app
 
+    proxy_location = proxy_location_name(proxy_location)
     connect_cluster(address)
     import ray
 
@@ -549,6 +621,20 @@ def serve_on_cluster(
     if not outcome:
         raise LabelwiseError(f"not running after {timeout_s:g} s: " + "; ".join(status.lines()))
     return status
+
+
+def proxy_location_name(value: str) -> str:
+    """Serve's proxy location, named case-insensitively (EveryNode, HeadOnly, Disabled), or UsageError:
+    checked before the cluster is contacted."""
+    from ray.serve.config import ProxyLocation
+
+    names = {location.value.lower(): location.value for location in ProxyLocation}
+    try:
+        return names[value.lower()]
+    except KeyError:
+        raise UsageError(
+            f"--proxy-location {value}: use one of {', '.join(names.values())} (any case)"
+        ) from None
 
 
 def _cluster_status(app_name: str, app: Any) -> ClusterStatus:

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
 from .bench_report import CEILING_TARGETS, merge_rounds, render_markdown, targets
-from .ceiling import ResidentCeiling, all_cores, measure_ceiling_processes
+from .ceiling import ResidentCeiling, all_cores, measure_ceiling_processes, server_threads
 from .errors import BenchError, LoadTestError
 from .load_drivers import resolve_driver, run_one_load
 from .loadgen import LoadSpec, wait_ready
@@ -42,11 +42,13 @@ from .peers import (
 from .processes import (
     ServerProcess,
     python_cmd,
+    require_free_port,
     start_server,
     stop_server,
     terminated_as_exit,
     wait_server_ready,
 )
+from .request_shapes import API_KEY_ENV
 from .sentences import real_texts_file
 
 # The loads the issue names: (label, texts per request, concurrency).
@@ -55,6 +57,11 @@ BRACKETED_LOADS = frozenset(load for load, _bar in CEILING_TARGETS)  # measured 
 PEER_LOADS = SERVED_LOADS[:2]  # the side-by-side table: one-text requests at c=8 and c=32
 MIX_SIZES = (1, 4, 8)
 MIX_LOAD = ("1 text, c=32", 1, 32)
+# The servers besides the main one, on ports above its own: not its port, whose connections may still be
+# in TIME_WAIT when the next one starts.
+MEMORY_PORT_OFFSET = 3  # the one-scenario server whose memory is measured
+FP32_PORT_OFFSET = 4  # the primary scenario's fp32 graph
+MAX_PORT = 65535
 
 
 class BenchOptions(BaseModel):
@@ -68,7 +75,11 @@ class BenchOptions(BaseModel):
         default=None, description="Measure an already running server (loopback only) instead of starting one."
     )
     port: int = Field(
-        default=8123, ge=1, le=65535, description="Port of the labelwise server the bench starts."
+        default=8123,
+        ge=1,
+        le=MAX_PORT,
+        description=f"Port of the labelwise server the bench starts; it also starts servers on port + "
+        f"{MEMORY_PORT_OFFSET} and port + {FP32_PORT_OFFSET}.",
     )
     seed_port: int = Field(default=8124, ge=1, le=65535, description="Port of the seed baseline server.")
     threads: int | None = Field(
@@ -132,6 +143,17 @@ class BenchOptions(BaseModel):
         "median round and targets the median of each round's own ratio (the seed and memory: once).",
     )
 
+    @model_validator(mode="after")
+    def _derived_ports_exist(self) -> BenchOptions:
+        """Refused up front, not when the fp32 server fails to start after the main measurements."""
+        top = self.port + max(MEMORY_PORT_OFFSET, FP32_PORT_OFFSET)
+        if self.url is None and top > MAX_PORT:
+            raise ValueError(
+                f"--port {self.port}: the bench also starts servers on ports up to {top}, past {MAX_PORT}; "
+                f"use a port up to {MAX_PORT - max(MEMORY_PORT_OFFSET, FP32_PORT_OFFSET)}"
+            )
+        return self
+
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every step and return the report (also written as JSON and markdown under out_dir). A SIGTERM
@@ -144,7 +166,8 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
     if options.url is not None:
         # Refuse a remote target, and give up on a server that is not up, before anything is trained.
         asyncio.run(wait_ready(require_loopback(options.url), options.attach_timeout_s))
-    threads = None if options.threads is None else (options.threads or (os.cpu_count() or 1))
+    require_free_ports(options)
+    threads = server_threads(options.threads)
     driver = resolve_driver(options.load_driver)
     t_start = time.monotonic()
     models = prepare_bench_models(
@@ -173,7 +196,10 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
             "train_steps": models.train_steps,
         },
         "texts_file": texts_file,
-        "threads": threads,
+        # Threads of the labelwise servers the bench starts; with --url, that server's own (not known here).
+        "threads": None if options.url else threads,
+        "url": options.url,
+        "seed_threads": threads if options.seed_baseline else None,
         "duration_s": options.duration_s,
         "warmup_s": options.warmup_s,
         "load_driver": driver,
@@ -221,6 +247,22 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
     return report
 
 
+def require_free_ports(options: BenchOptions) -> None:
+    """Every port the bench will start a server on is free now, before minutes of training and loads: a
+    port taken later would end the bench without a report (BenchError naming it)."""
+    ports = {"the seed baseline": options.seed_port} if options.seed_baseline else {}
+    if options.infinity and infinity_missing(options.peers_dir) is None:
+        ports["Infinity"] = options.peer_port
+    if options.url is None:
+        ports["labelwise serve"] = options.port
+        if options.memory_one_scenario:
+            ports["labelwise serve (one scenario)"] = options.port + MEMORY_PORT_OFFSET
+        if options.same_precision and options.precision != "fp32":
+            ports["labelwise serve (fp32)"] = options.port + FP32_PORT_OFFSET
+    for name, port in ports.items():
+        require_free_port(name, f"http://127.0.0.1:{port}")
+
+
 def head_to_head_rounds(
     report: dict[str, Any],
     models: BenchModels,
@@ -234,8 +276,10 @@ def head_to_head_rounds(
 
     The host's speed drifts by a fifth within minutes (docs/benchmarks.md): a ratio of two figures taken
     minutes apart is off by as much. Each round measures the ceiling, labelwise and Infinity again, one
-    after the other, and scores the targets on its own figures; the report keeps every round."""
+    after the other, and scores the targets on its own figures; the report keeps every round, and every
+    round's peer notes, each named by its round."""
     options = run.options
+    report["peer_notes"] = [f"round 1: {note}" for note in report.get("peer_notes") or []]
     views = [report]
     for number in range(2, options.rounds + 1):
         say(f"round {number} of {options.rounds}: the ceiling, labelwise and Infinity again")
@@ -246,7 +290,8 @@ def head_to_head_rounds(
         if report.get("served_fp32") is not None:
             view["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
         if options.infinity and report.get("peers"):
-            view["peers"], _ = measure_infinity(models, run, say)
+            view["peers"], notes = measure_infinity(models, run, say)
+            report["peer_notes"] += [f"round {number}: {note}" for note in notes]
         views.append(view)
     report.update(merge_rounds(views))
 
@@ -313,6 +358,10 @@ class _Runner:
     def __init__(self, options: BenchOptions, texts_file: str | None, driver: str) -> None:
         self.options, self.texts_file, self.driver = options, texts_file, driver
         self.resident: ResidentCeiling | None = None  # the ceiling's engines, for bracketed loads
+        # What a labelwise server checks: its --serve-arg api_key, else LABELWISE_API_KEY (which the servers
+        # the bench starts inherit, and which a --url server may have been given).
+        key = options.serve_overrides.get("api_key") or os.environ.get(API_KEY_ENV)
+        self.api_key = str(key) if key else None
 
     def close(self) -> None:
         if self.resident is not None:
@@ -372,6 +421,7 @@ class _Runner:
             duration_s=self.options.duration_s,
             warmup_s=self.options.warmup_s,
             shape=shape,
+            api_key=self.api_key if shape == "labelwise" else None,  # peers are not sent labelwise's key
         )
         result = run_one_load(
             spec, self.texts_file, self.driver, self.options.attach_timeout_s, self.options.wrk_threads
@@ -426,8 +476,7 @@ def measure_one_scenario_memory(
         **serve_config(models, threads, options),
         "scenarios": [{"name": models.primary, "alias": "production"}],
     }
-    port = options.port + 3  # not the main server's port: its connections may still be in TIME_WAIT
-    server = _start_labelwise(config, options, port, "serve-one", say)
+    server = _start_labelwise(config, options, options.port + MEMORY_PORT_OFFSET, "serve-one", say)
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(
@@ -472,7 +521,7 @@ def measure_labelwise_fp32(
         "scenarios": [{"name": models.primary, "alias": str(version)}],
         "precision": "fp32",
     }
-    server = _start_labelwise(config, options, options.port + 4, "serve-fp32", say)
+    server = _start_labelwise(config, options, options.port + FP32_PORT_OFFSET, "serve-fp32", say)
     try:
         waited = wait_server_ready(server, options.ready_timeout_s)
         say(f"labelwise fp32: ready after {waited:.0f}s")
@@ -503,7 +552,7 @@ def _loads_on(
 
 def measure_labelwise(
     models: BenchModels, threads: int | None, run: _Runner, say: Callable[[str], None]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
     options = run.options
     config = serve_config(models, threads, options)
     server: ServerProcess | None = None
@@ -549,7 +598,7 @@ def measure_labelwise(
                 if server is not None:
                     result["memory"] = server.memory_mb()
                 mix.append(result)
-        return served, mix, config
+        return served, mix, config if server is not None else None  # a --url server's config is its own
     finally:
         if server is not None:
             say("labelwise: stopping the server")
@@ -616,10 +665,13 @@ def measure_infinity(
             continue
         log = options.out_dir / f"infinity-{variant}.log"
         say(f"infinity: starting {name} on {url} (log {log})")
-        server = start_server(
-            name, infinity_command(options.peers_dir, models.primary, options.peer_port), url, log,
-            env=infinity_env(options.peers_dir, variant), cwd=folders[variant], ready_path="/health",
-        )  # fmt: skip
+        try:
+            server = _start_infinity(name, variant, folders[variant], models.primary, log, options)
+        except PEER_FAILURES as exc:  # a server that cannot start is a note too
+            why = _first_line(exc).removeprefix(f"{name}: ")
+            say(f"infinity {variant}: not started: {why}")
+            notes.append(f"{name} not measured: {why}")
+            continue
         try:
             waited = wait_server_ready(server, options.ready_timeout_s)
             say(f"infinity {variant}: ready after {waited:.0f}s")
@@ -640,6 +692,24 @@ def measure_infinity(
             say(f"infinity {variant}: stopping")
             stop_server(server)
     return systems, notes
+
+
+def _start_infinity(
+    name: str, variant: str, folder: Path, scenario: str, log: Path, options: BenchOptions
+) -> ServerProcess:
+    """Infinity serving `folder` on the peer port; BenchError when it cannot start (its port is taken, its
+    script cannot run)."""
+    cmd = infinity_command(options.peers_dir, scenario, options.peer_port)
+    try:
+        return start_server(
+            name, cmd, f"http://127.0.0.1:{options.peer_port}", log,
+            env=infinity_env(options.peers_dir, variant), cwd=folder, ready_path="/health",
+        )  # fmt: skip
+    except OSError as exc:  # not executable, or the interpreter its #! line names is gone (a broken venv)
+        raise BenchError(
+            f"cannot run {cmd[0]} ({exc.strerror or exc}): the script or the interpreter its #! line names "
+            "is missing or not executable; rerun `make peers`"
+        ) from exc
 
 
 def machine_info() -> dict[str, Any]:

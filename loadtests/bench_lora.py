@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from model_repository import ModelRepository, layout
 
 from .bench_models import prepare_bench_models
+from .ceiling import server_threads
 from .errors import BenchError
 from .loadgen import LoadSpec, run_in_subprocess
 from .processes import python_cmd, start_server, stop_server, terminated_as_exit, wait_server_ready
@@ -60,7 +61,11 @@ class LoraBenchOptions(BaseModel):
     modes: list[str] = Field(default=["merged", "shared"], description="lora_mode values to compare.")
     scenario_counts: list[int] = Field(default=[1, 4, 8, 16, 32], description="LoRA scenarios per point.")
     port: int = Field(default=8125, ge=1, le=65535, description="Port of the servers the bench starts.")
-    threads: int = Field(default=1, ge=1, description="ORT intra-op threads of the replica.")
+    threads: int | None = Field(
+        default=None,
+        ge=0,
+        description="ORT intra-op threads of the replica; 0: CPU cores; None: serve's default.",
+    )
     concurrency: int = Field(default=32, ge=1, description="Requests in flight (1 text each), all N mixed.")
     duration_s: float = Field(default=8.0, gt=0, description="Measured seconds per point.")
     warmup_s: float = Field(default=2.0, ge=0, description="Seconds under load before measuring.")
@@ -119,21 +124,28 @@ def prepare_lora_scenarios(
     return names
 
 
+def serve_config(options: LoraBenchOptions, mode: str, names: list[str]) -> dict[str, Any]:
+    """The `labelwise serve` config of one point: these scenarios in this lora_mode."""
+    config: dict[str, Any] = {
+        "repository": str(options.repository.resolve()),
+        "scenarios": [{"name": s, "alias": "production"} for s in names],
+        "precision": options.precision,
+        "lora_mode": mode,
+    }
+    threads = server_threads(options.threads)
+    if threads is not None:  # else labelwise serve's own default
+        config["ort_intra_op_threads"] = threads
+    return config
+
+
 def _point(
     options: LoraBenchOptions, mode: str, names: list[str], texts_file: str, say: Callable[[str], None]
 ) -> dict[str, Any]:
     import yaml
 
-    config = {
-        "repository": str(options.repository.resolve()),
-        "scenarios": [{"name": s, "alias": "production"} for s in names],
-        "precision": options.precision,
-        "ort_intra_op_threads": options.threads,
-        "lora_mode": mode,
-    }
     tag = f"{mode}-{len(names)}"
     config_path = options.out_dir / f"serve-{tag}.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(serve_config(options, mode, names)), encoding="utf-8")
     url = f"http://127.0.0.1:{options.port}"
     cmd = python_cmd(
         "-m", "labelwise.cli", "serve", "--config", str(config_path), "--host", "127.0.0.1",
@@ -152,8 +164,7 @@ def _point(
             warmup_s=options.warmup_s,
         )
         result = run_in_subprocess(spec, texts_file, ready_timeout_s=30)
-        if result["requests"] == 0:
-            raise BenchError(f"{tag}: every request failed ({result['error_kinds']}); log {server.log_path}")
+        require_answers(tag, result, options.duration_s, server.log_path)
         loaded = server.memory_mb()
     finally:
         stop_server(server)
@@ -173,6 +184,19 @@ def _point(
         "pss_mb": loaded["pss_mb"],
         "rss_idle_mb": idle["rss_mb"],
     }
+
+
+def require_answers(tag: str, result: dict[str, Any], duration_s: float, log_path: Path) -> None:
+    """BenchError when no request of a point's load was answered: all failed, or none came back in time
+    (a point without answers has no throughput to compare)."""
+    if result["requests"] > 0:
+        return
+    if result["errors"] > 0:
+        raise BenchError(f"{tag}: every request failed ({result['error_kinds']}); log {log_path}")
+    raise BenchError(
+        f"{tag}: no answer within the {duration_s:g} s measured window (none failed either: the server is "
+        f"slower than that); raise --duration-s, or see the log {log_path}"
+    )
 
 
 def run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:

@@ -390,7 +390,14 @@ def _now_cell(row: dict[str, Any]) -> str:
     return f" ({_fmt(_ratio(row['seq_per_s'], now['seq_per_s']), 2)} around it)" if now else ""
 
 
-def _threads(threads: int | None) -> str:
+def _threads(report: dict[str, Any]) -> str:
+    """The labelwise server's threads as the bench set them; a --url server's are its own, unknown here."""
+    if report.get("url"):
+        seed = report.get("seed_threads")
+        return f"the server at {report['url']} (its own threads)" + (
+            f", the seed baseline with {seed} torch thread(s)" if seed else ""
+        )
+    threads = report["threads"]
     return "serving's default threads" if threads is None else f"{threads} ORT thread(s)"
 
 
@@ -399,7 +406,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ceiling = c["seq_per_s"]
     lines = [
         f"### labelwise bench — {report['model']['base_model']} {report['model']['precision']}, "
-        f"{_threads(report['threads'])}, {report['started_at']}",
+        f"{_threads(report)}, {report['started_at']}",
         "",
         *render_comparison(report),
         "",

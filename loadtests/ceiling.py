@@ -296,6 +296,11 @@ def all_cores() -> int:
         return os.cpu_count() or 1
 
 
+def server_threads(threads: int | None) -> int | None:
+    """`labelwise bench --threads` as its servers get it: 0 is every core, None their own default."""
+    return None if threads is None else (threads or all_cores())
+
+
 def main(argv: list[str] | None = None) -> int:
     from .sentences import load_sentences
 

@@ -726,18 +726,14 @@ def through_http(plan: Plan, config: dict[str, Any], tokenizer_dir: Path, say: A
 
 def free_port_pair() -> int:
     """A loopback port p with p + 1 also free (direct ingress takes both), below the ephemeral range."""
-    import socket
-
     from serving.local_ray import free_loopback_port
+
+    from .processes import port_taken
 
     for _ in range(50):
         port = free_loopback_port()
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
+        if port_taken("127.0.0.1", port + 1) is None:
+            return port
     raise BenchError("no two adjacent free loopback ports for the HTTP measurement")
 
 
@@ -870,7 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/gpu-bench"))
     parser.add_argument("--no-http", action="store_true", help="Skip the HTTP measurement.")
     parser.add_argument("--no-lora", action="store_true", help="Skip the 32-LoRA mixed-batch measurement.")
-    parser.add_argument("--port", type=int, default=8131)
+    parser.add_argument(
+        "--port", type=int, default=None, help="Port of the served measurement (default: a free one)."
+    )
     parser.add_argument(
         "--backend", choices=("auto", "torch"), default="auto",
         help="torch: the torch fp16 reference even where onnxruntime-gpu is installed (fp32 on CPU with "
@@ -880,10 +878,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         plan = Plan(
             True, args.out, seconds_per_cell=0.02, http_duration_s=1.5, http_concurrency=4,
-            http_texts_per_request=8, port=args.port, threads=1, lora_batch_sizes=DRY_RUN_LORA_BATCH_SIZES,
+            http_texts_per_request=8, threads=1, lora_batch_sizes=DRY_RUN_LORA_BATCH_SIZES,
         )  # fmt: skip
     else:
-        plan = Plan(False, args.out, port=args.port)
+        plan = Plan(False, args.out)
     plan.http = not args.no_http
     plan.lora = not args.no_lora
     plan.backend = args.backend

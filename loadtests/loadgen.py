@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from .errors import ServerNotUpError
 from .loopback import require_loopback
-from .request_shapes import SHAPES, RequestShape, shape_named
+from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, shape_named
 from .request_shapes import build_bodies as _shape_bodies
 from .sentences import load_sentences
 
@@ -47,6 +47,12 @@ class LoadSpec(BaseModel):
     seed: int = Field(default=0, description="Seed for picking texts.")
     shape: str = Field(
         default="labelwise", description="Request shape: labelwise (also the seed) or infinity."
+    )
+    api_key: str | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="Bearer key for a server with an api_key (sent as Authorization); never in a report.",
     )
 
     def request_shape(self) -> RequestShape:
@@ -133,7 +139,7 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
     state = {"measuring": False, "stop": False, "count": 0}
     connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **auth_headers(spec.api_key)}
 
     async def worker(index: int, session: aiohttp.ClientSession) -> None:
         i = index
@@ -234,7 +240,11 @@ def _round(value: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.loadgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.loadgen",
+        description=__doc__.splitlines()[0],
+        epilog=f"{API_KEY_ENV}: the bearer key of a server with an api_key.",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--scenario", action="append", required=True, help="Repeat for a uniform mix.")
     parser.add_argument("--texts-per-request", type=int, default=1)
@@ -255,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_s=args.warmup_s,
         max_requests=args.max_requests,
         shape=args.shape,
+        api_key=os.environ.get(API_KEY_ENV) or None,
     )
     texts = load_sentences(args.texts_file)
     _use_uvloop()
@@ -299,8 +310,12 @@ def run_in_subprocess(
         cmd += ["--max-requests", str(spec.max_requests)]
     if texts_file:
         cmd += ["--texts-file", texts_file]
+    # The key goes through the environment, not the command line that `ps` shows; the spec's own, or none.
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    if spec.api_key:
+        env[API_KEY_ENV] = spec.api_key
     bound_s = ready_timeout_s + spec.warmup_s + spec.duration_s + spec.timeout_s + 30
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=bound_s)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=bound_s, env=env)
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise BenchError(f"load generator failed (exit {out.returncode}): {tail[0]}")

@@ -8,8 +8,10 @@ Settings come from CLI options (after `locust -f loadtests/locustfile.py`) or en
 | --texts-per-request N | LABELWISE_LOCUST_TEXTS_PER_REQUEST | 32 (batched users) |
 | --weights one=3,batch=1 | LABELWISE_LOCUST_WEIGHTS | one=3,batch=1 |
 | --texts-file PATH | LABELWISE_LOCUST_TEXTS_FILE | loadtests/sentences.txt |
+| --api-key KEY | LABELWISE_API_KEY | none: for a server with an api_key, sent as `Authorization: Bearer` |
 
 `make loadtest HOST=http://127.0.0.1:8000` (loadtests/run.py) runs it headless for a bounded time.
+Like run.py, it refuses a --host that is not this machine (loadtests/loopback.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
+from loadtests.loopback import require_loopback
+from loadtests.request_shapes import API_KEY_ENV, auth_headers
 from loadtests.sentences import load_sentences
 
 DEFAULT_WEIGHTS = "one=3,batch=1"
@@ -66,35 +70,56 @@ class _Settings:
     )
     texts: list[str] = load_sentences(os.environ.get("LABELWISE_LOCUST_TEXTS_FILE") or None)
     weights: dict[str, int] = parse_weights(os.environ.get("LABELWISE_LOCUST_WEIGHTS", DEFAULT_WEIGHTS))
+    api_key: str | None = os.environ.get(API_KEY_ENV) or None
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--scenarios", default="", help="Comma-separated scenarios (default: all served).")
-    parser.add_argument("--texts-per-request", type=int, default=0, help="Texts per batched request.")
+    parser.add_argument("--texts-per-request", type=int, default=None, help="Texts per batched request.")
     parser.add_argument("--weights", default="", help="User mix, e.g. one=3,batch=1.")
     parser.add_argument(
         "--texts-file", default="", help="Sentences, one per line, or a CSV with a text column."
+    )
+    parser.add_argument(
+        "--api-key",
+        default="",
+        is_secret=True,
+        help=f"Bearer key of a server with an api_key (or {API_KEY_ENV}).",
     )
 
 
 @events.init.add_listener
 def _apply_options(environment: Environment, **_kwargs: Any) -> None:
+    # Refusals are SystemExit: locust logs an exception raised here as a traceback before it exits.
+    if environment.host:
+        try:
+            require_loopback(environment.host)  # `locust -f` directly gets run.py's refusal too
+        except ValueError as exc:
+            raise SystemExit(f"locustfile: {exc}") from None
     options = environment.parsed_options
-    if options is None:
-        return
-    if options.scenarios:
-        _Settings.scenarios = [s for s in options.scenarios.split(",") if s]
-    if options.texts_per_request:
-        if options.texts_per_request < 1:
-            raise ValueError("--texts-per-request must be >= 1")
-        _Settings.texts_per_request = options.texts_per_request
-    if options.texts_file:
-        _Settings.texts = load_sentences(options.texts_file)
-    if options.weights:
-        _Settings.weights = parse_weights(options.weights)
+    if options is not None:
+        if options.scenarios:
+            _Settings.scenarios = [s for s in options.scenarios.split(",") if s]
+        if options.texts_per_request is not None:
+            _Settings.texts_per_request = options.texts_per_request
+        if options.texts_file:
+            _Settings.texts = load_sentences(options.texts_file)
+        if options.weights:
+            _Settings.weights = parse_weights(options.weights)
+        _Settings.api_key = options.api_key or _Settings.api_key
+    if _Settings.texts_per_request < 1:
+        raise SystemExit(f"locustfile: --texts-per-request must be >= 1, got {_Settings.texts_per_request}")
     OneTextUser.weight = _Settings.weights["one"]
     BatchUser.weight = _Settings.weights["batch"]
+    _ClassifyUser.default_headers = auth_headers(_Settings.api_key)
+
+
+def _advice(status: int) -> str:
+    """What to do about a refused GET /v1/scenarios, when there is something to do."""
+    if status == 401:
+        return f": the server wants its api_key; pass it with --api-key or {API_KEY_ENV}"
+    return ""
 
 
 def serving_scenarios(listed: list[dict[str, Any]]) -> list[str]:
@@ -111,8 +136,11 @@ class _ClassifyUser(FastHttpUser):
         self.rng = random.Random()
         if not _Settings.scenarios:
             with self.client.get("/v1/scenarios", name="/v1/scenarios", catch_response=True) as resp:
-                listed = resp.json().get("scenarios", []) if resp.ok else []
-                names = serving_scenarios(listed)
+                if not resp.ok:
+                    status = resp.status_code
+                    resp.failure(f"HTTP {status}: {(resp.text or '')[:200]}")
+                    raise RuntimeError(f"GET /v1/scenarios: HTTP {status}{_advice(status)}")
+                names = serving_scenarios(resp.json().get("scenarios", []))
                 if not names:
                     resp.failure("the server lists no serving scenario: pass --scenarios")
                     raise RuntimeError("no scenario to load-test")

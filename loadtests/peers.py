@@ -26,6 +26,7 @@ The two folders, built from the same published version labelwise serves:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +44,32 @@ def infinity_venv(peers_dir: Path) -> Path:
 
 
 def infinity_missing(peers_dir: Path) -> str | None:
-    """None when `make peers` made Infinity's venv, else why the bench runs without it."""
+    """None when `make peers` made Infinity's venv and it can run, else why the bench runs without it."""
     venv = infinity_venv(peers_dir)
-    if not (venv / ".installed").is_file() or not (venv / "bin" / "infinity_emb").is_file():
+    script = venv / "bin" / "infinity_emb"
+    if not (venv / ".installed").is_file() or not script.is_file():
         return f"Infinity is not installed in {venv} (`make peers` installs {INFINITY_SPEC})"
+    if not os.access(script, os.X_OK):
+        return f"{script} is not executable (rerun `make peers`)"
+    # A venv outlives the Python it was made from (upgraded or removed): its python link and the #! line
+    # of its scripts then point at nothing, and starting the script fails as if the script were missing.
+    for interpreter in (venv / "bin" / "python", _shebang_interpreter(script)):
+        if interpreter is not None and not os.access(interpreter, os.X_OK):
+            return (
+                f"Infinity's venv {venv} is broken: its interpreter {interpreter} is missing or not "
+                "executable (its base Python was upgraded or removed?); rerun `make peers`"
+            )
     return None
+
+
+def _shebang_interpreter(script: Path) -> Path | None:
+    """The absolute interpreter path on a script's #! line, if it has one."""
+    with open(script, "rb") as fh:
+        first = fh.readline(4096)
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    return Path(words[0]) if words and words[0].startswith("/") else None
 
 
 def prepare_infinity_models(

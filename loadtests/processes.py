@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import BenchError, ServerNotUpError
 from .loadgen import wait_ready
@@ -153,6 +154,30 @@ def process_label(cmdline: list[str]) -> str:
     return Path(first).name
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now (`labelwise serve`'s own check), or None."""
+    from model_repository.errors import UsageError
+    from serving.local_ray import check_port_free
+
+    try:
+        check_port_free(host, port)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+def require_free_port(name: str, url: str) -> None:
+    """BenchError naming host:port when a server started for url could not listen there."""
+    parts = urlsplit(url)
+    why = port_taken(parts.hostname or "127.0.0.1", parts.port or 0)
+    if why is not None:
+        raise BenchError(
+            f"{name}: {why}. An earlier bench's server may still run there: the bench starts its servers in "
+            f"their own sessions, so they outlive a killed bench (`ss -ltnp 'sport = :{parts.port}'` shows "
+            "its pid)"
+        )
+
+
 def start_server(
     name: str,
     cmd: list[str],
@@ -162,7 +187,11 @@ def start_server(
     cwd: Path | None = None,
     ready_path: str = "/readyz",
 ) -> ServerProcess:
-    """Start cmd in its own session (so that stopping it reaches its children), logging to log_path."""
+    """Start cmd in its own session (so that stopping it reaches its children), logging to log_path.
+
+    Refused (BenchError) when url's port is taken: whatever listens there would answer the readiness probe
+    and take the load in place of the server started here."""
+    require_free_port(name, url)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child owns it until it exits
     proc = subprocess.Popen(
@@ -191,9 +220,15 @@ def wait_server_ready(server: ServerProcess, timeout_s: float) -> float:
         try:
             wait_s = min(5.0, max(0.5, deadline - time.monotonic()))
             asyncio.run(wait_ready(server.url, wait_s, ready_path=server.ready_path))
-            return time.monotonic() - start
         except ServerNotUpError:
             continue
+        if server.proc.poll() is not None:  # another process answered for it, and it gave up
+            raise BenchError(
+                f"{server.name} exited with code {server.proc.returncode} while {server.url}"
+                f"{server.ready_path} answered: another server answers on its port; "
+                f"log {server.log_path}:\n{server.tail()}"
+            )
+        return time.monotonic() - start
     raise ServerNotUpError(
         f"{server.name} at {server.url} was not ready after {timeout_s:.0f}s; "
         f"log {server.log_path}:\n{server.tail()}"

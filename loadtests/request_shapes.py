@@ -1,7 +1,8 @@
 """What a classify request looks like on each system the bench drives: path, body, readiness probe.
 
 labelwise (and the seed baseline, which copies its API) take `{"scenario", "texts", "top_k"}` on
-POST /v1/classify; Infinity takes `{"model", "input"}` on POST /classify and has GET /health.
+POST /v1/classify, behind `Authorization: Bearer <key>` when the server has an api_key; Infinity
+takes `{"model", "input"}` on POST /classify and has GET /health.
 Both load drivers (wrk and the Python generator) build their bodies from here, so every system
 gets the same texts in the same order.
 """
@@ -14,6 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 BODY_POOL = 512  # distinct pre-encoded bodies per load: enough variety, no per-request JSON cost
+API_KEY_ENV = "LABELWISE_API_KEY"  # a server's api_key, as `labelwise classify --api-key` reads it
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """What a server with an api_key checks on its /v1 routes (serving/api/routes.py); none without a key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass(frozen=True)

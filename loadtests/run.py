@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import LoadTestError
 from .loadgen import wait_ready
 from .loopback import require_loopback
+from .request_shapes import API_KEY_ENV
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"
@@ -53,11 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts-file", default="", help="Sentences file (default: loadtests/sentences.txt).")
     parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
     parser.add_argument("--ready-timeout-s", type=float, default=15.0, help="Wait this long for /readyz.")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"Bearer key of a server with an api_key (default: ${API_KEY_ENV}); handed to Locust in its "
+        "environment, not on its command line.",
+    )
     args = parser.parse_args(argv)
     try:
         host = require_loopback(args.host)
-        if args.run_time_s < 1 or args.users < 1:
-            raise LoadTestError("--run-time-s and --users must be >= 1")
+        if args.run_time_s < 1 or args.users < 1 or args.texts_per_request < 1:
+            raise LoadTestError("--run-time-s, --users and --texts-per-request must be >= 1")
         asyncio.run(wait_ready(host, args.ready_timeout_s))
     except LoadTestError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(LOCUSTFILE.parents[1]), os.environ.get("PYTHONPATH")])),
     )
+    if args.api_key:  # the locustfile reads it from here; Locust's command line is for `ps` to show
+        env[API_KEY_ENV] = args.api_key
     try:
         # Locust stops itself at --run-time; the timeout only guards against a wedged process.
         done = subprocess.run(cmd, env=env, timeout=args.run_time_s + 60)

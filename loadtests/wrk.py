@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from .errors import BenchError
 from .loadgen import LoadResult, LoadSpec, cpu_share, wait_ready
 from .loopback import require_loopback
-from .request_shapes import RequestShape
+from .request_shapes import RequestShape, auth_headers
 
 JSON_MARK = "labelwise-wrk-json "
 CHECK_EVERY = 64  # look inside one 2xx body in this many for the answer's result list
@@ -53,15 +53,21 @@ def lua_string(data: bytes) -> str:
     return '"' + "".join(out) + '"'
 
 
-def lua_script(shape: RequestShape, bodies: list[bytes], prefix: str = "") -> str:
+def lua_script(
+    shape: RequestShape, bodies: list[bytes], prefix: str = "", headers: dict[str, str] | None = None
+) -> str:
     """The wrk script: POST the bodies in turn, count non-2xx answers and bodies without results.
 
     prefix: the server's path under its base URL (a Serve route_prefix); wrk's request() takes the path
-    from the script, not from the URL it is given.
+    from the script, not from the URL it is given. headers: sent with every request (the API key's).
     """
     if not bodies:
         raise ValueError("a wrk script needs at least one body")
     table = ",\n".join(f"  {lua_string(b)}" for b in bodies)
+    extra = "".join(
+        f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}\n"
+        for name, value in (headers or {}).items()
+    )
     return f"""-- written by loadtests/wrk.py for one load; safe to delete
 local bodies = {{
 {table}
@@ -77,7 +83,7 @@ statuses = {{}}
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-
+{extra}
 function setup(thread)
   thread:set("offset", #threads * 97)
   table.insert(threads, thread)
@@ -209,7 +215,11 @@ def run_wrk(
     with tempfile.TemporaryDirectory(prefix="labelwise-wrk-") as tmp:
         script = Path(tmp) / "load.lua"
         bodies = [b for _, b in build_bodies(spec, texts)]
-        script.write_text(lua_script(shape, bodies, prefix=urlsplit(base).path), encoding="utf-8")
+        # The script (the key in it, if any) lives in a private temporary folder, removed after the load.
+        script.write_text(
+            lua_script(shape, bodies, prefix=urlsplit(base).path, headers=auth_headers(spec.api_key)),
+            encoding="utf-8",
+        )
         url = base + shape.path
 
         def run(seconds: int) -> tuple[str, float, float]:

@@ -10,6 +10,7 @@ Two shapes, one service:
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ray import serve
@@ -23,6 +24,8 @@ from .errors import NotReadyError
 from .metrics import ServingMetrics
 from .service import ClassifierService
 
+logger = logging.getLogger("labelwise.serving")
+
 # A replica_payload key, not a ServingConfig field: the key is read from each replica's environment.
 API_KEY_FROM_ENV = "_api_key_from_env"
 
@@ -33,9 +36,15 @@ allow_rebind()
 class ClassifierDeployment:
     """A classifier replica: its ClassifierService, and the HTTP routes when it is the ingress."""
 
+    # Whether this replica answers HTTP, and so counts the requests. Behind a separate ingress it does
+    # not: the ingress counts them, and serves this replica's metrics after its own on /metrics, where a
+    # second labelwise_requests family would break the exposition format.
+    serves_http = False
+
     async def __init__(self, config: dict[str, Any]) -> None:
         self.config = replica_config(config)
-        self.service = ClassifierService(self.config)
+        metrics = ServingMetrics(request_metrics=self.serves_http, ray_export=self.config.ray_metrics_export)
+        self.service = ClassifierService(self.config, metrics)
         self.service.start()
 
     # What a separate ingress calls through its handle: the service's own methods.
@@ -51,6 +60,8 @@ class ClassifierDeployment:
 @serve.ingress()
 class ClassifierIngress(ClassifierDeployment):
     """ingress_mode combined: the FastAPI app sits on the classifier replica."""
+
+    serves_http = True
 
     def __serve_build_asgi_app__(self):
         return create_api(self.service, self.config, self.service.metrics)
@@ -95,12 +106,31 @@ class HandleBackend:
 class IngressDeployment:
     """ingress_mode separate: routes here, model work on the classifier deployment."""
 
-    def __init__(self, config: dict[str, Any], classifier: Any) -> None:
+    async def __init__(self, config: dict[str, Any], classifier: Any) -> None:
         self.config = replica_config(config)
         self.metrics = ServingMetrics(
             request_metrics=True, engine_metrics=False, ray_export=self.config.ray_metrics_export
         )
         self.backend = HandleBackend(classifier)
+        # The scenario label of a refused request is its name only when served (ServingMetrics); which
+        # names are served is known on the classifier: listed ones at once, in serve-all mode as polled.
+        self.metrics.served_scenarios = frozenset(s.name for s in self.config.scenarios or ())
+        self._follow_task = (
+            asyncio.get_running_loop().create_task(self._follow_served_scenarios())
+            if self.config.scenarios is None
+            else None
+        )
+
+    async def _follow_served_scenarios(self) -> None:
+        """Serve-all mode: the classifier's served scenarios, asked again every reload_poll_interval_s."""
+        while True:
+            try:
+                listed = await self.backend.list_scenarios()
+            except Exception as exc:  # the classifier is starting or being replaced: ask again
+                logger.debug("served scenarios not read from the classifier: %s", exc)
+            else:
+                self.metrics.served_scenarios = frozenset(e["name"] for e in listed if not e.get("skipped"))
+            await asyncio.sleep(self.config.reload_poll_interval_s)
 
     def __serve_build_asgi_app__(self):
         return create_api(self.backend, self.config, self.metrics)

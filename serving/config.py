@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_repository.layout import is_number
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
+
+
+def _servable_ref(ref: str) -> str:
+    """An alias to serve: 'latest', a version number or a valid alias name (InvalidNameError's message)."""
+    from model_repository import validate_name
+
+    return ref if ref == "latest" or is_number(ref) else validate_name(ref, "alias")
 
 
 class ScenarioSpec(BaseModel):
@@ -15,7 +31,21 @@ class ScenarioSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="Scenario name in the model repository.")
+    # In a ServingConfig, a scenario that names no alias gets its default_alias (below).
     alias: str = Field(default="production", description="Alias, 'latest' or a version number to serve.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        """A name the repository cannot hold (capitals, spaces, '/') is refused here, not polled forever."""
+        from model_repository import validate_name
+
+        return validate_name(name)
+
+    @field_validator("alias")
+    @classmethod
+    def _valid_alias(cls, alias: str) -> str:
+        return _servable_ref(alias)
 
 
 class ServingConfig(BaseSettings):
@@ -168,6 +198,82 @@ class ServingConfig(BaseSettings):
         except RepositoryError as exc:
             raise ValueError(str(exc)) from exc
         return root
+
+    @field_validator("default_alias")
+    @classmethod
+    def _valid_default_alias(cls, alias: str) -> str:
+        return _servable_ref(alias)
+
+    @field_validator("num_replicas")
+    @classmethod
+    def _some_replicas(cls, replicas: int | str) -> int | str:
+        if isinstance(replicas, int) and replicas < 1:
+            raise ValueError(f"num_replicas {replicas}: use 1 or more, or 'auto'")
+        return replicas
+
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_cap(cls, cap: int) -> int:
+        if cap == 0:  # Ray Serve refuses 0 when the deployment is created, after Ray has started
+            raise ValueError("max_queued_requests 0: use -1 (no limit) or 1 or more")
+        return cap
+
+    @field_validator("autoscaling_config")
+    @classmethod
+    def _ray_autoscaling(cls, fields: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Checked by Ray Serve's own AutoscalingConfig, as Ray would when the deployment is created; a key
+        it does not know (which it would ignore) is refused too."""
+        if fields is None:
+            return None
+        from .optional import require
+
+        autoscaling = require("ray.serve.config").AutoscalingConfig
+        unknown = sorted(set(fields) - set(autoscaling.model_fields))
+        if unknown:
+            raise ValueError(
+                f"autoscaling_config: unknown key {', '.join(unknown)} (Ray Serve's keys: "
+                f"{', '.join(sorted(autoscaling.model_fields))})"
+            )
+        try:
+            autoscaling(**fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                ": ".join([*map(str, e["loc"]), e["msg"].removeprefix("Value error, ")]) for e in exc.errors()
+            )
+            raise ValueError(f"autoscaling_config: {problems}") from None
+        return fields
+
+    @field_validator("default_scenario")
+    @classmethod
+    def _a_listed_default(cls, name: str | None, info: ValidationInfo) -> str | None:
+        """When scenarios are listed, default_scenario must be one of them: else every TEI or Infinity
+        request that names no scenario is answered 404."""
+        listed = info.data.get("scenarios")
+        if name is not None and listed is not None and name not in [spec.name for spec in listed]:
+            names = ", ".join(spec.name for spec in listed) or "none"
+            raise ValueError(
+                f"default_scenario {name!r} is not in scenarios ({names}): list it there, or name one of them"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _default_alias_for_listed_scenarios(self) -> ServingConfig:
+        """A listed scenario that names no alias serves default_alias (as every scenario does when none
+        are listed)."""
+        if self.scenarios is not None:
+            self.scenarios = [
+                spec
+                if "alias" in spec.model_fields_set
+                else spec.model_copy(update={"alias": self.default_alias})
+                for spec in self.scenarios
+            ]
+        return self
+
+    @property
+    def ort_threads(self) -> int:
+        """ONNX Runtime intra-op threads per pass: ort_intra_op_threads, else num_cpus' whole CPUs (at
+        least 1)."""
+        return self.ort_intra_op_threads or max(1, int(self.num_cpus))
 
     @field_validator("api_key")
     @classmethod

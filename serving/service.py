@@ -95,7 +95,7 @@ class ClassifierService:
         providers = choose_providers(cfg.ort_providers, cfg.num_gpus)
         # Every session is checked to run on providers[0] (engine/providers.py): a label, not a guess.
         self.metrics.provider = providers[0]
-        threads = cfg.ort_intra_op_threads or max(1, int(cfg.num_cpus) or 1)
+        threads = cfg.ort_threads
         settings = EngineSettings(
             providers, precision_order(cfg.precision, providers), threads, cfg.lora_mode, cfg.lora_table_rank
         )
@@ -286,7 +286,8 @@ class ClassifierService:
         return b""
 
     async def metrics_text(self) -> bytes:
-        """This replica's whole Prometheus text, for a separate ingress to serve on /metrics."""
+        """This replica's Prometheus text, for a separate ingress to serve on /metrics after its own (the
+        classifier of a separate ingress counts no requests: serving.app.ClassifierDeployment)."""
         return self.metrics.render()
 
 

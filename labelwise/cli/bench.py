@@ -8,6 +8,21 @@ from typing import Any
 
 import typer
 
+from model_repository.errors import UsageError
+
+# What `--lora-modes` reads: loadtests/bench_lora.py starts its own servers (its own config), drives them
+# with the Python load generator, once. Any other option given with it is refused rather than dropped.
+LORA_OPTIONS = frozenset(
+    {"lora_modes", "lora_scenarios", "duration_s", "warmup_s", "threads", "quick", "repository", "out_dir",
+     "port", "json_only"}
+)  # fmt: skip
+# Options fields whose option is not --field-name.
+_FLAG_OF_FIELD = {
+    "serve_overrides": "--serve-arg",
+    "modes": "--lora-modes",
+    "scenario_counts": "--lora-scenarios",
+}
+
 
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench_command)
@@ -28,6 +43,7 @@ def _serve_args(items: list[str]) -> dict[str, object]:
 
 
 def bench_command(
+    ctx: typer.Context,
     url: str | None = typer.Option(
         None, help="Measure a server already running on 127.0.0.1 (serving the bench scenarios) instead."
     ),
@@ -87,10 +103,14 @@ def bench_command(
     from rich.console import Console
 
     if lora_modes is not None:
+        what = "--lora-modes (it starts its own servers, with the Python load generator, once)"
+        _refuse_unread_options(ctx, LORA_OPTIONS, what)
         _bench_lora(
-            lora_modes, lora_scenarios, repository, out_dir, port, threads, quick, duration_s, json_only
-        )
+            lora_modes, lora_scenarios, repository, out_dir, port, threads, quick, duration_s, warmup_s,
+            json_only,
+        )  # fmt: skip
         return
+    _refuse_unread_options(ctx, set(ctx.params) - {"lora_scenarios"}, "the bench without --lora-modes")
 
     from loadtests.bench import BenchOptions, run_bench
     from loadtests.loopback import require_loopback
@@ -98,7 +118,8 @@ def bench_command(
     console = Console(stderr=True, highlight=False)
     if url is not None:
         require_loopback(url)  # NotLoopbackError: exit 2 before anything starts
-    options = BenchOptions(
+    options = _options(
+        BenchOptions,
         url=url,
         duration_s=3.0 if quick else duration_s,
         warmup_s=1.0 if quick else warmup_s,
@@ -128,6 +149,39 @@ def bench_command(
     _run_and_print(run_bench, options, "bench", render_markdown, json_only, console)
 
 
+def _refuse_unread_options(ctx: typer.Context, read: set[str] | frozenset[str], what: str) -> None:
+    """UsageError (exit 2) naming each option given, on the command line or through its env var, that
+    `what` does not read: a flag that would silently change nothing."""
+    given = ("COMMANDLINE", "ENVIRONMENT")  # by name: typer's Context has its own (vendored) click enum
+    unread = [
+        "/".join(p.opts + p.secondary_opts)
+        for p in ctx.command.params
+        if p.name not in read and getattr(ctx.get_parameter_source(p.name or ""), "name", None) in given
+    ]
+    if unread:
+        raise UsageError(f"{what} does not use {', '.join(unread)}: drop them")
+
+
+def _options(model: Any, **fields: Any) -> Any:
+    """model(**fields); a value pydantic refuses (out of range, a port past 65535) is one UsageError line
+    naming its option (exit 2), not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            loc = error.get("loc") or ()
+            problems.append(f"{_flag(str(loc[0]))}: {message}" if loc else message)
+        raise UsageError("; ".join(problems)) from None
+
+
+def _flag(field: str) -> str:
+    return _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise typer.BadParameter(f"{option} {value!r}: choose one of {', '.join(allowed)}")
@@ -140,9 +194,10 @@ def _bench_lora(
     repository: Path,
     out_dir: Path,
     port: int,
-    threads: int,
+    threads: int | None,
     quick: bool,
     duration_s: float,
+    warmup_s: float,
     json_only: bool,
 ) -> None:
     from rich.console import Console
@@ -154,15 +209,16 @@ def _bench_lora(
         scenario_counts = [int(c) for c in counts.split(",") if c.strip()]
     except ValueError as exc:
         raise typer.BadParameter(f"expected comma-separated integers, got {counts!r}") from exc
-    options = LoraBenchOptions(
+    options = _options(
+        LoraBenchOptions,
         repository=repository,
         out_dir=out_dir / "lora",
         modes=[m.strip() for m in modes.split(",") if m.strip()],
         scenario_counts=scenario_counts,
         port=port,
-        threads=threads or 1,
+        threads=threads,
         duration_s=3.0 if quick else duration_s,
-        warmup_s=1.0 if quick else 2.0,
+        warmup_s=1.0 if quick else warmup_s,
     )
     _run_and_print(run_lora_bench, options, "bench-lora", render_lora_markdown, json_only, console)
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
 
 from labelwise.catalog import promote
-from labelwise.server import plan_server, run_server, serve_on_cluster
-from model_repository import ModelRepository, UsageError, missing_local_root
+from labelwise.server import ServePlan, plan_server, run_server, serve_on_cluster
+from model_repository import (
+    ModelRepository,
+    RepositoryError,
+    UsageError,
+    is_object_store,
+    missing_local_root,
+    parse_root,
+)
+
+logger = logging.getLogger("labelwise")
 
 
 def register(app: typer.Typer) -> None:
@@ -17,8 +27,14 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
+    ctx: typer.Context,
     repository: Path | None = typer.Option(
-        None, "--repository", "-r", envvar="LABELWISE_REPOSITORY", help="Model repository root."
+        None,
+        "--repository",
+        "-r",
+        envvar="LABELWISE_REPOSITORY",
+        help="Model repository root, in place of the config's; the variable only where the config sets "
+        "none, like every LABELWISE_* variable.",
     ),
     config: Path | None = typer.Option(
         None,
@@ -47,11 +63,18 @@ def serve_command(
         "running there yet.",
     ),
     proxy_location: str = typer.Option(
-        "EveryNode", help="With --address: EveryNode or HeadOnly (where Serve runs its HTTP proxies)."
+        "EveryNode",
+        help="With --address: EveryNode, HeadOnly or Disabled, in any case (where Serve runs its HTTP "
+        "proxies).",
     ),
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with
     --address, deploy them onto a running cluster)."""
+    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
+    if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
+        # LABELWISE_REPOSITORY fills the field only where the config file sets none, as every LABELWISE_*
+        # variable does: ServingConfig reads it then (the Docker image sets it; a mounted config's wins).
+        repository = None
     plan = plan_server(
         config,
         repository=repository,
@@ -65,7 +88,7 @@ def serve_command(
         status = serve_on_cluster(plan, address, proxy_location=proxy_location)
         typer.echo("\n".join(status.lines()))
         return
-    _require_local_repository(plan.args)
+    _require_local_repository(plan)
     from serving.local_ray import full_head_requested, keep_unused_modules_out
 
     if not full_head_requested():
@@ -81,15 +104,37 @@ def serve_command(
     )
 
 
-def _require_local_repository(args: dict) -> None:
-    """A local repository folder that does not exist is a typo (or the wrong folder: the demo publishes
-    to var/demo-repository), not an empty repository to serve: refused (exit 2) before Ray starts."""
-    missing = missing_local_root(args.get("repository"))
+def _require_local_repository(plan: ServePlan) -> None:
+    """A local repository folder that does not exist (or is a file) is a typo (or the wrong folder: the
+    demo publishes to var/demo-repository), not an empty repository to serve: refused (exit 2) before Ray
+    starts. A listed scenario that does not resolve there is named in a warning, not refused: replicas
+    poll their aliases, so one published later is served then (docs/serving.md, "Hot reload")."""
+    root = plan.config.repository
+    missing = missing_local_root(root)
     if missing is not None:
         raise UsageError(
             f"repository {missing} does not exist: nothing to serve (publish with `labelwise train`, or "
             "pass --repository; the demo's is var/demo-repository)"
         )
+    if is_object_store(root):
+        return
+    folder = Path(parse_root(root))
+    if not folder.is_dir():
+        raise UsageError(f"repository {folder} is a file, not a folder of scenarios: pass --repository")
+    repo = ModelRepository(folder)
+    for spec in plan.config.scenarios or ():
+        try:
+            repo.resolve(spec.name, spec.alias)
+        except (RepositoryError, ValueError, KeyError, TypeError) as exc:  # as the replicas' poll catches
+            logger.warning(
+                "scenario %s: cannot resolve %r in %s (%s: %s); served once it resolves there, /readyz "
+                "answers 503 until then",
+                spec.name,
+                spec.alias,
+                folder,
+                type(exc).__name__,
+                exc,
+            )
 
 
 def promote_command(

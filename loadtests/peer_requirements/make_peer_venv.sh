@@ -41,8 +41,11 @@ rm -rf "$venv"
 pip=("$venv/bin/python" -m pip)
 "${pip[@]}" install -q --upgrade pip >"$log" 2>&1 || fail "upgrading pip failed" "$(last_line "$log")"
 echo "[peers] $peer: CPU torch $torch_version first"
-"${pip[@]}" install -q "torch==$torch_version" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} >"$log" 2>&1 \
-  || fail "torch==$torch_version did not install" "$(last_line "$log")"
+# The +cpu build from PyTorch's CPU index (or a wheel folder pip is configured with): PyPI's Linux torch
+# is the CUDA build, ~3 GB of nvidia wheels the bench's CPU peer never uses.
+"${pip[@]}" install -q --retries 1 "torch==$torch_version+cpu" --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
+  ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} >"$log" 2>&1 \
+  || fail "torch==$torch_version+cpu did not install" "$(last_line "$log")"
 echo "[peers] $peer: $spec (pinned by $pins)"
 "${pip[@]}" install -q -c "$pins" "$spec" >"$log" 2>&1 || fail "pip install failed" "$(last_line "$log")"
 "$venv/bin/python" -c "import infinity_emb, optimum.onnxruntime, torch" >"$log" 2>&1 \

@@ -102,7 +102,10 @@ class ScenarioRegistry:
             raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
         loaded = state.loaded
         if loaded is None:
-            raise NotReadyError(f"scenario {name!r} is not loaded yet")
+            # The last load error when there is one: a scenario that cannot load says why, rather than
+            # "retry" to a client that would retry forever.
+            why = f": {state.last_error}" if state.last_error else " yet"
+            raise NotReadyError(f"scenario {name!r} is not loaded{why}")
         return loaded
 
     def states(self) -> list[ScenarioState]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -129,3 +131,73 @@ def tiny_bench(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return prepare_bench_models(
         root, n_lora=1, n_frozen=1, base_model=str(tiny_roberta_dir), precision="fp32", train_steps=1
     )
+
+
+# ---- labelwise's own HTTP API, its API-key check included, over a stub backend ----
+API_KEY = "bench-k3y"
+
+
+@dataclass
+class KeyedServer:
+    url: str
+    counts: Counts  # classify calls that got past the key check
+
+
+class _StubBackend:
+    """A ClassifyBackend (serving.api.routes) with one scenario, "alpha", answering at once."""
+
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+
+    async def classify(
+        self, scenario: str, texts: list[str], top_k: int | None, truncate: bool, *_flags: bool
+    ) -> dict[str, Any]:
+        self.counts.requests += 1
+        self.counts.texts += len(texts)
+        self.counts.scenarios[scenario] = self.counts.scenarios.get(scenario, 0) + 1
+        results = [[{"label": "positive", "score": 0.9}] for _ in texts]
+        return {"scenario": scenario, "version": 1, "results": results, "truncated": [False] * len(texts)}
+
+    async def list_scenarios(self) -> list[dict[str, Any]]:
+        return [{"name": "alpha", "alias": "production", "version": 1}]
+
+    async def readiness(self) -> dict[str, Any]:
+        return {"ready": True}
+
+    async def engine_metrics(self) -> bytes:
+        return b""
+
+
+@contextlib.contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """app under uvicorn on a free 127.0.0.1 port, in a thread; yields its URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test server did not start within 10 s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def keyed_server() -> Iterator[KeyedServer]:
+    """labelwise's API with api_key=API_KEY: /v1 answers 401 without `Authorization: Bearer API_KEY`."""
+    from serving.api import create_api
+    from serving.config import ServingConfig
+    from serving.metrics import ServingMetrics
+
+    counts = Counts()
+    with tempfile.TemporaryDirectory() as repository:
+        config = ServingConfig(repository=repository, api_key=API_KEY)
+        with _served(create_api(_StubBackend(counts), config, ServingMetrics())) as url:
+            yield KeyedServer(url, counts)

@@ -38,7 +38,12 @@ class ServeProcess:
     the context exit kills whatever is left."""
 
     def __init__(
-        self, workdir: Path, serving_args: dict[str, Any], *flags: str, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        serving_args: dict[str, Any],
+        *flags: str,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
     ) -> None:
         import psutil
 
@@ -51,6 +56,7 @@ class ServeProcess:
         self.log_path = workdir / "serve.log"
         self.flags = flags
         self.extra_env = env or {}
+        self.cpus = cpus  # the CPU affinity the server (and so its Ray tree) starts with; None: this one's
         self.seen: dict[int, Any] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,6 +71,7 @@ class ServeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if self.cpus is None else lambda: os.sched_setaffinity(0, self.cpus),
         )
         return self
 
@@ -108,6 +115,18 @@ class ServeProcess:
                     return
             time.sleep(0.5)
         raise AssertionError(f"not ready in {timeout_s:g} s:\n{self.log_tail()}")
+
+    def wait_for_line(self, text: str, timeout_s: float = 180) -> str:
+        """The first line of the server's output that holds text, once it is there."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            self.remember_tree()
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if text in line:
+                    return line
+            time.sleep(0.5)
+        raise AssertionError(f"no line with {text!r} in {timeout_s:g} s:\n{self.log_tail()}")
 
     def replicas(self) -> list[Any]:
         """The live Serve replica processes of this server (ray::ServeReplica:...)."""

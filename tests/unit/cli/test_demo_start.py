@@ -15,9 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from labelwise import demo
-from labelwise.server import check_port_free
 from model_repository import ModelRepository, UsageError
-from serving.local_ray import free_loopback_port
+from serving.local_ray import check_port_free, free_loopback_port
 from tests.conftest import write_rows
 
 ROOT = Path(__file__).resolve().parents[3]

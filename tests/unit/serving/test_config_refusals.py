@@ -1,0 +1,147 @@
+"""Values Ray Serve refuses only once it has started, and configs that would serve nothing, are refused
+where a config is read: ServingConfig, `labelwise deploy`'s read_deploy_config (before the cluster is
+contacted) and `labelwise serve`'s plan (before Ray starts). A local plan fits the machine's cores."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from labelwise.server import plan_server, read_deploy_config
+from model_repository import UsageError
+from serving import ServingConfig
+from serving.local_ray import local_cores
+
+REFUSED = {
+    "no-replicas": ({"num_replicas": 0}, "num_replicas 0: use 1 or more, or 'auto'"),
+    "negative-replicas": ({"num_replicas": -2}, "num_replicas -2: use 1 or more, or 'auto'"),
+    "queue-of-0": ({"max_queued_requests": 0}, r"max_queued_requests 0: use -1 \(no limit\) or 1 or more"),
+    "min-over-max": (
+        {"num_replicas": "auto", "autoscaling_config": {"min_replicas": 5, "max_replicas": 1}},
+        r"autoscaling_config: max_replicas \(1\) must be greater than or equal to min_replicas \(5\)",
+    ),
+    "not-a-number": (
+        {"num_replicas": "auto", "autoscaling_config": {"max_replicas": "many"}},
+        "autoscaling_config: max_replicas: Input should be a valid integer",
+    ),
+    "unknown-autoscaling-key": (
+        {"num_replicas": "auto", "autoscaling_config": {"max_replica": 3}},
+        r"autoscaling_config: unknown key max_replica \(Ray Serve's keys: .*max_replicas",
+    ),
+    "scenario-name": ({"scenarios": [{"name": "Full Three"}]}, "invalid scenario name 'Full Three'"),
+    "alias-name": ({"scenarios": [{"name": "spam", "alias": "Prod"}]}, "invalid alias name 'Prod'"),
+    "default-alias-name": ({"default_alias": "the best"}, "invalid alias name 'the best'"),
+    "default-scenario-not-listed": (
+        {"scenarios": [{"name": "full_three"}, {"name": "frozen_three"}], "default_scenario": "frozen_two"},
+        r"default_scenario 'frozen_two' is not in scenarios \(full_three, frozen_three\)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("fields", "message"), REFUSED.values(), ids=REFUSED)
+def test_every_reader_refuses_what_ray_or_the_repository_would_refuse_later(
+    tmp_path: Path, fields: dict, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ServingConfig(repository=str(tmp_path), **fields)
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), **fields}), encoding="utf-8")
+    with pytest.raises(UsageError, match=message):  # `labelwise deploy`, before the cluster is contacted
+        read_deploy_config(config)
+    with pytest.raises(UsageError, match=message):  # `labelwise serve`, before Ray starts
+        plan_server(config, direct_ingress=False)
+
+
+def test_the_values_next_to_the_refused_ones_are_accepted(tmp_path: Path) -> None:
+    accepted = [
+        {"num_replicas": 1, "max_queued_requests": -1},
+        {"max_queued_requests": 1},
+        {"num_replicas": "auto", "autoscaling_config": {"min_replicas": 1, "max_replicas": 3}},
+        {"scenarios": [{"name": "spam", "alias": "latest"}, {"name": "ham", "alias": "3"}]},
+        {"scenarios": [{"name": "spam"}], "default_scenario": "spam"},
+        {"default_scenario": "anything"},  # serve-all mode: nothing to check it against
+    ]
+    for fields in accepted:
+        ServingConfig(repository=str(tmp_path), **fields)
+
+
+def test_a_replica_count_from_the_environment_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABELWISE_NUM_REPLICAS", "0")
+    with pytest.raises(UsageError, match="num_replicas 0"):
+        plan_server(None, repository=tmp_path)
+
+
+def test_a_listed_scenario_without_an_alias_serves_the_default_alias(tmp_path: Path) -> None:
+    config = ServingConfig(
+        repository=str(tmp_path),
+        default_alias="staging",
+        scenarios=[{"name": "spam"}, {"name": "ham", "alias": "production"}],
+    )
+    assert [(s.name, s.alias) for s in config.scenarios or ()] == [("spam", "staging"), ("ham", "production")]
+
+
+def _plan(tmp_path: Path, **fields: object):
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), **fields}), encoding="utf-8")
+    return plan_server(config, direct_ingress=False)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"num_replicas": local_cores() + 1},
+        {"num_replicas": local_cores(), "ingress_mode": "separate"},
+        {
+            "num_replicas": "auto",
+            "autoscaling_config": {"min_replicas": local_cores() + 2, "max_replicas": 9},
+        },
+    ],
+    ids=["more-replicas-than-cores", "separate-ingress-beside-one-replica-a-core", "autoscaled-minimum"],
+)
+def test_replicas_the_local_node_could_not_all_run_share_its_cores(
+    tmp_path: Path, fields: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The plan sized num_cpus itself: an even share (rounded down to 0.01), said in a warning, and Ray's
+    node gets exactly the cores the plan counted (start_local_ray), so every replica is scheduled."""
+    cores = local_cores()
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        plan = _plan(tmp_path, **fields)
+    config = ServingConfig(**plan.args)
+    replicas = (
+        config.num_replicas
+        if config.num_replicas != "auto"
+        else (config.autoscaling_config or {})["min_replicas"]
+    )
+    ingress = config.ingress_num_cpus if config.ingress_mode == "separate" else 0.0
+    assert replicas * config.num_cpus + ingress <= cores
+    assert config.num_cpus >= (cores - ingress) / replicas - 0.01
+    assert f"{replicas} replicas on {cores} cores: {config.num_cpus:g} CPUs each" in caplog.text
+    assert config.ort_threads == 1
+
+
+def test_num_cpus_the_config_sets_is_refused_when_the_replicas_do_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cores = local_cores()
+    with pytest.raises(UsageError) as refused:
+        _plan(tmp_path, num_replicas=cores + 1, num_cpus=1)
+    assert str(refused.value) == (
+        f"{cores + 1} replicas x num_cpus 1 = {cores + 1} CPUs, more than this machine's {cores} cores: Ray "
+        "would never start the replicas beyond them; lower num_replicas, or set num_cpus to "
+        f"{int(cores / (cores + 1) * 100) / 100:g} or less (fractions are allowed)"
+    )
+    monkeypatch.setenv("LABELWISE_NUM_CPUS", str(cores + 1))
+    with pytest.raises(UsageError, match=f"1 replica x num_cpus {cores + 1} = {cores + 1} CPUs, more than"):
+        _plan(tmp_path)
+    # A cluster's replicas are not this machine's business (serve --address, deploy).
+    monkeypatch.delenv("LABELWISE_NUM_CPUS")
+    config = tmp_path / "serve.yaml"
+    fields = {"repository": str(tmp_path), "num_replicas": cores + 1, "num_cpus": 1}
+    config.write_text(yaml.safe_dump(fields), encoding="utf-8")
+    assert plan_server(config, local=False, direct_ingress=False).args["num_replicas"] == cores + 1
