@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     repository = Path(args.repository).resolve()
     from model_repository.errors import UsageError
-    from serving.local_ray import check_port_free
+    from serving.ports import check_port_free
 
     try:
         check_port_free("127.0.0.1", args.port)  # now, not after minutes of training

@@ -618,7 +618,8 @@ class EngineScorer:
             raise UsageError(f"invalid serving settings: {settings_problem(exc)}") from None
         root = parse_root(config.repository)
         if isinstance(root, Path) and not root.is_dir():  # an object store is checked when it opens
-            raise UsageError(f"--repository {config.repository} does not exist")
+            what = "is a file, not a folder of scenarios" if root.exists() else "does not exist"
+            raise UsageError(f"--repository {config.repository} {what}")
         self._row, self._top = Row, top_labels
         self._service = ClassifierService(config)
         self._service.registry.poll_once()

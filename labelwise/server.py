@@ -127,6 +127,7 @@ def plan_server(
     config: Path | None = None,
     *,
     repository: Path | None = None,
+    repository_fallback: str | None = None,
     ingress_mode: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -138,7 +139,9 @@ def plan_server(
     the result as a ServingConfig; anything wrong raises UsageError before Ray starts. local: the app
     runs on this machine's own Ray, so a config without num_cpus gets its cores (not with --address:
     a cluster's replicas get the config's num_cpus). settings: ServingConfig fields that replace the
-    file's (e.g. the demo's scenarios), applied before the flags."""
+    file's (e.g. the demo's scenarios), applied before the flags. repository_fallback: the repository where
+    the file names none (LABELWISE_REPOSITORY, which a config file's `repository` beats as it beats every
+    LABELWISE_* variable), kept in the app's args so that a cluster's replicas get it too."""
     from pydantic import ValidationError
 
     from serving import ServingConfig
@@ -150,6 +153,8 @@ def plan_server(
     args = {**serve_file.args, **(settings or {})}
     if repository:
         args["repository"] = str(repository)
+    elif repository_fallback and "repository" not in args:
+        args["repository"] = repository_fallback
     if ingress_mode is not None:
         args["ingress_mode"] = ingress_mode
     try:
@@ -291,7 +296,7 @@ def run_server(
     with the last of it (ServeStartError, exit 1)."""
     if start_timeout_s is None:
         start_timeout_s = start_timeout_from_env()
-    from serving.local_ray import check_port_free
+    from serving.ports import check_port_free
 
     # Before Ray starts: the servers bind with SO_REUSEPORT, so a second one on a port in use would not
     # fail but share its connections with whatever listens there.

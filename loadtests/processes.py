@@ -157,7 +157,7 @@ def process_label(cmdline: list[str]) -> str:
 def port_taken(host: str, port: int) -> str | None:
     """Why a server could not listen on host:port now (`labelwise serve`'s own check), or None."""
     from model_repository.errors import UsageError
-    from serving.local_ray import check_port_free
+    from serving.ports import check_port_free
 
     try:
         check_port_free(host, port)
@@ -193,16 +193,15 @@ def start_server(
     and take the load in place of the server started here."""
     require_free_port(name, url)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child owns it until it exits
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        start_new_session=True,
-    )
-    log.close()
+    with open(log_path, "w", encoding="utf-8") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
     return ServerProcess(name, url, proc, log_path, ready_path=ready_path)
 
 

@@ -13,8 +13,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from model_repository.errors import UsageError
-
 from .api.request_id import RAY_MIDDLEWARES_PATH
 from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV
 from .direct_ingress import ENV as REBIND_ENV
@@ -48,30 +46,6 @@ LOCAL_ENV = {
 # default (30 s) lets a cluster's load balancer drain it; a local server has no load balancer, and
 # 30 s would hold every Ctrl-C for half a minute.
 _LOCAL_DRAIN_S = "1"
-
-
-def check_port_free(host: str, port: int) -> None:
-    """UsageError when something listens on host:port already (port 0: any free port, nothing to check).
-
-    A plain bind (SO_REUSEADDR, which passes over connections closing in TIME_WAIT, but not SO_REUSEPORT)
-    fails on a port another socket listens on, whatever that socket's own options."""
-    import errno
-    import socket
-
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UsageError(
-                    f"{host}:{port} is in use: another server listens there (an earlier `labelwise serve` "
-                    "or demo still running?); stop it or choose another --port"
-                ) from None
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def free_loopback_port() -> int:

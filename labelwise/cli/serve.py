@@ -70,14 +70,16 @@ def serve_command(
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with
     --address, deploy them onto a running cluster)."""
+    fallback = None
     # By name: typer ships its own copy of click, whose ParameterSource is not click's.
     if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
         # LABELWISE_REPOSITORY fills the field only where the config file sets none, as every LABELWISE_*
-        # variable does: ServingConfig reads it then (the Docker image sets it; a mounted config's wins).
-        repository = None
+        # variable does (the Docker image sets it; a mounted config's wins).
+        repository, fallback = None, str(repository)
     plan = plan_server(
         config,
         repository=repository,
+        repository_fallback=fallback,
         ingress_mode=ingress_mode,
         host=host,
         port=port,

@@ -218,3 +218,15 @@ def test_a_jsonl_input_that_starts_with_a_bom_is_read(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes('\ufeff{"text": "a"}\n{"text": "b"}\n'.encode())
     assert [t for t in read_texts(source, "text") if isinstance(t, str)] == ["a", "b"]
+
+
+def test_in_process_scoring_names_a_repository_that_is_a_file(tmp_path: Path) -> None:
+    """Not "does not exist": the path is there, it is just not a folder of scenarios."""
+    pytest.importorskip("onnxruntime")
+    not_a_folder = tmp_path / "repo.txt"
+    not_a_folder.write_text("")
+    out = tmp_path / "out.jsonl"
+    args = ["classify", "-s", "s", "-i", str(_input(tmp_path)), "-o", str(out), "-r", str(not_a_folder)]
+    result = _run([*args, "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert f"--repository {not_a_folder} is a file, not a folder of scenarios" in result.output

@@ -16,7 +16,8 @@ import pytest
 
 from labelwise import demo
 from model_repository import ModelRepository, UsageError
-from serving.local_ray import check_port_free, free_loopback_port
+from serving.local_ray import free_loopback_port
+from serving.ports import check_port_free
 from tests.conftest import write_rows
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -145,3 +145,16 @@ def test_num_cpus_the_config_sets_is_refused_when_the_replicas_do_not_fit(
     fields = {"repository": str(tmp_path), "num_replicas": cores + 1, "num_cpus": 1}
     config.write_text(yaml.safe_dump(fields), encoding="utf-8")
     assert plan_server(config, local=False, direct_ingress=False).args["num_replicas"] == cores + 1
+
+
+def test_the_environments_repository_reaches_the_apps_args_where_the_file_sets_none(tmp_path: Path) -> None:
+    """`labelwise serve --address` deploys plan.args onto a cluster whose replicas do not see this
+    machine's LABELWISE_REPOSITORY: the variable must be in them when it is what names the repository."""
+    from_env, from_file = str(tmp_path / "env-repo"), str(tmp_path / "file-repo")
+    bare, named = tmp_path / "bare.yaml", tmp_path / "named.yaml"
+    bare.write_text(yaml.safe_dump({"scenarios": [{"name": "s"}]}), encoding="utf-8")
+    named.write_text(yaml.safe_dump({"repository": from_file}), encoding="utf-8")
+    plan = plan_server(bare, repository_fallback=from_env, local=False, direct_ingress=False)
+    assert plan.args["repository"] == str(plan.config.repository) == from_env
+    plan = plan_server(named, repository_fallback=from_env, local=False, direct_ingress=False)
+    assert plan.args["repository"] == str(plan.config.repository) == from_file

@@ -39,7 +39,15 @@ def repo(tiny_roberta_dir: Path, work: Path) -> ModelRepository:
     return repository
 
 
-def test_the_refusal_names_the_rank_the_graphs_and_the_setting(repo: ModelRepository) -> None:
+def test_the_refusals_name_the_rank_the_graphs_and_the_setting(
+    repo: ModelRepository, tiny_roberta_dir: Path, work: Path
+) -> None:
+    """In order, on one repository: first no graph of the table rank at all, then one too small."""
+    _no_graph_of_the_table_rank(repo)
+    _a_graph_of_the_table_rank_too_small(repo, tiny_roberta_dir, work)
+
+
+def _no_graph_of_the_table_rank(repo: ModelRepository) -> None:
     with pytest.raises(ModelLoadError) as refused:
         load_version(repo, "wide", 1, engine_settings("shared"))
     message = str(refused.value)
@@ -53,9 +61,7 @@ def test_the_refusal_names_the_rank_the_graphs_and_the_setting(repo: ModelReposi
     assert np.abs(engine_logits(served, TEXTS) - engine_logits(merged, TEXTS)).max() < 1e-4
 
 
-def test_a_graph_of_the_table_rank_too_small_for_it_points_at_the_setting(
-    repo: ModelRepository, tiny_roberta_dir: Path, work: Path
-) -> None:
+def _a_graph_of_the_table_rank_too_small(repo: ModelRepository, tiny_roberta_dir: Path, work: Path) -> None:
     publish_tiny(repo, work, tiny_roberta_dir, "narrow", LABELS, 4)  # rank 8: the base's rank-8 graph
     key = repo.load_manifest("wide", 1).base_encoder.key  # type: ignore[union-attr]
     assert repo.has_base(key, layout.multi_adapter_folder(8, "fp32"))
