@@ -149,23 +149,18 @@ def table_rank(repository: ModelRepository, manifest: Manifest, precision: str) 
     the smallest published graph of the precision whose rank holds the adapter's (publish exports rank
     max(8, lora_r)); else the one publish would have exported, which the engine's refusal names."""
     from model_repository import layout
-    from model_repository.multi_adapter import graph_rank, lora_rank, published_graphs
+    from model_repository.multi_adapter import published_graphs, version_lora_rank
     from training.publish import SHARED_TABLE_RANK
 
-    path = repository.version_path(manifest.scenario, manifest.version) / layout.LORA_FILE
-    if manifest.base_encoder is None or not path.is_file():
+    adapter = version_lora_rank(repository.version_path(manifest.scenario, manifest.version))
+    if manifest.base_encoder is None or adapter is None:
         return SHARED_TABLE_RANK  # not a shared-mode version: the engine refuses it by name
-    with np.load(path) as lora:
-        adapter = lora_rank(dict(lora))
     key = manifest.base_encoder.key
     default = layout.multi_adapter_folder(SHARED_TABLE_RANK, precision)
     if adapter <= SHARED_TABLE_RANK and repository.has_base(key, default):
         return SHARED_TABLE_RANK
-    fits = [
-        rank
-        for folder in published_graphs(repository, key)
-        if layout.precision_of_folder(folder) == precision and (rank := graph_rank(folder) or 0) >= adapter
-    ]
+    graphs = [g for g in published_graphs(repository, key) if layout.precision_of_folder(g) == precision]
+    fits = [rank for g in graphs if (rank := layout.graph_rank(g) or 0) >= adapter]
     return min(fits, default=max(SHARED_TABLE_RANK, adapter))
 
 

@@ -18,6 +18,7 @@ A version folder::
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 MANIFEST_FILE = "manifest.json"
@@ -67,6 +68,15 @@ def multi_adapter_folder(rank: int, precision: str) -> str:
     return f"{MULTI_ADAPTER_PREFIX}r{int(rank)}-{precision}"
 
 
+_GRAPH_FOLDER = re.compile(rf"{re.escape(MULTI_ADAPTER_PREFIX)}r(\d+)-(\w+)")
+
+
+def graph_rank(folder: str) -> int | None:
+    """The table rank of a multi_adapter_folder name (`multi-lora-r16-fp32`: 16); None for another folder."""
+    match = _GRAPH_FOLDER.fullmatch(folder)
+    return int(match.group(1)) if match else None
+
+
 def precision_of_folder(folder: str) -> str:
     """The precision a base folder holds: `fp32` for `fp32`, `int8` for `multi-lora-r8-int8`."""
     return folder.rsplit("-", 1)[-1]
@@ -101,6 +111,7 @@ __all__ = [
     "TOKENIZER_FILE",
     "WEIGHTS_DIR",
     "graph_file",
+    "graph_rank",
     "is_contained",
     "is_multi_adapter_folder",
     "is_number",

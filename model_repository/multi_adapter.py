@@ -16,16 +16,16 @@ by ``head.num_labels``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import AdapterMismatchError
 from .heads import FIRST_TOKEN_MLP, HEAD_ARRAYS
-from .layout import BASES_DIR, MULTI_ADAPTER_PREFIX
+from .layout import LORA_FILE, graph_rank
 
 if TYPE_CHECKING:
     from .repository import ModelRepository
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 _LABEL_AXIS = {"out_proj_weight", "out_proj_bias", "weight", "bias"}
 NUM_LABELS_INPUT = "head.num_labels"
 ADAPTER_INDEX_INPUT = "adapter_index"
-# layout.multi_adapter_folder's names: multi-lora-r<rank>-<precision>
-_GRAPH_FOLDER = re.compile(rf"{re.escape(MULTI_ADAPTER_PREFIX)}r(\d+)-(\w+)")
 
 
 @dataclass(frozen=True)
@@ -114,23 +112,19 @@ def lora_rank(lora: Mapping[str, np.ndarray]) -> int:
     )
 
 
-def graph_rank(folder: str) -> int | None:
-    """The table rank of a multi-adapter graph folder (`multi-lora-r16-fp32`: 16); None for another folder."""
-    match = _GRAPH_FOLDER.fullmatch(folder)
-    return int(match.group(1)) if match else None
+def version_lora_rank(version_folder: Path) -> int | None:
+    """The LoRA rank of the lora.npz in a version folder (lora_rank); None when it has none."""
+    path = version_folder / LORA_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as lora:
+        return lora_rank(dict(lora))
 
 
 def published_graphs(repository: ModelRepository, key: str) -> list[str]:
     """The multi-adapter graph folders published for a base (their base.json written), by rank then name."""
-    from .object_repository import ObjectStoreRepository
-
-    if isinstance(repository, ObjectStoreRepository):
-        names = repository.store.children(f"{BASES_DIR}/{key}")
-    else:
-        folder = repository.base_path(key)
-        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-    graphs = [n for n in names if graph_rank(n) is not None and repository.has_base(key, n)]
-    return sorted(graphs, key=lambda n: (graph_rank(n), n))
+    names = [n for n in repository.base_folders(key) if graph_rank(n) is not None]
+    return sorted((n for n in names if repository.has_base(key, n)), key=lambda n: (graph_rank(n), n))
 
 
 def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:

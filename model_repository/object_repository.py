@@ -219,9 +219,7 @@ class ObjectStoreRepository(ModelRepository):
         with contextlib.suppress(RepositoryError):
             folders = list(base.graph_folders())
             # and the multi-adapter graphs of that base: a version they refused is retried once re-exported
-            folders += [
-                f for f in self.store.children(f"{BASES_DIR}/{base.key}") if is_multi_adapter_folder(f)
-            ]
+            folders += [f for f in self.base_folders(base.key) if is_multi_adapter_folder(f)]
             return [f"{self._base_key(base.key, f)}/{BASE_INFO_FILE}" for f in folders]
         return []
 
@@ -419,6 +417,10 @@ class ObjectStoreRepository(ModelRepository):
     # ---- shared base encoders -----------------------------------------------------------
     def has_base(self, key: str, precision: str) -> bool:
         return self.store.exists(f"{self._base_key(key, precision)}/{BASE_INFO_FILE}")
+
+    def base_folders(self, key: str) -> list[str]:
+        """The folder names under `_bases/<key>/` in the store (one delimiter listing)."""
+        return sorted(self.store.children(f"{BASES_DIR}/{validate_name(key, 'base key')}"))
 
     @contextlib.contextmanager
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:

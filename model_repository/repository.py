@@ -47,9 +47,9 @@ from .layout import (
     BASE_INFO_FILE,
     BASES_DIR,
     MANIFEST_FILE,
-    MULTI_ADAPTER_PREFIX,
     NAME_PATTERN,
     is_contained,
+    is_multi_adapter_folder,
     is_number,
 )
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
@@ -446,9 +446,8 @@ class ModelRepository:
             for name in base.graph_folders() if base is not None else ():
                 paths.append(self.base_path(base.key, name) / BASE_INFO_FILE)
             if base is not None:  # and so is a version refused by a multi-adapter graph re-exported since
-                bases = self.base_path(base.key)
-                multi = sorted(bases.glob(f"{MULTI_ADAPTER_PREFIX}*")) if bases.is_dir() else []
-                paths.extend(graph / BASE_INFO_FILE for graph in multi)
+                multi = [f for f in self.base_folders(base.key) if is_multi_adapter_folder(f)]
+                paths.extend(self.base_path(base.key, graph) / BASE_INFO_FILE for graph in multi)
         stats = []
         for path in paths:
             with contextlib.suppress(OSError):
@@ -534,6 +533,11 @@ class ModelRepository:
     # ---- shared base encoders -------------------------------------------------------------
     def has_base(self, key: str, precision: str) -> bool:
         return (self.base_path(key, precision) / BASE_INFO_FILE).is_file()
+
+    def base_folders(self, key: str) -> list[str]:
+        """The folder names under `_bases/<key>/` (published or not: has_base says which are)."""
+        folder = self.base_path(key)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     @contextlib.contextmanager
     def new_base(self, key: str, precision: str, **info: Any) -> Iterator[BaseDraft]:

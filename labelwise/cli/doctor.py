@@ -116,10 +116,9 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
 def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | None]:
     """(the multi-adapter graph `<base key>/<folder>` lora_mode shared serves a LoRA version from, its
     precision), chosen by the loader's own rules; (why it is refused at load, None) when none fits."""
-    import numpy as np
 
     from model_repository import layout
-    from model_repository.multi_adapter import lora_rank
+    from model_repository.multi_adapter import version_lora_rank
     from serving.engine.loader import shared_graph_folder
     from serving.errors import ModelLoadError
 
@@ -129,11 +128,8 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
             f"refused at load: no base_encoder, head or {layout.LORA_FILE} (serve it with lora_mode merged)",
             None,
         )
-    lora = repo.version_path(manifest.scenario, manifest.version) / layout.LORA_FILE
-    rank = None
-    if lora.is_file():  # an object store's version is in the local cache once served: its rank is read there
-        with np.load(lora) as arrays:
-            rank = lora_rank(dict(arrays))
+    # an object store's version is in the local cache once served: its rank is read there (None: not yet)
+    rank = version_lora_rank(repo.version_path(manifest.scenario, manifest.version))
     try:
         folder = shared_graph_folder(repo, manifest, rank, settings)
     except ModelLoadError as exc:

@@ -21,7 +21,7 @@ from model_repository import (
     check_adapter,
     layout,
 )
-from model_repository.multi_adapter import graph_rank, lora_rank, published_graphs
+from model_repository.multi_adapter import lora_rank, published_graphs
 
 from ..errors import ModelLoadError
 from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, num_labels_of
@@ -321,12 +321,12 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
     fits = [
         folder
         for folder in existing
-        if (graph_rank(folder) or 0) >= (rank or 1)
+        if (layout.graph_rank(folder) or 0) >= (rank or 1)
         and layout.precision_of_folder(folder) in settings.precisions
         and _not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
     ]
     if fits:
-        fit = graph_rank(fits[0])
+        fit = layout.graph_rank(fits[0])
         fix = (
             f"set lora_table_rank: {fit} in the serving config (LABELWISE_LORA_TABLE_RANK={fit}) to serve it "
             f"from {fits[0]} (every LoRA scenario served shared then needs its base's rank-{fit} graph)"

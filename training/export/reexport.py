@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from model_repository import Manifest, ModelRepository, RepositoryError, layout
-from model_repository.multi_adapter import lora_rank
+from model_repository.multi_adapter import version_lora_rank
 
 from ..config import TrainConfig, recorded_scenario_config
 from ..data import LabeledTexts, load_labeled, prepare_data, stratified_cap
@@ -170,11 +169,10 @@ def reexport_version(
         }
         exported["metrics"] = {**inherited, **exported.get("metrics", {})}
         draft.fields.update(exported)
-        if source.strategy == "lora" and (draft.path / layout.LORA_FILE).is_file():
+        rank = version_lora_rank(draft.path) if source.strategy == "lora" else None
+        if rank is not None:
             # As publish does: lora_mode shared serves the child's precisions from its base's multi-adapter
             # graph of each, which this exports unless it is there (then verified and reused).
-            with np.load(draft.path / layout.LORA_FILE) as lora:
-                rank = lora_rank(dict(lora))
             head_kind = (exported.get("head") or {}).get("kind")
             export_shared_graph(repository, source.base_model.id, rank, wanted, head_kind)
     assert draft.manifest is not None
