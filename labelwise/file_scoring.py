@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from model_repository.errors import UsageError
+from model_repository.errors import UsageError, validation_problems
 from model_repository.storage import parse_root
 
 from .errors import ClientError, InputRowError, LabelwiseError
@@ -491,11 +491,7 @@ class OutputFile:
 # ---- scorers -------------------------------------------------------------------------------------
 def settings_problem(exc: Any) -> str:
     """A pydantic ValidationError as one line: `field: message` per error, joined by '; '."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(x) for x in error.get("loc", ())) or "settings"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or str(exc).splitlines()[0]
+    return validation_problems(exc, name=lambda loc: ".".join(map(str, loc)) or "settings")
 
 
 def check_url(url: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError
+from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError, validation_problems
 
 # The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
 CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
@@ -717,9 +717,7 @@ def _deploy_schema(raw: dict[str, Any], source: Path) -> Any:
     try:
         schema = ServeDeploySchema.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = validation_problems(exc, name=lambda loc: ".".join(map(str, loc)) or "file", limit=5)
         raise UsageError(f"{source}: not a valid Serve config ({problems})") from None
     if not schema.applications:
         raise UsageError(f"{source}: applications must list at least one application")

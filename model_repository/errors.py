@@ -8,6 +8,9 @@ Each message names the thing that is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 EXIT_RUNTIME = 1  # the command ran and failed (a server did not come up, an export broke parity)
 EXIT_USAGE = 2  # the command was asked something wrong (bad option, missing file, invalid name)
 
@@ -75,3 +78,18 @@ class MissingStoragePackageError(ObjectStoreError):
     """A repository URL whose scheme needs a package that is not installed (gs:// without gcsfs)."""
 
     exit_code = EXIT_USAGE
+
+
+def validation_problems(
+    exc: Any, *, name: Callable[[tuple[Any, ...]], str] | None = None, limit: int | None = None
+) -> str:
+    """A pydantic ValidationError as one line for an error message: `where: message` per error, joined
+    by '; '. name: how a location reads (a CLI flag, say; default its parts joined by '.'); limit: at
+    most that many errors."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        loc = tuple(error.get("loc") or ())
+        where = name(loc) if name is not None else ".".join(map(str, loc))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts) or str(exc).splitlines()[0]

@@ -15,6 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_repository.errors import validation_problems
 from model_repository.layout import is_number
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
 
@@ -237,10 +238,7 @@ class ServingConfig(BaseSettings):
         try:
             autoscaling(**fields)
         except ValidationError as exc:
-            problems = "; ".join(
-                ": ".join([*map(str, e["loc"]), e["msg"].removeprefix("Value error, ")]) for e in exc.errors()
-            )
-            raise ValueError(f"autoscaling_config: {problems}") from None
+            raise ValueError(f"autoscaling_config: {validation_problems(exc)}") from None
         return fields
 
     @field_validator("default_scenario")

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from model_repository.errors import UsageError
+from model_repository.errors import UsageError, validation_problems
 
 # What `--lora-modes` reads: loadtests/bench_lora.py starts its own servers (its own config), drives them
 # with the Python load generator, once. Any other option given with it is refused rather than dropped.
@@ -170,12 +170,9 @@ def _options(model: Any, **fields: Any) -> Any:
     try:
         return model(**fields)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            loc = error.get("loc") or ()
-            problems.append(f"{_flag(str(loc[0]))}: {message}" if loc else message)
-        raise UsageError("; ".join(problems)) from None
+        raise UsageError(
+            validation_problems(exc, name=lambda loc: _flag(str(loc[0])) if loc else "")
+        ) from None
 
 
 def _flag(field: str) -> str:

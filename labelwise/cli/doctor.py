@@ -67,7 +67,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
         report["refused"] = str(exc)
         return report
     report["providers"] = providers
-    report["intra_op_threads"] = config.ort_intra_op_threads or max(1, int(config.num_cpus) or 1)
+    report["intra_op_threads"] = config.ort_threads
     report["precision_order"] = precisions
     missing = missing_local_root(config.repository)
     if missing is not None:  # `labelwise serve` refuses it (exit 2): not an empty repository to report

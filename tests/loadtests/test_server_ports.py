@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,25 +26,31 @@ def listening() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_a_taken_port_is_refused_before_the_server_starts(listening: int, tmp_path: Path) -> None:
-    marker = tmp_path / "started"
+def test_a_taken_port_is_refused_before_the_server_starts(
+    listening: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args))
     with pytest.raises(BenchError) as refused:
         start_server(
-            "labelwise serve", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
-            f"http://127.0.0.1:{listening}", tmp_path / "serve.log",
+            "labelwise serve", [sys.executable, "-c", "pass"], f"http://127.0.0.1:{listening}",
+            tmp_path / "serve.log",
         )  # fmt: skip
     message = str(refused.value)
     assert f"127.0.0.1:{listening} is in use" in message
     assert "An earlier bench's server may still run there" in message
-    time.sleep(0.5)
-    assert not marker.exists()  # nothing was started to measure
+    assert started == []  # nothing was started to measure
 
 
-class _SlowReady(BaseHTTPRequestHandler):
-    """Answers /readyz 200 after 1.5 s: longer than the server under test lives."""
+class _ReadyOnceGone(BaseHTTPRequestHandler):
+    """Answers /readyz 200 once the server under test (`gone`) has exited: another process answering
+    for a server that gave up, in that order whatever the machine's load."""
+
+    gone: subprocess.Popen[bytes] | None = None
 
     def do_GET(self) -> None:
-        time.sleep(1.5)
+        assert self.gone is not None
+        self.gone.wait(timeout=30)
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -56,12 +61,14 @@ class _SlowReady(BaseHTTPRequestHandler):
 
 def test_a_server_that_exits_while_another_answers_its_probe_is_refused(tmp_path: Path) -> None:
     """Another process answers /readyz on the port; the server started there has given up meanwhile."""
-    other = ThreadingHTTPServer(("127.0.0.1", 0), _SlowReady)
+    proc = subprocess.Popen(["sleep", "0.3"])
+    _ReadyOnceGone.gone = proc
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _ReadyOnceGone)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     log = tmp_path / "serve.log"
     log.write_text("error: 127.0.0.1 port is in use\n")
     url = f"http://127.0.0.1:{other.server_address[1]}"
-    server = ServerProcess("labelwise serve", url, subprocess.Popen(["sleep", "0.3"]), log)
+    server = ServerProcess("labelwise serve", url, proc, log)
     try:
         with pytest.raises(BenchError, match=r"exited with code 0 while .*/readyz answered"):
             wait_server_ready(server, 10)

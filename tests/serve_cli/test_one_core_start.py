@@ -46,7 +46,9 @@ def test_a_one_core_serve_runs_ray_on_that_core_and_says_what_runs(
                 break
             time.sleep(1)  # the version loads after the app runs
         assert classify(SCENARIO).status_code == 200, server.log_tail()
-        for _ in range(10):  # the poll that loaded it notes the other's error next, or a poll later
+        for _ in range(
+            60
+        ):  # the poll that loaded it notes the other's error next, or a poll later (2 s apart)
             refused = classify("not_published")
             assert refused.status_code == 503
             message = refused.json()["error"]["message"]
