@@ -146,11 +146,14 @@ class BenchOptions(BaseModel):
     @model_validator(mode="after")
     def _derived_ports_exist(self) -> BenchOptions:
         """Refused up front, not when the fp32 server fails to start after the main measurements."""
-        top = self.port + max(MEMORY_PORT_OFFSET, FP32_PORT_OFFSET)
+        offsets = [MEMORY_PORT_OFFSET] if self.memory_one_scenario else []
+        if self.same_precision and self.precision != "fp32":
+            offsets.append(FP32_PORT_OFFSET)  # the servers require_free_ports checks, no others
+        top = self.port + max(offsets, default=0)
         if self.url is None and top > MAX_PORT:
             raise ValueError(
                 f"--port {self.port}: the bench also starts servers on ports up to {top}, past {MAX_PORT}; "
-                f"use a port up to {MAX_PORT - max(MEMORY_PORT_OFFSET, FP32_PORT_OFFSET)}"
+                f"use a port up to {MAX_PORT - max(offsets)}"
             )
         return self
 

@@ -123,13 +123,19 @@ class IngressDeployment:
 
     async def _follow_served_scenarios(self) -> None:
         """Serve-all mode: the classifier's served scenarios, asked again every reload_poll_interval_s."""
+        failures = 0
         while True:
             try:
                 listed = await self.backend.list_scenarios()
+                served = frozenset(e["name"] for e in listed if not e.get("skipped"))
             except Exception as exc:  # the classifier is starting or being replaced: ask again
-                logger.debug("served scenarios not read from the classifier: %s", exc)
+                failures += 1
+                # said once a streak outlasts a start (3 polls): refused requests count as _unknown meanwhile
+                log = logger.warning if failures == 3 else logger.debug
+                log("served scenarios not read from the classifier (%d polls in a row): %s", failures, exc)
             else:
-                self.metrics.served_scenarios = frozenset(e["name"] for e in listed if not e.get("skipped"))
+                failures = 0
+                self.metrics.served_scenarios = served
             await asyncio.sleep(self.config.reload_poll_interval_s)
 
     def __serve_build_asgi_app__(self):
