@@ -104,24 +104,10 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
 @pytest.fixture
 def tiny_server() -> Iterator[TinyServer]:
     """A fresh counting server per test; `behaviour['faults']` turns on slow and failing answers."""
-    import uvicorn
-
     counts = Counts()
     behaviour = {"faults": False}
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(_app(counts, behaviour), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the tiny test server did not start within 10 s")
-        time.sleep(0.02)
-    yield TinyServer(f"http://127.0.0.1:{port}", counts, behaviour)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with _served(_app(counts, behaviour)) as url:
+        yield TinyServer(url, counts, behaviour)
 
 
 @pytest.fixture(scope="session")

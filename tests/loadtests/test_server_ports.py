@@ -6,15 +6,15 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from loadtests.errors import BenchError
 from loadtests.processes import ServerProcess, port_taken, start_server, stop_server, wait_server_ready
+from tests.conftest import http_stub
 
 
 @pytest.fixture
@@ -63,19 +63,15 @@ def test_a_server_that_exits_while_another_answers_its_probe_is_refused(tmp_path
     """Another process answers /readyz on the port; the server started there has given up meanwhile."""
     proc = subprocess.Popen(["sleep", "0.3"])
     _ReadyOnceGone.gone = proc
-    other = ThreadingHTTPServer(("127.0.0.1", 0), _ReadyOnceGone)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
     log = tmp_path / "serve.log"
     log.write_text("error: 127.0.0.1 port is in use\n")
-    url = f"http://127.0.0.1:{other.server_address[1]}"
-    server = ServerProcess("labelwise serve", url, proc, log)
-    try:
-        with pytest.raises(BenchError, match=r"exited with code 0 while .*/readyz answered"):
-            wait_server_ready(server, 10)
-    finally:
-        stop_server(server)
-        other.shutdown()
-        other.server_close()
+    with http_stub(_ReadyOnceGone) as url:
+        server = ServerProcess("labelwise serve", url, proc, log)
+        try:
+            with pytest.raises(BenchError, match=r"exited with code 0 while .*/readyz answered"):
+                wait_server_ready(server, 10)
+        finally:
+            stop_server(server)
 
 
 def test_the_bench_refuses_a_taken_port_before_it_trains(

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 
 from labelwise.server import read_deploy_config
 from model_repository.errors import UsageError
+from tests.conftest import http_stub
 
 from .serve_process import LOCAL_ENV, ROOT, free_port
 
@@ -136,18 +136,10 @@ class _Dashboard(http.server.BaseHTTPRequestHandler):
 def test_deploy_host_replaces_the_shipped_files_loopback(host: str | None) -> None:
     """The shipped Serve config listens on 127.0.0.1 (a local run); on a cluster `--host 0.0.0.0` is what
     reaches Serve, the rest of the file as it is."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dashboard)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _Dashboard.deployed = []
-    try:
+    with http_stub(_Dashboard) as url:
         args = ["--host", host] if host else []
-        done, _ = _labelwise(
-            "deploy", "--address", f"http://127.0.0.1:{server.server_port}", "--config", str(SHIPPED),
-            "--timeout-s", "0", *args,
-        )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
+        done, _ = _labelwise("deploy", "--address", url, "--config", str(SHIPPED), "--timeout-s", "0", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     (sent,) = _Dashboard.deployed
     assert sent["http_options"] == {"host": host or "127.0.0.1", "port": 8000}
