@@ -113,11 +113,13 @@ def engine_settings(mode: str, precisions: tuple[str, ...] = ("fp32",), table_ra
     )
 
 
-def load_version(repo: ModelRepository, name: str, version: int, settings: Any) -> Any:
-    """The version loaded as a replica loads it (load_scenario, fresh caches)."""
+def load_version(repo: ModelRepository, name: str, version: int, settings: Any, adapters: Any = None) -> Any:
+    """The version loaded as a replica loads it (load_scenario; a fresh base cache, and a fresh
+    multi-adapter cache unless one is given)."""
     from serving.engine import BaseEncoderCache, MultiAdapterCache, load_scenario
 
-    return load_scenario(repo, name, version, settings, BaseEncoderCache(), MultiAdapterCache())
+    cache = MultiAdapterCache() if adapters is None else adapters
+    return load_scenario(repo, name, version, settings, BaseEncoderCache(), cache)
 
 
 def engine_logits(loaded: Any, texts: list[str]) -> Any:

@@ -10,6 +10,8 @@ import pytest
 from model_repository import ModelRepository
 from tests.conftest import write_toy_csv
 
+from .conftest import engine_settings, load_version, publish_tiny
+
 TEXTS = [
     "The film was great today.",
     "ok",
@@ -26,25 +28,8 @@ SCENARIOS = {
 
 
 def _publish(repo: ModelRepository, work: Path, tiny: Path, name: str, seed: int) -> int:
-    from training import custom_scenario, make_train_config, train_and_publish
-
     labels, targets = SCENARIOS[name]
-    data = work / "data" / f"{name}-{seed}"
-    write_toy_csv(data / "train.csv", 8, seed=seed, labels=labels)
-    write_toy_csv(data / "validation.csv", 4, seed=seed + 100, labels=labels)
-    config = make_train_config(
-        custom_scenario(name, list(labels), data, max_length_tokens=16),
-        "lora",
-        base_model=str(tiny),
-        output_dir=work / "runs" / f"{name}-{seed}",
-        max_steps=3,
-        batch_size=8,
-        early_stopping_patience=None,
-        learning_rate=5e-2,  # large: adapters far from zero, so a wrong adapter would show
-        lora_target_modules=targets,
-        seed=seed,
-    )
-    return train_and_publish(config, repo, export_precisions=["fp32"]).version
+    return publish_tiny(repo, work, tiny, name, labels, seed, lora_target_modules=targets)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +45,11 @@ def repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Mo
 
 
 def _settings(mode: str):
-    from serving.engine import EngineSettings
-
-    return EngineSettings(["CPUExecutionProvider"], ["fp32"], 1, lora_mode=mode, lora_table_rank=8)
+    return engine_settings(mode)
 
 
 def _load(repo: ModelRepository, name: str, version: int, mode: str, adapters=None):
-    from serving.engine import BaseEncoderCache, load_scenario
-
-    return load_scenario(repo, name, version, _settings(mode), BaseEncoderCache(), adapters)
+    return load_version(repo, name, version, engine_settings(mode), adapters)
 
 
 def _merged_logits(loaded, texts: list[str]) -> np.ndarray:
