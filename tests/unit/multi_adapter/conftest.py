@@ -81,12 +81,11 @@ def make_scenario(
     return Scenario(name, model, merged, lora, head_arrays(merged, kind), num_labels)
 
 
-def build_tiny_bert(folder: Path, vocab_size: int = 120, seed: int = 1) -> Path:
-    """A random 2-layer, 32-wide BERT encoder with a pooler, saved in folder."""
-    import torch
-    from transformers import BertConfig, BertModel
+def _tiny_bert_config(vocab_size: int) -> Any:
+    """A 2-layer, 32-wide BERT config with sentence-pair token types."""
+    from transformers import BertConfig
 
-    config = BertConfig(
+    return BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
@@ -95,8 +94,15 @@ def build_tiny_bert(folder: Path, vocab_size: int = 120, seed: int = 1) -> Path:
         max_position_embeddings=64,
         type_vocab_size=2,
     )
+
+
+def build_tiny_bert(folder: Path, vocab_size: int = 120, seed: int = 1) -> Path:
+    """A random 2-layer, 32-wide BERT encoder with a pooler, saved in folder."""
+    import torch
+    from transformers import BertModel
+
     torch.manual_seed(seed)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    BertModel(_tiny_bert_config(vocab_size)).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -105,7 +111,7 @@ def build_masked_lm_bert(folder: Path, seed: int = 0) -> Path:
     has no pooler weights, as an MLM-adapted (domain) BERT has none."""
     import torch
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    from transformers import BertForMaskedLM, BertTokenizerFast
 
     from tests.conftest import _WORDS, toy_sentences
 
@@ -117,17 +123,8 @@ def build_masked_lm_bert(folder: Path, seed: int = 0) -> Path:
     wordpiece.save_model(str(folder))
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
     tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        type_vocab_size=2,
-    )
     torch.manual_seed(seed)
-    BertForMaskedLM(config).save_pretrained(folder, safe_serialization=True)
+    BertForMaskedLM(_tiny_bert_config(tokenizer.vocab_size)).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
