@@ -169,11 +169,15 @@ def port_taken(host: str, port: int) -> str | None:
 def require_free_port(name: str, url: str) -> None:
     """BenchError naming host:port when a server started for url could not listen there."""
     parts = urlsplit(url)
-    why = port_taken(parts.hostname or "127.0.0.1", parts.port or 0)
+    try:
+        port = parts.port or 0
+    except ValueError:  # urlsplit reads the port only when asked, and refuses one past 65535 then
+        raise BenchError(f"{name}: {url}: use a TCP port from 1 to 65535") from None
+    why = port_taken(parts.hostname or "127.0.0.1", port)
     if why is not None:
         raise BenchError(
             f"{name}: {why}. An earlier bench's server may still run there: the bench starts its servers in "
-            f"their own sessions, so they outlive a killed bench (`ss -ltnp 'sport = :{parts.port}'` shows "
+            f"their own sessions, so they outlive a killed bench (`ss -ltnp 'sport = :{port}'` shows "
             "its pid)"
         )
 

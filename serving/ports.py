@@ -16,6 +16,8 @@ def check_port_free(host: str, port: int) -> None:
 
     if port == 0:
         return
+    if not 0 < port <= 65535:
+        raise UsageError(f"port {port}: use a TCP port from 1 to 65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

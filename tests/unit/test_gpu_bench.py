@@ -169,7 +169,7 @@ def values_gpu_args() -> dict:
 
 @pytest.fixture(scope="module")
 def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
-    """A dry run whose HTTP step fails: `labelwise serve` refuses port 70000 and exits."""
+    """A dry run whose HTTP step fails: port 70000 is refused before `labelwise serve` starts."""
     out_dir = tmp_path_factory.mktemp("gpu-bench-http-fails")
     return run_gpu_bench("--no-lora", "--port", "70000", out_dir=out_dir), out_dir
 
@@ -227,7 +227,9 @@ def test_a_failed_http_step_keeps_the_table_and_the_json(http_fails: tuple) -> N
     assert out.returncode == 1, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "| path | L | B | seq/s | bound seq/s | ratio to bound |" in out.stdout
-    assert re.search(r"^FAILED: HTTP: BenchError: labelwise serve exited with code 2", out.stdout, re.M)
+    # refused before `labelwise serve` starts: the bench checks the port as serve would
+    refused = r"^FAILED: HTTP: BenchError: labelwise serve: http://127.0.0.1:70000: use a TCP port"
+    assert re.search(refused, out.stdout, re.M)
     report = json.loads((out_dir / "gpu_bench.json").read_text())
     cells = {(r["length"], int(r["batch"])) for r in report["rows"] if r["path"] == "in-process"}
     assert cells == {(n, b) for n in LENGTHS for b in BATCH_SIZES}
