@@ -35,7 +35,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from labelwise.file_scoring import settings_problem
-    from model_repository import ModelRepository, missing_local_root
+    from model_repository import ModelRepository, missing_local_root, parse_root
     from model_repository.errors import UsageError
     from serving import ServingConfig
     from serving.engine import (
@@ -72,6 +72,10 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
     missing = missing_local_root(config.repository)
     if missing is not None:  # `labelwise serve` refuses it (exit 2): not an empty repository to report
         report["refused"] = f"repository {missing} does not exist: nothing to serve"
+        return report
+    local = parse_root(config.repository)
+    if isinstance(local, Path) and not local.is_dir():  # refused by `labelwise serve` too
+        report["refused"] = f"repository {local} is a file, not a folder of scenarios: nothing to serve"
         return report
     repo = ModelRepository(config.repository)
     names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
