@@ -10,6 +10,7 @@ Two shapes, one service:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -46,6 +47,14 @@ class ClassifierDeployment:
         metrics = ServingMetrics(request_metrics=self.serves_http, ray_export=self.config.ray_metrics_export)
         self.service = ClassifierService(self.config, metrics)
         self.service.start()
+
+    def __del__(self) -> None:
+        """Ray Serve calls this once a stopping replica has drained (and Python may call it again at
+        exit): the alias poll ends and the pass workers stop, rows still queued answered 503."""
+        service = getattr(self, "service", None)  # absent when __init__ failed
+        if service is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing left to stop
+                service.stop()
 
     # What a separate ingress calls through its handle: the service's own methods.
     async def call(self, method: str, *args: Any) -> Any:
@@ -120,6 +129,13 @@ class IngressDeployment:
             if self.config.scenarios is None
             else None
         )
+
+    def __del__(self) -> None:
+        """Ray Serve calls this once a stopping replica has drained: the served-scenarios poll ends."""
+        task = getattr(self, "_follow_task", None)
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                task.cancel()
 
     async def _follow_served_scenarios(self) -> None:
         """Serve-all mode: the classifier's served scenarios, asked again every reload_poll_interval_s."""

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING
 
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, length_passes
 
+from .errors import NotReadyError
+
 if TYPE_CHECKING:
     from .config import ServingConfig
     from .engine import BatchOutcome, Row, RowResult
@@ -130,8 +132,9 @@ class _Waiting:
     tokens: int | None
 
 
-class BatcherClosedError(RuntimeError):
-    """A row submitted to (or still waiting in) a Batcher that was closed."""
+class BatcherClosedError(NotReadyError):
+    """A row submitted to (or still waiting in) a Batcher that was closed: the replica is stopping, so
+    the client is answered 503 and retries (another replica, or this service once it is back)."""
 
 
 class Batcher:
