@@ -310,12 +310,18 @@ def load_version_model(folder: Path, manifest: Manifest, base_path: Path | None,
             return mean_model.eval(), tokenizer
     labels = manifest.labels
     with _quiet_transformers():  # the head is loaded below: "newly initialized ... TRAIN" is wrong here
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             str(base_path),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={n: i for i, n in enumerate(labels)},
+            output_loading_info=True,
         )
+    # A base saved from a masked-LM model has no pooler weights, so transformers drew one at random just
+    # now. A head that reads the pooler needs the one it was trained with: a LoRA version published since
+    # build_model trains and saves it (modules_to_save); an older one, or a frozen head from before mean
+    # pooling, would score with another random pooler on every load, so it is refused.
+    random_pooler = any("pooler" in k.split(".") for k in info["missing_keys"])
     if manifest.strategy == "frozen":
         from safetensors.torch import load_file
 
@@ -324,11 +330,25 @@ def load_version_model(folder: Path, manifest: Manifest, base_path: Path | None,
         missing, unexpected = model.load_state_dict({prefix + k: v for k, v in head.items()}, strict=False)
         if unexpected or any(k.split(".")[0] in head_prefixes(model) for k in missing):
             raise TrainingError(f"{who}: {HEAD_WEIGHTS_FILE} does not match the base architecture")
+        if random_pooler and any("pooler" in k.split(".") for k in missing):  # the head brought none
+            raise _random_pooler_error(who, base_path)
     else:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(weights / ADAPTER_DIR))
+        saved = {str(m).split(".")[-1] for m in (model.peft_config["default"].modules_to_save or ())}
+        if random_pooler and "pooler" not in saved:
+            raise _random_pooler_error(who, base_path)
     return model.eval(), tokenizer
+
+
+def _random_pooler_error(who: str, base_path: Path | None) -> TrainingError:
+    return TrainingError(
+        f"{who}: its head reads the encoder's pooler, but base {base_path} has no pooler weights "
+        "(saved from a masked-LM model) and this version, published before LoRA trained the pooler with "
+        "its head, did not save one: reloading it would draw a random pooler, not the one it was trained "
+        "with; its published ONNX graphs still serve as exported, and a version retrained now saves it"
+    )
 
 
 @contextlib.contextmanager
