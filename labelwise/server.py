@@ -755,11 +755,21 @@ def deploy_to_cluster(
     url = dashboard_address(address)
     check_reachable(url)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from ray.exceptions import AuthenticationError
     from ray.serve.schema import ServeInstanceDetails
 
+    # Ray's clients send RAY_AUTH_TOKEN only where their own RAY_AUTH_MODE is `token`; a token exported
+    # for a token-auth cluster is meant to be sent, so it is, whatever the local mode says.
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        client = ServeSubmissionClient(url)
+        client = ServeSubmissionClient(url, headers=headers)
         client.deploy_applications(payload)
+    except AuthenticationError as exc:  # a token-auth cluster: say which variable to set
+        raise LabelwiseError(
+            f"deploying {config} to {url} failed: the cluster asks for a token "
+            f"({'the exported RAY_AUTH_TOKEN was refused' if token else 'export RAY_AUTH_TOKEN'}): {exc}"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise LabelwiseError(f"deploying {config} to {url} failed: {exc}") from None
     sent = {app["name"]: app for app in payload["applications"]}

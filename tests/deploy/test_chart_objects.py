@@ -535,6 +535,37 @@ def test_object_store_needs_a_url() -> None:
         _render(values)
 
 
+def test_source_none_reads_the_bucket_directly_without_rclone() -> None:
+    """docs/scale-out.md, "straight from object storage": no sync container, no Secret it would need, and
+    the Serve config and LABELWISE_REPOSITORY both name the bucket."""
+    bucket = "s3://bucket/labelwise"
+    values = coalesce(
+        load_values(), {"modelRepository": {"source": "none"}, "serve": {"args": {"repository": bucket}}}
+    )
+    objects = _render(values)
+    errors, _, _ = _kubernetes_schema_errors(objects)
+    assert errors == []
+    assert [o for o in objects if o["kind"] == "PersistentVolumeClaim"] == []
+    service = _one(objects, "RayService")
+    args = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert args["repository"] == bucket
+    for template in _pod_templates(service):
+        spec = template["spec"]
+        assert "initContainers" not in spec
+        assert [c["name"] for c in spec["containers"] if c["name"] == "model-sync"] == []
+        assert {"name": "LABELWISE_REPOSITORY", "value": bucket} in spec["containers"][0]["env"]
+    notes = render_chart(CHART, values, release=RELEASE)["templates/NOTES.txt"]
+    assert f"read straight from {bucket}" in notes and "synced" not in notes
+
+
+@pytest.mark.parametrize("repository", [None, "/models"])
+def test_source_none_needs_a_bucket_in_serve_args(repository: str | None) -> None:
+    args = {} if repository is None else {"repository": repository}
+    values = coalesce(load_values(), {"modelRepository": {"source": "none"}, "serve": {"args": args}})
+    with pytest.raises(TemplateError, match=re.escape("serve.args.repository")):
+        _render(values)
+
+
 @pytest.mark.parametrize("source", ["objectStore", "pvc"])
 def test_serve_config_repository_follows_the_mount_path(source: str) -> None:
     """The app reads ServingConfig.repository, and a Serve arg wins over LABELWISE_REPOSITORY: the Serve
@@ -670,3 +701,16 @@ def test_helm_template_matches_python_engine(rendered: Rendered) -> None:
         return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
 
     assert comparable(from_helm) == comparable(objects), name
+
+
+def test_image_pull_secrets_reach_every_pod_that_runs_the_image() -> None:
+    """A private registry: the Ray pods and the `helm test` pod (which runs the same image) all pull with
+    the chart's imagePullSecrets."""
+    secrets = [{"name": "registry-credentials"}]
+    values = coalesce(load_values(), {"imagePullSecrets": secrets, "tests": {"enabled": True}})
+    objects = _render(values)
+    pods = [template["spec"] for template in _pod_templates(_one(objects, "RayService"))]
+    pods += [o["spec"] for o in objects if o["kind"] == "Pod"]
+    assert len(pods) >= 3  # head, the worker group, the test pod
+    for spec in pods:
+        assert spec.get("imagePullSecrets") == secrets

@@ -23,12 +23,14 @@ from .serve_process import LOCAL_ENV, ROOT, free_port
 SHIPPED = ROOT / "helm" / "labelwise" / "files" / "serve-config.yaml"
 
 
-def _labelwise(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _labelwise(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "labelwise.cli", *args],
         cwd=ROOT,
-        env={**os.environ, **LOCAL_ENV},
+        env={**os.environ, **LOCAL_ENV, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,3 +146,53 @@ def test_deploy_host_replaces_the_shipped_files_loopback(host: str | None) -> No
     (sent,) = _Dashboard.deployed
     assert sent["http_options"] == {"host": host or "127.0.0.1", "port": 8000}
     assert sent["applications"] == read_deploy_config(SHIPPED)["applications"]
+
+
+class _TokenDashboard(_Dashboard):
+    """The same API behind Ray's token authentication: 401 without `Authorization: Bearer <token>`."""
+
+    token = "s3cret-token"
+    seen: list[str | None] = []
+
+    def _authorized(self) -> bool:
+        self.seen.append(self.headers.get("Authorization"))
+        if self.headers.get("Authorization") == f"Bearer {self.token}":
+            return True
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def do_PUT(self) -> None:
+        if self._authorized():
+            super().do_PUT()
+
+    def do_GET(self) -> None:
+        if self._authorized():
+            super().do_GET()
+
+
+def test_deploy_sends_the_exported_ray_auth_token() -> None:
+    """docs/scale-out.md: export RAY_AUTH_TOKEN and deploy to a token-auth cluster. Ray's own client sends
+    it only under RAY_AUTH_MODE=token; labelwise deploy sends it whenever it is exported."""
+    _TokenDashboard.deployed, _TokenDashboard.seen = [], []
+    with http_stub(_TokenDashboard) as url:
+        env = {"RAY_AUTH_TOKEN": _TokenDashboard.token}
+        done, _ = _labelwise(
+            "deploy", "--address", url, "--config", str(SHIPPED), "--timeout-s", "0", env=env
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_TokenDashboard.deployed) == 1
+    assert set(_TokenDashboard.seen) == {f"Bearer {_TokenDashboard.token}"}
+
+
+@pytest.mark.parametrize("token", [None, "a-wrong-token"])
+def test_deploy_without_the_right_token_fails_in_one_line(token: str | None) -> None:
+    with http_stub(_TokenDashboard) as url:
+        env = {"RAY_AUTH_TOKEN": token} if token else {}
+        done, _ = _labelwise(
+            "deploy", "--address", url, "--config", str(SHIPPED), "--timeout-s", "0", env=env
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "RAY_AUTH_TOKEN" in done.stderr.strip().splitlines()[-1]

@@ -47,6 +47,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq .Values.modelRepository.source "objectStore") (not .Values.modelRepository.objectStore.url) }}
 {{- fail "modelRepository.objectStore.url is required when modelRepository.source is objectStore" }}
 {{- end }}
+{{- if and (eq .Values.modelRepository.source "none") (not (contains "://" (toString (.Values.serve.args.repository | default "")))) }}
+{{- fail "modelRepository.source none mounts no repository: set serve.args.repository to the bucket labelwise reads itself (s3://BUCKET/PREFIX)" }}
+{{- end }}
 {{- if and .Values.gcsFaultTolerance.enabled (not .Values.gcsFaultTolerance.redisAddress) }}
 {{- fail "gcsFaultTolerance.redisAddress is required when gcsFaultTolerance.enabled is true" }}
 {{- end }}
@@ -132,7 +135,7 @@ which has no helm binary, validates what this renders with Ray's ServeDeploySche
 - name: HOME
   value: /tmp/home
 - name: LABELWISE_REPOSITORY
-  value: {{ .Values.modelRepository.mountPath | quote }}
+  value: {{ (eq .Values.modelRepository.source "none") | ternary .Values.serve.args.repository .Values.modelRepository.mountPath | quote }}
 # Serve's HTTP proxy echoes a caller's X-Request-Id as it came; this middleware leaves it sane first, so the
 # id in the response is the one in the log (serving/api/request_id.py).
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
