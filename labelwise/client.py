@@ -24,7 +24,13 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BadRequestError, BodyTooLargeError, ClientError, ConnectionFailedError
+from .errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    ClientError,
+    ConnectionFailedError,
+    InvalidApiKeyError,
+)
 
 __all__ = [
     "DEFAULT_MAX_TEXTS_PER_REQUEST",
@@ -140,6 +146,18 @@ def _error_of(response: httpx.Response) -> ClientError:
     return ClientError.for_answer(response.status_code, body)
 
 
+def _not_json(response: httpx.Response, exc: ValueError) -> ClientError:
+    """The bad_answer error of a success answer whose body is not JSON (in labelwise classify's words)."""
+    request = response.request
+    kind = response.headers.get("content-type") or "no Content-Type"
+    body = response.content[:80].decode("utf-8", "replace")
+    message = (
+        f"{request.method} {request.url} did not answer as a labelwise server: {type(exc).__name__}: its "
+        f"{response.status_code} answer is not JSON ({kind}: {body!r}); is the URL a proxy's page?"
+    )
+    return ClientError(response.status_code, {"error": {"type": "bad_answer", "message": message}})
+
+
 class _TooMany(Exception):
     """The server refused a chunk as too many texts, or as a body over its byte limit; `limit` is the
     chunk size to use instead, and `learn` whether it is the server's limit on texts (a body's size
@@ -237,6 +255,20 @@ def _merge(answers: Sequence[dict[str, Any]], expected: int | None = None) -> Cl
     return ClassifyResult.model_validate(first)
 
 
+def _check_api_key(key: str) -> None:
+    """InvalidApiKeyError for a key no request could carry, at construction rather than as a
+    UnicodeEncodeError (or a 401) on the first call: an Authorization header is ASCII, and whitespace
+    around it is stripped by the server (the service refuses such a key in its own config too)."""
+    at = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
+    if at is None:
+        return
+    what = "whitespace or a newline around it" if key != key.strip() else "a character not printable ASCII"
+    raise InvalidApiKeyError(  # the character itself is not echoed: it is part of a secret
+        f"api_key has {what} (character {at}): give the key exactly as the service has it, in ASCII "
+        "letters, digits and punctuation (a key read from a file: strip its trailing newline)"
+    )
+
+
 def _parts(start: int, texts: list[str], size: int) -> list[_Part]:
     """`texts` (which start at `start` in the caller's list) cut into parts of at most `size`."""
     return [(start + i, texts[i : i + size]) for i in range(0, len(texts), size)]
@@ -262,6 +294,8 @@ class _Base:
         if max_texts_per_request is not None and max_texts_per_request < 1:
             raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
         self.base_url = base_url.rstrip("/")
+        if api_key:
+            _check_api_key(api_key)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # A connection that cannot be made fails fast; an answer may take up to timeout_s.
         self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
@@ -293,7 +327,10 @@ class _Base:
         """(parsed JSON, None) on success; (None, seconds to wait) to retry; raises otherwise."""
         self._learn_limit(_limit_from_header(response))
         if response.status_code < 400:
-            return response.json(), None
+            try:
+                return response.json(), None
+            except ValueError as exc:  # a proxy's HTML page, say: not an answer of this API
+                raise _not_json(response, exc) from None
         if response.status_code in self.retry.retry_statuses and attempt < self.retry.max_retries:
             return None, self.retry.wait_s(attempt, response)
         raise _error_of(response)
@@ -387,13 +424,15 @@ class LabelwiseClient(_Base):
         )
         self._discovered = self._limit_given
         self._discover_lock = threading.Lock()
-        # Set when a pooled classify call ends early (an error, Ctrl-C): its parts waiting to retry stop.
-        self._stopping = threading.Event()
-        self._sleep: Callable[[float], None] = self._wait_unless_stopping
+        # A stand-in for the waits between retries (tests record them instead of waiting).
+        self._sleep: Callable[[float], None] | None = None
 
-    def _wait_unless_stopping(self, seconds: float) -> None:
-        """A retry's wait, cut short (raising ClientError) once the call it belongs to has ended."""
-        if self._stopping.wait(seconds):
+    def _wait_unless_stopped(self, stop: threading.Event, seconds: float) -> None:
+        """A retry's wait, cut short (raising ClientError) once `stop`, its own call's, is set: one Event
+        per call, so that a call ending early never cuts another thread's retries short."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif stop.wait(seconds):
             raise ClientError(None, {"error": {"type": "cancelled", "message": "the call was stopped"}})
 
     def __enter__(self) -> LabelwiseClient:
@@ -407,17 +446,21 @@ class LabelwiseClient(_Base):
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call with retries; the answer's JSON, or the ClientError subclass for its error."""
+        return self._request(method, path, threading.Event(), **kwargs)
+
+    def _request(self, method: str, path: str, stop: threading.Event, **kwargs: Any) -> Any:
+        """request(), its waits between retries cut short once `stop` (its classify call's) is set."""
         attempt = 0
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except _RETRY_EXCEPTIONS as exc:
-                self._sleep(self._transport_wait(exc, method, path, attempt))
+                self._wait_unless_stopped(stop, self._transport_wait(exc, method, path, attempt))
             else:
                 body, wait = self._outcome(response, attempt)
                 if wait is None:
                     return body
-                self._sleep(wait)
+                self._wait_unless_stopped(stop, wait)
             attempt += 1
 
     def scenarios(self) -> list[ScenarioInfo]:
@@ -435,19 +478,25 @@ class LabelwiseClient(_Base):
                 self.scenarios()
             except ConnectionFailedError:
                 raise  # no server at all: classify would only wait through the same retries again
-            except ClientError:  # an older server or a stricter proxy: keep the default until refused
+            except ClientError as exc:  # an older server or a stricter proxy: keep the default until refused
+                if exc.type == "bad_answer":  # answered, but not as this API: classify would be no better
+                    raise
                 self._discovered = True
 
-    def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
-        """POST one chunk that starts at `start` of the caller's list."""
+    def _classify_chunk(self, body: dict[str, Any], start: int, stop: threading.Event) -> dict[str, Any]:
+        """POST one chunk that starts at `start` of the caller's list; its retries end once `stop` is set."""
         try:
-            answer = self.request("POST", "/v1/classify", json=body)
+            answer = self._request("POST", "/v1/classify", stop, json=body)
         except ClientError as exc:
             self._raise_for_chunk(exc, len(body["texts"]), start)
         return self._checked_answer(answer, len(body["texts"]), start)
 
     def _score_part(
-        self, body_of: Callable[[list[str]], dict[str, Any]], part: _Part, answers: dict[int, Any]
+        self,
+        body_of: Callable[[list[str]], dict[str, Any]],
+        part: _Part,
+        answers: dict[int, Any],
+        stop: threading.Event,
     ) -> list[_Part]:
         """Scores one part into answers[start]; or the smaller parts to send instead, when the server's
         limit is lower than the part (refused, or learned from another chunk since it was cut)."""
@@ -455,15 +504,17 @@ class LabelwiseClient(_Base):
         if len(texts) > self.max_texts_per_request:
             return self._split(start, texts, None)
         try:
-            answers[start] = self._classify_chunk(body_of(texts), start)
+            answers[start] = self._classify_chunk(body_of(texts), start, stop)
         except _TooMany as refused:
             return self._split(start, texts, refused)
         return []
 
-    def _score_in_pool(self, score: Callable[[_Part], list[_Part]], parts: Iterable[_Part]) -> None:
+    def _score_in_pool(
+        self, score: Callable[[_Part], list[_Part]], parts: Iterable[_Part], stop: threading.Event
+    ) -> None:
         """Scores the parts on up to `concurrency` threads, the smaller parts a refusal asks for
-        included. The first error cancels every part not yet sent, and is raised once those in flight
-        are back."""
+        included. The first error cancels every part not yet sent, sets `stop` (this call's: its parts
+        waiting to retry give up), and is raised once those in flight are back."""
         lock = threading.Lock()
         changed = threading.Event()
         futures: list[Future[None]] = []
@@ -503,11 +554,10 @@ class LabelwiseClient(_Base):
                             raise first
                         return
         except BaseException:
-            self._stopping.set()  # Ctrl-C or a failed part: the parts still waiting to retry give up now
+            stop.set()  # Ctrl-C or a failed part: this call's parts still waiting to retry give up now
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self._stopping.clear()  # every worker is back: the next call retries as usual
 
     def classify(
         self,
@@ -524,18 +574,20 @@ class LabelwiseClient(_Base):
             raise ValueError("texts is empty: give at least one text")
         self._discover()
         answers: dict[int, dict[str, Any]] = {}
+        # This call's own: set when it ends early, it stops its parts' retries, never another call's.
+        stop = threading.Event()
 
         def body_of(part: list[str]) -> dict[str, Any]:
             return self._classify_body(scenario, part, top_k, truncate, extra)
 
         def score(part: _Part) -> list[_Part]:
-            return self._score_part(body_of, part, answers)
+            return self._score_part(body_of, part, answers, stop)
 
         todo = deque(_parts(0, texts, self.max_texts_per_request))
         while todo and (len(todo) == 1 or self.concurrency == 1):  # one at a time: no thread needed
             todo.extendleft(reversed(score(todo.popleft())))
         if todo:
-            self._score_in_pool(score, todo)
+            self._score_in_pool(score, todo, stop)
         return _merge([answers[start] for start in sorted(answers)], len(texts))
 
     def ready(self) -> bool:
@@ -624,7 +676,9 @@ class AsyncLabelwiseClient(_Base):
                 await self.scenarios()
             except ConnectionFailedError:
                 raise
-            except ClientError:
+            except ClientError as exc:
+                if exc.type == "bad_answer":
+                    raise
                 self._discovered = True
 
     async def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:

@@ -68,6 +68,21 @@ class BodyTooLargeError(ClientError):
     exit_code = EXIT_USAGE
 
 
+class BodyTimeoutError(ClientError):
+    """408 request_timeout: the request body did not arrive in full within the service's
+    request_timeout_s (a client or network that stalls mid-body)."""
+
+    code = "request_timeout"
+
+
+class UnsupportedMediaTypeError(ClientError):
+    """415 unsupported_media_type: the body's Content-Type is not JSON, or its Content-Encoding is one the
+    service does not read (this client sends plain JSON: something between it and the service changed
+    the request)."""
+
+    code = "unsupported_media_type"
+
+
 class AuthenticationError(ClientError):
     """401 unauthorized: the service wants a bearer API key and got none or a wrong one."""
 
@@ -123,6 +138,18 @@ class InternalServerError(ClientError):
     code = "internal_error"
 
 
+class InvalidApiKeyError(ClientError, ValueError):
+    """The api_key given to a client cannot be sent in an Authorization header (not printable ASCII: a
+    trailing newline of a key read from a file, an accented letter); raised at construction, before any
+    request (`status` None)."""
+
+    code = "invalid_api_key"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, {"error": {"type": self.code, "message": message}})
+
+
 class ConnectionFailedError(ClientError, ConnectionError):
     """No answer at all: connect, read, write or pool errors outlasted every retry (`status` is None)."""
 
@@ -136,6 +163,8 @@ _ANSWER_ERRORS: tuple[type[ClientError], ...] = (
     BadRequestError,
     TextTooLongError,
     BodyTooLargeError,
+    BodyTimeoutError,
+    UnsupportedMediaTypeError,
     AuthenticationError,
     ScenarioNotServedError,
     EndpointNotFoundError,
@@ -152,7 +181,9 @@ _ERROR_BY_STATUS: dict[int, type[ClientError]] = {
     401: AuthenticationError,
     404: EndpointNotFoundError,
     405: MethodNotAllowedError,
+    408: BodyTimeoutError,
     413: BodyTooLargeError,
+    415: UnsupportedMediaTypeError,
     422: BadRequestError,
     429: OverloadedError,
     500: InternalServerError,
@@ -189,6 +220,7 @@ __all__ = [
     "EXIT_USAGE",
     "AuthenticationError",
     "BadRequestError",
+    "BodyTimeoutError",
     "BodyTooLargeError",
     "ClientError",
     "ConnectionFailedError",
@@ -197,6 +229,7 @@ __all__ = [
     "ExportError",
     "InputRowError",
     "InternalServerError",
+    "InvalidApiKeyError",
     "LabelwiseError",
     "LoadTestError",
     "MethodNotAllowedError",
@@ -211,5 +244,6 @@ __all__ = [
     "TextTooLongError",
     "TrainingError",
     "TuningError",
+    "UnsupportedMediaTypeError",
     "UsageError",
 ]

@@ -52,8 +52,14 @@ class ScenarioSpec(BaseModel):
 class ServingConfig(BaseSettings):
     """Everything a deployment needs. Field names are the keys of the Serve app's `args`."""
 
+    # hide_input_in_errors: a refused api_key must not reach a replica's log (Ray logs the ValidationError
+    # whole); every message still names the field and what it must be.
     model_config = SettingsConfigDict(
-        env_prefix="LABELWISE_", env_nested_delimiter="__", extra="forbid", protected_namespaces=()
+        env_prefix="LABELWISE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        protected_namespaces=(),
+        hide_input_in_errors=True,
     )
 
     repository: str = Field(
@@ -276,8 +282,25 @@ class ServingConfig(BaseSettings):
     @field_validator("api_key")
     @classmethod
     def _no_blank_key(cls, key: str | None) -> str | None:
-        if key is not None and not key.strip():
+        """A key no request could send is refused at start, not met by 401s: HTTP strips whitespace
+        around a header value and refuses a newline in it (a Secret made with --from-file keeps the
+        file's trailing newline), and the two paths that compare it read non-ASCII bytes differently."""
+        if key is None:
+            return key
+        if not key.strip():
             raise ValueError("api_key is blank: set a real token, or leave it unset for an open API")
+        if key != key.strip():
+            raise ValueError(
+                "api_key has whitespace or a newline around it, which no Authorization header can carry: "
+                "strip it (e.g. the trailing newline of a Secret made with kubectl --from-file: use "
+                "--from-literal, or `printf %s key`)"
+            )
+        at = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
+        if at is not None:  # the character itself is not echoed: it is part of a secret
+            raise ValueError(
+                f"api_key: character {at} is not printable ASCII (a space, a control character or a "
+                "non-ASCII letter): use a token of ASCII letters, digits and punctuation, e.g. hex or base64"
+            )
         return key
 
     @property

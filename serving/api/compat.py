@@ -257,7 +257,7 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
         dependencies=[Depends(api_key_dependency(config))],
         tags=["compat: Infinity"],
     )
-    errors = {s: {"model": InfinityErrorBody} for s in ANSWERED_ERRORS}
+    errors = {s: {"model": InfinityErrorBody} for s in ANSWERED_ERRORS if s != 404}  # unknown model: 400
 
     @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
     async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
@@ -382,10 +382,25 @@ def tei_texts(inputs: Any) -> tuple[list[str], bool]:
                 raise InvalidRequestError(f"inputs.{i}: {what}", field=f"inputs.{i}")
             texts.append(sequence[0])
     for i, text in enumerate(texts):
+        named = f"inputs.{i}" if batch else "inputs"
         if not text:
-            named = f"inputs.{i}" if batch else "inputs"
             raise InvalidRequestError(f"{named}: an empty text", field=named)
+        refuse_lone_surrogate(text, named)
     return texts, batch
+
+
+def refuse_lone_surrogate(text: str, named: str) -> None:
+    """InvalidRequestError for a text holding a lone surrogate (a JSON `\\ud800` escape without its pair),
+    which no tokenizer reads: refused here as /v1's strict strings are, not a 500 from the backend, where
+    a field read as any JSON value lets one through (TEI's `inputs`, KServe's `data`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{named}: not valid Unicode (lone surrogate at character {exc.start}); send UTF-8 text, "
+            "each \\uD800-\\uDFFF escape as half of a surrogate pair",
+            field=named,
+        ) from None
 
 
 def _json_kind(value: Any) -> str:
@@ -598,6 +613,7 @@ def v2_texts(body: V2InferRequest) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:
             raise InvalidRequestError(f"inputs.0.data.{i}: not a non-empty string", f"inputs.0.data.{i}")
+        refuse_lone_surrogate(text, f"inputs.0.data.{i}")
     return texts
 
 
@@ -727,7 +743,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     tags: list[str] = ["compat: KServe v2 / Triton"]
     probes = APIRouter(route_class=route, tags=list(tags))  # never behind the API key, never refused for load
     router = APIRouter(route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=tags)
-    # no 415 (a body is read as JSON whatever its Content-Type) and no 422 (the protocol says 400)
+    # no 415 (a body is read as JSON whatever its Content-Type) and no 422 (the protocol says 400; the
+    # 422 FastAPI adds to an operation with parameters is taken out by routes.openapi_as_answered)
     errors = {s: {"model": V2ErrorBody} for s in ANSWERED_ERRORS if s not in (415, 422)}
 
     @probes.head("/v2/health/live", include_in_schema=False)  # uptime checks probe with HEAD too
@@ -738,7 +755,7 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
         return {"live": True}
 
     @probes.head("/v2/health/ready", include_in_schema=False)
-    @probes.get("/v2/health/ready", responses={503: {"model": V2ErrorBody}})
+    @probes.get("/v2/health/ready", responses={s: {"model": V2ErrorBody} for s in (500, 503)})
     async def ready() -> dict[str, bool]:
         readiness = await backend.readiness()
         if not readiness["ready"]:

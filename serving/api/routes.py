@@ -47,8 +47,9 @@ class ClassifyBackend(Protocol):
 # slow or too large, not JSON, invalid, overloaded, server fault, not ready, too slow.
 ANSWERED_ERRORS = (400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)
 _ERRORS = {s: {"model": ErrorBody} for s in ANSWERED_ERRORS}
-# What any route behind the key may answer besides its own: no key, a replica at max_ongoing_requests.
-_GATE_ERRORS = {s: {"model": ErrorBody} for s in (401, 429, 503)}
+# What any route behind the key may answer besides its own: no key, a replica at max_ongoing_requests,
+# a fault of the backend (answered 500 with the request id).
+_GATE_ERRORS = {s: {"model": ErrorBody} for s in (401, 429, 500, 503)}
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 
 
@@ -196,7 +197,9 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
         return {"status": "ok"}
 
     @router.head("/readyz", include_in_schema=False)
-    @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @router.get(
+        "/readyz", response_model=Readiness, responses={500: {"model": ErrorBody}, 503: {"model": Readiness}}
+    )
     async def readyz() -> Any:
         body = Readiness(**await backend.readiness()).model_dump()
         if not body["ready"]:
@@ -212,6 +215,31 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
         return error_response(404, "not_found", "see /docs for the API")
 
     return router
+
+
+def openapi_as_answered(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """app.openapi without the 422 `HTTPValidationError` ({"detail": [...]}) FastAPI documents on any
+    operation with parameters that declares no 422 of its own: this app never sends that body (its
+    handlers answer a validation error in the route's own shape, and KServe's routes answer it 400)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)  # cached on the app: what /openapi.json serves from now on
+        unsent = {"$ref": "#/components/schemas/HTTPValidationError"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                documented = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if documented.get("schema") == unsent:
+                    del responses["422"]
+        if b"HTTPValidationError" not in orjson.dumps(schema.get("paths", {})):
+            components = schema.get("components", {}).get("schemas", {})
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+        return schema
+
+    return openapi
 
 
 def create_api(
@@ -236,6 +264,7 @@ def create_api(
     from .fast_classify import ClassifyFrontDoor, FastClassifyMiddleware  # here: they build on this module
 
     app.include_router(compat_routes(backend, config, metrics))
+    app.openapi = openapi_as_answered(app)
     # Innermost: inside the request id, admission and body limit, in front of FastAPI's routing.
     if fast_classify:
         app.add_middleware(FastClassifyMiddleware, backend=backend, config=config, metrics=metrics)

@@ -1,0 +1,219 @@
+"""Client mends found in review, against a real HTTP server on 127.0.0.1: one thread's failed call no
+longer cancels another thread's retries, an api_key no header can carry is refused at construction, 408
+and 415 answers have their own ClientError subclasses, and a success answer that is not JSON is a
+ClientError (bad_answer), not a bare JSONDecodeError."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from labelwise.client import AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
+from labelwise.errors import (
+    BadRequestError,
+    BodyTimeoutError,
+    ClientError,
+    InvalidApiKeyError,
+    ScenarioNotServedError,
+    UnsupportedMediaTypeError,
+)
+from tests.conftest import http_stub
+
+# (path, JSON body or None) -> (status, body bytes, headers)
+Answer = Callable[[str, Any], tuple[int, bytes, dict[str, str]]]
+
+
+def _labels(body: dict[str, Any]) -> bytes:
+    n = len(body["texts"])
+    rows = [[{"label": "x", "score": 1.0}]] * n
+    answer = {"scenario": body["scenario"], "version": 1, "results": rows, "truncated": [False] * n}
+    return json.dumps(answer).encode()
+
+
+def _error(status: int, kind: str) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps({"error": {"type": kind, "message": "no", "code": status}}).encode(), {}
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[dict[str, Answer], str]]:
+    """A server on 127.0.0.1 that answers with `answer["now"]`."""
+    answer: dict[str, Answer] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, body: Any) -> None:
+            status, data, headers = answer["now"](self.path, body)
+            self.send_response(status)
+            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply(None)
+
+        def do_POST(self) -> None:
+            self._reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_stub(Handler) as url:
+        yield answer, url
+
+
+def _fast() -> RetryPolicy:
+    return RetryPolicy(max_retries=3, backoff_s=0.01, max_wait_s=2.0, rng=random.Random(0))
+
+
+def test_one_threads_failed_call_leaves_another_threads_retries_alone(
+    server: tuple[dict[str, Answer], str],
+) -> None:
+    """Thread A waits out a 503's Retry-After while thread B's pooled call fails (404): A's retry still
+    goes out and A gets its labels (before, B's failure set one Event shared by the client)."""
+    answer, url = server
+    refused = threading.Event()
+    a_posts: list[int] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        if body["scenario"] == "slow":
+            a_posts.append(1)
+            if len(a_posts) == 1:
+                refused.set()
+                status, data, _ = _error(503, "overloaded")
+                return status, data, {"Retry-After": "0.5"}
+            return 200, _labels(body), {}
+        return _error(404, "unknown_scenario")
+
+    answer["now"] = reply
+    got: dict[str, Any] = {}
+    with LabelwiseClient(url, max_texts_per_request=2, concurrency=2, retry=_fast()) as client:
+
+        def thread_a() -> None:
+            try:
+                got["a"] = client.classify("slow", ["one"]).labels
+            except Exception as exc:
+                got["a"] = exc
+
+        a = threading.Thread(target=thread_a)
+        a.start()
+        assert refused.wait(5)
+        with pytest.raises(ScenarioNotServedError):  # two chunks of 2: the pooled path
+            client.classify("missing", ["1", "2", "3", "4"])
+        a.join(10)
+    assert got["a"] == ["x"], got["a"]
+    assert len(a_posts) == 2
+
+
+def test_one_tasks_failed_call_leaves_another_tasks_retries_alone(
+    server: tuple[dict[str, Answer], str],
+) -> None:
+    """The async client the same way: each call's parts live in the call's own TaskGroup."""
+    answer, url = server
+    posts: list[int] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        if body["scenario"] == "slow":
+            posts.append(1)
+            if len(posts) == 1:
+                status, data, _ = _error(503, "overloaded")
+                return status, data, {"Retry-After": "0.5"}
+            return 200, _labels(body), {}
+        return _error(404, "unknown_scenario")
+
+    answer["now"] = reply
+
+    async def run() -> Any:
+        async with AsyncLabelwiseClient(url, max_texts_per_request=2, retry=_fast()) as client:
+            slow = asyncio.create_task(client.classify("slow", ["one"]))
+            await asyncio.sleep(0.2)
+            with pytest.raises(ScenarioNotServedError):
+                await client.classify("missing", ["1", "2", "3", "4"])
+            return await slow
+
+    assert asyncio.run(run()).labels == ["x"]
+    assert len(posts) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("clé", "not printable ASCII"),
+        ("s3cret\n", "whitespace or a newline around it"),
+        ("two words", "not printable ASCII"),
+    ],
+)
+def test_an_api_key_no_header_can_carry_is_refused_at_construction(key: str, words: str) -> None:
+    for make in (LabelwiseClient, AsyncLabelwiseClient):
+        with pytest.raises(InvalidApiKeyError, match=words) as caught:
+            make("http://127.0.0.1:9", api_key=key)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, ClientError)
+        assert caught.value.exit_code == 2 and key.strip() not in str(caught.value)
+    LabelwiseClient("http://127.0.0.1:9", api_key="Ab0-._~+/=").close()
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "error_type"),
+    [
+        (408, "request_timeout", BodyTimeoutError),
+        (415, "unsupported_media_type", UnsupportedMediaTypeError),
+        (408, None, BodyTimeoutError),  # a proxy's own 408: by status
+        (415, None, UnsupportedMediaTypeError),
+        (422, "invalid_request", BadRequestError),
+    ],
+)
+def test_408_and_415_have_their_own_error_types(
+    server: tuple[dict[str, Answer], str], status: int, kind: str | None, error_type: type
+) -> None:
+    answer, url = server
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        return _error(status, kind) if kind else (status, b'{"detail": "no"}', {})
+
+    answer["now"] = reply
+    with LabelwiseClient(url, retry=_fast()) as client, pytest.raises(ClientError) as caught:
+        client.classify("s", ["a"])
+    assert type(caught.value) is error_type and caught.value.status == status
+
+
+@pytest.mark.parametrize("where", ["/v1/classify", "/v1/scenarios"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_success_answer_that_is_not_json_is_a_bad_answer(
+    server: tuple[dict[str, Answer], str], where: str, kind: str
+) -> None:
+    answer, url = server
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == where:
+            return 200, b"<html>proxy login</html>", {"Content-Type": "text/html"}
+        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
+
+    answer["now"] = reply
+
+    async def run_async() -> Any:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            return await client.classify("s", ["a"])
+
+    with pytest.raises(ClientError) as caught:
+        if kind == "sync":
+            with LabelwiseClient(url, retry=_fast()) as client:
+                client.classify("s", ["a"])
+        else:
+            asyncio.run(run_async())
+    error = caught.value
+    assert type(error) is ClientError and (error.type, error.status) == ("bad_answer", 200)
+    assert where in str(error) and "not JSON" in str(error) and "text/html" in str(error)
