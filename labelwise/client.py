@@ -269,6 +269,24 @@ def _check_api_key(key: str) -> None:
     )
 
 
+def _sendable(texts: Sequence[str]) -> list[str]:
+    """texts as a list, refused here (ValueError naming the text) where no request could carry them: none
+    at all, or a string with a lone surrogate (it has no UTF-8 form, so the body could not be encoded)."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty: give at least one text")
+    for i, text in enumerate(texts):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"texts[{i}]: not valid Unicode (a lone surrogate at character {exc.start}): "
+                    "decode the text with errors='replace' or drop that character"
+                ) from None
+    return texts
+
+
 def _parts(start: int, texts: list[str], size: int) -> list[_Part]:
     """`texts` (which start at `start` in the caller's list) cut into parts of at most `size`."""
     return [(start + i, texts[i : i + size]) for i in range(0, len(texts), size)]
@@ -569,9 +587,7 @@ class LabelwiseClient(_Base):
     ) -> ClassifyResult:
         """Labels with scores for every text, in order; lists over the server's limit go as chunks,
         up to `concurrency` at once. `extra` fields go into each request body as they are."""
-        texts = list(texts)
-        if not texts:
-            raise ValueError("texts is empty: give at least one text")
+        texts = _sendable(texts)
         self._discover()
         answers: dict[int, dict[str, Any]] = {}
         # This call's own: set when it ends early, it stops its parts' retries, never another call's.
@@ -717,9 +733,7 @@ class AsyncLabelwiseClient(_Base):
         **extra: Any,
     ) -> ClassifyResult:
         """Labels with scores for every text, in order; chunks go up to `concurrency` at once."""
-        texts = list(texts)
-        if not texts:
-            raise ValueError("texts is empty: give at least one text")
+        texts = _sendable(texts)
         await self._discover()
         # One gate for every part of this call, the smaller parts a refusal asks for included; a part
         # the server answered is never sent again.

@@ -217,3 +217,34 @@ def test_a_success_answer_that_is_not_json_is_a_bad_answer(
     error = caught.value
     assert type(error) is ClientError and (error.type, error.status) == ("bad_answer", 200)
     assert where in str(error) and "not JSON" in str(error) and "text/html" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
+    server: tuple[dict[str, Answer], str], kind: str
+) -> None:
+    """A lone surrogate has no UTF-8 form: the client names the text instead of a UnicodeEncodeError from
+    deep inside the HTTP library, and sends nothing."""
+    answer, url = server
+    asked: list[str] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        asked.append(path)
+        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
+
+    answer["now"] = reply
+    texts = ["fine", "broken \udc80 text"]
+
+    async def run_async() -> Any:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            return await client.classify("s", texts)
+
+    with pytest.raises(
+        ValueError, match=r"texts\[1\]: not valid Unicode \(a lone surrogate at character 7\)"
+    ):
+        if kind == "sync":
+            with LabelwiseClient(url, retry=_fast()) as client:
+                client.classify("s", texts)
+        else:
+            asyncio.run(run_async())
+    assert asked == []
