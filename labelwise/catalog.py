@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_repository import Manifest, ManifestError, ModelRepository
+from model_repository import Manifest, ManifestError, ModelRepository, RepositoryError, check_alias_name
+from model_repository.repository import serving_problem
 
 UNREADABLE = "unreadable"
 
@@ -43,7 +44,15 @@ def verify_version(repo: ModelRepository, scenario: str, ref: str = "latest") ->
 
 def promote(repo: ModelRepository, scenario: str, version: int, alias: str = "production") -> int | None:
     """Point alias at version (verified first); return the version it pointed at before, if any (None
-    also when its alias file was unreadable: it is overwritten). Only this alias is read."""
+    also when its alias file was unreadable: it is overwritten). Only this alias is read.
+
+    A version no replica can load (torch weights only: `--export none`) is refused, RepositoryError
+    naming it: every replica polling the alias would refuse it, and new replicas would start without it.
+    """
+    check_alias_name(alias)
+    problem = serving_problem(repo.load_manifest(scenario, version))
+    if problem is not None:
+        raise RepositoryError(f"not pointing {scenario} {alias} at v{version}: {problem}")
     try:
         before = repo.alias_version(scenario, alias)
     except ManifestError:

@@ -84,12 +84,18 @@ def run_training(
 ) -> TrainingOutcome:
     """Train config; publish to repository (exporting the `export` precisions, then pointing alias at
     the new version) or, without publish, save the weights under the run folder."""
-    from model_repository import ModelRepository, check_alias_name
+    from model_repository import ModelRepository, UsageError, check_alias_name
     from training import publish_run, save_weights, train
 
     precisions = export_precisions(export) if publish else []
     if publish and alias:  # before training: a bad alias name costs no run
         check_alias_name(alias)
+        if not precisions:  # nor an alias no replica could load (promote refuses a version without graphs)
+            raise UsageError(
+                f"--alias {alias} with --export none: a version without ONNX graphs cannot serve, so no "
+                "alias may point at it; export (e.g. --export fp32,int8), or publish without --alias and run "
+                "`labelwise export` before `labelwise promote`"
+            )
     result = train(config)
     if not publish:
         size = save_weights(result, Path(config.output_dir) / "weights")

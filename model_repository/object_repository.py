@@ -61,6 +61,7 @@ from .repository import (
     ModelRepository,
     VersionDraft,
     _check_manifest_paths,
+    check_base_identity,
     code_revision,
     default_root,
     draft_files,
@@ -74,6 +75,11 @@ from .storage import ObjectStore, parse_root
 
 CACHE_ENV = "LABELWISE_REPOSITORY_CACHE"
 _MAX_CLAIM_TRIES = 1000
+# A cached copy is stamped by an empty folder of this prefix inside it (`_stamp_name`).
+_STAMP_PREFIX = ".stamp-"
+# How many times a copy is fetched while other processes of the node keep renaming theirs, made from
+# other objects, into its place first.
+_MATERIALIZE_TRIES = 3
 
 
 def default_cache_dir(url: str) -> Path:
@@ -307,12 +313,15 @@ class ObjectStoreRepository(ModelRepository):
         verify_local: Any,
         *args: Any,
     ) -> Any:
-        """Make target the local copy of key (downloading when absent or stale) and verify it locally."""
+        """Make target the local copy of key (downloading when absent or stale) and verify it locally.
+
+        Any refusal of the copy (a file that no longer matches, a marker file that no longer parses, a
+        stray file) is rot on this disk, the store having been checked already: fetched again, once."""
         for attempt in range(2):
             self._materialize(key, target, files, marker, marker_bytes, listing, what)
             try:
                 return verify_local(*args)
-            except IntegrityError:
+            except RepositoryError:
                 if attempt:
                     raise
                 _discard(target)  # the cached copy rotted on disk: fetch it again once
@@ -328,17 +337,45 @@ class ObjectStoreRepository(ModelRepository):
         listing: dict[str, dict[str, Any]],
         what: str,
     ) -> None:
-        """target as a copy of the objects under key, kept while its stamp (`_stamp`: the marker's bytes
-        and every object's ETag) is the store's; else downloaded again, each file checked on the way."""
-        stamp = _stamp(marker_bytes, files, listing)
-        stamp_file = target.parent / f".{target.name}.stamp"
-        if target.is_dir():
-            if stamp_file.is_file() and stamp_file.read_bytes() == stamp:
-                return
-            # Another version under the same number (a re-created bucket), an object rewritten in the
-            # store since it was cached (whose copy here would hide that it no longer matches), or a
-            # copy cached before stamps: not what the store holds now.
-            _discard(target)
+        """target as a copy of the objects under key, kept while it holds the store's marker bytes and its
+        stamp (`_stamp`: those bytes and every object's ETag) is the store's; else downloaded again, each
+        file checked on the way.
+
+        The stamp is an empty folder inside the copy, made before the copy is renamed into place: a copy and
+        its stamp land together, so a process that loses the rename to another (of this node, sharing the
+        cache) checks the other's copy by its own stamp instead of pinning its stamp on the other's bytes.
+        """
+        stamp = _stamp_name(_stamp(marker_bytes, files, listing))
+        for attempt in range(_MATERIALIZE_TRIES + 1):
+            if target.is_dir():
+                if _is_current(target, marker, marker_bytes, stamp):
+                    return
+                # Another version under the same number (a re-created bucket), an object rewritten in the
+                # store since it was cached (whose copy here would hide that it no longer matches), a
+                # marker file that rotted on disk, or a copy cached before stamps: not what the store holds.
+                _discard(target)
+                with contextlib.suppress(OSError):  # the stamp file of a copy cached before stamps moved in
+                    (target.parent / f".{target.name}.stamp").unlink()
+            if attempt == _MATERIALIZE_TRIES:
+                break
+            self._fetch(key, target, files, marker, marker_bytes, stamp, what)
+        raise IntegrityError(
+            f"{what}: the local copy {target} was replaced {_MATERIALIZE_TRIES} times by another process "
+            f"with one made from other objects than {self.root}/{key} holds now; verify again"
+        )
+
+    def _fetch(
+        self,
+        key: str,
+        target: Path,
+        files: dict[str, FileEntry],
+        marker: str,
+        marker_bytes: bytes,
+        stamp: str,
+        what: str,
+    ) -> None:
+        """Download the objects under key into a temp folder, stamp it, rename it to target; when another
+        process renamed its copy there first, that copy (and its stamp) is left as it is."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -352,15 +389,30 @@ class ObjectStoreRepository(ModelRepository):
                 if local.stat().st_size != entry.size_bytes or file_sha256(local) != entry.sha256:
                     raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {marker}")
             (tmp / marker).write_bytes(marker_bytes)
+            (tmp / stamp).mkdir()
             try:
                 os.rename(tmp, target)
             except OSError:
-                if not target.is_dir():  # another process of this node cached it first: theirs is kept
+                if not target.is_dir():
                     raise
-            stamp_file.write_bytes(stamp)
+                # another process of this node renamed its copy there first: checked by the caller
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _adopt(
+        self, tmp: Path, target: Path, key: str, files: dict[str, FileEntry], marker: str, body: bytes
+    ) -> None:
+        """Make a draft just uploaded under key the cached copy, stamped as `verify` would stamp it, so that
+        promoting the version just published does not download it again. Left out (the draft is dropped)
+        unless a fresh listing of key holds exactly the draft's files at their sizes and the marker."""
+        listing = self.store.files(key)
+        expected = {rel: entry.size_bytes for rel, entry in files.items()} | {marker: len(body)}
+        if {rel: row["size"] for rel, row in listing.items()} != expected:
+            return
+        (tmp / marker).write_bytes(body)
+        (tmp / _stamp_name(_stamp(body, files, listing))).mkdir()
+        os.rename(tmp, target)
 
     # ---- publishing ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -390,10 +442,10 @@ class ObjectStoreRepository(ModelRepository):
             body = manifest.model_dump_json(indent=2).encode()
             if not self.store.create_bytes(f"{key}/{MANIFEST_FILE}", body):
                 raise ManifestError(f"{scenario} v{version}: its manifest exists already; nothing published")
-            # Published from here on: a local failure (a full disk) only costs the cached copy.
-            with contextlib.suppress(OSError):  # the published files become the cached copy
-                (tmp / MANIFEST_FILE).write_bytes(body)
-                os.rename(tmp, self.cache.version_path(scenario, version))
+            # Published from here on: a local failure (a full disk) or a failed listing only costs the
+            # cached copy.
+            with contextlib.suppress(OSError, RepositoryError):  # the published files become the cached copy
+                self._adopt(tmp, self.cache.version_path(scenario, version), key, files, MANIFEST_FILE, body)
             draft.version, draft.manifest = version, manifest
         finally:
             if tmp.exists():
@@ -453,9 +505,9 @@ class ObjectStoreRepository(ModelRepository):
             for rel in files:
                 self.store.upload(tmp / rel, f"{base_key}/{rel}")
             if self.store.create_bytes(f"{base_key}/{BASE_INFO_FILE}", body):
-                with contextlib.suppress(OSError):  # published: a local failure only costs the cache
-                    (tmp / BASE_INFO_FILE).write_bytes(body)
-                    os.rename(tmp, target)
+                # Published: a local failure or a failed listing only costs the cached copy.
+                with contextlib.suppress(OSError, RepositoryError):
+                    self._adopt(tmp, target, base_key, files, BASE_INFO_FILE, body)
                 draft.published = True
         finally:
             if tmp.exists():
@@ -500,11 +552,13 @@ class ObjectStoreRepository(ModelRepository):
                 f"this code reads {SCHEMA_VERSION}"
             )
         what = f"base {key} {precision}"
+        base_key = self._base_key(key, precision)
+        # Before any download: a copy of another base's objects (another key or folder) is refused.
+        check_base_identity(info, key, precision, f"{what} ({self.root}/{base_key})")
         try:
             files = {k: FileEntry(**v) for k, v in info["files"].items()}
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise ManifestError(f"{what}: {BASE_INFO_FILE} has no valid 'files' table ({exc})") from exc
-        base_key = self._base_key(key, precision)
         for rel in files:
             if not is_contained(rel):
                 raise UnsafePathError(
@@ -520,6 +574,20 @@ def _stamp(marker_bytes: bytes, files: dict[str, FileEntry], listing: dict[str, 
     """What a cached copy was made from: its marker file's bytes and each object's ETag as listed."""
     etags = {rel: listing[rel].get("etag", "") for rel in sorted(files)}
     return json.dumps({"marker": marker_bytes.decode("latin-1"), "etags": etags}, sort_keys=True).encode()
+
+
+def _stamp_name(stamp: bytes) -> str:
+    """The name of the empty folder that stamps a cached copy: it holds no file, so the local checks (every
+    file listed with a checksum) do not see it, and it moves with the copy in one rename."""
+    return f"{_STAMP_PREFIX}{hashlib.sha256(stamp).hexdigest()}"
+
+
+def _is_current(target: Path, marker: str, marker_bytes: bytes, stamp: str) -> bool:
+    """Whether the copy at target carries this stamp and still holds the store's marker bytes."""
+    try:
+        return (target / stamp).is_dir() and (target / marker).read_bytes() == marker_bytes
+    except OSError:
+        return False
 
 
 def _is_version(rel: str) -> bool:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,18 +48,28 @@ from .layout import (
     ALIASES_DIR,
     BASE_INFO_FILE,
     BASES_DIR,
+    LORA_FILE,
     MANIFEST_FILE,
     NAME_PATTERN,
+    graph_file,
     is_contained,
     is_multi_adapter_folder,
     is_number,
 )
-from .manifest import SCHEMA_VERSION, FileEntry, Manifest
+from .manifest import PRECISIONS, SCHEMA_VERSION, FileEntry, Manifest
 from .storage import is_object_store, parse_root
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "./var/model-repository"
 _NAME = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
+# A draft folder (draft_folder, the object-store cache's downloads) or a broken base set aside by new_base:
+# what an interrupted publish (kill -9, a lost node) leaves under a scenario or under _bases/<key>/.
+_DRAFT = re.compile(rf"{re.escape(_TMP_PREFIX)}(?:broken-)?[0-9a-f]{{32}}(?:-.+)?")
+# A draft untouched this long is left over: no publish takes a day, and a younger one may be another
+# machine's publish still running on a shared repository.
+STALE_DRAFT_S = 24 * 3600.0
 
 
 # The highest version number a local scenario folder ever gave (a deleted version's is never given again).
@@ -138,11 +150,106 @@ def _hash_files(folder: Path, skip: set[str]) -> dict[str, FileEntry]:
 
 
 def draft_folder(parent: Path) -> Path:
-    """A new, empty temp folder for a draft version or base under parent (made if needed)."""
+    """A new, empty temp folder for a draft version or base under parent (made if needed); drafts that
+    interrupted publishes left under parent more than STALE_DRAFT_S ago are removed first."""
     parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_drafts(parent)
     tmp = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
     return tmp
+
+
+@dataclass(frozen=True)
+class LeftoverDraft:
+    """A draft folder no publish finished: its size and how long since anything in it last changed."""
+
+    path: Path
+    size_bytes: int
+    age_s: float
+
+
+def _leftover(folder: Path, now: float) -> LeftoverDraft:
+    """The draft's size and age; its age is its newest entry's (a publish writes deep inside it)."""
+    size, newest = 0, 0.0
+    for dirpath, dirs, files in os.walk(folder):
+        for name in [".", *dirs, *files]:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                st = os.lstat(os.path.join(dirpath, name))
+                newest = max(newest, st.st_mtime)
+                if name in files:
+                    size += st.st_size
+    return LeftoverDraft(folder, size, max(0.0, now - newest) if newest else 0.0)
+
+
+def drafts_in(parent: Path) -> list[LeftoverDraft]:
+    """Draft folders directly under parent (a scenario folder or `_bases/<key>/`), oldest first."""
+    if not parent.is_dir():
+        return []
+    now = time.time()
+    found = [_leftover(p, now) for p in parent.iterdir() if _DRAFT.fullmatch(p.name) and p.is_dir()]
+    return sorted(found, key=lambda d: -d.age_s)
+
+
+def find_drafts(root: Path) -> list[LeftoverDraft]:
+    """Every draft folder of a local repository root (or an object-store repository's cache): under each
+    scenario folder and under each `_bases/<key>/`."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    parents = [p for p in sorted(root.iterdir()) if _NAME.fullmatch(p.name) and p.is_dir()]
+    bases = root / BASES_DIR
+    if bases.is_dir():
+        parents += [p for p in sorted(bases.iterdir()) if _NAME.fullmatch(p.name) and p.is_dir()]
+    return [draft for parent in parents for draft in drafts_in(parent)]
+
+
+def remove_stale_drafts(parent: Path, older_than_s: float = STALE_DRAFT_S) -> list[LeftoverDraft]:
+    """Remove the drafts under parent untouched for older_than_s (younger ones may be publishes still
+    running elsewhere); each removal is logged. Returns what was removed."""
+    removed = []
+    for draft in drafts_in(parent):
+        if draft.age_s < older_than_s:
+            continue
+        shutil.rmtree(draft.path, ignore_errors=True)
+        if not draft.path.exists():
+            log.warning(
+                "removed %s, a draft an interrupted publish left %.1f hours ago (%d bytes)",
+                draft.path,
+                draft.age_s / 3600,
+                draft.size_bytes,
+            )
+            removed.append(draft)
+    return removed
+
+
+def serving_problem(manifest: Manifest) -> str | None:
+    """Why no replica can load this version (None: one can), by the loader's rules: an ONNX graph of its
+    own, or a frozen head on its base encoder, or (lora_mode shared) a LoRA adapter, head and base. An
+    alias on a version that fails this makes every replica that polls it refuse it."""
+    if manifest.exports or any(graph_file(p) in manifest.files for p in PRECISIONS):
+        return None
+    base, head = manifest.base_encoder, manifest.head
+    if manifest.strategy == "frozen" and head is not None and base is not None and base.precisions:
+        return None
+    if manifest.strategy == "lora" and head is not None and base is not None and LORA_FILE in manifest.files:
+        return None
+    who = f"{manifest.scenario} v{manifest.version}"
+    return (
+        f"{who} cannot be served: it has no ONNX export (published with torch weights only, e.g. "
+        f"`--export none`); run `labelwise export --scenario {manifest.scenario} --version "
+        f"{manifest.version}`, which publishes its graphs as a new version, and promote that version"
+    )
+
+
+def check_base_identity(info: dict[str, Any], key: str, folder: str, what: str) -> None:
+    """A base.json must name the folder it is read from, as a manifest names its version: a folder copied
+    or restored from another base (another model's encoder) is refused, not served."""
+    if info.get("key") != key or info.get("precision") != folder:
+        raise ManifestError(
+            f"{what}: {BASE_INFO_FILE} says base {info.get('key')!r} {info.get('precision')!r}, not "
+            f"{key!r} {folder!r}; the folder was moved or restored from another base's: put back its own "
+            "copy, or move it away and export a version on this base again to rebuild it"
+        )
 
 
 def draft_files(tmp: Path, what: str, own_file: str) -> dict[str, FileEntry]:
@@ -310,6 +417,11 @@ class ModelRepository:
 
             return super().__new__(ObjectStoreRepository)
         return super().__new__(cls)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        """Unpickling and copy call __new__ with these: with none it would read LABELWISE_REPOSITORY, and a
+        local repository could come back as an object-store one."""
+        return (self.root,)
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(parse_root(root)) if root is not None else Path(default_root())
@@ -588,6 +700,7 @@ class ModelRepository:
                 f"this code reads {SCHEMA_VERSION}"
             )
         what = f"base {key} {precision}"
+        check_base_identity(info, key, precision, what)
         folder = self.base_path(key, precision)
         try:
             files = {k: FileEntry(**v) for k, v in info["files"].items()}

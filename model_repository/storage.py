@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import re
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +29,11 @@ _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://(?P<rest>.*)$")
 # str()) has lost one slash: `s3:/bucket/prefix`. Read as the URL: a local folder named `s3:` is not meant.
 _COLLAPSED = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?P<rest>[^/].*)$")
 _EXTRA = "pip install 'labelwise[object-store]'"
+# A conditional PUT that meets another one in flight for the same key is answered 409
+# ConditionalRequestConflict (AWS: "retry"): tried this many times in all, the waits doubling from
+# _CONFLICT_WAIT_S (about 0.75 s in all), before the object is read back.
+_CONFLICT_TRIES = 5
+_CONFLICT_WAIT_S = 0.05
 
 
 def parse_root(root: str | os.PathLike[str]) -> str | Path:
@@ -80,6 +87,25 @@ def _filesystem(scheme: str) -> Any:
 
 def _no_credentials(exc: BaseException) -> bool:
     return type(exc).__name__ in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A 409 ConditionalRequestConflict anywhere in exc's chain: s3fs turns it into a plain OSError (EIO)
+    whose text names the code and whose cause is botocore's ClientError with the response."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code == "ConditionalRequestConflict" or status == 409:
+                return True
+        if "ConditionalRequestConflict" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _folder_marker(full: str, info: dict[str, Any]) -> bool:
@@ -206,17 +232,35 @@ class ObjectStore:
 
         A PUT whose response was lost is retried by the client and answered 412 by our own object: the
         object is read back, and when it holds exactly these bytes the write was ours (callers make their
-        bytes unique: a claim names host, pid and time; a marker names its version).
+        bytes unique: a claim names host, pid and time; a marker names its version). A 409
+        ConditionalRequestConflict (another conditional PUT of the key in flight) is tried again a few
+        times, then the object is read back the same way.
         """
         path = self.key(relative)
-        try:
-            self._call(relative, lambda: self.fs.pipe_file(path, data, mode="create"))
-        except FileExistsError:
+        conflict: ObjectStoreError | None = None
+        for attempt in range(_CONFLICT_TRIES):
             try:
-                return self.read_bytes(relative) == data
-            except FileNotFoundError:
-                return False
-        return True
+                self._call(relative, lambda: self.fs.pipe_file(path, data, mode="create"))
+                return True
+            except FileExistsError:
+                break
+            except ObjectStoreError as exc:
+                # Another conditional PUT of this key was in flight (two publishers racing for a number):
+                # AWS answers 409 and asks to retry; the retry meets the winner's object (412) or lands.
+                if not _is_conflict(exc):
+                    raise
+                conflict = exc
+                if attempt + 1 < _CONFLICT_TRIES:
+                    time.sleep(_CONFLICT_WAIT_S * 2**attempt * random.uniform(0.5, 1.0))
+        try:
+            return self.read_bytes(relative) == data
+        except FileNotFoundError:
+            if conflict is not None:  # no object, yet every try conflicted: nothing was written
+                raise ObjectStoreError(
+                    f"{self.url}: {relative}: conditional PUT still answered 409 ConditionalRequestConflict "
+                    f"after {_CONFLICT_TRIES} tries and no object is there; nothing was written: try again"
+                ) from conflict
+            return False
 
     def upload(self, local: Path, relative: str) -> None:
         path = self.key(relative)

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from model_repository import BaseModelRef, Manifest, ModelRepository, check_alias_name, layout
+from model_repository import (
+    BaseModelRef,
+    Manifest,
+    ModelRepository,
+    RepositoryError,
+    check_alias_name,
+    layout,
+)
+from model_repository.repository import serving_problem
 
 from .config import TrainConfig
 from .data import HELD_OUT, held_out_record
@@ -82,7 +90,11 @@ def publish_run(
     alias: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Publish a trained model as the next version of its scenario; nothing is published on any error.
+    """Publish a trained model as the next version of its scenario, then point alias at it.
+
+    An error before the version is sealed publishes nothing. An error pointing the alias (a version no
+    replica can load, a failed write or base check) comes after it: RepositoryError saying that the
+    version was published and how to promote it, so that a retry does not publish it twice.
 
     extra: free-form notes stored in the manifest's `extra` (e.g. the tune study summary).
 
@@ -92,7 +104,7 @@ def publish_run(
     """
     if alias:  # before the version is written: a bad alias name publishes nothing
         check_alias_name(alias)
-    precisions = _requested_precisions(export_precisions)
+    precisions = requested_precisions(export_precisions)
     scenario = result.config.scenario.name
     _refuse_collapsed(result)
     with repository.new_version(scenario, **_manifest_fields(result, extra)) as draft:
@@ -101,9 +113,21 @@ def publish_run(
         if precisions:
             draft.fields.update(_export_onnx(result, repository, draft.path, precisions))
     assert draft.manifest is not None
+    version = draft.manifest.version
+    log.info("published %s v%d to %s", scenario, version, repository.root)
     if alias:
-        repository.set_alias(scenario, alias, draft.manifest.version)
-    log.info("published %s v%d to %s", scenario, draft.manifest.version, repository.root)
+        # Published from here on: a failure says so, or a retry would publish the same run again.
+        published = f"{scenario} v{version} was published; pointing {alias} at it failed"
+        problem = serving_problem(draft.manifest)
+        if problem is not None:
+            raise RepositoryError(f"{published}: {problem}")
+        try:
+            repository.set_alias(scenario, alias, version)
+        except Exception as exc:
+            raise RepositoryError(
+                f"{published}: {type(exc).__name__}: {exc} (run `labelwise promote --scenario {scenario} "
+                f"--version {version} --alias {alias}` to retry)"
+            ) from exc
     return draft.manifest
 
 
@@ -126,7 +150,7 @@ def _refuse_collapsed(result: TrainedModel) -> None:
     )
 
 
-def _requested_precisions(export_precisions: list[str] | str | None) -> list[str]:
+def requested_precisions(export_precisions: list[str] | str | None) -> list[str]:
     """The precisions to export, from "auto", "fp32,int8", a list or None; the export hook must be there."""
     if export_precisions == "auto":
         return default_precisions() if export_available() else []

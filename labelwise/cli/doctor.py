@@ -78,6 +78,7 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
         report["refused"] = f"repository {local} is a file, not a folder of scenarios: nothing to serve"
         return report
     repo = ModelRepository(config.repository)
+    report["leftover_drafts"] = leftover_drafts(repo)
     names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
     aliases = {s.name: s.alias for s in config.scenarios or ()}
     shared = EngineSettings(providers, precisions, lora_mode="shared", lora_table_rank=config.lora_table_rank)
@@ -115,6 +116,19 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
             )
     report["scenarios"] = scenarios
     return report
+
+
+def leftover_drafts(repo: Any) -> list[Any]:
+    """Drafts interrupted publishes left (kill -9, a lost node), often hundreds of MB each; an object-store
+    repository's are in its local cache. Publishing removes those over a day old itself."""
+    from model_repository import ObjectStoreRepository
+    from model_repository.repository import find_drafts
+
+    return find_drafts(repo.cache.root if isinstance(repo, ObjectStoreRepository) else repo.root)
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | None]:
@@ -172,3 +186,15 @@ def doctor_command(
         typer.echo(f"  {name}: {what}")
     if not report["scenarios"]:
         typer.echo("  (no scenario in the repository)")
+    drafts = report["leftover_drafts"]
+    if drafts:
+        from model_repository.repository import STALE_DRAFT_S
+
+        total = sum(d.size_bytes for d in drafts)
+        typer.echo(f"leftover drafts (publishes that never finished): {len(drafts)}, {total / 1e6:.1f} MB")
+        for draft in drafts:
+            typer.echo(f"  {draft.path}: {draft.size_bytes / 1e6:.1f} MB, {_age(draft.age_s)} old")
+        typer.echo(
+            "  remove one with `rm -rf <path>` once no publish is running on any machine sharing the "
+            f"repository; a publish to its scenario or base removes those over {STALE_DRAFT_S / 3600:g} h old"
+        )

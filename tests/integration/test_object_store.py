@@ -489,10 +489,11 @@ def test_an_unreadable_alias_in_s3_is_named_listed_and_overwritten(
     s3: S3, tmp_path: Path, body: bytes
 ) -> None:
     from labelwise import catalog
+    from tests.unit.test_repository_alias_mends import publish_servable  # promote refuses others
 
     repo = _small_repo(s3, tmp_path, "bad-alias")
-    _small_version(repo, "spam")
-    _small_version(repo, "spam")
+    publish_servable(repo, "spam")
+    publish_servable(repo, "spam")
     repo.set_alias("spam", "staging", 1)
     s3.fs.pipe(f"{BUCKET}/bad-alias/spam/_aliases/production.json", body)
     with pytest.raises(
@@ -684,8 +685,9 @@ def test_a_store_error_is_not_taken_for_a_missing_object(
 def test_an_object_deleted_after_the_listing_is_an_integrity_error(
     s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = _small_repo(s3, tmp_path, "deleted-late")
-    version = _small_version(repo, "spam")
+    version = _small_version(_small_repo(s3, tmp_path, "deleted-late"), "spam")
+    # The publisher's own copy is trusted (stamped when published): a reader on another node downloads.
+    repo = ObjectStoreRepository(f"s3://{BUCKET}/deleted-late", cache_dir=tmp_path / "reader-cache")
     real_download = repo.store.download
 
     def download(relative: str, local: Path) -> None:

@@ -344,7 +344,14 @@ def run_study(
     if publish and alias:  # before any trial: a bad alias name costs no study
         from model_repository import check_alias_name
 
+        from ..publish import requested_precisions
+
         check_alias_name(alias)
+        if not requested_precisions(export_precisions):  # nor an alias no replica could load
+            raise TuningError(
+                f"--alias {alias} with --export none: a version without ONNX graphs cannot serve, so no "
+                "alias may point at it; export (e.g. --export fp32,int8) or publish without --alias"
+            )
     if trials < 1:
         raise TuningError(f"--trials must be at least 1, got {trials}")
     if timeout_s is not None and timeout_s <= 0:

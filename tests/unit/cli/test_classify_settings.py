@@ -202,7 +202,7 @@ def test_a_text_over_the_servers_character_limit_is_scored_from_its_start(tmp_pa
 
 def test_promote_says_new_for_a_new_alias_and_doctor_names_packages_plainly(tmp_path: Path) -> None:
     from model_repository import ModelRepository
-    from tests.unit.test_repository import publish
+    from tests.unit.test_repository_alias_mends import publish_servable as publish  # promote refuses others
 
     repo = ModelRepository(tmp_path / "repo")
     publish(repo, "spam")

@@ -35,6 +35,8 @@ FIELDS = dict(
 def _publish(repo: ModelRepository, scenario: str) -> int:
     with repo.new_version(scenario, **FIELDS) as draft:
         (draft.path / "labels.txt").write_text("negative\npositive\n")
+        (draft.path / "onnx").mkdir()  # promote refuses a version without a graph: no replica loads it
+        (draft.path / "onnx" / "model.fp32.onnx").write_bytes(b"graph")
     return draft.version
 
 
@@ -240,10 +242,14 @@ def test_run_training_saves_or_publishes(tiny_roberta_dir: Path, toy_data_dir: P
     assert saved.manifest is None and saved.weights_bytes and saved.weights_bytes > 0
     assert "not published" in saved.where()
     repo = ModelRepository(tmp_path / "repo")
-    published = run_training(config("published"), repo, export="none", alias="production")
+    published = run_training(config("published"), repo, export="none")
     assert published.manifest is not None and published.where() == "published toy v1"
-    assert repo.aliases("toy") == {"production": 1}
     repo.verify("toy", 1)
+    # No alias on a version without a graph (no replica loads it): refused before training, nothing published.
+    with pytest.raises(UsageError, match="--alias production with --export none"):
+        run_training(config("aliased"), repo, export="none", alias="production")
+    assert repo.list_versions("toy") == [1] and repo.aliases("toy") == {}
+    assert not (tmp_path / "aliased").exists()  # no run folder: no training started
 
 
 def test_client_error_is_a_labelwise_error() -> None:

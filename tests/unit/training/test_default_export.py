@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from labelwise.training_runs import default_export, export_precisions
-from training.publish import _requested_precisions
+from training.publish import requested_precisions
 
 
 @pytest.mark.parametrize(("cuda", "expected"), [(False, ["fp32", "int8"]), (True, ["fp32", "int8", "fp16"])])
@@ -17,5 +17,5 @@ def test_default_export_adds_fp16_on_a_gpu_machine(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert default_export() == ",".join(expected)
     assert set(export_precisions(None)) == set(expected)  # `labelwise train` without --export
-    assert set(_requested_precisions("auto")) == set(expected)  # training.train_and_publish's default
+    assert set(requested_precisions("auto")) == set(expected)  # training.train_and_publish's default
     assert export_precisions("fp32") == ["fp32"]  # an explicit choice stays as given
