@@ -301,7 +301,8 @@ def custom_scenario(
         config = make_train_config(scenario, "lora", base_model="minilm", max_train_samples=500)
         manifest = train_and_publish(config, ModelRepository("var/model-repository"))
     """
-    folder = Path(data_dir)
+    # Absolute: a relative path in a scenario is read under <data_dir>/<name>/, not from here.
+    folder = Path(data_dir).expanduser().resolve()
     settings.setdefault("train_file", str(folder / "train.csv"))
     if "validation_file" not in settings:
         val = folder / "validation.csv"

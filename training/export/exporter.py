@@ -158,6 +158,10 @@ def export_into(
         raise ExportError("parity_texts is empty: export needs validation rows to check parity")
     version_dir = Path(version_dir)
     was_training = model.training
+    # The Trainer leaves the model on its device (cuda:0 on a GPU machine); the parity rows feed CPU
+    # tensors and the export traces on CPU, so the model comes to the CPU for the export and goes back.
+    device = next(model.parameters()).device
+    model.to("cpu")
     model.eval()
     try:
         merged = copy.deepcopy(model).merge_and_unload() if _is_peft(model) else model
@@ -227,6 +231,7 @@ def export_into(
         return fields
     finally:
         model.train(was_training)
+        model.to(device)
 
 
 def _parity_rows(

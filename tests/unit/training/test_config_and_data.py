@@ -79,25 +79,30 @@ def test_formats_load_and_labels_follow_the_config_order(fmt: str, tmp_path: Pat
     import pandas as pd
 
     rows = [("good one", "positive"), ("bad one", "negative"), ("meh", "neutral"), ("fine", "positive")]
-    frame = pd.DataFrame(rows, columns=["body", "tag"])
-    path = tmp_path / f"train.{fmt}"
-    {
-        "csv": lambda: frame.to_csv(path, index=False),
-        "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
-        "parquet": lambda: frame.to_parquet(path),
-    }[fmt]()
+    held = [("so good", "positive"), ("awful", "negative"), ("okay", "neutral")]
+    paths = {}
+    for name, table in (("train", rows), ("validation", held)):
+        frame = pd.DataFrame(table, columns=["body", "tag"])
+        path = paths[name] = tmp_path / f"{name}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        elif fmt == "jsonl":
+            frame.to_json(path, orient="records", lines=True)
+        else:
+            frame.to_parquet(path)
     scenario = custom_scenario(
         "fmt",
         ["neutral", "negative", "positive"],
         tmp_path,
         text_column="body",
         label_column="tag",
-        train_file=str(path),
-        validation_file=str(path),
+        train_file=str(paths["train"]),
+        validation_file=str(paths["validation"]),
     )
     data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
     assert data.train.texts == ["good one", "bad one", "meh", "fine"]
     assert data.train.label_ids == [2, 1, 0, 2]
+    assert data.validation.label_ids == [2, 1, 0]
 
 
 def test_stratified_validation_split_and_caps(tmp_path: Path) -> None:
@@ -172,10 +177,10 @@ def test_validation_label_not_in_config(tmp_path: Path, tiny_roberta_dir: Path) 
 
 def test_validation_label_can_be_dropped_by_config(tmp_path: Path) -> None:
     write_rows(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])
-    write_rows(tmp_path / "validation.csv", [("good", "positive"), ("so so", "mixed")])
+    write_rows(tmp_path / "validation.csv", [("fine", "positive"), ("so so", "mixed")])
     scenario = custom_scenario("drop", LABELS, tmp_path, unknown_validation_labels="drop")
     data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
-    assert data.validation.texts == ["good"] and data.dropped_validation_rows == 1
+    assert data.validation.texts == ["fine"] and data.dropped_validation_rows == 1
 
 
 def test_fewer_than_two_classes(tmp_path: Path, tiny_roberta_dir: Path) -> None:

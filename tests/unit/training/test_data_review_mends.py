@@ -85,3 +85,53 @@ def test_stratified_cap_below_the_number_of_classes_keeps_one_row_of_each() -> N
     for seed in range(10):
         index = stratified_cap(labels, 2, seed)
         assert sorted(labels[i] for i in index) == [0, 1, 2, 3], seed
+
+
+def _scenario_files(folder: Path, train: list[tuple[str, str]], validation: list[tuple[str, str]]) -> None:
+    write_rows(folder / "train.csv", train)
+    write_rows(folder / "validation.csv", validation)
+
+
+def test_validation_texts_leave_training(tmp_path: Path) -> None:
+    """A validation file's texts are not trained on, as a split-off validation's are not: a text seen in
+    training would inflate the scores that choose the checkpoint and stop early."""
+    from training import custom_scenario, make_train_config, prepare_data
+
+    train = [(f"good {i}", "pos") for i in range(6)] + [(f"bad {i}", "neg") for i in range(6)]
+    _scenario_files(tmp_path / "d", train, [("good 1", "pos"), ("bad 2", "neg"), ("new text", "neg")])
+    config = make_train_config(
+        custom_scenario("dup", LABELS, tmp_path / "d"), "full", output_dir=tmp_path / "r"
+    )
+    data = prepare_data(config)
+    assert len(data.train) == 10 and not {"good 1", "bad 2"} & set(data.train.texts)
+    assert len(data.validation) == 3
+
+    same = custom_scenario("same", LABELS, tmp_path / "d", validation_file=str(tmp_path / "d" / "train.csv"))
+    with pytest.raises(DataError, match="repeats a text of the validation file"):
+        prepare_data(make_train_config(same, "full", output_dir=tmp_path / "r2"))
+
+
+def test_a_file_rewritten_with_its_old_mtime_is_read_again(tmp_path: Path) -> None:
+    """datasets keys its cache of a local file on path and mtime: a copy that keeps timestamps (cp -p,
+    rsync -a) must still be read as it is now."""
+    import os
+
+    path = tmp_path / "m.csv"
+    write_rows(path, [("old one", "pos"), ("old two", "neg")])
+    os.utime(path, (1_577_836_800, 1_577_836_800))
+    assert _load(path) == ["old one", "old two"]
+    write_rows(path, [("new one", "pos"), ("new two", "neg"), ("new three", "pos")])
+    os.utime(path, (1_577_836_800, 1_577_836_800))
+    assert _load(path) == ["new one", "new two", "new three"]
+
+
+def test_a_custom_scenario_folder_relative_to_here_is_read_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import custom_scenario, make_train_config
+
+    _scenario_files(tmp_path / "data" / "tickets", [("a", "pos"), ("b", "neg")], [("c", "pos"), ("d", "neg")])
+    monkeypatch.chdir(tmp_path)
+    config = make_train_config(custom_scenario("tickets", LABELS, "data/tickets"), "full", output_dir="run")
+    assert config.train_path == tmp_path / "data" / "tickets" / "train.csv"
+    assert config.validation_path == tmp_path / "data" / "tickets" / "validation.csv"
