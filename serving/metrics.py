@@ -8,6 +8,7 @@ See docs/serving.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import cached_property
 from typing import Any
@@ -49,6 +50,13 @@ class _Series:
             child = _Series(self._prom.labels(*values), self._ray, self._label_names, tags)
             self._children[values] = child
         return child
+
+    def remove(self, *values: str) -> None:
+        """Drop one label set's series from /metrics (a scenario no longer served); Ray's export drops
+        a series that is no longer recorded by itself."""
+        self._children.pop(values, None)
+        with contextlib.suppress(KeyError):  # never recorded
+            self._prom.remove(*values)
 
     def inc(self, amount: float = 1.0) -> None:
         self._prom.inc(amount)

@@ -133,6 +133,7 @@ class ClassifierService:
         # Polling, not file watching: the repository may be a network volume or an object-store mount
         # where inotify does not fire; a poll is one small JSON read per scenario.
         interval = self.config.reload_poll_interval_s
+        shown: set[str] = set()  # scenarios whose loaded_version series /metrics shows
         while True:
             try:
                 for event in await asyncio.to_thread(self.registry.poll_once):
@@ -140,9 +141,12 @@ class ClassifierService:
                 self.metrics.served_scenarios = frozenset(self.registry.served())
                 # Set again on every poll, not only at a swap: Ray's metrics export drops a gauge
                 # series that was not recorded for a while, and the served version must not vanish.
-                for state in self.registry.states():
-                    if state.loaded is not None:
-                        self.metrics.loaded_version.labels(state.name).set(state.loaded.version)
+                loaded = {s.name: s.loaded.version for s in self.registry.states() if s.loaded is not None}
+                for name, version in loaded.items():
+                    self.metrics.loaded_version.labels(name).set(version)
+                for name in shown - loaded.keys():  # forgotten (removed from the repository): not serving
+                    self.metrics.loaded_version.remove(name)
+                shown = set(loaded)
             except Exception:
                 # A bad repository state must not stop future polls.
                 logger.exception("alias poll failed; retrying in %.1fs", interval)

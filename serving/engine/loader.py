@@ -211,7 +211,8 @@ def _open_model(
                     head = NumpyHead(manifest.head.kind, dict(npz))  # ManifestError names what is missing
                 return LoadedScenario(
                     **common,
-                    precision=precision,
+                    # what the base folder holds: an int8 asked for may read the fp32 base (the int8 guard)
+                    precision=layout.precision_of_folder(base_folder),
                     head=head,
                     base_graph=graph,
                     base_key=manifest.base_encoder.key,

@@ -24,9 +24,12 @@ logger = logging.getLogger("labelwise.serving")
 
 # A version refused because reading it failed (a timeout or 5xx from the object store, a file system
 # error) is tried again after this long even when its files look the same: the failure was the read,
-# not the version. A refusal for what the files hold (a checksum, a graph that does not load) stands
-# until the files or the alias change.
+# not the version. A refusal for what the files are (a checksum, a manifest) stands until the files or
+# the alias change. Any other refusal (a graph ONNX Runtime would not open, memory or a device that ran
+# out while two versions were resident) may be the machine's: tried again after IO_REFUSAL_RETRY_S,
+# then twice as long each time up to MAX_REFUSAL_RETRY_S.
 IO_REFUSAL_RETRY_S = 30.0
+MAX_REFUSAL_RETRY_S = 3600.0
 
 
 def _failed_reading(exc: BaseException) -> bool:
@@ -36,6 +39,19 @@ def _failed_reading(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, OSError | ObjectStoreError):  # TimeoutError is an OSError
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _refused_for_its_files(exc: BaseException) -> bool:
+    """Whether a load failed on what the version's files are (verification: a checksum, a manifest, a
+    path), which only a change of the files or the alias mends."""
+    seen: set[int] = set()
+    current: BaseException | None = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RepositoryError):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -53,6 +69,7 @@ class ScenarioState:
     # once refused_until has passed (a refusal for a failed read: IO_REFUSAL_RETRY_S)
     refused: tuple[int, tuple] | None = None
     refused_until: float = math.inf
+    refusals: int = 0  # refusals of that version in a row (the backoff of a retried one)
     last_error: str | None = None
     # serve-all mode: the scenario has versions but not the alias, so it is not expected to load
     skipped: bool = False
@@ -98,6 +115,8 @@ class ScenarioRegistry:
     # ---- lookups (request path) -------------------------------------------------------------
     def get(self, name: str) -> LoadedScenario:
         state = self._states.get(name)
+        if state is None and not self.listed:  # serve-all mode: which names exist is not known yet
+            raise NotReadyError("the repository has not been listed yet: its scenarios are not known; retry")
         if state is None or state.skipped:
             raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
         loaded = state.loaded
@@ -115,9 +134,12 @@ class ScenarioRegistry:
     def missing(self) -> list[str]:
         """Scenarios expected to serve that have no loaded version (readiness is this list being empty).
         Serve-all mode before a listing of the repository has succeeded: `["(repository not listed yet)"]`,
-        so that a replica does not say ready with nothing to serve."""
+        and with no scenario to serve (none has the alias) a line saying so: a replica does not say ready
+        with nothing to serve."""
         if not self.listed:
             return ["(repository not listed yet)"]
+        if self.serve_all and not self.served():
+            return [f"(no scenario with the {self.default_alias!r} alias in the repository)"]
         return [s.name for s in self.states() if s.loaded is None and not s.skipped]
 
     def skipped(self) -> list[str]:
@@ -160,6 +182,14 @@ class ScenarioRegistry:
         when resolving it says too that it has no published version (a listing that missed it once
         does not unload it)."""
         present = set(self.repo.list_scenarios())
+        serving = sum(s.loaded is not None for s in self._states.values())
+        if not present and serving:
+            # A root that is gone or empty at once (a volume unmounted or being replaced) lists nothing
+            # while every scenario resolves as removed: a listing error, and the scenarios keep serving.
+            raise RepositoryError(
+                f"{self.repo.root} lists no scenario while {serving} are serving here (a volume unmounted, "
+                "or the folder replaced?): they keep serving until it lists them again"
+            )
         for name in present:
             self._states.setdefault(name, ScenarioState(name, self.default_alias))
         for name, state in [(n, s) for n, s in self._states.items() if n not in present]:
@@ -226,14 +256,20 @@ class ScenarioRegistry:
         try:
             loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
+            state.refusals = state.refusals + 1 if state.refused == (target, fingerprint) else 1
             state.refused = (target, fingerprint)
-            transient = _failed_reading(exc)
-            state.refused_until = time.monotonic() + IO_REFUSAL_RETRY_S if transient else math.inf
+            if _failed_reading(exc):
+                wait = IO_REFUSAL_RETRY_S
+            elif _refused_for_its_files(exc):
+                wait = math.inf
+            else:
+                wait = min(IO_REFUSAL_RETRY_S * 2 ** (state.refusals - 1), MAX_REFUSAL_RETRY_S)
+            state.refused_until = time.monotonic() + wait
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
             return LoadEvent(state.name, target, current, refused=True)
         previous = state.loaded
-        state.loaded, state.refused, state.last_error = loaded, None, None
+        state.loaded, state.refused, state.last_error, state.refusals = loaded, None, None, 0
         if previous is not None and previous.shared is not loaded.shared:
             # it left that multi-adapter table (now a merged or full graph, or another base's table)
             self._forget_row(previous)
