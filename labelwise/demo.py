@@ -190,17 +190,40 @@ def demo_plan(repository: Path, port: int) -> ServePlan:
     )
 
 
+def _number(kind: type[int] | type[float], option: str, variable: str) -> Any:
+    """An argparse type converting to `kind`; the error names the option and its environment variable."""
+
+    def convert(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind.__name__} value {text!r} (from {option} or {variable})"
+            ) from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--repository", default=os.environ.get("LABELWISE_DEMO_REPOSITORY", "var/demo-repository")
     )
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LABELWISE_DEMO_PORT", "8000")))
+    # The variables' raw text is the default: argparse converts it (only when the option is not given, and
+    # not for --help), so a bad value is a usage error naming the option and its variable (exit 2).
+    parser.add_argument(
+        "--port",
+        type=_number(int, "--port", "LABELWISE_DEMO_PORT"),
+        default=os.environ.get("LABELWISE_DEMO_PORT", "8000"),
+        help="Port to serve on (env LABELWISE_DEMO_PORT; default 8000).",
+    )
     parser.add_argument(
         "--epochs",
-        type=float,
-        default=float(os.environ["LABELWISE_DEMO_EPOCHS"]) if "LABELWISE_DEMO_EPOCHS" in os.environ else None,
-        help="Epochs for every scenario (default: per strategy, see DEMO_TRAINING).",
+        type=_number(float, "--epochs", "LABELWISE_DEMO_EPOCHS"),
+        default=os.environ.get("LABELWISE_DEMO_EPOCHS"),
+        help="Epochs for every scenario (env LABELWISE_DEMO_EPOCHS; default: per strategy, see "
+        "DEMO_TRAINING).",
     )
     parser.add_argument("--smoke", action="store_true", help="Send a few requests, then exit.")
     parser.add_argument(

@@ -58,6 +58,57 @@ def train_overrides(**kwargs: Any) -> dict[str, Any]:
     return out
 
 
+def refuse_unused_flags(
+    strategy: str,
+    *,
+    adversarial: str | None = None,
+    pgd_steps: int | None = None,
+    lora_r: int | None = None,
+    lora_alpha: int | None = None,
+    lora_dropout: float | None = None,
+    lora_target_modules: str | None = None,
+    lora_train_pooler: bool | None = None,
+) -> None:
+    """Refuse (UsageError, exit 2), before any training, a flag the user gave that the run would ignore:
+    a LoRA setting with --strategy full|frozen, --pgd-steps without --adversarial pgd. None means not
+    given (a scenario's own LoRA defaults are never refused), as TrainConfig refuses --qlora without lora
+    and --epsilon without --adversarial."""
+    from model_repository import UsageError
+
+    if strategy in ("full", "frozen"):
+        pooler = "--lora-train-pooler" if lora_train_pooler else "--lora-frozen-pooler"
+        lora = {
+            "--lora-r": lora_r,
+            "--lora-alpha": lora_alpha,
+            "--lora-dropout": lora_dropout,
+            "--lora-target-modules": lora_target_modules,
+            pooler: lora_train_pooler,
+        }
+        given = [flag for flag, value in lora.items() if value is not None]
+        if given:
+            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            raise UsageError(
+                f"{', '.join(given)} {verb} to the lora strategy only (--strategy {strategy} trains no "
+                f"adapters): drop {them}, or train with --strategy lora"
+            )
+    if pgd_steps is not None and adversarial in (None, "none", "fgm"):
+        raise UsageError(
+            f"--pgd-steps is set but adversarial is {adversarial or 'none'}: it applies to --adversarial pgd "
+            "only; add --adversarial pgd, or drop --pgd-steps"
+        )
+
+
+def refuse_publish_flags(given: list[str], needs: str, fix: str) -> None:
+    """Refuse (UsageError, exit 2), before any training, flags that only act on a published version when
+    the command publishes nothing; `given` lists only the flags the user passed (never their defaults).
+    `{them}` in fix reads "it" or "them"."""
+    from model_repository import UsageError
+
+    if given:
+        verb, them = ("needs", "it") if len(given) == 1 else ("need", "them")
+        raise UsageError(f"{'/'.join(given)} {verb} {needs}: {fix.format(them=them)}")
+
+
 @dataclass
 class TrainingOutcome:
     """A finished run: the trained model, and either the published manifest or the saved weights' size."""

@@ -156,10 +156,18 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
 
 
 def doctor_command(
+    ctx: typer.Context,
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Serve config to diagnose (as `labelwise serve --config`)."
     ),
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository root."),
+    repository: Path | None = typer.Option(
+        None,
+        "--repository",
+        "-r",
+        envvar="LABELWISE_REPOSITORY",
+        help="Model repository root, in place of the config's (default: the config's, else "
+        "./var/model-repository); the variable only where the config sets none, as `labelwise serve`.",
+    ),
 ) -> None:
     """Print what the engine will use here: providers, threads, precision per scenario, GPU name and memory.
 
@@ -167,6 +175,9 @@ def doctor_command(
     """
     from labelwise.server import load_serving_args
 
+    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
+    if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
+        repository = None  # ServingConfig reads LABELWISE_REPOSITORY itself, where the config sets none
     overrides = {"repository": str(repository)} if repository is not None else {}
     report = diagnose(load_serving_args(config, **overrides))
     packages = ", ".join(f"{name} {version}" for name, version in report["onnxruntime_packages"].items())

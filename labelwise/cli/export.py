@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from .options import refuse_missing_repository
+
 RepositoryOption = typer.Option(
     None,
     "--repository",
@@ -44,6 +46,7 @@ def export(
     from model_repository import ModelRepository
 
     require("torch")
+    refuse_missing_repository(repository)
     from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
@@ -67,9 +70,13 @@ def export_bench(
 ) -> None:
     """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding."""
     from labelwise.extras import require
-    from model_repository import ModelRepository
+    from model_repository import ModelRepository, UsageError
 
     require("onnxruntime")
+    if not data.is_file():  # before the repository is opened and any graph loads
+        what = "is not a file" if data.exists() else "does not exist"
+        raise UsageError(f"--data {data} {what}: give a CSV with a text column")
+    refuse_missing_repository(repository)
     from training.export.bench import run_bench
 
     run_bench(ModelRepository(repository), scenario, version, data, threads=threads, rows=rows)

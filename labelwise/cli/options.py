@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
@@ -56,7 +57,12 @@ RepoOpt = typer.Option(
     envvar="LABELWISE_REPOSITORY",
     help="Model repository root (default ./var/model-repository).",
 )
-OutOpt = typer.Option(None, "--output-dir", "-o", help="Run folder (default runs/<scenario>/...).")
+OutOpt = typer.Option(
+    None,
+    "--output-dir",
+    "-o",
+    help="Run folder (default runs/<scenario>/..., runs/ being $LABELWISE_RUNS_DIR when that is set).",
+)
 LoraROpt = typer.Option(None, "--lora-r", help="LoRA rank.")
 LoraAlphaOpt = typer.Option(None, "--lora-alpha", help="LoRA alpha.")
 LoraDropoutOpt = typer.Option(None, "--lora-dropout", help="LoRA dropout.")
@@ -69,6 +75,33 @@ LoraPoolerOpt = typer.Option(
     help="LoRA on BERT-like encoders: train the pooler with the head (as RoBERTa's head trains its "
     "dense layer) or keep the base's. Default: the scenario's setting.",
 )
+
+
+def require_training(*also: str) -> None:
+    """The training extra's modules a command needs (torch, transformers, and `also`), checked before it
+    does anything: an install without the extra (the Docker image's serving one) is told the pip command
+    (MissingExtraError, exit 2), not shown a traceback from deep inside training."""
+    from labelwise.extras import require
+
+    for module in ("torch", "transformers", *also):
+        require(module)
+
+
+def refuse_missing_repository(repository: Path | None) -> None:
+    """A local --repository (or LABELWISE_REPOSITORY, or the default root) that does not exist is a typo,
+    or the wrong folder: refused (UsageError, exit 2) naming the path, as `repo list` and `serve` do,
+    not reported as a scenario with no published version there. An object store is checked on opening."""
+    from model_repository import UsageError, missing_local_root
+
+    missing = missing_local_root(repository)
+    if missing is not None:
+        raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
+
+
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option `name` (not its default, nor an environment variable's value)."""
+    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
 def setup_logging() -> None:

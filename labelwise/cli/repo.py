@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from labelwise.catalog import list_scenarios, show_version, verify_version
-from model_repository import ModelRepository, UsageError, missing_local_root
+from model_repository import ModelRepository
+
+from .options import refuse_missing_repository
 
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
@@ -32,9 +34,7 @@ def register(app: typer.Typer) -> None:
 @repo_app.command("list")
 def list_command(repository: Path | None = RepositoryOption, json_output: bool = JsonOption) -> None:
     """List scenarios, their versions and aliases."""
-    missing = missing_local_root(repository)
-    if missing is not None:
-        raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
+    refuse_missing_repository(repository)
     rows = list_scenarios(ModelRepository(repository))
     if json_output:
         typer.echo(json.dumps({"scenarios": [asdict(row) for row in rows]}))
@@ -54,6 +54,7 @@ def show_command(
     json_output: bool = typer.Option(False, "--json", help="Print the manifest as one line of JSON."),
 ) -> None:
     """Print a version's manifest (indented JSON; --json: one line)."""
+    refuse_missing_repository(repository)
     manifest = show_version(ModelRepository(repository), scenario, version)
     typer.echo(manifest.model_dump_json(indent=None if json_output else 2))
 
@@ -63,5 +64,6 @@ def verify_command(
     scenario: str, version: str = typer.Argument("latest"), repository: Path | None = RepositoryOption
 ) -> None:
     """Re-hash every file of a version."""
+    refuse_missing_repository(repository)
     manifest = verify_version(ModelRepository(repository), scenario, version)
     _console.print(f"[green]OK[/green] {scenario} v{manifest.version}: {len(manifest.files)} files verified")

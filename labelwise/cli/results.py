@@ -8,7 +8,7 @@ import typer
 
 from model_repository.errors import UsageError
 
-from .options import setup_logging
+from .options import require_training, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +65,9 @@ def results_command(
             f"--strategies {strategies!r}: name at least one of {', '.join(results.STRATEGY_ORDER)}"
         )
     if report_only:
+        from labelwise.extras import require
+
+        require("matplotlib")  # the report's plots (the training extra)
         path = results.write_report(out, docs, results.load_done(out, results.ledger_dir(docs)))
         typer.echo(f"wrote {path}")
         return
@@ -81,6 +84,13 @@ def results_command(
             raise typer.BadParameter(
                 f"unknown search candidate {variant!r}: choose from {', '.join(results.SEARCH)}"
             )
+    from training import list_scenarios
+
+    known = list_scenarios()
+    for scenario in _split(scenarios):  # now, not after the cells before it have trained
+        if scenario not in known:
+            raise UsageError(f"--scenarios: unknown scenario {scenario!r}: choose from {', '.join(known)}")
+    require_training("matplotlib")  # every cell trains; the report after each one plots
     results.run(
         out,
         _split(stages),

@@ -18,6 +18,8 @@ from model_repository import (
     parse_root,
 )
 
+from .options import refuse_missing_repository
+
 logger = logging.getLogger("labelwise")
 
 
@@ -144,10 +146,15 @@ def promote_command(
     version: int = typer.Option(..., "--version", "-v", help="Version to point the alias at."),
     alias: str = typer.Option("production", "--alias", "-a", help="Alias to switch."),
     repository: Path | None = typer.Option(
-        None, "--repository", "-r", envvar="LABELWISE_REPOSITORY", help="Model repository root."
+        None,
+        "--repository",
+        "-r",
+        envvar="LABELWISE_REPOSITORY",
+        help="Model repository root (default ./var/model-repository).",
     ),
 ) -> None:
     """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
+    refuse_missing_repository(repository)
     before = promote(ModelRepository(repository), scenario, version, alias)
     moved = f"{before} -> {version}" if before is not None else f"-> {version} (new)"
     typer.echo(f"{scenario}: {alias} {moved}")

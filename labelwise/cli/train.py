@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelwise.training_runs import export_precisions, run_training, train_overrides
+from labelwise.training_runs import (
+    export_precisions,
+    refuse_publish_flags,
+    refuse_unused_flags,
+    run_training,
+    train_overrides,
+)
 
 from .options import (
     BaseModelOpt,
@@ -36,6 +42,9 @@ from .options import (
     SeedOpt,
     ValDataOpt,
     WeightsOpt,
+    given_on_command_line,
+    refuse_missing_repository,
+    require_training,
     setup_logging,
 )
 
@@ -49,6 +58,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
+    ctx: typer.Context,
     scenario: str = ScenarioOpt,
     strategy: str = typer.Option(..., "--strategy", help="full | frozen | lora"),
     base_model: str | None = BaseModelOpt,
@@ -89,6 +99,22 @@ def train_command(
 ) -> None:
     """Fine-tune one scenario with one strategy and publish it to the model repository."""
     setup_logging()
+    require_training()
+    refuse_unused_flags(
+        strategy,
+        adversarial=adversarial,
+        pgd_steps=pgd_steps,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target_modules=lora_target_modules,
+        lora_train_pooler=lora_train_pooler,
+    )
+    if not publish:  # what only a published version uses, given with --no-publish: refused, not dropped
+        unused = [flag for flag, value in (("--alias", alias), ("--export", export)) if value is not None]
+        if given_on_command_line(ctx, "repository"):  # not LABELWISE_REPOSITORY: set for every command
+            unused.append("--repository")
+        refuse_publish_flags(unused, "a published version", "--no-publish publishes none; drop {them}")
     from model_repository import ModelRepository
     from training import make_train_config
     from training.metrics import epoch_summary
@@ -150,6 +176,7 @@ def _restart_text(result: Any) -> str:
 
 
 def compare_command(
+    ctx: typer.Context,
     scenario: str = ScenarioOpt,
     base_model: str | None = BaseModelOpt,
     strategies: str = typer.Option("full,frozen,lora", "--strategies", help="Comma-separated strategies."),
@@ -171,6 +198,7 @@ def compare_command(
 ) -> None:
     """Train full, frozen and LoRA on the same data; write comparison.md and comparison.png."""
     setup_logging()
+    require_training()
     from model_repository import ModelRepository
     from model_repository.errors import UsageError
     from training import STRATEGIES, compare_strategies, comparison_markdown
@@ -178,6 +206,10 @@ def compare_command(
     chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
     if not chosen:
         raise UsageError(f"--strategies {strategies!r}: name at least one of {', '.join(STRATEGIES)}")
+    if repository is None and given_on_command_line(ctx, "export"):  # its default 'none' is never refused
+        refuse_publish_flags(
+            ["--export"], "--repository/-r", "without it nothing is published; add -r, or drop --export"
+        )
     rows, out = compare_strategies(
         scenario,
         strategies=chosen,
@@ -249,6 +281,7 @@ def evaluate_command(
         raise UsageError(f"--split {split!r}: choose test or validation")
     if precision not in EVAL_PRECISIONS:
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(EVAL_PRECISIONS)}")
+    refuse_missing_repository(repository)
     metrics = evaluate_version(
         ModelRepository(repository),
         scenario,

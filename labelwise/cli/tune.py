@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from labelwise.training_runs import export_precisions
+from labelwise.training_runs import export_precisions, refuse_publish_flags
 
 from .options import (
     BaseModelOpt,
@@ -20,6 +20,9 @@ from .options import (
     RepoOpt,
     SeedOpt,
     ValDataOpt,
+    given_on_command_line,
+    refuse_missing_repository,
+    require_training,
     setup_logging,
 )
 
@@ -32,6 +35,7 @@ def register(app: typer.Typer) -> None:
 
 
 def tune_command(
+    ctx: typer.Context,
     scenario: str = typer.Option(
         ...,
         "--scenario",
@@ -64,7 +68,11 @@ def tune_command(
     max_length: int | None = MaxLenOpt,
     seed: int = SeedOpt,
     output_dir: Path | None = typer.Option(
-        None, "--output-dir", "-o", help="Study folder (default runs/<scenario>/tune-<study name>)."
+        None,
+        "--output-dir",
+        "-o",
+        help="Study folder (default runs/<scenario>/tune-<study name>, runs/ being $LABELWISE_RUNS_DIR "
+        "when that is set).",
     ),
     publish: bool = typer.Option(False, "--publish", help="Train the best configuration and publish it."),
     repository: Path | None = RepoOpt,
@@ -73,6 +81,14 @@ def tune_command(
 ) -> None:
     """Search hyperparameters with Optuna (TPE + pruning on macro-F1); the study resumes by name."""
     setup_logging()
+    require_training("optuna")
+    if not publish:  # what only the published best run uses, given without --publish: refused, not dropped
+        unused = [flag for flag, value in (("--alias", alias), ("--export", export)) if value is not None]
+        if given_on_command_line(ctx, "repository"):  # not LABELWISE_REPOSITORY: set for every command
+            unused.append("--repository")
+        refuse_publish_flags(
+            unused, "--publish", "without it the study publishes nothing; add --publish, or drop {them}"
+        )
     from model_repository import ModelRepository
     from training.tuning import run_study
 
@@ -143,6 +159,8 @@ def robustness_command(
 ) -> None:
     """Accuracy of a published version on clean rows and on the same rows with typos and word drops."""
     setup_logging()
+    require_training()
+    refuse_missing_repository(repository)
     from model_repository import ModelRepository
     from training.tuning import robustness_of_published
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from model_repository import ModelRepository, layout
 
-from ..errors import ExportError
+from ..errors import DataError, ExportError
 from .parity import ort_session, session_input_names
 from .precisions import RECIPES
 
@@ -18,11 +18,16 @@ BATCH_SIZES = (1, 8, 32)
 
 
 def _texts(path: Path, rows: int) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if "text" not in (reader.fieldnames or []):
-            raise ExportError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
-        texts = [r["text"] for r in reader if r["text"]]
+    """The first `rows` non-empty texts of a CSV's text column; a file that cannot be read is a DataError
+    (exit 2) naming it, not a traceback."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if "text" not in (reader.fieldnames or []):
+                raise ExportError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
+            texts = [r["text"] for r in reader if r["text"]]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"--data {path} could not be read as a UTF-8 CSV: {exc}") from exc
     return texts[:rows]
 
 
@@ -63,10 +68,10 @@ def run_bench(
     from rich.console import Console
     from rich.table import Table
 
+    texts = _texts(data, rows)  # a file that cannot be read is refused before the version is verified
     number = repository.resolve(scenario, version)
     manifest = repository.verify(scenario, number)
     folder = repository.version_path(scenario, number)
-    texts = _texts(data, rows)
     results: dict[str, dict[int, float]] = {}
     for record in manifest.exports:
         if RECIPES[record.precision].gpu_graph:

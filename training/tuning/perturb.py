@@ -83,14 +83,16 @@ def robustness_of_published(
     """Score a published version (torch weights) on a labeled file, clean and perturbed."""
     import numpy as np
 
-    from ..config import ScenarioConfig
+    from ..config import recorded_scenario_config
     from ..data import load_labeled
     from ..evaluate import predict_logits
     from ..metrics import classification_metrics
     from ..publish import load_published_model
 
     model, tokenizer, manifest = load_published_model(repository, scenario, ref)
-    cfg = ScenarioConfig.model_validate(manifest.training_config["scenario"])
+    # as `labelwise evaluate --data`: a version that recorded no scenario config, or one from an older
+    # release, still has what reading its rows needs
+    cfg = recorded_scenario_config(manifest)
     data, _ = load_labeled(Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels)
     texts, labels = list(data.texts), np.asarray(data.label_ids)
     if max_rows is not None:
@@ -100,7 +102,7 @@ def robustness_of_published(
     noisy_pred = predict_logits(model, tokenizer, noisy, manifest.max_length_tokens).argmax(-1)
     clean = classification_metrics(labels, clean_pred, manifest.labels)
     perturbed = classification_metrics(labels, noisy_pred, manifest.labels)
-    train_cfg = manifest.training_config
+    train_cfg = manifest.training_config or {}
     return PerturbationReport(
         scenario=scenario,
         version=manifest.version,

@@ -1,0 +1,364 @@
+"""The CLI review's mends, each through the real `labelwise` command (and `python -m labelwise.demo`):
+
+- an install without the training extra is told the pip command (exit 2), not shown a traceback, by
+  train, compare, tune, robustness and results;
+- `export-bench --data` that is missing or unreadable is one line, exit 2;
+- a --repository that does not exist is refused the same way (exit 2, naming it) by every command that
+  reads a repository, not reported as a scenario with no version there (exit 1);
+- `results --scenarios` is checked before any cell trains;
+- `robustness` reads a version that recorded no scenario config, or one an older release recorded;
+- a flag the run would ignore (LoRA settings on full/frozen, --pgd-steps without pgd, publish-only flags
+  when nothing is published) is refused before training; defaults never are;
+- a bad LABELWISE_DEMO_PORT/LABELWISE_DEMO_EPOCHS is a usage error naming it, and --help still works;
+- the help shows the defaults and variables doctor, promote and --output-dir use.
+
+Training is stubbed where a refusal must come first: reaching it answers `error: reached training`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from labelwise.cli import app
+from model_repository import EXIT_RUNTIME, EXIT_USAGE, LabelwiseError
+from tests.conftest import write_rows, write_toy_csv
+
+ROOT = Path(__file__).resolve().parents[3]
+TRAINING_EXTRA = ("torch", "transformers", "datasets", "peft", "optuna", "sklearn", "matplotlib", "optimum")
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+
+
+def _one_error_line(result, *fragments: str, code: int = EXIT_USAGE) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+class _Reached(LabelwiseError):
+    """What the stubbed training raises: the command got past every refusal."""
+
+    exit_code = EXIT_RUNTIME
+
+
+def _reached(*_args: object, **_kwargs: object) -> None:
+    raise _Reached("reached training")
+
+
+@pytest.fixture
+def stub_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
+    """train, compare_strategies and run_study stubbed (the commands import them when they run), and a
+    small spam-labelled train file."""
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    pytest.importorskip("transformers", reason="the training extra is not installed")
+    import training
+    import training.tuning
+
+    monkeypatch.setattr(training, "train", _reached)
+    monkeypatch.setattr(training, "compare_strategies", _reached)
+    monkeypatch.setattr(training.tuning, "run_study", _reached)
+    monkeypatch.delenv("LABELWISE_REPOSITORY", raising=False)
+    rows = [(f"message number {i}", "spam" if i % 3 == 0 else "ham") for i in range(30)]
+    data = write_rows(tmp_path / "train.csv", rows)
+    common = ("-s", "spam", "--data", str(data), "-o", str(tmp_path / "run"))
+    return SimpleNamespace(common=common, tmp=tmp_path)
+
+
+# ---- 1. a missing training extra ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train -s spam --strategy lora --no-publish -o run",
+        "compare -s spam -o run",
+        "tune -s spam --strategy lora -n 1 -o run",
+        "robustness -s spam --data in.csv -r repo",
+        "results --scenarios spam --stages matrix --budgets 100 --out out --docs r.md",
+    ],
+    ids=lambda command: command.split()[0],
+)
+def test_an_install_without_the_training_extra_is_told_the_extra(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the Docker image (`.[serving,object-store]`): none of the training extra's modules import."""
+    monkeypatch.chdir(tmp_path)  # the relative paths above land here
+    (tmp_path / "repo").mkdir()
+    write_rows(tmp_path / "in.csv", [("hello there", "ham")])
+    for module in TRAINING_EXTRA:
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as when not installed
+    line = _one_error_line(_invoke(*command.split()))
+    assert line == "error: torch is not installed; run: pip install 'labelwise[training]'"
+
+
+def test_tune_without_optuna_and_a_report_without_matplotlib_are_told_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    out = _invoke("tune", "-s", "spam", "--strategy", "lora", "-n", "1", "-o", str(tmp_path / "o"))
+    _one_error_line(out, "optuna is not installed; run: pip install 'labelwise[training]'")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    out = _invoke("results", "--report-only", "--out", str(tmp_path / "o"), "--docs", str(tmp_path / "r.md"))
+    _one_error_line(out, "matplotlib is not installed; run: pip install 'labelwise[training]'")
+
+
+# ---- 2. export-bench --data ---------------------------------------------------------------------------
+
+
+def test_export_bench_refuses_a_missing_or_unreadable_data_file(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    (tmp_path / "repo").mkdir()
+    repo = ("-s", "spam", "-r", str(tmp_path / "repo"))
+    missing = tmp_path / "absent.csv"
+    _one_error_line(
+        _invoke("export-bench", *repo, "--data", str(missing)), f"--data {missing} does not exist"
+    )
+    _one_error_line(
+        _invoke("export-bench", *repo, "--data", str(tmp_path)), f"--data {tmp_path} is not a file"
+    )
+    binary = tmp_path / "latin1.csv"
+    binary.write_bytes(b"text\ncaf\xe9 \xff\n")
+    _one_error_line(_invoke("export-bench", *repo, "--data", str(binary)), str(binary), "UTF-8")
+
+
+# ---- 3. a --repository that does not exist ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["repo", "list"],
+        ["repo", "show", "spam"],
+        ["repo", "verify", "spam"],
+        ["promote", "-s", "spam", "-v", "1"],
+        ["evaluate", "-s", "spam", "--split", "test"],
+        ["export", "-s", "spam"],
+        ["export-bench", "-s", "spam", "--data", "in.csv"],
+        ["robustness", "-s", "spam", "--data", "in.csv"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_refuses_a_repository_that_does_not_exist_alike(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if args[0] in ("evaluate", "export", "robustness"):
+        pytest.importorskip("torch", reason="the training extra is not installed")
+    if args[0] == "export-bench":
+        pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    monkeypatch.chdir(tmp_path)
+    write_rows(tmp_path / "in.csv", [("hello there", "ham")])
+    missing = tmp_path / "no-such-repository"
+    out = _invoke(*args, "-r", str(missing))
+    _one_error_line(out, f"--repository {missing} does not exist")
+    assert not missing.exists()
+
+
+# ---- 4. results --scenarios ---------------------------------------------------------------------------
+
+
+def test_results_refuses_an_unknown_scenario_before_any_cell(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    # --time-budget-s 0: were the scenarios taken, the job would start and stop without a cell (exit 0)
+    out = _invoke(
+        "results", "--scenarios", "sentiment,spma", "--stages", "matrix", "--budgets", "100",
+        "--time-budget-s", "0", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "r.md"),
+    )  # fmt: skip
+    _one_error_line(out, "--scenarios", "'spma'", "spam", "sentiment")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r.md").exists()
+
+
+# ---- 5. robustness of a version without a usable recorded scenario config -----------------------------
+
+
+@pytest.fixture(scope="module")
+def published(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny full fine-tune (2 steps), published without ONNX graphs; and a labeled file."""
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    from model_repository import ModelRepository
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    labels = ("positive", "negative")
+    root = tmp_path_factory.mktemp("robustness")
+    write_toy_csv(root / "data" / "train.csv", 8, seed=1, labels=labels)
+    write_toy_csv(root / "data" / "validation.csv", 3, seed=2, labels=labels)
+    scenario = custom_scenario("toy_robust", list(labels), root / "data", max_length_tokens=24)
+    config = make_train_config(
+        scenario,
+        "full",
+        base_model=str(tiny_roberta_dir),
+        output_dir=root / "run",
+        batch_size=8,
+        max_steps=2,
+        early_stopping_patience=None,
+    )
+    train_and_publish(config, ModelRepository(root / "repo"), export_precisions=None)
+    return SimpleNamespace(
+        root=root / "repo", data=write_toy_csv(root / "eval.csv", 3, seed=3, labels=labels)
+    )
+
+
+def _retired(config: dict) -> None:
+    config["scenario"]["retired_setting"] = True
+
+
+@pytest.mark.parametrize(
+    "change", [lambda config: config.pop("scenario"), _retired], ids=["none recorded", "older release"]
+)
+def test_robustness_reads_a_version_without_a_usable_scenario_config(
+    published, change, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(published.root, repo)
+    path = repo / "toy_robust" / "1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest["training_config"])
+    path.write_text(json.dumps(manifest))
+    out = _invoke("robustness", "-s", "toy_robust", "--data", str(published.data), "-r", str(repo))
+    assert out.exit_code == 0, out.output
+    assert '"n_rows": 6' in out.stdout and "toy_robust v1" in out.stdout
+
+
+# ---- 6. training flags the run would ignore -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "flags", "named"),
+    [
+        ("full", ["--lora-r", "4"], "--lora-r applies to the lora strategy only"),
+        ("frozen", ["--lora-alpha", "8", "--lora-dropout", "0.1"], "--lora-alpha, --lora-dropout apply to"),
+        ("full", ["--lora-target-modules", "query"], "--lora-target-modules applies to the lora strategy"),
+        ("frozen", ["--lora-train-pooler"], "--lora-train-pooler applies to the lora strategy only"),
+        ("full", ["--lora-frozen-pooler"], "--lora-frozen-pooler applies to the lora strategy only"),
+        ("lora", ["--pgd-steps", "5"], "--pgd-steps is set but adversarial is none"),
+        ("lora", ["--adversarial", "fgm", "--epsilon", "1", "--pgd-steps", "5"], "adversarial is fgm"),
+    ],
+)
+def test_train_refuses_a_flag_its_strategy_would_ignore(
+    stub_training, strategy: str, flags: list[str], named: str
+) -> None:
+    out = _invoke("train", *stub_training.common, "--strategy", strategy, "--no-publish", *flags)
+    _one_error_line(out, named)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "flags"),
+    [
+        ("full", []),  # the scenario's own LoRA defaults are never refused
+        ("frozen", []),
+        ("lora", ["--lora-r", "4", "--lora-frozen-pooler"]),
+        ("lora", ["--adversarial", "pgd", "--epsilon", "1", "--pgd-steps", "5"]),
+    ],
+)
+def test_train_takes_the_flags_its_strategy_uses(stub_training, strategy: str, flags: list[str]) -> None:
+    out = _invoke("train", *stub_training.common, "--strategy", strategy, "--no-publish", *flags)
+    _one_error_line(out, "reached training", code=EXIT_RUNTIME)
+
+
+# ---- 7. publish-only flags when nothing is published --------------------------------------------------
+
+
+def test_publish_only_flags_are_refused_when_nothing_is_published(stub_training) -> None:
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    tmp, common = stub_training.tmp, stub_training.common
+    out = _invoke(
+        "train", *common, "--strategy", "lora", "--no-publish", "--alias", "production", "--export", "int8"
+    )
+    _one_error_line(out, "--alias/--export need a published version", "--no-publish")
+    out = _invoke("train", *common, "--strategy", "lora", "--no-publish", "-r", str(tmp))
+    _one_error_line(out, "--repository needs a published version")
+    tune = ("tune", *common, "--strategy", "lora", "-n", "1")
+    _one_error_line(_invoke(*tune, "--alias", "production"), "--alias needs --publish")
+    _one_error_line(_invoke(*tune, "--export", "fp32"), "--export needs --publish")
+    _one_error_line(_invoke(*tune, "-r", str(tmp)), "--repository needs --publish")
+    out = _invoke("compare", *common, "--export", "fp32")
+    _one_error_line(out, "--export needs --repository/-r")
+    out = _invoke("compare", *common, "--export", "none")  # given, even as its default's value
+    _one_error_line(out, "--export needs --repository/-r")
+
+
+def test_defaults_and_the_repository_variable_are_not_refused(stub_training) -> None:
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    tmp, common = stub_training.tmp, stub_training.common
+    env = {"LABELWISE_REPOSITORY": str(tmp)}  # the Docker image sets it for every command
+    for args in (
+        ("train", *common, "--strategy", "lora", "--no-publish"),
+        ("tune", *common, "--strategy", "lora", "-n", "1"),
+        ("compare", *common),
+        ("compare", *common, "-r", str(tmp), "--export", "fp32"),
+    ):
+        _one_error_line(_invoke(*args, env=env), "reached training", code=EXIT_RUNTIME)
+
+
+# ---- 8. the demo's environment variables --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "option"),
+    [("LABELWISE_DEMO_PORT", "eighty", "--port"), ("LABELWISE_DEMO_EPOCHS", "two", "--epochs")],
+)
+def test_a_bad_demo_variable_is_a_usage_error_and_help_still_works(
+    variable: str, value: str, option: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, variable: value}
+    command = [sys.executable, "-m", "labelwise.demo"]
+    shown = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert option in shown.stdout and variable in shown.stdout
+    args = ["--repository", str(tmp_path / "r"), "--log-file", str(tmp_path / "demo.log")]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
+    assert option in done.stderr and variable in done.stderr and repr(value) in done.stderr
+
+
+# ---- 9. help text -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["doctor"], ["env var: LABELWISE_REPOSITORY", "./var/model-repository"]),
+        (["promote"], ["env var: LABELWISE_REPOSITORY", "default ./var/model-repository"]),
+        (["train"], ["LABELWISE_RUNS_DIR"]),
+        (["compare"], ["LABELWISE_RUNS_DIR"]),
+        (["evaluate"], ["LABELWISE_RUNS_DIR"]),
+        (["tune"], ["LABELWISE_RUNS_DIR"]),
+    ],
+)
+def test_help_shows_the_defaults_and_variables_an_option_uses(command: list[str], shown: list[str]) -> None:
+    out = _invoke(*command, "--help")
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.replace("│", " ").split())
+    for fragment in shown:
+        assert fragment in text, (command, fragment)
+
+
+def test_doctor_keeps_a_configs_repository_over_the_variable(tmp_path: Path) -> None:
+    """LABELWISE_REPOSITORY fills the repository only where the config sets none (as `serve`): now that
+    the option reads it, it must not override the config's."""
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"repository: {tmp_path}\n")
+    env = {"LABELWISE_REPOSITORY": str(tmp_path / "no-such-repository")}
+    out = _invoke("doctor", "--config", str(config), env=env)
+    assert out.exit_code == 0, out.output
+    assert "no-such-repository" not in out.output
+    out = _invoke("doctor", env=env)  # no config: the variable is the repository
+    assert out.exit_code == 1 and "no-such-repository does not exist" in out.output
