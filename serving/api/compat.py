@@ -502,14 +502,20 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
 
 
 def tei_probes(backend: ClassifyBackend) -> APIRouter:
-    """TEI's GET /health: 200 with an empty body once every scenario is loaded, else 503 in TEI's shape.
-    Never behind the API key, never refused for load (admission.PROBE_PATHS), as TEI's own."""
+    """TEI's GET /health: 200 with an empty body once every scenario is loaded, else 503 in TEI's shape
+    (also when readiness itself fails). Never behind the API key, never refused for load
+    (admission.PROBE_PATHS), as TEI's own."""
     router = APIRouter(tags=["compat: TEI"])
 
     @router.head("/health", include_in_schema=False)  # TEI answers HEAD wherever it answers GET
     @router.get("/health", responses={503: {"model": TeiErrorBody}})
     async def health() -> Response:
-        if not (await backend.readiness())["ready"]:
+        try:
+            ready = (await backend.readiness())["ready"]
+        except Exception:  # the backend could not say (a classifier replica being replaced): unhealthy
+            logger.warning("TEI /health: readiness failed", exc_info=True)
+            ready = False
+        if not ready:
             body = tei_error(503, "not_ready", "unhealthy", None)
             return JSONResponse(body, status_code=503, headers=retry_after_headers(RETRY_AFTER_S))
         return Response(status_code=200)

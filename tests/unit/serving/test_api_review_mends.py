@@ -120,3 +120,43 @@ def test_openapi_documents_what_each_operation_answers(published_repo: ModelRepo
     # Infinity answers an unknown model 400, never 404.
     assert "404" not in schema["paths"]["/classify"]["post"]["responses"]
     assert {"400", "422"} <= set(schema["paths"]["/classify"]["post"]["responses"])
+
+
+class _ReadinessFails:
+    """The service, except that readiness raises, as a separate ingress's handle does while its
+    classifier replica is being replaced."""
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    async def readiness(self) -> dict:
+        from serving.errors import NotReadyError
+
+        raise NotReadyError("the classifier replica became unavailable (ActorUnavailableError); retry")
+
+
+def test_tei_health_answers_a_failed_readiness_in_teis_shape(published_repo: ModelRepository) -> None:
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api import create_api
+    from serving.config import ServingConfig
+    from serving.service import ClassifierService
+
+    config = ServingConfig(repository=str(published_repo.root), scenarios=[{"name": "frozen_two"}])
+
+    async def scenario() -> Any:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        app = create_api(_ReadinessFails(service), config, service.metrics)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/health")
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 503, response.text
+    assert response.json()["error_type"] == "unhealthy" and set(response.json()) == {"error", "error_type"}
+    assert response.headers["retry-after"]
