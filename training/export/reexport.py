@@ -125,7 +125,8 @@ def reexport_version(
         # is missing (a base removed to be exported again with a newer recipe).
         source = repository.verify(scenario, number, bases=False)
     except RepositoryError as exc:
-        raise SourceVersionError(f"{scenario} v{version}: cannot re-export, {exc}") from exc
+        named = f"v{version}" if isinstance(version, int) or str(version).isdigit() else repr(str(version))
+        raise SourceVersionError(f"{scenario} {named}: cannot re-export, {exc}") from exc
     inherited = [e.precision for e in source.exports if e.precision not in wanted]
     wanted = parse_precisions([*wanted, *inherited])
     folder = repository.version_path(scenario, number)

@@ -4,6 +4,7 @@ the parent's test figures into the child."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,16 @@ def test_reexport_does_not_inherit_the_parents_test_metrics(
     assert "test" not in child.metrics
     assert child.metrics["macro_f1"] == 0.41
     assert repo.verify("toy", parent.version).metrics["test"] == test  # the parent is untouched
+
+
+@pytest.mark.parametrize(
+    ("ref", "named"), [("latest", "spam 'latest'"), ("production", "spam 'production'"), (3, "spam v3")]
+)
+def test_a_version_that_does_not_resolve_is_named_as_given(
+    tmp_path: Path, ref: str | int, named: str
+) -> None:
+    from training.errors import SourceVersionError
+    from training.export.reexport import reexport_version
+
+    with pytest.raises(SourceVersionError, match=f"^{re.escape(named)}: cannot re-export"):
+        reexport_version(ModelRepository(tmp_path / "repo"), "spam", ref)
