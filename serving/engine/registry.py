@@ -32,30 +32,26 @@ IO_REFUSAL_RETRY_S = 30.0
 MAX_REFUSAL_RETRY_S = 3600.0
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """exc and the causes behind it, nearest first (each once: a cycle ends the walk)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in found):
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def _failed_reading(exc: BaseException) -> bool:
     """Whether an error, or one in the chain of causes behind it, is a failure to read (I/O), as
     opposed to something wrong with what was read."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError | ObjectStoreError):  # TimeoutError is an OSError
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(e, OSError | ObjectStoreError) for e in _chain(exc))  # TimeoutError is an OSError
 
 
 def _refused_for_its_files(exc: BaseException) -> bool:
     """Whether a load failed on what the version's files are (verification: a checksum, a manifest, a
     path), which only a change of the files or the alias mends."""
-    seen: set[int] = set()
-    current: BaseException | None = exc.__cause__ or exc.__context__
-    while current is not None and id(current) not in seen:
-        if isinstance(current, RepositoryError):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(e, RepositoryError) for e in _chain(exc)[1:])
 
 
 @dataclass
