@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .body_limit import declares_body
 from .http_errors import error_response
 
 # Paths that are never refused for load: liveness, readiness, metrics (and their compat spellings).
@@ -59,7 +60,15 @@ class AdmissionMiddleware:
             if self.on_refuse is not None:
                 self.on_refuse(self.status)
             message = f"service overloaded: {self.limit} requests in flight on this replica; retry later"
-            refusal = error_response(self.status, "overloaded", message, retry_after_s=self.retry_after_s)
+            # Refused before its body is read: a client waiting on `Expect: 100-continue`, or slow to send,
+            # would have what it sends next read as that body, so the connection closes after this.
+            refusal = error_response(
+                self.status,
+                "overloaded",
+                message,
+                retry_after_s=self.retry_after_s,
+                close=declares_body(scope),
+            )
             await refusal(scope, receive, send)
             return
         self.in_flight.count += 1

@@ -26,9 +26,32 @@ class BodyTimeout(HTTPException):
         super().__init__(408, f"body: not received in full within {timeout_s:g} s (request_timeout_s)")
 
 
+def declares_body(scope: dict) -> bool:
+    """Whether the request says a body follows (a Transfer-Encoding, or a Content-Length other than 0)."""
+    for key, value in scope.get("headers", ()):
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip().lstrip(b"0")):
+            return True
+    return False
+
+
+def _coding_not_undone(headers: Any) -> tuple[str, bytes] | None:
+    """(header, value) for a body coded in a way nothing here undoes: a Content-Encoding other than
+    identity, or a Transfer-Encoding with a coding besides chunked (`gzip, chunked`: the server only
+    dechunks, and the app would get gzip bytes); None for a body read as sent."""
+    encoding = next((v for k, v in headers if k == b"content-encoding"), b"")
+    if encoding.strip().lower() not in (b"", b"identity"):
+        return "Content-Encoding", encoding
+    transfer = b", ".join(v for k, v in headers if k == b"transfer-encoding")
+    if any(c.strip() not in (b"", b"chunked", b"identity") for c in transfer.lower().split(b",")):
+        return "Transfer-Encoding", transfer
+    return None
+
+
 class BodyLimitMiddleware:
     """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed; 415 for
-    a compressed one (a Content-Encoding other than identity: bodies are read as sent).
+    a compressed one (a Content-Encoding, or a Transfer-Encoding coding, other than chunked or identity:
+    bodies are read as sent). Each refusal here, and any answer to a body cut off by the limit or the
+    deadline, closes the connection after it: the unread rest would be read as the next request.
 
     A declared Content-Length over the limit is refused before one byte is read; a chunked body (or a
     Content-Length that lies) is counted as it streams and refused the moment it passes the limit, so
@@ -47,13 +70,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        encoding = next((v for k, v in scope.get("headers", ()) if k == b"content-encoding"), b"")
-        if encoding.strip().lower() not in (b"", b"identity"):
-            named = encoding.decode("latin-1")[:40]
-            message = f"Content-Encoding: {named!r} is not read here; send the JSON body uncompressed"
-            await self._refuse(
-                scope, receive, send, 415, "unsupported_media_type", message, "Content-Encoding"
-            )
+        coded = _coding_not_undone(scope.get("headers", ()))
+        if coded is not None and declares_body(scope):  # a probe has no body: never refused for its coding
+            header, named = coded[0], coded[1].decode("latin-1")[:40]
+            message = f"{header}: {named!r} is not read here; send the JSON body uncompressed"
+            await self._refuse(scope, receive, send, 415, "unsupported_media_type", message, header)
             return
         declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if declared is not None:
@@ -70,6 +91,7 @@ class BodyLimitMiddleware:
         seen = 0
         deadline: float | None = None
         complete = False
+        tracked = _CloseWhenCut(send)
 
         async def limited_receive() -> dict:
             nonlocal seen, deadline, complete
@@ -82,15 +104,16 @@ class BodyLimitMiddleware:
                     async with asyncio.timeout_at(deadline):
                         message = await receive()
                 except TimeoutError:
+                    tracked.cut = True
                     raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit_bytes:
+                    tracked.cut = True
                     raise BodyTooLarge(self.limit_bytes)
                 complete = not message.get("more_body", False)
             return message
 
-        tracked = StartTracking(send)
         try:
             await self.app(scope, limited_receive, tracked)
         except BodyTooLarge as exc:  # raised outside the routes' error handlers
@@ -105,7 +128,21 @@ class BodyLimitMiddleware:
     ) -> None:
         if self.on_refuse is not None:
             self.on_refuse(status)
-        await error_response(status, type_, message, field=field)(scope, receive, send)
+        await error_response(status, type_, message, field=field, close=True)(scope, receive, send)
 
 
-__all__ = ["BodyLimitMiddleware", "BodyTimeout", "BodyTooLarge"]
+class _CloseWhenCut(StartTracking):
+    """StartTracking that adds `Connection: close` to the answer once the body was cut off (refused with
+    part of it unread), whichever handler answers it: the route's own, or a compat route's."""
+
+    cut = False
+
+    async def __call__(self, message: dict) -> None:  # StartTracking's, inlined: once per message sent
+        if message["type"] == "http.response.start":
+            self.started = True
+            if self.cut:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await self.send(message)
+
+
+__all__ = ["BodyLimitMiddleware", "BodyTimeout", "BodyTooLarge", "declares_body"]

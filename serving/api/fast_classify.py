@@ -172,7 +172,8 @@ class ClassifyFrontDoor(FastClassifyMiddleware):
             except TimeoutError:
                 self.metrics.requests.labels("_invalid", "408").inc()
                 detail = BodyTimeout(self.config.request_timeout_s).detail
-                await error_response(408, "request_timeout", detail, field="body")(scope, receive, send)
+                refusal = error_response(408, "request_timeout", detail, field="body", close=True)
+                await refusal(scope, receive, send)
                 return
             if body is None:
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,10 +42,19 @@ def refusal_headers(status: int, retry_after_s: float | None = None) -> dict[str
 
 
 def error_response(
-    status: int, type_: str, message: str, field: str | None = None, retry_after_s: float | None = None
+    status: int,
+    type_: str,
+    message: str,
+    field: str | None = None,
+    retry_after_s: float | None = None,
+    close: bool = False,
 ) -> JSONResponse:
+    """The error shape. close: a refusal sent while part of the body is unread, so the server closes the
+    connection after it (what the client sends next on it would be read as the rest of that body)."""
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, code=status, field=field))
     headers = refusal_headers(status, retry_after_s)
+    if close:
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
@@ -55,11 +65,18 @@ def unreadable_body(request: Request) -> tuple[int, str, str, str] | None:
     if request.method != "POST":
         return None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json" or content_type.endswith("+json"):
+    if is_json_media_type(content_type):
         return None
     named = repr(content_type[:60]) if content_type else "absent"
     message = f"Content-Type: {named}; send the body as JSON with Content-Type: application/json"
     return 415, "unsupported_media_type", message, "Content-Type"
+
+
+def is_json_media_type(media_type: str) -> bool:
+    """Whether FastAPI reads a body of this (lower-case, parameters off) media type as JSON:
+    application/json and application/*+json, nothing else (not text/x+json)."""
+    main, _, sub = media_type.partition("/")
+    return main == "application" and "/" not in sub and (sub == "json" or sub.endswith("+json"))
 
 
 def internal_message(request_id: str) -> str:
@@ -127,6 +144,10 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     @app.exception_handler(ServingError)
     async def _serving(request: Request, exc: ServingError) -> JSONResponse:
+        # Raised outside counted() (a wrong key, a backend fault on another route): the classify route
+        # answers what counted() has counted itself, as the fast path does.
+        if on_error is not None:
+            on_error(exc.status_code)
         return serving_error_response(exc, request_id_of(request), request.url.path)
 
     @app.exception_handler(Exception)
@@ -154,8 +175,9 @@ class UnexpectedErrorMiddleware:
     Starlette's own handler for `Exception` sits outside every middleware of the app: its 500 went out
     without the id, and it raised the exception again into the server after answering."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, on_error: Callable[[int], None] | None = None) -> None:
         self.app = app
+        self.on_error = on_error  # called with the status of each answer made here (metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -169,6 +191,8 @@ class UnexpectedErrorMiddleware:
                 raise
             request_id = str(scope.get("state", {}).get("request_id", "-"))
             response = unexpected_error_response(exc, request_id, scope.get("path", ""))
+            if self.on_error is not None:  # none of these went through counted() (routes.py)
+                self.on_error(response.status_code)
             await response(scope, receive, send)
 
 

@@ -18,8 +18,14 @@ from ..errors import InvalidRequestError, RequestTimeoutError, ServingError, Una
 from ..metrics import ServingMetrics
 from .admission import AdmissionMiddleware, InFlight
 from .body_limit import BodyLimitMiddleware
-from .http_errors import UnexpectedErrorMiddleware, error_response, install_error_handlers
-from .request_id import RequestIdMiddleware
+from .http_errors import (
+    UnexpectedErrorMiddleware,
+    error_response,
+    install_error_handlers,
+    serving_error_response,
+    unexpected_error_response,
+)
+from .request_id import RequestIdMiddleware, request_id_of
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorBody, Readiness, ScenarioList
 
 
@@ -168,10 +174,18 @@ def v1_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingM
     # A valid JSON body is answered by FastClassifyMiddleware (fast_classify.py) before it gets here,
     # through the same answer_classify; this route answers the rest and documents the API in OpenAPI.
     @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
-    async def classify(body: ClassifyRequest) -> Response:
-        payload = await answer_classify(body, backend, config, metrics)
+    async def classify(body: ClassifyRequest, request: Request) -> Response:
+        # Errors answered here, as the fast path answers them: counted() has counted them, and the app's
+        # handlers count what reaches them.
+        try:
+            payload = await answer_classify(body, backend, config, metrics)
+        except ServingError as exc:
+            return serving_error_response(exc, request_id_of(request), request.url.path)
+        except Exception as exc:
+            return unexpected_error_response(exc, request_id_of(request), request.url.path)
         return Response(payload, media_type="application/json", headers=limit_headers)
 
+    @router.head("/v1/scenarios", include_in_schema=False)  # RFC 9110: HEAD wherever GET (probe_routes)
     @router.get("/v1/scenarios", response_model=ScenarioList, responses=_GATE_ERRORS)
     async def scenarios() -> dict[str, Any]:
         limits = {
@@ -206,10 +220,12 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
         return body
 
+    @router.head("/metrics", include_in_schema=False)
     @router.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(metrics.render() + await backend.engine_metrics(), media_type=metrics.content_type)
 
+    @router.head("/", include_in_schema=False)
     @router.get("/", include_in_schema=False)
     async def root() -> Response:
         return error_response(404, "not_found", "see /docs for the API")
@@ -255,9 +271,11 @@ def create_api(
         # built from the Host header that a client would have to follow with its body again.
         redirect_slashes=False,
     )
-    install_error_handlers(
-        app, on_error=lambda status: metrics.requests.labels("_invalid", str(status)).inc()
-    )
+
+    def count_refusal(status: int) -> None:
+        metrics.requests.labels("_invalid", str(status)).inc()
+
+    install_error_handlers(app, on_error=count_refusal)
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))
     from .compat import compat_routes  # here: compat builds on this module's helpers
@@ -271,7 +289,7 @@ def create_api(
     app.add_middleware(
         BodyLimitMiddleware,
         limit_bytes=config.body_limit_bytes,
-        on_refuse=lambda status: metrics.requests.labels("_invalid", str(status)).inc(),
+        on_refuse=count_refusal,
         timeout_s=config.request_timeout_s,
     )
     # Added last, so outermost: an overloaded replica refuses before reading or parsing anything.
@@ -285,7 +303,7 @@ def create_api(
         in_flight=in_flight,
     )
     # Inside the request id: an exception no handler answered is answered with the id on it.
-    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(UnexpectedErrorMiddleware, on_error=count_refusal)
     app.add_middleware(RequestIdMiddleware)  # outermost: refusals carry an id as well
     # In front of all of it, where the server calls it (direct ingress: serving.direct_ingress).
     app.state.classify_front_door = (

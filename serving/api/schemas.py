@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 NonEmptyText = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
+def _integral_float_as_int(value: Any) -> Any:
+    """1.0 -> 1: JSON Schema's `integer` (OpenAPI 3.1) is any number with no fraction. A fraction, a
+    boolean or a string stays as it is, for StrictInt to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer of at least 1, as the schema says: 1 and 1.0, not 1.5, true or "1". The bound sits before the
+# validator: after it, pydantic writes it into the schema as `ge`, not `minimum`.
+LabelCount = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral_float_as_int)]
 
 
 class ClassifyRequest(BaseModel):
@@ -21,8 +41,8 @@ class ClassifyRequest(BaseModel):
         description="Texts to classify (non-empty strings).",
         examples=[["Great value, works well."]],
     )
-    top_k: StrictInt | None = Field(
-        default=None, ge=1, description="Labels per text, best first; null returns every label."
+    top_k: LabelCount | None = Field(
+        default=None, description="Labels per text, best first; null returns every label."
     )
     truncate: StrictBool = Field(
         default=True,

@@ -374,3 +374,45 @@ def test_a_body_that_stops_arriving_is_answered_408_and_frees_its_slot(
     assert sent[0]["status"] == 408 and in_flight == 0
     error = json.loads(sent[1]["body"])["error"]
     assert error["type"] == "request_timeout" and error["field"] == "body", error
+
+
+def test_only_application_json_types_are_read_as_json_on_both_paths(published_repo: ModelRepository) -> None:
+    """FastAPI reads application/json and application/*+json as JSON, nothing else: text/x+json is a body
+    not declared as JSON (415 on Content-Type), not a JSON body that is "not a valid dictionary" (422)."""
+    cases = [
+        ("text/x+json", "POST", {"Content-Type": "text/x+json"}, VALID),
+        ("application/vnd.x+json", "POST", {"Content-Type": "application/vnd.x+json"}, VALID),
+    ]
+    fast, route = _both(published_repo, cases)
+    assert fast == route
+    error = json.loads(fast["text/x+json"][1])["error"]
+    assert fast["text/x+json"][0] == 415 and error["field"] == "Content-Type", error
+    assert fast["application/vnd.x+json"][0] == 200
+
+
+def test_top_k_takes_an_integral_number_on_both_paths(published_repo: ModelRepository) -> None:
+    """The schema says `type: integer`, which JSON Schema meets with 1.0; 1.5, true and "1" stay refused
+    as before, by the same message."""
+    values = ["1", "1.0", "2", "2e0", "1.5", "true", '"1"', "0.0"]
+    body = '{"scenario": "frozen_two", "texts": ["great value", "awful"], "top_k": %s}'
+    fast, route = _both(published_repo, [(v, "POST", JSON, (body % v).encode()) for v in values])
+    assert fast == route
+    assert fast["1.0"] == fast["1"] and fast["2e0"] == fast["2"]  # was 422 "should be a valid integer"
+    assert fast["1"][0] == 200 and [len(labels) for labels in json.loads(fast["1"][1])["results"]] == [1, 1]
+    for value in ("1.5", "true", '"1"'):
+        error = json.loads(fast[value][1])["error"]
+        assert fast[value][0] == 422 and error["message"] == "top_k: Input should be a valid integer", error
+    below = json.loads(fast["0.0"][1])["error"]
+    assert fast["0.0"][0] == 422 and "greater than or equal to 1" in below["message"], below
+
+
+def test_openapi_keeps_top_k_an_integer_of_at_least_one(published_repo: ModelRepository) -> None:
+    pytest.importorskip("ray.serve")
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo)
+    service = ClassifierService(config)
+    schema = create_api(service, config, service.metrics).openapi()
+    top_k = schema["components"]["schemas"]["ClassifyRequest"]["properties"]["top_k"]
+    assert {"type": "integer", "minimum": 1} in top_k["anyOf"], top_k
