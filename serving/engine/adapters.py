@@ -28,6 +28,7 @@ from model_repository import (
     layout,
 )
 
+from ..errors import ModelLoadError
 from .runner import OnnxGraph
 
 logger = logging.getLogger("labelwise.serving")
@@ -84,6 +85,9 @@ class SharedAdapterGraph:
         self._entries: dict[str, tuple[int, AdapterEntry]] = {}
         self._lock = threading.Lock()  # writers only; a pass reads self.table once, without it
         self.table: AdapterTable | None = None
+        # Dropped from its cache with no row left: takes no new row (that would be a second session for
+        # the base once the cache opens it again); rows bound to it still run, with their own adapters.
+        self.released = False
 
     def _build(self, entries: Sequence[tuple[AdapterKey, AdapterEntry]]) -> AdapterTable:
         tables = build_tables(self.spec, [e for _k, e in entries], dtype=self.table_dtype)
@@ -101,6 +105,11 @@ class SharedAdapterGraph:
         If check raises, the table in service is untouched.
         """
         with self._lock:
+            if self.released:
+                raise ModelLoadError(
+                    f"{entry.name}: the multi-adapter graph {self.folder} was released (its last scenario "
+                    "left) while this version joined it; loading it again opens the graph again"
+                )
             entries = {**self._entries, name: (version, entry)}
             ordered = [((n, v), e) for n, (v, e) in sorted(entries.items())]
             table = self._build(ordered)
@@ -119,6 +128,13 @@ class SharedAdapterGraph:
             ordered = [((n, v), e) for n, (v, e) in sorted(entries.items())]
             self._entries = entries
             self.table = self._build(ordered) if ordered else None
+
+    def release_if_empty(self) -> bool:
+        """Mark the graph released when it hosts no row (checked and marked under the writers' lock, so
+        no install slips in between); whether it is released."""
+        with self._lock:
+            self.released = self.released or not self._entries
+            return self.released
 
     def run(
         self,
@@ -157,27 +173,55 @@ class SharedAdapterGraph:
 class MultiAdapterCache:
     """Multi-adapter graphs, one per (base key, table rank, precision) and graph checksum, opened once per
     replica. A graph exported again (its folder replaced, base.json naming another sha256) is opened anew
-    for the versions loaded after it; versions already on the old one keep it (as BaseEncoderCache)."""
+    for the versions loaded after it; versions already on the old one keep it (as BaseEncoderCache). A graph
+    whose last row leaves (`release`) leaves the cache too: an idle session is a whole base encoder."""
 
     def __init__(self) -> None:
         self._graphs: dict[tuple[str, str], tuple[str, SharedAdapterGraph]] = {}
         self._lock = threading.Lock()
 
     def get(
-        self, repo: ModelRepository, key: str, folder: str, providers: list[str], intra_op_threads: int
+        self,
+        repo: ModelRepository,
+        key: str,
+        folder: str,
+        providers: list[str],
+        intra_op_threads: int,
+        check: Callable[[GraphSpec], object] | None = None,
     ) -> SharedAdapterGraph:
+        """The graph of (key, folder), opened if need be. `check` refuses by raising, on the spec of the
+        graph handed out, before any session is opened: an adapter the graph cannot take opens nothing."""
         with self._lock:
             sha = repo.base_info(key, folder)["files"][layout.MULTI_ADAPTER_FILE]["sha256"]
             cached = self._graphs.get((key, folder))
-            if cached is None or cached[0] != sha:
+            if cached is not None and cached[0] == sha:
+                if check is not None:
+                    check(cached[1].spec)
+            else:
                 info = repo.verify_base(key, folder)  # checksums first, as for any version
                 spec = GraphSpec.from_json(info["info"]["spec"])
+                if check is not None:
+                    check(spec)
                 path = repo.base_path(key, folder) / layout.MULTI_ADAPTER_FILE
                 graph = SharedAdapterGraph(path, spec, folder, providers, intra_op_threads)
                 verified = info["files"][layout.MULTI_ADAPTER_FILE]["sha256"]
                 self._graphs[(key, folder)] = (verified, graph)
                 logger.info("opened multi-adapter graph %s/%s (rank %d)", key, folder, spec.rank)
             return self._graphs[(key, folder)][1]
+
+    def release(self, graph: SharedAdapterGraph, name: str | None = None) -> None:
+        """Drop name's row from graph (None: none); a graph left with no row leaves the cache, so its
+        session is freed once no version holds it. It is not closed: a pass on it finishes, and a row
+        bound to it still runs (SharedAdapterGraph.run)."""
+        with self._lock:  # the cache never hands out a graph being released
+            if name is not None:
+                graph.remove(name)
+            if not graph.release_if_empty():
+                return
+            for slot, (_sha, held) in list(self._graphs.items()):
+                if held is graph:
+                    del self._graphs[slot]
+                    logger.info("released multi-adapter graph %s/%s: no scenario left on it", *slot)
 
 
 def num_labels_of(table: AdapterTable, row: int) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 from model_repository import (
     AdapterEntry,
     AdapterMismatchError,
+    GraphSpec,
     Manifest,
     ModelRepository,
     NumpyHead,
@@ -253,18 +254,25 @@ def _join_shared(
     with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / m.head.path) as head:
         entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
     graph_folder = shared_graph_folder(repo, m, lora_rank(entry.lora), settings)
+    n_labels = len(m.labels)
+
+    def fits(spec: GraphSpec) -> None:
+        # run by the cache on the graph's spec before it opens a session: a refused version opens none
+        try:
+            found = check_adapter(spec, entry)
+        except AdapterMismatchError as exc:
+            raise ModelLoadError(f"refused by the multi-adapter graph {key}/{graph_folder}: {exc}") from exc
+        if found != n_labels:
+            raise ModelLoadError(f"{who}: head.npz has {found} labels, the manifest {n_labels}")
+
     try:
-        shared = adapters.get(repo, key, graph_folder, settings.providers, settings.intra_op_threads)
+        shared = adapters.get(
+            repo, key, graph_folder, settings.providers, settings.intra_op_threads, check=fits
+        )
     except (RepositoryError, AdapterMismatchError) as exc:
         raise ModelLoadError(
             f"{who}: multi-adapter graph {key}/{graph_folder} failed verification: {exc}"
         ) from exc
-    try:
-        n_labels = check_adapter(shared.spec, entry)
-    except AdapterMismatchError as exc:
-        raise ModelLoadError(f"refused by the multi-adapter graph {key}/{graph_folder}: {exc}") from exc
-    if n_labels != len(m.labels):
-        raise ModelLoadError(f"{who}: head.npz has {n_labels} labels, the manifest {len(m.labels)}")
     loaded.shared, loaded.adapter = shared, entry
     loaded.precision = layout.precision_of_folder(graph_folder)
     loaded.base_key = key
@@ -279,7 +287,11 @@ def _join_shared(
                 f"({width} labels in its table row, expected {n_labels}, finite)"
             )
 
-    shared.install(m.scenario, m.version, entry, check=warm_up)
+    try:
+        shared.install(m.scenario, m.version, entry, check=warm_up)
+    except Exception:
+        adapters.release(shared)  # a graph opened for this version alone is not kept open without it
+        raise
 
 
 def shared_graph_folder(

@@ -201,12 +201,12 @@ class ScenarioRegistry:
             self._forget_row(state.loaded)
             del self._states[name]
 
-    @staticmethod
-    def _forget_row(loaded: LoadedScenario | None) -> None:
-        """Drop a version's row from its multi-adapter table (shared LoRA), if it has one; rows already
-        bound to it still run (SharedAdapterGraph.remove)."""
+    def _forget_row(self, loaded: LoadedScenario | None) -> None:
+        """Drop a version's row from its multi-adapter table (shared LoRA), if it has one, and the graph
+        from the cache once no row is left on it; rows already bound to it still run
+        (MultiAdapterCache.release)."""
         if loaded is not None and loaded.shared is not None:
-            loaded.shared.remove(loaded.name)
+            self.adapters.release(loaded.shared, loaded.name)
 
     def _note_listing_error(self, message: str | None) -> None:
         """Serve-all mode: log a failure to list the repository once per change, and its recovery."""
