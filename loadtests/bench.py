@@ -160,7 +160,11 @@ class BenchOptions(BaseModel):
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every step and return the report (also written as JSON and markdown under out_dir). A SIGTERM
-    ends it through its `finally` blocks: every server it started is stopped (terminated_as_exit)."""
+    ends it through its `finally` blocks: every server it started is stopped (terminated_as_exit).
+
+    A step that fails (a server that never gets ready, a load whose every request failed, the ceiling's
+    child) is recorded in the report, which the next steps complete; the report is written anyway, then
+    BenchError names the failed steps and where that partial report is."""
     with terminated_as_exit():
         return _run_bench(options, say)
 
@@ -211,26 +215,33 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
         "ort_cpu_rewrite": rewrite_enabled(),
     }
     say(f"load driver: {driver}" + (f" ({options.wrk_threads} thread(s))" if driver == "wrk" else ""))
-    report["ceiling"] = ceiling(models, texts_file, options, say)
-    say(
-        f"ceiling: {report['ceiling']['seq_per_s']} seq/s at batch {report['ceiling']['best_batch_size']} "
-        f"({report['ceiling']['variant']})"
-    )
-
     options.out_dir.mkdir(parents=True, exist_ok=True)
     run = _Runner(options, texts_file, driver)
     try:
-        if options.ceiling_bracket_s > 0:
-            run.resident = resident_ceiling(models, texts_file, report["ceiling"], say)
-        report["served"], report["scenario_mix"], report["serve_config"] = measure_labelwise(
-            models, threads, run, say
-        )
+        report["ceiling"] = _step(report, "ceiling", say, ceiling, models, texts_file, options, say)
+        if report["ceiling"] is not None:
+            say(
+                f"ceiling: {report['ceiling']['seq_per_s']} seq/s at batch "
+                f"{report['ceiling']['best_batch_size']} ({report['ceiling']['variant']})"
+            )
+            if options.ceiling_bracket_s > 0:
+                run.resident = _step(
+                    report, "ceiling around loads", say, resident_ceiling, models, texts_file,
+                    report["ceiling"], say,
+                )  # fmt: skip
+        labelwise = _step(report, "labelwise", say, measure_labelwise, models, threads, run, say)
+        report["served"], report["scenario_mix"], report["serve_config"] = labelwise or (None, None, None)
         if options.url is None and options.same_precision and models.precision != "fp32":
-            report["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
+            report["served_fp32"] = _step(
+                report, "labelwise fp32", say, measure_labelwise_fp32, models, threads, run, say
+            )
         if options.url is None and options.memory_one_scenario:
-            report["memory_one_scenario"] = measure_one_scenario_memory(models, threads, run, say)
+            report["memory_one_scenario"] = _step(
+                report, "labelwise memory, one scenario", say, measure_one_scenario_memory, models, threads,
+                run, say,
+            )  # fmt: skip
         if options.seed_baseline:
-            report["seed"] = measure_seed(models, threads, run, say)
+            report["seed"] = _step(report, "seed baseline", say, measure_seed, models, threads, run, say)
         report["peers"], report["peer_notes"] = ([], [])
         if options.infinity:
             report["peers"], report["peer_notes"] = measure_infinity(models, run, say)
@@ -238,16 +249,37 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
             head_to_head_rounds(report, models, threads, texts_file, run, say)
         else:
             report["targets"] = targets(report)
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: what was measured until then is still written
+        ended = f"ended by {type(exc).__name__}" + (f": {_first_line(exc)}" if str(exc) else "")
+        report.setdefault("failed_steps", []).append({"step": "the rest of the bench", "error": ended})
+        raise
     finally:
         run.close()
-    report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = options.out_dir / f"bench-{stamp}.json"
-    json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    markdown = render_markdown(report)
-    (options.out_dir / f"bench-{stamp}.md").write_text(markdown, encoding="utf-8")
-    report["json_path"] = str(json_path)
+        report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        json_path = options.out_dir / f"bench-{stamp}.json"
+        json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        report["json_path"] = str(json_path)
+        markdown_path = json_path.with_suffix(".md")
+        markdown_path.write_text(render_markdown(report), encoding="utf-8")
+        if report.get("failed_steps"):
+            say(f"partial report (some steps failed): {json_path} and {markdown_path}")
+    if report.get("failed_steps"):
+        failed = "; ".join(f"{f['step']}: {f['error']}" for f in report["failed_steps"])
+        raise BenchError(f"{failed}. The partial report: {json_path} and {markdown_path}")
     return report
+
+
+def _step(report: dict[str, Any], step: str, say: Callable[[str], None], measure: Callable[..., Any],
+          *args: Any) -> Any:  # fmt: skip
+    """measure(*args), or None when it fails: the failure is recorded in the report (what the step measures
+    reads "not measured") and the bench goes on to its next step."""
+    try:
+        return measure(*args)
+    except STEP_FAILURES as exc:
+        say(f"{step}: failed: {_first_line(exc)}")
+        report.setdefault("failed_steps", []).append({"step": step, "error": _first_line(exc)})
+        return None
 
 
 def require_free_ports(options: BenchOptions) -> None:
@@ -287,11 +319,17 @@ def head_to_head_rounds(
     for number in range(2, options.rounds + 1):
         say(f"round {number} of {options.rounds}: the ceiling, labelwise and Infinity again")
         view = dict(report)  # the seed and memory: round 1's
-        view["ceiling"] = ceiling(models, texts_file, options, say)
-        run.follow_ceiling(view["ceiling"], say)
-        view["served"], view["scenario_mix"], _ = measure_labelwise(models, threads, run, say)
+        # A step that fails is recorded, and its figures of this round are "not measured" (None).
+        step = f"round {number}:"
+        view["ceiling"] = _step(report, f"{step} ceiling", say, ceiling, models, texts_file, options, say)
+        if view["ceiling"] is not None:
+            run.follow_ceiling(view["ceiling"], say)
+        labelwise = _step(report, f"{step} labelwise", say, measure_labelwise, models, threads, run, say)
+        view["served"], view["scenario_mix"] = (labelwise or (None, None, None))[:2]
         if report.get("served_fp32") is not None:
-            view["served_fp32"] = measure_labelwise_fp32(models, threads, run, say)
+            view["served_fp32"] = _step(
+                report, f"{step} labelwise fp32", say, measure_labelwise_fp32, models, threads, run, say
+            )
         if options.infinity and report.get("peers"):
             view["peers"], notes = measure_infinity(models, run, say)
             report["peer_notes"] += [f"round {number}: {note}" for note in notes]
@@ -430,7 +468,10 @@ class _Runner:
             spec, self.texts_file, self.driver, self.options.attach_timeout_s, self.options.wrk_threads
         )
         if result["requests"] == 0 and result["errors"] > 0:
-            raise BenchError(f"every request to {url} failed ({result['error_kinds']}): see the server log")
+            raise BenchError(
+                f"every request to {url} failed ({n_texts} text(s) per request, c={concurrency}: "
+                f"{result['error_kinds']}): see the server log"
+            )
         if result["requests"] == 0:
             # No failure, just nothing finished within the measured window (a slow system, a short run).
             result["note"] = f"no answer within the {self.options.duration_s:g} s measured window"
@@ -632,8 +673,9 @@ def measure_seed(
         stop_server(server)
 
 
-# What a peer's failure can raise: the bench's errors (not ready, a failed load), a child past its bound.
-PEER_FAILURES = (LoadTestError, subprocess.TimeoutExpired)
+# What a step's failure (a peer's too) can raise: the bench's errors (not ready, a failed load), a child past
+# its bound.
+STEP_FAILURES = (LoadTestError, subprocess.TimeoutExpired)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -656,7 +698,7 @@ def measure_infinity(
     peer_models = Path(models.repository) / PEER_MODELS / "infinity"
     try:
         folders = prepare_infinity_models(models.repository, models.primary, peer_models, say)
-    except PEER_FAILURES as exc:
+    except STEP_FAILURES as exc:
         say(f"infinity: skipped: {_first_line(exc)}")
         return [], [f"Infinity not measured: {_first_line(exc)}"]
     url = f"http://127.0.0.1:{options.peer_port}"
@@ -670,7 +712,7 @@ def measure_infinity(
         say(f"infinity: starting {name} on {url} (log {log})")
         try:
             server = _start_infinity(name, variant, folders[variant], models.primary, log, options)
-        except PEER_FAILURES as exc:  # a server that cannot start is a note too
+        except STEP_FAILURES as exc:  # a server that cannot start is a note too
             why = _first_line(exc).removeprefix(f"{name}: ")
             say(f"infinity {variant}: not started: {why}")
             notes.append(f"{name} not measured: {why}")
@@ -686,7 +728,7 @@ def measure_infinity(
                 result["memory"] = server.memory_mb()
                 results.append(result)
             systems.append({"system": name, "variant": variant, "spec": INFINITY_SPEC, "results": results})
-        except PEER_FAILURES as exc:
+        except STEP_FAILURES as exc:
             # Not only BenchError: a peer that never gets ready raises ServerNotUpError (a TimeoutError),
             # a load generator past its bound subprocess.TimeoutExpired. Either is a note, not the end.
             say(f"infinity {variant}: failed: {_first_line(exc)}")

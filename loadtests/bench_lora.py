@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,12 +30,14 @@ from model_repository import ModelRepository, layout
 
 from .bench_models import prepare_bench_models
 from .ceiling import server_threads
-from .errors import BenchError
+from .errors import BenchError, LoadTestError
 from .loadgen import LoadSpec, run_in_subprocess
 from .processes import python_cmd, start_server, stop_server, terminated_as_exit, wait_server_ready
 from .sentences import real_texts_file
 
 MIX_PREFIX = "lora-mix-"
+# What a failed point raises: its server not ready, no answer, the load generator past its bound.
+POINT_FAILURES = (LoadTestError, subprocess.TimeoutExpired)
 TABLE_RANK = 8  # the multi-adapter graph's rank: serving's default lora_table_rank
 _COPIED = (layout.TOKENIZER_DIR, layout.WEIGHTS_DIR, layout.ONNX_DIR)
 _MANIFEST_KEEP = (
@@ -202,7 +205,9 @@ def require_answers(tag: str, result: dict[str, Any], duration_s: float, log_pat
 def run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Every (mode, N) point in turn; the report is also written as JSON and markdown under out_dir.
 
-    A SIGTERM ends it through its `finally` blocks, as for `labelwise bench`: the server is stopped."""
+    A SIGTERM ends it through its `finally` blocks, as for `labelwise bench`: the server is stopped. A point
+    that fails is recorded in the report, which the next points complete; the report is written anyway,
+    then BenchError names the failed points and where that partial report is."""
     with terminated_as_exit():
         return _run_lora_bench(options, say)
 
@@ -217,28 +222,45 @@ def _run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None]) -> di
     options.out_dir.mkdir(parents=True, exist_ok=True)
     names = prepare_lora_scenarios(options.repository, max(options.scenario_counts), options.precision, say)
     texts_file = str(real_texts_file())
-    points = []
-    for mode in options.modes:
-        for n in options.scenario_counts:
-            say(f"{mode}: {n} scenario(s), c={options.concurrency}, 1 text per request")
-            points.append(_point(options, mode, names[:n], texts_file, say))
-    report = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        "options": json.loads(options.model_dump_json()),
-        "points": points,
-        "targets": lora_targets(points),
-        "bench_wall_s": round(time.monotonic() - start, 1),
-    }
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (options.out_dir / f"bench-lora-{stamp}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (options.out_dir / f"bench-lora-{stamp}.md").write_text(render_lora_markdown(report), encoding="utf-8")
-    report["json_path"] = str(options.out_dir / f"bench-lora-{stamp}.json")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    points: list[dict[str, Any]] = []
+    try:
+        for mode in options.modes:
+            for n in options.scenario_counts:
+                say(f"{mode}: {n} scenario(s), c={options.concurrency}, 1 text per request")
+                try:
+                    points.append(_point(options, mode, names[:n], texts_file, say))
+                except POINT_FAILURES as exc:
+                    error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    error = error.removeprefix(f"{mode}-{n}: ")  # the table and message name the point
+                    say(f"{mode}-{n}: failed: {error}")
+                    points.append({"mode": mode, "n_scenarios": n, "error": error})
+    finally:  # also when interrupted: the points measured until then
+        report = {
+            "started_at": started_at,
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "options": json.loads(options.model_dump_json()),
+            "points": points,
+            "targets": lora_targets(points),
+            "bench_wall_s": round(time.monotonic() - start, 1),
+        }
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        json_path = options.out_dir / f"bench-lora-{stamp}.json"
+        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        json_path.with_suffix(".md").write_text(render_lora_markdown(report), encoding="utf-8")
+        report["json_path"] = str(json_path)
+    failed = [p for p in points if "error" in p]
+    if failed:
+        raise BenchError(
+            "; ".join(f"{p['mode']}-{p['n_scenarios']}: {p['error']}" for p in failed)
+            + f". The partial report: {json_path} and {json_path.with_suffix('.md')}"
+        )
     return report
 
 
 def lora_targets(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Shared mode: ≥ 0.9x its 1-scenario throughput at 8, ≥ 0.8x at 32, RSS ≤ +10 MB per added scenario."""
+    """Shared mode: ≥ 0.9x its 1-scenario throughput at 8, ≥ 0.8x at 32, RSS ≤ +10 MB per added scenario.
+    A target whose point failed (no figures) is not measured: value None, met None."""
     shared = {p["n_scenarios"]: p for p in points if p["mode"] == "shared"}
     out: dict[str, Any] = {}
     if 1 not in shared:
@@ -246,12 +268,22 @@ def lora_targets(points: list[dict[str, Any]]) -> dict[str, Any]:
     one = shared[1]
     for n, floor in ((8, 0.9), (32, 0.8)):
         if n in shared:
-            ratio = shared[n]["seq_per_s"] / one["seq_per_s"]
-            out[f"throughput_{n}_vs_1"] = {"ratio": round(ratio, 3), "target": floor, "met": ratio >= floor}
+            rate, one_rate = shared[n].get("seq_per_s"), one.get("seq_per_s")
+            ratio = rate / one_rate if rate and one_rate else None
+            out[f"throughput_{n}_vs_1"] = {
+                "ratio": None if ratio is None else round(ratio, 3),
+                "target": floor,
+                "met": None if ratio is None else ratio >= floor,
+            }
     top = max(shared)
     if top > 1:
-        per = (shared[top]["rss_mb"] - one["rss_mb"]) / (top - 1)
-        out["rss_mb_per_added_scenario"] = {"value": round(per, 2), "target": 10.0, "met": per <= 10.0}
+        rss, one_rss = shared[top].get("rss_mb"), one.get("rss_mb")
+        per = None if rss is None or one_rss is None else (rss - one_rss) / (top - 1)
+        out["rss_mb_per_added_scenario"] = {
+            "value": None if per is None else round(per, 2),
+            "target": 10.0,
+            "met": None if per is None else per <= 10.0,
+        }
     return out
 
 
@@ -261,15 +293,17 @@ def render_lora_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in report["points"]:
+        if "error" in p:
+            lines.append(f"| {p['mode']} | {p['n_scenarios']} | not measured: {p['error']} | | | | | |")
+            continue
         lines.append(
             f"| {p['mode']} | {p['n_scenarios']} | {p['seq_per_s']} | {p['p50_ms']} | {p['p99_ms']} | "
             f"{p['errors']} | {p['rss_mb']} | {p['pss_mb']} |"
         )
     for name, target in report["targets"].items():
         value = target.get("ratio", target.get("value"))
-        lines.append(
-            f"\n- {name}: {value} (target {target['target']}, {'met' if target['met'] else 'MISSED'})"
-        )
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        lines.append(f"\n- {name}: {value} (target {target['target']}, {verdict})")
     return "\n".join(lines) + "\n"
 
 

@@ -26,14 +26,44 @@ def _by_load(rows: list[dict[str, Any]] | None, load: str) -> dict[str, Any] | N
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
+    """a / b, or None (not measured) when either is missing or 0: a load that got no answer has no rate to
+    compare, not a rate of 0."""
+    return round(a / b, 3) if a and b else None
 
 
-def ceiling_for(row: dict[str, Any] | None, report: dict[str, Any]) -> float:
+def ceiling_for(row: dict[str, Any] | None, report: dict[str, Any]) -> float | None:
     """The ceiling a served load is compared with: the mean of the ceilings measured just before and just
-    after it, when the bench measured them (the host's speed drifts within minutes), else the round's."""
+    after it, when the bench measured them (the host's speed drifts within minutes), else the round's
+    (None when its measurement failed)."""
     now = (row or {}).get("ceiling_now")
-    return now["seq_per_s"] if now else report["ceiling"]["seq_per_s"]
+    return now["seq_per_s"] if now else (report.get("ceiling") or {}).get("seq_per_s")
+
+
+def _row_said(row: dict[str, Any] | None, errors: bool = True) -> list[str]:
+    """What a row's figures do not show: its note (no answer in the window), its failed requests."""
+    said = [row["note"]] if row and row.get("note") else []
+    if errors and row and row.get("errors"):
+        said.append(f"{row['errors']} failed requests")
+    return said
+
+
+def _caveat(name: str, row: dict[str, Any] | None) -> str | None:
+    said = _row_said(row)
+    return f"{name} {row['load']}: {', '.join(said)}" if row and said else None
+
+
+def _said_cell(row: dict[str, Any] | None, errors: bool = True) -> str:
+    """A row's caveats beside its figure in a table (errors=False where the table has an errors column)."""
+    said = _row_said(row, errors)
+    return f" ({', '.join(said)})" if said else ""
+
+
+def _with_caveats(target: dict[str, Any], *rows: tuple[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The target, with the caveats of the rows its value comes from (said beside its verdict)."""
+    caveats = [c for name, row in rows if (c := _caveat(name, row))]
+    if caveats:
+        target["caveats"] = caveats
+    return target
 
 
 def best_peer(report: dict[str, Any], load: str) -> tuple[str, dict[str, Any]] | None:
@@ -73,13 +103,11 @@ def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "p99_ms": row["p99_ms"],
                     "errors": row["errors"],
                     "pss_mb": (row.get("memory") or {}).get("pss_mb"),
-                    "vs_best_peer": _ratio(
-                        row["req_per_s"],
-                        _round_best_peer(row, report, load) or (peer and peer[1]["req_per_s"]),
-                    ),
+                    "vs_best_peer": _ratio(row["req_per_s"], _best_peer_rate(row, report, load, peer)),
                     "vs_seed": _ratio(row["req_per_s"], seed and seed["req_per_s"]),
                     "client_cpu_share": row.get("client_cpu_share"),
                     "driver": row.get("driver"),
+                    "note": row.get("note"),
                 }
             )
     return out
@@ -93,8 +121,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     for load, bar in CEILING_TARGETS:
         row = _by_load(served, load)
         name = load.replace(", ", " at ")
-        target = _target(
-            f"served/ceiling, {name}", _ratio(row and row["seq_per_s"], ceiling_for(row, report)), bar
+        target = _with_caveats(
+            _target(
+                f"served/ceiling, {name}", _ratio(row and row["seq_per_s"], ceiling_for(row, report)), bar
+            ),
+            ("labelwise", row),
         )
         if row and row.get("ceiling_now"):
             now = row["ceiling_now"]
@@ -106,7 +137,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(target)
     seed_one = _by_load(seed, "1 text, c=32")
     speedup = _ratio(one and one["req_per_s"], seed_one and seed_one["req_per_s"])
-    row = _target("labelwise/seed req/s at c=32", speedup, TARGET_SEED_SPEEDUP)
+    row = _with_caveats(_target("labelwise/seed req/s at c=32", speedup, TARGET_SEED_SPEEDUP),
+                        ("labelwise", one), ("seed baseline", seed_one))  # fmt: skip
     if row["met"] is not None and one and seed_one:
         lower_p99 = (one["p99_ms"] or 0) < (seed_one["p99_ms"] or float("inf"))
         row["note"] = f"p99 {one['p99_ms']} ms vs seed {seed_one['p99_ms']} ms"
@@ -116,6 +148,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         mine, peer = _by_load(served, load), best_peer(report, load)
         row = _target(f"labelwise/best Infinity req/s at {load.split(', ')[1]}",
                       _ratio(mine and mine["req_per_s"], peer and peer[1]["req_per_s"]), bar)  # fmt: skip
+        _with_caveats(row, ("labelwise", mine), *([peer] if peer else []))
         if peer:
             row["note"] = f"vs {peer[0]}"
             # what a server with no cost of its own would reach: this engine's ceiling over that peer
@@ -125,20 +158,22 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     row = _target("labelwise p99 / that Infinity's p99 at c=32",
                   _ratio(one and one["p99_ms"], peer and peer[1]["p99_ms"]), TARGET_PEER_P99_RATIO,
                   lower_is_better=True)  # fmt: skip
-    rows.append(row)
+    rows.append(_with_caveats(row, ("labelwise", one), *([peer] if peer else [])))
     fp32_peer = next((p for p in report.get("peers") or [] if p.get("variant") == "fp32"), None)
-    same = None
+    same, fp32_row = None, None
     mine_fp32 = (
         one if report["model"]["precision"] == "fp32" else _by_load(report.get("served_fp32"), "1 text, c=32")
     )
     if fp32_peer:
         fp32_row = _by_load(fp32_peer["results"], "1 text, c=32")
         same = _ratio(mine_fp32 and mine_fp32["req_per_s"], fp32_row and fp32_row["req_per_s"])
-    rows.append(_target("labelwise fp32/Infinity fp32 req/s at c=32", same, TARGET_SAME_PRECISION))
+    row = _target("labelwise fp32/Infinity fp32 req/s at c=32", same, TARGET_SAME_PRECISION)
+    rows.append(_with_caveats(row, ("labelwise fp32", mine_fp32), ("Infinity fp32", fp32_row)))
     single = next((r for r in mix or [] if r.get("n_scenarios") == 1 and r["strategies"]["lora"] == 1), None)
     eight = next((r for r in mix or [] if r.get("n_scenarios") == 8), None)
-    rows.append(_target("8 scenarios mixed / 1 scenario, seq/s", _ratio(eight and eight["seq_per_s"],
-                        single and single["seq_per_s"]), TARGET_MIX_RATIO))  # fmt: skip
+    row = _target("8 scenarios mixed / 1 scenario, seq/s", _ratio(eight and eight["seq_per_s"],
+                  single and single["seq_per_s"]), TARGET_MIX_RATIO)  # fmt: skip
+    rows.append(_with_caveats(row, ("8 scenarios", eight), ("1 scenario", single)))
     alone = report.get("memory_one_scenario")
     one_scenario = alone or single or one
     pss = ((one_scenario or {}).get("memory") or {}).get("pss_mb")
@@ -151,9 +186,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def median_record(records: list[dict[str, Any]], key: str = "req_per_s") -> dict[str, Any]:
+def median_record(records: list[dict[str, Any]], key: str = "req_per_s") -> dict[str, Any] | None:
     """The record whose `key` is the rounds' median (the lower middle one for an even count), with every
-    round's value beside it as `rounds_<key>`: a real measurement, not averaged figures."""
+    round's value beside it as `rounds_<key>`: a real measurement, not averaged figures. None without any."""
+    if not records:
+        return None
     ranked = sorted(records, key=lambda r: r[key])
     chosen = ranked[(len(ranked) - 1) // 2]
     return {**chosen, f"rounds_{key}": [r[key] for r in records]}
@@ -171,9 +208,9 @@ def mix_key(record: dict[str, Any]) -> Any:
 def median_loads(
     rounds: list[list[dict[str, Any]] | None], key: Callable[[dict[str, Any]], Any] = _load_key
 ) -> list[dict[str, Any]] | None:
-    """Per load (told apart by `key`: its label), the median round's record; the first round's loads, in
-    its order."""
-    first = rounds[0]
+    """Per load (told apart by `key`: its label), the median round's record; the loads of the first round
+    that measured any (a round whose step failed has None), in its order."""
+    first = next((rows for rows in rounds if rows), rounds[0])
     if not first:
         return first
     out = []
@@ -199,7 +236,8 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for rows in zip(*rounds, strict=True):
         first = rows[0]
-        values = [r["measured"] for r in rows if r["measured"] is not None]
+        measured_each = [r["measured"] for r in rows]
+        values = [v for v in measured_each if v is not None]
         measured = round(statistics.median(values), 3) if values else None
         row = _target(first["target"], measured, first["bar"], first["lower_is_better"])
         # a round whose value passes but whose verdict is "no" failed another condition (the seed's p99)
@@ -209,12 +247,14 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         )
         if row["met"] and beyond_value:
             row["met"] = False
-        notes = [f"rounds: {', '.join(_fmt(v, 2) for v in values)}"] if len(rows) > 1 and values else []
-        round_notes = [r.get("note") for r in rows]
-        if len(set(round_notes)) == 1 and round_notes[0]:
+        each = ", ".join("not measured" if v is None else _fmt(v, 2) for v in measured_each)
+        notes = [f"rounds: {each}"] if len(rows) > 1 and values else []
+        # a round that measured nothing has no note: the others' still holds
+        round_notes = list(dict.fromkeys(r["note"] for r in rows if r.get("note")))
+        if len(round_notes) == 1:
             notes.append(round_notes[0])  # the same in every round (the peer compared, what PSS covers)
-        elif all(n and n.startswith("vs ") for n in round_notes):
-            notes.append(" / ".join(dict.fromkeys(round_notes)))  # the best peer changed between rounds
+        elif round_notes and all(n.startswith("vs ") for n in round_notes):
+            notes.append(" / ".join(round_notes))  # the best peer changed between rounds
         bounds = [r["bound"] for r in rows if r.get("bound") is not None]
         if bounds:
             row["bound"] = round(statistics.median(bounds), 3)
@@ -222,8 +262,20 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 row["bounds"] = bounds
         if notes:
             row["note"] = "; ".join(notes)
+        caveats = _round_caveats(rows)
+        if caveats:
+            row["caveats"] = caveats
         out.append(row)
     return out
+
+
+def _round_caveats(rows: list[dict[str, Any]]) -> list[str]:
+    """Each caveat of the rounds' targets once, with the rounds it held in unless it held in all."""
+    held: dict[str, list[int]] = {}
+    for number, r in enumerate(rows, start=1):
+        for caveat in r.get("caveats") or []:
+            held.setdefault(caveat, []).append(number)
+    return [c if len(n) == len(rows) else f"round {', '.join(map(str, n))}: {c}" for c, n in held.items()]
 
 
 def _stamped(view: dict[str, Any], n: int) -> dict[str, Any]:
@@ -233,7 +285,7 @@ def _stamped(view: dict[str, Any], n: int) -> dict[str, Any]:
     def rows(records: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         return None if records is None else [{**r, "round": n} for r in records]
 
-    out = {**view, "ceiling": {**view["ceiling"], "round": n}}
+    out = {**view, "ceiling": view["ceiling"] and {**view["ceiling"], "round": n}}
     for key in ("served", "served_fp32", "scenario_mix"):
         if key in view:
             out[key] = rows(view[key])
@@ -248,17 +300,20 @@ def _row_round(row: dict[str, Any], report: dict[str, Any]) -> dict[str, Any] | 
     return rounds[n - 1] if n and rounds and len(rounds) >= n else None
 
 
-def round_ceiling(row: dict[str, Any], report: dict[str, Any]) -> float:
+def round_ceiling(row: dict[str, Any], report: dict[str, Any]) -> float | None:
     """The first ceiling of the round this row was measured in (the report's, without rounds)."""
     measured_in = _row_round(row, report)
-    return measured_in["ceiling_seq_per_s"] if measured_in else report["ceiling"]["seq_per_s"]
+    return measured_in["ceiling_seq_per_s"] if measured_in else (report.get("ceiling") or {}).get("seq_per_s")
 
 
-def _round_best_peer(row: dict[str, Any], report: dict[str, Any], load: str) -> float | None:
-    """The best peer's req/s at this load in the round this row was measured in, when rounds were run."""
+def _best_peer_rate(
+    row: dict[str, Any], report: dict[str, Any], load: str, peer: tuple[str, dict[str, Any]] | None
+) -> float | None:
+    """The best peer's req/s at this load: in the round this row was measured in when rounds were run (None
+    when that round measured no peer, never another round's), else `peer`'s."""
     measured_in = _row_round(row, report)
     if measured_in is None:
-        return None
+        return peer[1]["req_per_s"] if peer else None
     rates = [loads.get(load) for loads in measured_in["peers"].values()]
     rates = [r for r in rates if r is not None]
     return max(rates) if rates else None
@@ -269,12 +324,13 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
     (`rounds`), each target's median (median_targets), and each table cell's median round (median_*)."""
     views = [_stamped(v, i) for i, v in enumerate(views, start=1)]
     first = views[0]
+    # A round's step that failed left its figures None: "not measured" in that round.
     rounds = [
         {
-            "ceiling_seq_per_s": v["ceiling"]["seq_per_s"],
-            "served": {r["load"]: r["req_per_s"] for r in v["served"]},
+            "ceiling_seq_per_s": (v["ceiling"] or {}).get("seq_per_s"),
+            "served": {r["load"]: r["req_per_s"] for r in v["served"] or []},
             "ceiling_now": {
-                r["load"]: r["ceiling_now"]["seq_per_s"] for r in v["served"] if r.get("ceiling_now")
+                r["load"]: r["ceiling_now"]["seq_per_s"] for r in v["served"] or [] if r.get("ceiling_now")
             },
             "served_fp32": {r["load"]: r["req_per_s"] for r in v.get("served_fp32") or []},
             "peers": {
@@ -287,10 +343,10 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {
         "rounds": rounds,
         "targets": median_targets([r["targets"] for r in rounds]),
-        "ceiling": median_record([v["ceiling"] for v in views], key="seq_per_s"),
+        "ceiling": median_record([v["ceiling"] for v in views if v["ceiling"]], key="seq_per_s"),
         "served": median_loads([v["served"] for v in views]),
     }
-    if first.get("scenario_mix"):
+    if any(v.get("scenario_mix") for v in views):
         merged["scenario_mix"] = median_loads([v["scenario_mix"] for v in views], key=mix_key)
     if first.get("served_fp32") is not None:
         merged["served_fp32"] = median_loads([v["served_fp32"] for v in views])
@@ -357,7 +413,7 @@ def _fmt_measured(target: dict[str, Any]) -> str:
 
 def render_comparison(report: dict[str, Any]) -> list[str]:
     """The side-by-side table: every system at c=8 and c=32, and the ceiling."""
-    c = report["ceiling"]
+    c = report.get("ceiling") or {}  # {} when its measurement failed
     driver = report.get("load_driver", "python")
     lines = [
         "| system | c | req/s | p50 ms | p99 ms | errors | tree PSS MB | vs best peer | vs seed "
@@ -367,18 +423,20 @@ def render_comparison(report: dict[str, Any]) -> list[str]:
     for r in comparison_rows(report):
         share = r["client_cpu_share"]
         lines.append(
-            f"| {r['system']} | {r['concurrency']} | {_fmt(r['req_per_s'])} | {_fmt(r['p50_ms'])} "
+            f"| {r['system']} | {r['concurrency']} | {_fmt(r['req_per_s'])}{_said_cell(r, errors=False)} "
+            f"| {_fmt(r['p50_ms'])} "
             f"| {_fmt(r['p99_ms'])} | {r['errors']} | {_fmt(r['pss_mb'])} | {_fmt(r['vs_best_peer'], 2)} "
             f"| {_fmt(r['vs_seed'], 2)} | {'—' if share is None else f'{share:.1%}'} |"
         )
     variants = "; ".join(f"{v['variant']}: {_fmt(v['seq_per_s'])}" for v in c.get("variants", []))
     lines.append(
-        f"| ceiling: engine in-process on all cores, {c.get('variant', '')}, batch {c['best_batch_size']} "
-        f"| — | {_fmt(c['seq_per_s'])} seq/s | — | — | — | — | — | — | — |"
+        f"| ceiling: engine in-process on all cores, {c.get('variant', '')}, "
+        f"batch {_fmt(c.get('best_batch_size'))} "
+        f"| — | {_fmt(c.get('seq_per_s'))} seq/s | — | — | — | — | — | — | — |"
     )
     lines += ["", f"Ceiling variants (seq/s): {variants or 'one'}. Load client: {driver}"
               + (f" with {report.get('wrk_threads')} thread(s)" if driver == "wrk" else "")
-              + "; its CPU share is its CPU time / wall time / logical cores."]  # fmt: skip
+              + "; its CPU share is its CPU time / wall time / the cores it may run on."]  # fmt: skip
     for note in report.get("peer_notes") or []:
         lines.append(f"Note: {note}.")
     return lines
@@ -402,23 +460,26 @@ def _threads(report: dict[str, Any]) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    c = report["ceiling"]
-    ceiling = c["seq_per_s"]
+    c = report.get("ceiling") or {}  # {} when its measurement failed
+    ceiling = c.get("seq_per_s")
     lines = [
         f"### labelwise bench — {report['model']['base_model']} {report['model']['precision']}, "
         f"{_threads(report)}, {report['started_at']}",
         "",
+        *(f"**Failed**, not measured: {f['step']}: {f['error']}." for f in report.get("failed_steps") or []),
+        *([""] if report.get("failed_steps") else []),
         *render_comparison(report),
         "",
         "| system | load | req/s | seq/s | p50 ms | p99 ms | errors | served/ceiling |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
-        f"| ceiling: engine alone on all cores, batch {c['best_batch_size']} | in-process | — "
+        f"| ceiling: engine alone on all cores, batch {_fmt(c.get('best_batch_size'))} | in-process | — "
         f"| {_fmt(ceiling)} | — | — | — | 1.00 |",
     ]
     for name, rows in (("labelwise", report.get("served")), ("seed baseline", report.get("seed"))):
         for r in rows or []:
             lines.append(
-                f"| {name} | {r['load']} | {_fmt(r['req_per_s'])} | {_fmt(r['seq_per_s'])} "
+                f"| {name} | {r['load']} | {_fmt(r['req_per_s'])}{_said_cell(r, errors=False)} "
+                f"| {_fmt(r['seq_per_s'])} "
                 f"| {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} "
                 f"| {_fmt(_ratio(r['seq_per_s'], round_ceiling(r, report)), 2)}{_now_cell(r)} |"
             )
@@ -435,7 +496,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             mem = r.get("memory") or {}
             s = r["strategies"]
             lines.append(
-                f"| {r['n_scenarios']} ({s['lora']} + {s['frozen']}) | {r['load']} | {_fmt(r['req_per_s'])} "
+                f"| {r['n_scenarios']} ({s['lora']} + {s['frozen']}) | {r['load']} | {_fmt(r['req_per_s'])}"
+                f"{_said_cell(r)} "
                 f"| {_fmt(r['seq_per_s'])} | {_fmt(r['p99_ms'])} | {_fmt(_ratio(r['seq_per_s'], base), 2)} "
                 f"| {_fmt(mem.get('rss_mb'))} | {_fmt(mem.get('pss_mb'))} |"
             )
@@ -447,7 +509,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"Memory of `labelwise serve` with one scenario "
             f"({report['model'].get('primary_scenario', 'the primary')}), after "
-            f"{_fmt(alone['req_per_s'])} req/s of {alone['load']}: tree PSS {_fmt(mem.get('pss_mb'))} MB, "
+            f"{_fmt(alone['req_per_s'])} req/s of {alone['load']}{_said_cell(alone)}: tree PSS "
+            f"{_fmt(mem.get('pss_mb'))} MB, "
             f"RSS {_fmt(mem.get('rss_mb'))} MB, {mem.get('processes')} processes.",
             "",
             "| process | PSS MB | RSS MB |",
@@ -462,6 +525,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for t in report.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         said = [t["note"]] if t.get("note") else []
+        said += t.get("caveats") or []
         if t.get("bounds"):  # what a server with no cost of its own would have measured, per round
             each = ", ".join(_fmt(b, 2) for b in t["bounds"])
             said.append(f"the engine's ceiling over that peer: {each}, median {_fmt(t['bound'], 2)}")
@@ -490,11 +554,11 @@ def _rounds_note(report: dict[str, Any]) -> list[str]:
     rounds = report.get("rounds") or []
     if len(rounds) < 2:
         return []
-    first = rounds[0]
-    columns = [("ceiling_now", load) for load in first.get("ceiling_now") or {}]
-    columns += [("served", load) for load in first["served"]]
-    columns += [("served_fp32", load) for load in first.get("served_fp32") or {}]
-    columns += [(system, load) for system, loads in first["peers"].items() for load in loads]
+    # every round's columns: a round whose step failed has none of its own
+    columns = list(dict.fromkeys((part, load) for part in ("ceiling_now", "served", "served_fp32")
+                                 for r in rounds for load in r.get(part) or {}))  # fmt: skip
+    columns += dict.fromkeys((system, load) for r in rounds for system, loads in r["peers"].items()
+                             for load in loads)  # fmt: skip
 
     own = {"ceiling_now": "ceiling seq/s around", "served": "labelwise", "served_fp32": "labelwise fp32"}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .ceiling import all_cores
 from .errors import ServerNotUpError
 from .loopback import require_loopback
 from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, shape_named
@@ -195,8 +196,9 @@ def _cpu_s() -> float:
 
 
 def cpu_share(cpu_s: float, wall_s: float, cores: int | None = None) -> float | None:
-    """The fraction of the machine (all logical cores) a client used: CPU time / wall time / cores."""
-    cores = cores or os.cpu_count() or 1
+    """The fraction of the machine a client used: CPU time / wall time / the cores it may run on (the
+    affinity mask, as for the ceiling: a container's share, not the host's cores)."""
+    cores = cores or all_cores()
     return round(cpu_s / wall_s / cores, 4) if wall_s > 0 else None
 
 

@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 from .errors import NotLoopbackError
 
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+# The one name kept (RFC 6761 reserves it for loopback); any other is refused, never resolved: the
+# clients would look it up through DNS.
+_LOOPBACK_NAME = "localhost"
 
 
 def require_loopback(url: str) -> str:
@@ -22,14 +24,14 @@ def require_loopback(url: str) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise NotLoopbackError(f"target {url!r} names no host; use http://127.0.0.1:8000")
-    if host not in _LOOPBACK_NAMES:
+    if host != _LOOPBACK_NAME:
         try:
             is_loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             is_loopback = False
         if not is_loopback:
             raise NotLoopbackError(
-                f"refusing to send load to {host!r}: load tests and benchmarks only target this machine "
-                "(127.0.0.1, ::1 or localhost)"
+                f"refusing to send load to {host!r} ({url}): load tests and benchmarks only target this "
+                "machine: a literal loopback IP (127.0.0.0/8 or ::1) or the name localhost, no other name"
             )
     return url.rstrip("/")

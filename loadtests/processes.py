@@ -130,6 +130,9 @@ def terminated_as_exit() -> Iterator[None]:
         return
 
     def exit_143(_signum: int, _frame: object) -> None:
+        # Once: a second SIGTERM (an impatient parent, systemd) would cut short the finally blocks that stop
+        # the servers. The previous handler is back when the block ends.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(143)
 
     previous = signal.signal(signal.SIGTERM, exit_143)
@@ -243,26 +246,33 @@ def stop_server(server: ServerProcess, grace_s: float = 30.0) -> None:
     import psutil
 
     server.tree()
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGINT)
-        try:
-            server.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
+    try:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGINT)
+            try:
+                server.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait(timeout=10)
+    finally:
+        # Also when a SIGTERM or a second Ctrl-C ends the wait above: the tree must not outlive the bench.
+        if server.proc.poll() is None:
+            server.tree()  # what its shutdown has spawned since
             server.proc.kill()
             server.proc.wait(timeout=10)
-    # Anything the server spawned and left behind is ours to end, by pid.
-    # psutil.Process remembers each process's start time, so a reused pid is never signalled.
-    leftovers = []
-    for pid, proc in server.seen.items():
-        if pid == server.proc.pid:
-            continue
-        try:
-            if proc.is_running():
-                proc.kill()
-                leftovers.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(leftovers, timeout=10)
+        # Anything the server spawned and left behind is ours to end, by pid.
+        # psutil.Process remembers each process's start time, so a reused pid is never signalled.
+        leftovers = []
+        for pid, proc in server.seen.items():
+            if pid == server.proc.pid:
+                continue
+            try:
+                if proc.is_running():
+                    proc.kill()
+                    leftovers.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(leftovers, timeout=10)
 
 
 def python_cmd(*args: str) -> list[str]:

@@ -2,7 +2,8 @@
 # make peers: one peer's own venv (e.g. var/peers/infinity), pinned by loadtests/peer_requirements/<peer>.txt.
 # CPU torch goes in first (from the local wheel cache or TORCH_INDEX_URL), so that the peer's
 # dependencies never pull a multi-GB CUDA build. Without the package index it says so and leaves
-# no half-made venv behind: `labelwise bench` then runs without this peer.
+# no half-made venv behind: `labelwise bench` then runs without this peer, or with the one installed
+# before (kept, never removed unless this run starts to replace it).
 set -uo pipefail
 peer="${1:?usage: make_peer_venv.sh PEER VENV_DIR}"
 venv="${2:?usage: make_peer_venv.sh PEER VENV_DIR}"
@@ -19,12 +20,13 @@ if [ -f "$venv/.installed" ] && [ "$venv/.installed" -nt "$pins" ]; then
   echo "[peers] $peer: already installed in $venv"; exit 0
 fi
 
+creating=0  # 1 once this run has removed the venv to make it anew: only then is a half-made one ours
 fail() {
   echo "make peers: could not install $spec into $venv: $1." >&2
   local index="${PIP_INDEX_URL:-the configured index}"
   echo "make peers: the package index ($index) is needed once; pip said: ${2:-see above}" >&2
   echo "make peers: \`labelwise bench\` runs without the $peer peer until \`make peers\` succeeds." >&2
-  rm -rf "$venv"
+  [ "$creating" = 1 ] && rm -rf "$venv"
   exit 1
 }
 last_line() { grep -v '^\s*$' "$1" | grep -iv 'is ignored' | tail -n 1; }
@@ -34,8 +36,17 @@ probe="$(mktemp -d)"; log="$probe/pip.log"
 trap 'rm -rf "$probe"' EXIT
 echo "[peers] $peer: checking that the package index serves $spec"
 if ! "$python" -m pip download -q --no-deps --dest "$probe" "${spec%%[*}==${spec##*==}" >"$log" 2>&1; then
+  if [ -f "$venv/.installed" ]; then
+    # $pins changed since that install, and the index cannot serve the new pins: keep what works.
+    echo "make peers: could not update the $peer peer in $venv to $pins: the package index did not serve" \
+      "$spec (pip said: $(last_line "$log"))." >&2
+    echo "make peers: the $peer peer is used as installed, stale against $pins; rerun \`make peers\` with" \
+      "the index to update it." >&2
+    exit 0
+  fi
   fail "the package index did not serve it" "$(last_line "$log")"
 fi
+creating=1
 rm -rf "$venv"
 "$python" -m venv "$venv" || fail "python -m venv failed"
 pip=("$venv/bin/python" -m pip)

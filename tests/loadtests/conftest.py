@@ -22,6 +22,8 @@ SLOW_EVERY = 10  # every 10th request waits SLOW_S: the slowest tenth fixes p99 
 SLOW_S = 0.2
 FAIL_EVERY = 7  # every 7th request answers 500
 STALL_S = 2.5  # with behaviour["stall"]: every answer takes this long
+RARE_EVERY = 200  # with behaviour["rare_slow"]: one answer in 200 takes RARE_SLOW_S, under 1 % of them
+RARE_SLOW_S = 0.25
 
 
 @dataclass
@@ -66,6 +68,9 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
             await asyncio.sleep(SLOW_S)
         if behaviour.get("stall"):
             await asyncio.sleep(STALL_S)
+        if behaviour.get("rare_slow") and n % RARE_EVERY == 0:
+            counts.slow += 1
+            await asyncio.sleep(RARE_SLOW_S)
         counts.texts += len(body["texts"])
         results = [[{"label": "positive", "score": 0.9}] for _ in body["texts"]]
         return {"scenario": body["scenario"], "version": 1, "results": results, "truncated": [False]}

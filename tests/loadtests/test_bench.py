@@ -291,6 +291,47 @@ def test_markdown_lists_every_round() -> None:
     assert len({line.count("|") for line in lines}) == 1 and lines[2] == "| 1 | 200.0 | 80.0 | 170.0 | 6.0 |"
 
 
+NO_ANSWER = "no answer within the 10 s measured window"
+
+
+def _no_answer(load: str) -> dict:
+    return {**_row(load, 0, 0, 1), "p50_ms": None, "p99_ms": None, "requests": 0, "note": NO_ANSWER}
+
+
+def test_a_load_without_answers_is_not_measured_and_says_why() -> None:
+    # Infinity fp32 and labelwise's 32-text load finished nothing in their window: no rate, not a rate of 0.
+    report = _report()
+    report["peers"][0]["results"][0] = _no_answer("1 text, c=8")
+    report["served"][2] = _no_answer("32 texts, c=4")
+    report["scenario_mix"][2]["errors"] = 3  # the mix table has no errors column
+    row = next(r for r in comparison_rows(report) if r["system"].endswith("fp32") and r["concurrency"] == 8)
+    assert row["vs_best_peer"] is None and row["vs_seed"] is None
+    verdicts = {t["target"]: t for t in targets(report)}
+    batch = verdicts["served/ceiling, 32 texts at c=4"]
+    assert (batch["measured"], batch["met"]) == (None, None)
+    text = render_markdown({**report, "targets": list(verdicts.values())})
+    assert f"| Infinity 0.0.78 optimum fp32 | 8 | 0.0 ({NO_ANSWER}) | — | — | 0 | 700.0 | — | — |" in text
+    assert f"| labelwise | 32 texts, c=4 | 0.0 ({NO_ANSWER}) | 0.0 |" in text
+    verdict = f"not measured (labelwise 32 texts, c=4: {NO_ANSWER}) |"
+    assert f"| served/ceiling, 32 texts at c=4 | — | ≥ 0.95 | {verdict}" in text
+    assert "| 8 (4 + 4) | 1 text, c=32 | 100.0 (3 failed requests) |" in text
+    assert "(8 scenarios 1 text, c=32: 3 failed requests) |" in text  # beside the mix target's verdict
+
+
+def test_a_round_without_a_peer_is_not_compared_with_another_rounds() -> None:
+    # Round 2's Infinity failed: its labelwise figure has no peer to be compared with.
+    views = [_round(200, 100, 50), _round(200, 150, 68), _round(200, 200, 100)]
+    views[1]["peers"] = []
+    report = {**views[0], **merge_rounds(views)}
+    cell = next(
+        r for r in comparison_rows(report) if r["system"] == "labelwise int8" and r["concurrency"] == 32
+    )
+    assert cell["req_per_s"] == 150.0 and cell["vs_best_peer"] is None  # round 2's, the median round
+    target = {t["target"]: t for t in report["targets"]}["labelwise/best Infinity req/s at c=32"]
+    assert target["measured"] == 2.0
+    assert target["note"] == "rounds: 2.00, not measured, 2.00; vs Infinity 0.0.78 optimum int8"
+
+
 def _rounds_table(text: str) -> list[str]:
     start = text.index("| round |")
     return text[start:].split("\n\n")[0].splitlines()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -98,3 +99,14 @@ def test_cli_refuses_remote_url() -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "refusing to send load" in out.stderr
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no narrower affinity to run on")
+def test_client_cpu_share_counts_the_cores_the_process_may_run_on() -> None:
+    # A container (or taskset) that allows one core of many: a client busy on it uses all it has.
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from loadtests.loadgen import cpu_share; print(cpu_share(1.0, 1.0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert float(out.stdout) == 1.0

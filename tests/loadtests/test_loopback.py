@@ -40,6 +40,16 @@ def test_accepts_loopback(url: str, expected: str) -> None:
     assert require_loopback(url) == expected
 
 
+@pytest.mark.parametrize("host", ["localhost.localdomain", "ip6-localhost", "localhost.example.com"])
+def test_loopback_looking_names_are_refused_not_resolved(host: str) -> None:
+    # /etc/hosts usually maps these to 127.0.0.1, but the clients would ask the resolver, which may not.
+    url = f"http://{host}:8000/v1"
+    with pytest.raises(NotLoopbackError) as refused:
+        require_loopback(url)
+    message = str(refused.value)
+    assert url in message and "127.0.0.0/8" in message and "localhost" in message
+
+
 def test_loadtest_runner_refuses_remote_host(capsys: pytest.CaptureFixture[str]) -> None:
     from loadtests.run import main
 

@@ -4,6 +4,7 @@ only in the first), and a LoRA-mode point whose requests got no answer (not repo
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 import loadtests.bench as bench
 import loadtests.bench_lora as bench_lora
-from loadtests.errors import BenchError
+from loadtests.bench_models import BenchModels
+from loadtests.errors import BenchError, ServerNotUpError
 
 from .conftest import _free_port
 from .test_bench import _report
@@ -76,3 +78,145 @@ def test_a_lora_point_without_answers_says_none_came_back(
     message = str(refused.value)
     assert message.startswith("shared-1: no answer within the 1 s measured window (none failed either")
     assert "every request failed" not in message
+
+
+# A labelwise serve stand-in: ready at once, every classify answered 503.
+REFUSING_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Refusing(BaseHTTPRequestHandler):
+    def _answer(self, status, body):
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._answer(200, b'{"ready": true}')
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        self._answer(503, b'{"error": {"type": "overloaded", "message": "busy", "code": 503}}')
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Refusing).serve_forever()
+"""
+
+
+def _bench_without_training(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **fields: object
+) -> bench.BenchOptions:
+    """BenchOptions for a bench whose scenarios are not trained (nothing reads them: the server is a
+    stand-in), with only the labelwise steps (and the ceiling) left."""
+    models = BenchModels(repository=str(tmp_path / "repo"), base_model="m", precision="fp32", lora=["l0"],
+                         frozen=["f0"], train_steps=1)  # fmt: skip
+    monkeypatch.setattr(bench, "prepare_bench_models", lambda *_a, **_k: models)
+    return bench.BenchOptions(
+        out_dir=tmp_path / "out", port=_free_port(), duration_s=1, warmup_s=0, ceiling_bracket_s=0,
+        seed_baseline=False, scenario_mix=False, same_precision=False, memory_one_scenario=False,
+        infinity=False, load_driver="python", attach_timeout_s=10, ready_timeout_s=30, **fields,
+    )  # fmt: skip
+
+
+def test_failed_steps_are_in_the_report_written_anyway(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    options = _bench_without_training(monkeypatch, tmp_path)
+    monkeypatch.setattr(bench, "python_cmd", lambda *_args: [sys.executable, "-c", REFUSING_SERVER,
+                                                               str(options.port)])  # fmt: skip
+
+    def ceiling(*_args: object) -> dict:
+        raise BenchError("the ceiling measurement failed: boom")
+
+    monkeypatch.setattr(bench, "ceiling", ceiling)
+    with pytest.raises(BenchError) as failed:
+        bench.run_bench(options, say=lambda _msg: None)
+    message = str(failed.value)
+    (json_path,) = options.out_dir.glob("bench-*.json")
+    markdown = json_path.with_suffix(".md").read_text(encoding="utf-8")
+    assert f"The partial report: {json_path} and {json_path.with_suffix('.md')}" in message
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    assert [f["step"] for f in report["failed_steps"]] == ["ceiling", "labelwise"]
+    assert report["failed_steps"][0]["error"] == "the ceiling measurement failed: boom"
+    # a real load, every answer 503: which load, and what came back
+    error = report["failed_steps"][1]["error"]
+    assert error.startswith(
+        f"every request to http://127.0.0.1:{options.port} failed (1 text(s) per request, c=8"
+    )
+    assert "HTTP 503" in error and "labelwise: every request" in message
+    assert report["ceiling"] is None and report["served"] is None
+    assert all(t["met"] is None for t in report["targets"])
+    assert "**Failed**, not measured: ceiling: the ceiling measurement failed: boom." in markdown
+    assert "| served/ceiling, 1 text at c=32 | — | ≥ 0.8 | not measured |" in markdown
+
+
+def test_a_failed_later_round_is_not_measured_in_that_round(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    options = _bench_without_training(monkeypatch, tmp_path, rounds=3)
+    report = _report()
+    monkeypatch.setattr(bench, "ceiling", lambda *_a: copy.deepcopy(report["ceiling"]))
+    calls = []
+
+    def labelwise(*_args: object) -> tuple:
+        calls.append(1)
+        if len(calls) == 2:  # round 2: the server never got ready
+            raise ServerNotUpError(
+                "labelwise serve at http://127.0.0.1:1 was not ready after 30s; log x\ntail"
+            )
+        return copy.deepcopy(report["served"]), [], None
+
+    monkeypatch.setattr(bench, "measure_labelwise", labelwise)
+    with pytest.raises(
+        BenchError, match=r"round 2: labelwise: labelwise serve at .* was not ready after 30s"
+    ):
+        bench.run_bench(options, say=lambda _msg: None)
+    (json_path,) = options.out_dir.glob("bench-*.json")
+    written = json.loads(json_path.read_text(encoding="utf-8"))
+    assert written["failed_steps"] == [
+        {
+            "step": "round 2: labelwise",
+            "error": "labelwise serve at http://127.0.0.1:1 was not ready after 30s; log x",
+        }
+    ]
+    assert [r["served"] for r in written["rounds"]][1] == {}
+    one = {t["target"]: t for t in written["targets"]}["served/ceiling, 1 text at c=32"]
+    assert one["measured"] == 0.85 and one["note"] == "rounds: 0.85, not measured, 0.85"
+    assert "| 2 | 200.0 | — | — | — |" in json_path.with_suffix(".md").read_text(encoding="utf-8")
+    # the same bench where nothing fails (round 2 failed on the second call only): no failed steps
+    clean = bench.run_bench(options.model_copy(update={"out_dir": tmp_path / "clean"}), say=lambda _msg: None)
+    assert "failed_steps" not in clean and len(clean["rounds"]) == 3
+
+
+# A labelwise serve stand-in for the LoRA-mode bench: answers at once, or (serving 2 scenarios) 3 s late.
+SOMETIMES_SLOW_SERVER = SLOW_SERVER.replace("time.sleep(3)", "time.sleep(3 if sys.argv[2] == 'slow' else 0)")
+
+
+def test_a_failed_lora_point_is_in_the_report_written_anyway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = _free_port()
+
+    def server(*args: str) -> list[str]:  # `-m labelwise.cli serve --config <out>/serve-<mode>-<n>.yaml ...`
+        config = args[args.index("--config") + 1]
+        return [sys.executable, "-c", SOMETIMES_SLOW_SERVER, str(port), "slow" if "-2." in config else "fast"]
+
+    monkeypatch.setattr(bench_lora, "python_cmd", server)
+    monkeypatch.setattr(
+        bench_lora, "prepare_lora_scenarios", lambda *_a, **_k: ["lora-mix-00", "lora-mix-01"]
+    )
+    options = bench_lora.LoraBenchOptions(
+        out_dir=tmp_path, port=port, modes=["shared"], scenario_counts=[1, 2], concurrency=2, duration_s=1,
+        warmup_s=0, ready_timeout_s=30,
+    )  # fmt: skip
+    with pytest.raises(BenchError, match=r"^shared-2: no answer within the 1 s measured window") as failed:
+        bench_lora.run_lora_bench(options, say=lambda _msg: None)
+    (json_path,) = tmp_path.glob("bench-lora-*.json")
+    assert f"The partial report: {json_path} and {json_path.with_suffix('.md')}" in str(failed.value)
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    measured, unmeasured = report["points"]
+    assert measured["seq_per_s"] > 0 and "error" not in measured
+    assert unmeasured["n_scenarios"] == 2 and unmeasured["error"].startswith("no answer within")
+    assert report["targets"]["rss_mb_per_added_scenario"]["met"] is None
+    markdown = json_path.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| shared | 2 | not measured: no answer within the 1 s measured window" in markdown
+    assert "- rss_mb_per_added_scenario: None (target 10.0, not measured)" in markdown

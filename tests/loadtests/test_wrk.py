@@ -13,7 +13,7 @@ from loadtests.loadgen import LoadSpec
 from loadtests.request_shapes import SHAPES
 from loadtests.wrk import find_wrk, lua_script, lua_string, parse_done_line, parse_wrk_text, run_wrk
 
-from .conftest import SLOW_S, TinyServer
+from .conftest import RARE_SLOW_S, SLOW_S, TinyServer
 
 TEXTS = ['a "quoted" text with a \\ backslash', "ünïcödé ✓ text", "plain text", "line\nbreak"]
 needs_wrk = pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed (`make wrk`)")
@@ -45,12 +45,12 @@ def test_lua_string_escapes_every_unusual_byte() -> None:
 
 def test_script_holds_every_body_in_order_and_the_shape_path() -> None:
     bodies = [b'{"n": 1}', b'{"n": 2}']
-    script = lua_script(SHAPES["infinity"], bodies)
+    script = lua_script(SHAPES["infinity"], bodies, connections=1)
     assert script.index(lua_string(bodies[0])) < script.index(lua_string(bodies[1]))
     assert 'local path = "/classify"' in script
     assert 'wrk.method = "POST"' in script
     with pytest.raises(ValueError, match="at least one body"):
-        lua_script(SHAPES["labelwise"], [])
+        lua_script(SHAPES["labelwise"], [], connections=1)
 
 
 def test_parse_wrk_text_reads_units_and_error_lines() -> None:
@@ -90,6 +90,20 @@ def test_wrk_counts_what_the_server_answered(tiny_server: TinyServer) -> None:
 
 
 @needs_wrk
+def test_wrk_latencies_are_the_answers_own_without_made_up_samples(tiny_server: TinyServer) -> None:
+    # wrk 4.1 corrects its histogram for coordinated omission (a fixed-rate load's): each slow answer also
+    # counts at every expected interval below it. This load is closed-loop: the answers' own latencies.
+    tiny_server.behaviour["rare_slow"] = True  # under 1 % of the answers take RARE_SLOW_S
+    spec = LoadSpec(url=tiny_server.url, scenarios=["alpha"], concurrency=1, duration_s=3, warmup_s=0)
+    result = run_wrk(spec, TEXTS, threads=1)
+    assert tiny_server.counts.slow >= 1 and result["errors"] == 0
+    slow_ms = RARE_SLOW_S * 1000
+    assert result["wrk"]["percentiles_ms_reported"]["99"] > slow_ms / 2  # wrk's own: made-up samples
+    assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"] < slow_ms / 2  # a fast answer
+    assert result["mean_ms"] < slow_ms / 10
+
+
+@needs_wrk
 def test_wrk_posts_under_the_urls_path(tiny_server: TinyServer) -> None:
     # wrk's request() takes its path from the script: a server under a route prefix gets it too.
     spec = LoadSpec(url=tiny_server.url + "/mounted", scenarios=["alpha"], concurrency=1, duration_s=1,
@@ -125,6 +139,26 @@ def test_a_record_with_late_answers_counts_them_as_failures() -> None:
     empty = {**done, "requests": 3, "latency_us": {k: 0 for k in done["latency_us"]}}
     result = wrk_result(spec, empty, {}, cpu_s=0.1, wall_s=1.0, threads=1)
     assert result["requests"] == 0 and result["p50_ms"] is None and result["p99_ms"] is None
+
+
+def test_a_late_non_2xx_answer_is_one_failure() -> None:
+    from loadtests.wrk import wrk_result
+
+    spec = LoadSpec(url="http://127.0.0.1:9", scenarios=["a"], duration_s=1, warmup_s=0)
+    # Every answer a 504, each after --timeout: wrk counts them in non-2xx and in errors.timeout.
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 4, "status": 4}
+    done = {"requests": 4, "non2xx": 4, "bad_bodies": 0, "errors": errors, "statuses": {"504": 4},
+            "duration_us": 1_000_000, "latency_us": {"min": 0, "max": 0, "mean": 0.0, "p50": 0, "p90": 0,
+                                                    "p99": 0}}  # fmt: skip
+    result = wrk_result(spec, done, {}, cpu_s=0.1, wall_s=1.0, threads=1)
+    assert (result["requests"], result["errors"], result["error_kinds"]) == (0, 4, {"HTTP 504": 4})
+    # Late 2xx answers beside quick 503s: other answers, each counted once as well.
+    errors = {**errors, "timeout": 2, "status": 3}
+    done = {**done, "requests": 10, "non2xx": 3, "statuses": {"503": 3}, "errors": errors,
+            "latency_us": {"min": 5, "max": 900, "mean": 50.0, "p50": 40, "p90": 80, "p99": 900}}  # fmt: skip
+    result = wrk_result(spec, done, {}, cpu_s=0.1, wall_s=1.0, threads=1)
+    assert (result["requests"], result["errors"]) == (5, 5)
+    assert result["error_kinds"] == {"HTTP 503": 3, "socket timeout": 2}
 
 
 @needs_wrk

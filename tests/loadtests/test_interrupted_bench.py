@@ -1,0 +1,80 @@
+"""A bench ended by SIGTERM while it stops a server still ends that server's whole tree, and a second
+SIGTERM does not cut its cleanup short."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadtests.processes import terminated_as_exit
+
+from .conftest import _free_port
+
+# A server slow to honour SIGINT (as Ray's shutdown can be), with a child of its own.
+DRIVER = """
+import sys, time
+from pathlib import Path
+from loadtests.processes import start_server, stop_server, terminated_as_exit
+cmd = ["bash", "-c", "trap 'sleep 20; exit 0' INT; sleep 300 & wait; wait"]
+server = start_server("slow to stop", cmd, "http://127.0.0.1:" + sys.argv[1], Path("server.log"))
+time.sleep(0.5)
+print(server.proc.pid, flush=True)
+with terminated_as_exit():
+    stop_server(server, grace_s=30)
+"""
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return out
+
+
+def test_sigterm_while_a_server_stops_still_ends_its_tree(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(_free_port())], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    tree: list[int] = []
+    try:
+        server = psutil.Process(int(proc.stdout.readline()))  # type: ignore[union-attr]
+        time.sleep(1.0)  # stop_server has sent SIGINT: the trap's `sleep 20` runs, the bench waits on it
+        tree = [server.pid, *(p.pid for p in server.children(recursive=True))]
+        assert len(tree) >= 3  # bash, its sleep 300 and the trap's sleep 20
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 143
+        deadline = time.monotonic() + 5
+        while _alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(tree) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _alive(tree):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
+    cleaned = False
+    with pytest.raises(SystemExit) as ended, terminated_as_exit():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. a parent that repeats itself while servers stop
+            time.sleep(0.2)
+            cleaned = True
+    assert ended.value.code == 143 and cleaned
