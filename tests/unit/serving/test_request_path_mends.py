@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from model_repository import ModelRepository
+from tests.unit.serving.test_http_edges import FailingScenarioList
 
 VALID = json.dumps({"scenario": "frozen_two", "texts": ["a fine day"]}).encode()
 GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -197,17 +198,8 @@ def test_head_is_answered_wherever_get_is_and_kept_out_of_the_schema(live: int) 
     assert set(paths["/v1/scenarios"]) == {"get"} and "/metrics" not in paths and "/" not in paths
 
 
-class _Faulty:
+class _Faulty(FailingScenarioList):
     """The service, except that listing scenarios and classifying fail as a bug would."""
-
-    def __init__(self, service: Any) -> None:
-        self._service = service
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
-
-    async def list_scenarios(self) -> list[dict]:
-        raise RuntimeError("secret detail of a bug")
 
     async def classify(self, *args: Any) -> dict:
         raise RuntimeError("secret detail of a bug")
