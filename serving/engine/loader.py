@@ -6,6 +6,7 @@ Providers are chosen and checked in `providers.py`; the precision each replica t
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,20 +128,22 @@ class BaseEncoderCache:
     The graph's sha256 (from the base's `base.json`, verified before this is asked) is part of the key:
     a base exported again (docs/artifacts.md: move `_bases/<key>/int8` away and re-export) gets a new
     session for the versions loaded after it, while versions already serving keep the one they hold.
+    The cache holds its sessions weakly: a base no loaded version holds any more (its scenarios removed,
+    moved to another base, or the one version that opened it refused) is freed, not kept for good.
     """
 
     def __init__(self) -> None:
-        self._graphs: dict[tuple[str, str], tuple[str, OnnxGraph]] = {}
+        self._graphs: dict[tuple[str, str], tuple[str, weakref.ref[OnnxGraph]]] = {}
 
     def get(self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings) -> OnnxGraph:
         sha = repo.base_info(key, folder)["files"][layout.ENCODER_FILE]["sha256"]  # verified already
         cached = self._graphs.get((key, folder))
-        if cached is None or cached[0] != sha:
+        graph = cached[1]() if cached is not None and cached[0] == sha else None
+        if graph is None:
             path = repo.base_path(key, folder) / layout.ENCODER_FILE
             graph = OnnxGraph(path, settings.providers, settings.intra_op_threads)
-            self._graphs[(key, folder)] = (sha, graph)  # the old session lives while a version holds it
-            return graph
-        return cached[1]
+            self._graphs[(key, folder)] = (sha, weakref.ref(graph))
+        return graph
 
 
 def load_scenario(

@@ -204,8 +204,9 @@ class OnnxEngine:
 
     def run(self, rows: list[Row]) -> BatchOutcome:
         """One result per row, in order; a row that failed carries its exception instead. A pass that
-        fails fails its group's rows, a frozen head that fails only its scenario's rows, so one broken
-        scenario never fails the rows of another that shared the batch."""
+        fails fails its own rows (not those of the group's other passes), a frozen head that fails only
+        its scenario's rows, so one broken scenario never fails the rows of another that shared the
+        batch."""
         results: list[RowResult | Exception | None] = [None] * len(rows)
         passes: list[BatchStats] = []
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -222,10 +223,11 @@ class OnnxEngine:
                     if isinstance(row_logits, Exception):
                         results[i] = row_logits
                         continue
-                    probs = softmax(row_logits)
+                    # The logits, not the probabilities: one -inf logit still gives finite ones, and
+                    # raw_scores would answer it as null where the schema promises a number.
                     results[i] = (
-                        RowResult(probs, truncated[pos], row_logits, len(ids[pos]))
-                        if np.isfinite(probs).all()
+                        RowResult(softmax(row_logits), truncated[pos], row_logits, len(ids[pos]))
+                        if np.isfinite(row_logits).all()
                         else _not_finite(rows[i].scenario, row_logits)
                     )
             except Exception as exc:  # handed to each row of the group, logged by the batcher
@@ -240,14 +242,20 @@ class OnnxEngine:
         scenarios: list[LoadedScenario],
         group: str,
         passes: list[BatchStats],
-    ) -> list[np.ndarray]:
+    ) -> list[np.ndarray | Exception]:
+        """Per row, its logits or the exception that failed its pass."""
         run_pass = _PASSES[group]
-        out: list[np.ndarray | None] = [None] * len(ids)
+        out: list[np.ndarray | Exception | None] = [None] * len(ids)
         for chunk in self.policy.micro_batches([len(row) for row in ids]):
             input_ids, mask = first.tokenizer.pad([ids[i] for i in chunk])
             start = time.perf_counter()
             chunk_scenarios = [scenarios[i] for i in chunk]
-            logits = run_pass(first, input_ids, mask, chunk_scenarios)
+            try:
+                logits = run_pass(first, input_ids, mask, chunk_scenarios)
+            except Exception as exc:  # this pass's rows only: the group's other passes ran, or may run
+                for i in chunk:
+                    out[i] = exc
+                continue
             for pos, i in enumerate(chunk):
                 out[i] = logits[pos]
             mixed = len({(s.name, s.version) for s in chunk_scenarios})
