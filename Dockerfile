@@ -93,7 +93,10 @@ RUN (userdel --remove ubuntu 2>/dev/null || true) \
     && echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/labelwise-venv.sh
 # The one Serve config file: the Helm chart renders the same file into the RayService.
 COPY helm/labelwise/files/serve-config.yaml /etc/labelwise/serve-config.yaml
+# LABELWISE_LOCAL_ONLY_ENV=0: `labelwise serve` leaves out its loopback-only Ray settings (auth off, telemetry
+# off), which a developer's machine wants and an image or a cluster must not get.
 ENV PATH=/opt/venv/bin:$PATH \
+    LABELWISE_LOCAL_ONLY_ENV=0 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LABELWISE_REPOSITORY=/models \

@@ -81,6 +81,7 @@ def load_serve_file(config: Path | None) -> ServeFile:
         return ServeFile(args=raw, source=config)
     schema = _deploy_schema(raw, config)
     app = schema.applications[0]
+    _refuse_unapplied(schema, config)
     ignored = [key for key in ("deployments", "logging_config") if key in app.model_fields_set]
     ignored += ["logging_config"] if "logging_config" in schema.model_fields_set else []
     if ignored:
@@ -101,6 +102,45 @@ def load_serve_file(config: Path | None) -> ServeFile:
         port=int(http.port),
         source=config,
     )
+
+
+def _refuse_unapplied(schema: Any, config: Path) -> None:
+    """What a local run cannot apply and must not drop unsaid: TLS (it would serve plain HTTP), the app's
+    runtime_env (its LABELWISE_API_KEY would leave /v1 open) and another app's import_path are refused
+    (UsageError naming the key); other http_options keys and applications after the first, warned of."""
+    http_set = schema.http_options.model_fields_set
+    tls = sorted(key for key in http_set if key.startswith("ssl_"))
+    if tls:
+        raise UsageError(
+            f"{config}: http_options.{', http_options.'.join(tls)}: `labelwise serve` serves plain HTTP and "
+            "cannot apply TLS; remove it (terminate TLS in front of it), or deploy with `labelwise deploy`"
+        )
+    app = schema.applications[0]
+    if app.runtime_env:
+        raise UsageError(
+            f"{config}: applications[0].runtime_env: `labelwise serve` does not apply it (its env_vars, "
+            "an API key say, would be dropped); set LABELWISE_* variables in this shell, or deploy with "
+            "`labelwise deploy`"
+        )
+    if app.import_path != SERVING_IMPORT_PATH:
+        raise UsageError(
+            f"{config}: applications[0].import_path {app.import_path}: `labelwise serve` serves only "
+            f"{SERVING_IMPORT_PATH}"
+        )
+    unused = sorted(http_set - {"host", "port"})
+    if unused:
+        logger.warning(
+            "%s: http_options.%s not applied by `labelwise serve` (only host and port)",
+            config,
+            ", http_options.".join(unused),
+        )
+    if len(schema.applications) > 1:
+        logger.warning(
+            "%s: only the first application (%s) is served by `labelwise serve`; not %s",
+            config,
+            app.name,
+            ", ".join(other.name for other in schema.applications[1:]),
+        )
 
 
 def load_serving_args(config: Path | None, **overrides: Any) -> dict[str, Any]:
@@ -145,6 +185,7 @@ def plan_server(
     from pydantic import ValidationError
 
     from serving import ServingConfig
+    from serving.config import repository_url_only
     from serving.local_ray import local_cores
 
     if config is not None and not config.is_file():
@@ -158,40 +199,13 @@ def plan_server(
     if ingress_mode is not None:
         args["ingress_mode"] = ingress_mode
     try:
-        serving_config = ServingConfig(**args)
+        # For a cluster, only the replicas open an object store: this machine may lack its package and keys.
+        with contextlib.nullcontext() if local else repository_url_only():
+            serving_config = ServingConfig(**args)
     except ValidationError as exc:
         raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
-    cores = local_cores()
-    sized_here = local and not _set(args, "num_cpus")
-    if sized_here:
-        # The whole machine by default: the local Ray node has every core this process may use, and
-        # the classifier replicas share them (num_cpus ORT threads each, unless the two sharing slots
-        # below split them). docs/serving.md.
-        args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, cores)
-        if args["num_cpus"] >= 2 and not _set(args, "max_concurrent_batches"):
-            # Two batches at once on a replica with the whole machine: one batch's tokenizer and HTTP
-            # work overlap the other's ORT pass. Measured (MiniLM int8, 2 cores, wrk, one-text
-            # requests): c=32 199 req/s and p99 276 ms against 133 and 329 with one batch at a time;
-            # c=8 148 against 136 (docs/benchmarks.md).
-            args["max_concurrent_batches"] = serving_config.max_concurrent_batches = 2
-            if not _set(args, "share_waiting_rows") and not _set(args, "ort_intra_op_threads"):
-                # ... and each slot runs its share of the rows waiting on half the cores, so that the two
-                # passes do not fight for the same cores (2 cores, interleaved A/B, 4 rounds: one text
-                # +5 % at c=8, +7 % at c=32 with p99 158 ms against 229, 32 texts +21 %; docs/serving.md).
-                args["share_waiting_rows"] = serving_config.share_waiting_rows = True
-                threads = max(1, int(args["num_cpus"]) // 2)
-                args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
-                if threads == 1:
-                    # Single-threaded passes: one pass worker per core. A worker takes its next batch
-                    # itself as its pass ends (no wait for the request loop), so a third worker on 2
-                    # cores only time-slices them: 32-text requests at c=4, served/ceiling median 0.94
-                    # with 2 workers (9 interleaved loads), 0.91 with 3 (6), 0.90 with the asyncio
-                    # slots before (9); one text at c=8 and c=32 the same within noise
-                    # (docs/serving.md, "Pass workers").
-                    workers = int(args["num_cpus"])
-                    args["max_concurrent_batches"] = serving_config.max_concurrent_batches = workers
     if local:
-        fit_local_cores(args, serving_config, cores, sized_here)
+        plan_local_sizing(args, serving_config, local_cores())
     replicas = ingress_replicas(serving_config)
     if (
         local
@@ -221,6 +235,41 @@ def plan_server(
         ingress_replicas=replicas or 1,
         config=serving_config,
     )
+
+
+def plan_local_sizing(args: dict[str, Any], serving_config: Any, cores: int) -> None:
+    """Size the replicas of a local run on `cores` cores, in args and serving_config alike: num_cpus,
+    batch slots and ORT threads where neither the config nor a LABELWISE_* variable sets them, then fit
+    them to the cores (fit_local_cores). `labelwise serve` and `labelwise doctor` both use it."""
+    sized_here = not _set(args, "num_cpus")
+    if sized_here:
+        # The whole machine by default: the local Ray node has every core this process may use, and
+        # the classifier replicas share them (num_cpus ORT threads each, unless the two sharing slots
+        # below split them). docs/serving.md.
+        args["num_cpus"] = serving_config.num_cpus = local_replica_cpus(serving_config, cores)
+        if args["num_cpus"] >= 2 and not _set(args, "max_concurrent_batches"):
+            # Two batches at once on a replica with the whole machine: one batch's tokenizer and HTTP
+            # work overlap the other's ORT pass. Measured (MiniLM int8, 2 cores, wrk, one-text
+            # requests): c=32 199 req/s and p99 276 ms against 133 and 329 with one batch at a time;
+            # c=8 148 against 136 (docs/benchmarks.md).
+            args["max_concurrent_batches"] = serving_config.max_concurrent_batches = 2
+            if not _set(args, "share_waiting_rows") and not _set(args, "ort_intra_op_threads"):
+                # ... and each slot runs its share of the rows waiting on half the cores, so that the two
+                # passes do not fight for the same cores (2 cores, interleaved A/B, 4 rounds: one text
+                # +5 % at c=8, +7 % at c=32 with p99 158 ms against 229, 32 texts +21 %; docs/serving.md).
+                args["share_waiting_rows"] = serving_config.share_waiting_rows = True
+                threads = max(1, int(args["num_cpus"]) // 2)
+                args["ort_intra_op_threads"] = serving_config.ort_intra_op_threads = threads
+                if threads == 1:
+                    # Single-threaded passes: one pass worker per core. A worker takes its next batch
+                    # itself as its pass ends (no wait for the request loop), so a third worker on 2
+                    # cores only time-slices them: 32-text requests at c=4, served/ceiling median 0.94
+                    # with 2 workers (9 interleaved loads), 0.91 with 3 (6), 0.90 with the asyncio
+                    # slots before (9); one text at c=8 and c=32 the same within noise
+                    # (docs/serving.md, "Pass workers").
+                    workers = int(args["num_cpus"])
+                    args["max_concurrent_batches"] = serving_config.max_concurrent_batches = workers
+    fit_local_cores(args, serving_config, cores, sized_here)
 
 
 def fit_local_cores(args: dict[str, Any], config: Any, cores: int, sized_here: bool) -> None:
@@ -597,6 +646,7 @@ def serve_on_cluster(
     from ray import serve
 
     from serving.app import build_app
+    from serving.config import repository_url_only
 
     proxy_location = proxy_location_name(proxy_location)
     connect_cluster(address)
@@ -607,7 +657,9 @@ def serve_on_cluster(
     def _run() -> None:
         try:
             # serve.run waits until every deployment is healthy, or raises when the app fails to deploy.
-            serve.run(build_app(plan.args), name=plan.app_name, route_prefix=plan.route_prefix)
+            with repository_url_only():  # the replicas open the store, not this driver
+                app = build_app(plan.args)
+            serve.run(app, name=plan.app_name, route_prefix=plan.route_prefix)
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -670,7 +722,7 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     app named labelwise. Anything wrong raises UsageError before the cluster is contacted."""
     from pydantic import ValidationError
 
-    from serving.config import FileServingConfig
+    from serving.config import FileServingConfig, repository_url_only
 
     if not config.is_file():
         raise UsageError(f"--config {config} does not exist")
@@ -687,7 +739,9 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
         if app.import_path == SERVING_IMPORT_PATH:
             try:
                 # The file alone: the cluster's replicas do not see this machine's LABELWISE_* variables.
-                FileServingConfig(**app.args)
+                # And the URL of an object store alone: the replicas open it with their own keys.
+                with repository_url_only():
+                    FileServingConfig(**app.args)
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
     return schema.model_dump(mode="json", exclude_unset=True)

@@ -210,8 +210,10 @@ def replica_payload(config: ServingConfig, args: dict[str, Any]) -> dict[str, An
     state API. An API key that came from the environment (LABELWISE_API_KEY: the chart's Secret) is left
     out: each replica reads it from its own environment (replica_config), so the key is stored nowhere in
     Ray, and a rotated Secret takes effect as pods restart, without a new deployment. A key given in
-    args (a local config file) travels as given."""
-    payload = config.model_dump(mode="json")
+    args (a local config file) travels as given. Only the fields set (args, this process's LABELWISE_*
+    variables) travel: the rest are left to each replica's own LABELWISE_* variables and defaults, so
+    that a cluster's LABELWISE_REPOSITORY=/models applies where the driver set no repository."""
+    payload = config.model_dump(mode="json", exclude_unset=True)
     if config.api_key is not None and "api_key" not in args:
         del payload["api_key"]
         payload[API_KEY_FROM_ENV] = True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import (
@@ -18,6 +21,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model_repository.errors import validation_problems
 from model_repository.layout import is_number
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
+
+# False while a driver (`labelwise deploy`, `serve --address`) checks a config for a cluster: an object-store
+# repository is then checked as a URL only; the replicas, which have the store's package and credentials,
+# open it.
+_open_object_store: ContextVar[bool] = ContextVar("labelwise_open_object_store", default=True)
+
+
+@contextlib.contextmanager
+def repository_url_only() -> Iterator[None]:
+    """Within it, ServingConfig checks an object-store repository's URL syntax, without opening the store."""
+    token = _open_object_store.set(False)
+    try:
+        yield
+    finally:
+        _open_object_store.reset(token)
 
 
 def _servable_ref(ref: str) -> str:
@@ -196,15 +214,36 @@ class ServingConfig(BaseSettings):
     @field_validator("repository")
     @classmethod
     def _open_repository(cls, root: str) -> str:
-        """An object-store root is opened here: a missing package, bucket or credentials fails at start."""
+        """An object-store root is opened here: a missing package, bucket or credentials fails at start
+        (within repository_url_only, its URL is only parsed)."""
         from model_repository import ModelRepository, RepositoryError, is_object_store
 
         try:
-            if is_object_store(root):
+            if is_object_store(root) and _open_object_store.get():
                 ModelRepository(root)
         except RepositoryError as exc:
             raise ValueError(str(exc)) from exc
         return root
+
+    @field_validator("scenarios")
+    @classmethod
+    def _some_distinct_scenarios(cls, specs: list[ScenarioSpec] | None) -> list[ScenarioSpec] | None:
+        """An empty list would start a replica that reports ready with nothing to serve, and a name listed
+        twice keeps only its last alias: both are refused (None serves every scenario)."""
+        if specs is None:
+            return None
+        if not specs:
+            raise ValueError(
+                "scenarios is empty: list at least one scenario, or leave scenarios unset to serve every one"
+            )
+        names = [spec.name for spec in specs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"scenarios lists {', '.join(twice)} more than once: list each scenario once, with the "
+                "one alias to serve"
+            )
+        return specs
 
     @field_validator("default_alias")
     @classmethod
@@ -259,6 +298,17 @@ class ServingConfig(BaseSettings):
                 f"default_scenario {name!r} is not in scenarios ({names}): list it there, or name one of them"
             )
         return name
+
+    @model_validator(mode="after")
+    def _autoscaling_with_auto_replicas(self) -> ServingConfig:
+        """autoscaling_config applies only with num_replicas 'auto' (Ray refuses it beside a fixed
+        number): refused here rather than dropped."""
+        if self.autoscaling_config is not None and self.num_replicas != "auto":
+            raise ValueError(
+                f"autoscaling_config is set but num_replicas is {self.num_replicas}: set num_replicas to "
+                "'auto' to autoscale, or remove autoscaling_config"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_alias_for_listed_scenarios(self) -> ServingConfig:

@@ -10,7 +10,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .api.request_id import RAY_MIDDLEWARES_PATH
@@ -42,14 +42,37 @@ LOCAL_ENV = {
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": RAY_MIDDLEWARES_PATH,
 }
 
+# Settings for a loopback-only Ray on a developer's machine: they must never reach an image or a cluster,
+# where Ray needs its normal addressing and auth. LABELWISE_LOCAL_ONLY_ENV=0 (the Dockerfile sets it)
+# leaves them out; HF_HUB_OFFLINE is one too, which only the tests set.
+LOCAL_ONLY_ENV = "LABELWISE_LOCAL_ONLY_ENV"
+LOCAL_ONLY_KEYS = frozenset(
+    {"RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "ORT_DISABLE_TELEMETRY"}
+)
+
+
+def local_only_env_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether LOCAL_ONLY_KEYS apply: yes unless LABELWISE_LOCAL_ONLY_ENV is 0/false/no."""
+    value = (os.environ if environ is None else environ).get(LOCAL_ONLY_ENV, "1")
+    return value.strip().lower() not in {"0", "false", "no"}
+
+
+def ray_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The LOCAL_ENV entries start_local_ray sets: all of them, or only the Ray tuning ones where
+    LABELWISE_LOCAL_ONLY_ENV opts out."""
+    if local_only_env_wanted(environ):
+        return dict(LOCAL_ENV)
+    return {key: value for key, value in LOCAL_ENV.items() if key not in LOCAL_ONLY_KEYS}
+
+
 # How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's
 # default (30 s) lets a cluster's load balancer drain it; a local server has no load balancer, and
 # 30 s would hold every Ctrl-C for half a minute.
 _LOCAL_DRAIN_S = "1"
 
 
-def free_loopback_port() -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range.
+def free_loopback_port(host: str = "127.0.0.1") -> int:
+    """A port free on host (127.0.0.1 unless named) below the kernel's ephemeral range.
 
     A port the kernel hands out for bind(0) is an ephemeral one, and Ray's own processes (GCS, raylet,
     workers) bind and connect on ephemeral ports while it starts: one of them can take the port before
@@ -61,13 +84,13 @@ def free_loopback_port() -> int:
         low = 32768  # Linux's default range starts here; other systems: IANA's 49152 is above it
     candidates = range(max(1024, low - 12000), max(1224, low - 10))
     for port in random.Random().sample(candidates, min(200, len(candidates))):
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free loopback port in {candidates.start}..{candidates.stop - 1}")
+    raise RuntimeError(f"no free port on {host} in {candidates.start}..{candidates.stop - 1}")
 
 
 # LABELWISE_RAY_FULL_HEAD=1 keeps every process Ray starts by default (the autoscaler monitor, the log
@@ -205,13 +228,14 @@ def start_local_ray(
     would ever be scheduled). direct_ingress: the ingress replicas (ingress_replicas of them) serve HTTP
     on host:port themselves (no proxy hop); otherwise Serve's proxy listens there and forwards to the
     replicas."""
-    env = dict(LOCAL_ENV)
+    env = ray_env()
     proxy_port = port
     ingress_env = direct_ingress_env(port, ingress_replicas) if direct_ingress else {}
     if direct_ingress:
         env.update(ingress_env)
         env[APP_DIRECT_ENV] = os.environ.get(APP_DIRECT_ENV, "1")  # direct_ingress.straight_to_app
-        proxy_port = free_loopback_port()
+        # Serve's spare proxy binds host (0.0.0.0 in the image), so the port must be free there.
+        proxy_port = free_loopback_port(host.strip("[]"))
     for key, value in env.items():
         os.environ.setdefault(key, value)
     # These must win over anything inherited: the replica and the controller read them at import.

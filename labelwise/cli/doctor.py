@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,14 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-def diagnose(args: dict[str, Any]) -> dict[str, Any]:
-    """The engine's choices for a ServingConfig's fields, as a replica would make them (nothing is served)."""
+def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
+    """The engine's choices for a ServingConfig's fields, as a replica of a local `labelwise serve` would
+    make them on `cores` cores (None: the cores this process may use), sized by serve's own plan (nothing
+    is served)."""
     from pydantic import ValidationError
 
     from labelwise.file_scoring import settings_problem
+    from labelwise.server import plan_local_sizing, replica_sizing
     from model_repository import ModelRepository, missing_local_root, parse_root
     from model_repository.errors import UsageError
     from serving import ServingConfig
@@ -45,18 +47,23 @@ def diagnose(args: dict[str, Any]) -> dict[str, Any]:
         installed_ort,
         precision_order,
     )
+    from serving.local_ray import local_cores
 
     require("onnxruntime")
     try:
         config = ServingConfig(**args)
     except ValidationError as exc:  # a config file's field, or a LABELWISE_* variable, that is wrong
         raise UsageError(f"invalid serving settings: {settings_problem(exc)}") from None
+    # Serve's sizing, not the raw config's: its threads follow the cores it may use (affinity, quota).
+    cores = local_cores() if cores is None else cores
+    plan_local_sizing(dict(args), config, cores)
     report: dict[str, Any] = {
         "onnxruntime_packages": installed_ort(),
         "providers_available": available_providers(),
         "gpus": gpus(),
         "num_gpus": config.num_gpus,
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": cores,
+        "replica_sizing": replica_sizing(config),
     }
     if len(report["onnxruntime_packages"]) > 1:
         report["problem"] = "onnxruntime and onnxruntime-gpu are both installed: keep only one"
@@ -191,7 +198,7 @@ def doctor_command(
         typer.echo(f"error: a replica would refuse to start: {report['refused']}", err=True)
         raise typer.Exit(1)
     typer.echo(f"providers used: {', '.join(report['providers'])}")
-    typer.echo(f"ORT intra-op threads: {report['intra_op_threads']}")
+    typer.echo(f"ORT intra-op threads: {report['intra_op_threads']} ({report['replica_sizing']})")
     typer.echo(f"precision order: {' > '.join(report['precision_order'])}")
     for name, what in report["scenarios"].items():
         typer.echo(f"  {name}: {what}")

@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
 
 def serve_command(
     ctx: typer.Context,
-    repository: Path | None = typer.Option(
+    # str, not Path: typer makes "" into Path('.'), which would serve the current folder.
+    repository: str | None = typer.Option(
         None,
         "--repository",
         "-r",
@@ -72,15 +73,20 @@ def serve_command(
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with
     --address, deploy them onto a running cluster)."""
+    if repository is not None and not repository.strip():
+        raise UsageError(
+            "--repository is empty: pass a folder or an object-store URL (omit it for the config's, else "
+            "./var/model-repository)"
+        )
     fallback = None
     # By name: typer ships its own copy of click, whose ParameterSource is not click's.
     if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
         # LABELWISE_REPOSITORY fills the field only where the config file sets none, as every LABELWISE_*
         # variable does (the Docker image sets it; a mounted config's wins).
-        repository, fallback = None, str(repository)
+        repository, fallback = None, str(Path(repository))
     plan = plan_server(
         config,
-        repository=repository,
+        repository=Path(repository) if repository is not None else None,
         repository_fallback=fallback,
         ingress_mode=ingress_mode,
         host=host,

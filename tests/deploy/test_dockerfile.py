@@ -56,3 +56,18 @@ def test_targets_install_one_onnxruntime_each() -> None:
     assert "! uv pip show --python /opt/venv/bin/python onnxruntime " in build_gpu  # the build fails on both
     assert re.search(r"^USER 1000$", DOCKERFILE, re.M)
     assert "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
+
+
+def test_image_opts_out_of_the_local_only_settings() -> None:
+    # The image runs `labelwise serve --host 0.0.0.0`: Ray there needs its normal auth and addressing.
+    env_lines = re.findall(r"^ENV (?:.*\\\n)*.*$", DOCKERFILE, re.M)
+    env_text = "\n".join(env_lines)
+    assert re.search(r"\bLABELWISE_LOCAL_ONLY_ENV=0\b", env_text)
+    instructions = "\n".join(line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#"))
+    for key in (
+        "ORT_DISABLE_TELEMETRY",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_AUTH_MODE",
+        "HF_HUB_OFFLINE",
+    ):
+        assert key not in instructions, key
