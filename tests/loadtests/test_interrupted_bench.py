@@ -20,9 +20,12 @@ from .conftest import _free_port
 
 # A server slow to honour SIGINT (as Ray's shutdown can be), with a child of its own.
 DRIVER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from loadtests.processes import start_server, stop_server, terminated_as_exit
+# A run started in the background (`nohup make test &`, as CI may be) inherits SIGINT ignored, and bash
+# cannot trap a signal ignored when it started: the server would never begin its slow stop.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 cmd = ["bash", "-c", "trap 'sleep 20; exit 0' INT; sleep 300 & wait; wait"]
 server = start_server("slow to stop", cmd, "http://127.0.0.1:" + sys.argv[1], Path("server.log"))
 time.sleep(0.5)
