@@ -81,16 +81,7 @@ def load_serve_file(config: Path | None) -> ServeFile:
         return ServeFile(args=raw, source=config)
     schema = _deploy_schema(raw, config)
     app = schema.applications[0]
-    _refuse_unapplied(schema, config)
-    ignored = [key for key in ("deployments", "logging_config") if key in app.model_fields_set]
-    ignored += ["logging_config"] if "logging_config" in schema.model_fields_set else []
-    if ignored:
-        logger.warning(
-            "%s: %s applied by `serve deploy` and the chart, not by `labelwise serve` (set replicas and "
-            "resources with the ServingConfig args)",
-            config,
-            " and ".join(sorted(set(ignored))),
-        )
+    _check_unapplied(schema, config)
     http = schema.http_options
     # Ray's default host is 0.0.0.0; a local run listens on loopback unless the file says otherwise.
     host = http.host if "host" in http.model_fields_set else DEFAULT_HOST
@@ -104,10 +95,12 @@ def load_serve_file(config: Path | None) -> ServeFile:
     )
 
 
-def _refuse_unapplied(schema: Any, config: Path) -> None:
-    """What a local run cannot apply and must not drop unsaid: TLS (it would serve plain HTTP), the app's
-    runtime_env (its LABELWISE_API_KEY would leave /v1 open) and another app's import_path are refused
-    (UsageError naming the key); other http_options keys and applications after the first, warned of."""
+def _check_unapplied(schema: Any, config: Path) -> None:
+    """The one place that decides what of a deploy file a local run leaves out. What it cannot apply and
+    must not drop unsaid: TLS (it would serve plain HTTP), the app's runtime_env (its LABELWISE_API_KEY
+    would leave /v1 open) and another app's import_path are refused (UsageError naming the key); other
+    http_options keys, `deployments:` and `logging_config:` (applied by `serve deploy` and the chart) and
+    applications after the first, warned of."""
     http_set = schema.http_options.model_fields_set
     tls = sorted(key for key in http_set if key.startswith("ssl_"))
     if tls:
@@ -133,6 +126,15 @@ def _refuse_unapplied(schema: Any, config: Path) -> None:
             "%s: http_options.%s not applied by `labelwise serve` (only host and port)",
             config,
             ", http_options.".join(unused),
+        )
+    ignored = {key for key in ("deployments", "logging_config") if key in app.model_fields_set}
+    ignored |= {"logging_config"} if "logging_config" in schema.model_fields_set else set()
+    if ignored:
+        logger.warning(
+            "%s: %s applied by `serve deploy` and the chart, not by `labelwise serve` (set replicas and "
+            "resources with the ServingConfig args)",
+            config,
+            " and ".join(sorted(ignored)),
         )
     if len(schema.applications) > 1:
         logger.warning(
