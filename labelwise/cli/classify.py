@@ -10,12 +10,58 @@ import typer
 
 from model_repository.errors import UsageError
 
+from .options import given_on_command_line
+
 
 def register(app: typer.Typer) -> None:
     app.command("classify")(classify_command)
 
 
+# What each option of the other mode would have done, and why it cannot (see HttpScorer, EngineScorer).
+_IN_PROCESS_ONLY = {
+    "repository": ("--repository", "the server scores from its own repository"),
+    "version": (
+        "--version",
+        "requests name no version, so the server answers with the one it serves for the scenario (the "
+        "alias in its config, production by default)",
+    ),
+    "threads": ("--threads", "the server's replicas set their own ONNX Runtime threads"),
+}
+_WITH_URL_ONLY = {"api_key": "--api-key", "concurrency": "--concurrency"}
+
+
+def refuse_ignored_flags(ctx: typer.Context, url: str | None) -> None:
+    """Refuse (UsageError, exit 2) an option the user typed that the chosen mode would ignore: an
+    in-process option (--repository, --version, --threads) with --url or LABELWISE_URL, --api-key or
+    --concurrency without a URL. Values from environment variables (LABELWISE_REPOSITORY,
+    LABELWISE_API_KEY), exported for other commands as well, are never refused."""
+    if url is not None:
+        given = [flag_why for name, flag_why in _IN_PROCESS_ONLY.items() if given_on_command_line(ctx, name)]
+        if not given:
+            return
+        flags = ", ".join(flag for flag, _ in given)
+        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        if given_on_command_line(ctx, "url"):
+            through, fix = f"--url {url}", "drop --url"
+        else:
+            through, fix = f"LABELWISE_URL={url} set", "unset LABELWISE_URL"
+        why = "; ".join(reason for _, reason in given)
+        raise UsageError(
+            f"{flags} {verb} to in-process scoring only, not through a server ({through}): {why}. "
+            f"Drop {them}, or {fix} to score in this process"
+        )
+    given_flags = [flag for name, flag in _WITH_URL_ONLY.items() if given_on_command_line(ctx, name)]
+    if given_flags:
+        verb, them = ("applies", "it") if len(given_flags) == 1 else ("apply", "them")
+        raise UsageError(
+            f"{', '.join(given_flags)} {verb} to scoring through a server (--url) only: without --url the "
+            f"file is scored in this process, which sends no requests. Drop {them}, or add --url (or set "
+            "LABELWISE_URL) to score through a server"
+        )
+
+
 def classify_command(
+    ctx: typer.Context,
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario to score with."),
     input_path: Path = typer.Option(
         ..., "--input", "-i", help="File to score: .csv, .jsonl (.ndjson) or .parquet, with a text column."
@@ -35,22 +81,34 @@ def classify_command(
         help="Score through a running server at this URL; without it, in this process on --repository.",
     ),
     api_key: str | None = typer.Option(
-        None, "--api-key", envvar="LABELWISE_API_KEY", help="Bearer key for --url.", show_default=False
+        None,
+        "--api-key",
+        envvar="LABELWISE_API_KEY",
+        help="Bearer key for --url (typed without --url: refused; LABELWISE_API_KEY alone is not).",
+        show_default=False,
     ),
     repository: Path | None = typer.Option(
         None,
         "--repository",
         "-r",
         envvar="LABELWISE_REPOSITORY",
-        help="Model repository for in-process scoring (default ./var/model-repository).",
+        help="Model repository for in-process scoring (default ./var/model-repository); refused with --url.",
     ),
     version: str = typer.Option(
-        "production", "--version", "-v", help="In-process: alias, 'latest' or version number to score with."
+        "production",
+        "--version",
+        "-v",
+        help="In-process: alias, 'latest' or version number to score with (refused with --url: the server "
+        "answers with the version it serves).",
     ),
     threads: int = typer.Option(
-        0, "--threads", help="In-process: ONNX Runtime threads (0: one, as a replica with num_cpus 1)."
+        0,
+        "--threads",
+        help="In-process: ONNX Runtime threads (0: one, as a replica with num_cpus 1); refused with --url.",
     ),
-    concurrency: int = typer.Option(4, "--concurrency", help="With --url: requests in flight at once."),
+    concurrency: int = typer.Option(
+        4, "--concurrency", help="With --url: requests in flight at once (refused without it)."
+    ),
     batch_rows: int = typer.Option(512, "--batch-rows", help="Rows scored (and written) per step."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output instead of resuming it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
@@ -69,6 +127,7 @@ def classify_command(
 
     from labelwise.file_scoring import EngineScorer, HttpScorer, check_url, file_format, score_file
 
+    refuse_ignored_flags(ctx, url)
     file_format(input_path, "--input")
     file_format(output_path, "--output")
     if concurrency < 1:

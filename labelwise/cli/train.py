@@ -237,6 +237,7 @@ def compare_command(
 
 
 def evaluate_command(
+    ctx: typer.Context,
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
     data: Path | None = typer.Option(None, "--data", help="Labeled file (csv, jsonl, parquet) to score."),
     split: str | None = typer.Option(
@@ -252,17 +253,20 @@ def evaluate_command(
         "the serving engine in this process (raw texts, as served).",
     ),
     lora_mode: str = typer.Option(
-        "merged", "--lora-mode", help="LoRA versions in fp32/int8/fp16: merged graph or shared (as served)."
+        "merged",
+        "--lora-mode",
+        help="LoRA versions in fp32/int8/fp16: merged graph or shared (as served); refused with torch.",
     ),
     threads: int = typer.Option(
-        0, "--threads", help="fp32/int8/fp16: ONNX Runtime threads (0: its default)."
+        0, "--threads", help="fp32/int8/fp16: ONNX Runtime threads (0: its default); refused with torch."
     ),
     max_batch_tokens: int | None = typer.Option(
         None,
         "--max-batch-tokens",
         min=16,
         help="fp32/int8/fp16: the token budget per pass, as the deployment's max_batch_tokens (default: "
-        "serving's, 256 on CPU, 65536 for fp16). int8 logits depend on the rows sharing a pass.",
+        "serving's, 256 on CPU, 65536 for fp16). int8 logits depend on the rows sharing a pass. Refused "
+        "with torch.",
     ),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     repository: Path | None = RepoOpt,
@@ -281,6 +285,21 @@ def evaluate_command(
         raise UsageError(f"--split {split!r}: choose test or validation")
     if precision not in EVAL_PRECISIONS:
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(EVAL_PRECISIONS)}")
+    if precision == "torch":  # the engine's settings: torch_logits reads none of them
+        engine_only = {
+            "lora_mode": "--lora-mode",
+            "threads": "--threads",
+            "max_batch_tokens": "--max-batch-tokens",
+        }
+        given = [flag for name, flag in engine_only.items() if given_on_command_line(ctx, name)]
+        if given:
+            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            default = "" if given_on_command_line(ctx, "precision") else " (the default)"
+            raise UsageError(
+                f"{', '.join(given)} {verb} to the exported graphs only (--precision fp32, int8 or fp16, "
+                f"scored through the serving engine): --precision torch{default} scores the published torch "
+                f"weights, which read no engine settings. Drop {them}, or give --precision fp32|int8|fp16"
+            )
     refuse_missing_repository(repository)
     metrics = evaluate_version(
         ModelRepository(repository),
