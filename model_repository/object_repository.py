@@ -15,6 +15,9 @@ rename (docs/artifacts.md, "Object storage"):
   under the version is listed with its size, then downloads the version into a local folder (a local
   repository with the same layout), checking each file's sha256 as it lands, and runs the local checks on
   it. `version_path` and `base_path` name that local copy, so the ONNX loader opens local files.
+- **Local cache, bounded.** After a version verifies, the scenario's other cached versions beyond the
+  `cache_keep` most recently verified (LABELWISE_REPOSITORY_CACHE_KEEP, 3) are removed: a replica that
+  verifies a version at every promotion for weeks keeps a few models on disk, not all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,6 +44,7 @@ from .errors import (
     RepositoryError,
     SchemaVersionError,
     UnsafePathError,
+    UsageError,
     VersionNotFoundError,
 )
 from .identity import file_sha256
@@ -73,7 +78,13 @@ from .repository import (
 )
 from .storage import ObjectStore, parse_root
 
+log = logging.getLogger(__name__)
+
 CACHE_ENV = "LABELWISE_REPOSITORY_CACHE"
+# How many versions of a scenario the local cache keeps (the one just verified and the most recently
+# verified others); 0 or unset: DEFAULT_CACHE_KEEP.
+CACHE_KEEP_ENV = "LABELWISE_REPOSITORY_CACHE_KEEP"
+DEFAULT_CACHE_KEEP = 3
 _MAX_CLAIM_TRIES = 1000
 # A cached copy is stamped by an empty folder of this prefix inside it (`_stamp_name`).
 _STAMP_PREFIX = ".stamp-"
@@ -87,6 +98,25 @@ def default_cache_dir(url: str) -> Path:
     base = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "labelwise" / "repositories"
     slug = "".join(c if c.isalnum() else "-" for c in url.split("://", 1)[-1])[:80].strip("-")
     return Path(base) / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+def _cache_keep(value: int | None = None) -> int:
+    """How many cached versions of a scenario `verify` leaves: value, else $LABELWISE_REPOSITORY_CACHE_KEEP;
+    0 or unset: DEFAULT_CACHE_KEEP. UsageError naming the parameter or the variable for anything but a
+    whole number >= 0."""
+    raw: Any
+    if value is not None:
+        where, raw = "cache_keep", value
+        keep = value if isinstance(value, int) and not isinstance(value, bool) else -1
+    else:
+        where, raw = CACHE_KEEP_ENV, (os.environ.get(CACHE_KEEP_ENV) or "").strip()
+        keep = int(raw) if raw.isascii() and raw.isdigit() else (0 if raw == "" else -1)
+    if keep < 0:
+        raise UsageError(
+            f"{where}={raw!r}: the number of cached versions to keep per scenario must be a whole number "
+            f">= 1 (0 or unset: {DEFAULT_CACHE_KEEP})"
+        )
+    return keep or DEFAULT_CACHE_KEEP
 
 
 # How long a writer that lost a base's claim waits for the winner's base.json (an int8 MiniLM base
@@ -104,11 +134,17 @@ class ObjectStoreRepository(ModelRepository):
 
     Opening it lists one key under its prefix: missing credentials, a missing bucket or an unreachable
     endpoint are refused here, by name (ObjectStoreError), not at the first request that needs a file.
+    cache_keep: how many cached versions of a scenario `verify` leaves (else $LABELWISE_REPOSITORY_CACHE_KEEP;
+    0 or unset: 3); a bad value is refused here too, by name, before the store is asked.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, cache_dir: str | Path | None = None
+        self,
+        root: str | os.PathLike[str] | None = None,
+        cache_dir: str | Path | None = None,
+        cache_keep: int | None = None,
     ) -> None:
+        self.cache_keep = _cache_keep(cache_keep)
         url = parse_root(root if root is not None else default_root())
         if not isinstance(url, str):
             raise ValueError(f"{root!r} is a local path, not an object-store URL: use ModelRepository")
@@ -276,7 +312,59 @@ class ObjectStoreRepository(ModelRepository):
         verify_local = functools.partial(self.cache.verify, bases=bases)
         files = manifest.files
         cached = (key, target, files, MANIFEST_FILE, data, listing, what)
-        return self._cached(*cached, verify_local, scenario, version)
+        verified = self._cached(*cached, verify_local, scenario, version)
+        try:  # the cache is bounded; a copy it could not remove costs disk space, never this verify
+            _touch(target)
+            self._prune_cache(scenario, int(version))
+        except Exception as exc:
+            log.warning("%s: could not prune the local cache %s: %s", what, self.cache.root, exc)
+        return verified
+
+    def _prune_cache(self, scenario: str, version: int) -> list[int]:
+        """Remove the scenario's cached version folders but the one just verified and the cache_keep - 1
+        others verified last; returns the versions this process removed.
+
+        Recency is the version folder's own mtime: set when the copy lands (its stamp is the last entry made
+        in it before the rename) and again by every successful verify (`_touch`); nothing else writes in a
+        cached copy, so it is "last fetched or verified", shared by every process of the node and surviving
+        their restarts, with no file of its own beside the copy. Only numbered folders of this scenario are
+        candidates (never `_bases/`, aliases, claims, drafts, stamps). Each goes by `_discard` (renamed
+        aside, then deleted), so a reader never meets a half-deleted copy and a folder another process
+        removed first is skipped; a process verifying a copy removed under it fetches it again (`_cached`).
+        """
+        folder = self.cache.scenario_path(scenario)
+        others: list[tuple[int, int, str]] = []
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return []
+        for entry in entries:
+            if not is_number(entry.name) or entry.name == str(version):
+                continue
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                others.append((entry.stat(follow_symlinks=False).st_mtime_ns, int(entry.name), entry.name))
+            except OSError:  # removed meanwhile
+                continue
+        others.sort(reverse=True)  # most recent first; a tie keeps the higher number
+        removed = []
+        for _, number, name in others[self.cache_keep - 1 :]:  # cache_keep >= 1
+            if _discard(folder / name):
+                removed.append(number)
+        if removed:
+            log.info(
+                "%s: removed the local copies of v%s from %s, keeping v%s and the %d other versions verified "
+                "last (%s=%d)",
+                scenario,
+                ", v".join(map(str, sorted(removed))),
+                folder,
+                version,
+                self.cache_keep - 1,
+                CACHE_KEEP_ENV,
+                self.cache_keep,
+            )
+        return sorted(removed)
 
     def _check_listing(
         self, key: str, files: dict[str, FileEntry], marker: str, what: str
@@ -316,12 +404,13 @@ class ObjectStoreRepository(ModelRepository):
         """Make target the local copy of key (downloading when absent or stale) and verify it locally.
 
         Any refusal of the copy (a file that no longer matches, a marker file that no longer parses, a
-        stray file) is rot on this disk, the store having been checked already: fetched again, once."""
+        stray file) is rot on this disk, the store having been checked already, or a copy another process
+        of the node pruned (`_prune_cache`) while this one checked it: fetched again, once."""
         for attempt in range(2):
             self._materialize(key, target, files, marker, marker_bytes, listing, what)
             try:
                 return verify_local(*args)
-            except RepositoryError:
+            except (RepositoryError, FileNotFoundError):  # FileNotFoundError: pruned between two file calls
                 if attempt:
                     raise
                 _discard(target)  # the cached copy rotted on disk: fetch it again once
@@ -601,12 +690,23 @@ def _stat_row(key: str, entry: dict[str, Any] | None) -> tuple:
     return (key, entry["size"], entry["etag"], entry["modified"])
 
 
-def _discard(folder: Path) -> None:
-    """Move a cached folder out of the way, then delete it (a reader never sees it half-deleted)."""
+def _discard(folder: Path) -> bool:
+    """Move a cached folder out of the way, then delete it (a reader never sees it half-deleted). False
+    when it was not there to move (another process of the node discarded it first)."""
     trash = folder.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    with contextlib.suppress(OSError):
+    try:
         os.rename(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+    except OSError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)  # a leftover is a `.tmp-` draft: `labelwise doctor` lists it
+    return True
 
 
-__all__ = ["CACHE_ENV", "ObjectStoreRepository", "default_cache_dir"]
+def _touch(folder: Path) -> None:
+    """Mark a cached copy as verified now (its folder's mtime: `_prune_cache` keeps the latest)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):  # pruned by another process meanwhile: fetched again next time
+        os.utime(folder, ns=(now, now))
+
+
+__all__ = ["CACHE_ENV", "CACHE_KEEP_ENV", "ObjectStoreRepository", "default_cache_dir"]
