@@ -43,10 +43,11 @@ class StrategyParams(_Strict):
         default=None,
         ge=1,
         description="Train at least this many optimizer steps: a small train set gets more epochs than "
-        "num_train_epochs (early stopping on validation macro-F1 still ends a run that stops improving).",
+        "num_train_epochs (early stopping on validation macro-F1 still ends a run that stops improving); "
+        "full and lora (a frozen block may not set it).",
     )
     max_train_epochs: float = Field(
-        default=20.0, gt=0, description="Upper bound on the epochs min_train_steps may add."
+        default=20.0, gt=0, description="Upper bound on the epochs min_train_steps may add (full and lora)."
     )
     head_learning_rate: float | None = Field(
         default=None,
@@ -62,7 +63,9 @@ class StrategyParams(_Strict):
     batch_size: int = Field(default=16, ge=1, description="Rows per training step per device.")
     eval_batch_size: int = Field(default=64, ge=1, description="Rows per evaluation step.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    warmup_ratio: float = Field(
+        default=0.06, ge=0, lt=1, description="Share of steps with linear warm-up (full and lora)."
+    )
     lora_r: int = Field(default=8, ge=1, description="LoRA rank (lora only).")
     lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha (lora only).")
     lora_dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the LoRA path (lora only).")
@@ -317,6 +320,38 @@ def _resolve_file(value: str | None, scenario: ScenarioConfig, data_dir: Path) -
     return path if path.is_absolute() else data_dir / scenario.name / path
 
 
+# StrategyParams fields the frozen strategy never reads: its head trains num_train_epochs whole epochs
+# (training/frozen.py head_settings) at learning_rate on embeddings computed once, with no warm-up, no
+# step floor and no separate head rate. (eval_steps, a TrainConfig field, is not read either: the head is
+# evaluated once per epoch; no scenario block or `labelwise train` flag sets it.)
+FROZEN_UNUSED = ("min_train_steps", "max_train_epochs", "warmup_ratio", "head_learning_rate")
+
+
+def _refuse_frozen_unused(scenario: ScenarioConfig) -> None:
+    """Refuse a scenario whose strategies.frozen block sets what a frozen run would silently ignore.
+
+    Only values the scenario set (pydantic's model_fields_set) and that differ from the field's default
+    count: the defaults, and a block re-read from a recorded config (which lists every field at its
+    default), are never refused."""
+    block = scenario.strategies.get("frozen")  # type: ignore[call-overload]
+    if block is None:
+        return
+    given = [
+        name
+        for name in FROZEN_UNUSED
+        if name in block.model_fields_set
+        and getattr(block, name) != StrategyParams.model_fields[name].default
+    ]
+    if given:
+        verb, them = ("is", "it") if len(given) == 1 else ("are", "them")
+        raise ScenarioConfigError(
+            f"scenario {scenario.name!r}: strategies.frozen sets {', '.join(given)}, which {verb} not used "
+            "by the frozen strategy (its head trains num_train_epochs whole epochs at learning_rate on "
+            "embeddings computed once: no warm-up, no step floor, no separate head rate): drop "
+            f"{them} from strategies.frozen, or train with --strategy full or lora"
+        )
+
+
 def make_train_config(
     scenario: ScenarioConfig | str,
     strategy: str,
@@ -338,6 +373,8 @@ def make_train_config(
         scenario = load_scenario(scenario)
     if strategy not in STRATEGIES:
         raise ScenarioConfigError(f"unknown strategy {strategy!r}: choose one of {list(STRATEGIES)}")
+    if strategy == "frozen":
+        _refuse_frozen_unused(scenario)  # before the scenario is re-validated from a dump below
     overrides = {k: v for k, v in overrides.items() if v is not None}
     scenario_keys = {"max_length_tokens", "class_weighting", "weighted_sampling", "imbalance_ratio"}
     scenario_over = {k: overrides.pop(k) for k in list(overrides) if k in scenario_keys}

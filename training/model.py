@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,16 @@ def build_model(
         ) from None
 
 
+# A module inside the encoder's layer stack, its layer index captured: `encoder.layer.3.` (BERT, RoBERTa,
+# DeBERTa, DistilBERT's `transformer.layer.3.`) or `layers.3.` (ModernBERT's `model.layers.3.attn.Wqkv`).
+ENCODER_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def in_layers(name: str) -> bool:
+    """Whether a module name lies inside the encoder's layer stack (see ENCODER_LAYER)."""
+    return ENCODER_LAYER.search(f".{name}.") is not None
+
+
 def outside_layers(model: Any) -> list[str]:
     """Linear modules outside the encoder's layer stack (BERT's pooler, the head): LoRA never adapts
     them, even when a target name such as `dense` also names them. The head trains in full
@@ -262,7 +273,7 @@ def outside_layers(model: Any) -> list[str]:
     return [
         name
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and ".layer." not in f".{name}."
+        if isinstance(module, torch.nn.Linear) and not in_layers(name)
     ]
 
 

@@ -204,7 +204,6 @@ def _export_onnx(
     from training.export import export_into
 
     config = result.config
-    n = min(PARITY_ROWS, len(result.data.validation))
     test = result.data.test  # the scenario's held-out split: each graph's test figures go in the manifest
     fields = export_into(
         version_dir,
@@ -214,8 +213,11 @@ def _export_onnx(
         base_model=_base_ref(result),
         base_model_path=str(result.base.path),
         precisions=precisions,
-        parity_texts=result.data.validation.texts[:n],
-        parity_labels=result.data.validation.label_ids[:n],
+        # every validation row: the export draws its seeded sample of PARITY_ROWS from them (a file sorted
+        # by label would give the first rows of one or two classes only)
+        parity_texts=result.data.validation.texts,
+        parity_labels=result.data.validation.label_ids,
+        parity_rows=PARITY_ROWS,
         max_length_tokens=config.scenario.max_length_tokens,
         repository=repository,
         test_texts=test.texts if test else None,

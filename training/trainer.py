@@ -381,9 +381,19 @@ def _train_with_trainer(job: _Job) -> _Fitted:
         trainer.train()
         spent += time.perf_counter() - started
         metrics = _validation_metrics(trainer, val_ds, data, balance.weighted)
-        collapsed = watch.collapsed_at is not None or has_collapsed(
-            metrics["macro_f1"], majority_f1, trainer.state.log_history
-        )
+        # Judged on the kept (best, reloaded) checkpoint: a run whose best checkpoint learned and that only
+        # diverged later is not collapsed; the watch merely stopped it early, and its good model is kept.
+        collapsed = has_collapsed(metrics["macro_f1"], majority_f1, trainer.state.log_history)
+        if watch.collapsed_at is not None and not collapsed:
+            log.info(
+                "%s/%s diverged at step %d (validation macro-F1 %.3f) and was stopped there; its best "
+                "checkpoint (validation macro-F1 %.3f) is kept",
+                config.scenario.name,
+                config.strategy,
+                watch.collapsed_at["step"],
+                watch.collapsed_at["macro_f1"],
+                metrics["macro_f1"],
+            )
         if not collapsed or len(restarts) >= job.collapse_restarts or job.base is None:
             break
         at = watch.collapsed_at or {
@@ -567,7 +577,9 @@ def planned_epochs(params: Any, train_rows: int) -> float:
 
 def head_optimizer(model: Any, params: Any) -> Any:
     """AdamW with the classification head at head_learning_rate and everything else at learning_rate;
-    no weight decay on biases and LayerNorm weights (as the Trainer's own optimizer)."""
+    no weight decay on biases and LayerNorm weights (as the Trainer's own optimizer). A LoRA run's pooler,
+    when it trains (lora_train_pooler, or a checkpoint without pooler weights), trains with the head: at
+    head_learning_rate too."""
     import torch
 
     from .model import head_prefixes
@@ -580,8 +592,11 @@ def head_optimizer(model: Any, params: Any) -> Any:
         if not param.requires_grad:
             continue
         parts = name.split(".")
-        # A peft model names the head base_model.model.classifier.modules_to_save.default.weight.
-        is_head = any(p in heads for p in parts[:4]) and not any("lora_" in p for p in parts)
+        # A peft model names the head base_model.model.classifier.modules_to_save.default.weight, and a
+        # pooler trained in full with it base_model.model.bert.pooler.modules_to_save.default.dense.weight
+        # (build_model's modules_to_save: the head and that pooler).
+        with_head = any(p in heads for p in parts[:4]) or "modules_to_save" in parts
+        is_head = with_head and not any("lora_" in p for p in parts)
         decay = param.ndim >= 2 and "LayerNorm" not in name and "layer_norm" not in name
         groups.setdefault((is_head, decay), []).append(param)
     return torch.optim.AdamW(

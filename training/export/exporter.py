@@ -142,8 +142,8 @@ def export_into(
     `int8_guard` (the scenario's setting): the int8 graph may keep its most sensitive nodes fp32 when
     quantising every MatMul costs validation accuracy or agreement (_guard_int8); False: every MatMul int8.
 
-    With the scenario's held-out test rows (`test_texts`, `test_labels`: the first `test_rows`), every
-    graph's parity record also holds its accuracy and macro-F1 on them, and the fields hold
+    With the scenario's held-out test rows (`test_texts`, `test_labels`: a seeded sample of `test_rows`),
+    every graph's parity record also holds its accuracy and macro-F1 on them, and the fields hold
     `metrics: {"test": {rows, accuracy, macro_f1 (the torch model), int8_delta_vs_fp32}}` for the
     caller to merge into the version's metrics; for a frozen version the delta, and `served`, are those
     of the path serving runs (shared base encoder + head), scored in serving's passes.
@@ -269,11 +269,13 @@ def _test_rows(
     max_rows: int,
     max_length_tokens: int,
 ) -> _TestRows:
-    """The first max_rows test rows (the split is already a fixed sample), with torch's scores on them."""
+    """A seeded sample of at most max_rows test rows (all of them when fewer; the first rows of a split
+    kept in file order could be a few classes only), with torch's scores on them."""
     if labels is None or len(labels) != len(texts):
         raise ExportError("test_texts need test_labels, one per text")
     label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
-    texts, gold = [str(t) for t in texts[:max_rows]], label_ids(list(labels[:max_rows]), label2id)
+    texts, sampled_labels = sample_rows(texts, labels, max_rows)
+    gold = label_ids(sampled_labels, label2id)
     batches, order = tokenize_passes(tokenizer, texts, max_length_tokens)  # int8 scored as served
     gold = None if gold is None else gold[order]
     logits = torch_outputs(lambda **kw: model(**kw).logits, batches, list(batches[0]))

@@ -13,6 +13,8 @@ import numpy as np
 
 from model_repository import ROBERTA_TYPES
 
+from ..model import ENCODER_LAYER
+
 
 def _encoder_of(model: Any) -> Any:
     return getattr(model, model.base_model_prefix, None)
@@ -122,7 +124,7 @@ def lora_arrays(peft_model: Any) -> dict[str, np.ndarray] | None:
             continue
         if getattr(module, "use_dora", {}).get(adapter, False):
             return None
-        match = re.search(r"\.layer\.(\d+)\.(.+)$", name)
+        match = re.search(ENCODER_LAYER.pattern + r"(.+)$", name)
         if match is None:
             if "classifier" in name:
                 continue  # LoRA on the classifier: it lives in head.npz once merged

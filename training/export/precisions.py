@@ -58,15 +58,40 @@ class PrecisionRecipe:
         return ["CPUExecutionProvider"]
 
 
+# What optimum's ORTOptimizer raises for a model type it has no fusions for (data2vec-text, for one):
+# NotImplementedError from ORTOptimizer / check_optimization_supported_model, KeyError from
+# ORTConfigManager.check_supported_model.
+UNOPTIMISABLE = (NotImplementedError, KeyError)
+
+
 def _optimize_fp32(source: Path, config: Any, out: Path) -> Path:
-    return graphs.optimize_graph(source, config, out)
+    """ORT's fusions; for a model type ORT cannot optimise, the unoptimised graph itself (correct, only
+    slower): the parity gate still checks it against torch."""
+    try:
+        return graphs.optimize_graph(source, config, out)
+    except UNOPTIMISABLE as exc:
+        _LOG.warning(
+            "fp32: ORT cannot optimise model type %r (%s: %s); keeping the unoptimised graph",
+            getattr(config, "model_type", None),
+            type(exc).__name__,
+            exc,
+        )
+        return source
 
 
 def _optimize_fp16(source: Path, config: Any, out: Path) -> Path:
+    """ORT's fusions and fp16 conversion; where they fail (a model type ORT cannot optimise, or the
+    multi-adapter graph, whose gathered projections ORT cannot fuse), the unfused graph converted to fp16,
+    whose drift the parity check reports as for any fp16 graph."""
     try:
         return graphs.optimize_graph(source, config, out, fp16=True)
-    except Exception as exc:  # e.g. the multi-adapter graph, whose gathered projections ORT cannot fuse
-        _LOG.warning("fp16: ORT fusions failed (%s); converting the unfused graph", type(exc).__name__)
+    except Exception as exc:
+        _LOG.warning(
+            "fp16: ORT fusions failed for model type %r (%s: %s); converting the unfused graph",
+            getattr(config, "model_type", None),
+            type(exc).__name__,
+            exc,
+        )
         return graphs.convert_fp16(source, out)
 
 

@@ -71,8 +71,10 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
 
     parity_file (--validation): that file, through the scenario's loader (its text_column / label_column,
     cleaning, and unknown_validation_labels: an unknown label is dropped or stops the export as it did in
-    training). Otherwise the version's own validation rows as its run had them (first PARITY_ROWS, as at
-    publish). Labels are returned as names, which the export maps through the model's label2id."""
+    training). Otherwise the version's own validation rows as its run had them. Every row is returned: the
+    export draws the same seeded sample of PARITY_ROWS from them as publish did (the first rows of a file
+    sorted by label would be one or two classes). Labels are returned as names, which the export maps
+    through the model's label2id."""
     who = f"{source.scenario} v{source.version}"
     try:
         if parity_file is not None:
@@ -99,7 +101,6 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
                     found, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
                 )
                 labels = scenario.labels
-            rows = rows.subset(list(range(min(PARITY_ROWS, len(rows)))))
     except (DataError, ScenarioConfigError) as exc:
         hint = "" if parity_file is not None else "; pass --validation PATH"
         raise ExportError(f"{who}: cannot read the parity rows: {exc}{hint}") from exc
@@ -154,6 +155,7 @@ def reexport_version(
                 precisions=wanted,
                 parity_texts=texts,
                 parity_labels=labels,
+                parity_rows=PARITY_ROWS,
                 max_length_tokens=source.max_length_tokens,
                 repository=repository,
                 int8_guard=source.training_config.get("scenario", {}).get("int8_guard", True),
