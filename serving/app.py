@@ -47,6 +47,15 @@ class ClassifierDeployment:
         metrics = ServingMetrics(request_metrics=self.serves_http, ray_export=self.config.ray_metrics_export)
         self.service = ClassifierService(self.config, metrics)
         self.service.start()
+        # Serve counts a replica running once this returns (and KubeRay moves traffic to an upgraded
+        # cluster once its apps run): a replica that returned before loading would answer 503 to the
+        # traffic routed to it. So the first load happens here, within first_load_wait_s.
+        wait_s = self.config.first_load_wait_s
+        if not await self.service.first_load(wait_s) and wait_s > 0:
+            logger.warning(
+                "replica still loading after %g s (first_load_wait_s): up now, /readyz 503 until it ends",
+                wait_s,
+            )
 
     def __del__(self) -> None:
         """Ray Serve calls this once a stopping replica has drained (and Python may call it again at
@@ -181,7 +190,8 @@ def classifier_options(config: ServingConfig, serves_http: bool) -> dict[str, An
         "backpressure_config": _overload(config),
         # Short: a replica whose sessions broke (check_health) or that died is replaced within seconds.
         "health_check_period_s": config.health_check_period_s,
-        "graceful_shutdown_timeout_s": 20,
+        # A drained replica finishes what it holds: the longest a request may take, and a margin.
+        "graceful_shutdown_timeout_s": max(20.0, config.request_timeout_s + 5),
     }
     if config.num_replicas == "auto":
         options["num_replicas"] = "auto"

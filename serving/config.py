@@ -201,6 +201,13 @@ class ServingConfig(BaseSettings):
     )
     retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After sent with overload answers.")
     reload_poll_interval_s: float = Field(default=2.0, gt=0, description="How often replicas check aliases.")
+    first_load_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a starting replica waits for its first load of every scenario before Ray Serve "
+        "counts it running (and KubeRay an upgraded cluster ready): past it (or at 0) it comes up still "
+        "loading, /readyz answering 503 until the load ends.",
+    )
     health_check_period_s: float = Field(
         default=2.0,
         gt=0,

@@ -105,6 +105,7 @@ class ClassifierService:
         self.engine = OnnxEngine(policy)
         self.batcher = Batcher(self.engine.run, policy, self.metrics)
         self._poll_task: asyncio.Task[None] | None = None
+        self._first_poll_done = asyncio.Event()  # set once every scenario was tried (loaded or refused)
         # scenario name -> (id and number of the loaded version that last answered a request in full, when):
         # check_health runs no probe pass for a version that answered within the last health check period.
         # Not the version itself: a version swapped out must not be kept alive here.
@@ -123,6 +124,20 @@ class ClassifierService:
     def start(self) -> None:
         """Load in the background: /readyz answers 503 until every configured scenario is in."""
         self._poll_task = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def first_load(self, timeout_s: float) -> bool:
+        """Wait (at most timeout_s) for the poll loop's first pass: every configured scenario loaded or
+        refused. False when it took longer, or the loop ended first."""
+        if self._poll_task is None or timeout_s <= 0:
+            return self._first_poll_done.is_set()
+        waiter = asyncio.ensure_future(self._first_poll_done.wait())
+        try:
+            await asyncio.wait(
+                {waiter, self._poll_task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+        return self._first_poll_done.is_set()
 
     def stop(self) -> None:
         if self._poll_task is not None:
@@ -150,6 +165,7 @@ class ClassifierService:
             except Exception:
                 # A bad repository state must not stop future polls.
                 logger.exception("alias poll failed; retrying in %.1fs", interval)
+            self._first_poll_done.set()
             await asyncio.sleep(interval)
 
     def _record(self, event: LoadEvent) -> None:
