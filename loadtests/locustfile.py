@@ -11,21 +11,31 @@ Settings come from CLI options (after `locust -f loadtests/locustfile.py`) or en
 | --api-key KEY | LABELWISE_API_KEY | none: for a server with an api_key, sent as `Authorization: Bearer` |
 
 `make loadtest HOST=http://127.0.0.1:8000` (loadtests/run.py) runs it headless for a bounded time.
-Like run.py, it refuses a --host that is not this machine (loadtests/loopback.py).
+Like run.py, it sends load only to this machine (loadtests/loopback.py): a --host that is not is refused
+at start, and every run is checked again when it starts, with the host it will use (the one typed in the
+web UI's form included); a run with no host at all is refused too. Every run is bounded: without
+--run-time (or a run time in the web UI's form) it stops after run.py's default, DEFAULT_RUN_TIME_S.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
+from locust.exception import StopTest, StopUser
+from locust.runners import STATE_STOPPED, WorkerRunner
 
 from loadtests.loopback import require_loopback
 from loadtests.request_shapes import API_KEY_ENV, auth_headers
+from loadtests.run import DEFAULT_RUN_TIME_S
 from loadtests.sentences import load_sentences
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = "one=3,batch=1"
 DEFAULT_TEXTS_PER_REQUEST = 32
@@ -89,15 +99,45 @@ def _options(parser: Any) -> None:
     )
 
 
+def _headless(environment: Environment) -> bool:
+    return bool(environment.parsed_options is not None and environment.parsed_options.headless)
+
+
+def _is_worker(environment: Environment) -> bool:
+    options = environment.parsed_options
+    return isinstance(environment.runner, WorkerRunner) or bool(options is not None and options.worker)
+
+
+def host_problem(environment: Environment) -> str | None:
+    """Why a run may not start with the host(s) it would use, or None: each user class sends to
+    environment.host (--host, or the web UI's form) when set, else to its own `host`; each must be given
+    and be this machine."""
+    hosts = {environment.host or user_class.host for user_class in environment.user_classes}
+    if not hosts or not all(hosts):
+        return "no host to send load to: pass --host http://127.0.0.1:PORT (or type it in the web UI)"
+    for host in sorted(hosts):
+        try:
+            require_loopback(host)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
 @events.init.add_listener
 def _apply_options(environment: Environment, **_kwargs: Any) -> None:
     # Refusals are SystemExit: locust logs an exception raised here as a traceback before it exits.
-    if environment.host:
-        try:
-            require_loopback(environment.host)  # `locust -f` directly gets run.py's refusal too
-        except ValueError as exc:
-            raise SystemExit(f"locustfile: {exc}") from None
+    # A host given on the command line is checked now (`locust -f` directly gets run.py's refusal too); one
+    # typed in the web UI later is checked when its run starts (_check_each_run).
+    if environment.host or _headless(environment):
+        problem = host_problem(environment)
+        if problem:
+            raise SystemExit(f"locustfile: {problem}")
     options = environment.parsed_options
+    if options is not None and not _is_worker(environment) and not options.run_time:
+        # Load tests are bounded loops that stop by themselves: --headless and --autostart runs stop at
+        # --run-time, and _check_each_run bounds the web UI's runs with it.
+        options.run_time = DEFAULT_RUN_TIME_S
+        logger.info("locustfile: no --run-time: each run stops after %d s", DEFAULT_RUN_TIME_S)
     if options is not None:
         if options.scenarios:
             _Settings.scenarios = [s for s in options.scenarios.split(",") if s]
@@ -113,6 +153,51 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
     OneTextUser.weight = _Settings.weights["one"]
     BatchUser.weight = _Settings.weights["batch"]
     _ClassifyUser.default_headers = auth_headers(_Settings.api_key)
+
+
+class _RunBound:
+    """The greenlet that stops the current run when its time is up (runs started from the web UI)."""
+
+    greenlet: gevent.Greenlet | None = None
+
+    @classmethod
+    def cancel(cls) -> None:
+        if cls.greenlet is not None and cls.greenlet is not gevent.getcurrent():
+            cls.greenlet.kill(block=False)
+        cls.greenlet = None
+
+
+def _stop_run(environment: Environment, run_time_s: float) -> None:
+    runner = environment.runner
+    if runner is not None and runner.state != STATE_STOPPED:
+        logger.info("locustfile: run time (%g s) reached, stopping the run", run_time_s)
+        runner.stop()
+
+
+@events.test_start.add_listener
+def _check_each_run(environment: Environment, **_kwargs: Any) -> None:
+    """Every run, however it starts (--headless, --autostart, the web UI's form, a master's order): its
+    hosts are this machine, and it ends by itself.
+
+    A refusal raises StopTest before any user exists: Locust logs the message and quits (headless) or
+    stops the run (web UI, where another host can be typed)."""
+    problem = host_problem(environment)
+    if problem:
+        if _headless(environment):
+            environment.process_exit_code = 1
+        raise StopTest(f"locustfile: refusing to start the run: {problem}")
+    _RunBound.cancel()
+    if _is_worker(environment) or _headless(environment):
+        return  # the master bounds a worker's run; Locust stops a headless run at --run-time itself
+    # The web UI stops a run at the run time typed in its form, and not at all when the field is empty.
+    options = environment.parsed_options
+    run_time_s = (options.run_time if options is not None else None) or DEFAULT_RUN_TIME_S
+    _RunBound.greenlet = gevent.spawn_later(run_time_s, _stop_run, environment, run_time_s)
+
+
+@events.test_stop.add_listener
+def _end_run_bound(environment: Environment, **_kwargs: Any) -> None:
+    _RunBound.cancel()
 
 
 def _advice(status: int) -> str:
@@ -133,6 +218,18 @@ class _ClassifyUser(FastHttpUser):
     texts_per_request = 1
 
     def on_start(self) -> None:
+        # _check_each_run checked this host before the run began; checked again before this user's first
+        # request, whatever changed since.
+        try:
+            require_loopback(self.host or "")
+        except ValueError as exc:
+            logger.error("locustfile: stopping the run: %s", exc)
+            if _headless(self.environment):
+                self.environment.process_exit_code = 1
+            runner = self.environment.runner
+            if runner is not None:
+                gevent.spawn(runner.quit if _headless(self.environment) else runner.stop)
+            raise StopUser() from None
         self.rng = random.Random()
         if not _Settings.scenarios:
             with self.client.get("/v1/scenarios", name="/v1/scenarios", catch_response=True) as resp:

@@ -17,6 +17,9 @@ from .request_shapes import API_KEY_ENV
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"
+# How long a load test runs unless told otherwise; the locustfile applies it to `locust -f` runs (web UI
+# included) that give no --run-time.
+DEFAULT_RUN_TIME_S = 60
 
 
 def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[str]:
@@ -47,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="http://127.0.0.1:8000", help="Server URL (loopback only).")
     parser.add_argument("--users", type=int, default=32, help="Concurrent Locust users.")
     parser.add_argument("--spawn-rate", type=float, default=32, help="Users started per second.")
-    parser.add_argument("--run-time-s", type=int, default=60, help="Bounded run time in seconds.")
+    parser.add_argument(
+        "--run-time-s", type=int, default=DEFAULT_RUN_TIME_S, help="Bounded run time in seconds."
+    )
     parser.add_argument("--weights", default="one=3,batch=1", help="User mix: one-text vs batched users.")
     parser.add_argument("--texts-per-request", type=int, default=32, help="Texts per batched request.")
     parser.add_argument("--scenarios", default="", help="Comma-separated scenarios (default: all served).")

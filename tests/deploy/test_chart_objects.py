@@ -78,7 +78,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": load_values(),
     "gpu": load_values(CHART / "values-gpu.yaml"),
     "pvc-gcs-ft": coalesce(load_values(), _PVC_FT),
-    "existing-secret": coalesce(load_values(), {"apiKey": {"existingSecret": "team-api-key"}}),
+    "existing-secret": coalesce(load_values(), {"apiKey": {"existingSecret": "team-api-key", "revision": 3}}),
 }
 
 
@@ -276,6 +276,89 @@ def test_api_key_can_be_turned_off_explicitly() -> None:
     assert [o for o in objects if o["kind"] == "Secret"] == []
     for container in _ray_containers(_one(objects, "RayService")):
         assert "LABELWISE_API_KEY" not in {e["name"] for e in container["env"]}
+    for template in _pod_templates(_one(objects, "RayService")):
+        assert API_KEY_CHECKSUM not in template["metadata"].get("annotations", {})
+
+
+# The API key's fingerprint on every Ray pod template (helm/labelwise/templates/_helpers.tpl).
+API_KEY_CHECKSUM = "labelwise/api-key-checksum"
+
+
+def _cluster_config(override: dict[str, Any]) -> dict[str, Any]:
+    return _one(_render(coalesce(load_values(), override)), "RayService")["spec"]["rayClusterConfig"]
+
+
+def _key_checksums(cluster: dict[str, Any]) -> list[str | None]:
+    """The fingerprint on the head's and each worker group's pod template, in that order."""
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    return [t["metadata"].get("annotations", {}).get(API_KEY_CHECKSUM) for t in templates]
+
+
+def test_api_key_fingerprint_is_on_every_ray_pod_template(rendered: Rendered) -> None:
+    """Every Ray pod (head and each worker group) reads LABELWISE_API_KEY once, at start: each template
+    carries the key's fingerprint, one value for all, and never the key itself."""
+    name, values, objects = rendered
+    service = _one(objects, "RayService")
+    checksums = _key_checksums(service["spec"]["rayClusterConfig"])
+    assert len(checksums) == 1 + len(values["workerGroups"])
+    assert checksums[0] and set(checksums) == {checksums[0]}, name
+    assert re.fullmatch(r"[0-9a-f]{64}", checksums[0]), name
+    secrets_made = [o for o in objects if o["kind"] == "Secret"]
+    for secret in secrets_made:
+        key = base64.b64decode(secret["data"][values["apiKey"]["key"]]).decode()
+        assert key not in json.dumps(service), f"{name}: the key itself is in the RayService"
+
+
+def test_a_new_api_key_rolls_the_ray_cluster() -> None:
+    """KubeRay brings up a new Ray cluster (upgradeStrategy NewCluster) only when rayClusterConfig changes.
+    A key rotated in the Secret alone left every running pod on the old key and every pod started later (a
+    restart, an autoscaled worker) on the new one: clients got 401 from some replicas and not others."""
+    a = _cluster_config({"apiKey": {"value": "key-a-0123456789"}})
+    # The same key renders the same cluster: an upgrade that keeps the key rebuilds nothing.
+    assert _cluster_config({"apiKey": {"value": "key-a-0123456789"}}) == a
+    b = _cluster_config({"apiKey": {"value": "key-b-0123456789"}})
+    assert a != b
+    assert all(x != y for x, y in zip(_key_checksums(a), _key_checksums(b), strict=True))
+    # The key in a Secret the chart does not own (and cannot read): its name, then apiKey.revision, which
+    # the operator bumps after rotating the key inside it.
+    team = _cluster_config({"apiKey": {"existingSecret": "team-api-key"}})
+    assert _cluster_config({"apiKey": {"existingSecret": "team-api-key"}}) == team
+    assert _cluster_config({"apiKey": {"existingSecret": "team-api-key", "revision": 1}}) != team
+    assert _cluster_config({"apiKey": {"existingSecret": "other-api-key"}}) != team
+    # A bumped revision rolls the cluster with the chart's own Secret too.
+    assert _cluster_config({"apiKey": {"value": "key-a-0123456789", "revision": 1}}) != a
+
+
+def test_generated_api_key_fingerprint_is_the_secrets_key() -> None:
+    """generate: the fingerprint is the one of the key the chart's Secret holds in the same render (the
+    Secret and the RayService come from different template files, and each render draws a new key)."""
+    objects = _render(load_values())
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    key = base64.b64decode(secret["data"]["api-key"]).decode()
+    generated = _key_checksums(_one(objects, "RayService")["spec"]["rayClusterConfig"])
+    assert generated == _key_checksums(_cluster_config({"apiKey": {"value": key}}))
+    # Where helm's lookup finds nothing (helm template, --dry-run, Argo CD), each render draws a new key,
+    # so a new fingerprint: documented in values.yaml, since the chart cannot detect such a render.
+    again = _key_checksums(_one(_render(load_values()), "RayService")["spec"]["rayClusterConfig"])
+    assert again != generated
+
+
+def test_api_key_fingerprint_cannot_be_overridden() -> None:
+    import jsonschema
+
+    with pytest.raises(TemplateError, match="podAnnotations may not set labelwise/api-key-checksum"):
+        _render(coalesce(load_values(), {"podAnnotations": {API_KEY_CHECKSUM: "0" * 64}}))
+    # The chart keeps the generated key of a render in apiKey._rendered: users may not set it.
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    bad = coalesce(load_values(), {"apiKey": {"_rendered": "a-key-of-my-choosing"}})
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+    # podAnnotations still reach every Ray pod, beside the fingerprint.
+    cluster = _cluster_config({"podAnnotations": {"team": "search"}})
+    for template in [cluster["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster["workerGroupSpecs"]
+    ]:
+        assert template["metadata"]["annotations"]["team"] == "search"
+        assert API_KEY_CHECKSUM in template["metadata"]["annotations"]
 
 
 def test_ray_token_auth_is_on_by_default(rendered: Rendered) -> None:
@@ -508,7 +591,9 @@ def test_object_storage_is_the_default_with_credentials_from_a_secret() -> None:
     objects = _render(values)
     assert [o for o in objects if o["kind"] == "PersistentVolumeClaim"] == []
     store = values["modelRepository"]["objectStore"]
-    for template in _pod_templates(_one(objects, "RayService")):
+    head, *workers = _pod_templates(_one(objects, "RayService"))
+    assert not _has_model_repository(head)  # no replica there (test_the_head_gets_the_model_repository...)
+    for template in workers:
         spec = template["spec"]
         (init,) = spec["initContainers"]
         sidecars = [c for c in spec["containers"] if c["name"] == "model-sync"]
@@ -523,7 +608,9 @@ def test_object_storage_is_the_default_with_credentials_from_a_secret() -> None:
 def test_pvc_alternative_mounts_the_claim() -> None:
     objects = _render(VALUE_SETS["pvc-gcs-ft"])
     (claim,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    for template in _pod_templates(_one(objects, "RayService")):
+    head, *workers = _pod_templates(_one(objects, "RayService"))
+    assert "initContainers" not in head["spec"] and not _has_model_repository(head)
+    for template in workers:
         assert "initContainers" not in template["spec"]
         (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "model-repository"]
         assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
@@ -582,7 +669,9 @@ def test_serve_config_repository_follows_the_mount_path(source: str) -> None:
     ServeDeploySchema.model_validate(serve_config)
     assert serve_config["applications"][0]["args"]["repository"] == mount
     assert serve_config == render_serve_config(values)
-    for template in _pod_templates(service):
+    head, *workers = _pod_templates(service)
+    assert not _has_model_repository(head)
+    for template in workers:
         ray = template["spec"]["containers"][0]
         assert {"name": "LABELWISE_REPOSITORY", "value": mount} in ray["env"]
         (volume_mount,) = [m for m in ray["volumeMounts"] if m["name"] == "model-repository"]
@@ -595,6 +684,56 @@ def test_serve_config_repository_follows_the_mount_path(source: str) -> None:
         "args"
     ]
     assert args["repository"] == "s3://bucket/labelwise"
+
+
+def _has_model_repository(template: dict[str, Any]) -> bool:
+    """Whether a Ray pod template gets the model repository: its volume, a mount, or a sync container."""
+    spec = template["spec"]
+    containers = spec.get("initContainers", []) + spec["containers"]
+    return (
+        any(v["name"] == "model-repository" for v in spec["volumes"])
+        or any(m["name"] == "model-repository" for c in containers for m in c.get("volumeMounts", []))
+        or any(c["name"].startswith("model-sync") for c in containers)
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "head_hosts_replicas"),
+    [
+        # The defaults: the head offers no CPU (num-cpus "0") and every replica asks for some, so Ray never
+        # places a replica there; it runs the GCS, the dashboard, the Serve controller and a proxy, none of
+        # which reads the repository (a local repository path is not opened when the app is built).
+        ({}, False),
+        ({"modelRepository": {"source": "pvc"}}, False),
+        ({"serve": {"args": {"ingress_mode": "separate"}}}, False),
+        # The head offers CPUs: replicas may land there.
+        ({"head": {"rayStartParams": {"num-cpus": "2"}}}, True),
+        ({"head": {"rayStartParams": {"num-cpus": None}}}, True),  # unset: Ray counts the container's CPUs
+        ({"head": {"rayStartParams": None}}, True),
+        # Replicas that ask for no CPU fit the head too.
+        ({"serve": {"args": {"num_cpus": 0.0}}}, True),
+        ({"serve": {"deployments": [{"name": "labelwise", "ray_actor_options": {"num_cpus": 0}}]}}, True),
+    ],
+)
+def test_the_head_gets_the_model_repository_only_when_replicas_may_run_there(
+    override: dict[str, Any], head_hosts_replicas: bool
+) -> None:
+    """With objectStore the repository is a copy of the whole bucket prefix, downloaded at pod start and
+    re-synced every minute: the head, where no replica runs, gets neither that copy nor its containers."""
+    values = coalesce(load_values(), override)
+    objects = _render(values)
+    errors, _, _ = _kubernetes_schema_errors(objects)
+    assert errors == []
+    head, *workers = _pod_templates(_one(objects, "RayService"))
+    assert _has_model_repository(head) is head_hosts_replicas
+    if not head_hosts_replicas:
+        assert "initContainers" not in head["spec"]
+        assert [c["name"] for c in head["spec"]["containers"]] == ["ray-head"]
+    for template in workers:
+        assert _has_model_repository(template)
+        if values["modelRepository"]["source"] == "objectStore":
+            assert [c["name"] for c in template["spec"]["initContainers"]] == ["model-sync-init"]
+            assert "model-sync" in [c["name"] for c in template["spec"]["containers"]]
 
 
 def test_service_account_name_applies_to_every_ray_pod() -> None:
@@ -695,9 +834,15 @@ def test_helm_template_matches_python_engine(rendered: Rendered) -> None:
 
     def comparable(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         docs = json.loads(json.dumps(docs))
+        generated = not values["apiKey"]["value"] and not values["apiKey"]["existingSecret"]
         for doc in docs:
             if doc["kind"] == "Secret" and not values["apiKey"]["value"]:
                 doc["data"] = "<generated>"
+            if doc["kind"] == "RayService" and generated:  # the random key's fingerprint
+                for template in _pod_templates(doc):
+                    annotations = template["metadata"].get("annotations", {})
+                    if API_KEY_CHECKSUM in annotations:
+                        annotations[API_KEY_CHECKSUM] = "<generated>"
         return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
 
     assert comparable(from_helm) == comparable(objects), name

@@ -74,3 +74,141 @@ def test_zero_texts_per_request_is_refused(tiny_server: TinyServer, tmp_path: Pa
     assert direct.returncode != 0
     assert "locustfile: --texts-per-request must be >= 1, got 0" in direct.stderr
     assert tiny_server.counts.requests == 0
+
+
+# Locust's real Environment and runner, driven in a child process the way `locust -f` drives them: the
+# command line parsed with the locustfile's options, the init event, then runs started as the web UI starts
+# them (environment.host set from the form, then runner.start). Prints what happened as JSON.
+_RUN_PROBE = r"""
+import json, logging, sys, time
+import gevent
+import locust
+from locust.argument_parser import parse_options
+from locust.env import Environment
+from loadtests import locustfile as lf
+
+logging.basicConfig(level=logging.INFO)
+case, cli, form_host = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+if case == "bounded":
+    lf.DEFAULT_RUN_TIME_S = 1  # the bound itself, made short
+sent = []
+locust.events.request.add_listener(lambda name, **_: sent.append(name))
+options = parse_options(args=["-f", "loadtests/locustfile.py", *cli])
+users = [lf.OneTextUser, lf.BatchUser]
+env = Environment(user_classes=users, events=locust.events, host=options.host, parsed_options=options)
+runner = env.create_local_runner()
+locust.events.init.fire(environment=env, runner=runner, web_ui=None)
+result = {"run_time": options.run_time}
+if case != "init":
+    env.host = form_host or None  # what the web UI's form does before it starts the run
+    started = time.monotonic()
+    gevent.spawn(runner.start, 2, 2)
+    while time.monotonic() - started < (10 if case == "bounded" else 1.5):
+        gevent.sleep(0.05)
+        if case == "bounded" and runner.state == "stopped":
+            break
+    result["after_s"] = time.monotonic() - started
+result.update(state=runner.state, users=runner.user_count, sent=len(sent), exit_code=env.process_exit_code)
+print(json.dumps(result))
+"""
+
+
+def _probe(case: str, *cli: str, form_host: str = "") -> tuple[dict, str]:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_PROBE, case, json.dumps(list(cli)), form_host],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_a_host_typed_in_the_web_ui_is_checked_when_the_run_starts(tiny_server: TinyServer) -> None:
+    """The web UI sets the host from its form after the init event, so the check at init never saw it."""
+    port = tiny_server.url.rsplit(":", 1)[1]
+    result, log = _probe("form-host", "--scenarios", "alpha", form_host=f"http://0.0.0.0:{port}")
+    assert "locustfile: refusing to start the run: refusing to send load to '0.0.0.0'" in log
+    assert result["users"] == 0 and result["sent"] == 0 and result["state"] == "stopped"
+    assert tiny_server.counts.requests == 0
+    # No host at all (none given, none typed): refused too, before any user exists.
+    result, log = _probe("form-host", "--scenarios", "alpha")
+    assert "locustfile: refusing to start the run: no host to send load to" in log
+    assert result["users"] == 0 and result["sent"] == 0 and result["state"] == "stopped"
+
+
+def test_a_run_without_run_time_stops_by_itself(tiny_server: TinyServer) -> None:
+    """Load tests are bounded: with no --run-time, run.py's default applies, to runs started from the web
+    UI (whose form may leave the run time empty) and to headless runs (through Locust's own --run-time)."""
+    # A web UI run (not headless), its form's run time left empty: stopped at the bound (1 s here).
+    result, log = _probe("bounded", "--scenarios", "alpha", form_host=tiny_server.url)
+    assert result["state"] == "stopped" and result["users"] == 0, log[-3000:]
+    assert 0.9 <= result["after_s"] < 5, result
+    assert result["sent"] > 0 and tiny_server.counts.requests > 0  # it did run, against the loopback server
+    assert "locustfile: run time (1 s) reached, stopping the run" in log
+
+    from loadtests.run import DEFAULT_RUN_TIME_S  # run.py's --run-time-s default
+
+    result, _ = _probe("init", "--headless", "--host", tiny_server.url)
+    assert result["run_time"] == DEFAULT_RUN_TIME_S
+    result, _ = _probe("init", "--headless", "--host", tiny_server.url, "--run-time", "5s")
+    assert result["run_time"] == 5  # a given run time is kept
+
+
+def test_headless_locust_without_a_host_is_refused() -> None:
+    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "1", "-t", "2s",
+           "--only-summary", "--scenarios", "alpha"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT)
+    assert out.returncode != 0
+    assert "locustfile: no host to send load to: pass --host http://127.0.0.1:PORT" in out.stderr
+
+
+def test_the_web_ui_refuses_a_remote_host_typed_in_its_form(tiny_server: TinyServer) -> None:
+    """The real web UI: `locust -f` without --host, then POST /swarm as its form does, with 0.0.0.0 (this
+    machine's listeners, but not a loopback address): the run is refused and nothing reaches the server."""
+    import json
+    import signal
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from serving.local_ray import free_loopback_port
+
+    web_port = free_loopback_port()
+    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--web-host", "127.0.0.1",
+           "--web-port", str(web_port), "--scenarios", "alpha"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT
+    )
+    web = f"http://127.0.0.1:{web_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(web + "/", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the web UI did not come up"
+                time.sleep(0.2)
+        port = tiny_server.url.rsplit(":", 1)[1]
+        form = {"user_count": "2", "spawn_rate": "2", "host": f"http://0.0.0.0:{port}"}
+        answer = urllib.request.urlopen(
+            web + "/swarm", data=urllib.parse.urlencode(form).encode(), timeout=10
+        )
+        assert json.loads(answer.read())["success"] is True  # Locust accepts the form; the locustfile refuses
+        time.sleep(2)
+        state = json.loads(urllib.request.urlopen(web + "/stats/requests", timeout=10).read())
+        assert state["state"] == "stopped" and state["user_count"] == 0
+        assert tiny_server.counts.requests == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+    assert "locustfile: refusing to start the run: refusing to send load to '0.0.0.0'" in stderr

@@ -39,6 +39,72 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The key in the chart's own Secret: apiKey.value; else (generate) the key that Secret already holds in the
+cluster (helm's `lookup`), else a new random one. Made once per render and kept in .Values.apiKey._rendered
+(a key the values schema refuses from users), so that secret-api-key.yaml and the pod templates' checksum,
+rendered from different files, see the same key. `lookup` needs the cluster: under `helm template`,
+`--dry-run` and GitOps tools that render with `helm template` (Argo CD) it returns
+nothing and every render makes a new key (see values.yaml, apiKey).
+*/}}
+{{- define "labelwise.apiKeyValue" -}}
+{{- if .Values.apiKey.value -}}
+{{- .Values.apiKey.value -}}
+{{- else -}}
+{{- if not (hasKey .Values.apiKey "_rendered") -}}
+{{- $key := "" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "labelwise.apiKeySecret" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data .Values.apiKey.key) -}}
+{{- $key = index $existing.data .Values.apiKey.key | b64dec -}}
+{{- else -}}
+{{- $key = randAlphaNum 40 -}}
+{{- end -}}
+{{- $_ := set .Values.apiKey "_rendered" $key -}}
+{{- end -}}
+{{- .Values.apiKey._rendered -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A fingerprint of the API key, put on every Ray pod template (annotation labelwise/api-key-checksum). Each
+Ray container reads LABELWISE_API_KEY once, when it starts: a new key in the Secret alone would reach only
+the pods started after it (old and new keys side by side: random 401s). With the fingerprint in
+rayClusterConfig, a new key changes the RayService's cluster spec and KubeRay (upgradeStrategy NewCluster)
+brings up a new Ray cluster with it and switches traffic once it serves. The chart's own Secret: sha256 of
+the key itself. An existingSecret, which the chart cannot read: sha256 of its name and key name, so bump
+apiKey.revision when you rotate the key inside it. apiKey.revision is part of the fingerprint in both cases.
+Empty when /v1 has no key.
+*/}}
+{{- define "labelwise.apiKeyChecksum" -}}
+{{- $revision := toString (.Values.apiKey.revision | default 0) -}}
+{{- if .Values.apiKey.existingSecret -}}
+{{- printf "existingSecret:%s/%s\nrevision:%s" .Values.apiKey.existingSecret .Values.apiKey.key $revision | sha256sum -}}
+{{- else if include "labelwise.apiKeySecret" . -}}
+{{- printf "key:%s\nrevision:%s" (include "labelwise.apiKeyValue" .) $revision | sha256sum -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when Ray may place a classifier replica on the head, the only Ray process that reads the model
+repository: the head offers CPUs (rayStartParams num-cpus unset or above 0), or replicas ask for none
+(serve.args.num_cpus 0, or a serve.deployments entry with ray_actor_options.num_cpus 0). Else (the default:
+num-cpus "0") the head gets no model repository: no volume, no rclone init container or sidecar.
+*/}}
+{{- define "labelwise.headHostsReplicas" -}}
+{{- $params := .Values.head.rayStartParams | default (dict) -}}
+{{- if or (not (hasKey $params "num-cpus")) (gt (float64 (index $params "num-cpus")) 0.0) -}}
+true
+{{- else if and (hasKey .Values.serve.args "num_cpus") (eq (float64 .Values.serve.args.num_cpus) 0.0) -}}
+true
+{{- else -}}
+{{- range .Values.serve.deployments }}
+{{- with .ray_actor_options }}
+{{- if and (hasKey . "num_cpus") (eq (float64 .num_cpus) 0.0) }}true{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
 {{/* Render-time checks of values that the schema cannot express. */}}
 {{- define "labelwise.checks" -}}
 {{- if hasKey .Values.serve.args "api_key" }}
@@ -58,6 +124,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if or (hasKey .Values.podLabels "app.kubernetes.io/name") (hasKey .Values.podLabels "app.kubernetes.io/instance") (hasKey .Values.podLabels "labelwise/ray-node") }}
 {{- fail "podLabels may not set app.kubernetes.io/name, app.kubernetes.io/instance or labelwise/ray-node: the chart sets them (selectors of the PDB, NetworkPolicy and monitors), and a second value would be a duplicate key" }}
+{{- end }}
+{{- if hasKey .Values.podAnnotations "labelwise/api-key-checksum" }}
+{{- fail "podAnnotations may not set labelwise/api-key-checksum: the chart sets it (the API key's fingerprint, which rolls the Ray cluster when the key changes); bump apiKey.revision to force a roll" }}
 {{- end }}
 {{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
 {{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
@@ -100,23 +169,29 @@ which has no helm binary, validates what this renders with Ray's ServeDeploySche
 {{- toYaml $config -}}
 {{- end -}}
 
-{{/* Volumes every Ray pod mounts. */}}
+{{/*
+Volumes of a Ray pod. Called with (dict "root" $ "models" <bool>): the model repository only in pods where
+replicas may run (every worker; the head when labelwise.headHostsReplicas says so).
+*/}}
 {{- define "labelwise.volumes" -}}
+{{- $root := .root -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
+    sizeLimit: {{ $root.Values.tmpSizeLimit }}
 - name: dshm
   emptyDir:
     medium: Memory
-    sizeLimit: {{ .Values.shmSizeLimit }}
+    sizeLimit: {{ $root.Values.shmSizeLimit }}
+{{- if .models }}
 - name: model-repository
-{{- if eq .Values.modelRepository.source "pvc" }}
+{{- if eq $root.Values.modelRepository.source "pvc" }}
   persistentVolumeClaim:
-    claimName: {{ include "labelwise.pvcName" . }}
+    claimName: {{ include "labelwise.pvcName" $root }}
     readOnly: true
 {{- else }}
   emptyDir:
-    sizeLimit: {{ .Values.modelRepository.objectStore.sizeLimit }}
+    sizeLimit: {{ $root.Values.modelRepository.objectStore.sizeLimit }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -125,9 +200,11 @@ which has no helm binary, validates what this renders with Ray's ServeDeploySche
   mountPath: /tmp
 - name: dshm
   mountPath: /dev/shm
+{{- if .models }}
 - name: model-repository
-  mountPath: {{ .Values.modelRepository.mountPath }}
+  mountPath: {{ .root.Values.modelRepository.mountPath }}
   readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "labelwise.env" -}}
@@ -172,12 +249,19 @@ which has no helm binary, validates what this renders with Ray's ServeDeploySche
   image: {{ $store.image }}
   imagePullPolicy: IfNotPresent
   {{- if .loop }}
+  # The shell is PID 1 of its container: without a handler it ignores SIGTERM and every pod deletion
+  # waits out terminationGracePeriodSeconds. sleep and rclone run in the background and the shell waits
+  # for them, so that the trap runs as soon as the signal arrives (a foreground child defers it).
   command: ["/bin/sh", "-c"]
   args:
     - |
+      child=
+      trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
       while true; do
-        sleep {{ $store.syncIntervalSeconds }}
-        rclone sync --checksum --exclude '.tmp-*/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} || echo "rclone sync failed; retrying in {{ $store.syncIntervalSeconds }} s"
+        sleep {{ $store.syncIntervalSeconds }} & child=$!
+        wait "$child"
+        rclone sync --checksum --exclude '.tmp-*/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} & child=$!
+        wait "$child" || echo "rclone sync failed; retrying in {{ $store.syncIntervalSeconds }} s"
       done
   {{- else }}
   args: ["sync", "--checksum", "--exclude", ".tmp-*/**", {{ $store.url | quote }}, {{ .root.Values.modelRepository.mountPath | quote }}]

@@ -6,6 +6,9 @@ command with `ray start`.
 {{- define "labelwise.podTemplate" -}}
 {{- $root := .root -}}
 {{- $group := .group -}}
+{{- /* The model repository: on every worker; on the head only when replicas may run there. */}}
+{{- $models := or (eq .kind "worker") (eq (include "labelwise.headHostsReplicas" $root) "true") -}}
+{{- $apiKeyChecksum := include "labelwise.apiKeyChecksum" $root -}}
 metadata:
   labels:
     {{- include "labelwise.selectorLabels" $root | nindent 4 }}
@@ -13,11 +16,18 @@ metadata:
     {{- with $root.Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $root.Values.podAnnotations }}
+  {{- if or $apiKeyChecksum $root.Values.podAnnotations }}
   # No hash of the Serve config here on purpose: KubeRay applies serveConfigV2 changes in place,
-  # while any change to the pod template rebuilds the whole Ray cluster.
+  # while any change to the pod template rebuilds the whole Ray cluster. The API key's fingerprint is
+  # here for that very reason: containers read LABELWISE_API_KEY only when they start, so a new key
+  # must bring up a new cluster (see labelwise.apiKeyChecksum).
   annotations:
+    {{- with $apiKeyChecksum }}
+    labelwise/api-key-checksum: {{ . | quote }}
+    {{- end }}
+    {{- with $root.Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
 spec:
   {{- with $root.Values.serviceAccount.name }}
@@ -30,7 +40,7 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
-  {{- if eq $root.Values.modelRepository.source "objectStore" }}
+  {{- if and $models (eq $root.Values.modelRepository.source "objectStore") }}
   initContainers:
     {{- include "labelwise.syncContainer" (dict "root" $root "name" "model-sync-init" "loop" false) | nindent 4 }}
   {{- end }}
@@ -47,7 +57,7 @@ spec:
       securityContext:
         {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
       volumeMounts:
-        {{- include "labelwise.volumeMounts" $root | nindent 8 }}
+        {{- include "labelwise.volumeMounts" (dict "root" $root "models" $models) | nindent 8 }}
       {{- if eq .kind "head" }}
       {{- with $group.readinessProbe }}
       readinessProbe:
@@ -94,11 +104,11 @@ spec:
       {{- end }}
       {{- end }}
       {{- end }}
-    {{- if and (eq $root.Values.modelRepository.source "objectStore") (gt (int $root.Values.modelRepository.objectStore.syncIntervalSeconds) 0) }}
+    {{- if and $models (eq $root.Values.modelRepository.source "objectStore") (gt (int $root.Values.modelRepository.objectStore.syncIntervalSeconds) 0) }}
     {{- include "labelwise.syncContainer" (dict "root" $root "name" "model-sync" "loop" true) | nindent 4 }}
     {{- end }}
   volumes:
-    {{- include "labelwise.volumes" $root | nindent 4 }}
+    {{- include "labelwise.volumes" (dict "root" $root "models" $models) | nindent 4 }}
   {{- with $group.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
