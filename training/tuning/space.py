@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 INT_PARAMS = frozenset({"batch_size", "lora_r", "lora_alpha"})
 LORA_PARAMS = frozenset({"lora_r", "lora_alpha", "lora_dropout"})
 # The frozen head trains up to its configured epochs on cached embeddings and keeps the best one: a search
-# over 1-3 epochs would only cut it short.
-FROZEN_SKIPS = frozenset({"num_train_epochs"})
+# over 1-3 epochs would only cut it short; and it has no warm-up (training/config.py FROZEN_UNUSED), so a
+# warmup_ratio dimension would search nothing.
+FROZEN_SKIPS = frozenset({"num_train_epochs", "warmup_ratio"})
 
 
 class ParamRange(BaseModel):

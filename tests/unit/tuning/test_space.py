@@ -56,6 +56,14 @@ def test_frozen_searches_no_epochs_its_head_keeps_the_best_of_many() -> None:
     assert "num_train_epochs" not in space.ranges("frozen") and "learning_rate" in space.ranges("frozen")
 
 
+def test_frozen_searches_no_warmup_its_head_has_none() -> None:
+    space = SearchSpace(
+        learning_rate={"low": 1e-4, "high": 1e-2, "log": True}, warmup_ratio={"low": 0, "high": 0.2}
+    )
+    assert "warmup_ratio" in space.ranges("full") and "warmup_ratio" in space.ranges("lora")
+    assert set(space.ranges("frozen")) == {"learning_rate"}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
