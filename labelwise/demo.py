@@ -142,11 +142,10 @@ def train_scenarios(repository: Path, epochs: float | None) -> dict[str, float |
     accuracy: dict[str, float | None] = {}
     for name, (labels, strategy) in DEMO_SCENARIOS.items():
         if "production" in (repo.aliases(name) if repo.scenario_path(name).is_dir() else {}):
-            version = repo.resolve(name)
-            try:
-                manifest = repo.verify(name, version)  # what serving will check: a damaged one is retrained
+            try:  # what serving will check: a damaged one (or an alias on a deleted one) is retrained
+                manifest = repo.verify(name, repo.resolve(name))
             except RepositoryError as exc:
-                _log(f"{name}: v{version} fails verification ({exc}); training a new version")
+                _log(f"{name}: production fails verification ({exc}); training a new version")
             else:
                 accuracy[name] = manifest.metrics.get("accuracy")
                 _log(

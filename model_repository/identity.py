@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .errors import ManifestError
+from .layout import NAME_PATTERN
 from .manifest import BaseModelRef
 
 # Folder names that say nothing about the model; the key takes the folder above them.
@@ -36,6 +37,8 @@ def weights_hash(folder: str | Path) -> str:
 
 # Features whose bases keep the historic key without a suffix (published repositories hold them).
 _UNSUFFIXED_FEATURES = {None, "first-token", "pooler"}
+# A key is a folder name (layout.NAME_PATTERN): at most this many characters.
+MAX_KEY_LENGTH = 64
 
 
 def base_key(
@@ -46,6 +49,8 @@ def base_key(
     features: what the base graph outputs (heads.FEATURES_OF_KIND). Mean pooling gets its own key,
     `<...>-mean`: a model's mean-pooling base and its first-token or pooler base are different graphs.
     (One model has either a first-token or a pooler head, never both, so those two keep the plain key.)
+    The name is cut at 48 characters, and shorter where the digest and the suffix would otherwise take the
+    key past 64 (MAX_KEY_LENGTH, a folder name's limit); ManifestError when it still does not fit.
     """
     parts = [p for p in re.split(r"[\\/]", ref.id) if p]
     name = next(
@@ -66,13 +71,24 @@ def base_key(
         raise ManifestError(
             f"base model {ref.id!r}: revision/content_hash {digest!r} has no usable characters"
         )
-    key = f"{name}-{cleaned[:12]}"
-    if features in _UNSUFFIXED_FEATURES:
-        return key
-    suffix = re.sub(r"[^a-z0-9]+", "-", str(features).lower()).strip("-")
-    if not suffix:
-        raise ManifestError(f"base model {ref.id!r}: features {features!r} has no usable characters")
-    return f"{key}-{suffix}"
+    tail = f"-{cleaned[:12]}"
+    if features not in _UNSUFFIXED_FEATURES:
+        suffix = re.sub(r"[^a-z0-9]+", "-", str(features).lower()).strip("-")
+        if not suffix:
+            raise ManifestError(f"base model {ref.id!r}: features {features!r} has no usable characters")
+        tail += f"-{suffix}"
+    # The name gives way to the digest and the suffix. Only a key that would not fit is cut shorter: every
+    # key that fits keeps its characters (a changed key would orphan the bases published under it).
+    room = MAX_KEY_LENGTH - len(tail)
+    if len(name) > room:
+        name = name[: max(room, 0)].rstrip("-") or "base"
+    key = f"{name}{tail}"
+    if len(key) > MAX_KEY_LENGTH or not re.fullmatch(NAME_PATTERN, key):
+        raise ManifestError(
+            f"base model {ref.id!r}: its base key {key!r} ({len(key)} characters) is not a folder name of "
+            f"at most {MAX_KEY_LENGTH} lowercase letters, digits, '-' or '_' (features {features!r})"
+        )
+    return key
 
 
 __all__ = ["base_key", "file_sha256", "weights_hash"]

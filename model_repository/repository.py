@@ -241,6 +241,16 @@ def serving_problem(manifest: Manifest) -> str | None:
     )
 
 
+def plain_base_folders(manifest: Manifest) -> list[str]:
+    """The `_bases/<key>/` folders whose plain base encoder serving reads for this version, and so what
+    verify checks with it: every folder its base_encoder names, except for a LoRA version, which runs its
+    own merged graph or (lora_mode shared) the multi-adapter graph, verified where it is opened, and keeps
+    loading while its plain base is missing or being rebuilt (docs/artifacts.md)."""
+    if manifest.base_encoder is None or manifest.strategy == "lora":
+        return []
+    return manifest.base_encoder.graph_folders()
+
+
 def check_base_identity(info: dict[str, Any], key: str, folder: str, what: str) -> None:
     """A base.json must name the folder it is read from, as a manifest names its version: a folder copied
     or restored from another base (another model's encoder) is refused, not served."""
@@ -340,16 +350,18 @@ def _check_manifest_paths(folder: Path, manifest: Manifest, what: str) -> None:
     _check_all_listed(folder, manifest.files, MANIFEST_FILE, what)
 
 
-def _check_files(folder: Path, files: dict[str, FileEntry], what: str) -> None:
+def _check_files(folder: Path, files: dict[str, FileEntry], listed_in: str, what: str) -> None:
+    """Every listed file is there, at its size and sha256; errors name listed_in, the file holding the
+    checksums (manifest.json of a version, base.json of a base folder)."""
     for rel, entry in files.items():
         path = folder / rel
         if not path.is_file():
-            raise IntegrityError(f"{what}: file {rel!r} listed in the manifest is missing")
+            raise IntegrityError(f"{what}: file {rel!r} listed in {listed_in} is missing")
         size = path.stat().st_size
         if size != entry.size_bytes:
-            raise IntegrityError(f"{what}: file {rel!r} is {size} bytes, manifest says {entry.size_bytes}")
+            raise IntegrityError(f"{what}: file {rel!r} is {size} bytes, {listed_in} says {entry.size_bytes}")
         if file_sha256(path) != entry.sha256:
-            raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in the manifest")
+            raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {listed_in}")
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
@@ -506,7 +518,8 @@ class ModelRepository:
         return sorted(p.stem for p in folder.glob("*.json") if _NAME.fullmatch(p.stem))
 
     def resolve(self, scenario: str, ref: str | int = "production") -> int:
-        """Turn an alias, 'latest' or a version number into a published version number."""
+        """Turn an alias, 'latest' or a version number into a published version number; an alias that names
+        a version not published (deleted, or torn) is VersionNotFoundError, as that number is."""
         versions = self.list_versions(scenario)
         if isinstance(ref, int) or (isinstance(ref, str) and is_number(ref)):
             version = int(ref)
@@ -522,6 +535,12 @@ class ModelRepository:
         if version is None:
             known = sorted(self.read_aliases(scenario))
             raise AliasNotFoundError(f"scenario {scenario!r} has no alias {ref!r} (aliases: {known})")
+        # An alias on a deleted version, or on a torn folder without its manifest: not listed, not resolved.
+        if version not in versions:
+            raise VersionNotFoundError(
+                f"scenario {scenario!r}: alias {ref!r} names v{version}, which is not published "
+                f"(published: {versions}); promote a published version to {ref!r}"
+            )
         return version
 
     def alias_version(self, scenario: str, alias: str) -> int | None:
@@ -579,8 +598,10 @@ class ModelRepository:
         """Re-hash every file of a version; raise naming the first file that does not match.
 
         First, UnsafePathError for a path that leaves the folder (`..`, absolute, a symlink out), a
-        graph or head without a checksum, or a file the manifest does not list. bases=False leaves out
-        the shared base encoder the version reads (a re-export verifies or rebuilds it itself).
+        graph or head without a checksum, or a file the manifest does not list. Then the plain base
+        encoder folders the version reads (plain_base_folders: none for a LoRA version, as the loader),
+        their errors prefixed `<scenario> v<version>: `. bases=False leaves those out (a re-export
+        verifies or rebuilds them itself).
         """
         manifest = self.load_manifest(scenario, version)
         folder = self.version_path(scenario, version)
@@ -595,10 +616,13 @@ class ModelRepository:
                 "a version is a folder of its own"
             )
         _check_manifest_paths(folder, manifest, what)
-        _check_files(folder, manifest.files, what)
-        if bases and manifest.base_encoder is not None:
-            for folder in manifest.base_encoder.graph_folders():
-                self.verify_base(manifest.base_encoder.key, folder)
+        _check_files(folder, manifest.files, MANIFEST_FILE, what)
+        for base_folder in plain_base_folders(manifest) if bases else ():
+            assert manifest.base_encoder is not None  # plain_base_folders names none without one
+            try:
+                self.verify_base(manifest.base_encoder.key, base_folder)
+            except RepositoryError as exc:  # said of the version promoted or verified, as its own errors are
+                raise type(exc)(f"{what}: {exc}") from exc
         return manifest
 
     # ---- publishing -----------------------------------------------------------------------
@@ -693,13 +717,19 @@ class ModelRepository:
         return parse_base_info(path.read_bytes(), f"base encoder {key!r} {precision}")
 
     def verify_base(self, key: str, precision: str) -> dict[str, Any]:
+        what = f"base {key} {precision}"
+        for path, kind in ((self.base_path(key), "base key"), (self.base_path(key, precision), "base")):
+            if path.is_symlink():  # its bytes live elsewhere and can change unseen, as a version folder's can
+                raise UnsafePathError(
+                    f"{what}: the {kind} folder {path} is a symlink (to {os.readlink(path)!r}); "
+                    "a base is a folder of its own"
+                )
         info = self.base_info(key, precision)
         if info.get("schema_version") != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"base encoder {key!r} {precision}: schema version {info.get('schema_version')!r}, "
                 f"this code reads {SCHEMA_VERSION}"
             )
-        what = f"base {key} {precision}"
         check_base_identity(info, key, precision, what)
         folder = self.base_path(key, precision)
         try:
@@ -709,7 +739,7 @@ class ModelRepository:
         _check_no_link_out(folder, what)
         _check_contained(folder, [(f"files key {rel!r}", rel) for rel in files], what)
         _check_all_listed(folder, files, BASE_INFO_FILE, what)
-        _check_files(folder, files, what)
+        _check_files(folder, files, BASE_INFO_FILE, what)
         return info
 
 

@@ -17,6 +17,7 @@ from model_repository import (
     AdapterMismatchError,
     GraphSpec,
     Manifest,
+    ManifestError,
     ModelRepository,
     NumpyHead,
     RepositoryError,
@@ -24,6 +25,7 @@ from model_repository import (
     layout,
 )
 from model_repository.multi_adapter import lora_rank, published_graphs
+from model_repository.repository import plain_base_folders
 
 from ..errors import ModelLoadError
 from .adapters import AdapterTable, MultiAdapterCache, SharedAdapterGraph, num_labels_of
@@ -125,7 +127,8 @@ class BaseEncoderCache:
     """Shared base encoders, one session per (key, folder) and graph checksum, opened once per replica.
 
     The folder is a precision (`int8`) or a variant of one (`all-int8`: see BaseEncoderRef.folders).
-    The graph's sha256 (from the base's `base.json`, verified before this is asked) is part of the key:
+    The graph's sha256, the one `verify_base` just checked (never a later read of `base.json`, which a
+    rebuild may have replaced meanwhile), is part of the key:
     a base exported again (docs/artifacts.md: move `_bases/<key>/int8` away and re-export) gets a new
     session for the versions loaded after it, while versions already serving keep the one they hold.
     The cache holds its sessions weakly: a base no loaded version holds any more (its scenarios removed,
@@ -135,8 +138,11 @@ class BaseEncoderCache:
     def __init__(self) -> None:
         self._graphs: dict[tuple[str, str], tuple[str, weakref.ref[OnnxGraph]]] = {}
 
-    def get(self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings) -> OnnxGraph:
-        sha = repo.base_info(key, folder)["files"][layout.ENCODER_FILE]["sha256"]  # verified already
+    def get(
+        self, repo: ModelRepository, key: str, folder: str, settings: EngineSettings, sha: str
+    ) -> OnnxGraph:
+        """The session of (key, folder) whose encoder has sha256 `sha` (verified by the caller), opened
+        if need be; as MultiAdapterCache keys its graphs on the checksum verify_base returned."""
         cached = self._graphs.get((key, folder))
         graph = cached[1]() if cached is not None and cached[0] == sha else None
         if graph is None:
@@ -162,11 +168,12 @@ def load_scenario(
     try:
         # A LoRA version runs its own graph or the multi-adapter one (verified where it is opened), never
         # the plain base encoder its manifest names: a base folder missing or being rebuilt must not
-        # refuse it, nor be hashed for it.
+        # refuse it, nor be hashed for it (plain_base_folders: the rule repo.verify applies, too).
         manifest = repo.verify(name, version, bases=False)
-        if manifest.strategy != "lora" and manifest.base_encoder is not None:
-            for base_folder in manifest.base_encoder.graph_folders():
-                repo.verify_base(manifest.base_encoder.key, base_folder)
+        # base folder -> its base.json as verified: the session cache is keyed on the encoder's checksum in
+        # it, never on a later read of base.json (a base rebuilt meanwhile would be opened unverified)
+        base = manifest.base_encoder
+        verified = {f: repo.verify_base(base.key, f) for f in plain_base_folders(manifest)} if base else {}
     except Exception as exc:
         raise ModelLoadError(f"{name} v{version} failed verification: {exc}") from exc
     folder = repo.version_path(name, version)
@@ -181,7 +188,7 @@ def load_scenario(
             loaded = LoadedScenario(name, version, manifest, tokenizer, precision="", tokenizer_sha=sha)
             _join_shared(repo, loaded, folder, settings, adapters or MultiAdapterCache())
         else:
-            loaded = _open_model(repo, manifest, folder, settings, bases, tokenizer)
+            loaded = _open_model(repo, manifest, folder, settings, bases, tokenizer, verified)
             loaded.tokenizer_sha = sha
             _warm_up(loaded)
     except ModelLoadError:
@@ -198,7 +205,10 @@ def _open_model(
     settings: EngineSettings,
     bases: BaseEncoderCache,
     tokenizer: TextTokenizer,
+    verified: dict[str, dict],
 ) -> LoadedScenario:
+    """The version's graph, or its head on the base encoder; `verified`: base folder -> the base.json
+    load_scenario's verify_base returned (the checksums it checked)."""
     common = {
         "name": manifest.scenario,
         "version": manifest.version,
@@ -210,7 +220,9 @@ def _open_model(
         for precision in settings.precisions:
             if precision in manifest.base_encoder.precisions:
                 base_folder = manifest.base_encoder.folder(precision)
-                graph = bases.get(repo, manifest.base_encoder.key, base_folder, settings)
+                key = manifest.base_encoder.key
+                sha = _encoder_sha(verified[base_folder], f"base {key} {base_folder}")
+                graph = bases.get(repo, key, base_folder, settings, sha)
                 with np.load(folder / manifest.head.path) as npz:
                     head = NumpyHead(manifest.head.kind, dict(npz))  # ManifestError names what is missing
                 return LoadedScenario(
@@ -235,6 +247,14 @@ def _open_model(
         f"{manifest.scenario} v{manifest.version}: no ONNX graph in precisions {settings.precisions} "
         f"(exports: {[e.precision for e in manifest.exports]})"
     )
+
+
+def _encoder_sha(info: dict, what: str) -> str:
+    """The encoder's sha256 in a base.json verify_base returned; ManifestError when it lists no encoder."""
+    entry = info.get("files", {}).get(layout.ENCODER_FILE)
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise ManifestError(f"{what}: {layout.BASE_INFO_FILE} lists no {layout.ENCODER_FILE}")
+    return entry["sha256"]
 
 
 def _join_shared(
