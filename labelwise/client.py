@@ -1,10 +1,12 @@
 """Python clients for the labelwise service: `LabelwiseClient` (sync) and `AsyncLabelwiseClient` (asyncio).
 
 Both split a list longer than the server's `max_texts_per_request` into chunks, send up to `concurrency`
-chunks at once and put the answers back in input order; they retry connect/read/write/pool errors and
+chunks of each call at once (over a pool of `max_connections` connections that every call of the
+client shares) and put the answers back in input order; they retry read/write/pool errors and
 429/502/503 answers with exponential backoff and full jitter, waiting at least the Retry-After the
-server sent. An error answer raises the `ClientError` subclass for its error code (labelwise.errors);
-no answer at all after every retry raises `ConnectionFailedError`. See docs/client.md.
+server sent, and a connection that cannot be made for `connect_retry_s` seconds (a server restarting).
+An error answer raises the `ClientError` subclass for its error code (labelwise.errors); no answer at all
+after every retry raises `ConnectionFailedError`. See docs/client.md.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import email.utils
 import random
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import (
     BadRequestError,
@@ -30,9 +33,11 @@ from .errors import (
     ClientError,
     ConnectionFailedError,
     InvalidApiKeyError,
+    InvalidTextError,
 )
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_TEXTS_PER_REQUEST",
     "MAX_TEXTS_HEADER",
     "AsyncLabelwiseClient",
@@ -56,6 +61,11 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_TEXTS_HEADER = "X-Labelwise-Max-Texts-Per-Request"
 # Transport failures worth another try: nothing, or not all of the answer, came back.
 _RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# Of those, the ones where no connection was made, so nothing was sent: a server restarting (a replica
+# replaced, a rollout) refuses connections for seconds; these are retried for a time, not a count.
+_CONNECT_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout)
+# Connections one client keeps at most, over every call and thread that shares it (httpx's default).
+DEFAULT_MAX_CONNECTIONS = 100
 _AT_MOST = re.compile(r"at most (\d+)")
 # A refusal that names one text (`texts.<i>`), in the field and in its message.
 _TEXT_FIELD = re.compile(r"texts\.(\d+)")
@@ -103,13 +113,28 @@ class ScenarioInfo(BaseModel):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When and how long to wait before trying a request again."""
+    """When and how long to wait before trying a request again.
+
+    Answers in `retry_statuses` and transport errors are retried up to `max_retries` times, except a
+    connection that cannot be made (refused, or not made within the connect timeout: nothing was sent):
+    that is retried for `connect_retry_s` seconds from the first such failure, each wait at most
+    `connect_max_wait_s`, so that a server being restarted is waited for. `connect_retry_s=None` counts
+    connect failures against `max_retries` like the others."""
 
     max_retries: int = 3
     backoff_s: float = 0.5  # the first retry waits up to this; each next one up to twice as long
     max_wait_s: float = 30.0  # cap on one wait, Retry-After included
     retry_statuses: frozenset[int] = frozenset({429, 502, 503})
     rng: random.Random = field(default_factory=random.Random, compare=False)
+    # Longer than a replica replacement (docs/serving.md: about 4.6 s) with room for a slow start.
+    connect_retry_s: float | None = 30.0
+    connect_max_wait_s: float = 2.0  # cap on one wait between connect attempts
+
+    def connect_wait_s(self, attempt: int) -> float:
+        """The wait after the `attempt`-th failed connect (0-based): full jitter over backoff_s *
+        2**attempt, never more than connect_max_wait_s (nor max_wait_s)."""
+        ceiling = min(self.backoff_s * 2 ** min(attempt, 30), self.connect_max_wait_s, self.max_wait_s)
+        return self.rng.uniform(0, ceiling)
 
     def wait_s(self, attempt: int, response: httpx.Response | None) -> float:
         """Retry-After when the answer carries one (plus up to 10% jitter), else full jitter over
@@ -231,13 +256,13 @@ def _merged_usage(answers: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _merge(answers: Sequence[dict[str, Any]], expected: int | None = None) -> ClassifyResult:
-    """One result from the chunks' answers, in order; per-text versions kept, usage added up. With
-    `expected`, the chunks must hold that many results: one missing would pair later texts with other
-    texts' labels."""
+    """One result from the chunks' answers (each checked by `_checked_answer`), in order; per-text
+    versions kept, usage added up. With `expected`, the chunks must hold that many results: one missing
+    would pair later texts with other texts' labels. A result of the wrong shape is a bad_answer."""
     got = sum(len(a["results"]) for a in answers)
     if expected is not None and got != expected:
         message = f"the answers to {len(answers)} chunks hold {got} results for {expected} texts"
-        raise ClientError(None, {"error": {"type": "bad_answer", "message": message}})
+        raise _bad_answer(message)
     first = dict(answers[0])
     first["results"] = [row for a in answers for row in a["results"]]
     first["truncated"] = [t for a in answers for t in a["truncated"]]
@@ -252,7 +277,19 @@ def _merge(answers: Sequence[dict[str, Any]], expected: int | None = None) -> Cl
             del first["usage"]
         else:
             first["usage"] = usage
-    return ClassifyResult.model_validate(first)
+    try:
+        return ClassifyResult.model_validate(first)
+    except ValidationError as exc:  # a JSON answer of the wrong shape: not this API's
+        raise _bad_answer(f"POST /v1/classify answered {_problems(exc)}") from None
+
+
+def _bad_answer(message: str, status: int | None = None) -> ClientError:
+    return ClientError(status, {"error": {"type": "bad_answer", "message": message}})
+
+
+def _problems(exc: ValidationError) -> str:
+    """A pydantic ValidationError as one line: `where: what` per error, joined by '; '."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the answer'}: {e['msg']}" for e in exc.errors())
 
 
 def _check_api_key(key: str) -> None:
@@ -270,21 +307,39 @@ def _check_api_key(key: str) -> None:
 
 
 def _sendable(texts: Sequence[str]) -> list[str]:
-    """texts as a list, refused here (ValueError naming the text) where no request could carry them: none
-    at all, or a string with a lone surrogate (it has no UTF-8 form, so the body could not be encoded)."""
+    """texts as a list, refused here (InvalidTextError, a ValueError, naming the text) where no request
+    could carry them: none at all, a value that is not a string (None, a number, a NaN from a missing
+    cell, bytes), or a string with a lone surrogate (it has no UTF-8 form: the body could not be
+    encoded). One string is refused too: as a sequence it would be sent one character a text."""
+    if isinstance(texts, str | bytes):
+        raise InvalidTextError(
+            f"texts is one {type(texts).__name__}, not a list of texts (it would be sent a character a "
+            "text): pass [text]"
+        )
     texts = list(texts)
     if not texts:
-        raise ValueError("texts is empty: give at least one text")
+        raise InvalidTextError("texts is empty: give at least one text")
     for i, text in enumerate(texts):
-        if isinstance(text, str):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(
-                    f"texts[{i}]: not valid Unicode (a lone surrogate at character {exc.start}): "
-                    "decode the text with errors='replace' or drop that character"
-                ) from None
+        if not isinstance(text, str):
+            raise InvalidTextError(f"texts[{i}]: expected a string, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidTextError(
+                f"texts[{i}]: not valid Unicode (a lone surrogate at character {exc.start}): "
+                "decode the text with errors='replace' or drop that character"
+            ) from None
     return texts
+
+
+@dataclass
+class _Tries:
+    """One request's retries so far: count-based ones (answers, transport errors after a connection
+    was made) and, apart, failed connects, timed from the first."""
+
+    retries: int = 0
+    connects: int = 0
+    connect_since: float | None = None  # time.monotonic() of the first failed connect
 
 
 def _parts(start: int, texts: list[str], size: int) -> list[_Part]:
@@ -306,9 +361,15 @@ class _Base:
         concurrency: int,
         max_texts_per_request: int | None,
         retry: RetryPolicy | None,
+        max_connections: int,
+        connect_retry_s: float | None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        if connect_retry_s is not None and connect_retry_s < 0:
+            raise ValueError(f"connect_retry_s must be 0 or more (or None), got {connect_retry_s}")
         if max_texts_per_request is not None and max_texts_per_request < 1:
             raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
         self.base_url = base_url.rstrip("/")
@@ -317,8 +378,13 @@ class _Base:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # A connection that cannot be made fails fast; an answer may take up to timeout_s.
         self.timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
-        self.retry = retry or RetryPolicy(max_retries, backoff_s, max_wait_s)
+        self.retry = retry or RetryPolicy(max_retries, backoff_s, max_wait_s, connect_retry_s=connect_retry_s)
+        # `concurrency` bounds one call's requests in flight; the connection pool is the whole client's,
+        # shared by every thread or task that calls it at once.
         self.concurrency = concurrency
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=min(max_connections, 20)
+        )
         self._limit = max_texts_per_request
         self._limit_given = max_texts_per_request is not None
         # The server's longest text in characters, from GET /v1/scenarios' `limits` (None: not told).
@@ -341,7 +407,7 @@ class _Base:
         if isinstance(chars, int) and not isinstance(chars, bool) and chars >= 1:
             self.max_chars_per_text = chars
 
-    def _outcome(self, response: httpx.Response, attempt: int) -> tuple[Any, float | None]:
+    def _outcome(self, response: httpx.Response, tries: _Tries) -> tuple[Any, float | None]:
         """(parsed JSON, None) on success; (None, seconds to wait) to retry; raises otherwise."""
         self._learn_limit(_limit_from_header(response))
         if response.status_code < 400:
@@ -349,17 +415,57 @@ class _Base:
                 return response.json(), None
             except ValueError as exc:  # a proxy's HTML page, say: not an answer of this API
                 raise _not_json(response, exc) from None
-        if response.status_code in self.retry.retry_statuses and attempt < self.retry.max_retries:
-            return None, self.retry.wait_s(attempt, response)
+        if response.status_code in self.retry.retry_statuses and tries.retries < self.retry.max_retries:
+            tries.retries += 1
+            return None, self.retry.wait_s(tries.retries - 1, response)
         raise _error_of(response)
 
-    def _transport_wait(self, exc: httpx.HTTPError, method: str, path: str, attempt: int) -> float:
-        if attempt >= self.retry.max_retries:
+    def _transport_wait(self, exc: httpx.HTTPError, method: str, path: str, tries: _Tries) -> float:
+        """The wait before trying again after a transport error, or ConnectionFailedError. A connect that
+        failed (nothing sent) is tried again until connect_retry_s have passed since the first one, the
+        last wait cut to end there; other errors count against max_retries."""
+        budget = self.retry.connect_retry_s
+        if isinstance(exc, _CONNECT_EXCEPTIONS) and budget is not None:
+            now = time.monotonic()
+            if tries.connect_since is None:
+                tries.connect_since = now
+            spent = now - tries.connect_since
+            if spent >= budget:
+                attempts = tries.retries + tries.connects + 1
+                raise ConnectionFailedError(
+                    f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
+                    f"(after {attempts} attempts over {spent:.1f} s; connect_retry_s is {budget:g})"
+                ) from exc
+            tries.connects += 1
+            return min(self.retry.connect_wait_s(tries.connects - 1), budget - spent)
+        if tries.retries >= self.retry.max_retries:
             raise ConnectionFailedError(
                 f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
-                f"(after {attempt + 1} attempts)"
+                f"(after {tries.retries + tries.connects + 1} attempts)"
             ) from exc
-        return self.retry.wait_s(attempt, None)
+        tries.retries += 1
+        return self.retry.wait_s(tries.retries - 1, None)
+
+    def _scenarios_of(self, body: Any) -> list[ScenarioInfo]:
+        """The scenarios a GET /v1/scenarios answer lists, its text limits learned; bad_answer (and
+        nothing learned) when it is not this API's answer."""
+        listed = body.get("scenarios") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            if not isinstance(body, dict):
+                why = f"its answer is a JSON {type(body).__name__}, not an object"
+            elif "scenarios" not in body:
+                why = f"KeyError: 'scenarios' (its answer has no `scenarios` list: {str(body)[:80]!r})"
+            else:
+                why = f"its `scenarios` is a JSON {type(listed).__name__}, not a list"
+            raise _bad_answer(f"GET {self.base_url}/v1/scenarios did not answer as a labelwise server: {why}")
+        try:
+            scenarios = [ScenarioInfo.model_validate(s) for s in listed]
+        except ValidationError as exc:
+            raise _bad_answer(
+                f"GET {self.base_url}/v1/scenarios did not answer as a labelwise server: {_problems(exc)}"
+            ) from None
+        self._learn_limits(body)
+        return scenarios
 
     def _classify_body(
         self, scenario: str, texts: list[str], top_k: int | None, truncate: bool, extra: dict[str, Any]
@@ -369,20 +475,26 @@ class _Base:
     @staticmethod
     def _checked_answer(answer: Any, sent: int, start: int) -> dict[str, Any]:
         """The answer to a chunk of `sent` texts from `start` of the caller's list, checked to hold one
-        result (and one `truncated` flag) per text: a short or long answer would shift every later text
-        onto another's result. ClientError otherwise."""
+        result (and one `truncated` flag) per text, and its `version`: a short or long answer would shift
+        every later text onto another's result. ClientError (bad_answer) otherwise."""
         results = answer.get("results") if isinstance(answer, dict) else None
         truncated = answer.get("truncated") if isinstance(answer, dict) else None
+        version = answer.get("version") if isinstance(answer, dict) else None
         if isinstance(results, list) and len(results) == sent:
-            if not isinstance(truncated, list) or len(truncated) == sent:
-                return answer  # a missing `truncated` is left to ClassifyResult's own check
-            got = f"{len(truncated)} `truncated` flags"
+            if not isinstance(truncated, list):
+                got = "no `truncated` list"
+            elif len(truncated) != sent:
+                got = f"{len(truncated)} `truncated` flags"
+            elif not isinstance(version, int) or isinstance(version, bool):
+                got = "no integer `version`"
+            else:
+                return answer
         elif isinstance(results, list):
             got = f"{len(results)} results"
         else:
             got = "no `results` list" if isinstance(answer, dict) else f"a JSON {type(answer).__name__}"
         message = f"POST /v1/classify answered {got} for {sent} texts (texts {start} to {start + sent - 1})"
-        raise ClientError(None, {"error": {"type": "bad_answer", "message": message}})
+        raise _bad_answer(message)
 
     @staticmethod
     def _raise_for_chunk(error: ClientError, sent: int, start: int) -> NoReturn:
@@ -406,7 +518,11 @@ class _Base:
 
 
 class LabelwiseClient(_Base):
-    """Synchronous client; `classify` takes any number of texts. Thread-safe."""
+    """Synchronous client; `classify` takes any number of texts. Thread-safe: threads may share one
+    client, each call sending up to `concurrency` requests at once, all of them together up to
+    `max_connections`. A connection refused is tried again for `connect_retry_s` seconds (None: counted
+    against `max_retries` like other errors); both that and the retry settings are replaced by `retry`
+    when it is given."""
 
     def __init__(
         self,
@@ -420,6 +536,8 @@ class LabelwiseClient(_Base):
         max_texts_per_request: int | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_retry_s: float | None = 30.0,
     ) -> None:
         super().__init__(
             base_url,
@@ -431,13 +549,14 @@ class LabelwiseClient(_Base):
             concurrency,
             max_texts_per_request,
             retry,
+            max_connections,
+            connect_retry_s,
         )
-        limits = httpx.Limits(max_connections=max(concurrency, 1) + 1)
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout,
             headers=self.headers,
-            limits=limits,
+            limits=self.limits,
             transport=transport,
         )
         self._discovered = self._limit_given
@@ -468,25 +587,23 @@ class LabelwiseClient(_Base):
 
     def _request(self, method: str, path: str, stop: threading.Event, **kwargs: Any) -> Any:
         """request(), its waits between retries cut short once `stop` (its classify call's) is set."""
-        attempt = 0
+        tries = _Tries()
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except _RETRY_EXCEPTIONS as exc:
-                self._wait_unless_stopped(stop, self._transport_wait(exc, method, path, attempt))
+                self._wait_unless_stopped(stop, self._transport_wait(exc, method, path, tries))
             else:
-                body, wait = self._outcome(response, attempt)
+                body, wait = self._outcome(response, tries)
                 if wait is None:
                     return body
                 self._wait_unless_stopped(stop, wait)
-            attempt += 1
 
     def scenarios(self) -> list[ScenarioInfo]:
         """GET /v1/scenarios: what the server serves (it also tells the client its text limit)."""
-        body = self.request("GET", "/v1/scenarios")
-        self._learn_limits(body)
-        self._discovered = True
-        return [ScenarioInfo.model_validate(s) for s in body["scenarios"]]
+        scenarios = self._scenarios_of(self.request("GET", "/v1/scenarios"))
+        self._discovered = True  # only once the answer is this API's: a bad_answer is raised each time
+        return scenarios
 
     def _discover(self) -> None:
         with self._discover_lock:
@@ -615,7 +732,7 @@ class LabelwiseClient(_Base):
 
 
 class AsyncLabelwiseClient(_Base):
-    """asyncio client with the same behaviour as LabelwiseClient; use `async with`."""
+    """asyncio client with the same behaviour (and arguments) as LabelwiseClient; use `async with`."""
 
     def __init__(
         self,
@@ -629,6 +746,8 @@ class AsyncLabelwiseClient(_Base):
         max_texts_per_request: int | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_retry_s: float | None = 30.0,
     ) -> None:
         super().__init__(
             base_url,
@@ -640,13 +759,14 @@ class AsyncLabelwiseClient(_Base):
             concurrency,
             max_texts_per_request,
             retry,
+            max_connections,
+            connect_retry_s,
         )
-        limits = httpx.Limits(max_connections=max(concurrency, 1) + 1)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=self.timeout,
             headers=self.headers,
-            limits=limits,
+            limits=self.limits,
             transport=transport,
         )
         self._discovered = self._limit_given
@@ -664,25 +784,23 @@ class AsyncLabelwiseClient(_Base):
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call with retries; the answer's JSON, or the ClientError subclass for its error."""
-        attempt = 0
+        tries = _Tries()
         while True:
             try:
                 response = await self._http.request(method, path, **kwargs)
             except _RETRY_EXCEPTIONS as exc:
-                await self._sleep(self._transport_wait(exc, method, path, attempt))
+                await self._sleep(self._transport_wait(exc, method, path, tries))
             else:
-                body, wait = self._outcome(response, attempt)
+                body, wait = self._outcome(response, tries)
                 if wait is None:
                     return body
                 await self._sleep(wait)
-            attempt += 1
 
     async def scenarios(self) -> list[ScenarioInfo]:
         """GET /v1/scenarios: what the server serves (it also tells the client its text limit)."""
-        body = await self.request("GET", "/v1/scenarios")
-        self._learn_limits(body)
-        self._discovered = True
-        return [ScenarioInfo.model_validate(s) for s in body["scenarios"]]
+        scenarios = self._scenarios_of(await self.request("GET", "/v1/scenarios"))
+        self._discovered = True  # only once the answer is this API's: a bad_answer is raised each time
+        return scenarios
 
     async def _discover(self) -> None:
         async with self._discover_lock:

@@ -23,6 +23,17 @@ from serving.errors import ServingError
 from training.errors import ExportError, TrainingError, TuningError
 
 
+def _detail(body: Any) -> dict[str, Any]:
+    """The `error` object of an error answer. A gateway or proxy in front of the service may send
+    `{"error": "invalid token"}` or `{"error": null}`: a value that is not an object is taken as its
+    message (null as none), so that the answer still maps by its status (a 401 stays an
+    AuthenticationError)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error
+    return {} if error is None else {"message": str(error)}
+
+
 class ClientError(LabelwiseError):
     """The service answered with an error (or could not be reached); `status`, `type`, `field` and
     `body` come from its answer. Each error code the service sends has its own subclass
@@ -31,10 +42,11 @@ class ClientError(LabelwiseError):
     code: str | None = None  # the service's error type this subclass stands for
 
     def __init__(self, status: int | None, body: dict[str, Any]) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
+        error = _detail(body)
         self.status = status
         self.body = body
-        self.type = error.get("type", self.code or "http_error")
+        kind = error.get("type")
+        self.type = kind if isinstance(kind, str) and kind else self.code or "http_error"
         self.field = error.get("field")
         head = f"{status} {self.type}" if status is not None else self.type
         super().__init__(f"{head}: {error.get('message', body)}")
@@ -42,7 +54,7 @@ class ClientError(LabelwiseError):
     @staticmethod
     def for_answer(status: int, body: dict[str, Any]) -> ClientError:
         """The subclass for the answer's error type, else one for its status, else ClientError."""
-        error = body.get("error", {}) if isinstance(body, dict) else {}
+        error = _detail(body)
         kind = _ERROR_BY_CODE.get(str(error.get("type"))) or _ERROR_BY_STATUS.get(status, ClientError)
         return kind(status, body)
 
@@ -150,6 +162,18 @@ class InvalidApiKeyError(ClientError, ValueError):
         super().__init__(None, {"error": {"type": self.code, "message": message}})
 
 
+class InvalidTextError(ClientError, ValueError):
+    """A text given to `classify` that no request could carry (not a string: None, a number, NaN, bytes;
+    or a string with a lone surrogate, which has no UTF-8 form), or no texts at all; raised before any
+    request (`status` None), naming the text by its index in the caller's list (`texts[3]`)."""
+
+    code = "invalid_text"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, {"error": {"type": self.code, "message": message}})
+
+
 class ConnectionFailedError(ClientError, ConnectionError):
     """No answer at all: connect, read, write or pool errors outlasted every retry (`status` is None)."""
 
@@ -230,6 +254,7 @@ __all__ = [
     "InputRowError",
     "InternalServerError",
     "InvalidApiKeyError",
+    "InvalidTextError",
     "LabelwiseError",
     "LoadTestError",
     "MethodNotAllowedError",

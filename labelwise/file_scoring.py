@@ -83,7 +83,9 @@ def file_format(path: Path, what: str) -> str:
 
 # ---- input ---------------------------------------------------------------------------------------
 class _Lines:
-    """A binary file's lines decoded as UTF-8 one by one, so that a bad byte is named by its line."""
+    """A binary file's lines decoded as UTF-8 one by one, so that a bad byte is named by its line; a
+    byte order mark at the start of the file is dropped here, before a parser sees the line (a CSV
+    header's quoted first field, `\ufeff"text"`, would otherwise not be read as quoted)."""
 
     def __init__(self, fh: BinaryIO, path: Path) -> None:
         self._fh = fh
@@ -95,7 +97,7 @@ class _Lines:
         for raw in self._fh:
             self.line += 1
             try:
-                yield raw.decode("utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 bad = raw[exc.start : exc.end].hex(" ")
                 raise InputRowError(
@@ -104,6 +106,7 @@ class _Lines:
                     self.line,
                     f"invalid UTF-8 (byte {bad} at column {exc.start + 1})",
                 ) from None
+            yield line.removeprefix("\ufeff") if self.line == 1 else line
 
 
 # Each reader yields this once its file-level checks pass, so that read_texts can run them eagerly.
@@ -144,7 +147,6 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             raise UsageError(f"{path}: the header (line 1): {_csv_problem(exc, 1)}") from None
         if not header:
             raise UsageError(f"{path}: empty file; expected a header row naming a {column!r} column")
-        header[0] = header[0].removeprefix("\ufeff")
         if column not in header:
             raise UsageError(
                 f"{path}: no {column!r} column in the header (line 1: {', '.join(header)}); "
@@ -171,6 +173,15 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             yield text
 
 
+def _lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate in text (it has no UTF-8 form), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
@@ -178,8 +189,6 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
         blank: tuple[int, int] | None = None  # empty lines at the end are the end of the file
         for line in lines:
             row = lines.rows_done + 1
-            if lines.line == 1:
-                line = line.removeprefix("\ufeff")  # a BOM, as a CSV input may start with
             if not line.strip():
                 blank = blank or (row, lines.line)
                 continue
@@ -203,6 +212,16 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
                 raise InputRowError(
                     path, row, lines.line, f"{column!r} is not a non-empty string: {text!r:.60}"
                 )
+            # JSON escapes may spell half a surrogate pair ("\ud800"): a string with no UTF-8 form, that
+            # no request could carry.
+            if (at := _lone_surrogate(text)) is not None:
+                raise InputRowError(
+                    path,
+                    row,
+                    lines.line,
+                    f"{column!r} holds a lone surrogate ({text[at]!r} at character {at + 1}): not valid "
+                    "Unicode (half of an escaped pair, \\uD800-\\uDFFF, without the other half)",
+                )
             lines.rows_done = row
             yield text
 
@@ -220,13 +239,19 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
     if column not in names:
         raise UsageError(f"{path}: no {column!r} column (columns: {', '.join(names)}); see --text-column")
     kind = source.schema_arrow.field(column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)):
+    # pandas writes a Categorical column as a dictionary of strings; its values are the texts.
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind
+    text_types = ("string", "large_string", "binary", "large_binary", "string_view", "binary_view")
+    if not any(getattr(pa.types, f"is_{name}", lambda _t: False)(values) for name in text_types):
         raise UsageError(f"{path}: column {column!r} holds {kind}, not text")
     yield _READY
     row = 0
     for batch in source.iter_batches(columns=[column], batch_size=4096):
+        texts = batch.column(0)
+        if pa.types.is_dictionary(texts.type):
+            texts = texts.dictionary_decode()
         # As bytes: Arrow does not check UTF-8 when reading, so each value is decoded here, by row.
-        for value in batch.column(0).cast(pa.binary()).to_pylist():
+        for value in texts.cast(pa.binary()).to_pylist():
             row += 1
             if value is None:
                 raise InputRowError(path, row, None, f"null in column {column!r}")
@@ -515,7 +540,8 @@ def check_url(url: str) -> str:
 
 
 class HttpScorer:
-    """Scores through a running labelwise server with the Python client (chunks, concurrency, retries)."""
+    """Scores through a running labelwise server with the Python client (chunks, concurrency, retries).
+    A server that refuses connections (being restarted) is tried again for `retry_for` seconds."""
 
     def __init__(
         self,
@@ -524,12 +550,19 @@ class HttpScorer:
         api_key: str | None = None,
         concurrency: int = 4,
         timeout_s: float = 60.0,
+        retry_for: float = 30.0,
     ) -> None:
         from .client import LabelwiseClient
 
+        if not retry_for >= 0:  # NaN included
+            raise UsageError(f"--retry-for must be 0 seconds or more, got {retry_for:g}")
         self.scenario = scenario
         self._client = LabelwiseClient(
-            check_url(url), api_key=api_key, timeout_s=timeout_s, concurrency=concurrency
+            check_url(url),
+            api_key=api_key,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+            connect_retry_s=retry_for,
         )
 
     def _bad_answer(self, why: str) -> ClientError:
@@ -555,6 +588,8 @@ class HttpScorer:
             raise ScoringError(
                 f"scenario {self.scenario!r} is not served at {self._client.base_url} ({exc})"
             ) from None
+        except ClientError:  # the server's answer, or the client's own refusal of a text: as it is
+            raise
         except ValidationError as exc:  # a JSON answer of the wrong shape
             raise self._bad_answer(settings_problem(exc)) from None
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:  # not JSON, no fields

@@ -27,13 +27,13 @@ _IN_PROCESS_ONLY = {
     ),
     "threads": ("--threads", "the server's replicas set their own ONNX Runtime threads"),
 }
-_WITH_URL_ONLY = {"api_key": "--api-key", "concurrency": "--concurrency"}
+_WITH_URL_ONLY = {"api_key": "--api-key", "concurrency": "--concurrency", "retry_for": "--retry-for"}
 
 
 def refuse_ignored_flags(ctx: typer.Context, url: str | None) -> None:
     """Refuse (UsageError, exit 2) an option the user typed that the chosen mode would ignore: an
-    in-process option (--repository, --version, --threads) with --url or LABELWISE_URL, --api-key or
-    --concurrency without a URL. Values from environment variables (LABELWISE_REPOSITORY,
+    in-process option (--repository, --version, --threads) with --url or LABELWISE_URL, --api-key,
+    --concurrency or --retry-for without a URL. Values from environment variables (LABELWISE_REPOSITORY,
     LABELWISE_API_KEY), exported for other commands as well, are never refused."""
     if url is not None:
         given = [flag_why for name, flag_why in _IN_PROCESS_ONLY.items() if given_on_command_line(ctx, name)]
@@ -109,6 +109,14 @@ def classify_command(
     concurrency: int = typer.Option(
         4, "--concurrency", help="With --url: requests in flight at once (refused without it)."
     ),
+    retry_for: float | None = typer.Option(
+        None,
+        "--retry-for",
+        metavar="SECONDS",
+        help="With --url: how long to keep trying a server that refuses connections (one being "
+        "restarted) before failing; 0 fails at the first refusal. Default 30 (refused without --url).",
+        show_default=False,
+    ),
     batch_rows: int = typer.Option(512, "--batch-rows", help="Rows scored (and written) per step."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --output instead of resuming it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
@@ -134,12 +142,16 @@ def classify_command(
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
     if threads < 0:
         raise UsageError(f"--threads must be 0 (one thread) or more, got {threads}")
+    if retry_for is not None and not retry_for >= 0:  # NaN included
+        raise UsageError(f"--retry-for must be 0 seconds or more, got {retry_for:g}")
     if url is not None:
         url = check_url(url)
     if url is not None:
+        # --retry-for only when given: HttpScorer's default is the client's (30 s)
+        retrying = {"retry_for": retry_for} if retry_for is not None else {}
 
         def make_scorer() -> HttpScorer:
-            return HttpScorer(url, scenario, api_key=api_key, concurrency=concurrency)
+            return HttpScorer(url, scenario, api_key=api_key, concurrency=concurrency, **retrying)
 
     else:
 

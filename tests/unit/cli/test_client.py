@@ -258,7 +258,9 @@ def _closed_port() -> int:
 
 def test_connection_refused_is_retried_then_raises_connection_failed() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
-    with LabelwiseClient(url, retry=_fast(max_retries=2)) as client:
+    # connect_retry_s=None: connect failures counted as other errors are (the default retries them for
+    # 30 s; tests/unit/cli/test_client_review_mends.py times that)
+    with LabelwiseClient(url, retry=_fast(max_retries=2, connect_retry_s=None)) as client:
         waits: list[float] = []
         client._sleep = waits.append
         with pytest.raises(
@@ -322,7 +324,7 @@ def test_the_async_client_retries_as_the_sync_one(service: tuple[FakeService, st
 
     async def unreachable() -> None:
         async with AsyncLabelwiseClient(
-            f"http://127.0.0.1:{_closed_port()}", retry=_fast(max_retries=1)
+            f"http://127.0.0.1:{_closed_port()}", retry=_fast(max_retries=1, connect_retry_s=None)
         ) as client:
             await client.classify("len", ["a"])
 

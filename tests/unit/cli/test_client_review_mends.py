@@ -1,0 +1,477 @@
+"""Client and `labelwise classify` mends found in review, against real HTTP servers on 127.0.0.1: a
+gateway's error body whose `error` is a string still maps by status; a 200 answer of the wrong shape is a
+bad_answer (and a failed discovery is not taken as done); a JSONL text with a lone surrogate is a named
+bad row; a CSV with a BOM before a quoted header is read; a text that is not a string is refused by its
+index; one client shared by many threads is not capped at its per-call concurrency; a server that
+refuses connections while it restarts is waited for (for a time, not a count)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labelwise.cli import app
+from labelwise.client import AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
+from labelwise.errors import (
+    AuthenticationError,
+    ClientError,
+    ConnectionFailedError,
+    InputRowError,
+    InternalServerError,
+    InvalidTextError,
+)
+from labelwise.file_scoring import HttpScorer, read_texts, score_file
+
+# (method, path, JSON body or None) -> (status, JSON-able answer)
+Reply = Callable[[str, str, Any], tuple[int, Any]]
+
+
+def _labels(body: dict[str, Any]) -> tuple[int, Any]:
+    n = len(body["texts"])
+    rows = [[{"label": "x", "score": 0.9}]] * n
+    return 200, {"scenario": body["scenario"], "version": 1, "results": rows, "truncated": [False] * n}
+
+
+def _scenarios() -> tuple[int, Any]:
+    return 200, {"scenarios": [{"name": "s", "version": 1}], "limits": {"max_texts_per_request": 64}}
+
+
+def _normal(method: str, path: str, body: Any) -> tuple[int, Any]:
+    return _scenarios() if method == "GET" else _labels(body)
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connect at once (socketserver's default backlog is 5)
+    daemon_threads = True
+
+
+def _handler(reply: Reply, seen: list[tuple[str, str, Any]]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, method: str, body: Any) -> None:
+            seen.append((method, self.path, body))
+            status, answer = reply(method, self.path, body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer("GET", None)
+
+        def do_POST(self) -> None:
+            self._answer("POST", json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextlib.contextmanager
+def _serve(reply: Reply, port: int = 0, after_s: float = 0.0) -> Iterator[tuple[str, list]]:
+    """A server on 127.0.0.1 answering with `reply`; with `after_s`, it starts listening on `port` only
+    that long after the block starts (a server being restarted). Yields its URL and the requests seen."""
+    seen: list[tuple[str, str, Any]] = []
+    started: list[_Server] = []
+
+    def start() -> None:
+        server = _Server(("127.0.0.1", port), _handler(reply, seen))
+        started.append(server)
+        server.serve_forever()
+
+    if after_s:
+        timer = threading.Timer(after_s, start)
+        timer.start()
+        url = f"http://127.0.0.1:{port}"
+    else:
+        threading.Thread(target=start, daemon=True).start()
+        while not started:
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{started[0].server_address[1]}"
+    try:
+        yield url, seen
+    finally:
+        if after_s:
+            timer.cancel()
+        for server in started:
+            server.shutdown()
+            server.server_close()
+        if after_s:
+            timer.join(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(app, ["classify", "-s", "s", "--no-progress", *args])
+
+
+def _posts(seen: list[tuple[str, str, Any]]) -> list[list[str]]:
+    return [body["texts"] for method, _, body in seen if method == "POST"]
+
+
+def _classify(kind: str, client_args: dict[str, Any], texts: list[Any]) -> Any:
+    if kind == "sync":
+        with LabelwiseClient(**client_args) as client:
+            return client.classify("s", texts)
+
+    async def run() -> Any:
+        async with AsyncLabelwiseClient(**client_args) as client:
+            return await client.classify("s", texts)
+
+    return asyncio.run(run())
+
+
+# ---- 1: an `error` that is not an object maps by status -------------------------------------------------
+@pytest.mark.parametrize(
+    ("status", "answer", "kind", "message", "exit_code"),
+    [
+        (401, {"error": "invalid token"}, AuthenticationError, "401 unauthorized: invalid token", 2),
+        (500, {"error": "upstream connect error"}, InternalServerError, "upstream connect error", 1),
+        (500, {"error": None}, InternalServerError, "500 internal_error", 1),
+    ],
+)
+def test_a_gateway_error_body_whose_error_is_not_an_object_maps_by_status(
+    tmp_path: Path, status: int, answer: Any, kind: type, message: str, exit_code: int
+) -> None:
+    """A gateway in front of the service answers `{"error": "invalid token"}`: it was an AttributeError
+    (and, through `labelwise classify --url`, a bad_answer with exit 1)."""
+    with _serve(lambda m, p, b: (status, answer)) as (url, _):
+        for client_kind in ("sync", "async"):
+            with pytest.raises(kind, match=message) as caught:
+                _classify(client_kind, {"base_url": url, "api_key": "k", "max_retries": 0}, ["a"])
+            assert caught.value.status == status and caught.value.exit_code == exit_code
+        source = tmp_path / "in.jsonl"
+        source.write_text('{"text": "a"}\n')
+        out = tmp_path / "out.jsonl"
+        with pytest.raises(kind, match=message):
+            score_file(source, out, "s", lambda: HttpScorer(url, "s", api_key="k"))
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--api-key", "k")
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+# ---- 2: a 200 answer of the wrong shape is a bad_answer ---------------------------------------------------
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_scenarios_answer_without_scenarios_is_a_bad_answer_on_every_call(kind: str) -> None:
+    """The first call raised KeyError 'scenarios' and the second went on: discovery was marked done
+    before the answer was checked."""
+
+    def reply(method: str, path: str, body: Any) -> tuple[int, Any]:
+        return (200, {"status": "ok"}) if method == "GET" else _labels(body)
+
+    with _serve(reply) as (url, seen):
+
+        def twice() -> list[ClientError]:
+            errors = []
+            if kind == "sync":
+                with LabelwiseClient(url) as client:
+                    for _ in range(2):
+                        with pytest.raises(ClientError) as caught:
+                            client.classify("s", ["a"])
+                        errors.append(caught.value)
+                return errors
+
+            async def run() -> list[ClientError]:
+                async with AsyncLabelwiseClient(url) as client:
+                    for _ in range(2):
+                        with pytest.raises(ClientError) as caught:
+                            await client.classify("s", ["a"])
+                        errors.append(caught.value)
+                return errors
+
+            return asyncio.run(run())
+
+        errors = twice()
+    assert [e.type for e in errors] == ["bad_answer", "bad_answer"]
+    assert all("/v1/scenarios did not answer as a labelwise server" in str(e) for e in errors)
+    assert _posts(seen) == []  # never classified on an answer that is not this API's
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("drop", "message"), [("truncated", "no `truncated` list"), ("version", "no integer `version`")]
+)
+def test_a_classify_answer_without_truncated_or_version_is_a_bad_answer(
+    kind: str, drop: str, message: str
+) -> None:
+    """It escaped as a bare KeyError from merging the chunks."""
+
+    def reply(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET":
+            return _scenarios()
+        status, answer = _labels(body)
+        del answer[drop]
+        return status, answer
+
+    with _serve(reply) as (url, _), pytest.raises(ClientError, match=message) as caught:
+        _classify(kind, {"base_url": url}, ["a", "b"])
+    assert caught.value.type == "bad_answer" and caught.value.exit_code == 1
+
+
+# ---- 3: a lone surrogate in a JSONL text --------------------------------------------------------------
+def test_a_jsonl_text_with_a_lone_surrogate_is_a_named_bad_row(tmp_path: Path) -> None:
+    """It reached the client, whose refusal HttpScorer turned into a bad_answer (exit 1) blaming the
+    server, naming a chunk index and writing nothing."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n{"text": "ok"}\n')
+    out = tmp_path / "out.jsonl"
+    with _serve(_normal) as (url, seen):
+        with pytest.raises(InputRowError) as caught:
+            score_file(source, out, "s", lambda: HttpScorer(url, "s"))
+        assert caught.value.exit_code == 2 and (caught.value.row, caught.value.line) == (2, 2)
+        assert "lone surrogate" in str(caught.value) and "the 1 row(s) before it are in" in str(caught.value)
+        assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0]
+        assert _posts(seen) == [["fine"]]
+        out.unlink()
+        result = _cli("-i", str(source), "-o", str(out), "--url", url)
+    assert result.exit_code == 2, result.output
+    assert "row 2 (line 2)" in result.output and "lone surrogate" in result.output
+
+
+def test_http_scorer_leaves_the_clients_own_refusal_of_a_text_as_it_is() -> None:
+    """The client's ValueError (a text no request can carry) is not the server's bad answer."""
+    with _serve(_normal) as (url, seen):
+        scorer = HttpScorer(url, "s")
+        try:
+            with pytest.raises(InvalidTextError, match=r"texts\[1\]: not valid Unicode") as caught:
+                scorer.score(["fine", "bad \ud800"])
+        finally:
+            scorer.close()
+    assert caught.value.type == "invalid_text" and caught.value.exit_code == 2
+    assert "did not answer as a labelwise server" not in str(caught.value)
+    assert _posts(seen) == []
+
+
+# ---- 4: a BOM before a quoted CSV header --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "column", "expected"),
+    [
+        ('\ufeff"id","text"\r\n"1","good"\r\n"2","bad"\r\n', "id", ["1", "2"]),  # pandas utf-8-sig, QUOTE_ALL
+        ('\ufeff"id","text"\r\n"1","good"\r\n"2","bad"\r\n', "text", ["good", "bad"]),
+        ('\ufeff"text"\nhello\n', "text", ["hello"]),  # PowerShell's Export-Csv
+        ("\ufefftext\nhello\n", "text", ["hello"]),  # unquoted, as before
+    ],
+)
+def test_a_csv_with_a_bom_before_a_quoted_header_finds_its_column(
+    tmp_path: Path, content: str, column: str, expected: list[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(content.encode())
+    assert list(read_texts(source, column)) == expected
+
+
+# ---- 5: a text that is not a string -------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("bad", "name"), [(math.nan, "float"), (b"bytes", "bytes"), (None, "NoneType"), (5, "int")]
+)
+def test_a_text_that_is_not_a_string_is_refused_by_its_index(kind: str, bad: Any, name: str) -> None:
+    """NaN and bytes gave httpx's own ValueError / TypeError naming no text (None and 5 the server's 422)."""
+    texts: list[Any] = ["ok"] * 100
+    texts[70] = bad
+    with _serve(_normal) as (url, seen), pytest.raises(ValueError) as caught:
+        _classify(kind, {"base_url": url}, texts)
+    assert isinstance(caught.value, InvalidTextError) and caught.value.exit_code == 2
+    assert f"texts[70]: expected a string, got {name}" in str(caught.value)
+    assert seen == []  # refused before any request
+
+
+# ---- 6: the connection pool is the client's, not one call's -------------------------------------------
+class _Peak:
+    """A server reply that takes 0.3 s and records the most requests it held at once."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.3)
+        with self.lock:
+            self.now -= 1
+        return _normal(method, path, body)
+
+
+def _shared_sync(url: str, callers: int, **kwargs: Any) -> float:
+    with LabelwiseClient(url, max_texts_per_request=8, **kwargs) as client:
+        barrier = threading.Barrier(callers)
+
+        def one(i: int) -> None:
+            barrier.wait(5)
+            assert client.classify("s", [f"t{i}"]).labels == ["x"]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(callers)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return time.perf_counter() - start
+
+
+def test_threads_sharing_one_client_are_not_capped_at_its_per_call_concurrency() -> None:
+    """Twenty threads, one client with concurrency 1: the pool allowed concurrency + 1 = 2 requests in
+    flight for the whole client, so the twenty calls took ten rounds."""
+    peak = _Peak()
+    with _serve(peak) as (url, seen):
+        seconds = _shared_sync(url, 20, concurrency=1)
+        assert len(_posts(seen)) == 20
+        assert peak.peak >= 15, peak.peak
+        assert seconds < 2.0, seconds  # ten rounds of 0.3 s were 3 s
+
+        peak.peak = 0
+        _shared_sync(url, 20, concurrency=1, max_connections=3)  # the pool's own bound, when asked
+        assert 1 <= peak.peak <= 3, peak.peak
+
+
+def test_tasks_sharing_one_async_client_are_not_capped_at_its_per_call_concurrency() -> None:
+    peak = _Peak()
+
+    async def run(url: str) -> None:
+        async with AsyncLabelwiseClient(url, concurrency=1, max_texts_per_request=8) as client:
+            answers = await asyncio.gather(*(client.classify("s", [f"t{i}"]) for i in range(20)))
+        assert [a.labels for a in answers] == [["x"]] * 20
+
+    with _serve(peak) as (url, _):
+        asyncio.run(run(url))
+    assert peak.peak >= 15, peak.peak
+
+
+def test_one_calls_chunks_stay_within_its_concurrency() -> None:
+    """The per-call bound is kept: one call of 12 texts in chunks of 2 sends at most 3 at once."""
+    peak = _Peak()
+    with _serve(peak) as (url, seen), LabelwiseClient(url, concurrency=3, max_texts_per_request=2) as client:
+        assert client.classify("s", [f"t{i}" for i in range(12)]).labels == ["x"] * 12
+    assert len(_posts(seen)) == 6 and peak.peak <= 3
+
+
+def test_max_connections_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_connections must be at least 1"):
+        LabelwiseClient(max_connections=0)
+
+
+# ---- 7: connection refused while a server restarts ----------------------------------------------------
+def test_the_default_connect_retry_outlasts_a_replica_replacement() -> None:
+    """docs/serving.md: a replaced replica answers again after about 4.6 s; the count-based retries gave
+    up after about 3.5 s of waits at most (2.5 s measured)."""
+    assert RetryPolicy().connect_retry_s == 30.0
+    assert LabelwiseClient().retry.connect_retry_s == AsyncLabelwiseClient().retry.connect_retry_s == 30.0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refused_connection_is_retried_until_the_server_listens(kind: str) -> None:
+    port = _free_port()
+    with _serve(_normal, port=port, after_s=0.8) as (url, seen):
+        start = time.perf_counter()
+        # max_retries=0: connect failures are retried for connect_retry_s, apart from the count
+        result = _classify(kind, {"base_url": url, "max_retries": 0, "connect_retry_s": 1.5}, ["a", "b"])
+        seconds = time.perf_counter() - start
+    assert result.labels == ["x", "x"]
+    assert 0.8 <= seconds < 2.5, seconds
+    assert [p for _, p, _ in seen] == ["/v1/scenarios", "/v1/classify"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refused_connection_fails_once_its_time_is_spent(kind: str) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(ConnectionFailedError, match=r"ConnectError.*over 1\.\d s; connect_retry_s is 1\.5"):
+        _classify(kind, {"base_url": url, "connect_retry_s": 1.5}, ["a"])
+    seconds = time.perf_counter() - start
+    assert 1.5 <= seconds < 2.5, seconds
+
+
+def test_a_connect_retry_budget_does_not_use_up_the_count_based_retries() -> None:
+    """A 503 after a few refused connects is still retried max_retries times: the counts are apart."""
+    port = _free_port()
+    answers = iter([(503, {"error": {"type": "overloaded", "message": "busy"}})])
+
+    def reply(method: str, path: str, body: Any) -> tuple[int, Any]:
+        return next(answers, None) or _labels(body)
+
+    policy = RetryPolicy(max_retries=1, backoff_s=0.05, connect_retry_s=3.0)
+    with (
+        _serve(reply, port=port, after_s=0.6) as (url, seen),
+        LabelwiseClient(url, retry=policy, max_texts_per_request=8) as client,
+    ):
+        assert client.classify("s", ["a"]).labels == ["x"]
+    assert len(_posts(seen)) == 2
+
+
+def test_classify_retry_for_waits_for_a_server_being_restarted(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\nworld\n")
+    out = tmp_path / "out.jsonl"
+    with _serve(_normal, port=(port := _free_port()), after_s=0.8) as (url, _):
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--retry-for", "1.5", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["rows_scored"] == 2
+
+    start = time.perf_counter()
+    result = _cli("-i", str(source), "-o", str(tmp_path / "o2.jsonl"), "--url", url, "--retry-for", "0.5")
+    assert result.exit_code == 1 and "connect_retry_s is 0.5" in result.output, result.output
+    assert time.perf_counter() - start < 3.0
+    assert f"127.0.0.1:{port}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--retry-for", "5"], "--retry-for applies to scoring through a server (--url) only"),
+        (["--url", "http://127.0.0.1:9", "--retry-for", "-1"], "--retry-for must be 0 seconds or more"),
+    ],
+)
+def test_retry_for_is_refused_without_url_or_below_zero(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n")
+    result = _cli("-i", str(source), "-o", str(tmp_path / "out.jsonl"), *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+# ---- minor: Parquet text columns pandas and Arrow write -----------------------------------------------
+def test_parquet_dictionary_and_large_binary_text_columns_are_read(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    categorical = tmp_path / "cat.parquet"
+    pq.write_table(pa.table({"text": pa.array(["good", "bad", "good"]).dictionary_encode()}), categorical)
+    assert pa.types.is_dictionary(pq.ParquetFile(categorical).schema_arrow.field("text").type)
+    assert list(read_texts(categorical)) == ["good", "bad", "good"]
+    large = tmp_path / "lb.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"a", b"b"], pa.large_binary())}), large)
+    assert list(read_texts(large)) == ["a", "b"]
+
+
+def test_one_string_as_texts_is_refused_not_sent_a_character_a_text() -> None:
+    from labelwise.client import _sendable
+    from labelwise.errors import InvalidTextError
+
+    for one in ("hello", b"hello"):
+        with pytest.raises(
+            InvalidTextError, match=r"texts is one (str|bytes), not a list of texts.*pass \[text\]"
+        ):
+            _sendable(one)  # type: ignore[arg-type]
+    assert _sendable(("hello", "world")) == ["hello", "world"]
