@@ -74,7 +74,6 @@ from .repository import (
     parse_alias,
     parse_base_info,
     parse_manifest,
-    plain_base_folders,
     validate_name,
 )
 from .storage import ObjectStore, parse_root
@@ -306,12 +305,8 @@ class ObjectStoreRepository(ModelRepository):
                     f"{what}: {field_name} {rel!r} has no checksum: it is not a key of the manifest's files"
                 )
         listing = self._check_listing(key, manifest.files, MANIFEST_FILE, what)
-        for base_folder in plain_base_folders(manifest) if bases else ():
-            assert manifest.base_encoder is not None  # plain_base_folders names none without one
-            try:
-                self.verify_base(manifest.base_encoder.key, base_folder)
-            except RepositoryError as exc:  # said of the version promoted or verified, as its own errors are
-                raise type(exc)(f"{what}: {exc}") from exc
+        if bases:
+            self._verify_plain_bases(manifest, what)
         target = self.cache.version_path(scenario, version)
         verify_local = functools.partial(self.cache.verify, bases=bases)
         files = manifest.files

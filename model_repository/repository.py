@@ -617,13 +617,19 @@ class ModelRepository:
             )
         _check_manifest_paths(folder, manifest, what)
         _check_files(folder, manifest.files, MANIFEST_FILE, what)
-        for base_folder in plain_base_folders(manifest) if bases else ():
+        if bases:
+            self._verify_plain_bases(manifest, what)
+        return manifest
+
+    def _verify_plain_bases(self, manifest: Manifest, what: str) -> None:
+        """verify_base on each plain base folder the version reads (plain_base_folders), an error said of
+        the version (`what`), as its own errors are."""
+        for base_folder in plain_base_folders(manifest):
             assert manifest.base_encoder is not None  # plain_base_folders names none without one
             try:
                 self.verify_base(manifest.base_encoder.key, base_folder)
-            except RepositoryError as exc:  # said of the version promoted or verified, as its own errors are
+            except RepositoryError as exc:
                 raise type(exc)(f"{what}: {exc}") from exc
-        return manifest
 
     # ---- publishing -----------------------------------------------------------------------
     @contextlib.contextmanager
