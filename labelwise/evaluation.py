@@ -13,6 +13,7 @@ It lives here, above training and serving, because training may not import servi
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ LORA_MODES = ("merged", "shared")
 ROWS_AND_METRICS = ("datasets", "sklearn", "matplotlib")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+log = logging.getLogger(__name__)
 
 
 def available_precisions(manifest: Manifest) -> list[str]:
@@ -90,6 +92,16 @@ def evaluate_version(
         raise UsageError(f"--lora-mode {lora_mode!r}: choose merged or shared")
     version = repository.resolve(scenario, ref)
     manifest = repository.verify(scenario, version)
+    if lora_mode != "merged" and manifest.strategy != "lora" and precision != "torch":
+        # as serving does: a deployment's lora_mode leaves a version of another strategy as it is
+        log.warning(
+            "--lora-mode %s applies to LoRA versions: %s v%d is a %s version, scored as serving runs it "
+            "in any mode (metrics.json records lora_mode null)",
+            lora_mode,
+            scenario,
+            version,
+            manifest.strategy,
+        )
     providers: list[str] = []
     if precision != "torch":
         from serving.engine import available_providers
@@ -219,7 +231,13 @@ def engine_logits(
             assert result.logits is not None
             out.append(result.logits)
     logits = np.stack(out) if out else np.zeros((0, len(manifest.labels)), dtype=np.float32)
-    how = {"provider": loaded.provider, "engine_group": loaded.group_key[0], "lora_mode": lora_mode}
+    # lora_mode is a LoRA version's: serving runs any other version as it always does (its own graph, or
+    # the shared base + head) whatever the mode: null here, the graph it ran on in engine_group
+    how = {
+        "provider": loaded.provider,
+        "engine_group": loaded.group_key[0],
+        "lora_mode": lora_mode if manifest.strategy == "lora" else None,
+    }
     if shared:
         how["lora_table_rank"] = settings.lora_table_rank
     if loaded.base_folder:  # frozen: the shared base's folder read (int8, all-int8, or fp32 when guarded)

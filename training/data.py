@@ -190,9 +190,16 @@ def label_text(value: Any) -> str:
 
 
 def load_labeled(
-    path: Path, scenario: ScenarioConfig, labels: list[str], *, unknown: str = "error"
+    path: Path,
+    scenario: ScenarioConfig,
+    labels: list[str],
+    *,
+    unknown: str = "error",
+    labels_of: str | None = None,
 ) -> tuple[LabeledTexts, int]:
-    """Rows of one file; a label outside `labels` stops the run (or, with unknown='drop', is dropped)."""
+    """Rows of one file; a label outside `labels` stops the run (or, with unknown='drop', is dropped).
+    labels_of: whose labels they are when not the scenario config's (a published version, `spam v3`,
+    scored on the file): the error then names them and asks for the file to be fixed."""
     table = read_table(path, [scenario.text_column, scenario.label_column])
     label_to_id = {name: i for i, name in enumerate(labels)}
     texts: list[str] = []
@@ -219,11 +226,20 @@ def load_labeled(
     if unknown_counts:
         first = next(iter(unknown_counts))
         if unknown == "error":
+            found = (
+                f"({len(unknown_counts)} unknown label(s), {sum(unknown_counts.values())} rows: "
+                f"{sorted(unknown_counts)[:10]})"
+            )
+            if labels_of is not None:
+                known = ", ".join(labels[:20]) + (f", … ({len(labels)} in all)" if len(labels) > 20 else "")
+                raise DataError(
+                    f"data file {path}: label {first!r} in column {scenario.label_column!r} is not one of "
+                    f"{labels_of}'s labels {found}; it knows {known}: fix the file's labels, or score it "
+                    "with a version trained on them"
+                )
             raise DataError(
                 f"data file {path}: label {first!r} in column {scenario.label_column!r} is not in the "
-                f"scenario's labels ({len(unknown_counts)} unknown label(s), "
-                f"{sum(unknown_counts.values())} rows: "
-                f"{sorted(unknown_counts)[:10]}); add it to `labels` in the scenario config"
+                f"scenario's labels {found}; add it to `labels` in the scenario config"
             )
         log.warning(
             "%s: dropped %d rows whose label is not in the scenario: %s",

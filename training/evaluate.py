@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +37,7 @@ from .data import (
     prepare_data,
     rows_digest,
 )
-from .errors import DataError, ScenarioConfigError
+from .errors import CollapsedRunError, DataError, ScenarioConfigError
 from .metrics import classification_metrics
 from .plots import plot_comparison, plot_confusion_matrix
 from .publish import load_published_model, publish_run, save_weights
@@ -68,6 +71,24 @@ def predict_logits(
 
 
 SPLITS = ("test", "validation")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` whole or not at all: a temporary file in the same folder, flushed to disk,
+    then renamed over `path` (an interrupted run leaves the previous file, never an empty or cut one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a failed write (disk full) leaves no temporary file behind
+            tmp.unlink()
+        raise
+    return path
 
 
 @dataclass
@@ -111,7 +132,11 @@ def evaluation_rows(
         # them, from a version whose training_config is an older release's or holds no scenario at all
         cfg = recorded_scenario_config(manifest)
         rows, dropped = load_labeled(
-            Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels
+            Path(data_path),
+            cfg,
+            manifest.labels,
+            unknown=cfg.unknown_validation_labels,
+            labels_of=f"{manifest.scenario} v{manifest.version}",
         )
         return EvaluationRows(rows, str(data_path), dropped)
     if split not in SPLITS:
@@ -201,7 +226,7 @@ def write_evaluation(
         f"{manifest.scenario} v{manifest.version} ({precision}) on {Path(data.source).name}: "
         f"{len(data.rows)} rows, acc {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     metrics["output_dir"] = str(out)
     return metrics
 
@@ -243,9 +268,18 @@ class ComparisonRow:
     total_params: int
     artifact_bytes: int
     version: int | None = None
+    # the run collapsed at every learning rate it tried (training/trainer.py): no better than the majority
+    # answer; with a repository, publish refused it (publish_refused: why) and it has no version
+    collapsed: bool = False
+    publish_refused: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @property
+    def label(self) -> str:
+        """The strategy as the table names it: ✗ marks a collapsed run."""
+        return f"{self.strategy} ✗" if self.collapsed else self.strategy
 
 
 def compare_strategies(
@@ -257,10 +291,15 @@ def compare_strategies(
     export_precisions: list[str] | None = None,
     **overrides: Any,
 ) -> tuple[list[ComparisonRow], Path]:
-    """Train each strategy with the same data bounds; write comparison.md and comparison.png.
+    """Train each strategy with the same data bounds; write comparison.md, comparison.json and
+    comparison.png.
 
     Weights are saved under <output_dir>/<strategy>/weights to measure artifact size; with a
-    repository each run is also published.
+    repository each run is also published. A run that collapsed (no better than the majority answer at
+    every learning rate tried) is a row marked collapsed (✗); publish refuses it, and the other strategies
+    still train and publish. With a repository, once the comparison is written, CollapsedRunError names
+    the strategies that were not published (the CLI: one error line, exit 1), carrying `rows` and
+    `output_dir`.
     """
     if not strategies:
         raise ScenarioConfigError(f"no strategy to compare: name at least one of {', '.join(STRATEGIES)}")
@@ -277,8 +316,12 @@ def compare_strategies(
         result = train(config)
         size = save_weights(result, Path(config.output_dir) / "weights")
         version = None
+        refused = None
         if repository is not None:
-            version = publish_run(result, repository, export_precisions=export_precisions).version
+            try:
+                version = publish_run(result, repository, export_precisions=export_precisions).version
+            except CollapsedRunError as exc:  # this strategy only: the others still train and publish
+                refused = str(exc)
         rows.append(
             ComparisonRow(
                 strategy=config.strategy,
@@ -289,6 +332,8 @@ def compare_strategies(
                 total_params=result.total_params,
                 artifact_bytes=size,
                 version=version,
+                collapsed=bool(result.metrics.get("collapsed")) or refused is not None,
+                publish_refused=refused,
             )
         )
         del result  # free the model before the next strategy loads its own
@@ -298,9 +343,25 @@ def compare_strategies(
         f"{_rows(out / first.strategy)} train rows, max {first.scenario.max_length_tokens} tokens; "
         f"validation scores on {_rows(out / first.strategy, 'validation_rows')} rows"
     )
-    (out / "comparison.md").write_text(comparison_markdown(rows, title) + "\n")
-    (out / "comparison.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2))
-    plot_comparison([r.as_dict() for r in rows], out / "comparison.png", title)
+    write_text_atomic(out / "comparison.md", comparison_markdown(rows, title) + "\n")
+    write_text_atomic(out / "comparison.json", json.dumps([r.as_dict() for r in rows], indent=2))
+    # the plot's bars are named as the table names them: a collapsed run's is marked
+    plot_comparison(
+        [{**r.as_dict(), "strategy": r.strategy + (" (collapsed)" if r.collapsed else "")} for r in rows],
+        out / "comparison.png",
+        title,
+    )
+    refused = [r for r in rows if r.publish_refused is not None]
+    if refused:
+        published = [f"{r.strategy} v{r.version}" for r in rows if r.version is not None]
+        error = CollapsedRunError(
+            f"{first.scenario.name}: {', '.join(r.strategy for r in refused)} collapsed and "
+            f"{'was' if len(refused) == 1 else 'were'} not published ({refused[0].publish_refused}); "
+            f"published: {', '.join(published) or 'none'}; the comparison, collapsed runs marked ✗, is in "
+            f"{out}"
+        )
+        error.rows, error.output_dir = rows, out  # type: ignore[attr-defined]
+        raise error
     return rows, out
 
 
@@ -327,8 +388,18 @@ def comparison_markdown(rows: list[ComparisonRow], title: str) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.strategy} | {r.accuracy:.4f} | {r.macro_f1:.4f} | {r.train_time_s:.0f} | "
+            f"| {r.label} | {r.accuracy:.4f} | {r.macro_f1:.4f} | {r.train_time_s:.0f} | "
             f"{r.trainable_params:,} | {r.trainable_params / r.total_params:.3%} | "
             f"{_size(r.artifact_bytes)} |"
         )
+    collapsed = [r for r in rows if r.collapsed]
+    if collapsed:
+        refused = any(r.publish_refused is not None for r in collapsed)
+        lines += [
+            "",
+            "✗ collapsed: the run answered no better than always the majority label at every learning rate "
+            "it tried (its training loss fell, then climbed back)"
+            + ("; not published" if refused else "")
+            + ". Train it at a lower learning_rate or with a longer warmup_ratio.",
+        ]
     return "\n".join(lines)
