@@ -80,7 +80,11 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
         if parity_file is not None:
             scenario = recorded_scenario_config(source)
             rows, _ = load_labeled(
-                Path(parity_file), scenario, scenario.labels, unknown=scenario.unknown_validation_labels
+                Path(parity_file),
+                scenario,
+                scenario.labels,
+                unknown=scenario.unknown_validation_labels,
+                labels_of=who,
             )
             labels = scenario.labels
         else:

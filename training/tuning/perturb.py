@@ -93,7 +93,13 @@ def robustness_of_published(
     # as `labelwise evaluate --data`: a version that recorded no scenario config, or one from an older
     # release, still has what reading its rows needs
     cfg = recorded_scenario_config(manifest)
-    data, _ = load_labeled(Path(data_path), cfg, manifest.labels, unknown=cfg.unknown_validation_labels)
+    data, _ = load_labeled(
+        Path(data_path),
+        cfg,
+        manifest.labels,
+        unknown=cfg.unknown_validation_labels,
+        labels_of=f"{manifest.scenario} v{manifest.version}",
+    )
     texts, labels = list(data.texts), np.asarray(data.label_ids)
     if max_rows is not None:
         texts, labels = texts[:max_rows], labels[:max_rows]
