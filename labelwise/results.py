@@ -868,7 +868,7 @@ def _shown(path: Path) -> str:
 def save_record(out: Path, ledger: Path | None, record: dict[str, Any]) -> None:
     """Write a cell's record to its run folder (when this machine ran it) and to the ledger, each whole or
     not at all (a job stopped mid-write leaves the record before, never a cut one)."""
-    from training.evaluate import write_text_atomic
+    from model_repository import write_text_atomic
 
     text = json.dumps(record, indent=2) + "\n"
     folder = out / "cells" / record["key"]
@@ -1088,7 +1088,7 @@ def write_report(
 ) -> Path:
     """docs/results.md and docs/img/results-*.png from the finished cells only. What is left to run counts
     the records that no longer run as their cell runs today (is_current on `base_model`) as not run."""
-    from training.evaluate import write_text_atomic
+    from model_repository import write_text_atomic
 
     from . import results_plots
 

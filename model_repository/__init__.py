@@ -60,6 +60,7 @@ from .repository import (
     parse_manifest,
     read_manifest,
     validate_name,
+    write_text_atomic,
 )
 from .storage import ObjectStore, is_object_store, parse_root
 
@@ -120,4 +121,5 @@ __all__ = [
     "table_bytes",
     "validate_name",
     "weights_hash",
+    "write_text_atomic",
 ]

@@ -364,11 +364,14 @@ def _check_files(folder: Path, files: dict[str, FileEntry], listed_in: str, what
             raise IntegrityError(f"{what}: file {rel!r} does not match its sha256 in {listed_in}")
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` to `path` whole or not at all: a temporary file in the same folder, flushed to disk,
+    then renamed over `path` (an interrupted write leaves the previous file, never an empty or cut one)."""
+    path = Path(path)
     tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -377,6 +380,11 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+    return path
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 @contextlib.contextmanager

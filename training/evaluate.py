@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from model_repository import Manifest, ModelRepository
+from model_repository import Manifest, ModelRepository, write_text_atomic
 from model_repository.identity import file_sha256
 
 from .config import (
@@ -71,24 +68,6 @@ def predict_logits(
 
 
 SPLITS = ("test", "validation")
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` whole or not at all: a temporary file in the same folder, flushed to disk,
-    then renamed over `path` (an interrupted run leaves the previous file, never an empty or cut one)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # a failed write (disk full) leaves no temporary file behind
-            tmp.unlink()
-        raise
-    return path
 
 
 @dataclass
