@@ -7,24 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from training.plots import pyplot, save_png
+
 COLORS = {"full": "#4c72b0", "lora": "#dd8452", "frozen": "#55a868"}
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    _pyplot().close(fig)
-    return path
+    return save_png(fig, path, dpi=90)
 
 
 def strategy_bars(
@@ -35,7 +24,7 @@ def strategy_bars(
     path: Path,
 ) -> Path:
     """Test macro-F1 per scenario and strategy at one budget, the majority-class accuracy marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5))
     x = np.arange(len(scenarios))
     width = 0.8 / len(strategies)
@@ -79,7 +68,7 @@ def strategy_bars(
 
 
 def learning_curve(points: list[dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy in ("full", "lora"):
         pts = sorted(
@@ -104,7 +93,7 @@ def per_class_f1(
     """ATIS per-class test F1, class weighting on vs off, per strategy. present: each record's (by key)
     labels with rows in its test split (None: not known); a label without test rows has no F1 to draw
     (sklearn's 0 is not the model's): it gets no bar, and a label no record has test rows of is left out."""
-    plt = _pyplot()
+    plt = pyplot()
     present = present or {}
 
     def has_rows(rec: dict[str, Any], name: str) -> bool:
@@ -135,7 +124,7 @@ def per_class_f1(
 
 
 def validation_vs_test(done: dict[str, dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for strategy, color in COLORS.items():
         pts = [

@@ -60,6 +60,7 @@ from .repository import (
     parse_manifest,
     read_manifest,
     validate_name,
+    write_bytes_atomic,
     write_text_atomic,
 )
 from .storage import ObjectStore, is_object_store, parse_root
@@ -121,5 +122,6 @@ __all__ = [
     "table_bytes",
     "validate_name",
     "weights_hash",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]

@@ -365,13 +365,18 @@ def _check_files(folder: Path, files: dict[str, FileEntry], listed_in: str, what
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to `path` whole or not at all: a temporary file in the same folder, flushed to disk,
+    """Write `text` (UTF-8) to `path` whole or not at all, as write_bytes_atomic does."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` whole or not at all: a temporary file in the same folder, flushed to disk,
     then renamed over `path` (an interrupted write leaves the previous file, never an empty or cut one)."""
     path = Path(path)
     tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display on servers and CI), reading text
+    as plain text: labels and titles come from datasets, where "$5 to $10" is a label, not TeX."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display on servers and CI
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["text.parse_math"] = False
     return plt
+
+
+def save_png(fig: Any, path: Path, dpi: int) -> Path:
+    """Lay `fig` out, write it to `path` as a PNG whole or not at all (a run cut mid-write leaves the
+    previous plot, never a truncated file) and close it."""
+    from model_repository import write_bytes_atomic
+
+    buf = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def plot_label_distribution(counts: dict[str, list[int]], labels: list[str], path: Path) -> Path:
     """Bars of rows per label for each split (e.g. {'train': [...], 'validation': [...]})."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     width = max(6.0, 0.25 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(width, 4.5))
     x = np.arange(len(labels))
@@ -30,11 +49,7 @@ def plot_label_distribution(counts: dict[str, list[int]], labels: list[str], pat
     ax.set_ylabel("rows")
     ax.set_title("Label distribution")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=90)
 
 
 # Above this many labels the cells are too small to hold a count: colour (row share) only.
@@ -46,7 +61,7 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     each cell up to 12 labels; above that the figure grows with the labels and only colours remain."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(matrix, dtype=float)
     n = len(labels)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -86,16 +101,12 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
         ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
         ax.grid(which="minor", color="#dddddd", linewidth=0.3)
         ax.tick_params(which="minor", length=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90 if small else 100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=90 if small else 100)
 
 
 def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """One bar panel per figure of merit, one bar per strategy (like the seed article's chart)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         ("accuracy", "accuracy", False),
         ("macro_f1", "macro-F1", False),
@@ -119,11 +130,7 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             ax.text(i, v, text, ha="center", va="bottom", fontsize=7)
         ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=80)
 
 
 def _short(value: float) -> str:

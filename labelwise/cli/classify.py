@@ -10,7 +10,7 @@ import typer
 
 from model_repository.errors import UsageError
 
-from .options import given_on_command_line
+from .options import applies_and_pronoun, given_on_command_line, typed_flags
 
 
 def register(app: typer.Typer) -> None:
@@ -18,14 +18,12 @@ def register(app: typer.Typer) -> None:
 
 
 # What each option of the other mode would have done, and why it cannot (see HttpScorer, EngineScorer).
-_IN_PROCESS_ONLY = {
-    "repository": ("--repository", "the server scores from its own repository"),
-    "version": (
-        "--version",
-        "requests name no version, so the server answers with the one it serves for the scenario (the "
-        "alias in its config, production by default)",
-    ),
-    "threads": ("--threads", "the server's replicas set their own ONNX Runtime threads"),
+_IN_PROCESS_ONLY = {"repository": "--repository", "version": "--version", "threads": "--threads"}
+_WHY_NOT_THROUGH_A_SERVER = {
+    "--repository": "the server scores from its own repository",
+    "--version": "requests name no version, so the server answers with the one it serves for the scenario "
+    "(the alias in its config, production by default)",
+    "--threads": "the server's replicas set their own ONNX Runtime threads",
 }
 _WITH_URL_ONLY = {"api_key": "--api-key", "concurrency": "--concurrency", "retry_for": "--retry-for"}
 
@@ -36,25 +34,24 @@ def refuse_ignored_flags(ctx: typer.Context, url: str | None) -> None:
     --concurrency or --retry-for without a URL. Values from environment variables (LABELWISE_REPOSITORY,
     LABELWISE_API_KEY), exported for other commands as well, are never refused."""
     if url is not None:
-        given = [flag_why for name, flag_why in _IN_PROCESS_ONLY.items() if given_on_command_line(ctx, name)]
+        given = typed_flags(ctx, _IN_PROCESS_ONLY)
         if not given:
             return
-        flags = ", ".join(flag for flag, _ in given)
-        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        verb, them = applies_and_pronoun(given)
         if given_on_command_line(ctx, "url"):
             through, fix = f"--url {url}", "drop --url"
         else:
             through, fix = f"LABELWISE_URL={url} set", "unset LABELWISE_URL"
-        why = "; ".join(reason for _, reason in given)
+        why = "; ".join(_WHY_NOT_THROUGH_A_SERVER[flag] for flag in given)
         raise UsageError(
-            f"{flags} {verb} to in-process scoring only, not through a server ({through}): {why}. "
+            f"{', '.join(given)} {verb} to in-process scoring only, not through a server ({through}): {why}. "
             f"Drop {them}, or {fix} to score in this process"
         )
-    given_flags = [flag for name, flag in _WITH_URL_ONLY.items() if given_on_command_line(ctx, name)]
-    if given_flags:
-        verb, them = ("applies", "it") if len(given_flags) == 1 else ("apply", "them")
+    given = typed_flags(ctx, _WITH_URL_ONLY)
+    if given:
+        verb, them = applies_and_pronoun(given)
         raise UsageError(
-            f"{', '.join(given_flags)} {verb} to scoring through a server (--url) only: without --url the "
+            f"{', '.join(given)} {verb} to scoring through a server (--url) only: without --url the "
             f"file is scored in this process, which sends no requests. Drop {them}, or add --url (or set "
             "LABELWISE_URL) to score through a server"
         )

@@ -104,6 +104,17 @@ def given_on_command_line(ctx: typer.Context, name: str) -> bool:
     return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
+def typed_flags(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
+    """Of `flags` (parameter name -> flag as typed, e.g. "threads" -> "--threads"), the ones the user
+    typed, in the dict's order: what a refusal of flags the chosen mode would ignore names."""
+    return [flag for name, flag in flags.items() if given_on_command_line(ctx, name)]
+
+
+def applies_and_pronoun(flags: list[str]) -> tuple[str, str]:
+    """("applies", "it") for one flag, ("apply", "them") for several: the words such a refusal agrees."""
+    return ("applies", "it") if len(flags) == 1 else ("apply", "them")
+
+
 def setup_logging() -> None:
     """Our progress at INFO; libraries (e.g. onnxruntime's quantizer logs per tensor) only at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

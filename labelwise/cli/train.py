@@ -42,10 +42,12 @@ from .options import (
     SeedOpt,
     ValDataOpt,
     WeightsOpt,
+    applies_and_pronoun,
     given_on_command_line,
     refuse_missing_repository,
     require_training,
     setup_logging,
+    typed_flags,
 )
 
 _console = Console()
@@ -291,9 +293,9 @@ def evaluate_command(
             "threads": "--threads",
             "max_batch_tokens": "--max-batch-tokens",
         }
-        given = [flag for name, flag in engine_only.items() if given_on_command_line(ctx, name)]
+        given = typed_flags(ctx, engine_only)
         if given:
-            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            verb, them = applies_and_pronoun(given)
             default = "" if given_on_command_line(ctx, "precision") else " (the default)"
             raise UsageError(
                 f"{', '.join(given)} {verb} to the exported graphs only (--precision fp32, int8 or fp16, "

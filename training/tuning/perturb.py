@@ -83,23 +83,13 @@ def robustness_of_published(
     """Score a published version (torch weights) on a labeled file, clean and perturbed."""
     import numpy as np
 
-    from ..config import recorded_scenario_config
-    from ..data import load_labeled
-    from ..evaluate import predict_logits
+    from ..evaluate import evaluation_rows, predict_logits
     from ..metrics import classification_metrics
     from ..publish import load_published_model
 
     model, tokenizer, manifest = load_published_model(repository, scenario, ref)
-    # as `labelwise evaluate --data`: a version that recorded no scenario config, or one from an older
-    # release, still has what reading its rows needs
-    cfg = recorded_scenario_config(manifest)
-    data, _ = load_labeled(
-        Path(data_path),
-        cfg,
-        manifest.labels,
-        unknown=cfg.unknown_validation_labels,
-        labels_of=f"{manifest.scenario} v{manifest.version}",
-    )
+    # the rows as `labelwise evaluate --data` reads them (a version from an older release included)
+    data = evaluation_rows(manifest, data_path=Path(data_path)).rows
     texts, labels = list(data.texts), np.asarray(data.label_ids)
     if max_rows is not None:
         texts, labels = texts[:max_rows], labels[:max_rows]

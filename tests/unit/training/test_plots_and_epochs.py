@@ -56,3 +56,31 @@ def test_selection_breaks_macro_f1_ties_by_the_lower_loss_and_nothing_else() -> 
     assert selection_score(0.5, 1e9) > selection_score(0.499998, 0.0)  # capped: F1 apart by > 1e-6 stays
     assert selection_score(0.5, None) == 0.5  # no loss logged: macro-F1 alone
     assert selection_score(0.5, float("nan")) < selection_score(0.5, 999.0)  # a diverged tie: the worst
+
+
+def test_labels_with_dollar_signs_plot_as_text_and_a_failed_plot_keeps_the_previous_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from training.plots import plot_label_distribution, pyplot, save_png
+
+    # dataset labels are text: between two dollar signs matplotlib read them as TeX, "fee $x_$" raising
+    # its parser's ValueError mid-run (and "$5 to $10" drawn as an italic "5 to 10")
+    labels = ["fee $x_$", "$5 to $10"]
+    path = plot_label_distribution({"train": [3, 4]}, labels, tmp_path / "labels.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 100
+    before = path.read_bytes()
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, float("nan")])
+    fig.set_dpi(-1)  # a figure Agg cannot draw: savefig raises, as a full disk would mid-plot
+    try:
+        save_png(fig, path, dpi=-1)
+    except Exception:  # noqa: BLE001 - whatever matplotlib raises, the file must be the previous one
+        pass
+    else:
+        raise AssertionError("a negative dpi drew a figure")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.png"]  # no temporary file left behind
+    assert not plt.get_fignums()  # the failed figure was closed
