@@ -581,13 +581,13 @@ def _summarize(
 
 def _plots(study: Any, out: Path) -> list[str]:
     """Optimisation history, intermediate values and parameter importances (when computable)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as vis
+
+    from ..plots import pyplot, save_png
+
+    pyplot()  # Agg, text as text
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     jobs: list[tuple[str, Callable[[Any], Any]]] = [
@@ -606,8 +606,5 @@ def _plots(study: Any, out: Path) -> list[str]:
             log.warning("skipped %s: %s", name, exc)
             continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(str(out / name))
+        written.append(str(save_png(fig, out / name, dpi=110)))
     return written
