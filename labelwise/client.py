@@ -27,6 +27,8 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from serving.config import api_key_problem
+
 from .errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -293,17 +295,15 @@ def _problems(exc: ValidationError) -> str:
 
 
 def _check_api_key(key: str) -> None:
-    """InvalidApiKeyError for a key no request could carry, at construction rather than as a
-    UnicodeEncodeError (or a 401) on the first call: an Authorization header is ASCII, and whitespace
-    around it is stripped by the server (the service refuses such a key in its own config too)."""
-    at = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
-    if at is None:
-        return
-    what = "whitespace or a newline around it" if key != key.strip() else "a character not printable ASCII"
-    raise InvalidApiKeyError(  # the character itself is not echoed: it is part of a secret
-        f"api_key has {what} (character {at}): give the key exactly as the service has it, in ASCII "
-        "letters, digits and punctuation (a key read from a file: strip its trailing newline)"
-    )
+    """InvalidApiKeyError for a key no request could carry (serving.config.api_key_problem: the service's
+    own rule for its config), at construction rather than as a UnicodeEncodeError (or a 401) on the
+    first call."""
+    problem = api_key_problem(key)
+    if problem is not None:
+        raise InvalidApiKeyError(
+            f"api_key {problem}: give the key exactly as the service has it, in ASCII letters, digits and "
+            "punctuation (a key read from a file: strip its trailing newline)"
+        )
 
 
 def _sendable(texts: Sequence[str]) -> list[str]:

@@ -67,6 +67,25 @@ class ScenarioSpec(BaseModel):
         return _servable_ref(alias)
 
 
+BLANK_KEY = "is blank"
+KEY_IN_WHITESPACE = "has whitespace or a newline around it"
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why no request could carry `key` as `Authorization: Bearer <key>`, in words that never echo the key
+    (it is a secret), or None for a sendable key. HTTP strips whitespace around a header value and refuses
+    a newline in it, and a header is ASCII: the service refuses such a key in its config, the client at
+    construction, both by this rule."""
+    if not key.strip():
+        return BLANK_KEY
+    if key != key.strip():
+        return KEY_IN_WHITESPACE
+    at = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
+    if at is not None:
+        return f"character {at} is not printable ASCII (a space, a control character or a non-ASCII letter)"
+    return None
+
+
 class ServingConfig(BaseSettings):
     """Everything a deployment needs. Field names are the keys of the Serve app's `args`."""
 
@@ -344,21 +363,19 @@ class ServingConfig(BaseSettings):
         file's trailing newline), and the two paths that compare it read non-ASCII bytes differently."""
         if key is None:
             return key
-        if not key.strip():
-            raise ValueError("api_key is blank: set a real token, or leave it unset for an open API")
-        if key != key.strip():
+        problem = api_key_problem(key)
+        if problem is None:
+            return key
+        if problem == BLANK_KEY:
+            raise ValueError(f"api_key {problem}: set a real token, or leave it unset for an open API")
+        if problem == KEY_IN_WHITESPACE:
             raise ValueError(
-                "api_key has whitespace or a newline around it, which no Authorization header can carry: "
-                "strip it (e.g. the trailing newline of a Secret made with kubectl --from-file: use "
-                "--from-literal, or `printf %s key`)"
+                f"api_key {problem}, which no Authorization header can carry: strip it (e.g. the trailing "
+                "newline of a Secret made with kubectl --from-file: use --from-literal, or `printf %s key`)"
             )
-        at = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
-        if at is not None:  # the character itself is not echoed: it is part of a secret
-            raise ValueError(
-                f"api_key: character {at} is not printable ASCII (a space, a control character or a "
-                "non-ASCII letter): use a token of ASCII letters, digits and punctuation, e.g. hex or base64"
-            )
-        return key
+        raise ValueError(
+            f"api_key: {problem}: use a token of ASCII letters, digits and punctuation, e.g. hex or base64"
+        )
 
     @property
     def body_limit_bytes(self) -> int:
