@@ -116,7 +116,8 @@ def run_items(
             metrics.pass_scenarios.labels(p.group).observe(p.scenarios)
             metrics.inference.labels(p.group).observe(p.seconds)
     for exc in {id(r): r for r in results if isinstance(r, Exception)}.values():
-        logger.error("rows failed: %s: %s", type(exc).__name__, exc)
+        where = "; ".join(getattr(exc, "__notes__", ()))  # the engine names the scenarios that ran
+        logger.error("rows failed%s: %s: %s", f" ({where})" if where else "", type(exc).__name__, exc)
     return results
 
 

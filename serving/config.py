@@ -48,7 +48,7 @@ def _servable_ref(ref: str) -> str:
 class ScenarioSpec(BaseModel):
     """One scenario to serve, and which alias or version of it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(description="Scenario name in the model repository.")
     # In a ServingConfig, a scenario that names no alias gets its default_alias (below).
     alias: str = Field(default="production", description="Alias, 'latest' or a version number to serve.")
@@ -97,6 +97,7 @@ class ServingConfig(BaseSettings):
         extra="forbid",
         protected_namespaces=(),
         hide_input_in_errors=True,
+        allow_inf_nan=False,  # an infinite timeout or Retry-After breaks later (math.ceil(inf)): refused here
     )
 
     repository: str = Field(

@@ -152,11 +152,15 @@ def cpu_session_path(path: Path) -> Iterator[tuple[str, int]]:
     if data is None:
         yield str(path), 0
         return
+    name = None
     try:
         handle, name = tempfile.mkstemp(prefix=f"labelwise-{path.stem}-", suffix=".onnx")
         with os.fdopen(handle, "wb") as out:
             out.write(data)
     except OSError as exc:
+        if name is not None:  # a cut copy would hold the room the next open needs
+            with contextlib.suppress(OSError):
+                os.unlink(name)
         logger.warning("%s: no room for the rewritten graph (%s); loading it as published", path.name, exc)
         yield str(path), 0
         return

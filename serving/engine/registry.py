@@ -259,7 +259,7 @@ class ScenarioRegistry:
             elif _refused_for_its_files(exc):
                 wait = math.inf
             else:
-                wait = min(IO_REFUSAL_RETRY_S * 2 ** (state.refusals - 1), MAX_REFUSAL_RETRY_S)
+                wait = min(IO_REFUSAL_RETRY_S * 2 ** min(state.refusals - 1, 16), MAX_REFUSAL_RETRY_S)  # 2**1024: overflow
             state.refused_until = time.monotonic() + wait
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)

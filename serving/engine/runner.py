@@ -231,6 +231,7 @@ class OnnxEngine:
                         else _not_finite(rows[i].scenario, row_logits)
                     )
             except Exception as exc:  # handed to each row of the group, logged by the batcher
+                exc.add_note(_named([rows[i].scenario for i in indices]))
                 for i in indices:
                     results[i] = exc
         return BatchOutcome(results, passes)  # type: ignore[arg-type]
@@ -253,6 +254,7 @@ class OnnxEngine:
             try:
                 logits = run_pass(first, input_ids, mask, chunk_scenarios)
             except Exception as exc:  # this pass's rows only: the group's other passes ran, or may run
+                exc.add_note(_named(chunk_scenarios))
                 for i in chunk:
                     out[i] = exc
                 continue
@@ -261,6 +263,13 @@ class OnnxEngine:
             mixed = len({(s.name, s.version) for s in chunk_scenarios})
             passes.append(BatchStats(len(chunk), int(mask.size), time.perf_counter() - start, group, mixed))
         return out  # type: ignore[return-value]  # rows of different scenarios differ in width
+
+
+def _named(scenarios: list[LoadedScenario]) -> str:
+    """The versions a failed pass or group ran, for the log line that reports it (the batcher's): ORT's own
+    message names a graph node, not which of many scenarios broke."""
+    names = sorted({f"{s.name} v{s.version}" for s in scenarios})
+    return f"scenario{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def _not_finite(scenario: LoadedScenario, logits: np.ndarray) -> ScoresNotFiniteError:
@@ -299,6 +308,7 @@ def _shared_base_pass(
         try:
             logits = scenarios[positions[0]].head(features[positions])  # type: ignore[misc]
         except Exception as exc:  # a bad head fails its own rows, not the pass
+            exc.add_note(_named([scenarios[positions[0]]]) + "'s head")
             logits = [exc] * len(positions)
         for pos, row_logits in zip(positions, logits, strict=True):
             out[pos] = row_logits

@@ -81,3 +81,23 @@ def _a_graph_of_the_table_rank_too_small(repo: ModelRepository, tiny_roberta_dir
         entry = AdapterEntry("wide v1", key, "roberta", dict(lora), dict(head))
     with pytest.raises(AdapterMismatchError, match=r"exceeds the graph's table rank 8.*lora_table_rank"):
         check_adapter(spec, entry)
+
+
+def test_a_version_refused_for_a_thousand_polls_still_waits_its_hour(repo: ModelRepository) -> None:
+    """The wait doubles per refusal up to an hour: at the 1,025th, 2**1024 overflowed a float, the wait was
+    never set, and the refused version was loaded again at every poll with OverflowError as its error."""
+    import time
+
+    from serving.engine import ScenarioRegistry
+    from serving.engine.registry import MAX_REFUSAL_RETRY_S
+
+    registry = ScenarioRegistry(repo, {"wide": "1"}, "production", engine_settings("shared"))
+    (event,) = registry.poll_once()
+    state = registry._states["wide"]
+    assert event.refused and state.refusals == 1
+    state.refusals, state.refused_until = 1024, 0.0  # as after ~42 days of hourly retries
+    (event,) = registry.poll_once()
+    assert event.refused and state.refusals == 1025
+    assert state.refused_until - time.monotonic() > MAX_REFUSAL_RETRY_S - 60
+    assert "lora_table_rank" in (state.last_error or ""), state.last_error
+    assert registry.poll_once() == []  # waiting: not loaded again at the next poll
