@@ -259,7 +259,8 @@ class ScenarioRegistry:
             elif _refused_for_its_files(exc):
                 wait = math.inf
             else:
-                wait = min(IO_REFUSAL_RETRY_S * 2 ** min(state.refusals - 1, 16), MAX_REFUSAL_RETRY_S)  # 2**1024: overflow
+                doublings = min(state.refusals - 1, 16)  # past the cap anyway; 2**1024 overflows a float
+                wait = min(IO_REFUSAL_RETRY_S * 2**doublings, MAX_REFUSAL_RETRY_S)
             state.refused_until = time.monotonic() + wait
             kept = f"v{current} keeps serving" if current else "nothing is serving it"
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
