@@ -46,8 +46,9 @@ def promote(repo: ModelRepository, scenario: str, version: int, alias: str = "pr
     """Point alias at version (verified first); return the version it pointed at before, if any (None
     also when its alias file was unreadable: it is overwritten). Only this alias is read.
 
-    A version no replica can load (torch weights only: `--export none`) is refused, RepositoryError
-    naming it: every replica polling the alias would refuse it, and new replicas would start without it.
+    A version no replica can load (torch weights only: `--export none`), or no CPU replica (fp16 graphs
+    only), is refused, RepositoryError naming it: every replica polling the alias would refuse it, and new
+    replicas would start without it.
     """
     check_alias_name(alias)
     problem = serving_problem(repo.load_manifest(scenario, version))

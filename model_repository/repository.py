@@ -222,22 +222,48 @@ def remove_stale_drafts(parent: Path, older_than_s: float = STALE_DRAFT_S) -> li
     return removed
 
 
+# What a CPU replica loads (serving's precision_order: int8, then fp32); fp16 is a GPU graph, which GPU
+# replicas run with fp32 as their fallback. training.export.precisions keeps its CPU_PRECISIONS equal.
+CPU_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+
+
 def serving_problem(manifest: Manifest) -> str | None:
-    """Why no replica can load this version (None: one can), by the loader's rules: an ONNX graph of its
-    own, or a frozen head on its base encoder, or (lora_mode shared) a LoRA adapter, head and base. An
-    alias on a version that fails this makes every replica that polls it refuse it."""
-    if manifest.exports or any(graph_file(p) in manifest.files for p in PRECISIONS):
-        return None
+    """Why a replica cannot load this version (None: every replica can), by the loader's rules: an ONNX
+    graph of its own, or a frozen head on its base encoder, or (lora_mode shared) a LoRA adapter, head and
+    base, in a precision a CPU replica loads (int8 or fp32; GPU replicas fall back to fp32 too). An alias on
+    a version that fails this makes every replica that polls it refuse it."""
+    own = {e.precision for e in manifest.exports} | {p for p in PRECISIONS if graph_file(p) in manifest.files}
     base, head = manifest.base_encoder, manifest.head
-    if manifest.strategy == "frozen" and head is not None and base is not None and base.precisions:
+    base_precisions = set(base.precisions) if base is not None else set()
+    if own & set(CPU_PRECISIONS):
         return None
-    if manifest.strategy == "lora" and head is not None and base is not None and LORA_FILE in manifest.files:
+    if manifest.strategy == "frozen" and head is not None and base_precisions & set(CPU_PRECISIONS):
+        return None
+    # lora_mode shared serves the precisions the version exported, or any when it records no export
+    if (
+        manifest.strategy == "lora"
+        and head is not None
+        and base is not None
+        and LORA_FILE in manifest.files
+        and not manifest.exports
+    ):
         return None
     who = f"{manifest.scenario} v{manifest.version}"
+    scenario, version = manifest.scenario, manifest.version
+    # What it has then is GPU graphs only: its own, or a frozen head's base (LoRA reads no plain base).
+    frozen_base = base_precisions if manifest.strategy == "frozen" and head is not None else set()
+    gpu_only = sorted(own | frozen_base)
+    if gpu_only:
+        return (
+            f"{who} cannot be served on CPU: it has only GPU graphs ({', '.join(gpu_only)}), and CPU "
+            "replicas load int8 or fp32 (GPU replicas fall back to fp32 too); run `labelwise export "
+            f"--scenario {scenario} --version {version} -p fp32,int8`, which publishes a new version "
+            "holding them beside its fp16 graph, and promote that version"
+        )
     return (
         f"{who} cannot be served: it has no ONNX export (published with torch weights only, e.g. "
-        f"`--export none`); run `labelwise export --scenario {manifest.scenario} --version "
-        f"{manifest.version}`, which publishes its graphs as a new version, and promote that version"
+        f"`--export none`); run `labelwise export --scenario {scenario} --version "
+        f"{version}`, which publishes its graphs as a new version, and promote that version"
     )
 
 

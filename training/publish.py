@@ -151,17 +151,24 @@ def _refuse_collapsed(result: TrainedModel) -> None:
 
 
 def requested_precisions(export_precisions: list[str] | str | None) -> list[str]:
-    """The precisions to export, from "auto", "fp32,int8", a list or None; the export hook must be there."""
+    """The precisions to export, from "auto", "fp32,int8", a list or None; the export hook must be there.
+
+    Decided by training.export.precisions.parse_precisions: unknown names raise, fp16 alone gets fp32."""
     if export_precisions == "auto":
         return default_precisions() if export_available() else []
     if isinstance(export_precisions, str):
         export_precisions = [p.strip() for p in export_precisions.split(",") if p.strip()]
-    if export_precisions and not export_available():
+    if not export_precisions:
+        return []
+    if not export_available():
         raise TrainingError(
             "ONNX export was requested but training.export.export_into is not available in this checkout; "
             "publish with --export none"
         )
-    return list(export_precisions or [])
+    from training.export.precisions import parse_precisions
+
+    # checked and completed as a re-export's are: fp16 alone gets fp32 too (a version no CPU replica loads)
+    return parse_precisions(export_precisions)
 
 
 def _base_ref(result: TrainedModel) -> BaseModelRef:
@@ -246,8 +253,9 @@ def export_shared_graph(
     The graph adapts the architecture's default target modules (every linear projection of a BERT-like
     layer): one graph per base serves every adapter whose targets are among them (query/value only
     included); an adapter on others is refused by shared serving and keeps its merged graph. An
-    unsupported architecture, or a graph exported earlier on fewer targets, only logs: the version is
-    still served by its merged graph (lora_mode: merged).
+    unsupported architecture, a graph exported earlier on fewer targets, or a repository error on the
+    graph (a store error, a claim whose writer died) only logs: the version is still served by its merged
+    graph (lora_mode: merged).
     """
     from training.export.precisions import MULTI_ADAPTER_PRECISIONS
     from training.multi_adapter import MultiAdapterError, export_multi_adapter_base
@@ -266,6 +274,20 @@ def export_shared_graph(
         )
     except MultiAdapterError as exc:
         log.warning("no multi-adapter graph for %s: %s (lora_mode: shared will refuse it)", base_path, exc)
+    except RepositoryError as exc:
+        # The store, or a claim whose writer died (its graph never came): the version itself is sealed or
+        # about to be, and lora_mode merged serves it; only the shared graph is missing.
+        log.warning(
+            "no multi-adapter graph for %s: %s: %s. lora_mode: merged serves the version; lora_mode: shared "
+            "refuses versions on this base until the graph is exported: once the store answers, or a stale "
+            "claim under %s/<key>/%s/ (its writer gone) is deleted, re-export a LoRA version on this base "
+            "(`labelwise export`)",
+            base_path,
+            type(exc).__name__,
+            exc,
+            layout.BASES_DIR,
+            layout.CLAIMS_DIR,
+        )
 
 
 def train_and_publish(

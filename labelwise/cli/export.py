@@ -50,8 +50,8 @@ def export(
     from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
-    parse_precisions(precision)  # a bad precision fails before the model loads
-    manifest = reexport_version(ModelRepository(repository), scenario, version, precision, validation)
+    wanted = parse_precisions(precision)  # a bad precision fails before the model loads (fp16 alone: +fp32)
+    manifest = reexport_version(ModelRepository(repository), scenario, version, wanted, validation)
     summary = ", ".join(
         f"{e.precision} max|Δlogit|={e.parity.max_abs_logit_diff} agreement={e.parity.agreement}"
         for e in manifest.exports

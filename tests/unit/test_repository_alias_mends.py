@@ -120,7 +120,9 @@ def test_serving_problem_follows_the_loader() -> None:
     # a graph of its own, recorded or only at its fixed path (the loader opens both)
     exported = ExportRecord(precision="int8", path=layout.graph_file("int8"), size_bytes=1)
     assert serving_problem(_manifest(exports=[exported])) is None
-    assert serving_problem(_manifest(files={layout.graph_file("fp16"): sha})) is None
+    assert serving_problem(_manifest(files={layout.graph_file("fp32"): sha})) is None
+    # a GPU graph alone: no CPU replica (int8, then fp32) loads it
+    assert "only GPU graphs (fp16)" in str(serving_problem(_manifest(files={layout.graph_file("fp16"): sha})))
     # frozen: head on the shared base encoder; without either, nothing to run
     assert serving_problem(_manifest(strategy="frozen", head=head, base_encoder=base)) is None
     assert serving_problem(_manifest(strategy="frozen", base_encoder=base)) is not None

@@ -146,7 +146,24 @@ def ensure_base(
                 + ("exported" if draft.published else "exported by another writer first; theirs kept")
                 + f", max |Δfeatures| {diff}"
             )
+            if not draft.published or not Path(paths[folder]).is_file():
+                # Another writer's copy is what the version reads (an object store's only in the store
+                # until verified into this machine's cache), or ours was published but not cached here.
+                by = "this export" if draft.published else "another writer while this export ran"
+                _materialise(repository, key, folder, by)
     return paths
+
+
+def _materialise(repository: ModelRepository, key: str, folder: str, by: str) -> None:
+    """Verify the published base (key, folder), which brings an object store's copy into the local cache
+    where the head checks open it; ExportError naming the base when it fails."""
+    try:
+        repository.verify_base(key, folder)
+    except RepositoryError as exc:
+        raise ExportError(
+            f"shared base encoder {key} {folder}, published by {by}, fails verification here: {exc}; "
+            "nothing published. Publish or re-export the version again"
+        ) from exc
 
 
 def base_folders(precisions: Sequence[str], int8_guard: bool = True) -> dict[str, str]:
@@ -191,18 +208,27 @@ def _base_parity(
     head: tuple[str, dict[str, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Features against the fp32 torch base on the validation rows (fp16: on CPU when there is no GPU)."""
-    session = parity.ort_session(graph, RECIPES[precision].providers(), threads)
+    try:
+        session = parity.ort_session(graph, RECIPES[precision].providers(), threads)
+    except Exception as exc:  # onnxruntime raises its own untyped errors (NoSuchFile, InvalidProtobuf)
+        raise ExportError(
+            f"base encoder {precision} graph {graph} does not load in onnxruntime: "
+            f"{type(exc).__name__}: {exc}; nothing published"
+        ) from exc
     parity.load_check(session, tokenizer, max_length_tokens, reference.shape[1], f"base encoder {precision}")
     features = parity.ort_outputs(session, batches)
     out: dict[str, Any] = {
         "verified": True,
         "n_samples": int(reference.shape[0]),
-        "max_abs_feature_diff": float(np.abs(features - reference).max()),
+        "max_abs_feature_diff": parity.max_abs_diff(
+            reference, features, f"base encoder {precision} features"
+        ),
         "checked_on": session.get_providers()[0],
         "reference": "fp32 torch base encoder",
     }
     if head is not None:
         kind, arrays, torch_logits = head
-        cmp = parity.compare(torch_logits, apply_head(kind, arrays, features), None)
+        what = f"base encoder {precision} through the version's head"
+        cmp = parity.compare(torch_logits, apply_head(kind, arrays, features), None, what)
         out.update(max_abs_logit_diff=cmp.max_abs_diff, agreement=cmp.agreement)
     return out

@@ -216,7 +216,7 @@ def export_into(
         )
         folders = base_encoder.base_folders(base_wanted, int8_guard)
         if strategy == "frozen":
-            served, checks = _check_head_on_base(paths, kind, arrays, rows, say)
+            served, checks = _check_head_on_base(paths, kind, arrays, rows, say, key)
             head_guard = _frozen_int8_guard(checks, len(rows.reference)) if int8_guard else None
             if head_guard is not None:
                 folders["int8"] = "fp32"
@@ -443,7 +443,7 @@ def _graph_parity(graph: Path, precision: str, rows: _ParityRows) -> tuple[Parit
     inputs = session_input_names(session)
     num_labels = rows.reference.shape[1]
     load_check(session, rows.tokenizer, rows.max_length_tokens, num_labels, f"{precision} graph")
-    cmp = compare(rows.reference, ort_outputs(session, rows.batches), rows.gold)
+    cmp = compare(rows.reference, ort_outputs(session, rows.batches), rows.gold, f"{precision} graph")
     ran_on = session.get_providers()[0]
     test: dict[str, Any] = {}
     if rows.test is not None:
@@ -471,6 +471,7 @@ def _check_head_on_base(
     arrays: dict[str, np.ndarray],
     rows: _ParityRows,
     say: Callable[[str], None],
+    key: str,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Comparison]]:
     """Serving's frozen path (base features, then the numpy head) must reproduce the torch logits.
 
@@ -483,13 +484,21 @@ def _check_head_on_base(
     checks: dict[str, Comparison] = {}
     for folder, path in base_graphs.items():
         precision = layout.precision_of_folder(folder)
-        session = ort_session(path, RECIPES[precision].providers(), rows.threads)
+        try:
+            session = ort_session(path, RECIPES[precision].providers(), rows.threads)
+        except Exception as exc:  # onnxruntime raises its own untyped errors (NoSuchFile, InvalidProtobuf)
+            raise ExportError(
+                f"shared base encoder {key} {folder} ({path}) does not load in onnxruntime for the "
+                f"{layout.HEAD_FILE} check: {type(exc).__name__}: {exc}; nothing published"
+            ) from exc
         if rows.test is not None:
             served[precision] = rows.test.scores(
                 apply_head(kind, arrays, ort_outputs(session, rows.test.batches))
             )
         logits = apply_head(kind, arrays, ort_outputs(session, rows.batches))
-        cmp = compare(rows.reference, logits, rows.gold)
+        cmp = compare(
+            rows.reference, logits, rows.gold, f"{layout.HEAD_FILE} on the shared base encoder {key} {folder}"
+        )
         checks[precision] = cmp
         say(
             f"frozen: {layout.HEAD_FILE} on the shared base encoder ({folder}), "

@@ -11,7 +11,7 @@ import numpy as np
 
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, serving_passes
 
-from ..errors import ExportError
+from ..errors import ExportError, ParityError
 
 # Sentences of very different lengths, so that the load check pads and truncates.
 LOAD_CHECK_TEXTS = [
@@ -146,16 +146,37 @@ def ort_outputs(session: Any, batches: list[dict[str, np.ndarray]]) -> np.ndarra
     return np.concatenate(outs)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, gold: np.ndarray | None) -> Comparison:
+def max_abs_diff(reference: np.ndarray, candidate: np.ndarray, what: str) -> float:
+    """max |reference - candidate| over the entries where the reference is finite; ParityError naming
+    `what` and how many rows when the candidate holds NaN or inf where the reference does not (NaN compares
+    False with every gate's tolerance, and a NaN row's argmax is label 0: it would pass as agreeing)."""
+    finite = np.isfinite(reference)
+    broken = finite & ~np.isfinite(candidate)
+    if broken.any():
+        rows = int(broken.reshape(broken.shape[0], -1).any(axis=1).sum()) if broken.ndim else 1
+        total = int(reference.shape[0]) if reference.ndim else 1
+        raise ParityError(
+            f"{what}: NaN or inf on {rows} of {total} validation rows where the torch reference is finite; "
+            "nothing published"
+        )
+    return float(np.abs(reference[finite] - candidate[finite]).max()) if finite.any() else 0.0
+
+
+def compare(
+    reference: np.ndarray, candidate: np.ndarray, gold: np.ndarray | None, what: str = "ONNX output"
+) -> Comparison:
+    """The candidate's logits against torch's on the same rows; ParityError (naming `what`) when the
+    candidate is NaN or inf where torch is finite."""
     if reference.shape != candidate.shape:
-        raise ExportError(f"ONNX output shape {candidate.shape} differs from torch {reference.shape}")
+        raise ExportError(f"{what} shape {candidate.shape} differs from torch {reference.shape}")
+    diff = max_abs_diff(reference, candidate, what)
     ref_pred, cand_pred = reference.argmax(-1), candidate.argmax(-1)
     delta = None
     if gold is not None and len(gold):
         delta = float((cand_pred == gold).mean() - (ref_pred == gold).mean())
     return Comparison(
         n_samples=int(reference.shape[0]),
-        max_abs_diff=float(np.abs(reference - candidate).max()) if reference.size else 0.0,
+        max_abs_diff=diff,
         agreement=float((ref_pred == cand_pred).mean()) if len(ref_pred) else 1.0,
         accuracy_delta=delta,
     )

@@ -117,8 +117,16 @@ RECIPES: dict[str, PrecisionRecipe] = {
 MULTI_ADAPTER_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if recipe.multi_adapter)
 
 
+# What a CPU replica loads (serving's precision_order: int8, then fp32); every version holds one of them.
+CPU_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if not recipe.gpu_graph)
+
+
 def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
-    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise."""
+    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise.
+
+    GPU graphs alone (`fp16`) get fp32 too, and say so: a version holding no CPU graph is one no CPU
+    replica can load (they try int8, then fp32), and the repository refuses to promote it. This is the
+    one place the precisions of a training export (`--export`) and of a re-export (`-p`) are decided."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
     wanted = [p.strip().lower() for p in items if p and p.strip()]
     unknown = sorted(set(wanted) - set(RECIPES))
@@ -126,6 +134,15 @@ def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
         raise UnknownPrecisionError(
             f"unknown precision {', '.join(unknown) or '(none given)'}: choose from {', '.join(RECIPES)}"
         )
+    if not any(p in CPU_PRECISIONS for p in wanted):
+        gpu = ", ".join(p for p in RECIPES if p in wanted)
+        # a warning: it is what the caller did not ask for, and shows where no logging is set up
+        _LOG.warning(
+            "%s is a GPU graph: exporting fp32 too, so that CPU replicas (int8, then fp32) can load the "
+            "version and GPU replicas have their fp32 fallback",
+            gpu,
+        )
+        wanted.append("fp32")
     return [p for p in RECIPES if p in wanted]
 
 
@@ -154,6 +171,7 @@ class GraphBuilder:
 
 
 __all__ = [
+    "CPU_PRECISIONS",
     "MULTI_ADAPTER_PRECISIONS",
     "RECIPES",
     "GraphBuilder",

@@ -122,7 +122,8 @@ def reexport_version(
 
     The new version holds the precisions asked for and every one its parent exported: it replaces the
     parent under `latest` and, promoted, under an alias, so `-p fp16` adds the GPU graph to the CPU ones
-    instead of publishing a version no CPU replica can load."""
+    instead of publishing a version no CPU replica can load; a parent with none (`--export none`) gets
+    fp32 beside it (parse_precisions)."""
     wanted = parse_precisions(precisions)
     try:
         number = repository.resolve(scenario, version)
