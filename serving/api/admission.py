@@ -5,7 +5,9 @@ past the cap is a text/plain "Request dropped due to backpressure", and the prob
 queue as classify traffic. So the app admits API requests itself, up to `max_ongoing_requests`, and
 refuses the rest in the one JSON error shape with Retry-After; Ray's own cap is set well above it
 (serving.app.ray_request_caps) so that it never answers first. Probes (/healthz, /readyz, /metrics) are
-never counted and never refused: they answer within milliseconds however busy the replica is.
+never counted and never refused: they answer within milliseconds however busy the replica is, under a
+route prefix too (their path is read without the root_path). A refusal is in the shape of the route it
+was for: labelwise's own, or the ecosystem's on a compatibility route (ecosystems.refusal_for).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .body_limit import declares_body
-from .http_errors import error_response
+from .ecosystems import refusal_for, route_path
 
 # Paths that are never refused for load: liveness, readiness, metrics (and their compat spellings).
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/health", "/v2/health/live", "/v2/health/ready"})
@@ -33,8 +35,8 @@ class InFlight:
 class AdmissionMiddleware:
     """Pure ASGI middleware: at most `limit` non-probe HTTP requests in the app at once.
 
-    A request over the limit gets `status` (429 or 503) with the error body and Retry-After, before its
-    body is read; the count drops when the response has been sent (or the request failed)."""
+    A request over the limit gets `status` (429 or 503) with the route's error body and Retry-After,
+    before its body is read; the count drops when the response has been sent (or the request failed)."""
 
     def __init__(
         self,
@@ -53,7 +55,7 @@ class AdmissionMiddleware:
         self.in_flight = in_flight if in_flight is not None else InFlight()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path", "") in PROBE_PATHS:
+        if scope["type"] != "http" or route_path(scope) in PROBE_PATHS:
             await self.app(scope, receive, send)
             return
         if self.in_flight.count >= self.limit:
@@ -62,7 +64,8 @@ class AdmissionMiddleware:
             message = f"service overloaded: {self.limit} requests in flight on this replica; retry later"
             # Refused before its body is read: a client waiting on `Expect: 100-continue`, or slow to send,
             # would have what it sends next read as that body, so the connection closes after this.
-            refusal = error_response(
+            refusal = refusal_for(
+                scope,
                 self.status,
                 "overloaded",
                 message,

@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from .http_errors import StartTracking, error_response
+from .ecosystems import refusal_for
+from .http_errors import StartTracking
 
 
 class BodyTooLarge(HTTPException):
@@ -48,7 +49,8 @@ def _coding_not_undone(headers: Any) -> tuple[str, bytes] | None:
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI middleware: 413 in the error shape for a body over `limit_bytes`, nothing parsed; 415 for
+    """Pure ASGI middleware: 413 in the route's error shape (labelwise's, or on a compatibility route its
+    ecosystem's: ecosystems.refusal_for) for a body over `limit_bytes`, nothing parsed; 415 for
     a compressed one (a Content-Encoding, or a Transfer-Encoding coding, other than chunked or identity:
     bodies are read as sent). Each refusal here, and any answer to a body cut off by the limit or the
     deadline, closes the connection after it: the unread rest would be read as the next request.
@@ -128,7 +130,7 @@ class BodyLimitMiddleware:
     ) -> None:
         if self.on_refuse is not None:
             self.on_refuse(status)
-        await error_response(status, type_, message, field=field, close=True)(scope, receive, send)
+        await refusal_for(scope, status, type_, message, field=field, close=True)(scope, receive, send)
 
 
 class _CloseWhenCut(StartTracking):

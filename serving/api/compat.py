@@ -32,12 +32,21 @@ from ..errors import (
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
+from .ecosystems import (
+    INFINITY,
+    KSERVE,
+    TEI,
+    Ecosystem,
+    TeiErrorType,
+    infinity_error,
+    kserve_error,
+    tei_error,
+)
 from .http_errors import (
     RETRY_AFTER_S,
     _backpressure,
     http_refusal,
     internal_message,
-    refusal_headers,
     retry_after_headers,
     unreadable_body,
     validation_refusal,
@@ -49,6 +58,7 @@ from .routes import (
     api_key_dependency,
     check_texts,
     counted,
+    counting,
     json_bytes,
     within_timeout,
 )
@@ -64,88 +74,69 @@ try:
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout, not installed
     LABELWISE_VERSION = "unknown"
 
-# An ecosystem's error body from (status, our error code, message, request field or None).
-ErrorShape = Callable[[int, str, str, str | None], dict[str, Any]]
+
+def _not_counted(status: int) -> None:
+    """The KServe health probes' refusals are not requests to count, as /readyz's are not."""
 
 
-def infinity_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    """Infinity (OpenAI style): {"error": {"message", "type", "param", "code"}}."""
-    return {"error": {"message": message, "type": code, "param": field, "code": status}}
-
-
-def tei_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    """TEI: {"error", "error_type"}, the type one of TEI's (validation, overloaded, unhealthy, backend)."""
-    if code == "overloaded" or status == 429:
-        kind = "overloaded"
-    elif code == "not_ready":
-        kind = "unhealthy"
-    elif status >= 500:
-        kind = "backend"
-    else:
-        kind = "validation"
-    return {"error": message, "error_type": kind}
-
-
-def kserve_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    """KServe v2 / Triton: {"error": message}."""
-    return {"error": message}
+def ecosystem_refusal(ecosystem: Ecosystem, request: Request, exc: Exception) -> tuple[int, Response]:
+    """(our status, the answer in the ecosystem's shape and status) for an exception a route raised:
+    a validation error, a body that cannot be read, a ServingError, Ray's backpressure or a fault."""
+    answer = ecosystem.response
+    if isinstance(exc, RequestValidationError):
+        status, field, message = validation_refusal(exc)
+        refusal = unreadable_body(request) or (status, "invalid_request", message, field)
+        return refusal[0], answer(*refusal)
+    if isinstance(exc, StarletteHTTPException):  # a body that cannot be read as one (400, 413)
+        refusal = http_refusal(exc)
+        if refusal[0] == 400:
+            refusal = unreadable_body(request) or refusal
+        return refusal[0], answer(*refusal)
+    if isinstance(exc, ServingError):
+        status = exc.status_code
+        if status >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
+            request_id = request_id_of(request)
+            logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
+            return status, answer(status, exc.code, internal_message(request_id), None)
+        field = exc.field if isinstance(exc, InvalidRequestError) else None
+        retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
+        return status, answer(status, exc.code, str(exc), field, retry)
+    backpressure = _backpressure(exc)
+    if backpressure is not None:
+        status, retry_after_s = backpressure
+        return status, answer(status, "overloaded", "service overloaded; retry later", None, retry_after_s)
+    request_id = request_id_of(request)
+    logger.error("unexpected error on %s (request %s)", request.url.path, request_id, exc_info=exc)
+    return 500, answer(500, "internal_error", internal_message(request_id), None)
 
 
 def ecosystem_route(
-    shape: ErrorShape,
-    statuses: dict[int, int],
+    ecosystem: Ecosystem,
     on_invalid: Callable[[int], None],
     prepare: Callable[[Request], Awaitable[None]] | None = None,
 ) -> type[APIRoute]:
-    """An APIRoute whose every refusal (validation, API key, backend error, fault) is in `shape`, with
-    our status replaced by the ecosystem's where `statuses` says so (e.g. Infinity: unknown model 400).
-    `prepare` may rewrite the request before FastAPI reads it (KServe: v2_request_as_json); what it
-    refuses is answered in `shape` too."""
-
-    def answer(
-        status: int, code: str, message: str, field: str | None, retry_after_s: float | None = None
-    ) -> JSONResponse:
-        status = statuses.get(status, status)
-        headers = refusal_headers(status, retry_after_s)
-        return JSONResponse(shape(status, code, message, field), status_code=status, headers=headers)
+    """An APIRoute whose every refusal (validation, API key, backend error, fault) is in the ecosystem's
+    shape, with our status replaced by the ecosystem's where it says so (e.g. Infinity: unknown model
+    400). `prepare` may rewrite the request before FastAPI reads it (KServe: v2_request_as_json); what it
+    refuses is answered in the shape too. A refusal that counted() has not counted (one raised before
+    the route knows its scenario: validation, the API key, no default scenario) is counted once, with
+    `on_invalid` and our status."""
 
     class EcosystemRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def guarded(request: Request) -> Response:
-                try:
-                    if prepare is not None:
-                        await prepare(request)
-                    return await handler(request)
-                except RequestValidationError as exc:
-                    status, field, message = validation_refusal(exc)
-                    refusal = unreadable_body(request) or (status, "invalid_request", message, field)
-                    on_invalid(refusal[0])
-                    return answer(*refusal)
-                except StarletteHTTPException as exc:  # a body that cannot be read as one (400, 413)
-                    refusal = http_refusal(exc)
-                    if refusal[0] == 400:
-                        refusal = unreadable_body(request) or refusal
-                    on_invalid(refusal[0])
-                    return answer(*refusal)
-                except ServingError as exc:
-                    field = exc.field if isinstance(exc, InvalidRequestError) else None
-                    if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
-                        request_id = request_id_of(request)
-                        logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
-                        return answer(exc.status_code, exc.code, internal_message(request_id), None)
-                    retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
-                    return answer(exc.status_code, exc.code, str(exc), field, retry)
-                except Exception as exc:
-                    backpressure = _backpressure(exc)
-                    if backpressure is not None:
-                        status, retry_after_s = backpressure
-                        message = "service overloaded; retry later"
-                        return answer(status, "overloaded", message, None, retry_after_s)
-                    request_id = request_id_of(request)
-                    logger.exception("unexpected error on %s (request %s)", request.url.path, request_id)
-                    return answer(500, "internal_error", internal_message(request_id), None)
+                with counting() as was_counted:
+                    try:
+                        if prepare is not None:
+                            await prepare(request)
+                        return await handler(request)
+                    except Exception as exc:
+                        status, refusal = ecosystem_refusal(ecosystem, request, exc)
+                        if not was_counted():
+                            on_invalid(status)
+                        return refusal
 
             return guarded
 
@@ -249,9 +240,7 @@ class InfinityErrorBody(BaseModel):
 
 
 def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
-    route = ecosystem_route(
-        infinity_error, {404: 400}, lambda s: metrics.requests.labels("_invalid", str(s)).inc()
-    )
+    route = ecosystem_route(INFINITY, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
     router = APIRouter(
         route_class=route,
         dependencies=[Depends(api_key_dependency(config))],
@@ -320,8 +309,10 @@ class TeiPrediction(BaseModel):
 
 
 class TeiErrorBody(BaseModel):
-    error: str
-    error_type: str
+    """TEI's ErrorResponse; `error_type` is its ErrorType, sent as the variant's name (no serde rename)."""
+
+    error: str = Field(examples=["inputs: an empty text"])
+    error_type: TeiErrorType = Field(examples=["Validation"])
 
 
 class TeiClassifierModel(BaseModel):
@@ -420,7 +411,7 @@ def _json_kind(value: Any) -> str:
 
 
 def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
-    route = ecosystem_route(tei_error, {}, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
+    route = ecosystem_route(TEI, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
     router = APIRouter(
         route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: TEI"]
     )
@@ -465,6 +456,7 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
             json_bytes(rows if batch else rows[0]), media_type="application/json", headers=headers
         )
 
+    @router.head("/info", include_in_schema=False)  # HEAD wherever GET, as TEI's own router does
     @router.get("/info", response_model=TeiInfo, responses=errors)
     async def info(
         scenario: Annotated[str | None, Header(alias=SCENARIO_HEADER, description=SCENARIO_DOC)] = None,
@@ -739,15 +731,14 @@ async def v2_request_as_json(request: Request) -> None:
 
 
 def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
-    # The protocol answers bad input 400 (KServe's InvalidInput), where /v1 says 422.
+    # The protocol answers bad input 400 (KServe's InvalidInput), where /v1 says 422 (ecosystems.KSERVE).
     route = ecosystem_route(
-        kserve_error,
-        {422: 400},
-        lambda s: metrics.requests.labels("_invalid", str(s)).inc(),
-        prepare=v2_request_as_json,
+        KSERVE, lambda s: metrics.requests.labels("_invalid", str(s)).inc(), prepare=v2_request_as_json
     )
+    probe_route = ecosystem_route(KSERVE, _not_counted, prepare=v2_request_as_json)
     tags: list[str] = ["compat: KServe v2 / Triton"]
-    probes = APIRouter(route_class=route, tags=list(tags))  # never behind the API key, never refused for load
+    # never behind the API key, never refused for load, never counted
+    probes = APIRouter(route_class=probe_route, tags=list(tags))
     router = APIRouter(route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=tags)
     # no 415 (a body is read as JSON whatever its Content-Type) and no 422 (the protocol says 400; the
     # 422 FastAPI adds to an operation with parameters is taken out by routes.openapi_as_answered)
@@ -768,6 +759,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             raise NotReadyError(f"not ready: {len(readiness['missing'])} scenarios still loading")
         return {"ready": True}
 
+    # HEAD wherever GET (routes.probe_routes), each a route of its own out of the schema
+    @router.head("/v2", include_in_schema=False)
     @router.get("/v2", responses=errors)
     async def server_metadata() -> dict[str, Any]:
         return {"name": "labelwise", "version": "1", "extensions": []}
@@ -784,6 +777,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
 
     # Each model route also answers under /versions/{version} (what tritonclient's model_version= calls)
     # for the version serving, which the metadata lists.
+    @router.head("/v2/models/{scenario}", include_in_schema=False)
+    @router.head("/v2/models/{scenario}/versions/{version}", include_in_schema=False)
     @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
     @router.get("/v2/models/{scenario}/versions/{version}", response_model=V2ModelMetadata, responses=errors)
     async def model_metadata(scenario: str, version: str | None = None) -> dict[str, Any]:
@@ -800,6 +795,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             ],
         }
 
+    @router.head("/v2/models/{scenario}/ready", include_in_schema=False)
+    @router.head("/v2/models/{scenario}/versions/{version}/ready", include_in_schema=False)
     @router.get("/v2/models/{scenario}/ready", responses=errors)
     @router.get("/v2/models/{scenario}/versions/{version}/ready", responses=errors)
     async def model_ready(scenario: str, version: str | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ..errors import ServingError
 from ..metrics import ServingMetrics
 from .admission import InFlight
 from .body_limit import BodyTimeout
+from .ecosystems import route_path
 from .http_errors import error_response, serving_error_response, unexpected_error_response
 from .request_id import set_request_id
 from .routes import ClassifyBackend, answer_classify, classify_headers
@@ -69,10 +70,7 @@ class FastClassifyMiddleware:
         the key; else None."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if path != PATH:
+        if route_path(scope) != PATH:
             return None
         headers = first_values(scope.get("headers", ()))
         media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()

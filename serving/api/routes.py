@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import orjson
@@ -117,6 +118,22 @@ async def within_timeout(call: Awaitable[Any], config: ServingConfig) -> Any:
         ) from None
 
 
+# Set by a compatibility route around its handler (compat.ecosystem_route): whether counted() has counted
+# the request, so that a refusal it has not counted is counted once, as `_invalid`.
+_COUNTED: ContextVar[list[bool] | None] = ContextVar("labelwise_counted", default=None)
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[Callable[[], bool]]:
+    """Around a route's handler: yields a function that tells whether counted() has counted the request."""
+    holder = [False]
+    token = _COUNTED.set(holder)
+    try:
+        yield lambda: holder[0]
+    finally:
+        _COUNTED.reset(token)
+
+
 @contextlib.contextmanager
 def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
     """Count the request by scenario and status, and time it when it succeeds.
@@ -137,6 +154,9 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
         status = "499"
         raise
     finally:
+        holder = _COUNTED.get()
+        if holder is not None:
+            holder[0] = True
         label = metrics.scenario_label(scenario, answered=status == "200")
         metrics.requests.labels(label, status).inc()
         if status == "200":

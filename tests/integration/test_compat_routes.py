@@ -45,7 +45,7 @@ def _tei_error(response, status: int) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error", "error_type"} and body["error"]
-    assert body["error_type"] in {"validation", "tokenizer", "backend", "overloaded", "unhealthy", "empty"}
+    assert body["error_type"] in {"Validation", "Tokenizer", "Backend", "Overloaded", "Unhealthy", "Empty"}
     return body
 
 
@@ -156,11 +156,11 @@ def test_tei_truncate_pairs_and_scenario_choice(served: ServedApp) -> None:
     assert _predict(served, {"inputs": long_text, "truncate": None}).json() == cut.json()
     assert _predict(served, {"inputs": long_text, "truncate": True}).json() == cut.json()
     refused = _tei_error(_predict(served, {"inputs": long_text, "truncate": False}), 422)
-    assert refused["error_type"] == "validation" and refused["error"].startswith("inputs: longer than")
+    assert refused["error_type"] == "Validation" and refused["error"].startswith("inputs: longer than")
     in_batch = _tei_error(_predict(served, {"inputs": [["short"], [long_text]], "truncate": False}), 422)
     assert in_batch["error"].startswith("inputs.1: longer than") and "tokens" in in_batch["error"], in_batch
     pair = _tei_error(_predict(served, {"inputs": ["a question", "an answer"]}), 422)
-    assert pair["error_type"] == "validation" and "pair" in pair["error"]
+    assert pair["error_type"] == "Validation" and "pair" in pair["error"]
     assert "pair" in _tei_error(_predict(served, {"inputs": [["ok"], ["q", "a"]]}), 422)["error"]
     _tei_error(_predict(served, {"inputs": []}), 422)
     _tei_error(_predict(served, {"inputs": "hi", "truncation_direction": "left"}), 422)
@@ -188,7 +188,7 @@ def test_tei_routes_beside_predict(served: ServedApp) -> None:
     if health.status_code == 200:
         assert health.content == b""
     else:
-        assert _tei_error(health, 503)["error_type"] == "unhealthy"
+        assert _tei_error(health, 503)["error_type"] == "Unhealthy"
     info = served.client.get("/info", headers=header)
     assert info.status_code == 200, info.text
     body = info.json()

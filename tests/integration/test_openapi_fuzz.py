@@ -35,7 +35,7 @@ def _in_compat_shape(path: str, body: Any, status: int) -> bool:
             and set(body) == {"error", "error_type"}
             and bool(body["error"])
             and body["error_type"]
-            in {"validation", "tokenizer", "backend", "overloaded", "unhealthy", "empty"}
+            in {"Validation", "Tokenizer", "Backend", "Overloaded", "Unhealthy", "Empty"}
         )
     # KServe v2 / Triton
     return (

@@ -62,7 +62,7 @@ def test_a_lone_surrogate_is_refused_in_each_routes_own_shape(published_repo: Mo
         assert response.status_code == 422, (path, response.text)
         body = response.json()
         named = "inputs.1" if kind == "batch" else "inputs"
-        assert body["error_type"] == "validation" and body["error"].startswith(f"{named}: "), body
+        assert body["error_type"] == "Validation" and body["error"].startswith(f"{named}: "), body
         assert "not valid Unicode (lone surrogate" in body["error"]
     for path in V2_PATHS:
         response = got[path]
@@ -158,5 +158,5 @@ def test_tei_health_answers_a_failed_readiness_in_teis_shape(published_repo: Mod
 
     response = asyncio.run(scenario())
     assert response.status_code == 503, response.text
-    assert response.json()["error_type"] == "unhealthy" and set(response.json()) == {"error", "error_type"}
+    assert response.json()["error_type"] == "Unhealthy" and set(response.json()) == {"error", "error_type"}
     assert response.headers["retry-after"]

@@ -35,7 +35,7 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
             infinity = await client.post("/classify", json={"model": "frozen_two", "input": ["hi"]})
             assert infinity.status_code == 401 and infinity.json()["error"]["code"] == 401
             tei = await client.post("/predict", json={"inputs": "hi"})
-            assert tei.status_code == 401 and tei.json()["error_type"] == "validation"
+            assert tei.status_code == 401 and tei.json()["error_type"] == "Validation"
             v2_body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
             v2 = await client.post("/v2/models/frozen_two/infer", json=v2_body)
             assert v2.status_code == 401 and set(v2.json()) == {"error"}
@@ -46,7 +46,7 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
             assert meta.status_code == 200 and meta.json()["versions"] == ["1"]
             # With the key, refusals are the route's own (a TEI pair), not 401.
             pair = await client.post("/predict", json={"inputs": ["q", "a"]}, headers=auth)
-            assert pair.status_code == 422 and pair.json()["error_type"] == "validation"
+            assert pair.status_code == 422 and pair.json()["error_type"] == "Validation"
 
             # Off a Serve replica the app echoes X-Request-Id itself; an id unfit for a log line is replaced.
             given = await client.get("/v2/health/live", headers={"X-Request-Id": "trace-1"})
