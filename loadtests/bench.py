@@ -330,7 +330,7 @@ def head_to_head_rounds(
             view["served_fp32"] = _step(
                 report, f"{step} labelwise fp32", say, measure_labelwise_fp32, models, threads, run, say
             )
-        if options.infinity and report.get("peers"):
+        if options.infinity and any(p["results"] for p in report.get("peers") or []):
             view["peers"], notes = measure_infinity(models, run, say)
             report["peer_notes"] += [f"round {number}: {note}" for note in notes]
         views.append(view)
@@ -399,6 +399,7 @@ class _Runner:
     def __init__(self, options: BenchOptions, texts_file: str | None, driver: str) -> None:
         self.options, self.texts_file, self.driver = options, texts_file, driver
         self.resident: ResidentCeiling | None = None  # the ceiling's engines, for bracketed loads
+        self.resident_failed: str | None = None  # why they are gone, when one of them died
         # What a labelwise server checks: its --serve-arg api_key, else LABELWISE_API_KEY (which the servers
         # the bench starts inherit, and which a --url server may have been given).
         key = options.serve_overrides.get("api_key") or os.environ.get(API_KEY_ENV)
@@ -429,18 +430,32 @@ class _Runner:
     ) -> dict[str, Any]:
         """`load`, with the ceiling measured again just before and just after it (when the bench keeps the
         ceiling's engines), while `server` (the one loaded, when the bench started it) is paused:
-        result["ceiling_now"] holds both and their mean, which the served/ceiling targets compare with."""
+        result["ceiling_now"] holds both and their mean, which the served/ceiling targets compare with.
+
+        When a ceiling process dies, the ceiling is no longer measured around loads: this load and the next
+        ones run without it, each with a note (the targets then compare with the round's first ceiling)."""
         if self.resident is None:
-            return self.load(url, scenarios, n_texts, concurrency)
+            result = self.load(url, scenarios, n_texts, concurrency)
+            if self.resident_failed:
+                _add_note(result, f"no ceiling around it: {self.resident_failed} (an earlier load)")
+            return result
         resident, seconds = self.resident, self.options.ceiling_bracket_s
 
-        def ceiling_now() -> float:
-            with server.paused() if server is not None else contextlib.nullcontext():
-                return resident.measure(seconds)
+        def ceiling_now() -> float | None:
+            try:
+                with server.paused() if server is not None else contextlib.nullcontext():
+                    return resident.measure(seconds)
+            except BenchError as exc:
+                self.resident_failed = _first_line(exc)
+                self.close()
+                return None
 
         before = ceiling_now()
         result = self.load(url, scenarios, n_texts, concurrency)
-        after = ceiling_now()
+        after = ceiling_now() if before is not None else None
+        if before is None or after is None:
+            _add_note(result, f"no ceiling around it: {self.resident_failed}")
+            return result
         mean = round((before + after) / 2, 2)
         result["ceiling_now"] = {
             "before": before,
@@ -476,6 +491,11 @@ class _Runner:
             # No failure, just nothing finished within the measured window (a slow system, a short run).
             result["note"] = f"no answer within the {self.options.duration_s:g} s measured window"
         return result
+
+
+def _add_note(result: dict[str, Any], note: str) -> None:
+    """A note beside the load's figures (and the verdicts that read them), after any it has."""
+    result["note"] = f"{result['note']}; {note}" if result.get("note") else note
 
 
 def serve_config(models: BenchModels, threads: int | None, options: BenchOptions) -> dict[str, Any]:
@@ -617,6 +637,8 @@ def measure_labelwise(
                 if "ceiling_now" in result:
                     now = result["ceiling_now"]
                     say(f"ceiling around it: {now['before']} / {now['after']} seq/s")
+                elif result.get("note"):
+                    say(f"labelwise: {result['note']}")
             else:
                 result = run.load(url, [models.primary], n_texts, concurrency)
             result["load"] = label
@@ -687,7 +709,9 @@ def measure_infinity(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Infinity (optimum engine) on the primary scenario: fp32 export and labelwise's int8 graph.
 
-    A peer that is not installed, or that fails, is a note in the report, not a failed bench.
+    A peer that is not installed, or that fails, is a note in the report, not a failed bench. A variant
+    that fails is kept among the systems with `failed` and the loads it measured before, so that the
+    best Infinity is not read from the others (bench_report.best_peer).
     """
     options = run.options
     missing = infinity_missing(options.peers_dir)
@@ -710,29 +734,31 @@ def measure_infinity(
             continue
         log = options.out_dir / f"infinity-{variant}.log"
         say(f"infinity: starting {name} on {url} (log {log})")
+        system: dict[str, Any] = {"system": name, "variant": variant, "spec": INFINITY_SPEC, "results": []}
+        systems.append(system)
         try:
             server = _start_infinity(name, variant, folders[variant], models.primary, log, options)
         except STEP_FAILURES as exc:  # a server that cannot start is a note too
             why = _first_line(exc).removeprefix(f"{name}: ")
             say(f"infinity {variant}: not started: {why}")
             notes.append(f"{name} not measured: {why}")
+            system["failed"] = why
             continue
         try:
             waited = wait_server_ready(server, options.ready_timeout_s)
             say(f"infinity {variant}: ready after {waited:.0f}s")
-            results = []
             for label, n_texts, concurrency in PEER_LOADS:
                 say(f"infinity {variant}: {label} for {options.duration_s:.0f}s")
                 result = run.load(url, [models.primary], n_texts, concurrency, shape="infinity")
                 result["load"] = label
                 result["memory"] = server.memory_mb()
-                results.append(result)
-            systems.append({"system": name, "variant": variant, "spec": INFINITY_SPEC, "results": results})
+                system["results"].append(result)
         except STEP_FAILURES as exc:
             # Not only BenchError: a peer that never gets ready raises ServerNotUpError (a TimeoutError),
             # a load generator past its bound subprocess.TimeoutExpired. Either is a note, not the end.
             say(f"infinity {variant}: failed: {_first_line(exc)}")
             notes.append(f"{name} failed: {_first_line(exc)} (log {log})")
+            system["failed"] = _first_line(exc)
         finally:
             say(f"infinity {variant}: stopping")
             stop_server(server)

@@ -66,8 +66,30 @@ def _with_caveats(target: dict[str, Any], *rows: tuple[str, dict[str, Any] | Non
     return target
 
 
+def unmeasured_peers(report: dict[str, Any], load: str, variant: str | None = None) -> list[dict[str, Any]]:
+    """The peer systems the bench asked for that failed before they measured this load (bench.py's
+    measure_infinity keeps them, with `failed` and the loads they measured before it)."""
+    return [
+        p for p in report.get("peers") or []
+        if p.get("failed") and _by_load(p["results"], load) is None and variant in (None, p.get("variant"))
+    ]  # fmt: skip
+
+
+def _with_failed_peers(
+    target: dict[str, Any], report: dict[str, Any], load: str, variant: str | None = None
+) -> dict[str, Any]:
+    """The target, with a caveat for each peer it needed that failed before measuring this load."""
+    failed = [f"{p['system']} failed: {p['failed']}" for p in unmeasured_peers(report, load, variant)]
+    if failed:
+        target["caveats"] = [*target.get("caveats", []), *failed]
+    return target
+
+
 def best_peer(report: dict[str, Any], load: str) -> tuple[str, dict[str, Any]] | None:
-    """The peer system with the most req/s at this load, and its row."""
+    """The peer system with the most req/s at this load, and its row. None when a peer the bench asked for
+    failed before it measured this load: the best of the others need not be the best."""
+    if unmeasured_peers(report, load):
+        return None
     rows = [(p["system"], _by_load(p["results"], load)) for p in report.get("peers") or []]
     rows = [(name, row) for name, row in rows if row]
     return max(rows, key=lambda item: item[1]["req_per_s"]) if rows else None
@@ -129,11 +151,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
         if row and row.get("ceiling_now"):
             now = row["ceiling_now"]
-            start = _ratio(row["seq_per_s"], report["ceiling"]["seq_per_s"])
-            target["note"] = (
-                f"ceiling around the load {_fmt(now['before'])} / {_fmt(now['after'])} seq/s; "
-                f"against the round's first ceiling: {_fmt(start, 2)}"
-            )
+            target["note"] = f"ceiling around the load {_fmt(now['before'])} / {_fmt(now['after'])} seq/s"
+            first = (report.get("ceiling") or {}).get("seq_per_s")  # None when this round's step failed
+            if first:
+                start = _ratio(row["seq_per_s"], first)
+                target["note"] += f"; against the round's first ceiling: {_fmt(start, 2)}"
         rows.append(target)
     seed_one = _by_load(seed, "1 text, c=32")
     speedup = _ratio(one and one["req_per_s"], seed_one and seed_one["req_per_s"])
@@ -149,6 +171,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         row = _target(f"labelwise/best Infinity req/s at {load.split(', ')[1]}",
                       _ratio(mine and mine["req_per_s"], peer and peer[1]["req_per_s"]), bar)  # fmt: skip
         _with_caveats(row, ("labelwise", mine), *([peer] if peer else []))
+        _with_failed_peers(row, report, load)
         if peer:
             row["note"] = f"vs {peer[0]}"
             # what a server with no cost of its own would reach: this engine's ceiling over that peer
@@ -158,7 +181,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     row = _target("labelwise p99 / that Infinity's p99 at c=32",
                   _ratio(one and one["p99_ms"], peer and peer[1]["p99_ms"]), TARGET_PEER_P99_RATIO,
                   lower_is_better=True)  # fmt: skip
-    rows.append(_with_caveats(row, ("labelwise", one), *([peer] if peer else [])))
+    _with_caveats(row, ("labelwise", one), *([peer] if peer else []))
+    rows.append(_with_failed_peers(row, report, "1 text, c=32"))
     fp32_peer = next((p for p in report.get("peers") or [] if p.get("variant") == "fp32"), None)
     same, fp32_row = None, None
     mine_fp32 = (
@@ -168,7 +192,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         fp32_row = _by_load(fp32_peer["results"], "1 text, c=32")
         same = _ratio(mine_fp32 and mine_fp32["req_per_s"], fp32_row and fp32_row["req_per_s"])
     row = _target("labelwise fp32/Infinity fp32 req/s at c=32", same, TARGET_SAME_PRECISION)
-    rows.append(_with_caveats(row, ("labelwise fp32", mine_fp32), ("Infinity fp32", fp32_row)))
+    _with_caveats(row, ("labelwise fp32", mine_fp32), ("Infinity fp32", fp32_row))
+    rows.append(_with_failed_peers(row, report, "1 text, c=32", "fp32"))
     single = next((r for r in mix or [] if r.get("n_scenarios") == 1 and r["strategies"]["lora"] == 1), None)
     eight = next((r for r in mix or [] if r.get("n_scenarios") == 8), None)
     row = _target("8 scenarios mixed / 1 scenario, seq/s", _ratio(eight and eight["seq_per_s"],
@@ -208,24 +233,27 @@ def mix_key(record: dict[str, Any]) -> Any:
 def median_loads(
     rounds: list[list[dict[str, Any]] | None], key: Callable[[dict[str, Any]], Any] = _load_key
 ) -> list[dict[str, Any]] | None:
-    """Per load (told apart by `key`: its label), the median round's record; the loads of the first round
-    that measured any (a round whose step failed has None), in its order."""
+    """Per load (told apart by `key`: its label), the median round's record; every load any round measured
+    (a round whose step failed has None, a peer that failed midway the loads before it), in the order the
+    rounds measured them."""
     first = next((rows for rows in rounds if rows), rounds[0])
     if not first:
         return first
-    out = []
-    for record in first:
-        same = [r for rows in rounds for r in rows or [] if key(r) == key(record)]
-        out.append(median_record(same))
-    return out
+    loads = dict.fromkeys(key(r) for rows in rounds for r in rows or [])
+    return [median_record([r for rows in rounds for r in rows or [] if key(r) == load]) for load in loads]
 
 
 def median_peers(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each peer system of the first round with its loads' median-round records."""
+    """Each peer system of the first round with its loads' median-round records; `failed` (round 1's
+    reason) only when it failed in every round that ran it (each round's failure is in `rounds`)."""
     out = []
     for system in rounds[0] or []:
         same = [next((p for p in peers if p["system"] == system["system"]), None) for peers in rounds]
-        out.append({**system, "results": median_loads([p and p["results"] for p in same])})
+        merged = {k: v for k, v in system.items() if k != "failed"}
+        merged["results"] = median_loads([p and p["results"] for p in same])
+        if all(p.get("failed") for p in same if p):
+            merged["failed"] = system["failed"]
+        out.append(merged)
     return out
 
 
@@ -310,10 +338,13 @@ def _best_peer_rate(
     row: dict[str, Any], report: dict[str, Any], load: str, peer: tuple[str, dict[str, Any]] | None
 ) -> float | None:
     """The best peer's req/s at this load: in the round this row was measured in when rounds were run (None
-    when that round measured no peer, never another round's), else `peer`'s."""
+    when that round measured no peer, or a peer failed before this load: never another round's), else
+    `peer`'s."""
     measured_in = _row_round(row, report)
     if measured_in is None:
         return peer[1]["req_per_s"] if peer else None
+    if any(load not in measured_in["peers"].get(s, {}) for s in measured_in.get("peers_failed") or {}):
+        return None
     rates = [loads.get(load) for loads in measured_in["peers"].values()]
     rates = [r for r in rates if r is not None]
     return max(rates) if rates else None
@@ -336,6 +367,7 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
             "peers": {
                 p["system"]: {r["load"]: r["req_per_s"] for r in p["results"]} for p in v.get("peers") or []
             },
+            "peers_failed": {p["system"]: p["failed"] for p in v.get("peers") or [] if p.get("failed")},
             "targets": targets(v),
         }
         for v in views
@@ -347,12 +379,42 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
         "served": median_loads([v["served"] for v in views]),
     }
     if any(v.get("scenario_mix") for v in views):
-        merged["scenario_mix"] = median_loads([v["scenario_mix"] for v in views], key=mix_key)
+        mixes = [v["scenario_mix"] for v in views]
+        merged["scenario_mix"] = _mix_ratios(mixes, median_loads(mixes, key=mix_key) or [])
     if first.get("served_fp32") is not None:
         merged["served_fp32"] = median_loads([v["served_fp32"] for v in views])
     if first.get("peers"):
         merged["peers"] = median_peers([v["peers"] for v in views])
     return merged
+
+
+def _median(values: list[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return round(statistics.median(measured), 3) if measured else None
+
+
+def _mix_ratios(
+    mixes: list[list[dict[str, Any]] | None], merged: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each merged mix point with its ratios taken within each round and their medians: to the first point
+    (`vs_one`) and to what its rows reach unmixed (`vs_unmixed`, beside `unmixed_seq_per_s`). Its figures
+    and the first point's may come from different median rounds, whose ratio no round measured."""
+    out = []
+    for point in merged:
+        vs_one, unmixed, vs_unmixed = [], [], []
+        for mix in mixes:
+            same = {mix_key(r): r for r in mix or []}
+            mine, first = same.get(mix_key(point)), same.get(mix_key(merged[0]))
+            vs_one.append(_ratio(mine and mine["seq_per_s"], first and first["seq_per_s"]))
+            expected = unmixed_rate(mix, mine) if mix and mine else None
+            unmixed.append(expected)
+            vs_unmixed.append(_ratio(mine and mine["seq_per_s"], expected))
+        point = {**point, "vs_one": _median(vs_one), "rounds_vs_one": vs_one}
+        if (point.get("n_scenarios") or 0) >= 2:
+            point |= {"unmixed_seq_per_s": _median(unmixed), "vs_unmixed": _median(vs_unmixed),
+                      "rounds_vs_unmixed": vs_unmixed}  # fmt: skip
+        out.append(point)
+    return out
 
 
 def unmixed_rate(mix: list[dict[str, Any]], point: dict[str, Any]) -> float | None:
@@ -370,22 +432,38 @@ def unmixed_rate(mix: list[dict[str, Any]], point: dict[str, Any]) -> float | No
     return 1.0 / sum(share / alone[k] for k, share in shares.items())
 
 
+def _mix_label(point: dict[str, Any]) -> str:
+    s = point["strategies"]
+    return f"{point['n_scenarios']} ({s['lora']} + {s['frozen']})"
+
+
+def _each_round(values: list[float | None]) -> str:
+    return ", ".join("not measured" if v is None else _fmt(v, 2) for v in values)
+
+
 def _unmixed_note(mix: list[dict[str, Any]]) -> list[str]:
     notes = []
     for r in mix:
         if (r.get("n_scenarios") or 0) < 2:
             continue
-        expected = unmixed_rate(mix, r)
+        if "vs_unmixed" in r:  # rounds: the medians of each round's own (merge_rounds)
+            expected, ratio = r["unmixed_seq_per_s"], r["vs_unmixed"]
+            each = f" (rounds: {_each_round(r['rounds_vs_unmixed'])})"
+        else:
+            expected, each = unmixed_rate(mix, r), ""
+            ratio = _ratio(r["seq_per_s"], expected)
         if expected:
             notes.append(
-                f"{r['n_scenarios']} scenarios: {_fmt(r['seq_per_s'])} seq/s, "
-                f"{_fmt(_ratio(r['seq_per_s'], expected), 2)}× the {_fmt(expected)} seq/s "
-                "its rows reach unmixed"
+                f"{r['n_scenarios']} scenarios: {_fmt(r['seq_per_s'])} seq/s, {_fmt(ratio, 2)}×{each} the "
+                f"{_fmt(expected)} seq/s its rows reach unmixed"
             )
     if not notes:
         return []
-    return ["", "Mixing cost, against each strategy's scenario served alone (rows weighted by share): "
-            + "; ".join(notes) + "."]  # fmt: skip
+    how = "rows weighted by share" + ("; the medians of the rounds' own" if "vs_one" in mix[0] else "")
+    return [
+        "",
+        f"Mixing cost, against each strategy's scenario served alone ({how}): " + "; ".join(notes) + ".",
+    ]
 
 
 def _target(name: str, measured: float | None, bar: float, lower_is_better: bool = False) -> dict[str, Any]:
@@ -494,13 +572,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
         for r in mix:
             mem = r.get("memory") or {}
-            s = r["strategies"]
             lines.append(
-                f"| {r['n_scenarios']} ({s['lora']} + {s['frozen']}) | {r['load']} | {_fmt(r['req_per_s'])}"
+                f"| {_mix_label(r)} | {r['load']} | {_fmt(r['req_per_s'])}"
                 f"{_said_cell(r)} "
-                f"| {_fmt(r['seq_per_s'])} | {_fmt(r['p99_ms'])} | {_fmt(_ratio(r['seq_per_s'], base), 2)} "
+                f"| {_fmt(r['seq_per_s'])} | {_fmt(r['p99_ms'])} "
+                f"| {_fmt(r['vs_one'] if 'vs_one' in r else _ratio(r['seq_per_s'], base), 2)} "
                 f"| {_fmt(mem.get('rss_mb'))} | {_fmt(mem.get('pss_mb'))} |"
             )
+        if "vs_one" in mix[0]:
+            each = "; ".join(f"{_mix_label(r)}: {_each_round(r['rounds_vs_one'])}" for r in mix[1:])
+            lines += ["", "vs 1 scenario: the median of the rounds' own ratios (each row's figures are its "
+                      f"median round's): {each}."]  # fmt: skip
         lines += _unmixed_note(mix)
     alone = report.get("memory_one_scenario")
     if alone:

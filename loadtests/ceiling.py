@@ -13,6 +13,7 @@ again just before and just after a served load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -22,6 +23,8 @@ import tempfile
 import threading
 import time
 from typing import Any
+
+from .errors import BenchError
 
 DEFAULT_BATCH_SIZES = (1, 8, 16, 32, 64)
 
@@ -144,13 +147,19 @@ class _Children:
 
     def failure(self, what: str) -> RuntimeError:
         self.errors.seek(0)
-        return RuntimeError(f"a ceiling process {what}: {self.errors.read()[-2000:]}")
+        said = self.errors.read()[-2000:].strip()
+        return RuntimeError(f"a ceiling process {what}" + (f": {said}" if said else ""))
 
     def tell_all(self, command: str) -> None:
         """Send one command line to every process, back to back, so that they start together."""
         for child in self.procs:
-            child.stdin.write(command + "\n")  # type: ignore[union-attr]
-            child.stdin.flush()  # type: ignore[union-attr]
+            try:
+                child.stdin.write(command + "\n")  # type: ignore[union-attr]
+                child.stdin.flush()  # type: ignore[union-attr]
+            except BrokenPipeError:  # it is gone (killed for memory, crashed)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
+                raise self.failure(f"was gone (exit code {child.returncode})") from None
 
     def read_all(self, timeout_s: float) -> list[dict[str, Any]]:
         """The next JSON line of each process (other lines skipped); all are killed past timeout_s."""
@@ -181,7 +190,8 @@ class _Children:
             child.wait()
             for stream in (child.stdin, child.stdout):
                 if stream is not None:
-                    stream.close()
+                    with contextlib.suppress(OSError):  # a dead child's stdin holds what it never read
+                        stream.close()
         self.errors.close()
 
 
@@ -250,11 +260,15 @@ class ResidentCeiling:
         self._children = _Children(cmd, processes)
 
     def measure(self, seconds: float) -> float:
-        """seq/s of every engine at once for `seconds` at `batch_size`, summed."""
+        """seq/s of every engine at once for `seconds` at `batch_size`, summed; BenchError when a process
+        has died (killed for memory, crashed) or fails."""
         if self.batch_size not in self.warm_sizes:
             raise ValueError(f"batch size {self.batch_size} is not one of {self.warm_sizes}")
-        self._children.tell_all(f"go {seconds:g} {self.batch_size}")
-        results = self._children.read_all(timeout_s=seconds + 60.0)
+        try:
+            self._children.tell_all(f"go {seconds:g} {self.batch_size}")
+            results = self._children.read_all(timeout_s=seconds + 60.0)
+        except (RuntimeError, OSError) as exc:  # a failed child; BrokenPipeError when it is already gone
+            raise BenchError(f"the ceiling around loads failed: {exc}") from exc
         return round(sum(r["seq_per_s"] for r in results), 2)
 
     def close(self) -> None:

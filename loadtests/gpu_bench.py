@@ -857,6 +857,8 @@ def _measure(report: Report, plan: Plan, device: str, say: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .processes import terminated_as_exit
+
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.gpu_bench", description=__doc__.splitlines()[0]
     )
@@ -887,7 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     plan.backend = args.backend
     plan.port = args.port or free_port_pair()
     try:
-        report = run(plan, say=lambda m: print(f"[gpu-bench] {m}", file=sys.stderr, flush=True))
+        # SIGTERM runs the `finally` that stops `labelwise serve` (its own session: Ray, GPU memory)
+        with terminated_as_exit():
+            report = run(plan, say=lambda m: print(f"[gpu-bench] {m}", file=sys.stderr, flush=True))
     except (LabelwiseError, subprocess.TimeoutExpired) as exc:  # LoadTestError, ModelLoadError, ...
         written = plan.out_dir / "gpu_bench.json"
         kept = f" (the figures before it: {written})" if written.is_file() else ""

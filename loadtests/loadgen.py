@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -141,13 +142,15 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
     connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     headers = {"content-type": "application/json", **auth_headers(spec.api_key)}
+    # One counter for every worker, as wrk's script keeps for its connections: each request takes the next
+    # body, so the scenarios keep their shares. A worker with bodies of its own would send one scenario only
+    # (body b is scenarios[b % n]), and a slower scenario would get fewer requests in the closed loop.
+    next_body = itertools.count()
 
-    async def worker(index: int, session: aiohttp.ClientSession) -> None:
-        i = index
+    async def worker(session: aiohttp.ClientSession) -> None:
         sent = 0
         while not state["stop"]:
-            _scenario, body = bodies[i % len(bodies)]
-            i += spec.concurrency
+            _scenario, body = bodies[next(next_body) % len(bodies)]
             sent += 1
             start = time.perf_counter()
             try:
@@ -171,7 +174,7 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
                 state["stop"] = True
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tasks = [asyncio.create_task(worker(i, session)) for i in range(spec.concurrency)]
+        tasks = [asyncio.create_task(worker(session)) for _ in range(spec.concurrency)]
         await asyncio.sleep(spec.warmup_s)
         state["measuring"] = True
         cpu0 = _cpu_s()

@@ -24,6 +24,7 @@ FAIL_EVERY = 7  # every 7th request answers 500
 STALL_S = 2.5  # with behaviour["stall"]: every answer takes this long
 RARE_EVERY = 200  # with behaviour["rare_slow"]: one answer in 200 takes RARE_SLOW_S, under 1 % of them
 RARE_SLOW_S = 0.25
+SLOW_BETA_S = 0.02  # with behaviour["slow_beta"]: each answer for scenario "beta" takes this long
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Counts:
 class TinyServer:
     url: str
     counts: Counts
-    behaviour: dict[str, bool]  # "faults": slow and failing answers; "stall": every answer takes STALL_S
+    # "faults": slow and failing answers; "stall": every answer takes STALL_S; "slow_beta": see SLOW_BETA_S
+    behaviour: dict[str, bool]
 
 
 _free_port = free_loopback_port  # below the ephemeral range: Ray's own sockets never take it
@@ -71,6 +73,8 @@ def _app(counts: Counts, behaviour: dict[str, bool]) -> Any:
         if behaviour.get("rare_slow") and n % RARE_EVERY == 0:
             counts.slow += 1
             await asyncio.sleep(RARE_SLOW_S)
+        if behaviour.get("slow_beta") and body["scenario"] == "beta":
+            await asyncio.sleep(SLOW_BETA_S)
         counts.texts += len(body["texts"])
         results = [[{"label": "positive", "score": 0.9}] for _ in body["texts"]]
         return {"scenario": body["scenario"], "version": 1, "results": results, "truncated": [False]}

@@ -332,6 +332,40 @@ def test_a_round_without_a_peer_is_not_compared_with_another_rounds() -> None:
     assert target["note"] == "rounds: 2.00, not measured, 2.00; vs Infinity 0.0.78 optimum int8"
 
 
+def test_a_failed_infinity_variant_leaves_the_best_infinity_unmeasured() -> None:
+    # int8, the faster Infinity at c=32, answered the c=8 load and then failed: fp32 is not the best.
+    failed = "every request to http://127.0.0.1:8125 failed (1 text(s) per request, c=32: {'HTTP 500': 9})"
+    report = _report()
+    int8 = report["peers"][1]
+    int8["results"][0]["req_per_s"] = 55.0  # c=8: faster than fp32's 50
+    int8["results"], int8["failed"] = int8["results"][:1], failed
+    verdicts = {t["target"]: t for t in targets(report)}
+    for name in ("labelwise/best Infinity req/s at c=32", "labelwise p99 / that Infinity's p99 at c=32"):
+        target = verdicts[name]
+        assert (target["measured"], target["met"]) == (None, None)
+        assert target["caveats"] == [f"Infinity 0.0.78 optimum int8 failed: {failed}"]
+    c8 = verdicts["labelwise/best Infinity req/s at c=8"]
+    assert (c8["measured"], c8["note"]) == (1.455, "vs Infinity 0.0.78 optimum int8")  # 80 / its 55
+    c32 = [r for r in comparison_rows(report) if r["concurrency"] == 32]
+    assert [r["vs_best_peer"] for r in c32] == [None] * 3  # labelwise, the seed, Infinity fp32
+    # With rounds: that round's Infinity targets are not measured, the other rounds' hold.
+    views = [_report(), report, _report()]
+    merged = {**views[0], **merge_rounds(views)}
+    c32 = {t["target"]: t for t in merged["targets"]}["labelwise/best Infinity req/s at c=32"]
+    assert (c32["measured"], c32["note"]) == (
+        2.5,
+        "rounds: 2.50, not measured, 2.50; vs Infinity 0.0.78 optimum int8",
+    )
+    assert c32["caveats"] == [f"round 2: Infinity 0.0.78 optimum int8 failed: {failed}"]
+    views[0]["served"][1] = _row("1 text, c=32", 160, 160, 400)
+    views[2]["served"][1] = _row("1 text, c=32", 180, 180, 400)
+    merged = {**views[0], **merge_rounds(views)}
+    cell = next(
+        r for r in comparison_rows(merged) if r["system"] == "labelwise int8" and r["concurrency"] == 32
+    )
+    assert cell["req_per_s"] == 170.0 and cell["vs_best_peer"] is None  # round 2's: its best Infinity unknown
+
+
 def _rounds_table(text: str) -> list[str]:
     start = text.index("| round |")
     return text[start:].split("\n\n")[0].splitlines()
@@ -365,6 +399,29 @@ def test_the_unmixed_rate_weights_each_strategy_alone_by_its_share_of_rows() -> 
     assert "8 scenarios: 60.0 seq/s, 0.90× the 66.7 seq/s its rows reach unmixed" in text
     mix_target = next(t for t in targets(report) if t["target"].startswith("8 scenarios"))
     assert mix_target["measured"] == pytest.approx(0.6)  # the target stays against the LoRA scenario alone
+
+
+def test_mix_ratios_with_rounds_are_the_medians_of_each_rounds_own() -> None:
+    # Each mix point's cell is its median round's record: the 8-scenario one from round 2, the LoRA
+    # scenario alone from round 1. Their ratio (82.8 / 100) is no round's; each round's own are 0.81,
+    # 0.92, 0.79, as the mix target reads them.
+    views = []
+    for lora, frozen, eight in ((100, 150, 81.0), (90, 150, 82.8), (120, 150, 94.8)):
+        view = _report()
+        view["scenario_mix"] = [
+            _row("1 text, c=32", seq, seq, 300)
+            | {"n_scenarios": n, "strategies": {"lora": lo, "frozen": n - lo}}
+            for seq, n, lo in ((lora, 1, 1), (frozen, 1, 0), (eight, 8, 4))
+        ]
+        views.append(view)
+    report = {**views[0], **merge_rounds(views)}
+    mix_target = next(t for t in report["targets"] if t["target"].startswith("8 scenarios"))
+    assert mix_target["measured"] == 0.81
+    text = render_markdown(report)
+    assert "| 8 (4 + 4) | 1 text, c=32 | 82.8 | 82.8 | 300.0 | 0.81 |" in text
+    assert "8 (4 + 4): 0.81, 0.92, 0.79." in text
+    # unmixed, 4 LoRA rows and 4 frozen ones reach 120.0, 112.5 and 133.3 seq/s in rounds 1, 2 and 3
+    assert "8 scenarios: 82.8 seq/s, 0.71× (rounds: 0.68, 0.74, 0.71) the 120.0 seq/s its rows reach" in text
 
 
 def test_mix_alternates_strategies() -> None:

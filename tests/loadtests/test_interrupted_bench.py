@@ -1,5 +1,5 @@
-"""A bench ended by SIGTERM while it stops a server still ends that server's whole tree, and a second
-SIGTERM does not cut its cleanup short."""
+"""A bench ended by SIGTERM while it stops a server still ends that server's whole tree, a second SIGTERM
+does not cut its cleanup short, and `make gpu-bench` ended by SIGTERM stops the server it started."""
 
 from __future__ import annotations
 
@@ -87,3 +87,44 @@ def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
             time.sleep(0.2)
             cleaned = True
     assert ended.value.code == 143 and cleaned
+
+
+# gpu_bench with its HTTP step as through_http runs it: a server in its own session, stopped in `finally`.
+GPU_BENCH = """
+import sys, time
+from loadtests import gpu_bench
+from loadtests.processes import start_server, stop_server
+
+def run(plan, say):
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-c", "import time; time.sleep(300)"]
+    server = start_server("labelwise serve", cmd, f"http://127.0.0.1:{plan.port}", plan.out_dir / "serve.log")
+    print(server.proc.pid, flush=True)
+    try:
+        time.sleep(300)  # the HTTP loads
+    finally:
+        stop_server(server)
+
+gpu_bench.run = run
+sys.exit(gpu_bench.main(["--dry-run", "--out", sys.argv[1], "--port", sys.argv[2]]))
+"""
+
+
+def test_sigterm_stops_the_server_gpu_bench_started(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GPU_BENCH, str(tmp_path / "out"), str(_free_port())], stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    server: list[int] = []
+    try:
+        server.append(int(proc.stdout.readline()))  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        assert _alive(server) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _alive(server):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()

@@ -68,6 +68,18 @@ def test_errors_and_slow_tail_land_in_the_figures(tiny_server: TinyServer) -> No
     assert result.p99_ms >= SLOW_S * 1000
 
 
+def test_a_slower_scenario_keeps_its_share_of_requests(tiny_server: TinyServer) -> None:
+    # beta answers slower than alpha. Workers that each kept to one scenario would send alpha far more
+    # often in the closed loop; the requests alternate between the scenarios whatever each one's speed.
+    tiny_server.behaviour["slow_beta"] = True
+    spec = LoadSpec(url=tiny_server.url, scenarios=["alpha", "beta"], concurrency=2, duration_s=60,
+                    warmup_s=0, max_requests=60)  # fmt: skip
+    result = asyncio.run(run_load(spec, TEXTS))
+    assert result.requests == 60
+    sent = tiny_server.counts.scenarios
+    assert abs(sent["alpha"] - sent["beta"]) <= 1, sent
+
+
 def test_concurrent_load_counts_every_answer(tiny_server: TinyServer) -> None:
     spec = LoadSpec(url=tiny_server.url, scenarios=["alpha"], concurrency=8, duration_s=60, warmup_s=0,
                     max_requests=200)  # fmt: skip

@@ -110,11 +110,12 @@ def _bench_without_training(
     models = BenchModels(repository=str(tmp_path / "repo"), base_model="m", precision="fp32", lora=["l0"],
                          frozen=["f0"], train_steps=1)  # fmt: skip
     monkeypatch.setattr(bench, "prepare_bench_models", lambda *_a, **_k: models)
-    return bench.BenchOptions(
+    defaults = dict(
         out_dir=tmp_path / "out", port=_free_port(), duration_s=1, warmup_s=0, ceiling_bracket_s=0,
         seed_baseline=False, scenario_mix=False, same_precision=False, memory_one_scenario=False,
-        infinity=False, load_driver="python", attach_timeout_s=10, ready_timeout_s=30, **fields,
+        infinity=False, load_driver="python", attach_timeout_s=10, ready_timeout_s=30,
     )  # fmt: skip
+    return bench.BenchOptions(**{**defaults, **fields})  # type: ignore[arg-type]
 
 
 def test_failed_steps_are_in_the_report_written_anyway(
@@ -185,6 +186,100 @@ def test_a_failed_later_round_is_not_measured_in_that_round(
     # the same bench where nothing fails (round 2 failed on the second call only): no failed steps
     clean = bench.run_bench(options.model_copy(update={"out_dir": tmp_path / "clean"}), say=lambda _msg: None)
     assert "failed_steps" not in clean and len(clean["rounds"]) == 3
+
+
+def test_a_failed_round_ceiling_leaves_its_loads_against_the_ceiling_around_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    options = _bench_without_training(monkeypatch, tmp_path, rounds=2)
+    report = _report()
+    calls = []
+
+    def ceiling(*_args: object) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise BenchError("the ceiling measurement failed: timed out")
+        return copy.deepcopy(report["ceiling"])
+
+    def labelwise(*_args: object) -> tuple:
+        # measured around its loads by round 1's resident ceiling, which round 2's failed step leaves running
+        served = copy.deepcopy(report["served"])
+        for row in served[1:]:
+            row["ceiling_now"] = {"before": 190.0, "after": 210.0, "seq_per_s": 200.0}
+        return served, [], None
+
+    monkeypatch.setattr(bench, "ceiling", ceiling)
+    monkeypatch.setattr(bench, "measure_labelwise", labelwise)
+    with pytest.raises(BenchError, match=r"^round 2: ceiling: the ceiling measurement failed: timed out\."):
+        bench.run_bench(options, say=lambda _msg: None)
+    (json_path,) = options.out_dir.glob("bench-*.json")
+    written = json.loads(json_path.read_text(encoding="utf-8"))
+    assert [f["step"] for f in written["failed_steps"]] == ["round 2: ceiling"]
+    one = {t["target"]: t for t in written["targets"]}["served/ceiling, 1 text at c=32"]
+    assert (one["measured"], one["note"]) == (0.85, "rounds: 0.85, 0.85")
+    second = {t["target"]: t for t in written["rounds"][1]["targets"]}["served/ceiling, 1 text at c=32"]
+    assert second["note"] == "ceiling around the load 190.0 / 210.0 seq/s"  # no first ceiling in that round
+
+
+# A labelwise serve stand-in: ready at once, each classify answered at once with one result per text.
+FAST_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Fast(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def _answer(self, body):
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._answer(b'{"ready": true}')
+    def do_POST(self):
+        texts = json.loads(self.rfile.read(int(self.headers["content-length"])))["texts"]
+        self._answer(json.dumps({"results": [[{"label": "x", "score": 1.0}] for _ in texts]}).encode())
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Fast).serve_forever()
+"""
+
+# A resident ceiling process stand-in: loaded at once, measures once, then is killed (as for memory) when
+# told to measure again.
+DYING_RESIDENT = """
+import json, os, signal, sys
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps({"seq_per_s": 200.0}), flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_resident_ceiling_that_dies_leaves_the_next_loads_unbracketed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import loadtests.ceiling as ceiling_module
+
+    options = _bench_without_training(monkeypatch, tmp_path, rounds=2, ceiling_bracket_s=0.1)
+    first = {"seq_per_s": 200.0, "best_batch_size": 8, "variant": "1 process x 1 thread", "threads": 1,
+             "max_batch_tokens": 256, "seq_per_s_by_batch_size": {"8": 200.0}}  # fmt: skip
+    monkeypatch.setattr(bench, "ceiling", lambda *_a: {**first, "variants": [first]})
+    monkeypatch.setattr(ceiling_module, "_child_cmd", lambda *_a: [sys.executable, "-c", DYING_RESIDENT])
+    monkeypatch.setattr(
+        bench, "python_cmd", lambda *_a: [sys.executable, "-c", FAST_SERVER, str(options.port)]
+    )
+    said: list[str] = []
+    report = bench.run_bench(options, say=said.append)  # every later step and round still measured
+    assert "failed_steps" not in report and len(report["rounds"]) == 2
+    died = "no ceiling around it: the ceiling around loads failed: a ceiling process failed with exit code -9"
+    one = {t["target"]: t for t in report["targets"]}["served/ceiling, 1 text at c=32"]
+    assert one["caveats"] == [
+        f"round 1: labelwise 1 text, c=32: {died}",
+        f"round 2: labelwise 1 text, c=32: {died} (an earlier load)",
+    ]
+    assert one["measured"] is not None  # against each round's first ceiling
+    assert all("ceiling_now" not in r for r in report["served"])
+    assert f"labelwise: {died}" in said
 
 
 # A labelwise serve stand-in for the LoRA-mode bench: answers at once, or (serving 2 scenarios) 3 s late.
