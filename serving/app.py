@@ -22,6 +22,7 @@ from .api import create_api
 from .config import ServingConfig
 from .direct_ingress import allow_rebind
 from .errors import NotReadyError
+from .local_ray import keep_replica_grpc_local
 from .metrics import ServingMetrics
 from .service import ClassifierService
 
@@ -30,8 +31,9 @@ logger = logging.getLogger("labelwise.serving")
 # A replica_payload key, not a ServingConfig field: the key is read from each replica's environment.
 API_KEY_FROM_ENV = "_api_key_from_env"
 
-# Runs where Ray imports this module: in the ingress replica, before it starts its HTTP server.
+# Run where Ray imports this module: in each replica, before it starts its HTTP and gRPC servers.
 allow_rebind()
+keep_replica_grpc_local()
 
 
 class ClassifierDeployment:

@@ -65,6 +65,40 @@ def ray_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {key: value for key, value in LOCAL_ENV.items() if key not in LOCAL_ONLY_KEYS}
 
 
+# Where a replica's inter-deployment gRPC server listens (set by start_local_ray, read in each replica by
+# keep_replica_grpc_local). Ray 2.60 binds it on every interface ("[::]:0") whatever the node's address:
+# on a loopback-only node that is a port on the machine's network that unpickles what it is sent, with no
+# API key in front of it. Locally the node is 127.0.0.1, which is where Ray reaches the replica.
+REPLICA_GRPC_HOST_ENV = "LABELWISE_REPLICA_GRPC_HOST"
+_GRPC_MARK = "_labelwise_grpc_host"
+
+
+def keep_replica_grpc_local() -> bool:
+    """In a replica of a local serve (REPLICA_GRPC_HOST_ENV set): bind Ray's inter-deployment gRPC server
+    on that host instead of every interface; True when applied. Elsewhere (a cluster), Ray's own binding."""
+    host = os.environ.get(REPLICA_GRPC_HOST_ENV)
+    if not host:
+        return False
+    try:
+        from ray.serve._private import replica as replica_module
+    except ImportError:
+        return False
+    add_port = getattr(replica_module, "add_port_to_grpc_server", None)
+    if add_port is None:
+        logger.warning("this Ray has no add_port_to_grpc_server: a replica's gRPC server keeps Ray's address")
+        return False
+    if getattr(add_port, _GRPC_MARK, False):
+        return True
+
+    def add_port_on_host(server: object, address: str) -> int:
+        _, _, port = address.rpartition(":")  # "[::]:0": any port, on `host` only
+        return add_port(server, f"{host}:{port}")
+
+    setattr(add_port_on_host, _GRPC_MARK, True)
+    replica_module.add_port_to_grpc_server = add_port_on_host
+    return True
+
+
 # How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's
 # default (30 s) lets a cluster's load balancer drain it; a local server has no load balancer, and
 # 30 s would hold every Ctrl-C for half a minute.
@@ -229,6 +263,7 @@ def start_local_ray(
     on host:port themselves (no proxy hop); otherwise Serve's proxy listens there and forwards to the
     replicas."""
     env = ray_env()
+    env[REPLICA_GRPC_HOST_ENV] = "127.0.0.1"  # the node's address (below): no replica port on the network
     proxy_port = port
     ingress_env = direct_ingress_env(port, ingress_replicas) if direct_ingress else {}
     if direct_ingress:

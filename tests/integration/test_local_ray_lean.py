@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 
@@ -66,3 +67,30 @@ def test_the_serve_controller_runs_its_loop_once_a_second(served: ServedApp) -> 
     replicas = [p for p in tree if p.name().startswith("ray::ServeRepl")]
     assert replicas, _ray_processes()
     assert all(r.environ().get("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS") == "1000" for r in replicas)
+
+
+def test_no_process_of_the_local_serve_listens_beyond_loopback(served: ServedApp) -> None:
+    """Ray 2.60 binds each replica's inter-deployment gRPC server on every interface ("[::]:0"): a port on
+    the machine's network that unpickles what it is sent. A local serve keeps it, like the rest, on
+    127.0.0.1 (serving.local_ray.keep_replica_grpc_local)."""
+    assert served.client.get("/healthz").status_code == 200
+    listening: dict[str, list[str]] = {}
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            name = " ".join(proc.cmdline())[:60]
+            sockets = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in sockets:
+            if conn.status == psutil.CONN_LISTEN:
+                listening.setdefault(name, []).append(conn.laddr.ip)
+    assert any(name.startswith("ray::ServeReplica") for name in listening), listening
+    wide = {name: ips for name, ips in listening.items() if not all(_loopback(ip) for ip in ips)}
+    assert not wide, f"listening beyond 127.0.0.1: {wide}"
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.1, or its IPv4-mapped IPv6 spelling (::ffff:127.0.0.1); never :: or 0.0.0.0."""
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
