@@ -64,7 +64,7 @@ class ServedApp:
 _free_port = free_loopback_port  # below the ephemeral range: Ray's own sockets never take it
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
     pytest.importorskip("ray.serve")
     from ray import serve

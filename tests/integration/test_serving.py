@@ -155,7 +155,11 @@ def test_promote_under_load_has_no_failures_and_moves_to_the_new_version(served:
     def load() -> None:
         with httpx.Client(base_url=served.url, timeout=30) as client:
             while not stop.is_set():
-                r = client.post("/v1/classify", json={"scenario": "sentiment_full", "texts": TEXTS[:2]})
+                try:
+                    r = client.post("/v1/classify", json={"scenario": "sentiment_full", "texts": TEXTS[:2]})
+                except httpx.HTTPError as exc:  # a dropped connection or a timeout is a failed request too
+                    failures.append(repr(exc))
+                    return  # failed already; a refused port would otherwise spin
                 if r.status_code != 200:
                     failures.append(r.text)
                 else:

@@ -511,8 +511,6 @@ def test_seed_baseline_answers_like_labelwise(tiny_bench: BenchModels) -> None:
     assert client.post("/v1/classify", json=body | {"scenario": "other"}).status_code == 404
 
 
-@pytest.mark.slow
-@pytest.mark.integration
 def test_served_ceiling_targets_use_the_ceiling_measured_around_their_load() -> None:
     report = _report()
     # The host slowed down after the round's first ceiling (200 seq/s): around the loads it made 180-190.

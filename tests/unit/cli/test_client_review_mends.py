@@ -314,35 +314,40 @@ class _Peak:
         return _normal(method, path, body)
 
 
-def _shared_sync(url: str, callers: int, **kwargs: Any) -> float:
+def _shared_sync(url: str, callers: int, **kwargs: Any) -> list[Any]:
+    """Each caller's labels (or the exception its call raised), read by the test's own thread."""
     with LabelwiseClient(url, max_texts_per_request=8, **kwargs) as client:
         barrier = threading.Barrier(callers)
+        answers: list[Any] = [None] * callers
 
         def one(i: int) -> None:
             barrier.wait(5)
-            assert client.classify("s", [f"t{i}"]).labels == ["x"]
+            try:
+                answers[i] = client.classify("s", [f"t{i}"]).labels
+            except Exception as exc:  # shown by the test's assert
+                answers[i] = exc
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(callers)]
-        start = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
-        return time.perf_counter() - start
+        return answers
 
 
 def test_threads_sharing_one_client_are_not_capped_at_its_per_call_concurrency() -> None:
     """Twenty threads, one client with concurrency 1: the pool allowed concurrency + 1 = 2 requests in
-    flight for the whole client, so the twenty calls took ten rounds."""
+    flight for the whole client, so the twenty calls took ten rounds. More than 2 at once shows the cap
+    gone (20 barrier-released calls, each held 0.3 s by the server); how many more depends on the box."""
     peak = _Peak()
     with _serve(peak) as (url, seen):
-        seconds = _shared_sync(url, 20, concurrency=1)
+        assert _shared_sync(url, 20, concurrency=1) == [["x"]] * 20
         assert len(_posts(seen)) == 20
-        assert peak.peak >= 15, peak.peak
-        assert seconds < 2.0, seconds  # ten rounds of 0.3 s were 3 s
+        assert peak.peak >= 3, peak.peak  # the old pool held 2
 
         peak.peak = 0
-        _shared_sync(url, 20, concurrency=1, max_connections=3)  # the pool's own bound, when asked
+        answers = _shared_sync(url, 20, concurrency=1, max_connections=3)  # the pool's own bound, when asked
+        assert answers == [["x"]] * 20
         assert 1 <= peak.peak <= 3, peak.peak
 
 
@@ -356,7 +361,7 @@ def test_tasks_sharing_one_async_client_are_not_capped_at_its_per_call_concurren
 
     with _serve(peak) as (url, _):
         asyncio.run(run(url))
-    assert peak.peak >= 15, peak.peak
+    assert peak.peak >= 3, peak.peak  # the old pool held concurrency + 1 = 2
 
 
 def test_one_calls_chunks_stay_within_its_concurrency() -> None:

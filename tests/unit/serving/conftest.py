@@ -18,6 +18,31 @@ SCENARIOS = {
 }
 
 
+class RegistryClock:
+    """The clock ScenarioRegistry reads its refusal windows from, moved by the test alone: no pause of a
+    loaded machine lands a poll on the other side of a window."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def registry_clock(monkeypatch: pytest.MonkeyPatch) -> RegistryClock:
+    """Stands in for the `time` module serving.engine.registry reads (monotonic() only), not the
+    process's clock."""
+    import serving.engine.registry as registry_module
+
+    clock = RegistryClock()
+    monkeypatch.setattr(registry_module, "time", clock)
+    return clock
+
+
 @pytest.fixture(scope="session")
 def published_repo(tiny_roberta_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     """A repository holding version 1 of every scenario above, with the production alias on it; a few

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
+import time
 import weakref
 
 import pytest
@@ -29,8 +29,10 @@ def test_an_idle_pass_worker_keeps_no_reference_to_its_last_batch(published_repo
 
     try:
         ref = asyncio.run(answer_one())
-        threading.Event().wait(0.05)  # the worker is back waiting for its next batch
-        gc.collect()
+        deadline = time.monotonic() + 5  # the worker gets back to waiting for its next batch
+        while ref() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
         assert ref() is None, "a waiting worker still holds the version its last batch ran"
     finally:
         batcher.close()

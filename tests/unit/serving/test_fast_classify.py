@@ -275,6 +275,7 @@ def test_a_client_that_leaves_cancels_its_rows_and_frees_its_slot(published_repo
     """The front door skips Ray's per-request wrapper, which cancels a request whose client left: it does
     that itself, so the rows of a client that gave up are not run and its admission slot is freed."""
     pytest.importorskip("ray.serve")
+    import threading
     import time
 
     from serving.api import create_api
@@ -295,9 +296,11 @@ def test_a_client_that_leaves_cancels_its_rows_and_frees_its_slot(published_repo
         await asyncio.to_thread(service.registry.poll_once)
         ran: list[int] = []
         run = service.batcher._run
+        started, gate = threading.Event(), threading.Event()
 
-        def slow(rows):  # type: ignore[no-untyped-def]  # each pass takes 0.3 s: the clients leave first
-            time.sleep(0.3)
+        def slow(rows):  # type: ignore[no-untyped-def]  # the stayer's pass holds until the others left
+            started.set()
+            gate.wait(10)
             ran.append(len(rows))
             return run(rows)
 
@@ -319,9 +322,13 @@ def test_a_client_that_leaves_cancels_its_rows_and_frees_its_slot(published_repo
 
             await front(dict(scope), receive, send)
 
-        stayer = asyncio.ensure_future(client(None))  # its pass runs first, 0.3 s
-        await asyncio.sleep(0.05)
+        stayer = asyncio.ensure_future(client(None))  # its pass runs first, held
+        deadline = time.monotonic() + 10
+        while not started.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        assert started.is_set(), "the stayer's pass never started"
         await asyncio.gather(*(client(0.1) for _ in range(4)))  # give up at 0.1 s, before their rows run
+        gate.set()
         await stayer
         return ran, sent, front.in_flight.count
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from model_repository import ModelRepository
 from tests.conftest import write_toy_csv
+from tests.unit.serving.conftest import RegistryClock
 
 
 def _publish(repo: ModelRepository, work: Path, base: Path, name: str, seed: int) -> int:
@@ -110,7 +110,7 @@ def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepositor
 
 
 def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not(
-    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_clock: RegistryClock
 ) -> None:
     """A read that failed (an object store's timeout, an I/O error) says nothing about the version: it is
     loaded again after IO_REFUSAL_RETRY_S though its files are the same. A version whose files are bad
@@ -132,14 +132,16 @@ def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not
     registry = _registry(copy, {"alpha": "production"})
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
     assert registry.poll_once() == []  # not at once: one read a period, not one per poll
-    time.sleep(0.1)
+    registry_clock.advance(0.04)
+    assert registry.poll_once() == []  # nor before IO_REFUSAL_RETRY_S
+    registry_clock.advance(0.02)
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, False)]
     assert registry.missing() == []
 
     bad, _, _ = _with_beta_head_corrupted(repo, tmp_path / "bad")
     registry = _registry(bad, {"beta": "production"})
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
-    time.sleep(0.1)
+    registry_clock.advance(3600)
     assert registry.poll_once() == []  # a checksum refusal is not a failed read: not tried again
 
 

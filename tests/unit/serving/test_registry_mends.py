@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from model_repository import BaseModelRef, ModelRepository
+from tests.unit.serving.conftest import RegistryClock
 
 FIELDS = dict(
     strategy="full",
@@ -83,7 +83,7 @@ def test_a_repository_with_nothing_to_serve_is_not_ready(
 
 
 def test_a_load_that_ran_out_of_memory_is_tried_again_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_clock: RegistryClock
 ) -> None:
     """MemoryError (or a device out of memory while two versions are resident) is the machine's, not the
     version's: retried after IO_REFUSAL_RETRY_S, then twice as long each time; a checksum refusal is not."""
@@ -106,11 +106,13 @@ def test_a_load_that_ran_out_of_memory_is_tried_again_later(
     monkeypatch.setattr(registry_module, "IO_REFUSAL_RETRY_S", 0.05)
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]
     assert registry.poll_once() == []  # not at once
-    time.sleep(0.06)
+    registry_clock.advance(0.04)
+    assert registry.poll_once() == []  # nor before IO_REFUSAL_RETRY_S
+    registry_clock.advance(0.02)
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, True)]  # the second refusal
-    time.sleep(0.06)
+    registry_clock.advance(0.06)
     assert registry.poll_once() == []  # now 0.1 s: twice as long
-    time.sleep(0.06)
+    registry_clock.advance(0.05)
     assert [(e.version, e.refused) for e in registry.poll_once()] == [(1, False)]
     assert registry.missing() == []
 

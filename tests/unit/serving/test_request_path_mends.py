@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,11 +35,15 @@ def _config(repo: ModelRepository, **extra: Any) -> Any:
     return ServingConfig(repository=str(repo.root), scenarios=[{"name": "frozen_two"}], **extra)
 
 
+BODY_DEADLINE_S = 3.0  # request_timeout_s: long enough that a loaded box orders two connections within it
+
+
 @pytest.fixture(scope="module")
-def live(published_repo: ModelRepository) -> Iterator[int]:
+def live_server(published_repo: ModelRepository) -> Iterator[Any]:
     """uvicorn on 127.0.0.1 with the coalescing protocol, serving the app's classify front door (one
-    request admitted at once, a 1024-byte body limit, 0.5 s for a body to arrive); yields its port. The
-    keep-alive timeout is long, so that a connection left open shows as a read that times out."""
+    request admitted at once, a 1024-byte body limit, BODY_DEADLINE_S for a body to arrive); yields its
+    port and the front door. The keep-alive timeout is long, so that a connection left open shows as a
+    read that times out."""
     pytest.importorskip("ray.serve")
     import uvicorn
 
@@ -46,12 +51,16 @@ def live(published_repo: ModelRepository) -> Iterator[int]:
     from serving.http_writes import coalesce_server_writes
     from serving.service import ClassifierService
 
-    config = _config(published_repo, max_ongoing_requests=1, max_body_bytes=1024, request_timeout_s=0.5)
+    config = _config(
+        published_repo, max_ongoing_requests=1, max_body_bytes=1024, request_timeout_s=BODY_DEADLINE_S
+    )
+    built: list[Any] = []
 
     def front_door() -> Any:  # built on the server's event loop, where it runs
         service = ClassifierService(config)
         service.registry.poll_once()
-        return create_api(service, config, service.metrics).state.classify_front_door
+        built.append(create_api(service, config, service.metrics).state.classify_front_door)
+        return built[0]
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -73,15 +82,21 @@ def live(published_repo: ModelRepository) -> Iterator[int]:
         time.sleep(0.02)
     assert server.started
     try:
-        yield sock.getsockname()[1]
+        yield types.SimpleNamespace(port=sock.getsockname()[1], front_door=built[0])
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
 
 
+@pytest.fixture(scope="module")
+def live(live_server: Any) -> int:
+    return live_server.port
+
+
 def _connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=3)
+    # past the body deadline, so that a 408 is read rather than the read timing out first
+    return socket.create_connection(("127.0.0.1", port), timeout=BODY_DEADLINE_S + 10)
 
 
 def _post(content_type: bytes, length: int, extra: bytes = b"") -> bytes:
@@ -140,10 +155,20 @@ def test_a_refusal_with_the_body_unread_closes_the_connection(
         assert _closed(sock), case
 
 
-def test_an_overload_refusal_before_the_body_closes_the_connection(live: int) -> None:
-    with _connect(live) as holder, _connect(live) as sock:
+def test_an_overload_refusal_before_the_body_closes_the_connection(live_server: Any) -> None:
+    in_flight = live_server.front_door.in_flight
+
+    def wait_for_count(count: int, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        while in_flight.count != count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return in_flight.count
+
+    assert wait_for_count(0, 10) == 0  # the earlier tests' requests have all left
+    with _connect(live_server.port) as holder, _connect(live_server.port) as sock:
         holder.sendall(_post(b"application/json", 100) + VALID[:20])  # holds the one admission slot
-        time.sleep(0.1)
+        # admitted, waiting for its body (what a sleep guessed before)
+        assert wait_for_count(1, BODY_DEADLINE_S) == 1, "the holder was not admitted"
         sock.sendall(_post(b"application/json", len(VALID), b"expect: 100-continue\r\n"))
         got, headers, body = _answer(sock)
         assert got == 503 and json.loads(body)["error"]["type"] == "overloaded", body

