@@ -196,3 +196,44 @@ def keyed_server() -> Iterator[KeyedServer]:
         config = ServingConfig(repository=repository, api_key=API_KEY)
         with _served(create_api(_StubBackend(counts), config, ServingMetrics())) as url:
             yield KeyedServer(url, counts)
+
+
+def stand_in_server(
+    ready_body: str,
+    texts_key: str | None,
+    answer_key: str,
+    port_arg: str = "",
+    post_delay: str = "0",
+    refusal: str | None = None,
+) -> str:
+    """A `python -c` script standing in for a server the bench starts: GET answers `ready_body` at once,
+    POST one result per text of the body's `texts_key` (None: one result, the body unread as JSON) under
+    `answer_key`, after `post_delay` seconds (a Python expression: it may read sys.argv), or 503 with the
+    body `refusal` when one is given. It listens on 127.0.0.1 at the port after `port_arg` in its
+    arguments, or at its first argument."""
+    port = f"sys.argv[sys.argv.index({port_arg!r}) + 1]" if port_arg else "sys.argv[1]"
+    count = f"len(json.loads(body)[{texts_key!r}])" if texts_key else "1"
+    return f"""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class StandIn(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def _answer(self, body, status=200):
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._answer({ready_body.encode()!r})
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        time.sleep({post_delay})
+        if {refusal is not None}:
+            return self._answer({(refusal or "").encode()!r}, 503)
+        results = [[{{"label": "x", "score": 1.0}}] for _ in range({count})]
+        self._answer(json.dumps({{{answer_key!r}: results}}).encode())
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int({port})), StandIn).serve_forever()
+"""

@@ -14,6 +14,8 @@ import loadtests.bench as bench
 from loadtests.bench_models import BenchModels
 from loadtests.peers import infinity_missing
 
+from .conftest import stand_in_server
+
 
 def _venv(peers: Path, interpreter: Path, mode: int = 0o755, code: str = "import sys\n") -> Path:
     """What `make peers` leaves: the marker, and pip's script whose #! line names the venv's python."""
@@ -82,26 +84,7 @@ def test_an_infinity_whose_port_is_taken_is_a_note(tmp_path: Path, monkeypatch: 
 
 
 # An Infinity stand-in: ready at once, each classify answered at once with one result per text.
-PEER = """
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class Peer(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def _answer(self, body):
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_GET(self):
-        self._answer(b'{"unix": 0}')
-    def do_POST(self):
-        texts = json.loads(self.rfile.read(int(self.headers["content-length"])))["input"]
-        self._answer(json.dumps({"data": [[{"label": "x", "score": 1.0}] for _ in texts]}).encode())
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Peer).serve_forever()
-"""
+PEER = stand_in_server('{"unix": 0}', "input", "data", port_arg="--port")
 
 
 def test_a_variant_that_fails_midway_is_kept_as_failed(

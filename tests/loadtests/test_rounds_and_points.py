@@ -15,7 +15,7 @@ import loadtests.bench_lora as bench_lora
 from loadtests.bench_models import BenchModels
 from loadtests.errors import BenchError, ServerNotUpError
 
-from .conftest import _free_port
+from .conftest import _free_port, stand_in_server
 from .test_bench import _report
 
 FAILED = "Infinity 0.0.78 optimum fp32 failed: it exited with code 1 while starting (log infinity-fp32.log)"
@@ -42,26 +42,7 @@ def test_a_peer_failure_in_a_later_round_is_a_note(monkeypatch: pytest.MonkeyPat
 
 
 # A labelwise serve stand-in: ready at once, every classify answer 3 s late.
-SLOW_SERVER = """
-import sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class Slow(BaseHTTPRequestHandler):
-    def _answer(self, body):
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_GET(self):
-        self._answer(b'{"ready": true}')
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        time.sleep(3)
-        self._answer(b'{"results": [[{"label": "x", "score": 1.0}]]}')
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Slow).serve_forever()
-"""
+SLOW_SERVER = stand_in_server('{"ready": true}', None, "results", post_delay="3")
 
 
 def test_a_lora_point_without_answers_says_none_came_back(
@@ -81,25 +62,12 @@ def test_a_lora_point_without_answers_says_none_came_back(
 
 
 # A labelwise serve stand-in: ready at once, every classify answered 503.
-REFUSING_SERVER = """
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class Refusing(BaseHTTPRequestHandler):
-    def _answer(self, status, body):
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_GET(self):
-        self._answer(200, b'{"ready": true}')
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        self._answer(503, b'{"error": {"type": "overloaded", "message": "busy", "code": 503}}')
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Refusing).serve_forever()
-"""
+REFUSING_SERVER = stand_in_server(
+    '{"ready": true}',
+    None,
+    "results",
+    refusal='{"error": {"type": "overloaded", "message": "busy", "code": 503}}',
+)
 
 
 def _bench_without_training(
@@ -222,26 +190,7 @@ def test_a_failed_round_ceiling_leaves_its_loads_against_the_ceiling_around_them
 
 
 # A labelwise serve stand-in: ready at once, each classify answered at once with one result per text.
-FAST_SERVER = """
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class Fast(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def _answer(self, body):
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_GET(self):
-        self._answer(b'{"ready": true}')
-    def do_POST(self):
-        texts = json.loads(self.rfile.read(int(self.headers["content-length"])))["texts"]
-        self._answer(json.dumps({"results": [[{"label": "x", "score": 1.0}] for _ in texts]}).encode())
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Fast).serve_forever()
-"""
+FAST_SERVER = stand_in_server('{"ready": true}', "texts", "results")
 
 # A resident ceiling process stand-in: loaded at once, measures once, then is killed (as for memory) when
 # told to measure again.
@@ -283,7 +232,9 @@ def test_a_resident_ceiling_that_dies_leaves_the_next_loads_unbracketed(
 
 
 # A labelwise serve stand-in for the LoRA-mode bench: answers at once, or (serving 2 scenarios) 3 s late.
-SOMETIMES_SLOW_SERVER = SLOW_SERVER.replace("time.sleep(3)", "time.sleep(3 if sys.argv[2] == 'slow' else 0)")
+SOMETIMES_SLOW_SERVER = stand_in_server(
+    '{"ready": true}', None, "results", post_delay="3 if sys.argv[2] == 'slow' else 0"
+)
 
 
 def test_a_failed_lora_point_is_in_the_report_written_anyway(

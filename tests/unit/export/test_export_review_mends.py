@@ -18,47 +18,10 @@ import pytest
 
 from model_repository import ModelRepository, layout
 from tests.unit.export.conftest import LABELS, MAX_LENGTH_TOKENS
+from tests.unit.export.test_export import publish
 
 pytest.importorskip("optimum.exporters.onnx", reason="the training extra is not installed")
 pytest.importorskip("onnxruntime")
-
-
-def _publish(
-    repo: Any,
-    scenario: str,
-    strategy: str,
-    model: Any,
-    tokenizer: Any,
-    base_ref: Any,
-    base_dir: Path,
-    rows: tuple[list[str], list[str]],
-    precisions: Any,
-) -> Any:
-    """A version exported through export_into as publish does (no torch weights: not re-exported here)."""
-    from training.export import export_into
-
-    texts, labels = rows
-    with repo.new_version(
-        scenario, strategy=strategy, base_model=base_ref, labels=LABELS, max_length_tokens=MAX_LENGTH_TOKENS
-    ) as draft:
-        tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
-        draft.fields.update(
-            export_into(
-                draft.path,
-                model=model,
-                tokenizer=tokenizer,
-                strategy=strategy,
-                base_model=base_ref,
-                base_model_path=str(base_dir),
-                precisions=precisions,
-                parity_texts=texts,
-                parity_labels=labels,
-                max_length_tokens=MAX_LENGTH_TOKENS,
-                repository=repo,
-                say=lambda _line: None,
-            )
-        )
-    return draft.manifest
 
 
 @pytest.fixture
@@ -149,13 +112,13 @@ def test_a_publisher_losing_the_base_race_reads_the_winners_base(
     @contextlib.contextmanager
     def a_publishes_first(key: str, precision: str, **info: Any) -> Iterator[Any]:
         if not raced:  # between B's has_base (missing) and B's draft of the base
-            raced.append(_publish(a, "alpha", "frozen", frozen, tiny_tokenizer, tiny_base_ref,
+            raced.append(publish(a, "alpha", "frozen", frozen, tiny_tokenizer, tiny_base_ref,
                                   tiny_roberta_dir, toy_rows, ["fp32"]))  # fmt: skip
         with real_new_base(key, precision, **info) as draft:
             yield draft
 
     b.new_base = a_publishes_first  # type: ignore[method-assign]
-    beta = _publish(
+    beta = publish(
         b, "beta", "frozen", frozen, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows, ["fp32"]
     )
     assert raced and beta.base_encoder.key == raced[0].base_encoder.key
@@ -259,7 +222,7 @@ def test_an_int8_graph_answering_nan_on_some_rows_publishes_nothing(
     repo = ModelRepository(tmp_path / "repo")
     n = len(toy_rows[0])
     with pytest.raises(ParityError, match=rf"int8 graph: NaN or inf on {hit} of {n} validation rows"):
-        _publish(repo, "x", "full", tiny_models["full"], tiny_tokenizer, tiny_base_ref, tiny_roberta_dir,
+        publish(repo, "x", "full", tiny_models["full"], tiny_tokenizer, tiny_base_ref, tiny_roberta_dir,
                  toy_rows, ["fp32", "int8"])  # fmt: skip
     assert repo.list_scenarios() == []
 
