@@ -42,6 +42,8 @@ class ServeFile:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     source: Path | None = None
+    # Whether the file names http_options.host (else `host` is a local run's loopback default).
+    host_set: bool = False
 
 
 @dataclass
@@ -84,14 +86,15 @@ def load_serve_file(config: Path | None) -> ServeFile:
     _check_unapplied(schema, config)
     http = schema.http_options
     # Ray's default host is 0.0.0.0; a local run listens on loopback unless the file says otherwise.
-    host = http.host if "host" in http.model_fields_set else DEFAULT_HOST
+    host_set = "host" in http.model_fields_set
     return ServeFile(
         args=dict(app.args),
         app_name=app.name,
         route_prefix=app.route_prefix or DEFAULT_ROUTE_PREFIX,
-        host=str(host),
+        host=str(http.host if host_set else DEFAULT_HOST),
         port=int(http.port),
         source=config,
+        host_set=host_set,
     )
 
 
@@ -227,9 +230,18 @@ def plan_server(
     listen_port = port if port is not None else serve_file.port
     if not 1 <= listen_port <= 65535:
         raise UsageError(f"port {listen_port}: use a TCP port from 1 to 65535")
+    if host:
+        listen_host = host
+    elif local or serve_file.host_set:
+        listen_host = serve_file.host
+    else:
+        # A file that names no host, on a cluster: Ray's default, as `labelwise deploy` leaves it.
+        listen_host = RAY_DEFAULT_HOST
+    if not local and not host:
+        warn_loopback_on_cluster(listen_host, f"{serve_file.source or 'the default Serve config'}")
     return ServePlan(
         args=args,
-        host=host or serve_file.host,
+        host=listen_host,
         port=listen_port,
         app_name=serve_file.app_name,
         route_prefix=serve_file.route_prefix,
@@ -237,6 +249,36 @@ def plan_server(
         ingress_replicas=replicas or 1,
         config=serving_config,
     )
+
+
+# Where Serve's proxies listen on a cluster when the Serve config names no host (Ray's own default).
+RAY_DEFAULT_HOST = "0.0.0.0"
+
+
+def is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_loopback_on_cluster(host: str, source: str) -> None:
+    """A warning where a cluster's Serve proxies would listen on loopback (the shipped file's 127.0.0.1,
+    meant for a local run): reachable only from inside each node. Not refused: an operator may mean it
+    (a sidecar, a node-local client)."""
+    if is_loopback_host(host):
+        logger.warning(
+            "%s: http_options.host %s on a cluster: Serve's proxies will answer only on each node's own "
+            "loopback, unreachable from the network (where Serve starts there now); pass --host 0.0.0.0 "
+            "to open them",
+            source,
+            host,
+        )
 
 
 def plan_local_sizing(args: dict[str, Any], serving_config: Any, cores: int) -> None:
@@ -328,6 +370,33 @@ def local_replica_cpus(config: Any, cores: int) -> float:
     return float(max(1, int(free // config.num_replicas)))
 
 
+# How doctor and a local serve word what a replica would refuse at start.
+REPLICA_REFUSAL = "a replica would refuse to start"
+
+
+def engine_choice(config: Any) -> tuple[list[str], list[str]]:
+    """The ONNX Runtime providers and the precision order a replica of this ServingConfig takes on this
+    machine, by the replica's own rules (choose_providers, precision_order); what a replica would refuse
+    to start with raises (ModelLoadError). `labelwise doctor` reports it, a local `labelwise serve`
+    refuses it before Ray starts."""
+    from serving.engine import choose_providers, precision_order
+
+    providers = choose_providers(config.ort_providers, config.num_gpus)
+    return providers, precision_order(config.precision, providers)
+
+
+def refuse_what_replicas_refuse(config: Any) -> None:
+    """For a local serve, whose replicas run on this machine: the refusal a replica would raise at start
+    (CUDA asked for where this ONNX Runtime has none, fp16 without a GPU), as `labelwise doctor` words it,
+    a UsageError (exit 2) before Ray starts, instead of replica tracebacks and exit 1 half a minute later."""
+    try:
+        engine_choice(config)
+    except ImportError:  # no onnxruntime here (MissingExtraError, exit 2, names the extra)
+        raise
+    except Exception as exc:  # as doctor catches it
+        raise UsageError(f"{REPLICA_REFUSAL}: {exc}") from None
+
+
 def run_server(
     args: dict[str, Any],
     host: str,
@@ -361,13 +430,12 @@ def run_server(
     from serving.local_ray import start_local_ray, stop_local_ray
 
     try:
+        # ray.init would put its own SIGTERM handler in (sys.exit(15) from wherever the main thread is):
+        # start_local_ray keeps it out, holds a stop signal while ray.init runs and hands it to ours as
+        # ray.init returns, before Serve starts, so SIGTERM takes the same stop path as Ctrl-C.
         start_local_ray(
             host=host, port=port, direct_ingress=direct_ingress, ingress_replicas=ingress_replicas
         )
-        if stop_signals is not None:
-            # ray.init puts its own SIGTERM handler in (sys.exit from wherever the main thread is):
-            # ours again, so SIGTERM takes the same stop path as Ctrl-C.
-            raise_on_stop_signals()
         with _start_watch(app_name, start_timeout_s):
             try:
                 serve.run(build_app(args), name=app_name, route_prefix=route_prefix, blocking=False)
@@ -445,12 +513,18 @@ def _count(number: float, noun: str) -> str:
 
 def stop_request(exc: BaseException) -> StopServing | KeyboardInterrupt | None:
     """The Ctrl-C or stop signal behind exc, if any. A signal that lands while Ray's C++ core waits (its
-    `check_signals`, during ray.get) comes out as a SystemError whose cause is what our handler raised."""
+    `check_signals`, during ray.get) comes out as a SystemError whose cause is what our handler raised.
+    A SIGTERM that meets Ray's own handler, `sys.exit(15)` (a Ray whose ray.init start_local_ray cannot
+    keep it out of), is the same stop."""
+    import signal
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, StopServing | KeyboardInterrupt):
             return current
+        if isinstance(current, SystemExit) and current.code == signal.SIGTERM:
+            return StopServing(signal.SIGTERM.name)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
@@ -743,10 +817,27 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
                 # The file alone: the cluster's replicas do not see this machine's LABELWISE_* variables.
                 # And the URL of an object store alone: the replicas open it with their own keys.
                 with repository_url_only():
-                    FileServingConfig(**app.args)
+                    serving_config = FileServingConfig(**app.args)
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
+            _check_deployment_names(config, app, serving_config)
     return schema.model_dump(mode="json", exclude_unset=True)
+
+
+def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None:
+    """A `deployments:` entry must name a deployment build_app makes for these args (serving.app
+    deployment_names), or Serve refuses the whole config on the cluster, after the upload: UsageError
+    naming it and the app's deployments, before the cluster is contacted."""
+    from serving.app import deployment_names
+
+    names = deployment_names(serving_config)
+    unknown = [entry.name for entry in app.deployments if entry.name not in names]
+    if unknown:
+        raise UsageError(
+            f"{config}: application {app.name}: deployments names {', '.join(map(repr, unknown))}, which "
+            f"this app does not have; its deployments are {', '.join(map(repr, names))} (with "
+            f"ingress_mode {serving_config.ingress_mode})"
+        )
 
 
 def _read_serve_yaml(config: Path) -> dict[str, Any]:
@@ -808,6 +899,8 @@ def deploy_to_cluster(
     payload = read_deploy_config(config)
     if host is not None:
         payload.setdefault("http_options", {})["host"] = host
+    else:
+        warn_loopback_on_cluster(payload.get("http_options", {}).get("host", RAY_DEFAULT_HOST), str(config))
     url = dashboard_address(address)
     check_reachable(url)
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from model_repository.errors import UsageError
 
 from .api.request_id import RAY_MIDDLEWARES_PATH
 from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV
@@ -284,7 +290,11 @@ def start_local_ray(
         runtime_env: dict[str, object] = {"env_vars": {k: os.environ[k] for k in env}}
         if not full:
             runtime_env["worker_process_setup_hook"] = f"{__name__}.keep_unused_modules_out"
-        with contextlib.nullcontext() if full else _lean_head():
+        with (
+            _socket_paths_too_long_refused(temp_dir),
+            _stop_signals_held(),
+            contextlib.nullcontext() if full else _lean_head(),
+        ):
             ray.init(
                 address="local",
                 _node_ip_address="127.0.0.1",
@@ -300,35 +310,295 @@ def start_local_ray(
     return temp_dir
 
 
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """While ray.init starts the node: a stop signal (SIGTERM, SIGINT, SIGHUP) the caller handles in
+    Python (`labelwise serve`, the demo: each stops Ray the way Ctrl-C does) is held until ray.init
+    returns, then handed to the caller's handler, before Serve starts; a second one while held is handed
+    over at once (an impatient Ctrl-C still ends a start that hangs). A stop in the middle of ray.init
+    would leave what Ray started but does not yet know of (its dashboard and runtime-env agents, alive
+    for about a minute) or abort in Ray's C++ core (rc 134). ray.init's own SIGTERM handler (sys.exit(15)
+    from wherever the main thread is) is kept out meanwhile; the crash handler Ray's C++ core puts on
+    SIGTERM may still print "*** SIGTERM received" before it hands the signal on. A caller without its
+    own handlers keeps Ray's behaviour."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    callers = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    held = {sig: handler for sig, handler in callers.items() if callable(handler)}
+    if not held:
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if pending:
+            held[signum](signum, frame)
+        pending.append(signum)
+
+    try:
+        from ray._private import utils as ray_utils
+    except ImportError:  # pragma: no cover - another Ray layout
+        ray_utils = None
+    ray_sets = getattr(ray_utils, "set_sigterm_handler", None)
+    for sig in held:
+        signal.signal(sig, hold)
+    if ray_sets is not None and signal.SIGTERM in held:
+        ray_utils.set_sigterm_handler = lambda _handler: None  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if ray_sets is not None:
+            ray_utils.set_sigterm_handler = ray_sets  # type: ignore[union-attr]
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+    if pending:
+        signal.raise_signal(pending[0])  # the caller's handler, now that Ray knows all it started
+
+
 # The folder start_local_ray made for Ray's files (None: the user named one, or none was made).
 _owned_temp_root: Path | None = None
+TEMP_DIR_ENV = "LABELWISE_RAY_TEMP_DIR"
+# Ray refuses a unix socket path longer than this (validate_socket_filepath: 108 bytes on Linux, 104 on
+# macOS, less the NUL).
+_AF_UNIX_MAX = (104 if sys.platform == "darwin" else 108) - 1
+# What Ray puts under its temp dir for its longest socket: session_<date>_<pid>/sockets/plasma_store.
+_SESSION_SAMPLE = "session_2026-01-01_00-00-00_000000_"
+_LONGEST_SOCKET = "sockets/plasma_store"
+# mkdtemp's name: the prefix and 8 random characters.
+_OWNED_PREFIX = "lw-ray-"
+_OWNED_SAMPLE = _OWNED_PREFIX + "x" * 8
+
+
+def socket_path_room(temp_dir: Path) -> tuple[int, int]:
+    """(bytes of Ray's longest unix socket path under temp_dir, the most Ray allows)."""
+    longest = Path(os.path.abspath(temp_dir)) / f"{_SESSION_SAMPLE}{os.getpid()}" / _LONGEST_SOCKET
+    return len(os.fsencode(longest)), _AF_UNIX_MAX
+
+
+_SHORTER = (
+    f"set {TEMP_DIR_ENV} to a short folder (e.g. /tmp/lw-ray), or use a shorter TMPDIR (RAY_TMPDIR where set)"
+)
+
+
+def _check_socket_room(temp_dir: Path, named_by: str) -> None:
+    """UsageError (before anything is made or started) when Ray's sockets would not fit under temp_dir:
+    Ray itself would fail with a traceback ("AF_UNIX path length cannot exceed 107 bytes")."""
+    length, most = socket_path_room(temp_dir)
+    if length > most:
+        over = f"{length - most} byte{'s' if length - most != 1 else ''}"
+        raise UsageError(
+            f"Ray's temp folder {temp_dir} ({named_by}) is {over} too long for Ray's unix sockets (their "
+            f"paths may have at most {most} bytes): {_SHORTER}"
+        )
+
+
+@contextlib.contextmanager
+def _socket_paths_too_long_refused(temp_dir: Path) -> Iterator[None]:
+    """Ray's own refusal of a socket path (a LABELWISE_RAY_TEMP_DIR too deep: Ray checks it before it
+    starts a process) as a UsageError instead of its traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if "AF_UNIX path length" not in str(exc):
+            raise
+        raise UsageError(
+            f"Ray's temp folder {temp_dir} is too long for Ray's unix sockets: {_SHORTER}"
+        ) from None
 
 
 def _ray_temp_dir() -> Path:
-    """Ray's temp dir: LABELWISE_RAY_TEMP_DIR when set (kept), else `ray/` inside a new 0700 folder.
+    """Ray's temp dir: LABELWISE_RAY_TEMP_DIR when set (kept), else `ray/` inside a new 0700 folder in
+    RAY_TMPDIR (where set, as Ray itself reads it) or the system's temp folder (TMPDIR). A folder whose
+    sockets would be too long for Ray is refused before it is made (UsageError).
 
     Ray makes its temp dir world-writable (0777, for several users on one node): the 0700 folder
-    around it keeps other local users out, and stop_local_ray removes it."""
+    around it keeps other local users out, and stop_local_ray removes it (an exit that skips it, too:
+    atexit)."""
     global _owned_temp_root
-    given = os.environ.get("LABELWISE_RAY_TEMP_DIR")
-    if given:
+    given = os.environ.get(TEMP_DIR_ENV)
+    if given:  # as given (Ray's own refusal of it is turned into a UsageError: start_local_ray)
         return Path(given)
-    _owned_temp_root = Path(tempfile.mkdtemp(prefix="lw-ray-"))  # mode 0700
+    ray_tmpdir = os.environ.get("RAY_TMPDIR")
+    root = Path(ray_tmpdir or tempfile.gettempdir())
+    _check_socket_room(root / _OWNED_SAMPLE / "ray", "RAY_TMPDIR" if ray_tmpdir else "TMPDIR")
+    try:
+        _owned_temp_root = Path(tempfile.mkdtemp(prefix=_OWNED_PREFIX, dir=root))  # mode 0700
+    except OSError as exc:
+        raise UsageError(
+            f"cannot make Ray's temp folder in {root} ({exc.strerror or exc}): set {TEMP_DIR_ENV}, or "
+            "RAY_TMPDIR or TMPDIR, to a folder of yours"
+        ) from None
+    _register_exit_cleanup()
     return _owned_temp_root / "ray"
+
+
+_exit_cleanup_registered = False
+
+
+def _register_exit_cleanup() -> None:
+    global _exit_cleanup_registered
+    if not _exit_cleanup_registered:
+        atexit.register(_remove_at_exit)
+        _exit_cleanup_registered = True
+
+
+def _remove_at_exit() -> None:
+    """At interpreter exit, a temp folder stop_local_ray did not remove (an exception that bypassed it,
+    a SystemExit from Ray's own SIGTERM handler): Ray stopped first (its own atexit hook would run after
+    this one), then the folder removed."""
+    if _owned_temp_root is None:
+        return
+    ray = sys.modules.get("ray")
+    with contextlib.suppress(Exception):
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    _remove_owned_temp_root()
+
+
+def _remove_owned_temp_root() -> None:
+    global _owned_temp_root
+    if _owned_temp_root is not None:
+        shutil.rmtree(_owned_temp_root, ignore_errors=True)
+        _owned_temp_root = None
 
 
 def stop_local_ray() -> None:
     """serve.shutdown (drains the replicas), ray.shutdown (ends GCS, raylet and workers), then remove
-    the temp folder start_local_ray made."""
-    global _owned_temp_root
+    the temp folder start_local_ray made. Serve's drain is skipped, or cut short, where Ray's node goes
+    down under it (_shutdown_serve)."""
     import ray
-    from ray import serve
 
     try:
         if ray.is_initialized():
-            serve.shutdown()
+            _shutdown_serve()
     finally:
         ray.shutdown()
-        if _owned_temp_root is not None:
-            shutil.rmtree(_owned_temp_root, ignore_errors=True)
-            _owned_temp_root = None
+        _remove_owned_temp_root()
+
+
+# How long Serve's controller may take to stop every replica (Serve's own serve.shutdown bound).
+SERVE_SHUTDOWN_TIMEOUT_S = 30.0
+
+
+class _NodeWatch:
+    """Whether the local Ray node is going down under this process (a stop signal sent to the whole
+    process group reached its GCS and raylet too): its GCS or raylet exited, an agent of its raylet
+    exited (the raylet ends with its agents), or its GCS refuses connections. A GCS or raylet told to
+    stop may take 20 s to exit; its agents exit at once."""
+
+    def __init__(self) -> None:
+        self.node = None
+        self.agents: list[object] = []
+        try:
+            from ray._private import ray_constants
+            from ray._private import worker as worker_module
+        except ImportError:  # pragma: no cover - another Ray layout
+            return
+        self.node = getattr(worker_module, "_global_node", None)
+        self.core = {ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET}
+        raylets = getattr(self.node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_RAYLET, [])
+        try:
+            import psutil
+
+            for info in raylets:
+                raylet = psutil.Process(info.process.pid)
+                group = os.getpgid(raylet.pid)
+                # Its agents (ray::DashboardAgent, ray::RuntimeEnvAgent) share its process group; its
+                # workers (the controller, replicas: they end in a normal drain) have their own.
+                self.agents += [
+                    child
+                    for child in raylet.children()
+                    if os.getpgid(child.pid) == group and "Agent" in " ".join(child.cmdline())
+                ]
+        except Exception:  # no psutil, or the raylet already gone (then ended() says so)
+            self.agents = []
+
+    def ended(self) -> str | None:
+        """Why the node is going down, or None while it runs (or where this Ray cannot be watched)."""
+        dead = getattr(self.node, "dead_processes", None)
+        if dead is None:
+            return None
+        exited = sorted({kind for kind, _process in dead() if kind in self.core})
+        if exited:
+            return f"{' and '.join(exited)} exited"
+        if any(_ended(agent) for agent in self.agents):
+            return "the raylet's agents exited"
+        if not _accepts_connections(getattr(self.node, "_gcs_address", None)):
+            return "the GCS closed its port"
+        return None
+
+
+def _ended(process: object) -> bool:
+    try:
+        import psutil
+
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    except Exception:  # NoSuchProcess: reaped
+        return True
+
+
+def _accepts_connections(address: str | None) -> bool:
+    """Whether something listens at HOST:PORT (True where it cannot be told: no address, a slow answer)."""
+    if not address:
+        return True
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except ConnectionRefusedError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def _shutdown_serve() -> None:
+    """What serve.shutdown does (Serve's controller drains and stops every replica: a second or two
+    locally), waited on in steps that watch the node.
+
+    A stop signal sent to the whole process group (systemd's KillMode=control-group, `kill -TERM -PGID`)
+    reaches Ray's GCS, raylet and agents too: the node goes down under the controller, and serve.shutdown
+    would wait its full 30 s on an answer that never comes (a ray.get that no signal interrupts). So the
+    drain is skipped when the node is already going down (_NodeWatch), and the wait ends as soon as it
+    is. A stop signal to this process alone (`kill PID`, docker stop; Ctrl-C, which Ray starts its
+    processes blind to) drains as before. A Ray whose Serve client differs: plain serve.shutdown."""
+    import ray
+    from ray import serve
+
+    watch = _NodeWatch()
+    why = watch.ended()
+    if why:
+        logger.warning("Ray's node is going down with this process (%s): no drain", why)
+        return
+    try:
+        from ray.serve import context
+    except ImportError:  # pragma: no cover - another Ray layout
+        context = None
+    client = getattr(context, "_global_client", None)
+    current = getattr(context, "_cached_client_from_current_session", None)
+    if client is None or current is None or not current() or not hasattr(client, "_controller"):
+        serve.shutdown()
+        return
+    client.shutdown_cached_handles()
+    stopped = client._controller.graceful_shutdown.remote()
+    deadline = time.monotonic() + SERVE_SHUTDOWN_TIMEOUT_S
+    while True:
+        ready, _ = ray.wait([stopped], timeout=0.25)
+        if ready:
+            with contextlib.suppress(ray.exceptions.RayActorError):  # the controller ends itself
+                ray.get(stopped)
+            break
+        why = watch.ended()
+        if why:
+            logger.warning("Ray's node went down while Serve drained (%s): drain cut short", why)
+            break
+        if time.monotonic() > deadline:
+            logger.warning("Serve's controller did not stop within %g s", SERVE_SHUTDOWN_TIMEOUT_S)
+            break
+    client._shutdown = True
+    context._disconnect()  # type: ignore[union-attr]

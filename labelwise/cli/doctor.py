@@ -36,17 +36,11 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from labelwise.file_scoring import settings_problem
-    from labelwise.server import plan_local_sizing, replica_sizing
+    from labelwise.server import engine_choice, plan_local_sizing, replica_sizing
     from model_repository import ModelRepository, missing_local_root, parse_root
     from model_repository.errors import UsageError
     from serving import ServingConfig
-    from serving.engine import (
-        EngineSettings,
-        available_providers,
-        choose_providers,
-        installed_ort,
-        precision_order,
-    )
+    from serving.engine import EngineSettings, available_providers, installed_ort
     from serving.local_ray import local_cores
 
     require("onnxruntime")
@@ -68,8 +62,7 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
     if len(report["onnxruntime_packages"]) > 1:
         report["problem"] = "onnxruntime and onnxruntime-gpu are both installed: keep only one"
     try:
-        providers = choose_providers(config.ort_providers, config.num_gpus)
-        precisions = precision_order(config.precision, providers)
+        providers, precisions = engine_choice(config)
     except Exception as exc:  # the refusal a replica would raise at start, shown instead of raised
         report["refused"] = str(exc)
         return report
@@ -165,9 +158,14 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
 def doctor_command(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Serve config to diagnose (as `labelwise serve --config`)."
+        None,
+        "--config",
+        "-c",
+        help="Serve config to diagnose, as `labelwise serve --config` (default: the chart's "
+        "helm/labelwise/files/serve-config.yaml when present, else ServingConfig's defaults).",
     ),
-    repository: Path | None = typer.Option(
+    # str, not Path: typer makes "" into Path('.'), which would diagnose the current folder.
+    repository: str | None = typer.Option(
         None,
         "--repository",
         "-r",
@@ -175,18 +173,37 @@ def doctor_command(
         help="Model repository root, in place of the config's (default: the config's, else "
         "./var/model-repository); the variable only where the config sets none, as `labelwise serve`.",
     ),
+    ingress_mode: str | None = typer.Option(None, help="As `labelwise serve --ingress-mode`."),
+    direct_ingress: bool = typer.Option(
+        True,
+        "--direct-ingress/--proxy",
+        help="As `labelwise serve`: direct ingress (its default) needs a fixed num_replicas; --proxy "
+        "diagnoses a serve behind Serve's proxy (autoscaling allowed).",
+    ),
 ) -> None:
     """Print what the engine will use here: providers, threads, precision per scenario, GPU name and memory.
 
-    Exits 1 when a replica with this config would refuse to start (e.g. CUDA asked for and absent).
+    Reads the config as a local `labelwise serve` with the same options does, and refuses (exit 2) what
+    it refuses before starting. Exits 1 when a replica with this config would refuse to start (e.g. CUDA
+    asked for and absent).
     """
-    from labelwise.server import load_serving_args
+    from pydantic import ValidationError
 
-    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
-    if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
-        repository = None  # ServingConfig reads LABELWISE_REPOSITORY itself, where the config sets none
-    overrides = {"repository": str(repository)} if repository is not None else {}
-    report = diagnose(load_serving_args(config, **overrides))
+    from labelwise.file_scoring import settings_problem
+    from labelwise.server import REPLICA_REFUSAL
+    from model_repository.errors import UsageError
+
+    from .serve import plan_from_options
+
+    try:
+        plan = plan_from_options(
+            ctx, repository, config, ingress_mode=ingress_mode, direct_ingress=direct_ingress
+        )
+    except UsageError as exc:
+        if isinstance(exc.__cause__, ValidationError):  # doctor's one-line wording of it
+            raise UsageError(f"invalid serving settings: {settings_problem(exc.__cause__)}") from None
+        raise
+    report = diagnose(plan.args)
     packages = ", ".join(f"{name} {version}" for name, version in report["onnxruntime_packages"].items())
     typer.echo(f"onnxruntime packages: {packages or 'none'}")
     typer.echo(f"providers available: {', '.join(report['providers_available'])}")
@@ -195,7 +212,7 @@ def doctor_command(
     if "problem" in report:
         typer.echo(f"problem: {report['problem']}")
     if "refused" in report:
-        typer.echo(f"error: a replica would refuse to start: {report['refused']}", err=True)
+        typer.echo(f"error: {REPLICA_REFUSAL}: {report['refused']}", err=True)
         raise typer.Exit(1)
     typer.echo(f"providers used: {', '.join(report['providers'])}")
     typer.echo(f"ORT intra-op threads: {report['intra_op_threads']} ({report['replica_sizing']})")

@@ -8,7 +8,13 @@ from pathlib import Path
 import typer
 
 from labelwise.catalog import promote
-from labelwise.server import ServePlan, plan_server, run_server, serve_on_cluster
+from labelwise.server import (
+    ServePlan,
+    plan_server,
+    refuse_what_replicas_refuse,
+    run_server,
+    serve_on_cluster,
+)
 from model_repository import (
     ModelRepository,
     RepositoryError,
@@ -73,21 +79,10 @@ def serve_command(
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with
     --address, deploy them onto a running cluster)."""
-    if repository is not None and not repository.strip():
-        raise UsageError(
-            "--repository is empty: pass a folder or an object-store URL (omit it for the config's, else "
-            "./var/model-repository)"
-        )
-    fallback = None
-    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
-    if getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT":
-        # LABELWISE_REPOSITORY fills the field only where the config file sets none, as every LABELWISE_*
-        # variable does (the Docker image sets it; a mounted config's wins).
-        repository, fallback = None, str(Path(repository))
-    plan = plan_server(
+    plan = plan_from_options(
+        ctx,
+        repository,
         config,
-        repository=Path(repository) if repository is not None else None,
-        repository_fallback=fallback,
         ingress_mode=ingress_mode,
         host=host,
         port=port,
@@ -99,6 +94,9 @@ def serve_command(
         typer.echo("\n".join(status.lines()))
         return
     _require_local_repository(plan)
+    # The replicas run here: what one would refuse at start (CUDA or fp16 without them) is refused now,
+    # in doctor's words, not after Ray started them.
+    refuse_what_replicas_refuse(plan.config)
     from serving.local_ray import full_head_requested, keep_unused_modules_out
 
     if not full_head_requested():
@@ -111,6 +109,46 @@ def serve_command(
         route_prefix=plan.route_prefix,
         direct_ingress=plan.direct_ingress,
         ingress_replicas=plan.ingress_replicas,
+    )
+
+
+def plan_from_options(
+    ctx: typer.Context,
+    repository: str | None,
+    config: Path | None,
+    *,
+    ingress_mode: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    direct_ingress: bool = True,
+    local: bool = True,
+) -> ServePlan:
+    """`labelwise serve`'s options read into its checked plan (plan_server), which `labelwise doctor`
+    reads the same way, so that doctor's verdict is serve's: an empty --repository is refused, and
+    LABELWISE_REPOSITORY (the option's variable) fills the repository only where the config names none."""
+    if repository is not None and not repository.strip():
+        raise UsageError(
+            "--repository is empty: pass a folder or an object-store URL (omit it for the config's, else "
+            "./var/model-repository)"
+        )
+    fallback = None
+    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
+    if (
+        repository is not None
+        and getattr(ctx.get_parameter_source("repository"), "name", None) == "ENVIRONMENT"
+    ):
+        # LABELWISE_REPOSITORY fills the field only where the config file sets none, as every LABELWISE_*
+        # variable does (the Docker image sets it; a mounted config's wins).
+        repository, fallback = None, str(Path(repository))
+    return plan_server(
+        config,
+        repository=Path(repository) if repository is not None else None,
+        repository_fallback=fallback,
+        ingress_mode=ingress_mode,
+        host=host,
+        port=port,
+        direct_ingress=direct_ingress,
+        local=local,
     )
 
 

@@ -1,0 +1,99 @@
+"""`labelwise deploy` refuses a `deployments:` entry naming a deployment the app does not have (Ray refused
+it only on the cluster, after the upload), and a cluster run says when Serve's proxies would listen on
+loopback (reachable only from inside each node). No cluster is contacted: the address is a closed port."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from labelwise.cli import app
+from labelwise.server import deploy_to_cluster, plan_server, read_deploy_config
+from model_repository.errors import LabelwiseError, UsageError
+from serving.local_ray import free_loopback_port
+
+pytest.importorskip("ray.serve")
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED = ROOT / "helm" / "labelwise" / "files" / "serve-config.yaml"
+BUILD_APP = "serving.app:build_app"
+LOOPBACK_WARNING = "Serve's proxies will answer only on each node's own loopback"
+
+
+def _deploy_file(tmp_path: Path, args: dict[str, object], deployments: list[dict[str, object]]) -> Path:
+    entry = {"name": "labelwise", "route_prefix": "/", "import_path": BUILD_APP, "args": args}
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        yaml.safe_dump({"applications": [{**entry, "deployments": deployments}]}), encoding="utf-8"
+    )
+    return path
+
+
+def test_deploy_refuses_a_deployment_the_app_does_not_have_by_name(tmp_path: Path) -> None:
+    # Before: accepted here, refused by Serve on the cluster after the upload.
+    config = _deploy_file(tmp_path, {"num_replicas": 2}, [{"name": "Classifier", "num_replicas": 3}])
+    with pytest.raises(UsageError) as refused:
+        read_deploy_config(config)
+    message = str(refused.value)
+    assert "'Classifier'" in message and "its deployments are 'labelwise'" in message, message
+    result = CliRunner().invoke(
+        app, ["deploy", "--address", f"http://127.0.0.1:{free_loopback_port()}", "--config", str(config)]
+    )
+    assert result.exit_code == 2, result.output  # before the (closed) address is tried: that is exit 1
+    assert "'Classifier'" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        ({}, ["labelwise"]),
+        ({"ingress_mode": "separate"}, ["labelwise", "labelwise-classifier"]),
+    ],
+    ids=["combined", "separate"],
+)
+def test_deploy_accepts_the_apps_own_deployment_names(
+    tmp_path: Path, args: dict[str, object], names: list[str]
+) -> None:
+    config = _deploy_file(tmp_path, args, [{"name": name, "num_replicas": 2} for name in names])
+    sent = read_deploy_config(config)
+    assert [d["name"] for d in sent["applications"][0]["deployments"]] == names
+    # ...and the classifier's name only where the app has that deployment
+    if len(names) == 1:
+        with pytest.raises(UsageError, match="'labelwise-classifier'"):
+            read_deploy_config(_deploy_file(tmp_path, args, [{"name": "labelwise-classifier"}]))
+
+
+def test_serve_on_a_cluster_warns_where_the_proxies_would_listen_on_loopback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the shipped file's 127.0.0.1 went to the cluster unsaid; a flat file (no host) got it too.
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        plan = plan_server(SHIPPED, repository=tmp_path, local=False, direct_ingress=False)
+    assert plan.host == "127.0.0.1"
+    assert LOOPBACK_WARNING in caplog.text and "--host 0.0.0.0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        plan = plan_server(SHIPPED, repository=tmp_path, host="0.0.0.0", local=False, direct_ingress=False)
+    assert plan.host == "0.0.0.0" and LOOPBACK_WARNING not in caplog.text
+    # A flat file names no host: on a cluster Ray's default, as `labelwise deploy` sends it; locally loopback.
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(yaml.safe_dump({"repository": str(tmp_path)}), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        assert plan_server(flat, local=False, direct_ingress=False).host == "0.0.0.0"
+    assert LOOPBACK_WARNING not in caplog.text
+    assert plan_server(flat, direct_ingress=False).host == "127.0.0.1"
+
+
+def test_deploy_warns_where_the_proxies_would_listen_on_loopback(caplog: pytest.LogCaptureFixture) -> None:
+    closed = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens: the deploy ends there, exit 1
+    with caplog.at_level(logging.WARNING, logger="labelwise"), pytest.raises(LabelwiseError, match="reach"):
+        deploy_to_cluster(SHIPPED, closed, timeout_s=0)
+    assert LOOPBACK_WARNING in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="labelwise"), pytest.raises(LabelwiseError, match="reach"):
+        deploy_to_cluster(SHIPPED, closed, timeout_s=0, host="0.0.0.0")
+    assert LOOPBACK_WARNING not in caplog.text
