@@ -80,4 +80,4 @@ def test_labels_with_dollars_plot_as_text_and_a_failed_plot_keeps_the_previous_f
         save_png(fig, path, dpi=-1)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["labels.png"]  # no temporary file left behind
-    assert not plt.get_fignums()  # the failed figure was closed
+    assert fig.number not in plt.get_fignums()  # the failed figure was closed
