@@ -104,10 +104,16 @@ def test_sync_loop_exits_at_once_on_sigterm(during: str, tmp_path: Path) -> None
         # The shell: the process itself, or unshare's one child (PID 1 in its namespace).
         shell = launcher if not prefix else _wait_for(lambda: next(iter(launcher.children()), None))
 
+        def cmdline(child: Any) -> list[str]:
+            try:
+                return child.cmdline()
+            except psutil.Error:  # a child that just ended (a zombie until the shell reaps it)
+                return []
+
         def busy() -> bool:
             return any(
-                (during == "sleep" and c.cmdline()[:1] == ["sleep"])
-                or (during == "rclone" and any(str(rclone) == a for a in c.cmdline()))
+                (during == "sleep" and cmdline(c)[:1] == ["sleep"])
+                or (during == "rclone" and any(str(rclone) == a for a in cmdline(c)))
                 for c in shell.children()
             )
 
