@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .http_writes import coalesce_server_writes
@@ -36,38 +37,53 @@ SHARED_PORT_ENV = "LABELWISE_DIRECT_INGRESS_PORT"
 APP_DIRECT_ENV = "LABELWISE_DIRECT_INGRESS_APP"
 
 
-def allow_rebind() -> bool:
-    """Patch the replica's direct-ingress server start to reuse the address; True when applied."""
-    if os.environ.get(ENV) != "1":
-        return False
+def swap_replica_function(name: str, replace: Callable[[Any], Any], mark: str, missing: str) -> bool:
+    """Swap ray.serve._private.replica's module-level function `name` for replace(the current one),
+    marked with `mark` so that a second call (the module imported again) keeps the first swap. True
+    when swapped now or before; False, logging `missing`, when this Ray has no such function."""
     try:
         from ray.serve._private import replica as replica_module
     except ImportError:
         return False
-    start = getattr(replica_module, "start_asgi_http_server", None)
-    if start is None:
-        logger.warning("direct ingress: this Ray has no start_asgi_http_server; a crash may hold the port")
+    current = getattr(replica_module, name, None)
+    if current is None:
+        logger.warning(missing)
         return False
-    if getattr(start, _MARK, False):
+    if getattr(current, mark, False):
         return True
+    replacement = replace(current)
+    setattr(replacement, mark, True)
+    setattr(replica_module, name, replacement)
+    return True
 
+
+def allow_rebind() -> bool:
+    """Patch the replica's direct-ingress server start to reuse the address; True when applied."""
+    if os.environ.get(ENV) != "1":
+        return False
     shared_port = os.environ.get(SHARED_PORT_ENV)
 
-    async def start_reusing_address(app: Any, http_options: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["enable_so_reuseport"] = True
-        if shared_port and int(shared_port) != http_options.port:
-            http_options = http_options.model_copy(update={"port": int(shared_port)})
-        if os.environ.get(APP_DIRECT_ENV) == "1":
-            app = straight_to_app(app)
-        started = await start(app, http_options, *args, **kwargs)
-        # Ray created the server's task but it has not run yet: its protocol can still be chosen.
-        server = started[1] if isinstance(started, tuple) and len(started) == 2 else None
-        coalesce_server_writes(server)
-        return started
+    def reusing_address(start: Any) -> Any:
+        async def start_reusing_address(app: Any, http_options: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["enable_so_reuseport"] = True
+            if shared_port and int(shared_port) != http_options.port:
+                http_options = http_options.model_copy(update={"port": int(shared_port)})
+            if os.environ.get(APP_DIRECT_ENV) == "1":
+                app = straight_to_app(app)
+            started = await start(app, http_options, *args, **kwargs)
+            # Ray created the server's task but it has not run yet: its protocol can still be chosen.
+            server = started[1] if isinstance(started, tuple) and len(started) == 2 else None
+            coalesce_server_writes(server)
+            return started
 
-    setattr(start_reusing_address, _MARK, True)
-    replica_module.start_asgi_http_server = start_reusing_address
-    return True
+        return start_reusing_address
+
+    return swap_replica_function(
+        "start_asgi_http_server",
+        reusing_address,
+        _MARK,
+        "direct ingress: this Ray has no start_asgi_http_server; a crash may hold the port",
+    )
 
 
 # Ray's own routes on a direct-ingress replica: they stay on Ray's request path.
@@ -109,4 +125,11 @@ def straight_to_app(ray_asgi: Any) -> Any:
     return serve
 
 
-__all__ = ["APP_DIRECT_ENV", "ENV", "SHARED_PORT_ENV", "allow_rebind", "straight_to_app"]
+__all__ = [
+    "APP_DIRECT_ENV",
+    "ENV",
+    "SHARED_PORT_ENV",
+    "allow_rebind",
+    "straight_to_app",
+    "swap_replica_function",
+]

@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from model_repository.errors import UsageError
 
 from .api.request_id import RAY_MIDDLEWARES_PATH
-from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV
+from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV, swap_replica_function
 from .direct_ingress import ENV as REBIND_ENV
 
 logger = logging.getLogger("labelwise.serving")
@@ -85,24 +86,20 @@ def keep_replica_grpc_local() -> bool:
     host = os.environ.get(REPLICA_GRPC_HOST_ENV)
     if not host:
         return False
-    try:
-        from ray.serve._private import replica as replica_module
-    except ImportError:
-        return False
-    add_port = getattr(replica_module, "add_port_to_grpc_server", None)
-    if add_port is None:
-        logger.warning("this Ray has no add_port_to_grpc_server: a replica's gRPC server keeps Ray's address")
-        return False
-    if getattr(add_port, _GRPC_MARK, False):
-        return True
 
-    def add_port_on_host(server: object, address: str) -> int:
-        _, _, port = address.rpartition(":")  # "[::]:0": any port, on `host` only
-        return add_port(server, f"{host}:{port}")
+    def on_host(add_port: Any) -> Any:
+        def add_port_on_host(server: object, address: str) -> int:
+            _, _, port = address.rpartition(":")  # "[::]:0": any port, on `host` only
+            return add_port(server, f"{host}:{port}")
 
-    setattr(add_port_on_host, _GRPC_MARK, True)
-    replica_module.add_port_to_grpc_server = add_port_on_host
-    return True
+        return add_port_on_host
+
+    return swap_replica_function(
+        "add_port_to_grpc_server",
+        on_host,
+        _GRPC_MARK,
+        "this Ray has no add_port_to_grpc_server: a replica's gRPC server keeps Ray's address",
+    )
 
 
 # How long an ingress replica keeps answering after it was told to stop, in direct-ingress mode. Ray's
