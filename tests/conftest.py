@@ -9,6 +9,7 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,18 @@ _WORDS = {
     "neutral": ["scheduled", "average", "listed", "located", "ordinary", "measured", "delivered"],
 }
 _TAILS = ["today", "again", "as usual", "this week", "for sure", "I think", "overall", "by noon"]
+
+
+def manifest_fields(strategy: str = "full", max_length_tokens: int = 64) -> dict[str, Any]:
+    """A new version's manifest fields for repository tests: a two-label model on a made-up base."""
+    from model_repository import BaseModelRef
+
+    return dict(
+        strategy=strategy,
+        base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
+        labels=["negative", "positive"],
+        max_length_tokens=max_length_tokens,
+    )
 
 
 def toy_sentences(label: str, n: int, seed: int = 0) -> list[str]:

@@ -24,7 +24,6 @@ import pytest
 from model_repository import (
     AliasNotFoundError,
     BaseEncoderRef,
-    BaseModelRef,
     IntegrityError,
     InvalidNameError,
     ManifestError,
@@ -38,6 +37,7 @@ from model_repository import (
     VersionNotFoundError,
     file_sha256,
 )
+from tests.conftest import manifest_fields
 
 from .published import Reference, publish
 
@@ -466,12 +466,7 @@ def test_a_writer_that_lost_a_base_claim_waits_for_the_winners_base_or_refuses(
 
 
 # ---- small versions written straight through the repository API (no training) -----------------------
-FIELDS = dict(
-    strategy="frozen",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=16,
-)
+FIELDS = manifest_fields(strategy="frozen", max_length_tokens=16)
 
 
 def _small_repo(s3: S3, tmp_path: Path, prefix: str) -> ObjectStoreRepository:

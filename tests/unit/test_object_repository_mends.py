@@ -16,21 +16,16 @@ from pathlib import Path
 import pytest
 
 from model_repository import (
-    BaseModelRef,
     IntegrityError,
     ManifestError,
     ObjectStoreError,
     ObjectStoreRepository,
 )
+from tests.conftest import manifest_fields
 
 pytestmark = pytest.mark.timeout(60)
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=16,
-)
+FIELDS = manifest_fields(max_length_tokens=16)
 
 
 class Bucket:

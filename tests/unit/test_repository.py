@@ -11,7 +11,6 @@ import pytest
 
 from model_repository import (
     AliasNotFoundError,
-    BaseModelRef,
     IntegrityError,
     InvalidNameError,
     ManifestError,
@@ -20,13 +19,9 @@ from model_repository import (
     SchemaVersionError,
     VersionNotFoundError,
 )
+from tests.conftest import manifest_fields
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS = manifest_fields()
 
 
 def publish(repo: ModelRepository, scenario: str, payload: bytes = b"weights", **extra) -> int:

@@ -19,7 +19,6 @@ from labelwise.cli import app
 from model_repository import (
     EXIT_RUNTIME,
     BaseEncoderRef,
-    BaseModelRef,
     ExportRecord,
     HeadSpec,
     Manifest,
@@ -28,13 +27,9 @@ from model_repository import (
     layout,
 )
 from model_repository.repository import serving_problem
+from tests.conftest import manifest_fields
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS = manifest_fields()
 DAY = 24 * 3600
 
 

@@ -17,16 +17,12 @@ from typing import Any
 
 import pytest
 
-from model_repository import BaseModelRef, IntegrityError, LabelwiseError, ModelRepository
+from model_repository import IntegrityError, LabelwiseError, ModelRepository
 from model_repository.errors import UnsafePathError
+from tests.conftest import manifest_fields
 
 GRAPH = "onnx/model.fp32.onnx"
-FIELDS: dict[str, Any] = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS: dict[str, Any] = manifest_fields()
 Escape = Callable[[Path, Path, dict[str, Any]], str]
 
 

@@ -13,7 +13,6 @@ from labelwise.cli import app
 from model_repository import (
     EXIT_RUNTIME,
     BaseEncoderRef,
-    BaseModelRef,
     ExportRecord,
     HeadSpec,
     Manifest,
@@ -22,13 +21,9 @@ from model_repository import (
     layout,
 )
 from model_repository.repository import serving_problem
+from tests.conftest import manifest_fields
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS = manifest_fields()
 
 
 def _publish_graphs(repo: ModelRepository, scenario: str, precisions: tuple[str, ...]) -> int:

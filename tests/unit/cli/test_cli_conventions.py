@@ -9,14 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from labelwise.cli import app
-from model_repository import EXIT_RUNTIME, EXIT_USAGE, BaseModelRef, ModelRepository
+from model_repository import EXIT_RUNTIME, EXIT_USAGE, ModelRepository
+from tests.conftest import manifest_fields
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS = manifest_fields()
 
 
 def _invoke(*args: str, env: dict[str, str] | None = None):

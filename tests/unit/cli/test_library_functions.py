@@ -15,7 +15,6 @@ from labelwise.extras import MissingExtraError, require
 from labelwise.server import ServePlan, local_replica_cpus, plan_server
 from labelwise.training_runs import export_precisions, run_training, train_overrides
 from model_repository import (
-    BaseModelRef,
     InvalidNameError,
     LabelwiseError,
     ModelRepository,
@@ -23,13 +22,9 @@ from model_repository import (
     UsageError,
 )
 from serving.local_ray import local_cores
+from tests.conftest import manifest_fields
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=64,
-)
+FIELDS = manifest_fields()
 
 
 def _publish(repo: ModelRepository, scenario: str) -> int:

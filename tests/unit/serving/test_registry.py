@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model_repository import ModelRepository
-from tests.conftest import write_toy_csv
+from tests.conftest import manifest_fields, write_toy_csv
 from tests.unit.serving.conftest import RegistryClock
 
 
@@ -153,14 +153,8 @@ def test_a_failed_listing_in_serve_all_mode_still_reloads_the_known_scenarios(
     import types
 
     import serving.engine.registry as registry_module
-    from model_repository import BaseModelRef
 
-    fields = dict(
-        strategy="full",
-        base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-        labels=["negative", "positive"],
-        max_length_tokens=16,
-    )
+    fields = manifest_fields(max_length_tokens=16)
     repo = ModelRepository(tmp_path / "repo")
     for _ in range(2):
         with repo.new_version("spam", **fields) as draft:

@@ -13,15 +13,11 @@ from typing import Any
 
 import pytest
 
-from model_repository import BaseModelRef, ModelRepository
+from model_repository import ModelRepository
+from tests.conftest import manifest_fields
 from tests.unit.serving.conftest import RegistryClock
 
-FIELDS = dict(
-    strategy="full",
-    base_model=BaseModelRef(id="tiny", content_hash="0" * 64),
-    labels=["negative", "positive"],
-    max_length_tokens=16,
-)
+FIELDS = manifest_fields(max_length_tokens=16)
 
 
 def _repo(root: Path, names: tuple[str, ...] = ("spam", "ham")) -> ModelRepository:
