@@ -74,6 +74,7 @@ from .repository import (
     parse_alias,
     parse_base_info,
     parse_manifest,
+    sealed_base,
     validate_name,
 )
 from .storage import ObjectStore, parse_root
@@ -573,16 +574,7 @@ class ObjectStoreRepository(ModelRepository):
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
         try:
             yield draft
-            what = f"base {key} {precision} (draft, nothing published)"
-            files = draft_files(tmp, what, BASE_INFO_FILE)
-            payload = {
-                "schema_version": SCHEMA_VERSION,
-                "key": key,
-                "precision": precision,
-                "info": draft.info,
-                "files": {k: v.model_dump() for k, v in files.items()},
-            }
-            body = json.dumps(payload, indent=2, sort_keys=True).encode()
+            files, body = sealed_base(draft)
             base_key = self._base_key(key, precision)
             claim = f"{BASES_DIR}/{key}/{CLAIMS_DIR}/{precision}"
             if self.has_base(key, precision):

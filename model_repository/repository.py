@@ -298,6 +298,20 @@ def draft_files(tmp: Path, what: str, own_file: str) -> dict[str, FileEntry]:
     return _hash_files(tmp, skip=set())
 
 
+def sealed_base(draft: BaseDraft) -> tuple[dict[str, FileEntry], bytes]:
+    """A finished base draft's files (hashed and checked by draft_files) and its base.json."""
+    what = f"base {draft.key} {draft.precision} (draft, nothing published)"
+    files = draft_files(draft.path, what, BASE_INFO_FILE)
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "key": draft.key,
+        "precision": draft.precision,
+        "info": draft.info,
+        "files": {k: v.model_dump() for k, v in files.items()},
+    }
+    return files, json.dumps(payload, indent=2, sort_keys=True).encode()
+
+
 def _check_relative_links(folder: Path, what: str) -> None:
     """Refuse an absolute symlink in a draft: the draft folder is renamed when published, so a link to a
     path inside it would point into the folder that is gone (relative links move with it)."""
@@ -728,16 +742,7 @@ class ModelRepository:
         draft = BaseDraft(key=key, precision=precision, path=tmp, info=dict(info))
         try:
             yield draft
-            what = f"base {key} {precision} (draft, nothing published)"
-            files = draft_files(tmp, what, BASE_INFO_FILE)
-            payload = {
-                "schema_version": SCHEMA_VERSION,
-                "key": key,
-                "precision": precision,
-                "info": draft.info,
-                "files": {k: v.model_dump() for k, v in files.items()},
-            }
-            (tmp / BASE_INFO_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+            (tmp / BASE_INFO_FILE).write_bytes(sealed_base(draft)[1])
             _fsync_tree(tmp)
             with _locked(target.parent / ".publish.lock"):
                 if target.exists() and not (target / BASE_INFO_FILE).is_file():
