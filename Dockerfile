@@ -80,7 +80,6 @@ COPY --from=build-gpu /opt/venv /opt/venv
 # ---------------------------------------------------------------------------------------------------
 # hadolint ignore=DL3006
 FROM runtime-${TARGET} AS final
-ARG TARGET
 # Non-root uid 1000, as KubeRay expects (it writes /tmp/ray). The CUDA Ubuntu base ships a user
 # `ubuntu` with that uid: remove it first. KubeRay starts Ray with `bash -c`, or `bash -lc` when the
 # operator runs with ENABLE_LOGIN_SHELL; a login shell resets PATH, so the profile script puts the venv
@@ -99,8 +98,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     LABELWISE_LOCAL_ONLY_ENV=0 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LABELWISE_REPOSITORY=/models \
-    LABELWISE_IMAGE_TARGET=${TARGET}
+    LABELWISE_REPOSITORY=/models
 # The model repository: mount a volume here, or let the chart sync it from object storage.
 VOLUME ["/models"]
 USER 1000

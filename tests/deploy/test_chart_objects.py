@@ -48,7 +48,6 @@ _PVC_FT = {
         "enabled": True,
         "redisAddress": "redis-master.redis.svc.cluster.local:6379",
         "redisPassword": {"existingSecret": "labelwise-redis", "key": "password"},
-        "externalStorageNamespace": "labelwise",
     },
     "apiKey": {"value": API_KEY},
     "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
@@ -562,7 +561,7 @@ def test_gcs_fault_tolerance_is_an_option(rendered: Rendered) -> None:
     if not ft["enabled"]:
         assert "gcsFaultToleranceOptions" not in cluster
         return
-    assert cluster["gcsFaultToleranceOptions"] == {
+    expected = {
         "redisAddress": ft["redisAddress"],
         "redisPassword": {
             "valueFrom": {
@@ -572,14 +571,46 @@ def test_gcs_fault_tolerance_is_an_option(rendered: Rendered) -> None:
                 }
             }
         },
-        "externalStorageNamespace": ft["externalStorageNamespace"],
     }
+    if ft["externalStorageNamespace"]:
+        expected["externalStorageNamespace"] = ft["externalStorageNamespace"]
+    assert cluster["gcsFaultToleranceOptions"] == expected
 
 
 def test_gcs_fault_tolerance_is_off_by_default_and_needs_redis() -> None:
     assert load_values()["gcsFaultTolerance"]["enabled"] is False
     with pytest.raises(TemplateError, match="redisAddress"):
         _render(coalesce(load_values(), {"gcsFaultTolerance": {"enabled": True}}))
+
+
+def test_a_fixed_gcs_namespace_is_refused_where_upgrades_make_new_clusters() -> None:
+    """Every RayCluster of the release would share the Redis key prefix: an upgrade's new cluster would load
+    the old one's Serve actors and nodes and never get ready. Under upgradeStrategy None (one cluster, kept
+    across upgrades) a fixed prefix is the user's choice."""
+    ft = {"enabled": True, "redisAddress": "redis:6379", "externalStorageNamespace": "labelwise"}
+    with pytest.raises(TemplateError, match="externalStorageNamespace"):
+        _render(coalesce(load_values(), {"gcsFaultTolerance": ft}))
+    kept = _render(coalesce(load_values(), {"gcsFaultTolerance": ft, "upgradeStrategy": {"type": "None"}}))
+    options = _one(kept, "RayService")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["externalStorageNamespace"] == "labelwise"
+    default = _render(coalesce(load_values(), {"gcsFaultTolerance": {**ft, "externalStorageNamespace": ""}}))
+    assert (
+        "externalStorageNamespace"
+        not in _one(default, "RayService")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    )
+
+
+def test_ray_containers_get_the_serving_tuning_env(rendered: Rendered) -> None:
+    """What `labelwise serve` keeps in the image (serving.local_ray's tuning keys) that matters on a cluster:
+    one-thread tokenizer calls next to ORT's threads, and Serve's metrics handed over once a second."""
+    _, _, objects = rendered
+    for container in _ray_containers(_one(objects, "RayService")):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TOKENIZERS_PARALLELISM"] == "false"
+        assert env["RAY_SERVE_METRICS_EXPORT_INTERVAL_MS"] == "1000"
+        assert (
+            env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "serving.api.request_id.ray_http_middlewares"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- storage

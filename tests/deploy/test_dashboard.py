@@ -15,7 +15,23 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 
 def _exprs() -> list[str]:
-    return [t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", [])]
+    """Every query: the panels' and the template variables' (a variable on a series nothing scrapes by
+    default lists no values)."""
+    panels = [t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", [])]
+    variables = [
+        v["definition"] for v in DASHBOARD.get("templating", {}).get("list", []) if v.get("definition")
+    ]
+    return panels + variables
+
+
+def test_template_variables_read_the_series_the_panels_read() -> None:
+    for variable in DASHBOARD["templating"]["list"]:
+        if variable.get("type") != "query":
+            continue
+        query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+        assert "ray_labelwise_" in query, (
+            f"{variable['name']}: {query} (the default scrape exports ray_labelwise_*)"
+        )
 
 
 def _exported_labelwise_series() -> set[str]:

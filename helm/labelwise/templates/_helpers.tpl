@@ -119,6 +119,9 @@ true
 {{- if and .Values.gcsFaultTolerance.enabled (not .Values.gcsFaultTolerance.redisAddress) }}
 {{- fail "gcsFaultTolerance.redisAddress is required when gcsFaultTolerance.enabled is true" }}
 {{- end }}
+{{- if and .Values.gcsFaultTolerance.enabled .Values.gcsFaultTolerance.externalStorageNamespace (ne .Values.upgradeStrategy.type "None") }}
+{{- fail "gcsFaultTolerance.externalStorageNamespace with upgradeStrategy.type NewCluster: every Ray cluster of the release would share that Redis key prefix, and the new cluster of an upgrade would load the old one's Serve actors and nodes from it and never get ready; leave it empty (KubeRay then uses each RayCluster's UID) or use upgradeStrategy.type None" }}
+{{- end }}
 {{- if and .Values.metrics.podMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
 {{- fail "metrics.podMonitor.enabled scrapes Ray's metrics port (8080), which the NetworkPolicy opens only to networkPolicy.metricsFrom: set it to Prometheus' namespace (e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]) or turn networkPolicy off" }}
 {{- end }}
@@ -217,6 +220,14 @@ replicas may run (every worker; the head when labelwise.headHostsReplicas says s
 # id in the response is the one in the log (serving/api/request_id.py).
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
   value: serving.api.request_id.ray_http_middlewares
+# One thread per tokenizer call: each replica batches its own rows, and the tokenizers' thread pool (as
+# wide as the pod's CPUs) would compete with ONNX Runtime's threads for the cores Ray gave the replica.
+- name: TOKENIZERS_PARALLELISM
+  value: "false"
+# Serve's replicas hand their metrics to Ray's every 1 s instead of 0.1 s (Ray exports them every 10 s):
+# CPU on each replica's event loop that requests get back (serving.local_ray sets the same locally).
+- name: RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
+  value: "1000"
 {{- if include "labelwise.apiKeySecret" . }}
 - name: LABELWISE_API_KEY
   valueFrom:
