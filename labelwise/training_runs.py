@@ -135,7 +135,7 @@ def run_training(
 ) -> TrainingOutcome:
     """Train config; publish to repository (exporting the `export` precisions, then pointing alias at
     the new version) or, without publish, save the weights under the run folder."""
-    from model_repository import ModelRepository, UsageError, check_alias_name
+    from model_repository import ModelRepository, RepositoryError, UsageError, check_alias_name
     from training import publish_run, save_weights, train
 
     precisions = export_precisions(export) if publish else []
@@ -152,5 +152,14 @@ def run_training(
         size = save_weights(result, Path(config.output_dir) / "weights")
         return TrainingOutcome(config, result, weights_bytes=size)
     repo = repository if repository is not None else ModelRepository()
-    manifest = publish_run(result, repo, export_precisions=precisions, alias=alias)
+    try:
+        manifest = publish_run(result, repo, export_precisions=precisions, alias=alias)
+    except OSError as exc:  # the repository's disk or folder failed: the run is not thrown away with it
+        kept = Path(config.output_dir) / "weights"
+        save_weights(result, kept)
+        raise RepositoryError(
+            f"publishing {config.scenario.name}/{config.strategy} to {repo.root} failed "
+            f"({type(exc).__name__}: {exc}); nothing was published, and the trained weights are kept "
+            f"in {kept}"
+        ) from exc
     return TrainingOutcome(config, result, manifest=manifest)

@@ -90,6 +90,23 @@ def missing_local_root(root: str | os.PathLike[str] | None = None) -> Path | Non
     return None
 
 
+def unwritable_local_root(root: str | os.PathLike[str] | None = None) -> str | None:
+    """Why a new version cannot be written under a local root (None: default_root()), checked before hours
+    of training are spent on one: the first folder on its path that exists is a file, or one this process
+    may not write in. None when it can, and for an object store (opening it checks that)."""
+    parsed = parse_root(root) if root is not None else default_root()
+    if not isinstance(parsed, Path):
+        return None
+    there = Path(os.path.abspath(parsed))
+    while not there.exists() and there.parent != there:  # where the first missing folder would be made
+        there = there.parent
+    if not there.is_dir():
+        return f"{there} is a file, not a folder"
+    if not os.access(there, os.W_OK | os.X_OK):
+        return f"{there} is not writable by this user"
+    return None
+
+
 def validate_name(name: str, what: str = "scenario") -> str:
     """Return name if it is a safe lowercase name, else raise InvalidNameError naming it."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):

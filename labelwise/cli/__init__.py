@@ -2,7 +2,8 @@
 
 Errors are handled here once: any LabelwiseError a command raises becomes one line on stderr,
 `error: <message>`, and the exit code the error carries (1 runtime failure, 2 usage or bad input;
-see labelwise.errors). Click's own usage errors exit 2. Commands import heavy libraries inside.
+see labelwise.errors); an OSError (a path that is a file, a full disk, no permission) one line and
+exit 1. Click's own usage errors exit 2. Commands import heavy libraries inside.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from model_repository.errors import LabelwiseError
+from model_repository.errors import EXIT_RUNTIME, LabelwiseError
 
 from . import bench, classify, deploy, doctor, export, repo, results, serve, train, tune
 
@@ -36,6 +37,11 @@ class LabelwiseGroup(TyperGroup):
         except LabelwiseError as exc:
             typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except (
+            OSError
+        ) as exc:  # a folder that is a file, a full disk, no permission: one line, not a traceback
+            typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
+            raise typer.Exit(EXIT_RUNTIME) from None
 
 
 def _version() -> str:

@@ -98,6 +98,18 @@ def refuse_missing_repository(repository: Path | None) -> None:
         raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
 
 
+def refuse_unwritable_repository(repository: Path | None) -> None:
+    """Before training that publishes: a local --repository (or LABELWISE_REPOSITORY, or the default root)
+    where no version can be written (a file on its path, a folder not writable) is refused now (UsageError,
+    exit 2), not after the run, when the trained model would have nowhere to go."""
+    from model_repository import UsageError, default_root, unwritable_local_root
+
+    problem = unwritable_local_root(repository)
+    if problem is not None:
+        where = repository if repository is not None else default_root()
+        raise UsageError(f"model repository {where}: {problem}; nothing was trained")
+
+
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
     """Whether the user typed option `name` (not its default, nor an environment variable's value)."""
     # By name: typer ships its own copy of click, whose ParameterSource is not click's.

@@ -45,6 +45,7 @@ from .options import (
     applies_and_pronoun,
     given_on_command_line,
     refuse_missing_repository,
+    refuse_unwritable_repository,
     require_training,
     setup_logging,
     typed_flags,
@@ -152,6 +153,8 @@ def train_command(
             pgd_steps=pgd_steps,
         ),
     )
+    if publish:
+        refuse_unwritable_repository(repository)
     outcome = run_training(config, ModelRepository(repository), publish=publish, export=export, alias=alias)
     result = outcome.result
     m = result.metrics
@@ -212,6 +215,8 @@ def compare_command(
         refuse_publish_flags(
             ["--export"], "--repository/-r", "without it nothing is published; add -r, or drop --export"
         )
+    if repository is not None:
+        refuse_unwritable_repository(repository)
     rows, out = compare_strategies(
         scenario,
         strategies=chosen,

@@ -22,6 +22,7 @@ from .options import (
     ValDataOpt,
     given_on_command_line,
     refuse_missing_repository,
+    refuse_unwritable_repository,
     require_training,
     setup_logging,
 )
@@ -92,6 +93,8 @@ def tune_command(
     from model_repository import ModelRepository
     from training.tuning import run_study
 
+    if publish:
+        refuse_unwritable_repository(repository)
     summary = run_study(
         scenario,
         strategy,

@@ -1,0 +1,77 @@
+"""Paths a command cannot write: refused before training where a run would publish to them, and any other
+OSError from a command answered in one line (exit 1), never a traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from labelwise.cli import LabelwiseGroup, app
+from model_repository import EXIT_RUNTIME, EXIT_USAGE, unwritable_local_root
+
+
+def test_a_root_under_a_file_or_in_a_read_only_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    assert (
+        unwritable_local_root(tmp_path / "afile" / "repo") == f"{tmp_path / 'afile'} is a file, not a folder"
+    )
+    assert unwritable_local_root(tmp_path / "afile") == f"{tmp_path / 'afile'} is a file, not a folder"
+    assert unwritable_local_root(tmp_path / "new" / "deeper" / "repo") is None  # made when publishing
+    assert unwritable_local_root(tmp_path) is None
+    assert unwritable_local_root("s3://bucket/models") is None  # an object store is checked on opening
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            assert unwritable_local_root(locked / "repo") == f"{locked} is not writable by this user"
+        finally:
+            locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "-s", "spam", "--strategy", "frozen", "--max-train-samples", "16"],
+        ["compare", "-s", "spam", "--max-train-samples", "16"],
+        ["tune", "-s", "spam", "--strategy", "frozen", "--trials", "1", "--publish"],
+    ],
+)
+def test_training_that_would_publish_under_a_file_is_refused_before_it_trains(
+    tmp_path: Path, command: list[str]
+) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [*command, "-r", str(tmp_path / "afile" / "repo"), "-o", str(out)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.stderr.strip() == (
+        f"error: model repository {tmp_path / 'afile' / 'repo'}: {tmp_path / 'afile'} is a file, "
+        "not a folder; nothing was trained"
+    )
+    assert not out.exists()
+
+
+def test_an_os_error_from_any_command_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The root group's handling (labelwise.cli.LabelwiseGroup), on a command that writes where it cannot."""
+    probe = typer.Typer(cls=LabelwiseGroup)
+
+    @probe.command()
+    def write(path: Path) -> None:
+        path.write_text("x")
+
+    @probe.command()
+    def other() -> None:  # two commands: typer keeps the group
+        pass
+
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(probe, ["write", str(tmp_path / "afile" / "out.json")])
+    assert result.exit_code == EXIT_RUNTIME
+    assert (
+        result.stderr
+        == f"error: NotADirectoryError: [Errno 20] Not a directory: '{tmp_path / 'afile' / 'out.json'}'\n"
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
