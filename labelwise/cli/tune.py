@@ -123,6 +123,12 @@ def tune_command(
     )
     best = f"{summary.best_macro_f1:.4f}" if summary.best_macro_f1 is not None else "n/a"
     default = f"{summary.default_macro_f1:.4f}" if summary.default_macro_f1 is not None else "n/a"
+    if summary.default_macro_f1 is not None and summary.default_outside_space:
+        ran = ", ".join(
+            f"{name} {summary.default_params.get(name)} for its {own}"
+            for name, own in summary.default_outside_space.items()
+        )
+        default += f" (with {ran}, not a searched choice)"
     _console.print(
         f"[green]done[/green] study {summary.study_name}: {summary.trials} trials "
         f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed) in "

@@ -80,6 +80,11 @@ class StudySummary(BaseModel):
         default_factory=dict,
         description="Dimensions of the search space left out because they cannot change a run, and why.",
     )
+    default_outside_space: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Dimensions whose strategy default is not one of the searched choices, with that "
+        "default: the default trial ran the nearest choice (default_params) instead.",
+    )
     plots: list[str] = Field(default_factory=list, description="PNG plots written.")
     published_version: int | None = Field(default=None, description="Version published with --publish.")
 
@@ -201,15 +206,19 @@ def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[st
     return ranges
 
 
-def _default_values(ranges: dict[str, Any], base_params: Any) -> dict[str, Any]:
-    """The strategy's own values for the searched dimensions (categoricals only when they are a choice)."""
+def _default_values(ranges: dict[str, Any], base_params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The default trial's values for the searched dimensions: the strategy's own, except that a categorical
+    default that is not one of the choices (Optuna cannot run a value outside them) runs as the nearest
+    choice. Second: those dimensions, with the strategy's own value, for the summary to say so."""
     values: dict[str, Any] = {}
+    outside: dict[str, Any] = {}
     for name, spec in ranges.items():
         value = getattr(base_params, name)
         if spec.choices is not None and float(value) not in [float(c) for c in spec.choices]:
-            continue
+            outside[name] = value
+            value = min(spec.choices, key=lambda choice: (abs(float(choice) - float(value)), float(choice)))
         values[name] = value
-    return values
+    return values, outside
 
 
 def _mark_stale_running(study: Any, say: Callable[[str], None]) -> None:
@@ -380,6 +389,7 @@ def run_study(
                 f"the search space holds only num_train_epochs, which cannot change a run: {why}"
             )
         say(f"num_train_epochs is not searched: {why}")
+    default_values, default_outside = _default_values(ranges, base_config.params)
 
     study_name = study_name or f"{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(output_dir) if output_dir is not None else tune_dir(scenario.name, study_name)
@@ -431,7 +441,12 @@ def run_study(
         if default_trial and (not study.trials or defaults) and not any(t.state in kept for t in defaults):
             if defaults:
                 say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
-            study.enqueue_trial(_default_values(ranges, base_config.params), user_attrs={"default": True})
+            study.enqueue_trial(default_values, user_attrs={"default": True})
+            for name, own in default_outside.items():
+                say(
+                    f"the default trial runs {name}={default_values[name]}: the strategy's {own} is not "
+                    f"one of the searched choices {ranges[name].choices}"
+                )
         done = len(study.get_trials(deepcopy=False, states=finished_states))
         remaining = trials - done
         if done:
@@ -493,6 +508,7 @@ def run_study(
             say(f"study {study_name!r} already holds {done} finished trial(s): nothing to run")
         summary = _summarize(study, scenario, strategy, storage, out, ranges, time.perf_counter() - started)
         summary.not_searched = not_searched
+        summary.default_outside_space = default_outside if summary.default_params else {}
         if summary.best_trial is not None:
             best = study.best_trial
             # The best trial's evaluation schedule: patience counts evaluations, and the checkpoint kept is

@@ -98,3 +98,20 @@ def test_space_values_outside_the_strategy_limits(toy_data_dir, tmp_path) -> Non
     )
     with pytest.raises(TuningError, match=r"search_space\.warmup_ratio: value 1\.5"):
         run_study(scenario, "full", trials=1, output_dir=tmp_path / "study", say=lambda line: None)
+
+
+def test_the_default_trial_runs_the_nearest_choice_for_a_default_outside_them_and_names_it() -> None:
+    """Every packaged frozen block trains at batch_size 64 while the default space offers 8/16/32: Optuna
+    cannot run 64, and drawing one at random would report a random run as the default."""
+    from training import make_train_config
+    from training.tuning.study import _default_values
+
+    config = make_train_config("spam", "frozen", output_dir=Path("unused"))
+    assert config.params.batch_size == 64
+    ranges = default_search_space().ranges("frozen")
+    assert [float(c) for c in ranges["batch_size"].choices] == [8.0, 16.0, 32.0]
+    values, outside = _default_values(ranges, config.params)
+    assert values["batch_size"] == 32 and outside == {"batch_size": 64}
+    assert values["learning_rate"] == config.params.learning_rate  # a range keeps the strategy's own value
+    inside = SearchSpace.model_validate({"batch_size": {"choices": [32, 64]}}).ranges("frozen")
+    assert _default_values(inside, config.params) == ({"batch_size": 64}, {})
