@@ -405,8 +405,7 @@ def make_train_config(
         if val_path is not None and not val_path.exists() and not validation_data:
             val_path = None  # the scenario names a default that this dataset lacks: split train instead
     if output_dir is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        output_dir = default_runs_dir() / scenario.name / f"{strategy}-{stamp}"
+        output_dir = default_runs_dir() / scenario.name / default_run_name(strategy)
     try:
         return TrainConfig(
             scenario=scenario,
@@ -421,6 +420,22 @@ def make_train_config(
         )
     except ValidationError as exc:
         raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid training setting: {exc}") from exc
+
+
+_RUN_NAMES: set[str] = set()  # the default run names this process has handed out
+
+
+def default_run_name(strategy: str) -> str:
+    """<strategy>-<date>-<time>-p<pid>, and -2, -3, ... when this process already named one so: runs
+    started in the same second, by several processes (a shell loop over seeds with `&`) or by one, each
+    get a folder of their own instead of writing over each other's metrics, plots and checkpoints."""
+    base = f"{strategy}-{datetime.now():%Y%m%d-%H%M%S}-p{os.getpid()}"
+    name, n = base, 1
+    while name in _RUN_NAMES:
+        n += 1
+        name = f"{base}-{n}"
+    _RUN_NAMES.add(name)
+    return name
 
 
 def recorded_scenario_config(source: Manifest) -> ScenarioConfig:

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from .config import (
     STRATEGIES,
     ScenarioConfig,
     TrainConfig,
+    default_run_name,
     default_runs_dir,
     make_train_config,
     recorded_scenario_config,
@@ -284,7 +284,7 @@ def compare_strategies(
         raise ScenarioConfigError(f"no strategy to compare: name at least one of {', '.join(STRATEGIES)}")
     name = scenario if isinstance(scenario, str) else scenario.name
     out = output_dir or default_runs_dir() / str(name).split("/")[-1].removesuffix(".yaml") / (
-        "compare-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+        default_run_name("compare")
     )
     configs: list[TrainConfig] = [
         make_train_config(scenario, strategy, output_dir=out / strategy, **overrides)

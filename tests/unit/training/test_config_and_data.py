@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,13 @@ def test_a_validation_split_with_no_rows_is_refused_before_training(tmp_path: Pa
     scenario = custom_scenario("tiny", LABELS, tmp_path, validation_split=0.2)
     with pytest.raises(DataError, match=r"no validation rows for 'tiny'.*at least 2 rows"):
         prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+
+
+def test_runs_made_in_the_same_second_get_folders_of_their_own() -> None:
+    """Two configs made at once (one process, or several: the pid is in the name) never share a run folder,
+    whose metrics, plots and checkpoints each run writes."""
+    first = make_train_config("spam", "lora")
+    second = make_train_config("spam", "lora")
+    assert first.output_dir != second.output_dir
+    assert first.output_dir.parent == second.output_dir.parent
+    assert f"-p{os.getpid()}" in first.output_dir.name and second.output_dir.name.startswith("lora-")
