@@ -100,6 +100,10 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
         # text, labels "true" / "007" stay those strings, and an empty cell is "" (refused by name below).
         # index_col=False: a trailing comma on every row is an empty last cell, not a shifted index.
         kwargs.update(na_filter=False, converters={c: str for c in columns}, index_col=False)
+    # datasets logs a parser failure itself (ERROR lines naming the exception) before raising it: the one
+    # line below, naming the file and the cause, is the error the user gets.
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         # A cache of this read alone: datasets keys its shared cache of a local file on path and mtime, so
         # a file rewritten with its old mtime kept (cp -p, rsync -a, an archive) came back as the old rows.
@@ -121,6 +125,7 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
             f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
         ) from exc
     finally:
+        datasets.logging.set_verbosity(verbosity)
         datasets.enable_progress_bars()
     missing = [c for c in columns if c not in table.column_names]
     if missing:
@@ -216,6 +221,12 @@ def load_labeled(
                 f"data file {path}, row {_row_number(path, row)}: empty "
                 f"{scenario.label_column if empty_label else scenario.text_column!r}"
             )
+        for field, value in ((scenario.text_column, text), (scenario.label_column, label)):
+            if isinstance(value, (list, dict)):  # JSON lines only: a cell that is an array or an object
+                kind = "an array" if isinstance(value, list) else "an object"
+                raise DataError(
+                    f"data file {path}, row {_row_number(path, row)}: {field!r} is {kind}, not a string"
+                )
         name = label_text(label)
         if name not in label_to_id:
             unknown_counts[name] += 1

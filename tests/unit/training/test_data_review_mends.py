@@ -38,6 +38,32 @@ def test_a_csv_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
         _load(path)
 
 
+def test_a_file_that_is_not_utf8_is_one_error_not_datasets_log_lines_too(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncaf\xe9,pos\nbye,neg\n".encode("latin-1"))
+    with caplog.at_level("DEBUG"), pytest.raises(DataError, match="not UTF-8"):
+        _load(path)
+    assert not [r for r in caplog.records if r.name.startswith("datasets")], caplog.text
+    assert "UnicodeDecodeError" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("cell", "kind"), [('["a", "b"]', "an array"), ('{"a": 1}', "an object")])
+@pytest.mark.parametrize("column", ["text", "label"])
+def test_a_jsonl_cell_that_is_an_array_or_object_is_refused_not_trained_as_its_repr(
+    tmp_path: Path, cell: str, kind: str, column: str
+) -> None:
+    path = tmp_path / "train.jsonl"
+    rows = [{"text": '"hello"', "label": '"pos"'}, {"text": '"bye"', "label": '"neg"'}]
+    rows[1][column] = cell
+    path.write_text(
+        "".join(f'{{"text": {r["text"]}, "label": {r["label"]}}}\n' for r in rows), encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=rf"train\.jsonl, row 2: '{column}' is {kind}, not a string"):
+        _load(path)
+
+
 def test_a_csv_read_error_names_the_parser_cause(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text('text,label\n"hello,pos\nbye,neg\n', encoding="utf-8")
