@@ -19,7 +19,16 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    WithJsonSchema,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ServingConfig
@@ -500,7 +509,14 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
     router = APIRouter(tags=["compat: TEI"])
 
     @router.head("/health", include_in_schema=False)  # TEI answers HEAD wherever it answers GET
-    @router.get("/health", responses={503: {"model": TeiErrorBody}})
+    @router.get(
+        "/health",
+        response_class=Response,
+        responses={
+            200: {"description": "Healthy: an empty body.", "content": {}},
+            503: {"model": TeiErrorBody},
+        },
+    )
     async def health() -> Response:
         try:
             ready = (await backend.readiness())["ready"]
@@ -516,21 +532,34 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
 
 
 # ---- KServe v2 / Triton: /v2 ----------------------------------------------------------------------
+def _unicode(value: str) -> str:
+    """A name or id that is valid Unicode: one with a lone surrogate (a JSON `\ud800` escape without its
+    pair) could not be written back in an answer or a log line."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode (lone surrogate at character {exc.start})") from None
+    return value
+
+
+V2Str = Annotated[StrictStr, AfterValidator(_unicode)]
+
+
 class V2Tensor(BaseModel):
-    name: StrictStr = Field(description="Any name: the one input is the texts.")
+    name: V2Str = Field(description="Any name: the one input is the texts.")
     shape: list[StrictInt] = Field(description="[N] or [N, 1].")
-    datatype: StrictStr = Field(description="BYTES (UTF-8 strings in JSON).")
+    datatype: V2Str = Field(description="BYTES (UTF-8 strings in JSON).")
     parameters: dict[str, Any] | None = None
     data: list[Any] = Field(description="The N texts, flat or nested row-major.")
 
 
 class V2RequestedOutput(BaseModel):
-    name: StrictStr
+    name: V2Str
     parameters: dict[str, Any] | None = None
 
 
 class V2InferRequest(BaseModel):
-    id: StrictStr | None = None
+    id: V2Str | None = None
     parameters: dict[str, Any] | None = Field(
         default=None, description='{"truncate": false} refuses over-long texts (413) instead of cutting them.'
     )
@@ -598,7 +627,7 @@ def v2_texts(body: V2InferRequest) -> list[str]:
     tensor = body.inputs[0]
     if tensor.datatype != "BYTES":
         raise InvalidRequestError(
-            f"inputs.0.datatype: {tensor.datatype}; the texts are BYTES", "inputs.0.datatype"
+            f"inputs.0.datatype: {tensor.datatype!r}; the texts are BYTES", "inputs.0.datatype"
         )
     texts = _flat(tensor.data)
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
@@ -777,11 +806,16 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
 
     # Each model route also answers under /versions/{version} (what tritonclient's model_version= calls)
     # for the version serving, which the metadata lists.
+    # The unversioned routes have handlers of their own: a `version` argument there would be a query
+    # parameter (in the schema, and `?version=7` answered as a version).
     @router.head("/v2/models/{scenario}", include_in_schema=False)
-    @router.head("/v2/models/{scenario}/versions/{version}", include_in_schema=False)
     @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
+    async def served_model_metadata(scenario: str) -> dict[str, Any]:
+        return await model_metadata(scenario, None)
+
+    @router.head("/v2/models/{scenario}/versions/{version}", include_in_schema=False)
     @router.get("/v2/models/{scenario}/versions/{version}", response_model=V2ModelMetadata, responses=errors)
-    async def model_metadata(scenario: str, version: str | None = None) -> dict[str, Any]:
+    async def model_metadata(scenario: str, version: str | None) -> dict[str, Any]:
         entry = await loaded_entry(scenario, version)
         k = len(entry.get("labels") or []) or -1
         return {
@@ -796,23 +830,28 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
         }
 
     @router.head("/v2/models/{scenario}/ready", include_in_schema=False)
-    @router.head("/v2/models/{scenario}/versions/{version}/ready", include_in_schema=False)
     @router.get("/v2/models/{scenario}/ready", responses=errors)
+    async def served_model_ready(scenario: str) -> dict[str, Any]:
+        return await model_ready(scenario, None)
+
+    @router.head("/v2/models/{scenario}/versions/{version}/ready", include_in_schema=False)
     @router.get("/v2/models/{scenario}/versions/{version}/ready", responses=errors)
-    async def model_ready(scenario: str, version: str | None = None) -> dict[str, Any]:
+    async def model_ready(scenario: str, version: str | None) -> dict[str, Any]:
         entry = await loaded_entry(scenario, version)
         if entry.get("version") is None:
             raise NotReadyError("model not loaded yet")
         return {"name": scenario, "ready": True}
 
     @router.post("/v2/models/{scenario}/infer", response_model=V2InferResponse, responses=errors)
+    async def served_infer(scenario: str, body: V2InferRequest, request: Request) -> Response:
+        """Texts in one BYTES tensor; per text the best label and its probability, and every label."""
+        return await infer(scenario, body, request, None)
+
     @router.post(
         "/v2/models/{scenario}/versions/{version}/infer", response_model=V2InferResponse, responses=errors
     )
-    async def infer(
-        scenario: str, body: V2InferRequest, request: Request, version: str | None = None
-    ) -> Response:
-        """Texts in one BYTES tensor; per text the best label and its probability, and every label."""
+    async def infer(scenario: str, body: V2InferRequest, request: Request, version: str | None) -> Response:
+        """As /v2/models/{scenario}/infer, answered only while that version is the one serving."""
         with counted(metrics, scenario):
             if version is not None:
                 await loaded_entry(scenario, version)

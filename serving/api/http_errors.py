@@ -109,7 +109,10 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
     if exc.status_code == 400:
-        detail = f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep or not UTF-8)"
+        detail = (
+            f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep, a number of over 4,300 "
+            "digits, or not UTF-8)"
+        )
     field = "body" if exc.status_code in (400, 408, 413) else None
     return exc.status_code, type_, detail, field
 
@@ -129,16 +132,23 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Raised by the router (no such path, a method the path does not take) or while the body is read:
+        # in the shape of the route the path belongs to, as the refusals made before routing are.
+        from .ecosystems import refusal_for
+
         unreadable = unreadable_body(request) if exc.status_code == 400 else None
         if unreadable is not None:
             if on_error is not None:
                 on_error(unreadable[0])
-            return error_response(unreadable[0], unreadable[1], unreadable[2], field=unreadable[3])
+            status, type_, detail, field = unreadable
+            return refusal_for(request.scope, status, type_, detail, field=field)
         if on_error is not None:
             on_error(exc.status_code)
         _, type_, detail, field = http_refusal(exc)
-        response = error_response(exc.status_code, type_, detail, field=field)
+        response = refusal_for(request.scope, exc.status_code, type_, detail, field=field)
         for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            if key.lower() == "allow" and "GET" in value.split(", ") and "HEAD" not in value:
+                value = f"{value}, HEAD"  # every GET route answers HEAD too (a route of its own)
             response.headers[key] = value
         return response
 
@@ -213,7 +223,10 @@ def unexpected_error_response(exc: Exception, request_id: str, path: str) -> JSO
         status, retry_after_s = backpressure
         return error_response(status, "overloaded", "service overloaded; retry later", None, retry_after_s)
     # Never leak internals: the message goes to the log, the client gets a fixed text.
-    logger.exception("unexpected error on %s (request %s)", path, request_id, exc_info=exc)
+    try:
+        logger.exception("unexpected error on %s (request %s)", path, request_id, exc_info=exc)
+    except Exception:  # a handler that could not write it (a lone surrogate in the text): the 500 still goes
+        logger.error("unexpected %s on %s (request %s), not loggable", type(exc).__name__, path, request_id)
     return error_response(500, "internal_error", internal_message(request_id))
 
 

@@ -248,3 +248,29 @@ def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
         else:
             asyncio.run(run_async())
     assert asked == []
+
+
+@pytest.mark.parametrize("header", ["nan", "inf", "-nan"])
+def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
+    server: tuple[dict[str, Answer], str], header: str
+) -> None:
+    """float() reads "nan" and "inf": nan made max(0, nan) a wait of 0, three retries at once."""
+    answer, url = server
+    calls = {"n": 0}
+
+    def flaky(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":  # the client learns the text limit here first
+            return 200, b'{"scenarios": []}', {}
+        calls["n"] += 1
+        if calls["n"] < 3:
+            status, data, _ = _error(503, "overloaded")
+            return status, data, {"Retry-After": header}
+        return 200, _labels(body), {}
+
+    answer["now"] = flaky
+    waits: list[float] = []
+    policy = RetryPolicy(max_retries=3, backoff_s=0.25, max_wait_s=2.0, rng=random.Random(0))
+    with LabelwiseClient(url, retry=policy, connect_retry_s=None) as client:
+        client._sleep = waits.append
+        assert len(client.classify("s", ["a"]).results) == 1
+    assert len(waits) == 2 and all(0 < wait <= 2.0 for wait in waits), waits

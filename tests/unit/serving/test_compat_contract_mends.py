@@ -1,0 +1,126 @@
+"""Review mends of the compatibility contract: KServe names, datatypes and ids that are not valid Unicode
+are refused (a lone surrogate echoed in an answer was a bare 500); a 405 or 404 on a compatibility path
+is in its ecosystem's shape, with HEAD in Allow where GET is; the unversioned KServe routes take no
+`version` query parameter; TEI's /health documents its empty 200. In-process over a real
+ClassifierService on published tiny versions (create_api, httpx's ASGI transport)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from model_repository import ModelRepository
+from tests.unit.serving.test_http_review_mends import V2_BODY, _run, _shape
+
+INFER = "/v2/models/frozen_two/infer"
+LONE = "\ud800"
+
+
+def _v2(**tensor: Any) -> dict[str, Any]:
+    return {"inputs": [{**V2_BODY["inputs"][0], **tensor}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_v2(datatype=LONE), "inputs.0.datatype"),
+        (_v2(name=LONE), "inputs.0.name"),
+        ({**V2_BODY, "id": LONE}, "id"),
+        ({**V2_BODY, "outputs": [{"name": LONE}]}, "outputs.0.name"),
+    ],
+)
+def test_kserve_strings_that_are_not_unicode_are_refused_in_kserves_shape(
+    published_repo: ModelRepository, body: dict[str, Any], field: str
+) -> None:
+    import json
+
+    raw = json.dumps(
+        body
+    )  # ensure_ascii: the lone surrogate travels as the escape \ud800, as a client sends it
+    assert "\\ud800" in raw
+
+    async def probe(client: Any, backend: Any, app: Any) -> Any:
+        return await client.post(INFER, content=raw, headers={"content-type": "application/json"})
+
+    answer = _run(published_repo, probe)
+    assert answer.status_code in (400, 422), answer.text
+    assert _shape(answer.json()) == "kserve"
+    assert field in answer.json()["error"] and "lone surrogate" in answer.json()["error"]
+    assert answer.headers.get("x-request-id")
+
+
+def test_a_wrong_datatype_is_named_as_sent(published_repo: ModelRepository) -> None:
+    async def probe(client: Any, backend: Any, app: Any) -> Any:
+        return await client.post(INFER, json=_v2(datatype="FP32"))
+
+    answer = _run(published_repo, probe)
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "inputs.0.datatype: 'FP32'; the texts are BYTES"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "shape"),
+    [
+        ("DELETE", INFER, "kserve"),
+        ("GET", "/predict", "tei"),
+        ("POST", "/info", "tei"),
+        ("GET", "/classify", "infinity"),
+        ("PUT", "/v1/classify", "labelwise"),
+    ],
+)
+def test_a_method_a_compat_path_does_not_take_is_answered_in_its_shape(
+    published_repo: ModelRepository, method: str, path: str, shape: str
+) -> None:
+    async def probe(client: Any, backend: Any, app: Any) -> Any:
+        return await client.request(method, path)
+
+    answer = _run(published_repo, probe)
+    assert answer.status_code == 405
+    assert _shape(answer.json()) == shape
+    assert answer.headers["allow"]
+
+
+def test_allow_names_head_where_get_is_taken(published_repo: ModelRepository) -> None:
+    async def probe(client: Any, backend: Any, app: Any) -> dict[str, str]:
+        allowed = {}
+        for path in ("/healthz", "/readyz", "/info", "/health", "/v2/models/frozen_two"):
+            answer = await client.post(path, json={})
+            assert answer.status_code == 405, (path, answer.status_code)
+            allowed[path] = answer.headers["allow"]
+            assert (await client.head(path)).status_code == 200, path
+        return allowed
+
+    for path, allow in _run(published_repo, probe).items():
+        assert {"GET", "HEAD"} <= set(allow.split(", ")), (path, allow)
+
+
+def test_the_unversioned_kserve_routes_take_no_version_query_parameter(
+    published_repo: ModelRepository,
+) -> None:
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[Any, ...]:
+        schema = (await client.get("/openapi.json")).json()
+        metadata = await client.get("/v2/models/frozen_two?version=7")
+        ready = await client.get("/v2/models/frozen_two/ready?version=7")
+        infer = await client.post(f"{INFER}?version=7", json=V2_BODY)
+        pinned = await client.get("/v2/models/frozen_two/versions/7")
+        return schema, metadata, ready, infer, pinned
+
+    schema, metadata, ready, infer, pinned = _run(published_repo, probe)
+    for path in ("/v2/models/{scenario}", "/v2/models/{scenario}/ready", "/v2/models/{scenario}/infer"):
+        for operation in schema["paths"][path].values():
+            names = {p["name"] for p in operation.get("parameters", [])}
+            assert "version" not in names, (path, names)
+    assert metadata.status_code == ready.status_code == infer.status_code == 200
+    assert metadata.json()["versions"] == ["1"]
+    assert pinned.status_code == 404 and _shape(pinned.json()) == "kserve"
+
+
+def test_tei_health_documents_its_empty_200(published_repo: ModelRepository) -> None:
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[Any, Any]:
+        return (await client.get("/openapi.json")).json(), await client.get("/health")
+
+    schema, health = _run(published_repo, probe)
+    ok = schema["paths"]["/health"]["get"]["responses"]["200"]
+    assert not ok.get("content"), ok
+    assert health.status_code == 200 and health.content == b""
