@@ -277,13 +277,15 @@ def lora_targets(points: list[dict[str, Any]]) -> dict[str, Any]:
             }
     top = max(shared)
     if top > 1:
-        rss, one_rss = shared[top].get("rss_mb"), one.get("rss_mb")
-        per = None if rss is None or one_rss is None else (rss - one_rss) / (top - 1)
-        out["rss_mb_per_added_scenario"] = {
-            "value": None if per is None else round(per, 2),
-            "target": 10.0,
-            "met": None if per is None else per <= 10.0,
-        }
+        # RSS as the target was set; PSS beside it (summed RSS counts pages Ray's processes share per process)
+        for key in ("rss_mb", "pss_mb"):
+            grown, base = shared[top].get(key), one.get(key)
+            per = None if grown is None or base is None else (grown - base) / (top - 1)
+            out[f"{key}_per_added_scenario"] = {
+                "value": None if per is None else round(per, 2),
+                "target": 10.0,
+                "met": None if per is None else per <= 10.0,
+            }
     return out
 
 

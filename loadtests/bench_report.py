@@ -28,7 +28,7 @@ def _by_load(rows: list[dict[str, Any]] | None, load: str) -> dict[str, Any] | N
 def _ratio(a: float | None, b: float | None) -> float | None:
     """a / b, or None (not measured) when either is missing or 0: a load that got no answer has no rate to
     compare, not a rate of 0."""
-    return round(a / b, 3) if a and b else None
+    return round(a / b, 6) if a and b else None  # the verdict reads this: 0.7996 must not pass a 0.8 bar
 
 
 def ceiling_for(row: dict[str, Any] | None, report: dict[str, Any]) -> float | None:
@@ -266,7 +266,7 @@ def median_targets(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         first = rows[0]
         measured_each = [r["measured"] for r in rows]
         values = [v for v in measured_each if v is not None]
-        measured = round(statistics.median(values), 3) if values else None
+        measured = round(statistics.median(values), 6) if values else None
         row = _target(first["target"], measured, first["bar"], first["lower_is_better"])
         # a round whose value passes but whose verdict is "no" failed another condition (the seed's p99)
         beyond_value = any(
@@ -314,7 +314,7 @@ def _stamped(view: dict[str, Any], n: int) -> dict[str, Any]:
         return None if records is None else [{**r, "round": n} for r in records]
 
     out = {**view, "ceiling": view["ceiling"] and {**view["ceiling"], "round": n}}
-    for key in ("served", "served_fp32", "scenario_mix"):
+    for key in ("served", "served_fp32", "scenario_mix", "seed"):
         if key in view:
             out[key] = rows(view[key])
     if view.get("peers"):
@@ -381,6 +381,8 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
     if any(v.get("scenario_mix") for v in views):
         mixes = [v["scenario_mix"] for v in views]
         merged["scenario_mix"] = _mix_ratios(mixes, median_loads(mixes, key=mix_key) or [])
+    if first.get("seed") is not None:  # measured once, in round 1: compared with round 1's figures
+        merged["seed"] = first["seed"]
     if first.get("served_fp32") is not None:
         merged["served_fp32"] = median_loads([v["served_fp32"] for v in views])
     if first.get("peers"):
@@ -390,7 +392,7 @@ def merge_rounds(views: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _median(values: list[float | None]) -> float | None:
     measured = [v for v in values if v is not None]
-    return round(statistics.median(measured), 3) if measured else None
+    return round(statistics.median(measured), 6) if measured else None
 
 
 def _mix_ratios(
@@ -480,12 +482,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def _fmt_measured(target: dict[str, Any]) -> str:
-    """The measured value to 2 decimals, or to 3 where 2 would read as the bar itself (0.949 against
-    0.95 reads "0.95 ≥ 0.95: no" otherwise)."""
+    """The measured value to 2 decimals, or to as many more as it takes not to read as the bar itself
+    (0.949 against 0.95 reads "0.95 ≥ 0.95: no" otherwise)."""
     measured, bar = target["measured"], float(target["bar"])
     shown = _fmt(measured, 2)
-    if isinstance(measured, float) and measured != bar and round(measured, 2) == round(bar, 2):
-        shown = _fmt(measured, 3)
+    digits = 2
+    while isinstance(measured, float) and measured != bar and round(measured, digits) == round(bar, digits):
+        digits += 1  # 0.7996 against 0.8: "0.7996", never "0.80 ≥ 0.8: no"
+        shown = _fmt(measured, digits)
     return shown
 
 
@@ -512,6 +516,9 @@ def render_comparison(report: dict[str, Any]) -> list[str]:
         f"batch {_fmt(c.get('best_batch_size'))} "
         f"| — | {_fmt(c.get('seq_per_s'))} seq/s | — | — | — | — | — | — | — |"
     )
+    swept = [int(size) for size in c.get("seq_per_s_by_batch_size") or {}]
+    if swept and c.get("best_batch_size") == max(swept):
+        variants += f" (batch {max(swept)} is the largest swept: larger batches might go faster)"
     lines += ["", f"Ceiling variants (seq/s): {variants or 'one'}. Load client: {driver}"
               + (f" with {report.get('wrk_threads')} thread(s)" if driver == "wrk" else "")
               + "; its CPU share is its CPU time / wall time / the cores it may run on."]  # fmt: skip

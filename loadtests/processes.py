@@ -56,9 +56,12 @@ class ServerProcess:
                 continue
         return out
 
-    def memory_mb(self) -> dict[str, float | int]:
-        """RSS and PSS summed over the process tree (PSS counts shared pages once, split among sharers)."""
+    def memory_mb(self) -> dict[str, float | int | None]:
+        """RSS and PSS summed over the process tree (PSS counts shared pages once, split among sharers);
+        None for both when the tree is gone (the server exited): not measured, never a tree of 0 MB."""
         readings = self._readings()
+        if not readings or self.proc.poll() is not None:
+            return {"rss_mb": None, "pss_mb": None, "processes": len(readings)}
         rss = sum(r[1] for r in readings)
         pss = sum(r[2] for r in readings)
         return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1), "processes": len(readings)}

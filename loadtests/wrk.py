@@ -282,7 +282,8 @@ def run_wrk(
 
 def wrk_result(spec: LoadSpec, done: dict[str, Any], report: dict[str, Any], cpu_s: float, wall_s: float,
                threads: int) -> dict[str, Any]:  # fmt: skip
-    """LoadResult's fields from wrk's figures; latencies cover every answer, as wrk records them."""
+    """LoadResult's fields from wrk's figures; latencies cover every answer, as wrk records them (a note
+    says so when some answers failed: the Python generator's cover successes only)."""
     errors = done["errors"]
     kinds = {f"HTTP {status}": n for status, n in done["statuses"].items()}
     # errors.status is wrk's count of answers >= 400, already in the per-status counts.
@@ -326,6 +327,9 @@ def wrk_result(spec: LoadSpec, done: dict[str, Any], report: dict[str, Any], cpu
         client_cpu_s=round(cpu_s, 3),
         client_cpu_share=cpu_share(cpu_s, wall_s),
     ).model_dump()
+    answered_failed = done["non2xx"] + done["bad_bodies"] - twice
+    if timed and answered_failed > 0:  # wrk's histogram has no status: a fast refusal pulls p50 down
+        result["note"] = f"latencies include {answered_failed} failed answers (wrk times every answer)"
     result["wrk"] = {
         "threads": max(1, min(threads, spec.concurrency)),
         "req_per_s_reported": report.get("req_per_s"),

@@ -122,11 +122,11 @@ def test_targets_compare_each_ratio_with_its_bar() -> None:
     # The best Infinity at c=32 is int8 (68 req/s), at c=8 fp32 (50 req/s).
     c32 = verdicts["labelwise/best Infinity req/s at c=32"]
     assert (c32["measured"], c32["met"], c32["note"]) == (2.5, True, "vs Infinity 0.0.78 optimum int8")
-    assert c32["bound"] == 2.941  # the ceiling (200 seq/s) over that Infinity: room labelwise left
+    assert c32["bound"] == 2.941176  # the ceiling (200 seq/s) over that Infinity: room labelwise left
     c8 = verdicts["labelwise/best Infinity req/s at c=8"]
     assert (c8["measured"], c8["met"]) == (1.6, False)
     p99 = verdicts["labelwise p99 / that Infinity's p99 at c=32"]
-    assert (p99["measured"], p99["met"]) == (0.571, False)  # 400 vs 700 ms: more than half
+    assert (p99["measured"], p99["met"]) == (0.571429, False)  # 400 vs 700 ms: more than half
     assert verdicts["labelwise fp32/Infinity fp32 req/s at c=32"]["met"] is None  # the bench served int8
     mix = verdicts["8 scenarios mixed / 1 scenario, seq/s"]
     assert (mix["measured"], mix["met"]) == (0.85, False)
@@ -139,7 +139,7 @@ def test_same_precision_target_when_the_bench_serves_fp32() -> None:
     report = _report()
     report["model"]["precision"] = "fp32"
     same = next(t for t in targets(report) if t["target"].startswith("labelwise fp32/"))
-    assert (same["measured"], same["met"]) == (2.833, True)  # 170 / 60
+    assert (same["measured"], same["met"]) == (2.833333, True)  # 170 / 60
 
 
 def test_comparison_rows_hold_every_system_at_both_concurrencies() -> None:
@@ -151,7 +151,7 @@ def test_comparison_rows_hold_every_system_at_both_concurrencies() -> None:
     c8_label = rows[0]
     assert (c8_label["vs_best_peer"], c8_label["vs_seed"], c8_label["pss_mb"]) == (1.6, 5.0, 700.0)
     c32_fp32 = rows[6]
-    assert c32_fp32["system"].endswith("fp32") and c32_fp32["vs_best_peer"] == 0.882  # 60 / 68
+    assert c32_fp32["system"].endswith("fp32") and c32_fp32["vs_best_peer"] == 0.882353  # 60 / 68
 
 
 def test_targets_without_peers_are_not_measured() -> None:
@@ -223,7 +223,7 @@ def test_rounds_take_each_cells_median_round_and_the_median_of_each_rounds_ratio
     c32 = verdicts["labelwise/best Infinity req/s at c=32"]
     assert c32["measured"] == 2.5
     assert c32["note"] == "rounds: 2.50, 2.50, 2.50; vs Infinity 0.0.78 optimum int8"
-    assert (c32["bound"], c32["bounds"]) == (2.941, [2.941] * 3)
+    assert (c32["bound"], c32["bounds"]) == (2.941, [2.941176] * 3)
     text = render_markdown(views[0] | {"targets": list(verdicts.values())})
     assert "the engine's ceiling over that peer: 2.94, 2.94, 2.94, median 2.94)" in text
     assert "the engine's ceiling was 2.94× that peer)" in render_markdown(views[0] | {"targets": rounds[0]})
@@ -345,7 +345,7 @@ def test_a_failed_infinity_variant_leaves_the_best_infinity_unmeasured() -> None
         assert (target["measured"], target["met"]) == (None, None)
         assert target["caveats"] == [f"Infinity 0.0.78 optimum int8 failed: {failed}"]
     c8 = verdicts["labelwise/best Infinity req/s at c=8"]
-    assert (c8["measured"], c8["note"]) == (1.455, "vs Infinity 0.0.78 optimum int8")  # 80 / its 55
+    assert (c8["measured"], c8["note"]) == (1.454545, "vs Infinity 0.0.78 optimum int8")  # 80 / its 55
     c32 = [r for r in comparison_rows(report) if r["concurrency"] == 32]
     assert [r["vs_best_peer"] for r in c32] == [None] * 3  # labelwise, the seed, Infinity fp32
     # With rounds: that round's Infinity targets are not measured, the other rounds' hold.
@@ -518,11 +518,11 @@ def test_served_ceiling_targets_use_the_ceiling_measured_around_their_load() -> 
     report["served"][2]["ceiling_now"] = {"before": 180.0, "after": 200.0, "seq_per_s": 190.0}
     verdicts = {t["target"]: t for t in targets(report)}
     one = verdicts["served/ceiling, 1 text at c=32"]
-    assert (one["measured"], one["met"]) == (0.919, True)  # 170 / 185, not 170 / 200
+    assert (one["measured"], one["met"]) == (0.918919, True)  # 170 / 185, not 170 / 200
     note = "ceiling around the load 190.0 / 180.0 seq/s; against the round's first ceiling: 0.85"
     assert one["note"] == note
     batch = verdicts["served/ceiling, 32 texts at c=4"]
-    assert (batch["measured"], batch["met"]) == (1.011, True)
+    assert (batch["measured"], batch["met"]) == (1.010526, True)
     text = render_markdown(report | {"targets": targets(report)})
     assert "| labelwise | 1 text, c=32 | 170.0 | 170.0 | 200.0 | 400.0 | 0 | 0.85 (0.92 around it) |" in text
     assert (
@@ -536,7 +536,7 @@ def test_served_ceiling_targets_use_the_ceiling_measured_around_their_load() -> 
         {"1 text, c=32": 150.0, "32 texts, c=4": 190.0},
     ]
     one = {t["target"]: t for t in merged["targets"]}["served/ceiling, 1 text at c=32"]
-    assert one["measured"] == round(statistics.median([170 / 185, 170 / 150]), 3)
+    assert one["measured"] == round(statistics.median([round(170 / 185, 6), round(170 / 150, 6)]), 6)
     assert "| ceiling seq/s around 1 text, c=32 |" in render_markdown(report | merged)
 
 
@@ -661,3 +661,59 @@ def test_the_fp32_graph_of_an_int8_bench_is_exported_once(tiny_roberta_dir: Path
     assert version == 2 and manifest.parent_version == 1 and manifest.export("fp32") is not None
     assert repo.resolve(models.primary, "production") == 1  # the int8 bench still serves what it served
     assert fp32_version(models, said.append) == 2 and len(said) == 1  # found again, not re-exported
+
+
+def test_a_server_tree_that_is_gone_has_no_memory_figure_and_the_target_is_not_measured(
+    tmp_path: Path,
+) -> None:
+    """A tree read after its server exited summed no process: 0.0 MB, which read as the PSS target met."""
+    import sys
+
+    from loadtests.processes import ServerProcess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    server = ServerProcess("gone", "http://127.0.0.1:9", proc, tmp_path / "log")
+    assert server.memory_mb() == {"rss_mb": None, "pss_mb": None, "processes": 0}
+    report = _report()
+    report["memory_one_scenario"] = {**_row("1 text, c=32", 90, 90, 300), "memory": server.memory_mb()}
+    pss = next(t for t in targets(report) if t["target"].startswith("labelwise serving tree PSS"))
+    assert pss["measured"] is None and pss["met"] is None
+
+
+def test_a_ratio_just_under_its_bar_is_not_rounded_onto_it() -> None:
+    """0.7996 against >= 0.8 was stored as 0.8 (3 decimals) and judged met."""
+    report = _report()
+    report["ceiling"] = {**report["ceiling"], "seq_per_s": 212.6}
+    report["served"][1] = _row("1 text, c=32", 170, 170, 400)  # 170 / 212.6 = 0.79962
+    one = next(t for t in targets(report) if t["target"] == "served/ceiling, 1 text at c=32")
+    assert one["met"] is False and 0.7995 < one["measured"] < 0.7997
+    views = [report, _round(212.6, 170, 68), _round(212.6, 170, 68)]
+    for view in views:
+        view["ceiling"] = {**view["ceiling"], "seq_per_s": 212.6}
+    merged = {t["target"]: t for t in median_targets([targets(v) for v in views])}
+    assert merged["served/ceiling, 1 text at c=32"]["met"] is False
+    text = render_markdown(report | {"targets": targets(report)})
+    assert "| served/ceiling, 1 text at c=32 | 0.7996 | ≥ 0.8 | **no** |" in text
+
+
+def test_the_seed_is_compared_with_the_peer_and_ceiling_of_its_own_round() -> None:
+    """The seed runs once, in round 1: its cells read round 1's Infinity and ceiling, not the medians'."""
+    views = [_round(200, 170, 68), _round(160, 136, 54.4), _round(240, 204, 81.6)]
+    views[0]["peers"][1]["results"][0] = _row("1 text, c=8", 50.0, 50.0, 100)
+    views[1]["peers"][1]["results"][0] = _row("1 text, c=8", 40.0, 40.0, 100)
+    views[2]["peers"][1]["results"][0] = _row("1 text, c=8", 45.0, 45.0, 100)
+    report = {**views[0], **merge_rounds(views)}
+    seed_c8 = next(
+        r for r in comparison_rows(report) if r["system"].startswith("seed") and r["concurrency"] == 8
+    )
+    assert seed_c8["vs_best_peer"] == round(16 / 50.0, 6)  # round 1's best peer at c=8 (its int8, 50)
+
+
+def test_a_ceiling_whose_best_batch_is_the_largest_swept_says_so() -> None:
+    report = _report()
+    report["ceiling"] = {**report["ceiling"], "best_batch_size": 128,
+                         "seq_per_s_by_batch_size": {"64": 190.0, "128": 200.0}}  # fmt: skip
+    assert "batch 128 is the largest swept" in render_markdown(report)
+    report["ceiling"]["seq_per_s_by_batch_size"] = {"128": 200.0, "256": 195.0}
+    assert "largest swept" not in render_markdown(report)
