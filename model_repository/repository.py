@@ -643,12 +643,16 @@ class ModelRepository:
         paths = sorted(folder.rglob("*")) if folder.is_dir() else []
         paths.append(self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json")
         with contextlib.suppress(RepositoryError):  # a restored base is tried again, too
+            # Every file of the base folders, not only base.json: a mirror (rclone) can copy base.json
+            # before the graph it lists, and the graph arriving later must bring the version back.
             base = read_manifest(folder / MANIFEST_FILE).base_encoder
-            for name in base.graph_folders() if base is not None else ():
-                paths.append(self.base_path(base.key, name) / BASE_INFO_FILE)
+            bases = list(base.graph_folders()) if base is not None else []
             if base is not None:  # and so is a version refused by a multi-adapter graph re-exported since
-                multi = [f for f in self.base_folders(base.key) if is_multi_adapter_folder(f)]
-                paths.extend(self.base_path(base.key, graph) / BASE_INFO_FILE for graph in multi)
+                bases += [f for f in self.base_folders(base.key) if is_multi_adapter_folder(f)]
+            for name in bases:
+                base_folder = self.base_path(base.key, name)
+                paths.append(base_folder / BASE_INFO_FILE)
+                paths.extend(sorted(base_folder.rglob("*")) if base_folder.is_dir() else [])
         stats = []
         for path in paths:
             with contextlib.suppress(OSError):

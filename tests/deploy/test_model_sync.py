@@ -57,6 +57,17 @@ def test_sync_loop_traps_sigterm_and_waits_in_the_background() -> None:
     assert "/models & child=$!" in script and 'wait "$child" || echo "rclone sync failed' in script
 
 
+def test_each_sync_copies_the_files_before_what_names_them() -> None:
+    """rclone copies in no set order: a replica that saw an alias, manifest.json or base.json before the
+    graph it lists would refuse the version. A first pass copies everything else; the sync comes second."""
+    script = _script(60)
+    copy = next(line.strip() for line in script.splitlines() if line.strip().startswith("rclone copy "))
+    for named in ("--exclude manifest.json", "--exclude base.json", "--exclude '_aliases/**'"):
+        assert named in copy
+    assert script.index("rclone copy ") < script.index("rclone sync ")
+    assert 'if wait "$child"; then' in script  # the sync only after the copy succeeded
+
+
 @cache
 def _pid_namespace_prefix() -> tuple[str, ...]:
     """`unshare` making the shell PID 1 of a new PID namespace (user namespace, no privileges), if allowed."""

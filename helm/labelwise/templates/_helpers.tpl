@@ -271,8 +271,15 @@ replicas may run (every worker; the head when labelwise.headHostsReplicas says s
       while true; do
         sleep {{ $store.syncIntervalSeconds }} & child=$!
         wait "$child"
-        rclone sync --checksum --exclude '.tmp-*/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} & child=$!
-        wait "$child" || echo "rclone sync failed; retrying in {{ $store.syncIntervalSeconds }} s"
+        # Files first, then what names them: rclone copies in no set order, and a replica that saw an
+        # alias, manifest.json or base.json before the graph it lists would refuse that version.
+        rclone copy --checksum --exclude '.tmp-*/**' --exclude manifest.json --exclude base.json --exclude '_aliases/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} & child=$!
+        if wait "$child"; then
+          rclone sync --checksum --exclude '.tmp-*/**' {{ $store.url | quote }} {{ .root.Values.modelRepository.mountPath }} & child=$!
+          wait "$child" || echo "rclone sync failed; retrying in {{ $store.syncIntervalSeconds }} s"
+        else
+          echo "rclone copy failed; retrying in {{ $store.syncIntervalSeconds }} s"
+        fi
       done
   {{- else }}
   args: ["sync", "--checksum", "--exclude", ".tmp-*/**", {{ $store.url | quote }}, {{ .root.Values.modelRepository.mountPath | quote }}]

@@ -109,6 +109,25 @@ def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepositor
     assert registry.missing() == []
 
 
+def test_a_version_refused_while_its_base_was_half_mirrored_is_retried_once_the_graph_arrives(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    """rclone copies in no set order: base.json can land before the graph it lists (here as rclone's
+    partial file). The base's other files are in the fingerprint, so the finished copy brings it back."""
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    base = copy.load_manifest("beta", 1).base_encoder
+    (graph,) = [p for p in copy.base_path(base.key, "fp32").iterdir() if p.suffix == ".onnx"]
+    partial = graph.with_name(f"{graph.name}.a1b2c3.partial")
+    graph.rename(partial)
+    registry = _registry(copy, {"beta": "production"})
+    assert [(e.name, e.version, e.refused) for e in registry.poll_once()] == [("beta", 1, True)]
+    assert registry.poll_once() == []  # nothing changed: not tried again
+    partial.rename(graph)  # the copy finished; base.json is as it was
+    assert [(e.name, e.version, e.refused) for e in registry.poll_once()] == [("beta", 1, False)]
+    assert registry.missing() == []
+
+
 def test_a_version_refused_for_a_failed_read_is_tried_again_and_a_bad_one_is_not(
     repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_clock: RegistryClock
 ) -> None:
