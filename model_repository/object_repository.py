@@ -465,6 +465,12 @@ class ObjectStoreRepository(ModelRepository):
     ) -> None:
         """Download the objects under key into a temp folder, stamp it, rename it to target; when another
         process renamed its copy there first, that copy (and its stamp) is left as it is."""
+        for rel in files:  # an object store holds both `a` and `a/b`; a disk cannot
+            folder = next((p for p in Path(rel).parents if p.as_posix() in files), None)
+            if folder is not None:
+                raise IntegrityError(
+                    f"{what}: {marker} lists {folder.as_posix()!r} as a file and as the folder of {rel!r}"
+                )
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()

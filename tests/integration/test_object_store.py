@@ -697,3 +697,23 @@ def test_an_object_deleted_after_the_listing_is_an_integrity_error(
     monkeypatch.setattr(repo.store, "download", download)
     with pytest.raises(IntegrityError, match=r"'weights/model\.bin' is missing"):
         repo.verify("spam", version)
+
+
+def test_a_manifest_listing_a_path_as_a_file_and_a_folder_is_an_integrity_error(
+    s3: S3, tmp_path: Path
+) -> None:
+    """S3 holds both `weights` and `weights/model.bin`; a disk cannot: the copy is refused naming the
+    version (an IntegrityError, refused once), not a raw FileExistsError retried as a failed read."""
+    import hashlib
+
+    version = _small_version(_small_repo(s3, tmp_path, "file-and-folder"), "spam")
+    prefix = f"{BUCKET}/file-and-folder/spam/{version}"
+    s3.fs.pipe_file(f"{prefix}/weights", b"x")
+    manifest = json.loads(s3.fs.cat_file(f"{prefix}/manifest.json"))
+    manifest["files"]["weights"] = {"sha256": hashlib.sha256(b"x").hexdigest(), "size_bytes": 1}
+    s3.fs.pipe_file(f"{prefix}/manifest.json", json.dumps(manifest).encode())
+    reader = ObjectStoreRepository(f"s3://{BUCKET}/file-and-folder", cache_dir=tmp_path / "reader-cache")
+    listed = "manifest.json lists 'weights' as a file and as the folder of 'weights/model.bin'"
+    with pytest.raises(IntegrityError, match=rf"spam v{version}: {listed}"):
+        reader.verify("spam", version)
+    assert not reader.version_path("spam", version).exists()
