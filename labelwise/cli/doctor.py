@@ -191,7 +191,7 @@ def doctor_command(
 
     from labelwise.file_scoring import settings_problem
     from labelwise.server import REPLICA_REFUSAL
-    from model_repository.errors import UsageError
+    from model_repository.errors import EXIT_USAGE, UsageError
 
     from .serve import plan_from_options
 
@@ -213,7 +213,7 @@ def doctor_command(
         typer.echo(f"problem: {report['problem']}")
     if "refused" in report:
         typer.echo(f"error: {REPLICA_REFUSAL}: {report['refused']}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_USAGE)  # as `labelwise serve` refuses the same settings before Ray starts
     typer.echo(f"providers used: {', '.join(report['providers'])}")
     typer.echo(f"ORT intra-op threads: {report['intra_op_threads']} ({report['replica_sizing']})")
     typer.echo(f"precision order: {' > '.join(report['precision_order'])}")

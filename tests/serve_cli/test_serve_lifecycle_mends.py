@@ -250,7 +250,7 @@ def test_a_local_serve_refuses_what_its_replicas_would_refuse_in_doctors_words(
     assert not ray_dir.exists(), "Ray was started"
     # doctor says the same of the same file
     doctor = CliRunner().invoke(app, ["doctor", "--config", str(tmp_path / "serve.yaml")])
-    assert doctor.exit_code == 1, doctor.output
+    assert doctor.exit_code == 2, doctor.output
     assert line in doctor.output.splitlines(), doctor.output
 
 

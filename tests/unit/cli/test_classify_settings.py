@@ -143,12 +143,12 @@ def test_doctor_refuses_a_repository_folder_that_does_not_exist(tmp_path: Path) 
     """As `labelwise serve` refuses it: not a clean report of an empty repository."""
     pytest.importorskip("onnxruntime")
     result = _run(["doctor", "--repository", str(tmp_path / "typo")])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "does not exist" in result.output
     a_file = tmp_path / "repo.txt"
     a_file.write_text("")
     result = _run(["doctor", "--repository", str(a_file)])  # it said "no scenario in the repository"
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert f"repository {a_file} is a file, not a folder of scenarios" in result.output
 
 

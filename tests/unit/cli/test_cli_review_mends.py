@@ -361,4 +361,4 @@ def test_doctor_keeps_a_configs_repository_over_the_variable(tmp_path: Path) -> 
     assert out.exit_code == 0, out.output
     assert "no-such-repository" not in out.output
     out = _invoke("doctor", env=env)  # no config: the variable is the repository
-    assert out.exit_code == 1 and "no-such-repository does not exist" in out.output
+    assert out.exit_code == 2 and "no-such-repository does not exist" in out.output

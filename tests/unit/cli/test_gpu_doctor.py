@@ -24,16 +24,16 @@ def test_doctor_prints_providers_threads_and_precision_order(tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(CUDA_HERE, reason="checks a machine without CUDA")
-def test_doctor_exits_1_with_the_refusal_a_cuda_replica_would_raise(tmp_path: Path) -> None:
+def test_doctor_exits_2_with_the_refusal_a_cuda_replica_would_raise(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text("ort_providers: [CUDAExecutionProvider]\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["doctor", "--config", str(config), "--repository", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # as `labelwise serve` refuses it
     assert "a replica would refuse to start" in result.output and "CUDAExecutionProvider" in result.output
     assert "onnxruntime-gpu" in result.output
     config.write_text("precision: fp16\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["doctor", "--config", str(config), "--repository", str(tmp_path)])
-    assert result.exit_code == 1 and "precision fp16 on a replica without a GPU" in result.output
+    assert result.exit_code == 2 and "precision fp16 on a replica without a GPU" in result.output
 
 
 def test_dockerfile_gpu_pin_equals_constraints() -> None:
