@@ -30,7 +30,11 @@ def _budgets(value: str) -> tuple[int, ...]:
 
 
 def results_command(
-    out: Path = typer.Option(Path("runs/results"), "--out", help="Cell results, runs and the repository."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Cell results, runs and the repository [default: runs/results, under LABELWISE_RUNS_DIR].",
+    ),
     stages: str = typer.Option(
         "matrix,curve,atis,fgm,sst2",
         "--stages",
@@ -58,6 +62,10 @@ def results_command(
     """Train every strategy on every scenario at stated budgets; score each on the held-out test split."""
     from labelwise import results
 
+    if out is None:  # as every run folder: under LABELWISE_RUNS_DIR when it is set
+        from training.config import default_runs_dir
+
+        out = default_runs_dir() / "results"
     setup_logging()
     rows = _budgets(budgets)
     if not _split(strategies):

@@ -204,3 +204,30 @@ def test_report_only_counts_stale_records_as_not_run(tmp_path: Path, stale: bool
         f" {stale_count} of the {len(cells)} records below no longer run as their cell runs today"
         in remaining
     )
+
+
+def test_results_without_out_write_under_the_runs_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out` defaults to results/ under LABELWISE_RUNS_DIR, as every run folder (it was runs/results in
+    the working directory whatever the variable said)."""
+    from labelwise.cli import app
+
+    monkeypatch.setenv("LABELWISE_RUNS_DIR", str(tmp_path / "runs-here"))
+    monkeypatch.chdir(tmp_path)
+    docs = tmp_path / "docs" / "results.md"
+    args = [
+        "results",
+        "--stages",
+        "matrix",
+        "--scenarios",
+        "spam",
+        "--budgets",
+        "100",
+        "--time-budget-s",
+        "0",
+    ]
+    out = CliRunner().invoke(app, [*args, "--docs", str(docs)])  # the budget spent before the first cell
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "runs-here" / "results").is_dir()
+    assert not (tmp_path / "runs").exists()
