@@ -61,6 +61,10 @@ def is_object_store(root: str | os.PathLike[str] | None) -> bool:
     return root is not None and isinstance(parse_root(root), str)
 
 
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 15
+
+
 def _filesystem(scheme: str) -> Any:
     """The fsspec filesystem of a scheme; a missing package raises naming what to install."""
     if importlib.util.find_spec("fsspec") is None:
@@ -82,7 +86,23 @@ def _filesystem(scheme: str) -> Any:
             f"installed: {hint}"
         )
     # No instance or listing cache: a replica polling for a new alias must see the store as it is now.
-    return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
+    if package != "s3fs":
+        return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
+    # s3fs tries each call 5 times, botocore each of those 5 times more, each read waiting 15 s: an endpoint
+    # that accepts connections and never answers held every command (and a replica's poll) ~7 minutes.
+    # Here s3fs's 2 tries alone (botocore's once each) of S3_READ_TIMEOUT_S: 30 s a call.
+    fs = fsspec.filesystem(
+        scheme,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        config_kwargs={
+            "connect_timeout": S3_CONNECT_TIMEOUT_S,
+            "read_timeout": S3_READ_TIMEOUT_S,
+            "retries": {"max_attempts": 1},
+        },
+    )
+    fs.retries = 2  # s3fs's own tries around botocore's (its class default is 5)
+    return fs
 
 
 def _no_credentials(exc: BaseException) -> bool:
