@@ -354,18 +354,24 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
     assert manifest.base_encoder is not None
     key, table = manifest.base_encoder.key, settings.lora_table_rank
     existing = published_graphs(repo, key)
-    fits = [
+    usable = [  # graphs this version may be served from, in any precision
         folder
         for folder in existing
         if (layout.graph_rank(folder) or 0) >= (rank or 1)
-        and layout.precision_of_folder(folder) in settings.precisions
         and _not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
     ]
+    fits = [folder for folder in usable if layout.precision_of_folder(folder) in settings.precisions]
     if fits:
         fit = layout.graph_rank(fits[0])
         fix = (
             f"set lora_table_rank: {fit} in the serving config (LABELWISE_LORA_TABLE_RANK={fit}) to serve it "
             f"from {fits[0]} (every LoRA scenario served shared then needs its base's rank-{fit} graph)"
+        )
+    elif usable:  # one exists, in a precision not in the order (int8 asked for, the guard kept fp32 nodes)
+        precision = layout.precision_of_folder(usable[0])
+        fix = (
+            f"serve it in {precision} from {usable[0]} (the serving config's `precision`; `labelwise "
+            f"evaluate --precision {precision}`)"
         )
     else:
         need = max(table, rank or 0)

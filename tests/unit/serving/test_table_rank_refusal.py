@@ -101,3 +101,14 @@ def test_a_version_refused_for_a_thousand_polls_still_waits_its_hour(repo: Model
     assert state.refused_until - time.monotonic() > MAX_REFUSAL_RETRY_S - 60
     assert "lora_table_rank" in (state.last_error or ""), state.last_error
     assert registry.poll_once() == []  # waiting: not loaded again at the next poll
+
+
+def test_a_graph_in_a_precision_outside_the_order_is_named_not_exported_again(repo: ModelRepository) -> None:
+    """int8 asked for, the version's shared graph only in fp32: the refusal said to export the graph that
+    was already there (`labelwise evaluate --lora-mode shared --precision int8` showed it)."""
+    with pytest.raises(ModelLoadError) as refused:
+        load_version(repo, "wide", 1, engine_settings("shared", precisions=("int8",), table_rank=16))
+    message = str(refused.value)
+    assert "multi-lora-r16-int8 (not exported in int8)" in message
+    assert "serve it in fp32 from multi-lora-r16-fp32" in message and "--precision fp32" in message
+    assert "export its base's" not in message
