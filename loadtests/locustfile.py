@@ -31,33 +31,13 @@ from locust.exception import StopTest, StopUser
 from locust.runners import STATE_STOPPED, WorkerRunner
 
 from loadtests.loopback import require_loopback
-from loadtests.request_shapes import API_KEY_ENV, auth_headers
+from loadtests.request_shapes import API_KEY_ENV, DEFAULT_WEIGHTS, answer_problem, auth_headers, parse_weights
 from loadtests.run import DEFAULT_RUN_TIME_S
 from loadtests.sentences import load_sentences
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = "one=3,batch=1"
 DEFAULT_TEXTS_PER_REQUEST = 32
-
-
-def parse_weights(spec: str) -> dict[str, int]:
-    """'one=3,batch=1' -> {'one': 3, 'batch': 1}; unknown names or negative weights raise ValueError."""
-    weights = {"one": 0, "batch": 0}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or name not in weights:
-            raise ValueError(f"weights: expected one=N,batch=M, got {part!r} in {spec!r}")
-        try:
-            weights[name] = int(value)
-        except ValueError as exc:
-            raise ValueError(f"weights: {name}={value!r} is not an integer") from exc
-        if weights[name] < 0:
-            raise ValueError(f"weights: {name} must be >= 0, got {weights[name]}")
-    if not any(weights.values()):
-        raise ValueError(f"weights: at least one weight must be positive, got {spec!r}")
-    return weights
 
 
 def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_texts: int) -> dict[str, Any]:
@@ -215,6 +195,9 @@ def serving_scenarios(listed: list[dict[str, Any]]) -> list[str]:
 class _ClassifyUser(FastHttpUser):
     abstract = True
     wait_time = between(0, 0)  # closed loop: the next request leaves when the last one returns
+    # A redirect is an answer (a failure here), never followed: it could send the load to any host, past
+    # the loopback check of --host.
+    max_redirects = 0
     texts_per_request = 1
 
     def on_start(self) -> None:
@@ -249,10 +232,13 @@ class _ClassifyUser(FastHttpUser):
     def post(self, name: str) -> None:
         body = self.payload()
         with self.client.post("/v1/classify", json=body, name=name, catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
-            elif len(resp.json().get("results", [])) != len(body["texts"]):
-                resp.failure("result count differs from text count")
+            if resp.status_code != 200:  # a connection error too (status 0, no body)
+                said = resp.text or str(getattr(resp, "error", None) or "no answer")
+                resp.failure(f"HTTP {resp.status_code}: {said[:200]}")
+                return
+            problem = answer_problem(resp.text or "", body)
+            if problem is not None:
+                resp.failure(problem)
 
 
 class OneTextUser(_ClassifyUser):

@@ -64,3 +64,51 @@ def build_bodies(
         chosen = [rng.choice(texts) for _ in range(texts_per_request)]
         bodies.append((scenario, json.dumps(shape.body(scenario, chosen)).encode()))
     return bodies
+
+
+DEFAULT_WEIGHTS = "one=3,batch=1"
+
+
+def parse_weights(spec: str) -> dict[str, int]:
+    """'one=3,batch=1' -> {'one': 3, 'batch': 1}; unknown names or negative weights raise ValueError."""
+    weights = {"one": 0, "batch": 0}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in weights:
+            raise ValueError(f"weights: expected one=N,batch=M, got {part!r} in {spec!r}")
+        try:
+            weights[name] = int(value)
+        except ValueError as exc:
+            raise ValueError(f"weights: {name}={value!r} is not an integer") from exc
+        if weights[name] < 0:
+            raise ValueError(f"weights: {name} must be >= 0, got {weights[name]}")
+    if not any(weights.values()):
+        raise ValueError(f"weights: at least one weight must be positive, got {spec!r}")
+    return weights
+
+
+def answer_problem(text: str, body: dict[str, Any]) -> str | None:
+    """Why a 200 to POST /v1/classify is not the answer to `body` (None when it is): not a JSON object,
+    another scenario, no integer version, or not one non-empty list of {label, score} per text."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return f"not JSON: {text[:100]!r}"
+    if not isinstance(answer, dict):
+        return f"not a JSON object: {text[:100]!r}"
+    results = answer.get("results")
+    if not isinstance(results, list) or len(results) != len(body["texts"]):
+        return "result count differs from text count"
+    if answer.get("scenario") != body["scenario"] or not isinstance(answer.get("version"), int):
+        return (
+            f"scenario/version {answer.get('scenario')!r}/{answer.get('version')!r} for {body['scenario']!r}"
+        )
+    for row in results:
+        if not (
+            isinstance(row, list)
+            and row
+            and all(isinstance(r, dict) and {"label", "score"} <= set(r) for r in row)
+        ):
+            return f"a result is not a list of {{label, score}}: {str(row)[:100]}"
+    return None

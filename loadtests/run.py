@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import LoadTestError
 from .loadgen import wait_ready
 from .loopback import require_loopback
-from .request_shapes import API_KEY_ENV
+from .request_shapes import API_KEY_ENV, parse_weights
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         host = require_loopback(args.host)
         if args.run_time_s < 1 or args.users < 1 or args.texts_per_request < 1:
             raise LoadTestError("--run-time-s, --users and --texts-per-request must be >= 1")
+        try:  # refused here, in one line, not by Locust mid-start with a traceback
+            parse_weights(args.weights)
+        except ValueError as exc:
+            raise LoadTestError(f"--{exc}") from None
+        if args.texts_file and not Path(args.texts_file).is_file():
+            raise LoadTestError(f"--texts-file {args.texts_file}: no such file")
         asyncio.run(wait_ready(host, args.ready_timeout_s))
     except LoadTestError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
@@ -93,8 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.TimeoutExpired:
         print("loadtest: locust did not stop within run time + 60 s; killed", file=sys.stderr)
         return 1
-    print(f"loadtest: CSV {prefix}_stats.csv, HTML {prefix}.html", flush=True)
+    written = [str(path) for path in (Path(f"{prefix}_stats.csv"), Path(f"{prefix}.html")) if path.is_file()]
+    print(f"loadtest: reports {', '.join(written) or 'none written'}", flush=True)
+    classified = _classify_requests(Path(f"{prefix}_stats.csv"))
+    if done.returncode == 0 and not classified:
+        print("loadtest: no classify request was answered in the run", file=sys.stderr)
+        return 1
     return done.returncode
+
+
+def _classify_requests(stats_csv: Path) -> int:
+    """How many POST /v1/classify requests Locust recorded (answered, failed or not), from its stats CSV."""
+    import csv
+
+    try:
+        with stats_csv.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return 0
+    return sum(
+        int(row.get("Request Count") or 0)
+        for row in rows
+        if (row.get("Name") or "").startswith("/v1/classify")
+    )
 
 
 if __name__ == "__main__":

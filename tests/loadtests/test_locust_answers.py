@@ -1,0 +1,116 @@
+"""What Locust counts as an answer: a redirect is a failure and is never followed (it could lead the load
+off this machine), a 200 that is not the classify answer is a failure, a refused connection is a failure
+(it raised in the locustfile and went uncounted), and a run in which no classify request was made exits
+non-zero. Bad options are refused by `loadtests.run` in one line, exit 2. Locust runs in child processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from .test_locust_guards import _loadtest
+
+GOOD = {"scenario": "s", "version": 1}
+
+
+@contextmanager
+def _server(post: str, hits: list[str]) -> Iterator[str]:
+    """A stand-in on 127.0.0.1: GET /readyz and /v1/scenarios answer; POST answers as `post` says."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for key, value in {"content-type": "application/json", **(headers or {})}.items():
+                self.send_header(key, value)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._send(200, b'{"scenarios": [{"name": "s", "version": 1}], "ready": true}')
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            hits.append(self.path)
+            n = len(body["texts"])
+            if post.startswith("redirect "):
+                self._send(307, b"", {"location": post.split(" ", 1)[1]})
+            elif post == "hang up":  # no answer at all: the client sees the connection closed
+                self.close_connection = True
+                self.connection.shutdown(2)
+            elif post == "html":
+                self._send(200, b"<html>oops</html>", {"content-type": "text/html"})
+            elif post == "empty rows":
+                self._send(200, json.dumps({**GOOD, "results": [[]] * n}).encode())
+            else:
+                rows = [[{"label": "a", "score": 1.0}]] * n
+                self._send(200, json.dumps({**GOOD, "results": rows}).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _classify_counts(reports: Path) -> tuple[int, int]:
+    """(requests, failures) of the classify rows in Locust's stats CSV."""
+    (stats,) = reports.glob("*_stats.csv")
+    rows = [r for r in csv.DictReader(stats.open()) if r["Name"].startswith("/v1/classify")]
+    return sum(int(r["Request Count"]) for r in rows), sum(int(r["Failure Count"]) for r in rows)
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(tmp_path: Path) -> None:
+    elsewhere: list[str] = []
+    with _server("ok", elsewhere) as target, _server(f"redirect {target}/v1/classify", []) as url:
+        out = _loadtest(url, tmp_path, "--scenarios", "s", "--run-time-s", "2")
+    requests, failures = _classify_counts(tmp_path)
+    assert requests > 0 and failures == requests, out.stdout[-2000:]
+    assert elsewhere == []  # the load never reached the host the redirect named
+    assert out.returncode != 0
+
+
+@pytest.mark.parametrize("post", ["html", "empty rows", "hang up"])
+def test_what_is_not_the_answer_is_a_failure(tmp_path: Path, post: str) -> None:
+    with _server(post, []) as url:
+        out = _loadtest(url, tmp_path, "--scenarios", "s", "--run-time-s", "2")
+    requests, failures = _classify_counts(tmp_path)
+    assert requests > 0 and failures == requests, out.stdout[-2000:]
+    assert out.returncode != 0
+    with _server("ok", []) as url:  # the same run against right answers: no failure
+        good = _loadtest(url, tmp_path / "good", "--scenarios", "s", "--run-time-s", "2")
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    assert _classify_counts(tmp_path / "good")[1] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--weights", "one=3,many=2"), "loadtest: --weights: expected one=N,batch=M"),
+        (
+            ("--texts-file", "/nonexistent/texts.txt"),
+            "loadtest: --texts-file /nonexistent/texts.txt: no such file",
+        ),
+    ],
+)
+def test_bad_options_are_refused_before_locust_starts(
+    tmp_path: Path, args: tuple[str, ...], said: str
+) -> None:
+    with _server("ok", []) as url:
+        out = _loadtest(url, tmp_path, *args)
+    assert out.returncode == 2 and said in out.stderr, out.stderr[-2000:]
+    assert not list(tmp_path.glob("*.html"))
