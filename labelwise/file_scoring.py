@@ -329,9 +329,13 @@ class OutputFile:
             from .extras import require
 
             try:
-                self.complete_rows = int(require("pyarrow.parquet").ParquetFile(self.path).metadata.num_rows)
+                parquet = require("pyarrow.parquet").ParquetFile(self.path)
+                self.complete_rows = int(parquet.metadata.num_rows)
+                columns = tuple(parquet.schema_arrow.names)
             except (OSError, ValueError) as exc:
                 raise self._foreign(f"not a readable Parquet file: {exc}") from None
+            if columns != OUTPUT_FIELDS:  # another Parquet file: never taken for a finished output
+                raise self._foreign(f"its columns are {list(columns)}, not {list(OUTPUT_FIELDS)}")
             self.done = self.complete_rows
             self._check_same_run()
             return
@@ -784,10 +788,17 @@ def score_file(
     except InputRowError as exc:
         out.close()
         where = output_path if out.staging == output_path else f"{out.staging} (Parquet once complete)"
-        kept = f"the {out.done} row(s) before it are in {where}" if out.done else "nothing was written"
-        raise InputRowError(
-            exc.path, exc.row, exc.line, f"{exc.what}; {kept}; fix the row and run again to resume"
-        ) from None
+        if exc.row <= skipped:  # a row this output already holds a score of: the input changed there
+            kept = (
+                f"{output_path} already holds a score of row {exc.row}: the input was edited in the part "
+                "already scored, so earlier scores may be of other texts; fix the row and pass --overwrite "
+                "to score the file again"
+            )
+        elif out.done:
+            kept = f"the {out.done} row(s) before it are in {where}; fix the row and run again to resume"
+        else:
+            kept = "nothing was written; fix the row and run again"
+        raise InputRowError(exc.path, exc.row, exc.line, f"{exc.what}; {kept}") from None
     finally:
         if scorer is not None:
             scorer.close()

@@ -409,3 +409,28 @@ def test_a_jsonl_output_whose_labels_hold_line_separators_resumes(tmp_path: Path
     _write(source, TEXTS[:15])
     summary = score_file(source, out, "toy", OddLabelScorer)
     assert (summary.rows_skipped, summary.rows_scored) == (10, 5)
+
+
+@pytest.mark.parametrize("rows", [3, 2])
+def test_a_parquet_output_of_other_columns_is_not_taken_for_a_finished_one(tmp_path: Path, rows: int) -> None:
+    """Only its row count was read: a data file of as many rows passed as finished (nothing scored, exit
+    0), one of fewer raised KeyError 'row' with a traceback."""
+    source = _write(tmp_path / "in.parquet", TEXTS[:3])
+    other = _write(tmp_path / "other.parquet", TEXTS[:rows])
+    with pytest.raises(UsageError, match=r"its columns are \['id', 'text'\], not \['row', 'label', 'score'"):
+        score_file(source, other, "toy", LengthScorer)
+    assert not list(tmp_path.glob("other.parquet.*"))  # no staging file left beside it
+
+
+def test_a_bad_row_in_the_part_already_scored_says_the_input_was_edited(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", TEXTS[:10])
+    out = tmp_path / "out.jsonl"
+    score_file(source, out, "toy", LengthScorer)
+    lines = source.read_text().splitlines()
+    lines[3] = json.dumps({"id": 3, "text": ""})
+    source.write_text("\n".join([*lines, json.dumps({"id": 10, "text": "one more"})]) + "\n")
+    with pytest.raises(InputRowError) as caught:
+        score_file(source, out, "toy", LengthScorer)
+    message = str(caught.value)
+    assert "already holds a score of row 4: the input was edited in the part already scored" in message
+    assert "--overwrite" in message and "row(s) before it" not in message
