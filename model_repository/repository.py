@@ -649,9 +649,8 @@ class ModelRepository:
             bases = list(base.graph_folders()) if base is not None else []
             if base is not None:  # and so is a version refused by a multi-adapter graph re-exported since
                 bases += [f for f in self.base_folders(base.key) if is_multi_adapter_folder(f)]
-            for name in bases:
+            for name in bases:  # base.json among them
                 base_folder = self.base_path(base.key, name)
-                paths.append(base_folder / BASE_INFO_FILE)
                 paths.extend(sorted(base_folder.rglob("*")) if base_folder.is_dir() else [])
         stats = []
         for path in paths:

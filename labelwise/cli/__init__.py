@@ -37,9 +37,7 @@ class LabelwiseGroup(TyperGroup):
         except LabelwiseError as exc:
             typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except (
-            OSError
-        ) as exc:  # a folder that is a file, a full disk, no permission: one line, not a traceback
+        except OSError as exc:  # a path that is a file, a full disk, no permission: one line, exit 1
             typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
             raise typer.Exit(EXIT_RUNTIME) from None
 

@@ -33,7 +33,7 @@ def results_command(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Cell results, runs and the repository [default: runs/results, under LABELWISE_RUNS_DIR].",
+        help="Cell results, runs and the repository [default: results/ in LABELWISE_RUNS_DIR, or runs/].",
     ),
     stages: str = typer.Option(
         "matrix,curve,atis,fgm,sst2",

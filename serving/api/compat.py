@@ -533,7 +533,7 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
 
 # ---- KServe v2 / Triton: /v2 ----------------------------------------------------------------------
 def _unicode(value: str) -> str:
-    """A name or id that is valid Unicode: one with a lone surrogate (a JSON `\ud800` escape without its
+    """A name or id that is valid Unicode: one with a lone surrogate (a JSON `\\ud800` escape without its
     pair) could not be written back in an answer or a log line."""
     try:
         value.encode("utf-8")
