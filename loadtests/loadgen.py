@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from .ceiling import all_cores
 from .errors import ServerNotUpError
 from .loopback import require_loopback
-from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, shape_named
+from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, results_of, shape_named
 from .request_shapes import build_bodies as _shape_bodies
 from .sentences import load_sentences
 
@@ -159,7 +159,7 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
                     status = resp.status
                 kind = None if status == 200 else f"HTTP {status}"
                 if kind is None and sent % _CHECK_EVERY == 1:
-                    kind = _check_response(payload, spec.texts_per_request, shape.results_key)
+                    _, kind = results_of(payload, spec.texts_per_request, shape.results_key)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 kind = type(exc).__name__
             elapsed = time.perf_counter() - start
@@ -203,17 +203,6 @@ def cpu_share(cpu_s: float, wall_s: float, cores: int | None = None) -> float | 
     affinity mask, as for the ceiling: a container's share, not the host's cores)."""
     cores = cores or all_cores()
     return round(cpu_s / wall_s / cores, 4) if wall_s > 0 else None
-
-
-def _check_response(payload: bytes, texts_per_request: int, results_key: str = "results") -> str | None:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return "invalid JSON"
-    results = data.get(results_key) if isinstance(data, dict) else None
-    if not isinstance(results, list) or len(results) != texts_per_request:
-        return "wrong result count"
-    return None
 
 
 def summarize(

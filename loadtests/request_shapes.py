@@ -88,18 +88,26 @@ def parse_weights(spec: str) -> dict[str, int]:
     return weights
 
 
-def answer_problem(text: str, body: dict[str, Any]) -> str | None:
-    """Why a 200 to POST /v1/classify is not the answer to `body` (None when it is): not a JSON object,
-    another scenario, no integer version, or not one non-empty list of {label, score} per text."""
+def results_of(payload: str | bytes, n_texts: int, results_key: str = "results") -> tuple[Any, str | None]:
+    """(the answer, None) when a 200's body is a JSON object holding one result per text under
+    results_key; (None, what is wrong) otherwise. The check every load generator makes of an answer."""
     try:
-        answer = json.loads(text)
+        answer = json.loads(payload)
     except ValueError:
-        return f"not JSON: {text[:100]!r}"
-    if not isinstance(answer, dict):
-        return f"not a JSON object: {text[:100]!r}"
-    results = answer.get("results")
-    if not isinstance(results, list) or len(results) != len(body["texts"]):
-        return "result count differs from text count"
+        return None, "invalid JSON"
+    results = answer.get(results_key) if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != n_texts:
+        return None, "wrong result count"
+    return answer, None
+
+
+def answer_problem(text: str, body: dict[str, Any]) -> str | None:
+    """Why a 200 to POST /v1/classify is not the answer to `body` (None when it is): results_of's check,
+    then another scenario, no integer version, or a result that is not a non-empty list of {label, score}."""
+    answer, problem = results_of(text, len(body["texts"]))
+    if problem is not None:
+        return f"{problem}: {text[:100]!r}"
+    results = answer["results"]
     if answer.get("scenario") != body["scenario"] or not isinstance(answer.get("version"), int):
         return (
             f"scenario/version {answer.get('scenario')!r}/{answer.get('version')!r} for {body['scenario']!r}"

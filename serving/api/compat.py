@@ -389,18 +389,26 @@ def tei_texts(inputs: Any) -> tuple[list[str], bool]:
     return texts, batch
 
 
+def lone_surrogate_at(text: str) -> int | None:
+    """The index of the first lone surrogate in text (a JSON `\\ud800` escape without its pair), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def refuse_lone_surrogate(text: str, named: str) -> None:
     """InvalidRequestError for a text holding a lone surrogate (a JSON `\\ud800` escape without its pair),
     which no tokenizer reads: refused here as /v1's strict strings are, not a 500 from the backend, where
     a field read as any JSON value lets one through (TEI's `inputs`, KServe's `data`)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = lone_surrogate_at(text)
+    if at is not None:
         raise InvalidRequestError(
-            f"{named}: not valid Unicode (lone surrogate at character {exc.start}); send UTF-8 text, "
+            f"{named}: not valid Unicode (lone surrogate at character {at}); send UTF-8 text, "
             "each \\uD800-\\uDFFF escape as half of a surrogate pair",
             field=named,
-        ) from None
+        )
 
 
 def _json_kind(value: Any) -> str:
@@ -535,10 +543,9 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
 def _unicode(value: str) -> str:
     """A name or id that is valid Unicode: one with a lone surrogate (a JSON `\\ud800` escape without its
     pair) could not be written back in an answer or a log line."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"not valid Unicode (lone surrogate at character {exc.start})") from None
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise ValueError(f"not valid Unicode (lone surrogate at character {at})")
     return value
 
 
