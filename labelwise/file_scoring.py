@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol
 
 from model_repository.errors import UsageError, validation_problems
 from model_repository.storage import parse_root
+from model_repository.text import lone_surrogate_at
 
 from .errors import ClientError, InputRowError, LabelwiseError
 
@@ -173,15 +174,6 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             yield text
 
 
-def _lone_surrogate(text: str) -> int | None:
-    """The index of the first lone surrogate in text (it has no UTF-8 form), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
@@ -214,7 +206,7 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
                 )
             # JSON escapes may spell half a surrogate pair ("\ud800"): a string with no UTF-8 form, that
             # no request could carry.
-            if (at := _lone_surrogate(text)) is not None:
+            if (at := lone_surrogate_at(text)) is not None:
                 raise InputRowError(
                     path,
                     row,

@@ -57,3 +57,13 @@ def normalize_text(text: str, spec: TextNormalization) -> str:
     if spec.normalize_whitespace:
         text = _SPACE.sub(" ", text).strip()
     return text
+
+
+def lone_surrogate_at(text: str) -> int | None:
+    """The index of the first lone surrogate in text (a JSON `\\ud800` escape without its pair: it has no
+    UTF-8 form, and no tokenizer reads it), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None

@@ -31,6 +31,8 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_repository.text import lone_surrogate_at
+
 from ..config import ServingConfig
 from ..errors import (
     InvalidRequestError,
@@ -387,15 +389,6 @@ def tei_texts(inputs: Any) -> tuple[list[str], bool]:
             raise InvalidRequestError(f"{named}: an empty text", field=named)
         refuse_lone_surrogate(text, named)
     return texts, batch
-
-
-def lone_surrogate_at(text: str) -> int | None:
-    """The index of the first lone surrogate in text (a JSON `\\ud800` escape without its pair), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
 
 
 def refuse_lone_surrogate(text: str, named: str) -> None:
