@@ -12,6 +12,7 @@ row before it is written, with an InputRowError naming the row.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -48,6 +49,9 @@ OUTPUT_FIELDS = ("row", "label", "score", "version")
 # What makes two runs the same run for resuming: the scenario, the input's file name and the column (not
 # the input's size: an input that grew is resumed, its new rows scored).
 RUN_IDENTITY = ("scenario", "input_name", "text_column")
+# And what the rows already scored were scored from: the record's digest of the first `scored_rows` input
+# texts (updated after every chunk) must be the input's now, or its scores would be of other texts.
+SCORED_ROWS, SCORED_DIGEST = "scored_rows", "scored_texts_sha256"
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -308,6 +312,7 @@ class OutputFile:
         # are written, and checked when a later run resumes it.
         self.run = run
         self.run_file = path.with_name(f".{path.name}.classify.json")
+        self.recorded: dict[str, Any] = {}  # the run record found beside an output being resumed
         self.complete_rows: int | None = None  # a finished Parquet output already holds these
         self.done = 0
         self._fh: Any = None
@@ -350,6 +355,9 @@ class OutputFile:
             return
         except (OSError, ValueError):
             raise self._foreign(f"its run record {self.run_file.name} is unreadable") from None
+        if not isinstance(recorded, dict):
+            raise self._foreign(f"its run record {self.run_file.name} is not a JSON object")
+        self.recorded = recorded
         differ = [k for k in RUN_IDENTITY if k in recorded and recorded[k] != self.run.get(k)]
         if differ:
             was = ", ".join(f"{k} {recorded[k]!r}" for k in differ)
@@ -359,11 +367,26 @@ class OutputFile:
                 "pass --overwrite to replace it, or choose another --output"
             )
 
-    def _record_run(self) -> None:
+    def scored_digest(self) -> tuple[int, str] | None:
+        """(rows, digest of their texts) from the record of the run being resumed, where it has them."""
+        rows, digest = self.recorded.get(SCORED_ROWS), self.recorded.get(SCORED_DIGEST)
+        if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0 and isinstance(digest, str):
+            return rows, digest
+        return None
+
+    def record_scored(self, rows: int, digest: str) -> None:
+        """The run record, with the digest of the texts of the `rows` rows written so far."""
+        self._record_run({SCORED_ROWS: rows, SCORED_DIGEST: digest})
+
+    def _record_run(self, scored: dict[str, Any] | None = None) -> None:
         if self.run is None:
             return
+        tmp = self.run_file.with_name(self.run_file.name + ".tmp")
         try:
-            self.run_file.write_text(json.dumps(self.run, ensure_ascii=False) + "\n", encoding="utf-8")
+            tmp.write_text(
+                json.dumps({**self.run, **(scored or {})}, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            os.replace(tmp, self.run_file)  # a kill mid-write leaves the last record whole
         except OSError as exc:
             raise UsageError(
                 f"--output {self.path}: cannot write {self.run_file} ({exc.strerror or exc})"
@@ -402,13 +425,9 @@ class OutputFile:
             return 0
         text = complete.decode("utf-8")
         if self.kind == "csv":
-            reader = csv.reader(io.StringIO(text, newline=""))
-            header = next(reader, None)
-            if header is None:
-                return 0
-            if tuple(header) != OUTPUT_FIELDS:
-                raise self._foreign(f"its header is {header}")
-            rows = [r[0] if r else "" for r in reader]
+            rows, whole = self._csv_rows(text)
+            if whole < len(text):  # a kill mid-write inside a quoted label that holds a line break
+                self._keep = len(text[:whole].encode("utf-8"))
         else:
             rows = []
             # split on "\n" only: a label may hold U+2028 or U+0085, which splitlines() also splits on
@@ -424,6 +443,27 @@ class OutputFile:
             if str(value) != str(expected):
                 raise self._foreign(f"output row {expected + 1} is input row {value}, expected {expected}")
         return len(rows)
+
+    def _csv_rows(self, text: str) -> tuple[list[str], int]:
+        """The `row` cells of a CSV output's records, and where its last whole record ends (characters):
+        a quoted label may hold a line break, so the last line break can fall inside a record cut short."""
+        buffer = io.StringIO(text, newline="")
+        reader = csv.reader(buffer, strict=True)
+        header = next(reader, None)
+        if header is None:
+            return [], 0
+        if tuple(header) != OUTPUT_FIELDS:
+            raise self._foreign(f"its header is {header}")
+        rows: list[str] = []
+        whole = buffer.tell()
+        try:
+            for record in reader:
+                rows.append(record[0] if record else "")
+                whole = buffer.tell()
+        except csv.Error:
+            if buffer.tell() < len(text):  # not the end cut short: a broken record before it
+                raise
+        return rows, whole
 
     def _open(self) -> None:
         """Open to write, on the first rows (or at `finish`): --overwrite replaces the old output now; a
@@ -702,6 +742,35 @@ class ScoreSummary:
         }
 
 
+class _TextsDigest:
+    """A running SHA-256 of the texts read so far, in order, checked against a resumed output's record
+    once as many rows are read as the record covers."""
+
+    def __init__(self, output: Path, expected: tuple[int, str] | None) -> None:
+        self.output = output
+        self.expected = expected
+        self.rows = 0
+        self._sha = hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+    def read(self, texts: Iterable[str]) -> Iterator[str]:
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            self._sha.update(len(data).to_bytes(8, "little") + data)
+            self.rows += 1
+            if self.expected is not None and self.rows == self.expected[0]:
+                if self.hexdigest() != self.expected[1]:
+                    raise UsageError(
+                        f"--output {self.output} holds scores of the input's first {self.rows} rows, but "
+                        "those rows hold other texts now (the input was edited since); pass --overwrite "
+                        "to score the file again"
+                    )
+                self.expected = None
+            yield text
+
+
 def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
     """(first row index, texts) chunks after `skip` rows; on a bad row, the rows before it come out as
     a last chunk, then its InputRowError."""
@@ -754,15 +823,20 @@ def score_file(
     }
     out = OutputFile(output_path, overwrite=overwrite, run=run)
     skipped = out.done
+    expected = out.scored_digest()
+    digest = _TextsDigest(output_path, expected if expected is not None and expected[0] <= skipped else None)
+    texts = digest.read(texts)
     if out.complete_rows is not None:
-        # Exact, by the reader: newlines over-count a CSV with multi-line fields.
-        rows = total if file_format(input_path, "--input") == "parquet" else sum(1 for _ in texts)
+        # Exact, by the reader (which checks the digest): newlines over-count a CSV with multi-line fields.
+        parquet_input = file_format(input_path, "--input") == "parquet"
+        rows = total if parquet_input and digest.expected is None else sum(1 for _ in texts)
         if rows is not None and out.complete_rows > rows:
             raise out._foreign(f"it holds {out.complete_rows} rows, more than the input's {rows}")
         if rows is None or out.complete_rows == rows:
             return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
         out.reopen_complete()  # the input has grown since: score its new rows
-        texts = read_texts(input_path, text_column)
+        digest = _TextsDigest(output_path, None)  # checked above, on the whole read
+        texts = digest.read(read_texts(input_path, text_column))
     start = time.perf_counter()
     # The scorer is made (the model loaded, or the server asked) on the first chunk, and the output is
     # opened only once that chunk is scored: a failed load leaves an existing output as it was.
@@ -775,6 +849,8 @@ def score_file(
                 scorer = make_scorer()
                 start = time.perf_counter()  # throughput counts scoring, not loading the model
             out.append(first, scorer.score(chunk))
+            if digest.rows == out.done:  # it has read exactly the rows written (not past a bad row)
+                out.record_scored(out.done, digest.hexdigest())
             if on_progress is not None:
                 on_progress(out.done, total)
     except InputRowError as exc:

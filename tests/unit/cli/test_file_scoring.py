@@ -434,3 +434,60 @@ def test_a_bad_row_in_the_part_already_scored_says_the_input_was_edited(tmp_path
     message = str(caught.value)
     assert "already holds a score of row 4: the input was edited in the part already scored" in message
     assert "--overwrite" in message and "row(s) before it" not in message
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv", ".parquet"])
+def test_a_resumed_output_whose_input_was_edited_in_the_scored_part_is_refused(
+    tmp_path: Path, fmt_out: str
+) -> None:
+    """The rows already scored are checked against the texts they were scored from: an edit there used
+    to resume silently, the old scores kept beside texts they are not of."""
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS[:300])
+    out = tmp_path / f"out{fmt_out}"
+    with pytest.raises(KeyboardInterrupt):
+        score_file(source, out, "toy", lambda: StopAfter(2), batch_rows=100)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))}
+    edited = [*TEXTS[:300]]
+    edited[150] = "another text altogether"
+    _write(source, edited)
+    with pytest.raises(UsageError, match=r"holds scores of the input's first 200 rows, but those rows hold "
+                                         r"other texts now.*--overwrite"):  # fmt: skip
+        score_file(source, out, "toy", LengthScorer)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))}
+    assert after == before  # refused before anything was written
+    # An edit after the scored part is the input's own business: it resumes and scores the new texts.
+    edited[150], edited[250] = TEXTS[150], "a later edit"
+    _write(source, edited)
+    scorer = LengthScorer()
+    summary = score_file(source, out, "toy", lambda: scorer, batch_rows=100)
+    assert (summary.rows_skipped, summary.rows_scored) == (200, 100) and scorer.seen == edited[200:]
+    # The finished output is checked too: an edit anywhere in it is refused, not "nothing to score".
+    edited[20] = "edited once finished"
+    _write(source, edited)
+    with pytest.raises(UsageError, match=r"first 300 rows, but those rows hold other texts"):
+        score_file(source, out, "toy", LengthScorer)
+    assert score_file(source, out, "toy", LengthScorer, overwrite=True).rows_scored == 300
+    assert score_file(source, out, "toy", LengthScorer).rows_scored == 0
+
+
+def test_a_csv_output_cut_inside_a_label_with_a_line_break_resumes_from_the_last_whole_row(
+    tmp_path: Path,
+) -> None:
+    """A kill mid-write can stop inside a quoted label that holds a line break; the line break was taken
+    for the end of a whole row, so that half row was counted and the next rows appended to it."""
+
+    class BrokenLabel(LengthScorer):
+        def score(self, texts: list[str]) -> list[Scored]:
+            return [Scored(f"two\nlines {len(t) % 3}", 0.5, 1) for t in texts]
+
+    source = _write(tmp_path / "in.jsonl", TEXTS[:10])
+    full = tmp_path / "full.csv"
+    score_file(source, full, "toy", BrokenLabel)
+    data = full.read_bytes()
+    cut = data.index(b'5,"two\n') + len(b'5,"two\n')  # row 5's label cut after its line break
+    partial = tmp_path / "partial.csv"
+    partial.write_bytes(data[:cut])
+    summary = score_file(source, partial, "toy", BrokenLabel)
+    assert (summary.rows_skipped, summary.rows_scored) == (5, 5)
+    assert partial.read_bytes() == data
