@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
+import sys
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +99,7 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
     # TSV: tabs separate and nothing quotes (a text `"Great" movie` keeps its quotes, as written).
     kwargs: dict[str, Any] = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}
     if fmt == "csv":
+        _check_row_widths(path, tsv="delimiter" in kwargs)
         # Every cell as written: no guessing of types or missing values, so a text "NA" or "null" stays a
         # text, labels "true" / "007" stay those strings, and an empty cell is "" (refused by name below).
         # index_col=False: a trailing comma on every row is an empty last cell, not a shifted index.
@@ -107,7 +111,10 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
     try:
         # A cache of this read alone: datasets keys its shared cache of a local file on path and mtime, so
         # a file rewritten with its old mtime kept (cp -p, rsync -a, an archive) came back as the old rows.
-        with tempfile.TemporaryDirectory(prefix="labelwise-read-") as cache:
+        with tempfile.TemporaryDirectory(prefix="labelwise-read-") as cache, warnings.catch_warnings():
+            # pandas' "loss of data with index_col=False": rows wider than the header were refused above,
+            # so what it drops here is only the empty cell after a row's trailing delimiter.
+            warnings.filterwarnings("ignore", message="Length of header or names does not match")
             table = datasets.load_dataset(
                 fmt, data_files=str(path), split="train", keep_in_memory=True, cache_dir=cache, **kwargs
             )
@@ -178,6 +185,34 @@ def _bad_byte(exc: UnicodeDecodeError) -> str:
     return f"byte 0x{exc.object[exc.start]:02x}: {exc.reason}"
 
 
+def _check_row_widths(path: Path, tsv: bool) -> None:
+    """DataError naming the first row with more cells than the header: pandas (index_col=False) cuts the
+    extra cells off with a warning, so a text holding an unquoted comma trained as its first part, or its
+    second part was taken for the label. Extra cells that are empty (a delimiter ending the row) pass."""
+    options: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    limit = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long text is a text
+    try:
+        # errors="replace": a byte that is not UTF-8 is the reader's to name, with its position
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            reader = csv.reader(fh, **options)
+            header = next(reader, None)
+            if header is None:
+                return
+            for row, cells in enumerate(reader):
+                if len(cells) > len(header) and any(cells[len(header) :]):
+                    where = "tab" if tsv else "comma"
+                    line = f" (line {reader.line_num})" if reader.line_num != row + 2 else ""
+                    raise DataError(
+                        f"data file {path}, row {row + 2}{line}: {len(cells)} cells where the header has "
+                        f"{len(header)}; a text with a {where} in it must be quoted"
+                        + (" (or use a .csv file: a .tsv is read without quoting)" if tsv else "")
+                    )
+    except csv.Error:
+        return  # broken quoting: the reader below names it
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _row_number(path: Path, row: int) -> int:
     """The 1-based number a person finds row `row` (0-based) under: a CSV/TSV's line, counting its
     header line; a JSONL line or Parquet row, which have no header."""
@@ -231,6 +266,14 @@ def load_labeled(
         if name not in label_to_id:
             unknown_counts[name] += 1
             continue
+        if isinstance(text, bytes | bytearray):  # a Parquet text column stored as binary
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"data file {path}, row {_row_number(path, row)}: {scenario.text_column!r} is bytes that "
+                    f"are not UTF-8 text ({_bad_byte(exc)})"
+                ) from None
         raw.append(str(text))
         texts.append(clean_text(raw[-1], scenario.cleaning))
         ids.append(label_to_id[name])

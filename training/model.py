@@ -257,11 +257,14 @@ def build_model(
 # A module inside the encoder's layer stack, its layer index captured: `encoder.layer.3.` (BERT, RoBERTa,
 # DeBERTa, DistilBERT's `transformer.layer.3.`) or `layers.3.` (ModernBERT's `model.layers.3.attn.Wqkv`).
 ENCODER_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+# ... or ALBERT's `albert_layer_groups.0.albert_layers.0.attention.query`: one layer, shared by every depth
+# (so not one a layer index of ENCODER_LAYER names: the shared multi-adapter graph does not take it).
+SHARED_LAYER = re.compile(r"_layers?\.(\d+)\.")
 
 
 def in_layers(name: str) -> bool:
-    """Whether a module name lies inside the encoder's layer stack (see ENCODER_LAYER)."""
-    return ENCODER_LAYER.search(f".{name}.") is not None
+    """Whether a module name lies inside the encoder's layer stack (see ENCODER_LAYER, SHARED_LAYER)."""
+    return any(p.search(f".{name}.") is not None for p in (ENCODER_LAYER, SHARED_LAYER))
 
 
 def outside_layers(model: Any) -> list[str]:

@@ -159,6 +159,13 @@ def load_tokenizer(base: ResolvedBase) -> Any:
     return tokenizer
 
 
+# Encoders whose position ids start at the padding index + 1 (create_position_ids_from_input_ids).
+ROBERTA_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm", "xmod", "ibert",
+     "luke", "longformer", "xlm-roberta-xl"}
+)  # fmt: skip
+
+
 def _check_max_length(config: TrainConfig, base: ResolvedBase, tokenizer: Any) -> None:
     """Refuse a max_length_tokens past the base's position table before any step: a longer row broke
     the first evaluation (full, lora) or the head (frozen) with a tensor-size error."""
@@ -168,8 +175,8 @@ def _check_max_length(config: TrainConfig, base: ResolvedBase, tokenizer: Any) -
     positions = getattr(hf, "max_position_embeddings", None)
     if not positions:
         return
-    # RoBERTa-type position ids start past the padding index: 514 slots hold 512 tokens.
-    roberta_type = hf.model_type in ("roberta", "xlm-roberta", "camembert")
+    # RoBERTa-type position ids start past the padding index: 514 slots hold 512 tokens (MPNet's too).
+    roberta_type = hf.model_type in ROBERTA_POSITIONS
     offset = int(hf.pad_token_id or 0) + 1 if roberta_type else 0
     limit = positions - offset
     model_max = getattr(tokenizer, "model_max_length", None)

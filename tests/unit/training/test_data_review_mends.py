@@ -159,3 +159,43 @@ def test_a_custom_scenario_folder_relative_to_here_is_read_from_here(
     config = make_train_config(custom_scenario("tickets", LABELS, "data/tickets"), "full", output_dir="run")
     assert config.train_path == tmp_path / "data" / "tickets" / "train.csv"
     assert config.validation_path == tmp_path / "data" / "tickets" / "validation.csv"
+
+
+@pytest.mark.parametrize("first", ["label", "text"])
+def test_a_row_with_more_cells_than_the_header_is_refused_not_cut(tmp_path: Path, first: str) -> None:
+    """pandas cut the extra cells off with a warning: a text with an unquoted comma trained as its first
+    part (label first), or its second part was taken for an unknown label (text first)."""
+    path = tmp_path / "train.csv"
+    rows = [("pos", "I loved it, really loved it"), ("neg", "awful")]
+    cells = [f"{label},{text}" if first == "label" else f"{text},{label}" for label, text in rows]
+    path.write_text(f"{first},{'text' if first == 'label' else 'label'}\n" + "\n".join(cells) + "\n")
+    with pytest.raises(DataError, match=r"train\.csv, row 2: 3 cells where the header has 2; a text with a "
+                                         r"comma in it must be quoted"):  # fmt: skip
+        _load(path)
+    quoted = [f'{label},"{text}"' for label, text in rows]
+    path.write_text("label,text\n" + "\n".join(quoted) + "\n")
+    assert _load(path) == ["I loved it, really loved it", "awful"]
+
+
+def test_a_tsv_row_with_an_extra_tab_is_refused_and_trailing_delimiters_still_pass(tmp_path: Path) -> None:
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("label\ttext\npos\tgreat\tfilm\nneg\tbad\n")
+    with pytest.raises(DataError, match=r"train\.tsv, row 2: 3 cells where the header has 2; a text with a "
+                                         r"tab in it must be quoted \(or use a \.csv file"):  # fmt: skip
+        _load(tsv)
+    trailing = tmp_path / "trailing.csv"  # a delimiter ending every row: an empty last cell, as before
+    trailing.write_text("text,label\ngreat film,pos,\nbad,neg,\n")
+    assert _load(trailing) == ["great film", "bad"]
+
+
+def test_a_parquet_text_column_stored_as_binary_is_decoded_not_trained_as_its_repr(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"caf\xc3\xa9 ok", b"bad"]), "label": ["pos", "neg"]}), path)
+    assert _load(path) == ["café ok", "bad"]
+    pq.write_table(pa.table({"text": pa.array([b"fine", b"caf\xe9"]), "label": ["pos", "neg"]}), path)
+    with pytest.raises(DataError, match=r"train\.parquet, row 2: 'text' is bytes that are not UTF-8 text "
+                                         r"\(byte 0xe9"):  # fmt: skip
+        _load(path)

@@ -369,3 +369,32 @@ def test_test_rows_scored_at_export_are_a_seeded_sample_of_the_split(tiny_robert
     again = _test_rows(model, tokenizer, texts, labels, 40, 32)
     assert first.gold.tolist() == again.gold.tolist() and first.torch == again.torch  # seeded
     assert len(_test_rows(model, tokenizer, texts, labels, 2000, 32).gold) == 120  # fewer: all of them
+
+
+def test_lora_adapts_albert_whose_one_layer_is_shared_by_every_depth(tmp_path: Path) -> None:
+    """ALBERT's `albert_layer_groups.0.albert_layers.0.attention.query` was taken for a module outside
+    the layers, so every projection was excluded and `--lora-target-modules query,value` found none."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from transformers import AlbertConfig, AlbertModel
+
+    from training.export.heads import lora_arrays
+    from training.model import build_model, resolve_base_model
+
+    config = AlbertConfig(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AlbertModel(config).save_pretrained(tmp_path / "albert")
+    base = resolve_base_model(str(tmp_path / "albert"))
+    model = build_model(
+        base, "lora", ["a", "b"], lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"]
+    )
+    adapted = sorted(
+        n.rsplit("albert_layers.0.", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLayer)
+    )
+    assert adapted == ["attention.query", "attention.value"]
+    # One layer serves every depth: the shared multi-adapter graph (one table row a depth) cannot hold it,
+    # so lora_mode: shared refuses the version by name rather than adapting depth 0 alone.
+    assert lora_arrays(model) is None

@@ -145,3 +145,34 @@ def test_jsonl_labels_typed_by_json_match_their_names(tmp_path: Path) -> None:
     scenario = custom_scenario("flags", ["true", "false", "1"], tmp_path)
     loaded, _ = load_labeled(data, scenario, scenario.labels, unknown="error")
     assert list(loaded.label_ids) == [0, 1, 2]
+
+
+def test_mpnet_positions_start_past_the_padding_index_like_roberta(
+    tmp_path: Path, tiny_roberta_dir: Path
+) -> None:
+    """MPNet numbers positions from padding_idx + 1 too: max_length_tokens equal to its position table
+    passed the check and the first step died in F.embedding with a bare IndexError."""
+    import torch
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from training import custom_scenario, make_train_config
+    from training.errors import ScenarioConfigError
+    from training.model import resolve_base_model
+    from training.trainer import _check_max_length
+
+    folder = tmp_path / "mpnet"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(folder)
+    config = MPNetConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=40, pad_token_id=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    MPNetModel(config).save_pretrained(folder)
+    base = resolve_base_model(str(folder))
+    scenario = custom_scenario("mp", ["a", "b"], tmp_path, max_length_tokens=40)
+    with pytest.raises(
+        ScenarioConfigError, match=r"max_length_tokens 40 is more than base model .* reads \(38 "
+    ):
+        _check_max_length(make_train_config(scenario, "full", base_model=str(folder)), base, tokenizer)
