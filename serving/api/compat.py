@@ -58,6 +58,7 @@ from .http_errors import (
     _backpressure,
     http_refusal,
     internal_message,
+    key_refusal,
     retry_after_headers,
     unreadable_body,
     validation_refusal,
@@ -73,7 +74,7 @@ from .routes import (
     json_bytes,
     within_timeout,
 )
-from .schemas import NonEmptyText
+from .schemas import BLANK_TEXT, NonEmptyText
 
 logger = logging.getLogger("labelwise.serving")
 SCENARIO_HEADER = "X-Labelwise-Scenario"
@@ -94,6 +95,10 @@ def ecosystem_refusal(ecosystem: Ecosystem, request: Request, exc: Exception) ->
     """(our status, the answer in the ecosystem's shape and status) for an exception a route raised:
     a validation error, a body that cannot be read, a ServingError, Ray's backpressure or a fault."""
     answer = ecosystem.response
+    if isinstance(exc, RequestValidationError) or (
+        isinstance(exc, StarletteHTTPException) and exc.status_code == 400
+    ):
+        exc = key_refusal(request) or exc  # a body FastAPI could not read: the key is asked for first
     if isinstance(exc, RequestValidationError):
         status, field, message = validation_refusal(exc)
         refusal = unreadable_body(request) or (status, "invalid_request", message, field)
@@ -262,8 +267,8 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
     @router.post("/classify", response_model=InfinityClassifyResult, responses=errors)
     async def classify(body: InfinityClassifyRequest, request: Request) -> Response:
         """Infinity's /classify: `model` names the scenario; every label per text, best first."""
-        named = body.model if body.model != INFINITY_UNNAMED else None
-        scenario = named or await default_scenario(backend, config, named_by="model")
+        named = body.model if body.model != INFINITY_UNNAMED else None  # "" names a model: none is so called
+        scenario = named if named is not None else await default_scenario(backend, config, named_by="model")
         with counted(metrics, scenario):
             check_texts(body.input, config, "input")
             call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
@@ -387,6 +392,8 @@ def tei_texts(inputs: Any) -> tuple[list[str], bool]:
         named = f"inputs.{i}" if batch else "inputs"
         if not text:
             raise InvalidRequestError(f"{named}: an empty text", field=named)
+        if text.isspace():
+            raise InvalidRequestError(f"{named}: {BLANK_TEXT}", field=named)
         refuse_lone_surrogate(text, named)
     return texts, batch
 
@@ -611,11 +618,30 @@ V2_OUTPUTS: dict[str, tuple[str, bool]] = {
 }
 
 
-def _flat(data: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for item in data:
-        out.extend(_flat(item) if isinstance(item, list) else [item])
-    return out
+def _version_number(version: str) -> bool:
+    """Whether a /versions/{version} path segment is a version number (ASCII digits, within an int64)."""
+    return version.isascii() and version.isdigit() and len(version) <= 18
+
+
+def _elements(data: list[Any], shape: list[int]) -> list[Any]:
+    """The N elements of a tensor's data: flat (KServe's row-major form, either shape), or for [N, 1] N
+    one-element rows; any other nesting is refused, naming the first item that breaks the shape."""
+    if len(shape) == 2 and data and all(isinstance(row, list) for row in data):
+        for i, row in enumerate(data):
+            if len(row) != 1:
+                raise InvalidRequestError(
+                    f"inputs.0.data.{i}: {len(row)} elements; a row of shape {shape} holds one text",
+                    f"inputs.0.data.{i}",
+                )
+        return [row[0] for row in data]
+    for i, item in enumerate(data):
+        if isinstance(item, list):
+            raise InvalidRequestError(
+                f"inputs.0.data.{i}: a list; the data of shape {shape} is its texts, flat"
+                + (" (or one-text rows [[t1], [t2]])" if len(shape) == 2 else ""),
+                f"inputs.0.data.{i}",
+            )
+    return data
 
 
 def v2_texts(body: V2InferRequest) -> list[str]:
@@ -629,9 +655,9 @@ def v2_texts(body: V2InferRequest) -> list[str]:
         raise InvalidRequestError(
             f"inputs.0.datatype: {tensor.datatype!r}; the texts are BYTES", "inputs.0.datatype"
         )
-    texts = _flat(tensor.data)
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise InvalidRequestError(f"inputs.0.shape: {tensor.shape}; expected [N] or [N, 1]", "inputs.0.shape")
+    texts = _elements(tensor.data, tensor.shape)
     if tensor.shape[0] != len(texts) or not texts:
         raise InvalidRequestError(
             f"inputs.0.shape: {tensor.shape} does not match {len(texts)} elements of data (at least one)",
@@ -640,6 +666,8 @@ def v2_texts(body: V2InferRequest) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:
             raise InvalidRequestError(f"inputs.0.data.{i}: not a non-empty string", f"inputs.0.data.{i}")
+        if text.isspace():
+            raise InvalidRequestError(f"inputs.0.data.{i}: {BLANK_TEXT}", f"inputs.0.data.{i}")
         refuse_lone_surrogate(text, f"inputs.0.data.{i}")
     return texts
 
@@ -797,7 +825,9 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     async def loaded_entry(scenario: str, version: str | None) -> dict[str, Any]:
         """The scenario's entry; with a version (the `/versions/{version}` paths), only the one loaded."""
         entry = await served_entry(backend, scenario)
-        if version is not None and (entry.get("version") is None or version != str(entry["version"])):
+        loaded = entry.get("version")
+        # a version is a number, as Triton reads it: "01" names v1
+        if version is not None and (loaded is None or not _version_number(version) or int(version) != loaded):
             served = f"v{entry['version']} is" if entry.get("version") is not None else "no version is yet"
             raise UnknownScenarioError(
                 f"model {scenario!r} has no version {version!r} here ({served} served)"

@@ -117,9 +117,29 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
     return exc.status_code, type_, detail, field
 
 
+# The attribute of a route's API-key dependency (routes.api_key_dependency) that tells, without raising,
+# whether a request lacks the key.
+KEY_REFUSAL = "labelwise_key_refusal"
+
+
+def key_refusal(request: Request) -> ServingError | None:
+    """The 401 of a request whose route wants an API key it lacks. FastAPI reads the body before the
+    route's dependencies run, so a body that is not JSON was refused (400) before the key was asked for:
+    the refusals of a body ask this first, and a client without the key is told that alone."""
+    for dependant in getattr(request.scope.get("route"), "dependencies", ()):
+        refusal = getattr(dependant.dependency, KEY_REFUSAL, None)
+        refused = refusal(request) if refusal is not None else None
+        if refused is not None:
+            return refused
+    return None
+
+
 def install_error_handlers(app: FastAPI, on_error=None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = key_refusal(request)
+        if refused is not None:
+            return await _serving(request, refused)
         unreadable = unreadable_body(request)
         if unreadable is not None:
             if on_error is not None:
@@ -136,6 +156,9 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
         # in the shape of the route the path belongs to, as the refusals made before routing are.
         from .ecosystems import refusal_for
 
+        refused = key_refusal(request) if exc.status_code == 400 else None
+        if refused is not None:
+            return await _serving(request, refused)
         unreadable = unreadable_body(request) if exc.status_code == 400 else None
         if unreadable is not None:
             if on_error is not None:

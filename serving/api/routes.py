@@ -20,6 +20,7 @@ from ..metrics import ServingMetrics
 from .admission import AdmissionMiddleware, InFlight
 from .body_limit import BodyLimitMiddleware
 from .http_errors import (
+    KEY_REFUSAL,
     UnexpectedErrorMiddleware,
     error_response,
     install_error_handlers,
@@ -95,14 +96,22 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
 
     # async: FastAPI runs a sync dependency in a worker thread, one thread hop per request for a
     # header comparison (measured in docs/benchmarks.md).
-    async def require_key(request: Request) -> None:
+    def refusal(request: Request) -> UnauthorizedError | None:
         if not config.api_key:
-            return
+            return None
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            raise UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")
+        if hmac.compare_digest(given.encode(), config.api_key.encode()):
+            return None
+        return UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")
 
+    async def require_key(request: Request) -> None:
+        refused = refusal(request)
+        if refused is not None:
+            raise refused
+
+    # FastAPI parses a JSON body before it runs dependencies: the body refusals ask this first (key_refusal)
+    setattr(require_key, KEY_REFUSAL, refusal)
     return require_key
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -13,9 +14,27 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    WithJsonSchema,
 )
 
-NonEmptyText = Annotated[StrictStr, StringConstraints(min_length=1)]
+BLANK_TEXT = "a text of only whitespace; send the text to classify"
+
+
+def _not_blank(text: str) -> str:
+    """Refuse a text of only whitespace, as training and `labelwise classify` do: a model reads nothing
+    but its special tokens there, and would still answer a confident label."""
+    if text.isspace():
+        raise ValueError(BLANK_TEXT)
+    return text
+
+
+# A string holding something besides whitespace (the schema's pattern: one non-whitespace character).
+NonEmptyText = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1),
+    AfterValidator(_not_blank),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": "\\S"}),
+]
 
 
 def _integral_float_as_int(value: Any) -> Any:
