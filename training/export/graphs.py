@@ -35,24 +35,29 @@ def _quiet() -> Any:
     import logging
     import warnings
 
-    root = logging.getLogger()
+    # ORT's transformer optimizer, asked for a GPU graph (fp16) on a machine without CUDA, logs an ERROR
+    # that it has no GPU, then writes the graph, which is checked against torch on the CPU provider.
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.transformers.optimizer")]
     advice = _DropQuantizerAdvice()
-    root.addFilter(advice)
+    for logger in loggers:
+        logger.addFilter(advice)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with contextlib.redirect_stdout(io.StringIO()):
                 yield
     finally:
-        root.removeFilter(advice)
+        for logger in loggers:
+            logger.removeFilter(advice)
 
 
 class _DropQuantizerAdvice:
-    """A logging filter: everything but onnxruntime's "Please consider to run pre-processing" line."""
+    """A logging filter: everything but onnxruntime's "Please consider to run pre-processing" line and
+    its optimizer's "There is no gpu" (see _quiet)."""
 
     @staticmethod
     def filter(record: Any) -> bool:
-        return not str(record.msg).startswith("Please consider to run pre-processing")
+        return not str(record.msg).startswith(("Please consider to run pre-processing", "There is no gpu"))
 
 
 def export_sequence_classifier(

@@ -301,20 +301,23 @@ def test_frozen_model_whose_encoder_is_not_the_base_publishes_nothing(
     "CUDAExecutionProvider" in ort.get_available_providers(), reason="checks the CPU-only path"
 )
 def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
-    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows, caplog
 ):
     repo = ModelRepository(tmp_path)
-    manifest = publish(
-        repo,
-        "x",
-        "full",
-        tiny_models["full"],
-        tiny_tokenizer,
-        tiny_base_ref,
-        tiny_roberta_dir,
-        toy_rows,
-        precisions="fp16",
-    )
+    with caplog.at_level("INFO"):
+        manifest = publish(
+            repo,
+            "x",
+            "full",
+            tiny_models["full"],
+            tiny_tokenizer,
+            tiny_base_ref,
+            tiny_roberta_dir,
+            toy_rows,
+            precisions="fp16",
+        )
+    # ORT's optimizer logged an ERROR that it has no GPU, on an export that succeeds: not the user's problem
+    assert "There is no gpu" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
     # fp16 alone gets fp32 too: a GPU graph only would be a version no CPU replica loads
     assert [e.precision for e in manifest.exports] == ["fp32", "fp16"]
     record = manifest.export("fp16")
