@@ -325,6 +325,15 @@ def _scores(label_ids: list[int], logits: np.ndarray, labels: list[str]) -> dict
     }
 
 
+def majority_macro_f1(rec: dict[str, Any]) -> float:
+    """The test macro-F1 of always answering the majority label, averaged as classification_metrics
+    averages (over the labels with test rows): that label's F1 is 2p / (1 + p) (precision p, its share of
+    the rows; recall 1), every other label's 0."""
+    p = float(rec["majority_test_accuracy"])
+    present = test_labels_present(rec)
+    return 2 * p / (1 + p) / max(1, len(present) if present else len(rec["labels"]))
+
+
 def test_labels_present(rec: dict[str, Any]) -> set[str] | None:
     """The labels with rows in the test split a record was scored on: its per-class support where it
     records one, else the scenario's test split carved again as the record's split version carved it
@@ -1502,7 +1511,7 @@ def _matrix_section(r: Report, done: dict[str, dict[str, Any]], img: Path) -> No
         if restarted:
             r.add("", _restart_legend(restarted))
         path = img / f"results-matrix-{rows}.png"
-        results_plots.strategy_bars(done, rows, scenarios, STRATEGY_ORDER, path)
+        results_plots.strategy_bars(done, rows, scenarios, STRATEGY_ORDER, path, majority_macro_f1)
         r.add("", f"![strategies at {rows} rows](img/{path.name})", "")
 
 
@@ -1736,12 +1745,13 @@ def _sst2_section(r: Report, done: dict[str, dict[str, Any]]) -> None:
     if not recs:
         return
     rows = max(rec["train_rows"] for rec in recs)
+    machines = " / ".join(sorted({rec.get("machine") or _machine() for rec in recs}))
     others = ", ".join(f"{b:,}" for b in sorted(b for b in budgets if b != budget))
     r.add(
         "## The seed article's table, on SST-2",
         "",
         "The seed's columns (strategy, accuracy, training time, trainable parameters, model size). The seed "
-        "used distilroberta-base on a GPU and the full train set; here MiniLM on 2 CPU cores, "
+        f"used distilroberta-base on a GPU and the full train set; here MiniLM on {machines}, "
         f"{rows:,} train rows, scored on SST-2's own held-out test split"
         + (f" (cells at other budgets, not shown: {others} rows)." if others else "."),
         "",

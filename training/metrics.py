@@ -44,7 +44,9 @@ def classification_metrics(
         y_true, y_pred, labels=ids, zero_division=0
     )
     # Macro-F1 averages over classes that occur in the reference data: a class absent from validation
-    # (a capped run) would otherwise count as F1 = 0 whatever the model does.
+    # (a capped run) would otherwise count as F1 = 0 whatever the model does. A row answered with such a
+    # class still costs: it lowers the recall of its own class (sklearn's "macro" would also average in the
+    # absent class's F1 of 0, so its figure can be lower than this one where the model answers them).
     in_data = support > 0
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,

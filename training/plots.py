@@ -122,7 +122,7 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.bar(names, values, color=colors)
         ax.set_title(label, fontsize=9)
         if log:
-            ax.set_yscale("log")
+            log_axis(ax, "y")
         elif key in ("accuracy", "macro_f1"):
             ax.set_ylim(0, 1)
         for i, v in enumerate(values):
@@ -131,6 +131,26 @@ def plot_comparison(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=10)
     return save_png(fig, path, dpi=80)
+
+
+def log_axis(ax: Any, which: str) -> None:
+    """A log scale on axis `which` ("x" or "y") whose ticks read as plain numbers (1k, 10k, 1M): the
+    default tick labels are TeX, and pyplot() reads text as plain text, so they came out as
+    `$\\mathdefault{10^{3}}$`."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: tick_label(value)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def tick_label(value: float) -> str:
+    """1000 -> "1k", 2500000 -> "2.5M", 0.01 -> "0.01": a log axis's tick."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
 
 
 def _short(value: float) -> str:

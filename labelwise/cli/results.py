@@ -8,7 +8,7 @@ import typer
 
 from model_repository.errors import UsageError
 
-from .options import require_training, setup_logging
+from .options import applies_and_pronoun, require_training, setup_logging, typed_flags
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +29,19 @@ def _budgets(value: str) -> tuple[int, ...]:
     return tuple(int(b) for b in budgets)
 
 
+# What --report-only leaves unused: it only writes the report from the cells already run.
+_RUN_ONLY = {
+    "stages": "--stages",
+    "scenarios": "--scenarios",
+    "budgets": "--budgets",
+    "strategies": "--strategies",
+    "time_budget_s": "--time-budget-s",
+    "variants": "--variants",
+}
+
+
 def results_command(
+    ctx: typer.Context,
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -67,6 +79,14 @@ def results_command(
 
         out = default_runs_dir() / "results"
     setup_logging()
+    if report_only:
+        given = typed_flags(ctx, _RUN_ONLY)
+        if given:
+            verb, them = applies_and_pronoun(given)
+            raise UsageError(
+                f"{', '.join(given)} {verb} to running cells, not to --report-only (which writes the report "
+                f"from every cell already run): drop {them}, or drop --report-only"
+            )
     rows = _budgets(budgets)
     if not _split(strategies):
         raise UsageError(
@@ -92,6 +112,11 @@ def results_command(
             raise typer.BadParameter(
                 f"unknown search candidate {variant!r}: choose from {', '.join(results.SEARCH)}"
             )
+    if variants is not None and "search" not in _split(stages):
+        raise UsageError(
+            f"--variants picks candidates of the search stage, which --stages {stages!r} does not run: "
+            "add search to --stages (e.g. --stages search), or drop --variants"
+        )
     from training import list_scenarios
 
     known = list_scenarios()

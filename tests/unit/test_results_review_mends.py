@@ -414,3 +414,72 @@ def test_lora_mode_shared_on_a_full_version_records_what_ran(
     assert metrics["lora_mode"] is None and metrics["engine_group"] == "graph"
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["lora_mode"] is None
     assert any("applies to LoRA versions" in r.getMessage() for r in caplog.records)
+
+
+# ---- 7. flags a mode would ignore; what the report draws and says -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--stages", "bogus"], "--stages applies"),
+        (["--variants", "x", "--budgets", "7"], "--budgets, --variants apply"),
+        (
+            ["--scenarios", "spam", "--strategies", "nope", "--time-budget-s", "5"],
+            "--scenarios, --strategies, ",
+        ),
+    ],
+)
+def test_report_only_refuses_the_flags_of_a_run_it_would_ignore(
+    tmp_path: Path, extra: list[str], named: str
+) -> None:
+    """Every other flag was accepted, invalid values too, and the full report written (exit 0)."""
+    docs = tmp_path / "d.md"
+    args = ["results", "--report-only", "--out", str(tmp_path / "out"), "--docs", str(docs), *extra]
+    result = CliRunner().invoke(app, args, env=CLEAN_ENV)
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "not to --report-only" in result.output
+    assert not docs.exists()
+
+
+def test_variants_without_the_search_stage_are_refused_not_dropped(tmp_path: Path, monkeypatch) -> None:
+    """--variants without --stages search ran the whole default job (51 cells) and no candidate."""
+    ran: list[Any] = []
+    monkeypatch.setattr(results, "run", lambda *a, **k: ran.append((a, k)))
+    base = ["results", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "d.md")]
+    variant = next(iter(results.SEARCH))
+    refused = CliRunner().invoke(app, [*base, "--variants", variant], env=CLEAN_ENV)
+    assert (
+        refused.exit_code == 2
+        and "which --stages 'matrix,curve,atis,fgm,sst2' does not run" in refused.output
+    )
+    assert ran == []
+    taken = CliRunner().invoke(app, [*base, "--stages", "search", "--variants", variant], env=CLEAN_ENV)
+    assert taken.exit_code == 0, taken.output
+    assert ran and ran[0][1]["variants"] == (variant,)
+
+
+def test_the_majority_line_is_the_majority_answers_macro_f1_not_its_accuracy() -> None:
+    """On imbalanced data the accuracy line sat far above what always answering the majority label
+    scores in macro-F1: ATIS's frozen bar looked under a baseline it beat elevenfold."""
+    from training.metrics import classification_metrics
+
+    labels = ("a", "b", "c", "d")
+    truth = [0] * 70 + [1] * 20 + [2] * 10  # "d" has no test rows
+    cell = results.Cell("matrix", "toy", "full", 1000)
+    rec = _record(cell, labels, majority_test_accuracy=0.7)
+    rec["test"]["support"] = {"a": 70, "b": 20, "c": 10, "d": 0}
+    import numpy as np
+
+    constant = classification_metrics(np.asarray(truth), np.zeros(100, dtype=int), list(labels))["macro_f1"]
+    assert results.majority_macro_f1(rec) == pytest.approx(constant) and constant == pytest.approx(
+        0.2745, abs=1e-4
+    )
+
+
+def test_the_sst2_section_names_the_machine_its_records_ran_on(tmp_path: Path) -> None:
+    cells = [results.Cell("sst2", "sst2", s, 4000) for s in results.STRATEGY_ORDER]
+    gpu = "x86_64 with 16 CPU cores, GPU NVIDIA H100 80GB HBM3"
+    done = {c.key: _record(c, ("negative", "positive"), machine=gpu) for c in cells}
+    text = results.write_report(tmp_path / "out", tmp_path / "docs" / "results.md", done).read_text()
+    assert f"here MiniLM on {gpu}, 4,000 train rows" in text and "2 CPU cores" not in text

@@ -81,3 +81,36 @@ def test_labels_with_dollars_plot_as_text_and_a_failed_plot_keeps_the_previous_f
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["labels.png"]  # no temporary file left behind
     assert fig.number not in plt.get_fignums()  # the failed figure was closed
+
+
+def test_log_axes_read_as_numbers_not_tex_source(tmp_path: Path) -> None:
+    """Text is read as plain text (labels hold "$"), so a log axis's default TeX ticks were drawn as
+    `$\\mathdefault{10^{3}}$` in the learning curve and the strategy comparison."""
+    pytest.importorskip("matplotlib")
+    from labelwise.results_plots import learning_curve
+    from training.plots import log_axis, plot_comparison, pyplot
+
+    points = [
+        {"train_rows": rows, "test_rows": 2000, "cell": {"strategy": s}, "test": {"macro_f1": f1}}
+        for rows, f1 in ((1000, 0.6), (4000, 0.65), (16000, 0.7))
+        for s in ("full", "lora")
+    ]
+    plt = pyplot()
+    learning_curve(points, tmp_path / "curve.png")
+    row = {
+        "accuracy": 0.9,
+        "macro_f1": 0.8,
+        "train_time_s": 10.0,
+        "trainable_params": 1000,
+        "artifact_bytes": 4e6,
+    }
+    plot_comparison([{"strategy": s, **row} for s in ("full", "lora")], tmp_path / "cmp.png", "toy")
+    for fig_number in plt.get_fignums():  # none: each was closed once saved
+        plt.close(fig_number)
+    fig, ax = plt.subplots()
+    ax.plot([1000, 4000, 16000], [0.6, 0.65, 0.7])
+    log_axis(ax, "x")
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert ticks and not any("$" in t for t in ticks) and "1k" in ticks and "10k" in ticks
