@@ -208,7 +208,7 @@ def compare_command(
     from model_repository.errors import UsageError
     from training import STRATEGIES, compare_strategies, comparison_markdown
 
-    chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    chosen = tuple(dict.fromkeys(s.strip() for s in strategies.split(",") if s.strip()))  # once each
     if not chosen:
         raise UsageError(f"--strategies {strategies!r}: name at least one of {', '.join(STRATEGIES)}")
     if repository is None and given_on_command_line(ctx, "export"):  # its default 'none' is never refused
@@ -265,7 +265,10 @@ def evaluate_command(
         help="LoRA versions in fp32/int8/fp16: merged graph or shared (as served); refused with torch.",
     ),
     threads: int = typer.Option(
-        0, "--threads", help="fp32/int8/fp16: ONNX Runtime threads (0: its default); refused with torch."
+        0,
+        "--threads",
+        min=0,
+        help="fp32/int8/fp16: ONNX Runtime threads (0: its default); refused with torch.",
     ),
     max_batch_tokens: int | None = typer.Option(
         None,

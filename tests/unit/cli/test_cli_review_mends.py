@@ -362,3 +362,28 @@ def test_doctor_keeps_a_configs_repository_over_the_variable(tmp_path: Path) -> 
     assert "no-such-repository" not in out.output
     out = _invoke("doctor", env=env)  # no config: the variable is the repository
     assert out.exit_code == 2 and "no-such-repository does not exist" in out.output
+
+
+def test_compare_trains_a_strategy_named_twice_once_and_evaluate_refuses_negative_threads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`compare --strategies full,full` trained both runs into one folder and listed two identical rows;
+    `evaluate --threads -3` was taken."""
+    pytest.importorskip("torch")
+    import training
+
+    asked: list[tuple[str, ...]] = []
+
+    def stop(scenario: str, *, strategies: tuple[str, ...], **_: object) -> None:
+        asked.append(strategies)
+        raise _Reached("stop")
+
+    monkeypatch.setattr(training, "compare_strategies", stop)
+    _invoke("compare", "-s", "spam", "--strategies", "full,lora,full", "-o", str(tmp_path / "o"))
+    assert asked == [("full", "lora")]
+    refused = _invoke("evaluate", "-s", "spam", "--threads", "-3")
+    assert (
+        refused.exit_code == 2
+        and "--threads" in refused.output
+        and "greater than or equal to 0" in refused.output
+    )
