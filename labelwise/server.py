@@ -168,6 +168,23 @@ def _set(args: dict[str, object], field: str) -> bool:
     return field in args or f"LABELWISE_{field.upper()}" in os.environ
 
 
+def _config_source(exc: Any, args: dict[str, Any], source: Any) -> str:
+    """Where a refused ServingConfig came from: the file (or the defaults), and each LABELWISE_* variable
+    that set a field the errors name (the file does not set it), so that a bad variable is not blamed on a
+    file that never mentions the field."""
+    from serving.config import ServingConfig
+
+    prefix = ServingConfig.model_config.get("env_prefix", "")
+    fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+    variables = sorted(
+        f"{prefix}{f.upper()}" for f in fields if f not in args and f"{prefix}{f.upper()}" in os.environ
+    )
+    where = f"serving config ({source or 'defaults'})"
+    if variables:  # a JSON field (scenarios, autoscaling_config) is read from its variable as JSON
+        where += f" with {', '.join(variables)} from the environment (JSON for a list or mapping)"
+    return where
+
+
 def plan_server(
     config: Path | None = None,
     *,
@@ -208,7 +225,7 @@ def plan_server(
         with contextlib.nullcontext() if local else repository_url_only():
             serving_config = ServingConfig(**args)
     except ValidationError as exc:
-        raise UsageError(f"serving config ({serve_file.source or 'defaults'}): {exc}") from exc
+        raise UsageError(f"{_config_source(exc, args, serve_file.source)}: {exc}") from exc
     if local:
         plan_local_sizing(args, serving_config, local_cores())
     replicas = ingress_replicas(serving_config)

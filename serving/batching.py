@@ -260,7 +260,7 @@ class Batcher:
                 self._idle -= 1
             limit = self._policy.max_batch_size
             deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
-            while len(self._queue) < limit and not self._closed:
+            while not self._pass_is_full(limit) and not self._closed:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -271,6 +271,18 @@ class Batcher:
                 # leave the other idle workers their share of the rows waiting: one batch per free worker
                 limit = min(limit, -(-len(self._queue) // (self._idle + 1)))
             return self._take(self._queue, limit)
+
+    def _pass_is_full(self, limit: int) -> bool:  # with self._ready held
+        """Whether the batch `_take` would build now has no room for one more row: `limit` rows, or (passes
+        by length) no room in max_batch_tokens for another row as wide as the pass. Only then does a free
+        worker stop waiting batch_wait_timeout_s for more rows: counting rows alone, a queue of long rows
+        (each pass holding few of them) kept every pass waiting the whole timeout."""
+        if len(self._queue) >= limit:
+            return True
+        if not self._queue or self._policy.pass_padding_tokens is None or self._queue[0].tokens is None:
+            return False
+        chosen, width = self._choose(self._queue, limit)
+        return len(chosen) >= limit or (len(chosen) + 1) * width > self._policy.max_batch_tokens
 
     def _take(self, queue: deque[_Waiting], limit: int) -> list[_Waiting]:
         """Up to `limit` rows out of `queue`, the oldest always among them.
@@ -285,10 +297,23 @@ class Batcher:
         tokens plus a fixed part (the int8 weights read once per pass), so rows of similar length share
         passes and a row far longer or shorter than the rest waits for a pass of its own kind
         (docs/serving.md)."""
-        pad = self._policy.pass_padding_tokens
-        head = queue[0]
-        if pad is None or head.tokens is None:
+        if self._policy.pass_padding_tokens is None or queue[0].tokens is None:
             return [queue.popleft() for _ in range(min(limit, len(queue)))]
+        chosen, _width = self._choose(queue, limit)
+        batch, kept = [], []
+        for w in queue:
+            (batch if id(w) in chosen else kept).append(w)
+        queue.clear()
+        queue.extend(kept)
+        return batch
+
+    def _choose(self, queue: deque[_Waiting], limit: int) -> tuple[set[int], int]:
+        """The rows (their ids) of the pass `_take` builds from `queue` with pass_padding_tokens, and its
+        width in tokens; leaves `queue` as it is."""
+        pad = self._policy.pass_padding_tokens
+        assert pad is not None
+        head = queue[0]
+        assert head.tokens is not None
         budget = self._policy.max_batch_tokens
         # Only the oldest max_batch_size rows: rows of later requests do not take the older requests'
         # rows' places (a request answers when its last row has run).
@@ -310,12 +335,7 @@ class Batcher:
                 continue
             chosen.add(id(w))
             width = new_width
-        batch, kept = [], []
-        for w in queue:
-            (batch if id(w) in chosen else kept).append(w)
-        queue.clear()
-        queue.extend(kept)
-        return batch
+        return chosen, width
 
     @staticmethod
     def _answer(batch: list[_Waiting], results: list[RowResult | Exception]) -> None:

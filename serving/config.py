@@ -38,6 +38,12 @@ def repository_url_only() -> Iterator[None]:
         _open_object_store.reset(token)
 
 
+def _number_as_text(value: Any) -> Any:
+    """A version number written as a YAML / JSON number (`alias: 3`) as the text "3"; anything else (a
+    boolean included) as it is, for the string check to refuse."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _servable_ref(ref: str) -> str:
     """An alias to serve: 'latest', a version number or a valid alias name (InvalidNameError's message)."""
     from model_repository import validate_name
@@ -60,6 +66,11 @@ class ScenarioSpec(BaseModel):
         from model_repository import validate_name
 
         return validate_name(name)
+
+    @field_validator("alias", mode="before")
+    @classmethod
+    def _alias_number(cls, alias: Any) -> Any:
+        return _number_as_text(alias)
 
     @field_validator("alias")
     @classmethod
@@ -122,8 +133,9 @@ class ServingConfig(BaseSettings):
         ge=0,
         le=1,
         description="How long a free batch slot waits for more rows before it runs a batch that is not "
-        "full. 0: it runs the rows waiting at once; rows that arrive while every slot is busy form the "
-        "next batch (serving/batching.py).",
+        "full (fewer than max_batch_size rows and, with pass_padding_tokens, room in max_batch_tokens for "
+        "another row as wide). 0: it runs the rows waiting at once; rows that arrive while every slot is "
+        "busy form the next batch (serving/batching.py).",
     )
     max_concurrent_batches: int = Field(
         default=1,
@@ -271,6 +283,11 @@ class ServingConfig(BaseSettings):
                 "one alias to serve"
             )
         return specs
+
+    @field_validator("default_alias", mode="before")
+    @classmethod
+    def _default_alias_number(cls, alias: Any) -> Any:
+        return _number_as_text(alias)
 
     @field_validator("default_alias")
     @classmethod

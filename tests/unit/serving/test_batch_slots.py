@@ -373,3 +373,48 @@ def test_a_pass_looks_no_further_than_the_oldest_max_batch_size_rows(loaded_scen
     _while_held, results = asyncio.run(_first_held_then_the_rest(batcher, recorder, rows))
     assert recorder.texts[1:] == [["row 1"], ["row 2", "row 3"], ["row 4", "row 5"]]
     _same_as_alone(engine, rows, results)
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 30.0])
+def test_a_pass_with_no_room_for_another_row_runs_without_waiting(
+    loaded_scenarios: dict, wait_s: float
+) -> None:
+    """batch_wait_timeout_s counted rows alone: with passes by length, a queue of long rows (two a pass
+    here) left each pass short of max_batch_size rows, so every pass waited the whole timeout (a 64-text
+    request of 128-token texts: 32 passes x the wait). A pass with no room in max_batch_tokens for one
+    more row of its width is full: it runs at once, however long the wait."""
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine)
+    policy = BatchPolicy(
+        batch_wait_timeout_s=wait_s, max_concurrent_batches=1, pass_padding_tokens=8, max_batch_tokens=24
+    )
+    batcher = Batcher(recorder, policy)
+    rows = _sized_rows(loaded_scenarios, [12] * 6)
+
+    async def scenario() -> list:
+        return await asyncio.wait_for(batcher.submit_many(rows), 10)  # the bug: 3 passes x 30 s
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert recorder.sizes == [2, 2, 2]
+    _same_as_alone(engine, rows, results)
+
+
+def test_a_pass_with_room_still_waits_for_more_rows(loaded_scenarios: dict) -> None:
+    """The wait stays where more rows could join the pass: one short row, its pass far from the budget."""
+    engine = OnnxEngine(BatchPolicy(max_batch_tokens=4096))
+    recorder = Recorder(engine)
+    policy = BatchPolicy(batch_wait_timeout_s=0.5, max_concurrent_batches=1, pass_padding_tokens=8)
+    batcher = Batcher(recorder, policy)
+    rows = _sized_rows(loaded_scenarios, [6, 6, 6])
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(batcher.submit(rows[0]))
+        await asyncio.sleep(0.05)  # inside the wait: the slot has not run row 0 alone
+        rest = [asyncio.ensure_future(batcher.submit(r)) for r in rows[1:]]
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert recorder.sizes == [3]
+    _same_as_alone(engine, rows, results)

@@ -77,6 +77,34 @@ def test_a_replica_count_from_the_environment_is_checked_too(
         plan_server(None, repository=tmp_path)
 
 
+def test_a_bad_variable_is_named_not_blamed_on_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed LABELWISE_SCENARIOS was reported as a type error in a config file that never sets it."""
+    monkeypatch.setenv("LABELWISE_SCENARIOS", '[{"name": "x"')
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path)}), encoding="utf-8")
+    with pytest.raises(
+        UsageError, match=r"serve\.yaml\) with LABELWISE_SCENARIOS from the environment \(JSON"
+    ):
+        plan_server(config, direct_ingress=False)
+    config.write_text(yaml.safe_dump({"repository": str(tmp_path), "scenarios": "x"}), encoding="utf-8")
+    with pytest.raises(UsageError) as caught:  # the file sets it: the file's value is the one refused
+        plan_server(config, direct_ingress=False)
+    assert "from the environment" not in str(caught.value)
+
+
+def test_a_version_number_written_as_a_yaml_number_is_a_version(tmp_path: Path) -> None:
+    """`alias: 3` reached the string check as an int: "Input should be a valid string"."""
+    plan = _plan(tmp_path, scenarios=[{"name": "spam", "alias": 3}, {"name": "ham"}], default_alias=2)
+    assert plan.args["scenarios"] == [{"name": "spam", "alias": 3}, {"name": "ham"}]
+    listed = [{"name": "spam", "alias": 3}, {"name": "ham"}]
+    config = ServingConfig(repository=str(tmp_path), scenarios=listed, default_alias=2)
+    assert [(s.name, s.alias) for s in config.scenarios or ()] == [("spam", "3"), ("ham", "2")]
+    with pytest.raises(ValidationError, match="valid string"):
+        ServingConfig(repository=str(tmp_path), scenarios=[{"name": "spam", "alias": True}])
+
+
 def test_a_listed_scenario_without_an_alias_serves_the_default_alias(tmp_path: Path) -> None:
     config = ServingConfig(
         repository=str(tmp_path),
