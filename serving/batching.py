@@ -260,7 +260,10 @@ class Batcher:
                 self._idle -= 1
             limit = self._policy.max_batch_size
             deadline = time.perf_counter() + self._policy.batch_wait_timeout_s
-            while not self._pass_is_full(limit) and not self._closed:
+            # (no wait, the default on CPU: the pass is not built twice to see whether it is full)
+            while (
+                self._policy.batch_wait_timeout_s > 0 and not self._closed and not self._pass_is_full(limit)
+            ):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
