@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from model_repository import Manifest, ManifestError, ModelRepository, RepositoryError, check_alias_name
@@ -13,11 +17,13 @@ UNREADABLE = "unreadable"
 @dataclass(frozen=True)
 class ScenarioRow:
     """One scenario of the repository: its published versions and its aliases (the version each names,
-    or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites it)."""
+    or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites it); `unpublished`:
+    the aliases that name a version not published here (a replica serving them refuses the scenario)."""
 
     scenario: str
     versions: list[int]
     aliases: dict[str, int | str]
+    unpublished: list[str]
 
 
 def list_scenarios(repo: ModelRepository) -> list[ScenarioRow]:
@@ -28,7 +34,9 @@ def list_scenarios(repo: ModelRepository) -> list[ScenarioRow]:
             alias: UNREADABLE if isinstance(version, Exception) else version
             for alias, version in repo.read_aliases(name).items()
         }
-        rows.append(ScenarioRow(name, repo.list_versions(name), aliases))
+        versions = repo.list_versions(name)
+        unpublished = [a for a, v in aliases.items() if isinstance(v, int) and v not in versions]
+        rows.append(ScenarioRow(name, versions, aliases, unpublished))
     return rows
 
 
@@ -42,9 +50,12 @@ def verify_version(repo: ModelRepository, scenario: str, ref: str = "latest") ->
     return repo.verify(scenario, repo.resolve(scenario, ref))
 
 
-def promote(repo: ModelRepository, scenario: str, version: int, alias: str = "production") -> int | None:
-    """Point alias at version (verified first); return the version it pointed at before, if any (None
-    also when its alias file was unreadable: it is overwritten). Only this alias is read.
+def promote(
+    repo: ModelRepository, scenario: str, version: int, alias: str = "production"
+) -> int | str | None:
+    """Point alias at version (verified first); return the version it pointed at before: None for a new
+    alias, UNREADABLE for an alias file that could not be read (it is overwritten). Only this alias is
+    read. Promotes of one scenario on a local repository run one at a time (`_alias_lock`).
 
     A version no replica can load (torch weights only: `--export none`), or no CPU replica (fp16 graphs
     only), is refused, RepositoryError naming it: every replica polling the alias would refuse it, and new
@@ -54,9 +65,28 @@ def promote(repo: ModelRepository, scenario: str, version: int, alias: str = "pr
     problem = serving_problem(repo.load_manifest(scenario, version))
     if problem is not None:
         raise RepositoryError(f"not pointing {scenario} {alias} at v{version}: {problem}")
-    try:
-        before = repo.alias_version(scenario, alias)
-    except ManifestError:
-        before = None
-    repo.set_alias(scenario, alias, version)
+    with _alias_lock(repo, scenario):
+        try:
+            before: int | str | None = repo.alias_version(scenario, alias)
+        except ManifestError:
+            before = UNREADABLE
+        repo.set_alias(scenario, alias, version)
     return before
+
+
+@contextlib.contextmanager
+def _alias_lock(repo: ModelRepository, scenario: str) -> Iterator[None]:
+    """Promotes of one scenario one at a time, on a local repository (an exclusive flock on the scenario's
+    folder): each reads the alias, verifies its version (seconds to minutes) and writes, so a slow promote
+    started first overwrote a rollback started after it, both answering exit 0. An object store has no
+    such lock: its writes stay last-writer-wins (docs/artifacts.md)."""
+    folder = repo.scenario_path(scenario)
+    if type(repo) is not ModelRepository or not folder.is_dir():
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -10,7 +10,7 @@ import typer
 
 from model_repository.errors import UsageError
 
-from .options import applies_and_pronoun, given_on_command_line, typed_flags
+from .options import applies_and_pronoun, given_on_command_line, repository_path, typed_flags
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +88,7 @@ def classify_command(
         None,
         "--repository",
         "-r",
+        parser=repository_path,
         envvar="LABELWISE_REPOSITORY",
         help="Model repository for in-process scoring (default ./var/model-repository); refused with --url.",
     ),

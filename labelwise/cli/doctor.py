@@ -90,6 +90,11 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
         except Exception as exc:
             scenarios[name] = f"not servable with alias {alias!r}: {exc}"
             continue
+        try:  # as a replica's loader does: a file changed since publishing, a base folder moved aside
+            repo.verify(name, manifest.version)
+        except Exception as exc:
+            scenarios[name] = f"v{manifest.version}: refused at load: {exc}"
+            continue
         have = [e.precision for e in manifest.exports]
         if manifest.strategy == "frozen" and manifest.base_encoder is not None:
             have = list(manifest.base_encoder.precisions)
@@ -184,8 +189,8 @@ def doctor_command(
     """Print what the engine will use here: providers, threads, precision per scenario, GPU name and memory.
 
     Reads the config as a local `labelwise serve` with the same options does, and refuses (exit 2) what
-    it refuses before starting. Exits 1 when a replica with this config would refuse to start (e.g. CUDA
-    asked for and absent).
+    it refuses before starting. Exits 2 when a replica with this config would refuse to start (e.g. CUDA
+    asked for and absent). Each scenario's version is verified (its files hashed) as a replica loads it.
     """
     from pydantic import ValidationError
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import typer
 
-from .options import refuse_missing_repository
+from .options import refuse_missing_repository, repository_path
 
 RepositoryOption = typer.Option(
     None,
     "--repository",
     "-r",
+    parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
     help="Root folder (default ./var/model-repository).",
 )

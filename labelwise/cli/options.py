@@ -50,10 +50,21 @@ PatienceOpt = typer.Option(
     "--early-stopping-patience",
     help="Evaluations without macro-F1 gain (default: the scenario's for the strategy, else 2); 0 disables.",
 )
+
+
+def repository_path(value: str) -> Path:
+    """--repository as typed: typer made "" into Path('.'), so `-r "$UNSET"` acted on the current folder.
+    An empty (or blank) value is refused (exit 2)."""
+    if not value.strip():
+        raise typer.BadParameter("is empty: give the repository's folder or object-store URL")
+    return Path(value)
+
+
 RepoOpt = typer.Option(
     None,
     "--repository",
     "-r",
+    parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
     help="Model repository root (default ./var/model-repository).",
 )
@@ -96,6 +107,8 @@ def refuse_missing_repository(repository: Path | None) -> None:
     missing = missing_local_root(repository)
     if missing is not None:
         raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
+    if repository is not None and Path(repository).is_file():  # read as a repository with no scenarios
+        raise UsageError(f"--repository {repository} is a file, not a folder of scenarios")
 
 
 def refuse_unwritable_repository(repository: Path | None) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from labelwise.catalog import list_scenarios, show_version, verify_version
 from model_repository import ModelRepository
 
-from .options import refuse_missing_repository
+from .options import refuse_missing_repository, repository_path
 
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
@@ -21,6 +21,7 @@ RepositoryOption = typer.Option(
     None,
     "--repository",
     "-r",
+    parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
     help="Root folder (default ./var/model-repository).",
 )
@@ -41,7 +42,9 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
         return
     table = Table("scenario", "versions", "aliases")
     for row in rows:
-        aliases = ", ".join(f"{k}→{v}" for k, v in row.aliases.items())
+        aliases = ", ".join(
+            f"{k}→{v}" + (" (not published)" if k in row.unpublished else "") for k, v in row.aliases.items()
+        )
         table.add_row(row.scenario, " ".join(map(str, row.versions)), aliases)
     _console.print(table)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from labelwise.catalog import promote
+from labelwise.catalog import UNREADABLE, promote
 from labelwise.server import (
     ServePlan,
     plan_server,
@@ -24,7 +24,7 @@ from model_repository import (
     parse_root,
 )
 
-from .options import refuse_missing_repository
+from .options import refuse_missing_repository, repository_path
 
 logger = logging.getLogger("labelwise")
 
@@ -193,6 +193,7 @@ def promote_command(
         None,
         "--repository",
         "-r",
+        parser=repository_path,
         envvar="LABELWISE_REPOSITORY",
         help="Model repository root (default ./var/model-repository).",
     ),
@@ -200,5 +201,10 @@ def promote_command(
     """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""
     refuse_missing_repository(repository)
     before = promote(ModelRepository(repository), scenario, version, alias)
-    moved = f"{before} -> {version}" if before is not None else f"-> {version} (new)"
+    if before is None:
+        moved = f"-> {version} (new)"
+    elif before == UNREADABLE:
+        moved = f"-> {version} (its alias file was unreadable: rewritten)"
+    else:
+        moved = f"{before} -> {version}"
     typer.echo(f"{scenario}: {alias} {moved}")

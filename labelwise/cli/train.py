@@ -46,6 +46,7 @@ from .options import (
     given_on_command_line,
     refuse_missing_repository,
     refuse_unwritable_repository,
+    repository_path,
     require_training,
     setup_logging,
     typed_flags,
@@ -198,7 +199,9 @@ def compare_command(
     seed: int = SeedOpt,
     early_stopping_patience: int | None = PatienceOpt,
     output_dir: Path | None = OutOpt,
-    repository: Path | None = typer.Option(None, "--repository", "-r", help="Also publish each run here."),
+    repository: Path | None = typer.Option(
+        None, "--repository", "-r", parser=repository_path, help="Also publish each run here."
+    ),
     export: str = typer.Option("none", "--export", help="ONNX precisions when publishing; 'none' skips."),
 ) -> None:
     """Train full, frozen and LoRA on the same data; write comparison.md and comparison.png."""

@@ -502,7 +502,7 @@ def test_an_unreadable_alias_in_s3_is_named_listed_and_overwritten(
     (row,) = catalog.list_scenarios(repo)
     assert row.aliases == {"production": "unreadable", "staging": 1}
     assert catalog.promote(repo, "spam", 2, alias="staging") == 1  # the bad alias is not read
-    assert catalog.promote(repo, "spam", 2) is None  # and it is overwritten
+    assert catalog.promote(repo, "spam", 2) == catalog.UNREADABLE  # and it is overwritten
     assert repo.aliases("spam") == {"production": 2, "staging": 2}
     with pytest.raises(InvalidNameError, match="all-digit"):
         repo.set_alias("spam", "2", 1)

@@ -4,6 +4,7 @@ interrupted publishes leave, and a local repository that unpickles as itself."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import pickle
@@ -201,3 +202,91 @@ def test_a_local_repository_unpickles_as_itself_whatever_labelwise_repository_na
     for back in (pickle.loads(data), copy.copy(repo), copy.deepcopy(repo)):
         assert type(back) is ModelRepository and back.root == tmp_path
         assert back.list_versions("spam") == [1]
+
+
+# ---- 6. repository commands found in review -----------------------------------------------------------
+
+
+def test_an_empty_or_file_repository_is_refused_not_read_as_this_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """typer made `-r ""` into Path('.'): `promote -r "$UNSET"` moved an alias in whatever repository the
+    current folder was; a file was listed as a repository with no scenarios (exit 0)."""
+    repo = ModelRepository(tmp_path / "repo")
+    publish_servable(repo, "spam")
+    monkeypatch.chdir(repo.root)
+    for args in (
+        ["repo", "list"],
+        ["repo", "verify", "spam"],
+        ["promote", "-s", "spam", "-v", "1", "-a", "x"],
+    ):
+        result = _invoke(*args, "-r", "")
+        assert result.exit_code == 2 and "is empty" in result.output, (args, result.output)
+    assert repo.alias_version("spam", "x") is None
+    afile = tmp_path / "notes.txt"
+    afile.write_text("hello")
+    listed = _invoke("repo", "list", "-r", str(afile))
+    assert listed.exit_code == 2 and "is a file, not a folder of scenarios" in listed.output
+
+
+def test_promote_says_an_unreadable_alias_was_rewritten_and_list_flags_an_unpublished_one(
+    tmp_path: Path,
+) -> None:
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    aliases = repo.scenario_path("spam") / "_aliases"
+    aliases.mkdir(exist_ok=True)
+    (aliases / "staging.json").write_text('{"version": 2.0}')
+    (aliases / "canary.json").write_text('{"version": 7}')
+    moved = _invoke("promote", "-s", "spam", "-v", "1", "-a", "staging", "-r", str(tmp_path))
+    assert moved.exit_code == 0 and "staging -> 1 (its alias file was unreadable: rewritten)" in moved.output
+    table = _invoke("repo", "list", "-r", str(tmp_path))
+    assert "canary→7 (not published), staging→1 " in table.output
+    listed = json.loads(_invoke("repo", "list", "--json", "-r", str(tmp_path)).output)
+    assert listed["scenarios"][0]["unpublished"] == ["canary"]
+
+
+def test_promotes_of_one_scenario_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow promote (verifying its version) started first overwrote a rollback started after it: both
+    exit 0, the rollback undone. With the scenario locked, the rollback waits and writes last."""
+    import threading
+
+    from labelwise.catalog import promote
+
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam", b"v1")
+    publish_servable(repo, "spam", b"v2")
+    promote(repo, "spam", 1)
+    verifying, release = threading.Event(), threading.Event()
+    verify = ModelRepository.verify
+
+    def slow_verify(self, scenario, version, bases=True):  # type: ignore[no-untyped-def]
+        if version == 2:
+            verifying.set()
+            assert release.wait(10)
+        return verify(self, scenario, version, bases)
+
+    monkeypatch.setattr(ModelRepository, "verify", slow_verify)
+    slow = threading.Thread(target=promote, args=(ModelRepository(tmp_path), "spam", 2))
+    slow.start()
+    assert verifying.wait(10)
+    rollback = threading.Thread(target=promote, args=(ModelRepository(tmp_path), "spam", 1))
+    rollback.start()
+    rollback.join(0.3)
+    assert rollback.is_alive()  # waiting for the slow promote's lock, not writing under it
+    release.set()
+    slow.join(10), rollback.join(10)
+    assert repo.alias_version("spam", "production") == 1  # the rollback, started last, holds
+
+
+def test_doctor_verifies_each_version_as_a_replica_loads_it(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    from labelwise.catalog import promote
+
+    promote(repo, "spam", 1)
+    graph = repo.version_path("spam", 1) / layout.graph_file("fp32")
+    graph.write_bytes(graph.read_bytes() + b"!")
+    result = _invoke("doctor", "-r", str(tmp_path))
+    assert "spam: v1: refused at load:" in result.output, result.output

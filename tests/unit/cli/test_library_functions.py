@@ -72,8 +72,8 @@ def test_an_unreadable_alias_is_listed_as_such_and_promote_overwrites_it(tmp_pat
     assert row.aliases == {"production": "unreadable", "staging": 1}
     # Another alias of the scenario is promoted without reading the bad one...
     assert catalog.promote(repo, "spam", 2, alias="staging") == 1
-    # ...and the bad one is overwritten.
-    assert catalog.promote(repo, "spam", 2) is None
+    # ...and the bad one is overwritten, and said to have been unreadable (not a new alias).
+    assert catalog.promote(repo, "spam", 2) == catalog.UNREADABLE
     assert repo.aliases("spam") == {"production": 2, "staging": 2}
 
 
