@@ -165,6 +165,11 @@ def check_adapter(spec: GraphSpec, entry: AdapterEntry) -> int:
                 f"adapter {who}: {proj}.A {a.shape} / {proj}.B {b.shape} "
                 "are not [layers, r, in] / [layers, out, r]"
             )
+        scaling = np.asarray(entry.lora[f"{proj}.scaling"])
+        if scaling.size != len(layers):  # one scale a layer: a short array was broadcast to every layer
+            raise AdapterMismatchError(
+                f"adapter {who}: {proj}.scaling holds {scaling.size} value(s) for {len(layers)} layers"
+            )
         rank = a.shape[1]
         if a.shape[2] != d_in or b.shape[1] != d_out or b.shape[2] != rank:
             raise AdapterMismatchError(

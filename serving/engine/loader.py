@@ -361,6 +361,11 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
         and _not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
     ]
     fits = [folder for folder in usable if layout.precision_of_folder(folder) in settings.precisions]
+    # the smallest rank that holds the adapter, then the replica's precision order: the graph that rank
+    # serves it from (published_graphs sorts by rank, then by name: fp32 before int8 on a CPU replica)
+    fits.sort(
+        key=lambda f: (layout.graph_rank(f) or 0, settings.precisions.index(layout.precision_of_folder(f)))
+    )
     if fits:
         fit = layout.graph_rank(fits[0])
         fix = (

@@ -112,3 +112,38 @@ def test_a_graph_in_a_precision_outside_the_order_is_named_not_exported_again(re
     assert "multi-lora-r16-int8 (not exported in int8)" in message
     assert "serve it in fp32 from multi-lora-r16-fp32" in message and "--precision fp32" in message
     assert "export its base's" not in message
+
+
+def test_the_refusal_names_the_graph_the_replicas_precision_order_serves_from(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """On a CPU replica (int8 first) the fix named the rank-16 fp32 graph (sorted by name), while the rank
+    it advised then served the int8 one."""
+    repository = ModelRepository(tmp_path / "repo")
+    publish_tiny(repository, tmp_path, tiny_roberta_dir, "wide", LABELS, 5, lora_r=16, lora_alpha=32,
+                 precisions=("fp32", "int8"))  # fmt: skip
+    order = ("int8", "fp32")
+    with pytest.raises(ModelLoadError) as refused:
+        load_version(repository, "wide", 1, engine_settings("shared", precisions=order))
+    assert "set lora_table_rank: 16" in str(refused.value)
+    assert "to serve it from multi-lora-r16-int8" in str(refused.value), str(refused.value)
+    served = load_version(repository, "wide", 1, engine_settings("shared", precisions=order, table_rank=16))
+    assert served.shared is not None and served.shared.folder == layout.multi_adapter_folder(16, "int8")
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_scaling_array_that_is_not_one_value_a_layer_is_refused_by_name(
+    repo: ModelRepository, size: int
+) -> None:
+    """A one-value array was broadcast to every layer; a longer one raised numpy's broadcast error."""
+    key = repo.load_manifest("wide", 1).base_encoder.key  # type: ignore[union-attr]
+    spec = GraphSpec.from_json(repo.verify_base(key, layout.multi_adapter_folder(16, "fp32"))["info"]["spec"])
+    folder = repo.version_path("wide", 1)
+    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / layout.HEAD_FILE) as head:
+        arrays = dict(lora)
+        entry_head = dict(head)
+    proj = next(k.removesuffix(".scaling") for k in arrays if k.endswith(".scaling"))
+    arrays[f"{proj}.scaling"] = np.full(size, 2.0, dtype=np.float32)
+    entry = AdapterEntry("wide v1", key, "roberta", arrays, entry_head)
+    with pytest.raises(AdapterMismatchError, match=rf"{proj}\.scaling holds {size} value\(s\) for 2 layers"):
+        check_adapter(spec, entry)
