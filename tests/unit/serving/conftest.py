@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,26 @@ def engine_logits(loaded: Any, texts: list[str]) -> Any:
     from serving.engine import OnnxEngine, Row
 
     return np.stack([r.logits for r in OnnxEngine().run([Row(loaded, t) for t in texts]).results])
+
+
+def serve_in_process(repo: ModelRepository, check: Callable[[Any], Awaitable[None]], **settings: Any) -> None:
+    """check(an httpx client on the app of a real ClassifierService over `repo`, serving frozen_two with
+    `settings`), in-process: no Ray, no socket."""
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api import create_api
+    from serving.config import ServingConfig
+    from serving.service import ClassifierService
+
+    config = ServingConfig(repository=str(repo.root), scenarios=[{"name": "frozen_two"}], **settings)
+
+    async def scenario() -> None:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        app = create_api(service, config, service.metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await check(client)
+
+    asyncio.run(scenario())

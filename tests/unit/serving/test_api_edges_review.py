@@ -4,36 +4,15 @@ every route, Infinity's `"model": ""` names no default, and KServe's data must h
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from model_repository import ModelRepository
 
-Client = Any
+from .conftest import serve_in_process
 
-
-def _serve(repo: ModelRepository, check: Callable[[Client], Awaitable[None]], **settings: Any) -> None:
-    pytest.importorskip("ray.serve")
-    import httpx
-
-    from serving.api import create_api
-    from serving.config import ServingConfig
-    from serving.service import ClassifierService
-
-    config = ServingConfig(repository=str(repo.root), scenarios=[{"name": "frozen_two"}], **settings)
-
-    async def scenario() -> None:
-        service = ClassifierService(config)
-        await asyncio.to_thread(service.registry.poll_once)
-        app = create_api(service, config, service.metrics)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await check(client)
-
-    asyncio.run(scenario())
+Client = Any  # an httpx.AsyncClient on the app
 
 
 BROKEN = b'{"scen'  # not JSON: FastAPI refused it (400) before the route's key dependency ran
@@ -53,7 +32,7 @@ def test_a_body_that_is_not_json_is_refused_401_without_the_key_and_400_with_it(
                 keyed = await client.post(path, content=body, headers={**JSON, "Authorization": "Bearer k3y"})
                 assert keyed.status_code == 400, (path, body, keyed.text)
 
-    _serve(published_repo, check, api_key="k3y")
+    serve_in_process(published_repo, check, api_key="k3y")
 
 
 @pytest.mark.parametrize("blank", ["   ", "\n\t ", "\u00a0", "\u3000"])
@@ -77,7 +56,7 @@ def test_a_text_of_only_whitespace_is_refused_on_every_route(
         )
         assert ok.status_code == 200, ok.text
 
-    _serve(published_repo, check)
+    serve_in_process(published_repo, check)
 
 
 def test_the_schema_says_a_text_needs_more_than_whitespace(published_repo: ModelRepository) -> None:
@@ -89,7 +68,7 @@ def test_the_schema_says_a_text_needs_more_than_whitespace(published_repo: Model
             "pattern": "\\S",
         }
 
-    _serve(published_repo, check)
+    serve_in_process(published_repo, check)
 
 
 def test_an_empty_infinity_model_name_is_a_name_not_the_default(published_repo: ModelRepository) -> None:
@@ -99,7 +78,7 @@ def test_an_empty_infinity_model_name_is_a_name_not_the_default(published_repo: 
         empty = await client.post("/classify", json={"model": "", "input": ["hi"]})
         assert empty.status_code == 400 and "unknown scenario" in empty.text, empty.text
 
-    _serve(published_repo, check)
+    serve_in_process(published_repo, check)
 
 
 def test_kserve_data_must_have_its_tensors_shape_and_versions_are_numbers(
@@ -130,4 +109,4 @@ def test_kserve_data_must_have_its_tensors_shape_and_versions_are_numbers(
         long = await client.get("/v2/models/frozen_two/versions/" + "1" * 5000 + "/ready")
         assert long.status_code == 404
 
-    _serve(published_repo, check)
+    serve_in_process(published_repo, check)

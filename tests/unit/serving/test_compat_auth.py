@@ -3,55 +3,39 @@ KServe v2 health probes; run on a real ClassifierService over published tiny ver
 
 from __future__ import annotations
 
-import asyncio
 import re
-
-import pytest
+from typing import Any
 
 from model_repository import ModelRepository
 
+from .conftest import serve_in_process
+
 
 def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRepository) -> None:
-    pytest.importorskip("ray.serve")
-    import httpx
+    async def check(client: Any) -> None:
+        assert (await client.get("/v2/health/live")).json() == {"live": True}
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
 
-    from serving.api import create_api
-    from serving.config import ServingConfig
-    from serving.service import ClassifierService
+        infinity = await client.post("/classify", json={"model": "frozen_two", "input": ["hi"]})
+        assert infinity.status_code == 401 and infinity.json()["error"]["code"] == 401
+        tei = await client.post("/predict", json={"inputs": "hi"})
+        assert tei.status_code == 401 and tei.json()["error_type"] == "Validation"
+        v2_body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
+        v2 = await client.post("/v2/models/frozen_two/infer", json=v2_body)
+        assert v2.status_code == 401 and set(v2.json()) == {"error"}
+        assert (await client.get("/v2/models/frozen_two")).status_code == 401
 
-    config = ServingConfig(
-        repository=str(published_repo.root), scenarios=[{"name": "frozen_two"}], api_key="k3y"
-    )
+        auth = {"Authorization": "Bearer k3y"}
+        meta = await client.get("/v2/models/frozen_two", headers=auth)
+        assert meta.status_code == 200 and meta.json()["versions"] == ["1"]
+        # With the key, refusals are the route's own (a TEI pair), not 401.
+        pair = await client.post("/predict", json={"inputs": ["q", "a"]}, headers=auth)
+        assert pair.status_code == 422 and pair.json()["error_type"] == "Validation"
 
-    async def scenario() -> None:
-        service = ClassifierService(config)
-        await asyncio.to_thread(service.registry.poll_once)
-        app = create_api(service, config, service.metrics)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            assert (await client.get("/v2/health/live")).json() == {"live": True}
-            assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        # Off a Serve replica the app echoes X-Request-Id itself; an id unfit for a log line is replaced.
+        given = await client.get("/v2/health/live", headers={"X-Request-Id": "trace-1"})
+        assert given.headers.get_list("x-request-id") == ["trace-1"]
+        odd = await client.get("/v2/health/live", headers={"X-Request-Id": "a b"})
+        assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["x-request-id"])
 
-            infinity = await client.post("/classify", json={"model": "frozen_two", "input": ["hi"]})
-            assert infinity.status_code == 401 and infinity.json()["error"]["code"] == 401
-            tei = await client.post("/predict", json={"inputs": "hi"})
-            assert tei.status_code == 401 and tei.json()["error_type"] == "Validation"
-            v2_body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
-            v2 = await client.post("/v2/models/frozen_two/infer", json=v2_body)
-            assert v2.status_code == 401 and set(v2.json()) == {"error"}
-            assert (await client.get("/v2/models/frozen_two")).status_code == 401
-
-            auth = {"Authorization": "Bearer k3y"}
-            meta = await client.get("/v2/models/frozen_two", headers=auth)
-            assert meta.status_code == 200 and meta.json()["versions"] == ["1"]
-            # With the key, refusals are the route's own (a TEI pair), not 401.
-            pair = await client.post("/predict", json={"inputs": ["q", "a"]}, headers=auth)
-            assert pair.status_code == 422 and pair.json()["error_type"] == "Validation"
-
-            # Off a Serve replica the app echoes X-Request-Id itself; an id unfit for a log line is replaced.
-            given = await client.get("/v2/health/live", headers={"X-Request-Id": "trace-1"})
-            assert given.headers.get_list("x-request-id") == ["trace-1"]
-            odd = await client.get("/v2/health/live", headers={"X-Request-Id": "a b"})
-            assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["x-request-id"])
-
-    asyncio.run(scenario())
+    serve_in_process(published_repo, check, api_key="k3y")
