@@ -29,8 +29,9 @@ def load_sentences(path: str | os.PathLike[str] | None = None) -> list[str]:
 
 
 def shared_validation_csv() -> Path:
-    """../shared/data/sentiment/validation.csv beside the checkout, or $LABELWISE_SHARED_DATA's."""
-    root = os.environ.get("LABELWISE_SHARED_DATA")
+    """sentiment/validation.csv in the data folder training reads: $LABELWISE_DATA_DIR, else ../shared/data
+    beside the checkout."""
+    root = os.environ.get("LABELWISE_DATA_DIR")
     base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
     return base / "sentiment" / "validation.csv"
 

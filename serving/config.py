@@ -247,7 +247,10 @@ class ServingConfig(BaseSettings):
         "is replaced); short, because until Ray notices, a dead replica's traffic fails.",
     )
     api_key: str | None = Field(
-        default=None, min_length=1, description="Bearer token required on /v1 routes when set (never empty)."
+        default=None,
+        min_length=1,
+        description="Bearer token required on /v1 and the compatibility routes when set (never empty); the "
+        "health probes stay open.",
     )
 
     @field_validator("repository")

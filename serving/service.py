@@ -65,9 +65,10 @@ def top_labels(
     """Labels with scores, best first, at most top_k of them; `values` (the logits) replace the
     probabilities as scores, in the same order."""
     # Plain Python on a handful of labels: cheaper than numpy's per-call cost, once per text on the
-    # event loop. Ascending then reversed, as argsort()[::-1] orders ties.
+    # event loop. A stable sort on the negated score: equal scores keep label order, the lowest index first,
+    # as argmax (training's metrics, `labelwise evaluate`) picks.
     p = probs.tolist()
-    order = sorted(range(len(p)), key=p.__getitem__)[::-1]
+    order = sorted(range(len(p)), key=lambda i: -p[i])
     if top_k is not None:
         order = order[:top_k]
     scores = p if values is None else values.tolist()
@@ -223,7 +224,7 @@ class ClassifierService:
         if abstain:
             threshold = decision_threshold(loaded.manifest.metrics)
             answer["threshold"] = threshold
-            # the label results ranks first (on a tie argmax took the lowest index, the ranking the highest)
+            # the label results ranks first (on a tie the lowest index, as argmax)
             answer["decisions"] = [
                 ranked[0]["label"] if threshold is None or float(r.probs.max()) >= threshold else None
                 for ranked, r in zip(answer["results"], results, strict=True)

@@ -178,9 +178,10 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """../shared/data beside the checkout (real labeled data), or skip."""
+    """The real labeled data: $LABELWISE_DATA_DIR (as training reads it), else ../shared/data beside the
+    checkout; or skip."""
     path = Path(
-        os.environ.get("LABELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+        os.environ.get("LABELWISE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
     )
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")

@@ -901,7 +901,7 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
                 result = await within_timeout(
                     backend.classify(scenario, texts, None, truncate, True, False), config
                 )
-            if version is not None and str(result["version"]) != version:  # swapped while it ran
+            if version is not None and int(version) != result["version"]:  # swapped while it ran
                 raise UnknownScenarioError(
                     f"model {scenario!r} has no version {version!r} here (v{result['version']} answered)"
                 )

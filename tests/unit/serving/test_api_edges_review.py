@@ -105,6 +105,8 @@ def test_kserve_data_must_have_its_tensors_shape_and_versions_are_numbers(
             refused = await client.post(url, json=infer(shape, data))
             assert refused.status_code == 400 and problem in refused.json()["error"], (data, refused.text)
         assert (await client.get("/v2/models/frozen_two/versions/01/ready")).status_code == 200
+        padded = await client.post("/v2/models/frozen_two/versions/01/infer", json=infer([1], ["a"]))
+        assert padded.status_code == 200 and padded.json()["model_version"] == "1", padded.text
         assert (await client.get("/v2/models/frozen_two/versions/2/ready")).status_code == 404
         long = await client.get("/v2/models/frozen_two/versions/" + "1" * 5000 + "/ready")
         assert long.status_code == 404

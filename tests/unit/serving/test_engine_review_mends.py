@@ -59,14 +59,19 @@ def test_the_abstain_decision_is_the_label_ranked_first_on_a_tie(published_repo:
 
             loaded.head = tied
             try:
-                return await service.classify("frozen_two", ["the film was great"], 1, True, abstain=True)
+                answer = await service.classify(
+                    "frozen_two", ["the film was great"], None, True, abstain=True
+                )
+                return answer, list(loaded.manifest.labels)
             finally:
                 loaded.head = head
         finally:
             service.batcher.close()
 
-    answer = asyncio.run(scenario())
+    answer, labels = asyncio.run(scenario())
     assert answer["decisions"][0] == answer["results"][0][0]["label"]
+    # ties rank in label order, the lowest index first, as argmax (training's metrics, evaluate) picks
+    assert [r["label"] for r in answer["results"][0]] == labels
 
 
 def test_the_scenario_list_survives_a_poll_forgetting_a_scenario_meanwhile(
