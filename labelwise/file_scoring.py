@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,9 +51,10 @@ OUTPUT_FIELDS = ("row", "label", "score", "version")
 # What makes two runs the same run for resuming: the scenario, the input's file name and the column (not
 # the input's size: an input that grew is resumed, its new rows scored).
 RUN_IDENTITY = ("scenario", "input_name", "text_column")
-# And what the rows already scored were scored from: the record's digest of the first `scored_rows` input
-# texts (updated after every chunk) must be the input's now, or its scores would be of other texts.
-SCORED_ROWS, SCORED_DIGEST = "scored_rows", "scored_texts_sha256"
+# And what the rows already scored were scored from: the record keeps [rows, SHA-256 of the first `rows`
+# input texts] at the last two chunk boundaries, rewritten before each chunk's rows are written; a resume
+# checks the input against the larger one the output holds (see score_file).
+SCORED_TEXTS = "scored_texts_sha256"
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -367,16 +370,21 @@ class OutputFile:
                 "pass --overwrite to replace it, or choose another --output"
             )
 
-    def scored_digest(self) -> tuple[int, str] | None:
-        """(rows, digest of their texts) from the record of the run being resumed, where it has them."""
-        rows, digest = self.recorded.get(SCORED_ROWS), self.recorded.get(SCORED_DIGEST)
-        if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0 and isinstance(digest, str):
-            return rows, digest
-        return None
-
-    def record_scored(self, rows: int, digest: str) -> None:
-        """The run record, with the digest of the texts of the `rows` rows written so far."""
-        self._record_run({SCORED_ROWS: rows, SCORED_DIGEST: digest})
+    def scored_checkpoints(self) -> list[tuple[int, str]]:
+        """[(rows, digest of their texts)] from the record of the run being resumed (none in a record
+        written before digests were kept)."""
+        pairs = self.recorded.get(SCORED_TEXTS)
+        if not isinstance(pairs, list):
+            return []
+        return [
+            (p[0], p[1])
+            for p in pairs
+            if isinstance(p, list)
+            and len(p) == 2
+            and type(p[0]) is int
+            and p[0] >= 0
+            and isinstance(p[1], str)
+        ]
 
     def _record_run(self, scored: dict[str, Any] | None = None) -> None:
         if self.run is None:
@@ -461,7 +469,10 @@ class OutputFile:
                 rows.append(record[0] if record else "")
                 whole = buffer.tell()
         except csv.Error:
-            if buffer.tell() < len(text):  # not the end cut short: a broken record before it
+            # Only a kill inside the next row's quoted label: its number, a comma, an open quote and the
+            # label so far, with no record end (\r\n, the writer's) in it. Anything else (an unclosed quote
+            # before the last row swallowing the rows after it, bad quoting) is not a cut.
+            if not re.fullmatch(rf'{len(rows)},"(?:[^"\r]|""|\r(?!\n))*', text[whole:]):
                 raise
         return rows, whole
 
@@ -492,8 +503,14 @@ class OutputFile:
             "pass --overwrite to replace it"
         )
 
-    def append(self, first_row: int, scored: list[Scored]) -> None:
+    def append(
+        self, first_row: int, scored: list[Scored], checkpoints: list[tuple[int, str]] | None = None
+    ) -> None:
+        """The rows, flushed; `checkpoints` (the digests before and after them) go into the run record
+        first, so that whatever a kill leaves, the record has a digest at most as far as the output."""
         self._open()
+        if checkpoints:
+            self._record_run({SCORED_TEXTS: [list(c) for c in checkpoints]})
         for i, s in enumerate(scored, start=first_row):
             if self._csv is not None:
                 self._csv.writerow((i, s.label, f"{s.score:.6g}", s.version))
@@ -743,14 +760,16 @@ class ScoreSummary:
 
 
 class _TextsDigest:
-    """A running SHA-256 of the texts read so far, in order, checked against a resumed output's record
-    once as many rows are read as the record covers."""
+    """A running SHA-256 of the texts read so far, in order: checked against `expected` (a resumed
+    output's checkpoint) once that many rows are read, and noted at `mark` rows (where this run starts)."""
 
-    def __init__(self, output: Path, expected: tuple[int, str] | None) -> None:
+    def __init__(self, output: Path, expected: tuple[int, str] | None, mark: int = 0) -> None:
         self.output = output
-        self.expected = expected
+        self.expected = expected if expected is not None and expected[0] > 0 else None
+        self.mark = mark
         self.rows = 0
         self._sha = hashlib.sha256()
+        self.marked = self.hexdigest() if mark == 0 else None
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -760,6 +779,8 @@ class _TextsDigest:
             data = text.encode("utf-8", "surrogatepass")
             self._sha.update(len(data).to_bytes(8, "little") + data)
             self.rows += 1
+            if self.rows == self.mark:
+                self.marked = self.hexdigest()
             if self.expected is not None and self.rows == self.expected[0]:
                 if self.hexdigest() != self.expected[1]:
                     raise UsageError(
@@ -769,6 +790,22 @@ class _TextsDigest:
                     )
                 self.expected = None
             yield text
+
+
+def _checkpoint(pairs: list[tuple[int, str]], rows: int, output: Path) -> tuple[int, str] | None:
+    """The record's checkpoint to check a resume of an output holding `rows` rows against: the largest at
+    most `rows` (a kill between the record and the rows leaves the record one chunk ahead). None without
+    checkpoints; UsageError when every one is past the output (it was cut, or lost rows it had written)."""
+    if not pairs:
+        return None
+    fits = [p for p in pairs if p[0] <= rows]
+    if not fits:
+        raise UsageError(
+            f"--output {output} holds {rows} rows, fewer than the {min(p[0] for p in pairs)} its run record "
+            "says were written: it was cut, or not all of it reached the disk; pass --overwrite to score the "
+            "file again"
+        )
+    return max(fits)
 
 
 def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
@@ -823,19 +860,22 @@ def score_file(
     }
     out = OutputFile(output_path, overwrite=overwrite, run=run)
     skipped = out.done
-    expected = out.scored_digest()
-    digest = _TextsDigest(output_path, expected if expected is not None and expected[0] <= skipped else None)
+    check = _checkpoint(out.scored_checkpoints(), skipped, output_path)
+    digest = _TextsDigest(output_path, check, mark=skipped)
     texts = digest.read(texts)
     if out.complete_rows is not None:
-        # Exact, by the reader (which checks the digest): newlines over-count a CSV with multi-line fields.
-        parquet_input = file_format(input_path, "--input") == "parquet"
-        rows = total if parquet_input and digest.expected is None else sum(1 for _ in texts)
+        if file_format(input_path, "--input") == "parquet":  # its footer counts: read only what is checked
+            for _ in itertools.islice(texts, check[0] if check else 0):
+                pass
+            rows = total
+        else:  # exact, by the reader (which checks the digest): newlines over-count multi-line CSV fields
+            rows = sum(1 for _ in texts)
         if rows is not None and out.complete_rows > rows:
             raise out._foreign(f"it holds {out.complete_rows} rows, more than the input's {rows}")
         if rows is None or out.complete_rows == rows:
             return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
         out.reopen_complete()  # the input has grown since: score its new rows
-        digest = _TextsDigest(output_path, None)  # checked above, on the whole read
+        digest = _TextsDigest(output_path, None, mark=skipped)  # checked above
         texts = digest.read(read_texts(input_path, text_column))
     start = time.perf_counter()
     # The scorer is made (the model loaded, or the server asked) on the first chunk, and the output is
@@ -848,9 +888,14 @@ def score_file(
             if scorer is None:
                 scorer = make_scorer()
                 start = time.perf_counter()  # throughput counts scoring, not loading the model
-            out.append(first, scorer.score(chunk))
-            if digest.rows == out.done:  # it has read exactly the rows written (not past a bad row)
-                out.record_scored(out.done, digest.hexdigest())
+            scored = scorer.score(chunk)
+            # The digests before and after the chunk, recorded before its rows are written: the reader has
+            # read exactly through the chunk's last row (not past a bad row: it raised before counting it).
+            after = (digest.rows, digest.hexdigest()) if digest.rows == first + len(chunk) else None
+            before = (first, digest.marked) if digest.marked is not None and first == digest.mark else None
+            out.append(first, scored, [c for c in (before, after) if c is not None] or None)
+            if after is not None:
+                digest.mark, digest.marked = after
             if on_progress is not None:
                 on_progress(out.done, total)
     except InputRowError as exc:

@@ -491,3 +491,86 @@ def test_a_csv_output_cut_inside_a_label_with_a_line_break_resumes_from_the_last
     summary = score_file(source, partial, "toy", BrokenLabel)
     assert (summary.rows_skipped, summary.rows_scored) == (5, 5)
     assert partial.read_bytes() == data
+
+
+def _cut_output(out: Path, rows: int) -> None:
+    """Keep the output's first `rows` rows, as a kill after the run record's write and before the rows'
+    (or a disk that lost what was not yet written) leaves it."""
+    lines = out.read_text().splitlines(keepends=True)
+    header = 1 if out.suffix == ".csv" else 0
+    out.write_text("".join(lines[: header + rows]))
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv"])
+def test_an_edit_in_a_chunk_whose_record_was_written_but_not_its_rows_is_still_caught(
+    tmp_path: Path, fmt_out: str
+) -> None:
+    """The digest was recorded after a chunk's rows: a kill between the two left the last chunk unchecked,
+    and the resume's record then vouched for the edited text. It is recorded first now, before and after
+    the chunk, and the resume checks the larger checkpoint the output holds."""
+    source = _write(tmp_path / "in.jsonl", TEXTS[:300])
+    out = tmp_path / f"out{fmt_out}"
+    score_file(source, out, "toy", LengthScorer, batch_rows=100)
+    record = json.loads((tmp_path / f".out{fmt_out}.classify.json").read_text())
+    assert [rows for rows, _sha in record["scored_texts_sha256"]] == [200, 300]
+    _cut_output(out, 200)  # the last chunk's record is there, its rows are not
+    edited = [*TEXTS[:300]]
+    edited[150] = "edited in the last chunk the output holds"
+    _write(source, edited)
+    with pytest.raises(UsageError, match=r"first 200 rows, but those rows hold other texts"):
+        score_file(source, out, "toy", LengthScorer, batch_rows=100)
+    edited[150], edited[250] = TEXTS[150], "edited past what the output holds"
+    _write(source, edited)
+    scorer = LengthScorer()
+    summary = score_file(source, out, "toy", lambda: scorer, batch_rows=100)
+    assert (summary.rows_skipped, summary.rows_scored) == (200, 100) and scorer.seen == edited[200:]
+
+
+def test_an_output_holding_fewer_rows_than_its_record_says_were_written_is_refused(tmp_path: Path) -> None:
+    """The check was dropped when the record was past the output (cut by hand, rows lost on disk)."""
+    source = _write(tmp_path / "in.jsonl", TEXTS[:300])
+    out = tmp_path / "out.jsonl"
+    score_file(source, out, "toy", LengthScorer, batch_rows=100)
+    _cut_output(out, 150)
+    with pytest.raises(
+        UsageError, match=r"holds 150 rows, fewer than the 200 its run record says were written"
+    ):
+        score_file(source, out, "toy", LengthScorer, batch_rows=100)
+    assert score_file(source, out, "toy", LengthScorer, overwrite=True).rows_scored == 300
+
+
+@pytest.mark.parametrize(
+    ("row", "broken"), [(3, '3,"odd,0.5,1\r\n'), (9, '9,"odd"x,0.5,1\r\n')], ids=["middle", "last"]
+)
+def test_a_csv_output_with_a_broken_row_is_refused_not_cut_there(
+    tmp_path: Path, row: int, broken: str
+) -> None:
+    """Any quoting error that ran to the end was taken for a kill's cut: the rows after an unclosed quote
+    were dropped and scored again, and a last row with bad quoting silently rescored."""
+    source = _write(tmp_path / "in.jsonl", TEXTS[:10])
+    out = tmp_path / "out.csv"
+    score_file(source, out, "toy", LengthScorer)
+    lines = out.read_text().splitlines(keepends=True)
+    lines[1 + row] = broken
+    out.write_text("".join(lines))
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match=r"out\.csv exists and is not a partial output"):
+        score_file(source, out, "toy", LengthScorer)
+    assert out.read_bytes() == before
+
+
+def test_a_finished_parquet_output_of_a_parquet_input_that_grew_with_a_bad_row_keeps_the_new_rows(
+    tmp_path: Path,
+) -> None:
+    """The digest check read the whole grown input first, so a bad new row failed before any new row was
+    scored, without saying where the rows before it went."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": TEXTS[:30]}), source)
+    out = tmp_path / "out.parquet"
+    score_file(source, out, "toy", LengthScorer)
+    pq.write_table(pa.table({"text": [*TEXTS[:35], None, *TEXTS[36:40]]}), source)
+    with pytest.raises(InputRowError, match=r"row 36: .*the 35 row\(s\) before it are in"):
+        score_file(source, out, "toy", LengthScorer)
