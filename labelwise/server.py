@@ -433,11 +433,12 @@ def run_server(
     with the last of it (ServeStartError, exit 1)."""
     if start_timeout_s is None:
         start_timeout_s = start_timeout_from_env()
-    from serving.ports import check_port_free
+    from serving.ports import hold_port
 
     # Before Ray starts: the servers bind with SO_REUSEPORT, so a second one on a port in use would not
-    # fail but share its connections with whatever listens there.
-    check_port_free(host, port)
+    # fail but share its connections with whatever listens there. The port stays held until this returns
+    # (a serve started meanwhile is refused), its own replicas binding beside the held socket.
+    hold_port(host, port)
     # Ray's GCS, raylet and workers are children of this process: stop them on every way out, including
     # SIGTERM (kill, docker stop, systemd), which would otherwise end this process without cleanup.
     stop_signals = raise_on_stop_signals() if block else None

@@ -471,12 +471,15 @@ def stop_local_ray() -> None:
     down under it (_shutdown_serve)."""
     import ray
 
+    from .ports import release_held_ports
+
     try:
         if ray.is_initialized():
             _shutdown_serve()
     finally:
         ray.shutdown()
         _remove_owned_temp_root()
+        release_held_ports()  # the port `labelwise serve` held while it served
 
 
 # How long Serve's controller may take to stop every replica (Serve's own serve.shutdown bound).

@@ -43,6 +43,34 @@ def test_a_port_in_use_is_refused(listener: int) -> None:
     check_port_free("127.0.0.1", free_loopback_port())
 
 
+def test_a_held_port_refuses_another_serves_check_and_admits_this_runs_replicas() -> None:
+    """`labelwise serve` only checked the port: a second serve started while the first's Ray came up
+    passed the check, and both servers' replicas bound the port (SO_REUSEPORT), splitting its traffic."""
+    from serving.ports import hold_port, release_held_ports
+
+    port = free_loopback_port()
+    hold_port("127.0.0.1", port)
+    try:
+        with pytest.raises(UsageError, match=f"127.0.0.1:{port} is in use"):
+            check_port_free("127.0.0.1", port)  # what a second serve runs first
+        with pytest.raises(UsageError, match="is in use"):
+            hold_port("127.0.0.1", port)
+        # this run's replica binds beside the held socket, as Ray's servers do (SO_REUSEPORT), and gets
+        # the connections: the held socket never listens
+        with socket.socket() as replica:
+            replica.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            replica.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            replica.bind(("127.0.0.1", port))
+            replica.listen()
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    conn, _addr = replica.accept()
+                    conn.close()
+    finally:
+        release_held_ports()
+    check_port_free("127.0.0.1", port)  # released with the server's stop
+
+
 def test_the_demo_refuses_a_port_in_use_before_training(listener: int, tmp_path: Path) -> None:
     start = time.monotonic()
     done = subprocess.run(
