@@ -31,6 +31,7 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_repository.layout import is_number
 from model_repository.text import lone_surrogate_at
 
 from ..config import ServingConfig
@@ -619,8 +620,9 @@ V2_OUTPUTS: dict[str, tuple[str, bool]] = {
 
 
 def _version_number(version: str) -> bool:
-    """Whether a /versions/{version} path segment is a version number (ASCII digits, within an int64)."""
-    return version.isascii() and version.isdigit() and len(version) <= 18
+    """Whether a /versions/{version} path segment is a version number (a version folder's name, within an
+    int64: int() of thousands of digits raises)."""
+    return is_number(version) and len(version) <= 18
 
 
 def _elements(data: list[Any], shape: list[int]) -> list[Any]:
