@@ -815,7 +815,10 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     async def ready() -> dict[str, bool]:
         readiness = await backend.readiness()
         if not readiness["ready"]:
-            raise NotReadyError(f"not ready: {len(readiness['missing'])} scenarios still loading")
+            # the names /readyz lists: a scenario may be loading, or absent from the repository
+            missing = readiness["missing"]
+            named = ", ".join(missing[:10]) + (f", … ({len(missing)} in all)" if len(missing) > 10 else "")
+            raise NotReadyError(f"not ready: not loaded: {named} (see /readyz)")
         return {"ready": True}
 
     # HEAD wherever GET (routes.probe_routes), each a route of its own out of the schema
