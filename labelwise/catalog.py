@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from model_repository import Manifest, ManifestError, ModelRepository, RepositoryError, check_alias_name
@@ -55,7 +51,8 @@ def promote(
 ) -> int | str | None:
     """Point alias at version (verified first); return the version it pointed at before: None for a new
     alias, UNREADABLE for an alias file that could not be read (it is overwritten). Only this alias is
-    read. Promotes of one scenario on a local repository run one at a time (`_alias_lock`).
+    read. Alias writes of one scenario on a local repository run one at a time
+    (`ModelRepository.alias_lock`).
 
     A version no replica can load (torch weights only: `--export none`), or no CPU replica (fp16 graphs
     only), is refused, RepositoryError naming it: every replica polling the alias would refuse it, and new
@@ -65,28 +62,10 @@ def promote(
     problem = serving_problem(repo.load_manifest(scenario, version))
     if problem is not None:
         raise RepositoryError(f"not pointing {scenario} {alias} at v{version}: {problem}")
-    with _alias_lock(repo, scenario):
+    with repo.alias_lock(scenario):
         try:
             before: int | str | None = repo.alias_version(scenario, alias)
         except ManifestError:
             before = UNREADABLE
         repo.set_alias(scenario, alias, version)
     return before
-
-
-@contextlib.contextmanager
-def _alias_lock(repo: ModelRepository, scenario: str) -> Iterator[None]:
-    """Promotes of one scenario one at a time, on a local repository (an exclusive flock on the scenario's
-    folder): each reads the alias, verifies its version (seconds to minutes) and writes, so a slow promote
-    started first overwrote a rollback started after it, both answering exit 0. An object store has no
-    such lock: its writes stay last-writer-wins (docs/artifacts.md)."""
-    folder = repo.scenario_path(scenario)
-    if type(repo) is not ModelRepository or not folder.is_dir():
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock

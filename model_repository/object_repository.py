@@ -139,6 +139,11 @@ class ObjectStoreRepository(ModelRepository):
     0 or unset: 3); a bad value is refused here too, by name, before the store is asked.
     """
 
+    @contextlib.contextmanager
+    def alias_lock(self, scenario: str) -> Iterator[None]:
+        """No lock on an object store: its alias writes stay last-writer-wins (docs/artifacts.md)."""
+        yield
+
     def __init__(
         self,
         root: str | os.PathLike[str] | None = None,

@@ -632,6 +632,25 @@ class ModelRepository:
         self.verify(scenario, version)
         self._write_alias(scenario, alias, int(version))
 
+    @contextlib.contextmanager
+    def alias_lock(self, scenario: str) -> Iterator[None]:
+        """Alias writes of one scenario one at a time, on a local repository: an exclusive flock on the
+        scenario's folder, held by whoever reads an alias, verifies a version (seconds to minutes) and
+        writes it (`labelwise promote`/`rollback`, `labelwise train --alias`), so that a slow write
+        started first cannot overwrite one started after it. Not re-entrant (a second flock from this
+        process waits for the first). An object store has no such lock (ObjectStoreRepository): its
+        writes stay last-writer-wins (docs/artifacts.md)."""
+        folder = self.scenario_path(scenario)
+        if not folder.is_dir():
+            yield
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write_alias(self, scenario: str, alias: str, version: int) -> None:
         folder = self.scenario_path(scenario) / ALIASES_DIR
         folder.mkdir(exist_ok=True)

@@ -116,19 +116,28 @@ def publish_run(
     version = draft.manifest.version
     log.info("published %s v%d to %s", scenario, version, repository.root)
     if alias:
-        # Published from here on: a failure says so, or a retry would publish the same run again.
-        published = f"{scenario} v{version} was published; pointing {alias} at it failed"
-        problem = serving_problem(draft.manifest)
-        if problem is not None:
-            raise RepositoryError(f"{published}: {problem}")
-        try:
-            repository.set_alias(scenario, alias, version)
-        except Exception as exc:
-            raise RepositoryError(
-                f"{published}: {type(exc).__name__}: {exc} (run `labelwise promote --scenario {scenario} "
-                f"--version {version} --alias {alias}` to retry)"
-            ) from exc
+        point_alias(repository, draft.manifest, alias)
     return draft.manifest
+
+
+def point_alias(repository: ModelRepository, manifest: Manifest, alias: str) -> None:
+    """Point alias at a version just published (`labelwise train --alias`), under the scenario's alias
+    lock as `labelwise promote` takes it: a promote or rollback started before it is not overwritten by
+    it. A failure is RepositoryError saying that the version was published and how to promote it, so
+    that a retry does not publish the same run again."""
+    scenario, version = manifest.scenario, manifest.version
+    published = f"{scenario} v{version} was published; pointing {alias} at it failed"
+    problem = serving_problem(manifest)
+    if problem is not None:
+        raise RepositoryError(f"{published}: {problem}")
+    try:
+        with repository.alias_lock(scenario):
+            repository.set_alias(scenario, alias, version)
+    except Exception as exc:
+        raise RepositoryError(
+            f"{published}: {type(exc).__name__}: {exc} (run `labelwise promote --scenario {scenario} "
+            f"--version {version} --alias {alias}` to retry)"
+        ) from exc
 
 
 def _refuse_collapsed(result: TrainedModel) -> None:

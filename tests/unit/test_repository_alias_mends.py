@@ -246,12 +246,18 @@ def test_promote_says_an_unreadable_alias_was_rewritten_and_list_flags_an_unpubl
     assert listed["scenarios"][0]["unpublished"] == ["canary"]
 
 
-def test_promotes_of_one_scenario_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("first", ["promote", "train --alias"])
+def test_promotes_of_one_scenario_run_one_at_a_time(
+    first: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A slow promote (verifying its version) started first overwrote a rollback started after it: both
-    exit 0, the rollback undone. With the scenario locked, the rollback waits and writes last."""
+    exit 0, the rollback undone. With the scenario locked, the rollback waits and writes last. So does a
+    rollback started while `labelwise train --alias` points the alias at the version it just published
+    (training.publish.point_alias, which wrote without the lock)."""
     import threading
 
     from labelwise.catalog import promote
+    from training.publish import point_alias
 
     repo = ModelRepository(tmp_path)
     publish_servable(repo, "spam", b"v1")
@@ -267,7 +273,11 @@ def test_promotes_of_one_scenario_run_one_at_a_time(tmp_path: Path, monkeypatch:
         return verify(self, scenario, version, bases)
 
     monkeypatch.setattr(ModelRepository, "verify", slow_verify)
-    slow = threading.Thread(target=promote, args=(ModelRepository(tmp_path), "spam", 2))
+    if first == "promote":
+        slow = threading.Thread(target=promote, args=(ModelRepository(tmp_path), "spam", 2))
+    else:
+        published = repo.load_manifest("spam", 2)
+        slow = threading.Thread(target=point_alias, args=(ModelRepository(tmp_path), published, "production"))
     slow.start()
     assert verifying.wait(10)
     rollback = threading.Thread(target=promote, args=(ModelRepository(tmp_path), "spam", 1))
