@@ -224,6 +224,28 @@ class ScenarioRegistry:
             logger.log(level, "scenario %s: %s", state.name, message)
         state.last_error = message
 
+    def _alias_moved(self, state: ScenarioState, target: int) -> int | str | None:
+        """What the alias names now, when that is no longer `target` (the version just loaded); None when
+        it still names it, or when it cannot be read now (the load stands, as it would have)."""
+        try:
+            now = self.repo.resolve(state.name, state.alias)
+        except AliasNotFoundError:
+            return "nothing"
+        except (RepositoryError, ValueError, KeyError, TypeError):
+            return None
+        return None if now == target else now
+
+    def _drop_unswapped(self, loaded: LoadedScenario, previous: LoadedScenario | None) -> None:
+        """Undo what loading `loaded` did outside the registry: in lora_mode shared its row replaced the
+        serving version's row in their multi-adapter table (put back), or joined a table of its own
+        (dropped)."""
+        if loaded.shared is None:
+            return
+        if previous is not None and previous.shared is loaded.shared and previous.adapter is not None:
+            loaded.shared.install(previous.name, previous.version, previous.adapter)
+        else:
+            self._forget_row(loaded)
+
     def _fingerprint(self, state: ScenarioState, version: int) -> tuple:
         """What must change for a refused version to be tried again: its files or the alias file."""
         return self.repo.fingerprint(state.name, version, state.alias)
@@ -266,6 +288,20 @@ class ScenarioRegistry:
             self._note_error(state, f"REFUSED v{target}: {exc} ({kept})", logging.ERROR)
             return LoadEvent(state.name, target, current, refused=True)
         previous = state.loaded
+        moved_to = self._alias_moved(state, target)
+        if moved_to is not None:
+            # Rolled back (or promoted again) during the load, which can take minutes: the version the
+            # alias no longer names is not swapped in; the next poll serves what it names now.
+            self._drop_unswapped(loaded, previous)
+            logger.info(
+                "scenario %s: v%s loaded, but %s names %s now: not swapped in (%s)",
+                state.name,
+                target,
+                state.alias,
+                f"v{moved_to}" if isinstance(moved_to, int) else moved_to,
+                f"v{current} keeps serving" if current else "nothing is serving it",
+            )
+            return None
         state.loaded, state.refused, state.last_error, state.refusals = loaded, None, None, 0
         if previous is not None and previous.shared is not loaded.shared:
             # it left that multi-adapter table (now a merged or full graph, or another base's table)

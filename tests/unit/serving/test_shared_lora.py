@@ -272,3 +272,49 @@ def test_a_scenario_that_leaves_the_shared_table_leaves_no_row(
     registry.poll_once()
     assert registry.get("lora_two").shared is None
     assert shared.hosted == {"lora_three": 1} and shared.table.rows == 1
+
+
+@pytest.mark.parametrize("mode", ["merged", "shared"])
+def test_a_rollback_made_while_the_promoted_version_loads_holds(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A load takes seconds to minutes (verify, download, warm-up). The alias rolled back to the serving
+    version meanwhile: the version it no longer names is not swapped in (it was, and served until the
+    next poll, which then loaded the old version again), and in shared mode the table holds the serving
+    version's row again."""
+    import shutil
+
+    import serving.engine.registry as registry_module
+    from serving.engine import ScenarioRegistry
+
+    local = ModelRepository(shutil.copytree(repo.root, tmp_path / "repo"))
+    local.set_alias("lora_two", "production", 1)
+    local.set_alias("lora_three", "production", 1)  # its row shares the table in shared mode
+    scenarios = {"lora_two": "production", "lora_three": "production"}
+    registry = ScenarioRegistry(local, scenarios, "production", engine_settings(mode))
+    registry.poll_once()
+    serving_v1 = registry.get("lora_two")
+    assert serving_v1.version == 1
+    load = registry_module.load_scenario
+
+    def load_then_roll_back(repository, name, version, *args, **kwargs):  # type: ignore[no-untyped-def]
+        loaded = load(repository, name, version, *args, **kwargs)
+        if (name, version) == ("lora_two", 2):
+            local.set_alias("lora_two", "production", 1)  # the rollback, while v2 loads
+        return loaded
+
+    monkeypatch.setattr(registry_module, "load_scenario", load_then_roll_back)
+    local.set_alias("lora_two", "production", 2)
+    assert registry.poll_once() == []
+    assert registry.get("lora_two") is serving_v1  # kept, not loaded again
+    if mode == "shared":
+        assert serving_v1.shared.hosted == {"lora_three": 1, "lora_two": 1}
+        assert ("lora_two", 1) in serving_v1.shared.table.row_of
+    assert registry.poll_once() == []  # nothing left to load: the alias names what serves
+    assert registry.get("lora_two") is serving_v1
+
+    monkeypatch.setattr(registry_module, "load_scenario", load)
+    local.set_alias("lora_two", "production", 2)  # a promote that stands is swapped in as before
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.previous) for e in events] == [("lora_two", 2, 1)]
+    assert registry.get("lora_two").version == 2
