@@ -744,6 +744,19 @@ def _has_model_repository(template: dict[str, Any]) -> bool:
         # Replicas that ask for no CPU fit the head too.
         ({"serve": {"args": {"num_cpus": 0.0}}}, True),
         ({"serve": {"deployments": [{"name": "labelwise", "ray_actor_options": {"num_cpus": 0}}]}}, True),
+        # Two of them (a separate ingress and its classifier): still once ("truetrue" read as false).
+        (
+            {
+                "serve": {
+                    "args": {"ingress_mode": "separate"},
+                    "deployments": [
+                        {"name": "labelwise", "ray_actor_options": {"num_cpus": 0}},
+                        {"name": "labelwise-classifier", "ray_actor_options": {"num_cpus": 0}},
+                    ],
+                }
+            },
+            True,
+        ),
     ],
 )
 def test_the_head_gets_the_model_repository_only_when_replicas_may_run_there(

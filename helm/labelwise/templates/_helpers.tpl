@@ -97,11 +97,14 @@ true
 {{- else if and (hasKey .Values.serve.args "num_cpus") (eq (float64 .Values.serve.args.num_cpus) 0.0) -}}
 true
 {{- else -}}
+{{- /* once, however many deployments ask for no CPU ("truetrue" read as false) */ -}}
+{{- $zero := false -}}
 {{- range .Values.serve.deployments }}
 {{- with .ray_actor_options }}
-{{- if and (hasKey . "num_cpus") (eq (float64 .num_cpus) 0.0) }}true{{ end }}
+{{- if and (hasKey . "num_cpus") (eq (float64 .num_cpus) 0.0) }}{{ $zero = true }}{{ end }}
 {{- end }}
 {{- end }}
+{{- if $zero }}true{{ end }}
 {{- end -}}
 {{- end -}}
 
