@@ -153,6 +153,24 @@ class ScenarioConfig(_Strict):
         default=None, description="What `labelwise tune` searches; None uses the default space."
     )
 
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _over_strategy_defaults(cls, strategies: Any) -> Any:
+        """A strategy block given in part keeps that strategy's defaults for the fields it leaves out:
+        `frozen: {learning_rate: 0.001}` trains 200 epochs at batch 64 as the frozen defaults do, not the
+        3 epochs at batch 16 of a bare StrategyParams (which it did, without a word). A block that lists
+        every field (a recorded config read again) is unchanged."""
+        if not isinstance(strategies, dict):
+            return strategies
+        defaults = _default_strategies()
+        merged = {}
+        for name, block in strategies.items():
+            given = block.model_dump(exclude_unset=True) if isinstance(block, StrategyParams) else block
+            if name in defaults and isinstance(given, dict):
+                given = {**defaults[name].model_dump(exclude_unset=True), **given}
+            merged[name] = given
+        return merged
+
     @field_validator("labels", mode="before")
     @classmethod
     def _integer_labels(cls, labels: Any) -> Any:

@@ -310,3 +310,28 @@ def test_runs_made_in_the_same_second_get_folders_of_their_own() -> None:
     assert first.output_dir != second.output_dir
     assert first.output_dir.parent == second.output_dir.parent
     assert f"-p{os.getpid()}" in first.output_dir.name and second.output_dir.name.startswith("lora-")
+
+
+def test_a_strategy_block_given_in_part_keeps_that_strategys_defaults() -> None:
+    """`frozen: {learning_rate: 0.001}` changed the rate and silently dropped the frozen defaults (200 epochs
+    at batch 64, weight decay 0.05) for a bare StrategyParams' 3 epochs at batch 16."""
+    from training.config import ScenarioConfig, StrategyParams, _default_strategies
+
+    config = ScenarioConfig(
+        name="partial",
+        labels=["a", "b"],
+        strategies={"frozen": {"learning_rate": 0.001}, "full": StrategyParams(num_train_epochs=5)},
+    )
+    frozen, full, lora = (config.strategies[s] for s in ("frozen", "full", "lora"))  # type: ignore[index]
+    assert (frozen.learning_rate, frozen.num_train_epochs, frozen.batch_size, frozen.weight_decay) == (
+        0.001,
+        200,
+        64,
+        0.05,
+    )
+    assert (full.learning_rate, full.head_learning_rate, full.num_train_epochs) == (1e-4, 1e-3, 5)
+    assert lora == _default_strategies()["lora"]
+    # A block that lists every field (a recorded config read again) is taken as it is.
+    whole = StrategyParams(learning_rate=0.5).model_dump()
+    again = ScenarioConfig(name="partial", labels=["a", "b"], strategies={"frozen": whole})
+    assert again.strategies["frozen"].model_dump() == whole  # type: ignore[index]
