@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,10 @@ from model_repository.text import TextNormalization
 
 from .errors import ScenarioConfigError
 from .tuning.space import SearchSpace
+
+log = logging.getLogger(__name__)
+# The validation file a scenario names by default: when a dataset lacks it, train is split instead.
+DEFAULT_VALIDATION_FILE = "validation.csv"
 
 if TYPE_CHECKING:
     from model_repository import Manifest
@@ -105,8 +110,9 @@ class ScenarioConfig(_Strict):
         description="Train file (csv, jsonl, json or parquet); relative paths are under <data_dir>/<name>/.",
     )
     validation_file: str | None = Field(
-        default="validation.csv",
-        description="Validation file; when it does not exist a stratified split of train is used.",
+        default=DEFAULT_VALIDATION_FILE,
+        description="Validation file; when a validation.csv named here does not exist, a stratified split of "
+        "train is used (another name that does not exist is refused); null: always the split.",
     )
     validation_split: float = Field(
         default=0.1, gt=0, lt=0.5, description="Share of train held out when no validation file is given."
@@ -331,6 +337,13 @@ def custom_scenario(
     return _validate({"name": name, "labels": list(labels), **settings}, f"scenario {name!r}")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _resolve_file(value: str | None, scenario: ScenarioConfig, data_dir: Path) -> Path | None:
     if value is None:
         return None
@@ -413,6 +426,15 @@ def make_train_config(
         # --data without --validation-data: a sibling validation file when present, else a split.
         sibling = train_path.with_name("validation" + train_path.suffix)
         val_path = Path(validation_data) if validation_data else (sibling if sibling.is_file() else None)
+        if not validation_data and val_path is not None:
+            if _same_file(val_path, train_path):
+                # the train file is itself validation.csv: scoring a run on its own train rows says nothing
+                log.warning(
+                    "validation: a split of %s (the train file is its own sibling validation file)", data
+                )
+                val_path = None
+            else:
+                log.info("validation: %s, beside the train file (--validation-data names another)", val_path)
     else:
         train_path = _resolve_file(scenario.train_file, scenario, root)  # type: ignore[assignment]
         val_path = (
@@ -421,6 +443,13 @@ def make_train_config(
             else _resolve_file(scenario.validation_file, scenario, root)
         )
         if val_path is not None and not val_path.exists() and not validation_data:
+            if Path(str(scenario.validation_file)).name != DEFAULT_VALIDATION_FILE:
+                # a name of the scenario's own (a typo?) is not replaced by a split without a word
+                raise ScenarioConfigError(
+                    f"scenario {scenario.name!r}: validation_file {scenario.validation_file!r} does not "
+                    f"exist ({val_path}): fix the name, or set validation_file: null to hold out "
+                    f"{scenario.validation_split:.0%} of train"
+                )
             val_path = None  # the scenario names a default that this dataset lacks: split train instead
     if output_dir is None:
         output_dir = default_runs_dir() / scenario.name / default_run_name(strategy)

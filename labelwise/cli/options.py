@@ -18,7 +18,10 @@ BaseModelOpt = typer.Option(
 )
 DataOpt = typer.Option(None, "--data", help="Train file (csv, jsonl, parquet); overrides the scenario's.")
 ValDataOpt = typer.Option(
-    None, "--validation-data", help="Validation file; default: the scenario's, else a split."
+    None,
+    "--validation-data",
+    help="Validation file; default: with --data, validation.<ext> beside it (not the train file itself), "
+    "else the scenario's; else a split of train.",
 )
 DataDirOpt = typer.Option(
     None,

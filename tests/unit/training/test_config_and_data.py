@@ -335,3 +335,34 @@ def test_a_strategy_block_given_in_part_keeps_that_strategys_defaults() -> None:
     whole = StrategyParams(learning_rate=0.5).model_dump()
     again = ScenarioConfig(name="partial", labels=["a", "b"], strategies={"frozen": whole})
     assert again.strategies["frozen"].model_dump() == whole  # type: ignore[index]
+
+
+def test_a_validation_file_the_scenario_names_that_is_missing_is_refused_not_split(tmp_path: Path) -> None:
+    """A validation_file of the scenario's own naming (here a typo) became a random split of train without a
+    word; only the default validation.csv falls back to a split when the dataset lacks it."""
+    write_rows(tmp_path / "data" / "train.csv", [("good", "pos"), ("bad", "neg")] * 10)
+    typo = custom_scenario("typo", ["pos", "neg"], tmp_path / "data", validation_file="valdation.csv")
+    with pytest.raises(ScenarioConfigError, match=r"valdation\.csv.*does not exist.*validation_file: null"):
+        make_train_config(typo, "full", output_dir=tmp_path / "run")
+    default = custom_scenario("default", ["pos", "neg"], tmp_path / "data", validation_file="validation.csv")
+    assert make_train_config(default, "full", output_dir=tmp_path / "run").validation_path is None
+
+
+def test_data_that_is_itself_validation_csv_is_not_its_own_validation_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--data x/validation.csv took its sibling validation.csv, i.e. itself: the run chose its checkpoint and
+    reported metrics on its own train rows. A real sibling is still taken, and the log says so."""
+    import logging
+
+    rows = [("good", "pos"), ("bad", "neg")] * 10
+    train = write_rows(tmp_path / "data" / "train.csv", rows)
+    validation = write_rows(tmp_path / "data" / "validation.csv", rows[:4])
+    with caplog.at_level(logging.INFO, logger="training.config"):
+        itself = make_train_config("spam", "full", data=validation, output_dir=tmp_path / "run")
+        beside = make_train_config("spam", "full", data=train, output_dir=tmp_path / "run")
+    assert itself.validation_path is None  # a split of the file
+    assert beside.validation_path == validation.absolute()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("its own sibling validation" in m for m in messages), messages
+    assert any(f"validation: {validation}, beside the train file" in m for m in messages), messages
