@@ -156,6 +156,11 @@ def load_tokenizer(base: ResolvedBase) -> Any:
         raise BaseModelNotFoundError(
             f"base model {base.id}: no fast tokenizer (tokenizer.json) to serve with"
         )
+    # As serving cuts and pads (serving/engine/tokenize.py: the end of a long text is dropped, padding goes
+    # after the tokens): a base whose tokenizer_config says "left" trained and scored on other ids than a
+    # replica reads. The version's saved tokenizer records "right" too.
+    tokenizer.truncation_side = "right"
+    tokenizer.padding_side = "right"
     return tokenizer
 
 

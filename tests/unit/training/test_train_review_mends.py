@@ -176,3 +176,30 @@ def test_mpnet_positions_start_past_the_padding_index_like_roberta(
         ScenarioConfigError, match=r"max_length_tokens 40 is more than base model .* reads \(38 "
     ):
         _check_max_length(make_train_config(scenario, "full", base_model=str(folder)), base, tokenizer)
+
+
+def test_a_base_tokenizer_that_cuts_and_pads_on_the_left_is_trained_as_it_is_served(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """Training honoured a tokenizer_config's truncation_side/padding_side "left" while a replica always
+    drops the end of a long text and pads after it: the model was trained and scored on other ids."""
+    import json
+    import shutil
+
+    from serving.engine.tokenize import TextTokenizer
+    from training.model import resolve_base_model
+    from training.trainer import load_tokenizer
+
+    base = shutil.copytree(tiny_roberta_dir, tmp_path / "left")
+    config_path = base / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(truncation_side="left", padding_side="left")
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    tokenizer = load_tokenizer(resolve_base_model(str(base)))
+    text = "the first words stay and the last words of this long review go " * 3
+    trained = tokenizer([text, "short"], truncation=True, max_length=8, padding=True)["input_ids"]
+    tokenizer.save_pretrained(tmp_path / "version")  # what a version keeps for its replicas
+    served = TextTokenizer(tmp_path / "version", max_length_tokens=8)
+    ids, _cut = served.encode_ids([text, "short"])
+    assert trained[0] == ids[0]
+    assert trained[1][: len(ids[1])] == ids[1]  # the tokens first, the padding after them
