@@ -228,7 +228,12 @@ class TrainConfig(_Strict):
     params: StrategyParams = Field(description="Resolved hyperparameters of the strategy.")
     max_train_samples: int | None = Field(default=None, ge=2, description="Stratified cap on train rows.")
     max_eval_samples: int | None = Field(default=None, ge=2, description="Stratified cap on validation rows.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train this many optimizer steps, whatever num_train_epochs says (Hugging Face's "
+        "max_steps), every strategy alike; early stopping may end the run sooner.",
+    )
     eval_steps: int | None = Field(
         default=None, ge=1, description="Evaluate every N steps; None evaluates once per epoch."
     )

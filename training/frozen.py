@@ -302,7 +302,12 @@ def _fit_head(
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, {k: v.clone() for k, v in head.state_dict().items()}
     steps, epoch = 0, 0
-    for epoch in range(1, settings.epochs + 1):
+    epochs = settings.epochs
+    if settings.max_steps is not None:
+        # max_steps is the run's length in steps, whatever its epochs, as Hugging Face's is for full and
+        # lora (it stopped frozen runs at num_train_epochs when those came first: unlike budgets in compare)
+        epochs = math.ceil(settings.max_steps / max(1, math.ceil(n / settings.batch_size)))
+    for epoch in range(1, epochs + 1):
         head.train()
         order = (
             torch.multinomial(sampling, n, replacement=True, generator=generator)

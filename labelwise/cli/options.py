@@ -37,7 +37,12 @@ EpochsOpt = typer.Option(
     help="Training epochs, exactly (default: the scenario's, which its min_train_steps may raise on a "
     "small train set).",
 )
-MaxStepsOpt = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps.")
+MaxStepsOpt = typer.Option(
+    None,
+    "--max-steps",
+    help="Train this many optimizer steps whatever --epochs says (every strategy); early stopping may end "
+    "it sooner.",
+)
 BatchOpt = typer.Option(None, "--batch-size", help="Rows per training step.")
 LrOpt = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate.")
 MaxLenOpt = typer.Option(None, "--max-length", help="Truncation length in tokens.")

@@ -203,3 +203,28 @@ def test_a_base_tokenizer_that_cuts_and_pads_on_the_left_is_trained_as_it_is_ser
     ids, _cut = served.encode_ids([text, "short"])
     assert trained[0] == ids[0]
     assert trained[1][: len(ids[1])] == ids[1]  # the tokens first, the padding after them
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "full"])
+def test_max_steps_is_the_runs_length_in_steps_for_every_strategy(
+    strategy: str, toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """--max-steps past the epochs asked for: full and lora train that many steps (Hugging Face's
+    max_steps overrides the epochs), and frozen stopped at its epochs, so `compare` gave the strategies
+    different budgets. Now every strategy trains max_steps steps."""
+    from training import make_train_config, prepare_data, train
+
+    probe = make_train_config(
+        toy_scenario, strategy, base_model=str(tiny_roberta_dir), output_dir=tmp_path / "probe", **FAST
+    )
+    steps_per_epoch = -(-len(prepare_data(probe).train.texts) // FAST["batch_size"])
+    wanted = 2 * steps_per_epoch + 1  # past one epoch, not a whole number of them
+    config = make_train_config(
+        toy_scenario,
+        strategy,
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        **{**FAST, "num_train_epochs": 1, "max_steps": wanted},
+    )
+    result = train(config)
+    assert max(int(e["step"]) for e in result.log_history if "step" in e) == wanted
