@@ -136,9 +136,19 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
         datasets.enable_progress_bars()
     missing = [c for c in columns if c not in table.column_names]
     if missing:
+        fix = "set text_column / label_column in the scenario config"
+        if fmt == "csv" and len(table.column_names) == 1:
+            # one column whose name holds the wanted ones around another separator: `text;label`
+            header = table.column_names[0]
+            separator = next(
+                (sep for sep in (";", "\t", "|") if set(columns) <= set(header.split(sep))), None
+            )
+            if separator == "\t":
+                fix = "its columns are separated by tabs: name the file .tsv"
+            elif separator is not None:
+                fix = f"its columns are separated by {separator!r}: save it with commas"
         raise DataError(
-            f"data file {path}: missing column {missing[0]!r} (columns found: {table.column_names}); "
-            "set text_column / label_column in the scenario config"
+            f"data file {path}: missing column {missing[0]!r} (columns found: {table.column_names}); {fix}"
         )
     if table.num_rows == 0:
         raise DataError(f"data file {path} has {_NO_ROWS[fmt]}")

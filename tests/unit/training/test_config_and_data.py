@@ -366,3 +366,20 @@ def test_data_that_is_itself_validation_csv_is_not_its_own_validation_file(
     messages = [r.getMessage() for r in caplog.records]
     assert any("its own sibling validation" in m for m in messages), messages
     assert any(f"validation: {validation}, beside the train file" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("separator", "says"), [(";", "separated by ';': save it with commas"), ("\t", "name the file .tsv")]
+)
+def test_a_csv_separated_by_another_character_says_so(tmp_path: Path, separator: str, says: str) -> None:
+    """`text;label` read as one column was answered "set text_column / label_column", the wrong fix."""
+    from training.data import read_table
+
+    path = tmp_path / "train.csv"
+    path.write_text(f"text{separator}label\ngood{separator}pos\nbad{separator}neg\n", encoding="utf-8")
+    with pytest.raises(DataError, match=says):
+        read_table(path, ["text", "label"])
+    named = tmp_path / "named.csv"
+    named.write_text("body,tag\ngood,pos\n", encoding="utf-8")
+    with pytest.raises(DataError, match="set text_column / label_column"):
+        read_table(named, ["text", "label"])
