@@ -349,7 +349,8 @@ def _semver_compare(constraint: str, version: str) -> bool:
     """Sprig's semverCompare for one plain constraint such as ">=2.52.0" (enough for this chart)."""
     from packaging.version import Version
 
-    match = re.fullmatch(r"\s*(>=|<=|>|<|=|!=)?\s*v?([0-9][0-9.]*)\s*", constraint)
+    # a "-0" suffix lets pre-release versions match (Sprig excludes them else): a cloud's v1.28.3-eks-1a2b
+    match = re.fullmatch(r"\s*(>=|<=|>|<|=|!=)?\s*v?([0-9][0-9.]*)(?:-0)?\s*", constraint)
     if match is None:
         raise TemplateError(f"semverCompare: unsupported constraint {constraint!r}")
     op, wanted = match.group(1) or "=", Version(match.group(2))

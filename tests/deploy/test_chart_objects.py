@@ -442,6 +442,14 @@ def test_worker_pod_disruption_budget(rendered: Rendered) -> None:
     for template in workers:
         assert selector.items() <= template["metadata"]["labels"].items()
     assert not selector.items() <= head["metadata"]["labels"].items(), "the PDB must not hold the single head"
+    # Idle workers are not Ready (their proxy answers /-/healthz 503): they must not hold the budget.
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
+
+
+def test_the_budget_names_no_eviction_policy_where_the_cluster_lacks_the_field() -> None:
+    """unhealthyPodEvictionPolicy came with Kubernetes 1.26; the chart installs from 1.25."""
+    old = render_objects(CHART, load_values(), release=RELEASE, kube_version="1.25.0")
+    assert "unhealthyPodEvictionPolicy" not in _one(old, "PodDisruptionBudget")["spec"]
 
 
 @pytest.mark.parametrize(
