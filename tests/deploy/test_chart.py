@@ -51,6 +51,11 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
         ({"service": {"port": 9000}}, "service/port"),
         ({"serve": {"httpOptions": {"port": 9000}}}, "serve/httpOptions/port"),
         ({"serve": {"httpOptions": {"host": "127.0.0.1"}}}, "serve/httpOptions/host"),
+        # one pod may mount such a volume, where every worker (and an upgrade's second cluster) mounts it
+        (
+            {"modelRepository": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},
+            "modelRepository/pvc/accessModes",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], where: str) -> None:
