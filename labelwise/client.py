@@ -168,12 +168,20 @@ def _retry_after_s(response: httpx.Response | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _without_credentials(url: str) -> str:
+    """The URL without a user and password in it (`http://user:secret@host`): error messages name it."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
+
+
 def _error_of(response: httpx.Response) -> ClientError:
     try:
         body = response.json()
     except ValueError:
-        body = {"error": {"message": response.text[:200] or response.reason_phrase}}
-    return ClientError.for_answer(response.status_code, body)
+        # not the service's JSON: a proxy or gateway in front of it answered (its HTML page is no message)
+        kind = (response.headers.get("content-type") or "no Content-Type").split(";")[0]
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        body = {"error": {"message": f"{status} ({kind}, not the service's JSON: a proxy or gateway?)"}}
+    return ClientError.for_answer(response.status_code, body, response.headers.get("x-request-id"))
 
 
 def _not_json(response: httpx.Response, exc: ValueError) -> ClientError:
@@ -181,8 +189,9 @@ def _not_json(response: httpx.Response, exc: ValueError) -> ClientError:
     request = response.request
     kind = response.headers.get("content-type") or "no Content-Type"
     body = response.content[:80].decode("utf-8", "replace")
+    url = _without_credentials(str(request.url))
     message = (
-        f"{request.method} {request.url} did not answer as a labelwise server: {type(exc).__name__}: its "
+        f"{request.method} {url} did not answer as a labelwise server: {type(exc).__name__}: its "
         f"{response.status_code} answer is not JSON ({kind}: {body!r}); is the URL a proxy's page?"
     )
     return ClientError(response.status_code, {"error": {"type": "bad_answer", "message": message}})
@@ -376,6 +385,7 @@ class _Base:
         if max_texts_per_request is not None and max_texts_per_request < 1:
             raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
         self.base_url = base_url.rstrip("/")
+        self._shown_url = _without_credentials(self.base_url)  # what error messages name
         if api_key:
             _check_api_key(api_key)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -436,14 +446,14 @@ class _Base:
             if spent >= budget:
                 attempts = tries.retries + tries.connects + 1
                 raise ConnectionFailedError(
-                    f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
+                    f"{method} {self._shown_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
                     f"(after {attempts} attempts over {spent:.1f} s; connect_retry_s is {budget:g})"
                 ) from exc
             tries.connects += 1
             return min(self.retry.connect_wait_s(tries.connects - 1), budget - spent)
         if tries.retries >= self.retry.max_retries:
             raise ConnectionFailedError(
-                f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
+                f"{method} {self._shown_url}{path}: {type(exc).__name__}: {exc or 'no answer'} "
                 f"(after {tries.retries + tries.connects + 1} attempts)"
             ) from exc
         tries.retries += 1
@@ -460,12 +470,14 @@ class _Base:
                 why = f"KeyError: 'scenarios' (its answer has no `scenarios` list: {str(body)[:80]!r})"
             else:
                 why = f"its `scenarios` is a JSON {type(listed).__name__}, not a list"
-            raise _bad_answer(f"GET {self.base_url}/v1/scenarios did not answer as a labelwise server: {why}")
+            raise _bad_answer(
+                f"GET {self._shown_url}/v1/scenarios did not answer as a labelwise server: {why}"
+            )
         try:
             scenarios = [ScenarioInfo.model_validate(s) for s in listed]
         except ValidationError as exc:
             raise _bad_answer(
-                f"GET {self.base_url}/v1/scenarios did not answer as a labelwise server: {_problems(exc)}"
+                f"GET {self._shown_url}/v1/scenarios did not answer as a labelwise server: {_problems(exc)}"
             ) from None
         self._learn_limits(body)
         return scenarios

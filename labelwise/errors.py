@@ -41,22 +41,42 @@ class ClientError(LabelwiseError):
 
     code: str | None = None  # the service's error type this subclass stands for
 
-    def __init__(self, status: int | None, body: dict[str, Any]) -> None:
+    def __init__(self, status: int | None, body: dict[str, Any], request_id: str | None = None) -> None:
         error = _detail(body)
         self.status = status
         self.body = body
+        # the X-Request-Id the service answered with: its log lines about this request carry it
+        self.request_id = request_id
         kind = error.get("type")
         self.type = kind if isinstance(kind, str) and kind else self.code or "http_error"
         self.field = error.get("field")
+        message = error.get("message", body)
+        self.message = str(message)
         head = f"{status} {self.type}" if status is not None else self.type
-        super().__init__(f"{head}: {error.get('message', body)}")
+        super().__init__(f"{head}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a process pool's worker raising it, a Ray task) and copied as itself: Exception's
+        own pickling passes only the message to __init__, which needs the status and the body."""
+        return (_rebuild_client_error, (type(self), self.status, self.body, self.request_id))
 
     @staticmethod
-    def for_answer(status: int, body: dict[str, Any]) -> ClientError:
-        """The subclass for the answer's error type, else one for its status, else ClientError."""
+    def for_answer(status: int, body: dict[str, Any], request_id: str | None = None) -> ClientError:
+        """The subclass for the answer's error type, else one for its status (any other 5xx: an
+        InternalServerError, e.g. a proxy's 502 page), else ClientError."""
         error = _detail(body)
-        kind = _ERROR_BY_CODE.get(str(error.get("type"))) or _ERROR_BY_STATUS.get(status, ClientError)
-        return kind(status, body)
+        by_status = _ERROR_BY_STATUS.get(status) or (InternalServerError if status >= 500 else ClientError)
+        kind = _ERROR_BY_CODE.get(str(error.get("type"))) or by_status
+        return kind(status, body, request_id)
+
+
+def _rebuild_client_error(
+    cls: type[ClientError], status: int | None, body: dict[str, Any], request_id: str | None
+) -> ClientError:
+    """A ClientError (any subclass, whatever its own __init__ takes) from what __reduce__ kept."""
+    error = cls.__new__(cls)
+    ClientError.__init__(error, status, body, request_id)
+    return error
 
 
 class BadRequestError(ClientError):

@@ -274,3 +274,67 @@ def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
         client._sleep = waits.append
         assert len(client.classify("s", ["a"]).results) == 1
     assert len(waits) == 2 and all(0 < wait <= 2.0 for wait in waits), waits
+
+
+def test_a_proxys_5xx_page_is_an_internal_server_error_with_a_short_message_and_the_request_id(
+    server: tuple[dict[str, Answer], str],
+) -> None:
+    """A gateway's 502 HTML page became a bare ClientError whose message was the page's markup, and no
+    error carried the X-Request-Id the service answered with (its log lines carry it)."""
+    from labelwise.errors import InternalServerError, OverloadedError
+
+    answer, url = server
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        if body["texts"] == ["html"]:
+            return 502, page, {"Content-Type": "text/html; charset=utf-8"}
+        status, data, _ = _error(429, "overloaded")
+        return status, data, {"X-Request-Id": "req-42"}
+
+    answer["now"] = reply
+    with LabelwiseClient(url, retry=RetryPolicy(max_retries=0)) as client:
+        with pytest.raises(ClientError) as caught:
+            client.classify("s", ["html"])
+        assert type(caught.value) is InternalServerError and caught.value.status == 502
+        assert "<html" not in str(caught.value) and "text/html" in str(caught.value), str(caught.value)
+        with pytest.raises(OverloadedError) as overloaded:
+            client.classify("s", ["busy"])
+    assert overloaded.value.request_id == "req-42" and overloaded.value.message == "no"
+
+
+def test_client_errors_pickle_and_copy_as_themselves() -> None:
+    """Exception pickles its message alone, which ClientError.__init__ cannot take: a process pool's worker
+    that raised one broke the pool (BrokenProcessPool), and the real error was lost."""
+    import copy
+    import pickle
+
+    from labelwise.errors import ConnectionFailedError, OverloadedError
+
+    errors = [
+        ClientError.for_answer(429, {"error": {"type": "overloaded", "message": "busy"}}, "req-1"),
+        ConnectionFailedError("POST http://127.0.0.1:1/v1/classify: ConnectError"),
+        InvalidApiKeyError("a newline in the key"),
+    ]
+    for error in errors:
+        for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(again) is type(error) and str(again) == str(error)
+            assert (again.status, again.body, again.request_id) == (
+                error.status,
+                error.body,
+                error.request_id,
+            )
+    assert isinstance(errors[0], OverloadedError)
+
+
+def test_credentials_in_the_base_url_stay_out_of_error_messages() -> None:
+    policy = RetryPolicy(max_retries=0, connect_retry_s=0)
+    # nothing listens on port 1
+    with (
+        LabelwiseClient("http://user:s3cret@127.0.0.1:1", retry=policy) as client,
+        pytest.raises(ClientError) as caught,
+    ):
+        client.classify("s", ["a"])
+    assert "s3cret" not in str(caught.value) and "127.0.0.1:1" in str(caught.value), str(caught.value)
