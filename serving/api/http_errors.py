@@ -253,6 +253,13 @@ def unexpected_error_response(exc: Exception, request_id: str, path: str) -> JSO
     return error_response(500, "internal_error", internal_message(request_id))
 
 
+def backpressure_status(exc: Exception) -> int | None:
+    """The status a BackPressureError is answered with (what the request metrics count); None for any
+    other exception."""
+    answer = _backpressure(exc)
+    return None if answer is None else answer[0]
+
+
 def _backpressure(exc: Exception) -> tuple[int, float] | None:
     """(status, Retry-After seconds) for Ray's BackPressureError (a separate ingress whose handle queue
     is full): the deployment's backpressure_config, i.e. the config's backpressure_status_code and

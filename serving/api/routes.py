@@ -22,6 +22,7 @@ from .body_limit import BodyLimitMiddleware
 from .http_errors import (
     KEY_REFUSAL,
     UnexpectedErrorMiddleware,
+    backpressure_status,
     error_response,
     install_error_handlers,
     serving_error_response,
@@ -156,8 +157,9 @@ def counted(metrics: ServingMetrics, scenario: str) -> Iterator[None]:
     except ServingError as exc:
         status = str(exc.status_code)
         raise
-    except Exception:
-        status = "500"
+    except Exception as exc:
+        # Ray's BackPressureError (a separate ingress's full queue) is answered 429/503, not 500
+        status = str(backpressure_status(exc) or 500)
         raise
     except BaseException:  # cancelled: the client went away (nginx's 499); never counted as answered
         status = "499"

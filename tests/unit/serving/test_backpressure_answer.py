@@ -33,3 +33,23 @@ def test_any_other_exception_is_a_500_that_tells_nothing_but_the_request_id() ->
     response = unexpected_error_response(RuntimeError("secret detail"), "rid-2", "/v1/classify")
     body = json.loads(response.body)["error"]
     assert response.status_code == 500 and "secret" not in body["message"] and "rid-2" in body["message"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_backpressure_is_counted_with_the_status_it_is_answered_with(status: int) -> None:
+    """The request metrics counted it as a 500, a server fault on the dashboards, where the client got
+    the overload status."""
+    pytest.importorskip("ray.serve")
+    from ray.serve.exceptions import BackPressureError
+
+    from serving.api.routes import counted
+    from serving.metrics import ServingMetrics
+
+    metrics = ServingMetrics()
+    with pytest.raises(BackPressureError), counted(metrics, "s1"):
+        raise BackPressureError(9, 8, status, 1.0)
+    with pytest.raises(RuntimeError), counted(metrics, "s1"):
+        raise RuntimeError("boom")
+    text = metrics.render().decode()
+    assert f'labelwise_requests_total{{scenario="_unknown",status="{status}"}} 1.0' in text, text
+    assert 'labelwise_requests_total{scenario="_unknown",status="500"} 1.0' in text, text
