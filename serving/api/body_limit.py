@@ -66,7 +66,7 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit_bytes = limit_bytes
         self.timeout_s = timeout_s  # the whole body within this of the first read (None: no deadline)
-        self.on_refuse = on_refuse  # called with the status of each refusal made here (metrics)
+        self.on_refuse = on_refuse  # called with the status and path of each refusal made here (metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -129,7 +129,7 @@ class BodyLimitMiddleware:
         self, scope: dict, receive: Any, send: Any, status: int, type_: str, message: str, field: str = "body"
     ) -> None:
         if self.on_refuse is not None:
-            self.on_refuse(status)
+            self.on_refuse(status, scope.get("path", ""))
         await refusal_for(scope, status, type_, message, field=field, close=True)(scope, receive, send)
 
 

@@ -73,6 +73,7 @@ from .routes import (
     counted,
     counting,
     json_bytes,
+    refusal_counter,
     within_timeout,
 )
 from .schemas import BLANK_TEXT, NonEmptyText
@@ -88,7 +89,7 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a
     LABELWISE_VERSION = "unknown"
 
 
-def _not_counted(status: int) -> None:
+def _not_counted(status: int, path: str) -> None:
     """The KServe health probes' refusals are not requests to count, as /readyz's are not."""
 
 
@@ -129,7 +130,7 @@ def ecosystem_refusal(ecosystem: Ecosystem, request: Request, exc: Exception) ->
 
 def ecosystem_route(
     ecosystem: Ecosystem,
-    on_invalid: Callable[[int], None],
+    on_invalid: Callable[[int, str], None],
     prepare: Callable[[Request], Awaitable[None]] | None = None,
 ) -> type[APIRoute]:
     """An APIRoute whose every refusal (validation, API key, backend error, fault) is in the ecosystem's
@@ -152,7 +153,7 @@ def ecosystem_route(
                     except Exception as exc:
                         status, refusal = ecosystem_refusal(ecosystem, request, exc)
                         if not was_counted():
-                            on_invalid(status)
+                            on_invalid(status, request.url.path)
                         return refusal
 
             return guarded
@@ -257,7 +258,7 @@ class InfinityErrorBody(BaseModel):
 
 
 def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
-    route = ecosystem_route(INFINITY, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
+    route = ecosystem_route(INFINITY, refusal_counter(metrics))
     router = APIRouter(
         route_class=route,
         dependencies=[Depends(api_key_dependency(config))],
@@ -429,7 +430,7 @@ def _json_kind(value: Any) -> str:
 
 
 def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
-    route = ecosystem_route(TEI, lambda s: metrics.requests.labels("_invalid", str(s)).inc())
+    route = ecosystem_route(TEI, refusal_counter(metrics))
     router = APIRouter(
         route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: TEI"]
     )
@@ -791,9 +792,7 @@ async def v2_request_as_json(request: Request) -> None:
 
 def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     # The protocol answers bad input 400 (KServe's InvalidInput), where /v1 says 422 (ecosystems.KSERVE).
-    route = ecosystem_route(
-        KSERVE, lambda s: metrics.requests.labels("_invalid", str(s)).inc(), prepare=v2_request_as_json
-    )
+    route = ecosystem_route(KSERVE, refusal_counter(metrics), prepare=v2_request_as_json)
     probe_route = ecosystem_route(KSERVE, _not_counted, prepare=v2_request_as_json)
     tags: list[str] = ["compat: KServe v2 / Triton"]
     # never behind the API key, never refused for load, never counted

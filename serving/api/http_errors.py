@@ -134,7 +134,10 @@ def key_refusal(request: Request) -> ServingError | None:
     return None
 
 
-def install_error_handlers(app: FastAPI, on_error=None) -> None:
+def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | None = None) -> None:
+    """The app's error handlers, each answering in the error shape; on_error(status, path) hears of every
+    refusal made here (the request metrics)."""
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         refused = key_refusal(request)
@@ -143,11 +146,11 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
         unreadable = unreadable_body(request)
         if unreadable is not None:
             if on_error is not None:
-                on_error(unreadable[0])
+                on_error(unreadable[0], request.url.path)
             return error_response(unreadable[0], unreadable[1], unreadable[2], field=unreadable[3])
         status, field, message = validation_refusal(exc)
         if on_error is not None:
-            on_error(status)
+            on_error(status, request.url.path)
         return error_response(status, "invalid_request", message, field=field)
 
     @app.exception_handler(StarletteHTTPException)
@@ -162,11 +165,11 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
         unreadable = unreadable_body(request) if exc.status_code == 400 else None
         if unreadable is not None:
             if on_error is not None:
-                on_error(unreadable[0])
+                on_error(unreadable[0], request.url.path)
             status, type_, detail, field = unreadable
             return refusal_for(request.scope, status, type_, detail, field=field)
         if on_error is not None:
-            on_error(exc.status_code)
+            on_error(exc.status_code, request.url.path)
         _, type_, detail, field = http_refusal(exc)
         response = refusal_for(request.scope, exc.status_code, type_, detail, field=field)
         for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
@@ -180,7 +183,7 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
         # Raised outside counted() (a wrong key, a backend fault on another route): the classify route
         # answers what counted() has counted itself, as the fast path does.
         if on_error is not None:
-            on_error(exc.status_code)
+            on_error(exc.status_code, request.url.path)
         return serving_error_response(exc, request_id_of(request), request.url.path)
 
     @app.exception_handler(Exception)
@@ -208,9 +211,9 @@ class UnexpectedErrorMiddleware:
     Starlette's own handler for `Exception` sits outside every middleware of the app: its 500 went out
     without the id, and it raised the exception again into the server after answering."""
 
-    def __init__(self, app: Any, on_error: Callable[[int], None] | None = None) -> None:
+    def __init__(self, app: Any, on_error: Callable[[int, str], None] | None = None) -> None:
         self.app = app
-        self.on_error = on_error  # called with the status of each answer made here (metrics)
+        self.on_error = on_error  # called with the status and path of each answer made here (metrics)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -225,7 +228,7 @@ class UnexpectedErrorMiddleware:
             request_id = str(scope.get("state", {}).get("request_id", "-"))
             response = unexpected_error_response(exc, request_id, scope.get("path", ""))
             if self.on_error is not None:  # none of these went through counted() (routes.py)
-                self.on_error(response.status_code)
+                self.on_error(response.status_code, scope.get("path", ""))
             await response(scope, receive, send)
 
 

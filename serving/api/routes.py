@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -142,6 +143,29 @@ def counting() -> Iterator[Callable[[], bool]]:
         yield lambda: holder[0]
     finally:
         _COUNTED.reset(token)
+
+
+# The paths of classify requests (POST): /v1's, Infinity's, TEI's (on /, /predict and /invocations) and
+# KServe's infer. `labelwise_requests_total` counts classify requests: a refusal elsewhere (a scanner's
+# GET /wp-login.php, a 401 on /v1/scenarios) is none.
+_CLASSIFY_PATH = re.compile(
+    r"/(?:v1/classify|classify|predict|invocations|v2/models/[^/]+(?:/versions/[^/]+)?/infer)?"
+)
+
+
+def is_classify_path(path: str) -> bool:
+    return _CLASSIFY_PATH.fullmatch(path) is not None
+
+
+def refusal_counter(metrics: ServingMetrics) -> Callable[[int, str], None]:
+    """count(status, path): a refusal that counted() has not counted, as `_invalid`, when the request was
+    to a classify path."""
+
+    def count(status: int, path: str) -> None:
+        if is_classify_path(path):
+            metrics.requests.labels("_invalid", str(status)).inc()
+
+    return count
 
 
 @contextlib.contextmanager
@@ -303,9 +327,7 @@ def create_api(
         redirect_slashes=False,
     )
 
-    def count_refusal(status: int) -> None:
-        metrics.requests.labels("_invalid", str(status)).inc()
-
+    count_refusal = refusal_counter(metrics)
     install_error_handlers(app, on_error=count_refusal)
     app.include_router(v1_routes(backend, config, metrics))
     app.include_router(probe_routes(backend, metrics))

@@ -269,7 +269,41 @@ def test_a_missing_key_and_a_server_fault_are_counted_once(published_repo: Model
             return (await client.get("/metrics")).text
 
     text = asyncio.run(scenario())
-    assert _count(text, "_invalid", 401) == 4  # two per door: not counted before
-    assert _count(text, "_invalid", 500) == 2  # the fault listing scenarios: not counted before
+    # labelwise_requests_total counts classify requests: the classify 401, once per door (not counted
+    # before), and not GET /v1/scenarios' 401 or 500 (which it counted for a while)
+    assert _count(text, "_invalid", 401) == 2
+    assert _count(text, "_invalid", 500) == 0
     # A classify fault is counted where counted() sees it, under its scenario, and nowhere else.
     assert _count(text, "frozen_two", 500) == 4
+
+
+def test_refusals_off_the_classify_paths_are_not_classify_requests(published_repo: ModelRepository) -> None:
+    """A scanner's GET /wp-login.php (404), a 401 on /v1/scenarios or a DELETE on nothing were counted in
+    labelwise_requests_total, "classify requests by scenario and status", and so in the dashboards'
+    request rate and error ratio. Refusals on classify paths still are, on /v1 and each compat route."""
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    from serving.api import create_api
+    from serving.service import ClassifierService
+
+    config = _config(published_repo, api_key="k3y")
+
+    async def scenario() -> str:
+        service = ClassifierService(config)
+        await asyncio.to_thread(service.registry.poll_once)
+        app = create_api(service, config, service.metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/wp-login.php")).status_code == 404
+            assert (await client.delete("/favicon.ico")).status_code == 404
+            assert (await client.get("/v1/scenarios")).status_code == 401
+            assert (await client.delete("/v1/classify")).status_code == 405  # the classify path: counted
+            for path in ("/v1/classify", "/classify", "/predict", "/v2/models/frozen_two/infer"):
+                assert (await client.post(path, json={})).status_code == 401  # counted
+            return (await client.get("/metrics")).text
+
+    text = asyncio.run(scenario())
+    assert _count(text, "_invalid", 404) == 0
+    assert _count(text, "_invalid", 405) == 1
+    assert _count(text, "_invalid", 401) == 4
