@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import random
 import re
@@ -354,9 +355,30 @@ class _Tries:
     connect_since: float | None = None  # time.monotonic() of the first failed connect
 
 
-def _parts(start: int, texts: list[str], size: int) -> list[_Part]:
-    """`texts` (which start at `start` in the caller's list) cut into parts of at most `size`."""
-    return [(start + i, texts[i : i + size]) for i in range(0, len(texts), size)]
+# Room a classify body takes besides its texts (scenario, top_k, options, brackets), generously.
+_BODY_OVERHEAD_BYTES = 1024
+
+
+def _parts(start: int, texts: list[str], size: int, max_bytes: int | None = None) -> list[_Part]:
+    """`texts` (which start at `start` in the caller's list) cut into parts of at most `size`, and, with
+    `max_bytes` (the server's body limit), of bodies within it: each text costs its JSON string (ASCII
+    escapes, as the body is sent) and a comma. A text that alone is over the limit goes alone (the server
+    refuses it, by name). Without the byte cut a server that refuses a large body before reading it
+    closes the connection, which an async client read as a transport error and sent again."""
+    if max_bytes is None:
+        return [(start + i, texts[i : i + size]) for i in range(0, len(texts), size)]
+    budget = max(1, max_bytes - _BODY_OVERHEAD_BYTES)
+    parts: list[_Part] = []
+    first, used = 0, 0
+    for i, text in enumerate(texts):
+        cost = len(json.dumps(text)) + 1
+        if i > first and (i - first >= size or used + cost > budget):
+            parts.append((start + first, texts[first:i]))
+            first, used = i, 0
+        used += cost
+    if texts:
+        parts.append((start + first, texts[first:]))
+    return parts
 
 
 class _Base:
@@ -402,6 +424,7 @@ class _Base:
         self._limit_given = max_texts_per_request is not None
         # The server's longest text in characters, from GET /v1/scenarios' `limits` (None: not told).
         self.max_chars_per_text: int | None = None
+        self.max_body_bytes: int | None = None  # the server's body limit, as GET /v1/scenarios announces it
 
     @property
     def max_texts_per_request(self) -> int:
@@ -419,6 +442,9 @@ class _Base:
         chars = limits.get("max_chars_per_text") if isinstance(limits, dict) else None
         if isinstance(chars, int) and not isinstance(chars, bool) and chars >= 1:
             self.max_chars_per_text = chars
+        body_bytes = limits.get("max_body_bytes") if isinstance(limits, dict) else None
+        if isinstance(body_bytes, int) and not isinstance(body_bytes, bool) and body_bytes >= 1:
+            self.max_body_bytes = body_bytes
 
     def _outcome(self, response: httpx.Response, tries: _Tries) -> tuple[Any, float | None]:
         """(parsed JSON, None) on success; (None, seconds to wait) to retry; raises otherwise."""
@@ -529,7 +555,7 @@ class _Base:
         if refused is not None and refused.learn:
             self._limit = refused.limit
         size = refused.limit if refused is not None else self.max_texts_per_request
-        return _parts(start, part, size)
+        return _parts(start, part, size, self.max_body_bytes)
 
 
 class LabelwiseClient(_Base):
@@ -731,7 +757,7 @@ class LabelwiseClient(_Base):
         def score(part: _Part) -> list[_Part]:
             return self._score_part(body_of, part, answers, stop)
 
-        todo = deque(_parts(0, texts, self.max_texts_per_request))
+        todo = deque(_parts(0, texts, self.max_texts_per_request, self.max_body_bytes))
         while todo and (len(todo) == 1 or self.concurrency == 1):  # one at a time: no thread needed
             todo.extendleft(reversed(score(todo.popleft())))
         if todo:
@@ -884,7 +910,7 @@ class AsyncLabelwiseClient(_Base):
             # The first error cancels every other part (waiting for the gate or in flight), and is
             # raised once they are all done: nothing is left running on a client about to be closed.
             async with asyncio.TaskGroup() as group:
-                for part in _parts(0, texts, self.max_texts_per_request):
+                for part in _parts(0, texts, self.max_texts_per_request, self.max_body_bytes):
                     group.create_task(score(part))
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None

@@ -338,3 +338,38 @@ def test_credentials_in_the_base_url_stay_out_of_error_messages() -> None:
     ):
         client.classify("s", ["a"])
     assert "s3cret" not in str(caught.value) and "127.0.0.1:1" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_chunks_stay_within_the_body_limit_the_server_announces(
+    server: tuple[dict[str, Answer], str], kind: str
+) -> None:
+    """The client learned the server's text limits but not max_body_bytes: large texts went as one body
+    over it, which a server refuses before reading and closes the connection on; the async client read
+    that as a transport error and sent the body again, three times. Chunks are now cut to fit."""
+    answer, url = server
+    limit = 4000
+    sizes: list[int] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            limits = {"max_texts_per_request": 64, "max_chars_per_text": 20000, "max_body_bytes": limit}
+            return 200, json.dumps({"scenarios": [], "limits": limits}).encode(), {}
+        sizes.append(len(json.dumps(body)))
+        return (413, *_error(413, "body_too_large")[1:]) if sizes[-1] > limit else (200, _labels(body), {})
+
+    answer["now"] = reply
+    texts = [f"text {i} " + "é" * 150 for i in range(40)]  # ~900 bytes each once escaped
+
+    async def run_async() -> Any:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            return await client.classify("s", texts)
+
+    if kind == "sync":
+        with LabelwiseClient(url, retry=_fast()) as client:
+            result = client.classify("s", texts)
+    else:
+        result = asyncio.run(run_async())
+    assert len(result.results) == len(texts)
+    assert sizes and max(sizes) <= limit, sizes  # no body was refused
+    assert len(sizes) <= 14, len(sizes)  # cut to fit, not one text a request
