@@ -116,7 +116,9 @@ async def wait_ready(
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:
-                async with session.get(base + ready_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                # a redirect is no answer: following it could lead off this machine
+                timeout = aiohttp.ClientTimeout(total=2)
+                async with session.get(base + ready_path, timeout=timeout, allow_redirects=False) as resp:
                     if resp.status == 200:
                         return
                     last = f"HTTP {resp.status}"
@@ -154,7 +156,10 @@ async def run_load(spec: LoadSpec, texts: list[str]) -> LoadResult:
             sent += 1
             start = time.perf_counter()
             try:
-                async with session.post(base + shape.path, data=body, headers=headers) as resp:
+                # never follow a redirect (it could lead the load off this machine): a 3xx is an error
+                async with session.post(
+                    base + shape.path, data=body, headers=headers, allow_redirects=False
+                ) as resp:
                     payload = await resp.read()
                     status = resp.status
                 kind = None if status == 200 else f"HTTP {status}"

@@ -34,6 +34,8 @@ def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[st
         "--stop-timeout", "10",
         "--csv", str(prefix),
         "--html", f"{prefix}.html",
+        # written after the run ends (the CSVs are rewritten once a second and miss its last second)
+        "--json-file", str(prefix),
         "--only-summary",
         "--weights", args.weights,
         "--texts-per-request", str(args.texts_per_request),
@@ -99,28 +101,31 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.TimeoutExpired:
         print("loadtest: locust did not stop within run time + 60 s; killed", file=sys.stderr)
         return 1
-    written = [str(path) for path in (Path(f"{prefix}_stats.csv"), Path(f"{prefix}.html")) if path.is_file()]
+    reports = (Path(f"{prefix}.json"), Path(f"{prefix}.html"), Path(f"{prefix}_stats.csv"))
+    written = [str(path) for path in reports if path.is_file()]
     print(f"loadtest: reports {', '.join(written) or 'none written'}", flush=True)
-    classified = _classify_requests(Path(f"{prefix}_stats.csv"))
+    classified = _classify_requests(Path(f"{prefix}.json"))
     if done.returncode == 0 and not classified:
         print("loadtest: no classify request was answered in the run", file=sys.stderr)
         return 1
     return done.returncode
 
 
-def _classify_requests(stats_csv: Path) -> int:
-    """How many POST /v1/classify requests Locust recorded (answered, failed or not), from its stats CSV."""
-    import csv
+def _classify_requests(stats_json: Path) -> int:
+    """How many POST /v1/classify requests Locust recorded (answered, failed or not), from the stats it
+    writes once the run has ended (`--json-file`: a list of entries with `name` and `num_requests`). Its
+    CSV is rewritten once a second while the run lasts and misses the last second: a 1 s run read 0."""
+    import json
 
     try:
-        with stats_csv.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError:
+        entries = json.loads(stats_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return 0
+    named = [entry for entry in entries if isinstance(entry, dict)]
     return sum(
-        int(row.get("Request Count") or 0)
-        for row in rows
-        if (row.get("Name") or "").startswith("/v1/classify")
+        int(entry.get("num_requests") or 0)
+        for entry in named
+        if str(entry.get("name") or "").startswith("/v1/classify")
     )
 
 

@@ -34,6 +34,12 @@ CHECK_EVERY = 64  # look inside one 2xx body in this many for the answer's resul
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
+# What done() may take after the load, undoing wrk's latency correction: each latency(i) call scans the
+# histogram from its minimum, so a long tail (many buckets over a wide range) costs seconds (10 s of CPU
+# for a 0-3 s tail at c=64). The bound on a wrk run allows for it rather than killing a finished load.
+DONE_ALLOWANCE_S = 120
+
+
 def find_wrk() -> str | None:
     """The wrk binary on PATH, or None (`make wrk` installs Debian's package)."""
     return shutil.which("wrk")
@@ -265,7 +271,7 @@ def run_wrk(
 
         def run(seconds: int) -> tuple[str, float, float]:
             cmd = wrk_command(wrk, url, script, spec.concurrency, threads, seconds, spec.timeout_s)
-            code, text, wall_s, cpu_s = _run_timed(cmd, seconds + spec.timeout_s + 30)
+            code, text, wall_s, cpu_s = _run_timed(cmd, seconds + spec.timeout_s + 30 + DONE_ALLOWANCE_S)
             if code != 0:
                 raise BenchError(f"wrk exited with code {code}: {text.strip()[-500:]}")
             return text, wall_s, cpu_s

@@ -114,3 +114,33 @@ def test_bad_options_are_refused_before_locust_starts(
         out = _loadtest(url, tmp_path, *args)
     assert out.returncode == 2 and said in out.stderr, out.stderr[-2000:]
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_a_one_second_run_counts_what_it_sent(tmp_path: Path) -> None:
+    """run.py read whether anything was classified from Locust's stats CSV, which Locust rewrites once a
+    second and does not write again at the end: a 1 s run read 0 and exited 1 ("no classify request was
+    answered") after hundreds of answers. The JSON stats, written once the run is over, count them."""
+    hits: list[str] = []
+    with _server("ok", hits) as url:
+        out = _loadtest(url, tmp_path, "--scenarios", "s", "--run-time-s", "1")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (stats,) = tmp_path.glob("*.json")
+    entries = json.loads(stats.read_text())
+    counted = sum(e["num_requests"] for e in entries if e["name"].startswith("/v1/classify"))
+    assert counted > 0 and abs(counted - len(hits)) <= 32, (counted, len(hits))  # 32 users: a request each
+
+
+def test_the_python_load_generator_follows_no_redirect(tmp_path: Path) -> None:
+    """aiohttp follows redirects by default, and the loopback guard checks only the URL it is given: a
+    302 sent the Python generator's load (and its readiness poll) wherever Location named."""
+    import asyncio
+
+    from loadtests.loadgen import LoadSpec, run_load
+
+    elsewhere: list[str] = []
+    with _server("ok", elsewhere) as target, _server(f"redirect {target}/v1/classify", []) as url:
+        spec = LoadSpec(url=url, scenarios=["s"], concurrency=2, duration_s=0.5, warmup_s=0)
+        result = asyncio.run(run_load(spec, ["hello"]))
+    assert elsewhere == []  # never reached the address the redirect named
+    assert result.requests == 0 and result.errors > 0
+    assert set(result.error_kinds) == {"HTTP 307"}, result.error_kinds
