@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import json
 import logging
@@ -115,8 +116,14 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
             # pandas' "loss of data with index_col=False": rows wider than the header were refused above,
             # so what it drops here is only the empty cell after a row's trailing delimiter.
             warnings.filterwarnings("ignore", message="Length of header or names does not match")
+            # data_files is a glob pattern to datasets: a folder named `data [1]` matched no file
             table = datasets.load_dataset(
-                fmt, data_files=str(path), split="train", keep_in_memory=True, cache_dir=cache, **kwargs
+                fmt,
+                data_files=glob.escape(str(path)),
+                split="train",
+                keep_in_memory=True,
+                cache_dir=cache,
+                **kwargs,
             )
     except Exception as exc:  # datasets wraps parser errors in many types
         # Its own message ("An error occurred while generating the dataset") says nothing: the parser's

@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
 from labelwise.training_runs import (
     export_precisions,
@@ -52,7 +53,9 @@ from .options import (
     typed_flags,
 )
 
-_console = Console()
+# soft_wrap: a line piped or redirected to a file is not cut at 80 columns. Names and paths that go into a
+# line are escape()d: Rich reads `[...]` in them as markup (a label "[spam]" printed as nothing).
+_console = Console(soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -160,11 +163,11 @@ def train_command(
     result = outcome.result
     m = result.metrics
     _console.print(
-        f"[green]done[/green] {config.scenario.name}/{config.strategy}: validation ({m['n_samples']} rows) "
-        f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, {epoch_summary(result.log_history)}, "
-        f"{result.train_time_s:.0f} s, "
+        f"[green]done[/green] {escape(config.scenario.name)}/{config.strategy}: validation ({m['n_samples']} "
+        f"rows) accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+        f"{escape(epoch_summary(result.log_history))}, {result.train_time_s:.0f} s, "
         f"trainable {result.trainable_params:,} of {result.total_params:,} params; "
-        f"{outcome.where()}; run folder {config.output_dir}" + _restart_text(result)
+        f"{escape(outcome.where())}; run folder {escape(str(config.output_dir))}" + _restart_text(result)
     )
 
 
@@ -209,7 +212,7 @@ def compare_command(
     require_training()
     from model_repository import ModelRepository
     from model_repository.errors import UsageError
-    from training import STRATEGIES, compare_strategies, comparison_markdown
+    from training import STRATEGIES, compare_strategies
 
     chosen = tuple(dict.fromkeys(s.strip() for s in strategies.split(",") if s.strip()))  # once each
     if not chosen:
@@ -220,7 +223,7 @@ def compare_command(
         )
     if repository is not None:
         refuse_unwritable_repository(repository)
-    rows, out = compare_strategies(
+    _rows, out = compare_strategies(
         scenario,
         strategies=chosen,
         output_dir=output_dir,
@@ -242,8 +245,9 @@ def compare_command(
             early_stopping_patience=early_stopping_patience,
         ),
     )
-    _console.print(comparison_markdown(rows, scenario))
-    _console.print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
+    # as written to comparison.md (its title names the base, the rows and the token limit), plain: Markdown
+    typer.echo((out / "comparison.md").read_text(encoding="utf-8").rstrip("\n"))
+    typer.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
 
 
 def evaluate_command(
@@ -329,16 +333,21 @@ def evaluate_command(
     if json_output:
         typer.echo(json.dumps(metrics, default=str))
         return
-    table = Table("label", "precision", "recall", "F1", "support")
+    # a long label (ATIS's `atis_flight#atis_airfare`) folds onto more lines rather than losing its end
+    table = Table(Column("label", overflow="fold"), "precision", "recall", "F1", "support")
     for name, row in metrics["per_class"].items():
         table.add_row(
-            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+            escape(name),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
         )
     _console.print(table)
     where = f" on {metrics['provider']}" if metrics.get("provider") else ""
     _console.print(
-        f"{scenario} v{metrics['version']} on {metrics['data']} ({metrics['n_samples']} rows), "
-        f"precision {metrics['precision']}{where}: accuracy {metrics['accuracy']:.4f}, "
+        f"{escape(scenario)} v{metrics['version']} on {escape(str(metrics['data']))} ({metrics['n_samples']} "
+        f"rows), precision {metrics['precision']}{where}: accuracy {metrics['accuracy']:.4f}, "
         f"macro-F1 {metrics['macro_f1']:.4f}; scored in {metrics['scoring_s']:.1f} s"
     )
-    _console.print(f"confusion matrix and metrics.json in {metrics['output_dir']}")
+    _console.print(f"confusion matrix and metrics.json in {escape(str(metrics['output_dir']))}")
