@@ -159,8 +159,8 @@ def engine_logits(loaded: Any, texts: list[str]) -> Any:
 
 
 def serve_in_process(repo: ModelRepository, check: Callable[[Any], Awaitable[None]], **settings: Any) -> None:
-    """check(an httpx client on the app of a real ClassifierService over `repo`, serving frozen_two with
-    `settings`), in-process: no Ray, no socket."""
+    """check(an httpx client on the app of a real ClassifierService over `repo`, serving frozen_two (or the
+    `scenarios` setting) with `settings`), in-process: no Ray, no socket."""
     pytest.importorskip("ray.serve")
     import httpx
 
@@ -168,7 +168,7 @@ def serve_in_process(repo: ModelRepository, check: Callable[[Any], Awaitable[Non
     from serving.config import ServingConfig
     from serving.service import ClassifierService
 
-    config = ServingConfig(repository=str(repo.root), scenarios=[{"name": "frozen_two"}], **settings)
+    config = ServingConfig(repository=str(repo.root), **{"scenarios": [{"name": "frozen_two"}], **settings})
 
     async def scenario() -> None:
         service = ClassifierService(config)

@@ -44,29 +44,14 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
 def test_v2_ready_names_the_scenarios_not_loaded(published_repo: ModelRepository) -> None:
     """A configured scenario the repository does not hold is not "still loading": the 503 names it, as
     /readyz's missing list does."""
-    import asyncio
 
-    import httpx
+    async def check(client: Any) -> None:
+        readyz = await client.get("/readyz")
+        assert readyz.status_code == 503 and readyz.json()["missing"] == ["no_such_scenario"]
+        ready = await client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        message = ready.json()["error"]
+        assert "no_such_scenario" in message and "loading" not in message, message
 
-    from serving.api import create_api
-    from serving.config import ServingConfig
-    from serving.service import ClassifierService
-
-    config = ServingConfig(
-        repository=str(published_repo.root), scenarios=[{"name": "frozen_two"}, {"name": "no_such_scenario"}]
-    )
-
-    async def scenario() -> None:
-        service = ClassifierService(config)
-        await asyncio.to_thread(service.registry.poll_once)
-        app = create_api(service, config, service.metrics)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            readyz = await client.get("/readyz")
-            assert readyz.status_code == 503 and readyz.json()["missing"] == ["no_such_scenario"]
-            ready = await client.get("/v2/health/ready")
-            assert ready.status_code == 503
-            message = ready.json()["error"]
-            assert "no_such_scenario" in message and "loading" not in message, message
-
-    asyncio.run(scenario())
+    scenarios = [{"name": "frozen_two"}, {"name": "no_such_scenario"}]
+    serve_in_process(published_repo, check, scenarios=scenarios)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from model_repository import ModelRepository
+from tests.unit.serving.conftest import serve_in_process
 from tests.unit.serving.test_http_edges import FailingScenarioList
 
 VALID = json.dumps({"scenario": "frozen_two", "texts": ["a fine day"]}).encode()
@@ -281,29 +282,19 @@ def test_refusals_off_the_classify_paths_are_not_classify_requests(published_rep
     """A scanner's GET /wp-login.php (404), a 401 on /v1/scenarios or a DELETE on nothing were counted in
     labelwise_requests_total, "classify requests by scenario and status", and so in the dashboards'
     request rate and error ratio. Refusals on classify paths still are, on /v1 and each compat route."""
-    pytest.importorskip("ray.serve")
-    import httpx
+    seen: dict[str, str] = {}
 
-    from serving.api import create_api
-    from serving.service import ClassifierService
+    async def check(client: Any) -> None:
+        assert (await client.get("/wp-login.php")).status_code == 404
+        assert (await client.delete("/favicon.ico")).status_code == 404
+        assert (await client.get("/v1/scenarios")).status_code == 401
+        assert (await client.delete("/v1/classify")).status_code == 405  # the classify path: counted
+        for path in ("/v1/classify", "/classify", "/predict", "/v2/models/frozen_two/infer"):
+            assert (await client.post(path, json={})).status_code == 401  # counted
+        seen["metrics"] = (await client.get("/metrics")).text
 
-    config = _config(published_repo, api_key="k3y")
-
-    async def scenario() -> str:
-        service = ClassifierService(config)
-        await asyncio.to_thread(service.registry.poll_once)
-        app = create_api(service, config, service.metrics)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            assert (await client.get("/wp-login.php")).status_code == 404
-            assert (await client.delete("/favicon.ico")).status_code == 404
-            assert (await client.get("/v1/scenarios")).status_code == 401
-            assert (await client.delete("/v1/classify")).status_code == 405  # the classify path: counted
-            for path in ("/v1/classify", "/classify", "/predict", "/v2/models/frozen_two/infer"):
-                assert (await client.post(path, json={})).status_code == 401  # counted
-            return (await client.get("/metrics")).text
-
-    text = asyncio.run(scenario())
+    serve_in_process(published_repo, check, api_key="k3y")
+    text = seen["metrics"]
     assert _count(text, "_invalid", 404) == 0
     assert _count(text, "_invalid", 405) == 1
     assert _count(text, "_invalid", 401) == 4
