@@ -679,7 +679,16 @@ def test_source_none_reads_the_bucket_directly_without_rclone() -> None:
         spec = template["spec"]
         assert "initContainers" not in spec
         assert [c["name"] for c in spec["containers"] if c["name"] == "model-sync"] == []
-        assert {"name": "LABELWISE_REPOSITORY", "value": bucket} in spec["containers"][0]["env"]
+        ray = spec["containers"][0]
+        assert {"name": "LABELWISE_REPOSITORY", "value": bucket} in ray["env"]
+        # the volume is the object-store repository's cache of the versions it loads (it was an empty,
+        # read-only /models while the cache grew under $HOME in the /tmp volume Ray's logs share)
+        mounts = [m for m in ray["volumeMounts"] if m["name"] == "model-repository"]
+        if mounts:
+            assert mounts[0]["readOnly"] is False
+            assert {"name": "LABELWISE_REPOSITORY_CACHE", "value": mounts[0]["mountPath"]} in ray["env"]
+    (worker, *_) = _pod_templates(service)[1:]
+    assert _has_model_repository(worker)
     notes = render_chart(CHART, values, release=RELEASE)["templates/NOTES.txt"]
     assert f"read straight from {bucket}" in notes and "synced" not in notes
 

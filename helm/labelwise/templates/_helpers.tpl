@@ -209,7 +209,8 @@ replicas may run (every worker; the head when labelwise.headHostsReplicas says s
 {{- if .models }}
 - name: model-repository
   mountPath: {{ .root.Values.modelRepository.mountPath }}
-  readOnly: true
+  {{- /* source none: the object-store repository's own cache of the versions it loads, which it writes */}}
+  readOnly: {{ ne .root.Values.modelRepository.source "none" }}
 {{- end }}
 {{- end -}}
 
@@ -219,6 +220,12 @@ replicas may run (every worker; the head when labelwise.headHostsReplicas says s
   value: /tmp/home
 - name: LABELWISE_REPOSITORY
   value: {{ (eq .Values.modelRepository.source "none") | ternary .Values.serve.args.repository .Values.modelRepository.mountPath | quote }}
+{{- if eq .Values.modelRepository.source "none" }}
+# The object-store repository caches the versions a replica loads here, on the volume sized by
+# objectStore.sizeLimit, not under $HOME in the /tmp volume that Ray's logs and spill files share.
+- name: LABELWISE_REPOSITORY_CACHE
+  value: {{ .Values.modelRepository.mountPath | quote }}
+{{- end }}
 # Serve's HTTP proxy echoes a caller's X-Request-Id as it came; this middleware leaves it sane first, so the
 # id in the response is the one in the log (serving/api/request_id.py).
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
