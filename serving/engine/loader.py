@@ -372,6 +372,10 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
             f"set lora_table_rank: {fit} in the serving config (LABELWISE_LORA_TABLE_RANK={fit}) to serve it "
             f"from {fits[0]} (every LoRA scenario served shared then needs its base's rank-{fit} graph)"
         )
+        if (rank or 1) <= table:
+            # the replica's own table rank holds the adapter: only this base's graph of it is missing (and
+            # the other LoRA scenarios may need exactly that table rank)
+            fix += f"; or keep lora_table_rank {table} and export {_export_call(manifest, table)}"
     elif usable:  # one exists, in a precision not in the order (int8 asked for, the guard kept fp32 nodes)
         precision = layout.precision_of_folder(usable[0])
         fix = (
@@ -382,14 +386,25 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
         need = max(table, rank or 0)
         fix = (
             f"export its base's rank-{need} graph (publishing or `labelwise export` of a LoRA version "
-            "exports rank max(8, lora_r); training.multi_adapter.export_multi_adapter_base(repo, <base>, "
-            f"rank={need}) any rank)"
+            f"exports rank max(8, lora_r); any rank: {_export_call(manifest, need)})"
         )
         if need > table:
             fix += f" and set lora_table_rank: {need}, or retrain with lora_r <= {table}"
     return (
         f"the base's multi-adapter graphs: {', '.join(existing) or 'none'}. To serve it shared, {fix}; "
         "or serve it with lora_mode merged"
+    )
+
+
+def _export_call(manifest: Manifest, rank: int) -> str:
+    """The Python call that exports this version's base's multi-adapter graph of `rank`, as written: the
+    base the version was trained on and, for a BERT pooler trained with the head, the head kind (its graph
+    is the base's `-pre-pooler` one, which the plain call does not export)."""
+    kind = manifest.head.kind if manifest.head is not None else None
+    head = ', head_kind="bert_pooler"' if kind == "bert_pooler" else ""
+    return (
+        "training.multi_adapter.export_multi_adapter_base(ModelRepository(<repository>), "
+        f"{manifest.base_model.id!r}, rank={rank}{head})"
     )
 
 

@@ -147,3 +147,25 @@ def test_a_scaling_array_that_is_not_one_value_a_layer_is_refused_by_name(
     entry = AdapterEntry("wide v1", key, "roberta", arrays, entry_head)
     with pytest.raises(AdapterMismatchError, match=rf"{proj}\.scaling holds {size} value\(s\) for 2 layers"):
         check_adapter(spec, entry)
+
+
+def test_a_missing_graph_of_the_table_rank_is_offered_as_a_call_that_works(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """A rank-8 version on a replica whose table rank is 16 (another base needs 16): the refusal said only
+    "set lora_table_rank: 8", which breaks the other base's scenarios. It now also offers exporting this
+    base's rank-16 graph, as a call that runs as written (the base the version names, its head kind)."""
+    repository = ModelRepository(tmp_path / "repo")
+    publish_tiny(repository, tmp_path, tiny_roberta_dir, "narrow", LABELS, 4)  # the base's rank-8 graph
+    with pytest.raises(ModelLoadError) as refused:
+        load_version(repository, "narrow", 1, engine_settings("shared", table_rank=16))
+    message = str(refused.value)
+    assert "set lora_table_rank: 8" in message
+    call = message.split("or keep lora_table_rank 16 and export ", 1)[1].split(";")[0]
+    assert call.startswith("training.multi_adapter.export_multi_adapter_base(") and "rank=16" in call, message
+    import training.multi_adapter  # noqa: F401  (the call names the module by its path)
+
+    eval(call.replace("<repository>", repr(str(repository.root))), {"training": __import__("training"),
+         "ModelRepository": ModelRepository})  # fmt: skip
+    served = load_version(repository, "narrow", 1, engine_settings("shared", table_rank=16))
+    assert served.shared is not None and served.shared.folder == layout.multi_adapter_folder(16, "fp32")
