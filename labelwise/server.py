@@ -114,9 +114,9 @@ def _check_unapplied(schema: Any, config: Path) -> None:
     app = schema.applications[0]
     if app.runtime_env:
         raise UsageError(
-            f"{config}: applications[0].runtime_env: `labelwise serve` does not apply it (its env_vars, "
-            "an API key say, would be dropped); set LABELWISE_* variables in this shell, or deploy with "
-            "`labelwise deploy`"
+            f"{config}: applications[0].runtime_env: `labelwise serve` does not apply it (its env_vars "
+            "would be dropped); set LABELWISE_* variables in this shell (an API key: LABELWISE_API_KEY, "
+            "never in a Serve config), or deploy with `labelwise deploy`"
         )
     if app.import_path != SERVING_IMPORT_PATH:
         raise UsageError(
@@ -215,7 +215,9 @@ def plan_server(
     serve_file = load_serve_file(config if config is not None else default_serve_config())
     args = {**serve_file.args, **(settings or {})}
     if repository:
-        args["repository"] = str(repository)
+        # a local path given here, absolute for a cluster: its replicas resolve a relative one on their nodes
+        local_path = "://" not in str(repository) and not local
+        args["repository"] = os.path.abspath(repository) if local_path else str(repository)
     elif repository_fallback and "repository" not in args:
         args["repository"] = repository_fallback
     if ingress_mode is not None:
@@ -768,7 +770,11 @@ def serve_on_cluster(
     finally:
         ray.shutdown()  # this driver only: the app keeps running on the cluster
     if outcome and outcome[0] is not None:
-        raise LabelwiseError(f"deploying {plan.app_name} onto {address} failed: {outcome[0]}")
+        # Serve's own reason (a replica's constructor error, say) is in the status, not in the exception
+        why = "; ".join(status.lines())
+        raise LabelwiseError(
+            f"deploying {plan.app_name} onto {address} failed: {outcome[0]}" + (f" ({why})" if why else "")
+        )
     if not outcome:
         raise LabelwiseError(f"not running after {timeout_s:g} s: " + "; ".join(status.lines()))
     return status
@@ -831,6 +837,8 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     schema = _deploy_schema(raw, config)
     for app in schema.applications:
         if app.import_path == SERVING_IMPORT_PATH:
+            _refuse_key_in_config(config, app)
+            _warn_node_relative_repository(config, app)
             try:
                 # The file alone: the cluster's replicas do not see this machine's LABELWISE_* variables.
                 # And the URL of an object store alone: the replicas open it with their own keys.
@@ -839,7 +847,52 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
             _check_deployment_names(config, app, serving_config)
-    return schema.model_dump(mode="json", exclude_unset=True)
+    payload = schema.model_dump(mode="json", exclude_unset=True)
+    for sent, app in zip(payload["applications"], schema.applications, strict=True):
+        sent.setdefault("name", app.name)  # Serve's default ("default"), named: the status is read by name
+    return payload
+
+
+def _refuse_key_in_config(config: Path, app: Any) -> None:
+    """An API key in a deploy file (its args, or LABELWISE_API_KEY in its runtime_env) goes to the cluster
+    as written: `serve config` and the dashboard show it to anyone who can read them. UsageError naming
+    where to put it instead, before the cluster is contacted."""
+    env_vars = (app.runtime_env or {}).get("env_vars") or {}
+    where = (
+        "args.api_key"
+        if "api_key" in app.args
+        else "runtime_env.env_vars.LABELWISE_API_KEY"
+        if "LABELWISE_API_KEY" in env_vars
+        else None
+    )
+    if where is not None:
+        raise UsageError(
+            f"{config}: application {app.name}: {where}: a key in the Serve config is shown by "
+            "`serve config` and the Ray dashboard; set LABELWISE_API_KEY in the environment of every "
+            "node's `ray start` instead (the chart: apiKey, from a Secret)"
+        )
+
+
+def _warn_node_relative_repository(config: Path, app: Any) -> None:
+    """A local repository path is opened by each replica on its own node: a relative one from the folder
+    `ray start` ran in there, not from here. Warned of (a cluster may be laid out for it)."""
+    repository = app.args.get("repository")
+    if repository is None:
+        logger.warning(
+            "%s: application %s names no repository: each replica reads LABELWISE_REPOSITORY from its node's "
+            "environment, else ./var/model-repository in the folder its node's `ray start` ran in",
+            config,
+            app.name,
+        )
+    elif "://" not in str(repository) and not os.path.isabs(str(repository)):
+        logger.warning(
+            "%s: application %s: repository %s is relative: each replica resolves it in the folder its "
+            "node's `ray start` ran in, not here (give an absolute path every node has, or an object-store "
+            "URL)",
+            config,
+            app.name,
+            repository,
+        )
 
 
 def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None:

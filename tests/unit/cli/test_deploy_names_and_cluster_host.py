@@ -97,3 +97,44 @@ def test_deploy_warns_where_the_proxies_would_listen_on_loopback(caplog: pytest.
     with caplog.at_level(logging.WARNING, logger="labelwise"), pytest.raises(LabelwiseError, match="reach"):
         deploy_to_cluster(SHIPPED, closed, timeout_s=0, host="0.0.0.0")
     assert LOOPBACK_WARNING not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("app_extra", "where"),
+    [
+        ({"args": {"api_key": "sekret-abc123"}}, "args.api_key"),
+        ({"runtime_env": {"env_vars": {"LABELWISE_API_KEY": "sekret-abc123"}}}, "LABELWISE_API_KEY"),
+    ],
+)
+def test_deploy_refuses_an_api_key_in_the_serve_config(
+    tmp_path: Path, app_extra: dict[str, object], where: str
+) -> None:
+    """The key went to the cluster as written, where `serve config` and the dashboard show it."""
+    entry = {
+        "name": "labelwise",
+        "import_path": BUILD_APP,
+        "args": {"repository": "/srv/models"},
+        **app_extra,
+    }
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"applications": [entry]}), encoding="utf-8")
+    with pytest.raises(UsageError) as refused:
+        read_deploy_config(config)
+    assert where in str(refused.value) and "sekret" not in str(refused.value)
+    assert "ray start" in str(refused.value)
+
+
+def test_deploy_names_an_app_the_file_leaves_unnamed_and_warns_of_a_node_relative_repository(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app without `name` was deployed, then the command failed on KeyError 'name' (the file had
+    replaced the cluster's apps by then); a relative repository resolves on each node, not here."""
+    config = tmp_path / "serve.yaml"
+    entry = {"import_path": BUILD_APP, "args": {"repository": "../repo"}}
+    config.write_text(yaml.safe_dump({"applications": [entry]}), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        sent = read_deploy_config(config)
+    assert sent["applications"][0]["name"] == "default"  # Serve's own default, named
+    assert any("repository ../repo is relative" in r.getMessage() for r in caplog.records), caplog.text
+    plan = plan_server(None, repository=Path("../repo"), local=False)
+    assert Path(plan.args["repository"]).is_absolute()  # resolved here, where it was given
