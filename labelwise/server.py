@@ -1017,7 +1017,30 @@ def deploy_to_cluster(
                 )
             break
         time.sleep(poll_s)
+    _warn_serve_options_kept(payload, details, str(config))
     failed = [s for s in statuses if s.status in {"DEPLOY_FAILED", "UNHEALTHY"}]
     if failed:
         raise LabelwiseError("; ".join(line for s in failed for line in s.lines()))
     return statuses
+
+
+def _warn_serve_options_kept(payload: dict[str, Any], details: Any, source: str) -> None:
+    """Serve applies http_options and proxy_location only when it starts on the cluster: a deploy that
+    changes them is accepted and leaves Serve as it was. Warned of, naming what still runs."""
+    wanted = payload.get("http_options") or {}
+    running = details.http_options
+    kept = [
+        f"http_options.{key} {wanted[key]} (Serve's is {getattr(running, key)})"
+        for key in ("host", "port")
+        if key in wanted and running is not None and str(getattr(running, key)) != str(wanted[key])
+    ]
+    location = _text(details.proxy_location) if details.proxy_location is not None else None
+    if "proxy_location" in payload and location is not None and location != payload["proxy_location"]:
+        kept.append(f"proxy_location {payload['proxy_location']} (Serve's is {location})")
+    if kept:
+        logger.warning(
+            "%s: %s not applied: Serve applies these only when it starts on the cluster (`serve shutdown`, "
+            "then deploy again, to change them)",
+            source,
+            "; ".join(kept),
+        )

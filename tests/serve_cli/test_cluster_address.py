@@ -196,3 +196,30 @@ def test_deploy_without_the_right_token_fails_in_one_line(token: str | None) -> 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "RAY_AUTH_TOKEN" in done.stderr.strip().splitlines()[-1]
+
+
+class _RunningDashboard(_Dashboard):
+    """A cluster where Serve already runs: on port 18801, proxies on the head only."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/version"):
+            super().do_GET()
+        else:
+            running = {"host": "0.0.0.0", "port": 18801}
+            self._answer(
+                {"applications": {}, "proxies": {}, "proxy_location": "HeadOnly", "http_options": running}
+            )
+
+
+def test_a_deploy_that_changes_serves_port_or_proxies_says_they_stay() -> None:
+    """Serve applies http_options and proxy_location only when it starts: the deploy printed RUNNING and
+    exited 0 while the cluster kept its old port, and the file's port refused connections."""
+    _RunningDashboard.deployed = []
+    with http_stub(_RunningDashboard) as url:
+        done, _ = _labelwise("deploy", "--address", url, "--config", str(SHIPPED), "--timeout-s", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    warning = done.stderr
+    assert "http_options.port 8000 (Serve's is 18801)" in warning, warning
+    assert "proxy_location EveryNode (Serve's is HeadOnly)" in warning and "serve shutdown" in warning, (
+        warning
+    )
