@@ -44,6 +44,8 @@ class ServeFile:
     source: Path | None = None
     # Whether the file names http_options.host (else `host` is a local run's loopback default).
     host_set: bool = False
+    # The file's proxy_location where it names one: a cluster run's default (a local run has no proxies).
+    proxy_location: str | None = None
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ServePlan:
     route_prefix: str = DEFAULT_ROUTE_PREFIX
     direct_ingress: bool = False
     ingress_replicas: int = 1
+    proxy_location: str | None = None  # the Serve config's, for a cluster run that names none
     # The validated ServingConfig of args (the LABELWISE_* variables applied), for checks before Ray starts.
     config: Any = field(default=None, compare=False, repr=False)
 
@@ -95,6 +98,7 @@ def load_serve_file(config: Path | None) -> ServeFile:
         port=int(http.port),
         source=config,
         host_set=host_set,
+        proxy_location=_text(schema.proxy_location) if "proxy_location" in schema.model_fields_set else None,
     )
 
 
@@ -266,6 +270,7 @@ def plan_server(
         route_prefix=serve_file.route_prefix,
         direct_ingress=direct_ingress,
         ingress_replicas=replicas or 1,
+        proxy_location=serve_file.proxy_location,
         config=serving_config,
     )
 
@@ -729,7 +734,7 @@ def connect_cluster(address: str) -> Any:
 
 
 def serve_on_cluster(
-    plan: ServePlan, address: str, proxy_location: str = "EveryNode", timeout_s: float = 300
+    plan: ServePlan, address: str, proxy_location: str | None = None, timeout_s: float = 300
 ) -> ClusterStatus:
     """Deploy the app of a checked plan onto the running cluster at address; return once it runs.
 
@@ -744,7 +749,8 @@ def serve_on_cluster(
     from serving.app import build_app
     from serving.config import repository_url_only
 
-    proxy_location = proxy_location_name(proxy_location)
+    # --proxy-location, else the Serve config's (it was dropped without a word), else Serve's EveryNode
+    proxy_location = proxy_location_name(proxy_location or plan.proxy_location or "EveryNode")
     connect_cluster(address)
     import ray
 

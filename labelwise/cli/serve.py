@@ -71,10 +71,10 @@ def serve_command(
         "node of the cluster) or auto. Always Serve's proxy; host and port apply when Serve is not "
         "running there yet.",
     ),
-    proxy_location: str = typer.Option(
-        "EveryNode",
+    proxy_location: str | None = typer.Option(
+        None,
         help="With --address: EveryNode, HeadOnly or Disabled, in any case (where Serve runs its HTTP "
-        "proxies).",
+        "proxies); default: the Serve config's proxy_location, else EveryNode.",
     ),
 ) -> None:
     """Start a local Ray on loopback and serve every configured scenario until Ctrl-C (or, with

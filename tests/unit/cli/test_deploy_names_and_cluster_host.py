@@ -138,3 +138,18 @@ def test_deploy_names_an_app_the_file_leaves_unnamed_and_warns_of_a_node_relativ
     assert any("repository ../repo is relative" in r.getMessage() for r in caplog.records), caplog.text
     plan = plan_server(None, repository=Path("../repo"), local=False)
     assert Path(plan.args["repository"]).is_absolute()  # resolved here, where it was given
+
+
+def test_serve_on_a_cluster_takes_the_files_proxy_location_unless_one_is_given(tmp_path: Path) -> None:
+    """`labelwise serve --address --config` with `proxy_location: HeadOnly` started Serve with EveryNode
+    (the option's default), without a word; `labelwise deploy` applied the same file's HeadOnly."""
+    entry = {"name": "labelwise", "import_path": BUILD_APP, "args": {"repository": "/srv/models"}}
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        yaml.safe_dump({"proxy_location": "HeadOnly", "applications": [entry]}), encoding="utf-8"
+    )
+    assert plan_server(config, local=False).proxy_location == "HeadOnly"
+    assert (
+        plan_server(_deploy_file(tmp_path, {"repository": "/srv/models"}, []), local=False).proxy_location
+        is None
+    )
