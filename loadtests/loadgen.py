@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--max-requests", type=int, default=None)
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="Per-request timeout.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed for picking texts.")
     parser.add_argument("--texts-file", default=None, help=".txt (one per line) or .csv with a text column")
     parser.add_argument("--ready-timeout-s", type=float, default=10.0)
     parser.add_argument("--shape", default="labelwise", choices=sorted(SHAPES), help="Request shape.")
@@ -263,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration_s,
         warmup_s=args.warmup_s,
         max_requests=args.max_requests,
+        timeout_s=args.timeout_s,
+        seed=args.seed,
         shape=args.shape,
         api_key=os.environ.get(API_KEY_ENV) or None,
     )
@@ -303,6 +307,8 @@ def run_in_subprocess(
         "--duration-s", str(spec.duration_s),
         "--warmup-s", str(spec.warmup_s),
         "--ready-timeout-s", str(ready_timeout_s),
+        "--timeout-s", str(spec.timeout_s),  # the child used 30 s and seed 0 whatever the spec said
+        "--seed", str(spec.seed),
         "--shape", spec.shape,
     ]  # fmt: skip
     if spec.max_requests:

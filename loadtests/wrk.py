@@ -247,6 +247,8 @@ def run_wrk(
     """One closed-loop load with wrk: warm-up run, measured run; the LoadResult fields plus wrk's own."""
     from .loadgen import build_bodies
 
+    if spec.max_requests:  # wrk runs for a time, never to a count: refused rather than ignored
+        raise BenchError("wrk cannot stop at max_requests: use the Python load generator for a count")
     wrk = wrk or find_wrk()
     if wrk is None:
         raise BenchError("wrk is not on PATH: `make wrk` installs it, or use the Python load generator")

@@ -218,3 +218,26 @@ def test_wrk_latencies_that_include_failed_answers_say_so() -> None:
     assert result["note"] == "latencies include 9 failed answers (wrk times every answer)"
     clean = {**done, "non2xx": 0, "statuses": {}, "errors": {**errors, "status": 0}}
     assert "note" not in wrk_result(spec, clean, {}, cpu_s=0.1, wall_s=1.0, threads=1)
+
+
+def test_options_a_driver_cannot_honour_are_refused_or_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wrk ran its whole duration whatever max_requests said, and the Python generator's child process ran
+    with a 30 s timeout and seed 0 whatever the spec said (its bound counted the spec's timeout)."""
+    import subprocess
+
+    from loadtests.loadgen import run_in_subprocess
+
+    spec = LoadSpec(url="http://127.0.0.1:9", scenarios=["s"], max_requests=5, timeout_s=120.0, seed=7)
+    with pytest.raises(BenchError, match="max_requests"):
+        run_wrk(spec, ["hello"], wrk="/bin/false")
+    seen: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"requests": 0}\n', stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    run_in_subprocess(spec, None)
+    (cmd,) = seen
+    assert cmd[cmd.index("--timeout-s") + 1] == "120.0" and cmd[cmd.index("--seed") + 1] == "7"
+    assert cmd[cmd.index("--max-requests") + 1] == "5"
