@@ -106,7 +106,8 @@ def _refuse_random_weights(base_model_path: str | Path, missing: list[str]) -> N
             f"{base_model_path}: its checkpoint has no pooler weights (saved from a masked-LM model), so a "
             "linear head on the pooler would get a random one here, not the one it was trained with; "
             "a LoRA version trained on this base now trains the pooler with its head (head kind "
-            "bert_pooler, served from the base's `-pre-pooler` graph): retrain the version"
+            "bert_pooler, served from the base's `-pre-pooler` graph): for such a version export with "
+            'head_kind="bert_pooler"; retrain a version older than that'
         )
     if missing:
         raise UnsupportedBaseError(

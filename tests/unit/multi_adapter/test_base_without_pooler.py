@@ -23,6 +23,8 @@ def test_a_linear_graph_on_a_base_without_pooler_weights_is_refused(masked_lm_be
     with pytest.raises(UnsupportedBaseError, match="no pooler weights") as refused:
         build_module(masked_lm_bert, "key", 8, ["query", "value"])
     assert "bert_pooler" in str(refused.value)  # what such a base's versions are now: retrain
+    # ...and how to export for a version that already is one (the advice said "retrain" to those too)
+    assert 'head_kind="bert_pooler"' in str(refused.value)
     with pytest.raises(UnsupportedBaseError, match="no pooler weights"):
         build_module(masked_lm_bert, "key", 8, ["query", "value"], "linear")
 
