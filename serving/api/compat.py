@@ -148,6 +148,10 @@ def ecosystem_route(
                 with counting() as was_counted:
                     try:
                         if prepare is not None:
+                            # a client without the key is told that alone, before its body is read
+                            refused = key_refusal(request)
+                            if refused is not None:
+                                raise refused
                             await prepare(request)
                         return await handler(request)
                     except Exception as exc:

@@ -24,6 +24,12 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
         v2 = await client.post("/v2/models/frozen_two/infer", json=v2_body)
         assert v2.status_code == 401 and set(v2.json()) == {"error"}
         assert (await client.get("/v2/models/frozen_two")).status_code == 401
+        # A binary-tensor body (its JSON header announced in a header) is not read before the key is
+        # asked for: a client without the key hears 401, not a refusal of a body it was never to send.
+        for binary in (b'{"inputs": [', b"{}xx"):
+            sized = {"Inference-Header-Content-Length": str(len(binary) - 2)}
+            refused = await client.post("/v2/models/frozen_two/infer", content=binary, headers=sized)
+            assert refused.status_code == 401 and "API key" in refused.json()["error"], refused.text
 
         auth = {"Authorization": "Bearer k3y"}
         meta = await client.get("/v2/models/frozen_two", headers=auth)
