@@ -802,9 +802,10 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     # never behind the API key, never refused for load, never counted
     probes = APIRouter(route_class=probe_route, tags=list(tags))
     router = APIRouter(route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=tags)
-    # no 415 (a body is read as JSON whatever its Content-Type) and no 422 (the protocol says 400; the
-    # 422 FastAPI adds to an operation with parameters is taken out by routes.openapi_as_answered)
-    errors = {s: {"model": V2ErrorBody} for s in ANSWERED_ERRORS if s not in (415, 422)}
+    # 415 only for a compressed body (one of any Content-Type is read as JSON: tritonclient's gzip or
+    # deflate request compression is refused before routing, body_limit.py); no 422 (the protocol says
+    # 400; the 422 FastAPI adds to an operation with parameters is taken out by openapi_as_answered)
+    errors = {s: {"model": V2ErrorBody} for s in ANSWERED_ERRORS if s != 422}
 
     @probes.head("/v2/health/live", include_in_schema=False)  # uptime checks probe with HEAD too
     @probes.get(
@@ -849,11 +850,15 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     @router.head("/v2/models/{scenario}", include_in_schema=False)
     @router.get("/v2/models/{scenario}", response_model=V2ModelMetadata, responses=errors)
     async def served_model_metadata(scenario: str) -> dict[str, Any]:
-        return await model_metadata(scenario, None)
+        return await metadata_of(scenario, None)
 
     @router.head("/v2/models/{scenario}/versions/{version}", include_in_schema=False)
     @router.get("/v2/models/{scenario}/versions/{version}", response_model=V2ModelMetadata, responses=errors)
-    async def model_metadata(scenario: str, version: str | None) -> dict[str, Any]:
+    async def model_metadata(scenario: str, version: str) -> dict[str, Any]:
+        return await metadata_of(scenario, version)
+
+    # (a path parameter is never null: the versioned routes take `version: str`, these helpers None too)
+    async def metadata_of(scenario: str, version: str | None) -> dict[str, Any]:
         entry = await loaded_entry(scenario, version)
         k = len(entry.get("labels") or []) or -1
         return {
@@ -870,11 +875,14 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     @router.head("/v2/models/{scenario}/ready", include_in_schema=False)
     @router.get("/v2/models/{scenario}/ready", responses=errors)
     async def served_model_ready(scenario: str) -> dict[str, Any]:
-        return await model_ready(scenario, None)
+        return await ready_of(scenario, None)
 
     @router.head("/v2/models/{scenario}/versions/{version}/ready", include_in_schema=False)
     @router.get("/v2/models/{scenario}/versions/{version}/ready", responses=errors)
-    async def model_ready(scenario: str, version: str | None) -> dict[str, Any]:
+    async def model_ready(scenario: str, version: str) -> dict[str, Any]:
+        return await ready_of(scenario, version)
+
+    async def ready_of(scenario: str, version: str | None) -> dict[str, Any]:
         entry = await loaded_entry(scenario, version)
         if entry.get("version") is None:
             raise NotReadyError("model not loaded yet")
@@ -883,13 +891,18 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
     @router.post("/v2/models/{scenario}/infer", response_model=V2InferResponse, responses=errors)
     async def served_infer(scenario: str, body: V2InferRequest, request: Request) -> Response:
         """Texts in one BYTES tensor; per text the best label and its probability, and every label."""
-        return await infer(scenario, body, request, None)
+        return await infer_with(scenario, body, request, None)
 
     @router.post(
         "/v2/models/{scenario}/versions/{version}/infer", response_model=V2InferResponse, responses=errors
     )
-    async def infer(scenario: str, body: V2InferRequest, request: Request, version: str | None) -> Response:
+    async def infer(scenario: str, body: V2InferRequest, request: Request, version: str) -> Response:
         """As /v2/models/{scenario}/infer, answered only while that version is the one serving."""
+        return await infer_with(scenario, body, request, version)
+
+    async def infer_with(
+        scenario: str, body: V2InferRequest, request: Request, version: str | None
+    ) -> Response:
         with counted(metrics, scenario):
             if version is not None:
                 await loaded_entry(scenario, version)

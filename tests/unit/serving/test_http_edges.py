@@ -130,6 +130,13 @@ def test_every_probe_answers_head_and_every_operation_has_its_own_id(published_r
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     tei = schema["paths"]["/predict"]["post"]["responses"]
     assert {"400", "415", "504"} <= set(tei)
+    # KServe v2: a compressed body (tritonclient's request compression) is answered 415, so it is
+    # documented; a path parameter is a string, never null
+    versioned = "/v2/models/{scenario}/versions/{version}"
+    assert "415" in schema["paths"]["/v2/models/{scenario}/infer"]["post"]["responses"]
+    for path, method in ((versioned, "get"), (versioned + "/ready", "get"), (versioned + "/infer", "post")):
+        (version,) = [p for p in schema["paths"][path][method]["parameters"] if p["name"] == "version"]
+        assert version["required"] and version["schema"] == {"type": "string", "title": "Version"}, version
 
 
 @pytest.mark.parametrize(
