@@ -19,7 +19,9 @@ from .body_limit import declares_body
 from .ecosystems import refusal_for, route_path
 
 # Paths that are never refused for load: liveness, readiness, metrics (and their compat spellings).
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/health", "/v2/health/live", "/v2/health/ready"})
+PROBE_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/health", "/ping", "/v2/health/live", "/v2/health/ready"}
+)
 
 
 class InFlight:

@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..metrics import ServingMetrics
 from .ecosystems import (
+    EMPTY_TEXT,
     INFINITY,
     KSERVE,
     TEI,
@@ -397,11 +398,19 @@ def tei_texts(inputs: Any) -> tuple[list[str], bool]:
     for i, text in enumerate(texts):
         named = f"inputs.{i}" if batch else "inputs"
         if not text:
-            raise InvalidRequestError(f"{named}: an empty text", field=named)
+            raise EmptyTextError(f"{named}: an empty text", field=named)
         if text.isspace():
             raise InvalidRequestError(f"{named}: {BLANK_TEXT}", field=named)
         refuse_lone_surrogate(text, named)
     return texts, batch
+
+
+class EmptyTextError(InvalidRequestError):
+    """TEI's own refusal of an empty text: 400 with error_type Empty (its tokenizer's
+    TextEmbeddingsError::Empty), where other bad input is 422 Validation."""
+
+    code = EMPTY_TEXT
+    status_code = 400
 
 
 def refuse_lone_surrogate(text: str, named: str) -> None:
@@ -517,12 +526,22 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
 
 
 def tei_probes(backend: ClassifyBackend) -> APIRouter:
-    """TEI's GET /health: 200 with an empty body once every scenario is loaded, else 503 in TEI's shape
-    (also when readiness itself fails). Never behind the API key, never refused for load
+    """TEI's GET /health (and /ping): 200 with an empty body once every scenario is loaded, else 503 in
+    TEI's shape (also when readiness itself fails). Never behind the API key, never refused for load
     (admission.PROBE_PATHS), as TEI's own."""
     router = APIRouter(tags=["compat: TEI"])
 
+    # /ping too: TEI's SageMaker health route (beside POST /invocations, served here)
+    @router.head("/ping", include_in_schema=False)
     @router.head("/health", include_in_schema=False)  # TEI answers HEAD wherever it answers GET
+    @router.get(
+        "/ping",
+        response_class=Response,
+        responses={
+            200: {"description": "Healthy: an empty body.", "content": {}},
+            503: {"model": TeiErrorBody},
+        },
+    )
     @router.get(
         "/health",
         response_class=Response,

@@ -41,9 +41,16 @@ TeiErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Toke
 TEI_ERROR_TYPES: tuple[str, ...] = get_args(TeiErrorType)
 
 
+# The code of an empty text on a TEI route, which TEI answers 400 Empty (compat.EmptyTextError)
+EMPTY_TEXT = "empty_text"
+
+
 def tei_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    """TEI: {"error", "error_type"}, the type one of TEI's (Validation, Overloaded, Unhealthy, Backend)."""
-    if code == "overloaded" or status == 429:
+    """TEI: {"error", "error_type"}, the type one of TEI's (Validation, Overloaded, Unhealthy, Backend,
+    Empty)."""
+    if code == EMPTY_TEXT:
+        kind = "Empty"
+    elif code == "overloaded" or status == 429:
         kind = "Overloaded"
     elif code == "not_ready":
         kind = "Unhealthy"
@@ -92,7 +99,7 @@ KSERVE = Ecosystem("kserve", kserve_error, {422: 400})  # the protocol answers b
 # The paths of the compatibility routes (compat.py), each with its ecosystem. `POST /` is TEI's predict;
 # GET and HEAD on `/` are labelwise's own root.
 _INFINITY_PATHS = frozenset({"/classify"})
-_TEI_PATHS = frozenset({"/predict", "/invocations", "/info", "/health"})
+_TEI_PATHS = frozenset({"/predict", "/invocations", "/info", "/health", "/ping"})
 _KSERVE_PATH = re.compile(r"/v2(/health/(live|ready)|/models/[^/]+(/versions/[^/]+)?(/ready|/infer)?)?")
 
 

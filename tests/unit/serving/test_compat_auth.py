@@ -15,6 +15,9 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
     async def check(client: Any) -> None:
         assert (await client.get("/v2/health/live")).json() == {"live": True}
         assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        for tei_probe in ("/health", "/ping"):  # TEI's, /ping its SageMaker health route
+            healthy = await client.get(tei_probe)
+            assert healthy.status_code == 200 and healthy.content == b"", (tei_probe, healthy.text)
 
         infinity = await client.post("/classify", json={"model": "frozen_two", "input": ["hi"]})
         assert infinity.status_code == 401 and infinity.json()["error"]["code"] == 401

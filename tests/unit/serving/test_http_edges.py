@@ -118,7 +118,7 @@ def test_kserve_binary_header_nested_too_deeply_is_a_400(published_repo: ModelRe
 
 
 def test_every_probe_answers_head_and_every_operation_has_its_own_id(published_repo: ModelRepository) -> None:
-    probes = ["/healthz", "/readyz", "/health", "/v2/health/live", "/v2/health/ready"]
+    probes = ["/healthz", "/readyz", "/health", "/ping", "/v2/health/live", "/v2/health/ready"]
 
     async def probe(clients: dict) -> tuple[dict, dict]:
         heads = {path: (await clients["fast"].head(path)).status_code for path in probes}
@@ -148,7 +148,6 @@ def test_every_probe_answers_head_and_every_operation_has_its_own_id(published_r
         ([["a"], "b"], "inputs", "mixed"),
         ([["a"], 3], "inputs.1", "a number"),
         ([["a"], [None]], "inputs.1", "a list holding null"),
-        ("", "inputs", "empty"),
         ("x" * 40, "inputs", "40 characters"),
         ([["ok"], ["x" * 40]], "inputs.1", "40 characters"),
     ],
@@ -164,3 +163,18 @@ def test_tei_inputs_are_refused_by_what_they_are(
     error = response.json()["error"]
     assert error.startswith(f"{field}: ") and words in error, error
     assert ".str" not in error and "list[" not in error
+
+
+@pytest.mark.parametrize(("inputs", "field"), [("", "inputs"), ([["ok"], [""]], "inputs.1")])
+def test_an_empty_tei_text_is_tei_s_own_400_empty(
+    published_repo: ModelRepository, inputs: Any, field: str
+) -> None:
+    """TEI refuses an empty input 400 with error_type Empty (its tokenizer's TextEmbeddingsError::Empty),
+    not 422 Validation as other bad input."""
+
+    async def probe(clients: dict) -> Any:
+        return await clients["fast"].post("/predict", json={"inputs": inputs})
+
+    response = _run(published_repo, probe)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": f"{field}: an empty text", "error_type": "Empty"}
