@@ -135,7 +135,13 @@ def run_training(
 ) -> TrainingOutcome:
     """Train config; publish to repository (exporting the `export` precisions, then pointing alias at
     the new version) or, without publish, save the weights under the run folder."""
-    from model_repository import ModelRepository, RepositoryError, UsageError, check_alias_name
+    from model_repository import (
+        ModelRepository,
+        ObjectStoreError,
+        RepositoryError,
+        UsageError,
+        check_alias_name,
+    )
     from training import publish_run, save_weights, train
 
     precisions = export_precisions(export) if publish else []
@@ -154,7 +160,9 @@ def run_training(
     repo = repository if repository is not None else ModelRepository()
     try:
         manifest = publish_run(result, repo, export_precisions=precisions, alias=alias)
-    except OSError as exc:  # the repository's disk or folder failed: the run is not thrown away with it
+    # the repository's disk, folder or object store failed (read-only credentials pass the store's opening
+    # check and fail at the first write): the run is not thrown away with it
+    except (OSError, ObjectStoreError) as exc:
         kept = Path(config.output_dir) / "weights"
         save_weights(result, kept)
         raise RepositoryError(
