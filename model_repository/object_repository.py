@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -126,6 +127,25 @@ BASE_CLAIM_WAIT_ENV = "LABELWISE_BASE_CLAIM_WAIT_S"
 DEFAULT_BASE_CLAIM_WAIT_S = 600.0
 
 
+def _base_claim_wait_s() -> float:
+    """$LABELWISE_BASE_CLAIM_WAIT_S, else DEFAULT_BASE_CLAIM_WAIT_S; UsageError naming the variable for
+    anything but a finite number of seconds >= 0 (checked when the repository opens too: the wait itself
+    comes after a run has trained)."""
+    raw = (os.environ.get(BASE_CLAIM_WAIT_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_BASE_CLAIM_WAIT_S
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not math.isfinite(wait_s) or wait_s < 0:
+        raise UsageError(
+            f"{BASE_CLAIM_WAIT_ENV}={raw!r}: how long to wait for another writer's base encoder must be a "
+            f"number of seconds >= 0 (unset: {DEFAULT_BASE_CLAIM_WAIT_S:g})"
+        )
+    return wait_s
+
+
 def _claim_body() -> bytes:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
 
@@ -136,7 +156,8 @@ class ObjectStoreRepository(ModelRepository):
     Opening it lists one key under its prefix: missing credentials, a missing bucket or an unreachable
     endpoint are refused here, by name (ObjectStoreError), not at the first request that needs a file.
     cache_keep: how many cached versions of a scenario `verify` leaves (else $LABELWISE_REPOSITORY_CACHE_KEEP;
-    0 or unset: 3); a bad value is refused here too, by name, before the store is asked.
+    0 or unset: 3); a bad value (or a bad $LABELWISE_BASE_CLAIM_WAIT_S) is refused here too, by name, before
+    the store is asked.
     """
 
     @contextlib.contextmanager
@@ -151,6 +172,7 @@ class ObjectStoreRepository(ModelRepository):
         cache_keep: int | None = None,
     ) -> None:
         self.cache_keep = _cache_keep(cache_keep)
+        _base_claim_wait_s()  # a bad value is refused now, not after a run has trained (read again there)
         url = parse_root(root if root is not None else default_root())
         if not isinstance(url, str):
             raise ValueError(f"{root!r} is a local path, not an object-store URL: use ModelRepository")
@@ -606,7 +628,7 @@ class ObjectStoreRepository(ModelRepository):
 
     def _await_base(self, key: str, precision: str, claim: str) -> None:
         """Another writer holds the base's claim: wait until its base.json is there, else refuse."""
-        wait_s = float(os.environ.get(BASE_CLAIM_WAIT_ENV, DEFAULT_BASE_CLAIM_WAIT_S))
+        wait_s = _base_claim_wait_s()
         deadline = time.monotonic() + wait_s
         while not self.has_base(key, precision):
             if time.monotonic() >= deadline:

@@ -317,3 +317,19 @@ def test_an_s3_store_gives_up_on_a_silent_endpoint_in_seconds_not_minutes() -> N
     assert fs.retries * S3_READ_TIMEOUT_S <= 30
     assert fs.config_kwargs["read_timeout"] == S3_READ_TIMEOUT_S
     assert fs.config_kwargs["retries"] == {"max_attempts": 1}  # s3fs's own tries only
+
+
+@pytest.mark.parametrize("value", ["10s", "nan", "-1", "inf"])
+def test_a_bad_base_claim_wait_is_refused_by_name_when_the_repository_opens(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """$LABELWISE_BASE_CLAIM_WAIT_S is read when a writer loses a base's claim, after its run trained: a
+    value that is not a number of seconds is refused, by name, when the repository opens (it was a bare
+    ValueError from float() then)."""
+    from model_repository import UsageError
+
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", value)
+    with pytest.raises(UsageError, match=re.escape(f"LABELWISE_BASE_CLAIM_WAIT_S={value!r}")):
+        bucket.repo(tmp_path / "cache")
+    monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", " 2.5 ")
+    assert bucket.repo(tmp_path / "cache").root == bucket.url
