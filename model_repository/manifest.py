@@ -140,7 +140,7 @@ class Manifest(_Strict):
         folder, and checks only what this lists. (base_model.id and training_config name paths on the
         training machine, outside the repository by design; nothing reads them from a version folder.)
         """
-        named = [(f"files key {rel!r}", rel) for rel in self.files]
+        named = [("files key", rel) for rel in self.files]  # (the message adds the path)
         return named + [(field, rel) for field, rel in self.artifact_paths()]
 
     def artifact_paths(self) -> list[tuple[str, str]]:

@@ -135,6 +135,9 @@ def test_crafted_version_is_refused_by_verify_and_set_alias(
         repo.verify("spam", 2)
     with pytest.raises(UnsafePathError, match=message):
         repo.set_alias("spam", "production", 2)
+    with pytest.raises(UnsafePathError) as refused:
+        repo.verify("spam", 2)
+    assert str(refused.value).count(repr(bad)) <= 1, refused.value  # the path named once, not twice
     assert repo.resolve("spam", "production") == 1  # the version already serving stays
     assert repo.verify("spam", 1).version == 1
     assert issubclass(UnsafePathError, IntegrityError) and issubclass(UnsafePathError, LabelwiseError)
