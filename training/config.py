@@ -201,6 +201,13 @@ class ScenarioConfig(_Strict):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"labels must be unique; repeated: {dupes}")
+        # a data file's label cells are read stripped and an empty one is refused: such a label has no rows
+        spaced = [x for x in labels if not x.strip() or x != x.strip()]
+        if spaced:
+            raise ValueError(
+                f"labels must be non-empty, without leading or trailing spaces (a data file's label cells "
+                f"are read stripped, so no row could have them): {spaced}"
+            )
         return labels
 
     @model_validator(mode="after")

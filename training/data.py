@@ -293,6 +293,12 @@ def load_labeled(
                 ) from None
         raw.append(str(text))
         texts.append(clean_text(raw[-1], scenario.cleaning))
+        if not texts[-1].strip():  # a URL or markup alone: nothing is left to train on or to score
+            raise DataError(
+                f"data file {path}, row {_row_number(path, row)}: {scenario.text_column!r} is empty once "
+                f"cleaned ({raw[-1][:80]!r}); remove the row, or turn off the scenario's `cleaning` "
+                "(strip_urls, strip_html) that empties it"
+            )
         ids.append(label_to_id[name])
     if unknown_counts:
         first = next(iter(unknown_counts))

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from model_repository import Manifest, ModelRepository, write_text_atomic
 from model_repository.identity import file_sha256
+from model_repository.text import NO_NORMALIZATION
 
 from .config import (
     STRATEGIES,
@@ -110,6 +111,10 @@ def evaluation_rows(
         # only the columns, the cleaning and the unknown-label rule are needed: read as re-export reads
         # them, from a version whose training_config is an older release's or holds no scenario at all
         cfg = recorded_scenario_config(manifest)
+        # the torch model reads rows.texts, the graphs rows.raw cleaned as serving cleans them: both the
+        # version's text_normalization (none recorded, an older version: the raw text, as served)
+        served = manifest.text_normalization if manifest.text_normalization is not None else NO_NORMALIZATION
+        cfg = cfg.model_copy(update={"cleaning": served})
         rows, dropped = load_labeled(
             Path(data_path),
             cfg,

@@ -346,7 +346,11 @@ def test_evaluate_names_the_versions_labels_for_an_unknown_label_in_the_file(tmp
     with open(data, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["text", "label"], ["great stuff", "positive"], ["meh", "mixed"]])
     manifest = SimpleNamespace(
-        scenario="toy", version=3, labels=["positive", "negative", "neutral"], training_config=None
+        scenario="toy",
+        version=3,
+        labels=["positive", "negative", "neutral"],
+        training_config=None,
+        text_normalization=None,
     )
     with pytest.raises(DataError) as caught:
         evaluation_rows(manifest, data)  # type: ignore[arg-type]

@@ -199,3 +199,45 @@ def test_a_parquet_text_column_stored_as_binary_is_decoded_not_trained_as_its_re
     with pytest.raises(DataError, match=r"train\.parquet, row 2: 'text' is bytes that are not UTF-8 text "
                                          r"\(byte 0xe9"):  # fmt: skip
         _load(path)
+
+
+def test_a_text_that_cleaning_empties_is_refused_by_row(tmp_path: Path) -> None:
+    """A URL or a tag alone passes the blank-text check and was trained (and scored) as an empty text."""
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nhello there,pos\nhttp://spam.example.com/win,neg\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv, row 3: 'text' is empty once cleaned .*spam\.example"):
+        _load(path)
+    raw = ScenarioConfig(name="review", labels=LABELS, cleaning={"strip_urls": False})
+    assert load_labeled(path, raw, LABELS)[0].texts == ["hello there", "http://spam.example.com/win"]
+
+
+@pytest.mark.parametrize("labels", [["pos", " neg"], ["pos", "neg "], ["pos", ""], ["pos", "  "]])
+def test_a_label_no_data_row_could_spell_is_refused_in_the_config(labels: list[str]) -> None:
+    """Label cells are read stripped and an empty one is refused, so such a label could have no rows: the
+    error said to add to `labels` the label the config already held."""
+    with pytest.raises(ValueError, match="without leading or trailing spaces"):
+        ScenarioConfig(name="review", labels=labels)
+
+
+def test_evaluate_data_reads_a_version_without_a_recorded_normalization_raw_as_served(tmp_path: Path) -> None:
+    """`labelwise evaluate --data` scores the torch model on rows.texts and the graphs on rows.raw, cleaned
+    as serving cleans them: for a version published before text_normalization was recorded (served raw)
+    the torch side read the default cleaning's texts, so the two scored different inputs."""
+    from model_repository import Manifest
+    from model_repository.text import TextNormalization
+    from tests.conftest import manifest_fields
+    from training import evaluation_rows
+
+    path = tmp_path / "eval.csv"
+    path.write_text('text,label\n"  <b>fine</b> see http://x.io/a",pos\nbad,neg\n', encoding="utf-8")
+    fields = {**manifest_fields(), "labels": LABELS, "scenario": "review", "version": 1}
+    recorded = {"scenario": {"name": "review", "labels": LABELS}}
+    old = Manifest(**fields, training_config=recorded)
+    assert old.text_normalization is None
+    rows = evaluation_rows(old, path).rows
+    assert rows.texts == rows.raw == ["  <b>fine</b> see http://x.io/a", "bad"]
+    cleaned = TextNormalization(strip_urls=True, strip_html=True, normalize_whitespace=True)
+    rows = evaluation_rows(
+        Manifest(**fields, training_config=recorded, text_normalization=cleaned), path
+    ).rows
+    assert rows.texts == ["fine see", "bad"] and rows.raw[0] == "  <b>fine</b> see http://x.io/a"
