@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from model_repository.identity import file_sha256
-from model_repository.text import normalize_text
+from model_repository.text import lone_surrogate_at, normalize_text
 
 from .config import CleaningConfig, ScenarioConfig, TrainConfig
 from .errors import DataError
@@ -135,6 +135,13 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
             ) from exc
         if "corresponds to no data" in str(root):  # datasets' words for a file that parsed to zero rows
             raise DataError(f"data file {path} has {_NO_ROWS[fmt]}") from exc
+        surrogate = _lone_surrogate_line(path) if fmt == "json" else None
+        if surrogate is not None:  # the JSON reader calls it "Trailing data" or the like
+            line, char = surrogate
+            raise DataError(
+                f"data file {path}, row {line}: a text holds a lone surrogate ({char}: half of a character, "
+                "often an emoji cut in two), which has no UTF-8 form; fix or remove it"
+            ) from exc
         raise DataError(
             f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
         ) from exc
@@ -228,6 +235,22 @@ def _check_row_widths(path: Path, tsv: bool) -> None:
         return  # broken quoting: the reader below names it
     finally:
         csv.field_size_limit(limit)
+
+
+def _lone_surrogate_line(path: Path) -> tuple[int, str] | None:
+    """(1-based line, the escape) of the first JSON line whose values hold a lone surrogate (a `\\ud83d`
+    escape without its pair), which the JSON lines reader fails on with a message about something else."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            text = json.dumps(value, ensure_ascii=False)
+            at = lone_surrogate_at(text)
+            if at is not None:
+                return number, f"\\u{ord(text[at]):04x}"
+    return None
 
 
 def _row_number(path: Path, row: int) -> int:

@@ -241,3 +241,16 @@ def test_evaluate_data_reads_a_version_without_a_recorded_normalization_raw_as_s
         Manifest(**fields, training_config=recorded, text_normalization=cleaned), path
     ).rows
     assert rows.texts == ["fine see", "bad"] and rows.raw[0] == "  <b>fine</b> see http://x.io/a"
+
+
+def test_a_lone_surrogate_in_a_jsonl_file_is_named_by_row(tmp_path: Path) -> None:
+    """A `\\ud83d` escape without its pair (an emoji cut in two by an export) made the JSON lines reader
+    fail with "Trailing data", which said nothing of the cause."""
+    path = tmp_path / "eval.jsonl"
+    lines = [
+        '{"text": "The film was great today.", "label": "pos"}',
+        '{"text": "bad \\ud83d here", "label": "neg"}',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"eval\.jsonl, row 2: a text holds a lone surrogate \(\\ud83d"):
+        _load(path)
