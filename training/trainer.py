@@ -322,6 +322,22 @@ def _collapse_watch(majority_f1: float) -> Any:
     return CollapseWatch()
 
 
+def _score_last_step() -> Any:
+    """With evaluation every eval_steps, the steps after the last multiple were trained and never scored,
+    so the best checkpoint could never be the run's end (transformers saves the last step without
+    evaluating it): the last step is evaluated and saved too, as a candidate like the others."""
+    from transformers import TrainerCallback
+
+    class ScoreLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                control.should_evaluate = True
+                control.should_save = True
+            return control
+
+    return ScoreLastStep()
+
+
 def _early_stopping(patience: int, majority_f1: float | None) -> Any:
     """Stop after `patience` evaluations without a better validation macro-F1, counting only from the first
     evaluation that beats always answering the majority label (majority_f1 + COLLAPSE_F1_MARGIN): a LoRA
@@ -705,6 +721,8 @@ def _make_trainer(
         if config.early_stopping_patience and not single_pass
         else []
     )
+    if args.eval_strategy == "steps":
+        callbacks.append(_score_last_step())
     callbacks += list(extra_callbacks or [])
     adversarial = (
         None

@@ -228,3 +228,22 @@ def test_max_steps_is_the_runs_length_in_steps_for_every_strategy(
     )
     result = train(config)
     assert max(int(e["step"]) for e in result.log_history if "step" in e) == wanted
+
+
+def test_with_evaluation_by_steps_the_last_step_is_scored_too(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """Evaluation every eval_steps left the steps after its last multiple trained and never scored: the
+    run's end could never be the kept checkpoint. Five steps, evaluated every two: steps 2, 4 and 5."""
+    from training import make_train_config, train
+
+    config = make_train_config(
+        toy_scenario,
+        "full",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        **{**FAST, "max_steps": 5},
+    )
+    result = train(config)
+    scored = [int(e["step"]) for e in result.log_history if "eval_macro_f1" in e]
+    assert scored == [2, 4, 5], scored
