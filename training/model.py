@@ -143,11 +143,13 @@ def lora_targets(architecture: str, explicit: list[str] | None) -> list[str]:
 
 
 def count_params(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters, exact: shared or duplicated tensors are counted once."""
+    """(trainable, total) parameters of the model as it serves, exact: shared or duplicated tensors are
+    counted once, and a LoRA model's frozen originals of the modules it trains in full (peft's
+    modules_to_save keeps both) are not counted beside their trained copies."""
     seen: set[int] = set()
     trainable = total = 0
-    for param in model.parameters():
-        if id(param) in seen:
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen or ".original_module." in f".{name}":
             continue
         seen.add(id(param))
         total += param.numel()

@@ -247,3 +247,17 @@ def test_with_evaluation_by_steps_the_last_step_is_scored_too(
     result = train(config)
     scored = [int(e["step"]) for e in result.log_history if "eval_macro_f1" in e]
     assert scored == [2, 4, 5], scored
+
+
+def test_a_lora_models_parameter_count_is_the_base_and_its_adapters(tiny_roberta_dir: Path) -> None:
+    """peft keeps a frozen original beside each module trained in full (the head): it was counted too, so
+    every LoRA run's total_params held the head twice."""
+    from training.model import build_model, count_params, resolve_base_model
+
+    base = resolve_base_model(str(tiny_roberta_dir))
+    _, full_total = count_params(build_model(base, "full", list(LABELS)))
+    lora = build_model(base, "lora", list(LABELS))
+    adapters = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
+    trainable, total = count_params(lora)
+    assert adapters > 0 and total == full_total + adapters, (total, full_total, adapters)
+    assert trainable < total
