@@ -952,6 +952,14 @@ def dashboard_address(address: str) -> str:
     """The dashboard URL of the cluster at address: an http(s) URL as it is; for ray://, a GCS address or
     auto, the one the cluster reports through a short ray.init."""
     if address.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(address).hostname
+        except ValueError as exc:
+            raise UsageError(f"--address {address}: {exc}") from None
+        if not host:  # a usage error before anything is contacted, as cluster_endpoint's
+            raise UsageError(f"--address {address}: no host")
         return address.rstrip("/")
     import ray
 

@@ -153,3 +153,13 @@ def test_serve_on_a_cluster_takes_the_files_proxy_location_unless_one_is_given(t
         plan_server(_deploy_file(tmp_path, {"repository": "/srv/models"}, []), local=False).proxy_location
         is None
     )
+
+
+@pytest.mark.parametrize("address", ["http://", "https://", "http://:8265"])
+def test_deploy_refuses_a_dashboard_url_without_a_host_before_contacting_anything(
+    tmp_path: Path, address: str
+) -> None:
+    # Before: "cannot reach the Ray cluster at http:" after a 10 s lookup, exit 1.
+    config = _deploy_file(tmp_path, {"num_replicas": 1}, [])
+    result = CliRunner().invoke(app, ["deploy", "--address", address, "--config", str(config)])
+    assert result.exit_code == 2 and "no host" in result.output, result.output
