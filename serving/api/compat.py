@@ -531,25 +531,16 @@ def tei_probes(backend: ClassifyBackend) -> APIRouter:
     (admission.PROBE_PATHS), as TEI's own."""
     router = APIRouter(tags=["compat: TEI"])
 
+    answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Healthy: an empty body.", "content": {}},
+        503: {"model": TeiErrorBody},
+    }
+
     # /ping too: TEI's SageMaker health route (beside POST /invocations, served here)
     @router.head("/ping", include_in_schema=False)
     @router.head("/health", include_in_schema=False)  # TEI answers HEAD wherever it answers GET
-    @router.get(
-        "/ping",
-        response_class=Response,
-        responses={
-            200: {"description": "Healthy: an empty body.", "content": {}},
-            503: {"model": TeiErrorBody},
-        },
-    )
-    @router.get(
-        "/health",
-        response_class=Response,
-        responses={
-            200: {"description": "Healthy: an empty body.", "content": {}},
-            503: {"model": TeiErrorBody},
-        },
-    )
+    @router.get("/ping", response_class=Response, responses=answers)
+    @router.get("/health", response_class=Response, responses=answers)
     async def health() -> Response:
         try:
             ready = (await backend.readiness())["ready"]
