@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402 - hypothesis c
 pytestmark = pytest.mark.integration
 
 
-TEI_PATHS = ("/predict", "/info", "/health")
+TEI_PATHS = ("/predict", "/info", "/health", "/ping")
 
 
 def _in_compat_shape(path: str, body: Any, status: int) -> bool:
@@ -57,6 +57,7 @@ def test_no_input_gets_a_server_error_or_another_error_shape(served: ServedApp) 
         "/predict",
         "/info",
         "/health",
+        "/ping",
         "/v2/health/ready",
         "/v2/models/{scenario}/infer",
         "/v2/models/{scenario}/versions/{version}/infer",
