@@ -864,19 +864,17 @@ def _refuse_key_in_config(config: Path, app: Any) -> None:
     as written: `serve config` and the dashboard show it to anyone who can read them. UsageError naming
     where to put it instead, before the cluster is contacted."""
     env_vars = (app.runtime_env or {}).get("env_vars") or {}
-    where = (
-        "args.api_key"
-        if "api_key" in app.args
-        else "runtime_env.env_vars.LABELWISE_API_KEY"
-        if "LABELWISE_API_KEY" in env_vars
-        else None
+    if "api_key" in app.args:
+        where = "args.api_key"
+    elif "LABELWISE_API_KEY" in env_vars:
+        where = "runtime_env.env_vars.LABELWISE_API_KEY"
+    else:
+        return
+    raise UsageError(
+        f"{config}: application {app.name}: {where}: a key in the Serve config is shown by "
+        "`serve config` and the Ray dashboard; set LABELWISE_API_KEY in the environment of every "
+        "node's `ray start` instead (the chart: apiKey, from a Secret)"
     )
-    if where is not None:
-        raise UsageError(
-            f"{config}: application {app.name}: {where}: a key in the Serve config is shown by "
-            "`serve config` and the Ray dashboard; set LABELWISE_API_KEY in the environment of every "
-            "node's `ray start` instead (the chart: apiKey, from a Secret)"
-        )
 
 
 def _warn_node_relative_repository(config: Path, app: Any) -> None:
@@ -952,14 +950,7 @@ def dashboard_address(address: str) -> str:
     """The dashboard URL of the cluster at address: an http(s) URL as it is; for ray://, a GCS address or
     auto, the one the cluster reports through a short ray.init."""
     if address.startswith(("http://", "https://")):
-        from urllib.parse import urlsplit
-
-        try:
-            host = urlsplit(address).hostname
-        except ValueError as exc:
-            raise UsageError(f"--address {address}: {exc}") from None
-        if not host:  # a usage error before anything is contacted, as cluster_endpoint's
-            raise UsageError(f"--address {address}: no host")
+        cluster_endpoint(address)  # no host, a bad port: a usage error before anything is contacted
         return address.rstrip("/")
     import ray
 
