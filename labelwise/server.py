@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError, validation_problems
+from model_repository.storage import parse_root
 
 # The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
 CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
@@ -219,9 +220,10 @@ def plan_server(
     serve_file = load_serve_file(config if config is not None else default_serve_config())
     args = {**serve_file.args, **(settings or {})}
     if repository:
-        # a local path given here, absolute for a cluster: its replicas resolve a relative one on their nodes
-        local_path = "://" not in str(repository) and not local
-        args["repository"] = os.path.abspath(repository) if local_path else str(repository)
+        # An object-store URL as parse_root reads it (the CLI hands a Path: `s3://b/p` arrives as `s3:/b/p`);
+        # a local path given here, absolute for a cluster: its replicas resolve a relative one on their nodes.
+        root = parse_root(repository)
+        args["repository"] = os.path.abspath(root) if isinstance(root, Path) and not local else str(root)
     elif repository_fallback and "repository" not in args:
         args["repository"] = repository_fallback
     if ingress_mode is not None:
@@ -888,7 +890,7 @@ def _warn_node_relative_repository(config: Path, app: Any) -> None:
             config,
             app.name,
         )
-    elif "://" not in str(repository) and not os.path.isabs(str(repository)):
+    elif _is_relative_path(repository):
         logger.warning(
             "%s: application %s: repository %s is relative: each replica resolves it in the folder its "
             "node's `ray start` ran in, not here (give an absolute path every node has, or an object-store "
@@ -897,6 +899,16 @@ def _warn_node_relative_repository(config: Path, app: Any) -> None:
             app.name,
             repository,
         )
+
+
+def _is_relative_path(repository: Any) -> bool:
+    """Whether a config's repository is a relative local folder (not an object-store URL or `file://` path,
+    read as parse_root reads them); a value parse_root refuses is left to the config's own checks."""
+    try:
+        root = parse_root(str(repository))
+    except LabelwiseError:
+        return False
+    return isinstance(root, Path) and not root.is_absolute()
 
 
 def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None:

@@ -163,3 +163,35 @@ def test_deploy_refuses_a_dashboard_url_without_a_host_before_contacting_anythin
     config = _deploy_file(tmp_path, {"num_replicas": 1}, [])
     result = CliRunner().invoke(app, ["deploy", "--address", address, "--config", str(config)])
     assert result.exit_code == 2 and "no host" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("s3://models/prod", "s3://models/prod"),
+        ("gs://models", "gs://models"),
+        ("file:///srv/models", "/srv/models"),
+    ],
+)
+def test_serve_on_a_cluster_sends_a_repository_url_as_a_url(given: str, sent: str) -> None:
+    """`labelwise serve --address ... -r s3://models/prod` reaches plan_server as a Path, `s3:/models/prod`,
+    which was taken for a relative folder and sent to the cluster as `<cwd>/s3:/models/prod`."""
+    assert plan_server(None, repository=Path(given), local=False).args["repository"] == sent
+
+
+def test_deploy_warns_of_a_relative_file_url_but_not_of_an_object_store_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relative-repository warning reads the repository as serving does: `file:models` is the relative
+    folder `models`, `s3:/bucket` (a URL that went through a Path) is a URL, not a folder."""
+    for repository, warned in (("file:models", True), ("s3:/bucket/prefix", False), ("/srv/models", False)):
+        config = tmp_path / "serve.yaml"
+        entry = {"name": "labelwise", "import_path": BUILD_APP, "args": {"repository": repository}}
+        config.write_text(yaml.safe_dump({"applications": [entry]}), encoding="utf-8")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="labelwise"):
+            read_deploy_config(config)
+        assert any("is relative" in r.getMessage() for r in caplog.records) is warned, (
+            repository,
+            caplog.text,
+        )
