@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import itertools
 import json
 import logging
+import re
 import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,19 +137,18 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
             ) from exc
         if "corresponds to no data" in str(root):  # datasets' words for a file that parsed to zero rows
             raise DataError(f"data file {path} has {_NO_ROWS[fmt]}") from exc
-        surrogate = _lone_surrogate_line(path) if fmt == "json" else None
-        if surrogate is not None:  # the JSON reader calls it "Trailing data" or the like
-            line, char = surrogate
-            raise DataError(
-                f"data file {path}, row {line}: a text holds a lone surrogate ({char}: half of a character, "
-                "often an emoji cut in two), which has no UTF-8 form; fix or remove it"
-            ) from exc
+        # the JSON lines reader calls a lone surrogate "Trailing data" or the like
+        if fmt == "json" and (surrogate := _lone_surrogate_error(path)) is not None:
+            raise surrogate from exc
         raise DataError(
             f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
         ) from exc
     finally:
         datasets.logging.set_verbosity(verbosity)
         datasets.enable_progress_bars()
+    # a JSON array's reader (pandas' ujson) drops a lone surrogate from the text without a word
+    if fmt == "json" and _is_json_array(path) and (surrogate := _lone_surrogate_error(path)) is not None:
+        raise surrogate
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         fix = "set text_column / label_column in the scenario config"
@@ -199,7 +200,7 @@ def _column(table: Any, name: str, path: Path) -> list[Any]:
             else:
                 lo = mid
         raise DataError(
-            f"data file {path}, row {_row_number(path, lo)}: column {name!r} is not UTF-8 text "
+            f"data file {path}, {_row_place(path, lo)}: column {name!r} is not UTF-8 text "
             f"({_bad_byte(exc)}); re-save the file as UTF-8"
         ) from exc
 
@@ -213,50 +214,108 @@ def _check_row_widths(path: Path, tsv: bool) -> None:
     """DataError naming the first row with more cells than the header: pandas (index_col=False) cuts the
     extra cells off with a warning, so a text holding an unquoted comma trained as its first part, or its
     second part was taken for the label. Extra cells that are empty (a delimiter ending the row) pass."""
+    records = _csv_records(path)
+    try:
+        _, _, header = next(records, (0, 0, []))
+        for row, line, cells in records:
+            if len(cells) > len(header) and any(cells[len(header) :]):
+                where = "tab" if tsv else "comma"
+                raise DataError(
+                    f"data file {path}, {_csv_place(row, line)}: {len(cells)} cells where the header has "
+                    f"{len(header)}; a text with a {where} in it must be quoted"
+                    + (" (or use a .csv file: a .tsv is read without quoting)" if tsv else "")
+                )
+    except csv.Error:
+        return  # broken quoting: the reader below names it
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """(row, line, cells) of each record of a CSV/TSV, header first, as pandas reads them: `row` as a
+    spreadsheet numbers it (a blank line is a row), `line` the file line it starts on (a quoted text can
+    span lines). Blank lines, which pandas skips, are not yielded."""
+    tsv = path.suffix.lower() == ".tsv"
     options: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
     limit = csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long text is a text
     try:
         # errors="replace": a byte that is not UTF-8 is the reader's to name, with its position
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             reader = csv.reader(fh, **options)
-            header = next(reader, None)
-            if header is None:
-                return
-            for row, cells in enumerate(reader):
-                if len(cells) > len(header) and any(cells[len(header) :]):
-                    where = "tab" if tsv else "comma"
-                    line = f" (line {reader.line_num})" if reader.line_num != row + 2 else ""
-                    raise DataError(
-                        f"data file {path}, row {row + 2}{line}: {len(cells)} cells where the header has "
-                        f"{len(header)}; a text with a {where} in it must be quoted"
-                        + (" (or use a .csv file: a .tsv is read without quoting)" if tsv else "")
-                    )
-    except csv.Error:
-        return  # broken quoting: the reader below names it
+            line = 1
+            for row, cells in enumerate(reader, 1):
+                # pandas skips a line of spaces and tabs too; a quoted "" is a record
+                if cells and (len(cells) > 1 or cells[0] == "" or cells[0].strip(" \t")):
+                    yield row, line, cells
+                line = reader.line_num + 1
     finally:
         csv.field_size_limit(limit)
 
 
-def _lone_surrogate_line(path: Path) -> tuple[int, str] | None:
-    """(1-based line, the escape) of the first JSON line whose values hold a lone surrogate (a `\\ud83d`
-    escape without its pair), which the JSON lines reader fails on with a message about something else."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
+def _csv_place(row: int, line: int) -> str:
+    return f"row {row}" + (f" (line {line})" if line != row else "")
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json file holds one array (the reader takes it whole) rather than JSON lines."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        return fh.read(4096).lstrip().startswith("[")
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, value) of each record of a JSON lines file (`row N`, its line) or JSON array (`element N`),
+    parsed by json, which keeps a lone surrogate; a line that does not parse is passed over."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        if _is_json_array(path):
+            text = fh.read()
+            try:  # no surrogate escape anywhere: nothing to parse for
+                values = json.loads(text) if re.search(r"\\u[dD][89a-fA-F]", text) else []
+            except ValueError:
+                return
+            yield from (
+                (f"element {n}", v) for n, v in enumerate(values if isinstance(values, list) else [], 1)
+            )
+            return
+        for n, line in enumerate(fh, 1):
             try:
                 value = json.loads(line)
             except ValueError:
                 continue
-            text = json.dumps(value, ensure_ascii=False)
-            at = lone_surrogate_at(text)
-            if at is not None:
-                return number, f"\\u{ord(text[at]):04x}"
+            yield f"row {n}", value
+
+
+def _lone_surrogate_error(path: Path) -> DataError | None:
+    """A DataError naming the first JSON record whose values hold a lone surrogate (a `\\ud83d` escape
+    without its pair), which has no UTF-8 form and no tokenizer reads."""
+    for where, value in _json_records(path):
+        text = json.dumps(value, ensure_ascii=False)
+        if (at := lone_surrogate_at(text)) is not None:
+            return DataError(
+                f"data file {path}, {where}: a text holds a lone surrogate (\\u{ord(text[at]):04x}: half of "
+                "a character, often an emoji cut in two), which has no UTF-8 form; fix or remove it"
+            )
     return None
 
 
-def _row_number(path: Path, row: int) -> int:
-    """The 1-based number a person finds row `row` (0-based) under: a CSV/TSV's line, counting its
-    header line; a JSONL line or Parquet row, which have no header."""
-    return row + (2 if _FORMATS.get(Path(path).suffix.lower()) == "csv" else 1)
+def _row_place(path: Path, row: int) -> str:
+    """Where a person finds row `row` (0-based, as the reader counted it): a CSV/TSV's row as a spreadsheet
+    numbers it, the header being row 1, with the line it starts on where that differs; a JSON lines file's
+    line; a JSON array's element; a Parquet row. The readers skip blank lines, so counting records misled."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt == "parquet":
+        return f"row {row + 1}"
+    if fmt == "json":
+        if _is_json_array(path):
+            return f"element {row + 1}"
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            lines = (n for n, text in enumerate(fh, 1) if text.strip(" \t\r\n"))  # as pyarrow skips them
+            return f"row {next(itertools.islice(lines, row, None), row + 1)}"
+    try:
+        for i, (number, line, _) in enumerate(_csv_records(path)):
+            if i == row + 1:  # after the header
+                return _csv_place(number, line)
+    except csv.Error:
+        pass
+    return f"row {row + 2}"
 
 
 def label_text(value: Any) -> str:
@@ -293,14 +352,14 @@ def load_labeled(
         if label is None or text is None or str(label).strip() == "" or str(text).strip() == "":
             empty_label = label is None or str(label).strip() == ""
             raise DataError(
-                f"data file {path}, row {_row_number(path, row)}: empty "
+                f"data file {path}, {_row_place(path, row)}: empty "
                 f"{scenario.label_column if empty_label else scenario.text_column!r}"
             )
         for field, value in ((scenario.text_column, text), (scenario.label_column, label)):
             if isinstance(value, (list, dict)):  # JSON lines only: a cell that is an array or an object
                 kind = "an array" if isinstance(value, list) else "an object"
                 raise DataError(
-                    f"data file {path}, row {_row_number(path, row)}: {field!r} is {kind}, not a string"
+                    f"data file {path}, {_row_place(path, row)}: {field!r} is {kind}, not a string"
                 )
         name = label_text(label)
         if name not in label_to_id:
@@ -311,14 +370,14 @@ def load_labeled(
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(
-                    f"data file {path}, row {_row_number(path, row)}: {scenario.text_column!r} is bytes that "
+                    f"data file {path}, {_row_place(path, row)}: {scenario.text_column!r} is bytes that "
                     f"are not UTF-8 text ({_bad_byte(exc)})"
                 ) from None
         raw.append(str(text))
         texts.append(clean_text(raw[-1], scenario.cleaning))
         if not texts[-1].strip():  # a URL or markup alone: nothing is left to train on or to score
             raise DataError(
-                f"data file {path}, row {_row_number(path, row)}: {scenario.text_column!r} is empty once "
+                f"data file {path}, {_row_place(path, row)}: {scenario.text_column!r} is empty once "
                 f"cleaned ({raw[-1][:80]!r}); remove the row, or turn off the scenario's `cleaning` "
                 "(strip_urls, strip_html) that empties it"
             )

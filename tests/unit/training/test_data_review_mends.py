@@ -97,6 +97,33 @@ def test_row_numbers_count_lines_of_jsonl_and_rows_of_parquet(tmp_path: Path) ->
         _load(tmp_path / "train.csv")
 
 
+def test_row_numbers_count_the_blank_lines_and_quoted_line_breaks_the_readers_skip(tmp_path: Path) -> None:
+    """The number was the reader's record count: past a blank line or a quoted text of several lines it
+    named a row above the bad one (here row 5 for the CSV, row 3 for the JSONL)."""
+    csv_file = tmp_path / "train.csv"
+    # lines: header, hello, blank, a text over lines 4-6, blank, bye, the empty text on line 9
+    csv_file.write_text('text,label\nhello,pos\n\n"one\ntwo\nthree",neg\n\nbye,pos\n,neg\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv, row 7 \(line 9\): empty 'text'"):
+        _load(csv_file)  # as a spreadsheet shows it (a blank line is a row), and the line it starts on
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("text\tlabel\nhello\tpos\n\n  \nbye\tpos\n\tneg\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.tsv, row 6: empty 'text'"):
+        _load(tsv)
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text(
+        '{"text": "a", "label": "pos"}\n\n \n{"text": "b", "label": "neg"}\n{"text": "", "label": "neg"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"train\.jsonl, row 5: empty 'text'"):
+        _load(jsonl)
+    array = tmp_path / "train.json"  # an array's rows are its elements, whatever its lines
+    array.write_text(
+        '[\n{"text": "a", "label": "pos"},\n\n{"text": "", "label": "neg"}\n]\n', encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"train\.json, element 2: empty 'text'"):
+        _load(array)
+
+
 def test_stratified_cap_keeps_every_class_for_every_seed() -> None:
     labels = [0] * 100 + [1] * 2 + [2] * 2
     for seed in range(40):
@@ -254,3 +281,19 @@ def test_a_lone_surrogate_in_a_jsonl_file_is_named_by_row(tmp_path: Path) -> Non
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"eval\.jsonl, row 2: a text holds a lone surrogate \(\\ud83d"):
         _load(path)
+
+
+def test_a_lone_surrogate_in_a_json_array_is_named_by_element_not_dropped(tmp_path: Path) -> None:
+    """The JSON array reader (pandas' ujson) dropped the `\\ud83d` from the text without a word: the row
+    trained as "bad  here" where a JSON lines file with the same text is refused."""
+    path = tmp_path / "eval.json"
+    elements = [
+        '{"text": "The film was great today.", "label": "pos"}',
+        '{"text": "bad \\ud83d here", "label": "neg"}',
+    ]
+    path.write_text("[\n" + ",\n".join(elements) + "\n]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"eval\.json, element 2: a text holds a lone surrogate \(\\ud83d"):
+        _load(path)
+    # a surrogate pair is one character (an emoji): kept
+    path.write_text('[{"text": "fine \\ud83d\\ude00", "label": "pos"}, {"text": "bad", "label": "neg"}]')
+    assert _load(path) == ["fine \U0001f600", "bad"]
