@@ -60,6 +60,13 @@ class SourceVersionError(ExportError):
     """The version to re-export is missing, fails verification, or lacks the files it needs."""
 
 
+class ParityFileError(ExportError, DataError):
+    """The file given for a re-export's parity rows (`--validation`) cannot be read: bad input, as
+    `evaluate --data` refuses it."""
+
+    exit_code = EXIT_USAGE
+
+
 # ---- multi-adapter graph (training.multi_adapter) ------------------------------------------------
 class MultiAdapterError(TrainingError):
     """The multi-adapter base graph cannot be built, stored or fed."""
@@ -83,6 +90,7 @@ __all__ = [
     "ExportError",
     "MultiAdapterError",
     "ParityError",
+    "ParityFileError",
     "ScenarioConfigError",
     "SourceVersionError",
     "StrategyError",

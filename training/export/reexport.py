@@ -14,7 +14,7 @@ from model_repository.multi_adapter import version_lora_rank
 
 from ..config import TrainConfig, recorded_scenario_config
 from ..data import LabeledTexts, load_labeled, prepare_data, stratified_cap
-from ..errors import DataError, ExportError, ScenarioConfigError, SourceVersionError
+from ..errors import DataError, ExportError, ParityFileError, ScenarioConfigError, SourceVersionError
 from ..publish import PARITY_ROWS, export_shared_graph, load_version_model, local_base
 from .exporter import export_into
 from .precisions import parse_precisions
@@ -106,6 +106,8 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
                 )
                 labels = scenario.labels
     except (DataError, ScenarioConfigError) as exc:
+        if parity_file is not None and isinstance(exc, DataError):  # the file given: exit 2, not 1
+            raise ParityFileError(f"{who}: cannot read the parity rows: {exc}") from exc
         hint = "" if parity_file is not None else "; pass --validation PATH"
         raise ExportError(f"{who}: cannot read the parity rows: {exc}{hint}") from exc
     return list(rows.texts), [labels[i] for i in rows.label_ids]

@@ -461,6 +461,28 @@ def test_cli_export_publishes_a_child_version(
     assert repo.list_versions("s") == [1, 2]
 
 
+def test_cli_export_refuses_a_bad_validation_file_as_bad_input(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """--validation naming no file, or a file without the scenario's columns, is a usage error (exit 2, as
+    `evaluate --data` says it) naming the file; it exited 1, as a broken export does. Nothing is published."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_rows
+
+    repo = ModelRepository(tmp_path / "repo")
+    args = ("full", tiny_models["full"], tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    publish(repo, "s", *args, precisions="fp32")
+    columns = write_rows(tmp_path / "columns.csv", [("a text", "positive")], header=("review", "stars"))
+    export = ["export", "-s", "s", "-r", str(repo.root), "--validation"]
+    for path, says in ((tmp_path / "missing.csv", "does not exist"), (columns, "missing column 'text'")):
+        result = CliRunner().invoke(app, [*export, str(path)])
+        assert result.exit_code == 2, result.output
+        assert str(path) in result.output and says in result.output
+    assert repo.list_versions("s") == [1]
+
+
 def test_lora_version_is_reexported_from_base_plus_adapter(published, tmp_path):
     from tests.conftest import write_toy_csv
     from training.export.reexport import reexport_version
