@@ -88,7 +88,7 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
     """Read a local CSV/JSONL/Parquet file with HF datasets; raise DataError naming the file or column."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+        raise DataError(f"data file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(

@@ -464,8 +464,9 @@ def test_cli_export_publishes_a_child_version(
 def test_cli_export_refuses_a_bad_validation_file_as_bad_input(
     tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
 ):
-    """--validation naming no file, or a file without the scenario's columns, is a usage error (exit 2, as
-    `evaluate --data` says it) naming the file; it exited 1, as a broken export does. Nothing is published."""
+    """--validation naming no file, a folder, or a file without the scenario's columns, is a usage error
+    (exit 2, as `evaluate --data` says it) naming the file and what is wrong with it; it exited 1, as a
+    broken export does, and a folder was said not to exist. Nothing is published."""
     from typer.testing import CliRunner
 
     from labelwise.cli import app
@@ -476,7 +477,9 @@ def test_cli_export_refuses_a_bad_validation_file_as_bad_input(
     publish(repo, "s", *args, precisions="fp32")
     columns = write_rows(tmp_path / "columns.csv", [("a text", "positive")], header=("review", "stars"))
     export = ["export", "-s", "s", "-r", str(repo.root), "--validation"]
-    for path, says in ((tmp_path / "missing.csv", "does not exist"), (columns, "missing column 'text'")):
+    bad = [(tmp_path / "missing.csv", "does not exist"), (columns, "missing column 'text'")]
+    bad.append((tmp_path, "is a folder"))
+    for path, says in bad:
         result = CliRunner().invoke(app, [*export, str(path)])
         assert result.exit_code == 2, result.output
         assert str(path) in result.output and says in result.output
