@@ -31,9 +31,41 @@ logger = logging.getLogger("labelwise.serving")
 # A replica_payload key, not a ServingConfig field: the key is read from each replica's environment.
 API_KEY_FROM_ENV = "_api_key_from_env"
 
+_STOP_MARK = "_labelwise_hears_of_stops"
+
+
+def hear_of_stops() -> bool:
+    """Patch Ray Serve's replica drain so that a replica's ClassifierService hears of its stop as the drain
+    begins, and its readiness (/readyz, the compatibility routes' probes) says so while the requests in
+    flight are answered. Ray tells user code only once the drain is over (__del__): until then /readyz
+    said ready. True when applied; a Ray without that method keeps its behaviour, with a warning."""
+    try:
+        from ray.serve._private.replica import Replica
+    except ImportError:
+        return False
+    drain = getattr(Replica, "perform_graceful_shutdown", None)
+    if drain is None:
+        logger.warning("this Ray has no Replica.perform_graceful_shutdown: /readyz says ready as it drains")
+        return False
+    if getattr(drain, _STOP_MARK, False):
+        return True
+
+    async def perform_graceful_shutdown(self: Any) -> None:
+        with contextlib.suppress(Exception):  # no replica context (never initialized): nothing to tell
+            service = getattr(serve.get_replica_context().servable_object, "service", None)
+            if isinstance(service, ClassifierService):
+                service.stopping = True
+        await drain(self)
+
+    setattr(perform_graceful_shutdown, _STOP_MARK, True)
+    Replica.perform_graceful_shutdown = perform_graceful_shutdown
+    return True
+
+
 # Run where Ray imports this module: in each replica, before it starts its HTTP and gRPC servers.
 allow_rebind()
 keep_replica_grpc_local()
+hear_of_stops()
 
 
 class ClassifierDeployment:

@@ -557,9 +557,32 @@ def _accepts_connections(address: str | None) -> bool:
         return True
 
 
+class _DrainCut(Exception):
+    """Serve's stop is no longer waited on: the node went down under it, or it took too long."""
+
+
+def _watched_get(ref: Any, watch: _NodeWatch, deadline: float) -> Any:
+    """ray.get(ref) in steps that watch the node (_DrainCut where it goes down or the deadline passes
+    first); None where the actor answering ends itself (the controller, as it stops)."""
+    import ray
+
+    while True:
+        ready, _ = ray.wait([ref], timeout=0.25)
+        if ready:
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                return ray.get(ref)
+            return None
+        why = watch.ended()
+        if why:
+            raise _DrainCut(f"Ray's node went down while Serve drained ({why}): drain cut short")
+        if time.monotonic() > deadline:
+            raise _DrainCut(f"Serve's controller did not stop within {SERVE_SHUTDOWN_TIMEOUT_S:g} s")
+
+
 def _shutdown_serve() -> None:
     """What serve.shutdown does (Serve's controller drains and stops every replica: a second or two
-    locally), waited on in steps that watch the node.
+    locally), after deleting the apps (their replicas drained behind a standing proxy), waited on in steps
+    that watch the node.
 
     A stop signal sent to the whole process group (systemd's KillMode=control-group, `kill -TERM -PGID`)
     reaches Ray's GCS, raylet and agents too: the node goes down under the controller, and serve.shutdown
@@ -567,7 +590,6 @@ def _shutdown_serve() -> None:
     drain is skipped when the node is already going down (_NodeWatch), and the wait ends as soon as it
     is. A stop signal to this process alone (`kill PID`, docker stop; Ctrl-C, which Ray starts its
     processes blind to) drains as before. A Ray whose Serve client differs: plain serve.shutdown."""
-    import ray
     from ray import serve
 
     watch = _NodeWatch()
@@ -585,20 +607,20 @@ def _shutdown_serve() -> None:
         serve.shutdown()
         return
     client.shutdown_cached_handles()
-    stopped = client._controller.graceful_shutdown.remote()
+    controller = client._controller
     deadline = time.monotonic() + SERVE_SHUTDOWN_TIMEOUT_S
-    while True:
-        ready, _ = ray.wait([stopped], timeout=0.25)
-        if ready:
-            with contextlib.suppress(ray.exceptions.RayActorError):  # the controller ends itself
-                ray.get(stopped)
-            break
-        why = watch.ended()
-        if why:
-            logger.warning("Ray's node went down while Serve drained (%s): drain cut short", why)
-            break
-        if time.monotonic() > deadline:
-            logger.warning("Serve's controller did not stop within %g s", SERVE_SHUTDOWN_TIMEOUT_S)
-            break
+    # The apps first, while Serve's proxy stands: their replicas answer what they hold and the proxy
+    # passes it on. The controller's own shutdown kills the proxy at once, and with it every connection
+    # in flight through it (`--proxy`: all dropped unanswered); direct ingress answered them regardless.
+    try:
+        deployments = _watched_get(controller.list_deployment_ids.remote(), watch, deadline)
+        if deployments:
+            controller.delete_apps.remote(sorted({d.app_name for d in deployments}))
+        while deployments:  # bounded: _watched_get gives up at the deadline
+            time.sleep(0.25)
+            deployments = _watched_get(controller.list_deployment_ids.remote(), watch, deadline)
+        _watched_get(controller.graceful_shutdown.remote(), watch, deadline)
+    except _DrainCut as cut:
+        logger.warning("%s", cut)
     client._shutdown = True
     context._disconnect()  # type: ignore[union-attr]

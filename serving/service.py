@@ -111,6 +111,8 @@ class ClassifierService:
         # check_health runs no probe pass for a version that answered within the last health check period.
         # Not the version itself: a version swapped out must not be kept alive here.
         self._answered: dict[str, tuple[int, int, float]] = {}
+        # Set as Ray Serve begins to drain this replica (serving.app.hear_of_stops): not ready from then on.
+        self.stopping = False
         logger.info(
             "replica pid %s: providers %s, precisions %s, %s ORT threads, numpy BLAS threads %s -> %s",
             os.getpid(),
@@ -300,6 +302,8 @@ class ClassifierService:
 
     async def readiness(self) -> dict[str, Any]:
         missing = self.registry.missing()
+        if self.stopping:  # its requests in flight are still answered; a probe must send no more
+            missing = ["(replica stopping: answering the requests in flight)", *missing]
         return {"ready": not missing, "missing": missing, "skipped": self.registry.skipped()}
 
     async def engine_metrics(self) -> bytes:

@@ -199,3 +199,73 @@ def test_a_killed_replica_is_replaced_within_30s_under_load(
         allowed = {200, 503} | ({500} if "--proxy" in flags else set())
         statuses = {s for _, s in record if not isinstance(s, str)}
         assert statuses <= allowed, statuses
+
+
+# Slow requests: enough texts that six of them at once take seconds on a tiny model.
+SLOW_TEXTS = [f"text {i} on sports, politics and science, long enough to tokenize " * 3 for i in range(4000)]
+
+
+def _slow_classify(url: str, answers: dict[int, tuple[float, int | str]], i: int) -> None:
+    """One request of SLOW_TEXTS: (when it ended, its status or error name) in answers[i]."""
+    try:
+        body = {"scenario": SCENARIO, "texts": SLOW_TEXTS}
+        response = httpx.post(f"{url}/v1/classify", json=body, timeout=120)
+        whole = response.status_code == 200 and len(response.json()["results"]) == len(SLOW_TEXTS)
+        status: int | str = response.status_code if whole or response.status_code != 200 else "partial"
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    answers[i] = (time.monotonic(), status)
+
+
+def _readiness(response: httpx.Response) -> int | str:
+    """A /readyz answer: its status, "503 stopping" where the replica says it is stopping."""
+    if response.status_code == 503 and "(replica stopping" in " ".join(response.json()["missing"]):
+        return "503 stopping"
+    return response.status_code
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flags", [[], ["--proxy"]], ids=["direct-ingress", "proxy"])
+def test_a_stop_answers_the_requests_in_flight_and_readyz_says_it_is_stopping(
+    one_scenario_repo: ModelRepository, tmp_path: Path, flags: list[str]
+) -> None:
+    # Before: direct ingress answered /readyz 200 ("ready": true) for 3 s after the SIGTERM, then refused
+    # connections; behind --proxy the six requests in flight were dropped unanswered ("Server
+    # disconnected without sending a response") 0.5 s after it, Serve's proxy killed first.
+    args = _one_scenario(one_scenario_repo, max_texts_per_request=len(SLOW_TEXTS))
+    with ServeProcess(tmp_path, args, *flags) as server:
+        server.wait_ready()
+        assert server.proc is not None
+        answers: dict[int, tuple[float, int | str]] = {}
+        clients = [
+            threading.Thread(target=_slow_classify, args=(server.url, answers, i), daemon=True)
+            for i in range(6)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        probes: list[int | str] = []  # /readyz every 0.1 s until the server exits
+        deadline = stopped_at + 60
+        while server.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                probes.append(_readiness(httpx.get(f"{server.url}/readyz", timeout=2)))
+            except httpx.HTTPError:
+                probes.append("no answer")
+            time.sleep(0.1)
+        for client in clients:
+            client.join(timeout=30)
+        code = server.proc.wait(timeout=30)
+        log = server.log_tail()
+        assert code == 0, log
+        # Some were still in flight when the signal came, and every one got its full answer.
+        assert len(answers) == 6 and max(at for at, _ in answers.values()) > stopped_at, answers
+        assert [status for _, status in sorted(answers.values())] == [200] * 6, f"{answers}\n{log}"
+        # A probe never sees ready again once it saw the server going away.
+        first_not_ready = next((i for i, p in enumerate(probes) if p != 200), len(probes))
+        assert 200 not in probes[first_not_ready:], probes
+        if not flags:
+            # The replica says it is stopping while it drains (behind the proxy the app's route goes as the
+            # drain begins: Ray's proxy answers 404 for it).
+            assert "503 stopping" in probes, probes
