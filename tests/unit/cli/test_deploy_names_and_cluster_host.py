@@ -179,12 +179,18 @@ def test_serve_on_a_cluster_sends_a_repository_url_as_a_url(given: str, sent: st
     assert plan_server(None, repository=Path(given), local=False).args["repository"] == sent
 
 
-def test_deploy_warns_of_a_relative_file_url_but_not_of_an_object_store_url(
+def test_deploy_warns_of_a_relative_folder_but_not_of_an_object_store_url(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The relative-repository warning reads the repository as serving does: `file:models` is the relative
-    folder `models`, `s3:/bucket` (a URL that went through a Path) is a URL, not a folder."""
-    for repository, warned in (("file:models", True), ("s3:/bucket/prefix", False), ("/srv/models", False)):
+    """The relative-repository warning reads the repository as serving does: `s3:/bucket/prefix` (a URL
+    that went through a Path) is a URL, not a relative folder, and `file:///srv/models` an absolute one."""
+    cases = (
+        ("models/v1", True),
+        ("s3:/bucket/prefix", False),
+        ("file:///srv/models", False),
+        ("/srv", False),
+    )
+    for repository, warned in cases:
         config = tmp_path / "serve.yaml"
         entry = {"name": "labelwise", "import_path": BUILD_APP, "args": {"repository": repository}}
         config.write_text(yaml.safe_dump({"applications": [entry]}), encoding="utf-8")
