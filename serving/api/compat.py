@@ -447,7 +447,7 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
     router = APIRouter(
         route_class=route, dependencies=[Depends(api_key_dependency(config))], tags=["compat: TEI"]
     )
-    errors = {s: {"model": TeiErrorBody} for s in ANSWERED_ERRORS}
+    errors = {TEI.statuses.get(s, s): {"model": TeiErrorBody} for s in ANSWERED_ERRORS}  # 500: 424
 
     # TEI serves a classifier's predict on /predict, and on / and /invocations (what
     # huggingface_hub.InferenceClient(model=<url>) and SageMaker-style callers post to).

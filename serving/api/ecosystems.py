@@ -54,7 +54,7 @@ def tei_error(status: int, code: str, message: str, field: str | None) -> dict[s
         kind = "Overloaded"
     elif code == "not_ready":
         kind = "Unhealthy"
-    elif status >= 500:
+    elif status >= 500 or status == 424:
         kind = "Backend"
     else:
         kind = "Validation"
@@ -93,7 +93,8 @@ class Ecosystem:
 
 
 INFINITY = Ecosystem("infinity", infinity_error, {404: 400})
-TEI = Ecosystem("tei", tei_error, {})
+# TEI answers a failing backend (a NaN score, an inference error) 424 Backend, never 500 (router/src/http)
+TEI = Ecosystem("tei", tei_error, {500: 424})
 KSERVE = Ecosystem("kserve", kserve_error, {422: 400})  # the protocol answers bad input 400 (InvalidInput)
 
 # The paths of the compatibility routes (compat.py), each with its ecosystem. `POST /` is TEI's predict;

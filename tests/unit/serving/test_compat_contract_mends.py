@@ -124,3 +124,40 @@ def test_tei_health_documents_its_empty_200(published_repo: ModelRepository) -> 
     ok = schema["paths"]["/health"]["get"]["responses"]["200"]
     assert not ok.get("content"), ok
     assert health.status_code == 200 and health.content == b""
+
+
+class _NotFinite:
+    """The service, except that classify fails as the engine does on a NaN score (TEI's own Backend case)."""
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    async def classify(self, *args: Any) -> dict:
+        from serving.errors import ScoresNotFiniteError
+
+        raise ScoresNotFiniteError("scenario 'frozen_two' version 1 gave non-finite scores")
+
+
+def test_a_tei_backend_failure_is_424_backend_as_tei_answers_it(published_repo: ModelRepository) -> None:
+    """TEI maps ErrorType::Backend to 424 FAILED_DEPENDENCY (router/src/http/server.rs); a 500 Backend is
+    no answer TEI gives. /v1 keeps its 500."""
+
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[Any, ...]:
+        tei = [
+            await client.post(path, json={"inputs": "a fine day"})
+            for path in ("/predict", "/", "/invocations")
+        ]
+        v1 = await client.post("/v1/classify", json={"scenario": "frozen_two", "texts": ["a fine day"]})
+        return tei, v1, (await client.get("/openapi.json")).json()
+
+    tei, v1, schema = _run(published_repo, probe, wrap=_NotFinite)
+    for answer in tei:
+        assert answer.status_code == 424, answer.text
+        assert answer.json()["error_type"] == "Backend"
+        assert "non-finite" not in answer.text  # an internal detail stays in the log
+    assert v1.status_code == 500
+    documented = schema["paths"]["/predict"]["post"]["responses"]
+    assert "424" in documented and "500" not in documented

@@ -299,7 +299,7 @@ def test_tei_error_types_are_the_variant_names_tei_sends(published_repo: ModelRe
 
     got = _run(published_repo, probe, wrap=_Faulty)
     assert got["validation"].status_code == 422 and got["validation"].json()["error_type"] == "Validation"
-    assert got["backend"].status_code == 500 and got["backend"].json()["error_type"] == "Backend"
+    assert got["backend"].status_code == 424 and got["backend"].json()["error_type"] == "Backend"
     documented = got["schema"]["components"]["schemas"]["TeiErrorBody"]["properties"]["error_type"]
     assert set(documented["enum"]) == TEI_TYPES
 
@@ -372,8 +372,12 @@ def test_compat_refusals_before_counted_are_counted_once_as_invalid(published_re
 
 def test_a_compat_backend_fault_is_counted_once(published_repo: ModelRepository) -> None:
     async def probe(client: Any, backend: Any, app: Any) -> str:
-        for path, body in (("/predict", {"inputs": "hi"}), ("/v2/models/frozen_two/infer", V2_BODY)):
-            assert (await client.post(path, json=body)).status_code == 500
+        # TEI answers a backend fault 424; counted with labelwise's own status, 500
+        for path, body, status in (
+            ("/predict", {"inputs": "hi"}, 424),
+            ("/v2/models/frozen_two/infer", V2_BODY, 500),
+        ):
+            assert (await client.post(path, json=body)).status_code == status
         return (await client.get("/metrics")).text
 
     text = _run(published_repo, probe, wrap=_Faulty)
