@@ -431,6 +431,14 @@ class _Base:
         """The chunk size in use: given, announced by the server, or the service default."""
         return self._limit or DEFAULT_MAX_TEXTS_PER_REQUEST
 
+    def _discovery_settled(self, exc: ClientError) -> bool:
+        """Whether GET /v1/scenarios failing with `exc` (an older server or a stricter proxy: the default
+        limit stands until refused) settles discovery for good. An answer that says "later" (429 or 5xx
+        after its retries: a server restarting or shedding load) does not: the next call asks again, or
+        the limits it announces (max_chars_per_text, which labelwise classify cuts texts to) were lost for
+        the client's whole life."""
+        return exc.status is None or (exc.status < 500 and exc.status not in self.retry.retry_statuses)
+
     def _learn_limit(self, value: int | None) -> None:
         if value is not None and not self._limit_given:
             self._limit = value
@@ -657,7 +665,7 @@ class LabelwiseClient(_Base):
             except ClientError as exc:  # an older server or a stricter proxy: keep the default until refused
                 if exc.type == "bad_answer":  # answered, but not as this API: classify would be no better
                     raise
-                self._discovered = True
+                self._discovered = self._discovery_settled(exc)
 
     def _classify_chunk(self, body: dict[str, Any], start: int, stop: threading.Event) -> dict[str, Any]:
         """POST one chunk that starts at `start` of the caller's list; its retries end once `stop` is set."""
@@ -854,7 +862,7 @@ class AsyncLabelwiseClient(_Base):
             except ClientError as exc:
                 if exc.type == "bad_answer":
                     raise
-                self._discovered = True
+                self._discovered = self._discovery_settled(exc)
 
     async def _classify_chunk(self, body: dict[str, Any], start: int) -> dict[str, Any]:
         """POST one chunk that starts at `start` of the caller's list."""

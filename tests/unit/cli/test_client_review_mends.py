@@ -480,3 +480,66 @@ def test_one_string_as_texts_is_refused_not_sent_a_character_a_text() -> None:
         ):
             _sendable(one)  # type: ignore[arg-type]
     assert _sendable(("hello", "world")) == ["hello", "world"]
+
+
+# ---- 8: GET /v1/scenarios answered "later" -----------------------------------------------------------
+def _busy_then_limited(busy_gets: int) -> Reply:
+    """GET /v1/scenarios answers 503 `busy_gets` times (a server restarting), then announces 50 characters
+    a text; POST refuses a longer text as the service does."""
+    gets: list[int] = []
+
+    def reply(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET":
+            gets.append(1)
+            if len(gets) <= busy_gets:
+                return 503, {"error": {"type": "overloaded", "message": "busy"}}
+            return 200, {"scenarios": [{"name": "s", "version": 1}], "limits": {"max_chars_per_text": 50}}
+        for i, text in enumerate(body["texts"]):
+            if len(text) > 50:
+                message = f"texts.{i}: {len(text)} characters, at most 50"
+                return 422, {"error": {"type": "invalid_request", "field": f"texts.{i}", "message": message}}
+        return _labels(body)
+
+    return reply
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_scenarios_answer_of_later_is_asked_again_on_the_next_call(kind: str) -> None:
+    """A 503 on GET /v1/scenarios after its retries marked discovery done: the limits the server announces
+    once back were never learned by that client."""
+    policy = RetryPolicy(max_retries=1, backoff_s=0.01)
+    with _serve(_busy_then_limited(2)) as (url, seen):
+        if kind == "sync":
+            with LabelwiseClient(url, retry=policy) as client:
+                client.classify("s", ["a"])
+                client.classify("s", ["b"])
+                chars = client.max_chars_per_text
+        else:
+
+            async def run() -> int | None:
+                async with AsyncLabelwiseClient(url, retry=policy) as client:
+                    await client.classify("s", ["a"])
+                    await client.classify("s", ["b"])
+                    return client.max_chars_per_text
+
+            chars = asyncio.run(run())
+    assert chars == 50
+    assert [method for method, _, _ in seen] == ["GET", "GET", "POST", "GET", "POST"]
+
+
+def test_classify_url_cuts_long_texts_after_a_busy_first_scenarios_answer(tmp_path: Path) -> None:
+    """labelwise classify --url cuts a text to the server's max_chars_per_text; a 503 on the first GET
+    /v1/scenarios lost that limit for the run, and the long row stopped it with a 422 (exit 2)."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\nworld\n" + "x" * 80 + "\n")
+    out = tmp_path / "out.jsonl"
+
+    def make() -> HttpScorer:
+        scorer = HttpScorer(url, "s")
+        scorer._client.retry = RetryPolicy(max_retries=1, backoff_s=0.01)
+        return scorer
+
+    with _serve(_busy_then_limited(2)) as (url, _):
+        summary = score_file(source, out, "s", make, batch_rows=2)
+    assert summary.rows_scored == 3
+    assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0, 1, 2]
