@@ -223,7 +223,8 @@ class _TooMany(Exception):
 
 def _rebased(error: ClientError, start: int) -> ClientError:
     """The error a chunk got, naming a text by its index in the caller's list rather than in the chunk
-    (`texts.600`, not `texts.22`, for the chunk that starts at 578), in `field` and in the message."""
+    (`texts.600`, not `texts.22`, for the chunk that starts at 578), in `field` and in the message; its
+    request id kept (the service's log lines about the request carry it)."""
     field_match = _TEXT_FIELD.fullmatch(error.field) if isinstance(error.field, str) else None
     detail = error.body.get("error") if isinstance(error.body, dict) else None
     if start == 0 or field_match is None or not isinstance(detail, dict):
@@ -235,7 +236,7 @@ def _rebased(error: ClientError, start: int) -> ClientError:
     detail = {**detail, "field": shift(field_match)}
     if isinstance(detail.get("message"), str):
         detail["message"] = _TEXT_IN_MESSAGE.sub(shift, detail["message"])
-    return type(error)(error.status, {**error.body, "error": detail})
+    return type(error)(error.status, {**error.body, "error": detail}, error.request_id)
 
 
 def _limit_from_scenarios(body: Any) -> int | None:

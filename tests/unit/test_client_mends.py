@@ -373,3 +373,36 @@ def test_chunks_stay_within_the_body_limit_the_server_announces(
     assert len(result.results) == len(texts)
     assert sizes and max(sizes) <= limit, sizes  # no body was refused
     assert len(sizes) <= 14, len(sizes)  # cut to fit, not one text a request
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_error_about_a_text_of_a_later_chunk_keeps_the_request_id(
+    server: tuple[dict[str, Answer], str], kind: str
+) -> None:
+    """A refusal naming a text of a chunk past the first is named by its index in the caller's list
+    (texts.3, not texts.1); that copy of the error lost the X-Request-Id the service answered with."""
+    answer, url = server
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        if "bad" not in body["texts"]:
+            return 200, _labels(body), {}
+        message = "texts.1: a text of only whitespace"
+        error = {"type": "invalid_request", "field": "texts.1", "message": message}
+        return 422, json.dumps({"error": error}).encode(), {"X-Request-Id": "req-7"}
+
+    answer["now"] = reply
+    texts = ["a", "b", "c", "bad"]
+    with pytest.raises(BadRequestError) as caught:
+        if kind == "sync":
+            with LabelwiseClient(url, max_texts_per_request=2, concurrency=1) as client:
+                client.classify("s", texts)
+        else:
+
+            async def run() -> None:
+                async with AsyncLabelwiseClient(url, max_texts_per_request=2, concurrency=1) as client:
+                    await client.classify("s", texts)
+
+            asyncio.run(run())
+    assert caught.value.field == "texts.3" and caught.value.request_id == "req-7"
