@@ -808,6 +808,22 @@ def _checkpoint(pairs: list[tuple[int, str]], rows: int, output: Path) -> tuple[
     return max(fits)
 
 
+def _named_by_row(exc: ClientError, first: int, path: Path) -> ClientError:
+    """A server's refusal of one text of the chunk that starts at row `first` names it by its index in
+    the chunk (`texts.38`), which is no row of the file: named by its index among the file's texts instead
+    (texts.550, the output's `row`), and by the row bad input rows are named by (1-based)."""
+    from .client import _rebased
+
+    found = re.fullmatch(r"texts\.(\d+)", exc.field) if isinstance(exc.field, str) else None
+    rebased = _rebased(exc, first)
+    detail = rebased.body.get("error") if isinstance(rebased.body, dict) else None
+    if found is None or not isinstance(detail, dict):
+        return exc
+    row = first + int(found.group(1)) + 1
+    message = f"{detail.get('message')} ({path}: row {row})"
+    return type(exc)(exc.status, {**rebased.body, "error": {**detail, "message": message}}, exc.request_id)
+
+
 def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
     """(first row index, texts) chunks after `skip` rows; on a bad row, the rows before it come out as
     a last chunk, then its InputRowError."""
@@ -888,7 +904,10 @@ def score_file(
             if scorer is None:
                 scorer = make_scorer()
                 start = time.perf_counter()  # throughput counts scoring, not loading the model
-            scored = scorer.score(chunk)
+            try:
+                scored = scorer.score(chunk)
+            except ClientError as exc:
+                raise _named_by_row(exc, first, input_path) from None
             # The digests before and after the chunk, recorded before its rows are written: the reader has
             # read exactly through the chunk's last row (not past a bad row: it raised before counting it).
             after = (digest.rows, digest.hexdigest()) if digest.rows == first + len(chunk) else None

@@ -26,6 +26,7 @@ from labelwise.cli import app
 from labelwise.client import AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
 from labelwise.errors import (
     AuthenticationError,
+    BadRequestError,
     ClientError,
     ConnectionFailedError,
     InputRowError,
@@ -543,3 +544,27 @@ def test_classify_url_cuts_long_texts_after_a_busy_first_scenarios_answer(tmp_pa
         summary = score_file(source, out, "s", make, batch_rows=2)
     assert summary.rows_scored == 3
     assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0, 1, 2]
+
+
+# ---- 9: a server's refusal of one text, named by its row of the file ----------------------------------
+def test_a_text_the_server_refuses_is_named_by_its_row_of_the_file_not_of_its_chunk(tmp_path: Path) -> None:
+    """An older server (no GET /v1/scenarios: no limit announced, no text cut) refuses the long text of
+    row 4: the error named it `texts.1`, its index in the chunk of rows 3 and 4."""
+    reply = _busy_then_limited(0)
+
+    def older(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET":
+            return 404, {"error": {"type": "not_found", "message": "no route"}}
+        return reply(method, path, body)
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\na\nb\nc\n" + "x" * 80 + "\ne\n")
+    out = tmp_path / "out.jsonl"
+    with _serve(older) as (url, _):
+        with pytest.raises(BadRequestError) as caught:
+            score_file(source, out, "s", lambda: HttpScorer(url, "s"), batch_rows=2)
+        result = _cli("-i", str(source), "-o", str(tmp_path / "o2.jsonl"), "--url", url, "--batch-rows", "2")
+    assert caught.value.field == "texts.3"
+    assert f"texts.3: 80 characters, at most 50 ({source}: row 4)" in str(caught.value)
+    assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0, 1]
+    assert result.exit_code == 2 and f"({source}: row 4)" in result.output, result.output
