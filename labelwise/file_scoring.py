@@ -630,12 +630,14 @@ class HttpScorer:
 
         # A text over the server's character limit would be refused (422) and stop the file there,
         # where scoring in-process reads it: the model reads far fewer tokens than that many characters
-        # (max_length_tokens <= 4096), so its first max_chars_per_text characters score the same.
+        # (max_length_tokens <= 4096), so its first max_chars_per_text characters score the same. Cut after
+        # its leading whitespace, which no tokenizer reads: a text opening with more spaces than the limit
+        # was cut to spaces alone, which the server refuses (422) where in-process scoring scores the text.
         try:
             self._client._discover()
             cut = self._client.max_chars_per_text
             if cut is not None:
-                texts = [t[:cut] if len(t) > cut else t for t in texts]
+                texts = [t.lstrip()[:cut] if len(t) > cut else t for t in texts]
             result = self._client.classify(self.scenario, texts, top_k=1)
         except ScenarioNotServedError as exc:  # the server's message does not echo the name back
             raise ScoringError(

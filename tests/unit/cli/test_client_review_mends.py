@@ -568,3 +568,22 @@ def test_a_text_the_server_refuses_is_named_by_its_row_of_the_file_not_of_its_ch
     assert f"texts.3: 80 characters, at most 50 ({source}: row 4)" in str(caught.value)
     assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0, 1]
     assert result.exit_code == 2 and f"({source}: row 4)" in result.output, result.output
+
+
+def test_classify_url_cuts_a_long_text_after_its_leading_whitespace(tmp_path: Path) -> None:
+    """A text opening with more spaces than the server's max_chars_per_text was cut to spaces alone, which
+    the server refuses as blank (422, the run stopped, exit 2) where in-process scoring scores the text."""
+    limited = _busy_then_limited(0)
+
+    def reply(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST" and any(not text.strip() for text in body["texts"]):
+            return 422, {"error": {"type": "invalid_request", "field": "texts", "message": "a blank text"}}
+        return limited(method, path, body)
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n" + " " * 60 + "great product\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with _serve(reply) as (url, seen):
+        summary = score_file(source, out, "s", lambda: HttpScorer(url, "s"), batch_rows=2)
+    assert summary.rows_scored == 2
+    assert [body["texts"] for method, _, body in seen if method == "POST"] == [["hello", "great product"]]
