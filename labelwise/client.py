@@ -494,6 +494,16 @@ class _Base:
         tries.retries += 1
         return self.retry.wait_s(tries.retries - 1, None)
 
+    def _transport_failure(self, exc: httpx.HTTPError, method: str, path: str) -> ClientError:
+        """The ClientError for an httpx error that no retry mends (every ClientError the docs list, not
+        httpx's own): an answer that cannot be decoded (a `Content-Encoding` its body is not, redirects
+        without end) is a bad_answer; a request that cannot be sent (a proxy refusing it, a scheme httpx
+        does not speak) fails to connect."""
+        where = f"{method} {self._shown_url}{path}: {type(exc).__name__}: {exc or 'no answer'}"
+        if isinstance(exc, (httpx.DecodingError, httpx.TooManyRedirects)):
+            return _bad_answer(where)
+        return ConnectionFailedError(where)
+
     def _scenarios_of(self, body: Any) -> list[ScenarioInfo]:
         """The scenarios a GET /v1/scenarios answer lists, its text limits learned; bad_answer (and
         nothing learned) when it is not this API's answer."""
@@ -643,6 +653,8 @@ class LabelwiseClient(_Base):
                 response = self._http.request(method, path, **kwargs)
             except _RETRY_EXCEPTIONS as exc:
                 self._wait_unless_stopped(stop, self._transport_wait(exc, method, path, tries))
+            except httpx.HTTPError as exc:
+                raise self._transport_failure(exc, method, path) from exc
             else:
                 body, wait = self._outcome(response, tries)
                 if wait is None:
@@ -840,6 +852,8 @@ class AsyncLabelwiseClient(_Base):
                 response = await self._http.request(method, path, **kwargs)
             except _RETRY_EXCEPTIONS as exc:
                 await self._sleep(self._transport_wait(exc, method, path, tries))
+            except httpx.HTTPError as exc:
+                raise self._transport_failure(exc, method, path) from exc
             else:
                 body, wait = self._outcome(response, tries)
                 if wait is None:

@@ -587,3 +587,44 @@ def test_classify_url_cuts_a_long_text_after_its_leading_whitespace(tmp_path: Pa
         summary = score_file(source, out, "s", lambda: HttpScorer(url, "s"), batch_rows=2)
     assert summary.rows_scored == 2
     assert [body["texts"] for method, _, body in seen if method == "POST"] == [["hello", "great product"]]
+
+
+class _FalseGzip(BaseHTTPRequestHandler):
+    """Answers 200 saying its body is gzip, which it is not (a broken proxy's answer)."""
+
+    def do_GET(self) -> None:
+        data = b'{"scenarios": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_answer_that_cannot_be_decoded_is_a_bad_answer_not_an_httpx_error(kind: str) -> None:
+    """A body that is not the Content-Encoding it names raised httpx.DecodingError out of the client, where
+    the docs promise a ClientError for every failure."""
+    server = _Server(("127.0.0.1", 0), _FalseGzip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ClientError) as caught:
+            if kind == "sync":
+                with LabelwiseClient(url) as client:
+                    client.scenarios()
+            else:
+
+                async def run() -> None:
+                    async with AsyncLabelwiseClient(url) as client:
+                        await client.scenarios()
+
+                asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.type == "bad_answer" and "DecodingError" in str(caught.value), caught.value
