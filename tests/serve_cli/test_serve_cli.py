@@ -218,10 +218,13 @@ def _slow_classify(url: str, answers: dict[int, tuple[float, int | str]], i: int
 
 
 def _readiness(response: httpx.Response) -> int | str:
-    """A /readyz answer: its status, "503 stopping" where the replica says it is stopping."""
-    if response.status_code == 503 and "(replica stopping" in " ".join(response.json()["missing"]):
-        return "503 stopping"
-    return response.status_code
+    """A /readyz answer: its status, "503 stopping" where the replica says it is stopping (Ray's proxy
+    answers in text/plain)."""
+    try:
+        missing = response.json().get("missing") or [] if response.status_code == 503 else []
+    except ValueError:
+        missing = []
+    return "503 stopping" if any("(replica stopping" in str(m) for m in missing) else response.status_code
 
 
 @pytest.mark.integration
