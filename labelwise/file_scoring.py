@@ -814,9 +814,9 @@ def _named_by_row(exc: ClientError, first: int, path: Path) -> ClientError:
     """A server's refusal of one text of the chunk that starts at row `first` names it by its index in
     the chunk (`texts.38`), which is no row of the file: named by its index among the file's texts instead
     (texts.550, the output's `row`), and by the row bad input rows are named by (1-based)."""
-    from .client import _rebased
+    from .client import _TEXT_FIELD, _rebased
 
-    found = re.fullmatch(r"texts\.(\d+)", exc.field) if isinstance(exc.field, str) else None
+    found = _TEXT_FIELD.fullmatch(exc.field) if isinstance(exc.field, str) else None
     rebased = _rebased(exc, first)
     detail = rebased.body.get("error") if isinstance(rebased.body, dict) else None
     if found is None or not isinstance(detail, dict):

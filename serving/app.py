@@ -20,7 +20,7 @@ from ray.serve.config import BackpressureConfig
 
 from .api import create_api
 from .config import ServingConfig
-from .direct_ingress import allow_rebind
+from .direct_ingress import allow_rebind, swap_replica_function
 from .errors import NotReadyError
 from .local_ray import keep_replica_grpc_local
 from .metrics import ServingMetrics
@@ -39,27 +39,23 @@ def hear_of_stops() -> bool:
     begins, and its readiness (/readyz, the compatibility routes' probes) says so while the requests in
     flight are answered. Ray tells user code only once the drain is over (__del__): until then /readyz
     said ready. True when applied; a Ray without that method keeps its behaviour, with a warning."""
-    try:
-        from ray.serve._private.replica import Replica
-    except ImportError:
-        return False
-    drain = getattr(Replica, "perform_graceful_shutdown", None)
-    if drain is None:
-        logger.warning("this Ray has no Replica.perform_graceful_shutdown: /readyz says ready as it drains")
-        return False
-    if getattr(drain, _STOP_MARK, False):
-        return True
 
-    async def perform_graceful_shutdown(self: Any) -> None:
-        with contextlib.suppress(Exception):  # no replica context (never initialized): nothing to tell
-            service = getattr(serve.get_replica_context().servable_object, "service", None)
-            if isinstance(service, ClassifierService):
-                service.stopping = True
-        await drain(self)
+    def telling_the_service(drain: Any) -> Any:
+        async def perform_graceful_shutdown(self: Any) -> None:
+            with contextlib.suppress(Exception):  # no replica context (never initialized): nothing to tell
+                service = getattr(serve.get_replica_context().servable_object, "service", None)
+                if isinstance(service, ClassifierService):
+                    service.stopping = True
+            await drain(self)
 
-    setattr(perform_graceful_shutdown, _STOP_MARK, True)
-    Replica.perform_graceful_shutdown = perform_graceful_shutdown
-    return True
+        return perform_graceful_shutdown
+
+    return swap_replica_function(
+        "Replica.perform_graceful_shutdown",
+        telling_the_service,
+        _STOP_MARK,
+        "this Ray has no Replica.perform_graceful_shutdown: /readyz says ready as it drains",
+    )
 
 
 # Run where Ray imports this module: in each replica, before it starts its HTTP and gRPC servers.

@@ -38,14 +38,19 @@ APP_DIRECT_ENV = "LABELWISE_DIRECT_INGRESS_APP"
 
 
 def swap_replica_function(name: str, replace: Callable[[Any], Any], mark: str, missing: str) -> bool:
-    """Swap ray.serve._private.replica's module-level function `name` for replace(the current one),
-    marked with `mark` so that a second call (the module imported again) keeps the first swap. True
-    when swapped now or before; False, logging `missing`, when this Ray has no such function."""
+    """Swap ray.serve._private.replica's function `name` (module-level, or a class's method as
+    `Class.method`) for replace(the current one), marked with `mark` so that a second call (the module
+    imported again) keeps the first swap. True when swapped now or before; False, logging `missing`, when
+    this Ray has no such function."""
     try:
         from ray.serve._private import replica as replica_module
     except ImportError:
         return False
-    current = getattr(replica_module, name, None)
+    *owners, attribute = name.split(".")
+    owner: Any = replica_module
+    for part in owners:
+        owner = getattr(owner, part, None)
+    current = getattr(owner, attribute, None)
     if current is None:
         logger.warning(missing)
         return False
@@ -53,7 +58,7 @@ def swap_replica_function(name: str, replace: Callable[[Any], Any], mark: str, m
         return True
     replacement = replace(current)
     setattr(replacement, mark, True)
-    setattr(replica_module, name, replacement)
+    setattr(owner, attribute, replacement)
     return True
 
 
