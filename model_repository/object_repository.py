@@ -298,8 +298,16 @@ class ObjectStoreRepository(ModelRepository):
         try:
             return self.store.read_bytes(f"{self._version_key(scenario, version)}/{MANIFEST_FILE}")
         except FileNotFoundError:
-            self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
-            raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}") from None
+            versions = self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
+            raise VersionNotFoundError(self._no_version(scenario, version, versions)) from None
+
+    def _no_version(self, scenario: str, version: int, versions: list[int]) -> str:
+        """As ModelRepository._no_version, of the store's prefix (not of the local cache)."""
+        message = f"scenario {scenario!r} has no version {version} (published: {versions})"
+        if is_number(str(version)) and self.store.files(self._version_key(scenario, version)):
+            key = self._version_key(scenario, version)
+            message += f"; its prefix {self.root}/{key} has no {MANIFEST_FILE} (a torn or unfinished upload)"
+        return message
 
     def load_manifest(self, scenario: str, version: int) -> Manifest:
         data = self._manifest_bytes(scenario, version)

@@ -594,9 +594,7 @@ class ModelRepository:
         if isinstance(ref, int) or (isinstance(ref, str) and is_number(ref)):
             version = int(ref)
             if version not in versions:
-                raise VersionNotFoundError(
-                    f"scenario {scenario!r} has no version {version} (published: {versions})"
-                )
+                raise VersionNotFoundError(self._no_version(scenario, version, versions))
             return version
         if ref == "latest":
             return versions[-1]
@@ -680,11 +678,23 @@ class ModelRepository:
 
     # ---- manifests ------------------------------------------------------------------------
     def load_manifest(self, scenario: str, version: int) -> Manifest:
+        """A published version's manifest; a number with no folder, or a folder without its manifest.json
+        (torn, or a stray mkdir), is VersionNotFoundError, as resolve says of it."""
         path = self.version_path(scenario, version)
-        if not path.is_dir():
-            self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
-            raise VersionNotFoundError(f"scenario {scenario!r} has no version {version}")
+        if not (path / MANIFEST_FILE).is_file():
+            # a scenario with no version at all is ScenarioNotFoundError; its own folder is named, though
+            versions = self._published_versions(scenario) if path.is_dir() else self.list_versions(scenario)
+            raise VersionNotFoundError(self._no_version(scenario, version, versions))
         return read_manifest(path / MANIFEST_FILE)
+
+    def _no_version(self, scenario: str, version: int, versions: list[int]) -> str:
+        """What a user is told of a version number that is not published: the published ones, and why a
+        folder of that number does not count (it holds no manifest.json)."""
+        message = f"scenario {scenario!r} has no version {version} (published: {versions})"
+        folder = self.scenario_path(scenario) / str(version)
+        if is_number(str(version)) and folder.is_dir():
+            message += f"; its folder {folder} has no {MANIFEST_FILE} (a torn or unfinished publish)"
+        return message
 
     def verify(self, scenario: str, version: int, bases: bool = True) -> Manifest:
         """Re-hash every file of a version; raise naming the first file that does not match.

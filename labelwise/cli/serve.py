@@ -187,7 +187,7 @@ def _require_local_repository(plan: ServePlan) -> None:
 
 def promote_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name."),
-    version: int = typer.Option(..., "--version", "-v", help="Version to point the alias at."),
+    version: int = typer.Option(..., "--version", "-v", min=1, help="Version to point the alias at."),
     alias: str = typer.Option("production", "--alias", "-a", help="Alias to switch."),
     repository: Path | None = typer.Option(
         None,

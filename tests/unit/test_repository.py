@@ -203,8 +203,10 @@ def test_malformed_and_wrong_schema_manifest(tmp_path: Path) -> None:
     path.write_text(json.dumps(bad))
     with pytest.raises(ManifestError, match="labels"):
         repo.verify("spam", 1)
-    path.unlink()
-    with pytest.raises(ManifestError, match="missing"):
+    path.unlink()  # a folder without its manifest is no version: as resolve says of it
+    with pytest.raises(
+        VersionNotFoundError, match=r"no version 1 \(published: \[\]\); its folder .* has no manifest"
+    ):
         repo.verify("spam", 1)
 
 
