@@ -50,6 +50,13 @@ def is_number(name: str) -> bool:
     return name.isascii() and name.isdigit()
 
 
+def is_version_name(name: str) -> bool:
+    """A version folder's (or prefix's) own name: the number as publish writes it, `str(N)` with N >= 1.
+    `07` or `0` (a copy, a restore) is not one: version_path(7) is `7`, so listing `07` as v7 would name
+    a version that cannot be read."""
+    return is_number(name) and int(name) >= 1 and str(int(name)) == name
+
+
 def graph_file(precision: str) -> str:
     """`onnx/model.int8.onnx`: a version's own graph in one precision, relative to the version folder."""
     return f"{ONNX_DIR}/model.{precision}.onnx"
@@ -115,6 +122,7 @@ __all__ = [
     "is_contained",
     "is_multi_adapter_folder",
     "is_number",
+    "is_version_name",
     "multi_adapter_folder",
     "precision_of_folder",
 ]

@@ -58,6 +58,7 @@ from .layout import (
     is_contained,
     is_multi_adapter_folder,
     is_number,
+    is_version_name,
 )
 from .manifest import SCHEMA_VERSION, FileEntry, Manifest
 from .repository import (
@@ -214,7 +215,7 @@ class ObjectStoreRepository(ModelRepository):
     def _newest_published(self, scenario: str) -> int | None:
         """The highest version number whose manifest exists (torn numbers are skipped), or None."""
         name = validate_name(scenario)
-        numbers = sorted((int(n) for n in self.store.children(name) if is_number(n)), reverse=True)
+        numbers = sorted((int(n) for n in self.store.children(name) if is_version_name(n)), reverse=True)
         for number in numbers:
             if self.store.exists(f"{name}/{number}/{MANIFEST_FILE}"):
                 return number
@@ -713,7 +714,7 @@ def _is_current(target: Path, marker: str, marker_bytes: bytes, stamp: str) -> b
 
 def _is_version(rel: str) -> bool:
     parts = rel.split("/")
-    return len(parts) == 2 and is_number(parts[0])
+    return len(parts) == 2 and is_version_name(parts[0])
 
 
 def _stat_row(key: str, entry: dict[str, Any] | None) -> tuple:

@@ -55,6 +55,7 @@ from .layout import (
     is_contained,
     is_multi_adapter_folder,
     is_number,
+    is_version_name,
 )
 from .manifest import PRECISIONS, SCHEMA_VERSION, FileEntry, Manifest
 from .storage import is_object_store, parse_root
@@ -545,7 +546,7 @@ class ModelRepository:
         a mirror copied from an object store while a publish was half uploaded; S3 lists only prefixes
         with a manifest as well)."""
         return sorted(
-            int(p.name) for p in path.iterdir() if is_number(p.name) and (p / MANIFEST_FILE).is_file()
+            int(p.name) for p in path.iterdir() if is_version_name(p.name) and (p / MANIFEST_FILE).is_file()
         )
 
     @staticmethod

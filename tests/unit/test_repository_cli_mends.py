@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,42 @@ def test_promote_refuses_a_version_number_below_1_as_usage(tmp_path: Path) -> No
         result = _invoke("promote", "-s", "spam", "-v", number, "-r", str(tmp_path))
         assert result.exit_code == 2, result.output
         assert "--version" in result.output
+
+
+# ---- 2. a folder named `07` (a copy, a restore) is not v7 -----------------------------------------------
+def test_a_zero_padded_folder_is_not_listed_as_the_version_it_cannot_be_read_as(tmp_path: Path) -> None:
+    """`cp -r 2 07`: it was listed as v7 (and as `latest`), yet v7 is read from `7/`, so every command
+    then said "no version 7 (published: [1, 2, 7])" and `latest` named nothing readable."""
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam", b"one")
+    publish_servable(repo, "spam", b"two")
+    shutil.copytree(repo.version_path("spam", 2), tmp_path / "spam" / "07")
+    shutil.copytree(repo.version_path("spam", 2), tmp_path / "spam" / "0")
+    assert repo.list_versions("spam") == [1, 2]
+    assert repo.resolve("spam", "latest") == 2
+    assert repo.load_manifest("spam", 2).version == 2
+    result = _invoke("repo", "list", "--json", "-r", str(tmp_path))
+    assert result.exit_code == 0 and '"versions": [1, 2]' in result.output, result.output
+    result = _invoke("promote", "-s", "spam", "-v", "7", "-r", str(tmp_path))
+    assert result.exit_code == EXIT_RUNTIME
+    assert "scenario 'spam' has no version 7 (published: [1, 2])" in result.output
+    assert publish_servable(repo, "spam", b"three") == 8  # the next number still skips past 07
+
+
+def test_a_zero_padded_prefix_in_an_object_store_is_not_listed_either(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    from tests.unit.test_object_repository_mends import Bucket
+
+    bucket = Bucket()
+    try:
+        repo = bucket.repo(tmp_path / "cache")
+        publish_servable(repo, "spam", b"one")
+        publish_servable(repo, "spam", b"two")
+        for rel in bucket.fs.find(bucket.path("spam/2")):
+            bucket.fs.pipe_file(rel.replace("/spam/2/", "/spam/07/"), bucket.fs.cat_file(rel))
+        assert repo.list_versions("spam") == [1, 2]
+        assert repo.resolve("spam", "latest") == 2
+        with pytest.raises(VersionNotFoundError, match=r"no version 7 \(published: \[1, 2\]\)"):
+            repo.resolve("spam", "7")
+    finally:
+        bucket.fs.rm(f"/{bucket.name}", recursive=True)
