@@ -74,6 +74,13 @@ class ObjectStoreError(RepositoryError):
     """The repository's object store refused or failed: no credentials, no bucket, no endpoint, a bad URL."""
 
 
+class RepositoryURLError(ObjectStoreError):
+    """A repository URL that names no store this code can open: no bucket, an unknown scheme, or a
+    scheme whose filesystem needs more than a URL (ftp://, github://) or a package it lacks."""
+
+    exit_code = EXIT_USAGE
+
+
 class MissingStoragePackageError(ObjectStoreError):
     """A repository URL whose scheme needs a package that is not installed (gs:// without gcsfs)."""
 

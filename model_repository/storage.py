@@ -21,7 +21,13 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import MissingStoragePackageError, ObjectStoreError, UnsafePathError, UsageError
+from .errors import (
+    MissingStoragePackageError,
+    ObjectStoreError,
+    RepositoryURLError,
+    UnsafePathError,
+    UsageError,
+)
 from .layout import is_contained
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://(?P<rest>.*)$")
@@ -52,7 +58,7 @@ def parse_root(root: str | os.PathLike[str]) -> str | Path:
         return Path(rest if rest.startswith("/") else "/" + rest)
     rest = rest.strip("/")
     if not rest:
-        raise ObjectStoreError(f"repository URL {text!r} names no bucket: use {scheme}://BUCKET/PREFIX")
+        raise RepositoryURLError(f"repository URL {text!r} names no bucket: use {scheme}://BUCKET/PREFIX")
     return f"{scheme}://{rest}"
 
 
@@ -77,7 +83,7 @@ def _filesystem(scheme: str) -> Any:
     known = known_implementations.get(scheme)
     if known is None:
         names = ", ".join(sorted(s for s in known_implementations if len(s) > 1))
-        raise ObjectStoreError(f"unknown repository URL scheme {scheme}://; fsspec knows: {names}")
+        raise RepositoryURLError(f"unknown repository URL scheme {scheme}://; fsspec knows: {names}")
     package = known["class"].split(".", 1)[0]
     if importlib.util.find_spec(package) is None:
         hint = _EXTRA if package == "s3fs" else f"pip install {package}"
@@ -87,7 +93,14 @@ def _filesystem(scheme: str) -> Any:
         )
     # No instance or listing cache: a replica polling for a new alias must see the store as it is now.
     if package != "s3fs":
-        return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
+        try:
+            return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
+        except (TypeError, ValueError, ImportError) as exc:  # ftp:// wants a host, github:// an org and repo
+            raise RepositoryURLError(
+                f"a {scheme}:// URL cannot be a model repository: its filesystem does not open from a "
+                f"URL alone ({type(exc).__name__}: {exc}); use an object store, s3://BUCKET/PREFIX or "
+                "gs://BUCKET/PREFIX, or a local folder"
+            ) from None
     # s3fs tries each call 5 times, botocore each of those 5 times more, each read waiting 15 s: an endpoint
     # that accepts connections and never answers held every command (and a replica's poll) ~7 minutes.
     # Here s3fs's 2 tries alone (botocore's once each) of S3_READ_TIMEOUT_S: 30 s a call.

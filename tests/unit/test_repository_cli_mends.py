@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labelwise.cli import app
-from model_repository import EXIT_RUNTIME, ModelRepository, VersionNotFoundError
+from model_repository import EXIT_RUNTIME, ModelRepository, RepositoryURLError, VersionNotFoundError
 from tests.unit.test_repository_alias_mends import publish_servable
 
 
@@ -98,3 +98,25 @@ def test_a_zero_padded_prefix_in_an_object_store_is_not_listed_either(tmp_path: 
             repo.resolve("spam", "7")
     finally:
         bucket.fs.rm(f"/{bucket.name}", recursive=True)
+
+
+# ---- 3. a repository URL no store opens from is bad input, not a traceback ----------------------------
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("github://org/repo", "a github:// URL cannot be a model repository"),
+        ("nosuch://bucket/repo", "unknown repository URL scheme nosuch://"),
+    ],
+)
+def test_a_repository_url_whose_filesystem_needs_more_than_a_url_is_refused_as_usage(
+    url: str, said: str
+) -> None:
+    """github:// (as ftp://) filesystems want constructor arguments (an org and repo, a host): fsspec's
+    TypeError went out of every command as a traceback, exit 1; an unknown scheme exited 1 too."""
+    pytest.importorskip("fsspec")
+    for command in (["repo", "list"], ["promote", "-s", "spam", "-v", "1"]):
+        result = _invoke(*command, "-r", url)
+        assert result.exit_code == 2, (command, result.output)
+        assert said in result.output and "Traceback" not in result.output, result.output
+    with pytest.raises(RepositoryURLError, match="s3://BUCKET/PREFIX"):
+        ModelRepository(url if not url.startswith("nosuch") else "s3://")
