@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from model_repository.errors import LabelwiseError
+from model_repository.storage import parse_root
+
 ScenarioOpt = typer.Option(
     ..., "--scenario", "-s", help="Packaged scenario name (e.g. sentiment) or a scenario YAML."
 )
@@ -65,6 +68,10 @@ def repository_path(value: str) -> Path:
     An empty (or blank) value is refused (exit 2)."""
     if not value.strip():
         raise typer.BadParameter("is empty: give the repository's folder or object-store URL")
+    try:  # a URL is checked as one here: Path("s3://") is the folder "s3:", said not to exist
+        parse_root(value)
+    except LabelwiseError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return Path(value)
 
 

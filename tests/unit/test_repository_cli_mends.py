@@ -120,3 +120,11 @@ def test_a_repository_url_whose_filesystem_needs_more_than_a_url_is_refused_as_u
         assert said in result.output and "Traceback" not in result.output, result.output
     with pytest.raises(RepositoryURLError, match="s3://BUCKET/PREFIX"):
         ModelRepository(url if not url.startswith("nosuch") else "s3://")
+
+
+def test_a_url_with_no_bucket_is_named_as_a_url_not_as_a_missing_folder() -> None:
+    """`-r s3://` went through Path() as the folder `s3:`: "--repository s3: does not exist"."""
+    for command in (["repo", "list"], ["promote", "-s", "spam", "-v", "1"], ["repo", "show", "spam"]):
+        result = _invoke(*command, "-r", "s3://")
+        assert result.exit_code == 2, (command, result.output)
+        assert "names no bucket: use s3://BUCKET/PREFIX" in " ".join(result.output.split()), result.output
