@@ -414,6 +414,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "add": lambda *a: sum(int(float(v or 0)) for v in a),
     "sub": lambda a, b: int(float(a or 0)) - int(float(b or 0)),
     "max": lambda a, *b: max(int(float(v or 0)) for v in (a, *b)),
+    "min": lambda a, *b: min(int(float(v or 0)) for v in (a, *b)),
     "list": lambda *a: list(a),
     "first": lambda items: items[0] if items else None,
     "last": lambda items: items[-1] if items else None,

@@ -420,9 +420,14 @@ def test_ray_token_auth_refuses_a_ray_without_it() -> None:
 
 
 def _kept_workers(values: dict[str, Any]) -> int:
-    """The workers a Ray cluster always keeps: minReplicas with the Ray autoscaler, replicas without it."""
-    key = "minReplicas" if values["autoscaler"]["enabled"] else "replicas"
-    return sum(group[key] for group in values["workerGroups"])
+    """The workers a Ray cluster always keeps: minReplicas with the Ray autoscaler; without it, replicas
+    held between minReplicas and maxReplicas (KubeRay's GetWorkerGroupDesiredReplicas)."""
+    if values["autoscaler"]["enabled"]:
+        return sum(group["minReplicas"] for group in values["workerGroups"])
+    return sum(
+        min(group["maxReplicas"], max(group["minReplicas"], group["replicas"]))
+        for group in values["workerGroups"]
+    )
 
 
 def test_worker_pod_disruption_budget(rendered: Rendered) -> None:
@@ -444,6 +449,26 @@ def test_worker_pod_disruption_budget(rendered: Rendered) -> None:
     assert not selector.items() <= head["metadata"]["labels"].items(), "the PDB must not hold the single head"
     # Idle workers are not Ready (their proxy answers /-/healthz 503): they must not hold the budget.
     assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
+
+
+def test_the_budget_counts_the_workers_kuberay_runs() -> None:
+    """Without the Ray autoscaler KubeRay runs each group's replicas clamped to [minReplicas, maxReplicas]:
+    a budget counting replicas above maxReplicas asked for more workers than run, and no drain could
+    evict any."""
+    group = {"name": "cpu", "replicas": 6, "minReplicas": 1, "maxReplicas": 4, "resources": {}}
+    values = coalesce(load_values(), {"autoscaler": {"enabled": False}, "workerGroups": [group]})
+    assert _one(_render(values), "PodDisruptionBudget")["spec"]["minAvailable"] == 3  # 4 run, 1 at a time
+    values["workerGroups"][0].update(replicas=0, minReplicas=2)
+    assert _one(_render(values), "PodDisruptionBudget")["spec"]["minAvailable"] == 1  # 2 run
+
+
+def test_min_replicas_above_max_replicas_is_refused() -> None:
+    """KubeRay runs maxReplicas workers then, while the budget and Serve's autoscaling count minReplicas."""
+    group = {"name": "cpu", "replicas": 6, "minReplicas": 6, "maxReplicas": 4, "resources": {}}
+    with pytest.raises(
+        TemplateError, match="workerGroups cpu: minReplicas \\(6\\) is above maxReplicas \\(4\\)"
+    ):
+        _render(coalesce(load_values(), {"workerGroups": [group]}))
 
 
 def test_the_budget_names_no_eviction_policy_where_the_cluster_lacks_the_field() -> None:

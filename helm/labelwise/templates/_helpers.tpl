@@ -134,6 +134,11 @@ true
 {{- if hasKey .Values.podAnnotations "labelwise/api-key-checksum" }}
 {{- fail "podAnnotations may not set labelwise/api-key-checksum: the chart sets it (the API key's fingerprint, which rolls the Ray cluster when the key changes); bump apiKey.revision to force a roll" }}
 {{- end }}
+{{- range .Values.workerGroups }}
+{{- if gt (int .minReplicas) (int .maxReplicas) }}
+{{- fail (printf "workerGroups %s: minReplicas (%d) is above maxReplicas (%d): KubeRay would run maxReplicas workers while the PodDisruptionBudget and Serve's autoscaling count on minReplicas (node drains would wait forever); lower minReplicas or raise maxReplicas" .name (int .minReplicas) (int .maxReplicas)) }}
+{{- end }}
+{{- end }}
 {{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
 {{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
 {{- end }}
