@@ -56,11 +56,29 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
             {"modelRepository": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},
             "modelRepository/pvc/accessModes",
         ),
+        # a key the replicas refuse at start (ServingConfig.api_key): helm install fails instead of a
+        # RayService whose replicas never start
+        ({"apiKey": {"value": "my key"}}, "apiKey/value"),
+        ({"apiKey": {"value": "key\n"}}, "apiKey/value"),
+        ({"apiKey": {"value": "clé"}}, "apiKey/value"),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], where: str) -> None:
     errors = _schema_errors(coalesce(load_values(), override))
     assert any(e.startswith(where) for e in errors), errors
+
+
+def test_api_key_value_pattern_is_the_services_rule() -> None:
+    import re
+
+    from serving.config import api_key_problem
+
+    # `not` a forbidden character, not an anchored pattern: `$` would let a trailing newline through in
+    # Python's re, and Go's RE2 (helm) has no `\Z`.
+    forbidden = re.compile(SCHEMA["properties"]["apiKey"]["properties"]["value"]["not"]["pattern"])
+    for key in ("0123abcXYZ", "a-b_c.d~e!f", "tok=n/+", " key", "key ", "key\n", "ke y", "clé", "k\tey"):
+        assert (forbidden.search(key) is None) == (api_key_problem(key) is None), repr(key)
+    assert _schema_errors(coalesce(load_values(), {"apiKey": {"value": ""}})) == []  # empty: no value
 
 
 def test_values_schema_is_generated_from_serving_config() -> None:
