@@ -184,7 +184,12 @@ class ServingConfig(BaseSettings):
     )
     max_queued_requests: int = Field(default=1024, ge=-1, description="Per-handle queue cap; -1 unbounded.")
     # ONNX Runtime
-    ort_intra_op_threads: int = Field(default=0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
+    ort_intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        description="ORT intra-op threads per pass; 0: num_cpus' whole CPUs, at least 1 (ort_threads), not "
+        "ORT's own default of every core the pod has.",
+    )
     ort_providers: list[str] | None = Field(
         default=None,
         description="ORT execution providers in order; None picks CUDA when available, else CPU.",
