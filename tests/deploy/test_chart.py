@@ -44,6 +44,16 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
         ({"serve": {"args": {"max_batch_size": 0}}}, "serve/args/max_batch_size"),
         ({"serve": {"args": {"precision": "bf16"}}}, "serve/args/precision"),
         ({"upgradeStrategy": {"type": "Rolling"}}, "upgradeStrategy/type"),
+        # only NewClusterWithIncrementalUpgrade reads them, and the chart refuses that strategy: KubeRay would
+        # ignore them under NewCluster or None
+        (
+            {
+                "upgradeStrategy": {
+                    "clusterUpgradeOptions": {"gatewayClassName": "istio", "maxSurgePercent": 50}
+                }
+            },
+            "upgradeStrategy",
+        ),
         ({"modelRepository": {"source": "nfs"}}, "modelRepository/source"),
         ({"workerGroups": [{"name": "cpu", "replicas": 1, "minReplicas": 1}]}, "workerGroups/0"),
         # KubeRay 1.5 serves on the head container's `serve` port (8000) whatever serveService says, and
