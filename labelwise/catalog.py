@@ -36,9 +36,27 @@ def list_scenarios(repo: ModelRepository) -> list[ScenarioRow]:
     return rows
 
 
+class MovedVersionError(ManifestError):
+    """A version folder whose manifest.json names another scenario or version (a copied or renamed
+    folder): `manifest` is what the folder holds, for `repo show` to print beside the error."""
+
+    def __init__(self, message: str, manifest: Manifest) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
 def show_version(repo: ModelRepository, scenario: str, ref: str = "latest") -> Manifest:
-    """The manifest of a version named by number, alias or 'latest'; RepositoryError when absent."""
-    return repo.load_manifest(scenario, repo.resolve(scenario, ref))
+    """The manifest of a version named by number, alias or 'latest'; RepositoryError when absent.
+    MovedVersionError when the folder's manifest names another scenario or version, as verify refuses it."""
+    version = repo.resolve(scenario, ref)
+    manifest = repo.load_manifest(scenario, version)
+    if manifest.scenario != scenario or manifest.version != version:
+        raise MovedVersionError(
+            f"{scenario} v{version}: manifest says {manifest.scenario} v{manifest.version}; the folder was "
+            "copied or moved, and `repo verify`, `promote` and serving refuse it",
+            manifest,
+        )
+    return manifest
 
 
 def verify_version(repo: ModelRepository, scenario: str, ref: str = "latest") -> Manifest:

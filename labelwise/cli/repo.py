@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelwise.catalog import list_scenarios, show_version, verify_version
+from labelwise.catalog import MovedVersionError, list_scenarios, show_version, verify_version
 from model_repository import ModelRepository
 
 from .options import refuse_missing_repository, repository_path
@@ -56,9 +56,16 @@ def show_command(
     repository: Path | None = RepositoryOption,
     json_output: bool = typer.Option(False, "--json", help="Print the manifest as one line of JSON."),
 ) -> None:
-    """Print a version's manifest (indented JSON; --json: one line)."""
+    """Print a version's manifest (indented JSON; --json: one line).
+
+    A folder whose manifest names another scenario or version (a copied folder) prints what it holds,
+    then fails (exit 1) naming the mismatch, as `repo verify` and `promote` refuse it."""
     refuse_missing_repository(repository)
-    manifest = show_version(ModelRepository(repository), scenario, version)
+    try:
+        manifest = show_version(ModelRepository(repository), scenario, version)
+    except MovedVersionError as exc:
+        typer.echo(exc.manifest.model_dump_json(indent=None if json_output else 2))
+        raise
     typer.echo(manifest.model_dump_json(indent=None if json_output else 2))
 
 
