@@ -90,7 +90,8 @@ def classify_command(
         "-r",
         parser=repository_path,
         envvar="LABELWISE_REPOSITORY",
-        help="Model repository for in-process scoring (default ./var/model-repository); refused with --url.",
+        help="Model repository for in-process scoring: a folder or s3://BUCKET/PREFIX (default "
+        "./var/model-repository); refused with --url.",
     ),
     version: str = typer.Option(
         "production",

@@ -16,7 +16,7 @@ RepositoryOption = typer.Option(
     "-r",
     parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
-    help="Root folder (default ./var/model-repository).",
+    help="Model repository: a folder or s3://BUCKET/PREFIX (default ./var/model-repository).",
 )
 
 

@@ -81,7 +81,7 @@ RepoOpt = typer.Option(
     "-r",
     parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
-    help="Model repository root (default ./var/model-repository).",
+    help="Model repository: a folder or s3://BUCKET/PREFIX (default ./var/model-repository).",
 )
 OutOpt = typer.Option(
     None,

@@ -23,9 +23,12 @@ RepositoryOption = typer.Option(
     "-r",
     parser=repository_path,
     envvar="LABELWISE_REPOSITORY",
-    help="Root folder (default ./var/model-repository).",
+    help="Model repository: a folder or s3://BUCKET/PREFIX (default ./var/model-repository).",
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON (for scripts) instead of a table.")
+VersionArgument = typer.Argument(
+    "latest", help="A version number, an alias (e.g. production) or 'latest' (the highest published)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +55,7 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
 @repo_app.command("show")
 def show_command(
     scenario: str,
-    version: str = typer.Argument("latest"),
+    version: str = VersionArgument,
     repository: Path | None = RepositoryOption,
     json_output: bool = typer.Option(False, "--json", help="Print the manifest as one line of JSON."),
 ) -> None:
@@ -71,7 +74,7 @@ def show_command(
 
 @repo_app.command("verify")
 def verify_command(
-    scenario: str, version: str = typer.Argument("latest"), repository: Path | None = RepositoryOption
+    scenario: str, version: str = VersionArgument, repository: Path | None = RepositoryOption
 ) -> None:
     """Re-hash every file of a version."""
     refuse_missing_repository(repository)

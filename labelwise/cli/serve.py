@@ -195,7 +195,7 @@ def promote_command(
         "-r",
         parser=repository_path,
         envvar="LABELWISE_REPOSITORY",
-        help="Model repository root (default ./var/model-repository).",
+        help="Model repository: a folder or s3://BUCKET/PREFIX (default ./var/model-repository).",
     ),
 ) -> None:
     """Point an alias at a version (verified first); serving replicas pick it up on their next poll."""

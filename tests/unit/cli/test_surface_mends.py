@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from labelwise.cli import app
@@ -40,3 +41,30 @@ def test_repo_show_of_a_copied_version_folder_prints_it_and_fails_naming_the_mis
         shown = _invoke("repo", "show", "spam", ref, "-r", str(tmp_path))
         assert (shown.exit_code, shown.stderr) == (0, ""), shown.output
         assert json.loads(shown.stdout)["version"] == int(ref)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["repo", "list"],
+        ["repo", "show"],
+        ["repo", "verify"],
+        ["export"],
+        ["train"],
+        ["evaluate"],
+        ["promote"],
+        ["classify"],
+    ],
+)
+def test_repository_help_names_object_store_urls(command: list[str]) -> None:
+    result = _invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "a folder or" in result.output and "s3://BUCKET/PREFIX" in result.output, result.output
+    assert "Root folder" not in result.output
+
+
+@pytest.mark.parametrize("command", [["repo", "show"], ["repo", "verify"]])
+def test_the_version_argument_says_it_takes_a_number_an_alias_or_latest(command: list[str]) -> None:
+    result = _invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "A version number, an alias (e.g. production) or 'latest'" in result.output, result.output
