@@ -3,11 +3,15 @@
 Errors are handled here once: any LabelwiseError a command raises becomes one line on stderr,
 `error: <message>`, and the exit code the error carries (1 runtime failure, 2 usage or bad input;
 see labelwise.errors); an OSError (a path that is a file, a full disk, no permission) one line and
-exit 1. Click's own usage errors exit 2. Commands import heavy libraries inside.
+exit 1. Click's own usage errors exit 2. Output piped into a reader that stops early (`| head`) ends
+quietly with exit 1, as click and rich end their help and tables. Commands import heavy libraries inside.
 """
 
 from __future__ import annotations
 
+import os
+import select
+import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 from typing import Any
@@ -28,6 +32,17 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll answers POLLERR); False where stdout has no
+    file descriptor (a test runner's buffer) or poll cannot say."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class LabelwiseGroup(TyperGroup):
     """The root command group: turns a LabelwiseError from any command into one line and its exit code."""
 
@@ -37,6 +52,15 @@ class LabelwiseGroup(TyperGroup):
         except LabelwiseError as exc:
             typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            if not _stdout_closed():  # a socket, not our reader: an error like any other
+                raise
+            # Output piped into a reader that stopped (`| head`): end quietly, exit 1, as click and rich
+            # already do for help and tables; stdout goes to devnull so exit's flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise typer.Exit(EXIT_RUNTIME) from None
         except OSError as exc:  # a path that is a file, a full disk, no permission: one line, exit 1
             typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
             raise typer.Exit(EXIT_RUNTIME) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from model_repository import EXIT_RUNTIME, ModelRepository
 from tests.conftest import manifest_fields
 
 FIELDS = manifest_fields()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _invoke(*args: str):
@@ -68,3 +71,29 @@ def test_the_version_argument_says_it_takes_a_number_an_alias_or_latest(command:
     result = _invoke(*command, "--help")
     assert result.exit_code == 0, result.output
     assert "A version number, an alias (e.g. production) or 'latest'" in result.output, result.output
+
+
+def _run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m labelwise.cli ARGS` with its stdout a pipe nobody reads any more, as `| head` leaves
+    it once head has its lines (the read end is closed before the command has imported, let alone written)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelwise.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    return subprocess.CompletedProcess(proc.args, proc.wait(timeout=120), "", stderr)
+
+
+def test_output_piped_into_a_reader_that_stopped_ends_quietly(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    with repo.new_version("spam", **FIELDS) as draft:
+        (draft.path / "labels.txt").write_text("negative\npositive\n")
+    for args in (["repo", "show", "spam", "-r", str(tmp_path)], ["repo", "list", "-r", str(tmp_path)]):
+        done = _run_into_a_closed_pipe(*args)
+        # was: `error: BrokenPipeError: [Errno 32] Broken pipe` (typer.echo), exit 1
+        assert (done.returncode, done.stderr) == (EXIT_RUNTIME, ""), (args, done.stderr)
