@@ -45,7 +45,8 @@ def results_command(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Cell results, runs and the repository [default: results/ in LABELWISE_RUNS_DIR, or runs/].",
+        help="Cell results, runs and the repository (default runs/results, runs/ being $LABELWISE_RUNS_DIR "
+        "when that is set).",
     ),
     stages: str = typer.Option(
         "matrix,curve,atis,fgm,sst2",

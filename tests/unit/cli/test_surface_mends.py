@@ -97,3 +97,11 @@ def test_output_piped_into_a_reader_that_stopped_ends_quietly(tmp_path: Path) ->
         done = _run_into_a_closed_pipe(*args)
         # was: `error: BrokenPipeError: [Errno 32] Broken pipe` (typer.echo), exit 1
         assert (done.returncode, done.stderr) == (EXIT_RUNTIME, ""), (args, done.stderr)
+
+
+def test_results_help_shows_the_out_default_rich_markup_ate() -> None:
+    # was "Cell results, runs and the repository ." : its "[default: ...]" was read as rich markup
+    result = _invoke("results", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "the repository (default runs/results, runs/ being $LABELWISE_RUNS_DIR when that is set)" in text
