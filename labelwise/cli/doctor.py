@@ -175,8 +175,9 @@ def doctor_command(
         "--repository",
         "-r",
         envvar="LABELWISE_REPOSITORY",
-        help="Model repository root, in place of the config's (default: the config's, else "
-        "./var/model-repository); the variable only where the config sets none, as `labelwise serve`.",
+        help="Model repository (a folder or s3://BUCKET/PREFIX), in place of the config's (default: the "
+        "config's, else ./var/model-repository); the variable only where the config sets none, as "
+        "`labelwise serve`.",
     ),
     ingress_mode: str | None = typer.Option(None, help="As `labelwise serve --ingress-mode`."),
     direct_ingress: bool = typer.Option(

@@ -42,8 +42,8 @@ def serve_command(
         "--repository",
         "-r",
         envvar="LABELWISE_REPOSITORY",
-        help="Model repository root, in place of the config's; the variable only where the config sets "
-        "none, like every LABELWISE_* variable.",
+        help="Model repository (a folder or s3://BUCKET/PREFIX), in place of the config's; the variable only "
+        "where the config sets none, like every LABELWISE_* variable.",
     ),
     config: Path | None = typer.Option(
         None,

@@ -203,7 +203,11 @@ def compare_command(
     early_stopping_patience: int | None = PatienceOpt,
     output_dir: Path | None = OutOpt,
     repository: Path | None = typer.Option(
-        None, "--repository", "-r", parser=repository_path, help="Also publish each run here."
+        None,
+        "--repository",
+        "-r",
+        parser=repository_path,
+        help="Also publish each run here: a folder or s3://BUCKET/PREFIX.",
     ),
     export: str = typer.Option("none", "--export", help="ONNX precisions when publishing; 'none' skips."),
 ) -> None:

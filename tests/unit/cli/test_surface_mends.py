@@ -57,6 +57,11 @@ def test_repo_show_of_a_copied_version_folder_prints_it_and_fails_naming_the_mis
         ["evaluate"],
         ["promote"],
         ["classify"],
+        ["serve"],
+        ["doctor"],
+        ["compare"],
+        ["robustness"],
+        ["export-bench"],
     ],
 )
 def test_repository_help_names_object_store_urls(command: list[str]) -> None:
