@@ -86,14 +86,17 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
     for name in names:
         alias = aliases.get(name, config.default_alias)
         try:
-            manifest = repo.load_manifest(name, repo.resolve(name, alias))
+            version = repo.resolve(name, alias)
+            manifest = repo.load_manifest(name, version)
         except Exception as exc:
             scenarios[name] = f"not servable with alias {alias!r}: {exc}"
             continue
-        try:  # as a replica's loader does: a file changed since publishing, a base folder moved aside
-            repo.verify(name, manifest.version)
+        # as a replica's loader does: a file changed since publishing, a base folder moved aside, a folder
+        # copied from another version (verified by the number the alias names, not the one its manifest says)
+        try:
+            repo.verify(name, version)
         except Exception as exc:
-            scenarios[name] = f"v{manifest.version}: refused at load: {exc}"
+            scenarios[name] = f"v{version}: refused at load: {exc}"
             continue
         have = [e.precision for e in manifest.exports]
         if manifest.strategy == "frozen" and manifest.base_encoder is not None:

@@ -110,3 +110,18 @@ def test_results_help_shows_the_out_default_rich_markup_ate() -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.replace("│", " ").split())
     assert "the repository (default runs/results, runs/ being $LABELWISE_RUNS_DIR when that is set)" in text
+
+
+def test_doctor_verifies_the_version_the_alias_names_not_what_a_copied_manifest_says(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from tests.unit.test_repository_alias_mends import publish_servable
+
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    shutil.copytree(repo.version_path("spam", 1), repo.version_path("spam", 5))  # says spam v1
+    (tmp_path / "spam" / "_aliases").mkdir()
+    (tmp_path / "spam" / "_aliases" / "production.json").write_text('{"version": 5}')
+    result = _invoke("doctor", "-r", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    # was "spam: v1 full: fp32 ...": v1 verified in place of v5, which every replica refuses to load
+    assert "spam: v5: refused at load: spam v5: manifest says spam v1" in result.stdout, result.stdout
