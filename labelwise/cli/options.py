@@ -50,7 +50,10 @@ BatchOpt = typer.Option(None, "--batch-size", help="Rows per training step.")
 LrOpt = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate.")
 MaxLenOpt = typer.Option(None, "--max-length", help="Truncation length in tokens.")
 WeightsOpt = typer.Option(
-    None, "--class-weights", help="auto | on | off (auto: on when max/min class ratio > 3)."
+    None,
+    "--class-weights",
+    help="auto | on | off (default: the scenario's). auto: on when the max/min class count ratio exceeds "
+    "the scenario's imbalance_ratio (3 unless set), off with weighted sampling.",
 )
 SamplingOpt = typer.Option(
     None, "--weighted-sampling/--no-weighted-sampling", help="Class-balanced sampling."

@@ -125,3 +125,16 @@ def test_doctor_verifies_the_version_the_alias_names_not_what_a_copied_manifest_
     assert result.exit_code == 0, result.output
     # was "spam: v1 full: fp32 ...": v1 verified in place of v5, which every replica refuses to load
     assert "spam: v5: refused at load: spam v5: manifest says spam v1" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_class_weights_help_says_auto_is_off_with_weighted_sampling(command: str) -> None:
+    # was "auto: on when max/min class ratio > 3": auto is off with weighted sampling (training.trainer),
+    # and 3 is the scenario's imbalance_ratio, which a scenario may set
+    from training.metrics import use_class_weights
+
+    assert use_class_weights("auto", [40, 10], threshold=3.0) and not use_class_weights("auto", [30, 10], 3.0)
+    result = _invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "exceeds the scenario's imbalance_ratio (3 unless set), off with weighted sampling" in text, text
