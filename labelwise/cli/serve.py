@@ -54,7 +54,9 @@ def serve_command(
     ),
     host: str | None = typer.Option(None, help="Address the HTTP proxy binds (default: the config's)."),
     port: int | None = typer.Option(None, help="HTTP port (default: the config's, else 8000)."),
-    ingress_mode: str | None = typer.Option(None, help="combined (default) or separate."),
+    ingress_mode: str | None = typer.Option(
+        None, help="combined or separate (default: the config's, else combined)."
+    ),
     direct_ingress: bool = typer.Option(
         True,
         "--direct-ingress/--proxy",

@@ -138,3 +138,17 @@ def test_class_weights_help_says_auto_is_off_with_weighted_sampling(command: str
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.replace("│", " ").split())
     assert "exceeds the scenario's imbalance_ratio (3 unless set), off with weighted sampling" in text, text
+
+
+def test_serve_ingress_mode_help_says_the_config_sets_the_default(tmp_path: Path) -> None:
+    # was "combined (default) or separate": a config's ingress_mode wins when the option is not given
+    from labelwise.server import plan_server
+    from serving import ServingConfig
+
+    flat = tmp_path / "serve.yaml"
+    flat.write_text("ingress_mode: separate\n")
+    assert plan_server(flat, repository=tmp_path, direct_ingress=False).config.ingress_mode == "separate"
+    assert ServingConfig.model_fields["ingress_mode"].default == "combined"
+    result = _invoke("serve", "--help")
+    assert result.exit_code == 0, result.output
+    assert "combined or separate (default: the config's, else combined)" in result.output, result.output
