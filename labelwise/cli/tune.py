@@ -15,7 +15,6 @@ from .options import (
     DataOpt,
     MaxEvalOpt,
     MaxLenOpt,
-    MaxStepsOpt,
     MaxTrainOpt,
     RepoOpt,
     SeedOpt,
@@ -65,7 +64,12 @@ def tune_command(
     data_dir: Path | None = DataDirOpt,
     max_train_samples: int | None = MaxTrainOpt,
     max_eval_samples: int | None = MaxEvalOpt,
-    max_steps: int | None = MaxStepsOpt,
+    max_steps: int | None = typer.Option(
+        None,
+        "--max-steps",
+        help="Train every trial this many optimizer steps whatever its epochs (then not searched); early "
+        "stopping and pruning may end it sooner.",
+    ),
     max_length: int | None = MaxLenOpt,
     seed: int = SeedOpt,
     output_dir: Path | None = typer.Option(

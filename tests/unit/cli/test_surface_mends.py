@@ -152,3 +152,12 @@ def test_serve_ingress_mode_help_says_the_config_sets_the_default(tmp_path: Path
     result = _invoke("serve", "--help")
     assert result.exit_code == 0, result.output
     assert "combined or separate (default: the config's, else combined)" in result.output, result.output
+
+
+def test_tune_max_steps_help_names_no_epochs_flag_tune_lacks() -> None:
+    # was "whatever --epochs says", shared with train: tune has no --epochs (epochs are searched)
+    result = _invoke("tune", "--help")
+    assert result.exit_code == 0, result.output
+    assert "--epochs" not in result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "Train every trial this many optimizer steps whatever its epochs (then not searched)" in text
