@@ -52,9 +52,10 @@ class LabelwiseGroup(TyperGroup):
         except LabelwiseError as exc:
             typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except BrokenPipeError:
-            if not _stdout_closed():  # a socket, not our reader: an error like any other
-                raise
+        except BrokenPipeError as exc:
+            if not _stdout_closed():  # a socket, not our reader: one line, as any other OSError below
+                typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
+                raise typer.Exit(EXIT_RUNTIME) from None
             # Output piped into a reader that stopped (`| head`): end quietly, exit 1, as click and rich
             # already do for help and tables; stdout goes to devnull so exit's flush does not fail again.
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -104,6 +104,29 @@ def test_output_piped_into_a_reader_that_stopped_ends_quietly(tmp_path: Path) ->
         assert (done.returncode, done.stderr) == (EXIT_RUNTIME, ""), (args, done.stderr)
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_one_error_line() -> None:
+    """A BrokenPipeError from elsewhere (a socket whose peer went) while stdout is fine is an OSError like any
+    other: one line and exit 1, not a traceback (the quiet exit is for a reader of stdout that stopped)."""
+    import typer
+
+    from labelwise.cli import LabelwiseGroup
+
+    broken = typer.Typer(cls=LabelwiseGroup)
+
+    @broken.command()
+    def send() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @broken.command()
+    def other() -> None:  # two commands: `send` stays a subcommand
+        pass
+
+    done = CliRunner().invoke(broken, ["send"])
+    assert done.exit_code == EXIT_RUNTIME, done.output
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    assert "error: BrokenPipeError: [Errno 32] Broken pipe" in done.output
+
+
 def test_results_help_shows_the_out_default_rich_markup_ate() -> None:
     # was "Cell results, runs and the repository ." : its "[default: ...]" was read as rich markup
     result = _invoke("results", "--help")
