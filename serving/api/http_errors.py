@@ -88,8 +88,8 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
     """(status, field, message) for the first error of a request that failed validation.
 
     A body that is not JSON at all is a bad request (400) on the field `body`, with the parser's reason
-    and the character where it stopped (FastAPI puts that offset where a field name would be); a JSON
-    that breaks the schema is 422 on the field's dotted path."""
+    and the character where it stopped (FastAPI puts that offset where a field name would be), and so is
+    an empty body; a JSON that breaks the schema is 422 on the field's dotted path."""
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     loc = tuple(first.get("loc", ()))
@@ -97,6 +97,10 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
         reason = str((first.get("ctx") or {}).get("error") or first.get("msg") or "decode error")
         where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
         return 400, "body", f"body: not valid JSON ({reason}{where})"
+    if first.get("type") == "missing" and loc == ("body",):
+        # No body at all (FastAPI reads an empty body, and a JSON null, as a missing one): not JSON either,
+        # and "Field required" would not say which.
+        return 400, "body", "body: empty (or null); send the request as a JSON object"
     field = ".".join(str(p) for p in loc if p not in ("body", "header")) or "body"
     return 422, field, f"{field}: {first.get('msg')}"
 

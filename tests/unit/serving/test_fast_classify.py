@@ -37,6 +37,7 @@ CASES: list[tuple[str, str, dict[str, str], Any]] = [
     ("not JSON", "POST", JSON, b"{scenario: frozen_two"),
     ("not UTF-8", "POST", JSON, b'{"scenario": "frozen_two", "texts": ["\xff"]}'),
     ("JSON list", "POST", JSON, b"[1, 2]"),
+    ("empty body", "POST", JSON, b""),
     ("text/plain", "POST", {"Content-Type": "text/plain"}, VALID),
     ("no content type", "POST", {}, VALID),
     ("GET", "GET", {}, None),
@@ -121,6 +122,10 @@ def test_the_fast_path_answers_every_request_exactly_as_the_route(published_repo
     not_utf8 = json.loads(fast["not UTF-8"][1])["error"]
     assert statuses["not UTF-8"] == 400 and not_utf8["field"] == "body", not_utf8
     assert "not UTF-8" in not_utf8["message"], not_utf8
+    # An empty body is not JSON either: 400 on the body saying so, not 422 "body: Field required".
+    empty = json.loads(fast["empty body"][1])["error"]
+    assert statuses["empty body"] == 400 and empty["field"] == "body", empty
+    assert empty["message"].startswith("body: empty"), empty
     assert statuses["GET"] == 405
     # A body not declared as JSON, or compressed, is 415 naming the header (not "not a dictionary").
     for name, header in [
