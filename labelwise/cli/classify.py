@@ -193,6 +193,9 @@ def classify_command(
         typer.echo(json.dumps(summary.as_dict()))
         return
     skipped = f"; {summary.rows_skipped} already in the output" if summary.rows_skipped else ""
+    if summary.rows_scored == 0 and summary.rows_skipped == 0:  # not "already holds": it holds none
+        typer.echo(f"nothing to score: {input_path} holds no rows; {output_path} holds none either")
+        return
     if summary.rows_scored == 0:
         typer.echo(f"nothing to score: {output_path} already holds every row{skipped}")
         return

@@ -235,3 +235,20 @@ def test_in_process_scoring_names_a_repository_that_is_a_file(tmp_path: Path) ->
     result = _run([*args, "--no-progress"])
     assert result.exit_code == 2, result.output
     assert f"--repository {not_a_folder} is a file, not a folder of scenarios" in result.output
+
+
+def test_an_input_without_rows_says_so_not_that_the_output_holds_every_row(tmp_path: Path) -> None:
+    # No row to score: the scorer is never made, so an empty repository folder is enough.
+    source = tmp_path / "in.csv"
+    source.write_text("text\n")
+    out = tmp_path / "out.jsonl"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    args = ["classify", "-s", "toy", "-i", str(source), "-o", str(out), "-r", str(repo), "--no-progress"]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    assert f"{source} holds no rows" in result.output, result.output
+    assert "already holds every row" not in result.output
+    # A second run on the (empty) output it wrote says the same.
+    again = _run(args)
+    assert again.exit_code == 0 and f"{source} holds no rows" in again.output, again.output
