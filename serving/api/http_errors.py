@@ -102,7 +102,10 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
         # and "Field required" would not say which.
         return 400, "body", "body: empty (or null); send the request as a JSON object"
     field = ".".join(str(p) for p in loc if p not in ("body", "header")) or "body"
-    return 422, field, f"{field}: {first.get('msg')}"
+    message = str(first.get("msg"))
+    if first.get("type") == "value_error":  # our own validator's words, without pydantic's "Value error, "
+        message = message.removeprefix("Value error, ")
+    return 422, field, f"{field}: {message}"
 
 
 def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None]:
