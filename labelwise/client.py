@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -324,13 +324,20 @@ def _sendable(texts: Sequence[str]) -> list[str]:
     """texts as a list, refused here (InvalidTextError, a ValueError, naming the text) where no request
     could carry them: none at all, a value that is not a string (None, a number, a NaN from a missing
     cell, bytes), or a string with a lone surrogate (it has no UTF-8 form: the body could not be
-    encoded). One string is refused too: as a sequence it would be sent one character a text."""
+    encoded). One string is refused too: as a sequence it would be sent one character a text; and so are
+    None, a dict and anything else that is not a sequence of texts."""
     if isinstance(texts, str | bytes):
         raise InvalidTextError(
             f"texts is one {type(texts).__name__}, not a list of texts (it would be sent a character a "
             "text): pass [text]"
         )
-    texts = list(texts)
+    not_a_list = f"texts is {type(texts).__name__}, not a list of texts: pass a list of strings"
+    if texts is None or isinstance(texts, Mapping):  # a dict would be sent its keys
+        raise InvalidTextError(not_a_list)
+    try:
+        texts = list(texts)
+    except TypeError:  # not iterable: a number, say
+        raise InvalidTextError(not_a_list) from None
     if not texts:
         raise InvalidTextError("texts is empty: give at least one text")
     for i, text in enumerate(texts):

@@ -628,3 +628,14 @@ def test_an_answer_that_cannot_be_decoded_is_a_bad_answer_not_an_httpx_error(kin
         server.shutdown()
         server.server_close()
     assert caught.value.type == "bad_answer" and "DecodingError" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize(("texts", "kind"), [(None, "NoneType"), ({"a": 1}, "dict"), (3, "int")])
+def test_texts_that_are_no_list_of_texts_are_refused_before_any_request(texts: Any, kind: str) -> None:
+    # Port 8449 has no server: a request sent would be a ConnectionFailedError, not an InvalidTextError.
+    from labelwise.client import LabelwiseClient
+    from labelwise.errors import InvalidTextError
+
+    client = LabelwiseClient("http://127.0.0.1:8449", connect_retry_s=0, max_retries=0)
+    with client, pytest.raises(InvalidTextError, match=rf"texts is {kind}, not a list of texts"):
+        client.classify("s", texts)
