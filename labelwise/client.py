@@ -36,6 +36,7 @@ from .errors import (
     BodyTooLargeError,
     ClientError,
     ConnectionFailedError,
+    EndpointNotFoundError,
     InvalidApiKeyError,
     InvalidTextError,
 )
@@ -182,7 +183,18 @@ def _error_of(response: httpx.Response) -> ClientError:
         kind = (response.headers.get("content-type") or "no Content-Type").split(";")[0]
         status = f"{response.status_code} {response.reason_phrase}".strip()
         body = {"error": {"message": f"{status} ({kind}, not the service's JSON: a proxy or gateway?)"}}
-    return ClientError.for_answer(response.status_code, body, response.headers.get("x-request-id"))
+    request_id = response.headers.get("x-request-id")
+    error = ClientError.for_answer(response.status_code, body, request_id)
+    if isinstance(error, EndpointNotFoundError):
+        # "404 not_found: Not Found" alone does not say which URL: name it (a base URL ending in /v1, say)
+        request = response.request
+        where = f"{request.method} {_without_credentials(str(request.url))}"
+        message = f"{error.message} ({where}: no such path on the server; is the base URL its root?)"
+        answer = body if isinstance(body, dict) else {}
+        detail = answer.get("error") if isinstance(answer.get("error"), dict) else {"type": error.type}
+        named = {**answer, "error": {**detail, "message": message}}
+        return EndpointNotFoundError(response.status_code, named, request_id)
+    return error
 
 
 def _not_json(response: httpx.Response, exc: ValueError) -> ClientError:

@@ -639,3 +639,33 @@ def test_texts_that_are_no_list_of_texts_are_refused_before_any_request(texts: A
     client = LabelwiseClient("http://127.0.0.1:8449", connect_retry_s=0, max_retries=0)
     with client, pytest.raises(InvalidTextError, match=rf"texts is {kind}, not a list of texts"):
         client.classify("s", texts)
+
+
+def _only_root_paths(method: str, path: str, body: Any) -> tuple[int, Any]:
+    """The service's answers: its routes at the root, and its 404 for any other path."""
+    if path in ("/v1/scenarios", "/v1/classify"):
+        return _normal(method, path, body)
+    return 404, {"error": {"type": "not_found", "message": "Not Found", "code": 404}}
+
+
+def test_a_404_for_no_such_path_names_the_url_asked() -> None:
+    from labelwise.errors import EndpointNotFoundError
+
+    with _serve(_only_root_paths) as (url, _):
+        # A base URL with /v1 in it: POST <url>/v1/v1/classify
+        with LabelwiseClient(f"{url}/v1") as client, pytest.raises(EndpointNotFoundError) as caught:
+            client.classify("s", ["hello"])
+        error = caught.value
+        assert error.status == 404 and error.type == "not_found", error
+        assert f"POST {url}/v1/v1/classify" in str(error) and "base URL" in str(error), error
+        assert error.body["error"]["code"] == 404  # the service's answer is kept, its message named
+
+        async def async_call() -> None:
+            async with AsyncLabelwiseClient(f"{url}/v1") as client:
+                await client.classify("s", ["hello"])
+
+        with pytest.raises(EndpointNotFoundError, match=f"POST {url}/v1/v1/classify"):
+            asyncio.run(async_call())
+        # The right base URL is answered.
+        with LabelwiseClient(url) as client:
+            assert client.classify("s", ["hello"]).labels == ["x"]
