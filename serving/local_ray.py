@@ -412,7 +412,8 @@ def _socket_paths_too_long_refused(temp_dir: Path) -> Iterator[None]:
 def _ray_temp_dir() -> Path:
     """Ray's temp dir: LABELWISE_RAY_TEMP_DIR when set (kept), else `ray/` inside a new 0700 folder in
     RAY_TMPDIR (where set, as Ray itself reads it) or the system's temp folder (TMPDIR). A folder whose
-    sockets would be too long for Ray is refused before it is made (UsageError).
+    sockets would be too long for Ray is refused before it is made, or before Ray makes anything in it
+    (UsageError).
 
     Ray makes its temp dir world-writable (0777, for several users on one node): the 0700 folder
     around it keeps other local users out, and stop_local_ray removes it (an exit that skips it, too:
@@ -420,6 +421,10 @@ def _ray_temp_dir() -> Path:
     global _owned_temp_root
     given = os.environ.get(TEMP_DIR_ENV)
     if given:  # as given (Ray's own refusal of it is turned into a UsageError: start_local_ray)
+        # Refused before Ray makes its session folders in it; a relative one (Ray's socket paths are
+        # then relative too) is left to Ray's own check.
+        if os.path.isabs(given):
+            _check_socket_room(Path(given), TEMP_DIR_ENV)
         return Path(given)
     ray_tmpdir = os.environ.get("RAY_TMPDIR")
     root = Path(ray_tmpdir or tempfile.gettempdir())

@@ -268,6 +268,24 @@ def test_a_tmpdir_too_long_for_rays_sockets_is_a_usage_error_before_anything_is_
     assert not list(deep.iterdir()), "a folder was made"
 
 
+def test_a_labelwise_ray_temp_dir_too_long_is_refused_before_ray_makes_anything_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: Ray made session_*/{sockets,logs,runtime_resources} in it, then refused a socket path.
+    from serving import local_ray
+
+    deep = tmp_path / ("d" * 80)
+    deep.mkdir()
+    monkeypatch.setenv("LABELWISE_RAY_TEMP_DIR", str(deep))
+    # start_local_ray asks for the folder before ray.init, which made its session folders there first
+    with pytest.raises(UsageError, match=r"\(LABELWISE_RAY_TEMP_DIR\) is \d+ bytes too long"):
+        local_ray._ray_temp_dir()
+    assert not list(deep.iterdir())
+    # A short one is used as given.
+    monkeypatch.setenv("LABELWISE_RAY_TEMP_DIR", "/tmp/lw-ray")
+    assert local_ray._ray_temp_dir() == Path("/tmp/lw-ray")
+
+
 def test_rays_temp_folder_goes_under_RAY_TMPDIR_where_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
