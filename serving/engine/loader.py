@@ -243,9 +243,15 @@ def _open_model(
         if candidate.is_file():
             graph = OnnxGraph(candidate, settings.providers, settings.intra_op_threads)
             return LoadedScenario(**common, precision=precision, graph=graph)
+    hint = ""
+    if not manifest.exports:  # published with torch weights only (--export none): say how to serve it
+        hint = (
+            f"; it was published without an ONNX export: `labelwise export --scenario {manifest.scenario} "
+            f"--version {manifest.version}` publishes its graphs as a new version"
+        )
     raise ModelLoadError(
         f"{manifest.scenario} v{manifest.version}: no ONNX graph in precisions {settings.precisions} "
-        f"(exports: {[e.precision for e in manifest.exports]})"
+        f"(exports: {[e.precision for e in manifest.exports]}){hint}"
     )
 
 

@@ -252,3 +252,34 @@ def test_an_input_without_rows_says_so_not_that_the_output_holds_every_row(tmp_p
     # A second run on the (empty) output it wrote says the same.
     again = _run(args)
     assert again.exit_code == 0 and f"{source} holds no rows" in again.output, again.output
+
+
+def test_scoring_a_version_without_onnx_graphs_says_how_to_export_it(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    # A version published with torch weights only (--export none), scored in-process by --version.
+    pytest.importorskip("torch")
+    from model_repository import ModelRepository
+    from tests.integration import published
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    repo = ModelRepository(tmp_path / "repo")
+    mapping = published.SCENARIOS["topic_frozen"][1]
+    data = published._write_data(tmp_path / "data", mapping, seed=1)
+    config = make_train_config(
+        custom_scenario("topic_frozen", list(mapping.values()), data, max_length_tokens=24),
+        "frozen",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        learning_rate=1e-2,
+        seed=1,
+        **published.TRAINING,
+    )
+    train_and_publish(config, repo, export_precisions=[])
+    out = tmp_path / "out.jsonl"
+    args = ["classify", "-s", "topic_frozen", "-i", str(_input(tmp_path)), "-o", str(out)]
+    result = _run([*args, "-r", str(repo.root), "--version", "latest", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "published without an ONNX export" in result.output, result.output
+    assert "labelwise export --scenario topic_frozen --version 1" in result.output, result.output
+    assert not out.exists()
