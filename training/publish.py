@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,15 @@ def save_weights(result: TrainedModel, folder: Path) -> int:
 
     full: model.safetensors + config.json; frozen: head.safetensors (its metadata names the pooling)
     + config.json; lora: adapter/ (peft).
+
+    A folder that holds an earlier run's weights (a run folder used again, `-o` the same twice) is emptied
+    first: a frozen run saved beside a LoRA run's adapter/ reported both in its size and left a folder of
+    two runs' weights.
     """
     from safetensors.torch import save_file
 
+    if folder.is_dir():
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     strategy = result.config.strategy
     model = result.model
