@@ -30,7 +30,8 @@ SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan: `--learning-rate inf` (or `.inf` in a YAML) passed gt=0 and trained a run of NaNs
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 # The scenario's cleaning is the one text normalisation serving applies too (model_repository.text).

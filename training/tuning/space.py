@@ -19,7 +19,7 @@ FROZEN_SKIPS = frozenset({"num_train_epochs", "warmup_ratio"})
 class ParamRange(BaseModel):
     """One dimension: either `choices`, or `low`..`high` (optionally `log` and `step`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `high: .inf` is no range to sample
 
     low: float | None = Field(default=None, description="Lower bound (inclusive).")
     high: float | None = Field(default=None, description="Upper bound (inclusive); must exceed low.")

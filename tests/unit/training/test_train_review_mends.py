@@ -261,3 +261,24 @@ def test_a_lora_models_parameter_count_is_the_base_and_its_adapters(tiny_roberta
     trainable, total = count_params(lora)
     assert adapters > 0 and total == full_total + adapters, (total, full_total, adapters)
     assert trainable < total
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("learning_rate", float("inf")), ("num_train_epochs", float("inf")), ("weight_decay", float("inf"))],
+)
+def test_an_infinite_setting_is_refused_by_name(toy_scenario, setting: str, value: float) -> None:
+    """`--learning-rate inf` passed gt=0 and trained (a frozen spam head answered the majority label)."""
+    from training import ScenarioConfigError, make_train_config
+
+    with pytest.raises(ScenarioConfigError, match=f"(?s){setting}.*finite"):
+        make_train_config(toy_scenario, "full", output_dir="unused", **{setting: value})
+
+
+def test_an_infinite_search_bound_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from training.tuning.space import ParamRange
+
+    with pytest.raises(ValidationError, match="finite"):
+        ParamRange(low=1e-5, high=float("inf"), log=True)
