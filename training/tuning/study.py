@@ -363,8 +363,10 @@ def run_study(
             )
     if trials < 1:
         raise TuningError(f"--trials must be at least 1, got {trials}")
-    if timeout_s is not None and timeout_s <= 0:
+    if timeout_s is not None and not timeout_s > 0:  # nan too: it compared false and set no limit
         raise TuningError(f"--timeout-s must be > 0, got {timeout_s}")
+    if not 0 <= sampler_seed < 2**32:  # numpy's seed range: a traceback from TPESampler otherwise
+        raise TuningError(f"--sampler-seed must be between 0 and 2**32 - 1, got {sampler_seed}")
     if pruner not in PRUNERS:
         raise TuningError(f"unknown pruner {pruner!r}: choose one of {list(PRUNERS)}")
     if evals_per_epoch < 1:
@@ -408,7 +410,7 @@ def run_study(
         # replay the first run's random draws and repeat its trials. Small studies leave random startup
         # sooner than Optuna's default of 10 trials, so that TPE gets to model some of them.
         study.sampler = optuna.samplers.TPESampler(
-            seed=sampler_seed + len(study.trials), n_startup_trials=max(3, min(10, trials // 3))
+            seed=(sampler_seed + len(study.trials)) % 2**32, n_startup_trials=max(3, min(10, trials // 3))
         )
         recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
         searched = {k: v.model_dump(exclude_none=True) for k, v in ranges.items()}

@@ -225,3 +225,23 @@ def test_cli_passes_the_sampler_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [5], result.output
     CliRunner().invoke(app, base)
     assert seen == [5, 0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--sampler-seed", "-1"), ("--sampler-seed", str(2**32)), ("--timeout-s", "nan")]
+)
+def test_a_sampler_seed_or_timeout_out_of_range_is_refused_by_name(
+    tune_scenario, tmp_path: Path, flag: str, value: str
+) -> None:
+    """`--sampler-seed -1` ended in numpy's ValueError traceback; `--timeout-s nan` set no limit."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    yaml_path = tmp_path / "toy.yaml"
+    yaml_path.write_text(tune_scenario.model_dump_json())  # JSON is YAML
+    args = ["tune", "-s", str(yaml_path), "--strategy", "full", "-n", "1", "-o", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, [*args, flag, value])
+    assert result.exit_code == 2, result.output
+    assert f"error: {flag} must be" in result.output
+    assert not (tmp_path / "s").exists()  # refused before any study
