@@ -525,8 +525,16 @@ def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> 
 
 
 def _start_run_folder(config: TrainConfig, data: PreparedData) -> Path:
-    """The run's output folder, with the config it ran with and the label distribution figure."""
+    """The run's output folder, with the config it ran with and the label distribution figure.
+
+    A folder used before (`-o` the same again) loses the earlier run's results first: a run interrupted
+    there left the earlier metrics.json, confusion matrix and weights/ beside its own train_config.json,
+    and TensorBoard drew both runs' events as one curve."""
     out = Path(config.output_dir)
+    for stale in ("metrics.json", "confusion_matrix.png"):
+        (out / stale).unlink(missing_ok=True)
+    for stale in ("weights", "tensorboard"):
+        shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2))
     val_counts = np.bincount(data.validation.label_ids, minlength=len(data.labels)).tolist()

@@ -17,3 +17,34 @@ def test_weights_saved_over_another_runs_hold_only_the_new_run(lora_run, frozen_
     assert not (folder / "adapter").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "head.safetensors"]
     assert size == (folder / "head.safetensors").stat().st_size
+
+
+def test_a_run_into_a_used_folder_starts_without_the_earlier_runs_results(
+    toy_scenario, pretrained_base: Path, tmp_path: Path
+) -> None:
+    """An earlier (or interrupted) run's metrics.json, confusion matrix, weights/ and TensorBoard events are
+    gone once a new run starts there: they sat beside the new run's train_config.json as if its own."""
+    import json
+
+    from .conftest import _train
+
+    out = tmp_path / "run"
+    (out / "weights" / "adapter").mkdir(parents=True)
+    (out / "weights" / "adapter" / "adapter_model.safetensors").write_bytes(b"old")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old")
+    (out / "metrics.json").write_text(json.dumps({"strategy": "lora"}))
+    (out / "notes.txt").write_text("the user's")
+
+    _train(toy_scenario, "frozen", pretrained_base, out, learning_rate=1e-2, num_train_epochs=3)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_matrix.png",
+        "label_distribution.png",
+        "metrics.json",
+        "notes.txt",
+        "tensorboard",
+        "train_config.json",
+    ]
+    assert json.loads((out / "metrics.json").read_text())["strategy"] == "frozen"
+    assert [p.name for p in (out / "tensorboard").iterdir()] != []
+    assert not (out / "tensorboard" / "events.out.tfevents.old").exists()
