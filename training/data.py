@@ -328,6 +328,10 @@ def label_text(value: Any) -> str:
     return str(value).strip()
 
 
+# cleaning settings that remove text (the others only reshape it): what can leave a row empty
+_REMOVERS = ("strip_urls", "strip_html", "remove_punctuation", "remove_digits")
+
+
 def load_labeled(
     path: Path,
     scenario: ScenarioConfig,
@@ -376,10 +380,13 @@ def load_labeled(
         raw.append(str(text))
         texts.append(clean_text(raw[-1], scenario.cleaning))
         if not texts[-1].strip():  # a URL or markup alone: nothing is left to train on or to score
+            # the removing settings the scenario has on (it named strip_urls, strip_html whatever emptied it:
+            # ':)' emptied by remove_punctuation was blamed on them)
+            on = [name for name in _REMOVERS if getattr(scenario.cleaning, name)]
             raise DataError(
                 f"data file {path}, {_row_place(path, row)}: {scenario.text_column!r} is empty once "
                 f"cleaned ({raw[-1][:80]!r}); remove the row, or turn off the scenario's `cleaning` "
-                "(strip_urls, strip_html) that empties it"
+                f"that empties it (on: {', '.join(on)})"
             )
         ids.append(label_to_id[name])
     if unknown_counts:

@@ -297,3 +297,16 @@ def test_a_lone_surrogate_in_a_json_array_is_named_by_element_not_dropped(tmp_pa
     # a surrogate pair is one character (an emoji): kept
     path.write_text('[{"text": "fine \\ud83d\\ude00", "label": "pos"}, {"text": "bad", "label": "neg"}]')
     assert _load(path) == ["fine \U0001f600", "bad"]
+
+
+def test_a_text_that_cleaning_empties_names_the_settings_that_are_on(tmp_path: Path) -> None:
+    """':)' emptied by remove_punctuation was blamed on strip_urls and strip_html."""
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nhello there,pos\n:),neg\n", encoding="utf-8")
+    scenario = ScenarioConfig(
+        name="review", labels=LABELS, cleaning={"remove_punctuation": True, "strip_html": False}
+    )
+    with pytest.raises(
+        DataError, match=r"row 3: .*empty once cleaned.*\(on: strip_urls, remove_punctuation\)$"
+    ):
+        load_labeled(path, scenario, LABELS)
