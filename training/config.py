@@ -76,7 +76,9 @@ class StrategyParams(_Strict):
     lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling alpha (lora only).")
     lora_dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the LoRA path (lora only).")
     lora_target_modules: list[str] | None = Field(
-        default=None, description="Modules to adapt; None picks them from the architecture (lora only)."
+        default=None,
+        min_length=1,  # [] (`--lora-target-modules ,`) trained the architecture's defaults without a word
+        description="Modules to adapt; None picks them from the architecture (lora only).",
     )
     lora_train_pooler: bool = Field(
         default=False,

@@ -310,3 +310,17 @@ def test_a_text_that_cleaning_empties_names_the_settings_that_are_on(tmp_path: P
         DataError, match=r"row 3: .*empty once cleaned.*\(on: strip_urls, remove_punctuation\)$"
     ):
         load_labeled(path, scenario, LABELS)
+
+
+@pytest.mark.parametrize("given", [[], ","])
+def test_lora_target_modules_that_name_none_are_refused(given: list[str] | str) -> None:
+    """`--lora-target-modules ,` (or `lora_target_modules: []`) trained the default targets without a word."""
+    from labelwise.training_runs import train_overrides
+    from training import ScenarioConfigError, make_train_config
+
+    scenario = ScenarioConfig(name="review", labels=LABELS, train_file=str(Path("unused.csv").resolve()))
+    # a YAML's empty list, or the command line's comma list of no names
+    overrides = train_overrides(lora_target_modules=given) if isinstance(given, str) else {}
+    overrides.setdefault("lora_target_modules", given)
+    with pytest.raises(ScenarioConfigError, match=r"(?s)lora_target_modules.*at least 1"):
+        make_train_config(scenario, "lora", output_dir="unused", **overrides)
