@@ -88,6 +88,8 @@ def results_command(
                 f"{', '.join(given)} {verb} to running cells, not to --report-only (which writes the report "
                 f"from every cell already run): drop {them}, or drop --report-only"
             )
+    if time_budget_s is not None and time_budget_s != time_budget_s:  # nan: never 'spent', no limit at all
+        raise UsageError(f"--time-budget-s {time_budget_s}: give seconds, e.g. 3600 (0 starts no new cell)")
     rows = _budgets(budgets)
     if not _split(strategies):
         raise UsageError(

@@ -45,3 +45,18 @@ def test_compare_strategies_names_the_missing_strategies() -> None:
 
     with pytest.raises(ScenarioConfigError, match="no strategy to compare: name at least one of full"):
         compare_strategies("spam", strategies=())
+
+
+def test_results_refuses_a_time_budget_that_is_not_a_number(tmp_path: Path) -> None:
+    """`--time-budget-s nan` compared false with the time spent: the job ran every cell, no limit."""
+    args = [
+        "results",
+        "--time-budget-s",
+        "nan",
+        "--out",
+        str(tmp_path / "out"),
+        "--docs",
+        str(tmp_path / "r.md"),
+    ]
+    _one_error_line(CliRunner().invoke(app, args), "--time-budget-s nan", "seconds")
+    assert not (tmp_path / "out").exists()
