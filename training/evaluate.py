@@ -295,6 +295,10 @@ def compare_strategies(
         make_train_config(scenario, strategy, output_dir=out / strategy, **overrides)
         for strategy in strategies
     ]
+    # a comparison written there before goes now: a rerun that fails (or is stopped) part way left the
+    # earlier comparison.md beside strategy folders of the new runs, as if it compared them
+    for name in ("comparison.md", "comparison.json", "comparison.png"):
+        (out / name).unlink(missing_ok=True)
     rows: list[ComparisonRow] = []
     for config in configs:
         result = train(config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_weights_saved_over_another_runs_hold_only_the_new_run(lora_run, frozen_run, tmp_path: Path) -> None:
     from training.publish import save_weights
@@ -48,3 +50,29 @@ def test_a_run_into_a_used_folder_starts_without_the_earlier_runs_results(
     assert json.loads((out / "metrics.json").read_text())["strategy"] == "frozen"
     assert [p.name for p in (out / "tensorboard").iterdir()] != []
     assert not (out / "tensorboard" / "events.out.tfevents.old").exists()
+
+
+def test_a_compare_that_fails_part_way_leaves_no_earlier_comparison(
+    toy_scenario, pretrained_base: Path, tmp_path: Path
+) -> None:
+    """A compare rerun into the same folder that failed after its first strategy left the earlier
+    comparison.md (other runs' figures) beside the new frozen/ run folder."""
+    from training import StrategyError, compare_strategies
+
+    from .conftest import FAST
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    for name in ("comparison.md", "comparison.json", "comparison.png"):
+        (out / name).write_text("an earlier comparison")
+    with pytest.raises(StrategyError, match="lora_target_modules"):
+        compare_strategies(
+            toy_scenario,
+            strategies=("frozen", "lora"),
+            output_dir=out,
+            base_model=str(pretrained_base),
+            lora_target_modules=["nope"],  # the lora run fails once frozen has trained
+            **{**FAST, "num_train_epochs": 2},
+        )
+    assert (out / "frozen" / "metrics.json").is_file()
+    assert not list(out.glob("comparison.*"))
