@@ -141,6 +141,22 @@ def refuse_unwritable_repository(repository: Path | None) -> None:
         raise UsageError(f"model repository {where}: {problem}; nothing was trained")
 
 
+def refuse_unusable_output_dir(output_dir: Path | None) -> None:
+    """--output-dir (or a folder above it) that is a file is refused now (UsageError, exit 2), naming it:
+    it failed as `error: NotADirectoryError` (exit 1) once the run had loaded its data and model, or, for
+    evaluate, after the scoring."""
+    from model_repository import UsageError
+
+    if output_dir is None:
+        return
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is" if folder == output_dir else f"is inside {folder}, which is"
+                raise UsageError(f"--output-dir {output_dir} {what} a file, not a folder")
+            return
+
+
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
     """Whether the user typed option `name` (not its default, nor an environment variable's value)."""
     # By name: typer ships its own copy of click, whose ParameterSource is not click's.

@@ -75,3 +75,29 @@ def test_an_os_error_from_any_command_is_one_line_and_exit_1(tmp_path: Path) -> 
         == f"error: NotADirectoryError: [Errno 20] Not a directory: '{tmp_path / 'afile' / 'out.json'}'\n"
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "-s", "spam", "--strategy", "frozen", "--no-publish"],
+        ["compare", "-s", "spam", "--strategies", "frozen"],
+        ["tune", "-s", "spam", "--strategy", "frozen", "-n", "1"],
+        ["evaluate", "-s", "spam", "--split", "validation"],
+    ],
+    ids=lambda args: args[0],
+)
+@pytest.mark.parametrize("below", ["", "run"])
+def test_an_output_dir_that_is_a_file_is_refused_before_any_work(
+    tmp_path: Path, args: list[str], below: str
+) -> None:
+    """It was `error: NotADirectoryError` (exit 1) once the data and model had loaded (evaluate: after the
+    scoring)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = afile / below if below else afile
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "-r", str(tmp_path / "repo")])
+    assert result.exit_code == EXIT_USAGE, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --output-dir {out} ") and line.endswith("a file, not a folder")
+    assert afile.read_text() == "x"
