@@ -399,6 +399,19 @@ def run_study(
     with _study_lock(out, study_name):
         storage = f"sqlite:///{(out / 'study.db').resolve()}"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # one study a folder: its trial-NNN/, best/, best_config.json, summary.json and plots are named by
+        # nothing else, so a second study under the same --output-dir replaced the first one's
+        others = (
+            [n for n in optuna.study.get_all_study_names(storage) if n != study_name]
+            if (out / "study.db").exists()
+            else []
+        )
+        if others:
+            raise TuningError(
+                f"{out} holds study {others[0]!r}: study {study_name!r} there would replace its trial "
+                f"folders, best_config.json and summary.json; resume it with --study-name {others[0]}, or "
+                "give another --output-dir"
+            )
         study = optuna.create_study(
             study_name=study_name,
             storage=storage,

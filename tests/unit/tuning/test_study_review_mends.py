@@ -245,3 +245,16 @@ def test_a_sampler_seed_or_timeout_out_of_range_is_refused_by_name(
     assert result.exit_code == 2, result.output
     assert f"error: {flag} must be" in result.output
     assert not (tmp_path / "s").exists()  # refused before any study
+
+
+def test_a_second_study_in_a_study_folder_is_refused_and_the_first_kept(small_study, tune_scenario) -> None:
+    """`tune -o DIR --study-name s2` where study s1 ran replaced s1's trial-000/, best_config.json and
+    summary.json with its own."""
+    import json
+
+    _summary, common, out = small_study
+    before = {p: p.read_bytes() for p in (out / "best_config.json", out / "summary.json")}
+    with pytest.raises(TuningError, match=r"holds study 'mends'.*--study-name mends"):
+        run_study(tune_scenario, "full", trials=1, **{**common, "study_name": "other"})
+    assert {p: p.read_bytes() for p in before} == before
+    assert json.loads((out / "summary.json").read_text())["study_name"] == "mends"
