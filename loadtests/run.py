@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from .errors import LoadTestError
 from .loadgen import wait_ready
 from .loopback import require_loopback
 from .request_shapes import API_KEY_ENV, parse_weights
+from .sentences import load_sentences
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             raise LoadTestError(f"--{exc}") from None
         if args.texts_file and not Path(args.texts_file).is_file():
             raise LoadTestError(f"--texts-file {args.texts_file}: no such file")
+        if args.texts_file:  # read as the locustfile will: not in a Locust traceback once it has started
+            try:
+                load_sentences(args.texts_file)
+            except (OSError, ValueError, csv.Error) as exc:
+                raise LoadTestError(f"--texts-file: {exc}") from None
         asyncio.run(wait_ready(host, args.ready_timeout_s))
     except LoadTestError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)

@@ -116,6 +116,29 @@ def test_bad_options_are_refused_before_locust_starts(
     assert not list(tmp_path.glob("*.html"))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("texts.csv", "id,body\n1,hello\n", "expected a 'text' column"),
+        ("texts.txt", "\n  \n", "holds no non-empty line"),
+    ],
+)
+def test_a_texts_file_without_texts_is_refused_before_locust_starts(
+    tmp_path: Path, name: str, content: str, said: str
+) -> None:
+    """A --texts-file that exists but holds no text passed run.py's check and failed inside Locust, as a
+    traceback from its init hook (exit 1, a stats CSV written); it is refused in one line, exit 2."""
+    texts = tmp_path / name
+    texts.write_text(content)
+    reports = tmp_path / "reports"
+    hits: list[str] = []
+    with _server("ok", hits) as url:
+        out = _loadtest(url, reports, "--texts-file", str(texts))
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "loadtest: --texts-file: " in out.stderr and said in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not hits and not reports.exists()
+
+
 def test_a_one_second_run_counts_what_it_sent(tmp_path: Path) -> None:
     """run.py read whether anything was classified from Locust's stats CSV, which Locust rewrites once a
     second and does not write again at the end: a 1 s run read 0 and exited 1 ("no classify request was
