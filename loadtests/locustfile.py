@@ -27,7 +27,7 @@ from typing import Any
 import gevent
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
-from locust.exception import StopTest, StopUser
+from locust.exception import StopTest
 from locust.runners import STATE_STOPPED, WorkerRunner
 
 from loadtests.loopback import require_loopback
@@ -139,6 +139,7 @@ class _RunBound:
     """The greenlet that stops the current run when its time is up (runs started from the web UI)."""
 
     greenlet: gevent.Greenlet | None = None
+    stopping = False  # a user has found that this run cannot go on, and stopped it
 
     @classmethod
     def cancel(cls) -> None:
@@ -167,6 +168,7 @@ def _check_each_run(environment: Environment, **_kwargs: Any) -> None:
             environment.process_exit_code = 1
         raise StopTest(f"locustfile: refusing to start the run: {problem}")
     _RunBound.cancel()
+    _RunBound.stopping = False
     if _is_worker(environment) or _headless(environment):
         return  # the master bounds a worker's run; Locust stops a headless run at --run-time itself
     # The web UI stops a run at the run time typed in its form, and not at all when the field is empty.
@@ -199,6 +201,7 @@ class _ClassifyUser(FastHttpUser):
     # the loopback check of --host.
     max_redirects = 0
     texts_per_request = 1
+    stopped = False  # set by _stop_run: this user sends nothing
 
     def on_start(self) -> None:
         # _check_each_run checked this host before the run began; checked again before this user's first
@@ -206,30 +209,56 @@ class _ClassifyUser(FastHttpUser):
         try:
             require_loopback(self.host or "")
         except ValueError as exc:
-            logger.error("locustfile: stopping the run: %s", exc)
-            if _headless(self.environment):
-                self.environment.process_exit_code = 1
-            runner = self.environment.runner
-            if runner is not None:
-                gevent.spawn(runner.quit if _headless(self.environment) else runner.stop)
-            raise StopUser() from None
+            self._stop_run(str(exc))
+            return
         self.rng = random.Random()
         if not _Settings.scenarios:
+            problem, names = None, []
             with self.client.get("/v1/scenarios", name="/v1/scenarios", catch_response=True) as resp:
                 if not resp.ok:
                     status = resp.status_code
                     resp.failure(f"HTTP {status}: {(resp.text or '')[:200]}")
-                    raise RuntimeError(f"GET /v1/scenarios: HTTP {status}{_advice(status)}")
-                names = serving_scenarios(resp.json().get("scenarios", []))
-                if not names:
-                    resp.failure("the server lists no serving scenario: pass --scenarios")
-                    raise RuntimeError("no scenario to load-test")
-            _Settings.scenarios = names
+                    problem = f"GET /v1/scenarios: HTTP {status}{_advice(status)}"
+                else:
+                    try:
+                        names = serving_scenarios(resp.json().get("scenarios", []))
+                    except (ValueError, AttributeError, KeyError, TypeError):
+                        problem = (
+                            f"GET /v1/scenarios answered no scenario list ({(resp.text or '')[:100]!r}): "
+                            "is --host a labelwise server? Or pass --scenarios"
+                        )
+                    else:
+                        if not names:
+                            problem = "the server lists no serving scenario: pass --scenarios"
+                    if problem:
+                        resp.failure(problem)
+            if problem:
+                # No user can send a request without a scenario: the run ends now, said once, rather than
+                # with a traceback from each user and a run that idles until its run time is up.
+                self._stop_run(problem)
+                return
+            _Settings.scenarios = _Settings.scenarios or names
+
+    def _stop_run(self, why: str) -> None:
+        """End the run (headless: Locust quits, exit 1; web UI: the run stops); this user sends nothing
+        (StopUser raised from on_start is logged by Locust as a traceback, one per user)."""
+        self.stopped = True
+        if _headless(self.environment):
+            self.environment.process_exit_code = 1
+        runner = self.environment.runner
+        if not _RunBound.stopping:  # said once, not by every user that finds the same problem
+            _RunBound.stopping = True
+            logger.error("locustfile: stopping the run: %s", why)
+            if runner is not None:
+                gevent.spawn(runner.quit if _headless(self.environment) else runner.stop)
 
     def payload(self) -> dict[str, Any]:
         return build_payload(self.rng, _Settings.scenarios, _Settings.texts, self.texts_per_request)
 
     def post(self, name: str) -> None:
+        if self.stopped:  # idle until the run's stop ends this user (a user that ends itself
+            gevent.sleep(1)  # first is a dead greenlet that Locust's stop logs as an error)
+            return
         body = self.payload()
         with self.client.post("/v1/classify", json=body, name=name, catch_response=True) as resp:
             if resp.status_code != 200:  # a connection error too (status 0, no body)
