@@ -17,10 +17,12 @@ import time
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from model_repository.errors import EXIT_USAGE
 
 from .ceiling import all_cores
-from .errors import ServerNotUpError
+from .errors import LoadTestError, ServerNotUpError
 from .loopback import require_loopback
 from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, results_of, shape_named
 from .request_shapes import build_bodies as _shape_bodies
@@ -257,6 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout-s", type=float, default=10.0)
     parser.add_argument("--shape", default="labelwise", choices=sorted(SHAPES), help="Request shape.")
     args = parser.parse_args(argv)
+    try:
+        return _run_cli(args)
+    except (LoadTestError, ValidationError, OSError, ValueError) as exc:
+        # One line (run_in_subprocess reports the last one), not a traceback: a server that is not up, a
+        # URL off this machine, an option out of range, a texts file without texts.
+        said = str(exc) if not isinstance(exc, ValidationError) else _validation_line(exc)
+        print(f"loadgen: {said}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_USAGE)
+
+
+def _validation_line(exc: ValidationError) -> str:
+    return "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+
+
+def _run_cli(args: argparse.Namespace) -> int:
     spec = LoadSpec(
         url=args.url,
         scenarios=args.scenario,

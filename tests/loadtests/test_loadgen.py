@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -122,3 +123,26 @@ def test_client_cpu_share_counts_the_cores_the_process_may_run_on() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert float(out.stdout) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (("--ready-timeout-s", "1"), 1, "loadgen: http://127.0.0.1:{port}/readyz was not ready after 1s"),
+        (("--concurrency", "0"), 2, "loadgen: --concurrency: Input should be greater than or equal to 1"),
+        (("--texts-file", "/nonexistent/texts.txt"), 2, "loadgen: sentences file /nonexistent/texts.txt"),
+    ],
+)
+def test_cli_says_what_went_wrong_in_one_line(args: tuple[str, ...], code: int, said: str) -> None:
+    """A server that is not up, an option out of range, a missing texts file: one line on stderr and the
+    exit code (1: it ran and failed, 2: asked wrong), not a Python traceback."""
+    with socket.socket() as sock:  # a port on this machine that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        cmd = [sys.executable, "-m", "loadtests.loadgen", "--url", f"http://127.0.0.1:{port}",
+               "--scenario", "a", "--duration-s", "1", *args]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == code, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
+    assert out.stderr.startswith(said.format(port=port)), out.stderr[-2000:]
+    assert out.stdout == ""
