@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -102,20 +103,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.api_key:  # the locustfile reads it from here; Locust's command line is for `ps` to show
         env[API_KEY_ENV] = args.api_key
+    locust = subprocess.Popen(cmd, env=env)
     try:
         # Locust stops itself at --run-time; the timeout only guards against a wedged process.
-        done = subprocess.run(cmd, env=env, timeout=args.run_time_s + 60)
+        returncode = locust.wait(timeout=args.run_time_s + 60)
     except subprocess.TimeoutExpired:
+        locust.kill()
+        locust.wait()
         print("loadtest: locust did not stop within run time + 60 s; killed", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: Locust stops its users and writes its reports (it had 0.25 s under subprocess.run, then
+        # SIGKILL; none when the interrupt reached this process alone). Bounded, then killed.
+        _stop_locust(locust)
+        print("loadtest: interrupted", file=sys.stderr, flush=True)
+        _print_reports(prefix)
+        return 130
+    _print_reports(prefix)
+    classified = _classify_requests(Path(f"{prefix}.json"))
+    if returncode == 0 and not classified:
+        print("loadtest: no classify request was answered in the run", file=sys.stderr)
+        return 1
+    return returncode
+
+
+def _stop_locust(locust: subprocess.Popen, grace_s: float = 2.0, stop_s: float = 30.0) -> None:
+    """Let Locust end as on its own Ctrl-C (the terminal sends it one too), or ask it to (SIGTERM: it
+    stops and writes its reports); kill it if it is still there after stop_s."""
+    for signal_to_send, wait_s in ((None, grace_s), (signal.SIGTERM, stop_s)):
+        if signal_to_send is not None:
+            locust.send_signal(signal_to_send)
+        try:
+            locust.wait(timeout=wait_s)
+            return
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+    locust.kill()
+    locust.wait()
+
+
+def _print_reports(prefix: Path) -> None:
     reports = (Path(f"{prefix}.json"), Path(f"{prefix}.html"), Path(f"{prefix}_stats.csv"))
     written = [str(path) for path in reports if path.is_file()]
     print(f"loadtest: reports {', '.join(written) or 'none written'}", flush=True)
-    classified = _classify_requests(Path(f"{prefix}.json"))
-    if done.returncode == 0 and not classified:
-        print("loadtest: no classify request was answered in the run", file=sys.stderr)
-        return 1
-    return done.returncode
 
 
 def _classify_requests(stats_json: Path) -> int:
