@@ -184,6 +184,8 @@ def _end_run_bound(environment: Environment, **_kwargs: Any) -> None:
 
 def _advice(status: int) -> str:
     """What to do about a refused GET /v1/scenarios, when there is something to do."""
+    if status == 401 and _Settings.api_key:  # sent, and refused: passing it again would not help
+        return f": the server refused the api_key given (--api-key or {API_KEY_ENV}); check its value"
     if status == 401:
         return f": the server wants its api_key; pass it with --api-key or {API_KEY_ENV}"
     return ""

@@ -58,6 +58,16 @@ def test_a_refused_scenario_list_is_reported_with_its_status(
     assert keyed_server.counts.requests == 0
 
 
+def test_a_wrong_api_key_is_reported_as_refused(keyed_server: KeyedServer, tmp_path: Path) -> None:
+    """A 401 to a key that was sent said "the server wants its api_key; pass it with --api-key", as if
+    none had been given."""
+    out = _loadtest(keyed_server.url, tmp_path, "--api-key", "not-the-key")
+    said = out.stdout + out.stderr
+    assert out.returncode == 1, said[-3000:]
+    assert "GET /v1/scenarios: HTTP 401: the server refused the api_key given" in said, said[-3000:]
+    assert "not-the-key" not in said and keyed_server.counts.requests == 0
+
+
 def test_locust_run_directly_refuses_a_remote_host(tiny_server: TinyServer) -> None:
     # 0.0.0.0 reaches this machine's listeners on Linux, but it is not a loopback address: refused.
     port = tiny_server.url.rsplit(":", 1)[1]
