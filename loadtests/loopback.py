@@ -24,6 +24,12 @@ def require_loopback(url: str) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise NotLoopbackError(f"target {url!r} names no host; use http://127.0.0.1:8000")
+    try:
+        parts.port  # noqa: B018 - raises on a port that no connection can use (99999, abc)
+    except ValueError:
+        raise NotLoopbackError(f"target {url!r}: invalid port; use e.g. http://127.0.0.1:8000") from None
+    if parts.query or parts.fragment:  # the clients append paths to the URL: they would land after it
+        raise NotLoopbackError(f"target {url!r}: a base URL takes no ?query or #fragment")
     if host != _LOOPBACK_NAME:
         try:
             is_loopback = ipaddress.ip_address(host).is_loopback

@@ -55,3 +55,22 @@ def test_loadtest_runner_refuses_remote_host(capsys: pytest.CaptureFixture[str])
 
     assert main(["--host", "http://10.0.0.1:8000", "--run-time-s", "1"]) == 2
     assert "refusing to send load" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:99999", "invalid port"),
+        ("http://127.0.0.1:abc", "invalid port"),
+        ("http://127.0.0.1:8000?x=1", "no ?query or #fragment"),
+        ("http://127.0.0.1:8000/#top", "no ?query or #fragment"),
+    ],
+)
+def test_a_malformed_url_is_refused_at_once(capsys: pytest.CaptureFixture[str], url: str, said: str) -> None:
+    """A port no connection can use was polled for --ready-timeout-s (15 s) and then reported as a server
+    that is not up ("start the server first"); a ?query sent /readyz and the load to `/?x=1/readyz`."""
+    from loadtests.run import main
+
+    assert main(["--host", url, "--run-time-s", "1", "--ready-timeout-s", "30"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "not ready" not in err, err
