@@ -15,6 +15,12 @@ class NotLoopbackError(LoadTestError, ValueError):
     exit_code = EXIT_USAGE
 
 
+class LoadTestOptionError(LoadTestError, ValueError):
+    """An option that cannot work (out of range, a file without texts), refused before any load."""
+
+    exit_code = EXIT_USAGE
+
+
 class ServerNotUpError(LoadTestError, TimeoutError):
     """The server did not answer its readiness probe within the bounded wait."""
 

@@ -12,7 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .errors import LoadTestError
+from .errors import LoadTestError, LoadTestOptionError
 from .loadgen import wait_ready
 from .loopback import require_loopback
 from .request_shapes import API_KEY_ENV, parse_weights
@@ -74,22 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host = require_loopback(args.host)
         if args.run_time_s < 1 or args.users < 1 or args.texts_per_request < 1:
-            raise LoadTestError("--run-time-s, --users and --texts-per-request must be >= 1")
+            raise LoadTestOptionError("--run-time-s, --users and --texts-per-request must be >= 1")
         try:  # refused here, in one line, not by Locust mid-start with a traceback
             parse_weights(args.weights)
         except ValueError as exc:
-            raise LoadTestError(f"--{exc}") from None
+            raise LoadTestOptionError(f"--{exc}") from None
         if args.texts_file and not Path(args.texts_file).is_file():
-            raise LoadTestError(f"--texts-file {args.texts_file}: no such file")
+            raise LoadTestOptionError(f"--texts-file {args.texts_file}: no such file")
         if args.texts_file:  # read as the locustfile will: not in a Locust traceback once it has started
             try:
                 load_sentences(args.texts_file)
             except (OSError, ValueError, csv.Error) as exc:
-                raise LoadTestError(f"--texts-file: {exc}") from None
+                raise LoadTestOptionError(f"--texts-file: {exc}") from None
         asyncio.run(wait_ready(host, args.ready_timeout_s))
     except LoadTestError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2: asked wrong (an option, a host off this machine); 1: the server is not up
     args.reports_dir.mkdir(parents=True, exist_ok=True)
     prefix = args.reports_dir / datetime.now().strftime("locust-%Y%m%d-%H%M%S")
     cmd = locust_command(args, host, prefix)

@@ -74,3 +74,17 @@ def test_a_malformed_url_is_refused_at_once(capsys: pytest.CaptureFixture[str], 
     assert main(["--host", url, "--run-time-s", "1", "--ready-timeout-s", "30"]) == 2
     err = capsys.readouterr().err
     assert said in err and "not ready" not in err, err
+
+
+def test_loadtest_against_a_server_that_is_not_up_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """It ran and failed (exit 1, as `labelwise bench --url` and docs/client.md's exit codes say); it
+    exited 2, the code for an option given wrong."""
+    import socket
+
+    from loadtests.run import main
+
+    with socket.socket() as sock:  # a port on this machine that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert main(["--host", f"http://127.0.0.1:{port}", "--ready-timeout-s", "1"]) == 1
+    assert "was not ready after 1s" in capsys.readouterr().err
