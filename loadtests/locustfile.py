@@ -51,10 +51,15 @@ def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_
     }
 
 
+def _names(listed: str) -> list[str]:
+    """'spam, sentiment' -> ['spam', 'sentiment']: a space after a comma is not part of a name."""
+    return [name.strip() for name in listed.split(",") if name.strip()]
+
+
 class _Settings:
     """Resolved once per process; users read it."""
 
-    scenarios: list[str] = [s for s in os.environ.get("LABELWISE_LOCUST_SCENARIOS", "").split(",") if s]
+    scenarios: list[str] = _names(os.environ.get("LABELWISE_LOCUST_SCENARIOS", ""))
     texts_per_request: int = int(
         os.environ.get("LABELWISE_LOCUST_TEXTS_PER_REQUEST", DEFAULT_TEXTS_PER_REQUEST)
     )
@@ -120,7 +125,7 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
         logger.info("locustfile: no --run-time: each run stops after %d s", DEFAULT_RUN_TIME_S)
     if options is not None:
         if options.scenarios:
-            _Settings.scenarios = [s for s in options.scenarios.split(",") if s]
+            _Settings.scenarios = _names(options.scenarios)
         if options.texts_per_request is not None:
             _Settings.texts_per_request = options.texts_per_request
         if options.texts_file:

@@ -153,6 +153,17 @@ def test_a_one_second_run_counts_what_it_sent(tmp_path: Path) -> None:
     assert counted > 0 and abs(counted - len(hits)) <= 32, (counted, len(hits))  # 32 users: a request each
 
 
+def test_scenarios_listed_with_spaces_are_the_scenarios_named(tmp_path: Path) -> None:
+    """--scenarios "s, s": the second name was " s", a scenario no server has (every request for it failed,
+    exit 1)."""
+    hits: list[str] = []
+    with _server("ok", hits) as url:
+        out = _loadtest(url, tmp_path, "--scenarios", "s, s ,", "--run-time-s", "2")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    requests, failures = _classify_counts(tmp_path)
+    assert requests > 0 and failures == 0, (requests, failures)
+
+
 def test_the_python_load_generator_follows_no_redirect(tmp_path: Path) -> None:
     """aiohttp follows redirects by default, and the loopback guard checks only the URL it is given: a
     302 sent the Python generator's load (and its readiness poll) wherever Location named."""
