@@ -127,9 +127,15 @@ async def wait_ready(
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 last = type(exc).__name__
             await asyncio.sleep(interval_s)
+    if last == "HTTP 404":  # a server answers, with nothing there: a URL with a path, or another server
+        advice = (
+            "nothing is served at that path: give the server's base URL, e.g. http://127.0.0.1:8000 "
+            "(with a path only for a server under a route prefix)"
+        )
+    else:
+        advice = "start the server first, e.g. `labelwise serve`"
     raise ServerNotUpError(
-        f"{base}{ready_path} was not ready after {timeout_s:.0f}s (last: {last}); "
-        "start the server first, e.g. `labelwise serve`"
+        f"{base}{ready_path} was not ready after {timeout_s:.0f}s (last: {last}); {advice}"
     )
 
 

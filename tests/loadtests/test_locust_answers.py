@@ -164,6 +164,31 @@ def test_scenarios_listed_with_spaces_are_the_scenarios_named(tmp_path: Path) ->
     assert requests > 0 and failures == 0, (requests, failures)
 
 
+def test_a_host_with_the_wrong_path_says_so(tmp_path: Path) -> None:
+    """--host http://127.0.0.1:PORT/v1/classify (the endpoint, not the base URL): /readyz answered 404 and
+    the message said "start the server first", about a server that was up."""
+    from http.server import SimpleHTTPRequestHandler
+
+    class NotFound(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/classify"
+        out = _loadtest(url, tmp_path, "--ready-timeout-s", "1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "(last: HTTP 404); nothing is served at that path: give the server's base URL" in out.stderr
+    assert "start the server first" not in out.stderr
+
+
 def test_the_python_load_generator_follows_no_redirect(tmp_path: Path) -> None:
     """aiohttp follows redirects by default, and the loopback guard checks only the URL it is given: a
     302 sent the Python generator's load (and its readiness poll) wherever Location named."""
