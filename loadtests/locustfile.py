@@ -188,7 +188,8 @@ def _end_run_bound(environment: Environment, **_kwargs: Any) -> None:
 
 
 def _advice(status: int) -> str:
-    """What to do about a refused GET /v1/scenarios, when there is something to do."""
+    """What to do about a refused request (GET /v1/scenarios, POST /v1/classify), when there is something
+    to do."""
     if status == 401 and _Settings.api_key:  # sent, and refused: passing it again would not help
         return f": the server refused the api_key given (--api-key or {API_KEY_ENV}); check its value"
     if status == 401:
@@ -270,7 +271,7 @@ class _ClassifyUser(FastHttpUser):
         with self.client.post("/v1/classify", json=body, name=name, catch_response=True) as resp:
             if resp.status_code != 200:  # a connection error too (status 0, no body)
                 said = resp.text or str(getattr(resp, "error", None) or "no answer")
-                resp.failure(f"HTTP {resp.status_code}: {said[:200]}")
+                resp.failure(f"HTTP {resp.status_code}: {said[:200]}{_advice(resp.status_code)}")
                 return
             problem = answer_problem(resp.text or "", body)
             if problem is not None:

@@ -68,6 +68,15 @@ def test_a_wrong_api_key_is_reported_as_refused(keyed_server: KeyedServer, tmp_p
     assert "not-the-key" not in said and keyed_server.counts.requests == 0
 
 
+def test_refused_classify_requests_say_what_to_do(keyed_server: KeyedServer, tmp_path: Path) -> None:
+    """With --scenarios (no listing to refuse) and no key, every POST failed as "HTTP 401: {body}" in the
+    failure table, with nothing about the key."""
+    out = _loadtest(keyed_server.url, tmp_path, "--scenarios", "alpha")
+    assert out.returncode == 1, out.stderr[-3000:]
+    failures = next(tmp_path.glob("*_failures.csv")).read_text()
+    assert "HTTP 401" in failures and "pass it with --api-key or LABELWISE_API_KEY" in failures, failures
+
+
 def test_locust_run_directly_refuses_a_remote_host(tiny_server: TinyServer) -> None:
     # 0.0.0.0 reaches this machine's listeners on Linux, but it is not a loopback address: refused.
     port = tiny_server.url.rsplit(":", 1)[1]
