@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         host = require_loopback(args.host)
         if args.run_time_s < 1 or args.users < 1 or args.texts_per_request < 1:
             raise LoadTestOptionError("--run-time-s, --users and --texts-per-request must be >= 1")
+        if not args.spawn_rate > 0:
+            raise LoadTestOptionError(f"--spawn-rate must be > 0, got {args.spawn_rate:g}")
         try:  # refused here, in one line, not by Locust mid-start with a traceback
             parse_weights(args.weights)
         except ValueError as exc:
