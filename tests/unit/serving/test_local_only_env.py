@@ -27,7 +27,9 @@ def _start(monkeypatch: pytest.MonkeyPatch, tmp_path, host: str = "127.0.0.1") -
 
     for key in (*LOCAL_ONLY, *TUNING, "RAY_USAGE_STATS_ENABLED"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("LABELWISE_RAY_TEMP_DIR", str(tmp_path / "ray"))
+    # Short enough for Ray's sockets (pytest's tmp_path is refused as too long); ray.init is replaced, so
+    # nothing is made there.
+    monkeypatch.setenv("LABELWISE_RAY_TEMP_DIR", f"/tmp/lw-t-{os.getpid()}/ray")
     seen: dict = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
