@@ -60,6 +60,14 @@ class SourceVersionError(ExportError):
     """The version to re-export is missing, fails verification, or lacks the files it needs."""
 
 
+class NothingToExportError(ExportError):
+    """A re-export asked only for precisions the version already holds (with this code's opset), and its
+    graphs and base encoder verify: a new version would hold nothing new. `labelwise export` says so and
+    exits 0 (as classify says "nothing to score"); nothing is published. Raised only when asked
+    (reexport_version's skip_unchanged): a re-export of the same precisions still rebuilds a base encoder
+    moved away."""
+
+
 class ParityFileError(ExportError, DataError):
     """The file given for a re-export's parity rows (`--validation`) cannot be read: bad input, as
     `evaluate --data` refuses it."""
@@ -89,6 +97,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "MultiAdapterError",
+    "NothingToExportError",
     "ParityError",
     "ParityFileError",
     "ScenarioConfigError",

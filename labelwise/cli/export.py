@@ -32,7 +32,8 @@ def export(
         "fp32,int8",
         "--precision",
         "-p",
-        help="Comma list of fp32, int8, fp16; the new version also keeps every precision its parent has.",
+        help="Comma list of fp32, int8, fp16; the new version also keeps every precision its parent has. "
+        "When the version already holds every one (and its graphs and base verify), nothing is published.",
     ),
     validation: Path | None = typer.Option(
         None,
@@ -48,11 +49,18 @@ def export(
 
     require("torch")
     refuse_missing_repository(repository)
+    from training.errors import NothingToExportError
     from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
     wanted = parse_precisions(precision)  # a bad precision fails before the model loads (fp16 alone: +fp32)
-    manifest = reexport_version(ModelRepository(repository), scenario, version, wanted, validation)
+    try:
+        manifest = reexport_version(
+            ModelRepository(repository), scenario, version, wanted, validation, skip_unchanged=True
+        )
+    except NothingToExportError as exc:  # exit 0: it is there already (as classify: "nothing to score")
+        typer.echo(str(exc))
+        return
     summary = ", ".join(
         f"{e.precision} max|Δlogit|={e.parity.max_abs_logit_diff} agreement={e.parity.agreement}"
         for e in manifest.exports

@@ -461,6 +461,57 @@ def test_cli_export_publishes_a_child_version(
     assert repo.list_versions("s") == [1, 2]
 
 
+def test_cli_export_of_precisions_the_version_holds_publishes_nothing(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """`-p fp32` or `-p fp32,fp32` on a version holding fp32 published a new version with nothing new in
+    it. Now nothing is published and the command says so (exit 0, as classify's "nothing to score");
+    a precision the version lacks still publishes a child."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_toy_csv
+
+    repo = ModelRepository(tmp_path / "repo")
+    args = ("full", tiny_models["full"], tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    publish(repo, "s", *args, precisions="fp32")
+    csv_path = write_toy_csv(tmp_path / "validation.csv", 10, seed=3)
+    export = ["export", "-s", "s", "-r", str(repo.root), "--validation", str(csv_path), "-p"]
+    for precision in ("fp32", "fp32,fp32", "FP32, fp32"):
+        result = CliRunner().invoke(app, [*export, precision])
+        assert result.exit_code == 0, result.output
+        assert "s v1 already holds fp32" in result.output and "nothing to export" in result.output
+        assert repo.list_versions("s") == [1]
+    result = CliRunner().invoke(app, [*export, "fp32,int8"])
+    assert result.exit_code == 0 and "published s v2 (parent v1)" in result.output, result.output
+    result = CliRunner().invoke(app, [*export, "int8", "-v", "2"])  # v2 holds fp32 and int8
+    assert result.exit_code == 0 and "s v2 already holds fp32, int8" in result.output, result.output
+    assert repo.list_versions("s") == [1, 2]
+
+
+def test_cli_export_of_held_precisions_still_rebuilds_a_base_moved_away(
+    tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
+):
+    """The documented way to rebuild a shared base graph (move it away, re-export a frozen version) asks
+    for precisions the version holds: it is not refused as unchanged."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_toy_csv
+
+    repo = ModelRepository(tmp_path / "repo")
+    frozen = tiny_models["frozen"]
+    parent = publish(repo, "f", "frozen", frozen, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows)
+    shutil.move(repo.base_path(parent.base_encoder.key, "int8"), tmp_path / "old-int8")
+    csv_path = write_toy_csv(tmp_path / "v.csv", 10, seed=5)
+    args = ["export", "-s", "f", "-r", str(repo.root), "--validation", str(csv_path), "-p", "fp32,int8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "published f v2 (parent v1)" in result.output, result.output
+    assert repo.verify("f", parent.version) == parent
+
+
 def test_cli_export_refuses_a_bad_validation_file_as_bad_input(
     tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows
 ):
