@@ -87,7 +87,9 @@ def evaluate_version(
     for module in ROWS_AND_METRICS:  # now: not as a traceback once the rows are read
         require(module)
     from training import evaluation_rows, torch_logits, write_evaluation
+    from training.evaluate import refuse_training_record
 
+    refuse_training_record(output_dir)  # before the version loads and its rows are scored
     if lora_mode not in LORA_MODES:
         raise UsageError(f"--lora-mode {lora_mode!r}: choose merged or shared")
     version = repository.resolve(scenario, ref)
@@ -136,6 +138,7 @@ def evaluate_version(
         output_dir=output_dir,
         extra=extra,
         variant=variant,
+        repository_root=repository.root,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from model_repository import Manifest, ModelRepository, write_text_atomic
+from model_repository import Manifest, ModelRepository, UsageError, is_object_store, write_text_atomic
 from model_repository.identity import file_sha256
 from model_repository.text import NO_NORMALIZATION
 
@@ -183,10 +183,13 @@ def write_evaluation(
     output_dir: Path | None = None,
     extra: dict[str, Any] | None = None,
     variant: str = "",
+    repository_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of logits on data's rows; writes confusion_matrix.png and metrics.json; returns the metrics.
-    Without output_dir: runs/<scenario>/evaluate-v<N>-<rows>-<precision>[-<variant>], variant naming how it
-    ran when that is not the default (e.g. `shared-mbt1024`)."""
+    Without output_dir: runs/<scenario>/evaluate-v<N>-<rows>-<precision>[-<variant>]-r<digest>, variant
+    naming how it ran when that is not the default (e.g. `shared-mbt1024`), digest the repository's
+    (repository_digest: v1 of two repositories' scenario of one name each get their own folder)."""
+    refuse_training_record(output_dir)
     metrics = classification_metrics(np.asarray(data.rows.label_ids), logits.argmax(-1), manifest.labels)
     metrics.update(
         {
@@ -200,7 +203,9 @@ def write_evaluation(
         }
     )
     out = output_dir or default_runs_dir() / manifest.scenario / (
-        f"evaluate-v{manifest.version}-{data.slug}-{precision}" + (f"-{variant}" if variant else "")
+        f"evaluate-v{manifest.version}-{data.slug}-{precision}"
+        + (f"-{variant}" if variant else "")
+        + (f"-r{repository_digest(repository_root)}" if repository_root is not None else "")
     )
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(
@@ -215,6 +220,35 @@ def write_evaluation(
     return metrics
 
 
+def repository_digest(root: str | Path) -> str:
+    """8 hex digits naming a repository in a folder name: of its resolved path, or of its object-store URL."""
+    where = str(root) if is_object_store(root) else str(Path(root).resolve())
+    return hashlib.sha256(where.encode()).hexdigest()[:8]
+
+
+def refuse_training_record(output_dir: Path | None) -> None:
+    """An output folder holding a metrics.json that is not an evaluation's (a training run's own record:
+    train's -o, compare's strategy folders, tune's trials) is refused (UsageError, exit 2) before any
+    scoring: the evaluation's metrics.json and confusion_matrix.png replaced the run's. An earlier
+    evaluation's is replaced, as a rerun into its folder does."""
+    if output_dir is None:
+        return
+    path = output_dir / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and "rows_from" in record and "precision" in record:
+        return
+    raise UsageError(
+        f"--output-dir {output_dir} holds a metrics.json that is not an evaluation's (a training run's "
+        "record): evaluate writes metrics.json and confusion_matrix.png and would replace it; give another "
+        f"folder, e.g. {output_dir / 'evaluate'}"
+    )
+
+
 def evaluate_published(
     repository: ModelRepository,
     scenario: str,
@@ -227,6 +261,7 @@ def evaluate_published(
     """Metrics of a published version's torch weights on a labeled file or its run's test/validation
     split; writes confusion_matrix.png and metrics.json. (`labelwise evaluate --precision fp32|int8|fp16`
     scores the exported graphs through the serving engine instead: labelwise.evaluation.)"""
+    refuse_training_record(output_dir)
     version = repository.resolve(scenario, ref)
     manifest = repository.verify(scenario, version)
     data = evaluation_rows(manifest, data_path, split)
@@ -239,6 +274,7 @@ def evaluate_published(
         precision="torch",
         seconds=time.perf_counter() - started,
         output_dir=output_dir,
+        repository_root=repository.root,
     )
 
 

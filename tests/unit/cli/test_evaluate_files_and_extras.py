@@ -129,9 +129,47 @@ def test_each_data_set_and_setting_gets_its_own_default_folder(
         assert json.loads((folders[-1] / "metrics.json").read_text())["n_samples"] == metrics["n_samples"]
     assert len(set(folders)) == len(runs), folders
     assert all(f.parent == tmp_path / "runs" / SCENARIO for f in folders)
-    names = [f.name for f in folders]
+    from training.evaluate import repository_digest
+
+    digest = f"-r{repository_digest(published.repo.root)}"
+    assert all(f.name.endswith(digest) for f in folders)
+    names = [f.name.removesuffix(digest) for f in folders]
     assert names[0] == "evaluate-v1-test-torch" and names[3] == "evaluate-v1-test-fp32"
     assert names[1].startswith("evaluate-v1-file-test-") and names[1].endswith("-torch")
     assert names[4] == "evaluate-v1-test-fp32-mbt64"
     # each folder still holds its own figures: the test split's 12 rows, not a file's 9 or 15
     assert json.loads((folders[0] / "metrics.json").read_text())["n_samples"] == 12
+
+
+def test_v1_of_two_repositories_gets_a_default_folder_each(
+    published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default folder named the scenario, version, rows and precision but not the repository: v1 of a
+    second repository's scenario of the same name wrote over the first one's metrics."""
+    monkeypatch.setenv("LABELWISE_RUNS_DIR", str(tmp_path / "runs"))
+    other = tmp_path / "other-repo"
+    shutil.copytree(published.repo.root, other)
+    folders = []
+    for repo in (published.repo.root, other):
+        out = _evaluate(repo, "--split", "test", "--json")
+        assert out.exit_code == 0, out.output
+        folders.append(Path(json.loads(out.stdout)["output_dir"]))
+    assert folders[0] != folders[1] and all((f / "metrics.json").is_file() for f in folders), folders
+    assert folders[0].parent == folders[1].parent == tmp_path / "runs" / SCENARIO
+
+
+def test_a_training_runs_folder_is_refused_as_the_output(published, tmp_path: Path) -> None:
+    """`-o <a training run's folder>` replaced the run's own metrics.json (and confusion matrix) with the
+    evaluation's. It is refused before scoring (exit 2, naming the folder); an earlier evaluation's folder
+    is still written again."""
+    run = published.root / "run"
+    record = (run / "metrics.json").read_text()
+    matrix = (run / "confusion_matrix.png").read_bytes()
+    out = _evaluate(published.repo.root, "--split", "test", "-o", str(run))
+    assert out.exit_code == 2, out.output
+    assert f"--output-dir {run} holds a metrics.json that is not an evaluation's" in out.output
+    assert (run / "metrics.json").read_text() == record
+    assert (run / "confusion_matrix.png").read_bytes() == matrix
+    for _ in range(2):  # a rerun into an evaluation's own folder replaces it
+        again = _evaluate(published.repo.root, "--split", "test", "-o", str(tmp_path / "eval"))
+        assert again.exit_code == 0, again.output

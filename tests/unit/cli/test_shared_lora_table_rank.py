@@ -48,6 +48,7 @@ def test_each_adapter_is_scored_on_the_smallest_graph_that_holds_its_rank(
     repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from labelwise.evaluation import evaluate_version
+    from training.evaluate import repository_digest
 
     key = repo.load_manifest("lora_r16", 1).base_encoder.key
     for rank in (8, 16):
@@ -61,5 +62,6 @@ def test_each_adapter_is_scored_on_the_smallest_graph_that_holds_its_rank(
             merged["macro_f1"], abs=1e-9
         )
         assert shared["lora_table_rank"] == table and shared["engine_group"] == "lora", shared
-        assert Path(merged["output_dir"]).name == "evaluate-v1-test-fp32"
-        assert Path(shared["output_dir"]).name == "evaluate-v1-test-fp32-shared"
+        digest = repository_digest(repo.root)
+        assert Path(merged["output_dir"]).name == f"evaluate-v1-test-fp32-r{digest}"
+        assert Path(shared["output_dir"]).name == f"evaluate-v1-test-fp32-shared-r{digest}"
