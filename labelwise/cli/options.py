@@ -141,10 +141,10 @@ def refuse_unwritable_repository(repository: Path | None) -> None:
         raise UsageError(f"model repository {where}: {problem}; nothing was trained")
 
 
-def refuse_unusable_output_dir(output_dir: Path | None) -> None:
+def refuse_unusable_output_dir(output_dir: Path | None, flag: str = "--output-dir") -> None:
     """--output-dir (or a folder above it) that is a file is refused now (UsageError, exit 2), naming it:
     it failed as `error: NotADirectoryError` (exit 1) once the run had loaded its data and model, or, for
-    evaluate, after the scoring."""
+    evaluate, after the scoring. `flag`: the option as the user typed it (results' --out)."""
     from model_repository import UsageError
 
     if output_dir is None:
@@ -153,7 +153,22 @@ def refuse_unusable_output_dir(output_dir: Path | None) -> None:
         if folder.exists():
             if not folder.is_dir():
                 what = "is" if folder == output_dir else f"is inside {folder}, which is"
-                raise UsageError(f"--output-dir {output_dir} {what} a file, not a folder")
+                raise UsageError(f"{flag} {output_dir} {what} a file, not a folder")
+            return
+
+
+def refuse_unusable_output_file(path: Path, flag: str) -> None:
+    """An output file (results' --docs) that is a folder, or lies under a file, is refused now (UsageError,
+    exit 2), naming it: it failed as `error: NotADirectoryError` / `IsADirectoryError` (exit 1) once the
+    work was done."""
+    from model_repository import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder: give the file to write, e.g. {path / 'results.md'}")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"{flag} {path} is inside {folder}, which is a file, not a folder")
             return
 
 

@@ -8,7 +8,14 @@ import typer
 
 from model_repository.errors import UsageError
 
-from .options import applies_and_pronoun, require_training, setup_logging, typed_flags
+from .options import (
+    applies_and_pronoun,
+    refuse_unusable_output_dir,
+    refuse_unusable_output_file,
+    require_training,
+    setup_logging,
+    typed_flags,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +87,9 @@ def results_command(
 
         out = default_runs_dir() / "results"
     setup_logging()
+    # before any work: a file there read as no cells (an empty report), or failed once the report was made
+    refuse_unusable_output_dir(out, "--out")
+    refuse_unusable_output_file(docs, "--docs")
     if report_only:
         given = typed_flags(ctx, _RUN_ONLY)
         if given:

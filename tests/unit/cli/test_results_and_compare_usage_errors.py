@@ -60,3 +60,26 @@ def test_results_refuses_a_time_budget_that_is_not_a_number(tmp_path: Path) -> N
     ]
     _one_error_line(CliRunner().invoke(app, args), "--time-budget-s nan", "seconds")
     assert not (tmp_path / "out").exists()
+
+
+def test_results_refuses_a_docs_or_out_that_a_file_is_in_the_way_of(tmp_path: Path) -> None:
+    """--report-only with --docs under a file failed as `error: NotADirectoryError` (exit 1) once the report
+    was made; with --out a file it read no cells and wrote an empty report. Each is refused by name first."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    docs, out = tmp_path / "docs" / "results.md", tmp_path / "out"
+    cases = [
+        (
+            ["--out", str(out), "--docs", str(a_file / "results.md")],
+            f"--docs {a_file / 'results.md'} is inside",
+        ),
+        (["--out", str(a_file), "--docs", str(docs)], f"--out {a_file} is a file, not a folder"),
+        (["--out", str(a_file / "out"), "--docs", str(docs)], f"--out {a_file / 'out'} is inside {a_file}"),
+        (["--out", str(out), "--docs", str(tmp_path)], f"--docs {tmp_path} is a folder"),
+    ]
+    for args, says in cases:
+        _one_error_line(CliRunner().invoke(app, ["results", "--report-only", *args]), says)
+        assert not docs.exists() and not out.exists() and a_file.read_text() == "x"
+    # and before a cell runs: --time-budget-s 0 would start none and write the report
+    run = ["results", "--time-budget-s", "0", "--out", str(out), "--docs", str(a_file / "results.md")]
+    _one_error_line(CliRunner().invoke(app, run), "is inside")
