@@ -84,8 +84,10 @@ def clean_text(text: str, cleaning: CleaningConfig) -> str:
     return normalize_text(text, cleaning)
 
 
-def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
-    """Read a local CSV/JSONL/Parquet file with HF datasets; raise DataError naming the file or column."""
+def read_table(path: Path, columns: list[str], column_fix: str | None = None) -> dict[str, list[Any]]:
+    """Read a local CSV/JSONL/Parquet file with HF datasets; raise DataError naming the file or column.
+    column_fix: what to do about a missing column when the caller cannot take a scenario config (a file
+    scored against a published version); default, set the scenario config's columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
@@ -151,7 +153,7 @@ def read_table(path: Path, columns: list[str]) -> dict[str, list[Any]]:
         raise surrogate
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        fix = "set text_column / label_column in the scenario config"
+        fix = column_fix or "set text_column / label_column in the scenario config"
         if fmt == "csv" and len(table.column_names) == 1:
             # one column whose name holds the wanted ones around another separator: `text;label`
             header = table.column_names[0]
@@ -343,7 +345,12 @@ def load_labeled(
     """Rows of one file; a label outside `labels` stops the run (or, with unknown='drop', is dropped).
     labels_of: whose labels they are when not the scenario config's (a published version, `spam v3`,
     scored on the file): the error then names them and asks for the file to be fixed."""
-    table = read_table(path, [scenario.text_column, scenario.label_column])
+    columns = [scenario.text_column, scenario.label_column]
+    # a published version's columns are its own: evaluate / export --validation take no scenario config
+    fix = None
+    if labels_of is not None:
+        fix = f"{labels_of} reads columns {columns[0]!r} and {columns[1]!r}: rename the file's columns"
+    table = read_table(path, columns, fix)
     label_to_id = {name: i for i, name in enumerate(labels)}
     texts: list[str] = []
     raw: list[str] = []

@@ -173,3 +173,16 @@ def test_a_training_runs_folder_is_refused_as_the_output(published, tmp_path: Pa
     for _ in range(2):  # a rerun into an evaluation's own folder replaces it
         again = _evaluate(published.repo.root, "--split", "test", "-o", str(tmp_path / "eval"))
         assert again.exit_code == 0, again.output
+
+
+def test_a_file_without_the_versions_columns_is_told_what_evaluate_can_do(published, tmp_path: Path) -> None:
+    """A --data file lacking the text column was told to "set text_column / label_column in the scenario
+    config", which evaluate takes none of (it reads the columns the version was published with)."""
+    from tests.conftest import write_rows
+
+    data = write_rows(tmp_path / "cols.csv", [("a text", "positive")], header=("review", "label"))
+    out = _evaluate(published.repo.root, "--data", str(data), "-o", str(tmp_path / "out"))
+    assert out.exit_code == 2, out.output
+    (line,) = out.stderr.strip().splitlines()
+    assert f"data file {data}: missing column 'text'" in line and "scenario config" not in line
+    assert f"{SCENARIO} v1 reads columns 'text' and 'label'" in line and "rename" in line
