@@ -21,8 +21,9 @@ from ..errors import (
     ParityFileError,
     ScenarioConfigError,
     SourceVersionError,
+    TrainingError,
 )
-from ..publish import PARITY_ROWS, export_shared_graph, load_version_model, local_base
+from ..publish import PARITY_ROWS, SHARED_TABLE_RANK, export_shared_graph, load_version_model, local_base
 from .exporter import export_into
 from .graphs import DEFAULT_OPSET
 from .precisions import parse_precisions
@@ -130,9 +131,32 @@ def _refuse_unchanged(repository: ModelRepository, source: Manifest, number: int
         repository.verify(source.scenario, number)  # its plain base folders too: one moved away is rebuilt
     except RepositoryError:
         return
+    if source.strategy == "lora" and not _has_shared_graphs(repository, source, number, wanted):
+        return  # the re-export exports its base's multi-adapter graphs (publish's log says to run it)
     raise NothingToExportError(
         f"{source.scenario} v{number} already holds {', '.join(wanted)} (opset {DEFAULT_OPSET}): "
         "nothing to export, no version published"
+    )
+
+
+def _has_shared_graphs(repository: ModelRepository, source: Manifest, number: int, wanted: list[str]) -> bool:
+    """Whether the base of LoRA version `number` holds the multi-adapter graph of each precision in
+    `wanted` that export_shared_graph would export (True where it exports none)."""
+    from ..multi_adapter.base_graph import resolve_base
+    from .precisions import MULTI_ADAPTER_PRECISIONS
+
+    rank = version_lora_rank(repository.version_path(source.scenario, number))
+    if rank is None:
+        return True
+    try:
+        key = resolve_base(source.base_model.id, source.head.kind if source.head else None)[2]
+    except TrainingError:  # a base not found here: the re-export names what is wrong with it
+        return False
+    table = max(SHARED_TABLE_RANK, rank)
+    return all(
+        repository.has_base(key, layout.multi_adapter_folder(table, p))
+        for p in wanted
+        if p in MULTI_ADAPTER_PRECISIONS
     )
 
 

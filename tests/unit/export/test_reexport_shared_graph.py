@@ -57,3 +57,29 @@ def test_an_added_precision_is_served_shared_in_that_precision(
     loaded = load_version(repo, "reviews", child.version, engine_settings("shared", ("fp16", "fp32")))
     assert loaded.precision == "fp16"
     assert loaded.shared is not None and loaded.shared.folder == layout.multi_adapter_folder(8, "fp16")
+
+
+def test_cli_export_of_held_precisions_publishes_nothing_unless_the_shared_graph_is_missing(
+    repo: ModelRepository, fp32_child: Any, tmp_path: Path
+) -> None:
+    """`labelwise export -p fp32` of a LoRA version holding fp32 publishes nothing while its base has the
+    multi-adapter graph; without it (the recovery publish's log names) the re-export exports it."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    versions = copy.list_versions("reviews")
+    args = ["export", "-s", "reviews", "-v", str(fp32_child.version), "-p", "fp32", "-r", str(copy.root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "nothing to export" in result.output, result.output
+    assert copy.list_versions("reviews") == versions
+    graph = copy.base_path(fp32_child.base_encoder.key, layout.multi_adapter_folder(8, "fp32"))
+    shutil.move(graph, tmp_path / "old-graph")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "published reviews" in result.output, result.output
+    assert len(copy.list_versions("reviews")) == len(versions) + 1
+    assert copy.has_base(fp32_child.base_encoder.key, layout.multi_adapter_folder(8, "fp32"))
