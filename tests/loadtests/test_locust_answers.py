@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import http_stub
 
 from .test_locust_guards import _loadtest
 
@@ -58,13 +59,8 @@ def _server(post: str, hits: list[str]) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_stub(Handler) as url:
+        yield url
 
 
 def _classify_counts(reports: Path) -> tuple[int, int]:
@@ -177,14 +173,8 @@ def test_a_host_with_the_wrong_path_says_so(tmp_path: Path) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1/classify"
-        out = _loadtest(url, tmp_path, "--ready-timeout-s", "1")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_stub(NotFound) as url:
+        out = _loadtest(f"{url}/v1/classify", tmp_path, "--ready-timeout-s", "1")
     assert out.returncode == 1, out.stderr[-2000:]
     assert "(last: HTTP 404); nothing is served at that path: give the server's base URL" in out.stderr
     assert "start the server first" not in out.stderr
