@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from model_repository.errors import EXIT_USAGE
+from model_repository.errors import EXIT_RUNTIME, EXIT_USAGE
 
 from .ceiling import all_cores
-from .errors import LoadTestError, ServerNotUpError
+from .errors import LoadTestError, LoadTestOptionError, ServerNotUpError
 from .loopback import require_loopback
 from .request_shapes import API_KEY_ENV, SHAPES, RequestShape, auth_headers, results_of, shape_named
 from .request_shapes import build_bodies as _shape_bodies
@@ -272,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         # URL off this machine, an option out of range, a texts file without texts.
         said = str(exc) if not isinstance(exc, ValidationError) else _validation_line(exc)
         print(f"loadgen: {said}", file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_USAGE)
+        if isinstance(exc, LoadTestError):
+            return exc.exit_code
+        # a socket or a disk that failed while it ran: 1; an option out of range: 2
+        return EXIT_RUNTIME if isinstance(exc, OSError) else EXIT_USAGE
 
 
 def _validation_line(exc: ValidationError) -> str:
@@ -293,7 +296,10 @@ def _run_cli(args: argparse.Namespace) -> int:
         shape=args.shape,
         api_key=os.environ.get(API_KEY_ENV) or None,
     )
-    texts = load_sentences(args.texts_file)
+    try:
+        texts = load_sentences(args.texts_file)
+    except (OSError, ValueError) as exc:  # not there, a folder, no text in it: asked wrong (exit 2)
+        raise LoadTestOptionError(f"--texts-file: {exc}") from None
     _use_uvloop()
 
     async def _main() -> LoadResult:

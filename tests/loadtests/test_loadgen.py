@@ -130,7 +130,8 @@ def test_client_cpu_share_counts_the_cores_the_process_may_run_on() -> None:
     [
         (("--ready-timeout-s", "1"), 1, "loadgen: http://127.0.0.1:{port}/readyz was not ready after 1s"),
         (("--concurrency", "0"), 2, "loadgen: --concurrency: Input should be greater than or equal to 1"),
-        (("--texts-file", "/nonexistent/texts.txt"), 2, "loadgen: sentences file /nonexistent/texts.txt"),
+        (("--texts-file", "/nonexistent/t"), 2, "loadgen: --texts-file: sentences file /nonexistent/t "),
+        (("--texts-file", "/tmp"), 2, "loadgen: --texts-file: "),  # a folder: asked wrong, not a failed run
     ],
 )
 def test_cli_says_what_went_wrong_in_one_line(args: tuple[str, ...], code: int, said: str) -> None:
