@@ -302,13 +302,10 @@ class ObjectStoreRepository(ModelRepository):
             versions = self.list_versions(scenario)  # raises ScenarioNotFoundError when it has none
             raise VersionNotFoundError(self._no_version(scenario, version, versions)) from None
 
-    def _no_version(self, scenario: str, version: int, versions: list[int]) -> str:
-        """As ModelRepository._no_version, of the store's prefix (not of the local cache)."""
-        message = f"scenario {scenario!r} has no version {version} (published: {versions})"
-        if is_number(str(version)) and self.store.files(self._version_key(scenario, version)):
-            key = self._version_key(scenario, version)
-            message += f"; its prefix {self.root}/{key} has no {MANIFEST_FILE} (a torn or unfinished upload)"
-        return message
+    def _torn_version_place(self, scenario: str, version: int) -> str | None:
+        """As ModelRepository's, of the store's prefix (not of the local cache)."""
+        key = self._version_key(scenario, version)
+        return f"its prefix {self.root}/{key}" if self.store.files(key) else None
 
     def load_manifest(self, scenario: str, version: int) -> Manifest:
         data = self._manifest_bytes(scenario, version)

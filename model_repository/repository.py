@@ -692,10 +692,13 @@ class ModelRepository:
         """What a user is told of a version number that is not published: the published ones, and why a
         folder of that number does not count (it holds no manifest.json)."""
         message = f"scenario {scenario!r} has no version {version} (published: {versions})"
+        torn = self._torn_version_place(scenario, version) if is_number(str(version)) else None
+        return message + (f"; {torn} has no {MANIFEST_FILE} (a torn or unfinished publish)" if torn else "")
+
+    def _torn_version_place(self, scenario: str, version: int) -> str | None:
+        """Where a version number's files lie without its manifest ('its folder …'), or None."""
         folder = self.scenario_path(scenario) / str(version)
-        if is_number(str(version)) and folder.is_dir():
-            message += f"; its folder {folder} has no {MANIFEST_FILE} (a torn or unfinished publish)"
-        return message
+        return f"its folder {folder}" if folder.is_dir() else None
 
     def verify(self, scenario: str, version: int, bases: bool = True) -> Manifest:
         """Re-hash every file of a version; raise naming the first file that does not match.
