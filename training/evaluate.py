@@ -188,8 +188,8 @@ def write_evaluation(
     """Metrics of logits on data's rows; writes confusion_matrix.png and metrics.json; returns the metrics.
     Without output_dir: runs/<scenario>/evaluate-v<N>-<rows>-<precision>[-<variant>]-r<digest>, variant
     naming how it ran when that is not the default (e.g. `shared-mbt1024`), digest the repository's
-    (repository_digest: v1 of two repositories' scenario of one name each get their own folder)."""
-    refuse_training_record(output_dir)
+    (repository_digest: v1 of two repositories' scenario of one name each get their own folder). Its callers
+    refuse an output_dir holding a training run's record (refuse_training_record) before they score."""
     metrics = classification_metrics(np.asarray(data.rows.label_ids), logits.argmax(-1), manifest.labels)
     metrics.update(
         {
