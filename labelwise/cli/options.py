@@ -149,12 +149,10 @@ def refuse_unusable_output_dir(output_dir: Path | None, flag: str = "--output-di
 
     if output_dir is None:
         return
-    for folder in (output_dir, *output_dir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                what = "is" if folder == output_dir else f"is inside {folder}, which is"
-                raise UsageError(f"{flag} {output_dir} {what} a file, not a folder")
-            return
+    blocking = _file_in_the_way(output_dir)
+    if blocking is not None:
+        what = "is" if blocking == output_dir else f"is inside {blocking}, which is"
+        raise UsageError(f"{flag} {output_dir} {what} a file, not a folder")
 
 
 def refuse_unusable_output_file(path: Path, flag: str) -> None:
@@ -165,11 +163,18 @@ def refuse_unusable_output_file(path: Path, flag: str) -> None:
 
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder: give the file to write, e.g. {path / 'results.md'}")
-    for folder in path.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise UsageError(f"{flag} {path} is inside {folder}, which is a file, not a folder")
-            return
+    blocking = _file_in_the_way(path.parent)
+    if blocking is not None:
+        raise UsageError(f"{flag} {path} is inside {blocking}, which is a file, not a folder")
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The file at `folder` or the nearest existing path above it, when that is a file (no folder can be
+    made there); None when it is a folder or nothing exists."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
