@@ -202,11 +202,20 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     alone = report.get("memory_one_scenario")
     one_scenario = alone or single or one
     pss = ((one_scenario or {}).get("memory") or {}).get("pss_mb")
+    # Without the one-scenario server (--no-memory), the server holding every bench scenario bounds the
+    # figure from above: under the bar it shows the target met, over it it shows nothing either way.
+    over = pss is not None and not alone and pss > TARGET_TREE_PSS_MB
     row = _target(
-        "labelwise serving tree PSS MB, one scenario", pss, TARGET_TREE_PSS_MB, lower_is_better=True
-    )
-    if pss is not None and not alone:
-        row["note"] = "the server holding every bench scenario"
+        "labelwise serving tree PSS MB, one scenario", None if over else pss, TARGET_TREE_PSS_MB,
+        lower_is_better=True,
+    )  # fmt: skip
+    if over:
+        row["note"] = (
+            "no server held one scenario alone; the server holding every bench scenario, over the bar, "
+            "only bounds it from above"
+        )
+    elif pss is not None and not alone:
+        row["note"] = "the server holding every bench scenario: an upper bound"
     rows.append(row)
     return rows
 

@@ -133,6 +133,21 @@ def test_targets_compare_each_ratio_with_its_bar() -> None:
     assert "note" not in one  # no ceiling measured around the load: the round's ceiling alone
     pss = verdicts["labelwise serving tree PSS MB, one scenario"]
     assert (pss["measured"], pss["met"]) == (800.0, True)  # at most the bar
+    assert pss["note"] == "the server holding every bench scenario: an upper bound"  # no one-scenario server
+
+
+def test_memory_target_without_a_one_scenario_server_over_the_bar_is_not_measured() -> None:
+    # --no-memory: the server holding all eight scenarios read 882 MB. That bounds one scenario's tree from
+    # above, so over the bar it says nothing about the target: "not measured", never "no".
+    report = _report()
+    report["scenario_mix"][0]["memory"]["pss_mb"] = 882.3
+    pss = {t["target"]: t for t in targets(report)}["labelwise serving tree PSS MB, one scenario"]
+    assert (pss["measured"], pss["met"]) == (None, None)
+    assert "no server held one scenario alone" in pss["note"]
+    # measured alone, the same figure is a verdict
+    report["memory_one_scenario"] = {**_row("1 text, c=32", 90, 90, 300), "memory": {"pss_mb": 882.3}}
+    pss = {t["target"]: t for t in targets(report)}["labelwise serving tree PSS MB, one scenario"]
+    assert (pss["measured"], pss["met"], pss.get("note")) == (882.3, False, None)
 
 
 def test_same_precision_target_when_the_bench_serves_fp32() -> None:
