@@ -31,8 +31,16 @@ PEERS_DIR ?= var/peers
 
 .PHONY: install demo test test-cluster test-all lint bench gpu-bench loadtest lock clean distclean wrk peers results
 
+# pyproject's requires-python: checked before a venv is made, and on a venv already there (a venv of an
+# older Python would otherwise be kept, and fail the same way on every run, whatever PYTHON says).
+PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { $(PYTHON) $(PY_OK) 2>/dev/null || { echo "[install] PYTHON=$(PYTHON) is not Python 3.11 or later" \
+		"($$($(PYTHON) -V 2>&1)): install Python 3.11 and run: make install PYTHON=python3.11"; exit 1; }; \
+		$(PYTHON) -m venv $(VENV); }
+	@$(PY) $(PY_OK) || { echo "[install] $(VENV) runs $$($(PY) -V 2>&1); labelwise needs Python 3.11 or later:" \
+		"rm -rf $(VENV) && make install PYTHON=python3.11"; exit 1; }
 	$(PIP) install -q --upgrade pip
 ifeq ($(GPU),0)
 	@echo "[install] no GPU found: installing the CPU torch wheel first (torch==$(TORCH_VERSION)+cpu)"
