@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from .chart_render import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
@@ -71,3 +73,18 @@ def test_image_opts_out_of_the_local_only_settings() -> None:
         "HF_HUB_OFFLINE",
     ):
         assert key not in instructions, key
+
+
+def test_pyproject_builds_without_setuptools_deprecations() -> None:
+    # The image (`pip install .`) and `make install` build with the newest setuptools the build-system
+    # table allows: a form setuptools deprecates stops building on the date its warning names.
+    import warnings
+
+    pytest.importorskip("setuptools")
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    assert dist.metadata.name == "labelwise"
