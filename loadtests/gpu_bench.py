@@ -37,7 +37,7 @@ import numpy as np
 
 from model_repository.errors import LabelwiseError
 
-from .errors import BenchError
+from .errors import BenchError, LoadTestOptionError
 
 LENGTHS = (32, 64, 128)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -856,6 +856,17 @@ def _measure(report: Report, plan: Plan, device: str, say: Any) -> None:
         report.notes.append("HTTP: skipped on the torch path (serving runs ORT: onnxruntime-gpu on a GPU)")
 
 
+def refuse_unusable_options(args: argparse.Namespace) -> None:
+    """LoadTestOptionError (exit 2) for an option no run can use, before the CUDA check, the export and the
+    timings: an --out that is a file, or lies under one, ended in a NotADirectoryError traceback."""
+    for candidate in (args.out, *args.out.parents):  # the nearest existing path decides
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is" if candidate == args.out else f"is inside {candidate}, which is"
+                raise LoadTestOptionError(f"--out {args.out} {what} a file, not a folder")
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     from .processes import terminated_as_exit
 
@@ -877,6 +888,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run); auto: ORT's CUDA provider where it is there",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    try:
+        refuse_unusable_options(args)
+    except LoadTestOptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.dry_run:
         plan = Plan(
             True, args.out, seconds_per_cell=0.02, http_duration_s=1.5, http_concurrency=4,

@@ -334,3 +334,22 @@ def test_the_cuda_probe_needs_no_onnx_package(monkeypatch: pytest.MonkeyPatch) -
     if torch.cuda.is_available():
         return  # on a GPU machine: None where ORT's CUDA provider works, else why not
     assert why is not None and why.startswith("ORT lists CUDAExecutionProvider but")
+
+
+# ---- options refused before any work -----------------------------------------------------------------
+@pytest.mark.parametrize("under", [False, True])
+def test_an_out_that_is_a_file_is_one_line_and_exit_2(
+    under: bool, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--out naming a file (or a path under one) ended in a NotADirectoryError / FileExistsError traceback at
+    the first mkdir: now one line naming the file, exit 2, before the CUDA check or any export."""
+    from loadtests.gpu_bench import main
+
+    blocking = tmp_path / "report.txt"
+    blocking.write_text("not a folder", encoding="utf-8")
+    out = blocking / "gpu" if under else blocking
+    assert main(["--out", str(out), "--no-http"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = f"is inside {blocking}, which is a file" if under else "is a file, not a folder"
+    assert len(err) == 1 and err[0].startswith(f"error: --out {out} ") and said in err[0], err
+    assert blocking.read_text(encoding="utf-8") == "not a folder"
