@@ -858,7 +858,10 @@ def _measure(report: Report, plan: Plan, device: str, say: Any) -> None:
 
 def refuse_unusable_options(args: argparse.Namespace) -> None:
     """LoadTestOptionError (exit 2) for an option no run can use, before the CUDA check, the export and the
-    timings: an --out that is a file, or lies under one, ended in a NotADirectoryError traceback."""
+    timings: an --out that is a file, or lies under one, ended in a NotADirectoryError traceback; a --port
+    no server can listen on failed the HTTP step only after every in-process figure."""
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise LoadTestOptionError(f"--port {args.port}: use a TCP port from 1 to 65535 (or 0: a free one)")
     for candidate in (args.out, *args.out.parents):  # the nearest existing path decides
         if candidate.exists():
             if not candidate.is_dir():

@@ -169,9 +169,17 @@ def values_gpu_args() -> dict:
 
 @pytest.fixture(scope="module")
 def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
-    """A dry run whose HTTP step fails: port 70000 is refused before `labelwise serve` starts."""
+    """A dry run whose HTTP step fails: its port is bound here (never listening: no connection reaches it),
+    so it is refused before `labelwise serve` starts. (--port 70000 is refused before any figure.)"""
+    import socket
+
+    from serving.local_ray import free_loopback_port
+
     out_dir = tmp_path_factory.mktemp("gpu-bench-http-fails")
-    return run_gpu_bench("--no-lora", "--port", "70000", out_dir=out_dir), out_dir
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", free_loopback_port()))
+        port = str(taken.getsockname()[1])
+        return run_gpu_bench("--no-lora", "--port", port, out_dir=out_dir), out_dir
 
 
 def test_the_http_step_serves_with_values_gpus_batching(http_fails: tuple) -> None:
@@ -228,7 +236,7 @@ def test_a_failed_http_step_keeps_the_table_and_the_json(http_fails: tuple) -> N
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "| path | L | B | seq/s | bound seq/s | ratio to bound |" in out.stdout
     # refused before `labelwise serve` starts: the bench checks the port as serve would
-    refused = r"^FAILED: HTTP: BenchError: labelwise serve: http://127.0.0.1:70000: use a TCP port"
+    refused = r"^FAILED: HTTP: BenchError: labelwise serve: 127.0.0.1:[0-9]+ is in use"
     assert re.search(refused, out.stdout, re.M)
     report = json.loads((out_dir / "gpu_bench.json").read_text())
     cells = {(r["length"], int(r["batch"])) for r in report["rows"] if r["path"] == "in-process"}
@@ -353,3 +361,18 @@ def test_an_out_that_is_a_file_is_one_line_and_exit_2(
     said = f"is inside {blocking}, which is a file" if under else "is a file, not a folder"
     assert len(err) == 1 and err[0].startswith(f"error: --out {out} ") and said in err[0], err
     assert blocking.read_text(encoding="utf-8") == "not a folder"
+
+
+@pytest.mark.parametrize("port", ["70000", "-3"])
+def test_a_port_no_server_can_listen_on_is_refused_before_the_figures(
+    port: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--port 70000 was taken, and the HTTP step refused it only after every in-process figure and the
+    LoRA mix (minutes of a lent GPU): now one line, exit 2, before anything runs."""
+    from loadtests.gpu_bench import main
+
+    out = tmp_path / "gb"
+    assert main(["--dry-run", "--no-lora", "--port", port, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --port {port}: use a TCP port from 1 to 65535 (or 0: a free one)"], err
+    assert not out.exists()  # refused before the first figure
