@@ -779,6 +779,10 @@ def run(plan: Plan, say: Any = print) -> Report:
     (plan.out_dir / "gpu_bench.json").unlink(missing_ok=True)  # never an earlier run's, if this one fails
     backend_notes: list[str] = []
     backend, device, precision = pick_backend(plan.dry_run, plan.backend, backend_notes)
+    if plan.http and not backend.startswith("torch"):  # now, not after every in-process figure
+        from .processes import require_free_port
+
+        require_free_port("labelwise serve", f"http://127.0.0.1:{plan.port}")
     shape = plan.shape
     say(f"gpu-bench: {backend}, {precision}, {shape.name}")
     for note in backend_notes:

@@ -133,10 +133,12 @@ def importlib_has(module: str) -> bool:
         return False
 
 
-def run_gpu_bench(*args: str, out_dir: Path) -> subprocess.CompletedProcess:
+def run_gpu_bench(
+    *args: str, out_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python -m loadtests.gpu_bench --dry-run ARGS --out OUT_DIR`, bounded in time."""
     cmd = [sys.executable, "-m", "loadtests.gpu_bench", "--dry-run", *args, "--out", str(out_dir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -169,17 +171,16 @@ def values_gpu_args() -> dict:
 
 @pytest.fixture(scope="module")
 def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
-    """A dry run whose HTTP step fails: its port is bound here (never listening: no connection reaches it),
-    so it is refused before `labelwise serve` starts. (--port 70000 is refused before any figure.)"""
-    import socket
-
+    """A dry run whose HTTP step fails: `labelwise serve` exits as it starts, before Ray, since its Ray temp
+    folder is a file. (A port out of range or taken is refused before the first figure.)"""
     from serving.local_ray import free_loopback_port
 
     out_dir = tmp_path_factory.mktemp("gpu-bench-http-fails")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", free_loopback_port()))
-        port = str(taken.getsockname()[1])
-        return run_gpu_bench("--no-lora", "--port", port, out_dir=out_dir), out_dir
+    not_a_folder = out_dir.parent / f"{out_dir.name}-ray-temp"
+    not_a_folder.write_text("a file", encoding="utf-8")
+    env = {"LABELWISE_RAY_TEMP_DIR": str(not_a_folder)}
+    port = str(free_loopback_port())
+    return run_gpu_bench("--no-lora", "--port", port, out_dir=out_dir, env=env), out_dir
 
 
 def test_the_http_step_serves_with_values_gpus_batching(http_fails: tuple) -> None:
@@ -235,8 +236,8 @@ def test_a_failed_http_step_keeps_the_table_and_the_json(http_fails: tuple) -> N
     assert out.returncode == 1, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "| path | L | B | seq/s | bound seq/s | ratio to bound |" in out.stdout
-    # refused before `labelwise serve` starts: the bench checks the port as serve would
-    refused = r"^FAILED: HTTP: BenchError: labelwise serve: 127.0.0.1:[0-9]+ is in use"
+    # `labelwise serve` refused its Ray temp folder and exited; the bench reports it, with the log's tail
+    refused = r"^FAILED: HTTP: BenchError: labelwise serve exited with code [12] while starting"
     assert re.search(refused, out.stdout, re.M)
     report = json.loads((out_dir / "gpu_bench.json").read_text())
     cells = {(r["length"], int(r["batch"])) for r in report["rows"] if r["path"] == "in-process"}
@@ -259,9 +260,12 @@ def test_a_server_that_never_gets_ready_keeps_the_other_figures(
         raise ServerNotUpError("labelwise serve at http://127.0.0.1:1 was not ready after 300s")
 
     monkeypatch.setattr(gpu_bench, "through_http", never_ready)
+    from serving.local_ray import free_loopback_port
+
     plan = gpu_bench.Plan(
         True, tmp_path, lengths=(32,), batch_sizes=(1, 4), seconds_per_cell=0.01, lora=False, threads=1
     )
+    plan.port = free_loopback_port()  # checked free before the figures
     report = gpu_bench.run(plan, say=lambda _m: None)
     assert report.failures == [
         "HTTP: ServerNotUpError: labelwise serve at http://127.0.0.1:1 was not ready after 300s"
@@ -376,3 +380,25 @@ def test_a_port_no_server_can_listen_on_is_refused_before_the_figures(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --port {port}: use a TCP port from 1 to 65535 (or 0: a free one)"], err
     assert not out.exists()  # refused before the first figure
+
+
+def test_a_taken_port_is_refused_before_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--port of a server still running (an earlier bench's, in its own session) failed the HTTP step only
+    after every in-process figure and the LoRA mix: now refused before the first one, naming the port."""
+    import socket
+
+    from loadtests.gpu_bench import main
+    from serving.local_ray import free_loopback_port
+
+    if not importlib_has("ray.serve"):
+        pytest.skip("Ray Serve is not installed: the HTTP step does not run")
+    out = tmp_path / "gb"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:  # bound, never listening
+        taken.bind(("127.0.0.1", free_loopback_port()))
+        port = taken.getsockname()[1]
+        assert main(["--dry-run", "--no-lora", "--port", str(port), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"error: BenchError: labelwise serve: 127.0.0.1:{port} is in use"
+    )
+    assert not (out / "gpu_bench.json").exists() and not (out / "base").exists()  # no figure was taken
