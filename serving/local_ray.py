@@ -425,6 +425,16 @@ def _ray_temp_dir() -> Path:
         # then relative too) is left to Ray's own check.
         if os.path.isabs(given):
             _check_socket_room(Path(given), TEMP_DIR_ENV)
+        # A file on its path failed as Ray's mkdir did (FileExistsError / NotADirectoryError, exit 1).
+        for candidate in (Path(given), *Path(given).parents):  # the nearest existing path decides
+            if candidate.exists():
+                if not candidate.is_dir():
+                    what = "is" if candidate == Path(given) else f"is inside {candidate}, which is"
+                    raise UsageError(
+                        f"{TEMP_DIR_ENV} {given} {what} a file, not a folder: set it to a folder (e.g. "
+                        "/tmp/lw-ray), or unset it"
+                    )
+                break
         return Path(given)
     ray_tmpdir = os.environ.get("RAY_TMPDIR")
     root = Path(ray_tmpdir or tempfile.gettempdir())

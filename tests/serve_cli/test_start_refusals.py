@@ -198,3 +198,25 @@ def test_the_proxy_location_is_checked_before_the_cluster_is_contacted(
     )
     assert exit_code == code, err
     assert said in _one_error_line(err)
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_ray_temp_dir_that_is_a_file_is_named_with_its_variable(tmp_path: Path, under: bool) -> None:
+    """LABELWISE_RAY_TEMP_DIR naming a file (or a path under one) was `error: FileExistsError: [Errno 17]
+    File exists: '...'` (or NotADirectoryError), exit 1, naming neither the variable nor the fix."""
+    import tempfile
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    with tempfile.TemporaryDirectory(prefix="lw-", dir="/tmp") as short:  # room for Ray's socket paths
+        afile = Path(short) / "afile"
+        afile.write_text("not a folder\n", encoding="utf-8")
+        given = afile / "ray" if under else afile
+        env = {"LABELWISE_RAY_TEMP_DIR": str(given)}
+        port = str(free_port())  # nothing holds it: serve gets as far as Ray's temp folder
+        code, err, _ = _serve({"repository": str(repo)}, "--port", port, tmp_path=tmp_path, env=env)
+        assert code == 2, err
+        what = f"is inside {afile}, which is a file" if under else "is a file, not a folder"
+        line = _one_error_line(err)
+        assert line.startswith(f"error: LABELWISE_RAY_TEMP_DIR {given} {what}"), line
+        assert afile.read_text(encoding="utf-8") == "not a folder\n"
