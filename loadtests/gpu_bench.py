@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from model_repository.errors import LabelwiseError
+from model_repository.layout import why_not_a_folder
 
 from .errors import BenchError, LoadTestOptionError
 
@@ -866,12 +867,9 @@ def refuse_unusable_options(args: argparse.Namespace) -> None:
     no server can listen on failed the HTTP step only after every in-process figure."""
     if args.port is not None and not 0 <= args.port <= 65535:
         raise LoadTestOptionError(f"--port {args.port}: use a TCP port from 1 to 65535 (or 0: a free one)")
-    for candidate in (args.out, *args.out.parents):  # the nearest existing path decides
-        if candidate.exists():
-            if not candidate.is_dir():
-                what = "is" if candidate == args.out else f"is inside {candidate}, which is"
-                raise LoadTestOptionError(f"--out {args.out} {what} a file, not a folder")
-            break
+    why = why_not_a_folder(args.out)
+    if why is not None:
+        raise LoadTestOptionError(f"--out {why}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ A version folder::
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -126,3 +126,23 @@ __all__ = [
     "multi_adapter_folder",
     "precision_of_folder",
 ]
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at `folder` or the nearest existing path above it, when that is a file (no folder can be
+    made there); None when it is a folder or nothing exists. Lets a command refuse an output folder, or a
+    working folder named by a variable, before its work rather than at its first mkdir."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def why_not_a_folder(folder: Path) -> str | None:
+    """`folder` and why no folder can be made there ("X is a file, not a folder", "X is inside Y, which is a
+    file, not a folder"), for a refusal that names the option or variable before it; None when one can."""
+    blocking = file_in_the_way(folder)
+    if blocking is None:
+        return None
+    what = "is" if blocking == folder else f"is inside {blocking}, which is"
+    return f"{folder} {what} a file, not a folder"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repository.errors import UsageError
+from model_repository.layout import why_not_a_folder
 
 from .api.request_id import RAY_MIDDLEWARES_PATH
 from .direct_ingress import APP_DIRECT_ENV, SHARED_PORT_ENV, swap_replica_function
@@ -426,15 +427,9 @@ def _ray_temp_dir() -> Path:
         if os.path.isabs(given):
             _check_socket_room(Path(given), TEMP_DIR_ENV)
         # A file on its path failed as Ray's mkdir did (FileExistsError / NotADirectoryError, exit 1).
-        for candidate in (Path(given), *Path(given).parents):  # the nearest existing path decides
-            if candidate.exists():
-                if not candidate.is_dir():
-                    what = "is" if candidate == Path(given) else f"is inside {candidate}, which is"
-                    raise UsageError(
-                        f"{TEMP_DIR_ENV} {given} {what} a file, not a folder: set it to a folder (e.g. "
-                        "/tmp/lw-ray), or unset it"
-                    )
-                break
+        why = why_not_a_folder(Path(given))
+        if why is not None:
+            raise UsageError(f"{TEMP_DIR_ENV} {why}: set it to a folder (e.g. /tmp/lw-ray), or unset it")
         return Path(given)
     ray_tmpdir = os.environ.get("RAY_TMPDIR")
     root = Path(ray_tmpdir or tempfile.gettempdir())

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from model_repository.errors import LabelwiseError
+from model_repository.layout import file_in_the_way, why_not_a_folder
 from model_repository.storage import parse_root
 
 ScenarioOpt = typer.Option(
@@ -149,10 +150,9 @@ def refuse_unusable_output_dir(output_dir: Path | None, flag: str = "--output-di
 
     if output_dir is None:
         return
-    blocking = _file_in_the_way(output_dir)
-    if blocking is not None:
-        what = "is" if blocking == output_dir else f"is inside {blocking}, which is"
-        raise UsageError(f"{flag} {output_dir} {what} a file, not a folder")
+    why = why_not_a_folder(output_dir)
+    if why is not None:
+        raise UsageError(f"{flag} {why}")
 
 
 def refuse_unusable_output_file(path: Path, flag: str) -> None:
@@ -163,18 +163,9 @@ def refuse_unusable_output_file(path: Path, flag: str) -> None:
 
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder: give the file to write, e.g. {path / 'results.md'}")
-    blocking = _file_in_the_way(path.parent)
+    blocking = file_in_the_way(path.parent)
     if blocking is not None:
         raise UsageError(f"{flag} {path} is inside {blocking}, which is a file, not a folder")
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The file at `folder` or the nearest existing path above it, when that is a file (no folder can be
-    made there); None when it is a folder or nothing exists."""
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
-    return None
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
