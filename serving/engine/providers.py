@@ -73,18 +73,21 @@ def choose_providers(configured: list[str] | None, num_gpus: float) -> list[str]
     """
     available = available_providers()
     if configured:
+        if num_gpus > 0 and configured[0] == CPU:
+            # Ray would reserve a GPU for this replica, and every session would run on the CPU: ORT gives
+            # each node to the first provider listed that runs it, and the CPU provider runs every node.
+            fix = f"put {CUDA} first" if CUDA in configured else f"add {CUDA} to ort_providers first"
+            raise ModelLoadError(
+                f"num_gpus={num_gpus:g} reserves a GPU for each replica, but ort_providers "
+                f"{list(configured)} runs nothing on it (ONNX Runtime gives every node to the first "
+                f"provider listed that runs it, and {CPU} runs them all): {fix} (or leave it unset), or set "
+                "num_gpus: 0"
+            )
         missing = [p for p in configured if p not in available]
         if missing:
             raise ModelLoadError(
                 f"ort_providers asks for {missing[0]}, which this ONNX Runtime does not offer "
                 f"(it offers {available}): {likely_cause(missing[0])}"
-            )
-        if num_gpus > 0 and all(p == CPU for p in configured):
-            # Ray would reserve a GPU for this replica, and every session would run on the CPU.
-            raise ModelLoadError(
-                f"num_gpus={num_gpus:g} reserves a GPU for each replica, but ort_providers "
-                f"{list(configured)} runs nothing on it: add {CUDA} to ort_providers (or leave it unset), "
-                "or set num_gpus: 0"
             )
         return list(configured)
     if num_gpus > 0:

@@ -45,6 +45,15 @@ def test_a_gpu_replica_configured_for_the_cpu_provider_alone_is_refused() -> Non
     assert choose_providers(["CPUExecutionProvider"], num_gpus=0) == ["CPUExecutionProvider"]
 
 
+def test_a_gpu_replica_with_the_cpu_provider_listed_first_is_refused() -> None:
+    # ORT gives each node to the first provider listed that runs it: with CPU first, CUDA gets nothing and the
+    # GPU Ray reserved sits idle. Refused whatever this build offers (the order is wrong on any machine).
+    with pytest.raises(
+        ModelLoadError, match=r"reserves a GPU.*runs nothing on it.*put CUDAExecutionProvider first"
+    ):
+        choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider"], num_gpus=1)
+
+
 def test_a_session_that_dropped_a_requested_provider_is_refused() -> None:
     # What ORT does when CUDA's libraries do not load: the session runs, on the CPU provider only.
     with pytest.raises(ModelLoadError, match=r"model.fp16.onnx: asked for CUDAExecutionProvider.*runs on"):
