@@ -14,6 +14,7 @@ from model_repository import (
     ObjectStoreError,
     RepositoryError,
     ScenarioNotFoundError,
+    VersionNotFoundError,
 )
 
 from ..errors import ModelLoadError, NotReadyError, UnknownScenarioError
@@ -69,6 +70,10 @@ class ScenarioState:
     last_error: str | None = None
     # serve-all mode: the scenario has versions but not the alias, so it is not expected to load
     skipped: bool = False
+    # The loaded version was not found in the repository at a poll (its scenario folder or its version
+    # removed): once the alias resolves to its number again, the manifest there is compared with the one
+    # serving, as a scenario removed and published again numbers its versions from 1 again.
+    gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,16 @@ class ScenarioRegistry:
         else:
             self._forget_row(loaded)
 
+    def _replaced(self, state: ScenarioState, version: int) -> bool:
+        """Whether the repository's `version` is another version than the one serving under that number
+        (its manifest differs: the scenario was removed and published again, numbered from 1 again). A
+        manifest that cannot be read counts as replaced: loading it says why it is refused."""
+        assert state.loaded is not None
+        try:
+            return self.repo.load_manifest(state.name, version) != state.loaded.manifest
+        except RepositoryError:
+            return True
+
     def _fingerprint(self, state: ScenarioState, version: int) -> tuple:
         """What must change for a refused version to be tried again: its files or the alias file."""
         return self.repo.fingerprint(state.name, version, state.alias)
@@ -261,11 +276,14 @@ class ScenarioRegistry:
             self._note_error(state, f"cannot resolve {state.alias!r}: {exc}")
             return None
         except (RepositoryError, ValueError, KeyError, TypeError) as exc:  # garbage alias JSON too
+            if isinstance(exc, ScenarioNotFoundError | VersionNotFoundError) and state.loaded is not None:
+                state.gone = True
             self._note_error(state, f"cannot resolve {state.alias!r}: {type(exc).__name__}: {exc}")
             return None
         state.skipped = False
         current = state.loaded.version if state.loaded else None
-        if target == current:
+        if target == current and not (state.gone and self._replaced(state, target)):
+            state.gone = False
             state.last_error = None  # the alias names what is serving: nothing is wrong any more
             return None
         fingerprint = self._fingerprint(state, target)
@@ -303,6 +321,7 @@ class ScenarioRegistry:
             )
             return None
         state.loaded, state.refused, state.last_error, state.refusals = loaded, None, None, 0
+        state.gone = False
         if previous is not None and previous.shared is not loaded.shared:
             # it left that multi-adapter table (now a merged or full graph, or another base's table)
             self._forget_row(previous)

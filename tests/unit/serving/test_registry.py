@@ -109,6 +109,27 @@ def test_a_refused_version_is_retried_when_its_files_change(repo: ModelRepositor
     assert registry.missing() == []
 
 
+def test_a_scenario_removed_and_published_again_serves_its_new_v1_not_the_old_one(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    registry = _registry(copy, {"alpha": "production"})
+    registry.poll_once()
+    old = registry.get("alpha").manifest
+    shutil.rmtree(copy.scenario_path("alpha"))  # removed: the loaded version keeps serving meanwhile
+    assert registry.poll_once() == [] and registry.get("alpha").manifest == old
+    # Trained again from scratch: numbered from 1 again (the folder and its .last-version are gone).
+    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "alpha", seed=7) == 1
+    copy.set_alias("alpha", "production", 1)
+    new = copy.load_manifest("alpha", 1)
+    assert new != old
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.previous, e.refused) for e in events] == [("alpha", 1, 1, False)]
+    assert registry.get("alpha").manifest == new
+    assert registry.poll_once() == [] and registry.states()[0].last_error is None
+
+
 def test_a_version_refused_while_its_base_was_half_mirrored_is_retried_once_the_graph_arrives(
     repo: ModelRepository, tmp_path: Path
 ) -> None:
