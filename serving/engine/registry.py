@@ -118,8 +118,13 @@ class ScenarioRegistry:
         state = self._states.get(name)
         if state is None and not self.listed:  # serve-all mode: which names exist is not known yet
             raise NotReadyError("the repository has not been listed yet: its scenarios are not known; retry")
-        if state is None or state.skipped:
+        if state is None:
             raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
+        if state.skipped:  # in the repository, listed as skipped: say why it does not answer
+            raise UnknownScenarioError(
+                f"scenario {name!r} is not served: it has no {state.alias!r} alias; promote a version to it "
+                f"(labelwise promote --scenario {name} --version N --alias {state.alias}) to serve it"
+            )
         loaded = state.loaded
         if loaded is None:
             # The last load error when there is one: a scenario that cannot load says why, rather than

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model_repository import ModelRepository
+from serving.errors import UnknownScenarioError
 from tests.conftest import manifest_fields, write_toy_csv
 from tests.unit.serving.conftest import RegistryClock
 
@@ -62,6 +63,10 @@ def test_serve_all_readiness_skips_scenarios_without_the_alias_and_forgets_remov
     registry.poll_once()
     assert registry.missing() == [] and registry.skipped() == ["gamma"]
     assert registry.served() == {"alpha", "beta"}
+    with pytest.raises(UnknownScenarioError, match="'gamma' is not served: it has no 'production' alias"):
+        registry.get("gamma")  # not "unknown": it is in the repository, listed as skipped
+    with pytest.raises(UnknownScenarioError, match=r"^unknown scenario"):
+        registry.get("delta")
     shutil.rmtree(copy.scenario_path("gamma"))
     registry.poll_once()
     assert [s.name for s in registry.states()] == ["alpha", "beta"]
