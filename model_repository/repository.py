@@ -635,10 +635,10 @@ class ModelRepository:
     def alias_lock(self, scenario: str) -> Iterator[None]:
         """Alias writes of one scenario one at a time, on a local repository: an exclusive flock on the
         scenario's folder, held by whoever reads an alias, verifies a version (seconds to minutes) and
-        writes it (`labelwise promote`/`rollback`, `labelwise train --alias`), so that a slow write
-        started first cannot overwrite one started after it. Not re-entrant (a second flock from this
-        process waits for the first). An object store has no such lock (ObjectStoreRepository): its
-        writes stay last-writer-wins (docs/artifacts.md)."""
+        writes it (`labelwise promote`, to a newer version or back to an older one, and `labelwise train
+        --alias`), so that a slow write started first cannot overwrite one started after it. Not
+        re-entrant (a second flock from this process waits for the first). An object store has no such
+        lock (ObjectStoreRepository): its writes stay last-writer-wins (docs/artifacts.md)."""
         folder = self.scenario_path(scenario)
         if not folder.is_dir():
             yield
