@@ -14,25 +14,33 @@ UNREADABLE = "unreadable"
 class ScenarioRow:
     """One scenario of the repository: its published versions and its aliases (the version each names,
     or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites it); `unpublished`:
-    the aliases that name a version not published here (a replica serving them refuses the scenario)."""
+    the aliases that name a version not published here (a replica serving them refuses the scenario);
+    `problem`: why its aliases cannot be listed at all (its `_aliases` is a file), else None."""
 
     scenario: str
     versions: list[int]
     aliases: dict[str, int | str]
     unpublished: list[str]
+    problem: str | None = None
 
 
 def list_scenarios(repo: ModelRepository) -> list[ScenarioRow]:
     """Every scenario with its versions and aliases; an unreadable alias file is shown, not raised."""
     rows = []
     for name in repo.list_scenarios():
+        try:
+            read = repo.read_aliases(name)
+        except ManifestError as exc:  # its _aliases is a file: the scenario is listed, saying so
+            read, problem = {}, str(exc)
+        else:
+            problem = None
         aliases = {
             alias: UNREADABLE if isinstance(version, Exception) else version
-            for alias, version in repo.read_aliases(name).items()
+            for alias, version in read.items()
         }
         versions = repo.list_versions(name)
         unpublished = [a for a, v in aliases.items() if isinstance(v, int) and v not in versions]
-        rows.append(ScenarioRow(name, versions, aliases, unpublished))
+        rows.append(ScenarioRow(name, versions, aliases, unpublished, problem))
     return rows
 
 

@@ -583,10 +583,30 @@ class ModelRepository:
         return out
 
     def _alias_names(self, scenario: str) -> list[str]:
-        folder = self.scenario_path(scenario) / ALIASES_DIR
+        folder = self._aliases_folder(scenario)
         if not folder.is_dir():
             return []
         return sorted(p.stem for p in folder.glob("*.json") if _NAME.fullmatch(p.stem))
+
+    def _aliases_folder(self, scenario: str) -> Path:
+        """The scenario's `_aliases/` folder (there or not); ManifestError naming it when something else
+        is at its path (a file), which no alias can be read from or written into."""
+        folder = self.scenario_path(scenario) / ALIASES_DIR
+        if folder.exists() and not folder.is_dir():
+            raise ManifestError(
+                f"{folder} is a file, not a folder: a scenario's aliases are files in its {ALIASES_DIR}/ "
+                "folder; move the file away, then promote a version to each alias again"
+            )
+        return folder
+
+    @staticmethod
+    def _check_alias_file(path: Path) -> None:
+        """ManifestError naming an alias file's path when a folder (or anything not a file) is there."""
+        if path.exists() and not path.is_file():
+            raise ManifestError(
+                f"alias file {path} is a folder, not a file; move it away, then promote a version to "
+                "this alias again"
+            )
 
     def resolve(self, scenario: str, ref: str | int = "production") -> int:
         """Turn an alias, 'latest' or a version number into a published version number; an alias that names
@@ -615,7 +635,8 @@ class ModelRepository:
     def alias_version(self, scenario: str, alias: str) -> int | None:
         """The version an alias names, None when the scenario has no such alias; ManifestError naming the
         alias file when it cannot be read (not JSON, no whole version number)."""
-        path = self.scenario_path(scenario) / ALIASES_DIR / f"{validate_name(alias, 'alias')}.json"
+        path = self._aliases_folder(scenario) / f"{validate_name(alias, 'alias')}.json"
+        self._check_alias_file(path)
         if not path.is_file():
             return None
         try:
@@ -651,7 +672,8 @@ class ModelRepository:
             os.close(fd)  # releases the lock
 
     def _write_alias(self, scenario: str, alias: str, version: int) -> None:
-        folder = self.scenario_path(scenario) / ALIASES_DIR
+        folder = self._aliases_folder(scenario)
+        self._check_alias_file(folder / f"{alias}.json")
         folder.mkdir(exist_ok=True)
         _write_json_atomic(folder / f"{alias}.json", {"version": version})
 

@@ -48,7 +48,7 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
         aliases = ", ".join(
             f"{k}→{v}" + (" (not published)" if k in row.unpublished else "") for k, v in row.aliases.items()
         )
-        table.add_row(row.scenario, " ".join(map(str, row.versions)), aliases)
+        table.add_row(row.scenario, " ".join(map(str, row.versions)), row.problem or aliases)
     _console.print(table)
 
 

@@ -246,6 +246,47 @@ def test_promote_says_an_unreadable_alias_was_rewritten_and_list_flags_an_unpubl
     assert listed["scenarios"][0]["unpublished"] == ["canary"]
 
 
+@pytest.mark.parametrize("damage", ["_aliases is a file", "production.json is a folder"])
+def test_a_damaged_aliases_folder_is_named_by_promote_list_show_and_a_poll(
+    damage: str, tmp_path: Path
+) -> None:
+    """promote printed a bare `FileExistsError` / `IsADirectoryError`; list and show said the scenario had
+    no alias at all, and a serve-all replica listed it as skipped (no alias) with no word of the damage."""
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    aliases = repo.scenario_path("spam") / "_aliases"
+    if damage == "_aliases is a file":
+        aliases.write_text("")
+        bad, said = aliases, f"{aliases} is a file, not a folder"
+    else:
+        (aliases / "production.json").mkdir(parents=True)
+        bad, said = (
+            aliases / "production.json",
+            f"alias file {aliases / 'production.json'} is a folder, not a file",
+        )
+    promoted = _invoke("promote", "-s", "spam", "-v", "1", "-r", str(tmp_path))
+    assert promoted.exit_code == EXIT_RUNTIME, promoted.output
+    assert promoted.output.count("\n") == 1 and promoted.output.startswith(f"error: {said}"), promoted.output
+    assert "promote a version to" in promoted.output and "Error: [Errno" not in promoted.output
+    shown = _invoke("repo", "show", "spam", "production", "-r", str(tmp_path))
+    assert shown.exit_code == EXIT_RUNTIME and said in shown.output, shown.output
+    listed = json.loads(_invoke("repo", "list", "--json", "-r", str(tmp_path)).output)["scenarios"][0]
+    assert listed["versions"] == [1]
+    if damage == "_aliases is a file":  # the scenario is listed, its aliases column says why none is read
+        assert said in listed["problem"] and listed["aliases"] == {}, listed
+    else:
+        assert listed["aliases"] == {"production": "unreadable"} and listed["problem"] is None, listed
+    pytest.importorskip("onnxruntime")
+    from serving.engine import EngineSettings, ScenarioRegistry
+
+    settings = EngineSettings(["CPUExecutionProvider"], ["fp32"], intra_op_threads=1)
+    registry = ScenarioRegistry(repo, None, "production", settings)
+    registry.poll_once()  # no exception, and the scenario is not mistaken for one without the alias
+    state = registry.states()[0]
+    assert registry.skipped() == [] and said in (state.last_error or ""), state
+    assert registry.missing() == ["spam"] and str(bad) in state.last_error  # /readyz names it, not ready
+
+
 @pytest.mark.parametrize("first", ["promote", "train --alias"])
 def test_promotes_of_one_scenario_run_one_at_a_time(
     first: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

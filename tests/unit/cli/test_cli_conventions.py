@@ -64,8 +64,14 @@ def test_repo_list_and_show_print_json_for_scripts(tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == {
         "scenarios": [
-            {"scenario": "intent", "versions": [1], "aliases": {}, "unpublished": []},
-            {"scenario": "spam", "versions": [1, 2], "aliases": {"production": 2}, "unpublished": []},
+            {"scenario": "intent", "versions": [1], "aliases": {}, "unpublished": [], "problem": None},
+            {
+                "scenario": "spam",
+                "versions": [1, 2],
+                "aliases": {"production": 2},
+                "unpublished": [],
+                "problem": None,
+            },
         ]
     }
     shown = _invoke("repo", "show", "spam", "production", "--json", "-r", str(repo.root))
