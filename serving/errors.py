@@ -36,6 +36,15 @@ class UnknownScenarioError(ServingError, LookupError):
     code = "unknown_scenario"
     status_code = 404
 
+    @classmethod
+    def skipped(cls, name: str, alias: str) -> UnknownScenarioError:
+        """Serve-all mode: the scenario is in the repository (listed as skipped) but has no `alias`: what
+        every route answers a request for it, /v1 and the compatibility routes alike."""
+        return cls(
+            f"scenario {name!r} is not served: it has no {alias!r} alias; promote a version to it "
+            f"(labelwise promote --scenario {name} --version N --alias {alias}) to serve it"
+        )
+
 
 class NotReadyError(ServingError):
     """The scenario (or the service) has not finished loading."""

@@ -167,9 +167,12 @@ def ecosystem_route(
 
 
 async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any]:
-    """The /v1/scenarios entry of a served scenario; UnknownScenarioError for any other name."""
+    """The /v1/scenarios entry of a served scenario; UnknownScenarioError for any other name (one listed
+    as skipped is told why, as /v1/classify tells it)."""
     for entry in await backend.list_scenarios():
-        if entry["name"] == scenario and not entry.get("skipped"):
+        if entry["name"] == scenario and entry.get("skipped"):
+            raise UnknownScenarioError.skipped(scenario, entry["alias"])
+        if entry["name"] == scenario:
             return entry
     raise UnknownScenarioError("unknown model: GET /v1/scenarios lists the scenarios served here")
 

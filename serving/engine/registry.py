@@ -121,10 +121,7 @@ class ScenarioRegistry:
         if state is None:
             raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
         if state.skipped:  # in the repository, listed as skipped: say why it does not answer
-            raise UnknownScenarioError(
-                f"scenario {name!r} is not served: it has no {state.alias!r} alias; promote a version to it "
-                f"(labelwise promote --scenario {name} --version N --alias {state.alias}) to serve it"
-            )
+            raise UnknownScenarioError.skipped(name, state.alias)
         loaded = state.loaded
         if loaded is None:
             # The last load error when there is one: a scenario that cannot load says why, rather than

@@ -80,3 +80,41 @@ def test_a_listed_scenario_that_cannot_load_is_answered_503_with_the_reason(
     assert message.startswith("scenario 'nope' is not loaded: cannot resolve 'production': "), message
     assert "has no published version" in message
     assert got["listed"]["nope"]["last_error"] in message  # the same reason /v1/scenarios lists
+
+
+def test_a_scenario_skipped_in_serve_all_mode_is_named_by_every_compat_route_as_by_v1(
+    published_repo: ModelRepository, tmp_path: Path
+) -> None:
+    """KServe v2's model metadata, ready and versioned routes and TEI's /info answered 'unknown model' for
+    a scenario the server lists as skipped (versions, no alias), where /v1/classify (and the routes that
+    classify through it) says it is not served and how to serve it."""
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(published_repo.root, repo.root)
+    (repo.scenario_path("frozen_two") / "_aliases" / "production.json").unlink()
+    v2_infer = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a fine day"]}]}
+    header = {"X-Labelwise-Scenario": "frozen_two"}
+
+    async def probe(client: Any) -> dict[str, Any]:
+        answers = {
+            "v1": await client.post("/v1/classify", json={"scenario": "frozen_two", "texts": ["a fine day"]}),
+            "v2 metadata": await client.get("/v2/models/frozen_two"),
+            "v2 version": await client.get("/v2/models/frozen_two/versions/1"),
+            "v2 ready": await client.get("/v2/models/frozen_two/ready"),
+            "v2 infer": await client.post("/v2/models/frozen_two/infer", json=v2_infer),
+            "v2 version infer": await client.post("/v2/models/frozen_two/versions/1/infer", json=v2_infer),
+            "infinity": await client.post("/classify", json={"model": "frozen_two", "input": ["a fine day"]}),
+            "tei predict": await client.post("/predict", json={"inputs": "a fine day"}, headers=header),
+            "tei info": await client.get("/info", headers=header),
+            "v2 unknown": await client.get("/v2/models/nope"),
+        }
+        return {name: (r.status_code, r.json()) for name, r in answers.items()}
+
+    got = _serve(repo, probe)
+    said = "scenario 'frozen_two' is not served: it has no 'production' alias; promote a version to it"
+    assert got["v1"][0] == 404 and got["v1"][1]["error"]["message"].startswith(said), got["v1"]
+    for name in ("v2 metadata", "v2 version", "v2 ready", "v2 infer", "v2 version infer"):
+        assert got[name] == (404, {"error": got["v1"][1]["error"]["message"]}), (name, got[name])
+    assert got["infinity"][0] == 400 and got["infinity"][1]["error"]["message"].startswith(said), got
+    for name in ("tei predict", "tei info"):
+        assert got[name][0] == 404 and got[name][1]["error"].startswith(said), (name, got[name])
+    assert got["v2 unknown"][0] == 404 and got["v2 unknown"][1]["error"].startswith("unknown model"), got
