@@ -13,7 +13,8 @@ UNREADABLE = "unreadable"
 @dataclass(frozen=True)
 class ScenarioRow:
     """One scenario of the repository: its published versions and its aliases (the version each names,
-    or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites it); `unpublished`:
+    or "unreadable" for an alias file that cannot be read: `labelwise promote` rewrites one that is not
+    valid JSON and names one that is a folder, to be moved away first); `unpublished`:
     the aliases that name a version not published here (a replica serving them refuses the scenario);
     `problem`: why its aliases cannot be listed at all (its `_aliases` is a file), else None."""
 
