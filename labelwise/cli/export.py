@@ -53,10 +53,12 @@ def export(
     from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
-    wanted = parse_precisions(precision)  # a bad precision fails before the model loads (fp16 alone: +fp32)
+    # A bad precision fails before the model loads; reexport_version says "fp16 alone: +fp32" only once
+    # the version resolves (a version that does not exist is refused with nothing said about the work).
+    parse_precisions(precision, announce=False)
     try:
         manifest = reexport_version(
-            ModelRepository(repository), scenario, version, wanted, validation, skip_unchanged=True
+            ModelRepository(repository), scenario, version, precision, validation, skip_unchanged=True
         )
     except NothingToExportError as exc:  # exit 0: it is there already (as classify: "nothing to score")
         typer.echo(str(exc))

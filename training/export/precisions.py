@@ -121,12 +121,13 @@ MULTI_ADAPTER_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if rec
 CPU_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if not recipe.gpu_graph)
 
 
-def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
+def parse_precisions(precisions: str | Sequence[str], announce: bool = True) -> list[str]:
     """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise.
 
-    GPU graphs alone (`fp16`) get fp32 too, and say so: a version holding no CPU graph is one no CPU
-    replica can load (they try int8, then fp32), and the repository refuses to promote it. This is the
-    one place the precisions of a training export (`--export`) and of a re-export (`-p`) are decided."""
+    GPU graphs alone (`fp16`) get fp32 too, and say so (announce=False: a check of the names before the
+    work is known to happen, which says nothing): a version holding no CPU graph is one no CPU replica
+    can load (they try int8, then fp32), and the repository refuses to promote it. This is the one place
+    the precisions of a training export (`--export`) and of a re-export (`-p`) are decided."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
     wanted = [p.strip().lower() for p in items if p and p.strip()]
     unknown = sorted(set(wanted) - set(RECIPES))
@@ -136,6 +137,8 @@ def parse_precisions(precisions: str | Sequence[str]) -> list[str]:
         )
     if not any(p in CPU_PRECISIONS for p in wanted):
         gpu = ", ".join(p for p in RECIPES if p in wanted)
+        if not announce:
+            return [p for p in RECIPES if p in [*wanted, "fp32"]]
         # a warning: it is what the caller did not ask for, and shows where no logging is set up
         _LOG.warning(
             "%s is a GPU graph: exporting fp32 too, so that CPU replicas (int8, then fp32) can load the "

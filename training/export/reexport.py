@@ -178,7 +178,7 @@ def reexport_version(
     skip_unchanged: raise NothingToExportError, publishing nothing, when the new version would hold
     nothing new: every precision asked for is in the version already, exported with this code's opset,
     and its files and plain base encoder folders verify (a base moved away is still exported again)."""
-    wanted = parse_precisions(precisions)
+    parse_precisions(precisions, announce=False)  # a bad precision fails first, saying nothing else
     try:
         number = repository.resolve(scenario, version)
         # The shared base encoder is verified by the export itself, which exports a precision of it that
@@ -187,6 +187,7 @@ def reexport_version(
     except RepositoryError as exc:
         named = f"v{version}" if isinstance(version, int) or str(version).isdigit() else repr(str(version))
         raise SourceVersionError(f"{scenario} {named}: cannot re-export, {exc}") from exc
+    wanted = parse_precisions(precisions)  # "exporting fp32 too" only once the version is there to export
     inherited = [e.precision for e in source.exports if e.precision not in wanted]
     wanted = parse_precisions([*wanted, *inherited])
     if skip_unchanged:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from importlib.metadata import version
@@ -148,3 +149,25 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, 
     result = _invoke("export", "--scenario", "s", "-r", str(tmp_path))
     assert result.exit_code == EXIT_USAGE
     _assert_one_error_line(result.stderr, "torch is not installed", "pip install 'labelwise[training]'")
+
+
+def test_export_refuses_an_absent_version_as_promote_and_evaluate_do_saying_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version that is not published: exit 1 and one line from each, and export's `-p fp16` says
+    nothing about the fp32 it would have exported for a version it will not export."""
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    from tests.conftest import manifest_fields
+
+    repo = ModelRepository(tmp_path)
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights.txt").write_text("w")
+    where = ("-s", "spam", "-v", "9", "-r", str(tmp_path))
+    for args in (["promote"], ["evaluate", "--split", "test"], ["export"], ["export", "-p", "fp16"]):
+        with caplog.at_level(logging.INFO):
+            result = _invoke(*args, *where)
+        assert result.exit_code == EXIT_RUNTIME, (args, result.output)
+        _assert_one_error_line(result.stderr, "scenario 'spam' has no version 9 (published: [1])")
+        assert result.stdout == ""
+        assert "fp32 too" not in caplog.text, args
+    assert repo.list_versions("spam") == [1]
