@@ -27,6 +27,11 @@ from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
 # open it.
 _open_object_store: ContextVar[bool] = ContextVar("labelwise_open_object_store", default=True)
 
+# Ray counts a resource in units of 1/10000 (ray._raylet.RESOURCE_UNIT_SCALING) and refuses a nonzero float
+# amount of less than one unit when the deployment is created (ray._common.ray_option_utils.
+# _validate_resource_quantity: int(quantity * 10000) == 0, "cannot go beyond 0.0001").
+RAY_RESOURCE_UNITS = 10000
+
 
 @contextlib.contextmanager
 def repository_url_only() -> Iterator[None]:
@@ -308,6 +313,17 @@ class ServingConfig(BaseSettings):
         if isinstance(replicas, int) and replicas < 1:
             raise ValueError(f"num_replicas {replicas}: use 1 or more, or 'auto'")
         return replicas
+
+    @field_validator("num_cpus", "num_gpus", "ingress_num_cpus")
+    @classmethod
+    def _ray_resource_amount(cls, amount: float, info: ValidationInfo) -> float:
+        if amount != 0 and int(amount * RAY_RESOURCE_UNITS) == 0:  # Ray refuses it once it has started
+            raise ValueError(
+                f"{info.field_name} {amount:g}: Ray refuses a nonzero resource amount below "
+                f"{1 / RAY_RESOURCE_UNITS:g} (its smallest fraction); use 0 or {1 / RAY_RESOURCE_UNITS:g} "
+                "or more"
+            )
+        return amount
 
     @field_validator("max_queued_requests")
     @classmethod

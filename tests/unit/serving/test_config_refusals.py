@@ -32,6 +32,13 @@ REFUSED = {
         {"num_replicas": "auto", "autoscaling_config": {"max_replica": 3}},
         r"autoscaling_config: unknown key max_replica \(Ray Serve's keys: .*max_replicas",
     ),
+    "gpus-below-ray-unit": (
+        {"num_gpus": 0.00001},
+        r"num_gpus 1e-05: Ray refuses a nonzero resource amount below 0\.0001 \(its smallest fraction\); "
+        r"use 0 or 0\.0001 or more",
+    ),
+    "cpus-below-ray-unit": ({"num_cpus": 0.00009999}, r"num_cpus 9\.999e-05: Ray refuses .* below 0\.0001"),
+    "ingress-cpus-below-ray-unit": ({"ingress_num_cpus": 1e-9}, r"ingress_num_cpus 1e-09: Ray refuses"),
     "scenario-name": ({"scenarios": [{"name": "Full Three"}]}, "invalid scenario name 'Full Three'"),
     "alias-name": ({"scenarios": [{"name": "spam", "alias": "Prod"}]}, "invalid alias name 'Prod'"),
     "default-alias-name": ({"default_alias": "the best"}, "invalid alias name 'the best'"),
@@ -64,9 +71,24 @@ def test_the_values_next_to_the_refused_ones_are_accepted(tmp_path: Path) -> Non
         {"scenarios": [{"name": "spam", "alias": "latest"}, {"name": "ham", "alias": "3"}]},
         {"scenarios": [{"name": "spam"}], "default_scenario": "spam"},
         {"default_scenario": "anything"},  # serve-all mode: nothing to check it against
+        {"num_gpus": 0.0001, "num_cpus": 0, "ingress_num_cpus": 0.00015},  # Ray's smallest unit, and none
     ]
     for fields in accepted:
         ServingConfig(repository=str(tmp_path), **fields)
+
+
+@pytest.mark.parametrize("amount", [0.0, 1e-9, 0.00001, 0.00009999, 0.0001, 0.00015, 0.25, 1.0, 2.0])
+def test_resource_amounts_are_refused_exactly_where_ray_refuses_them(tmp_path: Path, amount: float) -> None:
+    from ray._common.ray_option_utils import _validate_resource_quantity
+
+    ray_refuses = _validate_resource_quantity("num_gpus", amount) is not None
+    try:
+        ServingConfig(repository=str(tmp_path), num_gpus=amount, num_cpus=amount, ingress_num_cpus=amount)
+    except ValidationError as exc:
+        assert ray_refuses, exc
+        assert {e["loc"][0] for e in exc.errors()} == {"num_gpus", "num_cpus", "ingress_num_cpus"}
+    else:
+        assert not ray_refuses, f"{amount} accepted, which Ray refuses at deploy time"
 
 
 def test_a_replica_count_from_the_environment_is_checked_too(
