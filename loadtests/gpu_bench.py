@@ -267,6 +267,7 @@ def build_base(folder: Path, shape: ModelShape) -> Path:
         vocab_size=min(shape.vocab, 2000),
         min_frequency=1,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,  # its progress lines went to stdout, ahead of the table (stdout is the report)
     )
     RobertaTokenizerFast(tokenizer_object=bpe, model_max_length=max(LENGTHS)).save_pretrained(folder)
     config = RobertaConfig(

@@ -124,6 +124,14 @@ def test_the_torch_lora_reference_runs_the_mix_on_cpu(tmp_path: Path) -> None:
     assert how.startswith("torch reference")
 
 
+def test_building_the_model_writes_nothing_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """stdout carries only the report: the tokenizer's training printed 3 empty lines ahead of the table."""
+    from loadtests.gpu_bench import TINY, build_base
+
+    build_base(tmp_path / "base", TINY)
+    assert capfd.readouterr().out == ""
+
+
 def importlib_has(module: str) -> bool:
     import importlib.util
 
