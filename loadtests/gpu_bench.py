@@ -579,19 +579,30 @@ def add_lora_rows(
 
 # ---- through HTTP -------------------------------------------------------------------------------
 def texts_of_length(tokenizer_dir: Path, length: int, n: int) -> list[str]:
-    """n different texts that tokenize to `length` tokens (specials included), cut on word boundaries."""
+    """n different texts that tokenize to exactly `length` tokens (specials included), cut on word
+    boundaries: a word that would go past `length` is passed over for a shorter one further on."""
     from transformers import AutoTokenizer
 
     from .sentences import load_sentences
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if length > tok.model_max_length:
+        raise BenchError(f"texts of {length} tokens: the model reads at most {tok.model_max_length}")
     words = " ".join(load_sentences()).split()
     out = []
     for start in range(n):
         picked: list[str] = []
-        pos = start * 7
-        while len(tok(" ".join(picked))["input_ids"]) < length:
-            picked.append(words[pos % len(words)])
+        pos, tokens, passed = start * 7, len(tok("")["input_ids"]), 0
+        while tokens < length:
+            if passed == len(words):
+                raise BenchError(f"no words make a text of exactly {length} tokens ({tokens} reached)")
+            text = " ".join([*picked, words[pos % len(words)]])
+            candidate = len(tok(text, verbose=False)["input_ids"])  # no warning for one past the max
+            if candidate <= length:
+                picked.append(words[pos % len(words)])
+                tokens, passed = candidate, 0
+            else:
+                passed += 1
             pos += 1
         out.append(" ".join(picked))
     return out

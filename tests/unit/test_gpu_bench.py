@@ -132,6 +132,23 @@ def test_building_the_model_writes_nothing_to_stdout(tmp_path: Path, capfd: pyte
     assert capfd.readouterr().out == ""
 
 
+def test_the_http_texts_are_exactly_l_tokens_and_never_past_the_models_max(tmp_path: Path) -> None:
+    """They were L to L+4 tokens (129 at L=128, past the model's 128): a word past L is passed over."""
+    from transformers import AutoTokenizer
+
+    from loadtests.errors import BenchError
+    from loadtests.gpu_bench import LENGTHS, TINY, build_base, texts_of_length
+
+    base = build_base(tmp_path / "base", TINY)
+    tok = AutoTokenizer.from_pretrained(base)
+    for length in LENGTHS:
+        texts = texts_of_length(base, length, 64)
+        assert len(set(texts)) == 64
+        assert {len(tok(t, verbose=False)["input_ids"]) for t in texts} == {length}, length
+    with pytest.raises(BenchError, match=f"texts of {max(LENGTHS) + 1} tokens: the model reads at most"):
+        texts_of_length(base, max(LENGTHS) + 1, 1)
+
+
 def importlib_has(module: str) -> bool:
     import importlib.util
 
