@@ -650,6 +650,12 @@ def values_gpu_args(path: Path = VALUES_GPU) -> tuple[dict[str, Any], str]:
     return args, f"helm/labelwise/{path.name} serve.args"
 
 
+def http_replicas(args: dict[str, Any]) -> int:
+    """The HTTP step's (direct-ingress) replicas for values-gpu's serve.args: as many as fit one GPU."""
+    gpus = float(args.get("num_gpus") or 0.0)
+    return max(1, round(1 / gpus)) if gpus > 0 else 1
+
+
 def http_serve_config(
     plan: Plan, repo_root: Path, precision: str, device: str, values: Path = VALUES_GPU
 ) -> tuple[dict[str, Any], str]:
@@ -664,8 +670,7 @@ def http_serve_config(
     """
     args, source = values_gpu_args(values)
     config = dict(args)
-    gpus = float(config.get("num_gpus") or 0.0)
-    replicas = max(1, round(1 / gpus)) if gpus > 0 else 1
+    replicas = http_replicas(config)
     config.update(
         repository=str(repo_root),
         scenarios=[{"name": SCENARIO}],
@@ -876,9 +881,23 @@ def _measure(report: Report, plan: Plan, device: str, say: Any) -> None:
 def refuse_unusable_options(args: argparse.Namespace) -> None:
     """LoadTestOptionError (exit 2) for an option no run can use, before the CUDA check, the export and the
     timings: an --out that is a file, or lies under one, ended in a NotADirectoryError traceback; a --port
-    no server can listen on failed the HTTP step only after every in-process figure."""
+    no server can listen on failed the HTTP step only after every in-process figure, and so would a port
+    whose direct-ingress range (one port per ingress replica from it, serving.local_ray.direct_ingress_env)
+    runs past 65535."""
     if args.port is not None and not 0 <= args.port <= 65535:
         raise LoadTestOptionError(f"--port {args.port}: use a TCP port from 1 to 65535 (or 0: a free one)")
+    if args.port and not args.no_http:
+        try:
+            replicas = http_replicas(values_gpu_args()[0])
+        except BenchError:  # a values-gpu.yaml without serve.args: the HTTP step says so
+            replicas = 1
+        last = args.port + replicas - 1
+        if last > 65535:
+            raise LoadTestOptionError(
+                f"--port {args.port}: the HTTP step's {replicas} direct-ingress replicas take ports "
+                f"{args.port}-{last}, past 65535; use a port from 1 to {65536 - replicas} (or 0: a free "
+                "one), or --no-http"
+            )
     why = why_not_a_folder(args.out)
     if why is not None:
         raise LoadTestOptionError(f"--out {why}")

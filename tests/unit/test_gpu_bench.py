@@ -407,6 +407,29 @@ def test_a_port_no_server_can_listen_on_is_refused_before_the_figures(
     assert not out.exists()  # refused before the first figure
 
 
+def test_a_port_whose_direct_ingress_range_runs_past_65535_is_refused_before_the_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--port 65535 was accepted, though the HTTP step's 2 direct-ingress replicas (values-gpu's num_gpus
+    0.5) take 65535 and 65536: now refused at the start, naming the range; --no-http needs no range."""
+    import argparse
+
+    from loadtests.gpu_bench import http_replicas, main, refuse_unusable_options, values_gpu_args
+
+    replicas = http_replicas(values_gpu_args()[0])
+    assert replicas == 2
+    out = tmp_path / "out"
+    assert main(["--dry-run", "--no-lora", "--port", "65535", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: --port 65535: the HTTP step's 2 direct-ingress replicas take ports 65535-65536, past 65535; "
+        "use a port from 1 to 65534 (or 0: a free one), or --no-http"
+    ], err
+    assert not out.exists()
+    for port, no_http in ((65534, False), (65535, True)):  # the last port that fits; no HTTP step
+        refuse_unusable_options(argparse.Namespace(port=port, no_http=no_http, out=out))
+
+
 def test_a_taken_port_is_refused_before_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--port of a server still running (an earlier bench's, in its own session) failed the HTTP step only
     after every in-process figure and the LoRA mix: now refused before the first one, naming the port."""
