@@ -136,15 +136,12 @@ def parse_precisions(precisions: str | Sequence[str], announce: bool = True) -> 
             f"unknown precision {', '.join(unknown) or '(none given)'}: choose from {', '.join(RECIPES)}"
         )
     if not any(p in CPU_PRECISIONS for p in wanted):
-        gpu = ", ".join(p for p in RECIPES if p in wanted)
-        if not announce:
-            return [p for p in RECIPES if p in [*wanted, "fp32"]]
-        # a warning: it is what the caller did not ask for, and shows where no logging is set up
-        _LOG.warning(
-            "%s is a GPU graph: exporting fp32 too, so that CPU replicas (int8, then fp32) can load the "
-            "version and GPU replicas have their fp32 fallback",
-            gpu,
-        )
+        if announce:  # a warning: it is what the caller did not ask for, and shows where no logging is set up
+            _LOG.warning(
+                "%s is a GPU graph: exporting fp32 too, so that CPU replicas (int8, then fp32) can load the "
+                "version and GPU replicas have their fp32 fallback",
+                ", ".join(p for p in RECIPES if p in wanted),
+            )
         wanted.append("fp32")
     return [p for p in RECIPES if p in wanted]
 
