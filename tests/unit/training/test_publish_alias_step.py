@@ -34,7 +34,9 @@ def test_a_failed_alias_write_names_the_published_version_and_the_promote_that_r
     repo = ModelRepository(tmp_path)
     aliases = repo.scenario_path("toy") / layout.ALIASES_DIR
     aliases.parent.mkdir()
-    aliases.write_text("not a folder")  # the alias write fails (as a full disk or a lost store would)
+    # The alias write fails with an OSError from the filesystem (as a full disk or a lost store would): a
+    # dangling link where its folder goes, which no mkdir gets past (a plain file there is named first).
+    aliases.symlink_to(tmp_path / "gone")
     with pytest.raises(RepositoryError) as caught:
         publish_run(full_run, repo, export_precisions=["fp32"], alias="production")
     said = str(caught.value)
