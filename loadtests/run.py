@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.api_key:  # the locustfile reads it from here; Locust's command line is for `ps` to show
         env[API_KEY_ENV] = args.api_key
-    locust = subprocess.Popen(cmd, env=env)
+    # Locust ignores SIGINT: a terminal's Ctrl-C reaches the whole process group, and one that lands while
+    # a user's task runs ended that greenlet in a KeyboardInterrupt traceback. This process takes the
+    # Ctrl-C and stops Locust with SIGTERM instead, which stops its users and writes its reports.
+    locust = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_sigint)
     try:
         # Locust stops itself at --run-time; the timeout only guards against a wedged process.
         returncode = locust.wait(timeout=args.run_time_s + 60)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         # Ctrl-C: Locust stops its users and writes its reports (it had 0.25 s under subprocess.run, then
-        # SIGKILL; none when the interrupt reached this process alone). Bounded, then killed.
+        # SIGKILL, and wrote none). Bounded, then killed.
         _stop_locust(locust)
         print("loadtest: interrupted", file=sys.stderr, flush=True)
         _print_reports(prefix)
@@ -129,17 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     return returncode
 
 
-def _stop_locust(locust: subprocess.Popen, grace_s: float = 2.0, stop_s: float = 30.0) -> None:
-    """Let Locust end as on its own Ctrl-C (the terminal sends it one too), or ask it to (SIGTERM: it
-    stops and writes its reports); kill it if it is still there after stop_s."""
-    for signal_to_send, wait_s in ((None, grace_s), (signal.SIGTERM, stop_s)):
-        if signal_to_send is not None:
-            locust.send_signal(signal_to_send)
-        try:
-            locust.wait(timeout=wait_s)
-            return
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            pass
+def _ignore_sigint() -> None:
+    """In the Locust child before it starts: SIGINT ignored (a Python started so installs no handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_locust(locust: subprocess.Popen, stop_s: float = 30.0) -> None:
+    """Ask Locust to stop (SIGTERM: it stops its users and writes its reports); kill it if it is still
+    there after stop_s, or at a second Ctrl-C."""
+    locust.send_signal(signal.SIGTERM)
+    try:
+        locust.wait(timeout=stop_s)
+        return
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
     locust.kill()
     locust.wait()
 

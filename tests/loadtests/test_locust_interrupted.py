@@ -5,6 +5,7 @@ traceback without naming the reports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,4 +54,43 @@ def test_an_interrupted_run_keeps_its_reports(tmp_path: Path, to_group: bool) ->
     assert "loadtest: interrupted" in out and "Traceback" not in out, out[-3000:]
     (report,) = tmp_path.glob("*.json")
     assert f"loadtest: reports {report}" in out, out[-3000:]
+    assert sum(e["num_requests"] for e in json.loads(report.read_text())) > 0
+
+
+def test_locust_leaves_a_ctrl_c_to_run_py(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches Locust too, and one that landed while a user's task ran ended that
+    greenlet in a KeyboardInterrupt traceback (seen in CI). Locust now ignores SIGINT: an interrupt sent to
+    it alone leaves the run going, and run.py stops it (SIGTERM) when the interrupt reaches run.py."""
+    import psutil
+
+    hits: list[str] = []
+    with _server("ok", hits) as url:
+        cmd = [sys.executable, "-m", "loadtests.run", "--host", url, "--users", "2", "--run-time-s", "60",
+               "--scenarios", "s", "--reports-dir", str(tmp_path)]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while len(hits) < 5 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert hits, "locust sent nothing"
+            (locust,) = psutil.Process(proc.pid).children()
+            for _ in range(5):  # several, so that some land while a task runs
+                with contextlib.suppress(psutil.NoSuchProcess):  # gone: said below
+                    locust.send_signal(signal.SIGINT)
+                time.sleep(0.2)
+            sent = len(hits)
+            time.sleep(1.0)
+            assert locust.is_running() and proc.poll() is None, "an interrupt sent to Locust alone stopped it"
+            assert len(hits) > sent  # the users go on
+            os.killpg(proc.pid, signal.SIGINT)
+            out, _ = proc.communicate(timeout=45)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in out and "loadtest: interrupted" in out, out[-3000:]
+    (report,) = tmp_path.glob("*.json")
     assert sum(e["num_requests"] for e in json.loads(report.read_text())) > 0
