@@ -50,12 +50,10 @@ def export(
     require("torch")
     refuse_missing_repository(repository)
     from training.errors import NothingToExportError
-    from training.export import parse_precisions
     from training.export.reexport import reexport_version
 
-    # A bad precision fails before the model loads; reexport_version says "fp16 alone: +fp32" only once
-    # the version resolves (a version that does not exist is refused with nothing said about the work).
-    parse_precisions(precision, announce=False)
+    # reexport_version refuses a bad precision before the model loads, and says "fp16 alone: +fp32" only
+    # once the version resolves (a version that does not exist is refused with nothing said about the work).
     try:
         manifest = reexport_version(
             ModelRepository(repository), scenario, version, precision, validation, skip_unchanged=True
