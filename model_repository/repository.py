@@ -635,13 +635,16 @@ class ModelRepository:
     def alias_version(self, scenario: str, alias: str) -> int | None:
         """The version an alias names, None when the scenario has no such alias; ManifestError naming the
         alias file when it cannot be read (not JSON, no whole version number)."""
-        path = self._aliases_folder(scenario) / f"{validate_name(alias, 'alias')}.json"
-        self._check_alias_file(path)
-        if not path.is_file():
-            return None
-        try:
+        path = self.scenario_path(scenario) / ALIASES_DIR / f"{validate_name(alias, 'alias')}.json"
+        try:  # one read on the poll path; what is in the way is looked at only when it fails
             data = path.read_bytes()
         except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            self._check_alias_file(path)  # names the folder
+            raise
+        except NotADirectoryError:
+            self._aliases_folder(scenario)  # names _aliases when it is a file
             return None
         return parse_alias(data, str(path))
 
