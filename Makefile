@@ -62,8 +62,9 @@ install: $(VENV)/.installed
 demo: install
 	$(LOCAL_ENV) $(PY) -m labelwise.demo
 
+# --durations: the 25 slowest tests at the end, so that a CI log says where its ~25 minutes go.
 test: install
-	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(LOCAL_ENV) $(PY) -m pytest -m "not slow and not gpu" --durations=25 $(PYTEST_ARGS)
 
 # Two Ray nodes on loopback (`ray start`), a node lost and back under load, a rolling upgrade (2.5-3.5 min).
 # `make test` (and so CI) leaves it out: tests/cluster/conftest.py skips it unless -m names `cluster`.
@@ -104,7 +105,8 @@ peers:
 		bash loadtests/peer_requirements/make_peer_venv.sh infinity $(PEERS_DIR)/infinity
 
 # One device script (docs/gpu.md): fp16 seq/s in-process and through HTTP, against the physical bound.
-# DRY_RUN=1: a tiny model on CPU in about 10 s, same code path and table (a test runs it).
+# DRY_RUN=1: a tiny model on CPU (about 40 s on the 2-core box, 11 s of it starting the HTTP server), same
+# code path and table (a test runs it).
 gpu-bench: install
 	$(LOCAL_ENV) $(PY) -m loadtests.gpu_bench $(if $(filter 1,$(DRY_RUN)),--dry-run) $(GPU_BENCH_ARGS)
 
