@@ -48,6 +48,7 @@ from .processes import (
     terminated_as_exit,
     wait_server_ready,
 )
+from .report_names import report_stem
 from .request_shapes import API_KEY_ENV
 from .sentences import real_texts_file
 
@@ -256,8 +257,7 @@ def _run_bench(options: BenchOptions, say: Callable[[str], None]) -> dict[str, A
     finally:
         run.close()
         report["bench_wall_s"] = round(time.monotonic() - t_start, 1)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        json_path = options.out_dir / f"bench-{stamp}.json"
+        json_path = report_stem(options.out_dir, "bench-").with_suffix(".json")
         json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
         report["json_path"] = str(json_path)
         markdown_path = json_path.with_suffix(".md")

@@ -33,6 +33,7 @@ from .ceiling import server_threads
 from .errors import BenchError, LoadTestError
 from .loadgen import LoadSpec, run_in_subprocess
 from .processes import python_cmd, start_server, stop_server, terminated_as_exit, wait_server_ready
+from .report_names import report_stem
 from .sentences import real_texts_file
 
 MIX_PREFIX = "lora-mix-"
@@ -244,8 +245,7 @@ def _run_lora_bench(options: LoraBenchOptions, say: Callable[[str], None]) -> di
             "targets": lora_targets(points),
             "bench_wall_s": round(time.monotonic() - start, 1),
         }
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        json_path = options.out_dir / f"bench-lora-{stamp}.json"
+        json_path = report_stem(options.out_dir, "bench-lora-").with_suffix(".json")
         json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
         json_path.with_suffix(".md").write_text(render_lora_markdown(report), encoding="utf-8")
         report["json_path"] = str(json_path)

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from .errors import LoadTestError, LoadTestOptionError
 from .loadgen import wait_ready
 from .loopback import require_loopback
+from .report_names import report_stem
 from .request_shapes import API_KEY_ENV, parse_weights
 from .sentences import load_sentences
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadtest: {exc}", file=sys.stderr)
         return exc.exit_code  # 2: asked wrong (an option, a host off this machine); 1: the server is not up
     args.reports_dir.mkdir(parents=True, exist_ok=True)
-    prefix = args.reports_dir / datetime.now().strftime("locust-%Y%m%d-%H%M%S")
+    prefix = report_stem(args.reports_dir, "locust-")
     cmd = locust_command(args, host, prefix)
     print(
         f"loadtest: {args.users} users for {args.run_time_s}s against {host}; reports -> {prefix}*",
