@@ -30,6 +30,12 @@ class TextTooLongError(InvalidRequestError):
     status_code = 413
 
 
+class TextEmptyOnceCleanedError(InvalidRequestError):
+    """A text that the version's recorded cleaning (its text_normalization: strip_html, strip_urls...)
+    leaves empty, e.g. only markup or a URL: its model would read nothing and still answer a label, and
+    training refuses such a row."""
+
+
 class UnknownScenarioError(ServingError, LookupError):
     """The scenario is not served by this deployment."""
 

@@ -31,12 +31,38 @@ from .engine import (
     choose_providers,
     precision_order,
 )
-from .errors import TextTooLongError
+from .errors import TextEmptyOnceCleanedError, TextTooLongError
 from .metrics import ServingMetrics
 
 logger = logging.getLogger("labelwise.serving")
 # A request whose texts hold more characters than this is cleaned and tokenized in a worker thread.
 LARGE_REQUEST_CHARS = 50_000
+# The cleaning settings that remove text (the others only reshape it): what can leave a text empty.
+_REMOVERS = ("strip_html", "strip_urls", "remove_punctuation", "remove_digits")
+
+
+def _tokenize(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[bool], int | None]:
+    """A request's token ids and truncation flags (tokenizer.encode_ids, each text cleaned once), and the
+    index of the first text its version's cleaning leaves empty (then nothing is tokenized), or None."""
+    cleaned = [tokenizer.normalize(t) for t in texts]
+    emptied = next((i for i, t in enumerate(cleaned) if not t or t.isspace()), None)
+    if emptied is not None:
+        return [], [], emptied
+    ids, cut = tokenizer.encode_ids(cleaned, normalized=True)
+    return ids, cut, emptied
+
+
+def _emptied_error(loaded: LoadedScenario, i: int) -> TextEmptyOnceCleanedError:
+    """The refusal of texts.<i>, left empty by the version's cleaning (only markup or URLs): its model
+    would read nothing and still answer a label; training refuses such a row too. The text is not echoed."""
+    normalization = loaded.tokenizer.normalization
+    on = [name for name in _REMOVERS if getattr(normalization, name, False)]
+    removes = f" (its text_normalization removes text: {', '.join(on)})" if on else ""
+    return TextEmptyOnceCleanedError(
+        f"texts.{i}: nothing is left of it once cleaned as {loaded.name!r} v{loaded.version} was "
+        f"trained{removes}; send the text to classify, not only markup or URLs",
+        field=f"texts.{i}",
+    )
 
 
 def limit_blas_threads() -> int | None:
@@ -198,9 +224,11 @@ class ClassifierService:
         # texts is cleaned and tokenized off the event loop: 64 texts of 20,000 characters took 60-80 ms
         # (cleaning most of it), time in which no other request or probe would be answered.
         if sum(map(len, texts)) > LARGE_REQUEST_CHARS:
-            ids, cut = await asyncio.to_thread(loaded.tokenizer.encode_ids, texts)
+            ids, cut, emptied = await asyncio.to_thread(_tokenize, loaded.tokenizer, texts)
         else:
-            ids, cut = loaded.tokenizer.encode_ids(texts)
+            ids, cut, emptied = _tokenize(loaded.tokenizer, texts)
+        if emptied is not None:
+            raise _emptied_error(loaded, emptied)
         if not truncate:
             for i, was_cut in enumerate(cut):
                 if was_cut:

@@ -40,7 +40,6 @@ from ..errors import (
     NotReadyError,
     RequestTimeoutError,
     ServingError,
-    TextTooLongError,
     UnknownScenarioError,
 )
 from ..metrics import ServingMetrics
@@ -197,17 +196,18 @@ async def default_scenario(
 
 @contextlib.contextmanager
 def texts_named(prefix: str, one_text: bool = False, status_422: bool = False) -> Iterator[None]:
-    """A text refused as too long is named as this route's request names it (`prefix.<i>`, or `prefix`
-    for a request of one text), not by /v1's field `texts.<i>`. status_422: refused as invalid (422)
-    instead of 413, where the ecosystem says so (TEI: a validation error)."""
+    """A text the backend refuses (too long, or left empty by its version's cleaning) is named as this
+    route's request names it (`prefix.<i>`, or `prefix` for a request of one text), not by /v1's field
+    `texts.<i>`. status_422: a text too long is refused as invalid (422) instead of 413, where the
+    ecosystem says so (TEI: a validation error)."""
     try:
         yield
-    except TextTooLongError as exc:
+    except InvalidRequestError as exc:
         field = exc.field or ""
         if not field.startswith("texts."):
             raise
         named = prefix if one_text else f"{prefix}.{field.removeprefix('texts.')}"
-        refusal = InvalidRequestError if status_422 else TextTooLongError
+        refusal = InvalidRequestError if status_422 else type(exc)
         raise refusal(f"{named}{str(exc).removeprefix(field)}", field=named) from None
 
 
@@ -282,7 +282,8 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
         with counted(metrics, scenario):
             check_texts(body.input, config, "input")
             call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
-            result = await within_timeout(call, config)
+            with texts_named("input"):
+                result = await within_timeout(call, config)
         answer = {
             "object": "classify",
             "data": _scored(result["raw_scores"] if body.raw_scores else result["results"]),
