@@ -141,6 +141,27 @@ def key_refusal(request: Request) -> ServingError | None:
     return None
 
 
+# The methods a 405's Allow header may name (asked of the app's routes one by one).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request, allow: str) -> str:
+    """The Allow header of a 405: every method that some route of this path takes. Starlette's names only
+    the first route that matched the path, and a path may have several (`/`: labelwise's GET, TEI's
+    POST); every GET route answers HEAD too (a route of its own). Asked only on a 405."""
+    from starlette.routing import Match
+
+    methods = {m.strip() for m in allow.split(",") if m.strip()}
+    routes = getattr(getattr(request.scope.get("app"), "router", None), "routes", ())
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if method not in methods and any(route.matches(probe)[0] == Match.FULL for route in routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | None = None) -> None:
     """The app's error handlers, each answering in the error shape; on_error(status, path) hears of every
     refusal made here (the request metrics)."""
@@ -180,8 +201,8 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | 
         _, type_, detail, field = http_refusal(exc)
         response = refusal_for(request.scope, exc.status_code, type_, detail, field=field)
         for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
-            if key.lower() == "allow" and "GET" in value.split(", ") and "HEAD" not in value:
-                value = f"{value}, HEAD"  # every GET route answers HEAD too (a route of its own)
+            if key.lower() == "allow":
+                value = allowed_methods(request, value)
             response.headers[key] = value
         return response
 

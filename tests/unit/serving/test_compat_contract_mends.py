@@ -95,6 +95,28 @@ def test_allow_names_head_where_get_is_taken(published_repo: ModelRepository) ->
         assert {"GET", "HEAD"} <= set(allow.split(", ")), (path, allow)
 
 
+def test_allow_names_every_method_of_a_path_that_several_routes_share(
+    published_repo: ModelRepository,
+) -> None:
+    """`/` is labelwise's root (GET, HEAD) and TEI's predict (POST): a 405 there names all three, not only
+    the methods of the first route Starlette matched."""
+
+    async def probe(client: Any, backend: Any, app: Any) -> dict[str, str]:
+        allowed = {}
+        for method, path in (("PUT", "/"), ("DELETE", "/"), ("PUT", "/predict"), ("POST", "/healthz")):
+            answer = await client.request(method, path)
+            assert answer.status_code == 405, (method, path, answer.status_code)
+            allowed[f"{method} {path}"] = answer.headers["allow"]
+        return allowed
+
+    assert _run(published_repo, probe) == {
+        "PUT /": "GET, HEAD, POST",
+        "DELETE /": "GET, HEAD, POST",
+        "PUT /predict": "POST",
+        "POST /healthz": "GET, HEAD",
+    }
+
+
 def test_the_unversioned_kserve_routes_take_no_version_query_parameter(
     published_repo: ModelRepository,
 ) -> None:
