@@ -769,10 +769,15 @@ def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
             continue
         length = parameters.pop("binary_data_size")
         where = f"inputs.{i}"
-        if not isinstance(length, int) or length < 0 or offset + length > len(raw):
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise InvalidRequestError(  # 8.0 or true: not a size, whatever is left in the body
+                f"{where}.parameters.binary_data_size: {json.dumps(length)[:40]} is not a byte count; "
+                "send the size of the input's binary data as a whole number",
+                f"{where}.parameters.binary_data_size",
+            )
+        if offset + length > len(raw):
             raise InvalidRequestError(
-                f"{where}.parameters.binary_data_size: {length!r} bytes, "
-                f"{len(raw) - offset} left in the body",
+                f"{where}.parameters.binary_data_size: {length} bytes, {len(raw) - offset} left in the body",
                 f"{where}.parameters.binary_data_size",
             )
         if tensor.get("datatype") != "BYTES":

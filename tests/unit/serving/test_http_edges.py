@@ -178,3 +178,27 @@ def test_an_empty_tei_text_is_tei_s_own_400_empty(
     response = _run(published_repo, probe)
     assert response.status_code == 400, response.text
     assert response.json() == {"error": f"{field}: an empty text", "error_type": "Empty"}
+
+
+@pytest.mark.parametrize("size", ["5.0", "true", '"5"', "-1"])
+def test_kserve_binary_data_size_that_is_no_byte_count_is_named_so(
+    published_repo: ModelRepository, size: str
+) -> None:
+    """5.0 with 5 bytes left was refused as "5.0 bytes, 5 left in the body", and true was read as 1: the
+    refusal says the size is not a byte count."""
+    tensor = '{"name":"t","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":' + size + "}}"
+    header = ('{"inputs":[' + tensor + "]}").encode()
+
+    async def probe(clients: dict) -> Any:
+        return await clients["fast"].post(
+            "/v2/models/frozen_two/infer",
+            content=header + struct.pack("<I", 1) + b"a",
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+
+    response = _run(published_repo, probe)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": f"inputs.0.parameters.binary_data_size: {size} is not a byte count; send the size of the "
+        "input's binary data as a whole number"
+    }
