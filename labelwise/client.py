@@ -135,6 +135,18 @@ class RetryPolicy:
     connect_retry_s: float | None = 30.0
     connect_max_wait_s: float = 2.0  # cap on one wait between connect attempts
 
+    def __post_init__(self) -> None:
+        # A negative wait is not refused by the waits (they are clamped to 0): a policy with one retried
+        # a refused connection thousands of times a second.
+        if not self.max_retries >= 0:
+            raise ValueError(f"max_retries must be 0 or more, got {self.max_retries}")
+        for name in ("backoff_s", "max_wait_s", "connect_max_wait_s"):
+            value = getattr(self, name)
+            if not value >= 0:  # NaN included
+                raise ValueError(f"{name} must be 0 seconds or more, got {value}")
+        if self.connect_retry_s is not None and not self.connect_retry_s >= 0:
+            raise ValueError(f"connect_retry_s must be 0 or more (or None), got {self.connect_retry_s}")
+
     def connect_wait_s(self, attempt: int) -> float:
         """The wait after the `attempt`-th failed connect (0-based): full jitter over backoff_s *
         2**attempt, never more than connect_max_wait_s (nor max_wait_s)."""
@@ -426,6 +438,10 @@ class _Base:
             raise ValueError(f"connect_retry_s must be 0 or more (or None), got {connect_retry_s}")
         if max_texts_per_request is not None and max_texts_per_request < 1:
             raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            # 0 made every connect time out at once: a reachable server was retried for connect_retry_s,
+            # then reported as unreachable
+            raise ValueError(f"timeout_s must be more than 0 seconds, got {timeout_s!r}")
         self.base_url = base_url.rstrip("/")
         self._shown_url = _without_credentials(self.base_url)  # what error messages name
         if api_key:

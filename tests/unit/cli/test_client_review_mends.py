@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -376,6 +377,36 @@ def test_one_calls_chunks_stay_within_its_concurrency() -> None:
 def test_max_connections_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_connections must be at least 1"):
         LabelwiseClient(max_connections=0)
+
+
+@pytest.mark.parametrize("client_class", [LabelwiseClient, AsyncLabelwiseClient])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        # timeout_s=0 timed every connect out at once: a reachable server was retried for 30 s and then
+        # called unreachable ("Operation now in progress"); -1 failed only at the first request
+        ({"timeout_s": 0}, "timeout_s must be more than 0 seconds, got 0"),
+        ({"timeout_s": -1}, "timeout_s must be more than 0 seconds, got -1"),
+        ({"timeout_s": float("nan")}, "timeout_s must be more than 0 seconds, got nan"),
+        ({"timeout_s": None}, "timeout_s must be more than 0 seconds, got None"),
+        ({"max_retries": -1}, "max_retries must be 0 or more, got -1"),
+        # negative waits were clamped to none: a refused connection was tried thousands of times a second
+        ({"backoff_s": -1}, "backoff_s must be 0 seconds or more, got -1"),
+        ({"max_wait_s": -0.5}, "max_wait_s must be 0 seconds or more, got -0.5"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_at_construction(
+    client_class: type, settings: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        client_class("http://127.0.0.1:9", **settings)
+
+
+def test_a_retry_policy_with_a_negative_wait_is_refused() -> None:
+    with pytest.raises(ValueError, match="connect_max_wait_s must be 0 seconds or more, got -1"):
+        RetryPolicy(connect_max_wait_s=-1)
+    with pytest.raises(ValueError, match="connect_retry_s must be 0 or more"):
+        RetryPolicy(connect_retry_s=-2)
 
 
 # ---- 7: connection refused while a server restarts ----------------------------------------------------
