@@ -83,6 +83,8 @@ class Scorer(Protocol):
 
 def file_format(path: Path, what: str) -> str:
     """csv, jsonl or parquet from the file's extension; UsageError naming the option otherwise."""
+    if path.is_dir():  # not "unknown extension ''" (nor "does not exist" for a folder named in.csv)
+        raise UsageError(f"{what} {path} is a folder; name a file ({', '.join(FORMATS)}) instead")
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise UsageError(f"{what} {path}: unknown extension {path.suffix!r}; use one of {', '.join(FORMATS)}")
@@ -268,11 +270,10 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
 def read_texts(path: Path, column: str = "text") -> Iterator[str]:
     """The texts of a CSV / JSONL / Parquet file, in order; an unusable row raises InputRowError when
     it is reached (the rows before it have been yielded)."""
+    kind = file_format(path, "--input")  # a folder is named as one
     if not path.is_file():
-        raise UsageError(f"--input {path} does not exist")
-    reader = {"csv": _csv_texts, "jsonl": _jsonl_texts, "parquet": _parquet_texts}[
-        file_format(path, "--input")
-    ]
+        raise UsageError(f"--input {path} {'is not a regular file' if path.exists() else 'does not exist'}")
+    reader = {"csv": _csv_texts, "jsonl": _jsonl_texts, "parquet": _parquet_texts}[kind]
     texts = reader(path, column)
     next(texts)  # runs the file-level checks (readable, the column exists) now, before any output
     return texts

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,14 @@ def test_unknown_extensions_and_missing_files_are_usage_errors(tmp_path: Path) -
         score_file(source, tmp_path / "out.xlsx", "toy", LengthScorer)
     with pytest.raises(UsageError, match=r"--input .*absent\.csv does not exist"):
         score_file(tmp_path / "absent.csv", tmp_path / "out.jsonl", "toy", LengthScorer)
+    # a folder was "unknown extension ''" as --output, and "does not exist" when named like a file
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(UsageError, match=r"--input .*folder\.csv is a folder; name a file \(\.csv, "):
+        score_file(tmp_path / "folder.csv", tmp_path / "out.jsonl", "toy", LengthScorer)
+    with pytest.raises(UsageError, match=r"--output .*folder\.csv is a folder; name a file"):
+        score_file(source, tmp_path / "folder.csv", "toy", LengthScorer)
+    with pytest.raises(UsageError, match=f"--output {re.escape(str(tmp_path))} is a folder; name a file"):
+        score_file(source, tmp_path, "toy", LengthScorer)
 
 
 def test_an_unusable_output_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
