@@ -7,6 +7,7 @@ refuses connections while it restarts is waited for (for a time, not a count).""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import json
@@ -700,3 +701,58 @@ def test_a_404_for_no_such_path_names_the_url_asked() -> None:
         # The right base URL is answered.
         with LabelwiseClient(url) as client:
             assert client.classify("s", ["hello"]).labels == ["x"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: Path, suffix: str) -> None:
+    """Ctrl-C exited 130 saying nothing: a JSONL or CSV output cut short looked like a finished one."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    posts: list[int] = []
+
+    def ctrl_c_on_the_third_post(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST":
+            posts.append(len(body["texts"]))
+            if len(posts) == 3:
+                _thread.interrupt_main()  # what a terminal's Ctrl-C does to this process
+        return _normal(method, path, body)
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
+    out = tmp_path / f"out{suffix}"
+    with _serve(ctrl_c_on_the_third_post) as (url, _):
+        result = _cli(
+            "-i", str(source), "-o", str(out), "--url", url, "--batch-rows", "4", "--concurrency", "1"
+        )
+    assert result.exit_code == 130, result.output
+    where = out if suffix == ".jsonl" else tmp_path / "out.parquet.partial.jsonl"
+    held = len(where.read_text().splitlines())
+    assert 8 <= held < 20 and not (suffix == ".parquet" and out.exists())
+    assert result.stderr.splitlines() == [
+        f"error: interrupted: {where} holds the rows scored so far ({held}), not the whole input; "
+        "run the same command again to resume from there"
+    ]
+    # as it says: the same command goes on from there
+    with _serve(_normal) as (url, _):
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["rows_skipped"] == held
+
+
+def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path: Path) -> None:
+    def ctrl_c_on_the_first_post(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST":
+            _thread.interrupt_main()
+        return _normal(method, path, body)
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n")
+    out = tmp_path / "out.csv"
+    out.write_text("kept as it was\n")
+    with _serve(ctrl_c_on_the_first_post) as (url, _):
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--overwrite")
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines() == [
+        f"error: interrupted: before any row was scored; {out} was left as it was"
+    ]
+    assert out.read_text() == "kept as it was\n"
