@@ -29,7 +29,7 @@ from model_repository.errors import UsageError, validation_problems
 from model_repository.storage import parse_root
 from model_repository.text import lone_surrogate_at
 
-from .errors import ClientError, InputRowError, LabelwiseError
+from .errors import ClientError, InputRowError, LabelwiseError, _rebuild_client_error
 
 __all__ = [
     "FORMATS",
@@ -827,6 +827,22 @@ def _named_by_row(exc: ClientError, first: int, path: Path) -> ClientError:
     return type(exc)(exc.status, {**rebased.body, "error": {**detail, "message": message}}, exc.request_id)
 
 
+def _rows_kept(exc: ClientError, out: OutputFile) -> ClientError:
+    """A run the server stopped (unreachable after the retries, a refusal) once rows were written: its
+    message says where they are and that the same command resumes, as a bad input row's does (a JSONL or
+    CSV output cut short looks like a finished one)."""
+    detail = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if not out.done or not isinstance(detail, dict):
+        return exc
+    where = out.path if out.staging == out.path else f"{out.staging} (Parquet once complete)"
+    message = (
+        f"{detail.get('message')}; the {out.done} row(s) scored before it are in {where}; "
+        "run the same command again to resume"
+    )
+    body = {**exc.body, "error": {**detail, "message": message}}
+    return _rebuild_client_error(type(exc), exc.status, body, exc.request_id)
+
+
 def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
     """(first row index, texts) chunks after `skip` rows; on a bad row, the rows before it come out as
     a last chunk, then its InputRowError."""
@@ -910,7 +926,7 @@ def score_file(
             try:
                 scored = scorer.score(chunk)
             except ClientError as exc:
-                raise _named_by_row(exc, first, input_path) from None
+                raise _rows_kept(_named_by_row(exc, first, input_path), out) from None
             # The digests before and after the chunk, recorded before its rows are written: the reader has
             # read exactly through the chunk's last row (not past a bad row: it raised before counting it).
             after = (digest.rows, digest.hexdigest()) if digest.rows == first + len(chunk) else None

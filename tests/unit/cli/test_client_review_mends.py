@@ -756,3 +756,38 @@ def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path
         f"error: interrupted: before any row was scored; {out} was left as it was"
     ]
     assert out.read_text() == "kept as it was\n"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_server_failing_mid_run_says_where_the_rows_scored_before_it_are(
+    tmp_path: Path, suffix: str
+) -> None:
+    """The error line named only the server's failure: a CSV output cut short looked like a finished one."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    posts: list[int] = []
+
+    def fails_on_the_third_post(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST":
+            posts.append(len(body["texts"]))
+            if len(posts) == 3:
+                return 500, {"error": {"type": "internal_error", "message": "boom"}}
+        return _normal(method, path, body)
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
+    out = tmp_path / f"out{suffix}"
+    with _serve(fails_on_the_third_post) as (url, _):
+        result = _cli(
+            "-i", str(source), "-o", str(out), "--url", url, "--batch-rows", "4", "--concurrency", "1"
+        )
+    assert result.exit_code == 1, result.output
+    where = f"{out}" if suffix == ".csv" else f"{out}.partial.jsonl (Parquet once complete)"
+    assert result.stderr.splitlines() == [
+        f"error: 500 internal_error: boom; the 8 row(s) scored before it are in {where}; "
+        "run the same command again to resume"
+    ]
+    with _serve(_normal) as (url, _):
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["rows_skipped"] == 8
