@@ -176,6 +176,15 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
                 raise InputRowError(
                     path, row, reader.line_num, f"{len(fields)} field(s), no value for column {column!r}"
                 )
+            if any(extra.strip() for extra in fields[len(header) :]):
+                # an unquoted comma in a text: its column got the text's first part only, said nothing
+                raise InputRowError(
+                    path,
+                    row,
+                    reader.line_num,
+                    f"{len(fields)} fields, the header names {len(header)}: a field holding a comma must be "
+                    'quoted ("like, this")',
+                )
             text = fields[index]
             if not text.strip():
                 raise InputRowError(path, row, reader.line_num, f"empty text in column {column!r}")

@@ -178,6 +178,10 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         path = tmp_path / "in.csv"
         path.write_text("text,other\n" + good + "\nafter,x\n")
         return path, r"in\.csv: row 6 \(line 7\): empty line"
+    if kind == "csv-unquoted-comma":  # the text was cut at the comma ("I liked it"), saying nothing
+        path = tmp_path / "in.csv"
+        path.write_text("text,other\n" + good + "I liked it, a lot,x\n")
+        return path, r"in\.csv: row 6 \(line 7\): 3 fields, the header names 2: a field holding a comma must"
     if kind == "csv-empty-text":
         path = tmp_path / "in.csv"
         path.write_text("text,other\n" + good + ",x\n")
@@ -196,7 +200,15 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["csv-utf8", "csv-empty-line", "csv-empty-text", "jsonl-missing-field", "jsonl-empty-line", "jsonl-utf8"],
+    [
+        "csv-utf8",
+        "csv-empty-line",
+        "csv-empty-text",
+        "csv-unquoted-comma",
+        "jsonl-missing-field",
+        "jsonl-empty-line",
+        "jsonl-utf8",
+    ],
 )
 def test_a_bad_row_is_named_and_the_rows_before_it_are_kept(tmp_path: Path, kind: str) -> None:
     source, message = _bad_row_case(tmp_path, kind)
@@ -358,6 +370,14 @@ def test_broken_csv_quoting_is_a_named_row_not_a_traceback(
         score_file(source, out, "toy", LengthScorer)
     assert caught.value.exit_code == 2
     assert [r["row"] for r in _read_output(out)] == [0]
+
+
+def test_empty_fields_past_the_header_are_no_bad_row(tmp_path: Path) -> None:
+    """A trailing comma (a spreadsheet's export) leaves nothing of the text out: read as before."""
+    source = tmp_path / "in.csv"
+    source.write_text("text,other\nhello,x,\nworld,y, ,\n")
+    out = tmp_path / "out.jsonl"
+    assert score_file(source, out, "toy", LengthScorer).rows_scored == 2
 
 
 def test_cr_only_line_endings_are_a_usage_error(tmp_path: Path) -> None:
