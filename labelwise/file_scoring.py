@@ -162,6 +162,11 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
                 f"{path}: no {column!r} column in the header (line 1: {', '.join(header)}); "
                 "name the text column with --text-column"
             )
+        if header.count(column) > 1:  # the first was read, the others left out, saying nothing
+            raise UsageError(
+                f"{path}: the header (line 1) names {column!r} {header.count(column)} times; rename the "
+                "others, or name another column with --text-column"
+            )
         index = header.index(column)
         yield _READY
         blank: tuple[int, int] | None = None  # an empty line, refused once a row follows it

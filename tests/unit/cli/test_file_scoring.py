@@ -380,6 +380,16 @@ def test_empty_fields_past_the_header_are_no_bad_row(tmp_path: Path) -> None:
     assert score_file(source, out, "toy", LengthScorer).rows_scored == 2
 
 
+def test_a_text_column_named_twice_is_refused(tmp_path: Path) -> None:
+    """The first of the two was scored and the other left out, saying nothing."""
+    source = tmp_path / "in.csv"
+    source.write_text("text,text\nfirst,second\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(UsageError, match=r"in\.csv: the header \(line 1\) names 'text' 2 times; rename"):
+        score_file(source, out, "toy", LengthScorer)
+    assert not out.exists()
+
+
 def test_cr_only_line_endings_are_a_usage_error(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_bytes(b"text\rhello\rworld\r")
