@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -142,10 +143,17 @@ def refuse_unwritable_repository(repository: Path | None) -> None:
         raise UsageError(f"model repository {where}: {problem}; nothing was trained")
 
 
-def refuse_unusable_output_dir(output_dir: Path | None, flag: str = "--output-dir") -> None:
+def refuse_unusable_output_dir(
+    output_dir: Path | None, flag: str = "--output-dir", repository: Path | bool | None = False
+) -> None:
     """--output-dir (or a folder above it) that is a file is refused now (UsageError, exit 2), naming it:
     it failed as `error: NotADirectoryError` (exit 1) once the run had loaded its data and model, or, for
-    evaluate, after the scoring. `flag`: the option as the user typed it (results' --out)."""
+    evaluate, after the scoring. `flag`: the option as the user typed it (results' --out).
+
+    repository: the command's --repository (None: LABELWISE_REPOSITORY or the default root; False: the
+    command reads none). A folder at or inside that local repository is refused too: a run folder there
+    (`-o var/model-repository/spam/3`) deleted the version's weights/ and left its own files beside them,
+    and a version is write-once (it then failed `repo verify`, and serving refused it)."""
     from model_repository import UsageError
 
     if output_dir is None:
@@ -153,6 +161,28 @@ def refuse_unusable_output_dir(output_dir: Path | None, flag: str = "--output-di
     why = why_not_a_folder(output_dir)
     if why is not None:
         raise UsageError(f"{flag} {why}")
+    if repository is not False:
+        root = _local_root_holding(output_dir, repository)
+        if root is not None:
+            raise UsageError(
+                f"{flag} {output_dir} is inside the model repository {root}: what is written there would "
+                "change published versions, which are write-once; give a folder outside it"
+            )
+
+
+def _local_root_holding(folder: Path, repository: Path | None) -> Path | None:
+    """The local repository root (`repository`, None: default_root()) when `folder` is it or lies inside it
+    (links followed); None otherwise, and for an object store."""
+    from model_repository import default_root
+
+    try:
+        root = parse_root(repository) if repository is not None else default_root()
+    except LabelwiseError:  # an unusable LABELWISE_REPOSITORY is the repository's own check to refuse
+        return None
+    if not isinstance(root, Path):
+        return None
+    real_root, real_folder = Path(os.path.realpath(root)), Path(os.path.realpath(folder))
+    return root if real_folder == real_root or real_root in real_folder.parents else None
 
 
 def refuse_unusable_output_file(path: Path, flag: str) -> None:

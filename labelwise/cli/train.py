@@ -107,7 +107,7 @@ def train_command(
 ) -> None:
     """Fine-tune one scenario with one strategy and publish it to the model repository."""
     setup_logging()
-    refuse_unusable_output_dir(output_dir)
+    refuse_unusable_output_dir(output_dir, repository=repository)
     require_training()
     refuse_unused_flags(
         strategy,
@@ -215,7 +215,7 @@ def compare_command(
 ) -> None:
     """Train full, frozen and LoRA on the same data; write comparison.md and comparison.png."""
     setup_logging()
-    refuse_unusable_output_dir(output_dir)
+    refuse_unusable_output_dir(output_dir, repository=repository)
     require_training()
     from model_repository import ModelRepository
     from model_repository.errors import UsageError
@@ -299,7 +299,7 @@ def evaluate_command(
 ) -> None:
     """Score a published version on a labeled file or its test/validation split: metrics, confusion matrix."""
     setup_logging()
-    refuse_unusable_output_dir(output_dir)
+    refuse_unusable_output_dir(output_dir, repository=repository)
     from labelwise.evaluation import EVAL_PRECISIONS, evaluate_version
     from model_repository import ModelRepository
     from model_repository.errors import UsageError

@@ -87,7 +87,7 @@ def tune_command(
 ) -> None:
     """Search hyperparameters with Optuna (TPE + pruning on macro-F1); the study resumes by name."""
     setup_logging()
-    refuse_unusable_output_dir(output_dir)
+    refuse_unusable_output_dir(output_dir, repository=repository)
     require_training("optuna")
     if not publish:  # what only the published best run uses, given without --publish: refused, not dropped
         unused = [flag for flag, value in (("--alias", alias), ("--export", export)) if value is not None]

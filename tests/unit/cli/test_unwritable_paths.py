@@ -101,3 +101,40 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: --output-dir {out} ") and line.endswith("a file, not a folder")
     assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "-s", "spam", "--strategy", "frozen", "--max-train-samples", "16"],
+        ["train", "-s", "spam", "--strategy", "frozen", "--no-publish"],
+        ["compare", "-s", "spam", "--max-train-samples", "16"],
+        ["evaluate", "-s", "spam", "--split", "validation"],
+        ["tune", "-s", "spam", "--strategy", "frozen", "--trials", "1", "--publish"],
+    ],
+)
+@pytest.mark.parametrize("where", ["spam/1", ".", "spam/1/deeper"])
+def test_an_output_dir_inside_the_model_repository_is_refused_and_the_version_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], where: str
+) -> None:
+    """`train -o REPO/spam/1` deleted v1's weights/ and wrote its run files beside them (v1 then failed
+    `repo verify`); evaluate's metrics.json and confusion matrix broke it the same way. The repository is
+    the command's -r, else LABELWISE_REPOSITORY (--no-publish takes no -r)."""
+    from model_repository import ModelRepository
+    from tests.conftest import manifest_fields
+
+    repo = ModelRepository(tmp_path / "repo")
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("LABELWISE_REPOSITORY", str(tmp_path / "repo"))
+    out = tmp_path / "repo" / where
+    flags = [] if "--no-publish" in command else ["-r", str(tmp_path / "repo")]
+    result = CliRunner().invoke(app, [*command, *flags, "-o", str(out)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.stderr.strip() == (
+        f"error: --output-dir {out} is inside the model repository {tmp_path / 'repo'}: what is written "
+        "there would change published versions, which are write-once; give a folder outside it"
+    )
+    assert repo.verify("spam", 1).version == 1
+    assert sorted(p.name for p in repo.version_path("spam", 1).iterdir()) == ["manifest.json", "weights"]
