@@ -153,11 +153,17 @@ def run_training(
                 "alias may point at it; export (e.g. --export fp32,int8), or publish without --alias and run "
                 "`labelwise export` before `labelwise promote`"
             )
+    repo = repository if repository is not None or not publish else ModelRepository()
+    if publish and alias:  # nor an alias whose file cannot be written (a file where its folder goes)
+        try:
+            repo.check_alias_writable(config.scenario.name, alias)
+        except RepositoryError as exc:
+            raise UsageError(f"--alias {alias}: {exc}; nothing was trained") from exc
     result = train(config)
     if not publish:
         size = save_weights(result, Path(config.output_dir) / "weights")
         return TrainingOutcome(config, result, weights_bytes=size)
-    repo = repository if repository is not None else ModelRepository()
+    assert repo is not None
     try:
         manifest = publish_run(result, repo, export_precisions=precisions, alias=alias)
     # the repository's disk, folder or object store failed (read-only credentials pass the store's opening

@@ -259,6 +259,10 @@ class ObjectStoreRepository(ModelRepository):
             return None
         return parse_alias(data, f"{self.root}/{key}")
 
+    def check_alias_writable(self, scenario: str, alias: str) -> None:
+        """An object store has no folders to be in the way of an alias object."""
+        validate_name(alias, "alias")
+
     def _write_alias(self, scenario: str, alias: str, version: int) -> None:
         body = json.dumps({"version": version}, indent=2, sort_keys=True).encode()
         self.store.put_bytes(f"{scenario}/{ALIASES_DIR}/{alias}.json", body)

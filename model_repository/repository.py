@@ -674,6 +674,12 @@ class ModelRepository:
         finally:
             os.close(fd)  # releases the lock
 
+    def check_alias_writable(self, scenario: str, alias: str) -> None:
+        """ManifestError naming what is in the way of writing the alias (its scenario's `_aliases` a file,
+        the alias file a folder): asked before a run that would point the alias at its version, so that
+        the run is not trained and published only to fail there."""
+        self._check_alias_file(self._aliases_folder(scenario) / f"{validate_name(alias, 'alias')}.json")
+
     def _write_alias(self, scenario: str, alias: str, version: int) -> None:
         folder = self._aliases_folder(scenario)
         self._check_alias_file(folder / f"{alias}.json")

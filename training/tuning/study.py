@@ -375,6 +375,14 @@ def run_study(
         raise TuningError(f"study name {study_name!r}: use letters, digits, '-' and '_' only")
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
+    if publish and alias:  # nor an alias whose file cannot be written (a file where its folder goes)
+        from model_repository import ModelRepository, RepositoryError
+
+        repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+        try:
+            repo.check_alias_writable(scenario.name, alias)
+        except RepositoryError as exc:
+            raise TuningError(f"--alias {alias}: {exc}; no trial was run") from exc
     overrides = {k: v for k, v in overrides.items() if v is not None}
     base_config = make_train_config(scenario, strategy, output_dir=Path("unused"), **overrides)
     space = scenario.search_space or default_search_space()

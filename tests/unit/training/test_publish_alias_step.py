@@ -49,3 +49,61 @@ def test_a_failed_alias_write_names_the_published_version_and_the_promote_that_r
     result = CliRunner().invoke(app, [*retry.split()[1:], "-r", str(tmp_path)])
     assert result.exit_code == 0 and "toy: production -> 1 (new)" in result.output, result.output
     assert repo.aliases("toy") == {"production": 1}
+
+
+@pytest.mark.parametrize("in_the_way", ["aliases-file", "alias-folder"])
+def test_an_alias_that_cannot_be_written_is_refused_before_the_run_trains(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path, in_the_way: str
+) -> None:
+    """`train --alias production` where the scenario's _aliases is a file (or production.json a folder)
+    trained and published the run, then failed to point the alias: now nothing trains, as for a bad name."""
+    from labelwise.training_runs import run_training
+    from model_repository import UsageError
+    from training import make_train_config
+
+    repo = ModelRepository(tmp_path / "repo")
+    aliases = repo.scenario_path("toy") / layout.ALIASES_DIR
+    if in_the_way == "aliases-file":
+        aliases.parent.mkdir(parents=True)
+        aliases.write_text("x")
+        blocking = f"{aliases} is a file, not a folder"
+    else:
+        (aliases / "production.json").mkdir(parents=True)
+        blocking = f"alias file {aliases / 'production.json'} is a folder, not a file"
+    config = make_train_config(
+        toy_scenario, "frozen", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
+    )
+    with pytest.raises(UsageError) as caught:
+        run_training(config, repo, export="fp32", alias="production")
+    said = str(caught.value)
+    assert said.startswith(f"--alias production: {blocking}") and said.endswith("; nothing was trained"), said
+    assert not (tmp_path / "run").exists()
+    assert repo.list_scenarios() == []
+
+
+def test_a_tune_publishing_to_an_alias_that_cannot_be_written_runs_no_trial(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("optuna")
+    from training.errors import TuningError
+    from training.tuning import run_study
+
+    repo = ModelRepository(tmp_path / "repo")
+    aliases = repo.scenario_path("toy") / layout.ALIASES_DIR
+    aliases.parent.mkdir(parents=True)
+    aliases.write_text("x")
+    with pytest.raises(
+        TuningError, match=r"^--alias production: .* is a file, not a folder.*; no trial was run$"
+    ):
+        run_study(
+            toy_scenario,
+            "frozen",
+            trials=1,
+            base_model=str(tiny_roberta_dir),
+            output_dir=tmp_path / "study",
+            publish=True,
+            repository=repo,
+            export_precisions=["fp32"],
+            alias="production",
+        )
+    assert not (tmp_path / "study").exists()
