@@ -324,9 +324,16 @@ def load_scenario(name_or_path: str | os.PathLike[str]) -> ScenarioConfig:
                 "or pass the path of a scenario YAML"
             )
     if not path.is_file():
-        raise ScenarioConfigError(f"scenario file {path} does not exist")
+        raise ScenarioConfigError(
+            f"scenario file {path} {'is a folder' if path.is_dir() else 'does not exist'}"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:  # a traceback's last line, exit 1, naming no file
+        raise ScenarioConfigError(
+            f"scenario file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
+            "re-save it as UTF-8"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ScenarioConfigError(f"{path}: not valid YAML ({exc})") from exc
     return _validate(raw, str(path))

@@ -253,6 +253,30 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_scenario_yaml_not_utf8_or_a_folder_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    """A scenario YAML saved as UTF-16 (or Latin-1) failed as `error: UnicodeDecodeError: ...` (exit 1,
+    no file named); a folder named like a YAML was said not to exist."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    utf16 = tmp_path / "tickets.yaml"
+    utf16.write_text("name: tickets\nlabels: [a, b]\n", encoding="utf-16")
+    with pytest.raises(ScenarioConfigError) as caught:
+        load_scenario(utf16)
+    assert str(caught.value) == (
+        f"scenario file {utf16} is not UTF-8 text (byte 0xff: invalid start byte); re-save it as UTF-8"
+    )
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ScenarioConfigError, match=r"^scenario file .*folder\.yaml is a folder$"):
+        load_scenario(tmp_path / "folder.yaml")
+    result = CliRunner().invoke(
+        app, ["train", "-s", str(utf16), "--strategy", "frozen", "--no-publish", "-o", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {caught.value}\n"
+
+
 def test_weighted_sampling_turns_auto_loss_weights_off(tmp_path: Path) -> None:
     """Sampling by 1/count already balances the batches; weighting the loss by 1/count too would turn the
     imbalance around. auto weighting is off with weighted sampling; `on` still weights, as asked."""
