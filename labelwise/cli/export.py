@@ -74,7 +74,7 @@ def export_bench(
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     data: Path = typer.Option(..., "--data", help="CSV with a text column: real sentences to classify."),
     threads: int = typer.Option(2, help="ONNX Runtime intra-op threads."),
-    rows: int = typer.Option(512, help="Sentences per measurement."),
+    rows: int = typer.Option(512, min=1, help="Sentences per measurement."),
     repository: Path | None = RepositoryOption,
 ) -> None:
     """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding."""

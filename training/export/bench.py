@@ -10,7 +10,7 @@ import numpy as np
 
 from model_repository import ModelRepository, layout
 
-from ..errors import DataError, ExportError
+from ..errors import DataError
 from .parity import ort_session, session_input_names
 from .precisions import RECIPES
 
@@ -23,11 +23,13 @@ def _texts(path: Path, rows: int) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if "text" not in (reader.fieldnames or []):
-                raise ExportError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
+            if "text" not in (reader.fieldnames or []):  # bad input (exit 2), as a file not UTF-8 is
+                raise DataError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
             texts = [r["text"] for r in reader if r["text"]]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"--data {path} could not be read as a UTF-8 CSV: {exc}") from exc
+    if not texts:  # timed nothing: a table of 0.0 seq/s, exit 0
+        raise DataError(f"--data {path} has no non-empty text in its 'text' column: nothing to measure")
     return texts[:rows]
 
 

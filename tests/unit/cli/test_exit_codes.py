@@ -171,3 +171,31 @@ def test_export_refuses_an_absent_version_as_promote_and_evaluate_do_saying_noth
         assert result.stdout == ""
         assert "fp32 too" not in caplog.text, args
     assert repo.list_versions("spam") == [1]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("body,label\nhello,a\n", "missing column 'text' (columns: ['body', 'label'])"),
+        ("text,label\n", "has no non-empty text in its 'text' column: nothing to measure"),
+        ("text,label\n,a\n", "has no non-empty text in its 'text' column: nothing to measure"),
+    ],
+)
+def test_export_bench_data_without_texts_is_bad_input(tmp_path: Path, content: str, says: str) -> None:
+    """A CSV without a text column failed with exit 1; one with no texts printed a table of 0.0 seq/s and
+    exited 0. Both are refused (exit 2) before the version is opened."""
+    pytest.importorskip("onnxruntime")
+    data = tmp_path / "texts.csv"
+    data.write_text(content)
+    (tmp_path / "repo").mkdir()
+    result = _invoke("export-bench", "-s", "spam", "--data", str(data), "-r", str(tmp_path / "repo"))
+    assert result.exit_code == EXIT_USAGE, result.output
+    _assert_one_error_line(result.stderr, str(data), says)
+
+
+def test_export_bench_rows_must_be_at_least_one(tmp_path: Path) -> None:
+    data = tmp_path / "texts.csv"
+    data.write_text("text\nhello\n")
+    result = _invoke("export-bench", "-s", "spam", "--data", str(data), "--rows", "0")
+    assert result.exit_code == EXIT_USAGE
+    assert "--rows" in result.output and "Traceback" not in result.output
