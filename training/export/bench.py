@@ -10,7 +10,7 @@ import numpy as np
 
 from model_repository import ModelRepository, layout
 
-from ..errors import DataError
+from ..errors import DataError, ExportError
 from .parity import ort_session, session_input_names
 from .precisions import RECIPES
 
@@ -74,10 +74,17 @@ def run_bench(
     number = repository.resolve(scenario, version)
     manifest = repository.verify(scenario, number)
     folder = repository.version_path(scenario, number)
+    # a GPU graph (fp16) is not measured on the CPU provider
+    records = [r for r in manifest.exports if not RECIPES[r.precision].gpu_graph]
+    if not records:  # it printed an empty table, exit 0
+        held = ", ".join(r.precision for r in manifest.exports) or "none"
+        raise ExportError(
+            f"{scenario} v{number} has no CPU ONNX graph to measure (its exports: {held}); run "
+            f"`labelwise export --scenario {scenario} --version {number} -p fp32,int8`, and measure the "
+            "version it publishes"
+        )
     results: dict[str, dict[int, float]] = {}
-    for record in manifest.exports:
-        if RECIPES[record.precision].gpu_graph:
-            continue  # a GPU graph (fp16): not measured on the CPU provider
+    for record in records:
         session = ort_session(folder / record.path, threads=threads)
         names = session_input_names(session)
         results[record.precision] = {}

@@ -199,3 +199,23 @@ def test_export_bench_rows_must_be_at_least_one(tmp_path: Path) -> None:
     result = _invoke("export-bench", "-s", "spam", "--data", str(data), "--rows", "0")
     assert result.exit_code == EXIT_USAGE
     assert "--rows" in result.output and "Traceback" not in result.output
+
+
+def test_export_bench_of_a_version_without_a_cpu_graph_fails_naming_the_export(tmp_path: Path) -> None:
+    """A torch-only version (`--export none`) printed an empty table and exited 0."""
+    pytest.importorskip("onnxruntime")
+    from tests.conftest import manifest_fields
+
+    repo = ModelRepository(tmp_path / "repo")
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    data = tmp_path / "texts.csv"
+    data.write_text("text\nhello\n")
+    result = _invoke("export-bench", "-s", "spam", "--data", str(data), "-r", str(tmp_path / "repo"))
+    assert result.exit_code == EXIT_RUNTIME, result.output
+    _assert_one_error_line(
+        result.stderr,
+        "spam v1 has no CPU ONNX graph to measure (its exports: none); run `labelwise export --scenario spam "
+        "--version 1 -p fp32,int8`",
+    )
