@@ -24,12 +24,13 @@ def default_export() -> str:
 
 
 def export_precisions(value: str | None) -> list[str]:
-    """A comma list such as 'fp32,int8' as a list; 'none' gives [], None or '' the default export.
+    """A comma list such as 'fp32,int8' as a list; 'none' gives [], None, '' or blanks the default export.
 
     Checked here, before any training: an unknown precision, or an export this checkout cannot run, is
     refused at once rather than after the run it would have published (UnknownPrecisionError,
     TrainingError)."""
-    value = value or default_export()
+    # blanks as '' (`--export " "` published a version with no graph, where `--export ""` had the default)
+    value = value if value and value.strip() else default_export()
     if value.strip().lower() in ("", "none"):
         return []
     from training import export_available

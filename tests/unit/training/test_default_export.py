@@ -19,3 +19,5 @@ def test_default_export_adds_fp16_on_a_gpu_machine(
     assert set(export_precisions(None)) == set(expected)  # `labelwise train` without --export
     assert set(requested_precisions("auto")) == set(expected)  # training.train_and_publish's default
     assert export_precisions("fp32") == ["fp32"]  # an explicit choice stays as given
+    # blanks are no choice: the default, as '' is (" " published a version holding no graph at all)
+    assert export_precisions(" ") == export_precisions("") == export_precisions(None)
