@@ -100,5 +100,6 @@ def run_bench(
     for precision, by_batch in results.items():
         table.add_row(precision, *(f"{by_batch[b]:.1f}" for b in BATCH_SIZES))
     Console().print(table)
-    Console().print(f"{len(texts)} sentences from {data}, {threads} intra-op threads, dynamic padding")
+    pool = f"{threads} intra-op threads" if threads else "ONNX Runtime's default intra-op threads (0)"
+    Console().print(f"{len(texts)} sentences from {data}, {pool}, dynamic padding")
     return results
