@@ -64,9 +64,10 @@ class SaneRequestIdMiddleware:
     """Pure ASGI middleware for Ray Serve's HTTP servers (its proxy, and each replica's direct ingress),
     outside Ray's own request-id middleware, which echoes the caller's X-Request-Id as it came (any
     length, any characters) while the app, logs and error messages use a sane one: before Ray reads it,
-    the header is left as the first sane id the caller sent, or replaced by a new one, so the id in the
-    response is the one in the log. Ray installs it from RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
-    (ray_http_middlewares), set by `labelwise serve` and the chart."""
+    the header is left as the caller's first X-Request-Id when that one is sane, or replaced by a new
+    one, so the id in the response is the one in the log. Ray installs it from
+    RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH (ray_http_middlewares), set by `labelwise serve` and the
+    chart."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
