@@ -197,7 +197,23 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
             yield text
 
 
+def _top_level_keys(line: str) -> list[str]:
+    """The keys of a JSON object line as written, repeats kept (json.loads keeps a repeated key's last
+    value, saying nothing); nested objects finish first, so the last object built is the line's own."""
+    built: list[list[str]] = []
+
+    def keys_of(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        built.append([key for key, _ in pairs])
+        return dict(pairs)
+
+    json.loads(line, object_pairs_hook=keys_of)
+    return built[-1] if built else []
+
+
 def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
+    # The column's name as a JSON string: a line holding it once cannot repeat the key (a quote inside a
+    # string is escaped), so only a line holding it twice or more is parsed again to count the keys.
+    token = json.dumps(column, ensure_ascii=False)
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
         yield _READY
@@ -221,6 +237,10 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
                 fields = ", ".join(record) or "none"
                 raise InputRowError(
                     path, row, lines.line, f"no {column!r} field (fields: {fields}); see --text-column"
+                )
+            if line.count(token) > 1 and (repeats := _top_level_keys(line).count(column)) > 1:
+                raise InputRowError(
+                    path, row, lines.line, f"the field {column!r} appears {repeats} times; keep one"
                 )
             text = record[column]
             if not isinstance(text, str) or not text.strip():

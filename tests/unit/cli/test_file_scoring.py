@@ -194,6 +194,11 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
     if kind == "jsonl-empty-line":
         path.write_text("".join(lines) + "\n" + lines[0])
         return path, r"in\.jsonl: row 6 \(line 6\): empty line"
+    if kind == "jsonl-repeated-field":  # JSON keeps the last one: "b" was scored, saying nothing
+        # (a value "text", or the key in a nested object, is no repeat: row 5's check)
+        lines[4] = '{"label": "text", "meta": {"text": 1}, "text": "fine"}\n'
+        path.write_text("".join(lines) + '{"text": "a", "text": "b"}\n')
+        return path, r"in\.jsonl: row 6 \(line 6\): the field 'text' appears 2 times; keep one"
     path.write_bytes("".join(lines).encode() + b'{"text": "\xff"}\n')
     return path, r"in\.jsonl: row 6 \(line 6\): invalid UTF-8 \(byte ff"
 
@@ -207,6 +212,7 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         "csv-unquoted-comma",
         "jsonl-missing-field",
         "jsonl-empty-line",
+        "jsonl-repeated-field",
         "jsonl-utf8",
     ],
 )
