@@ -110,11 +110,14 @@ class _Lines:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 bad = raw[exc.start : exc.end].hex(" ")
+                # Windows tools save "Unicode" text as UTF-16, which starts with its byte order mark
+                utf16 = self.line == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                hint = ": the file is UTF-16 (its byte order mark); save it as UTF-8" if utf16 else ""
                 raise InputRowError(
                     self._path,
                     self.rows_done + 1,
                     self.line,
-                    f"invalid UTF-8 (byte {bad} at column {exc.start + 1})",
+                    f"invalid UTF-8 (byte {bad} at column {exc.start + 1}){hint}",
                 ) from None
             yield line.removeprefix("\ufeff") if self.line == 1 else line
 

@@ -619,3 +619,15 @@ def test_a_finished_parquet_output_of_a_parquet_input_that_grew_with_a_bad_row_k
     pq.write_table(pa.table({"text": [*TEXTS[:35], None, *TEXTS[36:40]]}), source)
     with pytest.raises(InputRowError, match=r"row 36: .*the 35 row\(s\) before it are in"):
         score_file(source, out, "toy", LengthScorer)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_utf16_file_is_named_as_one(tmp_path: Path, suffix: str) -> None:
+    """Saved as "Unicode" by a Windows tool: the byte order mark says it is UTF-16, and so does the line."""
+    path = tmp_path / f"in{suffix}"
+    body = "text\nhello\n" if suffix == ".csv" else '{"text": "hello"}\n'
+    path.write_bytes(body.encode("utf-16"))
+    with pytest.raises(
+        InputRowError, match=r"row 1 \(line 1\): invalid UTF-8 \(byte ff .*UTF-16.*save it as UTF-8"
+    ):
+        list(read_texts(path))
