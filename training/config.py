@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from model_repository.errors import validation_problems
 from model_repository.text import TextNormalization
 
 from .errors import ScenarioConfigError
@@ -439,7 +440,9 @@ def make_train_config(
             {**scenario.strategies[strategy].model_dump(), **param_over}  # type: ignore[index]
         )
     except ValidationError as exc:
-        raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid override: {exc}") from exc
+        # one `field: message` a problem, without pydantic's banner, input dump and documentation URL
+        problems = validation_problems(exc)
+        raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid override: {problems}") from exc
     if params.early_stopping_patience is not None:  # the strategy's, or this run's override of it
         overrides["early_stopping_patience"] = params.early_stopping_patience
     root = Path(data_dir) if data_dir is not None else default_data_dir()

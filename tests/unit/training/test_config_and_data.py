@@ -407,3 +407,12 @@ def test_a_csv_separated_by_another_character_says_so(tmp_path: Path, separator:
     named.write_text("body,tag\ngood,pos\n", encoding="utf-8")
     with pytest.raises(DataError, match="set text_column / label_column"):
         read_table(named, ["text", "label"])
+
+
+def test_an_invalid_override_says_each_problem_without_pydantics_banner() -> None:
+    """`--learning-rate -1` was refused with pydantic's whole text: its error count, type tag, input dump and
+    a documentation URL per problem."""
+    with pytest.raises(ScenarioConfigError) as caught:
+        make_train_config("sentiment", "lora", learning_rate=-1.0)
+    message = str(caught.value)
+    assert message == "scenario 'sentiment': invalid override: learning_rate: Input should be greater than 0"
