@@ -97,9 +97,10 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
         reason = str((first.get("ctx") or {}).get("error") or first.get("msg") or "decode error")
         where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
         return 400, "body", f"body: not valid JSON ({reason}{where})"
-    if first.get("type") == "missing" and loc == ("body",):
-        # No body at all (FastAPI reads an empty body, and a JSON null, as a missing one): not JSON either,
-        # and "Field required" would not say which.
+    if loc == ("body",) and (first.get("type") == "missing" or ("input" in first and first["input"] is None)):
+        # No body at all (FastAPI reads an empty body as a missing one; a JSON null, since FastAPI 0.165, as
+        # a null model, "Input should be a valid dictionary"): not JSON either, and pydantic's message
+        # would not say which.
         return 400, "body", "body: empty (or null); send the request as a JSON object"
     field = ".".join(str(p) for p in loc if p not in ("body", "header")) or "body"
     message = str(first.get("msg"))
