@@ -80,7 +80,10 @@ class FastClassifyMiddleware:
             return None  # compressed: the app's body limit refuses it (415)
         if self.key is not None:
             given = headers.get(b"authorization", b"")
-            if not (given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:], self.key)):
+            # (whitespace after the key is the header's, RFC 9110's optional whitespace: not the key's)
+            if not (
+                given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:].rstrip(b" \t"), self.key)
+            ):
                 return None
         return headers
 

@@ -102,7 +102,8 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
         if not config.api_key:
             return None
         header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
+        # whitespace after the key is the header's optional whitespace (RFC 9110), not part of the key
+        given = header[7:].rstrip(" \t") if header.lower().startswith("bearer ") else ""
         if hmac.compare_digest(given.encode(), config.api_key.encode()):
             return None
         return UnauthorizedError("missing or wrong bearer API key (Authorization: Bearer <key>)")

@@ -37,6 +37,14 @@ def test_compat_routes_need_the_key_and_v2_probes_do_not(published_repo: ModelRe
         auth = {"Authorization": "Bearer k3y"}
         meta = await client.get("/v2/models/frozen_two", headers=auth)
         assert meta.status_code == 200 and meta.json()["versions"] == ["1"]
+        # Whitespace after the key is the header's optional whitespace (RFC 9110), which uvicorn's parser
+        # keeps: the key still matches, on /v1/classify's fast path and on the routes.
+        spaced = {"Authorization": "Bearer k3y \t"}
+        classify = {"scenario": "frozen_two", "texts": ["hi"]}
+        assert (await client.post("/v1/classify", json=classify, headers=spaced)).status_code == 200
+        assert (await client.get("/v2/models/frozen_two", headers=spaced)).status_code == 200
+        wrong = {"Authorization": "Bearer k3 y"}
+        assert (await client.post("/v1/classify", json=classify, headers=wrong)).status_code == 401
         # With the key, refusals are the route's own (a TEI pair), not 401.
         pair = await client.post("/predict", json={"inputs": ["q", "a"]}, headers=auth)
         assert pair.status_code == 422 and pair.json()["error_type"] == "Validation"
