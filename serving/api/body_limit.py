@@ -39,9 +39,11 @@ def _coding_not_undone(headers: Any) -> tuple[str, bytes] | None:
     """(header, value) for a body coded in a way nothing here undoes: a Content-Encoding other than
     identity, or a Transfer-Encoding with a coding besides chunked (`gzip, chunked`: the server only
     dechunks, and the app would get gzip bytes); None for a body read as sent."""
-    encoding = next((v for k, v in headers if k == b"content-encoding"), b"")
-    if encoding.strip().lower() not in (b"", b"identity"):
-        return "Content-Encoding", encoding
+    # every Content-Encoding line, as one list (RFC 9110): `identity` on one and `gzip` on the next is gzip
+    if codings := [v for k, v in headers if k == b"content-encoding"]:
+        encoding = b", ".join(codings)
+        if any(c.strip() not in (b"", b"identity") for c in encoding.lower().split(b",")):
+            return "Content-Encoding", encoding
     transfer = b", ".join(v for k, v in headers if k == b"transfer-encoding")
     if any(c.strip() not in (b"", b"chunked", b"identity") for c in transfer.lower().split(b",")):
         return "Transfer-Encoding", transfer

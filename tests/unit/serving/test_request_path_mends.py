@@ -205,6 +205,20 @@ def test_a_transfer_coding_besides_chunked_is_refused_415_and_a_probe_never_for_
     conn.close()
 
 
+def test_a_content_coding_on_a_second_header_line_is_refused_415(live: int) -> None:
+    """`Content-Encoding: identity` then `Content-Encoding: gzip` is one list, `identity, gzip` (RFC 9110):
+    only the first line was read, and the gzip body was refused as "not valid JSON" (400)."""
+    body = gzip.compress(VALID)
+    head = b"POST /v1/classify HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+    lines = b"content-encoding: identity\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(body)
+    with _connect(live) as sock:
+        sock.sendall(head + lines + body)
+        got, _, answer = _answer(sock)
+    error = json.loads(answer)["error"]
+    assert got == 415 and error["field"] == "Content-Encoding", answer
+    assert "identity, gzip" in error["message"], answer
+
+
 def test_head_is_answered_wherever_get_is_and_kept_out_of_the_schema(live: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", live, timeout=3)
     statuses = {}
