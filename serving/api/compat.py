@@ -934,6 +934,11 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
                     f"outputs: {unknown[0]!r} is not an output; the outputs are {', '.join(V2_OUTPUTS)}",
                     "outputs",
                 )
+            if twice := next((name for i, name in enumerate(wanted) if name in wanted[:i]), None):
+                # it was answered twice, two tensors of one name that a KServe client maps by name
+                raise InvalidRequestError(
+                    f"outputs: {twice!r} is asked for twice; name each output once", "outputs"
+                )
             truncate = (body.parameters or {}).get("truncate", True)
             if not isinstance(truncate, bool):
                 raise InvalidRequestError("parameters.truncate: not a boolean", "parameters.truncate")

@@ -202,3 +202,18 @@ def test_kserve_binary_data_size_that_is_no_byte_count_is_named_so(
         "error": f"inputs.0.parameters.binary_data_size: {size} is not a byte count; send the size of the "
         "input's binary data as a whole number"
     }
+
+
+def test_a_kserve_output_asked_for_twice_is_a_400(published_repo: ModelRepository) -> None:
+    """It was answered twice: two output tensors of one name, which a KServe client maps by name."""
+    body = {
+        "inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}],
+        "outputs": [{"name": "label"}, {"name": "label"}],
+    }
+
+    async def probe(clients: dict) -> Any:
+        return await clients["fast"].post("/v2/models/frozen_two/infer", json=body)
+
+    response = _run(published_repo, probe)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "outputs: 'label' is asked for twice; name each output once"}
