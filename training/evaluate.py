@@ -126,6 +126,16 @@ def evaluation_rows(
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: choose {' or '.join(SPLITS)}")
     config = run_config(manifest)
+    # "data file X does not exist" alone (read_table's words) would not say that X is where the run read
+    # the rows this split is carved from again
+    read = [config.train_path] + ([config.validation_path] if split == "validation" else [])
+    for path in (Path(p) for p in read if p is not None):
+        if not path.is_file():
+            now = "is a folder" if path.is_dir() else "does not exist"
+            raise DataError(
+                f"the {split} rows of {manifest.scenario} v{manifest.version} are carved from {path}, the "
+                f"file its run read, which {now} now; put it back there, or score a labeled file with --data"
+            )
     if split == "test":
         rows = EvaluationRows(load_test_split(config), "test split")
     else:

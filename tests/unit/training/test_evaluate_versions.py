@@ -248,3 +248,16 @@ def test_publish_scores_the_test_rows_in_the_passes_serving_runs(published) -> N
         assert how["max_batch_tokens"] == 256
         accuracy = float((logits.argmax(-1) == np.asarray(test_rows.label_ids)).mean())
         assert accuracy == pytest.approx(published.exported.export(precision).parity.test_accuracy, abs=1e-9)
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_a_split_whose_run_file_is_gone_names_it_as_the_runs(published, tmp_path: Path, split: str) -> None:
+    """It said only "data file X does not exist", not that X is the file the version's run read."""
+    from training import DataError, evaluation_rows
+
+    manifest = published.exported
+    moved = {**manifest.training_config, "train_path": str(tmp_path / "moved.csv")}
+    with pytest.raises(
+        DataError, match=rf"the {split} rows of .* are carved from .*moved\.csv, the file its run"
+    ):
+        evaluation_rows(manifest.model_copy(update={"training_config": moved}), split=split)
