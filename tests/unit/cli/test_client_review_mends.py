@@ -703,6 +703,20 @@ def test_a_404_for_no_such_path_names_the_url_asked() -> None:
             assert client.classify("s", ["hello"]).labels == ["x"]
 
 
+def _twenty_rows(tmp_path: Path) -> Path:
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
+    return source
+
+
+def _resumed(source: Path, out: Path) -> int:
+    """The rows a second run of the same command found scored already (it then scores the rest)."""
+    with _serve(_normal) as (url, _):
+        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.splitlines()[-1])["rows_skipped"]
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: Path, suffix: str) -> None:
     """Ctrl-C exited 130 saying nothing: a JSONL or CSV output cut short looked like a finished one."""
@@ -717,9 +731,7 @@ def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: P
                 _thread.interrupt_main()  # what a terminal's Ctrl-C does to this process
         return _normal(method, path, body)
 
-    source = tmp_path / "in.csv"
-    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
-    out = tmp_path / f"out{suffix}"
+    source, out = _twenty_rows(tmp_path), tmp_path / f"out{suffix}"
     with _serve(ctrl_c_on_the_third_post) as (url, _):
         result = _cli(
             "-i", str(source), "-o", str(out), "--url", url, "--batch-rows", "4", "--concurrency", "1"
@@ -732,11 +744,7 @@ def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: P
         f"error: interrupted: {where} holds the rows scored so far ({held}), not the whole input; "
         "run the same command again to resume from there"
     ]
-    # as it says: the same command goes on from there
-    with _serve(_normal) as (url, _):
-        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.splitlines()[-1])["rows_skipped"] == held
+    assert _resumed(source, out) == held  # as it says: the same command goes on from there
 
 
 def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path: Path) -> None:
@@ -774,9 +782,7 @@ def test_a_server_failing_mid_run_says_where_the_rows_scored_before_it_are(
                 return 500, {"error": {"type": "internal_error", "message": "boom"}}
         return _normal(method, path, body)
 
-    source = tmp_path / "in.csv"
-    source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
-    out = tmp_path / f"out{suffix}"
+    source, out = _twenty_rows(tmp_path), tmp_path / f"out{suffix}"
     with _serve(fails_on_the_third_post) as (url, _):
         result = _cli(
             "-i", str(source), "-o", str(out), "--url", url, "--batch-rows", "4", "--concurrency", "1"
@@ -787,7 +793,4 @@ def test_a_server_failing_mid_run_says_where_the_rows_scored_before_it_are(
         f"error: 500 internal_error: boom; the 8 row(s) scored before it are in {where}; "
         "run the same command again to resume"
     ]
-    with _serve(_normal) as (url, _):
-        result = _cli("-i", str(source), "-o", str(out), "--url", url, "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.splitlines()[-1])["rows_skipped"] == 8
+    assert _resumed(source, out) == 8

@@ -102,8 +102,16 @@ def test_a_server_fault_answers_500_with_the_request_id_and_does_not_reach_the_s
 
 
 def test_kserve_binary_header_nested_too_deeply_is_a_400(published_repo: ModelRepository) -> None:
-    tensor = '{"name":"t","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":5}}'
-    header = ('{"inputs":[' + tensor + '],"x":' + "[" * 3000 + "]" * 3000 + "}").encode()
+    response = _binary_infer(published_repo, "5", ',"x":' + "[" * 3000 + "]" * 3000)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.text
+
+
+def _binary_infer(published_repo: ModelRepository, size: str, after_inputs: str = "") -> Any:
+    """The answer to a KServe binary-tensor request: one BYTES input announcing `size` bytes (as JSON text),
+    `after_inputs` more of the JSON header, then one 1-byte element."""
+    tensor = '{"name":"t","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":' + size + "}}"
+    header = ('{"inputs":[' + tensor + "]" + after_inputs + "}").encode()
 
     async def probe(clients: dict) -> Any:
         return await clients["fast"].post(
@@ -112,9 +120,7 @@ def test_kserve_binary_header_nested_too_deeply_is_a_400(published_repo: ModelRe
             headers={"Inference-Header-Content-Length": str(len(header))},
         )
 
-    response = _run(published_repo, probe)
-    assert response.status_code == 400, response.text
-    assert "nested too deeply" in response.text
+    return _run(published_repo, probe)
 
 
 def test_every_probe_answers_head_and_every_operation_has_its_own_id(published_repo: ModelRepository) -> None:
@@ -186,17 +192,7 @@ def test_kserve_binary_data_size_that_is_no_byte_count_is_named_so(
 ) -> None:
     """5.0 with 5 bytes left was refused as "5.0 bytes, 5 left in the body", and true was read as 1: the
     refusal says the size is not a byte count."""
-    tensor = '{"name":"t","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":' + size + "}}"
-    header = ('{"inputs":[' + tensor + "]}").encode()
-
-    async def probe(clients: dict) -> Any:
-        return await clients["fast"].post(
-            "/v2/models/frozen_two/infer",
-            content=header + struct.pack("<I", 1) + b"a",
-            headers={"Inference-Header-Content-Length": str(len(header))},
-        )
-
-    response = _run(published_repo, probe)
+    response = _binary_infer(published_repo, size)
     assert response.status_code == 400, response.text
     assert response.json() == {
         "error": f"inputs.0.parameters.binary_data_size: {size} is not a byte count; send the size of the "
