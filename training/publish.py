@@ -114,6 +114,7 @@ def publish_run(
     precisions = requested_precisions(export_precisions)
     scenario = result.config.scenario.name
     _refuse_collapsed(result)
+    _warn_no_better_than_majority(result)
     with repository.new_version(scenario, **_manifest_fields(result, extra)) as draft:
         result.tokenizer.save_pretrained(draft.path / layout.TOKENIZER_DIR)
         save_weights(result, draft.path / layout.WEIGHTS_DIR)
@@ -164,6 +165,29 @@ def _refuse_collapsed(result: TrainedModel) -> None:
         f"{metrics.get('majority_label')!r} ({metrics.get('majority_macro_f1', 0.0):.3f}); train it at a "
         "lower learning_rate or with a longer warmup_ratio"
     )
+
+
+def _warn_no_better_than_majority(result: TrainedModel) -> None:
+    """A run whose validation macro-F1 is no better than always answering the majority label, without the
+    climbing loss that makes it a collapse, is published (a small or hard dataset may be at that bar) with
+    a warning: such a version may ignore its input."""
+    from .trainer import COLLAPSE_F1_MARGIN
+
+    metrics = result.metrics
+    f1, majority = metrics.get("macro_f1"), metrics.get("majority_macro_f1")
+    if not isinstance(f1, int | float) or not isinstance(majority, int | float):
+        return
+    if f1 <= majority + COLLAPSE_F1_MARGIN:
+        log.warning(
+            "%s/%s: validation macro-F1 %.3f is no better than always answering %r (%.3f): published, but "
+            "the version may ignore its input; look at its confusion matrix and learning curve before "
+            "promoting it",
+            result.config.scenario.name,
+            result.config.strategy,
+            f1,
+            metrics.get("majority_label"),
+            majority,
+        )
 
 
 def requested_precisions(export_precisions: list[str] | str | None) -> list[str]:

@@ -144,3 +144,28 @@ def test_early_stopping_counts_a_lower_loss_at_the_same_macro_f1_as_progress() -
             stopped = epoch
             break
     assert stopped == 6  # best at 0.015 (epoch 4); 0.03 and 0.04 are two without progress
+
+
+@pytest.mark.parametrize(("macro_f1", "warned"), [(0.33, True), (0.34, True), (0.36, False)])
+def test_a_run_no_better_than_the_majority_answer_is_published_with_a_warning(
+    caplog: pytest.LogCaptureFixture, macro_f1: float, warned: bool
+) -> None:
+    """Without a climbing loss it is no collapse and is published, but it used to be published saying
+    nothing (a tiny full run answering one label for every text, at the majority answer's macro-F1)."""
+    from types import SimpleNamespace
+
+    from training.publish import _warn_no_better_than_majority
+
+    metrics = {"macro_f1": macro_f1, "majority_macro_f1": 0.333, "majority_label": "neutral"}
+    result = SimpleNamespace(
+        metrics=metrics, config=SimpleNamespace(scenario=SimpleNamespace(name="toy"), strategy="full")
+    )
+    with caplog.at_level("WARNING", logger="training.publish"):
+        _warn_no_better_than_majority(result)  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records]
+    assert bool(said) == warned, said
+    if warned:
+        assert said[0].startswith(
+            f"toy/full: validation macro-F1 {macro_f1:.3f} is no better than always "
+        ), said
+        assert "'neutral' (0.333): published, but the version may ignore its input" in said[0]
