@@ -279,12 +279,13 @@ def test_publish_only_flags_are_refused_when_nothing_is_published(stub_training)
         "train", *common, "--strategy", "lora", "--no-publish", "--alias", "production", "--export", "int8"
     )
     _one_error_line(out, "--alias/--export need a published version", "--no-publish")
-    out = _invoke("train", *common, "--strategy", "lora", "--no-publish", "-r", str(tmp))
+    repo = str(tmp / "repo")  # beside the run folder (a run folder inside the repository is refused)
+    out = _invoke("train", *common, "--strategy", "lora", "--no-publish", "-r", repo)
     _one_error_line(out, "--repository needs a published version")
     tune = ("tune", *common, "--strategy", "lora", "-n", "1")
     _one_error_line(_invoke(*tune, "--alias", "production"), "--alias needs --publish")
     _one_error_line(_invoke(*tune, "--export", "fp32"), "--export needs --publish")
-    _one_error_line(_invoke(*tune, "-r", str(tmp)), "--repository needs --publish")
+    _one_error_line(_invoke(*tune, "-r", repo), "--repository needs --publish")
     out = _invoke("compare", *common, "--export", "fp32")
     _one_error_line(out, "--export needs --repository/-r")
     out = _invoke("compare", *common, "--export", "none")  # given, even as its default's value
@@ -294,12 +295,13 @@ def test_publish_only_flags_are_refused_when_nothing_is_published(stub_training)
 def test_defaults_and_the_repository_variable_are_not_refused(stub_training) -> None:
     pytest.importorskip("optuna", reason="the training extra is not installed")
     tmp, common = stub_training.tmp, stub_training.common
-    env = {"LABELWISE_REPOSITORY": str(tmp)}  # the Docker image sets it for every command
+    repo = str(tmp / "repo")  # beside the run folder (a run folder inside the repository is refused)
+    env = {"LABELWISE_REPOSITORY": repo}  # the Docker image sets it for every command
     for args in (
         ("train", *common, "--strategy", "lora", "--no-publish"),
         ("tune", *common, "--strategy", "lora", "-n", "1"),
         ("compare", *common),
-        ("compare", *common, "-r", str(tmp), "--export", "fp32"),
+        ("compare", *common, "-r", repo, "--export", "fp32"),
     ):
         _one_error_line(_invoke(*args, env=env), "reached training", code=EXIT_RUNTIME)
 
