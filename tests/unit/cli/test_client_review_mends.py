@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import re
+import signal
 import socket
 import threading
 import time
@@ -703,6 +704,17 @@ def test_a_404_for_no_such_path_names_the_url_asked() -> None:
             assert client.classify("s", ["hello"]).labels == ["x"]
 
 
+@pytest.fixture
+def terminal_sigint() -> Iterator[None]:
+    """SIGINT handled as in a terminal (KeyboardInterrupt): a process started in the background by a
+    non-interactive shell (CI's) inherits SIGINT ignored, and then `_thread.interrupt_main` does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _twenty_rows(tmp_path: Path) -> Path:
     source = tmp_path / "in.csv"
     source.write_text("text\n" + "".join(f"text {i}\n" for i in range(20)))
@@ -718,6 +730,7 @@ def _resumed(source: Path, out: Path) -> int:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+@pytest.mark.usefixtures("terminal_sigint")
 def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: Path, suffix: str) -> None:
     """Ctrl-C exited 130 saying nothing: a JSONL or CSV output cut short looked like a finished one."""
     if suffix == ".parquet":
@@ -747,6 +760,7 @@ def test_ctrl_c_mid_run_says_in_one_line_where_the_partial_output_is(tmp_path: P
     assert _resumed(source, out) == held  # as it says: the same command goes on from there
 
 
+@pytest.mark.usefixtures("terminal_sigint")
 def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path: Path) -> None:
     def ctrl_c_on_the_first_post(method: str, path: str, body: Any) -> tuple[int, Any]:
         if method == "POST":
