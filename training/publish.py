@@ -171,13 +171,13 @@ def _warn_no_better_than_majority(result: TrainedModel) -> None:
     """A run whose validation macro-F1 is no better than always answering the majority label, without the
     climbing loss that makes it a collapse, is published (a small or hard dataset may be at that bar) with
     a warning: such a version may ignore its input."""
-    from .trainer import COLLAPSE_F1_MARGIN
+    from .trainer import no_better_than_majority
 
     metrics = result.metrics
     f1, majority = metrics.get("macro_f1"), metrics.get("majority_macro_f1")
     if not isinstance(f1, int | float) or not isinstance(majority, int | float):
         return
-    if f1 <= majority + COLLAPSE_F1_MARGIN:
+    if no_better_than_majority(f1, majority):
         log.warning(
             "%s/%s: validation macro-F1 %.3f is no better than always answering %r (%.3f): published, but "
             "the version may ignore its input; look at its confusion matrix and learning curve before "

@@ -289,10 +289,15 @@ def loss_climbed_back(log_history: list[dict[str, Any]]) -> bool:
     return min(losses[:-3]) * COLLAPSE_LOSS_RISE < recent
 
 
+def no_better_than_majority(macro_f1: float, majority_f1: float) -> bool:
+    """Validation macro-F1 within COLLAPSE_F1_MARGIN of always answering the majority label, or below it."""
+    return macro_f1 <= majority_f1 + COLLAPSE_F1_MARGIN
+
+
 def has_collapsed(macro_f1: float, majority_f1: float, log_history: list[dict[str, Any]]) -> bool:
     """A collapsed run: validation macro-F1 no better than the majority answer's and a loss that climbed
     back (see MAX_COLLAPSE_RESTARTS)."""
-    return macro_f1 <= majority_f1 + COLLAPSE_F1_MARGIN and loss_climbed_back(log_history)
+    return no_better_than_majority(macro_f1, majority_f1) and loss_climbed_back(log_history)
 
 
 def learning_rates_tried(result: TrainedModel) -> list[float]:
