@@ -38,6 +38,7 @@ __all__ = [
     "OutputFile",
     "ScoreSummary",
     "Scorer",
+    "ScoringInterrupted",
     "check_url",
     "count_rows",
     "file_format",
@@ -62,6 +63,10 @@ _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 class ScoringError(LabelwiseError):
     """The scorer could not be set up or failed on a chunk (exit 1)."""
+
+
+class ScoringInterrupted(KeyboardInterrupt):
+    """Ctrl-C during score_file; its message says what the output holds now (OutputFile.interrupted)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,9 @@ class OutputFile:
         self._csv: Any = None
         self._keep: int | None = None  # bytes of the staging file to keep (a half-written last line cut)
         self._replace = overwrite  # the first open empties the output
+        self.overwrite = overwrite
+        self.opened = False  # set when the output is first opened to write: from then on it may have changed
+        self.finished = False
         self._check_writable()
         if overwrite:
             return
@@ -519,6 +527,7 @@ class OutputFile:
         resumed one loses its half-written last line."""
         if self._fh is not None:
             return
+        self.opened = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self._keep is not None:
@@ -584,6 +593,7 @@ class OutputFile:
         self._open()
         self.close()
         if self.kind != "parquet":
+            self.finished = True
             return
         from .extras import require
 
@@ -602,6 +612,37 @@ class OutputFile:
         pq.write_table(pa.table(columns, schema=schema), tmp)
         os.replace(tmp, self.path)
         self.staging.unlink()
+        self.finished = True
+
+    def interrupted(self) -> str:
+        """What a run stopped by Ctrl-C left, for its one line. Rows are counted on disk, as a resume would
+        count them: a Ctrl-C inside a chunk leaves part of it written."""
+        self.close()
+        if self.finished:
+            return f"after the last row was written; {self.path} is complete"
+        where = self.staging if self.staging.exists() else self.path
+        if not self.opened:
+            if not self.done:
+                return f"before any row was written; {self.path} was left as it was"
+            return (
+                f"before any row was written; {where} was left as it was, holding the {self.done} rows "
+                "scored before; run the same command again to resume from there"
+            )
+        try:
+            held = OutputFile(self.path).done
+        except (LabelwiseError, OSError):
+            held = self.done
+        if not held:
+            gone = (
+                " (--overwrite had emptied it: the old output is gone)"
+                if self.overwrite and where == self.path
+                else ""
+            )
+            return f"before any row was written; {where} holds no rows{gone}; run the same command again"
+        return (
+            f"{where} holds the rows scored so far ({held}), not the whole input; run the same command "
+            "again to resume from there"
+        )
 
 
 # ---- scorers -------------------------------------------------------------------------------------
@@ -973,6 +1014,9 @@ def score_file(
                 digest.mark, digest.marked = after
             if on_progress is not None:
                 on_progress(out.done, total)
+        out.finish()
+    except KeyboardInterrupt:
+        raise ScoringInterrupted(out.interrupted()) from None
     except InputRowError as exc:
         out.close()
         where = output_path if out.staging == output_path else f"{out.staging} (Parquet once complete)"
@@ -991,6 +1035,5 @@ def score_file(
         if scorer is not None:
             scorer.close()
         out.close()
-    out.finish()
     seconds = time.perf_counter() - start
     return ScoreSummary(str(input_path), str(output_path), scenario, out.done - skipped, skipped, seconds)

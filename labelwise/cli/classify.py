@@ -132,7 +132,14 @@ def classify_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from labelwise.file_scoring import EngineScorer, HttpScorer, check_url, file_format, score_file
+    from labelwise.file_scoring import (
+        EngineScorer,
+        HttpScorer,
+        ScoringInterrupted,
+        check_url,
+        file_format,
+        score_file,
+    )
 
     refuse_ignored_flags(ctx, url)
     file_format(input_path, "--input")
@@ -170,11 +177,9 @@ def classify_command(
     )
     task = bar.add_task("classify", total=None)
 
-    written: list[int] = []  # the rows the output held at the last progress (none: nothing scored yet)
     with contextlib.ExitStack() as shown:
 
         def on_progress(done: int, total: int | None) -> None:
-            written[:] = [done]
             if not bar.live.is_started:  # from the first progress on: a refused input shows no bar
                 shown.enter_context(bar)
             bar.update(task, completed=done, total=max(total, done) if total is not None else None)
@@ -190,11 +195,16 @@ def classify_command(
                 overwrite=overwrite,
                 on_progress=on_progress,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # Ctrl-C: typer exited 130 saying nothing, and a partial JSONL or CSV output looks like a
-            # finished one. Say what is there and how to go on.
+            # finished one. Say what is there and how to go on: score_file says it once the output may
+            # have changed; before that, the output is as it was.
             shown.close()  # the bar stops before the line
-            typer.echo(f"error: interrupted: {_interrupted_at(output_path, written)}", err=True)
+            if isinstance(exc, ScoringInterrupted):
+                left = str(exc)
+            else:
+                left = f"before any row was written; {output_path} was left as it was"
+            typer.echo(f"error: interrupted: {left}", err=True)
             raise typer.Exit(130) from None
         done = summary.rows_scored + summary.rows_skipped
         bar.update(task, completed=done, total=done)  # the row count was an estimate (newlines)
@@ -211,19 +221,4 @@ def classify_command(
     typer.echo(
         f"scored {summary.rows_scored} rows in {summary.seconds:.2f} s ({summary.rows_per_s:.0f} rows/s)"
         f"{skipped} -> {output_path}"
-    )
-
-
-def _interrupted_at(output_path: Path, written: list[int]) -> str:
-    """What an interrupted run left, for its one line: where the rows scored so far are."""
-    from labelwise.file_scoring import file_format
-
-    if not written or not written[0]:
-        return f"before any row was scored; {output_path} was left as it was"
-    where = output_path
-    if file_format(output_path, "--output") == "parquet":  # written as Parquet only once complete
-        where = output_path.with_name(output_path.name + ".partial.jsonl")
-    return (
-        f"{where} holds the rows scored so far ({written[0]}), not the whole input; run the same command "
-        "again to resume from there"
     )

@@ -780,7 +780,7 @@ def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path
         result = _cli("-i", str(source), "-o", str(out), "--url", url, "--overwrite")
     assert result.exit_code == 130, result.output
     assert result.stderr.splitlines() == [
-        f"error: interrupted: before any row was scored; {out} was left as it was"
+        f"error: interrupted: before any row was written; {out} was left as it was"
     ]
     assert out.read_text() == "kept as it was\n"
 

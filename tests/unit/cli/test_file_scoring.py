@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -631,3 +632,61 @@ def test_a_utf16_file_is_named_as_one(tmp_path: Path, suffix: str) -> None:
         InputRowError, match=r"row 1 \(line 1\): invalid UTF-8 \(byte ff .*UTF-16.*save it as UTF-8"
     ):
         list(read_texts(path))
+
+
+class _CtrlCWhileWriting(list):
+    """Answers whose iteration (the output writing them) is stopped by Ctrl-C after `rows` of them."""
+
+    def __init__(self, answers: list[Scored], rows: int) -> None:
+        super().__init__(answers)
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[Scored]:
+        yield from self[: self.rows]
+        raise KeyboardInterrupt  # what the SIGINT handler raises, here at a known place
+
+
+class CtrlCWhileWritingScorer(LengthScorer):
+    rows = 0
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        return _CtrlCWhileWriting(super().score(texts), self.rows)
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+@pytest.mark.parametrize("fmt_out", [".csv", ".jsonl", ".parquet"])
+def test_ctrl_c_while_overwrite_writes_its_first_rows_says_what_the_output_holds(
+    tmp_path: Path, fmt_out: str, rows: int
+) -> None:
+    """The message said the output 'was left as it was' (no progress reported yet) although --overwrite had
+    already emptied it, or written rows into it."""
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS[:20])
+    out = tmp_path / f"out{fmt_out}"
+    score_file(source, out, "toy", LengthScorer)
+    before = out.read_bytes()
+    scorer = CtrlCWhileWritingScorer()
+    scorer.rows = rows
+    with pytest.raises(KeyboardInterrupt) as caught:
+        score_file(source, out, "toy", lambda: scorer, batch_rows=4, overwrite=True)
+    # Parquet rows are staged beside the output, which is replaced only once they are all there.
+    where = out if fmt_out != ".parquet" else tmp_path / "out.parquet.partial.jsonl"
+    if rows:
+        assert str(caught.value) == (
+            f"{where} holds the rows scored so far ({rows}), not the whole input; run the same command "
+            "again to resume from there"
+        )
+    elif fmt_out == ".parquet":
+        assert (
+            str(caught.value)
+            == f"before any row was written; {where} holds no rows; run the same command again"
+        )
+    else:
+        assert str(caught.value) == (
+            f"before any row was written; {where} holds no rows (--overwrite had emptied it: the old output "
+            "is gone); run the same command again"
+        )
+    assert (out.read_bytes() == before) == (fmt_out == ".parquet")
+    summary = score_file(source, out, "toy", LengthScorer)  # a resume finds the rows the message counted
+    assert summary.rows_skipped == rows and summary.rows_scored == 20 - rows
+    assert [r["row"] for r in _read_output(out)] == list(range(20))
