@@ -640,9 +640,13 @@ class OutputFile:
             )
             return f"before any row was written; {where} holds no rows{gone}; run the same command again"
         return (
-            f"{where} holds the rows scored so far ({held}), not the whole input; run the same command "
-            "again to resume from there"
+            f"{where} holds the rows scored so far ({held}), not the whole input; {self.to_resume()} to "
+            "resume from there"
         )
+
+    def to_resume(self) -> str:
+        """How to go on from the rows written: the same command, less an --overwrite that would empty them."""
+        return "run the same command without --overwrite" if self.overwrite else "run the same command again"
 
 
 # ---- scorers -------------------------------------------------------------------------------------
@@ -915,7 +919,7 @@ def _rows_kept(exc: ClientError, out: OutputFile) -> ClientError:
     where = out.path if out.staging == out.path else f"{out.staging} (Parquet once complete)"
     message = (
         f"{detail.get('message')}; the {out.done} row(s) scored before it are in {where}; "
-        "run the same command again to resume"
+        f"{out.to_resume()} to resume"
     )
     body = {**exc.body, "error": {**detail, "message": message}}
     return _rebuild_client_error(type(exc), exc.status, body, exc.request_id)
@@ -1027,7 +1031,8 @@ def score_file(
                 "to score the file again"
             )
         elif out.done:
-            kept = f"the {out.done} row(s) before it are in {where}; fix the row and run again to resume"
+            again = "again without --overwrite" if overwrite else "again"
+            kept = f"the {out.done} row(s) before it are in {where}; fix the row and run {again} to resume"
         else:
             kept = "nothing was written; fix the row and run again"
         raise InputRowError(exc.path, exc.row, exc.line, f"{exc.what}; {kept}") from None

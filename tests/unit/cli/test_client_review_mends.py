@@ -785,6 +785,43 @@ def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path
     assert out.read_text() == "kept as it was\n"
 
 
+@pytest.mark.usefixtures("terminal_sigint")
+def test_a_stopped_overwrite_run_says_to_resume_without_overwrite(tmp_path: Path) -> None:
+    """The lines said 'run the same command again to resume', but the same command with --overwrite empties
+    the output again and scores the file from its first row."""
+    posts: list[int] = []
+
+    def stops_on_the_third_post(reply: str) -> Reply:
+        def answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+            if method == "POST":
+                posts.append(len(body["texts"]))
+                if len(posts) == 3:
+                    if reply == "ctrl-c":
+                        _thread.interrupt_main()  # what a terminal's Ctrl-C does to this process
+                    else:
+                        return 500, {"error": {"type": "internal_error", "message": "boom"}}
+            return _normal(method, path, body)
+
+        return answer
+
+    source, out = _twenty_rows(tmp_path), tmp_path / "out.csv"
+    out.write_text("an old output\n")
+    args = ("-i", str(source), "-o", str(out), "--batch-rows", "4", "--concurrency", "1", "--overwrite")
+    for reply, code in (("ctrl-c", 130), ("500", 1)):
+        posts.clear()
+        with _serve(stops_on_the_third_post(reply)) as (url, _):
+            result = _cli(*args, "--url", url)
+        assert result.exit_code == code, result.output
+        held = len(out.read_text().splitlines()) - 1  # the header
+        assert 8 <= held < 20
+        assert result.stderr.splitlines()[-1].endswith(
+            "run the same command without --overwrite to resume from there"
+            if reply == "ctrl-c"
+            else f"are in {out}; run the same command without --overwrite to resume"
+        ), result.stderr
+        assert _resumed(source, out) == held  # as it says: without --overwrite, it goes on from there
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_a_server_failing_mid_run_says_where_the_rows_scored_before_it_are(
     tmp_path: Path, suffix: str

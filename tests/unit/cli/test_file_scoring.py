@@ -227,6 +227,19 @@ def test_a_bad_row_is_named_and_the_rows_before_it_are_kept(tmp_path: Path, kind
     assert [r["row"] for r in _read_output(out)] == [0, 1, 2, 3, 4]
 
 
+def test_a_bad_row_in_an_overwrite_run_says_to_resume_without_overwrite(tmp_path: Path) -> None:
+    """'Fix the row and run again to resume': run again with --overwrite, the rows kept were emptied again."""
+    source, message = _bad_row_case(tmp_path, "csv-empty-text")
+    out = tmp_path / "out.jsonl"
+    out.write_text("an old output\n")
+    with pytest.raises(InputRowError, match=message) as caught:
+        score_file(source, out, "toy", LengthScorer, batch_rows=2, overwrite=True)
+    assert str(caught.value).endswith(
+        f"the 5 row(s) before it are in {out}; fix the row and run again without --overwrite to resume"
+    )
+    assert [r["row"] for r in _read_output(out)] == [0, 1, 2, 3, 4]
+
+
 def test_parquet_bad_rows_are_named(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -674,7 +687,7 @@ def test_ctrl_c_while_overwrite_writes_its_first_rows_says_what_the_output_holds
     if rows:
         assert str(caught.value) == (
             f"{where} holds the rows scored so far ({rows}), not the whole input; run the same command "
-            "again to resume from there"
+            "without --overwrite to resume from there"
         )
     elif fmt_out == ".parquet":
         assert (
