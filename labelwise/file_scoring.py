@@ -237,6 +237,15 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputRowError(path, row, lines.line, f"not JSON ({exc.msg})") from None
+            except RecursionError:
+                raise InputRowError(path, row, lines.line, "JSON nested too deeply to read") from None
+            except ValueError:  # int() refuses a number of more digits than its limit (4300 by default)
+                raise InputRowError(
+                    path,
+                    row,
+                    lines.line,
+                    f"a JSON number of more than {sys.get_int_max_str_digits()} digits, too long to read",
+                ) from None
             if not isinstance(record, dict):
                 raise InputRowError(
                     path, row, lines.line, f"expected a JSON object, got {type(record).__name__}"

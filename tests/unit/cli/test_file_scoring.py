@@ -200,6 +200,12 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         lines[4] = '{"label": "text", "meta": {"text": 1}, "text": "fine"}\n'
         path.write_text("".join(lines) + '{"text": "a", "text": "b"}\n')
         return path, r"in\.jsonl: row 6 \(line 6\): the field 'text' appears 2 times; keep one"
+    if kind == "jsonl-deep":  # json's RecursionError was a traceback
+        path.write_text("".join(lines) + '{"text": "a", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+        return path, r"in\.jsonl: row 6 \(line 6\): JSON nested too deeply to read"
+    if kind == "jsonl-long-number":  # int()'s ValueError was a traceback
+        path.write_text("".join(lines) + '{"text": "a", "id": ' + "9" * 5000 + "}\n")
+        return path, r"in\.jsonl: row 6 \(line 6\): a JSON number of more than 4300 digits, too long to read"
     path.write_bytes("".join(lines).encode() + b'{"text": "\xff"}\n')
     return path, r"in\.jsonl: row 6 \(line 6\): invalid UTF-8 \(byte ff"
 
@@ -215,6 +221,8 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         "jsonl-empty-line",
         "jsonl-repeated-field",
         "jsonl-utf8",
+        "jsonl-deep",
+        "jsonl-long-number",
     ],
 )
 def test_a_bad_row_is_named_and_the_rows_before_it_are_kept(tmp_path: Path, kind: str) -> None:
