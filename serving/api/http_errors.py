@@ -125,6 +125,24 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
     return exc.status_code, type_, detail, field
 
 
+def quoted(text: str, limit: int) -> str:
+    """`text` from the request, quoted for a message and cut to `limit` characters: a path or a method
+    may be as long as the server lets it be, and the answer should not echo all of it."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def not_found_message(path: str) -> str:
+    """A 404's message: the path asked for, and where the served scenarios and the API are listed."""
+    return f"no route {quoted(path, 100)}; GET /v1/scenarios lists the served scenarios, /docs the API"
+
+
+def method_not_allowed_message(method: str, path: str, allow: str) -> str:
+    """A 405's message: the method, the path, and the methods that path takes (the Allow header's)."""
+    return f"method {quoted(method, 20)} is not allowed on {quoted(path, 100)}; it takes {allow}"
+
+
 # The attribute of a route's API-key dependency (routes.api_key_dependency) that tells, without raising,
 # whether a request lacks the key.
 KEY_REFUSAL = "labelwise_key_refusal"
@@ -200,11 +218,15 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[int, str], None] | 
         if on_error is not None:
             on_error(exc.status_code, request.url.path)
         _, type_, detail, field = http_refusal(exc)
-        response = refusal_for(request.scope, exc.status_code, type_, detail, field=field)
-        for key, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+        headers = dict(exc.headers or {})
+        for key, value in headers.items():  # e.g. Allow on a 405
             if key.lower() == "allow":
-                value = allowed_methods(request, value)
-            response.headers[key] = value
+                headers[key] = allowed_methods(request, value)
+                detail = method_not_allowed_message(request.method, request.url.path, headers[key])
+        if exc.status_code == 404:  # the router found no route for the path
+            detail = not_found_message(request.url.path)
+        response = refusal_for(request.scope, exc.status_code, type_, detail, field=field)
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(ServingError)

@@ -26,6 +26,7 @@ from .http_errors import (
     backpressure_status,
     error_response,
     install_error_handlers,
+    not_found_message,
     serving_error_response,
     unexpected_error_response,
 )
@@ -283,8 +284,8 @@ def probe_routes(backend: ClassifyBackend, metrics: ServingMetrics) -> APIRouter
 
     @router.head("/", include_in_schema=False)
     @router.get("/", include_in_schema=False)
-    async def root() -> Response:
-        return error_response(404, "not_found", "see /docs for the API")
+    async def root(request: Request) -> Response:
+        return error_response(404, "not_found", not_found_message(request.url.path))
 
     return router
 
