@@ -91,8 +91,26 @@ def allow_rebind() -> bool:
     )
 
 
-# Ray's own routes on a direct-ingress replica: they stay on Ray's request path.
+# Ray's own routes on a direct-ingress replica: they stay on Ray's request path, once the app's
+# ray_route_refusal (serving.api.routes) has let them through.
 _RAY_ROUTES = frozenset({"/-/healthz", "/-/routes"})
+
+
+def guarding_ray_routes(ray_asgi: Any, app: Any) -> Any:
+    """Ray's request path, with the requests to Ray's own routes that the app refuses (a POST, /-/routes
+    without the API key) answered by the app's refusal; unchanged for an app that has none."""
+    refuse = getattr(getattr(app, "state", None), "ray_route_refusal", None)
+    if refuse is None:
+        return ray_asgi
+
+    async def guarded(scope: dict, receive: Any, send: Any) -> None:
+        refusal = refuse(scope) if scope["type"] == "http" and scope["path"] in _RAY_ROUTES else None
+        if refusal is None:
+            await ray_asgi(scope, receive, send)
+        else:
+            await refusal(scope, receive, send)
+
+    return guarded
 
 
 def straight_to_app(ray_asgi: Any) -> Any:
@@ -105,14 +123,15 @@ def straight_to_app(ray_asgi: Any) -> Any:
     queue limits, request metrics, the access log line) and runs the app on the user-code event loop,
     a hop to another thread and back for every message. Locally none of that is used: the app admits
     and refuses requests itself, keeps its own metrics, and no proxy or balancer sits in front. Ray's
-    own routes (/-/healthz, /-/routes) still take Ray's path. Returns Ray's wrapper unchanged when the
+    own routes (/-/healthz, /-/routes) still take Ray's path, past the app's refusals
+    (guarding_ray_routes). Returns Ray's wrapper, with that guard alone for a separate ingress, when the
     replica is not what this expects (another Ray, a route prefix other than "/", no ASGI app)."""
     replica = getattr(ray_asgi, "__self__", None)
     wrapper = getattr(replica, "_user_callable_wrapper", None)
     user = getattr(wrapper, "user_callable", None)
     app = getattr(user, "app", None)
     if getattr(user, "service", None) is None:  # a separate ingress: its handle calls stay on Ray's loop
-        return ray_asgi
+        return ray_asgi if app is None else guarding_ray_routes(ray_asgi, app)
     if app is None or getattr(replica, "_route_prefix", "/") not in ("/", None):
         logger.warning("direct ingress: the replica's ASGI app is not reachable; keeping Ray's request path")
         return ray_asgi
@@ -120,12 +139,13 @@ def straight_to_app(ray_asgi: Any) -> Any:
     # The app's classify front door (serving.api.fast_classify.ClassifyFrontDoor) when it has one: valid
     # classify requests answered before FastAPI's layers, everything else handed to the app.
     front = getattr(getattr(app, "state", None), "classify_front_door", None) or app
+    ray_path = guarding_ray_routes(ray_asgi, app)
 
     async def serve(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] not in _RAY_ROUTES:
             await front(scope, receive, send)
         else:
-            await ray_asgi(scope, receive, send)
+            await ray_path(scope, receive, send)
 
     return serve
 

@@ -26,6 +26,7 @@ from .http_errors import (
     backpressure_status,
     error_response,
     install_error_handlers,
+    method_not_allowed_message,
     not_found_message,
     serving_error_response,
     unexpected_error_response,
@@ -117,6 +118,27 @@ def api_key_dependency(config: ServingConfig) -> Callable[[Request], Awaitable[N
     # FastAPI parses a JSON body before it runs dependencies: the body refusals ask this first (key_refusal)
     setattr(require_key, KEY_REFUSAL, refusal)
     return require_key
+
+
+def ray_route_refusal(config: ServingConfig) -> Callable[[dict], Response | None]:
+    """refuse(scope): the refusal of a request to one of Ray Serve's own routes that the app's routes
+    would refuse, else None (Ray answers it). A direct-ingress replica answers /-/healthz and /-/routes
+    itself, whatever the method and without the key (serving.direct_ingress): only GET and HEAD are
+    answered, as on /healthz, and /-/routes, which names the app, wants the API key as /v1 does;
+    /-/healthz is a probe, open as /healthz is."""
+    key_refusal = getattr(api_key_dependency(config), KEY_REFUSAL)
+
+    def refuse(scope: dict) -> Response | None:
+        request = Request(scope)
+        if request.method not in ("GET", "HEAD"):
+            message = method_not_allowed_message(request.method, request.url.path, "GET, HEAD")
+            response = error_response(405, "method_not_allowed", message)
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        refused = key_refusal(request) if request.url.path == "/-/routes" else None
+        return None if refused is None else serving_error_response(refused, "-", request.url.path)
+
+    return refuse
 
 
 async def within_timeout(call: Awaitable[Any], config: ServingConfig) -> Any:
@@ -364,4 +386,6 @@ def create_api(
     app.state.classify_front_door = (
         ClassifyFrontDoor(app, backend, config, metrics, in_flight) if fast_classify else None
     )
+    # Asked by a direct-ingress replica before Ray answers its own routes (serving.direct_ingress).
+    app.state.ray_route_refusal = ray_route_refusal(config)
     return app

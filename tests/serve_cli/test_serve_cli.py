@@ -124,6 +124,30 @@ def test_two_direct_ingress_replicas_share_the_port(
         assert owners == set(listeners), f"connections held by {owners}, listeners {set(listeners)}"
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("extra", [{}, {"ingress_mode": "separate"}], ids=["combined", "separate-ingress"])
+def test_rays_own_routes_take_get_alone_and_routes_wants_the_key(
+    one_scenario_repo: ModelRepository, tmp_path: Path, extra: dict[str, object]
+) -> None:
+    """A direct-ingress replica answers Ray's /-/healthz and /-/routes itself: POST /-/healthz was 200, and
+    /-/routes (naming the app) answered without the API key that every route but the probes wants."""
+    key = "k3y-from-env"
+    args = _one_scenario(one_scenario_repo, **extra)
+    with ServeProcess(tmp_path, args, env={"LABELWISE_API_KEY": key}) as server:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/-/healthz").status_code == 200
+            posted = client.post("/-/healthz")
+            assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD", posted.text
+            error = posted.json()["error"]
+            assert error["type"] == "method_not_allowed" and "'POST'" in error["message"], error
+            refused = client.get("/-/routes")
+            assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
+            assert refused.headers["www-authenticate"] == "Bearer"
+            routes = client.get("/-/routes", headers={"Authorization": f"Bearer {key}"})
+            assert routes.status_code == 200 and "/" in routes.json(), routes.text
+
+
 def _load_until(
     url: str, stop: threading.Event, record: list[tuple[float, int | str]], wrong: list[str]
 ) -> None:
