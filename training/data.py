@@ -540,6 +540,27 @@ def held_out_record(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
     }
 
 
+def held_out_changes(
+    record: dict[str, Any], config: TrainConfig, split: str, rows: LabeledTexts
+) -> str | None:
+    """None when `split` rows read again today are the ones a run's held_out record names; else what
+    changed since, in words (`labelwise evaluate --split` and `labelwise export` refuse them)."""
+    if rows_digest(rows, config.scenario.labels) == record.get(f"{split}_sha256"):
+        return None
+    why = []
+    if split == "validation" and config.validation_path is not None:
+        # rows read from a validation file of their own: the train file and the split code play no part
+        why.append(f"the rows of {config.validation_path} changed since")
+    else:
+        if record.get("split_version") != SPLIT_VERSION:
+            why.append(f"split version {record.get('split_version')} then, {SPLIT_VERSION} in this code")
+        if config.train_path.is_file() and file_sha256(config.train_path) != record.get("train_file_sha256"):
+            why.append(f"{config.train_path} changed since")
+    if record.get(f"{split}_rows") != len(rows):
+        why.append(f"{record.get(f'{split}_rows')} rows then, {len(rows)} now")
+    return "; ".join(why) or "other rows"
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Load, clean, map, split and cap the data of a run; every bad input stops here, before training."""
     scenario = config.scenario

@@ -69,8 +69,9 @@ class NothingToExportError(ExportError):
 
 
 class ParityFileError(ExportError, DataError):
-    """The file given for a re-export's parity rows (`--validation`) cannot be read: bad input, as
-    `evaluate --data` refuses it."""
+    """The file given for a re-export's parity rows (`--validation`) cannot be read, or, without it, the
+    run's validation rows read today are not the ones it validated on: bad input, as `evaluate --data` and
+    `evaluate --split` refuse them."""
 
     exit_code = EXIT_USAGE
 

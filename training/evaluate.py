@@ -14,7 +14,6 @@ import numpy as np
 from pydantic import ValidationError
 
 from model_repository import Manifest, ModelRepository, UsageError, is_object_store, write_text_atomic
-from model_repository.identity import file_sha256
 from model_repository.text import NO_NORMALIZATION
 
 from .config import (
@@ -28,12 +27,11 @@ from .config import (
 )
 from .data import (
     HELD_OUT,
-    SPLIT_VERSION,
     LabeledTexts,
+    held_out_changes,
     load_labeled,
     load_test_split,
     prepare_data,
-    rows_digest,
 )
 from .errors import CollapsedRunError, DataError, ScenarioConfigError
 from .metrics import classification_metrics
@@ -160,19 +158,13 @@ def check_held_out(manifest: Manifest, config: TrainConfig, split: str, rows: La
             config.train_path,
         )
         return
-    if rows_digest(rows, manifest.labels) == recorded.get(f"{split}_sha256"):
+    why = held_out_changes(recorded, config, split, rows)
+    if why is None:
         return
-    why = []
-    if recorded.get("split_version") != SPLIT_VERSION:
-        why.append(f"split version {recorded.get('split_version')} then, {SPLIT_VERSION} in this code")
-    if config.train_path.is_file() and file_sha256(config.train_path) != recorded.get("train_file_sha256"):
-        why.append(f"{config.train_path} changed since")
-    if recorded.get(f"{split}_rows") != len(rows):
-        why.append(f"{recorded.get(f'{split}_rows')} rows then, {len(rows)} now")
     what = "held out" if split == "test" else "validated on"
     raise DataError(
         f"{who}: the {split} rows carved today are not the ones it {what} when it was trained "
-        f"({'; '.join(why) or 'other rows'}); those cannot be recovered, and rows it trained on may be among "
+        f"({why}); those cannot be recovered, and rows it trained on may be among "
         "today's: score a labeled file with --data instead, or train a new version on the file as it is now"
     )
 

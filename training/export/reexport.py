@@ -13,7 +13,7 @@ from model_repository import Manifest, ModelRepository, RepositoryError, layout
 from model_repository.multi_adapter import version_lora_rank
 
 from ..config import TrainConfig, recorded_scenario_config
-from ..data import LabeledTexts, load_labeled, prepare_data, stratified_cap
+from ..data import HELD_OUT, LabeledTexts, held_out_changes, load_labeled, prepare_data, stratified_cap
 from ..errors import (
     DataError,
     ExportError,
@@ -75,12 +75,27 @@ def _find_validation_file(config: Any) -> Path | None:
     return None
 
 
+def _refuse_other_rows(source: Manifest, config: TrainConfig, rows: LabeledTexts) -> None:
+    """ParityFileError when the run's validation rows read again today are not the ones it validated on
+    (its held_out record, as `labelwise evaluate --split validation` checks them): parity measured on them
+    would describe other rows, some of them perhaps trained on. A version without the record is read as
+    before."""
+    recorded = source.metrics.get(HELD_OUT)
+    why = held_out_changes(recorded, config, "validation", rows) if isinstance(recorded, dict) else None
+    if why is not None:
+        raise ParityFileError(
+            f"{source.scenario} v{source.version}: the validation rows read today are not the ones its run "
+            f"validated on ({why}); check parity on a labeled file instead: pass --validation PATH"
+        )
+
+
 def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tuple[list[str], list[str]]:
     """(cleaned texts, label names) to check a re-export's parity on, read as training read its rows.
 
     parity_file (--validation): that file, through the scenario's loader (its text_column / label_column,
     cleaning, and unknown_validation_labels: an unknown label is dropped or stops the export as it did in
-    training). Otherwise the version's own validation rows as its run had them. Every row is returned: the
+    training). Otherwise the version's own validation rows as its run had them, refused when they are not
+    those any more (_refuse_other_rows). Every row is returned: the
     export draws the same seeded sample of PARITY_ROWS from them as publish did (the first rows of a file
     sorted by label would be one or two classes). Labels are returned as names, which the export maps
     through the model's label2id."""
@@ -103,6 +118,7 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
                 config = None
             if config is not None:
                 rows, labels = _run_validation_rows(config), config.scenario.labels
+                _refuse_other_rows(source, config, rows)
             else:
                 found = _find_validation_file(source.training_config)
                 if found is None:
@@ -114,6 +130,8 @@ def parity_rows(source: Manifest, parity_file: str | Path | None = None) -> tupl
                     found, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
                 )
                 labels = scenario.labels
+    except ParityFileError:  # _refuse_other_rows: its message says what to do already
+        raise
     except (DataError, ScenarioConfigError) as exc:
         if parity_file is not None and isinstance(exc, DataError):  # the file given: exit 2, not 1
             raise ParityFileError(f"{who}: cannot read the parity rows: {exc}") from exc

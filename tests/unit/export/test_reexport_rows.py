@@ -195,3 +195,46 @@ def test_a_version_that_does_not_resolve_is_named_as_given(
 
     with pytest.raises(SourceVersionError, match=f"^{re.escape(named)}: cannot re-export"):
         reexport_version(ModelRepository(tmp_path / "repo"), "spam", ref)
+
+
+@pytest.mark.parametrize("own_file", [True, False], ids=["validation-file", "carved-from-train"])
+def test_export_refuses_validation_rows_that_changed_since_training(
+    own_file, tmp_path, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer
+):
+    """Parity was checked on the run's validation file (or the rows carved from its train file) as the
+    file is today, after it changed: other rows than the run validated on. Refused as `evaluate --split
+    validation` refuses them (exit 2, one line naming what changed and --validation); a labeled file
+    given with --validation is still used."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config
+    from training.data import held_out_record, prepare_data
+
+    data = tmp_path / "toy"
+    train = write_toy_csv(data / "train.csv", 10, seed=1)
+    validation = write_toy_csv(data / "validation.csv", 10, seed=2)
+    carved = {} if own_file else {"validation_file": None}
+    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS, **carved)
+    config = make_train_config(
+        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
+    )
+    record = held_out_record(config, prepare_data(config))
+    repo = ModelRepository(tmp_path / "repo")
+    args = (tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, config, ["ok"], {"held_out": record})
+    parent = _publish_full(repo, "toy", LABELS, *args)
+    changed = validation if own_file else train
+    write_toy_csv(changed, 12, seed=3)  # relabelled and extended since the run
+    export = ["export", "-s", "toy", "-v", str(parent.version), "-p", "fp32,int8", "-r", str(repo.root)]
+    result = CliRunner().invoke(app, export)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: toy v1: the validation rows read today are not the ones its run validated on ("
+    )
+    assert f"{changed} changed since" in line and "pass --validation PATH" in line
+    assert repo.list_versions("toy") == [1]
+    given = write_toy_csv(tmp_path / "labeled.csv", 10, seed=4)
+    result = CliRunner().invoke(app, [*export, "--validation", str(given)])
+    assert result.exit_code == 0 and "published toy v2 (parent v1)" in result.output, result.output

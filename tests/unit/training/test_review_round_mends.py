@@ -346,7 +346,7 @@ def test_reexport_checks_the_runs_validation_rows_as_publish_sampled_them(
     scenario = custom_scenario("sorted", [label for label, _ in _SORTED], tmp_path / "data")
     config = make_train_config(scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "r")
     source = SimpleNamespace(
-        scenario="sorted", version=1, training_config=json.loads(config.model_dump_json())
+        scenario="sorted", version=1, training_config=json.loads(config.model_dump_json()), metrics={}
     )
     texts, labels = parity_rows(source)  # type: ignore[arg-type]
     assert len(texts) == len(labels) == 600  # every row: the export samples PARITY_ROWS of them
