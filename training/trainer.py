@@ -529,6 +529,12 @@ def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> 
     )
 
 
+# Folders of a run folder that a run deletes with what is in them: the earlier run's weights/ and
+# tensorboard/ (_start_run_folder), checkpoints/ (_finish_run_folder), weights/ again when they are saved
+# there (publish.save_weights). `labelwise train` refuses a model repository inside one of them.
+RUN_FOLDER_CLEARED = ("weights", "tensorboard", "checkpoints")
+
+
 def _start_run_folder(config: TrainConfig, data: PreparedData) -> Path:
     """The run's output folder, with the config it ran with and the label distribution figure.
 

@@ -170,19 +170,50 @@ def refuse_unusable_output_dir(
             )
 
 
-def _local_root_holding(folder: Path, repository: Path | None) -> Path | None:
-    """The local repository root (`repository`, None: default_root()) when `folder` is it or lies inside it
-    (links followed); None otherwise, and for an object store."""
+def refuse_repository_in_run_folder(output_dir: Path | None, repository: Path | None) -> None:
+    """A local model repository (`repository`, None: LABELWISE_REPOSITORY or the default root) at or inside
+    a folder of the run folder that the run deletes (training.trainer.RUN_FOLDER_CLEARED: weights/,
+    tensorboard/, checkpoints/) is refused (UsageError, exit 2) before it trains: the run deleted the
+    repository with it, every published version in it. The converse of refuse_unusable_output_dir's
+    refusal of a run folder inside the repository. Without --output-dir the run gets a new folder."""
+    from model_repository import UsageError
+    from training.trainer import RUN_FOLDER_CLEARED
+
+    if output_dir is None:
+        return
+    root = _local_root(repository)
+    for cleared in (output_dir / name for name in RUN_FOLDER_CLEARED):
+        if root is not None and _at_or_inside(root, cleared):
+            where = "is" if _at_or_inside(cleared, root) else "is inside"
+            raise UsageError(
+                f"the model repository {root} {where} {cleared}, which a run in --output-dir {output_dir} "
+                "deletes, every published version with it; give another --output-dir, or keep the "
+                f"repository outside {cleared}"
+            )
+
+
+def _local_root(repository: Path | None) -> Path | None:
+    """The local repository root (`repository`, None: default_root()); None for an object store."""
     from model_repository import default_root
 
     try:
         root = parse_root(repository) if repository is not None else default_root()
     except LabelwiseError:  # an unusable LABELWISE_REPOSITORY is the repository's own check to refuse
         return None
-    if not isinstance(root, Path):
-        return None
-    real_root, real_folder = Path(os.path.realpath(root)), Path(os.path.realpath(folder))
-    return root if real_folder == real_root or real_root in real_folder.parents else None
+    return root if isinstance(root, Path) else None
+
+
+def _at_or_inside(folder: Path, outer: Path) -> bool:
+    """Whether `folder` is `outer` or lies inside it (links followed)."""
+    real_folder, real_outer = Path(os.path.realpath(folder)), Path(os.path.realpath(outer))
+    return real_folder == real_outer or real_outer in real_folder.parents
+
+
+def _local_root_holding(folder: Path, repository: Path | None) -> Path | None:
+    """The local repository root (`repository`, None: default_root()) when `folder` is it or lies inside it
+    (links followed); None otherwise, and for an object store."""
+    root = _local_root(repository)
+    return root if root is not None and _at_or_inside(folder, root) else None
 
 
 def refuse_unusable_output_file(path: Path, flag: str) -> None:

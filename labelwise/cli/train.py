@@ -46,6 +46,7 @@ from .options import (
     applies_and_pronoun,
     given_on_command_line,
     refuse_missing_repository,
+    refuse_repository_in_run_folder,
     refuse_unusable_output_dir,
     refuse_unwritable_repository,
     repository_path,
@@ -109,6 +110,7 @@ def train_command(
     setup_logging()
     refuse_unusable_output_dir(output_dir, repository=repository)
     require_training()
+    refuse_repository_in_run_folder(output_dir, repository)
     refuse_unused_flags(
         strategy,
         adversarial=adversarial,

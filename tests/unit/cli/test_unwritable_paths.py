@@ -138,3 +138,36 @@ def test_an_output_dir_inside_the_model_repository_is_refused_and_the_version_ke
     )
     assert repo.verify("spam", 1).version == 1
     assert sorted(p.name for p in repo.version_path("spam", 1).iterdir()) == ["manifest.json", "weights"]
+
+
+@pytest.mark.parametrize("publish", [True, False])
+@pytest.mark.parametrize("where", ["weights", "weights/repo", "checkpoints/deeper/repo", "tensorboard/repo"])
+def test_a_model_repository_inside_a_folder_the_run_deletes_is_refused_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, publish: bool, where: str
+) -> None:
+    """`train -o RUN -r RUN/weights/repo`: the run deletes its folder's weights/ (an earlier run's) before it
+    trains, and checkpoints/ after, and the repository with every version in it went with them. Refused
+    before any training; --no-publish too, where the repository is LABELWISE_REPOSITORY's."""
+    from model_repository import ModelRepository
+    from tests.conftest import manifest_fields
+
+    out = tmp_path / "run"
+    root = out / where
+    repo = ModelRepository(root)
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("LABELWISE_REPOSITORY", str(root))
+    flags = ["-r", str(root)] if publish else ["--no-publish"]
+    command = ["train", "-s", "spam", "--strategy", "frozen", "--max-train-samples", "16", "-o", str(out)]
+    result = CliRunner().invoke(app, [*command, *flags])
+    assert result.exit_code == EXIT_USAGE, result.output
+    cleared = out / where.split("/")[0]
+    inside = "is" if root == cleared else "is inside"
+    assert result.stderr.strip() == (
+        f"error: the model repository {root} {inside} {cleared}, which a run in --output-dir {out} "
+        "deletes, every published version with it; give another --output-dir, or keep the repository "
+        f"outside {cleared}"
+    )
+    assert repo.verify("spam", 1).version == 1
+    assert not (out / "train_config.json").exists()  # no run was started
