@@ -374,7 +374,7 @@ def _resolve_file(value: str | None, scenario: ScenarioConfig, data_dir: Path) -
     return path if path.is_absolute() else data_dir / scenario.name / path
 
 
-# StrategyParams fields the frozen strategy never reads: its head trains num_train_epochs whole epochs
+# StrategyParams fields the frozen strategy never reads: its head trains num_train_epochs epochs
 # (training/frozen.py head_settings) at learning_rate on embeddings computed once, with no warm-up, no
 # step floor and no separate head rate. (eval_steps, a TrainConfig field, is not read either: the head is
 # evaluated once per epoch; no scenario block or `labelwise train` flag sets it.)
@@ -400,7 +400,7 @@ def _refuse_frozen_unused(scenario: ScenarioConfig) -> None:
         verb, them = ("is", "it") if len(given) == 1 else ("are", "them")
         raise ScenarioConfigError(
             f"scenario {scenario.name!r}: strategies.frozen sets {', '.join(given)}, which {verb} not used "
-            "by the frozen strategy (its head trains num_train_epochs whole epochs at learning_rate on "
+            "by the frozen strategy (its head trains num_train_epochs epochs at learning_rate on "
             "embeddings computed once: no warm-up, no step floor, no separate head rate): drop "
             f"{them} from strategies.frozen, or train with --strategy full or lora"
         )

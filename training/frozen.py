@@ -216,7 +216,7 @@ class HeadSettings:
     """How the head is trained on cached embeddings."""
 
     learning_rate: float
-    epochs: int
+    epochs: float  # a fraction of an epoch trains that fraction of its steps, as Hugging Face's Trainer
     batch_size: int
     weight_decay: float = 0.0
     loss_weights: list[float] | None = None
@@ -232,8 +232,8 @@ class HeadFit:
 
     val_logits: np.ndarray
     eval_loss: float
-    best_epoch: int
-    epochs_run: int
+    best_epoch: float  # whole, but for a last epoch cut short (max_steps, fractional epochs): its fraction
+    epochs_run: float
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -301,13 +301,15 @@ def _fit_head(
     n = len(z_train)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, {k: v.clone() for k, v in head.state_dict().items()}
-    steps, epoch = 0, 0
-    epochs = settings.epochs
-    if settings.max_steps is not None:
-        # max_steps is the run's length in steps, whatever its epochs, as Hugging Face's is for full and
-        # lora (it stopped frozen runs at num_train_epochs when those came first: unlike budgets in compare)
-        epochs = math.ceil(settings.max_steps / max(1, math.ceil(n / settings.batch_size)))
-    for epoch in range(1, epochs + 1):
+    steps, mark = 0, 0.0
+    steps_per_epoch = max(1, math.ceil(n / settings.batch_size))
+    # The run's length in steps, as Hugging Face's Trainer counts it for full and lora: max_steps whatever
+    # the epochs (frozen runs stopped at num_train_epochs when those came first: unlike budgets in compare),
+    # else the epochs' steps, rounded up (0.5 epochs trained a whole one, saying nothing)
+    max_steps = (
+        settings.max_steps if settings.max_steps is not None else math.ceil(settings.epochs * steps_per_epoch)
+    )
+    for epoch in range(1, math.ceil(max_steps / steps_per_epoch) + 1):
         head.train()
         order = (
             torch.multinomial(sampling, n, replacement=True, generator=generator)
@@ -322,9 +324,11 @@ def _fit_head(
             loss.backward()
             optimizer.step()
             total, seen, steps = total + loss.item() * len(rows), seen + len(rows), steps + 1
-            if settings.max_steps is not None and steps >= settings.max_steps:
+            if steps >= max_steps:
                 break
-        history.append({"loss": total / max(seen, 1), "epoch": epoch, "step": steps})
+        # an epoch cut short is logged as the fraction of the epochs run, as the Trainer logs it
+        mark = epoch if steps == epoch * steps_per_epoch else round(steps / steps_per_epoch, 2)
+        history.append({"loss": total / max(seen, 1), "epoch": mark, "step": steps})
         head.eval()
         with torch.no_grad():
             logits = head(z_val)
@@ -339,7 +343,7 @@ def _fit_head(
             "eval_macro_f1": f1,
             # macro-F1, ties broken by the lower validation loss (training.metrics.selection_score)
             "eval_selection": selection_score(f1, eval_loss),
-            "epoch": epoch,
+            "epoch": mark,
             "step": steps,
         }
         history.append(evaluation)
@@ -347,11 +351,11 @@ def _fit_head(
             on_evaluate(evaluation)
         score = evaluation["eval_selection"]
         if score > best_score:
-            best_score, best_epoch = score, epoch
+            best_score, best_epoch = score, mark
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
         elif settings.patience_epochs is not None and epoch - best_epoch >= settings.patience_epochs:
             break
-        if settings.max_steps is not None and steps >= settings.max_steps:
+        if steps >= max_steps:
             break
     model.classifier.load_state_dict(best_state)
     with torch.no_grad():
@@ -362,18 +366,18 @@ def _fit_head(
             if len(y_val)
             else 0.0
         )
-    return HeadFit(val_logits, eval_loss, best_epoch, epoch, history)
+    return HeadFit(val_logits, eval_loss, best_epoch, mark, history)
 
 
 def head_settings(
     config: Any, loss_weights: list[float] | None, sample_weights: list[float] | None
 ) -> HeadSettings:
-    """The run's hyperparameters as head settings: epochs are whole, patience counts epochs."""
+    """The run's hyperparameters as head settings: patience counts epochs."""
     params = config.params
     patience = config.early_stopping_patience
     return HeadSettings(
         learning_rate=params.learning_rate,
-        epochs=max(1, math.ceil(params.num_train_epochs)),
+        epochs=params.num_train_epochs,
         batch_size=params.batch_size,
         weight_decay=params.weight_decay,
         loss_weights=loss_weights,

@@ -230,6 +230,35 @@ def test_max_steps_is_the_runs_length_in_steps_for_every_strategy(
     assert max(int(e["step"]) for e in result.log_history if "step" in e) == wanted
 
 
+@pytest.mark.parametrize("epochs", [0.5, 1.5])
+def test_frozen_trains_a_fraction_of_an_epoch_as_that_fraction_of_its_steps(
+    epochs: float, toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """--epochs 0.5 with --strategy frozen trained a whole epoch (1.5: two), saying nothing. Full and lora
+    train ceil(epochs x steps per epoch) steps (Hugging Face's Trainer); the frozen head now trains as many,
+    and its last epoch, cut short, is logged as the fraction run."""
+    import math
+
+    from training import make_train_config, prepare_data, train
+    from training.metrics import epoch_summary
+
+    config = make_train_config(
+        toy_scenario,
+        "frozen",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        **{**FAST, "num_train_epochs": epochs},
+    )
+    steps_per_epoch = -(-len(prepare_data(config).train.texts) // FAST["batch_size"])
+    assert steps_per_epoch % 2  # an odd count: half an epoch is not a whole number of steps
+    wanted = math.ceil(epochs * steps_per_epoch)
+    result = train(config)
+    assert max(int(e["step"]) for e in result.log_history if "step" in e) == wanted
+    ran = round(wanted / steps_per_epoch, 2)
+    assert result.metrics["head_epochs"] == ran
+    assert epoch_summary(result.log_history).endswith(f"of {ran:g} run")
+
+
 def test_with_evaluation_by_steps_the_last_step_is_scored_too(
     toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
