@@ -12,6 +12,7 @@ row before it is written, with an InputRowError naming the row.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import itertools
@@ -94,6 +95,18 @@ def file_format(path: Path, what: str) -> str:
     if kind is None:
         raise UsageError(f"{what} {path}: unknown extension {path.suffix!r}; use one of {', '.join(FORMATS)}")
     return kind
+
+
+def _refuse_symlink_loop(path: Path, what: str) -> None:
+    """UsageError naming the option when the path's symlinks loop: Path.resolve raises RuntimeError
+    ("Symlink loop") on such a path, and exists() says False, as if the file were missing."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"{what} {path}: its symlinks loop (too many levels of symbolic links); name the file itself"
+            ) from None
 
 
 # ---- input ---------------------------------------------------------------------------------------
@@ -974,6 +987,8 @@ def score_file(
     A bad row raises InputRowError once the rows before it are written; the message says so."""
     if batch_rows < 1:
         raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}")
+    _refuse_symlink_loop(input_path, "--input")
+    _refuse_symlink_loop(output_path, "--output")
     if input_path.resolve() == output_path.resolve():
         raise UsageError(f"--output {output_path} is the input file")
     texts = read_texts(input_path, text_column)

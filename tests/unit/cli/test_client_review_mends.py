@@ -496,6 +496,29 @@ def test_retry_for_is_refused_without_url_or_below_zero(
     assert result.exit_code == 2 and message in result.output, result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "loop"), [("--input", "loop.jsonl"), ("--output", "loop.jsonl"), ("--output", "dir/out.jsonl")]
+)
+def test_a_symlink_loop_is_refused_in_one_line_naming_the_option(
+    tmp_path: Path, option: str, loop: str
+) -> None:
+    # Path.resolve raised RuntimeError ("Symlink loop"): a traceback, exit 1
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hello"}\n')
+    (tmp_path / "loop.jsonl").symlink_to("loop.jsonl")
+    (tmp_path / "dir").symlink_to("dir")
+    paths = {"--input": str(source), "--output": str(tmp_path / "out.jsonl"), option: str(tmp_path / loop)}
+    result = _cli("-i", paths["--input"], "-o", paths["--output"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: {option} {tmp_path / loop}: its symlinks loop (too many levels of symbolic links); "
+        "name the file itself"
+    )
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 # ---- minor: Parquet text columns pandas and Arrow write -----------------------------------------------
 def test_parquet_dictionary_and_large_binary_text_columns_are_read(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
