@@ -253,6 +253,11 @@ def test_a_terminated_bench_continues_the_tree_it_paused(tmp_path: Path) -> None
                 child.kill()
 
 
+# A peer that starts and never answers; a stop's SIGINT ends it, also where the test run ignores SIGINT (CI
+# starts pytest in the background and children inherit that: the stop sat out its 30 s grace).
+NEVER_READY = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(60)"
+
+
 def test_an_infinity_that_never_gets_ready_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that starts but never answers /health raises ServerNotUpError (a TimeoutError, not a
     BenchError): still a note under the table, and the bench goes on."""
@@ -263,9 +268,7 @@ def test_an_infinity_that_never_gets_ready_is_a_note(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(bench, "infinity_missing", lambda _folder: None)
     monkeypatch.setattr(bench, "prepare_infinity_models", lambda *_a, **_k: {"fp32": tmp_path})
-    monkeypatch.setattr(
-        bench, "infinity_command", lambda *_a: [sys.executable, "-c", "import time; time.sleep(60)"]
-    )
+    monkeypatch.setattr(bench, "infinity_command", lambda *_a: [sys.executable, "-c", NEVER_READY])
     options = BenchOptions(out_dir=tmp_path / "out", ready_timeout_s=2, infinity_variants=["fp32"],
                            peer_port=free_loopback_port())  # fmt: skip
     options.out_dir.mkdir()
