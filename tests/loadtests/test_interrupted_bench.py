@@ -95,10 +95,21 @@ import sys, time
 from loadtests import gpu_bench
 from loadtests.processes import start_server, stop_server
 
+STAND_IN = (
+    "import pathlib, signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); "
+    "pathlib.Path(sys.argv[1]).touch(); time.sleep(300)"
+)
+
 def run(plan, say):
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-c", "import time; time.sleep(300)"]
+    # A server stand-in that SIGINT ends, told only once it handles SIGINT: where the test run ignores SIGINT
+    # (CI starts pytest in the background) the child inherits that, and the stop sat out its 30 s grace.
+    up = plan.out_dir / "stand-in-up"
+    cmd = [sys.executable, "-c", STAND_IN, str(up)]
     server = start_server("labelwise serve", cmd, f"http://127.0.0.1:{plan.port}", plan.out_dir / "serve.log")
+    deadline = time.monotonic() + 30
+    while not up.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     print(server.proc.pid, flush=True)
     try:
         time.sleep(300)  # the HTTP loads
