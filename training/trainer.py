@@ -532,7 +532,8 @@ def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> 
 # Folders of a run folder that a run deletes with what is in them: the earlier run's weights/ and
 # tensorboard/ (_start_run_folder), checkpoints/ (_finish_run_folder), weights/ again when they are saved
 # there (publish.save_weights). `labelwise train` refuses a model repository inside one of them.
-RUN_FOLDER_CLEARED = ("weights", "tensorboard", "checkpoints")
+_STALE_RUN_FOLDERS = ("weights", "tensorboard")
+RUN_FOLDER_CLEARED = (*_STALE_RUN_FOLDERS, "checkpoints")
 
 
 def _start_run_folder(config: TrainConfig, data: PreparedData) -> Path:
@@ -544,7 +545,7 @@ def _start_run_folder(config: TrainConfig, data: PreparedData) -> Path:
     out = Path(config.output_dir)
     for stale in ("metrics.json", "confusion_matrix.png"):
         (out / stale).unlink(missing_ok=True)
-    for stale in ("weights", "tensorboard"):
+    for stale in _STALE_RUN_FOLDERS:
         shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(config.model_dump_json(indent=2))
