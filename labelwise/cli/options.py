@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -170,26 +171,39 @@ def refuse_unusable_output_dir(
             )
 
 
-def refuse_repository_in_run_folder(output_dir: Path | None, repository: Path | None) -> None:
+def refuse_repository_in_run_folder(
+    output_dir: Path | None, repository: Path | None, runs_inside: Callable[[str], bool] | None = None
+) -> None:
     """A local model repository (`repository`, None: LABELWISE_REPOSITORY or the default root) at or inside
-    a folder of the run folder that the run deletes (training.trainer.RUN_FOLDER_CLEARED: weights/,
+    a folder of a run folder that the run deletes (training.trainer.RUN_FOLDER_CLEARED: weights/,
     tensorboard/, checkpoints/) is refused (UsageError, exit 2) before it trains: the run deleted the
     repository with it, every published version in it. The converse of refuse_unusable_output_dir's
-    refusal of a run folder inside the repository. Without --output-dir the run gets a new folder."""
+    refusal of a run folder inside the repository. Without --output-dir the run gets a new folder.
+
+    runs_inside: None, --output-dir is the run folder (train); else the run folders are the folders in
+    --output-dir whose names it accepts (compare's one per strategy, tune's trials and best run)."""
     from model_repository import UsageError
     from training.trainer import RUN_FOLDER_CLEARED
 
-    if output_dir is None:
+    root = _local_root(repository) if output_dir is not None else None
+    if root is None or output_dir is None or not _at_or_inside(root, output_dir):
         return
-    root = _local_root(repository)
-    for cleared in (output_dir / name for name in RUN_FOLDER_CLEARED):
-        if root is not None and _at_or_inside(root, cleared):
-            where = "is" if _at_or_inside(cleared, root) else "is inside"
-            raise UsageError(
-                f"the model repository {root} {where} {cleared}, which a run in --output-dir {output_dir} "
-                "deletes, every published version with it; give another --output-dir, or keep the "
-                f"repository outside {cleared}"
-            )
+    inside = Path(os.path.realpath(root)).relative_to(os.path.realpath(output_dir)).parts
+    if runs_inside is None:
+        run, parts = output_dir, inside
+    elif inside and runs_inside(inside[0]):
+        run, parts = output_dir / inside[0], inside[1:]
+    else:
+        return
+    if parts and parts[0] in RUN_FOLDER_CLEARED:
+        cleared = run / parts[0]
+        where = "is" if len(parts) == 1 else "is inside"
+        whose = "a run in --output-dir" if runs_inside is None else "the run in"
+        place = output_dir if runs_inside is None else run
+        raise UsageError(
+            f"the model repository {root} {where} {cleared}, which {whose} {place} deletes, every published "
+            f"version with it; give another --output-dir, or keep the repository outside {cleared}"
+        )
 
 
 def _local_root(repository: Path | None) -> Path | None:

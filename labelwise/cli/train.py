@@ -226,6 +226,7 @@ def compare_command(
     chosen = tuple(dict.fromkeys(s.strip() for s in strategies.split(",") if s.strip()))  # once each
     if not chosen:
         raise UsageError(f"--strategies {strategies!r}: name at least one of {', '.join(STRATEGIES)}")
+    refuse_repository_in_run_folder(output_dir, repository, runs_inside=chosen.__contains__)
     if repository is None and given_on_command_line(ctx, "export"):  # its default 'none' is never refused
         refuse_publish_flags(
             ["--export"], "--repository/-r", "without it nothing is published; add -r, or drop --export"

@@ -21,6 +21,7 @@ from .options import (
     ValDataOpt,
     given_on_command_line,
     refuse_missing_repository,
+    refuse_repository_in_run_folder,
     refuse_unusable_output_dir,
     refuse_unwritable_repository,
     require_training,
@@ -97,7 +98,9 @@ def tune_command(
             unused, "--publish", "without it the study publishes nothing; add --publish, or drop {them}"
         )
     from model_repository import ModelRepository
-    from training.tuning import run_study
+    from training.tuning import is_study_run_folder, run_study
+
+    refuse_repository_in_run_folder(output_dir, repository, runs_inside=is_study_run_folder)
 
     if publish:
         refuse_unwritable_repository(repository)

@@ -9,7 +9,7 @@ Optuna and torch are imported inside the functions that use them.
 from ..errors import TuningError
 from .perturb import PerturbationReport, perturb_text, perturb_texts, robustness_of_published
 from .space import ParamRange, SearchSpace, default_search_space
-from .study import StudySummary, run_study, tune_dir
+from .study import StudySummary, is_study_run_folder, run_study, tune_dir
 
 __all__ = [
     "ParamRange",
@@ -18,6 +18,7 @@ __all__ = [
     "StudySummary",
     "TuningError",
     "default_search_space",
+    "is_study_run_folder",
     "perturb_text",
     "perturb_texts",
     "robustness_of_published",

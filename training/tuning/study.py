@@ -52,6 +52,22 @@ log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "hyperband", "none")
 
+# A study's run folders, in its --output-dir: one per trial, and best/ for the best configuration's retrain.
+BEST_RUN_FOLDER = "best"
+
+
+def trial_folder_name(number: int) -> str:
+    return f"trial-{number:03d}"
+
+
+def is_study_run_folder(name: str) -> bool:
+    """Whether `name`, a folder in a study's --output-dir, is one of its run folders (a trial's, or best/):
+    each is a train run folder, and its weights/, tensorboard/ and checkpoints/ are cleared as such."""
+    number = name.removeprefix("trial-")
+    return name == BEST_RUN_FOLDER or (
+        number != name and number.isdigit() and name == trial_folder_name(int(number))
+    )
+
 
 class StudySummary(BaseModel):
     """What a tune run found; written to summary.json and, with --publish, into the manifest's extra."""
@@ -483,7 +499,7 @@ def run_study(
             config = make_train_config(
                 scenario,
                 strategy,
-                output_dir=out / f"trial-{trial.number:03d}",
+                output_dir=out / trial_folder_name(trial.number),
                 **{"eval_steps": eval_steps, **overrides, **params},
             )
             # The schedule the trial is measured on: best_config and the --publish retrain train on it too.
@@ -545,7 +561,7 @@ def run_study(
             best_config = make_train_config(
                 scenario,
                 strategy,
-                output_dir=out / "best",
+                output_dir=out / BEST_RUN_FOLDER,
                 **{"eval_steps": eval_steps, **overrides, **best.params},
             )
             path = out / "best_config.json"

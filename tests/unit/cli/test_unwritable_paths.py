@@ -171,3 +171,68 @@ def test_a_model_repository_inside_a_folder_the_run_deletes_is_refused_and_kept(
     )
     assert repo.verify("spam", 1).version == 1
     assert not (out / "train_config.json").exists()  # no run was started
+
+
+@pytest.mark.parametrize(
+    ("command", "run", "where"),
+    [
+        (["compare", "--strategies", "frozen,lora"], "lora", "weights/repo"),
+        (["compare", "--strategies", "frozen"], "frozen", "checkpoints"),
+        (["tune", "--strategy", "frozen", "--trials", "1"], "trial-000", "tensorboard/repo"),
+        (["tune", "--strategy", "frozen", "--trials", "1", "--publish"], "best", "weights/repo"),
+    ],
+)
+def test_a_model_repository_in_a_run_folder_of_compare_or_tune_is_refused_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], run: str, where: str
+) -> None:
+    """compare's run folders (one per strategy) and tune's (trial-NNN/, best/) are train run folders in
+    --output-dir: each run deletes its weights/, tensorboard/ and checkpoints/, and a repository there went
+    with them. Refused before any training, as train refuses it."""
+    from model_repository import ModelRepository
+    from tests.conftest import manifest_fields
+
+    out = tmp_path / "study"
+    root = out / run / where
+    repo = ModelRepository(root)
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("LABELWISE_REPOSITORY", str(root))
+    args = [*command, "-s", "spam", "--max-train-samples", "16", "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    cleared = out / run / where.split("/")[0]
+    inside = "is" if root == cleared else "is inside"
+    assert result.stderr.strip() == (
+        f"error: the model repository {root} {inside} {cleared}, which the run in {out / run} deletes, "
+        "every published version with it; give another --output-dir, or keep the repository outside "
+        f"{cleared}"
+    )
+    assert repo.verify("spam", 1).version == 1
+    assert sorted(p.name for p in out.iterdir()) == [run]  # nothing else was written: no run started
+
+
+@pytest.mark.parametrize(
+    ("runs_inside", "where"),
+    [
+        ({"lora"}.__contains__, "frozen/weights/repo"),  # a strategy not compared: no run folder
+        ({"lora"}.__contains__, "lora/notes/repo"),  # a folder the run keeps
+        ({"lora"}.__contains__, "weights/repo"),  # compare's own folder is no run folder
+        (None, "notes/weights/repo"),  # train: deeper than the run folder's own weights/
+    ],
+)
+def test_a_repository_elsewhere_in_the_output_dir_is_not_refused(
+    tmp_path: Path, runs_inside: object, where: str
+) -> None:
+    from labelwise.cli.options import refuse_repository_in_run_folder
+
+    refuse_repository_in_run_folder(tmp_path, tmp_path / where, runs_inside=runs_inside)  # type: ignore[arg-type]
+
+
+def test_study_run_folders_are_its_trials_and_best() -> None:
+    from training.tuning import is_study_run_folder
+
+    assert all(map(is_study_run_folder, ["best", "trial-000", "trial-042", "trial-1234"]))
+    assert not any(
+        map(is_study_run_folder, ["trial-", "trial-1", "trial-x00", "best2", "plots", "trial-0001"])
+    )
