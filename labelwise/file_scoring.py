@@ -335,6 +335,7 @@ def read_texts(path: Path, column: str = "text") -> Iterator[str]:
     """The texts of a CSV / JSONL / Parquet file, in order; an unusable row raises InputRowError when
     it is reached (the rows before it have been yielded)."""
     kind = file_format(path, "--input")  # a folder is named as one
+    _refuse_symlink_loop(path, "--input")  # not "does not exist": is_file() and exists() are False on one
     if not path.is_file():
         raise UsageError(f"--input {path} {'is not a regular file' if path.exists() else 'does not exist'}")
     reader = {"csv": _csv_texts, "jsonl": _jsonl_texts, "parquet": _parquet_texts}[kind]

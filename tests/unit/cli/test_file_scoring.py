@@ -292,6 +292,20 @@ def test_unknown_extensions_and_missing_files_are_usage_errors(tmp_path: Path) -
         score_file(source, tmp_path, "toy", LengthScorer)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_read_texts_names_a_symlink_loop_rather_than_a_missing_file(tmp_path: Path, suffix: str) -> None:
+    """read_texts called on its own (not through score_file, which refuses a loop first) said such a path
+    'does not exist': is_file() and exists() are False on it."""
+    a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    a.symlink_to(b.name)
+    b.symlink_to(a.name)
+    with pytest.raises(UsageError) as caught:
+        read_texts(a)
+    assert str(caught.value) == (
+        f"--input {a}: its symlinks loop (too many levels of symbolic links); name the file itself"
+    )
+
+
 def test_an_unusable_output_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     source = _write(tmp_path / "in.jsonl", TEXTS[:3])
