@@ -43,6 +43,7 @@ __all__ = [
     "check_url",
     "count_rows",
     "file_format",
+    "left_as_it_was",
     "read_texts",
     "score_file",
     "settings_problem",
@@ -68,6 +69,12 @@ class ScoringError(LabelwiseError):
 
 class ScoringInterrupted(KeyboardInterrupt):
     """Ctrl-C during score_file; its message says what the output holds now (OutputFile.interrupted)."""
+
+
+def left_as_it_was(output: Path) -> str:
+    """What a Ctrl-C before the output was first written to left: OutputFile.interrupted's first words, and
+    the CLI's whole line for a Ctrl-C that lands before score_file has made its OutputFile."""
+    return f"before any row was written; {output} was left as it was"
 
 
 @dataclass(frozen=True)
@@ -646,10 +653,10 @@ class OutputFile:
         where = self.staging if self.staging.exists() else self.path
         if not self.opened:
             if not self.done:
-                return f"before any row was written; {self.path} was left as it was"
+                return left_as_it_was(self.path)
             return (
-                f"before any row was written; {where} was left as it was, holding the {self.done} rows "
-                "scored before; run the same command again to resume from there"
+                f"{left_as_it_was(where)}, holding the {self.done} rows scored before; run the same command "
+                "again to resume from there"
             )
         try:
             held = OutputFile(self.path).done

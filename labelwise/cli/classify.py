@@ -138,6 +138,7 @@ def classify_command(
         ScoringInterrupted,
         check_url,
         file_format,
+        left_as_it_was,
         score_file,
     )
 
@@ -200,10 +201,7 @@ def classify_command(
             # finished one. Say what is there and how to go on: score_file says it once the output may
             # have changed; before that, the output is as it was.
             shown.close()  # the bar stops before the line
-            if isinstance(exc, ScoringInterrupted):
-                left = str(exc)
-            else:
-                left = f"before any row was written; {output_path} was left as it was"
+            left = str(exc) if isinstance(exc, ScoringInterrupted) else left_as_it_was(output_path)
             typer.echo(f"error: interrupted: {left}", err=True)
             raise typer.Exit(130) from None
         done = summary.rows_scored + summary.rows_skipped

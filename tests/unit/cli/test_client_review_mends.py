@@ -808,6 +808,29 @@ def test_ctrl_c_before_any_row_is_scored_says_the_output_was_left_alone(tmp_path
     assert out.read_text() == "kept as it was\n"
 
 
+def test_ctrl_c_before_the_output_is_opened_says_the_output_was_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C while score_file reads the input, before it has made its OutputFile: no ScoringInterrupted
+    carries the line, so the CLI says what OutputFile.interrupted says of an output not yet written to."""
+    import labelwise.file_scoring as file_scoring
+
+    def ctrl_c(_path: Path) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(file_scoring, "count_rows", ctrl_c)
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n")
+    out = tmp_path / "out.csv"
+    out.write_text("kept as it was\n")
+    result = _cli("-i", str(source), "-o", str(out), "--url", "http://127.0.0.1:9", "--overwrite")
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines() == [
+        f"error: interrupted: before any row was written; {out} was left as it was"
+    ]
+    assert out.read_text() == "kept as it was\n"
+
+
 @pytest.mark.usefixtures("terminal_sigint")
 def test_a_stopped_overwrite_run_says_to_resume_without_overwrite(tmp_path: Path) -> None:
     """The lines said 'run the same command again to resume', but the same command with --overwrite empties

@@ -141,6 +141,31 @@ class StopAfter(LengthScorer):
 
 
 @pytest.mark.parametrize("fmt_out", [".jsonl", ".parquet"])
+def test_ctrl_c_before_the_first_rows_are_written_says_the_output_was_left_as_it_was(
+    tmp_path: Path, fmt_out: str
+) -> None:
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / "in.jsonl", TEXTS)
+    out = tmp_path / f"out{fmt_out}"
+    with pytest.raises(KeyboardInterrupt) as caught:
+        score_file(source, out, "toy", lambda: StopAfter(0), batch_rows=100)
+    assert str(caught.value) == f"before any row was written; {out} was left as it was"
+    assert not out.exists()
+    with pytest.raises(KeyboardInterrupt):
+        score_file(source, out, "toy", lambda: StopAfter(2), batch_rows=100)
+    # Parquet rows are staged beside the output until they are all there.
+    where = out if fmt_out == ".jsonl" else tmp_path / "out.parquet.partial.jsonl"
+    before = where.read_bytes()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        score_file(source, out, "toy", lambda: StopAfter(0), batch_rows=100)
+    assert str(caught.value) == (
+        f"before any row was written; {where} was left as it was, holding the 200 rows scored before; "
+        "run the same command again to resume from there"
+    )
+    assert where.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".parquet"])
 def test_a_partial_output_resumes_only_for_the_same_scenario_input_and_column(
     tmp_path: Path, fmt_out: str
 ) -> None:
