@@ -500,7 +500,12 @@ def _train_frozen(job: _Job) -> _Fitted:
 
 
 def _write_tensorboard(out: Path, history: list[dict[str, Any]]) -> None:
-    """The head's per-epoch losses and validation figures, where the Trainer would write its own."""
+    """The head's per-epoch losses and validation figures, where and as the Trainer would write its own.
+
+    The x-axis is the head's optimizer step, as the Trainer's is its global_step for full and lora (both
+    count batches of batch_size), so the strategies' curves line up; int(epoch) put a fractional last
+    epoch on the same x as the whole one before it. The epoch is a train/epoch scalar, as the Trainer's.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional for the frozen path: the figures are in metrics.json
@@ -508,9 +513,11 @@ def _write_tensorboard(out: Path, history: list[dict[str, Any]]) -> None:
     with SummaryWriter(str(out / "tensorboard")) as writer:
         for entry in history:
             for name, value in entry.items():
-                if name not in ("epoch", "step"):
-                    tag = f"eval/{name[5:]}" if name.startswith("eval_") else f"train/{name}"
-                    writer.add_scalar(tag, value, int(entry["epoch"]))
+                # the evaluation repeats its step's epoch: train/epoch gets one point a step
+                if name == "step" or (name == "epoch" and "loss" not in entry):
+                    continue
+                tag = f"eval/{name[5:]}" if name.startswith("eval_") else f"train/{name}"
+                writer.add_scalar(tag, value, int(entry["step"]))
 
 
 def _build_model(config: TrainConfig, base: ResolvedBase, labels: list[str]) -> Any:

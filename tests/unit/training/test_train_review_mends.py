@@ -259,6 +259,48 @@ def test_frozen_trains_a_fraction_of_an_epoch_as_that_fraction_of_its_steps(
     assert epoch_summary(result.log_history).endswith(f"of {ran:g} run")
 
 
+def _tensorboard_steps(folder: Path) -> dict[str, list[int]]:
+    """The steps each scalar of a run's tensorboard/ was written at, in the order written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[str, list[int]] = {}
+    for events in sorted(folder.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in accumulator.Scalars(tag))
+    return steps
+
+
+def test_frozen_tensorboard_points_are_written_at_the_step_as_the_trainer_writes_them(
+    toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """The frozen head wrote its TensorBoard points at int(epoch): with --epochs 1.5 its two evaluations
+    (epochs 1 and 1.5) fell on the same x. Full and lora (Hugging Face's Trainer) write at global_step;
+    frozen now writes at its own optimizer step, so the three strategies' curves share an x-axis."""
+    pytest.importorskip("tensorboard")
+    from training import make_train_config, train
+
+    curves = {}
+    for strategy in ("frozen", "full"):
+        config = make_train_config(
+            toy_scenario,
+            strategy,
+            base_model=str(tiny_roberta_dir),
+            output_dir=tmp_path / strategy,
+            **{**FAST, "num_train_epochs": 1.5},
+        )
+        result = train(config)
+        curves[strategy] = _tensorboard_steps(tmp_path / strategy / "tensorboard")
+        logged = [int(e["step"]) for e in result.log_history if "eval_macro_f1" in e]
+        assert curves[strategy]["eval/macro_f1"] == logged
+    frozen = curves["frozen"]
+    for tag in ("train/loss", "train/epoch", "eval/loss", "eval/macro_f1"):
+        assert frozen[tag] == sorted(set(frozen[tag])), tag  # distinct, increasing
+    assert len(frozen["eval/macro_f1"]) == 2
+    assert frozen["eval/macro_f1"] == curves["full"]["eval/macro_f1"]
+
+
 def test_with_evaluation_by_steps_the_last_step_is_scored_too(
     toy_scenario, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
