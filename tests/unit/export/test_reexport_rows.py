@@ -3,6 +3,7 @@ the parent's test figures into the child."""
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from pathlib import Path
@@ -238,3 +239,41 @@ def test_export_refuses_validation_rows_that_changed_since_training(
     given = write_toy_csv(tmp_path / "labeled.csv", 10, seed=4)
     result = CliRunner().invoke(app, [*export, "--validation", str(given)])
     assert result.exit_code == 0 and "published toy v2 (parent v1)" in result.output, result.output
+
+
+def test_export_warns_that_a_version_without_held_out_records_cannot_have_its_rows_verified(
+    tmp_path, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, caplog
+):
+    """A version published before its held-out rows were recorded: parity is checked on its validation rows
+    as they read today, which nothing can verify; the export goes on, and says so (as `evaluate --split`
+    does) and how to choose the rows instead."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config
+
+    data = tmp_path / "toy"
+    write_toy_csv(data / "train.csv", 10, seed=1)
+    write_toy_csv(data / "validation.csv", 10, seed=2)
+    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
+    config = make_train_config(
+        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    parent = _publish_full(
+        repo, "toy", LABELS, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, config, ["ok"], {}
+    )
+    export = ["export", "-s", "toy", "-v", str(parent.version), "-p", "fp32,int8", "-r", str(repo.root)]
+    with caplog.at_level(logging.WARNING, logger="training"):
+        result = CliRunner().invoke(app, export)
+    assert result.exit_code == 0 and "published toy v2 (parent v1)" in result.output, result.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        warnings.count(
+            "toy v1 was published before its held-out rows were recorded: the validation rows read today, which "
+            "its parity is checked on, cannot be verified to be the ones it validated on; pass --validation PATH "
+            "to check parity on a labeled file of your choice"
+        )
+        == 1
+    ), warnings
