@@ -269,11 +269,9 @@ def test_export_warns_that_a_version_without_held_out_records_cannot_have_its_ro
         result = CliRunner().invoke(app, export)
     assert result.exit_code == 0 and "published toy v2 (parent v1)" in result.output, result.output
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert (
-        warnings.count(
-            "toy v1 was published before its held-out rows were recorded: the validation rows read today, which "
-            "its parity is checked on, cannot be verified to be the ones it validated on; pass --validation PATH "
-            "to check parity on a labeled file of your choice"
-        )
-        == 1
-    ), warnings
+    expected = (
+        "toy v1 was published before its held-out rows were recorded: the validation rows read today, "
+        "which its parity is checked on, cannot be verified to be the ones it validated on; pass "
+        "--validation PATH to check parity on a labeled file of your choice"
+    )
+    assert warnings.count(expected) == 1, warnings
