@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -140,6 +141,18 @@ def test_an_output_dir_inside_the_model_repository_is_refused_and_the_version_ke
     assert sorted(p.name for p in repo.version_path("spam", 1).iterdir()) == ["manifest.json", "weights"]
 
 
+def _repository_with_a_version(root: Path) -> Any:
+    """A local repository at `root` holding spam v1 (weights and manifest)."""
+    from model_repository import ModelRepository
+    from tests.conftest import manifest_fields
+
+    repo = ModelRepository(root)
+    with repo.new_version("spam", **manifest_fields()) as draft:
+        (draft.path / "weights").mkdir()
+        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    return repo
+
+
 @pytest.mark.parametrize("publish", [True, False])
 @pytest.mark.parametrize("where", ["weights", "weights/repo", "checkpoints/deeper/repo", "tensorboard/repo"])
 def test_a_model_repository_inside_a_folder_the_run_deletes_is_refused_and_kept(
@@ -148,15 +161,9 @@ def test_a_model_repository_inside_a_folder_the_run_deletes_is_refused_and_kept(
     """`train -o RUN -r RUN/weights/repo`: the run deletes its folder's weights/ (an earlier run's) before it
     trains, and checkpoints/ after, and the repository with every version in it went with them. Refused
     before any training; --no-publish too, where the repository is LABELWISE_REPOSITORY's."""
-    from model_repository import ModelRepository
-    from tests.conftest import manifest_fields
-
     out = tmp_path / "run"
     root = out / where
-    repo = ModelRepository(root)
-    with repo.new_version("spam", **manifest_fields()) as draft:
-        (draft.path / "weights").mkdir()
-        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    repo = _repository_with_a_version(root)
     monkeypatch.setenv("LABELWISE_REPOSITORY", str(root))
     flags = ["-r", str(root)] if publish else ["--no-publish"]
     command = ["train", "-s", "spam", "--strategy", "frozen", "--max-train-samples", "16", "-o", str(out)]
@@ -188,15 +195,9 @@ def test_a_model_repository_in_a_run_folder_of_compare_or_tune_is_refused_and_ke
     """compare's run folders (one per strategy) and tune's (trial-NNN/, best/) are train run folders in
     --output-dir: each run deletes its weights/, tensorboard/ and checkpoints/, and a repository there went
     with them. Refused before any training, as train refuses it."""
-    from model_repository import ModelRepository
-    from tests.conftest import manifest_fields
-
     out = tmp_path / "study"
     root = out / run / where
-    repo = ModelRepository(root)
-    with repo.new_version("spam", **manifest_fields()) as draft:
-        (draft.path / "weights").mkdir()
-        (draft.path / "weights" / "model.safetensors").write_bytes(b"weights")
+    repo = _repository_with_a_version(root)
     monkeypatch.setenv("LABELWISE_REPOSITORY", str(root))
     args = [*command, "-s", "spam", "--max-train-samples", "16", "-o", str(out)]
     result = CliRunner().invoke(app, args)

@@ -36,6 +36,20 @@ def test_digit_label_names_map_through_label2id() -> None:
         label_ids(["4"], label2id)
 
 
+def _toy_run(tmp_path: Path, base_dir: Path) -> tuple[Any, ModelRepository]:
+    """The train config of a full run on a toy scenario with its own validation file, and an empty
+    repository."""
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config
+
+    data = tmp_path / "toy"
+    write_toy_csv(data / "train.csv", 10, seed=1)
+    write_toy_csv(data / "validation.csv", 10, seed=2)
+    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
+    config = make_train_config(scenario, "full", base_model=str(base_dir), output_dir=tmp_path / "run")
+    return config, ModelRepository(tmp_path / "repo")
+
+
 def _publish_full(
     repo: ModelRepository,
     name: str,
@@ -154,18 +168,9 @@ def test_reexport_does_not_inherit_the_parents_test_metrics(
 ):
     """The parent's metrics.test describes its own graphs (int8_delta_vs_fp32): an fp32-only child must
     not claim it; the validation metrics, the weights', stay."""
-    from tests.conftest import write_toy_csv
-    from training import custom_scenario, make_train_config
     from training.export.reexport import reexport_version
 
-    data = tmp_path / "toy"
-    write_toy_csv(data / "train.csv", 10, seed=1)
-    write_toy_csv(data / "validation.csv", 10, seed=2)
-    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
-    config = make_train_config(
-        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
-    )
-    repo = ModelRepository(tmp_path / "repo")
+    config, repo = _toy_run(tmp_path, tiny_roberta_dir)
     test = {"rows": 30, "accuracy": 0.5, "macro_f1": 0.4, "int8_delta_vs_fp32": -0.01}
     parent = _publish_full(
         repo,
@@ -250,17 +255,8 @@ def test_export_warns_that_a_version_without_held_out_records_cannot_have_its_ro
     from typer.testing import CliRunner
 
     from labelwise.cli import app
-    from tests.conftest import write_toy_csv
-    from training import custom_scenario, make_train_config
 
-    data = tmp_path / "toy"
-    write_toy_csv(data / "train.csv", 10, seed=1)
-    write_toy_csv(data / "validation.csv", 10, seed=2)
-    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
-    config = make_train_config(
-        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run"
-    )
-    repo = ModelRepository(tmp_path / "repo")
+    config, repo = _toy_run(tmp_path, tiny_roberta_dir)
     parent = _publish_full(
         repo, "toy", LABELS, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, config, ["ok"], {}
     )
