@@ -186,24 +186,26 @@ def refuse_repository_in_run_folder(
     from training.trainer import RUN_FOLDER_CLEARED
 
     root = _local_root(repository) if output_dir is not None else None
-    if root is None or output_dir is None or not _at_or_inside(root, output_dir):
+    if root is None or output_dir is None:
         return
-    inside = Path(os.path.realpath(root)).relative_to(os.path.realpath(output_dir)).parts
     if runs_inside is None:
-        run, parts = output_dir, inside
-    elif inside and runs_inside(inside[0]):
-        run, parts = output_dir / inside[0], inside[1:]
-    else:
-        return
-    if parts and parts[0] in RUN_FOLDER_CLEARED:
-        cleared = run / parts[0]
-        where = "is" if len(parts) == 1 else "is inside"
-        whose = "a run in --output-dir" if runs_inside is None else "the run in"
-        place = output_dir if runs_inside is None else run
-        raise UsageError(
-            f"the model repository {root} {where} {cleared}, which {whose} {place} deletes, every published "
-            f"version with it; give another --output-dir, or keep the repository outside {cleared}"
-        )
+        runs = [output_dir]
+    else:  # the run folder the repository would be in, if any: by the paths as given, or links followed
+        names = set()
+        for resolve in (os.path.abspath, os.path.realpath):
+            folder, outer = Path(resolve(root)), Path(resolve(output_dir))
+            if outer in folder.parents:
+                names.add(folder.relative_to(outer).parts[0])
+        runs = [output_dir / name for name in sorted(names) if runs_inside(name)]
+    for run in runs:
+        for cleared in (run / name for name in RUN_FOLDER_CLEARED):
+            if _at_or_inside(root, cleared):  # links followed: a weights/ that links elsewhere too
+                where = "is" if _at_or_inside(cleared, root) else "is inside"
+                whose = f"a run in --output-dir {output_dir}" if runs_inside is None else f"the run in {run}"
+                raise UsageError(
+                    f"the model repository {root} {where} {cleared}, which {whose} deletes, every published "
+                    f"version with it; give another --output-dir, or keep the repository outside {cleared}"
+                )
 
 
 def _local_root(repository: Path | None) -> Path | None:

@@ -4,6 +4,7 @@ OSError from a command answered in one line (exit 1), never a traceback."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,21 @@ def test_study_run_folders_are_its_trials_and_best() -> None:
     assert not any(
         map(is_study_run_folder, ["trial-", "trial-1", "trial-x00", "best2", "plots", "trial-0001"])
     )
+
+
+@pytest.mark.parametrize("runs_inside", [None, {"lora"}.__contains__], ids=["train", "compare"])
+def test_a_repository_reached_through_a_linked_weights_folder_is_refused(
+    tmp_path: Path, runs_inside: object
+) -> None:
+    """RUN/weights a link to the folder that holds the repository: what the run writes and clears there
+    lands in that folder, so it is refused as if the repository were in RUN/weights itself."""
+    from labelwise.cli.options import refuse_repository_in_run_folder
+    from model_repository import UsageError
+
+    out = tmp_path / "out"
+    run = out if runs_inside is None else out / "lora"
+    run.mkdir(parents=True)
+    (tmp_path / "elsewhere" / "repo").mkdir(parents=True)
+    (run / "weights").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match=f"is inside {re.escape(str(run / 'weights'))}, which"):
+        refuse_repository_in_run_folder(out, run / "weights" / "repo", runs_inside=runs_inside)  # type: ignore[arg-type]
