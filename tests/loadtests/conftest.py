@@ -198,6 +198,12 @@ def keyed_server() -> Iterator[KeyedServer]:
             yield KeyedServer(url, counts)
 
 
+# The first line of a `python -c` stand-in for a server the bench stops: SIGINT ends it, as it ends the real
+# servers, also where the test run ignores SIGINT (CI starts pytest in the background, and a child inherits
+# the ignoring): without it each stop sat out its 30 s grace.
+EXIT_ON_SIGINT = "import signal, sys; signal.signal(signal.SIGINT, lambda *_: sys.exit(0))"
+
+
 def stand_in_server(
     ready_body: str,
     texts_key: str | None,
@@ -213,12 +219,10 @@ def stand_in_server(
     arguments, or at its first argument."""
     port = f"sys.argv[sys.argv.index({port_arg!r}) + 1]" if port_arg else "sys.argv[1]"
     count = f"len(json.loads(body)[{texts_key!r}])" if texts_key else "1"
-    # SIGINT ends it as it ends a server the bench starts, also where the test run ignores SIGINT (CI starts
-    # pytest in the background, and a child inherits the ignoring): else each stop sat out its 30 s grace.
     return f"""
-import json, signal, sys, time
+import json, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+{EXIT_ON_SIGINT}
 class StandIn(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def _answer(self, body, status=200):

@@ -16,7 +16,7 @@ import pytest
 
 from loadtests.processes import terminated_as_exit
 
-from .conftest import _free_port
+from .conftest import EXIT_ON_SIGINT, _free_port
 
 # A server slow to honour SIGINT (as Ray's shutdown can be), with a child of its own.
 DRIVER = """
@@ -95,10 +95,7 @@ import sys, time
 from loadtests import gpu_bench
 from loadtests.processes import start_server, stop_server
 
-STAND_IN = (
-    "import pathlib, signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); "
-    "pathlib.Path(sys.argv[1]).touch(); time.sleep(300)"
-)
+STAND_IN = sys.argv[3]
 
 def run(plan, say):
     plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,13 +116,17 @@ def run(plan, say):
 gpu_bench.run = run
 sys.exit(gpu_bench.main(["--dry-run", "--out", sys.argv[1], "--port", sys.argv[2]]))
 """
+# The server stand-in (its third argument): SIGINT ends it (EXIT_ON_SIGINT), and it says when it is up.
+GPU_BENCH_STAND_IN = (
+    f"{EXIT_ON_SIGINT}; import pathlib, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(300)"
+)
 
 
 def test_sigterm_stops_the_server_gpu_bench_started(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-c", GPU_BENCH, str(tmp_path / "out"), str(_free_port())], stdout=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(root)},
+        [sys.executable, "-c", GPU_BENCH, str(tmp_path / "out"), str(_free_port()), GPU_BENCH_STAND_IN],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     server: list[int] = []
     try:

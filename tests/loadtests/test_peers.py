@@ -16,6 +16,8 @@ from loadtests.bench_models import BenchModels
 from loadtests.load_drivers import resolve_driver
 from loadtests.peers import infinity_missing, prepare_infinity_models
 
+from .conftest import EXIT_ON_SIGINT
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -253,9 +255,8 @@ def test_a_terminated_bench_continues_the_tree_it_paused(tmp_path: Path) -> None
                 child.kill()
 
 
-# A peer that starts and never answers; a stop's SIGINT ends it, also where the test run ignores SIGINT (CI
-# starts pytest in the background and children inherit that: the stop sat out its 30 s grace).
-NEVER_READY = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); time.sleep(60)"
+# A peer that starts and never answers; a stop's SIGINT ends it (EXIT_ON_SIGINT).
+NEVER_READY = f"{EXIT_ON_SIGINT}; import time; time.sleep(60)"
 
 
 def test_an_infinity_that_never_gets_ready_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
