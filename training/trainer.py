@@ -500,7 +500,7 @@ def _train_frozen(job: _Job) -> _Fitted:
 
 
 def _write_tensorboard(out: Path, history: list[dict[str, Any]]) -> None:
-    """The head's per-epoch losses and validation figures, where and as the Trainer would write its own.
+    """The head's logged losses and validation figures, where and as the Trainer would write its own.
 
     The x-axis is the head's optimizer step, as the Trainer's is its global_step for full and lora (both
     count batches of batch_size), so the strategies' curves line up; int(epoch) put a fractional last

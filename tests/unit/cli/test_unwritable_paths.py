@@ -142,6 +142,15 @@ def test_an_output_dir_inside_the_model_repository_is_refused_and_the_version_ke
     assert sorted(p.name for p in repo.version_path("spam", 1).iterdir()) == ["manifest.json", "weights"]
 
 
+def _refusal(root: Path, cleared: Path, whose: str) -> str:
+    """The line that refuses repository `root` at or inside `cleared`, a folder `whose` run deletes."""
+    inside = "is" if root == cleared else "is inside"
+    return (
+        f"error: the model repository {root} {inside} {cleared}, which {whose} deletes, every published "
+        f"version with it; give another --output-dir, or keep the repository outside {cleared}"
+    )
+
+
 def _repository_with_a_version(root: Path) -> Any:
     """A local repository at `root` holding spam v1 (weights and manifest)."""
     from model_repository import ModelRepository
@@ -171,12 +180,7 @@ def test_a_model_repository_inside_a_folder_the_run_deletes_is_refused_and_kept(
     result = CliRunner().invoke(app, [*command, *flags])
     assert result.exit_code == EXIT_USAGE, result.output
     cleared = out / where.split("/")[0]
-    inside = "is" if root == cleared else "is inside"
-    assert result.stderr.strip() == (
-        f"error: the model repository {root} {inside} {cleared}, which a run in --output-dir {out} "
-        "deletes, every published version with it; give another --output-dir, or keep the repository "
-        f"outside {cleared}"
-    )
+    assert result.stderr.strip() == _refusal(root, cleared, f"a run in --output-dir {out}")
     assert repo.verify("spam", 1).version == 1
     assert not (out / "train_config.json").exists()  # no run was started
 
@@ -204,12 +208,7 @@ def test_a_model_repository_in_a_run_folder_of_compare_or_tune_is_refused_and_ke
     result = CliRunner().invoke(app, args)
     assert result.exit_code == EXIT_USAGE, result.output
     cleared = out / run / where.split("/")[0]
-    inside = "is" if root == cleared else "is inside"
-    assert result.stderr.strip() == (
-        f"error: the model repository {root} {inside} {cleared}, which the run in {out / run} deletes, "
-        "every published version with it; give another --output-dir, or keep the repository outside "
-        f"{cleared}"
-    )
+    assert result.stderr.strip() == _refusal(root, cleared, f"the run in {out / run}")
     assert repo.verify("spam", 1).version == 1
     assert sorted(p.name for p in out.iterdir()) == [run]  # nothing else was written: no run started
 
