@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .http_framing import refuse_framing_as_json
 from .http_writes import coalesce_server_writes
 
 logger = logging.getLogger("labelwise.serving")
@@ -79,6 +80,7 @@ def allow_rebind() -> bool:
             # Ray created the server's task but it has not run yet: its protocol can still be chosen.
             server = started[1] if isinstance(started, tuple) and len(started) == 2 else None
             coalesce_server_writes(server)
+            refuse_framing_as_json(server)  # over the coalescing protocol: its 400 leaves in one write
             return started
 
         return start_reusing_address

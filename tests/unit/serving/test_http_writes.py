@@ -195,3 +195,26 @@ def test_the_server_keeps_its_own_protocol_when_switched_off_or_not_httptools(
 
     made = coalescing_protocol(HttpToolsProtocol)
     assert issubclass(made, HttpToolsProtocol) and made.__name__ == "CoalescingHttpToolsProtocol"
+
+
+def test_the_framing_refusal_goes_over_any_protocol_and_uvicorns_400_stays_where_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """serving.http_framing over a protocol named by uvicorn's string, or over a class (the coalescing
+    one); a protocol without send_400_response keeps its own answer, with a warning."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from serving.http_framing import refuse_framing_as_json
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        return None
+
+    named = uvicorn.Server(uvicorn.Config(app, http="h11"))
+    assert refuse_framing_as_json(named) and issubclass(named.config.http, H11Protocol)
+    coalescing = uvicorn.Server(uvicorn.Config(app))
+    assert coalesce_server_writes(coalescing) and refuse_framing_as_json(coalescing)
+    assert coalescing.config.http.__name__ == "FramingRefusalCoalescingHttpToolsProtocol"
+    bare = uvicorn.Server(uvicorn.Config(app, http=asyncio.Protocol))
+    assert not refuse_framing_as_json(bare) and bare.config.http is asyncio.Protocol
+    assert "no send_400_response" in caplog.text

@@ -49,6 +49,7 @@ def live_server(published_repo: ModelRepository) -> Iterator[Any]:
     import uvicorn
 
     from serving.api import create_api
+    from serving.http_framing import refuse_framing_as_json
     from serving.http_writes import coalesce_server_writes
     from serving.service import ClassifierService
 
@@ -76,6 +77,7 @@ def live_server(published_repo: ModelRepository) -> Iterator[Any]:
         )
     )
     assert coalesce_server_writes(server)
+    assert refuse_framing_as_json(server)  # as serving.direct_ingress sets both
     thread = threading.Thread(target=lambda: server.run(sockets=[sock]), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -217,6 +219,31 @@ def test_a_content_coding_on_a_second_header_line_is_refused_415(live: int) -> N
     error = json.loads(answer)["error"]
     assert got == 415 and error["field"] == "Content-Encoding", answer
     assert "identity, gzip" in error["message"], answer
+
+
+@pytest.mark.parametrize(
+    ("framing", "reason"),
+    [
+        (b"content-length: abc\r\n", "Invalid character in Content-Length"),
+        (b"content-length: 2\r\ncontent-length: 2\r\n", "Duplicate Content-Length"),
+        (b"content-length: 2\r\ntransfer-encoding: chunked\r\n", "Content-Length"),
+    ],
+)
+def test_a_request_the_http_parser_refuses_gets_the_error_shape(
+    live: int, framing: bytes, reason: str
+) -> None:
+    """uvicorn answered these before the app saw them with a text/plain "Invalid HTTP request received."."""
+    with _connect(live) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: t\r\n" + framing + b"\r\n{}")
+        status, headers, body = _answer(sock)
+        assert _closed(sock)
+    assert status == 400 and headers["content-type"] == "application/json", (headers, body)
+    assert headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request" and error["code"] == 400, error
+    assert (
+        error["message"].startswith("the request's HTTP framing is invalid: ") and reason in error["message"]
+    )
 
 
 def test_head_is_answered_wherever_get_is_and_kept_out_of_the_schema(live: int) -> None:
