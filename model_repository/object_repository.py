@@ -282,6 +282,12 @@ class ObjectStoreRepository(ModelRepository):
             stats.append(_stat_row(base, self.store.stat(base)))
         return tuple(stats)
 
+    def manifest_stamp(self, scenario: str, version: int) -> tuple | None:
+        """Size, ETag and modification time of the version's manifest object, one HEAD (None when there is
+        none): as ModelRepository.manifest_stamp, a version published again under its number changes it."""
+        entry = self.store.stat(f"{self._version_key(scenario, version)}/{MANIFEST_FILE}")
+        return None if entry is None else (entry["size"], entry["etag"], entry["modified"])
+
     def _base_info_keys(self, scenario: str, version: int) -> list[str]:
         """The `base.json` keys of the bases a version reads ([] when its manifest cannot be read)."""
         try:

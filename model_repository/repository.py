@@ -708,6 +708,17 @@ class ModelRepository:
                 stats.append((str(path), st.st_size, st.st_mtime_ns))
         return tuple(stats)
 
+    def manifest_stamp(self, scenario: str, version: int) -> tuple | None:
+        """One stat of the version's manifest.json (None when there is none): it changes when the version
+        is published again under its number (its folder replaced, or removed and written again), so a
+        replica polling its alias notices that without reading the manifest every poll."""
+        try:
+            st = (self.version_path(scenario, version) / MANIFEST_FILE).stat()
+        except FileNotFoundError:
+            return None
+        # the inode and ctime too: a folder moved over the old one may keep the old file's size and mtime
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
     # ---- manifests ------------------------------------------------------------------------
     def load_manifest(self, scenario: str, version: int) -> Manifest:
         """A published version's manifest; a number with no folder, or a folder without its manifest.json

@@ -70,6 +70,9 @@ class ScenarioState:
     last_error: str | None = None
     # serve-all mode: the scenario has versions but not the alias, so it is not expected to load
     skipped: bool = False
+    # repo.manifest_stamp of the loaded version, taken before it was read: a poll that finds another stamp
+    # under the serving number compares the manifests (the version was published again under its number)
+    stamp: tuple | None = None
     # The loaded version was not found in the repository at a poll (its scenario folder or its version
     # removed): once the alias resolves to its number again, the manifest there is compared with the one
     # serving, as a scenario removed and published again numbers its versions from 1 again.
@@ -253,15 +256,30 @@ class ScenarioRegistry:
         else:
             self._forget_row(loaded)
 
+    def _stamp(self, state: ScenarioState, version: int) -> tuple | None:
+        """The version's manifest stamp (a stat or a HEAD); None when it cannot be read now."""
+        try:
+            return self.repo.manifest_stamp(state.name, version)
+        except (OSError, RepositoryError):
+            return None
+
     def _replaced(self, state: ScenarioState, version: int) -> bool:
         """Whether the repository's `version` is another version than the one serving under that number
-        (its manifest differs: the scenario was removed and published again, numbered from 1 again). A
-        manifest that cannot be read counts as replaced: loading it says why it is refused."""
+        (its manifest differs: the scenario was removed and published again, numbered from 1 again, or a
+        folder moved over the version's between two polls). The manifest is read only when its stamp
+        changed (or the version was seen gone): each poll costs one stat, or one HEAD on an object store.
+        A manifest that cannot be read counts as replaced: loading it says why it is refused."""
         assert state.loaded is not None
+        stamp = self._stamp(state, version)
+        if stamp is not None and stamp == state.stamp and not state.gone:
+            return False
         try:
-            return self.repo.load_manifest(state.name, version) != state.loaded.manifest
+            replaced = self.repo.load_manifest(state.name, version) != state.loaded.manifest
         except RepositoryError:
             return True
+        if not replaced and stamp is not None:
+            state.stamp = stamp  # the same manifest written again (touched, copied): not read again
+        return replaced
 
     def _fingerprint(self, state: ScenarioState, version: int) -> tuple:
         """What must change for a refused version to be tried again: its files or the alias file."""
@@ -284,13 +302,14 @@ class ScenarioRegistry:
             return None
         state.skipped = False
         current = state.loaded.version if state.loaded else None
-        if target == current and not (state.gone and self._replaced(state, target)):
+        if target == current and not self._replaced(state, target):
             state.gone = False
             state.last_error = None  # the alias names what is serving: nothing is wrong any more
             return None
         fingerprint = self._fingerprint(state, target)
         if state.refused == (target, fingerprint) and time.monotonic() < state.refused_until:
             return None  # same version, same files: refused already, logged already
+        stamp = self._stamp(state, target)  # before the load: a republish during it is noticed next poll
         try:
             loaded = load_scenario(self.repo, state.name, target, self.settings, self._bases, self.adapters)
         except ModelLoadError as exc:
@@ -323,7 +342,7 @@ class ScenarioRegistry:
             )
             return None
         state.loaded, state.refused, state.last_error, state.refusals = loaded, None, None, 0
-        state.gone = False
+        state.gone, state.stamp = False, stamp
         if previous is not None and previous.shared is not loaded.shared:
             # it left that multi-adapter table (now a merged or full graph, or another base's table)
             self._forget_row(previous)

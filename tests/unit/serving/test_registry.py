@@ -135,6 +135,53 @@ def test_a_scenario_removed_and_published_again_serves_its_new_v1_not_the_old_on
     assert registry.poll_once() == [] and registry.states()[0].last_error is None
 
 
+def _republished_between_polls(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path, *, broken: bool
+) -> tuple[ModelRepository, object]:
+    """A copy of repo serving alpha v1 from a registry, then alpha removed and published again as v1 (a
+    new model) with no poll in between, as a folder moved over the old one; broken: the new v1's head.npz
+    has its last byte flipped. (copy, registry)"""
+    copy = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo.root, copy.root)
+    registry = _registry(copy, {"alpha": "production"})
+    registry.poll_once()
+    shutil.rmtree(copy.scenario_path("alpha"))
+    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "alpha", seed=7) == 1
+    copy.set_alias("alpha", "production", 1)
+    if broken:
+        head = copy.version_path("alpha", 1) / "head.npz"
+        good = head.read_bytes()
+        head.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    return copy, registry
+
+
+def test_a_version_published_again_under_its_number_between_two_polls_serves_the_new_one(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """No poll saw alpha missing: the new v1 is noticed by its manifest's stat, not by a gap."""
+    copy, registry = _republished_between_polls(repo, tiny_roberta_dir, tmp_path, broken=False)
+    old, new = registry.get("alpha").manifest, copy.load_manifest("alpha", 1)
+    assert new != old
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.previous, e.refused) for e in events] == [("alpha", 1, 1, False)]
+    assert registry.get("alpha").manifest == new
+    assert registry.poll_once() == [] and registry.states()[0].last_error is None
+
+
+def test_a_broken_version_published_again_under_its_number_leaves_the_old_one_serving(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    _, registry = _republished_between_polls(repo, tiny_roberta_dir, tmp_path, broken=True)
+    serving = registry.get("alpha")
+    events = registry.poll_once()
+    assert [(e.name, e.version, e.previous, e.refused) for e in events] == [("alpha", 1, 1, True)]
+    assert registry.get("alpha") is serving
+    (state,) = registry.states()
+    assert "REFUSED v1" in state.last_error and "head.npz" in state.last_error
+    assert registry.poll_once() == []  # same files: not tried again, and the error stays reported
+    assert registry.get("alpha") is serving and "REFUSED v1" in state.last_error
+
+
 def test_a_version_refused_while_its_base_was_half_mirrored_is_retried_once_the_graph_arrives(
     repo: ModelRepository, tmp_path: Path
 ) -> None:
