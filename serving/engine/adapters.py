@@ -45,6 +45,8 @@ class AdapterTable:
 
     tables: Mapping[str, np.ndarray]
     row_of: Mapping[AdapterKey, int] = field(default_factory=dict)
+    # the adapter in each row: a version published again under its number has the same key, another adapter
+    entry_of: Mapping[AdapterKey, AdapterEntry] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -91,7 +93,8 @@ class SharedAdapterGraph:
 
     def _build(self, entries: Sequence[tuple[AdapterKey, AdapterEntry]]) -> AdapterTable:
         tables = build_tables(self.spec, [e for _k, e in entries], dtype=self.table_dtype)
-        return AdapterTable(tables, {key: i for i, (key, _e) in enumerate(entries)})
+        row_of = {key: i for i, (key, _e) in enumerate(entries)}
+        return AdapterTable(tables, row_of, {key: e for key, e in entries})
 
     def install(
         self,
@@ -146,16 +149,17 @@ class SharedAdapterGraph:
         """Logits [rows, widest label count] in one session call; row i uses rows[i]'s own adapter."""
         table = table if table is not None else self.table
         index: list[int] = []
-        extra: dict[AdapterKey, int] = {}
+        extra: dict[int, int] = {}  # id of an adapter not in the table -> its appended row
         extra_entries: list[tuple[AdapterKey, AdapterEntry]] = []
         base = table.rows if table is not None else 0
         for key, entry in rows:
-            i = table.row_of.get(key) if table is not None else None
-            if i is None:  # bound to a version the table no longer (or not yet) holds
-                if key not in extra:
-                    extra[key] = base + len(extra_entries)
+            i = table.row_of.get(key) if table is not None and table.entry_of.get(key) is entry else None
+            if i is None:  # bound to a version the table no longer (or not yet) holds, or to another adapter
+                # under its number (the version published again: a row bound to the old one keeps it)
+                if id(entry) not in extra:
+                    extra[id(entry)] = base + len(extra_entries)
                     extra_entries.append((key, entry))
-                i = extra[key]
+                i = extra[id(entry)]
             index.append(i)
         if extra_entries:
             added = self._build(extra_entries).tables

@@ -318,3 +318,33 @@ def test_a_rollback_made_while_the_promoted_version_loads_holds(
     events = registry.poll_once()
     assert [(e.name, e.version, e.previous) for e in events] == [("lora_two", 2, 1)]
     assert registry.get("lora_two").version == 2
+
+
+def test_a_version_published_again_under_its_number_never_answers_a_row_bound_to_the_old_one(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """Table rows are keyed by (scenario, version): the new v1 takes the old v1's row when it loads. A
+    request bound to the old v1 just before the swap still gets the old adapter, not the new one."""
+    import shutil
+
+    from serving.engine import OnnxEngine, Row, ScenarioRegistry
+
+    copy = _copy(repo, tmp_path)
+    copy.set_alias("lora_two", "production", 1)
+    registry = ScenarioRegistry(copy, {"lora_two": "production"}, "production", _settings("shared"))
+    registry.poll_once()
+    old = registry.get("lora_two")
+    shutil.rmtree(copy.scenario_path("lora_two"))  # trained again from scratch, between two polls
+    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "lora_two", 11) == 1
+    copy.set_alias("lora_two", "production", 1)
+    assert [(e.version, e.previous, e.refused) for e in registry.poll_once()] == [(1, 1, False)]
+    new = registry.get("lora_two")
+    assert new is not old and new.shared is old.shared and new.shared.hosted == {"lora_two": 1}
+
+    engine = OnnxEngine()
+    got = engine.classify([Row(old, TEXTS[0]), Row(new, TEXTS[0])])  # one pass, one key, two adapters
+    for source, result in zip((repo, copy), got, strict=True):
+        merged = _load(source, "lora_two", 1, "merged")
+        expected = engine.classify([Row(merged, TEXTS[0])])[0]
+        np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+    assert np.abs(got[0].probs - got[1].probs).max() > 1e-4  # the two v1s really differ
