@@ -717,3 +717,20 @@ def test_a_manifest_listing_a_path_as_a_file_and_a_folder_is_an_integrity_error(
     with pytest.raises(IntegrityError, match=rf"spam v{version}: {listed}"):
         reader.verify("spam", version)
     assert not reader.version_path("spam", version).exists()
+
+
+def test_a_version_published_again_under_its_number_changes_its_manifest_stamp(
+    s3: S3, tmp_path: Path
+) -> None:
+    """A replica's poll takes the serving version's manifest stamp (one HEAD) and reads the manifest only
+    when it changed (serving.engine.registry): on S3 the scenario removed and published again under the same
+    number must change the stamp, and an unchanged version must keep it."""
+    repo = _small_repo(s3, tmp_path, "stamp")
+    version = _small_version(repo, "spam", b"first")
+    stamp = repo.manifest_stamp("spam", version)
+    assert stamp is not None and stamp == repo.manifest_stamp("spam", version)
+    s3.fs.rm(f"{BUCKET}/stamp/spam", recursive=True)
+    assert repo.manifest_stamp("spam", version) is None
+    again = _small_version(_small_repo(s3, tmp_path / "again", "stamp"), "spam", b"other")
+    assert again == version
+    assert repo.manifest_stamp("spam", version) not in (None, stamp)
