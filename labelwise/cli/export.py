@@ -73,7 +73,7 @@ def export_bench(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario to benchmark."),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     data: Path = typer.Option(..., "--data", help="CSV with a text column: real sentences to classify."),
-    threads: int = typer.Option(2, help="ONNX Runtime intra-op threads."),
+    threads: int = typer.Option(2, min=0, help="ONNX Runtime intra-op threads (0: its default)."),
     rows: int = typer.Option(512, min=1, help="Sentences per measurement."),
     repository: Path | None = RepositoryOption,
 ) -> None:

@@ -173,7 +173,8 @@ def robustness_command(
     drop_rate: float = typer.Option(
         0.1, "--drop-rate", callback=_below_one, min=0.0, help="Share of words dropped, in [0, 1)."
     ),
-    max_rows: int | None = typer.Option(None, "--max-rows", help="Score the first N rows only."),
+    # min=1: 0 scored no row (a traceback from argmax), and -1 sliced the file's last row off unsaid
+    max_rows: int | None = typer.Option(None, "--max-rows", min=1, help="Score the first N rows only."),
 ) -> None:
     """Accuracy of a published version on clean rows and on the same rows with typos and word drops."""
     setup_logging()

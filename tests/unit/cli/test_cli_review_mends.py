@@ -389,3 +389,21 @@ def test_compare_trains_a_strategy_named_twice_once_and_evaluate_refuses_negativ
         and "--threads" in refused.output
         and "greater than or equal to 0" in refused.output
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["robustness", "-s", "spam", "--data", "in.csv", "--max-rows", "0"], "--max-rows"),
+        (["robustness", "-s", "spam", "--data", "in.csv", "--max-rows", "-1"], "--max-rows"),
+        (["export-bench", "-s", "spam", "--data", "in.csv", "--threads", "-1"], "--threads"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_a_count_below_its_range_is_refused_before_anything_runs(args: list[str], flag: str) -> None:
+    """`robustness --max-rows 0` ended in argmax's traceback, `--max-rows -1` scored every row but the
+    last; `export-bench --threads -1` was taken and printed as '-1 intra-op threads'."""
+    out = _invoke(*args)
+    assert out.exit_code == EXIT_USAGE, out.output
+    assert "Traceback" not in out.output
+    assert f"Invalid value for '{flag}'" in out.output and "greater than or equal to" in out.output
