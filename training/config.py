@@ -324,10 +324,11 @@ def load_scenario(name_or_path: str | os.PathLike[str]) -> ScenarioConfig:
                 f"unknown scenario {str(name_or_path)!r}: packaged scenarios are {list_scenarios()}; "
                 "or pass the path of a scenario YAML"
             )
-    if not path.is_file():
-        raise ScenarioConfigError(
-            f"scenario file {path} {'is a folder' if path.is_dir() else 'does not exist'}"
+    if not path.is_file():  # a device (a link to /dev/zero) exists: not "does not exist", and never read
+        what = (
+            "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
         )
+        raise ScenarioConfigError(f"scenario file {path} {what}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:  # a traceback's last line, exit 1, naming no file

@@ -89,8 +89,11 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
     column_fix: what to do about a missing column when the caller cannot take a scenario config (a file
     scored against a published version); default, set the scenario config's columns."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
+    if not path.is_file():  # /dev/null or a link to /dev/zero exists: "does not exist" sent people looking
+        what = (
+            "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        )
+        raise DataError(f"data file {path} {what}")
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(

@@ -253,6 +253,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_data_file_or_scenario_yaml_that_is_a_device_is_not_said_to_be_missing(tmp_path: Path) -> None:
+    """A link to /dev/null (or /dev/zero) was reported as "does not exist", which sent people looking for
+    a missing file; it is named as not a regular file, and never read."""
+    from training.data import read_table
+
+    data, yaml_file = tmp_path / "train.csv", tmp_path / "tickets.yaml"
+    data.symlink_to(os.devnull)
+    yaml_file.symlink_to(os.devnull)
+    with pytest.raises(DataError, match=r"^data file .*train\.csv is not a regular file$"):
+        read_table(data, ["text", "label"])
+    with pytest.raises(ScenarioConfigError, match=r"^scenario file .*tickets\.yaml is not a regular file$"):
+        load_scenario(yaml_file)
+
+
 def test_a_scenario_yaml_not_utf8_or_a_folder_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
     """A scenario YAML saved as UTF-16 (or Latin-1) failed as `error: UnicodeDecodeError: ...` (exit 1,
     no file named); a folder named like a YAML was said not to exist."""
