@@ -128,8 +128,10 @@ def refuse_missing_repository(repository: Path | None) -> None:
     missing = missing_local_root(repository)
     if missing is not None:
         raise UsageError(f"--repository {missing} does not exist (the demo's is var/demo-repository)")
-    if repository is not None and Path(repository).is_file():  # read as a repository with no scenarios
-        raise UsageError(f"--repository {repository} is a file, not a folder of scenarios")
+    # a file, or a device (/dev/null), was read as a repository with no scenarios: an empty list, exit 0
+    if repository is not None and Path(repository).exists() and not Path(repository).is_dir():
+        what = "is a file, not" if Path(repository).is_file() else "is not"
+        raise UsageError(f"--repository {repository} {what} a folder of scenarios")
 
 
 def refuse_unwritable_repository(repository: Path | None) -> None:

@@ -227,6 +227,12 @@ def test_an_empty_or_file_repository_is_refused_not_read_as_this_folder(
     afile.write_text("hello")
     listed = _invoke("repo", "list", "-r", str(afile))
     assert listed.exit_code == 2 and "is a file, not a folder of scenarios" in listed.output
+    device = tmp_path / "null"
+    device.symlink_to(os.devnull)  # listed as an empty repository, exit 0
+    for args in (["repo", "list"], ["repo", "show", "spam"], ["promote", "-s", "spam", "-v", "1"]):
+        result = _invoke(*args, "-r", str(device))
+        assert result.exit_code == 2, (args, result.output)
+        assert f"--repository {device} is not a folder of scenarios" in result.output
 
 
 def test_promote_says_an_unreadable_alias_was_rewritten_and_list_flags_an_unpublished_one(
