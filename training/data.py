@@ -145,6 +145,8 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
         # the JSON lines reader calls a lone surrogate "Trailing data" or the like
         if fmt == "json" and (surrogate := _lone_surrogate_error(path)) is not None:
             raise surrogate from exc
+        if fmt == "json" and (not_object := _non_object_error(path)) is not None:
+            raise not_object from exc
         raise DataError(
             f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
         ) from exc
@@ -155,6 +157,8 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
     if fmt == "json" and _is_json_array(path) and (surrogate := _lone_surrogate_error(path)) is not None:
         raise surrogate
     missing = [c for c in columns if c not in table.column_names]
+    if missing and fmt == "json" and (not_object := _non_object_error(path)) is not None:
+        raise not_object  # lines of `[1]` alone read as a column named 'text', said to lack 'label'
     if missing:
         fix = column_fix or "set text_column / label_column in the scenario config"
         if fmt == "csv" and len(table.column_names) == 1:
@@ -296,6 +300,30 @@ def _lone_surrogate_error(path: Path) -> DataError | None:
             return DataError(
                 f"data file {path}, {where}: a text holds a lone surrogate (\\u{ord(text[at]):04x}: half of "
                 "a character, often an emoji cut in two), which has no UTF-8 form; fix or remove it"
+            )
+    return None
+
+
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _non_object_error(path: Path) -> DataError | None:
+    """A DataError naming the first line of a JSON lines file that is not an object (`[1]`, `"hi"`, `5`):
+    the reader's own words were "Column() changed from object to string in row 0", naming no line. A file
+    that is one array (`[1]` alone included) is read whole, and each element is a row."""
+    records: Iterator[tuple[str, Any]] = _json_records(path)
+    if _is_json_array(path):  # _json_records parses an array only to look for surrogates
+        try:
+            values = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+        except ValueError:
+            return None
+        records = ((f"element {n}", v) for n, v in enumerate(values if isinstance(values, list) else [], 1))
+    for where, value in records:
+        if not isinstance(value, dict):
+            kind = "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+            return DataError(
+                f"data file {path}, {where}: {kind}, not a JSON object; each row must be one object of "
+                'its fields, e.g. {"text": ..., "label": ...}'
             )
     return None
 

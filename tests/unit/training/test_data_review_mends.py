@@ -64,6 +64,26 @@ def test_a_jsonl_cell_that_is_an_array_or_object_is_refused_not_trained_as_its_r
         _load(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("train.jsonl", '{"text": "hi", "label": "pos"}\n\n"just a text"\n', "row 3: a string"),
+        ("train.jsonl", '{"text": "hi", "label": "pos"}\n[1, 2]\n', "row 2: an array"),
+        ("train.jsonl", "[1]\n", "element 1: a number"),  # read as a column 'text' lacking 'label'
+        ("train.json", '[{"text": "hi", "label": "pos"}, "hello"]', "element 2: a string"),
+    ],
+)
+def test_a_json_row_that_is_not_an_object_is_named_by_row(
+    tmp_path: Path, name: str, content: str, where: str
+) -> None:
+    """The reader said "Column() changed from object to string in row 0", or that a lone `[1]` line lacked
+    the 'label' column; the row that is not an object is named."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{re.escape(name)}, {where}, not a JSON object"):
+        _load(path)
+
+
 def test_a_csv_read_error_names_the_parser_cause(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text('text,label\n"hello,pos\nbye,neg\n', encoding="utf-8")
