@@ -41,15 +41,19 @@ LARGE_REQUEST_CHARS = 50_000
 _REMOVERS = ("strip_html", "strip_urls", "remove_punctuation", "remove_digits")
 
 
-def _tokenize(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[bool], int | None]:
-    """A request's token ids and truncation flags (tokenizer.encode_ids, each text cleaned once), and the
-    index of the first text its version's cleaning leaves empty (then nothing is tokenized), or None."""
+def _tokenize(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[bool], int | None, int | None]:
+    """A request's token ids and truncation flags (tokenizer.encode_ids, each text cleaned once), the
+    index of the first text its version's cleaning leaves empty (then nothing is tokenized), or None, and
+    the index of the first text of which the model reads no token, or None. The latter is a text of only
+    characters the tokenizer drops (zero-width, soft hyphen, control): neither blank nor cleaned away, its
+    model would still read only its special tokens and answer a label, as for a blank text."""
     cleaned = [tokenizer.normalize(t) for t in texts]
     emptied = next((i for i, t in enumerate(cleaned) if not t or t.isspace()), None)
     if emptied is not None:
-        return [], [], emptied
+        return [], [], emptied, None
     ids, cut = tokenizer.encode_ids(cleaned, normalized=True)
-    return ids, cut, emptied
+    unread = next((i for i, row in enumerate(ids) if row == tokenizer.empty_ids), None)
+    return ids, cut, emptied, unread
 
 
 def _emptied_error(loaded: LoadedScenario, i: int) -> TextEmptyOnceCleanedError:
@@ -224,11 +228,17 @@ class ClassifierService:
         # texts is cleaned and tokenized off the event loop: 64 texts of 20,000 characters took 60-80 ms
         # (cleaning most of it), time in which no other request or probe would be answered.
         if sum(map(len, texts)) > LARGE_REQUEST_CHARS:
-            ids, cut, emptied = await asyncio.to_thread(_tokenize, loaded.tokenizer, texts)
+            ids, cut, emptied, unread = await asyncio.to_thread(_tokenize, loaded.tokenizer, texts)
         else:
-            ids, cut, emptied = _tokenize(loaded.tokenizer, texts)
+            ids, cut, emptied, unread = _tokenize(loaded.tokenizer, texts)
         if emptied is not None:
             raise _emptied_error(loaded, emptied)
+        if unread is not None:
+            raise TextEmptyOnceCleanedError(
+                f"texts.{unread}: the model reads no token of it (only characters its tokenizer drops, "
+                "such as zero-width or control characters); send the text to classify",
+                field=f"texts.{unread}",
+            )
         if not truncate:
             for i, was_cut in enumerate(cut):
                 if was_cut:

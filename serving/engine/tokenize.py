@@ -53,6 +53,9 @@ class TextTokenizer:
         candidates = ([pad] if pad else []) + list(_PAD_CANDIDATES)
         # RoBERTa derives position ids from input_ids != pad id, so the pad id must be the model's own.
         self.pad_id = next((i for c in candidates if (i := self._tok.token_to_id(c)) is not None), 0)
+        # The ids of a text the model reads nothing of (only its special tokens): what a text of only
+        # characters the tokenizer's own normalizer drops (zero-width, soft hyphen, control) comes to.
+        self.empty_ids: list[int] = self._tok.encode("", add_special_tokens=True).ids
 
     def normalize(self, text: str) -> str:
         """The text this version's model reads: the request's text after the recorded normalisation."""

@@ -90,3 +90,28 @@ def test_the_prefix_ends_a_word_before_a_space() -> None:
     assert _word_prefix(long_word, 10) is long_word  # no space: the whole text
     assert _word_prefix("ab\x1c cd ef", 5) == "ab\x1c cd ef"  # a control character at the edge: whole
     assert _word_prefix("ab\n cd ef", 4) == "ab\n cd ef"  # other whitespace at the edge: whole
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff\u200b", "\u00ad", "\x00\x07"])
+def test_a_text_its_tokenizer_drops_whole_is_found_before_the_model_reads_it(
+    tmp_path: Path, invisible: str
+) -> None:
+    """A WordPiece tokenizer's BERT normalizer drops zero-width, soft-hyphen and control characters: a
+    text of only those is neither blank nor cleaned away, yet the model would read only [CLS] [SEP] and
+    answer a label. The service refuses it (the last value of _tokenize names it), as a blank text."""
+    from tokenizers import models, normalizers, pre_tokenizers, processors
+
+    from serving.service import _tokenize
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "fine": 4}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = TextTokenizer(tmp_path, 16)
+    found = _tokenize(tokenizer, ["fine", invisible, f"{invisible}fine"])
+    assert found[0][2] == [2, 4, 3] and found[2] is None  # around a word they are dropped, not refused
+    assert found[-1] == 1, found  # the index of the text the model would read nothing of
