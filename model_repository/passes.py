@@ -17,6 +17,10 @@ from collections.abc import Sequence
 MAX_BATCH_ROWS = 64
 CPU_MAX_BATCH_TOKENS = 256
 GPU_MAX_BATCH_TOKENS = 65536  # helm/labelwise/values-gpu.yaml
+# The most ONNX Runtime intra-op threads a session may be asked for (ServingConfig and every --threads):
+# ORT takes a 32-bit count (99,999,999,999 failed as a pybind TypeError when a version loaded) and tries to
+# start every thread asked for (100,000 hung `labelwise classify`); no machine it serves on has more cores.
+MAX_INTRA_OP_THREADS = 1024
 
 
 def length_passes(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:

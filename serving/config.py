@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_repository.errors import validation_problems
 from model_repository.layout import is_number
-from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS
+from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, MAX_INTRA_OP_THREADS
 
 # False while a driver (`labelwise deploy`, `serve --address`) checks a config for a cluster: an object-store
 # repository is then checked as a URL only; the replicas, which have the store's package and credentials,
@@ -192,6 +192,7 @@ class ServingConfig(BaseSettings):
     ort_intra_op_threads: int = Field(
         default=0,
         ge=0,
+        le=MAX_INTRA_OP_THREADS,
         description="ORT intra-op threads per pass; 0: num_cpus' whole CPUs, at least 1 (ort_threads), not "
         "ORT's own default of every core the pod has.",
     )

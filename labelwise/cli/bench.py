@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from model_repository.errors import UsageError, validation_problems
+from model_repository.passes import MAX_INTRA_OP_THREADS
 
 # What `--lora-modes` reads: loadtests/bench_lora.py starts its own servers (its own config), drives them
 # with the Python load generator, once. Any other option given with it is refused rather than dropped.
@@ -51,6 +52,8 @@ def bench_command(
     warmup_s: float = typer.Option(2.0, help="Warm-up seconds before each measured load."),
     threads: int | None = typer.Option(
         None,
+        min=0,
+        max=MAX_INTRA_OP_THREADS,
         help="ORT/torch intra-op threads for the labelwise server and the seed; 0 = cores. "
         "Unset: each system's own default (the ceiling always uses every core).",
     ),

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from model_repository.errors import UsageError
+from model_repository.passes import MAX_INTRA_OP_THREADS
 
 from .options import applies_and_pronoun, given_on_command_line, repository_path, typed_flags
 
@@ -147,8 +148,8 @@ def classify_command(
     file_format(output_path, "--output")
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
-    if threads < 0:
-        raise UsageError(f"--threads must be 0 (one thread) or more, got {threads}")
+    if not 0 <= threads <= MAX_INTRA_OP_THREADS:
+        raise UsageError(f"--threads must be 0 (one thread) to {MAX_INTRA_OP_THREADS}, got {threads}")
     if retry_for is not None and not retry_for >= 0:  # NaN included
         raise UsageError(f"--retry-for must be 0 seconds or more, got {retry_for:g}")
     if url is not None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from model_repository.passes import MAX_INTRA_OP_THREADS
+
 from .options import refuse_missing_repository, repository_path
 
 RepositoryOption = typer.Option(
@@ -73,7 +75,9 @@ def export_bench(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario to benchmark."),
     version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
     data: Path = typer.Option(..., "--data", help="CSV with a text column: real sentences to classify."),
-    threads: int = typer.Option(2, min=0, help="ONNX Runtime intra-op threads (0: its default)."),
+    threads: int = typer.Option(
+        2, min=0, max=MAX_INTRA_OP_THREADS, help="ONNX Runtime intra-op threads (0: its default)."
+    ),
     rows: int = typer.Option(512, min=1, help="Sentences per measurement."),
     repository: Path | None = RepositoryOption,
 ) -> None:

@@ -18,6 +18,7 @@ from labelwise.training_runs import (
     run_training,
     train_overrides,
 )
+from model_repository.passes import MAX_INTRA_OP_THREADS
 
 from .options import (
     BaseModelOpt,
@@ -285,6 +286,7 @@ def evaluate_command(
         0,
         "--threads",
         min=0,
+        max=MAX_INTRA_OP_THREADS,
         help="fp32/int8/fp16: ONNX Runtime threads (0: its default); refused with torch.",
     ),
     max_batch_tokens: int | None = typer.Option(

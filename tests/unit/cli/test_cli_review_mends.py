@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from labelwise.cli import app
 from model_repository import EXIT_RUNTIME, EXIT_USAGE, LabelwiseError
+from model_repository.passes import MAX_INTRA_OP_THREADS
 from tests.conftest import write_rows, write_toy_csv
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -407,3 +408,32 @@ def test_a_count_below_its_range_is_refused_before_anything_runs(args: list[str]
     assert out.exit_code == EXIT_USAGE, out.output
     assert "Traceback" not in out.output
     assert f"Invalid value for '{flag}'" in out.output and "greater than or equal to" in out.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["classify", "-s", "spam", "--input", "in.csv", "--output", "out.jsonl"],
+        ["evaluate", "-s", "spam"],
+        ["export-bench", "-s", "spam", "--data", "in.csv"],
+        ["bench"],
+    ],
+    ids=lambda value: value[0],
+)
+def test_more_onnx_runtime_threads_than_it_takes_are_refused_by_the_option(args: list[str]) -> None:
+    """`classify --threads 99999999999` failed as ONNX Runtime's pybind TypeError when the version loaded,
+    and 100,000 threads hung it: every --threads stops at MAX_INTRA_OP_THREADS before anything runs."""
+    out = _invoke(*args, "--threads", str(MAX_INTRA_OP_THREADS + 1))
+    assert out.exit_code == EXIT_USAGE, out.output
+    assert "Traceback" not in out.output and "--threads" in out.output, out.output
+    assert str(MAX_INTRA_OP_THREADS) in out.output, out.output
+
+
+def test_a_serve_config_asking_more_onnx_runtime_threads_than_it_takes_is_refused() -> None:
+    from serving.config import ServingConfig
+
+    with pytest.raises(ValueError, match="ort_intra_op_threads"):
+        ServingConfig(ort_intra_op_threads=MAX_INTRA_OP_THREADS + 1)
+    assert (
+        ServingConfig(ort_intra_op_threads=MAX_INTRA_OP_THREADS).ort_intra_op_threads == MAX_INTRA_OP_THREADS
+    )
