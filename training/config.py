@@ -272,6 +272,16 @@ class TrainConfig(_Strict):
     )
     pgd_steps: int = Field(default=3, ge=1, description="Ascent steps of PGD (pgd only).")
 
+    @field_validator("base_model")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        # '' was taken for the default (distilroberta-base), and its load error named a model not asked for
+        if not value.strip():
+            raise ValueError(
+                "empty: give a Hugging Face hub id, a local folder, or 'minilm' (packaged MiniLM)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _qlora_needs_lora(self) -> TrainConfig:
         if self.qlora and self.strategy != "lora":
@@ -483,7 +493,7 @@ def make_train_config(
         return TrainConfig(
             scenario=scenario,
             strategy=strategy,  # type: ignore[arg-type]
-            base_model=base_model or DEFAULT_BASE_MODEL,
+            base_model=DEFAULT_BASE_MODEL if base_model is None else base_model,
             # absolute: the manifest records them, and `labelwise evaluate` reads them from anywhere
             train_path=Path(train_path).absolute(),
             validation_path=Path(val_path).absolute() if val_path is not None else None,
@@ -492,7 +502,10 @@ def make_train_config(
             **overrides,
         )
     except ValidationError as exc:
-        raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid training setting: {exc}") from exc
+        problems = validation_problems(exc)
+        raise ScenarioConfigError(
+            f"scenario {scenario.name!r}: invalid training setting: {problems}"
+        ) from exc
 
 
 _RUN_NAMES: set[str] = set()  # the default run names this process has handed out

@@ -66,6 +66,11 @@ def test_data_dir_setting_and_overrides(tmp_path: Path, monkeypatch: pytest.Monk
         make_train_config("spam", "adapter")
     with pytest.raises(ScenarioConfigError, match="unknown scenario 'nope'"):
         load_scenario("nope")
+    # an empty or blank --base-model was taken for the default, whose load error named a model not asked for
+    for blank in ("", "  "):
+        with pytest.raises(ScenarioConfigError, match=r"invalid training setting: base_model: empty: give"):
+            make_train_config("spam", "full", base_model=blank)
+    assert make_train_config("spam", "full").base_model == "distilroberta-base"
 
 
 def test_cleaning_defaults_keep_case_punctuation_and_digits() -> None:
