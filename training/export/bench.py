@@ -20,10 +20,14 @@ BATCH_SIZES = (1, 8, 32)
 def _texts(path: Path, rows: int) -> list[str]:
     """The first `rows` non-empty texts of a CSV's text column; a file that cannot be read is a DataError
     (exit 2) naming it, not a traceback."""
+    if Path(path).suffix.lower() != ".csv":  # a JSON lines file read as CSV named '[1]' as its column
+        raise DataError(f"--data {path}: export-bench reads a CSV (.csv) with a 'text' column")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if "text" not in (reader.fieldnames or []):  # bad input (exit 2), as a file not UTF-8 is
+            if reader.fieldnames is None:  # said "(columns: None)"
+                raise DataError(f"--data {path} is empty: expected a CSV whose header names a 'text' column")
+            if "text" not in reader.fieldnames:  # bad input (exit 2), as a file not UTF-8 is
                 raise DataError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
             texts = [r["text"] for r in reader if r["text"]]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -179,13 +179,19 @@ def test_export_refuses_an_absent_version_as_promote_and_evaluate_do_saying_noth
         ("body,label\nhello,a\n", "missing column 'text' (columns: ['body', 'label'])"),
         ("text,label\n", "has no non-empty text in its 'text' column: nothing to measure"),
         ("text,label\n,a\n", "has no non-empty text in its 'text' column: nothing to measure"),
+        ("", "is empty: expected a CSV whose header names a 'text' column"),
+        (("texts.jsonl", '{"text": "hi"}\n'), "export-bench reads a CSV (.csv) with a 'text' column"),
     ],
 )
-def test_export_bench_data_without_texts_is_bad_input(tmp_path: Path, content: str, says: str) -> None:
+def test_export_bench_data_without_texts_is_bad_input(
+    tmp_path: Path, content: str | tuple[str, str], says: str
+) -> None:
     """A CSV without a text column failed with exit 1; one with no texts printed a table of 0.0 seq/s and
-    exited 0. Both are refused (exit 2) before the version is opened."""
+    exited 0; an empty one said '(columns: None)', and a JSON lines file was read as a CSV whose column was
+    its first line. Each is refused (exit 2) naming the file, before the version is opened."""
     pytest.importorskip("onnxruntime")
-    data = tmp_path / "texts.csv"
+    name, content = content if isinstance(content, tuple) else ("texts.csv", content)
+    data = tmp_path / name
     data.write_text(content)
     (tmp_path / "repo").mkdir()
     result = _invoke("export-bench", "-s", "spam", "--data", str(data), "-r", str(tmp_path / "repo"))
