@@ -10,6 +10,9 @@ class ServingError(LabelwiseError):
 
     code = "internal_error"
     status_code = 500
+    # the request field at fault, where one is (an InvalidRequestError's; an unknown scenario's on a route
+    # whose API names it in a field, Infinity's `model`): the error shape's `field` / `param`
+    field: str | None = None
 
 
 class InvalidRequestError(ServingError):

@@ -116,7 +116,7 @@ def ecosystem_refusal(ecosystem: Ecosystem, request: Request, exc: Exception) ->
             request_id = request_id_of(request)
             logger.error("%s on %s (request %s): %s", exc.code, request.url.path, request_id, exc)
             return status, answer(status, exc.code, internal_message(request_id), None)
-        field = exc.field if isinstance(exc, InvalidRequestError) else None
+        field = exc.field
         retry = RETRY_AFTER_S if isinstance(exc, NotReadyError) else None
         return status, answer(status, exc.code, str(exc), field, retry)
     backpressure = _backpressure(exc)
@@ -211,6 +211,17 @@ def texts_named(prefix: str, one_text: bool = False, status_422: bool = False) -
         raise refusal(f"{named}{str(exc).removeprefix(field)}", field=named) from None
 
 
+@contextlib.contextmanager
+def _named_by_model() -> Iterator[None]:
+    """An unknown scenario on Infinity's /classify names the request's `model` field (its error's `param`),
+    as Infinity names the field of every refusal; it said `param: null`."""
+    try:
+        yield
+    except UnknownScenarioError as exc:
+        exc.field = "model"
+        raise
+
+
 def _scored(rows: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
     """Rows of {label, score} as Infinity and TEI write them: score first."""
     return [[{"score": x["score"], "label": x["label"]} for x in row] for row in rows]
@@ -279,7 +290,7 @@ def infinity_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Se
         """Infinity's /classify: `model` names the scenario; every label per text, best first."""
         named = body.model if body.model != INFINITY_UNNAMED else None  # "" names a model: none is so called
         scenario = named if named is not None else await default_scenario(backend, config, named_by="model")
-        with counted(metrics, scenario):
+        with counted(metrics, scenario), _named_by_model():
             check_texts(body.input, config, "input")
             call = backend.classify(scenario, body.input, None, True, body.raw_scores, False)
             with texts_named("input"):
@@ -745,10 +756,9 @@ def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
     turned into a JSON `data` list: a JSON header of `header_size` bytes, then each input that has
     `parameters.binary_data_size`, in order, as elements of a 4-byte little-endian length and its bytes
     (what tritonclient sends by default: `set_data_from_numpy(..., binary_data=True)`)."""
-    try:
-        size = int(header_size)
-    except ValueError:
-        size = -1
+    # ASCII digits only: int() also reads "+10", " 10" and "1_0", and a size it misread was then blamed on the
+    # JSON header rather than on this header
+    size = int(header_size) if header_size.isascii() and header_size.isdigit() else -1
     if not 0 < size <= len(raw):
         raise InvalidRequestError(
             f"Inference-Header-Content-Length: {header_size[:32]!r} is not the size of the JSON header of "

@@ -12,7 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InvalidRequestError, NotReadyError, RequestTimeoutError, ServingError
+from ..errors import (
+    NotReadyError,
+    RequestTimeoutError,
+    ServingError,
+)
 from .request_id import request_id_of
 from .schemas import ErrorBody, ErrorDetail
 
@@ -285,7 +289,7 @@ class UnexpectedErrorMiddleware:
 
 def serving_error_response(exc: ServingError, request_id: str, path: str) -> JSONResponse:
     """A ServingError in the error shape (the route's handler and the classify fast path)."""
-    field = exc.field if isinstance(exc, InvalidRequestError) else None
+    field = exc.field
     if exc.status_code >= 500 and not isinstance(exc, NotReadyError | RequestTimeoutError):
         logger.error("%s on %s (request %s): %s", exc.code, path, request_id, exc)
         return error_response(exc.status_code, exc.code, internal_message(request_id))

@@ -79,6 +79,13 @@ def test_an_empty_infinity_model_name_is_a_name_not_the_default(published_repo: 
         assert unnamed.status_code == 200 and unnamed.json()["model"] == "frozen_two"
         empty = await client.post("/classify", json={"model": "", "input": ["hi"]})
         assert empty.status_code == 400 and "unknown scenario" in empty.text, empty.text
+        # Infinity names the field of a refusal in `param`: an unknown model said `param: null`
+        for name in ("", "nope"):
+            error = (await client.post("/classify", json={"model": name, "input": ["hi"]})).json()["error"]
+            assert error["code"] == 400 and error["param"] == "model", error
+        # /v1 names the scenario in its path, body or a header: its unknown scenario names no field
+        v1 = (await client.post("/v1/classify", json={"scenario": "nope", "texts": ["hi"]})).json()["error"]
+        assert v1["code"] == 404 and v1.get("field") is None, v1
 
     serve_in_process(published_repo, check)
 

@@ -183,3 +183,16 @@ def test_a_tei_backend_failure_is_424_backend_as_tei_answers_it(published_repo: 
     assert v1.status_code == 500
     documented = schema["paths"]["/predict"]["post"]["responses"]
     assert "424" in documented and "500" not in documented
+
+
+@pytest.mark.parametrize("sent", ["+19", " 19", "1_9", "19 ", "１９"])
+def test_a_binary_header_size_that_is_not_ascii_digits_is_named_as_the_header(sent: str) -> None:
+    """int() took "+19", " 19", "1_9" and fullwidth digits for 19, and a size so spelled that was wrong was
+    blamed on the JSON header ('not valid JSON'): anything but ASCII digits is refused as the header."""
+    from serving.api.compat import v2_binary_tensors
+    from serving.errors import InvalidRequestError
+
+    header = b'{"inputs": []}     '  # 19 bytes: the size each spelling above means
+    with pytest.raises(InvalidRequestError, match=r"^Inference-Header-Content-Length: .* is not the size"):
+        v2_binary_tensors(header, sent)
+    assert v2_binary_tensors(header, "19") == {"inputs": []}
