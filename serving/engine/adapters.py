@@ -45,8 +45,14 @@ class AdapterTable:
 
     tables: Mapping[str, np.ndarray]
     row_of: Mapping[AdapterKey, int] = field(default_factory=dict)
-    # the adapter in each row: a version published again under its number has the same key, another adapter
-    entry_of: Mapping[AdapterKey, AdapterEntry] = field(default_factory=dict)
+    # entries[i]: the adapter in row i (a version published again under its number has the same key and
+    # another adapter)
+    entries: Sequence[AdapterEntry] = ()
+
+    def row_holding(self, key: AdapterKey, entry: AdapterEntry) -> int | None:
+        """The row of `key` when it holds `entry` itself; None when the table has no such row."""
+        i = self.row_of.get(key)
+        return i if i is not None and self.entries[i] is entry else None
 
     @property
     def rows(self) -> int:
@@ -94,7 +100,7 @@ class SharedAdapterGraph:
     def _build(self, entries: Sequence[tuple[AdapterKey, AdapterEntry]]) -> AdapterTable:
         tables = build_tables(self.spec, [e for _k, e in entries], dtype=self.table_dtype)
         row_of = {key: i for i, (key, _e) in enumerate(entries)}
-        return AdapterTable(tables, row_of, {key: e for key, e in entries})
+        return AdapterTable(tables, row_of, [e for _k, e in entries])
 
     def install(
         self,
@@ -153,7 +159,7 @@ class SharedAdapterGraph:
         extra_entries: list[tuple[AdapterKey, AdapterEntry]] = []
         base = table.rows if table is not None else 0
         for key, entry in rows:
-            i = table.row_of.get(key) if table is not None and table.entry_of.get(key) is entry else None
+            i = table.row_holding(key, entry) if table is not None else None
             if i is None:  # bound to a version the table no longer (or not yet) holds, or to another adapter
                 # under its number (the version published again: a row bound to the old one keeps it)
                 if id(entry) not in extra:
