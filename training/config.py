@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from model_repository.errors import validation_problems
 from model_repository.text import TextNormalization
 
-from .errors import ScenarioConfigError
+from .errors import ScenarioConfigError, not_a_file
 from .tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -334,11 +334,8 @@ def load_scenario(name_or_path: str | os.PathLike[str]) -> ScenarioConfig:
                 f"unknown scenario {str(name_or_path)!r}: packaged scenarios are {list_scenarios()}; "
                 "or pass the path of a scenario YAML"
             )
-    if not path.is_file():  # a device (a link to /dev/zero) exists: not "does not exist", and never read
-        what = (
-            "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
-        )
-        raise ScenarioConfigError(f"scenario file {path} {what}")
+    if not path.is_file():  # a device is never read (a link to /dev/zero would not end)
+        raise ScenarioConfigError(f"scenario file {path} {not_a_file(path)}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:  # a traceback's last line, exit 1, naming no file

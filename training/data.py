@@ -24,7 +24,7 @@ from model_repository.identity import file_sha256
 from model_repository.text import lone_surrogate_at, normalize_text
 
 from .config import CleaningConfig, ScenarioConfig, TrainConfig
-from .errors import DataError
+from .errors import DataError, not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,8 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
     column_fix: what to do about a missing column when the caller cannot take a scenario config (a file
     scored against a published version); default, set the scenario config's columns."""
     path = Path(path)
-    if not path.is_file():  # /dev/null or a link to /dev/zero exists: "does not exist" sent people looking
-        what = (
-            "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
-        )
-        raise DataError(f"data file {path} {what}")
+    if not path.is_file():
+        raise DataError(f"data file {path} {not_a_file(path)}")
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from model_repository import EXIT_USAGE, AdapterMismatchError, LabelwiseError
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path`, which is not a regular file, cannot be read, for a message naming it: it is a folder, it
+    exists but is something else (/dev/null, a link to /dev/zero: "does not exist" sent people looking for
+    it), or it does not exist."""
+    if path.is_dir():
+        return "is a folder"
+    return "is not a regular file" if path.exists() else "does not exist"
 
 
 class TrainingError(LabelwiseError):
@@ -109,4 +120,5 @@ __all__ = [
     "UnknownPrecisionError",
     "UnsupportedArchitectureError",
     "UnsupportedBaseError",
+    "not_a_file",
 ]

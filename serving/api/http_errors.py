@@ -12,11 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (
-    NotReadyError,
-    RequestTimeoutError,
-    ServingError,
-)
+from ..errors import NotReadyError, RequestTimeoutError, ServingError
 from .request_id import request_id_of
 from .schemas import ErrorBody, ErrorDetail
 
