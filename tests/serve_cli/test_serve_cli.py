@@ -136,7 +136,13 @@ def test_rays_own_routes_take_get_alone_and_routes_wants_the_key(
     with ServeProcess(tmp_path, args, env={"LABELWISE_API_KEY": key}) as server:
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            assert client.get("/-/healthz").status_code == 200
+            # Ray's replica starts its HTTP server before its first health check (our check_health: a one-row
+            # pass per loaded scenario) and says 503 "UNHEALTHY" on /-/healthz until that check ends, while
+            # the app's /readyz may say 200 already (a CI run read 503 here).
+            deadline = time.monotonic() + 30
+            while (healthz := client.get("/-/healthz")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert healthz.status_code == 200, healthz.text
             posted = client.post("/-/healthz")
             assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD", posted.text
             error = posted.json()["error"]
