@@ -30,7 +30,7 @@ from model_repository.errors import UsageError, validation_problems
 from model_repository.storage import parse_root
 from model_repository.text import lone_surrogate_at
 
-from .errors import ClientError, InputRowError, LabelwiseError, _rebuild_client_error
+from .errors import BadRequestError, ClientError, InputRowError, LabelwiseError, _rebuild_client_error
 
 __all__ = [
     "FORMATS",
@@ -800,7 +800,7 @@ class EngineScorer:
 
         from serving import ServingConfig
         from serving.engine import Row
-        from serving.service import ClassifierService, top_labels
+        from serving.service import ClassifierService, read_texts, top_labels
 
         fields: dict[str, Any] = {
             "scenarios": [{"name": scenario, "alias": version}],
@@ -819,7 +819,7 @@ class EngineScorer:
         if isinstance(root, Path) and not root.is_dir():  # an object store is checked when it opens
             what = "is a file, not a folder of scenarios" if root.exists() else "does not exist"
             raise UsageError(f"--repository {config.repository} {what}")
-        self._row, self._top = Row, top_labels
+        self._row, self._top, self._read = Row, top_labels, read_texts
         self._service = ClassifierService(config)
         self._service.registry.poll_once()
         state = next(s for s in self._service.registry.states() if s.name == scenario)
@@ -832,8 +832,16 @@ class EngineScorer:
         self.version = state.loaded.version
 
     def score(self, texts: list[str]) -> list[Scored]:
+        from serving.errors import InvalidRequestError
+
         loaded = self._service.registry.get(self.scenario)  # bound once per chunk, as per request
-        results = self._service.engine.classify([self._row(loaded, t) for t in texts])
+        try:  # a text its model would read nothing of is refused as a server refuses it (422, texts.<i>)
+            ids, cut = self._read(loaded, texts)
+        except InvalidRequestError as exc:
+            error = {"type": exc.code, "message": str(exc), "field": exc.field}
+            raise BadRequestError(None, {"error": error}) from None
+        rows = [self._row(loaded, t, i, c) for t, i, c in zip(texts, ids, cut, strict=True)]
+        results = self._service.engine.classify(rows)
         out = []
         for result in results:
             if isinstance(result, Exception):

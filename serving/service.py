@@ -56,6 +56,23 @@ def _tokenize(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[b
     return ids, cut, emptied, unread
 
 
+def read_texts(loaded: LoadedScenario, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+    """The token ids and truncation flags of a request's texts as `loaded` reads them, or the refusal
+    (TextEmptyOnceCleanedError, naming texts.<i>) of the first text its model would read nothing of:
+    one its version's cleaning leaves empty, or one of only characters its tokenizer drops. What a
+    replica answers a request with, and what `labelwise classify` scoring in-process checks a chunk by."""
+    ids, cut, emptied, unread = _tokenize(loaded.tokenizer, texts)
+    if emptied is not None:
+        raise _emptied_error(loaded, emptied)
+    if unread is not None:
+        raise TextEmptyOnceCleanedError(
+            f"texts.{unread}: the model reads no token of it (only characters its tokenizer drops, "
+            "such as zero-width or control characters); send the text to classify",
+            field=f"texts.{unread}",
+        )
+    return ids, cut
+
+
 def _emptied_error(loaded: LoadedScenario, i: int) -> TextEmptyOnceCleanedError:
     """The refusal of texts.<i>, left empty by the version's cleaning (only markup or URLs): its model
     would read nothing and still answer a label; training refuses such a row too. The text is not echoed."""
@@ -228,17 +245,9 @@ class ClassifierService:
         # texts is cleaned and tokenized off the event loop: 64 texts of 20,000 characters took 60-80 ms
         # (cleaning most of it), time in which no other request or probe would be answered.
         if sum(map(len, texts)) > LARGE_REQUEST_CHARS:
-            ids, cut, emptied, unread = await asyncio.to_thread(_tokenize, loaded.tokenizer, texts)
+            ids, cut = await asyncio.to_thread(read_texts, loaded, texts)
         else:
-            ids, cut, emptied, unread = _tokenize(loaded.tokenizer, texts)
-        if emptied is not None:
-            raise _emptied_error(loaded, emptied)
-        if unread is not None:
-            raise TextEmptyOnceCleanedError(
-                f"texts.{unread}: the model reads no token of it (only characters its tokenizer drops, "
-                "such as zero-width or control characters); send the text to classify",
-                field=f"texts.{unread}",
-            )
+            ids, cut = read_texts(loaded, texts)
         if not truncate:
             for i, was_cut in enumerate(cut):
                 if was_cut:
@@ -354,4 +363,4 @@ class ClassifierService:
         return self.metrics.render()
 
 
-__all__ = ["ClassifierService", "decision_threshold", "limit_blas_threads", "top_labels"]
+__all__ = ["ClassifierService", "decision_threshold", "limit_blas_threads", "read_texts", "top_labels"]

@@ -114,6 +114,27 @@ def test_a_bad_row_exits_2_naming_it_and_keeps_the_rows_before(served: ServedApp
     assert [int(r["row"]) for r in kept] == list(range(40))
 
 
+def test_a_row_its_model_reads_nothing_of_is_refused_alike_in_both_modes(
+    served: ServedApp, tmp_path: Path
+) -> None:
+    """Only markup, which the version's cleaning removes: the server refuses it (422) and scoring
+    in-process refused it too, where it used to score the empty text; both name the file's row."""
+    served.wait_for(lambda: served.client.get("/v1/scenarios").json()["scenarios"][0]["version"], 90, "load")
+    source = tmp_path / "markup.csv"
+    good = "".join(f"{t}\n" for t in toy_sentences("negative", 40, seed=5))
+    source.write_text(f"text\n{good}<p> </p>\nafter it\n", encoding="utf-8")
+    for where in (["-r", str(served.repo.root), "-v", "1"], ["--url", served.url]):
+        out = tmp_path / f"out-{where[0].strip('-')}.csv"
+        done = _classify("-s", SCENARIO, "-i", source, "-o", out, "--batch-rows", "16", *where)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "texts.40: nothing is left of it once cleaned" in lines[0], lines
+        assert "markup.csv: row 41)" in lines[0], lines
+        with open(out, newline="") as fh:
+            assert [int(r["row"]) for r in csv.DictReader(fh)] == list(range(32)), where
+
+
 def test_against_the_server_the_answers_are_the_in_process_ones(
     served: ServedApp, scored: tuple[Path, Path], tmp_path: Path
 ) -> None:
