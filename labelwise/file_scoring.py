@@ -800,7 +800,7 @@ class EngineScorer:
 
         from serving import ServingConfig
         from serving.engine import Row
-        from serving.service import ClassifierService, read_texts, top_labels
+        from serving.service import ClassifierService, tokenize_or_refuse, top_labels
 
         fields: dict[str, Any] = {
             "scenarios": [{"name": scenario, "alias": version}],
@@ -819,7 +819,7 @@ class EngineScorer:
         if isinstance(root, Path) and not root.is_dir():  # an object store is checked when it opens
             what = "is a file, not a folder of scenarios" if root.exists() else "does not exist"
             raise UsageError(f"--repository {config.repository} {what}")
-        self._row, self._top, self._read = Row, top_labels, read_texts
+        self._row, self._top, self._read = Row, top_labels, tokenize_or_refuse
         self._service = ClassifierService(config)
         self._service.registry.poll_once()
         state = next(s for s in self._service.registry.states() if s.name == scenario)

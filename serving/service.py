@@ -56,7 +56,7 @@ def _tokenize(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[b
     return ids, cut, emptied, unread
 
 
-def read_texts(loaded: LoadedScenario, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+def tokenize_or_refuse(loaded: LoadedScenario, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
     """The token ids and truncation flags of a request's texts as `loaded` reads them, or the refusal
     (TextEmptyOnceCleanedError, naming texts.<i>) of the first text its model would read nothing of:
     one its version's cleaning leaves empty, or one of only characters its tokenizer drops. What a
@@ -245,9 +245,9 @@ class ClassifierService:
         # texts is cleaned and tokenized off the event loop: 64 texts of 20,000 characters took 60-80 ms
         # (cleaning most of it), time in which no other request or probe would be answered.
         if sum(map(len, texts)) > LARGE_REQUEST_CHARS:
-            ids, cut = await asyncio.to_thread(read_texts, loaded, texts)
+            ids, cut = await asyncio.to_thread(tokenize_or_refuse, loaded, texts)
         else:
-            ids, cut = read_texts(loaded, texts)
+            ids, cut = tokenize_or_refuse(loaded, texts)
         if not truncate:
             for i, was_cut in enumerate(cut):
                 if was_cut:
@@ -363,4 +363,10 @@ class ClassifierService:
         return self.metrics.render()
 
 
-__all__ = ["ClassifierService", "decision_threshold", "limit_blas_threads", "read_texts", "top_labels"]
+__all__ = [
+    "ClassifierService",
+    "decision_threshold",
+    "limit_blas_threads",
+    "tokenize_or_refuse",
+    "top_labels",
+]
