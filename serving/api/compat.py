@@ -690,10 +690,11 @@ def v2_texts(body: V2InferRequest) -> list[str]:
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise InvalidRequestError(f"inputs.0.shape: {tensor.shape}; expected [N] or [N, 1]", "inputs.0.shape")
     texts = _elements(tensor.data, tensor.shape)
-    if tensor.shape[0] != len(texts) or not texts:
+    if not texts:  # shape [0] and no data matched, and were refused as if they did not
+        raise InvalidRequestError("inputs.0.data: empty; send at least one text", "inputs.0.data")
+    if tensor.shape[0] != len(texts):
         raise InvalidRequestError(
-            f"inputs.0.shape: {tensor.shape} does not match {len(texts)} elements of data (at least one)",
-            "inputs.0.shape",
+            f"inputs.0.shape: {tensor.shape} does not match {len(texts)} elements of data", "inputs.0.shape"
         )
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:
