@@ -457,6 +457,15 @@ def _json_kind(value: Any) -> str:
     return f"a list holding {_json_kind(odd[0])}" if odd else "a list of texts"
 
 
+# Our precision -> TEI's DType as its /info writes it (backends/src/dtype.rs: float16, float32, bfloat16);
+# int8 has no TEI name and is sent as it is.
+_TEI_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+def _tei_dtype(precision: str | None) -> str:
+    return _TEI_DTYPES.get(precision or "", precision or "")
+
+
 def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: ServingMetrics) -> APIRouter:
     route = ecosystem_route(TEI, refusal_counter(metrics))
     router = APIRouter(
@@ -517,7 +526,7 @@ def tei_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serving
         return {
             "model_id": f"{name}/v{entry['version']}",
             "model_sha": None,
-            "model_dtype": entry.get("precision") or "",
+            "model_dtype": _tei_dtype(entry.get("precision")),
             "served_model_name": name,
             "model_type": {
                 "classifier": {

@@ -1,6 +1,7 @@
 """Wire mends of the compatibility routes: a KServe v2 tensor with no texts (shape [0], data []) is
-refused naming its empty data, not as a shape that "does not match" the 0 elements it matches.
-In-process over a real ClassifierService on published tiny versions (create_api, httpx's ASGI transport)."""
+refused naming its empty data, not as a shape that "does not match" the 0 elements it matches; TEI's
+/info writes model_dtype in TEI's own words (float32, float16), not labelwise's precision names. In-process
+over a real ClassifierService on published tiny versions (create_api, httpx's ASGI transport)."""
 
 from __future__ import annotations
 
@@ -29,5 +30,16 @@ def test_a_kserve_tensor_without_texts_is_refused_naming_its_empty_data(
         answer = await client.post("/v2/models/frozen_two/infer", json={"inputs": [tensor]})
         assert answer.status_code == 400
         assert answer.json() == {"error": "inputs.0.shape: [2] does not match 1 elements of data"}
+
+    serve_in_process(published_repo, check)
+
+
+def test_tei_info_names_the_dtype_as_tei_does(published_repo: ModelRepository) -> None:
+    async def check(client: Client) -> None:
+        listed = (await client.get("/v1/scenarios")).json()["scenarios"]
+        assert [s["precision"] for s in listed] == ["fp32"]
+        info = await client.get("/info")
+        assert info.status_code == 200, info.text
+        assert info.json()["model_dtype"] == "float32"  # TEI's DType display; it said "fp32"
 
     serve_in_process(published_repo, check)
