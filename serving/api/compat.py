@@ -959,6 +959,16 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
                 raise InvalidRequestError(
                     f"outputs: {twice!r} is asked for twice; name each output once", "outputs"
                 )
+            for i, output in enumerate(body.outputs or []):
+                # tritonclient's class_count=k: Triton answers k "score:index:label" strings per text, and
+                # this answered the plain tensor under the name asked for, the client's parsing at fault
+                if (output.parameters or {}).get("classification"):
+                    raise InvalidRequestError(
+                        f"outputs.{i}.parameters.classification: the classification extension is not "
+                        "served (GET /v2 lists its extensions); `labels` and `scores` are every label, best "
+                        "first",
+                        f"outputs.{i}.parameters.classification",
+                    )
             truncate = (body.parameters or {}).get("truncate", True)
             if not isinstance(truncate, bool):
                 raise InvalidRequestError("parameters.truncate: not a boolean", "parameters.truncate")
