@@ -348,7 +348,7 @@ def parse_base_info(data: bytes, what: str) -> dict[str, Any]:
     """A base.json's object, or ManifestError saying what it is instead."""
     try:
         info = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or a number of thousands of digits
         raise ManifestError(f"{what}: {BASE_INFO_FILE} is not JSON ({exc})") from exc
     if not isinstance(info, dict):
         raise ManifestError(f"{what}: {BASE_INFO_FILE} is not a JSON object but {type(info).__name__}")
@@ -613,7 +613,13 @@ class ModelRepository:
         a version not published (deleted, or torn) is VersionNotFoundError, as that number is."""
         versions = self.list_versions(scenario)
         if isinstance(ref, int) or (isinstance(ref, str) and is_number(ref)):
-            version = int(ref)
+            try:
+                version = int(ref)
+            except ValueError:  # thousands of digits: int() refuses them, and no folder has such a name
+                raise VersionNotFoundError(
+                    f"scenario {scenario!r} has no version {ref[:20]}… ({len(ref)} digits) "
+                    f"(published: {versions})"
+                ) from None
             if version not in versions:
                 raise VersionNotFoundError(self._no_version(scenario, version, versions))
             return version
@@ -905,7 +911,7 @@ def parse_alias(data: bytes, path: str) -> int:
     """The version an alias file's bytes name; ManifestError naming the file when they do not."""
     try:
         payload = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or a number of thousands of digits (int() refuses it)
         raise ManifestError(f"alias file {path} is unreadable: not JSON ({exc})") from None
     version = payload.get("version") if isinstance(payload, dict) else None
     if isinstance(version, str) and is_number(version):
@@ -929,7 +935,7 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
     """Parse manifest.json's bytes; errors name `path` (a file or an object-store key)."""
     try:
         raw = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or a number of thousands of digits
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: expected a JSON object")

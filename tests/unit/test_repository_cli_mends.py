@@ -128,3 +128,25 @@ def test_a_url_with_no_bucket_is_named_as_a_url_not_as_a_missing_folder() -> Non
         result = _invoke(*command, "-r", "s3://")
         assert result.exit_code == 2, (command, result.output)
         assert "names no bucket: use s3://BUCKET/PREFIX" in " ".join(result.output.split()), result.output
+
+
+# ---- a number of thousands of digits (past int()'s limit) is no version, not a traceback -----------------
+def test_a_version_or_alias_file_of_thousands_of_digits_is_refused_in_one_line(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    huge = "9" * 5000
+    for command in (["repo", "show", "spam", huge], ["repo", "verify", "spam", huge]):
+        result = _invoke(*command, "-r", str(tmp_path))
+        assert result.exit_code == EXIT_RUNTIME, result.output
+        assert "scenario 'spam' has no version 99999999999999999999… (5000 digits)" in result.output
+    alias_file = tmp_path / "spam" / "_aliases" / "production.json"
+    alias_file.parent.mkdir()
+    alias_file.write_text(f'{{"version": {huge}}}')
+    result = _invoke("repo", "list", "--json", "-r", str(tmp_path))
+    assert result.exit_code == 0 and '"aliases": {"production": "unreadable"}' in result.output, result.output
+    result = _invoke("repo", "show", "spam", "production", "-r", str(tmp_path))
+    assert result.exit_code == EXIT_RUNTIME and f"alias file {alias_file} is unreadable" in result.output
+    result = _invoke("promote", "-s", "spam", "-v", "1", "-r", str(tmp_path))  # rewritten, as any unreadable
+    assert result.exit_code == 0, result.output
+    assert "its alias file was unreadable: rewritten" in result.output
+    assert repo.resolve("spam", "production") == 1
