@@ -216,7 +216,7 @@ def plan_server(
     from serving.local_ray import local_cores
 
     if config is not None and not config.is_file():
-        raise UsageError(f"--config {config} does not exist")
+        raise UsageError(f"--config {config} {_not_a_file(config)}")
     serve_file = load_serve_file(config if config is not None else default_serve_config())
     args = {**serve_file.args, **(settings or {})}
     if repository:
@@ -833,7 +833,7 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     from serving.config import FileServingConfig, repository_url_only
 
     if not config.is_file():
-        raise UsageError(f"--config {config} does not exist")
+        raise UsageError(f"--config {config} {_not_a_file(config)}")
     raw = _read_serve_yaml(config)
     if "applications" not in raw:
         app = {
@@ -927,14 +927,24 @@ def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None
         )
 
 
+def _not_a_file(path: Path) -> str:
+    """Why --config `path`, not a regular file, cannot be read: "does not exist" of a folder sent people
+    looking for a file that is there."""
+    if path.is_dir():
+        return "is a folder, not a Serve config file"
+    return "is not a regular file" if path.exists() else "does not exist"
+
+
 def _read_serve_yaml(config: Path) -> dict[str, Any]:
     """The YAML mapping of a Serve config file (a deploy file or flat ServingConfig fields), or UsageError."""
     import yaml
 
     try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UsageError(f"{config}: cannot read the Serve config ({exc})") from exc
+    if raw is None:  # an empty file: the defaults (`[]` or `0` is not a config, and is refused below)
+        raw = {}
     if not isinstance(raw, dict):
         raise UsageError(f"{config}: expected a Serve config or a mapping of ServingConfig fields")
     return raw

@@ -75,3 +75,35 @@ def test_the_flat_form_needs_no_ray_schema(tmp_path: Path) -> None:
     path.write_text("max_batch_size: 4\napi_key: k\n")
     loaded = load_serve_file(path)
     assert loaded.args == {"max_batch_size": 4, "api_key": "k"} and loaded.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"\xff\xfe\x00", "cannot read the Serve config ('utf-8' codec can't decode"),
+        (b"[]\n", "expected a Serve config or a mapping of ServingConfig fields"),
+        (b"0\n", "expected a Serve config or a mapping of ServingConfig fields"),
+    ],
+)
+def test_a_config_not_utf8_or_not_a_mapping_is_refused_naming_it(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    """Bytes that are not UTF-8 were a UnicodeDecodeError traceback; `[]` (falsy) read as the defaults."""
+    path = tmp_path / "serve.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=r"serve\.yaml: ") as caught:
+        load_serve_file(path)
+    assert said in str(caught.value)
+    path.write_bytes(b"")  # an empty file is the defaults, as before
+    assert load_serve_file(path).args == {}
+
+
+def test_doctor_names_a_config_that_is_a_folder_as_a_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    result = CliRunner().invoke(app, ["doctor", "-c", str(tmp_path), "-r", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"--config {tmp_path} is a folder, not a Serve config file" in result.output
+    assert "does not exist" not in result.output
