@@ -320,8 +320,8 @@ def _validate(raw: Any, source: str) -> ScenarioConfig:
         raise ScenarioConfigError(f"{source}: expected a mapping of scenario settings")
     try:
         return ScenarioConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioConfigError(f"{source}: invalid scenario config: {exc}") from exc
+    except ValidationError as exc:  # one `field: message` a problem, as an override's (below)
+        raise ScenarioConfigError(f"{source}: invalid scenario config: {validation_problems(exc)}") from exc
 
 
 def load_scenario(name_or_path: str | os.PathLike[str]) -> ScenarioConfig:

@@ -435,3 +435,16 @@ def test_an_invalid_override_says_each_problem_without_pydantics_banner() -> Non
         make_train_config("sentiment", "lora", learning_rate=-1.0)
     message = str(caught.value)
     assert message == "scenario 'sentiment': invalid override: learning_rate: Input should be greater than 0"
+
+
+def test_an_invalid_scenario_yaml_says_each_problem_without_pydantics_banner(tmp_path: Path) -> None:
+    """A scenario YAML's bad field was refused with pydantic's whole text (error count, type tag, input dump,
+    documentation URL), where an override of the same field says `field: message`."""
+    path = tmp_path / "tickets.yaml"
+    path.write_text("name: Bad Name\nlabels: [a, a]\n", encoding="utf-8")
+    with pytest.raises(ScenarioConfigError) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (
+        f"{path}: invalid scenario config: name: String should match pattern '^[a-z0-9][a-z0-9_-]{{0,63}}$'; "
+        "labels: labels must be unique; repeated: ['a']"
+    )
