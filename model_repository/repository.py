@@ -42,6 +42,7 @@ from .errors import (
     SchemaVersionError,
     UnsafePathError,
     VersionNotFoundError,
+    validation_problems,
 )
 from .identity import file_sha256
 from .layout import (
@@ -945,5 +946,6 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
         )
     try:
         return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        raise ManifestError(f"{path}: does not match the manifest schema: {exc}") from exc
+    except ValidationError as exc:  # `field: message` a problem, not pydantic's dump of the whole manifest
+        problems = validation_problems(exc)
+        raise ManifestError(f"{path}: does not match the manifest schema: {problems}") from exc

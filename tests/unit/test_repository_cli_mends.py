@@ -150,3 +150,17 @@ def test_a_version_or_alias_file_of_thousands_of_digits_is_refused_in_one_line(t
     assert result.exit_code == 0, result.output
     assert "its alias file was unreadable: rewritten" in result.output
     assert repo.resolve("spam", "production") == 1
+
+
+def test_a_manifest_that_does_not_match_the_schema_says_each_field_in_one_short_line(tmp_path: Path) -> None:
+    """It was pydantic's whole text: error count, type tags, documentation URLs, and the manifest's every
+    field dumped as the input of each error."""
+    repo = ModelRepository(tmp_path)
+    publish_servable(repo, "spam")
+    path = repo.version_path("spam", 1) / "manifest.json"
+    path.write_text(path.read_text().replace('"negative"', '"negative", "negative"'))
+    result = _invoke("repo", "show", "spam", "1", "-r", str(tmp_path))
+    assert result.exit_code == EXIT_RUNTIME, result.output
+    said = f"error: {path}: does not match the manifest schema: labels: "
+    assert result.output.startswith(said), result.output
+    assert "errors.pydantic.dev" not in result.output and "input_value" not in result.output
