@@ -84,6 +84,11 @@ def _filesystem(scheme: str) -> Any:
     if known is None:
         names = ", ".join(sorted(s for s in known_implementations if len(s) > 1))
         raise RepositoryURLError(f"unknown repository URL scheme {scheme}://; fsspec knows: {names}")
+    if scheme in {"http", "https"}:  # fsspec opens one, then asks it for "127.0.0.1:8000/x", not a URL
+        raise RepositoryURLError(
+            f"a {scheme}:// URL cannot be a model repository: a web server's files cannot be listed or "
+            "written; use an object store, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX, or a local folder"
+        )
     package = known["class"].split(".", 1)[0]
     if importlib.util.find_spec(package) is None:
         hint = _EXTRA if package == "s3fs" else f"pip install {package}"

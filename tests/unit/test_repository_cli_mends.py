@@ -106,13 +106,15 @@ def test_a_zero_padded_prefix_in_an_object_store_is_not_listed_either(tmp_path: 
     [
         ("github://org/repo", "a github:// URL cannot be a model repository"),
         ("nosuch://bucket/repo", "unknown repository URL scheme nosuch://"),
+        ("http://127.0.0.1:1/repo", "a http:// URL cannot be a model repository"),
     ],
 )
 def test_a_repository_url_whose_filesystem_needs_more_than_a_url_is_refused_as_usage(
     url: str, said: str
 ) -> None:
     """github:// (as ftp://) filesystems want constructor arguments (an org and repo, a host): fsspec's
-    TypeError went out of every command as a traceback, exit 1; an unknown scheme exited 1 too."""
+    TypeError went out of every command as a traceback, exit 1; an unknown scheme exited 1 too; http://
+    opened, then failed every call as `open-prefix: NonHttpUrlClientError` (exit 1)."""
     pytest.importorskip("fsspec")
     for command in (["repo", "list"], ["promote", "-s", "spam", "-v", "1"]):
         result = _invoke(*command, "-r", url)
