@@ -20,6 +20,7 @@ from typing import Any
 
 from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError, validation_problems
 from model_repository.storage import parse_root
+from training.errors import not_a_file
 
 # The one Serve config: the chart renders it, the Docker image ships it, `labelwise serve` reads it.
 CHART_SERVE_CONFIG = Path("helm") / "labelwise" / "files" / "serve-config.yaml"
@@ -216,7 +217,7 @@ def plan_server(
     from serving.local_ray import local_cores
 
     if config is not None and not config.is_file():
-        raise UsageError(f"--config {config} {_not_a_file(config)}")
+        raise UsageError(f"--config {config} {not_a_file(config)}")
     serve_file = load_serve_file(config if config is not None else default_serve_config())
     args = {**serve_file.args, **(settings or {})}
     if repository:
@@ -833,7 +834,7 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
     from serving.config import FileServingConfig, repository_url_only
 
     if not config.is_file():
-        raise UsageError(f"--config {config} {_not_a_file(config)}")
+        raise UsageError(f"--config {config} {not_a_file(config)}")
     raw = _read_serve_yaml(config)
     if "applications" not in raw:
         app = {
@@ -925,14 +926,6 @@ def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None
             f"this app does not have; its deployments are {', '.join(map(repr, names))} (with "
             f"ingress_mode {serving_config.ingress_mode})"
         )
-
-
-def _not_a_file(path: Path) -> str:
-    """Why --config `path`, not a regular file, cannot be read: "does not exist" of a folder sent people
-    looking for a file that is there."""
-    if path.is_dir():
-        return "is a folder, not a Serve config file"
-    return "is not a regular file" if path.exists() else "does not exist"
 
 
 def _read_serve_yaml(config: Path) -> dict[str, Any]:

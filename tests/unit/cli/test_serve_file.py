@@ -105,5 +105,5 @@ def test_doctor_names_a_config_that_is_a_folder_as_a_folder(tmp_path: Path) -> N
 
     result = CliRunner().invoke(app, ["doctor", "-c", str(tmp_path), "-r", str(tmp_path)])
     assert result.exit_code == 2, result.output
-    assert f"--config {tmp_path} is a folder, not a Serve config file" in result.output
+    assert f"--config {tmp_path} is a folder" in result.output
     assert "does not exist" not in result.output
