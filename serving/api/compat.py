@@ -818,7 +818,10 @@ def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
 async def v2_request_as_json(request: Request) -> None:
     """Before FastAPI reads a /v2 body: read it as JSON whatever Content-Type the request names (Triton and
     KServe do; tritonclient's HTTP client sends none, its aio client application/octet-stream, where
-    FastAPI would hand the body on as bytes), and turn binary tensor inputs into JSON ones."""
+    FastAPI would hand the body on as bytes), and turn binary tensor inputs into JSON ones. A GET or HEAD
+    (metadata, the probes) has no body to read: its headers are left as they are."""
+    if request.method in ("GET", "HEAD"):  # an Inference-Header-Content-Length there was refused 400
+        return
     header_size = request.headers.get(BINARY_HEADER)
     dropped = {b"content-type"}
     if header_size is not None:

@@ -70,3 +70,17 @@ def test_a_kserve_output_asking_for_classification_is_refused_by_name(
         assert [o["name"] for o in answer.json()["outputs"]] == ["scores"]
 
     serve_in_process(published_repo, check)
+
+
+def test_a_binary_header_on_a_kserve_get_is_not_read_as_a_body(published_repo: ModelRepository) -> None:
+    """Inference-Header-Content-Length on a GET (metadata, the probes), which has no body, was refused 400
+    as a binary request whose header is longer than its body."""
+
+    async def check(client: Client) -> None:
+        headers = {"Inference-Header-Content-Length": "12"}
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/frozen_two", "/v2"):
+            answer = await client.get(path, headers=headers)
+            assert answer.status_code == 200, (path, answer.text)
+        assert (await client.head("/v2/health/live", headers=headers)).status_code == 200
+
+    serve_in_process(published_repo, check)
