@@ -715,8 +715,8 @@ def through_http(plan: Plan, config: dict[str, Any], tokenizer_dir: Path, say: A
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")
     url = f"http://127.0.0.1:{plan.port}"
     cmd = python_cmd("-m", "labelwise.cli", "serve", "--config", str(cfg), "--port", str(plan.port))
-    server = start_server("labelwise serve", cmd, url, plan.out_dir / "serve.log")
     out = {}
+    server = start_server("labelwise serve", cmd, url, plan.out_dir / "serve.log")
     try:
         waited = wait_server_ready(server, 300)
         say(f"HTTP: labelwise serve ready in {waited:.0f}s")

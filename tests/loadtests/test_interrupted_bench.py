@@ -104,11 +104,11 @@ def run(plan, say):
     up = plan.out_dir / "stand-in-up"
     cmd = [sys.executable, "-c", STAND_IN, str(up)]
     server = start_server("labelwise serve", cmd, f"http://127.0.0.1:{plan.port}", plan.out_dir / "serve.log")
-    deadline = time.monotonic() + 30
-    while not up.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    print(server.proc.pid, flush=True)
-    try:
+    try:  # the pid is told inside it: a SIGTERM that lands as print() returns is still in the try
+        deadline = time.monotonic() + 30
+        while not up.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(server.proc.pid, flush=True)
         time.sleep(300)  # the HTTP loads
     finally:
         stop_server(server)
