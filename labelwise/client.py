@@ -15,6 +15,7 @@ import asyncio
 import email.utils
 import json
 import math
+import numbers
 import random
 import re
 import threading
@@ -332,6 +333,12 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the answer'}: {e['msg']}" for e in exc.errors())
 
 
+def _check_count(name: str, value: object) -> None:
+    """ValueError unless `value` is a whole number of at least 1 (not a bool, a float or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be at least 1 (a whole number), got {value!r}")
+
+
 def _check_api_key(key: str) -> None:
     """InvalidApiKeyError for a key no request could carry (serving.config.api_key_problem: the service's
     own rule for its config), at construction rather than as a UnicodeEncodeError (or a 401) on the
@@ -430,14 +437,15 @@ class _Base:
         max_connections: int,
         connect_retry_s: float | None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        # A NaN passed `< 1`: concurrency=nan left the sync client's thread pool without a thread and
+        # max_connections=nan the pool without a connection (a call waited forever), and
+        # max_texts_per_request=nan or 2.5 failed each classify with a TypeError from range()
+        _check_count("concurrency", concurrency)
+        _check_count("max_connections", max_connections)
         if connect_retry_s is not None and connect_retry_s < 0:
             raise ValueError(f"connect_retry_s must be 0 or more (or None), got {connect_retry_s}")
-        if max_texts_per_request is not None and max_texts_per_request < 1:
-            raise ValueError(f"max_texts_per_request must be at least 1, got {max_texts_per_request}")
+        if max_texts_per_request is not None:
+            _check_count("max_texts_per_request", max_texts_per_request)
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             # 0 made every connect time out at once: a reachable server was retried for connect_retry_s,
             # then reported as unreachable

@@ -400,6 +400,13 @@ def test_max_connections_below_one_is_refused() -> None:
         # negative waits were clamped to none: a refused connection was tried thousands of times a second
         ({"backoff_s": -1}, "backoff_s must be 0 seconds or more, got -1"),
         ({"max_wait_s": -0.5}, "max_wait_s must be 0 seconds or more, got -0.5"),
+        # a NaN passed `< 1`: the sync client's pool had no thread (concurrency) or no connection
+        # (max_connections) and a call hung; a float chunk size failed each classify in range()
+        ({"concurrency": float("nan")}, "concurrency must be at least 1 (a whole number), got nan"),
+        ({"max_connections": float("nan")}, "max_connections must be at least 1 (a whole number), got nan"),
+        ({"max_texts_per_request": float("nan")}, "max_texts_per_request must be at least 1 (a whole"),
+        ({"max_texts_per_request": 2.5}, "max_texts_per_request must be at least 1 (a whole number), got 2"),
+        ({"concurrency": None}, "concurrency must be at least 1 (a whole number), got None"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_at_construction(
