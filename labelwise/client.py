@@ -339,6 +339,26 @@ def _check_count(name: str, value: object) -> None:
         raise ValueError(f"{name} must be at least 1 (a whole number), got {value!r}")
 
 
+def _check_base_url(url: object) -> None:
+    """ValueError, naming it, for a base_url no request can go to: not a string, unparsable
+    (`http://[::1`: httpx.InvalidURL, no ClientError), or without http(s) and a host (`localhost:8000`
+    failed only on the first call), or a port out of range (`:99999` was a refused connection, retried
+    for connect_retry_s)."""
+    from urllib.parse import urlsplit
+
+    how = "give it as http://HOST:PORT"
+    if not isinstance(url, str):
+        raise ValueError(f"base_url must be a string, got {type(url).__name__}; {how}")
+    shown = _without_credentials(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks its range
+    except ValueError as exc:
+        raise ValueError(f"base_url {shown!r} is not a valid URL ({exc}); {how}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url {shown!r} has no http:// or https:// scheme and host; {how}")
+
+
 def _check_api_key(key: str) -> None:
     """InvalidApiKeyError for a key no request could carry (serving.config.api_key_problem: the service's
     own rule for its config), at construction rather than as a UnicodeEncodeError (or a 401) on the
@@ -450,6 +470,7 @@ class _Base:
             # 0 made every connect time out at once: a reachable server was retried for connect_retry_s,
             # then reported as unreachable
             raise ValueError(f"timeout_s must be more than 0 seconds, got {timeout_s!r}")
+        _check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self._shown_url = _without_credentials(self.base_url)  # what error messages name
         if api_key:

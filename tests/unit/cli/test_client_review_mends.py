@@ -416,6 +416,26 @@ def test_settings_that_cannot_work_are_refused_at_construction(
         client_class("http://127.0.0.1:9", **settings)
 
 
+@pytest.mark.parametrize("client_class", [LabelwiseClient, AsyncLabelwiseClient])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # httpx.InvalidURL (no ClientError, no ValueError) at construction
+        ("http://[::1", "base_url 'http://[::1' is not a valid URL (Invalid IPv6 URL)"),
+        # a refused connection, retried for connect_retry_s (30 s), then "unreachable"
+        ("http://127.0.0.1:99999", "base_url 'http://127.0.0.1:99999' is not a valid URL (Port out of range"),
+        ("http://user:secret@h:99999", "base_url 'http://h:99999' is not a valid URL"),
+        # failed only on the first call, as UnsupportedProtocol
+        ("localhost:8000", "base_url 'localhost:8000' has no http:// or https:// scheme and host"),
+    ],
+)
+def test_a_base_url_no_request_can_go_to_is_refused_at_construction(
+    client_class: type, url: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        client_class(url)
+
+
 def test_a_retry_policy_with_a_negative_wait_is_refused() -> None:
     with pytest.raises(ValueError, match="connect_max_wait_s must be 0 seconds or more, got -1"):
         RetryPolicy(connect_max_wait_s=-1)
