@@ -139,8 +139,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # A negative wait is not refused by the waits (they are clamped to 0): a policy with one retried
         # a refused connection thousands of times a second.
-        if not self.max_retries >= 0:
-            raise ValueError(f"max_retries must be 0 or more, got {self.max_retries}")
+        # inf passed `>= 0`: a 503 (or a read timeout) was retried without end
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, got {retries!r}: a whole number of retries")
         for name in ("backoff_s", "max_wait_s", "connect_max_wait_s"):
             value = getattr(self, name)
             if not value >= 0:  # NaN included

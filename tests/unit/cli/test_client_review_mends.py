@@ -397,6 +397,8 @@ def test_max_connections_below_one_is_refused() -> None:
         ({"timeout_s": float("nan")}, "timeout_s must be more than 0 seconds, got nan"),
         ({"timeout_s": None}, "timeout_s must be more than 0 seconds, got None"),
         ({"max_retries": -1}, "max_retries must be 0 or more, got -1"),
+        # inf passed `>= 0`: a 503 was retried without end
+        ({"max_retries": float("inf")}, "max_retries must be 0 or more, got inf: a whole number of retries"),
         # negative waits were clamped to none: a refused connection was tried thousands of times a second
         ({"backoff_s": -1}, "backoff_s must be 0 seconds or more, got -1"),
         ({"max_wait_s": -0.5}, "max_wait_s must be 0 seconds or more, got -0.5"),
