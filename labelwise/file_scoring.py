@@ -963,9 +963,9 @@ def _rows_kept(exc: ClientError, out: OutputFile) -> ClientError:
     return _rebuild_client_error(type(exc), exc.status, body, exc.request_id)
 
 
-def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, list[str]]]:
-    """(first row index, texts) chunks after `skip` rows; on a bad row, the rows before it come out as
-    a last chunk, then its InputRowError."""
+def _chunked(texts: Iterable[str], skip: int, size: int, output: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first row index, texts) chunks after `skip` rows (those `output` holds); on a bad row, the rows
+    before it come out as a last chunk, then its InputRowError."""
     chunk: list[str] = []
     first = skip
     index = -1
@@ -984,7 +984,11 @@ def _chunked(texts: Iterable[str], skip: int, size: int) -> Iterator[tuple[int, 
     if chunk:
         yield first, chunk
     if index + 1 < skip:
-        raise UsageError(f"the output already holds {skip} rows but the input has only {index + 1}")
+        # named like an edit in the scored part: which output, and how to go on
+        raise UsageError(
+            f"--output {output} holds scores of {skip} rows, but the input has only {index + 1} now (it was "
+            "cut since); pass --overwrite to score the file again"
+        )
 
 
 def score_file(
@@ -1041,7 +1045,7 @@ def score_file(
     try:
         if on_progress is not None:
             on_progress(out.done, total)
-        for first, chunk in _chunked(texts, skipped, batch_rows):
+        for first, chunk in _chunked(texts, skipped, batch_rows, output_path):
             if scorer is None:
                 scorer = make_scorer()
                 start = time.perf_counter()  # throughput counts scoring, not loading the model

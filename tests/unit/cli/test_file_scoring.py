@@ -577,6 +577,19 @@ def test_a_resumed_output_whose_input_was_edited_in_the_scored_part_is_refused(
     assert score_file(source, out, "toy", LengthScorer).rows_scored == 0
 
 
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv"])
+def test_a_resumed_output_whose_input_was_cut_names_the_output(tmp_path: Path, fmt_out: str) -> None:
+    """An input cut below the rows its output holds said only "the output already holds 50 rows but the
+    input has only 30": no file named, no way on (an edit in the scored part says both)."""
+    source = _write(tmp_path / "in.jsonl", TEXTS[:50])
+    out = tmp_path / f"out{fmt_out}"
+    score_file(source, out, "toy", LengthScorer, batch_rows=10)
+    _write(source, TEXTS[:30])
+    said = f"--output {out} holds scores of 50 rows, but the input has only 30 now (it was cut since); pass"
+    with pytest.raises(UsageError, match=re.escape(said) + " --overwrite"):
+        score_file(source, out, "toy", LengthScorer, batch_rows=10)
+
+
 def test_a_csv_output_cut_inside_a_label_with_a_line_break_resumes_from_the_last_whole_row(
     tmp_path: Path,
 ) -> None:
