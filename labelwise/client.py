@@ -345,24 +345,37 @@ def _check_count(name: str, value: object) -> None:
         raise ValueError(f"{name} must be at least 1 (a whole number), got {value!r}")
 
 
-def _check_base_url(url: object) -> None:
-    """ValueError, naming it, for a base_url no request can go to: not a string, unparsable
-    (`http://[::1`: httpx.InvalidURL, no ClientError), or without http(s) and a host (`localhost:8000`
-    failed only on the first call), or a port out of range (`:99999` was a refused connection, retried
-    for connect_retry_s)."""
+URL_FORM = "give it as http://HOST:PORT"
+
+
+def url_problem(url: str) -> str | None:
+    """What keeps any request from going to the server URL `url`, said after it ("is not a valid URL
+    (...)", "has no host", ...), or None: the client's base_url and `labelwise classify --url` alike."""
     from urllib.parse import urlsplit
 
-    how = "give it as http://HOST:PORT"
-    if not isinstance(url, str):
-        raise ValueError(f"base_url must be a string, got {type(url).__name__}; {how}")
-    shown = _without_credentials(url)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - reading it checks its range
+        port = parts.port  # reading it checks its range
     except ValueError as exc:
-        raise ValueError(f"base_url {shown!r} is not a valid URL ({exc}); {how}") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url {shown!r} has no http:// or https:// scheme and host; {how}")
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        if parts.scheme and parts.hostname:
+            return f"has scheme {parts.scheme!r}, not http:// or https://"
+        return "has no http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    return "has port 0, which is not a port" if port == 0 else None
+
+
+def _check_base_url(url: object) -> None:
+    """ValueError, naming it, for a base_url no request can go to (url_problem): `http://[::1` was an
+    httpx.InvalidURL (no ClientError), `:99999` a refused connection retried for connect_retry_s, and
+    `localhost:8000` failed only on the first call."""
+    if not isinstance(url, str):
+        raise ValueError(f"base_url must be a string, got {type(url).__name__}; {URL_FORM}")
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError(f"base_url {_without_credentials(url)!r} {problem}; {URL_FORM}")
 
 
 def _check_api_key(key: str) -> None:

@@ -686,22 +686,13 @@ def settings_problem(exc: Any) -> str:
 
 
 def check_url(url: str) -> str:
-    """The server URL for --url, checked (http or https, a host, a valid port); UsageError otherwise."""
-    from urllib.parse import urlsplit
+    """The server URL for --url, checked (http or https, a host, a valid port: client.url_problem);
+    UsageError otherwise."""
+    from .client import URL_FORM, url_problem
 
-    how = "give it as http://HOST:PORT"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"--url {url!r} is not a valid URL ({exc}); {how}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        scheme = f"scheme {parts.scheme!r}" if parts.scheme and parts.hostname else "no http:// or https://"
-        raise UsageError(f"--url {url!r}: {scheme}; {how}")
-    if not parts.hostname:
-        raise UsageError(f"--url {url!r}: no host; {how}")
-    if port == 0:
-        raise UsageError(f"--url {url!r}: port 0 is not a port; {how}")
+    problem = url_problem(url.strip())
+    if problem is not None:
+        raise UsageError(f"--url {url!r} {problem}; {URL_FORM}")
     return url.strip()
 
 
