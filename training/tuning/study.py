@@ -488,7 +488,7 @@ def run_study(
                 )
         done = len(study.get_trials(deepcopy=False, states=finished_states))
         remaining = trials - done
-        if done:
+        if done and remaining > 0:  # else the line below says so: not "-2 to go"
             say(f"resuming study {study_name!r}: {done} finished trial(s), {remaining} to go")
         started = time.perf_counter()
 

@@ -248,3 +248,24 @@ def test_pruned_trials_leave_no_tensorboard_writer_running(
     study = optuna.load_study(study_name="pruned", storage=summary.storage)
     assert all(list(t.intermediate_values) == [1] for t in study.trials)  # stopped at evaluation 1
     assert _writer_threads() - before == set()
+
+
+def test_resuming_a_study_that_holds_more_trials_says_nothing_to_go(
+    resumed_study, tune_scenario, tiny_roberta_dir
+) -> None:
+    _, _, _, _, out = resumed_study
+    lines: list[str] = []
+    summary = run_study(
+        tune_scenario,
+        "full",
+        trials=1,  # the study holds 3 finished trials: it said "3 finished trial(s), -2 to go"
+        study_name="toy-study",
+        output_dir=out,
+        base_model=str(tiny_roberta_dir),
+        num_train_epochs=1,
+        say=lines.append,
+        **FAST,
+    )
+    assert summary.trials == 4  # nothing new ran
+    assert not any("to go" in line for line in lines), lines
+    assert any("already holds 3 finished trial(s): nothing to run" in line for line in lines)
