@@ -112,6 +112,13 @@ def results_command(
         path = results.write_report(out, docs, results.load_done(out, results.ledger_dir(docs)))
         typer.echo(f"wrote {path}")
         return
+    if not _split(stages):  # it planned no cell and exited 0, as if the job were done
+        raise UsageError(f"--stages {stages!r}: name at least one of {', '.join(results.STAGES)}")
+    if "matrix" in _split(stages) and not _split(scenarios):  # the matrix ran no cell, unsaid
+        raise UsageError(
+            f"--scenarios {scenarios!r}: name the matrix's scenarios, e.g. sentiment,spam "
+            "(or drop matrix from --stages)"
+        )
     for stage in _split(stages):
         if stage not in results.STAGES:
             raise typer.BadParameter(f"unknown stage {stage!r}: choose from {', '.join(results.STAGES)}")

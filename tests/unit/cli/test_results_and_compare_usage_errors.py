@@ -83,3 +83,17 @@ def test_results_refuses_a_docs_or_out_that_a_file_is_in_the_way_of(tmp_path: Pa
     # and before a cell runs: --time-budget-s 0 would start none and write the report
     run = ["results", "--time-budget-s", "0", "--out", str(out), "--docs", str(a_file / "results.md")]
     _one_error_line(CliRunner().invoke(app, run), "is inside")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [("--stages", "", "matrix, curve"), ("--stages", ",", "matrix, curve"), ("--scenarios", "", "sentiment")],
+)
+def test_results_refuses_stages_or_matrix_scenarios_naming_none(
+    tmp_path: Path, flag: str, value: str, fragment: str
+) -> None:
+    """An empty --stages planned no cell and exited 0; an empty --scenarios left the matrix with none."""
+    args = ["results", flag, value, "--time-budget-s", "0", "--out", str(tmp_path / "out")]
+    out = CliRunner().invoke(app, [*args, "--docs", str(tmp_path / "r.md")])
+    _one_error_line(out, f"{flag} {value!r}", fragment)
+    assert not (tmp_path / "r.md").exists()
