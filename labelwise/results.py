@@ -1001,7 +1001,11 @@ def run(
     done = load_done(out, ledger, base_model)
     set_aside_stale(out, done, say, base_model, ledger)
     todo = to_run(cells, done)
-    say(f"results: {len(cells)} cells planned, {len(cells) - len(todo)} already done, {len(todo)} to run")
+    # a cell whose twin is queued in this job is not done yet: it said "1 already done" in a fresh --out
+    finished = sum(1 for c in cells if c.key in done or _reuse(c, done) is not None)
+    twins = len(cells) - len(todo) - finished
+    shared = f" ({twins} the same run as a cell before it)" if twins else ""
+    say(f"results: {len(cells)} cells planned, {finished} already done, {len(todo)} to run{shared}")
     scorer = engine_scorer()
     if score_served(out, done, repository, scorer, say, base_model, ledger) and docs is not None:
         write_report(out, docs, done, base_model)
