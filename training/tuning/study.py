@@ -481,10 +481,11 @@ def run_study(
             if defaults:
                 say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
             study.enqueue_trial(default_values, user_attrs={"default": True})
-            for name, own in default_outside.items():
+            for name, own in default_outside.items():  # _fmt: choices are floats, "batch_size=32.0"
+                choices = ", ".join(_fmt(choice) for choice in ranges[name].choices)
                 say(
-                    f"the default trial runs {name}={default_values[name]}: the strategy's {own} is not "
-                    f"one of the searched choices {ranges[name].choices}"
+                    f"the default trial runs {name}={_fmt(default_values[name])}: the strategy's {own} is "
+                    f"not one of the searched choices [{choices}]"
                 )
         done = len(study.get_trials(deepcopy=False, states=finished_states))
         remaining = trials - done

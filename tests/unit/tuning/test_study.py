@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from training import TrainConfig
-from training.tuning import run_study
+from training.tuning import SearchSpace, run_study
 
-from .conftest import FAST
+from .conftest import FAST, SPACE
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +269,27 @@ def test_resuming_a_study_that_holds_more_trials_says_nothing_to_go(
     assert summary.trials == 4  # nothing new ran
     assert not any("to go" in line for line in lines), lines
     assert any("already holds 3 finished trial(s): nothing to run" in line for line in lines)
+
+
+def test_the_default_trial_outside_the_choices_is_named_in_whole_numbers(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """It said "runs batch_size=32.0: the strategy's 64 is not one of the searched choices [8.0, ...]"."""
+    scenario = tune_scenario.model_copy(
+        update={"search_space": SearchSpace.model_validate({**SPACE, "batch_size": {"choices": [8, 32]}})}
+    )
+    lines: list[str] = []
+    run_study(
+        scenario,
+        "full",
+        trials=1,
+        output_dir=tmp_path,
+        base_model=str(tiny_roberta_dir),
+        max_steps=1,
+        say=lines.append,
+        **FAST,
+    )
+    expected = (
+        "the default trial runs batch_size=8: the strategy's 16 is not one of the searched choices [8, 32]"
+    )
+    assert expected in lines, lines
