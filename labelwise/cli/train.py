@@ -228,6 +228,7 @@ def compare_command(
     if not chosen:
         raise UsageError(f"--strategies {strategies!r}: name at least one of {', '.join(STRATEGIES)}")
     refuse_repository_in_run_folder(output_dir, repository, runs_inside=chosen.__contains__)
+    _refuse_unwritable_comparison(output_dir, chosen)
     if repository is None and given_on_command_line(ctx, "export"):  # its default 'none' is never refused
         refuse_publish_flags(
             ["--export"], "--repository/-r", "without it nothing is published; add -r, or drop --export"
@@ -259,6 +260,27 @@ def compare_command(
     # as written to comparison.md (its title names the base, the rows and the token limit), plain: Markdown
     typer.echo((out / "comparison.md").read_text(encoding="utf-8").rstrip("\n"))
     typer.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
+
+
+def _refuse_unwritable_comparison(output_dir: Path | None, strategies: tuple[str, ...]) -> None:
+    """A strategy's run folder in --output-dir that is a file, or a comparison file that is a folder, is
+    refused (UsageError, exit 2) before any strategy trains: it failed as `error: NotADirectoryError` once
+    the strategies before it had trained, or as `IsADirectoryError` naming no option."""
+    from model_repository import UsageError
+    from model_repository.layout import why_not_a_folder
+
+    if output_dir is None:
+        return
+    for strategy in strategies:
+        why = why_not_a_folder(output_dir / strategy)
+        if why is not None:
+            raise UsageError(f"--output-dir {output_dir}: {why}, where the {strategy} run goes")
+    for name in ("comparison.md", "comparison.json", "comparison.png"):
+        if (output_dir / name).is_dir():
+            raise UsageError(
+                f"--output-dir {output_dir}: {output_dir / name} is a folder, where the comparison writes "
+                f"{name}; remove it or give another --output-dir"
+            )
 
 
 def evaluate_command(

@@ -255,3 +255,21 @@ def test_a_repository_reached_through_a_linked_weights_folder_is_refused(
     (run / "weights").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UsageError, match=f"is inside {re.escape(str(run / 'weights'))}, which"):
         refuse_repository_in_run_folder(out, run / "weights" / "repo", runs_inside=runs_inside)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("lora", "a file, not a folder"), ("comparison.md", "is a folder")]
+)
+def test_compare_refuses_a_strategy_folder_or_comparison_file_in_the_way_before_training(
+    tmp_path: Path, name: str, what: str
+) -> None:
+    """`compare -o X` with X/lora a file trained full and frozen, then failed as `error: NotADirectoryError`
+    (exit 1); X/comparison.md a folder failed as `IsADirectoryError`, naming no option."""
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / name).write_text("x") if name == "lora" else (out / name).mkdir()
+    result = CliRunner().invoke(app, ["compare", "-s", "spam", "--max-train-samples", "16", "-o", str(out)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --output-dir {out}: {out / name} ") and what in line
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no strategy trained
