@@ -97,10 +97,19 @@ def tune_command(
         refuse_publish_flags(
             unused, "--publish", "without it the study publishes nothing; add --publish, or drop {them}"
         )
-    from model_repository import ModelRepository
+    from model_repository import ModelRepository, UsageError
     from training.tuning import is_study_run_folder, run_study
 
     refuse_repository_in_run_folder(output_dir, repository, runs_inside=is_study_run_folder)
+    if output_dir is not None and output_dir.is_dir():
+        # a file where a trial's run folder goes failed that trial with a traceback, then the study with
+        # `error: NotADirectoryError` (exit 1), after the trials before it had trained
+        for path in sorted(output_dir.iterdir()):
+            if is_study_run_folder(path.name) and not path.is_dir() and (publish or path.name != "best"):
+                raise UsageError(
+                    f"--output-dir {output_dir}: {path} is a file, not a folder, where a run of the study "
+                    "goes; remove it or give another --output-dir"
+                )
 
     if publish:
         refuse_unwritable_repository(repository)

@@ -273,3 +273,22 @@ def test_compare_refuses_a_strategy_folder_or_comparison_file_in_the_way_before_
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: --output-dir {out}: {out / name} ") and what in line
     assert sorted(p.name for p in out.iterdir()) == [name]  # no strategy trained
+
+
+@pytest.mark.parametrize(("name", "flags"), [("trial-001", []), ("best", ["--publish", "-r", "repo"])])
+def test_tune_refuses_a_file_where_a_run_of_the_study_goes_before_any_trial(
+    tmp_path: Path, name: str, flags: list[str]
+) -> None:
+    """A file trial-001 failed trial 1 with a traceback and the study as `error: NotADirectoryError` (exit 1)
+    once trial 0 had trained; best/ with --publish, once every trial had."""
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / name).write_text("x")
+    flags = [str(tmp_path / flag) if flag == "repo" else flag for flag in flags]
+    result = CliRunner().invoke(
+        app, ["tune", "-s", "spam", "--strategy", "frozen", "-n", "2", "-o", str(out), *flags]
+    )
+    assert result.exit_code == EXIT_USAGE, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --output-dir {out}: {out / name} is a file, not a folder")
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no trial ran
