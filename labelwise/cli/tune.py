@@ -207,4 +207,5 @@ def robustness_command(
         f"{scenario} v{report.version} ({report.adversarial}): accuracy {report.clean_accuracy:.4f} clean, "
         f"{report.perturbed_accuracy:.4f} perturbed; {report.flipped_share:.1%} of predictions flipped",
         highlight=False,
+        soft_wrap=True,  # piped or redirected, the line was cut at 80 columns into two
     )

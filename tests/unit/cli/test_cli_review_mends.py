@@ -437,3 +437,25 @@ def test_a_serve_config_asking_more_onnx_runtime_threads_than_it_takes_is_refuse
     assert (
         ServingConfig(ort_intra_op_threads=MAX_INTRA_OP_THREADS).ort_intra_op_threads == MAX_INTRA_OP_THREADS
     )
+
+
+def test_robustness_says_its_result_on_one_line_when_piped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Piped or redirected, the summary was cut at 80 columns: '... 0.0% of' / 'predictions flipped'."""
+    pytest.importorskip("torch", reason="the training extra is not installed")
+    import training.tuning
+    from training.tuning.perturb import PerturbationReport
+
+    report = PerturbationReport(
+        scenario="sentiment", version=12, data="in.csv", n_rows=3, seed=0, typo_rate=0.15, drop_rate=0.1,
+        clean_accuracy=1.0, clean_macro_f1=1.0, perturbed_accuracy=0.5, perturbed_macro_f1=0.5,
+        flipped_share=0.5,
+    )  # fmt: skip
+    monkeypatch.setattr(training.tuning, "robustness_of_published", lambda *args, **kwargs: report)
+    (tmp_path / "repo").mkdir()
+    args = ["robustness", "-s", "sentiment", "--data", str(tmp_path / "in.csv"), "-r", str(tmp_path / "repo")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = "sentiment v12 (none): accuracy 1.0000 clean, 0.5000 perturbed; 50.0% of predictions flipped"
+    assert result.stdout.splitlines()[-1] == expected
