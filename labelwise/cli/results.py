@@ -98,7 +98,8 @@ def results_command(
                 f"{', '.join(given)} {verb} to running cells, not to --report-only (which writes the report "
                 f"from every cell already run): drop {them}, or drop --report-only"
             )
-    if time_budget_s is not None and time_budget_s != time_budget_s:  # nan: never 'spent', no limit at all
+    # nan: never 'spent', no limit at all; a negative budget read "time budget -5 s spent", as 0 does
+    if time_budget_s is not None and not time_budget_s >= 0:
         raise UsageError(f"--time-budget-s {time_budget_s}: give seconds, e.g. 3600 (0 starts no new cell)")
     rows = _budgets(budgets)
     if not _split(strategies):

@@ -47,18 +47,20 @@ def test_compare_strategies_names_the_missing_strategies() -> None:
         compare_strategies("spam", strategies=())
 
 
-def test_results_refuses_a_time_budget_that_is_not_a_number(tmp_path: Path) -> None:
-    """`--time-budget-s nan` compared false with the time spent: the job ran every cell, no limit."""
+@pytest.mark.parametrize("budget", ["nan", "-5"])
+def test_results_refuses_a_time_budget_that_is_not_a_number(tmp_path: Path, budget: str) -> None:
+    """`--time-budget-s nan` compared false with the time spent: the job ran every cell, no limit; a
+    negative budget was taken as 0 and said "time budget -5 s spent"."""
     args = [
         "results",
         "--time-budget-s",
-        "nan",
+        budget,
         "--out",
         str(tmp_path / "out"),
         "--docs",
         str(tmp_path / "r.md"),
     ]
-    _one_error_line(CliRunner().invoke(app, args), "--time-budget-s nan", "seconds")
+    _one_error_line(CliRunner().invoke(app, args), f"--time-budget-s {float(budget)}", "seconds")
     assert not (tmp_path / "out").exists()
 
 
