@@ -52,7 +52,8 @@ def train_overrides(**kwargs: Any) -> dict[str, Any]:
     the command line are the epochs run: they are also the cap on what a scenario's min_train_steps may
     add (which raised `--epochs 2` on a 1,000-row sample of the packaged scenarios to 19 epochs)."""
     out = {k: v for k, v in kwargs.items() if v is not None}
-    if "num_train_epochs" in out:
+    # only a valid count is the cap too: `--epochs -1` was refused twice, once as max_train_epochs
+    if "num_train_epochs" in out and out["num_train_epochs"] > 0:
         out.setdefault("max_train_epochs", out["num_train_epochs"])
     if "lora_target_modules" in out:
         out["lora_target_modules"] = [m.strip() for m in out["lora_target_modules"].split(",") if m.strip()]

@@ -437,6 +437,19 @@ def test_an_invalid_override_says_each_problem_without_pydantics_banner() -> Non
     assert message == "scenario 'sentiment': invalid override: learning_rate: Input should be greater than 0"
 
 
+def test_invalid_epochs_from_the_command_line_are_one_problem() -> None:
+    """`--epochs -1` is also the cap on what min_train_steps may add (max_train_epochs): it was refused
+    twice, the second time under a field the user never set."""
+    from labelwise.training_runs import train_overrides
+
+    with pytest.raises(ScenarioConfigError) as caught:
+        make_train_config("sentiment", "lora", **train_overrides(num_train_epochs=-1.0))
+    assert str(caught.value) == (
+        "scenario 'sentiment': invalid override: num_train_epochs: Input should be greater than 0"
+    )
+    assert train_overrides(num_train_epochs=2.0)["max_train_epochs"] == 2.0  # a valid count is the cap
+
+
 def test_an_invalid_scenario_yaml_says_each_problem_without_pydantics_banner(tmp_path: Path) -> None:
     """A scenario YAML's bad field was refused with pydantic's whole text (error count, type tag, input dump,
     documentation URL), where an override of the same field says `field: message`."""
