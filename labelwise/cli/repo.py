@@ -40,6 +40,8 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
     """List scenarios, their versions and aliases."""
     refuse_missing_repository(repository)
     rows = list_scenarios(ModelRepository(repository))
+    if not rows:
+        _refuse_a_folder_inside_a_repository(repository)
     if json_output:
         typer.echo(json.dumps({"scenarios": [asdict(row) for row in rows]}))
         return
@@ -50,6 +52,26 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
         )
         table.add_row(row.scenario, " ".join(map(str, row.versions)), row.problem or aliases)
     _console.print(table)
+
+
+def _refuse_a_folder_inside_a_repository(repository: Path | None) -> None:
+    """A local --repository with no scenario that is itself a scenario's folder (its _aliases, or version
+    folders holding a manifest) or a version's (a manifest): refused (UsageError, exit 2) naming the
+    repository it is in. `repo list` printed an empty table for it, exit 0."""
+    from model_repository import UsageError
+    from model_repository.layout import ALIASES_DIR, MANIFEST_FILE, is_number
+
+    if repository is None or not repository.is_dir():
+        return
+    if (repository / MANIFEST_FILE).is_file():
+        what, root = "a version's folder", repository.resolve().parent.parent
+    elif (repository / ALIASES_DIR).is_dir() or any(
+        is_number(p.name) and (p / MANIFEST_FILE).is_file() for p in repository.iterdir()
+    ):
+        what, root = "a scenario's folder", repository.resolve().parent
+    else:
+        return
+    raise UsageError(f"--repository {repository} is {what}, not a repository; the repository is {root}")
 
 
 @repo_app.command("show")

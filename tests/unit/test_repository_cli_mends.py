@@ -166,3 +166,19 @@ def test_a_manifest_that_does_not_match_the_schema_says_each_field_in_one_short_
     said = f"error: {path}: does not match the manifest schema: labels: "
     assert result.output.startswith(said), result.output
     assert "errors.pydantic.dev" not in result.output and "input_value" not in result.output
+
+
+def test_repo_list_of_a_scenario_or_version_folder_names_the_repository(tmp_path: Path) -> None:
+    """`repo list -r repo/spam` (or `repo/spam/1`) printed an empty table, exit 0, as for an empty
+    repository: it is refused naming the repository the folder is in."""
+    repo = ModelRepository(tmp_path / "repo")
+    publish_servable(repo, "spam")
+    for inside, what in (
+        (repo.root / "spam", "a scenario's folder"),
+        (repo.root / "spam" / "1", "a version's"),
+    ):
+        result = _invoke("repo", "list", "-r", str(inside))
+        assert result.exit_code == 2, result.output
+        assert f"is {what}" in result.output and f"the repository is {repo.root.resolve()}" in result.output
+    (tmp_path / "empty").mkdir()
+    assert _invoke("repo", "list", "-r", str(tmp_path / "empty")).exit_code == 0  # an empty repository
