@@ -98,6 +98,7 @@ def tune_command(
             unused, "--publish", "without it the study publishes nothing; add --publish, or drop {them}"
         )
     from model_repository import ModelRepository, UsageError
+    from model_repository.layout import why_not_a_folder
     from training.tuning import is_study_run_folder, run_study
 
     refuse_repository_in_run_folder(output_dir, repository, runs_inside=is_study_run_folder)
@@ -105,10 +106,13 @@ def tune_command(
         # a file where a trial's run folder goes failed that trial with a traceback, then the study with
         # `error: NotADirectoryError` (exit 1), after the trials before it had trained
         for path in sorted(output_dir.iterdir()):
-            if is_study_run_folder(path.name) and not path.is_dir() and (publish or path.name != "best"):
+            if not is_study_run_folder(path.name) or (path.name == "best" and not publish):
+                continue
+            why = why_not_a_folder(path)  # as compare words its refusal
+            if why is not None:
                 raise UsageError(
-                    f"--output-dir {output_dir}: {path} is a file, not a folder, where a run of the study "
-                    "goes; remove it or give another --output-dir"
+                    f"--output-dir {output_dir}: {why}, where a run of the study goes; remove it or give "
+                    "another --output-dir"
                 )
 
     if publish:
