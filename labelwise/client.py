@@ -141,7 +141,7 @@ class RetryPolicy:
         # a refused connection thousands of times a second.
         # inf passed `>= 0`: a 503 (or a read timeout) was retried without end
         retries = self.max_retries
-        if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+        if not _whole(retries) or retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {retries!r}: a whole number of retries")
         for name in ("backoff_s", "max_wait_s", "connect_max_wait_s"):
             value = getattr(self, name)
@@ -339,9 +339,14 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the answer'}: {e['msg']}" for e in exc.errors())
 
 
+def _whole(value: object) -> bool:
+    """Whether `value` is a whole number: an int, not a bool, a float or NaN."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_count(name: str, value: object) -> None:
-    """ValueError unless `value` is a whole number of at least 1 (not a bool, a float or NaN)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    """ValueError unless `value` is a whole number of at least 1."""
+    if not _whole(value) or value < 1:
         raise ValueError(f"{name} must be at least 1 (a whole number), got {value!r}")
 
 
