@@ -50,9 +50,16 @@ def tune_command(
     study_name: str | None = typer.Option(
         None, "--study-name", help="Name of the study; an existing one under the run folder is resumed."
     ),
-    pruner: str = typer.Option("median", "--pruner", help="median | hyperband | none"),
+    pruner: str = typer.Option(
+        "median",
+        "--pruner",
+        help="median | hyperband | none; kept by the study: a resume must give the same.",
+    ),
     evals_per_epoch: int = typer.Option(
-        2, "--evals-per-epoch", help="Validation passes per epoch, each reported to the pruner."
+        2,
+        "--evals-per-epoch",
+        help="Validation passes per epoch, each reported to the pruner; kept by the study: a resume must "
+        "give the same.",
     ),
     default_trial: bool = typer.Option(
         True, "--default-trial/--no-default-trial", help="Trial 0 runs the strategy's default values."

@@ -6,9 +6,11 @@ below the median early. The study lives in <run folder>/study.db and resumes by 
 runs the strategy's default values, so the summary can say what tuning bought (run again on resume when the
 run that held it was interrupted).
 
-A study is one experiment: it records its scenario, strategy, search space and overrides (base model, data,
-max_train_samples, seed, ...) when it starts, and a resume that changes any of them is refused, since its
-trials would not be comparable and the --publish retrain would not be the best trial's run. One process
+A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data,
+max_train_samples, seed, ...) and pruning schedule (--pruner, --evals-per-epoch) when it starts, and a resume
+that changes any of them is refused, since its trials would not be comparable and the --publish retrain would
+not be the best trial's run. A study started before its overrides or its pruning schedule were recorded takes
+this run's as its own (and says so): nothing in the study tells what it ran with. One process
 runs a study at a time: it holds <run folder>/study.lock for the whole run, so that the RUNNING trials a
 resume fails are those of a dead run, never of a live one.
 
@@ -308,14 +310,20 @@ def _changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def _check_resume(
-    study: Any, study_name: str, out: Path, overrides: dict[str, Any], space: dict[str, Any]
+    study: Any,
+    study_name: str,
+    out: Path,
+    overrides: dict[str, Any],
+    space: dict[str, Any],
+    pruning: dict[str, Any],
 ) -> None:
-    """A resume must run the experiment the study started: the same overrides and search space.
+    """A resume must run the experiment the study started: the same overrides, search space and pruning.
 
     Other overrides (max_train_samples, seed, epochs, ...) would score the new trials on other runs than
     the old ones, and the --publish retrain (these overrides + the best trial's params) would not be the
     best trial's run. Another search space crashes Optuna mid-trial (a categorical's choices cannot
-    change) or leaves old trials outside the new ranges."""
+    change) or leaves old trials outside the new ranges. Another --pruner or --evals-per-epoch stops the new
+    trials by another rule, or judges them at other points of their curves, than the old ones."""
     problems: list[str] = []
     recorded = study.user_attrs.get("overrides")
     if recorded is not None and recorded != overrides:
@@ -327,11 +335,15 @@ def _check_resume(
             f"another search space (changed: {', '.join(changed)}; "
             f"{'; '.join(_changes(recorded_space, space))})"
         )
+    recorded_pruning = study.user_attrs.get("pruning")
+    if recorded_pruning is not None and recorded_pruning != pruning:
+        problems.append(f"another pruning schedule ({'; '.join(_changes(recorded_pruning, pruning))})")
     if problems:
         raise TuningError(
             f"study {study_name!r} in {out} was started with other settings than this run's: "
             f"{' and '.join(problems)}. A study is one experiment: resume it with the settings it started "
-            f"with, or start a new study with another --study-name"
+            "with (the recorded value is left of each '->'), or start a new study in a new folder: another "
+            "--study-name, and another --output-dir where one is given"
         )
 
 
@@ -452,21 +464,30 @@ def run_study(
         recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
         searched = {k: v.model_dump(exclude_none=True) for k, v in ranges.items()}
         run_overrides = _jsonable(overrides)
+        # keyed by flag, as the refusal of a resume names them
+        pruning = {"--evals-per-epoch": evals_per_epoch, "--pruner": pruner}
         if recorded == (None, None):
             study.set_user_attr("scenario", scenario.name)
             study.set_user_attr("strategy", strategy)
             study.set_user_attr("search_space", searched)
             study.set_user_attr("overrides", run_overrides)
+            study.set_user_attr("pruning", pruning)
         elif recorded != (scenario.name, strategy):
             raise TuningError(
                 f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, "
                 f"not {scenario.name}/{strategy}"
             )
         else:
-            _check_resume(study, study_name, out, run_overrides, searched)
+            _check_resume(study, study_name, out, run_overrides, searched, pruning)
             if "overrides" not in study.user_attrs:  # a study started before overrides were recorded
                 say(f"study {study_name!r} recorded no overrides: this run's are recorded as the study's")
                 study.set_user_attr("overrides", run_overrides)
+            if "pruning" not in study.user_attrs:  # nor --pruner and --evals-per-epoch
+                say(
+                    f"study {study_name!r} recorded no --pruner nor --evals-per-epoch: this run's (--pruner "
+                    f"{pruner}, --evals-per-epoch {evals_per_epoch}) are recorded as the study's"
+                )
+                study.set_user_attr("pruning", pruning)
         if not_searched or "not_searched" in study.user_attrs:  # this invocation's, on a resume too
             study.set_user_attr("not_searched", not_searched)
         _mark_stale_running(study, say)

@@ -258,3 +258,47 @@ def test_a_second_study_in_a_study_folder_is_refused_and_the_first_kept(small_st
         run_study(tune_scenario, "full", trials=1, **{**common, "study_name": "other"})
     assert {p: p.read_bytes() for p in before} == before
     assert json.loads((out / "summary.json").read_text())["study_name"] == "mends"
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ({"pruner": "median"}, "--pruner: 'none' -> 'median'"),
+        ({"evals_per_epoch": 3}, "--evals-per-epoch: 2 -> 3"),
+    ],
+)
+def test_resume_with_another_pruner_or_evals_per_epoch_is_refused(
+    small_study, tune_scenario, setting: dict, needle: str
+) -> None:
+    """A study started with --pruner none resumed under --pruner median (or --evals-per-epoch 3) ran its
+    new trials under another pruning schedule than the old ones, silently."""
+    _, common, out = small_study
+    before = len(_load(out, "mends").trials)
+    with pytest.raises(TuningError) as caught:
+        run_study(tune_scenario, "full", trials=before + 1, **{**common, **setting})
+    message = str(caught.value)
+    assert needle in message and "overrides" not in message
+    assert "--study-name" in message and "--output-dir" in message  # what to do instead
+    assert len(_load(out, "mends").trials) == before  # refused before any trial
+
+
+def test_a_study_that_recorded_no_pruning_takes_this_runs_and_keeps_it(
+    small_study, tune_scenario, tmp_path: Path
+) -> None:
+    """A study written before --pruner and --evals-per-epoch were recorded resumes: this run's are taken as
+    the study's (said), and a later resume with others is refused."""
+    import shutil
+    import sqlite3
+
+    _, common, out = small_study
+    shutil.copy(out / "study.db", tmp_path / "study.db")
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        assert db.execute("DELETE FROM study_user_attributes WHERE key = 'pruning'").rowcount == 1
+    finished = sum(t.state.is_finished() for t in _load(tmp_path, "mends").trials)
+    said: list[str] = []
+    legacy = {**common, "output_dir": tmp_path, "say": said.append}
+    run_study(tune_scenario, "full", trials=finished, **{**legacy, "pruner": "hyperband"})
+    assert any("recorded no --pruner nor --evals-per-epoch" in line for line in said), said
+    assert _load(tmp_path, "mends").user_attrs["pruning"] == {"--evals-per-epoch": 2, "--pruner": "hyperband"}
+    with pytest.raises(TuningError, match="--pruner: 'hyperband' -> 'none'"):
+        run_study(tune_scenario, "full", trials=finished, **legacy)
