@@ -309,6 +309,13 @@ def _changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
     ]
 
 
+# What a refused resume may do instead: its folder holds one study per name, and an --output-dir is
+# one study's folder (a second study there is refused).
+_NEW_STUDY = (
+    "start a new study in a new folder: another --study-name, and another --output-dir where one is given"
+)
+
+
 def _check_resume(
     study: Any,
     study_name: str,
@@ -342,8 +349,7 @@ def _check_resume(
         raise TuningError(
             f"study {study_name!r} in {out} was started with other settings than this run's: "
             f"{' and '.join(problems)}. A study is one experiment: resume it with the settings it started "
-            "with (the recorded value is left of each '->'), or start a new study in a new folder: another "
-            "--study-name, and another --output-dir where one is given"
+            f"with (the recorded value is left of each '->'), or {_NEW_STUDY}"
         )
 
 
@@ -475,7 +481,7 @@ def run_study(
         elif recorded != (scenario.name, strategy):
             raise TuningError(
                 f"study {study_name!r} in {out} tunes {recorded[0]}/{recorded[1]}, "
-                f"not {scenario.name}/{strategy}"
+                f"not {scenario.name}/{strategy}: resume it with that scenario and strategy, or {_NEW_STUDY}"
             )
         else:
             _check_resume(study, study_name, out, run_overrides, searched, pruning)

@@ -80,7 +80,10 @@ def test_resuming_with_another_strategy_is_refused(resumed_study, tune_scenario,
     from training.tuning import TuningError
 
     _, _, _, _, out = resumed_study
-    with pytest.raises(TuningError, match="tunes toy/full, not toy/lora"):
+    with pytest.raises(
+        TuningError,
+        match="tunes toy/full, not toy/lora: resume it with that scenario and strategy, or start a new study",
+    ):
         run_study(
             tune_scenario,
             "lora",
