@@ -50,7 +50,9 @@ def tei_error(status: int, code: str, message: str, field: str | None) -> dict[s
     Empty)."""
     if code == EMPTY_TEXT:
         kind = "Empty"
-    elif code == "overloaded" or status == 429:
+    # TEI has no timeout and its Backend is 424: request_timeout_s keeps our 504 as Overloaded, not
+    # answered in time for load, its work cancelled, which a TEI client backs off and retries
+    elif code in ("overloaded", "timeout") or status == 429:
         kind = "Overloaded"
     elif code == "not_ready":
         kind = "Unhealthy"

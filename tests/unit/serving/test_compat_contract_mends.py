@@ -196,3 +196,23 @@ def test_a_binary_header_size_that_is_not_ascii_digits_is_named_as_the_header(se
     with pytest.raises(InvalidRequestError, match=r"^Inference-Header-Content-Length: .* is not the size"):
         v2_binary_tensors(header, sent)
     assert v2_binary_tensors(header, "19") == {"inputs": []}
+
+
+def test_a_tei_request_past_request_timeout_s_is_504_overloaded(published_repo: ModelRepository) -> None:
+    """TEI has no timeout of its own; its Backend is 424 (router/src/http/server.rs), so 504 Backend was an
+    answer TEI never gives. A timeout keeps our 504 and says Overloaded: the request was not served in time,
+    its work is cancelled, and a TEI client backs off and retries it."""
+    from tests.unit.serving.test_http_review_mends import _Held
+
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[Any, ...]:
+        tei = await client.post("/predict", json={"inputs": "a fine day"})
+        v1 = await client.post("/v1/classify", json={"scenario": "frozen_two", "texts": ["a fine day"]})
+        return tei, v1
+
+    tei, v1 = _run(published_repo, probe, wrap=_Held, request_timeout_s=0.2)
+    assert tei.status_code == 504, tei.text
+    assert tei.json() == {
+        "error": "not answered within 0.2 s (request_timeout_s)",
+        "error_type": "Overloaded",
+    }
+    assert v1.status_code == 504 and v1.json()["error"]["type"] == "timeout"
