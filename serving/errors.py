@@ -44,15 +44,19 @@ class UnknownScenarioError(ServingError, LookupError):
 
     code = "unknown_scenario"
     status_code = 404
+    # the alias a scenario listed as skipped lacks (skipped()); None for a name not in the repository
+    skipped_alias: str | None = None
 
     @classmethod
     def skipped(cls, name: str, alias: str) -> UnknownScenarioError:
         """Serve-all mode: the scenario is in the repository (listed as skipped) but has no `alias`: what
         every route answers a request for it, /v1 and the compatibility routes alike."""
-        return cls(
+        exc = cls(
             f"scenario {name!r} is not served: it has no {alias!r} alias; promote a version to it "
             f"(labelwise promote --scenario {name} --version N --alias {alias}) to serve it"
         )
+        exc.skipped_alias = alias
+        return exc
 
 
 class NotReadyError(ServingError):

@@ -173,7 +173,24 @@ async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any
             raise UnknownScenarioError.skipped(scenario, entry["alias"])
         if entry["name"] == scenario:
             return entry
-    raise UnknownScenarioError("unknown model: GET /v1/scenarios lists the scenarios served here")
+    raise unknown_model()
+
+
+def unknown_model() -> UnknownScenarioError:
+    """A model name that is not served, in the one wording of every KServe v2 route (Triton says the model
+    "is not found"; /v1 says unknown scenario); the name is not echoed."""
+    return UnknownScenarioError("unknown model: not found; GET /v1/scenarios lists the scenarios served here")
+
+
+@contextlib.contextmanager
+def _unknown_as_model() -> Iterator[None]:
+    """The backend's unknown scenario worded as unknown_model(); one listed as skipped keeps its reason."""
+    try:
+        yield
+    except UnknownScenarioError as exc:
+        if exc.skipped_alias is not None:
+            raise
+        raise unknown_model() from None
 
 
 async def default_scenario(
@@ -975,7 +992,7 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             truncate = (body.parameters or {}).get("truncate", True)
             if not isinstance(truncate, bool):
                 raise InvalidRequestError("parameters.truncate: not a boolean", "parameters.truncate")
-            with texts_named("inputs.0.data"):
+            with texts_named("inputs.0.data"), _unknown_as_model():
                 result = await within_timeout(
                     backend.classify(scenario, texts, None, truncate, True, False), config
                 )

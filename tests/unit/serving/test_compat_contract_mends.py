@@ -216,3 +216,29 @@ def test_a_tei_request_past_request_timeout_s_is_504_overloaded(published_repo: 
         "error_type": "Overloaded",
     }
     assert v1.status_code == 504 and v1.json()["error"]["type"] == "timeout"
+
+
+def test_every_kserve_route_says_an_unknown_model_is_not_found_in_one_wording(
+    published_repo: ModelRepository,
+) -> None:
+    """The metadata and ready routes said 'unknown model' and infer the registry's 'unknown scenario': a
+    KServe client names a model (Triton: "Request for unknown model: ... is not found"). Every /v2 model
+    route now answers the same 404, the name not echoed; /v1 keeps its 'unknown scenario'."""
+
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[dict[str, Any], Any]:
+        answers = {
+            "metadata": await client.get("/v2/models/nope"),
+            "ready": await client.get("/v2/models/nope/ready"),
+            "version": await client.get("/v2/models/nope/versions/1"),
+            "version ready": await client.get("/v2/models/nope/versions/1/ready"),
+            "infer": await client.post("/v2/models/nope/infer", json=V2_BODY),
+            "version infer": await client.post("/v2/models/nope/versions/1/infer", json=V2_BODY),
+        }
+        v1 = await client.post("/v1/classify", json={"scenario": "nope", "texts": ["a fine day"]})
+        return {name: (r.status_code, r.json()) for name, r in answers.items()}, v1
+
+    got, v1 = _run(published_repo, probe)
+    said = {"error": "unknown model: not found; GET /v1/scenarios lists the scenarios served here"}
+    for name, answer in got.items():
+        assert answer == (404, said), (name, answer)
+    assert v1.status_code == 404 and v1.json()["error"]["message"].startswith("unknown scenario"), v1.text
