@@ -11,7 +11,7 @@ import typer
 from model_repository.errors import UsageError
 from model_repository.passes import MAX_INTRA_OP_THREADS
 
-from .options import applies_and_pronoun, given_on_command_line, repository_path, typed_flags
+from .options import applies_and_pronoun, given_on_command_line, output_file, repository_path, typed_flags
 
 
 def register(app: typer.Typer) -> None:
@@ -64,10 +64,11 @@ def classify_command(
     input_path: Path = typer.Option(
         ..., "--input", "-i", help="File to score: .csv, .jsonl (.ndjson) or .parquet, with a text column."
     ),
-    output_path: Path = typer.Option(
+    output: str = typer.Option(  # as typed: a Path would drop the trailing slash of a folder
         ...,
         "--output",
         "-o",
+        metavar="<path>",
         help="Where rows go (.jsonl, .csv or .parquet): row, label, score, version per input row, in "
         "input order. An existing partial output is resumed; see --overwrite.",
     ),
@@ -145,6 +146,7 @@ def classify_command(
 
     refuse_ignored_flags(ctx, url)
     file_format(input_path, "--input")
+    output_path = output_file(output, "--output")
     file_format(output_path, "--output")
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")

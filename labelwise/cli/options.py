@@ -234,6 +234,17 @@ def _local_root_holding(folder: Path, repository: Path | None) -> Path | None:
     return root if root is not None and _at_or_inside(folder, root) else None
 
 
+def output_file(value: str, flag: str) -> Path:
+    """An output file's option as typed (`flag`: classify's --output, results' --docs), as a Path. A path
+    that names a folder (ending in /, /. or /..) is refused (UsageError, exit 2), naming the flag: typer's
+    Path drops the slash, so `-o out.jsonl/` wrote the file out.jsonl where the user named a folder."""
+    from model_repository import UsageError
+
+    if value and os.path.basename(value) in ("", ".", ".."):
+        raise UsageError(f"{flag} {value} names a folder, not a file: give the path of the file to write")
+    return Path(value)
+
+
 def refuse_unusable_output_file(path: Path, flag: str) -> None:
     """An output file (results' --docs) that is a folder, or lies under a file, is refused now (UsageError,
     exit 2), naming it: it failed as `error: NotADirectoryError` / `IsADirectoryError` (exit 1) once the

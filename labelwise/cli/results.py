@@ -10,6 +10,7 @@ from model_repository.errors import UsageError
 
 from .options import (
     applies_and_pronoun,
+    output_file,
     refuse_unusable_output_dir,
     refuse_unusable_output_file,
     require_training,
@@ -70,7 +71,9 @@ def results_command(
         "--strategies",
         help="Strategies of the matrix, curve and sst2 cells (comma list).",
     ),
-    docs: Path = typer.Option(Path("docs/results.md"), "--docs", help="Report written after every cell."),
+    docs_typed: str = typer.Option(  # as typed: a Path would drop the trailing slash of a folder
+        "docs/results.md", "--docs", metavar="<path>", help="Report written after every cell."
+    ),
     time_budget_s: float | None = typer.Option(
         None, "--time-budget-s", help="Start no new cell after this long; a rerun resumes."
     ),
@@ -89,6 +92,7 @@ def results_command(
     setup_logging()
     # before any work: a file there read as no cells (an empty report), or failed once the report was made
     refuse_unusable_output_dir(out, "--out")
+    docs = output_file(docs_typed, "--docs")
     refuse_unusable_output_file(docs, "--docs")
     if report_only:
         given = typed_flags(ctx, _RUN_ONLY)

@@ -126,3 +126,24 @@ def test_classify_on_a_scenario_the_repository_lacks_exits_1(tmp_path: Path) -> 
     )
     assert result.exit_code == EXIT_RUNTIME, result.output
     assert "cannot load scenario 'absent' (production)" in result.stderr
+
+
+@pytest.mark.parametrize("tail", ["/", "//", "/.", "/.."])
+def test_an_output_file_named_as_a_folder_is_refused_by_every_command(tmp_path: Path, tail: str) -> None:
+    """`-o adir.jsonl/` (classify) and `--docs report.md/` (results) name a folder: typer's Path dropped the
+    slash, and the command wrote the file adir.jsonl or report.md, exit 0. Each is refused by its flag."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\nhello\n")
+    url = ["--url", "http://127.0.0.1:9", "--retry-for", "0"]
+    for command, flag, name in (
+        (["classify", "--no-progress", "-s", "spam", "-i", str(source), *url], "--output", "adir.jsonl"),
+        (["results", "--report-only", "--out", str(tmp_path / "out")], "--docs", "report.md"),
+    ):
+        given = f"{tmp_path / name}{tail}"
+        result = _invoke(*command, flag, given)
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert (
+            result.stderr.strip()
+            == f"error: {flag} {given} names a folder, not a file: give the path of the file to write"
+        )
+        assert not (tmp_path / name).exists() and not (tmp_path / "out").exists()
