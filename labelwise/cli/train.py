@@ -265,9 +265,14 @@ def compare_command(
 def _refuse_unwritable_comparison(output_dir: Path | None, strategies: tuple[str, ...]) -> None:
     """A strategy's run folder in --output-dir that is a file, or a comparison file that is a folder, is
     refused (UsageError, exit 2) before any strategy trains: it failed as `error: NotADirectoryError` once
-    the strategies before it had trained, or as `IsADirectoryError` naming no option."""
+    the strategies before it had trained, or as `IsADirectoryError` naming no option.
+
+    So is the run folder of a strategy this comparison does not train (an earlier `--strategies full,lora`
+    into the same folder, now `--strategies lora`): it was left beside the new comparison, one folder mixing
+    two runs. It is refused rather than deleted: it may hold the only copy of trained weights."""
     from model_repository import UsageError
     from model_repository.layout import why_not_a_folder
+    from training import STRATEGIES
 
     if output_dir is None:
         return
@@ -281,6 +286,19 @@ def _refuse_unwritable_comparison(output_dir: Path | None, strategies: tuple[str
                 f"--output-dir {output_dir}: {output_dir / name} is a folder, where the comparison writes "
                 f"{name}; remove it or give another --output-dir"
             )
+    # train_config.json: what every run writes into its folder first (training.trainer._start_run_folder)
+    earlier = [
+        s for s in STRATEGIES if s not in strategies and (output_dir / s / "train_config.json").is_file()
+    ]
+    if earlier:
+        _, them = applies_and_pronoun(earlier)
+        runs = "an earlier run" if len(earlier) == 1 else "earlier runs"
+        raise UsageError(
+            f"--output-dir {output_dir} holds {runs} of {', '.join(earlier)} "
+            f"({', '.join(str(output_dir / s) for s in earlier)}), which --strategies {','.join(strategies)} "
+            f"does not train: the new comparison would sit beside {them} as if it compared {them}; remove "
+            f"{them}, add {','.join(earlier)} to --strategies, or give another --output-dir"
+        )
 
 
 def evaluate_command(

@@ -275,6 +275,49 @@ def test_compare_refuses_a_strategy_folder_or_comparison_file_in_the_way_before_
     assert sorted(p.name for p in out.iterdir()) == [name]  # no strategy trained
 
 
+def test_compare_refuses_a_folder_holding_runs_of_strategies_it_does_not_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compare -o X --strategies full,lora`, then `--strategies lora` into X, left full/ (its weights and
+    metrics) beside the new comparison of lora alone: one folder, two runs. Refused, naming it, and kept."""
+    pytest.importorskip("torch")
+    import training
+
+    out = tmp_path / "cmp"
+    for strategy in ("full", "lora"):  # what a run writes into its folder first, then its record
+        (out / strategy).mkdir(parents=True)
+        (out / strategy / "train_config.json").write_text("{}")
+        (out / strategy / "metrics.json").write_text("{}")
+    (out / "frozen").mkdir()  # no run there: nothing to mix up
+    trained: list[tuple[str, ...]] = []
+
+    def compare(scenario: str, *, strategies: tuple[str, ...], **_: object) -> None:
+        trained.append(strategies)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(training, "compare_strategies", compare)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for strategies, earlier, folders in (
+        ("lora", "an earlier run of full", f"({out / 'full'})"),
+        ("frozen", "earlier runs of full, lora", f"({out / 'full'}, {out / 'lora'})"),
+    ):
+        result = CliRunner().invoke(
+            app, ["compare", "-s", "spam", "--strategies", strategies, "-o", str(out)]
+        )
+        assert result.exit_code == EXIT_USAGE, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: --output-dir {out} holds {earlier} {folders}, which --strategies ")
+        assert "or give another --output-dir" in line
+    assert trained == [] and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # the same strategies again, or more: each run folder is this comparison's own
+    for strategies in ("full,lora", "lora,full,frozen"):
+        result = CliRunner().invoke(
+            app, ["compare", "-s", "spam", "--strategies", strategies, "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+    assert trained == [("full", "lora"), ("lora", "full", "frozen")]
+
+
 @pytest.mark.parametrize(("name", "flags"), [("trial-001", []), ("best", ["--publish", "-r", "repo"])])
 def test_tune_refuses_a_file_where_a_run_of_the_study_goes_before_any_trial(
     tmp_path: Path, name: str, flags: list[str]
