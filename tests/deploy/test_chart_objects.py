@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from .chart_render import CHART, coalesce, load_values, render_serve_config
-from .gotemplate import TemplateError, render_chart, render_objects
+from .gotemplate import FUNCTIONS, TemplateError, render_chart, render_objects
 
 # kubernetes-validate ships the schemas of each Kubernetes release; the chart needs >= 1.25 (Chart.yaml).
 K8S_VERSION = "1.30.0"
@@ -326,6 +327,21 @@ def test_a_new_api_key_rolls_the_ray_cluster() -> None:
     assert _cluster_config({"apiKey": {"existingSecret": "other-api-key"}}) != team
     # A bumped revision rolls the cluster with the chart's own Secret too.
     assert _cluster_config({"apiKey": {"value": "key-a-0123456789", "revision": 1}}) != a
+
+
+def test_api_key_fingerprint_is_stretched_not_a_plain_hash_of_the_key() -> None:
+    """Pod annotations are read by many more than the Secret (anyone who may list pods, monitoring): a plain
+    sha256 of a short apiKey.value let it be searched offline at billions of guesses a second. The fingerprint
+    hashes the key stretched by sprig's derivePassword (scrypt), salted with the release's fullname."""
+    # the engine's derivePassword is sprig's: the example its documentation and tests give
+    assert FUNCTIONS["derivePassword"](1, "long", "password", "user", "example.com") == "ZedaFaxcZaso9*"
+    key = "key-a-0123456789"
+    (fingerprint,) = set(_key_checksums(_cluster_config({"apiKey": {"value": key}})))
+    plain = hashlib.sha256(f"key:{key}\nrevision:0".encode()).hexdigest()
+    assert fingerprint != plain and fingerprint != hashlib.sha256(key.encode()).hexdigest()
+    # another release (another fullname) with the same key gets another fingerprint: no table for all
+    other = _cluster_config({"apiKey": {"value": key}, "fullnameOverride": "other-labelwise"})
+    assert set(_key_checksums(other)) != {fingerprint}
 
 
 def test_generated_api_key_fingerprint_is_the_secrets_key() -> None:

@@ -71,16 +71,20 @@ Ray container reads LABELWISE_API_KEY once, when it starts: a new key in the Sec
 the pods started after it (old and new keys side by side: random 401s). With the fingerprint in
 rayClusterConfig, a new key changes the RayService's cluster spec and KubeRay (upgradeStrategy NewCluster)
 brings up a new Ray cluster with it and switches traffic once it serves. The chart's own Secret: sha256 of
-the key itself. An existingSecret, which the chart cannot read: sha256 of its name and key name, so bump
-apiKey.revision when you rotate the key inside it. apiKey.revision is part of the fingerprint in both cases.
-Empty when /v1 has no key.
+the key stretched by sprig's derivePassword (scrypt, N=32768 r=8 p=2, salted with the release's fullname),
+not of the key itself: pod annotations are read by many more than the Secret (anyone who may list pods,
+most monitoring), and a sha256 of a short key set in apiKey.value could be searched offline at billions of
+guesses a second; each scrypt guess costs ~32 MB and tens of milliseconds. An existingSecret, which the
+chart cannot read: sha256 of its name and key name, so bump apiKey.revision when you rotate the key inside
+it. apiKey.revision is part of the fingerprint in both cases. Empty when /v1 has no key.
 */}}
 {{- define "labelwise.apiKeyChecksum" -}}
 {{- $revision := toString (.Values.apiKey.revision | default 0) -}}
 {{- if .Values.apiKey.existingSecret -}}
 {{- printf "existingSecret:%s/%s\nrevision:%s" .Values.apiKey.existingSecret .Values.apiKey.key $revision | sha256sum -}}
 {{- else if include "labelwise.apiKeySecret" . -}}
-{{- printf "key:%s\nrevision:%s" (include "labelwise.apiKeyValue" .) $revision | sha256sum -}}
+{{- $stretched := derivePassword 1 "maximum" (include "labelwise.apiKeyValue" .) "labelwise/api-key-checksum" (include "labelwise.fullname" .) -}}
+{{- printf "key:%s\nrevision:%s" $stretched $revision | sha256sum -}}
 {{- end -}}
 {{- end -}}
 
