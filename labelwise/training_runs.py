@@ -46,6 +46,25 @@ def export_precisions(value: str | None) -> list[str]:
     return parse_precisions(value)
 
 
+# A TrainConfig field's option where it is not the field with dashes: what a refusal of the value names
+# (make_train_config's `flags`), not the field (`--epochs -1` was refused as num_train_epochs).
+_FLAG_OF_FIELD = {
+    "num_train_epochs": "--epochs",
+    "max_train_epochs": "--epochs",
+    "max_length_tokens": "--max-length",
+    "class_weighting": "--class-weights",
+    "adversarial_epsilon": "--epsilon",
+    "train_path": "--data",
+    "validation_path": "--validation-data",
+}
+
+
+def flag_of(field: str) -> str:
+    """The command-line option a TrainConfig field (or override) is given as: `--epochs` for
+    num_train_epochs."""
+    return _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
 def train_overrides(**kwargs: Any) -> dict[str, Any]:
     """TrainConfig overrides from command-line values: None means not given; a comma list of LoRA
     target modules becomes a list (early-stopping patience 0 disables it: TrainConfig). Epochs given on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -423,6 +424,7 @@ def make_train_config(
     validation_data: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
+    flags: Callable[[str], str] | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """Resolve a scenario, a strategy and per-run overrides into a validated TrainConfig.
@@ -430,6 +432,8 @@ def make_train_config(
     `overrides` may name any TrainConfig field (max_train_samples, max_steps, seed, ...), any
     StrategyParams field (learning_rate, num_train_epochs, batch_size, lora_r, ...), or the scenario's
     `max_length_tokens`, `class_weighting` and `weighted_sampling`. None values are ignored.
+    flags: the option a field is given as (a CLI's `--epochs` for num_train_epochs), for a refusal to name
+    instead of the field.
     """
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
@@ -449,7 +453,7 @@ def make_train_config(
         )
     except ValidationError as exc:
         # one `field: message` a problem, without pydantic's banner, input dump and documentation URL
-        problems = validation_problems(exc)
+        problems = validation_problems(exc, name=_named_by(flags))
         raise ScenarioConfigError(f"scenario {scenario.name!r}: invalid override: {problems}") from exc
     if params.early_stopping_patience is not None:  # the strategy's, or this run's override of it
         overrides["early_stopping_patience"] = params.early_stopping_patience
@@ -499,10 +503,17 @@ def make_train_config(
             **overrides,
         )
     except ValidationError as exc:
-        problems = validation_problems(exc)
+        problems = validation_problems(exc, name=_named_by(flags))
         raise ScenarioConfigError(
             f"scenario {scenario.name!r}: invalid training setting: {problems}"
         ) from exc
+
+
+def _named_by(flags: Callable[[str], str] | None) -> Callable[[tuple[Any, ...]], str] | None:
+    """How a refusal names an error's location: the option its field is given as (None: the field)."""
+    if flags is None:
+        return None
+    return lambda loc: flags(str(loc[0])) if loc else ""
 
 
 _RUN_NAMES: set[str] = set()  # the default run names this process has handed out

@@ -13,6 +13,7 @@ from rich.table import Column, Table
 
 from labelwise.training_runs import (
     export_precisions,
+    flag_of,
     refuse_publish_flags,
     refuse_unused_flags,
     run_training,
@@ -139,6 +140,7 @@ def train_command(
         validation_data=validation_data,
         data_dir=data_dir,
         output_dir=output_dir,
+        flags=flag_of,
         **train_overrides(
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
@@ -245,6 +247,7 @@ def compare_command(
         data=data,
         validation_data=validation_data,
         data_dir=data_dir,
+        flags=flag_of,  # to make_train_config, with the overrides
         **train_overrides(
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,

@@ -270,6 +270,65 @@ def test_train_takes_the_flags_its_strategy_uses(stub_training, strategy: str, f
     _one_error_line(out, "reached training", code=EXIT_RUNTIME)
 
 
+@pytest.mark.parametrize(
+    ("flags", "named", "field"),
+    [
+        (["--epochs", "-1"], "--epochs: Input should be greater than 0", "num_train_epochs"),
+        (
+            ["--max-length", "0"],
+            "--max-length: Input should be greater than or equal to 8",
+            "max_length_tokens",
+        ),
+        (
+            ["--class-weights", "bogus"],
+            "--class-weights: Input should be 'auto', 'on' or 'off'",
+            "class_weighting",
+        ),
+        (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1", "batch_size"),
+        (["--max-steps", "0"], "--max-steps: Input should be greater than or equal to 1", "max_steps"),
+        (["--max-train-samples", "1"], "--max-train-samples: Input should be", "max_train_samples"),
+        (["--early-stopping-patience", "-1"], "--early-stopping-patience: Input", "early_stopping_patience"),
+        (["--base-model", " "], "--base-model: empty", "base_model"),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_a_refused_training_value_names_the_flag_not_the_config_field(
+    stub_training, monkeypatch: pytest.MonkeyPatch, command: str, flags: list[str], named: str, field: str
+) -> None:
+    """`--epochs -1` was refused as `num_train_epochs: ...`, a name the user never typed."""
+    import training.evaluate
+
+    # compare's own configs are made before it trains: its training is stubbed, not the comparison
+    monkeypatch.setattr(training, "compare_strategies", training.evaluate.compare_strategies)
+    monkeypatch.setattr(training.evaluate, "train", _reached)
+    strategy = ["--strategy", "lora", "--no-publish"] if command == "train" else ["--strategies", "lora"]
+    line = _one_error_line(_invoke(command, *stub_training.common, *strategy, *flags), named)
+    assert field not in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "named", "field"),
+    [
+        (["--learning-rate", "-1"], "--learning-rate: Input should be greater than 0", "learning_rate"),
+        (["--lora-r", "0"], "--lora-r: Input should be greater than or equal to 1", "lora_r"),
+        (["--lora-dropout", "2"], "--lora-dropout: Input should be less than 1", "lora_dropout"),
+        (
+            ["--adversarial", "fgm", "--epsilon", "-1"],
+            "--epsilon: Input should be greater than 0",
+            "adversarial_epsilon",
+        ),
+        (["--adversarial", "pgd", "--epsilon", "1", "--pgd-steps", "0"], "--pgd-steps: Input", "pgd_steps"),
+    ],
+)
+def test_train_names_the_flag_of_each_refused_strategy_setting(
+    stub_training, flags: list[str], named: str, field: str
+) -> None:
+    line = _one_error_line(
+        _invoke("train", *stub_training.common, "--strategy", "lora", "--no-publish", *flags), named
+    )
+    assert field not in line
+
+
 # ---- 7. publish-only flags when nothing is published --------------------------------------------------
 
 
