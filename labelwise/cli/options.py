@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from model_repository.errors import LabelwiseError
-from model_repository.layout import file_in_the_way, why_not_a_folder
+from model_repository.layout import file_in_the_way, is_number, why_not_a_folder
 from model_repository.storage import parse_root
 
 ScenarioOpt = typer.Option(
@@ -79,6 +79,15 @@ def repository_path(value: str) -> Path:
     except LabelwiseError as exc:
         raise typer.BadParameter(str(exc)) from None
     return Path(value)
+
+
+def version_ref(value: str) -> str:
+    """A version as typed (a number, an alias or 'latest'): a number below 1 is refused (exit 2) naming the
+    option or argument, as promote's --version refuses it; it was looked up as "no version 0" (exit 1)."""
+    number = value.removeprefix("-")
+    if is_number(number) and (number != value or not number.strip("0")):
+        raise typer.BadParameter(f"{value}: versions are numbered from 1")
+    return value
 
 
 RepoOpt = typer.Option(

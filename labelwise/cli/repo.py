@@ -13,7 +13,7 @@ from rich.table import Table
 from labelwise.catalog import MovedVersionError, list_scenarios, show_version, verify_version
 from model_repository import ModelRepository
 
-from .options import refuse_missing_repository, repository_path
+from .options import refuse_missing_repository, repository_path, version_ref
 
 repo_app = typer.Typer(help="Inspect and verify the model repository.", no_args_is_help=True)
 _console = Console()
@@ -27,7 +27,9 @@ RepositoryOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON (for scripts) instead of a table.")
 VersionArgument = typer.Argument(
-    "latest", help="A version number, an alias (e.g. production) or 'latest' (the highest published)."
+    "latest",
+    parser=version_ref,
+    help="A version number, an alias (e.g. production) or 'latest' (the highest published).",
 )
 
 

@@ -61,6 +61,19 @@ def test_promote_refuses_a_version_number_below_1_as_usage(tmp_path: Path) -> No
         assert "--version" in result.output
 
 
+@pytest.mark.parametrize("command", ["show", "verify"])
+@pytest.mark.parametrize("number", ["0", "00", "-1"])
+def test_repo_refuses_a_version_number_below_1_as_usage_as_promote_does(
+    tmp_path: Path, command: str, number: str
+) -> None:
+    """`repo show spam 0` said "no version 0" and exited 1, where `promote -v 0` is bad usage (exit 2)."""
+    publish_servable(ModelRepository(tmp_path), "spam")
+    result = _invoke("repo", command, "-r", str(tmp_path), "spam", "--", number)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for 'version'" in result.output and "numbered from 1" in result.output
+    assert "no version" not in result.output
+
+
 # ---- 2. a folder named `07` (a copy, a restore) is not v7 -----------------------------------------------
 def test_a_zero_padded_folder_is_not_listed_as_the_version_it_cannot_be_read_as(tmp_path: Path) -> None:
     """`cp -r 2 07`: it was listed as v7 (and as `latest`), yet v7 is read from `7/`, so every command
