@@ -11,7 +11,14 @@ import typer
 from model_repository.errors import UsageError
 from model_repository.passes import MAX_INTRA_OP_THREADS
 
-from .options import applies_and_pronoun, given_on_command_line, output_file, repository_path, typed_flags
+from .options import (
+    applies_and_pronoun,
+    given_on_command_line,
+    output_file,
+    repository_path,
+    typed_flags,
+    version_ref,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +106,7 @@ def classify_command(
         "production",
         "--version",
         "-v",
+        parser=version_ref,
         help="In-process: alias, 'latest' or version number to score with (refused with --url: the server "
         "answers with the version it serves).",
     ),

@@ -82,12 +82,17 @@ def repository_path(value: str) -> Path:
 
 
 def version_ref(value: str) -> str:
-    """A version as typed (a number, an alias or 'latest'): a number below 1 is refused (exit 2) naming the
-    option or argument, as promote's --version refuses it; it was looked up as "no version 0" (exit 1)."""
-    number = value.removeprefix("-")
-    if is_number(number) and (number != value or not number.strip("0")):
-        raise typer.BadParameter(f"{value}: versions are numbered from 1")
-    return value
+    """A version as typed (a number, an alias or 'latest'), read as promote's --version reads a number:
+    surrounding spaces dropped (`-v " 1"` was refused as an alias name with spaces), and one below 1 refused
+    (exit 2) naming the option or argument (it was looked up as "no version 0", exit 1). An alias is checked
+    as typed, as promote's --alias is."""
+    typed = value.strip()
+    number = typed.removeprefix("-")
+    if not is_number(number):
+        return value
+    if number != typed or not number.strip("0"):
+        raise typer.BadParameter(f"{typed}: versions are numbered from 1")
+    return typed
 
 
 RepoOpt = typer.Option(

@@ -26,6 +26,7 @@ from .options import (
     refuse_unwritable_repository,
     require_training,
     setup_logging,
+    version_ref,
 )
 
 _console = Console()
@@ -184,7 +185,9 @@ def _below_one(value: float) -> float:
 def robustness_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
     data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
-    version: str = typer.Option("latest", "--version", "-v", help="Version number, alias or 'latest'."),
+    version: str = typer.Option(
+        "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
+    ),
     repository: Path | None = RepoOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the perturbation."),
     typo_rate: float = typer.Option(

@@ -195,3 +195,12 @@ def test_repo_list_of_a_scenario_or_version_folder_names_the_repository(tmp_path
         assert f"is {what}" in result.output and f"the repository is {repo.root.resolve()}" in result.output
     (tmp_path / "empty").mkdir()
     assert _invoke("repo", "list", "-r", str(tmp_path / "empty")).exit_code == 0  # an empty repository
+
+
+@pytest.mark.parametrize("command", ["show", "verify"])
+def test_repo_reads_a_version_number_with_spaces_as_promote_does(tmp_path: Path, command: str) -> None:
+    """`repo show spam " 1"` was refused as "invalid alias name ' 1'", where `promote -v " 1"` takes v1."""
+    publish_servable(ModelRepository(tmp_path), "spam")
+    result = _invoke("repo", command, "-r", str(tmp_path), "spam", " 1")
+    assert result.exit_code == 0, result.output
+    assert "alias" not in result.output and ('"version": 1' in result.output or "spam v1" in result.output)

@@ -186,3 +186,18 @@ def test_a_file_without_the_versions_columns_is_told_what_evaluate_can_do(publis
     (line,) = out.stderr.strip().splitlines()
     assert f"data file {data}: missing column 'text'" in line and "scenario config" not in line
     assert f"{SCENARIO} v1 reads columns 'text' and 'label'" in line and "rename" in line
+
+
+@pytest.mark.parametrize("typed", [" 1", "1 ", "01"])
+def test_a_version_number_is_read_as_promote_reads_it(published, tmp_path: Path, typed: str) -> None:
+    """`-v " 1"` was refused as "invalid alias name ' 1'", where `promote -v " 1"` points at v1."""
+    out = _evaluate(published.root / "repo", "-v", typed, "--data", str(published.files[0]), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["version"] == 1
+
+
+@pytest.mark.parametrize("typed", ["0", " 0", "-1"])
+def test_a_version_number_below_1_is_refused_as_usage_naming_the_option(published, typed: str) -> None:
+    out = _evaluate(published.root / "repo", "-v", typed, "--data", str(published.files[0]))
+    assert out.exit_code == 2, out.output
+    assert "Invalid value for '--version'" in out.output and "numbered from 1" in out.output
