@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from labelwise.training_runs import export_precisions, refuse_publish_flags
+from labelwise.training_runs import export_precisions, flag_of, refuse_publish_flags
 
 from .options import (
     BaseModelOpt,
@@ -141,6 +141,7 @@ def tune_command(
         export_precisions=export_precisions(export) if publish else None,
         alias=alias,
         say=lambda line: _console.print(line, soft_wrap=True, highlight=False),
+        flags=flag_of,
         base_model=base_model,
         data=data,
         validation_data=validation_data,

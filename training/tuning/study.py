@@ -370,12 +370,14 @@ def run_study(
     export_precisions: list[str] | str | None = "auto",
     alias: str | None = None,
     say: Callable[[str], None] = print,
+    flags: Callable[[str], str] | None = None,
     **overrides: Any,
 ) -> StudySummary:
     """Run (or resume) a study until it holds `trials` finished (complete or pruned) trials.
 
     overrides go to every trial's make_train_config (base_model, max_train_samples, max_length_tokens,
-    data, ...); the sampled hyperparameters take precedence over them.
+    data, ...); the sampled hyperparameters take precedence over them. flags: the option an override is
+    given as (the CLI's `--max-length` for max_length_tokens), which a refused value names.
     """
     import optuna
 
@@ -418,7 +420,8 @@ def run_study(
         except RepositoryError as exc:
             raise TuningError(f"--alias {alias}: {exc}; no trial was run") from exc
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    base_config = make_train_config(scenario, strategy, output_dir=Path("unused"), **overrides)
+    # the overrides are checked here, once, before any trial: a refusal names them as `flags` says
+    base_config = make_train_config(scenario, strategy, output_dir=Path("unused"), flags=flags, **overrides)
     space = scenario.search_space or default_search_space()
     ranges = _check_space(space, strategy, base_config.params)
     n_train = len(prepare_data(base_config).train)  # data errors surface here, before any trial

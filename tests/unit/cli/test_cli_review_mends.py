@@ -329,6 +329,30 @@ def test_train_names_the_flag_of_each_refused_strategy_setting(
     assert field not in line
 
 
+@pytest.mark.parametrize(
+    ("flags", "named", "field"),
+    [
+        (["--max-length", "0"], "--max-length: Input should be greater than", "max_length_tokens"),
+        (["--max-steps", "0"], "--max-steps: Input should be greater than or equal to 1", "max_steps"),
+    ],
+)
+def test_tune_names_the_flag_of_a_refused_training_value(
+    stub_training, monkeypatch: pytest.MonkeyPatch, flags: list[str], named: str, field: str
+) -> None:
+    """tune checks its training overrides once, before any trial, through the same make_train_config."""
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    import training.data
+    import training.tuning.study
+
+    # the study itself runs (its check comes first); reading the data is where a valid run would go on
+    monkeypatch.setattr(training.tuning, "run_study", training.tuning.study.run_study)
+    monkeypatch.setattr(training.data, "prepare_data", _reached)
+    line = _one_error_line(
+        _invoke("tune", *stub_training.common, "--strategy", "lora", "-n", "1", *flags), named
+    )
+    assert field not in line
+
+
 # ---- 7. publish-only flags when nothing is published --------------------------------------------------
 
 
