@@ -48,6 +48,12 @@ class UnknownScenarioError(ServingError, LookupError):
     skipped_alias: str | None = None
 
     @classmethod
+    def not_served(cls) -> UnknownScenarioError:
+        """A name this deployment does not serve (not echoed back): the registry's answer on /v1 and on the
+        compatibility routes that name a scenario (KServe's words it as a model: compat.unknown_model)."""
+        return cls("unknown scenario: GET /v1/scenarios lists the scenarios served here")
+
+    @classmethod
     def skipped(cls, name: str, alias: str) -> UnknownScenarioError:
         """Serve-all mode: the scenario is in the repository (listed as skipped) but has no `alias`: what
         every route answers a request for it, /v1 and the compatibility routes alike."""

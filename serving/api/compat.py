@@ -166,14 +166,14 @@ def ecosystem_route(
 
 
 async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any]:
-    """The /v1/scenarios entry of a served scenario; UnknownScenarioError for any other name (one listed
-    as skipped is told why, as /v1/classify tells it)."""
+    """The /v1/scenarios entry of a served scenario; UnknownScenarioError for any other name, worded as
+    the registry words it (one listed as skipped is told why, as /v1/classify tells it)."""
     for entry in await backend.list_scenarios():
         if entry["name"] == scenario and entry.get("skipped"):
             raise UnknownScenarioError.skipped(scenario, entry["alias"])
         if entry["name"] == scenario:
             return entry
-    raise unknown_model()
+    raise UnknownScenarioError.not_served()
 
 
 def unknown_model() -> UnknownScenarioError:
@@ -892,7 +892,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
 
     async def loaded_entry(scenario: str, version: str | None) -> dict[str, Any]:
         """The scenario's entry; with a version (the `/versions/{version}` paths), only the one loaded."""
-        entry = await served_entry(backend, scenario)
+        with _unknown_as_model():
+            entry = await served_entry(backend, scenario)
         loaded = entry.get("version")
         # a version is a number, as Triton reads it: "01" names v1
         if version is not None and (loaded is None or not _version_number(version) or int(version) != loaded):

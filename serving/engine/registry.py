@@ -122,7 +122,7 @@ class ScenarioRegistry:
         if state is None and not self.listed:  # serve-all mode: which names exist is not known yet
             raise NotReadyError("the repository has not been listed yet: its scenarios are not known; retry")
         if state is None:
-            raise UnknownScenarioError("unknown scenario: GET /v1/scenarios lists the scenarios served here")
+            raise UnknownScenarioError.not_served()
         if state.skipped:  # in the repository, listed as skipped: say why it does not answer
             raise UnknownScenarioError.skipped(name, state.alias)
         loaded = state.loaded

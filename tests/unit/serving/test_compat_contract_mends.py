@@ -225,7 +225,7 @@ def test_every_kserve_route_says_an_unknown_model_is_not_found_in_one_wording(
     KServe client names a model (Triton: "Request for unknown model: ... is not found"). Every /v2 model
     route now answers the same 404, the name not echoed; /v1 keeps its 'unknown scenario'."""
 
-    async def probe(client: Any, backend: Any, app: Any) -> tuple[dict[str, Any], Any]:
+    async def probe(client: Any, backend: Any, app: Any) -> tuple[dict[str, Any], Any, list[Any]]:
         answers = {
             "metadata": await client.get("/v2/models/nope"),
             "ready": await client.get("/v2/models/nope/ready"),
@@ -235,10 +235,19 @@ def test_every_kserve_route_says_an_unknown_model_is_not_found_in_one_wording(
             "version infer": await client.post("/v2/models/nope/versions/1/infer", json=V2_BODY),
         }
         v1 = await client.post("/v1/classify", json={"scenario": "nope", "texts": ["a fine day"]})
-        return {name: (r.status_code, r.json()) for name, r in answers.items()}, v1
+        # TEI names the scenario in our header: its /info and /predict both say scenario, as /v1 does
+        header = {"X-Labelwise-Scenario": "nope"}
+        tei = [
+            await client.get("/info", headers=header),
+            await client.post("/predict", json={"inputs": "a fine day"}, headers=header),
+        ]
+        return {name: (r.status_code, r.json()) for name, r in answers.items()}, v1, tei
 
-    got, v1 = _run(published_repo, probe)
+    got, v1, tei = _run(published_repo, probe)
     said = {"error": "unknown model: not found; GET /v1/scenarios lists the scenarios served here"}
     for name, answer in got.items():
         assert answer == (404, said), (name, answer)
     assert v1.status_code == 404 and v1.json()["error"]["message"].startswith("unknown scenario"), v1.text
+    for answer in tei:
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == v1.json()["error"]["message"], answer.text
