@@ -58,6 +58,9 @@ RUN_IDENTITY = ("scenario", "input_name", "text_column")
 # input texts] at the last two chunk boundaries, rewritten before each chunk's rows are written; a resume
 # checks the input against the larger one the output holds (see score_file).
 SCORED_TEXTS = "scored_texts_sha256"
+# And the version that scored them (the last chunk's), recorded with them: a resume scored by another
+# version (an alias moved since, another --version) would mix two versions' answers in one output.
+SCORED_BY = "version"
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -462,6 +465,20 @@ class OutputFile:
             and isinstance(p[1], str)
         ]
 
+    def check_version(self, version: int) -> None:
+        """UsageError when the rows already there were scored by another version than `version`, the one
+        this run's first rows were scored with (a record written before versions were kept says none)."""
+        held = self.recorded.get(SCORED_BY)
+        if type(held) is not int or held == version or not self.done:
+            return
+        scenario = (self.run or {}).get("scenario")
+        raise UsageError(
+            f"--output {self.path} holds {self.done} rows scored by version {held} of {scenario!r}, but this "
+            f"run scores with version {version} (an alias moved since, or another --version): the output "
+            f"would mix two versions' answers; score with version {held} to resume (--version {held} in this "
+            "process), or pass --overwrite to score the file again"
+        )
+
     def _record_run(self, scored: dict[str, Any] | None = None) -> None:
         if self.run is None:
             return
@@ -587,7 +604,7 @@ class OutputFile:
         first, so that whatever a kill leaves, the record has a digest at most as far as the output."""
         self._open()
         if checkpoints:
-            self._record_run({SCORED_TEXTS: [list(c) for c in checkpoints]})
+            self._record_run({SCORED_TEXTS: [list(c) for c in checkpoints], SCORED_BY: scored[-1].version})
         for i, s in enumerate(scored, start=first_row):
             if self._csv is not None:
                 self._csv.writerow((i, s.label, f"{s.score:.6g}", s.version))
@@ -1044,6 +1061,8 @@ def score_file(
                 scored = scorer.score(chunk)
             except ClientError as exc:
                 raise _rows_kept(_named_by_row(exc, first, input_path), out) from None
+            if not out.opened:  # before the output is touched: its rows must be this version's too
+                out.check_version(scored[0].version)
             # The digests before and after the chunk, recorded before its rows are written: the reader has
             # read exactly through the chunk's last row (not past a bad row: it raised before counting it).
             after = (digest.rows, digest.hexdigest()) if digest.rows == first + len(chunk) else None

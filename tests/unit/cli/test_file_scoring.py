@@ -763,3 +763,48 @@ def test_ctrl_c_while_overwrite_writes_its_first_rows_says_what_the_output_holds
     summary = score_file(source, out, "toy", LengthScorer)  # a resume finds the rows the message counted
     assert summary.rows_skipped == rows and summary.rows_scored == 20 - rows
     assert [r["row"] for r in _read_output(out)] == list(range(20))
+
+
+class VersionScorer(LengthScorer):
+    """LengthScorer's answers, given by `version` (an alias that moved between two runs)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__()
+        self.version = version
+
+    def score(self, texts: list[str]) -> list[Scored]:
+        return [Scored(s.label, s.score, self.version) for s in super().score(texts)]
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv", ".parquet"])
+def test_a_resume_scored_by_another_version_is_refused_not_mixed_into_the_output(
+    tmp_path: Path, fmt_out: str
+) -> None:
+    """A run stopped by a bad row, resumed once the alias had moved (or with another --version): the new
+    rows were appended scored by version 2 after version 1's, one output of two models' answers."""
+    pytest.importorskip("pyarrow")
+    texts = [*TEXTS[:300]]
+    texts[150] = " "
+    source = _write(tmp_path / "in.jsonl", texts)
+    out = tmp_path / f"out{fmt_out}"
+    with pytest.raises(InputRowError, match="row 151"):
+        score_file(source, out, "toy", lambda: VersionScorer(1), batch_rows=100)
+    written = out if fmt_out != ".parquet" else out.with_name(out.name + ".partial.jsonl")
+    before = written.read_bytes()
+    _write(source, TEXTS[:300])
+    with pytest.raises(
+        UsageError,
+        match=r"holds 150 rows scored by version 1 of 'toy', but this run scores with version 2 .* "
+        r"\(--version 1 in this process\), or pass --overwrite",
+    ):
+        score_file(source, out, "toy", lambda: VersionScorer(2), batch_rows=100)
+    assert written.read_bytes() == before  # left as it was
+    summary = score_file(source, out, "toy", lambda: VersionScorer(1), batch_rows=100)
+    assert (summary.rows_skipped, summary.rows_scored) == (150, 150)
+    assert {r["version"] for r in _read_output(out)} == {1}
+    # a finished Parquet output of an input that grew since is resumed too: by the same version only
+    _write(source, TEXTS[:350])
+    with pytest.raises(UsageError, match=r"holds 300 rows scored by version 1"):
+        score_file(source, out, "toy", lambda: VersionScorer(2), batch_rows=100)
+    assert score_file(source, out, "toy", lambda: VersionScorer(2), overwrite=True).rows_scored == 350
+    assert {r["version"] for r in _read_output(out)} == {2}
