@@ -150,6 +150,13 @@ class _Lines:
             yield line.removeprefix("\ufeff") if self.line == 1 else line
 
 
+def _near_miss(column: str, names: Iterable[str]) -> str:
+    """A hint for a --text-column the file holds only with other case or spaces around it (`id, text`
+    typed by hand names ' text'), which a plain list of the names does not show."""
+    near = [n for n in names if n != column and n.strip().casefold() == column.strip().casefold()]
+    return f"; {near[0]!r} differs in case or spaces: pass --text-column {near[0]!r}" if near else ""
+
+
 # Each reader yields this once its file-level checks pass, so that read_texts can run them eagerly.
 _READY = ""
 
@@ -191,7 +198,7 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
         if column not in header:
             raise UsageError(
                 f"{path}: no {column!r} column in the header (line 1: {', '.join(header)}); "
-                "name the text column with --text-column"
+                f"name the text column with --text-column{_near_miss(column, header)}"
             )
         if header.count(column) > 1:  # the first was read, the others left out, saying nothing
             raise UsageError(
@@ -276,7 +283,10 @@ def _jsonl_texts(path: Path, column: str) -> Iterator[str]:
             if column not in record:
                 fields = ", ".join(record) or "none"
                 raise InputRowError(
-                    path, row, lines.line, f"no {column!r} field (fields: {fields}); see --text-column"
+                    path,
+                    row,
+                    lines.line,
+                    f"no {column!r} field (fields: {fields}); see --text-column{_near_miss(column, record)}",
                 )
             if line.count(token) > 1 and (repeats := _top_level_keys(line).count(column)) > 1:
                 raise InputRowError(
@@ -312,7 +322,10 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
         raise UsageError(f"{path}: not a readable Parquet file ({exc})") from None
     names = source.schema_arrow.names
     if column not in names:
-        raise UsageError(f"{path}: no {column!r} column (columns: {', '.join(names)}); see --text-column")
+        raise UsageError(
+            f"{path}: no {column!r} column (columns: {', '.join(names)}); see --text-column"
+            f"{_near_miss(column, names)}"
+        )
     kind = source.schema_arrow.field(column).type
     # pandas writes a Categorical column as a dictionary of strings; its values are the texts.
     values = kind.value_type if pa.types.is_dictionary(kind) else kind

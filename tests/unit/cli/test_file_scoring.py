@@ -808,3 +808,18 @@ def test_a_resume_scored_by_another_version_is_refused_not_mixed_into_the_output
         score_file(source, out, "toy", lambda: VersionScorer(2), batch_rows=100)
     assert score_file(source, out, "toy", lambda: VersionScorer(2), overwrite=True).rows_scored == 350
     assert {r["version"] for r in _read_output(out)} == {2}
+
+
+@pytest.mark.parametrize("fmt_in", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("name", [" text", "Text", "TEXT "])
+def test_a_text_column_of_other_case_or_spaces_is_named_with_the_flag_to_pass(
+    tmp_path: Path, fmt_in: str, name: str
+) -> None:
+    """A header typed `id, text` names ' text': the refusal listed 'id,  text' beside "no 'text' column",
+    the space too thin to see; it names the near miss now, and the --text-column that reads it."""
+    pytest.importorskip("pyarrow")
+    source = _write(tmp_path / f"in{fmt_in}", TEXTS[:3], column=name)
+    with pytest.raises((UsageError, InputRowError)) as caught:
+        score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer)
+    assert f"{name!r} differs in case or spaces: pass --text-column {name!r}" in str(caught.value)
+    assert score_file(source, tmp_path / "out.jsonl", "toy", LengthScorer, text_column=name).rows_scored == 3
