@@ -610,20 +610,6 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             config.validation_path, scenario, labels, unknown=scenario.unknown_validation_labels
         )
         is_split = False
-        # A split-off validation (grouped_split) and the test split hold no text train has; a validation
-        # file may (ATIS: 44 of its 499 texts are train texts). Kept as given, both files being the
-        # dataset's own, but said: the scores that choose the checkpoint count those rows as unseen.
-        seen = set(train.texts)
-        repeated = sum(text in seen for text in validation.texts)
-        if repeated:
-            log.warning(
-                "%s: %d of %d validation rows repeat a train text of %s; their scores are of texts seen "
-                "in training",
-                config.validation_path,
-                repeated,
-                len(validation),
-                config.train_path,
-            )
     else:
         keep, held = grouped_split(train.label_ids, train.texts, scenario.validation_split, config.seed)
         validation = train.subset(held, f"{train.source} (held-out {scenario.validation_split:.0%})")
@@ -646,4 +632,20 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         validation = validation.subset(
             stratified_cap(validation.label_ids, config.max_eval_samples, config.seed)
         )
+    if not is_split:
+        # A split-off validation (grouped_split) and the test split hold no text train has; a validation
+        # file may (ATIS: 44 of its 499 texts are train texts). Kept as given, both files being the
+        # dataset's own, but said: the scores that choose the checkpoint count those rows as unseen. Counted
+        # on the capped rows, the ones the run trains and validates on (the file's count overstated it).
+        seen = set(train.texts)
+        repeated = sum(text in seen for text in validation.texts)
+        if repeated:
+            log.warning(
+                "%s: %d of %d validation rows repeat a train text of %s; their scores are of texts seen "
+                "in training",
+                config.validation_path,
+                repeated,
+                len(validation),
+                config.train_path,
+            )
     return PreparedData(train, validation, list(labels), is_split, dropped, test)

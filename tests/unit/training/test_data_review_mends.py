@@ -182,6 +182,30 @@ def test_validation_texts_seen_in_training_are_said(tmp_path: Path, caplog: pyte
     assert len(said) == 1 and "2 of 3 validation rows" in said[0]
 
 
+@pytest.mark.parametrize(
+    ("caps", "said_rows"),
+    [({"max_eval_samples": 4}, "of 4 validation rows"), ({"max_train_samples": 2}, "of 12 validation rows")],
+)
+def test_validation_texts_seen_in_training_are_counted_on_the_capped_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, caps: dict[str, int], said_rows: str
+) -> None:
+    """The count is of the rows the run validates on, against the rows it trains on: a capped run said
+    "12 of 12 validation rows repeat a train text" while it validated on 4 of them, or trained on 2."""
+    from training import custom_scenario, make_train_config, prepare_data
+
+    train = [(f"good {i}", "pos") for i in range(6)] + [(f"bad {i}", "neg") for i in range(6)]
+    _scenario_files(tmp_path / "d", train, train)
+    config = make_train_config(
+        custom_scenario("dup", LABELS, tmp_path / "d"), "full", output_dir=tmp_path / "r", **caps
+    )
+    with caplog.at_level("WARNING", logger="training"):
+        data = prepare_data(config)
+    said = [r.getMessage() for r in caplog.records if "repeat a train text" in r.getMessage()]
+    seen = set(data.train.texts)
+    repeated = sum(text in seen for text in data.validation.texts)
+    assert len(said) == 1 and f": {repeated} {said_rows}" in said[0], said
+
+
 def test_a_file_rewritten_with_its_old_mtime_is_read_again(tmp_path: Path) -> None:
     """datasets keys its cache of a local file on path and mtime: a copy that keeps timestamps (cp -p,
     rsync -a) must still be read as it is now."""
