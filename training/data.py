@@ -358,6 +358,19 @@ def label_text(value: Any) -> str:
     return str(value).strip()
 
 
+def _spelled_otherwise(name: str, labels: Sequence[str]) -> str | None:
+    """The label of `labels` that `name` spells in another case or number form (`Spam`, `1.0`), if any."""
+    for known in labels:
+        if name.casefold() == known.casefold():
+            return known
+        try:
+            if float(name) == float(known):
+                return known
+        except ValueError:
+            pass
+    return None
+
+
 # cleaning settings that remove text (the others only reshape it): what can leave a row empty
 _REMOVERS = ("strip_urls", "strip_html", "remove_punctuation", "remove_digits")
 
@@ -426,11 +439,21 @@ def load_labeled(
         ids.append(label_to_id[name])
     if unknown_counts:
         first = next(iter(unknown_counts))
+        # `Spam` for spam, `1.0` for 1: the file's spelling of a scenario label, not another class
+        respelled = {name: known for name in unknown_counts if (known := _spelled_otherwise(name, labels))}
         if unknown == "error":
             found = (
                 f"({len(unknown_counts)} unknown label(s), {sum(unknown_counts.values())} rows: "
                 f"{sorted(unknown_counts)[:10]})"
             )
+            if respelled:
+                name, known = next(iter(respelled.items()))
+                raise DataError(
+                    f"data file {path}: label {name!r} in column {scenario.label_column!r} is "
+                    f"{labels_of or 'the scenario'}'s label {known!r} written otherwise {found}; labels are "
+                    f"matched exactly: write them as {labels_of or 'the scenario'} does"
+                    + ("" if labels_of else " (a label added to `labels` would be another class)")
+                )
             if labels_of is not None:
                 known = ", ".join(labels[:20]) + (f", … ({len(labels)} in all)" if len(labels) > 20 else "")
                 raise DataError(
@@ -443,10 +466,13 @@ def load_labeled(
                 f"scenario's labels {found}; add it to `labels` in the scenario config"
             )
         log.warning(
-            "%s: dropped %d rows whose label is not in the scenario: %s",
+            "%s: dropped %d rows whose label is not in the scenario: %s%s",
             path,
             sum(unknown_counts.values()),
             dict(unknown_counts),
+            f"; written otherwise, these are the scenario's labels {respelled}: fix the file"
+            if respelled
+            else "",
         )
     if not texts:
         raise DataError(f"data file {path}: no rows left with a known label")

@@ -368,3 +368,30 @@ def test_lora_target_modules_that_name_none_are_refused(given: list[str] | str) 
     overrides.setdefault("lora_target_modules", given)
     with pytest.raises(ScenarioConfigError, match=r"(?s)lora_target_modules.*at least 1"):
         make_train_config(scenario, "lora", output_dir="unused", **overrides)
+
+
+@pytest.mark.parametrize(("cell", "known", "labels"), [("Pos", "pos", LABELS), ("1.0", "1", ["0", "1"])])
+def test_a_label_written_otherwise_is_named_as_the_scenario_label_not_to_be_added(
+    tmp_path: Path, cell: str, known: str, labels: list[str]
+) -> None:
+    """`Pos` for pos (or `1.0` for 1, as pandas writes a float column) is the file's spelling of a label:
+    the error said "add it to `labels`", which would train it as another class."""
+    path = tmp_path / "train.csv"
+    write_rows(path, [("hello", labels[0]), ("bye", labels[1]), ("hi again", cell)])
+    scenario = ScenarioConfig(name="review", labels=labels)
+    with pytest.raises(
+        DataError, match=rf"label '{re.escape(cell)}'.* the scenario's label '{known}' written"
+    ) as err:
+        load_labeled(path, scenario, labels)
+    assert "add it to `labels`" not in str(err.value)
+
+
+def test_a_dropped_validation_label_written_otherwise_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "validation.csv"
+    write_rows(path, [("hello", "pos"), ("bye", "NEG"), ("what", "other")])
+    with caplog.at_level("WARNING", logger="training"):
+        rows, dropped = load_labeled(path, SCENARIO, LABELS, unknown="drop")
+    assert rows.texts == ["hello"] and dropped == 2
+    assert "the scenario's labels {'NEG': 'neg'}: fix the file" in caplog.text
