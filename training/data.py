@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import sys
 import tempfile
@@ -400,6 +401,9 @@ def load_labeled(
     for row, (text, label) in enumerate(
         zip(table[scenario.text_column], table[scenario.label_column], strict=True)
     ):
+        # JSON lines `NaN` (json.dumps' word for pandas' missing value) is an empty cell: a label column of
+        # numbers kept it as a float, whose label "nan" was refused as unknown, or dropped as one
+        text, label = (None if isinstance(v, float) and math.isnan(v) else v for v in (text, label))
         # a text of only whitespace is empty too: cleaning leaves nothing of it to train on
         if label is None or text is None or str(label).strip() == "" or str(text).strip() == "":
             empty_label = label is None or str(label).strip() == ""

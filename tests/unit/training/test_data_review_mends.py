@@ -395,3 +395,16 @@ def test_a_dropped_validation_label_written_otherwise_is_said(
         rows, dropped = load_labeled(path, SCENARIO, LABELS, unknown="drop")
     assert rows.texts == ["hello"] and dropped == 2
     assert "the scenario's labels {'NEG': 'neg'}: fix the file" in caplog.text
+
+
+@pytest.mark.parametrize("unknown", ["error", "drop"])
+def test_a_jsonl_label_that_is_nan_is_an_empty_label_not_the_label_nan(tmp_path: Path, unknown: str) -> None:
+    """json.dumps writes pandas' missing value as NaN: the row's label is empty, named as such by its row
+    (it was the label "nan": refused as unknown, or a validation file dropped it as one)."""
+    path = tmp_path / "validation.jsonl"
+    path.write_text(
+        '{"text": "hello", "label": 0}\n{"text": "bye", "label": 1}\n{"text": "what", "label": NaN}\n'
+    )
+    scenario = ScenarioConfig(name="review", labels=["0", "1"])
+    with pytest.raises(DataError, match=r"validation\.jsonl, row 3: empty 'label'"):
+        load_labeled(path, scenario, ["0", "1"], unknown=unknown)
