@@ -678,4 +678,35 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                 len(validation),
                 config.train_path,
             )
+        held_out = set(test.texts) if test is not None else set()
+        if in_test := sum(text in held_out for text in validation.texts):
+            # the test split is held out of train, not of a validation file (ATIS: 8 of its texts)
+            log.warning(
+                "%s: %d of %d validation rows repeat a text of the held-out test split; the checkpoint is "
+                "chosen on them, so the test score on those texts is not of unseen texts",
+                config.validation_path,
+                in_test,
+                len(validation),
+            )
+    _warn_conflicting_labels(train, labels, config.train_path)
     return PreparedData(train, validation, list(labels), is_split, dropped, test)
+
+
+def _warn_conflicting_labels(train: LabeledTexts, labels: Sequence[str], path: Path) -> None:
+    """Said, not refused: the same text trained under two labels (emotion's train file holds 30 such texts,
+    SST-2's 3), which no model can get both right; the split keeps a text's copies on one side."""
+    seen: dict[str, set[int]] = {}
+    for text, label_id in zip(train.texts, train.label_ids, strict=True):
+        seen.setdefault(text, set()).add(label_id)
+    mixed = [(text, ids) for text, ids in seen.items() if len(ids) > 1]
+    if mixed:
+        text, ids = mixed[0]
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        log.warning(
+            "%s: %d texts are trained under more than one label (e.g. %r: %s); the model cannot get both "
+            "right: fix their labels in the file",
+            path,
+            len(mixed),
+            shown,
+            ", ".join(sorted(labels[i] for i in ids)),
+        )

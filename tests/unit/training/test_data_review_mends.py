@@ -206,6 +206,49 @@ def test_validation_texts_seen_in_training_are_counted_on_the_capped_rows(
     assert len(said) == 1 and f": {repeated} {said_rows}" in said[0], said
 
 
+def test_validation_texts_of_the_held_out_test_split_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The test split is carved from the train file, not from a validation file: a validation text that is
+    also a test text (ATIS: 8) chooses the checkpoint, and the test score then counts it as unseen."""
+    from training import custom_scenario, make_train_config, prepare_data
+
+    train = [(f"good {i}", "pos") for i in range(20)] + [(f"bad {i}", "neg") for i in range(20)]
+    _scenario_files(tmp_path / "d", train, [("new text", "pos"), ("other text", "neg")])
+    scenario = custom_scenario("dup", LABELS, tmp_path / "d", test_fraction=0.25)
+    with caplog.at_level("WARNING", logger="training"):
+        data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r"))
+    assert data.test is not None and len(data.test) > 0
+    quiet = [r for r in caplog.records if "held-out test split" in r.getMessage()]
+    assert quiet == []  # no shared text, nothing said
+    in_test = data.test.texts[:2]
+    _scenario_files(tmp_path / "d", train, [(in_test[0], "pos"), (in_test[1], "neg"), ("new text", "neg")])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r"))
+    said = [r.getMessage() for r in caplog.records if "held-out test split" in r.getMessage()]
+    assert len(said) == 1 and ": 2 of 3 validation rows repeat a text of the held-out test split" in said[0]
+
+
+def test_texts_trained_under_two_labels_are_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Emotion's train file holds 30 texts under two labels, SST-2's 3: said, with one of them."""
+    from training import custom_scenario, make_train_config, prepare_data
+
+    train = [(f"good {i}", "pos") for i in range(6)] + [(f"bad {i}", "neg") for i in range(6)]
+    _scenario_files(tmp_path / "d", train, [("new text", "pos"), ("other text", "neg")])
+    scenario = custom_scenario("mixed", LABELS, tmp_path / "d")
+    with caplog.at_level("WARNING", logger="training"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r"))
+    assert not [r for r in caplog.records if "more than one label" in r.getMessage()]
+    _scenario_files(tmp_path / "d", [*train, ("good 3", "neg"), ("bad 4", "pos")], [("new text", "pos")])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r"))
+    said = [r.getMessage() for r in caplog.records if "more than one label" in r.getMessage()]
+    assert len(said) == 1 and "2 texts are trained under more than one label" in said[0], said
+    assert "'good 3': neg, pos" in said[0] or "'bad 4': neg, pos" in said[0], said
+
+
 def test_a_file_rewritten_with_its_old_mtime_is_read_again(tmp_path: Path) -> None:
     """datasets keys its cache of a local file on path and mtime: a copy that keeps timestamps (cp -p,
     rsync -a) must still be read as it is now."""
