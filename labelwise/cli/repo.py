@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from labelwise.catalog import MovedVersionError, list_scenarios, show_version, verify_version
@@ -52,7 +53,8 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
         aliases = ", ".join(
             f"{k}→{v}" + (" (not published)" if k in row.unpublished else "") for k, v in row.aliases.items()
         )
-        table.add_row(row.scenario, " ".join(map(str, row.versions)), row.problem or aliases)
+        # escaped: Rich reads `[...]` in a repository path (a problem names it) as markup
+        table.add_row(row.scenario, " ".join(map(str, row.versions)), escape(row.problem or aliases))
     _console.print(table)
 
 

@@ -204,3 +204,18 @@ def test_repo_reads_a_version_number_with_spaces_as_promote_does(tmp_path: Path,
     result = _invoke("repo", command, "-r", str(tmp_path), "spam", " 1")
     assert result.exit_code == 0, result.output
     assert "alias" not in result.output and ('"version": 1' in result.output or "spam v1" in result.output)
+
+
+@pytest.mark.parametrize("folder", ["models[prod]", "models[/old]"])
+def test_repo_list_prints_a_repository_path_with_brackets_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str
+) -> None:
+    """The table's problem cell names the repository's path, and Rich read `[...]` in it as markup:
+    `models[prod]` was printed as `models`, and `models[/old]` failed with a MarkupError traceback."""
+    monkeypatch.chdir(tmp_path)  # a short path: the table's cell holds it whole
+    repo = ModelRepository(folder)
+    publish_servable(repo, "spam")
+    (repo.scenario_path("spam") / "_aliases").write_text("")  # the problem cell names its path
+    result = _invoke("repo", "list", "-r", folder)
+    assert result.exit_code == 0, result.output
+    assert f"{folder}/spam/_aliases is a file" in result.output, result.output
