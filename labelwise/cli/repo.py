@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from labelwise.catalog import MovedVersionError, list_scenarios, show_version, verify_version
 from model_repository import ModelRepository
@@ -48,7 +48,8 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
     if json_output:
         typer.echo(json.dumps({"scenarios": [asdict(row) for row in rows]}))
         return
-    table = Table("scenario", "versions", "aliases")
+    # a problem names a path: folded onto more lines rather than cut with "…" (the file to move away)
+    table = Table("scenario", "versions", Column("aliases", overflow="fold"))
     for row in rows:
         aliases = ", ".join(
             f"{k}→{v}" + (" (not published)" if k in row.unpublished else "") for k, v in row.aliases.items()

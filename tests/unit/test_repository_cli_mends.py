@@ -219,3 +219,14 @@ def test_repo_list_prints_a_repository_path_with_brackets_as_typed(
     result = _invoke("repo", "list", "-r", folder)
     assert result.exit_code == 0, result.output
     assert f"{folder}/spam/_aliases is a file" in result.output, result.output
+
+
+def test_repo_list_names_a_long_repository_path_whole(tmp_path: Path) -> None:
+    """The problem cell cut a path longer than the column with "…": the file to move away was not named."""
+    repo = ModelRepository(tmp_path / ("deep-" * 12) / "models")
+    publish_servable(repo, "spam")
+    (repo.scenario_path("spam") / "_aliases").write_text("")
+    result = _invoke("repo", "list", "-r", str(repo.root))
+    assert result.exit_code == 0 and "…" not in result.output, result.output
+    cells = "".join(ch for ch in result.output if ch not in "│ \n")  # the cell, its folded lines joined
+    assert f"{repo.root}/spam/_aliasesisafile" in cells, result.output
