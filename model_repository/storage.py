@@ -20,6 +20,7 @@ import re
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote
 
 from .errors import (
     MissingStoragePackageError,
@@ -43,7 +44,8 @@ _CONFLICT_WAIT_S = 0.05
 
 
 def parse_root(root: str | os.PathLike[str]) -> str | Path:
-    """A local root as a Path (plain paths, `file://`), an object-store root as a normalised URL string."""
+    """A local root as a Path (plain paths, `file://` URLs, percent-decoded), an object-store root as a
+    normalised URL string."""
     text = os.fspath(root)
     if not text.strip():  # `LABELWISE_REPOSITORY=` or `-r ""`: not the current folder, silently
         raise UsageError(
@@ -54,7 +56,8 @@ def parse_root(root: str | os.PathLike[str]) -> str | Path:
     if match is None:
         return Path(text)
     scheme, rest = match["scheme"].lower(), match["rest"]
-    if scheme == "file":
+    if scheme == "file":  # its path is percent-encoded: Path.as_uri() writes a space as %20, é as %C3%A9
+        rest = unquote(rest)
         return Path(rest if rest.startswith("/") else "/" + rest)
     rest = rest.strip("/")
     if not rest:

@@ -27,6 +27,9 @@ from model_repository.storage import ObjectStore
         ("s3:/bucket/prefix", "s3://bucket/prefix"),  # str() of that Path (the CLI's --repository)
         ("gs://bucket/a/b", "gs://bucket/a/b"),
         ("file:///srv/models", Path("/srv/models")),
+        # percent-encoded, as Path.as_uri() writes it; it was read as the folder `/srv/my%20models%20%C3%A9`
+        ("file:///srv/my%20models%20%C3%A9", Path("/srv/my models é")),
+        (Path("file:///srv/my%20models"), Path("/srv/my models")),  # collapsed to file:/srv/... by pathlib
         ("var/model-repository", Path("var/model-repository")),
         (Path("/abs/repo"), Path("/abs/repo")),
     ],
