@@ -61,22 +61,42 @@ def list_command(repository: Path | None = RepositoryOption, json_output: bool =
 
 def _refuse_a_folder_inside_a_repository(repository: Path | None) -> None:
     """A local --repository with no scenario that is itself a scenario's folder (its _aliases, or version
-    folders holding a manifest) or a version's (a manifest): refused (UsageError, exit 2) naming the
-    repository it is in. `repo list` printed an empty table for it, exit 0."""
+    folders holding a manifest), a version's (a manifest), or another folder inside a repository (its
+    _bases, a scenario's _aliases, a version's onnx/, up to three levels down): refused (UsageError, exit 2)
+    naming the repository it is in. `repo list` printed an empty table for it, exit 0."""
     from model_repository import UsageError
-    from model_repository.layout import ALIASES_DIR, MANIFEST_FILE, is_number
+    from model_repository.layout import MANIFEST_FILE
 
     if repository is None or not repository.is_dir():
         return
-    if (repository / MANIFEST_FILE).is_file():
-        what, root = "a version's folder", repository.resolve().parent.parent
-    elif (repository / ALIASES_DIR).is_dir() or any(
-        is_number(p.name) and (p / MANIFEST_FILE).is_file() for p in repository.iterdir()
-    ):
-        what, root = "a scenario's folder", repository.resolve().parent
+    folder = repository.resolve()
+    if (folder / MANIFEST_FILE).is_file():
+        what, root = "a version's folder", folder.parent.parent
+    elif _is_scenario_folder(folder):
+        what, root = "a scenario's folder", folder.parent
     else:
-        return
+        holding = (a for a in folder.parents[:3] if any(map(_is_scenario_folder, _folders(a))))
+        root = next(holding, None)
+        if root is None:
+            return
+        what = "a folder inside a repository"
     raise UsageError(f"--repository {repository} is {what}, not a repository; the repository is {root}")
+
+
+def _folders(parent: Path) -> list[Path]:
+    try:
+        return [p for p in parent.iterdir() if p.is_dir()]
+    except OSError:  # a parent this user may not list
+        return []
+
+
+def _is_scenario_folder(folder: Path) -> bool:
+    """Its _aliases folder, or a numbered version folder holding a manifest."""
+    from model_repository.layout import ALIASES_DIR, MANIFEST_FILE, is_number
+
+    return (folder / ALIASES_DIR).is_dir() or any(
+        is_number(p.name) and (p / MANIFEST_FILE).is_file() for p in _folders(folder)
+    )
 
 
 @repo_app.command("show")

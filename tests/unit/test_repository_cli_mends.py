@@ -193,6 +193,13 @@ def test_repo_list_of_a_scenario_or_version_folder_names_the_repository(tmp_path
         result = _invoke("repo", "list", "-r", str(inside))
         assert result.exit_code == 2, result.output
         assert f"is {what}" in result.output and f"the repository is {repo.root.resolve()}" in result.output
+    # deeper: the repository's _bases, a scenario's _aliases, a version's onnx/ (an empty table, exit 0)
+    for inside in (repo.root / "_bases", repo.root / "spam" / "_aliases", repo.root / "spam" / "1" / "onnx"):
+        inside.mkdir(exist_ok=True)
+        result = _invoke("repo", "list", "-r", str(inside))
+        assert result.exit_code == 2, (inside, result.output)
+        assert "is a folder inside a repository" in result.output, result.output
+        assert f"the repository is {repo.root.resolve()}" in result.output, result.output
     (tmp_path / "empty").mkdir()
     assert _invoke("repo", "list", "-r", str(tmp_path / "empty")).exit_code == 0  # an empty repository
 
