@@ -225,7 +225,10 @@ def _bench_lora(
 
 def _run_and_print(run: Any, options: Any, tag: str, render: Any, json_only: bool, console: Any) -> None:
     """Run one benchmark; print its markdown (unless --json-only) and its JSON report."""
-    report = run(options, say=lambda msg: console.print(f"[cyan]\\[{tag}][/cyan] {msg}"))
+    from rich.markup import escape
+
+    # escaped: a message names paths (--out-dir, a log), where Rich would read `[...]` as markup
+    report = run(options, say=lambda msg: console.print(f"[cyan]\\[{tag}][/cyan] {escape(msg)}"))
     if not json_only:
         typer.echo(render(report))
         typer.echo(f"JSON: {report['json_path']}")

@@ -542,3 +542,22 @@ def test_robustness_says_its_result_on_one_line_when_piped(
     assert result.exit_code == 0, result.output
     expected = "sentiment v12 (none): accuracy 1.0000 clean, 0.5000 perturbed; 50.0% of predictions flipped"
     assert result.stdout.splitlines()[-1] == expected
+
+
+def test_bench_progress_lines_print_paths_with_brackets_as_typed(tmp_path: Path) -> None:
+    """A bench's progress line names paths (--out-dir, server logs): Rich read `[...]` in them as markup,
+    dropping `[prod]` and failing on `[/old]` with a MarkupError traceback."""
+    import io
+    from collections.abc import Callable
+
+    from rich.console import Console
+
+    from labelwise.cli.bench import _run_and_print
+
+    def run(_options: object, say: Callable[[str], None]) -> dict[str, str]:
+        say("labelwise: starting the server (log /runs[/old]/r[prod]/serve.log)")
+        return {"json_path": str(tmp_path / "bench.json")}
+
+    out = io.StringIO()
+    _run_and_print(run, None, "bench", lambda report: "", True, Console(file=out, width=200))
+    assert "[bench] labelwise: starting the server (log /runs[/old]/r[prod]/serve.log)" in out.getvalue()
