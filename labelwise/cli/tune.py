@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from labelwise.training_runs import export_precisions, flag_of, refuse_publish_flags
 
@@ -140,7 +141,8 @@ def tune_command(
         repository=ModelRepository(repository) if publish else None,
         export_precisions=export_precisions(export) if publish else None,
         alias=alias,
-        say=lambda line: _console.print(line, soft_wrap=True, highlight=False),
+        # escaped: its lines name paths (the study's folder), where Rich would read `[...]` as markup
+        say=lambda line: _console.print(escape(line), soft_wrap=True, highlight=False),
         flags=flag_of,
         base_model=base_model,
         data=data,
@@ -164,15 +166,15 @@ def tune_command(
         f"[green]done[/green] study {summary.study_name}: {summary.trials} trials "
         f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed) in "
         f"{summary.wall_time_s:.0f} s; best macro-F1 {best} "
-        f"(trial {summary.best_trial}, {summary.best_params}) vs default {default}",
+        f"(trial {summary.best_trial}, {escape(str(summary.best_params))}) vs default {escape(default)}",
         soft_wrap=True,
         highlight=False,
     )
     if summary.published_version is not None:
         _console.print(f"published {summary.scenario} v{summary.published_version}")
     _console.print(
-        f"best config {summary.best_config_path}; summary and plots in {summary.output_dir}; "
-        f"resume with --study-name {summary.study_name}",
+        f"best config {escape(str(summary.best_config_path))}; summary and plots in "
+        f"{escape(str(summary.output_dir))}; resume with --study-name {summary.study_name}",
         soft_wrap=True,
     )
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -548,7 +549,6 @@ def test_bench_progress_lines_print_paths_with_brackets_as_typed(tmp_path: Path)
     """A bench's progress line names paths (--out-dir, server logs): Rich read `[...]` in them as markup,
     dropping `[prod]` and failing on `[/old]` with a MarkupError traceback."""
     import io
-    from collections.abc import Callable
 
     from rich.console import Console
 
@@ -561,3 +561,31 @@ def test_bench_progress_lines_print_paths_with_brackets_as_typed(tmp_path: Path)
     out = io.StringIO()
     _run_and_print(run, None, "bench", lambda report: "", True, Console(file=out, width=200))
     assert "[bench] labelwise: starting the server (log /runs[/old]/r[prod]/serve.log)" in out.getvalue()
+
+
+def test_tune_prints_a_study_folder_holding_brackets_as_typed(
+    stub_training, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune's progress lines and its last lines name the study's folder: Rich read `[...]` in it as markup."""
+    from types import SimpleNamespace
+
+    import training.tuning
+
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    folder = stub_training.tmp / "runs[/old]" / "r[prod]"
+
+    def study(*_args: object, say: Callable[[str], None], **_kwargs: object) -> SimpleNamespace:
+        say(f"study 's' in {folder}: trial 0 [1/1]")
+        return SimpleNamespace(
+            study_name="s", trials=1, complete=1, pruned=0, failed=0, wall_time_s=1.0, best_trial=0,
+            best_params={"lr": 0.001}, best_macro_f1=0.5, default_macro_f1=None, default_outside_space={},
+            default_params={}, published_version=None, scenario="spam",
+            best_config_path=folder / "best.yaml", output_dir=folder,
+        )  # fmt: skip
+
+    monkeypatch.setattr(training.tuning, "run_study", study)
+    result = _invoke("tune", *stub_training.common, "--strategy", "lora", "-n", "1")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # as one line, whatever the terminal's width
+    assert f"study 's' in {folder}: trial 0 [1/1]" in said, result.output
+    assert f"best config {folder / 'best.yaml'}; summary and plots in {folder};" in said, result.output
