@@ -958,6 +958,17 @@ def _deploy_schema(raw: dict[str, Any], source: Path) -> Any:
         raise UsageError(f"{source}: not a valid Serve config ({problems})") from None
     if not schema.applications:
         raise UsageError(f"{source}: applications must list at least one application")
+    # ServeDeploySchema takes any route_prefix; serve.run (after Ray started) and the cluster's controller
+    # (after the upload) refuse one without a leading '/', with a trailing '/' or a '{': refused here first.
+    from ray.serve._private.utils import validate_route_prefix
+
+    for index, app in enumerate(schema.applications):
+        try:
+            validate_route_prefix(app.route_prefix)
+        except ValueError as exc:
+            raise UsageError(
+                f"{source}: not a valid Serve config (applications.{index}.route_prefix: {exc})"
+            ) from None
     return schema
 
 

@@ -107,3 +107,17 @@ def test_doctor_names_a_config_that_is_a_folder_as_a_folder(tmp_path: Path) -> N
     assert result.exit_code == 2, result.output
     assert f"--config {tmp_path} is a folder" in result.output
     assert "does not exist" not in result.output
+
+
+@pytest.mark.parametrize("prefix", ["api", "/api/", "/v{version}"])
+def test_a_route_prefix_ray_refuses_is_refused_before_ray_starts_or_the_upload(
+    tmp_path: Path, prefix: str
+) -> None:
+    """ServeDeploySchema took it; serve.run refused it after Ray started, the cluster after the upload."""
+    from labelwise.server import read_deploy_config
+
+    path = _write(tmp_path, {"applications": [_app(), _app(name="other", route_prefix=prefix)]})
+    for read in (load_serve_file, read_deploy_config):
+        with pytest.raises(UsageError, match=r"serve\.yaml: not a valid Serve config") as caught:
+            read(path)
+        assert f"applications.1.route_prefix: Invalid route_prefix '{prefix}'" in str(caught.value)
