@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from labelwise.server import deploy_to_cluster
+from model_repository.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -42,5 +43,8 @@ def deploy_command(
     """Submit a Serve config declaratively (like `serve deploy`: the file is the whole declared state, and
     apps an earlier config deployed that it no longer names are deleted) and print each app's status;
     exit 1 when one fails to deploy or does not settle in time."""
+    # nan: never past the deadline, and not above 0 either, so the wait never ended; -5 passed as 0 does
+    if not timeout_s >= 0:
+        raise UsageError(f"--timeout-s {timeout_s}: give seconds, e.g. 300 (0 prints the status at once)")
     for status in deploy_to_cluster(config, address, timeout_s=timeout_s, host=host):
         typer.echo("\n".join(status.lines()))

@@ -201,3 +201,15 @@ def test_deploy_warns_of_a_relative_folder_but_not_of_an_object_store_url(
             repository,
             caplog.text,
         )
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-5"])
+def test_deploy_refuses_a_timeout_that_is_not_seconds(timeout: str) -> None:
+    # Before: nan was never past the deadline (the wait never ended), -5 passed as 0 does.
+    address = f"http://127.0.0.1:{free_loopback_port()}"
+    result = CliRunner().invoke(
+        app, ["deploy", "--address", address, "--config", str(SHIPPED), "--timeout-s", timeout]
+    )
+    assert result.exit_code == 2, result.output  # before the config is read or the address tried
+    assert f"--timeout-s {float(timeout)}: give seconds" in result.output
+    assert LOOPBACK_WARNING not in result.output
