@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from model_repository.errors import EXIT_RUNTIME, LabelwiseError, UsageError, validation_problems
 from model_repository.storage import parse_root
@@ -228,6 +228,10 @@ def plan_server(
     elif repository_fallback and "repository" not in args:
         args["repository"] = repository_fallback
     if ingress_mode is not None:
+        # the flag's value refused as the flag, not as the Serve config's field (the file may not name it)
+        modes = get_args(ServingConfig.model_fields["ingress_mode"].annotation)
+        if ingress_mode not in modes:
+            raise UsageError(f"--ingress-mode {ingress_mode}: use {' or '.join(modes)}")
         args["ingress_mode"] = ingress_mode
     try:
         # For a cluster, only the replicas open an object store: this machine may lack its package and keys.

@@ -106,3 +106,16 @@ def test_doctor_reports_the_sizing_serve_would_use(tmp_path: Path, monkeypatch: 
     assert "CPU cores: 8" in result.output
     # serve's plan on 8 cores: one replica of 8 CPUs, 2 pass workers x 4 ORT threads
     assert "ORT intra-op threads: 4" in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "doctor"])
+def test_a_bad_ingress_mode_flag_is_refused_as_the_flag_not_blamed_on_the_config(
+    tmp_path: Path, command: str
+) -> None:
+    """It read "serving config (<the chart's serve-config.yaml>): ... ingress_mode", a file not naming it."""
+    pytest.importorskip("ray.serve")
+    pytest.importorskip("onnxruntime")
+    result = CliRunner().invoke(app, [command, "-r", str(tmp_path), "--ingress-mode", "bogus"])
+    assert result.exit_code == 2, result.output
+    assert "--ingress-mode bogus: use combined or separate" in result.output
+    assert "serve-config.yaml" not in result.output
