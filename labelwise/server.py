@@ -259,7 +259,8 @@ def plan_server(
         )
     listen_port = port if port is not None else serve_file.port
     if not 1 <= listen_port <= 65535:
-        raise UsageError(f"port {listen_port}: use a TCP port from 1 to 65535")
+        where = "--port" if port is not None else f"{serve_file.source}: http_options.port"
+        raise UsageError(f"{where} {listen_port}: use a TCP port from 1 to 65535")
     if host:
         listen_host = host
     elif local or serve_file.host_set:

@@ -199,9 +199,16 @@ def test_plan_server_refuses_bad_configs_before_ray(tmp_path: Path) -> None:
         plan_server(config)
     # A port no socket can bind is refused here, not by a traceback from Ray's HTTP server
     for port in (0, 65536, 99999, -1):
-        with pytest.raises(UsageError, match=f"port {port}: use a TCP port from 1 to 65535"):
+        with pytest.raises(UsageError, match=f"^--port {port}: use a TCP port from 1 to 65535"):
             plan_server(None, port=port)
     assert plan_server(None, port=65535).port == 65535
+    # ...and one the Serve file names, as its field (it read "port 0", as if --port had been typed)
+    app = {"name": "labelwise", "route_prefix": "/", "import_path": "serving.app:build_app", "args": {}}
+    config.write_text(yaml.safe_dump({"http_options": {"port": 0}, "applications": [app]}), encoding="utf-8")
+    with pytest.raises(UsageError, match=r"http_options\.port 0: use a TCP port") as refused:
+        plan_server(config, repository=tmp_path)
+    assert str(refused.value).startswith(f"{config}: ")
+    assert plan_server(config, repository=tmp_path, port=8123).port == 8123
 
 
 def test_option_parsing_for_training() -> None:
