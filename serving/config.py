@@ -359,7 +359,12 @@ class ServingConfig(BaseSettings):
     @classmethod
     def _a_listed_default(cls, name: str | None, info: ValidationInfo) -> str | None:
         """When scenarios are listed, default_scenario must be one of them: else every TEI or Infinity
-        request that names no scenario is answered 404."""
+        request that names no scenario is answered 404. A name no repository can hold is refused for the
+        same reason, as a listed scenario's is."""
+        from model_repository import validate_name
+
+        if name is not None:
+            validate_name(name, "default_scenario")
         listed = info.data.get("scenarios")
         if name is not None and listed is not None and name not in [spec.name for spec in listed]:
             names = ", ".join(spec.name for spec in listed) or "none"

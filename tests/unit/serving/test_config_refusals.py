@@ -46,6 +46,11 @@ REFUSED = {
         {"scenarios": [{"name": "full_three"}, {"name": "frozen_three"}], "default_scenario": "frozen_two"},
         r"default_scenario 'frozen_two' is not in scenarios \(full_three, frozen_three\)",
     ),
+    # serve-all mode too: a name no repository holds answered every request that names none 404
+    "default-scenario-name": (
+        {"default_scenario": "Support Ticket"},
+        "invalid default_scenario name 'Support",
+    ),
 }
 
 
