@@ -965,8 +965,10 @@ def _deploy_schema(raw: dict[str, Any], source: Path) -> Any:
         raise UsageError(f"{source}: applications must list at least one application")
     # ServeDeploySchema takes any route_prefix; serve.run (after Ray started) and the cluster's controller
     # (after the upload) refuse one without a leading '/', with a trailing '/' or a '{': refused here first.
-    from ray.serve._private.utils import validate_route_prefix
-
+    try:
+        from ray.serve._private.utils import validate_route_prefix
+    except ImportError:  # a Ray that keeps it elsewhere: Ray's own refusal comes later, as before
+        return schema
     for index, app in enumerate(schema.applications):
         try:
             validate_route_prefix(app.route_prefix)
