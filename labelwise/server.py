@@ -283,6 +283,13 @@ def plan_server(
     )
 
 
+def served_url(host: str, port: int, route_prefix: str = "/") -> str:
+    """The base URL the start message gives: an IPv6 literal in brackets (RFC 3986: `--host ::1` printed
+    http://::1:8000, which no client can use)."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}{route_prefix.rstrip('/')}"
+
+
 # Where Serve's proxies listen on a cluster when the Serve config names no host (Ray's own default).
 RAY_DEFAULT_HOST = "0.0.0.0"
 
@@ -478,7 +485,7 @@ def run_server(
 
         from serving import ServingConfig
 
-        base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+        base = served_url(host, port, route_prefix)
         how = "direct ingress" if direct_ingress else "Serve proxy"
         node = _count(ray.cluster_resources().get("CPU", 0), "CPU")
         print(

@@ -334,3 +334,12 @@ def test_local_cores_follow_a_containers_cpu_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(v1.parent) is None
     (v1 / "cpu.cfs_quota_us").write_text("100000\n")
     assert cgroup_cpu_quota(v1.parent) == 1.0 and local_cores(v1.parent) == 1
+
+
+def test_the_start_message_url_brackets_an_ipv6_host() -> None:
+    """`labelwise serve --host ::1` printed http://::1:8000, which no client can use."""
+    from labelwise.server import served_url
+
+    assert served_url("::1", 8000) == "http://[::1]:8000"
+    assert served_url("[::1]", 8000, "/api") == "http://[::1]:8000/api"
+    assert served_url("127.0.0.1", 8123, "/") == "http://127.0.0.1:8123"
