@@ -227,6 +227,7 @@ def plan_server(
         args["repository"] = os.path.abspath(root) if isinstance(root, Path) and not local else str(root)
     elif repository_fallback and "repository" not in args:
         args["repository"] = repository_fallback
+    refuse_empty_host(host)
     if ingress_mode is not None:
         # the flag's value refused as the flag, not as the Serve config's field (the file may not name it)
         modes = get_args(ServingConfig.model_fields["ingress_mode"].annotation)
@@ -281,6 +282,13 @@ def plan_server(
         proxy_location=serve_file.proxy_location,
         config=serving_config,
     )
+
+
+def refuse_empty_host(host: str | None) -> None:
+    """`--host ""` (or only spaces) is refused (UsageError, exit 2): serve took the file's host instead,
+    saying nothing, and deploy sent the cluster an empty address to listen on."""
+    if host is not None and not host.strip():
+        raise UsageError("--host is empty: give the address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
 
 
 def served_url(host: str, port: int, route_prefix: str = "/") -> str:
@@ -1012,6 +1020,7 @@ def deploy_to_cluster(
     declared state: apps an earlier config deployed and this one no longer names are deleted (an app put
     there by `labelwise serve --address` stays unless named). host: where Serve's proxies listen, in
     place of the file's http_options.host (the shipped file's 127.0.0.1 is a local run's)."""
+    refuse_empty_host(host)
     payload = read_deploy_config(config)
     if host is not None:
         payload.setdefault("http_options", {})["host"] = host

@@ -343,3 +343,16 @@ def test_the_start_message_url_brackets_an_ipv6_host() -> None:
     assert served_url("::1", 8000) == "http://[::1]:8000"
     assert served_url("[::1]", 8000, "/api") == "http://[::1]:8000/api"
     assert served_url("127.0.0.1", 8123, "/") == "http://127.0.0.1:8123"
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_by_serve_and_deploy(tmp_path: Path, host: str) -> None:
+    """`serve --host ""` took the file's host, saying nothing; `deploy --host ""` sent the cluster an empty
+    address. Both refuse it before reading anything (deploy never contacts the address)."""
+    from labelwise.server import deploy_to_cluster, plan_server
+    from model_repository.errors import UsageError
+
+    with pytest.raises(UsageError, match="--host is empty"):
+        plan_server(host=host)
+    with pytest.raises(UsageError, match="--host is empty"):
+        deploy_to_cluster(tmp_path / "absent.yaml", "http://127.0.0.1:9", host=host)
