@@ -23,7 +23,9 @@ def _texts(path: Path, rows: int) -> list[str]:
     if Path(path).suffix.lower() != ".csv":  # a JSON lines file read as CSV named '[1]' as its column
         raise DataError(f"--data {path}: export-bench reads a CSV (.csv) with a 'text' column")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column's name, as
+        # training's loader and file scoring read it
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:  # said "(columns: None)"
                 raise DataError(f"--data {path} is empty: expected a CSV whose header names a 'text' column")
