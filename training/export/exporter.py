@@ -400,6 +400,8 @@ def _gate(precision: str, graph: Path, parity: Parity, say: Callable[[str], None
         f"max |Δlogit| {parity.max_abs_logit_diff}, "
         f"agreement {parity.agreement}, accuracy Δ {parity.accuracy_delta}"
         + ("" if parity.verified else f" (UNVERIFIED: {parity.note})")
+        # a GPU graph on a machine without CUDA is checked on the CPU provider: say which one it ran on
+        + (f", {parity.note}" if parity.verified and recipe.gpu_graph else "")
     )
     if recipe.exceeds(parity.max_abs_logit_diff):
         raise ParityError(

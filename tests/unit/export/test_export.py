@@ -304,6 +304,7 @@ def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
     tmp_path, tiny_models, tiny_tokenizer, tiny_base_ref, tiny_roberta_dir, toy_rows, caplog
 ):
     repo = ModelRepository(tmp_path)
+    logs: list[str] = []
     with caplog.at_level("INFO"):
         manifest = publish(
             repo,
@@ -315,7 +316,11 @@ def test_fp16_without_gpu_is_exported_and_checked_on_the_cpu_provider(
             tiny_roberta_dir,
             toy_rows,
             precisions="fp16",
+            logs=logs,
         )
+    # the line said for the fp16 graph names the provider that checked it (it said nothing of the CPU)
+    (said,) = [line for line in logs if line.startswith("fp16:")]
+    assert "checked on CPUExecutionProvider" in said, logs
     # ORT's optimizer logged an ERROR that it has no GPU, on an export that succeeds: not the user's problem
     assert "There is no gpu" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
     # fp16 alone gets fp32 too: a GPU graph only would be a version no CPU replica loads
