@@ -30,7 +30,7 @@ def _texts(path: Path, rows: int) -> list[str]:
             if reader.fieldnames is None:  # said "(columns: None)"
                 raise DataError(f"--data {path} is empty: expected a CSV whose header names a 'text' column")
             if "text" not in reader.fieldnames:  # bad input (exit 2), as a file not UTF-8 is
-                raise DataError(f"{path}: missing column 'text' (columns: {reader.fieldnames})")
+                raise DataError(f"--data {path}: missing column 'text' (columns: {reader.fieldnames})")
             texts = [r["text"] for r in reader if r["text"]]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"--data {path} could not be read as a UTF-8 CSV: {exc}") from exc
