@@ -28,7 +28,9 @@ def require_loopback(url: str) -> str:
         parts.port  # noqa: B018 - raises on a port that no connection can use (99999, abc)
     except ValueError:
         raise NotLoopbackError(f"target {url!r}: invalid port; use e.g. http://127.0.0.1:8000") from None
-    if parts.query or parts.fragment:  # the clients append paths to the URL: they would land after it
+    # The clients append paths to the URL: they would land after it. An empty ?/# counts (urlsplit reads
+    # it as no query), as "http://127.0.0.1:8000?" sent /readyz as the query of GET /.
+    if "?" in url or "#" in url:
         raise NotLoopbackError(f"target {url!r}: a base URL takes no ?query or #fragment")
     if host != _LOOPBACK_NAME:
         try:

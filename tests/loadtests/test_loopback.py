@@ -64,6 +64,8 @@ def test_loadtest_runner_refuses_remote_host(capsys: pytest.CaptureFixture[str])
         ("http://127.0.0.1:abc", "invalid port"),
         ("http://127.0.0.1:8000?x=1", "no ?query or #fragment"),
         ("http://127.0.0.1:8000/#top", "no ?query or #fragment"),
+        ("http://127.0.0.1:8000?", "no ?query or #fragment"),
+        ("http://127.0.0.1:8000/#", "no ?query or #fragment"),
     ],
 )
 def test_a_malformed_url_is_refused_at_once(capsys: pytest.CaptureFixture[str], url: str, said: str) -> None:
