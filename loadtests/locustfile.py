@@ -19,10 +19,12 @@ web UI's form included); a run with no host at all is refused too. Every run is 
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 from locust import FastHttpUser, between, events, task
@@ -38,6 +40,7 @@ from loadtests.sentences import load_sentences
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXTS_PER_REQUEST = 32
+_T = TypeVar("_T")
 
 
 def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_texts: int) -> dict[str, Any]:
@@ -56,15 +59,31 @@ def _names(listed: str) -> list[str]:
     return [name.strip() for name in listed.split(",") if name.strip()]
 
 
+def _setting(source: str, read: Callable[[], _T]) -> _T:
+    """read(), or a one-line refusal naming the option or variable the value came from (a value that
+    cannot be used was a traceback from Locust's import or init, and did not say which setting held it)."""
+    try:
+        return read()
+    except (OSError, ValueError, csv.Error) as exc:
+        raise SystemExit(f"locustfile: {source}: {exc}") from None
+
+
 class _Settings:
     """Resolved once per process; users read it."""
 
     scenarios: list[str] = _names(os.environ.get("LABELWISE_LOCUST_SCENARIOS", ""))
-    texts_per_request: int = int(
-        os.environ.get("LABELWISE_LOCUST_TEXTS_PER_REQUEST", DEFAULT_TEXTS_PER_REQUEST)
+    texts_per_request: int = _setting(
+        "LABELWISE_LOCUST_TEXTS_PER_REQUEST",
+        lambda: int(os.environ.get("LABELWISE_LOCUST_TEXTS_PER_REQUEST", DEFAULT_TEXTS_PER_REQUEST)),
     )
-    texts: list[str] = load_sentences(os.environ.get("LABELWISE_LOCUST_TEXTS_FILE") or None)
-    weights: dict[str, int] = parse_weights(os.environ.get("LABELWISE_LOCUST_WEIGHTS", DEFAULT_WEIGHTS))
+    texts: list[str] = _setting(
+        "LABELWISE_LOCUST_TEXTS_FILE",
+        lambda: load_sentences(os.environ.get("LABELWISE_LOCUST_TEXTS_FILE") or None),
+    )
+    weights: dict[str, int] = _setting(
+        "LABELWISE_LOCUST_WEIGHTS",
+        lambda: parse_weights(os.environ.get("LABELWISE_LOCUST_WEIGHTS", DEFAULT_WEIGHTS)),
+    )
     api_key: str | None = os.environ.get(API_KEY_ENV) or None
 
 
@@ -129,9 +148,9 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
         if options.texts_per_request is not None:
             _Settings.texts_per_request = options.texts_per_request
         if options.texts_file:
-            _Settings.texts = load_sentences(options.texts_file)
+            _Settings.texts = _setting("--texts-file", lambda: load_sentences(options.texts_file))
         if options.weights:
-            _Settings.weights = parse_weights(options.weights)
+            _Settings.weights = _setting("--weights", lambda: parse_weights(options.weights))
         _Settings.api_key = options.api_key or _Settings.api_key
     if _Settings.texts_per_request < 1:
         raise SystemExit(f"locustfile: --texts-per-request must be >= 1, got {_Settings.texts_per_request}")

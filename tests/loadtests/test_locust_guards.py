@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import API_KEY, KeyedServer, TinyServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +95,28 @@ def test_zero_texts_per_request_is_refused(tiny_server: TinyServer, tmp_path: Pa
     assert direct.returncode != 0
     assert "locustfile: --texts-per-request must be >= 1, got 0" in direct.stderr
     assert tiny_server.counts.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "said"),
+    [
+        ({"LABELWISE_LOCUST_TEXTS_PER_REQUEST": "x"}, (), "TEXTS_PER_REQUEST: invalid literal"),
+        ({"LABELWISE_LOCUST_WEIGHTS": "one=-1"}, (), "LABELWISE_LOCUST_WEIGHTS: weights: one must be >= 0"),
+        ({"LABELWISE_LOCUST_TEXTS_FILE": "/nonexistent/t.txt"}, (), "TEXTS_FILE: sentences file"),
+        ({}, ("--weights", "many=2"), "--weights: weights: expected one=N,batch=M"),
+        ({}, ("--texts-file", "/nonexistent/t.txt"), "--texts-file: sentences file /nonexistent"),
+    ],
+)
+def test_a_setting_locust_cannot_use_is_refused_in_one_line(env: dict[str, str], args: tuple[str, ...],
+                                                            said: str) -> None:  # fmt: skip
+    """`locust -f` directly (or `make loadtest` with a LABELWISE_LOCUST_* variable set): a traceback from
+    Locust's import or init, which did not name the setting."""
+    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--host", "http://127.0.0.1:9",
+           "-u", "1", "-t", "1s", "--only-summary", "--scenarios", "alpha", *args]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(**env), cwd=ROOT)
+    assert out.returncode != 0
+    refusal = [line for line in out.stderr.splitlines() if line.startswith("locustfile: ")]
+    assert refusal and said in refusal[0] and "Traceback" not in out.stderr, out.stderr[-3000:]
 
 
 # Locust's real Environment and runner, driven in a child process the way `locust -f` drives them: the
