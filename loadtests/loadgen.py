@@ -109,14 +109,15 @@ def build_bodies(spec: LoadSpec, texts: list[str]) -> list[tuple[str, bytes]]:
 async def wait_ready(
     url: str, timeout_s: float, interval_s: float = 0.5, ready_path: str = READY_PATH
 ) -> None:
-    """Poll GET ready_path (/readyz) until 200, or raise ServerNotUpError after timeout_s."""
+    """Poll GET ready_path (/readyz) until 200, or raise ServerNotUpError after timeout_s (asked at least
+    once: a timeout of 0 is one probe, not none, which failed a server that was up)."""
     import aiohttp
 
     base = require_loopback(url)
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
+        while True:
             try:
                 # a redirect is no answer: following it could lead off this machine
                 timeout = aiohttp.ClientTimeout(total=2)
@@ -126,6 +127,8 @@ async def wait_ready(
                     last = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 last = type(exc).__name__
+            if time.monotonic() >= deadline:
+                break
             await asyncio.sleep(interval_s)
     if last == "HTTP 404":  # a server answers, with nothing there: a URL with a path, or another server
         advice = (

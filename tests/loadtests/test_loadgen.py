@@ -98,6 +98,13 @@ def test_wait_ready_gives_up_within_its_bound() -> None:
     assert time.monotonic() - start < 10
 
 
+def test_a_ready_timeout_of_0_asks_once(tiny_server: TinyServer) -> None:
+    """It sent no probe at all and said a server that was up "was not ready after 0s (last: no answer)"."""
+    asyncio.run(wait_ready(tiny_server.url, timeout_s=0))
+    with pytest.raises(ServerNotUpError, match="not ready after 0s"):
+        asyncio.run(wait_ready(f"http://127.0.0.1:{_free_port()}", timeout_s=0))
+
+
 def test_cli_prints_one_json_line(tiny_server: TinyServer) -> None:
     cmd = [sys.executable, "-m", "loadtests.loadgen", "--url", tiny_server.url, "--scenario", "alpha",
            "--concurrency", "2", "--warmup-s", "0", "--duration-s", "30", "--max-requests", "20"]  # fmt: skip
