@@ -191,6 +191,10 @@ def _check_each_run(environment: Environment, **_kwargs: Any) -> None:
         if _headless(environment):
             environment.process_exit_code = 1
         raise StopTest(f"locustfile: refusing to start the run: {problem}")
+    if environment.host:
+        # Locust joins host and path as typed (the runner hands this host to the users after this event):
+        # a host ending in / sent every request to //v1/..., which failed each user with a ValueError.
+        environment.host = require_loopback(environment.host)
     _RunBound.cancel()
     _RunBound.stopping = False
     if _is_worker(environment) or _headless(environment):

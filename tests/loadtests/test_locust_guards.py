@@ -88,6 +88,14 @@ def test_locust_run_directly_refuses_a_remote_host(tiny_server: TinyServer) -> N
     assert tiny_server.counts.requests == 0
 
 
+def test_locust_run_directly_takes_a_host_with_a_trailing_slash(tiny_server: TinyServer) -> None:
+    """Every request went to //v1/... and failed each user with a ValueError traceback."""
+    out = _locust(tiny_server.url + "/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert set(tiny_server.counts.paths) == {"/v1/classify"} and tiny_server.counts.requests > 0
+
+
 def test_zero_texts_per_request_is_refused(tiny_server: TinyServer, tmp_path: Path) -> None:
     out = _loadtest(tiny_server.url, tmp_path, "--texts-per-request", "0")
     assert out.returncode == 2 and "--texts-per-request must be >= 1" in out.stderr
