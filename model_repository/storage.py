@@ -59,7 +59,9 @@ def parse_root(root: str | os.PathLike[str]) -> str | Path:
     if scheme == "file":  # its path is percent-encoded: Path.as_uri() writes a space as %20, é as %C3%A9
         rest = unquote(rest)
         return Path(rest if rest.startswith("/") else "/" + rest)
-    rest = rest.strip("/")
+    # `s3://bucket//repo` (a `$PREFIX/` left empty) is `s3://bucket/repo`, as --repository reads it through
+    # pathlib; kept, its keys began `/repo/...`, which the store's listings never show: published, never read.
+    rest = re.sub("/{2,}", "/", rest).strip("/")
     if not rest:
         raise RepositoryURLError(f"repository URL {text!r} names no bucket: use {scheme}://BUCKET/PREFIX")
     return f"{scheme}://{rest}"

@@ -26,6 +26,9 @@ from model_repository.storage import ObjectStore
         (Path("s3://bucket/prefix"), "s3://bucket/prefix"),  # pathlib collapsed it to s3:/bucket/prefix
         ("s3:/bucket/prefix", "s3://bucket/prefix"),  # str() of that Path (the CLI's --repository)
         ("gs://bucket/a/b", "gs://bucket/a/b"),
+        # an empty `$PREFIX` in `s3://bucket/$PREFIX/repo`: read as --repository reads it (through pathlib)
+        ("s3://bucket//repo", "s3://bucket/repo"),
+        ("s3:///bucket/a//b///", "s3://bucket/a/b"),
         ("file:///srv/models", Path("/srv/models")),
         # percent-encoded, as Path.as_uri() writes it; it was read as the folder `/srv/my%20models%20%C3%A9`
         ("file:///srv/my%20models%20%C3%A9", Path("/srv/my models é")),
