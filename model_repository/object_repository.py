@@ -514,9 +514,8 @@ class ObjectStoreRepository(ModelRepository):
                 raise IntegrityError(
                     f"{what}: {marker} lists {folder.as_posix()!r} as a file and as the folder of {rel!r}"
                 )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        # as a publish's: a download a killed process left here a day ago goes first (replicas never publish)
+        tmp = draft_folder(target.parent)
         try:
             for rel, entry in files.items():
                 local = tmp / rel  # rel was checked to be relative and free of `..`

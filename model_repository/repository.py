@@ -232,7 +232,7 @@ def remove_stale_drafts(parent: Path, older_than_s: float = STALE_DRAFT_S) -> li
         shutil.rmtree(draft.path, ignore_errors=True)
         if not draft.path.exists():
             log.warning(
-                "removed %s, a draft an interrupted publish left %.1f hours ago (%d bytes)",
+                "removed %s, a draft an interrupted publish or download left %.1f hours ago (%d bytes)",
                 draft.path,
                 draft.age_s / 3600,
                 draft.size_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,27 @@ def test_a_url_with_an_empty_path_segment_publishes_where_it_is_read(
         reader = ObjectStoreRepository(url, cache_dir=tmp_path / "b")
         assert reader.list_versions("spam") == [version]
         assert reader.verify("spam", version).version == version
+
+
+def test_a_download_a_killed_process_left_in_the_cache_is_removed_once_stale(
+    s3_bucket: Bucket, tmp_path: Path
+) -> None:
+    """A replica killed while it downloaded a version (OOM, a lost node) left `.tmp-<hex>` under the
+    cache's scenario folder; replicas never publish, so nothing ever removed it: verify removes one untouched
+    for STALE_DRAFT_S, as a publish does, and leaves a younger one (another process's download)."""
+    import os
+
+    from model_repository.repository import STALE_DRAFT_S
+
+    version = _publish(ObjectStoreRepository(s3_bucket.url(), cache_dir=tmp_path / "publisher"), "spam")
+    replica = ObjectStoreRepository(s3_bucket.url(), cache_dir=tmp_path / "cache")
+    folder = replica.scenario_path("spam")
+    stale, young = folder / f".tmp-{'a' * 32}", folder / f".tmp-{'b' * 32}"
+    for left in (stale, young):
+        (left / "weights").mkdir(parents=True)
+        (left / "weights" / "model.bin").write_bytes(b"half a model")
+    old = time.time() - STALE_DRAFT_S - 60
+    for path in (stale / "weights" / "model.bin", stale / "weights", stale):
+        os.utime(path, (old, old))
+    assert replica.verify("spam", version).version == version
+    assert not stale.exists() and young.is_dir()
