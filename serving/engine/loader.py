@@ -120,7 +120,9 @@ class LoadedScenario:
                 self.tokenizer_sha,
                 self.tokenizer.max_length_tokens,
             )
-        return ("graph", self.name, self.version)
+        # The graph itself, not only (name, version): a version published again under its number loads as
+        # another graph, and a row bound to the old one (just before the swap) must not run on the new one.
+        return ("graph", self.name, self.version, id(self.graph))
 
 
 class BaseEncoderCache:

@@ -342,9 +342,48 @@ def test_a_version_published_again_under_its_number_never_answers_a_row_bound_to
     assert new is not old and new.shared is old.shared and new.shared.hosted == {"lora_two": 1}
 
     engine = OnnxEngine()
-    got = engine.classify([Row(old, TEXTS[0]), Row(new, TEXTS[0])])  # one pass, one key, two adapters
+    outcome = engine.run([Row(old, TEXTS[0]), Row(new, TEXTS[0])])  # one pass, one key, two adapters
+    assert [(p.group, p.rows, p.scenarios) for p in outcome.passes] == [("lora", 2, 2)]
+    got = outcome.results
     for source, result in zip((repo, copy), got, strict=True):
         merged = _load(source, "lora_two", 1, "merged")
         expected = engine.classify([Row(merged, TEXTS[0])])[0]
         np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
     assert np.abs(got[0].probs - got[1].probs).max() > 1e-4  # the two v1s really differ
+
+
+def test_merged_a_version_published_again_under_its_number_never_answers_a_row_bound_to_the_old_one(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """lora_mode merged: each v1 is its own graph. Rows bound to the old v1 and the new one in one batch run
+    two passes, each on its own graph (they once shared a pass key (scenario, version) and both ran the
+    graph of whichever row came first)."""
+    import shutil
+
+    from serving.engine import OnnxEngine, Row, ScenarioRegistry
+
+    copy = _copy(repo, tmp_path)
+    copy.set_alias("lora_two", "production", 1)
+    registry = ScenarioRegistry(copy, {"lora_two": "production"}, "production", _settings("merged"))
+    registry.poll_once()
+    old = registry.get("lora_two")
+    shutil.rmtree(copy.scenario_path("lora_two"))  # trained again from scratch, between two polls
+    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "lora_two", 11) == 1
+    copy.set_alias("lora_two", "production", 1)
+    assert [(e.version, e.previous, e.refused) for e in registry.poll_once()] == [(1, 1, False)]
+    new = registry.get("lora_two")
+    assert new is not old and new.graph is not old.graph
+
+    engine = OnnxEngine()
+    for first, second in ((old, new), (new, old)):
+        outcome = engine.run([Row(first, TEXTS[0]), Row(second, TEXTS[0])])
+        assert sorted((p.group, p.rows) for p in outcome.passes) == [("graph", 1), ("graph", 1)]
+        for loaded, result in zip((first, second), outcome.results, strict=True):
+            alone = engine.classify([Row(loaded, TEXTS[0])])[0]
+            np.testing.assert_allclose(result.probs, alone.probs, atol=1e-6)
+    assert (
+        np.abs(
+            engine.classify([Row(old, TEXTS[0])])[0].probs - engine.classify([Row(new, TEXTS[0])])[0].probs
+        ).max()
+        > 1e-4
+    )
