@@ -487,6 +487,17 @@ def test_min_replicas_above_max_replicas_is_refused() -> None:
         _render(coalesce(load_values(), {"workerGroups": [group]}))
 
 
+def test_two_worker_groups_with_one_name_are_refused() -> None:
+    """KubeRay selects a group's pods by its name: two groups of one name would scale each other's pods."""
+    group = load_values()["workerGroups"][0]
+    with pytest.raises(TemplateError, match="workerGroups: the name cpu is given to two groups"):
+        _render(coalesce(load_values(), {"workerGroups": [group, {**group, "maxReplicas": 2}]}))
+    renamed = {**group, "name": "cpu-large"}
+    service = _one(_render(coalesce(load_values(), {"workerGroups": [group, renamed]})), "RayService")
+    groups = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["cpu", "cpu-large"]
+
+
 def test_the_budget_names_no_eviction_policy_where_the_cluster_lacks_the_field() -> None:
     """unhealthyPodEvictionPolicy came with Kubernetes 1.26; the chart installs from 1.25."""
     old = render_objects(CHART, load_values(), release=RELEASE, kube_version="1.25.0")

@@ -138,7 +138,12 @@ true
 {{- if hasKey .Values.podAnnotations "labelwise/api-key-checksum" }}
 {{- fail "podAnnotations may not set labelwise/api-key-checksum: the chart sets it (the API key's fingerprint, which rolls the Ray cluster when the key changes); bump apiKey.revision to force a roll" }}
 {{- end }}
+{{- $groupNames := dict }}
 {{- range .Values.workerGroups }}
+{{- if hasKey $groupNames .name }}
+{{- fail (printf "workerGroups: the name %s is given to two groups: KubeRay tells a group's pods by that name (label ray.io/group), so the two would count and scale each other's workers (or, with its webhook, the RayCluster is refused after install); give each group its own name" .name) }}
+{{- end }}
+{{- $_ := set $groupNames .name true }}
 {{- if gt (int .minReplicas) (int .maxReplicas) }}
 {{- fail (printf "workerGroups %s: minReplicas (%d) is above maxReplicas (%d): KubeRay would run maxReplicas workers while the PodDisruptionBudget and Serve's autoscaling count on minReplicas (node drains would wait forever); lower minReplicas or raise maxReplicas" .name (int .minReplicas) (int .maxReplicas)) }}
 {{- end }}
