@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -320,26 +321,38 @@ def test_a_rollback_made_while_the_promoted_version_loads_holds(
     assert registry.get("lora_two").version == 2
 
 
+def _v1_published_again(
+    repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path, lora_mode: str
+) -> tuple[ModelRepository, Any, Any]:
+    """A copy of `repo` whose lora_two v1 is loaded, then trained again from scratch and published under the
+    same number between two polls: (the copy, the old v1 as loaded, the new v1 as loaded)."""
+    import shutil
+
+    from serving.engine import ScenarioRegistry
+
+    copy = _copy(repo, tmp_path)
+    copy.set_alias("lora_two", "production", 1)
+    registry = ScenarioRegistry(copy, {"lora_two": "production"}, "production", _settings(lora_mode))
+    registry.poll_once()
+    old = registry.get("lora_two")
+    shutil.rmtree(copy.scenario_path("lora_two"))
+    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "lora_two", 11) == 1
+    copy.set_alias("lora_two", "production", 1)
+    assert [(e.version, e.previous, e.refused) for e in registry.poll_once()] == [(1, 1, False)]
+    new = registry.get("lora_two")
+    assert new is not old
+    return copy, old, new
+
+
 def test_a_version_published_again_under_its_number_never_answers_a_row_bound_to_the_old_one(
     repo: ModelRepository, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:
     """Table rows are keyed by (scenario, version): the new v1 takes the old v1's row when it loads. A
     request bound to the old v1 just before the swap still gets the old adapter, not the new one."""
-    import shutil
+    from serving.engine import OnnxEngine, Row
 
-    from serving.engine import OnnxEngine, Row, ScenarioRegistry
-
-    copy = _copy(repo, tmp_path)
-    copy.set_alias("lora_two", "production", 1)
-    registry = ScenarioRegistry(copy, {"lora_two": "production"}, "production", _settings("shared"))
-    registry.poll_once()
-    old = registry.get("lora_two")
-    shutil.rmtree(copy.scenario_path("lora_two"))  # trained again from scratch, between two polls
-    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "lora_two", 11) == 1
-    copy.set_alias("lora_two", "production", 1)
-    assert [(e.version, e.previous, e.refused) for e in registry.poll_once()] == [(1, 1, False)]
-    new = registry.get("lora_two")
-    assert new is not old and new.shared is old.shared and new.shared.hosted == {"lora_two": 1}
+    copy, old, new = _v1_published_again(repo, tiny_roberta_dir, tmp_path, "shared")
+    assert new.shared is old.shared and new.shared.hosted == {"lora_two": 1}
 
     engine = OnnxEngine()
     outcome = engine.run([Row(old, TEXTS[0]), Row(new, TEXTS[0])])  # one pass, one key, two adapters
@@ -358,21 +371,10 @@ def test_merged_a_version_published_again_under_its_number_never_answers_a_row_b
     """lora_mode merged: each v1 is its own graph. Rows bound to the old v1 and the new one in one batch run
     two passes, each on its own graph (they once shared a pass key (scenario, version) and both ran the
     graph of whichever row came first)."""
-    import shutil
+    from serving.engine import OnnxEngine, Row
 
-    from serving.engine import OnnxEngine, Row, ScenarioRegistry
-
-    copy = _copy(repo, tmp_path)
-    copy.set_alias("lora_two", "production", 1)
-    registry = ScenarioRegistry(copy, {"lora_two": "production"}, "production", _settings("merged"))
-    registry.poll_once()
-    old = registry.get("lora_two")
-    shutil.rmtree(copy.scenario_path("lora_two"))  # trained again from scratch, between two polls
-    assert _publish(copy, tmp_path / "work", tiny_roberta_dir, "lora_two", 11) == 1
-    copy.set_alias("lora_two", "production", 1)
-    assert [(e.version, e.previous, e.refused) for e in registry.poll_once()] == [(1, 1, False)]
-    new = registry.get("lora_two")
-    assert new is not old and new.graph is not old.graph
+    _, old, new = _v1_published_again(repo, tiny_roberta_dir, tmp_path, "merged")
+    assert new.graph is not old.graph
 
     engine = OnnxEngine()
     for first, second in ((old, new), (new, old)):
