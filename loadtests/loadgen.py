@@ -42,12 +42,17 @@ class LoadSpec(BaseModel):
     )
     texts_per_request: int = Field(default=1, ge=1, description="Texts in each request body.")
     concurrency: int = Field(default=8, ge=1, description="Workers, each with one request in flight.")
-    duration_s: float = Field(default=10.0, gt=0, description="Measured time after the warm-up.")
-    warmup_s: float = Field(default=2.0, ge=0, description="Time under load before measuring starts.")
+    # the times are finite: inf ran a load (or waited on a request) without a bound
+    duration_s: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, description="Measured time after the warm-up."
+    )
+    warmup_s: float = Field(
+        default=2.0, ge=0, allow_inf_nan=False, description="Time under load before measuring starts."
+    )
     max_requests: int | None = Field(
         default=None, ge=1, description="Stop the measured phase after this many."
     )
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False, description="Per-request timeout.")
     seed: int = Field(default=0, description="Seed for picking texts.")
     shape: str = Field(
         default="labelwise", description="Request shape: labelwise (also the seed) or infinity."

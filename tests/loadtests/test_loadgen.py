@@ -154,3 +154,13 @@ def test_cli_says_what_went_wrong_in_one_line(args: tuple[str, ...], code: int, 
     assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
     assert out.stderr.startswith(said.format(port=port)), out.stderr[-2000:]
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("option", ["--duration-s", "--warmup-s", "--timeout-s"])
+def test_a_time_that_is_not_finite_is_refused(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--duration-s inf` passed LoadSpec and ran a load without a bound; refused before any request."""
+    from loadtests.loadgen import main
+
+    assert main(["--scenario", "s", option, "inf"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(f"loadgen: {option}: ") and "finite" in said, said
