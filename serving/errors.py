@@ -50,7 +50,7 @@ class UnknownScenarioError(ServingError, LookupError):
     @classmethod
     def not_served(cls) -> UnknownScenarioError:
         """A name this deployment does not serve (not echoed back): the registry's answer on /v1 and on the
-        compatibility routes that name a scenario (KServe's words it as a model: compat.unknown_model)."""
+        compatibility routes that name a scenario (KServe's words it as a model: compat._unknown_as_model)."""
         return cls("unknown scenario: GET /v1/scenarios lists the scenarios served here")
 
     @classmethod

@@ -667,27 +667,25 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         # file may (ATIS: 44 of its 499 texts are train texts). Kept as given, both files being the
         # dataset's own, but said: the scores that choose the checkpoint count those rows as unseen. Counted
         # on the capped rows, the ones the run trains and validates on (the file's count overstated it).
-        seen = set(train.texts)
-        repeated = sum(text in seen for text in validation.texts)
-        if repeated:
-            log.warning(
-                "%s: %d of %d validation rows repeat a train text of %s; their scores are of texts seen "
-                "in training",
-                config.validation_path,
-                repeated,
-                len(validation),
-                config.train_path,
-            )
-        held_out = set(test.texts) if test is not None else set()
-        if in_test := sum(text in held_out for text in validation.texts):
-            # the test split is held out of train, not of a validation file (ATIS: 8 of its texts)
-            log.warning(
-                "%s: %d of %d validation rows repeat a text of the held-out test split; the checkpoint is "
-                "chosen on them, so the test score on those texts is not of unseen texts",
-                config.validation_path,
-                in_test,
-                len(validation),
-            )
+        # Likewise the test split, held out of train but not of a validation file (ATIS: 8 of its texts).
+        shared = (
+            (train.texts, f"a train text of {config.train_path}; their scores are of texts seen in training"),
+            (
+                test.texts if test is not None else [],
+                "a text of the held-out test split; the checkpoint is chosen on them, so the test score on "
+                "those texts is not of unseen texts",
+            ),
+        )
+        for texts, what in shared:
+            other = set(texts)
+            if repeated := sum(text in other for text in validation.texts):
+                log.warning(
+                    "%s: %d of %d validation rows repeat %s",
+                    config.validation_path,
+                    repeated,
+                    len(validation),
+                    what,
+                )
     _warn_conflicting_labels(train, labels, config.train_path)
     return PreparedData(train, validation, list(labels), is_split, dropped, test)
 

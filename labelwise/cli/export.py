@@ -10,7 +10,7 @@ import typer
 
 from model_repository.passes import MAX_INTRA_OP_THREADS
 
-from .options import refuse_missing_repository, repository_path, version_ref
+from .options import VersionOpt, refuse_missing_repository, repository_path
 
 RepositoryOption = typer.Option(
     None,
@@ -29,9 +29,7 @@ def register(app: typer.Typer) -> None:
 
 def export(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario whose version is re-exported."),
-    version: str = typer.Option(
-        "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
-    ),
+    version: str = VersionOpt,
     precision: str = typer.Option(
         "fp32,int8",
         "--precision",
@@ -75,9 +73,7 @@ def export(
 
 def export_bench(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario to benchmark."),
-    version: str = typer.Option(
-        "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
-    ),
+    version: str = VersionOpt,
     data: Path = typer.Option(..., "--data", help="CSV with a text column: real sentences to classify."),
     threads: int = typer.Option(
         2, min=0, max=MAX_INTRA_OP_THREADS, help="ONNX Runtime intra-op threads (0: its default)."

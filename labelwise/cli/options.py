@@ -95,6 +95,11 @@ def version_ref(value: str) -> str:
     return typed
 
 
+# --version of the commands that read one published version (evaluate, export, export-bench, robustness)
+VersionOpt = typer.Option(
+    "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
+)
+
 RepoOpt = typer.Option(
     None,
     "--repository",

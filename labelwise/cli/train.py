@@ -44,6 +44,7 @@ from .options import (
     ScenarioOpt,
     SeedOpt,
     ValDataOpt,
+    VersionOpt,
     WeightsOpt,
     applies_and_pronoun,
     given_on_command_line,
@@ -55,7 +56,6 @@ from .options import (
     require_training,
     setup_logging,
     typed_flags,
-    version_ref,
 )
 
 # soft_wrap: a line piped or redirected to a file is not cut at 80 columns. Names and paths that go into a
@@ -341,9 +341,7 @@ def evaluate_command(
         "serving's, 256 on CPU, 65536 for fp16). int8 logits depend on the rows sharing a pass. Refused "
         "with torch.",
     ),
-    version: str = typer.Option(
-        "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
-    ),
+    version: str = VersionOpt,
     repository: Path | None = RepoOpt,
     output_dir: Path | None = OutOpt,
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),

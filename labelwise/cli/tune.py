@@ -20,6 +20,7 @@ from .options import (
     RepoOpt,
     SeedOpt,
     ValDataOpt,
+    VersionOpt,
     given_on_command_line,
     refuse_missing_repository,
     refuse_repository_in_run_folder,
@@ -27,7 +28,6 @@ from .options import (
     refuse_unwritable_repository,
     require_training,
     setup_logging,
-    version_ref,
 )
 
 _console = Console()
@@ -188,9 +188,7 @@ def _below_one(value: float) -> float:
 def robustness_command(
     scenario: str = typer.Option(..., "--scenario", "-s", help="Scenario name in the repository."),
     data: Path = typer.Option(..., "--data", help="Labeled file (csv, jsonl, parquet) to score."),
-    version: str = typer.Option(
-        "latest", "--version", "-v", parser=version_ref, help="Version number, alias or 'latest'."
-    ),
+    version: str = VersionOpt,
     repository: Path | None = RepoOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the perturbation."),
     typo_rate: float = typer.Option(

@@ -176,21 +176,18 @@ async def served_entry(backend: ClassifyBackend, scenario: str) -> dict[str, Any
     raise UnknownScenarioError.not_served()
 
 
-def unknown_model() -> UnknownScenarioError:
-    """A model name that is not served, in the one wording of every KServe v2 route (Triton says the model
-    "is not found"; /v1 says unknown scenario); the name is not echoed."""
-    return UnknownScenarioError("unknown model: not found; GET /v1/scenarios lists the scenarios served here")
-
-
 @contextlib.contextmanager
 def _unknown_as_model() -> Iterator[None]:
-    """The backend's unknown scenario worded as unknown_model(); one listed as skipped keeps its reason."""
+    """The backend's unknown scenario in the one wording of every KServe v2 route (Triton says the model "is
+    not found"; /v1 says unknown scenario), the name not echoed; one listed as skipped keeps its reason."""
     try:
         yield
     except UnknownScenarioError as exc:
         if exc.skipped_alias is not None:
             raise
-        raise unknown_model() from None
+        raise UnknownScenarioError(
+            "unknown model: not found; GET /v1/scenarios lists the scenarios served here"
+        ) from None
 
 
 async def default_scenario(
