@@ -75,8 +75,9 @@ class ObjectStoreError(RepositoryError):
 
 
 class RepositoryURLError(ObjectStoreError):
-    """A repository URL that names no store this code can open: no bucket, an unknown scheme, or a
-    scheme whose filesystem needs more than a URL (ftp://, github://) or a package it lacks."""
+    """A repository URL that names no store this code can open: no bucket, a bucket that does not exist,
+    an unknown scheme, or a scheme whose filesystem needs more than a URL (ftp://, github://) or a package
+    it lacks."""
 
     exit_code = EXIT_USAGE
 

@@ -317,8 +317,8 @@ class ObjectStore:
         except FileNotFoundError as exc:
             if missing_ok and what != "open":
                 raise
-            if what == "open":
-                raise ObjectStoreError(
+            if what == "open":  # a typo'd or never-made bucket is bad input, as a missing local folder is
+                raise RepositoryURLError(
                     f"cannot open the model repository {self.url}: bucket {self.bucket!r} does not exist "
                     "(or these credentials cannot see it)"
                 ) from exc

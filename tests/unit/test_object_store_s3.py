@@ -61,3 +61,22 @@ def test_a_download_a_killed_process_left_in_the_cache_is_removed_once_stale(
         os.utime(path, (old, old))
     assert replica.verify("spam", version).version == version
     assert not stale.exists() and young.is_dir()
+
+
+def test_a_bucket_that_does_not_exist_is_refused_as_usage_naming_it(
+    s3_bucket: Bucket, tmp_path: Path
+) -> None:
+    """`-r s3://no-such-bucket/repo` (a typo'd bucket) exited 1, where a local `-r /nope` exits 2."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from model_repository import EXIT_USAGE, RepositoryURLError
+
+    url = f"s3://{s3_bucket.name}-missing/repo"
+    said = f"cannot open the model repository {url}: bucket '{s3_bucket.name}-missing' does not exist"
+    with pytest.raises(RepositoryURLError, match=said):
+        ObjectStoreRepository(url, cache_dir=tmp_path)
+    for command in (["repo", "list"], ["promote", "-s", "spam", "-v", "1"]):
+        result = CliRunner().invoke(app, [*command, "-r", url])
+        assert result.exit_code == EXIT_USAGE, (command, result.output)
+        assert said in " ".join(result.output.split()) and "Traceback" not in result.output, result.output
