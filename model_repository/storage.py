@@ -1,9 +1,9 @@
 """Where a repository's bytes live: a local folder, or an object store reached through fsspec.
 
-A root is a plain path, a `file://` URL (both local), or an object-store URL such as
-`s3://bucket/prefix` (s3fs) or `gs://bucket/prefix` (gcsfs). S3 credentials and endpoint come from the
-standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-`AWS_ENDPOINT_URL`, `AWS_PROFILE`, ...), read by botocore as for any AWS tool.
+A root is a plain path, a `file://` URL (`file:///PATH` or `file://localhost/PATH`; both local), or an
+object-store URL such as `s3://bucket/prefix` (s3fs) or `gs://bucket/prefix` (gcsfs). S3 credentials and
+endpoint come from the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, `AWS_PROFILE`, ...), read by botocore as for any AWS tool.
 
 What the store must give (docs/artifacts.md, "Object storage"): strong read-after-write and list
 consistency (AWS S3 since December 2020), a single PUT that replaces an object whole, and a conditional
@@ -56,8 +56,16 @@ def parse_root(root: str | os.PathLike[str]) -> str | Path:
     if match is None:
         return Path(text)
     scheme, rest = match["scheme"].lower(), match["rest"]
-    if scheme == "file":  # its path is percent-encoded: Path.as_uri() writes a space as %20, é as %C3%A9
-        rest = unquote(rest)
+    if scheme == "file":
+        if match.re is _SCHEME:  # file://HOST/PATH: a host, if any, is this machine's name (RFC 8089)
+            host, slash, rest = rest.partition("/")
+            if host.lower() not in ("", "localhost"):
+                raise RepositoryURLError(
+                    f"repository URL {text!r} names the host {host!r}: a file:// root is a folder on this "
+                    "machine; use file:///PATH (or file://localhost/PATH), or the folder's path"
+                )
+            rest = slash + rest
+        rest = unquote(rest)  # its path is percent-encoded: Path.as_uri() writes a space as %20, é as %C3%A9
         return Path(rest if rest.startswith("/") else "/" + rest)
     # `s3://bucket//repo` (a `$PREFIX/` left empty) is `s3://bucket/repo`, as --repository reads it through
     # pathlib; kept, its keys began `/repo/...`, which the store's listings never show: published, never read.

@@ -75,10 +75,12 @@ def repository_path(value: str) -> Path:
     if not value.strip():
         raise typer.BadParameter("is empty: give the repository's folder or object-store URL")
     try:  # a URL is checked as one here: Path("s3://") is the folder "s3:", said not to exist
-        parse_root(value)
+        root = parse_root(value)
     except LabelwiseError as exc:
         raise typer.BadParameter(str(exc)) from None
-    return Path(value)
+    # a file:// URL as the folder it names: Path() makes `file://localhost/x` into `file:/localhost/x`,
+    # which is the folder /localhost/x
+    return root if isinstance(root, Path) else Path(value)
 
 
 def version_ref(value: str) -> str:

@@ -33,6 +33,9 @@ from model_repository.storage import ObjectStore
         # percent-encoded, as Path.as_uri() writes it; it was read as the folder `/srv/my%20models%20%C3%A9`
         ("file:///srv/my%20models%20%C3%A9", Path("/srv/my models é")),
         (Path("file:///srv/my%20models"), Path("/srv/my models")),  # collapsed to file:/srv/... by pathlib
+        # RFC 8089: the host localhost is this machine; it was read as the folder /localhost/srv/models
+        ("file://localhost/srv/models", Path("/srv/models")),
+        ("FILE://LocalHost/srv/my%20models", Path("/srv/my models")),
         ("var/model-repository", Path("var/model-repository")),
         (Path("/abs/repo"), Path("/abs/repo")),
     ],
@@ -45,6 +48,37 @@ def test_parse_root(root: str | Path, expected: str | Path) -> None:
 def test_a_url_without_a_bucket_is_refused() -> None:
     with pytest.raises(ObjectStoreError, match=r"names no bucket: use s3://BUCKET/PREFIX"):
         parse_root("s3://")
+
+
+@pytest.mark.parametrize("url", ["file://fileserver/srv/models", "file://localhost:8000/srv/models"])
+def test_a_file_url_naming_another_host_is_refused_as_usage(url: str) -> None:
+    """It was read as the folder /fileserver/srv/models: a repository made (or said missing) there."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from model_repository import RepositoryURLError
+
+    host = url.split("/")[2]
+    with pytest.raises(
+        RepositoryURLError, match=rf"names the host '{host}': a file:// root is a folder on this"
+    ):
+        parse_root(url)
+    result = CliRunner().invoke(app, ["repo", "list", "-r", url])
+    said = " ".join(result.output.replace("│", " ").split())  # typer's error box, unwrapped
+    assert result.exit_code == 2 and f"names the host '{host}'" in said, result.output
+
+
+def test_the_cli_reads_a_file_url_on_localhost_as_its_folder(tmp_path: Path) -> None:
+    """--repository went through Path(), which made `file://localhost/x` into `file:/localhost/x`: the
+    folder /localhost/x, said not to exist."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from tests.unit.test_repository_alias_mends import publish_servable
+
+    publish_servable(ModelRepository(tmp_path), "spam")
+    result = CliRunner().invoke(app, ["repo", "list", "--json", "-r", f"file://localhost{tmp_path}"])
+    assert result.exit_code == 0 and '"spam"' in result.output, result.output
 
 
 def test_local_roots_stay_local_repositories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
