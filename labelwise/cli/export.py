@@ -51,7 +51,7 @@ def export(
 
     require("torch")
     refuse_missing_repository(repository)
-    from training.errors import NothingToExportError
+    from training.errors import NothingToExportError, UnknownPrecisionError
     from training.export.reexport import reexport_version
 
     # reexport_version refuses a bad precision before the model loads, and says "fp16 alone: +fp32" only
@@ -63,6 +63,8 @@ def export(
     except NothingToExportError as exc:  # exit 0: it is there already (as classify: "nothing to score")
         typer.echo(str(exc))
         return
+    except UnknownPrecisionError as exc:  # named by the flag typed (the parent's precisions are all known)
+        raise UnknownPrecisionError(f"--precision {precision}: {exc}") from exc
     summary = ", ".join(
         f"{e.precision} max|Δlogit|={e.parity.max_abs_logit_diff} agreement={e.parity.agreement}"
         for e in manifest.exports

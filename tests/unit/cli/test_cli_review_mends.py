@@ -391,6 +391,26 @@ def test_defaults_and_the_repository_variable_are_not_refused(stub_training) -> 
         _one_error_line(_invoke(*args, env=env), "reached training", code=EXIT_RUNTIME)
 
 
+def test_an_unknown_precision_is_refused_naming_the_flag_it_was_typed_in(stub_training) -> None:
+    """`error: unknown precision fp13` named no flag: train, compare and tune take precisions in --export,
+    export in --precision (-p). Each refusal names the flag and what was typed, exit 2, before training."""
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    tmp, common = stub_training.tmp, stub_training.common
+    (tmp / "repo").mkdir()
+    repo = ("-r", str(tmp / "repo"))
+    for args, named in (
+        (("train", *common, "--strategy", "lora", *repo, "--export", "fp13"), "--export fp13: "),
+        (("compare", *common, *repo, "--export", "fp32,fp13"), "--export fp32,fp13: "),
+        (
+            ("tune", *common, "--strategy", "lora", "-n", "1", "--publish", *repo, "--export", "fp13"),
+            "--export fp13: ",
+        ),
+        (("export", "-s", "spam", *repo, "--precision", "fp13"), "--precision fp13: "),
+        (("export", "-s", "spam", *repo, "-p", "int8,fp13"), "--precision int8,fp13: "),
+    ):
+        _one_error_line(_invoke(*args), named + "unknown precision fp13: choose from fp32, fp16, int8")
+
+
 # ---- 8. the demo's environment variables --------------------------------------------------------------
 
 

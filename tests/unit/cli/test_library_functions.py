@@ -217,7 +217,7 @@ def test_option_parsing_for_training() -> None:
     # An unknown precision is refused when the options are read, before a run it would have published.
     from training.errors import UnknownPrecisionError
 
-    with pytest.raises(UnknownPrecisionError, match="unknown precision fp64"):
+    with pytest.raises(UnknownPrecisionError, match=r"^--export fp32,fp64: unknown precision fp64"):
         export_precisions("fp32,fp64")
     assert train_overrides(
         lora_r=None, lora_target_modules="query, value", early_stopping_patience=0, seed=3
