@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,12 @@ def _number_as_text(value: Any) -> Any:
     """A version number written as a YAML / JSON number (`alias: 3`) as the text "3"; anything else (a
     boolean included) as it is, for the string check to refuse."""
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _takes_a_number_not_a_boolean(annotation: Any) -> bool:
+    """Whether a field's type holds int or float (alone, optional or beside a Literal) and not bool."""
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def _servable_ref(ref: str) -> str:
@@ -307,6 +313,18 @@ class ServingConfig(BaseSettings):
     @classmethod
     def _valid_default_alias(cls, alias: str) -> str:
         return _servable_ref(alias)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true/false where a number goes is refused: pydantic takes a bool for an int or a float (bool
+        is an int), so `num_replicas: true` served one replica and `num_gpus: true` asked for a GPU."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _takes_a_number_not_a_boolean(field.annotation):
+            raise ValueError(
+                f"{info.field_name} {str(value).lower()}: a boolean where a number goes; give a number"
+            )
+        return value
 
     @field_validator("num_replicas")
     @classmethod

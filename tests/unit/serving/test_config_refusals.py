@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -19,6 +20,9 @@ from serving.local_ray import local_cores
 REFUSED = {
     "no-replicas": ({"num_replicas": 0}, "num_replicas 0: use 1 or more, or 'auto'"),
     "negative-replicas": ({"num_replicas": -2}, "num_replicas -2: use 1 or more, or 'auto'"),
+    # YAML's true is a bool, which pydantic read as 1 (bool is an int): one replica, said nowhere
+    "boolean-replicas": ({"num_replicas": True}, "num_replicas true: a boolean where a number goes"),
+    "boolean-gpus": ({"num_gpus": True}, "num_gpus true: a boolean where a number goes"),
     "queue-of-0": ({"max_queued_requests": 0}, r"max_queued_requests 0: use -1 \(no limit\) or 1 or more"),
     "min-over-max": (
         {"num_replicas": "auto", "autoscaling_config": {"min_replicas": 5, "max_replicas": 1}},
@@ -66,6 +70,33 @@ def test_every_reader_refuses_what_ray_or_the_repository_would_refuse_later(
         read_deploy_config(config)
     with pytest.raises(UsageError, match=message):  # `labelwise serve`, before Ray starts
         plan_server(config, direct_ingress=False)
+
+
+NUMBER_FIELDS = [
+    name
+    for name, field in ServingConfig.model_fields.items()
+    if {int, float} & {*get_args(field.annotation), field.annotation}
+]
+
+
+@pytest.mark.parametrize("name", NUMBER_FIELDS)
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_refused_for_every_number_field_naming_it(
+    tmp_path: Path, name: str, value: bool
+) -> None:
+    """Every int or float field (num_replicas, max_batch_size, num_cpus, ...), not only those checked one
+    by one; the boolean fields still take true and false."""
+    with pytest.raises(ValidationError) as refused:
+        ServingConfig(repository=str(tmp_path), **{name: value})
+    (error,) = refused.value.errors()
+    assert error["loc"] == (name,)
+    assert f"{name} {str(value).lower()}: a boolean where a number goes" in error["msg"]
+
+
+def test_the_boolean_fields_still_take_booleans(tmp_path: Path) -> None:
+    config = ServingConfig(repository=str(tmp_path), share_waiting_rows=True, ray_metrics_export=False)
+    assert config.share_waiting_rows is True and config.ray_metrics_export is False
+    assert len(NUMBER_FIELDS) > 15  # the refusal above is parametrized over them: none went missing
 
 
 def test_the_values_next_to_the_refused_ones_are_accepted(tmp_path: Path) -> None:
