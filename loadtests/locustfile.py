@@ -23,8 +23,9 @@ import csv
 import logging
 import os
 import random
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import gevent
 from locust import FastHttpUser, between, events, task
@@ -36,6 +37,7 @@ from loadtests.loopback import require_loopback
 from loadtests.request_shapes import API_KEY_ENV, DEFAULT_WEIGHTS, answer_problem, auth_headers, parse_weights
 from loadtests.run import DEFAULT_RUN_TIME_S
 from loadtests.sentences import load_sentences
+from model_repository.errors import EXIT_USAGE
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,20 @@ def _names(listed: str) -> list[str]:
     return [name.strip() for name in listed.split(",") if name.strip()]
 
 
+def _refuse(problem: str) -> NoReturn:
+    """End the process at once: one line on stderr, exit 2 (bad usage, as run.py and the CLI exit). A
+    SystemExit carrying the message exited 1, as a run that failed does."""
+    print(f"locustfile: {problem}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USAGE)
+
+
 def _setting(source: str, read: Callable[[], _T]) -> _T:
     """read(), or a one-line refusal naming the option or variable the value came from (a value that
     cannot be used was a traceback from Locust's import or init, and did not say which setting held it)."""
     try:
         return read()
     except (OSError, ValueError, csv.Error) as exc:
-        raise SystemExit(f"locustfile: {source}: {exc}") from None
+        _refuse(f"{source}: {exc}")
 
 
 class _Settings:
@@ -129,13 +138,13 @@ def host_problem(environment: Environment) -> str | None:
 
 @events.init.add_listener
 def _apply_options(environment: Environment, **_kwargs: Any) -> None:
-    # Refusals are SystemExit: locust logs an exception raised here as a traceback before it exits.
+    # Refusals are _refuse: locust logs an exception raised here as a traceback before it exits.
     # A host given on the command line is checked now (`locust -f` directly gets run.py's refusal too); one
     # typed in the web UI later is checked when its run starts (_check_each_run).
     if environment.host or _headless(environment):
         problem = host_problem(environment)
         if problem:
-            raise SystemExit(f"locustfile: {problem}")
+            _refuse(problem)
     options = environment.parsed_options
     if options is not None and not _is_worker(environment) and not options.run_time:
         # Load tests are bounded loops that stop by themselves: --headless and --autostart runs stop at
@@ -153,7 +162,7 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
             _Settings.weights = _setting("--weights", lambda: parse_weights(options.weights))
         _Settings.api_key = options.api_key or _Settings.api_key
     if _Settings.texts_per_request < 1:
-        raise SystemExit(f"locustfile: --texts-per-request must be >= 1, got {_Settings.texts_per_request}")
+        _refuse(f"--texts-per-request must be >= 1, got {_Settings.texts_per_request}")
     OneTextUser.weight = _Settings.weights["one"]
     BatchUser.weight = _Settings.weights["batch"]
     _ClassifyUser.default_headers = auth_headers(_Settings.api_key)

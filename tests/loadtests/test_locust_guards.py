@@ -113,16 +113,17 @@ def test_zero_texts_per_request_is_refused(tiny_server: TinyServer, tmp_path: Pa
         ({"LABELWISE_LOCUST_TEXTS_FILE": "/nonexistent/t.txt"}, (), "TEXTS_FILE: sentences file"),
         ({}, ("--weights", "many=2"), "--weights: weights: expected one=N,batch=M"),
         ({}, ("--texts-file", "/nonexistent/t.txt"), "--texts-file: sentences file /nonexistent"),
+        ({}, ("--texts-per-request", "0"), "--texts-per-request must be >= 1, got 0"),
     ],
 )
 def test_a_setting_locust_cannot_use_is_refused_in_one_line(env: dict[str, str], args: tuple[str, ...],
                                                             said: str) -> None:  # fmt: skip
     """`locust -f` directly (or `make loadtest` with a LABELWISE_LOCUST_* variable set): a traceback from
-    Locust's import or init, which did not name the setting."""
+    Locust's import or init, which did not name the setting; then one line, but exit 1 (a failed run's)."""
     cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--host", "http://127.0.0.1:9",
            "-u", "1", "-t", "1s", "--only-summary", "--scenarios", "alpha", *args]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(**env), cwd=ROOT)
-    assert out.returncode != 0
+    assert out.returncode == 2, out.stderr[-3000:]
     refusal = [line for line in out.stderr.splitlines() if line.startswith("locustfile: ")]
     assert refusal and said in refusal[0] and "Traceback" not in out.stderr, out.stderr[-3000:]
 
