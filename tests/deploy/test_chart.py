@@ -18,6 +18,7 @@ import yaml
 from .chart_render import CHART, ROOT, SERVE_CONFIG_FILE, coalesce, load_values, render_serve_config
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+_CPU_GROUP = load_values()["workerGroups"][0]
 # Args the chart sets on purpose to something other than ServingConfig's default, and why.
 DEPLOYMENT_ARGS = {"repository": "/models"}  # the mounted model repository volume
 STATIC_YAML = [CHART / "Chart.yaml", CHART / "values.yaml", CHART / "values-gpu.yaml", SERVE_CONFIG_FILE]
@@ -61,6 +62,15 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
         ({"service": {"port": 9000}}, "service/port"),
         ({"serve": {"httpOptions": {"port": 9000}}}, "serve/httpOptions/port"),
         ({"serve": {"httpOptions": {"host": "127.0.0.1"}}}, "serve/httpOptions/host"),
+        # the worker probes ask the raylet's health on this port
+        (
+            {"workerGroups": [{**_CPU_GROUP, "rayStartParams": {"dashboard-agent-listen-port": "agent"}}]},
+            "workerGroups/0/rayStartParams/dashboard-agent-listen-port",
+        ),
+        (
+            {"workerGroups": [{**_CPU_GROUP, "rayStartParams": {"dashboard-agent-listen-port": 70000}}]},
+            "workerGroups/0/rayStartParams/dashboard-agent-listen-port",
+        ),
         # one pod may mount such a volume, where every worker (and an upgrade's second cluster) mounts it
         (
             {"modelRepository": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},

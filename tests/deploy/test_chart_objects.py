@@ -425,6 +425,24 @@ def test_worker_readiness_is_the_pods_own_health_not_the_apps(rendered: Rendered
         assert probe["failureThreshold"] == 1, name
 
 
+@pytest.mark.parametrize("port", ["52400", 52400])
+def test_worker_probes_ask_the_agent_on_the_port_its_group_gives_it(port: str | int) -> None:
+    """A group that moves its dashboard agent (rayStartParams dashboard-agent-listen-port) is probed there, as
+    KubeRay's own probes are: the probes asked 52365, so its workers never became ready and liveness restarted
+    them. A group that sets nothing, or has no rayStartParams, keeps Ray's default."""
+    moved, default, bare = (copy.deepcopy(load_values()["workerGroups"][0]) for _ in range(3))
+    moved["rayStartParams"]["dashboard-agent-listen-port"] = port
+    default["name"], bare["name"] = "default", "bare"
+    del bare["rayStartParams"]
+    objects = _render(coalesce(load_values(), {"workerGroups": [moved, default, bare]}))
+    _head, *workers = _pod_templates(_one(objects, "RayService"))
+    for template, agent in zip(workers, (52400, 52365, 52365), strict=True):
+        (container,) = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
+        for probe in (container["readinessProbe"], container["livenessProbe"]):
+            command = " ".join(probe["exec"]["command"])
+            assert re.findall(r"localhost:(\d+)/api/local_raylet_healthz", command) == [str(agent)], command
+
+
 def test_ray_token_auth_refuses_a_ray_without_it() -> None:
     with pytest.raises(TemplateError, match=re.escape("Ray >= 2.52.0")):
         _render(coalesce(load_values(), {"rayVersion": "2.40.0"}))

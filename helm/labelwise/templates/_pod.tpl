@@ -68,6 +68,9 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       {{- else }}
+      {{- /* The raylet's health is served by this node's dashboard agent: on the port the group's
+      rayStartParams give it, as KubeRay's own probes read it, else Ray's default. */}}
+      {{- $agentPort := index (default (dict) $group.rayStartParams) "dashboard-agent-listen-port" | default 52365 }}
       {{- with $root.Values.workerProbes.readiness }}
       {{- if .enabled }}
       # Ready when the raylet is healthy and this pod's Serve proxy is healthy: what KubeRay checks by
@@ -81,7 +84,7 @@ spec:
             - bash
             - -c
             - >-
-              wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success &&
+              wget --tries 1 -T 2 -q -O- http://localhost:{{ $agentPort }}/api/local_raylet_healthz | grep success &&
               wget --tries 1 -T 2 -q -O- http://localhost:8000/-/healthz | grep success
         periodSeconds: {{ .periodSeconds }}
         timeoutSeconds: {{ .timeoutSeconds }}
@@ -97,7 +100,7 @@ spec:
           command:
             - bash
             - -c
-            - wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success
+            - wget -T 2 -q -O- http://localhost:{{ $agentPort }}/api/local_raylet_healthz | grep success
         periodSeconds: {{ .periodSeconds }}
         timeoutSeconds: {{ .timeoutSeconds }}
         failureThreshold: {{ .failureThreshold }}
