@@ -83,7 +83,8 @@ def export_bench(
     rows: int = typer.Option(512, min=1, help="Sentences per measurement."),
     repository: Path | None = RepositoryOption,
 ) -> None:
-    """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding."""
+    """In-process ONNX Runtime throughput (seq/s) per precision at batch 1, 8 and 32, dynamic padding, of
+    what serving runs: the version's graph, or for a frozen version the shared base encoder + its head."""
     from labelwise.extras import require
     from model_repository import ModelRepository, UsageError
 

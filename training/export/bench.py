@@ -1,20 +1,35 @@
-"""In-process ONNX Runtime throughput of a published version: seq/s per precision and batch size."""
+"""In-process ONNX Runtime throughput of a published version: seq/s per precision and batch size.
+
+What is timed is what serving runs: the version's own graph, or for a frozen version the shared base encoder
+(`_bases/<key>/<folder>/encoder.onnx`) and its numpy head, as serving.engine's shared-base pass does.
+"""
 
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model_repository import ModelRepository, layout
+from model_repository import BaseEncoderRef, Manifest, ModelRepository, NumpyHead, layout
 
 from ..errors import DataError, ExportError
 from .parity import ort_session, session_input_names
 from .precisions import RECIPES
 
 BATCH_SIZES = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """One precision's graph as serving runs it, the head applied to its output (frozen), and its name."""
+
+    precision: str
+    graph: Path
+    head: NumpyHead | None
+    what: str
 
 
 def _texts(path: Path, rows: int) -> list[str]:
@@ -78,34 +93,87 @@ def run_bench(
 
     texts = _texts(data, rows)  # a file that cannot be read is refused before the version is verified
     number = repository.resolve(scenario, version)
+    _refuse_missing_bases(repository, repository.load_manifest(scenario, number))
     manifest = repository.verify(scenario, number)
     folder = repository.version_path(scenario, number)
+    timed = _served_graphs(repository, manifest, folder)
     # a GPU graph (fp16) is not measured on the CPU provider
-    records = [r for r in manifest.exports if not RECIPES[r.precision].gpu_graph]
-    if not records:  # it printed an empty table, exit 0
-        held = ", ".join(r.precision for r in manifest.exports) or "none"
+    cpu = [t for t in timed if not RECIPES[t.precision].gpu_graph]
+    if not cpu:  # it printed an empty table, exit 0
+        held = ", ".join(t.precision for t in timed) or "none"
         raise ExportError(
             f"{scenario} v{number} has no CPU ONNX graph to measure (its exports: {held}); run "
             f"`labelwise export --scenario {scenario} --version {number} -p fp32,int8`, and measure the "
             "version it publishes"
         )
     results: dict[str, dict[int, float]] = {}
-    for record in records:
-        session = ort_session(folder / record.path, threads=threads)
+    for target in cpu:
+        session = ort_session(target.graph, threads=threads)
         names = session_input_names(session)
-        results[record.precision] = {}
+        head = target.head or (lambda out: out)
+        results[target.precision] = {}
         for batch in BATCH_SIZES:
             batches = _encode(folder / layout.TOKENIZER_FILE, texts, batch, manifest.max_length_tokens)
             for b in batches[:3]:  # warm-up: first runs allocate and pick kernels
-                session.run(None, {n: b[n] for n in names})
+                head(session.run(None, {n: b[n] for n in names})[0])
             start = time.perf_counter()
             for b in batches:
-                session.run(None, {n: b[n] for n in names})
-            results[record.precision][batch] = len(texts) / (time.perf_counter() - start)
+                head(session.run(None, {n: b[n] for n in names})[0])
+            results[target.precision][batch] = len(texts) / (time.perf_counter() - start)
     table = Table("precision", *(f"batch {b} (seq/s)" for b in BATCH_SIZES), title=f"{scenario} v{number}")
     for precision, by_batch in results.items():
         table.add_row(precision, *(f"{by_batch[b]:.1f}" for b in BATCH_SIZES))
     Console().print(table)
     pool = f"{threads} intra-op threads" if threads else "ONNX Runtime's default intra-op threads (0)"
     Console().print(f"{len(texts)} sentences from {data}, {pool}, dynamic padding")
+    for target in cpu:  # soft_wrap: a path cut across lines cannot be copied
+        Console().print(f"{target.precision}: timed {target.what}", soft_wrap=True, markup=False)
     return results
+
+
+def _frozen_base(manifest: Manifest) -> BaseEncoderRef | None:
+    """The shared base encoder serving runs this version's head on (serving.engine.loader's rule): a frozen
+    version's with a head; None for a version serving runs its own graph for."""
+    if manifest.strategy == "frozen" and manifest.head is not None:
+        return manifest.base_encoder
+    return None
+
+
+def _served_graphs(repository: ModelRepository, manifest: Manifest, folder: Path) -> list[_Timed]:
+    """Per precision, what serving runs for this version: its shared base encoder and its head, or its own
+    graph."""
+    base, spec = _frozen_base(manifest), manifest.head
+    if base is not None and spec is not None:
+        with np.load(folder / spec.path) as npz:
+            head = NumpyHead(spec.kind, dict(npz))
+        out = []
+        for precision in base.precisions:
+            graph = f"{layout.BASES_DIR}/{base.key}/{base.folder(precision)}/{layout.ENCODER_FILE}"
+            out.append(
+                _Timed(
+                    precision,
+                    repository.base_path(base.key, base.folder(precision)) / layout.ENCODER_FILE,
+                    head,
+                    f"shared base encoder + head ({graph} + {spec.path}), as serving runs a frozen version",
+                )
+            )
+        return out
+    return [
+        _Timed(r.precision, folder / r.path, None, f"the version's own graph ({r.path})")
+        for r in manifest.exports
+    ]
+
+
+def _refuse_missing_bases(repository: ModelRepository, manifest: Manifest) -> None:
+    """A frozen version whose shared base encoder is not published is refused naming it: serving cannot load
+    the version, so there is nothing it runs to time (its own graph is not what serving would pay)."""
+    base = _frozen_base(manifest)
+    missing = [f for f in base.graph_folders() if not repository.has_base(base.key, f)] if base else []
+    if base is not None and missing:
+        where = ", ".join(f"{layout.BASES_DIR}/{base.key}/{f}" for f in missing)
+        raise ExportError(
+            f"{manifest.scenario} v{manifest.version} is frozen: serving runs its head on the shared base "
+            f"encoder, and no shared base is published in {repository.root} at {where}; there is nothing "
+            f"serving would run to time. `labelwise export --scenario {manifest.scenario} --version "
+            f"{manifest.version}` exports the base again (in a new version)"
+        )

@@ -24,3 +24,58 @@ def test_export_bench_names_the_flag_of_a_csv_without_a_text_column(tmp_path: Pa
     data.write_text("review,label\nhello,positive\n")
     with pytest.raises(DataError, match=r"^--data .*texts\.csv: missing column 'text'"):
         _texts(data, 10)
+
+
+def test_export_bench_of_a_frozen_version_times_the_shared_base_encoder_and_its_head(
+    tiny_roberta_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Serving runs a frozen version's head on the shared base encoder, never the version's own graph;
+    export-bench timed onnx/model.fp32.onnx and said nothing of which graph it was."""
+    pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    import shutil
+
+    from model_repository import ModelRepository, layout
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config, train_and_publish
+    from training.errors import ExportError
+    from training.export import bench
+
+    labels = ("positive", "negative", "neutral")
+    data = tmp_path / "data"
+    write_toy_csv(data / "train.csv", 8, seed=4, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=104, labels=labels)
+    config = make_train_config(
+        custom_scenario("spam", list(labels), data, max_length_tokens=16),
+        "frozen",
+        base_model=str(tiny_roberta_dir),
+        output_dir=tmp_path / "run",
+        max_steps=1,
+        batch_size=8,
+        early_stopping_patience=None,
+        seed=4,
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    manifest = train_and_publish(config, repo, export_precisions=["fp32"])
+    assert manifest.base_encoder is not None and manifest.exports  # it holds its own graph too
+    opened: list[Path] = []
+    real_session = bench.ort_session
+    monkeypatch.setattr(
+        bench, "ort_session", lambda path, **kw: opened.append(path) or real_session(path, **kw)
+    )
+
+    results = bench.run_bench(repo, "spam", manifest.version, data / "validation.csv", threads=1, rows=4)
+
+    key = manifest.base_encoder.key
+    assert opened == [repo.base_path(key, "fp32") / layout.ENCODER_FILE] and list(results) == ["fp32"]
+    out = capsys.readouterr().out
+    assert f"fp32: timed shared base encoder + head (_bases/{key}/fp32/encoder.onnx + head.npz)" in out
+
+    # No shared base published: serving cannot load the version, and export-bench says why.
+    shutil.move(repo.base_path(key), tmp_path / "moved-away")
+    with pytest.raises(
+        ExportError, match=rf"spam v1 is frozen: .*no shared base is published .*_bases/{key}/fp32"
+    ):
+        bench.run_bench(repo, "spam", manifest.version, data / "validation.csv", threads=1, rows=4)
