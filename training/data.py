@@ -484,12 +484,13 @@ def load_labeled(
 
 
 def grouped_split(
-    label_ids: list[int], texts: Sequence[str], fraction: float, seed: int
+    label_ids: list[int], texts: Sequence[str], fraction: float, seed: int, max_rows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """stratified_split over distinct texts: every row of a text lands on the same side, so a held-out
     row is never a copy of a kept one (the SMS spam file repeats messages: split row by row, 62 of the
     446 spam test rows had their text in train). A text's class is its first row's; `fraction` counts
-    texts, which on these files is within a row or two of counting rows."""
+    texts, which on these files is within a row or two of counting rows. max_rows: at most that many
+    held-out rows, copies counted (a cap on texts held out SST-2's 2,000 texts as 2,010 rows)."""
     first: dict[str, int] = {}
     members: list[list[int]] = []
     group_labels: list[int] = []
@@ -500,6 +501,20 @@ def grouped_split(
             group_labels.append(label_ids[i])
         members[j].append(i)
     keep, held = stratified_split(group_labels, fraction, seed)
+    sizes = np.asarray([len(members[j]) for j in held], dtype=int)
+    if max_rows is not None and sizes.sum() > max_rows:
+        # a text less for each row over (each has a row or more), class shares kept by stratified_cap
+        n = max(len(held) - int(sizes.sum() - max_rows), 1)
+        kept = stratified_cap([group_labels[j] for j in held], n, seed)
+        if sizes[kept].sum() > max_rows:  # below one text per class stratified_cap keeps one of each
+            fits, room = [], max_rows
+            for k in kept:
+                if sizes[k] <= room:
+                    fits.append(k)
+                    room -= sizes[k]
+            kept = np.asarray(fits, dtype=int)
+        back = np.setdiff1d(np.arange(len(held)), kept)
+        keep, held = np.concatenate([keep, held[back]]), held[kept]
     rows = [np.asarray([i for j in part for i in members[j]], dtype=int) for part in (keep, held)]
     return rows[0], rows[1]
 
@@ -555,8 +570,10 @@ def split_test(train: LabeledTexts, scenario: ScenarioConfig) -> tuple[LabeledTe
     """
     if scenario.test_fraction <= 0:
         return train, None
-    fraction = min(scenario.test_fraction, scenario.test_max_rows / len(set(train.texts)))
-    keep, held = grouped_split(train.label_ids, train.texts, fraction, TEST_SPLIT_SEED)
+    fraction = min(scenario.test_fraction, scenario.test_max_rows / len(train))
+    keep, held = grouped_split(
+        train.label_ids, train.texts, fraction, TEST_SPLIT_SEED, max_rows=scenario.test_max_rows
+    )
     test = train.subset(
         np.sort(held), f"{train.source} (test split {len(held)} rows, seed {TEST_SPLIT_SEED})"
     )

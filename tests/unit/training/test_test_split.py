@@ -76,3 +76,31 @@ def test_copies_of_a_text_stay_on_one_side_of_every_held_out_split(tmp_path: Pat
         assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == 150
         assert len(test) == 6 and len(prepared.test) == 30  # 20% of the 30 texts, with all their copies
         assert sorted(set(prepared.test.label_ids)) == [0, 1, 2]  # stratified by the texts' classes
+
+
+@pytest.mark.parametrize("copies", [(2,), (1, 3), (1, 1, 1, 4)])
+def test_test_max_rows_caps_rows_not_distinct_texts(tmp_path: Path, copies: tuple[int, ...]) -> None:
+    """A text's copies all go to one side, and each copy is a row: capped by distinct text, SST-2's
+    2,000-row test split held 2,010 rows. Rows of texts repeated (copies[i % len] times) to overshoot."""
+    import csv
+
+    rows = []
+    for i in range(120):
+        label = LABELS[i % 3]
+        rows += [(f"message number {i} about {label}", label)] * copies[i % len(copies)]
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    with (folder / "train.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    for cap in (2, 12, 13):
+        prepared = prepare_data(_config(folder, tmp_path, test_fraction=0.3, test_max_rows=cap))
+        assert prepared.test is not None
+        assert 0 < len(prepared.test) <= cap, (cap, len(prepared.test))
+        if cap >= 12:  # a few rows short at most (a text's copies are held out whole), every class kept
+            assert len(prepared.test) >= cap - max(copies), (cap, len(prepared.test))
+            assert sorted(set(prepared.test.label_ids)) == [0, 1, 2]
+        test = set(prepared.test.texts)
+        assert not test & set(prepared.train.texts) and not test & set(prepared.validation.texts)
+        assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == len(rows)
