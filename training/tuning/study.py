@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import math
@@ -43,7 +44,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -353,6 +354,42 @@ def _check_resume(
         )
 
 
+class _SaidOnce(logging.Filter):
+    """A logging filter that lets each message through once (see _data_warnings_said_once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.said:
+            return False
+        self.said.add(message)
+        return True
+
+
+_Run = TypeVar("_Run", bound=Callable[..., Any])
+
+
+def _data_warnings_said_once(run: _Run) -> _Run:
+    """run_study says its data's warnings once: the check before the first trial, every trial and the
+    --publish retrain each prepare the study's data (training.data.prepare_data), and said them each time
+    (a validation text seen in train, texts under two labels...). A train run still says them."""
+
+    @functools.wraps(run)
+    def once(*args: Any, **kwargs: Any) -> Any:
+        data_log, said = logging.getLogger("training.data"), _SaidOnce()
+        data_log.addFilter(said)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            data_log.removeFilter(said)
+
+    return once  # type: ignore[return-value]
+
+
+@_data_warnings_said_once
 def run_study(
     scenario: Any,
     strategy: str,

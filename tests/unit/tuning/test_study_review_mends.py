@@ -302,3 +302,57 @@ def test_a_study_that_recorded_no_pruning_takes_this_runs_and_keeps_it(
     assert _load(tmp_path, "mends").user_attrs["pruning"] == {"--evals-per-epoch": 2, "--pruner": "hyperband"}
     with pytest.raises(TuningError, match="--pruner: 'hyperband' -> 'none'"):
         run_study(tune_scenario, "full", trials=finished, **legacy)
+
+
+def test_data_warnings_are_said_once_a_study(
+    tune_scenario,
+    tiny_roberta_dir: Path,
+    toy_data_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every trial (and the --publish retrain) prepares the study's data again: its warnings (here a
+    validation text seen in train, a text under two labels) were said again by each. A train run after the
+    study says them as before."""
+    import csv
+
+    from model_repository import ModelRepository
+    from tests.conftest import write_rows
+    from training import make_train_config, prepare_data
+
+    def rows(name: str) -> list[tuple[str, str]]:
+        with (toy_data_dir / name).open(newline="") as fh:
+            return [(r["text"], r["label"]) for r in csv.DictReader(fh)]
+
+    train = rows("train.csv")
+    write_rows(
+        tmp_path / "d" / "train.csv",
+        [*train, (train[0][0], "neutral" if train[0][1] != "neutral" else "positive")],
+    )
+    write_rows(tmp_path / "d" / "validation.csv", [*rows("validation.csv"), train[1]])
+    scenario = tune_scenario.model_copy(
+        update={
+            "train_file": str(tmp_path / "d" / "train.csv"),
+            "validation_file": str(tmp_path / "d" / "validation.csv"),
+        }
+    )
+    needles = ("repeat a train text", "more than one label")
+    with caplog.at_level("WARNING", logger="training"):
+        run_study(
+            scenario,
+            "full",
+            trials=2,
+            study_name="said",
+            output_dir=tmp_path / "study",
+            base_model=str(tiny_roberta_dir),
+            publish=True,
+            repository=ModelRepository(tmp_path / "repo"),
+            export_precisions=None,
+            **SHORT,
+        )
+        said = [r.getMessage() for r in caplog.records]
+        assert [sum(needle in line for line in said) for needle in needles] == [1, 1], said
+        caplog.clear()
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
+        said = [r.getMessage() for r in caplog.records]
+        assert [sum(needle in line for line in said) for needle in needles] == [1, 1], said
