@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model_repository import Manifest, ManifestError, ModelRepository, RepositoryError, check_alias_name
+from model_repository.layout import ALIASES_DIR
 from model_repository.repository import serving_problem
 
 UNREADABLE = "unreadable"
@@ -71,6 +72,26 @@ def show_version(repo: ModelRepository, scenario: str, ref: str = "latest") -> M
 def verify_version(repo: ModelRepository, scenario: str, ref: str = "latest") -> Manifest:
     """Re-hash every file of a version; IntegrityError (or another RepositoryError) when it fails."""
     return repo.verify(scenario, repo.resolve(scenario, ref))
+
+
+def check_reserved_aliases(repo: ModelRepository, scenario: str) -> None:
+    """ManifestError naming the scenario's alias files called all digits or 'latest' (written before such
+    names were refused): never listed or resolved, since the name means that version or the newest, so
+    the alias an operator meant by one is not served; says how to rename it and to remove the file."""
+    names = repo.reserved_alias_files(scenario)
+    if not names:
+        return
+    found = []
+    for name in names:
+        try:
+            found.append(f"{scenario}/{ALIASES_DIR}/{name}.json (v{repo.alias_version(scenario, name)})")
+        except ManifestError:
+            found.append(f"{scenario}/{ALIASES_DIR}/{name}.json ({UNREADABLE})")
+    raise ManifestError(
+        f"{repo.root}: alias files named like a version or 'latest' are ignored (the name means that "
+        f"version, or the newest): {', '.join(found)}; to keep one, give its version a name with a letter "
+        f"(`labelwise promote -s {scenario} -v N -a NAME`), then remove the file"
+    )
 
 
 def promote(

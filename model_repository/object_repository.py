@@ -73,6 +73,7 @@ from .repository import (
     default_root,
     draft_files,
     draft_folder,
+    is_reserved_alias,
     parse_alias,
     parse_base_info,
     parse_manifest,
@@ -246,7 +247,7 @@ class ObjectStoreRepository(ModelRepository):
             if rel.endswith(f"/{MANIFEST_FILE}") and _is_version(rel)
         )
 
-    def _alias_names(self, scenario: str) -> list[str]:
+    def _alias_file_names(self, scenario: str) -> list[str]:
         prefix = f"{validate_name(scenario)}/{ALIASES_DIR}"
         names = (n[: -len(".json")] for n in self.store.children(prefix) if n.endswith(".json"))
         return sorted(n for n in names if _NAME.fullmatch(n))
@@ -276,8 +277,9 @@ class ObjectStoreRepository(ModelRepository):
         stats: list[tuple] = [
             (rel, e["size"], e["etag"], e["modified"]) for rel, e in sorted(listing.items())
         ]
-        alias_key = f"{validate_name(scenario)}/{ALIASES_DIR}/{alias}.json"
-        stats.append(_stat_row(alias_key, self.store.stat(alias_key)))
+        if not is_reserved_alias(alias):  # 'latest' or a number reads no alias object, even one left there
+            alias_key = f"{validate_name(scenario)}/{ALIASES_DIR}/{alias}.json"
+            stats.append(_stat_row(alias_key, self.store.stat(alias_key)))
         for base in self._base_info_keys(scenario, version):
             stats.append(_stat_row(base, self.store.stat(base)))
         return tuple(stats)

@@ -584,6 +584,15 @@ class ModelRepository:
         return out
 
     def _alias_names(self, scenario: str) -> list[str]:
+        """The scenario's aliases: its alias files but those named like a version or 'latest'."""
+        return [name for name in self._alias_file_names(scenario) if not is_reserved_alias(name)]
+
+    def reserved_alias_files(self, scenario: str) -> list[str]:
+        """Alias files named all digits or 'latest', left from before such names were refused (5 December
+        2026): resolve reads the name as that version or the newest, so they are never listed or read."""
+        return [name for name in self._alias_file_names(scenario) if is_reserved_alias(name)]
+
+    def _alias_file_names(self, scenario: str) -> list[str]:
         folder = self._aliases_folder(scenario)
         if not folder.is_dir():
             return []
@@ -697,7 +706,8 @@ class ModelRepository:
         """What changes when a version's files or the alias are rewritten (a refused version is retried)."""
         folder = self.version_path(scenario, version)
         paths = sorted(folder.rglob("*")) if folder.is_dir() else []
-        paths.append(self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json")
+        if not is_reserved_alias(alias):  # 'latest' or a number reads no alias file, even one left there
+            paths.append(self.scenario_path(scenario) / ALIASES_DIR / f"{alias}.json")
         with contextlib.suppress(RepositoryError):  # a restored base is tried again, too
             # Every file of the base folders, not only base.json: a mirror (rclone) can copy base.json
             # before the graph it lists, and the graph arriving later must bring the version back.
@@ -893,6 +903,11 @@ class ModelRepository:
         _check_all_listed(folder, files, BASE_INFO_FILE, what)
         _check_files(folder, files, BASE_INFO_FILE, what)
         return info
+
+
+def is_reserved_alias(name: str) -> bool:
+    """'latest' or all digits: a name resolve reads as the newest version or a version number."""
+    return name == "latest" or is_number(name)
 
 
 def check_alias_name(alias: str) -> str:

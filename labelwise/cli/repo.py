@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from labelwise.catalog import MovedVersionError, list_scenarios, show_version, verify_version
+from labelwise.catalog import (
+    MovedVersionError,
+    check_reserved_aliases,
+    list_scenarios,
+    show_version,
+    verify_version,
+)
 from model_repository import ModelRepository
 
 from .options import refuse_missing_repository, repository_path, version_ref
@@ -123,7 +129,10 @@ def show_command(
 def verify_command(
     scenario: str, version: str = VersionArgument, repository: Path | None = RepositoryOption
 ) -> None:
-    """Re-hash every file of a version."""
+    """Re-hash every file of a version; then fail (exit 1) naming alias files called all digits or
+    'latest', which are never read."""
     refuse_missing_repository(repository)
-    manifest = verify_version(ModelRepository(repository), scenario, version)
+    repo = ModelRepository(repository)
+    manifest = verify_version(repo, scenario, version)
     _console.print(f"[green]OK[/green] {scenario} v{manifest.version}: {len(manifest.files)} files verified")
+    check_reserved_aliases(repo, scenario)

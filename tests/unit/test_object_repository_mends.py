@@ -333,3 +333,19 @@ def test_a_bad_base_claim_wait_is_refused_by_name_when_the_repository_opens(
         bucket.repo(tmp_path / "cache")
     monkeypatch.setenv("LABELWISE_BASE_CLAIM_WAIT_S", " 2.5 ")
     assert bucket.repo(tmp_path / "cache").root == bucket.url
+
+
+def test_alias_objects_named_like_a_version_or_latest_are_not_aliases(bucket: Bucket, tmp_path: Path) -> None:
+    """As on a local root: `_aliases/2.json` and `_aliases/latest.json` left from before such names were
+    refused are not listed, do not shadow the version or the newest, and are named for verify."""
+    repo = bucket.repo(tmp_path / "cache")
+    _publish(repo, "spam"), _publish(repo, "spam")
+    repo.set_alias("spam", "production", 1)
+    for name in ("2", "latest"):
+        bucket.fs.pipe_file(bucket.path(f"spam/_aliases/{name}.json"), b'{"version": 1}')
+    assert repo.read_aliases("spam") == {"production": 1}
+    assert repo.reserved_alias_files("spam") == ["2", "latest"]
+    assert repo.resolve("spam", "2") == 2 and repo.resolve("spam", "latest") == 2
+    before = repo.fingerprint("spam", 2, "latest")
+    bucket.fs.pipe_file(bucket.path("spam/_aliases/latest.json"), b'{"version": 2}')
+    assert repo.fingerprint("spam", 2, "latest") == before

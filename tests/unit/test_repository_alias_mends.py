@@ -347,3 +347,42 @@ def test_doctor_verifies_each_version_as_a_replica_loads_it(tmp_path: Path) -> N
     graph.write_bytes(graph.read_bytes() + b"!")
     result = _invoke("doctor", "-r", str(tmp_path))
     assert "spam: v1: refused at load:" in result.output, result.output
+
+
+def test_alias_files_named_like_a_version_or_latest_never_shadow_it_and_verify_names_them(
+    tmp_path: Path,
+) -> None:
+    """`_aliases/3.json` and `_aliases/latest.json`, written before such names were refused (5 December
+    2026): repo list showed them beside the versions as `3→1, latest→1`, an unknown alias's error listed
+    them, a serve of v3 or 'latest' was retried when they changed, and repo verify said nothing."""
+    repo = ModelRepository(tmp_path)
+    for _ in range(3):
+        publish_servable(repo, "spam")
+    repo.set_alias("spam", "production", 2)
+    aliases = repo.scenario_path("spam") / "_aliases"
+    (aliases / "3.json").write_text('{"version": 1}')
+    (aliases / "latest.json").write_text('{"version": 1}')
+    assert repo.resolve("spam", "3") == 3 and repo.resolve("spam", "latest") == 3
+    assert repo.read_aliases("spam") == {"production": 2}
+    listed = json.loads(_invoke("repo", "list", "--json", "-r", str(tmp_path)).output)["scenarios"][0]
+    assert listed["aliases"] == {"production": 2}, listed
+    table = _invoke("repo", "list", "-r", str(tmp_path)).output
+    assert "production→2" in table and "3→" not in table and "latest→" not in table, table
+    for ref in ("3", "latest"):
+        shown = _invoke("repo", "show", "spam", ref, "--json", "-r", str(tmp_path))
+        assert json.loads(shown.output)["version"] == 3, shown.output
+    unknown = _invoke("repo", "show", "spam", "staging", "-r", str(tmp_path))
+    assert "(aliases: ['production'])" in unknown.output, unknown.output
+    for ref in ("3", "latest"):  # a served number or 'latest' is not retried when a leftover file changes
+        before = repo.fingerprint("spam", 3, ref)
+        (aliases / f"{ref}.json").write_text('{"version": 2}')
+        assert repo.fingerprint("spam", 3, ref) == before
+    verified = _invoke("repo", "verify", "spam", "-r", str(tmp_path))
+    assert verified.exit_code == EXIT_RUNTIME, verified.output
+    assert "OK spam v3" in verified.output and verified.output.count("error:") == 1, verified.output
+    assert "spam/_aliases/3.json (v2), spam/_aliases/latest.json (v2)" in verified.output, verified.output
+    assert (
+        "labelwise promote -s spam -v N -a NAME" in verified.output and "remove the file" in verified.output
+    )
+    (aliases / "3.json").unlink(), (aliases / "latest.json").unlink()
+    assert _invoke("repo", "verify", "spam", "-r", str(tmp_path)).exit_code == 0
