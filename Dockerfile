@@ -32,8 +32,12 @@ COPY serving ./serving
 COPY model_repository ./model_repository
 COPY training ./training
 COPY loadtests ./loadtests
+# The build backend is pinned too: pip builds the project in an isolated environment that -c does not
+# reach. PIP_BUILD_CONSTRAINT reaches it from pip 25.3 (which no longer hands PIP_CONSTRAINT on to it),
+# PIP_CONSTRAINT before (the venv's pip is whichever this Python's ensurepip bundles).
+ENV PIP_CONSTRAINT=/src/constraints.txt PIP_BUILD_CONSTRAINT=/src/constraints.txt
 # object-store: replicas read an s3:// (or other fsspec) LABELWISE_REPOSITORY themselves.
-RUN /opt/venv/bin/pip install -c constraints.txt ".[serving,object-store]" \
+RUN /opt/venv/bin/pip install ".[serving,object-store]" \
     && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli, s3fs" \
     && ! /opt/venv/bin/pip show --quiet onnxruntime-gpu 2>/dev/null
 
@@ -54,8 +58,10 @@ COPY model_repository ./model_repository
 COPY training ./training
 COPY loadtests ./loadtests
 # The gpu extra asks for onnxruntime-gpu and never for onnxruntime; the check fails the build if
-# anything pulled the CPU package in beside it.
-RUN uv pip install --python /opt/venv/bin/python -c constraints.txt ".[gpu,object-store]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+# anything pulled the CPU package in beside it. --build-constraints: uv's -c does not reach the isolated
+# build of the project either.
+RUN uv pip install --python /opt/venv/bin/python -c constraints.txt --build-constraints constraints.txt \
+    ".[gpu,object-store]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && ! uv pip show --python /opt/venv/bin/python onnxruntime >/dev/null 2>&1 \
     && /opt/venv/bin/python -c "import onnxruntime, ray.serve, serving, labelwise.cli, s3fs"
 

@@ -115,7 +115,7 @@ loadtest: install
 
 lock: install
 	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/' > constraints.txt.new
-	@echo "review constraints.txt.new, keep the header of constraints.txt, then move it into place"
+	@echo "review constraints.txt.new, keep the header of constraints.txt and its setuptools and wheel lines (the build backend: pip freeze leaves them out), then move it into place"
 
 # clean keeps var/model-repository: the published versions and aliases are the user's, not build output.
 clean:

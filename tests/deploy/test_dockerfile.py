@@ -88,3 +88,30 @@ def test_pyproject_builds_without_setuptools_deprecations() -> None:
         warnings.simplefilter("error")
         dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
     assert dist.metadata.name == "labelwise"
+
+
+def test_both_targets_build_the_project_with_the_pinned_build_backend() -> None:
+    # pip and uv build the project in an isolated environment that -c does not reach: without build
+    # constraints the image got whichever setuptools and wheel were newest on the day it was built.
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    build_system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for requirement in map(Requirement, build_system):
+        assert requirement.name in pins, f"constraints.txt pins no {requirement.name} (build-system requires)"
+        assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins[requirement.name])
+    stages = re.split(r"^FROM ", DOCKERFILE, flags=re.M)
+    build_cpu = next(s for s in stages if " AS build-cpu" in s.splitlines()[0])
+    build_gpu = next(s for s in stages if " AS build-gpu" in s.splitlines()[0])
+    workdir = re.search(r"^WORKDIR (\S+)$", build_cpu, re.M).group(1)
+    assert re.search(r"^COPY .*\bconstraints\.txt\b.* \./$", build_cpu, re.M)
+    env = " ".join(re.findall(r"^ENV (?:.*\\\n)*.*$", build_cpu, re.M))
+    # pip before 25.3 hands PIP_CONSTRAINT on to its build; from 25.3 only a build constraint reaches it
+    for variable in ("PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT"):
+        assert re.search(rf"\b{variable}={re.escape(workdir)}/constraints\.txt\b", env), variable
+    (install,) = [line for line in build_gpu.replace("\\\n", " ").splitlines() if "uv pip install" in line]
+    assert "-c constraints.txt" in install and "--build-constraints constraints.txt" in install, install
