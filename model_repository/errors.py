@@ -9,7 +9,10 @@ Each message names the thing that is wrong.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationInfo
 
 EXIT_RUNTIME = 1  # the command ran and failed (a server did not come up, an export broke parity)
 EXIT_USAGE = 2  # the command was asked something wrong (bad option, missing file, invalid name)
@@ -101,3 +104,29 @@ def validation_problems(
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts) or str(exc).splitlines()[0]
+
+
+def _takes_a_number_not_a_boolean(annotation: Any) -> bool:
+    """Whether a field's type holds int or float (alone, optional or beside a Literal) and not bool."""
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
+def no_boolean_for_a_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """The value, unless it is YAML's true/false where a number goes (or in a list of numbers): refused
+    naming the field, as pydantic takes a bool for an int or a float (bool is an int), so `num_replicas:
+    true` served one replica. For a model's field_validator("*", mode="before")."""
+    name = info.field_name or ""
+    field = model.model_fields.get(name)
+    if field is None:
+        return value
+    if isinstance(value, bool) and _takes_a_number_not_a_boolean(field.annotation):
+        raise ValueError(f"{name} {str(value).lower()}: a boolean where a number goes; give a number")
+    lists = [kind for kind in (*get_args(field.annotation), field.annotation) if get_origin(kind) is list]
+    if isinstance(value, list) and any(_takes_a_number_not_a_boolean(get_args(kind)[0]) for kind in lists):
+        for i, item in enumerate(value):
+            if isinstance(item, bool):
+                raise ValueError(
+                    f"{name}[{i}] {str(item).lower()}: a boolean where a number goes; give a number"
+                )
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_repository.errors import validation_problems
+from model_repository.errors import no_boolean_for_a_number, validation_problems
 from model_repository.layout import is_number
 from model_repository.passes import CPU_MAX_BATCH_TOKENS, MAX_BATCH_ROWS, MAX_INTRA_OP_THREADS
 
@@ -47,12 +47,6 @@ def _number_as_text(value: Any) -> Any:
     """A version number written as a YAML / JSON number (`alias: 3`) as the text "3"; anything else (a
     boolean included) as it is, for the string check to refuse."""
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def _takes_a_number_not_a_boolean(annotation: Any) -> bool:
-    """Whether a field's type holds int or float (alone, optional or beside a Literal) and not bool."""
-    kinds = set(get_args(annotation)) or {annotation}
-    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def _servable_ref(ref: str) -> str:
@@ -317,14 +311,8 @@ class ServingConfig(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """YAML's true/false where a number goes is refused: pydantic takes a bool for an int or a float (bool
-        is an int), so `num_replicas: true` served one replica and `num_gpus: true` asked for a GPU."""
-        field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and _takes_a_number_not_a_boolean(field.annotation):
-            raise ValueError(
-                f"{info.field_name} {str(value).lower()}: a boolean where a number goes; give a number"
-            )
-        return value
+        """`num_replicas: true` served one replica and `num_gpus: true` asked for a GPU."""
+        return no_boolean_for_a_number(cls, value, info)
 
     @field_validator("num_replicas")
     @classmethod

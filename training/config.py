@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from model_repository.errors import validation_problems
+from model_repository.errors import no_boolean_for_a_number, validation_problems
 from model_repository.text import TextNormalization
 
 from .errors import ScenarioConfigError, not_a_file
@@ -34,6 +42,12 @@ SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 class _Strict(BaseModel):
     # allow_inf_nan: `--learning-rate inf` (or `.inf` in a YAML) passed gt=0 and trained a run of NaNs
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`lora_r: true` trained rank 1, `num_train_epochs: true` one epoch, `test_max_rows: true` 1 row."""
+        return no_boolean_for_a_number(cls, value, info)
 
 
 # The scenario's cleaning is the one text normalisation serving applies too (model_repository.text).

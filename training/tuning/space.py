@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from model_repository.errors import no_boolean_for_a_number
 
 # Parameters that StrategyParams holds as integers: Optuna must suggest ints for them.
 INT_PARAMS = frozenset({"batch_size", "lora_r", "lora_alpha"})
@@ -26,6 +28,12 @@ class ParamRange(BaseModel):
     log: bool = Field(default=False, description="Sample uniformly in log space (needs low > 0).")
     step: float | None = Field(default=None, gt=0, description="Grid step inside low..high.")
     choices: list[float] | None = Field(default=None, description="A categorical set instead of a range.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`step: true` was a step of 1 and `choices: [true, 4]` searched 1 and 4."""
+        return no_boolean_for_a_number(cls, value, info)
 
     @model_validator(mode="after")
     def _well_formed(self) -> ParamRange:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from tests.conftest import write_rows
 from training import (
     BaseModelNotFoundError,
     CleaningConfig,
     DataError,
+    ScenarioConfig,
     ScenarioConfigError,
     StrategyError,
+    StrategyParams,
+    TrainConfig,
     class_weights,
     classification_metrics,
     clean_text,
@@ -461,3 +466,66 @@ def test_an_invalid_scenario_yaml_says_each_problem_without_pydantics_banner(tmp
         f"{path}: invalid scenario config: name: String should match pattern '^[a-z0-9][a-z0-9_-]{{0,63}}$'; "
         "labels: labels must be unique; repeated: ['a']"
     )
+
+
+def _number_fields(model: type[BaseModel]) -> list[str]:
+    return [
+        name
+        for name, field in model.model_fields.items()
+        if {int, float} & {*get_args(field.annotation), field.annotation}
+    ]
+
+
+def _valid_train_config() -> dict:
+    return make_train_config("sentiment", "lora", output_dir="runs/x").model_dump()
+
+
+BOOLEAN_FOR_A_NUMBER = [
+    *[(ScenarioConfig, name) for name in _number_fields(ScenarioConfig)],
+    *[(StrategyParams, name) for name in _number_fields(StrategyParams)],
+    *[(TrainConfig, name) for name in _number_fields(TrainConfig)],
+]
+
+
+@pytest.mark.parametrize(("model", "name"), BOOLEAN_FOR_A_NUMBER, ids=lambda x: getattr(x, "__name__", x))
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_refused_for_every_number_field_naming_it(
+    model: type[BaseModel], name: str, value: bool
+) -> None:
+    """YAML's true/false was read as 1/0 (bool is an int to pydantic): `lora_r: true` trained rank 1,
+    `num_train_epochs: true` one epoch, `test_max_rows: true` a test split of one row."""
+    valid = {
+        ScenarioConfig: {"name": "tickets", "labels": ["a", "b"]},
+        StrategyParams: {},
+        TrainConfig: _valid_train_config() if model is TrainConfig else {},
+    }[model]
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate({**valid, name: value})
+    (error,) = refused.value.errors()
+    assert error["loc"] == (name,)
+    assert f"{name} {str(value).lower()}: a boolean where a number goes; give a number" in error["msg"]
+
+
+def test_the_boolean_training_fields_still_take_booleans() -> None:
+    scenario = ScenarioConfig(name="tickets", labels=["a", "b"], int8_guard=False, weighted_sampling=True)
+    assert scenario.int8_guard is False and scenario.weighted_sampling is True
+    assert StrategyParams(lora_train_pooler=True).lora_train_pooler is True
+    assert len(BOOLEAN_FOR_A_NUMBER) > 25  # the refusal above is parametrized over them: none went missing
+
+
+def test_train_refuses_a_boolean_number_in_a_scenario_yaml_naming_the_field(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    path = tmp_path / "tickets.yaml"
+    path.write_text("name: tickets\nlabels: [a, b]\nstrategies:\n  lora: {lora_r: true}\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app,
+        ["train", "--scenario", str(path), "--strategy", "lora", "--no-publish", "-o", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        "strategies.lora.lora_r: lora_r true: a boolean where a number goes; give a number" in result.output
+    )
+    assert "Traceback" not in result.output

@@ -115,3 +115,20 @@ def test_the_default_trial_runs_the_nearest_choice_for_a_default_outside_them_an
     assert values["learning_rate"] == config.params.learning_rate  # a range keeps the strategy's own value
     inside = SearchSpace.model_validate({"batch_size": {"choices": [32, 64]}}).ranges("frozen")
     assert _default_values(inside, config.params) == ({"batch_size": 64}, {})
+
+
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        # bool is an int to pydantic: a step of 1 and choices of 1 and 4, said nowhere
+        ({"learning_rate": {"low": 1e-3, "high": 2.0, "step": True}}, "step true: a boolean where a number"),
+        ({"lora_r": {"choices": [True, 4]}}, r"choices\[0\] true: a boolean where a number goes; give a"),
+        ({"lora_r": {"low": False, "high": 8}}, "low false: a boolean where a number goes; give a number"),
+    ],
+)
+def test_a_boolean_for_a_number_is_refused_naming_it(tmp_path: Path, space: dict, needle: str) -> None:
+    path = tmp_path / "tickets.yaml"
+    path.write_text(yaml.safe_dump({"name": "tickets", "labels": ["a", "b"], "search_space": space}))
+    with pytest.raises(ScenarioConfigError, match=needle):
+        load_scenario(path)
+    assert SearchSpace.model_validate({"lora_r": {"choices": [2, 4]}}).lora_r.choices == [2, 4]
