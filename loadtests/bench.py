@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .bench_models import PEER_MODELS, BenchModels, prepare_bench_models
 from .bench_report import CEILING_TARGETS, merge_rounds, render_markdown, targets
@@ -143,6 +143,24 @@ class BenchOptions(BaseModel):
         "Infinity (and the scenario mix) are measured again, one after the other; tables show each cell's "
         "median round and targets the median of each round's own ratio (the seed and memory: once).",
     )
+
+    @field_validator("serve_overrides")
+    @classmethod
+    def _servable_overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Checked as the started `labelwise serve` checks its config, before any bench model is trained
+        (`max_batch_tokens=true` was read as 1 by the ceiling, and a field serve refuses failed the run only
+        after the models were built). The repository and scenarios are the bench's own."""
+        from model_repository.errors import validation_problems
+        from serving import ServingConfig
+
+        owned = sorted(set(overrides) & {"repository", "scenarios"})
+        if owned:
+            raise ValueError(f"{owned[0]} is the bench's own (the bench repository and its scenarios)")
+        try:
+            ServingConfig(repository=".", scenarios=[{"name": "bench", "alias": "production"}], **overrides)
+        except ValidationError as exc:
+            raise ValueError(validation_problems(exc)) from None
+        return overrides
 
     @model_validator(mode="after")
     def _derived_ports_exist(self) -> BenchOptions:

@@ -101,6 +101,31 @@ def test_out_of_range_values_are_one_line_usage_errors(
     assert lora_runs == [] and main_runs == []
 
 
+SERVE_ARGS_REFUSED = [
+    ("max_batch_tokens=true", "error: --serve-arg: max_batch_tokens: max_batch_tokens true: a boolean where"),
+    ("num_replicas=0", "error: --serve-arg: num_replicas:"),
+    ("no_such_field=1", "error: --serve-arg: no_such_field: Extra inputs are not permitted"),
+    ("scenarios=[]", "error: --serve-arg: scenarios is the bench's own (the bench repository and its"),
+]
+
+
+@pytest.mark.parametrize(("arg", "message"), SERVE_ARGS_REFUSED)
+def test_serve_args_serve_would_refuse_are_refused_before_anything_runs(
+    arg: str, message: str, main_runs: list
+) -> None:
+    """Checked as `labelwise serve` checks them, before the bench trains its models and starts servers."""
+    out = _invoke("--serve-arg", arg)
+    assert out.exit_code == 2
+    assert out.stderr.strip().startswith(message)
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert main_runs == []
+
+
+def test_serve_args_serve_takes_are_kept_as_given() -> None:
+    options = bench.BenchOptions(serve_overrides={"max_batch_tokens": 512, "lora_mode": "shared"})
+    assert options.serve_overrides == {"max_batch_tokens": 512, "lora_mode": "shared"}
+
+
 def _load(*_args: Any, **_kwargs: Any) -> dict[str, Any]:
     return {"requests": 10, "errors": 0, "error_kinds": {}, "req_per_s": 5.0, "seq_per_s": 5.0,
             "p50_ms": 10.0, "p99_ms": 20.0, "concurrency": 8, "client_cpu_share": 0.01,
