@@ -127,3 +127,28 @@ def test_a_version_published_before_the_record_is_scored_with_a_warning(
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith("toy_heldout v2 was published before its held-out rows were recorded")
     assert "cannot be verified" in warning and "\n" not in warning
+
+
+def test_other_rows_from_the_same_file_and_split_version_are_said_to_come_from_this_code(
+    tmp_path: Path,
+) -> None:
+    """SST-2's test split was 2,010 rows under a cap counting texts; carved today it is 2,000 from the same
+    file, under the same SPLIT_VERSION: the refusal says the code carves other rows, not 'other rows'."""
+    from training.data import SPLIT_VERSION, LabeledTexts, held_out_changes
+
+    train_file = write_rows(tmp_path / "train.csv", _rows(3, seed=1))
+    config = SimpleNamespace(
+        train_path=train_file, validation_path=None, scenario=SimpleNamespace(labels=LABELS)
+    )
+    rows = LabeledTexts(["a", "b"], [0, 1], "test split")
+    record = {
+        "split_version": SPLIT_VERSION,
+        "train_file_sha256": file_sha256(train_file),
+        "test_rows": 3,
+        "test_sha256": "0" * 64,
+    }
+    why = held_out_changes(record, config, "test", rows)
+    assert why == f"this code carves other rows from the same {train_file}; 3 rows then, 2 now"
+    # a changed file is said as before, and the code is not blamed for it
+    changed = held_out_changes({**record, "train_file_sha256": "1" * 64}, config, "test", rows)
+    assert changed == f"{train_file} changed since; 3 rows then, 2 now"
