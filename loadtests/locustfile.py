@@ -1,6 +1,7 @@
 """Locust users for labelwise: one-text requests and batched requests, mixed by weights.
 
-Settings come from CLI options (after `locust -f loadtests/locustfile.py`) or environment variables:
+Settings come from CLI options (after `locust -f loadtests/locustfile.py`) or environment variables, read
+when Locust starts (loadtests/locust_settings.py); a variable whose option is given is not read:
 
 | option | env | default |
 |---|---|---|
@@ -19,13 +20,11 @@ web UI's form included); a run with no host at all is refused too. Every run is 
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import random
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import gevent
 from locust import FastHttpUser, between, events, task
@@ -33,6 +32,8 @@ from locust.env import Environment
 from locust.exception import StopTest
 from locust.runners import STATE_STOPPED, WorkerRunner
 
+from loadtests.errors import LoadTestOptionError
+from loadtests.locust_settings import DEFAULT_TEXTS_PER_REQUEST, resolve_settings
 from loadtests.loopback import require_loopback
 from loadtests.request_shapes import API_KEY_ENV, DEFAULT_WEIGHTS, answer_problem, auth_headers, parse_weights
 from loadtests.run import DEFAULT_RUN_TIME_S
@@ -40,9 +41,6 @@ from loadtests.sentences import load_sentences
 from model_repository.errors import EXIT_USAGE
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TEXTS_PER_REQUEST = 32
-_T = TypeVar("_T")
 
 
 def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_texts: int) -> dict[str, Any]:
@@ -56,11 +54,6 @@ def build_payload(rng: random.Random, scenarios: list[str], texts: list[str], n_
     }
 
 
-def _names(listed: str) -> list[str]:
-    """'spam, sentiment' -> ['spam', 'sentiment']: a space after a comma is not part of a name."""
-    return [name.strip() for name in listed.split(",") if name.strip()]
-
-
 def _refuse(problem: str) -> NoReturn:
     """End the process at once: one line on stderr, exit 2 (bad usage, as run.py and the CLI exit). A
     SystemExit carrying the message exited 1, as a run that failed does."""
@@ -68,31 +61,14 @@ def _refuse(problem: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def _setting(source: str, read: Callable[[], _T]) -> _T:
-    """read(), or a one-line refusal naming the option or variable the value came from (a value that
-    cannot be used was a traceback from Locust's import or init, and did not say which setting held it)."""
-    try:
-        return read()
-    except (OSError, ValueError, csv.Error) as exc:
-        _refuse(f"{source}: {exc}")
-
-
 class _Settings:
-    """Resolved once per process; users read it."""
+    """Resolved once per process, at Locust's init (its options are parsed after this file is loaded, and a
+    variable that an option overrides is not read); users read it."""
 
-    scenarios: list[str] = _names(os.environ.get("LABELWISE_LOCUST_SCENARIOS", ""))
-    texts_per_request: int = _setting(
-        "LABELWISE_LOCUST_TEXTS_PER_REQUEST",
-        lambda: int(os.environ.get("LABELWISE_LOCUST_TEXTS_PER_REQUEST", DEFAULT_TEXTS_PER_REQUEST)),
-    )
-    texts: list[str] = _setting(
-        "LABELWISE_LOCUST_TEXTS_FILE",
-        lambda: load_sentences(os.environ.get("LABELWISE_LOCUST_TEXTS_FILE") or None),
-    )
-    weights: dict[str, int] = _setting(
-        "LABELWISE_LOCUST_WEIGHTS",
-        lambda: parse_weights(os.environ.get("LABELWISE_LOCUST_WEIGHTS", DEFAULT_WEIGHTS)),
-    )
+    scenarios: list[str] = []
+    texts_per_request: int = DEFAULT_TEXTS_PER_REQUEST
+    texts: list[str] = load_sentences()
+    weights: dict[str, int] = parse_weights(DEFAULT_WEIGHTS)
     api_key: str | None = os.environ.get(API_KEY_ENV) or None
 
 
@@ -152,17 +128,20 @@ def _apply_options(environment: Environment, **_kwargs: Any) -> None:
         options.run_time = DEFAULT_RUN_TIME_S
         logger.info("locustfile: no --run-time: each run stops after %d s", DEFAULT_RUN_TIME_S)
     if options is not None:
-        if options.scenarios:
-            _Settings.scenarios = _names(options.scenarios)
-        if options.texts_per_request is not None:
-            _Settings.texts_per_request = options.texts_per_request
-        if options.texts_file:
-            _Settings.texts = _setting("--texts-file", lambda: load_sentences(options.texts_file))
-        if options.weights:
-            _Settings.weights = _setting("--weights", lambda: parse_weights(options.weights))
         _Settings.api_key = options.api_key or _Settings.api_key
-    if _Settings.texts_per_request < 1:
-        _refuse(f"--texts-per-request must be >= 1, got {_Settings.texts_per_request}")
+    try:  # options is None when this file is used as a library: then the variables, else the defaults
+        settings = resolve_settings(
+            scenarios=getattr(options, "scenarios", ""),
+            texts_per_request=getattr(options, "texts_per_request", None),
+            texts_file=getattr(options, "texts_file", ""),
+            weights=getattr(options, "weights", ""),
+        )
+    except LoadTestOptionError as exc:
+        _refuse(str(exc))
+    _Settings.scenarios = settings.scenarios
+    _Settings.texts_per_request = settings.texts_per_request
+    _Settings.texts = settings.texts
+    _Settings.weights = settings.weights
     OneTextUser.weight = _Settings.weights["one"]
     BatchUser.weight = _Settings.weights["batch"]
     _ClassifyUser.default_headers = auth_headers(_Settings.api_key)

@@ -16,7 +16,9 @@ from .conftest import TinyServer
 
 PROBE = """
 import json, random
+from locust.env import Environment
 from loadtests import locustfile as lf
+lf._apply_options(Environment(user_classes=[lf.OneTextUser, lf.BatchUser]))  # Locust's init: reads the env
 rng = random.Random(0)
 one = lf.build_payload(rng, ["alpha", "beta"], lf._Settings.texts, lf.OneTextUser.texts_per_request)
 batch = lf.build_payload(rng, ["alpha", "beta"], lf._Settings.texts, lf._Settings.texts_per_request)

@@ -128,6 +128,28 @@ def test_a_setting_locust_cannot_use_is_refused_in_one_line(env: dict[str, str],
     assert refusal and said in refusal[0] and "Traceback" not in out.stderr, out.stderr[-3000:]
 
 
+@pytest.mark.parametrize(
+    ("env", "args"),
+    [
+        ({"LABELWISE_LOCUST_WEIGHTS": "bad"}, ("--weights", "one=1,batch=1")),
+        ({"LABELWISE_LOCUST_TEXTS_PER_REQUEST": "abc"}, ("--texts-per-request", "2")),
+        (
+            {"LABELWISE_LOCUST_TEXTS_FILE": "/nonexistent/t.txt"},
+            ("--texts-file", str(ROOT / "loadtests" / "sentences.txt")),
+        ),
+    ],
+)
+def test_a_variable_its_option_overrides_is_not_read(env: dict[str, str], args: tuple[str, ...]) -> None:
+    """The variables were read when Locust loaded the locustfile, before its options were parsed: a bad one
+    was refused (exit 2) though the option given in its place (as run.py always gives --weights and
+    --texts-per-request) meant it was never used."""
+    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--host", "http://127.0.0.1:9",
+           "-u", "1", "-t", "1s", "--only-summary", "--scenarios", "alpha", *args]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(**env), cwd=ROOT)
+    assert "locustfile: LABELWISE_LOCUST_" not in out.stderr, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # it ran: its requests to a port nothing listens on failed
+
+
 # Locust's real Environment and runner, driven in a child process the way `locust -f` drives them: the
 # command line parsed with the locustfile's options, the init event, then runs started as the web UI starts
 # them (environment.host set from the form, then runner.start). Prints what happened as JSON.
