@@ -76,15 +76,15 @@ def parse_weights(spec: str) -> dict[str, int]:
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or name not in weights:
-            raise ValueError(f"weights: expected one=N,batch=M, got {part!r} in {spec!r}")
+            raise ValueError(f"expected one=N,batch=M, got {part!r} in {spec!r}")
         try:
             weights[name] = int(value)
         except ValueError as exc:
-            raise ValueError(f"weights: {name}={value!r} is not an integer") from exc
+            raise ValueError(f"{name}={value!r} is not an integer") from exc
         if weights[name] < 0:
-            raise ValueError(f"weights: {name} must be >= 0, got {weights[name]}")
+            raise ValueError(f"{name} must be >= 0, got {weights[name]}")
     if not any(weights.values()):
-        raise ValueError(f"weights: at least one weight must be positive, got {spec!r}")
+        raise ValueError(f"at least one weight must be positive, got {spec!r}")
     return weights
 
 

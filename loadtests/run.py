@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import signal
 import subprocess
@@ -13,10 +12,10 @@ from pathlib import Path
 
 from .errors import LoadTestError, LoadTestOptionError
 from .loadgen import wait_ready
+from .locust_settings import LocustSettings, resolve_settings
 from .loopback import require_loopback
 from .report_names import report_stem
-from .request_shapes import API_KEY_ENV, parse_weights
-from .sentences import load_sentences
+from .request_shapes import API_KEY_ENV
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORTS_DIR = Path(__file__).resolve().parent / "reports"
@@ -25,7 +24,9 @@ REPORTS_DIR = Path(__file__).resolve().parent / "reports"
 DEFAULT_RUN_TIME_S = 60
 
 
-def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[str]:
+def locust_command(args: argparse.Namespace, settings: LocustSettings, host: str, prefix: Path) -> list[str]:
+    """Locust's command line, every setting resolved here given as its option: the locustfile reads no
+    LABELWISE_LOCUST_* variable that run.py has already read (and checked)."""
     cmd = [
         sys.executable, "-m", "locust",
         "-f", str(LOCUSTFILE),
@@ -40,13 +41,13 @@ def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[st
         # written after the run ends (the CSVs are rewritten once a second and miss its last second)
         "--json-file", str(prefix),
         "--only-summary",
-        "--weights", args.weights,
-        "--texts-per-request", str(args.texts_per_request),
+        "--weights", ",".join(f"{name}={weight}" for name, weight in settings.weights.items()),
+        "--texts-per-request", str(settings.texts_per_request),
     ]  # fmt: skip
-    if args.scenarios:
-        cmd += ["--scenarios", args.scenarios]
-    if args.texts_file:
-        cmd += ["--texts-file", args.texts_file]
+    if settings.scenarios:
+        cmd += ["--scenarios", ",".join(settings.scenarios)]
+    if settings.texts_file:
+        cmd += ["--texts-file", settings.texts_file]
     return cmd
 
 
@@ -58,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-time-s", type=int, default=DEFAULT_RUN_TIME_S, help="Bounded run time in seconds."
     )
-    parser.add_argument("--weights", default="one=3,batch=1", help="User mix: one-text vs batched users.")
-    parser.add_argument("--texts-per-request", type=int, default=32, help="Texts per batched request.")
+    # Unset, these four are the locustfile's: its LABELWISE_LOCUST_* variable, else its default.
+    parser.add_argument(
+        "--weights", default="", help="User mix: one-text vs batched users (default: one=3,batch=1)."
+    )
+    parser.add_argument(
+        "--texts-per-request", type=int, default=None, help="Texts per batched request (default: 32)."
+    )
     parser.add_argument("--scenarios", default="", help="Comma-separated scenarios (default: all served).")
     parser.add_argument("--texts-file", default="", help="Sentences file (default: loadtests/sentences.txt).")
     parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR)
@@ -73,28 +79,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         host = require_loopback(args.host)
-        if args.run_time_s < 1 or args.users < 1 or args.texts_per_request < 1:
-            raise LoadTestOptionError("--run-time-s, --users and --texts-per-request must be >= 1")
+        if args.run_time_s < 1 or args.users < 1:
+            raise LoadTestOptionError("--run-time-s and --users must be >= 1")
         if not args.spawn_rate > 0:
             raise LoadTestOptionError(f"--spawn-rate must be > 0, got {args.spawn_rate:g}")
-        try:  # refused here, in one line, not by Locust mid-start with a traceback
-            parse_weights(args.weights)
-        except ValueError as exc:
-            raise LoadTestOptionError(f"--{exc}") from None
-        if args.texts_file and not Path(args.texts_file).is_file():
-            raise LoadTestOptionError(f"--texts-file {args.texts_file}: no such file")
-        if args.texts_file:  # read as the locustfile will: not in a Locust traceback once it has started
-            try:
-                load_sentences(args.texts_file)
-            except (OSError, ValueError, csv.Error) as exc:
-                raise LoadTestOptionError(f"--texts-file: {exc}") from None
+        # Read as the locustfile reads them, before the wait: a value it would refuse (an option or a
+        # LABELWISE_LOCUST_* variable) is said now, not after --ready-timeout-s as a server that is not up.
+        settings = resolve_settings(
+            scenarios=args.scenarios,
+            texts_per_request=args.texts_per_request,
+            texts_file=args.texts_file,
+            weights=args.weights,
+        )
         asyncio.run(wait_ready(host, args.ready_timeout_s))
     except LoadTestError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return exc.exit_code  # 2: asked wrong (an option, a host off this machine); 1: the server is not up
     args.reports_dir.mkdir(parents=True, exist_ok=True)
     prefix = report_stem(args.reports_dir, "locust-")
-    cmd = locust_command(args, host, prefix)
+    cmd = locust_command(args, settings, host, prefix)
     print(
         f"loadtest: {args.users} users for {args.run_time_s}s against {host}; reports -> {prefix}*",
         flush=True,

@@ -100,7 +100,7 @@ def test_what_is_not_the_answer_is_a_failure(tmp_path: Path, post: str) -> None:
         (("--spawn-rate", "0"), "loadtest: --spawn-rate must be > 0, got 0"),
         (
             ("--texts-file", "/nonexistent/texts.txt"),
-            "loadtest: --texts-file /nonexistent/texts.txt: no such file",
+            "loadtest: --texts-file: sentences file /nonexistent/texts.txt does not exist",
         ),
     ],
 )

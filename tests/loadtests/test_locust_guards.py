@@ -109,9 +109,9 @@ def test_zero_texts_per_request_is_refused(tiny_server: TinyServer, tmp_path: Pa
     ("env", "args", "said"),
     [
         ({"LABELWISE_LOCUST_TEXTS_PER_REQUEST": "x"}, (), "TEXTS_PER_REQUEST: invalid literal"),
-        ({"LABELWISE_LOCUST_WEIGHTS": "one=-1"}, (), "LABELWISE_LOCUST_WEIGHTS: weights: one must be >= 0"),
+        ({"LABELWISE_LOCUST_WEIGHTS": "one=-1"}, (), "LABELWISE_LOCUST_WEIGHTS: one must be >= 0"),
         ({"LABELWISE_LOCUST_TEXTS_FILE": "/nonexistent/t.txt"}, (), "TEXTS_FILE: sentences file"),
-        ({}, ("--weights", "many=2"), "--weights: weights: expected one=N,batch=M"),
+        ({}, ("--weights", "many=2"), "--weights: expected one=N,batch=M"),
         ({}, ("--texts-file", "/nonexistent/t.txt"), "--texts-file: sentences file /nonexistent"),
         ({}, ("--texts-per-request", "0"), "--texts-per-request must be >= 1, got 0"),
     ],
@@ -148,6 +148,74 @@ def test_a_variable_its_option_overrides_is_not_read(env: dict[str, str], args: 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(**env), cwd=ROOT)
     assert "locustfile: LABELWISE_LOCUST_" not in out.stderr, out.stderr[-3000:]
     assert out.returncode == 1, out.stderr[-3000:]  # it ran: its requests to a port nothing listens on failed
+
+
+_VARIABLES = ("SCENARIOS", "TEXTS_PER_REQUEST", "WEIGHTS", "TEXTS_FILE")
+
+
+def _dead_port() -> int:
+    """A port on this machine that nothing listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "said"),
+    [
+        ({"TEXTS_PER_REQUEST": "abc"}, (), "LABELWISE_LOCUST_TEXTS_PER_REQUEST: invalid literal for int()"),
+        ({"TEXTS_PER_REQUEST": "0"}, (), "LABELWISE_LOCUST_TEXTS_PER_REQUEST must be >= 1, got 0"),
+        ({"WEIGHTS": "bad"}, (), "LABELWISE_LOCUST_WEIGHTS: expected one=N,batch=M, got 'bad'"),
+        (
+            {"TEXTS_FILE": "/nonexistent/t.txt"},
+            (),
+            "LABELWISE_LOCUST_TEXTS_FILE: sentences file /nonexistent",
+        ),
+        ({}, ("--weights", "one=3,many=2"), "loadtest: --weights: expected one=N,batch=M"),
+        ({}, ("--texts-file", "/nonexistent/t.txt"), "loadtest: --texts-file: sentences file /nonexistent"),
+    ],
+)
+def test_the_runner_refuses_a_setting_before_waiting_for_the_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str],
+    args: tuple[str, ...], said: str,
+) -> None:  # fmt: skip
+    """A bad LABELWISE_LOCUST_* variable was only refused by Locust, after run.py had waited for /readyz:
+    with no server up, `make loadtest` said "not ready" (exit 1) and never named the variable."""
+    from loadtests.run import main
+
+    for name in _VARIABLES:
+        monkeypatch.delenv(f"LABELWISE_LOCUST_{name}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(f"LABELWISE_LOCUST_{name}", value)
+    assert main(["--host", f"http://127.0.0.1:{_dead_port()}", "--ready-timeout-s", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "not ready" not in err, err
+
+
+def test_the_runner_takes_the_variables_an_option_does_not_override(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run.py gave Locust its own defaults (--weights one=3,batch=1, --texts-per-request 32), so under
+    `make loadtest` these two variables were refused when bad and never used when good."""
+    import argparse
+
+    from loadtests.locust_settings import resolve_settings
+    from loadtests.run import locust_command, main
+
+    given = {"TEXTS_PER_REQUEST": "5", "WEIGHTS": "one=0,batch=1", "SCENARIOS": "alpha, beta"}
+    settings = resolve_settings(environ={f"LABELWISE_LOCUST_{k}": v for k, v in given.items()})
+    args = argparse.Namespace(users=1, spawn_rate=1, run_time_s=1)
+    cmd = " ".join(locust_command(args, settings, "http://127.0.0.1:9", Path("/tmp/r")))
+    assert "--weights one=0,batch=1 --texts-per-request 5 --scenarios alpha,beta" in cmd
+    # An option given: its variable is not read, bad or not (exit 1: the server is not up, nothing else).
+    monkeypatch.setenv("LABELWISE_LOCUST_WEIGHTS", "bad")
+    assert (
+        main(["--host", f"http://127.0.0.1:{_dead_port()}", "--ready-timeout-s", "1", "--weights", "one=1"])
+        == 1
+    )
+    assert "not ready" in capsys.readouterr().err
 
 
 # Locust's real Environment and runner, driven in a child process the way `locust -f` drives them: the
