@@ -34,7 +34,7 @@ def export_precisions(value: str | None) -> list[str]:
     if value.strip().lower() in ("", "none"):
         return []
     from training import export_available
-    from training.errors import TrainingError, UnknownPrecisionError
+    from training.errors import TrainingError
 
     if not export_available():
         raise TrainingError(
@@ -43,10 +43,7 @@ def export_precisions(value: str | None) -> list[str]:
         )
     from training.export.precisions import parse_precisions
 
-    try:
-        return parse_precisions(value)
-    except UnknownPrecisionError as exc:  # named by the flag typed, as every other refusal of it
-        raise UnknownPrecisionError(f"--export {value}: {exc}") from exc
+    return parse_precisions(value, flag="--export")
 
 
 # A TrainConfig field's option where it is not the field with dashes: what a refusal of the value names

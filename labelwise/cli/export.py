@@ -51,11 +51,14 @@ def export(
 
     require("torch")
     refuse_missing_repository(repository)
-    from training.errors import NothingToExportError, UnknownPrecisionError
+    from training.errors import NothingToExportError
+    from training.export.precisions import parse_precisions
     from training.export.reexport import reexport_version
 
-    # reexport_version refuses a bad precision before the model loads, and says "fp16 alone: +fp32" only
-    # once the version resolves (a version that does not exist is refused with nothing said about the work).
+    # Refused here naming the flag (the parent's precisions are all known); reexport_version says "fp16
+    # alone: +fp32" only once the version resolves (one that does not exist is refused with nothing said
+    # about the work).
+    parse_precisions(precision, announce=False, flag="--precision")
     try:
         manifest = reexport_version(
             ModelRepository(repository), scenario, version, precision, validation, skip_unchanged=True
@@ -63,8 +66,6 @@ def export(
     except NothingToExportError as exc:  # exit 0: it is there already (as classify: "nothing to score")
         typer.echo(str(exc))
         return
-    except UnknownPrecisionError as exc:  # named by the flag typed (the parent's precisions are all known)
-        raise UnknownPrecisionError(f"--precision {precision}: {exc}") from exc
     summary = ", ".join(
         f"{e.precision} max|Δlogit|={e.parity.max_abs_logit_diff} agreement={e.parity.agreement}"
         for e in manifest.exports

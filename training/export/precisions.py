@@ -121,8 +121,9 @@ MULTI_ADAPTER_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if rec
 CPU_PRECISIONS = tuple(name for name, recipe in RECIPES.items() if not recipe.gpu_graph)
 
 
-def parse_precisions(precisions: str | Sequence[str], announce: bool = True) -> list[str]:
-    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names raise.
+def parse_precisions(precisions: str | Sequence[str], announce: bool = True, flag: str = "") -> list[str]:
+    """'fp32,int8' or ['fp32', 'int8'] -> a de-duplicated list in a fixed order; unknown names, or none,
+    raise, naming `flag` (the option the value was typed in) and what was typed when given.
 
     GPU graphs alone (`fp16`) get fp32 too, and say so (announce=False: a check of the names before the
     work is known to happen, which says nothing): a version holding no CPU graph is one no CPU replica
@@ -130,10 +131,15 @@ def parse_precisions(precisions: str | Sequence[str], announce: bool = True) -> 
     the precisions of a training export (`--export`) and of a re-export (`-p`) are decided."""
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
     wanted = [p.strip().lower() for p in items if p and p.strip()]
-    unknown = sorted(set(wanted) - set(RECIPES))
-    if unknown or not wanted:
+    if not wanted:  # `-p ""` or `--export ,`: said as "unknown precision (none given)"
         raise UnknownPrecisionError(
-            f"unknown precision {', '.join(unknown) or '(none given)'}: choose from {', '.join(RECIPES)}"
+            f"{flag or 'the precision list'} is empty: give one or more of {', '.join(RECIPES)}"
+        )
+    unknown = sorted(set(wanted) - set(RECIPES))
+    if unknown:
+        typed = f"{flag} {','.join(items)}: " if flag else ""
+        raise UnknownPrecisionError(
+            f"{typed}unknown precision {', '.join(unknown)}: choose from {', '.join(RECIPES)}"
         )
     if not any(p in CPU_PRECISIONS for p in wanted):
         if announce:  # a warning: it is what the caller did not ask for, and shows where no logging is set up

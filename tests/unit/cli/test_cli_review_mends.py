@@ -411,6 +411,26 @@ def test_an_unknown_precision_is_refused_naming_the_flag_it_was_typed_in(stub_tr
         _one_error_line(_invoke(*args), named + "unknown precision fp13: choose from fp32, fp16, int8")
 
 
+def test_an_empty_precision_list_is_refused_as_empty(stub_training) -> None:
+    """`-p ""` said `--precision : unknown precision (none given)`: a flag, a blank and no precision named.
+    `--export ""` stays the default export and `--export none` no export; a list of only commas is empty."""
+    pytest.importorskip("optuna", reason="the training extra is not installed")
+    tmp, common = stub_training.tmp, stub_training.common
+    (tmp / "repo").mkdir()
+    repo = ("-r", str(tmp / "repo"))
+    for args, flag in (
+        (("export", "-s", "spam", *repo, "-p", ""), "--precision"),
+        (("export", "-s", "spam", *repo, "--precision", " , "), "--precision"),
+        (("train", *common, "--strategy", "lora", *repo, "--export", ","), "--export"),
+        (("compare", *common, *repo, "--export", " ,, "), "--export"),
+        (("tune", *common, "--strategy", "lora", "-n", "1", "--publish", *repo, "--export", ","), "--export"),
+    ):
+        line = _one_error_line(
+            _invoke(*args), f"error: {flag} is empty: give one or more of fp32, fp16, int8"
+        )
+        assert "unknown precision" not in line, line
+
+
 # ---- 8. the demo's environment variables --------------------------------------------------------------
 
 

@@ -23,8 +23,19 @@ def test_parse_precisions_orders_dedupes_and_names_the_unknown() -> None:
     assert parse_precisions(["FP16", "fp32"]) == ["fp32", "fp16"]
     with pytest.raises(UnknownPrecisionError, match="bf16"):
         parse_precisions("fp32,bf16")
-    with pytest.raises(UnknownPrecisionError, match="none given"):
-        parse_precisions("")
+    for nothing in ("", " , ", []):
+        with pytest.raises(
+            UnknownPrecisionError, match=r"^the precision list is empty: give one or more of fp32"
+        ):
+            parse_precisions(nothing)
+    with pytest.raises(
+        UnknownPrecisionError, match=r"^--precision is empty: give one or more of fp32, fp16, int8$"
+    ):
+        parse_precisions(",", flag="--precision")
+    with pytest.raises(
+        UnknownPrecisionError, match=r"^--export fp32, bf16: unknown precision bf16: choose from"
+    ):
+        parse_precisions("fp32, bf16", flag="--export")
 
 
 def test_fp32_gate_fails_only_over_its_threshold() -> None:
