@@ -89,7 +89,6 @@ def http_stub(handler: type) -> Iterator[str]:
 
 def write_rows(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
     """A CSV of (text, label)-like rows under a header, its folder made."""
-    import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -104,12 +103,38 @@ def write_toy_csv(
 ) -> Path:
     rows = [(text, label) for label in labels for text in toy_sentences(label, n_per_label, seed)]
     random.Random(seed).shuffle(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
+    return write_rows(path, rows)
+
+
+def publish_toy(
+    tmp_path: Path,
+    base_model: Path,
+    scenario: str,
+    strategy: str,
+    labels: tuple[str, ...],
+    precisions: list[str],
+    max_steps: int = 1,
+) -> tuple[Any, Any]:
+    """A toy scenario (8 train and 4 validation rows a label, 16 tokens) trained `max_steps` steps from
+    `base_model` and published with `precisions` into tmp_path/repo: (its ModelRepository, its manifest)."""
+    from model_repository import ModelRepository
+    from training import custom_scenario, make_train_config, train_and_publish
+
+    data = tmp_path / "data"
+    write_toy_csv(data / "train.csv", 8, seed=4, labels=labels)
+    write_toy_csv(data / "validation.csv", 4, seed=104, labels=labels)
+    config = make_train_config(
+        custom_scenario(scenario, list(labels), data, max_length_tokens=16),
+        strategy,
+        base_model=str(base_model),
+        output_dir=tmp_path / "run",
+        max_steps=max_steps,
+        batch_size=8,
+        early_stopping_patience=None,
+        seed=4,
+    )
+    repo = ModelRepository(tmp_path / "repo")
+    return repo, train_and_publish(config, repo, export_precisions=precisions)
 
 
 @pytest.fixture(scope="session")

@@ -37,28 +37,14 @@ def test_export_bench_of_a_frozen_version_times_the_shared_base_encoder_and_its_
     pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
     import shutil
 
-    from model_repository import ModelRepository, layout
-    from tests.conftest import write_toy_csv
-    from training import custom_scenario, make_train_config, train_and_publish
+    from model_repository import layout
+    from tests.conftest import publish_toy
     from training.errors import ExportError
     from training.export import bench
 
     labels = ("positive", "negative", "neutral")
-    data = tmp_path / "data"
-    write_toy_csv(data / "train.csv", 8, seed=4, labels=labels)
-    write_toy_csv(data / "validation.csv", 4, seed=104, labels=labels)
-    config = make_train_config(
-        custom_scenario("spam", list(labels), data, max_length_tokens=16),
-        "frozen",
-        base_model=str(tiny_roberta_dir),
-        output_dir=tmp_path / "run",
-        max_steps=1,
-        batch_size=8,
-        early_stopping_patience=None,
-        seed=4,
-    )
-    repo = ModelRepository(tmp_path / "repo")
-    manifest = train_and_publish(config, repo, export_precisions=["fp32"])
+    repo, manifest = publish_toy(tmp_path, tiny_roberta_dir, "spam", "frozen", labels, ["fp32"])
+    data = tmp_path / "data"  # publish_toy's files
     assert manifest.base_encoder is not None and manifest.exports  # it holds its own graph too
     opened: list[Path] = []
     real_session = bench.ort_session

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_toy_csv
+from tests.conftest import publish_toy
 
 pytest.importorskip("torch", reason="the training extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
@@ -42,29 +42,15 @@ def test_the_frozen_int8_guard_acts_on_validation_accuracy_alone() -> None:
 def test_a_frozen_head_the_int8_base_fails_serves_int8_from_the_fp32_base(
     tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model_repository import ModelRepository
     from serving.engine import BaseEncoderCache, EngineSettings, OnnxEngine, Row, load_scenario
-    from training import custom_scenario, make_train_config, train_and_publish
     from training.export import exporter
 
     # Any loss at all counts here (a tiny random encoder gives no reliable drop to catch): the bar is the
     # one setting changed; training, export, the int8 base and the engine are the real ones.
     monkeypatch.setattr(exporter, "FROZEN_INT8_MAX_DROP", -1.0)
-    data = tmp_path / "data"
-    write_toy_csv(data / "train.csv", 8, seed=4, labels=LABELS)
-    write_toy_csv(data / "validation.csv", 4, seed=104, labels=LABELS)
-    config = make_train_config(
-        custom_scenario("fragile", list(LABELS), data, max_length_tokens=16),
-        "frozen",
-        base_model=str(tiny_roberta_dir),
-        output_dir=tmp_path / "run",
-        max_steps=3,
-        batch_size=8,
-        early_stopping_patience=None,
-        seed=4,
+    repo, manifest = publish_toy(
+        tmp_path, tiny_roberta_dir, "fragile", "frozen", LABELS, ["fp32", "int8"], max_steps=3
     )
-    repo = ModelRepository(tmp_path / "repo")
-    manifest = train_and_publish(config, repo, export_precisions=["fp32", "int8"])
 
     assert manifest.base_encoder is not None and manifest.base_encoder.folder("int8") == "fp32"
     guard = manifest.metrics["int8_head_guard"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_toy_csv
+from tests.conftest import write_rows, write_toy_csv
 from training import custom_scenario, load_scenario, make_train_config, prepare_data
 from training.data import load_test_split
 from training.errors import DataError
@@ -59,15 +59,8 @@ def test_packaged_scenarios_hold_out_a_tenth_of_train_up_to_2000_rows() -> None:
 def test_copies_of_a_text_stay_on_one_side_of_every_held_out_split(tmp_path: Path) -> None:
     """A file that repeats texts (the SMS spam file does): split row by row, copies of a kept row landed
     among the test and validation rows; by distinct text, none does."""
-    import csv
-
     rows = [(f"message number {i % 30} about {LABELS[i % 3]}", LABELS[i % 3]) for i in range(150)]
-    folder = tmp_path / "dup"
-    folder.mkdir()
-    with (folder / "train.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
+    folder = write_rows(tmp_path / "dup" / "train.csv", rows).parent
     for seed in (1, 2, 3):
         prepared = prepare_data(_config(folder, tmp_path, test_fraction=0.2, seed=seed))
         assert prepared.test is not None
@@ -82,18 +75,11 @@ def test_copies_of_a_text_stay_on_one_side_of_every_held_out_split(tmp_path: Pat
 def test_test_max_rows_caps_rows_not_distinct_texts(tmp_path: Path, copies: tuple[int, ...]) -> None:
     """A text's copies all go to one side, and each copy is a row: capped by distinct text, SST-2's
     2,000-row test split held 2,010 rows. Rows of texts repeated (copies[i % len] times) to overshoot."""
-    import csv
-
     rows = []
     for i in range(120):
         label = LABELS[i % 3]
         rows += [(f"message number {i} about {label}", label)] * copies[i % len(copies)]
-    folder = tmp_path / "dup"
-    folder.mkdir()
-    with (folder / "train.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
+    folder = write_rows(tmp_path / "dup" / "train.csv", rows).parent
     for cap in (2, 12, 13):
         prepared = prepare_data(_config(folder, tmp_path, test_fraction=0.3, test_max_rows=cap))
         assert prepared.test is not None
