@@ -157,6 +157,16 @@ def _near_miss(column: str, names: Iterable[str]) -> str:
     return f"; {near[0]!r} differs in case or spaces: pass --text-column {near[0]!r}" if near else ""
 
 
+def _refuse_repeated_column(path: Path, where: str, names: list[str], column: str) -> None:
+    """UsageError when the text column is named more than once: one would be read, the others left out
+    saying nothing (CSV), or its name looked up in vain (Arrow: KeyError)."""
+    if names.count(column) > 1:
+        raise UsageError(
+            f"{path}: {where} names {column!r} {names.count(column)} times; rename the others, or name "
+            "another column with --text-column"
+        )
+
+
 # Each reader yields this once its file-level checks pass, so that read_texts can run them eagerly.
 _READY = ""
 
@@ -200,11 +210,7 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
                 f"{path}: no {column!r} column in the header (line 1: {', '.join(header)}); "
                 f"name the text column with --text-column{_near_miss(column, header)}"
             )
-        if header.count(column) > 1:  # the first was read, the others left out, saying nothing
-            raise UsageError(
-                f"{path}: the header (line 1) names {column!r} {header.count(column)} times; rename the "
-                "others, or name another column with --text-column"
-            )
+        _refuse_repeated_column(path, "the header (line 1)", header, column)
         index = header.index(column)
         yield _READY
         blank: tuple[int, int] | None = None  # an empty line, refused once a row follows it
@@ -326,6 +332,7 @@ def _parquet_texts(path: Path, column: str) -> Iterator[str]:
             f"{path}: no {column!r} column (columns: {', '.join(names)}); see --text-column"
             f"{_near_miss(column, names)}"
         )
+    _refuse_repeated_column(path, "its schema", names, column)
     kind = source.schema_arrow.field(column).type
     # pandas writes a Categorical column as a dictionary of strings; its values are the texts.
     values = kind.value_type if pa.types.is_dictionary(kind) else kind

@@ -457,6 +457,19 @@ def test_a_text_column_named_twice_is_refused(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_parquet_text_column_named_twice_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    """Arrow keeps both columns; looking the name up raised KeyError ('Column text does not exist')."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), source)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(UsageError, match=r"in\.parquet: its schema names 'text' 2 times; rename"):
+        score_file(source, out, "toy", LengthScorer)
+    assert not out.exists()
+
+
 def test_cr_only_line_endings_are_a_usage_error(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_bytes(b"text\rhello\rworld\r")
