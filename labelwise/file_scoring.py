@@ -61,6 +61,9 @@ SCORED_TEXTS = "scored_texts_sha256"
 # And the version that scored them (the last chunk's), recorded with them: a resume scored by another
 # version (an alias moved since, another --version) would mix two versions' answers in one output.
 SCORED_BY = "version"
+# A Parquet output is written from its staged rows this many at a time (one row group each), so that a
+# large output is never held in memory whole (all of it at once: some 380 MB a million rows).
+_PARQUET_GROUP_ROWS = 65536
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -644,11 +647,12 @@ class OutputFile:
         file, and the run goes on from the first new input row (as a JSONL or CSV output resumes)."""
         from .extras import require
 
-        table = require("pyarrow.parquet").read_table(self.path)
+        source = require("pyarrow.parquet").ParquetFile(self.path)
         tmp = self.staging.with_name(self.staging.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            for record in table.to_pylist():
-                fh.write(json.dumps({k: record[k] for k in OUTPUT_FIELDS}, ensure_ascii=False) + "\n")
+            for batch in source.iter_batches(batch_size=_PARQUET_GROUP_ROWS, columns=list(OUTPUT_FIELDS)):
+                for record in batch.to_pylist():
+                    fh.write(json.dumps({k: record[k] for k in OUTPUT_FIELDS}, ensure_ascii=False) + "\n")
         os.replace(tmp, self.staging)
         self.complete_rows = None
 
@@ -666,17 +670,18 @@ class OutputFile:
 
         pa = require("pyarrow")
         pq = require("pyarrow.parquet")
-        columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_FIELDS}
-        with open(self.staging, encoding="utf-8") as fh:
-            for line in fh:
-                record = json.loads(line)
-                for name in OUTPUT_FIELDS:
-                    columns[name].append(record[name])
         schema = pa.schema(
             [("row", pa.int64()), ("label", pa.string()), ("score", pa.float64()), ("version", pa.int64())]
         )
         tmp = self.path.with_name(self.path.name + ".tmp")
-        pq.write_table(pa.table(columns, schema=schema), tmp)
+        with open(self.staging, encoding="utf-8") as fh, pq.ParquetWriter(tmp, schema) as writer:
+            while lines := list(itertools.islice(fh, _PARQUET_GROUP_ROWS)):
+                columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_FIELDS}
+                for line in lines:
+                    record = json.loads(line)
+                    for name in OUTPUT_FIELDS:
+                        columns[name].append(record[name])
+                writer.write_table(pa.table(columns, schema=schema))
         os.replace(tmp, self.path)
         self.staging.unlink()
         self.finished = True

@@ -503,6 +503,33 @@ def test_empty_lines_at_the_end_of_the_input_are_its_end(tmp_path: Path, name: s
         score_file(source, tmp_path / "again.jsonl", "toy", LengthScorer)
 
 
+def test_a_parquet_output_is_written_a_row_group_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """The staged rows were read into lists whole before the one write: some 380 MB a million rows. Read
+    and written a row group at a time, memory no longer grows with the file; the rows are the same."""
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    import labelwise.file_scoring as file_scoring
+
+    monkeypatch.setattr(file_scoring, "_PARQUET_GROUP_ROWS", 64)
+    source = _write(tmp_path / "in.jsonl", TEXTS[:300])
+    out = tmp_path / "out.parquet"
+    score_file(source, out, "toy", LengthScorer, batch_rows=1000)
+    assert pq.ParquetFile(out).metadata.num_row_groups == 5  # 300 rows, 64 a group
+    assert [r["row"] for r in _read_output(out)] == list(range(300))
+    _write(source, TEXTS[:700])  # grown: the finished rows go back to the staging file, and out again
+    assert score_file(source, out, "toy", LengthScorer).rows_scored == 400
+    assert pq.ParquetFile(out).metadata.num_row_groups == 11
+    rows = _read_output(out)
+    assert [r["row"] for r in rows] == list(range(700))
+    assert [(r["label"], r["score"]) for r in rows] == [
+        (label, pytest.approx(score, rel=1e-5)) for label, score in map(_expected, TEXTS[:700])
+    ]
+    empty = tmp_path / "empty.parquet"  # an input without rows still gives an output, with the columns
+    score_file(_write(tmp_path / "none.jsonl", []), empty, "toy", LengthScorer)
+    assert pq.read_table(empty).column_names == ["row", "label", "score", "version"]
+
+
 def test_a_finished_parquet_output_resumes_when_the_input_has_grown(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     source = _write(tmp_path / "in.csv", TEXTS[:20])
