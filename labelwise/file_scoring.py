@@ -1017,11 +1017,16 @@ def _chunked(texts: Iterable[str], skip: int, size: int, output: Path) -> Iterat
     if chunk:
         yield first, chunk
     if index + 1 < skip:
-        # named like an edit in the scored part: which output, and how to go on
-        raise UsageError(
-            f"--output {output} holds scores of {skip} rows, but the input has only {index + 1} now (it was "
-            "cut since); pass --overwrite to score the file again"
-        )
+        raise _input_cut(output, skip, index + 1)
+
+
+def _input_cut(output: Path, held: int, rows: int) -> UsageError:
+    """An input of fewer rows than its output holds scores of: named like an edit in the scored part,
+    which output, and how to go on."""
+    return UsageError(
+        f"--output {output} holds scores of {held} rows, but the input has only {rows} now (it was cut "
+        "since); pass --overwrite to score the file again"
+    )
 
 
 def score_file(
@@ -1065,7 +1070,7 @@ def score_file(
         else:  # exact, by the reader (which checks the digest): newlines over-count multi-line CSV fields
             rows = sum(1 for _ in texts)
         if rows is not None and out.complete_rows > rows:
-            raise out._foreign(f"it holds {out.complete_rows} rows, more than the input's {rows}")
+            raise _input_cut(output_path, out.complete_rows, rows)
         if rows is None or out.complete_rows == rows:
             return ScoreSummary(str(input_path), str(output_path), scenario, 0, skipped, 0.0)
         out.reopen_complete()  # the input has grown since: score its new rows

@@ -617,10 +617,13 @@ def test_a_resumed_output_whose_input_was_edited_in_the_scored_part_is_refused(
     assert score_file(source, out, "toy", LengthScorer).rows_scored == 0
 
 
-@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv"])
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv", ".parquet"])
 def test_a_resumed_output_whose_input_was_cut_names_the_output(tmp_path: Path, fmt_out: str) -> None:
     """An input cut below the rows its output holds said only "the output already holds 50 rows but the
-    input has only 30": no file named, no way on (an edit in the scored part says both)."""
+    input has only 30": no file named, no way on (an edit in the scored part says both). A finished
+    Parquet output was called "not a partial output of `labelwise classify`", which it is."""
+    if fmt_out == ".parquet":
+        pytest.importorskip("pyarrow")
     source = _write(tmp_path / "in.jsonl", TEXTS[:50])
     out = tmp_path / f"out{fmt_out}"
     score_file(source, out, "toy", LengthScorer, batch_rows=10)
