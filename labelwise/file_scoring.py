@@ -230,12 +230,16 @@ def _csv_texts(path: Path, column: str) -> Iterator[str]:
                 )
             if any(extra.strip() for extra in fields[len(header) :]):
                 # an unquoted comma in a text: its column got the text's first part only, said nothing
+                # (`a, "b, c"` is quoted to its writer, but CSV reads a quote after a space as text)
+                spaced = any(f[:1].isspace() and f.lstrip().startswith('"') for f in fields)
+                fix = (
+                    "a quote after a space opens no quoted field: write the comma and the quote together "
+                    '(,"like, this")'
+                    if spaced
+                    else 'a field holding a comma must be quoted ("like, this")'
+                )
                 raise InputRowError(
-                    path,
-                    row,
-                    reader.line_num,
-                    f"{len(fields)} fields, the header names {len(header)}: a field holding a comma must be "
-                    'quoted ("like, this")',
+                    path, row, reader.line_num, f"{len(fields)} fields, the header names {len(header)}: {fix}"
                 )
             text = fields[index]
             if not text.strip():

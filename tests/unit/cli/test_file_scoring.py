@@ -208,6 +208,10 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         path = tmp_path / "in.csv"
         path.write_text("text,other\n" + good + "I liked it, a lot,x\n")
         return path, r"in\.csv: row 6 \(line 7\): 3 fields, the header names 2: a field holding a comma must"
+    if kind == "csv-space-before-quote":  # quoted, but after ", ": it was told to quote the field
+        path = tmp_path / "in.csv"
+        path.write_text("text,other\n" + good + 'fine, "x, y"\n')
+        return path, r"in\.csv: row 6 \(line 7\): 3 fields, the header names 2: a quote after a space opens"
     if kind == "csv-empty-text":
         path = tmp_path / "in.csv"
         path.write_text("text,other\n" + good + ",x\n")
@@ -242,6 +246,7 @@ def _bad_row_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         "csv-empty-line",
         "csv-empty-text",
         "csv-unquoted-comma",
+        "csv-space-before-quote",
         "jsonl-missing-field",
         "jsonl-empty-line",
         "jsonl-repeated-field",
