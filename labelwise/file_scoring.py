@@ -1024,6 +1024,14 @@ def _chunked(texts: Iterable[str], skip: int, size: int, output: Path) -> Iterat
         raise _input_cut(output, skip, index + 1)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (a hard link, or any other second name for it)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
 def _input_cut(output: Path, held: int, rows: int) -> UsageError:
     """An input of fewer rows than its output holds scores of: named like an edit in the scored part,
     which output, and how to go on."""
@@ -1051,7 +1059,8 @@ def score_file(
         raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}")
     _refuse_symlink_loop(input_path, "--input")
     _refuse_symlink_loop(output_path, "--output")
-    if input_path.resolve() == output_path.resolve():
+    if input_path.resolve() == output_path.resolve() or _same_file(input_path, output_path):
+        # a hard link too: with --overwrite, writing it would empty the input
         raise UsageError(f"--output {output_path} is the input file")
     texts = read_texts(input_path, text_column)
     total = count_rows(input_path)

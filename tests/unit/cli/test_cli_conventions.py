@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,8 @@ def test_repo_list_and_show_print_json_for_scripts(tmp_path: Path) -> None:
 def test_classify_bad_usage_exits_2_with_one_line(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "hello"}\n')
+    linked = tmp_path / "linked.jsonl"
+    os.link(source, linked)
     cases = [
         (["-s", "x", "-i", str(source), "-o", str(tmp_path / "out.xlsx")], "unknown extension '.xlsx'"),
         (
@@ -94,6 +97,8 @@ def test_classify_bad_usage_exits_2_with_one_line(tmp_path: Path) -> None:
             "absent.csv does not exist",
         ),
         (["-s", "x", "-i", str(source), "-o", str(source)], "is the input file"),
+        # a hard link to it: with --overwrite, writing it would have emptied the input
+        (["-s", "x", "-i", str(source), "-o", str(linked), "--overwrite"], "is the input file"),
         (
             ["-s", "x", "-i", str(source), "-o", str(tmp_path / "o.csv"), "--concurrency", "0"],
             "--concurrency",
