@@ -707,7 +707,8 @@ class LabelwiseClient(_Base):
             limits=self.limits,
             transport=transport,
         )
-        self._discovered = self._limit_given
+        # Asked even with max_texts_per_request given: the server's body limit comes from it too.
+        self._discovered = False
         self._discover_lock = threading.Lock()
         # A stand-in for the waits between retries (tests record them instead of waiting).
         self._sleep: Callable[[float], None] | None = None
@@ -919,7 +920,7 @@ class AsyncLabelwiseClient(_Base):
             limits=self.limits,
             transport=transport,
         )
-        self._discovered = self._limit_given
+        self._discovered = False  # asked even with max_texts_per_request given (see LabelwiseClient)
         self._discover_lock = asyncio.Lock()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
