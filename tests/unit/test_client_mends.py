@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -408,3 +409,22 @@ def test_an_error_about_a_text_of_a_later_chunk_keeps_the_request_id(
 
             asyncio.run(run())
     assert caught.value.field == "texts.3" and caught.value.request_id == "req-7"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_timeout_s_inf_is_no_read_timeout(server: tuple[dict[str, Answer], str], kind: str) -> None:
+    """timeout_s=math.inf (no timeout) failed every call of the sync client with an OverflowError from
+    its socket (the async client took it); both now read without a timeout, connecting still bounded."""
+    answer, url = server
+    answer["now"] = lambda path, body: (200, _labels(body) if body else b'{"scenarios": []}', {})
+
+    async def run_async() -> list[str]:
+        async with AsyncLabelwiseClient(url, timeout_s=math.inf, max_texts_per_request=4) as client:
+            return (await client.classify("s", ["a"])).labels
+
+    if kind == "sync":
+        with LabelwiseClient(url, timeout_s=math.inf, max_texts_per_request=4) as client:
+            assert client.timeout.read is None and client.timeout.connect == 5.0
+            assert client.classify("s", ["a"]).labels == ["x"]
+    else:
+        assert asyncio.run(run_async()) == ["x"]
