@@ -229,6 +229,24 @@ def _not_json(response: httpx.Response, exc: ValueError) -> ClientError:
     return ClientError(response.status_code, {"error": {"type": "bad_answer", "message": message}})
 
 
+def _redirected(response: httpx.Response) -> ClientError:
+    """The bad_answer error of a redirect (an ingress sending http:// on to https://, say), naming where
+    to: neither client follows one, and its page is no answer of this API."""
+    request = response.request
+    to = request.url.join(response.headers["location"])
+    hint = (
+        "use https:// in the base URL"
+        if (request.url.scheme, to.scheme) == ("http", "https")
+        else "give the URL of the server itself as the base URL"
+    )
+    message = (
+        f"{request.method} {_without_credentials(str(request.url))} answered {response.status_code} "
+        f"{response.reason_phrase} to {_without_credentials(str(to))}, a redirect the client does not "
+        f"follow: {hint}"
+    )
+    return _bad_answer(message, response.status_code)
+
+
 class _TooMany(Exception):
     """The server refused a chunk as too many texts, or as a body over its byte limit; `limit` is the
     chunk size to use instead, and `learn` whether it is the server's limit on texts (a body's size
@@ -549,6 +567,8 @@ class _Base:
     def _outcome(self, response: httpx.Response, tries: _Tries) -> tuple[Any, float | None]:
         """(parsed JSON, None) on success; (None, seconds to wait) to retry; raises otherwise."""
         self._learn_limit(_limit_from_header(response))
+        if response.is_redirect:
+            raise _redirected(response)
         if response.status_code < 400:
             try:
                 return response.json(), None

@@ -428,3 +428,45 @@ def test_timeout_s_inf_is_no_read_timeout(server: tuple[dict[str, Answer], str],
             assert client.classify("s", ["a"]).labels == ["x"]
     else:
         assert asyncio.run(run_async()) == ["x"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("path", "status", "location", "named"),
+    [
+        ("/v1/scenarios", 308, "https://127.0.0.1:1/v1/scenarios", "to https://127.0.0.1:1/v1/scenarios, "),
+        ("/v1/classify", 301, "/api/v1/classify", "/api/v1/classify, a redirect"),
+    ],
+)
+def test_a_redirect_is_a_bad_answer_naming_where_to(
+    server: tuple[dict[str, Answer], str], kind: str, path: str, status: int, location: str, named: str
+) -> None:
+    """A redirect (an ingress sending http:// on to https://) was reported as 'its 308 answer is not
+    JSON ...; is the URL a proxy's page?', naming neither the redirect nor where to; it now names both."""
+    answer, url = server
+
+    def reply(at: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if at == path:
+            return status, b"<html>Moved</html>", {"Content-Type": "text/html", "Location": location}
+        return 200, _labels(body) if body else b'{"scenarios": []}', {}
+
+    answer["now"] = reply
+
+    async def run_async() -> None:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            await client.classify("s", ["a"])
+
+    with pytest.raises(ClientError) as caught:
+        if kind == "sync":
+            with LabelwiseClient(url, retry=_fast()) as client:
+                client.classify("s", ["a"])
+        else:
+            asyncio.run(run_async())
+    message = str(caught.value)
+    assert caught.value.type == "bad_answer" and caught.value.status == status, message
+    assert f"{'GET' if path == '/v1/scenarios' else 'POST'} {url}{path} answered {status} " in message, (
+        message
+    )
+    assert named in message and "does not follow" in message, message
+    hint = "use https://" if location.startswith("https") else "give the URL of the server itself"
+    assert hint in message, message
