@@ -166,7 +166,8 @@ class RetryPolicy:
         retry_after = _retry_after_s(response)
         if retry_after is not None:
             return min(retry_after * (1 + 0.1 * self.rng.random()), self.max_wait_s)
-        return self.rng.uniform(0, min(self.backoff_s * 2**attempt, self.max_wait_s))
+        # 2**attempt capped as in connect_wait_s: past attempt 1023 it overflowed a float (OverflowError)
+        return self.rng.uniform(0, min(self.backoff_s * 2 ** min(attempt, 30), self.max_wait_s))
 
 
 def _retry_after_s(response: httpx.Response | None) -> float | None:

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -35,6 +36,7 @@ from labelwise.errors import (
     InputRowError,
     InternalServerError,
     InvalidTextError,
+    OverloadedError,
 )
 from labelwise.file_scoring import HttpScorer, read_texts, score_file
 
@@ -445,6 +447,27 @@ def test_a_retry_policy_with_a_negative_wait_is_refused() -> None:
         RetryPolicy(connect_max_wait_s=-1)
     with pytest.raises(ValueError, match="connect_retry_s must be 0 or more"):
         RetryPolicy(connect_retry_s=-2)
+
+
+def test_more_than_a_thousand_retries_end_in_the_answers_error() -> None:
+    """max_retries=1100 (retry an overloaded service a long while): the 1025th wait computed
+    backoff_s * 2**1024 and the call raised OverflowError; it now ends in the service's 503."""
+    posts: list[int] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        posts.append(1)
+        return httpx.Response(503, json={"error": {"type": "overloaded", "message": "busy"}})
+
+    policy = RetryPolicy(max_retries=1100, backoff_s=0.01, max_wait_s=1.0)
+    waits: list[float] = []
+    with LabelwiseClient(
+        max_texts_per_request=4, retry=policy, transport=httpx.MockTransport(busy)
+    ) as client:
+        client._discovered = True
+        client._sleep = waits.append
+        with pytest.raises(OverloadedError, match="busy"):
+            client.classify("s", ["a"])
+    assert len(posts) == 1101 and len(waits) == 1100 and max(waits) <= 1.0
 
 
 # ---- 7: connection refused while a server restarts ----------------------------------------------------
