@@ -143,9 +143,9 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
     """(the multi-adapter graph `<base key>/<folder>` lora_mode shared serves a LoRA version from, its
     precision), chosen by the loader's own rules; (why it is refused at load, None) when none fits."""
 
-    from model_repository import layout
+    from model_repository import GraphSpec, RepositoryError, layout
     from model_repository.multi_adapter import version_lora_rank
-    from serving.engine.loader import shared_graph_folder
+    from serving.engine.loader import check_shared_adapter, shared_adapter, shared_graph_folder
     from serving.errors import ModelLoadError
 
     base = manifest.base_encoder
@@ -155,10 +155,14 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
             None,
         )
     # an object store's version is in the local cache once served: its rank is read there (None: not yet)
-    rank = version_lora_rank(repo.version_path(manifest.scenario, manifest.version))
+    version_folder = repo.version_path(manifest.scenario, manifest.version)
+    rank = version_lora_rank(version_folder)
     try:
         folder = shared_graph_folder(repo, manifest, rank, settings)
-    except ModelLoadError as exc:
+        if rank is not None:  # the adapter is here: checked against the graph's spec, as the loader does
+            spec = GraphSpec.from_json(repo.base_info(base.key, folder).get("info", {}).get("spec", {}))
+            check_shared_adapter(spec, shared_adapter(manifest, version_folder), manifest, folder)
+    except (ModelLoadError, RepositoryError) as exc:  # a base.json the replica's verify_base refuses too
         return f"refused at load: {exc}", None
     return f"{base.key}/{folder}", layout.precision_of_folder(folder)
 

@@ -275,26 +275,14 @@ def _join_shared(
     """Check the adapter against the base's multi-adapter graph, warm up its row, swap the table in."""
     m = loaded.manifest
     who = f"{m.scenario} v{m.version}"
-    if m.base_encoder is None or m.head is None or not (folder / layout.LORA_FILE).is_file():
-        raise ModelLoadError(
-            f"{who}: lora_mode shared needs base_encoder, head and lora.npz in the version "
-            "(a DoRA adapter or a version exported without a head cannot share the base graph: serve it "
-            "with lora_mode merged)"
-        )
-    key = m.base_encoder.key
-    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / m.head.path) as head:
-        entry = AdapterEntry(who, key, m.head.kind, dict(lora), dict(head))
+    entry = shared_adapter(m, folder)
+    key = entry.base_key
     graph_folder = shared_graph_folder(repo, m, lora_rank(entry.lora), settings)
     n_labels = len(m.labels)
 
     def fits(spec: GraphSpec) -> None:
         # run by the cache on the graph's spec before it opens a session: a refused version opens none
-        try:
-            found = check_adapter(spec, entry)
-        except AdapterMismatchError as exc:
-            raise ModelLoadError(f"refused by the multi-adapter graph {key}/{graph_folder}: {exc}") from exc
-        if found != n_labels:
-            raise ModelLoadError(f"{who}: head.npz has {found} labels, the manifest {n_labels}")
+        check_shared_adapter(spec, entry, m, graph_folder)
 
     try:
         shared = adapters.get(
@@ -323,6 +311,35 @@ def _join_shared(
     except Exception:
         adapters.release(shared)  # a graph opened for this version alone is not kept open without it
         raise
+
+
+def shared_adapter(manifest: Manifest, folder: Path) -> AdapterEntry:
+    """The version's own adapter and head (lora.npz, head.npz in `folder`) as lora_mode shared feeds them;
+    ModelLoadError when the version has none to feed."""
+    who = f"{manifest.scenario} v{manifest.version}"
+    if manifest.base_encoder is None or manifest.head is None or not (folder / layout.LORA_FILE).is_file():
+        raise ModelLoadError(
+            f"{who}: lora_mode shared needs base_encoder, head and lora.npz in the version "
+            "(a DoRA adapter or a version exported without a head cannot share the base graph: serve it "
+            "with lora_mode merged)"
+        )
+    with np.load(folder / layout.LORA_FILE) as lora, np.load(folder / manifest.head.path) as head:
+        return AdapterEntry(who, manifest.base_encoder.key, manifest.head.kind, dict(lora), dict(head))
+
+
+def check_shared_adapter(spec: GraphSpec, entry: AdapterEntry, manifest: Manifest, graph_folder: str) -> None:
+    """ModelLoadError naming what the multi-adapter graph `graph_folder` (spec) cannot take in the version's
+    adapter (targets, rank, layers, head), or a head whose label count is not the manifest's."""
+    try:
+        found = check_adapter(spec, entry)
+    except AdapterMismatchError as exc:
+        raise ModelLoadError(
+            f"refused by the multi-adapter graph {entry.base_key}/{graph_folder}: {exc}"
+        ) from exc
+    if found != len(manifest.labels):
+        raise ModelLoadError(
+            f"{entry.name}: head.npz has {found} labels, the manifest {len(manifest.labels)}"
+        )
 
 
 def shared_graph_folder(

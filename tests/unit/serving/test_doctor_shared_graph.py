@@ -57,3 +57,24 @@ def test_doctor_says_why_a_table_rank_without_a_graph_is_refused(repo: ModelRepo
     assert said.startswith("v1 lora (shared): refused at load: ")
     assert "no multi-adapter graph of rank 16 (lora_table_rank)" in said
     assert "multi-lora-r8-fp32" in said and "lora_table_rank: 8" in said
+
+
+def test_doctor_says_a_graph_on_other_targets_refuses_the_adapter(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """A base whose graph adapts query/value only (exported before the every-projection default): the
+    replica refuses an adapter on every projection, and doctor says so, naming the targets; it said the
+    version was served from that graph."""
+    from serving.errors import ModelLoadError
+    from training.multi_adapter import export_multi_adapter_base
+
+    repository = ModelRepository(tmp_path / "repo")
+    export_multi_adapter_base(
+        repository, tiny_roberta_dir, rank=8, targets=["query", "value"], precisions=["fp32"]
+    )
+    publish_tiny(repository, tmp_path, tiny_roberta_dir, "reviews", ("negative", "positive"), 2)
+    repository.set_alias("reviews", "production", 1)
+    with pytest.raises(ModelLoadError, match="LoRA targets") as refused:
+        load_version(repository, "reviews", 1, engine_settings("shared"))
+    said = _diagnose(repository, lora_mode="shared", precision="fp32")
+    assert said == f"v1 lora (shared): refused at load: {refused.value}"
