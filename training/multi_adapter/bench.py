@@ -228,6 +228,20 @@ def main(argv: list[str] | None = None) -> None:
         job = json.loads(args._child)
         print(json.dumps(run_one(**job)))
         return
+    # Checked before the graphs are exported (minutes on MiniLM), not by the runs that would fail on them.
+    try:
+        scenarios = [int(x) for x in args.scenarios.split(",")]
+    except ValueError:
+        scenarios = []
+    if not scenarios or min(scenarios) < 1:
+        parser.error(f"--scenarios {args.scenarios}: give scenario counts as positive integers, e.g. 1,8")
+    modes = args.modes.split(",") if args.modes else []
+    if unknown := [m for m in modes if m not in ("shared", "merged")]:
+        parser.error(f"--modes {args.modes}: unknown mode {', '.join(unknown)}: choose from shared, merged")
+    if args.batches < 1:
+        parser.error(f"--batches {args.batches}: time at least 1 batch")
+    if args.threads < 0:
+        parser.error(f"--threads {args.threads}: give 0 (ONNX Runtime's default) or more threads")
     from training.model import resolve_base_model
 
     minilm = resolve_base_model("minilm").path
@@ -237,9 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         shared, merged, spec_json = _prepare(Path(tmp), minilm)
         sizes = {"shared": shared.stat().st_size / 2**20, "merged": merged.stat().st_size / 2**20}
         print(f"graph sizes: shared {sizes['shared']:.1f} MB, merged {sizes['merged']:.1f} MB", flush=True)
-        scenarios = [int(x) for x in args.scenarios.split(",")]
-        for n in scenarios if args.modes else []:
-            for mode in args.modes.split(","):
+        for n in scenarios if modes else []:
+            for mode in modes:
                 job = {
                     "mode": mode,
                     "n": n,

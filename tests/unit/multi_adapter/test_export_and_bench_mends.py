@@ -160,3 +160,32 @@ def test_an_architecture_without_default_targets_only_logs_at_publish(
         export_shared_graph(repository, tmp_path / "base", 8, ["fp32"], "roberta")
     assert "no multi-adapter graph for" in caplog.text
     assert not list((tmp_path / "repo").rglob("multi-lora-*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--scenarios", "1,x"], "--scenarios 1,x"),
+        (["--scenarios", "0"], "--scenarios 0"),
+        (["--scenarios", ""], "--scenarios"),
+        (["--modes", "sharde"], "--modes sharde"),
+        (["--batches", "0"], "--batches 0"),
+        (["--threads", "-1"], "--threads -1"),
+    ],
+)
+def test_bench_refuses_a_bad_option_before_it_exports_anything(
+    argv: list[str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 naming the option, before the graphs are exported (minutes on MiniLM); a non-number failed
+    after the export with a traceback, --scenarios 0 and --batches 0 in a child's ZeroDivisionError or
+    IndexError, and a misspelt mode was timed as merged under the misspelt name."""
+    from training.multi_adapter import bench
+
+    def exported(*_args: Any) -> None:
+        raise AssertionError("the bench exported its graphs before checking its options")
+
+    monkeypatch.setattr(bench, "_prepare", exported)
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(argv)
+    assert stopped.value.code == 2
+    assert f"error: {named}" in capsys.readouterr().err
