@@ -119,6 +119,7 @@ def export_multi_adapter_base(
         raise UnsupportedBaseError(f"multi-adapter graph of {ref.id}: {exc}") from exc
     out: dict[str, Path] = {}
     missing = []
+    reused: list[str] = []  # the targets of a precision reused: one exported beside it adapts the same
     for precision in precisions:
         folder = layout.multi_adapter_folder(rank, precision)
         if repository.has_base(key, folder):
@@ -133,11 +134,15 @@ def export_multi_adapter_base(
                     "old targets keep working with the new graph"
                 )
             say(f"multi-adapter graph {key}/{folder}: already exported, verified, reused")
+            reused = reused or adapted
         else:
             missing.append(precision)
         out[precision] = repository.base_path(key, folder) / layout.MULTI_ADAPTER_FILE
     if not missing:
         return out
+    # Every precision of a base's graph of one rank adapts the same projections: an int8 graph on fewer
+    # than its fp32 one would refuse, on a CPU replica (int8 first), the adapters fp32 serves.
+    targets = reused or targets
 
     from transformers import AutoConfig
 

@@ -325,6 +325,32 @@ def test_a_graph_on_fewer_projections_is_not_reused_for_the_default_targets(
         export_multi_adapter_base(repo, tiny_roberta_dir, rank=RANK, precisions=("fp32",))
 
 
+def test_a_precision_added_to_a_graph_adapts_what_its_other_precisions_adapt(
+    tmp_path: Path, tiny_roberta_dir: Path
+) -> None:
+    """A graph reused for fewer targets than it adapts: the precision exported beside it adapts the same
+    projections. The int8 graph was traced on the targets asked for (query/value) beside an fp32 graph on
+    every projection, and a CPU replica, which reads int8 first, refused the adapters fp32 had served."""
+    from model_repository import ModelRepository
+    from training.multi_adapter import export_multi_adapter_base, load_spec, resolve_base
+
+    repo = ModelRepository(tmp_path)
+    export_multi_adapter_base(repo, tiny_roberta_dir, rank=RANK, precisions=("fp32",))
+    said: list[str] = []
+    export_multi_adapter_base(
+        repo,
+        tiny_roberta_dir,
+        rank=RANK,
+        targets=["query", "value"],
+        precisions=("fp32", "int8"),
+        say=said.append,
+    )
+    key = resolve_base(tiny_roberta_dir)[2]
+    fp32, int8 = (sorted(load_spec(repo, key, RANK, p).projections) for p in ("fp32", "int8"))
+    assert len(fp32) == 6 and int8 == fp32
+    assert any("targets ['attention.self.query', 'attention.self.key'" in line for line in said)
+
+
 @pytest.mark.parametrize(
     ("targets", "stackable"),
     [(["query", "value"], True), (["query", "value", "word_embeddings"], False)],
