@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -50,7 +51,10 @@ def tune_command(
     trials: int = typer.Option(..., "--trials", "-n", help="Finished (complete or pruned) trials to reach."),
     timeout_s: float | None = typer.Option(None, "--timeout-s", help="Stop starting trials after this long."),
     study_name: str | None = typer.Option(
-        None, "--study-name", help="Name of the study; an existing one under the run folder is resumed."
+        None,
+        "--study-name",
+        help="Name of the study; an existing one in the study folder (--output-dir, else the default) is "
+        "resumed.",
     ),
     pruner: str = typer.Option(
         "median",
@@ -172,9 +176,13 @@ def tune_command(
     )
     if summary.published_version is not None:
         _console.print(f"published {summary.scenario} v{summary.published_version}")
+    # a study in an --output-dir resumes only there: --study-name alone started a new study under runs/
+    resume = f"--study-name {summary.study_name}"
+    if output_dir is not None:
+        resume += f" --output-dir {shlex.quote(str(summary.output_dir))}"
     _console.print(
         f"best config {escape(str(summary.best_config_path))}; summary and plots in "
-        f"{escape(str(summary.output_dir))}; resume with --study-name {summary.study_name}",
+        f"{escape(str(summary.output_dir))}; resume with {escape(resume)}",
         soft_wrap=True,
     )
 

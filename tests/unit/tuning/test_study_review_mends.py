@@ -227,6 +227,31 @@ def test_cli_passes_the_sampler_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [5, 0]
 
 
+def test_the_resume_hint_of_a_study_in_an_output_dir_resumes_it(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line said "resume with --study-name s" for a study in an --output-dir: run as said, it
+    started a new study under runs/ and trained its trials again."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    monkeypatch.setenv("LABELWISE_RUNS_DIR", str(tmp_path / "runs"))
+    yaml_path = tmp_path / "toy.yaml"
+    yaml_path.write_text(tune_scenario.model_dump_json())  # JSON is YAML
+    base = ["tune", "-s", str(yaml_path), "--strategy", "full", "-n", "1", "-m", str(tiny_roberta_dir)]
+    base += ["--max-steps", "2", "--pruner", "none"]
+    first = CliRunner().invoke(app, [*base, "--study-name", "s", "-o", str(tmp_path / "my study")])
+    assert first.exit_code == 0, first.output
+    hint = first.output.split("resume with ")[-1]
+    resumed = CliRunner().invoke(app, [*base, *shlex.split(hint)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "study 's' already holds 1 finished trial(s): nothing to run" in resumed.output
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--sampler-seed", "-1"), ("--sampler-seed", str(2**32)), ("--timeout-s", "nan")]
 )
