@@ -240,17 +240,19 @@ def _default_values(ranges: dict[str, Any], base_params: Any) -> tuple[dict[str,
     return values, outside
 
 
-def _mark_stale_running(study: Any, say: Callable[[str], None]) -> None:
+def _mark_stale_running(study: Any, out: Path, say: Callable[[str], None]) -> None:
     """A killed process leaves its trial RUNNING forever: fail it so that resuming counts it correctly.
 
     Only called under the study's lock (_study_lock): no other process runs the study, so every RUNNING
     trial is a dead run's. Without the lock a second process would fail the first one's live trial, and
-    the first would then crash telling Optuna the trial's result."""
+    the first would then crash telling Optuna the trial's result. The dead trial's checkpoints go, as a
+    finished trial's do: its killed objective never cleared them, and no trial resumes from them."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         # Study.tell by trial number: Optuna's public way to finish a trial another process started.
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        shutil.rmtree(out / trial_folder_name(trial.number) / "checkpoints", ignore_errors=True)
         say(f"trial {trial.number} was left running by an interrupted run: marked failed")
 
 
@@ -536,7 +538,7 @@ def run_study(
                 study.set_user_attr("pruning", pruning)
         if not_searched or "not_searched" in study.user_attrs:  # this invocation's, on a resume too
             study.set_user_attr("not_searched", not_searched)
-        _mark_stale_running(study, say)
+        _mark_stale_running(study, out, say)
         from optuna.trial import TrialState
 
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -31,7 +31,9 @@ def resumed_study(tune_scenario, tiny_roberta_dir: Path, tmp_path_factory: pytes
     first = run_study(tune_scenario, "full", trials=2, **common)
     # A run killed mid-trial leaves a RUNNING trial in the database: simulate one.
     storage = f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.load_study(study_name="toy-study", storage=storage).ask()
+    stale = optuna.load_study(study_name="toy-study", storage=storage).ask()
+    # ... having saved a checkpoint, which its killed objective never removed
+    (out / f"trial-{stale.number:03d}" / "checkpoints" / "checkpoint-6").mkdir(parents=True)
     lines: list[str] = []
     second = run_study(tune_scenario, "full", trials=3, **{**common, "say": lines.append})
     study = optuna.load_study(study_name="toy-study", storage=storage)
@@ -41,10 +43,11 @@ def resumed_study(tune_scenario, tiny_roberta_dir: Path, tmp_path_factory: pytes
 def test_study_resumes_the_same_trials(resumed_study) -> None:
     from optuna.trial import TrialState
 
-    first, second, study, lines, _ = resumed_study
+    first, second, study, lines, out = resumed_study
     assert first.trials == 2 and first.complete + first.pruned == 2
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert study.trials[2].state == TrialState.FAIL  # the interrupted one, failed on resume
+    assert not (out / "trial-002" / "checkpoints").exists()  # as a finished trial's, its checkpoints went
     assert second.complete + second.pruned == 3 and second.failed == 1
     assert any("resuming study 'toy-study': 2 finished" in line for line in lines)
     assert any(line.startswith("trial 3 [3/3]") for line in lines)  # one progress line per trial
