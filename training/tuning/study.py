@@ -49,7 +49,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from ..errors import TuningError
-from .space import SearchSpace, default_search_space
+from .space import FROZEN_SKIPS, SearchSpace, default_search_space
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +212,14 @@ def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[st
 
     ranges = space.ranges(strategy)
     if not ranges:
+        why = "LoRA ones apply to lora only"
+        if strategy == "frozen":  # a frozen space of epochs and warm-up was told only of LoRA
+            why += (
+                f"; frozen searches none of {sorted(FROZEN_SKIPS)}: its head keeps its best epoch, unwarmed"
+            )
         raise TuningError(
             f"the search space has no dimension for strategy {strategy!r} "
-            f"(declared: {sorted(space.ranges())}; LoRA ones apply to lora only)"
+            f"(declared: {sorted(space.ranges())}; {why})"
         )
     for name, spec in ranges.items():
         for value in spec.choices if spec.choices is not None else [spec.low, spec.high]:

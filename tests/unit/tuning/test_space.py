@@ -89,6 +89,17 @@ def test_space_without_a_dimension_for_the_strategy(toy_data_dir, tmp_path) -> N
     assert not (tmp_path / "study").exists()
 
 
+def test_a_frozen_space_of_epochs_and_warmup_says_frozen_searches_neither(toy_data_dir, tmp_path) -> None:
+    """It said only "LoRA ones apply to lora only", of a space that declares no LoRA dimension."""
+    space = {"num_train_epochs": {"low": 1, "high": 3, "step": 1}, "warmup_ratio": {"low": 0.0, "high": 0.2}}
+    scenario = custom_scenario("toy", ["positive", "negative", "neutral"], toy_data_dir, search_space=space)
+    with pytest.raises(TuningError) as caught:
+        run_study(scenario, "frozen", trials=1, output_dir=tmp_path / "study", say=lambda line: None)
+    assert "no dimension for strategy 'frozen'" in str(caught.value)
+    assert "frozen searches none of ['num_train_epochs', 'warmup_ratio']" in str(caught.value)
+    assert not (tmp_path / "study").exists()
+
+
 def test_space_values_outside_the_strategy_limits(toy_data_dir, tmp_path) -> None:
     scenario = custom_scenario(
         "toy",
