@@ -448,11 +448,11 @@ def run_study(
     if not 0 <= sampler_seed < 2**32:  # numpy's seed range: a traceback from TPESampler otherwise
         raise TuningError(f"--sampler-seed must be between 0 and 2**32 - 1, got {sampler_seed}")
     if pruner not in PRUNERS:
-        raise TuningError(f"unknown pruner {pruner!r}: choose one of {list(PRUNERS)}")
+        raise TuningError(f"--pruner: unknown pruner {pruner!r}: choose one of {list(PRUNERS)}")
     if evals_per_epoch < 1:
-        raise TuningError(f"evals_per_epoch must be at least 1, got {evals_per_epoch}")
+        raise TuningError(f"--evals-per-epoch must be at least 1, got {evals_per_epoch}")
     if study_name is not None and not study_name.replace("-", "").replace("_", "").isalnum():
-        raise TuningError(f"study name {study_name!r}: use letters, digits, '-' and '_' only")
+        raise TuningError(f"--study-name {study_name!r}: use letters, digits, '-' and '_' only")
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
     if publish and alias:  # nor an alias whose file cannot be written (a file where its folder goes)

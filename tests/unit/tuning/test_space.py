@@ -69,8 +69,9 @@ def test_frozen_searches_no_warmup_its_head_has_none() -> None:
     [
         ({"trials": 0}, "--trials must be at least 1"),
         ({"trials": 2, "timeout_s": 0}, "--timeout-s must be > 0"),
-        ({"trials": 2, "pruner": "percentile"}, "unknown pruner"),
-        ({"trials": 2, "study_name": "../x"}, "study name"),
+        ({"trials": 2, "pruner": "percentile"}, "--pruner: unknown pruner 'percentile'"),
+        ({"trials": 2, "evals_per_epoch": 0}, "--evals-per-epoch must be at least 1"),
+        ({"trials": 2, "study_name": "../x"}, r"--study-name '\.\./x'"),
     ],
 )
 def test_bad_tune_settings_fail_before_any_trial(kwargs: dict, needle: str, toy_data_dir, tmp_path) -> None:
