@@ -447,6 +447,24 @@ def _sendable(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def _check_fields(body: Mapping[str, Any]) -> None:
+    """BadRequestError (`status` None, `field` the field's name) for a classify body's field other than
+    `texts` (checked by _sendable) that JSON cannot carry: a NaN or infinity, a numpy scalar, a set.
+    httpx raised its own ValueError or TypeError for it, after GET /v1/scenarios had gone out."""
+    for name, value in body.items():
+        if name == "texts":
+            continue
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            message = (
+                f"{name} cannot be sent as JSON ({exc}): give a finite number, a string, a bool, None, "
+                "or a list or dict of them (a numpy value: its .item())"
+            )
+            error = {"type": BadRequestError.code, "field": name, "message": message}
+            raise BadRequestError(None, {"error": error}) from None
+
+
 @dataclass
 class _Tries:
     """One request's retries so far: count-based ones (answers, transport errors after a connection
@@ -880,6 +898,7 @@ class LabelwiseClient(_Base):
         """Labels with scores for every text, in order; lists over the server's limit go as chunks,
         up to `concurrency` at once. `extra` fields go into each request body as they are."""
         texts = _sendable(texts)
+        _check_fields(self._classify_body(scenario, texts, top_k, truncate, extra))
         self._discover()
         answers: dict[int, dict[str, Any]] = {}
         # This call's own: set when it ends early, it stops its parts' retries, never another call's.
@@ -1029,6 +1048,7 @@ class AsyncLabelwiseClient(_Base):
     ) -> ClassifyResult:
         """Labels with scores for every text, in order; chunks go up to `concurrency` at once."""
         texts = _sendable(texts)
+        _check_fields(self._classify_body(scenario, texts, top_k, truncate, extra))
         await self._discover()
         # One gate for every part of this call, the smaller parts a refusal asks for included; a part
         # the server answered is never sent again.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import numpy as np
 import pytest
 
 from labelwise.client import AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
@@ -248,6 +249,47 @@ def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
                 client.classify("s", texts)
         else:
             asyncio.run(run_async())
+    assert asked == []
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("fields", "named", "why"),
+    [
+        ({"threshold": math.nan}, "threshold", "Out of range float"),
+        ({"threshold": np.float32(0.5)}, "threshold", "type float32"),
+        ({"labels": {"a", "b"}}, "labels", "type set"),
+        ({"options": {"floor": math.inf}}, "options", "Out of range float"),
+        ({"top_k": np.int64(2)}, "top_k", "type int64"),
+    ],
+)
+def test_a_field_json_cannot_carry_is_refused_by_name_before_any_request(
+    server: tuple[dict[str, Answer], str], kind: str, fields: dict[str, Any], named: str, why: str
+) -> None:
+    """A NaN, a numpy scalar or a set in top_k or an extra field raised httpx's bare ValueError or
+    TypeError (naming no field), after GET /v1/scenarios had gone out; now a BadRequestError naming it."""
+    answer, url = server
+    asked: list[str] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        asked.append(path)
+        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
+
+    answer["now"] = reply
+
+    async def run_async() -> Any:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            return await client.classify("s", ["a"], **fields)
+
+    with pytest.raises(
+        BadRequestError, match=rf"^invalid_request: {named} cannot be sent as JSON \(.*{why}"
+    ) as caught:
+        if kind == "sync":
+            with LabelwiseClient(url, retry=_fast()) as client:
+                client.classify("s", ["a"], **fields)
+        else:
+            asyncio.run(run_async())
+    assert caught.value.field == named and caught.value.status is None
     assert asked == []
 
 
