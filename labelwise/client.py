@@ -537,10 +537,12 @@ class _Base:
         if api_key:
             _check_api_key(api_key)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # A connection that cannot be made fails fast; an answer may take up to timeout_s. inf is no
-        # timeout (None to httpx): as a number the sync client's socket refused it (OverflowError)
+        # A connection that cannot be made fails fast; an answer may take up to timeout_s. inf, and any
+        # wait longer than the platform can time (threading.TIMEOUT_MAX, about 292 years), is no timeout
+        # (None to httpx): as a number the sync client's socket refused it (OverflowError)
         self.timeout = httpx.Timeout(
-            None if timeout_s == math.inf else timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)
+            None if timeout_s > threading.TIMEOUT_MAX else timeout_s,
+            connect=min(CONNECT_TIMEOUT_S, timeout_s),
         )
         self.retry = retry or RetryPolicy(max_retries, backoff_s, max_wait_s, connect_retry_s=connect_retry_s)
         # `concurrency` bounds one call's requests in flight; the connection pool is the whole client's,

@@ -454,18 +454,22 @@ def test_an_error_about_a_text_of_a_later_chunk_keeps_the_request_id(
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_timeout_s_inf_is_no_read_timeout(server: tuple[dict[str, Answer], str], kind: str) -> None:
+@pytest.mark.parametrize("timeout_s", [math.inf, 1e10, 1e300])
+def test_timeout_s_inf_is_no_read_timeout(
+    server: tuple[dict[str, Answer], str], kind: str, timeout_s: float
+) -> None:
     """timeout_s=math.inf (no timeout) failed every call of the sync client with an OverflowError from
-    its socket (the async client took it); both now read without a timeout, connecting still bounded."""
+    its socket (the async client took it), and so did a finite one past threading.TIMEOUT_MAX (1e10 s);
+    both now read without a timeout, connecting still bounded."""
     answer, url = server
     answer["now"] = lambda path, body: (200, _labels(body) if body else b'{"scenarios": []}', {})
 
     async def run_async() -> list[str]:
-        async with AsyncLabelwiseClient(url, timeout_s=math.inf, max_texts_per_request=4) as client:
+        async with AsyncLabelwiseClient(url, timeout_s=timeout_s, max_texts_per_request=4) as client:
             return (await client.classify("s", ["a"])).labels
 
     if kind == "sync":
-        with LabelwiseClient(url, timeout_s=math.inf, max_texts_per_request=4) as client:
+        with LabelwiseClient(url, timeout_s=timeout_s, max_texts_per_request=4) as client:
             assert client.timeout.read is None and client.timeout.connect == 5.0
             assert client.classify("s", ["a"]).labels == ["x"]
     else:
