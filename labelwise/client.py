@@ -504,6 +504,8 @@ def _parts(start: int, texts: list[str], size: int, max_bytes: int | None = None
 class _Base:
     """What both clients share: settings, the limit the server announced, error and retry decisions."""
 
+    _http: httpx.Client | httpx.AsyncClient
+
     def __init__(
         self,
         base_url: str,
@@ -556,6 +558,14 @@ class _Base:
         # The server's longest text in characters, from GET /v1/scenarios' `limits` (None: not told).
         self.max_chars_per_text: int | None = None
         self.max_body_bytes: int | None = None  # the server's body limit, as GET /v1/scenarios announces it
+
+    def _check_open(self) -> None:
+        """ClientError (client_closed) for a call on a closed client: httpx raised a bare RuntimeError."""
+        if self._http.is_closed:
+            message = (
+                "the client is closed (by close(), aclose() or the end of its `with` block): make a new one"
+            )
+            raise ClientError(None, {"error": {"type": "client_closed", "message": message}})
 
     @property
     def max_texts_per_request(self) -> int:
@@ -780,6 +790,7 @@ class LabelwiseClient(_Base):
 
     def _request(self, method: str, path: str, stop: threading.Event, **kwargs: Any) -> Any:
         """request(), its waits between retries cut short once `stop` (its classify call's) is set."""
+        self._check_open()
         tries = _Tries()
         while True:
             try:
@@ -899,6 +910,7 @@ class LabelwiseClient(_Base):
     ) -> ClassifyResult:
         """Labels with scores for every text, in order; lists over the server's limit go as chunks,
         up to `concurrency` at once. `extra` fields go into each request body as they are."""
+        self._check_open()
         texts = _sendable(texts)
         _check_fields(self._classify_body(scenario, texts, top_k, truncate, extra))
         self._discover()
@@ -921,6 +933,7 @@ class LabelwiseClient(_Base):
 
     def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
+        self._check_open()
         try:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
@@ -980,6 +993,7 @@ class AsyncLabelwiseClient(_Base):
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call with retries; the answer's JSON, or the ClientError subclass for its error."""
+        self._check_open()
         tries = _Tries()
         while True:
             try:
@@ -1049,6 +1063,7 @@ class AsyncLabelwiseClient(_Base):
         **extra: Any,
     ) -> ClassifyResult:
         """Labels with scores for every text, in order; chunks go up to `concurrency` at once."""
+        self._check_open()
         texts = _sendable(texts)
         _check_fields(self._classify_body(scenario, texts, top_k, truncate, extra))
         await self._discover()
@@ -1076,6 +1091,7 @@ class AsyncLabelwiseClient(_Base):
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
+        self._check_open()
         try:
             return (await self._http.get("/readyz")).status_code == 200
         except httpx.HTTPError:

@@ -293,6 +293,45 @@ def test_a_field_json_cannot_carry_is_refused_by_name_before_any_request(
     assert asked == []
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("call", ["classify", "scenarios", "ready"])
+def test_a_call_on_a_closed_client_is_a_client_error_saying_so(
+    server: tuple[dict[str, Answer], str], kind: str, call: str
+) -> None:
+    """A call after close() (or aclose(), or the end of the `with` block) raised httpx's bare RuntimeError;
+    it is now a ClientError (client_closed) that says the client is closed, and nothing is sent."""
+    answer, url = server
+    asked: list[str] = []
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        asked.append(path)
+        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
+
+    answer["now"] = reply
+    calls: dict[str, Callable[[Any], Any]] = {
+        "classify": lambda client: client.classify("s", ["a"]),
+        "scenarios": lambda client: client.scenarios(),
+        "ready": lambda client: client.ready(),
+    }
+
+    async def run_async() -> None:
+        async with AsyncLabelwiseClient(url, retry=_fast()) as client:
+            await client.classify("s", ["a"])
+        asked.clear()
+        await calls[call](client)
+
+    with pytest.raises(ClientError, match=r"^client_closed: the client is closed \(") as caught:
+        if kind == "sync":
+            with LabelwiseClient(url, retry=_fast()) as client:
+                client.classify("s", ["a"])
+            asked.clear()
+            calls[call](client)
+        else:
+            asyncio.run(run_async())
+    assert caught.value.status is None and caught.value.type == "client_closed"
+    assert asked == []
+
+
 @pytest.mark.parametrize("header", ["nan", "inf", "-nan"])
 def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
     server: tuple[dict[str, Answer], str], header: str
