@@ -144,7 +144,10 @@ class ScenarioConfig(_Strict):
         "stratified, never trained or tuned on); 0 keeps every row for training.",
     )
     test_max_rows: int = Field(
-        default=2000, ge=1, description="At most this many test rows (the rest stay in train)."
+        default=2000,
+        ge=1,
+        description="At most this many test rows (the rest stay in train); a text's copies are held out "
+        "together, so a cap that no held-out text's copies fit in is refused, naming the cap that fits.",
     )
     unknown_validation_labels: Literal["error", "drop"] = Field(
         default="error",

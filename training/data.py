@@ -507,8 +507,12 @@ def grouped_split(
         n = max(len(held) - int(sizes.sum() - max_rows), 1)
         kept = stratified_cap([group_labels[j] for j in held], n, seed)
         if sizes[kept].sum() > max_rows:  # below one text per class stratified_cap keeps one of each
+            order = kept
+            if sizes[kept].min() > max_rows:  # none fits: the other held-out texts, fewest copies first
+                rest = np.setdiff1d(np.arange(len(held)), kept)
+                order = rest[np.argsort(sizes[rest], kind="stable")]
             fits, room = [], max_rows
-            for k in kept:
+            for k in order:
                 if sizes[k] <= room:
                     fits.append(k)
                     room -= sizes[k]
@@ -567,6 +571,8 @@ def split_test(train: LabeledTexts, scenario: ScenarioConfig) -> tuple[LabeledTe
     Stratified, `test_fraction` of the rows but at most `test_max_rows`; the same rows whatever the
     run's seed, budget or hyperparameters, so no run, comparison or tuning trial ever trains on them.
     Split by distinct cleaned text (grouped_split, SPLIT_VERSION 2): no test row is a copy of a train row.
+    A split that would hold no row (test_max_rows below every held-out text's copies, or no class with 2
+    distinct texts) is a DataError: the scenario asks for a test split, and a run would train without one.
     """
     if scenario.test_fraction <= 0:
         return train, None
@@ -574,6 +580,23 @@ def split_test(train: LabeledTexts, scenario: ScenarioConfig) -> tuple[LabeledTe
     keep, held = grouped_split(
         train.label_ids, train.texts, fraction, TEST_SPLIT_SEED, max_rows=scenario.test_max_rows
     )
+    if len(held) == 0:
+        # a scenario asking for a test split trained without one, and `evaluate --split test` scored no row
+        _, candidates = grouped_split(train.label_ids, train.texts, fraction, TEST_SPLIT_SEED)
+        fix = "or set test_fraction: 0 to train without a test split"
+        if len(candidates) == 0:
+            raise DataError(
+                f"scenario {scenario.name!r}: no test split can be held out of {train.source}: no class has "
+                "2 distinct texts (a text's copies are held out together, and one text of a class stays in "
+                f"training); give more distinct texts, {fix}"
+            )
+        copies = Counter(train.texts)
+        fewest = min(copies[train.texts[i]] for i in candidates)
+        raise DataError(
+            f"scenario {scenario.name!r}: test_max_rows {scenario.test_max_rows} holds no test row: every "
+            f"text held out of {train.source} has more copies than that (a text's copies are held out "
+            f"together; the fewest are {fewest}); raise test_max_rows to {fewest} or more, {fix}"
+        )
     test = train.subset(
         np.sort(held), f"{train.source} (test split {len(held)} rows, seed {TEST_SPLIT_SEED})"
     )

@@ -90,3 +90,36 @@ def test_test_max_rows_caps_rows_not_distinct_texts(tmp_path: Path, copies: tupl
         test = set(prepared.test.texts)
         assert not test & set(prepared.train.texts) and not test & set(prepared.validation.texts)
         assert len(prepared.train) + len(prepared.validation) + len(prepared.test) == len(rows)
+
+
+def test_a_test_split_that_no_held_out_text_fits_is_refused_naming_test_max_rows(tmp_path: Path) -> None:
+    """Every text held out twice and test_max_rows 1: the split kept no row, and a scenario asking for a
+    test split trained without one, saying nothing. Refused with the cap that fits the fewest copies."""
+    rows = [(f"message number {i} about {LABELS[i % 3]}", LABELS[i % 3]) for i in range(60)] * 2
+    folder = write_rows(tmp_path / "dup" / "train.csv", rows).parent
+    with pytest.raises(DataError, match=r"test_max_rows 1 holds no test row: .* raise test_max_rows to 2 or"):
+        prepare_data(_config(folder, tmp_path, test_fraction=0.2, test_max_rows=1))
+    with pytest.raises(DataError, match="set test_fraction: 0 to train without a test split"):
+        load_test_split(_config(folder, tmp_path, test_fraction=0.2, test_max_rows=1))
+    raised = prepare_data(_config(folder, tmp_path, test_fraction=0.2, test_max_rows=2))
+    assert raised.test is not None and len(raised.test) == 2  # the cap the refusal names holds a text
+
+
+def test_a_test_split_of_classes_with_one_distinct_text_each_is_refused(tmp_path: Path) -> None:
+    rows = [(f"the one text about {label}", label) for label in LABELS] * 10
+    folder = write_rows(tmp_path / "dup" / "train.csv", rows).parent
+    with pytest.raises(DataError, match=r"no test split can be held out of .*no class has 2 distinct texts"):
+        prepare_data(_config(folder, tmp_path, test_fraction=0.2))
+
+
+def test_a_cap_below_each_classs_held_out_text_holds_another_held_out_text_that_fits(tmp_path: Path) -> None:
+    """The one text a class held out (5 copies each, test_max_rows 3) does not fit, another held-out text
+    of a single row does: the test split is that row, not empty."""
+    rows = [(f"text {i} about positive", "positive") for i in range(10)]
+    rows.append(("text 0 about negative", "negative"))
+    rows += [("text 7 about positive", "positive"), ("text 0 about negative", "negative")] * 4
+    rows.append(("text 1 about negative", "negative"))
+    folder = write_rows(tmp_path / "dup" / "train.csv", rows).parent
+    prepared = prepare_data(_config(folder, tmp_path, test_fraction=0.3, test_max_rows=3))
+    assert prepared.test is not None and len(prepared.test) == 1
+    assert not set(prepared.test.texts) & set(prepared.train.texts)
