@@ -255,8 +255,18 @@ class TrainConfig(_Strict):
     train_path: Path = Field(description="Resolved train file.")
     validation_path: Path | None = Field(description="Resolved validation file; None splits the train file.")
     params: StrategyParams = Field(description="Resolved hyperparameters of the strategy.")
-    max_train_samples: int | None = Field(default=None, ge=2, description="Stratified cap on train rows.")
-    max_eval_samples: int | None = Field(default=None, ge=2, description="Stratified cap on validation rows.")
+    max_train_samples: int | None = Field(
+        default=None,
+        ge=2,
+        description="Stratified cap on train rows; one row of every class is kept, so a cap below the "
+        "class count keeps more rows, with a warning.",
+    )
+    max_eval_samples: int | None = Field(
+        default=None,
+        ge=2,
+        description="Stratified cap on validation rows; one row of every class is kept, so a cap below the "
+        "class count keeps more rows, with a warning.",
+    )
     max_steps: int | None = Field(
         default=None,
         ge=1,

@@ -539,7 +539,7 @@ def stratified_split(label_ids: list[int], fraction: float, seed: int) -> tuple[
 
 def stratified_cap(label_ids: list[int], n: int, seed: int) -> np.ndarray:
     """At most n indices, class shares kept, at least one row of every class present: when n is smaller
-    than the number of classes, one row of each (more than n; callers cap to n >= 2 and take what comes)."""
+    than the number of classes, one row of each (more than n: prepare_data says so, naming the setting)."""
     if n >= len(label_ids):
         return np.arange(len(label_ids))
     _, sample = stratified_split(label_ids, n / len(label_ids), seed)
@@ -704,10 +704,12 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             + "; give more rows, or a validation file (--validation-data)"
         )
     if config.max_train_samples is not None:
-        train = train.subset(stratified_cap(train.label_ids, config.max_train_samples, config.seed))
+        train = _capped(
+            train, config.max_train_samples, "max_train_samples (--max-train-samples)", config.seed
+        )
     if config.max_eval_samples is not None:
-        validation = validation.subset(
-            stratified_cap(validation.label_ids, config.max_eval_samples, config.seed)
+        validation = _capped(
+            validation, config.max_eval_samples, "max_eval_samples (--max-eval-samples)", config.seed
         )
     if not is_split:
         # A split-off validation (grouped_split) and the test split hold no text train has; a validation
@@ -735,6 +737,23 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                 )
     _warn_conflicting_labels(train, labels, config.train_path)
     return PreparedData(train, validation, list(labels), is_split, dropped, test)
+
+
+def _capped(rows: LabeledTexts, n: int, setting: str, seed: int) -> LabeledTexts:
+    """stratified_cap's rows, said when they are more than asked: a cap below the class count keeps one
+    row of each class (the run sees every class), which silently trained or validated on more rows."""
+    index = stratified_cap(rows.label_ids, n, seed)
+    if len(index) > n:
+        log.warning(
+            "%s %d is below the %d classes of %s: kept %d rows, one of each class, so that the run sees "
+            "every class",
+            setting,
+            n,
+            len(set(rows.label_ids)),
+            rows.source,
+            len(index),
+        )
+    return rows.subset(index)
 
 
 def _warn_conflicting_labels(train: LabeledTexts, labels: Sequence[str], path: Path) -> None:

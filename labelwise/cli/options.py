@@ -35,8 +35,12 @@ DataDirOpt = typer.Option(
     envvar="LABELWISE_DATA_DIR",
     help="Folder of <scenario>/ data folders (default: ../shared/data beside the checkout).",
 )
-MaxTrainOpt = typer.Option(None, "--max-train-samples", help="Stratified cap on train rows.")
-MaxEvalOpt = typer.Option(None, "--max-eval-samples", help="Stratified cap on validation rows.")
+MaxTrainOpt = typer.Option(
+    None, "--max-train-samples", help="Stratified cap on train rows (at least one row of every class)."
+)
+MaxEvalOpt = typer.Option(
+    None, "--max-eval-samples", help="Stratified cap on validation rows (at least one row of every class)."
+)
 EpochsOpt = typer.Option(
     None,
     "--epochs",

@@ -160,6 +160,33 @@ def test_stratified_cap_below_the_number_of_classes_keeps_one_row_of_each() -> N
         assert sorted(labels[i] for i in index) == [0, 1, 2, 3], seed
 
 
+@pytest.mark.parametrize("field", ["max_train_samples", "max_eval_samples"])
+def test_a_cap_below_the_number_of_classes_says_it_kept_one_row_of_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    """--max-train-samples 2 on 3 classes trained on 3 rows, saying nothing: stratified_cap keeps a row of
+    each class, on purpose, and the run now says so, naming the flag and the rows kept."""
+    from labelwise.training_runs import flag_of
+    from training import custom_scenario, make_train_config, prepare_data
+
+    caps, said = {field: 2}, f"{field} ({flag_of(field)}) 2 is below the 3 classes of "
+    labels = ["pos", "neg", "neutral"]
+    rows = [(f"{label} text {i}", label) for i in range(6) for label in labels]
+    _scenario_files(tmp_path / "d", rows, [(f"other {text}", label) for text, label in rows])
+    scenario = custom_scenario("caps", labels, tmp_path / "d")
+    with caplog.at_level("WARNING", logger="training"):
+        data = prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r", **caps))
+    capped = data.train if field == "max_train_samples" else data.validation
+    assert len(capped) == 3 and sorted(capped.label_ids) == [0, 1, 2]
+    warned = [r.getMessage() for r in caplog.records if "is below the" in r.getMessage()]
+    assert len(warned) == 1 and said in warned[0], warned
+    assert "kept 3 rows, one of each class" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="training"):
+        prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "r", **{field: 3}))
+    assert not [r for r in caplog.records if "is below the" in r.getMessage()]
+
+
 def _scenario_files(folder: Path, train: list[tuple[str, str]], validation: list[tuple[str, str]]) -> None:
     write_rows(folder / "train.csv", train)
     write_rows(folder / "validation.csv", validation)
