@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -67,6 +66,10 @@ _PARQUET_GROUP_ROWS = 65536
 # csv's default field limit is 131072 characters; a longer text is still a text (the model truncates it).
 # A C long: 2**31 - 1 where that is 32 bits (Windows).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+# Where a CSV output's lines split at a lone CR (one not before a LF), and what a line of a quoted label
+# cut by a kill may hold (see OutputFile._csv_rows).
+_AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+_IN_QUOTED_LABEL = re.compile(r'(?:[^"\r]|""|\r(?!\n))*')
 
 
 class ScoringError(LabelwiseError):
@@ -403,6 +406,35 @@ def count_rows(path: Path) -> int | None:
 
 
 # ---- output ---------------------------------------------------------------------------------------
+class _WholeLines:
+    """An output's lines decoded one by one, up to its last line break; what follows it (a line half
+    written by a run killed mid-write, maybe cut inside a character) is kept undecoded in `cut`. `end`:
+    bytes through the last line given. With `lone_cr_ends_line`, a CR not before a LF ends a line too, as
+    when csv reads a file opened with newline=""."""
+
+    def __init__(self, fh: BinaryIO, lone_cr_ends_line: bool = False) -> None:
+        self._fh = fh
+        self._split_cr = lone_cr_ends_line
+        self.line = 0  # whole lines read (each counted once, split at a lone CR or not)
+        self.end = 0
+        self.cut = b""
+
+    def __iter__(self) -> Iterator[str]:
+        split_cr = self._split_cr
+        for raw in self._fh:
+            if raw[-1:] != b"\n":
+                self.cut = raw
+                return
+            self.line += 1
+            if split_cr and raw.find(b"\r", 0, -2) != -1:  # a CR before the line's end (\r\n or \n)
+                for piece in _AFTER_LONE_CR.split(raw):
+                    self.end += len(piece)
+                    yield piece.decode("utf-8")
+            else:
+                self.end += len(raw)
+                yield raw.decode("utf-8")
+
+
 class OutputFile:
     """Rows appended to a JSONL or CSV file (Parquet: to `<output>.partial.jsonl`, written out as Parquet
     by `finish`), each chunk flushed; `done` rows were already there when it was opened.
@@ -539,62 +571,79 @@ class OutputFile:
 
     def _existing_rows(self) -> int:
         """Rows already in the output, checked to be rows 0..n-1 of an earlier run of this command. Reads
-        only: a half-written last line (a run killed mid-write) is cut when the file is opened to write."""
+        only, a line at a time: a half-written last line (a run killed mid-write) is cut when the file is
+        opened to write."""
         if not self.staging.exists():
             return 0
-        data = self.staging.read_bytes()
-        end = data.rfind(b"\n") + 1
-        complete, partial = data[:end], data[end:]
-        self._keep = end if partial else None
-        if not complete:
+        done = 0
+        with open(self.staging, "rb") as fh:
+            lines = _WholeLines(fh, lone_cr_ends_line=self.kind == "csv")
+            try:
+                rows = self._csv_rows(lines) if self.kind == "csv" else self._jsonl_rows(lines)
+                for expected, value in enumerate(rows):
+                    if str(value) != str(expected):
+                        raise self._foreign(
+                            f"output row {expected + 1} is input row {value}, expected {expected}"
+                        )
+                    done = expected + 1
+            except UnicodeDecodeError as exc:
+                raise self._foreign(f"line {lines.line}: {exc}") from None
+        if self._keep is None and lines.cut:
+            self._keep = lines.end
+        if not lines.line:
             first = self._first_line()
-            if partial and not (first.startswith(partial) or partial.startswith(first)):
+            if lines.cut and not (first.startswith(lines.cut) or lines.cut.startswith(first)):
                 raise self._foreign("its first line is not one this command writes")
-            return 0
-        text = complete.decode("utf-8")
-        if self.kind == "csv":
-            rows, whole = self._csv_rows(text)
-            if whole < len(text):  # a kill mid-write inside a quoted label that holds a line break
-                self._keep = len(text[:whole].encode("utf-8"))
-        else:
-            rows = []
-            # split on "\n" only: a label may hold U+2028 or U+0085, which splitlines() also splits on
-            lines = text.split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            for n, line in enumerate(lines, start=1):
-                try:
-                    rows.append(json.loads(line)["row"])
-                except (ValueError, KeyError, TypeError):
-                    raise self._foreign(f"line {n} is not an output row") from None
-        for expected, value in enumerate(rows):
-            if str(value) != str(expected):
-                raise self._foreign(f"output row {expected + 1} is input row {value}, expected {expected}")
-        return len(rows)
+        return done
 
-    def _csv_rows(self, text: str) -> tuple[list[str], int]:
-        """The `row` cells of a CSV output's records, and where its last whole record ends (characters):
-        a quoted label may hold a line break, so the last line break can fall inside a record cut short."""
-        buffer = io.StringIO(text, newline="")
-        reader = csv.reader(buffer, strict=True)
+    def _jsonl_rows(self, lines: _WholeLines) -> Iterator[Any]:
+        """The `row` of each line of a JSONL output (lines end at \\n only: a label may hold U+2028 or U+0085,
+        which str.splitlines() also ends a line at)."""
+        for line in lines:
+            try:
+                row = json.loads(line)["row"]
+            except (ValueError, KeyError, TypeError):
+                raise self._foreign(f"line {lines.line} is not an output row") from None
+            yield row
+
+    def _csv_rows(self, lines: _WholeLines) -> Iterator[str]:
+        """The `row` cells of a CSV output's records up to its last whole record: a quoted label may hold a
+        line break, so the last line break can fall inside a record cut short (`_keep` then cuts it)."""
+        record_lines: list[str] = []  # the lines of the record being read, for a cut's check below
+
+        def read() -> Iterator[str]:
+            for line in lines:
+                record_lines.append(line)
+                yield line
+
+        reader = csv.reader(read(), strict=True)
         header = next(reader, None)
         if header is None:
-            return [], 0
+            return
         if tuple(header) != OUTPUT_FIELDS:
             raise self._foreign(f"its header is {header}")
-        rows: list[str] = []
-        whole = buffer.tell()
+        record_lines.clear()
+        done = 0
+        whole = lines.end  # bytes through the last whole record: the reader reads no line past a record
         try:
             for record in reader:
-                rows.append(record[0] if record else "")
-                whole = buffer.tell()
+                record_lines.clear()
+                whole = lines.end
+                yield record[0] if record else ""
+                done += 1
         except csv.Error:
             # Only a kill inside the next row's quoted label: its number, a comma, an open quote and the
-            # label so far, with no record end (\r\n, the writer's) in it. Anything else (an unclosed quote
-            # before the last row swallowing the rows after it, bad quoting) is not a cut.
-            if not re.fullmatch(rf'{len(rows)},"(?:[^"\r]|""|\r(?!\n))*', text[whole:]):
+            # label so far, with no record end (\r\n, the writer's) in it, up to the last line break.
+            # Anything else (an unclosed quote before the last row swallowing the rows after it, bad
+            # quoting) is not a cut. A line at a time: no part of the pattern holds a line break but \r\n.
+            rest = itertools.chain(record_lines, lines)
+            start = next(rest, "")
+            if not start.startswith(f'{done},"'):
                 raise
-        return rows, whole
+            for line in itertools.chain([start[len(f'{done},"') :]], rest):
+                if not _IN_QUOTED_LABEL.fullmatch(line):
+                    raise
+            self._keep = whole
 
     def _open(self) -> None:
         """Open to write, on the first rows (or at `finish`): --overwrite replaces the old output now; a

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labelwise.errors import InputRowError
-from labelwise.file_scoring import Scored, count_rows, read_texts, score_file
+from labelwise.file_scoring import OutputFile, Scored, count_rows, read_texts, score_file
 from model_repository import UsageError
 
 TEXTS = [f"sentence number {i} " + "word " * (i % 7) for i in range(1000)]
@@ -533,6 +533,43 @@ def test_a_parquet_output_is_written_a_row_group_at_a_time(tmp_path: Path, monke
     empty = tmp_path / "empty.parquet"  # an input without rows still gives an output, with the columns
     score_file(_write(tmp_path / "none.jsonl", []), empty, "toy", LengthScorer)
     assert pq.read_table(empty).column_names == ["row", "label", "score", "version"]
+
+
+@pytest.mark.parametrize("fmt_out", [".jsonl", ".csv", ".parquet"])
+def test_an_existing_output_is_checked_a_line_at_a_time_not_read_whole(tmp_path: Path, fmt_out: str) -> None:
+    """A resume, or a finished output run again, read the whole output into memory to count its rows:
+    the bytes, their text and its lines at once (some 330 MB for a million JSONL rows). Read a line at a
+    time, it holds far less than the file, and still cuts a half-written last row."""
+    import tracemalloc
+
+    class TwoLineLabel(LengthScorer):  # a CSV record of two lines: its last line break is inside a label
+        def score(self, texts: list[str]) -> list[Scored]:
+            return [Scored(f"two\nlines {len(t) % 3}", 0.5, 1) for t in texts]
+
+    pytest.importorskip("pyarrow")
+    texts = TEXTS * 20
+    source = _write(tmp_path / "in.jsonl", texts)
+    out = tmp_path / f"out{fmt_out}"
+    score_file(source, out, "toy", TwoLineLabel, batch_rows=5000)
+    _write(source, texts[:-1])  # the rows the output holds once its half-written last row is cut
+    staged = out if fmt_out != ".parquet" else out.with_name(out.name + ".partial.jsonl")
+    if fmt_out == ".parquet":  # its rows back in the staging file, as for an input that grew
+        OutputFile(out).reopen_complete()
+    data = staged.read_bytes()
+    staged.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 6])  # the last row half-written
+    tracemalloc.start()
+    try:
+        found = OutputFile(out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found.done == len(texts) - 1
+    assert peak < staged.stat().st_size / 10, (
+        f"{peak} bytes held to read a {staged.stat().st_size}-byte output"
+    )
+    summary = score_file(source, out, "toy", TwoLineLabel)
+    assert (summary.rows_skipped, summary.rows_scored) == (len(texts) - 1, 0)
+    assert [r["row"] for r in _read_output(out)] == list(range(len(texts) - 1))
 
 
 def test_a_finished_parquet_output_resumes_when_the_input_has_grown(tmp_path: Path) -> None:
