@@ -165,7 +165,7 @@ def tune_command(
             f"{name} {summary.default_params.get(name)} for its {own}"
             for name, own in summary.default_outside_space.items()
         )
-        default += f" (with {ran}, not a searched choice)"
+        default += f" (with {ran}, not a searched value)"
     _console.print(
         f"[green]done[/green] study {summary.study_name}: {summary.trials} trials "
         f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed) in "

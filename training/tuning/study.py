@@ -3,7 +3,8 @@
 Every trial is one `training.train` run whose evaluations (evals_per_epoch per epoch, i.e. every
 `eval_steps` optimizer steps) are reported to Optuna, so the pruner sees a learning curve and stops trials
 below the median early. The study lives in <run folder>/study.db and resumes by name; trial 0 of a new study
-runs the strategy's default values, so the summary can say what tuning bought (run again on resume when the
+runs the strategy's default values (the nearest searched value where a default is not one: the summary's
+default_outside_space names it), so the summary can say what tuning bought (run again on resume when the
 run that held it was interrupted).
 
 A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data,
@@ -49,7 +50,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from ..errors import TuningError
-from .space import FROZEN_SKIPS, SearchSpace, default_search_space
+from .space import FROZEN_SKIPS, INT_PARAMS, SearchSpace, default_search_space
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,9 @@ class StudySummary(BaseModel):
     )
     default_outside_space: dict[str, Any] = Field(
         default_factory=dict,
-        description="Dimensions whose strategy default is not one of the searched choices, with that "
-        "default: the default trial ran the nearest choice (default_params) instead.",
+        description="Dimensions whose strategy default is not a searched value (one of the choices, or a "
+        "point of low..high on its step), with that default: the default trial ran the nearest searched "
+        "value (default_params) instead.",
     )
     plots: list[str] = Field(default_factory=list, description="PNG plots written.")
     published_version: int | None = Field(default=None, description="Version published with --publish.")
@@ -231,18 +233,44 @@ def _check_space(space: SearchSpace, strategy: str, base_params: Any) -> dict[st
 
 
 def _default_values(ranges: dict[str, Any], base_params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The default trial's values for the searched dimensions: the strategy's own, except that a categorical
-    default that is not one of the choices (Optuna cannot run a value outside them) runs as the nearest
-    choice. Second: those dimensions, with the strategy's own value, for the summary to say so."""
+    """The default trial's values for the searched dimensions: the strategy's own, except that a default
+    Optuna cannot run (not one of the choices, outside low..high, or off its step) runs as the nearest value
+    searched; Optuna would run it anyway, with a warning, outside the space. Second: those dimensions, with
+    the strategy's own value, for the summary to say so."""
     values: dict[str, Any] = {}
     outside: dict[str, Any] = {}
     for name, spec in ranges.items():
         value = getattr(base_params, name)
-        if spec.choices is not None and float(value) not in [float(c) for c in spec.choices]:
+        nearest = _nearest_searched(spec, float(value), name in INT_PARAMS)
+        if not math.isclose(nearest, float(value), rel_tol=1e-9, abs_tol=1e-12):
             outside[name] = value
-            value = min(spec.choices, key=lambda choice: (abs(float(choice) - float(value)), float(choice)))
+            value = int(nearest) if name in INT_PARAMS else nearest
         values[name] = value
     return values, outside
+
+
+def _nearest_searched(spec: Any, value: float, as_int: bool) -> float:
+    """The searched value nearest `value`, the lower of two as near: a choice, or a point of low..high on its
+    step (1 for an integer, as SearchSpace.suggest asks Optuna)."""
+    if spec.choices is not None:
+        return float(min(spec.choices, key=lambda choice: (abs(float(choice) - value), float(choice))))
+    nearest = min(max(value, spec.low), spec.high)
+    step = spec.step if spec.step is not None else (1 if as_int else None)
+    if step is not None:
+        points = math.floor((spec.high - spec.low) / step + 1e-8)  # the last grid point at or below high
+        k = min(points, max(0, math.ceil((nearest - spec.low) / step - 0.5)))  # ceil(x - .5): a tie goes down
+        nearest = min(spec.high, spec.low + k * step)
+    return nearest
+
+
+def _not_searched_because(spec: Any, value: Any) -> str:
+    """Why the strategy's `value` is not a value searched: what the default trial's line says of it."""
+    if spec.choices is not None:  # _fmt: choices are floats, "batch_size=32.0"
+        return f"is not one of the searched choices [{', '.join(_fmt(choice) for choice in spec.choices)}]"
+    where = f"[{_fmt(spec.low)}, {_fmt(spec.high)}]" + (f" step {_fmt(spec.step)}" if spec.step else "")
+    if spec.low <= float(value) <= spec.high:
+        return f"is not on the searched grid {where}"
+    return f"is outside the searched range {where}"
 
 
 def _mark_stale_running(study: Any, out: Path, say: Callable[[str], None]) -> None:
@@ -555,11 +583,10 @@ def run_study(
             if defaults:
                 say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
             study.enqueue_trial(default_values, user_attrs={"default": True})
-            for name, own in default_outside.items():  # _fmt: choices are floats, "batch_size=32.0"
-                choices = ", ".join(_fmt(choice) for choice in ranges[name].choices)
+            for name, own in default_outside.items():
                 say(
-                    f"the default trial runs {name}={_fmt(default_values[name])}: the strategy's {own} is "
-                    f"not one of the searched choices [{choices}]"
+                    f"the default trial runs {name}={_fmt(default_values[name])}: the strategy's {own} "
+                    f"{_not_searched_because(ranges[name], own)}"
                 )
         done = len(study.get_trials(deepcopy=False, states=finished_states))
         remaining = trials - done

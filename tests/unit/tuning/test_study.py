@@ -62,8 +62,9 @@ def test_trials_report_intermediate_macro_f1(resumed_study, tune_scenario) -> No
     assert all(len(values) >= 2 for values in reported)  # 2 evaluations per epoch
     assert all(0.0 <= v <= 1.0 for values in reported for v in values.values())
     assert study.trials[0].user_attrs.get("default") is True
-    default_lr = tune_scenario.strategies["full"].learning_rate
-    assert study.trials[0].params["learning_rate"] == pytest.approx(default_lr)
+    # the strategy's 1e-4 is below the searched range: the default trial runs its nearest point, the low
+    assert tune_scenario.strategies["full"].learning_rate < SPACE["learning_rate"]["low"]
+    assert study.trials[0].params["learning_rate"] == pytest.approx(SPACE["learning_rate"]["low"])
 
 
 def test_best_config_and_summary_are_written(resumed_study, tune_scenario) -> None:
@@ -299,3 +300,58 @@ def test_the_default_trial_outside_the_choices_is_named_in_whole_numbers(
         "the default trial runs batch_size=8: the strategy's 16 is not one of the searched choices [8, 32]"
     )
     assert expected in lines, lines
+
+
+def test_the_default_trial_off_a_range_runs_its_nearest_point_and_says_so(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """The strategy's weight_decay 0.01 off the grid 0..0.1 step 0.05, and its learning rate 1e-4 below the
+    range, ran as they were: Optuna warned "Fixed parameter ... is out of range", and the summary said
+    nothing of the default trial running outside the space searched."""
+    space = {
+        "learning_rate": {"low": 2e-4, "high": 1e-3, "log": True},
+        "weight_decay": {"low": 0.0, "high": 0.1, "step": 0.05},
+        "batch_size": {"low": 8, "high": 32, "step": 8},  # 16, on the grid: runs as it is
+    }
+    scenario = tune_scenario.model_copy(update={"search_space": SearchSpace.model_validate(space)})
+    lines: list[str] = []
+    summary = run_study(
+        scenario,
+        "full",
+        trials=1,
+        output_dir=tmp_path,
+        base_model=str(tiny_roberta_dir),
+        max_steps=1,
+        say=lines.append,
+        **FAST,
+    )
+    assert summary.default_params == {"learning_rate": 2e-4, "weight_decay": 0.0, "batch_size": 16}
+    assert summary.default_outside_space == {"learning_rate": 1e-4, "weight_decay": 0.01}
+    assert (
+        "the default trial runs learning_rate=0.0002: the strategy's 0.0001 is outside the searched range "
+        "[0.0002, 0.001]" in lines
+    ), lines
+    assert (
+        "the default trial runs weight_decay=0: the strategy's 0.01 is not on the searched grid [0, 0.1] "
+        "step 0.05" in lines
+    ), lines
+    assert not [w for w in recwarn if "Fixed parameter" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "as_int", "nearest"),
+    [
+        ({"low": 0.0, "high": 0.1, "step": 0.05}, 0.01, False, 0.0),
+        ({"low": 0.0, "high": 0.1, "step": 0.05}, 0.025, False, 0.0),  # a tie goes to the lower point
+        ({"low": 0.0, "high": 0.12, "step": 0.05}, 0.2, False, 0.1),  # the last point, not high
+        ({"low": 0.1, "high": 0.3, "step": 0.1}, 0.3, False, 0.3),
+        ({"low": 1e-4, "high": 1e-3, "log": True}, 5e-3, False, 1e-3),
+        ({"low": 4, "high": 12, "step": 4}, 7, True, 8),
+        ({"low": 4, "high": 12}, 64, True, 12),
+    ],
+)
+def test_the_nearest_searched_value(spec: dict, value: float, as_int: bool, nearest: float) -> None:
+    from training.tuning.space import ParamRange
+    from training.tuning.study import _nearest_searched
+
+    assert _nearest_searched(ParamRange.model_validate(spec), value, as_int) == pytest.approx(nearest)
