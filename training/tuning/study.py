@@ -4,8 +4,8 @@ Every trial is one `training.train` run whose evaluations (evals_per_epoch per e
 `eval_steps` optimizer steps) are reported to Optuna, so the pruner sees a learning curve and stops trials
 below the median early. The study lives in <run folder>/study.db and resumes by name; trial 0 of a new study
 runs the strategy's default values (the nearest searched value where a default is not one: the summary's
-default_outside_space names it), so the summary can say what tuning bought (run again on resume when the
-run that held it was interrupted).
+default_outside_space names it), so the summary can say what tuning bought (run again by a resume that runs
+trials when the run that held it was interrupted).
 
 A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data,
 max_train_samples, seed, ...) and pruning schedule (--pruner, --evals-per-epoch) when it starts, and a resume
@@ -575,21 +575,27 @@ def run_study(
         from optuna.trial import TrialState
 
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=finished_states))
+        remaining = trials - done
         # The default trial of a run interrupted before it finished is FAIL now: enqueue it again, or the
         # summary could never say what tuning bought. A study started with --no-default-trial gets none.
         defaults = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")]
         kept = (*finished_states, TrialState.WAITING)
         if default_trial and (not study.trials or defaults) and not any(t.state in kept for t in defaults):
-            if defaults:
-                say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
-            study.enqueue_trial(default_values, user_attrs={"default": True})
-            for name, own in default_outside.items():
+            if remaining <= 0:  # queued, it would wait unrun: a trial the summary counts in no state
                 say(
-                    f"the default trial runs {name}={_fmt(default_values[name])}: the strategy's {own} "
-                    f"{_not_searched_because(ranges[name], own)}"
+                    f"the default trial ({defaults[-1].number}) did not finish: it runs on a resume with "
+                    f"--trials above {done}"
                 )
-        done = len(study.get_trials(deepcopy=False, states=finished_states))
-        remaining = trials - done
+            else:
+                if defaults:
+                    say(f"the default trial ({defaults[-1].number}) did not finish: it runs again")
+                study.enqueue_trial(default_values, user_attrs={"default": True})
+                for name, own in default_outside.items():
+                    say(
+                        f"the default trial runs {name}={_fmt(default_values[name])}: the strategy's {own} "
+                        f"{_not_searched_because(ranges[name], own)}"
+                    )
         if done and remaining > 0:  # else the line below says so: not "-2 to go"
             say(f"resuming study {study_name!r}: {done} finished trial(s), {remaining} to go")
         started = time.perf_counter()

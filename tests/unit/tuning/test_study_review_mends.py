@@ -382,3 +382,36 @@ def test_data_warnings_are_said_once_a_study(
         prepare_data(make_train_config(scenario, "full", output_dir=tmp_path / "run"))
         said = [r.getMessage() for r in caplog.records]
         assert [sum(needle in line for line in said) for needle in needles] == [1, 1], said
+
+
+def test_a_failed_default_trial_is_not_queued_by_a_resume_that_runs_nothing(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume whose --trials the study already held said "the default trial did not finish: it runs
+    again", ran nothing, and left the default queued (WAITING): the summary's trials were one more than its
+    complete, pruned and failed ones."""
+    import training.trainer
+
+    def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise _Killed
+
+    kwargs = {"study_name": "held", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir), **SHORT}
+    with monkeypatch.context() as patch:
+        patch.setattr(training.trainer, "train", killed)
+        with pytest.raises(_Killed):
+            run_study(tune_scenario, "full", trials=2, **kwargs)
+    run_study(tune_scenario, "full", trials=1, default_trial=False, **kwargs)  # trial 1 finishes
+    lines: list[str] = []
+    summary = run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": lines.append})
+    assert [t.state.name for t in _load(tmp_path, "held").trials] == ["FAIL", "COMPLETE"]
+    assert summary.trials == summary.complete + summary.pruned + summary.failed == 2
+    assert not any("it runs again" in line for line in lines), lines
+    assert any(
+        "the default trial (0) did not finish: it runs on a resume with --trials above 1" in line
+        for line in lines
+    ), lines
+    # and it does run on such a resume
+    summary = run_study(tune_scenario, "full", trials=2, **kwargs)
+    study = _load(tmp_path, "held")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[2].user_attrs.get("default") is True and summary.default_macro_f1 is not None
