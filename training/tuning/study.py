@@ -352,6 +352,27 @@ _NEW_STUDY = (
 )
 
 
+def _resume_problems(
+    attrs: dict[str, Any], overrides: dict[str, Any], space: dict[str, Any], pruning: dict[str, Any]
+) -> list[str]:
+    """What of a study's recorded settings (its user_attrs) this run's differ from, one phrase each."""
+    problems: list[str] = []
+    recorded = attrs.get("overrides")
+    if recorded is not None and recorded != overrides:
+        problems.append(f"other overrides ({'; '.join(_changes(recorded, overrides))})")
+    recorded_space = attrs.get("search_space")
+    if recorded_space is not None and recorded_space != space:
+        changed = sorted(k for k in set(recorded_space) | set(space) if recorded_space.get(k) != space.get(k))
+        problems.append(
+            f"another search space (changed: {', '.join(changed)}; "
+            f"{'; '.join(_changes(recorded_space, space))})"
+        )
+    recorded_pruning = attrs.get("pruning")
+    if recorded_pruning is not None and recorded_pruning != pruning:
+        problems.append(f"another pruning schedule ({'; '.join(_changes(recorded_pruning, pruning))})")
+    return problems
+
+
 def _check_resume(
     study: Any,
     study_name: str,
@@ -367,20 +388,7 @@ def _check_resume(
     best trial's run. Another search space crashes Optuna mid-trial (a categorical's choices cannot
     change) or leaves old trials outside the new ranges. Another --pruner or --evals-per-epoch stops the new
     trials by another rule, or judges them at other points of their curves, than the old ones."""
-    problems: list[str] = []
-    recorded = study.user_attrs.get("overrides")
-    if recorded is not None and recorded != overrides:
-        problems.append(f"other overrides ({'; '.join(_changes(recorded, overrides))})")
-    recorded_space = study.user_attrs.get("search_space")
-    if recorded_space is not None and recorded_space != space:
-        changed = sorted(k for k in set(recorded_space) | set(space) if recorded_space.get(k) != space.get(k))
-        problems.append(
-            f"another search space (changed: {', '.join(changed)}; "
-            f"{'; '.join(_changes(recorded_space, space))})"
-        )
-    recorded_pruning = study.user_attrs.get("pruning")
-    if recorded_pruning is not None and recorded_pruning != pruning:
-        problems.append(f"another pruning schedule ({'; '.join(_changes(recorded_pruning, pruning))})")
+    problems = _resume_problems(study.user_attrs, overrides, space, pruning)
     if problems:
         raise TuningError(
             f"study {study_name!r} in {out} was started with other settings than this run's: "
@@ -516,18 +524,37 @@ def run_study(
     with _study_lock(out, study_name):
         storage = f"sqlite:///{(out / 'study.db').resolve()}"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        searched = {k: v.model_dump(exclude_none=True) for k, v in ranges.items()}
+        run_overrides = _jsonable(overrides)
+        # keyed by flag, as the refusal of a resume names them
+        pruning = {"--evals-per-epoch": evals_per_epoch, "--pruner": pruner}
         # one study a folder: its trial-NNN/, best/, best_config.json, summary.json and plots are named by
         # nothing else, so a second study under the same --output-dir replaced the first one's
         others = (
-            [n for n in optuna.study.get_all_study_names(storage) if n != study_name]
+            [
+                found
+                for found in optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+                if found.study_name != study_name
+            ]
             if (out / "study.db").exists()
             else []
         )
         if others:
+            other, attrs = others[0].study_name, others[0].user_attrs
+            held = (attrs.get("scenario"), attrs.get("strategy"))
+            if held not in ((None, None), (scenario.name, strategy)):  # a resume of it is refused too
+                what, instead = f", which tunes {held[0]}/{held[1]}, not {scenario.name}/{strategy}", ""
+            elif problems := _resume_problems(attrs, run_overrides, searched, pruning):
+                what = f", started with other settings than this run's: {' and '.join(problems)}"
+                instead = (
+                    f"resume it with --study-name {other} and the settings it started with (the recorded "
+                    "value is left of each '->'), or "
+                )
+            else:
+                what, instead = "", f"resume it with --study-name {other}, or "
             raise TuningError(
-                f"{out} holds study {others[0]!r}: study {study_name!r} there would replace its trial "
-                f"folders, best_config.json and summary.json; resume it with --study-name {others[0]}, or "
-                "give another --output-dir"
+                f"{out} holds study {other!r}{what}: study {study_name!r} there would replace its trial "
+                f"folders, best_config.json and summary.json; {instead}give another --output-dir"
             )
         study = optuna.create_study(
             study_name=study_name,
@@ -543,10 +570,6 @@ def run_study(
             seed=(sampler_seed + len(study.trials)) % 2**32, n_startup_trials=max(3, min(10, trials // 3))
         )
         recorded = study.user_attrs.get("scenario"), study.user_attrs.get("strategy")
-        searched = {k: v.model_dump(exclude_none=True) for k, v in ranges.items()}
-        run_overrides = _jsonable(overrides)
-        # keyed by flag, as the refusal of a resume names them
-        pruning = {"--evals-per-epoch": evals_per_epoch, "--pruner": pruner}
         if recorded == (None, None):
             study.set_user_attr("scenario", scenario.name)
             study.set_user_attr("strategy", strategy)

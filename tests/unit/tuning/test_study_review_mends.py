@@ -287,6 +287,40 @@ def test_a_second_study_in_a_study_folder_is_refused_and_the_first_kept(small_st
 
 
 @pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"strategy": "lora"}, "holds study 'mends', which tunes toy/full, not toy/lora"),
+        ({"scenario": "other-toy"}, "holds study 'mends', which tunes toy/full, not other-toy/full"),
+        (
+            {"seed": 8},
+            "holds study 'mends', started with other settings than this run's: other overrides "
+            "(seed: 7 -> 8)",
+        ),
+    ],
+)
+def test_a_second_study_of_another_experiment_is_refused_saying_what_differs(
+    small_study, tune_scenario, change: dict, needle: str
+) -> None:
+    """It said "resume it with --study-name mends", where that resume was refused too (another strategy,
+    scenario or override than the study's)."""
+    _summary, common, _out = small_study
+    scenario = tune_scenario.model_copy(update={"name": change.get("scenario", tune_scenario.name)})
+    settings = {k: v for k, v in change.items() if k not in ("scenario", "strategy")}
+    with pytest.raises(TuningError) as caught:
+        run_study(
+            scenario,
+            change.get("strategy", "full"),
+            trials=1,
+            **{**common, **settings, "study_name": "other"},
+        )
+    message = str(caught.value)
+    assert needle in message, message
+    assert "give another --output-dir" in message
+    if "seed" not in change:  # no resume would run it
+        assert "--study-name mends" not in message, message
+
+
+@pytest.mark.parametrize(
     ("setting", "needle"),
     [
         ({"pruner": "median"}, "--pruner: 'none' -> 'median'"),
