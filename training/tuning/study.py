@@ -7,13 +7,13 @@ runs the strategy's default values (the nearest searched value where a default i
 default_outside_space names it), so the summary can say what tuning bought (run again by a resume that runs
 trials when the run that held it was interrupted).
 
-A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data,
-max_train_samples, seed, ...) and pruning schedule (--pruner, --evals-per-epoch) when it starts, and a resume
-that changes any of them is refused, since its trials would not be comparable and the --publish retrain would
-not be the best trial's run. A study started before its overrides or its pruning schedule were recorded takes
-this run's as its own (and says so): nothing in the study tells what it ran with. One process
-runs a study at a time: it holds <run folder>/study.lock for the whole run, so that the RUNNING trials a
-resume fails are those of a dead run, never of a live one.
+A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data
+paths resolved, max_train_samples, seed, ...) and pruning schedule (--pruner, --evals-per-epoch) when it
+starts, and a resume that changes any of them is refused, since its trials would not be comparable and the
+--publish retrain would not be the best trial's run. A study started before its overrides or its pruning
+schedule were recorded takes this run's as its own (and says so): nothing in the study tells what it ran
+with. One process runs a study at a time: it holds <run folder>/study.lock for the whole run, so that the
+RUNNING trials a resume fails are those of a dead run, never of a live one.
 
 A pruned trial stops as an early-stopped run does (the Trainer ends its loop and closes its TensorBoard
 writer), so it also pays one last validation pass; the frozen head's loop is stopped by the exception.
@@ -324,6 +324,19 @@ def _study_lock(out: Path, study_name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# Overrides that name files: a study records them resolved, since a relative --data typed again in another
+# folder names another file.
+_PATH_OVERRIDES = frozenset({"data", "validation_data", "data_dir"})
+
+
+def _resolved_paths(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides with the file ones resolved from this working directory."""
+    return {
+        k: str(Path(v).expanduser().resolve()) if k in _PATH_OVERRIDES and v is not None else v
+        for k, v in overrides.items()
+    }
+
+
 def _jsonable(overrides: dict[str, Any]) -> dict[str, Any]:
     """The overrides as the study's user_attrs store them (paths as strings): what a resume compares."""
     from pydantic_core import to_jsonable_python
@@ -358,6 +371,8 @@ def _resume_problems(
     """What of a study's recorded settings (its user_attrs) this run's differ from, one phrase each."""
     problems: list[str] = []
     recorded = attrs.get("overrides")
+    if recorded is not None:  # a study started before file overrides were resolved: read from here
+        recorded = _resolved_paths(recorded)
     if recorded is not None and recorded != overrides:
         problems.append(f"other overrides ({'; '.join(_changes(recorded, overrides))})")
     recorded_space = attrs.get("search_space")
@@ -517,6 +532,7 @@ def run_study(
             )
         say(f"num_train_epochs is not searched: {why}")
     default_values, default_outside = _default_values(ranges, base_config.params)
+    overrides = _resolved_paths(overrides)  # after the checks above, whose refusals name the paths as typed
 
     study_name = study_name or f"{strategy}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(output_dir) if output_dir is not None else tune_dir(scenario.name, study_name)
@@ -585,6 +601,12 @@ def run_study(
             _check_resume(study, study_name, out, run_overrides, searched, pruning)
             if "overrides" not in study.user_attrs:  # a study started before overrides were recorded
                 say(f"study {study_name!r} recorded no overrides: this run's are recorded as the study's")
+                study.set_user_attr("overrides", run_overrides)
+            elif study.user_attrs["overrides"] != run_overrides:  # the same, but for relative file paths
+                say(
+                    f"study {study_name!r} recorded its data paths as typed: they are recorded resolved from "
+                    f"this folder, {Path.cwd()}"
+                )
                 study.set_user_attr("overrides", run_overrides)
             if "pruning" not in study.user_attrs:  # nor --pruner and --evals-per-epoch
                 say(

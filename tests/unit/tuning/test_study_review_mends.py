@@ -449,3 +449,41 @@ def test_a_failed_default_trial_is_not_queued_by_a_resume_that_runs_nothing(
     study = _load(tmp_path, "held")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[2].user_attrs.get("default") is True and summary.default_macro_f1 is not None
+
+
+def test_a_relative_data_path_is_recorded_resolved_and_a_resume_elsewhere_is_refused(
+    tune_scenario, tiny_roberta_dir: Path, toy_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--data train.csv was recorded as typed: a resume from another folder, holding another train.csv,
+    compared equal and trained its trials on that other file."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(toy_data_dir / "train.csv", elsewhere / "train.csv")
+    kwargs = {
+        "study_name": "rel",
+        "output_dir": tmp_path / "study",
+        "base_model": str(tiny_roberta_dir),
+        "data": Path("train.csv"),
+        **SHORT,
+    }
+    monkeypatch.chdir(toy_data_dir)
+    run_study(tune_scenario, "full", trials=1, **kwargs)
+    recorded = _load(tmp_path / "study", "rel").user_attrs["overrides"]["data"]
+    assert recorded == str((toy_data_dir / "train.csv").resolve())
+    run_study(tune_scenario, "full", trials=1, **kwargs)  # the same file, typed from the same folder
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(
+        TuningError, match=r"other overrides \(data: '.*toy-data.*' -> '.*elsewhere/train.csv'\)"
+    ):
+        run_study(tune_scenario, "full", trials=2, **kwargs)
+    assert len(_load(tmp_path / "study", "rel").trials) == 1
+    # a study that recorded the path as typed resumes from the folder it names a file in, and records it
+    study = _load(tmp_path / "study", "rel")
+    study.set_user_attr("overrides", {**study.user_attrs["overrides"], "data": "train.csv"})
+    said: list[str] = []
+    run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": said.append})
+    assert any("recorded its data paths as typed" in line for line in said), said
+    recorded = _load(tmp_path / "study", "rel").user_attrs["overrides"]["data"]
+    assert recorded == str((elsewhere / "train.csv").resolve())
