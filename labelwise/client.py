@@ -149,8 +149,11 @@ class RetryPolicy:
                 raise ValueError(f"{name} must be 0 seconds or more, got {value}")
         # The cap on every wait: without it a Retry-After a year ahead was waited for (sync: an
         # OverflowError from Event.wait)
-        if self.max_wait_s == math.inf:
-            raise ValueError("max_wait_s must be a finite number of seconds, got inf")
+        if self.max_wait_s > threading.TIMEOUT_MAX:  # inf, or past what the platform can wait (~292 years)
+            raise ValueError(
+                f"max_wait_s must be a finite number of seconds, at most {threading.TIMEOUT_MAX:g}, got "
+                f"{self.max_wait_s:g}"
+            )
         if self.connect_retry_s is not None and not self.connect_retry_s >= 0:
             raise ValueError(f"connect_retry_s must be 0 or more (or None), got {self.connect_retry_s}")
 

@@ -405,7 +405,9 @@ def test_max_connections_below_one_is_refused() -> None:
         ({"backoff_s": -1}, "backoff_s must be 0 seconds or more, got -1"),
         ({"max_wait_s": -0.5}, "max_wait_s must be 0 seconds or more, got -0.5"),
         # no cap: a Retry-After far ahead was waited for (sync: an OverflowError from Event.wait)
-        ({"max_wait_s": float("inf")}, "max_wait_s must be a finite number of seconds, got inf"),
+        ({"max_wait_s": float("inf")}, "max_wait_s must be a finite number of seconds, at most"),
+        # finite but past threading.TIMEOUT_MAX: a long Retry-After overflowed the sync client's wait
+        ({"max_wait_s": 1e10}, "max_wait_s must be a finite number of seconds, at most"),
         # a NaN passed `< 1`: the sync client's pool had no thread (concurrency) or no connection
         # (max_connections) and a call hung; a float chunk size failed each classify in range()
         ({"concurrency": float("nan")}, "concurrency must be at least 1 (a whole number), got nan"),
