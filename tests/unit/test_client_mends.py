@@ -221,13 +221,9 @@ def test_a_success_answer_that_is_not_json_is_a_bad_answer(
     assert where in str(error) and "not JSON" in str(error) and "text/html" in str(error)
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
-def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
-    server: tuple[dict[str, Answer], str], kind: str
-) -> None:
-    """A lone surrogate has no UTF-8 form: the client names the text instead of a UnicodeEncodeError from
-    deep inside the HTTP library, and sends nothing."""
-    answer, url = server
+def _answer_recording(answer: dict[str, Answer]) -> list[str]:
+    """Answer every request (an empty scenario list, a label per text) and record the paths asked: the list
+    the caller checks stays empty when nothing was sent."""
     asked: list[str] = []
 
     def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
@@ -235,6 +231,17 @@ def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
         return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
 
     answer["now"] = reply
+    return asked
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_text_no_body_can_carry_is_refused_by_name_before_any_request(
+    server: tuple[dict[str, Answer], str], kind: str
+) -> None:
+    """A lone surrogate has no UTF-8 form: the client names the text instead of a UnicodeEncodeError from
+    deep inside the HTTP library, and sends nothing."""
+    answer, url = server
+    asked = _answer_recording(answer)
     texts = ["fine", "broken \udc80 text"]
 
     async def run_async() -> Any:
@@ -269,13 +276,7 @@ def test_a_field_json_cannot_carry_is_refused_by_name_before_any_request(
     """A NaN, a numpy scalar or a set in top_k or an extra field raised httpx's bare ValueError or
     TypeError (naming no field), after GET /v1/scenarios had gone out; now a BadRequestError naming it."""
     answer, url = server
-    asked: list[str] = []
-
-    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
-        asked.append(path)
-        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
-
-    answer["now"] = reply
+    asked = _answer_recording(answer)
 
     async def run_async() -> Any:
         async with AsyncLabelwiseClient(url, retry=_fast()) as client:
@@ -301,13 +302,7 @@ def test_a_call_on_a_closed_client_is_a_client_error_saying_so(
     """A call after close() (or aclose(), or the end of the `with` block) raised httpx's bare RuntimeError;
     it is now a ClientError (client_closed) that says the client is closed, and nothing is sent."""
     answer, url = server
-    asked: list[str] = []
-
-    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
-        asked.append(path)
-        return (200, b'{"scenarios": []}', {}) if body is None else (200, _labels(body), {})
-
-    answer["now"] = reply
+    asked = _answer_recording(answer)
     calls: dict[str, Callable[[Any], Any]] = {
         "classify": lambda client: client.classify("s", ["a"]),
         "scenarios": lambda client: client.scenarios(),
