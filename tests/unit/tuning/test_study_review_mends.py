@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,19 +134,26 @@ class _Killed(BaseException):
     """A kill in the middle of trial 0: Optuna catches no BaseException, so the trial stays RUNNING."""
 
 
-def test_an_interrupted_default_trial_runs_again(
-    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _killed_in_its_first_trial(
+    monkeypatch: pytest.MonkeyPatch, scenario: Any, kwargs: dict[str, Any]
 ) -> None:
+    """A study of 2 trials whose process dies in its first (the default) trial: left RUNNING."""
     import training.trainer
 
     def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise _Killed
 
-    kwargs = {"study_name": "killed", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir), **SHORT}
     with monkeypatch.context() as patch:
         patch.setattr(training.trainer, "train", killed)
         with pytest.raises(_Killed):
-            run_study(tune_scenario, "full", trials=2, **kwargs)
+            run_study(scenario, "full", trials=2, **kwargs)
+
+
+def test_an_interrupted_default_trial_runs_again(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {"study_name": "killed", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir), **SHORT}
+    _killed_in_its_first_trial(monkeypatch, tune_scenario, kwargs)
     lines: list[str] = []
     summary = run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": lines.append})
     study = _load(tmp_path, "killed")
@@ -424,16 +432,8 @@ def test_a_failed_default_trial_is_not_queued_by_a_resume_that_runs_nothing(
     """A resume whose --trials the study already held said "the default trial did not finish: it runs
     again", ran nothing, and left the default queued (WAITING): the summary's trials were one more than its
     complete, pruned and failed ones."""
-    import training.trainer
-
-    def killed(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise _Killed
-
     kwargs = {"study_name": "held", "output_dir": tmp_path, "base_model": str(tiny_roberta_dir), **SHORT}
-    with monkeypatch.context() as patch:
-        patch.setattr(training.trainer, "train", killed)
-        with pytest.raises(_Killed):
-            run_study(tune_scenario, "full", trials=2, **kwargs)
+    _killed_in_its_first_trial(monkeypatch, tune_scenario, kwargs)
     run_study(tune_scenario, "full", trials=1, default_trial=False, **kwargs)  # trial 1 finishes
     lines: list[str] = []
     summary = run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": lines.append})
