@@ -70,6 +70,10 @@ _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 # cut by a kill may hold (see OutputFile._csv_rows).
 _AFTER_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
 _IN_QUOTED_LABEL = re.compile(r'(?:[^"\r]|""|\r(?!\n))*')
+# The most one row of an output may span (a CSV record over several lines: a label holding line breaks).
+# A row is a number, a label (a class name), a score and a version: a file with a longer one is not ours,
+# and checking it stops there, not at the end of a field an unclosed quote left open to the file's end.
+_OUTPUT_ROW_BYTES = 2**20
 
 
 class ScoringError(LabelwiseError):
@@ -200,8 +204,12 @@ def _csv_records(reader: Any, lines: _Lines, path: Path) -> Iterator[list[str]]:
         yield fields
 
 
-def _csv_texts(path: Path, column: str) -> Iterator[str]:
+def _lift_csv_field_limit() -> None:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+
+
+def _csv_texts(path: Path, column: str) -> Iterator[str]:
+    _lift_csv_field_limit()
     with open(path, "rb") as fh:
         lines = _Lines(fh, path)
         reader = csv.reader(lines, strict=True)
@@ -406,26 +414,56 @@ def count_rows(path: Path) -> int | None:
 
 
 # ---- output ---------------------------------------------------------------------------------------
+class _RowTooLong(Exception):
+    """A row of an existing output runs past _OUTPUT_ROW_BYTES: the file is not an output of ours."""
+
+
 class _WholeLines:
     """An output's lines decoded one by one, up to its last line break; what follows it (a line half
     written by a run killed mid-write, maybe cut inside a character) is kept undecoded in `cut`. `end`:
     bytes through the last line given. With `lone_cr_ends_line`, a CR not before a LF ends a line too, as
-    when csv reads a file opened with newline=""."""
+    when csv reads a file opened with newline="".
 
-    def __init__(self, fh: BinaryIO, lone_cr_ends_line: bool = False) -> None:
+    A row is a line, or with `rows_span_lines` the lines from the last `new_row()` (a CSV record); one
+    that runs past _OUTPUT_ROW_BYTES raises _RowTooLong as soon as it does, having read no further."""
+
+    def __init__(self, fh: BinaryIO, lone_cr_ends_line: bool = False, rows_span_lines: bool = False) -> None:
         self._fh = fh
         self._split_cr = lone_cr_ends_line
+        self._span = rows_span_lines
         self.line = 0  # whole lines read (each counted once, split at a lone CR or not)
         self.end = 0
         self.cut = b""
+        self._line_end = 0  # bytes through the last whole line read (`end` may stop at a lone CR in it)
+        self._row_start, self._row_line = 0, 1
+
+    def new_row(self) -> None:
+        """A row starts after the last line given."""
+        self._row_start = self.end
+        self._row_line = self.line + (self.end == self._line_end)
+
+    def _too_long(self) -> _RowTooLong:
+        past = f"runs past {_OUTPUT_ROW_BYTES // 2**20} MiB"
+        if self._row_line > self.line:
+            why = f"line {self._row_line} {past}"
+        else:  # a quote left open reads on to the file's end as one field
+            why = f"the record from line {self._row_line} {past} by line {self.line + 1} (a quote left open?)"
+        return _RowTooLong(f"{why}: no row this command writes is that long")
 
     def __iter__(self) -> Iterator[str]:
         split_cr = self._split_cr
-        for raw in self._fh:
+        while True:
+            if not self._span:
+                self.new_row()
+            room = self._row_start + _OUTPUT_ROW_BYTES - self.end
+            raw = self._fh.readline(room + 1)
+            if len(raw) > room:
+                raise self._too_long()
             if raw[-1:] != b"\n":
                 self.cut = raw
                 return
             self.line += 1
+            self._line_end += len(raw)
             if split_cr and raw.find(b"\r", 0, -2) != -1:  # a CR before the line's end (\r\n or \n)
                 for piece in _AFTER_LONE_CR.split(raw):
                     self.end += len(piece)
@@ -577,9 +615,10 @@ class OutputFile:
             return 0
         done = 0
         with open(self.staging, "rb") as fh:
-            lines = _WholeLines(fh, lone_cr_ends_line=self.kind == "csv")
+            csv_rows = self.kind == "csv"
+            lines = _WholeLines(fh, lone_cr_ends_line=csv_rows, rows_span_lines=csv_rows)
             try:
-                rows = self._csv_rows(lines) if self.kind == "csv" else self._jsonl_rows(lines)
+                rows = self._csv_rows(lines) if csv_rows else self._jsonl_rows(lines)
                 for expected, value in enumerate(rows):
                     if str(value) != str(expected):
                         raise self._foreign(
@@ -588,6 +627,8 @@ class OutputFile:
                     done = expected + 1
             except UnicodeDecodeError as exc:
                 raise self._foreign(f"line {lines.line}: {exc}") from None
+            except _RowTooLong as exc:
+                raise self._foreign(str(exc)) from None
         if self._keep is None and lines.cut:
             self._keep = lines.end
         if not lines.line:
@@ -616,6 +657,7 @@ class OutputFile:
                 record_lines.append(line)
                 yield line
 
+        _lift_csv_field_limit()  # a row's length is checked as it is read (_WholeLines), not by csv
         reader = csv.reader(read(), strict=True)
         header = next(reader, None)
         if header is None:
@@ -623,11 +665,13 @@ class OutputFile:
         if tuple(header) != OUTPUT_FIELDS:
             raise self._foreign(f"its header is {header}")
         record_lines.clear()
+        lines.new_row()
         done = 0
         whole = lines.end  # bytes through the last whole record: the reader reads no line past a record
         try:
             for record in reader:
                 record_lines.clear()
+                lines.new_row()
                 whole = lines.end
                 yield record[0] if record else ""
                 done += 1

@@ -572,6 +572,70 @@ def test_an_existing_output_is_checked_a_line_at_a_time_not_read_whole(tmp_path:
     assert [r["row"] for r in _read_output(out)] == list(range(len(texts) - 1))
 
 
+def _foreign_without_an_end(path: Path, start: bytes) -> None:
+    """`start`, then some 40 MB of CSV rows that never end what it opened."""
+    block = b"".join(b"%d,positive,0.5,1\r\n" % i for i in range(1, 10_000))
+    path.write_bytes(start + block * (40_000_000 // len(block)))
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "why"),
+    [
+        (
+            "out.csv",
+            b'row,label,score,version\r\n0,"never closed\r\n',
+            r"the record from line 2 runs past 1 MiB",
+        ),
+        ("out.csv", b'"row,label,score,version\r\n', r"the record from line 1 runs past 1 MiB"),
+        ("out.jsonl", b'{"data": "' + b"x" * 40_000_000, r"line 1 runs past 1 MiB"),
+    ],
+    ids=["csv-row-quote-left-open", "csv-header-quote-left-open", "jsonl-one-long-line"],
+)
+def test_a_foreign_output_with_no_end_to_a_record_is_refused_without_reading_it_whole(
+    tmp_path: Path, name: str, start: bytes, why: str
+) -> None:
+    """An unclosed quote early in a CSV that is not ours swallowed the rest of the file into one field (and
+    its lines were kept for the cut check) before it was refused, holding some 8 times the file. No row
+    this command writes runs past 1 MiB, so the check stops there."""
+    import tracemalloc
+
+    list(read_texts(_write(tmp_path / "in.csv", TEXTS[:3])))  # a CSV read lifts csv's own field limit
+    out = tmp_path / name
+    _foreign_without_an_end(out, start)
+    before = out.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError) as refused:
+            OutputFile(out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert re.search(
+        rf"--output .*{re.escape(name)} exists and is not a partial output of `labelwise classify` \({why}",
+        str(refused.value),
+    ), str(refused.value)
+    assert "no row this command writes is that long" in str(refused.value)
+    assert peak < before / 4, f"{peak} bytes held to refuse a {before}-byte output"
+    assert out.stat().st_size == before
+
+
+@pytest.mark.parametrize(("extra", "done"), [(0, 2), (1, None)], ids=["1-MiB", "1-MiB-and-a-byte"])
+def test_a_csv_output_row_of_up_to_1_mib_over_many_lines_is_still_ours(
+    tmp_path: Path, extra: int, done: int | None
+) -> None:
+    header, last = b"row,label,score,version\r\n", b"1,short,0.5,1\r\n"
+    start, end = b'0,"', b'",0.5,1\r\n'
+    label = (b"a line of a long label\n" * 2**16)[: 2**20 + extra - len(start) - len(end)]
+    out = tmp_path / "out.csv"
+    out.write_bytes(header + start + label + end + last)
+    if done is not None:
+        assert OutputFile(out).done == done
+    else:
+        ends = 2 + label.count(b"\n")  # the record's last line, whose ",0.5,1" is a byte too many
+        with pytest.raises(UsageError, match=rf"the record from line 2 runs past 1 MiB by line {ends} "):
+            OutputFile(out)
+
+
 def test_a_finished_parquet_output_resumes_when_the_input_has_grown(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     source = _write(tmp_path / "in.csv", TEXTS[:20])
