@@ -5,6 +5,7 @@ An ExportError means nothing was published: versions are written whole or not at
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -96,4 +97,20 @@ def export_bench(
     refuse_missing_repository(repository)
     from training.export.bench import run_bench
 
-    run_bench(ModelRepository(repository), scenario, version, data, threads=threads, rows=rows)
+    run_bench(
+        ModelRepository(repository),
+        scenario,
+        version,
+        data,
+        threads=threads,
+        rows=rows,
+        open_session=_serving_session,
+    )
+
+
+def _serving_session(graph: Path, threads: int) -> Any:
+    """The CPU session a serving replica runs `graph` in (serving.engine.runner.OnnxGraph: its session
+    options, and the graph with SkipLayerNormalization unfused), so export-bench times what serving pays."""
+    from serving.engine.runner import OnnxGraph
+
+    return OnnxGraph(graph, ["CPUExecutionProvider"], threads).session

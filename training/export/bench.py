@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,11 @@ from .parity import ort_session, session_input_names
 from .precisions import RECIPES
 
 BATCH_SIZES = (1, 8, 32)
+
+# (graph, intra-op threads) -> an ONNX Runtime InferenceSession on the CPU provider. training never imports
+# serving (pyproject's import contracts): the CLI passes serving's builder, so that the sessions timed are
+# built as a replica builds them (its session options, and on CPU the graph it loads).
+SessionFactory = Callable[[Path, int], Any]
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,12 @@ def run_bench(
     data: Path,
     threads: int = 2,
     rows: int = 512,
+    open_session: SessionFactory | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Print and return {precision: {batch: seq/s}}; tokenisation is done before timing."""
+    """Print and return {precision: {batch: seq/s}}; tokenisation is done before timing.
+
+    open_session builds each graph's session; default parity.ort_session (export's own session options,
+    not serving's: `labelwise export-bench` passes serving's)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -108,7 +119,7 @@ def run_bench(
         )
     results: dict[str, dict[int, float]] = {}
     for target in cpu:
-        session = ort_session(target.graph, threads=threads)
+        session = (open_session or _export_session)(target.graph, threads)
         names = session_input_names(session)
         head = target.head or (lambda out: out)
         results[target.precision] = {}
@@ -129,6 +140,10 @@ def run_bench(
     for target in cpu:  # soft_wrap: a path cut across lines cannot be copied
         Console().print(f"{target.precision}: timed {target.what}", soft_wrap=True, markup=False)
     return results
+
+
+def _export_session(graph: Path, threads: int) -> Any:
+    return ort_session(graph, threads=threads)
 
 
 def _frozen_base(manifest: Manifest) -> BaseEncoderRef | None:

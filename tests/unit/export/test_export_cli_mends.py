@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,42 @@ def test_export_bench_of_a_frozen_version_times_the_shared_base_encoder_and_its_
         ExportError, match=rf"spam v1 is frozen: .*no shared base is published .*_bases/{key}/fp32"
     ):
         bench.run_bench(repo, "spam", manifest.version, data / "validation.csv", threads=1, rows=4)
+
+
+def test_export_bench_times_sessions_built_as_serving_builds_them(
+    tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """export-bench built its own ORT sessions (spinning pool threads, a CPU memory arena, ORT's fused
+    SkipLayerNormalization): its seq/s were not serving's. It times sessions built by serving's OnnxGraph:
+    no spinning, one inter-op thread, no arena, SkipLayerNormFusion disabled, from the unfused graph."""
+    ort = pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
+    import onnx
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+    from serving.engine.graph_rewrite import cpu_disabled_optimizers
+    from tests.conftest import publish_toy
+
+    labels = ("positive", "negative", "neutral")
+    repo, manifest = publish_toy(tmp_path, tiny_roberta_dir, "spam", "full", labels, ["fp32"])
+    graph = repo.version_path("spam", manifest.version) / manifest.exports[0].path
+    assert any(n.op_type == "SkipLayerNormalization" for n in onnx.load(str(graph)).graph.node)
+    built: list[tuple[str, Any, dict[str, Any]]] = []
+
+    class Recorded(ort.InferenceSession):  # the real session, its arguments kept
+        def __init__(self, source: Any, sess_options: Any = None, **kw: Any) -> None:
+            built.append((str(source), sess_options, kw))
+            super().__init__(source, sess_options=sess_options, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", Recorded)
+    data = tmp_path / "data" / "validation.csv"  # publish_toy's
+    args = ["export-bench", "-s", "spam", "--data", str(data), "--threads", "1", "--rows", "4"]
+    result = CliRunner().invoke(app, [*args, "-r", str(repo.root)])
+
+    assert result.exit_code == 0, result.output
+    (source, options, kw) = built[-1]
+    assert source != str(graph)  # the copy with SkipLayerNormalization unfused, as serving loads on CPU
+    assert kw.get("disabled_optimizers") == cpu_disabled_optimizers() == ["SkipLayerNormFusion"]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.enable_cpu_mem_arena is False and options.inter_op_num_threads == 1
+    assert options.intra_op_num_threads == 1
