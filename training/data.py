@@ -707,10 +707,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         train = _capped(
             train, config.max_train_samples, "max_train_samples (--max-train-samples)", config.seed
         )
-    if config.max_eval_samples is not None:
-        validation = _capped(
-            validation, config.max_eval_samples, "max_eval_samples (--max-eval-samples)", config.seed
-        )
+    validation = capped_validation(validation, config)
     if not is_split:
         # A split-off validation (grouped_split) and the test split hold no text train has; a validation
         # file may (ATIS: 44 of its 499 texts are train texts). Kept as given, both files being the
@@ -737,6 +734,14 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                 )
     _warn_conflicting_labels(train, labels, config.train_path)
     return PreparedData(train, validation, list(labels), is_split, dropped, test)
+
+
+def capped_validation(validation: LabeledTexts, config: TrainConfig) -> LabeledTexts:
+    """A run's validation rows capped to its max_eval_samples (all of them without one), said as training
+    says it; `labelwise export` reads the run's validation file again through this cap."""
+    if config.max_eval_samples is None:
+        return validation
+    return _capped(validation, config.max_eval_samples, "max_eval_samples (--max-eval-samples)", config.seed)
 
 
 def _capped(rows: LabeledTexts, n: int, setting: str, seed: int) -> LabeledTexts:

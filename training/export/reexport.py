@@ -14,7 +14,7 @@ from model_repository import Manifest, ModelRepository, RepositoryError, layout
 from model_repository.multi_adapter import version_lora_rank
 
 from ..config import TrainConfig, recorded_scenario_config
-from ..data import HELD_OUT, LabeledTexts, held_out_changes, load_labeled, prepare_data, stratified_cap
+from ..data import HELD_OUT, LabeledTexts, capped_validation, held_out_changes, load_labeled, prepare_data
 from ..errors import (
     DataError,
     ExportError,
@@ -48,16 +48,15 @@ _NOT_INHERITED = {
 
 def _run_validation_rows(config: TrainConfig) -> LabeledTexts:
     """The rows the run validated on, as training/data.py's prepare_data made them: its validation file
-    (unknown labels handled as the scenario says, capped to max_eval_samples), or its split of train."""
+    (unknown labels handled as the scenario says, capped to max_eval_samples as training capped and
+    said it), or its split of train."""
     scenario = config.scenario
     if config.validation_path is None:
         return prepare_data(config).validation
     rows, _ = load_labeled(
         config.validation_path, scenario, scenario.labels, unknown=scenario.unknown_validation_labels
     )
-    if config.max_eval_samples is not None:
-        rows = rows.subset(stratified_cap(rows.label_ids, config.max_eval_samples, config.seed))
-    return rows
+    return capped_validation(rows, config)  # said as training said it when the cap keeps more rows
 
 
 def _find_validation_file(config: Any) -> Path | None:

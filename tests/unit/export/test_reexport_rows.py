@@ -271,3 +271,39 @@ def test_export_warns_that_a_version_without_held_out_records_cannot_have_its_ro
         "--validation PATH to check parity on a labeled file of your choice"
     )
     assert warnings.count(expected) == 1, warnings
+
+
+def test_export_warns_as_training_did_when_max_eval_samples_kept_more_validation_rows(
+    tmp_path, tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, caplog
+):
+    """A run with max_eval_samples below its class count validated on one row of each class, and training
+    warned so; a re-export reads the run's validation rows again through the same cap and said nothing
+    (parity is checked on those rows)."""
+    from tests.conftest import write_toy_csv
+    from training import custom_scenario, make_train_config
+    from training.data import held_out_record, prepare_data
+    from training.export.reexport import parity_rows
+
+    data = tmp_path / "toy"
+    write_toy_csv(data / "train.csv", 10, seed=1)
+    validation = write_toy_csv(data / "validation.csv", 10, seed=2)
+    scenario = custom_scenario("toy", LABELS, data, max_length_tokens=MAX_LENGTH_TOKENS)
+    config = make_train_config(
+        scenario, "full", base_model=str(tiny_roberta_dir), output_dir=tmp_path / "run", max_eval_samples=2
+    )
+    expected = (
+        f"max_eval_samples (--max-eval-samples) 2 is below the 3 classes of {validation}: kept 3 rows, one "
+        "of each class, so that the run sees every class"
+    )
+    with caplog.at_level(logging.WARNING, logger="training"):
+        record = held_out_record(config, prepare_data(config))
+    assert expected in [r.getMessage() for r in caplog.records]  # what the run said
+    repo = ModelRepository(tmp_path / "repo")
+    args = (tiny_roberta_dir, tiny_base_ref, tiny_tokenizer, config, ["ok"], {"held_out": record})
+    parent = _publish_full(repo, "toy", LABELS, *args)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training"):
+        texts, _labels = parity_rows(parent)
+    assert len(texts) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [expected]
