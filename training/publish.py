@@ -7,7 +7,7 @@ import importlib.util
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,10 @@ def export_shared_graph(
     lora_r: int,
     precisions: list[str],
     head_kind: str | None = None,
+    say: Callable[[str], None] = log.info,
 ) -> None:
     """Export the base's multi-adapter graph (lora_mode: shared) unless it exists, so serving needs no torch.
+    `say` hears where each precision's graph was exported (or that it was there and is reused).
 
     The graph adapts the architecture's default target modules (every linear projection of a BERT-like
     layer): one graph per base serves every adapter whose targets are among them (query/value only
@@ -309,7 +311,7 @@ def export_shared_graph(
             base_path,
             rank=max(SHARED_TABLE_RANK, lora_r),
             precisions=wanted,
-            say=log.info,
+            say=say,
             head_kind=head_kind,
         )
     except MultiAdapterError as exc:

@@ -141,10 +141,12 @@ def ensure_base(
                 )
             with repository.new_base(key, folder, **info) as draft:
                 (draft.path / layout.ENCODER_FILE).write_bytes(graph.read_bytes())
+            where = f"{repository.root}/{layout.BASES_DIR}/{key}/{folder}/{layout.ENCODER_FILE}"
             say(
-                f"base encoder {key} {folder}: "
-                + ("exported" if draft.published else "exported by another writer first; theirs kept")
+                f"base encoder {precision}: "
+                + (f"exported to {where}" if draft.published else f"{where} exported by another writer first")
                 + f", max |Δfeatures| {diff}"
+                + ("" if draft.published else "; theirs kept")
             )
             if not draft.published or not Path(paths[folder]).is_file():
                 # Another writer's copy is what the version reads (an object store's only in the store

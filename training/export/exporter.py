@@ -62,7 +62,8 @@ FROZEN_INT8_MAX_DROP = INT8_MAX_DROP
 DEFAULT_TEST_ROWS = 2000
 
 
-def _say(message: str) -> None:
+def say_export(message: str) -> None:
+    """An export's progress line on stderr, `[export] <message>`."""
     from rich.console import Console
 
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[cyan]\\[export][/cyan] {message}")
@@ -135,7 +136,7 @@ def export_into(
     test_labels: Sequence[Any] | None = None,
     test_rows: int = DEFAULT_TEST_ROWS,
     int8_guard: bool = True,
-    say: Callable[[str], None] = _say,
+    say: Callable[[str], None] = say_export,
 ) -> dict[str, Any]:
     """Export ONNX graphs (and head/base encoder for frozen/lora) into a draft; return manifest fields.
 

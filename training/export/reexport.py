@@ -25,7 +25,7 @@ from ..errors import (
     TrainingError,
 )
 from ..publish import PARITY_ROWS, SHARED_TABLE_RANK, export_shared_graph, load_version_model, local_base
-from .exporter import export_into
+from .exporter import export_into, say_export
 from .graphs import DEFAULT_OPSET
 from .precisions import parse_precisions
 
@@ -269,6 +269,7 @@ def reexport_version(
             # As publish does: lora_mode shared serves the child's precisions from its base's multi-adapter
             # graph of each, which this exports unless it is there (then verified and reused).
             head_kind = (exported.get("head") or {}).get("kind")
-            export_shared_graph(repository, source.base_model.id, rank, wanted, head_kind)
+            # said as the export's other lines are: the CLI shows the training logger's warnings only
+            export_shared_graph(repository, source.base_model.id, rank, wanted, head_kind, say=say_export)
     assert draft.manifest is not None
     return draft.manifest

@@ -189,9 +189,11 @@ def export_multi_adapter_base(
             }
             with repository.new_base(key, folder, **info) as draft:
                 (draft.path / layout.MULTI_ADAPTER_FILE).write_bytes(graph.read_bytes())
+            where = f"{repository.root}/{layout.BASES_DIR}/{key}/{folder}/{layout.MULTI_ADAPTER_FILE}"
             say(
-                f"multi-adapter graph {key}/{folder}: "
-                + ("exported" if draft.published else "exported by another writer first; theirs kept")
+                f"multi-adapter graph {precision}: "
+                + (f"exported to {where}" if draft.published else f"{where} exported by another writer first")
                 + f", max |Δlogit| vs torch {parity['max_abs_logit_diff']:.2e}"
+                + ("" if draft.published else "; theirs kept")
             )
     return out

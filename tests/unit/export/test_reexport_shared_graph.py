@@ -63,7 +63,8 @@ def test_cli_export_of_held_precisions_publishes_nothing_unless_the_shared_graph
     repo: ModelRepository, fp32_child: Any, tmp_path: Path
 ) -> None:
     """`labelwise export -p fp32` of a LoRA version holding fp32 publishes nothing while its base has the
-    multi-adapter graph; without it (the recovery publish's log names) the re-export exports it."""
+    multi-adapter graph; without it (the recovery publish's log names) the re-export exports it, and says
+    where."""
     import shutil
 
     from typer.testing import CliRunner
@@ -82,4 +83,10 @@ def test_cli_export_of_held_precisions_publishes_nothing_unless_the_shared_graph
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "published reviews" in result.output, result.output
     assert len(copy.list_versions("reviews")) == len(versions) + 1
+    # and says so: the shared graph's path and precision (the training logger's INFO line went unseen)
+    folder = f"{copy.root}/{layout.BASES_DIR}/{fp32_child.base_encoder.key}"
+    graph_path = f"{folder}/{layout.multi_adapter_folder(8, 'fp32')}/{layout.MULTI_ADAPTER_FILE}"
+    said = [line for line in result.stderr.splitlines() if "exported to" in line]
+    assert len(said) == 1, result.stderr
+    assert said[0].startswith(f"[export] multi-adapter graph fp32: exported to {graph_path}, max |Δlogit|")
     assert copy.has_base(fp32_child.base_encoder.key, layout.multi_adapter_folder(8, "fp32"))
