@@ -563,7 +563,9 @@ class _Base:
         self.max_body_bytes: int | None = None  # the server's body limit, as GET /v1/scenarios announces it
 
     def _check_open(self) -> None:
-        """ClientError (client_closed) for a call on a closed client: httpx raised a bare RuntimeError."""
+        """ClientError (client_closed) for a call on a closed client: httpx raised a bare RuntimeError. A
+        call checks after a RuntimeError from httpx, or a transport error, too: another thread (or task)
+        may close the client while the call waits to retry or has a request in flight (its connection cut)."""
         if self._http.is_closed:
             message = (
                 "the client is closed (by close(), aclose() or the end of its `with` block): make a new one"
@@ -617,6 +619,7 @@ class _Base:
         """The wait before trying again after a transport error, or ConnectionFailedError. A connect that
         failed (nothing sent) is tried again until connect_retry_s have passed since the first one, the
         last wait cut to end there; other errors count against max_retries."""
+        self._check_open()
         budget = self.retry.connect_retry_s
         if isinstance(exc, _CONNECT_EXCEPTIONS) and budget is not None:
             now = time.monotonic()
@@ -644,6 +647,7 @@ class _Base:
         httpx's own): an answer that cannot be decoded (a `Content-Encoding` its body is not, redirects
         without end) is a bad_answer; a request that cannot be sent (a proxy refusing it, a scheme httpx
         does not speak) fails to connect."""
+        self._check_open()
         where = f"{method} {self._shown_url}{path}: {type(exc).__name__}: {exc or 'no answer'}"
         if isinstance(exc, (httpx.DecodingError, httpx.TooManyRedirects)):
             return _bad_answer(where)
@@ -793,7 +797,6 @@ class LabelwiseClient(_Base):
 
     def _request(self, method: str, path: str, stop: threading.Event, **kwargs: Any) -> Any:
         """request(), its waits between retries cut short once `stop` (its classify call's) is set."""
-        self._check_open()
         tries = _Tries()
         while True:
             try:
@@ -802,6 +805,9 @@ class LabelwiseClient(_Base):
                 self._wait_unless_stopped(stop, self._transport_wait(exc, method, path, tries))
             except httpx.HTTPError as exc:
                 raise self._transport_failure(exc, method, path) from exc
+            except RuntimeError:  # httpx's for a closed client: before the first request, or since
+                self._check_open()
+                raise
             else:
                 body, wait = self._outcome(response, tries)
                 if wait is None:
@@ -936,11 +942,13 @@ class LabelwiseClient(_Base):
 
     def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
-        self._check_open()
         try:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
+        except RuntimeError:  # httpx's for a closed client
+            self._check_open()
+            raise
 
 
 class AsyncLabelwiseClient(_Base):
@@ -996,7 +1004,6 @@ class AsyncLabelwiseClient(_Base):
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call with retries; the answer's JSON, or the ClientError subclass for its error."""
-        self._check_open()
         tries = _Tries()
         while True:
             try:
@@ -1005,6 +1012,9 @@ class AsyncLabelwiseClient(_Base):
                 await self._sleep(self._transport_wait(exc, method, path, tries))
             except httpx.HTTPError as exc:
                 raise self._transport_failure(exc, method, path) from exc
+            except RuntimeError:  # httpx's for a closed client: before the first request, or since
+                self._check_open()
+                raise
             else:
                 body, wait = self._outcome(response, tries)
                 if wait is None:
@@ -1094,8 +1104,10 @@ class AsyncLabelwiseClient(_Base):
 
     async def ready(self) -> bool:
         """Whether /readyz answers 200 now (no retries)."""
-        self._check_open()
         try:
             return (await self._http.get("/readyz")).status_code == 200
         except httpx.HTTPError:
             return False
+        except RuntimeError:  # httpx's for a closed client
+            self._check_open()
+            raise

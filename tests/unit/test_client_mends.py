@@ -327,6 +327,63 @@ def test_a_call_on_a_closed_client_is_a_client_error_saying_so(
     assert asked == []
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("when", ["waiting to retry", "in flight"])
+def test_a_client_closed_during_a_call_is_a_client_error_saying_so(
+    server: tuple[dict[str, Answer], str], kind: str, when: str
+) -> None:
+    """close() (or aclose()) from another thread or task while a call waits out a 503's Retry-After, or
+    while its request is in flight: the next request raised httpx's bare RuntimeError ('Cannot send a
+    request, as the client has been closed'). It is the ClientError (client_closed) a call after close()
+    raises."""
+    answer, url = server
+    asked, closed = threading.Event(), threading.Event()
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', {}
+        asked.set()
+        if when == "in flight":  # answered once the client is closed: a 503, to be retried
+            closed.wait(5)
+        status, data, _ = _error(503, "overloaded")
+        return status, data, {"Retry-After": "0.3"}
+
+    answer["now"] = reply
+
+    async def run_async() -> None:
+        client = AsyncLabelwiseClient(url, retry=_fast())
+
+        async def close_once_asked() -> None:
+            await asyncio.to_thread(asked.wait, 5)
+            await client.aclose()
+            closed.set()
+
+        closer = asyncio.create_task(close_once_asked())
+        try:
+            await client.classify("s", ["a"])
+        finally:
+            await closer
+
+    def close_once_asked(client: LabelwiseClient) -> None:
+        asked.wait(5)
+        client.close()
+        closed.set()
+
+    with pytest.raises(ClientError, match=r"^client_closed: the client is closed \(") as caught:
+        if kind == "sync":
+            client = LabelwiseClient(url, retry=_fast())
+            closer = threading.Thread(target=close_once_asked, args=(client,))
+            closer.start()
+            try:
+                client.classify("s", ["a"])
+            finally:
+                closer.join(10)
+        else:
+            asyncio.run(run_async())
+    assert caught.value.status is None and caught.value.type == "client_closed"
+    assert asked.is_set() and closed.is_set()
+
+
 @pytest.mark.parametrize("header", ["nan", "inf", "-nan"])
 def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
     server: tuple[dict[str, Answer], str], header: str
