@@ -7,13 +7,13 @@ runs the strategy's default values (the nearest searched value where a default i
 default_outside_space names it), so the summary can say what tuning bought (run again by a resume that runs
 trials when the run that held it was interrupted).
 
-A study is one experiment: it records its scenario, strategy, search space, overrides (base model, data
-paths resolved, max_train_samples, seed, ...) and pruning schedule (--pruner, --evals-per-epoch) when it
-starts, and a resume that changes any of them is refused, since its trials would not be comparable and the
---publish retrain would not be the best trial's run. A study started before its overrides or its pruning
-schedule were recorded takes this run's as its own (and says so): nothing in the study tells what it ran
-with. One process runs a study at a time: it holds <run folder>/study.lock for the whole run, so that the
-RUNNING trials a resume fails are those of a dead run, never of a live one.
+A study is one experiment: it records its scenario, strategy, search space, overrides (data paths and a
+base model folder resolved, max_train_samples, seed, ...) and pruning schedule (--pruner,
+--evals-per-epoch) when it starts, and a resume that changes any of them is refused, since its trials would
+not be comparable and the --publish retrain would not be the best trial's run. A study started before its
+overrides or its pruning schedule were recorded takes this run's as its own (and says so): nothing in the
+study tells what it ran with. One process runs a study at a time: it holds <run folder>/study.lock for the
+whole run, so that the RUNNING trials a resume fails are those of a dead run, never of a live one.
 
 A pruned trial stops as an early-stopped run does (the Trainer ends its loop and closes its TensorBoard
 writer), so it also pays one last validation pass; the frozen head's loop is stopped by the exception.
@@ -325,16 +325,20 @@ def _study_lock(out: Path, study_name: str) -> Iterator[None]:
 
 
 # Overrides that name files: a study records them resolved, since a relative --data typed again in another
-# folder names another file.
+# folder names another file. base_model too where it names a folder here (as resolve_base_model reads it
+# first), and as typed otherwise: a hub id or the alias 'minilm' names the same model from any folder.
 _PATH_OVERRIDES = frozenset({"data", "validation_data", "data_dir"})
 
 
 def _resolved_paths(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides with the file ones resolved from this working directory."""
-    return {
-        k: str(Path(v).expanduser().resolve()) if k in _PATH_OVERRIDES and v is not None else v
-        for k, v in overrides.items()
-    }
+    """The overrides with the file ones, and a base_model folder, resolved from this working directory."""
+
+    def names_a_file(key: str, value: Any) -> bool:
+        if value is None:
+            return False
+        return key in _PATH_OVERRIDES or (key == "base_model" and Path(value).expanduser().is_dir())
+
+    return {k: str(Path(v).expanduser().resolve()) if names_a_file(k, v) else v for k, v in overrides.items()}
 
 
 def _jsonable(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -603,9 +607,10 @@ def run_study(
                 say(f"study {study_name!r} recorded no overrides: this run's are recorded as the study's")
                 study.set_user_attr("overrides", run_overrides)
             elif study.user_attrs["overrides"] != run_overrides:  # the same, but for relative file paths
+                typed = [k for k, v in run_overrides.items() if study.user_attrs["overrides"].get(k) != v]
                 say(
-                    f"study {study_name!r} recorded its data paths as typed: they are recorded resolved from "
-                    f"this folder, {Path.cwd()}"
+                    f"study {study_name!r} recorded {', '.join(typed)} as typed: recorded resolved from this "
+                    f"folder, {Path.cwd()}"
                 )
                 study.set_user_attr("overrides", run_overrides)
             if "pruning" not in study.user_attrs:  # nor --pruner and --evals-per-epoch

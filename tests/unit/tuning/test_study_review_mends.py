@@ -484,6 +484,43 @@ def test_a_relative_data_path_is_recorded_resolved_and_a_resume_elsewhere_is_ref
     study.set_user_attr("overrides", {**study.user_attrs["overrides"], "data": "train.csv"})
     said: list[str] = []
     run_study(tune_scenario, "full", trials=1, **{**kwargs, "say": said.append})
-    assert any("recorded its data paths as typed" in line for line in said), said
+    assert any("recorded data as typed" in line for line in said), said
     recorded = _load(tmp_path / "study", "rel").user_attrs["overrides"]["data"]
     assert recorded == str((elsewhere / "train.csv").resolve())
+
+
+def test_a_relative_base_model_folder_is_recorded_resolved_and_a_resume_elsewhere_is_refused(
+    tune_scenario, tiny_roberta_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--base-model ./models/tiny was recorded as typed: a resume from another folder, holding another
+    models/tiny, compared equal and trained its trials on that other model. A hub id stays as typed."""
+    import shutil
+
+    from training.tuning.study import _resolved_paths
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    for root in (here, elsewhere):
+        shutil.copytree(tiny_roberta_dir, root / "models" / "tiny")
+    folder = str((here / "models" / "tiny").resolve())
+    kwargs = {"study_name": "rel", "output_dir": tmp_path / "study", "base_model": "./models/tiny", **SHORT}
+    monkeypatch.chdir(here)
+    run_study(tune_scenario, "full", trials=1, **kwargs)
+    assert _load(tmp_path / "study", "rel").user_attrs["overrides"]["base_model"] == folder
+    run_study(tune_scenario, "full", trials=2, **{**kwargs, "base_model": folder})  # the same folder
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(
+        TuningError,
+        match=r"other overrides \(base_model: '.*here/models/tiny' -> '.*elsewhere/models/tiny'\)",
+    ):
+        run_study(tune_scenario, "full", trials=3, **kwargs)
+    assert len(_load(tmp_path / "study", "rel").trials) == 2
+    # a study that recorded the folder as typed resumes from the folder it names, and records it resolved
+    study = _load(tmp_path / "study", "rel")
+    study.set_user_attr("overrides", {**study.user_attrs["overrides"], "base_model": "./models/tiny"})
+    monkeypatch.chdir(here)
+    said: list[str] = []
+    run_study(tune_scenario, "full", trials=2, **{**kwargs, "say": said.append})
+    assert any("recorded base_model as typed" in line for line in said), said
+    assert _load(tmp_path / "study", "rel").user_attrs["overrides"]["base_model"] == folder
+    # a hub id (no folder here) names no file: recorded as typed
+    assert _resolved_paths({"base_model": "distilroberta-base"}) == {"base_model": "distilroberta-base"}
