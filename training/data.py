@@ -145,6 +145,8 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
             raise surrogate from exc
         if fmt == "json" and (not_object := _non_object_error(path)) is not None:
             raise not_object from exc
+        if fmt == "json" and (syntax := _json_syntax_error(path)) is not None:
+            raise syntax from exc
         raise DataError(
             f"data file {path} could not be read as {fmt}: {str(root) or type(root).__name__}"
         ) from exc
@@ -323,6 +325,30 @@ def _non_object_error(path: Path) -> DataError | None:
                 f"data file {path}, {where}: {kind}, not a JSON object; each row must be one object of "
                 'its fields, e.g. {"text": ..., "label": ...}'
             )
+    return None
+
+
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")  # what JSON allows between values (always matches)
+
+
+def _json_syntax_error(path: Path) -> DataError | None:
+    """A DataError naming the line and column where a JSON lines file (or JSON array) stops being JSON: the
+    reader's words were a position in the block it was reading ("Trailing data at position 36"), no line.
+    Values are parsed one after another, as the reader takes them, so an object written over lines is one."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    decoder = json.JSONDecoder()
+    try:
+        if _is_json_array(path):
+            decoder.decode(text)
+        else:
+            at = _JSON_SPACE.match(text).end()
+            while at < len(text):
+                _, end = decoder.raw_decode(text, at)
+                at = _JSON_SPACE.match(text, end).end()
+    except json.JSONDecodeError as exc:
+        return DataError(
+            f"data file {path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})"
+        )
     return None
 
 

@@ -478,3 +478,35 @@ def test_a_jsonl_label_that_is_nan_is_an_empty_label_not_the_label_nan(tmp_path:
     scenario = ScenarioConfig(name="review", labels=["0", "1"])
     with pytest.raises(DataError, match=r"validation\.jsonl, row 3: empty 'label'"):
         load_labeled(path, scenario, ["0", "1"], unknown=unknown)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        # a line past the reader's first block: it said "Trailing data at position 27", of that block
+        (
+            "train.jsonl",
+            "".join(f'{{"text": "t{i}", "label": "pos"}}\n' for i in range(3000))
+            + '{"text": "x" "label": "neg"}\n',
+            "line 3001",
+        ),
+        # a file cut off in its last line
+        ("train.jsonl", '{"text": "hello", "label": "pos"}\n{"text": "bye", "label": "ne', "line 2"),
+        # an object written over lines is read; its broken line is named
+        (
+            "train.jsonl",
+            '{\n "text": "hello",\n "label": "pos"\n}\n{\n "text": "bye"\n "label": "neg"\n}\n',
+            "line 7",
+        ),
+        ("train.json", '[{"text": "hello", "label": "pos"},\n{"text": "bye", "label": "neg"}', "line 2"),
+    ],
+)
+def test_a_json_file_that_does_not_parse_names_the_line(
+    tmp_path: Path, name: str, content: str, where: str
+) -> None:
+    """The reader's words were a position in the block it was reading ("Trailing data at position 36"),
+    naming no line; the first line that is not JSON is named, with json's words for what is wrong."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{re.escape(name)}, {where}(, column \d+)?: not valid JSON \("):
+        _load(path)
