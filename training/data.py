@@ -398,6 +398,14 @@ def _spelled_otherwise(name: str, labels: Sequence[str]) -> str | None:
     return None
 
 
+def _is_number(name: str) -> bool:
+    """Whether a label spells a number (`0`, `1.0`, `-1`): a class code rather than a class name."""
+    try:
+        return math.isfinite(float(name))
+    except ValueError:
+        return False
+
+
 # cleaning settings that remove text (the others only reshape it): what can leave a row empty
 _REMOVERS = ("strip_urls", "strip_html", "remove_punctuation", "remove_digits")
 
@@ -484,12 +492,19 @@ def load_labeled(
                     f"matched exactly: write them as {labels_of or 'the scenario'} does"
                     + ("" if labels_of else " (a label added to `labels` would be another class)")
                 )
+            known = ", ".join(labels[:20]) + (f", … ({len(labels)} in all)" if len(labels) > 20 else "")
             if labels_of is not None:
-                known = ", ".join(labels[:20]) + (f", … ({len(labels)} in all)" if len(labels) > 20 else "")
                 raise DataError(
                     f"data file {path}: label {first!r} in column {scenario.label_column!r} is not one of "
                     f"{labels_of}'s labels {found}; it knows {known}: fix the file's labels, or score it "
                     "with a version trained on them"
+                )
+            if all(map(_is_number, unknown_counts)) and not any(map(_is_number, labels)):
+                # class codes (GLUE's 0/1): a code added to `labels` would be one more class beside the names
+                raise DataError(
+                    f"data file {path}: column {scenario.label_column!r} holds numbers "
+                    f"({sorted(unknown_counts)[:10]}) where the scenario's labels are names ({known}); write "
+                    "each row's label name (which class a number stands for is the dataset's to say)"
                 )
             raise DataError(
                 f"data file {path}: label {first!r} in column {scenario.label_column!r} is not in the "

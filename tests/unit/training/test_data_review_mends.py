@@ -510,3 +510,24 @@ def test_a_json_file_that_does_not_parse_names_the_line(
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=rf"{re.escape(name)}, {where}(, column \d+)?: not valid JSON \("):
         _load(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_labels_that_are_numbers_where_the_scenario_names_its_labels_are_not_to_be_added(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A file labeled 0/1 (GLUE's SST-2, a Parquet column of class codes) for a scenario naming pos/neg: the
+    error said "add it to `labels`", which trains 0 and 1 as two more classes beside pos and neg."""
+    import pandas as pd
+
+    path = tmp_path / f"train{suffix}"
+    frame = pd.DataFrame({"text": ["hello", "bye", "hi again"], "label": [0, 1, 1]})
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    says = r"train\.\w+: column 'label' holds numbers \(\['0', '1'\]\) where the scenario's labels are names"
+    with pytest.raises(DataError, match=says) as err:
+        _load(path)
+    assert "add it to `labels`" not in str(err.value)
+    assert "pos, neg" in str(err.value)
