@@ -453,6 +453,12 @@ def load_labeled(
                 )
         name = label_text(label)
         if name not in label_to_id:
+            if name == scenario.label_column and str(text).strip() == scenario.text_column:
+                # `cat a.csv b.csv`: b's header mid-file, an unknown label 'label' to add or to drop
+                raise DataError(
+                    f"data file {path}, {_row_place(path, row)}: the header again (two files joined into "
+                    "one?); remove the row"
+                )
             unknown_counts[name] += 1
             continue
         if isinstance(text, bytes | bytearray):  # a Parquet text column stored as binary

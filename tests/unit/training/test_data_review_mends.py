@@ -531,3 +531,15 @@ def test_labels_that_are_numbers_where_the_scenario_names_its_labels_are_not_to_
         _load(path)
     assert "add it to `labels`" not in str(err.value)
     assert "pos, neg" in str(err.value)
+
+
+@pytest.mark.parametrize("unknown", ["error", "drop"])
+def test_a_csv_row_that_repeats_the_header_is_named_by_row(tmp_path: Path, unknown: str) -> None:
+    """Two CSV files joined (`cat a.csv b.csv`) hold the header again mid-file: it was the label 'label', to
+    be added to `labels` (a validation file dropped it as an unknown label), naming no row."""
+    first = write_rows(tmp_path / "a.csv", [("hello", "pos"), ("bye", "neg")])
+    second = write_rows(tmp_path / "b.csv", [("hi again", "pos")])
+    path = tmp_path / "validation.csv"
+    path.write_bytes(first.read_bytes() + second.read_bytes())
+    with pytest.raises(DataError, match=r"validation\.csv, row 4: the header again \(two files joined"):
+        load_labeled(path, SCENARIO, LABELS, unknown=unknown)
