@@ -171,6 +171,10 @@ def read_table(path: Path, columns: list[str], column_fix: str | None = None) ->
                 fix = "its columns are separated by tabs: name the file .tsv"
             elif separator is not None:
                 fix = f"its columns are separated by {separator!r}: save it with commas"
+        # `text, label` or `Text`: a name with a stray space or in another case, not another column to set
+        found = {c.strip().casefold(): c for c in table.column_names}
+        if renames := [f"{found[m.casefold()]!r} to {m!r}" for m in missing if m.casefold() in found]:
+            fix = f"columns are named otherwise in the file: rename {' and '.join(renames)} there"
         raise DataError(
             f"data file {path}: missing column {missing[0]!r} (columns found: {table.column_names}); {fix}"
         )

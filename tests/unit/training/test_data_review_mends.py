@@ -543,3 +543,22 @@ def test_a_csv_row_that_repeats_the_header_is_named_by_row(tmp_path: Path, unkno
     path.write_bytes(first.read_bytes() + second.read_bytes())
     with pytest.raises(DataError, match=r"validation\.csv, row 4: the header again \(two files joined"):
         load_labeled(path, SCENARIO, LABELS, unknown=unknown)
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ("text, label", "columns are named otherwise in the file: rename ' label' to 'label' there"),
+        ("Text,Label", "rename 'Text' to 'text' and 'Label' to 'label' there"),
+    ],
+)
+def test_a_column_named_with_spaces_or_another_case_is_said_to_be_renamed(
+    tmp_path: Path, header: str, says: str
+) -> None:
+    """`text, label` (a space after the comma) or `Text,Label`: the advice was to set text_column /
+    label_column in the scenario config, a scenario of one's own for a packaged one, for a stray space."""
+    path = tmp_path / "train.csv"
+    path.write_text(f"{header}\nhello,pos\nbye,neg\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"train\.csv: missing column .*; .*{says}") as err:
+        _load(path)
+    assert "scenario config" not in str(err.value)
