@@ -466,6 +466,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "hasPrefix": lambda prefix, s: s.startswith(prefix),
     "hasSuffix": lambda suffix, s: s.endswith(suffix),
     "replace": lambda old, new, s: s.replace(old, new),
+    # Go's regexp.MatchString: a match anywhere, unless the pattern anchors it (RE2 reads these as re does)
+    "regexMatch": lambda regex, s: re.search(regex, go_str(s)) is not None,
     "lower": lambda s: s.lower(),
     "upper": lambda s: s.upper(),
     "join": lambda sep, items: sep.join(go_str(v) for v in items),

@@ -165,6 +165,28 @@ def test_serve_config_validates_with_ray_schema_and_matches_chart_render(
     assert serve_config == render_serve_config(values), name
 
 
+@pytest.mark.parametrize(
+    ("release", "override", "fullname"),
+    [
+        ("2024-labelwise", {}, "2024-labelwise"),  # helm takes release names that start with a digit
+        ("lw.prod", {}, "lw.prod-labelwise"),  # and with dots
+        (RELEASE, {"fullnameOverride": "Labelwise"}, "Labelwise"),
+        (RELEASE, {"fullnameOverride": "labelwise_prod"}, "labelwise_prod"),
+    ],
+)
+def test_a_fullname_kuberay_refuses_is_refused_at_render_time(
+    release: str, override: dict[str, Any], fullname: str
+) -> None:
+    """KubeRay refuses a RayService whose name is not a DNS-1035 label, after `helm install` succeeded (the
+    RayService is stored, then never reconciled), and the serve Service takes the same name."""
+    values = coalesce(load_values(), override)
+    with pytest.raises(TemplateError, match=rf"fullname {re.escape(fullname)}: .*DNS-1035 label"):
+        render_objects(CHART, values, release=release, kube_version=K8S_VERSION)
+    fixed = coalesce(values, {"fullnameOverride": "labelwise-prod"})
+    service = _one(render_objects(CHART, fixed, release=release, kube_version=K8S_VERSION), "RayService")
+    assert service["metadata"]["name"] == "labelwise-prod"
+
+
 def test_values_sets_validate_against_values_schema(
     rendered: Rendered,
 ) -> None:

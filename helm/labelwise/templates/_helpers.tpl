@@ -114,6 +114,10 @@ true
 
 {{/* Render-time checks of values that the schema cannot express. */}}
 {{- define "labelwise.checks" -}}
+{{- $fullname := include "labelwise.fullname" . }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $fullname) }}
+{{- fail (printf "fullname %s: KubeRay refuses a RayService whose name is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter), and the chart's Services take the same name; it comes from fullnameOverride, else the release name (with nameOverride): set fullnameOverride to such a name, e.g. labelwise" $fullname) }}
+{{- end }}
 {{- if hasKey .Values.serve.args "api_key" }}
 {{- fail "serve.args.api_key would put the API key in the RayService in clear: set apiKey.existingSecret or apiKey.value" }}
 {{- end }}
