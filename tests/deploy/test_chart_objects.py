@@ -753,6 +753,29 @@ def test_object_store_needs_a_url() -> None:
         _render(values)
 
 
+@pytest.mark.parametrize(
+    "url", ["s3:labelwise-models/labelwise", "s3,env_auth=true:labelwise-models/labelwise"]
+)
+def test_a_named_remote_without_its_secret_is_refused(url: str) -> None:
+    """rclone reads a named remote (s3: in s3:BUCKET/PREFIX) from RCLONE_CONFIG_<REMOTE>_* variables, which
+    only envFromSecret gives the sync containers: without it every worker's init container failed ("didn't
+    find section in config file") and no worker ever started."""
+    values = coalesce(load_values(), {"modelRepository": {"objectStore": {"url": url, "envFromSecret": ""}}})
+    with pytest.raises(
+        TemplateError, match=rf"modelRepository.objectStore.url {re.escape(url)}: .*envFromSecret"
+    ):
+        _render(values)
+
+
+def test_a_remote_given_inline_needs_no_secret() -> None:
+    """Workload identity or a public bucket: the remote's settings in the URL itself, and no Secret."""
+    url = ":s3,provider=AWS,env_auth=true:labelwise-models/labelwise"
+    values = coalesce(load_values(), {"modelRepository": {"objectStore": {"url": url, "envFromSecret": ""}}})
+    for template in _pod_templates(_one(_render(values), "RayService"))[1:]:
+        (init,) = template["spec"]["initContainers"]
+        assert url in init["args"] and "envFrom" not in init
+
+
 def test_source_none_reads_the_bucket_directly_without_rclone() -> None:
     """docs/scale-out.md, "straight from object storage": no sync container, no Secret it would need, and
     the Serve config and LABELWISE_REPOSITORY both name the bucket."""

@@ -124,6 +124,11 @@ true
 {{- if and (eq .Values.modelRepository.source "objectStore") (not .Values.modelRepository.objectStore.url) }}
 {{- fail "modelRepository.objectStore.url is required when modelRepository.source is objectStore" }}
 {{- end }}
+{{- with .Values.modelRepository.objectStore }}
+{{- if and (eq $.Values.modelRepository.source "objectStore") (not .envFromSecret) (regexMatch "^[^:/]+:" .url) }}
+{{- fail (printf "modelRepository.objectStore.url %s: rclone reads the remote it names from RCLONE_CONFIG_<REMOTE>_* variables, which only the Secret in modelRepository.objectStore.envFromSecret gives the sync containers (empty here): set envFromSecret, or, without credentials (workload identity, a public bucket), give the remote inline, e.g. :s3,provider=AWS,env_auth=true:BUCKET/PREFIX" .url) }}
+{{- end }}
+{{- end }}
 {{- if and (eq .Values.modelRepository.source "none") (not (contains "://" (toString (.Values.serve.args.repository | default "")))) }}
 {{- fail "modelRepository.source none mounts no repository: set serve.args.repository to the bucket labelwise reads itself (s3://BUCKET/PREFIX)" }}
 {{- end }}
