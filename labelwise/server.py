@@ -875,7 +875,7 @@ def read_deploy_config(config: Path) -> dict[str, Any]:
                     serving_config = FileServingConfig(**app.args)
             except ValidationError as exc:
                 raise UsageError(f"{config}: application {app.name}: {exc}") from None
-            _check_deployment_names(config, app, serving_config)
+            _check_deployments(config, app, serving_config)
     payload = schema.model_dump(mode="json", exclude_unset=True)
     for sent, app in zip(payload["applications"], schema.applications, strict=True):
         sent.setdefault("name", app.name)  # Serve's default ("default"), named: the status is read by name
@@ -932,11 +932,13 @@ def _is_relative_path(repository: Any) -> bool:
     return isinstance(root, Path) and not root.is_absolute()
 
 
-def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None:
+def _check_deployments(config: Path, app: Any, serving_config: Any) -> None:
     """A `deployments:` entry must name a deployment build_app makes for these args (serving.app
     deployment_names), or Serve refuses the whole config on the cluster, after the upload: UsageError
-    naming it and the app's deployments, before the cluster is contacted."""
+    naming it and the app's deployments, before the cluster is contacted. Its autoscaling_config is checked
+    as the app's own (serving.config.check_autoscaling_config)."""
     from serving.app import deployment_names
+    from serving.config import check_autoscaling_config
 
     names = deployment_names(serving_config)
     unknown = [entry.name for entry in app.deployments if entry.name not in names]
@@ -946,6 +948,15 @@ def _check_deployment_names(config: Path, app: Any, serving_config: Any) -> None
             f"this app does not have; its deployments are {', '.join(map(repr, names))} (with "
             f"ingress_mode {serving_config.ingress_mode})"
         )
+    for entry in app.deployments:
+        # Ray's DeploymentSchema takes any mapping here: Serve refuses a bad one on the cluster, after the
+        # upload, and ignores a key it does not know (a max_replica typo left max_replicas at 1)
+        if isinstance(entry.autoscaling_config, dict):
+            try:
+                check_autoscaling_config(entry.autoscaling_config)
+            except ValueError as exc:
+                where = f"{config}: application {app.name}: deployments {entry.name}"
+                raise UsageError(f"{where}: {exc}") from None
 
 
 def _read_serve_yaml(config: Path) -> dict[str, Any]:

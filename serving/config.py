@@ -102,6 +102,26 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
+def check_autoscaling_config(fields: dict[str, Any]) -> dict[str, Any]:
+    """A Serve autoscaling_config (ServingConfig's, or a Serve config's `deployments` entry's) checked by
+    Ray Serve's own AutoscalingConfig, as Ray would when the deployment is created; a key it does not know
+    (which it would ignore) is refused too. ValueError saying why."""
+    from .optional import require
+
+    autoscaling = require("ray.serve.config").AutoscalingConfig
+    unknown = sorted(set(fields) - set(autoscaling.model_fields))
+    if unknown:
+        raise ValueError(
+            f"autoscaling_config: unknown key {', '.join(unknown)} (Ray Serve's keys: "
+            f"{', '.join(sorted(autoscaling.model_fields))})"
+        )
+    try:
+        autoscaling(**fields)
+    except ValidationError as exc:
+        raise ValueError(f"autoscaling_config: {validation_problems(exc)}") from None
+    return fields
+
+
 class ServingConfig(BaseSettings):
     """Everything a deployment needs. Field names are the keys of the Serve app's `args`."""
 
@@ -342,24 +362,7 @@ class ServingConfig(BaseSettings):
     @field_validator("autoscaling_config")
     @classmethod
     def _ray_autoscaling(cls, fields: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Checked by Ray Serve's own AutoscalingConfig, as Ray would when the deployment is created; a key
-        it does not know (which it would ignore) is refused too."""
-        if fields is None:
-            return None
-        from .optional import require
-
-        autoscaling = require("ray.serve.config").AutoscalingConfig
-        unknown = sorted(set(fields) - set(autoscaling.model_fields))
-        if unknown:
-            raise ValueError(
-                f"autoscaling_config: unknown key {', '.join(unknown)} (Ray Serve's keys: "
-                f"{', '.join(sorted(autoscaling.model_fields))})"
-            )
-        try:
-            autoscaling(**fields)
-        except ValidationError as exc:
-            raise ValueError(f"autoscaling_config: {validation_problems(exc)}") from None
-        return fields
+        return None if fields is None else check_autoscaling_config(fields)
 
     @field_validator("default_scenario")
     @classmethod

@@ -67,6 +67,32 @@ def test_deploy_accepts_the_apps_own_deployment_names(
             read_deploy_config(_deploy_file(tmp_path, args, [{"name": "labelwise-classifier"}]))
 
 
+@pytest.mark.parametrize(
+    "autoscaling, problem",
+    [
+        # Serve ignores a key it does not know: max_replicas stayed at its default, 1 replica
+        ({"min_replicas": 1, "max_replica": 16}, "unknown key max_replica"),
+        ({"min_replicas": 4, "max_replicas": 2}, "max_replicas"),  # Serve refused it after the upload
+    ],
+    ids=["typo", "min-above-max"],
+)
+def test_deploy_checks_a_deployments_autoscaling_config_as_the_apps_own(
+    tmp_path: Path, autoscaling: dict[str, object], problem: str
+) -> None:
+    # Before: args.autoscaling_config was checked by Ray's AutoscalingConfig here, a deployments entry's
+    # (the chart's way) was sent as it was.
+    entry = {"name": "labelwise", "num_replicas": "auto", "autoscaling_config": autoscaling}
+    config = _deploy_file(tmp_path, {}, [entry])
+    with pytest.raises(UsageError, match=f"deployments labelwise: autoscaling_config: .*{problem}"):
+        read_deploy_config(config)
+    result = CliRunner().invoke(
+        app, ["deploy", "--address", f"http://127.0.0.1:{free_loopback_port()}", "--config", str(config)]
+    )
+    assert result.exit_code == 2, result.output  # before the (closed) address is tried: that is exit 1
+    good = {**entry, "autoscaling_config": {"min_replicas": 1, "max_replicas": 16}}
+    assert read_deploy_config(_deploy_file(tmp_path, {}, [good]))["applications"][0]["deployments"] == [good]
+
+
 def test_serve_on_a_cluster_warns_where_the_proxies_would_listen_on_loopback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
