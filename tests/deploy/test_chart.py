@@ -81,6 +81,11 @@ def test_values_validate_against_schema(chart_values: tuple[str, dict[str, Any]]
         ({"apiKey": {"value": "my key"}}, "apiKey/value"),
         ({"apiKey": {"value": "key\n"}}, "apiKey/value"),
         ({"apiKey": {"value": "clé"}}, "apiKey/value"),
+        # Serve ignores an autoscaling key it does not know: this typo left max_replicas at 1
+        (
+            {"serve": {"deployments": [{"name": "labelwise", "autoscaling_config": {"max_replica": 16}}]}},
+            "serve/deployments/0/autoscaling_config",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], where: str) -> None:

@@ -654,6 +654,22 @@ def test_deployment_options_name_real_deployments(
     assert {d["name"] for d in app["deployments"]} <= real, name  # Serve refuses an unknown deployment name
 
 
+def test_serve_autoscaling_min_above_max_is_refused() -> None:
+    """Ray's deploy schema takes any autoscaling mapping: Serve refused it only when KubeRay deployed the
+    config, after `helm install` succeeded, and the RayService never got ready."""
+    deployment = {
+        "name": "labelwise",
+        "num_replicas": "auto",
+        "autoscaling_config": {"min_replicas": 4, "max_replicas": 2},
+    }
+    values = coalesce(load_values(), {"serve": {"deployments": [deployment]}})
+    with pytest.raises(
+        TemplateError,
+        match=r"serve.deployments labelwise: autoscaling_config min_replicas \(4\) is above max",
+    ):
+        _render(values)
+
+
 def test_gcs_fault_tolerance_is_an_option(rendered: Rendered) -> None:
     _, values, objects = rendered
     cluster = _one(objects, "RayService")["spec"]["rayClusterConfig"]

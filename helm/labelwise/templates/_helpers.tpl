@@ -157,6 +157,13 @@ true
 {{- fail (printf "workerGroups %s: minReplicas (%d) is above maxReplicas (%d): KubeRay would run maxReplicas workers while the PodDisruptionBudget and Serve's autoscaling count on minReplicas (node drains would wait forever); lower minReplicas or raise maxReplicas" .name (int .minReplicas) (int .maxReplicas)) }}
 {{- end }}
 {{- end }}
+{{- range $deployment := .Values.serve.deployments }}
+{{- with $deployment.autoscaling_config }}
+{{- if and (hasKey . "min_replicas") (hasKey . "max_replicas") (gt (int .min_replicas) (int .max_replicas)) }}
+{{- fail (printf "serve.deployments %s: autoscaling_config min_replicas (%d) is above max_replicas (%d): Serve would refuse the config when KubeRay deploys it, after install, and the RayService would never get ready; lower min_replicas or raise max_replicas" $deployment.name (int .min_replicas) (int .max_replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if eq .Values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade" }}
 {{- fail "upgradeStrategy.type NewClusterWithIncrementalUpgrade: KubeRay (1.5) then ignores the chart's serve Service and makes one per RayCluster behind a Gateway, so helm test, the ServiceMonitor, the NetworkPolicy and the documented Service name would reach nothing; use NewCluster or None" }}
 {{- end }}
