@@ -117,12 +117,27 @@ def http_refusal(exc: StarletteHTTPException) -> tuple[int, str, str, str | None
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
     if exc.status_code == 400:
-        detail = (
+        detail = unparsed_body_message(exc.__cause__) or (
             f"body: {detail.lower().rstrip('.')} (invalid JSON, nesting too deep, a number of over 4,300 "
             "digits, or not UTF-8)"
         )
     field = "body" if exc.status_code in (400, 408, 413) else None
     return exc.status_code, type_, detail, field
+
+
+def unparsed_body_message(cause: BaseException | None) -> str | None:
+    """What was wrong with a body that FastAPI could not parse, from the error its parser raised (FastAPI
+    raises its 400 "There was an error parsing the body" from it): not UTF-8 (the byte where it stops
+    being UTF-8), nested past the parser's depth, or a number past Python's 4,300 digits; None for
+    another cause."""
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start : cause.start + 1].hex()
+        return f"body: not UTF-8 (byte 0x{byte} at byte {cause.start}); send the JSON body as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "body: JSON nested too deeply for the parser"
+    if isinstance(cause, ValueError) and "4300 digits" in str(cause):
+        return "body: a number of over 4,300 digits; send numbers of at most 4,300 digits"
+    return None
 
 
 def quoted(text: str, limit: int) -> str:

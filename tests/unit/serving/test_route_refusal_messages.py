@@ -48,3 +48,38 @@ def test_a_404_and_a_405_name_what_was_asked_and_where_to_go(published_repo: Mod
     tei = seen["get_tei"]  # TEI's route: TEI's shape, with the same words
     assert tei.status_code == 405 and tei.json()["error_type"] == "Validation"
     assert tei.json()["error"] == "method 'GET' is not allowed on '/predict'; it takes POST", tei.json()
+
+
+def test_a_body_the_parser_cannot_read_is_refused_for_what_is_wrong_with_it(
+    published_repo: ModelRepository,
+) -> None:
+    """A body that is not UTF-8, nested past the parser's depth or holding a number of over 4,300 digits was
+    refused with one message listing all four causes ("invalid JSON, nesting too deep, ... or not UTF-8"):
+    it names the one that holds, and for a body not UTF-8 the byte where it stops being UTF-8, as a body
+    that is not JSON is named with the character where the parser stopped. On /v1 and each compat route."""
+    bodies = {
+        "latin-1": b'{"scenario": "frozen_two", "texts": ["caf\xe9"]}',
+        "deep": b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "digits": b'{"texts": ["a"], "top_k": 1' + b"0" * 5000 + b"}",
+    }
+    seen: dict[tuple[str, str], Any] = {}
+
+    async def check(client: Any) -> None:
+        # application/vnd.x+json: the route, as the fast path hands on what it cannot validate
+        for path in ("/v1/classify", "/classify", "/predict", "/v2/models/frozen_two/infer"):
+            for name, body in bodies.items():
+                headers = {"content-type": "application/vnd.x+json"}
+                seen[(path, name)] = await client.post(path, content=body, headers=headers)
+
+    serve_in_process(published_repo, check, max_body_bytes=1_000_000)
+    for (path, name), answer in seen.items():
+        assert answer.status_code == 400, (path, name, answer.text)
+        body = answer.json()
+        message = body["error"] if isinstance(body["error"], str) else body["error"]["message"]
+        assert message.startswith("body: ") and " or " not in message, (path, name, message)
+        if name == "latin-1":
+            assert "not UTF-8" in message and "byte 41" in message and "0xe9" in message, message
+        elif name == "deep":
+            assert "nested too deeply" in message, message
+        else:
+            assert "4,300 digits" in message, message
