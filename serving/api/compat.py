@@ -60,6 +60,7 @@ from .http_errors import (
     http_refusal,
     internal_message,
     key_refusal,
+    quoted,
     retry_after_headers,
     unreadable_body,
     validation_refusal,
@@ -455,6 +456,11 @@ def refuse_lone_surrogate(text: str, named: str) -> None:
         )
 
 
+def _named_value(value: Any) -> str:
+    """A JSON value from the request, for a refusal: a text quoted (cut when long), else what it is."""
+    return quoted(value, 40) if isinstance(value, str) else _json_kind(value)
+
+
 def _json_kind(value: Any) -> str:
     """What a JSON value is, for a refusal: `null`, `a number`, `a list holding a number`..."""
     if value is None:
@@ -708,7 +714,7 @@ def v2_texts(body: V2InferRequest) -> list[str]:
     tensor = body.inputs[0]
     if tensor.datatype != "BYTES":
         raise InvalidRequestError(
-            f"inputs.0.datatype: {tensor.datatype!r}; the texts are BYTES", "inputs.0.datatype"
+            f"inputs.0.datatype: {quoted(tensor.datatype, 40)}; the texts are BYTES", "inputs.0.datatype"
         )
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise InvalidRequestError(f"inputs.0.shape: {tensor.shape}; expected [N] or [N, 1]", "inputs.0.shape")
@@ -816,7 +822,8 @@ def v2_binary_tensors(raw: bytes, header_size: str) -> dict[str, Any]:
             )
         if tensor.get("datatype") != "BYTES":
             raise InvalidRequestError(
-                f"{where}.datatype: {tensor.get('datatype')!r}; the input is texts, datatype BYTES",
+                f"{where}.datatype: {_named_value(tensor.get('datatype'))}; the input is texts, datatype "
+                "BYTES",
                 f"{where}.datatype",
             )
         texts = _bytes_elements(raw[offset : offset + length], where)
@@ -896,7 +903,7 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
         if version is not None and (loaded is None or not _version_number(version) or int(version) != loaded):
             served = f"v{entry['version']} is" if entry.get("version") is not None else "no version is yet"
             raise UnknownScenarioError(
-                f"model {scenario!r} has no version {version!r} here ({served} served)"
+                f"model {scenario!r} has no version {quoted(version, 40)} here ({served} served)"
             )
         return entry
 
@@ -969,13 +976,14 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
             unknown = [name for name in wanted if name not in V2_OUTPUTS]
             if unknown:
                 raise InvalidRequestError(
-                    f"outputs: {unknown[0]!r} is not an output; the outputs are {', '.join(V2_OUTPUTS)}",
+                    f"outputs: {quoted(unknown[0], 40)} is not an output; the outputs are "
+                    f"{', '.join(V2_OUTPUTS)}",
                     "outputs",
                 )
             if twice := next((name for i, name in enumerate(wanted) if name in wanted[:i]), None):
                 # it was answered twice, two tensors of one name that a KServe client maps by name
                 raise InvalidRequestError(
-                    f"outputs: {twice!r} is asked for twice; name each output once", "outputs"
+                    f"outputs: {quoted(twice, 40)} is asked for twice; name each output once", "outputs"
                 )
             for i, output in enumerate(body.outputs or []):
                 # tritonclient's class_count=k: Triton answers k "score:index:label" strings per text, and
@@ -996,7 +1004,8 @@ def kserve_routes(backend: ClassifyBackend, config: ServingConfig, metrics: Serv
                 )
             if version is not None and int(version) != result["version"]:  # swapped while it ran
                 raise UnknownScenarioError(
-                    f"model {scenario!r} has no version {version!r} here (v{result['version']} answered)"
+                    f"model {scenario!r} has no version {quoted(version, 40)} here "
+                    f"(v{result['version']} answered)"
                 )
         answer = {
             "model_name": result["scenario"],

@@ -103,6 +103,8 @@ def validation_refusal(exc: RequestValidationError) -> tuple[int, str, str]:
         # would not say which.
         return 400, "body", "body: empty (or null); send the request as a JSON object"
     field = ".".join(str(p) for p in loc if p not in ("body", "header")) or "body"
+    if len(field) > 100:  # a key the client made up (an unknown field): named, not echoed whole
+        field = f"{field[:100]}... ({len(field)} characters)"
     message = str(first.get("msg"))
     if first.get("type") == "value_error":  # our own validator's words, without pydantic's "Value error, "
         message = message.removeprefix("Value error, ")

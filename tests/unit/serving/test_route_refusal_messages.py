@@ -5,6 +5,7 @@ over a real ClassifierService on published tiny versions."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from model_repository import ModelRepository
@@ -83,3 +84,30 @@ def test_a_body_the_parser_cannot_read_is_refused_for_what_is_wrong_with_it(
             assert "nested too deeply" in message, message
         else:
             assert "4,300 digits" in message, message
+
+
+def test_a_long_name_sent_by_the_client_is_cut_in_the_refusal(published_repo: ModelRepository) -> None:
+    """A KServe datatype, output name or version, or an unknown field of /v1, was echoed whole in the
+    refusal (a 3,000-character datatype made a 3,000-character message): cut as a long path is."""
+    tensor = {"name": "t", "shape": [1], "datatype": "BYTES", "data": ["fine"]}
+    seen: dict[str, Any] = {}
+
+    async def check(client: Any) -> None:
+        infer = "/v2/models/frozen_two/infer"
+        seen["datatype"] = await client.post(infer, json={"inputs": [{**tensor, "datatype": "B" * 3000}]})
+        outputs = [{"name": "o" * 3000}]
+        seen["output"] = await client.post(infer, json={"inputs": [tensor], "outputs": outputs})
+        seen["version"] = await client.get("/v2/models/frozen_two/versions/" + "1" * 3000)
+        for door, content_type in (("fast", "application/json"), ("route", "application/vnd.x+json")):
+            body = {"scenario": "frozen_two", "texts": ["fine"], "x" * 3000: 1}
+            headers = {"content-type": content_type}
+            seen[door] = await client.post("/v1/classify", content=json.dumps(body), headers=headers)
+
+    serve_in_process(published_repo, check)
+    for name, answer in seen.items():
+        assert answer.status_code in (400, 404, 422), (name, answer.text)
+        error = answer.json()["error"]
+        message = error if isinstance(error, str) else error["message"]
+        assert len(message) < 300 and "(3000 characters)" in message, (name, message)
+        if not isinstance(error, str):
+            assert len(error["field"]) < 200 and error["field"].startswith("xxx"), error["field"]
