@@ -15,9 +15,10 @@ rename (docs/artifacts.md, "Object storage"):
   under the version is listed with its size, then downloads the version into a local folder (a local
   repository with the same layout), checking each file's sha256 as it lands, and runs the local checks on
   it. `version_path` and `base_path` name that local copy, so the ONNX loader opens local files.
-- **Local cache, bounded.** After a version verifies, the scenario's other cached versions beyond the
-  `cache_keep` most recently verified (LABELWISE_REPOSITORY_CACHE_KEEP, 3) are removed: a replica that
-  verifies a version at every promotion for weeks keeps a few models on disk, not all of them.
+- **Local cache, bounded.** After a version verifies or is published, the scenario's other cached
+  versions beyond the `cache_keep` most recently verified (LABELWISE_REPOSITORY_CACHE_KEEP, 3) are
+  removed: a replica that verifies a version at every promotion for weeks, or a machine that publishes
+  one a day, keeps a few models on disk, not all of them.
 """
 
 from __future__ import annotations
@@ -358,12 +359,17 @@ class ObjectStoreRepository(ModelRepository):
         files = manifest.files
         cached = (key, target, files, MANIFEST_FILE, data, listing, what)
         verified = self._cached(*cached, verify_local, scenario, version)
-        try:  # the cache is bounded; a copy it could not remove costs disk space, never this verify
-            _touch(target)
-            self._prune_cache(scenario, int(version))
+        _touch(target)
+        self._bound_cache(scenario, int(version), what)
+        return verified
+
+    def _bound_cache(self, scenario: str, version: int, what: str) -> None:
+        """_prune_cache, a failure only logged: a copy it could not remove costs disk space, never the
+        verify or publish that asked."""
+        try:
+            self._prune_cache(scenario, version)
         except Exception as exc:
             log.warning("%s: could not prune the local cache %s: %s", what, self.cache.root, exc)
-        return verified
 
     def _prune_cache(self, scenario: str, version: int) -> list[int]:
         """Remove the scenario's cached version folders but the one just verified and the cache_keep - 1
@@ -585,6 +591,7 @@ class ObjectStoreRepository(ModelRepository):
             # cached copy.
             with contextlib.suppress(OSError, RepositoryError):  # the published files become the cached copy
                 self._adopt(tmp, self.cache.version_path(scenario, version), key, files, MANIFEST_FILE, body)
+            self._bound_cache(scenario, version, f"{scenario} v{version}")  # as a verify does
             draft.version, draft.manifest = version, manifest
         finally:
             if tmp.exists():

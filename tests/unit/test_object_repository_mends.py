@@ -349,3 +349,17 @@ def test_alias_objects_named_like_a_version_or_latest_are_not_aliases(bucket: Bu
     before = repo.fingerprint("spam", 2, "latest")
     bucket.fs.pipe_file(bucket.path("spam/_aliases/latest.json"), b'{"version": 2}')
     assert repo.fingerprint("spam", 2, "latest") == before
+
+
+# ---- 6. the local cache stays bounded while publishing ----------------------------------------------
+def _cached_versions(repo: ObjectStoreRepository, scenario: str) -> list[int]:
+    folder = repo.scenario_path(scenario)
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def test_a_publisher_keeps_no_more_cached_versions_than_cache_keep(bucket: Bucket, tmp_path: Path) -> None:
+    """A publish keeps its upload as the cached copy (above); a training machine publishing a version a
+    day kept every one of them, cache_keep applying only to verify."""
+    repo = ObjectStoreRepository(bucket.url, cache_dir=tmp_path / "cache", cache_keep=2)
+    versions = [_publish(repo, "spam", f"weights of v{n}".encode()) for n in range(4)]
+    assert _cached_versions(repo, "spam") == versions[-2:]
