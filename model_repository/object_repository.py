@@ -15,10 +15,10 @@ rename (docs/artifacts.md, "Object storage"):
   under the version is listed with its size, then downloads the version into a local folder (a local
   repository with the same layout), checking each file's sha256 as it lands, and runs the local checks on
   it. `version_path` and `base_path` name that local copy, so the ONNX loader opens local files.
-- **Local cache, bounded.** After a version verifies or is published, the scenario's other cached
-  versions beyond the `cache_keep` most recently verified (LABELWISE_REPOSITORY_CACHE_KEEP, 3) are
-  removed: a replica that verifies a version at every promotion for weeks, or a machine that publishes
-  one a day, keeps a few models on disk, not all of them.
+- **Local cache, bounded.** When a version is verified (before its download) or published, the
+  scenario's other cached versions but the `cache_keep` - 1 most recently verified
+  (LABELWISE_REPOSITORY_CACHE_KEEP, 3) are removed: a replica that verifies a version at every promotion
+  for weeks, or a machine that publishes one a day, keeps a few models on disk, not all of them.
 """
 
 from __future__ import annotations
@@ -355,12 +355,14 @@ class ObjectStoreRepository(ModelRepository):
         if bases:
             self._verify_plain_bases(manifest, what)
         target = self.cache.version_path(scenario, version)
+        # Before the download, not after: a disk with room for cache_keep copies takes the new one, and a
+        # download that fails on a full disk has made room for the next try all the same.
+        self._bound_cache(scenario, int(version), what)
         verify_local = functools.partial(self.cache.verify, bases=bases)
         files = manifest.files
         cached = (key, target, files, MANIFEST_FILE, data, listing, what)
         verified = self._cached(*cached, verify_local, scenario, version)
         _touch(target)
-        self._bound_cache(scenario, int(version), what)
         return verified
 
     def _bound_cache(self, scenario: str, version: int, what: str) -> None:
@@ -372,8 +374,8 @@ class ObjectStoreRepository(ModelRepository):
             log.warning("%s: could not prune the local cache %s: %s", what, self.cache.root, exc)
 
     def _prune_cache(self, scenario: str, version: int) -> list[int]:
-        """Remove the scenario's cached version folders but the one just verified and the cache_keep - 1
-        others verified last; returns the versions this process removed.
+        """Remove the scenario's cached version folders but `version` (being verified, or just published)
+        and the cache_keep - 1 others verified last; returns the versions this process removed.
 
         Recency is the version folder's own mtime: set when the copy lands (its stamp is the last entry made
         in it before the rename) and again by every successful verify (`_touch`); nothing else writes in a

@@ -363,3 +363,29 @@ def test_a_publisher_keeps_no_more_cached_versions_than_cache_keep(bucket: Bucke
     repo = ObjectStoreRepository(bucket.url, cache_dir=tmp_path / "cache", cache_keep=2)
     versions = [_publish(repo, "spam", f"weights of v{n}".encode()) for n in range(4)]
     assert _cached_versions(repo, "spam") == versions[-2:]
+
+
+def test_a_cache_disk_with_room_for_cache_keep_versions_verifies_the_next(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies beyond cache_keep were removed only after the new version verified: its download needed
+    room for cache_keep + 1 copies, and on a disk without it every verify failed on the full disk, the
+    prune that would have made room never reached."""
+    import errno
+
+    size = 100_000
+    publisher = bucket.repo(tmp_path / "publisher")
+    versions = [_publish(publisher, "spam", bytes([n]) * size) for n in range(3)]
+    reader = ObjectStoreRepository(bucket.url, cache_dir=tmp_path / "reader", cache_keep=2)
+    real = reader.store.download
+
+    def download(relative: str, local: Path) -> None:  # a disk with room for two copies (and manifests)
+        used = sum(p.stat().st_size for p in reader.cache.root.rglob("*") if p.is_file())
+        if used + size > 2.5 * size:
+            raise OSError(errno.ENOSPC, "No space left on device", str(local))
+        real(relative, local)
+
+    monkeypatch.setattr(reader.store, "download", download)
+    for version in versions:
+        assert reader.verify("spam", version).version == version
+    assert _cached_versions(reader, "spam") == versions[-2:]
