@@ -304,7 +304,9 @@ def _limit_from_scenarios(body: Any) -> int | None:
 
 def _limit_from_header(response: httpx.Response) -> int | None:
     value = response.headers.get(MAX_TEXTS_HEADER)
-    return int(value) if value is not None and value.isdigit() and int(value) >= 1 else None
+    # ASCII digits only: str.isdigit takes '²', which int() refuses
+    digits = value is not None and value.isascii() and value.isdigit()
+    return int(value) if digits and int(value) >= 1 else None
 
 
 def _merged_usage(answers: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

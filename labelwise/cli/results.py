@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from model_repository.errors import UsageError
+from model_repository.layout import is_number
 
 from .options import (
     applies_and_pronoun,
@@ -30,7 +31,7 @@ def _split(value: str) -> tuple[str, ...]:
 def _budgets(value: str) -> tuple[int, ...]:
     """--budgets as train rows per cell: positive integers, at least one."""
     budgets = _split(value)
-    if not budgets or not all(b.isdigit() and int(b) > 0 for b in budgets):
+    if not budgets or not all(is_number(b) and int(b) > 0 for b in budgets):
         raise UsageError(
             f"--budgets {value!r}: give train rows per cell as positive integers, e.g. 1000,4000"
         )

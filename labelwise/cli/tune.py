@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from labelwise.training_runs import export_precisions, flag_of, refuse_publish_flags
+from model_repository.layout import is_number
 
 from .options import (
     BaseModelOpt,
@@ -219,7 +220,7 @@ def robustness_command(
         ModelRepository(repository),
         scenario,
         data,
-        ref=int(version) if version.isdigit() else version,
+        ref=int(version) if is_number(version) else version,
         seed=seed,
         typo_rate=typo_rate,
         drop_rate=drop_rate,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labelwise.client import AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
+from labelwise.client import MAX_TEXTS_HEADER, AsyncLabelwiseClient, LabelwiseClient, RetryPolicy
 from labelwise.errors import (
     BadRequestError,
     BodyTimeoutError,
@@ -607,3 +607,21 @@ def test_a_redirect_is_a_bad_answer_naming_where_to(
     assert named in message and "does not follow" in message, message
     hint = "use https://" if location.startswith("https") else "give the URL of the server itself"
     assert hint in message, message
+
+
+def test_a_limit_header_of_other_digits_is_no_limit_not_a_crash(
+    server: tuple[dict[str, Answer], str],
+) -> None:
+    """A server announcing its per-request limit as "²" ('²'.isdigit() is true, int() refuses it): the
+    client ignores the header, as any other it cannot read, and classifies (it raised ValueError)."""
+    answer, url = server
+
+    def reply(path: str, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        headers = {MAX_TEXTS_HEADER: "²"}
+        if path == "/v1/scenarios":
+            return 200, b'{"scenarios": []}', headers
+        return 200, _labels(body), headers
+
+    answer["now"] = reply
+    with LabelwiseClient(url, retry=_fast()) as client:
+        assert client.classify("s", ["one", "two"]).labels == ["x", "x"]

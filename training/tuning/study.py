@@ -49,6 +49,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from model_repository.layout import is_number
+
 from ..errors import TuningError
 from .space import FROZEN_SKIPS, INT_PARAMS, SearchSpace, default_search_space
 
@@ -69,7 +71,7 @@ def is_study_run_folder(name: str) -> bool:
     each is a train run folder, and its weights/, tensorboard/ and checkpoints/ are cleared as such."""
     number = name.removeprefix("trial-")
     return name == BEST_RUN_FOLDER or (
-        number != name and number.isdigit() and name == trial_folder_name(int(number))
+        number != name and is_number(number) and name == trial_folder_name(int(number))
     )
 
 

@@ -235,6 +235,14 @@ def test_robustness_reads_a_version_without_a_usable_scenario_config(
     assert '"n_rows": 6' in out.stdout and "toy_robust v1" in out.stdout
 
 
+def test_robustness_takes_a_superscript_version_as_an_alias_name(published) -> None:
+    # "²".isdigit() is true and int("²") raises: a traceback, where any other non-number is an alias name
+    out = _invoke("robustness", "-s", "toy_robust", "--data", str(published.data), "-r", str(published.root),
+                  "--version", "²")  # fmt: skip
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and "²" in out.stderr
+
+
 # ---- 6. training flags the run would ignore -----------------------------------------------------------
 
 

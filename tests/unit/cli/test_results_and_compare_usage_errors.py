@@ -19,7 +19,7 @@ def _one_error_line(result, *fragments: str) -> None:  # type: ignore[no-untyped
         assert fragment in line
 
 
-@pytest.mark.parametrize("budgets", ["1k", "0", "1000,-5", ","])
+@pytest.mark.parametrize("budgets", ["1k", "0", "1000,-5", ",", "²"])  # "²".isdigit(), int() refuses it
 def test_results_refuses_budgets_that_are_not_positive_integers(tmp_path: Path, budgets: str) -> None:
     # --time-budget-s 0: were the budgets taken, no cell would start
     args = ["results", "--budgets", budgets, "--time-budget-s", "0"]
