@@ -159,10 +159,13 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
     rank = version_lora_rank(version_folder)
     try:
         folder = shared_graph_folder(repo, manifest, rank, settings)
+        # verified (its checksums) as the replica's MultiAdapterCache does before it reads the spec: a graph
+        # whose bytes changed is refused at load, whatever its base.json says
+        info = repo.verify_base(base.key, folder)
         if rank is not None:  # the adapter is here: checked against the graph's spec, as the loader does
-            spec = GraphSpec.from_json(repo.base_info(base.key, folder).get("info", {}).get("spec", {}))
+            spec = GraphSpec.from_json(info.get("info", {}).get("spec", {}))
             check_shared_adapter(spec, shared_adapter(manifest, version_folder), manifest, folder)
-    except (ModelLoadError, RepositoryError) as exc:  # a base.json the replica's verify_base refuses too
+    except (ModelLoadError, RepositoryError) as exc:
         return f"refused at load: {exc}", None
     return f"{base.key}/{folder}", layout.precision_of_folder(folder)
 

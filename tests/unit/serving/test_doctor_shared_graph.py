@@ -78,3 +78,26 @@ def test_doctor_says_a_graph_on_other_targets_refuses_the_adapter(
         load_version(repository, "reviews", 1, engine_settings("shared"))
     said = _diagnose(repository, lora_mode="shared", precision="fp32")
     assert said == f"v1 lora (shared): refused at load: {refused.value}"
+
+
+def test_doctor_says_a_shared_graph_that_fails_its_checksum_is_refused(
+    tiny_roberta_dir: Path, tmp_path: Path
+) -> None:
+    """A multi-adapter graph whose bytes no longer match its base.json (a copy cut short, a disk error):
+    the replica's verify_base refuses the version, and doctor says so; it read base.json alone and said the
+    version was served from that graph."""
+    from serving.errors import ModelLoadError
+
+    repository = ModelRepository(tmp_path / "repo")
+    publish_tiny(repository, tmp_path, tiny_roberta_dir, "reviews", ("negative", "positive"), 3)
+    repository.set_alias("reviews", "production", 1)
+    key = repository.load_manifest("reviews", 1).base_encoder.key  # type: ignore[union-attr]
+    graph = repository.base_path(key, layout.multi_adapter_folder(8, "fp32")) / layout.MULTI_ADAPTER_FILE
+    graph.write_bytes(graph.read_bytes()[:-1])
+    with pytest.raises(ModelLoadError, match="failed verification") as refused:
+        load_version(repository, "reviews", 1, engine_settings("shared"))
+    said = _diagnose(repository, lora_mode="shared", precision="fp32")
+    assert said.startswith("v1 lora (shared): refused at load: "), said
+    # what the replica says is wrong with the graph (verify_base), after its "failed verification: "
+    assert str(refused.value).split("failed verification: ", 1)[1] in said
+    assert layout.MULTI_ADAPTER_FILE in said
