@@ -41,6 +41,7 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
     from model_repository.errors import UsageError
     from serving import ServingConfig
     from serving.engine import EngineSettings, available_providers, installed_ort
+    from serving.engine.loader import not_for_this_version
     from serving.local_ray import local_cores
 
     require("onnxruntime")
@@ -114,9 +115,18 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
                 if chosen
                 else f"v{manifest.version}: none of {precisions} exported (has {have}); refused at load"
             )
-        if chosen and chosen != precisions[0]:
+        wanted = precisions[0]
+        kept_apart = not_for_this_version(manifest, wanted) if joins_shared and wanted in have else None
+        if chosen and chosen != wanted and kept_apart:
+            # exported in it, and refused the shared graph of it (its int8 guard): exporting it again runs
+            # the same guard on the same rows
+            scenarios[name] += (
+                f"; not {wanted}: {kept_apart}, and the shared {wanted} graph quantises every MatMul of the "
+                f"base (exporting {wanted} again keeps them fp32 again); lora_mode merged serves its own "
+                f"{wanted} graph"
+            )
+        elif chosen and chosen != wanted:
             # e.g. a GPU replica asking for fp16 given a version trained and exported on a CPU machine
-            wanted = precisions[0]
             scenarios[name] += (
                 f"; not {wanted}: `labelwise export -s {name} -v {manifest.version} -p {wanted}` "
                 + ("adds it, with its base's multi-adapter graph, " if joins_shared else "adds it ")

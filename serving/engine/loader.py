@@ -354,7 +354,7 @@ def shared_graph_folder(
     tried = []
     for precision in settings.precisions:
         candidate = layout.multi_adapter_folder(table, precision)
-        skip = _not_for_this_version(manifest, precision)
+        skip = not_for_this_version(manifest, precision)
         tried.append(f"{candidate} ({skip})" if skip else candidate)
         if skip is None and repo.has_base(key, candidate):
             if rank is None or rank <= table:
@@ -383,7 +383,7 @@ def _shared_fix(repo: ModelRepository, manifest: Manifest, rank: int | None, set
         folder
         for folder in existing
         if (layout.graph_rank(folder) or 0) >= (rank or 1)
-        and _not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
+        and not_for_this_version(manifest, layout.precision_of_folder(folder)) is None
     ]
     fits = [folder for folder in usable if layout.precision_of_folder(folder) in settings.precisions]
     # the smallest rank that holds the adapter, then the replica's precision order: the graph that rank
@@ -433,7 +433,7 @@ def _export_call(manifest: Manifest, rank: int) -> str:
     )
 
 
-def _not_for_this_version(manifest: Manifest, precision: str) -> str | None:
+def not_for_this_version(manifest: Manifest, precision: str) -> str | None:
     """Why a version must not be served from the multi-adapter graph of `precision` (None: it may): it
     was not published in that precision, or its int8 export's guard kept nodes fp32 because every-MatMul
     int8 lost accuracy on its validation rows (the shared int8 graph quantises every base MatMul). As in

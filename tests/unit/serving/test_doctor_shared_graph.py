@@ -101,3 +101,37 @@ def test_doctor_says_a_shared_graph_that_fails_its_checksum_is_refused(
     # what the replica says is wrong with the graph (verify_base), after its "failed verification: "
     assert str(refused.value).split("failed verification: ", 1)[1] in said
     assert layout.MULTI_ADAPTER_FILE in said
+
+
+def test_doctor_does_not_offer_an_export_for_an_int8_its_guard_kept_apart(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    """A version whose int8 guard kept nodes fp32 is served from the shared fp32 graph (the shared int8
+    graph quantises every MatMul): doctor says why, not to export int8 again, which runs the same guard on
+    the same rows; it advised `labelwise export -p int8`, a new version served from fp32 all the same."""
+    import json
+
+    from training.multi_adapter import export_multi_adapter_base
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo.root, copy)
+    repository = ModelRepository(copy)
+    key = repository.load_manifest("reviews", 1).base_encoder.key  # type: ignore[union-attr]
+    export_multi_adapter_base(
+        repository, repository.load_manifest("reviews", 1).base_model.id, rank=8, precisions=["int8"]
+    )
+    assert repository.has_base(key, layout.multi_adapter_folder(8, "int8"))
+    path = repository.version_path("reviews", 1) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for record in manifest["exports"]:
+        if record["precision"] == "int8":  # as _guard_int8 records a fallback it published
+            record["parity"]["quantization"] = (
+                "feed-forward kept fp32 (every MatMul int8: accuracy -2.0 points vs fp32, agreement 0.90)"
+            )
+    path.write_text(json.dumps(manifest))
+    loaded = load_version(repository, "reviews", 1, engine_settings("shared", ("int8", "fp32")))
+    assert loaded.precision == "fp32"
+    said = _diagnose(repository, lora_mode="shared")
+    assert said.startswith(f"v1 lora (shared): fp32 from {key}/multi-lora-r8-fp32 "), said
+    assert "labelwise export" not in said, said
+    assert "not int8: its int8 guard kept nodes fp32" in said and "lora_mode merged" in said, said

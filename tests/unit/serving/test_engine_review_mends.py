@@ -111,7 +111,7 @@ def test_shared_int8_refuses_only_a_version_whose_guard_kept_nodes_fp32(
     """The guard records its choice even when, after trying fallbacks, it published every MatMul int8:
     that graph is what the shared int8 graph runs, so such a version may share it."""
     from model_repository import ExportRecord, Parity
-    from serving.engine.loader import _not_for_this_version
+    from serving.engine.loader import not_for_this_version
 
     manifest = published_repo.load_manifest("full_three", 1)
     parity = Parity(
@@ -119,4 +119,4 @@ def test_shared_int8_refuses_only_a_version_whose_guard_kept_nodes_fp32(
     )
     int8 = ExportRecord(precision="int8", path="onnx/model.int8.onnx", size_bytes=1, parity=parity)
     manifest = manifest.model_copy(update={"exports": [*manifest.exports, int8]})
-    assert (_not_for_this_version(manifest, "int8") is not None) == refused
+    assert (not_for_this_version(manifest, "int8") is not None) == refused
