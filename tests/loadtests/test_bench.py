@@ -555,6 +555,9 @@ def test_served_ceiling_targets_use_the_ceiling_measured_around_their_load() -> 
     assert "| ceiling seq/s around 1 text, c=32 |" in render_markdown(report | merged)
 
 
+# The whole bench, two rounds and its servers: 130 s of CI on the 2-core box; its parts are tested above and
+# below, this in `make test-all`.
+@pytest.mark.slow
 def test_bench_end_to_end_on_tiny_models(
     tiny_bench: BenchModels, tiny_roberta_dir: Path, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ from .serve_process import ServeProcess
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # a serve on a one-core machine, 23 s of CI: make test-all
 def test_a_one_core_serve_runs_ray_on_that_core_and_says_what_runs(
     one_scenario_repo: ModelRepository, tmp_path: Path
 ) -> None:

@@ -23,6 +23,11 @@ from .serve_process import ServeProcess
 
 LABELS = {"sports", "politics", "science"}
 
+# A serve started in a mode other than the default (direct ingress, one replica, stopped by SIGTERM as
+# Kubernetes and systemd stop it) costs 15-30 s of CI a test on the 2-core box; `make test` runs each
+# behaviour in the default mode, `make test-all` in every mode.
+_OTHER_MODE = pytest.mark.slow
+
 
 def test_direct_ingress_refuses_autoscaled_ingress_replicas(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
@@ -41,7 +46,10 @@ def _classify(url: str, timeout: float = 30) -> httpx.Response:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig",
+    [pytest.param(signal.SIGINT, id="SIGINT", marks=_OTHER_MODE), pytest.param(signal.SIGTERM, id="SIGTERM")],
+)
 def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
     one_scenario_repo: ModelRepository, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -77,6 +85,7 @@ def test_serve_answers_on_its_port_and_a_stop_signal_ends_everything(
 
 
 @pytest.mark.integration
+@_OTHER_MODE  # two replicas
 def test_two_direct_ingress_replicas_share_the_port(
     one_scenario_repo: ModelRepository, tmp_path: Path
 ) -> None:
@@ -125,7 +134,13 @@ def test_two_direct_ingress_replicas_share_the_port(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("extra", [{}, {"ingress_mode": "separate"}], ids=["combined", "separate-ingress"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="combined"),
+        pytest.param({"ingress_mode": "separate"}, id="separate-ingress", marks=_OTHER_MODE),
+    ],
+)
 def test_rays_own_routes_take_get_alone_and_routes_wants_the_key(
     one_scenario_repo: ModelRepository, tmp_path: Path, extra: dict[str, object]
 ) -> None:
@@ -182,8 +197,12 @@ def _load_until(
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "flags, extra",
-    [([], {}), (["--proxy"], {}), ([], {"ingress_mode": "separate"}), ([], {"num_replicas": 2})],
-    ids=["direct-ingress", "proxy", "separate-ingress", "two-replicas-one-port"],
+    [
+        pytest.param([], {}, id="direct-ingress"),
+        pytest.param(["--proxy"], {}, id="proxy", marks=_OTHER_MODE),
+        pytest.param([], {"ingress_mode": "separate"}, id="separate-ingress", marks=_OTHER_MODE),
+        pytest.param([], {"num_replicas": 2}, id="two-replicas-one-port", marks=_OTHER_MODE),
+    ],
 )
 def test_a_killed_replica_is_replaced_within_30s_under_load(
     one_scenario_repo: ModelRepository, tmp_path: Path, flags: list[str], extra: dict[str, object]
@@ -258,7 +277,9 @@ def _readiness(response: httpx.Response) -> int | str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("flags", [[], ["--proxy"]], ids=["direct-ingress", "proxy"])
+@pytest.mark.parametrize(
+    "flags", [pytest.param([], id="direct-ingress"), pytest.param(["--proxy"], id="proxy", marks=_OTHER_MODE)]
+)
 def test_a_stop_answers_the_requests_in_flight_and_readyz_says_it_is_stopping(
     one_scenario_repo: ModelRepository, tmp_path: Path, flags: list[str]
 ) -> None:

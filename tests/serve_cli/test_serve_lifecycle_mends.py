@@ -128,7 +128,16 @@ def _kill_group(pgid: int) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("point", ["raylet-started", "core-worker", "serve-start"])
+# The earliest point in `make test` (its leak was the worst: Ray's agents alive for a minute); the two later
+# points in `make test-all` (each a serve start, ~15 s of CI).
+@pytest.mark.parametrize(
+    "point",
+    [
+        "raylet-started",
+        pytest.param("core-worker", marks=pytest.mark.slow),
+        pytest.param("serve-start", marks=pytest.mark.slow),
+    ],
+)
 def test_a_sigterm_while_ray_starts_stops_cleanly(
     one_scenario_repo: ModelRepository, tmp_path: Path, point: str
 ) -> None:

@@ -194,6 +194,10 @@ def values_gpu_args() -> dict:
     return yaml.safe_load(VALUES_GPU.read_text(encoding="utf-8"))["serve"]["args"]
 
 
+# A second whole dry run (~23 s of CI) for a failing HTTP step: `make test-all`.
+_SECOND_DRY_RUN = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     """A dry run whose HTTP step fails: `labelwise serve` exits as it starts, before Ray, since its Ray temp
@@ -208,6 +212,7 @@ def http_fails(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     return run_gpu_bench("--no-lora", "--port", port, out_dir=out_dir, env=env), out_dir
 
 
+@_SECOND_DRY_RUN
 def test_the_http_step_serves_with_values_gpus_batching(http_fails: tuple) -> None:
     """The serve config written for `labelwise serve` carries values-gpu.yaml's batching (not the CPU
     defaults: pass_padding_tokens 8 would cut the bench's L..L+4-token rows into passes by length)."""
@@ -251,6 +256,7 @@ def test_the_gpu_serve_config_is_values_gpu_with_only_the_benchs_own_settings(tm
     assert missing == config and "not here" in why
 
 
+@_SECOND_DRY_RUN
 def test_a_failed_http_step_keeps_the_table_and_the_json(http_fails: tuple) -> None:
     """The HTTP step fails as the LoRA mix may: FAILED under the table, the other figures kept, exit 1."""
     from loadtests.gpu_bench import BATCH_SIZES, LENGTHS
