@@ -164,6 +164,8 @@ def test_a_sigterm_while_ray_starts_stops_cleanly(
             _kill_group(pgid)
 
 
+# CI time (30 minutes on the 2-core box): in `make test-all`, not `make test`.
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_sigterm_to_the_whole_process_group_stops_in_seconds(
     one_scenario_repo: ModelRepository, tmp_path: Path

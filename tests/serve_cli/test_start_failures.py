@@ -47,6 +47,8 @@ def test_a_gpu_this_onnx_runtime_cannot_use_is_refused_before_ray_starts(
         assert "Started Serve" not in log and not server.ray_temp_folders(), log  # Ray never started
 
 
+# CI time (30 minutes on the 2-core box): in `make test-all`, not `make test`.
+@pytest.mark.slow
 def test_an_app_not_running_at_the_start_timeout_ends_the_start(
     one_scenario_repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

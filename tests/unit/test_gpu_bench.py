@@ -20,6 +20,8 @@ from loadtests import gpu_bench
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The whole GPU-bench dry run, 47-58 s (`make gpu-bench DRY_RUN=1` runs the same); CI time: `make test-all`.
+@pytest.mark.slow
 def test_dry_run_prints_one_table_for_every_length_and_batch_size(tmp_path: Path) -> None:
     from loadtests.gpu_bench import (
         BATCH_SIZES,
@@ -167,6 +169,8 @@ def run_gpu_bench(
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
+# CI time (30 minutes on the 2-core box): in `make test-all`, not `make test`.
+@pytest.mark.slow
 def test_the_torch_path_runs_without_exporting(tmp_path: Path) -> None:
     """`--backend torch`: the path of a GPU machine without onnxruntime-gpu, here on CPU in fp32."""
     from loadtests.gpu_bench import BATCH_SIZES, LENGTHS

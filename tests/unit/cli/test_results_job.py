@@ -15,6 +15,8 @@ pytest.importorskip("onnxruntime", reason="the serving extra is not installed")
 SENTIMENT = ("negative", "neutral", "positive")
 
 
+# CI time (30 minutes on the 2-core box): in `make test-all`, not `make test`.
+@pytest.mark.slow
 def test_the_results_job_scores_held_out_rows_resumes_and_writes_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_roberta_dir: Path
 ) -> None:
