@@ -83,6 +83,7 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
     names = [s.name for s in config.scenarios] if config.scenarios else repo.list_scenarios()
     aliases = {s.name: s.alias for s in config.scenarios or ()}
     shared = EngineSettings(providers, precisions, lora_mode="shared", lora_table_rank=config.lora_table_rank)
+    graphs: dict[tuple[str, str], Any] = {}  # shared graphs verified so far (base key, folder) -> base.json
     scenarios = {}
     for name in names:
         alias = aliases.get(name, config.default_alias)
@@ -104,7 +105,7 @@ def diagnose(args: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
             have = list(manifest.base_encoder.precisions)
         joins_shared = manifest.strategy == "lora" and config.lora_mode == "shared"
         if joins_shared:
-            read, chosen = _shared_graph(repo, manifest, shared)
+            read, chosen = _shared_graph(repo, manifest, shared, graphs)
             scenarios[name] = f"v{manifest.version} lora (shared): " + (
                 f"{chosen} from {read} (exported: {', '.join(have) or 'none'})" if chosen else read
             )
@@ -149,7 +150,9 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | None]:
+def _shared_graph(
+    repo: Any, manifest: Any, settings: Any, graphs: dict[tuple[str, str], Any]
+) -> tuple[str, str | None]:
     """(the multi-adapter graph `<base key>/<folder>` lora_mode shared serves a LoRA version from, its
     precision), chosen by the loader's own rules; (why it is refused at load, None) when none fits."""
 
@@ -170,8 +173,11 @@ def _shared_graph(repo: Any, manifest: Any, settings: Any) -> tuple[str, str | N
     try:
         folder = shared_graph_folder(repo, manifest, rank, settings)
         # verified (its checksums) as the replica's MultiAdapterCache does before it reads the spec: a graph
-        # whose bytes changed is refused at load, whatever its base.json says
-        info = repo.verify_base(base.key, folder)
+        # whose bytes changed is refused at load, whatever its base.json says; once a graph, as the replica's
+        # cache verifies each graph once however many scenarios share it (`graphs`: verified so far)
+        if (base.key, folder) not in graphs:
+            graphs[base.key, folder] = repo.verify_base(base.key, folder)
+        info = graphs[base.key, folder]
         if rank is not None:  # the adapter is here: checked against the graph's spec, as the loader does
             spec = GraphSpec.from_json(info.get("info", {}).get("spec", {}))
             check_shared_adapter(spec, shared_adapter(manifest, version_folder), manifest, folder)
