@@ -402,7 +402,7 @@ def _spelled_otherwise(name: str, labels: Sequence[str]) -> str | None:
     return None
 
 
-def _is_number(name: str) -> bool:
+def _spells_a_number(name: str) -> bool:
     """Whether a label spells a number (`0`, `1.0`, `-1`): a class code rather than a class name."""
     try:
         return math.isfinite(float(name))
@@ -509,7 +509,7 @@ def load_labeled(
                     f"{labels_of}'s labels {found}; it knows {known}: fix the file's labels, or score it "
                     "with a version trained on them"
                 )
-            if all(map(_is_number, unknown_counts)) and not any(map(_is_number, labels)):
+            if all(map(_spells_a_number, unknown_counts)) and not any(map(_spells_a_number, labels)):
                 # class codes (GLUE's 0/1): a code added to `labels` would be one more class beside the names
                 raise DataError(
                     f"data file {path}: column {scenario.label_column!r} holds numbers "
